@@ -1,0 +1,156 @@
+//! Types of the collector's HTTP API, shared with the CLI and the tests.
+
+use crate::record::AuditRecord;
+use crate::validate::FieldError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The body of every API error: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_parameter`, `unauthorized`, `not_found`.
+    pub code: String,
+    /// A sentence for a person.
+    pub message: String,
+    /// The parameter or field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Filters of a search, a facet query or an export. Repeated filters of one kind are ORed; filters
+/// of different kinds are ANDed. Serialised as query-string pairs by the CLI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFilters {
+    /// Actor id or email.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user: Vec<String>,
+    /// Exact action names (`scan.triggered`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub action: Vec<String>,
+    /// Categories or their aliases (`triage`, `auth`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub category: Vec<String>,
+    /// Repository names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository: Vec<String>,
+    /// `success` or `failure`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcome: Vec<String>,
+    /// Inclusive lower time bound: RFC 3339, a date, or relative (`7d`, `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Exclusive upper time bound, same forms as `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Full-text query: words, "phrases", `field:value`, `-word`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+}
+
+impl SearchFilters {
+    /// The filters as query-string pairs, repeated keys for repeated filters.
+    pub fn to_query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        for (key, values) in [
+            ("user", &self.user),
+            ("action", &self.action),
+            ("category", &self.category),
+            ("repository", &self.repository),
+            ("outcome", &self.outcome),
+        ] {
+            pairs.extend(values.iter().map(|v| (key, v.clone())));
+        }
+        for (key, value) in [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("q", &self.q),
+        ] {
+            if let Some(v) = value {
+                pairs.push((key, v.clone()));
+            }
+        }
+        pairs
+    }
+}
+
+/// `GET /api/v1/orgs/{org}/audit-log`: one page of matching records, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResponse {
+    pub entries: Vec<AuditRecord>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Exact number of records matching the filters.
+    pub total: u64,
+}
+
+/// How many matching records have one value of a field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// Width of a histogram bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistogramInterval {
+    Hour,
+    Day,
+}
+
+/// Matching records per time bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramBucket {
+    #[serde(with = "crate::time::micros")]
+    pub start: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// Counts over the matching records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub interval: HistogramInterval,
+    pub buckets: Vec<HistogramBucket>,
+}
+
+/// `GET /api/v1/orgs/{org}/audit-log/facets`: top values per field and a histogram over time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacetResponse {
+    pub total: u64,
+    pub categories: Vec<FacetCount>,
+    pub actions: Vec<FacetCount>,
+    pub users: Vec<FacetCount>,
+    pub repositories: Vec<FacetCount>,
+    pub outcomes: Vec<FacetCount>,
+    pub histogram: Histogram,
+}
+
+/// Why one line (or record) of an ingest request was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    /// 1-based line number in an NDJSON body, or 1-based position in an OTLP request.
+    pub line: usize,
+    /// The record's id, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub errors: Vec<FieldError>,
+}
+
+/// `POST /api/v1/ingest`: what was accepted (fsynced) and what was not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResponse {
+    /// Records now durable, including ones already stored before (`duplicates`).
+    pub accepted: u64,
+    /// Of `accepted`, records whose (org, id) was already stored: acknowledged, not stored twice.
+    pub duplicates: u64,
+    pub rejected: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RejectedRecord>,
+}

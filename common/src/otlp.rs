@@ -1,0 +1,328 @@
+//! Mapping between audit records and OTLP LogRecords, both directions (see docs/otlp-mapping.md).
+//!
+//! A LogRecord carries an audit record in one of two styles:
+//! - **attributes**: `audit.action`, `enduser.id`, ... as listed in [`FIELD_ATTRIBUTES`],
+//!   `time_unix_nano` as the time and the body as the message;
+//! - **body**: the record's JSON object as the body (a JSON string or a key-value list).
+//!
+//! Resource attributes may supply `audit.org_id` for all records under them.
+
+use crate::record::AuditRecord;
+use crate::validate::{FieldError, RecordErrors, Rules, record_from_value};
+use chrono::{DateTime, TimeZone, Utc};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use serde_json::{Map, Value};
+
+/// Record fields and the LogRecord attributes that carry them.
+pub const FIELD_ATTRIBUTES: &[(&str, &str)] = &[
+    ("id", "audit.id"),
+    ("org_id", "audit.org_id"),
+    ("action", "audit.action"),
+    ("actor.id", "enduser.id"),
+    ("actor.name", "audit.actor.name"),
+    ("actor.email", "audit.actor.email"),
+    ("actor.kind", "audit.actor.kind"),
+    ("target.kind", "audit.target.kind"),
+    ("target.id", "audit.target.id"),
+    ("target.name", "audit.target.name"),
+    ("repository", "audit.repository"),
+    ("outcome", "audit.outcome"),
+    ("metadata.ip", "client.address"),
+    ("metadata.user_agent", "user_agent.original"),
+    ("schema_version", "audit.schema_version"),
+];
+
+/// Attributes under this prefix become metadata keys (`audit.metadata.scan_type` → `metadata.scan_type`).
+pub const METADATA_PREFIX: &str = "audit.metadata.";
+/// The attribute (on a LogRecord or its Resource) naming the org.
+pub const ORG_ATTRIBUTE: &str = "audit.org_id";
+
+/// Reads the audit record a LogRecord carries, in either style, and validates it.
+/// `resource` is the enclosing Resource's attributes. Errors name record fields and, in the
+/// attributes style, the attribute that carries the field.
+pub fn record_from_log(
+    log: &LogRecord,
+    resource: &[KeyValue],
+    rules: &Rules,
+) -> Result<AuditRecord, RecordErrors> {
+    let (value, style) = log_to_value(log, resource)?;
+    record_from_value(value, rules).map_err(|RecordErrors(errors)| {
+        RecordErrors(
+            errors
+                .into_iter()
+                .map(|e| match style {
+                    Style::Attributes => name_attribute(e),
+                    Style::Body => FieldError::new(format!("body.{}", e.field), e.reason),
+                })
+                .collect(),
+        )
+    })
+}
+
+/// The org id given in a Resource's attributes, if any.
+pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
+    resource
+        .iter()
+        .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) if kv.key == ORG_ATTRIBUTE => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// Writes a record as a LogRecord in the attributes style.
+pub fn to_log_record(record: &AuditRecord) -> LogRecord {
+    let value = serde_json::to_value(record).expect("an AuditRecord always serialises");
+    let mut attributes = Vec::new();
+    for (path, key) in FIELD_ATTRIBUTES {
+        if let Some(v) = lookup(&value, path) {
+            attributes.push(key_value(key, v));
+        }
+    }
+    if let Some(Value::Object(metadata)) = value.get("metadata") {
+        for (k, v) in metadata {
+            if k != "ip" && k != "user_agent" {
+                attributes.push(key_value(&format!("{METADATA_PREFIX}{k}"), v));
+            }
+        }
+    }
+    LogRecord {
+        time_unix_nano: unix_nanos(&record.time),
+        severity_number: 9, // INFO
+        severity_text: "INFO".into(),
+        event_name: record.action.clone(),
+        body: record.message.as_ref().map(|m| AnyValue {
+            value: Some(any_value::Value::StringValue(m.clone())),
+        }),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// Writes a record as a LogRecord in the body style: the record's canonical JSON as the body.
+pub fn to_log_record_with_body(record: &AuditRecord) -> LogRecord {
+    LogRecord {
+        time_unix_nano: unix_nanos(&record.time),
+        severity_number: 9,
+        severity_text: "INFO".into(),
+        event_name: record.action.clone(),
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(record.canonical_json())),
+        }),
+        ..Default::default()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Style {
+    Attributes,
+    Body,
+}
+
+fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style), RecordErrors> {
+    let has_action_attribute = log.attributes.iter().any(|kv| kv.key == "audit.action");
+    let body = log.body.as_ref().and_then(|b| b.value.as_ref());
+    let body_object = match body {
+        _ if has_action_attribute => None,
+        Some(any_value::Value::KvlistValue(list)) => Some(kvlist_to_json(list)),
+        Some(any_value::Value::StringValue(s)) if s.trim_start().starts_with('{') => {
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => {
+                    return Err(RecordErrors::one(
+                        "body",
+                        "starts like a JSON object but is not valid JSON, and no audit.action attribute is set",
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
+    let time = log_time(log)?;
+    let attribute = |key: &str| {
+        log.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| any_to_json(kv.value.as_ref()))
+    };
+    if let Some(mut map) = body_object {
+        if !map.contains_key("org_id") {
+            if let Some(org) = attribute(ORG_ATTRIBUTE) {
+                map.insert("org_id".into(), org);
+            } else if let Some(org) = resource_org_id(resource) {
+                map.insert("org_id".into(), Value::String(org));
+            }
+        }
+        if !map.contains_key("id")
+            && let Some(id) = attribute("audit.id")
+        {
+            map.insert("id".into(), id);
+        }
+        if !map.contains_key("time")
+            && let Some(t) = time
+        {
+            map.insert(
+                "time".into(),
+                Value::String(crate::time::format_rfc3339(&t)),
+            );
+        }
+        return Ok((Value::Object(map), Style::Body));
+    }
+
+    let mut root = Map::new();
+    for kv in &log.attributes {
+        let value = any_to_json(kv.value.as_ref());
+        if let Some((path, _)) = FIELD_ATTRIBUTES.iter().find(|(_, key)| *key == kv.key) {
+            insert_path(&mut root, path, value);
+        } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
+            let value = match (rest, value) {
+                // `changes` may come as a JSON string as well as an array of key-value lists.
+                ("changes", Value::String(s)) => {
+                    serde_json::from_str(&s).unwrap_or(Value::String(s))
+                }
+                (_, v) => v,
+            };
+            insert_path(&mut root, &format!("metadata.{rest}"), value);
+        }
+        // Other attributes (service names, SDK details) describe the transport, not the action.
+    }
+    if !root.contains_key("org_id")
+        && let Some(org) = resource_org_id(resource)
+    {
+        root.insert("org_id".into(), Value::String(org));
+    }
+    if let Some(t) = time {
+        root.insert(
+            "time".into(),
+            Value::String(crate::time::format_rfc3339(&t)),
+        );
+    }
+    match body {
+        Some(any_value::Value::StringValue(s)) => {
+            root.insert("message".into(), Value::String(s.clone()));
+        }
+        Some(other) => {
+            let v = any_to_json(Some(&AnyValue {
+                value: Some(other.clone()),
+            }));
+            root.insert("message".into(), Value::String(v.to_string()));
+        }
+        None => {}
+    }
+    Ok((Value::Object(root), Style::Attributes))
+}
+
+fn log_time(log: &LogRecord) -> Result<Option<DateTime<Utc>>, RecordErrors> {
+    let nanos = if log.time_unix_nano != 0 {
+        log.time_unix_nano
+    } else {
+        log.observed_time_unix_nano
+    };
+    if nanos == 0 {
+        return Ok(None);
+    }
+    let nanos = i64::try_from(nanos)
+        .map_err(|_| RecordErrors::one("time", "time_unix_nano is out of range"))?;
+    Ok(Some(crate::time::truncate_to_micros(
+        Utc.timestamp_nanos(nanos),
+    )))
+}
+
+fn unix_nanos(t: &DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_micros()).unwrap_or(0) * 1_000
+}
+
+fn name_attribute(e: FieldError) -> FieldError {
+    let attribute = FIELD_ATTRIBUTES
+        .iter()
+        .find(|(path, _)| *path == e.field)
+        .map(|(_, key)| (*key).to_string())
+        .or_else(|| match e.field.as_str() {
+            "time" => Some("time_unix_nano".into()),
+            "message" => Some("body".into()),
+            f => f
+                .strip_prefix("metadata.")
+                .map(|rest| format!("{METADATA_PREFIX}{rest}")),
+        });
+    match attribute {
+        Some(a) => FieldError::new(e.field, format!("{} (OTLP {a})", e.reason)),
+        None => e,
+    }
+}
+
+fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            root.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let child = root
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(child) = child {
+                insert_path(child, rest, value);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+fn key_value(key: &str, value: &Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(json_to_any(value)),
+        ..Default::default()
+    }
+}
+
+/// Converts JSON to an OTLP AnyValue (objects become key-value lists).
+pub fn json_to_any(value: &Value) -> AnyValue {
+    use any_value::Value as V;
+    let v = match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(V::BoolValue(*b)),
+        Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => V::IntValue(i),
+            None => V::DoubleValue(n.as_f64().unwrap_or_default()),
+        }),
+        Value::String(s) => Some(V::StringValue(s.clone())),
+        Value::Array(items) => Some(V::ArrayValue(ArrayValue {
+            values: items.iter().map(json_to_any).collect(),
+        })),
+        Value::Object(map) => Some(V::KvlistValue(KeyValueList {
+            values: map.iter().map(|(k, v)| key_value(k, v)).collect(),
+        })),
+    };
+    AnyValue { value: v }
+}
+
+/// Converts an OTLP AnyValue to JSON (bytes become lowercase hex; NaN and infinities, null).
+pub fn any_to_json(value: Option<&AnyValue>) -> Value {
+    use any_value::Value as V;
+    match value.and_then(|v| v.value.as_ref()) {
+        None | Some(V::StringValueStrindex(_)) => Value::Null,
+        Some(V::StringValue(s)) => Value::String(s.clone()),
+        Some(V::BoolValue(b)) => Value::Bool(*b),
+        Some(V::IntValue(i)) => Value::from(*i),
+        Some(V::DoubleValue(d)) => {
+            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
+        }
+        Some(V::ArrayValue(a)) => {
+            Value::Array(a.values.iter().map(|v| any_to_json(Some(v))).collect())
+        }
+        Some(V::KvlistValue(list)) => Value::Object(kvlist_to_json(list)),
+        Some(V::BytesValue(b)) => Value::String(hex::encode(b)),
+    }
+}
+
+fn kvlist_to_json(list: &KeyValueList) -> Map<String, Value> {
+    list.values
+        .iter()
+        .map(|kv| (kv.key.clone(), any_to_json(kv.value.as_ref())))
+        .collect()
+}
