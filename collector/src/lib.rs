@@ -1,0 +1,3 @@
+//! The collector: durable ingest, the tantivy index, and the audit-log HTTP API.
+
+pub mod uid;
