@@ -1,3 +1,13 @@
-//! The collector: durable ingest, the tantivy index, and the audit-log HTTP API.
+//! The collector: durable ingest (WAL with group commit, dedupe), the tantivy index, the
+//! OTLP and NDJSON receivers, API keys, and the audit-log HTTP API.
 
+pub mod api;
+pub mod index;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+mod server;
+pub mod store;
 pub mod uid;
+
+pub use server::{Layout, ServeError, run};

@@ -1,0 +1,178 @@
+//! Reading an org's audit log: search (cursor pages), facets, one record. Each search records an
+//! `audit_log.viewed` entry in the org's own log (once per result set, not per page).
+
+use super::auth::check_reader;
+use super::params::{self, Params, Route};
+use super::{ApiError, AppState};
+use crate::index::{AuditIndex, IndexError};
+use crate::ingest::Receiver;
+use crate::keys::KeyInfo;
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use chrono::Utc;
+use codestax_common::api::{FacetResponse, SearchResponse};
+use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome, Target, TargetKind};
+use std::time::Instant;
+
+/// Records per page unless `limit` says otherwise.
+pub const DEFAULT_LIMIT: usize = 50;
+
+pub async fn search(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SearchResponse>, ApiError> {
+    check_reader(&key, &org)?;
+    let params = parse(&state, raw.as_deref(), Route::Search {
+        max_limit: state.limits.max_search_limit,
+    })?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    let page = query(&state, "search", {
+        let (org, q, cursor) = (org.clone(), params.query.clone(), params.cursor.clone());
+        move |index| index.search(&org, &q, limit, cursor.as_deref())
+    })
+    .await?;
+    if params.cursor.is_none() {
+        record_read(&state, &key, &org, "audit_log.viewed", &params, page.total).await?;
+    }
+    Ok(Json(SearchResponse {
+        entries: page.entries,
+        next_cursor: page.next_cursor,
+        total: page.total,
+    }))
+}
+
+pub async fn facets(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<FacetResponse>, ApiError> {
+    check_reader(&key, &org)?;
+    let params = parse(&state, raw.as_deref(), Route::Facets { max_top: 1000 })?;
+    let top = params.top.unwrap_or(state.limits.facet_top_n);
+    let facets = query(&state, "facets", move |index| {
+        index.facets(&org, &params.query, top)
+    })
+    .await?;
+    Ok(Json(facets))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<AuditRecord>, ApiError> {
+    check_reader(&key, &org)?;
+    let record = query(&state, "get", move |index| index.get(&org, &id)).await?;
+    record.map(Json).ok_or_else(ApiError::not_found)
+}
+
+fn parse(state: &AppState, raw: Option<&str>, route: Route) -> Result<Params, ApiError> {
+    params::parse(
+        raw,
+        route,
+        state.ingest.settings().allow_custom_actions,
+        Utc::now(),
+    )
+}
+
+/// Runs an index query off the async workers and times it.
+async fn query<T: Send + 'static>(
+    state: &AppState,
+    endpoint: &str,
+    f: impl FnOnce(&AuditIndex) -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let index = state.index.clone();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || f(&index))
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .metrics
+        .observe_search(endpoint, started.elapsed().as_secs_f64());
+    result.map_err(index_error)
+}
+
+/// Maps index errors to API errors: the user's mistakes are 400s naming the parameter.
+pub fn index_error(e: IndexError) -> ApiError {
+    match e {
+        IndexError::BadCursor(message) => ApiError::invalid(
+            "cursor",
+            format!("cursor is not valid ({message}); start again without a cursor"),
+        ),
+        IndexError::BadQuery { field, message } => ApiError::invalid(field, message),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Writes the record of a read (`audit_log.viewed`, `audit_log.exported`) into the org's log.
+/// If the read cannot be recorded the read is refused: an audit log that can be read without a
+/// trace is not one.
+pub async fn record_read(
+    state: &AppState,
+    key: &KeyInfo,
+    org: &str,
+    action: &str,
+    params: &Params,
+    total: u64,
+) -> Result<(), ApiError> {
+    let mut metadata = Metadata::default();
+    metadata.extra.insert(
+        "filters".into(),
+        serde_json::to_value(&params.filters).map_err(ApiError::internal)?,
+    );
+    metadata.extra.insert("total".into(), total.into());
+    metadata
+        .extra
+        .insert("role".into(), key.role.to_string().into());
+    let record = AuditRecord {
+        id: Some(format!("read-{}", random_hex(16))),
+        org_id: org.to_string(),
+        time: codestax_common::time::truncate_to_micros(Utc::now()),
+        actor: Actor {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            email: None,
+            kind: ActorKind::ApiKey,
+        },
+        action: action.to_string(),
+        category: String::new(),
+        target: Some(Target {
+            kind: TargetKind::Organization,
+            id: Some(org.to_string()),
+            name: None,
+        }),
+        repository: None,
+        outcome: Outcome::Success,
+        message: None,
+        metadata,
+        schema_version: codestax_common::SCHEMA_VERSION,
+        received_at: None,
+    };
+    let record = codestax_common::record_from_value(
+        serde_json::to_value(&record).map_err(ApiError::internal)?,
+        &state.ingest.rules(),
+    )
+    .map_err(ApiError::internal)?;
+    let outcome = state
+        .ingest
+        .submit(org, vec![Ok(record)], Receiver::Internal)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("could not record this read in the audit log: {e}"), 1))?;
+    if outcome.accepted != 1 {
+        return Err(ApiError::internal(format!(
+            "the read record was not accepted: {:?}",
+            outcome.rejected
+        )));
+    }
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    hex::encode(buf)
+}

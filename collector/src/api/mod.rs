@@ -1,0 +1,86 @@
+//! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
+//! (`/v1/logs`, `/api/v1/ingest`) and the org routes (`/api/v1/orgs/{org}/...`), with the key
+//! check as a layer on the routes that need it and one JSON error shape everywhere.
+
+mod audit_log;
+mod auth;
+mod error;
+mod ingest;
+mod ops;
+mod params;
+
+pub use error::ApiError;
+
+use crate::index::AuditIndex;
+use crate::ingest::Ingest;
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Limits and defaults of the API, fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Largest gzip-inflated body, in bytes (413 above).
+    pub max_decompressed_bytes: usize,
+    /// Largest `limit` of a search page.
+    pub max_search_limit: usize,
+    /// Facet values listed per field unless `top` says otherwise.
+    pub facet_top_n: usize,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: KeyStore,
+    pub index: AuditIndex,
+    pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
+    pub limits: ApiLimits,
+    /// Set once the WAL has been replayed into the index.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The collector's HTTP API.
+pub fn app(state: AppState) -> Router {
+    let keyed = Router::new()
+        .route("/v1/logs", post(ingest::otlp_http))
+        .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
+        .route("/api/v1/orgs/{org}/audit-log/facets", get(audit_log::facets))
+        .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key))
+        .route_layer(from_fn_with_state(state.clone(), require_ready));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(keyed)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // Bodies are read by the handlers with their own limits, so the errors keep our shape.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Layer: 503 with a retry hint until the WAL replay is done.
+async fn require_ready(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !state.ready.load(Ordering::Acquire) {
+        return Err(ApiError::unavailable(
+            "starting: replaying the write-ahead log into the index",
+            1,
+        ));
+    }
+    Ok(next.run(request).await)
+}

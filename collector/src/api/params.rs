@@ -1,0 +1,173 @@
+//! Query-string parameters of the audit-log routes, checked once: every bad value answers 400
+//! naming the parameter, unknown parameters included (a typo never widens a query silently).
+
+use super::ApiError;
+use crate::index::SearchQuery;
+use chrono::{DateTime, Utc};
+use codestax_common::time::{Bound, parse_time_bound};
+use codestax_common::{Category, Outcome, check_action};
+use std::collections::BTreeMap;
+
+/// Filters that may repeat (values ORed) and those that may appear once.
+const REPEATABLE: &[&str] = &["user", "action", "category", "repository", "outcome"];
+const SINGLE_FILTERS: &[&str] = &["since", "until", "q"];
+/// Longest `q` accepted, in bytes.
+const MAX_QUERY_BYTES: usize = 2048;
+
+/// What a route accepts beyond the filters.
+#[derive(Debug, Clone, Copy)]
+pub enum Route {
+    /// `limit` and `cursor`.
+    Search { max_limit: usize },
+    /// `top`.
+    Facets { max_top: usize },
+    /// `format`.
+    Export,
+}
+
+/// The checked parameters of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pub query: SearchQuery,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    pub top: Option<usize>,
+    pub format: Option<String>,
+    /// The filters as given (for the `audit_log.viewed` record's metadata).
+    pub filters: BTreeMap<String, Vec<String>>,
+}
+
+/// Parses a raw query string for `route`. `allow_custom_actions` widens the accepted actions and
+/// categories to any well-formed name, as for ingest.
+pub fn parse(
+    raw: Option<&str>,
+    route: Route,
+    allow_custom_actions: bool,
+    now: DateTime<Utc>,
+) -> Result<Params, ApiError> {
+    let mut p = Params::default();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let key = key.into_owned();
+        let value = value.into_owned();
+        let count = seen.entry(key.clone()).or_default();
+        *count += 1;
+        let known = REPEATABLE.contains(&key.as_str())
+            || SINGLE_FILTERS.contains(&key.as_str())
+            || matches!(
+                (route, key.as_str()),
+                (Route::Search { .. }, "limit" | "cursor")
+                    | (Route::Facets { .. }, "top")
+                    | (Route::Export, "format")
+            );
+        if !known {
+            return Err(ApiError::invalid(
+                &key,
+                format!("unknown parameter {key:?}; expected one of {}", expected(route)),
+            ));
+        }
+        if *count > 1 && !REPEATABLE.contains(&key.as_str()) {
+            return Err(ApiError::invalid(&key, format!("{key} may be given only once")));
+        }
+        if value.trim().is_empty() {
+            return Err(ApiError::invalid(&key, format!("{key} must not be empty")));
+        }
+        if REPEATABLE.contains(&key.as_str()) || SINGLE_FILTERS.contains(&key.as_str()) {
+            p.filters.entry(key.clone()).or_default().push(value.clone());
+        }
+        let q = &mut p.query;
+        match key.as_str() {
+            "user" => q.users.push(value),
+            "action" => {
+                check_action(&value, allow_custom_actions)
+                    .map_err(|e| ApiError::invalid("action", e.to_string()))?;
+                q.actions.push(value);
+            }
+            "category" => q.categories.push(category(&value, allow_custom_actions)?),
+            "repository" => q.repositories.push(value),
+            "outcome" => {
+                let o = Outcome::parse(value.trim()).ok_or_else(|| {
+                    ApiError::invalid(
+                        "outcome",
+                        format!("unknown outcome {value:?}; expected success or failure"),
+                    )
+                })?;
+                q.outcomes.push(o.as_str().to_string());
+            }
+            "since" => q.since = Some(time(&key, &value, Bound::Since, now)?),
+            "until" => q.until = Some(time(&key, &value, Bound::Until, now)?),
+            "q" => {
+                if value.len() > MAX_QUERY_BYTES {
+                    return Err(ApiError::invalid(
+                        "q",
+                        format!("query is {} bytes, over the limit of {MAX_QUERY_BYTES}", value.len()),
+                    ));
+                }
+                q.text = Some(value);
+            }
+            "limit" => {
+                let Route::Search { max_limit } = route else { unreachable!() };
+                p.limit = Some(number(&key, &value, max_limit)?);
+            }
+            "top" => {
+                let Route::Facets { max_top } = route else { unreachable!() };
+                p.top = Some(number(&key, &value, max_top)?);
+            }
+            "cursor" => p.cursor = Some(value),
+            "format" => p.format = Some(value),
+            _ => unreachable!("checked above"),
+        }
+    }
+    if let (Some(since), Some(until)) = (p.query.since, p.query.until)
+        && since >= until
+    {
+        return Err(ApiError::invalid("until", "until must be later than since"));
+    }
+    Ok(p)
+}
+
+fn expected(route: Route) -> String {
+    let mut all: Vec<&str> = REPEATABLE.iter().chain(SINGLE_FILTERS).copied().collect();
+    match route {
+        Route::Search { .. } => all.extend(["limit", "cursor"]),
+        Route::Facets { .. } => all.push("top"),
+        Route::Export => all.push("format"),
+    }
+    all.join(", ")
+}
+
+fn category(value: &str, allow_custom: bool) -> Result<String, ApiError> {
+    if let Some(c) = Category::parse(value) {
+        return Ok(c.as_str().to_string());
+    }
+    let custom_ok = allow_custom
+        && !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if custom_ok {
+        return Ok(value.to_string());
+    }
+    let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+    Err(ApiError::invalid(
+        "category",
+        format!(
+            "unknown category {value:?}; expected one of {} (or an alias such as triage, authentication, repo)",
+            names.join(", ")
+        ),
+    ))
+}
+
+fn time(key: &str, value: &str, bound: Bound, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    parse_time_bound(value, bound, now).map_err(|e| ApiError::invalid(key, format!("{key}: {e}")))
+}
+
+fn number(key: &str, value: &str, max: usize) -> Result<usize, ApiError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(
+            key,
+            format!("{key} must be a whole number between 1 and {max}, got {value:?}"),
+        )),
+    }
+}

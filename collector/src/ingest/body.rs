@@ -1,0 +1,87 @@
+//! Reading a request body within limits: the body size, and for gzip bodies the decompressed size
+//! too, so a gzip bomb is refused after reading at most the limit.
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_ENCODING;
+use std::io::Read;
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is over the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("decompressed request body is over the limit of {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    #[error("Content-Encoding {0:?} is not supported; use gzip or none")]
+    UnsupportedEncoding(String),
+    #[error("request body is not valid gzip: {0}")]
+    BadGzip(std::io::Error),
+    #[error("could not read the request body: {0}")]
+    Read(String),
+}
+
+/// Reads a body of at most `max_body` bytes and, when `Content-Encoding: gzip`, inflates it to at
+/// most `max_decompressed` bytes.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+    max_decompressed: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let raw = axum::body::to_bytes(body, max_body).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            BodyError::TooLarge { limit: max_body }
+        } else {
+            BodyError::Read(inner.to_string())
+        }
+    })?;
+    let encoding = headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw.to_vec()),
+        Some("gzip") => inflate(&raw, max_decompressed),
+        Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+/// Inflates gzip data, refusing output over `limit` bytes.
+pub fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    let decoder = flate2::read::MultiGzDecoder::new(data);
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(BodyError::BadGzip)?;
+    if out.len() > limit {
+        return Err(BodyError::DecompressedTooLarge { limit });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 50 * 1024 * 1024]);
+        assert!(bomb.len() < 100 * 1024, "a small body");
+        assert!(matches!(
+            inflate(&bomb, 1024 * 1024),
+            Err(BodyError::DecompressedTooLarge { limit: 1048576 })
+        ));
+        assert_eq!(inflate(&gzip(b"hello"), 5).unwrap(), b"hello");
+        assert!(matches!(inflate(b"not gzip", 100), Err(BodyError::BadGzip(_))));
+    }
+}

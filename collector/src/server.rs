@@ -1,0 +1,276 @@
+//! Running the collector: open the index and the store, replay the WAL, serve HTTP and OTLP/gRPC,
+//! index in the background, and stop cleanly (stop accepting, finish in-flight requests, commit).
+
+use crate::api::{self, ApiLimits, AppState};
+use crate::index::{AuditIndex, IndexOptions, Indexer};
+use crate::ingest::grpc::GrpcReceiver;
+use crate::ingest::{Ingest, IngestSettings, Receiver};
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
+use codestax_config::CollectorConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why the collector could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(tonic::transport::Error),
+    #[error("indexer stopped: {0}")]
+    Indexer(String),
+}
+
+/// Where the collector keeps its state under `data_dir`.
+pub struct Layout {
+    pub wal: PathBuf,
+    pub index: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Layout {
+            wal: data_dir.join("wal"),
+            index: data_dir.join("index"),
+            root: data_dir.to_path_buf(),
+        }
+    }
+}
+
+/// Runs the collector until `shutdown` is cancelled.
+pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let layout = Layout::new(&config.data_dir);
+    std::fs::create_dir_all(&layout.root).map_err(|source| ServeError::DataDir {
+        path: layout.root.clone(),
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let keys = KeyStore::open(&layout.root)?;
+
+    // Listen first, so /healthz and /readyz answer while the WAL is replayed.
+    let http = bind(config.http.listen, "http.listen").await?;
+    let grpc = bind(config.grpc.listen, "grpc.listen").await?;
+    tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, data_dir = %layout.root.display(), "listening");
+
+    let (index, indexer) = AuditIndex::open(
+        &layout.index,
+        IndexOptions {
+            writer_memory_bytes: config.index.writer_memory_bytes,
+            ..IndexOptions::default()
+        },
+    )?;
+    let mut hashes = Vec::new();
+    index.for_each_uid_hash(|h| hashes.push(h))?;
+    let (sink, batches) = mpsc::channel::<IndexBatch>(16);
+    let (store, replay) = Store::open(
+        &layout.wal,
+        StoreOptions {
+            segment_bytes: config.wal.segment_bytes,
+            group_commit_max_wait: config.wal.group_commit_max_wait,
+            ..StoreOptions::default()
+        },
+        Arc::new(index.clone()) as Arc<dyn IdLookup>,
+        hashes.into_iter(),
+        index.indexed_through(),
+        sink,
+    )?;
+    let ingest = Ingest::new(
+        store.clone(),
+        IngestSettings {
+            max_record_bytes: config.ingest.max_record_bytes,
+            allow_custom_actions: config.ingest.allow_custom_actions,
+        },
+        metrics.clone(),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        keys: keys.clone(),
+        index: index.clone(),
+        ingest: ingest.clone(),
+        metrics: metrics.clone(),
+        limits: ApiLimits {
+            max_body_bytes: config.limits.max_body_bytes,
+            max_decompressed_bytes: config.limits.max_decompressed_bytes,
+            max_search_limit: config.limits.max_search_limit,
+            facet_top_n: config.index.facet_top_n,
+        },
+        ready: ready.clone(),
+    };
+
+    let http_task = {
+        let app = api::app(state);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
+        })
+    };
+    let grpc_task = {
+        let service = GrpcReceiver::service(ingest.clone(), keys.clone(), config.limits.max_body_bytes);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .map_err(ServeError::Grpc)
+        })
+    };
+
+    // Replay what the WAL holds beyond the index, then serve.
+    let started = Instant::now();
+    let replayed = replay.len();
+    let mut indexer = tokio::task::spawn_blocking(move || -> Result<Indexer, ServeError> {
+        let mut indexer = indexer;
+        for (lsn, record) in &replay {
+            indexer.add(*lsn, record)?;
+        }
+        indexer.commit()?;
+        Ok(indexer)
+    })
+    .await
+    .map_err(|e| ServeError::Indexer(e.to_string()))??;
+    if let Some(through) = index.indexed_through() {
+        store.visible_through(through);
+    }
+    ready.store(true, Ordering::Release);
+    tracing::info!(replayed, seconds = started.elapsed().as_secs_f64(), "ready");
+
+    record_key_events(&keys, &ingest).await;
+    let keys_task = {
+        let (keys, ingest, stop) = (keys.clone(), ingest.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match keys.reload_if_changed() {
+                    Ok(true) => record_key_events(&keys, &ingest).await,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before"),
+                }
+            }
+        })
+    };
+
+    let indexer_task = {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        let interval = config.index.commit_interval;
+        let mut batches = batches;
+        tokio::spawn(async move {
+            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval).await
+        })
+    };
+
+    // Serve until asked to stop; then the servers finish in-flight requests.
+    let http_result = http_task.await.map_err(|e| ServeError::Indexer(e.to_string()))?;
+    let grpc_result = grpc_task.await.map_err(|e| ServeError::Indexer(e.to_string()))?;
+    keys_task.abort();
+    // Dropping the last senders ends the indexer, which commits what it holds.
+    drop(ingest);
+    drop(store);
+    let indexer_result = indexer_task
+        .await
+        .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    http_result?;
+    grpc_result?;
+    indexer_result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, what, source })
+}
+
+/// Indexes what the store hands over and commits every `interval`, so a record is searchable
+/// within about `interval` of its ack. Ends when the store is gone, after a last commit.
+async fn run_indexer(
+    indexer: &mut Indexer,
+    batches: &mut mpsc::Receiver<IndexBatch>,
+    store: &Store,
+    metrics: &Metrics,
+    interval: Duration,
+) -> Result<(), ServeError> {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(batch) => {
+                    tokio::task::block_in_place(|| {
+                        batch.records.iter().try_for_each(|(lsn, record)| indexer.add(*lsn, record))
+                    })?;
+                    dirty = true;
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if dirty {
+                    commit(indexer, store, metrics)?;
+                    dirty = false;
+                }
+            }
+        }
+    }
+    if dirty {
+        commit(indexer, store, metrics)?;
+    }
+    Ok(())
+}
+
+fn commit(indexer: &mut Indexer, store: &Store, metrics: &Metrics) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let through = tokio::task::block_in_place(|| indexer.commit())?;
+    metrics.observe_commit(started.elapsed().as_secs_f64());
+    if let Some(lsn) = through {
+        store.visible_through(lsn);
+    }
+    Ok(())
+}
+
+/// Writes `auth.api_key_created` / `auth.api_key_revoked` for every key event; the deterministic
+/// ids make this idempotent, so it runs at start and after every change of the key file.
+async fn record_key_events(keys: &KeyStore, ingest: &Ingest) {
+    for event in keys.events() {
+        let record = event.to_audit_record();
+        let org = record.org_id.clone();
+        if let Err(e) = ingest.submit(&org, vec![Ok(record)], Receiver::Internal).await {
+            tracing::warn!(error = %e, "cannot record a key event yet; will retry on the next key change or restart");
+        }
+    }
+}
