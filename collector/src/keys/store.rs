@@ -1,0 +1,671 @@
+//! The key store: `<data_dir>/keys.json`, shared by the running collector and the CLI.
+//!
+//! Every change is a read-modify-write under an exclusive lock on `keys.lock`, reading the file
+//! afresh, so two processes never lose each other's updates. The file is replaced atomically
+//! (temp file, fsync, rename, fsync of the directory), so readers never take the lock: they see the
+//! old or the new document, never half of one. A running collector picks up other writers' changes
+//! with [`KeyStore::reload_if_changed`], which costs one `stat` when nothing changed.
+
+use super::event::{KeyEvent, KeyEventKind};
+use super::token::{TOKEN_LEN, TOKEN_PREFIX, Token, TokenHash, random_bytes};
+use super::{KeyError, Role};
+use chrono::{DateTime, Utc};
+use codestax_common::is_valid_org_id;
+use codestax_common::time::truncate_to_micros;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq;
+
+/// The store's file inside the data directory.
+pub const KEYS_FILE: &str = "keys.json";
+/// The lock file held during every read-modify-write of [`KEYS_FILE`].
+pub const LOCK_FILE: &str = "keys.lock";
+/// Where a new document is written before it is renamed over [`KEYS_FILE`].
+const TEMP_FILE: &str = "keys.json.tmp";
+/// The format version of [`KEYS_FILE`] this build reads and writes.
+pub const STORE_VERSION: u64 = 1;
+/// How often [`KeyStore::spawn_reloader`] looks for changes by default.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest key name, in characters.
+const MAX_NAME_CHARS: usize = 128;
+/// Key ids are this prefix and 16 lowercase hex characters.
+const KEY_ID_PREFIX: &str = "key_";
+
+/// An API key as everyone but the store sees it: never the token, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Public identifier, `key_` and 16 hex characters. Safe to log and show.
+    pub id: String,
+    /// The org the key acts for.
+    pub org_id: String,
+    pub role: Role,
+    /// A label given at creation (host, person, purpose).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// When the key was created, UTC.
+    #[serde(with = "codestax_common::time::micros")]
+    pub created_at: DateTime<Utc>,
+    /// When the key was revoked, UTC; a revoked key authenticates nothing.
+    #[serde(default, with = "codestax_common::time::micros_opt")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Id of the key that created this one; `None` when created by the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Id of the key that revoked this one; `None` when revoked by the CLI or not revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+impl KeyInfo {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// May this key read `org`'s audit log: the role allows it and it is the key's own org.
+    pub fn can_read_log_of(&self, org: &str) -> bool {
+        self.role.can_read_log() && self.org_id == org
+    }
+
+    /// May this key send records into `org`: the role allows it and it is the key's own org.
+    pub fn can_ingest_into(&self, org: &str) -> bool {
+        self.role.can_ingest() && self.org_id == org
+    }
+
+    /// This key's lifecycle as events: its creation and, if revoked, its revocation.
+    fn events(&self) -> impl Iterator<Item = KeyEvent> + '_ {
+        let event = |kind, at, by: &Option<String>| KeyEvent {
+            kind,
+            key_id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            role: self.role,
+            name: self.name.clone(),
+            at,
+            by: by.clone(),
+        };
+        std::iter::once(event(
+            KeyEventKind::Created,
+            self.created_at,
+            &self.created_by,
+        ))
+        .chain(
+            self.revoked_at
+                .map(|at| event(KeyEventKind::Revoked, at, &self.revoked_by)),
+        )
+    }
+}
+
+/// `keys.json`: `{"version": 1, "keys": [...]}`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    version: u64,
+    keys: Vec<StoredKey>,
+}
+
+/// Read before the whole document, so a future version is reported as such, not as corrupt.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u64,
+}
+
+/// One key as stored: its public fields and the SHA-256 of its token, in lowercase hex.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    id: String,
+    org_id: String,
+    role: Role,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(with = "codestax_common::time::micros")]
+    created_at: DateTime<Utc>,
+    #[serde(default, with = "codestax_common::time::micros_opt")]
+    revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_by: Option<String>,
+    token_sha256: String,
+}
+
+/// A key in memory: what it is and the hash of its token.
+#[derive(Debug, Clone)]
+struct Entry {
+    info: KeyInfo,
+    hash: TokenHash,
+}
+
+/// What identifies one version of `keys.json` without reading it. Every write renames a new file
+/// into place, so the inode changes too, even when the size and mtime tick do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: Option<SystemTime>,
+    #[cfg(unix)]
+    dev_ino: (u64, u64),
+    #[cfg(unix)]
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+            #[cfg(unix)]
+            dev_ino: (meta.dev(), meta.ino()),
+            #[cfg(unix)]
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// One loaded version of the store: the keys in file order and an index by token hash.
+#[derive(Debug, Default)]
+struct Snapshot {
+    entries: Vec<Entry>,
+    by_hash: HashMap<TokenHash, usize>,
+    stamp: Option<Stamp>,
+}
+
+impl Snapshot {
+    /// Builds and checks a snapshot from the parsed file; `path` names the file in errors.
+    fn from_file(file: KeyFile, path: &Path) -> Result<Snapshot, KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut ids = HashSet::new();
+        let mut snapshot = Snapshot::default();
+        for (i, k) in file.keys.into_iter().enumerate() {
+            if !is_valid_key_id(&k.id) {
+                return Err(invalid(format!(
+                    "keys[{i}].id: malformed key id {:?}",
+                    k.id
+                )));
+            }
+            if !ids.insert(k.id.clone()) {
+                return Err(invalid(format!("keys[{i}].id: duplicate key id {}", k.id)));
+            }
+            if !is_valid_org_id(&k.org_id) {
+                return Err(invalid(format!(
+                    "keys[{i}].org_id: invalid org id {:?}",
+                    k.org_id
+                )));
+            }
+            if let Some(name) = &k.name
+                && !is_valid_name(name)
+            {
+                return Err(invalid(format!("keys[{i}].name: invalid name {name:?}")));
+            }
+            let Some(hash) = TokenHash::from_hex(&k.token_sha256) else {
+                return Err(invalid(format!(
+                    "keys[{i}].token_sha256: expected 64 lowercase hex characters"
+                )));
+            };
+            let entry = Entry {
+                info: KeyInfo {
+                    id: k.id,
+                    org_id: k.org_id,
+                    role: k.role,
+                    name: k.name,
+                    created_at: k.created_at,
+                    revoked_at: k.revoked_at,
+                    created_by: k.created_by,
+                    revoked_by: k.revoked_by,
+                },
+                hash,
+            };
+            snapshot.push(entry).map_err(|id| {
+                invalid(format!(
+                    "keys[{i}].token_sha256: same token hash as key {id}"
+                ))
+            })?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Adds a key; fails with the id of the key that has the same token hash.
+    fn push(&mut self, entry: Entry) -> Result<(), String> {
+        if let Some(&other) = self.by_hash.get(&entry.hash) {
+            return Err(self.entries[other].info.id.clone());
+        }
+        self.by_hash.insert(entry.hash, self.entries.len());
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    fn get_mut(&mut self, key_id: &str) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.info.id == key_id)
+    }
+
+    fn to_file(&self) -> KeyFile {
+        KeyFile {
+            version: STORE_VERSION,
+            keys: self
+                .entries
+                .iter()
+                .map(|e| StoredKey {
+                    id: e.info.id.clone(),
+                    org_id: e.info.org_id.clone(),
+                    role: e.info.role,
+                    name: e.info.name.clone(),
+                    created_at: e.info.created_at,
+                    revoked_at: e.info.revoked_at,
+                    created_by: e.info.created_by.clone(),
+                    revoked_by: e.info.revoked_by.clone(),
+                    token_sha256: e.hash.to_hex(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The API keys of every org, backed by `<data_dir>/keys.json`. Cheap to clone: clones share the
+/// loaded keys. Several stores (in one or several processes) may use the same directory.
+#[derive(Clone)]
+pub struct KeyStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    path: PathBuf,
+    temp_path: PathBuf,
+    lock_path: PathBuf,
+    state: RwLock<Snapshot>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.inner.path)
+            .field("keys", &self.read_state().entries.len())
+            .finish()
+    }
+}
+
+impl KeyStore {
+    /// Opens the store in `data_dir`, creating the directory and an empty `keys.json` if missing.
+    /// A file that cannot be read or parsed is an error naming it; it is never reset.
+    pub fn open(data_dir: &Path) -> Result<KeyStore, KeyError> {
+        fs::create_dir_all(data_dir).map_err(|source| KeyError::Io {
+            op: "creating data directory",
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let store = KeyStore {
+            inner: Arc::new(Inner {
+                dir: data_dir.to_path_buf(),
+                path: data_dir.join(KEYS_FILE),
+                temp_path: data_dir.join(TEMP_FILE),
+                lock_path: data_dir.join(LOCK_FILE),
+                state: RwLock::new(Snapshot::default()),
+            }),
+        };
+        let _lock = store.lock()?;
+        let snapshot = match store.read_file() {
+            Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                let mut empty = Snapshot::default();
+                store.write_file(&mut empty)?;
+                empty
+            }
+            other => other?,
+        };
+        *store.write_state() = snapshot;
+        Ok(store)
+    }
+
+    /// The path of `keys.json`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Creates a key for `org` (on behalf of the CLI) and returns it with its token, which is
+    /// not stored anywhere and cannot be shown again.
+    pub fn create(
+        &self,
+        org: &str,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<(KeyInfo, Token), KeyError> {
+        self.create_inner(org, role, name, None)
+    }
+
+    /// As [`KeyStore::create`], recording `actor_key_id` (the key that asked) as the creator.
+    /// Whether that key may do so is the caller's decision ([`Role::can_manage_keys`], same org).
+    pub fn create_by(
+        &self,
+        actor_key_id: &str,
+        org: &str,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<(KeyInfo, Token), KeyError> {
+        self.create_inner(org, role, name, Some(actor_key_id))
+    }
+
+    fn create_inner(
+        &self,
+        org: &str,
+        role: Role,
+        name: Option<&str>,
+        by: Option<&str>,
+    ) -> Result<(KeyInfo, Token), KeyError> {
+        if !is_valid_org_id(org) {
+            return Err(KeyError::InvalidOrg(org.to_string()));
+        }
+        if let Some(name) = name
+            && !is_valid_name(name)
+        {
+            return Err(KeyError::InvalidName(name.to_string()));
+        }
+        let token = Token::generate()?;
+        let info = self.modify(|snapshot| {
+            let id = loop {
+                let id = format!("{KEY_ID_PREFIX}{}", hex::encode(random_bytes::<8>()?));
+                if !snapshot.entries.iter().any(|e| e.info.id == id) {
+                    break id;
+                }
+            };
+            let info = KeyInfo {
+                id,
+                org_id: org.to_string(),
+                role,
+                name: name.map(str::to_string),
+                created_at: truncate_to_micros(Utc::now()),
+                revoked_at: None,
+                created_by: by.map(str::to_string),
+                revoked_by: None,
+            };
+            snapshot
+                .push(Entry {
+                    info: info.clone(),
+                    hash: token.hash(),
+                })
+                .map_err(|other| KeyError::Invalid {
+                    path: self.inner.path.clone(),
+                    reason: format!("new token collides with key {other}"),
+                })?;
+            Ok(info)
+        })?;
+        tracing::info!(key_id = %info.id, org_id = %info.org_id, role = %info.role, "API key created");
+        Ok((info, token))
+    }
+
+    /// Revokes a key (on behalf of the CLI). Unknown ids are [`KeyError::NotFound`]; a key
+    /// revoked before is [`KeyError::AlreadyRevoked`].
+    pub fn revoke(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
+        self.revoke_inner(key_id, None)
+    }
+
+    /// As [`KeyStore::revoke`], recording `actor_key_id` as the revoker. Check the actor's role
+    /// and org against [`KeyStore::get`] first.
+    pub fn revoke_by(&self, actor_key_id: &str, key_id: &str) -> Result<KeyInfo, KeyError> {
+        self.revoke_inner(key_id, Some(actor_key_id))
+    }
+
+    fn revoke_inner(&self, key_id: &str, by: Option<&str>) -> Result<KeyInfo, KeyError> {
+        let info = self.modify(|snapshot| {
+            let entry = snapshot
+                .get_mut(key_id)
+                .ok_or_else(|| KeyError::NotFound(key_id.to_string()))?;
+            if let Some(at) = entry.info.revoked_at {
+                return Err(KeyError::AlreadyRevoked {
+                    id: key_id.to_string(),
+                    at,
+                });
+            }
+            entry.info.revoked_at = Some(truncate_to_micros(Utc::now()));
+            entry.info.revoked_by = by.map(str::to_string);
+            Ok(entry.info.clone())
+        })?;
+        tracing::info!(key_id = %info.id, org_id = %info.org_id, role = %info.role, "API key revoked");
+        Ok(info)
+    }
+
+    /// One key by id, revoked or not, as last loaded.
+    pub fn get(&self, key_id: &str) -> Option<KeyInfo> {
+        self.read_state()
+            .entries
+            .iter()
+            .find(|e| e.info.id == key_id)
+            .map(|e| e.info.clone())
+    }
+
+    /// The keys of `org` (or of every org), revoked ones included, oldest first, as last loaded.
+    pub fn list(&self, org: Option<&str>) -> Vec<KeyInfo> {
+        let mut keys: Vec<KeyInfo> = self
+            .read_state()
+            .entries
+            .iter()
+            .filter(|e| org.is_none_or(|o| e.info.org_id == o))
+            .map(|e| e.info.clone())
+            .collect();
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        keys
+    }
+
+    /// The key a presented token belongs to, unless it is unknown or revoked. Hashes the token
+    /// once, looks the hash up, and compares the stored hash in constant time.
+    pub fn authenticate(&self, token: &str) -> Option<KeyInfo> {
+        // The format is public, so rejecting malformed tokens early leaks nothing.
+        if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
+            return None;
+        }
+        let presented = TokenHash::of(token);
+        let state = self.read_state();
+        let entry = &state.entries[*state.by_hash.get(&presented)?];
+        let matches: bool = entry.hash.0.ct_eq(&presented.0).into();
+        (matches && !entry.info.is_revoked()).then(|| entry.info.clone())
+    }
+
+    /// Every key's creation and revocation, oldest first: the source of the
+    /// `auth.api_key_created` / `auth.api_key_revoked` audit records.
+    pub fn events(&self) -> Vec<KeyEvent> {
+        let mut events: Vec<KeyEvent> = self
+            .read_state()
+            .entries
+            .iter()
+            .flat_map(|e| e.info.events())
+            .collect();
+        events.sort_by(|a, b| (a.at, &a.key_id, a.kind).cmp(&(b.at, &b.key_id, b.kind)));
+        events
+    }
+
+    /// Reloads `keys.json` if another store changed it since it was last loaded. Costs one `stat`
+    /// when nothing changed. On error the keys loaded before stay in use.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let meta = fs::metadata(&self.inner.path).map_err(|source| KeyError::Io {
+            op: "checking key store",
+            path: self.inner.path.clone(),
+            source,
+        })?;
+        if self.read_state().stamp == Some(Stamp::of(&meta)) {
+            return Ok(false);
+        }
+        let snapshot = self.read_file()?;
+        let mut state = self.write_state();
+        if state.stamp == snapshot.stamp {
+            return Ok(false);
+        }
+        *state = snapshot;
+        Ok(true)
+    }
+
+    /// Runs [`KeyStore::reload_if_changed`] every `interval` (use [`RELOAD_INTERVAL`]) until the
+    /// task is aborted. Failures are logged once per distinct error; the old keys stay in use.
+    pub fn spawn_reloader(self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_error: Option<String> = None;
+            loop {
+                ticker.tick().await;
+                let store = self.clone();
+                match tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
+                    Ok(Ok(changed)) => {
+                        if changed {
+                            tracing::info!(path = %self.inner.path.display(), "API keys reloaded");
+                        }
+                        last_error = None;
+                    }
+                    Ok(Err(e)) => {
+                        let message = e.to_string();
+                        if last_error.as_deref() != Some(message.as_str()) {
+                            tracing::warn!(error = %message, "reloading API keys failed; keeping the keys loaded before");
+                            last_error = Some(message);
+                        }
+                    }
+                    Err(e) if e.is_cancelled() => break,
+                    Err(e) => tracing::error!(error = %e, "API key reload task panicked"),
+                }
+            }
+        })
+    }
+
+    /// Read-modify-write under the exclusive lock: reads the file afresh, applies `change`, writes
+    /// the result atomically and makes it this store's state before the lock is released (so two
+    /// threads of one store cannot install their results out of order).
+    fn modify<T>(
+        &self,
+        change: impl FnOnce(&mut Snapshot) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
+        let _lock = self.lock()?;
+        let mut snapshot = self.read_file()?;
+        let result = change(&mut snapshot);
+        if result.is_ok() {
+            self.write_file(&mut snapshot)?;
+        }
+        // Even a refused change has read the newest file: keep it.
+        *self.write_state() = snapshot;
+        result
+    }
+
+    /// Takes the exclusive lock on `keys.lock`; released when the file is dropped.
+    fn lock(&self) -> Result<File, KeyError> {
+        let path = &self.inner.lock_path;
+        let io_err = |op| {
+            move |source| KeyError::Io {
+                op,
+                path: path.clone(),
+                source,
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err("opening lock file"))?;
+        file.lock().map_err(io_err("locking"))?;
+        Ok(file)
+    }
+
+    /// Reads and checks `keys.json`, with the stamp of exactly the version read.
+    fn read_file(&self) -> Result<Snapshot, KeyError> {
+        let path = &self.inner.path;
+        let io_err = |op| {
+            move |source| KeyError::Io {
+                op,
+                path: path.clone(),
+                source,
+            }
+        };
+        let mut file = File::open(path).map_err(io_err("opening key store"))?;
+        let stamp = Stamp::of(&file.metadata().map_err(io_err("checking key store"))?);
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_err("reading key store"))?;
+        let corrupt = |source| KeyError::Corrupt {
+            path: path.clone(),
+            source,
+        };
+        let VersionOnly { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if version != STORE_VERSION {
+            return Err(KeyError::UnsupportedVersion {
+                path: path.clone(),
+                version,
+            });
+        }
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let mut snapshot = Snapshot::from_file(file, path)?;
+        snapshot.stamp = Some(stamp);
+        Ok(snapshot)
+    }
+
+    /// Replaces `keys.json` with `snapshot` atomically and records the new file's stamp in it.
+    /// Call only with the lock held.
+    fn write_file(&self, snapshot: &mut Snapshot) -> Result<(), KeyError> {
+        let Inner {
+            dir,
+            path,
+            temp_path,
+            ..
+        } = &*self.inner;
+        let io_err = |op, path: &PathBuf| {
+            let path = path.clone();
+            move |source| KeyError::Io { op, path, source }
+        };
+        let mut bytes = serde_json::to_vec_pretty(&snapshot.to_file())
+            .expect("the key file serialises to JSON");
+        bytes.push(b'\n');
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut temp = options
+            .open(temp_path)
+            .map_err(io_err("creating", temp_path))?;
+        temp.write_all(&bytes)
+            .map_err(io_err("writing", temp_path))?;
+        temp.sync_all().map_err(io_err("syncing", temp_path))?;
+        drop(temp);
+        fs::rename(temp_path, path).map_err(io_err("replacing key store", path))?;
+        #[cfg(unix)]
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("syncing directory", dir))?;
+        #[cfg(not(unix))]
+        let _ = dir;
+        let meta = fs::metadata(path).map_err(io_err("checking key store", path))?;
+        snapshot.stamp = Some(Stamp::of(&meta));
+        Ok(())
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        // A snapshot is replaced whole, so a panic elsewhere cannot leave it half-changed.
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, Snapshot> {
+        self.inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn is_valid_key_id(id: &str) -> bool {
+    id.strip_prefix(KEY_ID_PREFIX).is_some_and(|hex| {
+        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn is_valid_name(name: &str) -> bool {
+    let chars = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests;
