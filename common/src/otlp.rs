@@ -41,14 +41,21 @@ pub const METADATA_PREFIX: &str = "audit.metadata.";
 pub const ORG_ATTRIBUTE: &str = "audit.org_id";
 
 /// Reads the audit record a LogRecord carries, in either style, and validates it.
-/// `resource` is the enclosing Resource's attributes. Errors name record fields and, in the
-/// attributes style, the attribute that carries the field.
+/// `resource` is the enclosing Resource's attributes; `default_org` is used when neither the
+/// record nor the resource names an org. Errors name record fields and, in the attributes style,
+/// the attribute that carries the field.
 pub fn record_from_log(
     log: &LogRecord,
     resource: &[KeyValue],
+    default_org: Option<&str>,
     rules: &Rules,
 ) -> Result<AuditRecord, RecordErrors> {
-    let (value, style) = log_to_value(log, resource)?;
+    let (mut value, style) = log_to_value(log, resource)?;
+    if let (Value::Object(map), Some(org)) = (&mut value, default_org)
+        && !map.contains_key("org_id")
+    {
+        map.insert("org_id".into(), Value::String(org.to_string()));
+    }
     record_from_value(value, rules).map_err(|RecordErrors(errors)| {
         RecordErrors(
             errors

@@ -108,8 +108,13 @@ impl fmt::Display for RecordErrors {
     }
 }
 
-/// Parses one line of the JSON-lines emit format.
-pub fn parse_json_line(line: &[u8], rules: &Rules) -> Result<AuditRecord, RecordErrors> {
+/// Parses one line of the JSON-lines emit format. A record without `org_id` takes `default_org`
+/// (the emit file's configured org, or the ingest key's org).
+pub fn parse_json_line(
+    line: &[u8],
+    default_org: Option<&str>,
+    rules: &Rules,
+) -> Result<AuditRecord, RecordErrors> {
     // A line far over the limit is refused before it is parsed; the exact check is on the
     // canonical form below. JSON escaping can only make a line longer than its canonical form
     // by a bounded factor, so 4x is safe.
@@ -129,8 +134,13 @@ pub fn parse_json_line(line: &[u8], rules: &Rules) -> Result<AuditRecord, Record
             format!("not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
         )
     })?;
-    let value: Value = serde_json::from_str(text)
+    let mut value: Value = serde_json::from_str(text)
         .map_err(|e| RecordErrors::one("record", format!("not valid JSON: {e}")))?;
+    if let (Value::Object(map), Some(org)) = (&mut value, default_org)
+        && matches!(map.get("org_id"), None | Some(Value::Null))
+    {
+        map.insert("org_id".into(), Value::String(org.to_string()));
+    }
     record_from_value(value, rules)
 }
 

@@ -53,7 +53,7 @@ fn emit_format_round_trips() {
     let record = parse(full_record_json()).unwrap();
     assert_eq!(record.category, "repository", "category is derived");
     let line = serde_json::to_string(&record).unwrap();
-    let again = parse_json_line(line.as_bytes(), &rules()).unwrap();
+    let again = parse_json_line(line.as_bytes(), None, &rules()).unwrap();
     assert_eq!(record, again);
     // The derived serde and the validating parser read the same format.
     let via_serde: AuditRecord = serde_json::from_str(&line).unwrap();
@@ -211,17 +211,17 @@ fn size_limit_is_on_the_serialised_record() {
 
 #[test]
 fn bad_lines() {
-    let e = parse_json_line(b"{\"org_id\": \"a\xff\"}", &rules()).unwrap_err();
+    let e = parse_json_line(b"{\"org_id\": \"a\xff\"}", None, &rules()).unwrap_err();
     assert_eq!(e.0[0].field, "record");
     assert!(e.0[0].reason.contains("not valid UTF-8"), "{e}");
-    let e = parse_json_line(b"{\"org_id\": ", &rules()).unwrap_err();
+    let e = parse_json_line(b"{\"org_id\": ", None, &rules()).unwrap_err();
     assert!(e.0[0].reason.starts_with("not valid JSON"), "{e}");
-    let e = parse_json_line(b"[1,2]", &rules()).unwrap_err();
+    let e = parse_json_line(b"[1,2]", None, &rules()).unwrap_err();
     assert_eq!(
         e.to_string(),
         "record: expected a JSON object, got an array"
     );
-    let e = parse_json_line(br#"{"message": "\ud800"}"#, &rules()).unwrap_err();
+    let e = parse_json_line(br#"{"message": "\ud800"}"#, None, &rules()).unwrap_err();
     assert!(
         e.0[0].reason.contains("not valid JSON"),
         "lone surrogates are not UTF-8: {e}"
@@ -272,7 +272,7 @@ fn canonical_encoding_is_stable_across_field_order() {
         s.push('}');
         s
     };
-    let b = parse_json_line(text.as_bytes(), &rules()).unwrap();
+    let b = parse_json_line(text.as_bytes(), None, &rules()).unwrap();
     assert_eq!(a.canonical_json(), b.canonical_json());
     let canonical = a.canonical_json();
     assert!(
@@ -303,7 +303,7 @@ fn otlp_round_trip_attributes_style() {
     ] {
         assert!(keys.contains(&want), "{want} in {keys:?}");
     }
-    let back = record_from_log(&log, &[], &rules()).unwrap();
+    let back = record_from_log(&log, &[], None, &rules()).unwrap();
     assert_eq!(record, back);
 }
 
@@ -311,7 +311,7 @@ fn otlp_round_trip_attributes_style() {
 fn otlp_round_trip_body_style() {
     let record = parse(full_record_json()).unwrap();
     let log = to_log_record_with_body(&record);
-    let back = record_from_log(&log, &[], &rules()).unwrap();
+    let back = record_from_log(&log, &[], None, &rules()).unwrap();
     assert_eq!(record, back);
 }
 
@@ -341,14 +341,14 @@ fn otlp_org_from_resource_and_errors_name_attributes() {
         ..Default::default()
     };
     let resource = [string_attr("audit.org_id", "acme")];
-    let r = record_from_log(&log, &resource, &rules()).unwrap();
+    let r = record_from_log(&log, &resource, None, &rules()).unwrap();
     assert_eq!(r.org_id, "acme");
     assert_eq!(r.message.as_deref(), Some("signed in"));
     assert_eq!(r.category, "auth");
 
     let mut bad = log.clone();
     bad.attributes[2] = string_attr("audit.actor.email", "nope");
-    let e = record_from_log(&bad, &[], &rules())
+    let e = record_from_log(&bad, &[], None, &rules())
         .unwrap_err()
         .to_string();
     assert!(e.contains("org_id: required (OTLP audit.org_id)"), "{e}");
@@ -359,7 +359,7 @@ fn otlp_org_from_resource_and_errors_name_attributes() {
 
     let mut no_time = log.clone();
     no_time.time_unix_nano = 0;
-    let e = record_from_log(&no_time, &resource, &rules())
+    let e = record_from_log(&no_time, &resource, None, &rules())
         .unwrap_err()
         .to_string();
     assert_eq!(e, "time: required (OTLP time_unix_nano)");
@@ -373,7 +373,7 @@ fn otlp_body_style_as_key_value_list_and_bad_json() {
         body: Some(codestax_common::otlp::json_to_any(&json)),
         ..Default::default()
     };
-    assert_eq!(record_from_log(&log, &[], &rules()).unwrap(), record);
+    assert_eq!(record_from_log(&log, &[], None, &rules()).unwrap(), record);
 
     let log = LogRecord {
         body: Some(AnyValue {
@@ -381,7 +381,7 @@ fn otlp_body_style_as_key_value_list_and_bad_json() {
         }),
         ..Default::default()
     };
-    let e = record_from_log(&log, &[], &rules()).unwrap_err();
+    let e = record_from_log(&log, &[], None, &rules()).unwrap_err();
     assert_eq!(e.0[0].field, "body");
 
     let mut v = json.clone();
@@ -392,8 +392,34 @@ fn otlp_body_style_as_key_value_list_and_bad_json() {
         }),
         ..Default::default()
     };
-    let e = record_from_log(&log, &[], &rules())
+    let e = record_from_log(&log, &[], None, &rules())
         .unwrap_err()
         .to_string();
     assert_eq!(e, "body.actor.email: not a valid email address");
+}
+
+#[test]
+fn default_org_fills_only_missing_org() {
+    let line = br#"{"time":"2026-11-27T10:00:00Z","actor":{"id":"s","kind":"system"},"action":"scan.completed"}"#;
+    let r = parse_json_line(line, Some("acme"), &rules()).unwrap();
+    assert_eq!(r.org_id, "acme");
+    let line = br#"{"org_id":"globex","time":"2026-11-27T10:00:00Z","actor":{"id":"s","kind":"system"},"action":"scan.completed"}"#;
+    let r = parse_json_line(line, Some("acme"), &rules()).unwrap();
+    assert_eq!(r.org_id, "globex", "the record's own org wins");
+    let log = to_log_record(&r);
+    let mut no_org = log.clone();
+    no_org.attributes.retain(|kv| kv.key != "audit.org_id");
+    assert_eq!(
+        record_from_log(&no_org, &[], Some("acme"), &rules())
+            .unwrap()
+            .org_id,
+        "acme"
+    );
+    let resource = [string_attr("audit.org_id", "initech")];
+    assert_eq!(
+        record_from_log(&no_org, &resource, Some("acme"), &rules())
+            .unwrap()
+            .org_id,
+        "initech"
+    );
 }
