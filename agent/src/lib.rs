@@ -1,1 +1,1 @@
-//! The agent (placeholder in this branch).
+//! placeholder

@@ -409,7 +409,17 @@ fn default_org_fills_only_missing_org() {
     let log = to_log_record(&r);
     let mut no_org = log.clone();
     no_org.attributes.retain(|kv| kv.key != "audit.org_id");
-    assert_eq!(record_from_log(&no_org, &[], Some("acme"), &rules()).unwrap().org_id, "acme");
+    assert_eq!(
+        record_from_log(&no_org, &[], Some("acme"), &rules())
+            .unwrap()
+            .org_id,
+        "acme"
+    );
     let resource = [string_attr("audit.org_id", "initech")];
-    assert_eq!(record_from_log(&no_org, &resource, Some("acme"), &rules()).unwrap().org_id, "initech");
+    assert_eq!(
+        record_from_log(&no_org, &resource, Some("acme"), &rules())
+            .unwrap()
+            .org_id,
+        "initech"
+    );
 }

@@ -1,1 +1,34 @@
-//! Configuration (placeholder in this branch).
+//! Configuration of the CodeStax collector and agent.
+//!
+//! Values are layered: built-in defaults < the TOML file given with `--config` < environment
+//! variables (`CODESTAX_COLLECTOR__…` / `CODESTAX_AGENT__…`, `__` between nesting levels), and
+//! `--data-dir` last of all. Unknown keys are errors, and loading reports every problem at once,
+//! each naming the full key and the file line or environment variable it came from.
+//!
+//! ```no_run
+//! use codestax_config::{CollectorConfig, EnvSource};
+//! let config = CollectorConfig::load(Some("collector.toml".as_ref()), &EnvSource::process())?;
+//! print!("{}", config.summary());
+//! # Ok::<(), codestax_config::ConfigError>(())
+//! ```
+
+mod agent;
+mod check;
+mod collector;
+mod error;
+mod load;
+mod logging;
+mod summary;
+
+pub use agent::{
+    AgentConfig, ApiConfig, BatchConfig, DiscoveryConfig, FileSourceConfig, OtlpConfig,
+    RetryConfig, SourcesConfig, SpoolConfig, TlsConfig, UpstreamConfig,
+};
+pub use collector::{
+    AGENT_OTLP_PORTS, CollectorConfig, GrpcConfig, HttpConfig, IndexConfig, IngestConfig,
+    LimitsConfig, MAX_RETENTION_DAYS, OrgConfig, Plan, RetentionConfig,
+    TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
+};
+pub use error::{Component, ConfigError, Origin, Problem};
+pub use load::EnvSource;
+pub use logging::{LogConfig, LogFormat};

@@ -1,0 +1,932 @@
+//! The collector's configuration: listeners, retention and organisations, ingest limits, index,
+//! WAL and logging.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::{Checker, GIB, KIB, MIB, bytes, duration, is_valid_org_id};
+use crate::error::{Component, ConfigError};
+use crate::load::{self, EnvSource, Settings};
+use crate::logging::LogConfig;
+use crate::summary::Summary;
+
+/// Ports the agent listens on by default (OTLP gRPC and HTTP); the collector must keep off them
+/// so both can run on one host.
+pub const AGENT_OTLP_PORTS: [u16; 2] = [4317, 4318];
+/// Longest retention any organisation may have, in days (about ten years).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// The least indexing memory tantivy accepts per indexing thread, in bytes.
+pub const TANTIVY_MIN_WRITER_MEMORY_BYTES: usize = 15_000_000;
+
+/// Everything `codestax-collector` reads at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Directory for the WAL, the index and state files.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `[http]`: HTTP API, OTLP/HTTP `/v1/logs` and the dashboard.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[grpc]`: OTLP/gRPC receiver (agents send here).
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    /// `[retention]`: how long records are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// `[[orgs]]`: organisations with their plan and retention.
+    #[serde(default)]
+    pub orgs: Vec<OrgConfig>,
+    /// `[ingest]`: what records are accepted.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// `[limits]`: request size and time limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[index]`: the tantivy search index.
+    #[serde(default)]
+    pub index: IndexConfig,
+    /// `[wal]`: the write-ahead log records are made durable in before they are acknowledged.
+    #[serde(default)]
+    pub wal: WalConfig,
+    /// `[log]`: the collector's own diagnostics.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for the HTTP API, OTLP/HTTP `/v1/logs` and the dashboard (`IP:PORT`).
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[grpc]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address for the OTLP/gRPC receiver (`IP:PORT`); not 4317/4318, which are the agent's.
+    #[serde(default = "default_grpc_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days records are kept for organisations without their own `retention_days` (1 to 3650).
+    #[serde(default = "default_retention_days")]
+    pub default_days: u32,
+    /// How often the janitor deletes expired records (duration, e.g. `1h`; at least `1s`).
+    #[serde(default = "default_janitor_interval", with = "humantime_serde")]
+    pub janitor_interval: Duration,
+}
+
+/// An organisation's plan; extended retention needs `enterprise`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    #[default]
+    Free,
+    Team,
+    Enterprise,
+}
+
+impl Plan {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Team => "team",
+            Plan::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// One `[[orgs]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// Organisation id as it appears in records (required; 1 to 64 of `A-Z a-z 0-9 _ . -`).
+    #[serde(default)]
+    pub id: String,
+    /// Display name (optional).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `free`, `team` or `enterprise`.
+    #[serde(default)]
+    pub plan: Plan,
+    /// Days to keep this organisation's records (1 to 3650; enterprise plan only). Unset means
+    /// `retention.default_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Keep every record regardless of retention while set.
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+impl OrgConfig {
+    /// Days this organisation's records are kept, given the collector-wide default.
+    pub fn effective_retention_days(&self, default_days: u32) -> u32 {
+        self.retention_days.unwrap_or(default_days)
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Accept actions outside the built-in catalogue (otherwise they are rejected).
+    #[serde(default)]
+    pub allow_custom_actions: bool,
+    /// Largest accepted record, in bytes of JSON (1 KiB to 16 MiB).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body as sent (possibly compressed), in bytes (1 KiB to 1 GiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest request body after decompression, in bytes (at least `max_body_bytes`, at most
+    /// 4 GiB).
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: usize,
+    /// Most results one search request may ask for (1 to 100000).
+    #[serde(default = "default_max_search_limit")]
+    pub max_search_limit: usize,
+    /// Time a request may take before it is cut off (duration, 1s to 1h).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// `[index]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// How often new records are committed to the index and become searchable (duration,
+    /// 1ms to 60s).
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Indexing memory budget per indexing thread, in bytes (tantivy needs at least
+    /// 15000000).
+    #[serde(default = "default_writer_memory_bytes")]
+    pub writer_memory_bytes: usize,
+    /// Values shown per facet (action, user, repository…) in search responses (1 to 1000).
+    #[serde(default = "default_facet_top_n")]
+    pub facet_top_n: usize,
+}
+
+/// `[wal]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// Longest a write waits for others to share its fsync (duration, 0s to 1s; 0s = fsync
+    /// each write alone).
+    #[serde(default = "default_group_commit_max_wait", with = "humantime_serde")]
+    pub group_commit_max_wait: Duration,
+    /// Size at which a WAL segment is closed and a new one started, in bytes (1 MiB to 1 GiB).
+    #[serde(default = "default_wal_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./codestax-data/collector")
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8470))
+}
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8417))
+}
+fn default_retention_days() -> u32 {
+    90
+}
+fn default_janitor_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_record_bytes() -> usize {
+    64 * KIB as usize
+}
+fn default_max_body_bytes() -> usize {
+    16 * MIB as usize
+}
+fn default_max_decompressed_bytes() -> usize {
+    64 * MIB as usize
+}
+fn default_max_search_limit() -> usize {
+    1000
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_writer_memory_bytes() -> usize {
+    128 * MIB as usize
+}
+fn default_facet_top_n() -> usize {
+    10
+}
+fn default_group_commit_max_wait() -> Duration {
+    Duration::from_millis(2)
+}
+fn default_wal_segment_bytes() -> u64 {
+    64 * MIB
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            data_dir: default_data_dir(),
+            http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            retention: RetentionConfig::default(),
+            orgs: Vec::new(),
+            ingest: IngestConfig::default(),
+            limits: LimitsConfig::default(),
+            index: IndexConfig::default(),
+            wal: WalConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            listen: default_grpc_listen(),
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default_days: default_retention_days(),
+            janitor_interval: default_janitor_interval(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            allow_custom_actions: false,
+            max_record_bytes: default_max_record_bytes(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: default_max_body_bytes(),
+            max_decompressed_bytes: default_max_decompressed_bytes(),
+            max_search_limit: default_max_search_limit(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            commit_interval: default_commit_interval(),
+            writer_memory_bytes: default_writer_memory_bytes(),
+            facet_top_n: default_facet_top_n(),
+        }
+    }
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            group_commit_max_wait: default_group_commit_max_wait(),
+            segment_bytes: default_wal_segment_bytes(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Loads defaults < `file` (must exist when given) < `CODESTAX_COLLECTOR__*` variables from
+    /// `env`, then checks every range. The error lists every problem found.
+    pub fn load(file: Option<&Path>, env: &EnvSource) -> Result<Self, ConfigError> {
+        load::load(file, env)
+    }
+
+    /// Checks ranges and consistency of a configuration built in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        load::validate(self)
+    }
+
+    /// Replaces `data_dir` (the `--data-dir` flag).
+    pub fn with_data_dir(mut self, data_dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = data_dir.into();
+        self
+    }
+
+    /// The `[[orgs]]` entry for `id`, if configured.
+    pub fn org(&self, id: &str) -> Option<&OrgConfig> {
+        self.orgs.iter().find(|org| org.id == id)
+    }
+
+    /// Days records of organisation `id` are kept (its own `retention_days`, or the default).
+    pub fn retention_days_for(&self, id: &str) -> u32 {
+        self.org(id).map_or(self.retention.default_days, |org| {
+            org.effective_retention_days(self.retention.default_days)
+        })
+    }
+
+    /// Effective settings, one `key  value` line each, for `--check-config`.
+    pub fn summary(&self) -> String {
+        let mut s = Summary::default();
+        s.row("data_dir", self.data_dir.display())
+            .row("http.listen", self.http.listen)
+            .row("grpc.listen", self.grpc.listen)
+            .row("retention.default_days", self.retention.default_days)
+            .row(
+                "retention.janitor_interval",
+                duration(self.retention.janitor_interval),
+            );
+        if self.orgs.is_empty() {
+            s.row("orgs", "(none)");
+        }
+        for (i, org) in self.orgs.iter().enumerate() {
+            let name = org
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n:?})"))
+                .unwrap_or_default();
+            let retention = match org.retention_days {
+                Some(days) => format!("{days} days"),
+                None => format!("{} days (default)", self.retention.default_days),
+            };
+            let hold = if org.legal_hold { ", legal hold" } else { "" };
+            s.row(
+                format!("orgs[{i}]"),
+                format!(
+                    "{}{name}: plan {}, retention {retention}{hold}",
+                    org.id,
+                    org.plan.as_str()
+                ),
+            );
+        }
+        s.row(
+            "ingest.allow_custom_actions",
+            self.ingest.allow_custom_actions,
+        )
+        .row(
+            "ingest.max_record_bytes",
+            bytes(self.ingest.max_record_bytes as u64),
+        )
+        .row(
+            "limits.max_body_bytes",
+            bytes(self.limits.max_body_bytes as u64),
+        )
+        .row(
+            "limits.max_decompressed_bytes",
+            bytes(self.limits.max_decompressed_bytes as u64),
+        )
+        .row("limits.max_search_limit", self.limits.max_search_limit)
+        .row(
+            "limits.request_timeout",
+            duration(self.limits.request_timeout),
+        )
+        .row(
+            "index.commit_interval",
+            duration(self.index.commit_interval),
+        )
+        .row(
+            "index.writer_memory_bytes",
+            bytes(self.index.writer_memory_bytes as u64),
+        )
+        .row("index.facet_top_n", self.index.facet_top_n)
+        .row(
+            "wal.group_commit_max_wait",
+            duration(self.wal.group_commit_max_wait),
+        )
+        .row("wal.segment_bytes", bytes(self.wal.segment_bytes))
+        .row("log.format", self.log.format.as_str())
+        .row("log.level", &self.log.level);
+        s.render()
+    }
+}
+
+impl Settings for CollectorConfig {
+    const COMPONENT: Component = Component::Collector;
+    const VERBATIM_ENV_KEYS: &'static [&'static str] = &["data_dir", "log.level"];
+
+    fn check(&self, c: &mut Checker) {
+        if self.data_dir.as_os_str().is_empty() {
+            c.fail("data_dir", "must not be empty");
+        }
+
+        for (key, addr) in [
+            ("http.listen", self.http.listen),
+            ("grpc.listen", self.grpc.listen),
+        ] {
+            if AGENT_OTLP_PORTS.contains(&addr.port()) {
+                c.fail(
+                    key,
+                    format!(
+                        "port {} is the agent's OTLP port (4317 gRPC, 4318 HTTP); use another, \
+                         e.g. 8470 for http or 8417 for grpc",
+                        addr.port()
+                    ),
+                );
+            }
+        }
+        c.distinct_listeners(&[
+            ("http.listen", self.http.listen),
+            ("grpc.listen", self.grpc.listen),
+        ]);
+
+        c.range(
+            "retention.default_days",
+            self.retention.default_days,
+            1,
+            MAX_RETENTION_DAYS,
+        );
+        c.duration_range(
+            "retention.janitor_interval",
+            self.retention.janitor_interval,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 24 * 3600),
+        );
+
+        for (i, org) in self.orgs.iter().enumerate() {
+            let key = |field: &str| format!("orgs.{i}.{field}");
+            if org.id.is_empty() {
+                c.fail(&key("id"), "is required");
+            } else if !is_valid_org_id(&org.id) {
+                c.fail(
+                    &key("id"),
+                    format!("must be 1 to 64 of A-Z a-z 0-9 _ . -, got {:?}", org.id),
+                );
+            } else if let Some(first) = self.orgs[..i].iter().position(|o| o.id == org.id) {
+                c.fail(
+                    &key("id"),
+                    format!("duplicate org id {:?} (also orgs[{first}])", org.id),
+                );
+            }
+            if let Some(name) = &org.name {
+                c.non_empty(&key("name"), name);
+            }
+            if let Some(days) = org.retention_days {
+                if org.plan != Plan::Enterprise {
+                    c.fail(
+                        &key("retention_days"),
+                        format!(
+                            "extended retention needs the enterprise plan, but org {:?} has plan \
+                             {:?}; remove retention_days or set plan = \"enterprise\"",
+                            org.id,
+                            org.plan.as_str()
+                        ),
+                    );
+                } else {
+                    c.range(&key("retention_days"), days, 1, MAX_RETENTION_DAYS);
+                }
+            }
+        }
+
+        c.bytes_range(
+            "ingest.max_record_bytes",
+            self.ingest.max_record_bytes as u64,
+            KIB,
+            16 * MIB,
+        );
+
+        c.bytes_range(
+            "limits.max_body_bytes",
+            self.limits.max_body_bytes as u64,
+            KIB,
+            GIB,
+        );
+        if self.limits.max_decompressed_bytes < self.limits.max_body_bytes {
+            c.fail(
+                "limits.max_decompressed_bytes",
+                format!(
+                    "must be at least limits.max_body_bytes ({}), got {}",
+                    self.limits.max_body_bytes, self.limits.max_decompressed_bytes
+                ),
+            );
+        } else {
+            c.bytes_range(
+                "limits.max_decompressed_bytes",
+                self.limits.max_decompressed_bytes as u64,
+                KIB,
+                4 * GIB,
+            );
+        }
+        c.range(
+            "limits.max_search_limit",
+            self.limits.max_search_limit,
+            1,
+            100_000,
+        );
+        c.duration_range(
+            "limits.request_timeout",
+            self.limits.request_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+
+        c.duration_range(
+            "index.commit_interval",
+            self.index.commit_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        );
+        c.bytes_at_least(
+            "index.writer_memory_bytes",
+            self.index.writer_memory_bytes as u64,
+            TANTIVY_MIN_WRITER_MEMORY_BYTES as u64,
+            "tantivy needs 15 MB per indexing thread",
+        );
+        c.range("index.facet_top_n", self.index.facet_top_n, 1, 1000);
+
+        c.duration_range(
+            "wal.group_commit_max_wait",
+            self.wal.group_commit_max_wait,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        );
+        c.bytes_range("wal.segment_bytes", self.wal.segment_bytes, MIB, GIB);
+
+        self.log.check(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/collector.toml");
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn load_err(text: &str, env: &[(&str, &str)]) -> (String, tempfile::NamedTempFile) {
+        let file = toml_file(text);
+        let err = CollectorConfig::load(Some(file.path()), &EnvSource::vars(env.iter().copied()))
+            .unwrap_err();
+        (err.to_string(), file)
+    }
+
+    #[test]
+    fn defaults() {
+        let config = CollectorConfig::load(None, &EnvSource::empty()).unwrap();
+        assert_eq!(config, CollectorConfig::default());
+        assert_eq!(config.data_dir, Path::new("./codestax-data/collector"));
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8470");
+        assert_eq!(config.grpc.listen.to_string(), "127.0.0.1:8417");
+        assert_eq!(config.retention.default_days, 90);
+        assert_eq!(config.retention.janitor_interval, Duration::from_secs(3600));
+        assert_eq!(config.ingest.max_record_bytes, 65536);
+        assert_eq!(config.limits.max_body_bytes, 16 << 20);
+        assert_eq!(config.limits.max_decompressed_bytes, 64 << 20);
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.index.commit_interval, Duration::from_millis(500));
+        assert_eq!(config.index.writer_memory_bytes, 128 << 20);
+        assert_eq!(config.wal.group_commit_max_wait, Duration::from_millis(2));
+        assert_eq!(config.log.level, "info");
+        assert!(config.orgs.is_empty());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn example_file_parses_without_problems() {
+        let config = CollectorConfig::load(Some(Path::new(EXAMPLE)), &EnvSource::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.orgs.len(), 2);
+        assert_eq!(config.orgs[0].id, "acme");
+        assert_eq!(config.orgs[0].plan, Plan::Enterprise);
+        assert_eq!(config.orgs[0].retention_days, Some(365));
+        assert_eq!(config.orgs[1].id, "globex");
+        assert_eq!(config.orgs[1].plan, Plan::Team);
+        assert_eq!(config.retention_days_for("acme"), 365);
+        assert_eq!(config.retention_days_for("globex"), 90);
+        assert_eq!(config.retention_days_for("unknown"), 90);
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        // Every key of the defaults must appear in the example, so the example documents them all.
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let defaults = figment::Figment::from(figment::providers::Serialized::defaults(
+            CollectorConfig::default(),
+        ));
+        let root = defaults.find_value("").unwrap();
+        for (table, value) in root.as_dict().unwrap() {
+            match value {
+                figment::value::Value::Dict(_, dict) => {
+                    assert!(text.contains(&format!("\n[{table}]")), "[{table}] missing");
+                    for key in dict.keys() {
+                        assert!(
+                            text.contains(&format!("\n{key} =")),
+                            "{table}.{key} missing"
+                        );
+                    }
+                }
+                figment::value::Value::Array(..) => {
+                    assert!(
+                        text.contains(&format!("\n[[{table}]]")),
+                        "[[{table}]] missing"
+                    )
+                }
+                _ => assert!(text.contains(&format!("\n{table} =")), "{table} missing"),
+            }
+        }
+        for key in ["id", "name", "plan", "retention_days", "legal_hold"] {
+            assert!(text.contains(&format!("\n{key} =")), "orgs.{key} missing");
+        }
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_env_overrides_toml() {
+        let file = toml_file(
+            "[http]\nlisten = \"127.0.0.1:9001\"\n[retention]\ndefault_days = 30\n\
+             janitor_interval = \"5m\"\n",
+        );
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.retention.default_days, 30);
+        assert_eq!(config.retention.janitor_interval, Duration::from_secs(300));
+        assert_eq!(config.grpc.listen.to_string(), "127.0.0.1:8417");
+
+        let env = EnvSource::vars([
+            ("CODESTAX_COLLECTOR__HTTP__LISTEN", "127.0.0.1:9000"),
+            ("CODESTAX_COLLECTOR__RETENTION__DEFAULT_DAYS", "45"),
+            ("CODESTAX_COLLECTOR__INGEST__ALLOW_CUSTOM_ACTIONS", "true"),
+            ("CODESTAX_COLLECTOR__LOG__FORMAT", "json"),
+            ("CODESTAX_AGENT__HTTP__LISTEN", "ignored: other component"),
+            ("UNRELATED", "x"),
+        ]);
+        let config = CollectorConfig::load(Some(file.path()), &env).unwrap();
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.retention.default_days, 45);
+        assert_eq!(config.retention.janitor_interval, Duration::from_secs(300));
+        assert!(config.ingest.allow_custom_actions);
+        assert_eq!(config.log.format, crate::LogFormat::Json);
+    }
+
+    #[test]
+    fn env_can_set_a_whole_list_of_orgs() {
+        let env = EnvSource::vars([(
+            "CODESTAX_COLLECTOR__ORGS",
+            r#"[{id = "acme", plan = "enterprise", retention_days = 400}, {id = "b"}]"#,
+        )]);
+        let config = CollectorConfig::load(Some(Path::new(EXAMPLE)), &env).unwrap();
+        assert_eq!(config.orgs.len(), 2);
+        assert_eq!(config.retention_days_for("acme"), 400);
+        assert_eq!(config.orgs[1].plan, Plan::Free);
+
+        let env = EnvSource::vars([(
+            "CODESTAX_COLLECTOR__ORGS",
+            r#"[{id = "b", plan = "team", retention_days = 5}]"#,
+        )]);
+        let msg = CollectorConfig::load(None, &env).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(
+                "collector.orgs[0].retention_days: extended retention needs the enterprise plan"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("(in environment variable CODESTAX_COLLECTOR__ORGS)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn data_dir_flag_overrides_everything() {
+        let env = EnvSource::vars([("CODESTAX_COLLECTOR__DATA_DIR", "/from/env")]);
+        let config = CollectorConfig::load(None, &env).unwrap();
+        assert_eq!(config.data_dir, Path::new("/from/env"));
+        let config = config.with_data_dir("/from/flag");
+        assert_eq!(config.data_dir, Path::new("/from/flag"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_line_and_valid_keys() {
+        let (msg, file) = load_err(
+            "data_dir = \"x\"\n\n[htpp]\nlisten = \"127.0.0.1:1\"\n",
+            &[],
+        );
+        let path = file.path().display();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(
+            msg.starts_with("collector.htpp: unknown key (did you mean \"http\"?), expected one of: data_dir, http, grpc,"),
+            "{msg}"
+        );
+        assert!(msg.ends_with(&format!("(in {path}, line 3)")), "{msg}");
+    }
+
+    #[test]
+    fn unknown_nested_key_and_env_typo() {
+        let (msg, file) = load_err(
+            "[retention]\ndefault_days = 30\ndefualt_days = 31\n",
+            &[("CODESTAX_COLLECTOR__HTTP__LISTN", "127.0.0.1:1")],
+        );
+        let path = file.path().display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 2, "{msg}");
+        assert!(
+            lines.iter().any(
+                |l| l.starts_with("collector.retention.defualt_days: unknown key")
+                    && l.ends_with(&format!("(in {path}, line 3)"))
+            ),
+            "{msg}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("collector.http.listn: unknown key")
+                    && l.ends_with("(in environment variable CODESTAX_COLLECTOR__HTTP__LISTN)")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_all_reported() {
+        let (msg, file) = load_err(
+            "[retention]\ndefault_days = \"ninety\"\njanitor_interval = \"soon\"\n\
+             [http]\nlisten = \"localhost:80\"\n",
+            &[],
+        );
+        let path = file.path().display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 3, "{msg}");
+        assert!(lines.contains(&format!(
+            "collector.retention.default_days: invalid type: found string \"ninety\", expected u32 (in {path}, line 2)"
+        ).as_str()), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "collector.retention.janitor_interval: invalid value: found string \"soon\", expected a duration (in {path}, line 3)"
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("collector.http.listen: invalid socket address syntax (expected IP:PORT, e.g. 127.0.0.1:8470), got \"localhost:80\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_names_key_range_value_and_source() {
+        let (msg, file) = load_err(
+            "[retention]\ndefault_days = 0\n[index]\nwriter_memory_bytes = 1000\n\
+             commit_interval = \"2m\"\n[limits]\nmax_decompressed_bytes = 1024\n",
+            &[("CODESTAX_COLLECTOR__INGEST__MAX_RECORD_BYTES", "10")],
+        );
+        let path = file.path().display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 5, "{msg}");
+        assert!(lines.contains(&format!(
+            "collector.retention.default_days: must be between 1 and 3650, got 0 (in {path}, line 2)"
+        ).as_str()), "{msg}");
+        assert!(msg.contains(&format!(
+            "collector.index.writer_memory_bytes: must be at least 15000000 bytes (tantivy needs 15 MB per indexing thread), got 1000 (in {path}, line 4)"
+        )), "{msg}");
+        assert!(msg.contains(&format!(
+            "collector.index.commit_interval: must be between 1ms and 1m, got 2m (in {path}, line 5)"
+        )), "{msg}");
+        assert!(msg.contains(
+            "collector.limits.max_decompressed_bytes: must be at least limits.max_body_bytes (16777216), got 1024"
+        ), "{msg}");
+        assert!(msg.contains(
+            "collector.ingest.max_record_bytes: must be between 1024 (1 KiB) and 16777216 (16 MiB) bytes, got 10 (in environment variable CODESTAX_COLLECTOR__INGEST__MAX_RECORD_BYTES)"
+        ), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err =
+            CollectorConfig::load(Some(Path::new("/nope.toml")), &EnvSource::empty()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "collector config file /nope.toml: not found"
+        );
+    }
+
+    #[test]
+    fn toml_syntax_error_names_file_and_line() {
+        let (msg, file) = load_err("[http]\nlisten = \n", &[]);
+        let path = file.path().display();
+        assert!(
+            msg.starts_with(&format!(
+                "collector config file {path}: invalid TOML at line 2"
+            )),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn retention_days_needs_enterprise() {
+        let (msg, file) = load_err(
+            "[[orgs]]\nid = \"a\"\nplan = \"enterprise\"\nretention_days = 365\n\n\
+             [[orgs]]\nid = \"b\"\n\n[[orgs]]\nid = \"c\"\nplan = \"team\"\nretention_days = 400\n",
+            &[],
+        );
+        let path = file.path().display();
+        assert_eq!(
+            msg,
+            format!(
+                "collector.orgs[2].retention_days: extended retention needs the enterprise plan, \
+                 but org \"c\" has plan \"team\"; remove retention_days or set plan = \
+                 \"enterprise\" (in {path}, line 12)"
+            )
+        );
+    }
+
+    #[test]
+    fn org_problems_duplicate_id_bad_plan_and_missing_id() {
+        let (msg, file) = load_err(
+            "[[orgs]]\nid = \"acme\"\n\n[[orgs]]\nid = \"acme\"\n\n[[orgs]]\nname = \"No id\"\n\n\
+             [[orgs]]\nid = \"x\"\nplan = \"premium\"\n\n[[orgs]]\nid = \"bad id\"\n\
+             plan = \"enterprise\"\nretention_days = 4000\n",
+            &[],
+        );
+        let path = file.path().display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 5, "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "collector.orgs[1].id: duplicate org id \"acme\" (also orgs[0]) (in {path}, line 5)"
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!(
+                "collector.orgs[2].id: is required (in {path}, line 7)"
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!(
+            "collector.orgs[3].plan: unknown value \"premium\", expected one of: free, team, enterprise (in {path}, line 12)"
+        )), "{msg}");
+        assert!(
+            msg.contains(
+                "collector.orgs[4].id: must be 1 to 64 of A-Z a-z 0-9 _ . -, got \"bad id\""
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!(
+            "collector.orgs[4].retention_days: must be between 1 and 3650, got 4000 (in {path}, line 17)"
+        )), "{msg}");
+    }
+
+    #[test]
+    fn collector_must_keep_off_the_agent_ports() {
+        let env = EnvSource::vars([("CODESTAX_COLLECTOR__GRPC__LISTEN", "0.0.0.0:4317")]);
+        let msg = CollectorConfig::load(None, &env).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("collector.grpc.listen: port 4317 is the agent's OTLP port"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("(in environment variable CODESTAX_COLLECTOR__GRPC__LISTEN)"),
+            "{msg}"
+        );
+
+        let env = EnvSource::vars([("CODESTAX_COLLECTOR__GRPC__LISTEN", "0.0.0.0:8470")]);
+        let msg = CollectorConfig::load(None, &env).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("collector.grpc.listen: 0.0.0.0:8470 collides with http.listen"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn summary_lists_effective_values() {
+        let config = CollectorConfig::load(Some(Path::new(EXAMPLE)), &EnvSource::empty()).unwrap();
+        let summary = config.summary();
+        assert!(summary.contains("retention.default_days"), "{summary}");
+        assert!(summary.contains("orgs[0]"), "{summary}");
+        assert!(summary.contains("acme"), "{summary}");
+        assert!(summary.contains("16777216 (16 MiB)"), "{summary}");
+        assert!(summary.lines().count() < 40);
+    }
+}
