@@ -1,0 +1,16 @@
+//! The durable ingest path: a write-ahead log, the (org, id) dedupe set, and the group-committing
+//! [`Store`] whose `submit` resolves only once the new records are fsynced.
+//!
+//! Lifecycle: [`Store::open`] (blocking) opens the WAL, loads the index's uid hashes, and returns
+//! the WAL records after the index's `indexed_through` LSN for the caller to index before serving;
+//! newly stored records then flow to the indexer as [`IndexBatch`]es, and the indexer reports
+//! progress with [`Store::mark_indexed_through`], which prunes the dedupe set's recent map and
+//! deletes fully indexed WAL segments. [`Store::close`] waits for the writer to release the WAL.
+
+mod dedupe;
+mod wal;
+mod writer;
+
+pub use dedupe::{DedupeSet, IdLookup};
+pub use wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError, WalReader};
+pub use writer::{Admission, IndexBatch, Store, StoreError, StoreOptions, StoreStats};

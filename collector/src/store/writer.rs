@@ -1,0 +1,1150 @@
+//! `Store`: the handle that makes submitted records durable, and the group-committing writer
+//! thread behind it that owns the [`Wal`] and the [`DedupeSet`].
+
+use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
+use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError};
+use crate::uid::uid_hash;
+use codestax_common::AuditRecord;
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How the store writes. Runtime values: built from the collector's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A new WAL segment is started when the next group would take the active one past this
+    /// size, in bytes.
+    pub segment_bytes: u64,
+    /// How long the writer waits for more submissions to join a group, while other submitters
+    /// are known to be on their way. Zero never waits. A lone submitter is never delayed.
+    pub group_commit_max_wait: Duration,
+    /// A group stops taking submissions once it holds this many records.
+    pub max_group_records: usize,
+    /// A group stops taking submissions once it holds this many payload bytes.
+    pub max_group_bytes: usize,
+    /// Submissions that may wait for the writer; beyond this `submit` waits (back-pressure).
+    pub queue_depth: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_bytes: 64 << 20,
+            group_commit_max_wait: Duration::from_millis(2),
+            max_group_records: 10_000,
+            max_group_bytes: 16 << 20,
+            queue_depth: 1024,
+        }
+    }
+}
+
+/// What happened to one submitted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Newly stored (durable) at this LSN.
+    Stored { lsn: Lsn },
+    /// Already stored earlier (or earlier in the same submission); not stored again.
+    Duplicate,
+}
+
+/// Newly stored records for the indexer, in LSN order.
+#[derive(Debug)]
+pub struct IndexBatch {
+    pub records: Vec<(Lsn, AuditRecord)>,
+}
+
+/// A snapshot of the store's counters, for /metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Submissions answered (with admissions or an error).
+    pub submissions: u64,
+    /// Groups committed (each one WAL append and at most one fsync).
+    pub groups: u64,
+    /// Records newly stored.
+    pub records_stored: u64,
+    /// Records acknowledged as duplicates.
+    pub duplicates: u64,
+    /// Successful WAL fsyncs.
+    pub fsyncs: u64,
+    /// Total time spent in successful fsyncs.
+    pub fsync_time: Duration,
+    /// Groups that failed to append or sync.
+    pub storage_errors: u64,
+    /// The LSN the next stored record will get.
+    pub next_lsn: Lsn,
+}
+
+/// What can go wrong opening the store or submitting to it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store options: {0}")]
+    InvalidOptions(&'static str),
+    #[error("cannot open the write-ahead log")]
+    Open(#[source] WalError),
+    #[error("cannot read the write-ahead log")]
+    Read(#[source] WalError),
+    #[error("WAL entry at LSN {lsn} is not a valid record")]
+    Replay {
+        lsn: Lsn,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "the index has records through LSN {indexed_through} but the write-ahead log ends before \
+         LSN {next_lsn}; was the WAL directory replaced?"
+    )]
+    WalBehindIndex { indexed_through: Lsn, next_lsn: Lsn },
+    #[error("cannot start the store's writer thread")]
+    Spawn(#[source] io::Error),
+    #[error("record {index} is {len} bytes, over the limit of {MAX_ENTRY_BYTES} bytes")]
+    RecordTooLarge { index: usize, len: usize },
+    /// The group this submission was in could not be made durable; none of it was stored.
+    #[error("{}", if *.storage_full { "storage is full; nothing was stored" } else { "storage failed; nothing was stored" })]
+    Storage {
+        #[source]
+        source: Arc<WalError>,
+        storage_full: bool,
+    },
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether this is a full disk: shed load (HTTP 503) and let the client retry.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Storage {
+                storage_full: true,
+                ..
+            }
+        )
+    }
+}
+
+/// A cloneable handle to the durable ingest path. See the [module docs](crate::store).
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Submission>,
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    submissions: AtomicU64,
+    groups: AtomicU64,
+    records_stored: AtomicU64,
+    duplicates: AtomicU64,
+    fsyncs: AtomicU64,
+    fsync_nanos: AtomicU64,
+    storage_errors: AtomicU64,
+    next_lsn: AtomicU64,
+    /// One past the highest LSN the index has made visible and durable; 0 for none.
+    indexed_before: AtomicU64,
+    /// Submissions sent (or being sent) to the writer and not yet answered.
+    inflight: AtomicUsize,
+    #[cfg(test)]
+    faults: std::sync::OnceLock<crate::store::wal::faults::Slot>,
+}
+
+#[derive(Debug)]
+struct Submission {
+    records: Vec<AuditRecord>,
+    payloads: Vec<Vec<u8>>,
+    hashes: Vec<u64>,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
+}
+
+/// Undoes a submitter's `inflight` increment unless the writer took over the submission.
+struct InflightGuard<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` and starts its writer thread. Blocking (file I/O): call it at
+    /// startup, or from `spawn_blocking`. Works with or without a Tokio runtime.
+    ///
+    /// Recovery: the index tells what it has — `hashes` (the `uid_hash` of every record it
+    /// holds), `lookup` (exact membership) and `indexed_through` (the highest LSN it has durably
+    /// committed, `None` if empty). The WAL is opened (its torn tail cut), segments wholly at or
+    /// below `indexed_through` are deleted, and the entries after it are parsed, entered in the
+    /// dedupe set and returned in LSN order: feed them to the indexer before serving. Entries the
+    /// index already has (it may be ahead of what it reported) are skipped.
+    ///
+    /// Newly stored records go to `sink`; the writer waits when it is full.
+    pub fn open(
+        dir: &Path,
+        opts: StoreOptions,
+        lookup: Arc<dyn IdLookup>,
+        hashes: impl IntoIterator<Item = u64>,
+        indexed_through: Option<Lsn>,
+        sink: mpsc::Sender<IndexBatch>,
+    ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
+        if opts.queue_depth == 0 {
+            return Err(StoreError::InvalidOptions("queue_depth must be at least 1"));
+        }
+        if opts.max_group_records == 0 || opts.max_group_bytes == 0 {
+            return Err(StoreError::InvalidOptions(
+                "max_group_records and max_group_bytes must be at least 1",
+            ));
+        }
+        let mut wal = Wal::open(dir, opts.segment_bytes).map_err(StoreError::Open)?;
+        if let Some(indexed) = indexed_through
+            && indexed >= wal.next_lsn()
+        {
+            return Err(StoreError::WalBehindIndex {
+                indexed_through: indexed,
+                next_lsn: wal.next_lsn(),
+            });
+        }
+
+        let hashes = hashes.into_iter();
+        let mut dedupe = DedupeSet::new(lookup);
+        dedupe.reserve(hashes.size_hint().0);
+        for h in hashes {
+            dedupe.insert_hash(h);
+        }
+
+        let start = indexed_through.map_or(0, |l| l + 1);
+        if start < wal.first_lsn() {
+            tracing::error!(
+                indexed_through,
+                wal_first_lsn = wal.first_lsn(),
+                "the WAL no longer has records the index is missing; they cannot be recovered"
+            );
+        }
+        let mut replay = Vec::new();
+        for entry in wal.read_from(start).map_err(StoreError::Read)? {
+            let (lsn, payload) = entry.map_err(StoreError::Read)?;
+            let record: AuditRecord = serde_json::from_slice(&payload)
+                .map_err(|source| StoreError::Replay { lsn, source })?;
+            let hash = uid_hash(&record.org_id, record.id());
+            if dedupe.contains(&record.org_id, record.id(), hash) {
+                tracing::debug!(lsn, "WAL record already indexed; not replayed");
+                continue;
+            }
+            dedupe.insert_recent(&record.org_id, record.id(), hash, lsn);
+            replay.push((lsn, record));
+        }
+        if let Some(indexed) = indexed_through {
+            wal.remove_before(indexed + 1).map_err(StoreError::Open)?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            next_lsn = wal.next_lsn(),
+            segments = wal.segment_count(),
+            known = dedupe.len(),
+            replay = replay.len(),
+            "store opened"
+        );
+
+        let shared = Arc::new(Shared::default());
+        shared.next_lsn.store(wal.next_lsn(), Ordering::Relaxed);
+        shared
+            .indexed_before
+            .store(indexed_through.map_or(0, |l| l + 1), Ordering::Relaxed);
+        #[cfg(test)]
+        let _ = shared.faults.set(wal.faults());
+
+        let (tx, rx) = mpsc::channel(opts.queue_depth);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(StoreError::Spawn)?;
+        let writer = Writer {
+            rx,
+            wal,
+            dedupe,
+            sink,
+            indexed_before: indexed_through.map_or(0, |l| l + 1),
+            sink_closed: false,
+            shared: shared.clone(),
+            opts,
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                // Dropped last, after the writer (and the WAL's lock), even on a panic.
+                let stopped_tx = stopped_tx;
+                runtime.block_on(writer.run());
+                stopped_tx.send_replace(true);
+            })
+            .map_err(StoreError::Spawn)?;
+        Ok((
+            Store {
+                tx,
+                shared,
+                stopped,
+            },
+            replay,
+        ))
+    }
+
+    /// Stores the new records among `records` durably and says, in order, what happened to each.
+    /// Resolves only after every record reported `Stored` is fsynced. Records must have `id` and
+    /// `received_at` set. On a storage error nothing of this submission was stored.
+    pub async fn submit(&self, records: Vec<AuditRecord>) -> Result<Vec<Admission>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut payloads = Vec::with_capacity(records.len());
+        let mut hashes = Vec::with_capacity(records.len());
+        let mut bytes = 0;
+        for (index, r) in records.iter().enumerate() {
+            debug_assert!(r.id.is_some(), "submitted records must have an id");
+            debug_assert!(
+                r.received_at.is_some(),
+                "submitted records must have received_at"
+            );
+            let payload = r.canonical_json().into_bytes();
+            if payload.len() > MAX_ENTRY_BYTES {
+                return Err(StoreError::RecordTooLarge {
+                    index,
+                    len: payload.len(),
+                });
+            }
+            bytes += payload.len();
+            payloads.push(payload);
+            hashes.push(uid_hash(&r.org_id, r.id()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            records,
+            payloads,
+            hashes,
+            bytes,
+            reply,
+        };
+        self.shared.inflight.fetch_add(1, Ordering::AcqRel);
+        let mut guard = InflightGuard(Some(&self.shared.inflight));
+        self.tx
+            .send(submission)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        guard.0 = None; // the writer decrements when it answers
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Tells the store that the index has durably committed, and can find, every record with
+    /// LSN ≤ `lsn`. The writer then drops them from the recent map (the index answers for them)
+    /// and deletes WAL segments that hold only such records. Call it only after the commit and
+    /// the reader reload.
+    pub fn mark_indexed_through(&self, lsn: Lsn) {
+        self.shared
+            .indexed_before
+            .fetch_max(lsn.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.shared;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StoreStats {
+            submissions: get(&s.submissions),
+            groups: get(&s.groups),
+            records_stored: get(&s.records_stored),
+            duplicates: get(&s.duplicates),
+            fsyncs: get(&s.fsyncs),
+            fsync_time: Duration::from_nanos(get(&s.fsync_nanos)),
+            storage_errors: get(&s.storage_errors),
+            next_lsn: get(&s.next_lsn),
+        }
+    }
+
+    /// Drops this handle and waits until the writer has stopped and released the WAL, which
+    /// happens once every clone is dropped and queued submissions are answered.
+    pub async fn close(self) {
+        let Store {
+            tx, mut stopped, ..
+        } = self;
+        drop(tx);
+        // An error means the writer thread ended without saying so (a panic): stopped too.
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> crate::store::wal::faults::Slot {
+        self.shared.faults.get().expect("set at open").clone()
+    }
+}
+
+/// The single owner of the WAL and the dedupe set.
+struct Writer {
+    rx: mpsc::Receiver<Submission>,
+    wal: Wal,
+    dedupe: DedupeSet,
+    sink: mpsc::Sender<IndexBatch>,
+    /// `Shared::indexed_before` as last applied.
+    indexed_before: Lsn,
+    sink_closed: bool,
+    shared: Arc<Shared>,
+    opts: StoreOptions,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            self.apply_indexed();
+            let group = self.gather(first).await;
+            self.commit(group).await;
+        }
+        tracing::debug!("store writer stopping: every handle is dropped");
+    }
+
+    /// Takes `first` and whatever else is queued, up to the group caps. When the queue is empty but
+    /// more submitters are in flight, waits up to `group_commit_max_wait` for them.
+    async fn gather(&mut self, first: Submission) -> Vec<Submission> {
+        let deadline = tokio::time::Instant::now() + self.opts.group_commit_max_wait;
+        let mut records = first.records.len();
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while records < self.opts.max_group_records && bytes < self.opts.max_group_bytes {
+            let next = match self.rx.try_recv() {
+                Ok(s) => s,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let others = self.shared.inflight.load(Ordering::Acquire) > group.len();
+                    if !others || self.opts.group_commit_max_wait.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(s)) => s,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            };
+            records += next.records.len();
+            bytes += next.bytes;
+            group.push(next);
+        }
+        group
+    }
+
+    async fn commit(&mut self, group: Vec<Submission>) {
+        // Dedupe against the store and within the group; the first copy of an id wins.
+        let mut admissions: Vec<Vec<Admission>> = group
+            .iter()
+            .map(|s| vec![Admission::Duplicate; s.records.len()])
+            .collect();
+        let mut new: Vec<(usize, usize)> = Vec::new();
+        let mut in_group: HashMap<u64, Vec<(usize, usize)>, Prehashed> = HashMap::default();
+        for (si, sub) in group.iter().enumerate() {
+            for (ri, rec) in sub.records.iter().enumerate() {
+                let hash = sub.hashes[ri];
+                let seen = in_group.get(&hash).is_some_and(|v| {
+                    v.iter().any(|&(s, i)| {
+                        let other = &group[s].records[i];
+                        other.org_id == rec.org_id && other.id() == rec.id()
+                    })
+                });
+                if seen || self.dedupe.contains(&rec.org_id, rec.id(), hash) {
+                    continue;
+                }
+                in_group.entry(hash).or_default().push((si, ri));
+                new.push((si, ri));
+            }
+        }
+
+        let first_lsn = if new.is_empty() {
+            None
+        } else {
+            let payloads: Vec<&[u8]> = new
+                .iter()
+                .map(|&(s, i)| group[s].payloads[i].as_slice())
+                .collect();
+            match self.append_and_sync(&payloads) {
+                Ok(lsn) => Some(lsn),
+                Err(e) => return self.fail(group, e),
+            }
+        };
+
+        // Durable: now, and only now, the records count as stored.
+        if let Some(first_lsn) = first_lsn {
+            for (k, &(s, i)) in new.iter().enumerate() {
+                let lsn = first_lsn + k as Lsn;
+                let rec = &group[s].records[i];
+                self.dedupe
+                    .insert_recent(&rec.org_id, rec.id(), group[s].hashes[i], lsn);
+                admissions[s][i] = Admission::Stored { lsn };
+            }
+        }
+        let total: usize = group.iter().map(|s| s.records.len()).sum();
+        let s = &self.shared;
+        s.groups.fetch_add(1, Ordering::Relaxed);
+        s.records_stored
+            .fetch_add(new.len() as u64, Ordering::Relaxed);
+        s.duplicates
+            .fetch_add((total - new.len()) as u64, Ordering::Relaxed);
+
+        let mut batch = Vec::with_capacity(new.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for (sub, adms) in group.into_iter().zip(admissions) {
+            for (rec, adm) in sub.records.into_iter().zip(&adms) {
+                if let Admission::Stored { lsn } = *adm {
+                    batch.push((lsn, rec));
+                }
+            }
+            replies.push((sub.reply, adms));
+        }
+        debug_assert!(batch.windows(2).all(|w| w[0].0 < w[1].0));
+        if !batch.is_empty() && !self.sink_closed {
+            // Waits while the indexer is behind: back-pressure on ingest.
+            if self.sink.send(IndexBatch { records: batch }).await.is_err() {
+                self.sink_closed = true;
+                tracing::error!(
+                    "the indexer is gone; records stay durable in the WAL and are indexed at restart"
+                );
+            }
+        }
+        for (reply, adms) in replies {
+            self.answer(reply, Ok(adms));
+        }
+    }
+
+    fn append_and_sync(&mut self, payloads: &[&[u8]]) -> Result<Lsn, WalError> {
+        let first = self.wal.append(payloads)?;
+        let started = Instant::now();
+        self.wal.sync()?;
+        let s = &self.shared;
+        s.fsyncs.fetch_add(1, Ordering::Relaxed);
+        s.fsync_nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        s.next_lsn.store(self.wal.next_lsn(), Ordering::Relaxed);
+        Ok(first)
+    }
+
+    /// Answers every submitter of a group that could not be made durable. The WAL has already cut
+    /// the group's bytes; the dedupe set was never told about them.
+    fn fail(&mut self, group: Vec<Submission>, error: WalError) {
+        let storage_full = error.is_storage_full();
+        tracing::error!(error = %error, source = ?std::error::Error::source(&error), storage_full, "store group failed");
+        self.shared.storage_errors.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .next_lsn
+            .store(self.wal.next_lsn(), Ordering::Relaxed);
+        let source = Arc::new(error);
+        for sub in group {
+            let err = StoreError::Storage {
+                source: source.clone(),
+                storage_full,
+            };
+            self.answer(sub.reply, Err(err));
+        }
+    }
+
+    fn answer(
+        &self,
+        reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
+        result: Result<Vec<Admission>, StoreError>,
+    ) {
+        self.shared.submissions.fetch_add(1, Ordering::Relaxed);
+        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+        // The submitter may have given up waiting; its records are stored all the same.
+        let _ = reply.send(result);
+    }
+
+    /// Applies the indexer's progress: prune the recent map, delete fully indexed segments.
+    fn apply_indexed(&mut self) {
+        let before = self.shared.indexed_before.load(Ordering::Acquire);
+        if before <= self.indexed_before {
+            return;
+        }
+        self.indexed_before = before;
+        self.dedupe.forget_recent_through(before - 1);
+        if let Err(e) = self.wal.remove_before(before) {
+            tracing::warn!(error = %e, "cannot delete indexed WAL segments; will retry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::wal::faults::Fault;
+    use serde_json::json;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    /// A stand-in for the index: exact membership.
+    #[derive(Default)]
+    struct Index(Mutex<HashSet<(String, String)>>);
+
+    impl Index {
+        fn with(records: &[&AuditRecord]) -> Arc<Index> {
+            let index = Index::default();
+            for r in records {
+                index.add(r);
+            }
+            Arc::new(index)
+        }
+
+        fn add(&self, r: &AuditRecord) {
+            let key = (r.org_id.clone(), r.id().to_owned());
+            self.0.lock().unwrap().insert(key);
+        }
+    }
+
+    impl IdLookup for Index {
+        fn contains(&self, org: &str, id: &str) -> bool {
+            self.0.lock().unwrap().contains(&(org.into(), id.into()))
+        }
+    }
+
+    fn record(org: &str, id: &str) -> AuditRecord {
+        serde_json::from_value(json!({
+            "id": id,
+            "org_id": org,
+            "time": "2026-11-27T10:15:30.123456Z",
+            "actor": {"id": "u-42", "email": "ada@acme.example", "kind": "user"},
+            "action": "scan.triggered",
+            "category": "scan",
+            "metadata": {"scan_type": "sast"},
+            "received_at": "2026-11-27T10:15:31.000001Z"
+        }))
+        .unwrap()
+    }
+
+    fn hash_of(r: &AuditRecord) -> u64 {
+        uid_hash(&r.org_id, r.id())
+    }
+
+    /// Everything the store sent to the indexer; complete once the store is closed.
+    type Indexed = tokio::task::JoinHandle<Vec<(Lsn, AuditRecord)>>;
+
+    /// Opens a store whose index batches are collected by a background task.
+    fn open(
+        dir: &Path,
+        opts: StoreOptions,
+        index: Arc<Index>,
+        indexed_through: Option<Lsn>,
+        hashes: Vec<u64>,
+    ) -> (Store, Vec<(Lsn, AuditRecord)>, Indexed) {
+        let (sink, mut batches) = mpsc::channel(4);
+        let (store, replay) = Store::open(dir, opts, index, hashes, indexed_through, sink).unwrap();
+        let indexed = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(batch) = batches.recv().await {
+                all.extend(batch.records);
+            }
+            all
+        });
+        (store, replay, indexed)
+    }
+
+    fn stored(lsn: Lsn) -> Admission {
+        Admission::Stored { lsn }
+    }
+
+    use Admission::Duplicate as Dup;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submitters_are_group_committed() {
+        const TASKS: usize = 8;
+        const BATCHES: usize = 50;
+        const PER_BATCH: usize = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            segment_bytes: 64 << 10,
+            ..StoreOptions::default()
+        };
+        let (store, replay, indexed) = open(dir.path(), opts, Arc::default(), None, vec![]);
+        assert!(replay.is_empty());
+
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lsns = Vec::new();
+                for b in 0..BATCHES {
+                    let batch: Vec<_> = (0..PER_BATCH)
+                        .map(|i| record("acme", &format!("t{t}-b{b}-r{i}")))
+                        .collect();
+                    for adm in store.submit(batch).await.unwrap() {
+                        match adm {
+                            Admission::Stored { lsn } => lsns.push(lsn),
+                            Dup => panic!("unexpected duplicate"),
+                        }
+                    }
+                }
+                lsns
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let lsns = t.await.unwrap();
+            assert!(
+                lsns.windows(2).all(|w| w[0] < w[1]),
+                "one submitter's LSNs ascend"
+            );
+            all.extend(lsns);
+        }
+        all.sort_unstable();
+        let n = (TASKS * BATCHES * PER_BATCH) as Lsn;
+        assert_eq!(all, (0..n).collect::<Vec<_>>());
+
+        let stats = store.stats();
+        let submissions = (TASKS * BATCHES) as u64;
+        assert_eq!(stats.submissions, submissions);
+        assert_eq!(stats.records_stored, n);
+        assert_eq!(stats.duplicates, 0);
+        assert_eq!(stats.next_lsn, n);
+        assert_eq!(stats.fsyncs, stats.groups);
+        assert!(
+            stats.fsyncs < submissions,
+            "group commit: {} fsyncs for {submissions} submissions",
+            stats.fsyncs
+        );
+        eprintln!(
+            "group commit: {} submissions, {} fsyncs ({:.2} per submission), mean fsync {:?}",
+            submissions,
+            stats.fsyncs,
+            stats.fsyncs as f64 / submissions as f64,
+            stats.fsync_time / u32::try_from(stats.fsyncs).unwrap()
+        );
+
+        store.close().await;
+        // Everything acknowledged reached the indexer, in LSN order, and is in the WAL.
+        let indexed = indexed.await.unwrap();
+        assert_eq!(indexed.iter().map(|e| e.0).collect::<Vec<_>>(), all);
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        assert_eq!(replay, indexed);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn duplicates_within_across_batches_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c, d) = (
+            record("acme", "a"),
+            record("acme", "b"),
+            record("acme", "c"),
+            record("acme", "d"),
+        );
+        // The same id in another org is another record.
+        let a_globex = record("globex", "a");
+
+        let (store, _, indexed) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        let got = store
+            .submit(vec![a.clone(), b.clone(), a.clone()])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![stored(0), stored(1), Dup]);
+        let got = store
+            .submit(vec![b.clone(), c.clone(), a_globex.clone()])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Dup, stored(2), stored(3)]);
+        assert_eq!(store.submit(vec![]).await.unwrap(), vec![]);
+        let stats = store.stats();
+        assert_eq!((stats.records_stored, stats.duplicates), (4, 2));
+        store.close().await;
+        let stored_records = indexed.await.unwrap();
+        let expected = vec![
+            (0, a.clone()),
+            (1, b.clone()),
+            (2, c.clone()),
+            (3, a_globex.clone()),
+        ];
+        assert_eq!(stored_records, expected);
+
+        // Restart with an empty index: everything is replayed and still deduplicated.
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        assert_eq!(replay, expected);
+        let got = store
+            .submit(vec![a.clone(), b.clone(), c.clone(), a_globex.clone()])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Dup; 4]);
+        assert_eq!(
+            store.submit(vec![d.clone()]).await.unwrap(),
+            vec![stored(4)]
+        );
+        store.close().await;
+
+        // Restart with an index that holds LSNs 0..=1: only the rest is replayed, and the index
+        // answers for what it holds.
+        let index = Index::with(&[&a, &b]);
+        let hashes = vec![hash_of(&a), hash_of(&b)];
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            index.clone(),
+            Some(1),
+            hashes,
+        );
+        assert_eq!(
+            replay,
+            vec![(2, c.clone()), (3, a_globex.clone()), (4, d.clone())]
+        );
+        let got = store
+            .submit(vec![
+                a.clone(),
+                b.clone(),
+                c.clone(),
+                d.clone(),
+                record("acme", "e"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Dup, Dup, Dup, Dup, stored(5)]);
+
+        // Once the index has the replayed records, the recent map lets go of them.
+        for r in [&c, &a_globex, &d] {
+            index.add(r);
+        }
+        store.mark_indexed_through(4);
+        let got = store.submit(vec![c.clone(), d.clone()]).await.unwrap();
+        assert_eq!(got, vec![Dup, Dup]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn index_ahead_of_its_checkpoint_is_not_replayed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (record("acme", "a"), record("acme", "b"));
+        let (store, _, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        store.submit(vec![a.clone(), b.clone()]).await.unwrap();
+        store.close().await;
+        // The index committed both but only recorded LSN 0 as its checkpoint.
+        let index = Index::with(&[&a, &b]);
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            index,
+            Some(0),
+            vec![hash_of(&a), hash_of(&b)],
+        );
+        assert!(replay.is_empty(), "{replay:?}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn hash_collision_is_stored_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, y) = (record("acme", "x"), record("acme", "y"));
+        // Forge: the index reports x's hash (as another record colliding with it would), but
+        // does not hold x. y is really indexed.
+        let index = Index::with(&[&y]);
+        let (store, _, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            index,
+            None,
+            vec![hash_of(&x), hash_of(&y)],
+        );
+        let got = store.submit(vec![x.clone(), y.clone()]).await.unwrap();
+        assert_eq!(got, vec![stored(0), Dup]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn wal_behind_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _rx) = mpsc::channel(1);
+        let err = Store::open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::new(Index::default()),
+            [],
+            Some(5),
+            sink,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::WalBehindIndex {
+                    indexed_through: 5,
+                    next_lsn: 0
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn storage_full_fails_the_group_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            record("acme", "a"),
+            record("acme", "b"),
+            record("acme", "c"),
+        );
+        let (store, _, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        assert_eq!(
+            store.submit(vec![a.clone()]).await.unwrap(),
+            vec![stored(0)]
+        );
+
+        // The next write puts half its bytes on disk, then fails with ENOSPC.
+        store.faults().set(Fault::Write(io::ErrorKind::StorageFull));
+        let err = store.submit(vec![b.clone(), c.clone()]).await.unwrap_err();
+        assert!(err.is_storage_full(), "{err:?}");
+        let chain = std::error::Error::source(&err).unwrap().to_string();
+        assert!(chain.contains(".wal"), "the source names the file: {chain}");
+        assert_eq!(store.stats().storage_errors, 1);
+
+        // Not remembered as stored: a retry stores them, at the LSNs the failed group had.
+        let got = store.submit(vec![b.clone(), c.clone()]).await.unwrap();
+        assert_eq!(got, vec![stored(1), stored(2)]);
+
+        // A failed fsync is no different.
+        store.faults().set(Fault::Sync(io::ErrorKind::Other));
+        let err = store.submit(vec![record("acme", "d")]).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Storage {
+                    storage_full: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        store.close().await;
+
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        assert_eq!(replay, vec![(0, a), (1, b), (2, c)]);
+        assert_eq!(
+            store.submit(vec![record("acme", "d")]).await.unwrap(),
+            vec![stored(3)]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_index_queue_slows_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, mut batches) = mpsc::channel(1);
+        let (store, _) = Store::open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::new(Index::default()),
+            [],
+            None,
+            sink,
+        )
+        .unwrap();
+        // The first batch fills the queue; the second must wait for the indexer.
+        store.submit(vec![record("acme", "a")]).await.unwrap();
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move { store.submit(vec![record("acme", "b")]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished(),
+            "acked while the indexer queue was full"
+        );
+        assert_eq!(batches.recv().await.unwrap().records[0].0, 0);
+        assert_eq!(second.await.unwrap().unwrap(), vec![stored(1)]);
+        assert_eq!(batches.recv().await.unwrap().records[0].0, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn indexed_segments_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            segment_bytes: 1024,
+            ..StoreOptions::default()
+        };
+        let (store, _, _) = open(dir.path(), opts.clone(), Arc::default(), None, vec![]);
+        for i in 0..40 {
+            store
+                .submit(vec![record("acme", &format!("r{i}"))])
+                .await
+                .unwrap();
+        }
+        let segments = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "wal")
+                })
+                .count()
+        };
+        let before = segments();
+        assert!(before > 3, "{before} segments");
+        store.mark_indexed_through(39);
+        // Progress is applied by the writer at its next group.
+        store.submit(vec![record("acme", "r40")]).await.unwrap();
+        assert_eq!(segments(), 1);
+        store.close().await;
+        let (store, replay, _) = open(dir.path(), opts, Arc::default(), Some(39), vec![]);
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].0, 40);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn invalid_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _rx) = mpsc::channel(1);
+        let opts = StoreOptions {
+            queue_depth: 0,
+            ..StoreOptions::default()
+        };
+        let err =
+            Store::open(dir.path(), opts, Arc::new(Index::default()), [], None, sink).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidOptions(_)));
+    }
+
+    const CRASH_DIR_ENV: &str = "CODESTAX_STORE_CRASH_DIR";
+
+    /// The child of `kill_9_loses_nothing_acknowledged`: submits until killed, printing each ack.
+    #[test]
+    #[ignore = "run as a child process by kill_9_loses_nothing_acknowledged"]
+    fn crash_child() {
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let (store, _, _) = open(
+                Path::new(&dir),
+                StoreOptions::default(),
+                Arc::default(),
+                None,
+                vec![],
+            );
+            let pid = std::process::id();
+            let mut tasks = Vec::new();
+            for t in 0..4 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    for b in 0.. {
+                        let ids: Vec<String> =
+                            (0..3).map(|i| format!("p{pid}-t{t}-b{b}-r{i}")).collect();
+                        let batch = ids.iter().map(|id| record("acme", id)).collect();
+                        store.submit(batch).await.unwrap();
+                        use std::io::Write;
+                        let mut out = std::io::stdout().lock();
+                        for id in &ids {
+                            writeln!(out, "ACK {id}").unwrap();
+                        }
+                        out.flush().unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    }
+
+    /// A process killed mid-write loses no acknowledged record, and a restart repairs the tail.
+    #[tokio::test]
+    async fn kill_9_loses_nothing_acknowledged() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..3 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::writer::tests::crash_child",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(CRASH_DIR_ENV, dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut acked = HashSet::new();
+            for line in stdout.lines() {
+                if let Some(id) = line.unwrap().strip_prefix("ACK ") {
+                    acked.insert(id.to_owned());
+                }
+                if acked.len() >= 300 {
+                    break;
+                }
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            assert!(acked.len() >= 300, "round {round}: the child stopped early");
+
+            let (store, replay, _) = open(
+                dir.path(),
+                StoreOptions::default(),
+                Arc::default(),
+                None,
+                vec![],
+            );
+            let replayed: HashSet<String> = replay.iter().map(|(_, r)| r.id().to_owned()).collect();
+            assert_eq!(
+                replayed.len(),
+                replay.len(),
+                "round {round}: nothing stored twice"
+            );
+            let lost: Vec<_> = acked.difference(&replayed).collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: lost acknowledged records {lost:?}"
+            );
+            assert!(replay.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+            eprintln!(
+                "kill -9 round {round}: {} acked by the killed child, {} in the WAL",
+                acked.len(),
+                replay.len()
+            );
+            store.close().await;
+        }
+    }
+}
