@@ -160,7 +160,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     .await
     .map_err(|e| ServeError::Indexer(e.to_string()))??;
     if let Some(through) = index.indexed_through() {
-        store.visible_through(through);
+        store.mark_indexed_through(through);
     }
     ready.store(true, Ordering::Release);
     tracing::info!(replayed, seconds = started.elapsed().as_secs_f64(), "ready");
@@ -258,7 +258,7 @@ fn commit(indexer: &mut Indexer, store: &Store, metrics: &Metrics) -> Result<(),
     let through = tokio::task::block_in_place(|| indexer.commit())?;
     metrics.observe_commit(started.elapsed().as_secs_f64());
     if let Some(lsn) = through {
-        store.visible_through(lsn);
+        store.mark_indexed_through(lsn);
     }
     Ok(())
 }

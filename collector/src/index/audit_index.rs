@@ -1,0 +1,614 @@
+//! [`AuditIndex`]: the read side shared by every request (search, facets, get, contains), and
+//! opening the index directory.
+
+use super::collect::{
+    DocFilter, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS, Hit, PageCollector,
+};
+use super::cursor::Cursor;
+use super::error::IndexError;
+use super::indexer::Indexer;
+use super::partition::{Partition, PartitionKey, PartitionScheme, micros_to_time};
+use super::query::{Plan, SearchQuery};
+use super::schema::{Fields, build_schema, col};
+use super::state::{IndexState, read_state};
+use crate::uid::uid;
+use codestax_common::AuditRecord;
+use codestax_common::api::{
+    FacetCount, FacetResponse, Histogram, HistogramBucket, HistogramInterval,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tantivy::collector::{Count, DocSetCollector};
+use tantivy::query::TermQuery;
+use tantivy::schema::{IndexRecordOption, Schema, Value};
+use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+
+/// tantivy refuses writer threads with less memory than this.
+const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
+/// Largest page a search returns; larger limits are lowered to it.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// A facet query over a range this long or shorter gets hour buckets, else day buckets.
+const HOURLY_MAX_RANGE_MICROS: i64 = 3 * 24 * HOUR_MICROS;
+const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+
+/// How the index is laid out and how much memory writing it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexOptions {
+    /// Memory budget of one partition writer in bytes, split between its threads (each needs at
+    /// least 15 MB). The most the writers take together is `max_open_writers` times this.
+    pub writer_memory_bytes: usize,
+    /// Indexing threads per partition writer, 1 to 8.
+    pub writer_threads: usize,
+    /// Most partition writers open at once. Opening one more commits and closes the least recently
+    /// used (records mostly arrive for the current week, so this rarely happens).
+    pub max_open_writers: usize,
+    /// How records are split into partitions; fixed for the life of an index directory.
+    pub partition: PartitionScheme,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            writer_memory_bytes: 64 * 1024 * 1024,
+            writer_threads: 1,
+            max_open_writers: 2,
+            partition: PartitionScheme::Week,
+        }
+    }
+}
+
+impl IndexOptions {
+    fn validate(&self) -> Result<(), IndexError> {
+        if !(1..=8).contains(&self.writer_threads) {
+            return Err(IndexError::Options(format!(
+                "writer_threads must be 1 to 8, got {}",
+                self.writer_threads
+            )));
+        }
+        let per_thread = self.writer_memory_bytes / self.writer_threads;
+        if !(MIN_MEMORY_PER_THREAD..4_000_000_000).contains(&per_thread) {
+            return Err(IndexError::Options(format!(
+                "writer_memory_bytes / writer_threads must be 15 MB to 4 GB, got {per_thread} bytes"
+            )));
+        }
+        if self.max_open_writers == 0 {
+            return Err(IndexError::Options(
+                "max_open_writers must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One page of a search, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub entries: Vec<AuditRecord>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// Exact number of matches in the walk's snapshot, the same on every page of a walk.
+    pub total: u64,
+}
+
+/// Size of the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Records searchable now.
+    pub docs: u64,
+    pub bytes_on_disk: u64,
+    pub partitions: usize,
+}
+
+/// One partition, for retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Directory name, and the name [`Indexer::delete_partition`] takes.
+    pub name: String,
+    /// Inclusive start of the partition's time range.
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// Exclusive end.
+    pub end: chrono::DateTime<chrono::Utc>,
+    /// Records searchable now.
+    pub docs: u64,
+    pub bytes_on_disk: u64,
+}
+
+/// State shared by [`AuditIndex`] handles and the [`Indexer`].
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: IndexOptions,
+    pub schema: Schema,
+    pub fields: Fields,
+    /// Partitions by start time.
+    pub partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    pub marks: RwLock<Marks>,
+}
+
+/// How far the index is, as last committed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Marks {
+    /// Persisted: every record up to this LSN is committed.
+    pub indexed_through: Option<u64>,
+    /// Every record searchable now that a new cursor walk includes: up to this LSN.
+    pub snapshot_through: Option<u64>,
+}
+
+impl Inner {
+    /// Partitions that may hold records of `[since, until)`, newest first.
+    pub fn partitions_newest_first(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Vec<Arc<Partition>> {
+        let map = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .rev()
+            .filter(|p| p.key.overlaps(since, until))
+            .cloned()
+            .collect()
+    }
+
+    /// A searcher of a partition; `None` if it was deleted meanwhile.
+    fn searcher(&self, p: &Partition) -> Result<Option<Searcher>, IndexError> {
+        match p.searcher(&self.schema) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                let live = self
+                    .partitions
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&p.key.start);
+                if live { Err(e) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// The highest LSN in any committed partition (opens every partition).
+    fn max_lsn(&self) -> Result<Option<u64>, IndexError> {
+        let mut max = None;
+        for p in self.partitions_newest_first(None, None) {
+            let Some(searcher) = self.searcher(&p)? else {
+                continue;
+            };
+            for reader in searcher.segment_readers() {
+                let lsn = reader
+                    .fast_fields()
+                    .u64(col::LSN)
+                    .map_err(|e| IndexError::tantivy(&p.dir, "read the lsn column", e))?;
+                if lsn.values.num_vals() > 0 {
+                    max = max.max(Some(lsn.max_value()));
+                }
+            }
+        }
+        Ok(max)
+    }
+}
+
+/// The audit index: a cheap, cloneable, thread-safe read handle. Its one writer is the
+/// [`Indexer`] returned with it by [`AuditIndex::open`].
+#[derive(Clone)]
+pub struct AuditIndex {
+    inner: Arc<Inner>,
+}
+
+impl AuditIndex {
+    /// Opens (or creates) the index in `dir`. Partitions are found by their directory names and
+    /// opened when a query first needs them. Refuses a directory written with another partition
+    /// scheme. At most one process may open a directory.
+    pub fn open(dir: &Path, opts: IndexOptions) -> Result<(AuditIndex, Indexer), IndexError> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
+        let found = read_state(dir)?;
+        let state = found
+            .clone()
+            .unwrap_or_else(|| IndexState::new(opts.partition));
+        if state.scheme != opts.partition {
+            return Err(IndexError::Options(format!(
+                "{} holds {} partitions, not {} ones",
+                dir.display(),
+                state.scheme.as_str(),
+                opts.partition.as_str()
+            )));
+        }
+        let (schema, fields) = build_schema();
+        let mut partitions = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| IndexError::io(dir, e))? {
+            let entry = entry.map_err(|e| IndexError::io(dir, e))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                // A partition whose creation did not finish: it never received a commit.
+                std::fs::remove_dir_all(&path).map_err(|e| IndexError::io(&path, e))?;
+                continue;
+            }
+            match opts.partition.parse_name(&name) {
+                Some(key) => {
+                    partitions.insert(key.start, Arc::new(Partition::existing(key, path)));
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "ignoring a directory that is not a partition")
+                }
+            }
+        }
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            opts,
+            schema,
+            fields,
+            partitions: RwLock::new(partitions),
+            marks: RwLock::new(Marks {
+                indexed_through: state.indexed_through,
+                snapshot_through: state.indexed_through,
+            }),
+        });
+        let mut replay_through = state.indexed_through.max(state.pending_through);
+        if found.is_none() && !inner.partitions_newest_first(None, None).is_empty() {
+            // The state file is gone but records are not: what the log still holds is unknown,
+            // so report nothing indexed (the caller replays all) and make those re-adds replace.
+            let max = inner.max_lsn()?;
+            tracing::warn!(dir = %dir.display(), max_lsn = ?max, "index state file missing; re-adds up to the highest indexed LSN will replace");
+            replay_through = max;
+            inner
+                .marks
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshot_through = max;
+        }
+        let index = AuditIndex {
+            inner: inner.clone(),
+        };
+        let indexer = Indexer::new(inner, state, replay_through);
+        Ok((index, indexer))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Every record of the write-ahead log up to this LSN is committed and searchable; replay
+    /// from the next one. `None`: replay from the start.
+    pub fn indexed_through(&self) -> Option<u64> {
+        self.inner
+            .marks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .indexed_through
+    }
+
+    /// The exclusive LSN bound of a walk starting now.
+    fn snapshot_bound(&self) -> u64 {
+        self.inner
+            .marks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot_through
+            .map_or(0, |l| l.saturating_add(1))
+    }
+
+    /// One page of `org`'s records matching `q`, newest first (time desc, then id desc).
+    ///
+    /// `limit` is clamped to 1..=[`MAX_PAGE_SIZE`]. Without a cursor, the walk's snapshot is fixed
+    /// to the records committed now; `cursor` continues a walk: records committed since its first
+    /// page are left out, so pages neither skip nor repeat and `total` does not change.
+    pub fn search(
+        &self,
+        org: &str,
+        q: &SearchQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SearchPage, IndexError> {
+        let started = Instant::now();
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let plan = Plan::new(&self.inner.fields, org, q)?;
+        let (snapshot, after) = match cursor {
+            Some(c) => {
+                let c = Cursor::decode(c, &plan.scope)?;
+                (c.snapshot, Some((c.time, c.id)))
+            }
+            None => (self.snapshot_bound(), None),
+        };
+        let filter = DocFilter {
+            since: plan.since,
+            until: plan.until,
+            lsn_below: Some(snapshot),
+        };
+        // One more than the page, to know whether there is a next page.
+        let want = limit + 1;
+        let mut total = 0;
+        let mut hits: Vec<(Hit, usize)> = Vec::new();
+        let mut searchers: Vec<(Searcher, PathBuf)> = Vec::new();
+        let partitions = self.inner.partitions_newest_first(plan.since, plan.until);
+        for p in &partitions {
+            let Some(searcher) = self.inner.searcher(p)? else {
+                continue;
+            };
+            let may_hold_page =
+                hits.len() < want && after.as_ref().is_none_or(|(t, _)| p.key.start <= *t);
+            if may_hold_page {
+                let collector = PageCollector {
+                    filter,
+                    after: after.clone(),
+                    want: want - hits.len(),
+                };
+                let fruit = searcher
+                    .search(plan.query.as_ref(), &collector)
+                    .map_err(|e| IndexError::tantivy(&p.dir, "search", e))?;
+                total += fruit.count;
+                let at = searchers.len();
+                hits.extend(fruit.hits.into_iter().map(|h| (h, at)));
+                searchers.push((searcher, p.dir.clone()));
+            } else {
+                // Partitions are time-disjoint: once the page is full, older ones only count.
+                total += searcher
+                    .search(plan.query.as_ref(), &FilteredCount(filter))
+                    .map_err(|e| IndexError::tantivy(&p.dir, "count", e))?;
+            }
+        }
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let entries = hits
+            .iter()
+            .map(|(hit, at)| {
+                let (searcher, dir) = &searchers[*at];
+                load(searcher, dir, &self.inner.fields, hit.doc)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = match hits.last() {
+            Some((last, _)) if more => Some(
+                Cursor {
+                    snapshot,
+                    time: last.time,
+                    id: last.id.clone(),
+                }
+                .encode(&plan.scope),
+            ),
+            _ => None,
+        };
+        tracing::debug!(
+            org,
+            total,
+            returned = entries.len(),
+            partitions = partitions.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "search"
+        );
+        Ok(SearchPage {
+            entries,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// For the records of `org` matching `q`: the total, the `top_n` most frequent values of
+    /// category, action, user (actor email, else id), repository and outcome (count desc, then
+    /// value), and a histogram over time in UTC hour buckets when the range is at most 3 days,
+    /// else day buckets. The range is `[since, until)`; an open end is closed by the earliest
+    /// or latest match. Buckets run from the first to the last non-empty one, empty ones included.
+    pub fn facets(
+        &self,
+        org: &str,
+        q: &SearchQuery,
+        top_n: usize,
+    ) -> Result<FacetResponse, IndexError> {
+        let started = Instant::now();
+        let plan = Plan::new(&self.inner.fields, org, q)?;
+        let collector = FacetCollector(DocFilter {
+            since: plan.since,
+            until: plan.until,
+            lsn_below: None,
+        });
+        let mut all = FacetFruit::default();
+        for p in self.inner.partitions_newest_first(plan.since, plan.until) {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            all.merge(
+                searcher
+                    .search(plan.query.as_ref(), &collector)
+                    .map_err(|e| IndexError::tantivy(&p.dir, "compute facets", e))?,
+            );
+        }
+        let [categories, actions, users, repositories, outcomes] =
+            std::mem::take(&mut all.values).map(|values| top(values, top_n));
+        let histogram = histogram(&all, plan.since, plan.until);
+        tracing::debug!(
+            org,
+            total = all.count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "facets"
+        );
+        Ok(FacetResponse {
+            total: all.count,
+            categories,
+            actions,
+            users,
+            repositories,
+            outcomes,
+            histogram,
+        })
+    }
+
+    /// The record `id` of `org`, if indexed.
+    pub fn get(&self, org: &str, id: &str) -> Result<Option<AuditRecord>, IndexError> {
+        let query = self.uid_query(org, id);
+        for p in self.inner.partitions_newest_first(None, None) {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            let docs = searcher
+                .search(&query, &DocSetCollector)
+                .map_err(|e| IndexError::tantivy(&p.dir, "get", e))?;
+            if let Some(doc) = docs.into_iter().next() {
+                return load(&searcher, &p.dir, &self.inner.fields, doc).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the record `id` of `org` is indexed (exactly, by its uid).
+    pub fn contains(&self, org: &str, id: &str) -> Result<bool, IndexError> {
+        let query = self.uid_query(org, id);
+        for p in self.inner.partitions_newest_first(None, None) {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            let n = searcher
+                .search(&query, &Count)
+                .map_err(|e| IndexError::tantivy(&p.dir, "look up a uid", e))?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn uid_query(&self, org: &str, id: &str) -> TermQuery {
+        TermQuery::new(
+            Term::from_field_text(self.inner.fields.uid, &uid(org, id)),
+            IndexRecordOption::Basic,
+        )
+    }
+
+    /// Calls `f` with the `uid_hash` of every searchable record (to rebuild the dedupe set).
+    pub fn for_each_uid_hash(&self, mut f: impl FnMut(u64)) -> Result<(), IndexError> {
+        for p in self.inner.partitions_newest_first(None, None) {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            for reader in searcher.segment_readers() {
+                let hashes = reader
+                    .fast_fields()
+                    .u64(col::UID_HASH)
+                    .map_err(|e| IndexError::tantivy(&p.dir, "read the uid_hash column", e))?;
+                for doc in reader.doc_ids_alive() {
+                    if let Some(h) = hashes.first(doc) {
+                        f(h);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions, oldest first, with their size (opens every partition).
+    pub fn partitions(&self) -> Result<Vec<PartitionInfo>, IndexError> {
+        let mut out = Vec::new();
+        for p in self
+            .inner
+            .partitions_newest_first(None, None)
+            .into_iter()
+            .rev()
+        {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            out.push(PartitionInfo {
+                name: p.key.name().to_string(),
+                start: p.key.start(),
+                end: p.key.end(),
+                docs: searcher.num_docs(),
+                bytes_on_disk: dir_size(&p.dir),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records, bytes on disk and partitions (opens every partition).
+    pub fn stats(&self) -> Result<IndexStats, IndexError> {
+        let parts = self.partitions()?;
+        Ok(IndexStats {
+            docs: parts.iter().map(|p| p.docs).sum(),
+            bytes_on_disk: parts.iter().map(|p| p.bytes_on_disk).sum(),
+            partitions: parts.len(),
+        })
+    }
+
+    /// The partition a time belongs to.
+    pub fn partition_of(&self, t: chrono::DateTime<chrono::Utc>) -> PartitionKey {
+        self.inner.opts.partition.key_for(t)
+    }
+}
+
+/// Reads a stored record.
+fn load(
+    searcher: &Searcher,
+    dir: &Path,
+    fields: &Fields,
+    addr: DocAddress,
+) -> Result<AuditRecord, IndexError> {
+    let doc: TantivyDocument = searcher
+        .doc(addr)
+        .map_err(|e| IndexError::tantivy(dir, "read a stored record", e))?;
+    let bytes = doc
+        .get_first(fields.doc)
+        .and_then(|v| v.as_bytes())
+        .ok_or_else(|| IndexError::Corrupt {
+            path: dir.to_path_buf(),
+            message: "a document has no stored record".into(),
+        })?;
+    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The `n` most frequent values: count desc, then value asc.
+fn top(values: HashMap<String, u64>, n: usize) -> Vec<FacetCount> {
+    let mut v: Vec<FacetCount> = values
+        .into_iter()
+        .map(|(value, count)| FacetCount { value, count })
+        .collect();
+    v.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    v.truncate(n);
+    v
+}
+
+fn histogram(all: &FacetFruit, since: Option<i64>, until: Option<i64>) -> Histogram {
+    let start = since.or(all.min_time);
+    let end = until.or(all.max_time.map(|t| t.saturating_add(1)));
+    let interval = match (start, end) {
+        (Some(s), Some(e)) if e.saturating_sub(s) <= HOURLY_MAX_RANGE_MICROS => {
+            HistogramInterval::Hour
+        }
+        _ => HistogramInterval::Day,
+    };
+    let width = match interval {
+        HistogramInterval::Hour => HOUR_MICROS,
+        HistogramInterval::Day => DAY_MICROS,
+    };
+    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+    for (&hour, &c) in &all.hours {
+        *counts.entry(hour.div_euclid(width) * width).or_default() += c;
+    }
+    let mut buckets = Vec::new();
+    if let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back()) {
+        let mut b = first;
+        while b <= last {
+            buckets.push(HistogramBucket {
+                start: micros_to_time(b),
+                count: counts.get(&b).copied().unwrap_or(0),
+            });
+            b += width;
+        }
+    }
+    Histogram { interval, buckets }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,79 @@
+//! The tantivy index of audit records: indexing, newest-first search with cursor pagination,
+//! facets, and lookups by (org, id).
+//!
+//! # Layout
+//!
+//! One tantivy index per time partition (ISO week by default, or month) under `<dir>/<name>/`
+//! (`2026-W48`, `2026-11`), opened lazily, plus `<dir>/index-state.json`. Partitions are
+//! time-disjoint, so a search walks them newest to oldest, stops collecting once its page is full
+//! (older ones are only counted), and skips those outside `[since, until)`. Retention drops whole
+//! partitions ([`Indexer::delete_partition`]). Records of every org share the partitions; every
+//! query carries a term filter on the org.
+//!
+//! Schema: fast fields `time`, `received_at` (µs), `lsn`, `uid_hash`, and `id`, `org`,
+//! `category`, `action`, `outcome`, `user` (email, else id), `actor_id`, `actor_email`,
+//! `repository`, `target_kind`, `target_id`; indexed `org`, `uid` and `kw` (lowercased
+//! `name\x1fvalue` keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
+//! `message_text`; the stored canonical JSON in `doc`.
+//!
+//! # Order and cursors
+//!
+//! Newest first: `time` desc, then `id` desc (byte order). A cursor holds the last `(time, id)`
+//! returned and a snapshot: records are included only if committed before the walk's first page
+//! (by their write-ahead-log LSN, which grows in commit order), so records that arrive during a
+//! walk, older or newer, neither shift nor join it, and `total` stays the same on every page.
+//! Cursors are bound to the org and the filters; anything else is [`IndexError::BadCursor`].
+//!
+//! # The `q` language
+//!
+//! Terms are separated by spaces, and all must match:
+//!
+//! - `word` — a word anywhere searchable: actor id, name and email, target id and name, action,
+//!   repository, message, metadata values (IP, user agent, scan type, changes, other values).
+//!   Case-insensitive. Text is split into words at anything not a letter or digit, so `SEC-12`,
+//!   `10.0.0.7` or `scan.failed` search for those words next to each other.
+//! - `"a phrase"` — these words next to each other, within one value.
+//! - `field:value` or `field:"a value"`, with field one of
+//!   - `action`, `category` (aliases accepted, `category:triage`), `user` (actor id or email),
+//!     `repository`, `outcome`, `ip`: the whole value, exactly, ignoring case;
+//!   - `actor` (actor name), `target` (target name or id), `message`: words or a phrase, as above.
+//! - `-word`, `-"a phrase"`, `-field:value` — must not match.
+//!
+//! Nothing else is syntax: `AND`, `OR`, `(` are words (punctuation alone matches anything), an
+//! unclosed quote runs to the end. An unknown `field:` is an error naming the field (quote a
+//! value that contains a colon, `"http://x"`). At most [`MAX_Q_CHARS`] characters and
+//! [`MAX_Q_TERMS`] terms.
+//!
+//! # Recovery
+//!
+//! [`Indexer::add`] takes each record's LSN; [`Indexer::commit`] commits the partitions, reloads
+//! their readers, then persists the highest LSN ([`AuditIndex::indexed_through`]) with a
+//! temp + fsync + rename write. Replaying from the next LSN after a crash is safe: the caller
+//! dedupes, and records at LSNs a crash may have left committed replace their earlier copy.
+//!
+//! # Left for retention
+//!
+//! Deleting one org's records older than `t` (rather than whole partitions) would be
+//! `IndexWriter::delete_query` on `org AND time < t` (a fast-field `RangeQuery`) in the
+//! partitions starting before `t`; not built yet.
+
+mod audit_index;
+mod collect;
+mod cursor;
+mod error;
+mod indexer;
+mod partition;
+mod phrase;
+mod query;
+mod schema;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use audit_index::{
+    AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, PartitionInfo, SearchPage,
+};
+pub use error::IndexError;
+pub use indexer::Indexer;
+pub use partition::{PartitionKey, PartitionScheme};
+pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};

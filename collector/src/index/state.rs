@@ -1,0 +1,131 @@
+//! The index's state file, `<dir>/index-state.json`: how far in the write-ahead log the index is
+//! committed. Versioned; written to a temporary file, fsynced and renamed over the old one.
+
+use super::error::IndexError;
+use super::partition::PartitionScheme;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+const STATE_FILE: &str = "index-state.json";
+const STATE_TMP: &str = "index-state.json.tmp";
+const STATE_VERSION: u32 = 1;
+
+/// What the state file records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IndexState {
+    pub version: u32,
+    /// The partition scheme of every partition directory; reopening with another one is refused.
+    pub scheme: PartitionScheme,
+    /// Every record of the log up to this LSN (inclusive) is committed and searchable.
+    pub indexed_through: Option<u64>,
+    /// Records up to this LSN may be committed in some partition even though `indexed_through` is
+    /// lower (a commit was under way): re-adding them must replace, not duplicate.
+    pub pending_through: Option<u64>,
+}
+
+impl IndexState {
+    pub fn new(scheme: PartitionScheme) -> IndexState {
+        IndexState {
+            version: STATE_VERSION,
+            scheme,
+            indexed_through: None,
+            pending_through: None,
+        }
+    }
+}
+
+/// Reads the state: a complete temporary file first (it is only ever newer than the stable one:
+/// a crash came between writing it and the rename), else the stable file, else `None` for a new
+/// index. A torn temporary file is ignored.
+pub(crate) fn read_state(dir: &Path) -> Result<Option<IndexState>, IndexError> {
+    let tmp = dir.join(STATE_TMP);
+    match std::fs::read(&tmp) {
+        Ok(bytes) => {
+            if let Ok(state) = parse(&tmp, &bytes) {
+                return Ok(Some(state));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(IndexError::io(&tmp, e)),
+    }
+    let stable = dir.join(STATE_FILE);
+    match std::fs::read(&stable) {
+        Ok(bytes) => parse(&stable, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(IndexError::io(&stable, e)),
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<IndexState, IndexError> {
+    let state: IndexState = serde_json::from_slice(bytes).map_err(|e| IndexError::State {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(IndexError::State {
+            path: path.to_path_buf(),
+            message: format!(
+                "version {} is not supported (this build reads {STATE_VERSION})",
+                state.version
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// Writes the state: temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_state(dir: &Path, state: &IndexState) -> Result<(), IndexError> {
+    let tmp = dir.join(STATE_TMP);
+    let bytes = serde_json::to_vec_pretty(state).expect("the state always serialises");
+    let mut file = File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| IndexError::io(&tmp, e))?;
+    drop(file);
+    let stable = dir.join(STATE_FILE);
+    std::fs::rename(&tmp, &stable).map_err(|e| IndexError::io(&stable, e))?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so a rename or a new entry in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IndexError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_recovery_from_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), None);
+        let mut s = IndexState::new(PartitionScheme::Week);
+        s.indexed_through = Some(42);
+        write_state(dir.path(), &s).unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), Some(s.clone()));
+        // A crash between writing the temporary file and the rename: the newer file wins.
+        let mut newer = s.clone();
+        newer.indexed_through = Some(50);
+        std::fs::write(
+            dir.path().join(STATE_TMP),
+            serde_json::to_vec(&newer).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), Some(newer));
+        // A torn temporary file is ignored.
+        std::fs::write(dir.path().join(STATE_TMP), b"{\"vers").unwrap();
+        assert_eq!(read_state(dir.path()).unwrap(), Some(s));
+        // A corrupt stable file is an error.
+        std::fs::write(dir.path().join(STATE_FILE), b"nope").unwrap();
+        assert!(matches!(
+            read_state(dir.path()),
+            Err(IndexError::State { .. })
+        ));
+    }
+}

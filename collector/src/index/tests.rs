@@ -1,0 +1,1302 @@
+//! The index against brute force over the same records: every filter, every `q` form, cursor
+//! walks (also while records arrive), tenancy, facets, hostile input, and reopening.
+
+use super::*;
+use crate::uid::uid_hash;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use codestax_common::api::{FacetCount, HistogramInterval};
+use codestax_common::{
+    Actor, ActorKind, AuditRecord, CATALOG, Category, Change, Metadata, Outcome, Target, TargetKind,
+};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+
+const ORGS: [&str; 3] = ["acme", "globex", "initech"];
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 1, 0, 0, 0).unwrap()
+}
+
+struct Person {
+    id: String,
+    name: Option<String>,
+    email: Option<String>,
+    kind: ActorKind,
+}
+
+fn people(org: &str) -> Vec<Person> {
+    let user = |id: &str, name: &str, email: &str| Person {
+        id: format!("{org}-{id}"),
+        name: Some(name.to_string()),
+        email: Some(format!("{email}@{org}.example")),
+        kind: ActorKind::User,
+    };
+    vec![
+        user("u1", "Ada Lovelace", "ada"),
+        user("u2", "Zoë Ångström", "zoe"),
+        user("u3", "Grace Hopper", "grace"),
+        user("u4", "Linus Torvalds", "linus"),
+        Person {
+            id: format!("{org}-key-7"),
+            name: Some("CI deploy key".into()),
+            email: None,
+            kind: ActorKind::ApiKey,
+        },
+        Person {
+            id: "system".into(),
+            name: None,
+            email: None,
+            kind: ActorKind::System,
+        },
+    ]
+}
+
+const REPOS: [&str; 4] = ["acme/api", "acme/web", "tools/scanner", "Infra/Terraform"];
+const MESSAGES: [&str; 6] = [
+    "Scan failed on branch main",
+    "Login from new device",
+    "Ticket SEC-12 linked to finding",
+    "Policy changed by admin",
+    "Webhook delivery failed",
+    "Exported 120 rows",
+];
+const IPS: [&str; 4] = ["10.0.1.3", "10.0.1.4", "192.168.7.20", "2001:DB8::1"];
+
+/// A deterministic corpus: `n` records over 3 orgs and 60 days; every action, category and
+/// outcome; ids shared between orgs; some records at the very same microsecond.
+fn corpus(seed: u64, n: usize) -> Vec<AuditRecord> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let persons: HashMap<&str, Vec<Person>> = ORGS.iter().map(|o| (*o, people(o))).collect();
+    let mut shared_times = Vec::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let org = ORGS[i % 3];
+        let spec = CATALOG.choose(&mut rng).unwrap();
+        let p = persons[org].choose(&mut rng).unwrap();
+        let time = if !shared_times.is_empty() && rng.random_bool(0.05) {
+            *shared_times.choose(&mut rng).unwrap()
+        } else {
+            let t = t0() + Duration::microseconds(rng.random_range(0..60 * 86_400_000_000i64));
+            if rng.random_bool(0.02) {
+                shared_times.push(t);
+            }
+            t
+        };
+        let mut metadata = Metadata::default();
+        if rng.random_bool(0.7) {
+            metadata.ip = Some(IPS.choose(&mut rng).unwrap().to_string());
+        }
+        if rng.random_bool(0.3) {
+            metadata.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64)".into());
+        }
+        if rng.random_bool(0.1) {
+            metadata.extra.insert("ticket".into(), json!("SEC-12"));
+        }
+        if rng.random_bool(0.1) {
+            metadata.changes.push(Change {
+                field: "retention_days".into(),
+                old: json!(30),
+                new: json!(rng.random_range(60..400)),
+            });
+        }
+        if spec.category == Category::Scan {
+            metadata.scan_type = Some(
+                ["sast", "sca", "secrets"]
+                    .choose(&mut rng)
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        let kind = *TargetKind::ALL.choose(&mut rng).unwrap();
+        out.push(AuditRecord {
+            // Ids repeat across orgs (`evt-00007` exists in two orgs): the uid keeps them apart.
+            id: Some(format!("evt-{:05}", i / 2)),
+            org_id: org.to_string(),
+            time,
+            actor: Actor {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                email: p.email.clone(),
+                kind: p.kind,
+            },
+            action: spec.name.to_string(),
+            category: spec.category.as_str().to_string(),
+            target: rng.random_bool(0.9).then(|| Target {
+                kind,
+                id: Some(format!("{}-{}", kind.as_str(), rng.random_range(1..50))),
+                name: rng.random_bool(0.8).then(|| {
+                    format!(
+                        "{} {}",
+                        kind.as_str(),
+                        ["alpha", "beta", "gamma"].choose(&mut rng).unwrap()
+                    )
+                }),
+            }),
+            repository: rng
+                .random_bool(0.75)
+                .then(|| REPOS.choose(&mut rng).unwrap().to_string()),
+            outcome: if rng.random_bool(0.2) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+            message: rng
+                .random_bool(0.6)
+                .then(|| MESSAGES.choose(&mut rng).unwrap().to_string()),
+            metadata,
+            schema_version: 1,
+            received_at: Some(time + Duration::seconds(rng.random_range(0..30))),
+        });
+    }
+    out
+}
+
+fn options() -> IndexOptions {
+    IndexOptions {
+        writer_memory_bytes: 16_000_000,
+        writer_threads: 1,
+        max_open_writers: 16,
+        partition: PartitionScheme::Week,
+    }
+}
+
+/// Indexes `records` with LSNs from `first_lsn`, committing every `batch`.
+fn index_all(indexer: &mut Indexer, records: &[AuditRecord], first_lsn: u64, batch: usize) {
+    for (i, r) in records.iter().enumerate() {
+        indexer.add(first_lsn + i as u64, r).unwrap();
+        if (i + 1) % batch == 0 {
+            indexer.commit().unwrap();
+        }
+    }
+    indexer.commit().unwrap();
+}
+
+fn build(dir: &Path, records: &[AuditRecord]) -> (AuditIndex, Indexer) {
+    let (index, mut indexer) = AuditIndex::open(dir, options()).unwrap();
+    let started = Instant::now();
+    index_all(&mut indexer, records, 1, 700);
+    eprintln!(
+        "indexed {} records in {:?}",
+        records.len(),
+        started.elapsed()
+    );
+    (index, indexer)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brute force
+
+/// Words as the index splits them: at anything not alphanumeric, lowercased.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.chars().flat_map(char::to_lowercase).collect())
+        .collect()
+}
+
+fn phrase_in(values: &[String], phrase: &[String]) -> bool {
+    values.iter().any(|v| {
+        let w = words(v);
+        w.windows(phrase.len()).any(|win| win == phrase)
+    })
+}
+
+fn eq_ci(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.trim().to_lowercase()
+}
+
+fn keyword_matches(r: &AuditRecord, name: &str, value: &str) -> bool {
+    match name {
+        "action" => eq_ci(&r.action, value),
+        "category" => {
+            let want = Category::parse(value).map_or(value.to_string(), |c| c.as_str().to_string());
+            eq_ci(&r.category, &want)
+        }
+        "user" => {
+            eq_ci(&r.actor.id, value) || r.actor.email.as_deref().is_some_and(|e| eq_ci(e, value))
+        }
+        "repository" => r.repository.as_deref().is_some_and(|x| eq_ci(x, value)),
+        "outcome" => eq_ci(r.outcome.as_str(), value),
+        "ip" => r.metadata.ip.as_deref().is_some_and(|x| eq_ci(x, value)),
+        other => panic!("no keyword {other}"),
+    }
+}
+
+fn all_text(r: &AuditRecord) -> Vec<String> {
+    let mut v = vec![r.actor.id.clone()];
+    v.extend(r.actor.name.clone());
+    v.extend(r.actor.email.clone());
+    if let Some(t) = &r.target {
+        v.extend(t.id.clone());
+        v.extend(t.name.clone());
+    }
+    v.push(r.action.clone());
+    v.extend(r.repository.clone());
+    v.extend(r.message.clone());
+    let m = &r.metadata;
+    v.extend(m.ip.clone());
+    v.extend(m.user_agent.clone());
+    v.extend(m.scan_type.clone());
+    for c in &m.changes {
+        v.push(c.field.clone());
+        v.push(c.old.to_string());
+        v.push(c.new.to_string());
+    }
+    for x in m.extra.values() {
+        v.push(x.as_str().map_or(x.to_string(), str::to_string));
+    }
+    v
+}
+
+fn brute_matches(r: &AuditRecord, org: &str, q: &SearchQuery) -> bool {
+    if r.org_id != org {
+        return false;
+    }
+    let any = |vals: &[String], name: &str| {
+        vals.is_empty() || vals.iter().any(|v| keyword_matches(r, name, v))
+    };
+    if !(any(&q.users, "user")
+        && any(&q.actions, "action")
+        && any(&q.categories, "category")
+        && any(&q.repositories, "repository")
+        && any(&q.outcomes, "outcome"))
+    {
+        return false;
+    }
+    if q.since.is_some_and(|s| r.time < s) || q.until.is_some_and(|u| r.time >= u) {
+        return false;
+    }
+    let clauses = match &q.text {
+        Some(t) => super::query::parse_q(t).unwrap(),
+        None => vec![],
+    };
+    clauses.iter().all(|c| {
+        use super::query::{ClauseTarget, TextField};
+        let hit = match c.target {
+            ClauseTarget::Keyword(name) => Some(keyword_matches(r, name, &c.value)),
+            ClauseTarget::Text(tf) => {
+                let phrase = words(&c.value);
+                if phrase.is_empty() {
+                    None
+                } else {
+                    let values: Vec<String> = match tf {
+                        TextField::All => all_text(r),
+                        TextField::Actor => r.actor.name.iter().cloned().collect(),
+                        TextField::Target => r
+                            .target
+                            .iter()
+                            .flat_map(|t| t.name.iter().chain(t.id.iter()).cloned())
+                            .collect(),
+                        TextField::Message => r.message.iter().cloned().collect(),
+                    };
+                    Some(phrase_in(&values, &phrase))
+                }
+            }
+        };
+        hit.is_none_or(|h| h != c.negated)
+    })
+}
+
+fn newest_first(records: &[AuditRecord], org: &str, q: &SearchQuery) -> Vec<AuditRecord> {
+    let mut v: Vec<AuditRecord> = records
+        .iter()
+        .filter(|r| brute_matches(r, org, q))
+        .cloned()
+        .collect();
+    v.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id().cmp(a.id())));
+    v
+}
+
+fn ids(records: &[AuditRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{}/{}", r.org_id, r.id()))
+        .collect()
+}
+
+fn text(s: &str) -> SearchQuery {
+    SearchQuery {
+        text: Some(s.to_string()),
+        ..SearchQuery::default()
+    }
+}
+
+/// Every filter alone, each `q` form, and combinations.
+fn queries(org: &str) -> Vec<SearchQuery> {
+    let day = |d: i64| t0() + Duration::days(d);
+    let mut qs = vec![SearchQuery::default()];
+    for p in people(org) {
+        qs.push(SearchQuery {
+            users: vec![p.id.clone()],
+            ..Default::default()
+        });
+        if let Some(e) = &p.email {
+            qs.push(SearchQuery {
+                users: vec![e.to_uppercase()],
+                ..Default::default()
+            });
+        }
+    }
+    qs.push(SearchQuery {
+        users: vec![format!("{org}-u1"), format!("zoe@{org}.example")],
+        ..Default::default()
+    });
+    for a in ["scan.failed", "auth.login", "audit_log.exported"] {
+        qs.push(SearchQuery {
+            actions: vec![a.into()],
+            ..Default::default()
+        });
+    }
+    qs.push(SearchQuery {
+        actions: vec!["scan.failed".into(), "finding.triaged".into()],
+        ..Default::default()
+    });
+    for c in Category::ALL {
+        qs.push(SearchQuery {
+            categories: vec![c.as_str().into()],
+            ..Default::default()
+        });
+    }
+    for r in REPOS {
+        qs.push(SearchQuery {
+            repositories: vec![r.into()],
+            ..Default::default()
+        });
+    }
+    qs.push(SearchQuery {
+        repositories: vec!["infra/terraform".into(), "nope".into()],
+        ..Default::default()
+    });
+    for o in Outcome::ALL {
+        qs.push(SearchQuery {
+            outcomes: vec![o.as_str().into()],
+            ..Default::default()
+        });
+    }
+    // Ranges: inside one week, across weeks, open-ended, empty, the very instant of a record.
+    qs.push(SearchQuery {
+        since: Some(day(10)),
+        until: Some(day(12)),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        since: Some(day(3) + Duration::hours(5)),
+        until: Some(day(40)),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        since: Some(day(50)),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        until: Some(day(7)),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        since: Some(day(20)),
+        until: Some(day(20)),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        since: Some(day(-30)),
+        until: Some(day(-1)),
+        ..Default::default()
+    });
+    for q in [
+        "scan",
+        "main",
+        "SEC-12",
+        "sec",
+        "10.0.1.3",
+        "2001:db8::1",
+        "zoë",
+        "ZOË",
+        "ångström",
+        "mozilla",
+        "retention_days",
+        "sast",
+        "\"scan failed\"",
+        "\"failed scan\"",
+        "\"new device\"",
+        "\"Ticket SEC-12 linked\"",
+        "action:scan.failed",
+        "action:SCAN.FAILED",
+        "category:triage",
+        "category:finding",
+        "category:Authentication",
+        &format!("user:ZOE@{org}.EXAMPLE"),
+        &format!("user:{org}-key-7"),
+        "actor:zoë",
+        "actor:\"grace hopper\"",
+        "actor:ci",
+        "target:alpha",
+        "target:\"repository beta\"",
+        "target:finding",
+        "repository:acme/api",
+        "repository:ACME/API",
+        "repository:acme",
+        "outcome:failure",
+        "ip:10.0.1.3",
+        "ip:2001:db8::1",
+        "message:branch",
+        "message:\"new device\"",
+        "-scan",
+        "-outcome:success",
+        "-\"new device\"",
+        "scan -outcome:success",
+        "login -ip:10.0.1.3 ada",
+        "\"webhook delivery\" -actor:ada",
+        "AND",
+        "(",
+        "OR scan",
+        "evt",
+        "30",
+        "120 rows",
+        "-",
+    ] {
+        qs.push(text(q));
+    }
+    qs.push(SearchQuery {
+        categories: vec!["scan".into(), "finding".into()],
+        outcomes: vec!["failure".into()],
+        since: Some(day(5)),
+        until: Some(day(45)),
+        text: Some("-actor:ada main".into()),
+        ..Default::default()
+    });
+    qs.push(SearchQuery {
+        users: vec![format!("grace@{org}.example")],
+        repositories: vec!["acme/api".into(), "acme/web".into()],
+        text: Some("ip:10.0.1.4".into()),
+        ..Default::default()
+    });
+    qs
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn handles_are_shareable() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    send_sync::<AuditIndex>();
+    send::<Indexer>();
+    send_sync::<IndexError>();
+    let _ = AuditIndex::clone;
+}
+
+#[test]
+fn every_filter_and_q_form_matches_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(7, 5_000);
+    let (index, _indexer) = build(dir.path(), &records);
+    let mut checked = 0;
+    let mut nonempty = 0;
+    let mut slowest = std::time::Duration::ZERO;
+    for org in ORGS {
+        for q in queries(org) {
+            let want = newest_first(&records, org, &q);
+            let started = Instant::now();
+            let page = index.search(org, &q, 50, None).unwrap();
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(page.total, want.len() as u64, "total of {org} {q:?}");
+            let first: Vec<_> = want.iter().take(50).cloned().collect();
+            assert_eq!(ids(&page.entries), ids(&first), "first page of {org} {q:?}");
+            assert_eq!(page.entries, first, "records are returned as stored");
+            assert_eq!(page.next_cursor.is_some(), want.len() > 50);
+            checked += 1;
+            nonempty += usize::from(!want.is_empty());
+        }
+    }
+    eprintln!("{checked} queries ({nonempty} with matches); slowest search {slowest:?}");
+    assert!(
+        nonempty * 10 > checked * 8,
+        "the queries mostly match something"
+    );
+}
+
+#[test]
+fn cursor_walks_see_every_match_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(11, 5_000);
+    let (index, _indexer) = build(dir.path(), &records);
+    let walks = [
+        ("acme", SearchQuery::default()),
+        ("globex", text("-outcome:failure")),
+        (
+            "initech",
+            SearchQuery {
+                categories: vec!["scan".into(), "auth".into()],
+                since: Some(t0() + Duration::days(9)),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (org, q) in walks {
+        let want = newest_first(&records, org, &q);
+        let (got, totals) = walk(&index, org, &q, 37, |_| {});
+        assert_eq!(ids(&got), ids(&want), "{org} {q:?}");
+        assert!(totals.iter().all(|t| *t == want.len() as u64));
+        let unique: HashSet<_> = ids(&got).into_iter().collect();
+        assert_eq!(unique.len(), got.len(), "no repeats");
+    }
+}
+
+/// Walks all pages, calling `between` after each page; returns the entries and each page's total.
+fn walk(
+    index: &AuditIndex,
+    org: &str,
+    q: &SearchQuery,
+    limit: usize,
+    mut between: impl FnMut(usize),
+) -> (Vec<AuditRecord>, Vec<u64>) {
+    let mut cursor: Option<String> = None;
+    let mut got = Vec::new();
+    let mut totals = Vec::new();
+    for page_no in 0.. {
+        let page = index.search(org, q, limit, cursor.as_deref()).unwrap();
+        assert!(page.entries.len() <= limit);
+        got.extend(page.entries);
+        totals.push(page.total);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        between(page_no);
+        assert!(page_no < 10_000, "the walk ends");
+    }
+    (got, totals)
+}
+
+#[test]
+fn a_walk_ignores_records_that_arrive_during_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(13, 3_000);
+    let (index, mut indexer) = build(dir.path(), &records);
+    let q = SearchQuery {
+        outcomes: vec!["success".into()],
+        ..Default::default()
+    };
+    let want = newest_first(&records, "acme", &q);
+    // New records of the walk's org and filter, newer than all, older than all, and in between
+    // (in the partitions the walk has yet to reach), some at the exact time of existing ones.
+    let extra = corpus(99, 600);
+    let mut extra_iter = extra.iter().enumerate().map(|(i, r)| {
+        let mut r = r.clone();
+        r.id = Some(format!("late-{i:04}"));
+        r.org_id = "acme".into();
+        r.outcome = Outcome::Success;
+        r.time = match i % 4 {
+            0 => t0() + Duration::days(70) + Duration::seconds(i as i64),
+            1 => t0() - Duration::days(3) - Duration::seconds(i as i64),
+            2 => r.time,
+            _ => want[i % want.len()].time,
+        };
+        r
+    });
+    let mut lsn = 10_000;
+    let mut added = Vec::new();
+    let (got, totals) = walk(&index, "acme", &q, 37, |_| {
+        for r in extra_iter.by_ref().take(20) {
+            lsn += 1;
+            indexer.add(lsn, &r).unwrap();
+            added.push(r);
+        }
+        indexer.commit().unwrap();
+    });
+    assert!(
+        added.len() >= 200,
+        "records arrived during the walk ({})",
+        added.len()
+    );
+    assert_eq!(
+        ids(&got),
+        ids(&want),
+        "no gap, no repeat, none of the late records"
+    );
+    assert!(
+        totals.iter().all(|t| *t == want.len() as u64),
+        "total is stable: {totals:?}"
+    );
+    // A new walk sees them.
+    let mut all = records.clone();
+    all.extend(added);
+    let fresh = index.search("acme", &q, 10, None).unwrap();
+    assert_eq!(fresh.total, newest_first(&all, "acme", &q).len() as u64);
+    let (got, _) = walk(&index, "acme", &q, 500, |_| {});
+    assert_eq!(ids(&got), ids(&newest_first(&all, "acme", &q)));
+}
+
+#[test]
+fn queries_never_leave_their_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(17, 2_000);
+    let (index, _indexer) = build(dir.path(), &records);
+    for org in ORGS {
+        let (got, _) = walk(&index, org, &SearchQuery::default(), 400, |_| {});
+        assert_eq!(
+            got.len(),
+            records.iter().filter(|r| r.org_id == org).count()
+        );
+        assert!(got.iter().all(|r| r.org_id == org));
+        for other in ORGS.iter().filter(|o| **o != org) {
+            for q in [
+                text(&format!("user:ada@{other}.example")),
+                text(&format!("ada@{other}.example")),
+                SearchQuery {
+                    users: vec![format!("{other}-u1")],
+                    ..Default::default()
+                },
+            ] {
+                let page = index.search(org, &q, 50, None).unwrap();
+                assert_eq!(page.total, 0, "{org} {q:?}");
+            }
+            let f = index
+                .facets(org, &text(&format!("user:zoe@{other}.example")), 10)
+                .unwrap();
+            assert_eq!(f.total, 0);
+        }
+        // Ids repeat across orgs; get and contains go by (org, id).
+        let r = records
+            .iter()
+            .find(|r| {
+                r.org_id == org && records.iter().any(|o| o.org_id != org && o.id() == r.id())
+            })
+            .unwrap();
+        assert_eq!(index.get(org, r.id()).unwrap().as_ref(), Some(r));
+        assert!(index.contains(org, r.id()).unwrap());
+    }
+    assert_eq!(
+        index
+            .search("nobody", &SearchQuery::default(), 10, None)
+            .unwrap()
+            .total,
+        0
+    );
+}
+
+fn brute_top(
+    records: &[&AuditRecord],
+    key: impl Fn(&AuditRecord) -> Option<String>,
+    n: usize,
+) -> Vec<FacetCount> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for r in records {
+        if let Some(k) = key(r) {
+            *counts.entry(k).or_default() += 1;
+        }
+    }
+    let mut v: Vec<FacetCount> = counts
+        .into_iter()
+        .map(|(value, count)| FacetCount { value, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    v.truncate(n);
+    v
+}
+
+#[test]
+fn facets_equal_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(19, 5_000);
+    let (index, _indexer) = build(dir.path(), &records);
+    let day = |d: i64| t0() + Duration::days(d);
+    let mut slowest = std::time::Duration::ZERO;
+    for org in ORGS {
+        let mut qs = queries(org);
+        qs.push(SearchQuery {
+            since: Some(day(10) + Duration::minutes(30)),
+            until: Some(day(13) + Duration::minutes(30)),
+            ..Default::default()
+        });
+        qs.push(SearchQuery {
+            since: Some(day(10)),
+            until: Some(day(13) + Duration::minutes(1)),
+            ..Default::default()
+        });
+        for q in qs {
+            for top_n in [3, 100] {
+                let started = Instant::now();
+                let f = index.facets(org, &q, top_n).unwrap();
+                slowest = slowest.max(started.elapsed());
+                let m: Vec<&AuditRecord> = records
+                    .iter()
+                    .filter(|r| brute_matches(r, org, &q))
+                    .collect();
+                assert_eq!(f.total, m.len() as u64, "{org} {q:?}");
+                assert_eq!(
+                    f.categories,
+                    brute_top(&m, |r| Some(r.category.clone()), top_n)
+                );
+                assert_eq!(f.actions, brute_top(&m, |r| Some(r.action.clone()), top_n));
+                assert_eq!(
+                    f.users,
+                    brute_top(&m, |r| Some(r.actor_label().to_string()), top_n)
+                );
+                assert_eq!(
+                    f.repositories,
+                    brute_top(&m, |r| r.repository.clone(), top_n)
+                );
+                assert_eq!(
+                    f.outcomes,
+                    brute_top(&m, |r| Some(r.outcome.as_str().to_string()), top_n)
+                );
+                // Histogram: the interval rule, UTC-aligned buckets, counts per bucket.
+                let start = q.since.or(m.iter().map(|r| r.time).min());
+                let end = q
+                    .until
+                    .or(m.iter().map(|r| r.time + Duration::microseconds(1)).max());
+                let hourly =
+                    matches!((start, end), (Some(s), Some(e)) if e - s <= Duration::days(3));
+                let want_interval = if hourly {
+                    HistogramInterval::Hour
+                } else {
+                    HistogramInterval::Day
+                };
+                assert_eq!(f.histogram.interval, want_interval, "{q:?}");
+                let width = if hourly { 3600 } else { 86_400 };
+                let mut want: BTreeMap<i64, u64> = BTreeMap::new();
+                for r in &m {
+                    *want
+                        .entry(r.time.timestamp().div_euclid(width) * width)
+                        .or_default() += 1;
+                }
+                let got: BTreeMap<i64, u64> = f
+                    .histogram
+                    .buckets
+                    .iter()
+                    .filter(|b| b.count > 0)
+                    .map(|b| (b.start.timestamp(), b.count))
+                    .collect();
+                assert_eq!(got, want, "{q:?}");
+                assert_eq!(
+                    f.histogram.buckets.iter().map(|b| b.count).sum::<u64>(),
+                    f.total
+                );
+                for pair in f.histogram.buckets.windows(2) {
+                    assert_eq!(
+                        (pair[1].start - pair[0].start).num_seconds(),
+                        width,
+                        "contiguous"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("slowest facets {slowest:?}");
+    // The rule on explicit ranges.
+    let three_days = SearchQuery {
+        since: Some(day(1)),
+        until: Some(day(4)),
+        ..Default::default()
+    };
+    assert_eq!(
+        index
+            .facets("acme", &three_days, 5)
+            .unwrap()
+            .histogram
+            .interval,
+        HistogramInterval::Hour
+    );
+    let more = SearchQuery {
+        since: Some(day(1)),
+        until: Some(day(4) + Duration::seconds(1)),
+        ..Default::default()
+    };
+    assert_eq!(
+        index.facets("acme", &more, 5).unwrap().histogram.interval,
+        HistogramInterval::Day
+    );
+    assert_eq!(
+        index
+            .facets("acme", &SearchQuery::default(), 5)
+            .unwrap()
+            .histogram
+            .interval,
+        HistogramInterval::Day
+    );
+}
+
+#[test]
+fn hostile_cursors_and_queries_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(23, 600);
+    let (index, _indexer) = build(dir.path(), &records);
+    let q = SearchQuery::default();
+    let page = index.search("acme", &q, 5, None).unwrap();
+    let good = page.next_cursor.unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut forged: Vec<String> = vec![
+        String::new(),
+        "!!!".into(),
+        "a".into(),
+        "AAAA".into(),
+        "x".repeat(5000),
+        good[..good.len() - 1].to_string(),
+        good[..good.len() / 2].to_string(),
+        format!("{good}AA"),
+        "eyJ2IjoxfQ".into(),
+    ];
+    let mut raw = super::cursor::base64url_decode(&good).unwrap();
+    raw[0] = 2;
+    forged.push(super::cursor::base64url_encode(&raw));
+    raw[0] = 1;
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    forged.push(super::cursor::base64url_encode(&raw));
+    for _ in 0..200 {
+        let len = rng.random_range(0..80);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        forged.push(super::cursor::base64url_encode(&bytes));
+    }
+    for c in &forged {
+        match index.search("acme", &q, 5, Some(c)) {
+            Err(IndexError::BadCursor(_)) => {}
+            other => panic!("cursor {c:?}: {other:?}"),
+        }
+    }
+    // A cursor belongs to its org and its filters.
+    assert!(matches!(
+        index.search("globex", &q, 5, Some(&good)),
+        Err(IndexError::BadCursor(_))
+    ));
+    assert!(matches!(
+        index.search("acme", &text("scan"), 5, Some(&good)),
+        Err(IndexError::BadCursor(_))
+    ));
+    assert!(
+        index.search("acme", &q, 9, Some(&good)).is_ok(),
+        "the limit may change"
+    );
+
+    let long_words = "word ".repeat(2000);
+    let weird = [
+        "(",
+        ")",
+        "AND",
+        "OR",
+        "NOT",
+        "a AND (b OR c)",
+        "\"unclosed",
+        "\"",
+        "\"\"",
+        ":",
+        "::",
+        "a:",
+        "foo:bar",
+        "-",
+        "--",
+        "-:",
+        "user:",
+        "user:\"",
+        "*",
+        "?",
+        "~2",
+        "^3",
+        "[a TO b]",
+        "{}",
+        "\\",
+        "\u{0}",
+        "😀",
+        "名前",
+        "Ωmega ΣΑΣ",
+        "İstanbul",
+        "\u{202e}evil",
+        "a\tb\nc",
+        &long_words,
+        &"x".repeat(10_000),
+        &"é".repeat(999),
+        &"\"a\" ".repeat(40),
+        "http://example.com",
+        "10:30",
+        "-user:x@y -ip:1.2.3.4 \"scan failed\" category:nope",
+    ];
+    for w in weird {
+        for result in [
+            index.search("acme", &text(w), 10, None).map(|p| p.total),
+            index.facets("acme", &text(w), 10).map(|f| f.total),
+        ] {
+            match result {
+                Ok(_) | Err(IndexError::BadQuery { field: "q", .. }) => {}
+                Err(e) => panic!("{w:?}: {e}"),
+            }
+        }
+    }
+    let err = index
+        .search("acme", &text("foo:bar"), 10, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("foo"), "{err}");
+    assert!(err.is_client_error());
+    // Odd but valid structured values and limits.
+    let odd = SearchQuery {
+        users: vec![String::new(), "\u{1f}".into()],
+        ..Default::default()
+    };
+    assert_eq!(index.search("acme", &odd, 0, None).unwrap().total, 0);
+    assert_eq!(
+        index
+            .search("acme", &q, usize::MAX, None)
+            .unwrap()
+            .entries
+            .len(),
+        200
+    );
+}
+
+#[test]
+fn reopen_recovery_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(29, 1_500);
+    {
+        let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+        assert_eq!(index.indexed_through(), None);
+        index_all(&mut indexer, &records, 100, 400);
+        assert_eq!(
+            index.indexed_through(),
+            Some(100 + records.len() as u64 - 1)
+        );
+    }
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let through = 100 + records.len() as u64 - 1;
+    assert_eq!(index.indexed_through(), Some(through));
+    assert_eq!(indexer.indexed_through(), Some(through));
+    // Partitions open lazily: a query on the last days opens only the newest partitions.
+    let recent = SearchQuery {
+        since: Some(t0() + Duration::days(58)),
+        ..Default::default()
+    };
+    index.search("acme", &recent, 10, None).unwrap();
+    let opened: Vec<bool> = index
+        .inner()
+        .partitions_newest_first(None, None)
+        .iter()
+        .map(|p| p.is_open())
+        .collect();
+    assert!(opened[0] && !opened[opened.len() - 1], "{opened:?}");
+
+    let mut hashes = Vec::new();
+    index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
+    hashes.sort_unstable();
+    let mut want: Vec<u64> = records
+        .iter()
+        .map(|r| uid_hash(&r.org_id, r.id()))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(hashes, want);
+    for r in records.iter().step_by(97) {
+        assert!(index.contains(&r.org_id, r.id()).unwrap());
+        assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
+    }
+    assert!(!index.contains("acme", "evt-99999").unwrap());
+    assert!(!index.contains("acmex", "evt-00001").unwrap());
+    assert_eq!(index.get("acme", "nope").unwrap(), None);
+    let stats = index.stats().unwrap();
+    assert_eq!(stats.docs, records.len() as u64);
+    assert!(
+        stats.partitions >= 9 && stats.bytes_on_disk > 0,
+        "{stats:?}"
+    );
+
+    // Retention: drop the oldest partition.
+    let parts = index.partitions().unwrap();
+    assert!(parts.windows(2).all(|w| w[0].end <= w[1].start));
+    let oldest = &parts[0];
+    assert!(indexer.delete_partition(&oldest.name).unwrap());
+    assert!(!indexer.delete_partition(&oldest.name).unwrap());
+    assert!(!indexer.delete_partition("../etc").unwrap());
+    let kept: Vec<AuditRecord> = records
+        .iter()
+        .filter(|r| r.time >= oldest.end)
+        .cloned()
+        .collect();
+    assert_eq!(kept.len() as u64, records.len() as u64 - oldest.docs);
+    for org in ORGS {
+        let page = index
+            .search(org, &SearchQuery::default(), 10, None)
+            .unwrap();
+        assert_eq!(
+            page.total,
+            newest_first(&kept, org, &SearchQuery::default()).len() as u64
+        );
+    }
+    assert!(!dir.path().join(&oldest.name).exists());
+    assert_eq!(index.stats().unwrap().docs, kept.len() as u64);
+}
+
+#[test]
+fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(31, 300);
+    let opts = IndexOptions {
+        max_open_writers: 1,
+        ..options()
+    };
+    let (first, rest) = records.split_at(100);
+    {
+        let (_index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+        index_all(&mut indexer, first, 1, 1000);
+        // With one writer, records of another week commit the previous partition: those commits
+        // happen, then the process dies before `commit` records the LSN.
+        for (i, r) in rest.iter().enumerate() {
+            indexer.add(101 + i as u64, r).unwrap();
+        }
+        assert_eq!(indexer.open_writers(), 1);
+        // Dropped without commit: a crash.
+    }
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(index.indexed_through(), Some(100));
+    // The log is replayed from 101; the store would dedupe, but even without it nothing doubles.
+    for (i, r) in rest.iter().enumerate() {
+        indexer.add(101 + i as u64, r).unwrap();
+    }
+    assert_eq!(indexer.commit().unwrap(), Some(300));
+    let mut hashes = Vec::new();
+    index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
+    assert_eq!(hashes.len(), records.len(), "no duplicates");
+    for org in ORGS {
+        let (got, _) = walk(&index, org, &SearchQuery::default(), 1000, |_| {});
+        assert_eq!(
+            ids(&got),
+            ids(&newest_first(&records, org, &SearchQuery::default()))
+        );
+    }
+    drop((index, indexer));
+    // Losing the state file: nothing counts as indexed, re-adds replace, searches still work.
+    std::fs::remove_file(dir.path().join("index-state.json")).unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options_with(1)).unwrap();
+    assert_eq!(index.indexed_through(), None);
+    assert_eq!(
+        index
+            .search("acme", &SearchQuery::default(), 5, None)
+            .unwrap()
+            .total,
+        100
+    );
+    index_all(&mut indexer, &records, 1, 1000);
+    assert_eq!(index.stats().unwrap().docs, records.len() as u64);
+    assert_eq!(index.indexed_through(), Some(300));
+}
+
+fn options_with(max_open_writers: usize) -> IndexOptions {
+    IndexOptions {
+        max_open_writers,
+        ..options()
+    }
+}
+
+#[test]
+fn options_and_scheme_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        IndexOptions {
+            writer_memory_bytes: 10_000_000,
+            ..options()
+        },
+        IndexOptions {
+            writer_threads: 2,
+            writer_memory_bytes: 20_000_000,
+            ..options()
+        },
+        IndexOptions {
+            writer_threads: 0,
+            ..options()
+        },
+        IndexOptions {
+            max_open_writers: 0,
+            ..options()
+        },
+    ] {
+        assert!(matches!(
+            AuditIndex::open(dir.path(), bad),
+            Err(IndexError::Options(_))
+        ));
+    }
+    {
+        let (_i, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+        indexer.add(1, &corpus(1, 1)[0]).unwrap();
+        indexer.commit().unwrap();
+    }
+    let month = IndexOptions {
+        partition: PartitionScheme::Month,
+        ..options()
+    };
+    assert!(matches!(
+        AuditIndex::open(dir.path(), month),
+        Err(IndexError::Options(_))
+    ));
+    // A record without an id cannot be indexed.
+    let (_i, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let mut r = corpus(1, 1).remove(0);
+    r.id = None;
+    assert!(matches!(
+        indexer.add(2, &r),
+        Err(IndexError::InvalidRecord(_))
+    ));
+}
+
+#[test]
+fn month_partitions_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(37, 800);
+    let opts = IndexOptions {
+        partition: PartitionScheme::Month,
+        ..options()
+    };
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    index_all(&mut indexer, &records, 1, 300);
+    let names: Vec<String> = index
+        .partitions()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["2026-09", "2026-10"]);
+    for q in queries("globex").into_iter().step_by(5) {
+        let want = newest_first(&records, "globex", &q);
+        let (got, _) = walk(&index, "globex", &q, 61, |_| {});
+        assert_eq!(ids(&got), ids(&want), "{q:?}");
+    }
+}
+
+/// Informal timings at scale, in release: `CODESTAX_BENCH_RECORDS=2000000 cargo test --release
+/// -p codestax-collector --lib bench_at_scale -- --ignored --nocapture`. Half the records belong
+/// to one org (the "largest org" of the target: 1 M records), the rest to 99 others, over a year.
+#[test]
+#[ignore]
+fn bench_at_scale() {
+    let n: usize = std::env::var("CODESTAX_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = IndexOptions {
+        writer_memory_bytes: 64_000_000,
+        max_open_writers: 2,
+        ..options()
+    };
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let span = Duration::days(365).num_microseconds().unwrap();
+    let started = Instant::now();
+    let mut lsn = 0;
+    for chunk in 0..n.div_ceil(10_000) {
+        for (j, mut r) in corpus(chunk as u64, 10_000.min(n - chunk * 10_000))
+            .into_iter()
+            .enumerate()
+        {
+            let i = chunk * 10_000 + j;
+            r.org_id = if rng.random_bool(0.5) {
+                "big".into()
+            } else {
+                format!("org-{:02}", rng.random_range(0..99))
+            };
+            r.id = Some(format!("e{i:09}"));
+            r.time = t0()
+                + Duration::microseconds(
+                    span / n as i64 * i as i64 + rng.random_range(0..1_000_000),
+                );
+            lsn += 1;
+            indexer.add(lsn, &r).unwrap();
+        }
+        if chunk % 5 == 4 {
+            indexer.commit().unwrap();
+        }
+    }
+    indexer.commit().unwrap();
+    drop(indexer);
+    let stats = index.stats().unwrap();
+    eprintln!("indexed {n} records in {:?}: {stats:?}", started.elapsed());
+    let end = t0() + Duration::days(365);
+    let cases: Vec<(&str, SearchQuery)> = vec![
+        ("all", SearchQuery::default()),
+        (
+            "category+outcome",
+            SearchQuery {
+                categories: vec!["scan".into()],
+                outcomes: vec!["failure".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "user",
+            SearchQuery {
+                users: vec!["acme-u2".into(), "grace@globex.example".into()],
+                ..Default::default()
+            },
+        ),
+        ("q word", text("main")),
+        ("q phrase+neg", text("\"scan failed\" -outcome:success")),
+        ("q ip", text("ip:10.0.1.3")),
+        (
+            "last 30 days",
+            SearchQuery {
+                since: Some(end - Duration::days(30)),
+                ..Default::default()
+            },
+        ),
+        (
+            "last 2 days + repo",
+            SearchQuery {
+                since: Some(end - Duration::days(2)),
+                repositories: vec!["acme/api".into()],
+                ..Default::default()
+            },
+        ),
+    ];
+    let p = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    for org in ["big", "org-07"] {
+        for (name, q) in &cases {
+            let mut s = Vec::new();
+            let mut deep = Vec::new();
+            let mut f = Vec::new();
+            let mut total = 0;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let page = index.search(org, q, 50, None).unwrap();
+                s.push(t.elapsed());
+                total = page.total;
+                if let Some(c) = &page.next_cursor {
+                    let t = Instant::now();
+                    index.search(org, q, 50, Some(c)).unwrap();
+                    deep.push(t.elapsed());
+                }
+                let t = Instant::now();
+                index.facets(org, q, 10).unwrap();
+                f.push(t.elapsed());
+            }
+            let (s50, s99) = p(s);
+            let (f50, f99) = p(f);
+            let next = if deep.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:?}", p(deep).1)
+            };
+            eprintln!(
+                "{org:7} {name:20} total {total:8}  search p50 {s50:>10.2?} p99 {s99:>10.2?}  page 2 p99 {next:>10}  facets p50 {f50:>10.2?} p99 {f99:>10.2?}"
+            );
+        }
+    }
+    let t = Instant::now();
+    let mut count = 0u64;
+    index.for_each_uid_hash(|_| count += 1).unwrap();
+    eprintln!("for_each_uid_hash over {count} in {:?}", t.elapsed());
+    let t = Instant::now();
+    for i in (0..n).step_by(n / 100) {
+        index.contains("big", &format!("e{i:09}")).unwrap();
+    }
+    eprintln!("contains: {:?} per call", t.elapsed() / 100);
+    let t = Instant::now();
+    for i in (0..n).step_by(n / 100) {
+        index.get("big", &format!("e{i:09}")).unwrap();
+    }
+    eprintln!("get: {:?} per call", t.elapsed() / 100);
+}
