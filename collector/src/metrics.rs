@@ -104,7 +104,11 @@ impl Metrics {
             index_documents.clone(),
         );
         let index_bytes = Gauge::<u64, AtomicU64>::default();
-        registry.register("index_bytes", "Bytes of the index on disk", index_bytes.clone());
+        registry.register(
+            "index_bytes",
+            "Bytes of the index on disk",
+            index_bytes.clone(),
+        );
         Metrics {
             registry,
             accepted,

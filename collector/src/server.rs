@@ -44,6 +44,17 @@ pub enum ServeError {
     Indexer(String),
 }
 
+/// The store verifies a dedupe hash hit against the index. A failed lookup answers "not stored":
+/// at worst a record is indexed twice, never lost.
+impl IdLookup for AuditIndex {
+    fn contains(&self, org: &str, id: &str) -> bool {
+        AuditIndex::contains(self, org, id).unwrap_or_else(|e| {
+            tracing::error!(error = %e, org, id, "dedupe lookup in the index failed");
+            false
+        })
+    }
+}
+
 /// Where the collector keeps its state under `data_dir`.
 pub struct Layout {
     pub wal: PathBuf,
@@ -94,7 +105,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             ..StoreOptions::default()
         },
         Arc::new(index.clone()) as Arc<dyn IdLookup>,
-        hashes.into_iter(),
+        hashes,
         index.indexed_through(),
         sink,
     )?;
@@ -132,7 +143,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         })
     };
     let grpc_task = {
-        let service = GrpcReceiver::service(ingest.clone(), keys.clone(), config.limits.max_body_bytes);
+        let service =
+            GrpcReceiver::service(ingest.clone(), keys.clone(), config.limits.max_body_bytes);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -151,9 +163,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let replayed = replay.len();
     let mut indexer = tokio::task::spawn_blocking(move || -> Result<Indexer, ServeError> {
         let mut indexer = indexer;
-        for (lsn, record) in &replay {
-            indexer.add(*lsn, record)?;
-        }
+        indexer.add_batch(&replay)?;
         indexer.commit()?;
         Ok(indexer)
     })
@@ -178,31 +188,40 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 match keys.reload_if_changed() {
                     Ok(true) => record_key_events(&keys, &ingest).await,
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before")
+                    }
                 }
             }
         })
     };
 
+    let indexer_stop = CancellationToken::new();
     let indexer_task = {
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
         let interval = config.index.commit_interval;
         let mut batches = batches;
         tokio::spawn(async move {
-            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval).await
+            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval, stop).await
         })
     };
 
-    // Serve until asked to stop; then the servers finish in-flight requests.
-    let http_result = http_task.await.map_err(|e| ServeError::Indexer(e.to_string()))?;
-    let grpc_result = grpc_task.await.map_err(|e| ServeError::Indexer(e.to_string()))?;
+    // Serve until asked to stop; the servers finish in-flight requests, whose records are then
+    // in the WAL and queued for the indexer.
+    let http_result = http_task
+        .await
+        .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    let grpc_result = grpc_task
+        .await
+        .map_err(|e| ServeError::Indexer(e.to_string()))?;
     keys_task.abort();
-    // Dropping the last senders ends the indexer, which commits what it holds.
-    drop(ingest);
-    drop(store);
+    let _ = keys_task.await;
+    indexer_stop.cancel();
     let indexer_result = indexer_task
         .await
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    drop(ingest);
+    store.close().await;
     http_result?;
     grpc_result?;
     indexer_result?;
@@ -210,31 +229,40 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, ServeError> {
+async fn bind(
+    addr: std::net::SocketAddr,
+    what: &'static str,
+) -> Result<tokio::net::TcpListener, ServeError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
 /// Indexes what the store hands over and commits every `interval`, so a record is searchable
-/// within about `interval` of its ack. Ends when the store is gone, after a last commit.
+/// within about `interval` of its ack. On `stop`, indexes what is queued and commits once more.
 async fn run_indexer(
     indexer: &mut Indexer,
     batches: &mut mpsc::Receiver<IndexBatch>,
     store: &Store,
     metrics: &Metrics,
     interval: Duration,
+    stop: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
     loop {
         tokio::select! {
+            _ = stop.cancelled() => {
+                while let Ok(batch) = batches.try_recv() {
+                    tokio::task::block_in_place(|| indexer.add_batch(&batch.records))?;
+                    dirty = true;
+                }
+                break;
+            }
             batch = batches.recv() => match batch {
                 Some(batch) => {
-                    tokio::task::block_in_place(|| {
-                        batch.records.iter().try_for_each(|(lsn, record)| indexer.add(*lsn, record))
-                    })?;
+                    tokio::task::block_in_place(|| indexer.add_batch(&batch.records))?;
                     dirty = true;
                 }
                 None => break,
@@ -269,7 +297,10 @@ async fn record_key_events(keys: &KeyStore, ingest: &Ingest) {
     for event in keys.events() {
         let record = event.to_audit_record();
         let org = record.org_id.clone();
-        if let Err(e) = ingest.submit(&org, vec![Ok(record)], Receiver::Internal).await {
+        if let Err(e) = ingest
+            .submit(&org, vec![Ok(record)], Receiver::Internal)
+            .await
+        {
             tracing::warn!(error = %e, "cannot record a key event yet; will retry on the next key change or restart");
         }
     }

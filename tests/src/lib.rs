@@ -10,8 +10,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary built for these tests.
+/// Builds the workspace's binaries once per test process, so the tests never run stale ones
+/// (`cargo test -p codestax-tests` alone does not rebuild other packages' binaries).
+fn ensure_built() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+}
+
+/// Path of a workspace binary, built for these tests.
 pub fn bin(name: &str) -> PathBuf {
+    ensure_built();
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
@@ -90,7 +110,11 @@ impl Collector {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("codestax-collector exited during start: {status}");
             }
             if let Ok(r) = self.client.get(self.url("/readyz")).send()
@@ -125,7 +149,10 @@ impl Collector {
         );
         let token = String::from_utf8(out.stdout).expect("utf-8 token");
         let token = token.trim().to_string();
-        assert!(!token.is_empty() && !token.contains(char::is_whitespace), "one token: {token:?}");
+        assert!(
+            !token.is_empty() && !token.contains(char::is_whitespace),
+            "one token: {token:?}"
+        );
         // A running collector picks new keys up within a second.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {

@@ -19,16 +19,36 @@ fn kill_9_during_ingest_loses_no_acknowledged_record() {
     let url = c.url("/api/v1/ingest");
     let mut senders = Vec::new();
     for t in 0..4 {
-        let (acked, sent, stop, url, ingest) = (acked.clone(), sent.clone(), stop.clone(), url.clone(), ingest.clone());
+        let (acked, sent, stop, url, ingest) = (
+            acked.clone(),
+            sent.clone(),
+            stop.clone(),
+            url.clone(),
+            ingest.clone(),
+        );
         senders.push(std::thread::spawn(move || {
             let client = reqwest::blocking::Client::new();
-            let time = (Utc::now() - Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Micros, true);
+            let time =
+                (Utc::now() - Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Micros, true);
             let mut batch_no = 0;
             while !stop.load(Ordering::Relaxed) {
                 let ids: Vec<String> = (0..200).map(|i| format!("t{t}-b{batch_no}-{i}")).collect();
-                let body: String = ids.iter().map(|id| format!("{}\n", record("acme", id, "scan.completed", "ada@acme.example", &time))).collect();
+                let body: String = ids
+                    .iter()
+                    .map(|id| {
+                        format!(
+                            "{}\n",
+                            record("acme", id, "scan.completed", "ada@acme.example", &time)
+                        )
+                    })
+                    .collect();
                 sent.lock().unwrap().push(ids.clone());
-                let answered = client.post(&url).bearer_auth(&ingest).header("content-type", "application/x-ndjson").body(body).send();
+                let answered = client
+                    .post(&url)
+                    .bearer_auth(&ingest)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send();
                 if let Ok(r) = answered
                     && r.status().is_success()
                 {
@@ -45,16 +65,27 @@ fn kill_9_during_ingest_loses_no_acknowledged_record() {
         s.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 1000, "a real stream was acknowledged before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "a real stream was acknowledged before the kill: {}",
+        acked.len()
+    );
 
     c.restart();
     std::thread::sleep(std::time::Duration::from_millis(800));
     let entries = c.search_all("acme", "action=scan.completed", &admin);
-    let found: Vec<String> = entries.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let found: Vec<String> = entries
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     let unique: BTreeSet<String> = found.iter().cloned().collect();
     assert_eq!(unique.len(), found.len(), "nothing is stored twice");
     let missing: Vec<_> = acked.difference(&unique).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?} (of {})", acked.len());
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost: {missing:?} (of {})",
+        acked.len()
+    );
     let all_sent: BTreeSet<String> = sent.lock().unwrap().iter().flatten().cloned().collect();
     assert!(unique.is_subset(&all_sent), "only records that were sent");
 }

@@ -4,7 +4,9 @@
 use chrono::Utc;
 use codestax_tests::Collector;
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{
+    LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use prost::Message;
 use serde_json::{Value, json};
@@ -41,7 +43,12 @@ fn emit_with_sdk(provider: SdkLoggerProvider, run: &str) {
 async fn opentelemetry_sdk_over_grpc_and_http() {
     let dir = tempfile::tempdir().unwrap();
     let c = tokio::task::block_in_place(|| Collector::start(&dir.path().join("data"), ""));
-    let (ingest, admin) = tokio::task::block_in_place(|| (c.create_key("acme", "INGEST"), c.create_key("acme", "ORG_ADMIN")));
+    let (ingest, admin) = tokio::task::block_in_place(|| {
+        (
+            c.create_key("acme", "INGEST"),
+            c.create_key("acme", "ORG_ADMIN"),
+        )
+    });
 
     let mut metadata = tonic::metadata::MetadataMap::new();
     metadata.insert("authorization", format!("Bearer {ingest}").parse().unwrap());
@@ -51,30 +58,51 @@ async fn opentelemetry_sdk_over_grpc_and_http() {
         .with_metadata(metadata)
         .build()
         .unwrap();
-    let provider = SdkLoggerProvider::builder().with_batch_exporter(grpc).build();
-    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "grpc")).await.unwrap();
+    let provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(grpc)
+        .build();
+    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "grpc"))
+        .await
+        .unwrap();
 
     let http = LogExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(c.url("/v1/logs"))
-        .with_headers(HashMap::from([("authorization".to_string(), format!("Bearer {ingest}"))]))
+        .with_headers(HashMap::from([(
+            "authorization".to_string(),
+            format!("Bearer {ingest}"),
+        )]))
         .build()
         .unwrap();
-    let provider = SdkLoggerProvider::builder().with_batch_exporter(http).build();
-    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "http")).await.unwrap();
+    let provider = SdkLoggerProvider::builder()
+        .with_batch_exporter(http)
+        .build();
+    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "http"))
+        .await
+        .unwrap();
 
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let entries = tokio::task::block_in_place(|| c.search_all("acme", "action=scan.triggered", &admin));
-    let mut ids: Vec<String> = entries.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let entries =
+        tokio::task::block_in_place(|| c.search_all("acme", "action=scan.triggered", &admin));
+    let mut ids: Vec<String> = entries
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
-    let want: Vec<String> = ["grpc", "http"].iter().flat_map(|run| (0..5).map(move |i| format!("{run}-{i}"))).collect();
+    let want: Vec<String> = ["grpc", "http"]
+        .iter()
+        .flat_map(|run| (0..5).map(move |i| format!("{run}-{i}")))
+        .collect();
     assert_eq!(ids, want);
     let e = &entries[0];
     assert_eq!(e["metadata"]["scan_type"], "sast");
     assert_eq!(e["metadata"]["ip"], "198.51.100.4");
     assert_eq!(e["org_id"], "acme", "the key's org");
-    let bad = tokio::task::block_in_place(|| c.get("/api/v1/orgs/acme/audit-log/grpc-bad", &admin).status());
+    let bad = tokio::task::block_in_place(|| {
+        c.get("/api/v1/orgs/acme/audit-log/grpc-bad", &admin)
+            .status()
+    });
     assert_eq!(bad, 404, "the invalid record was not stored");
 }
 
@@ -92,19 +120,38 @@ fn otlp_http_json_and_protobuf_partial_success() {
             {"timeUnixNano": nanos, "attributes": [attr("audit.id", "j2"), attr("audit.action", "team.member_invited"), attr("enduser.id", "u1"), attr("audit.actor.email", "not-an-email")]}
         ]}]
     }]});
-    let r = c.post("/v1/logs", &ingest, "application/json", body.to_string().into_bytes());
+    let r = c.post(
+        "/v1/logs",
+        &ingest,
+        "application/json",
+        body.to_string().into_bytes(),
+    );
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().unwrap();
     let rejected = &answer["partialSuccess"]["rejectedLogRecords"];
     assert!(rejected == &json!(1) || rejected == &json!("1"), "{answer}");
     let message = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
-    assert!(message.contains("record 2: actor.email: not a valid email address (OTLP audit.actor.email)"), "{message}");
+    assert!(
+        message
+            .contains("record 2: actor.email: not a valid email address (OTLP audit.actor.email)"),
+        "{message}"
+    );
 
     // The same over protobuf.
-    let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest = serde_json::from_value(body).unwrap();
-    let r = c.post("/v1/logs", &ingest, "application/x-protobuf", request.encode_to_vec());
+    let request: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest =
+        serde_json::from_value(body).unwrap();
+    let r = c.post(
+        "/v1/logs",
+        &ingest,
+        "application/x-protobuf",
+        request.encode_to_vec(),
+    );
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-protobuf");
-    let answer = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(r.bytes().unwrap()).unwrap();
+    let answer =
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(
+            r.bytes().unwrap(),
+        )
+        .unwrap();
     assert_eq!(answer.partial_success.unwrap().rejected_log_records, 1);
 }

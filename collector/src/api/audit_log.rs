@@ -25,9 +25,13 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SearchResponse>, ApiError> {
     check_reader(&key, &org)?;
-    let params = parse(&state, raw.as_deref(), Route::Search {
-        max_limit: state.limits.max_search_limit,
-    })?;
+    let params = parse(
+        &state,
+        raw.as_deref(),
+        Route::Search {
+            max_limit: state.limits.max_search_limit,
+        },
+    )?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let page = query(&state, "search", {
         let (org, q, cursor) = (org.clone(), params.query.clone(), params.cursor.clone());
@@ -161,7 +165,12 @@ pub async fn record_read(
         .ingest
         .submit(org, vec![Ok(record)], Receiver::Internal)
         .await
-        .map_err(|e| ApiError::unavailable(format!("could not record this read in the audit log: {e}"), 1))?;
+        .map_err(|e| {
+            ApiError::unavailable(
+                format!("could not record this read in the audit log: {e}"),
+                1,
+            )
+        })?;
     if outcome.accepted != 1 {
         return Err(ApiError::internal(format!(
             "the read record was not accepted: {:?}",

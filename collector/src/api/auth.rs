@@ -25,7 +25,9 @@ pub async fn require_key(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <API key>\""))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be \"Bearer <API key>\"")
+        })?;
     let key = state
         .keys
         .authenticate(token)

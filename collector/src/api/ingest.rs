@@ -5,7 +5,9 @@
 use super::auth::check_ingester;
 use super::{ApiError, AppState};
 use crate::ingest::grpc::export_response;
-use crate::ingest::{BodyError, IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body};
+use crate::ingest::{
+    BodyError, IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body,
+};
 use crate::keys::KeyInfo;
 use axum::Extension;
 use axum::Json;
@@ -106,7 +108,9 @@ pub async fn otlp_http(
     })
     .await
     .map_err(ApiError::internal)?
-    .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message).with_field("body"))?;
+    .map_err(|message| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message).with_field("body")
+    })?;
     let outcome = submit(&state, &key, candidates, Receiver::OtlpHttp).await?;
     if outcome.accepted == 0 && !outcome.rejected.is_empty() {
         let field = outcome.rejected[0].errors.first().map(|e| e.field.clone());
@@ -144,18 +148,23 @@ fn media_type(headers: &HeaderMap) -> String {
 
 async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
     let limits = state.limits;
-    read_body(headers, body, limits.max_body_bytes, limits.max_decompressed_bytes)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
-                ApiError::payload_too_large(e.to_string())
-            }
-            BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
-            BodyError::BadGzip(_) | BodyError::Read(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
-                    .with_field("body")
-            }
-        })
+    read_body(
+        headers,
+        body,
+        limits.max_body_bytes,
+        limits.max_decompressed_bytes,
+    )
+    .await
+    .map_err(|e| match e {
+        BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
+            ApiError::payload_too_large(e.to_string())
+        }
+        BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
+        BodyError::BadGzip(_) | BodyError::Read(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
+                .with_field("body")
+        }
+    })
 }
 
 async fn submit(
@@ -172,7 +181,10 @@ async fn submit(
             IngestError::StorageFull => ApiError::unavailable(e.to_string(), 5),
             IngestError::Storage(_) => {
                 tracing::error!(error = %e, "ingest failed");
-                ApiError::unavailable("storage failed; nothing of this batch was stored, retry later", 1)
+                ApiError::unavailable(
+                    "storage failed; nothing of this batch was stored, retry later",
+                    1,
+                )
             }
         })
 }

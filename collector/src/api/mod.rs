@@ -54,7 +54,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/logs", post(ingest::otlp_http))
         .route("/api/v1/ingest", post(ingest::ndjson))
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
-        .route("/api/v1/orgs/{org}/audit-log/facets", get(audit_log::facets))
+        .route(
+            "/api/v1/orgs/{org}/audit-log/facets",
+            get(audit_log::facets),
+        )
         .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));

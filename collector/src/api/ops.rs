@@ -20,13 +20,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let metrics = state.metrics.clone();
     let store = state.ingest.store().stats();
-    let index = state.index.stats();
-    let text = state.metrics.render(Sampled {
+    let index = tokio::task::spawn_blocking(move || state.index.stats())
+        .await
+        .ok()
+        .and_then(|r| {
+            r.map_err(|e| tracing::warn!(error = %e, "index statistics"))
+                .ok()
+        });
+    let text = metrics.render(Sampled {
         wal_fsyncs: store.fsyncs,
-        wal_fsync_seconds: store.fsync_seconds,
-        index_documents: index.documents,
-        index_bytes: index.bytes_on_disk,
+        wal_fsync_seconds: store.fsync_time.as_secs_f64(),
+        index_documents: index.as_ref().map_or(0, |i| i.docs),
+        index_bytes: index.as_ref().map_or(0, |i| i.bytes_on_disk),
     });
     (
         [(

@@ -21,8 +21,6 @@ pub enum Route {
     Search { max_limit: usize },
     /// `top`.
     Facets { max_top: usize },
-    /// `format`.
-    Export,
 }
 
 /// The checked parameters of one request.
@@ -32,7 +30,6 @@ pub struct Params {
     pub limit: Option<usize>,
     pub cursor: Option<String>,
     pub top: Option<usize>,
-    pub format: Option<String>,
     /// The filters as given (for the `audit_log.viewed` record's metadata).
     pub filters: BTreeMap<String, Vec<String>>,
 }
@@ -56,24 +53,31 @@ pub fn parse(
             || SINGLE_FILTERS.contains(&key.as_str())
             || matches!(
                 (route, key.as_str()),
-                (Route::Search { .. }, "limit" | "cursor")
-                    | (Route::Facets { .. }, "top")
-                    | (Route::Export, "format")
+                (Route::Search { .. }, "limit" | "cursor") | (Route::Facets { .. }, "top")
             );
         if !known {
             return Err(ApiError::invalid(
                 &key,
-                format!("unknown parameter {key:?}; expected one of {}", expected(route)),
+                format!(
+                    "unknown parameter {key:?}; expected one of {}",
+                    expected(route)
+                ),
             ));
         }
         if *count > 1 && !REPEATABLE.contains(&key.as_str()) {
-            return Err(ApiError::invalid(&key, format!("{key} may be given only once")));
+            return Err(ApiError::invalid(
+                &key,
+                format!("{key} may be given only once"),
+            ));
         }
         if value.trim().is_empty() {
             return Err(ApiError::invalid(&key, format!("{key} must not be empty")));
         }
         if REPEATABLE.contains(&key.as_str()) || SINGLE_FILTERS.contains(&key.as_str()) {
-            p.filters.entry(key.clone()).or_default().push(value.clone());
+            p.filters
+                .entry(key.clone())
+                .or_default()
+                .push(value.clone());
         }
         let q = &mut p.query;
         match key.as_str() {
@@ -100,21 +104,27 @@ pub fn parse(
                 if value.len() > MAX_QUERY_BYTES {
                     return Err(ApiError::invalid(
                         "q",
-                        format!("query is {} bytes, over the limit of {MAX_QUERY_BYTES}", value.len()),
+                        format!(
+                            "query is {} bytes, over the limit of {MAX_QUERY_BYTES}",
+                            value.len()
+                        ),
                     ));
                 }
                 q.text = Some(value);
             }
             "limit" => {
-                let Route::Search { max_limit } = route else { unreachable!() };
+                let Route::Search { max_limit } = route else {
+                    unreachable!()
+                };
                 p.limit = Some(number(&key, &value, max_limit)?);
             }
             "top" => {
-                let Route::Facets { max_top } = route else { unreachable!() };
+                let Route::Facets { max_top } = route else {
+                    unreachable!()
+                };
                 p.top = Some(number(&key, &value, max_top)?);
             }
             "cursor" => p.cursor = Some(value),
-            "format" => p.format = Some(value),
             _ => unreachable!("checked above"),
         }
     }
@@ -131,7 +141,6 @@ fn expected(route: Route) -> String {
     match route {
         Route::Search { .. } => all.extend(["limit", "cursor"]),
         Route::Facets { .. } => all.push("top"),
-        Route::Export => all.push("format"),
     }
     all.join(", ")
 }
@@ -158,7 +167,12 @@ fn category(value: &str, allow_custom: bool) -> Result<String, ApiError> {
     ))
 }
 
-fn time(key: &str, value: &str, bound: Bound, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+fn time(
+    key: &str,
+    value: &str,
+    bound: Bound,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
     parse_time_bound(value, bound, now).map_err(|e| ApiError::invalid(key, format!("{key}: {e}")))
 }
 

@@ -85,6 +85,20 @@ impl Indexer {
         Ok(())
     }
 
+    /// Adds a batch of records, partition by partition (in LSN order within each), so a batch
+    /// that spans more partitions than there are open writers switches writers once per
+    /// partition rather than once per record.
+    pub fn add_batch(&mut self, records: &[(u64, AuditRecord)]) -> Result<(), IndexError> {
+        let scheme = self.inner.opts.partition;
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| scheme.key_for(records[i].1.time).start);
+        for i in order {
+            let (lsn, record) = &records[i];
+            self.add(*lsn, record)?;
+        }
+        Ok(())
+    }
+
     /// Commits every partition that received records, makes them searchable, then persists the
     /// highest LSN added as [`Self::indexed_through`], which it returns. Writers that received
     /// nothing since the previous commit are closed.

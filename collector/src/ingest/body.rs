@@ -82,6 +82,9 @@ mod tests {
             Err(BodyError::DecompressedTooLarge { limit: 1048576 })
         ));
         assert_eq!(inflate(&gzip(b"hello"), 5).unwrap(), b"hello");
-        assert!(matches!(inflate(b"not gzip", 100), Err(BodyError::BadGzip(_))));
+        assert!(matches!(
+            inflate(b"not gzip", 100),
+            Err(BodyError::BadGzip(_))
+        ));
     }
 }

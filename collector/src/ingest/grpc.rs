@@ -22,7 +22,11 @@ pub struct GrpcReceiver {
 
 impl GrpcReceiver {
     /// The tonic service, accepting gzip and messages up to `max_message_bytes`.
-    pub fn service(ingest: Ingest, keys: KeyStore, max_message_bytes: usize) -> LogsServiceServer<Self> {
+    pub fn service(
+        ingest: Ingest,
+        keys: KeyStore,
+        max_message_bytes: usize,
+    ) -> LogsServiceServer<Self> {
         LogsServiceServer::new(GrpcReceiver { ingest, keys })
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip)

@@ -112,6 +112,11 @@ impl Ingest {
         }
     }
 
+    /// The store behind the pipeline (for its statistics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn settings(&self) -> IngestSettings {
         self.settings
     }
@@ -159,7 +164,9 @@ impl Ingest {
             return Ok(outcome);
         }
         let admissions = self.store.submit(records).await.map_err(|e| match e {
-            StoreError::Storage { storage_full: true, .. } => IngestError::StorageFull,
+            StoreError::Storage {
+                storage_full: true, ..
+            } => IngestError::StorageFull,
             other => IngestError::Storage(other.to_string()),
         })?;
         for a in &admissions {

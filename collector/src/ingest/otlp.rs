@@ -2,13 +2,17 @@
 //! common mapping.
 
 use super::Candidate;
-use codestax_common::api::RejectedRecord;
 use codestax_common::Rules;
+use codestax_common::api::RejectedRecord;
 use codestax_common::otlp::record_from_log;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 /// Decodes every LogRecord of a request, in order; positions are 1-based across the request.
-pub fn decode_otlp(request: &ExportLogsServiceRequest, default_org: &str, rules: &Rules) -> Vec<Candidate> {
+pub fn decode_otlp(
+    request: &ExportLogsServiceRequest,
+    default_org: &str,
+    rules: &Rules,
+) -> Vec<Candidate> {
     let mut out = Vec::new();
     for resource_logs in &request.resource_logs {
         let resource = resource_logs
