@@ -227,6 +227,24 @@ impl Collector {
         }
     }
 
+    /// Waits until `query` matches exactly `n` records of `org` (asked through the facets route,
+    /// which records no read). Panics after 20 s, naming the last count.
+    pub fn wait_for_total(&self, org: &str, query: &str, token: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let path = format!("/api/v1/orgs/{org}/audit-log/facets?{query}");
+        loop {
+            let total = self.get_json(&path, token)["total"].as_u64().unwrap_or(0);
+            if total == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{query}: {total} records searchable after 20 s, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let mut child = self.child.take().expect("running");

@@ -71,8 +71,7 @@ fn kill_9_during_ingest_loses_no_acknowledged_record() {
         acked.len()
     );
 
-    c.restart();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    c.restart(); // ready means the WAL is replayed into the index
     let entries = c.search_all("acme", "action=scan.completed", &admin);
     let found: Vec<String> = entries
         .iter()

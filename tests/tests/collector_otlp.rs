@@ -82,7 +82,7 @@ async fn opentelemetry_sdk_over_grpc_and_http() {
         .await
         .unwrap();
 
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::task::block_in_place(|| c.wait_for_total("acme", "action=scan.triggered", &admin, 10));
     let entries =
         tokio::task::block_in_place(|| c.search_all("acme", "action=scan.triggered", &admin));
     let mut ids: Vec<String> = entries
