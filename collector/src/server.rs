@@ -292,8 +292,9 @@ fn commit(indexer: &mut Indexer, store: &Store, metrics: &Metrics) -> Result<(),
 }
 
 /// Writes `auth.api_key_created` / `auth.api_key_revoked` for every key event; the deterministic
-/// ids make this idempotent, so it runs at start and after every change of the key file.
-async fn record_key_events(keys: &KeyStore, ingest: &Ingest) {
+/// ids make this idempotent, so it runs at start, after every change of the key file by another
+/// process (the CLI), and after every change made through the API.
+pub(crate) async fn record_key_events(keys: &KeyStore, ingest: &Ingest) {
     for event in keys.events() {
         let record = event.to_audit_record();
         let org = record.org_id.clone();

@@ -647,3 +647,104 @@ fn bad_input_is_rejected_clearly_and_the_rest_goes_through() {
         "{metrics}"
     );
 }
+
+#[test]
+fn keys_over_http_for_org_owners_only() {
+    let (_dir, c) = start();
+    let owner = c.create_key("acme", "ORG_OWNER");
+    let admin = c.create_key("acme", "ORG_ADMIN");
+    let other = c.create_key("globex", "ORG_OWNER");
+    let client = reqwest::blocking::Client::new();
+    let post = |token: &str, org: &str, body: &str| {
+        client
+            .post(c.url(&format!("/api/v1/orgs/{org}/keys")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post(&admin, "acme", r#"{"role":"INGEST"}"#).status(), 403);
+    assert_eq!(post(&other, "acme", r#"{"role":"INGEST"}"#).status(), 404);
+    let r = post(&owner, "acme", r#"{"role":"NOPE"}"#);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["field"], "role");
+    assert_eq!(post(&owner, "acme", "not json").status(), 400);
+
+    let r = post(
+        &owner,
+        "acme",
+        r#"{"role":"INGEST","name":"agent on web-1"}"#,
+    );
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let key_id = created["key"]["id"].as_str().unwrap().to_string();
+    let (status, _) = c.ingest(
+        &token,
+        &[record(
+            "acme",
+            "via-api-key",
+            "auth.login",
+            "ada@acme.example",
+            &ago(1),
+        )],
+    );
+    assert_eq!(status, 200, "the new key works at once");
+
+    let listed = c.get_json("/api/v1/orgs/acme/keys", &owner);
+    assert!(listed.to_string().contains(&key_id));
+    assert!(
+        !listed.to_string().contains(&token),
+        "tokens are never listed"
+    );
+    assert_eq!(c.get("/api/v1/orgs/acme/keys", &admin).status(), 403);
+
+    let del = |token: &str, path: &str| {
+        client
+            .delete(c.url(path))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        del(&other, &format!("/api/v1/orgs/globex/keys/{key_id}")).status(),
+        404,
+        "not globex's key"
+    );
+    assert_eq!(
+        del(&owner, &format!("/api/v1/orgs/acme/keys/{key_id}")).status(),
+        200
+    );
+    assert_eq!(
+        del(&owner, &format!("/api/v1/orgs/acme/keys/{key_id}")).status(),
+        409
+    );
+    let (status, _) = c.ingest(
+        &token,
+        &[record(
+            "acme",
+            "after-revoke",
+            "auth.login",
+            "ada@acme.example",
+            &ago(1),
+        )],
+    );
+    assert_eq!(status, 401, "a revoked key authenticates nothing");
+
+    // Both changes are in acme's log, with the owner's key as the actor.
+    c.wait_for_total("acme", "action=auth.api_key_revoked", &admin, 1);
+    let owner_id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "ORG_OWNER")
+        .unwrap()["id"]
+        .clone();
+    let revoked = c.get_json(
+        "/api/v1/orgs/acme/audit-log?action=auth.api_key_revoked",
+        &admin,
+    );
+    assert_eq!(revoked["entries"][0]["actor"]["id"], owner_id);
+    assert_eq!(revoked["entries"][0]["target"]["id"], json!(key_id));
+}

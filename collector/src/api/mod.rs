@@ -6,6 +6,7 @@ mod audit_log;
 mod auth;
 mod error;
 mod ingest;
+mod keys;
 mod ops;
 mod params;
 
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,6 +60,11 @@ pub fn app(state: AppState) -> Router {
             get(audit_log::facets),
         )
         .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
+        .route(
+            "/api/v1/orgs/{org}/keys",
+            get(keys::list).post(keys::create),
+        )
+        .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));
     Router::new()

@@ -1,0 +1,117 @@
+//! API keys over HTTP: `GET|POST /api/v1/orgs/{org}/keys`, `DELETE /api/v1/orgs/{org}/keys/{id}`,
+//! for ORG_OWNER keys of the org. Each change is recorded in the org's log before the answer
+//! (`auth.api_key_created` / `auth.api_key_revoked`, actor = the acting key).
+
+use super::{ApiError, AppState};
+use crate::keys::{KeyError, KeyInfo, Role};
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// `POST` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub role: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST` answer: the token is shown this once.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    pub key: KeyInfo,
+    pub token: String,
+}
+
+/// Keys are managed by ORG_OWNER keys of the org; another org's keys answer 404.
+fn check_owner(key: &KeyInfo, org: &str) -> Result<(), ApiError> {
+    if key.org_id != org {
+        return Err(ApiError::not_found());
+    }
+    if !key.role.can_manage_keys() {
+        return Err(ApiError::forbidden(format!(
+            "managing keys needs an ORG_OWNER key; this key is {}",
+            key.role
+        )));
+    }
+    Ok(())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    check_owner(&key, &org)?;
+    Ok(Json(state.keys.list(Some(&org))))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    check_owner(&key, &org)?;
+    let request: CreateKey = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("expected {{\"role\": ..., \"name\"?: ...}}: {e}"),
+        )
+        .with_field("body")
+    })?;
+    let role: Role = request
+        .role
+        .parse()
+        .map_err(|e: crate::keys::UnknownRole| ApiError::invalid("role", e.to_string()))?;
+    let keys = state.keys.clone();
+    let (info, token) = tokio::task::spawn_blocking(move || {
+        keys.create_by(&key.id, &org, role, request.name.as_deref())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(key_error)?;
+    crate::record_key_events(&state.keys, &state.ingest).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key: info,
+            token: token.expose().to_string(),
+        }),
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    check_owner(&key, &org)?;
+    // Another org's key is as unknown as a missing one.
+    if state.keys.get(&id).is_none_or(|k| k.org_id != org) {
+        return Err(ApiError::not_found());
+    }
+    let keys = state.keys.clone();
+    let info = tokio::task::spawn_blocking(move || keys.revoke_by(&key.id, &id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(key_error)?;
+    crate::record_key_events(&state.keys, &state.ingest).await;
+    Ok(Json(info))
+}
+
+fn key_error(e: KeyError) -> ApiError {
+    match e {
+        KeyError::NotFound(_) => ApiError::not_found(),
+        KeyError::AlreadyRevoked { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "already_revoked", e.to_string())
+        }
+        KeyError::InvalidName(_) => ApiError::invalid("name", e.to_string()),
+        other => ApiError::internal(other),
+    }
+}
