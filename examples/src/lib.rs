@@ -1,1 +1,1 @@
-//! Example apps.
+//! Example apps that emit CodeStax audit events. See `src/bin/otel_audit_app.rs`.
