@@ -1,1 +1,8 @@
-//! placeholder
+//! The CodeStax agent: tails audit emit files and receives OTLP logs, keeps records durable in
+//! a disk spool and forwards them to the collector over OTLP/gRPC.
+
+pub mod checkpoint;
+pub mod spool;
+mod state_file;
+
+pub use state_file::StateFileError;
