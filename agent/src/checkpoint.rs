@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -40,13 +41,16 @@ pub struct TailCheck {
 }
 
 /// How far one file (identified by key and fingerprint) has been read and spooled: every line
-/// ending before `offset` is in the spool.
+/// ending before `offset` is in the spool. `stamp` orders the positions of a key: the newest
+/// describes whatever file now has that inode (positions of a file that was truncated, or of an
+/// earlier file whose inode was reused, are older).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePosition {
     pub key: FileKey,
     pub fingerprint: Fingerprint,
     pub offset: u64,
     pub tail: TailCheck,
+    pub stamp: u64,
 }
 
 /// A checkpoint as stored: the position and the path the file was last seen at (informative).
@@ -76,13 +80,12 @@ impl Versioned for CheckpointFile {
 #[derive(Clone)]
 pub struct CheckpointStore {
     inner: Arc<Mutex<Table>>,
+    stamps: Arc<AtomicU64>,
 }
 
 struct Table {
     path: PathBuf,
-    /// Usually one per key; more only until the live file is opened and the rest are stale
-    /// (inode reuse, truncation).
-    entries: HashMap<FileKey, Vec<Checkpoint>>,
+    entries: HashMap<FileKey, Checkpoint>,
     dirty: bool,
 }
 
@@ -106,42 +109,36 @@ impl CheckpointStore {
         for position in recovered {
             table.merge(position, None);
         }
+        let newest = table
+            .entries
+            .values()
+            .map(|c| c.position.stamp)
+            .max()
+            .unwrap_or(0);
         Ok(CheckpointStore {
             inner: Arc::new(Mutex::new(table)),
+            stamps: Arc::new(AtomicU64::new(newest + 1)),
         })
     }
 
-    /// The stored candidates for a file key, newest offset first.
-    pub fn candidates(&self, key: FileKey) -> Vec<FilePosition> {
-        let table = self.lock();
-        let mut found: Vec<FilePosition> = table
-            .entries
-            .get(&key)
-            .map(|v| v.iter().map(|c| c.position).collect())
-            .unwrap_or_default();
-        found.sort_by_key(|p| std::cmp::Reverse(p.offset));
-        found
+    /// A stamp newer than every position known.
+    pub fn next_stamp(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Records a position that is durable in the spool (never moves a position backwards).
+    /// The newest position of a file key.
+    pub fn get(&self, key: FileKey) -> Option<FilePosition> {
+        self.lock().entries.get(&key).map(|c| c.position)
+    }
+
+    /// Records a position that is durable in the spool (an older stamp changes nothing).
     pub fn advance(&self, position: FilePosition) {
         self.lock().merge(position, None);
     }
 
-    /// Makes `position` the only checkpoint of its file: the file was opened and matched (or
-    /// found to be new, truncated or a reused inode), and every other candidate is stale.
+    /// Records the position a file was opened at, with the path it was found under.
     pub fn settle(&self, position: FilePosition, path: &Path) {
-        let mut table = self.lock();
-        let slot = table.entries.entry(position.key).or_default();
-        let keep_path = Some(path.to_path_buf());
-        let changed = slot.len() != 1 || slot[0].position != position || slot[0].path != keep_path;
-        if changed {
-            *slot = vec![Checkpoint {
-                position,
-                path: keep_path,
-            }];
-            table.dirty = true;
-        }
+        self.lock().merge(position, Some(path.to_path_buf()));
     }
 
     /// Drops the checkpoint of a file that is gone for good (deleted and released).
@@ -155,7 +152,7 @@ impl CheckpointStore {
     /// Every checkpoint, for status output and tests.
     pub fn all(&self) -> Vec<Checkpoint> {
         let table = self.lock();
-        let mut all: Vec<Checkpoint> = table.entries.values().flatten().cloned().collect();
+        let mut all: Vec<Checkpoint> = table.entries.values().cloned().collect();
         all.sort_by_key(|c| c.position.key);
         all
     }
@@ -166,8 +163,8 @@ impl CheckpointStore {
         if !table.dirty {
             return Ok(());
         }
-        let mut files: Vec<Checkpoint> = table.entries.values().flatten().cloned().collect();
-        files.sort_by_key(|c| (c.position.key, c.position.fingerprint.len));
+        let mut files: Vec<Checkpoint> = table.entries.values().cloned().collect();
+        files.sort_by_key(|c| c.position.key);
         state_file::write_json(
             &table.path,
             &CheckpointFile {
@@ -186,16 +183,9 @@ impl CheckpointStore {
 
 impl Table {
     fn merge(&mut self, position: FilePosition, path: Option<PathBuf>) {
-        let slot = self.entries.entry(position.key).or_default();
-        // The same file: same fingerprint, or a fingerprint that grew from this one's prefix
-        // (same length and hash means the same prefix; a grown one supersedes an older shorter
-        // one only once settled by the tailer, so both are kept until then).
-        match slot
-            .iter_mut()
-            .find(|c| c.position.fingerprint == position.fingerprint)
-        {
+        match self.entries.get_mut(&position.key) {
             Some(existing) => {
-                if position.offset > existing.position.offset {
+                if position.stamp > existing.position.stamp {
                     existing.position = position;
                     self.dirty = true;
                 }
@@ -205,7 +195,8 @@ impl Table {
                 }
             }
             None => {
-                slot.push(Checkpoint { position, path });
+                self.entries
+                    .insert(position.key, Checkpoint { position, path });
                 self.dirty = true;
             }
         }
@@ -216,44 +207,48 @@ impl Table {
 mod tests {
     use super::*;
 
-    fn pos(ino: u64, fp_len: u32, fp_hash: u64, offset: u64) -> FilePosition {
+    fn pos(ino: u64, fp_hash: u64, offset: u64, stamp: u64) -> FilePosition {
         FilePosition {
             key: FileKey { dev: 1, ino },
             fingerprint: Fingerprint {
-                len: fp_len,
+                len: 16,
                 hash: fp_hash,
             },
             offset,
             tail: TailCheck::default(),
+            stamp,
         }
     }
 
     #[test]
-    fn merges_persists_and_reloads() {
+    fn newest_stamp_wins_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoints.json");
-        let store = CheckpointStore::open(&path, [pos(7, 10, 1, 100), pos(7, 10, 1, 50)]).unwrap();
-        store.advance(pos(7, 10, 1, 80));
-        store.advance(pos(7, 20, 2, 300));
-        let c = store.candidates(FileKey { dev: 1, ino: 7 });
-        assert_eq!(
-            c.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            [300, 100],
-            "positions never move back; different fingerprints are kept apart"
-        );
+        let key = FileKey { dev: 1, ino: 7 };
+        let store = CheckpointStore::open(&path, [pos(7, 1, 100, 2), pos(7, 1, 50, 1)]).unwrap();
+        assert_eq!(store.get(key).unwrap().offset, 100);
+        assert_eq!(store.next_stamp(), 3);
+        // A truncated file (or a reused inode) has a lower offset but a newer stamp.
+        store.advance(pos(7, 2, 10, 5));
+        store.advance(pos(7, 1, 900, 4));
+        assert_eq!(store.get(key).unwrap().offset, 10);
         store.persist().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(r#"{"version":1,"files":["#), "{text}");
 
-        let reopened = CheckpointStore::open(&path, [pos(7, 20, 2, 400)]).unwrap();
+        let reopened = CheckpointStore::open(&path, [pos(7, 2, 400, 6), pos(7, 2, 1, 3)]).unwrap();
         assert_eq!(
-            reopened.candidates(FileKey { dev: 1, ino: 7 })[0].offset,
+            reopened.get(key).unwrap().offset,
             400,
-            "spool positions newer than the file win"
+            "newer spool positions win"
         );
-        reopened.settle(pos(7, 20, 2, 400), Path::new("/x/a.jsonl"));
-        assert_eq!(reopened.all().len(), 1);
-        reopened.forget(FileKey { dev: 1, ino: 7 });
+        assert_eq!(reopened.next_stamp(), 7);
+        reopened.settle(pos(7, 2, 400, 8), Path::new("/x/a.jsonl"));
+        assert_eq!(
+            reopened.all()[0].path.as_deref(),
+            Some(Path::new("/x/a.jsonl"))
+        );
+        reopened.forget(key);
         reopened.persist().unwrap();
         assert!(
             CheckpointStore::open(&path, []).unwrap().all().is_empty(),

@@ -2,6 +2,9 @@
 //! a disk spool and forwards them to the collector over OTLP/gRPC.
 
 pub mod checkpoint;
+pub mod metrics;
+pub mod quarantine;
+pub mod source;
 pub mod spool;
 mod state_file;
 

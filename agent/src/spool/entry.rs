@@ -4,7 +4,7 @@ use crate::checkpoint::{FileKey, FilePosition, Fingerprint, TailCheck};
 
 const KIND_RECORD: u8 = 1;
 const KIND_FILE_POSITION: u8 = 2;
-const POSITION_LEN: usize = 1 + 8 + 8 + 4 + 8 + 8 + 4 + 8;
+const POSITION_LEN: usize = 1 + 8 + 8 + 4 + 8 + 8 + 4 + 8 + 8;
 
 /// One entry of the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,7 @@ impl SpoolEntry {
                 out.extend_from_slice(&p.offset.to_le_bytes());
                 out.extend_from_slice(&p.tail.len.to_le_bytes());
                 out.extend_from_slice(&p.tail.hash.to_le_bytes());
+                out.extend_from_slice(&p.stamp.to_le_bytes());
             }
         }
     }
@@ -65,6 +66,7 @@ impl SpoolEntry {
                         len: r.u32(),
                         hash: r.u64(),
                     },
+                    stamp: r.u64(),
                 }))
             }
             _ => None,
@@ -100,6 +102,7 @@ mod tests {
                 fingerprint: Fingerprint { len: 3, hash: 4 },
                 offset: 5,
                 tail: TailCheck { len: 6, hash: 7 },
+                stamp: 8,
             }),
         ];
         for entry in entries {
