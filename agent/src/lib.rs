@@ -2,6 +2,7 @@
 //! a disk spool and forwards them to the collector over OTLP/gRPC.
 
 pub mod checkpoint;
+pub mod forward;
 pub mod metrics;
 pub mod quarantine;
 pub mod source;

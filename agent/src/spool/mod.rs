@@ -238,10 +238,9 @@ impl Spool {
                 source,
             },
         )?;
-        let spool = Spool { shared, requests };
-        // Finish a deletion a crash may have interrupted.
-        spool.delete_acked_segments()?;
-        Ok((spool, recovery))
+        // Acknowledged segments left by a crash are deleted by the next `delete_acked`, once the
+        // caller has persisted the file positions recovered from them.
+        Ok((Spool { shared, requests }, recovery))
     }
 
     /// Appends entries and returns once they are fsynced, with the position after the last.
@@ -279,8 +278,9 @@ impl Spool {
         *self.shared.committed.borrow()
     }
 
-    /// Records that everything before `pos` is acknowledged: persists the position
-    /// atomically, then deletes segments that are entirely acknowledged.
+    /// Records that everything before `pos` is acknowledged and persists the position
+    /// atomically. Segments entirely acknowledged are deleted by [`Spool::delete_acked`]
+    /// (persist the file checkpoints first: those segments may hold the newest positions).
     pub fn ack(&self, pos: SpoolPos) -> Result<(), SpoolError> {
         {
             let mut acked = self.shared.acked.lock().expect("acked lock");
@@ -297,7 +297,33 @@ impl Spool {
             )?;
             *acked = pos;
         }
-        self.delete_acked_segments()
+        Ok(())
+    }
+
+    /// Bytes of entries committed but not yet acknowledged (the backlog).
+    pub fn unacked_bytes(&self) -> u64 {
+        let acked = self.acked();
+        let segments = self.shared.segments.lock().expect("segments lock");
+        segments
+            .range(acked.segment..)
+            .map(|(&seq, &len)| {
+                let from = if seq == acked.segment {
+                    acked.offset
+                } else {
+                    HEADER_LEN
+                };
+                len.saturating_sub(from)
+            })
+            .sum()
+    }
+
+    /// Whether some segment is entirely acknowledged (and not the one being written).
+    pub fn has_deletable(&self) -> bool {
+        let acked = self.acked();
+        let segments = self.shared.segments.lock().expect("segments lock");
+        let mut keys = segments.iter();
+        matches!((keys.next(), keys.next()), (Some((&seq, &len)), Some(_))
+            if seq < acked.segment || (seq == acked.segment && acked.offset >= len))
     }
 
     /// Whether `bytes` more would fit now.
@@ -317,7 +343,8 @@ impl Spool {
         &self.shared.dir
     }
 
-    fn delete_acked_segments(&self) -> Result<(), SpoolError> {
+    /// Deletes the segments that are entirely acknowledged; frees their bytes.
+    pub fn delete_acked(&self) -> Result<(), SpoolError> {
         let acked = self.acked();
         let mut deleted = false;
         loop {

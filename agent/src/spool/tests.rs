@@ -184,6 +184,7 @@ fn full_spool_pushes_back_until_acknowledged() {
     // Acknowledging the first half frees whole segments.
     let half = &read[accepted / 2];
     spool.ack(half.end).unwrap();
+    spool.delete_acked().unwrap();
     assert!(spool.has_room_for(200), "{:?}", spool.stats());
     spool.append_blocking(vec![record(0)]).unwrap();
     // Too large for any spool of this size: refused for good.
@@ -207,6 +208,9 @@ fn acknowledged_position_persists_and_segments_are_deleted() {
     let read = read_all(&spool);
     let cut = &read[149];
     spool.ack(cut.end).unwrap();
+    assert!(spool.has_deletable());
+    spool.delete_acked().unwrap();
+    assert!(!spool.has_deletable());
     let after = spool.stats();
     assert!(after.segments < before.segments, "{before:?} -> {after:?}");
     assert!(after.used_bytes < before.used_bytes);
@@ -227,6 +231,7 @@ fn acknowledged_position_persists_and_segments_are_deleted() {
     // Everything acknowledged: only the active segment remains.
     let end = read_all(&spool).last().unwrap().end;
     spool.ack(end).unwrap();
+    spool.delete_acked().unwrap();
     assert_eq!(spool.stats().segments, 1);
     assert!(read_all(&spool).is_empty());
 }

@@ -483,6 +483,7 @@ fn a_full_spool_pauses_reading_and_loses_nothing() {
         }
         if let Some(end) = last {
             spool.ack(end).unwrap();
+            spool.delete_acked().unwrap();
         }
         if seen.len() == 2000 {
             break;
