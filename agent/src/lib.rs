@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod forward;
 pub mod metrics;
 pub mod quarantine;
+pub mod receiver;
 pub mod source;
 pub mod spool;
 mod state_file;

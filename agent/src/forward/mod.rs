@@ -228,7 +228,8 @@ impl Forwarder {
                         error = %text,
                         "the collector refuses this agent's token; check collector.token. Records are kept and retried"
                     );
-                } else if self.backoff.failures() == 0 || self.backoff.failures().is_multiple_of(10) {
+                } else if self.backoff.failures() == 0 || self.backoff.failures().is_multiple_of(10)
+                {
                     tracing::warn!(error = %text, failures = self.backoff.failures(), "send failed; retrying");
                 }
                 self.metrics.set_last_error(text);
