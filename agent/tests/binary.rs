@@ -138,7 +138,7 @@ impl Writer {
         let n = self.next;
         self.next += 1;
         let message = format!("file {n}");
-        let id = (n % 3 == 0).then(|| format!("e-{n}"));
+        let id = n.is_multiple_of(3).then(|| format!("e-{n}"));
         let line = emit_line(id.as_deref(), &message);
         if rng.below(10) == 0 {
             let cut = 1 + rng.below(line.len() as u64 - 1) as usize;
