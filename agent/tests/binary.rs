@@ -329,3 +329,50 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         state.accepted.len() - expected.len()
     );
 }
+
+/// Informal throughput: a file of 100,000 lines (about 18 MB) through the binary to the sink.
+/// `cargo test --release -p codestax-agent --test binary -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_file_to_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let total = 100_000u64;
+    let mut text = String::new();
+    for n in 0..total {
+        text.push_str(&emit_line(None, &format!("file {n} {}", "x".repeat(40))));
+    }
+    fs::write(logs.join("app.log"), &text).unwrap();
+    let sink = Sink::start().await;
+    sink.require_token("t0k");
+    let ports = Ports {
+        grpc: free_addr(),
+        http: free_addr(),
+        api: free_addr(),
+    };
+    let config = write_config(dir.path(), &sink, &ports);
+    let config_text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_records = 200", "max_records = 2000")
+        .replace("max_bytes = 4194304", "max_bytes = 268435456")
+        .replace("segment_bytes = 65536", "segment_bytes = 8388608");
+    fs::write(&config, config_text).unwrap();
+    let started = Instant::now();
+    let mut agent = spawn_agent(&config, dir.path());
+    let done = sink
+        .wait_for(Duration::from_secs(300), |s| {
+            s.accepted.len() as u64 >= total
+        })
+        .await;
+    let elapsed = started.elapsed();
+    agent.kill().unwrap();
+    assert!(done);
+    eprintln!(
+        "{total} records ({:.1} MB of lines) in {:.2} s: {:.0} records/s, {:.1} MB/s",
+        text.len() as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        text.len() as f64 / 1e6 / elapsed.as_secs_f64()
+    );
+}

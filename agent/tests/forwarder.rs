@@ -49,10 +49,14 @@ async fn spool_records(spool: &Spool, ids: impl IntoIterator<Item = (String, Str
 }
 
 fn start(dir: &Path, spool: Spool, sink: &Sink, token: Option<&str>, max_records: usize) -> Rig {
+    let upstream = Upstream::new(&sink.endpoint(), token, None).unwrap();
+    start_with(dir, spool, upstream, max_records)
+}
+
+fn start_with(dir: &Path, spool: Spool, upstream: Upstream, max_records: usize) -> Rig {
     let metrics = Arc::new(Metrics::new());
     let quarantine = Quarantine::open(&dir.join("quarantine"), metrics.clone()).unwrap();
     let checkpoints = CheckpointStore::open(&dir.join("checkpoints.json"), []).unwrap();
-    let upstream = Upstream::new(&sink.endpoint(), token, None).unwrap();
     let forwarder = Forwarder::new(
         upstream,
         BatchLimits {
@@ -254,5 +258,99 @@ async fn a_stop_mid_retry_leaves_the_batch_for_the_next_start() {
     let rig = start(dir.path(), spool, &sink, None, 100);
     rig.wait_acked().await;
     assert_eq!(sink.ids().len(), 10);
+    rig.stop().await;
+}
+
+/// TLS through rustls with a private CA (`collector.tls.ca_file`) and a server name that
+/// differs from the endpoint's host (`collector.tls.server_name`). Needs the openssl CLI to
+/// make the certificates; skipped without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=collector.test",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]) && std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:collector.test\n")
+        .is_ok()
+        && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+    if !made {
+        eprintln!("openssl is not available; skipping the TLS test");
+        return;
+    }
+    let sink = Sink::start_tls(
+        std::fs::read(d.join("server.pem")).unwrap(),
+        std::fs::read(d.join("server.key")).unwrap(),
+    )
+    .await;
+    sink.require_token("tls-token");
+    let spool = open_spool(d);
+    spool_records(&spool, ids(0..50)).await;
+    let ca = Some(d.join("ca.pem"));
+    let name = Some("collector.test".to_string());
+    let upstream = Upstream::new(&sink.endpoint(), Some("tls-token"), Some((&ca, &name))).unwrap();
+    let rig = start_with(d, spool, upstream, 100);
+    rig.wait_acked().await;
+    assert_eq!(sink.ids().len(), 50);
+    rig.stop().await;
+
+    // Without the CA the server is not trusted: nothing is delivered, everything is kept.
+    let other = tempfile::tempdir().unwrap();
+    let spool = open_spool(other.path());
+    spool_records(&spool, ids(100..110)).await;
+    let none = None;
+    let upstream =
+        Upstream::new(&sink.endpoint(), Some("tls-token"), Some((&none, &name))).unwrap();
+    let rig = start_with(other.path(), spool, upstream, 100);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(rig.spool.unacked_bytes() > 0);
+    assert!(rig.metrics.retries.get() > 0);
+    assert_eq!(sink.ids().len(), 50);
     rig.stop().await;
 }

@@ -151,10 +151,21 @@ pub struct Sink {
     pub state: Arc<Mutex<SinkState>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// PEM certificate and key when serving TLS.
+    tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Sink {
     pub async fn start() -> Sink {
+        Self::start_with(None).await
+    }
+
+    /// A sink serving TLS with this PEM certificate and key.
+    pub async fn start_tls(cert: Vec<u8>, key: Vec<u8>) -> Sink {
+        Self::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> Sink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut sink = Sink {
@@ -162,6 +173,7 @@ impl Sink {
             state: Arc::new(Mutex::new(SinkState::default())),
             shutdown: None,
             task: None,
+            tls,
         };
         sink.serve(listener);
         sink
@@ -174,8 +186,15 @@ impl Sink {
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(64 << 20);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
         self.task = Some(tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
@@ -186,7 +205,8 @@ impl Sink {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops listening (connections are refused until `resume`).

@@ -78,6 +78,8 @@ pub struct FileTailer {
     last_growth: HashMap<FileKey, Instant>,
     /// Finishing files are polled at most this often (they send no events once renamed away).
     last_finish_poll: Instant,
+    /// The last round did not fit in the spool as a whole: read one file per round for now.
+    one_file_per_round: bool,
 }
 
 impl FileTailer {
@@ -102,6 +104,7 @@ impl FileTailer {
             paused_until: None,
             last_growth: HashMap::new(),
             last_finish_poll: Instant::now(),
+            one_file_per_round: false,
         }
     }
 
@@ -126,6 +129,7 @@ impl FileTailer {
                     if file.path != path {
                         tracing::info!(from = %file.path.display(), to = %path.display(), "file renamed; following it");
                         self.metrics.forget_file(&file.path.display().to_string());
+                        self.checkpoints.settle(file.position(), &path);
                         file.path = path;
                     }
                     if file.status != Status::Active {
@@ -230,7 +234,7 @@ impl FileTailer {
             let Some(file) = self.files.get_mut(&key) else {
                 continue;
             };
-            if budget == 0 {
+            if budget == 0 || (self.one_file_per_round && !polled.is_empty()) {
                 self.dirty.insert(key);
                 continue;
             }
@@ -286,6 +290,7 @@ impl FileTailer {
         }
         match self.spool.append_blocking(entries) {
             Ok(_) => {
+                self.one_file_per_round = false;
                 Metrics::count(&self.metrics.records_spooled, "source", "file", records);
                 for (key, chunk) in &polled {
                     if let Some(file) = self.files.get_mut(key) {
@@ -306,6 +311,12 @@ impl FileTailer {
                 }
                 self.metrics.spool_full_pauses.inc();
                 self.back_off(&polled, self.options.full_pause);
+                false
+            }
+            Err(SpoolError::TooLarge { .. }) if polled.len() > 1 => {
+                // Many files with long pending lines: smaller rounds fit.
+                self.one_file_per_round = true;
+                self.back_off(&polled, Duration::ZERO);
                 false
             }
             Err(e) => {
