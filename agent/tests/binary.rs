@@ -367,6 +367,7 @@ async fn throughput_file_to_sink() {
         .await;
     let elapsed = started.elapsed();
     agent.kill().unwrap();
+    agent.wait().unwrap();
     assert!(done);
     eprintln!(
         "{total} records ({:.1} MB of lines) in {:.2} s: {:.0} records/s, {:.1} MB/s",
