@@ -354,3 +354,22 @@ async fn delivers_over_tls_with_a_private_ca() {
     assert_eq!(sink.ids().len(), 50);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collectors_retry_hint_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.script(&[Reply::BusyFor(400)]);
+    let spool = open_spool(dir.path());
+    spool_records(&spool, ids(0..5)).await;
+    let rig = start(dir.path(), spool, &sink, None, 100);
+    rig.wait_acked().await;
+    let times = sink.state.lock().unwrap().call_times.clone();
+    assert_eq!(times.len(), 2);
+    let waited = times[1] - times[0];
+    assert!(
+        waited >= Duration::from_millis(400),
+        "retried after {waited:?}"
+    );
+    rig.stop().await;
+}

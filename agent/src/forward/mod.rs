@@ -39,6 +39,8 @@ pub struct Forwarder {
     checkpoints: CheckpointStore,
     quarantine: Quarantine,
     metrics: Arc<Metrics>,
+    /// A wait the collector asked for (gRPC `RetryInfo`), used once instead of a shorter one.
+    retry_hint: Option<std::time::Duration>,
 }
 
 /// How a delivery attempt went for one group of records.
@@ -73,6 +75,7 @@ impl Forwarder {
             checkpoints,
             quarantine,
             metrics,
+            retry_hint: None,
         }
     }
 
@@ -113,7 +116,11 @@ impl Forwarder {
                         break;
                     }
                     Outcome::Retry => {
-                        let wait = self.backoff.next_wait();
+                        let wait = self
+                            .backoff
+                            .next_wait()
+                            .max(self.retry_hint.take().unwrap_or_default())
+                            .min(BACKOFF_CAP);
                         self.metrics.retries.inc();
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
@@ -222,6 +229,11 @@ impl Forwarder {
                 }
             }
             code => {
+                use tonic_types::StatusExt;
+                self.retry_hint = status
+                    .get_error_details()
+                    .retry_info()
+                    .and_then(|r| r.retry_delay);
                 let text = format!("collector answered {code:?}: {message}");
                 if matches!(code, Code::Unauthenticated | Code::PermissionDenied) {
                     tracing::error!(

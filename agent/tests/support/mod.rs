@@ -27,10 +27,14 @@ pub enum Reply {
     ResourceExhausted,
     Unauthenticated,
     PermissionDenied,
+    /// RESOURCE_EXHAUSTED with a `RetryInfo` asking for this many milliseconds.
+    BusyFor(u64),
 }
 
 #[derive(Default)]
 pub struct SinkState {
+    /// When each call arrived.
+    pub call_times: Vec<std::time::Instant>,
     /// Every accepted record, in arrival order (duplicates included).
     pub accepted: Vec<AuditRecord>,
     /// Records rejected, by id, with the reason given.
@@ -66,6 +70,7 @@ impl LogsService for Service {
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let mut state = self.0.lock().unwrap();
         state.calls += 1;
+        state.call_times.push(std::time::Instant::now());
         if let Some(enc) = request.metadata().get("grpc-encoding") {
             let enc = enc.to_str().unwrap_or("?").to_string();
             state.encodings.insert(enc);
@@ -83,6 +88,14 @@ impl LogsService for Service {
             }
             Reply::Unauthenticated => return Err(Status::unauthenticated("bad key")),
             Reply::PermissionDenied => return Err(Status::permission_denied("no")),
+            Reply::BusyFor(ms) => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                return Err(Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    "busy",
+                    ErrorDetails::with_retry_info(Some(Duration::from_millis(ms))),
+                ));
+            }
         }
         if let Some(token) = &state.token
             && auth.as_deref() != Some(&format!("Bearer {token}"))

@@ -798,6 +798,7 @@ fn file_server_follows_events_and_idles_cheaply() {
     let before = cpu();
     std::thread::sleep(Duration::from_secs(1));
     let ticks = cpu() - before;
+    eprintln!("idle file-source thread with 1001 files: {ticks} clock ticks of CPU in 1 s");
     assert!(ticks <= 5, "{ticks} clock ticks of CPU in one idle second");
     assert_eq!(metrics.files_open.get(), 1001);
     server.stop();
