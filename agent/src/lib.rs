@@ -1,1 +1,20 @@
-//! placeholder
+//! The CodeStax agent: tails audit emit files and receives OTLP logs, keeps records durable in
+//! a disk spool and forwards them to the collector over OTLP/gRPC.
+//!
+//! [`run`] is the whole agent; the modules are its parts: [`spool`] (durable buffer),
+//! [`checkpoint`] (file positions), [`source::file`] (tailing), [`receiver`] (OTLP intake),
+//! [`forward`] (delivery to the collector), [`quarantine`], [`api`] and [`metrics`].
+
+pub mod api;
+pub mod checkpoint;
+pub mod forward;
+pub mod metrics;
+pub mod quarantine;
+pub mod receiver;
+mod run;
+pub mod source;
+pub mod spool;
+mod state_file;
+
+pub use run::{AgentError, RunningAgent, run, run_until, shutdown_signal, start};
+pub use state_file::StateFileError;

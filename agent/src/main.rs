@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use codestax_config::{AgentConfig, ConfigError, EnvSource};
+use codestax_config::{AgentConfig, ConfigError, EnvSource, LogConfig, LogFormat};
 
 /// Exit status for an invalid configuration (also clap's status for bad arguments).
 const EXIT_CONFIG: u8 = 2;
@@ -56,10 +56,29 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return report(&err),
     };
-    // Next: `codestax_agent::run(config)`, mapping its error to ExitCode::FAILURE.
-    drop(config);
-    eprintln!("codestax-agent: running is not implemented yet");
-    ExitCode::FAILURE
+    init_logging(&config.log);
+    match codestax_agent::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Every error names its file, key or address and includes its cause.
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("codestax-agent: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's own diagnostics on stderr, as `[log]` says.
+fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }
 
 fn load(

@@ -1,0 +1,389 @@
+//! One tailed file: recognising it, reading whole lines from where it was left, turning them
+//! into records or quarantine entries, and noticing truncation.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use codestax_common::{Rules, parse_json_line};
+
+use super::FileSettings;
+use super::fingerprint::{self, read_at};
+use crate::checkpoint::{CheckpointStore, FileKey, FilePosition, Fingerprint, TailCheck};
+use crate::quarantine::{MAX_KEPT_BYTES, QuarantineEntry, QuarantineKind};
+use crate::spool::SpoolEntry;
+
+/// Why a file is no longer matched by the globs (it is read to its end, then released).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaving {
+    /// Renamed to a name the globs do not match.
+    OutOfGlob,
+    /// Deleted (no links left).
+    Deleted,
+}
+
+/// A tailed file's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    /// Read to the end, then released once idle for the grace period.
+    Finishing {
+        why: Leaving,
+        idle_since: Instant,
+    },
+}
+
+/// What one read of a file produced: records and quarantine entries for whole lines, and the
+/// position after the last of them.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub entries: Vec<SpoolEntry>,
+    pub quarantine: Vec<QuarantineEntry>,
+    pub lines: u64,
+    /// The file position to spool after the entries (`None` when nothing moved).
+    pub position: Option<FilePosition>,
+    /// More data is waiting beyond this chunk.
+    pub more: bool,
+    /// The file was found truncated (or rewritten) and is read again from its start.
+    pub truncated: bool,
+}
+
+/// A line over the limit, being skipped until its newline.
+#[derive(Debug)]
+struct Overlong {
+    start: u64,
+    prefix: Vec<u8>,
+    len: u64,
+}
+
+pub struct TailedFile {
+    pub path: PathBuf,
+    file: File,
+    pub key: FileKey,
+    pub settings: Arc<FileSettings>,
+    pub status: Status,
+    /// The first bytes of the file, at most `fingerprint_bytes`.
+    prefix: Vec<u8>,
+    fingerprint: Fingerprint,
+    /// Everything before this offset is spooled (or quarantined).
+    offset: u64,
+    tail: TailCheck,
+    /// Bytes from `pending_start` to `read_offset` are buffered in `pending`.
+    pending: Vec<u8>,
+    pending_start: u64,
+    read_offset: u64,
+    overlong: Option<Overlong>,
+    /// Lines starting before this offset were quarantined already (do not repeat after a
+    /// failed append).
+    quarantined_through: u64,
+    /// Size at the last read, for the lag gauge.
+    pub size: u64,
+    /// The committed position's stamp.
+    stamp: u64,
+    /// Where new positions get their stamps.
+    checkpoints: CheckpointStore,
+}
+
+impl TailedFile {
+    /// Opens `path` and finds where to resume: the checkpoint whose key and fingerprint match
+    /// and whose tail check still holds; otherwise the start (a new file, a reused inode or a
+    /// file rewritten since).
+    pub fn open(
+        path: &Path,
+        settings: Arc<FileSettings>,
+        checkpoints: &CheckpointStore,
+    ) -> io::Result<TailedFile> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let size = meta.len();
+        let prefix = read_at(&file, 0, settings.fingerprint_bytes)?;
+        let mut resume = None;
+        if let Some(candidate) = checkpoints.get(key)
+            && fingerprint::prefix_matches(&prefix, candidate.fingerprint)
+        {
+            if candidate.offset <= size
+                && fingerprint::tail_matches(&file, candidate.offset, candidate.tail)?
+            {
+                resume = Some(candidate);
+            } else {
+                tracing::info!(
+                    path = %path.display(),
+                    checkpoint = candidate.offset,
+                    size,
+                    "file changed under its checkpoint (truncated or rewritten); reading it from the start"
+                );
+            }
+        }
+        let (offset, tail) = resume.map_or((0, TailCheck::default()), |c| (c.offset, c.tail));
+        let tailed = TailedFile {
+            path: path.to_path_buf(),
+            file,
+            key,
+            settings,
+            status: Status::Active,
+            fingerprint: fingerprint::fingerprint_of(&prefix),
+            prefix,
+            offset,
+            tail,
+            pending: Vec::new(),
+            pending_start: offset,
+            read_offset: offset,
+            overlong: None,
+            quarantined_through: offset,
+            size,
+            stamp: checkpoints.next_stamp(),
+            checkpoints: checkpoints.clone(),
+        };
+        checkpoints.settle(tailed.position(), path);
+        Ok(tailed)
+    }
+
+    /// The committed position.
+    pub fn position(&self) -> FilePosition {
+        FilePosition {
+            key: self.key,
+            fingerprint: self.fingerprint,
+            offset: self.offset,
+            tail: self.tail,
+            stamp: self.stamp,
+        }
+    }
+
+    /// Bytes of the file not yet spooled.
+    pub fn lag(&self) -> u64 {
+        self.size.saturating_sub(self.offset)
+    }
+
+    /// Links left to the file (0 once deleted).
+    pub fn nlink(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.nlink())
+    }
+
+    /// At the end of the file with nothing in flight.
+    pub fn at_end(&self) -> bool {
+        self.read_offset >= self.size
+    }
+
+    /// Reads whole lines after what has been read, at most `max_bytes` of new data.
+    pub fn poll(&mut self, rules: &Rules, max_bytes: usize) -> io::Result<Chunk> {
+        let mut chunk = Chunk::default();
+        let size = self.file.metadata()?.len();
+        // The bytes before the committed offset are checked on every poll, not only when the
+        // file grew: a truncated file rewritten to exactly its old size shows nothing else.
+        if size < self.read_offset
+            || (self.offset > 0 && !fingerprint::tail_matches(&self.file, self.offset, self.tail)?)
+            || !self.prefix_still_matches(size)?
+        {
+            tracing::info!(
+                path = %self.path.display(),
+                size,
+                read = self.read_offset,
+                "file truncated or rewritten (copytruncate?); reading it again from the start"
+            );
+            self.restart_from_zero()?;
+            chunk.truncated = true;
+        }
+        self.size = size;
+        if size <= self.read_offset {
+            if chunk.truncated {
+                chunk.position = Some(FilePosition {
+                    stamp: self.checkpoints.next_stamp(),
+                    ..self.position()
+                });
+            }
+            return Ok(chunk);
+        }
+        let want = (size - self.read_offset).min(max_bytes as u64) as usize;
+        let data = read_at(&self.file, self.read_offset, want)?;
+        self.read_offset += data.len() as u64;
+        chunk.more = self.read_offset < size;
+        self.pending.extend_from_slice(&data);
+        self.split_lines(rules, &mut chunk);
+        let line_start = self
+            .overlong
+            .as_ref()
+            .map_or(self.pending_start, |o| o.start);
+        if line_start != self.offset || chunk.truncated {
+            chunk.position = Some(FilePosition {
+                key: self.key,
+                fingerprint: self.fingerprint,
+                offset: line_start,
+                tail: fingerprint::tail_check(&self.file, line_start)?,
+                stamp: self.checkpoints.next_stamp(),
+            });
+        }
+        Ok(chunk)
+    }
+
+    /// The chunk is durable (spooled): its position becomes the committed one.
+    pub fn commit(&mut self, chunk: &Chunk) {
+        if let Some(p) = chunk.position {
+            self.offset = p.offset;
+            self.tail = p.tail;
+            self.fingerprint = p.fingerprint;
+            self.stamp = p.stamp;
+        }
+    }
+
+    /// The chunk's quarantine entries are written (even if its append then fails).
+    pub fn quarantined(&mut self, chunk: &Chunk) {
+        if let Some(q) = chunk.quarantine.last() {
+            self.quarantined_through = self
+                .quarantined_through
+                .max(q.offset.unwrap_or_default() + 1);
+        }
+    }
+
+    /// The chunk could not be spooled: forget what was read after the committed position.
+    pub fn rewind(&mut self) {
+        self.pending.clear();
+        self.pending_start = self.offset;
+        self.read_offset = self.offset;
+        self.overlong = None;
+    }
+
+    /// A file being released with an unterminated last line: quarantine what is there.
+    pub fn unterminated(&self) -> Option<QuarantineEntry> {
+        if let Some(o) = &self.overlong {
+            return Some(QuarantineEntry::file_line(
+                QuarantineKind::Unterminated,
+                &self.path,
+                o.start,
+                format!(
+                    "last line has no newline and is {} bytes, over max_line_bytes ({})",
+                    o.len, self.settings.max_line_bytes
+                ),
+                &o.prefix,
+                o.len,
+            ));
+        }
+        (!self.pending.is_empty()).then(|| {
+            QuarantineEntry::file_line(
+                QuarantineKind::Unterminated,
+                &self.path,
+                self.pending_start,
+                "file released with a last line that has no newline".into(),
+                &self.pending,
+                self.pending.len() as u64,
+            )
+        })
+    }
+
+    /// The file's first bytes must not change; while the file is shorter than the fingerprint
+    /// size, the fingerprint grows with it.
+    fn prefix_still_matches(&mut self, size: u64) -> io::Result<bool> {
+        let want = self.settings.fingerprint_bytes;
+        if self.prefix.len() >= want || size <= self.prefix.len() as u64 {
+            return Ok(size >= self.prefix.len() as u64);
+        }
+        let prefix = read_at(&self.file, 0, want)?;
+        if !prefix.starts_with(&self.prefix) {
+            return Ok(false);
+        }
+        self.prefix = prefix;
+        self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
+        Ok(true)
+    }
+
+    fn restart_from_zero(&mut self) -> io::Result<()> {
+        self.prefix = read_at(&self.file, 0, self.settings.fingerprint_bytes)?;
+        self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
+        self.offset = 0;
+        self.tail = TailCheck::default();
+        self.quarantined_through = 0;
+        self.rewind();
+        Ok(())
+    }
+
+    fn split_lines(&mut self, rules: &Rules, chunk: &mut Chunk) {
+        let max_line = self.settings.max_line_bytes;
+        let mut consumed = 0;
+        while let Some(nl) = memchr(&self.pending[consumed..]) {
+            let start = self.pending_start + consumed as u64;
+            let line = &self.pending[consumed..consumed + nl];
+            chunk.lines += 1;
+            if let Some(o) = self.overlong.take() {
+                let len = o.len + line.len() as u64;
+                if o.start >= self.quarantined_through {
+                    chunk.quarantine.push(QuarantineEntry::file_line(
+                        QuarantineKind::LineTooLong,
+                        &self.path,
+                        o.start,
+                        format!("line of {len} bytes is over max_line_bytes ({max_line})"),
+                        &o.prefix,
+                        len,
+                    ));
+                }
+            } else if line.len() > max_line {
+                if start >= self.quarantined_through {
+                    chunk.quarantine.push(QuarantineEntry::file_line(
+                        QuarantineKind::LineTooLong,
+                        &self.path,
+                        start,
+                        format!(
+                            "line of {} bytes is over max_line_bytes ({max_line})",
+                            line.len()
+                        ),
+                        line,
+                        line.len() as u64,
+                    ));
+                }
+            } else if line.iter().all(u8::is_ascii_whitespace) {
+                // Blank lines carry nothing.
+            } else {
+                match parse_json_line(line, self.settings.org_id.as_deref(), rules) {
+                    Ok(mut record) => {
+                        if record.id.is_none() {
+                            let end = start as usize + nl + 1;
+                            let prefix = &self.prefix[..self.prefix.len().min(end)];
+                            record.id = Some(fingerprint::derived_id(prefix, start, line));
+                        }
+                        let json = serde_json::to_vec(&record).expect("a record serialises");
+                        chunk.entries.push(SpoolEntry::Record(json));
+                    }
+                    Err(errors) => {
+                        if start >= self.quarantined_through {
+                            chunk.quarantine.push(QuarantineEntry::file_line(
+                                QuarantineKind::InvalidRecord,
+                                &self.path,
+                                start,
+                                errors.to_string(),
+                                line,
+                                line.len() as u64,
+                            ));
+                        }
+                    }
+                }
+            }
+            consumed += nl + 1;
+        }
+        self.pending.drain(..consumed);
+        self.pending_start += consumed as u64;
+        // A partial line: keep it for its newline, unless it is already too long.
+        if let Some(o) = &mut self.overlong {
+            o.len += self.pending.len() as u64;
+            self.pending_start += self.pending.len() as u64;
+            self.pending.clear();
+        } else if self.pending.len() > max_line {
+            let keep = self.pending.len().min(MAX_KEPT_BYTES);
+            self.overlong = Some(Overlong {
+                start: self.pending_start,
+                prefix: self.pending[..keep].to_vec(),
+                len: self.pending.len() as u64,
+            });
+            self.pending_start += self.pending.len() as u64;
+            self.pending.clear();
+        }
+    }
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}

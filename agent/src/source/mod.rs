@@ -1,0 +1,3 @@
+//! Where records come from besides OTLP: tailed files.
+
+pub mod file;

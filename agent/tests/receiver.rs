@@ -1,0 +1,272 @@
+//! The OTLP receivers: partial success, all-rejected, spool-full back-pressure, protobuf, JSON
+//! and gzip over HTTP, and gRPC over a real socket.
+
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use codestax_agent::metrics::Metrics;
+use codestax_agent::receiver::{LogsReceiver, OtlpIntake, http_router};
+use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
+use codestax_common::otlp::to_log_record;
+use codestax_common::{AuditRecord, Rules, parse_json_line};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use prost::Message;
+use support::emit_line;
+use tower::ServiceExt;
+
+fn record(id: Option<&str>, message: &str) -> AuditRecord {
+    parse_json_line(emit_line(id, message).as_bytes(), None, &Rules::new()).unwrap()
+}
+
+fn invalid_log() -> LogRecord {
+    LogRecord {
+        attributes: vec![KeyValue {
+            key: "audit.action".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("scan.triggered".into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn request(logs: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: logs,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn spool(dir: &std::path::Path, max_bytes: u64) -> Spool {
+    Spool::open(
+        dir,
+        SpoolOptions {
+            max_bytes,
+            segment_bytes: 16 << 10,
+        },
+    )
+    .unwrap()
+    .0
+}
+
+fn spooled(spool: &Spool) -> Vec<AuditRecord> {
+    let mut reader = spool.reader();
+    let mut out = Vec::new();
+    while let Some(e) = reader.try_next().unwrap() {
+        if let SpoolEntry::Record(json) = e.entry {
+            out.push(serde_json::from_slice(&json).unwrap());
+        }
+    }
+    out
+}
+
+async fn fill(spool: &Spool) {
+    for size in [1000, 100, 10, 1] {
+        while spool
+            .append(vec![SpoolEntry::Record(vec![b'x'; size])])
+            .await
+            .is_ok()
+        {}
+    }
+}
+
+async fn post(
+    router: axum::Router,
+    content_type: &str,
+    gzip: bool,
+    body: Vec<u8>,
+) -> (StatusCode, Option<String>, Vec<u8>) {
+    let mut builder = Request::post("/v1/logs").header("content-type", content_type);
+    let body = if gzip {
+        builder = builder.header("content-encoding", "gzip");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&body).unwrap();
+        enc.finish().unwrap()
+    } else {
+        body
+    };
+    let response = router
+        .oneshot(builder.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, retry, bytes.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_json_and_gzip_with_partial_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path(), 1 << 20);
+    let router = http_router(OtlpIntake::new(spool.clone(), Arc::new(Metrics::new())));
+    let req = request(vec![
+        to_log_record(&record(Some("a"), "one")),
+        invalid_log(),
+        to_log_record(&record(None, "two")),
+    ]);
+
+    let (status, _, body) = post(
+        router.clone(),
+        "application/x-protobuf",
+        false,
+        req.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let response = ExportLogsServiceResponse::decode(&body[..]).unwrap();
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(
+        partial.error_message.starts_with("record 2: "),
+        "{}",
+        partial.error_message
+    );
+    assert!(
+        partial.error_message.contains("actor"),
+        "{}",
+        partial.error_message
+    );
+
+    let json = serde_json::to_vec(&req).unwrap();
+    let (status, _, body) = post(router.clone(), "application/json", true, json).await;
+    assert_eq!(status, StatusCode::OK);
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        response["partialSuccess"]["rejectedLogRecords"], 1,
+        "{response}"
+    );
+
+    let records = spooled(&spool);
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0].id(), "a");
+    assert!(records[1].id().starts_with("o-"));
+    assert_eq!(
+        records[1].id, records[3].id,
+        "a record sent again without an id gets the same id"
+    );
+
+    let (status, _, body) = post(
+        router.clone(),
+        "application/x-protobuf",
+        false,
+        request(vec![invalid_log()]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("no record was accepted:\nrecord 1: "));
+
+    let (status, _, _) = post(router.clone(), "text/plain", false, b"hi".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, _, _) = post(
+        router,
+        "application/x-protobuf",
+        false,
+        b"\xff\xff".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_pushes_back_over_http_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path(), 64 << 10);
+    fill(&spool).await;
+    let metrics = Arc::new(Metrics::new());
+    let intake = OtlpIntake::new(spool.clone(), metrics.clone());
+    let req = request(vec![to_log_record(&record(Some("x"), "m"))]);
+    let (status, retry, _) = post(
+        http_router(intake.clone()),
+        "application/x-protobuf",
+        false,
+        req.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry.as_deref(), Some("2"));
+
+    let (addr, _server) = grpc_server(intake).await;
+    let mut client = LogsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let status = client.export(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    let retry = status.get_error_details().retry_info().cloned();
+    assert_eq!(
+        retry.and_then(|r| r.retry_delay),
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert!(metrics.render().contains("reason=\"spool_full\"} 2"));
+}
+
+async fn grpc_server(intake: OtlpIntake) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(LogsReceiver::new(intake)))
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_partial_success_and_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path(), 1 << 20);
+    let (addr, _server) =
+        grpc_server(OtlpIntake::new(spool.clone(), Arc::new(Metrics::new()))).await;
+    let mut client = LogsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    let mut logs: Vec<LogRecord> = (0..60).map(|_| invalid_log()).collect();
+    logs.push(to_log_record(&record(Some("ok"), "fine")));
+    let response = client.export(request(logs)).await.unwrap().into_inner();
+    let partial = response.partial_success.unwrap();
+    assert_eq!(partial.rejected_log_records, 60);
+    let lines: Vec<&str> = partial.error_message.lines().collect();
+    assert_eq!(lines.len(), 51);
+    assert!(lines[0].starts_with("record 1: "));
+    assert_eq!(lines[50], "... and 10 more");
+
+    let status = client
+        .export(request(vec![invalid_log(), invalid_log()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("no record was accepted:\nrecord 1: "),
+        "{}",
+        status.message()
+    );
+    assert_eq!(spooled(&spool).len(), 1);
+}
