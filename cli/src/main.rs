@@ -2,6 +2,8 @@
 //! Argument parsing only for now; each subcommand will call into a library.
 
 use std::path::PathBuf;
+
+mod demo;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -89,9 +91,16 @@ struct VerifyArgs {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Directory for the demo's collector and agent data.
-    #[arg(long, value_name = "DIR", default_value = "./codestax-data/demo")]
+    /// Directory for the demo's collector and agent data, configs and emit files.
+    #[arg(long, value_name = "DIR", default_value = "./codestax-data")]
     data_dir: PathBuf,
+    /// Sample emit files the agent tails as well (JSON lines of acme's records).
+    #[arg(long, value_name = "DIR", default_value = "examples/emit")]
+    examples: PathBuf,
+    /// Listen on PORT..PORT+4 (collector HTTP, collector gRPC, agent OTLP gRPC, agent OTLP HTTP,
+    /// agent API) instead of 8470, 8417, 4317, 4318 and 8471.
+    #[arg(long, value_name = "PORT")]
+    port_base: Option<u16>,
 }
 
 /// Which records to select; filters combine with AND.
@@ -165,7 +174,19 @@ fn main() -> ExitCode {
         Command::Export(_) => "export",
         Command::Search(_) => "search",
         Command::Verify(_) => "verify",
-        Command::Demo(_) => "demo",
+        Command::Demo(args) => {
+            return match demo::run(
+                &args.data_dir,
+                &args.examples,
+                demo::Ports::from_base(args.port_base),
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("codestax demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     eprintln!("codestax {name}: not implemented yet");
     ExitCode::FAILURE
