@@ -155,6 +155,9 @@ pub async fn record_read(
         metadata,
         schema_version: codestax_common::SCHEMA_VERSION,
         received_at: None,
+        seq: None,
+        prev_hash: None,
+        hash: None,
     };
     let record = codestax_common::record_from_value(
         serde_json::to_value(&record).map_err(ApiError::internal)?,

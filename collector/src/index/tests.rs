@@ -151,6 +151,9 @@ fn corpus(seed: u64, n: usize) -> Vec<AuditRecord> {
             metadata,
             schema_version: 1,
             received_at: Some(time + Duration::seconds(rng.random_range(0..30))),
+            seq: None,
+            prev_hash: None,
+            hash: None,
         });
     }
     out
