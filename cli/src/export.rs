@@ -197,8 +197,9 @@ fn copy(
     Ok(c)
 }
 
-/// Records seen, from the newlines: NDJSON has one a line; JSON one a line after the `[`; CSV one
-/// a line after the header (a cell with a line break makes this an estimate, for progress only).
+/// Records seen, from the newlines: NDJSON ends each record with one; JSON puts one before each
+/// record and two around the closing `]`; CSV ends the header and each record with one (a cell
+/// with a line break makes this an estimate).
 fn rows_so_far(format: ExportFormat, newlines: u64) -> u64 {
     match format {
         ExportFormat::Ndjson => newlines,
@@ -206,8 +207,8 @@ fn rows_so_far(format: ExportFormat, newlines: u64) -> u64 {
     }
 }
 
-/// Checks that everything announced arrived. NDJSON and JSON have exactly one record a line
-/// (JSON: plus the closing line); CSV at least (cells may hold line breaks).
+/// Checks that everything announced arrived: NDJSON and JSON exactly (`[]` alone for an empty
+/// JSON export), CSV at least (cells may hold line breaks).
 fn check_complete(
     c: Counted,
     expected: Option<u64>,
@@ -221,17 +222,20 @@ fn check_complete(
     };
     let lines_needed = match format {
         ExportFormat::Ndjson => expected,
-        ExportFormat::Json | ExportFormat::Csv => expected + 1,
+        ExportFormat::Json if expected == 0 => 1,
+        ExportFormat::Json => expected + 2,
+        ExportFormat::Csv => expected + 1,
     };
     let complete = match format {
         ExportFormat::Csv => c.newlines >= lines_needed,
         _ => c.newlines == lines_needed,
     };
     if !complete {
-        return Err(ExportError::Incomplete {
-            expected,
-            got: rows_so_far(format, c.newlines),
-        });
+        let got = match format {
+            ExportFormat::Json => c.newlines.saturating_sub(2),
+            _ => rows_so_far(format, c.newlines),
+        };
+        return Err(ExportError::Incomplete { expected, got });
     }
     Ok(ExportSummary {
         records: expected,
@@ -267,9 +271,10 @@ mod tests {
         };
         assert!(check_complete(c(3), Some(3), ExportFormat::Ndjson).is_ok());
         assert!(check_complete(c(2), Some(3), ExportFormat::Ndjson).is_err());
-        assert!(check_complete(c(4), Some(3), ExportFormat::Json).is_ok());
+        assert!(check_complete(c(5), Some(3), ExportFormat::Json).is_ok());
         assert!(check_complete(c(1), Some(0), ExportFormat::Json).is_ok());
-        assert!(check_complete(c(3), Some(3), ExportFormat::Json).is_err());
+        assert!(check_complete(c(4), Some(3), ExportFormat::Json).is_err());
+        assert!(check_complete(c(6), Some(3), ExportFormat::Json).is_err());
         assert!(check_complete(c(6), Some(3), ExportFormat::Csv).is_ok());
         assert!(check_complete(c(3), Some(3), ExportFormat::Csv).is_err());
     }
