@@ -273,7 +273,7 @@ mod tests {
             "Ä, \"quoted\"\nline",
             json!({"ip": "10.0.0.1", "note": "=cmd"}),
         );
-        let out = encode_all(ExportFormat::Csv, false, &[r.clone()]);
+        let out = encode_all(ExportFormat::Csv, false, std::slice::from_ref(&r));
         let mut reader = csv::Reader::from_reader(out.as_bytes());
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),
