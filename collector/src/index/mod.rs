@@ -63,7 +63,9 @@
 //!
 //! Deleting one org's records older than `t` (rather than whole partitions) would be
 //! `IndexWriter::delete_query` on `org AND time < t` (a fast-field `RangeQuery`) in the
-//! partitions starting before `t`; not built yet.
+//! partitions starting before `t`; not built yet. Deleting an org's oldest records leaves its
+//! hash chain starting after them: keep the `{seq, hash}` of the last one deleted as a checkpoint
+//! for [`AuditIndex::verify_chain`] (and for the store's chain heads if nothing newer is left).
 
 mod audit_index;
 mod chain;
