@@ -1,12 +1,20 @@
 //! `codestax`: export, search and verify audit logs from a collector, and run the demo.
-//! Argument parsing only for now; each subcommand will call into a library.
+//! Parses arguments and calls into the library (`codestax_cli`); errors print as one line and
+//! exit 1 (clap exits 2 on invalid arguments).
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-
-mod demo;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use codestax_cli::client::Client;
+use codestax_cli::config::{CliConfig, Connection};
+use codestax_cli::demo;
+use codestax_cli::export::{self, ExportRequest, Output};
+use codestax_cli::search::{self, SearchRequest};
+use codestax_cli::verify::{self, VerifyOptions};
+use codestax_common::api::{ExportFormat, SearchFilters};
 
 /// Export, search and verify CodeStax audit logs, or run a local demo.
 #[derive(Debug, Parser)]
@@ -18,8 +26,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 Examples:
   codestax export --type audit --format csv --output audit-log.csv --org acme
   codestax search --org acme --action scan.triggered --since 2026-11-01 --limit 20
-  codestax verify --input audit-log.ndjson
+  codestax export --format ndjson --output audit-log.ndjson && codestax verify --input audit-log.ndjson
   codestax demo
+
+Server and key: --url / --token, or CODESTAX_URL / CODESTAX_TOKEN, or a TOML file given with
+--config (or CODESTAX_CONFIG) holding url, token and org. Without --org, the key's own org.
 
 Exit status: 0 ok, 1 failure, 2 invalid arguments."
 )]
@@ -34,7 +45,7 @@ enum Command {
     Export(ExportArgs),
     /// Search audit records and print them as a table (or JSON).
     Search(SearchArgs),
-    /// Verify the hash chain of an export made with --with-chain, offline.
+    /// Verify the hash chain of a JSON or NDJSON export, offline.
     Verify(VerifyArgs),
     /// Start a local collector and agent, emit sample events and show them.
     Demo(DemoArgs),
@@ -47,8 +58,8 @@ struct ExportArgs {
     kind: ExportType,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
-    format: ExportFormat,
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Csv)]
+    format: ExportFormatArg,
 
     /// File to write; `-` writes to stdout.
     #[arg(long, short, value_name = "FILE", default_value = "-")]
@@ -57,7 +68,8 @@ struct ExportArgs {
     #[command(flatten)]
     filters: Filters,
 
-    /// Include each record's hash-chain fields so the export can be checked with `codestax verify`.
+    /// Add the hash-chain columns (seq, prev_hash, hash) to a CSV export. JSON and NDJSON
+    /// always carry them; verify those with `codestax verify`.
     #[arg(long)]
     with_chain: bool,
 
@@ -70,7 +82,7 @@ struct SearchArgs {
     #[command(flatten)]
     filters: Filters,
 
-    /// Most records to show (the collector caps it at its limits.max_search_limit).
+    /// Most records to show (fetched in pages of up to 1000).
     #[arg(long, value_name = "N", default_value_t = 50)]
     limit: usize,
 
@@ -84,9 +96,15 @@ struct SearchArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// An export made with `codestax export --with-chain` (CSV, JSON or NDJSON); `-` reads stdin.
+    /// A JSON or NDJSON export (`codestax export --format ndjson`); `-` reads stdin. CSV exports
+    /// leave fields out and cannot be verified.
     #[arg(long, short, value_name = "FILE")]
     input: PathBuf,
+
+    /// Accept missing sequence numbers, for an export made with filters: only the records
+    /// present and the links between consecutive numbers are checked.
+    #[arg(long)]
+    allow_gaps: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,53 +121,93 @@ struct DemoArgs {
     port_base: Option<u16>,
 }
 
-/// Which records to select; filters combine with AND.
+/// Which records to select; filters of different kinds combine with AND, repeated ones with OR.
 #[derive(Debug, Args)]
 struct Filters {
-    /// Organisation id.
+    /// Organisation id [default: the API key's own org].
     #[arg(long, value_name = "ORG_ID")]
     org: Option<String>,
 
-    /// User who performed the action (id, name or email).
+    /// User who performed the action (id or email); repeat for any of several.
     #[arg(long, value_name = "USER")]
-    user: Option<String>,
+    user: Vec<String>,
 
-    /// Action, e.g. `scan.triggered` or `finding.triaged`.
+    /// Action, e.g. `scan.triggered` or `finding.triaged`; repeatable.
     #[arg(long, value_name = "ACTION")]
-    action: Option<String>,
+    action: Vec<String>,
 
-    /// Action category, e.g. `auth`, `repository`, `scan`, `finding`, `team`, `settings`,
-    /// `integration`.
+    /// Action category, e.g. `auth`, `repository`, `scan`, `finding` (or `triage`), `team`,
+    /// `settings`, `integration`; repeatable.
     #[arg(long, value_name = "CATEGORY")]
-    category: Option<String>,
+    category: Vec<String>,
 
-    /// Repository the action concerned.
+    /// Repository the action concerned; repeatable.
     #[arg(long, value_name = "REPO")]
-    repository: Option<String>,
+    repository: Vec<String>,
 
-    /// Only records at or after this time (RFC 3339, e.g. 2026-11-01 or 2026-11-01T09:00:00Z).
+    /// Only records at or after this time: RFC 3339 (2026-11-01T09:00:00Z), a date (2026-11-01)
+    /// or relative (7d, 24h).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
 
-    /// Only records before this time (RFC 3339).
+    /// Only records before this time, same forms as --since (a date includes that day).
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
 
-    /// Full-text query over the record's text fields.
+    /// Full-text query: words, "phrases", field:value, -word.
     #[arg(long, short, value_name = "TEXT")]
     query: Option<String>,
 }
 
-/// How to reach the collector's HTTP API.
+impl Filters {
+    fn to_api(&self) -> SearchFilters {
+        SearchFilters {
+            user: self.user.clone(),
+            action: self.action.clone(),
+            category: self.category.clone(),
+            repository: self.repository.clone(),
+            outcome: Vec::new(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            q: self.query.clone(),
+        }
+    }
+}
+
+/// How to reach the collector's HTTP API: flags, else environment, else the config file.
 #[derive(Debug, Args)]
 struct Server {
-    /// Collector HTTP API base URL.
-    #[arg(long, env = "CODESTAX_URL", default_value = "http://127.0.0.1:8470")]
-    url: String,
+    /// Collector HTTP API base URL [default: http://127.0.0.1:8470].
+    #[arg(long, env = "CODESTAX_URL")]
+    url: Option<String>,
 
-    /// API token (sent as a bearer token).
+    /// API key (sent as a bearer token).
     #[arg(long, env = "CODESTAX_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// TOML file with `url`, `token` and `org` (each optional; flags and environment win).
+    #[arg(long, value_name = "FILE", env = "CODESTAX_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl Server {
+    /// The client and the org to act on (asking the collector for the key's own org when none
+    /// was given).
+    fn connect(&self, org: Option<&str>) -> anyhow::Result<(Client, String)> {
+        let file = self.config.as_deref().map(CliConfig::load).transpose()?;
+        let conn = Connection::resolve(
+            self.url.clone(),
+            self.token.clone(),
+            org.map(str::to_string),
+            file.as_ref(),
+        )?;
+        let client = Client::new(&conn.url, &conn.token)?;
+        let org = match conn.org {
+            Some(org) => org,
+            None => client.whoami()?.org_id,
+        };
+        Ok((client, org))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -159,7 +217,7 @@ enum ExportType {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ExportFormat {
+enum ExportFormatArg {
     /// Comma-separated values with a header row.
     Csv,
     /// One JSON array.
@@ -168,28 +226,100 @@ enum ExportFormat {
     Ndjson,
 }
 
+impl From<ExportFormatArg> for ExportFormat {
+    fn from(f: ExportFormatArg) -> Self {
+        match f {
+            ExportFormatArg::Csv => ExportFormat::Csv,
+            ExportFormatArg::Json => ExportFormat::Json,
+            ExportFormatArg::Ndjson => ExportFormat::Ndjson,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Export(_) => "export",
-        Command::Search(_) => "search",
-        Command::Verify(_) => "verify",
-        Command::Demo(args) => {
-            return match demo::run(
+    let (name, result) = match cli.command {
+        Command::Export(args) => ("export", run_export(args)),
+        Command::Search(args) => ("search", run_search(args)),
+        Command::Verify(args) => ("verify", run_verify(args)),
+        Command::Demo(args) => (
+            "demo",
+            demo::run(
                 &args.data_dir,
                 &args.examples,
                 demo::Ports::from_base(args.port_base),
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("codestax demo: {e:#}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+            ),
+        ),
     };
-    eprintln!("codestax {name}: not implemented yet");
-    ExitCode::FAILURE
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("codestax: {name} failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let ExportType::Audit = args.kind;
+    let (client, org) = args.server.connect(args.filters.org.as_deref())?;
+    let request = ExportRequest {
+        org,
+        filters: args.filters.to_api(),
+        format: args.format.into(),
+        with_chain: args.with_chain,
+    };
+    let output = Output::from_arg(&args.output);
+    let summary = export::export(&client, &request, &output, true)?;
+    if let Output::File(path) = &output
+        && std::io::stderr().is_terminal()
+    {
+        eprintln!(
+            "exported {} records ({} bytes) to {}",
+            summary.records,
+            summary.bytes,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_search(args: SearchArgs) -> anyhow::Result<()> {
+    if args.limit == 0 {
+        anyhow::bail!("--limit must be at least 1");
+    }
+    let (client, org) = args.server.connect(args.filters.org.as_deref())?;
+    let request = SearchRequest {
+        org,
+        filters: args.filters.to_api(),
+        limit: args.limit,
+    };
+    let response = search::search(&client, &request)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &response)?;
+        writeln!(out)?;
+    } else {
+        search::write_table(&response, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let opts = VerifyOptions {
+        allow_gaps: args.allow_gaps,
+    };
+    let report = if args.input.as_os_str() == "-" {
+        verify::verify(std::io::stdin().lock(), opts)?
+    } else {
+        let file = std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot open {}", args.input.display()))?;
+        verify::verify(std::io::BufReader::with_capacity(256 * 1024, file), opts)?
+    };
+    println!("{report}");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -221,7 +351,7 @@ mod tests {
         let Command::Export(args) = cli.command else {
             panic!("not export")
         };
-        assert!(matches!(args.format, ExportFormat::Csv));
+        assert!(matches!(args.format, ExportFormatArg::Csv));
         assert_eq!(args.output, PathBuf::from("audit-log.csv"));
         assert_eq!(args.filters.org.as_deref(), Some("acme"));
         assert!(args.with_chain);

@@ -1,7 +1,8 @@
 //! The collector: durable ingest (WAL with group commit, dedupe), the tantivy index, the
-//! OTLP and NDJSON receivers, API keys, and the audit-log HTTP API.
+//! OTLP and NDJSON receivers, API keys, exports, and the audit-log HTTP API.
 
 pub mod api;
+pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod keys;

@@ -96,6 +96,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     )?;
     let mut hashes = Vec::new();
     index.for_each_uid_hash(|h| hashes.push(h))?;
+    let chain_heads = index.chain_heads()?;
     let (sink, batches) = mpsc::channel::<IndexBatch>(16);
     let (store, replay) = Store::open(
         &layout.wal,
@@ -107,6 +108,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         Arc::new(index.clone()) as Arc<dyn IdLookup>,
         hashes,
         index.indexed_through(),
+        chain_heads,
         sink,
     )?;
     let ingest = Ingest::new(

@@ -154,3 +154,95 @@ pub struct IngestResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RejectedRecord>,
 }
+
+/// `GET /api/v1/orgs/{org}/audit-log/verify`: whether the org's stored hash chain holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// Every record's hash recomputes, every link holds, no `seq` is missing.
+    pub ok: bool,
+    /// Records checked (up to the first break).
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    /// The last `seq` checked: with `last_hash`, what an export's newest chain fields must match.
+    pub last_seq: Option<u64>,
+    pub last_hash: Option<String>,
+    /// The first place the chain breaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::chain::ChainBreak>,
+}
+
+/// `GET /api/v1/whoami`: the key a request is made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Public id of the key (`key_...`).
+    pub key_id: String,
+    /// The org the key acts for.
+    pub org_id: String,
+    /// `ORG_OWNER`, `ORG_ADMIN`, `MEMBER` or `INGEST`.
+    pub role: String,
+    /// The label given at the key's creation.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Formats of `GET /api/v1/orgs/{org}/audit-log/export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row ([`CSV_COLUMNS`]).
+    #[default]
+    Csv,
+    /// One JSON array of full records.
+    Json,
+    /// One full record per line.
+    Ndjson,
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 3] =
+        [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Ndjson];
+
+    /// The name used in the `format` parameter, and the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "json",
+            ExportFormat::Ndjson => "ndjson",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExportFormat> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Json => "application/json",
+            ExportFormat::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
+/// The header row of a CSV export. With `with_chain=true`, [`CSV_CHAIN_COLUMNS`] follow.
+pub const CSV_COLUMNS: [&str; 12] = [
+    "timestamp",
+    "actor_name",
+    "actor_email",
+    "action",
+    "category",
+    "target_kind",
+    "target_id",
+    "target_name",
+    "repository",
+    "outcome",
+    "ip",
+    "metadata",
+];
+
+/// The extra columns of a CSV export with `with_chain=true`.
+pub const CSV_CHAIN_COLUMNS: [&str; 3] = ["seq", "prev_hash", "hash"];
+
+/// Response header of an export: the exact number of records it holds (its snapshot's total),
+/// sent before the body so a client can show progress.
+pub const EXPORT_TOTAL_HEADER: &str = "x-codestax-export-total";

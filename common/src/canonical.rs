@@ -11,7 +11,7 @@ pub fn to_canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_value(value: &Value, out: &mut String) {
+pub(crate) fn write_value(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -43,7 +43,7 @@ fn write_value(value: &Value, out: &mut String) {
     }
 }
 
-fn write_string(s: &str, out: &mut String) {
+pub(crate) fn write_string(s: &str, out: &mut String) {
     // serde_json's string escaping is deterministic; reuse it rather than writing another.
     out.push_str(&Value::String(s.to_owned()).to_string());
 }

@@ -1,9 +1,11 @@
 //! What the agent, the collector and the CLI share: the audit record model, the action catalog,
-//! validation, the canonical JSON encoding, the OTLP mapping, time handling and the API types.
+//! validation, the canonical JSON encoding, the hash chain, the OTLP mapping, time handling and the
+//! API types.
 
 mod action;
 pub mod api;
 mod canonical;
+pub mod chain;
 pub mod otlp;
 mod record;
 pub mod time;

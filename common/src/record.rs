@@ -54,6 +54,18 @@ pub struct AuditRecord {
         with = "crate::time::micros_opt"
     )]
     pub received_at: Option<DateTime<Utc>>,
+    /// Position in the org's hash chain: 1, 2, 3, ... in the order the collector stored the org's
+    /// records, without gaps. Set by the collector, ignored on input. See [`crate::chain`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// `hash` of the org's record at `seq - 1`, or [`crate::chain::GENESIS_HASH`] for the first.
+    /// Set by the collector, ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// SHA-256 (lowercase hex) over `prev_hash` and this record: [`crate::chain::record_hash`].
+    /// Set by the collector, ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 fn default_schema_version() -> u32 {

@@ -277,6 +277,10 @@ pub fn record_from_value(value: Value, rules: &Rules) -> Result<AuditRecord, Rec
             None
         }
     };
+    // The hash-chain fields are the collector's to assign: whatever the input says is dropped.
+    for key in crate::chain::CHAIN_FIELDS {
+        map.remove(key);
+    }
     unknown_keys(map, "", &mut shape);
 
     let actor_missing = actor.is_none();
@@ -299,6 +303,9 @@ pub fn record_from_value(value: Value, rules: &Rules) -> Result<AuditRecord, Rec
         metadata,
         schema_version,
         received_at,
+        seq: None,
+        prev_hash: None,
+        hash: None,
     };
     if let Ok(category) = action::check(&record.action, true) {
         record.category = category.to_string();

@@ -1,5 +1,6 @@
-//! Reading an org's audit log: search (cursor pages), facets, one record. Each search records an
-//! `audit_log.viewed` entry in the org's own log (once per result set, not per page).
+//! Reading an org's audit log: search (cursor pages), facets, one record, and the check of its
+//! hash chain. Each search records an `audit_log.viewed` entry in the org's own log (once per
+//! result set, not per page).
 
 use super::auth::check_reader;
 use super::params::{self, Params, Route};
@@ -11,7 +12,7 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
-use codestax_common::api::{FacetResponse, SearchResponse};
+use codestax_common::api::{FacetResponse, SearchResponse, VerifyResponse};
 use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome, Target, TargetKind};
 use std::time::Instant;
 
@@ -39,7 +40,16 @@ pub async fn search(
     })
     .await?;
     if params.cursor.is_none() {
-        record_read(&state, &key, &org, "audit_log.viewed", &params, page.total).await?;
+        record_read(
+            &state,
+            &key,
+            &org,
+            "audit_log.viewed",
+            &params,
+            page.total,
+            serde_json::Map::new(),
+        )
+        .await?;
     }
     Ok(Json(SearchResponse {
         entries: page.entries,
@@ -74,7 +84,42 @@ pub async fn get_one(
     record.map(Json).ok_or_else(ApiError::not_found)
 }
 
-fn parse(state: &AppState, raw: Option<&str>, route: Route) -> Result<Params, ApiError> {
+/// `GET /api/v1/orgs/{org}/audit-log/verify`: checks the org's stored hash chain, all of it, in
+/// `seq` order.
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<VerifyResponse>, ApiError> {
+    check_reader(&key, &org)?;
+    if let Some((name, _)) = raw
+        .as_deref()
+        .and_then(|r| form_urlencoded::parse(r.as_bytes()).next())
+    {
+        return Err(ApiError::invalid(
+            name.as_ref(),
+            format!("unknown parameter {name:?}; verify takes none"),
+        ));
+    }
+    // Retention hook: once old records are deleted, pass the org's checkpoint (the seq and hash
+    // of the last deleted record) here instead of `None`.
+    let report = query(&state, "verify", move |index| {
+        index.verify_chain(&org, None)
+    })
+    .await?;
+    let s = report.summary;
+    Ok(Json(VerifyResponse {
+        ok: report.error.is_none(),
+        records: s.records,
+        first_seq: s.first_seq,
+        last_seq: s.last_seq,
+        last_hash: s.last_hash,
+        error: report.error,
+    }))
+}
+
+pub(super) fn parse(state: &AppState, raw: Option<&str>, route: Route) -> Result<Params, ApiError> {
     params::parse(
         raw,
         route,
@@ -84,7 +129,7 @@ fn parse(state: &AppState, raw: Option<&str>, route: Route) -> Result<Params, Ap
 }
 
 /// Runs an index query off the async workers and times it.
-async fn query<T: Send + 'static>(
+pub(super) async fn query<T: Send + 'static>(
     state: &AppState,
     endpoint: &str,
     f: impl FnOnce(&AuditIndex) -> Result<T, IndexError> + Send + 'static,
@@ -112,9 +157,10 @@ pub fn index_error(e: IndexError) -> ApiError {
     }
 }
 
-/// Writes the record of a read (`audit_log.viewed`, `audit_log.exported`) into the org's log.
-/// If the read cannot be recorded the read is refused: an audit log that can be read without a
-/// trace is not one.
+/// Writes the record of a read (`audit_log.viewed`, `audit_log.exported`) into the org's log:
+/// the filters, the number of matching records (`total`), the key's role and any `extra`
+/// metadata (an export's format). If the read cannot be recorded the read is refused: an audit
+/// log that can be read without a trace is not one.
 pub async fn record_read(
     state: &AppState,
     key: &KeyInfo,
@@ -122,8 +168,10 @@ pub async fn record_read(
     action: &str,
     params: &Params,
     total: u64,
+    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), ApiError> {
     let mut metadata = Metadata::default();
+    metadata.extra.extend(extra);
     metadata.extra.insert(
         "filters".into(),
         serde_json::to_value(&params.filters).map_err(ApiError::internal)?,
@@ -155,6 +203,9 @@ pub async fn record_read(
         metadata,
         schema_version: codestax_common::SCHEMA_VERSION,
         received_at: None,
+        seq: None,
+        prev_hash: None,
+        hash: None,
     };
     let record = codestax_common::record_from_value(
         serde_json::to_value(&record).map_err(ApiError::internal)?,

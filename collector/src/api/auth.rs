@@ -7,6 +7,8 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::{Extension, Json};
+use codestax_common::api::WhoAmI;
 
 /// Layer: authenticates `Authorization: Bearer <token>` and puts the [`KeyInfo`] in the request's
 /// extensions; 401 when the header is missing or the key is unknown or revoked.
@@ -34,6 +36,16 @@ pub async fn require_key(
         .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
+}
+
+/// `GET /api/v1/whoami`: the calling key's id, org, role and name. Any valid key may ask.
+pub async fn whoami(Extension(key): Extension<KeyInfo>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        key_id: key.id,
+        org_id: key.org_id,
+        role: key.role.to_string(),
+        name: key.name,
+    })
 }
 
 /// The org-read rule: only ORG_OWNER and ORG_ADMIN keys of `org` read it. A key of another org

@@ -1,10 +1,12 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
-//! (`/v1/logs`, `/api/v1/ingest`) and the org routes (`/api/v1/orgs/{org}/...`), with the key
-//! check as a layer on the routes that need it and one JSON error shape everywhere.
+//! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes
+//! (`/api/v1/orgs/{org}/audit-log[/facets|/export|/verify|/{id}]`), with the key check as a layer
+//! on the routes that need it and one JSON error shape everywhere.
 
 mod audit_log;
 mod auth;
 mod error;
+mod export;
 mod ingest;
 mod keys;
 mod ops;
@@ -54,10 +56,16 @@ pub fn app(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/logs", post(ingest::otlp_http))
         .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/whoami", get(auth::whoami))
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
         .route(
             "/api/v1/orgs/{org}/audit-log/facets",
             get(audit_log::facets),
+        )
+        .route("/api/v1/orgs/{org}/audit-log/export", get(export::export))
+        .route(
+            "/api/v1/orgs/{org}/audit-log/verify",
+            get(audit_log::verify),
         )
         .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
         .route(

@@ -4,6 +4,7 @@
 use super::ApiError;
 use crate::index::SearchQuery;
 use chrono::{DateTime, Utc};
+use codestax_common::api::ExportFormat;
 use codestax_common::time::{Bound, parse_time_bound};
 use codestax_common::{Category, Outcome, check_action};
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ pub enum Route {
     Search { max_limit: usize },
     /// `top`.
     Facets { max_top: usize },
+    /// `format` and `with_chain`.
+    Export,
 }
 
 /// The checked parameters of one request.
@@ -30,6 +33,10 @@ pub struct Params {
     pub limit: Option<usize>,
     pub cursor: Option<String>,
     pub top: Option<usize>,
+    /// The export's format (`csv` when not given).
+    pub format: Option<ExportFormat>,
+    /// Whether a CSV export carries the `seq`, `prev_hash` and `hash` columns.
+    pub with_chain: bool,
     /// The filters as given (for the `audit_log.viewed` record's metadata).
     pub filters: BTreeMap<String, Vec<String>>,
 }
@@ -53,7 +60,9 @@ pub fn parse(
             || SINGLE_FILTERS.contains(&key.as_str())
             || matches!(
                 (route, key.as_str()),
-                (Route::Search { .. }, "limit" | "cursor") | (Route::Facets { .. }, "top")
+                (Route::Search { .. }, "limit" | "cursor")
+                    | (Route::Facets { .. }, "top")
+                    | (Route::Export, "format" | "with_chain")
             );
         if !known {
             return Err(ApiError::invalid(
@@ -125,6 +134,26 @@ pub fn parse(
                 p.top = Some(number(&key, &value, max_top)?);
             }
             "cursor" => p.cursor = Some(value),
+            "format" => {
+                p.format = Some(ExportFormat::parse(value.trim()).ok_or_else(|| {
+                    ApiError::invalid(
+                        "format",
+                        format!("unknown format {value:?}; expected csv, json or ndjson"),
+                    )
+                })?)
+            }
+            "with_chain" => {
+                p.with_chain = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "with_chain",
+                            format!("with_chain must be true or false, got {value:?}"),
+                        ));
+                    }
+                }
+            }
             _ => unreachable!("checked above"),
         }
     }
@@ -141,6 +170,7 @@ fn expected(route: Route) -> String {
     match route {
         Route::Search { .. } => all.extend(["limit", "cursor"]),
         Route::Facets { .. } => all.push("top"),
+        Route::Export => all.extend(["format", "with_chain"]),
     }
     all.join(", ")
 }
@@ -183,5 +213,61 @@ fn number(key: &str, value: &str, max: usize) -> Result<usize, ApiError> {
             key,
             format!("{key} must be a whole number between 1 and {max}, got {value:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        codestax_common::time::parse_rfc3339("2026-11-27T12:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn export_takes_the_filters_a_format_and_with_chain() {
+        let p = parse(
+            Some("format=ndjson&with_chain=true&user=ada%40acme.example&user=bob&category=triage&since=7d&q=x"),
+            Route::Export,
+            false,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(p.format, Some(ExportFormat::Ndjson));
+        assert!(p.with_chain);
+        assert_eq!(p.query.users, ["ada@acme.example", "bob"]);
+        assert_eq!(p.query.categories, ["finding"]);
+        assert!(p.query.since.is_some());
+        // Only the filters are recorded as filters.
+        assert_eq!(
+            p.filters.keys().collect::<Vec<_>>(),
+            ["category", "q", "since", "user"]
+        );
+        let p = parse(None, Route::Export, false, now()).unwrap();
+        assert_eq!((p.format, p.with_chain), (None, false));
+    }
+
+    #[test]
+    fn export_refuses_what_it_does_not_take() {
+        for (raw, field) in [
+            ("format=xml", "format"),
+            ("format=csv&format=json", "format"),
+            ("with_chain=yes", "with_chain"),
+            ("limit=5", "limit"),
+            ("cursor=abc", "cursor"),
+            ("top=3", "top"),
+        ] {
+            let e = parse(Some(raw), Route::Export, false, now()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{raw}: {e}");
+        }
+        // And search does not take the export's parameters.
+        let e = parse(
+            Some("format=csv"),
+            Route::Search { max_limit: 10 },
+            false,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("format"));
     }
 }

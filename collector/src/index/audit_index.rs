@@ -151,7 +151,7 @@ impl Inner {
     }
 
     /// A searcher of a partition; `None` if it was deleted meanwhile.
-    fn searcher(&self, p: &Partition) -> Result<Option<Searcher>, IndexError> {
+    pub(super) fn searcher(&self, p: &Partition) -> Result<Option<Searcher>, IndexError> {
         match p.searcher(&self.schema) {
             Ok(s) => Ok(Some(s)),
             Err(e) => {
@@ -190,7 +190,7 @@ impl Inner {
 /// [`Indexer`] returned with it by [`AuditIndex::open`].
 #[derive(Clone)]
 pub struct AuditIndex {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl AuditIndex {
@@ -282,7 +282,7 @@ impl AuditIndex {
     }
 
     /// The exclusive LSN bound of a walk starting now.
-    fn snapshot_bound(&self) -> u64 {
+    pub(super) fn snapshot_bound(&self) -> u64 {
         self.inner
             .marks
             .read()
@@ -536,7 +536,7 @@ impl AuditIndex {
 }
 
 /// Reads a stored record.
-fn load(
+pub(super) fn load(
     searcher: &Searcher,
     dir: &Path,
     fields: &Fields,

@@ -10,11 +10,19 @@
 //! partitions ([`Indexer::delete_partition`]). Records of every org share the partitions; every
 //! query carries a term filter on the org.
 //!
-//! Schema: fast fields `time`, `received_at` (µs), `lsn`, `uid_hash`, and `id`, `org`,
+//! Schema: fast fields `time`, `received_at` (µs), `lsn`, `seq`, `uid_hash`, and `id`, `org`,
 //! `category`, `action`, `outcome`, `user` (email, else id), `actor_id`, `actor_email`,
 //! `repository`, `target_kind`, `target_id`; indexed `org`, `uid` and `kw` (lowercased
 //! `name\x1fvalue` keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
 //! `message_text`; the stored canonical JSON in `doc`.
+//!
+//! # Hash chains
+//!
+//! Each record carries its org's chain fields (`seq`, `prev_hash`, `hash`, see
+//! [`codestax_common::chain`]); `seq` is a fast field. [`AuditIndex::chain_heads`] finds each
+//! org's last record (the store continues the chains from there at start) and
+//! [`AuditIndex::verify_chain`] checks an org's records in `seq` order, in constant memory but for
+//! 24 bytes per record to sort them.
 //!
 //! # Order and cursors
 //!
@@ -55,9 +63,12 @@
 //!
 //! Deleting one org's records older than `t` (rather than whole partitions) would be
 //! `IndexWriter::delete_query` on `org AND time < t` (a fast-field `RangeQuery`) in the
-//! partitions starting before `t`; not built yet.
+//! partitions starting before `t`; not built yet. Deleting an org's oldest records leaves its
+//! hash chain starting after them: keep the `{seq, hash}` of the last one deleted as a checkpoint
+//! for [`AuditIndex::verify_chain`] (and for the store's chain heads if nothing newer is left).
 
 mod audit_index;
+mod chain;
 mod collect;
 mod cursor;
 mod error;
@@ -73,6 +84,7 @@ mod tests;
 pub use audit_index::{
     AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, PartitionInfo, SearchPage,
 };
+pub use chain::ChainReport;
 pub use error::IndexError;
 pub use indexer::Indexer;
 pub use partition::{PartitionKey, PartitionScheme};

@@ -20,6 +20,8 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 100;
 pub(crate) mod col {
     pub const TIME: &str = "time";
     pub const LSN: &str = "lsn";
+    pub const SEQ: &str = "seq";
+    pub const ORG: &str = "org";
     pub const UID_HASH: &str = "uid_hash";
     pub const ID: &str = "id";
     pub const CATEGORY: &str = "category";
@@ -40,6 +42,8 @@ pub(crate) struct Fields {
     pub uid_hash: Field,
     /// The write-ahead-log position the record was indexed from: fast, the snapshot of a cursor walk.
     pub lsn: Field,
+    /// The record's number in its org's hash chain: fast (chain heads at start, verify order).
+    pub seq: Field,
     /// `time` in microseconds since the epoch: fast (sort key, range filter, histogram).
     pub time: Field,
     /// `received_at` in microseconds: fast.
@@ -79,10 +83,11 @@ pub(crate) fn build_schema() -> (Schema, Fields) {
         )
     };
     let fields = Fields {
-        org: b.add_text_field("org", STRING | FAST),
+        org: b.add_text_field(col::ORG, STRING | FAST),
         uid: b.add_text_field("uid", STRING),
         uid_hash: b.add_u64_field(col::UID_HASH, FAST),
         lsn: b.add_u64_field(col::LSN, FAST),
+        seq: b.add_u64_field(col::SEQ, FAST),
         // Fast only, not indexed: a time range scans the column instead of a term dictionary
         // holding nearly one unique term per record.
         time: b.add_i64_field(col::TIME, FAST),
@@ -224,6 +229,9 @@ pub(crate) fn document(
     d.add_text(f.uid, uid(&r.org_id, id));
     d.add_u64(f.uid_hash, uid_hash(&r.org_id, id));
     d.add_u64(f.lsn, lsn);
+    if let Some(seq) = r.seq {
+        d.add_u64(f.seq, seq);
+    }
     d.add_i64(f.time, r.time.timestamp_micros());
     if let Some(t) = r.received_at {
         d.add_i64(f.received_at, t.timestamp_micros());

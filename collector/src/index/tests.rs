@@ -151,6 +151,9 @@ fn corpus(seed: u64, n: usize) -> Vec<AuditRecord> {
             metadata,
             schema_version: 1,
             received_at: Some(time + Duration::seconds(rng.random_range(0..30))),
+            seq: None,
+            prev_hash: None,
+            hash: None,
         });
     }
     out
@@ -1299,4 +1302,74 @@ fn bench_at_scale() {
         index.get("big", &format!("e{i:09}")).unwrap();
     }
     eprintln!("get: {:?} per call", t.elapsed() / 100);
+}
+
+/// Seals `records` into their orgs' hash chains, as the store's writer does.
+fn chained(records: &[AuditRecord]) -> Vec<AuditRecord> {
+    use codestax_common::chain::{ChainHead, Unsealed};
+    let mut heads: HashMap<String, ChainHead> = HashMap::new();
+    records
+        .iter()
+        .map(|r| {
+            let head = heads.entry(r.org_id.clone()).or_default();
+            let seq = head.seq + 1;
+            let sealed = Unsealed::new(r).seal(seq, &head.hash);
+            let mut out = r.clone();
+            (out.seq, out.prev_hash) = (Some(seq), Some(head.hash.clone()));
+            out.hash = Some(sealed.hash.clone());
+            *head = ChainHead::of(&out).unwrap();
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn chain_heads_and_verify_across_partitions() {
+    // Records arrive in an order unrelated to their times, so chains cross partitions both ways.
+    let records = chained(&corpus(11, 900));
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _indexer) = build(dir.path(), &records);
+    assert!(index.partitions().unwrap().len() > 4);
+    let heads = index.chain_heads().unwrap();
+    assert_eq!(heads.len(), 3);
+    for org in ORGS {
+        let last = records.iter().rfind(|r| r.org_id == org).unwrap();
+        assert_eq!(
+            heads[org],
+            codestax_common::chain::ChainHead::of(last).unwrap()
+        );
+        let report = index.verify_chain(org, None).unwrap();
+        assert_eq!(report.error, None, "{org}");
+        assert_eq!(report.summary.records, 300);
+        assert_eq!(report.summary.first_seq, Some(1));
+        assert_eq!(report.summary.last_seq, Some(300));
+        assert_eq!(report.summary.last_hash, last.hash);
+    }
+    let none = index.verify_chain("nosuch", None).unwrap();
+    assert_eq!((none.summary.records, none.error), (0, None));
+
+    // A changed record, and a missing one, are named.
+    let mut tampered = records.clone();
+    let victim = tampered
+        .iter()
+        .position(|r| r.org_id == "globex" && r.seq == Some(120))
+        .unwrap();
+    tampered[victim].message = Some("nothing to see here".into());
+    let gone = tampered
+        .iter()
+        .position(|r| r.org_id == "acme" && r.seq == Some(7))
+        .unwrap();
+    tampered.remove(gone);
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _indexer) = build(dir.path(), &tampered);
+    let globex = index.verify_chain("globex", None).unwrap();
+    let e = globex.error.unwrap();
+    assert_eq!(e.seq, Some(120), "{e}");
+    assert!(e.reason.contains("does not match its hash"), "{e}");
+    assert_eq!(globex.summary.records, 119);
+    assert_eq!(globex.summary.last_seq, Some(119));
+    let acme = index.verify_chain("acme", None).unwrap().error.unwrap();
+    assert_eq!(acme.seq, Some(7), "{acme}");
+    assert!(acme.reason.contains("missing"), "{acme}");
+    assert_eq!(index.verify_chain("initech", None).unwrap().error, None);
 }

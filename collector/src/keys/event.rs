@@ -100,6 +100,9 @@ impl KeyEvent {
             metadata,
             schema_version: SCHEMA_VERSION,
             received_at: None,
+            seq: None,
+            prev_hash: None,
+            hash: None,
         }
     }
 }

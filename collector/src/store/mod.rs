@@ -6,6 +6,11 @@
 //! newly stored records then flow to the indexer as [`IndexBatch`]es, and the indexer reports
 //! progress with [`Store::mark_indexed_through`], which prunes the dedupe set's recent map and
 //! deletes fully indexed WAL segments. [`Store::close`] waits for the writer to release the WAL.
+//!
+//! Hash chains: the writer numbers each org's newly stored records (`seq`) and seals them into the
+//! org's chain ([`codestax_common::chain`]) at group time, so the WAL payload is the sealed
+//! record. The chain heads move only when the group is durable; at open they come from the index
+//! ([`Store::open`]'s `chain_heads`) and from the WAL entries read.
 
 mod dedupe;
 mod wal;

@@ -5,6 +5,7 @@ use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
 use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError};
 use crate::uid::uid_hash;
 use codestax_common::AuditRecord;
+use codestax_common::chain::{ChainHead, SEAL_OVERHEAD_BYTES, Unsealed};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -155,7 +156,8 @@ struct Shared {
 #[derive(Debug)]
 struct Submission {
     records: Vec<AuditRecord>,
-    payloads: Vec<Vec<u8>>,
+    /// Each record's canonical JSON, ready to be sealed into the org's hash chain.
+    prepared: Vec<Unsealed>,
     hashes: Vec<u64>,
     bytes: usize,
     reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
@@ -183,6 +185,11 @@ impl Store {
     /// dedupe set and returned in LSN order: feed them to the indexer before serving. Entries the
     /// index already has (it may be ahead of what it reported) are skipped.
     ///
+    /// Hash chains: `chain_heads` holds, per org, the `seq` and `hash` of the org's last record
+    /// the index holds (and, once retention deletes records, of its checkpoint when that is
+    /// newer). The WAL entries read here carry their own chain fields and may take an org's head
+    /// further. Every record stored from now on continues its org's chain from there.
+    ///
     /// Newly stored records go to `sink`; the writer waits when it is full.
     pub fn open(
         dir: &Path,
@@ -190,6 +197,7 @@ impl Store {
         lookup: Arc<dyn IdLookup>,
         hashes: impl IntoIterator<Item = u64>,
         indexed_through: Option<Lsn>,
+        chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         if opts.queue_depth == 0 {
@@ -226,10 +234,12 @@ impl Store {
             );
         }
         let mut replay = Vec::new();
+        let mut chain = chain_heads;
         for entry in wal.read_from(start).map_err(StoreError::Read)? {
             let (lsn, payload) = entry.map_err(StoreError::Read)?;
             let record: AuditRecord = serde_json::from_slice(&payload)
                 .map_err(|source| StoreError::Replay { lsn, source })?;
+            advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
             if dedupe.contains(&record.org_id, record.id(), hash) {
                 tracing::debug!(lsn, "WAL record already indexed; not replayed");
@@ -247,6 +257,7 @@ impl Store {
             segments = wal.segment_count(),
             known = dedupe.len(),
             replay = replay.len(),
+            chains = chain.len(),
             "store opened"
         );
 
@@ -268,6 +279,7 @@ impl Store {
             rx,
             wal,
             dedupe,
+            chain,
             sink,
             indexed_before: indexed_through.map_or(0, |l| l + 1),
             sink_closed: false,
@@ -300,7 +312,7 @@ impl Store {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let mut payloads = Vec::with_capacity(records.len());
+        let mut prepared = Vec::with_capacity(records.len());
         let mut hashes = Vec::with_capacity(records.len());
         let mut bytes = 0;
         for (index, r) in records.iter().enumerate() {
@@ -309,21 +321,20 @@ impl Store {
                 r.received_at.is_some(),
                 "submitted records must have received_at"
             );
-            let payload = r.canonical_json().into_bytes();
-            if payload.len() > MAX_ENTRY_BYTES {
-                return Err(StoreError::RecordTooLarge {
-                    index,
-                    len: payload.len(),
-                });
+            // Serialised here, on the submitter's thread; the writer only seals.
+            let unsealed = Unsealed::new(r);
+            let len = unsealed.len() + SEAL_OVERHEAD_BYTES;
+            if len > MAX_ENTRY_BYTES {
+                return Err(StoreError::RecordTooLarge { index, len });
             }
-            bytes += payload.len();
-            payloads.push(payload);
+            bytes += len;
+            prepared.push(unsealed);
             hashes.push(uid_hash(&r.org_id, r.id()));
         }
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             records,
-            payloads,
+            prepared,
             hashes,
             bytes,
             reply,
@@ -382,10 +393,38 @@ impl Store {
 }
 
 /// The single owner of the WAL and the dedupe set.
+/// Takes an org's chain head to `record` if the record is further along; says so when the chain
+/// jumps (records the index and the WAL both lack: the chain will not verify across the gap).
+fn advance_head(heads: &mut HashMap<String, ChainHead>, record: &AuditRecord, lsn: Lsn) {
+    let Some(next) = ChainHead::of(record) else {
+        return; // written before records were chained
+    };
+    match heads.get_mut(&record.org_id) {
+        Some(head) if next.seq <= head.seq => {}
+        Some(head) => {
+            if next.seq != head.seq + 1 {
+                tracing::error!(
+                    org = %record.org_id,
+                    lsn,
+                    from = head.seq,
+                    to = next.seq,
+                    "the hash chain jumps: records between are in neither the index nor the WAL"
+                );
+            }
+            *head = next;
+        }
+        None => {
+            heads.insert(record.org_id.clone(), next);
+        }
+    }
+}
+
 struct Writer {
     rx: mpsc::Receiver<Submission>,
     wal: Wal,
     dedupe: DedupeSet,
+    /// Each org's hash-chain head: the `seq` and `hash` of its last durable record.
+    chain: HashMap<String, ChainHead>,
     sink: mpsc::Sender<IndexBatch>,
     /// `Shared::indexed_before` as last applied.
     indexed_before: Lsn,
@@ -433,7 +472,7 @@ impl Writer {
         group
     }
 
-    async fn commit(&mut self, group: Vec<Submission>) {
+    async fn commit(&mut self, mut group: Vec<Submission>) {
         // Dedupe against the store and within the group; the first copy of an id wins.
         let mut admissions: Vec<Vec<Admission>> = group
             .iter()
@@ -458,28 +497,52 @@ impl Writer {
             }
         }
 
+        // Number and chain the new records per org, in LSN order. Tentative: the chain heads
+        // move only once the group is durable.
+        let genesis = ChainHead::genesis();
+        let mut heads: HashMap<String, ChainHead> = HashMap::new();
+        let mut sealed = Vec::with_capacity(new.len());
+        for &(s, i) in &new {
+            let org = &group[s].records[i].org_id;
+            let head = heads
+                .get(org)
+                .or_else(|| self.chain.get(org))
+                .unwrap_or(&genesis);
+            let (seq, prev_hash) = (head.seq + 1, head.hash.clone());
+            let seal = group[s].prepared[i].seal(seq, &prev_hash);
+            heads.insert(
+                org.clone(),
+                ChainHead {
+                    seq,
+                    hash: seal.hash.clone(),
+                },
+            );
+            sealed.push((seq, prev_hash, seal));
+        }
+
         let first_lsn = if new.is_empty() {
             None
         } else {
-            let payloads: Vec<&[u8]> = new
-                .iter()
-                .map(|&(s, i)| group[s].payloads[i].as_slice())
-                .collect();
+            let payloads: Vec<&[u8]> = sealed.iter().map(|(_, _, s)| s.json.as_bytes()).collect();
             match self.append_and_sync(&payloads) {
                 Ok(lsn) => Some(lsn),
                 Err(e) => return self.fail(group, e),
             }
         };
 
-        // Durable: now, and only now, the records count as stored.
+        // Durable: now, and only now, the records count as stored and the chains move on.
         if let Some(first_lsn) = first_lsn {
-            for (k, &(s, i)) in new.iter().enumerate() {
+            for (k, (&(s, i), (seq, prev_hash, seal))) in new.iter().zip(sealed).enumerate() {
                 let lsn = first_lsn + k as Lsn;
-                let rec = &group[s].records[i];
-                self.dedupe
-                    .insert_recent(&rec.org_id, rec.id(), group[s].hashes[i], lsn);
+                let hash = group[s].hashes[i];
+                let rec = &mut group[s].records[i];
+                rec.seq = Some(seq);
+                rec.prev_hash = Some(prev_hash);
+                rec.hash = Some(seal.hash);
+                self.dedupe.insert_recent(&rec.org_id, rec.id(), hash, lsn);
                 admissions[s][i] = Admission::Stored { lsn };
             }
+            self.chain.extend(heads);
         }
         let total: usize = group.iter().map(|s| s.records.len()).sum();
         let s = &self.shared;
@@ -619,6 +682,18 @@ mod tests {
         .unwrap()
     }
 
+    /// The records without their chain fields, to compare with what was submitted.
+    fn unchained(records: &[(Lsn, AuditRecord)]) -> Vec<(Lsn, AuditRecord)> {
+        records
+            .iter()
+            .map(|(lsn, r)| {
+                let mut r = r.clone();
+                (r.seq, r.prev_hash, r.hash) = (None, None, None);
+                (*lsn, r)
+            })
+            .collect()
+    }
+
     fn hash_of(r: &AuditRecord) -> u64 {
         uid_hash(&r.org_id, r.id())
     }
@@ -634,8 +709,21 @@ mod tests {
         indexed_through: Option<Lsn>,
         hashes: Vec<u64>,
     ) -> (Store, Vec<(Lsn, AuditRecord)>, Indexed) {
+        open_with_heads(dir, opts, index, indexed_through, hashes, HashMap::new())
+    }
+
+    /// [`open`], with the chain heads an index would report.
+    fn open_with_heads(
+        dir: &Path,
+        opts: StoreOptions,
+        index: Arc<Index>,
+        indexed_through: Option<Lsn>,
+        hashes: Vec<u64>,
+        heads: HashMap<String, ChainHead>,
+    ) -> (Store, Vec<(Lsn, AuditRecord)>, Indexed) {
         let (sink, mut batches) = mpsc::channel(4);
-        let (store, replay) = Store::open(dir, opts, index, hashes, indexed_through, sink).unwrap();
+        let (store, replay) =
+            Store::open(dir, opts, index, hashes, indexed_through, heads, sink).unwrap();
         let indexed = tokio::spawn(async move {
             let mut all = Vec::new();
             while let Some(batch) = batches.recv().await {
@@ -772,7 +860,7 @@ mod tests {
             (2, c.clone()),
             (3, a_globex.clone()),
         ];
-        assert_eq!(stored_records, expected);
+        assert_eq!(unchained(&stored_records), expected);
 
         // Restart with an empty index: everything is replayed and still deduplicated.
         let (store, replay, _) = open(
@@ -782,7 +870,7 @@ mod tests {
             None,
             vec![],
         );
-        assert_eq!(replay, expected);
+        assert_eq!(unchained(&replay), expected);
         let got = store
             .submit(vec![a.clone(), b.clone(), c.clone(), a_globex.clone()])
             .await
@@ -806,7 +894,7 @@ mod tests {
             hashes,
         );
         assert_eq!(
-            replay,
+            unchained(&replay),
             vec![(2, c.clone()), (3, a_globex.clone()), (4, d.clone())]
         );
         let got = store
@@ -886,6 +974,7 @@ mod tests {
             Arc::new(Index::default()),
             [],
             Some(5),
+            HashMap::new(),
             sink,
         )
         .unwrap_err();
@@ -899,6 +988,102 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// The records of `org` among `records`, in LSN order.
+    fn of_org<'a>(records: &'a [(Lsn, AuditRecord)], org: &str) -> Vec<&'a AuditRecord> {
+        records
+            .iter()
+            .filter(|(_, r)| r.org_id == org)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_are_chained_per_org_and_the_chains_survive_restarts() {
+        use codestax_common::chain::verify_chain;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, indexed) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        // Chain fields given on input are never trusted.
+        let mut forged = record("acme", "f");
+        forged.seq = Some(99);
+        forged.prev_hash = Some("1".repeat(64));
+        forged.hash = Some("2".repeat(64));
+        let got = store
+            .submit(vec![
+                record("acme", "a"),
+                record("globex", "a"),
+                record("acme", "b"),
+                record("acme", "a"),
+                forged,
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![stored(0), stored(1), stored(2), Dup, stored(3)]);
+        store.submit(vec![record("globex", "b")]).await.unwrap();
+        store.close().await;
+        let first = indexed.await.unwrap();
+        let acme = verify_chain(of_org(&first, "acme"), None).unwrap();
+        assert_eq!((acme.first_seq, acme.last_seq), (Some(1), Some(3)));
+        let globex = verify_chain(of_org(&first, "globex"), None).unwrap();
+        assert_eq!(globex.last_seq, Some(2));
+
+        // Restart with an empty index: the WAL holds the sealed records, exactly as indexed, and
+        // they carry the chains on.
+        let (store, replay, indexed) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        assert_eq!(replay, first);
+        store.submit(vec![record("acme", "c")]).await.unwrap();
+        store.close().await;
+        let second = indexed.await.unwrap();
+        let mut acme_all = of_org(&first, "acme");
+        acme_all.extend(of_org(&second, "acme"));
+        assert_eq!(verify_chain(acme_all, None).unwrap().last_seq, Some(4));
+
+        // Restart with an index that holds everything (the WAL gives nothing back): the heads
+        // it reports carry the chains on.
+        let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+        let index = Index::with(&all.iter().map(|(_, r)| r).collect::<Vec<_>>());
+        let hashes = all.iter().map(|(_, r)| hash_of(r)).collect();
+        let heads: HashMap<String, ChainHead> = ["acme", "globex"]
+            .into_iter()
+            .map(|org| {
+                let last = of_org(&all, org).last().copied().unwrap();
+                (org.to_string(), ChainHead::of(last).unwrap())
+            })
+            .collect();
+        let (store, replay, indexed) = open_with_heads(
+            dir.path(),
+            StoreOptions::default(),
+            index,
+            Some(all.last().unwrap().0),
+            hashes,
+            heads,
+        );
+        assert!(replay.is_empty());
+        store
+            .submit(vec![record("acme", "d"), record("globex", "c")])
+            .await
+            .unwrap();
+        store.close().await;
+        let third = indexed.await.unwrap();
+        let mut acme_all = of_org(&all, "acme");
+        acme_all.extend(of_org(&third, "acme"));
+        assert_eq!(verify_chain(acme_all, None).unwrap().last_seq, Some(5));
+        let mut globex_all = of_org(&all, "globex");
+        globex_all.extend(of_org(&third, "globex"));
+        assert_eq!(verify_chain(globex_all, None).unwrap().last_seq, Some(3));
     }
 
     #[tokio::test]
@@ -955,7 +1140,10 @@ mod tests {
             None,
             vec![],
         );
-        assert_eq!(replay, vec![(0, a), (1, b), (2, c)]);
+        assert_eq!(unchained(&replay), vec![(0, a), (1, b), (2, c)]);
+        // The failed groups left no hole in the chain.
+        let seqs: Vec<_> = replay.iter().map(|(_, r)| r.seq.unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3]);
         assert_eq!(
             store.submit(vec![record("acme", "d")]).await.unwrap(),
             vec![stored(3)]
@@ -973,6 +1161,7 @@ mod tests {
             Arc::new(Index::default()),
             [],
             None,
+            HashMap::new(),
             sink,
         )
         .unwrap();
@@ -1024,7 +1213,8 @@ mod tests {
         store.mark_indexed_through(39);
         // Progress is applied by the writer at its next group.
         store.submit(vec![record("acme", "r40")]).await.unwrap();
-        assert_eq!(segments(), 1);
+        // Only the active segment (which may still hold indexed records) and the new one remain.
+        assert!(segments() <= 2, "{} segments", segments());
         store.close().await;
         let (store, replay, _) = open(dir.path(), opts, Arc::default(), Some(39), vec![]);
         assert_eq!(replay.len(), 1);
@@ -1040,8 +1230,16 @@ mod tests {
             queue_depth: 0,
             ..StoreOptions::default()
         };
-        let err =
-            Store::open(dir.path(), opts, Arc::new(Index::default()), [], None, sink).unwrap_err();
+        let err = Store::open(
+            dir.path(),
+            opts,
+            Arc::new(Index::default()),
+            [],
+            None,
+            HashMap::new(),
+            sink,
+        )
+        .unwrap_err();
         assert!(matches!(err, StoreError::InvalidOptions(_)));
     }
 

@@ -1,0 +1,9 @@
+//! The `codestax` command's library: the collector client, the config file, export, search,
+//! offline verification of exports, and the demo. `main.rs` parses arguments and wires these together.
+
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod search;
+pub mod verify;

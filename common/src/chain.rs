@@ -1,0 +1,597 @@
+//! The per-org hash chain that makes an audit log tamper-evident.
+//!
+//! The collector numbers the records it stores for an org `1, 2, 3, ...` (`seq`, in the order it
+//! stores them, without gaps) and links each to the one before it:
+//!
+//! ```text
+//! hash = lowercase_hex(SHA-256(prev_hash ‖ "\n" ‖ canonical_json(record)))
+//! ```
+//!
+//! - `prev_hash` is the `hash` of the org's record at `seq - 1` as 64 lowercase hex digits, or
+//!   [`GENESIS_HASH`] (64 zeros) for `seq` 1 — or the hash of a retention checkpoint's record;
+//! - `canonical_json(record)` is [`AuditRecord::canonical_json`] (object keys in byte order, no
+//!   whitespace) of the record **with `seq` set and `prev_hash` and `hash` absent**;
+//! - `‖` is concatenation of UTF-8 bytes.
+//!
+//! [`record_hash`] is that definition, and the only one: the collector ([`Unsealed`], its fast
+//! path, is tested against it), the verify endpoint and `codestax verify` all use it. Changing
+//! any field of a record breaks its own hash; deleting, inserting or reordering records breaks
+//! a `seq` or a `prev_hash` link.
+
+use crate::canonical::{write_string, write_value};
+use crate::record::AuditRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The `prev_hash` of an org's first record: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The record fields that make up the chain, in byte order. The collector sets them; on input
+/// they are ignored.
+pub const CHAIN_FIELDS: [&str; 3] = ["hash", "prev_hash", "seq"];
+
+/// The most bytes sealing adds to a record's canonical JSON (the three fields, two commas).
+pub const SEAL_OVERHEAD_BYTES: usize = 192;
+
+/// Where a chain stands: the `seq` and `hash` of its last record. `seq` 0 with [`GENESIS_HASH`]
+/// is the start of every chain; retention keeps one for the last record it deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    /// The start of a chain: nothing before `seq` 1.
+    pub fn genesis() -> ChainHead {
+        ChainHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_string(),
+        }
+    }
+
+    /// The head after `record`, if it carries its chain fields.
+    pub fn of(record: &AuditRecord) -> Option<ChainHead> {
+        Some(ChainHead {
+            seq: record.seq?,
+            hash: record.hash.clone()?,
+        })
+    }
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        Self::genesis()
+    }
+}
+
+/// The hash of `record` chained to `prev_hash`, as defined in the [module docs](self): over
+/// the record with its `seq` as it is and its `prev_hash` and `hash` left out.
+pub fn record_hash(prev_hash: &str, record: &AuditRecord) -> String {
+    let mut r = record.clone();
+    r.prev_hash = None;
+    r.hash = None;
+    hash_of(prev_hash, &r.canonical_json())
+}
+
+fn hash_of(prev_hash: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A record's canonical JSON without its chain fields, with the places they go marked: prepared
+/// off the collector's single writer thread, so that sealing there is a hash and a copy rather
+/// than another serialisation.
+#[derive(Debug, Clone)]
+pub struct Unsealed {
+    json: String,
+    /// Byte offset in `json` where each of [`CHAIN_FIELDS`] goes: the start of the first entry
+    /// whose key sorts after it, or the closing `}`.
+    at: [usize; 3],
+}
+
+/// A sealed record: its hash and its canonical JSON with `seq`, `prev_hash` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub hash: String,
+    pub json: String,
+}
+
+const HASH: usize = 0;
+const PREV_HASH: usize = 1;
+const SEQ: usize = 2;
+
+impl Unsealed {
+    /// Prepares `record`; any chain fields it carries are left out.
+    pub fn new(record: &AuditRecord) -> Unsealed {
+        let value = serde_json::to_value(record).expect("an AuditRecord always serialises");
+        let Value::Object(map) = value else {
+            unreachable!("an AuditRecord serialises to an object")
+        };
+        let mut entries: Vec<(&String, &Value)> = map
+            .iter()
+            .filter(|(k, _)| !CHAIN_FIELDS.contains(&k.as_str()))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut json = String::with_capacity(512);
+        let mut at = [0; 3];
+        let mut next = 0;
+        json.push('{');
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            while next < CHAIN_FIELDS.len() && CHAIN_FIELDS[next].as_bytes() < key.as_bytes() {
+                at[next] = json.len();
+                next += 1;
+            }
+            write_string(key, &mut json);
+            json.push(':');
+            write_value(value, &mut json);
+        }
+        for slot in &mut at[next..] {
+            *slot = json.len();
+        }
+        json.push('}');
+        Unsealed { json, at }
+    }
+
+    /// Length of the canonical JSON without the chain fields, in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    /// Seals the record as number `seq` of its chain, after the record whose hash is `prev_hash`.
+    pub fn seal(&self, seq: u64, prev_hash: &str) -> Sealed {
+        let seq_json = seq.to_string();
+        let hashed = self.render(&[(SEQ, &seq_json)]);
+        let hash = hash_of(prev_hash, &hashed);
+        let mut prev_json = String::with_capacity(prev_hash.len() + 2);
+        write_string(prev_hash, &mut prev_json);
+        let mut hash_json = String::with_capacity(hash.len() + 2);
+        write_string(&hash, &mut hash_json);
+        let json = self.render(&[
+            (HASH, &hash_json),
+            (PREV_HASH, &prev_json),
+            (SEQ, &seq_json),
+        ]);
+        Sealed { hash, json }
+    }
+
+    /// The JSON with `fields` (indexes into [`CHAIN_FIELDS`], ascending, with their JSON values)
+    /// put in their places.
+    fn render(&self, fields: &[(usize, &str)]) -> String {
+        let mut out = String::with_capacity(self.json.len() + SEAL_OVERHEAD_BYTES);
+        let mut pos = 0;
+        for &(field, value) in fields {
+            let p = self.at[field];
+            out.push_str(&self.json[pos..p]);
+            pos = p;
+            let at_end = self.json.as_bytes()[p] == b'}';
+            if at_end && !out.ends_with('{') {
+                out.push(',');
+            }
+            write_string(CHAIN_FIELDS[field], &mut out);
+            out.push(':');
+            out.push_str(value);
+            if !at_end {
+                out.push(',');
+            }
+        }
+        out.push_str(&self.json[pos..]);
+        out
+    }
+}
+
+/// Checks one record on its own: it carries `seq`, `prev_hash` and `hash`, the hashes are 64
+/// lowercase hex digits, and `hash` is [`record_hash`] of the record and its `prev_hash`.
+/// Returns its `seq`.
+pub fn check_record(record: &AuditRecord) -> Result<u64, String> {
+    let seq = record
+        .seq
+        .ok_or_else(|| format!("record {:?} has no seq", record.id()))?;
+    let prev = record
+        .prev_hash
+        .as_deref()
+        .ok_or_else(|| format!("record {:?} has no prev_hash", record.id()))?;
+    let hash = record
+        .hash
+        .as_deref()
+        .ok_or_else(|| format!("record {:?} has no hash", record.id()))?;
+    if seq == 0 {
+        return Err("seq 0 is not a record's number; chains start at 1".into());
+    }
+    for (name, h) in [("prev_hash", prev), ("hash", hash)] {
+        if !is_hash(h) {
+            return Err(format!("{name} is not 64 lowercase hex digits: {h:?}"));
+        }
+    }
+    if seq == 1 && prev != GENESIS_HASH {
+        return Err("the first record (seq 1) must have the genesis prev_hash".into());
+    }
+    if record_hash(prev, record) != hash {
+        return Err(format!(
+            "the content of record {:?} does not match its hash (changed after it was stored)",
+            record.id()
+        ));
+    }
+    Ok(seq)
+}
+
+/// Whether `s` has the form of a hash: 64 lowercase hex digits.
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A verified stretch of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChainSummary {
+    /// Records checked.
+    pub records: u64,
+    /// `seq` of the first record checked.
+    pub first_seq: Option<u64>,
+    /// `seq` of the last record checked, or of the checkpoint when there were none.
+    pub last_seq: Option<u64>,
+    /// `hash` of the last record checked, or of the checkpoint when there were none.
+    pub last_hash: Option<String>,
+}
+
+/// The first place a chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ChainBreak {
+    /// The sequence number where it breaks (for a gap, the first missing one), when known.
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "seq {seq}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// Checks records given in `seq` order, one at a time (so a chain of any length is checked in
+/// constant memory): every hash recomputes, every `prev_hash` is the hash before it, and `seq`
+/// goes up by one from the starting point without gaps.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    /// Where the chain stood before the records checked: genesis, or a retention checkpoint.
+    start: ChainHead,
+    last: ChainHead,
+    first_seq: Option<u64>,
+    records: u64,
+}
+
+impl ChainVerifier {
+    /// A verifier of a chain that continues `from` (the genesis when `None`).
+    pub fn new(from: Option<ChainHead>) -> ChainVerifier {
+        let start = from.unwrap_or_default();
+        ChainVerifier {
+            last: start.clone(),
+            start,
+            first_seq: None,
+            records: 0,
+        }
+    }
+
+    /// Checks the next record.
+    pub fn push(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
+        let expected = self.last.seq + 1;
+        let Some(seq) = record.seq else {
+            return Err(ChainBreak {
+                seq: Some(expected),
+                reason: format!("record {:?} has no seq", record.id()),
+            });
+        };
+        if seq < expected {
+            return Err(ChainBreak {
+                seq: Some(seq),
+                reason: format!(
+                    "seq {seq} appears again or out of order after seq {}",
+                    self.last.seq
+                ),
+            });
+        }
+        if seq > expected {
+            let reason = if seq == expected + 1 {
+                format!(
+                    "record {expected} is missing (between {} and {seq})",
+                    self.last.seq
+                )
+            } else {
+                format!(
+                    "records {expected} to {} are missing (between {} and {seq})",
+                    seq - 1,
+                    self.last.seq
+                )
+            };
+            return Err(ChainBreak {
+                seq: Some(expected),
+                reason,
+            });
+        }
+        if record.prev_hash.as_deref() != Some(self.last.hash.as_str()) {
+            let before = if self.last.seq == 0 {
+                "the genesis hash".to_string()
+            } else {
+                format!("the hash of seq {}", self.last.seq)
+            };
+            return Err(ChainBreak {
+                seq: Some(seq),
+                reason: format!(
+                    "prev_hash is not {before}: a record was changed, removed or inserted before it"
+                ),
+            });
+        }
+        if let Err(reason) = check_record(record) {
+            return Err(ChainBreak {
+                seq: Some(seq),
+                reason,
+            });
+        }
+        self.first_seq.get_or_insert(seq);
+        self.records += 1;
+        self.last = ChainHead {
+            seq,
+            hash: record.hash.clone().unwrap_or_default(),
+        };
+        Ok(())
+    }
+
+    /// Where the chain stands after the records pushed so far.
+    pub fn head(&self) -> &ChainHead {
+        &self.last
+    }
+
+    /// What was verified.
+    pub fn finish(self) -> ChainSummary {
+        let ended = self.records > 0 || self.start.seq > 0;
+        ChainSummary {
+            records: self.records,
+            first_seq: self.first_seq,
+            last_seq: ended.then_some(self.last.seq),
+            last_hash: ended.then_some(self.last.hash),
+        }
+    }
+}
+
+/// Verifies records given in `seq` order as one unbroken chain continuing `from` (a retention
+/// checkpoint: the `seq` and `hash` of the last deleted record), or from the genesis when `None`.
+/// Returns what was verified, or the first place it breaks.
+pub fn verify_chain<'a>(
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+    from: Option<&ChainHead>,
+) -> Result<ChainSummary, ChainBreak> {
+    let mut v = ChainVerifier::new(from.cloned());
+    for r in records {
+        v.push(r)?;
+    }
+    Ok(v.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(id: &str, extra: Value) -> AuditRecord {
+        let mut v = json!({
+            "id": id,
+            "org_id": "acme",
+            "time": "2026-11-27T10:15:30.123456Z",
+            "actor": {"id": "u-42", "email": "ada@acme.example", "kind": "user"},
+            "action": "scan.triggered",
+            "category": "scan",
+            "received_at": "2026-11-27T10:15:31.000001Z"
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Seals records into a chain the way the collector does.
+    fn chain(records: &[AuditRecord]) -> Vec<AuditRecord> {
+        let mut head = ChainHead::genesis();
+        records
+            .iter()
+            .map(|r| {
+                let seq = head.seq + 1;
+                let sealed = Unsealed::new(r).seal(seq, &head.hash);
+                let out: AuditRecord = serde_json::from_str(&sealed.json).unwrap();
+                head = ChainHead {
+                    seq,
+                    hash: sealed.hash,
+                };
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_definition_spelled_out() {
+        let mut r = record("a", json!({}));
+        r.seq = Some(1);
+        let canonical = r.canonical_json();
+        assert!(canonical.contains(r#","seq":1,"#), "{canonical}");
+        let mut h = Sha256::new();
+        h.update(format!("{GENESIS_HASH}\n{canonical}").as_bytes());
+        assert_eq!(record_hash(GENESIS_HASH, &r), hex::encode(h.finalize()));
+        // prev_hash and hash are not part of what is hashed.
+        r.prev_hash = Some("x".into());
+        r.hash = Some("y".into());
+        assert_eq!(
+            record_hash(GENESIS_HASH, &r),
+            hex::encode({
+                let mut h = Sha256::new();
+                h.update(format!("{GENESIS_HASH}\n{canonical}").as_bytes());
+                h.finalize()
+            })
+        );
+    }
+
+    #[test]
+    fn sealing_equals_the_definition_and_the_canonical_form() {
+        let variants = [
+            json!({}),
+            json!({"category": ""}),
+            json!({"message": "ünïcode \"quoted\" \n", "repository": "acme/api", "outcome": "failure"}),
+            json!({"target": {"kind": "repository", "id": "r", "name": "=cmd"},
+                   "metadata": {"ip": "10.0.0.1", "z": [1, {"b": 2, "a": 1.5}], "a": null}}),
+            json!({"seq": 99, "prev_hash": "forged", "hash": "forged"}),
+        ];
+        let mut prev = GENESIS_HASH.to_string();
+        for (i, extra) in variants.into_iter().enumerate() {
+            let r = record(&format!("r{i}"), extra);
+            let seq = i as u64 + 1;
+            let sealed = Unsealed::new(&r).seal(seq, &prev);
+            let mut want = r.clone();
+            want.seq = Some(seq);
+            want.prev_hash = None;
+            want.hash = None;
+            assert_eq!(sealed.hash, record_hash(&prev, &want), "variant {i}");
+            want.prev_hash = Some(prev.clone());
+            want.hash = Some(sealed.hash.clone());
+            assert_eq!(sealed.json, want.canonical_json(), "variant {i}");
+            assert!(sealed.json.len() <= Unsealed::new(&r).len() + SEAL_OVERHEAD_BYTES);
+            assert_eq!(check_record(&want), Ok(seq));
+            prev = sealed.hash;
+        }
+        // The splice also handles objects where the chain fields go first or last.
+        let u = Unsealed {
+            json: "{}".into(),
+            at: [1, 1, 1],
+        };
+        assert_eq!(
+            u.render(&[(HASH, "1"), (PREV_HASH, "2"), (SEQ, "3")]),
+            r#"{"hash":1,"prev_hash":2,"seq":3}"#
+        );
+        let u = Unsealed {
+            json: r#"{"a":0,"z":9}"#.into(),
+            at: [7, 7, 12],
+        };
+        assert_eq!(
+            u.render(&[(HASH, "1"), (PREV_HASH, "2"), (SEQ, "3")]),
+            r#"{"a":0,"hash":1,"prev_hash":2,"z":9,"seq":3}"#
+        );
+    }
+
+    #[test]
+    fn verify_accepts_a_chain_and_names_the_first_break() {
+        let records: Vec<_> = (0..5)
+            .map(|i| record(&format!("r{i}"), json!({})))
+            .collect();
+        let sealed = chain(&records);
+        let ok = verify_chain(&sealed, None).unwrap();
+        assert_eq!(ok.records, 5);
+        assert_eq!((ok.first_seq, ok.last_seq), (Some(1), Some(5)));
+        assert_eq!(ok.last_hash, sealed[4].hash);
+        assert_eq!(verify_chain([], None).unwrap(), ChainSummary::default());
+
+        // A changed field.
+        let mut changed = sealed.clone();
+        changed[2].actor.email = Some("eve@acme.example".into());
+        let e = verify_chain(&changed, None).unwrap_err();
+        assert_eq!(e.seq, Some(3));
+        assert!(e.reason.contains("does not match its hash"), "{e}");
+
+        // A changed record whose hash was recomputed: the next link breaks.
+        changed[2].hash = Some(record_hash(
+            changed[2].prev_hash.as_deref().unwrap(),
+            &changed[2],
+        ));
+        let e = verify_chain(&changed, None).unwrap_err();
+        assert_eq!(e.seq, Some(4));
+        assert!(e.reason.contains("prev_hash"), "{e}");
+
+        // A deleted record.
+        let mut deleted = sealed.clone();
+        deleted.remove(1);
+        let e = verify_chain(&deleted, None).unwrap_err();
+        assert_eq!(e.seq, Some(2));
+        assert!(e.reason.contains("missing"), "{e}");
+
+        // Two records swapped.
+        let mut swapped = sealed.clone();
+        swapped.swap(1, 2);
+        let e = verify_chain(&swapped, None).unwrap_err();
+        assert_eq!(e.seq, Some(2), "{e}");
+
+        // Renumbered records (seq and links rewritten but not the hashes).
+        let mut renumbered = sealed.clone();
+        renumbered[3].seq = Some(3);
+        assert!(verify_chain(&renumbered, None).is_err());
+    }
+
+    #[test]
+    fn verify_continues_from_a_checkpoint() {
+        let records: Vec<_> = (0..6)
+            .map(|i| record(&format!("r{i}"), json!({})))
+            .collect();
+        let sealed = chain(&records);
+        let checkpoint = ChainHead::of(&sealed[2]).unwrap();
+        let ok = verify_chain(&sealed[3..], Some(&checkpoint)).unwrap();
+        assert_eq!(
+            (ok.records, ok.first_seq, ok.last_seq),
+            (3, Some(4), Some(6))
+        );
+        // Without the checkpoint the first remaining record does not start a chain.
+        let e = verify_chain(&sealed[3..], None).unwrap_err();
+        assert_eq!(e.seq, Some(1));
+        // A checkpoint with nothing after it is where the chain stands.
+        let empty = verify_chain([], Some(&checkpoint)).unwrap();
+        assert_eq!(empty.last_seq, Some(3));
+        assert_eq!(empty.last_hash, Some(checkpoint.hash.clone()));
+        // A wrong checkpoint hash is a break at the first record.
+        let wrong = ChainHead {
+            seq: 3,
+            hash: GENESIS_HASH.into(),
+        };
+        assert_eq!(
+            verify_chain(&sealed[3..], Some(&wrong)).unwrap_err().seq,
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn chain_fields_of_input_are_dropped() {
+        let input = json!({
+            "org_id": "acme", "time": "2026-11-27T10:15:30Z",
+            "actor": {"id": "u-42", "email": "ada@acme.example"},
+            "action": "scan.triggered",
+            "seq": 7, "prev_hash": GENESIS_HASH, "hash": "f".repeat(64)
+        });
+        let rules = crate::Rules::at(crate::time::parse_rfc3339("2026-11-28T00:00:00Z").unwrap());
+        let r = crate::record_from_value(input, &rules).unwrap();
+        assert_eq!((r.seq, r.prev_hash, r.hash), (None, None, None));
+    }
+
+    #[test]
+    fn check_record_catches_malformed_chain_fields() {
+        let sealed = chain(&[record("a", json!({}))]);
+        let mut r = sealed[0].clone();
+        assert_eq!(check_record(&r), Ok(1));
+        r.hash = Some(r.hash.unwrap().to_uppercase());
+        assert!(check_record(&r).unwrap_err().contains("hex"));
+        let mut r = sealed[0].clone();
+        r.seq = None;
+        assert!(check_record(&r).unwrap_err().contains("no seq"));
+        let mut r = sealed[0].clone();
+        r.prev_hash = Some("1".repeat(64));
+        assert!(check_record(&r).unwrap_err().contains("genesis"));
+    }
+}
