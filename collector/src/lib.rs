@@ -1,11 +1,12 @@
 //! The collector: durable ingest (WAL with group commit, dedupe), the tantivy index, the
-//! OTLP and NDJSON receivers, API keys, and the audit-log HTTP API.
+//! OTLP and NDJSON receivers, API keys, retention, and the audit-log HTTP API.
 
 pub mod api;
 pub mod index;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod retention;
 mod server;
 pub mod store;
 pub mod uid;

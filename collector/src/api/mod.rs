@@ -1,6 +1,7 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
-//! (`/v1/logs`, `/api/v1/ingest`) and the org routes (`/api/v1/orgs/{org}/...`), with the key
-//! check as a layer on the routes that need it and one JSON error shape everywhere.
+//! (`/v1/logs`, `/api/v1/ingest`) and the org routes (`/api/v1/orgs/{org}/...`: audit log, keys,
+//! retention settings), with the key check as a layer on the routes that need it and one JSON
+//! error shape everywhere.
 
 mod audit_log;
 mod auth;
@@ -9,6 +10,8 @@ mod ingest;
 mod keys;
 mod ops;
 mod params;
+mod record;
+mod retention;
 
 pub use error::ApiError;
 
@@ -16,6 +19,7 @@ use crate::index::AuditIndex;
 use crate::ingest::Ingest;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
@@ -44,6 +48,8 @@ pub struct AppState {
     pub index: AuditIndex,
     pub ingest: Ingest,
     pub metrics: Arc<Metrics>,
+    /// Every org's retention: the floor of every read, changed through the settings route.
+    pub retention: Arc<RetentionPolicy>,
     pub limits: ApiLimits,
     /// Set once the WAL has been replayed into the index.
     pub ready: Arc<AtomicBool>,
@@ -65,6 +71,10 @@ pub fn app(state: AppState) -> Router {
             get(keys::list).post(keys::create),
         )
         .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
+        .route(
+            "/api/v1/orgs/{org}/settings/retention",
+            get(retention::get).put(retention::put),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));
     Router::new()

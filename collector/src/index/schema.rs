@@ -18,6 +18,7 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 100;
 
 /// Fast-field (column) names, read by the collectors.
 pub(crate) mod col {
+    pub const ORG: &str = "org";
     pub const TIME: &str = "time";
     pub const LSN: &str = "lsn";
     pub const UID_HASH: &str = "uid_hash";
@@ -79,7 +80,7 @@ pub(crate) fn build_schema() -> (Schema, Fields) {
         )
     };
     let fields = Fields {
-        org: b.add_text_field("org", STRING | FAST),
+        org: b.add_text_field(col::ORG, STRING | FAST),
         uid: b.add_text_field("uid", STRING),
         uid_hash: b.add_u64_field(col::UID_HASH, FAST),
         lsn: b.add_u64_field(col::LSN, FAST),
