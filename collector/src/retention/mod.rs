@@ -15,3 +15,5 @@ mod policy;
 pub use error::RetentionError;
 pub use janitor::{Janitor, JanitorReport};
 pub use policy::{OrgRetention, RetentionPolicy, Source};
+#[cfg(test)]
+mod tests;
