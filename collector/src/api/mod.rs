@@ -103,3 +103,6 @@ async fn require_ready(
     }
     Ok(next.run(request).await)
 }
+
+#[cfg(test)]
+mod tests;
