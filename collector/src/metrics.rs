@@ -2,14 +2,14 @@
 //! and reason), WAL fsyncs, index commits, search latency, index size, and retention (records
 //! deleted per org, age of the oldest record kept per org, the janitor's last run).
 
+use crate::retention::JanitorReport;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use crate::retention::JanitorReport;
-use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;

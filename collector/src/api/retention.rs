@@ -96,7 +96,10 @@ pub async fn put(
     let days = parse_days(&body)?;
 
     let _one_at_a_time = state.retention.lock_changes().await;
-    let old = state.retention.check_editable(&org).map_err(retention_error)?;
+    let old = state
+        .retention
+        .check_editable(&org)
+        .map_err(retention_error)?;
     if old.source == Source::Api && old.days == days {
         // Nothing changes, so nothing is recorded.
         return Ok(Json(RetentionSettings::new(old, &key)));

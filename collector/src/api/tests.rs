@@ -91,7 +91,11 @@ impl TestApp {
         let outcome = self
             .state
             .ingest
-            .submit(&org, records.into_iter().map(Ok).collect(), Receiver::Ndjson)
+            .submit(
+                &org,
+                records.into_iter().map(Ok).collect(),
+                Receiver::Ndjson,
+            )
             .await
             .unwrap();
         assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
@@ -201,9 +205,7 @@ async fn retention_settings_read_roles_and_shape() {
     for (key, want) in [(&member, 403), (&ingest, 403), (&other, 404)] {
         assert_eq!(t.get(PATH, key).await.0, want);
     }
-    let (_, body) = t
-        .get("/api/v1/orgs/team/settings/retention", &other)
-        .await;
+    let (_, body) = t.get("/api/v1/orgs/team/settings/retention", &other).await;
     assert_eq!(
         body,
         json!({"org_id": "team", "days": 3, "source": "default", "plan": "team",
@@ -216,9 +218,7 @@ async fn retention_settings_read_roles_and_shape() {
         .await;
     assert_eq!((&body["plan"], &body["days"]), (&json!("free"), &json!(3)));
     let held = t.key("held", Role::OrgAdmin);
-    let (_, body) = t
-        .get("/api/v1/orgs/held/settings/retention", &held)
-        .await;
+    let (_, body) = t.get("/api/v1/orgs/held/settings/retention", &held).await;
     assert_eq!(body["legal_hold"], true);
 }
 
@@ -273,7 +273,10 @@ async fn retention_changes_are_checked_recorded_and_saved() {
 
     let (status, body) = t.put(PATH, &owner, r#"{"days": 365}"#).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((&body["days"], &body["source"]), (&json!(365), &json!("api")));
+    assert_eq!(
+        (&body["days"], &body["source"]),
+        (&json!(365), &json!("api"))
+    );
     // The same value again changes nothing and records nothing; shortening is allowed.
     assert_eq!(t.put(PATH, &owner, r#"{"days": 365}"#).await.0, 200);
     let (_, body) = t.put(PATH, &owner, r#"{"days": 2}"#).await;
@@ -289,7 +292,10 @@ async fn retention_changes_are_checked_recorded_and_saved() {
     let first = &log["entries"][1];
     assert_eq!(first["actor"]["id"], json!(owner_id));
     assert_eq!(first["actor"]["kind"], "api_key");
-    assert_eq!(first["target"], json!({"kind": "organization", "id": "ent"}));
+    assert_eq!(
+        first["target"],
+        json!({"kind": "organization", "id": "ent"})
+    );
     assert_eq!(
         first["metadata"]["changes"],
         json!([
@@ -368,9 +374,7 @@ async fn reads_hide_expired_records_before_any_janitor_runs() {
     // Pages continue with their cursor (the floor is not part of it).
     let (_, page) = t.get(&format!("{q}&limit=2"), &free).await;
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
-    let (status, page) = t
-        .get(&format!("{q}&limit=2&cursor={cursor}"), &free)
-        .await;
+    let (status, page) = t.get(&format!("{q}&limit=2&cursor={cursor}"), &free).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(ids(&page), ["recent3", "inside"]);
 

@@ -63,7 +63,11 @@ impl Janitor {
     /// `indexer`. Commits what was added first: every record deleted is then at or below
     /// `indexed_through`, which a write-ahead-log replay starts after, so no replay brings one
     /// back (the caller should tell the store the new `indexed_through`).
-    pub fn run(&self, indexer: &mut Indexer, now: DateTime<Utc>) -> Result<JanitorReport, IndexError> {
+    pub fn run(
+        &self,
+        indexer: &mut Indexer,
+        now: DateTime<Utc>,
+    ) -> Result<JanitorReport, IndexError> {
         let started = Instant::now();
         indexer.commit()?;
         let mut report = JanitorReport {

@@ -276,7 +276,12 @@ mod tests {
         );
         let unknown = p.for_org("nobody");
         assert_eq!(
-            (unknown.days, unknown.source, unknown.plan, unknown.legal_hold),
+            (
+                unknown.days,
+                unknown.source,
+                unknown.plan,
+                unknown.legal_hold
+            ),
             (90, Source::Default, Plan::Free, false)
         );
         assert_eq!(

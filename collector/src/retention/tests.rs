@@ -40,7 +40,9 @@ fn record(org: &str, id: &str, time: DateTime<Utc>) -> AuditRecord {
         target: None,
         repository: Some("acme/api".into()),
         outcome: Outcome::Success,
-        message: Some(format!("record {id} of {org}, with some words to give it weight")),
+        message: Some(format!(
+            "record {id} of {org}, with some words to give it weight"
+        )),
         metadata: Metadata::default(),
         schema_version: 1,
         received_at: Some(time),
@@ -182,7 +184,11 @@ fn exact_at_the_boundary_with_holds_drops_and_per_org_deletes() {
     let report = janitor.run(&mut indexer, now()).unwrap();
     assert_eq!(
         report.deleted,
-        BTreeMap::from([("ent".to_string(), 3), ("ent2".to_string(), 1), ("free".to_string(), 4)])
+        BTreeMap::from([
+            ("ent".to_string(), 3),
+            ("ent2".to_string(), 1),
+            ("free".to_string(), 4)
+        ])
     );
     assert_eq!(report.partitions_dropped, vec!["2026-W46".to_string()]);
     assert_eq!(
@@ -218,12 +224,20 @@ fn exact_at_the_boundary_with_holds_drops_and_per_org_deletes() {
     let later = janitor.run(&mut indexer, now() + second).unwrap();
     assert_eq!(
         later.deleted,
-        BTreeMap::from([("ent".to_string(), 1), ("ent2".to_string(), 1), ("free".to_string(), 1)])
+        BTreeMap::from([
+            ("ent".to_string(), 1),
+            ("ent2".to_string(), 1),
+            ("free".to_string(), 1)
+        ])
     );
     assert_eq!(stored(&index, "free"), ids(&["f-after"]));
     assert_eq!(stored(&index, "ent"), ids(&["e-after", "e-w48"]));
     assert_eq!(stored(&index, "ent2"), ids(&["e2-after"]));
-    assert_eq!(stored(&index, "held"), want_held, "legal hold: nothing deleted");
+    assert_eq!(
+        stored(&index, "held"),
+        want_held,
+        "legal hold: nothing deleted"
+    );
 
     // Records keep flowing into a partition the janitor worked on.
     indexer
