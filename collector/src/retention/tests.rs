@@ -318,6 +318,35 @@ fn space_is_reclaimed_by_per_org_deletes_and_partition_drops() {
     assert_eq!(index.stats().unwrap().docs, kept);
 }
 
+#[test]
+fn a_partition_emptied_by_per_org_deletes_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
+    let index_dir = dir.path().join("index");
+    let (index, mut indexer) = AuditIndex::open(&index_dir, options()).unwrap();
+    // The cutoff (11-24 12:00) falls inside week 48: no whole drop, but nothing is left after.
+    let cut = now() - Duration::days(3);
+    index_all(
+        &mut indexer,
+        &[
+            record("free", "a", cut - Duration::seconds(2)),
+            record("free", "b", cut - Duration::seconds(1)),
+        ],
+    );
+    let report = Janitor::new(policy, index.clone())
+        .run(&mut indexer, now())
+        .unwrap();
+    assert_eq!(report.deleted["free"], 2);
+    assert_eq!(report.partitions_purged, vec!["2026-W48".to_string()]);
+    assert!(report.oldest.is_empty());
+    assert!(!index_dir.join("2026-W48").exists());
+    assert_eq!(index.stats().unwrap().partitions, 0);
+    // A record for that week recreates it.
+    indexer.add(10, &record("free", "c", now())).unwrap();
+    indexer.commit().unwrap();
+    assert!(index.contains("free", "c").unwrap());
+}
+
 /// Opens the index and a store over `dir` as the collector does; returns the WAL replay too.
 fn open_all(
     dir: &Path,
@@ -395,4 +424,106 @@ async fn a_wal_replay_after_a_restart_does_not_bring_deleted_records_back() {
         crate::store::Admission::Stored { .. }
     ));
     store.close().await;
+}
+
+/// Informal timings, in release: `CODESTAX_BENCH_RECORDS=400000 cargo test --release -p
+/// codestax-collector --lib bench_janitor -- --ignored --nocapture`. Nine weekly partitions: the
+/// oldest holds only `free` records (dropped whole); the eight others hold `free` (default 21
+/// days) and `ent` (365 days) half and half, so the older ones get per-org deletes and merges.
+#[test]
+#[ignore]
+fn bench_janitor_at_scale() {
+    let n: usize = std::env::var("CODESTAX_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.retention.default_days = 21;
+    c.orgs[0].retention_days = Some(365);
+    let policy = Arc::new(RetentionPolicy::open(&c, dir.path()).unwrap());
+    let index_dir = dir.path().join("index");
+    let opts = IndexOptions {
+        writer_memory_bytes: 64_000_000,
+        ..options()
+    };
+    let (index, mut indexer) = AuditIndex::open(&index_dir, opts).unwrap();
+    // Nine weeks ending at now(): week 40's Monday to week 48's Friday noon.
+    let start = at(2026, 9, 28, 0, 0, 0);
+    let span = (now() - start).num_microseconds().unwrap();
+    let week = Duration::days(7).num_microseconds().unwrap();
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..n {
+        let offset = span / n as i64 * i as i64;
+        let org = if offset < week || i % 2 == 0 {
+            "free"
+        } else {
+            "ent"
+        };
+        let t = start + Duration::microseconds(offset);
+        batch.push((i as u64 + 1, record(org, &format!("r{i:09}"), t)));
+        if batch.len() == 10_000 {
+            indexer.add_batch(&batch).unwrap();
+            batch.clear();
+            if i % 50_000 < 10_000 {
+                indexer.commit().unwrap();
+            }
+        }
+    }
+    indexer.add_batch(&batch).unwrap();
+    indexer.commit().unwrap();
+    let parts = index.partitions().unwrap();
+    eprintln!(
+        "indexed {n} records in {:?}: {:?}",
+        started.elapsed(),
+        parts
+            .iter()
+            .map(|p| (p.name.as_str(), p.docs, p.bytes_on_disk))
+            .collect::<Vec<_>>()
+    );
+
+    let oldest = &parts[0];
+    let t = Instant::now();
+    assert!(indexer.delete_partition(&oldest.name).unwrap());
+    eprintln!(
+        "drop partition {} ({} records, {} bytes): {:?}",
+        oldest.name,
+        oldest.docs,
+        oldest.bytes_on_disk,
+        t.elapsed()
+    );
+    let mixed = &parts[1];
+    let cutoff = policy.for_org("free").expires_before(now()).unwrap();
+    let t = Instant::now();
+    let purge = indexer
+        .delete_older_than(&mixed.name, &[("free".to_string(), cutoff)])
+        .unwrap();
+    eprintln!(
+        "per-org delete in {} ({} records): {:?} deleted, {} -> {} bytes, {:?}",
+        mixed.name,
+        mixed.docs,
+        purge.deleted,
+        purge.bytes_before,
+        purge.bytes_after,
+        t.elapsed()
+    );
+    let janitor = Janitor::new(policy, index.clone());
+    let report = janitor.run(&mut indexer, now()).unwrap();
+    eprintln!(
+        "janitor run: deleted {:?}, dropped {:?}, purged {:?}, {} -> {} bytes, {:?}",
+        report.deleted,
+        report.partitions_dropped,
+        report.partitions_purged,
+        report.bytes_before,
+        report.bytes_after,
+        report.duration
+    );
+    let idle = janitor.run(&mut indexer, now()).unwrap();
+    assert_eq!(idle.total_deleted(), 0);
+    eprintln!(
+        "janitor run with nothing to delete ({} records): {:?}",
+        index.stats().unwrap().docs,
+        idle.duration
+    );
 }
