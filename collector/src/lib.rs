@@ -1,5 +1,5 @@
 //! The collector: durable ingest (WAL with group commit, dedupe), the tantivy index, the
-//! OTLP and NDJSON receivers, API keys, exports, and the audit-log HTTP API.
+//! OTLP and NDJSON receivers, API keys, exports, retention, and the audit-log HTTP API.
 
 pub mod api;
 pub mod export;
@@ -7,6 +7,7 @@ pub mod index;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod retention;
 mod server;
 pub mod store;
 pub mod uid;

@@ -1,12 +1,17 @@
 //! The collector's Prometheus metrics: what was accepted, rejected and deduplicated (by receiver
-//! and reason), WAL fsyncs, index commits, search latency, and index size.
+//! and reason), WAL fsyncs, index commits, search latency, index size, and retention (records
+//! deleted per org, age of the oldest record kept per org, the janitor's last run).
 
+use crate::retention::JanitorReport;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +30,16 @@ struct EndpointLabel {
     endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OrgLabel {
+    org: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
 /// Every metric the collector exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +52,14 @@ pub struct Metrics {
     wal_fsync_seconds_sum: Gauge<f64, AtomicU64>,
     index_documents: Gauge<u64, AtomicU64>,
     index_bytes: Gauge<u64, AtomicU64>,
+    retention_deleted: Family<OrgLabel, Counter>,
+    retention_oldest_age: Family<OrgLabel, Gauge<f64, AtomicU64>>,
+    retention_partitions_dropped: Counter,
+    janitor_runs: Family<ResultLabel, Counter>,
+    janitor_last_run: Gauge<f64, AtomicU64>,
+    janitor_last_duration: Gauge<f64, AtomicU64>,
+    /// The oldest record kept per org, as of the janitor's last run: ages are taken at scrape.
+    oldest: Mutex<BTreeMap<String, DateTime<Utc>>>,
 }
 
 /// Figures sampled at scrape time from the store and the index.
@@ -109,6 +132,42 @@ impl Metrics {
             "Bytes of the index on disk",
             index_bytes.clone(),
         );
+        let retention_deleted = Family::<OrgLabel, Counter>::default();
+        registry.register(
+            "retention_records_deleted",
+            "Records deleted by the retention janitor, by org",
+            retention_deleted.clone(),
+        );
+        let retention_oldest_age = Family::<OrgLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "retention_oldest_record_age_seconds",
+            "Age of the oldest record kept, by org (as found by the janitor's last run)",
+            retention_oldest_age.clone(),
+        );
+        let retention_partitions_dropped = Counter::default();
+        registry.register(
+            "retention_partitions_dropped",
+            "Index partitions deleted whole by the retention janitor",
+            retention_partitions_dropped.clone(),
+        );
+        let janitor_runs = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "retention_janitor_runs",
+            "Runs of the retention janitor, by result (ok or error)",
+            janitor_runs.clone(),
+        );
+        let janitor_last_run = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "retention_janitor_last_run_timestamp_seconds",
+            "When the retention janitor last finished a run (Unix time; 0 = not yet)",
+            janitor_last_run.clone(),
+        );
+        let janitor_last_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "retention_janitor_last_run_duration_seconds",
+            "How long the retention janitor's last run took",
+            janitor_last_duration.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -120,6 +179,13 @@ impl Metrics {
             wal_fsync_seconds_sum,
             index_documents,
             index_bytes,
+            retention_deleted,
+            retention_oldest_age,
+            retention_partitions_dropped,
+            janitor_runs,
+            janitor_last_run,
+            janitor_last_duration,
+            oldest: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -152,8 +218,46 @@ impl Metrics {
         self.commit_seconds.observe(seconds);
     }
 
+    /// A janitor run that finished at `finished`.
+    pub fn observe_janitor(&self, report: &JanitorReport, finished: DateTime<Utc>) {
+        for (org, n) in &report.deleted {
+            self.retention_deleted
+                .get_or_create(&OrgLabel { org: org.clone() })
+                .inc_by(*n);
+        }
+        self.retention_partitions_dropped
+            .inc_by(report.partitions_dropped.len() as u64);
+        self.janitor_runs
+            .get_or_create(&ResultLabel {
+                result: "ok".into(),
+            })
+            .inc();
+        self.janitor_last_run
+            .set(finished.timestamp_micros() as f64 / 1e6);
+        self.janitor_last_duration
+            .set(report.duration.as_secs_f64());
+        *self.oldest.lock().unwrap_or_else(|e| e.into_inner()) = report.oldest.clone();
+    }
+
+    /// A janitor run that failed.
+    pub fn observe_janitor_failure(&self) {
+        self.janitor_runs
+            .get_or_create(&ResultLabel {
+                result: "error".into(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition, with the sampled figures filled in.
     pub fn render(&self, sampled: Sampled) -> String {
+        let now = Utc::now();
+        self.retention_oldest_age.clear();
+        for (org, oldest) in self.oldest.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let age = (now - *oldest).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+            self.retention_oldest_age
+                .get_or_create(&OrgLabel { org: org.clone() })
+                .set(age.max(0.0));
+        }
         self.wal_fsyncs.set(sampled.wal_fsyncs);
         self.wal_fsync_seconds_sum.set(sampled.wal_fsync_seconds);
         self.index_documents.set(sampled.index_documents);

@@ -1,5 +1,6 @@
 //! Running the collector: open the index and the store, replay the WAL, serve HTTP and OTLP/gRPC,
-//! index in the background, and stop cleanly (stop accepting, finish in-flight requests, commit).
+//! index in the background (with the retention janitor on the same task: it needs the index's one
+//! writer), and stop cleanly (stop accepting, finish in-flight requests, commit).
 
 use crate::api::{self, ApiLimits, AppState};
 use crate::index::{AuditIndex, IndexOptions, Indexer};
@@ -7,7 +8,9 @@ use crate::ingest::grpc::GrpcReceiver;
 use crate::ingest::{Ingest, IngestSettings, Receiver};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::retention::{Janitor, RetentionError, RetentionPolicy};
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
+use chrono::Utc;
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("keys: {0}")]
     Keys(#[from] crate::keys::KeyError),
+    #[error("retention: {0}")]
+    Retention(#[from] RetentionError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("gRPC server: {0}")]
@@ -81,6 +86,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     })?;
     let metrics = Arc::new(Metrics::new());
     let keys = KeyStore::open(&layout.root)?;
+    let retention = Arc::new(RetentionPolicy::open(&config, &layout.root)?);
 
     // Listen first, so /healthz and /readyz answer while the WAL is replayed.
     let http = bind(config.http.listen, "http.listen").await?;
@@ -125,6 +131,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         index: index.clone(),
         ingest: ingest.clone(),
         metrics: metrics.clone(),
+        retention: retention.clone(),
         limits: ApiLimits {
             max_body_bytes: config.limits.max_body_bytes,
             max_decompressed_bytes: config.limits.max_decompressed_bytes,
@@ -201,10 +208,23 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let indexer_stop = CancellationToken::new();
     let indexer_task = {
         let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
-        let interval = config.index.commit_interval;
+        let schedule = Schedule {
+            commit: config.index.commit_interval,
+            janitor: config.retention.janitor_interval,
+        };
+        let janitor = Janitor::new(retention, index.clone());
         let mut batches = batches;
         tokio::spawn(async move {
-            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval, stop).await
+            run_indexer(
+                &mut indexer,
+                &mut batches,
+                &store,
+                &metrics,
+                &janitor,
+                schedule,
+                stop,
+            )
+            .await
         })
     };
 
@@ -240,18 +260,34 @@ async fn bind(
         .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
-/// Indexes what the store hands over and commits every `interval`, so a record is searchable
-/// within about `interval` of its ack. On `stop`, indexes what is queued and commits once more.
+/// The first janitor run comes this long after start (or after one interval, if shorter).
+const JANITOR_FIRST_RUN: Duration = Duration::from_secs(10);
+
+/// How often the indexer task commits and runs the janitor.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    commit: Duration,
+    janitor: Duration,
+}
+
+/// Indexes what the store hands over and commits every `schedule.commit`, so a record is
+/// searchable within about that long after its ack; runs the janitor shortly after start, then
+/// every `schedule.janitor` (ingest waits meanwhile: the janitor needs the one writer). On
+/// `stop`, indexes what is queued and commits once more.
 async fn run_indexer(
     indexer: &mut Indexer,
     batches: &mut mpsc::Receiver<IndexBatch>,
     store: &Store,
     metrics: &Metrics,
-    interval: Duration,
+    janitor: &Janitor,
+    schedule: Schedule,
     stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(schedule.commit);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = tokio::time::Instant::now() + schedule.janitor.min(JANITOR_FIRST_RUN);
+    let mut janitor_tick = tokio::time::interval_at(first, schedule.janitor);
+    janitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
     loop {
         tokio::select! {
@@ -275,6 +311,9 @@ async fn run_indexer(
                     dirty = false;
                 }
             }
+            _ = janitor_tick.tick() => {
+                run_janitor(indexer, janitor, store, metrics);
+            }
         }
     }
     if dirty {
@@ -291,6 +330,23 @@ fn commit(indexer: &mut Indexer, store: &Store, metrics: &Metrics) -> Result<(),
         store.mark_indexed_through(lsn);
     }
     Ok(())
+}
+
+/// One janitor run. A failure is logged and counted, and the next run tries again: deleting late
+/// is not worth stopping ingest for (reads hide expired records anyway).
+fn run_janitor(indexer: &mut Indexer, janitor: &Janitor, store: &Store, metrics: &Metrics) {
+    let result = tokio::task::block_in_place(|| janitor.run(indexer, Utc::now()));
+    // The run commits first: tell the store, so it can drop the WAL segments now indexed.
+    if let Some(lsn) = indexer.indexed_through() {
+        store.mark_indexed_through(lsn);
+    }
+    match result {
+        Ok(report) => metrics.observe_janitor(&report, Utc::now()),
+        Err(e) => {
+            metrics.observe_janitor_failure();
+            tracing::error!(error = %e, "retention janitor failed; it will try again at its next run");
+        }
+    }
 }
 
 /// Writes `auth.api_key_created` / `auth.api_key_revoked` for every key event; the deterministic

@@ -82,7 +82,8 @@ pub struct RetentionConfig {
     /// Days records are kept for organisations without their own `retention_days` (1 to 3650).
     #[serde(default = "default_retention_days")]
     pub default_days: u32,
-    /// How often the janitor deletes expired records (duration, e.g. `1h`; at least `1s`).
+    /// How often the janitor deletes expired records (duration, e.g. `1h`; 1s to 7d). It also
+    /// runs once about 10 s after start (or after one interval, if shorter).
     #[serde(default = "default_janitor_interval", with = "humantime_serde")]
     pub janitor_interval: Duration,
 }
@@ -125,7 +126,8 @@ pub struct OrgConfig {
     /// `retention.default_days`.
     #[serde(default)]
     pub retention_days: Option<u32>,
-    /// Keep every record regardless of retention while set.
+    /// Keep every record regardless of retention while set: nothing is deleted, and records
+    /// past the window stay readable.
     #[serde(default)]
     pub legal_hold: bool,
 }

@@ -1,19 +1,20 @@
 //! Reading an org's audit log: search (cursor pages), facets, one record, and the check of its
 //! hash chain. Each search records an `audit_log.viewed` entry in the org's own log (once per
-//! result set, not per page).
+//! result set, not per page). Every read runs [`effective_query`]: nothing older than the org's
+//! retention window is ever returned.
 
 use super::auth::check_reader;
 use super::params::{self, Params, Route};
+use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
-use crate::index::{AuditIndex, IndexError};
-use crate::ingest::Receiver;
+use crate::index::{AuditIndex, IndexError, SearchQuery};
 use crate::keys::KeyInfo;
 use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
 use codestax_common::api::{FacetResponse, SearchResponse, VerifyResponse};
-use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome, Target, TargetKind};
+use codestax_common::{AuditRecord, Metadata};
 use std::time::Instant;
 
 /// Records per page unless `limit` says otherwise.
@@ -35,7 +36,8 @@ pub async fn search(
     )?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let page = query(&state, "search", {
-        let (org, q, cursor) = (org.clone(), params.query.clone(), params.cursor.clone());
+        let q = effective_query(&state, &org, &params.query);
+        let (org, cursor) = (org.clone(), params.cursor.clone());
         move |index| index.search(&org, &q, limit, cursor.as_deref())
     })
     .await?;
@@ -67,10 +69,8 @@ pub async fn facets(
     check_reader(&key, &org)?;
     let params = parse(&state, raw.as_deref(), Route::Facets { max_top: 1000 })?;
     let top = params.top.unwrap_or(state.limits.facet_top_n);
-    let facets = query(&state, "facets", move |index| {
-        index.facets(&org, &params.query, top)
-    })
-    .await?;
+    let q = effective_query(&state, &org, &params.query);
+    let facets = query(&state, "facets", move |index| index.facets(&org, &q, top)).await?;
     Ok(Json(facets))
 }
 
@@ -80,8 +80,19 @@ pub async fn get_one(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<AuditRecord>, ApiError> {
     check_reader(&key, &org)?;
+    let floor = effective_query(&state, &org, &SearchQuery::default()).floor;
     let record = query(&state, "get", move |index| index.get(&org, &id)).await?;
-    record.map(Json).ok_or_else(ApiError::not_found)
+    record
+        .filter(|r| floor.is_none_or(|f| r.time >= f))
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The query a read of `org` runs: the request's filters with the org's retention floor (records
+/// before `now - days` are hidden, deleted yet or not; none under legal hold). Every read handler
+/// calls this — search, facets, get (its floor), export.
+pub fn effective_query(state: &AppState, org: &str, query: &SearchQuery) -> SearchQuery {
+    state.retention.scope(org, query, Utc::now())
 }
 
 /// `GET /api/v1/orgs/{org}/audit-log/verify`: checks the org's stored hash chain, all of it, in
@@ -177,62 +188,5 @@ pub async fn record_read(
         serde_json::to_value(&params.filters).map_err(ApiError::internal)?,
     );
     metadata.extra.insert("total".into(), total.into());
-    metadata
-        .extra
-        .insert("role".into(), key.role.to_string().into());
-    let record = AuditRecord {
-        id: Some(format!("read-{}", random_hex(16))),
-        org_id: org.to_string(),
-        time: codestax_common::time::truncate_to_micros(Utc::now()),
-        actor: Actor {
-            id: key.id.clone(),
-            name: key.name.clone(),
-            email: None,
-            kind: ActorKind::ApiKey,
-        },
-        action: action.to_string(),
-        category: String::new(),
-        target: Some(Target {
-            kind: TargetKind::Organization,
-            id: Some(org.to_string()),
-            name: None,
-        }),
-        repository: None,
-        outcome: Outcome::Success,
-        message: None,
-        metadata,
-        schema_version: codestax_common::SCHEMA_VERSION,
-        received_at: None,
-        seq: None,
-        prev_hash: None,
-        hash: None,
-    };
-    let record = codestax_common::record_from_value(
-        serde_json::to_value(&record).map_err(ApiError::internal)?,
-        &state.ingest.rules(),
-    )
-    .map_err(ApiError::internal)?;
-    let outcome = state
-        .ingest
-        .submit(org, vec![Ok(record)], Receiver::Internal)
-        .await
-        .map_err(|e| {
-            ApiError::unavailable(
-                format!("could not record this read in the audit log: {e}"),
-                1,
-            )
-        })?;
-    if outcome.accepted != 1 {
-        return Err(ApiError::internal(format!(
-            "the read record was not accepted: {:?}",
-            outcome.rejected
-        )));
-    }
-    Ok(())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    hex::encode(buf)
+    record_action(state, key, org, action, Doing::Read, metadata).await
 }

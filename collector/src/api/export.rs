@@ -4,7 +4,7 @@
 //! a blocking thread into a bounded channel, so memory stays flat whatever the size. Each export
 //! records an `audit_log.exported` entry in the org's log.
 
-use super::audit_log::{parse, query, record_read};
+use super::audit_log::{effective_query, parse, query, record_read};
 use super::auth::check_reader;
 use super::params::Route;
 use super::{ApiError, AppState};
@@ -36,8 +36,10 @@ pub async fn export(
     let format = params.format.unwrap_or_default();
     let with_chain = params.with_chain;
     let encoder = Encoder::new(format, with_chain).map_err(ApiError::internal)?;
+    // The retention window applies to exports as to every read.
+    let scoped = effective_query(&state, &org, &params.query);
     let first = query(&state, "export", {
-        let (org, q) = (org.clone(), params.query.clone());
+        let (org, q) = (org.clone(), scoped.clone());
         move |index| index.search(&org, &q, MAX_PAGE_SIZE, None)
     })
     .await?;
@@ -65,7 +67,7 @@ pub async fn export(
     );
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_CHUNKS);
     let index = state.index.clone();
-    let q = params.query;
+    let q = scoped;
     tokio::task::spawn_blocking(move || {
         let send = |chunk: Vec<u8>| tx.blocking_send(Ok(chunk)).is_ok();
         match stream(&index, &org, &q, first, encoder, send) {

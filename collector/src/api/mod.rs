@@ -1,7 +1,7 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
-//! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes
-//! (`/api/v1/orgs/{org}/audit-log[/facets|/export|/verify|/{id}]`), with the key check as a layer
-//! on the routes that need it and one JSON error shape everywhere.
+//! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
+//! audit log with facets, export and verify; keys; retention settings), with the key check as a
+//! layer on the routes that need it and one JSON error shape everywhere.
 
 mod audit_log;
 mod auth;
@@ -11,6 +11,8 @@ mod ingest;
 mod keys;
 mod ops;
 mod params;
+mod record;
+mod retention;
 
 pub use error::ApiError;
 
@@ -18,6 +20,7 @@ use crate::index::AuditIndex;
 use crate::ingest::Ingest;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
@@ -46,6 +49,8 @@ pub struct AppState {
     pub index: AuditIndex,
     pub ingest: Ingest,
     pub metrics: Arc<Metrics>,
+    /// Every org's retention: the floor of every read, changed through the settings route.
+    pub retention: Arc<RetentionPolicy>,
     pub limits: ApiLimits,
     /// Set once the WAL has been replayed into the index.
     pub ready: Arc<AtomicBool>,
@@ -73,6 +78,10 @@ pub fn app(state: AppState) -> Router {
             get(keys::list).post(keys::create),
         )
         .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
+        .route(
+            "/api/v1/orgs/{org}/settings/retention",
+            get(retention::get).put(retention::put),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));
     Router::new()
@@ -101,3 +110,6 @@ async fn require_ready(
     }
     Ok(next.run(request).await)
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,8 @@
 //! opening the index directory.
 
 use super::collect::{
-    DocFilter, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS, Hit, PageCollector,
+    DocFilter, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS, Hit, OrgSpanCollector,
+    PageCollector,
 };
 use super::cursor::Cursor;
 use super::error::IndexError;
@@ -21,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tantivy::collector::{Count, DocSetCollector};
-use tantivy::query::TermQuery;
+use tantivy::query::{AllQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Schema, Value};
 use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 /// tantivy refuses writer threads with less memory than this.
-const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
+pub(crate) const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
 /// Largest page a search returns; larger limits are lowered to it.
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// A facet query over a range this long or shorter gets hour buckets, else day buckets.
@@ -113,6 +114,15 @@ pub struct PartitionInfo {
     /// Records searchable now.
     pub docs: u64,
     pub bytes_on_disk: u64,
+}
+
+/// What one org has in one partition, for retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgSpan {
+    /// Records searchable now.
+    pub docs: u64,
+    /// Time of the oldest of them.
+    pub oldest: chrono::DateTime<chrono::Utc>,
 }
 
 /// State shared by [`AuditIndex`] handles and the [`Indexer`].
@@ -416,7 +426,8 @@ impl AuditIndex {
         }
         let [categories, actions, users, repositories, outcomes] =
             std::mem::take(&mut all.values).map(|values| top(values, top_n));
-        let histogram = histogram(&all, plan.since, plan.until);
+        // The client's own range picks the buckets' width; the retention floor only filters.
+        let histogram = histogram(&all, q.since.map(|t| t.timestamp_micros()), plan.until);
         tracing::debug!(
             org,
             total = all.count,
@@ -519,6 +530,43 @@ impl AuditIndex {
         Ok(out)
     }
 
+    /// Per org with records in partition `name` (a [`PartitionInfo::name`]): how many and the
+    /// oldest one's time. One pass over the partition's `org` and `time` columns. Empty if there
+    /// is no such partition.
+    pub fn org_spans(&self, name: &str) -> Result<BTreeMap<String, OrgSpan>, IndexError> {
+        let Some(key) = self.inner.opts.partition.parse_name(name) else {
+            return Ok(BTreeMap::new());
+        };
+        let p = self
+            .inner
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.start)
+            .cloned();
+        let Some(p) = p else {
+            return Ok(BTreeMap::new());
+        };
+        let Some(searcher) = self.inner.searcher(&p)? else {
+            return Ok(BTreeMap::new());
+        };
+        let spans = searcher
+            .search(&AllQuery, &OrgSpanCollector)
+            .map_err(|e| IndexError::tantivy(&p.dir, "count records per org", e))?;
+        Ok(spans
+            .into_iter()
+            .map(|(org, s)| {
+                (
+                    org,
+                    OrgSpan {
+                        docs: s.docs,
+                        oldest: micros_to_time(s.oldest),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Records, bytes on disk and partitions (opens every partition).
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         let parts = self.partitions()?;
@@ -600,7 +648,8 @@ fn histogram(all: &FacetFruit, since: Option<i64>, until: Option<i64>) -> Histog
     Histogram { interval, buckets }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the files directly in `dir` (a partition holds no subdirectories).
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

@@ -1,16 +1,37 @@
 //! [`Indexer`]: the single writer. Adds records to their time partition, commits, and records how
 //! far in the write-ahead log the index is.
 
-use super::audit_index::Inner;
+use super::audit_index::{Inner, MIN_MEMORY_PER_THREAD, dir_size};
 use super::error::IndexError;
 use super::partition::{Partition, PartitionKey};
-use super::schema::document;
+use super::schema::{Fields, document};
 use super::state::{IndexState, sync_dir, write_state};
 use crate::uid::uid;
+use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
+use tantivy::collector::Count;
+use tantivy::index::SegmentId;
+use tantivy::indexer::NoMergePolicy;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::IndexRecordOption;
 use tantivy::{IndexWriter, Term};
+
+/// What [`Indexer::delete_older_than`] did to one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Records deleted, per org (only orgs that had some).
+    pub deleted: BTreeMap<String, u64>,
+    /// Records left in the partition. When none are, the partition's directory is deleted.
+    pub docs_left: u64,
+    /// Bytes of the partition's files before and after (0 once deleted).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// The partition was left empty and deleted.
+    pub removed: bool,
+}
 
 /// A partition's open writer.
 struct OpenWriter {
@@ -154,10 +175,15 @@ impl Indexer {
 
     /// Deletes a whole partition (for retention): its writer, its records and its directory.
     /// Returns whether it existed. Records added to it later recreate it.
+    ///
+    /// Commits first if records were added since the last commit, so that every record deleted is
+    /// at or below [`Self::indexed_through`]: a replay of the write-ahead log, which starts after
+    /// it, never brings a deleted record back.
     pub fn delete_partition(&mut self, name: &str) -> Result<bool, IndexError> {
         let Some(key) = self.inner.opts.partition.parse_name(name) else {
             return Ok(false);
         };
+        self.commit_if_dirty()?;
         self.writers.remove(&key.start);
         self.committed.remove(&key.start);
         let removed = self
@@ -175,9 +201,132 @@ impl Indexer {
         Ok(true)
     }
 
+    /// Deletes, in partition `name`, the records of each `(org, cutoff)` whose time is before
+    /// `cutoff` (for retention), then reclaims their space: tantivy only marks deleted documents,
+    /// so the segments holding them are merged (rewritten without them) and the old files
+    /// removed. A partition left empty is deleted with its directory. Unknown partitions and
+    /// orgs without such records are no-ops.
+    ///
+    /// Commits first if records were added since the last commit (see
+    /// [`Self::delete_partition`] for why). Blocks for the merge: seconds for a large partition.
+    pub fn delete_older_than(
+        &mut self,
+        name: &str,
+        cutoffs: &[(String, DateTime<Utc>)],
+    ) -> Result<Purge, IndexError> {
+        let Some(key) = self.inner.opts.partition.parse_name(name) else {
+            return Ok(Purge::default());
+        };
+        self.commit_if_dirty()?;
+        let p = self
+            .inner
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.start)
+            .cloned();
+        let Some(p) = p else {
+            return Ok(Purge::default());
+        };
+        let open = p.open(&self.inner.schema)?;
+        let bytes_before = dir_size(&p.dir);
+        let mut purge = Purge {
+            bytes_before,
+            bytes_after: bytes_before,
+            docs_left: open.reader.searcher().num_docs(),
+            ..Purge::default()
+        };
+        let searcher = open.reader.searcher();
+        let mut queries = Vec::new();
+        for (org, cutoff) in cutoffs {
+            let query = older_than(&self.inner.fields, org, cutoff.timestamp_micros());
+            let n = searcher
+                .search(&query, &Count)
+                .map_err(|e| IndexError::tantivy(&p.dir, "count expired records", e))?;
+            if n > 0 {
+                purge.deleted.insert(org.clone(), n as u64);
+                queries.push(query);
+            }
+        }
+        drop(searcher);
+        if queries.is_empty() {
+            return Ok(purge);
+        }
+
+        // One writer per partition: the indexer's own, if open, is closed (it is clean) and a
+        // small one without a merge policy does the deletes, so no automatic merge races ours.
+        self.writers.remove(&key.start);
+        let dir = p.dir.clone();
+        let tantivy_err = |action: &'static str| {
+            let dir = dir.clone();
+            move |e: tantivy::TantivyError| IndexError::tantivy(dir, action, e)
+        };
+        let mut writer: IndexWriter = open
+            .index
+            .writer_with_num_threads(1, MIN_MEMORY_PER_THREAD)
+            .map_err(tantivy_err("open a writer"))?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        for query in queries {
+            writer
+                .delete_query(query)
+                .map_err(tantivy_err("delete expired records"))?;
+        }
+        writer.commit().map_err(tantivy_err("commit deletes"))?;
+        let with_deletes: Vec<SegmentId> = open
+            .index
+            .searchable_segment_metas()
+            .map_err(tantivy_err("list segments"))?
+            .iter()
+            .filter(|m| m.has_deletes())
+            .map(|m| m.id())
+            .collect();
+        if !with_deletes.is_empty() {
+            writer
+                .merge(&with_deletes)
+                .wait()
+                .map_err(tantivy_err("merge segments with deletes"))?;
+        }
+        // Searchers of the old segments keep their files alive: reload, then collect.
+        p.reload()?;
+        writer
+            .garbage_collect_files()
+            .wait()
+            .map_err(tantivy_err("remove obsolete files"))?;
+        writer
+            .wait_merging_threads()
+            .map_err(tantivy_err("close the writer"))?;
+        purge.docs_left = open.reader.searcher().num_docs();
+        drop(open);
+        if purge.docs_left == 0 {
+            self.delete_partition(name)?;
+            purge.removed = true;
+            purge.bytes_after = 0;
+        } else {
+            purge.bytes_after = dir_size(&p.dir);
+        }
+        let deleted: u64 = purge.deleted.values().sum();
+        tracing::info!(
+            partition = name,
+            deleted,
+            docs_left = purge.docs_left,
+            bytes_before = purge.bytes_before,
+            bytes_after = purge.bytes_after,
+            "deleted expired records"
+        );
+        Ok(purge)
+    }
+
     /// Partition writers open now.
     pub fn open_writers(&self) -> usize {
         self.writers.len()
+    }
+
+    /// Commits if any writer holds records added since the last commit.
+    fn commit_if_dirty(&mut self) -> Result<(), IndexError> {
+        if self.writers.values().any(|w| w.dirty) {
+            self.commit()?;
+        }
+        Ok(())
     }
 
     /// Before any partition commits records beyond `indexed_through`, records how far they go,
@@ -273,4 +422,24 @@ impl Indexer {
         tracing::debug!(partition = key.name(), "created partition");
         Ok(p)
     }
+}
+
+/// `org` AND `time < cutoff` (microseconds; a range over the fast column).
+fn older_than(fields: &Fields, org: &str, cutoff: i64) -> Box<dyn Query> {
+    Box::new(BooleanQuery::new(vec![
+        (
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(fields.org, org),
+                IndexRecordOption::Basic,
+            )) as Box<dyn Query>,
+        ),
+        (
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Unbounded,
+                Bound::Excluded(Term::from_field_i64(fields.time, cutoff)),
+            )),
+        ),
+    ]))
 }

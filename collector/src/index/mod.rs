@@ -59,13 +59,19 @@
 //! temp + fsync + rename write. Replaying from the next LSN after a crash is safe: the caller
 //! dedupes, and records at LSNs a crash may have left committed replace their earlier copy.
 //!
-//! # Left for retention
+//! # Retention
 //!
-//! Deleting one org's records older than `t` (rather than whole partitions) would be
-//! `IndexWriter::delete_query` on `org AND time < t` (a fast-field `RangeQuery`) in the
-//! partitions starting before `t`; not built yet. Deleting an org's oldest records leaves its
-//! hash chain starting after them: keep the `{seq, hash}` of the last one deleted as a checkpoint
-//! for [`AuditIndex::verify_chain`] (and for the store's chain heads if nothing newer is left).
+//! Deletion comes in two sizes, both through the [`Indexer`] (the one writer): a whole partition
+//! ([`Indexer::delete_partition`]: its directory goes), or one org's records older than a
+//! cutoff ([`Indexer::delete_older_than`]: `delete_query` on `org AND time < cutoff`, a commit,
+//! then a merge of the segments holding deletions so their bytes leave the disk). Both commit
+//! pending records first, so nothing deleted is above `indexed_through` and a WAL replay cannot
+//! bring it back. [`AuditIndex::org_spans`] tells who has records in a partition and how old
+//! the oldest is. The policy (who keeps what for how long) is `crate::retention`'s; reads hide
+//! expired records before they are deleted through [`SearchQuery::floor`].
+//! Deleting an org's oldest records leaves its hash chain starting after them: keep the
+//! `{seq, hash}` of the last one deleted as a checkpoint for [`AuditIndex::verify_chain`] (and
+//! for the store's chain heads if nothing newer is left).
 
 mod audit_index;
 mod chain;
@@ -82,10 +88,10 @@ mod state;
 mod tests;
 
 pub use audit_index::{
-    AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, PartitionInfo, SearchPage,
+    AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, OrgSpan, PartitionInfo, SearchPage,
 };
 pub use chain::ChainReport;
 pub use error::IndexError;
-pub use indexer::Indexer;
+pub use indexer::{Indexer, Purge};
 pub use partition::{PartitionKey, PartitionScheme};
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};

@@ -36,6 +36,11 @@ pub struct SearchQuery {
     pub until: Option<DateTime<Utc>>,
     /// The `q` full-text query (see the module documentation).
     pub text: Option<String>,
+    /// The org's retention floor: records older than this are hidden whatever `since` says.
+    /// Set by the read path from the org's retention, never by the client; not part of a cursor's
+    /// scope, so a walk goes on while its floor moves forward (records expiring during a walk
+    /// leave it, and its `total` drops by as many).
+    pub floor: Option<DateTime<Utc>>,
 }
 
 /// The full-text fields a `q` term may be searched in.
@@ -174,7 +179,7 @@ fn keyword_value(name: &str, value: &str) -> String {
 /// A search translated for tantivy, the same for every partition.
 pub(crate) struct Plan {
     pub query: Box<dyn Query>,
-    /// Inclusive lower bound on `time`, microseconds.
+    /// Inclusive lower bound on `time`, microseconds: the later of `since` and the floor.
     pub since: Option<i64>,
     /// Exclusive upper bound on `time`, microseconds.
     pub until: Option<i64>,
@@ -237,7 +242,7 @@ impl Plan {
                 must.push((occur, sub));
             }
         }
-        let since = q.since.map(|t| t.timestamp_micros());
+        let since = q.since.max(q.floor).map(|t| t.timestamp_micros());
         let until = q.until.map(|t| t.timestamp_micros());
         Ok(Plan {
             query: Box::new(BooleanQuery::new(must)),

@@ -18,10 +18,10 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 100;
 
 /// Fast-field (column) names, read by the collectors.
 pub(crate) mod col {
+    pub const ORG: &str = "org";
     pub const TIME: &str = "time";
     pub const LSN: &str = "lsn";
     pub const SEQ: &str = "seq";
-    pub const ORG: &str = "org";
     pub const UID_HASH: &str = "uid_hash";
     pub const ID: &str = "id";
     pub const CATEGORY: &str = "category";

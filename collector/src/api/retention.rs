@@ -1,0 +1,184 @@
+//! An org's retention: `GET /api/v1/orgs/{org}/settings/retention` (ORG_ADMIN and ORG_OWNER)
+//! and `PUT` with `{"days": N}` (ORG_OWNER of an enterprise org; 1 to 3650). A change is recorded
+//! as `settings.retention_changed` (old and new values in `metadata.changes`, actor = the key)
+//! before it is saved; if it cannot be recorded, nothing changes.
+
+use super::auth::check_reader;
+use super::record::{Doing, record_action};
+use super::{ApiError, AppState};
+use crate::ingest::{BodyError, read_body};
+use crate::keys::KeyInfo;
+use crate::retention::{OrgRetention, RetentionError, RetentionPolicy, Source};
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use codestax_common::{Change, Metadata};
+use codestax_config::Plan;
+use serde::{Deserialize, Serialize};
+
+/// Largest `PUT` body, in bytes.
+const MAX_BODY_BYTES: usize = 4096;
+
+/// What `GET` and `PUT` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionSettings {
+    pub org_id: String,
+    /// Days records are kept.
+    pub days: u32,
+    /// Where `days` comes from: `default`, `config` or `api`.
+    pub source: Source,
+    pub plan: Plan,
+    /// While true nothing of the org is deleted, and records past the window stay readable.
+    pub legal_hold: bool,
+    /// The collector-wide default.
+    pub default_days: u32,
+    /// Whether this key may change it (an ORG_OWNER key of an enterprise org).
+    pub editable: bool,
+}
+
+impl RetentionSettings {
+    fn new(r: OrgRetention, key: &KeyInfo) -> Self {
+        RetentionSettings {
+            editable: key.role.can_change_retention() && r.plan_allows_changes(),
+            org_id: r.org_id,
+            days: r.days,
+            source: r.source,
+            plan: r.plan,
+            legal_hold: r.legal_hold,
+            default_days: r.default_days,
+        }
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+) -> Result<Json<RetentionSettings>, ApiError> {
+    check_reader(&key, &org)?;
+    Ok(Json(RetentionSettings::new(
+        state.retention.for_org(&org),
+        &key,
+    )))
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RetentionSettings>, ApiError> {
+    if key.org_id != org {
+        return Err(ApiError::not_found());
+    }
+    if !key.role.can_change_retention() {
+        return Err(ApiError::forbidden(format!(
+            "changing retention needs an ORG_OWNER key; this key is {}",
+            key.role
+        )));
+    }
+    state
+        .retention
+        .check_editable(&org)
+        .map_err(retention_error)?;
+    let body = read_body(&headers, body, MAX_BODY_BYTES, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
+                ApiError::payload_too_large(e.to_string())
+            }
+            BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
+            BodyError::BadGzip(_) | BodyError::Read(_) => malformed(e.to_string()),
+        })?;
+    let days = parse_days(&body)?;
+
+    let _one_at_a_time = state.retention.lock_changes().await;
+    let old = state
+        .retention
+        .check_editable(&org)
+        .map_err(retention_error)?;
+    if old.source == Source::Api && old.days == days {
+        // Nothing changes, so nothing is recorded.
+        return Ok(Json(RetentionSettings::new(old, &key)));
+    }
+    let mut metadata = Metadata::default();
+    if old.days != days {
+        metadata.changes.push(Change {
+            field: "retention_days".into(),
+            old: old.days.into(),
+            new: days.into(),
+        });
+    }
+    if old.source != Source::Api {
+        metadata.changes.push(Change {
+            field: "retention_source".into(),
+            old: old.source.as_str().into(),
+            new: Source::Api.as_str().into(),
+        });
+    }
+    record_action(
+        &state,
+        &key,
+        &org,
+        "settings.retention_changed",
+        Doing::Change,
+        metadata,
+    )
+    .await?;
+    let policy = state.retention.clone();
+    let new = tokio::task::spawn_blocking(move || policy.set_days(&org, days))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(retention_error)?;
+    tracing::info!(
+        org = new.org_id.as_str(),
+        old = old.days,
+        new = new.days,
+        key = key.id.as_str(),
+        "retention changed"
+    );
+    Ok(Json(RetentionSettings::new(new, &key)))
+}
+
+/// `{"days": N}`: anything else is a 400 naming the body or `days`.
+fn parse_days(body: &[u8]) -> Result<u32, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("expected {{\"days\": N}}: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(malformed("expected a JSON object {\"days\": N}".into()));
+    };
+    if let Some(other) = map.keys().find(|k| *k != "days") {
+        return Err(ApiError::invalid(
+            other.clone(),
+            format!("unknown field {other:?}; expected only \"days\""),
+        ));
+    }
+    let days = map
+        .get("days")
+        .ok_or_else(|| ApiError::invalid("days", "days is required"))?;
+    let days = days.as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "days",
+            format!(
+                "days must be a whole number between 1 and {}, got {days}",
+                codestax_config::MAX_RETENTION_DAYS
+            ),
+        )
+    })?;
+    RetentionPolicy::check_days(days).map_err(retention_error)
+}
+
+fn malformed(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message).with_field("body")
+}
+
+fn retention_error(e: RetentionError) -> ApiError {
+    match e {
+        RetentionError::NotEnterprise { .. } => ApiError::forbidden(e.to_string()),
+        RetentionError::DaysOutOfRange { .. } => ApiError::invalid("days", e.to_string()),
+        other => ApiError::internal(other),
+    }
+}

@@ -1,0 +1,400 @@
+//! The router in-process (`tower::ServiceExt::oneshot`, no sockets) over a real store, index and
+//! key store in a temporary directory, with no janitor: the retention settings routes, and reads
+//! hiding expired records that are still stored.
+
+use super::*;
+use crate::index::{IndexOptions, Indexer};
+use crate::ingest::{IngestSettings, Receiver};
+use crate::keys::Role;
+use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
+use axum::body::Body;
+use axum::http::{Method, Request};
+use chrono::{DateTime, Duration, Utc};
+use codestax_common::time::truncate_to_micros;
+use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome};
+use codestax_config::{CollectorConfig, OrgConfig, Plan};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+struct TestApp {
+    state: AppState,
+    indexer: Indexer,
+    batches: mpsc::Receiver<IndexBatch>,
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    fn new(mut config: CollectorConfig) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        config.data_dir = dir.path().to_path_buf();
+        let (index, indexer) = AuditIndex::open(
+            &dir.path().join("index"),
+            IndexOptions {
+                writer_memory_bytes: 16_000_000,
+                ..IndexOptions::default()
+            },
+        )
+        .unwrap();
+        let (sink, batches) = mpsc::channel(16);
+        let (store, _) = Store::open(
+            &dir.path().join("wal"),
+            StoreOptions::default(),
+            Arc::new(index.clone()) as Arc<dyn IdLookup>,
+            [],
+            None,
+            Default::default(),
+            sink,
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let ingest = Ingest::new(
+            store.clone(),
+            IngestSettings {
+                max_record_bytes: 65536,
+                allow_custom_actions: false,
+            },
+            metrics.clone(),
+        );
+        let state = AppState {
+            keys: KeyStore::open(dir.path()).unwrap(),
+            index,
+            ingest,
+            metrics,
+            retention: Arc::new(RetentionPolicy::open(&config, dir.path()).unwrap()),
+            limits: ApiLimits {
+                max_body_bytes: 1 << 20,
+                max_decompressed_bytes: 1 << 20,
+                max_search_limit: 1000,
+                facet_top_n: 10,
+            },
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        TestApp {
+            state,
+            indexer,
+            batches,
+            store,
+            dir,
+        }
+    }
+
+    fn key(&self, org: &str, role: Role) -> String {
+        let (_, token) = self.state.keys.create(org, role, None).unwrap();
+        token.expose().to_string()
+    }
+
+    /// Stores `records` (all of one org) and indexes everything stored so far.
+    async fn ingest(&mut self, records: Vec<AuditRecord>) {
+        let org = records[0].org_id.clone();
+        let outcome = self
+            .state
+            .ingest
+            .submit(
+                &org,
+                records.into_iter().map(Ok).collect(),
+                Receiver::Ndjson,
+            )
+            .await
+            .unwrap();
+        assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+        self.index_pending();
+    }
+
+    /// Indexes what the store has handed over (internal records included) and commits.
+    fn index_pending(&mut self) {
+        while let Ok(batch) = self.batches.try_recv() {
+            self.indexer.add_batch(&batch.records).unwrap();
+        }
+        if let Some(lsn) = self.indexer.commit().unwrap() {
+            self.store.mark_indexed_through(lsn);
+        }
+    }
+
+    async fn call(&mut self, method: Method, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        // Records written by the request (reads, changes) become searchable.
+        self.index_pending();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn get(&mut self, path: &str, token: &str) -> (u16, Value) {
+        self.call(Method::GET, path, token, "").await
+    }
+
+    async fn put(&mut self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        self.call(Method::PUT, path, token, body).await
+    }
+}
+
+fn record(org: &str, id: &str, time: DateTime<Utc>) -> AuditRecord {
+    AuditRecord {
+        id: Some(id.to_string()),
+        org_id: org.to_string(),
+        time: truncate_to_micros(time),
+        actor: Actor {
+            id: "u-1".into(),
+            name: None,
+            email: Some("ada@example.com".into()),
+            kind: ActorKind::User,
+        },
+        action: "scan.triggered".into(),
+        category: "scan".into(),
+        target: None,
+        repository: None,
+        outcome: Outcome::Success,
+        message: None,
+        metadata: Metadata::default(),
+        schema_version: 1,
+        received_at: None,
+        seq: None,
+        prev_hash: None,
+        hash: None,
+    }
+}
+
+fn org(id: &str, plan: Plan, days: Option<u32>, legal_hold: bool) -> OrgConfig {
+    OrgConfig {
+        id: id.into(),
+        name: None,
+        plan,
+        retention_days: days,
+        legal_hold,
+    }
+}
+
+fn config() -> CollectorConfig {
+    let mut c = CollectorConfig::default();
+    c.retention.default_days = 3;
+    c.orgs = vec![
+        org("ent", Plan::Enterprise, Some(10), false),
+        org("team", Plan::Team, None, false),
+        org("held", Plan::Free, None, true),
+    ];
+    c
+}
+
+const PATH: &str = "/api/v1/orgs/ent/settings/retention";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_settings_read_roles_and_shape() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let admin = t.key("ent", Role::OrgAdmin);
+    let member = t.key("ent", Role::Member);
+    let ingest = t.key("ent", Role::Ingest);
+    let other = t.key("team", Role::OrgOwner);
+
+    let (status, body) = t.get(PATH, &owner).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"org_id": "ent", "days": 10, "source": "config", "plan": "enterprise",
+               "legal_hold": false, "default_days": 3, "editable": true})
+    );
+    let (status, body) = t.get(PATH, &admin).await;
+    assert_eq!((status, &body["editable"]), (200, &json!(false)));
+    for (key, want) in [(&member, 403), (&ingest, 403), (&other, 404)] {
+        assert_eq!(t.get(PATH, key).await.0, want);
+    }
+    let (_, body) = t.get("/api/v1/orgs/team/settings/retention", &other).await;
+    assert_eq!(
+        body,
+        json!({"org_id": "team", "days": 3, "source": "default", "plan": "team",
+               "legal_hold": false, "default_days": 3, "editable": false})
+    );
+    // Orgs not in the config are on the free plan with the default.
+    let nobody = t.key("nobody", Role::OrgOwner);
+    let (_, body) = t
+        .get("/api/v1/orgs/nobody/settings/retention", &nobody)
+        .await;
+    assert_eq!((&body["plan"], &body["days"]), (&json!("free"), &json!(3)));
+    let held = t.key("held", Role::OrgAdmin);
+    let (_, body) = t.get("/api/v1/orgs/held/settings/retention", &held).await;
+    assert_eq!(body["legal_hold"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_changes_are_checked_recorded_and_saved() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let owner_id = t.state.keys.list(Some("ent"))[0].id.clone();
+    let admin = t.key("ent", Role::OrgAdmin);
+    let team_owner = t.key("team", Role::OrgOwner);
+    let free_owner = t.key("nobody", Role::OrgOwner);
+
+    assert_eq!(t.put(PATH, &admin, r#"{"days": 30}"#).await.0, 403);
+    assert_eq!(t.put(PATH, &team_owner, r#"{"days": 30}"#).await.0, 404);
+    // Not enterprise: refused whatever the value, shorter or longer than the default.
+    for (org, key) in [("team", &team_owner), ("nobody", &free_owner)] {
+        for days in [400, 3, 1] {
+            let (status, body) = t
+                .put(
+                    &format!("/api/v1/orgs/{org}/settings/retention"),
+                    key,
+                    &format!(r#"{{"days": {days}}}"#),
+                )
+                .await;
+            assert_eq!(status, 403, "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("extended retention needs the enterprise plan"),
+                "{message}"
+            );
+        }
+    }
+    for (bad, field) in [
+        (r#"{"days": 0}"#, "days"),
+        (r#"{"days": 3651}"#, "days"),
+        (r#"{"days": -5}"#, "days"),
+        (r#"{"days": 1.5}"#, "days"),
+        (r#"{"days": "30"}"#, "days"),
+        (r#"{"days": 99999999999999}"#, "days"),
+        (r#"{}"#, "days"),
+        (r#"{"days": 30, "legal_hold": false}"#, "legal_hold"),
+        ("[30]", "body"),
+        ("not json", "body"),
+    ] {
+        let (status, body) = t.put(PATH, &owner, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["field"], field, "{bad}: {body}");
+    }
+    let big = format!(r#"{{"days": 30, "pad": "{}"}}"#, "x".repeat(5000));
+    assert_eq!(t.put(PATH, &owner, &big).await.0, 413);
+    assert_eq!(t.get(PATH, &owner).await.1["days"], 10, "nothing changed");
+
+    let (status, body) = t.put(PATH, &owner, r#"{"days": 365}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["days"], &body["source"]),
+        (&json!(365), &json!("api"))
+    );
+    // The same value again changes nothing and records nothing; shortening is allowed.
+    assert_eq!(t.put(PATH, &owner, r#"{"days": 365}"#).await.0, 200);
+    let (_, body) = t.put(PATH, &owner, r#"{"days": 2}"#).await;
+    assert_eq!(body["days"], 2);
+
+    let (_, log) = t
+        .get(
+            "/api/v1/orgs/ent/audit-log?action=settings.retention_changed",
+            &admin,
+        )
+        .await;
+    assert_eq!(log["total"], 2, "{log}");
+    let first = &log["entries"][1];
+    assert_eq!(first["actor"]["id"], json!(owner_id));
+    assert_eq!(first["actor"]["kind"], "api_key");
+    assert_eq!(
+        first["target"],
+        json!({"kind": "organization", "id": "ent"})
+    );
+    assert_eq!(
+        first["metadata"]["changes"],
+        json!([
+            {"field": "retention_days", "old": 10, "new": 365},
+            {"field": "retention_source", "old": "config", "new": "api"}
+        ])
+    );
+    assert_eq!(first["metadata"]["role"], "ORG_OWNER");
+    assert_eq!(
+        log["entries"][0]["metadata"]["changes"],
+        json!([{"field": "retention_days", "old": 365, "new": 2}])
+    );
+
+    // Saved under the data dir, and it wins over the config after a restart.
+    let reopened = RetentionPolicy::open(&config(), t.dir.path()).unwrap();
+    assert_eq!(reopened.for_org("ent").days, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_hide_expired_records_before_any_janitor_runs() {
+    let mut t = TestApp::new(config());
+    let now = Utc::now();
+    let minutes = Duration::minutes;
+    let days = Duration::days;
+    // Records older than the window are accepted at ingest: they may be legitimately late.
+    t.ingest(vec![
+        record("free", "outside", now - days(3) - minutes(10)),
+        record("free", "inside", now - days(3) + minutes(10)),
+        record("free", "recent", now - minutes(1)),
+        record("free", "recent2", now - minutes(2)),
+        record("free", "recent3", now - minutes(3)),
+    ])
+    .await;
+    t.ingest(vec![record("held", "old", now - days(30))]).await;
+    t.ingest(vec![
+        record("ent", "e-9d", now - days(9)),
+        record("ent", "e-2d", now - days(2)),
+    ])
+    .await;
+    assert_eq!(
+        t.state.index.stats().unwrap().docs,
+        8,
+        "all stored: no janitor here"
+    );
+    let free = t.key("free", Role::OrgAdmin);
+    let ids = |v: &Value| -> Vec<String> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let q = "/api/v1/orgs/free/audit-log?action=scan.triggered";
+    let (_, page) = t.get(q, &free).await;
+    assert_eq!(ids(&page), ["recent", "recent2", "recent3", "inside"]);
+    assert_eq!(page["total"], 4);
+    // An explicit older `since` does not reach past the window.
+    let (_, page) = t.get(&format!("{q}&since=30d"), &free).await;
+    assert_eq!(page["total"], 4);
+    let (_, facets) = t
+        .get(
+            "/api/v1/orgs/free/audit-log/facets?action=scan.triggered&since=2000-01-01",
+            &free,
+        )
+        .await;
+    assert_eq!(facets["total"], 4, "{facets}");
+    assert_eq!(
+        t.get("/api/v1/orgs/free/audit-log/outside", &free).await.0,
+        404
+    );
+    assert_eq!(
+        t.get("/api/v1/orgs/free/audit-log/inside", &free).await.0,
+        200
+    );
+    // Pages continue with their cursor (the floor is not part of it).
+    let (_, page) = t.get(&format!("{q}&limit=2"), &free).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (status, page) = t.get(&format!("{q}&limit=2&cursor={cursor}"), &free).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), ["recent3", "inside"]);
+
+    // Legal hold: past the window, still readable.
+    let held = t.key("held", Role::OrgAdmin);
+    let (_, page) = t
+        .get("/api/v1/orgs/held/audit-log?action=scan.triggered", &held)
+        .await;
+    assert_eq!(ids(&page), ["old"]);
+
+    // Shortening retention hides at once what falls out of the new window.
+    let ent = t.key("ent", Role::OrgOwner);
+    let eq = "/api/v1/orgs/ent/audit-log?action=scan.triggered";
+    assert_eq!(t.get(eq, &ent).await.1["total"], 2);
+    assert_eq!(t.put(PATH, &ent, r#"{"days": 1}"#).await.0, 200);
+    assert_eq!(t.get(eq, &ent).await.1["total"], 0);
+    assert_eq!(t.put(PATH, &ent, r#"{"days": 5}"#).await.0, 200);
+    assert_eq!(ids(&t.get(eq, &ent).await.1), ["e-2d"]);
+}
