@@ -1,13 +1,16 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`) and the org routes (`/api/v1/orgs/{org}/...`), with the key
-//! check as a layer on the routes that need it and one JSON error shape everywhere.
+//! check as a layer on the routes that need it and one JSON error shape everywhere, plus the
+//! dashboard's Audit Log page (`/settings/audit-log`) and `GET /api/v1/whoami` it signs in with.
 
 mod audit_log;
 mod auth;
+mod dashboard;
 mod error;
 mod ingest;
 mod ops;
 mod params;
+mod whoami;
 
 pub use error::ApiError;
 
@@ -53,6 +56,7 @@ pub fn app(state: AppState) -> Router {
     let keyed = Router::new()
         .route("/v1/logs", post(ingest::otlp_http))
         .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/whoami", get(whoami::whoami))
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
         .route(
             "/api/v1/orgs/{org}/audit-log/facets",
@@ -66,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(keyed)
+        .merge(dashboard::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Bodies are read by the handlers with their own limits, so the errors keep our shape.
