@@ -531,6 +531,9 @@ async fn drive(
     // A wrong key, then a MEMBER key: refused with a clear message.
     sign_in(b, "csk_not_a_real_key").await;
     wait_text(b, "signin-error", |t| t.contains("not accepted")).await;
+    let focused = js(b, "return document.activeElement.id;", vec![]).await;
+    assert_eq!(focused, "api-key", "focus back on the key field");
+    screenshot(b, "dashboard-signin.png").await;
     sign_in(b, member).await;
     wait_visible(b, "denied-view").await;
     let denied = text_of(b, "denied-message").await;
