@@ -366,8 +366,11 @@
         const id = `f-category-${value}`;
         item = el('li', { class: 'facet', 'data-value': value },
           el('input', { type: 'checkbox', id, name: 'category', value }),
-          el('label', { for: id }, el('span', { class: 'facet-label', text: label })),
-          el('span', { class: 'facet-count', 'data-category': value }));
+          // The count is part of the label, so a screen reader says "Scans, 30 entries".
+          el('label', { for: id },
+            el('span', { class: 'facet-label', text: label }),
+            el('span', { class: 'facet-count', 'data-category': value }),
+            el('span', { class: 'visually-hidden facet-unit' })));
         list.append(item);
       }
       const box = item.querySelector('input');
@@ -376,6 +379,7 @@
       const count = counts ? (found ? found.count : 0) : null;
       if (count !== null) {
         item.querySelector('.facet-count').textContent = count.toLocaleString('en-US');
+        item.querySelector('.facet-unit').textContent = count === 1 ? ', 1 entry' : `, ${count} entries`;
         item.classList.toggle('zero', count === 0 && !box.checked);
       }
     }
