@@ -1,10 +1,12 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
 //! audit log with facets, export and verify; keys; retention settings), with the key check as a
-//! layer on the routes that need it and one JSON error shape everywhere.
+//! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
+//! Audit Log page (`/settings/audit-log`).
 
 mod audit_log;
 mod auth;
+mod dashboard;
 mod error;
 mod export;
 mod ingest;
@@ -89,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .merge(keyed)
+        .merge(dashboard::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Bodies are read by the handlers with their own limits, so the errors keep our shape.

@@ -408,10 +408,13 @@ impl AuditIndex {
     ) -> Result<FacetResponse, IndexError> {
         let started = Instant::now();
         let plan = Plan::new(&self.inner.fields, org, q)?;
+        // The same snapshot as a first search page: a partition is reloaded (its records visible)
+        // a moment before the snapshot mark moves past them, and counts must never run ahead of
+        // what a search returns.
         let collector = FacetCollector(DocFilter {
             since: plan.since,
             until: plan.until,
-            lsn_below: None,
+            lsn_below: Some(self.snapshot_bound()),
         });
         let mut all = FacetFruit::default();
         for p in self.inner.partitions_newest_first(plan.since, plan.until) {

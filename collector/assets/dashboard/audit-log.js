@@ -1,0 +1,834 @@
+// Settings > Audit Log: reads an org's audit log through the collector's JSON API.
+//
+// The page renders untrusted audit data, so it builds every element with createElement and sets
+// text with textContent only; the Content-Security-Policy (with Trusted Types) backs that up.
+// The API key lives in sessionStorage and goes out as a bearer token; nothing is fetched from
+// anywhere but this collector.
+'use strict';
+
+(function () {
+  const KEY_STORAGE = 'codestax.audit-log.api-key';
+  const PAGE_SIZE = 50;
+  const FACET_TOP = 50;
+  const READ_ROLES = ['ORG_ADMIN', 'ORG_OWNER'];
+  // The spec's categories, in the order of its table, with its names.
+  const CATEGORIES = [
+    ['auth', 'Authentication'],
+    ['repository', 'Repositories'],
+    ['scan', 'Scans'],
+    ['finding', 'Findings'],
+    ['team', 'Team'],
+    ['settings', 'Settings'],
+    ['integration', 'Integrations'],
+    ['audit_log', 'Audit log'],
+  ];
+  const OUTCOMES = [['success', 'Success'], ['failure', 'Failure']];
+  const SINGLE_FILTERS = ['q', 'user', 'repository', 'outcome', 'since', 'until'];
+  const EXPORT_TYPES = { csv: 'text/csv', json: 'application/json', ndjson: 'application/x-ndjson' };
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    token: null,
+    who: null,
+    applied: emptyFilters(),
+    cursor: null,
+    shown: 0,
+    total: 0,
+    seq: 0,
+    retention: null,
+  };
+
+  // ---------- small helpers ----------
+
+  function emptyFilters() {
+    return { q: '', category: [], user: '', repository: '', outcome: '', since: '', until: '' };
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === 'text') node.textContent = String(value);
+      else if (name === 'class') node.className = value;
+      else node.setAttribute(name, value === true ? '' : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === '') continue;
+      node.append(typeof child === 'string' ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function setText(node, text) {
+    node.textContent = text || '';
+    if (node.getAttribute('role') === 'alert' || node.classList.contains('error')) {
+      show(node, Boolean(text));
+    }
+  }
+
+  // 2026-11-27T13:05:09.123456Z -> 2026-11-27 13:05:09 UTC
+  function formatTime(rfc3339) {
+    if (typeof rfc3339 !== 'string') return '';
+    const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:00)$/.exec(rfc3339);
+    if (m) return `${m[1]} ${m[2]} UTC`;
+    const d = new Date(rfc3339);
+    if (Number.isNaN(d.getTime())) return rfc3339;
+    return `${d.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} bytes`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  function plural(n, one, many) {
+    return `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
+  }
+
+  function categoryLabel(value) {
+    const found = CATEGORIES.find(([v]) => v === value);
+    return found ? found[1] : value;
+  }
+
+  // ---------- the API ----------
+
+  class ApiFailure extends Error {
+    constructor(status, detail, what) {
+      super((detail && detail.message) || `HTTP ${status}`);
+      this.status = status;
+      this.code = detail && detail.code;
+      this.field = detail && detail.field;
+      this.what = what;
+    }
+  }
+
+  function orgBase() {
+    return `/api/v1/orgs/${encodeURIComponent(state.who.org_id)}`;
+  }
+
+  async function api(path, options) {
+    const opts = options || {};
+    const headers = Object.assign({ Accept: 'application/json' }, opts.headers || {});
+    headers.Authorization = `Bearer ${state.token}`;
+    let response;
+    try {
+      response = await fetch(path, {
+        method: opts.method || 'GET',
+        headers,
+        body: opts.body,
+        cache: 'no-store',
+        credentials: 'omit',
+        redirect: 'error',
+      });
+    } catch (e) {
+      throw new ApiFailure(0, { message: `could not reach the collector (${e.message})` }, opts.what);
+    }
+    return response;
+  }
+
+  async function errorOf(response, what) {
+    let detail = null;
+    try {
+      const body = await response.json();
+      detail = body && body.error;
+    } catch (_) {
+      detail = null;
+    }
+    const failure = new ApiFailure(response.status, detail, what);
+    const retry = response.headers.get('Retry-After');
+    if (retry) failure.retryAfter = retry;
+    return failure;
+  }
+
+  async function apiJson(path, options) {
+    const response = await api(path, options);
+    const what = options && options.what;
+    if (!response.ok) throw await errorOf(response, what);
+    return response.json();
+  }
+
+  // A sentence for a person about a failed call.
+  function describe(failure) {
+    const what = failure.what || 'the request';
+    switch (failure.status) {
+      case 0:
+        return `Could not reach the collector: ${failure.message}.`;
+      case 400:
+        return failure.field
+          ? `The ${failure.field} filter is not valid: ${failure.message}`
+          : `The request was not valid: ${failure.message}`;
+      case 401:
+        return 'The API key was refused (unknown or revoked). Sign in again.';
+      case 403:
+        return `Not allowed: ${failure.message}`;
+      case 404:
+        return `This collector does not offer ${what} yet (the route answered 404).`;
+      case 503:
+        return `The collector is busy: ${failure.message}. Try again${failure.retryAfter ? ` in ${failure.retryAfter} s` : ''}.`;
+      default:
+        return `${what} failed (HTTP ${failure.status}): ${failure.message}`;
+    }
+  }
+
+  // A refused key ends the session wherever it shows up.
+  function handleAuth(failure) {
+    if (failure instanceof ApiFailure && failure.status === 401) {
+      signOut(describe(failure));
+      return true;
+    }
+    return false;
+  }
+
+  // ---------- sign-in ----------
+
+  async function signIn(token, fromStorage) {
+    const button = $('signin-button');
+    button.disabled = true;
+    setText($('signin-error'), '');
+    state.token = token;
+    let who;
+    try {
+      who = await apiJson('/api/v1/whoami', { what: 'key information (GET /api/v1/whoami)' });
+    } catch (failure) {
+      state.token = null;
+      sessionStorage.removeItem(KEY_STORAGE);
+      button.disabled = false;
+      showView('signin');
+      const message = failure.status === 401
+        ? (fromStorage ? 'Your saved key is no longer accepted. Sign in again.'
+          : 'That API key was not accepted: it is unknown or revoked.')
+        : describe(failure);
+      setText($('signin-error'), message);
+      $('api-key').setAttribute('aria-invalid', 'true');
+      $('api-key').focus();
+      return;
+    }
+    button.disabled = false;
+    $('api-key').value = '';
+    $('api-key').removeAttribute('aria-invalid');
+    sessionStorage.setItem(KEY_STORAGE, token);
+    state.who = who;
+    const label = who.name ? `${who.name} (${who.key_id})` : who.key_id;
+    setText($('session-who'), `${label} · ${who.role} · ${who.org_id}`);
+    show($('session'), true);
+    if (!READ_ROLES.includes(who.role)) {
+      setText($('denied-message'),
+        `The audit log is available to ORG_ADMIN and ORG_OWNER keys only. This key (${label}) ` +
+        `has the role ${who.role} in organization ${who.org_id}.`);
+      showView('denied');
+      $('denied-title').focus();
+      return;
+    }
+    setText($('org-name'), who.org_id);
+    showView('log');
+    state.applied = filtersFromUrl();
+    writeForm(state.applied);
+    document.title = `Audit Log · ${who.org_id} · CodeStax`;
+    refresh();
+    loadRetention();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    state.token = null;
+    state.who = null;
+    state.seq += 1;
+    $('entries-body').replaceChildren();
+    show($('session'), false);
+    setText($('session-who'), '');
+    showView('signin');
+    setText($('signin-error'), message || '');
+    $('api-key').focus();
+  }
+
+  function showView(name) {
+    show($('signin-view'), name === 'signin');
+    show($('denied-view'), name === 'denied');
+    show($('log-view'), name === 'log');
+  }
+
+  // ---------- filters ----------
+
+  function filtersFromUrl() {
+    const params = new URLSearchParams(window.location.search);
+    const f = emptyFilters();
+    f.category = params.getAll('category');
+    for (const name of SINGLE_FILTERS) f[name] = params.get(name) || '';
+    return f;
+  }
+
+  function filterParams(f, without) {
+    const params = new URLSearchParams();
+    if (without !== 'category') for (const c of f.category) params.append('category', c);
+    for (const name of SINGLE_FILTERS) {
+      if (name !== without && f[name]) params.append(name, f[name]);
+    }
+    return params;
+  }
+
+  function readForm() {
+    const f = emptyFilters();
+    f.q = $('f-q').value.trim();
+    f.category = Array.from(document.querySelectorAll('#f-category-list input:checked'))
+      .map((box) => box.value);
+    f.user = $('f-user').value;
+    f.repository = $('f-repository').value;
+    f.outcome = $('f-outcome').value;
+    f.since = $('f-since').value;
+    f.until = $('f-until').value;
+    return f;
+  }
+
+  function writeForm(f) {
+    $('f-q').value = f.q;
+    $('f-since').value = f.since;
+    $('f-until').value = f.until;
+    renderCategoryFacets(f, null);
+    renderSelectFacet($('f-user'), 'All users', f.user, null, (v) => v);
+    renderSelectFacet($('f-repository'), 'All repositories', f.repository, null, (v) => v);
+    renderSelectFacet($('f-outcome'), 'Any outcome', f.outcome,
+      OUTCOMES.map(([value]) => ({ value, count: null })),
+      (v) => (OUTCOMES.find(([o]) => o === v) || [v, v])[1]);
+  }
+
+  function sameFilters(a, b) {
+    return filterParams(a).toString() === filterParams(b).toString();
+  }
+
+  function applyForm() {
+    const f = readForm();
+    if (f.since && f.until && f.since > f.until) {
+      setText($('results-error'), 'The date range is empty: "From" is after "To".');
+      $('f-until').setAttribute('aria-invalid', 'true');
+      return false;
+    }
+    $('f-until').removeAttribute('aria-invalid');
+    if (sameFilters(f, state.applied)) return true;
+    state.applied = f;
+    const query = filterParams(f).toString();
+    history.replaceState(null, '', `${window.location.pathname}${query ? `?${query}` : ''}`);
+    refresh();
+    return true;
+  }
+
+  // Counts beside each filter. A group's counts leave out its own selection, so the other values
+  // of that group still show how many entries choosing them would give.
+  async function loadFacets(f, seq) {
+    const base = `${orgBase()}/audit-log/facets`;
+    const ask = (without) => {
+      const params = filterParams(f, without);
+      params.set('top', String(FACET_TOP));
+      return apiJson(`${base}?${params}`, { what: 'facet counts' });
+    };
+    const groups = [
+      ['category', 'categories', f.category.length > 0],
+      ['user', 'users', Boolean(f.user)],
+      ['repository', 'repositories', Boolean(f.repository)],
+      ['outcome', 'outcomes', Boolean(f.outcome)],
+    ];
+    const all = ask(null);
+    const answers = await Promise.all(groups.map(([param, , active]) => (active ? ask(param) : all)));
+    if (seq !== state.seq) return;
+    const counts = {};
+    groups.forEach(([param, field], i) => { counts[param] = answers[i][field]; });
+    renderCategoryFacets(f, counts.category);
+    renderSelectFacet($('f-user'), 'All users', f.user, counts.user, (v) => v);
+    renderSelectFacet($('f-repository'), 'All repositories', f.repository, counts.repository, (v) => v);
+    const outcomes = OUTCOMES.map(([value]) => {
+      const found = counts.outcome.find((c) => c.value === value);
+      return { value, count: found ? found.count : 0 };
+    });
+    renderSelectFacet($('f-outcome'), 'Any outcome', f.outcome, outcomes,
+      (v) => (OUTCOMES.find(([o]) => o === v) || [v, v])[1]);
+  }
+
+  // Updates the action-type checkboxes in place (a click or the focus is never lost to a
+  // re-render), adding custom categories the collector reports.
+  function renderCategoryFacets(f, counts) {
+    const list = $('f-category-list');
+    const known = CATEGORIES.map(([value, label]) => ({ value, label }));
+    for (const c of counts || []) {
+      if (!known.some((k) => k.value === c.value)) known.push({ value: c.value, label: c.value });
+    }
+    for (const value of f.category) {
+      if (!known.some((k) => k.value === value)) known.push({ value, label: value });
+    }
+    const existing = new Map(Array.from(list.children).map((li) => [li.dataset.value, li]));
+    for (const { value, label } of known) {
+      let item = existing.get(value);
+      if (!item) {
+        const id = `f-category-${value}`;
+        item = el('li', { class: 'facet', 'data-value': value },
+          el('input', { type: 'checkbox', id, name: 'category', value }),
+          // The count is part of the label, so a screen reader says "Scans, 30 entries".
+          el('label', { for: id },
+            el('span', { class: 'facet-label', text: label }),
+            el('span', { class: 'facet-count', 'data-category': value }),
+            el('span', { class: 'visually-hidden facet-unit' })));
+        list.append(item);
+      }
+      const box = item.querySelector('input');
+      box.checked = f.category.includes(value);
+      const found = counts && counts.find((c) => c.value === value);
+      const count = counts ? (found ? found.count : 0) : null;
+      if (count !== null) {
+        item.querySelector('.facet-count').textContent = count.toLocaleString('en-US');
+        item.querySelector('.facet-unit').textContent = count === 1 ? ', 1 entry' : `, ${count} entries`;
+        item.classList.toggle('zero', count === 0 && !box.checked);
+      }
+    }
+  }
+
+  function renderSelectFacet(select, allLabel, selected, counts, label) {
+    if (!counts && select.options.length > 1) {
+      // Keep the old list until the counts come; only make sure the choice is in it.
+      if (selected && !Array.from(select.options).some((o) => o.value === selected)) {
+        select.append(el('option', { value: selected, text: label(selected) }));
+      }
+      select.value = selected || '';
+      return;
+    }
+    const values = (counts || []).slice();
+    if (selected && !values.some((c) => c.value === selected)) values.push({ value: selected, count: null });
+    const wanted = [['', allLabel]].concat(values.map(({ value, count }) => [value,
+      count === null || count === undefined
+        ? label(value) : `${label(value)} (${count.toLocaleString('en-US')})`]));
+    const current = Array.from(select.options).map((o) => [o.value, o.text]);
+    if (JSON.stringify(current) !== JSON.stringify(wanted)) {
+      select.replaceChildren(...wanted.map(([value, text]) => el('option', { value, text })));
+    }
+    select.value = selected || '';
+  }
+
+  // ---------- entries ----------
+
+  async function refresh() {
+    const seq = ++state.seq;
+    const f = state.applied;
+    const results = document.querySelector('.results');
+    results.setAttribute('aria-busy', 'true');
+    setText($('results-error'), '');
+    setText($('facets-error'), '');
+    setText($('result-count'), 'Loading…');
+    const params = filterParams(f);
+    params.set('limit', String(PAGE_SIZE));
+    const page = apiJson(`${orgBase()}/audit-log?${params}`, { what: 'the audit log' });
+    const facets = loadFacets(f, seq).catch((failure) => {
+      if (seq !== state.seq || handleAuth(failure)) return;
+      setText($('facets-error'), `Counts unavailable. ${describe(failure)}`);
+    });
+    try {
+      const answer = await page;
+      if (seq !== state.seq) return;
+      state.total = answer.total;
+      state.cursor = answer.next_cursor || null;
+      state.shown = 0;
+      $('entries-body').replaceChildren();
+      appendEntries(answer.entries);
+    } catch (failure) {
+      if (seq !== state.seq || handleAuth(failure)) return;
+      $('entries-body').replaceChildren();
+      state.total = 0;
+      state.shown = 0;
+      state.cursor = null;
+      setText($('results-error'), describe(failure));
+      setText($('result-count'), '');
+      show($('empty'), false);
+      show($('load-more'), false);
+    } finally {
+      await facets;
+      if (seq === state.seq) results.removeAttribute('aria-busy');
+    }
+  }
+
+  async function loadMore() {
+    if (!state.cursor) return;
+    const seq = state.seq;
+    const button = $('load-more');
+    button.disabled = true;
+    const params = filterParams(state.applied);
+    params.set('limit', String(PAGE_SIZE));
+    params.set('cursor', state.cursor);
+    try {
+      const answer = await apiJson(`${orgBase()}/audit-log?${params}`, { what: 'the next page' });
+      if (seq !== state.seq) return;
+      state.cursor = answer.next_cursor || null;
+      const first = appendEntries(answer.entries);
+      if (first) first.focus();
+    } catch (failure) {
+      if (!handleAuth(failure)) setText($('results-error'), describe(failure));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // Appends rows; returns the first new row's details button (to move focus to).
+  function appendEntries(entries) {
+    const body = $('entries-body');
+    let first = null;
+    for (const record of entries) {
+      state.shown += 1;
+      const [row, detailsRow, button] = entryRows(record, state.shown);
+      body.append(row, detailsRow);
+      if (!first) first = button;
+    }
+    const more = Boolean(state.cursor);
+    show($('load-more'), more);
+    setText($('load-more'), more
+      ? `Load more (${Math.min(PAGE_SIZE, state.total - state.shown).toLocaleString('en-US')} of ${(state.total - state.shown).toLocaleString('en-US')} remaining)`
+      : 'Load more');
+    show($('empty'), state.total === 0);
+    setText($('result-count'), state.total === 0 ? 'No entries'
+      : `Showing ${state.shown.toLocaleString('en-US')} of ${plural(state.total, 'entry', 'entries')}`);
+    return first;
+  }
+
+  function entryRows(record, n) {
+    const actor = record.actor || {};
+    const target = record.target;
+    const meta = record.metadata || {};
+    const detailsId = `entry-details-${n}`;
+
+    // The date and the time may sit on two lines when the table is narrow.
+    const [day, ...clock] = formatTime(record.time).split(' ');
+    const timeCell = el('td', { class: 'col-time' },
+      el('time', { datetime: record.time },
+        el('span', { class: 'nowrap', text: day }), ' ',
+        el('span', { class: 'nowrap', text: clock.join(' ') })));
+
+    const userCell = el('td', { class: 'col-user' });
+    userCell.append(el('span', { class: 'user-name', text: actor.name || actor.email || actor.id || '—' }));
+    if (actor.email && actor.name) userCell.append(el('span', { class: 'muted block', text: actor.email }));
+    if (actor.kind && actor.kind !== 'user') {
+      userCell.append(el('span', { class: 'badge', text: actor.kind === 'api_key' ? 'API key' : actor.kind }));
+    }
+
+    const actionCell = el('td', { class: 'col-action' }, actionCode(record.action));
+    if (record.outcome === 'failure') actionCell.append(el('span', { class: 'badge failure', text: 'failed' }));
+
+    const targetCell = el('td', { class: 'col-target' });
+    if (target) {
+      targetCell.append(el('span', { text: target.name || target.id || '—' }));
+      targetCell.append(el('span', { class: 'muted block', text: target.kind }));
+    } else {
+      targetCell.append(el('span', { class: 'muted', text: '—' }));
+    }
+
+    const repoCell = el('td', { class: 'col-repo', text: record.repository || '—' });
+    const ipCell = el('td', { class: 'col-ip' }, el('code', { text: meta.ip || '—' }));
+
+    const button = el('button', {
+      type: 'button',
+      class: 'button small secondary details-toggle',
+      'aria-expanded': 'false',
+      'aria-controls': detailsId,
+    }, 'Details', el('span', { class: 'visually-hidden', text: ` of ${record.action} at ${formatTime(record.time)}` }));
+    const row = el('tr', { class: 'entry', 'data-id': record.id || '' },
+      timeCell, userCell, actionCell, targetCell, repoCell, ipCell, el('td', { class: 'col-details' }, button));
+
+    const detailsRow = el('tr', { class: 'details-row', id: detailsId, hidden: true });
+    const cell = el('td', { colspan: '7' });
+    detailsRow.append(cell);
+    button.addEventListener('click', () => {
+      const open = button.getAttribute('aria-expanded') === 'true';
+      if (!open && !cell.firstChild) cell.append(detailsPanel(record));
+      button.setAttribute('aria-expanded', String(!open));
+      button.firstChild.textContent = open ? 'Details' : 'Hide';
+      row.classList.toggle('open', !open);
+      detailsRow.hidden = open;
+    });
+    return [row, detailsRow, button];
+  }
+
+  // `settings.webhook_configured` may break after its dot, never inside a word.
+  function actionCode(action) {
+    const code = el('code');
+    String(action || '').split('.').forEach((part, i, all) => {
+      code.append(i < all.length - 1 ? `${part}.` : part);
+      if (i < all.length - 1) code.append(el('wbr'));
+    });
+    return code;
+  }
+
+  function jsonText(value) {
+    if (value === null || value === undefined) return null;
+    if (typeof value === 'string') return value;
+    return JSON.stringify(value, null, 2);
+  }
+
+  function valueNode(value) {
+    const text = jsonText(value);
+    if (text === null) return el('span', { class: 'muted', text: '(none)' });
+    if (typeof value === 'object') return el('pre', { class: 'value', text });
+    return el('span', { class: 'value', text });
+  }
+
+  function kvList(pairs) {
+    const dl = el('dl', { class: 'kv' });
+    for (const [key, value] of pairs) {
+      if (value === undefined || value === null || value === '') continue;
+      dl.append(el('dt', { text: key }), el('dd', {}, value instanceof Node ? value : valueNode(value)));
+    }
+    return dl;
+  }
+
+  function detailsPanel(record) {
+    const actor = record.actor || {};
+    const target = record.target;
+    const meta = record.metadata || {};
+    const panel = el('div', { class: 'details', role: 'region', 'aria-label': `Details of ${record.action}` });
+
+    const actorText = [actor.name, actor.email ? `<${actor.email}>` : null].filter(Boolean).join(' ');
+    const targetText = target
+      ? [target.kind, target.name, target.id && target.id !== target.name ? `(${target.id})` : null]
+        .filter(Boolean).join(' ')
+      : null;
+    const left = el('section', { class: 'details-col' }, el('h3', { text: 'Entry' }), kvList([
+      ['ID', record.id],
+      ['Time', el('time', { datetime: record.time, text: record.time })],
+      ['Received', record.received_at],
+      ['User', actorText || actor.id],
+      ['User ID', actor.id],
+      ['User kind', actor.kind],
+      ['Action', el('code', { text: record.action })],
+      ['Category', record.category ? `${categoryLabel(record.category)} (${record.category})` : null],
+      ['Outcome', record.outcome],
+      ['Target', targetText],
+      ['Repository', record.repository],
+      ['Message', record.message],
+    ]));
+
+    const known = ['ip', 'user_agent', 'scan_type', 'changes'];
+    const extra = Object.keys(meta).filter((k) => !known.includes(k)).sort()
+      .map((k) => [k, meta[k]]);
+    const right = el('section', { class: 'details-col' }, el('h3', { text: 'Metadata' }), kvList([
+      ['IP address', meta.ip],
+      ['User agent', meta.user_agent],
+      ['Scan type', meta.scan_type],
+      ...extra,
+    ]));
+    if (!meta.ip && !meta.user_agent && !meta.scan_type && extra.length === 0) {
+      right.append(el('p', { class: 'muted', text: 'No other metadata.' }));
+    }
+
+    const changes = Array.isArray(meta.changes) ? meta.changes : [];
+    const changesSection = el('section', { class: 'details-changes' }, el('h3', { text: 'Changes (old → new)' }));
+    if (changes.length) {
+      const table = el('table', { class: 'changes' },
+        el('caption', { class: 'visually-hidden', text: 'Changed fields with their old and new values' }),
+        el('thead', {}, el('tr', {},
+          el('th', { scope: 'col', text: 'Field' }),
+          el('th', { scope: 'col', text: 'Old value' }),
+          el('th', { scope: 'col' }, el('span', { class: 'visually-hidden', text: 'becomes' })),
+          el('th', { scope: 'col', text: 'New value' }))));
+      const tbody = el('tbody');
+      for (const change of changes) {
+        tbody.append(el('tr', { class: 'change' },
+          el('th', { scope: 'row' }, el('code', { text: change.field })),
+          el('td', { class: 'old' }, valueNode(change.old)),
+          el('td', { class: 'arrow', 'aria-hidden': 'true', text: '→' }),
+          el('td', { class: 'new' }, valueNode(change.new))));
+      }
+      table.append(tbody);
+      changesSection.append(table);
+    } else {
+      changesSection.append(el('p', { class: 'muted', text: 'No field changes recorded.' }));
+    }
+
+    const raw = el('details', { class: 'raw' },
+      el('summary', { text: 'Raw record (JSON)' }),
+      el('pre', { text: JSON.stringify(record, null, 2) }));
+
+    panel.append(el('div', { class: 'details-grid' }, left, right), changesSection, raw);
+    return panel;
+  }
+
+  // ---------- export ----------
+
+  function filenameFrom(disposition) {
+    if (!disposition) return null;
+    const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(disposition);
+    let name = null;
+    if (star) {
+      try { name = decodeURIComponent(star[1].trim()); } catch (_) { name = null; }
+    }
+    if (!name) {
+      const plain = /filename\s*=\s*("([^"]*)"|[^;]+)/i.exec(disposition);
+      if (plain) name = (plain[2] !== undefined ? plain[2] : plain[1]).trim();
+    }
+    if (!name) return null;
+    name = name.replace(/[/\\\u0000-\u001f]/g, '_').replace(/^\.+/, '');
+    return name || null;
+  }
+
+  async function exportLog() {
+    if (!applyForm()) return;
+    const format = $('export-format').value;
+    const button = $('export-button');
+    const status = $('export-status');
+    const params = new URLSearchParams({ format });
+    for (const [k, v] of filterParams(state.applied)) params.append(k, v);
+    button.disabled = true;
+    status.className = 'status';
+    setText(status, `Preparing the ${format.toUpperCase()} export…`);
+    try {
+      const response = await api(`${orgBase()}/audit-log/export?${params}`, {
+        headers: { Accept: EXPORT_TYPES[format] || '*/*' },
+      });
+      if (!response.ok) throw await errorOf(response, 'export (GET …/audit-log/export)');
+      const blob = await response.blob();
+      const name = filenameFrom(response.headers.get('Content-Disposition'))
+        || `audit-log-${state.who.org_id}.${format}`;
+      const url = URL.createObjectURL(blob);
+      const link = el('a', { href: url, download: name, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      setText(status, `Downloaded ${name} (${formatBytes(blob.size)}): every entry the filters select.`);
+      status.dataset.filename = name;
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      status.className = 'status error-text';
+      setText(status, `Export failed. ${describe(failure)}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---------- retention ----------
+
+  const SOURCES = {
+    default: 'the collector’s default',
+    config: 'set in the collector’s configuration',
+    api: 'set here by an org owner',
+  };
+
+  async function loadRetention() {
+    const summary = $('retention-summary');
+    setText($('retention-status'), '');
+    try {
+      const r = await apiJson(`${orgBase()}/settings/retention`, { what: 'retention settings' });
+      renderRetention(r);
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      $('retention-details').replaceChildren();
+      show($('retention-form'), false);
+      setText(summary, failure.status === 404
+        ? 'Retention settings are not available on this collector yet (the retention route answered 404).'
+        : describe(failure));
+      setText($('retention-note'), 'Audit logs are retained for 90 days on all plans; Enterprise plans can extend it.');
+    }
+  }
+
+  function renderRetention(r) {
+    state.retention = r;
+    setText($('retention-summary'), `Entries are kept for ${plural(r.days, 'day', 'days')}.`);
+    $('retention-details').replaceChildren(...[
+      ['Source', SOURCES[r.source] || r.source],
+      ['Plan', r.plan],
+      ['Default', plural(r.default_days, 'day', 'days')],
+      ['Legal hold', r.legal_hold ? 'On: nothing is deleted while it is set' : 'Off'],
+    ].flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
+    const editable = Boolean(r.editable) && state.who.role === 'ORG_OWNER';
+    show($('retention-form'), editable);
+    if (editable) $('retention-days').value = String(r.days);
+    let note = '';
+    if (!editable) {
+      if (state.who.role !== 'ORG_OWNER') note = 'Only an ORG_OWNER can change retention.';
+      else if (r.plan !== 'enterprise') note = 'Extended retention is available on Enterprise plans.';
+      else note = 'Retention cannot be changed here.';
+    }
+    setText($('retention-note'), note);
+  }
+
+  async function saveRetention(event) {
+    event.preventDefault();
+    const input = $('retention-days');
+    const status = $('retention-status');
+    const days = Number(input.value);
+    if (!Number.isInteger(days) || days < 1 || days > 3650) {
+      input.setAttribute('aria-invalid', 'true');
+      status.className = 'status error-text';
+      setText(status, 'Enter a whole number of days between 1 and 3650.');
+      input.focus();
+      return;
+    }
+    const current = state.retention && state.retention.days;
+    if (current && days < current && !window.confirm(
+      `Shorten retention from ${current} to ${days} days? Entries older than ${days} days will be deleted.`)) {
+      return;
+    }
+    input.removeAttribute('aria-invalid');
+    $('retention-save').disabled = true;
+    try {
+      const r = await apiJson(`${orgBase()}/settings/retention`, {
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ days }),
+        what: 'retention settings',
+      });
+      renderRetention(r);
+      status.className = 'status';
+      setText(status, `Saved: entries are now kept for ${plural(r.days, 'day', 'days')}.`);
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      input.setAttribute('aria-invalid', 'true');
+      status.className = 'status error-text';
+      setText(status, `Not saved. ${failure.status === 400 ? failure.message : describe(failure)}`);
+      input.focus();
+    } finally {
+      $('retention-save').disabled = false;
+    }
+  }
+
+  // ---------- wiring ----------
+
+  function start() {
+    $('signin-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const token = $('api-key').value.trim();
+      if (!token) {
+        setText($('signin-error'), 'Enter an API key.');
+        $('api-key').setAttribute('aria-invalid', 'true');
+        $('api-key').focus();
+        return;
+      }
+      signIn(token, false);
+    });
+    $('sign-out').addEventListener('click', () => signOut(''));
+    $('denied-sign-out').addEventListener('click', () => signOut(''));
+    $('filters').addEventListener('submit', (event) => {
+      event.preventDefault();
+      applyForm();
+    });
+    // Choices apply at once; the search box on Enter, the Search button or leaving it.
+    $('filters').addEventListener('change', () => applyForm());
+    $('f-q').addEventListener('search', () => applyForm());
+    $('clear-filters').addEventListener('click', () => {
+      writeForm(emptyFilters());
+      applyForm();
+      $('f-q').focus();
+    });
+    $('load-more').addEventListener('click', loadMore);
+    $('export-button').addEventListener('click', exportLog);
+    $('retention-form').addEventListener('submit', saveRetention);
+    $('denied-title').setAttribute('tabindex', '-1');
+
+    const saved = sessionStorage.getItem(KEY_STORAGE);
+    if (saved) {
+      signIn(saved, true);
+    } else {
+      showView('signin');
+      $('api-key').focus();
+    }
+  }
+
+  start();
+}());
