@@ -29,14 +29,7 @@ pub async fn read_body(
     max_body: usize,
     max_decompressed: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    let raw = axum::body::to_bytes(body, max_body).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner.is::<http_body_util::LengthLimitError>() {
-            BodyError::TooLarge { limit: max_body }
-        } else {
-            BodyError::Read(inner.to_string())
-        }
-    })?;
+    let raw = read_limited(body, max_body).await?;
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -46,6 +39,40 @@ pub async fn read_body(
         Some("gzip") => inflate(&raw, max_decompressed),
         Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
     }
+}
+
+/// How much of a refused body is still read (and thrown away) so the client finishes sending
+/// and reads the 413, instead of losing it to a connection reset; past this the connection is
+/// simply closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// How long a refused body is drained at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Collects a body of at most `max` bytes. A longer one is drained (bounded) and refused.
+async fn read_limited(mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if out.len() + data.len() > max {
+            let mut drained = out.len() + data.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while drained <= DRAIN_LIMIT {
+                    match body.frame().await {
+                        Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(BodyError::TooLarge { limit: max });
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
 }
 
 /// Inflates gzip data, refusing output over `limit` bytes.
