@@ -243,3 +243,48 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
         404
     );
 }
+
+/// Exports apply the retention window like every read, before any janitor deleted anything.
+#[test]
+fn exports_never_contain_records_past_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[retention]\ndefault_days = 3\njanitor_interval = \"1h\"\n",
+    );
+    let ingest = c.create_key("free", "INGEST");
+    let admin = c.create_key("free", "ORG_ADMIN");
+    let records = [
+        record(
+            "free",
+            "expired",
+            "scan.triggered",
+            "a@x.example",
+            &ago(Duration::days(3) + Duration::minutes(5)),
+        ),
+        record(
+            "free",
+            "kept",
+            "scan.triggered",
+            "a@x.example",
+            &ago(Duration::days(3) - Duration::minutes(5)),
+        ),
+    ];
+    assert_eq!(c.ingest(&ingest, &records).0, 200);
+    c.wait_for_total("free", "action=scan.triggered", &admin, 1);
+    for format in ["ndjson", "csv", "json"] {
+        let r = c.get(
+            &format!("/api/v1/orgs/free/audit-log/export?format={format}&action=scan.triggered"),
+            &admin,
+        );
+        assert_eq!(r.status(), 200);
+        let body = r.text().unwrap();
+        let kept_time = records[1]["time"].as_str().unwrap();
+        let expired_time = records[0]["time"].as_str().unwrap();
+        assert!(body.contains(kept_time), "{format}: {body}");
+        assert!(
+            !body.contains(expired_time),
+            "{format} holds an expired record: {body}"
+        );
+    }
+}
