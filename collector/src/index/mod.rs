@@ -90,7 +90,7 @@ mod tests;
 pub use audit_index::{
     AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, OrgSpan, PartitionInfo, SearchPage,
 };
-pub use chain::ChainReport;
+pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use indexer::{Indexer, Purge};
 pub use partition::{PartitionKey, PartitionScheme};
