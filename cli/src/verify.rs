@@ -11,6 +11,11 @@
 //!    of the record numbered one less, and — unless gaps are allowed, for filtered exports — no
 //!    number is missing between the first and the last.
 //!
+//! A file whose lowest `seq` is above 1 (an export made after retention deleted the oldest
+//! records, or with filters) is accepted: the first record's own hash is checked, but its
+//! `prev_hash` cannot be (the file has no checkpoint), and the summary says so and shows it, to
+//! compare with the collector's `GET .../verify`.
+//!
 //! The first broken place is named by its line (NDJSON) or position (JSON) and its `seq`.
 //! Memory: 80 bytes per record, for the link check.
 
@@ -39,6 +44,9 @@ pub struct VerifyReport {
     pub last_hash: Option<String>,
     /// Sequence numbers missing between the first and the last (only with `allow_gaps`).
     pub missing: u64,
+    /// The `prev_hash` of the first record when its `seq` is above 1: what the file cannot
+    /// check (the records before it are not in it — deleted by retention, or filtered out).
+    pub unchecked_prev_hash: Option<String>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -51,7 +59,15 @@ impl fmt::Display for VerifyReport {
                 } else {
                     f.write_str("no gaps, ")?;
                 }
-                write!(f, "every hash and link holds; last hash {hash}")
+                write!(f, "every hash and link holds; last hash {hash}")?;
+                if let Some(prev) = &self.unchecked_prev_hash {
+                    write!(
+                        f,
+                        "; the prev_hash of seq {first} is not checked (records before it are \
+                         not in the file: deleted by retention or filtered out): {prev}"
+                    )?;
+                }
+                Ok(())
             }
             _ => f.write_str("ok: no records"),
         }
@@ -169,14 +185,21 @@ impl Checker {
                     here,
                     format!(
                         "{gap} (after seq {} at {} {}): records were deleted \
-                         (for an export made with filters, use --allow-gaps)",
+                         (for an export made with filters, or after retention deleted a late \
+                         arrival, use --allow-gaps)",
                         a.seq, self.unit, a.at
                     ),
                 ));
             }
         }
         let last = self.links.last();
+        let unchecked_prev_hash = self
+            .links
+            .first()
+            .filter(|l| l.seq > 1)
+            .map(|l| hex::encode(l.prev));
         Ok(VerifyReport {
+            unchecked_prev_hash,
             records: self.links.len() as u64,
             first_seq: self.links.first().map(|l| l.seq),
             last_seq: last.map(|l| l.seq),
@@ -357,6 +380,54 @@ mod tests {
         assert!(
             ok.to_string()
                 .starts_with("ok: 10 records, seq 1 to 10, no gaps")
+        );
+    }
+
+    #[test]
+    fn an_export_after_retention_verifies_and_says_what_it_cannot_check() {
+        let records = export(10);
+        // Retention deleted seqs 1 to 3: the file starts at 4.
+        let left: Vec<AuditRecord> = records
+            .iter()
+            .filter(|r| r.seq.unwrap() > 3)
+            .cloned()
+            .collect();
+        let ok = check(&ndjson(&left)).unwrap();
+        assert_eq!(
+            (ok.records, ok.first_seq, ok.last_seq),
+            (7, Some(4), Some(10))
+        );
+        let third = records.iter().find(|r| r.seq == Some(3)).unwrap();
+        assert_eq!(ok.unchecked_prev_hash, third.hash);
+        let summary = ok.to_string();
+        assert!(
+            summary.starts_with("ok: 7 records, seq 4 to 10, no gaps")
+                && summary.contains("the prev_hash of seq 4 is not checked")
+                && summary.ends_with(third.hash.as_deref().unwrap()),
+            "{summary}"
+        );
+        // The other checks are as strict: a changed first record, or a link after it.
+        let mut changed = left.clone();
+        let at = changed.iter().position(|r| r.seq == Some(4)).unwrap();
+        changed[at].prev_hash = Some("1".repeat(64));
+        let e = check(&ndjson(&changed)).unwrap_err().to_string();
+        assert!(
+            e.contains("(seq 4)") && e.contains("does not match its hash"),
+            "{e}"
+        );
+        let mut gap = left.clone();
+        gap.retain(|r| r.seq != Some(7));
+        let e = check(&ndjson(&gap)).unwrap_err().to_string();
+        assert!(
+            e.contains("seq 7 is missing") && e.contains("retention"),
+            "{e}"
+        );
+        // A complete chain says nothing of the kind.
+        assert!(
+            !check(&ndjson(&records))
+                .unwrap()
+                .to_string()
+                .contains("not checked")
         );
     }
 

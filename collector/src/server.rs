@@ -102,7 +102,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     )?;
     let mut hashes = Vec::new();
     index.for_each_uid_hash(|h| hashes.push(h))?;
-    let chain_heads = index.chain_heads()?;
+    // Each org's chain continues from its newest record in the index, or from the newest record
+    // retention deleted if that is higher (an org whose every record was deleted).
+    let chain_heads = retention.checkpoints().merge_heads(index.chain_heads()?);
     let (sink, batches) = mpsc::channel::<IndexBatch>(16);
     let (store, replay) = Store::open(
         &layout.wal,

@@ -23,6 +23,7 @@ use crate::record::AuditRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The `prev_hash` of an org's first record: 64 zeros.
@@ -192,6 +193,67 @@ impl Unsealed {
     }
 }
 
+/// What retention leaves of an org's deleted records, so that what remains still verifies.
+///
+/// Retention deletes by time, not by `seq`, so what it deletes is a prefix of the chain plus,
+/// rarely, records above it (a late arrival: an old `time`, a high `seq`). `checkpoint` is the
+/// `seq` and `hash` of the highest deleted record `S` such that every `seq` up to `S` is
+/// deleted; `tombstones` are the `seq` and `hash` of the deleted records above it, ascending.
+/// The remaining chain starts at `S + 1` with `prev_hash` = the checkpoint's hash, and a gap in
+/// it is accepted only where tombstones cover it ([`ChainVerifier::after`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionCheckpoint {
+    pub checkpoint: ChainHead,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tombstones: Vec<ChainHead>,
+}
+
+impl RetentionCheckpoint {
+    /// The highest `seq` deleted (with its hash): where the org's chain stands if nothing of it
+    /// is left.
+    pub fn head(&self) -> &ChainHead {
+        self.tombstones.last().unwrap_or(&self.checkpoint)
+    }
+
+    /// Takes in the records about to be deleted, by `seq` (`deleted`); `hash_of(seq)` gives the
+    /// hash of one of them, and is asked only for those kept: the one the checkpoint moves to
+    /// and those above it (tombstones). Seqs at or below the checkpoint already are ignored (a
+    /// run that recorded them and then failed to delete them).
+    pub fn advance<E>(
+        &mut self,
+        deleted: &BTreeSet<u64>,
+        mut hash_of: impl FnMut(u64) -> Result<String, E>,
+    ) -> Result<(), E> {
+        let mut tombstones: BTreeMap<u64, String> = std::mem::take(&mut self.tombstones)
+            .into_iter()
+            .map(|h| (h.seq, h.hash))
+            .collect();
+        let mut s = self.checkpoint.seq;
+        while deleted.contains(&(s + 1)) || tombstones.contains_key(&(s + 1)) {
+            s += 1;
+        }
+        if s > self.checkpoint.seq {
+            let hash = match tombstones.get(&s) {
+                Some(h) => h.clone(),
+                None => hash_of(s)?,
+            };
+            self.checkpoint = ChainHead { seq: s, hash };
+            tombstones = tombstones.split_off(&(s + 1));
+        }
+        for &seq in deleted.range(s + 1..) {
+            if let std::collections::btree_map::Entry::Vacant(e) = tombstones.entry(seq) {
+                e.insert(hash_of(seq)?);
+            }
+        }
+        self.tombstones = tombstones
+            .into_iter()
+            .map(|(seq, hash)| ChainHead { seq, hash })
+            .collect();
+        Ok(())
+    }
+}
+
 /// Checks one record on its own: it carries `seq`, `prev_hash` and `hash`, the hashes are 64
 /// lowercase hex digits, and `hash` is [`record_hash`] of the record and its `prev_hash`.
 /// Returns its `seq`.
@@ -266,12 +328,17 @@ impl fmt::Display for ChainBreak {
 
 /// Checks records given in `seq` order, one at a time (so a chain of any length is checked in
 /// constant memory): every hash recomputes, every `prev_hash` is the hash before it, and `seq`
-/// goes up by one from the starting point without gaps.
+/// goes up by one from the starting point without gaps — but where a retention tombstone
+/// stands for the missing record ([`ChainVerifier::after`]).
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     /// Where the chain stood before the records checked: genesis, or a retention checkpoint.
     start: ChainHead,
     last: ChainHead,
+    /// Whether `last` is a tombstone (a deleted record) rather than a record checked.
+    last_is_tombstone: bool,
+    /// Retention tombstones not reached yet, ascending.
+    tombstones: std::collections::VecDeque<ChainHead>,
     first_seq: Option<u64>,
     records: u64,
 }
@@ -279,10 +346,31 @@ pub struct ChainVerifier {
 impl ChainVerifier {
     /// A verifier of a chain that continues `from` (the genesis when `None`).
     pub fn new(from: Option<ChainHead>) -> ChainVerifier {
-        let start = from.unwrap_or_default();
+        Self::after(RetentionCheckpoint {
+            checkpoint: from.unwrap_or_default(),
+            tombstones: Vec::new(),
+        })
+    }
+
+    /// A verifier of what retention left of a chain: the first record must follow the
+    /// checkpoint, and a missing record is accepted only where a tombstone stands for it (the
+    /// next record's `prev_hash` must then be the tombstone's hash). Records at or below the
+    /// checkpoint that are still stored (a janitor run recorded them, then failed to delete
+    /// them) are not part of the chain checked: skipped, but the one at the checkpoint itself
+    /// must have the checkpoint's hash.
+    pub fn after(checkpoint: RetentionCheckpoint) -> ChainVerifier {
+        let start = checkpoint.checkpoint;
+        let mut tombstones: Vec<ChainHead> = checkpoint
+            .tombstones
+            .into_iter()
+            .filter(|t| t.seq > start.seq)
+            .collect();
+        tombstones.sort_by_key(|t| t.seq);
         ChainVerifier {
             last: start.clone(),
+            last_is_tombstone: false,
             start,
+            tombstones: tombstones.into(),
             first_seq: None,
             records: 0,
         }
@@ -290,13 +378,39 @@ impl ChainVerifier {
 
     /// Checks the next record.
     pub fn push(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
-        let expected = self.last.seq + 1;
+        if self.records == 0
+            && self.last.seq == self.start.seq
+            && self.start.seq > 0
+            && let Some(seq) = record.seq
+            && seq <= self.start.seq
+        {
+            if seq == self.start.seq && record.hash.as_deref() != Some(self.start.hash.as_str()) {
+                return Err(ChainBreak {
+                    seq: Some(seq),
+                    reason: "the record at the retention checkpoint does not have the \
+                             checkpoint's hash"
+                        .into(),
+                });
+            }
+            return Ok(());
+        }
         let Some(seq) = record.seq else {
             return Err(ChainBreak {
-                seq: Some(expected),
+                seq: Some(self.last.seq + 1),
                 reason: format!("record {:?} has no seq", record.id()),
             });
         };
+        // Deleted records with a tombstone fill the gap up to this record.
+        while seq > self.last.seq + 1
+            && self
+                .tombstones
+                .front()
+                .is_some_and(|t| t.seq == self.last.seq + 1)
+        {
+            self.last = self.tombstones.pop_front().expect("checked");
+            self.last_is_tombstone = true;
+        }
+        let expected = self.last.seq + 1;
         if seq < expected {
             return Err(ChainBreak {
                 seq: Some(seq),
@@ -319,6 +433,11 @@ impl ChainVerifier {
                     self.last.seq
                 )
             };
+            let reason = if self.start.seq > 0 || !self.tombstones.is_empty() {
+                format!("{reason}, and no retention tombstone stands for it")
+            } else {
+                reason
+            };
             return Err(ChainBreak {
                 seq: Some(expected),
                 reason,
@@ -327,6 +446,16 @@ impl ChainVerifier {
         if record.prev_hash.as_deref() != Some(self.last.hash.as_str()) {
             let before = if self.last.seq == 0 {
                 "the genesis hash".to_string()
+            } else if self.last_is_tombstone {
+                format!(
+                    "the hash of seq {} (a retention tombstone: a deleted record)",
+                    self.last.seq
+                )
+            } else if self.last.seq == self.start.seq {
+                format!(
+                    "the hash of seq {} (the retention checkpoint: the last deleted record)",
+                    self.last.seq
+                )
             } else {
                 format!("the hash of seq {}", self.last.seq)
             };
@@ -343,8 +472,21 @@ impl ChainVerifier {
                 reason,
             });
         }
+        // A tombstone for a record still stored (recorded, then not deleted): it must be it.
+        if let Some(t) = self.tombstones.front()
+            && t.seq == seq
+        {
+            if record.hash.as_deref() != Some(t.hash.as_str()) {
+                return Err(ChainBreak {
+                    seq: Some(seq),
+                    reason: "the record does not have the hash of its retention tombstone".into(),
+                });
+            }
+            self.tombstones.pop_front();
+        }
         self.first_seq.get_or_insert(seq);
         self.records += 1;
+        self.last_is_tombstone = false;
         self.last = ChainHead {
             seq,
             hash: record.hash.clone().unwrap_or_default(),
@@ -357,9 +499,16 @@ impl ChainVerifier {
         &self.last
     }
 
-    /// What was verified.
-    pub fn finish(self) -> ChainSummary {
-        let ended = self.records > 0 || self.start.seq > 0;
+    /// What was verified. Tombstones right after the last record (deleted late arrivals with
+    /// the highest `seq`s) end the chain.
+    pub fn finish(mut self) -> ChainSummary {
+        while let Some(t) = self.tombstones.pop_front() {
+            if t.seq != self.last.seq + 1 {
+                break;
+            }
+            self.last = t;
+        }
+        let ended = self.records > 0 || self.last.seq > 0;
         ChainSummary {
             records: self.records,
             first_seq: self.first_seq,
@@ -564,6 +713,127 @@ mod tests {
         assert_eq!(
             verify_chain(&sealed[3..], Some(&wrong)).unwrap_err().seq,
             Some(4)
+        );
+    }
+
+    fn verify_after(
+        records: &[AuditRecord],
+        cp: &RetentionCheckpoint,
+    ) -> Result<ChainSummary, ChainBreak> {
+        let mut v = ChainVerifier::after(cp.clone());
+        for r in records {
+            v.push(r)?;
+        }
+        Ok(v.finish())
+    }
+
+    fn head(r: &AuditRecord) -> ChainHead {
+        ChainHead::of(r).unwrap()
+    }
+
+    #[test]
+    fn retention_checkpoint_and_tombstones() {
+        let sealed = chain(
+            &(0..10)
+                .map(|i| record(&format!("r{i}"), json!({})))
+                .collect::<Vec<_>>(),
+        );
+        // Deleted by time: seqs 1-4, and 7 (a late arrival: old time, high seq).
+        let deleted: BTreeSet<u64> = [1, 2, 3, 4, 7].into();
+        let mut asked = Vec::new();
+        let mut cp = RetentionCheckpoint::default();
+        cp.advance(&deleted, |s| {
+            asked.push(s);
+            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+        })
+        .unwrap();
+        // Only the hashes kept are asked for.
+        assert_eq!(asked, vec![4, 7]);
+        assert_eq!(cp.checkpoint, head(&sealed[3]));
+        assert_eq!(cp.tombstones, vec![head(&sealed[6])]);
+        assert_eq!(cp.head().seq, 7);
+        let left: Vec<AuditRecord> = sealed
+            .iter()
+            .filter(|r| !deleted.contains(&r.seq.unwrap()))
+            .cloned()
+            .collect();
+        let ok = verify_after(&left, &cp).unwrap();
+        assert_eq!(
+            (ok.records, ok.first_seq, ok.last_seq),
+            (5, Some(5), Some(10))
+        );
+        // Without the checkpoint, it fails at the first record left.
+        assert_eq!(verify_chain(&left, None).unwrap_err().seq, Some(1));
+        // A missing tombstone: fails naming the seq.
+        let mut no_tomb = cp.clone();
+        no_tomb.tombstones.clear();
+        let err = verify_after(&left, &no_tomb).unwrap_err();
+        assert_eq!(err.seq, Some(7), "{err}");
+        assert!(err.reason.contains("tombstone"), "{err}");
+        // A tombstone with a wrong hash: the record after it does not link.
+        let mut wrong = cp.clone();
+        wrong.tombstones[0].hash = "a".repeat(64);
+        let err = verify_after(&left, &wrong).unwrap_err();
+        assert_eq!(err.seq, Some(8), "{err}");
+        assert!(
+            err.reason.contains("seq 7") && err.reason.contains("tombstone"),
+            "{err}"
+        );
+        // A wrong checkpoint hash fails at the first record left.
+        let mut wrong = cp.clone();
+        wrong.checkpoint.hash = "b".repeat(64);
+        assert_eq!(verify_after(&left, &wrong).unwrap_err().seq, Some(5));
+        // Records still stored although recorded as deleted (a run that failed after saving):
+        // they verify too.
+        let ok = verify_after(&sealed, &cp).unwrap();
+        assert_eq!(
+            (ok.records, ok.first_seq, ok.last_seq),
+            (6, Some(5), Some(10))
+        );
+
+        // Next run: 5 and 6 go; the checkpoint moves through the old tombstone 7 to 7.
+        let deleted: BTreeSet<u64> = [5, 6].into();
+        let mut asked = Vec::new();
+        cp.advance(&deleted, |s| {
+            asked.push(s);
+            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+        })
+        .unwrap();
+        assert!(asked.is_empty(), "7's hash is the tombstone's: {asked:?}");
+        assert_eq!(cp.checkpoint, head(&sealed[6]));
+        assert!(cp.tombstones.is_empty());
+        let ok = verify_after(&sealed[7..], &cp).unwrap();
+        assert_eq!(
+            (ok.records, ok.first_seq, ok.last_seq),
+            (3, Some(8), Some(10))
+        );
+
+        // The newest record deleted alone (a late arrival on top): a trailing tombstone ends
+        // the chain.
+        let mut cp = RetentionCheckpoint::default();
+        cp.advance(&[10].into(), |s| {
+            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+        })
+        .unwrap();
+        assert_eq!(cp.checkpoint, ChainHead::genesis());
+        let ok = verify_after(&sealed[..9], &cp).unwrap();
+        assert_eq!((ok.records, ok.last_seq), (9, Some(10)));
+        assert_eq!(ok.last_hash, sealed[9].hash);
+        // Everything deleted: the checkpoint is the head.
+        cp.advance(&(1..=9).collect(), |s| {
+            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+        })
+        .unwrap();
+        assert_eq!(
+            (cp.checkpoint.clone(), cp.tombstones.len()),
+            (head(&sealed[9]), 0)
+        );
+        assert_eq!(verify_after(&[], &cp).unwrap().last_seq, Some(10));
+        // The file form.
+        let json = serde_json::to_string(&cp).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RetentionCheckpoint>(&json).unwrap(),
+            cp
         );
     }
 

@@ -96,7 +96,8 @@ pub fn effective_query(state: &AppState, org: &str, query: &SearchQuery) -> Sear
 }
 
 /// `GET /api/v1/orgs/{org}/audit-log/verify`: checks the org's stored hash chain, all of it, in
-/// `seq` order.
+/// `seq` order, from what retention kept of the records it deleted (the org's checkpoint and
+/// tombstones).
 pub async fn verify(
     State(state): State<AppState>,
     Extension(key): Extension<KeyInfo>,
@@ -113,10 +114,9 @@ pub async fn verify(
             format!("unknown parameter {name:?}; verify takes none"),
         ));
     }
-    // Retention hook: once old records are deleted, pass the org's checkpoint (the seq and hash
-    // of the last deleted record) here instead of `None`.
+    let checkpoint = state.retention.checkpoints().get(&org);
     let report = query(&state, "verify", move |index| {
-        index.verify_chain(&org, None)
+        index.verify_chain(&org, Some(&checkpoint))
     })
     .await?;
     let s = report.summary;

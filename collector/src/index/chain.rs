@@ -4,8 +4,11 @@
 use super::audit_index::{AuditIndex, load};
 use super::error::IndexError;
 use super::schema::col;
-use codestax_common::chain::{ChainBreak, ChainHead, ChainSummary, ChainVerifier};
-use std::collections::HashMap;
+use chrono::{DateTime, Utc};
+use codestax_common::chain::{
+    ChainBreak, ChainHead, ChainSummary, ChainVerifier, RetentionCheckpoint,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
@@ -88,14 +91,15 @@ impl AuditIndex {
     }
 
     /// Checks `org`'s chain as stored: its records committed now, in `seq` order, continuing
-    /// `from` (a retention checkpoint; the genesis when `None`). Every hash must recompute, every
-    /// `prev_hash` be the hash before it, and no `seq` be missing. Records written before chains
+    /// `from` (what retention kept of the records it deleted: a checkpoint and tombstones; the
+    /// genesis when `None`). Every hash must recompute, every `prev_hash` be the hash before it,
+    /// and no `seq` be missing but where a tombstone stands for it. Records written before chains
     /// existed (without `seq`) are not part of it. Memory: 24 bytes per record to sort them;
     /// records are read one at a time.
     pub fn verify_chain(
         &self,
         org: &str,
-        from: Option<ChainHead>,
+        from: Option<&RetentionCheckpoint>,
     ) -> Result<ChainReport, IndexError> {
         let query = TermQuery::new(
             Term::from_field_text(self.inner.fields.org, org),
@@ -118,7 +122,7 @@ impl AuditIndex {
             searchers.push((searcher, p.dir.clone()));
         }
         order.sort_unstable_by_key(|e| e.0);
-        let mut verifier = ChainVerifier::new(from);
+        let mut verifier = ChainVerifier::after(from.cloned().unwrap_or_default());
         for (_, at, doc) in order {
             let (searcher, dir) = &searchers[at as usize];
             let record = load(searcher, dir, &self.inner.fields, doc)?;
@@ -133,6 +137,120 @@ impl AuditIndex {
             summary: verifier.finish(),
             error: None,
         })
+    }
+
+    /// The chained records of partitions `partitions` (by name) that a retention run is about
+    /// to delete: per org of `cutoffs`, those with a `time` before its cutoff (the janitor's
+    /// rule, for whole partitions and per-org deletes alike). One pass over the `org`, `time`
+    /// and `seq` columns of those partitions; stored records are read only for the hashes asked
+    /// for ([`ExpiringChains::hash`]).
+    pub fn expiring_chains(
+        &self,
+        partitions: &HashSet<String>,
+        cutoffs: &HashMap<String, DateTime<Utc>>,
+    ) -> Result<ExpiringChains, IndexError> {
+        let mut out = ExpiringChains {
+            index: self.clone(),
+            searchers: Vec::new(),
+            orgs: HashMap::new(),
+        };
+        for p in self.inner.partitions_newest_first(None, None) {
+            if !partitions.contains(p.key.name()) {
+                continue;
+            }
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            let at = u32::try_from(out.searchers.len()).expect("fewer than 2^32 partitions");
+            for (segment, reader) in searcher.segment_readers().iter().enumerate() {
+                let ff = reader.fast_fields();
+                let err = |what| {
+                    let dir = p.dir.clone();
+                    move |e| IndexError::tantivy(dir, what, e)
+                };
+                let seqs = ff.u64(col::SEQ).map_err(err("read the seq column"))?;
+                let times = ff.i64(col::TIME).map_err(err("read the time column"))?;
+                let Some(orgs) = ff.str(col::ORG).map_err(err("read the org column"))? else {
+                    continue;
+                };
+                // Per org ordinal of the segment: its name and cutoff (microseconds).
+                let mut by_ord: Vec<Option<(String, i64)>> = Vec::with_capacity(orgs.num_terms());
+                for ord in 0..orgs.num_terms() {
+                    let mut org = String::new();
+                    orgs.ord_to_str(ord as u64, &mut org)
+                        .map_err(|e| IndexError::io(&p.dir, e))?;
+                    let cut = cutoffs.get(&org).map(|c| c.timestamp_micros());
+                    by_ord.push(cut.map(|c| (org, c)));
+                }
+                for doc in reader.doc_ids_alive() {
+                    let Some(ord) = orgs.ords().first(doc) else {
+                        continue;
+                    };
+                    let Some(Some((org, cut))) = by_ord.get(ord as usize) else {
+                        continue;
+                    };
+                    let (Some(seq), Some(time)) = (seqs.first(doc), times.first(doc)) else {
+                        continue;
+                    };
+                    if time < *cut {
+                        let addr = DocAddress::new(segment as SegmentOrdinal, doc);
+                        out.orgs
+                            .entry(org.clone())
+                            .or_default()
+                            .insert(seq, (at, addr));
+                    }
+                }
+            }
+            out.searchers.push((searcher, p.dir.clone()));
+        }
+        Ok(out)
+    }
+}
+
+/// The chained records a retention run is about to delete ([`AuditIndex::expiring_chains`]):
+/// per org their `seq`s, and where each one is stored, to read its hash. Holds searchers of the
+/// partitions: drop it before deleting.
+pub struct ExpiringChains {
+    index: AuditIndex,
+    searchers: Vec<(tantivy::Searcher, PathBuf)>,
+    orgs: HashMap<String, BTreeMap<u64, (u32, DocAddress)>>,
+}
+
+impl ExpiringChains {
+    /// The orgs with chained records about to be deleted.
+    pub fn orgs(&self) -> impl Iterator<Item = &str> {
+        self.orgs.keys().map(String::as_str)
+    }
+
+    /// The `seq`s of `org`'s records about to be deleted.
+    pub fn seqs(&self, org: &str) -> BTreeSet<u64> {
+        self.orgs
+            .get(org)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The hash of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored record.
+    pub fn hash(&self, org: &str, seq: u64) -> Result<String, IndexError> {
+        let corrupt = |message: String| IndexError::Corrupt {
+            path: self.index.inner.dir.clone(),
+            message,
+        };
+        let &(at, addr) = self
+            .orgs
+            .get(org)
+            .and_then(|m| m.get(&seq))
+            .ok_or_else(|| corrupt(format!("no record of org {org} at seq {seq} to delete")))?;
+        let (searcher, dir) = &self.searchers[at as usize];
+        let record = load(searcher, dir, &self.index.inner.fields, addr)?;
+        ChainHead::of(&record)
+            .filter(|h| h.seq == seq)
+            .map(|h| h.hash)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "the record of org {org} at seq {seq} has no chain fields"
+                ))
+            })
     }
 }
 

@@ -69,9 +69,11 @@
 //! bring it back. [`AuditIndex::org_spans`] tells who has records in a partition and how old
 //! the oldest is. The policy (who keeps what for how long) is `crate::retention`'s; reads hide
 //! expired records before they are deleted through [`SearchQuery::floor`].
-//! Deleting an org's oldest records leaves its hash chain starting after them: keep the
-//! `{seq, hash}` of the last one deleted as a checkpoint for [`AuditIndex::verify_chain`] (and
-//! for the store's chain heads if nothing newer is left).
+//! Deleting an org's oldest records leaves its hash chain starting after them: before deleting,
+//! the janitor reads the `seq`s (and the hashes it keeps) of what it is about to delete
+//! ([`AuditIndex::expiring_chains`]) into the org's retention checkpoint, which
+//! [`AuditIndex::verify_chain`] starts from (and the store's chain heads, if nothing newer is
+//! left).
 
 mod audit_index;
 mod chain;
@@ -90,7 +92,7 @@ mod tests;
 pub use audit_index::{
     AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, OrgSpan, PartitionInfo, SearchPage,
 };
-pub use chain::ChainReport;
+pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use indexer::{Indexer, Purge};
 pub use partition::{PartitionKey, PartitionScheme};

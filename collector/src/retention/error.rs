@@ -29,7 +29,10 @@ pub enum RetentionError {
         #[source]
         source: std::io::Error,
     },
-    /// The overrides file exists but cannot be used.
+    /// The index failed during a janitor run.
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    /// A state file (overrides, chain checkpoints) exists but cannot be used.
     #[error("retention state file {path}: {message}")]
     State { path: PathBuf, message: String },
 }

@@ -10,14 +10,20 @@
 //! - otherwise the orgs whose oldest record there is before their cutoff lose the records before
 //!   it ([`Indexer::delete_older_than`]: delete, commit, merge, collect the old files).
 //!
+//! Before deleting anything, the run records what each org's hash chain loses
+//! ([`ChainCheckpoints`](super::ChainCheckpoints): the checkpoint and tombstones of
+//! `chain-checkpoints.json`), so that what remains still verifies and the chain continues after
+//! a restart even if nothing of the org is left.
+//!
 //! Records inside their window are never touched: the cutoff is
 //! [`OrgRetention::expires_before`](super::OrgRetention::expires_before), the very bound reads
 //! apply, and only records strictly before it go.
 
+use super::error::RetentionError;
 use super::policy::RetentionPolicy;
-use crate::index::{AuditIndex, IndexError, Indexer, OrgSpan};
+use crate::index::{AuditIndex, Indexer, OrgSpan, PartitionInfo};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,8 @@ pub struct JanitorReport {
     pub partitions_purged: Vec<String>,
     /// The oldest record kept, per org that has records.
     pub oldest: BTreeMap<String, DateTime<Utc>>,
+    /// Orgs whose chain checkpoint changed (saved before the deletes).
+    pub checkpoints_saved: Vec<String>,
     /// Bytes of the index's partitions before and after the run.
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -67,7 +75,7 @@ impl Janitor {
         &self,
         indexer: &mut Indexer,
         now: DateTime<Utc>,
-    ) -> Result<JanitorReport, IndexError> {
+    ) -> Result<JanitorReport, RetentionError> {
         let started = Instant::now();
         indexer.commit()?;
         let mut report = JanitorReport {
@@ -81,6 +89,8 @@ impl Janitor {
                 .entry(org.to_string())
                 .or_insert_with(|| self.policy.for_org(org).expires_before(now))
         };
+        // What to do with each partition, decided before anything is deleted.
+        let mut plan: Vec<(PartitionInfo, Step)> = Vec::new();
         for part in self.index.partitions()? {
             report.bytes_before += part.bytes_on_disk;
             let spans = self.index.org_spans(&part.name)?;
@@ -88,9 +98,7 @@ impl Janitor {
                 .keys()
                 .all(|org| cutoff(org).is_some_and(|c| c >= part.end));
             if whole {
-                indexer.delete_partition(&part.name)?;
-                add(&mut report.deleted, &spans);
-                report.partitions_dropped.push(part.name);
+                plan.push((part, Step::Drop(spans)));
                 continue;
             }
             let due: Vec<(String, DateTime<Utc>)> = spans
@@ -100,20 +108,42 @@ impl Janitor {
                     (span.oldest < c).then(|| (org.clone(), c))
                 })
                 .collect();
-            let kept = if due.is_empty() {
-                report.bytes_after += part.bytes_on_disk;
-                spans
+            if due.is_empty() {
+                plan.push((part, Step::Keep(spans)));
             } else {
-                let purge = indexer.delete_older_than(&part.name, &due)?;
-                for (org, n) in purge.deleted {
-                    *report.deleted.entry(org).or_default() += n;
-                }
-                report.bytes_after += purge.bytes_after;
-                report.partitions_purged.push(part.name.clone());
-                if purge.removed {
+                plan.push((part, Step::Purge(due)));
+            }
+        }
+        let cutoffs: HashMap<String, DateTime<Utc>> = cutoffs
+            .into_iter()
+            .filter_map(|(org, c)| Some((org, c?)))
+            .collect();
+        report.checkpoints_saved = self.save_checkpoints(&plan, &cutoffs)?;
+
+        for (part, step) in plan {
+            let kept = match step {
+                Step::Drop(spans) => {
+                    indexer.delete_partition(&part.name)?;
+                    add(&mut report.deleted, &spans);
+                    report.partitions_dropped.push(part.name);
                     continue;
                 }
-                self.index.org_spans(&part.name)?
+                Step::Keep(spans) => {
+                    report.bytes_after += part.bytes_on_disk;
+                    spans
+                }
+                Step::Purge(due) => {
+                    let purge = indexer.delete_older_than(&part.name, &due)?;
+                    for (org, n) in purge.deleted {
+                        *report.deleted.entry(org).or_default() += n;
+                    }
+                    report.bytes_after += purge.bytes_after;
+                    report.partitions_purged.push(part.name.clone());
+                    if purge.removed {
+                        continue;
+                    }
+                    self.index.org_spans(&part.name)?
+                }
             };
             // Oldest partitions first: the first span seen of an org holds its oldest record.
             for (org, span) in kept {
@@ -125,6 +155,7 @@ impl Janitor {
             deleted = report.total_deleted(),
             partitions_dropped = report.partitions_dropped.len(),
             partitions_purged = report.partitions_purged.len(),
+            checkpoints_saved = report.checkpoints_saved.len(),
             bytes_before = report.bytes_before,
             bytes_after = report.bytes_after,
             seconds = report.duration.as_secs_f64(),
@@ -132,6 +163,61 @@ impl Janitor {
         );
         Ok(report)
     }
+
+    /// Records, durably and before anything is deleted, what each org's chain is about to lose:
+    /// the `seq`s of its records with a `time` before its cutoff in the partitions the plan
+    /// touches, moved into its checkpoint and tombstones. Returns the orgs whose checkpoint
+    /// changed.
+    fn save_checkpoints(
+        &self,
+        plan: &[(PartitionInfo, Step)],
+        cutoffs: &HashMap<String, DateTime<Utc>>,
+    ) -> Result<Vec<String>, RetentionError> {
+        let touched: HashSet<String> = plan
+            .iter()
+            .filter(|(_, step)| !matches!(step, Step::Keep(_)))
+            .map(|(part, _)| part.name.clone())
+            .collect();
+        if touched.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let expiring = self.index.expiring_chains(&touched, cutoffs)?;
+        let store = self.policy.checkpoints();
+        let mut changed = BTreeMap::new();
+        let mut hashes_read = 0u64;
+        for org in expiring.orgs() {
+            let before = store.get(org);
+            let mut after = before.clone();
+            after.advance(&expiring.seqs(org), |seq| {
+                hashes_read += 1;
+                expiring.hash(org, seq)
+            })?;
+            if after != before {
+                changed.insert(org.to_string(), after);
+            }
+        }
+        drop(expiring);
+        let orgs: Vec<String> = changed.keys().cloned().collect();
+        store.save(changed)?;
+        tracing::debug!(
+            orgs = orgs.len(),
+            hashes_read,
+            seconds = started.elapsed().as_secs_f64(),
+            "saved chain checkpoints before deleting"
+        );
+        Ok(orgs)
+    }
+}
+
+/// What a run does with one partition.
+enum Step {
+    /// Delete it whole (every org present has expired all of it).
+    Drop(BTreeMap<String, OrgSpan>),
+    /// Delete these orgs' records before their cutoff.
+    Purge(Vec<(String, DateTime<Utc>)>),
+    /// Nothing to delete.
+    Keep(BTreeMap<String, OrgSpan>),
 }
 
 fn add(deleted: &mut BTreeMap<String, u64>, spans: &BTreeMap<String, OrgSpan>) {

@@ -7,11 +7,13 @@
 //! nothing of it expires. Reads hide expired records at once; the janitor deletes them on its
 //! next run. See `docs/retention.md`.
 
+mod checkpoint;
 mod error;
 mod janitor;
 mod overrides;
 mod policy;
 
+pub use checkpoint::ChainCheckpoints;
 pub use error::RetentionError;
 pub use janitor::{Janitor, JanitorReport};
 pub use policy::{OrgRetention, RetentionPolicy, Source};

@@ -41,45 +41,67 @@ impl OverrideStore {
 
     /// The saved overrides: a complete temporary file first, else the stable file, else none.
     pub fn load(&self) -> Result<BTreeMap<String, u32>, RetentionError> {
-        let tmp = self.dir.join(TMP);
-        match std::fs::read(&tmp) {
-            Ok(bytes) => {
-                if let Ok(days) = parse(&tmp, &bytes) {
-                    return Ok(days);
-                }
-                // A torn temporary file: the stable one is the last complete save.
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(RetentionError::io(&tmp, e)),
-        }
-        let stable = self.path();
-        match std::fs::read(&stable) {
-            Ok(bytes) => parse(&stable, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(RetentionError::io(&stable, e)),
-        }
+        Ok(load_preferring_tmp(&self.dir, TMP, FILE, parse)?.unwrap_or_default())
     }
 
     /// Saves `days` atomically: temporary file, fsync, rename, fsync of the directory.
     pub fn save(&self, days: &BTreeMap<String, u32>) -> Result<(), RetentionError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| RetentionError::io(&self.dir, e))?;
-        let tmp = self.dir.join(TMP);
         let file = OverridesFile {
             version: VERSION,
             days: days.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("the overrides always serialise");
-        let mut f = File::create(&tmp).map_err(|e| RetentionError::io(&tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| RetentionError::io(&tmp, e))?;
-        drop(f);
-        let stable = self.path();
-        std::fs::rename(&tmp, &stable).map_err(|e| RetentionError::io(&stable, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| RetentionError::io(&self.dir, e))
+        save_atomically(&self.dir, TMP, FILE, &bytes)
     }
+}
+
+/// Reads a state file of `dir`: a complete (parseable) temporary file `tmp` first, else the
+/// stable file `stable`, else `None`.
+pub(super) fn load_preferring_tmp<T>(
+    dir: &Path,
+    tmp: &str,
+    stable: &str,
+    parse: impl Fn(&Path, &[u8]) -> Result<T, RetentionError>,
+) -> Result<Option<T>, RetentionError> {
+    let tmp = dir.join(tmp);
+    match std::fs::read(&tmp) {
+        Ok(bytes) => {
+            if let Ok(v) = parse(&tmp, &bytes) {
+                return Ok(Some(v));
+            }
+            // A torn temporary file: the stable one is the last complete save.
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RetentionError::io(&tmp, e)),
+    }
+    let stable = dir.join(stable);
+    match std::fs::read(&stable) {
+        Ok(bytes) => parse(&stable, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RetentionError::io(&stable, e)),
+    }
+}
+
+/// Writes a state file of `dir` atomically: temporary file, fsync, rename, fsync of the
+/// directory.
+pub(super) fn save_atomically(
+    dir: &Path,
+    tmp: &str,
+    stable: &str,
+    bytes: &[u8],
+) -> Result<(), RetentionError> {
+    std::fs::create_dir_all(dir).map_err(|e| RetentionError::io(dir, e))?;
+    let tmp = dir.join(tmp);
+    let mut f = File::create(&tmp).map_err(|e| RetentionError::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| RetentionError::io(&tmp, e))?;
+    drop(f);
+    let stable = dir.join(stable);
+    std::fs::rename(&tmp, &stable).map_err(|e| RetentionError::io(&stable, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RetentionError::io(dir, e))
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, u32>, RetentionError> {

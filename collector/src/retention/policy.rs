@@ -1,6 +1,7 @@
 //! [`RetentionPolicy`]: each org's window, from the default, the `[[orgs]]` config and the API's
 //! overrides; legal holds; and the floor every read applies.
 
+use super::checkpoint::ChainCheckpoints;
 use super::error::RetentionError;
 use super::overrides::OverrideStore;
 use crate::index::SearchQuery;
@@ -85,6 +86,8 @@ pub struct RetentionPolicy {
     saving: Mutex<()>,
     /// Serialises whole changes (read old, record, save) for [`RetentionPolicy::lock_changes`].
     changes: tokio::sync::Mutex<()>,
+    /// What the janitor kept of the records it deleted (`chain-checkpoints.json`).
+    checkpoints: ChainCheckpoints,
 }
 
 impl RetentionPolicy {
@@ -94,6 +97,7 @@ impl RetentionPolicy {
     pub fn open(config: &CollectorConfig, dir: &Path) -> Result<RetentionPolicy, RetentionError> {
         let store = OverrideStore::new(dir);
         let overrides = store.load()?;
+        let checkpoints = ChainCheckpoints::open(dir)?;
         for (org, days) in &overrides {
             if !(1..=MAX_RETENTION_DAYS).contains(days) {
                 return Err(RetentionError::State {
@@ -125,6 +129,7 @@ impl RetentionPolicy {
             store,
             saving: Mutex::new(()),
             changes: tokio::sync::Mutex::new(()),
+            checkpoints,
         };
         for org in policy.read_overrides().keys() {
             let plan = policy.configured(org).plan;
@@ -137,6 +142,12 @@ impl RetentionPolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// Each org's chain checkpoint: what retention kept of the records it deleted (saved in the
+    /// same data dir).
+    pub fn checkpoints(&self) -> &ChainCheckpoints {
+        &self.checkpoints
     }
 
     /// `retention.default_days`.

@@ -370,7 +370,10 @@ fn open_all(
         Arc::new(index.clone()) as Arc<dyn IdLookup>,
         hashes,
         index.indexed_through(),
-        index.chain_heads().unwrap(),
+        // As the collector does: the higher of the index's heads and retention's checkpoints.
+        ChainCheckpoints::open(dir)
+            .unwrap()
+            .merge_heads(index.chain_heads().unwrap()),
         sink,
     )
     .unwrap();
@@ -427,6 +430,142 @@ async fn a_wal_replay_after_a_restart_does_not_bring_deleted_records_back() {
         admissions[0],
         crate::store::Admission::Stored { .. }
     ));
+    store.close().await;
+}
+
+/// Stores `records` through the store (which chains them) and indexes them.
+async fn store_and_index(
+    store: &Store,
+    indexer: &mut Indexer,
+    batches: &mut mpsc::Receiver<IndexBatch>,
+    records: Vec<AuditRecord>,
+) {
+    store.submit(records).await.unwrap();
+    while let Ok(batch) = batches.try_recv() {
+        indexer.add_batch(&batch.records).unwrap();
+    }
+    indexer.commit().unwrap();
+}
+
+/// Ids and seqs of `org` in the index.
+fn seqs(index: &AuditIndex, org: &str) -> BTreeMap<String, u64> {
+    let page = index
+        .search(org, &SearchQuery::default(), 1000, None)
+        .unwrap();
+    page.entries
+        .iter()
+        .map(|r| (r.id().to_string(), r.seq.unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_verifies_and_continues_after_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
+    let (index, mut indexer, store, _, mut batches) = open_all(dir.path());
+    let real_now = Utc::now();
+    let old = real_now - Duration::days(5);
+    let new = real_now - Duration::hours(1);
+    // `free`: 3 old, 3 new, a late arrival (old time, seq 7), 2 new. `gone`: only old records.
+    let mut free = Vec::new();
+    for i in 0..3 {
+        free.push(record("free", &format!("old{i}"), old));
+    }
+    for i in 0..3 {
+        free.push(record("free", &format!("new{i}"), new));
+    }
+    free.push(record("free", "late", old - Duration::days(1)));
+    for i in 3..5 {
+        free.push(record("free", &format!("new{i}"), new));
+    }
+    for r in free {
+        store_and_index(&store, &mut indexer, &mut batches, vec![r]).await;
+    }
+    let gone: Vec<AuditRecord> = (0..4)
+        .map(|i| record("gone", &format!("g{i}"), old))
+        .collect();
+    store_and_index(&store, &mut indexer, &mut batches, gone).await;
+    assert_eq!(seqs(&index, "free")["late"], 7);
+    assert_eq!(seqs(&index, "gone").len(), 4);
+
+    let report = Janitor::new(policy.clone(), index.clone())
+        .run(&mut indexer, Utc::now())
+        .unwrap();
+    assert_eq!(report.deleted["free"], 4);
+    assert_eq!(report.deleted["gone"], 4);
+    assert_eq!(
+        report.checkpoints_saved,
+        vec!["free".to_string(), "gone".into()]
+    );
+    let free_cp = policy.checkpoints().get("free");
+    assert_eq!(free_cp.checkpoint.seq, 3);
+    assert_eq!(
+        free_cp.tombstones.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(policy.checkpoints().get("gone").checkpoint.seq, 4);
+    // What remains verifies from the checkpoint (and not without it).
+    let report = index.verify_chain("free", Some(&free_cp)).unwrap();
+    assert_eq!(report.error, None);
+    assert_eq!(
+        (
+            report.summary.records,
+            report.summary.first_seq,
+            report.summary.last_seq
+        ),
+        (5, Some(4), Some(9))
+    );
+    assert_eq!(
+        index.verify_chain("free", None).unwrap().error.unwrap().seq,
+        Some(1)
+    );
+    // Without its tombstone, the gap left by the late arrival is named.
+    let mut no_tomb = free_cp.clone();
+    no_tomb.tombstones.clear();
+    let err = index.verify_chain("free", Some(&no_tomb)).unwrap();
+    assert_eq!(err.error.unwrap().seq, Some(7));
+    // A second run deletes nothing and changes nothing.
+    let again = Janitor::new(policy.clone(), index.clone())
+        .run(&mut indexer, Utc::now())
+        .unwrap();
+    assert_eq!(again.total_deleted(), 0);
+    assert!(again.checkpoints_saved.is_empty());
+    let through = index.indexed_through().unwrap();
+    store.mark_indexed_through(through);
+    store.close().await;
+    drop((index, indexer, batches, policy));
+
+    // Restart: `gone` has nothing in the index; its chain continues at 5, not 1.
+    let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
+    let (index, mut indexer, store, replay, mut batches) = open_all(dir.path());
+    assert!(replay.is_empty());
+    let more = vec![
+        record("gone", "g-new", Utc::now()),
+        record("free", "new-after", Utc::now()),
+    ];
+    store_and_index(&store, &mut indexer, &mut batches, more).await;
+    assert_eq!(
+        seqs(&index, "gone"),
+        BTreeMap::from([("g-new".to_string(), 5)])
+    );
+    assert_eq!(seqs(&index, "free")["new-after"], 10);
+    for org in ["gone", "free"] {
+        let report = index
+            .verify_chain(org, Some(&policy.checkpoints().get(org)))
+            .unwrap();
+        assert_eq!(report.error, None, "{org}");
+    }
+    let gone = index
+        .verify_chain("gone", Some(&policy.checkpoints().get("gone")))
+        .unwrap();
+    assert_eq!(
+        (
+            gone.summary.records,
+            gone.summary.first_seq,
+            gone.summary.last_seq
+        ),
+        (1, Some(5), Some(5))
+    );
     store.close().await;
 }
 
