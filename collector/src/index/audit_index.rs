@@ -385,10 +385,10 @@ impl AuditIndex {
         })
     }
 
-    /// For the records of `org` matching `q`: the total, the `top_n` most frequent values of
-    /// category, action, user (actor email, else id), repository and outcome (count desc, then
-    /// value), and a histogram over time in UTC hour buckets when the range is at most 3 days,
-    /// else day buckets. The range is `[since, until)`; an open end is closed by the earliest
+    /// For the records of `org` matching `q`, in the snapshot a new search sees: the total, the
+    /// `top_n` most frequent values of category, action, user (actor email, else id),
+    /// repository and outcome (count desc, then value), and a histogram over time in UTC hour
+    /// buckets when the range is at most 3 days, else day buckets. The range is `[since, until)`; an open end is closed by the earliest
     /// or latest match. Buckets run from the first to the last non-empty one, empty ones included.
     pub fn facets(
         &self,
@@ -398,10 +398,13 @@ impl AuditIndex {
     ) -> Result<FacetResponse, IndexError> {
         let started = Instant::now();
         let plan = Plan::new(&self.inner.fields, org, q)?;
+        // The snapshot a new search would see: a commit reloads the partitions' readers before
+        // it moves the snapshot bound, and in between, records counted here must not be
+        // missing from a search that follows.
         let collector = FacetCollector(DocFilter {
             since: plan.since,
             until: plan.until,
-            lsn_below: None,
+            lsn_below: Some(self.snapshot_bound()),
         });
         let mut all = FacetFruit::default();
         for p in self.inner.partitions_newest_first(plan.since, plan.until) {
