@@ -11,7 +11,8 @@
 //! - CPU at 10,000 records/s written to 10 files, from `/proc/<pid>/stat` (utime + stime);
 //! - the same for rsyslog `imfile` → `omfwd` TCP to a counting listener.
 //!
-//! Set `BENCH_LINES` to change the throughput file's size (default 400,000 lines, ~200 MB).
+//! Set `BENCH_LINES` to change the throughput file's size (default 400,000 lines, ~200 MB);
+//! `BENCH_AGENT_TOML` is appended to the agent's configuration (e.g. `[batch]` settings).
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -474,7 +475,9 @@ http_listen = "{http}"
 listen = "{api}"
 [log]
 level = "warn"
+{extra}
 "#,
+            extra = std::env::var("BENCH_AGENT_TOML").unwrap_or_default(),
             data = dir.join("data").display(),
             glob = glob.display(),
             grpc = free_addr(),
