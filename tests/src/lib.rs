@@ -1,5 +1,6 @@
 //! Harness for end-to-end tests over the real binaries: start a collector on free ports and a
-//! temporary data dir, create keys with its CLI, talk to it over HTTP, stop or kill it.
+//! temporary data dir, create keys with its CLI, talk to it over HTTP, stop or kill it; start an
+//! agent that tails files into it, stop, kill or restart it, read its metrics and quarantine.
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to the test executables.
 
@@ -230,19 +231,38 @@ impl Collector {
     /// Waits until `query` matches exactly `n` records of `org` (asked through the facets route,
     /// which records no read). Panics after 20 s, naming the last count.
     pub fn wait_for_total(&self, org: &str, query: &str, token: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let path = format!("/api/v1/orgs/{org}/audit-log/facets?{query}");
-        loop {
-            let total = self.get_json(&path, token)["total"].as_u64().unwrap_or(0);
-            if total == n {
-                return;
-            }
+        self.wait_for_total_within(org, query, token, n, Duration::from_secs(20));
+    }
+
+    /// [`Collector::wait_for_total`] with a deadline of `timeout`.
+    pub fn wait_for_total_within(
+        &self,
+        org: &str,
+        query: &str,
+        token: &str,
+        n: u64,
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let mut last = 0;
+        while !self.total_is(org, query, token, n, &mut last) {
             assert!(
                 Instant::now() < deadline,
-                "{query}: {total} records searchable after 20 s, expected {n}"
+                "{query}: {last} records searchable after {timeout:?}, expected {n}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The number of records of `org` matching `query` now (through the facets route).
+    pub fn total(&self, org: &str, query: &str, token: &str) -> u64 {
+        let path = format!("/api/v1/orgs/{org}/audit-log/facets?{query}");
+        self.get_json(&path, token)["total"].as_u64().unwrap_or(0)
+    }
+
+    fn total_is(&self, org: &str, query: &str, token: &str, n: u64, last: &mut u64) -> bool {
+        *last = self.total(org, query, token);
+        *last == n
     }
 
     /// SIGTERM, then wait for a clean exit; returns whether it exited 0.
@@ -274,6 +294,272 @@ impl Collector {
 }
 
 impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What varies between agents under test; everything else is fixed small for tests (fast
+/// batches, fast retries, a short rescan interval, free ports).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `[[sources.files]] include`: globs (absolute, or relative to the agent's directory).
+    pub include: Vec<String>,
+    /// `[[sources.files]] org_id`.
+    pub org_id: String,
+    /// `[[sources.files]] max_line_bytes` (the agent's default when `None`).
+    pub max_line_bytes: Option<usize>,
+    /// `spool.max_bytes`.
+    pub spool_max_bytes: u64,
+    /// `spool.segment_bytes`.
+    pub spool_segment_bytes: u64,
+    /// `batch.max_records`.
+    pub batch_max_records: u32,
+    /// `batch.max_wait`, a humantime duration.
+    pub batch_max_wait: String,
+    /// `retry.max_backoff`.
+    pub retry_max_backoff: String,
+    /// `discovery.rescan_interval`.
+    pub rescan_interval: String,
+    /// `log.level` (an env-filter directive).
+    pub log_level: String,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            include: Vec::new(),
+            org_id: "acme".into(),
+            max_line_bytes: None,
+            spool_max_bytes: 64 << 20,
+            spool_segment_bytes: 1 << 20,
+            batch_max_records: 500,
+            batch_max_wait: "50ms".into(),
+            retry_max_backoff: "500ms".into(),
+            rescan_interval: "200ms".into(),
+            log_level: "warn".into(),
+        }
+    }
+}
+
+/// A `codestax-agent` process under test, forwarding to a collector.
+pub struct Agent {
+    child: Option<Child>,
+    /// The agent's directory: `agent.toml`, `agent.stderr`, `data/`.
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub otlp_grpc_port: u16,
+    pub otlp_http_port: u16,
+    pub api_port: u16,
+    client: Client,
+}
+
+impl Agent {
+    /// Writes a config in `dir` (free ports, `collector.endpoint` = `endpoint`, `collector.token`
+    /// = `token`) and starts the agent; returns once its API answers.
+    pub fn start(dir: &Path, endpoint: &str, token: &str, options: &AgentOptions) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let (otlp_grpc_port, otlp_http_port, api_port) = (free_port(), free_port(), free_port());
+        let data_dir = dir.join("data");
+        let config_path = dir.join("agent.toml");
+        let include: Vec<String> = options.include.iter().map(|g| format!("{g:?}")).collect();
+        let max_line = options
+            .max_line_bytes
+            .map_or(String::new(), |n| format!("max_line_bytes = {n}\n"));
+        let config = format!(
+            r#"data_dir = {data:?}
+[collector]
+endpoint = {endpoint:?}
+token = {token:?}
+[[sources.files]]
+include = [{include}]
+org_id = {org:?}
+{max_line}[otlp]
+grpc_listen = "127.0.0.1:{otlp_grpc_port}"
+http_listen = "127.0.0.1:{otlp_http_port}"
+[api]
+listen = "127.0.0.1:{api_port}"
+[spool]
+max_bytes = {spool_max}
+segment_bytes = {segment}
+[batch]
+max_records = {max_records}
+max_wait = {max_wait:?}
+[retry]
+initial_backoff = "20ms"
+max_backoff = {max_backoff:?}
+[discovery]
+rescan_interval = {rescan:?}
+[log]
+level = {log_level:?}
+"#,
+            data = data_dir.display().to_string(),
+            include = include.join(", "),
+            org = options.org_id,
+            spool_max = options.spool_max_bytes,
+            segment = options.spool_segment_bytes,
+            max_records = options.batch_max_records,
+            max_wait = options.batch_max_wait,
+            max_backoff = options.retry_max_backoff,
+            rescan = options.rescan_interval,
+            log_level = options.log_level,
+        );
+        std::fs::write(&config_path, config).expect("write agent config");
+        let mut agent = Agent {
+            child: None,
+            dir: dir.to_path_buf(),
+            config_path,
+            data_dir,
+            otlp_grpc_port,
+            otlp_http_port,
+            api_port,
+            client: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.stderr"))
+            .expect("agent stderr file");
+        let child = Command::new(bin("codestax-agent"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start codestax-agent");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "codestax-agent exited during start: {status}\n{}",
+                    self.stderr()
+                );
+            }
+            // Any answer will do: /healthz says 503 while the spool is full.
+            if self.client.get(self.api_url("/healthz")).send().is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "agent API not up within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same agent again (same config, data and ports) after a stop or kill.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then wait for the exit; returns whether it exited 0 (within 30 s).
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or persist anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    /// `http://127.0.0.1:PORT` of the OTLP/gRPC receiver.
+    pub fn otlp_grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.otlp_grpc_port)
+    }
+
+    /// `http://127.0.0.1:PORT/v1/logs` of the OTLP/HTTP receiver.
+    pub fn otlp_http_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/logs", self.otlp_http_port)
+    }
+
+    /// `/healthz`: (status, JSON body).
+    pub fn health(&self) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.api_url("/healthz"))
+            .send()
+            .expect("GET /healthz");
+        (r.status().as_u16(), r.json().expect("healthz JSON"))
+    }
+
+    /// `/metrics` as text.
+    pub fn metrics(&self) -> String {
+        self.client
+            .get(self.api_url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
+    }
+
+    /// The sum of every sample whose name (with labels) starts with `prefix`, e.g.
+    /// `codestax_agent_records_spooled_total{source="file"}` or `codestax_agent_file_lag_bytes`.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Every entry of the quarantine file (`data/quarantine/quarantine.jsonl`).
+    pub fn quarantine(&self) -> Vec<Value> {
+        let path = self.data_dir.join("quarantine/quarantine.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("quarantine entry is JSON"))
+            .collect()
+    }
+
+    /// What the agent wrote to stderr so far (all runs).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

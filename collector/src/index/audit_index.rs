@@ -395,10 +395,10 @@ impl AuditIndex {
         })
     }
 
-    /// For the records of `org` matching `q`: the total, the `top_n` most frequent values of
-    /// category, action, user (actor email, else id), repository and outcome (count desc, then
-    /// value), and a histogram over time in UTC hour buckets when the range is at most 3 days,
-    /// else day buckets. The range is `[since, until)`; an open end is closed by the earliest
+    /// For the records of `org` matching `q`, in the snapshot a new search sees: the total, the
+    /// `top_n` most frequent values of category, action, user (actor email, else id),
+    /// repository and outcome (count desc, then value), and a histogram over time in UTC hour
+    /// buckets when the range is at most 3 days, else day buckets. The range is `[since, until)`; an open end is closed by the earliest
     /// or latest match. Buckets run from the first to the last non-empty one, empty ones included.
     pub fn facets(
         &self,

@@ -637,6 +637,44 @@ fn a_walk_ignores_records_that_arrive_during_it() {
 }
 
 #[test]
+fn facets_never_count_what_a_new_search_cannot_see() {
+    // A commit reloads the readers first and moves the search snapshot after (it persists the
+    // state file in between). Facets counted the reloaded records in that window while a search
+    // started then left them out: a client waiting on the facets total, then walking a search,
+    // missed the last commit's records (seen end to end with the agent draining a spool).
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(23, 400);
+    let (index, mut indexer) = build(dir.path(), &records);
+    let q = SearchQuery::default();
+    let before = index.inner().marks.read().unwrap().snapshot_through;
+    let late: Vec<AuditRecord> = corpus(24, 50)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("late-{i}"));
+            r.org_id = "acme".into();
+            r
+        })
+        .collect();
+    index_all(&mut indexer, &late, 10_000, 1_000);
+    // Back inside the window: readers reloaded, snapshot not yet moved.
+    let after = std::mem::replace(
+        &mut index.inner().marks.write().unwrap().snapshot_through,
+        before,
+    );
+    let facets = index.facets("acme", &q, 5).unwrap().total;
+    let search = index.search("acme", &q, 1, None).unwrap().total;
+    assert_eq!(facets, search, "facets and a new search count one snapshot");
+    assert_eq!(search, newest_first(&records, "acme", &q).len() as u64);
+    index.inner().marks.write().unwrap().snapshot_through = after;
+    let mut all = records.clone();
+    all.extend(late);
+    let want = newest_first(&all, "acme", &q).len() as u64;
+    assert_eq!(index.facets("acme", &q, 5).unwrap().total, want);
+    assert_eq!(index.search("acme", &q, 1, None).unwrap().total, want);
+}
+
+#[test]
 fn queries_never_leave_their_org() {
     let dir = tempfile::tempdir().unwrap();
     let records = corpus(17, 2_000);

@@ -49,24 +49,33 @@ pub fn prefix_matches(prefix: &[u8], fingerprint: Fingerprint) -> bool {
     prefix.len() >= len && hash64(&prefix[..len]) == fingerprint.hash
 }
 
-/// The tail check of `offset` in `file`: a hash of the bytes just before it.
-pub fn tail_check(file: &File, offset: u64) -> io::Result<TailCheck> {
-    let len = offset.min(TAIL_CHECK_BYTES);
-    let bytes = read_at(file, offset - len, len as usize)?;
-    Ok(TailCheck {
+/// The tail check of bytes that end at a checkpoint's offset (at most [`TAIL_CHECK_BYTES`]).
+pub fn tail_check_of(bytes: &[u8]) -> TailCheck {
+    TailCheck {
         len: bytes.len() as u32,
-        hash: hash64(&bytes),
-    })
+        hash: hash64(bytes),
+    }
 }
 
-/// Whether the bytes before `offset` are still those `tail` was taken of.
+/// The bytes of `file` just before `offset`: `min(offset, TAIL_CHECK_BYTES)` of them, fewer if
+/// the file is now shorter.
+pub fn tail_bytes(file: &File, offset: u64) -> io::Result<Vec<u8>> {
+    let len = offset.min(TAIL_CHECK_BYTES);
+    read_at(file, offset - len, len as usize)
+}
+
+/// Whether the bytes before `offset` are still those `tail` was taken of. A tail of fewer than
+/// `min(offset, TAIL_CHECK_BYTES)` bytes never matches: it was taken of a file that was shorter
+/// than the offset then.
 pub fn tail_matches(file: &File, offset: u64, tail: TailCheck) -> io::Result<bool> {
+    if u64::from(tail.len) != offset.min(TAIL_CHECK_BYTES) {
+        return Ok(false);
+    }
     if tail.len == 0 {
         return Ok(true);
     }
-    let len = u64::from(tail.len).min(offset);
-    let bytes = read_at(file, offset - len, len as usize)?;
-    Ok(bytes.len() as u64 == u64::from(tail.len) && hash64(&bytes) == tail.hash)
+    let bytes = tail_bytes(file, offset)?;
+    Ok(bytes.len() == tail.len as usize && hash64(&bytes) == tail.hash)
 }
 
 /// The id given to a record read without one: a hash of the file's first bytes up to the end
@@ -107,13 +116,28 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"line one\nline two\n").unwrap();
         let file = f.reopen().unwrap();
-        let tail = tail_check(&file, 18).unwrap();
+        let tail = tail_check_of(&tail_bytes(&file, 18).unwrap());
         assert_eq!(tail.len, 18);
         assert!(tail_matches(&file, 18, tail).unwrap());
         file.set_len(0).unwrap();
         f.write_all(b"other 1\nother 2\nmore").unwrap();
         assert!(!tail_matches(&f.reopen().unwrap(), 18, tail).unwrap());
         assert!(tail_matches(&file, 0, TailCheck::default()).unwrap());
+    }
+
+    #[test]
+    fn a_tail_taken_of_a_shorter_file_never_matches() {
+        // Taken while the file was truncated (a copytruncate racing a read): it would otherwise
+        // match whatever is written there next.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let empty = tail_check_of(&tail_bytes(&f.reopen().unwrap(), 58_035).unwrap());
+        assert_eq!(empty.len, 0);
+        f.write_all(&[b'x'; 60_000]).unwrap();
+        assert!(!tail_matches(&f.reopen().unwrap(), 58_035, empty).unwrap());
+        assert!(!tail_matches(&f.reopen().unwrap(), 10, TailCheck::default()).unwrap());
+        let short = tail_check_of(b"xxxx");
+        assert!(!tail_matches(&f.reopen().unwrap(), 100, short).unwrap());
+        assert!(tail_matches(&f.reopen().unwrap(), 4, short).unwrap());
     }
 
     #[test]

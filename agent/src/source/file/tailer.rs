@@ -11,7 +11,7 @@ use std::time::Instant;
 use codestax_common::{Rules, parse_json_line};
 
 use super::FileSettings;
-use super::fingerprint::{self, read_at};
+use super::fingerprint::{self, TAIL_CHECK_BYTES, read_at};
 use crate::checkpoint::{CheckpointStore, FileKey, FilePosition, Fingerprint, TailCheck};
 use crate::quarantine::{MAX_KEPT_BYTES, QuarantineEntry, QuarantineKind};
 use crate::spool::SpoolEntry;
@@ -49,6 +49,8 @@ pub struct Chunk {
     pub more: bool,
     /// The file was found truncated (or rewritten) and is read again from its start.
     pub truncated: bool,
+    /// The bytes just before `position`'s offset, as read (its tail check is their hash).
+    behind: Vec<u8>,
 }
 
 /// A line over the limit, being skipped until its newline.
@@ -57,6 +59,8 @@ struct Overlong {
     start: u64,
     prefix: Vec<u8>,
     len: u64,
+    /// The bytes just before `start`.
+    behind: Vec<u8>,
 }
 
 pub struct TailedFile {
@@ -74,6 +78,12 @@ pub struct TailedFile {
     /// Bytes from `pending_start` to `read_offset` are buffered in `pending`.
     pending: Vec<u8>,
     pending_start: u64,
+    /// The bytes read just before `pending_start` (at most [`TAIL_CHECK_BYTES`]): tail checks
+    /// are taken of what was read, never of the file again (it may have been truncated and
+    /// rewritten since the read).
+    behind: Vec<u8>,
+    /// The bytes just before `offset`, to go back to on a rewind.
+    committed_behind: Vec<u8>,
     read_offset: u64,
     overlong: Option<Overlong>,
     /// Lines starting before this offset were quarantined already (do not repeat after a
@@ -105,13 +115,17 @@ impl TailedFile {
         let size = meta.len();
         let prefix = read_at(&file, 0, settings.fingerprint_bytes)?;
         let mut resume = None;
+        let mut behind = Vec::new();
         if let Some(candidate) = checkpoints.get(key)
             && fingerprint::prefix_matches(&prefix, candidate.fingerprint)
         {
+            let bytes = fingerprint::tail_bytes(&file, candidate.offset)?;
             if candidate.offset <= size
-                && fingerprint::tail_matches(&file, candidate.offset, candidate.tail)?
+                && bytes.len() as u64 == candidate.offset.min(TAIL_CHECK_BYTES)
+                && fingerprint::tail_check_of(&bytes) == candidate.tail
             {
                 resume = Some(candidate);
+                behind = bytes;
             } else {
                 tracing::info!(
                     path = %path.display(),
@@ -134,6 +148,8 @@ impl TailedFile {
             tail,
             pending: Vec::new(),
             pending_start: offset,
+            committed_behind: behind.clone(),
+            behind,
             read_offset: offset,
             overlong: None,
             quarantined_through: offset,
@@ -177,17 +193,8 @@ impl TailedFile {
         let size = self.file.metadata()?.len();
         // The bytes before the committed offset are checked on every poll, not only when the
         // file grew: a truncated file rewritten to exactly its old size shows nothing else.
-        if size < self.read_offset
-            || (self.offset > 0 && !fingerprint::tail_matches(&self.file, self.offset, self.tail)?)
-            || !self.prefix_still_matches(size)?
-        {
-            tracing::info!(
-                path = %self.path.display(),
-                size,
-                read = self.read_offset,
-                "file truncated or rewritten (copytruncate?); reading it again from the start"
-            );
-            self.restart_from_zero()?;
+        if self.rewritten(size)? {
+            self.restart_from_zero(size)?;
             chunk.truncated = true;
         }
         self.size = size;
@@ -202,22 +209,37 @@ impl TailedFile {
         }
         let want = (size - self.read_offset).min(max_bytes as u64) as usize;
         let data = read_at(&self.file, self.read_offset, want)?;
+        // Truncated and rewritten between the checks and the read, the data may be the new
+        // content at the old offsets: drop it before anything is made of it, and start over.
+        let now = self.file.metadata()?.len();
+        if !chunk.truncated && self.rewritten(now)? {
+            self.restart_from_zero(now)?;
+            self.size = now;
+            chunk.truncated = true;
+            chunk.more = true;
+            chunk.position = Some(FilePosition {
+                stamp: self.checkpoints.next_stamp(),
+                ..self.position()
+            });
+            return Ok(chunk);
+        }
         self.read_offset += data.len() as u64;
         chunk.more = self.read_offset < size;
         self.pending.extend_from_slice(&data);
         self.split_lines(rules, &mut chunk);
-        let line_start = self
-            .overlong
-            .as_ref()
-            .map_or(self.pending_start, |o| o.start);
+        let (line_start, behind) = match &self.overlong {
+            Some(o) => (o.start, &o.behind),
+            None => (self.pending_start, &self.behind),
+        };
         if line_start != self.offset || chunk.truncated {
             chunk.position = Some(FilePosition {
                 key: self.key,
                 fingerprint: self.fingerprint,
                 offset: line_start,
-                tail: fingerprint::tail_check(&self.file, line_start)?,
+                tail: fingerprint::tail_check_of(behind),
                 stamp: self.checkpoints.next_stamp(),
             });
+            chunk.behind = behind.clone();
         }
         Ok(chunk)
     }
@@ -229,6 +251,7 @@ impl TailedFile {
             self.tail = p.tail;
             self.fingerprint = p.fingerprint;
             self.stamp = p.stamp;
+            self.committed_behind.clone_from(&chunk.behind);
         }
     }
 
@@ -245,6 +268,7 @@ impl TailedFile {
     pub fn rewind(&mut self) {
         self.pending.clear();
         self.pending_start = self.offset;
+        self.behind.clone_from(&self.committed_behind);
         self.read_offset = self.offset;
         self.overlong = None;
     }
@@ -276,27 +300,44 @@ impl TailedFile {
         })
     }
 
-    /// The file's first bytes must not change; while the file is shorter than the fingerprint
-    /// size, the fingerprint grows with it.
+    /// The file's first bytes must not change (they are read again on every poll: after a
+    /// truncation they are the first thing rewritten); while the file is shorter than the
+    /// fingerprint size, the fingerprint grows with it.
     fn prefix_still_matches(&mut self, size: u64) -> io::Result<bool> {
-        let want = self.settings.fingerprint_bytes;
-        if self.prefix.len() >= want || size <= self.prefix.len() as u64 {
-            return Ok(size >= self.prefix.len() as u64);
-        }
-        let prefix = read_at(&self.file, 0, want)?;
-        if !prefix.starts_with(&self.prefix) {
+        if size < self.prefix.len() as u64 {
             return Ok(false);
         }
-        self.prefix = prefix;
-        self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
+        let now = read_at(&self.file, 0, self.settings.fingerprint_bytes)?;
+        if !now.starts_with(&self.prefix) {
+            return Ok(false);
+        }
+        if now.len() > self.prefix.len() {
+            self.prefix = now;
+            self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
+        }
         Ok(true)
     }
 
-    fn restart_from_zero(&mut self) -> io::Result<()> {
+    /// Whether the file is no longer the one read so far: shorter than what was read, other
+    /// bytes before the committed offset, or other first bytes.
+    fn rewritten(&mut self, size: u64) -> io::Result<bool> {
+        Ok(size < self.read_offset
+            || (self.offset > 0 && !fingerprint::tail_matches(&self.file, self.offset, self.tail)?)
+            || !self.prefix_still_matches(size)?)
+    }
+
+    fn restart_from_zero(&mut self, size: u64) -> io::Result<()> {
+        tracing::info!(
+            path = %self.path.display(),
+            size,
+            read = self.read_offset,
+            "file truncated or rewritten (copytruncate?); reading it again from the start"
+        );
         self.prefix = read_at(&self.file, 0, self.settings.fingerprint_bytes)?;
         self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
         self.offset = 0;
         self.tail = TailCheck::default();
+        self.committed_behind.clear();
         self.quarantined_through = 0;
         self.rewind();
         Ok(())
@@ -364,11 +405,13 @@ impl TailedFile {
             }
             consumed += nl + 1;
         }
+        keep_last(&mut self.behind, &self.pending[..consumed]);
         self.pending.drain(..consumed);
         self.pending_start += consumed as u64;
         // A partial line: keep it for its newline, unless it is already too long.
         if let Some(o) = &mut self.overlong {
             o.len += self.pending.len() as u64;
+            keep_last(&mut self.behind, &self.pending);
             self.pending_start += self.pending.len() as u64;
             self.pending.clear();
         } else if self.pending.len() > max_line {
@@ -377,10 +420,25 @@ impl TailedFile {
                 start: self.pending_start,
                 prefix: self.pending[..keep].to_vec(),
                 len: self.pending.len() as u64,
+                behind: self.behind.clone(),
             });
+            keep_last(&mut self.behind, &self.pending);
             self.pending_start += self.pending.len() as u64;
             self.pending.clear();
         }
+    }
+}
+
+/// Appends `bytes` to `behind`, keeping only its last [`TAIL_CHECK_BYTES`].
+fn keep_last(behind: &mut Vec<u8>, bytes: &[u8]) {
+    let max = TAIL_CHECK_BYTES as usize;
+    if bytes.len() >= max {
+        behind.clear();
+        behind.extend_from_slice(&bytes[bytes.len() - max..]);
+    } else {
+        behind.extend_from_slice(bytes);
+        let excess = behind.len().saturating_sub(max);
+        behind.drain(..excess);
     }
 }
 

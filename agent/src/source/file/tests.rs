@@ -329,6 +329,33 @@ fn copytruncate_restarts_at_zero_and_skips_nothing() {
 }
 
 #[test]
+fn a_checkpoint_whose_tail_was_taken_of_a_shorter_file_is_not_trusted() {
+    // The tail check of a position used to be read from the file after the lines were parsed:
+    // a copytruncate in between gave a tail of 0 bytes, which matched anything, so the rewrite
+    // went unseen and reading went on mid-line in the new content with ids derived from the old
+    // first bytes (seen end to end: a bogus quarantine entry and records under two ids). Tails
+    // are now taken of the bytes read, and a short one never matches.
+    let mut h = Harness::new(&["*.log"], &[], 64);
+    h.append("a.log", &lines(0..3));
+    let meta = fs::metadata(h.path("a.log")).unwrap();
+    let prefix = fs::read(h.path("a.log")).unwrap();
+    let short_tail = FilePosition {
+        key: FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        fingerprint: fingerprint::fingerprint_of(&prefix[..64]),
+        offset: 50, // mid-line
+        tail: TailCheck::default(),
+        stamp: 1,
+    };
+    h.tailer().checkpoints.advance(short_tail);
+    h.step();
+    assert_eq!(h.messages(), ns(0..3));
+    assert_eq!(h.quarantined(), Vec::<serde_json::Value>::new());
+}
+
+#[test]
 fn truncation_to_a_smaller_size_is_seen() {
     let mut h = Harness::new(&["app.log"], &[], 32);
     h.append("app.log", &lines(0..5));
