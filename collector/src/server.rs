@@ -175,6 +175,18 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     ready.store(true, Ordering::Release);
     tracing::info!(replayed, seconds = started.elapsed().as_secs_f64(), "ready");
 
+    // The indexer runs before anything is submitted: the store hands new records to it through a
+    // bounded queue, and a submit waits while that queue is full.
+    let indexer_stop = CancellationToken::new();
+    let indexer_task = {
+        let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
+        let interval = config.index.commit_interval;
+        let mut batches = batches;
+        tokio::spawn(async move {
+            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval, stop).await
+        })
+    };
+
     record_key_events(&keys, &ingest).await;
     let keys_task = {
         let (keys, ingest, stop) = (keys.clone(), ingest.clone(), shutdown.clone());
@@ -193,16 +205,6 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     }
                 }
             }
-        })
-    };
-
-    let indexer_stop = CancellationToken::new();
-    let indexer_task = {
-        let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
-        let interval = config.index.commit_interval;
-        let mut batches = batches;
-        tokio::spawn(async move {
-            run_indexer(&mut indexer, &mut batches, &store, &metrics, interval, stop).await
         })
     };
 
