@@ -22,11 +22,22 @@ pub enum BenchError {
     Http { what: String, message: String },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
-    #[error("PostgreSQL: {what}: {source}")]
+    #[error("PostgreSQL: {what}: {}", sql_message(source))]
     Sql {
         what: &'static str,
         source: postgres::Error,
     },
+}
+
+/// The server's own message (with its detail) when there is one: `db error` alone says nothing.
+fn sql_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
 }
 
 impl BenchError {

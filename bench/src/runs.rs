@@ -320,6 +320,7 @@ struct SystemResults {
     load_rate: f64,
     load_note: String,
     peak_rss_kib: Option<u64>,
+    rss_after_load_kib: u64,
     bytes_per_record: String,
 }
 
@@ -415,6 +416,7 @@ pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
             mib(load_rss)
         ),
         peak_rss_kib: None,
+        rss_after_load_kib: rss_after_load,
         bytes_per_record: format!(
             "{:.0} (index {:.0}; data dir {} MiB)",
             data_bytes as f64 / corpus.total() as f64,
@@ -435,11 +437,50 @@ pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
     c.stop()?;
     drop(dir);
 
+    // The collector's figures first, so a failing baseline loses nothing.
+    print_now(search_tables(
+        &corpus,
+        size,
+        &ours,
+        None,
+        [&load0, &load1, &load2, &load3, "-"],
+    ));
     let theirs = match env.postgres() {
-        Some(bin) => Some(postgres_search(bin, &corpus, &sets, size)?),
+        Some(bin) => match postgres_search(bin, &corpus, &sets, size) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("!! PostgreSQL baseline FAILED: {e}");
+                return Err(e);
+            }
+        },
         None => None,
     };
     let load4 = load_average();
+    Ok(search_tables(
+        &corpus,
+        size,
+        &ours,
+        theirs.as_ref(),
+        [&load0, &load1, &load2, &load3, &load4],
+    ))
+}
+
+fn print_now(tables: Vec<Table>) {
+    println!("\n<!-- the collector's figures, before the baseline runs -->");
+    for t in tables {
+        println!("{}", t.render());
+    }
+}
+
+fn search_tables(
+    corpus: &Corpus,
+    size: SearchSize,
+    ours: &SystemResults,
+    theirs: Option<&SystemResults>,
+    loads: [&str; 5],
+) -> Vec<Table> {
+    let [load0, load1, load2, load3, load4] = loads;
+    let rss_after_load = ours.rss_after_load_kib;
 
     let mut tables = Vec::new();
     let mut t = Table::new(
@@ -579,7 +620,7 @@ pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
         ));
     }
     tables.push(w);
-    Ok(tables)
+    tables
 }
 
 fn postgres_search(
@@ -622,6 +663,7 @@ fn postgres_search(
             vacuum_secs
         ),
         peak_rss_kib: None,
+        rss_after_load_kib: 0,
         bytes_per_record: format!(
             "{:.0} (indexes {:.0}; cluster dir with WAL {} MiB)",
             rel_bytes as f64 / n,
