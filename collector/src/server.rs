@@ -186,27 +186,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     ready.store(true, Ordering::Release);
     tracing::info!(replayed, seconds = started.elapsed().as_secs_f64(), "ready");
 
-    record_key_events(&keys, &ingest).await;
-    let keys_task = {
-        let (keys, ingest, stop) = (keys.clone(), ingest.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                match keys.reload_if_changed() {
-                    Ok(true) => record_key_events(&keys, &ingest).await,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before")
-                    }
-                }
-            }
-        })
-    };
-
+    // The indexer runs before anything is submitted: the store hands new records to it through a
+    // bounded queue, and a submit waits while that queue is full.
     let indexer_stop = CancellationToken::new();
     let indexer_task = {
         let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
@@ -227,6 +208,27 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 stop,
             )
             .await
+        })
+    };
+
+    record_key_events(&keys, &ingest).await;
+    let keys_task = {
+        let (keys, ingest, stop) = (keys.clone(), ingest.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match keys.reload_if_changed() {
+                    Ok(true) => record_key_events(&keys, &ingest).await,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before")
+                    }
+                }
+            }
         })
     };
 

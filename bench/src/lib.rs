@@ -1,0 +1,15 @@
+//! Benchmarks of the real collector binary over real sockets, with PostgreSQL as the baseline
+//! in the same run. `codestax-bench --help` lists them; BENCHMARKS.md holds the figures.
+
+pub mod cleanup;
+pub mod collector;
+pub mod data;
+pub mod error;
+pub mod load;
+pub mod machine;
+pub mod pg;
+pub mod runs;
+pub mod search;
+pub mod stats;
+
+pub use error::{BenchError, Result};

@@ -1,0 +1,219 @@
+//! `codestax-bench`: runs issue 3's benchmarks against the real collector binary and prints
+//! Markdown tables. Wiring only; the mechanisms are in the library.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use codestax_bench::load::Protocol;
+use codestax_bench::runs::{self, Env, IngestSize, SearchSize};
+use codestax_bench::stats::Table;
+use std::path::PathBuf;
+
+/// Benchmarks the collector (release build, started on a temp data dir) over real sockets, with
+/// PostgreSQL as the baseline in the same run. Build first:
+/// `cargo build --release -p codestax-collector -p codestax-bench`.
+#[derive(Debug, Parser)]
+#[command(name = "codestax-bench", version)]
+struct Cli {
+    /// The collector binary; default: `codestax-collector` next to this binary.
+    #[arg(long, global = true)]
+    collector: Option<PathBuf>,
+    /// PostgreSQL's bin dir (initdb, postgres); default: `pg_config --bindir`, else the newest
+    /// /usr/lib/postgresql/*/bin.
+    #[arg(long, global = true)]
+    pg_bin: Option<PathBuf>,
+    /// Skip the PostgreSQL baseline.
+    #[arg(long, global = true)]
+    no_postgres: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// 1. Ingest with durable acks: records/s, fsyncs/s, peak RSS (and freshness under load).
+    Ingest(IngestArgs),
+    /// 2. Freshness: ack → searchable p50/p99 at a steady rate.
+    Freshness {
+        #[command(flatten)]
+        size: IngestArgs,
+        /// Records per second over all clients.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+    },
+    /// 3 and 4. Search over a large corpus: filtered, full-text, facets, deep cursor walk.
+    Search(SearchArgs),
+    /// All three, one after the other.
+    All {
+        #[command(flatten)]
+        ingest: IngestArgs,
+        /// Records for the freshness run.
+        #[arg(long, default_value_t = 100_000)]
+        freshness_records: u64,
+        /// Records per second of the freshness run.
+        #[arg(long, default_value_t = 10_000.0)]
+        freshness_rate: f64,
+        #[command(flatten)]
+        search: SearchArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct IngestArgs {
+    /// Records to send.
+    #[arg(long, default_value_t = 500_000)]
+    records: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Records per batch (one request, one durable ack).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Orgs the records are spread over (one ingest key each).
+    #[arg(long, default_value_t = 10)]
+    ingest_orgs: usize,
+    /// Scatter record times at random over this many days (0: the last 10 minutes), to measure
+    /// an out-of-order backfill.
+    #[arg(long, default_value_t = 0)]
+    spread_days: i64,
+    /// Receivers to measure ingest through: ndjson, grpc or both.
+    #[arg(long, default_value = "both")]
+    protocol: ProtocolArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProtocolArg {
+    Ndjson,
+    Grpc,
+    Both,
+}
+
+impl ProtocolArg {
+    fn protocols(self) -> Vec<Protocol> {
+        match self {
+            ProtocolArg::Ndjson => vec![Protocol::Ndjson],
+            ProtocolArg::Grpc => vec![Protocol::Grpc],
+            ProtocolArg::Both => vec![Protocol::Ndjson, Protocol::Grpc],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct SearchArgs {
+    /// Records in the search corpus.
+    #[arg(long, default_value_t = 10_000_000)]
+    search_records: u64,
+    /// Orgs in the search corpus.
+    #[arg(long, default_value_t = 100)]
+    orgs: usize,
+    /// Records of the largest org.
+    #[arg(long, default_value_t = 1_000_000)]
+    largest: u64,
+    /// Timed queries per kind and org choice.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Days the corpus spans, ending now.
+    #[arg(long, default_value_t = 90)]
+    days: i64,
+}
+
+impl IngestArgs {
+    fn size(&self) -> IngestSize {
+        IngestSize {
+            records: self.records,
+            clients: self.clients,
+            batch: self.batch,
+            orgs: self.ingest_orgs,
+            spread_days: self.spread_days,
+        }
+    }
+}
+
+fn search_size(s: &SearchArgs, i: &IngestArgs) -> SearchSize {
+    SearchSize {
+        records: s.search_records,
+        orgs: s.orgs,
+        largest: s.largest,
+        queries: s.queries,
+        clients: i.clients,
+        batch: i.batch,
+        days: s.days,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    codestax_bench::cleanup::install();
+    let collector_bin = match &cli.collector {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locate this binary")?
+            .with_file_name("codestax-collector"),
+    };
+    let postgres = if cli.no_postgres {
+        Err("--no-postgres".to_string())
+    } else {
+        match cli.pg_bin.clone().or_else(codestax_bench::pg::find_bin_dir) {
+            Some(dir) if dir.join("initdb").exists() => Ok(dir),
+            Some(dir) => Err(format!("no initdb in {}", dir.display())),
+            None => Err(
+                "PostgreSQL server binaries not found (install the Debian package postgresql-15, or pass --pg-bin)"
+                    .into(),
+            ),
+        }
+    };
+    let env = Env {
+        collector_bin: collector_bin.clone(),
+        postgres,
+    };
+    if let Err(why) = &env.postgres {
+        eprintln!("!! PostgreSQL baseline will be SKIPPED: {why}");
+    }
+    println!("## codestax-bench\n");
+    println!("{}", codestax_bench::machine::describe(&collector_bin));
+    println!(
+        "- command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let print = |tables: Vec<Table>| {
+        for t in tables {
+            println!("{}", t.render());
+        }
+    };
+    match cli.command {
+        Cmd::Ingest(a) => print(runs::ingest(&env, a.size(), &a.protocol.protocols())?),
+        Cmd::Freshness { size, rate } => {
+            print(runs::freshness(&env, size.records, rate, size.size())?)
+        }
+        Cmd::Search(s) => {
+            let defaults = IngestArgs {
+                records: 0,
+                clients: 4,
+                batch: 1000,
+                ingest_orgs: 10,
+                spread_days: 0,
+                protocol: ProtocolArg::Ndjson,
+            };
+            print(runs::search(&env, search_size(&s, &defaults))?)
+        }
+        Cmd::All {
+            ingest,
+            freshness_records,
+            freshness_rate,
+            search,
+        } => {
+            print(runs::ingest(
+                &env,
+                ingest.size(),
+                &ingest.protocol.protocols(),
+            )?);
+            print(runs::freshness(
+                &env,
+                freshness_records,
+                freshness_rate,
+                ingest.size(),
+            )?);
+            print(runs::search(&env, search_size(&search, &ingest))?);
+        }
+    }
+    Ok(())
+}
