@@ -707,16 +707,30 @@ fn agent_idle(bins: &Bins, sink: &AckSink) -> Row {
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = (cpu_seconds(agent.pid()) - cpu0) / 10.0 * 100.0;
     let rss = status_kib(agent.pid(), "VmRSS");
+    let (anon, file) = (
+        status_kib(agent.pid(), "RssAnon"),
+        status_kib(agent.pid(), "RssFile"),
+    );
     let load = load();
     println!(
-        "agent idle, 100 files: RSS {}, CPU {idle_cpu:.2} % of a core; load {load}",
-        mib(rss)
+        "agent idle, 100 files: RSS {} (anonymous {}, file-backed {}), CPU {idle_cpu:.2} % of a core; load {load}",
+        mib(rss),
+        mib(anon),
+        mib(file)
     );
     Row {
         name: "agent, 100 files watched, idle",
         load,
         figures: vec![
-            ("RSS (target < 15 MiB)", mib(rss)),
+            (
+                "RSS (target < 15 MiB)",
+                format!(
+                    "{} ({} anonymous, {} file-backed)",
+                    mib(rss),
+                    mib(anon),
+                    mib(file)
+                ),
+            ),
             ("CPU", format!("{idle_cpu:.2} % of one core")),
         ],
     }
@@ -869,6 +883,10 @@ fn rsyslog_idle() -> Row {
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = (cpu_seconds(rsyslog.pid()) - cpu0) / 10.0 * 100.0;
     let rss = status_kib(rsyslog.pid(), "VmRSS");
+    let (anon, file) = (
+        status_kib(rsyslog.pid(), "RssAnon"),
+        status_kib(rsyslog.pid(), "RssFile"),
+    );
     let load = load();
     println!(
         "rsyslog idle, 100 files: RSS {}, CPU {idle_cpu:.2} %; load {load}",
@@ -878,7 +896,15 @@ fn rsyslog_idle() -> Row {
         name: "rsyslog, 100 files watched, idle",
         load,
         figures: vec![
-            ("RSS", mib(rss)),
+            (
+                "RSS",
+                format!(
+                    "{} ({} anonymous, {} file-backed)",
+                    mib(rss),
+                    mib(anon),
+                    mib(file)
+                ),
+            ),
             ("CPU", format!("{idle_cpu:.2} % of one core")),
         ],
     }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod forward;
+mod memory;
 pub mod metrics;
 pub mod quarantine;
 pub mod receiver;

@@ -72,6 +72,7 @@ pub struct RunningAgent {
     intake_tasks: Vec<JoinHandle<()>>,
     forwarder: JoinHandle<()>,
     api: JoinHandle<()>,
+    trimmer: JoinHandle<()>,
     checkpoints: CheckpointStore,
     _lock: DirLock,
 }
@@ -227,6 +228,11 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
         Some(FileServer::start(tailer)?)
     };
 
+    let trimmer = tokio::spawn(crate::memory::trim_when_idle(
+        spool.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
     let forwarder = Forwarder::new(
         upstream,
         BatchLimits {
@@ -257,6 +263,7 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
         intake_tasks,
         forwarder,
         api,
+        trimmer,
         checkpoints,
         _lock: lock,
     })
@@ -275,6 +282,7 @@ impl RunningAgent {
         }
         let _ = self.forwarder.await;
         let _ = self.api.await;
+        let _ = self.trimmer.await;
         if let Err(e) = self.checkpoints.persist() {
             tracing::error!(error = %e, "cannot persist checkpoints at shutdown");
         }
