@@ -21,7 +21,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("work_mem", "64MB"),
     ("maintenance_work_mem", "1GB"),
     ("effective_cache_size", "8GB"),
-    ("max_wal_size", "2GB"),
+    ("max_wal_size", "1GB"),
     ("checkpoint_timeout", "15min"),
     ("timezone", "UTC"),
 ];
