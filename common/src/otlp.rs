@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Record fields and the LogRecord attributes that carry them.
 pub const FIELD_ATTRIBUTES: &[(&str, &str)] = &[
@@ -79,21 +80,85 @@ pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
         })
 }
 
-/// Writes a record as a LogRecord in the attributes style.
+/// Writes a record as a LogRecord in the attributes style: the fields of [`FIELD_ATTRIBUTES`]
+/// in that order (those the record has), then every other metadata key in key order. Built
+/// from the fields directly (the agent forwards every record through here).
 pub fn to_log_record(record: &AuditRecord) -> LogRecord {
-    let value = serde_json::to_value(record).expect("an AuditRecord always serialises");
-    let mut attributes = Vec::new();
-    for (path, key) in FIELD_ATTRIBUTES {
-        if let Some(v) = lookup(&value, path) {
-            attributes.push(key_value(key, v));
+    let mut attributes = Vec::with_capacity(16);
+    let mut text = |key: &str, value: &str| attributes.push(string_kv(key, value));
+    if let Some(id) = &record.id {
+        text("audit.id", id);
+    }
+    text("audit.org_id", &record.org_id);
+    text("audit.action", &record.action);
+    text("enduser.id", &record.actor.id);
+    if let Some(name) = &record.actor.name {
+        text("audit.actor.name", name);
+    }
+    if let Some(email) = &record.actor.email {
+        text("audit.actor.email", email);
+    }
+    text("audit.actor.kind", record.actor.kind.as_str());
+    if let Some(target) = &record.target {
+        text("audit.target.kind", target.kind.as_str());
+        if let Some(id) = &target.id {
+            text("audit.target.id", id);
+        }
+        if let Some(name) = &target.name {
+            text("audit.target.name", name);
         }
     }
-    if let Some(Value::Object(metadata)) = value.get("metadata") {
-        for (k, v) in metadata {
-            if k != "ip" && k != "user_agent" {
-                attributes.push(key_value(&format!("{METADATA_PREFIX}{k}"), v));
-            }
+    if let Some(repository) = &record.repository {
+        text("audit.repository", repository);
+    }
+    text("audit.outcome", record.outcome.as_str());
+    // The metadata as it serialises: its fields, then the free-form keys (which win on a clash).
+    let m = &record.metadata;
+    let mut metadata: BTreeMap<&str, AnyValue> = BTreeMap::new();
+    let string = |s: &String| AnyValue {
+        value: Some(any_value::Value::StringValue(s.clone())),
+    };
+    if let Some(ip) = &m.ip {
+        metadata.insert("ip", string(ip));
+    }
+    if let Some(user_agent) = &m.user_agent {
+        metadata.insert("user_agent", string(user_agent));
+    }
+    if let Some(scan_type) = &m.scan_type {
+        metadata.insert("scan_type", string(scan_type));
+    }
+    if !m.changes.is_empty() {
+        let changes = serde_json::to_value(&m.changes).expect("changes always serialise");
+        metadata.insert("changes", json_to_any(&changes));
+    }
+    for (k, v) in &m.extra {
+        metadata.insert(k, json_to_any(v));
+    }
+    for (field, key) in [
+        ("ip", "client.address"),
+        ("user_agent", "user_agent.original"),
+    ] {
+        if let Some(v) = metadata.remove(field) {
+            attributes.push(KeyValue {
+                key: key.to_string(),
+                value: Some(v),
+                ..Default::default()
+            });
         }
+    }
+    attributes.push(KeyValue {
+        key: "audit.schema_version".to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(i64::from(record.schema_version))),
+        }),
+        ..Default::default()
+    });
+    for (k, v) in metadata {
+        attributes.push(KeyValue {
+            key: format!("{METADATA_PREFIX}{k}"),
+            value: Some(v),
+            ..Default::default()
+        });
     }
     LogRecord {
         time_unix_nano: unix_nanos(&record.time),
@@ -104,6 +169,16 @@ pub fn to_log_record(record: &AuditRecord) -> LogRecord {
             value: Some(any_value::Value::StringValue(m.clone())),
         }),
         attributes,
+        ..Default::default()
+    }
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
         ..Default::default()
     }
 }
@@ -275,10 +350,6 @@ fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
-fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(value, |v, key| v.get(key))
-}
-
 fn key_value(key: &str, value: &Value) -> KeyValue {
     KeyValue {
         key: key.to_string(),
@@ -332,4 +403,114 @@ fn kvlist_to_json(list: &KeyValueList) -> Map<String, Value> {
         .iter()
         .map(|kv| (kv.key.clone(), any_to_json(kv.value.as_ref())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Actor, ActorKind, Change, Metadata, Outcome, Target, TargetKind};
+
+    fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+        path.split('.').try_fold(value, |v, key| v.get(key))
+    }
+
+    /// The former implementation: through the record's JSON.
+    fn via_json(record: &AuditRecord) -> LogRecord {
+        let value = serde_json::to_value(record).unwrap();
+        let mut attributes = Vec::new();
+        for (path, key) in FIELD_ATTRIBUTES {
+            if let Some(v) = lookup(&value, path) {
+                attributes.push(key_value(key, v));
+            }
+        }
+        if let Some(Value::Object(metadata)) = value.get("metadata") {
+            for (k, v) in metadata {
+                if k != "ip" && k != "user_agent" {
+                    attributes.push(key_value(&format!("{METADATA_PREFIX}{k}"), v));
+                }
+            }
+        }
+        LogRecord {
+            time_unix_nano: unix_nanos(&record.time),
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            event_name: record.action.clone(),
+            body: record.message.as_ref().map(|m| AnyValue {
+                value: Some(any_value::Value::StringValue(m.clone())),
+            }),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attributes_are_those_of_the_record_json() {
+        let sample = include_str!("../../examples/emit/app.jsonl");
+        let mut records: Vec<AuditRecord> = sample
+            .lines()
+            .map(|l| crate::parse_json_line(l.as_bytes(), Some("acme"), &Rules::new()).unwrap())
+            .collect();
+        let time = records[0].time;
+        let bare = AuditRecord {
+            id: None,
+            org_id: "acme".into(),
+            time,
+            actor: Actor {
+                id: "svc".into(),
+                name: None,
+                email: None,
+                kind: ActorKind::System,
+            },
+            action: "scan.completed".into(),
+            category: String::new(),
+            target: None,
+            repository: None,
+            outcome: Outcome::Failure,
+            message: None,
+            metadata: Metadata::default(),
+            schema_version: 1,
+            received_at: None,
+        };
+        let mut full = bare.clone();
+        full.id = Some("e-1".into());
+        full.actor.name = Some("Ada".into());
+        full.actor.email = Some("ada@acme.example".into());
+        full.target = Some(Target {
+            kind: TargetKind::Finding,
+            id: Some("f-1".into()),
+            name: None,
+        });
+        full.repository = Some("acme/api".into());
+        full.message = Some("m".into());
+        full.received_at = Some(time);
+        full.metadata = Metadata {
+            ip: Some("203.0.113.1".into()),
+            user_agent: Some("curl".into()),
+            scan_type: Some("sast".into()),
+            changes: vec![Change {
+                field: "role".into(),
+                old: Value::Null,
+                new: serde_json::json!({"a": [1, 2.5, true, null, "x"]}),
+            }],
+            extra: [
+                ("zeta".to_string(), serde_json::json!(null)),
+                ("alpha".to_string(), serde_json::json!(-3)),
+                ("nested".to_string(), serde_json::json!({"k": {"v": [1]}})),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        // Free-form keys that clash with fields win, as in the JSON.
+        let mut clash = bare.clone();
+        clash.metadata.extra = [
+            ("ip".to_string(), serde_json::json!("198.51.100.2")),
+            ("user_agent".to_string(), serde_json::json!(7)),
+        ]
+        .into_iter()
+        .collect();
+        records.extend([bare, full, clash]);
+        for record in &records {
+            assert_eq!(to_log_record(record), via_json(record), "{record:?}");
+        }
+    }
 }
