@@ -470,6 +470,9 @@ mod tests {
             metadata: Metadata::default(),
             schema_version: 1,
             received_at: None,
+            seq: None,
+            prev_hash: None,
+            hash: None,
         };
         let mut full = bare.clone();
         full.id = Some("e-1".into());
