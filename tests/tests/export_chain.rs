@@ -69,7 +69,9 @@ fn filter_sets() -> Vec<String> {
         "category=scan".into(),
         "user=ada%40acme.example&repository=acme%2Fapi".into(),
         format!("outcome=failure&since={}", ago(3 * 24 * 60)),
-        "q=SEC-3".into(),
+        // The log's own read records hold the query in their metadata: leave them out, or each
+        // export would add a match to the next one.
+        "q=SEC-3+-category%3Aaudit_log".into(),
         format!(
             "action=auth.login&action=finding.triaged&until={}",
             ago(2 * 24 * 60)
