@@ -19,6 +19,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::watch;
 use tonic::Code;
 
+use codestax_common::otlp::to_log_record;
+
 use crate::checkpoint::CheckpointStore;
 use crate::metrics::Metrics;
 use crate::quarantine::{Quarantine, QuarantineEntry, QuarantineKind};
@@ -90,14 +92,14 @@ impl Forwarder {
                 batch = self.batcher.next(self.limits) => batch,
                 _ = stop.changed() => return,
             };
-            if !self.deliver(&batch, &mut stop).await {
+            if !self.deliver(batch, &mut stop).await {
                 return;
             }
         }
     }
 
     /// Delivers one batch until every record is accepted or quarantined; false if stopped.
-    async fn deliver(&mut self, batch: &Batch, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn deliver(&mut self, mut batch: Batch, stop: &mut watch::Receiver<bool>) -> bool {
         if !batch.unreadable.is_empty() {
             self.write_quarantine(&batch.unreadable, stop).await;
         }
@@ -107,7 +109,7 @@ impl Forwarder {
         }
         while let Some(group) = groups.pop_front() {
             loop {
-                match self.attempt(batch, &group, stop).await {
+                match self.attempt(&mut batch, &group, stop).await {
                     Outcome::Settled => break,
                     Outcome::Resend(parts) => {
                         for part in parts.into_iter().rev() {
@@ -138,19 +140,28 @@ impl Forwarder {
 
     async fn attempt(
         &mut self,
-        batch: &Batch,
+        batch: &mut Batch,
         group: &[usize],
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
+        // The LogRecords move into the request, uncopied; should the group have to go again,
+        // they are built anew from the records.
         let request = request_of(batch, group);
         self.metrics.records_forwarded.inc_by(group.len() as u64);
-        match self.upstream.export(request).await {
+        let outcome = match self.upstream.export(request).await {
             Ok(response) => {
                 self.backoff.reset();
                 self.on_accepted(batch, group, response, stop).await
             }
             Err(status) => self.on_status(batch, group, status, stop).await,
+        };
+        if !matches!(outcome, Outcome::Settled) {
+            for &i in group {
+                let item = &mut batch.items[i];
+                item.log = to_log_record(&item.record);
+            }
         }
+        outcome
     }
 
     async fn on_accepted(
@@ -366,8 +377,9 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or("")
 }
 
-/// One request: all records in one ResourceLogs / ScopeLogs, in the attributes style.
-fn request_of(batch: &Batch, group: &[usize]) -> ExportLogsServiceRequest {
+/// One request: all records in one ResourceLogs / ScopeLogs, in the attributes style. The
+/// group's LogRecords are taken out of the batch.
+fn request_of(batch: &mut Batch, group: &[usize]) -> ExportLogsServiceRequest {
     let text = |s: &str| {
         Some(AnyValue {
             value: Some(any_value::Value::StringValue(s.to_string())),
@@ -389,7 +401,10 @@ fn request_of(batch: &Batch, group: &[usize]) -> ExportLogsServiceRequest {
                     version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                log_records: group.iter().map(|&i| batch.items[i].log.clone()).collect(),
+                log_records: group
+                    .iter()
+                    .map(|&i| std::mem::take(&mut batch.items[i].log))
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()
