@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use codestax_config::{AgentConfig, ConfigError, EnvSource, LogConfig, LogFormat};
+use codestax_config::{AgentConfig, ConfigError, EnvSource};
 
 /// Exit status for an invalid configuration (also clap's status for bad arguments).
 const EXIT_CONFIG: u8 = 2;
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return report(&err),
     };
-    init_logging(&config.log);
+    config.log.init_tracing();
     match codestax_agent::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         // Every error names its file, key or address and includes its cause.
@@ -65,19 +65,6 @@ fn main() -> ExitCode {
             eprintln!("codestax-agent: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The agent's own diagnostics on stderr, as `[log]` says.
-fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

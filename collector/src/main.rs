@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use codestax_collector::keys::{KeysCommand, run_keys_command};
-use codestax_config::{CollectorConfig, ConfigError, EnvSource, LogFormat};
+use codestax_config::{CollectorConfig, ConfigError, EnvSource};
 use tokio_util::sync::CancellationToken;
 
 /// Exit status for an invalid configuration (also clap's status for bad arguments).
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(&config);
+    config.log.init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -126,19 +126,6 @@ async fn stop_on_signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("stopping: finishing in-flight requests");
     token.cancel();
-}
-
-/// Diagnostics to stderr, as `[log]` says; `RUST_LOG` overrides the level.
-fn init_tracing(config: &CollectorConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 fn load(

@@ -50,6 +50,21 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// Installs the program's diagnostics on stderr as this section says: `format`, and `level`
+    /// unless `RUST_LOG` is set. Both binaries call this once at start.
+    pub fn init_tracing(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .or_else(|_| tracing_subscriber::EnvFilter::try_new(&self.level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self.format {
+            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Text => builder.try_init(),
+        };
+    }
+
     pub(crate) fn check(&self, c: &mut crate::check::Checker) {
         c.log_level("log.level", &self.level);
     }
