@@ -18,10 +18,9 @@
 //! any field of a record breaks its own hash; deleting, inserting or reordering records breaks
 //! a `seq` or a `prev_hash` link.
 
-use crate::canonical::{write_string, write_value};
+use crate::canonical::{ChainFields, write_record, write_string};
 use crate::record::AuditRecord;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -110,35 +109,8 @@ const SEQ: usize = 2;
 impl Unsealed {
     /// Prepares `record`; any chain fields it carries are left out.
     pub fn new(record: &AuditRecord) -> Unsealed {
-        let value = serde_json::to_value(record).expect("an AuditRecord always serialises");
-        let Value::Object(map) = value else {
-            unreachable!("an AuditRecord serialises to an object")
-        };
-        let mut entries: Vec<(&String, &Value)> = map
-            .iter()
-            .filter(|(k, _)| !CHAIN_FIELDS.contains(&k.as_str()))
-            .collect();
-        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut json = String::with_capacity(512);
-        let mut at = [0; 3];
-        let mut next = 0;
-        json.push('{');
-        for (i, (key, value)) in entries.into_iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            while next < CHAIN_FIELDS.len() && CHAIN_FIELDS[next].as_bytes() < key.as_bytes() {
-                at[next] = json.len();
-                next += 1;
-            }
-            write_string(key, &mut json);
-            json.push(':');
-            write_value(value, &mut json);
-        }
-        for slot in &mut at[next..] {
-            *slot = json.len();
-        }
-        json.push('}');
+        let mut json = String::with_capacity(768);
+        let at = write_record(record, ChainFields::Mark, &mut json);
         Unsealed { json, at }
     }
 
@@ -535,7 +507,7 @@ pub fn verify_chain<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn record(id: &str, extra: Value) -> AuditRecord {
         let mut v = json!({
