@@ -297,14 +297,14 @@ async fn run_indexer(
         tokio::select! {
             _ = stop.cancelled() => {
                 while let Ok(batch) = batches.try_recv() {
-                    tokio::task::block_in_place(|| indexer.add_batch(&batch.records))?;
+                    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
                     dirty = true;
                 }
                 break;
             }
             batch = batches.recv() => match batch {
                 Some(batch) => {
-                    tokio::task::block_in_place(|| indexer.add_batch(&batch.records))?;
+                    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
                     dirty = true;
                 }
                 None => break,

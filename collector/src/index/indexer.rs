@@ -17,6 +17,7 @@ use tantivy::index::SegmentId;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
+use tantivy::indexer::UserOperation;
 use tantivy::{IndexWriter, Term};
 
 /// What [`Indexer::delete_older_than`] did to one partition.
@@ -87,36 +88,82 @@ impl Indexer {
     /// The caller dedupes by (org, id); in addition, a record at an LSN that may already be
     /// committed (a replay after a crash) replaces its earlier copy rather than doubling it.
     pub fn add(&mut self, lsn: u64, record: &AuditRecord) -> Result<(), IndexError> {
-        let doc = document(&self.inner.fields, lsn, record)?;
         let key = self.inner.opts.partition.key_for(record.time);
-        let replay = self.replay_through.is_some_and(|r| lsn <= r);
-        let uid_field = self.inner.fields.uid;
-        let w = self.writer_for(&key)?;
-        if replay {
-            w.writer.delete_term(Term::from_field_text(
-                uid_field,
-                &uid(&record.org_id, record.id()),
-            ));
+        self.add_to_partition(&key, std::iter::once((lsn, record, None)))
+    }
+
+    /// Adds a batch of records, as [`Self::add`] each.
+    pub fn add_batch(&mut self, records: &[(u64, AuditRecord)]) -> Result<(), IndexError> {
+        self.add_stored(records, None)
+    }
+
+    /// Adds a batch of records, as [`Self::add`] each; `stored`, when given, holds each record's
+    /// canonical JSON (the write-ahead log's payload), so it is not written again.
+    ///
+    /// Goes partition by partition (in LSN order within each), handing each partition's records
+    /// to its writer as one operation batch: a batch that spans more partitions than there are
+    /// open writers switches writers once per partition, and tantivy's indexing thread is woken
+    /// once per partition rather than once per record.
+    pub fn add_stored(
+        &mut self,
+        records: &[(u64, AuditRecord)],
+        stored: Option<&[String]>,
+    ) -> Result<(), IndexError> {
+        if let Some(stored) = stored
+            && stored.len() != records.len()
+        {
+            return Err(IndexError::InvalidRecord(format!(
+                "{} records but {} stored forms",
+                records.len(),
+                stored.len()
+            )));
         }
-        w.writer
-            .add_document(doc)
-            .map_err(|e| IndexError::tantivy(&w.partition.dir, "add a record", e))?;
-        w.dirty = true;
-        self.max_added = self.max_added.max(Some(lsn));
+        let scheme = self.inner.opts.partition;
+        let mut order: Vec<(i64, usize)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (_, r))| (scheme.key_for(r.time).start, i))
+            .collect();
+        // Stable: LSN order is kept within a partition.
+        order.sort_by_key(|&(start, _)| start);
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let key = scheme.key_for(records[run[0].1].1.time);
+            let items = run.iter().map(|&(_, i)| {
+                let (lsn, record) = &records[i];
+                (*lsn, record, stored.map(|s| s[i].as_str()))
+            });
+            self.add_to_partition(&key, items)?;
+        }
         Ok(())
     }
 
-    /// Adds a batch of records, partition by partition (in LSN order within each), so a batch
-    /// that spans more partitions than there are open writers switches writers once per
-    /// partition rather than once per record.
-    pub fn add_batch(&mut self, records: &[(u64, AuditRecord)]) -> Result<(), IndexError> {
-        let scheme = self.inner.opts.partition;
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by_key(|&i| scheme.key_for(records[i].1.time).start);
-        for i in order {
-            let (lsn, record) = &records[i];
-            self.add(*lsn, record)?;
+    fn add_to_partition<'a>(
+        &mut self,
+        key: &PartitionKey,
+        items: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>,
+    ) -> Result<(), IndexError> {
+        let fields = &self.inner.fields;
+        let mut ops = Vec::with_capacity(items.size_hint().0);
+        let mut max = None;
+        for (lsn, record, stored) in items {
+            let doc = document(fields, lsn, record, stored)?;
+            if self.replay_through.is_some_and(|r| lsn <= r) {
+                ops.push(UserOperation::Delete(Term::from_field_text(
+                    fields.uid,
+                    &uid(&record.org_id, record.id()),
+                )));
+            }
+            ops.push(UserOperation::Add(doc));
+            max = max.max(Some(lsn));
         }
+        let w = self.writer_for(key)?;
+        // Each operation gets its own opstamp, in order: a replay's delete removes only the
+        // earlier copy, never the add that follows it.
+        w.writer
+            .run(ops)
+            .map_err(|e| IndexError::tantivy(&w.partition.dir, "add records", e))?;
+        w.dirty = true;
+        self.max_added = self.max_added.max(max);
         Ok(())
     }
 

@@ -125,9 +125,16 @@ pub(crate) fn register_tokenizers(index: &Index) {
     index.tokenizers().register(TEXT_ANALYZER, text_analyzer());
 }
 
-/// Lowercases a keyword the way both indexing and querying do.
-pub(crate) fn fold(value: &str) -> String {
-    value.to_lowercase()
+/// Appends `value` lowercased the way both indexing and querying fold keywords (as
+/// [`str::to_lowercase`]); ASCII without a second copy.
+fn push_folded(value: &str, out: &mut String) {
+    if value.is_ascii() {
+        let start = out.len();
+        out.push_str(value);
+        out[start..].make_ascii_lowercase();
+    } else {
+        out.push_str(&value.to_lowercase());
+    }
 }
 
 /// The `kw` term for one keyword: `name`, U+001F, the folded value.
@@ -135,7 +142,7 @@ pub(crate) fn kw(name: &str, value: &str) -> String {
     let mut s = String::with_capacity(name.len() + 1 + value.len());
     s.push_str(name);
     s.push('\u{1f}');
-    s.push_str(&fold(value));
+    push_folded(value, &mut s);
     s
 }
 
@@ -150,75 +157,78 @@ pub(crate) fn category_of(record: &AuditRecord) -> &str {
         .map_or(record.action.as_str(), |(c, _)| c)
 }
 
-/// Every metadata value as text (not the keys): the named fields, each change's field, old and
-/// new values, and the free-form values, walking into arrays and objects. `null` is skipped.
-pub(crate) fn metadata_values(meta: &Metadata) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
+/// Every metadata value as text (not the keys), handed to `out` one by one: the named fields,
+/// each change's field, old and new values, and the free-form values, walking into arrays and
+/// objects. `null` is skipped.
+pub(crate) fn metadata_values(meta: &Metadata, out: &mut impl FnMut(&str)) {
+    fn walk(v: &Value, out: &mut impl FnMut(&str)) {
         match v {
             Value::Null => {}
-            Value::String(s) => out.push(s.clone()),
-            Value::Bool(_) | Value::Number(_) => out.push(v.to_string()),
+            Value::String(s) => out(s),
+            Value::Bool(b) => out(if *b { "true" } else { "false" }),
+            Value::Number(n) => out(&n.to_string()),
             Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
             Value::Object(map) => map.values().for_each(|i| walk(i, out)),
         }
     }
-    let mut out = Vec::new();
-    out.extend(meta.ip.iter().cloned());
-    out.extend(meta.user_agent.iter().cloned());
-    out.extend(meta.scan_type.iter().cloned());
+    for v in [&meta.ip, &meta.user_agent, &meta.scan_type]
+        .into_iter()
+        .flatten()
+    {
+        out(v);
+    }
     for change in &meta.changes {
-        out.push(change.field.clone());
-        walk(&change.old, &mut out);
-        walk(&change.new, &mut out);
+        out(&change.field);
+        walk(&change.old, out);
+        walk(&change.new, out);
     }
     for v in meta.extra.values() {
-        walk(v, &mut out);
+        walk(v, out);
     }
-    out
 }
 
-/// The values a bare word of `q` is searched in, each a separate value (a phrase never spans two).
-pub(crate) fn full_text_values(r: &AuditRecord) -> Vec<String> {
-    let mut out = vec![r.actor.id.clone()];
-    out.extend(r.actor.name.iter().cloned());
-    out.extend(r.actor.email.iter().cloned());
-    if let Some(t) = &r.target {
-        out.extend(t.id.iter().cloned());
-        out.extend(t.name.iter().cloned());
+/// The values a bare word of `q` is searched in, handed to `out` one by one (a phrase never
+/// spans two).
+pub(crate) fn full_text_values(r: &AuditRecord, out: &mut impl FnMut(&str)) {
+    out(&r.actor.id);
+    for v in [&r.actor.name, &r.actor.email].into_iter().flatten() {
+        out(v);
     }
-    out.push(r.action.clone());
-    out.extend(r.repository.iter().cloned());
-    out.extend(r.message.iter().cloned());
-    out.extend(metadata_values(&r.metadata));
-    out
+    if let Some(t) = &r.target {
+        for v in [&t.id, &t.name].into_iter().flatten() {
+            out(v);
+        }
+    }
+    out(&r.action);
+    for v in [&r.repository, &r.message].into_iter().flatten() {
+        out(v);
+    }
+    metadata_values(&r.metadata, out);
 }
 
 /// The `(name, value)` keywords of a record, before folding: what `field:value` in `q` and the
 /// structured filters match exactly (ignoring case).
-pub(crate) fn keywords(r: &AuditRecord) -> Vec<(&'static str, &str)> {
-    let mut out = vec![
-        ("action", r.action.as_str()),
-        ("category", category_of(r)),
-        ("outcome", r.outcome.as_str()),
-        ("user", r.actor.id.as_str()),
-    ];
-    if let Some(email) = &r.actor.email {
-        out.push(("user", email));
-    }
-    if let Some(repo) = &r.repository {
-        out.push(("repository", repo));
-    }
-    if let Some(ip) = &r.metadata.ip {
-        out.push(("ip", ip));
-    }
-    out
+pub(crate) fn keywords(r: &AuditRecord) -> impl Iterator<Item = (&'static str, &str)> {
+    [
+        Some(("action", r.action.as_str())),
+        Some(("category", category_of(r))),
+        Some(("outcome", r.outcome.as_str())),
+        Some(("user", r.actor.id.as_str())),
+        r.actor.email.as_deref().map(|e| ("user", e)),
+        r.repository.as_deref().map(|e| ("repository", e)),
+        r.metadata.ip.as_deref().map(|e| ("ip", e)),
+    ]
+    .into_iter()
+    .flatten()
 }
 
-/// Builds the document of a record read from the write-ahead log at `lsn`.
+/// Builds the document of a record read from the write-ahead log at `lsn`; `stored` is its
+/// canonical JSON when the caller has it already (the WAL payload), else it is written here.
 pub(crate) fn document(
     f: &Fields,
     lsn: u64,
     r: &AuditRecord,
+    stored: Option<&str>,
 ) -> Result<TantivyDocument, IndexError> {
     let id =
         r.id.as_deref()
@@ -257,18 +267,24 @@ pub(crate) fn document(
             d.add_text(f.target_text, v);
         }
     }
+    let mut term = String::new();
     for (name, value) in keywords(r) {
-        d.add_text(f.kw, kw(name, value));
+        term.clear();
+        term.push_str(name);
+        term.push('\u{1f}');
+        push_folded(value, &mut term);
+        d.add_text(f.kw, &term);
     }
-    for v in full_text_values(r) {
-        d.add_text(f.text, v);
-    }
+    full_text_values(r, &mut |v| d.add_text(f.text, v));
     if let Some(name) = &r.actor.name {
         d.add_text(f.actor_text, name);
     }
     if let Some(m) = &r.message {
         d.add_text(f.message_text, m);
     }
-    d.add_bytes(f.doc, r.canonical_json().as_bytes());
+    match stored {
+        Some(json) => d.add_bytes(f.doc, json.as_bytes()),
+        None => d.add_bytes(f.doc, r.canonical_json().as_bytes()),
+    }
     Ok(d)
 }

@@ -56,6 +56,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct IndexBatch {
     pub records: Vec<(Lsn, AuditRecord)>,
+    /// Each record's canonical JSON (its WAL payload), in the same order: the index stores it.
+    pub stored: Vec<String>,
 }
 
 /// A snapshot of the store's counters, for /metrics.
@@ -531,6 +533,7 @@ impl Writer {
         };
 
         // Durable: now, and only now, the records count as stored and the chains move on.
+        let mut stored = Vec::with_capacity(sealed.len());
         if let Some(first_lsn) = first_lsn {
             for (k, (&(s, i), (seq, prev_hash, seal))) in new.iter().zip(sealed).enumerate() {
                 let lsn = first_lsn + k as Lsn;
@@ -539,6 +542,7 @@ impl Writer {
                 rec.seq = Some(seq);
                 rec.prev_hash = Some(prev_hash);
                 rec.hash = Some(seal.hash);
+                stored.push(seal.json);
                 self.dedupe.insert_recent(&rec.org_id, rec.id(), hash, lsn);
                 admissions[s][i] = Admission::Stored { lsn };
             }
@@ -563,9 +567,15 @@ impl Writer {
             replies.push((sub.reply, adms));
         }
         debug_assert!(batch.windows(2).all(|w| w[0].0 < w[1].0));
+        // `new` and `batch` are both in (submission, record) order.
+        debug_assert_eq!(batch.len(), stored.len());
         if !batch.is_empty() && !self.sink_closed {
             // Waits while the indexer is behind: back-pressure on ingest.
-            if self.sink.send(IndexBatch { records: batch }).await.is_err() {
+            let next = IndexBatch {
+                records: batch,
+                stored,
+            };
+            if self.sink.send(next).await.is_err() {
                 self.sink_closed = true;
                 tracing::error!(
                     "the indexer is gone; records stay durable in the WAL and are indexed at restart"
