@@ -17,7 +17,9 @@ pub struct AuditRecord {
     /// Unique per org. Set by the producer, or derived by the agent from (source, offset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// The organization whose log this record belongs to.
+    /// The organization whose log this record belongs to. (Missing reads as ""; validation
+    /// requires it, and the emit format's reader fills in a default org first.)
+    #[serde(default)]
     pub org_id: String,
     /// When the action happened, in UTC with microsecond precision.
     #[serde(with = "crate::time::micros")]

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
 use tantivy::indexer::NoMergePolicy;
+use tantivy::indexer::UserOperation;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::indexer::UserOperation;
 use tantivy::{IndexWriter, Term};
 
 /// What [`Indexer::delete_older_than`] did to one partition.
