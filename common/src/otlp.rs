@@ -51,6 +51,19 @@ pub fn record_from_log(
     default_org: Option<&str>,
     rules: &Rules,
 ) -> Result<AuditRecord, RecordErrors> {
+    match straight_from_attributes(log, resource, default_org, rules) {
+        Some(record) => Ok(record),
+        None => general_from_log(log, resource, default_org, rules),
+    }
+}
+
+/// The general path of [`record_from_log`]: both styles, every problem named.
+fn general_from_log(
+    log: &LogRecord,
+    resource: &[KeyValue],
+    default_org: Option<&str>,
+    rules: &Rules,
+) -> Result<AuditRecord, RecordErrors> {
     let (mut value, style) = log_to_value(log, resource)?;
     if let (Value::Object(map), Some(org)) = (&mut value, default_org)
         && !map.contains_key("org_id")
@@ -68,6 +81,137 @@ pub fn record_from_log(
                 .collect(),
         )
     })
+}
+
+/// The straight path of [`record_from_log`] for the attributes style: the record is built from
+/// the attributes directly, without a `serde_json::Value` in between, and checked with
+/// [`validate`](crate::validate::validate). `None` for anything out of the ordinary (the body
+/// style, an attribute of another type than expected, a repeated attribute, `changes`, a dotted
+/// metadata key, an invalid record): the general path then reads it and names every problem. It
+/// accepts exactly what the general path accepts and builds the same record (tested).
+fn straight_from_attributes(
+    log: &LogRecord,
+    resource: &[KeyValue],
+    default_org: Option<&str>,
+    rules: &Rules,
+) -> Option<AuditRecord> {
+    use crate::record::{Actor, ActorKind, Metadata, Outcome, SCHEMA_VERSION, Target, TargetKind};
+    fn string(kv: &KeyValue) -> Option<String> {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    /// Sets a field once; a second attribute for it takes the general path.
+    fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value?);
+        Some(())
+    }
+    let mut f: [Option<String>; 15] = Default::default();
+    let mut schema_version: Option<u32> = None;
+    let mut extra: BTreeMap<String, Value> = BTreeMap::new();
+    let mut scan_type: Option<String> = None;
+    for kv in &log.attributes {
+        if let Some(i) = FIELD_ATTRIBUTES.iter().position(|(_, key)| *key == kv.key) {
+            if FIELD_ATTRIBUTES[i].0 == "schema_version" {
+                let v = match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::IntValue(n) => u32::try_from(*n).ok(),
+                    _ => None,
+                };
+                once(&mut schema_version, v)?;
+            } else {
+                once(&mut f[i], string(kv))?;
+            }
+        } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
+            match rest {
+                "scan_type" => once(&mut scan_type, string(kv))?,
+                // Named fields carried by their own attributes, `changes` and nested keys: rare,
+                // left to the general path.
+                "ip" | "user_agent" | "changes" => return None,
+                _ if rest.contains('.') || rest.is_empty() => return None,
+                _ => {
+                    if extra
+                        .insert(rest.to_string(), any_to_json(kv.value.as_ref()))
+                        .is_some()
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    let field = |path: &str| FIELD_ATTRIBUTES.iter().position(|(p, _)| *p == path);
+    let mut take = |path: &str| field(path).and_then(|i| f[i].take());
+    let action = take("action")?;
+    let org_id = match take("org_id") {
+        Some(org) => org,
+        None => resource_org_id(resource).or_else(|| default_org.map(str::to_string))?,
+    };
+    let actor = Actor {
+        id: take("actor.id")?,
+        name: take("actor.name"),
+        email: take("actor.email"),
+        kind: match take("actor.kind") {
+            Some(k) => ActorKind::parse(&k)?,
+            None => ActorKind::default(),
+        },
+    };
+    let target_id = take("target.id");
+    let target_name = take("target.name");
+    let target = match take("target.kind") {
+        Some(kind) => Some(Target {
+            kind: TargetKind::parse(&kind)?,
+            id: target_id,
+            name: target_name,
+        }),
+        None if target_id.is_none() && target_name.is_none() => None,
+        None => return None,
+    };
+    let outcome = match take("outcome") {
+        Some(o) => Outcome::parse(&o)?,
+        None => Outcome::default(),
+    };
+    let message = match log.body.as_ref().and_then(|b| b.value.as_ref()) {
+        None => None,
+        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+        Some(other) => Some(
+            any_to_json(Some(&AnyValue {
+                value: Some(other.clone()),
+            }))
+            .to_string(),
+        ),
+    };
+    let record = AuditRecord {
+        id: take("id"),
+        org_id,
+        time: log_time(log).ok()??,
+        actor,
+        category: crate::action::check(&action, true)
+            .map(str::to_string)
+            .unwrap_or_default(),
+        action,
+        target,
+        repository: take("repository"),
+        outcome,
+        message,
+        metadata: Metadata {
+            ip: take("metadata.ip"),
+            user_agent: take("metadata.user_agent"),
+            scan_type,
+            changes: Vec::new(),
+            extra,
+        },
+        schema_version: schema_version.unwrap_or(SCHEMA_VERSION),
+        received_at: None,
+        seq: None,
+        prev_hash: None,
+        hash: None,
+    };
+    crate::validate::validate(&record, rules).ok()?;
+    Some(record)
 }
 
 /// The org id given in a Resource's attributes, if any.
@@ -515,5 +659,97 @@ mod tests {
         for record in &records {
             assert_eq!(to_log_record(record), via_json(record), "{record:?}");
         }
+    }
+
+    /// The straight path never accepts what the general one refuses, and builds the same record,
+    /// whatever single change is made to a LogRecord's attributes.
+    #[test]
+    fn straight_and_general_paths_agree() {
+        let rules = Rules::at(crate::time::parse_rfc3339("2026-11-27T12:00:00Z").unwrap());
+        let time = crate::time::parse_rfc3339("2026-11-27T11:00:00.5Z").unwrap();
+        let mut bases: Vec<AuditRecord> = include_str!("../../examples/emit/app.jsonl")
+            .lines()
+            .map(|l| crate::parse_json_line(l.as_bytes(), Some("acme"), &Rules::new()).unwrap())
+            .collect();
+        let mut extra = bases[0].clone();
+        extra.metadata.changes.clear();
+        extra.metadata.extra.insert(
+            "ticket".into(),
+            serde_json::json!({"id": 7, "tags": ["a", null]}),
+        );
+        extra.metadata.extra.insert("n".into(), Value::Null);
+        extra.metadata.scan_type = Some("sast".into());
+        bases.push(extra);
+        for b in &mut bases {
+            b.time = time;
+        }
+        let replacements = [
+            None,
+            Some(any_value::Value::IntValue(1)),
+            Some(any_value::Value::IntValue(-1)),
+            Some(any_value::Value::IntValue(1 << 40)),
+            Some(any_value::Value::BoolValue(true)),
+            Some(any_value::Value::DoubleValue(1.5)),
+            Some(any_value::Value::StringValue(String::new())),
+            Some(any_value::Value::StringValue("x".into())),
+            Some(any_value::Value::StringValue("user".into())),
+            Some(any_value::Value::StringValue("repository".into())),
+            Some(any_value::Value::StringValue("a@b.co".into())),
+            Some(any_value::Value::StringValue("scan.triggered".into())),
+            Some(any_value::Value::BytesValue(vec![1, 2])),
+        ];
+        let mut logs = Vec::new();
+        for record in &bases {
+            let log = to_log_record(record);
+            logs.push(log.clone());
+            let mut no_time = log.clone();
+            no_time.time_unix_nano = 0;
+            logs.push(no_time);
+            let mut int_body = log.clone();
+            int_body.body = Some(AnyValue {
+                value: Some(any_value::Value::IntValue(3)),
+            });
+            logs.push(int_body);
+            for i in 0..log.attributes.len() {
+                let mut removed = log.clone();
+                removed.attributes.remove(i);
+                logs.push(removed);
+                let mut twice = log.clone();
+                twice.attributes.push(log.attributes[i].clone());
+                logs.push(twice);
+                for r in &replacements {
+                    let mut changed = log.clone();
+                    changed.attributes[i].value = Some(AnyValue { value: r.clone() });
+                    logs.push(changed);
+                }
+            }
+            for key in [
+                "audit.metadata.ip",
+                "audit.metadata.a.b",
+                "audit.metadata.scan_type",
+                "audit.target.id",
+            ] {
+                let mut added = log.clone();
+                added.attributes.push(string_kv(key, "v"));
+                logs.push(added);
+            }
+        }
+        let org_resource = [string_kv(ORG_ATTRIBUTE, "globex")];
+        let mut straight = 0;
+        for log in &logs {
+            for (resource, org) in [
+                (&[][..], None),
+                (&[][..], Some("initech")),
+                (&org_resource[..], Some("initech")),
+            ] {
+                let general = general_from_log(log, resource, org, &rules);
+                if let Some(fast) = straight_from_attributes(log, resource, org, &rules) {
+                    straight += 1;
+                    assert_eq!(Ok(&fast), general.as_ref(), "{log:?}");
+                }
+                assert_eq!(record_from_log(log, resource, org, &rules), general);
+            }
+        }
+        assert!(straight > 100, "straight path taken {straight} times");
     }
 }
