@@ -14,7 +14,11 @@
 //!    matches from the bits (16 bytes each), sorts them newest first (time desc, then id desc:
 //!    the order of search) and hands over their stored records one by one.
 //!
-//! Memory: the bits, the histograms and one window, whatever the number of matches.
+//! Memory: the bits, the histograms and one window, whatever the number of matches. The index
+//! files are read through tantivy's memory maps, so every page read would stay in the process's
+//! resident set (gigabytes of document store for millions of records, though the kernel may drop
+//! them at will); the scan gives the pages of the files it reads back after each partition's
+//! count and after each window ([`Mappings`]).
 
 use super::audit_index::AuditIndex;
 use super::error::IndexError;
@@ -22,7 +26,9 @@ use super::query::{Plan, SearchQuery};
 use super::schema::col;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use tantivy::Directory;
 use tantivy::columnar::{Cardinality, Column, ColumnValues, StrColumn};
+use tantivy::directory::OwnedBytes;
 use tantivy::query::EnableScoring;
 use tantivy::schema::{Field, Value};
 use tantivy::store::StoreReader;
@@ -78,6 +84,8 @@ struct PartScan {
     segments: Vec<SegScan>,
     /// One per segment, opened when the partition's records are first read.
     stores: Vec<StoreReader>,
+    /// The files the scan reads, as mapped: their pages are given back after each window.
+    mappings: Mappings,
     /// Bucket `i` counts the matches with `lo + i * width <= time < lo + (i + 1) * width`.
     lo: i64,
     width: i64,
@@ -183,6 +191,8 @@ impl AuditIndex {
                     ids: ff.str(col::ID).map_err(err("read the id column"))?,
                 });
             }
+            let mappings = Mappings::of(&searcher);
+            mappings.release();
             if count == 0 {
                 continue;
             }
@@ -192,6 +202,7 @@ impl AuditIndex {
                 dir: p.dir.clone(),
                 segments,
                 stores: Vec::new(),
+                mappings,
                 lo,
                 width,
                 buckets,
@@ -258,9 +269,93 @@ impl Scan {
                 }
                 n += 1;
             }
+            part.mappings.release();
         }
         Ok(n)
     }
+}
+
+/// The index files a scan reads — each segment's postings (`.idx`), columns (`.fast`) and
+/// document store (`.store`) — where the process maps them, to give their pages back.
+pub(crate) struct Mappings(pub(crate) Vec<OwnedBytes>);
+
+impl Mappings {
+    /// The files of `searcher`'s segments, each through the directory's cache of maps (the very
+    /// mapping the segment readers read), kept only where /proc/self/maps confirms the bytes are
+    /// that file's whole read-only shared mapping. Empty elsewhere than on Linux.
+    pub(crate) fn of(searcher: &Searcher) -> Mappings {
+        let mut mapped = Vec::new();
+        if !cfg!(target_os = "linux") {
+            return Mappings(mapped);
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        for reader in searcher.segment_readers() {
+            for ext in ["idx", "fast", "store"] {
+                let name = format!("{}.{ext}", reader.segment_id().uuid_string());
+                let bytes = searcher
+                    .index()
+                    .directory()
+                    .open_read(std::path::Path::new(&name))
+                    .ok()
+                    .and_then(|f| f.read_bytes().ok());
+                if let Some(bytes) = bytes
+                    && is_file_mapping(&maps, bytes.as_slice(), &name)
+                {
+                    mapped.push(bytes);
+                }
+            }
+        }
+        Mappings(mapped)
+    }
+
+    /// Gives the pages back: they leave the process's resident set but stay in the page cache,
+    /// so reading them again costs a minor fault.
+    fn release(&self) {
+        #[cfg(target_os = "linux")]
+        for bytes in &self.0 {
+            let s = bytes.as_slice();
+            // SAFETY: `s` is the whole of a read-only shared mapping of a committed segment's
+            // file (checked against /proc/self/maps in `Mappings::of`, kept mapped by `bytes`).
+            // MADV_DONTNEED on a file mapping only drops this process's page table entries: the
+            // next access maps the file's unchanged page again. Nothing else is touched: the
+            // range starts at the mapping's start and ends within its last page.
+            unsafe {
+                libc::madvise(
+                    s.as_ptr() as *mut libc::c_void,
+                    s.len(),
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+}
+
+/// Whether `bytes` is exactly the start of a mapping of the file `name` in `maps` (the text of
+/// `/proc/self/maps`), and lies within it.
+fn is_file_mapping(maps: &str, bytes: &[u8], name: &str) -> bool {
+    let start = bytes.as_ptr() as usize;
+    let end = start + bytes.len();
+    !bytes.is_empty()
+        && maps.lines().any(|line| {
+            let mut parts = line.split_whitespace();
+            let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            let path = parts.nth(3).unwrap_or("");
+            let Some((lo, hi)) = range.split_once('-') else {
+                return false;
+            };
+            let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            else {
+                return false;
+            };
+            lo == start
+                && end <= hi
+                && perms.starts_with('r')
+                && !perms.contains('w')
+                && perms.ends_with('s')
+                && path.rsplit('/').next() == Some(name)
+        })
 }
 
 /// tantivy's type code of a bytes value in a stored document.
@@ -380,5 +475,39 @@ impl PartScan {
             i = j;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_is_recognised_only_whole_read_only_shared_and_of_its_file() {
+        let data = vec![0u8; 10_000];
+        let start = data.as_ptr() as usize;
+        let line = |perms: &str, lo: usize, hi: usize, path: &str| {
+            format!("{lo:x}-{hi:x} {perms} 00000000 fd:00 1234                       {path}\n")
+        };
+        let name = "0123abcd.store";
+        let file = format!("/data/index/2026-W48/{name}");
+        let ok = line("r--s", start, start + 12_288, &file);
+        assert!(is_file_mapping(&ok, &data, name));
+        for bad in [
+            line("rw-s", start, start + 12_288, &file),
+            line("r--p", start, start + 12_288, &file),
+            line("r--s", start - 4096, start + 12_288, &file),
+            line("r--s", start, start + 4096, &file),
+            line(
+                "r--s",
+                start,
+                start + 12_288,
+                "/data/index/2026-W48/other.store",
+            ),
+            line("r--s", start, start + 12_288, ""),
+        ] {
+            assert!(!is_file_mapping(&bad, &data, name), "{bad}");
+        }
+        assert!(!is_file_mapping(&ok, &[], name));
     }
 }

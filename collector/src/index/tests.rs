@@ -1471,10 +1471,16 @@ fn scans_hand_over_exactly_what_a_walk_returns() {
         newest_first(&all, "acme", &q).len() as u64
     );
 
-    // Every stored document has the layout the scan reads directly.
+    // Every stored document has the layout the scan reads directly, and the files it reads are
+    // found where they are mapped (to give their pages back).
     let fields = &index.inner().fields;
     for p in index.inner().partitions_newest_first(None, None) {
         let searcher = index.inner().searcher(&p).unwrap().unwrap();
+        assert_eq!(
+            scan::Mappings::of(&searcher).0.len(),
+            3 * searcher.segment_readers().len(),
+            "postings, columns and store of each segment"
+        );
         for reader in searcher.segment_readers() {
             let store = reader.get_store_reader(1).unwrap();
             for doc in reader.doc_ids_alive().step_by(17) {
