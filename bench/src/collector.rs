@@ -21,6 +21,8 @@ pub struct OrgKeys {
 /// A running collector.
 pub struct Collector {
     child: Option<Child>,
+    bin: PathBuf,
+    config_path: PathBuf,
     pub data_dir: PathBuf,
     pub http_port: u16,
     pub grpc_port: u16,
@@ -73,41 +75,61 @@ impl Collector {
             .map_err(|e| BenchError::io("create the data dir", data_dir, e))?;
         let http_port = free_port()?;
         let grpc_port = free_port()?;
-        let config_path = data_dir.join("bench-collector.toml");
-        let config = format!(
-            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\n[log]\nlevel = \"warn\"\n{extra_toml}\n",
-            data = data_dir.join("collector").display().to_string(),
-        );
-        std::fs::write(&config_path, config)
-            .map_err(|e| BenchError::io("write the collector config", &config_path, e))?;
-        let mut keys = HashMap::new();
+        let mut c = Collector {
+            child: None,
+            bin: bin.to_path_buf(),
+            config_path: data_dir.join("bench-collector.toml"),
+            data_dir: data_dir.join("collector"),
+            http_port,
+            grpc_port,
+            keys: HashMap::new(),
+            client: http_client()?,
+        };
+        c.write_config(extra_toml)?;
         for org in orgs {
-            let ingest = create_key(bin, &config_path, org, "INGEST")?;
-            let reader = create_key(bin, &config_path, org, "ORG_ADMIN")?;
-            keys.insert(org.clone(), OrgKeys { ingest, reader });
+            let ingest = create_key(bin, &c.config_path, org, "INGEST")?;
+            let reader = create_key(bin, &c.config_path, org, "ORG_ADMIN")?;
+            c.keys.insert(org.clone(), OrgKeys { ingest, reader });
         }
-        let mut cmd = Command::new(bin);
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// Stops the collector (SIGTERM, as [`Collector::stop`]) and starts it again on the same data
+    /// dir, ports and keys, with `extra_toml` in place of the config's earlier extra part: a
+    /// config change as an operator makes it.
+    pub fn restart(&mut self, extra_toml: &str) -> Result<()> {
+        self.terminate()?;
+        self.write_config(extra_toml)?;
+        self.spawn()
+    }
+
+    fn write_config(&self, extra_toml: &str) -> Result<()> {
+        let config = format!(
+            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[log]\nlevel = \"warn\"\n{extra_toml}\n",
+            data = self.data_dir.display().to_string(),
+            http = self.http_port,
+            grpc = self.grpc_port,
+        );
+        std::fs::write(&self.config_path, config)
+            .map_err(|e| BenchError::io("write the collector config", &self.config_path, e))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         die_with_parent(&mut cmd, libc::SIGKILL);
         let child = cmd.spawn().map_err(|source| BenchError::Spawn {
-            program: bin.display().to_string(),
+            program: self.bin.display().to_string(),
             source,
         })?;
         crate::cleanup::register_child(child.id());
-        let mut c = Collector {
-            child: Some(child),
-            data_dir: data_dir.join("collector"),
-            http_port,
-            grpc_port,
-            keys,
-            client: http_client()?,
-        };
-        c.wait_ready()?;
-        Ok(c)
+        self.child = Some(child);
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -205,6 +227,10 @@ impl Collector {
 
     /// SIGTERM, then waits up to 120 s for the exit.
     pub fn stop(mut self) -> Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -272,6 +298,92 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// Every series of metric `name` in a Prometheus text exposition: its labels as written between
+/// the braces (`org="acme"`, empty without labels) and its value.
+pub fn metric_series(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let labels = match series.strip_prefix(name)? {
+                "" => "",
+                rest => rest.strip_prefix('{')?.strip_suffix('}')?,
+            };
+            Some((labels.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The memory lines of `/proc/PID/status`, in KiB. `VmRSS` = `RssAnon` (heap, stacks) +
+/// `RssFile` (mapped files resident: for the collector mostly the index's mmapped files, which
+/// the kernel can drop at will) + `RssShmem`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub vm_rss: u64,
+    pub vm_hwm: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Result<Memory> {
+        let path = format!("/proc/{pid}/status");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| BenchError::io("read", path.clone(), e))?;
+        let kib = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| BenchError::Collector(format!("{path} has no {key}")))
+        };
+        Ok(Memory {
+            vm_rss: kib("VmRSS:")?,
+            vm_hwm: kib("VmHWM:")?,
+            rss_anon: kib("RssAnon:")?,
+            rss_file: kib("RssFile:")?,
+        })
+    }
+}
+
+/// Samples a process's memory every 50 ms on a thread until [`MemorySampler::finish`], which
+/// returns the largest `VmRSS` and the largest `RssAnon` seen (each at its own moment).
+pub struct MemorySampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Memory>,
+}
+
+impl MemorySampler {
+    pub fn start(pid: u32) -> MemorySampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut max = Memory::default();
+                loop {
+                    if let Ok(m) = Memory::of(pid) {
+                        max.vm_rss = max.vm_rss.max(m.vm_rss);
+                        max.vm_hwm = max.vm_hwm.max(m.vm_hwm);
+                        max.rss_anon = max.rss_anon.max(m.rss_anon);
+                        max.rss_file = max.rss_file.max(m.rss_file);
+                    }
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return max;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        MemorySampler { stop, handle }
+    }
+
+    /// The maxima of each line over the samples.
+    pub fn finish(self) -> Memory {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
 /// A `kB` line of `/proc/PID/status`, in KiB.
 pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -302,19 +414,27 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
     Ok((user + system) / hz)
 }
 
-/// Bytes of the files under `dir`, recursively.
+/// Bytes of the files under `dir`, recursively (their sizes, as `du --apparent-size`).
 pub fn dir_bytes(dir: &Path) -> u64 {
+    dir_usage(dir).0
+}
+
+/// Bytes under `dir`, recursively: the files' sizes, and the disk blocks allocated to the files
+/// and directories (as `du`).
+pub fn dir_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return (0, 0);
     };
+    let own = std::fs::metadata(dir).map_or(0, |m| m.blocks() * 512);
     entries
         .flatten()
         .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
+            Ok(m) if m.is_dir() => dir_usage(&e.path()),
+            Ok(m) => (m.len(), m.blocks() * 512),
+            Err(_) => (0, 0),
         })
-        .sum()
+        .fold((0, own), |(a, b), (c, d)| (a + c, b + d))
 }
 
 #[cfg(test)]
@@ -327,5 +447,15 @@ mod tests {
             Some(42.0)
         );
         assert_eq!(super::metric_value(text, "nope"), None);
+        let text =
+            "# TYPE x counter\nx_total{org=\"a\"} 3\nx_total{org=\"b\"} 4\nx_total_more 9\ny 1\n";
+        assert_eq!(
+            super::metric_series(text, "x_total"),
+            vec![
+                ("org=\"a\"".to_string(), 3.0),
+                ("org=\"b\"".to_string(), 4.0)
+            ]
+        );
+        assert_eq!(super::metric_series(text, "y"), vec![(String::new(), 1.0)]);
     }
 }

@@ -497,10 +497,9 @@ impl Corpus {
         self.orgs.iter().map(|o| o.id.clone()).collect()
     }
 
-    /// Record `j` of batch `b`.
-    pub fn record(&self, b: usize, j: usize) -> Record {
+    /// The time of record `j` of batch `b`, and the generator that draws the rest of it.
+    fn time_and_rng(&self, b: usize, j: usize) -> (i64, Rng) {
         let batch = self.batches[b];
-        let org = &self.orgs[batch.org as usize];
         let seq = batch.first_seq + j as u64;
         let mut rng = Rng::new(
             self.seed
@@ -518,6 +517,20 @@ impl Corpus {
                 + step * j as i64
                 + rng.below(step as u64) as i64
         };
+        (time, rng)
+    }
+
+    /// The time of record `j` of batch `b` (what [`Corpus::record`] gives it), cheaply.
+    pub fn time(&self, b: usize, j: usize) -> i64 {
+        self.time_and_rng(b, j).0
+    }
+
+    /// Record `j` of batch `b`.
+    pub fn record(&self, b: usize, j: usize) -> Record {
+        let batch = self.batches[b];
+        let org = &self.orgs[batch.org as usize];
+        let seq = batch.first_seq + j as u64;
+        let (time, mut rng) = self.time_and_rng(b, j);
 
         let user = rng.skewed(org.users);
         let first = FIRST[user as usize % FIRST.len()];
@@ -729,6 +742,7 @@ mod tests {
         for batch in 0..c.batches.len() {
             for j in [0, 999] {
                 let r = c.record(batch, j);
+                assert_eq!(r.time_micros, c.time(batch, j));
                 assert!(ids.insert(r.id.clone()), "ids are unique");
                 assert!(r.time_micros >= c.start_micros);
                 assert!(r.time_micros < c.start_micros + c.span_micros);

@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod collector;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod load;
 pub mod machine;
 pub mod pg;

@@ -1,10 +1,10 @@
-//! `codestax-bench`: runs issue 3's benchmarks against the real collector binary and prints
+//! `codestax-bench`: runs issue 3's and issue 5's benchmarks against the real collector binary and prints
 //! Markdown tables. Wiring only; the mechanisms are in the library.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use codestax_bench::load::Protocol;
-use codestax_bench::runs::{self, Env, IngestSize, SearchSize};
+use codestax_bench::runs::{self, Env, ExportSize, IngestSize, JanitorSize, SearchSize};
 use codestax_bench::stats::Table;
 use std::path::PathBuf;
 
@@ -42,7 +42,13 @@ enum Cmd {
     },
     /// 3 and 4. Search over a large corpus: filtered, full-text, facets, deep cursor walk.
     Search(SearchArgs),
-    /// All three, one after the other.
+    /// Export (issue 5): rows/s and memory of `GET .../audit-log/export` (CSV, NDJSON, JSON;
+    /// unfiltered and filtered) over one org, against PostgreSQL's `COPY ... TO STDOUT WITH CSV`.
+    Export(ExportArgs),
+    /// Retention janitor (issue 5): time and disk space of deleting the oldest days (whole
+    /// partitions and per-org deletes), from its metrics after restarts with narrowed retention.
+    Janitor(JanitorArgs),
+    /// All of them, one after the other.
     All {
         #[command(flatten)]
         ingest: IngestArgs,
@@ -54,7 +60,77 @@ enum Cmd {
         freshness_rate: f64,
         #[command(flatten)]
         search: SearchArgs,
+        #[command(flatten)]
+        export: ExportArgs,
+        #[command(flatten)]
+        janitor: JanitorArgs,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct ExportArgs {
+    /// Records of the one org exported.
+    #[arg(long, default_value_t = 10_000_000)]
+    export_records: u64,
+    /// Days the export corpus spans, ending now.
+    #[arg(long, default_value_t = 90)]
+    export_days: i64,
+    /// Times each export runs.
+    #[arg(long, default_value_t = 1)]
+    export_runs: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+struct JanitorArgs {
+    /// Records of the janitor corpus.
+    #[arg(long, default_value_t = 3_000_000)]
+    janitor_records: u64,
+    /// Orgs of the janitor corpus.
+    #[arg(long, default_value_t = 10)]
+    janitor_orgs: usize,
+    /// Records of its largest org.
+    #[arg(long, default_value_t = 1_000_000)]
+    janitor_largest: u64,
+    /// Days the janitor corpus spans, ending now.
+    #[arg(long, default_value_t = 120)]
+    janitor_days: i64,
+    /// retention.default_days once loaded.
+    #[arg(long, default_value_t = 90)]
+    keep_days: u32,
+    /// The shorter window of the enterprise org (the second largest) in the second run.
+    #[arg(long, default_value_t = 30)]
+    short_days: u32,
+    /// retention.janitor_interval once loaded; the first run comes after min(this, 10 s).
+    #[arg(long, default_value = "1h")]
+    janitor_interval: String,
+}
+
+impl ExportArgs {
+    fn size(&self, i: &IngestArgs) -> ExportSize {
+        ExportSize {
+            records: self.export_records,
+            clients: i.clients,
+            batch: i.batch,
+            days: self.export_days,
+            runs: self.export_runs,
+        }
+    }
+}
+
+impl JanitorArgs {
+    fn size(&self, i: &IngestArgs) -> JanitorSize {
+        JanitorSize {
+            records: self.janitor_records,
+            orgs: self.janitor_orgs,
+            largest: self.janitor_largest,
+            clients: i.clients,
+            batch: i.batch,
+            days: self.janitor_days,
+            keep_days: self.keep_days,
+            short_days: self.short_days,
+            interval: self.janitor_interval.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -140,6 +216,19 @@ fn search_size(s: &SearchArgs, i: &IngestArgs) -> SearchSize {
     }
 }
 
+/// How the corpora of search, export and janitor are loaded when run on their own: 4 clients,
+/// batches of 1,000.
+fn load_defaults() -> IngestArgs {
+    IngestArgs {
+        records: 0,
+        clients: 4,
+        batch: 1000,
+        ingest_orgs: 10,
+        spread_days: 0,
+        protocol: ProtocolArg::Ndjson,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     codestax_bench::cleanup::install();
@@ -184,22 +273,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Freshness { size, rate } => {
             print(runs::freshness(&env, size.records, rate, size.size())?)
         }
-        Cmd::Search(s) => {
-            let defaults = IngestArgs {
-                records: 0,
-                clients: 4,
-                batch: 1000,
-                ingest_orgs: 10,
-                spread_days: 0,
-                protocol: ProtocolArg::Ndjson,
-            };
-            print(runs::search(&env, search_size(&s, &defaults))?)
-        }
+        Cmd::Search(s) => print(runs::search(&env, search_size(&s, &load_defaults()))?),
+        Cmd::Export(e) => print(runs::export(&env, e.size(&load_defaults()))?),
+        Cmd::Janitor(j) => print(runs::janitor(&env, j.size(&load_defaults()))?),
         Cmd::All {
             ingest,
             freshness_records,
             freshness_rate,
             search,
+            export,
+            janitor,
         } => {
             print(runs::ingest(
                 &env,
@@ -213,6 +296,8 @@ fn main() -> anyhow::Result<()> {
                 ingest.size(),
             )?);
             print(runs::search(&env, search_size(&search, &ingest))?);
+            print(runs::export(&env, export.size(&ingest))?);
+            print(runs::janitor(&env, janitor.size(&ingest))?);
         }
     }
     Ok(())

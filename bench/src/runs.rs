@@ -3,9 +3,13 @@
 //! baseline in the same run unless it is unavailable (then said loudly in the output).
 
 use crate::cleanup::TempDir;
-use crate::collector::{Collector, dir_bytes, proc_status_kib, process_cpu_seconds};
+use crate::collector::{
+    Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series, proc_status_kib,
+    process_cpu_seconds,
+};
 use crate::data::Corpus;
 use crate::error::{BenchError, Result};
+use crate::export;
 use crate::load::{LoadOptions, LoadReport, Protocol, copy_into_postgres, send};
 use crate::pg::Postgres;
 use crate::search::{self, Kind, OrgChoice, Query};
@@ -343,6 +347,96 @@ fn query_sets(corpus: &Corpus, n: usize) -> Vec<((OrgChoice, Kind), Vec<Query>)>
     sets
 }
 
+/// A collector with a corpus loaded through the real ingest path, everything indexed.
+struct LoadedCollector {
+    c: Collector,
+    /// Its data dir; dropped after `c`, which stops it.
+    dir: TempDir,
+    /// Records per second, first request to last ack.
+    rate: f64,
+    note: String,
+    bytes_per_record: String,
+    data_bytes: u64,
+    index_bytes: f64,
+    /// Load averages before and after.
+    loads: (String, String),
+}
+
+/// Starts a collector with `extra_toml` in its config and sends it `corpus` (NDJSON over
+/// `/api/v1/ingest`, `clients` clients, durable acks), then waits until all of it is indexed.
+fn load_collector(
+    env: &Env,
+    corpus: &Corpus,
+    clients: usize,
+    extra_toml: &str,
+    what: &str,
+) -> Result<LoadedCollector> {
+    let dir = temp_dir(&format!("codestax-bench-{what}-"))?;
+    progress(format!(
+        "{what}: starting the collector, {} orgs (largest {})",
+        corpus.orgs.len(),
+        corpus.orgs[0].records
+    ));
+    let c = Collector::start(
+        &env.collector_bin,
+        dir.path(),
+        &corpus.org_ids(),
+        extra_toml,
+    )?;
+    let load0 = load_average();
+    let fsyncs0 = c.metric("codestax_collector_wal_fsyncs")?;
+    let cpu0 = c.cpu_seconds()?;
+    progress(format!(
+        "{what}: loading {} records through /api/v1/ingest",
+        corpus.total()
+    ));
+    let loaded = send(
+        &c,
+        corpus,
+        LoadOptions {
+            protocol: Protocol::Ndjson,
+            clients,
+            pace: None,
+            sample_every: 0,
+        },
+    )?;
+    let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
+    let load_rss = c.peak_rss_kib()?;
+    progress(format!(
+        "{what}: loaded at {:.0} records/s; waiting for the index",
+        loaded.rate()
+    ));
+    // Two key-creation records per org are in the index too.
+    let expected = corpus.total() + 2 * corpus.orgs.len() as u64;
+    let index_wait = c.wait_indexed(expected, Duration::from_secs(1800))?;
+    let load_cpu = c.cpu_seconds()? - cpu0;
+    let load1 = load_average();
+    let data_bytes = dir_bytes(&c.data_dir);
+    let index_bytes = c.metric("codestax_collector_index_bytes")?;
+    let n = corpus.total() as f64;
+    Ok(LoadedCollector {
+        rate: loaded.rate(),
+        note: format!(
+            "NDJSON /api/v1/ingest, {clients} clients, durable acks; {:.0} fsyncs/s; collector CPU {:.0} ms per 1,000 records; all searchable {:.1} s after the last ack; peak RSS while loading {}",
+            fsyncs / loaded.elapsed.as_secs_f64(),
+            load_cpu * 1e6 / n,
+            index_wait.as_secs_f64(),
+            mib(load_rss)
+        ),
+        bytes_per_record: format!(
+            "{:.0} (index {:.0}; data dir {} MiB)",
+            data_bytes as f64 / n,
+            index_bytes / n,
+            data_bytes / (1024 * 1024)
+        ),
+        data_bytes,
+        index_bytes,
+        loads: (load0, load1),
+        c,
+        dir,
+    })
+}
+
 /// Benchmarks 3 and 4, search over a large corpus loaded through the real ingest path, then the same in
 /// PostgreSQL (COPY, then the usual indexes).
 pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
@@ -355,50 +449,23 @@ pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
         size.days,
     );
     let sets = query_sets(&corpus, size.queries);
-    let dir = temp_dir("codestax-bench-search-")?;
-    progress(format!(
-        "search: starting the collector, {} orgs (largest {})",
-        corpus.orgs.len(),
-        corpus.orgs[0].records
-    ));
     // Retention is widened so the janitor and the read-time expiry hide none of the corpus's
     // oldest records (the default is 90 days) while the queries run.
-    let c = Collector::start(
-        &env.collector_bin,
-        dir.path(),
-        &corpus.org_ids(),
-        "[retention]\ndefault_days = 3650\n",
-    )?;
-    let load0 = load_average();
-    let fsyncs0 = c.metric("codestax_collector_wal_fsyncs")?;
-    let cpu0 = c.cpu_seconds()?;
-    progress(format!(
-        "search: loading {} records through /api/v1/ingest",
-        corpus.total()
-    ));
-    let loaded = send(
-        &c,
+    let LoadedCollector {
+        c,
+        dir,
+        rate,
+        note,
+        bytes_per_record,
+        loads: (load0, load1),
+        ..
+    } = load_collector(
+        env,
         &corpus,
-        LoadOptions {
-            protocol: Protocol::Ndjson,
-            clients: size.clients,
-            pace: None,
-            sample_every: 0,
-        },
+        size.clients,
+        "[retention]\ndefault_days = 3650\n",
+        "search",
     )?;
-    let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
-    let load_rss = c.peak_rss_kib()?;
-    progress(format!(
-        "search: loaded at {:.0} records/s; waiting for the index",
-        loaded.rate()
-    ));
-    // Two key-creation records per org are in the index too.
-    let expected = corpus.total() + 2 * corpus.orgs.len() as u64;
-    let index_wait = c.wait_indexed(expected, Duration::from_secs(1800))?;
-    let load_cpu = c.cpu_seconds()? - cpu0;
-    let load1 = load_average();
-    let data_bytes = dir_bytes(&c.data_dir);
-    let index_bytes = c.metric("codestax_collector_index_bytes")?;
     c.reset_peak_rss()?;
     let rss_after_load = proc_status_kib(c.pid(), "VmRSS:")?;
     progress("search: queries against the collector");
@@ -406,23 +473,11 @@ pub fn search(env: &Env, size: SearchSize) -> Result<Vec<Table>> {
     let mut ours = SystemResults {
         queries: Vec::new(),
         walk: search::Walk::default(),
-        load_rate: loaded.rate(),
-        load_note: format!(
-            "NDJSON /api/v1/ingest, {} clients, durable acks; {:.0} fsyncs/s; collector CPU {:.0} ms per 1,000 records; all searchable {:.1} s after the last ack; peak RSS while loading {}",
-            size.clients,
-            fsyncs / loaded.elapsed.as_secs_f64(),
-            load_cpu * 1e6 / corpus.total() as f64,
-            index_wait.as_secs_f64(),
-            mib(load_rss)
-        ),
+        load_rate: rate,
+        load_note: note,
         peak_rss_kib: None,
         rss_after_load_kib: rss_after_load,
-        bytes_per_record: format!(
-            "{:.0} (index {:.0}; data dir {} MiB)",
-            data_bytes as f64 / corpus.total() as f64,
-            index_bytes / corpus.total() as f64,
-            data_bytes / (1024 * 1024)
-        ),
+        bytes_per_record,
     };
     for (key, queries) in &sets {
         let (warm, timed) = queries.split_at(10.min(queries.len()));
@@ -623,22 +678,32 @@ fn search_tables(
     tables
 }
 
-fn postgres_search(
+/// PostgreSQL with `corpus` loaded the way the search corpus is: COPY in transactions of 100,000
+/// rows from `clients` connections into the bare table, then the indexes and `VACUUM ANALYZE`.
+struct LoadedPostgres {
+    pg: Postgres,
+    /// Records per second over all three steps.
+    rate: f64,
+    note: String,
+    bytes_per_record: String,
+}
+
+fn load_postgres(
     bin: &std::path::Path,
     corpus: &Corpus,
-    sets: &[((OrgChoice, Kind), Vec<Query>)],
-    size: SearchSize,
-) -> Result<SystemResults> {
-    progress("search: PostgreSQL: initdb and start");
+    clients: usize,
+    what: &str,
+) -> Result<LoadedPostgres> {
+    progress(format!("{what}: PostgreSQL: initdb and start"));
     let pg = Postgres::start(bin)?;
     pg.create_table(false)?;
     progress(format!(
-        "search: PostgreSQL: COPY {} records",
+        "{what}: PostgreSQL: COPY {} records",
         corpus.total()
     ));
-    let copied = copy_into_postgres(&pg, corpus, size.clients, 100)?;
+    let copied = copy_into_postgres(&pg, corpus, clients, 100)?;
     progress(format!(
-        "search: PostgreSQL: COPY at {:.0} records/s; building indexes",
+        "{what}: PostgreSQL: COPY at {:.0} records/s; building indexes",
         copied.rate()
     ));
     let t = Instant::now();
@@ -650,26 +715,45 @@ fn postgres_search(
     let total_secs = copied.elapsed.as_secs_f64() + index_secs + vacuum_secs;
     let (rel_bytes, index_bytes) = pg.sizes()?;
     let n = corpus.total() as f64;
-    let mut theirs = SystemResults {
-        queries: Vec::new(),
-        walk: search::Walk::default(),
-        load_rate: n / total_secs,
-        load_note: format!(
-            "PostgreSQL {}: COPY ({} clients, 100k rows per transaction) at {} records/s into the bare table, then the 4 indexes in {:.0} s and VACUUM ANALYZE in {:.0} s; the rate counts all three",
+    Ok(LoadedPostgres {
+        rate: n / total_secs,
+        note: format!(
+            "PostgreSQL {}: COPY ({clients} clients, 100k rows per transaction) at {} records/s into the bare table, then the 4 indexes in {:.0} s and VACUUM ANALYZE in {:.0} s; the rate counts all three",
             pg.version,
-            size.clients,
             thousands(copied.rate()),
             index_secs,
             vacuum_secs
         ),
-        peak_rss_kib: None,
-        rss_after_load_kib: 0,
         bytes_per_record: format!(
             "{:.0} (indexes {:.0}; cluster dir with WAL {} MiB)",
             rel_bytes as f64 / n,
             index_bytes as f64 / n,
             pg.data_dir_bytes() / (1024 * 1024)
         ),
+        pg,
+    })
+}
+
+fn postgres_search(
+    bin: &std::path::Path,
+    corpus: &Corpus,
+    sets: &[((OrgChoice, Kind), Vec<Query>)],
+    size: SearchSize,
+) -> Result<SystemResults> {
+    let LoadedPostgres {
+        pg,
+        rate,
+        note,
+        bytes_per_record,
+    } = load_postgres(bin, corpus, size.clients, "search")?;
+    let mut theirs = SystemResults {
+        queries: Vec::new(),
+        walk: search::Walk::default(),
+        load_rate: rate,
+        load_note: note,
+        peak_rss_kib: None,
+        rss_after_load_kib: 0,
+        bytes_per_record,
     };
     progress("search: PostgreSQL: queries");
     for (key, queries) in sets {
@@ -682,4 +766,692 @@ fn postgres_search(
     theirs.walk = search::walk_postgres(&pg, &corpus.orgs[0].id)?;
     pg.stop();
     Ok(theirs)
+}
+
+/// Export sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportSize {
+    /// Records of the one org exported.
+    pub records: u64,
+    pub clients: usize,
+    pub batch: usize,
+    pub days: i64,
+    /// Times each export runs (each timed and printed).
+    pub runs: usize,
+}
+
+/// One export case: a format and a filter, or none.
+struct ExportCase {
+    format: export::Format,
+    filtered: bool,
+}
+
+/// What one collector export measured.
+struct ExportRun {
+    case: usize,
+    streamed: export::Streamed,
+    cpu: f64,
+    bench_cpu: f64,
+    before: Memory,
+    /// `VmHWM` after the export, the peak having been reset to the current RSS before it.
+    hwm: u64,
+    /// Maxima sampled every 50 ms during the export.
+    during: Memory,
+    loads: (String, String),
+}
+
+/// Export: one org's records loaded through the real ingest path, then exported through the
+/// API in each format, unfiltered and filtered (rows/s, the collector's CPU and memory during
+/// each); then PostgreSQL with the same records, `COPY (SELECT ...) TO STDOUT WITH CSV` under the
+/// same filters.
+pub fn export(env: &Env, size: ExportSize) -> Result<Vec<Table>> {
+    use export::Format;
+    let corpus = Corpus::search(
+        size.records,
+        1,
+        size.records,
+        size.batch,
+        now_micros(),
+        size.days,
+    );
+    let org = corpus.orgs[0].id.clone();
+    let filter = export::Filter::for_corpus(&corpus);
+    let cases = [
+        ExportCase {
+            format: Format::Csv,
+            filtered: false,
+        },
+        ExportCase {
+            format: Format::Ndjson,
+            filtered: false,
+        },
+        ExportCase {
+            format: Format::Json,
+            filtered: false,
+        },
+        ExportCase {
+            format: Format::Csv,
+            filtered: true,
+        },
+        ExportCase {
+            format: Format::Ndjson,
+            filtered: true,
+        },
+    ];
+    // Retention widened as for search: nothing of the corpus expires while it is exported.
+    let loaded = load_collector(
+        env,
+        &corpus,
+        size.clients,
+        "[retention]\ndefault_days = 3650\n",
+        "export",
+    )?;
+    let c = &loaded.c;
+    let after_load = Memory::of(c.pid())?;
+    let mut runs = Vec::new();
+    for run in 0..size.runs.max(1) {
+        for (i, case) in cases.iter().enumerate() {
+            progress(format!(
+                "export: {} {} (run {})",
+                case.format.as_str(),
+                if case.filtered {
+                    filter.label()
+                } else {
+                    "unfiltered".into()
+                },
+                run + 1
+            ));
+            c.reset_peak_rss()?;
+            let before = Memory::of(c.pid())?;
+            let load0 = load_average();
+            let cpu0 = c.cpu_seconds()?;
+            let bench_cpu0 = process_cpu_seconds(std::process::id())?;
+            let sampler = MemorySampler::start(c.pid());
+            let streamed =
+                export::run_collector(c, &org, case.format, case.filtered.then_some(&filter))?;
+            let during = sampler.finish();
+            let cpu = c.cpu_seconds()? - cpu0;
+            let bench_cpu = process_cpu_seconds(std::process::id())? - bench_cpu0;
+            let hwm = c.peak_rss_kib()?;
+            runs.push(ExportRun {
+                case: i,
+                streamed,
+                cpu,
+                bench_cpu,
+                before,
+                hwm,
+                during,
+                loads: (load0, load_average()),
+            });
+        }
+    }
+    let LoadedCollector {
+        c,
+        dir,
+        rate,
+        note,
+        bytes_per_record,
+        loads,
+        ..
+    } = loaded;
+    c.stop()?;
+    drop(dir);
+    let ours = (rate, note, bytes_per_record, loads, after_load);
+    print_now(export_tables(
+        &corpus, &filter, size, &cases, &ours, &runs, None,
+    ));
+
+    let theirs = match env.postgres() {
+        Some(bin) => {
+            let loaded = load_postgres(bin, &corpus, size.clients, "export")?;
+            let mut pg_runs = Vec::new();
+            for run in 0..size.runs.max(1) {
+                for filtered in [false, true] {
+                    progress(format!(
+                        "export: PostgreSQL COPY TO, {} (run {})",
+                        if filtered {
+                            filter.label()
+                        } else {
+                            "unfiltered".into()
+                        },
+                        run + 1
+                    ));
+                    let load0 = load_average();
+                    let expected = (!filtered).then_some(corpus.total());
+                    let s = export::run_postgres(
+                        &loaded.pg,
+                        &org,
+                        filtered.then_some(&filter),
+                        expected,
+                    )?;
+                    pg_runs.push((filtered, s, (load0, load_average())));
+                }
+            }
+            let LoadedPostgres {
+                pg,
+                rate,
+                note,
+                bytes_per_record,
+            } = loaded;
+            pg.stop();
+            Some(PostgresExports {
+                rate,
+                note,
+                bytes_per_record,
+                runs: pg_runs,
+            })
+        }
+        None => None,
+    };
+    Ok(export_tables(
+        &corpus,
+        &filter,
+        size,
+        &cases,
+        &ours,
+        &runs,
+        theirs.as_ref(),
+    ))
+}
+
+struct PostgresExports {
+    rate: f64,
+    note: String,
+    bytes_per_record: String,
+    /// (filtered, what the client read, load averages before and after)
+    runs: Vec<(bool, export::Streamed, (String, String))>,
+}
+
+type OursLoad = (f64, String, String, (String, String), Memory);
+
+fn export_tables(
+    corpus: &Corpus,
+    filter: &export::Filter,
+    size: ExportSize,
+    cases: &[ExportCase],
+    ours: &OursLoad,
+    runs: &[ExportRun],
+    theirs: Option<&PostgresExports>,
+) -> Vec<Table> {
+    let (rate, note, bytes_per_record, (load0, load1), after_load) = ours;
+    let mut tables = Vec::new();
+    let mut t = Table::new(
+        format!(
+            "Export corpus — {} records of one org over {} days, loaded through the real ingest path (load {load0} → {load1})",
+            thousands(corpus.total() as f64),
+            size.days
+        ),
+        &["metric", "collector", "PostgreSQL", "notes"],
+    );
+    t.row(vec![
+        "load rate, records/s".into(),
+        thousands(*rate),
+        theirs.map_or("skipped".into(), |p| thousands(p.rate)),
+        format!(
+            "collector: {note}. PG: {}",
+            theirs.map_or("-", |p| p.note.as_str())
+        ),
+    ]);
+    t.row(vec![
+        "bytes on disk per record".into(),
+        bytes_per_record.clone(),
+        theirs.map_or("skipped".into(), |p| p.bytes_per_record.clone()),
+        "".into(),
+    ]);
+    t.row(vec![
+        "collector memory once loaded".into(),
+        format!(
+            "VmRSS {} = RssAnon {} + RssFile {} (+ shmem); VmHWM {}",
+            mib(after_load.vm_rss),
+            mib(after_load.rss_anon),
+            mib(after_load.rss_file),
+            mib(after_load.vm_hwm)
+        ),
+        "not measured".into(),
+        "RssFile: pages of mmapped index files, which the kernel reclaims at will".into(),
+    ]);
+    tables.push(t);
+
+    let label = |case: &ExportCase| {
+        if case.filtered {
+            filter.label()
+        } else {
+            "all".into()
+        }
+    };
+    let pg_rate = |filtered: bool| {
+        theirs
+            .and_then(|p| {
+                p.runs
+                    .iter()
+                    .filter(|(f, _, _)| *f == filtered)
+                    .map(|(_, s, _)| s.rate())
+                    .reduce(f64::max)
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let mut r = Table::new(
+        "Export throughput — one export at a time, timed at the client from the request to the last byte",
+        &[
+            "system",
+            "format",
+            "filter",
+            "rows",
+            "MB",
+            "first byte",
+            "seconds",
+            "rows/s",
+            "MB/s",
+            "target",
+            "server CPU, s (µs per row)",
+            "bench client CPU, s",
+            "÷ PG rows/s (best PG run)",
+            "load",
+        ],
+    );
+    for run in runs {
+        let case = &cases[run.case];
+        let s = &run.streamed;
+        r.row(vec![
+            "collector".into(),
+            case.format.as_str().into(),
+            label(case),
+            thousands(s.rows as f64),
+            format!("{:.0}", s.bytes as f64 / 1e6),
+            fmt_ms(s.first_byte.as_secs_f64() * 1000.0),
+            format!("{:.1}", s.elapsed.as_secs_f64()),
+            thousands(s.rate()),
+            format!("{:.0}", s.mb_per_s()),
+            "≥ 200,000".into(),
+            format!(
+                "{:.1} ({:.1})",
+                run.cpu,
+                run.cpu * 1e6 / s.rows.max(1) as f64
+            ),
+            format!("{:.1}", run.bench_cpu),
+            ratio(s.rate(), pg_rate(case.filtered)),
+            format!("{} → {}", run.loads.0, run.loads.1),
+        ]);
+    }
+    if let Some(p) = theirs {
+        for (filtered, s, (l0, l1)) in &p.runs {
+            r.row(vec![
+                "PostgreSQL COPY TO STDOUT WITH CSV".into(),
+                "csv".into(),
+                if *filtered {
+                    filter.label()
+                } else {
+                    "all".into()
+                },
+                thousands(s.rows as f64),
+                format!("{:.0}", s.bytes as f64 / 1e6),
+                fmt_ms(s.first_byte.as_secs_f64() * 1000.0),
+                format!("{:.1}", s.elapsed.as_secs_f64()),
+                thousands(s.rate()),
+                format!("{:.0}", s.mb_per_s()),
+                "".into(),
+                "not measured".into(),
+                "".into(),
+                "".into(),
+                format!("{l0} → {l1}"),
+            ]);
+        }
+    }
+    tables.push(r);
+
+    let mut m = Table::new(
+        "Collector memory during each export — KiB figures from /proc/PID/status; VmHWM reset (clear_refs 5) to the current RSS just before each export; maxima sampled every 50 ms",
+        &[
+            "format",
+            "filter",
+            "VmRSS before",
+            "VmHWM after (peak)",
+            "peak − before",
+            "RssAnon before → max",
+            "RssAnon growth",
+            "RssFile before → max",
+        ],
+    );
+    for run in runs {
+        let case = &cases[run.case];
+        m.row(vec![
+            case.format.as_str().into(),
+            label(case),
+            mib(run.before.vm_rss),
+            mib(run.hwm),
+            mib(run.hwm.saturating_sub(run.before.vm_rss)),
+            format!(
+                "{} → {}",
+                mib(run.before.rss_anon),
+                mib(run.during.rss_anon)
+            ),
+            mib(run.during.rss_anon.saturating_sub(run.before.rss_anon)),
+            format!(
+                "{} → {}",
+                mib(run.before.rss_file),
+                mib(run.during.rss_file)
+            ),
+        ]);
+    }
+    tables.push(m);
+    tables
+}
+
+/// Janitor sizes and windows.
+#[derive(Debug, Clone)]
+pub struct JanitorSize {
+    pub records: u64,
+    pub orgs: usize,
+    pub largest: u64,
+    pub clients: usize,
+    pub batch: usize,
+    /// Days the corpus spans, ending now.
+    pub days: i64,
+    /// `retention.default_days` once loaded (the product's default is 90).
+    pub keep_days: u32,
+    /// The shorter window the second-largest org (on the enterprise plan) gets in the second run.
+    pub short_days: u32,
+    /// `retention.janitor_interval` after the load (its first run comes after
+    /// min(interval, 10 s)).
+    pub interval: String,
+}
+
+/// The index as the collector reports it, and the data dir as `du` sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct DiskState {
+    docs: f64,
+    index_bytes: f64,
+    /// (files' sizes, blocks allocated)
+    data_dir: (u64, u64),
+}
+
+impl DiskState {
+    fn of(c: &Collector) -> Result<DiskState> {
+        Ok(DiskState {
+            docs: c.metric("codestax_collector_index_documents")?,
+            index_bytes: c.metric("codestax_collector_index_bytes")?,
+            data_dir: dir_usage(&c.data_dir),
+        })
+    }
+}
+
+/// One janitor run, read from the collector's metrics.
+struct JanitorRun {
+    label: String,
+    config: String,
+    /// SIGTERM → ready again.
+    restart: Duration,
+    /// Ready → the run's metrics show it finished.
+    waited: Duration,
+    /// `codestax_collector_retention_janitor_last_run_duration_seconds`.
+    duration: f64,
+    /// `codestax_collector_retention_records_deleted_total` by org.
+    deleted: Vec<(String, u64)>,
+    partitions_dropped: f64,
+    before: DiskState,
+    after: DiskState,
+    /// Records the index should hold after the run, from the corpus and each org's cutoff.
+    expected_left: u64,
+    loads: (String, String),
+}
+
+/// Restarts the collector with `extra_toml` and waits for the janitor's first run.
+fn janitor_run(
+    c: &mut Collector,
+    corpus: &Corpus,
+    extra_toml: &str,
+    cutoff_days: &dyn Fn(&str) -> u32,
+    label: &str,
+) -> Result<JanitorRun> {
+    let before = DiskState::of(c)?;
+    let load0 = load_average();
+    progress(format!("janitor: {label}: restarting the collector"));
+    let t = Instant::now();
+    c.restart(extra_toml)?;
+    let restart = t.elapsed();
+    let t = Instant::now();
+    // The first scrape that shows the run is the one read: a short interval may start the next.
+    let text = loop {
+        let text = c.metrics()?;
+        let series = metric_series(&text, "codestax_collector_retention_janitor_runs_total");
+        let runs = |result: &str| {
+            series
+                .iter()
+                .filter(|(l, _)| *l == format!("result=\"{result}\""))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        if runs("error") > 0.0 {
+            return Err(BenchError::Collector(
+                "the retention janitor failed (see the collector's log)".into(),
+            ));
+        }
+        if runs("ok") >= 1.0 {
+            break text;
+        }
+        if t.elapsed() > Duration::from_secs(3600) {
+            return Err(BenchError::Collector(
+                "the janitor did not run within an hour of the restart".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = t.elapsed();
+    let duration = crate::collector::metric_value(
+        &text,
+        "codestax_collector_retention_janitor_last_run_duration_seconds",
+    )
+    .unwrap_or(f64::NAN);
+    let finished = crate::collector::metric_value(
+        &text,
+        "codestax_collector_retention_janitor_last_run_timestamp_seconds",
+    )
+    .unwrap_or(f64::NAN);
+    let deleted: Vec<(String, u64)> =
+        metric_series(&text, "codestax_collector_retention_records_deleted_total")
+            .into_iter()
+            .map(|(l, v)| {
+                let org = l
+                    .strip_prefix("org=\"")
+                    .and_then(|o| o.strip_suffix('"'))
+                    .unwrap_or(&l)
+                    .to_string();
+                (org, v as u64)
+            })
+            .collect();
+    let partitions_dropped = crate::collector::metric_value(
+        &text,
+        "codestax_collector_retention_partitions_dropped_total",
+    )
+    .unwrap_or(0.0);
+    // The run judged expiry by its own `now`, about when it started.
+    let now = ((finished - duration) * 1e6) as i64;
+    let mut expected_left = 2 * corpus.orgs.len() as u64;
+    for (b, batch) in corpus.batches.iter().enumerate() {
+        let org = &corpus.orgs[batch.org as usize].id;
+        let cutoff = now - i64::from(cutoff_days(org)) * 86_400_000_000;
+        expected_left += (0..corpus.batch_size)
+            .filter(|&j| corpus.time(b, j) >= cutoff)
+            .count() as u64;
+    }
+    // The run counted only what it found: any record the index reports now is what it kept.
+    let after = DiskState::of(c)?;
+    Ok(JanitorRun {
+        label: label.to_string(),
+        config: extra_toml.trim().replace('\n', "; "),
+        restart,
+        waited,
+        duration,
+        deleted,
+        partitions_dropped,
+        before,
+        after,
+        expected_left,
+        loads: (load0, load_average()),
+    })
+}
+
+/// Janitor: `days` of records over several orgs loaded with retention widened (nothing expires
+/// while loading), then three restarts, each followed by the janitor's first run, timed by its
+/// own metrics: retention narrowed to `keep_days` (the oldest `days - keep_days` days go: whole
+/// partitions dropped, per-org deletes in the partition the cutoff falls into); one enterprise
+/// org narrowed to `short_days` (per-org deletes: the other orgs keep their records in those
+/// partitions); and the same config again (a run with nothing to delete).
+pub fn janitor(env: &Env, size: JanitorSize) -> Result<Vec<Table>> {
+    let corpus = Corpus::search(
+        size.records,
+        size.orgs,
+        size.largest,
+        size.batch,
+        now_micros(),
+        size.days,
+    );
+    // The second-largest org is on the enterprise plan, so it can have its own window.
+    let short_org = corpus.orgs.get(1).map(|o| o.id.clone());
+    let orgs_toml = |days: Option<u32>| match &short_org {
+        Some(id) => format!(
+            "[[orgs]]\nid = \"{id}\"\nplan = \"enterprise\"\n{}",
+            days.map_or(String::new(), |d| format!("retention_days = {d}\n"))
+        ),
+        None => String::new(),
+    };
+    let loaded = load_collector(
+        env,
+        &corpus,
+        size.clients,
+        &format!("[retention]\ndefault_days = 3650\n{}", orgs_toml(None)),
+        "janitor",
+    )?;
+    let (load0, load1) = loaded.loads.clone();
+    let (rate, note) = (loaded.rate, loaded.note.clone());
+    let (data_bytes, index_bytes) = (loaded.data_bytes, loaded.index_bytes);
+    let LoadedCollector { mut c, dir, .. } = loaded;
+    let retention = |short: Option<u32>| {
+        format!(
+            "[retention]\ndefault_days = {}\njanitor_interval = \"{}\"\n{}",
+            size.keep_days,
+            size.interval,
+            orgs_toml(short)
+        )
+    };
+    let keep = size.keep_days;
+    let mut runs = Vec::new();
+    runs.push(janitor_run(
+        &mut c,
+        &corpus,
+        &retention(None),
+        &|_| keep,
+        &format!(
+            "1. retention {} → {} days for every org",
+            3650, size.keep_days
+        ),
+    )?);
+    if let Some(short) = &short_org {
+        let days = size.short_days;
+        runs.push(janitor_run(
+            &mut c,
+            &corpus,
+            &retention(Some(days)),
+            &|org| if org == short { days } else { keep },
+            &format!(
+                "2. enterprise org {short}: {} → {days} days",
+                size.keep_days
+            ),
+        )?);
+    }
+    let days = size.short_days;
+    let short = short_org.clone().unwrap_or_default();
+    runs.push(janitor_run(
+        &mut c,
+        &corpus,
+        &retention(short_org.as_ref().map(|_| days)),
+        &|org| if org == short { days } else { keep },
+        "3. the same again: nothing to delete",
+    )?);
+    c.stop()?;
+    drop(dir);
+
+    let mut tables = Vec::new();
+    let mut t = Table::new(
+        format!(
+            "Janitor corpus — {} records, {} orgs (largest {}), {} days, loaded through the real ingest path with retention widened to 3650 days (load {load0} → {load1})",
+            thousands(corpus.total() as f64),
+            corpus.orgs.len(),
+            thousands(corpus.orgs[0].records as f64),
+            size.days
+        ),
+        &["metric", "value"],
+    );
+    t.row(vec!["load rate, records/s".into(), thousands(rate)]);
+    t.row(vec!["load".into(), note]);
+    t.row(vec![
+        "after the load".into(),
+        format!(
+            "index {} MiB; data dir {} MiB (files' sizes)",
+            (index_bytes / 1048576.0).round(),
+            data_bytes / (1024 * 1024)
+        ),
+    ]);
+    tables.push(t);
+
+    let mut r = Table::new(
+        "Janitor runs — each the first run after a restart with a new retention config (about 10 s after start, or one interval if shorter), timed by its own metric",
+        &[
+            "run",
+            "records deleted (by org)",
+            "partitions dropped whole",
+            "run duration",
+            "index before → after",
+            "data dir du before → after",
+            "records left (expected)",
+            "restart; ready → run done",
+            "load",
+        ],
+    );
+    for run in &runs {
+        let total: u64 = run.deleted.iter().map(|(_, n)| n).sum();
+        let by_org: Vec<String> = run
+            .deleted
+            .iter()
+            .map(|(o, n)| format!("{o} {}", thousands(*n as f64)))
+            .collect();
+        r.row(vec![
+            run.label.clone(),
+            if total == 0 {
+                "0".into()
+            } else {
+                format!("{} ({})", thousands(total as f64), by_org.join(", "))
+            },
+            format!("{:.0}", run.partitions_dropped),
+            format!("{:.2} s", run.duration),
+            format!(
+                "{} → {} MiB",
+                (run.before.index_bytes / 1048576.0).round(),
+                (run.after.index_bytes / 1048576.0).round()
+            ),
+            format!(
+                "{} → {} MiB",
+                run.before.data_dir.1 / (1024 * 1024),
+                run.after.data_dir.1 / (1024 * 1024)
+            ),
+            format!(
+                "{} ({})",
+                thousands(run.after.docs),
+                thousands(run.expected_left as f64)
+            ),
+            format!(
+                "{:.1} s; {:.1} s",
+                run.restart.as_secs_f64(),
+                run.waited.as_secs_f64()
+            ),
+            format!("{} → {}", run.loads.0, run.loads.1),
+        ]);
+    }
+    tables.push(r);
+    let mut cfg = Table::new("Janitor runs — the config of each", &["run", "config"]);
+    for run in &runs {
+        cfg.row(vec![run.label.clone(), format!("`{}`", run.config)]);
+    }
+    tables.push(cfg);
+    Ok(tables)
 }

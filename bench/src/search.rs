@@ -128,7 +128,7 @@ pub fn make_queries(
 }
 
 /// Percent-encodes a query-string value.
-fn enc(s: &str) -> String {
+pub fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,22 +1,34 @@
-//! Exports: the CSV, JSON and NDJSON encodings of audit records, and the walk that streams every
-//! match of a search from one snapshot in bounded chunks, whatever the number of records.
+//! Exports: the CSV, JSON and NDJSON encodings of audit records, and the stream that hands every
+//! match of a search, read from one snapshot by [`AuditIndex::scan`], to the client in chunks,
+//! whatever the number of records.
+//!
+//! Records are encoded straight from their stored canonical JSON through [`RecordView`], which
+//! borrows its strings from those bytes and keeps free-form values (metadata values, change
+//! values) as raw JSON: no `AuditRecord` is built per row. The output is the very bytes the
+//! serde encoding of [`AuditRecord`] gives (its field order, not the canonical one), which the
+//! tests check against it.
 //!
 //! CSV cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab
 //! or a carriage return) are prefixed with `'` ([`neutralise`]); see `docs/export.md`.
 
-use crate::index::{AuditIndex, IndexError, MAX_PAGE_SIZE, SearchPage, SearchQuery};
+use crate::index::{IndexError, Scan};
 use codestax_common::AuditRecord;
 use codestax_common::api::{CSV_CHAIN_COLUMNS, CSV_COLUMNS, ExportFormat};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::fmt;
 
 /// Encoded bytes are handed on once this many have gathered.
-pub const CHUNK_BYTES: usize = 64 * 1024;
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// What can stop an export midway.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// The index failed on a later page.
-    #[error("reading the next page: {0}")]
+    /// The index failed while reading the records.
+    #[error("reading the records: {0}")]
     Index(#[from] IndexError),
     /// A record could not be encoded.
     #[error("encoding a record: {0}")]
@@ -46,6 +58,8 @@ pub struct Encoder {
     with_chain: bool,
     csv: Option<csv::Writer<Vec<u8>>>,
     buf: Vec<u8>,
+    /// Scratch for the CSV `metadata` and `seq` cells.
+    scratch: Vec<u8>,
     rows: u64,
 }
 
@@ -58,6 +72,7 @@ impl Encoder {
             with_chain,
             csv: None,
             buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            scratch: Vec::new(),
             rows: 0,
         };
         match format {
@@ -78,22 +93,28 @@ impl Encoder {
 
     /// Appends one record.
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ExportError> {
+        self.push_stored(&serde_json::to_vec(r).map_err(encode)?)
+    }
+
+    /// Appends one record given as its JSON (as the index stores it: canonical JSON).
+    pub fn push_stored(&mut self, json: &[u8]) -> Result<(), ExportError> {
+        // One UTF-8 check for the whole record, rather than one per string `from_slice` makes.
+        let json = std::str::from_utf8(json).map_err(encode)?;
+        let view: RecordView = serde_json::from_str(json).map_err(encode)?;
         match self.format {
             ExportFormat::Csv => {
-                let row = csv_row(r, self.with_chain)?;
                 let w = self.csv.as_mut().expect("a CSV encoder has a writer");
-                w.write_record(row.iter().map(|c| neutralise(c).into_owned()))
-                    .map_err(encode)?;
+                write_csv_row(w, &view, self.with_chain, &mut self.scratch)?;
             }
             ExportFormat::Json => {
                 if self.rows > 0 {
                     self.buf.push(b',');
                 }
                 self.buf.push(b'\n');
-                serde_json::to_writer(&mut self.buf, r).map_err(encode)?;
+                serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
             }
             ExportFormat::Ndjson => {
-                serde_json::to_writer(&mut self.buf, r).map_err(encode)?;
+                serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
                 self.buf.push(b'\n');
             }
         }
@@ -121,7 +142,10 @@ impl Encoder {
             Some(w) => w.into_inner().map_err(|e| encode(e.error())),
             None => {
                 self.csv = None;
-                Ok(std::mem::take(&mut self.buf))
+                Ok(std::mem::replace(
+                    &mut self.buf,
+                    Vec::with_capacity(CHUNK_BYTES + 4096),
+                ))
             }
         }
     }
@@ -142,6 +166,7 @@ impl Encoder {
 fn csv_writer() -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
+        .buffer_capacity(64 * 1024)
         .from_writer(Vec::with_capacity(CHUNK_BYTES + 4096))
 }
 
@@ -149,77 +174,302 @@ fn encode(e: impl std::fmt::Display) -> ExportError {
     ExportError::Encode(e.to_string())
 }
 
-/// The cells of a record's CSV row, before neutralising, in the order of [`CSV_COLUMNS`] (and
-/// [`CSV_CHAIN_COLUMNS`]).
-pub fn csv_row(r: &AuditRecord, with_chain: bool) -> Result<Vec<String>, ExportError> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let metadata = if r.metadata.is_empty() {
-        String::new()
-    } else {
-        serde_json::to_string(&r.metadata).map_err(encode)?
-    };
-    let mut row = vec![
-        codestax_common::time::format_rfc3339(&r.time),
-        opt(&r.actor.name),
-        opt(&r.actor.email),
-        r.action.clone(),
-        r.category.clone(),
-        r.target
-            .as_ref()
-            .map(|t| t.kind.as_str().to_string())
-            .unwrap_or_default(),
-        r.target
-            .as_ref()
-            .and_then(|t| t.id.clone())
-            .unwrap_or_default(),
-        r.target
-            .as_ref()
-            .and_then(|t| t.name.clone())
-            .unwrap_or_default(),
-        opt(&r.repository),
-        r.outcome.as_str().to_string(),
-        opt(&r.metadata.ip),
-        metadata,
-    ];
-    if with_chain {
-        row.push(r.seq.map(|s| s.to_string()).unwrap_or_default());
-        row.push(opt(&r.prev_hash));
-        row.push(opt(&r.hash));
+/// Writes a record's CSV row: the cells of [`CSV_COLUMNS`] (and [`CSV_CHAIN_COLUMNS`]), each
+/// neutralised, absent values as empty cells, `metadata` as compact JSON (empty when there is
+/// none).
+fn write_csv_row(
+    w: &mut csv::Writer<Vec<u8>>,
+    r: &RecordView,
+    with_chain: bool,
+    scratch: &mut Vec<u8>,
+) -> Result<(), ExportError> {
+    fn opt<'s>(v: &'s Option<Str>) -> &'s str {
+        v.as_ref().map_or("", |s| s.as_str())
     }
-    Ok(row)
+    let target = r.target.as_ref();
+    let mut cell = |s: &str| w.write_field(neutralise(s).as_bytes()).map_err(encode);
+    cell(&r.time)?;
+    cell(opt(&r.actor.name))?;
+    cell(opt(&r.actor.email))?;
+    cell(&r.action)?;
+    cell(&r.category)?;
+    cell(target.map_or("", |t| t.kind.as_str()))?;
+    cell(target.map_or("", |t| opt(&t.id)))?;
+    cell(target.map_or("", |t| opt(&t.name)))?;
+    cell(opt(&r.repository))?;
+    cell(&r.outcome)?;
+    cell(opt(&r.metadata.ip))?;
+    scratch.clear();
+    if !r.metadata.is_empty() {
+        serde_json::to_writer(&mut *scratch, &r.metadata).map_err(encode)?;
+    }
+    cell(std::str::from_utf8(scratch).map_err(encode)?)?;
+    if with_chain {
+        let seq = r.seq.map(|s| s.to_string()).unwrap_or_default();
+        cell(&seq)?;
+        cell(opt(&r.prev_hash))?;
+        cell(opt(&r.hash))?;
+    }
+    w.write_record(None::<&[u8]>).map_err(encode)
 }
 
-/// Streams every match of a search walk whose first page is `first` (which fixed the walk's
-/// snapshot): encodes its records and the following pages' into chunks of about
-/// [`CHUNK_BYTES`] handed to `send`, which returns `false` when nobody is listening any more.
-/// Blocking (index reads): run it on a blocking thread. Returns the number of records written,
-/// which is `first.total`.
+/// Streams every record of `scan` (which fixed the export's snapshot and total): encodes them
+/// into chunks of about [`CHUNK_BYTES`] handed to `send`, which returns `false` when nobody is
+/// listening any more. Blocking (index reads): run it on a blocking thread. Returns the number
+/// of records written, which is `scan.total()`.
 pub fn stream(
-    index: &AuditIndex,
-    org: &str,
-    q: &SearchQuery,
-    first: SearchPage,
+    scan: Scan,
     mut encoder: Encoder,
     mut send: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<u64, ExportError> {
-    let mut page = first;
-    loop {
-        for r in &page.entries {
-            encoder.push(r)?;
-            if encoder.buffered() >= CHUNK_BYTES && !send(encoder.take()?) {
-                return Err(ExportError::Gone);
-            }
+    scan.for_each(|json| {
+        encoder.push_stored(json)?;
+        if encoder.buffered() >= CHUNK_BYTES && !send(encoder.take()?) {
+            return Err(ExportError::Gone);
         }
-        let Some(cursor) = page.next_cursor.take() else {
-            break;
-        };
-        page = index.search(org, q, MAX_PAGE_SIZE, Some(&cursor))?;
-    }
+        Ok(())
+    })?;
     let rows = encoder.rows();
     if !send(encoder.finish()?) {
         return Err(ExportError::Gone);
     }
     Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record, borrowed from its JSON
+
+/// A string of a record's JSON: borrowed when it holds no escape, else unescaped into its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Str<'a>(Cow<'a, str>);
+
+impl Str<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for Str<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+fn is_empty(s: &Str) -> bool {
+    s.0.is_empty()
+}
+
+fn empty<'a>() -> Str<'a> {
+    Str(Cow::Borrowed(""))
+}
+
+fn user<'a>() -> Str<'a> {
+    Str(Cow::Borrowed("user"))
+}
+
+fn success<'a>() -> Str<'a> {
+    Str(Cow::Borrowed("success"))
+}
+
+fn schema_version() -> u32 {
+    codestax_common::SCHEMA_VERSION
+}
+
+/// [`AuditRecord`] borrowed from its JSON: the same fields, in the same order, with the same
+/// defaults and omissions, so that serialising it gives the bytes serialising the
+/// `AuditRecord` gives. Times and enums are kept as the strings they are stored as (the
+/// serialisation of a parsed time or enum is the string it was parsed from).
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RecordView<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    org_id: Str<'a>,
+    #[serde(borrow)]
+    time: Str<'a>,
+    #[serde(borrow)]
+    actor: ActorView<'a>,
+    #[serde(borrow)]
+    action: Str<'a>,
+    #[serde(borrow, default = "empty", skip_serializing_if = "is_empty")]
+    category: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    target: Option<TargetView<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    repository: Option<Str<'a>>,
+    #[serde(borrow, default = "success")]
+    outcome: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    message: Option<Str<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "MetadataView::is_empty")]
+    metadata: MetadataView<'a>,
+    #[serde(default = "schema_version")]
+    schema_version: u32,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    received_at: Option<Str<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<Str<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    hash: Option<Str<'a>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ActorView<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    name: Option<Str<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    email: Option<Str<'a>>,
+    #[serde(borrow, default = "user")]
+    kind: Str<'a>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct TargetView<'a> {
+    #[serde(borrow)]
+    kind: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    id: Option<Str<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    name: Option<Str<'a>>,
+}
+
+/// [`codestax_common::Metadata`] borrowed: the named keys, then the others (raw JSON) in key
+/// order, as the `Metadata` struct serialises.
+#[derive(Debug, Default)]
+struct MetadataView<'a> {
+    ip: Option<Str<'a>>,
+    user_agent: Option<Str<'a>>,
+    scan_type: Option<Str<'a>>,
+    changes: Vec<ChangeView<'a>>,
+    extra: Vec<(Str<'a>, &'a RawValue)>,
+}
+
+impl MetadataView<'_> {
+    fn is_empty(&self) -> bool {
+        self.ip.is_none()
+            && self.user_agent.is_none()
+            && self.scan_type.is_none()
+            && self.changes.is_empty()
+            && self.extra.is_empty()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetadataView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetadataView<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a metadata object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut m = MetadataView::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match key.as_str() {
+                        "ip" => m.ip = map.next_value()?,
+                        "user_agent" => m.user_agent = map.next_value()?,
+                        "scan_type" => m.scan_type = map.next_value()?,
+                        "changes" => m.changes = map.next_value()?,
+                        _ => m.extra.push((key, map.next_value()?)),
+                    }
+                }
+                // `Metadata` keeps the other keys in a map: key order, the last of duplicates.
+                if m.extra.len() > 1 {
+                    m.extra.sort_by(|a, b| a.0.cmp(&b.0));
+                    let mut deduped: Vec<(Str<'de>, &'de RawValue)> = Vec::new();
+                    for (k, v) in m.extra.drain(..) {
+                        match deduped.last_mut() {
+                            Some(last) if last.0 == k => last.1 = v,
+                            _ => deduped.push((k, v)),
+                        }
+                    }
+                    m.extra = deduped;
+                }
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Serialize for MetadataView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(v) = &self.ip {
+            map.serialize_entry("ip", v)?;
+        }
+        if let Some(v) = &self.user_agent {
+            map.serialize_entry("user_agent", v)?;
+        }
+        if let Some(v) = &self.scan_type {
+            map.serialize_entry("scan_type", v)?;
+        }
+        if !self.changes.is_empty() {
+            map.serialize_entry("changes", &self.changes)?;
+        }
+        for (k, v) in &self.extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// [`codestax_common::Change`] borrowed; a missing value is `null`, as there.
+#[derive(Debug, Deserialize, Serialize)]
+struct ChangeView<'a> {
+    #[serde(borrow)]
+    field: Str<'a>,
+    #[serde(borrow, default, serialize_with = "raw_or_null")]
+    old: Option<&'a RawValue>,
+    #[serde(borrow, default, serialize_with = "raw_or_null")]
+    new: Option<&'a RawValue>,
+}
+
+fn raw_or_null<S: Serializer>(v: &Option<&RawValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(raw) => raw.serialize(s),
+        None => s.serialize_unit(),
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +565,162 @@ mod tests {
         // The chain fields are always there.
         let out = encode_all(ExportFormat::Ndjson, false, &records[..1]);
         assert!(out.contains("\"seq\":3") && out.contains("\"prev_hash\""));
+    }
+
+    /// The encoding before records were read through [`RecordView`]: an `AuditRecord` per row,
+    /// serialised with serde (JSON, NDJSON) or cut into cells (CSV). The reference the view must
+    /// match byte for byte.
+    fn reference(format: ExportFormat, with_chain: bool, records: &[AuditRecord]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match format {
+            ExportFormat::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(Vec::new());
+                let mut header: Vec<&str> = CSV_COLUMNS.to_vec();
+                if with_chain {
+                    header.extend(CSV_CHAIN_COLUMNS);
+                }
+                w.write_record(&header).unwrap();
+                for r in records {
+                    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+                    let metadata = if r.metadata.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::to_string(&r.metadata).unwrap()
+                    };
+                    let t = r.target.as_ref();
+                    let mut row = vec![
+                        codestax_common::time::format_rfc3339(&r.time),
+                        opt(&r.actor.name),
+                        opt(&r.actor.email),
+                        r.action.clone(),
+                        r.category.clone(),
+                        t.map(|t| t.kind.as_str().to_string()).unwrap_or_default(),
+                        t.and_then(|t| t.id.clone()).unwrap_or_default(),
+                        t.and_then(|t| t.name.clone()).unwrap_or_default(),
+                        opt(&r.repository),
+                        r.outcome.as_str().to_string(),
+                        opt(&r.metadata.ip),
+                        metadata,
+                    ];
+                    if with_chain {
+                        row.push(r.seq.map(|s| s.to_string()).unwrap_or_default());
+                        row.push(opt(&r.prev_hash));
+                        row.push(opt(&r.hash));
+                    }
+                    w.write_record(row.iter().map(|c| neutralise(c).into_owned()))
+                        .unwrap();
+                }
+                out = w.into_inner().unwrap();
+            }
+            ExportFormat::Json => {
+                out.push(b'[');
+                for (i, r) in records.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'\n');
+                    serde_json::to_writer(&mut out, r).unwrap();
+                }
+                if !records.is_empty() {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(b"]\n");
+            }
+            ExportFormat::Ndjson => {
+                for r in records {
+                    serde_json::to_writer(&mut out, r).unwrap();
+                    out.push(b'\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Records covering every optional field present and absent, escapes, non-ASCII text,
+    /// formula starts, nested and odd metadata values, as the collector stores them.
+    fn varied_records() -> Vec<AuditRecord> {
+        let values = [
+            json!({}),
+            json!({"ip": "10.0.0.1"}),
+            json!({"ip": "=1+1", "user_agent": "Mozilla/5.0 \"quoted\"\n", "scan_type": "sast",
+                   "changes": [{"field": "role", "old": "member", "new": {"b": [1, 2.5, null], "a": "é"}},
+                               {"field": "x", "old": null, "new": -0.0},
+                               {"field": "y"}],
+                   "request_id": "0123abcd", "zeta": {"z": 1, "a": {"k": "\u{1}\\"}}, "alpha": true,
+                   "big": 18446744073709551615u64, "neg": -9223372036854775808i64, "f": 1e300,
+                   "third": 0.30000000000000004, "nul": null, "list": [], "obj": {},
+                   "Upper": "sorts first", "ünï": "cödé"}),
+            json!({"changes": [], "only_extra": "-5"}),
+        ];
+        let mut records = Vec::new();
+        for (i, meta) in values.iter().enumerate() {
+            let mut r = record(
+                ["Ada", "=HYPERLINK(\"x\")", "Zoë \"Z\", Jr.", "+tab\there"][i],
+                ["acme/api", "Ä, \"quoted\"\nline", "@mention", "\rcarriage"][i],
+                meta.clone(),
+            );
+            if i == 1 {
+                r.actor.email = None;
+                r.actor.name = None;
+                r.actor.kind = codestax_common::ActorKind::ApiKey;
+                r.target = None;
+                r.repository = None;
+                r.message = Some("a message\twith \u{7f} and \u{2028}".into());
+                r.outcome = codestax_common::Outcome::Failure;
+                r.seq = None;
+                r.prev_hash = None;
+                r.hash = None;
+            }
+            if i == 2 {
+                r.received_at = Some(r.time + chrono::Duration::microseconds(1_234_567));
+                r.id = None;
+                r.message = Some("-starts with a minus".into());
+            }
+            if i == 3 {
+                r.target.as_mut().unwrap().id = None;
+                r.time = codestax_common::time::parse_rfc3339("1970-01-01T00:00:00Z").unwrap();
+            }
+            records.push(r);
+        }
+        records
+    }
+
+    #[test]
+    fn stored_records_encode_exactly_as_the_records_do() {
+        let records = varied_records();
+        for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Ndjson] {
+            for with_chain in [false, true] {
+                for n in [0, 1, records.len()] {
+                    let want = reference(format, with_chain, &records[..n]);
+                    // As stored: canonical JSON (keys in byte order).
+                    let mut e = Encoder::new(format, with_chain).unwrap();
+                    let mut got = Vec::new();
+                    for r in &records[..n] {
+                        e.push_stored(r.canonical_json().as_bytes()).unwrap();
+                        got.extend(e.take().unwrap());
+                    }
+                    got.extend(e.finish().unwrap());
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&want),
+                        "{format:?}, with_chain {with_chain}, {n} records"
+                    );
+                    // And from the serde JSON of the record, in one chunk.
+                    let got = encode_all(format, with_chain, &records[..n]);
+                    assert_eq!(got.as_bytes(), want, "{format:?} via push");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let json = br#"{"action":"a.b","actor":{"id":"u","name":"N\"q"},"org_id":"o","time":"t"}"#;
+        let v: RecordView = serde_json::from_slice(json).unwrap();
+        assert!(matches!(v.action.0, Cow::Borrowed(_)));
+        assert!(matches!(v.actor.name.as_ref().unwrap().0, Cow::Owned(_)));
+        assert_eq!(v.actor.name.as_deref(), Some("N\"q"));
     }
 }

@@ -1,6 +1,7 @@
 //! The benchmark binary on a tiny corpus (about 2k records per run), so it cannot rot: every
 //! subcommand's path runs end to end against the real collector, and against PostgreSQL when its
-//! server binaries are installed (the bench skips that part loudly otherwise).
+//! server binaries are installed (the bench skips that part loudly otherwise). The janitor's runs
+//! come 1 s after each restart (`--janitor-interval 1s`).
 
 use codestax_tests::bin;
 use std::process::Command;
@@ -30,6 +31,18 @@ fn bench_all_on_a_tiny_corpus() {
             "5",
             "--days",
             "10",
+            "--export-records",
+            "2000",
+            "--export-days",
+            "10",
+            "--janitor-records",
+            "3000",
+            "--janitor-orgs",
+            "3",
+            "--janitor-largest",
+            "1000",
+            "--janitor-interval",
+            "1s",
         ])
         .output()
         .expect("run codestax-bench");
@@ -46,6 +59,11 @@ fn bench_all_on_a_tiny_corpus() {
         "### Search corpus",
         "### Search latency",
         "### Deep cursor walk",
+        "### Export corpus",
+        "### Export throughput",
+        "### Collector memory during each export",
+        "### Janitor corpus",
+        "### Janitor runs",
     ] {
         assert!(stdout.contains(heading), "no {heading:?} in:\n{stdout}");
     }
@@ -64,4 +82,28 @@ fn bench_all_on_a_tiny_corpus() {
         .parse()
         .unwrap();
     assert!(records >= 1002, "{walk}");
+    // Every export format ran, and the retention run narrowed to 90 of 120 days deleted records.
+    for format in ["csv", "ndjson", "json"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with("| collector ")
+                && l.split('|').nth(2).map(str::trim) == Some(format)),
+            "no {format} export row in:\n{stdout}"
+        );
+    }
+    let first_run = stdout
+        .lines()
+        .find(|l| l.starts_with("| 1. retention"))
+        .expect("first janitor run row");
+    let deleted: u64 = first_run
+        .split('|')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(deleted > 0, "{first_run}");
 }

@@ -1,15 +1,14 @@
 //! `GET /api/v1/orgs/{org}/audit-log/export`: every record matching the search filters, as CSV,
-//! JSON or NDJSON, streamed from one snapshot. The first page is read before answering (it fixes
-//! the snapshot, gives the exact total and surfaces bad filters as a 400); the rest is encoded on
-//! a blocking thread into a bounded channel, so memory stays flat whatever the size. Each export
-//! records an `audit_log.exported` entry in the org's log.
+//! JSON or NDJSON, streamed from one snapshot. The scan of the matches is set up before answering
+//! (it fixes the snapshot, gives the exact total and surfaces bad filters as a 400); the records
+//! are then read and encoded on a blocking thread into a bounded channel, so memory stays flat
+//! whatever the size. Each export records an `audit_log.exported` entry in the org's log.
 
 use super::audit_log::{effective_query, parse, query, record_read};
 use super::auth::check_reader;
 use super::params::Route;
 use super::{ApiError, AppState};
 use crate::export::{Encoder, ExportError, stream};
-use crate::index::MAX_PAGE_SIZE;
 use crate::keys::KeyInfo;
 use axum::Extension;
 use axum::body::Body;
@@ -22,7 +21,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Chunks (of about 64 KiB) waiting for a slow client before the encoder waits.
+/// Chunks (of about 256 KiB) waiting for a slow client before the encoder waits.
 const CHANNEL_CHUNKS: usize = 8;
 
 pub async fn export(
@@ -38,12 +37,12 @@ pub async fn export(
     let encoder = Encoder::new(format, with_chain).map_err(ApiError::internal)?;
     // The retention window applies to exports as to every read.
     let scoped = effective_query(&state, &org, &params.query);
-    let first = query(&state, "export", {
-        let (org, q) = (org.clone(), scoped.clone());
-        move |index| index.search(&org, &q, MAX_PAGE_SIZE, None)
+    let scan = query(&state, "export", {
+        let org = org.clone();
+        move |index| index.scan(&org, &scoped)
     })
     .await?;
-    let total = first.total;
+    let total = scan.total();
     let mut extra = serde_json::Map::new();
     extra.insert("format".into(), json!(format.as_str()));
     if with_chain {
@@ -66,11 +65,9 @@ pub async fn export(
         format.as_str()
     );
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_CHUNKS);
-    let index = state.index.clone();
-    let q = scoped;
     tokio::task::spawn_blocking(move || {
         let send = |chunk: Vec<u8>| tx.blocking_send(Ok(chunk)).is_ok();
-        match stream(&index, &org, &q, first, encoder, send) {
+        match stream(scan, encoder, send) {
             Ok(rows) if rows != total => {
                 tracing::error!(
                     org,

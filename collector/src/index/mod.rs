@@ -31,6 +31,8 @@
 //! (by their write-ahead-log LSN, which grows in commit order), so records that arrive during a
 //! walk, older or newer, neither shift nor join it, and `total` stays the same on every page.
 //! Cursors are bound to the org and the filters; anything else is [`IndexError::BadCursor`].
+//! An export does not walk pages: [`AuditIndex::scan`] reads every match of a search once, in the
+//! same order and from the same kind of snapshot, in bounded memory.
 //!
 //! # The `q` language
 //!
@@ -84,6 +86,7 @@ mod indexer;
 mod partition;
 mod phrase;
 mod query;
+mod scan;
 mod schema;
 mod state;
 #[cfg(test)]
@@ -97,3 +100,4 @@ pub use error::IndexError;
 pub use indexer::{Indexer, Purge};
 pub use partition::{PartitionKey, PartitionScheme};
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};
+pub use scan::Scan;

@@ -1411,3 +1411,84 @@ fn chain_heads_and_verify_across_partitions() {
     assert!(acme.reason.contains("missing"), "{acme}");
     assert_eq!(index.verify_chain("initech", None).unwrap().error, None);
 }
+
+#[test]
+fn scans_hand_over_exactly_what_a_walk_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records of a few microseconds share their time: the order between them is by id.
+    let records = corpus(7, 5_000);
+    let (index, mut indexer) = build(dir.path(), &records);
+    let mut checked = 0;
+    for org in ORGS {
+        for q in queries(org) {
+            let want = newest_first(&records, org, &q);
+            // The usual windows (one per partition here), and windows of a few records, which
+            // cut partitions (and runs of records at the same time) into many.
+            for window in [scan::WINDOW_ROWS, 7] {
+                let scan = index.scan_in_windows(org, &q, window).unwrap();
+                assert_eq!(scan.total(), want.len() as u64, "total of {org} {q:?}");
+                let mut got = Vec::new();
+                let n = scan
+                    .for_each(|json| {
+                        got.push(serde_json::from_slice::<AuditRecord>(json).unwrap());
+                        Ok::<_, IndexError>(())
+                    })
+                    .unwrap();
+                assert_eq!(n, want.len() as u64);
+                assert_eq!(
+                    ids(&got),
+                    ids(&want),
+                    "order of {org} {q:?}, window {window}"
+                );
+                assert_eq!(got, want, "records as stored");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50);
+
+    // The snapshot is the one of the scan's start: records committed later are not in it.
+    let q = SearchQuery::default();
+    let before = newest_first(&records, "acme", &q);
+    let scan = index.scan("acme", &q).unwrap();
+    let mut late = corpus(99, 30);
+    for (i, r) in late.iter_mut().enumerate() {
+        r.id = Some(format!("late-{i}"));
+        r.org_id = "acme".into();
+    }
+    index_all(&mut indexer, &late, 100_000, 10);
+    let mut got = Vec::new();
+    scan.for_each(|json| {
+        got.push(serde_json::from_slice::<AuditRecord>(json).unwrap());
+        Ok::<_, IndexError>(())
+    })
+    .unwrap();
+    assert_eq!(ids(&got), ids(&before));
+    let mut all = records.clone();
+    all.extend(late);
+    assert_eq!(
+        index.scan("acme", &q).unwrap().total(),
+        newest_first(&all, "acme", &q).len() as u64
+    );
+
+    // Every stored document has the layout the scan reads directly, and the files it reads are
+    // found where they are mapped (to give their pages back).
+    let fields = &index.inner().fields;
+    for p in index.inner().partitions_newest_first(None, None) {
+        let searcher = index.inner().searcher(&p).unwrap().unwrap();
+        assert_eq!(
+            scan::Mappings::of(&searcher).0.len(),
+            3 * searcher.segment_readers().len(),
+            "postings, columns and store of each segment"
+        );
+        for reader in searcher.segment_readers() {
+            let store = reader.get_store_reader(1).unwrap();
+            for doc in reader.doc_ids_alive().step_by(17) {
+                let raw = store.get_document_bytes(doc).unwrap();
+                let full: tantivy::TantivyDocument = store.get(doc).unwrap();
+                let want = tantivy::schema::Value::as_bytes(&full.get_first(fields.doc).unwrap());
+                assert_eq!(scan::stored_bytes(&raw, fields.doc), want);
+            }
+        }
+    }
+}
