@@ -2,8 +2,8 @@
 //! opening the index directory.
 
 use super::collect::{
-    DocFilter, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS, OrgSpanCollector,
-    PageCollector, PageFruit,
+    DocFilter, FacetCache, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS,
+    OrgSpanCollector, PageCollector, PageFruit,
 };
 use super::cursor::{CarriedCount, Cursor};
 use super::error::IndexError;
@@ -35,6 +35,9 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// A facet query over a range this long or shorter gets hour buckets, else day buckets.
 const HOURLY_MAX_RANGE_MICROS: i64 = 3 * 24 * HOUR_MICROS;
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+/// Memory the facet counts of whole segments may take (an entry is a few KiB: the values of one
+/// org's records in one segment).
+const FACET_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// How long, in record time and in wall-clock time, a cursor's carried count may be relied on
 /// (see [`AuditIndex::search_with`]): a later page counts at most this much of the oldest matches.
 const CARRY_MICROS: i64 = 10 * 60 * 1_000_000;
@@ -139,6 +142,8 @@ pub(crate) struct Inner {
     /// Partitions by start time.
     pub partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
     pub marks: RwLock<Marks>,
+    /// Facet counts of whole segments (see [`FacetCache`]).
+    pub facet_cache: Arc<FacetCache>,
 }
 
 /// How far the index is, as last committed.
@@ -260,6 +265,7 @@ impl AuditIndex {
                 indexed_through: state.indexed_through,
                 snapshot_through: state.indexed_through,
             }),
+            facet_cache: Arc::new(FacetCache::new(FACET_CACHE_BYTES)),
         });
         let mut replay_through = state.indexed_through.max(state.pending_through);
         if found.is_none() && !inner.partitions_newest_first(None, None).is_empty() {
@@ -562,18 +568,22 @@ impl AuditIndex {
         // The same snapshot as a first search page: a partition is reloaded (its records visible)
         // a moment before the snapshot mark moves past them, and counts must never run ahead of
         // what a search returns.
-        let collector = FacetCollector(DocFilter {
-            since: plan.since,
-            until: plan.until,
-            lsn_below: Some(self.snapshot_bound()),
-        });
+        let collector = FacetCollector {
+            filter: DocFilter {
+                since: plan.since,
+                until: plan.until,
+                lsn_below: Some(self.snapshot_bound()),
+            },
+            cache: Some((self.inner.facet_cache.clone(), plan.filter_key.clone())),
+        };
+        let (hits, misses) = self.inner.facet_cache.counters();
         let mut all = FacetFruit::default();
         for p in self.inner.partitions_newest_first(plan.since, plan.until) {
             let Some(searcher) = self.inner.searcher(&p)? else {
                 continue;
             };
             all.merge(
-                searcher
+                &searcher
                     .search(plan.query.as_ref(), &collector)
                     .map_err(|e| IndexError::tantivy(&p.dir, "compute facets", e))?,
             );
@@ -582,9 +592,12 @@ impl AuditIndex {
             std::mem::take(&mut all.values).map(|values| top(values, top_n));
         // The client's own range picks the buckets' width; the retention floor only filters.
         let histogram = histogram(&all, q.since.map(|t| t.timestamp_micros()), plan.until);
+        let (hits_after, misses_after) = self.inner.facet_cache.counters();
         tracing::debug!(
             org,
             total = all.count,
+            cached_segments = hits_after - hits,
+            counted_segments = misses_after - misses,
             elapsed_us = started.elapsed().as_micros() as u64,
             "facets"
         );

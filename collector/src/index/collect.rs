@@ -522,7 +522,137 @@ pub(crate) const FACET_COLUMNS: [&str; 5] = [
 ];
 
 /// Counts per value of each of [`FACET_COLUMNS`] and per UTC hour.
-pub(crate) struct FacetCollector(pub DocFilter);
+pub(crate) struct FacetCollector {
+    pub filter: DocFilter,
+    /// Where the counts of whole segments are kept, and the query's key there
+    /// ([`super::query::Plan::filter_key`]).
+    pub cache: Option<(Arc<FacetCache>, Arc<str>)>,
+}
+
+/// The facet counts of whole segments, per query: for a segment wholly inside a query's time
+/// range and wholly below its snapshot, the counts depend only on the segment's documents, its
+/// deletions and the query's other filters, and a segment's documents never change. So they are
+/// kept by segment id, deletion state and query; a merge makes a new segment (a new key), a
+/// deletion a new deletion state, and entries nobody asks for are evicted, least recently used
+/// first, beyond a memory budget.
+pub(crate) struct FacetCache {
+    state: std::sync::Mutex<CacheState>,
+    budget_bytes: usize,
+    /// Segments with fewer documents are not kept (cheap to count, and short-lived).
+    min_docs: u32,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FacetKey {
+    segment: tantivy::index::SegmentId,
+    delete_opstamp: Option<u64>,
+    deleted: u32,
+    query: Arc<str>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<FacetKey, CacheEntry>,
+    bytes: usize,
+    tick: u64,
+}
+
+struct CacheEntry {
+    fruit: Arc<FacetFruit>,
+    bytes: usize,
+    used: u64,
+}
+
+/// Segments smaller than this are counted every time (in tests, every segment is kept, so that
+/// the brute-force comparisons go through the cache).
+const FACET_CACHE_MIN_DOCS: u32 = if cfg!(test) { 0 } else { 2048 };
+
+impl FacetCache {
+    pub fn new(budget_bytes: usize) -> FacetCache {
+        FacetCache {
+            state: std::sync::Mutex::new(CacheState::default()),
+            budget_bytes,
+            min_docs: FACET_CACHE_MIN_DOCS,
+            hits: 0.into(),
+            misses: 0.into(),
+        }
+    }
+
+    /// Lookups answered from the cache and not, so far.
+    pub fn counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+
+    fn key(&self, reader: &SegmentReader, query: &Arc<str>) -> Option<FacetKey> {
+        (reader.num_docs() >= self.min_docs).then(|| FacetKey {
+            segment: reader.segment_id(),
+            delete_opstamp: reader.delete_opstamp(),
+            deleted: reader.num_deleted_docs(),
+            query: query.clone(),
+        })
+    }
+
+    fn get(&self, key: &FacetKey) -> Option<Arc<FacetFruit>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tick += 1;
+        let tick = state.tick;
+        match state.entries.get_mut(key) {
+            Some(e) => {
+                e.used = tick;
+                self.hits.fetch_add(1, Relaxed);
+                Some(e.fruit.clone())
+            }
+            None => {
+                self.misses.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    fn put(&self, key: FacetKey, fruit: Arc<FacetFruit>) {
+        let bytes = fruit.approx_bytes() + key.query.len() + 64;
+        if bytes > self.budget_bytes / 4 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tick += 1;
+        let used = state.tick;
+        if let Some(old) = state.entries.insert(key, CacheEntry { fruit, bytes, used }) {
+            state.bytes -= old.bytes;
+        }
+        state.bytes += bytes;
+        if state.bytes > self.budget_bytes {
+            // Down to three quarters of the budget, least recently used first.
+            let mut by_use: Vec<(u64, FacetKey)> = state
+                .entries
+                .iter()
+                .map(|(k, e)| (e.used, k.clone()))
+                .collect();
+            by_use.sort_unstable_by_key(|(used, _)| *used);
+            for (_, k) in by_use {
+                if state.bytes <= self.budget_bytes / 4 * 3 {
+                    break;
+                }
+                if let Some(e) = state.entries.remove(&k) {
+                    state.bytes -= e.bytes;
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct FacetFruit {
@@ -535,18 +665,34 @@ pub(crate) struct FacetFruit {
 }
 
 impl FacetFruit {
-    pub fn merge(&mut self, other: FacetFruit) {
+    pub fn merge(&mut self, other: &FacetFruit) {
         self.count += other.count;
-        for (mine, theirs) in self.values.iter_mut().zip(other.values) {
+        for (mine, theirs) in self.values.iter_mut().zip(&other.values) {
             for (v, c) in theirs {
-                *mine.entry(v).or_default() += c;
+                match mine.get_mut(v) {
+                    Some(n) => *n += c,
+                    None => {
+                        mine.insert(v.clone(), *c);
+                    }
+                }
             }
         }
-        for (h, c) in other.hours {
-            *self.hours.entry(h).or_default() += c;
+        for (h, c) in &other.hours {
+            *self.hours.entry(*h).or_default() += c;
         }
         self.min_time = min_opt(self.min_time, other.min_time);
         self.max_time = max_opt(self.max_time, other.max_time);
+    }
+
+    /// Roughly the memory the fruit holds.
+    fn approx_bytes(&self) -> usize {
+        let values: usize = self
+            .values
+            .iter()
+            .flat_map(|m| m.keys())
+            .map(|k| k.len() + 48)
+            .sum();
+        values + self.hours.len() * 32 + 160
     }
 }
 
@@ -648,7 +794,7 @@ impl FacetSegment {
 }
 
 impl SegmentCollector for FacetSegment {
-    type Fruit = Result<FacetFruit, String>;
+    type Fruit = Result<Arc<FacetFruit>, String>;
 
     #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
@@ -677,6 +823,12 @@ impl SegmentCollector for FacetSegment {
     }
 
     fn harvest(self) -> Self::Fruit {
+        self.harvest_fruit().map(Arc::new)
+    }
+}
+
+impl FacetSegment {
+    fn harvest_fruit(self) -> Result<FacetFruit, String> {
         let mut fruit = FacetFruit {
             count: self.count,
             ..FacetFruit::default()
@@ -739,7 +891,76 @@ impl Collector for FacetCollector {
         _: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<FacetSegment> {
-        let filter = SegmentFilter::new(&self.0, reader)?;
+        FacetSegment::new(SegmentFilter::new(&self.filter, reader)?, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        _: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Result<Arc<FacetFruit>, String>> {
+        let filter = SegmentFilter::new(&self.filter, reader)?;
+        let outside = match filter.time.range() {
+            Some((min, max)) => max < filter.since || min >= filter.until,
+            None => true,
+        } || filter.lsn_min.is_some_and(|l| l >= filter.lsn_below);
+        if outside {
+            return Ok(Ok(Arc::new(FacetFruit::default())));
+        }
+        // Wholly inside the range and the snapshot: the counts of the whole segment.
+        let cached = match &self.cache {
+            Some((cache, query)) if filter.is_trivial() => {
+                cache.key(reader, query).map(|key| (cache, key))
+            }
+            _ => None,
+        };
+        if let Some((cache, key)) = &cached
+            && let Some(fruit) = cache.get(key)
+        {
+            return Ok(Ok(fruit));
+        }
+        let mut child = FacetSegment::new(filter, reader)?;
+        let alive = reader.alive_bitset();
+        let mut block = FacetBlock::default();
+        weight.for_each_no_score(reader, &mut |docs| match alive {
+            Some(alive) => {
+                block.alive.clear();
+                block
+                    .alive
+                    .extend(docs.iter().copied().filter(|&d| alive.is_alive(d)));
+                let docs = std::mem::take(&mut block.alive);
+                child.collect_docs(&docs, &mut block);
+                block.alive = docs;
+            }
+            None => child.collect_docs(docs, &mut block),
+        })?;
+        let fruit = child.harvest();
+        if let (Some((cache, key)), Ok(fruit)) = (cached, &fruit) {
+            cache.put(key, fruit.clone());
+        }
+        Ok(fruit)
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Result<Arc<FacetFruit>, String>>,
+    ) -> tantivy::Result<FacetFruit> {
+        let mut all = FacetFruit::default();
+        for fruit in fruits {
+            let fruit = fruit.map_err(TantivyError::InternalError)?;
+            all.merge(&fruit);
+        }
+        Ok(all)
+    }
+}
+
+impl FacetSegment {
+    fn new(filter: SegmentFilter, reader: &SegmentReader) -> tantivy::Result<FacetSegment> {
         let mut columns = Vec::with_capacity(FACET_COLUMNS.len());
         let mut counts = Vec::with_capacity(FACET_COLUMNS.len());
         for name in FACET_COLUMNS {
@@ -768,49 +989,6 @@ impl Collector for FacetCollector {
             min_time: i64::MAX,
             max_time: i64::MIN,
         })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn collect_segment(
-        &self,
-        weight: &dyn Weight,
-        segment: u32,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<Result<FacetFruit, String>> {
-        let mut child = self.for_segment(segment, reader)?;
-        let f = &child.filter;
-        let outside = match f.time.range() {
-            Some((min, max)) => max < f.since || min >= f.until,
-            None => true,
-        };
-        if !outside && !f.lsn_min.is_some_and(|l| l >= f.lsn_below) {
-            let alive = reader.alive_bitset();
-            let mut block = FacetBlock::default();
-            weight.for_each_no_score(reader, &mut |docs| match alive {
-                Some(alive) => {
-                    block.alive.clear();
-                    block
-                        .alive
-                        .extend(docs.iter().copied().filter(|&d| alive.is_alive(d)));
-                    let docs = std::mem::take(&mut block.alive);
-                    child.collect_docs(&docs, &mut block);
-                    block.alive = docs;
-                }
-                None => child.collect_docs(docs, &mut block),
-            })?;
-        }
-        Ok(child.harvest())
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Result<FacetFruit, String>>) -> tantivy::Result<FacetFruit> {
-        let mut all = FacetFruit::default();
-        for fruit in fruits {
-            all.merge(fruit.map_err(TantivyError::InternalError)?);
-        }
-        Ok(all)
     }
 }
 

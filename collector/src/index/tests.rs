@@ -1122,6 +1122,12 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
             .total,
         100
     );
+    // Facet counts of the segments as they are now are kept; the re-adds below delete documents
+    // inside those very segments.
+    for org in ORGS {
+        index.facets(org, &SearchQuery::default(), 100).unwrap();
+    }
+    assert!(index.inner().facet_cache.len() > 0);
     index_all(&mut indexer, &records, 1, 1000);
     assert_eq!(index.stats().unwrap().docs, records.len() as u64);
     assert_eq!(index.indexed_through(), Some(300));
@@ -1657,6 +1663,113 @@ fn raw_pages_are_the_stored_records() {
         }
         assert_eq!(docs.fast_reads, n);
     }
+}
+
+/// Facets of `q` against brute force over `records`: total, every column, the histogram's sum.
+fn assert_facets(index: &AuditIndex, records: &[AuditRecord], org: &str, q: &SearchQuery) {
+    let f = index.facets(org, q, 1000).unwrap();
+    let m = visible(records, org, q);
+    assert_eq!(f.total, m.len() as u64, "{org} {q:?}");
+    let m: Vec<&AuditRecord> = m.iter().collect();
+    assert_eq!(
+        f.categories,
+        brute_top(&m, |r| Some(r.category.clone()), 1000)
+    );
+    assert_eq!(f.actions, brute_top(&m, |r| Some(r.action.clone()), 1000));
+    assert_eq!(
+        f.users,
+        brute_top(&m, |r| Some(r.actor_label().to_string()), 1000)
+    );
+    assert_eq!(
+        f.repositories,
+        brute_top(&m, |r| r.repository.clone(), 1000)
+    );
+    assert_eq!(
+        f.outcomes,
+        brute_top(&m, |r| Some(r.outcome.as_str().to_string()), 1000)
+    );
+    assert_eq!(
+        f.histogram.buckets.iter().map(|b| b.count).sum::<u64>(),
+        f.total
+    );
+}
+
+#[test]
+fn facet_counts_kept_per_segment_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = corpus(59, 3_000);
+    let (index, mut indexer) = build(dir.path(), &records);
+    let day = |d: i64| t0() + Duration::days(d);
+    let qs = [
+        SearchQuery::default(),
+        SearchQuery {
+            since: Some(day(7)),
+            until: Some(day(40)),
+            ..Default::default()
+        },
+        SearchQuery {
+            since: Some(day(14)),
+            until: Some(day(21)),
+            categories: vec!["scan".into()],
+            ..Default::default()
+        },
+        SearchQuery {
+            since: Some(day(3)),
+            ..text("-outcome:failure")
+        },
+        SearchQuery {
+            floor: Some(day(30)),
+            ..Default::default()
+        },
+    ];
+    let check = |records: &[AuditRecord]| {
+        for org in ORGS {
+            for q in &qs {
+                assert_facets(&index, records, org, q);
+            }
+        }
+    };
+    let cache = index.inner().facet_cache.clone();
+    check(&records);
+    let (hits, misses) = cache.counters();
+    check(&records);
+    let (hits2, misses2) = cache.counters();
+    assert!(
+        hits2 - hits > 100,
+        "asked again, whole segments come from the cache"
+    );
+    assert_eq!(misses2, misses, "{hits}/{misses} then {hits2}/{misses2}");
+    // The same org and filters over another range reuse the segments wholly inside both.
+    let wider = SearchQuery {
+        since: Some(day(6)),
+        until: Some(day(41)),
+        ..Default::default()
+    };
+    assert_facets(&index, &records, "acme", &wider);
+    assert!(cache.counters().0 > hits2);
+
+    // New records in the same weeks: new segments, and merges replace cached ones.
+    let late: Vec<AuditRecord> = corpus(61, 900)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("late-{i}"));
+            r
+        })
+        .collect();
+    index_all(&mut indexer, &late, 10_000, 150);
+    records.extend(late);
+    check(&records);
+    // Retention deletes records inside cached segments (and merges them away).
+    for p in index.partitions().unwrap() {
+        if p.start < day(20) {
+            indexer
+                .delete_older_than(&p.name, &[("globex".to_string(), day(20))])
+                .unwrap();
+        }
+    }
+    records.retain(|r| r.org_id != "globex" || r.time >= day(20));
+    check(&records);
 }
 
 /// Times a deep walk and facets on a copy of an existing index directory (the bench's
