@@ -13,8 +13,10 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
-use codestax_common::api::{FacetResponse, SearchResponse, VerifyResponse};
+use codestax_common::api::{FacetResponse, VerifyResponse};
 use codestax_common::{AuditRecord, Metadata};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::time::Instant;
 
 /// Records per page unless `limit` says otherwise.
@@ -25,7 +27,7 @@ pub async fn search(
     Extension(key): Extension<KeyInfo>,
     Path(org): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<SearchResponse>, ApiError> {
+) -> Result<Json<RawSearchResponse>, ApiError> {
     check_reader(&key, &org)?;
     let params = parse(
         &state,
@@ -38,7 +40,7 @@ pub async fn search(
     let page = query(&state, "search", {
         let q = effective_query(&state, &org, &params.query);
         let (org, cursor) = (org.clone(), params.cursor.clone());
-        move |index| index.search(&org, &q, limit, cursor.as_deref())
+        move |index| index.search_raw(&org, &q, limit, cursor.as_deref())
     })
     .await?;
     if params.cursor.is_none() {
@@ -53,11 +55,22 @@ pub async fn search(
         )
         .await?;
     }
-    Ok(Json(SearchResponse {
+    Ok(Json(RawSearchResponse {
         entries: page.entries,
         next_cursor: page.next_cursor,
         total: page.total,
     }))
+}
+
+/// A [`codestax_common::api::SearchResponse`] whose entries are the records' stored canonical JSON, embedded as is
+/// rather than parsed and serialised again: the same fields and values (object keys in byte
+/// order).
+#[derive(Debug, Serialize)]
+pub struct RawSearchResponse {
+    pub entries: Vec<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    pub total: u64,
 }
 
 pub async fn facets(

@@ -2,10 +2,10 @@
 //! opening the index directory.
 
 use super::collect::{
-    DocFilter, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS, Hit, OrgSpanCollector,
-    PageCollector,
+    DocFilter, FacetCache, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS,
+    OrgSpanCollector, PageCollector, PageFruit,
 };
-use super::cursor::Cursor;
+use super::cursor::{CarriedCount, Cursor};
 use super::error::IndexError;
 use super::indexer::Indexer;
 use super::partition::{Partition, PartitionKey, PartitionScheme, micros_to_time};
@@ -17,6 +17,7 @@ use codestax_common::AuditRecord;
 use codestax_common::api::{
     FacetCount, FacetResponse, Histogram, HistogramBucket, HistogramInterval,
 };
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -24,7 +25,8 @@ use std::time::Instant;
 use tantivy::collector::{Count, DocSetCollector};
 use tantivy::query::{AllQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Schema, Value};
-use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+use tantivy::store::StoreReader;
+use tantivy::{DocAddress, Searcher, SegmentOrdinal, TantivyDocument, Term};
 
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
@@ -33,6 +35,12 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// A facet query over a range this long or shorter gets hour buckets, else day buckets.
 const HOURLY_MAX_RANGE_MICROS: i64 = 3 * 24 * HOUR_MICROS;
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+/// Memory the facet counts of whole segments may take (an entry is a few KiB: the values of one
+/// org's records in one segment).
+const FACET_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How long, in record time and in wall-clock time, a cursor's carried count may be relied on
+/// (see [`AuditIndex::search_with`]): a later page counts at most this much of the oldest matches.
+const CARRY_MICROS: i64 = 10 * 60 * 1_000_000;
 
 /// How the index is laid out and how much memory writing it may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +93,8 @@ impl IndexOptions {
 
 /// One page of a search, newest first.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SearchPage {
-    pub entries: Vec<AuditRecord>,
+pub struct SearchPage<E = AuditRecord> {
+    pub entries: Vec<E>,
     /// Pass back to get the next page; `None` on the last page.
     pub next_cursor: Option<String>,
     /// Exact number of matches in the walk's snapshot, the same on every page of a walk.
@@ -134,6 +142,8 @@ pub(crate) struct Inner {
     /// Partitions by start time.
     pub partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
     pub marks: RwLock<Marks>,
+    /// Facet counts of whole segments (see [`FacetCache`]).
+    pub facet_cache: Arc<FacetCache>,
 }
 
 /// How far the index is, as last committed.
@@ -255,6 +265,7 @@ impl AuditIndex {
                 indexed_through: state.indexed_through,
                 snapshot_through: state.indexed_through,
             }),
+            facet_cache: Arc::new(FacetCache::new(FACET_CACHE_BYTES)),
         });
         let mut replay_through = state.indexed_through.max(state.pending_through);
         if found.is_none() && !inner.partitions_newest_first(None, None).is_empty() {
@@ -305,7 +316,8 @@ impl AuditIndex {
     ///
     /// `limit` is clamped to 1..=[`MAX_PAGE_SIZE`]. Without a cursor, the walk's snapshot is fixed
     /// to the records committed now; `cursor` continues a walk: records committed since its first
-    /// page are left out, so pages neither skip nor repeat and `total` does not change.
+    /// page are left out, so pages neither skip nor repeat and `total` does not change (but for
+    /// records leaving through the retention floor, see [`SearchQuery::floor`]).
     pub fn search(
         &self,
         org: &str,
@@ -313,46 +325,98 @@ impl AuditIndex {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<SearchPage, IndexError> {
+        self.search_with(org, q, limit, cursor, |dir, bytes| {
+            serde_json::from_slice(bytes).map_err(|e| corrupt(dir, e))
+        })
+    }
+
+    /// [`AuditIndex::search`] with each entry as its stored canonical JSON, not parsed: what the
+    /// API returns (the same values; object keys in byte order).
+    pub fn search_raw(
+        &self,
+        org: &str,
+        q: &SearchQuery,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SearchPage<Box<RawValue>>, IndexError> {
+        self.search_with(org, q, limit, cursor, |dir, bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|e| corrupt(dir, e))?;
+            RawValue::from_string(text.to_string()).map_err(|e| corrupt(dir, e))
+        })
+    }
+
+    /// The search, with `decode` turning a stored record into an entry.
+    ///
+    /// The first page counts every match. Its cursor carries that count, split at an anchor
+    /// [`CARRY_MICROS`] after the lower time bound (`since` or the retention floor): the matches
+    /// at or after the anchor cannot change during the walk (the snapshot keeps new records out,
+    /// and retention deletes only below the floor), so a later page counts only the matches
+    /// between its own lower bound and the anchor (records expire from the bottom as the floor
+    /// moves). It counts everything again, and carries a new anchor, when its bound has passed
+    /// the anchor or the count is older than [`CARRY_MICROS`] (after that long, records above
+    /// the anchor may have been deleted).
+    fn search_with<E>(
+        &self,
+        org: &str,
+        q: &SearchQuery,
+        limit: usize,
+        cursor: Option<&str>,
+        decode: impl Fn(&Path, &[u8]) -> Result<E, IndexError>,
+    ) -> Result<SearchPage<E>, IndexError> {
         let started = Instant::now();
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let plan = Plan::new(&self.inner.fields, org, q)?;
-        let (snapshot, after) = match cursor {
+        let now = chrono::Utc::now().timestamp_micros();
+        let (snapshot, after, carried) = match cursor {
             Some(c) => {
                 let c = Cursor::decode(c, &plan.scope)?;
-                (c.snapshot, Some((c.time, c.id)))
+                (c.snapshot, Some((c.time, c.id)), c.count)
             }
-            None => (self.snapshot_bound(), None),
+            None => (self.snapshot_bound(), None, None),
         };
         let filter = DocFilter {
             since: plan.since,
             until: plan.until,
             lsn_below: Some(snapshot),
         };
+        let carried = match carried {
+            Some(c) => self
+                .carried_total(&plan, snapshot, &c, now)?
+                .map(|total| (c, total)),
+            None => None,
+        };
+        let count = carried.is_none();
         // One more than the page, to know whether there is a next page.
         let want = limit + 1;
         let mut total = 0;
-        let mut hits: Vec<(Hit, usize)> = Vec::new();
-        let mut searchers: Vec<(Searcher, PathBuf)> = Vec::new();
+        let mut got = 0;
+        let mut pages: Vec<(PageFruit, Searcher, PathBuf)> = Vec::new();
         let partitions = self.inner.partitions_newest_first(plan.since, plan.until);
         for p in &partitions {
+            let may_hold_page = got < want && after.as_ref().is_none_or(|(t, _)| p.key.start <= *t);
+            if !may_hold_page && !count {
+                if got >= want {
+                    break;
+                }
+                // Wholly newer than the cursor.
+                continue;
+            }
             let Some(searcher) = self.inner.searcher(p)? else {
                 continue;
             };
-            let may_hold_page =
-                hits.len() < want && after.as_ref().is_none_or(|(t, _)| p.key.start <= *t);
             if may_hold_page {
                 let collector = PageCollector {
                     filter,
                     after: after.clone(),
-                    want: want - hits.len(),
+                    want: want - got,
+                    count,
                 };
                 let fruit = searcher
                     .search(plan.query.as_ref(), &collector)
                     .map_err(|e| IndexError::tantivy(&p.dir, "search", e))?;
                 total += fruit.count;
-                let at = searchers.len();
-                hits.extend(fruit.hits.into_iter().map(|h| (h, at)));
-                searchers.push((searcher, p.dir.clone()));
+                got += fruit.hits.len();
+                pages.push((fruit, searcher, p.dir.clone()));
             } else {
                 // Partitions are time-disjoint: once the page is full, older ones only count.
                 total += searcher
@@ -360,29 +424,47 @@ impl AuditIndex {
                     .map_err(|e| IndexError::tantivy(&p.dir, "count", e))?;
             }
         }
-        let more = hits.len() > limit;
-        hits.truncate(limit);
-        let entries = hits
-            .iter()
-            .map(|(hit, at)| {
-                let (searcher, dir) = &searchers[*at];
-                load(searcher, dir, &self.inner.fields, hit.doc)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = match hits.last() {
-            Some((last, _)) if more => Some(
-                Cursor {
-                    snapshot,
-                    time: last.time,
-                    id: last.id.clone(),
+        let total = carried.map_or(total, |(_, t)| t);
+        let more = got > limit;
+        // Partitions were visited newest first and are time-disjoint: their hits follow on.
+        let mut entries = Vec::with_capacity(got.min(limit));
+        let mut last = None;
+        'pages: for (fruit, searcher, dir) in &pages {
+            let mut docs = StoredDocs::new(searcher, dir, &self.inner.fields);
+            for hit in &fruit.hits {
+                if entries.len() == limit {
+                    break 'pages;
                 }
-                .encode(&plan.scope),
-            ),
+                entries.push(docs.read(hit.doc, &decode)?);
+                last = Some((fruit, hit, dir));
+            }
+        }
+        let next_cursor = match last {
+            Some((fruit, hit, dir)) if more => {
+                let id = fruit.id(hit).map_err(|message| IndexError::Corrupt {
+                    path: dir.clone(),
+                    message,
+                })?;
+                let count = match carried {
+                    Some((c, _)) => c,
+                    None => self.carry(&plan, snapshot, total, now)?,
+                };
+                Some(
+                    Cursor {
+                        snapshot,
+                        time: hit.time,
+                        id,
+                        count: Some(count),
+                    }
+                    .encode(&plan.scope),
+                )
+            }
             _ => None,
         };
         tracing::debug!(
             org,
             total,
+            counted = count,
             returned = entries.len(),
             partitions = partitions.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -393,6 +475,81 @@ impl AuditIndex {
             next_cursor,
             total,
         })
+    }
+
+    /// The matches of `plan` in the snapshot with a time in `[since, until)` (and the plan's own
+    /// range).
+    fn count_between(
+        &self,
+        plan: &Plan,
+        snapshot: u64,
+        since: i64,
+        until: i64,
+    ) -> Result<u64, IndexError> {
+        let since = plan.since.map_or(since, |s| s.max(since));
+        let until = plan.until.map_or(until, |u| u.min(until));
+        if since >= until {
+            return Ok(0);
+        }
+        let filter = FilteredCount(DocFilter {
+            since: Some(since),
+            until: Some(until),
+            lsn_below: Some(snapshot),
+        });
+        let mut n = 0;
+        for p in self.inner.partitions_newest_first(Some(since), Some(until)) {
+            let Some(searcher) = self.inner.searcher(&p)? else {
+                continue;
+            };
+            n += searcher
+                .search(plan.query.as_ref(), &filter)
+                .map_err(|e| IndexError::tantivy(&p.dir, "count", e))?;
+        }
+        Ok(n)
+    }
+
+    /// What a cursor carries of `total`, counted now over the whole range.
+    fn carry(
+        &self,
+        plan: &Plan,
+        snapshot: u64,
+        total: u64,
+        now: i64,
+    ) -> Result<CarriedCount, IndexError> {
+        let anchor = plan
+            .since
+            .map_or(i64::MIN, |s| s.saturating_add(CARRY_MICROS));
+        let below = match plan.since {
+            Some(since) => self.count_between(plan, snapshot, since, anchor)?,
+            None => 0,
+        };
+        Ok(CarriedCount {
+            at_or_after_anchor: total.saturating_sub(below),
+            anchor,
+            counted_at: now,
+        })
+    }
+
+    /// The walk's total from a cursor's carried count, if it may still be relied on (see
+    /// [`AuditIndex::search_with`]).
+    fn carried_total(
+        &self,
+        plan: &Plan,
+        snapshot: u64,
+        c: &CarriedCount,
+        now: i64,
+    ) -> Result<Option<u64>, IndexError> {
+        let age = now.saturating_sub(c.counted_at);
+        let since = plan.since.unwrap_or(i64::MIN);
+        if !(0..=CARRY_MICROS).contains(&age) || since > c.anchor {
+            return Ok(None);
+        }
+        let below = if since == c.anchor {
+            0
+        } else {
+            self.count_between(plan, snapshot, since, c.anchor)?
+        };
+        Ok(Some(c.at_or_after_anchor.saturating_add(below)))
     }
 
     /// For the records of `org` matching `q`, in the snapshot a new search sees: the total, the
@@ -411,18 +568,22 @@ impl AuditIndex {
         // The same snapshot as a first search page: a partition is reloaded (its records visible)
         // a moment before the snapshot mark moves past them, and counts must never run ahead of
         // what a search returns.
-        let collector = FacetCollector(DocFilter {
-            since: plan.since,
-            until: plan.until,
-            lsn_below: Some(self.snapshot_bound()),
-        });
+        let collector = FacetCollector {
+            filter: DocFilter {
+                since: plan.since,
+                until: plan.until,
+                lsn_below: Some(self.snapshot_bound()),
+            },
+            cache: Some((self.inner.facet_cache.clone(), plan.filter_key.clone())),
+        };
+        let (hits, misses) = self.inner.facet_cache.counters();
         let mut all = FacetFruit::default();
         for p in self.inner.partitions_newest_first(plan.since, plan.until) {
             let Some(searcher) = self.inner.searcher(&p)? else {
                 continue;
             };
             all.merge(
-                searcher
+                &searcher
                     .search(plan.query.as_ref(), &collector)
                     .map_err(|e| IndexError::tantivy(&p.dir, "compute facets", e))?,
             );
@@ -431,9 +592,12 @@ impl AuditIndex {
             std::mem::take(&mut all.values).map(|values| top(values, top_n));
         // The client's own range picks the buckets' width; the retention floor only filters.
         let histogram = histogram(&all, q.since.map(|t| t.timestamp_micros()), plan.until);
+        let (hits_after, misses_after) = self.inner.facet_cache.counters();
         tracing::debug!(
             org,
             total = all.count,
+            cached_segments = hits_after - hits,
+            counted_segments = misses_after - misses,
             elapsed_us = started.elapsed().as_micros() as u64,
             "facets"
         );
@@ -593,6 +757,102 @@ pub(super) fn load(
     fields: &Fields,
     addr: DocAddress,
 ) -> Result<AuditRecord, IndexError> {
+    load_with(searcher, dir, fields, addr, |dir, bytes| {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(dir, e))
+    })
+}
+
+/// Reads the stored records of one searcher, many at a time.
+///
+/// tantivy's own document reader copies a bytes value one byte at a time (a quarter of a deep
+/// walk's time); this reads a document's serialised bytes from the segment's store and takes
+/// the one stored field, `doc`, straight out of them. A document it does not recognise (a future
+/// tantivy with another layout) is read the slow way.
+pub(super) struct StoredDocs<'a> {
+    searcher: &'a Searcher,
+    dir: &'a Path,
+    fields: &'a Fields,
+    stores: HashMap<SegmentOrdinal, StoreReader>,
+    pub(super) fast_reads: usize,
+}
+
+/// Decompressed doc-store blocks a [`StoredDocs`] keeps per segment: the entries of a page lie
+/// in a run of consecutive blocks.
+const PAGE_STORE_CACHE_BLOCKS: usize = 4;
+
+impl<'a> StoredDocs<'a> {
+    pub(super) fn new(searcher: &'a Searcher, dir: &'a Path, fields: &'a Fields) -> Self {
+        StoredDocs {
+            searcher,
+            dir,
+            fields,
+            stores: HashMap::new(),
+            fast_reads: 0,
+        }
+    }
+
+    pub(super) fn read<E>(
+        &mut self,
+        addr: DocAddress,
+        decode: impl Fn(&Path, &[u8]) -> Result<E, IndexError>,
+    ) -> Result<E, IndexError> {
+        let store = match self.stores.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                self.searcher
+                    .segment_reader(addr.segment_ord)
+                    .get_store_reader(PAGE_STORE_CACHE_BLOCKS)
+                    .map_err(|e| IndexError::tantivy(self.dir, "open the doc store", e.into()))?,
+            ),
+        };
+        let raw = store
+            .get_document_bytes(addr.doc_id)
+            .map_err(|e| IndexError::tantivy(self.dir, "read a stored record", e))?;
+        match stored_field(&raw, self.fields.doc.field_id()) {
+            Some(bytes) => {
+                self.fast_reads += 1;
+                decode(self.dir, bytes)
+            }
+            None => load_with(self.searcher, self.dir, self.fields, addr, decode),
+        }
+    }
+}
+
+/// The value of a serialised tantivy document holding exactly one value, a bytes value of
+/// `field`: a VInt count (1), the field id (u32, little-endian), the type code of bytes (4), a
+/// VInt length and the bytes. `None` for anything else.
+fn stored_field(raw: &[u8], field: u32) -> Option<&[u8]> {
+    const BYTES_CODE: u8 = 4;
+    fn vint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        let mut value = 0u64;
+        for (i, &b) in bytes.iter().enumerate().take(10) {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 != 0 {
+                return Some((value, &bytes[i + 1..]));
+            }
+        }
+        None
+    }
+    let (count, rest) = vint(raw)?;
+    if count != 1 || rest.len() < 5 {
+        return None;
+    }
+    let (id, rest) = rest.split_at(4);
+    if u32::from_le_bytes(id.try_into().ok()?) != field || rest[0] != BYTES_CODE {
+        return None;
+    }
+    let (len, value) = vint(&rest[1..])?;
+    (value.len() as u64 == len).then_some(value)
+}
+
+/// Reads a stored record's canonical JSON and decodes it with `decode`.
+fn load_with<E>(
+    searcher: &Searcher,
+    dir: &Path,
+    fields: &Fields,
+    addr: DocAddress,
+    decode: impl Fn(&Path, &[u8]) -> Result<E, IndexError>,
+) -> Result<E, IndexError> {
     let doc: TantivyDocument = searcher
         .doc(addr)
         .map_err(|e| IndexError::tantivy(dir, "read a stored record", e))?;
@@ -603,10 +863,14 @@ pub(super) fn load(
             path: dir.to_path_buf(),
             message: "a document has no stored record".into(),
         })?;
-    serde_json::from_slice(bytes).map_err(|e| IndexError::Corrupt {
+    decode(dir, bytes)
+}
+
+fn corrupt(dir: &Path, e: impl std::fmt::Display) -> IndexError {
+    IndexError::Corrupt {
         path: dir.to_path_buf(),
         message: e.to_string(),
-    })
+    }
 }
 
 /// The `n` most frequent values: count desc, then value asc.

@@ -6,7 +6,7 @@ use super::schema::col;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Cardinality, Column, ColumnValues, StrColumn};
+use tantivy::columnar::{Cardinality, Column, ColumnValues, StrColumn, TermOrdHit};
 use tantivy::query::Weight;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
@@ -59,6 +59,8 @@ struct SegmentFilter {
     until: i64,
     lsn: Option<FastCol<u64>>,
     lsn_below: u64,
+    /// The smallest LSN in the segment, when a snapshot applies.
+    lsn_min: Option<u64>,
 }
 
 impl SegmentFilter {
@@ -71,10 +73,13 @@ impl SegmentFilter {
             Some((min, max)) => !(min >= since && max < until),
             None => true,
         };
+        let mut lsn_min = None;
         let lsn = match filter.lsn_below {
             Some(below) => {
                 let lsn = FastCol::new(ff.u64(col::LSN)?);
-                match lsn.range() {
+                let range = lsn.range();
+                lsn_min = range.map(|(min, _)| min);
+                match range {
                     Some((_, max)) if max < below => None,
                     _ => Some(lsn),
                 }
@@ -88,6 +93,7 @@ impl SegmentFilter {
             until,
             lsn,
             lsn_below: filter.lsn_below.unwrap_or(u64::MAX),
+            lsn_min,
         })
     }
 
@@ -203,22 +209,53 @@ impl Collector for FilteredCount {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hit {
     pub time: i64,
-    pub id: String,
+    /// The id's ordinal in its segment's id column: ordinals follow the byte order of ids, so
+    /// within a segment `(time, ord)` sorts like `(time, id)`.
+    pub ord: u64,
     pub doc: DocAddress,
+    /// The id, read from the column only where needed: entries of different segments at the
+    /// same microsecond (to order them), and the last entry of a page (for the cursor).
+    pub id: Option<String>,
 }
 
-/// The exact count of matches and the `want` newest of those after `after`.
+/// The `want` newest matches strictly older than `after` and, if `count`, the exact number of
+/// all matches.
 pub(crate) struct PageCollector {
     pub filter: DocFilter,
     /// `(time, id)` of the last entry already returned: only entries strictly older are taken.
     pub after: Option<(i64, String)>,
     pub want: usize,
+    /// Count every match. Without it, segments that cannot hold an entry of the page (all newer
+    /// than `after`, or outside the filter's range) are not visited at all, and `count` is 0.
+    pub count: bool,
 }
 
 pub(crate) struct PageFruit {
     pub count: u64,
-    /// Sorted newest first, at most `want`.
+    /// Sorted newest first (ties across segments settled by id), at most `want`.
     pub hits: Vec<Hit>,
+    /// The id column of each segment that contributed hits.
+    ids: Vec<(SegmentOrdinal, StrColumn)>,
+}
+
+impl PageFruit {
+    /// The id of `hit` (one of [`PageFruit::hits`]).
+    pub fn id(&self, hit: &Hit) -> Result<String, String> {
+        if let Some(id) = &hit.id {
+            return Ok(id.clone());
+        }
+        let (_, column) = self
+            .ids
+            .iter()
+            .find(|(s, _)| *s == hit.doc.segment_ord)
+            .ok_or("a hit of an unknown segment")?;
+        let mut id = String::new();
+        match column.ord_to_str(hit.ord, &mut id) {
+            Ok(true) => Ok(id),
+            Ok(false) => Err("an id ordinal out of range".into()),
+            Err(e) => Err(format!("reading the id column: {e}")),
+        }
+    }
 }
 
 /// Keeps the `k` largest keys: a buffer of `2k` pruned with a linear selection, so each document
@@ -269,63 +306,86 @@ pub(crate) struct PageSegment {
     segment: SegmentOrdinal,
     filter: SegmentFilter,
     ids: Option<(StrColumn, FastCol<u64>)>,
-    after: Option<(i64, String)>,
+    /// The cursor's time, and the first id ordinal not older than the cursor's id: entries at
+    /// the cursor's very microsecond are taken only below it.
+    after: Option<(i64, u64)>,
     count: u64,
-    /// Keyed by (time, id ordinal): ordinals follow the byte order of ids within a segment.
     top: TopK<(i64, u64)>,
-    scratch: String,
+}
+
+impl PageSegment {
+    /// Whether no document of the segment can be on the page.
+    fn cannot_hold_page(&self) -> bool {
+        let Some((min, max)) = self.filter.time.range() else {
+            return true;
+        };
+        self.ids.is_none()
+            || self.top.k == 0
+            || max < self.filter.since
+            || min >= self.filter.until
+            || self.after.is_some_and(|(t, _)| min > t)
+            || self
+                .filter
+                .lsn_min
+                .is_some_and(|l| l >= self.filter.lsn_below)
+    }
 }
 
 impl SegmentCollector for PageSegment {
-    type Fruit = Result<PageFruit, String>;
+    type Fruit = PageFruit;
 
+    #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
         let Some(t) = self.filter.accept(doc) else {
             return;
         };
         self.count += 1;
-        let Some((ids, ords)) = &self.ids else {
+        let Some((_, ords)) = &self.ids else {
             return;
         };
-        let ord = ords.get(doc).unwrap_or(0);
-        if let Some((after_t, after_id)) = &self.after {
-            if t > *after_t {
+        if let Some((after_t, below_ord)) = self.after
+            && t >= after_t
+        {
+            if t > after_t {
                 return;
             }
-            if t == *after_t {
-                // Rare: only entries at the very microsecond of the cursor read their id.
-                if ids.ord_to_str(ord, &mut self.scratch).is_err()
-                    || self.scratch.as_str() >= after_id.as_str()
-                {
-                    return;
-                }
+            let ord = ords.get(doc).unwrap_or(u64::MAX);
+            if ord >= below_ord {
+                return;
             }
+            self.top.push((t, ord), doc);
+            return;
         }
+        let ord = ords.get(doc).unwrap_or(0);
         self.top.push((t, ord), doc);
     }
 
-    fn harvest(self) -> Self::Fruit {
-        let mut hits = Vec::new();
-        if let Some((ids, _)) = &self.ids {
-            for ((time, ord), doc) in self.top.into_sorted() {
-                let mut id = String::new();
-                ids.ord_to_str(ord, &mut id)
-                    .map_err(|e| format!("reading the id column: {e}"))?;
-                hits.push(Hit {
-                    time,
-                    id,
-                    doc: DocAddress::new(self.segment, doc),
-                });
-            }
-        }
-        Ok(PageFruit {
+    fn harvest(self) -> PageFruit {
+        let segment = self.segment;
+        let hits: Vec<Hit> = self
+            .top
+            .into_sorted()
+            .into_iter()
+            .map(|((time, ord), doc)| Hit {
+                time,
+                ord,
+                doc: DocAddress::new(segment, doc),
+                id: None,
+            })
+            .collect();
+        let ids = match self.ids {
+            Some((column, _)) if !hits.is_empty() => vec![(segment, column)],
+            _ => Vec::new(),
+        };
+        PageFruit {
             count: self.count,
             hits,
-        })
+            ids,
+        }
     }
 }
 
-/// Newest first: time desc, then id desc.
+/// Newest first: time desc, then id desc. Both ids must be resolved.
 pub(crate) fn newest_first(a: &Hit, b: &Hit) -> std::cmp::Ordering {
     b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id))
 }
@@ -343,14 +403,15 @@ impl Collector for PageCollector {
             let ords = FastCol::new(c.ords().clone());
             (c, ords)
         });
+        // Until the segment is known to be visited, no entry is at the cursor's microsecond.
+        let after = self.after.as_ref().map(|(t, _)| (*t, 0));
         Ok(PageSegment {
             segment,
             filter: SegmentFilter::new(&self.filter, reader)?,
             ids,
-            after: self.after.clone(),
+            after,
             count: 0,
             top: TopK::new(self.want),
-            scratch: String::new(),
         })
     }
 
@@ -358,17 +419,93 @@ impl Collector for PageCollector {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Result<PageFruit, String>>) -> tantivy::Result<PageFruit> {
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<PageFruit> {
+        let mut child = self.for_segment(segment, reader)?;
+        if child.cannot_hold_page() {
+            if self.count {
+                child.count = if child.filter.is_trivial() {
+                    u64::from(weight.count(reader)?)
+                } else {
+                    let mut count = 0;
+                    for_each_alive(weight, reader, |doc| {
+                        if child.filter.accept(doc).is_some() {
+                            count += 1;
+                        }
+                    })?;
+                    count
+                };
+            }
+            return Ok(child.harvest());
+        }
+        // Entries at the cursor's very microsecond are taken below the cursor's id: find where
+        // it would be in this segment's ids (a dictionary lookup, so only where it may matter).
+        if let (Some((t, id)), Some((column, _)), Some((min, max))) =
+            (&self.after, &child.ids, child.filter.time.range())
+            && (min..=max).contains(t)
+        {
+            let below = match column.dictionary().term_ord_or_next(id.as_bytes())? {
+                TermOrdHit::Exact(ord) | TermOrdHit::Next(ord) => ord,
+            };
+            child.after = Some((*t, below));
+        }
+        for_each_alive(weight, reader, |doc| child.collect(doc, 0.0))?;
+        Ok(child.harvest())
+    }
+
+    fn merge_fruits(&self, fruits: Vec<PageFruit>) -> tantivy::Result<PageFruit> {
         let mut count = 0;
         let mut hits = Vec::new();
+        let mut ids = Vec::new();
         for fruit in fruits {
-            let fruit = fruit.map_err(TantivyError::InternalError)?;
             count += fruit.count;
             hits.extend(fruit.hits);
+            ids.extend(fruit.ids);
         }
-        hits.sort_unstable_by(newest_first);
-        hits.truncate(self.want);
-        Ok(PageFruit { count, hits })
+        let mut fruit = PageFruit { count, hits, ids };
+        fruit
+            .sort_and_cut(self.want)
+            .map_err(TantivyError::InternalError)?;
+        Ok(fruit)
+    }
+}
+
+impl PageFruit {
+    /// Sorts the hits newest first and keeps `want`. Hits of one segment compare by id ordinal;
+    /// runs of equal time that span segments (rare) read their ids.
+    pub fn sort_and_cut(&mut self, want: usize) -> Result<(), String> {
+        self.hits.sort_unstable_by(|a, b| {
+            b.time
+                .cmp(&a.time)
+                .then_with(|| a.doc.segment_ord.cmp(&b.doc.segment_ord))
+                .then_with(|| b.ord.cmp(&a.ord))
+        });
+        let mut start = 0;
+        while start < self.hits.len().min(want) {
+            let time = self.hits[start].time;
+            let mut end = start + 1;
+            while end < self.hits.len() && self.hits[end].time == time {
+                end += 1;
+            }
+            let segment = self.hits[start].doc.segment_ord;
+            if self.hits[start..end]
+                .iter()
+                .any(|h| h.doc.segment_ord != segment)
+            {
+                for i in start..end {
+                    let id = self.id(&self.hits[i])?;
+                    self.hits[i].id = Some(id);
+                }
+                self.hits[start..end].sort_unstable_by(newest_first);
+            }
+            start = end;
+        }
+        self.hits.truncate(want);
+        Ok(())
     }
 }
 
@@ -385,7 +522,137 @@ pub(crate) const FACET_COLUMNS: [&str; 5] = [
 ];
 
 /// Counts per value of each of [`FACET_COLUMNS`] and per UTC hour.
-pub(crate) struct FacetCollector(pub DocFilter);
+pub(crate) struct FacetCollector {
+    pub filter: DocFilter,
+    /// Where the counts of whole segments are kept, and the query's key there
+    /// ([`super::query::Plan::filter_key`]).
+    pub cache: Option<(Arc<FacetCache>, Arc<str>)>,
+}
+
+/// The facet counts of whole segments, per query: for a segment wholly inside a query's time
+/// range and wholly below its snapshot, the counts depend only on the segment's documents, its
+/// deletions and the query's other filters, and a segment's documents never change. So they are
+/// kept by segment id, deletion state and query; a merge makes a new segment (a new key), a
+/// deletion a new deletion state, and entries nobody asks for are evicted, least recently used
+/// first, beyond a memory budget.
+pub(crate) struct FacetCache {
+    state: std::sync::Mutex<CacheState>,
+    budget_bytes: usize,
+    /// Segments with fewer documents are not kept (cheap to count, and short-lived).
+    min_docs: u32,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FacetKey {
+    segment: tantivy::index::SegmentId,
+    delete_opstamp: Option<u64>,
+    deleted: u32,
+    query: Arc<str>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<FacetKey, CacheEntry>,
+    bytes: usize,
+    tick: u64,
+}
+
+struct CacheEntry {
+    fruit: Arc<FacetFruit>,
+    bytes: usize,
+    used: u64,
+}
+
+/// Segments smaller than this are counted every time (in tests, every segment is kept, so that
+/// the brute-force comparisons go through the cache).
+const FACET_CACHE_MIN_DOCS: u32 = if cfg!(test) { 0 } else { 2048 };
+
+impl FacetCache {
+    pub fn new(budget_bytes: usize) -> FacetCache {
+        FacetCache {
+            state: std::sync::Mutex::new(CacheState::default()),
+            budget_bytes,
+            min_docs: FACET_CACHE_MIN_DOCS,
+            hits: 0.into(),
+            misses: 0.into(),
+        }
+    }
+
+    /// Lookups answered from the cache and not, so far.
+    pub fn counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+
+    fn key(&self, reader: &SegmentReader, query: &Arc<str>) -> Option<FacetKey> {
+        (reader.num_docs() >= self.min_docs).then(|| FacetKey {
+            segment: reader.segment_id(),
+            delete_opstamp: reader.delete_opstamp(),
+            deleted: reader.num_deleted_docs(),
+            query: query.clone(),
+        })
+    }
+
+    fn get(&self, key: &FacetKey) -> Option<Arc<FacetFruit>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tick += 1;
+        let tick = state.tick;
+        match state.entries.get_mut(key) {
+            Some(e) => {
+                e.used = tick;
+                self.hits.fetch_add(1, Relaxed);
+                Some(e.fruit.clone())
+            }
+            None => {
+                self.misses.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    fn put(&self, key: FacetKey, fruit: Arc<FacetFruit>) {
+        let bytes = fruit.approx_bytes() + key.query.len() + 64;
+        if bytes > self.budget_bytes / 4 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tick += 1;
+        let used = state.tick;
+        if let Some(old) = state.entries.insert(key, CacheEntry { fruit, bytes, used }) {
+            state.bytes -= old.bytes;
+        }
+        state.bytes += bytes;
+        if state.bytes > self.budget_bytes {
+            // Down to three quarters of the budget, least recently used first.
+            let mut by_use: Vec<(u64, FacetKey)> = state
+                .entries
+                .iter()
+                .map(|(k, e)| (e.used, k.clone()))
+                .collect();
+            by_use.sort_unstable_by_key(|(used, _)| *used);
+            for (_, k) in by_use {
+                if state.bytes <= self.budget_bytes / 4 * 3 {
+                    break;
+                }
+                if let Some(e) = state.entries.remove(&k) {
+                    state.bytes -= e.bytes;
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct FacetFruit {
@@ -398,18 +665,34 @@ pub(crate) struct FacetFruit {
 }
 
 impl FacetFruit {
-    pub fn merge(&mut self, other: FacetFruit) {
+    pub fn merge(&mut self, other: &FacetFruit) {
         self.count += other.count;
-        for (mine, theirs) in self.values.iter_mut().zip(other.values) {
+        for (mine, theirs) in self.values.iter_mut().zip(&other.values) {
             for (v, c) in theirs {
-                *mine.entry(v).or_default() += c;
+                match mine.get_mut(v) {
+                    Some(n) => *n += c,
+                    None => {
+                        mine.insert(v.clone(), *c);
+                    }
+                }
             }
         }
-        for (h, c) in other.hours {
-            *self.hours.entry(h).or_default() += c;
+        for (h, c) in &other.hours {
+            *self.hours.entry(*h).or_default() += c;
         }
         self.min_time = min_opt(self.min_time, other.min_time);
         self.max_time = max_opt(self.max_time, other.max_time);
+    }
+
+    /// Roughly the memory the fruit holds.
+    fn approx_bytes(&self) -> usize {
+        let values: usize = self
+            .values
+            .iter()
+            .flat_map(|m| m.keys())
+            .map(|k| k.len() + 48)
+            .sum();
+        values + self.hours.len() * 32 + 160
     }
 }
 
@@ -442,8 +725,76 @@ pub(crate) struct FacetSegment {
     max_time: i64,
 }
 
+/// Scratch buffers of [`FacetSegment::collect_docs`], reused from block to block.
+#[derive(Default)]
+struct FacetBlock {
+    alive: Vec<DocId>,
+    times: Vec<Option<i64>>,
+    lsns: Vec<Option<u64>>,
+    docs: Vec<DocId>,
+    kept_times: Vec<i64>,
+    ords: Vec<Option<u64>>,
+}
+
+impl FacetSegment {
+    /// [`SegmentCollector::collect`] for a block of matching documents (ascending): each
+    /// column is read for the whole block at once rather than value by value.
+    fn collect_docs(&mut self, docs: &[DocId], b: &mut FacetBlock) {
+        let n = docs.len();
+        b.times.clear();
+        b.times.resize(n, None);
+        self.filter.time.column.first_vals(docs, &mut b.times);
+        if let Some(lsn) = &self.filter.lsn {
+            b.lsns.clear();
+            b.lsns.resize(n, None);
+            lsn.column.first_vals(docs, &mut b.lsns);
+        }
+        b.docs.clear();
+        b.kept_times.clear();
+        let f = &self.filter;
+        for (i, (&doc, t)) in docs.iter().zip(&b.times).enumerate() {
+            let Some(t) = *t else { continue };
+            if f.check_time && (t < f.since || t >= f.until) {
+                continue;
+            }
+            if f.lsn.is_some() && b.lsns[i].is_none_or(|l| l >= f.lsn_below) {
+                continue;
+            }
+            b.docs.push(doc);
+            b.kept_times.push(t);
+        }
+        if b.docs.is_empty() {
+            return;
+        }
+        self.count += b.docs.len() as u64;
+        for &t in &b.kept_times {
+            self.min_time = self.min_time.min(t);
+            self.max_time = self.max_time.max(t);
+            let hour = t.div_euclid(HOUR_MICROS);
+            match usize::try_from(hour - self.base_hour)
+                .ok()
+                .and_then(|i| self.dense_hours.get_mut(i))
+            {
+                Some(c) => *c += 1,
+                None => *self.sparse_hours.entry(hour).or_default() += 1,
+            }
+        }
+        for (column, counts) in self.columns.iter().zip(self.counts.iter_mut()) {
+            let Some((_, ords)) = column else { continue };
+            b.ords.clear();
+            b.ords.resize(b.docs.len(), None);
+            ords.column.first_vals(&b.docs, &mut b.ords);
+            for ord in b.ords.iter().flatten() {
+                if let Some(c) = counts.get_mut(*ord as usize) {
+                    *c += 1;
+                }
+            }
+        }
+    }
+}
+
 impl SegmentCollector for FacetSegment {
-    type Fruit = Result<FacetFruit, String>;
+    type Fruit = Result<Arc<FacetFruit>, String>;
 
     #[inline]
     fn collect(&mut self, doc: DocId, _: Score) {
@@ -472,6 +823,12 @@ impl SegmentCollector for FacetSegment {
     }
 
     fn harvest(self) -> Self::Fruit {
+        self.harvest_fruit().map(Arc::new)
+    }
+}
+
+impl FacetSegment {
+    fn harvest_fruit(self) -> Result<FacetFruit, String> {
         let mut fruit = FacetFruit {
             count: self.count,
             ..FacetFruit::default()
@@ -483,14 +840,32 @@ impl SegmentCollector for FacetSegment {
         fruit.max_time = Some(self.max_time);
         for (i, (column, counts)) in self.columns.iter().zip(&self.counts).enumerate() {
             let Some((dict, _)) = column else { continue };
-            for (ord, &c) in counts.iter().enumerate() {
-                if c == 0 {
-                    continue;
-                }
-                let mut value = String::new();
-                dict.ord_to_str(ord as u64, &mut value)
-                    .map_err(|e| format!("reading column {}: {e}", FACET_COLUMNS[i]))?;
-                *fruit.values[i].entry(value).or_default() += c;
+            // One pass over the dictionary's blocks for all the values seen (reading them one by
+            // one decompresses a block per value).
+            let seen: Vec<u64> = (0..counts.len() as u64)
+                .filter(|&ord| counts[ord as usize] > 0)
+                .collect();
+            let mut next = seen.iter();
+            let values = &mut fruit.values[i];
+            values.reserve(seen.len());
+            let mut bad_utf8 = false;
+            let found = dict
+                .dictionary()
+                .sorted_ords_to_term_cb(&seen, |bytes| {
+                    let Some(&ord) = next.next() else { return };
+                    match std::str::from_utf8(bytes) {
+                        Ok(value) => {
+                            *values.entry(value.to_string()).or_default() += counts[ord as usize]
+                        }
+                        Err(_) => bad_utf8 = true,
+                    }
+                })
+                .map_err(|e| format!("reading column {}: {e}", FACET_COLUMNS[i]))?;
+            if !found || bad_utf8 {
+                return Err(format!(
+                    "reading column {}: an ordinal without a UTF-8 value",
+                    FACET_COLUMNS[i]
+                ));
             }
         }
         for (i, &c) in self.dense_hours.iter().enumerate() {
@@ -516,7 +891,76 @@ impl Collector for FacetCollector {
         _: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<FacetSegment> {
-        let filter = SegmentFilter::new(&self.0, reader)?;
+        FacetSegment::new(SegmentFilter::new(&self.filter, reader)?, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        _: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Result<Arc<FacetFruit>, String>> {
+        let filter = SegmentFilter::new(&self.filter, reader)?;
+        let outside = match filter.time.range() {
+            Some((min, max)) => max < filter.since || min >= filter.until,
+            None => true,
+        } || filter.lsn_min.is_some_and(|l| l >= filter.lsn_below);
+        if outside {
+            return Ok(Ok(Arc::new(FacetFruit::default())));
+        }
+        // Wholly inside the range and the snapshot: the counts of the whole segment.
+        let cached = match &self.cache {
+            Some((cache, query)) if filter.is_trivial() => {
+                cache.key(reader, query).map(|key| (cache, key))
+            }
+            _ => None,
+        };
+        if let Some((cache, key)) = &cached
+            && let Some(fruit) = cache.get(key)
+        {
+            return Ok(Ok(fruit));
+        }
+        let mut child = FacetSegment::new(filter, reader)?;
+        let alive = reader.alive_bitset();
+        let mut block = FacetBlock::default();
+        weight.for_each_no_score(reader, &mut |docs| match alive {
+            Some(alive) => {
+                block.alive.clear();
+                block
+                    .alive
+                    .extend(docs.iter().copied().filter(|&d| alive.is_alive(d)));
+                let docs = std::mem::take(&mut block.alive);
+                child.collect_docs(&docs, &mut block);
+                block.alive = docs;
+            }
+            None => child.collect_docs(docs, &mut block),
+        })?;
+        let fruit = child.harvest();
+        if let (Some((cache, key)), Ok(fruit)) = (cached, &fruit) {
+            cache.put(key, fruit.clone());
+        }
+        Ok(fruit)
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Result<Arc<FacetFruit>, String>>,
+    ) -> tantivy::Result<FacetFruit> {
+        let mut all = FacetFruit::default();
+        for fruit in fruits {
+            let fruit = fruit.map_err(TantivyError::InternalError)?;
+            all.merge(&fruit);
+        }
+        Ok(all)
+    }
+}
+
+impl FacetSegment {
+    fn new(filter: SegmentFilter, reader: &SegmentReader) -> tantivy::Result<FacetSegment> {
         let mut columns = Vec::with_capacity(FACET_COLUMNS.len());
         let mut counts = Vec::with_capacity(FACET_COLUMNS.len());
         for name in FACET_COLUMNS {
@@ -545,18 +989,6 @@ impl Collector for FacetCollector {
             min_time: i64::MAX,
             max_time: i64::MIN,
         })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Result<FacetFruit, String>>) -> tantivy::Result<FacetFruit> {
-        let mut all = FacetFruit::default();
-        for fruit in fruits {
-            all.merge(fruit.map_err(TantivyError::InternalError)?);
-        }
-        Ok(all)
     }
 }
 

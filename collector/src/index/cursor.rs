@@ -1,44 +1,81 @@
 //! The opaque pagination cursor.
 //!
-//! Layout (then base64url without padding):
+//! Layout of version 2 (then base64url without padding):
 //!
 //! | bytes | content                                                                |
 //! |-------|------------------------------------------------------------------------|
-//! | 1     | version, `1`                                                           |
+//! | 1     | version, `2`                                                           |
 //! | 8     | snapshot: records with an LSN at or above it are excluded (big-endian)  |
 //! | 8     | `time` of the last entry returned, microseconds (big-endian, signed)   |
+//! | 8     | the walk's count of matches at or after `anchor` (big-endian)          |
+//! | 8     | `anchor`, microseconds (big-endian, signed; `i64::MIN`: no lower bound) |
+//! | 8     | when that count was taken, microseconds since the epoch (wall clock)   |
 //! | n     | `id` of the last entry returned, UTF-8                                 |
 //! | 8     | tag: first 8 bytes of SHA-256 over the org, the query and the bytes above |
 //!
+//! Version 1 (issued before the count was carried) is the same without the three count fields;
+//! it is still accepted, and the next page counts afresh.
+//!
 //! The tag makes any change (truncation, bit flips, another version) and any reuse with another
 //! org or other filters a [`IndexError::BadCursor`]. It is not a secret: a crafted cursor can at
-//! most choose where a walk of the caller's own org starts.
+//! most choose where a walk of the caller's own org starts, and what `total` the caller is told
+//! on its later pages (the first page's `total`, the one a read records, never comes from a
+//! cursor).
 
 use super::error::IndexError;
 use sha2::{Digest, Sha256};
 
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 8 + 8;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
+const HEADER_1: usize = 1 + 8 + 8;
+const HEADER: usize = HEADER_1 + 8 + 8 + 8;
 const TAG: usize = 8;
 /// Longer cursors are rejected before decoding.
 const MAX_CURSOR_CHARS: usize = 1024;
 
-/// Where a walk is: the snapshot fixed on its first page, and the last entry returned.
+/// Where a walk is: the snapshot fixed on its first page, the last entry returned, and the
+/// walk's count as far as it cannot change during the walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cursor {
     /// Exclusive upper bound on the LSN of records in the walk.
     pub snapshot: u64,
     pub time: i64,
     pub id: String,
+    /// `None` in a version 1 cursor.
+    pub count: Option<CarriedCount>,
+}
+
+/// The part of a walk's `total` a cursor carries: the matches in the snapshot whose time is at
+/// or after `anchor` (and before the query's `until`), counted at `counted_at`. See
+/// `AuditIndex::search` for when a later page may rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CarriedCount {
+    pub at_or_after_anchor: u64,
+    /// Microseconds; `i64::MIN` when the walk has no lower time bound.
+    pub anchor: i64,
+    /// Wall clock, microseconds since the epoch.
+    pub counted_at: i64,
 }
 
 impl Cursor {
     /// Encodes the cursor for a walk identified by `scope` (the org and the normalised query).
     pub fn encode(&self, scope: &str) -> String {
         let mut bytes = Vec::with_capacity(HEADER + self.id.len() + TAG);
-        bytes.push(VERSION);
-        bytes.extend_from_slice(&self.snapshot.to_be_bytes());
-        bytes.extend_from_slice(&self.time.to_be_bytes());
+        match &self.count {
+            Some(c) => {
+                bytes.push(VERSION);
+                bytes.extend_from_slice(&self.snapshot.to_be_bytes());
+                bytes.extend_from_slice(&self.time.to_be_bytes());
+                bytes.extend_from_slice(&c.at_or_after_anchor.to_be_bytes());
+                bytes.extend_from_slice(&c.anchor.to_be_bytes());
+                bytes.extend_from_slice(&c.counted_at.to_be_bytes());
+            }
+            None => {
+                bytes.push(VERSION_1);
+                bytes.extend_from_slice(&self.snapshot.to_be_bytes());
+                bytes.extend_from_slice(&self.time.to_be_bytes());
+            }
+        }
         bytes.extend_from_slice(self.id.as_bytes());
         let tag = tag(scope, &bytes);
         bytes.extend_from_slice(&tag);
@@ -52,22 +89,36 @@ impl Cursor {
             return Err(bad("too long"));
         }
         let bytes = base64url_decode(s).ok_or_else(|| bad("not base64url"))?;
-        if bytes.len() < HEADER + TAG {
+        let header = match bytes.first() {
+            Some(&VERSION) => HEADER,
+            Some(&VERSION_1) => HEADER_1,
+            Some(_) => return Err(bad("unsupported version")),
+            None => return Err(bad("too short")),
+        };
+        if bytes.len() < header + TAG {
             return Err(bad("too short"));
-        }
-        if bytes[0] != VERSION {
-            return Err(bad("unsupported version"));
         }
         let (body, got_tag) = bytes.split_at(bytes.len() - TAG);
         if tag(scope, body) != got_tag {
             return Err(bad("does not belong to this org and query, or was altered"));
         }
-        let snapshot = u64::from_be_bytes(body[1..9].try_into().expect("8 bytes"));
-        let time = i64::from_be_bytes(body[9..17].try_into().expect("8 bytes"));
-        let id = std::str::from_utf8(&body[HEADER..])
+        let word = |at: usize| -> [u8; 8] { body[at..at + 8].try_into().expect("8 bytes") };
+        let snapshot = u64::from_be_bytes(word(1));
+        let time = i64::from_be_bytes(word(9));
+        let count = (header == HEADER).then(|| CarriedCount {
+            at_or_after_anchor: u64::from_be_bytes(word(17)),
+            anchor: i64::from_be_bytes(word(25)),
+            counted_at: i64::from_be_bytes(word(33)),
+        });
+        let id = std::str::from_utf8(&body[header..])
             .map_err(|_| bad("id is not UTF-8"))?
             .to_string();
-        Ok(Cursor { snapshot, time, id })
+        Ok(Cursor {
+            snapshot,
+            time,
+            id,
+            count,
+        })
     }
 }
 
@@ -158,22 +209,51 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_changes() {
-        let c = Cursor {
-            snapshot: 1234,
-            time: -5,
-            id: "evt-ü-1".into(),
-        };
-        let s = c.encode("acme|q");
-        assert_eq!(Cursor::decode(&s, "acme|q").unwrap(), c);
-        assert!(matches!(
-            Cursor::decode(&s, "globex|q"),
-            Err(IndexError::BadCursor(_))
-        ));
-        for cut in 0..s.len() {
-            assert!(Cursor::decode(&s[..cut], "acme|q").is_err(), "cut {cut}");
+        for count in [
+            None,
+            Some(CarriedCount {
+                at_or_after_anchor: 1_000_632,
+                anchor: i64::MIN,
+                counted_at: 1_800_000_000_000_000,
+            }),
+            Some(CarriedCount {
+                at_or_after_anchor: 0,
+                anchor: -7,
+                counted_at: 0,
+            }),
+        ] {
+            let c = Cursor {
+                snapshot: 1234,
+                time: -5,
+                id: "evt-ü-1".into(),
+                count,
+            };
+            let s = c.encode("acme|q");
+            assert_eq!(Cursor::decode(&s, "acme|q").unwrap(), c);
+            assert!(matches!(
+                Cursor::decode(&s, "globex|q"),
+                Err(IndexError::BadCursor(_))
+            ));
+            for cut in 0..s.len() {
+                assert!(Cursor::decode(&s[..cut], "acme|q").is_err(), "cut {cut}");
+            }
+            let raw = base64url_decode(&s).unwrap();
+            for version in [0, 1, 2, 3, 255] {
+                let mut other = raw.clone();
+                if other[0] == version {
+                    continue;
+                }
+                other[0] = version;
+                assert!(Cursor::decode(&base64url_encode(&other), "acme|q").is_err());
+            }
+            for i in 0..raw.len() {
+                let mut flipped = raw.clone();
+                flipped[i] ^= 0x10;
+                assert!(
+                    Cursor::decode(&base64url_encode(&flipped), "acme|q").is_err(),
+                    "byte {i}"
+                );
+            }
         }
-        let mut other_version = base64url_decode(&s).unwrap();
-        other_version[0] = 2;
-        assert!(Cursor::decode(&base64url_encode(&other_version), "acme|q").is_err());
     }
 }

@@ -185,6 +185,9 @@ pub(crate) struct Plan {
     pub until: Option<i64>,
     /// The org and the normalised query: what a cursor is bound to.
     pub scope: String,
+    /// The org and the normalised query but for its time range: what the facet counts of a
+    /// segment wholly inside the range depend on.
+    pub filter_key: std::sync::Arc<str>,
 }
 
 impl Plan {
@@ -249,6 +252,7 @@ impl Plan {
             since,
             until,
             scope: scope(org, q),
+            filter_key: filter_key(org, q).into(),
         })
     }
 }
@@ -289,21 +293,38 @@ fn text_query(
 
 /// The org and the query, normalised (filter values sorted), as a cursor binds them.
 fn scope(org: &str, q: &SearchQuery) -> String {
+    format!(
+        "v1\x1e{org}\x1e{}\x1e{:?}\x1e{:?}\x1e{:?}",
+        filters(q),
+        q.since.map(|t| t.timestamp_micros()),
+        q.until.map(|t| t.timestamp_micros()),
+        q.text.as_deref().map(str::trim),
+    )
+}
+
+/// The org and the query but for its time range, normalised.
+fn filter_key(org: &str, q: &SearchQuery) -> String {
+    format!(
+        "{org}\x1e{}\x1e{:?}",
+        filters(q),
+        q.text.as_deref().map(str::trim)
+    )
+}
+
+/// The structured filters, values sorted, as the scope has always spelled them.
+fn filters(q: &SearchQuery) -> String {
     let sorted = |v: &Vec<String>| {
         let mut v = v.clone();
         v.sort();
         v
     };
     format!(
-        "v1\x1e{org}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}",
+        "{:?}\x1e{:?}\x1e{:?}\x1e{:?}\x1e{:?}",
         sorted(&q.users),
         sorted(&q.actions),
         sorted(&q.categories),
         sorted(&q.repositories),
         sorted(&q.outcomes),
-        q.since.map(|t| t.timestamp_micros()),
-        q.until.map(|t| t.timestamp_micros()),
-        q.text.as_deref().map(str::trim),
     )
 }
 
@@ -317,6 +338,26 @@ mod tests {
             target,
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn scope_is_spelled_as_cursors_were_tagged() {
+        // Cursors already issued carry a tag over this spelling: changing it voids them.
+        let q = SearchQuery {
+            users: vec!["b".into(), "a".into()],
+            categories: vec!["scan".into()],
+            since: Some(chrono::TimeZone::timestamp_opt(&Utc, 1_700_000_000, 0).unwrap()),
+            text: Some(" x y ".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            scope("acme", &q),
+            "v1\x1eacme\x1e[\"a\", \"b\"]\x1e[]\x1e[\"scan\"]\x1e[]\x1e[]\x1eSome(1700000000000000)\x1eNone\x1eSome(\"x y\")"
+        );
+        assert_eq!(
+            filter_key("acme", &q),
+            "acme\x1e[\"a\", \"b\"]\x1e[]\x1e[\"scan\"]\x1e[]\x1e[]\x1eSome(\"x y\")"
+        );
     }
 
     #[test]

@@ -885,9 +885,12 @@ fn hostile_cursors_and_queries_are_errors_not_panics() {
         "eyJ2IjoxfQ".into(),
     ];
     let mut raw = super::cursor::base64url_decode(&good).unwrap();
-    raw[0] = 2;
-    forged.push(super::cursor::base64url_encode(&raw));
-    raw[0] = 1;
+    let version = raw[0];
+    for other in [0, 1, 3] {
+        raw[0] = other;
+        forged.push(super::cursor::base64url_encode(&raw));
+    }
+    raw[0] = version;
     let last = raw.len() - 1;
     raw[last] ^= 1;
     forged.push(super::cursor::base64url_encode(&raw));
@@ -1119,9 +1122,31 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
             .total,
         100
     );
+    // Facet counts of the segments as they are now are kept; the re-adds below delete documents
+    // inside those very segments.
+    for org in ORGS {
+        index.facets(org, &SearchQuery::default(), 100).unwrap();
+    }
+    assert!(index.inner().facet_cache.len() > 0);
     index_all(&mut indexer, &records, 1, 1000);
     assert_eq!(index.stats().unwrap().docs, records.len() as u64);
     assert_eq!(index.indexed_through(), Some(300));
+    // The replaced copies are deleted documents in their segments: pages and facets skip them.
+    let q = SearchQuery::default();
+    for org in ORGS {
+        let want = newest_first(&records, org, &q);
+        let (got, totals) = walk(&index, org, &q, 7, |_| {});
+        assert_eq!(ids(&got), ids(&want));
+        assert!(totals.iter().all(|t| *t == want.len() as u64), "{totals:?}");
+        let f = index.facets(org, &q, 100).unwrap();
+        assert_eq!(f.total, want.len() as u64);
+        let m: Vec<&AuditRecord> = want.iter().collect();
+        assert_eq!(
+            f.users,
+            brute_top(&m, |r| Some(r.actor_label().to_string()), 100)
+        );
+        assert_eq!(f.repositories, brute_top(&m, |r| r.repository.clone(), 100));
+    }
 }
 
 fn options_with(max_open_writers: usize) -> IndexOptions {
@@ -1491,4 +1516,399 @@ fn scans_hand_over_exactly_what_a_walk_returns() {
             }
         }
     }
+}
+
+/// Matches of `q` with the retention floor applied, as a read sees them.
+fn visible(records: &[AuditRecord], org: &str, q: &SearchQuery) -> Vec<AuditRecord> {
+    let mut bounded = q.clone();
+    bounded.since = q.since.max(q.floor);
+    newest_first(records, org, &bounded)
+}
+
+#[test]
+fn a_walk_counts_what_expires_and_is_deleted_during_it() {
+    // The floor moves up while the walk goes on: a few minutes per page (the cursor's carried
+    // count plus the matches still above the floor), now and then an hour (past the anchor: a
+    // count afresh), once back (retention lengthened before anything was deleted); between pages
+    // the janitor deletes what fell below the floor. Every page's total is the brute-force count
+    // at that page, and no page returns an expired record.
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(41, 3_000);
+    let (index, mut indexer) = build(dir.path(), &records);
+    for (org, base) in [
+        ("acme", SearchQuery::default()),
+        (
+            "globex",
+            SearchQuery {
+                outcomes: vec!["success".into()],
+                until: Some(t0() + Duration::days(50)),
+                ..Default::default()
+            },
+        ),
+        (
+            "initech",
+            SearchQuery {
+                // An explicit since above the floor: the floor only binds later in the walk.
+                since: Some(t0() + Duration::days(3)),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let mut alive: Vec<AuditRecord> = records.clone();
+        let mut floor = t0() + Duration::days(2);
+        let mut cursor: Option<String> = None;
+        let mut seen = HashSet::new();
+        for page_no in 0.. {
+            let q = SearchQuery {
+                floor: Some(floor),
+                ..base.clone()
+            };
+            let page = index.search(org, &q, 23, cursor.as_deref()).unwrap();
+            let want = visible(&alive, org, &q);
+            assert_eq!(page.total, want.len() as u64, "{org} page {page_no}");
+            for r in &page.entries {
+                assert!(r.time >= floor, "{org} page {page_no}: an expired record");
+                assert!(seen.insert(r.id().to_string()), "{org}: a repeat");
+            }
+            let Some(next) = page.next_cursor else { break };
+            cursor = Some(next);
+            floor += match page_no {
+                5 => -Duration::days(1),
+                p if p % 9 == 8 => Duration::hours(7),
+                _ => Duration::minutes(3),
+            };
+            if page_no % 4 == 3 && page_no > 5 {
+                let cutoff = floor;
+                for p in index.partitions().unwrap() {
+                    if p.start < cutoff {
+                        indexer
+                            .delete_older_than(&p.name, &[(org.to_string(), cutoff)])
+                            .unwrap();
+                    }
+                }
+                alive.retain(|r| r.org_id != org || r.time >= cutoff);
+            }
+            assert!(page_no < 1000);
+        }
+        assert!(seen.len() > 100, "{org}: a long walk ({})", seen.len());
+        let q = SearchQuery {
+            floor: Some(floor),
+            ..base.clone()
+        };
+        let f = index.facets(org, &q, 100).unwrap();
+        let m = visible(&alive, org, &q);
+        assert_eq!(f.total, m.len() as u64);
+        let m: Vec<&AuditRecord> = m.iter().collect();
+        assert_eq!(f.actions, brute_top(&m, |r| Some(r.action.clone()), 100));
+    }
+}
+
+#[test]
+fn entries_at_one_microsecond_across_segments_page_in_id_order() {
+    // Entries at the same time in different segments are ordered by id across the segments,
+    // also where a page ends in the middle of them.
+    let dir = tempfile::tempdir().unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let same = t0() + Duration::days(5);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut records = corpus(43, 400);
+    for (i, r) in records.iter_mut().enumerate() {
+        r.org_id = "acme".into();
+        r.id = Some(format!("id-{:08x}", rng.random::<u32>()));
+        if i % 3 != 0 {
+            r.time = same;
+        } else if i % 2 == 0 {
+            r.time = same + Duration::microseconds(1);
+        }
+    }
+    // Seven commits: the tie spans seven segments.
+    index_all(&mut indexer, &records, 1, 60);
+    for (limit, q) in [
+        (7, SearchQuery::default()),
+        (1, SearchQuery::default()),
+        (50, text("-outcome:failure")),
+    ] {
+        let want = newest_first(&records, "acme", &q);
+        let (got, totals) = walk(&index, "acme", &q, limit, |_| {});
+        assert_eq!(ids(&got), ids(&want), "limit {limit} {q:?}");
+        assert!(totals.iter().all(|t| *t == want.len() as u64));
+    }
+}
+
+#[test]
+fn stale_old_and_crafted_cursors() {
+    use super::cursor::{CarriedCount, Cursor};
+    use super::query::Plan;
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(47, 900);
+    let (index, _indexer) = build(dir.path(), &records);
+    let q = SearchQuery {
+        floor: Some(t0() + Duration::days(1)),
+        ..Default::default()
+    };
+    let want = visible(&records, "acme", &q);
+    let first = index.search("acme", &q, 10, None).unwrap();
+    assert_eq!(first.total, want.len() as u64);
+    let scope = Plan::new(&index.inner().fields, "acme", &q).unwrap().scope;
+    let good = Cursor::decode(first.next_cursor.as_deref().unwrap(), &scope).unwrap();
+    let count = good.count.unwrap();
+    assert_eq!(
+        count.anchor,
+        (t0() + Duration::days(1) + Duration::minutes(10)).timestamp_micros()
+    );
+    let now = Utc::now().timestamp_micros();
+    let with = |count: Option<CarriedCount>| {
+        Cursor {
+            count,
+            ..good.clone()
+        }
+        .encode(&scope)
+    };
+    let page = |c: &str| index.search("acme", &q, 10, Some(c)).unwrap();
+    // A cursor issued before the count was carried: counted afresh, and the next cursor carries.
+    let old = page(&with(None));
+    assert_eq!(old.total, want.len() as u64);
+    assert!(
+        Cursor::decode(old.next_cursor.as_deref().unwrap(), &scope)
+            .unwrap()
+            .count
+            .is_some()
+    );
+    // Counted too long ago (or in the future): counted afresh.
+    for counted_at in [now - 3_600_000_000, now + 3_600_000_000] {
+        let stale = page(&with(Some(CarriedCount {
+            at_or_after_anchor: 5,
+            counted_at,
+            ..count
+        })));
+        assert_eq!(stale.total, want.len() as u64);
+        assert_eq!(stale.entries, want[10..20].to_vec());
+    }
+    // A fresh count is relied on: a crafted one changes only the total its crafter is told
+    // about a walk of its own org (the entries are the same).
+    let crafted = page(&with(Some(CarriedCount {
+        at_or_after_anchor: 5,
+        ..count
+    })));
+    let between = want
+        .iter()
+        .filter(|r| r.time < t0() + Duration::days(1) + Duration::minutes(10))
+        .count();
+    assert_eq!(crafted.total, 5 + between as u64);
+    assert_eq!(crafted.entries, want[10..20].to_vec());
+}
+
+#[test]
+fn raw_pages_are_the_stored_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(53, 1_200);
+    let (index, _indexer) = build(dir.path(), &records);
+    let q = text("-outcome:failure");
+    let mut cursor: Option<String> = None;
+    let mut raw_cursor: Option<String> = None;
+    loop {
+        let page = index.search("globex", &q, 40, cursor.as_deref()).unwrap();
+        let raw = index
+            .search_raw("globex", &q, 40, raw_cursor.as_deref())
+            .unwrap();
+        assert_eq!(raw.total, page.total);
+        assert_eq!(raw.entries.len(), page.entries.len());
+        for (raw, record) in raw.entries.iter().zip(&page.entries) {
+            // The stored canonical JSON, and the same JSON value the parsed record serialises to.
+            assert_eq!(raw.get(), record.canonical_json());
+            let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+            assert_eq!(value, serde_json::to_value(record).unwrap());
+        }
+        assert_eq!(raw.next_cursor.is_some(), page.next_cursor.is_some());
+        match (page.next_cursor, raw.next_cursor) {
+            (Some(c), Some(r)) => (cursor, raw_cursor) = (Some(c), Some(r)),
+            _ => break,
+        }
+    }
+    // Every stored record is read straight from its serialised bytes (not tantivy's slow path).
+    let fields = &index.inner().fields;
+    for p in index.inner().partitions_newest_first(None, None) {
+        let searcher = index.inner().searcher(&p).unwrap().unwrap();
+        let mut docs = super::audit_index::StoredDocs::new(&searcher, &p.dir, fields);
+        let mut n = 0;
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            for doc in reader.doc_ids_alive() {
+                let addr = tantivy::DocAddress::new(ord as u32, doc);
+                let fast: AuditRecord = docs
+                    .read(addr, |_, bytes| Ok(serde_json::from_slice(bytes).unwrap()))
+                    .unwrap();
+                let slow = super::audit_index::load(&searcher, &p.dir, fields, addr).unwrap();
+                assert_eq!(fast, slow);
+                n += 1;
+            }
+        }
+        assert_eq!(docs.fast_reads, n);
+    }
+}
+
+/// Facets of `q` against brute force over `records`: total, every column, the histogram's sum.
+fn assert_facets(index: &AuditIndex, records: &[AuditRecord], org: &str, q: &SearchQuery) {
+    let f = index.facets(org, q, 1000).unwrap();
+    let m = visible(records, org, q);
+    assert_eq!(f.total, m.len() as u64, "{org} {q:?}");
+    let m: Vec<&AuditRecord> = m.iter().collect();
+    assert_eq!(
+        f.categories,
+        brute_top(&m, |r| Some(r.category.clone()), 1000)
+    );
+    assert_eq!(f.actions, brute_top(&m, |r| Some(r.action.clone()), 1000));
+    assert_eq!(
+        f.users,
+        brute_top(&m, |r| Some(r.actor_label().to_string()), 1000)
+    );
+    assert_eq!(
+        f.repositories,
+        brute_top(&m, |r| r.repository.clone(), 1000)
+    );
+    assert_eq!(
+        f.outcomes,
+        brute_top(&m, |r| Some(r.outcome.as_str().to_string()), 1000)
+    );
+    assert_eq!(
+        f.histogram.buckets.iter().map(|b| b.count).sum::<u64>(),
+        f.total
+    );
+}
+
+#[test]
+fn facet_counts_kept_per_segment_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = corpus(59, 3_000);
+    let (index, mut indexer) = build(dir.path(), &records);
+    let day = |d: i64| t0() + Duration::days(d);
+    let qs = [
+        SearchQuery::default(),
+        SearchQuery {
+            since: Some(day(7)),
+            until: Some(day(40)),
+            ..Default::default()
+        },
+        SearchQuery {
+            since: Some(day(14)),
+            until: Some(day(21)),
+            categories: vec!["scan".into()],
+            ..Default::default()
+        },
+        SearchQuery {
+            since: Some(day(3)),
+            ..text("-outcome:failure")
+        },
+        SearchQuery {
+            floor: Some(day(30)),
+            ..Default::default()
+        },
+    ];
+    let check = |records: &[AuditRecord]| {
+        for org in ORGS {
+            for q in &qs {
+                assert_facets(&index, records, org, q);
+            }
+        }
+    };
+    let cache = index.inner().facet_cache.clone();
+    check(&records);
+    let (hits, misses) = cache.counters();
+    check(&records);
+    let (hits2, misses2) = cache.counters();
+    assert!(
+        hits2 - hits > 100,
+        "asked again, whole segments come from the cache"
+    );
+    assert_eq!(misses2, misses, "{hits}/{misses} then {hits2}/{misses2}");
+    // The same org and filters over another range reuse the segments wholly inside both.
+    let wider = SearchQuery {
+        since: Some(day(6)),
+        until: Some(day(41)),
+        ..Default::default()
+    };
+    assert_facets(&index, &records, "acme", &wider);
+    assert!(cache.counters().0 > hits2);
+
+    // New records in the same weeks: new segments, and merges replace cached ones.
+    let late: Vec<AuditRecord> = corpus(61, 900)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("late-{i}"));
+            r
+        })
+        .collect();
+    index_all(&mut indexer, &late, 10_000, 150);
+    records.extend(late);
+    check(&records);
+    // Retention deletes records inside cached segments (and merges them away).
+    for p in index.partitions().unwrap() {
+        if p.start < day(20) {
+            indexer
+                .delete_older_than(&p.name, &[("globex".to_string(), day(20))])
+                .unwrap();
+        }
+    }
+    records.retain(|r| r.org_id != "globex" || r.time >= day(20));
+    check(&records);
+}
+
+/// Times a deep walk and facets on a copy of an existing index directory (the bench's
+/// `<data dir>/collector/index`): `CODESTAX_PERF_INDEX=DIR CODESTAX_PERF_ORG=org-000 cargo test
+/// --release -p codestax-collector perf_existing_index -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn perf_existing_index() {
+    let Ok(dir) = std::env::var("CODESTAX_PERF_INDEX") else {
+        eprintln!("CODESTAX_PERF_INDEX not set");
+        return;
+    };
+    let org = std::env::var("CODESTAX_PERF_ORG").unwrap_or_else(|_| "org-000".into());
+    let (index, _indexer) = AuditIndex::open(Path::new(&dir), IndexOptions::default()).unwrap();
+    let p = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    if std::env::var("CODESTAX_PERF_SKIP_WALK").is_err() {
+        let q = SearchQuery::default();
+        let started = Instant::now();
+        let mut cursor: Option<String> = None;
+        let mut pages = Vec::new();
+        let mut records = 0u64;
+        let mut totals = HashSet::new();
+        loop {
+            let t = Instant::now();
+            let page = index.search_raw(&org, &q, 1000, cursor.as_deref()).unwrap();
+            pages.push(t.elapsed());
+            records += page.entries.len() as u64;
+            totals.insert(page.total);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let el = started.elapsed();
+        let (p50, p99) = p(pages.clone());
+        eprintln!(
+            "walk {org}: {records} records, {} pages in {el:?} = {:.0} rec/s; page p50 {p50:?} p99 {p99:?}; totals {totals:?}",
+            pages.len(),
+            records as f64 / el.as_secs_f64()
+        );
+    }
+    let now = Utc::now();
+    let mut lat = Vec::new();
+    let mut total = 0;
+    for i in 0..40 {
+        let until = now - Duration::days(i % 60);
+        let q = SearchQuery {
+            since: Some(until - Duration::days(30)),
+            until: Some(until),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        total = index.facets(&org, &q, 10).unwrap().total;
+        lat.push(t.elapsed());
+    }
+    let (p50, p99) = p(lat);
+    eprintln!("facets 30 d {org}: total {total}, p50 {p50:?} p99 {p99:?}");
 }
