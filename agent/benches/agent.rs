@@ -12,7 +12,8 @@
 //! - the same for rsyslog `imfile` → `omfwd` TCP to a counting listener.
 //!
 //! Set `BENCH_LINES` to change the throughput file's size (default 400,000 lines, ~200 MB);
-//! `BENCH_AGENT_TOML` is appended to the agent's configuration (e.g. `[batch]` settings).
+//! `BENCH_AGENT_TOML` is appended to the agent's configuration (e.g. `[batch]` settings);
+//! `BENCH_AGENT_BIN` runs another agent binary (e.g. one built from an earlier commit).
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -442,8 +443,11 @@ struct Bins {
 
 impl Bins {
     fn locate() -> Bins {
-        let agent = PathBuf::from(env!("CARGO_BIN_EXE_codestax-agent"));
-        let collector = agent.with_file_name("codestax-collector");
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_codestax-agent"));
+        let collector = built.with_file_name("codestax-collector");
+        // Another agent binary (e.g. a build of an earlier commit) for before/after runs.
+        let agent = std::env::var_os("BENCH_AGENT_BIN").map_or(built, PathBuf::from);
+        println!("agent binary: {}", agent.display());
         let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
             .args(["build", "--release", "--quiet", "-p", "codestax-collector"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod encoded;
 pub mod forward;
 mod memory;
 pub mod metrics;

@@ -386,8 +386,7 @@ impl TailedFile {
                             let prefix = &self.prefix[..self.prefix.len().min(end)];
                             record.id = Some(fingerprint::derived_id(prefix, start, line));
                         }
-                        let json = serde_json::to_vec(&record).expect("a record serialises");
-                        chunk.entries.push(SpoolEntry::Record(json));
+                        chunk.entries.push(SpoolEntry::record(&record));
                     }
                     Err(errors) => {
                         if start >= self.quarantined_through {
