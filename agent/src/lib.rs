@@ -11,6 +11,7 @@ pub mod encoded;
 pub mod forward;
 mod memory;
 pub mod metrics;
+pub mod parse;
 pub mod quarantine;
 pub mod receiver;
 mod run;
