@@ -128,7 +128,15 @@ impl Forwarder {
                 }
             }
         });
-        let metrics = delivery.metrics.clone();
+        // Acknowledgements are persisted by a task of their own, so that sending goes on
+        // meanwhile; positions that arrive while one is being written are written together.
+        let (acks, acked) = watch::channel(None);
+        let acker = tokio::spawn(persist_acks(
+            spool,
+            checkpoints,
+            delivery.metrics.clone(),
+            acked,
+        ));
         let task_stop = stop.clone();
         let mut in_flight: VecDeque<(JoinHandle<bool>, Option<SpoolPos>)> = VecDeque::new();
         let mut stalled = false;
@@ -139,25 +147,13 @@ impl Forwarder {
                 settled = async { (&mut in_flight.front_mut().expect("checked").0).await },
                     if !in_flight.is_empty() =>
                 {
-                    let (_, mut end) = in_flight.pop_front().expect("checked");
+                    let (_, end) = in_flight.pop_front().expect("checked");
                     if !settled.expect("delivery does not panic") {
                         stalled = true;
                         break;
                     }
-                    // Acknowledge every batch settled by now at once.
-                    while in_flight.front().is_some_and(|(task, _)| task.is_finished()) {
-                        let (task, next) = in_flight.pop_front().expect("checked");
-                        if !task.await.expect("delivery does not panic") {
-                            stalled = true;
-                            break;
-                        }
-                        end = next.or(end);
-                    }
-                    if let Some(end) = end {
-                        acknowledge(&spool, &checkpoints, &metrics, end).await;
-                    }
-                    if stalled {
-                        break;
+                    if end.is_some() {
+                        acks.send_replace(end);
                     }
                 }
                 batch = batches.recv(), if in_flight.len() < max_in_flight => {
@@ -177,9 +173,11 @@ impl Forwarder {
                 end = next.or(end);
             }
         }
-        if let Some(end) = end {
-            acknowledge(&spool, &checkpoints, &metrics, end).await;
+        if end.is_some() {
+            acks.send_replace(end);
         }
+        drop(acks);
+        acker.await.expect("acknowledgement does not panic");
         reader.abort();
         let _ = reader.await;
     }
@@ -408,6 +406,26 @@ impl Delivery {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Persists each acknowledged position sent (the newest when several arrived meanwhile) until
+/// the sender is dropped.
+async fn persist_acks(
+    spool: Spool,
+    checkpoints: CheckpointStore,
+    metrics: Arc<Metrics>,
+    mut positions: watch::Receiver<Option<SpoolPos>>,
+) {
+    loop {
+        let open = positions.changed().await.is_ok();
+        let end = *positions.borrow_and_update();
+        if let Some(end) = end {
+            acknowledge(&spool, &checkpoints, &metrics, end).await;
+        }
+        if !open {
+            return;
         }
     }
 }
