@@ -7,9 +7,11 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod encoded;
 pub mod forward;
 mod memory;
 pub mod metrics;
+pub mod parse;
 pub mod quarantine;
 pub mod receiver;
 mod run;

@@ -127,7 +127,8 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
         &config.collector.endpoint,
         config.collector.token.as_deref(),
         tls.enabled.then_some((&tls.ca_file, &tls.server_name)),
-    )?;
+    )?
+    .with_compression(config.collector.compression);
     raise_open_files_limit();
 
     let data_dir = &config.data_dir;
@@ -245,7 +246,8 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
         checkpoints.clone(),
         quarantine,
         metrics,
-    );
+    )
+    .with_max_in_flight(config.batch.max_in_flight as usize);
     let forwarder = tokio::spawn(forwarder.run(stop_rx));
     tracing::info!(
         api = %api_addr,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codestax_agent::checkpoint::CheckpointStore;
-use codestax_agent::forward::{Backoff, BatchLimits, Forwarder, Upstream};
+use codestax_agent::forward::{Backoff, BatchLimits, Compression, Forwarder, Upstream};
 use codestax_agent::metrics::Metrics;
 use codestax_agent::quarantine::Quarantine;
 use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
@@ -42,7 +42,24 @@ async fn spool_records(spool: &Spool, ids: impl IntoIterator<Item = (String, Str
                 &Rules::new(),
             )
             .unwrap();
-            SpoolEntry::Record(serde_json::to_vec(&record).unwrap())
+            SpoolEntry::record(&record)
+        })
+        .collect();
+    spool.append(entries).await.unwrap();
+}
+
+/// Records as JSON entries: what an agent of spool format 1 left behind.
+async fn spool_json_records(spool: &Spool, ids: impl IntoIterator<Item = (String, String)>) {
+    let entries: Vec<SpoolEntry> = ids
+        .into_iter()
+        .map(|(id, message)| {
+            let record = parse_json_line(
+                emit_line(Some(&id), &message).as_bytes(),
+                None,
+                &Rules::new(),
+            )
+            .unwrap();
+            SpoolEntry::Json(serde_json::to_vec(&record).unwrap())
         })
         .collect();
     spool.append(entries).await.unwrap();
@@ -371,5 +388,45 @@ async fn the_collectors_retry_hint_is_honoured() {
         waited >= Duration::from_millis(400),
         "retried after {waited:?}"
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_left_by_an_older_agent_are_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let spool = open_spool(dir.path());
+    spool_json_records(&spool, ids(0..150)).await;
+    spool_records(&spool, ids(150..300)).await;
+    let rig = start(dir.path(), spool, &sink, None, 100);
+    rig.wait_acked().await;
+    let want: std::collections::BTreeSet<String> = (0..300).map(|i| format!("id-{i}")).collect();
+    assert_eq!(sink.ids(), want);
+    let messages: Vec<_> = sink
+        .state
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .map(|r| r.message.clone().unwrap())
+        .collect();
+    assert!(messages.contains(&"m0".to_string()) && messages.contains(&"m299".to_string()));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncompressed_when_compression_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let spool = open_spool(dir.path());
+    spool_records(&spool, ids(0..300)).await;
+    let upstream = Upstream::new(&sink.endpoint(), None, None)
+        .unwrap()
+        .with_compression(Compression::None);
+    let rig = start_with(dir.path(), spool, upstream, 100);
+    rig.wait_acked().await;
+    assert_eq!(sink.ids().len(), 300);
+    let encodings = sink.state.lock().unwrap().encodings.clone();
+    assert!(encodings.is_empty(), "{encodings:?}");
     rig.stop().await;
 }

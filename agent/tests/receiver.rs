@@ -69,8 +69,8 @@ fn spooled(spool: &Spool) -> Vec<AuditRecord> {
     let mut reader = spool.reader();
     let mut out = Vec::new();
     while let Some(e) = reader.try_next().unwrap() {
-        if let SpoolEntry::Record(json) = e.entry {
-            out.push(serde_json::from_slice(&json).unwrap());
+        if let Some(record) = e.entry.to_record() {
+            out.push(record.unwrap());
         }
     }
     out
@@ -79,7 +79,7 @@ fn spooled(spool: &Spool) -> Vec<AuditRecord> {
 async fn fill(spool: &Spool) {
     for size in [1000, 100, 10, 1] {
         while spool
-            .append(vec![SpoolEntry::Record(vec![b'x'; size])])
+            .append(vec![SpoolEntry::Log(vec![b'x'; size])])
             .await
             .is_ok()
         {}

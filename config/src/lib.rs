@@ -21,8 +21,8 @@ mod logging;
 mod summary;
 
 pub use agent::{
-    AgentConfig, ApiConfig, BatchConfig, DiscoveryConfig, FileSourceConfig, OtlpConfig,
-    RetryConfig, SourcesConfig, SpoolConfig, TlsConfig, UpstreamConfig,
+    AgentConfig, ApiConfig, BatchConfig, Compression, DiscoveryConfig, FileSourceConfig,
+    OtlpConfig, RetryConfig, SourcesConfig, SpoolConfig, TlsConfig, UpstreamConfig,
 };
 pub use collector::{
     AGENT_OTLP_PORTS, CollectorConfig, GrpcConfig, HttpConfig, IndexConfig, IngestConfig,

@@ -1,15 +1,15 @@
 //! Grouping spooled records into requests: at most `max_records` records and `max_bytes`
 //! bytes (encoded LogRecords), waiting at most `max_wait` after the first record for more.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use codestax_common::AuditRecord;
-use codestax_common::otlp::to_log_record;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message;
 use tokio::time::Instant;
 
+use super::request::push_log_record;
 use crate::checkpoint::{CheckpointStore, FilePosition};
+use crate::encoded;
 use crate::metrics::Metrics;
 use crate::quarantine::{QuarantineEntry, QuarantineKind};
 use crate::spool::{SpoolEntry, SpoolError, SpoolPos, SpoolReader};
@@ -22,22 +22,47 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// One record of a batch.
-#[derive(Debug, Clone)]
-pub struct Item {
-    pub record: AuditRecord,
-    pub log: LogRecord,
-}
-
 /// Records to send together, and the spool position that acknowledges them all.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub items: Vec<Item>,
-    pub bytes: usize,
+    /// The records, each as the `ScopeLogs.log_records` field holding its encoded LogRecord.
+    pub records: Vec<u8>,
+    /// Where each record's field is in `records`.
+    pub spans: Vec<Range<usize>>,
     /// Everything before this position is covered by the batch.
     pub end: Option<SpoolPos>,
     /// Spool entries that could not be read as records (quarantined with the batch).
     pub unreadable: Vec<QuarantineEntry>,
+}
+
+impl Batch {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `log_records` field of record `i`.
+    pub fn field(&self, i: usize) -> &[u8] {
+        &self.records[self.spans[i].clone()]
+    }
+
+    /// The encoded LogRecord of record `i` (its field without tag and length).
+    pub fn log_record(&self, i: usize) -> &[u8] {
+        let field = self.field(i);
+        let mut rest = &field[1..];
+        let _ = prost::encoding::decode_varint(&mut rest);
+        rest
+    }
+
+    fn push(&mut self, log: &[u8]) {
+        let start = self.records.len();
+        push_log_record(&mut self.records, log);
+        self.spans.push(start..self.records.len());
+    }
 }
 
 /// Reads batches off the spool.
@@ -49,8 +74,8 @@ pub struct Batcher {
 
 struct FillState {
     reader: SpoolReader,
-    /// A record read that did not fit in the previous batch.
-    carry: Option<(Item, usize, SpoolPos)>,
+    /// A record (encoded LogRecord) read that did not fit in the previous batch.
+    carry: Option<(Vec<u8>, SpoolPos)>,
     positions: Vec<FilePosition>,
 }
 
@@ -101,7 +126,7 @@ impl Batcher {
             if full.expect("checked") {
                 return batch;
             }
-            if batch.items.is_empty() {
+            if batch.is_empty() {
                 if batch.end.is_some() {
                     return batch; // only positions or unreadable entries: acknowledge them
                 }
@@ -120,35 +145,30 @@ impl Batcher {
 
 /// Reads what is committed into the batch; `Ok(true)` when the batch is full.
 fn fill(state: &mut FillState, batch: &mut Batch, limits: BatchLimits) -> Result<bool, SpoolError> {
-    if let Some((item, size, end)) = state.carry.take() {
-        batch.items.push(item);
-        batch.bytes += size;
+    if let Some((log, end)) = state.carry.take() {
+        batch.push(&log);
         batch.end = Some(end);
     }
     loop {
-        if batch.items.len() >= limits.max_records {
+        if batch.len() >= limits.max_records {
             return Ok(true);
         }
         let Some(read) = state.reader.try_next()? else {
             return Ok(false);
         };
-        match read.entry {
+        let log = match read.entry {
             SpoolEntry::FilePosition(p) => {
                 state.positions.push(p);
                 batch.end = Some(read.end);
+                continue;
             }
-            SpoolEntry::Record(json) => match serde_json::from_slice::<AuditRecord>(&json) {
+            SpoolEntry::Log(log) => log,
+            // Left by an agent of spool format 1.
+            SpoolEntry::Json(json) => match serde_json::from_slice::<AuditRecord>(&json) {
                 Ok(record) => {
-                    let log = to_log_record(&record);
-                    let size = log.encoded_len() + 8;
-                    let item = Item { record, log };
-                    if !batch.items.is_empty() && batch.bytes + size > limits.max_bytes {
-                        state.carry = Some((item, size, read.end));
-                        return Ok(true);
-                    }
-                    batch.items.push(item);
-                    batch.bytes += size;
-                    batch.end = Some(read.end);
+                    let mut log = Vec::new();
+                    encoded::encode_record(&record, &mut log);
+                    log
                 }
                 Err(e) => {
                     batch.unreadable.push(QuarantineEntry {
@@ -161,8 +181,16 @@ fn fill(state: &mut FillState, batch: &mut Batch, limits: BatchLimits) -> Result
                         line: json,
                     });
                     batch.end = Some(read.end);
+                    continue;
                 }
             },
+        };
+        // The field's tag and length: at most 6 bytes.
+        if !batch.is_empty() && batch.records.len() + log.len() + 6 > limits.max_bytes {
+            state.carry = Some((log, read.end));
+            return Ok(true);
         }
+        batch.push(&log);
+        batch.end = Some(read.end);
     }
 }

@@ -5,21 +5,19 @@
 mod backoff;
 mod batch;
 mod client;
+pub mod request;
 mod response;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use tokio::sync::watch;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tonic::Code;
-
-use codestax_common::otlp::to_log_record;
 
 use crate::checkpoint::CheckpointStore;
 use crate::metrics::Metrics;
@@ -27,22 +25,33 @@ use crate::quarantine::{Quarantine, QuarantineEntry, QuarantineKind};
 use crate::spool::{Spool, SpoolPos};
 
 pub use backoff::{BACKOFF_CAP, Backoff};
-pub use batch::{Batch, BatchLimits, Batcher, Item};
-pub use client::{Upstream, UpstreamError};
+pub use batch::{Batch, BatchLimits, Batcher};
+pub use client::{Compression, FRAME_HEADER, Upstream, UpstreamError};
 pub use response::{NOTHING_ACCEPTED, Rejections, parse as parse_rejections};
 
-/// Sends what the spool holds to the collector, in order, one request at a time.
+/// Requests on their way at once unless set otherwise ([`Forwarder::with_max_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
+/// Sends what the spool holds to the collector: batches in spool order, several requests on
+/// their way at once, the spool acknowledged in order up to the oldest batch not yet settled.
 pub struct Forwarder {
-    upstream: Upstream,
     batcher: Batcher,
     limits: BatchLimits,
-    backoff: Backoff,
+    max_in_flight: usize,
     spool: Spool,
     checkpoints: CheckpointStore,
+    delivery: Delivery,
+}
+
+/// What delivering one batch needs; each batch in flight has its own copy.
+#[derive(Clone)]
+struct Delivery {
+    upstream: Upstream,
+    backoff: Backoff,
     quarantine: Quarantine,
     metrics: Arc<Metrics>,
     /// A wait the collector asked for (gRPC `RetryInfo`), used once instead of a shorter one.
-    retry_hint: Option<std::time::Duration>,
+    retry_hint: Option<Duration>,
 }
 
 /// How a delivery attempt went for one group of records.
@@ -54,6 +63,8 @@ enum Outcome {
     Resend(Vec<Vec<usize>>),
     /// Try the same again later.
     Retry,
+    /// Told to stop before the rejections were quarantined: the batch stays in the spool.
+    Stopped,
 }
 
 impl Forwarder {
@@ -69,48 +80,125 @@ impl Forwarder {
     ) -> Forwarder {
         let batcher = Batcher::new(spool.reader(), checkpoints.clone(), metrics.clone());
         Forwarder {
-            upstream,
             batcher,
             limits,
-            backoff,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             spool,
             checkpoints,
-            quarantine,
-            metrics,
-            retry_hint: None,
+            delivery: Delivery {
+                upstream,
+                backoff,
+                quarantine,
+                metrics,
+                retry_hint: None,
+            },
         }
     }
 
-    /// Forwards until `stop` turns true. A request in flight is finished; a batch waiting for
-    /// a retry is left in the spool (it is sent again after a restart, with the same ids).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// At most `n` (at least 1) requests on their way at once (`batch.max_in_flight`).
+    pub fn with_max_in_flight(mut self, n: usize) -> Forwarder {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Forwards until `stop` turns true. Requests in flight are finished (and acknowledged in
+    /// order); a batch waiting for a retry is left in the spool with everything after it (sent
+    /// again after a restart, with the same ids).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let Forwarder {
+            mut batcher,
+            limits,
+            max_in_flight,
+            spool,
+            checkpoints,
+            delivery,
+        } = self;
+        // Batches are read ahead in a task of their own: a batch being filled is never given
+        // up half-way (its records would be skipped by the acknowledgement of later ones).
+        let (tx, mut batches) = mpsc::channel::<Batch>(1);
+        let mut reader_stop = stop.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    batch = batcher.next(limits) => batch,
+                    _ = stopped(&mut reader_stop) => return,
+                };
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Acknowledgements are persisted by a task of their own, so that sending goes on
+        // meanwhile; positions that arrive while one is being written are written together.
+        let (acks, acked) = watch::channel(None);
+        let acker = tokio::spawn(persist_acks(
+            spool,
+            checkpoints,
+            delivery.metrics.clone(),
+            acked,
+        ));
+        let task_stop = stop.clone();
+        let mut in_flight: VecDeque<(JoinHandle<bool>, Option<SpoolPos>)> = VecDeque::new();
+        let mut stalled = false;
         loop {
-            if *stop.borrow() {
-                return;
-            }
-            let batch = tokio::select! {
-                batch = self.batcher.next(self.limits) => batch,
-                _ = stop.changed() => return,
-            };
-            if !self.deliver(batch, &mut stop).await {
-                return;
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break,
+                settled = async { (&mut in_flight.front_mut().expect("checked").0).await },
+                    if !in_flight.is_empty() =>
+                {
+                    let (_, end) = in_flight.pop_front().expect("checked");
+                    if !settled.expect("delivery does not panic") {
+                        stalled = true;
+                        break;
+                    }
+                    if end.is_some() {
+                        acks.send_replace(end);
+                    }
+                }
+                batch = batches.recv(), if in_flight.len() < max_in_flight => {
+                    let Some(batch) = batch else { break };
+                    let end = batch.end;
+                    let task = tokio::spawn(delivery.clone().deliver(batch, task_stop.clone()));
+                    in_flight.push_back((task, end));
+                }
             }
         }
+        // Stopping: requests in flight finish; those waiting for a retry give up at once.
+        let mut end = None;
+        for (task, next) in in_flight {
+            let settled = task.await.expect("delivery does not panic");
+            stalled |= !settled;
+            if !stalled {
+                end = next.or(end);
+            }
+        }
+        if end.is_some() {
+            acks.send_replace(end);
+        }
+        drop(acks);
+        acker.await.expect("acknowledgement does not panic");
+        reader.abort();
+        let _ = reader.await;
     }
+}
 
+impl Delivery {
     /// Delivers one batch until every record is accepted or quarantined; false if stopped.
-    async fn deliver(&mut self, mut batch: Batch, stop: &mut watch::Receiver<bool>) -> bool {
-        if !batch.unreadable.is_empty() {
-            self.write_quarantine(&batch.unreadable, stop).await;
+    async fn deliver(mut self, batch: Batch, mut stop: watch::Receiver<bool>) -> bool {
+        let stop = &mut stop;
+        if !batch.unreadable.is_empty() && !self.write_quarantine(&batch.unreadable, stop).await {
+            return false;
         }
         let mut groups: VecDeque<Vec<usize>> = VecDeque::new();
-        if !batch.items.is_empty() {
-            groups.push_back((0..batch.items.len()).collect());
+        if !batch.is_empty() {
+            groups.push_back((0..batch.len()).collect());
         }
         while let Some(group) = groups.pop_front() {
             loop {
-                match self.attempt(&mut batch, &group, stop).await {
+                match self.attempt(&batch, &group, stop).await {
                     Outcome::Settled => break,
+                    Outcome::Stopped => return false,
                     Outcome::Resend(parts) => {
                         for part in parts.into_iter().rev() {
                             groups.push_front(part);
@@ -126,42 +214,34 @@ impl Forwarder {
                         self.metrics.retries.inc();
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = stop.changed() => return false,
+                            _ = stopped(stop) => return false,
                         }
                     }
                 }
             }
-        }
-        if let Some(end) = batch.end {
-            self.acknowledge(end).await;
         }
         true
     }
 
     async fn attempt(
         &mut self,
-        batch: &mut Batch,
+        batch: &Batch,
         group: &[usize],
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
-        // The LogRecords move into the request, uncopied; should the group have to go again,
-        // they are built anew from the records.
-        let request = request_of(batch, group);
+        let message = if group.len() == batch.len() {
+            request::encode_request(FRAME_HEADER, std::iter::once(&batch.records[..]))
+        } else {
+            request::encode_request(FRAME_HEADER, group.iter().map(|&i| batch.field(i)))
+        };
         self.metrics.records_forwarded.inc_by(group.len() as u64);
-        let outcome = match self.upstream.export(request).await {
+        match self.upstream.export(message).await {
             Ok(response) => {
                 self.backoff.reset();
                 self.on_accepted(batch, group, response, stop).await
             }
             Err(status) => self.on_status(batch, group, status, stop).await,
-        };
-        if !matches!(outcome, Outcome::Settled) {
-            for &i in group {
-                let item = &mut batch.items[i];
-                item.log = to_log_record(&item.record);
-            }
         }
-        outcome
     }
 
     async fn on_accepted(
@@ -183,7 +263,9 @@ impl Forwarder {
         self.metrics
             .records_acknowledged
             .inc_by((group.len() as u64).saturating_sub(rejected));
-        self.reject(batch, group, &found, stop).await;
+        if !self.reject(batch, group, &found, stop).await {
+            return Outcome::Stopped;
+        }
         if found.unnamed == 0 {
             return Outcome::Settled;
         }
@@ -196,8 +278,7 @@ impl Forwarder {
                 group.len(),
                 first_line(&message)
             );
-            self.quarantine_all(batch, &rest, &reason, stop).await;
-            return Outcome::Settled;
+            return self.quarantine_all(batch, &rest, &reason, stop).await;
         }
         // Accepted ones are sent again too: the collector drops them as duplicates by id, and
         // the unnamed rejections come back named.
@@ -215,13 +296,13 @@ impl Forwarder {
         match status.code() {
             Code::InvalidArgument if message.starts_with(NOTHING_ACCEPTED) => {
                 let found = response::parse(&message, group.len() as u64, group.len());
-                self.reject(batch, group, &found, stop).await;
-                if found.unnamed == 0 {
+                if !self.reject(batch, group, &found, stop).await {
+                    Outcome::Stopped
+                } else if found.unnamed == 0 {
                     Outcome::Settled
                 } else if found.named.is_empty() {
                     if group.len() == 1 {
-                        self.quarantine_all(batch, group, &message, stop).await;
-                        Outcome::Settled
+                        self.quarantine_all(batch, group, &message, stop).await
                     } else {
                         Outcome::Resend(halves(group))
                     }
@@ -232,8 +313,7 @@ impl Forwarder {
             Code::InvalidArgument => {
                 // Not about single records (e.g. the request as a whole): narrow it down.
                 if group.len() == 1 {
-                    self.quarantine_all(batch, group, &message, stop).await;
-                    Outcome::Settled
+                    self.quarantine_all(batch, group, &message, stop).await
                 } else {
                     tracing::warn!(records = group.len(), error = %message, "request refused as invalid; splitting it");
                     Outcome::Resend(halves(group))
@@ -261,45 +341,52 @@ impl Forwarder {
         }
     }
 
-    /// Quarantines the named rejections with the collector's reasons.
+    /// Quarantines the named rejections with the collector's reasons; false if stopped first.
     async fn reject(
         &mut self,
         batch: &Batch,
         group: &[usize],
         found: &Rejections,
         stop: &mut watch::Receiver<bool>,
-    ) {
+    ) -> bool {
         let entries: Vec<QuarantineEntry> = found
             .named
             .iter()
             .map(|(&i, reason)| rejected_entry(batch, group[i], reason))
             .collect();
+        if !self.write_quarantine(&entries, stop).await {
+            return false;
+        }
         self.metrics.records_rejected.inc_by(entries.len() as u64);
-        self.write_quarantine(&entries, stop).await;
+        true
     }
 
+    /// Quarantines these records with one reason.
     async fn quarantine_all(
         &mut self,
         batch: &Batch,
         indices: &[usize],
         reason: &str,
         stop: &mut watch::Receiver<bool>,
-    ) {
+    ) -> Outcome {
         let entries: Vec<QuarantineEntry> = indices
             .iter()
             .map(|&i| rejected_entry(batch, i, reason))
             .collect();
+        if !self.write_quarantine(&entries, stop).await {
+            return Outcome::Stopped;
+        }
         self.metrics.records_rejected.inc_by(entries.len() as u64);
-        self.write_quarantine(&entries, stop).await;
+        Outcome::Settled
     }
 
     /// Writes quarantine entries, retrying until they are durable (they must be before the
-    /// spool is acknowledged past them).
+    /// spool is acknowledged past them); false if stopped first.
     async fn write_quarantine(
         &mut self,
         entries: &[QuarantineEntry],
         stop: &mut watch::Receiver<bool>,
-    ) {
+    ) -> bool {
         let mut backoff = self.backoff.clone();
         backoff.reset();
         loop {
@@ -309,45 +396,78 @@ impl Forwarder {
                 .await
                 .expect("quarantine write does not panic");
             match result {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot write the quarantine; retrying");
                     self.metrics.set_last_error(e.to_string());
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_wait()) => {}
-                        _ = stop.changed() => return,
+                        _ = stopped(stop) => return false,
                     }
                 }
             }
         }
     }
+}
 
-    /// Acknowledges the spool up to `end`; then persists the checkpoints and deletes the
-    /// segments that are entirely acknowledged.
-    async fn acknowledge(&mut self, end: SpoolPos) {
-        let spool = self.spool.clone();
-        let checkpoints = self.checkpoints.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            spool.ack(end).map_err(|e| e.to_string())?;
-            if spool.has_deletable() {
-                checkpoints.persist().map_err(|e| e.to_string())?;
-                spool.delete_acked().map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("acknowledgement does not panic");
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot acknowledge the spool");
-            self.metrics.set_last_error(e);
+/// Persists each acknowledged position sent (the newest when several arrived meanwhile) until
+/// the sender is dropped.
+async fn persist_acks(
+    spool: Spool,
+    checkpoints: CheckpointStore,
+    metrics: Arc<Metrics>,
+    mut positions: watch::Receiver<Option<SpoolPos>>,
+) {
+    loop {
+        let open = positions.changed().await.is_ok();
+        let end = *positions.borrow_and_update();
+        if let Some(end) = end {
+            acknowledge(&spool, &checkpoints, &metrics, end).await;
         }
-        self.metrics.spool_bytes.set(self.spool.stats().used_bytes);
+        if !open {
+            return;
+        }
     }
 }
 
+/// Acknowledges the spool up to `end`; then persists the checkpoints and deletes the segments
+/// that are entirely acknowledged.
+async fn acknowledge(
+    spool: &Spool,
+    checkpoints: &CheckpointStore,
+    metrics: &Metrics,
+    end: SpoolPos,
+) {
+    let spool2 = spool.clone();
+    let checkpoints = checkpoints.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        spool2.ack(end).map_err(|e| e.to_string())?;
+        if spool2.has_deletable() {
+            checkpoints.persist().map_err(|e| e.to_string())?;
+            spool2.delete_acked().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("acknowledgement does not panic");
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot acknowledge the spool");
+        metrics.set_last_error(e);
+    }
+    metrics.spool_bytes.set(spool.stats().used_bytes);
+}
+
+/// The quarantine entry of a record the collector rejected: the record as JSON (read back from
+/// its LogRecord), or the LogRecord as JSON should that fail.
 fn rejected_entry(batch: &Batch, index: usize, reason: &str) -> QuarantineEntry {
-    let item = &batch.items[index];
-    let json = serde_json::to_vec(&item.record).expect("a record serialises");
+    let log = batch.log_record(index);
+    let json = match crate::encoded::decode_record(log) {
+        Ok(record) => serde_json::to_vec(&record).expect("a record serialises"),
+        Err(_) => LogRecord::decode(log)
+            .ok()
+            .and_then(|l| serde_json::to_vec(&l).ok())
+            .unwrap_or_else(|| log.to_vec()),
+    };
     QuarantineEntry {
         kind: QuarantineKind::Rejected,
         source: "collector",
@@ -377,37 +497,7 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or("")
 }
 
-/// One request: all records in one ResourceLogs / ScopeLogs, in the attributes style. The
-/// group's LogRecords are taken out of the batch.
-fn request_of(batch: &mut Batch, group: &[usize]) -> ExportLogsServiceRequest {
-    let text = |s: &str| {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s.to_string())),
-        })
-    };
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: text("codestax-agent"),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "codestax-agent".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                log_records: group
-                    .iter()
-                    .map(|&i| std::mem::take(&mut batch.items[i].log))
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+/// Resolves once `stop` is true.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

@@ -129,8 +129,7 @@ fn convert(request: &ExportLogsServiceRequest) -> (Vec<SpoolEntry>, ExportOutcom
                         if record.id.is_none() {
                             record.id = Some(content_id(&record.canonical_json()));
                         }
-                        let json = serde_json::to_vec(&record).expect("a record serialises");
-                        entries.push(SpoolEntry::Record(json));
+                        entries.push(SpoolEntry::record(&record));
                         outcome.accepted += 1;
                     }
                     Err(errors) => outcome.rejected.push((position, errors.to_string())),

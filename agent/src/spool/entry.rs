@@ -1,34 +1,63 @@
 //! What a spool entry holds, and its byte encoding (the payload inside a segment frame).
 
-use crate::checkpoint::{FileKey, FilePosition, Fingerprint, TailCheck};
+use codestax_common::AuditRecord;
 
-const KIND_RECORD: u8 = 1;
+use crate::checkpoint::{FileKey, FilePosition, Fingerprint, TailCheck};
+use crate::encoded;
+
+const KIND_JSON: u8 = 1;
 const KIND_FILE_POSITION: u8 = 2;
+const KIND_LOG: u8 = 3;
 const POSITION_LEN: usize = 1 + 8 + 8 + 4 + 8 + 8 + 4 + 8 + 8;
 
 /// One entry of the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpoolEntry {
-    /// An audit record, as JSON, with its `id` set.
-    Record(Vec<u8>),
+    /// An audit record with its `id` set, as the protobuf encoding of its OTLP LogRecord
+    /// (attributes style, [`codestax_common::otlp::to_log_record`]): the forwarder puts these
+    /// bytes into requests as they are, without parsing them again.
+    Log(Vec<u8>),
+    /// An audit record with its `id` set, as JSON: what spool format 1 held. Still read (a
+    /// spool left by an older agent), never written.
+    Json(Vec<u8>),
     /// How far a file has been read: written after that file's records in the same append, so
     /// the file checkpoint becomes durable in the same fsync as the records.
     FilePosition(FilePosition),
 }
 
 impl SpoolEntry {
+    /// The entry of a record (whose `id` is set).
+    pub fn record(record: &AuditRecord) -> SpoolEntry {
+        let mut bytes = Vec::with_capacity(1024);
+        encoded::encode_record(record, &mut bytes);
+        SpoolEntry::Log(bytes)
+    }
+
+    /// The record an entry holds (`None` for a file position), or why it does not read back.
+    pub fn to_record(&self) -> Option<Result<AuditRecord, String>> {
+        match self {
+            SpoolEntry::Log(bytes) => Some(encoded::decode_record(bytes)),
+            SpoolEntry::Json(json) => Some(serde_json::from_slice(json).map_err(|e| e.to_string())),
+            SpoolEntry::FilePosition(_) => None,
+        }
+    }
+
     /// Size of the encoded payload, in bytes.
     pub fn encoded_len(&self) -> usize {
         match self {
-            SpoolEntry::Record(json) => 1 + json.len(),
+            SpoolEntry::Log(bytes) | SpoolEntry::Json(bytes) => 1 + bytes.len(),
             SpoolEntry::FilePosition(_) => POSITION_LEN,
         }
     }
 
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
-            SpoolEntry::Record(json) => {
-                out.push(KIND_RECORD);
+            SpoolEntry::Log(bytes) => {
+                out.push(KIND_LOG);
+                out.extend_from_slice(bytes);
+            }
+            SpoolEntry::Json(json) => {
+                out.push(KIND_JSON);
                 out.extend_from_slice(json);
             }
             SpoolEntry::FilePosition(p) => {
@@ -49,7 +78,8 @@ impl SpoolEntry {
     pub(crate) fn decode(payload: &[u8]) -> Option<SpoolEntry> {
         let (&kind, rest) = payload.split_first()?;
         match kind {
-            KIND_RECORD => Some(SpoolEntry::Record(rest.to_vec())),
+            KIND_LOG => Some(SpoolEntry::Log(rest.to_vec())),
+            KIND_JSON => Some(SpoolEntry::Json(rest.to_vec())),
             KIND_FILE_POSITION if payload.len() == POSITION_LEN => {
                 let mut r = Fields(rest);
                 Some(SpoolEntry::FilePosition(FilePosition {
@@ -96,7 +126,8 @@ mod tests {
     #[test]
     fn encode_decode() {
         let entries = [
-            SpoolEntry::Record(br#"{"id":"a"}"#.to_vec()),
+            SpoolEntry::Json(br#"{"id":"a"}"#.to_vec()),
+            SpoolEntry::Log(vec![0x0a, 0x01, 0x02]),
             SpoolEntry::FilePosition(FilePosition {
                 key: FileKey { dev: 1, ino: 2 },
                 fingerprint: Fingerprint { len: 3, hash: 4 },

@@ -148,11 +148,13 @@ impl Spool {
         let mut segments = BTreeMap::new();
         let seqs = segment::list(dir).map_err(dir_err)?;
         let last = seqs.last().copied();
+        let mut last_version = None;
         for seq in seqs {
             let path = segment::segment_path(dir, seq);
             match recover_segment(dir, seq, acked, &mut recovery)? {
-                Some(len) => {
+                Some((len, version)) => {
                     segments.insert(seq, len);
+                    last_version = Some(version);
                 }
                 None => {
                     let mut aside = path.clone().into_os_string();
@@ -168,9 +170,12 @@ impl Spool {
             tracing::warn!("{line}");
         }
 
-        // Append to the last segment, or start one after everything known.
+        // Append to the last segment, or start one after everything known (also when the last
+        // is of an older format: a segment holds only what its header's version allows).
         let (active_seq, active_file) = match segments.last_key_value() {
-            Some((&seq, _)) if Some(seq) == last => {
+            Some((&seq, _))
+                if Some(seq) == last && last_version == Some(segment::FORMAT_VERSION) =>
+            {
                 let path = segment::segment_path(dir, seq);
                 let file = fs::OpenOptions::new()
                     .append(true)
@@ -388,14 +393,14 @@ impl Spool {
     }
 }
 
-/// Checks one segment, cutting off a damaged tail. Returns its valid length, or `None` when its
-/// header is unusable (the caller moves it aside).
+/// Checks one segment, cutting off a damaged tail. Returns its valid length and format version,
+/// or `None` when its header is unusable (the caller moves it aside).
 fn recover_segment(
     dir: &Path,
     seq: u64,
     acked: Option<SpoolPos>,
     recovery: &mut Recovery,
-) -> Result<Option<u64>, SpoolError> {
+) -> Result<Option<(u64, u32)>, SpoolError> {
     let path = segment::segment_path(dir, seq);
     let seg_err = |source| SpoolError::Segment {
         path: path.clone(),
@@ -403,13 +408,16 @@ fn recover_segment(
     };
     let file_len = fs::metadata(&path).map_err(seg_err)?.len();
     let mut reader = segment::FrameReader::open(&path, 0).map_err(seg_err)?;
-    if let Err(problem) = reader.read_header().map_err(seg_err)? {
-        recovery.damaged.push(format!(
-            "spool segment {} moved aside: {problem}",
-            path.display()
-        ));
-        return Ok(None);
-    }
+    let version = match reader.read_header().map_err(seg_err)? {
+        Ok(version) => version,
+        Err(problem) => {
+            recovery.damaged.push(format!(
+                "spool segment {} moved aside: {problem}",
+                path.display()
+            ));
+            return Ok(None);
+        }
+    };
     let mut problem = None;
     loop {
         let at = reader.offset();
@@ -417,7 +425,7 @@ fn recover_segment(
             None => break,
             Some(Ok(entry)) => match entry {
                 SpoolEntry::FilePosition(p) => recovery.file_positions.push(p),
-                SpoolEntry::Record(_) => {
+                SpoolEntry::Log(_) | SpoolEntry::Json(_) => {
                     if acked.is_none_or(|a| {
                         SpoolPos {
                             segment: seq,
@@ -453,7 +461,7 @@ fn recover_segment(
         file.set_len(valid).map_err(seg_err)?;
         file.sync_all().map_err(seg_err)?;
     }
-    Ok(Some(valid))
+    Ok(Some((valid, version)))
 }
 
 /// Copies the bytes about to be cut off, for forensics (at most 1 MiB).

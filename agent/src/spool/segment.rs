@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use super::entry::SpoolEntry;
 
 pub(crate) const MAGIC: &[u8; 8] = b"CSXSPOOL";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format written. Version 1 held records as JSON only; version 2 adds records as encoded
+/// LogRecords (and reads version 1).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format read.
+pub(crate) const OLDEST_VERSION: u32 = 1;
 /// Bytes before the first frame of a segment.
 pub const HEADER_LEN: u64 = 16;
 /// Bytes of a frame before its payload.
@@ -128,8 +132,9 @@ impl FrameReader {
         self.offset
     }
 
-    /// Checks the segment header; the reader must be at offset 0.
-    pub(crate) fn read_header(&mut self) -> io::Result<Result<(), String>> {
+    /// Checks the segment header and returns its format version; the reader must be at
+    /// offset 0.
+    pub(crate) fn read_header(&mut self) -> io::Result<Result<u32, String>> {
         let mut h = [0u8; HEADER_LEN as usize];
         let n = read_full(&mut self.file, &mut h)?;
         self.offset += n as u64;
@@ -140,12 +145,12 @@ impl FrameReader {
             return Ok(Err("not a spool segment (bad magic)".into()));
         }
         let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Ok(Err(format!(
-                "segment format version {version}; this agent reads {FORMAT_VERSION}"
+                "segment format version {version}; this agent reads {OLDEST_VERSION} to {FORMAT_VERSION}"
             )));
         }
-        Ok(Ok(()))
+        Ok(Ok(version))
     }
 
     /// Reads the next frame: `Ok(None)` at a clean end of file. After a problem the reader's
@@ -202,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_anywhere_in_a_frame_is_detected() {
-        let entry = SpoolEntry::Record(br#"{"id":"x","n":12345}"#.to_vec());
+        let entry = SpoolEntry::Json(br#"{"id":"x","n":12345}"#.to_vec());
         let mut frame = Vec::new();
         encode_frame(&entry, &mut frame);
         assert_eq!(frame.len() as u64, framed_len(&entry));

@@ -8,7 +8,7 @@ const SMALL: SpoolOptions = SpoolOptions {
 };
 
 fn record(i: usize) -> SpoolEntry {
-    SpoolEntry::Record(format!(r#"{{"id":"r{i}","pad":"{}"}}"#, "x".repeat(i % 97)).into_bytes())
+    SpoolEntry::Log(format!(r#"{{"id":"r{i}","pad":"{}"}}"#, "x".repeat(i % 97)).into_bytes())
 }
 
 fn position(offset: u64) -> SpoolEntry {
@@ -33,7 +33,7 @@ fn read_all(spool: &Spool) -> Vec<ReadEntry> {
 fn records(entries: &[ReadEntry]) -> Vec<SpoolEntry> {
     entries
         .iter()
-        .filter(|e| matches!(e.entry, SpoolEntry::Record(_)))
+        .filter(|e| matches!(e.entry, SpoolEntry::Log(_) | SpoolEntry::Json(_)))
         .map(|e| e.entry.clone())
         .collect()
 }
@@ -188,7 +188,7 @@ fn full_spool_pushes_back_until_acknowledged() {
     assert!(spool.has_room_for(200), "{:?}", spool.stats());
     spool.append_blocking(vec![record(0)]).unwrap();
     // Too large for any spool of this size: refused for good.
-    let huge = SpoolEntry::Record(vec![b'x'; 70 * 1024]);
+    let huge = SpoolEntry::Log(vec![b'x'; 70 * 1024]);
     assert!(matches!(
         spool.append_blocking(vec![huge]),
         Err(SpoolError::TooLarge { .. })
@@ -262,4 +262,31 @@ async fn concurrent_appends_share_fsyncs_and_all_land() {
     spool.append(vec![record(1)]).await.unwrap();
     assert!(reader.wait(std::time::Duration::from_secs(5)).await);
     assert!(reader.try_next().unwrap().is_some());
+}
+
+#[test]
+fn a_spool_of_format_1_is_read_and_not_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // A segment as an agent of format 1 left it: JSON records and a file position.
+    let mut bytes = segment::header().to_vec();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let json = SpoolEntry::Json(br#"{"id":"old"}"#.to_vec());
+    segment::encode_frame(&json, &mut bytes);
+    segment::encode_frame(&position(7), &mut bytes);
+    fs::write(segment::segment_path(dir.path(), 1), &bytes).unwrap();
+
+    let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+    assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+    assert_eq!(recovery.pending_records, 1);
+    assert_eq!(recovery.file_positions.len(), 1);
+    spool.append_blocking(vec![record(1)]).unwrap();
+    assert_eq!(records(&read_all(&spool)), vec![json, record(1)]);
+    // The new entry went into a new segment of the current format.
+    assert_eq!(segment::list(dir.path()).unwrap(), vec![1, 2]);
+    assert_eq!(
+        fs::read(segment::segment_path(dir.path(), 1)).unwrap(),
+        bytes
+    );
+    let header = fs::read(segment::segment_path(dir.path(), 2)).unwrap();
+    assert_eq!(header[8..12], segment::FORMAT_VERSION.to_le_bytes());
 }

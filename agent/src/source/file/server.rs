@@ -276,14 +276,15 @@ impl FileTailer {
             self.back_off(&polled, Duration::from_secs(1));
             return false;
         }
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(polled.iter().map(|(_, c)| c.entries.len() + 1).sum());
         let mut records = 0;
-        for (key, chunk) in &polled {
+        for (key, chunk) in &mut polled {
             if let Some(file) = self.files.get_mut(key) {
                 file.quarantined(chunk);
             }
             records += chunk.entries.len() as u64;
-            entries.extend(chunk.entries.iter().cloned());
+            // Moved, not copied: should the append fail, the files are read again.
+            entries.append(&mut chunk.entries);
             if let Some(p) = chunk.position {
                 entries.push(SpoolEntry::FilePosition(p));
             }

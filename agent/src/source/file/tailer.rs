@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use codestax_common::{Rules, parse_json_line};
+use codestax_common::Rules;
 
 use super::FileSettings;
 use super::fingerprint::{self, TAIL_CHECK_BYTES, read_at};
@@ -379,15 +379,14 @@ impl TailedFile {
             } else if line.iter().all(u8::is_ascii_whitespace) {
                 // Blank lines carry nothing.
             } else {
-                match parse_json_line(line, self.settings.org_id.as_deref(), rules) {
+                match crate::parse::parse_line(line, self.settings.org_id.as_deref(), rules) {
                     Ok(mut record) => {
                         if record.id.is_none() {
                             let end = start as usize + nl + 1;
                             let prefix = &self.prefix[..self.prefix.len().min(end)];
                             record.id = Some(fingerprint::derived_id(prefix, start, line));
                         }
-                        let json = serde_json::to_vec(&record).expect("a record serialises");
-                        chunk.entries.push(SpoolEntry::Record(json));
+                        chunk.entries.push(SpoolEntry::record(&record));
                     }
                     Err(errors) => {
                         if start >= self.quarantined_through {

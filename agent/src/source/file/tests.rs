@@ -5,7 +5,7 @@ use super::*;
 use crate::checkpoint::{CheckpointStore, FileKey, FilePosition, Fingerprint, TailCheck};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::spool::{Spool, SpoolEntry, SpoolOptions};
+use crate::spool::{Spool, SpoolOptions};
 use codestax_common::AuditRecord;
 use codestax_config::FileSourceConfig;
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,8 +118,8 @@ impl Harness {
         let mut reader = self.spool.as_ref().unwrap().reader();
         let mut out = Vec::new();
         while let Some(e) = reader.try_next().unwrap() {
-            if let SpoolEntry::Record(json) = e.entry {
-                out.push(serde_json::from_slice(&json).unwrap());
+            if let Some(record) = e.entry.to_record() {
+                out.push(record.unwrap());
             }
         }
         out
@@ -499,9 +499,8 @@ fn a_full_spool_pauses_reading_and_loses_nothing() {
         for _ in 0..20 {
             match reader.try_next().unwrap() {
                 Some(e) => {
-                    if let SpoolEntry::Record(json) = &e.entry {
-                        let r: AuditRecord = serde_json::from_slice(json).unwrap();
-                        seen.push(r.message.unwrap());
+                    if let Some(r) = e.entry.to_record() {
+                        seen.push(r.unwrap().message.unwrap());
                     }
                     last = Some(e.end);
                 }
@@ -774,9 +773,8 @@ fn file_server_follows_events_and_idles_cheaply() {
         while seen.len() < n && std::time::Instant::now() < deadline {
             match reader.try_next().unwrap() {
                 Some(e) => {
-                    if let SpoolEntry::Record(json) = e.entry {
-                        let r: AuditRecord = serde_json::from_slice(&json).unwrap();
-                        seen.push(r.message.unwrap());
+                    if let Some(r) = e.entry.to_record() {
+                        seen.push(r.unwrap().message.unwrap());
                     }
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
