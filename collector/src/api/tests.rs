@@ -398,3 +398,97 @@ async fn reads_hide_expired_records_before_any_janitor_runs() {
     assert_eq!(t.put(PATH, &ent, r#"{"days": 5}"#).await.0, 200);
     assert_eq!(ids(&t.get(eq, &ent).await.1), ["e-2d"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_pages_embed_the_stored_records() {
+    // Entries are the stored canonical JSON, embedded as is: the same values GET by id returns
+    // (which parses and serialises the record); every page of a walk has the first page's
+    // total; a cursor altered or taken to another org is a 400 naming `cursor`.
+    let mut t = TestApp::new(config());
+    let now = Utc::now();
+    let records: Vec<AuditRecord> = (0..40)
+        .map(|i| {
+            let mut r = record(
+                "team",
+                &format!("r-{i:02}"),
+                now - Duration::minutes(i * 37),
+            );
+            if i % 3 == 0 {
+                r.repository = Some("acme/api".into());
+                r.message = Some(format!("line \"{i}\"\n\u{1f}é"));
+                r.metadata.ip = Some("10.0.0.7".into());
+                r.metadata
+                    .extra
+                    .insert("n".into(), json!({"z": [1, 2.5, null], "a": true}));
+            }
+            if i % 5 == 0 {
+                r.time = now - Duration::minutes(200);
+            }
+            r
+        })
+        .collect();
+    t.ingest(records).await;
+    let team = t.key("team", Role::OrgAdmin);
+    let base = "/api/v1/orgs/team/audit-log?action=scan.triggered&limit=7";
+    let (status, first) = t.get(base, &team).await;
+    assert_eq!(status, 200, "{first}");
+    let total = first["total"].as_u64().unwrap();
+    assert_eq!(total, 40);
+    let mut page = first;
+    let mut seen = Vec::new();
+    loop {
+        let keys: Vec<&str> = page
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            keys == ["entries", "next_cursor", "total"] || keys == ["entries", "total"],
+            "{keys:?}"
+        );
+        assert_eq!(
+            page["total"].as_u64(),
+            Some(total),
+            "the same total on every page"
+        );
+        for entry in page["entries"].as_array().unwrap() {
+            let id = entry["id"].as_str().unwrap().to_string();
+            let (status, one) = t
+                .get(&format!("/api/v1/orgs/team/audit-log/{id}"), &team)
+                .await;
+            assert_eq!(status, 200);
+            assert_eq!(entry, &one, "{id}");
+            seen.push(id);
+        }
+        let Some(cursor) = page["next_cursor"].as_str().map(str::to_string) else {
+            break;
+        };
+        if seen.len() == 14 {
+            let mut bad = cursor.clone().into_bytes();
+            bad[10] = if bad[10] == b'A' { b'B' } else { b'A' };
+            let bad = String::from_utf8(bad).unwrap();
+            for path in [
+                format!("{base}&cursor={bad}"),
+                format!("/api/v1/orgs/ent/audit-log?action=scan.triggered&limit=7&cursor={cursor}"),
+            ] {
+                let key = if path.contains("/ent/") {
+                    t.key("ent", Role::OrgAdmin)
+                } else {
+                    team.clone()
+                };
+                let (status, body) = t.get(&path, &key).await;
+                assert_eq!(status, 400, "{body}");
+                assert!(body.to_string().contains("cursor"), "{body}");
+            }
+        }
+        let (status, next) = t.get(&format!("{base}&cursor={cursor}"), &team).await;
+        assert_eq!(status, 200, "{next}");
+        page = next;
+    }
+    assert_eq!(seen.len(), 40);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 40, "no repeats");
+}

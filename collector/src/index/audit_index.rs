@@ -3,7 +3,7 @@
 
 use super::collect::{
     DocFilter, FacetCache, FacetCollector, FacetFruit, FilteredCount, HOUR_MICROS,
-    OrgSpanCollector, PageCollector, PageFruit,
+    OrgSpanCollector, PageCollector, PageFruit, TimeChunks,
 };
 use super::cursor::{CarriedCount, Cursor};
 use super::error::IndexError;
@@ -144,6 +144,8 @@ pub(crate) struct Inner {
     pub marks: RwLock<Marks>,
     /// Facet counts of whole segments (see [`FacetCache`]).
     pub facet_cache: Arc<FacetCache>,
+    /// Time ranges of runs of documents per segment, for later pages of walks.
+    pub time_chunks: Arc<TimeChunks>,
 }
 
 /// How far the index is, as last committed.
@@ -266,6 +268,7 @@ impl AuditIndex {
                 snapshot_through: state.indexed_through,
             }),
             facet_cache: Arc::new(FacetCache::new(FACET_CACHE_BYTES)),
+            time_chunks: Arc::default(),
         });
         let mut replay_through = state.indexed_through.max(state.pending_through);
         if found.is_none() && !inner.partitions_newest_first(None, None).is_empty() {
@@ -405,14 +408,15 @@ impl AuditIndex {
                 continue;
             };
             if may_hold_page {
-                let collector = PageCollector {
+                let collector = PageCollector::new(
                     filter,
-                    after: after.clone(),
-                    want: want - got,
+                    after.clone(),
+                    want - got,
                     count,
-                };
-                let fruit = searcher
-                    .search(plan.query.as_ref(), &collector)
+                    Some(self.inner.time_chunks.clone()),
+                );
+                let fruit = collector
+                    .search(&searcher, plan.query.as_ref())
                     .map_err(|e| IndexError::tantivy(&p.dir, "search", e))?;
                 total += fruit.count;
                 got += fruit.hits.len();

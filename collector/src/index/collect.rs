@@ -5,10 +5,11 @@
 use super::schema::col;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Cardinality, Column, ColumnValues, StrColumn, TermOrdHit};
 use tantivy::query::Weight;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
+use tantivy::{DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
 /// Microseconds in an hour.
 pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
@@ -228,6 +229,174 @@ pub(crate) struct PageCollector {
     /// Count every match. Without it, segments that cannot hold an entry of the page (all newer
     /// than `after`, or outside the filter's range) are not visited at all, and `count` is 0.
     pub count: bool,
+    /// Without `count`: the time ranges of runs of documents, to visit only the runs that can
+    /// hold the page (see [`TimeChunks`]).
+    pub chunks: Option<Arc<TimeChunks>>,
+    /// Without `count`: entries older than this cannot be on the page, because one segment
+    /// already holds `want` entries at least this new. Raised as segments are collected.
+    pub older_than_page: AtomicI64,
+}
+
+impl PageCollector {
+    pub fn new(
+        filter: DocFilter,
+        after: Option<(i64, String)>,
+        want: usize,
+        count: bool,
+        chunks: Option<Arc<TimeChunks>>,
+    ) -> PageCollector {
+        PageCollector {
+            filter,
+            after,
+            want,
+            count,
+            chunks,
+            older_than_page: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Collects the page over the segments of `searcher`, newest segments first (so that the
+    /// first ones fill the page and the rest are mostly skipped).
+    pub fn search(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &dyn tantivy::query::Query,
+    ) -> tantivy::Result<PageFruit> {
+        if self.count {
+            return searcher.search(query, self);
+        }
+        let weight = query.weight(tantivy::query::EnableScoring::disabled_from_searcher(
+            searcher,
+        ))?;
+        let mut order = Vec::with_capacity(searcher.segment_readers().len());
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let time = reader.fast_fields().i64(col::TIME)?;
+            let newest = (time.values.num_vals() > 0).then(|| time.max_value());
+            order.push((newest, ord as SegmentOrdinal));
+        }
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        let mut fruits = Vec::with_capacity(order.len());
+        for (_, ord) in order {
+            fruits.push(self.collect_segment(
+                weight.as_ref(),
+                ord,
+                searcher.segment_reader(ord),
+            )?);
+        }
+        self.merge_fruits(fruits)
+    }
+}
+
+impl PageCollector {
+    /// Visits the runs of documents that may hold entries of the page, newest runs first, in
+    /// rounds of doubling size, until the runs left are all older than the page's last entry.
+    fn collect_runs(
+        &self,
+        child: &mut PageSegment,
+        weight: &dyn Weight,
+        reader: &SegmentReader,
+        runs: &[(i64, i64)],
+        cursor_time: i64,
+    ) -> tantivy::Result<()> {
+        let (since, until) = (child.filter.since, child.filter.until);
+        let floor = since.max(self.older_than_page.load(Relaxed));
+        let mut todo: Vec<u32> = (0..runs.len() as u32)
+            .filter(|&i| {
+                let (min, max) = runs[i as usize];
+                min <= cursor_time && max >= floor && min < until
+            })
+            .collect();
+        todo.sort_unstable_by_key(|&i| std::cmp::Reverse(runs[i as usize].1));
+        let alive = reader.alive_bitset();
+        let max_doc = reader.max_doc();
+        let mut next = 0;
+        let mut round = 2;
+        while next < todo.len() {
+            let end = (next + round).min(todo.len());
+            let mut batch = todo[next..end].to_vec();
+            batch.sort_unstable();
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            for i in batch {
+                let (lo, hi) = (i * CHUNK_DOCS, ((i + 1) * CHUNK_DOCS).min(max_doc));
+                let mut doc = scorer.doc();
+                if doc < lo {
+                    doc = scorer.seek(lo);
+                }
+                while doc < hi {
+                    if alive.is_none_or(|a| a.is_alive(doc)) {
+                        child.collect(doc, 0.0);
+                    }
+                    doc = scorer.advance();
+                }
+            }
+            next = end;
+            round *= 2;
+            let Some(&following) = todo.get(next) else {
+                break;
+            };
+            // The runs left hold nothing newer than this.
+            let newest_left = runs[following as usize].1;
+            if child.top.kth().is_some_and(|(t, _)| t > newest_left)
+                || self.older_than_page.load(Relaxed) > newest_left
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smallest and largest time of each run of a segment.
+type Runs = Arc<[(i64, i64)]>;
+
+/// Documents per run in [`TimeChunks`] (in tests, small: test segments are small).
+const CHUNK_DOCS: u32 = if cfg!(test) { 16 } else { 1024 };
+/// Segments whose runs [`TimeChunks`] keeps; beyond, it starts afresh.
+const MAX_CHUNKED_SEGMENTS: usize = 10_000;
+
+/// Per segment, the smallest and largest `time` of each run of [`CHUNK_DOCS`] documents (in
+/// document order, deleted ones included). Records arrive roughly in time order, so a run spans
+/// a short time and a later page of a walk visits only the runs around its cursor instead of
+/// every match of the partition. Kept by segment id: a segment never changes.
+#[derive(Default)]
+pub(crate) struct TimeChunks {
+    segments: std::sync::Mutex<HashMap<tantivy::index::SegmentId, Runs>>,
+}
+
+impl TimeChunks {
+    /// The runs of a segment whose `time` column holds one value per document.
+    fn of(&self, reader: &SegmentReader, time: &FastCol<i64>) -> Option<Runs> {
+        let values = time.full.as_ref()?;
+        let id = reader.segment_id();
+        if let Some(runs) = self
+            .segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Some(runs.clone());
+        }
+        let max_doc = reader.max_doc();
+        let mut buf = vec![0i64; CHUNK_DOCS as usize];
+        let mut runs = Vec::with_capacity(max_doc.div_ceil(CHUNK_DOCS) as usize);
+        let mut start = 0;
+        while start < max_doc {
+            let len = CHUNK_DOCS.min(max_doc - start) as usize;
+            values.get_range(u64::from(start), &mut buf[..len]);
+            let (min, max) = buf[..len]
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+            runs.push((min, max));
+            start += CHUNK_DOCS;
+        }
+        let runs: Runs = runs.into();
+        let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        if segments.len() >= MAX_CHUNKED_SEGMENTS {
+            segments.clear();
+        }
+        segments.insert(id, runs.clone());
+        Some(runs)
+    }
 }
 
 pub(crate) struct PageFruit {
@@ -291,6 +460,14 @@ impl<K: Ord + Copy> TopK<K> {
         self.buf.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0));
         self.buf.truncate(k);
         self.threshold = Some(self.buf[k - 1].0);
+    }
+
+    /// The `k`-th largest key so far, once there are `k`.
+    fn kth(&mut self) -> Option<K> {
+        if self.k > 0 && self.buf.len() >= self.k {
+            self.prune();
+        }
+        self.threshold
     }
 
     fn into_sorted(mut self) -> Vec<(K, DocId)> {
@@ -426,7 +603,15 @@ impl Collector for PageCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<PageFruit> {
         let mut child = self.for_segment(segment, reader)?;
-        if child.cannot_hold_page() {
+        let older_than_page = self.older_than_page.load(Relaxed);
+        if child.cannot_hold_page()
+            || (!self.count
+                && child
+                    .filter
+                    .time
+                    .range()
+                    .is_some_and(|(_, max)| max < older_than_page))
+        {
             if self.count {
                 child.count = if child.filter.is_trivial() {
                     u64::from(weight.count(reader)?)
@@ -453,8 +638,26 @@ impl Collector for PageCollector {
             };
             child.after = Some((*t, below));
         }
-        for_each_alive(weight, reader, |doc| child.collect(doc, 0.0))?;
-        Ok(child.harvest())
+        let chunked = match (&self.chunks, &self.after) {
+            (Some(chunks), Some((t, _))) if !self.count => {
+                chunks.of(reader, &child.filter.time).map(|runs| (runs, *t))
+            }
+            _ => None,
+        };
+        match chunked {
+            Some((runs, cursor_time)) => {
+                self.collect_runs(&mut child, weight, reader, &runs, cursor_time)?
+            }
+            None => for_each_alive(weight, reader, |doc| child.collect(doc, 0.0))?,
+        }
+        let fruit = child.harvest();
+        if !self.count
+            && fruit.hits.len() >= self.want
+            && let Some(last) = fruit.hits.last()
+        {
+            self.older_than_page.fetch_max(last.time, Relaxed);
+        }
+        Ok(fruit)
     }
 
     fn merge_fruits(&self, fruits: Vec<PageFruit>) -> tantivy::Result<PageFruit> {

@@ -6,7 +6,8 @@
 //! One tantivy index per time partition (ISO week by default, or month) under `<dir>/<name>/`
 //! (`2026-W48`, `2026-11`), opened lazily, plus `<dir>/index-state.json`. Partitions are
 //! time-disjoint, so a search walks them newest to oldest, stops collecting once its page is full
-//! (older ones are only counted), and skips those outside `[since, until)`. Retention drops whole
+//! (on a first page older ones are only counted; later pages do not visit them at all), and skips
+//! those outside `[since, until)`. Retention drops whole
 //! partitions ([`Indexer::delete_partition`]). Records of every org share the partitions; every
 //! query carries a term filter on the org.
 //!
@@ -30,9 +31,20 @@
 //! returned and a snapshot: records are included only if committed before the walk's first page
 //! (by their write-ahead-log LSN, which grows in commit order), so records that arrive during a
 //! walk, older or newer, neither shift nor join it, and `total` stays the same on every page.
-//! Cursors are bound to the org and the filters; anything else is [`IndexError::BadCursor`].
+//! The first page counts every match; its cursor carries that count (split at an anchor just
+//! above the walk's lower time bound), so later pages count only the few matches near the
+//! retention floor, which may expire during the walk, and visit only the partitions and segments
+//! that can hold their entries. Cursors are bound to the org and the filters; anything else is
+//! [`IndexError::BadCursor`].
 //! An export does not walk pages: [`AuditIndex::scan`] reads every match of a search once, in the
 //! same order and from the same kind of snapshot, in bounded memory.
+//!
+//! # Facets
+//!
+//! Counted over fast columns (ordinals per segment, values read once per dictionary block). The
+//! counts of a segment wholly inside the query's range and snapshot are kept in memory by segment
+//! id, deletion state and query (segments never change; a merge or a deletion makes a new key),
+//! so repeated facets over ranges that share whole segments count only the segments at the edges.
 //!
 //! # The `q` language
 //!

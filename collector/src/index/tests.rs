@@ -1636,6 +1636,58 @@ fn entries_at_one_microsecond_across_segments_page_in_id_order() {
 }
 
 #[test]
+fn walks_over_records_in_time_order_seek_their_pages() {
+    // Records indexed in time order (as they mostly arrive): later pages visit only the runs of
+    // documents around their cursor. Segments of many runs, small pages, a filter, a range,
+    // late records in small segments older than everything, and runs inside a microsecond
+    // shared by 40 records.
+    let dir = tempfile::tempdir().unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let mut records = corpus(67, 4_000);
+    records.sort_by_key(|r| r.time);
+    let same = records[1_500].time;
+    for (i, r) in records.iter_mut().enumerate() {
+        r.id = Some(format!("ord-{:05}", (i * 7919) % 4_000));
+        if (1_490..1_530).contains(&i) {
+            r.time = same;
+        }
+    }
+    index_all(&mut indexer, &records, 1, 1_300);
+    let mut all = records.clone();
+    // Late records older than everything, in their own small segments.
+    let late: Vec<AuditRecord> = corpus(71, 60)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("late-{i}"));
+            r.time = t0() - Duration::days(1) + Duration::minutes(i as i64);
+            r
+        })
+        .collect();
+    index_all(&mut indexer, &late, 10_000, 20);
+    all.extend(late);
+    for (org, q, limit) in [
+        ("acme", SearchQuery::default(), 9),
+        ("globex", text("-outcome:failure"), 25),
+        ("initech", SearchQuery::default(), 1),
+        (
+            "acme",
+            SearchQuery {
+                since: Some(t0() + Duration::days(20)),
+                until: Some(t0() + Duration::days(41)),
+                ..Default::default()
+            },
+            40,
+        ),
+    ] {
+        let want = newest_first(&all, org, &q);
+        let (got, totals) = walk(&index, org, &q, limit, |_| {});
+        assert_eq!(ids(&got), ids(&want), "{org} {q:?} limit {limit}");
+        assert!(totals.iter().all(|t| *t == want.len() as u64));
+    }
+}
+
+#[test]
 fn stale_old_and_crafted_cursors() {
     use super::cursor::{CarriedCount, Cursor};
     use super::query::Plan;
