@@ -60,7 +60,8 @@ pub struct UpstreamConfig {
     /// Bearer token sent with every request (optional; never printed).
     #[serde(default)]
     pub token: Option<String>,
-    /// How requests are compressed: `gzip` (level 1) or `none`.
+    /// How requests are compressed: `auto` (none for a loopback endpoint, else gzip), `gzip`
+    /// (level 1) or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// `[collector.tls]`
@@ -72,8 +73,11 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip at level 1: about a fifth of the bytes on the wire, for some CPU on both ends.
+    /// `none` when the endpoint is a loopback address (`localhost`, `127.0.0.0/8`, `::1`),
+    /// else `gzip`.
     #[default]
+    Auto,
+    /// gzip at level 1: a fraction of the bytes on the wire, for CPU on both ends.
     Gzip,
     /// Uncompressed: the least CPU, for a collector on the same host or a fast link.
     None,
@@ -83,10 +87,39 @@ impl Compression {
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
+            Compression::Auto => "auto",
             Compression::Gzip => "gzip",
             Compression::None => "none",
         }
     }
+
+    /// `Gzip` or `None`: what `Auto` means for `endpoint`.
+    pub fn for_endpoint(self, endpoint: &str) -> Compression {
+        match self {
+            Compression::Auto if is_loopback_endpoint(endpoint) => Compression::None,
+            Compression::Auto => Compression::Gzip,
+            other => other,
+        }
+    }
+}
+
+/// Whether an `http(s)://HOST[:PORT]` endpoint names this host: `localhost`, `127.0.0.0/8`
+/// or `::1`.
+fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 // The token is a secret: Debug shows only whether it is set.
@@ -406,7 +439,16 @@ impl AgentConfig {
                     "<not set>"
                 },
             )
-            .row("collector.compression", self.collector.compression.as_str())
+            .row("collector.compression", {
+                let c = self.collector.compression;
+                match c {
+                    Compression::Auto => format!(
+                        "auto ({} for this endpoint)",
+                        c.for_endpoint(&self.collector.endpoint).as_str()
+                    ),
+                    _ => c.as_str().to_string(),
+                }
+            })
             .row("collector.tls.enabled", tls.enabled)
             .row(
                 "collector.tls.ca_file",
@@ -672,7 +714,7 @@ mod tests {
         assert_eq!(config.batch.max_bytes, 4 << 20);
         assert_eq!(config.batch.max_wait, Duration::from_secs(1));
         assert_eq!(config.batch.max_in_flight, 4);
-        assert_eq!(config.collector.compression, Compression::Gzip);
+        assert_eq!(config.collector.compression, Compression::Auto);
         assert_eq!(config.retry.initial_backoff, Duration::from_millis(100));
         assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
         assert_eq!(config.discovery.rescan_interval, Duration::from_secs(10));
@@ -809,6 +851,31 @@ mod tests {
             assert!(msg.lines().any(|l| l == expected), "missing:\n{expected}\nin:\n{msg}");
         }
         assert_eq!(msg.lines().count(), 13, "{msg}");
+    }
+
+    #[test]
+    fn auto_compression_is_none_for_loopback_endpoints_only() {
+        for (endpoint, want) in [
+            ("http://127.0.0.1:8417", Compression::None),
+            ("http://127.3.2.1:8417/", Compression::None),
+            ("https://localhost:8417", Compression::None),
+            ("http://LOCALHOST", Compression::None),
+            ("http://[::1]:8417", Compression::None),
+            ("http://10.0.0.7:8417", Compression::Gzip),
+            ("https://collector.example:8417", Compression::Gzip),
+            ("http://[2001:db8::1]:8417", Compression::Gzip),
+            ("http://localhost.example:8417", Compression::Gzip),
+        ] {
+            assert_eq!(Compression::Auto.for_endpoint(endpoint), want, "{endpoint}");
+            assert_eq!(Compression::Gzip.for_endpoint(endpoint), Compression::Gzip);
+            assert_eq!(Compression::None.for_endpoint(endpoint), Compression::None);
+        }
+        let env = EnvSource::vars([("CODESTAX_AGENT__COLLECTOR__COMPRESSION", "none")]);
+        let config = AgentConfig::load(None, &env).unwrap();
+        assert_eq!(config.collector.compression, Compression::None);
+        let env = EnvSource::vars([("CODESTAX_AGENT__COLLECTOR__COMPRESSION", "zstd")]);
+        let err = AgentConfig::load(None, &env).unwrap_err().to_string();
+        assert!(err.contains("agent.collector.compression"), "{err}");
     }
 
     #[test]
