@@ -220,11 +220,27 @@ impl TailedFile {
             return Ok(chunk);
         }
         let want = (size - self.read_offset).min(max_bytes as u64) as usize;
-        let data = read_at(&self.file, self.read_offset, want)?;
+        // Read straight behind the partial line kept from the last read.
+        let kept = self.pending.len();
+        self.pending.resize(kept + want, 0);
+        let read = fingerprint::fill_at(&self.file, self.read_offset, &mut self.pending[kept..])
+            .and_then(|n| Ok((n, self.file.metadata()?.len())));
+        let (n, now) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.pending.truncate(kept);
+                return Err(e);
+            }
+        };
+        self.pending.truncate(kept + n);
         // Truncated and rewritten between the checks and the read, the data may be the new
         // content at the old offsets: drop it before anything is made of it, and start over.
-        let now = self.file.metadata()?.len();
-        if !chunk.truncated && self.rewritten(now)? {
+        let rewritten = !chunk.truncated
+            && self
+                .rewritten(now)
+                .inspect_err(|_| self.pending.truncate(kept))?;
+        if rewritten {
+            self.pending.truncate(kept);
             self.restart_from_zero(now)?;
             self.size = now;
             chunk.truncated = true;
@@ -235,9 +251,8 @@ impl TailedFile {
             });
             return Ok(chunk);
         }
-        self.read_offset += data.len() as u64;
+        self.read_offset += n as u64;
         chunk.more = self.read_offset < size;
-        self.pending.extend_from_slice(&data);
         self.split_lines(rules, &mut chunk);
         let (line_start, behind) = match &self.overlong {
             Some(o) => (o.start, &o.behind),
@@ -463,5 +478,5 @@ fn keep_last(behind: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
