@@ -236,14 +236,19 @@ pub struct BatchConfig {
     pub max_in_flight: u32,
 }
 
+/// The longest the agent ever waits between two attempts to send: the ceiling of
+/// `retry.max_backoff`, and of a wait the collector asks for.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
 /// `[retry]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Wait after the first failure; doubles on each further failure (duration, 1ms to 1m).
+    /// Wait after the first failure; doubles on each further failure (duration, 1ms to 30s).
     #[serde(default = "default_initial_backoff", with = "humantime_serde")]
     pub initial_backoff: Duration,
-    /// Longest wait between attempts (duration, at least `initial_backoff`, at most 1h).
+    /// Longest wait between attempts (duration, at least `initial_backoff`, at most 30s:
+    /// [`MAX_RETRY_BACKOFF`]).
     /// Records are never dropped: the agent retries until the collector takes them.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -652,7 +657,7 @@ impl Settings for AgentConfig {
             "retry.initial_backoff",
             self.retry.initial_backoff,
             Duration::from_millis(1),
-            Duration::from_secs(60),
+            MAX_RETRY_BACKOFF,
         );
         if self.retry.max_backoff < self.retry.initial_backoff {
             c.fail(
@@ -668,7 +673,7 @@ impl Settings for AgentConfig {
                 "retry.max_backoff",
                 self.retry.max_backoff,
                 Duration::from_millis(1),
-                Duration::from_secs(3600),
+                MAX_RETRY_BACKOFF,
             );
         }
 
@@ -876,6 +881,29 @@ mod tests {
         let env = EnvSource::vars([("CODESTAX_AGENT__COLLECTOR__COMPRESSION", "zstd")]);
         let err = AgentConfig::load(None, &env).unwrap_err().to_string();
         assert!(err.contains("agent.collector.compression"), "{err}");
+    }
+
+    #[test]
+    fn retry_waits_are_capped_at_thirty_seconds() {
+        let load = |initial: &str, max: &str| {
+            let env = EnvSource::vars([
+                ("CODESTAX_AGENT__RETRY__INITIAL_BACKOFF", initial),
+                ("CODESTAX_AGENT__RETRY__MAX_BACKOFF", max),
+            ]);
+            AgentConfig::load(None, &env).map_err(|e| e.to_string())
+        };
+        let config = load("100ms", "30s").unwrap();
+        assert_eq!(config.retry.max_backoff, MAX_RETRY_BACKOFF);
+        assert_eq!(
+            load("100ms", "31s").unwrap_err(),
+            "agent.retry.max_backoff: must be between 1ms and 30s, got 31s \
+             (in environment variable CODESTAX_AGENT__RETRY__MAX_BACKOFF)"
+        );
+        assert!(
+            load("1m", "1h")
+                .unwrap_err()
+                .contains("agent.retry.initial_backoff: must be between 1ms and 30s, got 1m"),
+        );
     }
 
     #[test]
