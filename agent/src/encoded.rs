@@ -13,7 +13,6 @@ use codestax_common::{AuditRecord, Rules};
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
-use prost::encoding::{encode_varint, encoded_len_varint};
 use serde_json::Value;
 
 /// SeverityNumber INFO.
@@ -146,12 +145,30 @@ fn attribute(out: &mut Vec<u8>, prefix: &str, key: &str, value: &Attr) {
     }
 }
 
+/// Appends `v` as a protobuf varint.
+#[inline(always)]
+fn encode_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes of `v` as a varint.
+#[inline(always)]
+fn encoded_len_varint(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Bytes of a length-delimited field with a one-byte tag and `len` bytes of content.
+#[inline(always)]
 fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
 /// The tag and length of a length-delimited field.
+#[inline(always)]
 fn bytes_field(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.push(tag);
     encode_varint(len as u64, out);
@@ -173,6 +190,33 @@ mod tests {
     use super::*;
     use codestax_common::otlp::to_log_record;
     use codestax_common::parse_json_line;
+
+    #[test]
+    fn varints_as_prost_writes_them() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
+            let mut ours = Vec::new();
+            encode_varint(v, &mut ours);
+            let mut theirs = Vec::new();
+            prost::encoding::encode_varint(v, &mut theirs);
+            assert_eq!(ours, theirs, "{v}");
+            assert_eq!(
+                encoded_len_varint(v),
+                prost::encoding::encoded_len_varint(v),
+                "{v}"
+            );
+        }
+    }
 
     #[test]
     fn the_same_bytes_as_prost_and_back() {

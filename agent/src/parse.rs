@@ -37,7 +37,9 @@ fn fast(line: &[u8], default_org: Option<&str>, rules: &Rules) -> Option<AuditRe
     if line.len() > rules.max_record_bytes.saturating_mul(4) {
         return None;
     }
-    let mut de = serde_json::Deserializer::from_slice(line);
+    // UTF-8 checked once for the line, not string by string.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let mut record = de.deserialize_map(RecordVisitor { default_org }).ok()?;
     de.end().ok()?;
     if let Ok(category) = check_action(&record.action, true) {

@@ -143,7 +143,10 @@ async fn delivers_everything_once_with_gzip_and_the_token() {
     sink.require_token("s3cret");
     let spool = open_spool(dir.path());
     spool_records(&spool, ids(0..2500)).await;
-    let rig = start(dir.path(), spool, &sink, Some("s3cret"), 1000);
+    let upstream = Upstream::new(&sink.endpoint(), Some("s3cret"), None)
+        .unwrap()
+        .with_compression(Compression::Gzip);
+    let rig = start_with(dir.path(), spool, upstream, 1000);
     rig.wait_acked().await;
     spool_records(&rig.spool, ids(2500..2600)).await;
     rig.wait_acked().await;
@@ -415,18 +418,21 @@ async fn json_records_left_by_an_older_agent_are_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uncompressed_when_compression_is_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start().await;
-    let spool = open_spool(dir.path());
-    spool_records(&spool, ids(0..300)).await;
-    let upstream = Upstream::new(&sink.endpoint(), None, None)
-        .unwrap()
-        .with_compression(Compression::None);
-    let rig = start_with(dir.path(), spool, upstream, 100);
-    rig.wait_acked().await;
-    assert_eq!(sink.ids().len(), 300);
-    let encodings = sink.state.lock().unwrap().encodings.clone();
-    assert!(encodings.is_empty(), "{encodings:?}");
-    rig.stop().await;
+async fn uncompressed_when_compression_is_none_or_auto_on_loopback() {
+    for compression in [None, Some(Compression::None), Some(Compression::Auto)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::start().await;
+        let spool = open_spool(dir.path());
+        spool_records(&spool, ids(0..300)).await;
+        let mut upstream = Upstream::new(&sink.endpoint(), None, None).unwrap();
+        if let Some(c) = compression {
+            upstream = upstream.with_compression(c);
+        }
+        let rig = start_with(dir.path(), spool, upstream, 100);
+        rig.wait_acked().await;
+        assert_eq!(sink.ids().len(), 300);
+        let encodings = sink.state.lock().unwrap().encodings.clone();
+        assert!(encodings.is_empty(), "{compression:?}: {encodings:?}");
+        rig.stop().await;
+    }
 }

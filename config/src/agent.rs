@@ -60,7 +60,8 @@ pub struct UpstreamConfig {
     /// Bearer token sent with every request (optional; never printed).
     #[serde(default)]
     pub token: Option<String>,
-    /// How requests are compressed: `gzip` (level 1) or `none`.
+    /// How requests are compressed: `auto` (none for a loopback endpoint, else gzip), `gzip`
+    /// (level 1) or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// `[collector.tls]`
@@ -72,8 +73,11 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip at level 1: about a fifth of the bytes on the wire, for some CPU on both ends.
+    /// `none` when the endpoint is a loopback address (`localhost`, `127.0.0.0/8`, `::1`),
+    /// else `gzip`.
     #[default]
+    Auto,
+    /// gzip at level 1: a fraction of the bytes on the wire, for CPU on both ends.
     Gzip,
     /// Uncompressed: the least CPU, for a collector on the same host or a fast link.
     None,
@@ -83,10 +87,39 @@ impl Compression {
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
+            Compression::Auto => "auto",
             Compression::Gzip => "gzip",
             Compression::None => "none",
         }
     }
+
+    /// `Gzip` or `None`: what `Auto` means for `endpoint`.
+    pub fn for_endpoint(self, endpoint: &str) -> Compression {
+        match self {
+            Compression::Auto if is_loopback_endpoint(endpoint) => Compression::None,
+            Compression::Auto => Compression::Gzip,
+            other => other,
+        }
+    }
+}
+
+/// Whether an `http(s)://HOST[:PORT]` endpoint names this host: `localhost`, `127.0.0.0/8`
+/// or `::1`.
+fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 // The token is a secret: Debug shows only whether it is set.
@@ -203,14 +236,19 @@ pub struct BatchConfig {
     pub max_in_flight: u32,
 }
 
+/// The longest the agent ever waits between two attempts to send: the ceiling of
+/// `retry.max_backoff`, and of a wait the collector asks for.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
 /// `[retry]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Wait after the first failure; doubles on each further failure (duration, 1ms to 1m).
+    /// Wait after the first failure; doubles on each further failure (duration, 1ms to 30s).
     #[serde(default = "default_initial_backoff", with = "humantime_serde")]
     pub initial_backoff: Duration,
-    /// Longest wait between attempts (duration, at least `initial_backoff`, at most 1h).
+    /// Longest wait between attempts (duration, at least `initial_backoff`, at most 30s:
+    /// [`MAX_RETRY_BACKOFF`]).
     /// Records are never dropped: the agent retries until the collector takes them.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -406,7 +444,16 @@ impl AgentConfig {
                     "<not set>"
                 },
             )
-            .row("collector.compression", self.collector.compression.as_str())
+            .row("collector.compression", {
+                let c = self.collector.compression;
+                match c {
+                    Compression::Auto => format!(
+                        "auto ({} for this endpoint)",
+                        c.for_endpoint(&self.collector.endpoint).as_str()
+                    ),
+                    _ => c.as_str().to_string(),
+                }
+            })
             .row("collector.tls.enabled", tls.enabled)
             .row(
                 "collector.tls.ca_file",
@@ -610,7 +657,7 @@ impl Settings for AgentConfig {
             "retry.initial_backoff",
             self.retry.initial_backoff,
             Duration::from_millis(1),
-            Duration::from_secs(60),
+            MAX_RETRY_BACKOFF,
         );
         if self.retry.max_backoff < self.retry.initial_backoff {
             c.fail(
@@ -626,7 +673,7 @@ impl Settings for AgentConfig {
                 "retry.max_backoff",
                 self.retry.max_backoff,
                 Duration::from_millis(1),
-                Duration::from_secs(3600),
+                MAX_RETRY_BACKOFF,
             );
         }
 
@@ -672,7 +719,7 @@ mod tests {
         assert_eq!(config.batch.max_bytes, 4 << 20);
         assert_eq!(config.batch.max_wait, Duration::from_secs(1));
         assert_eq!(config.batch.max_in_flight, 4);
-        assert_eq!(config.collector.compression, Compression::Gzip);
+        assert_eq!(config.collector.compression, Compression::Auto);
         assert_eq!(config.retry.initial_backoff, Duration::from_millis(100));
         assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
         assert_eq!(config.discovery.rescan_interval, Duration::from_secs(10));
@@ -809,6 +856,54 @@ mod tests {
             assert!(msg.lines().any(|l| l == expected), "missing:\n{expected}\nin:\n{msg}");
         }
         assert_eq!(msg.lines().count(), 13, "{msg}");
+    }
+
+    #[test]
+    fn auto_compression_is_none_for_loopback_endpoints_only() {
+        for (endpoint, want) in [
+            ("http://127.0.0.1:8417", Compression::None),
+            ("http://127.3.2.1:8417/", Compression::None),
+            ("https://localhost:8417", Compression::None),
+            ("http://LOCALHOST", Compression::None),
+            ("http://[::1]:8417", Compression::None),
+            ("http://10.0.0.7:8417", Compression::Gzip),
+            ("https://collector.example:8417", Compression::Gzip),
+            ("http://[2001:db8::1]:8417", Compression::Gzip),
+            ("http://localhost.example:8417", Compression::Gzip),
+        ] {
+            assert_eq!(Compression::Auto.for_endpoint(endpoint), want, "{endpoint}");
+            assert_eq!(Compression::Gzip.for_endpoint(endpoint), Compression::Gzip);
+            assert_eq!(Compression::None.for_endpoint(endpoint), Compression::None);
+        }
+        let env = EnvSource::vars([("CODESTAX_AGENT__COLLECTOR__COMPRESSION", "none")]);
+        let config = AgentConfig::load(None, &env).unwrap();
+        assert_eq!(config.collector.compression, Compression::None);
+        let env = EnvSource::vars([("CODESTAX_AGENT__COLLECTOR__COMPRESSION", "zstd")]);
+        let err = AgentConfig::load(None, &env).unwrap_err().to_string();
+        assert!(err.contains("agent.collector.compression"), "{err}");
+    }
+
+    #[test]
+    fn retry_waits_are_capped_at_thirty_seconds() {
+        let load = |initial: &str, max: &str| {
+            let env = EnvSource::vars([
+                ("CODESTAX_AGENT__RETRY__INITIAL_BACKOFF", initial),
+                ("CODESTAX_AGENT__RETRY__MAX_BACKOFF", max),
+            ]);
+            AgentConfig::load(None, &env).map_err(|e| e.to_string())
+        };
+        let config = load("100ms", "30s").unwrap();
+        assert_eq!(config.retry.max_backoff, MAX_RETRY_BACKOFF);
+        assert_eq!(
+            load("100ms", "31s").unwrap_err(),
+            "agent.retry.max_backoff: must be between 1ms and 30s, got 31s \
+             (in environment variable CODESTAX_AGENT__RETRY__MAX_BACKOFF)"
+        );
+        assert!(
+            load("1m", "1h")
+                .unwrap_err()
+                .contains("agent.retry.initial_backoff: must be between 1ms and 30s, got 1m"),
+        );
     }
 
     #[test]

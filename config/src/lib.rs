@@ -22,7 +22,8 @@ mod summary;
 
 pub use agent::{
     AgentConfig, ApiConfig, BatchConfig, Compression, DiscoveryConfig, FileSourceConfig,
-    OtlpConfig, RetryConfig, SourcesConfig, SpoolConfig, TlsConfig, UpstreamConfig,
+    MAX_RETRY_BACKOFF, OtlpConfig, RetryConfig, SourcesConfig, SpoolConfig, TlsConfig,
+    UpstreamConfig,
 };
 pub use collector::{
     AGENT_OTLP_PORTS, CollectorConfig, GrpcConfig, HttpConfig, IndexConfig, IngestConfig,

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-/// No wait is longer than this, whatever the configuration says.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// No wait is longer than this (the configuration refuses longer ones; a wait the collector
+/// asks for is cut to it too).
+pub const BACKOFF_CAP: Duration = codestax_config::MAX_RETRY_BACKOFF;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {

@@ -59,12 +59,14 @@ pub enum UpstreamError {
 pub struct Upstream {
     channel: Channel,
     authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
-    compression: Compression,
+    endpoint: String,
+    /// gzip the requests (else they go uncompressed).
+    gzip: bool,
 }
 
 impl Upstream {
     /// Checks the settings and prepares the channel; nothing is dialled until the first send.
-    /// Requests are gzip-compressed; see [`Upstream::with_compression`].
+    /// Requests are compressed as [`Compression::Auto`] says; see [`Upstream::with_compression`].
     pub fn new(
         endpoint: &str,
         token: Option<&str>,
@@ -105,25 +107,25 @@ impl Upstream {
         Ok(Upstream {
             channel: ep.connect_lazy(),
             authorization,
-            compression: Compression::Gzip,
+            endpoint: endpoint.to_string(),
+            gzip: Compression::Auto.for_endpoint(endpoint) == Compression::Gzip,
         })
     }
 
     /// Compresses requests this way (`collector.compression`).
     pub fn with_compression(mut self, compression: Compression) -> Upstream {
-        self.compression = compression;
+        self.gzip = compression.for_endpoint(&self.endpoint) == Compression::Gzip;
         self
     }
 
     /// Sends one request: `message` is [`FRAME_HEADER`] bytes of room for the gRPC frame header,
     /// then an encoded `ExportLogsServiceRequest`.
     pub async fn export(&self, message: Vec<u8>) -> Result<ExportLogsServiceResponse, Status> {
-        let body = if self.compression == Compression::None || message.len() < 64 * 1024 {
-            frame(self.compression, message)
+        let body = if !self.gzip || message.len() < 64 * 1024 {
+            frame(self.gzip, message)
         } else {
             // Compressing a large request takes milliseconds: not on the async workers.
-            let compression = self.compression;
-            tokio::task::spawn_blocking(move || frame(compression, message))
+            tokio::task::spawn_blocking(move || frame(true, message))
                 .await
                 .expect("compression does not panic")
         };
@@ -137,7 +139,7 @@ impl Upstream {
                 concat!("codestax-agent/", env!("CARGO_PKG_VERSION")),
             )
             .header("grpc-accept-encoding", "gzip");
-        if self.compression == Compression::Gzip {
+        if self.gzip {
             request = request.header("grpc-encoding", "gzip");
         }
         if let Some(value) = &self.authorization {
@@ -164,15 +166,15 @@ impl Upstream {
 
 /// The gRPC message frame (compressed flag, length, message) of a message behind
 /// [`FRAME_HEADER`] bytes of room.
-fn frame(compression: Compression, mut message: Vec<u8>) -> Bytes {
-    match compression {
-        Compression::None => {
+fn frame(gzip: bool, mut message: Vec<u8>) -> Bytes {
+    match gzip {
+        false => {
             let len = u32::try_from(message.len() - FRAME_HEADER).unwrap_or(u32::MAX);
             message[0] = 0;
             message[1..FRAME_HEADER].copy_from_slice(&len.to_be_bytes());
             Bytes::from(message)
         }
-        Compression::Gzip => {
+        true => {
             let mut out = Vec::with_capacity(FRAME_HEADER + message.len() / 3);
             out.extend_from_slice(&[1, 0, 0, 0, 0]);
             let mut encoder =

@@ -75,13 +75,20 @@ impl SpoolEntry {
     }
 
     /// Decodes a payload whose checksum has been verified; `None` for an unknown kind.
+    #[cfg(test)]
     pub(crate) fn decode(payload: &[u8]) -> Option<SpoolEntry> {
         let (&kind, rest) = payload.split_first()?;
+        SpoolEntry::from_parts(kind, rest.to_vec())
+    }
+
+    /// Decodes a verified payload given as its kind byte and the bytes after it (which become
+    /// a record's buffer as they are); `None` for an unknown kind.
+    pub(crate) fn from_parts(kind: u8, rest: Vec<u8>) -> Option<SpoolEntry> {
         match kind {
-            KIND_LOG => Some(SpoolEntry::Log(rest.to_vec())),
-            KIND_JSON => Some(SpoolEntry::Json(rest.to_vec())),
-            KIND_FILE_POSITION if payload.len() == POSITION_LEN => {
-                let mut r = Fields(rest);
+            KIND_LOG => Some(SpoolEntry::Log(rest)),
+            KIND_JSON => Some(SpoolEntry::Json(rest)),
+            KIND_FILE_POSITION if rest.len() == POSITION_LEN - 1 => {
+                let mut r = Fields(&rest);
                 Some(SpoolEntry::FilePosition(FilePosition {
                     key: FileKey {
                         dev: r.u64(),

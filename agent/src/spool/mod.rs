@@ -85,6 +85,18 @@ pub struct Recovery {
     pub damaged: Vec<String>,
 }
 
+/// An append on its way (see [`Spool::submit`]).
+#[derive(Debug)]
+pub struct PendingAppend(Option<oneshot::Receiver<Result<SpoolPos, SpoolError>>>);
+
+impl PendingAppend {
+    /// Waits until the entries are fsynced (or refused): the position after the last.
+    pub fn wait(self) -> Result<SpoolPos, SpoolError> {
+        let rx = self.0.ok_or(SpoolError::Stopped)?;
+        rx.blocking_recv().map_err(|_| SpoolError::Stopped)?
+    }
+}
+
 /// Counters the spool keeps for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpoolStats {
@@ -261,11 +273,18 @@ impl Spool {
 
     /// [`Spool::append`] for threads outside the async runtime.
     pub fn append_blocking(&self, entries: Vec<SpoolEntry>) -> Result<SpoolPos, SpoolError> {
+        self.submit(entries).wait()
+    }
+
+    /// Starts an append and returns at once; [`PendingAppend::wait`] gives its outcome. For a
+    /// thread that prepares its next append while the spool fsyncs this one.
+    pub fn submit(&self, entries: Vec<SpoolEntry>) -> PendingAppend {
         let (reply, rx) = oneshot::channel();
-        self.requests
+        let sent = self
+            .requests
             .send(writer::Request { entries, reply })
-            .map_err(|_| SpoolError::Stopped)?;
-        rx.blocking_recv().map_err(|_| SpoolError::Stopped)?
+            .is_ok();
+        PendingAppend(sent.then_some(rx))
     }
 
     /// A reader starting at the acknowledged position.

@@ -96,9 +96,12 @@ impl SpoolReader {
     }
 
     fn read_frame(&mut self) -> Result<ReadEntry, SpoolError> {
-        let path = segment::segment_path(&self.shared.dir, self.pos.segment);
+        // Named only when opened or in an error (not formatted for every entry).
+        let (shared, seq) = (self.shared.clone(), self.pos.segment);
+        let path = || segment::segment_path(&shared.dir, seq);
         let stale = !matches!(&self.frames, Some((seq, r)) if *seq == self.pos.segment && r.offset() == self.pos.offset);
         if stale {
+            let path = path();
             let reader = FrameReader::open(&path, self.pos.offset).map_err(|source| {
                 SpoolError::Segment {
                     path: path.clone(),
@@ -120,7 +123,7 @@ impl SpoolReader {
                 let offset = self.pos.offset;
                 self.frames = None;
                 Err(SpoolError::Damaged {
-                    path,
+                    path: path(),
                     offset,
                     problem: problem.to_string(),
                 })
@@ -128,14 +131,17 @@ impl SpoolReader {
             Ok(None) => {
                 self.frames = None;
                 Err(SpoolError::Damaged {
-                    path,
+                    path: path(),
                     offset: self.pos.offset,
                     problem: "the segment ends before its committed length".into(),
                 })
             }
             Err(source) => {
                 self.frames = None;
-                Err(SpoolError::Segment { path, source })
+                Err(SpoolError::Segment {
+                    path: path(),
+                    source,
+                })
             }
         }
     }

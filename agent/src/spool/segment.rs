@@ -113,7 +113,6 @@ impl std::fmt::Display for FrameProblem {
 pub(crate) struct FrameReader {
     file: BufReader<File>,
     offset: u64,
-    payload: Vec<u8>,
 }
 
 impl FrameReader {
@@ -124,7 +123,6 @@ impl FrameReader {
         Ok(FrameReader {
             file: BufReader::with_capacity(256 * 1024, file),
             offset,
-            payload: Vec::new(),
         })
     }
 
@@ -169,18 +167,22 @@ impl FrameReader {
         if len == 0 || len > MAX_PAYLOAD {
             return Ok(Some(Err(FrameProblem::BadLength(len))));
         }
-        self.payload.resize(len as usize, 0);
-        let n = read_full(&mut self.file, &mut self.payload)?;
-        if n < len as usize {
+        // The kind byte, then the rest straight into the entry's own buffer.
+        let mut kind = [0u8; 1];
+        let mut rest = vec![0u8; len as usize - 1];
+        if read_full(&mut self.file, &mut kind)? < 1
+            || read_full(&mut self.file, &mut rest)? < rest.len()
+        {
             return Ok(Some(Err(FrameProblem::Truncated)));
         }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[..4]);
-        hasher.update(&self.payload);
+        hasher.update(&kind);
+        hasher.update(&rest);
         if hasher.finalize() != crc {
             return Ok(Some(Err(FrameProblem::BadChecksum)));
         }
-        let Some(entry) = SpoolEntry::decode(&self.payload) else {
+        let Some(entry) = SpoolEntry::from_parts(kind[0], rest) else {
             return Ok(Some(Err(FrameProblem::UnknownKind)));
         };
         self.offset += FRAME_OVERHEAD + u64::from(len);

@@ -21,8 +21,15 @@ pub fn hash64(bytes: &[u8]) -> u64 {
 /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
 pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
+    let filled = fill_at(file, offset, &mut buf)?;
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Reads from `offset` into `buf` until it is full or the file ends; the bytes read.
+pub fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -30,8 +37,7 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
 /// The fingerprint of a file's first bytes (`prefix` is at most the configured size).

@@ -20,7 +20,7 @@ use super::tailer::{Chunk, Leaving, Status, TailedFile};
 use crate::checkpoint::{CheckpointStore, FileKey};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::spool::{Spool, SpoolEntry, SpoolError};
+use crate::spool::{PendingAppend, Spool, SpoolEntry, SpoolError};
 
 /// How the file source paces itself.
 #[derive(Debug, Clone)]
@@ -80,6 +80,16 @@ pub struct FileTailer {
     last_finish_poll: Instant,
     /// The last round did not fit in the spool as a whole: read one file per round for now.
     one_file_per_round: bool,
+    /// The append started by the last round, not yet waited for.
+    in_flight: Option<InFlight>,
+}
+
+/// An append of a round, on its way to the spool.
+struct InFlight {
+    append: PendingAppend,
+    /// The chunks it holds (their entries moved into the append).
+    polled: Vec<(FileKey, Chunk)>,
+    records: u64,
 }
 
 impl FileTailer {
@@ -105,6 +115,7 @@ impl FileTailer {
             last_growth: HashMap::new(),
             last_finish_poll: Instant::now(),
             one_file_per_round: false,
+            in_flight: None,
         }
     }
 
@@ -190,9 +201,9 @@ impl FileTailer {
         }
     }
 
-    /// Whether a round has work to do now.
+    /// Whether a round has work to do now (files to read, or an append to wait for).
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() && !self.paused()
+        (!self.dirty.is_empty() && !self.paused()) || self.in_flight.is_some()
     }
 
     fn paused(&self) -> bool {
@@ -215,10 +226,13 @@ impl FileTailer {
         }
     }
 
-    /// Reads every file with news once and spools what was read in one append. Returns true
-    /// if anything was spooled.
+    /// Reads every file with news once and starts the append of what was read (one append for
+    /// all files). The append started by the previous round is waited for after the reading,
+    /// so that the spool's fsync and the reading overlap; only then are its positions
+    /// committed and this round's quarantine written. Returns true if an append was started.
     pub fn round(&mut self) -> bool {
         if self.paused() {
+            self.settle();
             return false;
         }
         self.paused_until = None;
@@ -261,6 +275,12 @@ impl FileTailer {
                     .set_file_lag(&file.path.display().to_string(), file.lag());
             }
         }
+        if !self.settle() {
+            // The previous append failed: what was read since is read again too, from the
+            // committed positions.
+            self.rewind(&polled);
+            return false;
+        }
         if polled.is_empty() {
             return false;
         }
@@ -289,7 +309,26 @@ impl FileTailer {
                 entries.push(SpoolEntry::FilePosition(p));
             }
         }
-        match self.spool.append_blocking(entries) {
+        self.in_flight = Some(InFlight {
+            append: self.spool.submit(entries),
+            polled,
+            records,
+        });
+        true
+    }
+
+    /// Waits for the append in flight and commits the positions it made durable. False if it
+    /// failed: its files are then read again from their committed positions, after a pause.
+    pub fn settle(&mut self) -> bool {
+        let Some(InFlight {
+            append,
+            polled,
+            records,
+        }) = self.in_flight.take()
+        else {
+            return true;
+        };
+        match append.wait() {
             Ok(_) => {
                 self.one_file_per_round = false;
                 Metrics::count(&self.metrics.records_spooled, "source", "file", records);
@@ -330,18 +369,28 @@ impl FileTailer {
     }
 
     fn back_off(&mut self, polled: &[(FileKey, Chunk)], pause: Duration) {
+        self.rewind(polled);
+        self.paused_until = Some(Instant::now() + pause);
+    }
+
+    /// Forgets what was read of these files after their committed positions; they are read
+    /// again.
+    fn rewind(&mut self, polled: &[(FileKey, Chunk)]) {
         for (key, _) in polled {
             if let Some(file) = self.files.get_mut(key) {
                 file.rewind();
             }
             self.dirty.insert(*key);
         }
-        self.paused_until = Some(Instant::now() + pause);
     }
 
     /// Releases files that left the globs once read to the end and idle for the grace period;
     /// marks the others for reading.
     pub fn finish(&mut self) {
+        // A file is released only once its last chunk is committed.
+        if self.files.values().any(|f| f.status != Status::Active) {
+            self.settle();
+        }
         let now = Instant::now();
         let grace = self.options.finish_grace;
         let poll_every = grace.min(Duration::from_secs(1));
@@ -385,11 +434,13 @@ impl FileTailer {
         self.metrics.files_open.set(self.files.len() as u64);
     }
 
-    /// Runs rounds until no file has anything left to read (for tests and shutdown drains).
+    /// Runs rounds until no file has anything left to read and the last append is committed
+    /// (for tests and shutdown drains).
     pub fn drain(&mut self) {
         while self.has_work() {
             self.round();
         }
+        self.settle();
     }
 
     /// Writes the checkpoint table (at shutdown and now and then).
@@ -504,6 +555,7 @@ impl FileServer {
                         last_persist = Instant::now();
                     }
                 }
+                tailer.settle();
                 tailer.persist();
                 drop(watcher);
             })

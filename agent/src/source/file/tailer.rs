@@ -51,6 +51,8 @@ pub struct Chunk {
     pub truncated: bool,
     /// The bytes just before `position`'s offset, as read (its tail check is their hash).
     behind: Vec<u8>,
+    /// The file's generation when it was read (see [`TailedFile::commit`]).
+    generation: u64,
 }
 
 /// A line over the limit, being skipped until its newline.
@@ -95,6 +97,9 @@ pub struct TailedFile {
     stamp: u64,
     /// Where new positions get their stamps.
     checkpoints: CheckpointStore,
+    /// Counts the restarts from the start (truncations): a chunk read before one no longer
+    /// describes the file.
+    generation: u64,
 }
 
 impl TailedFile {
@@ -156,6 +161,7 @@ impl TailedFile {
             size,
             stamp: checkpoints.next_stamp(),
             checkpoints: checkpoints.clone(),
+            generation: 0,
         };
         checkpoints.settle(tailed.position(), path);
         Ok(tailed)
@@ -189,6 +195,12 @@ impl TailedFile {
 
     /// Reads whole lines after what has been read, at most `max_bytes` of new data.
     pub fn poll(&mut self, rules: &Rules, max_bytes: usize) -> io::Result<Chunk> {
+        let mut chunk = self.read_chunk(rules, max_bytes)?;
+        chunk.generation = self.generation;
+        Ok(chunk)
+    }
+
+    fn read_chunk(&mut self, rules: &Rules, max_bytes: usize) -> io::Result<Chunk> {
         let mut chunk = Chunk::default();
         let size = self.file.metadata()?.len();
         // The bytes before the committed offset are checked on every poll, not only when the
@@ -208,11 +220,27 @@ impl TailedFile {
             return Ok(chunk);
         }
         let want = (size - self.read_offset).min(max_bytes as u64) as usize;
-        let data = read_at(&self.file, self.read_offset, want)?;
+        // Read straight behind the partial line kept from the last read.
+        let kept = self.pending.len();
+        self.pending.resize(kept + want, 0);
+        let read = fingerprint::fill_at(&self.file, self.read_offset, &mut self.pending[kept..])
+            .and_then(|n| Ok((n, self.file.metadata()?.len())));
+        let (n, now) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.pending.truncate(kept);
+                return Err(e);
+            }
+        };
+        self.pending.truncate(kept + n);
         // Truncated and rewritten between the checks and the read, the data may be the new
         // content at the old offsets: drop it before anything is made of it, and start over.
-        let now = self.file.metadata()?.len();
-        if !chunk.truncated && self.rewritten(now)? {
+        let rewritten = !chunk.truncated
+            && self
+                .rewritten(now)
+                .inspect_err(|_| self.pending.truncate(kept))?;
+        if rewritten {
+            self.pending.truncate(kept);
             self.restart_from_zero(now)?;
             self.size = now;
             chunk.truncated = true;
@@ -223,9 +251,8 @@ impl TailedFile {
             });
             return Ok(chunk);
         }
-        self.read_offset += data.len() as u64;
+        self.read_offset += n as u64;
         chunk.more = self.read_offset < size;
-        self.pending.extend_from_slice(&data);
         self.split_lines(rules, &mut chunk);
         let (line_start, behind) = match &self.overlong {
             Some(o) => (o.start, &o.behind),
@@ -244,8 +271,13 @@ impl TailedFile {
         Ok(chunk)
     }
 
-    /// The chunk is durable (spooled): its position becomes the committed one.
+    /// The chunk is durable (spooled): its position becomes the committed one. The next chunk
+    /// may have been read meanwhile; if that one found the file truncated (and restarted from
+    /// its start), this older chunk no longer describes the file and changes nothing.
     pub fn commit(&mut self, chunk: &Chunk) {
+        if chunk.generation != self.generation {
+            return;
+        }
         if let Some(p) = chunk.position {
             self.offset = p.offset;
             self.tail = p.tail;
@@ -257,6 +289,9 @@ impl TailedFile {
 
     /// The chunk's quarantine entries are written (even if its append then fails).
     pub fn quarantined(&mut self, chunk: &Chunk) {
+        if chunk.generation != self.generation {
+            return;
+        }
         if let Some(q) = chunk.quarantine.last() {
             self.quarantined_through = self
                 .quarantined_through
@@ -339,6 +374,7 @@ impl TailedFile {
         self.tail = TailCheck::default();
         self.committed_behind.clear();
         self.quarantined_through = 0;
+        self.generation += 1;
         self.rewind();
         Ok(())
     }
@@ -442,5 +478,5 @@ fn keep_last(behind: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }

@@ -329,6 +329,51 @@ fn copytruncate_restarts_at_zero_and_skips_nothing() {
 }
 
 #[test]
+fn a_chunk_committed_after_the_next_read_found_a_truncation_changes_nothing() {
+    // Rounds overlap: a round reads while the previous round's append is fsynced, and commits
+    // that append afterwards. When the read found the file truncated and rewritten, the older
+    // chunk's position (in the old content) must not become the committed one, or the next
+    // read would see a "truncation" again and read the new content twice.
+    let mut h = Harness::new(&["*.log"], &[], 32);
+    h.append("app.log", &lines(0..4));
+    let t = h.tailer();
+    t.discover();
+    assert!(t.round(), "the append of lines 0..4 is on its way");
+    OpenOptions::new()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines(100..103));
+    let t = h.tailer();
+    t.discover();
+    // Finds the truncation, reads 100..103, then commits the append of 0..4.
+    assert!(t.round());
+    h.append("app.log", &lines(103..105));
+    let t = h.tailer();
+    t.discover();
+    // Reads 103..105 before the append of 100..103 is committed.
+    assert!(t.round());
+    t.drain();
+    h.step();
+    let mut messages = h.messages();
+    messages.sort();
+    let mut want: Vec<String> = ns(0..4).into_iter().chain(ns(100..105)).collect();
+    want.sort();
+    assert_eq!(messages, want, "each line once");
+    let size = fs::metadata(h.path("app.log")).unwrap().len();
+    let key = {
+        let m = fs::metadata(h.path("app.log")).unwrap();
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    };
+    assert_eq!(h.tailer().checkpoints.get(key).unwrap().offset, size);
+}
+
+#[test]
 fn a_checkpoint_whose_tail_was_taken_of_a_shorter_file_is_not_trusted() {
     // The tail check of a position used to be read from the file after the lines were parsed:
     // a copytruncate in between gave a tail of 0 bytes, which matched anything, so the rewrite
