@@ -181,6 +181,25 @@ impl FileTailer {
             .collect();
         self.dirty.extend(self.files.keys().copied());
         self.metrics.files_open.set(self.files.len() as u64);
+        self.forget_gone();
+    }
+
+    /// Drops the checkpoints of files not tailed any more that are gone from where they were
+    /// last seen (deleted, or renamed again after they left the globs).
+    fn forget_gone(&self) {
+        let dropped = self.checkpoints.forget_gone(
+            |key| self.files.contains_key(&key),
+            |path, key| {
+                fs::metadata(path).map_or_else(
+                    // Only "not found" means gone; anything else keeps the checkpoint.
+                    |e| e.kind() != io::ErrorKind::NotFound,
+                    |m| m.dev() == key.dev && m.ino() == key.ino,
+                )
+            },
+        );
+        if dropped > 0 {
+            tracing::debug!(dropped, "checkpoints of files that are gone dropped");
+        }
     }
 
     /// A file-system event named `path`: read it if it is ours. Returns true when the event
@@ -423,8 +442,13 @@ impl FileTailer {
             {
                 tracing::error!(error = %e, "cannot write the quarantine");
             }
-            if why == Leaving::Deleted {
-                self.checkpoints.forget(key);
+            match (why, file.current_path()) {
+                // Renamed out of the globs and still there: its checkpoint follows it (should it
+                // come back), until it is gone (see forget_gone).
+                (Leaving::OutOfGlob, Some(now_at)) => {
+                    self.checkpoints.settle(file.position(), &now_at);
+                }
+                _ => self.checkpoints.forget(key),
             }
             tracing::info!(path = %file.path.display(), ?why, "released file");
             self.by_path.remove(&file.path);
