@@ -406,11 +406,18 @@ impl FileTailer {
     /// Releases files that left the globs once read to the end and idle for the grace period;
     /// marks the others for reading.
     pub fn finish(&mut self) {
-        // A file is released only once its last chunk is committed.
-        if self.files.values().any(|f| f.status != Status::Active) {
+        let now = Instant::now();
+        // A file is released only once its last chunk is committed: the append in flight is
+        // waited for, but only when some file is ready to go (waiting on every call would slow
+        // the loop, and with it the discovery of new files, while files are finishing).
+        if self.in_flight.is_some()
+            && self
+                .files
+                .iter()
+                .any(|(k, f)| self.releasable(k, f, now).is_some())
+        {
             self.settle();
         }
-        let now = Instant::now();
         let grace = self.options.finish_grace;
         let poll_every = grace.min(Duration::from_secs(1));
         let poll = now.duration_since(self.last_finish_poll) >= poll_every;
@@ -419,18 +426,15 @@ impl FileTailer {
         }
         let mut released = Vec::new();
         for (key, file) in &self.files {
-            let Status::Finishing { why, idle_since } = file.status else {
+            if file.status == Status::Active {
                 continue;
-            };
-            let idle_since = self
-                .last_growth
-                .get(key)
-                .map_or(idle_since, |g| (*g).max(idle_since));
-            if file.at_end() && !self.dirty.contains(key) && now.duration_since(idle_since) >= grace
-            {
-                released.push((*key, why));
-            } else if poll {
-                self.dirty.insert(*key);
+            }
+            match self.releasable(key, file, now) {
+                Some(why) => released.push((*key, why)),
+                None if poll => {
+                    self.dirty.insert(*key);
+                }
+                None => {}
             }
         }
         for (key, why) in released {
@@ -458,6 +462,22 @@ impl FileTailer {
         self.metrics.files_open.set(self.files.len() as u64);
     }
 
+    /// Why a finishing file may be released now: read to its end, nothing left to read, idle
+    /// for the grace period.
+    fn releasable(&self, key: &FileKey, file: &TailedFile, now: Instant) -> Option<Leaving> {
+        let Status::Finishing { why, idle_since } = file.status else {
+            return None;
+        };
+        let idle_since = self
+            .last_growth
+            .get(key)
+            .map_or(idle_since, |g| (*g).max(idle_since));
+        (file.at_end()
+            && !self.dirty.contains(key)
+            && now.duration_since(idle_since) >= self.options.finish_grace)
+            .then_some(why)
+    }
+
     /// Runs rounds until no file has anything left to read and the last append is committed
     /// (for tests and shutdown drains).
     pub fn drain(&mut self) {
@@ -472,6 +492,12 @@ impl FileTailer {
         if let Err(e) = self.checkpoints.persist() {
             tracing::error!(error = %e, "cannot persist checkpoints");
         }
+    }
+
+    /// Whether an append is on its way (for tests).
+    #[cfg(test)]
+    pub(crate) fn append_in_flight(&self) -> bool {
+        self.in_flight.is_some()
     }
 
     /// Paths being tailed, for tests and status.

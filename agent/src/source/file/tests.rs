@@ -577,6 +577,66 @@ fn checkpoints_are_durable_with_the_records_after_a_crash() {
 }
 
 #[test]
+fn a_finishing_file_makes_no_round_wait_for_the_spool_until_it_can_go() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = root.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let options = SpoolOptions {
+        max_bytes: 64 << 20,
+        segment_bytes: 1 << 20,
+    };
+    let (spool, _) = Spool::open(&root.path().join("spool"), options).unwrap();
+    let checkpoints = CheckpointStore::open(&root.path().join("c.json"), []).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let quarantine = Quarantine::open(&root.path().join("q"), metrics.clone()).unwrap();
+    let config = FileSourceConfig {
+        include: vec!["*.log".into()],
+        org_id: Some("acme".into()),
+        ..Default::default()
+    };
+    let settings = FileSettings::from_config(&config, &logs, 16 << 10).unwrap();
+    let mut server_options = FileServerOptions::new(Duration::from_secs(10), options.max_bytes);
+    server_options.finish_grace = Duration::from_millis(300);
+    let mut t = FileTailer::new(
+        vec![settings],
+        server_options,
+        spool,
+        checkpoints,
+        quarantine,
+        metrics,
+    );
+    fs::write(logs.join("a.log"), lines(0..3)).unwrap();
+    fs::write(logs.join("b.log"), lines(10..13)).unwrap();
+    t.discover();
+    t.drain();
+    // a.log leaves the globs: it finishes for the grace period while b.log is read.
+    fs::rename(logs.join("a.log"), logs.join("a.old")).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(logs.join("b.log"))
+        .unwrap()
+        .write_all(lines(13..15).as_bytes())
+        .unwrap();
+    t.discover();
+    assert!(t.round(), "b.log's new lines are on their way");
+    t.finish();
+    assert!(
+        t.append_in_flight(),
+        "nothing can be released yet: the append is not waited for"
+    );
+    assert_eq!(t.paths(), [logs.join("a.log"), logs.join("b.log")]);
+    std::thread::sleep(Duration::from_millis(350));
+    t.drain();
+    t.finish();
+    assert!(!t.append_in_flight());
+    assert_eq!(
+        t.paths(),
+        [logs.join("b.log")],
+        "released after the grace period"
+    );
+}
+
+#[test]
 fn a_full_spool_pauses_reading_and_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
     let logs = root.path().join("logs");
