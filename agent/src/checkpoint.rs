@@ -149,6 +149,33 @@ impl CheckpointStore {
         }
     }
 
+    /// Drops the checkpoints of files that are gone: not tailed now (`tailed` says which are)
+    /// and no longer found where they were last seen (`still_there(path, key)`), or never seen
+    /// at a path (positions read back from the spool for a file released since). Such a file
+    /// is never read again unless it comes back into the globs, and then it is read from its
+    /// start (its lines keep their ids: the collector drops the ones it has). Returns how many
+    /// were dropped.
+    pub fn forget_gone(
+        &self,
+        tailed: impl Fn(FileKey) -> bool,
+        still_there: impl Fn(&Path, FileKey) -> bool,
+    ) -> usize {
+        let mut table = self.lock();
+        let before = table.entries.len();
+        table.entries.retain(|key, checkpoint| {
+            tailed(*key)
+                || checkpoint
+                    .path
+                    .as_deref()
+                    .is_some_and(|path| still_there(path, *key))
+        });
+        let dropped = before - table.entries.len();
+        if dropped > 0 {
+            table.dirty = true;
+        }
+        dropped
+    }
+
     /// Every checkpoint, for status output and tests.
     pub fn all(&self) -> Vec<Checkpoint> {
         let table = self.lock();

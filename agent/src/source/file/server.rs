@@ -181,6 +181,25 @@ impl FileTailer {
             .collect();
         self.dirty.extend(self.files.keys().copied());
         self.metrics.files_open.set(self.files.len() as u64);
+        self.forget_gone();
+    }
+
+    /// Drops the checkpoints of files not tailed any more that are gone from where they were
+    /// last seen (deleted, or renamed again after they left the globs).
+    fn forget_gone(&self) {
+        let dropped = self.checkpoints.forget_gone(
+            |key| self.files.contains_key(&key),
+            |path, key| {
+                fs::metadata(path).map_or_else(
+                    // Only "not found" means gone; anything else keeps the checkpoint.
+                    |e| e.kind() != io::ErrorKind::NotFound,
+                    |m| m.dev() == key.dev && m.ino() == key.ino,
+                )
+            },
+        );
+        if dropped > 0 {
+            tracing::debug!(dropped, "checkpoints of files that are gone dropped");
+        }
     }
 
     /// A file-system event named `path`: read it if it is ours. Returns true when the event
@@ -387,11 +406,18 @@ impl FileTailer {
     /// Releases files that left the globs once read to the end and idle for the grace period;
     /// marks the others for reading.
     pub fn finish(&mut self) {
-        // A file is released only once its last chunk is committed.
-        if self.files.values().any(|f| f.status != Status::Active) {
+        let now = Instant::now();
+        // A file is released only once its last chunk is committed: the append in flight is
+        // waited for, but only when some file is ready to go (waiting on every call would slow
+        // the loop, and with it the discovery of new files, while files are finishing).
+        if self.in_flight.is_some()
+            && self
+                .files
+                .iter()
+                .any(|(k, f)| self.releasable(k, f, now).is_some())
+        {
             self.settle();
         }
-        let now = Instant::now();
         let grace = self.options.finish_grace;
         let poll_every = grace.min(Duration::from_secs(1));
         let poll = now.duration_since(self.last_finish_poll) >= poll_every;
@@ -400,18 +426,15 @@ impl FileTailer {
         }
         let mut released = Vec::new();
         for (key, file) in &self.files {
-            let Status::Finishing { why, idle_since } = file.status else {
+            if file.status == Status::Active {
                 continue;
-            };
-            let idle_since = self
-                .last_growth
-                .get(key)
-                .map_or(idle_since, |g| (*g).max(idle_since));
-            if file.at_end() && !self.dirty.contains(key) && now.duration_since(idle_since) >= grace
-            {
-                released.push((*key, why));
-            } else if poll {
-                self.dirty.insert(*key);
+            }
+            match self.releasable(key, file, now) {
+                Some(why) => released.push((*key, why)),
+                None if poll => {
+                    self.dirty.insert(*key);
+                }
+                None => {}
             }
         }
         for (key, why) in released {
@@ -423,8 +446,13 @@ impl FileTailer {
             {
                 tracing::error!(error = %e, "cannot write the quarantine");
             }
-            if why == Leaving::Deleted {
-                self.checkpoints.forget(key);
+            match (why, file.current_path()) {
+                // Renamed out of the globs and still there: its checkpoint follows it (should it
+                // come back), until it is gone (see forget_gone).
+                (Leaving::OutOfGlob, Some(now_at)) => {
+                    self.checkpoints.settle(file.position(), &now_at);
+                }
+                _ => self.checkpoints.forget(key),
             }
             tracing::info!(path = %file.path.display(), ?why, "released file");
             self.by_path.remove(&file.path);
@@ -432,6 +460,22 @@ impl FileTailer {
             self.metrics.forget_file(&file.path.display().to_string());
         }
         self.metrics.files_open.set(self.files.len() as u64);
+    }
+
+    /// Why a finishing file may be released now: read to its end, nothing left to read, idle
+    /// for the grace period.
+    fn releasable(&self, key: &FileKey, file: &TailedFile, now: Instant) -> Option<Leaving> {
+        let Status::Finishing { why, idle_since } = file.status else {
+            return None;
+        };
+        let idle_since = self
+            .last_growth
+            .get(key)
+            .map_or(idle_since, |g| (*g).max(idle_since));
+        (file.at_end()
+            && !self.dirty.contains(key)
+            && now.duration_since(idle_since) >= self.options.finish_grace)
+            .then_some(why)
     }
 
     /// Runs rounds until no file has anything left to read and the last append is committed
@@ -448,6 +492,12 @@ impl FileTailer {
         if let Err(e) = self.checkpoints.persist() {
             tracing::error!(error = %e, "cannot persist checkpoints");
         }
+    }
+
+    /// Whether an append is on its way (for tests).
+    #[cfg(test)]
+    pub(crate) fn append_in_flight(&self) -> bool {
+        self.in_flight.is_some()
     }
 
     /// Paths being tailed, for tests and status.

@@ -183,6 +183,17 @@ impl TailedFile {
         self.size.saturating_sub(self.offset)
     }
 
+    /// Where the file is now (it may have been renamed since it was found), or `None` if it
+    /// has been deleted (or cannot be told).
+    pub fn current_path(&self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;
+        if self.nlink().ok()? == 0 {
+            return None;
+        }
+        Some(link)
+    }
+
     /// Links left to the file (0 once deleted).
     pub fn nlink(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.nlink())

@@ -280,6 +280,82 @@ fn rename_rotation_reads_the_old_file_to_its_end_then_the_new_one() {
 }
 
 #[test]
+fn checkpoints_of_finished_files_are_dropped_once_the_files_are_gone() {
+    let mut h = Harness::new(&["app.log"], &[], 32);
+    let key_of = |path: &std::path::Path| {
+        let m = fs::metadata(path).unwrap();
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    };
+    h.append("app.log", &lines(0..5));
+    h.step();
+    let rotated = key_of(&h.path("app.log"));
+    // Renamed out of the globs: finished and released, its checkpoint kept while it is there.
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", &lines(5..7));
+    h.step();
+    h.step();
+    assert_eq!(h.tailer().paths(), [h.path("app.log")]);
+    let kept = h
+        .tailer()
+        .checkpoints
+        .get(rotated)
+        .expect("kept while the file is there");
+    assert_eq!(
+        kept.offset,
+        fs::metadata(h.path("app.log.1")).unwrap().len()
+    );
+    let at = |h: &mut Harness, key| {
+        h.tailer()
+            .checkpoints
+            .all()
+            .into_iter()
+            .find(|c| c.position.key == key)
+            .and_then(|c| c.path)
+    };
+    assert_eq!(
+        at(&mut h, rotated),
+        Some(h.path("app.log.1")),
+        "where it went"
+    );
+    // A position read back from the spool for a file released long ago (no path known).
+    let stray = FileKey {
+        dev: rotated.dev,
+        ino: u64::MAX - 7,
+    };
+    h.tailer().checkpoints.advance(FilePosition {
+        key: stray,
+        fingerprint: Fingerprint::default(),
+        offset: 10,
+        tail: TailCheck::default(),
+        stamp: 1,
+    });
+    // The rotated file is deleted: both go at the next rescan, and from the persisted table.
+    fs::remove_file(h.path("app.log.1")).unwrap();
+    h.step();
+    assert_eq!(h.tailer().checkpoints.get(rotated), None);
+    assert_eq!(h.tailer().checkpoints.get(stray), None);
+    let current = key_of(&h.path("app.log"));
+    assert!(
+        h.tailer().checkpoints.get(current).is_some(),
+        "the tailed file keeps its own"
+    );
+    h.tailer().persist();
+    let persisted = fs::read_to_string(h.data.join("checkpoints.json")).unwrap();
+    assert!(
+        !persisted.contains(&format!("\"ino\":{}", rotated.ino)),
+        "{persisted}"
+    );
+    assert!(
+        persisted.contains(&format!("\"ino\":{}", current.ino)),
+        "{persisted}"
+    );
+    assert_eq!(h.messages(), ns(0..7));
+}
+
+#[test]
 fn a_renamed_file_inside_the_glob_is_followed_not_reread() {
     let mut h = Harness::new(&["*.log", "*.log.*"], &[], 32);
     h.append("app.log", &lines(0..3));
@@ -498,6 +574,66 @@ fn checkpoints_are_durable_with_the_records_after_a_crash() {
     h.step();
     assert_eq!(h.messages(), ns(0..50));
     assert!(!h.data.join("checkpoints.json").exists());
+}
+
+#[test]
+fn a_finishing_file_makes_no_round_wait_for_the_spool_until_it_can_go() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = root.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let options = SpoolOptions {
+        max_bytes: 64 << 20,
+        segment_bytes: 1 << 20,
+    };
+    let (spool, _) = Spool::open(&root.path().join("spool"), options).unwrap();
+    let checkpoints = CheckpointStore::open(&root.path().join("c.json"), []).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let quarantine = Quarantine::open(&root.path().join("q"), metrics.clone()).unwrap();
+    let config = FileSourceConfig {
+        include: vec!["*.log".into()],
+        org_id: Some("acme".into()),
+        ..Default::default()
+    };
+    let settings = FileSettings::from_config(&config, &logs, 16 << 10).unwrap();
+    let mut server_options = FileServerOptions::new(Duration::from_secs(10), options.max_bytes);
+    server_options.finish_grace = Duration::from_millis(300);
+    let mut t = FileTailer::new(
+        vec![settings],
+        server_options,
+        spool,
+        checkpoints,
+        quarantine,
+        metrics,
+    );
+    fs::write(logs.join("a.log"), lines(0..3)).unwrap();
+    fs::write(logs.join("b.log"), lines(10..13)).unwrap();
+    t.discover();
+    t.drain();
+    // a.log leaves the globs: it finishes for the grace period while b.log is read.
+    fs::rename(logs.join("a.log"), logs.join("a.old")).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(logs.join("b.log"))
+        .unwrap()
+        .write_all(lines(13..15).as_bytes())
+        .unwrap();
+    t.discover();
+    assert!(t.round(), "b.log's new lines are on their way");
+    t.finish();
+    assert!(
+        t.append_in_flight(),
+        "nothing can be released yet: the append is not waited for"
+    );
+    assert_eq!(t.paths(), [logs.join("a.log"), logs.join("b.log")]);
+    std::thread::sleep(Duration::from_millis(350));
+    t.drain();
+    t.finish();
+    assert!(!t.append_in_flight());
+    assert_eq!(
+        t.paths(),
+        [logs.join("b.log")],
+        "released after the grace period"
+    );
 }
 
 #[test]
