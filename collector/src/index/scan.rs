@@ -18,7 +18,7 @@
 //! files are read through tantivy's memory maps, so every page read would stay in the process's
 //! resident set (gigabytes of document store for millions of records, though the kernel may drop
 //! them at will); the scan gives the pages of the files it reads back after each partition's
-//! count and after each window ([`Mappings`]).
+//! count and every few thousand records ([`Mappings`]).
 
 use super::audit_index::AuditIndex;
 use super::error::IndexError;
@@ -41,6 +41,9 @@ const BUCKETS: usize = 4096;
 /// Decompressed blocks of a segment's document store kept while its records are read: reading
 /// newest first walks each segment's blocks backwards, one block after the other.
 const STORE_CACHE_BLOCKS: usize = 8;
+/// Records read between two [`Mappings::release`]: a window's records may lie far apart in the
+/// store (a selective filter), so its pages are given back as it goes, not only at its end.
+const RELEASE_EVERY: usize = 8192;
 
 /// The matches of a search, ready to be read newest first; see the [module](self).
 pub struct Scan {
@@ -245,7 +248,10 @@ impl Scan {
             if part.stores.is_empty() {
                 part.open_stores()?;
             }
-            for e in &window {
+            for (i, e) in window.iter().enumerate() {
+                if i > 0 && i % RELEASE_EVERY == 0 {
+                    part.mappings.release();
+                }
                 let store = &part.stores[e.segment as usize];
                 let raw = store
                     .get_document_bytes(e.doc)
