@@ -1950,6 +1950,19 @@ fn perf_existing_index() {
     let now = Utc::now();
     let mut lat = Vec::new();
     let mut total = 0;
+    let cold = Instant::now();
+    index
+        .facets(
+            &org,
+            &SearchQuery {
+                since: Some(now - Duration::days(30)),
+                until: Some(now),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    eprintln!("facets 30 d {org}, first (nothing kept yet): {:?}", cold.elapsed());
     for i in 0..40 {
         let until = now - Duration::days(i % 60);
         let q = SearchQuery {
