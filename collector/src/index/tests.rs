@@ -1962,7 +1962,10 @@ fn perf_existing_index() {
             10,
         )
         .unwrap();
-    eprintln!("facets 30 d {org}, first (nothing kept yet): {:?}", cold.elapsed());
+    eprintln!(
+        "facets 30 d {org}, first (nothing kept yet): {:?}",
+        cold.elapsed()
+    );
     for i in 0..40 {
         let until = now - Duration::days(i % 60);
         let q = SearchQuery {
