@@ -6,10 +6,8 @@
 //! costs some 40 allocations a record); the bytes are the ones prost writes for
 //! `to_log_record(record)` (tested).
 
-use std::collections::BTreeMap;
-
 use codestax_common::otlp::{METADATA_PREFIX, json_to_any, record_from_log};
-use codestax_common::{AuditRecord, Rules};
+use codestax_common::{AuditRecord, Metadata, Rules};
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
@@ -62,36 +60,14 @@ pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
         text(out, "audit.repository", repository);
     }
     text(out, "audit.outcome", record.outcome.as_str());
-    // The metadata as it serialises: its fields, then the free-form keys (which win on a clash).
+    // The metadata as it serialises: its fields, then the free-form keys (which win on a
+    // clash). ip and user_agent first, under their OpenTelemetry names.
     let m = &record.metadata;
-    let mut metadata: BTreeMap<&str, Attr> = BTreeMap::new();
-    if let Some(ip) = &m.ip {
-        metadata.insert("ip", Attr::Text(ip));
+    if let Some(v) = named_or_extra(m, "ip", &m.ip) {
+        attribute(out, "", "client.address", &v);
     }
-    if let Some(user_agent) = &m.user_agent {
-        metadata.insert("user_agent", Attr::Text(user_agent));
-    }
-    if let Some(scan_type) = &m.scan_type {
-        metadata.insert("scan_type", Attr::Text(scan_type));
-    }
-    if !m.changes.is_empty() {
-        let changes = serde_json::to_value(&m.changes).expect("changes always serialise");
-        metadata.insert("changes", Attr::Any(json_to_any(&changes)));
-    }
-    for (k, v) in &m.extra {
-        let attr = match v {
-            Value::String(s) => Attr::Text(s),
-            other => Attr::Any(json_to_any(other)),
-        };
-        metadata.insert(k, attr);
-    }
-    for (field, key) in [
-        ("ip", "client.address"),
-        ("user_agent", "user_agent.original"),
-    ] {
-        if let Some(v) = metadata.remove(field) {
-            attribute(out, "", key, &v);
-        }
+    if let Some(v) = named_or_extra(m, "user_agent", &m.user_agent) {
+        attribute(out, "", "user_agent.original", &v);
     }
     // audit.schema_version, an AnyValue holding an int (field 3, varint)
     let version = i64::from(record.schema_version) as u64;
@@ -103,8 +79,43 @@ pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
     bytes_field(out, 0x12, any_len);
     out.push(0x18);
     encode_varint(version, out);
-    for (k, v) in &metadata {
-        attribute(out, METADATA_PREFIX, k, v);
+    // Then every other key in key order: the named ones ("changes" < "scan_type") merged with
+    // the free-form ones.
+    let changes = (!m.changes.is_empty()).then(|| {
+        let changes = serde_json::to_value(&m.changes).expect("changes always serialise");
+        Attr::Any(json_to_any(&changes))
+    });
+    let mut named = [
+        ("changes", changes),
+        ("scan_type", m.scan_type.as_deref().map(Attr::Text)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
+    .peekable();
+    let mut extra = m
+        .extra
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "ip" | "user_agent"))
+        .peekable();
+    loop {
+        match (named.peek(), extra.peek()) {
+            (Some((n, _)), Some((e, _))) if *n == e.as_str() => {
+                named.next(); // the free-form key wins
+            }
+            (Some((n, _)), Some((e, _))) if *n > e.as_str() => {
+                let (k, v) = extra.next().expect("peeked");
+                attribute(out, METADATA_PREFIX, k, &Attr::of(v));
+            }
+            (Some(_), _) => {
+                let (k, v) = named.next().expect("peeked");
+                attribute(out, METADATA_PREFIX, k, &v);
+            }
+            (None, Some(_)) => {
+                let (k, v) = extra.next().expect("peeked");
+                attribute(out, METADATA_PREFIX, k, &Attr::of(v));
+            }
+            (None, None) => break,
+        }
     }
     if !record.action.is_empty() {
         // 12: event_name
@@ -113,10 +124,28 @@ pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
     }
 }
 
+/// A named metadata field's value, unless a free-form key of the same name overrides it.
+fn named_or_extra<'a>(m: &'a Metadata, name: &str, named: &'a Option<String>) -> Option<Attr<'a>> {
+    match m.extra.get(name) {
+        Some(v) => Some(Attr::of(v)),
+        None => named.as_deref().map(Attr::Text),
+    }
+}
+
 /// An attribute's value: a string, or any other AnyValue.
 enum Attr<'a> {
     Text(&'a str),
     Any(AnyValue),
+}
+
+impl Attr<'_> {
+    /// The AnyValue of a JSON value ([`json_to_any`]), strings borrowed.
+    fn of(value: &Value) -> Attr<'_> {
+        match value {
+            Value::String(s) => Attr::Text(s),
+            other => Attr::Any(json_to_any(other)),
+        }
+    }
 }
 
 /// A string attribute, `key` = `value`.
@@ -256,5 +285,34 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 100, "{checked}");
+
+        // Free-form keys named like the metadata's fields (not made by parsing, but possible in
+        // a record built in code) win, as in to_log_record.
+        let line = lines.last().unwrap();
+        let mut record = parse_json_line(line.as_bytes(), Some("d"), &rules).unwrap();
+        record.metadata.ip = Some("10.0.0.1".into());
+        record.metadata.user_agent = Some("ua".into());
+        record.metadata.scan_type = Some("sast".into());
+        record.metadata.changes = vec![codestax_common::Change {
+            field: "f".into(),
+            old: Value::Null,
+            new: Value::from(1),
+        }];
+        for extra in [
+            vec![],
+            vec!["ip", "user_agent", "scan_type", "changes", "a", "d", "zz"],
+            vec!["changes"],
+            vec!["scan_type", "b"],
+            vec!["user_agent"],
+        ] {
+            record.metadata.extra = extra
+                .iter()
+                .map(|k| (k.to_string(), Value::from(format!("extra {k}"))))
+                .collect();
+            let mut ours = Vec::new();
+            encode_record(&record, &mut ours);
+            assert_eq!(ours, to_log_record(&record).encode_to_vec(), "{extra:?}");
+            record.metadata.scan_type = None;
+        }
     }
 }

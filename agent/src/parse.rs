@@ -3,14 +3,14 @@
 //! [`codestax_common::parse_json_line`] parses a line into a `serde_json::Value` first and then
 //! takes the record out of it, field by field, collecting every problem: exact error messages,
 //! at the price of a map allocation per object and per key (a third of the file source's CPU).
-//! Here a line is read straight into the record's fields. Whenever anything is unusual (a
-//! field of the wrong type, a duplicate or unknown key, a key with escapes, a missing
-//! required field, a record the rules refuse), the fast reading gives up and the line goes
-//! through `parse_json_line`, so records and error messages are exactly the ones it gives. A
-//! record the fast reading returns is the one `parse_json_line` returns (tested on variations
-//! of every field).
+//! Here a line is read straight into the fields of a record kept from the line before (whose
+//! strings are reused: a line of the usual shape allocates almost nothing). Whenever anything
+//! is unusual (a field of the wrong type, a duplicate or unknown key, a key with escapes, a
+//! missing required field, a record the rules refuse), the fast reading gives up and the line
+//! goes through `parse_json_line`, so records and error messages are exactly the ones it gives.
+//! A record the fast reading returns is the one `parse_json_line` returns (tested on variations
+//! of every field, one after the other).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use codestax_common::{
@@ -26,27 +26,90 @@ pub fn parse_line(
     default_org: Option<&str>,
     rules: &Rules,
 ) -> Result<AuditRecord, RecordErrors> {
-    match fast(line, default_org, rules) {
-        Some(record) => Ok(record),
-        None => parse_json_line(line, default_org, rules),
+    LineParser::default()
+        .parse(line, default_org, rules)
+        .map(|r| r.clone())
+}
+
+/// Parses lines one after the other into one record, reusing its strings.
+#[derive(Debug)]
+pub struct LineParser {
+    record: AuditRecord,
+}
+
+impl Default for LineParser {
+    fn default() -> LineParser {
+        LineParser {
+            record: AuditRecord {
+                id: None,
+                org_id: String::new(),
+                time: chrono::DateTime::UNIX_EPOCH,
+                actor: Actor {
+                    id: String::new(),
+                    name: None,
+                    email: None,
+                    kind: ActorKind::default(),
+                },
+                action: String::new(),
+                category: String::new(),
+                target: None,
+                repository: None,
+                outcome: Outcome::default(),
+                message: None,
+                metadata: Metadata::default(),
+                schema_version: SCHEMA_VERSION,
+                received_at: None,
+                seq: None,
+                prev_hash: None,
+                hash: None,
+            },
+        }
     }
 }
 
-/// The record, when the line is an ordinary valid one; `None` for anything else.
-fn fast(line: &[u8], default_org: Option<&str>, rules: &Rules) -> Option<AuditRecord> {
-    if line.len() > rules.max_record_bytes.saturating_mul(4) {
-        return None;
+impl LineParser {
+    /// Parses one line as [`parse_json_line`] does. The record is the parser's own, until the
+    /// next line.
+    pub fn parse(
+        &mut self,
+        line: &[u8],
+        default_org: Option<&str>,
+        rules: &Rules,
+    ) -> Result<&mut AuditRecord, RecordErrors> {
+        if !self.fast(line, default_org, rules) {
+            self.record = parse_json_line(line, default_org, rules)?;
+        }
+        Ok(&mut self.record)
     }
-    // UTF-8 checked once for the line, not string by string.
-    let text = std::str::from_utf8(line).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut record = de.deserialize_map(RecordVisitor { default_org }).ok()?;
-    de.end().ok()?;
-    if let Ok(category) = check_action(&record.action, true) {
-        record.category = category.to_string();
+
+    /// Reads an ordinary valid line into the record; false for anything else (the record is
+    /// then left half-written).
+    fn fast(&mut self, line: &[u8], default_org: Option<&str>, rules: &Rules) -> bool {
+        if line.len() > rules.max_record_bytes.saturating_mul(4) {
+            return false;
+        }
+        // UTF-8 checked once for the line, not string by string.
+        let Ok(text) = std::str::from_utf8(line) else {
+            return false;
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let record = &mut self.record;
+        if de
+            .deserialize_map(RecordInto {
+                record: &mut *record,
+                default_org,
+            })
+            .is_err()
+            || de.end().is_err()
+        {
+            return false;
+        }
+        record.category.clear();
+        if let Ok(category) = check_action(&record.action, true) {
+            record.category.push_str(category);
+        }
+        validate(record, rules).is_ok()
     }
-    validate(&record, rules).ok()?;
-    Some(record)
 }
 
 /// Gives up on the fast reading (the message is never shown).
@@ -63,91 +126,163 @@ fn once<E: de::Error>(seen: &mut u32, bit: u32) -> Result<(), E> {
     Ok(())
 }
 
-struct RecordVisitor<'a> {
-    default_org: Option<&'a str>,
+/// A JSON string into a `String` (its buffer reused).
+struct StrInto<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for StrInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
 }
 
-impl<'de> Visitor<'de> for RecordVisitor<'_> {
-    type Value = AuditRecord;
+impl<'de> Visitor<'de> for StrInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.clear();
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+/// A JSON string or `null` into an `Option<String>` (a buffer it holds reused).
+struct OptStrInto<'a>(&'a mut Option<String>);
+
+impl<'de> DeserializeSeed<'de> for OptStrInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptStrInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.0 = None;
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.visit_none()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        StrInto(self.0.get_or_insert_with(String::new)).deserialize(d)
+    }
+}
+
+/// A JSON string or `null` (taken as empty) into a `String`.
+fn str_or_null<'de, A: MapAccess<'de>>(map: &mut A, into: &mut String) -> Result<(), A::Error> {
+    let mut value = Some(std::mem::take(into));
+    map.next_value_seed(OptStrInto(&mut value))?;
+    *into = value.unwrap_or_default();
+    Ok(())
+}
+
+struct RecordInto<'a, 'o> {
+    record: &'a mut AuditRecord,
+    default_org: Option<&'o str>,
+}
+
+impl<'de> Visitor<'de> for RecordInto<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an audit record")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AuditRecord, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let r = self.record;
         let mut seen = 0u32;
-        let mut id = None;
-        let mut org_id = None;
-        let mut time = None;
-        let mut actor = None;
-        let mut action = None;
-        let mut target = None;
-        let mut repository = None;
-        let mut outcome = None;
-        let mut message = None;
-        let mut metadata = None;
-        let mut schema_version = None;
-        let mut received_at = None;
+        const ID: u32 = 1 << 0;
+        const ORG: u32 = 1 << 1;
+        const TIME: u32 = 1 << 2;
+        const ACTOR: u32 = 1 << 3;
+        const ACTION: u32 = 1 << 4;
+        const CATEGORY: u32 = 1 << 5;
+        const TARGET: u32 = 1 << 6;
+        const REPOSITORY: u32 = 1 << 7;
+        const OUTCOME: u32 = 1 << 8;
+        const MESSAGE: u32 = 1 << 9;
+        const METADATA: u32 = 1 << 10;
+        const VERSION: u32 = 1 << 11;
+        const RECEIVED: u32 = 1 << 12;
+        let mut org_given = false;
         while let Some(key) = map.next_key::<&str>()? {
             match key {
                 "id" => {
-                    once(&mut seen, 1 << 0)?;
-                    id = map.next_value::<Option<String>>()?;
+                    once(&mut seen, ID)?;
+                    map.next_value_seed(OptStrInto(&mut r.id))?;
                 }
                 "org_id" => {
-                    once(&mut seen, 1 << 1)?;
-                    org_id = map.next_value::<Option<String>>()?;
+                    once(&mut seen, ORG)?;
+                    let mut org = Some(std::mem::take(&mut r.org_id));
+                    map.next_value_seed(OptStrInto(&mut org))?;
+                    org_given = org.is_some();
+                    r.org_id = org.unwrap_or_default();
                 }
                 "time" => {
-                    once(&mut seen, 1 << 2)?;
+                    once(&mut seen, TIME)?;
                     let text = map.next_value::<&str>()?;
-                    time = Some(codestax_common::time::parse_rfc3339(text).map_err(|_| give_up())?);
+                    r.time = codestax_common::time::parse_rfc3339(text).map_err(|_| give_up())?;
                 }
                 "actor" => {
-                    once(&mut seen, 1 << 3)?;
-                    actor = Some(map.next_value_seed(ActorSeed)?);
+                    once(&mut seen, ACTOR)?;
+                    map.next_value_seed(ActorInto(&mut r.actor))?;
                 }
                 "action" => {
-                    once(&mut seen, 1 << 4)?;
-                    action = map.next_value::<Option<String>>()?;
+                    once(&mut seen, ACTION)?;
+                    str_or_null(&mut map, &mut r.action)?;
                 }
                 "category" => {
                     // Derived from the action; the input's is only type-checked.
-                    once(&mut seen, 1 << 5)?;
-                    map.next_value::<Option<String>>()?;
+                    once(&mut seen, CATEGORY)?;
+                    map.next_value::<Option<&str>>()?;
                 }
                 "target" => {
-                    once(&mut seen, 1 << 6)?;
-                    target = map.next_value_seed(OptionSeed(TargetSeed))?;
+                    once(&mut seen, TARGET)?;
+                    map.next_value_seed(OptionInto(TargetInto(&mut r.target)))?;
                 }
                 "repository" => {
-                    once(&mut seen, 1 << 7)?;
-                    repository = map.next_value::<Option<String>>()?;
+                    once(&mut seen, REPOSITORY)?;
+                    map.next_value_seed(OptStrInto(&mut r.repository))?;
                 }
                 "outcome" => {
-                    once(&mut seen, 1 << 8)?;
-                    outcome = match map.next_value::<Option<&str>>()? {
-                        None => None,
-                        Some(s) => Some(Outcome::parse(s).ok_or_else(give_up)?),
+                    once(&mut seen, OUTCOME)?;
+                    r.outcome = match map.next_value::<Option<&str>>()? {
+                        None => Outcome::default(),
+                        Some(s) => Outcome::parse(s).ok_or_else(give_up)?,
                     };
                 }
                 "message" => {
-                    once(&mut seen, 1 << 9)?;
-                    message = map.next_value::<Option<String>>()?;
+                    once(&mut seen, MESSAGE)?;
+                    map.next_value_seed(OptStrInto(&mut r.message))?;
                 }
                 "metadata" => {
-                    once(&mut seen, 1 << 10)?;
-                    metadata = map.next_value_seed(OptionSeed(MetadataSeed))?;
+                    once(&mut seen, METADATA)?;
+                    map.next_value_seed(OptionInto(MetadataInto(&mut r.metadata)))?;
                 }
                 "schema_version" => {
-                    once(&mut seen, 1 << 11)?;
-                    schema_version = map
+                    once(&mut seen, VERSION)?;
+                    r.schema_version = map
                         .next_value::<Option<u64>>()?
-                        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                        .map_or(SCHEMA_VERSION, |v| u32::try_from(v).unwrap_or(u32::MAX));
                 }
                 "received_at" => {
-                    once(&mut seen, 1 << 12)?;
-                    received_at = match map.next_value::<Option<&str>>()? {
+                    once(&mut seen, RECEIVED)?;
+                    r.received_at = match map.next_value::<Option<&str>>()? {
                         None => None,
                         Some(text) => Some(
                             codestax_common::time::parse_rfc3339(text).map_err(|_| give_up())?,
@@ -161,28 +296,285 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
                 _ => return Err(give_up()),
             }
         }
-        let org_id = match org_id {
-            Some(org) => org,
-            None => self.default_org.map(str::to_string).unwrap_or_default(),
-        };
-        Ok(AuditRecord {
-            id,
-            org_id,
-            time: time.ok_or_else(give_up)?,
-            actor: actor.ok_or_else(give_up)?,
-            action: action.unwrap_or_default(),
-            category: String::new(),
-            target,
-            repository,
-            outcome: outcome.unwrap_or_default(),
-            message,
-            metadata: metadata.unwrap_or_default(),
-            schema_version: schema_version.unwrap_or(SCHEMA_VERSION),
-            received_at,
-            seq: None,
-            prev_hash: None,
-            hash: None,
-        })
+        // Required, or a default, or nothing: what this line did not give.
+        if seen & (TIME | ACTOR) != TIME | ACTOR {
+            return Err(give_up());
+        }
+        if !org_given {
+            r.org_id.clear();
+            if let Some(org) = self.default_org {
+                r.org_id.push_str(org);
+            }
+        }
+        if seen & ID == 0 {
+            r.id = None;
+        }
+        if seen & ACTION == 0 {
+            r.action.clear();
+        }
+        if seen & TARGET == 0 {
+            r.target = None;
+        }
+        if seen & REPOSITORY == 0 {
+            r.repository = None;
+        }
+        if seen & OUTCOME == 0 {
+            r.outcome = Outcome::default();
+        }
+        if seen & MESSAGE == 0 {
+            r.message = None;
+        }
+        if seen & METADATA == 0 {
+            MetadataInto(&mut r.metadata).reset();
+        }
+        if seen & VERSION == 0 {
+            r.schema_version = SCHEMA_VERSION;
+        }
+        if seen & RECEIVED == 0 {
+            r.received_at = None;
+        }
+        Ok(())
+    }
+}
+
+/// `null` as the inner seed's "nothing", anything else through the inner seed.
+struct OptionInto<S>(S);
+
+/// A seed that can also say "null".
+trait Nullable {
+    fn null(self);
+}
+
+impl<'de, S: DeserializeSeed<'de, Value = ()> + Nullable> DeserializeSeed<'de> for OptionInto<S> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de, Value = ()> + Nullable> Visitor<'de> for OptionInto<S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null or a value")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.0.null();
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.visit_none()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.deserialize(d)
+    }
+}
+
+struct ActorInto<'a>(&'a mut Actor);
+
+impl<'de> DeserializeSeed<'de> for ActorInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ActorInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an actor object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let a = self.0;
+        let mut seen = 0u32;
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "id" => {
+                    once(&mut seen, 1)?;
+                    str_or_null(&mut map, &mut a.id)?;
+                }
+                "name" => {
+                    once(&mut seen, 2)?;
+                    map.next_value_seed(OptStrInto(&mut a.name))?;
+                }
+                "email" => {
+                    once(&mut seen, 4)?;
+                    map.next_value_seed(OptStrInto(&mut a.email))?;
+                }
+                "kind" => {
+                    once(&mut seen, 8)?;
+                    a.kind = match map.next_value::<Option<&str>>()? {
+                        None => ActorKind::default(),
+                        Some(s) => ActorKind::parse(s).ok_or_else(give_up)?,
+                    };
+                }
+                _ => return Err(give_up()),
+            }
+        }
+        if seen & 1 == 0 {
+            a.id.clear();
+        }
+        if seen & 2 == 0 {
+            a.name = None;
+        }
+        if seen & 4 == 0 {
+            a.email = None;
+        }
+        if seen & 8 == 0 {
+            a.kind = ActorKind::default();
+        }
+        Ok(())
+    }
+}
+
+/// Into an `Option<Target>` (a target it holds reused).
+struct TargetInto<'a>(&'a mut Option<Target>);
+
+impl Nullable for TargetInto<'_> {
+    fn null(self) {
+        *self.0 = None;
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for TargetInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TargetInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a target object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let t = self.0.get_or_insert_with(|| Target {
+            kind: TargetKind::Repository,
+            id: None,
+            name: None,
+        });
+        let mut seen = 0u32;
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "kind" => {
+                    once(&mut seen, 1)?;
+                    // Required: null is refused as missing.
+                    let s = map.next_value::<&str>()?;
+                    t.kind = TargetKind::parse(s).ok_or_else(give_up)?;
+                }
+                "id" => {
+                    once(&mut seen, 2)?;
+                    map.next_value_seed(OptStrInto(&mut t.id))?;
+                }
+                "name" => {
+                    once(&mut seen, 4)?;
+                    map.next_value_seed(OptStrInto(&mut t.name))?;
+                }
+                _ => return Err(give_up()),
+            }
+        }
+        if seen & 1 == 0 {
+            return Err(give_up());
+        }
+        if seen & 2 == 0 {
+            t.id = None;
+        }
+        if seen & 4 == 0 {
+            t.name = None;
+        }
+        Ok(())
+    }
+}
+
+struct MetadataInto<'a>(&'a mut Metadata);
+
+impl MetadataInto<'_> {
+    /// No metadata.
+    fn reset(self) {
+        let m = self.0;
+        m.ip = None;
+        m.user_agent = None;
+        m.scan_type = None;
+        m.changes.clear();
+        m.extra.clear();
+    }
+}
+
+impl Nullable for MetadataInto<'_> {
+    fn null(self) {
+        self.reset();
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for MetadataInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetadataInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a metadata object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let m = self.0;
+        m.extra.clear();
+        m.changes.clear();
+        let mut seen = 0u32;
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "ip" => {
+                    once(&mut seen, 1)?;
+                    map.next_value_seed(OptStrInto(&mut m.ip))?;
+                }
+                "user_agent" => {
+                    once(&mut seen, 2)?;
+                    map.next_value_seed(OptStrInto(&mut m.user_agent))?;
+                }
+                "scan_type" => {
+                    once(&mut seen, 4)?;
+                    map.next_value_seed(OptStrInto(&mut m.scan_type))?;
+                }
+                "changes" => {
+                    once(&mut seen, 8)?;
+                    m.changes = map
+                        .next_value_seed(OptionSeed(ChangesSeed))?
+                        .unwrap_or_default();
+                }
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    if m.extra.insert(key.to_string(), value).is_some() {
+                        return Err(give_up());
+                    }
+                }
+            }
+        }
+        if seen & 1 == 0 {
+            m.ip = None;
+        }
+        if seen & 2 == 0 {
+            m.user_agent = None;
+        }
+        if seen & 4 == 0 {
+            m.scan_type = None;
+        }
+        Ok(())
     }
 }
 
@@ -214,160 +606,6 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         self.0.deserialize(d).map(Some)
-    }
-}
-
-struct ActorSeed;
-
-impl<'de> DeserializeSeed<'de> for ActorSeed {
-    type Value = Actor;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Actor, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ActorSeed {
-    type Value = Actor;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an actor object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Actor, A::Error> {
-        let mut seen = 0u32;
-        let (mut id, mut name, mut email, mut kind) = (None, None, None, None);
-        while let Some(key) = map.next_key::<&str>()? {
-            match key {
-                "id" => {
-                    once(&mut seen, 1)?;
-                    id = map.next_value::<Option<String>>()?;
-                }
-                "name" => {
-                    once(&mut seen, 2)?;
-                    name = map.next_value::<Option<String>>()?;
-                }
-                "email" => {
-                    once(&mut seen, 4)?;
-                    email = map.next_value::<Option<String>>()?;
-                }
-                "kind" => {
-                    once(&mut seen, 8)?;
-                    kind = match map.next_value::<Option<&str>>()? {
-                        None => None,
-                        Some(s) => Some(ActorKind::parse(s).ok_or_else(give_up)?),
-                    };
-                }
-                _ => return Err(give_up()),
-            }
-        }
-        Ok(Actor {
-            id: id.unwrap_or_default(),
-            name,
-            email,
-            kind: kind.unwrap_or_default(),
-        })
-    }
-}
-
-struct TargetSeed;
-
-impl<'de> DeserializeSeed<'de> for TargetSeed {
-    type Value = Target;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Target, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TargetSeed {
-    type Value = Target;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a target object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Target, A::Error> {
-        let mut seen = 0u32;
-        let (mut kind, mut id, mut name) = (None, None, None);
-        while let Some(key) = map.next_key::<&str>()? {
-            match key {
-                "kind" => {
-                    once(&mut seen, 1)?;
-                    // Required: null is refused as missing.
-                    let s = map.next_value::<&str>()?;
-                    kind = Some(TargetKind::parse(s).ok_or_else(give_up)?);
-                }
-                "id" => {
-                    once(&mut seen, 2)?;
-                    id = map.next_value::<Option<String>>()?;
-                }
-                "name" => {
-                    once(&mut seen, 4)?;
-                    name = map.next_value::<Option<String>>()?;
-                }
-                _ => return Err(give_up()),
-            }
-        }
-        Ok(Target {
-            kind: kind.ok_or_else(give_up)?,
-            id,
-            name,
-        })
-    }
-}
-
-struct MetadataSeed;
-
-impl<'de> DeserializeSeed<'de> for MetadataSeed {
-    type Value = Metadata;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Metadata, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MetadataSeed {
-    type Value = Metadata;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a metadata object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
-        let mut seen = 0u32;
-        let mut m = Metadata::default();
-        let mut extra = BTreeMap::new();
-        while let Some(key) = map.next_key::<&str>()? {
-            match key {
-                "ip" => {
-                    once(&mut seen, 1)?;
-                    m.ip = map.next_value::<Option<String>>()?;
-                }
-                "user_agent" => {
-                    once(&mut seen, 2)?;
-                    m.user_agent = map.next_value::<Option<String>>()?;
-                }
-                "scan_type" => {
-                    once(&mut seen, 4)?;
-                    m.scan_type = map.next_value::<Option<String>>()?;
-                }
-                "changes" => {
-                    once(&mut seen, 8)?;
-                    m.changes = map
-                        .next_value_seed(OptionSeed(ChangesSeed))?
-                        .unwrap_or_default();
-                }
-                _ => {
-                    let value = map.next_value::<Value>()?;
-                    if extra.insert(key.to_string(), value).is_some() {
-                        return Err(give_up());
-                    }
-                }
-            }
-        }
-        m.extra = extra;
-        Ok(m)
     }
 }
 
@@ -598,30 +836,43 @@ pub(crate) mod tests {
             allow_custom_actions: false,
             ..rules.clone()
         };
-        let mut fast_ones = 0;
         let lines = variations();
-        for line in &lines {
-            for default_org in [None, Some("org-default")] {
-                for rules in [&rules, &strict] {
-                    let slow = parse_json_line(line.as_bytes(), default_org, rules);
-                    if let Some(record) = fast(line.as_bytes(), default_org, rules) {
-                        fast_ones += 1;
-                        assert_eq!(slow.as_ref(), Ok(&record), "{line}");
+        let mut fast_ones = 0;
+        // One parser for every line, in two orders: each line is read into what the line
+        // before left (other fields, other shapes, failed lines).
+        for order in [false, true] {
+            let mut parser = LineParser::default();
+            let mut lines: Vec<&String> = lines.iter().collect();
+            if order {
+                lines.reverse();
+            }
+            for line in lines {
+                for default_org in [None, Some("org-default")] {
+                    for rules in [&rules, &strict] {
+                        let slow = parse_json_line(line.as_bytes(), default_org, rules);
+                        if parser.fast(line.as_bytes(), default_org, rules) {
+                            fast_ones += 1;
+                            assert_eq!(slow.as_ref(), Ok(&parser.record), "{line}");
+                        }
+                        let got = parser.parse(line.as_bytes(), default_org, rules);
+                        assert_eq!(got.map(|r| r.clone()), slow, "{line}");
+                        // The line again, over its own record.
+                        let again = parser.parse(line.as_bytes(), default_org, rules);
+                        assert_eq!(again.map(|r| r.clone()), slow, "{line} twice");
                     }
-                    assert_eq!(
-                        parse_line(line.as_bytes(), default_org, rules),
-                        slow,
-                        "{line}"
-                    );
                 }
             }
         }
         // The ordinary lines do take the fast way.
-        assert!(fast(BASE.as_bytes(), None, &rules).is_some());
+        assert!(LineParser::default().fast(BASE.as_bytes(), None, &rules));
         assert!(
             fast_ones > lines.len(),
             "{fast_ones} of {} lines",
             lines.len()
+        );
+        assert_eq!(
+            parse_line(BASE.as_bytes(), None, &rules),
+            parse_json_line(BASE.as_bytes(), None, &rules)
         );
     }
 }

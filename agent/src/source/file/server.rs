@@ -19,6 +19,7 @@ use super::FileSettings;
 use super::tailer::{Chunk, Leaving, Status, TailedFile};
 use crate::checkpoint::{CheckpointStore, FileKey};
 use crate::metrics::Metrics;
+use crate::parse::LineParser;
 use crate::quarantine::Quarantine;
 use crate::spool::{PendingAppend, Spool, SpoolEntry, SpoolError};
 
@@ -82,6 +83,8 @@ pub struct FileTailer {
     one_file_per_round: bool,
     /// The append started by the last round, not yet waited for.
     in_flight: Option<InFlight>,
+    /// Reads the lines of every file (one record's strings, reused line after line).
+    parser: LineParser,
 }
 
 /// An append of a round, on its way to the spool.
@@ -116,6 +119,7 @@ impl FileTailer {
             last_finish_poll: Instant::now(),
             one_file_per_round: false,
             in_flight: None,
+            parser: LineParser::default(),
         }
     }
 
@@ -272,7 +276,8 @@ impl FileTailer {
                 continue;
             }
             let before = file.size;
-            let chunk = match file.poll(&rules, self.options.read_bytes.min(budget)) {
+            let read = self.options.read_bytes.min(budget);
+            let chunk = match file.poll(&rules, &mut self.parser, read) {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     tracing::warn!(path = %file.path.display(), error = %e, "cannot read file");

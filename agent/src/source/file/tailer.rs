@@ -13,6 +13,7 @@ use codestax_common::Rules;
 use super::FileSettings;
 use super::fingerprint::{self, TAIL_CHECK_BYTES, read_at};
 use crate::checkpoint::{CheckpointStore, FileKey, FilePosition, Fingerprint, TailCheck};
+use crate::parse::LineParser;
 use crate::quarantine::{MAX_KEPT_BYTES, QuarantineEntry, QuarantineKind};
 use crate::spool::SpoolEntry;
 
@@ -205,13 +206,23 @@ impl TailedFile {
     }
 
     /// Reads whole lines after what has been read, at most `max_bytes` of new data.
-    pub fn poll(&mut self, rules: &Rules, max_bytes: usize) -> io::Result<Chunk> {
-        let mut chunk = self.read_chunk(rules, max_bytes)?;
+    pub fn poll(
+        &mut self,
+        rules: &Rules,
+        parser: &mut LineParser,
+        max_bytes: usize,
+    ) -> io::Result<Chunk> {
+        let mut chunk = self.read_chunk(rules, parser, max_bytes)?;
         chunk.generation = self.generation;
         Ok(chunk)
     }
 
-    fn read_chunk(&mut self, rules: &Rules, max_bytes: usize) -> io::Result<Chunk> {
+    fn read_chunk(
+        &mut self,
+        rules: &Rules,
+        parser: &mut LineParser,
+        max_bytes: usize,
+    ) -> io::Result<Chunk> {
         let mut chunk = Chunk::default();
         let size = self.file.metadata()?.len();
         // The bytes before the committed offset are checked on every poll, not only when the
@@ -264,7 +275,7 @@ impl TailedFile {
         }
         self.read_offset += n as u64;
         chunk.more = self.read_offset < size;
-        self.split_lines(rules, &mut chunk);
+        self.split_lines(rules, parser, &mut chunk);
         let (line_start, behind) = match &self.overlong {
             Some(o) => (o.start, &o.behind),
             None => (self.pending_start, &self.behind),
@@ -390,7 +401,7 @@ impl TailedFile {
         Ok(())
     }
 
-    fn split_lines(&mut self, rules: &Rules, chunk: &mut Chunk) {
+    fn split_lines(&mut self, rules: &Rules, parser: &mut LineParser, chunk: &mut Chunk) {
         let max_line = self.settings.max_line_bytes;
         let mut consumed = 0;
         while let Some(nl) = memchr(&self.pending[consumed..]) {
@@ -426,14 +437,14 @@ impl TailedFile {
             } else if line.iter().all(u8::is_ascii_whitespace) {
                 // Blank lines carry nothing.
             } else {
-                match crate::parse::parse_line(line, self.settings.org_id.as_deref(), rules) {
-                    Ok(mut record) => {
+                match parser.parse(line, self.settings.org_id.as_deref(), rules) {
+                    Ok(record) => {
                         if record.id.is_none() {
                             let end = start as usize + nl + 1;
                             let prefix = &self.prefix[..self.prefix.len().min(end)];
                             record.id = Some(fingerprint::derived_id(prefix, start, line));
                         }
-                        chunk.entries.push(SpoolEntry::record(&record));
+                        chunk.entries.push(SpoolEntry::record(record));
                     }
                     Err(errors) => {
                         if start >= self.quarantined_through {
