@@ -1296,7 +1296,8 @@ fn janitor_run(
 /// own metrics: retention narrowed to `keep_days` (the oldest `days - keep_days` days go: whole
 /// partitions dropped, per-org deletes in the partition the cutoff falls into); one enterprise
 /// org narrowed to `short_days` (per-org deletes: the other orgs keep their records in those
-/// partitions); and the same config again (a run with nothing to delete).
+/// partitions); and the same config again (a run that finds only what expired since, at the
+/// boundary).
 pub fn janitor(env: &Env, size: JanitorSize) -> Result<Vec<Table>> {
     let corpus = Corpus::search(
         size.records,
@@ -1366,7 +1367,7 @@ pub fn janitor(env: &Env, size: JanitorSize) -> Result<Vec<Table>> {
         &corpus,
         &retention(short_org.as_ref().map(|_| days)),
         &|org| if org == short { days } else { keep },
-        "3. the same again: nothing to delete",
+        "3. the same config again: only what expired since",
     )?);
     c.stop()?;
     drop(dir);
