@@ -4,7 +4,7 @@
 //! `COPY (SELECT ... ORDER BY time DESC, id DESC) TO STDOUT WITH CSV`. Both are timed at the
 //! client, from the request to the last byte, and their rows counted from the bytes.
 
-use crate::collector::{Collector, http_client};
+use crate::collector::{Collector, http_client, process_cpu_seconds};
 use crate::data::{CATEGORIES, Corpus, rfc3339};
 use crate::error::{BenchError, Result};
 use crate::pg::Postgres;
@@ -83,6 +83,9 @@ pub struct Streamed {
     pub first_byte: Duration,
     /// Request sent → last byte read.
     pub elapsed: Duration,
+    /// CPU the server spent meanwhile (user + system): the collector process, or the PostgreSQL
+    /// backend that ran the COPY.
+    pub server_cpu: f64,
 }
 
 impl Streamed {
@@ -140,6 +143,7 @@ pub fn run_collector(
     let client = http_client()?;
     let path = collector_path(org, format, filter);
     let what = || format!("GET {path}");
+    let cpu0 = c.cpu_seconds()?;
     let started = Instant::now();
     let r = client
         .get(c.url(&path))
@@ -158,6 +162,7 @@ pub fn run_collector(
     let (bytes, newlines, first_byte) =
         drain(r, started).map_err(|e| BenchError::http(what(), e))?;
     let elapsed = started.elapsed();
+    let server_cpu = c.cpu_seconds()? - cpu0;
     let rows = format.rows(newlines);
     if announced != Some(rows) {
         return Err(BenchError::http(
@@ -170,6 +175,7 @@ pub fn run_collector(
         bytes,
         first_byte,
         elapsed,
+        server_cpu,
     })
 }
 
@@ -198,7 +204,8 @@ pub fn postgres_sql(org: &str, filter: Option<&Filter>) -> String {
 }
 
 /// One `COPY ... TO STDOUT WITH CSV` from PostgreSQL, read to its end; `expected` rows, if
-/// given, must come.
+/// given, must come. Its CPU is the backend's (COPY of a query runs in the one backend: no
+/// parallel workers).
 pub fn run_postgres(
     pg: &Postgres,
     org: &str,
@@ -206,7 +213,13 @@ pub fn run_postgres(
     expected: Option<u64>,
 ) -> Result<Streamed> {
     let mut client = pg.connect()?;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .map_err(BenchError::sql("backend pid"))?
+        .get(0);
+    let backend = backend as u32;
     let sql = postgres_sql(org, filter);
+    let cpu0 = process_cpu_seconds(backend)?;
     let started = Instant::now();
     let reader = client
         .copy_out(sql.as_str())
@@ -214,6 +227,7 @@ pub fn run_postgres(
     let (bytes, newlines, first_byte) =
         drain(reader, started).map_err(|e| BenchError::Postgres(format!("COPY TO: {e}")))?;
     let elapsed = started.elapsed();
+    let server_cpu = process_cpu_seconds(backend)? - cpu0;
     if let Some(n) = expected
         && n != newlines
     {
@@ -226,5 +240,6 @@ pub fn run_postgres(
         bytes,
         first_byte,
         elapsed,
+        server_cpu,
     })
 }
