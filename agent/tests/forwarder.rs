@@ -12,7 +12,7 @@ use codestax_agent::forward::{Backoff, BatchLimits, Compression, Forwarder, Upst
 use codestax_agent::metrics::Metrics;
 use codestax_agent::quarantine::Quarantine;
 use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
-use codestax_common::{Rules, parse_json_line};
+use codestax_common::{AuditRecord, Rules, parse_json_line};
 use support::{Reply, Sink, emit_line};
 use tokio::sync::watch;
 
@@ -33,33 +33,27 @@ fn open_spool(dir: &Path) -> Spool {
 }
 
 async fn spool_records(spool: &Spool, ids: impl IntoIterator<Item = (String, String)>) {
-    let entries: Vec<SpoolEntry> = ids
-        .into_iter()
-        .map(|(id, message)| {
-            let record = parse_json_line(
-                emit_line(Some(&id), &message).as_bytes(),
-                None,
-                &Rules::new(),
-            )
-            .unwrap();
-            SpoolEntry::record(&record)
-        })
-        .collect();
-    spool.append(entries).await.unwrap();
+    spool_as(spool, ids, SpoolEntry::record).await;
 }
 
 /// Records as JSON entries: what an agent of spool format 1 left behind.
 async fn spool_json_records(spool: &Spool, ids: impl IntoIterator<Item = (String, String)>) {
+    spool_as(spool, ids, |r| {
+        SpoolEntry::Json(serde_json::to_vec(r).unwrap())
+    })
+    .await;
+}
+
+async fn spool_as(
+    spool: &Spool,
+    ids: impl IntoIterator<Item = (String, String)>,
+    entry: impl Fn(&AuditRecord) -> SpoolEntry,
+) {
     let entries: Vec<SpoolEntry> = ids
         .into_iter()
         .map(|(id, message)| {
-            let record = parse_json_line(
-                emit_line(Some(&id), &message).as_bytes(),
-                None,
-                &Rules::new(),
-            )
-            .unwrap();
-            SpoolEntry::Json(serde_json::to_vec(&record).unwrap())
+            let line = emit_line(Some(&id), &message);
+            entry(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
         })
         .collect();
     spool.append(entries).await.unwrap();

@@ -10,6 +10,7 @@ use super::error::IndexError;
 use super::indexer::Indexer;
 use super::partition::{Partition, PartitionKey, PartitionScheme, micros_to_time};
 use super::query::{Plan, SearchQuery};
+use super::scan::stored_bytes;
 use super::schema::{Fields, build_schema, col};
 use super::state::{IndexState, read_state};
 use crate::uid::uid;
@@ -812,7 +813,7 @@ impl<'a> StoredDocs<'a> {
         let raw = store
             .get_document_bytes(addr.doc_id)
             .map_err(|e| IndexError::tantivy(self.dir, "read a stored record", e))?;
-        match stored_field(&raw, self.fields.doc.field_id()) {
+        match stored_bytes(&raw, self.fields.doc) {
             Some(bytes) => {
                 self.fast_reads += 1;
                 decode(self.dir, bytes)
@@ -820,33 +821,6 @@ impl<'a> StoredDocs<'a> {
             None => load_with(self.searcher, self.dir, self.fields, addr, decode),
         }
     }
-}
-
-/// The value of a serialised tantivy document holding exactly one value, a bytes value of
-/// `field`: a VInt count (1), the field id (u32, little-endian), the type code of bytes (4), a
-/// VInt length and the bytes. `None` for anything else.
-fn stored_field(raw: &[u8], field: u32) -> Option<&[u8]> {
-    const BYTES_CODE: u8 = 4;
-    fn vint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-        let mut value = 0u64;
-        for (i, &b) in bytes.iter().enumerate().take(10) {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 != 0 {
-                return Some((value, &bytes[i + 1..]));
-            }
-        }
-        None
-    }
-    let (count, rest) = vint(raw)?;
-    if count != 1 || rest.len() < 5 {
-        return None;
-    }
-    let (id, rest) = rest.split_at(4);
-    if u32::from_le_bytes(id.try_into().ok()?) != field || rest[0] != BYTES_CODE {
-        return None;
-    }
-    let (len, value) = vint(&rest[1..])?;
-    (value.len() as u64 == len).then_some(value)
 }
 
 /// Reads a stored record's canonical JSON and decodes it with `decode`.

@@ -940,6 +940,21 @@ struct FacetBlock {
 }
 
 impl FacetSegment {
+    /// Counts one kept document's time: the range seen and its hour of the histogram.
+    #[inline]
+    fn count_time(&mut self, t: i64) {
+        self.min_time = self.min_time.min(t);
+        self.max_time = self.max_time.max(t);
+        let hour = t.div_euclid(HOUR_MICROS);
+        match usize::try_from(hour - self.base_hour)
+            .ok()
+            .and_then(|i| self.dense_hours.get_mut(i))
+        {
+            Some(c) => *c += 1,
+            None => *self.sparse_hours.entry(hour).or_default() += 1,
+        }
+    }
+
     /// [`SegmentCollector::collect`] for a block of matching documents (ascending): each
     /// column is read for the whole block at once rather than value by value.
     fn collect_docs(&mut self, docs: &[DocId], b: &mut FacetBlock) {
@@ -971,16 +986,7 @@ impl FacetSegment {
         }
         self.count += b.docs.len() as u64;
         for &t in &b.kept_times {
-            self.min_time = self.min_time.min(t);
-            self.max_time = self.max_time.max(t);
-            let hour = t.div_euclid(HOUR_MICROS);
-            match usize::try_from(hour - self.base_hour)
-                .ok()
-                .and_then(|i| self.dense_hours.get_mut(i))
-            {
-                Some(c) => *c += 1,
-                None => *self.sparse_hours.entry(hour).or_default() += 1,
-            }
+            self.count_time(t);
         }
         for (column, counts) in self.columns.iter().zip(self.counts.iter_mut()) {
             let Some((_, ords)) = column else { continue };
@@ -1005,8 +1011,6 @@ impl SegmentCollector for FacetSegment {
             return;
         };
         self.count += 1;
-        self.min_time = self.min_time.min(t);
-        self.max_time = self.max_time.max(t);
         for (column, counts) in self.columns.iter().zip(self.counts.iter_mut()) {
             if let Some((_, ords)) = column
                 && let Some(ord) = ords.get(doc)
@@ -1015,14 +1019,7 @@ impl SegmentCollector for FacetSegment {
                 *c += 1;
             }
         }
-        let hour = t.div_euclid(HOUR_MICROS);
-        match usize::try_from(hour - self.base_hour)
-            .ok()
-            .and_then(|i| self.dense_hours.get_mut(i))
-        {
-            Some(c) => *c += 1,
-            None => *self.sparse_hours.entry(hour).or_default() += 1,
-        }
+        self.count_time(t);
     }
 
     fn harvest(self) -> Self::Fruit {
