@@ -4,7 +4,7 @@
 
 use super::error::IndexError;
 use super::phrase::ForwardPhraseQuery;
-use super::schema::{Fields, kw, text_analyzer};
+use super::schema::{Fields, bare_word_fields, kw, text_analyzer};
 use chrono::{DateTime, Utc};
 use codestax_common::Category;
 use tantivy::Term;
@@ -51,6 +51,19 @@ pub(crate) enum TextField {
     Actor,
     Target,
     Message,
+}
+
+impl TextField {
+    /// The index fields searched: a bare word looks in all the fields that together hold every
+    /// searchable value.
+    fn fields(self, f: &Fields) -> Vec<Field> {
+        match self {
+            TextField::All => bare_word_fields(f).to_vec(),
+            TextField::Actor => vec![f.actor_text],
+            TextField::Target => vec![f.target_text],
+            TextField::Message => vec![f.message_text],
+        }
+    }
 }
 
 /// Where a `q` term is looked for.
@@ -226,13 +239,16 @@ impl Plan {
             let sub = match clause.target {
                 ClauseTarget::Keyword(name) => Some(keyword_query(fields, name, &clause.value)),
                 ClauseTarget::Text(tf) => {
-                    let field = match tf {
-                        TextField::All => fields.text,
-                        TextField::Actor => fields.actor_text,
-                        TextField::Target => fields.target_text,
-                        TextField::Message => fields.message_text,
-                    };
-                    text_query(&mut analyzer, field, &clause.value)
+                    let mut any: Vec<(Occur, Box<dyn Query>)> = tf
+                        .fields(fields)
+                        .iter()
+                        .filter_map(|&field| text_query(&mut analyzer, field, &clause.value))
+                        .map(|q| (Occur::Should, q))
+                        .collect();
+                    match any.len() {
+                        0 | 1 => any.pop().map(|(_, q)| q),
+                        _ => Some(Box::new(BooleanQuery::new(any)) as Box<dyn Query>),
+                    }
                 }
             };
             // A term without a single token (`(`, `-`, `"" `) constrains nothing.
