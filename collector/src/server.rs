@@ -97,6 +97,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         &layout.index,
         IndexOptions {
             writer_memory_bytes: config.index.writer_memory_bytes,
+            writer_threads: config.index.writer_threads,
+            merge_threads: config.index.merge_threads,
             ..IndexOptions::default()
         },
     )?;

@@ -179,9 +179,17 @@ pub struct IndexConfig {
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Indexing memory budget per indexing thread, in bytes (tantivy needs at least
-    /// 15000000).
+    /// 15000000). A thread's records since the last commit are written out as a segment when
+    /// they fill it.
     #[serde(default = "default_writer_memory_bytes")]
     pub writer_memory_bytes: usize,
+    /// Indexing threads of the partition being written (1 to 8). Each builds its own segment,
+    /// so a commit writes them out in parallel; more threads also make more segments to merge.
+    #[serde(default = "default_writer_threads")]
+    pub writer_threads: usize,
+    /// Threads merging a partition's segments in the background (1 to 8).
+    #[serde(default = "default_merge_threads")]
+    pub merge_threads: usize,
     /// Values shown per facet (action, user, repository…) in search responses (1 to 1000).
     #[serde(default = "default_facet_top_n")]
     pub facet_top_n: usize,
@@ -231,10 +239,16 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_commit_interval() -> Duration {
-    Duration::from_millis(500)
+    Duration::from_millis(350)
 }
 fn default_writer_memory_bytes() -> usize {
-    128 * MIB as usize
+    64 * MIB as usize
+}
+fn default_writer_threads() -> usize {
+    2
+}
+fn default_merge_threads() -> usize {
+    2
 }
 fn default_facet_top_n() -> usize {
     10
@@ -313,6 +327,8 @@ impl Default for IndexConfig {
         IndexConfig {
             commit_interval: default_commit_interval(),
             writer_memory_bytes: default_writer_memory_bytes(),
+            writer_threads: default_writer_threads(),
+            merge_threads: default_merge_threads(),
             facet_top_n: default_facet_top_n(),
         }
     }
@@ -420,6 +436,8 @@ impl CollectorConfig {
             "index.writer_memory_bytes",
             bytes(self.index.writer_memory_bytes as u64),
         )
+        .row("index.writer_threads", self.index.writer_threads)
+        .row("index.merge_threads", self.index.merge_threads)
         .row("index.facet_top_n", self.index.facet_top_n)
         .row(
             "wal.group_commit_max_wait",
@@ -563,6 +581,8 @@ impl Settings for CollectorConfig {
             TANTIVY_MIN_WRITER_MEMORY_BYTES as u64,
             "tantivy needs 15 MB per indexing thread",
         );
+        c.range("index.writer_threads", self.index.writer_threads, 1, 8);
+        c.range("index.merge_threads", self.index.merge_threads, 1, 8);
         c.range("index.facet_top_n", self.index.facet_top_n, 1, 1000);
 
         c.duration_range(
@@ -610,8 +630,10 @@ mod tests {
         assert_eq!(config.limits.max_body_bytes, 16 << 20);
         assert_eq!(config.limits.max_decompressed_bytes, 64 << 20);
         assert_eq!(config.limits.request_timeout, Duration::from_secs(30));
-        assert_eq!(config.index.commit_interval, Duration::from_millis(500));
-        assert_eq!(config.index.writer_memory_bytes, 128 << 20);
+        assert_eq!(config.index.commit_interval, Duration::from_millis(350));
+        assert_eq!(config.index.writer_memory_bytes, 64 << 20);
+        assert_eq!(config.index.writer_threads, 2);
+        assert_eq!(config.index.merge_threads, 2);
         assert_eq!(config.wal.group_commit_max_wait, Duration::from_millis(2));
         assert_eq!(config.log.level, "info");
         assert!(config.orgs.is_empty());

@@ -43,14 +43,19 @@ const FACET_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// (see [`AuditIndex::search_with`]): a later page counts at most this much of the oldest matches.
 const CARRY_MICROS: i64 = 10 * 60 * 1_000_000;
 
-/// How the index is laid out and how much memory writing it may take.
+/// How the index is laid out and how much memory and how many threads writing it may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexOptions {
-    /// Memory budget of one partition writer in bytes, split between its threads (each needs at
-    /// least 15 MB). The most the writers take together is `max_open_writers` times this.
+    /// Memory budget of each indexing thread in bytes (at least 15 MB): when a thread's records
+    /// since the last commit fill it, they are written out as a segment. The most the writers
+    /// take together is `max_open_writers * writer_threads` times this.
     pub writer_memory_bytes: usize,
-    /// Indexing threads per partition writer, 1 to 8.
+    /// Indexing threads per partition writer, 1 to 8. Each builds its own segment, so a commit
+    /// writes them out in parallel: with one thread on two cores, commits took up to 1 s and
+    /// ingest waited meanwhile (BENCHMARKS.md).
     pub writer_threads: usize,
+    /// Threads merging segments in the background per partition writer, 1 to 8.
+    pub merge_threads: usize,
     /// Most partition writers open at once. Opening one more commits and closes the least recently
     /// used (records mostly arrive for the current week, so this rarely happens).
     pub max_open_writers: usize,
@@ -62,7 +67,8 @@ impl Default for IndexOptions {
     fn default() -> Self {
         IndexOptions {
             writer_memory_bytes: 64 * 1024 * 1024,
-            writer_threads: 1,
+            writer_threads: 2,
+            merge_threads: 2,
             max_open_writers: 2,
             partition: PartitionScheme::Week,
         }
@@ -77,10 +83,16 @@ impl IndexOptions {
                 self.writer_threads
             )));
         }
-        let per_thread = self.writer_memory_bytes / self.writer_threads;
-        if !(MIN_MEMORY_PER_THREAD..4_000_000_000).contains(&per_thread) {
+        if !(1..=8).contains(&self.merge_threads) {
             return Err(IndexError::Options(format!(
-                "writer_memory_bytes / writer_threads must be 15 MB to 4 GB, got {per_thread} bytes"
+                "merge_threads must be 1 to 8, got {}",
+                self.merge_threads
+            )));
+        }
+        if !(MIN_MEMORY_PER_THREAD..4_000_000_000).contains(&self.writer_memory_bytes) {
+            return Err(IndexError::Options(format!(
+                "writer_memory_bytes (per indexing thread) must be 15 MB to 4 GB, got {} bytes",
+                self.writer_memory_bytes
             )));
         }
         if self.max_open_writers == 0 {

@@ -163,6 +163,7 @@ fn options() -> IndexOptions {
     IndexOptions {
         writer_memory_bytes: 16_000_000,
         writer_threads: 1,
+        merge_threads: 1,
         max_open_writers: 16,
         partition: PartitionScheme::Week,
     }
@@ -1165,8 +1166,11 @@ fn options_and_scheme_are_checked() {
             ..options()
         },
         IndexOptions {
-            writer_threads: 2,
-            writer_memory_bytes: 20_000_000,
+            writer_threads: 9,
+            ..options()
+        },
+        IndexOptions {
+            merge_threads: 0,
             ..options()
         },
         IndexOptions {

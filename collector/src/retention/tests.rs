@@ -79,6 +79,7 @@ fn options() -> IndexOptions {
     IndexOptions {
         writer_memory_bytes: 16_000_000,
         writer_threads: 1,
+        merge_threads: 1,
         max_open_writers: 2,
         partition: PartitionScheme::Week,
     }
