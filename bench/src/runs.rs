@@ -139,6 +139,7 @@ fn ingest_one(
             clients: size.clients,
             pace: None,
             sample_every,
+            pre_encode: true,
         },
     )?;
     let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
@@ -273,6 +274,7 @@ pub fn freshness(env: &Env, records: u64, rate: f64, size: IngestSize) -> Result
             clients: size.clients,
             pace: Some(rate),
             sample_every: 1,
+            pre_encode: false,
         },
     )?;
     let load1 = load_average();
@@ -398,6 +400,7 @@ fn load_collector(
             clients,
             pace: None,
             sample_every: 0,
+            pre_encode: false,
         },
     )?;
     let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
