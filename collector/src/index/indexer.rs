@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
 use tantivy::indexer::UserOperation;
-use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, NoMergePolicy};
+use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{IndexWriter, Term};
@@ -32,19 +32,6 @@ pub struct Purge {
     pub bytes_after: u64,
     /// The partition was left empty and deleted.
     pub removed: bool,
-}
-
-/// Segments of about the same size merged at once. tantivy's default is 8; with 16 each record
-/// is rewritten by merges about a third less often (log16 rather than log8 of the partition's
-/// segment count), which took ingest from ~33 to ~29 ms of CPU per 1,000 records, while search
-/// latency over 2 million records did not change (BENCHMARKS.md).
-const MERGE_MIN_SEGMENTS: usize = 16;
-
-/// How a partition writer merges its segments in the background.
-fn merge_policy() -> LogMergePolicy {
-    let mut policy = LogMergePolicy::default();
-    policy.set_min_num_segments(MERGE_MIN_SEGMENTS);
-    policy
 }
 
 /// A partition's open writer.
@@ -425,7 +412,6 @@ impl Indexer {
                         .build(),
                 )
                 .map_err(|e| IndexError::tantivy(&partition.dir, "open a writer", e))?;
-            writer.set_merge_policy(Box::new(merge_policy()));
             self.writers.insert(
                 key.start,
                 OpenWriter {
