@@ -202,6 +202,22 @@ impl Collector {
         process_cpu_seconds(self.pid())
     }
 
+    /// Waits until the collector is idle, using under 5% of a core over a second (its
+    /// background merges are done), or `limit` has passed; returns how long it waited.
+    pub fn wait_idle(&self, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let mut before = self.cpu_seconds()?;
+        while started.elapsed() < limit {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = self.cpu_seconds()?;
+            if now - before < 0.05 {
+                break;
+            }
+            before = now;
+        }
+        Ok(started.elapsed())
+    }
+
     /// Resets the peak RSS to the current RSS (`echo 5 > /proc/PID/clear_refs`).
     pub fn reset_peak_rss(&self) -> Result<()> {
         let path = format!("/proc/{}/clear_refs", self.pid());
