@@ -3,7 +3,7 @@
 //! (freshness) by polling `GET /api/v1/orgs/{org}/audit-log/{id}`, which records no read.
 //! The same corpus into PostgreSQL with COPY, one transaction per batch.
 
-use crate::collector::{Collector, http_client};
+use crate::collector::{Collector, http_client, process_cpu_seconds};
 use crate::data::Corpus;
 use crate::error::{BenchError, Result};
 use crate::pg::Postgres;
@@ -64,6 +64,9 @@ pub struct LoadReport {
     pub freshness: Latencies,
     /// Sampled records not found within [`FRESHNESS_GIVE_UP`].
     pub never_found: usize,
+    /// CPU seconds this process used while the clock ran (clients and poller; encoding done
+    /// before the clock started is not in it).
+    pub client_cpu: f64,
 }
 
 impl LoadReport {
@@ -102,6 +105,7 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
     } else {
         Vec::new()
     };
+    let cpu0 = process_cpu_seconds(std::process::id())?;
     let started = Instant::now();
     let (results, poll) = std::thread::scope(|s| {
         let poller = (opts.sample_every > 0).then(|| s.spawn(|| poll_freshness(c, rx)));
@@ -176,6 +180,7 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
     let mut report = LoadReport {
         records: corpus.total(),
         elapsed,
+        client_cpu: process_cpu_seconds(std::process::id())? - cpu0,
         ..LoadReport::default()
     };
     for r in results {
