@@ -1,10 +1,11 @@
 //! Reading an emit line into an [`AuditRecord`] quickly.
 //!
-//! [`codestax_common::parse_json_line`] parses a line into a `serde_json::Value` first and then
-//! takes the record out of it, field by field, collecting every problem: exact error messages,
-//! at the price of a map allocation per object and per key (a third of the file source's CPU).
-//! Here a line is read straight into the fields of a record kept from the line before (whose
-//! strings are reused: a line of the usual shape allocates almost nothing). Whenever anything
+//! [`codestax_common::parse_json_line`] deserialises a well-formed line into a new record
+//! (every string allocated) and takes any other line through a `serde_json::Value`, field by
+//! field, collecting every problem: exact error messages. (When this parser was written it
+//! always went through the `Value`, a map allocation per object and per key: a third of the
+//! file source's CPU.) Here a line is read straight into the fields of a record kept from the
+//! line before (whose strings are reused: a line of the usual shape allocates almost nothing). Whenever anything
 //! is unusual (a field of the wrong type, a duplicate or unknown key, a key with escapes, a
 //! missing required field, a record the rules refuse), the fast reading gives up and the line
 //! goes through `parse_json_line`, so records and error messages are exactly the ones it gives.
