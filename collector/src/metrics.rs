@@ -48,6 +48,7 @@ pub struct Metrics {
     rejected: Family<RejectLabel, Counter>,
     search_seconds: Family<EndpointLabel, Histogram>,
     commit_seconds: Histogram,
+    index_lag_seconds: Histogram,
     wal_fsyncs: Gauge<u64, AtomicU64>,
     wal_fsync_seconds_sum: Gauge<f64, AtomicU64>,
     index_documents: Gauge<u64, AtomicU64>,
@@ -112,6 +113,12 @@ impl Metrics {
             "Latency of index commits (commit and reader reload)",
             commit_seconds.clone(),
         );
+        let index_lag_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "index_lag_seconds",
+            "Per commit, how long the oldest record it made searchable had been acknowledged",
+            index_lag_seconds.clone(),
+        );
         let wal_fsyncs = Gauge::<u64, AtomicU64>::default();
         registry.register("wal_fsyncs", "WAL fsyncs since start", wal_fsyncs.clone());
         let wal_fsync_seconds_sum = Gauge::<f64, AtomicU64>::default();
@@ -175,6 +182,7 @@ impl Metrics {
             rejected,
             search_seconds,
             commit_seconds,
+            index_lag_seconds,
             wal_fsyncs,
             wal_fsync_seconds_sum,
             index_documents,
@@ -216,6 +224,11 @@ impl Metrics {
 
     pub fn observe_commit(&self, seconds: f64) {
         self.commit_seconds.observe(seconds);
+    }
+
+    /// A commit made searchable records acknowledged `seconds` ago at the oldest.
+    pub fn observe_index_lag(&self, seconds: f64) {
+        self.index_lag_seconds.observe(seconds);
     }
 
     /// A janitor run that finished at `finished`.

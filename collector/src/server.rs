@@ -300,48 +300,72 @@ async fn run_indexer(
     let first = tokio::time::Instant::now() + schedule.janitor.min(JANITOR_FIRST_RUN);
     let mut janitor_tick = tokio::time::interval_at(first, schedule.janitor);
     janitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
+    // When the oldest record added since the last commit was acknowledged; `None`: nothing added.
+    let mut oldest: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
                 while let Ok(batch) = batches.try_recv() {
-                    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
-                    dirty = true;
+                    add(indexer, batch, &mut oldest)?;
                 }
                 break;
             }
             batch = batches.recv() => match batch {
-                Some(batch) => {
-                    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
-                    dirty = true;
-                }
+                Some(batch) => add(indexer, batch, &mut oldest)?,
                 None => break,
             },
             _ = tick.tick() => {
-                if dirty {
-                    commit(indexer, store, metrics)?;
-                    dirty = false;
+                if oldest.is_some() {
+                    commit(indexer, store, metrics, &mut oldest)?;
                 }
             }
             _ = janitor_tick.tick() => {
+                // The run commits what was added before it.
                 run_janitor(indexer, janitor, store, metrics);
+                observe_lag(metrics, &mut oldest);
             }
         }
     }
-    if dirty {
-        commit(indexer, store, metrics)?;
+    if oldest.is_some() {
+        commit(indexer, store, metrics, &mut oldest)?;
     }
     Ok(())
 }
 
-fn commit(indexer: &mut Indexer, store: &Store, metrics: &Metrics) -> Result<(), ServeError> {
+/// Adds a stored batch to the index (searchable at the next commit).
+fn add(
+    indexer: &mut Indexer,
+    batch: IndexBatch,
+    oldest: &mut Option<Instant>,
+) -> Result<(), ServeError> {
+    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
+    // Batches arrive in the order they were acknowledged.
+    oldest.get_or_insert(batch.durable_at);
+    Ok(())
+}
+
+/// Commits what was added, making it searchable, and observes how long the oldest of it waited.
+fn commit(
+    indexer: &mut Indexer,
+    store: &Store,
+    metrics: &Metrics,
+    oldest: &mut Option<Instant>,
+) -> Result<(), ServeError> {
     let started = Instant::now();
     let through = tokio::task::block_in_place(|| indexer.commit())?;
     metrics.observe_commit(started.elapsed().as_secs_f64());
+    observe_lag(metrics, oldest);
     if let Some(lsn) = through {
         store.mark_indexed_through(lsn);
     }
     Ok(())
+}
+
+/// After a commit: the oldest record it made searchable was acknowledged at `oldest`.
+fn observe_lag(metrics: &Metrics, oldest: &mut Option<Instant>) {
+    if let Some(acked) = oldest.take() {
+        metrics.observe_index_lag(acked.elapsed().as_secs_f64());
+    }
 }
 
 /// One janitor run. A failure is logged and counted, and the next run tries again: deleting late

@@ -748,3 +748,51 @@ fn keys_over_http_for_org_owners_only() {
     assert_eq!(revoked["entries"][0]["actor"]["id"], owner_id);
     assert_eq!(revoked["entries"][0]["target"]["id"], json!(key_id));
 }
+
+/// Every commit reports how long the oldest record it made searchable had been acknowledged:
+/// the server's own view of freshness.
+#[test]
+fn index_lag_is_measured_from_ack_to_searchable() {
+    let (_dir, c) = start();
+    let ingest = c.create_key("acme", "INGEST");
+    let admin = c.create_key("acme", "ORG_ADMIN");
+    let records: Vec<Value> = (0..5)
+        .map(|i| {
+            record(
+                "acme",
+                &format!("lag-{i}"),
+                "auth.login",
+                "ada@acme.example",
+                &ago(1),
+            )
+        })
+        .collect();
+    let (status, body) = c.ingest(&ingest, &records);
+    assert_eq!(status, 200, "{body}");
+    c.wait_for_total("acme", "action=auth.login", &admin, 5);
+
+    let metrics = c.get("/metrics", &admin).text().unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let count = value("codestax_collector_index_lag_seconds_count");
+    let sum = value("codestax_collector_index_lag_seconds_sum");
+    assert!(count >= 1.0, "{metrics}");
+    assert!(sum > 0.0, "{metrics}");
+    // Every lag observed is under 5 s (commits every 200 ms here): the largest bucket bound
+    // under 5 s holds them all.
+    let (_, under_5s) = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("codestax_collector_index_lag_seconds_bucket{le=\"")?;
+            let (le, n) = rest.split_once("\"} ")?;
+            Some((le.parse::<f64>().ok()?, n.parse::<f64>().ok()?))
+        })
+        .filter(|(le, _)| *le < 5.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("lag buckets");
+    assert_eq!(under_5s, count, "{metrics}");
+}

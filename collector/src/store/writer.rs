@@ -58,6 +58,9 @@ pub struct IndexBatch {
     pub records: Vec<(Lsn, AuditRecord)>,
     /// Each record's canonical JSON (its WAL payload), in the same order: the index stores it.
     pub stored: Vec<String>,
+    /// When the records were fsynced, just before their acks: the start of their wait to become
+    /// searchable (`index_lag_seconds`).
+    pub durable_at: std::time::Instant,
 }
 
 /// A snapshot of the store's counters, for /metrics.
@@ -574,6 +577,7 @@ impl Writer {
             let next = IndexBatch {
                 records: batch,
                 stored,
+                durable_at: Instant::now(),
             };
             if self.sink.send(next).await.is_err() {
                 self.sink_closed = true;
