@@ -529,7 +529,6 @@ impl Corpus {
     pub fn record(&self, b: usize, j: usize) -> Record {
         let batch = self.batches[b];
         let org = &self.orgs[batch.org as usize];
-        let seq = batch.first_seq + j as u64;
         let (time, mut rng) = self.time_and_rng(b, j);
 
         let user = rng.skewed(org.users);
@@ -639,8 +638,12 @@ impl Corpus {
         } else {
             format!("203.0.113.{}", user % 250 + 1)
         };
+        let request_id = format!("{:016x}", rng.next_u64());
+        // Random (from the record's own seed), like the ids agents derive for records without
+        // one (32 hex digits of a hash) or UUIDs: they cost the index more than sequential ids.
+        let id = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         Record {
-            id: format!("{}-{seq:09}", org.id),
+            id,
             org_id: org.id.clone(),
             time_micros: time,
             actor_id,
@@ -658,7 +661,7 @@ impl Corpus {
             user_agent: rng.pick(USER_AGENTS),
             scan_type,
             change,
-            request_id: format!("{:016x}", rng.next_u64()),
+            request_id,
         }
     }
 
