@@ -320,9 +320,11 @@ async fn run_indexer(
                 }
             }
             _ = janitor_tick.tick() => {
-                // The run commits what was added before it.
-                run_janitor(indexer, janitor, store, metrics);
-                observe_lag(metrics, &mut oldest);
+                // A run that went through committed what was added before it; after a failed
+                // one, the next tick commits (again).
+                if run_janitor(indexer, janitor, store, metrics) {
+                    observe_lag(metrics, &mut oldest);
+                }
             }
         }
     }
@@ -368,19 +370,23 @@ fn observe_lag(metrics: &Metrics, oldest: &mut Option<Instant>) {
     }
 }
 
-/// One janitor run. A failure is logged and counted, and the next run tries again: deleting late
-/// is not worth stopping ingest for (reads hide expired records anyway).
-fn run_janitor(indexer: &mut Indexer, janitor: &Janitor, store: &Store, metrics: &Metrics) {
+/// One janitor run; whether it went through. A failure is logged and counted, and the next run
+/// tries again: deleting late is not worth stopping ingest for (reads hide expired records anyway).
+fn run_janitor(indexer: &mut Indexer, janitor: &Janitor, store: &Store, metrics: &Metrics) -> bool {
     let result = tokio::task::block_in_place(|| janitor.run(indexer, Utc::now()));
     // The run commits first: tell the store, so it can drop the WAL segments now indexed.
     if let Some(lsn) = indexer.indexed_through() {
         store.mark_indexed_through(lsn);
     }
     match result {
-        Ok(report) => metrics.observe_janitor(&report, Utc::now()),
+        Ok(report) => {
+            metrics.observe_janitor(&report, Utc::now());
+            true
+        }
         Err(e) => {
             metrics.observe_janitor_failure();
             tracing::error!(error = %e, "retention janitor failed; it will try again at its next run");
+            false
         }
     }
 }

@@ -823,11 +823,21 @@ mod tests {
         let (msg, file) = load_err(
             "[retention]\ndefault_days = 0\n[index]\nwriter_memory_bytes = 1000\n\
              commit_interval = \"2m\"\n[limits]\nmax_decompressed_bytes = 1024\n",
-            &[("CODESTAX_COLLECTOR__INGEST__MAX_RECORD_BYTES", "10")],
+            &[
+                ("CODESTAX_COLLECTOR__INGEST__MAX_RECORD_BYTES", "10"),
+                ("CODESTAX_COLLECTOR__INDEX__WRITER_THREADS", "0"),
+                ("CODESTAX_COLLECTOR__INDEX__MERGE_THREADS", "9"),
+            ],
         );
         let path = file.path().display();
         let lines: Vec<&str> = msg.lines().collect();
-        assert_eq!(lines.len(), 5, "{msg}");
+        assert_eq!(lines.len(), 7, "{msg}");
+        assert!(msg.contains(
+            "collector.index.writer_threads: must be between 1 and 8, got 0 (in environment variable CODESTAX_COLLECTOR__INDEX__WRITER_THREADS)"
+        ), "{msg}");
+        assert!(msg.contains(
+            "collector.index.merge_threads: must be between 1 and 8, got 9 (in environment variable CODESTAX_COLLECTOR__INDEX__MERGE_THREADS)"
+        ), "{msg}");
         assert!(lines.contains(&format!(
             "collector.retention.default_days: must be between 1 and 3650, got 0 (in {path}, line 2)"
         ).as_str()), "{msg}");

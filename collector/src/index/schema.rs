@@ -191,7 +191,7 @@ pub(crate) fn metadata_values(meta: &Metadata, out: &mut impl FnMut(&str)) {
 /// The values of the `text` field: those a bare word of `q` is searched in that have no full-text
 /// field of their own. The actor's name, the target and the message are indexed once, in
 /// `actor_text`, `target_text` and `message_text`, and a bare word searches all four fields (see
-/// [`bare_word_fields`]): indexing them in `text` too cost ~15% of ingest CPU (BENCHMARKS.md).
+/// [`bare_word_fields`]): indexing them in `text` too cost ~5 % of ingest CPU (BENCHMARKS.md).
 /// Values are handed to `out` one by one (a phrase never spans two).
 pub(crate) fn other_text_values(r: &AuditRecord, out: &mut impl FnMut(&str)) {
     out(&r.actor.id);
