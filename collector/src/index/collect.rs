@@ -26,19 +26,19 @@ pub(crate) struct DocFilter {
 }
 
 /// A fast column, read directly when every document has exactly one value.
-struct FastCol<T> {
+pub(crate) struct FastCol<T> {
     column: Column<T>,
     full: Option<Arc<dyn ColumnValues<T>>>,
 }
 
 impl<T: PartialOrd + Copy + std::fmt::Debug + Send + Sync + 'static> FastCol<T> {
-    fn new(column: Column<T>) -> Self {
+    pub(crate) fn new(column: Column<T>) -> Self {
         let full = (column.get_cardinality() == Cardinality::Full).then(|| column.values.clone());
         FastCol { column, full }
     }
 
     #[inline]
-    fn get(&self, doc: DocId) -> Option<T> {
+    pub(crate) fn get(&self, doc: DocId) -> Option<T> {
         match &self.full {
             Some(values) => Some(values.get_val(doc)),
             None => self.column.first(doc),
@@ -53,7 +53,7 @@ impl<T: PartialOrd + Copy + std::fmt::Debug + Send + Sync + 'static> FastCol<T> 
 }
 
 /// [`DocFilter`] bound to one segment.
-struct SegmentFilter {
+pub(crate) struct SegmentFilter {
     time: FastCol<i64>,
     check_time: bool,
     since: i64,
@@ -65,7 +65,10 @@ struct SegmentFilter {
 }
 
 impl SegmentFilter {
-    fn new(filter: &DocFilter, reader: &SegmentReader) -> tantivy::Result<SegmentFilter> {
+    pub(crate) fn new(
+        filter: &DocFilter,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentFilter> {
         let ff = reader.fast_fields();
         let time = FastCol::new(ff.i64(col::TIME)?);
         let since = filter.since.unwrap_or(i64::MIN);
@@ -103,9 +106,19 @@ impl SegmentFilter {
         !self.check_time && self.lsn.is_none()
     }
 
+    /// The smallest and largest time in the segment, `None` when it holds none.
+    pub(crate) fn time_range(&self) -> Option<(i64, i64)> {
+        self.time.range()
+    }
+
+    /// The segment's time column, once filtering is done.
+    pub(crate) fn into_time(self) -> FastCol<i64> {
+        self.time
+    }
+
     /// The document's time if it passes.
     #[inline]
-    fn accept(&self, doc: DocId) -> Option<i64> {
+    pub(crate) fn accept(&self, doc: DocId) -> Option<i64> {
         let t = self.time.get(doc)?;
         if self.check_time && (t < self.since || t >= self.until) {
             return None;

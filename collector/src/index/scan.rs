@@ -21,13 +21,14 @@
 //! count and every few thousand records ([`Mappings`]).
 
 use super::audit_index::AuditIndex;
+use super::collect::{DocFilter, FastCol, SegmentFilter};
 use super::error::IndexError;
 use super::query::{Plan, SearchQuery};
 use super::schema::col;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use tantivy::Directory;
-use tantivy::columnar::{Cardinality, Column, ColumnValues, StrColumn};
+use tantivy::columnar::StrColumn;
 use tantivy::directory::OwnedBytes;
 use tantivy::query::EnableScoring;
 use tantivy::schema::{Field, Value};
@@ -52,31 +53,10 @@ pub struct Scan {
     doc_field: Field,
 }
 
-/// The time column, read directly when every document has one value.
-struct TimeCol {
-    column: Column<i64>,
-    full: Option<std::sync::Arc<dyn ColumnValues<i64>>>,
-}
-
-impl TimeCol {
-    fn new(column: Column<i64>) -> TimeCol {
-        let full = (column.get_cardinality() == Cardinality::Full).then(|| column.values.clone());
-        TimeCol { column, full }
-    }
-
-    #[inline]
-    fn get(&self, doc: DocId) -> Option<i64> {
-        match &self.full {
-            Some(values) => Some(values.get_val(doc)),
-            None => self.column.first(doc),
-        }
-    }
-}
-
 /// One segment's matches not yet handed over.
 struct SegScan {
     bits: Vec<u64>,
-    time: TimeCol,
+    time: FastCol<i64>,
     ids: Option<StrColumn>,
 }
 
@@ -124,6 +104,12 @@ impl AuditIndex {
     ) -> Result<Scan, IndexError> {
         let plan = Plan::new(&self.inner.fields, org, q)?;
         let lsn_below = self.snapshot_bound();
+        // The time range and the snapshot, checked per document as search checks them.
+        let doc_filter = DocFilter {
+            since: plan.since,
+            until: plan.until,
+            lsn_below: Some(lsn_below),
+        };
         let since = plan.since.unwrap_or(i64::MIN);
         let until = plan.until.unwrap_or(i64::MAX);
         let mut parts = VecDeque::new();
@@ -140,19 +126,17 @@ impl AuditIndex {
                 .query
                 .weight(EnableScoring::disabled_from_searcher(&searcher))
                 .map_err(err("prepare the export query"))?;
+            let filters = searcher
+                .segment_readers()
+                .iter()
+                .map(|reader| SegmentFilter::new(&doc_filter, reader))
+                .collect::<tantivy::Result<Vec<_>>>()
+                .map_err(err("read the time and lsn columns"))?;
             // The partition's time range as its segments' statistics give it, within the query's.
-            let mut times = Vec::new();
             let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-            for reader in searcher.segment_readers() {
-                let time = reader
-                    .fast_fields()
-                    .i64(col::TIME)
-                    .map_err(err("read the time column"))?;
-                if time.values.num_vals() > 0 {
-                    lo = lo.min(time.min_value());
-                    hi = hi.max(time.max_value());
-                }
-                times.push(time);
+            for (min, max) in filters.iter().filter_map(SegmentFilter::time_range) {
+                lo = lo.min(min);
+                hi = hi.max(max);
             }
             let (lo, hi) = (lo.max(since), hi.min(until.saturating_sub(1)));
             if lo > hi {
@@ -162,11 +146,7 @@ impl AuditIndex {
             let mut buckets = vec![0u32; BUCKETS];
             let mut segments = Vec::new();
             let mut count = 0u64;
-            for (reader, time) in searcher.segment_readers().iter().zip(times) {
-                let ff = reader.fast_fields();
-                let lsn = ff.u64(col::LSN).map_err(err("read the lsn column"))?;
-                let check_lsn = lsn.values.num_vals() > 0 && lsn.max_value() >= lsn_below;
-                let time = TimeCol::new(time);
+            for (reader, filter) in searcher.segment_readers().iter().zip(filters) {
                 let alive = reader.alive_bitset();
                 let mut bits = vec![0u64; (reader.max_doc() as usize).div_ceil(64)];
                 weight
@@ -175,13 +155,9 @@ impl AuditIndex {
                             if alive.is_some_and(|a| !a.is_alive(doc)) {
                                 continue;
                             }
-                            let Some(t) = time.get(doc) else { continue };
-                            if t < lo || t > hi {
+                            let Some(t) = filter.accept(doc) else {
                                 continue;
-                            }
-                            if check_lsn && lsn.first(doc).is_none_or(|l| l >= lsn_below) {
-                                continue;
-                            }
+                            };
                             bits[doc as usize / 64] |= 1 << (doc % 64);
                             buckets[bucket(t, lo, width)] += 1;
                             count += 1;
@@ -190,8 +166,11 @@ impl AuditIndex {
                     .map_err(err("run the export query"))?;
                 segments.push(SegScan {
                     bits,
-                    time,
-                    ids: ff.str(col::ID).map_err(err("read the id column"))?,
+                    time: filter.into_time(),
+                    ids: reader
+                        .fast_fields()
+                        .str(col::ID)
+                        .map_err(err("read the id column"))?,
                 });
             }
             let mappings = Mappings::of(&searcher);
