@@ -957,6 +957,18 @@ pub fn export(env: &Env, size: ExportSize) -> Result<Vec<Table>> {
 }
 
 /// The server's CPU during an export, in seconds and µs per row.
+/// The size and speed columns of one streamed export: rows, MB, first byte, seconds, rows/s, MB/s.
+fn streamed_cells(s: &export::Streamed) -> [String; 6] {
+    [
+        thousands(s.rows as f64),
+        format!("{:.0}", s.bytes as f64 / 1e6),
+        fmt_ms(s.first_byte.as_secs_f64() * 1000.0),
+        format!("{:.1}", s.elapsed.as_secs_f64()),
+        thousands(s.rate()),
+        format!("{:.0}", s.mb_per_s()),
+    ]
+}
+
 fn cpu_per_row(s: &export::Streamed) -> String {
     format!(
         "{:.1} ({:.1})",
@@ -1063,26 +1075,20 @@ fn export_tables(
     for run in runs {
         let case = &cases[run.case];
         let s = &run.streamed;
-        r.row(vec![
-            "collector".into(),
-            case.format.as_str().into(),
-            label(case),
-            thousands(s.rows as f64),
-            format!("{:.0}", s.bytes as f64 / 1e6),
-            fmt_ms(s.first_byte.as_secs_f64() * 1000.0),
-            format!("{:.1}", s.elapsed.as_secs_f64()),
-            thousands(s.rate()),
-            format!("{:.0}", s.mb_per_s()),
+        let mut row = vec!["collector".into(), case.format.as_str().into(), label(case)];
+        row.extend(streamed_cells(s));
+        row.extend([
             "≥ 200,000".into(),
             cpu_per_row(s),
             format!("{:.1}", run.bench_cpu),
             ratio(s.rate(), pg_rate(case.filtered)),
             format!("{} → {}", run.loads.0, run.loads.1),
         ]);
+        r.row(row);
     }
     if let Some(p) = theirs {
         for (filtered, s, (l0, l1)) in &p.runs {
-            r.row(vec![
+            let mut row = vec![
                 "PostgreSQL COPY TO STDOUT WITH CSV".into(),
                 "csv".into(),
                 if *filtered {
@@ -1090,18 +1096,16 @@ fn export_tables(
                 } else {
                     "all".into()
                 },
-                thousands(s.rows as f64),
-                format!("{:.0}", s.bytes as f64 / 1e6),
-                fmt_ms(s.first_byte.as_secs_f64() * 1000.0),
-                format!("{:.1}", s.elapsed.as_secs_f64()),
-                thousands(s.rate()),
-                format!("{:.0}", s.mb_per_s()),
+            ];
+            row.extend(streamed_cells(s));
+            row.extend([
                 "".into(),
                 cpu_per_row(s),
                 "".into(),
                 "".into(),
                 format!("{l0} → {l1}"),
             ]);
+            r.row(row);
         }
     }
     tables.push(r);
