@@ -576,35 +576,50 @@ fn checkpoints_are_durable_with_the_records_after_a_crash() {
     assert!(!h.data.join("checkpoints.json").exists());
 }
 
-#[test]
-fn a_finishing_file_makes_no_round_wait_for_the_spool_until_it_can_go() {
-    let root = tempfile::tempdir().unwrap();
-    let logs = root.path().join("logs");
+/// A tailer of `<root>/logs/*.log` (created) for org acme, outside the [`Harness`], with its
+/// spool, checkpoints and quarantine under `root` and server options adjusted by `adjust`.
+fn lone_tailer(
+    root: &Path,
+    spool_options: SpoolOptions,
+    adjust: impl FnOnce(&mut FileServerOptions),
+) -> (FileTailer, Spool, Arc<Metrics>) {
+    let logs = root.join("logs");
     fs::create_dir_all(&logs).unwrap();
-    let options = SpoolOptions {
-        max_bytes: 64 << 20,
-        segment_bytes: 1 << 20,
-    };
-    let (spool, _) = Spool::open(&root.path().join("spool"), options).unwrap();
-    let checkpoints = CheckpointStore::open(&root.path().join("c.json"), []).unwrap();
+    let (spool, recovery) = Spool::open(&root.join("spool"), spool_options).unwrap();
+    let checkpoints = CheckpointStore::open(&root.join("c.json"), recovery.file_positions).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let quarantine = Quarantine::open(&root.path().join("q"), metrics.clone()).unwrap();
+    let quarantine = Quarantine::open(&root.join("q"), metrics.clone()).unwrap();
     let config = FileSourceConfig {
         include: vec!["*.log".into()],
         org_id: Some("acme".into()),
         ..Default::default()
     };
     let settings = FileSettings::from_config(&config, &logs, 16 << 10).unwrap();
-    let mut server_options = FileServerOptions::new(Duration::from_secs(10), options.max_bytes);
-    server_options.finish_grace = Duration::from_millis(300);
-    let mut t = FileTailer::new(
+    let mut server_options =
+        FileServerOptions::new(Duration::from_secs(10), spool_options.max_bytes);
+    adjust(&mut server_options);
+    let tailer = FileTailer::new(
         vec![settings],
         server_options,
-        spool,
+        spool.clone(),
         checkpoints,
         quarantine,
-        metrics,
+        metrics.clone(),
     );
+    (tailer, spool, metrics)
+}
+
+#[test]
+fn a_finishing_file_makes_no_round_wait_for_the_spool_until_it_can_go() {
+    let root = tempfile::tempdir().unwrap();
+    let logs = root.path().join("logs");
+    let spool_options = SpoolOptions {
+        max_bytes: 64 << 20,
+        segment_bytes: 1 << 20,
+    };
+    let (mut t, _, _) = lone_tailer(root.path(), spool_options, |o| {
+        o.finish_grace = Duration::from_millis(300)
+    });
     fs::write(logs.join("a.log"), lines(0..3)).unwrap();
     fs::write(logs.join("b.log"), lines(10..13)).unwrap();
     t.discover();
@@ -640,32 +655,13 @@ fn a_finishing_file_makes_no_round_wait_for_the_spool_until_it_can_go() {
 fn a_full_spool_pauses_reading_and_loses_nothing() {
     let root = tempfile::tempdir().unwrap();
     let logs = root.path().join("logs");
-    fs::create_dir_all(&logs).unwrap();
-    let options = SpoolOptions {
+    let spool_options = SpoolOptions {
         max_bytes: 64 << 10,
         segment_bytes: 8 << 10,
     };
-    let (spool, recovery) = Spool::open(&root.path().join("spool"), options).unwrap();
-    let checkpoints =
-        CheckpointStore::open(&root.path().join("c.json"), recovery.file_positions).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let quarantine = Quarantine::open(&root.path().join("q"), metrics.clone()).unwrap();
-    let config = FileSourceConfig {
-        include: vec!["*.log".into()],
-        org_id: Some("acme".into()),
-        ..Default::default()
-    };
-    let settings = FileSettings::from_config(&config, &logs, 16 << 10).unwrap();
-    let mut server_options = FileServerOptions::new(Duration::from_secs(10), options.max_bytes);
-    server_options.full_pause = Duration::from_millis(1);
-    let mut t = FileTailer::new(
-        vec![settings],
-        server_options,
-        spool.clone(),
-        checkpoints,
-        quarantine,
-        metrics.clone(),
-    );
+    let (mut t, spool, metrics) = lone_tailer(root.path(), spool_options, |o| {
+        o.full_pause = Duration::from_millis(1)
+    });
     fs::write(logs.join("a.log"), lines(0..2000)).unwrap();
     let mut reader = spool.reader();
     let mut seen = Vec::new();
