@@ -8,12 +8,13 @@ use super::collect::{
 use super::cursor::{CarriedCount, Cursor};
 use super::error::IndexError;
 use super::indexer::Indexer;
+use super::partition::OpenPartition;
 use super::partition::{Partition, PartitionKey, PartitionScheme, micros_to_time};
 use super::query::{Plan, SearchQuery};
 use super::scan::stored_bytes;
-use super::schema::{Fields, build_schema, col};
+use super::schema::{Fields, UidForm, build_schema, col};
 use super::state::{IndexState, read_state};
-use crate::uid::uid;
+use crate::uid::{uid, uid_hash};
 use codestax_common::AuditRecord;
 use codestax_common::api::{
     FacetCount, FacetResponse, Histogram, HistogramBucket, HistogramInterval,
@@ -23,11 +24,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use tantivy::collector::{Count, DocSetCollector};
+use tantivy::collector::DocSetCollector;
 use tantivy::query::{AllQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Schema, Value};
 use tantivy::store::StoreReader;
-use tantivy::{DocAddress, Searcher, SegmentOrdinal, TantivyDocument, Term};
+use tantivy::{DocAddress, DocId, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
@@ -187,8 +188,13 @@ impl Inner {
 
     /// A searcher of a partition; `None` if it was deleted meanwhile.
     pub(super) fn searcher(&self, p: &Partition) -> Result<Option<Searcher>, IndexError> {
-        match p.searcher(&self.schema) {
-            Ok(s) => Ok(Some(s)),
+        Ok(self.opened(p)?.map(|open| open.reader.searcher()))
+    }
+
+    /// A partition, opened; `None` if it was deleted meanwhile.
+    fn opened(&self, p: &Partition) -> Result<Option<Arc<OpenPartition>>, IndexError> {
+        match p.open() {
+            Ok(open) => Ok(Some(open)),
             Err(e) => {
                 let live = self
                     .partitions
@@ -198,6 +204,37 @@ impl Inner {
                 if live { Err(e) } else { Ok(None) }
             }
         }
+    }
+
+    /// The searchable record (org, id) in partition `p` and the searcher that found it; `None` if
+    /// the partition does not hold it (or was deleted meanwhile).
+    pub(super) fn find(
+        &self,
+        p: &Partition,
+        org: &str,
+        id: &str,
+    ) -> Result<Option<(Searcher, DocAddress)>, IndexError> {
+        let Some(open) = self.opened(p)? else {
+            return Ok(None);
+        };
+        let searcher = open.reader.searcher();
+        let term = match open.uid_form {
+            UidForm::Text => Term::from_field_text(self.fields.uid, &uid(org, id)),
+            UidForm::Hash => Term::from_field_u64(self.fields.uid_hash, uid_hash(org, id)),
+        };
+        let hits = searcher
+            .search(
+                &TermQuery::new(term, IndexRecordOption::Basic),
+                &DocSetCollector,
+            )
+            .map_err(|e| IndexError::tantivy(&p.dir, "look up a record by id", e))?;
+        for addr in hits {
+            let reader = searcher.segment_reader(addr.segment_ord);
+            if open.uid_form == UidForm::Text || is_record(reader, addr.doc_id, org, id, &p.dir)? {
+                return Ok(Some((searcher, addr)));
+            }
+        }
+        Ok(None)
     }
 
     /// The highest LSN in any committed partition (opens every partition).
@@ -631,43 +668,22 @@ impl AuditIndex {
 
     /// The record `id` of `org`, if indexed.
     pub fn get(&self, org: &str, id: &str) -> Result<Option<AuditRecord>, IndexError> {
-        let query = self.uid_query(org, id);
         for p in self.inner.partitions_newest_first(None, None) {
-            let Some(searcher) = self.inner.searcher(&p)? else {
-                continue;
-            };
-            let docs = searcher
-                .search(&query, &DocSetCollector)
-                .map_err(|e| IndexError::tantivy(&p.dir, "get", e))?;
-            if let Some(doc) = docs.into_iter().next() {
-                return load(&searcher, &p.dir, &self.inner.fields, doc).map(Some);
+            if let Some((searcher, addr)) = self.inner.find(&p, org, id)? {
+                return load(&searcher, &p.dir, &self.inner.fields, addr).map(Some);
             }
         }
         Ok(None)
     }
 
-    /// Whether the record `id` of `org` is indexed (exactly, by its uid).
+    /// Whether the record `id` of `org` is indexed (exactly: org and id, not only their hash).
     pub fn contains(&self, org: &str, id: &str) -> Result<bool, IndexError> {
-        let query = self.uid_query(org, id);
         for p in self.inner.partitions_newest_first(None, None) {
-            let Some(searcher) = self.inner.searcher(&p)? else {
-                continue;
-            };
-            let n = searcher
-                .search(&query, &Count)
-                .map_err(|e| IndexError::tantivy(&p.dir, "look up a uid", e))?;
-            if n > 0 {
+            if self.inner.find(&p, org, id)?.is_some() {
                 return Ok(true);
             }
         }
         Ok(false)
-    }
-
-    fn uid_query(&self, org: &str, id: &str) -> TermQuery {
-        TermQuery::new(
-            Term::from_field_text(self.inner.fields.uid, &uid(org, id)),
-            IndexRecordOption::Basic,
-        )
     }
 
     /// Calls `f` with the `uid_hash` of every searchable record (to rebuild the dedupe set).
@@ -854,6 +870,38 @@ fn load_with<E>(
             message: "a document has no stored record".into(),
         })?;
     decode(dir, bytes)
+}
+
+/// Whether document `doc` of `reader` is the record (org, id), by its `org` and `id` columns: a
+/// hit on `uid_hash` alone does not prove it.
+fn is_record(
+    reader: &SegmentReader,
+    doc: DocId,
+    org: &str,
+    id: &str,
+    dir: &Path,
+) -> Result<bool, IndexError> {
+    let ff = reader.fast_fields();
+    let mut value = String::new();
+    for (name, want) in [(col::ORG, org), (col::ID, id)] {
+        let Some(column) = ff
+            .str(name)
+            .map_err(|e| IndexError::tantivy(dir, "read a column to check a record's id", e))?
+        else {
+            return Ok(false);
+        };
+        let Some(ord) = column.term_ords(doc).next() else {
+            return Ok(false);
+        };
+        value.clear();
+        column
+            .ord_to_str(ord, &mut value)
+            .map_err(|e| IndexError::io(dir, e))?;
+        if value != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn corrupt(dir: &Path, e: impl std::fmt::Display) -> IndexError {

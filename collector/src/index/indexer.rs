@@ -6,7 +6,6 @@ use super::error::IndexError;
 use super::partition::{Partition, PartitionKey};
 use super::schema::{Fields, document};
 use super::state::{IndexState, sync_dir, write_state};
-use crate::uid::uid;
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,8 +56,8 @@ pub struct Indexer {
     state: IndexState,
     /// Highest LSN added since open.
     max_added: Option<u64>,
-    /// Records up to this LSN may already be committed: re-adding one replaces it (delete by uid,
-    /// then add) instead of indexing it twice.
+    /// Records up to this LSN may already be committed: one that is (found by org and id in its
+    /// partition) is not added again.
     replay_through: Option<u64>,
     /// Partitions committed since the last [`Indexer::commit`] whose readers need a reload.
     committed: BTreeSet<i64>,
@@ -86,7 +85,7 @@ impl Indexer {
     /// are added (replays after a restart may repeat those after [`Self::indexed_through`]).
     ///
     /// The caller dedupes by (org, id); in addition, a record at an LSN that may already be
-    /// committed (a replay after a crash) replaces its earlier copy rather than doubling it.
+    /// committed (a replay after a crash) is not added again if that earlier copy is there.
     pub fn add(&mut self, lsn: u64, record: &AuditRecord) -> Result<(), IndexError> {
         let key = self.inner.opts.partition.key_for(record.time);
         self.add_to_partition(&key, std::iter::once((lsn, record, None)))
@@ -142,23 +141,31 @@ impl Indexer {
         key: &PartitionKey,
         items: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>,
     ) -> Result<(), IndexError> {
-        let fields = &self.inner.fields;
+        let partition = self.writer_for(key)?.partition.clone();
+        let form = partition.open()?.uid_form;
         let mut ops = Vec::with_capacity(items.size_hint().0);
         let mut max = None;
         for (lsn, record, stored) in items {
-            let doc = document(fields, lsn, record, stored)?;
-            if self.replay_through.is_some_and(|r| lsn <= r) {
-                ops.push(UserOperation::Delete(Term::from_field_text(
-                    fields.uid,
-                    &uid(&record.org_id, record.id()),
-                )));
-            }
-            ops.push(UserOperation::Add(doc));
             max = max.max(Some(lsn));
+            if self.replay_through.is_some_and(|r| lsn <= r)
+                && self
+                    .inner
+                    .find(&partition, &record.org_id, record.id())?
+                    .is_some()
+            {
+                // Committed before the crash: the WAL holds each (org, id) once, so this is
+                // the same record.
+                continue;
+            }
+            ops.push(UserOperation::Add(document(
+                &self.inner.fields,
+                form,
+                lsn,
+                record,
+                stored,
+            )?));
         }
-        let w = self.writer_for(key)?;
-        // Each operation gets its own opstamp, in order: a replay's delete removes only the
-        // earlier copy, never the add that follows it.
+        let w = self.writers.get_mut(&key.start).expect("opened above");
         w.writer
             .run(ops)
             .map_err(|e| IndexError::tantivy(&w.partition.dir, "add records", e))?;
@@ -275,7 +282,7 @@ impl Indexer {
         let Some(p) = p else {
             return Ok(Purge::default());
         };
-        let open = p.open(&self.inner.schema)?;
+        let open = p.open()?;
         let bytes_before = dir_size(&p.dir);
         let mut purge = Purge {
             bytes_before,
@@ -377,7 +384,7 @@ impl Indexer {
     }
 
     /// Before any partition commits records beyond `indexed_through`, records how far they go,
-    /// so a replay after a crash knows which re-adds must replace.
+    /// so a replay after a crash knows which re-adds to check for an earlier copy.
     fn persist_pending(&mut self) -> Result<(), IndexError> {
         let Some(max) = self.max_added else {
             return Ok(());
@@ -400,7 +407,7 @@ impl Indexer {
                 self.close_least_recently_used()?;
             }
             let partition = self.partition(key)?;
-            let open = partition.open(&self.inner.schema)?;
+            let open = partition.open()?;
             let opts = &self.inner.opts;
             let writer: IndexWriter = open
                 .index

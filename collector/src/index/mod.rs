@@ -13,9 +13,12 @@
 //!
 //! Schema: fast fields `time`, `received_at` (µs), `lsn`, `seq`, `uid_hash`, and `id`, `org`,
 //! `category`, `action`, `outcome`, `user` (email, else id), `actor_id`, `actor_email`,
-//! `repository`, `target_kind`, `target_id`; indexed `org`, `uid` and `kw` (lowercased
-//! `name\x1fvalue` keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
-//! `message_text`; the stored canonical JSON in `doc`.
+//! `repository`, `target_kind`, `target_id`; indexed `org`, `uid_hash` (a lookup by (org, id)
+//! checks a hit against the `org` and `id` columns) and `kw` (lowercased `name\x1fvalue`
+//! keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
+//! `message_text`; the stored canonical JSON in `doc`. Partitions written before `uid_hash` was
+//! indexed find records by a text `uid` term instead; they are still read and written as they are
+//! (`UidForm`).
 //!
 //! # Hash chains
 //!
@@ -71,7 +74,8 @@
 //! [`Indexer::add`] takes each record's LSN; [`Indexer::commit`] commits the partitions, reloads
 //! their readers, then persists the highest LSN ([`AuditIndex::indexed_through`]) with a
 //! temp + fsync + rename write. Replaying from the next LSN after a crash is safe: the caller
-//! dedupes, and records at LSNs a crash may have left committed replace their earlier copy.
+//! dedupes, and a record at an LSN a crash may have left committed is looked up first and not
+//! added again if it is there.
 //!
 //! # Retention
 //!

@@ -4,13 +4,13 @@
 //! time-disjoint: a newest-first walk over them in order of `start` is a walk in time order.
 
 use super::error::IndexError;
-use super::schema::register_tokenizers;
+use super::schema::{UidForm, register_tokenizers};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tantivy::schema::Schema;
-use tantivy::{Index, IndexReader, ReloadPolicy, Searcher};
+use tantivy::{Index, IndexReader, ReloadPolicy};
 
 /// How records are split into partitions by their `time` (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -140,6 +140,8 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
 pub(crate) struct OpenPartition {
     pub index: Index,
     pub reader: IndexReader,
+    /// How the partition finds a record by (org, id) (which schema it was written with).
+    pub uid_form: UidForm,
 }
 
 /// One partition: known from its directory, opened on first use.
@@ -183,20 +185,22 @@ impl Partition {
         Ok(Partition::existing(key, dir))
     }
 
-    /// The opened index and reader, opening them on first use.
-    pub fn open(&self, schema: &Schema) -> Result<Arc<OpenPartition>, IndexError> {
+    /// The opened index and reader, opening them on first use. Refuses a partition written with a
+    /// schema this version does not know.
+    pub fn open(&self) -> Result<Arc<OpenPartition>, IndexError> {
         let mut slot = self.opened.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(open) = slot.as_ref() {
             return Ok(open.clone());
         }
         let index = Index::open_in_dir(&self.dir)
             .map_err(|e| IndexError::tantivy(&self.dir, "open the partition index", e))?;
-        if &index.schema() != schema {
+        let Some(uid_form) = UidForm::of(&index.schema()) else {
             return Err(IndexError::State {
                 path: self.dir.clone(),
-                message: "the partition was written with another schema".into(),
+                message: "the partition was written with a schema this version does not know"
+                    .into(),
             });
-        }
+        };
         register_tokenizers(&index);
         let reader = index
             .reader_builder()
@@ -204,14 +208,13 @@ impl Partition {
             .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()
             .map_err(|e| IndexError::tantivy(&self.dir, "open a reader", e))?;
-        let open = Arc::new(OpenPartition { index, reader });
+        let open = Arc::new(OpenPartition {
+            index,
+            reader,
+            uid_form,
+        });
         *slot = Some(open.clone());
         Ok(open)
-    }
-
-    /// A searcher over the partition's last reloaded commit.
-    pub fn searcher(&self, schema: &Schema) -> Result<Searcher, IndexError> {
-        Ok(self.open(schema)?.reader.searcher())
     }
 
     /// Makes the last commit visible to searchers, if the partition is open (a partition opened

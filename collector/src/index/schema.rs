@@ -5,7 +5,7 @@ use crate::uid::{uid, uid_hash};
 use codestax_common::{AuditRecord, Metadata};
 use serde_json::Value;
 use tantivy::schema::{
-    FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{Index, TantivyDocument};
@@ -31,14 +31,38 @@ pub(crate) mod col {
     pub const OUTCOME: &str = "outcome";
 }
 
-/// The fields of the schema.
-#[derive(Debug, Clone)]
+/// How a partition finds a record by (org, id): the one difference between the two schemas a
+/// partition may have been written with. Partitions are created with [`UidForm::Hash`]; those
+/// written before it existed use [`UidForm::Text`] and are read and written as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UidForm {
+    /// The `uid` field holds [`uid`] (org U+001F id) as one exact term; `uid_hash` is only fast.
+    Text,
+    /// `uid_hash` is indexed as well as fast, and `uid` stays empty: an 8-byte term instead of
+    /// ~45 bytes of text made ingest ~10 % cheaper with random ids (BENCHMARKS.md, session 4).
+    /// Two records may share a hash, so a hit is checked against the `org` and `id` columns.
+    Hash,
+}
+
+impl UidForm {
+    /// The form of a partition written with `schema`; `None` for a schema this version does not
+    /// know.
+    pub(crate) fn of(schema: &Schema) -> Option<UidForm> {
+        [UidForm::Hash, UidForm::Text]
+            .into_iter()
+            .find(|&form| &schema_for(form).0 == schema)
+    }
+}
+
+/// The fields of the schema (the same handles in both [`UidForm`]s).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Fields {
     /// Org id: indexed (the tenancy filter of every query) and fast.
     pub org: Field,
-    /// [`uid`]: indexed, for `contains` / `get` and idempotent re-adds.
+    /// [`uid`]: indexed in [`UidForm::Text`] partitions, empty in the others.
     pub uid: Field,
-    /// [`uid_hash`]: fast, streamed to rebuild the dedupe set.
+    /// [`uid_hash`]: fast, streamed to rebuild the dedupe set; indexed in [`UidForm::Hash`]
+    /// partitions (`get`, `contains`, the replay check).
     pub uid_hash: Field,
     /// The write-ahead-log position the record was indexed from: fast, the snapshot of a cursor walk.
     pub lsn: Field,
@@ -72,8 +96,14 @@ pub(crate) struct Fields {
     pub doc: Field,
 }
 
-/// Builds the schema and its field handles.
+/// Builds the schema of new partitions and its field handles.
 pub(crate) fn build_schema() -> (Schema, Fields) {
+    schema_for(UidForm::Hash)
+}
+
+/// Builds the schema of a partition of the given form. Fields are added in the same order in
+/// both, so their handles are the same.
+pub(crate) fn schema_for(form: UidForm) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let fast_str = || TextOptions::default().set_fast("raw");
     let text = || {
@@ -86,7 +116,10 @@ pub(crate) fn build_schema() -> (Schema, Fields) {
     let fields = Fields {
         org: b.add_text_field(col::ORG, STRING | FAST),
         uid: b.add_text_field("uid", STRING),
-        uid_hash: b.add_u64_field(col::UID_HASH, FAST),
+        uid_hash: match form {
+            UidForm::Text => b.add_u64_field(col::UID_HASH, FAST),
+            UidForm::Hash => b.add_u64_field(col::UID_HASH, FAST | INDEXED),
+        },
         lsn: b.add_u64_field(col::LSN, FAST),
         seq: b.add_u64_field(col::SEQ, FAST),
         // Fast only, not indexed: a time range scans the column instead of a term dictionary
@@ -227,10 +260,12 @@ pub(crate) fn keywords(r: &AuditRecord) -> impl Iterator<Item = (&'static str, &
     .flatten()
 }
 
-/// Builds the document of a record read from the write-ahead log at `lsn`; `stored` is its
-/// canonical JSON when the caller has it already (the WAL payload), else it is written here.
+/// Builds the document of a record read from the write-ahead log at `lsn`, for a partition of
+/// `form`; `stored` is its canonical JSON when the caller has it already (the WAL payload), else
+/// it is written here.
 pub(crate) fn document(
     f: &Fields,
+    form: UidForm,
     lsn: u64,
     r: &AuditRecord,
     stored: Option<&str>,
@@ -241,7 +276,9 @@ pub(crate) fn document(
             .ok_or_else(|| IndexError::InvalidRecord("the record has no id".into()))?;
     let mut d = TantivyDocument::new();
     d.add_text(f.org, &r.org_id);
-    d.add_text(f.uid, uid(&r.org_id, id));
+    if form == UidForm::Text {
+        d.add_text(f.uid, uid(&r.org_id, id));
+    }
     d.add_u64(f.uid_hash, uid_hash(&r.org_id, id));
     d.add_u64(f.lsn, lsn);
     if let Some(seq) = r.seq {

@@ -22,7 +22,7 @@ pub(crate) struct IndexState {
     /// Every record of the log up to this LSN (inclusive) is committed and searchable.
     pub indexed_through: Option<u64>,
     /// Records up to this LSN may be committed in some partition even though `indexed_through` is
-    /// lower (a commit was under way): re-adding them must replace, not duplicate.
+    /// lower (a commit was under way): each is looked up before it is added again.
     pub pending_through: Option<u64>,
 }
 

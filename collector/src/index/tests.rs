@@ -1096,7 +1096,8 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
     }
     let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
     assert_eq!(index.indexed_through(), Some(100));
-    // The log is replayed from 101; the store would dedupe, but even without it nothing doubles.
+    // The log is replayed from 101; the store would dedupe, but even without it nothing doubles:
+    // a record the crash left committed is found and not added again.
     for (i, r) in rest.iter().enumerate() {
         indexer.add(101 + i as u64, r).unwrap();
     }
@@ -1112,7 +1113,7 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
         );
     }
     drop((index, indexer));
-    // Losing the state file: nothing counts as indexed, re-adds replace, searches still work.
+    // Losing the state file: nothing counts as indexed, re-adds are checked, searches still work.
     std::fs::remove_file(dir.path().join("index-state.json")).unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options_with(1)).unwrap();
     assert_eq!(index.indexed_through(), None);
@@ -1123,8 +1124,8 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
             .total,
         100
     );
-    // Facet counts of the segments as they are now are kept; the re-adds below delete documents
-    // inside those very segments.
+    // Facet counts of the segments as they are now are kept; the re-adds below must not change
+    // them.
     for org in ORGS {
         index.facets(org, &SearchQuery::default(), 100).unwrap();
     }
@@ -1132,7 +1133,7 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
     index_all(&mut indexer, &records, 1, 1000);
     assert_eq!(index.stats().unwrap().docs, records.len() as u64);
     assert_eq!(index.indexed_through(), Some(300));
-    // The replaced copies are deleted documents in their segments: pages and facets skip them.
+    // Nothing was added twice: pages and facets are as before.
     let q = SearchQuery::default();
     for org in ORGS {
         let want = newest_first(&records, org, &q);
@@ -1148,6 +1149,155 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
         );
         assert_eq!(f.repositories, brute_top(&m, |r| r.repository.clone(), 100));
     }
+}
+
+/// Writes `docs` into the partition of `key` with tantivy directly, as an earlier version of the
+/// collector (or a forger) would: creates the partition with `schema` if it is missing.
+fn write_raw(
+    dir: &Path,
+    key: &PartitionKey,
+    schema: &tantivy::schema::Schema,
+    docs: Vec<tantivy::TantivyDocument>,
+) {
+    let path = dir.join(key.name());
+    let index = if path.exists() {
+        tantivy::Index::open_in_dir(&path).unwrap()
+    } else {
+        std::fs::create_dir_all(&path).unwrap();
+        tantivy::Index::create_in_dir(&path, schema.clone()).unwrap()
+    };
+    schema::register_tokenizers(&index);
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+    for doc in docs {
+        writer.add_document(doc).unwrap();
+    }
+    writer.commit().unwrap();
+}
+
+#[test]
+fn partitions_written_with_a_text_uid_are_still_read_and_written() {
+    use schema::{UidForm, document, schema_for};
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(37, 600);
+    let (old, late) = records.split_at(500);
+    // What the collector wrote before `uid_hash` was indexed: every partition keyed by the text
+    // uid. A crash came in the middle of a commit: LSNs 401..=500 may or may not be committed.
+    let (legacy, fields) = schema_for(UidForm::Text);
+    let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
+    for (i, r) in old.iter().enumerate() {
+        let doc = document(&fields, UidForm::Text, 1 + i as u64, r, None).unwrap();
+        by_partition
+            .entry(PartitionScheme::Week.key_for(r.time))
+            .or_default()
+            .push(doc);
+    }
+    let legacy_partitions: Vec<PartitionKey> = by_partition.keys().cloned().collect();
+    for (key, docs) in by_partition {
+        write_raw(dir.path(), &key, &legacy, docs);
+    }
+    state::write_state(
+        dir.path(),
+        &state::IndexState {
+            indexed_through: Some(400),
+            pending_through: Some(500),
+            ..state::IndexState::new(PartitionScheme::Week)
+        },
+    )
+    .unwrap();
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    assert_eq!(index.stats().unwrap().docs, old.len() as u64);
+    for r in old.iter().step_by(41) {
+        assert!(index.contains(&r.org_id, r.id()).unwrap());
+        assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
+    }
+    // The replay finds the committed copies by their text uid and does not add them again.
+    index_all(&mut indexer, &old[400..], 401, 1000);
+    assert_eq!(index.stats().unwrap().docs, old.len() as u64);
+    // Later records: into the old partitions (same weeks) in their form, into new ones hashed. A
+    // week none of the old records fell in gets a new partition.
+    let mut fresh = late.to_vec();
+    fresh[0].time = t0() + Duration::days(400);
+    index_all(&mut indexer, &fresh, 501, 1000);
+    assert_eq!(index.stats().unwrap().docs, records.len() as u64);
+    for p in index.inner().partitions_newest_first(None, None) {
+        let want = if legacy_partitions.contains(&p.key) {
+            UidForm::Text
+        } else {
+            UidForm::Hash
+        };
+        assert_eq!(p.open().unwrap().uid_form, want, "{}", p.key.name());
+    }
+    assert!(!legacy_partitions.contains(&PartitionScheme::Week.key_for(fresh[0].time)));
+    let all: Vec<AuditRecord> = old.iter().chain(&fresh).cloned().collect();
+    for r in all.iter().skip(480) {
+        assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
+    }
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 1000, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&all, org, &q)));
+    }
+    // A partition with a schema neither form has is refused, naming it.
+    drop((index, indexer));
+    let odd = PartitionScheme::Week.key_for(t0() + Duration::days(800));
+    let mut b = tantivy::schema::Schema::builder();
+    b.add_text_field("something_else", tantivy::schema::STRING);
+    write_raw(dir.path(), &odd, &b.build(), vec![]);
+    let (index, _indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let err = index
+        .search("acme", &SearchQuery::default(), 10, None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(odd.name()) && err.to_string().contains("schema"),
+        "{err}"
+    );
+}
+
+#[test]
+fn records_sharing_a_uid_hash_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = corpus(41, 3);
+    for r in &mut records {
+        r.org_id = "acme".into();
+        r.time = t0();
+    }
+    records[0].id = Some("evt-a".into());
+    records[1].id = Some("evt-b".into());
+    records[2].id = Some("evt-c".into());
+    let (a, b, c) = (&records[0], &records[1], &records[2]);
+    {
+        let (_index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+        index_all(&mut indexer, std::slice::from_ref(a), 1, 10);
+    }
+    // `b`, whose document also carries the hashes of `a` and `c` (as two real 64-bit collisions
+    // would), in a newer partition (a lookup walks newest first).
+    let mut forged = b.clone();
+    forged.time = t0() + Duration::days(10);
+    let (schema, fields) = schema::build_schema();
+    let mut doc = schema::document(&fields, schema::UidForm::Hash, 2, &forged, None).unwrap();
+    doc.add_u64(fields.uid_hash, uid_hash("acme", "evt-a"));
+    doc.add_u64(fields.uid_hash, uid_hash("acme", "evt-c"));
+    write_raw(
+        dir.path(),
+        &PartitionScheme::Week.key_for(forged.time),
+        &schema,
+        vec![doc],
+    );
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    assert_eq!(index.get("acme", "evt-a").unwrap().as_ref(), Some(a));
+    assert!(!index.contains("acme", "evt-c").unwrap());
+    assert_eq!(index.get("acme", "evt-c").unwrap(), None);
+    assert_eq!(index.get("acme", "evt-b").unwrap(), Some(forged));
+    // A replayed record whose hash collides is still added: skipping it would lose it.
+    indexer.add(1, c).unwrap();
+    indexer.commit().unwrap();
+    assert_eq!(index.get("acme", "evt-c").unwrap().as_ref(), Some(c));
+    // While `a`, replayed at its own LSN, is found and not doubled.
+    indexer.add(1, a).unwrap();
+    indexer.commit().unwrap();
+    assert_eq!(index.stats().unwrap().docs, 3);
 }
 
 fn options_with(max_open_writers: usize) -> IndexOptions {
