@@ -86,11 +86,19 @@ impl TempDir {
     }
 }
 
+/// Set to keep the data dirs of a run (the collector's index, PostgreSQL's cluster) for a look
+/// afterwards; their paths are printed. A signal still removes them.
+pub const KEEP_DATA_ENV: &str = "CODESTAX_BENCH_KEEP_DATA";
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if let Some(d) = self.0.take() {
             forget_dir(d.path());
-            let _ = d.close();
+            if std::env::var_os(KEEP_DATA_ENV).is_some() {
+                eprintln!("{KEEP_DATA_ENV}: kept {}", d.keep().display());
+            } else {
+                let _ = d.close();
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 /// Benchmarks the collector (release build, started on a temp data dir) over real sockets, with
 /// PostgreSQL as the baseline in the same run. Build first:
-/// `cargo build --release -p codestax-collector -p codestax-bench`.
+/// `cargo build --release -p codestax-collector -p codestax-bench`. Set
+/// `CODESTAX_BENCH_KEEP_DATA=1` to keep the data dirs for a look afterwards.
 #[derive(Debug, Parser)]
 #[command(name = "codestax-bench", version)]
 struct Cli {
