@@ -11,6 +11,8 @@ use codestax_common::AuditRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
 use tantivy::indexer::UserOperation;
@@ -33,6 +35,11 @@ pub struct Purge {
     pub removed: bool,
 }
 
+/// A writer that received no records for this long is closed (its merges finish first, on a
+/// thread of their own). Not shorter: reopening a partition whose closed writer still merges
+/// waits for that merge.
+const IDLE_WRITER_CLOSE: Duration = Duration::from_secs(60);
+
 /// A partition's open writer.
 struct OpenWriter {
     partition: Arc<Partition>,
@@ -41,6 +48,8 @@ struct OpenWriter {
     dirty: bool,
     /// For picking the least recently used writer to close.
     last_used: u64,
+    /// When it last received records.
+    last_added: Instant,
 }
 
 /// The index's one writer. Owned by a single (blocking) task; records become searchable when
@@ -62,6 +71,10 @@ pub struct Indexer {
     /// Partitions committed since the last [`Indexer::commit`] whose readers need a reload.
     committed: BTreeSet<i64>,
     clock: u64,
+    /// Writers being closed, by partition start: each thread lets its writer's merges finish
+    /// (dropping a tantivy writer throws away the merges under way, and leaves their output on
+    /// disk until that partition's next commit), then makes the merged segments searchable.
+    closing: HashMap<i64, JoinHandle<()>>,
 }
 
 impl Indexer {
@@ -78,6 +91,7 @@ impl Indexer {
             replay_through,
             committed: BTreeSet::new(),
             clock: 0,
+            closing: HashMap::new(),
         }
     }
 
@@ -153,8 +167,8 @@ impl Indexer {
                     .find(&partition, &record.org_id, record.id())?
                     .is_some()
             {
-                // Committed before the crash: the WAL holds each (org, id) once, so this is
-                // the same record.
+                // Committed before the crash: the store dedupes (org, id) before the WAL, so
+                // this is the same record.
                 continue;
             }
             ops.push(UserOperation::Add(document(
@@ -170,13 +184,14 @@ impl Indexer {
             .run(ops)
             .map_err(|e| IndexError::tantivy(&w.partition.dir, "add records", e))?;
         w.dirty = true;
+        w.last_added = Instant::now();
         self.max_added = self.max_added.max(max);
         Ok(())
     }
 
     /// Commits every partition that received records, makes them searchable, then persists the
     /// highest LSN added as [`Self::indexed_through`], which it returns. Writers that received
-    /// nothing since the previous commit are closed.
+    /// nothing for [`IDLE_WRITER_CLOSE`] are closed.
     pub fn commit(&mut self) -> Result<Option<u64>, IndexError> {
         let dirty: Vec<i64> = self
             .writers
@@ -195,8 +210,16 @@ impl Indexer {
             w.dirty = false;
             self.committed.insert(*key);
         }
-        // Close the writers idle for a whole commit interval.
-        self.writers.retain(|key, _| dirty.contains(key));
+        let idle: Vec<i64> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| !w.dirty && w.last_added.elapsed() >= IDLE_WRITER_CLOSE)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.close_writer(key);
+        }
+        self.closing.retain(|_, closer| !closer.is_finished());
         let partitions = self
             .inner
             .partitions
@@ -239,6 +262,7 @@ impl Indexer {
         };
         self.commit_if_dirty()?;
         self.writers.remove(&key.start);
+        self.finish_closing(key.start);
         self.committed.remove(&key.start);
         let removed = self
             .inner
@@ -307,9 +331,11 @@ impl Indexer {
             return Ok(purge);
         }
 
-        // One writer per partition: the indexer's own, if open, is closed (it is clean) and a
-        // small one without a merge policy does the deletes, so no automatic merge races ours.
+        // One writer per partition: the indexer's own, if open, is closed (it is clean; its
+        // merges are dropped, ours rewrites the segments anyway) and a small one without a merge
+        // policy does the deletes, so no automatic merge races ours.
         self.writers.remove(&key.start);
+        self.finish_closing(key.start);
         let dir = p.dir.clone();
         let tantivy_err = |action: &'static str| {
             let dir = dir.clone();
@@ -406,6 +432,8 @@ impl Indexer {
             if self.writers.len() >= self.inner.opts.max_open_writers {
                 self.close_least_recently_used()?;
             }
+            // The partition's previous writer holds its lock until its merges are done.
+            self.finish_closing(key.start);
             let partition = self.partition(key)?;
             let open = partition.open()?;
             let opts = &self.inner.opts;
@@ -419,6 +447,9 @@ impl Indexer {
                         .build(),
                 )
                 .map_err(|e| IndexError::tantivy(&partition.dir, "open a writer", e))?;
+            // Files a writer left behind (merges under way when the process stopped) go now,
+            // not only at this partition's next commit.
+            drop(writer.garbage_collect_files());
             self.writers.insert(
                 key.start,
                 OpenWriter {
@@ -426,6 +457,7 @@ impl Indexer {
                     writer,
                     dirty: false,
                     last_used: 0,
+                    last_added: Instant::now(),
                 },
             );
         }
@@ -452,8 +484,51 @@ impl Indexer {
                 .map_err(|e| IndexError::tantivy(&w.partition.dir, "commit", e))?;
             self.committed.insert(key);
         }
-        self.writers.remove(&key);
+        self.close_writer(key);
         Ok(())
+    }
+
+    /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
+    /// waits for its merges, then makes their result searchable.
+    fn close_writer(&mut self, key: i64) {
+        let Some(w) = self.writers.remove(&key) else {
+            return;
+        };
+        let partition = w.partition.clone();
+        let closer = std::thread::Builder::new()
+            .name("codestax-close-writer".into())
+            .spawn(move || {
+                if let Err(e) = w.writer.wait_merging_threads() {
+                    tracing::warn!(partition = partition.key.name(), error = %e, "merges of a closed writer failed");
+                }
+                if let Err(e) = partition.reload() {
+                    tracing::warn!(partition = partition.key.name(), error = %e, "reloading after merges failed");
+                }
+            });
+        match closer {
+            Ok(closer) => {
+                self.closing.insert(key, closer);
+            }
+            // The writer was dropped with the closure: its merges are abandoned, nothing else.
+            Err(e) => tracing::warn!(error = %e, "could not start a thread to close a writer"),
+        }
+    }
+
+    /// Waits until every writer being closed has finished (its merges are searchable then).
+    #[cfg(test)]
+    pub(crate) fn finish_closing_all(&mut self) {
+        let keys: Vec<i64> = self.closing.keys().copied().collect();
+        for key in keys {
+            self.finish_closing(key);
+        }
+    }
+
+    /// Waits until the writer of partition `key` being closed, if any, has finished.
+    fn finish_closing(&mut self, key: i64) {
+        if let Some(closer) = self.closing.remove(&key) {
+            // A panic in the closer was a panic in tantivy's merge: the writer is gone either way.
+            let _ = closer.join();
+        }
     }
 
     /// The partition of `key`, created if new.

@@ -1300,6 +1300,66 @@ fn records_sharing_a_uid_hash_are_told_apart() {
     assert_eq!(index.stats().unwrap().docs, 3);
 }
 
+/// The segment files in a partition's directory that its `meta.json` does not list: what a
+/// merge thrown away leaves behind.
+fn unlisted_segment_files(dir: &Path) -> Vec<String> {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let listed: HashSet<String> = meta["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["segment_id"].as_str().unwrap().replace('-', ""))
+        .collect();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let stem = name.split('.').next().unwrap_or_default();
+            stem.len() == 32 && !listed.contains(stem)
+        })
+        .collect()
+}
+
+#[test]
+fn closing_a_writer_lets_its_merges_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options_with(1)).unwrap();
+    let mut records = corpus(43, 800);
+    for r in &mut records {
+        r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
+    }
+    // Eight commits of one thread: eight small segments; the eighth commit starts a merge.
+    index_all(&mut indexer, &records, 1, 100);
+    let week = index.inner().partitions_newest_first(None, None)[0].clone();
+    let segments = || {
+        week.open()
+            .unwrap()
+            .reader
+            .searcher()
+            .segment_readers()
+            .len()
+    };
+    // A record of another week right away: the one writer allowed is closed, merges under way.
+    let mut other = records[0].clone();
+    other.id = Some("evt-other-week".into());
+    other.time = t0() + Duration::days(30);
+    indexer.add(801, &other).unwrap();
+    indexer.commit().unwrap();
+    indexer.finish_closing_all();
+    assert_eq!(segments(), 1, "the merge was kept");
+    assert_eq!(unlisted_segment_files(&week.dir), Vec::<String>::new());
+    // Back to the first week: a new writer.
+    let mut late = records[1].clone();
+    late.id = Some("evt-late".into());
+    indexer.add(802, &late).unwrap();
+    indexer.commit().unwrap();
+    assert_eq!(index.stats().unwrap().docs, 802);
+    for r in [&records[0], &records[799], &other, &late] {
+        assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
+    }
+}
+
 fn options_with(max_open_writers: usize) -> IndexOptions {
     IndexOptions {
         max_open_writers,
