@@ -317,6 +317,8 @@ async fn run_indexer(
             _ = tick.tick() => {
                 if oldest.is_some() {
                     commit(indexer, store, metrics, &mut oldest)?;
+                } else if let Err(e) = tokio::task::block_in_place(|| indexer.refresh()) {
+                    tracing::warn!(error = %e, "making merged segments searchable failed; the next commit will");
                 }
             }
             _ = janitor_tick.tick() => {

@@ -210,16 +210,7 @@ impl Indexer {
             w.dirty = false;
             self.committed.insert(*key);
         }
-        let idle: Vec<i64> = self
-            .writers
-            .iter()
-            .filter(|(_, w)| !w.dirty && w.last_added.elapsed() >= IDLE_WRITER_CLOSE)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in idle {
-            self.close_writer(key);
-        }
-        self.closing.retain(|_, closer| !closer.is_finished());
+        self.close_idle_writers();
         let partitions = self
             .inner
             .partitions
@@ -243,6 +234,32 @@ impl Indexer {
         marks.indexed_through = through;
         marks.snapshot_through = marks.snapshot_through.max(through);
         Ok(through)
+    }
+
+    /// For when nothing was added since the last commit: makes the segments that background
+    /// merges finished since searchable (they would wait for the partition's next commit, holding
+    /// the merged-away files on disk meanwhile), and closes writers idle for
+    /// [`IDLE_WRITER_CLOSE`].
+    pub fn refresh(&mut self) -> Result<(), IndexError> {
+        for w in self.writers.values() {
+            w.partition.reload_if_merged()?;
+        }
+        self.close_idle_writers();
+        Ok(())
+    }
+
+    /// Closes the clean writers that received no records for [`IDLE_WRITER_CLOSE`].
+    fn close_idle_writers(&mut self) {
+        let idle: Vec<i64> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| !w.dirty && w.last_added.elapsed() >= IDLE_WRITER_CLOSE)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.close_writer(key);
+        }
+        self.closing.retain(|_, closer| !closer.is_finished());
     }
 
     /// The LSN through which records are committed, as persisted.

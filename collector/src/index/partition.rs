@@ -7,8 +7,10 @@ use super::error::IndexError;
 use super::schema::{UidForm, register_tokenizers};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tantivy::index::SegmentId;
 use tantivy::schema::Schema;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 
@@ -226,6 +228,33 @@ impl Partition {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(open) = open {
+            open.reader
+                .reload()
+                .map_err(|e| IndexError::tantivy(&self.dir, "reload the reader", e))?;
+        }
+        Ok(())
+    }
+
+    /// Reloads the reader if the partition's segments changed since (a background merge ended),
+    /// which costs reading `meta.json`; a reload opens every segment again.
+    pub fn reload_if_merged(&self) -> Result<(), IndexError> {
+        let open = self
+            .opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(open) = open else {
+            return Ok(());
+        };
+        let on_disk: HashSet<SegmentId> = open
+            .index
+            .searchable_segment_ids()
+            .map_err(|e| IndexError::tantivy(&self.dir, "read the segment list", e))?
+            .into_iter()
+            .collect();
+        let searcher = open.reader.searcher();
+        let seen = searcher.segment_readers();
+        if seen.len() != on_disk.len() || seen.iter().any(|r| !on_disk.contains(&r.segment_id())) {
             open.reader
                 .reload()
                 .map_err(|e| IndexError::tantivy(&self.dir, "reload the reader", e))?;

@@ -1360,6 +1360,41 @@ fn closing_a_writer_lets_its_merges_finish() {
     }
 }
 
+#[test]
+fn merges_become_searchable_without_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let mut records = corpus(47, 800);
+    for r in &mut records {
+        r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
+    }
+    // Eight commits: eight segments, and a merge of them under way in the open writer.
+    index_all(&mut indexer, &records, 1, 100);
+    let week = index.inner().partitions_newest_first(None, None)[0].clone();
+    let segments = || {
+        week.open()
+            .unwrap()
+            .reader
+            .searcher()
+            .segment_readers()
+            .len()
+    };
+    // No more records: the indexer's idle ticks pick the merge up.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while segments() > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        indexer.refresh().unwrap();
+    }
+    assert_eq!(segments(), 1);
+    assert_eq!(indexer.open_writers(), 1, "not idle long enough to close");
+    assert_eq!(unlisted_segment_files(&week.dir), Vec::<String>::new());
+    let (got, _) = walk(&index, "acme", &SearchQuery::default(), 1000, |_| {});
+    assert_eq!(
+        ids(&got),
+        ids(&newest_first(&records, "acme", &SearchQuery::default()))
+    );
+}
+
 fn options_with(max_open_writers: usize) -> IndexOptions {
     IndexOptions {
         max_open_writers,
