@@ -1321,25 +1321,33 @@ fn unlisted_segment_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// 800 records of one day, indexed in eight commits of one thread: eight small segments in one
+/// partition, and the eighth commit starts tantivy merging them. Returns the records and the
+/// partition.
+fn eight_segments_merging(
+    seed: u64,
+    indexer: &mut Indexer,
+    index: &AuditIndex,
+) -> (Vec<AuditRecord>, std::sync::Arc<partition::Partition>) {
+    let mut records = corpus(seed, 800);
+    for r in &mut records {
+        r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
+    }
+    index_all(indexer, &records, 1, 100);
+    let week = index.inner().partitions_newest_first(None, None)[0].clone();
+    (records, week)
+}
+
+/// The segments a search of partition `p` sees now.
+fn searched_segments(p: &partition::Partition) -> usize {
+    p.open().unwrap().reader.searcher().segment_readers().len()
+}
+
 #[test]
 fn closing_a_writer_lets_its_merges_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options_with(1)).unwrap();
-    let mut records = corpus(43, 800);
-    for r in &mut records {
-        r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
-    }
-    // Eight commits of one thread: eight small segments; the eighth commit starts a merge.
-    index_all(&mut indexer, &records, 1, 100);
-    let week = index.inner().partitions_newest_first(None, None)[0].clone();
-    let segments = || {
-        week.open()
-            .unwrap()
-            .reader
-            .searcher()
-            .segment_readers()
-            .len()
-    };
+    let (records, week) = eight_segments_merging(43, &mut indexer, &index);
     // A record of another week right away: the one writer allowed is closed, merges under way.
     let mut other = records[0].clone();
     other.id = Some("evt-other-week".into());
@@ -1347,7 +1355,7 @@ fn closing_a_writer_lets_its_merges_finish() {
     indexer.add(801, &other).unwrap();
     indexer.commit().unwrap();
     indexer.finish_closing_all();
-    assert_eq!(segments(), 1, "the merge was kept");
+    assert_eq!(searched_segments(&week), 1, "the merge was kept");
     assert_eq!(unlisted_segment_files(&week.dir), Vec::<String>::new());
     // Back to the first week: a new writer.
     let mut late = records[1].clone();
@@ -1364,28 +1372,14 @@ fn closing_a_writer_lets_its_merges_finish() {
 fn merges_become_searchable_without_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
-    let mut records = corpus(47, 800);
-    for r in &mut records {
-        r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
-    }
-    // Eight commits: eight segments, and a merge of them under way in the open writer.
-    index_all(&mut indexer, &records, 1, 100);
-    let week = index.inner().partitions_newest_first(None, None)[0].clone();
-    let segments = || {
-        week.open()
-            .unwrap()
-            .reader
-            .searcher()
-            .segment_readers()
-            .len()
-    };
-    // No more records: the indexer's idle ticks pick the merge up.
+    let (records, week) = eight_segments_merging(47, &mut indexer, &index);
+    // No more records: the indexer's idle ticks pick the merge of the open writer up.
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    while segments() > 1 && Instant::now() < deadline {
+    while searched_segments(&week) > 1 && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
         indexer.refresh().unwrap();
     }
-    assert_eq!(segments(), 1);
+    assert_eq!(searched_segments(&week), 1);
     assert_eq!(indexer.open_writers(), 1, "not idle long enough to close");
     assert_eq!(unlisted_segment_files(&week.dir), Vec::<String>::new());
     let (got, _) = walk(&index, "acme", &SearchQuery::default(), 1000, |_| {});
