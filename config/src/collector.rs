@@ -20,6 +20,9 @@ pub const AGENT_OTLP_PORTS: [u16; 2] = [4317, 4318];
 pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// The least indexing memory tantivy accepts per indexing thread, in bytes.
 pub const TANTIVY_MIN_WRITER_MEMORY_BYTES: usize = 15_000_000;
+/// The most indexing memory per indexing thread we allow, in bytes: 3 GiB (tantivy refuses 4.29 GB
+/// and more).
+pub const TANTIVY_MAX_WRITER_MEMORY_BYTES: usize = 3 << 30;
 
 /// Everything `codestax-collector` reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -575,11 +578,11 @@ impl Settings for CollectorConfig {
             Duration::from_millis(1),
             Duration::from_secs(60),
         );
-        c.bytes_at_least(
+        c.bytes_range(
             "index.writer_memory_bytes",
             self.index.writer_memory_bytes as u64,
             TANTIVY_MIN_WRITER_MEMORY_BYTES as u64,
-            "tantivy needs 15 MB per indexing thread",
+            TANTIVY_MAX_WRITER_MEMORY_BYTES as u64,
         );
         c.range("index.writer_threads", self.index.writer_threads, 1, 8);
         c.range("index.merge_threads", self.index.merge_threads, 1, 8);
@@ -842,7 +845,7 @@ mod tests {
             "collector.retention.default_days: must be between 1 and 3650, got 0 (in {path}, line 2)"
         ).as_str()), "{msg}");
         assert!(msg.contains(&format!(
-            "collector.index.writer_memory_bytes: must be at least 15000000 bytes (tantivy needs 15 MB per indexing thread), got 1000 (in {path}, line 4)"
+            "collector.index.writer_memory_bytes: must be between 15000000 and 3221225472 (3 GiB) bytes, got 1000 (in {path}, line 4)"
         )), "{msg}");
         assert!(msg.contains(&format!(
             "collector.index.commit_interval: must be between 1ms and 1m, got 2m (in {path}, line 5)"
@@ -853,6 +856,21 @@ mod tests {
         assert!(msg.contains(
             "collector.ingest.max_record_bytes: must be between 1024 (1 KiB) and 16777216 (16 MiB) bytes, got 10 (in environment variable CODESTAX_COLLECTOR__INGEST__MAX_RECORD_BYTES)"
         ), "{msg}");
+    }
+
+    #[test]
+    fn writer_memory_above_what_tantivy_takes_names_the_key() {
+        let (msg, _file) = load_err(
+            "",
+            &[(
+                "CODESTAX_COLLECTOR__INDEX__WRITER_MEMORY_BYTES",
+                "4294967296",
+            )],
+        );
+        assert_eq!(
+            msg.trim(),
+            "collector.index.writer_memory_bytes: must be between 15000000 and 3221225472 (3 GiB) bytes, got 4294967296 (in environment variable CODESTAX_COLLECTOR__INDEX__WRITER_MEMORY_BYTES)"
+        );
     }
 
     #[test]

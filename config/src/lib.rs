@@ -28,7 +28,7 @@ pub use agent::{
 pub use collector::{
     AGENT_OTLP_PORTS, CollectorConfig, GrpcConfig, HttpConfig, IndexConfig, IngestConfig,
     LimitsConfig, MAX_RETENTION_DAYS, OrgConfig, Plan, RetentionConfig,
-    TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
+    TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
 };
 pub use error::{Component, ConfigError, Origin, Problem};
 pub use load::EnvSource;

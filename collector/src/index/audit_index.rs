@@ -19,6 +19,7 @@ use codestax_common::AuditRecord;
 use codestax_common::api::{
     FacetCount, FacetResponse, Histogram, HistogramBucket, HistogramInterval,
 };
+use codestax_config::{TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use tantivy::store::StoreReader;
 use tantivy::{DocAddress, DocId, Searcher, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 
 /// tantivy refuses writer threads with less memory than this.
-pub(crate) const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
+pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
 /// Largest page a search returns; larger limits are lowered to it.
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// A facet query over a range this long or shorter gets hour buckets, else day buckets.
@@ -90,9 +91,11 @@ impl IndexOptions {
                 self.merge_threads
             )));
         }
-        if !(MIN_MEMORY_PER_THREAD..4_000_000_000).contains(&self.writer_memory_bytes) {
+        if !(MIN_MEMORY_PER_THREAD..=TANTIVY_MAX_WRITER_MEMORY_BYTES)
+            .contains(&self.writer_memory_bytes)
+        {
             return Err(IndexError::Options(format!(
-                "writer_memory_bytes (per indexing thread) must be 15 MB to 4 GB, got {} bytes",
+                "writer_memory_bytes (per indexing thread) must be 15 MB to 3 GiB, got {} bytes",
                 self.writer_memory_bytes
             )));
         }
