@@ -1183,6 +1183,8 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
     // What the collector wrote before `uid_hash` was indexed: every partition keyed by the text
     // uid. A crash came in the middle of a commit: LSNs 401..=500 may or may not be committed.
     let (legacy, fields) = schema_for(UidForm::Text);
+    // One set of field handles serves partitions of both forms.
+    assert_eq!(fields, schema_for(UidForm::Hash).1);
     let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
     for (i, r) in old.iter().enumerate() {
         let doc = document(&fields, UidForm::Text, 1 + i as u64, r, None).unwrap();
