@@ -433,9 +433,14 @@ async fn wait_download(dir: &Path) -> PathBuf {
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
+        // Chromium writes a download first to a hidden `.org.chromium.Chromium.*` file, then
+        // to `*.crdownload`, then renames it to its name: only the last is finished.
         let done: Vec<&PathBuf> = files
             .iter()
-            .filter(|p| !p.to_string_lossy().ends_with(".crdownload"))
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                !name.starts_with('.') && !name.ends_with(".crdownload")
+            })
             .collect();
         match done.as_slice() {
             [one] if files.len() == 1 => Ok((*one).clone()),
