@@ -956,7 +956,6 @@ pub fn export(env: &Env, size: ExportSize) -> Result<Vec<Table>> {
     ))
 }
 
-/// The server's CPU during an export, in seconds and µs per row.
 /// The size and speed columns of one streamed export: rows, MB, first byte, seconds, rows/s, MB/s.
 fn streamed_cells(s: &export::Streamed) -> [String; 6] {
     [
@@ -969,6 +968,7 @@ fn streamed_cells(s: &export::Streamed) -> [String; 6] {
     ]
 }
 
+/// The server's CPU during an export, in seconds and µs per row.
 fn cpu_per_row(s: &export::Streamed) -> String {
     format!(
         "{:.1} ({:.1})",

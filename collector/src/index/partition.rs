@@ -219,31 +219,27 @@ impl Partition {
         Ok(open)
     }
 
+    /// The opened index and reader, if the partition is open now (without opening it).
+    fn opened_now(&self) -> Option<Arc<OpenPartition>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Makes the last commit visible to searchers, if the partition is open (a partition opened
     /// later sees it anyway).
     pub fn reload(&self) -> Result<(), IndexError> {
-        let open = self
-            .opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(open) = open {
-            open.reader
-                .reload()
-                .map_err(|e| IndexError::tantivy(&self.dir, "reload the reader", e))?;
+        match self.opened_now() {
+            Some(open) => self.reload_reader(&open),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Reloads the reader if the partition's segments changed since (a background merge ended),
     /// which costs reading `meta.json`; a reload opens every segment again.
     pub fn reload_if_merged(&self) -> Result<(), IndexError> {
-        let open = self
-            .opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(open) = open else {
+        let Some(open) = self.opened_now() else {
             return Ok(());
         };
         let on_disk: HashSet<SegmentId> = open
@@ -255,19 +251,20 @@ impl Partition {
         let searcher = open.reader.searcher();
         let seen = searcher.segment_readers();
         if seen.len() != on_disk.len() || seen.iter().any(|r| !on_disk.contains(&r.segment_id())) {
-            open.reader
-                .reload()
-                .map_err(|e| IndexError::tantivy(&self.dir, "reload the reader", e))?;
+            self.reload_reader(&open)?;
         }
         Ok(())
     }
 
+    fn reload_reader(&self, open: &OpenPartition) -> Result<(), IndexError> {
+        open.reader
+            .reload()
+            .map_err(|e| IndexError::tantivy(&self.dir, "reload the reader", e))
+    }
+
     #[cfg(test)]
     pub fn is_open(&self) -> bool {
-        self.opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.opened_now().is_some()
     }
 }
 
