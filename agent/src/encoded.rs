@@ -210,6 +210,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<AuditRecord, String> {
         max_record_bytes: usize::MAX,
         allow_custom_actions: true,
         now: chrono::Utc::now(),
+        collector_entries: false,
     };
     record_from_log(&log, &[], None, &rules).map_err(|e| e.to_string())
 }
@@ -253,6 +254,7 @@ mod tests {
             max_record_bytes: usize::MAX,
             allow_custom_actions: true,
             now: chrono::Utc::now(),
+            collector_entries: false,
         };
         let mut lines = crate::parse::tests::variations();
         lines.push(

@@ -62,6 +62,7 @@ impl Default for LineParser {
                 received_at: None,
                 seq: None,
                 prev_hash: None,
+                provenance: None,
                 hash: None,
             },
         }
@@ -718,6 +719,13 @@ pub(crate) mod tests {
             "\"Bad Action\"",
             "\"a@b.co\"",
             "\"::1\"",
+            // What belongs to the collector alone: refused on the way in.
+            "\"codestax:x\"",
+            "\"CodeStax:y\"",
+            "\"audit_log.viewed\"",
+            "\"audit_log.custom\"",
+            "{\"writer\":\"collector\"}",
+            "{\"writer\":\"ingest\",\"key_id\":\"key_1\"}",
         ];
         let mut out = vec![BASE.to_string()];
         let render = |map: &serde_json::Map<String, Value>| Value::Object(map.clone()).to_string();
@@ -736,6 +744,7 @@ pub(crate) mod tests {
                 "seq",
                 "hash",
                 "prev_hash",
+                "provenance",
                 "unknown",
             ] {
                 p.push((None, k.to_string()));
@@ -832,6 +841,7 @@ pub(crate) mod tests {
             now: chrono::DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
                 .unwrap()
                 .into(),
+            collector_entries: false,
         };
         let strict = Rules {
             allow_custom_actions: false,

@@ -204,6 +204,18 @@ fn write_csv_row(
         serde_json::to_writer(&mut *scratch, &r.metadata).map_err(encode)?;
     }
     cell(std::str::from_utf8(scratch).map_err(encode)?)?;
+    scratch.clear();
+    match &r.provenance {
+        None => scratch.extend_from_slice(b"unknown"),
+        Some(p) => {
+            scratch.extend_from_slice(p.writer.as_str().as_bytes());
+            if let Some(key_id) = &p.key_id {
+                scratch.push(b':');
+                scratch.extend_from_slice(key_id.as_str().as_bytes());
+            }
+        }
+    }
+    cell(std::str::from_utf8(scratch).map_err(encode)?)?;
     if with_chain {
         let seq = r.seq.map(|s| s.to_string()).unwrap_or_default();
         cell(&seq)?;
@@ -346,7 +358,18 @@ pub struct RecordView<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     prev_hash: Option<Str<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    provenance: Option<ProvenanceView<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     hash: Option<Str<'a>>,
+}
+
+/// [`codestax_common::Provenance`] borrowed: the tag first, as the enum serialises.
+#[derive(Debug, Deserialize, Serialize)]
+struct ProvenanceView<'a> {
+    #[serde(borrow)]
+    writer: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<Str<'a>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -541,9 +564,10 @@ mod tests {
 
         let out = encode_all(ExportFormat::Csv, true, &[r]);
         let mut reader = csv::Reader::from_reader(out.as_bytes());
-        assert_eq!(reader.headers().unwrap().len(), 15);
+        assert_eq!(reader.headers().unwrap().len(), 16);
         let row = reader.records().next().unwrap().unwrap();
-        assert_eq!((&row[12], &row[14]), ("3", "b".repeat(64).as_str()));
+        assert_eq!(&row[12], "unknown", "stored before provenance existed");
+        assert_eq!((&row[13], &row[15]), ("3", "b".repeat(64).as_str()));
     }
 
     #[test]
@@ -603,6 +627,13 @@ mod tests {
                         r.outcome.as_str().to_string(),
                         opt(&r.metadata.ip),
                         metadata,
+                        match &r.provenance {
+                            None => "unknown".to_string(),
+                            Some(p) => match p.key_id() {
+                                Some(key_id) => format!("{}:{key_id}", p.writer()),
+                                None => p.writer().to_string(),
+                            },
+                        },
                     ];
                     if with_chain {
                         row.push(r.seq.map(|s| s.to_string()).unwrap_or_default());
@@ -661,6 +692,13 @@ mod tests {
                 ["acme/api", "Ä, \"quoted\"\nline", "@mention", "\rcarriage"][i],
                 meta.clone(),
             );
+            r.provenance = match i {
+                0 => Some(codestax_common::Provenance::Ingest {
+                    key_id: "key_0123456789abcdef".into(),
+                }),
+                1 => Some(codestax_common::Provenance::Collector),
+                _ => None,
+            };
             if i == 1 {
                 r.actor.email = None;
                 r.actor.name = None;

@@ -12,5 +12,4 @@ mod server;
 pub mod store;
 pub mod uid;
 
-pub(crate) use server::record_key_events;
 pub use server::{Layout, ServeError, run};

@@ -2,10 +2,10 @@
 //! index in the background (with the retention janitor on the same task: it needs the index's one
 //! writer), and stop cleanly (stop accepting, finish in-flight requests, commit).
 
-use crate::api::{self, ApiLimits, AppState};
+use crate::api::{self, ApiLimits, AppState, record_key_events};
 use crate::index::{AuditIndex, IndexOptions, Indexer};
 use crate::ingest::grpc::GrpcReceiver;
-use crate::ingest::{Ingest, IngestSettings, Receiver};
+use crate::ingest::{Ingest, IngestSettings};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
@@ -213,9 +213,14 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         })
     };
 
-    record_key_events(&keys, &ingest).await;
+    record_key_events(&keys, &ingest, &index).await;
     let keys_task = {
-        let (keys, ingest, stop) = (keys.clone(), ingest.clone(), shutdown.clone());
+        let (keys, ingest, index, stop) = (
+            keys.clone(),
+            ingest.clone(),
+            index.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
@@ -224,7 +229,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     _ = tick.tick() => {}
                 }
                 match keys.reload_if_changed() {
-                    Ok(true) => record_key_events(&keys, &ingest).await,
+                    Ok(true) => record_key_events(&keys, &ingest, &index).await,
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before")
@@ -389,22 +394,6 @@ fn run_janitor(indexer: &mut Indexer, janitor: &Janitor, store: &Store, metrics:
             metrics.observe_janitor_failure();
             tracing::error!(error = %e, "retention janitor failed; it will try again at its next run");
             false
-        }
-    }
-}
-
-/// Writes `auth.api_key_created` / `auth.api_key_revoked` for every key event; the deterministic
-/// ids make this idempotent, so it runs at start, after every change of the key file by another
-/// process (the CLI), and after every change made through the API.
-pub(crate) async fn record_key_events(keys: &KeyStore, ingest: &Ingest) {
-    for event in keys.events() {
-        let record = event.to_audit_record();
-        let org = record.org_id.clone();
-        if let Err(e) = ingest
-            .submit(&org, vec![Ok(record)], Receiver::Internal)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot record a key event yet; will retry on the next key change or restart");
         }
     }
 }

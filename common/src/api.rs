@@ -225,7 +225,9 @@ impl ExportFormat {
 }
 
 /// The header row of a CSV export. With `with_chain=true`, [`CSV_CHAIN_COLUMNS`] follow.
-pub const CSV_COLUMNS: [&str; 12] = [
+/// `written_by` is the record's provenance: `collector`, `ingest:<key id>`, or `unknown` for
+/// records stored before provenance existed.
+pub const CSV_COLUMNS: [&str; 13] = [
     "timestamp",
     "actor_name",
     "actor_email",
@@ -238,6 +240,7 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "outcome",
     "ip",
     "metadata",
+    "written_by",
 ];
 
 /// The extra columns of a CSV export with `with_chain=true`.

@@ -6,7 +6,7 @@
 //! hash, stored form). The definition it must equal — serde's JSON of the record with every
 //! object's keys sorted — is kept in the tests, which compare the two over varied records.
 
-use crate::record::{Actor, AuditRecord, Change, Metadata, Target};
+use crate::record::{Actor, AuditRecord, Change, Metadata, Provenance, Target};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -113,7 +113,7 @@ pub(crate) enum ChainFields {
 /// A record's top-level keys in byte order: the order [`write_record`] writes them in (a test
 /// checks it is sorted and complete).
 #[cfg(test)]
-pub(crate) const RECORD_KEYS: [&str; 16] = [
+pub(crate) const RECORD_KEYS: [&str; 17] = [
     "action",
     "actor",
     "category",
@@ -124,6 +124,7 @@ pub(crate) const RECORD_KEYS: [&str; 16] = [
     "org_id",
     "outcome",
     "prev_hash",
+    "provenance",
     "received_at",
     "repository",
     "schema_version",
@@ -224,6 +225,9 @@ pub(crate) fn write_record(r: &AuditRecord, chain: ChainFields, out: &mut String
         ChainFields::Write => o.opt_str("prev_hash", &r.prev_hash),
         ChainFields::Mark => o.mark(PREV_HASH),
     }
+    if let Some(p) = &r.provenance {
+        write_provenance(p, o.key("provenance"));
+    }
     if let Some(t) = &r.received_at {
         o.str("received_at", &crate::time::format_rfc3339(t));
     }
@@ -249,6 +253,15 @@ fn write_actor(a: &Actor, out: &mut String) {
     o.str("id", &a.id);
     o.str("kind", a.kind.as_str());
     o.opt_str("name", &a.name);
+    o.close();
+}
+
+fn write_provenance(p: &Provenance, out: &mut String) {
+    let mut o = Object::open(out);
+    if let Some(key_id) = p.key_id() {
+        o.str("key_id", key_id);
+    }
+    o.str("writer", p.writer());
     o.close();
 }
 
@@ -448,6 +461,9 @@ mod tests {
             received_at: Some(Utc.timestamp_micros(1_790_000_001_000_000).unwrap()),
             seq: Some(n),
             prev_hash: Some("ab".repeat(32)),
+            provenance: Some(Provenance::Ingest {
+                key_id: "key_0123456789abcdef".into(),
+            }),
             hash: Some("cd".repeat(32)),
         }
     }
@@ -504,12 +520,17 @@ mod tests {
             r.prev_hash = None;
             r.hash = None;
         }
+        if bit(12) {
+            r.provenance = None;
+        } else if bit(13) {
+            r.provenance = Some(Provenance::Collector);
+        }
         r
     }
 
     #[test]
     fn records_equal_the_definition_in_every_variant() {
-        for n in 0..(1 << 12) {
+        for n in 0..(1 << 14) {
             let r = variant(n);
             assert_eq!(r.canonical_json(), reference(&r), "variant {n}");
         }
@@ -517,7 +538,7 @@ mod tests {
 
     #[test]
     fn marked_chain_places_equal_a_sorted_insert() {
-        for n in 0..(1 << 12) {
+        for n in 0..(1 << 14) {
             let r = variant(n);
             let mut bare = r.clone();
             bare.seq = None;

@@ -17,9 +17,11 @@ pub use action::{
 };
 pub use canonical::to_canonical_json;
 pub use record::{
-    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, SCHEMA_VERSION, Target, TargetKind,
+    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, Provenance, SCHEMA_VERSION, Target,
+    TargetKind,
 };
 pub use validate::{
-    DEFAULT_MAX_RECORD_BYTES, FieldError, MAX_ID_BYTES, MAX_ORG_ID_BYTES, RecordErrors, Rules,
-    is_valid_email, is_valid_org_id, min_time, parse_json_line, record_from_value, validate,
+    COLLECTOR_CATEGORY, DEFAULT_MAX_RECORD_BYTES, FieldError, MAX_ID_BYTES, MAX_ORG_ID_BYTES,
+    RESERVED_ID_PREFIX, RecordErrors, Rules, check_app_record, is_valid_email, is_valid_org_id,
+    min_time, parse_json_line, record_from_value, validate,
 };

@@ -36,6 +36,11 @@ pub const FIELD_ATTRIBUTES: &[(&str, &str)] = &[
     ("schema_version", "audit.schema_version"),
 ];
 
+/// The attribute (or prefix of attributes) that would claim a record's
+/// [`Provenance`](crate::Provenance): only the collector sets it, so a LogRecord carrying it is
+/// refused, as a `provenance` key in the record's JSON is (the field stays empty on the way out).
+pub const PROVENANCE_ATTRIBUTE: &str = "audit.provenance";
+
 /// Attributes under this prefix become metadata keys (`audit.metadata.scan_type` → `metadata.scan_type`).
 pub const METADATA_PREFIX: &str = "audit.metadata.";
 /// The attribute (on a LogRecord or its Resource) naming the org.
@@ -115,6 +120,9 @@ fn straight_from_attributes(
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
     let mut scan_type: Option<String> = None;
     for kv in &log.attributes {
+        if is_provenance_attribute(&kv.key) {
+            return None;
+        }
         if let Some(i) = FIELD_ATTRIBUTES.iter().position(|(_, key)| *key == kv.key) {
             if FIELD_ATTRIBUTES[i].0 == "schema_version" {
                 let v = match kv.value.as_ref()?.value.as_ref()? {
@@ -208,10 +216,16 @@ fn straight_from_attributes(
         received_at: None,
         seq: None,
         prev_hash: None,
+        provenance: None,
         hash: None,
     };
     crate::validate::validate(&record, rules).ok()?;
     Some(record)
+}
+
+fn is_provenance_attribute(key: &str) -> bool {
+    key.strip_prefix(PROVENANCE_ATTRIBUTE)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// The org id given in a Resource's attributes, if any.
@@ -402,6 +416,9 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
         let value = any_to_json(kv.value.as_ref());
         if let Some((path, _)) = FIELD_ATTRIBUTES.iter().find(|(_, key)| *key == kv.key) {
             insert_path(&mut root, path, value);
+        } else if is_provenance_attribute(&kv.key) {
+            // Left for validation to refuse, naming the attribute.
+            root.insert("provenance".into(), value);
         } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
             let value = match (rest, value) {
                 // `changes` may come as a JSON string as well as an array of key-value lists.
@@ -468,6 +485,7 @@ fn name_attribute(e: FieldError) -> FieldError {
         .or_else(|| match e.field.as_str() {
             "time" => Some("time_unix_nano".into()),
             "message" => Some("body".into()),
+            "provenance" => Some(PROVENANCE_ATTRIBUTE.into()),
             f => f
                 .strip_prefix("metadata.")
                 .map(|rest| format!("{METADATA_PREFIX}{rest}")),
@@ -616,6 +634,7 @@ mod tests {
             received_at: None,
             seq: None,
             prev_hash: None,
+            provenance: None,
             hash: None,
         };
         let mut full = bare.clone();

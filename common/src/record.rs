@@ -64,6 +64,11 @@ pub struct AuditRecord {
     /// Set by the collector, ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_hash: Option<String>,
+    /// Who wrote the record into the log: set by the collector as it stores the record, part of
+    /// the hashed form, refused on ingest. `None` only for records stored before provenance
+    /// existed ("writer unknown"). See [`Provenance`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     /// SHA-256 (lowercase hex) over `prev_hash` and this record: [`crate::chain::record_hash`].
     /// Set by the collector, ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +88,37 @@ impl AuditRecord {
     /// The actor's email if there is one, else the actor's id: how a person is named in filters.
     pub fn actor_label(&self) -> &str {
         self.actor.email.as_deref().unwrap_or(&self.actor.id)
+    }
+}
+
+/// Who wrote a record into an org's log — not who did the action (that is the [`Actor`]). The
+/// collector sets it when it stores a record, from what it knows (its own entry, or the ingest
+/// key that sent the record), never from the record's content; it is part of the hashed
+/// canonical form, so it cannot be changed afterwards either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "writer", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Provenance {
+    /// The collector itself: key events, reads and exports of the log, settings changes.
+    Collector,
+    /// An app, through the ingest key with this id (the key's public id, never its secret).
+    Ingest { key_id: String },
+}
+
+impl Provenance {
+    /// The writer's name as the API and exports show it: `collector` or `ingest`.
+    pub fn writer(&self) -> &'static str {
+        match self {
+            Provenance::Collector => "collector",
+            Provenance::Ingest { .. } => "ingest",
+        }
+    }
+
+    /// The ingest key that wrote the record, if an ingest key did.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Provenance::Collector => None,
+            Provenance::Ingest { key_id } => Some(key_id),
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use crate::action;
 use crate::record::{
-    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, SCHEMA_VERSION, Target, TargetKind,
+    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, Provenance, SCHEMA_VERSION, Target,
+    TargetKind,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,13 @@ pub const MAX_ORG_ID_BYTES: usize = 64;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
 /// How far in the future a record's time may be.
 pub const MAX_FUTURE: Duration = Duration::days(1);
+/// Ids starting with this, in any case, are the collector's own entries' ids: no app may write
+/// one, so an app can never take the id of an entry the collector is about to write.
+pub const RESERVED_ID_PREFIX: &str = "codestax:";
+/// The category of the actions only the collector writes (`audit_log.viewed`,
+/// `audit_log.exported`): reads and exports of the log are recorded by the collector that served
+/// them, never by an app.
+pub const COLLECTOR_CATEGORY: &str = "audit_log";
 
 /// The earliest time a record may carry: 2000-01-01T00:00:00Z.
 pub fn min_time() -> DateTime<Utc> {
@@ -33,6 +41,10 @@ pub struct Rules {
     pub allow_custom_actions: bool,
     /// The present, for the "not in the future" rule.
     pub now: DateTime<Utc>,
+    /// Whether the records are the collector's own entries. Anyone else's (an app's, through
+    /// ingest or the agent) may not carry what belongs to the collector alone: see
+    /// [`check_app_record`].
+    pub collector_entries: bool,
 }
 
 impl Rules {
@@ -47,6 +59,7 @@ impl Rules {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             allow_custom_actions: false,
             now,
+            collector_entries: false,
         }
     }
 }
@@ -318,6 +331,17 @@ pub fn record_from_value(value: Value, rules: &Rules) -> Result<AuditRecord, Rec
             None
         }
     };
+    let provenance = match map.remove("provenance") {
+        None | Some(Value::Null) => None,
+        // An app's record is refused for carrying it at all, whatever its shape.
+        Some(_) if !rules.collector_entries => {
+            shape.push(FieldError::new("provenance", PROVENANCE_REFUSED));
+            None
+        }
+        Some(v) => serde_json::from_value::<Provenance>(v)
+            .map_err(|e| shape.push(FieldError::new("provenance", e.to_string())))
+            .ok(),
+    };
     // The hash-chain fields are the collector's to assign: whatever the input says is dropped.
     for key in crate::chain::CHAIN_FIELDS {
         map.remove(key);
@@ -346,6 +370,7 @@ pub fn record_from_value(value: Value, rules: &Rules) -> Result<AuditRecord, Rec
         received_at,
         seq: None,
         prev_hash: None,
+        provenance,
         hash: None,
     };
     if let Ok(category) = action::check(&record.action, true) {
@@ -468,6 +493,9 @@ pub fn validate(record: &AuditRecord, rules: &Rules) -> Result<(), RecordErrors>
             ),
         ));
     }
+    if !rules.collector_entries {
+        check_app_record(record, &mut errors);
+    }
     // Without a limit (the agent's file source) the canonical form is not built at all.
     if rules.max_record_bytes < usize::MAX {
         let size = record.canonical_json().len();
@@ -485,6 +513,43 @@ pub fn validate(record: &AuditRecord, rules: &Rules) -> Result<(), RecordErrors>
         Ok(())
     } else {
         Err(RecordErrors(errors))
+    }
+}
+
+const PROVENANCE_REFUSED: &str =
+    "is set by the collector when it stores a record; a record cannot bring its own";
+
+/// What belongs to the collector alone, refused in a record anyone else writes (an app, through
+/// ingest or the agent), each with its rule: the `provenance` field, ids starting with
+/// [`RESERVED_ID_PREFIX`], and the actions of the [`COLLECTOR_CATEGORY`]. Part of [`validate`]
+/// unless [`Rules::collector_entries`]; the collector's ingest runs it again on every record an
+/// ingest key sends, whatever receiver parsed it.
+pub fn check_app_record(record: &AuditRecord, errors: &mut Vec<FieldError>) {
+    if record.provenance.is_some() {
+        errors.push(FieldError::new("provenance", PROVENANCE_REFUSED));
+    }
+    if let Some(id) = &record.id
+        && id
+            .get(..RESERVED_ID_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
+    {
+        errors.push(FieldError::new(
+            "id",
+            format!("ids starting with {RESERVED_ID_PREFIX:?} are reserved for the collector's own entries"),
+        ));
+    }
+    if record
+        .action
+        .split_once('.')
+        .is_some_and(|(category, _)| category.eq_ignore_ascii_case(COLLECTOR_CATEGORY))
+    {
+        errors.push(FieldError::new(
+            "action",
+            format!(
+                "{:?}: actions of the {COLLECTOR_CATEGORY:?} category are written by the collector only",
+                record.action
+            ),
+        ));
     }
 }
 
@@ -759,5 +824,58 @@ mod tests {
         }
         // The straight path is taken for the valid variants, not only for the base record.
         assert!(straight > 40, "straight path taken {straight} times");
+    }
+
+    /// What belongs to the collector alone is refused in an app's record, on both paths, each
+    /// with its own field and rule; the collector's own entries may carry it.
+    #[test]
+    fn an_app_record_cannot_carry_what_belongs_to_the_collector() {
+        let rules = Rules::at(crate::time::parse_rfc3339("2026-11-27T12:00:00Z").unwrap());
+        let own = Rules {
+            collector_entries: true,
+            ..rules.clone()
+        };
+        let cases: [(&str, Value, &str); 6] = [
+            ("provenance", json!({"writer": "collector"}), "provenance"),
+            (
+                "provenance",
+                json!({"writer": "ingest", "key_id": "key_1"}),
+                "provenance",
+            ),
+            ("provenance", json!("anything"), "provenance"),
+            ("id", json!("codestax:apikey-revoked-key_1"), "id"),
+            ("id", json!("CODESTAX:read-1"), "id"),
+            ("action", json!("audit_log.exported"), "action"),
+        ];
+        for (key, value, field) in cases {
+            let mut v = full();
+            v[key] = value.clone();
+            let line = v.to_string();
+            let errors = parse_json_line(line.as_bytes(), None, &rules).unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{key}={value}: {errors}");
+            assert_eq!(errors.0[0].field, field, "{key}={value}");
+            assert!(
+                errors.0[0].reason.contains("collector"),
+                "{key}={value}: {errors}"
+            );
+            if key != "provenance" || value.is_object() {
+                let record = parse_json_line(line.as_bytes(), None, &own).unwrap();
+                assert!(validate(&record, &own).is_ok());
+            }
+        }
+        // A custom action in the collector's category is refused too, and ids that only
+        // contain the prefix further on are an app's to use.
+        let custom = Rules {
+            allow_custom_actions: true,
+            ..rules.clone()
+        };
+        let mut v = full();
+        v["action"] = json!("audit_log.erased");
+        assert!(parse_json_line(v.to_string().as_bytes(), None, &custom).is_err());
+        v["action"] = json!("repository.settings_changed");
+        v["id"] = json!("app-codestax:1");
+        assert!(parse_json_line(v.to_string().as_bytes(), None, &rules).is_ok());
+        v["provenance"] = Value::Null;
+        assert!(parse_json_line(v.to_string().as_bytes(), None, &rules).is_ok());
     }
 }

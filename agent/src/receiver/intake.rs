@@ -112,6 +112,7 @@ fn convert(request: &ExportLogsServiceRequest) -> (Vec<SpoolEntry>, ExportOutcom
         max_record_bytes: codestax_common::DEFAULT_MAX_RECORD_BYTES,
         allow_custom_actions: true,
         now: chrono::Utc::now(),
+        collector_entries: false,
     };
     let mut entries = Vec::new();
     let mut outcome = ExportOutcome::default();

@@ -175,7 +175,7 @@ async fn submit(
 ) -> Result<IngestOutcome, ApiError> {
     state
         .ingest
-        .submit(&key.org_id, candidates, receiver)
+        .submit(&key.org_id, key.provenance(), candidates, receiver)
         .await
         .map_err(|e| match e {
             IngestError::StorageFull => ApiError::unavailable(e.to_string(), 5),

@@ -1,7 +1,9 @@
 //! API keys over HTTP: `GET|POST /api/v1/orgs/{org}/keys`, `DELETE /api/v1/orgs/{org}/keys/{id}`,
-//! for ORG_OWNER keys of the org. Each change is recorded in the org's log before the answer
-//! (`auth.api_key_created` / `auth.api_key_revoked`, actor = the acting key).
+//! for ORG_OWNER keys of the org. Each change is recorded in the org's log before it is made
+//! (`auth.api_key_created` / `auth.api_key_revoked`, actor = the acting key): a change whose
+//! record cannot be made durable is refused with 503 and not made.
 
+use super::record::record_key_event;
 use super::{ApiError, AppState};
 use crate::keys::{KeyError, KeyInfo, Role};
 use axum::Extension;
@@ -10,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
 
 /// `POST` body.
 #[derive(Debug, Deserialize)]
@@ -69,14 +72,15 @@ pub async fn create(
         .role
         .parse()
         .map_err(|e: crate::keys::UnknownRole| ApiError::invalid("role", e.to_string()))?;
-    let keys = state.keys.clone();
+    let (keys, ingest) = (state.keys.clone(), state.ingest.clone());
     let (info, token) = tokio::task::spawn_blocking(move || {
-        keys.create_by(&key.id, &org, role, request.name.as_deref())
+        keys.create_by(&key.id, &org, role, request.name.as_deref(), |event| {
+            Handle::current().block_on(record_key_event(&ingest, event))
+        })
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(key_error)?;
-    crate::record_key_events(&state.keys, &state.ingest).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -96,12 +100,15 @@ pub async fn revoke(
     if state.keys.get(&id).is_none_or(|k| k.org_id != org) {
         return Err(ApiError::not_found());
     }
-    let keys = state.keys.clone();
-    let info = tokio::task::spawn_blocking(move || keys.revoke_by(&key.id, &id))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(key_error)?;
-    crate::record_key_events(&state.keys, &state.ingest).await;
+    let (keys, ingest) = (state.keys.clone(), state.ingest.clone());
+    let info = tokio::task::spawn_blocking(move || {
+        keys.revoke_by(&key.id, &id, |event| {
+            Handle::current().block_on(record_key_event(&ingest, event))
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(key_error)?;
     Ok(Json(info))
 }
 
@@ -112,6 +119,7 @@ fn key_error(e: KeyError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "already_revoked", e.to_string())
         }
         KeyError::InvalidName(_) => ApiError::invalid("name", e.to_string()),
+        KeyError::NotRecorded(_) => ApiError::unavailable(e.to_string(), 1),
         other => ApiError::internal(other),
     }
 }

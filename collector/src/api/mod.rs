@@ -17,6 +17,7 @@ mod record;
 mod retention;
 
 pub use error::ApiError;
+pub(crate) use record::record_key_events;
 
 use crate::index::AuditIndex;
 use crate::ingest::Ingest;

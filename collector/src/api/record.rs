@@ -1,14 +1,20 @@
-//! The records the API writes into an org's own log about what was done through it: reads
-//! (`audit_log.viewed`, `audit_log.exported`) and changes (`settings.retention_changed`). The
-//! actor is the calling key; the target is the org. Written before the answer: if the record
-//! cannot be made durable, the request is refused, because an audit log that can be read or
-//! changed without a trace is not one.
+//! The records the collector writes into an org's own log about what was done through it: reads
+//! (`audit_log.viewed`, `audit_log.exported`), changes (`settings.retention_changed`) and key
+//! events (`auth.api_key_created` / `auth.api_key_revoked`). Each is the collector's own entry:
+//! provenance `collector`, an id in the reserved namespace. Written before the answer (a key
+//! change: before it is made): if the record cannot be made durable, the request is refused,
+//! because an audit log that can be read or changed without a trace is not one.
 
 use super::{ApiError, AppState};
+use crate::index::AuditIndex;
+use crate::ingest::Ingest;
 use crate::ingest::Receiver;
-use crate::keys::KeyInfo;
+use crate::keys::{KeyEvent, KeyInfo, KeyStore};
 use chrono::Utc;
-use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome, Target, TargetKind};
+use codestax_common::{
+    Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX, Rules,
+    Target, TargetKind,
+};
 
 /// What kind of request a record is about, for the refusal's wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +24,8 @@ pub enum Doing {
 }
 
 /// Writes `action` by `key` on `org` with `metadata` (plus the key's role) into `org`'s log and
-/// waits until it is durable. An id prefix keeps the kinds apart (`read-…`, `change-…`).
+/// waits until it is durable. Ids are in the collector's reserved namespace, with a prefix that
+/// keeps the kinds apart (`codestax:read-…`, `codestax:change-…`).
 pub async fn record_action(
     state: &AppState,
     key: &KeyInfo,
@@ -35,7 +42,7 @@ pub async fn record_action(
         Doing::Change => ("change", "this change; nothing was changed"),
     };
     let record = AuditRecord {
-        id: Some(format!("{prefix}-{}", random_hex(16))),
+        id: Some(format!("{RESERVED_ID_PREFIX}{prefix}-{}", random_hex(16))),
         org_id: org.to_string(),
         time: codestax_common::time::truncate_to_micros(Utc::now()),
         actor: Actor {
@@ -59,16 +66,26 @@ pub async fn record_action(
         received_at: None,
         seq: None,
         prev_hash: None,
+        provenance: None,
         hash: None,
+    };
+    let rules = Rules {
+        collector_entries: true,
+        ..state.ingest.rules()
     };
     let record = codestax_common::record_from_value(
         serde_json::to_value(&record).map_err(ApiError::internal)?,
-        &state.ingest.rules(),
+        &rules,
     )
     .map_err(ApiError::internal)?;
     let outcome = state
         .ingest
-        .submit(org, vec![Ok(record)], Receiver::Internal)
+        .submit(
+            org,
+            Provenance::Collector,
+            vec![Ok(record)],
+            Receiver::Internal,
+        )
         .await
         .map_err(|e| {
             ApiError::unavailable(format!("could not record {what} in the audit log: {e}"), 1)
@@ -86,4 +103,51 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
     hex::encode(buf)
+}
+
+/// Makes the audit record of one key event durable. Idempotent: the record's id is the event's.
+pub(crate) async fn record_key_event(ingest: &Ingest, event: &KeyEvent) -> Result<(), String> {
+    let record = event.to_audit_record();
+    let org = record.org_id.clone();
+    let outcome = ingest
+        .submit(
+            &org,
+            Provenance::Collector,
+            vec![Ok(record)],
+            Receiver::Internal,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match outcome.rejected.first() {
+        None => Ok(()),
+        Some(r) => Err(format!(
+            "the key event's record was refused: {:?}",
+            r.errors
+        )),
+    }
+}
+
+/// Writes the audit record of every key event not recorded yet: those of keys changed by the
+/// CLI (at start, and after every change of the key file by another process) and any whose
+/// writing failed before. Changes made through the API were recorded before they were made.
+/// A key event recorded before the reserved namespace existed (under its legacy id, by a writer
+/// the record does not name) is not written again.
+pub(crate) async fn record_key_events(keys: &KeyStore, ingest: &Ingest, index: &AuditIndex) {
+    let (events, index) = (keys.events(), index.clone());
+    let events = tokio::task::spawn_blocking(move || {
+        events
+            .into_iter()
+            .filter(|e| {
+                !matches!(index.get(&e.org_id, &e.legacy_record_id()),
+                    Ok(Some(r)) if r.provenance.is_none())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for event in &events {
+        if let Err(e) = record_key_event(ingest, event).await {
+            tracing::warn!(error = %e, key_id = %event.key_id, "cannot record a key event yet; will retry on the next key change or restart");
+        }
+    }
 }

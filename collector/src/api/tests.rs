@@ -94,6 +94,9 @@ impl TestApp {
             .ingest
             .submit(
                 &org,
+                codestax_common::Provenance::Ingest {
+                    key_id: "key_test".into(),
+                },
                 records.into_iter().map(Ok).collect(),
                 Receiver::Ndjson,
             )
@@ -161,6 +164,7 @@ fn record(org: &str, id: &str, time: DateTime<Utc>) -> AuditRecord {
         received_at: None,
         seq: None,
         prev_hash: None,
+        provenance: None,
         hash: None,
     }
 }

@@ -153,6 +153,7 @@ fn corpus(seed: u64, n: usize) -> Vec<AuditRecord> {
             received_at: Some(time + Duration::seconds(rng.random_range(0..30))),
             seq: None,
             prev_hash: None,
+            provenance: None,
             hash: None,
         });
     }

@@ -76,7 +76,12 @@ impl LogsService for GrpcReceiver {
             .map_err(|e| Status::internal(format!("decoding failed: {e}")))?;
         let outcome = self
             .ingest
-            .submit(&key.org_id, candidates, Receiver::OtlpGrpc)
+            .submit(
+                &key.org_id,
+                key.provenance(),
+                candidates,
+                Receiver::OtlpGrpc,
+            )
             .await
             .map_err(|e| match e {
                 IngestError::StorageFull => Status::resource_exhausted(e.to_string()),

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
 use chrono::Utc;
 use codestax_common::api::RejectedRecord;
-use codestax_common::{AuditRecord, FieldError, RecordErrors, Rules};
+use codestax_common::{AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -109,6 +109,7 @@ impl Ingest {
             max_record_bytes: self.settings.max_record_bytes,
             allow_custom_actions: self.settings.allow_custom_actions,
             now: Utc::now(),
+            collector_entries: false,
         }
     }
 
@@ -121,25 +122,42 @@ impl Ingest {
         self.settings
     }
 
-    /// Stores the valid candidates of a batch sent with a key of `key_org`: records for another
-    /// org are rejected, missing ids are derived from content, `received_at` is stamped. Returns
-    /// once every accepted record is durable.
+    /// Stores the valid candidates of a batch written into `key_org`'s log by `writer`: the
+    /// collector itself, or the ingest key that sent it. Records for another org are rejected,
+    /// and so is, in an ingest key's batch, anything that belongs to the collector alone
+    /// ([`check_app_record`], whichever receiver parsed it); missing ids are derived from
+    /// content; `received_at` and `provenance` are stamped. Returns once every accepted record is
+    /// durable.
     pub async fn submit(
         &self,
         key_org: &str,
+        writer: Provenance,
         candidates: Vec<Candidate>,
         receiver: Receiver,
     ) -> Result<IngestOutcome, IngestError> {
         let now = codestax_common::time::truncate_to_micros(Utc::now());
         let mut outcome = IngestOutcome::default();
         let mut records = Vec::with_capacity(candidates.len());
+        let mut reserved = Vec::new();
         for (i, candidate) in candidates.into_iter().enumerate() {
             match candidate {
                 Ok(mut record) if record.org_id == key_org => {
+                    if writer != Provenance::Collector {
+                        check_app_record(&record, &mut reserved);
+                        if !reserved.is_empty() {
+                            outcome.rejected.push(RejectedRecord {
+                                line: i + 1,
+                                id: record.id.clone(),
+                                errors: std::mem::take(&mut reserved),
+                            });
+                            continue;
+                        }
+                    }
                     if record.id.is_none() {
                         record.id = Some(content_id(&record));
                     }
                     record.received_at = Some(now);
+                    record.provenance = Some(writer.clone());
                     records.push(record);
                 }
                 Ok(record) => outcome.rejected.push(RejectedRecord {
@@ -190,6 +208,7 @@ pub fn content_id(record: &AuditRecord) -> String {
     let mut r = record.clone();
     r.id = None;
     r.received_at = None;
+    r.provenance = None;
     let digest = Sha256::digest(r.canonical_json().as_bytes());
     format!("sha256-{}", hex::encode(&digest[..16]))
 }

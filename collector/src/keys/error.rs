@@ -39,6 +39,9 @@ pub enum KeyError {
         codestax_common::time::format_rfc3339(at)
     )]
     AlreadyRevoked { id: String, at: DateTime<Utc> },
+    /// The change's audit entry could not be made durable, so the change was not made.
+    #[error("the change could not be recorded in the audit log, so it was not made: {0}")]
+    NotRecorded(String),
     #[error("the operating system's random number generator failed: {0}")]
     Rng(#[source] rand::rngs::SysError),
     /// Writing the CLI's output failed.

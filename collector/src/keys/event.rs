@@ -3,7 +3,8 @@
 use super::Role;
 use chrono::{DateTime, Utc};
 use codestax_common::{
-    Actor, ActorKind, AuditRecord, Metadata, Outcome, SCHEMA_VERSION, Target, TargetKind,
+    Actor, ActorKind, AuditRecord, Metadata, Outcome, RESERVED_ID_PREFIX, SCHEMA_VERSION, Target,
+    TargetKind,
 };
 use serde_json::Value;
 
@@ -50,9 +51,21 @@ pub struct KeyEvent {
 }
 
 impl KeyEvent {
-    /// The audit record's id, `apikey-created-<key_id>` or `apikey-revoked-<key_id>`: the same
-    /// every time, so writing the records for all events again is deduplicated by the collector.
+    /// The audit record's id, `codestax:apikey-created-<key_id>` or
+    /// `codestax:apikey-revoked-<key_id>`: in the collector's reserved namespace, so no app can
+    /// take it first, and the same every time, so writing the records for all events again is
+    /// deduplicated by the collector.
     pub fn record_id(&self) -> String {
+        format!(
+            "{RESERVED_ID_PREFIX}apikey-{}-{}",
+            self.kind.verb(),
+            self.key_id
+        )
+    }
+
+    /// The id this event's record had before the reserved namespace existed
+    /// (`apikey-created-<key_id>`): a record stored under it earlier is this event's record.
+    pub fn legacy_record_id(&self) -> String {
         format!("apikey-{}-{}", self.kind.verb(), self.key_id)
     }
 
@@ -102,6 +115,7 @@ impl KeyEvent {
             received_at: None,
             seq: None,
             prev_hash: None,
+            provenance: None,
             hash: None,
         }
     }

@@ -76,6 +76,13 @@ impl KeyInfo {
         self.role.can_ingest() && self.org_id == org
     }
 
+    /// The provenance of the records this key writes through ingest.
+    pub fn provenance(&self) -> codestax_common::Provenance {
+        codestax_common::Provenance::Ingest {
+            key_id: self.id.clone(),
+        }
+    }
+
     /// This key's lifecycle as events: its creation and, if revoked, its revocation.
     fn events(&self) -> impl Iterator<Item = KeyEvent> + '_ {
         let event = |kind, at, by: &Option<String>| KeyEvent {
@@ -329,26 +336,30 @@ impl KeyStore {
     }
 
     /// Creates a key for `org` (on behalf of the CLI) and returns it with its token, which is
-    /// not stored anywhere and cannot be shown again.
+    /// not stored anywhere and cannot be shown again. A running collector records the event when
+    /// it loads the change.
     pub fn create(
         &self,
         org: &str,
         role: Role,
         name: Option<&str>,
     ) -> Result<(KeyInfo, Token), KeyError> {
-        self.create_inner(org, role, name, None)
+        self.create_inner(org, role, name, None, |_| Ok(()))
     }
 
     /// As [`KeyStore::create`], recording `actor_key_id` (the key that asked) as the creator.
     /// Whether that key may do so is the caller's decision ([`Role::can_manage_keys`], same org).
+    /// `record` makes the creation's audit entry durable before the key is written, under the
+    /// store's lock: if it fails, the key does not exist ([`KeyError::NotRecorded`]).
     pub fn create_by(
         &self,
         actor_key_id: &str,
         org: &str,
         role: Role,
         name: Option<&str>,
+        record: impl FnOnce(&KeyEvent) -> Result<(), String>,
     ) -> Result<(KeyInfo, Token), KeyError> {
-        self.create_inner(org, role, name, Some(actor_key_id))
+        self.create_inner(org, role, name, Some(actor_key_id), record)
     }
 
     fn create_inner(
@@ -357,6 +368,7 @@ impl KeyStore {
         role: Role,
         name: Option<&str>,
         by: Option<&str>,
+        record: impl FnOnce(&KeyEvent) -> Result<(), String>,
     ) -> Result<(KeyInfo, Token), KeyError> {
         if !is_valid_org_id(org) {
             return Err(KeyError::InvalidOrg(org.to_string()));
@@ -384,6 +396,11 @@ impl KeyStore {
                 created_by: by.map(str::to_string),
                 revoked_by: None,
             };
+            let created = info
+                .events()
+                .next()
+                .expect("a key's first event is its creation");
+            record(&created).map_err(KeyError::NotRecorded)?;
             snapshot
                 .push(Entry {
                     info: info.clone(),
@@ -400,18 +417,31 @@ impl KeyStore {
     }
 
     /// Revokes a key (on behalf of the CLI). Unknown ids are [`KeyError::NotFound`]; a key
-    /// revoked before is [`KeyError::AlreadyRevoked`].
+    /// revoked before is [`KeyError::AlreadyRevoked`]. A running collector records the event
+    /// when it loads the change.
     pub fn revoke(&self, key_id: &str) -> Result<KeyInfo, KeyError> {
-        self.revoke_inner(key_id, None)
+        self.revoke_inner(key_id, None, |_| Ok(()))
     }
 
     /// As [`KeyStore::revoke`], recording `actor_key_id` as the revoker. Check the actor's role
-    /// and org against [`KeyStore::get`] first.
-    pub fn revoke_by(&self, actor_key_id: &str, key_id: &str) -> Result<KeyInfo, KeyError> {
-        self.revoke_inner(key_id, Some(actor_key_id))
+    /// and org against [`KeyStore::get`] first. `record` makes the revocation's audit entry
+    /// durable before the revocation is written: if it fails, the key stays as it was
+    /// ([`KeyError::NotRecorded`]).
+    pub fn revoke_by(
+        &self,
+        actor_key_id: &str,
+        key_id: &str,
+        record: impl FnOnce(&KeyEvent) -> Result<(), String>,
+    ) -> Result<KeyInfo, KeyError> {
+        self.revoke_inner(key_id, Some(actor_key_id), record)
     }
 
-    fn revoke_inner(&self, key_id: &str, by: Option<&str>) -> Result<KeyInfo, KeyError> {
+    fn revoke_inner(
+        &self,
+        key_id: &str,
+        by: Option<&str>,
+        record: impl FnOnce(&KeyEvent) -> Result<(), String>,
+    ) -> Result<KeyInfo, KeyError> {
         let info = self.modify(|snapshot| {
             let entry = snapshot
                 .get_mut(key_id)
@@ -422,8 +452,15 @@ impl KeyStore {
                     at,
                 });
             }
-            entry.info.revoked_at = Some(truncate_to_micros(Utc::now()));
-            entry.info.revoked_by = by.map(str::to_string);
+            let mut revoked = entry.info.clone();
+            revoked.revoked_at = Some(truncate_to_micros(Utc::now()));
+            revoked.revoked_by = by.map(str::to_string);
+            let event = revoked
+                .events()
+                .last()
+                .expect("a revoked key has a revocation");
+            record(&event).map_err(KeyError::NotRecorded)?;
+            entry.info = revoked;
             Ok(entry.info.clone())
         })?;
         tracing::info!(key_id = %info.id, org_id = %info.org_id, role = %info.role, "API key revoked");

@@ -48,6 +48,7 @@ fn record(org: &str, id: &str, time: DateTime<Utc>) -> AuditRecord {
         received_at: Some(time),
         seq: None,
         prev_hash: None,
+        provenance: None,
         hash: None,
     }
 }

@@ -263,6 +263,7 @@ impl FileTailer {
             max_record_bytes: usize::MAX,
             allow_custom_actions: true,
             now: chrono::Utc::now(),
+            collector_entries: false,
         };
         let keys: Vec<FileKey> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut budget = self.options.round_bytes;

@@ -258,10 +258,19 @@ fn a_corrupt_reload_keeps_the_loaded_keys() {
 fn events_become_valid_audit_records() {
     let (_dir, store) = temp_store();
     let (owner, _) = store.create("acme", Role::OrgOwner, Some("alice")).unwrap();
+    let mut recorded = Vec::new();
     let (agent, _) = store
-        .create_by(&owner.id, "acme", Role::Ingest, Some("host-1"))
+        .create_by(&owner.id, "acme", Role::Ingest, Some("host-1"), |e| {
+            recorded.push(e.clone());
+            Ok(())
+        })
         .unwrap();
-    store.revoke_by(&owner.id, &agent.id).unwrap();
+    store
+        .revoke_by(&owner.id, &agent.id, |e| {
+            recorded.push(e.clone());
+            Ok(())
+        })
+        .unwrap();
     store.revoke(&owner.id).unwrap();
 
     let events = store.events();
@@ -276,7 +285,12 @@ fn events_become_valid_audit_records() {
             (KeyEventKind::Revoked, owner.id.as_str()),
         ]
     );
-    let rules = Rules::new();
+    // What was recorded before each change through `*_by` is the event the store then holds.
+    assert_eq!(recorded, events[1..3]);
+    let rules = Rules {
+        collector_entries: true,
+        ..Rules::new()
+    };
     for event in &events {
         let record = event.to_audit_record();
         validate(&record, &rules).unwrap();
@@ -287,7 +301,7 @@ fn events_become_valid_audit_records() {
         assert_eq!(
             record.id(),
             format!(
-                "apikey-{}-{}",
+                "codestax:apikey-{}-{}",
                 if event.kind == KeyEventKind::Created {
                     "created"
                 } else {
@@ -349,4 +363,22 @@ async fn the_reloader_picks_up_cli_keys_within_a_second() {
     }
     reloader.abort();
     assert!(reloader.await.unwrap_err().is_cancelled());
+}
+
+#[test]
+fn a_change_whose_event_cannot_be_recorded_is_not_made() {
+    let (_dir, store) = temp_store();
+    let (owner, _) = store.create("acme", Role::OrgOwner, None).unwrap();
+    let refuse = |_: &KeyEvent| Err("disk full".to_string());
+    let err = store
+        .create_by(&owner.id, "acme", Role::Ingest, None, refuse)
+        .unwrap_err();
+    assert!(matches!(err, KeyError::NotRecorded(_)), "{err:?}");
+    assert_eq!(store.list(Some("acme")).len(), 1, "no key was created");
+    let err = store.revoke_by(&owner.id, &owner.id, refuse).unwrap_err();
+    assert!(matches!(err, KeyError::NotRecorded(_)), "{err:?}");
+    assert!(!store.get(&owner.id).unwrap().is_revoked());
+    // Another store on the same file sees the same: nothing was written.
+    let again = KeyStore::open(store.path().parent().unwrap()).unwrap();
+    assert_eq!(again.list(None), store.list(None));
 }
