@@ -132,6 +132,11 @@ impl Collector {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
 
+    /// The HTTP client, for requests the helpers here do not cover (PUT, DELETE, ...).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn grpc_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }

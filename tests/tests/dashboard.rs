@@ -761,9 +761,23 @@ async fn drive(
         "Mozilla/5.0 (X11; Linux x86_64)",
         "SEC-42",
         HOSTILE,
+        // Provenance: written by the ingest key that sent it.
+        "an app, with ingest key key_",
     ] {
         assert!(details.contains(want), "details show {want:?}:\n{details}");
     }
+    // No app's entry carries the collector's "system" marker.
+    let system_badges = js(
+        b,
+        "return document.querySelectorAll('#entries-body tr.entry .badge.system').length;",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        system_badges,
+        json!(0),
+        "apps' entries are not marked as system"
+    );
     let injected = js(
         b,
         "return document.querySelectorAll('#entries img, #entries b').length;",
@@ -841,8 +855,18 @@ async fn drive(
         assert_eq!(export_status, 200, "the API's own export");
         let file = wait_download(downloads).await;
         let name = file.file_name().unwrap().to_string_lossy().to_string();
+        // The server names the file for the moment it answered: the page's request and ours
+        // may fall in different seconds.
+        let stamp = |s: &str| {
+            let at = s.find("audit-log-acme-")? + "audit-log-acme-".len();
+            chrono::NaiveDateTime::parse_from_str(s.get(at..at + 16)?, "%Y%m%dT%H%M%SZ").ok()
+        };
+        let (ours, theirs) = (stamp(&name), stamp(&disposition));
         assert!(
-            disposition.contains(&name),
+            name.ends_with(".csv")
+                && ours
+                    .zip(theirs)
+                    .is_some_and(|(a, b)| (a - b).num_seconds().abs() <= 60),
             "saved as the server's name: {name} / {disposition}"
         );
         let got = std::fs::read_to_string(&file).unwrap();
@@ -900,6 +924,28 @@ async fn drive(
         wait_text(b, "retention-status", |t| t.starts_with("Saved")).await;
         let r = blocking(|| c.get_json(&format!("{base}/settings/retention"), owner));
         assert_eq!(r["days"], 400, "{r}");
+        // The change is the collector's own entry: marked "system" in the list once shown.
+        let marked = wait_for("the retention change marked as a system entry", || async {
+            let v = js(
+                b,
+                "const rows = Array.from(document.querySelectorAll('#entries-body tr.entry')) \
+                   .filter(r => r.innerText.includes('settings.retention_changed')); \
+                 return rows.length ? rows.map(r => !!r.querySelector('.badge.system')) : null;",
+                vec![],
+            )
+            .await;
+            match v.as_array() {
+                Some(flags) if !flags.is_empty() => Ok(flags.clone()),
+                _ => {
+                    // The list shows what was searchable when it loaded: ask again.
+                    js(b, "document.getElementById('clear-filters').click(); document.getElementById('f-q').value = 'action:settings.retention_changed'; document.getElementById('filters').requestSubmit();", vec![]).await;
+                    let shown = js(b, "return Array.from(document.querySelectorAll('#entries-body tr.entry')).slice(0, 3).map(r => r.innerText);", vec![]).await;
+                    Err(format!("not listed yet: {shown}"))
+                }
+            }
+        })
+        .await;
+        assert!(marked.iter().all(|f| f == &json!(true)), "{marked:?}");
         sign_out(b).await;
     }
     eprintln!("dashboard screenshot: {}", shot.display());

@@ -509,6 +509,15 @@
       userCell.append(el('span', { class: 'badge', text: actor.kind === 'api_key' ? 'API key' : actor.kind }));
     }
 
+    // The collector's own entries are marked: no app can write one (docs/security.md).
+    if (writer(record) === 'collector') {
+      userCell.append(el('span', {
+        class: 'badge system',
+        title: 'Written by the audit log itself, not by an app',
+        text: 'system',
+      }));
+    }
+
     const actionCell = el('td', { class: 'col-action' }, actionCode(record.action));
     if (record.outcome === 'failure') actionCell.append(el('span', { class: 'badge failure', text: 'failed' }));
 
@@ -544,6 +553,20 @@
       detailsRow.hidden = open;
     });
     return [row, detailsRow, button];
+  }
+
+  // Who wrote the entry into the log: `collector`, `ingest`, or null for entries stored before
+  // provenance existed.
+  function writer(record) {
+    return (record.provenance && record.provenance.writer) || null;
+  }
+
+  function writtenBy(record) {
+    const p = record.provenance;
+    if (!p) return 'writer unknown (stored before provenance was recorded)';
+    if (p.writer === 'collector') return 'the audit log itself (system entry)';
+    if (p.writer === 'ingest') return `an app, with ingest key ${p.key_id}`;
+    return p.writer;
   }
 
   // `settings.webhook_configured` may break after its dot, never inside a word.
@@ -602,6 +625,7 @@
       ['Target', targetText],
       ['Repository', record.repository],
       ['Message', record.message],
+      ['Written by', writtenBy(record)],
     ]));
 
     const known = ['ip', 'user_agent', 'scan_type', 'changes'];

@@ -496,3 +496,66 @@ async fn search_pages_embed_the_stored_records() {
     unique.dedup();
     assert_eq!(unique.len(), 40, "no repeats");
 }
+
+/// Records stored before provenance existed (as the store takes them, with none) keep none: the
+/// API shows no writer for them, never either writer. A key event recorded then under its legacy
+/// id by that unknown writer is not written again; one whose legacy id an ingest key took is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_before_provenance_name_no_writer() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let (recorded, _) = t.state.keys.create("ent", Role::Ingest, None).unwrap();
+    let (taken, _) = t.state.keys.create("ent", Role::Ingest, None).unwrap();
+    let events = t.state.keys.events();
+    let legacy = |key_id: &str| {
+        let event = events.iter().find(|e| e.key_id == key_id).unwrap();
+        let mut r = event.to_audit_record();
+        r.id = Some(event.legacy_record_id());
+        r
+    };
+    let mut legacy_app = legacy(&taken.id);
+    legacy_app.provenance = Some(codestax_common::Provenance::Ingest {
+        key_id: taken.id.clone(),
+    });
+    let mut old = vec![
+        record("ent", "old-1", Utc::now()),
+        legacy(&recorded.id),
+        legacy_app,
+    ];
+    for r in &mut old {
+        r.received_at = Some(truncate_to_micros(Utc::now()));
+    }
+    t.store.submit(old).await.unwrap();
+    t.index_pending();
+
+    let (status, old) = t.get("/api/v1/orgs/ent/audit-log/old-1", &owner).await;
+    assert_eq!(status, 200);
+    assert!(old.get("provenance").is_none(), "{old}");
+
+    crate::api::record_key_events(&t.state.keys, &t.state.ingest, &t.state.index).await;
+    t.index_pending();
+    let (status, _) = t
+        .get(
+            &format!(
+                "/api/v1/orgs/ent/audit-log/codestax:apikey-created-{}",
+                recorded.id
+            ),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 404, "recorded before provenance: not written again");
+    let (status, entry) = t
+        .get(
+            &format!(
+                "/api/v1/orgs/ent/audit-log/codestax:apikey-created-{}",
+                taken.id
+            ),
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "an app's record under the legacy id hides nothing"
+    );
+    assert_eq!(entry["provenance"], json!({"writer": "collector"}));
+}
