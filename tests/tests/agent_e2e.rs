@@ -660,6 +660,8 @@ fn malformed_long_and_rejected_lines_go_to_the_quarantine() {
         // the collector: an action outside the catalog, a record over 64 KiB.
         emit_line(Some("uncatalogued"), "x", "scan.exploded", 0).into_bytes(),
         emit_line(Some("too-big"), "x", "scan.triggered", 100 << 10).into_bytes(),
+        // What belongs to the collector alone is refused by the agent already.
+        emit_line(Some("codestax:forged"), "x", "scan.triggered", 0).into_bytes(),
     ];
     for line in &bad {
         append_to(&mut file, &ledger.lines(10));
@@ -669,7 +671,7 @@ fn malformed_long_and_rejected_lines_go_to_the_quarantine() {
     rig.assert_delivered(&ledger, Duration::from_secs(30));
 
     let mut entries = Vec::new();
-    wait_until("7 quarantine entries", Duration::from_secs(20), || {
+    wait_until("8 quarantine entries", Duration::from_secs(20), || {
         entries = rig.agent.quarantine();
         entries.len() >= bad.len()
     });
@@ -704,6 +706,22 @@ fn malformed_long_and_rejected_lines_go_to_the_quarantine() {
     );
     file_entry("not-an-email", "invalid_record", "actor.email");
     file_entry("7b226f6f7073", "invalid_record", "not valid UTF-8");
+    file_entry(
+        "codestax:forged",
+        "invalid_record",
+        "reserved for the collector's own entries",
+    );
+    // What the agent forwarded is written by its ingest key.
+    let forwarded = rig
+        .collector
+        .get_json(&format!("/api/v1/orgs/{ORG}/audit-log/mixed-0"), &rig.admin);
+    assert_eq!(forwarded["provenance"]["writer"], "ingest", "{forwarded}");
+    assert!(
+        forwarded["provenance"]["key_id"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("key_")),
+        "{forwarded}"
+    );
     let long = file_entry("\"id\":\"huge\"", "line_too_long", "over max_line_bytes");
     assert_eq!(long["truncated"], true);
     assert!(long["line_bytes"].as_u64().unwrap() > huge as u64);
