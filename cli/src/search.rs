@@ -70,9 +70,14 @@ fn cells(r: &AuditRecord) -> [String; 6] {
                 .unwrap_or_else(|| t.kind.as_str().to_string())
         })
         .unwrap_or_default();
+    // The collector's own entries are marked as the dashboard marks them (docs/security.md).
+    let user = match r.provenance {
+        Some(codestax_common::Provenance::Collector) => format!("{} [system]", r.actor_label()),
+        _ => r.actor_label().to_string(),
+    };
     [
         r.time.format("%Y-%m-%d %H:%M:%S").to_string(),
-        r.actor_label().to_string(),
+        user,
         r.action.clone(),
         target,
         r.repository.clone().unwrap_or_default(),
@@ -153,6 +158,7 @@ mod tests {
         other.actor.email = None;
         other.target = None;
         other.outcome = codestax_common::Outcome::Failure;
+        other.provenance = Some(codestax_common::Provenance::Collector);
         let response = SearchResponse {
             entries: vec![r, other],
             next_cursor: None,
@@ -167,7 +173,7 @@ mod tests {
         assert!(lines[1].starts_with("2026-11-27 10:15:30  ada@acme.example  scan.triggered"));
         assert!(lines[1].contains("acme/a-very-long-repository-name-that-g…"));
         assert!(
-            lines[2].contains("  u1  ") && lines[2].ends_with("failure"),
+            lines[2].contains("  u1 [system]  ") && lines[2].ends_with("failure"),
             "{text}"
         );
         assert_eq!(lines[3], "2 of 7 matching records");
