@@ -118,7 +118,7 @@ fn expected_cells(e: &Value) -> Vec<String> {
 fn assert_csv_matches(rows: &[Vec<String>], entries: &[Value], what: &str) {
     assert_eq!(
         rows[0].join(","),
-        "timestamp,actor_name,actor_email,action,category,target_kind,target_id,target_name,repository,outcome,ip,metadata",
+        "timestamp,actor_name,actor_email,action,category,target_kind,target_id,target_name,repository,outcome,ip,metadata,written_by",
         "{what}"
     );
     assert_eq!(rows.len() - 1, entries.len(), "{what}: row count");
@@ -126,6 +126,15 @@ fn assert_csv_matches(rows: &[Vec<String>], entries: &[Value], what: &str) {
         assert_eq!(row[..11], expected_cells(e)[..], "{what}: {}", e["id"]);
         let meta: Value = serde_json::from_str(&row[11]).unwrap();
         assert_eq!(meta, e["metadata"], "{what}: metadata of {}", e["id"]);
+        let written_by = match (
+            e["provenance"]["writer"].as_str(),
+            e["provenance"]["key_id"].as_str(),
+        ) {
+            (Some(writer), Some(key_id)) => format!("{writer}:{key_id}"),
+            (Some(writer), None) => writer.to_string(),
+            (None, _) => "unknown".to_string(),
+        };
+        assert_eq!(row[12], written_by, "{what}: written_by of {}", e["id"]);
         assert!(
             !row.iter().any(|c| c.starts_with(['=', '+', '-', '@'])),
             "{what}: a cell would run as a formula: {row:?}"
@@ -213,11 +222,11 @@ fn exports_equal_search_row_for_row_in_every_format() {
 
         let (_, text) = get_raw(&c, &format!("{base}&format=csv&with_chain=true"), &admin);
         let rows = parse_csv(&text);
-        assert_eq!(rows[0][12..], ["seq", "prev_hash", "hash"]);
+        assert_eq!(rows[0][13..], ["seq", "prev_hash", "hash"]);
         for (row, e) in rows[1..].iter().zip(&entries) {
-            assert_eq!(row[12], e["seq"].to_string());
-            assert_eq!(row[13], e["prev_hash"].as_str().unwrap());
-            assert_eq!(row[14], e["hash"].as_str().unwrap());
+            assert_eq!(row[13], e["seq"].to_string());
+            assert_eq!(row[14], e["prev_hash"].as_str().unwrap());
+            assert_eq!(row[15], e["hash"].as_str().unwrap());
         }
 
         let (headers, text) = get_raw(&c, &format!("{base}&format=json"), &admin);
