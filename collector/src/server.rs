@@ -213,6 +213,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         })
     };
 
+    // Key events of changes other writers (the CLI) made: at start, then whenever such changes
+    // are loaded — by this loop, or by an unknown token that made the store look again.
+    let mut recorded_through = keys.reloads();
     record_key_events(&keys, &ingest, &index).await;
     let keys_task = {
         let (keys, ingest, index, stop) = (
@@ -228,12 +231,13 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                match keys.reload_if_changed() {
-                    Ok(true) => record_key_events(&keys, &ingest, &index).await,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before")
-                    }
+                if let Err(e) = keys.reload_if_changed() {
+                    tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before");
+                }
+                let reloads = keys.reloads();
+                if reloads != recorded_through {
+                    recorded_through = reloads;
+                    record_key_events(&keys, &ingest, &index).await;
                 }
             }
         })

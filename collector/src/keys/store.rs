@@ -17,8 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 /// The store's file inside the data directory.
@@ -29,6 +30,10 @@ pub const LOCK_FILE: &str = "keys.lock";
 const TEMP_FILE: &str = "keys.json.tmp";
 /// The format version of [`KEYS_FILE`] this build reads and writes.
 pub const STORE_VERSION: u64 = 1;
+/// How often an unknown token may make the store look at `keys.json` again
+/// ([`KeyStore::authenticate`]): a key made by the CLI works at once, and random tokens cost at
+/// most one `stat` per interval.
+const UNKNOWN_TOKEN_RECHECK: Duration = Duration::from_millis(100);
 /// How often [`KeyStore::spawn_reloader`] looks for changes by default.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest key name, in characters.
@@ -288,6 +293,10 @@ struct Inner {
     temp_path: PathBuf,
     lock_path: PathBuf,
     state: RwLock<Snapshot>,
+    /// How many times another writer's changes were loaded ([`KeyStore::reloads`]).
+    reloads: AtomicU64,
+    /// When an unknown token last made the store look at the file again.
+    last_recheck: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -315,6 +324,8 @@ impl KeyStore {
                 temp_path: data_dir.join(TEMP_FILE),
                 lock_path: data_dir.join(LOCK_FILE),
                 state: RwLock::new(Snapshot::default()),
+                reloads: AtomicU64::new(0),
+                last_recheck: Mutex::new(None),
             }),
         };
         let _lock = store.lock()?;
@@ -490,17 +501,54 @@ impl KeyStore {
     }
 
     /// The key a presented token belongs to, unless it is unknown or revoked. Hashes the token
-    /// once, looks the hash up, and compares the stored hash in constant time.
+    /// once, looks the hash up, and compares the stored hash in constant time. A token unknown
+    /// here may belong to a key another writer (the CLI) has just made: the store then looks at
+    /// its file again (at most once per [`UNKNOWN_TOKEN_RECHECK`], a `stat` when nothing changed)
+    /// before refusing, so a key works the moment `keys create` returns.
     pub fn authenticate(&self, token: &str) -> Option<KeyInfo> {
         // The format is public, so rejecting malformed tokens early leaks nothing.
         if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
             return None;
         }
         let presented = TokenHash::of(token);
+        match self.find(&presented) {
+            Some(found) => found,
+            None if self.may_recheck() => {
+                if let Err(e) = self.reload_if_changed() {
+                    tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before");
+                }
+                self.find(&presented).flatten()
+            }
+            None => None,
+        }
+    }
+
+    /// `None` for an unknown hash; `Some(None)` for a revoked key or a hash that does not match.
+    fn find(&self, presented: &TokenHash) -> Option<Option<KeyInfo>> {
         let state = self.read_state();
-        let entry = &state.entries[*state.by_hash.get(&presented)?];
+        let entry = &state.entries[*state.by_hash.get(presented)?];
         let matches: bool = entry.hash.0.ct_eq(&presented.0).into();
-        (matches && !entry.info.is_revoked()).then(|| entry.info.clone())
+        Some((matches && !entry.info.is_revoked()).then(|| entry.info.clone()))
+    }
+
+    fn may_recheck(&self) -> bool {
+        let mut last = self
+            .inner
+            .last_recheck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < UNKNOWN_TOKEN_RECHECK) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// How many times changes made by another writer have been loaded: whoever acts on such
+    /// changes (the collector records their key events) compares this with what it saw last.
+    pub fn reloads(&self) -> u64 {
+        self.inner.reloads.load(Ordering::Acquire)
     }
 
     /// Every key's creation and revocation, oldest first: the source of the
@@ -533,6 +581,7 @@ impl KeyStore {
             return Ok(false);
         }
         *state = snapshot;
+        self.inner.reloads.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }
 

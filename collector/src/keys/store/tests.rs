@@ -145,11 +145,7 @@ fn another_store_sees_changes_on_reload() {
     assert!(!server.reload_if_changed().unwrap(), "nothing changed yet");
 
     let (info, token) = cli.create("acme", Role::Ingest, None).unwrap();
-    assert_eq!(
-        server.authenticate(token.expose()),
-        None,
-        "not reloaded yet"
-    );
+    assert_eq!(server.get(&info.id), None, "not reloaded yet");
     assert!(server.reload_if_changed().unwrap());
     assert_eq!(server.authenticate(token.expose()), Some(info.clone()));
     assert!(!server.reload_if_changed().unwrap());
@@ -381,4 +377,31 @@ fn a_change_whose_event_cannot_be_recorded_is_not_made() {
     // Another store on the same file sees the same: nothing was written.
     let again = KeyStore::open(store.path().parent().unwrap()).unwrap();
     assert_eq!(again.list(None), store.list(None));
+}
+
+#[test]
+fn a_key_made_by_another_writer_works_at_once() {
+    let (dir, server) = temp_store();
+    let cli = KeyStore::open(dir.path()).unwrap();
+    let (info, token) = cli.create("acme", Role::OrgAdmin, None).unwrap();
+    assert_eq!(server.reloads(), 0);
+    // No reload has run: the unknown token makes the server look at the file again.
+    assert_eq!(server.authenticate(token.expose()), Some(info));
+    assert_eq!(
+        server.reloads(),
+        1,
+        "changes loaded from another writer are counted"
+    );
+    // Unknown tokens look again at most once per interval.
+    let unknown = format!(
+        "{TOKEN_PREFIX}{}",
+        "x".repeat(TOKEN_LEN - TOKEN_PREFIX.len())
+    );
+    assert_eq!(server.authenticate(&unknown), None);
+    assert!(
+        !server.may_recheck(),
+        "a second look right after the first is refused"
+    );
+    std::thread::sleep(UNKNOWN_TOKEN_RECHECK);
+    assert!(server.may_recheck());
 }
