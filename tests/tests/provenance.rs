@@ -195,6 +195,15 @@ fn an_ingest_key_cannot_pre_empt_forge_or_hide_the_collectors_entries() {
     let _ = export.text().unwrap();
     // A search: recorded as audit_log.viewed.
     c.get_json("/api/v1/orgs/acme/audit-log?limit=1", &owner);
+    // Both reads' entries searchable (asked through facets, which record no read).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ["audit_log.viewed", "audit_log.exported"]
+        .iter()
+        .any(|a| c.total("acme", &format!("action={a}"), &owner) == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "reads not recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // The real revocation is stored, not hidden by the app's records.
     let revocation = wait_get(&c, &format!("codestax:apikey-revoked-{app_id}"), &owner);
