@@ -421,11 +421,16 @@ fn deep_any_values_are_refused_by_the_decoders() {
 
 /// A time anywhere chrono can hold it.
 fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
-    (
-        DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
-        0u32..1_000_000_000,
-    )
-        .prop_map(|(s, n)| Utc.timestamp_opt(s, n).unwrap())
+    prop_oneof![
+        4 => (
+            DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp(),
+            0u32..1_000_000_000,
+        )
+            .prop_map(|(s, n)| Utc.timestamp_opt(s, n).unwrap()),
+        1 => Just(DateTime::<Utc>::MIN_UTC),
+        1 => Just(DateTime::<Utc>::MAX_UTC),
+        1 => Just(Utc::now()),
+    ]
 }
 
 fn time_text() -> impl Strategy<Value = String> {
