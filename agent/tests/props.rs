@@ -82,3 +82,42 @@ proptest! {
         let _ = decode_record(&bytes);
     }
 }
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    /// Any bytes as the checkpoint file (cut or flipped real ones, odd JSON, anything): the
+    /// store opens (a corrupt file gives an empty table) or names the file; never a panic.
+    #[test]
+    fn prop_any_checkpoint_file_opens_or_names_it(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..256),
+            prop::sample::select(vec![
+                r#"{"version":1,"files":[]}"#,
+                r#"{"version":1,"files":[{"key":{"dev":1,"ino":2},"fingerprint":{"len":18446744073709551615,"hash":0},"offset":18446744073709551615,"stamp":18446744073709551615}]}"#,
+                r#"{"version":4294967295}"#,
+                r#"{"version":-1}"#,
+                r#"[]"#,
+                "null",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ],
+        flip in proptest::option::of((any::<prop::sample::Index>(), 1u8..=255)),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        let mut bytes = bytes;
+        if let (Some((at, bits)), false) = (flip, bytes.is_empty()) {
+            let i = at.index(bytes.len());
+            bytes[i] ^= bits;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match codestax_agent::checkpoint::CheckpointStore::open(&path, []) {
+            Ok(store) => {
+                let _ = store.all();
+                store.persist().unwrap();
+            }
+            Err(e) => assert!(e.to_string().contains(path.to_str().unwrap()), "{e}"),
+        }
+    }
+}
