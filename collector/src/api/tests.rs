@@ -492,3 +492,6 @@ async fn search_pages_embed_the_stored_records() {
     unique.dedup();
     assert_eq!(unique.len(), 40, "no repeats");
 }
+
+/// Property test of the whole router: generated requests never answer 5xx.
+mod props;
