@@ -227,7 +227,14 @@ pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
 /// Writes a record as a LogRecord in the attributes style: the fields of [`FIELD_ATTRIBUTES`]
 /// in that order (those the record has), then every other metadata key in key order. Built
 /// from the fields directly (the agent forwards every record through here).
+///
+/// A record with a free-form metadata key containing a dot is written in the body style
+/// instead ([`to_log_record_with_body`]): `audit.metadata.a.b` reads back as the nested key
+/// `a: {b}`, which would change the record (and lose the value if `a` is a key too).
 pub fn to_log_record(record: &AuditRecord) -> LogRecord {
+    if has_dotted_metadata_key(record) {
+        return to_log_record_with_body(record);
+    }
     let mut attributes = Vec::with_capacity(16);
     let mut text = |key: &str, value: &str| attributes.push(string_kv(key, value));
     if let Some(id) = &record.id {
@@ -315,6 +322,11 @@ pub fn to_log_record(record: &AuditRecord) -> LogRecord {
         attributes,
         ..Default::default()
     }
+}
+
+/// Whether a free-form metadata key has a dot, which the attributes style reads as nesting.
+pub fn has_dotted_metadata_key(record: &AuditRecord) -> bool {
+    record.metadata.extra.keys().any(|k| k.contains('.'))
 }
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
