@@ -413,7 +413,9 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
     for kv in &log.attributes {
         let value = any_to_json(kv.value.as_ref());
         if let Some((path, _)) = FIELD_ATTRIBUTES.iter().find(|(_, key)| *key == kv.key) {
-            insert_path(&mut root, path, value);
+            if !insert_path(&mut root, path, value) {
+                return Err(clash(path, &kv.key));
+            }
         } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
             let value = match (rest, value) {
                 // `changes` may come as a JSON string as well as an array of key-value lists.
@@ -422,7 +424,10 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
                 }
                 (_, v) => v,
             };
-            insert_path(&mut root, &format!("metadata.{rest}"), value);
+            let path = format!("metadata.{rest}");
+            if !insert_path(&mut root, &path, value) {
+                return Err(clash(&path, &kv.key));
+            }
         }
         // Other attributes (service names, SDK details) describe the transport, not the action.
     }
@@ -450,6 +455,17 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
         None => {}
     }
     Ok((Value::Object(root), Style::Attributes))
+}
+
+/// A metadata attribute whose dotted key clashes with another one (`audit.metadata.a` and
+/// `audit.metadata.a.b`): refused rather than one of them dropped.
+fn clash(field: &str, attribute: &str) -> RecordErrors {
+    RecordErrors::one(
+        field,
+        format!(
+            "attribute {attribute} clashes with another attribute: a dotted key nests, so one would hide the other"
+        ),
+    )
 }
 
 fn log_time(log: &LogRecord) -> Result<Option<DateTime<Utc>>, RecordErrors> {
@@ -490,17 +506,25 @@ fn name_attribute(e: FieldError) -> FieldError {
     }
 }
 
-fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) {
+/// Sets the value at a dotted path, making objects on the way. False when the path clashes with
+/// what is there (`a.b` under a value `a` that is not an object, or `a` over an object made for
+/// `a.b`): the value would be lost, so the caller refuses the record.
+fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) -> bool {
     match path.split_once('.') {
-        None => {
-            root.insert(path.to_string(), value);
-        }
+        None => match root.get(path) {
+            Some(Value::Object(_)) if !value.is_object() => false,
+            _ => {
+                root.insert(path.to_string(), value);
+                true
+            }
+        },
         Some((head, rest)) => {
             let child = root
                 .entry(head.to_string())
                 .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(child) = child {
-                insert_path(child, rest, value);
+            match child {
+                Value::Object(child) => insert_path(child, rest, value),
+                _ => false,
             }
         }
     }

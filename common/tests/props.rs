@@ -515,3 +515,49 @@ fn dotted_metadata_keys_survive_the_otlp_mapping() {
     let back = record_from_log(&to_log_record(&record), &[], None, &rules);
     assert_eq!(back, Ok(record));
 }
+
+/// Found with the case above: read from an SDK's attributes, `audit.metadata.a` = "x" and
+/// `audit.metadata.a.b` = 1 were accepted with `a.b` dropped (in either order). Now refused,
+/// naming the field and the attribute.
+#[test]
+fn clashing_dotted_attributes_are_refused_not_dropped() {
+    let rules = rules(false);
+    let base = [
+        ("audit.org_id", "o"),
+        ("audit.action", "auth.logout"),
+        ("enduser.id", "a"),
+        ("audit.actor.kind", "system"),
+    ];
+    for pair in [
+        [("audit.metadata.a", "x"), ("audit.metadata.a.b", "1")],
+        [("audit.metadata.a.b", "1"), ("audit.metadata.a", "x")],
+    ] {
+        let log = LogRecord {
+            time_unix_nano: 1_764_237_600_000_000_000,
+            attributes: base
+                .iter()
+                .chain(&pair)
+                .map(|(k, v)| kv(k, string(v)))
+                .collect(),
+            ..Default::default()
+        };
+        let errors = record_from_log(&log, &[], None, &rules).unwrap_err();
+        assert!(errors.0[0].field.starts_with("metadata.a"), "{errors}");
+        assert!(errors.0[0].reason.contains("audit.metadata.a"), "{errors}");
+    }
+    // Nested keys that do not clash still nest.
+    let log = LogRecord {
+        time_unix_nano: 1_764_237_600_000_000_000,
+        attributes: base
+            .iter()
+            .chain(&[("audit.metadata.t.id", "7"), ("audit.metadata.t.url", "u")])
+            .map(|(k, v)| kv(k, string(v)))
+            .collect(),
+        ..Default::default()
+    };
+    let record = record_from_log(&log, &[], None, &rules).unwrap();
+    assert_eq!(
+        record.metadata.extra["t"],
+        serde_json::json!({"id": "7", "url": "u"})
+    );
+}
