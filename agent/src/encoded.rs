@@ -1,12 +1,15 @@
 //! Records as the agent spools and forwards them: the protobuf encoding of their OTLP LogRecord
-//! in the attributes style ([`codestax_common::otlp::to_log_record`]). Encoded once, when a
+//! ([`codestax_common::otlp::to_log_record`]: the attributes style, or the body style for the
+//! rare record with a dotted metadata key). Encoded once, when a
 //! record enters the spool; the forwarder copies the bytes into requests as they are.
 //!
 //! The encoding is written straight from the record's fields (building the LogRecord first
 //! costs some 40 allocations a record); the bytes are the ones prost writes for
 //! `to_log_record(record)` (tested).
 
-use codestax_common::otlp::{METADATA_PREFIX, json_to_any, record_from_log};
+use codestax_common::otlp::{
+    METADATA_PREFIX, has_dotted_metadata_key, json_to_any, record_from_log, to_log_record,
+};
 use codestax_common::{AuditRecord, Metadata, Rules};
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -18,6 +21,13 @@ const SEVERITY_INFO: u8 = 9;
 
 /// Appends the encoded LogRecord of `record` to `out`.
 pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
+    if has_dotted_metadata_key(record) {
+        // Written in the body style, as to_log_record does: a dotted key has no flat attribute.
+        to_log_record(record)
+            .encode(out)
+            .expect("a Vec grows as needed");
+        return;
+    }
     // Fields in tag order, as prost writes them; proto3 defaults (0, "") are left out.
     let nanos = u64::try_from(record.time.timestamp_micros()).unwrap_or(0) * 1_000;
     if nanos != 0 {
@@ -218,7 +228,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<AuditRecord, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codestax_common::otlp::to_log_record;
     use codestax_common::parse_json_line;
 
     #[test]

@@ -241,7 +241,14 @@ pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
 /// Writes a record as a LogRecord in the attributes style: the fields of [`FIELD_ATTRIBUTES`]
 /// in that order (those the record has), then every other metadata key in key order. Built
 /// from the fields directly (the agent forwards every record through here).
+///
+/// A record with a free-form metadata key containing a dot is written in the body style
+/// instead ([`to_log_record_with_body`]): `audit.metadata.a.b` reads back as the nested key
+/// `a: {b}`, which would change the record (and lose the value if `a` is a key too).
 pub fn to_log_record(record: &AuditRecord) -> LogRecord {
+    if has_dotted_metadata_key(record) {
+        return to_log_record_with_body(record);
+    }
     let mut attributes = Vec::with_capacity(16);
     let mut text = |key: &str, value: &str| attributes.push(string_kv(key, value));
     if let Some(id) = &record.id {
@@ -331,6 +338,11 @@ pub fn to_log_record(record: &AuditRecord) -> LogRecord {
     }
 }
 
+/// Whether a free-form metadata key has a dot, which the attributes style reads as nesting.
+pub fn has_dotted_metadata_key(record: &AuditRecord) -> bool {
+    record.metadata.extra.keys().any(|k| k.contains('.'))
+}
+
 fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
@@ -415,7 +427,9 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
     for kv in &log.attributes {
         let value = any_to_json(kv.value.as_ref());
         if let Some((path, _)) = FIELD_ATTRIBUTES.iter().find(|(_, key)| *key == kv.key) {
-            insert_path(&mut root, path, value);
+            if !insert_path(&mut root, path, value) {
+                return Err(clash(path, &kv.key));
+            }
         } else if is_provenance_attribute(&kv.key) {
             // Left for validation to refuse, naming the attribute.
             root.insert("provenance".into(), value);
@@ -427,7 +441,10 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
                 }
                 (_, v) => v,
             };
-            insert_path(&mut root, &format!("metadata.{rest}"), value);
+            let path = format!("metadata.{rest}");
+            if !insert_path(&mut root, &path, value) {
+                return Err(clash(&path, &kv.key));
+            }
         }
         // Other attributes (service names, SDK details) describe the transport, not the action.
     }
@@ -455,6 +472,17 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
         None => {}
     }
     Ok((Value::Object(root), Style::Attributes))
+}
+
+/// A metadata attribute whose dotted key clashes with another one (`audit.metadata.a` and
+/// `audit.metadata.a.b`): refused rather than one of them dropped.
+fn clash(field: &str, attribute: &str) -> RecordErrors {
+    RecordErrors::one(
+        field,
+        format!(
+            "attribute {attribute} clashes with another attribute: a dotted key nests, so one would hide the other"
+        ),
+    )
 }
 
 fn log_time(log: &LogRecord) -> Result<Option<DateTime<Utc>>, RecordErrors> {
@@ -496,17 +524,25 @@ fn name_attribute(e: FieldError) -> FieldError {
     }
 }
 
-fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) {
+/// Sets the value at a dotted path, making objects on the way. False when the path clashes with
+/// what is there (`a.b` under a value `a` that is not an object, or `a` over an object made for
+/// `a.b`): the value would be lost, so the caller refuses the record.
+fn insert_path(root: &mut Map<String, Value>, path: &str, value: Value) -> bool {
     match path.split_once('.') {
-        None => {
-            root.insert(path.to_string(), value);
-        }
+        None => match root.get(path) {
+            Some(Value::Object(_)) if !value.is_object() => false,
+            _ => {
+                root.insert(path.to_string(), value);
+                true
+            }
+        },
         Some((head, rest)) => {
             let child = root
                 .entry(head.to_string())
                 .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(child) = child {
-                insert_path(child, rest, value);
+            match child {
+                Value::Object(child) => insert_path(child, rest, value),
+                _ => false,
             }
         }
     }

@@ -622,8 +622,9 @@ impl Settings for AgentConfig {
 
         c.bytes_at_least("spool.max_bytes", self.spool.max_bytes, MIB, "");
         if self.spool.segment_bytes >= self.spool.max_bytes {
-            c.fail(
+            c.fail_against(
                 "spool.segment_bytes",
+                "spool.max_bytes",
                 format!(
                     "must be less than spool.max_bytes ({}), got {}",
                     self.spool.max_bytes, self.spool.segment_bytes
@@ -660,8 +661,9 @@ impl Settings for AgentConfig {
             MAX_RETRY_BACKOFF,
         );
         if self.retry.max_backoff < self.retry.initial_backoff {
-            c.fail(
+            c.fail_against(
                 "retry.max_backoff",
+                "retry.initial_backoff",
                 format!(
                     "must be at least retry.initial_backoff ({}), got {}",
                     duration(self.retry.initial_backoff),

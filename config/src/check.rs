@@ -22,6 +22,17 @@ impl Checker {
         self.problems.push(Invalid {
             path: key.split('.').map(String::from).collect(),
             message: message.into(),
+            against: None,
+        });
+    }
+
+    /// `key` disagrees with `other` (which the message names): reported at `key`, or where
+    /// `other` was set when `key` holds its default (the user changed `other`, not `key`).
+    pub(crate) fn fail_against(&mut self, key: &str, other: &str, message: impl Into<String>) {
+        self.problems.push(Invalid {
+            path: key.split('.').map(String::from).collect(),
+            message: message.into(),
+            against: Some(other.split('.').map(String::from).collect()),
         });
     }
 
@@ -118,8 +129,9 @@ impl Checker {
         for (i, (key, addr)) in listeners.iter().enumerate() {
             for (other_key, other) in &listeners[..i] {
                 if collides(*addr, *other) {
-                    self.fail(
+                    self.fail_against(
                         key,
+                        other_key,
                         format!("{addr} collides with {other_key} ({other}); use another port"),
                     );
                 }

@@ -544,8 +544,9 @@ impl Settings for CollectorConfig {
             GIB,
         );
         if self.limits.max_decompressed_bytes < self.limits.max_body_bytes {
-            c.fail(
+            c.fail_against(
                 "limits.max_decompressed_bytes",
+                "limits.max_body_bytes",
                 format!(
                     "must be at least limits.max_body_bytes ({}), got {}",
                     self.limits.max_body_bytes, self.limits.max_decompressed_bytes

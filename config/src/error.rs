@@ -159,6 +159,9 @@ fn lines(problems: &[Problem]) -> String {
 pub(crate) struct Invalid {
     pub(crate) path: Vec<String>,
     pub(crate) message: String,
+    /// The other key of a pair that disagrees (`spool.max_bytes` for `spool.segment_bytes`):
+    /// when `path` holds its default, the problem is reported where this one was set.
+    pub(crate) against: Option<Vec<String>>,
 }
 
 /// Renders a relative key path for messages: `["orgs", "2", "id"]` becomes

@@ -384,10 +384,19 @@ fn resolve(
     figment: &Figment,
     file: Option<&FileText>,
 ) -> Problem {
-    let metadata = find_deepest(figment, &inv.path).and_then(|v| figment.get_metadata(v.tag()));
+    let origin_at = |path: &[String]| {
+        let metadata = find_deepest(figment, path).and_then(|v| figment.get_metadata(v.tag()));
+        origin_of(metadata, path, file)
+    };
+    let mut origin = origin_at(&inv.path);
+    if origin == Origin::Default
+        && let Some(other) = &inv.against
+    {
+        origin = origin_at(other);
+    }
     Problem {
         key: display_key(component, &inv.path),
-        origin: origin_of(metadata, &inv.path, file),
+        origin,
         message: inv.message,
     }
 }

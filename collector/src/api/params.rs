@@ -270,4 +270,130 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("format"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "7d",
+                    "24h",
+                    "30m",
+                    "2w",
+                    "0s",
+                    "99999999999d",
+                    "9223372036854775807s",
+                    "2026-11-20",
+                    "2026-02-30",
+                    "+275760-09-13",
+                    "2026-11-27T10:00:00Z",
+                    "2026-11-27T10:00:00.123456789+14:00",
+                    "9999-12-31",
+                    "-0001-01-01",
+                    "csv",
+                    "ndjson",
+                    "true",
+                    "false",
+                    "success",
+                    "triage",
+                    "scan.triggered",
+                    "1",
+                    "0",
+                    "18446744073709551616",
+                    " ",
+                    "",
+                ])
+                .prop_map(str::to_string),
+                "[0-9]{1,22}[smhdwy]?",
+                "\\PC{0,12}",
+            ]
+        }
+
+        fn raw_query() -> impl Strategy<Value = String> {
+            let key = prop::sample::select(vec![
+                "since",
+                "until",
+                "q",
+                "user",
+                "action",
+                "category",
+                "repository",
+                "outcome",
+                "limit",
+                "cursor",
+                "top",
+                "format",
+                "with_chain",
+                "nope",
+                "",
+            ]);
+            prop_oneof![
+                3 => prop::collection::vec((key, value()), 0..5).prop_map(|pairs| {
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(pairs)
+                        .finish()
+                }),
+                1 => "\\PC{0,40}",
+                1 => "[a-z=&%0-9A-F+]{0,40}",
+            ]
+        }
+
+        fn now() -> impl Strategy<Value = DateTime<Utc>> {
+            prop_oneof![
+                Just(super::now()),
+                Just(DateTime::<Utc>::MIN_UTC),
+                Just(DateTime::<Utc>::MAX_UTC),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+            ))]
+
+            /// Any query string, on any route, at any `now` (huge look-backs included): the
+            /// parameters, or a 400 naming a parameter the query string has; never a panic.
+            #[test]
+            fn prop_any_query_string_is_params_or_a_400_naming_one(
+                raw in raw_query(),
+                route in prop::sample::select(vec![
+                    Route::Search { max_limit: 200 },
+                    Route::Facets { max_top: 50 },
+                    Route::Export,
+                ]),
+                custom in any::<bool>(),
+                now in now(),
+            ) {
+                match parse(Some(&raw), route, custom, now) {
+                    Ok(p) => {
+                        if let (Some(s), Some(u)) = (p.query.since, p.query.until) {
+                            assert!(s < u, "{raw}");
+                        }
+                    }
+                    Err(e) => {
+                        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{raw}: {e:?}");
+                        let field = e.field.clone().unwrap_or_default();
+                        assert!(
+                            form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| k == field.as_str()),
+                            "{raw}: {e:?} names no parameter of the query"
+                        );
+                    }
+                }
+            }
+
+            /// Formatted times and dates given as `since`/`until` read back as themselves.
+            #[test]
+            fn prop_formatted_times_round_trip(secs in 946_684_800i64..4_102_444_800, micros in 0u32..1_000_000) {
+                let t = chrono::TimeZone::timestamp_opt(&Utc, secs, micros * 1000).unwrap();
+                let text = codestax_common::time::format_rfc3339(&t);
+                let raw = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("since", &text)
+                    .finish();
+                let p = parse(Some(&raw), Route::Export, false, super::now()).unwrap();
+                assert_eq!(p.query.since, Some(t));
+            }
+        }
+    }
 }

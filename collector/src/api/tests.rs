@@ -559,3 +559,6 @@ async fn records_from_before_provenance_name_no_writer() {
     );
     assert_eq!(entry["provenance"], json!({"writer": "collector"}));
 }
+
+/// Property test of the whole router: generated requests never answer 5xx.
+mod props;

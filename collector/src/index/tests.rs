@@ -2226,3 +2226,6 @@ fn perf_existing_index() {
     let (p50, p99) = p(lat);
     eprintln!("facets 30 d {org}: total {total}, p50 {p50:?} p99 {p99:?}");
 }
+
+/// Property tests (proptest) of `q` and cursors.
+mod props;

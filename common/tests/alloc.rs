@@ -1,0 +1,200 @@
+//! Bounded cost, measured: a counting global allocator records the peak of live heap bytes while
+//! one input is parsed, and the peak must stay within `k * N + C` for an input of N bytes.
+//! Its own test binary, one test at a time (the counter is process-wide).
+
+#[path = "support/records.rs"]
+mod records;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use codestax_common::otlp::record_from_log;
+use codestax_common::parse_json_line;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use proptest::prelude::*;
+use prost::Message;
+use records::{Shape, cases};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed)
+                    + (new_size - layout.size());
+                PEAK.fetch_max(live, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One measurement at a time: the counters are shared by every thread of the process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Peak live heap bytes `f` adds above what was live when it started.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    let out = f();
+    (PEAK.load(Ordering::Relaxed) - live, out)
+}
+
+/// Fixed allowance for any one input (error messages, the rules' catalog lookups, buffers).
+const C: usize = 64 * 1024;
+
+fn parse_peak(line: &[u8]) -> usize {
+    let rules = records::rules(true);
+    let (peak, result) = peak_of(|| parse_json_line(line, Some("org"), &rules));
+    drop(result);
+    peak
+}
+
+fn otlp_peak(body: &[u8]) -> usize {
+    let rules = records::rules(true);
+    let (peak, _) = peak_of(|| {
+        let Ok(request) = ExportLogsServiceRequest::decode(body) else {
+            return 0;
+        };
+        let mut n = 0;
+        for rl in &request.resource_logs {
+            for sl in &rl.scope_logs {
+                for log in &sl.log_records {
+                    n += record_from_log(log, &[], Some("org"), &rules).is_ok() as usize;
+                }
+            }
+        }
+        n
+    });
+    peak
+}
+
+/// Emit lines: a parse holds the line's `serde_json::Value` tree (the thorough path) or its
+/// record. Measured worst cases (debug build): ~35x for a line of tiny values (`[0,0,...]`: a
+/// 32-byte `Value` per 2 bytes, and a `Vec` doubling), ~53x for many `changes` each with an
+/// error. A bound, not a target: lowering it needs a reader without a `Value` tree.
+const K_LINE: usize = 64;
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn prop_a_line_costs_a_bounded_multiple_of_its_size(line in records::any_line(Shape::ANY)) {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let peak = parse_peak(&line);
+        assert!(peak <= K_LINE * line.len() + C, "{peak} bytes for a line of {}", line.len());
+    }
+}
+
+/// Lines built to amplify: deep nesting, many tiny keys or values, escapes.
+#[test]
+fn hostile_lines_cost_a_bounded_multiple_of_their_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = r#"{"org_id":"o","time":"2026-11-27T10:00:00Z","actor":{"id":"a","kind":"system"},"action":"auth.logout","metadata":"#;
+    let n = 60_000;
+    let hostile = [
+        // The most nesting serde_json takes (it stops at 128 levels).
+        format!("{base}{{\"x\":{}1{}}}}}", "[".repeat(120), "]".repeat(120)),
+        // Many tiny values.
+        format!("{base}{{\"x\":[{}0]}}}}", "0,".repeat(n / 2)),
+        format!("{base}{{\"x\":[{}{{}}]}}}}", "{},".repeat(n / 3)),
+        format!("{base}{{\"x\":[{}[]]}}}}", "[],".repeat(n / 3)),
+        // Many tiny keys, unknown ones (one error each) and repeated ones.
+        format!(
+            "{base}{{}},{}\"z\":1}}",
+            (0..n / 8)
+                .map(|i| format!("\"{i:x}\":0,"))
+                .collect::<String>()
+        ),
+        format!("{base}{{{}\"x\":1}}}}", "\"x\":0,".repeat(n / 6)),
+        // Escapes.
+        format!("{base}{{\"x\":\"{}\"}}}}", "\\u0000".repeat(n / 6)),
+        // Many changes, each an object.
+        format!(
+            "{base}{{\"changes\":[{}{{\"field\":\"f\"}}]}}}}",
+            "{\"field\":\"\"},".repeat(n / 13)
+        ),
+    ];
+    for line in &hostile {
+        let peak = parse_peak(line.as_bytes());
+        eprintln!("line of {} bytes: peak {peak} bytes", line.len());
+        assert!(
+            peak <= K_LINE * line.len() + C,
+            "{peak} bytes for a line of {}: {}",
+            line.len(),
+            &line[..200.min(line.len())]
+        );
+    }
+}
+
+/// OTLP protobuf: a decoded message is structs of fixed size per field, so tiny fields cost most.
+/// Measured (debug build): ~100x for empty LogRecords (2 bytes on the wire, a ~200-byte struct
+/// in a doubling `Vec`), ~70x for empty ScopeLogs, ~35x for empty attributes. This guards the
+/// figure from growing; it is too high for a 64 MiB decompressed body (see the report in the
+/// commit that added this test).
+const K_OTLP: usize = 160;
+
+#[test]
+fn hostile_otlp_bodies_cost_a_bounded_multiple_of_their_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    fn wrap(tag: u8, inner: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        prost::encoding::encode_varint(inner.len() as u64, &mut out);
+        out.extend_from_slice(inner);
+        out
+    }
+    fn request(log_records: &[u8]) -> Vec<u8> {
+        // ResourceLogs.scope_logs (2) in ExportLogsServiceRequest.resource_logs (1).
+        wrap(0x0a, &wrap(0x12, log_records))
+    }
+    let n = 60_000;
+    // Empty attributes (LogRecord.attributes, 6).
+    let attributes = wrap(0x12, &[0x32, 0x00].repeat(n / 2));
+    // Empty LogRecords (ScopeLogs.log_records, 2).
+    let logs = [0x12, 0x00].repeat(n / 2);
+    // Attributes holding empty arrays.
+    let arrays = wrap(0x12, &wrap(0x32, &wrap(0x12, &[0x2a, 0x00].repeat(n / 2))));
+    // Empty ScopeLogs and ResourceLogs.
+    let scopes = wrap(0x0a, &[0x12, 0x00].repeat(n / 2));
+    let resources = [0x0a, 0x00].repeat(n / 2);
+    for (name, body) in [
+        ("empty attributes", request(&attributes)),
+        ("empty log records", request(&logs)),
+        ("empty array values", request(&arrays)),
+        ("empty scope logs", scopes),
+        ("empty resource logs", resources),
+    ] {
+        let peak = otlp_peak(&body);
+        eprintln!("{name}: {} bytes, peak {peak} bytes", body.len());
+        assert!(
+            peak <= K_OTLP * body.len() + C,
+            "{name}: {peak} bytes for {} bytes",
+            body.len()
+        );
+    }
+}
