@@ -94,7 +94,7 @@ impl TestApp {
             .ingest
             .submit(
                 &org,
-                records.into_iter().map(Ok).collect(),
+                records.into_iter().map(Ok).collect::<Vec<_>>(),
                 Receiver::Ndjson,
             )
             .await
