@@ -5,9 +5,7 @@
 use super::auth::check_ingester;
 use super::{ApiError, AppState};
 use crate::ingest::grpc::export_response;
-use crate::ingest::{
-    BodyError, IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body,
-};
+use crate::ingest::{IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body};
 use crate::keys::KeyInfo;
 use axum::Extension;
 use axum::Json;
@@ -159,16 +157,7 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u
         limits.max_decompressed_bytes,
     )
     .await
-    .map_err(|e| match e {
-        BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
-            ApiError::payload_too_large(e.to_string())
-        }
-        BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
-        BodyError::BadGzip(_) | BodyError::Read(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
-                .with_field("body")
-        }
-    })
+    .map_err(ApiError::from)
 }
 
 async fn submit(
