@@ -41,10 +41,26 @@ pub enum ExportError {
 /// The characters that make a spreadsheet read a cell as a formula when it starts with them.
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
+/// Characters a spreadsheet may skip before it looks for a formula: whitespace (spaces, NBSP,
+/// tabs, line breaks) and invisible format characters (zero-width space and joiners, word joiner,
+/// BOM, soft hyphen).
+fn is_skipped_before_formula(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        )
+}
+
 /// A CSV cell made safe to open in a spreadsheet: prefixed with `'` when it starts with a
-/// character that would make it a formula (`=`, `+`, `-`, `@`, tab, carriage return).
+/// character that would make it a formula (`=`, `+`, `-`, `@`, tab, carriage return), also
+/// behind leading whitespace or invisible characters.
 pub fn neutralise(cell: &str) -> Cow<'_, str> {
-    if cell.starts_with(FORMULA_STARTS) {
+    if cell.starts_with(FORMULA_STARTS)
+        || cell
+            .trim_start_matches(is_skipped_before_formula)
+            .starts_with(FORMULA_STARTS)
+    {
         Cow::Owned(format!("'{cell}"))
     } else {
         Cow::Borrowed(cell)
@@ -534,7 +550,30 @@ mod tests {
         for bad in ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"] {
             assert_eq!(neutralise(bad), format!("'{bad}"));
         }
-        for ok in ["", "a=b", "1-2", "acme/api", " =x", "'quoted"] {
+        // Behind whitespace and invisible characters a spreadsheet still finds the formula.
+        for bad in [
+            " =x",
+            "   +1",
+            "\u{00A0}=HYPERLINK(\"http://x\")",
+            "\u{200B}=1",
+            "\u{FEFF}@SUM(A1)",
+            "\u{2060}\u{200D}-2",
+            "\n=1",
+            "\u{3000}=1",
+            "\u{00AD}=1",
+        ] {
+            assert_eq!(neutralise(bad), format!("'{bad}"), "{bad:?}");
+        }
+        for ok in [
+            "",
+            "a=b",
+            "1-2",
+            "acme/api",
+            " x =y",
+            "\u{200B}a",
+            "'quoted",
+            "  ",
+        ] {
             assert_eq!(neutralise(ok), ok);
         }
     }

@@ -205,13 +205,13 @@ impl Metrics {
         self.deduplicated.get_or_create(&label).inc_by(duplicates);
     }
 
-    pub fn record_rejected(&self, receiver: &str, reason: &str) {
+    pub fn record_rejected(&self, receiver: &str, reason: &str, count: u64) {
         self.rejected
             .get_or_create(&RejectLabel {
                 receiver: receiver.to_string(),
                 reason: reason.to_string(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     pub fn observe_search(&self, endpoint: &str, seconds: f64) {

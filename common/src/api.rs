@@ -150,9 +150,18 @@ pub struct IngestResponse {
     pub accepted: u64,
     /// Of `accepted`, records whose (org, id) was already stored: acknowledged, not stored twice.
     pub duplicates: u64,
+    /// Every rejected line, listed or not.
     pub rejected: u64,
+    /// The first rejected lines (at most 50), each with its line number and reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RejectedRecord>,
+    /// Rejected lines past those in `errors`: counted in `rejected`, not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_errors: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `GET /api/v1/orgs/{org}/audit-log/verify`: whether the org's stored hash chain holds.

@@ -33,7 +33,7 @@ pub async fn require_key(
     let key = state
         .keys
         .authenticate(token)
-        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        .ok_or_else(|| ApiError::invalid_token("unknown or revoked API key"))?;
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
 }

@@ -1,9 +1,17 @@
 //! The one error type of the HTTP API: JSON `{"error": {"code", "message", "field"?}}` with the
 //! right status. Messages are safe for clients; internal details go to the log, not the response.
 
+use crate::ingest::BodyError;
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codestax_common::api::{ErrorBody, ErrorDetail};
+
+/// The `WWW-Authenticate` challenge of a 401 without credentials (RFC 6750 section 3).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"codestax-audit\"";
+/// The challenge of a 401 whose token is unknown, revoked or malformed.
+const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"codestax-audit\", error=\"invalid_token\"";
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone)]
@@ -14,6 +22,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds a client should wait before retrying (503s).
     pub retry_after: Option<u32>,
+    /// The `WWW-Authenticate` challenge (401s).
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -24,6 +34,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -37,8 +48,18 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message).with_field(field)
     }
 
+    /// 401 for a request without a bearer token.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        e.challenge = Some(BEARER_CHALLENGE);
+        e
+    }
+
+    /// 401 for a token that is malformed, unknown or revoked.
+    pub fn invalid_token(message: impl Into<String>) -> Self {
+        let mut e = Self::unauthorized(message);
+        e.challenge = Some(INVALID_TOKEN_CHALLENGE);
+        e
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -110,6 +131,147 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
+                ApiError::payload_too_large(e.to_string())
+            }
+            BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
+            BodyError::BadGzip(_) | BodyError::Read(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
+                    .with_field("body")
+            }
+        }
+    }
+}
+
+/// Longest text of a non-JSON error kept as the message of its JSON form, in bytes.
+const MAX_PLAIN_ERROR_BYTES: usize = 1024;
+/// Longest JSON error read back to re-encode it for OTLP, in bytes (its message lists at most 50
+/// rejections).
+const MAX_JSON_ERROR_BYTES: usize = 4 << 20;
+
+/// The OTLP/HTTP logs route: its errors are a `google.rpc.Status` (OTLP/HTTP specification).
+pub const OTLP_LOGS_PATH: &str = "/v1/logs";
+
+/// Layer: every error response is in the API's shape. An error that is not JSON yet (an axum
+/// extractor's rejection of a path, query or body, any plain-text error) becomes the JSON error
+/// shape, its text as the message; on the OTLP route every error becomes a `google.rpc.Status`,
+/// protobuf or JSON as the request was. Status and headers are kept.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let otlp = (request.uri().path() == OTLP_LOGS_PATH).then(|| {
+        request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("protobuf"))
+    });
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json && otlp.is_none() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Bodies are read within a bound: a rejection text is short, our own JSON errors bounded.
+    let limit = if json {
+        MAX_JSON_ERROR_BYTES
+    } else {
+        MAX_PLAIN_ERROR_BYTES
+    };
+    let bytes = axum::body::to_bytes(body, limit).await.unwrap_or_default();
+    let ours = json
+        .then(|| serde_json::from_slice::<ErrorBody>(&bytes).ok())
+        .flatten();
+    let message = match &ours {
+        Some(body) => body.error.message.clone(),
+        None => String::from_utf8_lossy(&bytes).trim().to_string(),
+    };
+    let message = if message.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        message
+    };
+    let shaped = match otlp {
+        Some(protobuf) => otlp_status(status, message, protobuf),
+        None => ApiError::new(status, code_of(status), message).into_response(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in shaped.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, shaped.into_body())
+}
+
+/// An OTLP/HTTP error body: `google.rpc.Status` with the gRPC code matching `status`.
+fn otlp_status(status: StatusCode, message: String, protobuf: bool) -> Response {
+    use tonic::Code;
+    let code = match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::URI_TOO_LONG
+        | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::Unknown,
+    } as i32;
+    if protobuf {
+        let body = tonic_types::Status {
+            code,
+            message,
+            details: Vec::new(),
+        };
+        (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            prost::Message::encode_to_vec(&body),
+        )
+            .into_response()
+    } else {
+        axum::Json(serde_json::json!({ "code": code, "message": message })).into_response()
+    }
+}
+
+/// The error code of a response that came without one.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "malformed_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_parameter",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "request_failed",
     }
 }

@@ -5,9 +5,7 @@
 use super::auth::check_ingester;
 use super::{ApiError, AppState};
 use crate::ingest::grpc::export_response;
-use crate::ingest::{
-    BodyError, IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body,
-};
+use crate::ingest::{IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body};
 use crate::keys::KeyInfo;
 use axum::Extension;
 use axum::Json;
@@ -46,16 +44,17 @@ pub async fn ndjson(
     let response = IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
-        rejected: outcome.rejected.len() as u64,
-        errors: outcome.rejected.clone(),
+        rejected: outcome.rejected.total(),
+        errors: outcome.rejected.listed().to_vec(),
+        more_errors: outcome.rejected.unlisted(),
     };
-    if outcome.accepted == 0 && !outcome.rejected.is_empty() {
-        let first = &outcome.rejected[0];
+    if let (0, Some(first)) = (outcome.accepted, outcome.rejected.listed().first()) {
         let error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_records",
             format!(
-                "no record was accepted; line {}: {}",
+                "no record was accepted ({} rejected); line {}: {}",
+                outcome.rejected.total(),
                 first.line,
                 codestax_common::RecordErrors(first.errors.clone())
             ),
@@ -113,11 +112,14 @@ pub async fn otlp_http(
     })?;
     let outcome = submit(&state, &key, candidates, Receiver::OtlpHttp).await?;
     if outcome.accepted == 0 && !outcome.rejected.is_empty() {
-        let field = outcome.rejected[0].errors.first().map(|e| e.field.clone());
+        let field = outcome.rejected.listed()[0]
+            .errors
+            .first()
+            .map(|e| e.field.clone());
         let error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_records",
-            format!("no record was accepted:\n{}", outcome.rejection_summary(50)),
+            format!("no record was accepted:\n{}", outcome.rejected.summary()),
         );
         return Err(match field {
             Some(f) => error.with_field(f),
@@ -155,27 +157,18 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u
         limits.max_decompressed_bytes,
     )
     .await
-    .map_err(|e| match e {
-        BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
-            ApiError::payload_too_large(e.to_string())
-        }
-        BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
-        BodyError::BadGzip(_) | BodyError::Read(_) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
-                .with_field("body")
-        }
-    })
+    .map_err(ApiError::from)
 }
 
 async fn submit(
     state: &AppState,
     key: &KeyInfo,
-    candidates: Vec<crate::ingest::Candidate>,
+    batch: crate::ingest::Batch,
     receiver: Receiver,
 ) -> Result<IngestOutcome, ApiError> {
     state
         .ingest
-        .submit(&key.org_id, key.provenance(), candidates, receiver)
+        .submit(&key.org_id, key.provenance(), batch, receiver)
         .await
         .map_err(|e| match e {
             IngestError::StorageFull => ApiError::unavailable(e.to_string(), 5),

@@ -3,14 +3,15 @@
 //! (`auth.api_key_created` / `auth.api_key_revoked`, actor = the acting key): a change whose
 //! record cannot be made durable is refused with 503 and not made.
 
+use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::record::record_key_event;
 use super::{ApiError, AppState};
 use crate::keys::{KeyError, KeyInfo, Role};
 use axum::Extension;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
@@ -57,17 +58,17 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(key): Extension<KeyInfo>,
     Path(org): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     check_owner(&key, &org)?;
-    let request: CreateKey = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("expected {{\"role\": ..., \"name\"?: ...}}: {e}"),
-        )
-        .with_field("body")
-    })?;
+    let request: CreateKey = read_json(
+        &headers,
+        body,
+        MAX_CONTROL_BODY_BYTES,
+        "{\"role\": ..., \"name\"?: ...}",
+    )
+    .await?;
     let role: Role = request
         .role
         .parse()

@@ -6,6 +6,7 @@
 
 mod audit_log;
 mod auth;
+mod body;
 mod dashboard;
 mod error;
 mod export;
@@ -97,6 +98,8 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Bodies are read by the handlers with their own limits, so the errors keep our shape.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(request_limits))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -110,6 +113,44 @@ async fn require_ready(
         return Err(ApiError::unavailable(
             "starting: replaying the write-ahead log into the index",
             1,
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// Longest request target (path and query) answered, in bytes; longer ones get a JSON 414.
+/// Past hyper's own limit (64 KiB) hyper answers 414 itself, with an empty body.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total of request header names and values, in bytes; more gets a JSON 431. Past
+/// hyper's read buffer (about 400 KiB) or 100 headers, hyper answers 431 itself, with an empty
+/// body.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Layer: refuses oversized request targets and headers in the JSON error shape.
+async fn request_limits(request: Request, next: Next) -> Result<Response, ApiError> {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Err(ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {uri_len} bytes, over the limit of {MAX_URI_BYTES}"),
+        ));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request headers are {header_bytes} bytes, over the limit of {MAX_HEADER_BYTES}"
+            ),
         ));
     }
     Ok(next.run(request).await)

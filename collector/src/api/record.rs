@@ -118,7 +118,7 @@ pub(crate) async fn record_key_event(ingest: &Ingest, event: &KeyEvent) -> Resul
         )
         .await
         .map_err(|e| e.to_string())?;
-    match outcome.rejected.first() {
+    match outcome.rejected.listed().first() {
         None => Ok(()),
         Some(r) => Err(format!(
             "the key event's record was refused: {:?}",

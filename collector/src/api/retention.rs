@@ -4,9 +4,9 @@
 //! before it is saved; if it cannot be recorded, nothing changes.
 
 use super::auth::check_reader;
+use super::body::read_json;
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
-use crate::ingest::{BodyError, read_body};
 use crate::keys::KeyInfo;
 use crate::retention::{OrgRetention, RetentionError, RetentionPolicy, Source};
 use axum::Extension;
@@ -84,16 +84,8 @@ pub async fn put(
         .retention
         .check_editable(&org)
         .map_err(retention_error)?;
-    let body = read_body(&headers, body, MAX_BODY_BYTES, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => {
-                ApiError::payload_too_large(e.to_string())
-            }
-            BodyError::UnsupportedEncoding(_) => ApiError::unsupported_media_type(e.to_string()),
-            BodyError::BadGzip(_) | BodyError::Read(_) => malformed(e.to_string()),
-        })?;
-    let days = parse_days(&body)?;
+    let body = read_json(&headers, body, MAX_BODY_BYTES, "{\"days\": N}").await?;
+    let days = parse_days(body)?;
 
     let _one_at_a_time = state.retention.lock_changes().await;
     let old = state
@@ -144,9 +136,7 @@ pub async fn put(
 }
 
 /// `{"days": N}`: anything else is a 400 naming the body or `days`.
-fn parse_days(body: &[u8]) -> Result<u32, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| malformed(format!("expected {{\"days\": N}}: {e}")))?;
+fn parse_days(value: serde_json::Value) -> Result<u32, ApiError> {
     let serde_json::Value::Object(map) = value else {
         return Err(malformed("expected a JSON object {\"days\": N}".into()));
     };

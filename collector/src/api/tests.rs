@@ -97,7 +97,7 @@ impl TestApp {
                 codestax_common::Provenance::Ingest {
                     key_id: "key_test".into(),
                 },
-                records.into_iter().map(Ok).collect(),
+                records.into_iter().map(Ok).collect::<Vec<_>>(),
                 Receiver::Ndjson,
             )
             .await
@@ -558,6 +558,221 @@ async fn records_from_before_provenance_name_no_writer() {
         "an app's record under the legacy id hides nothing"
     );
     assert_eq!(entry["provenance"], json!({"writer": "collector"}));
+}
+
+/// Sends `request` through the router; returns the status, headers and body.
+async fn send(
+    state: &AppState,
+    request: Request<Body>,
+) -> (u16, axum::http::HeaderMap, axum::body::Bytes) {
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes)
+}
+
+/// The JSON error shape, with `code`; panics with the raw answer otherwise.
+fn error_of(status: u16, headers: &axum::http::HeaderMap, bytes: &[u8]) -> Value {
+    let raw = String::from_utf8_lossy(bytes);
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{status}: {raw}"
+    );
+    let body: Value = serde_json::from_slice(bytes).unwrap();
+    assert!(body["error"]["code"].is_string(), "{status}: {raw}");
+    assert!(body["error"]["message"].is_string(), "{status}: {raw}");
+    body
+}
+
+fn get_request(path: &str, token: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_and_extractor_errors_are_the_json_shape() {
+    let t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    for path in [
+        "/api/v1/orgs/%FF/keys",
+        "/api/v1/orgs/ent/audit-log/%FF%FE",
+        "/api/v1/orgs/ent/keys/%C3%28",
+    ] {
+        let method = if path.contains("/keys/") {
+            Method::DELETE
+        } else {
+            Method::GET
+        };
+        let mut request = get_request(path, &owner);
+        *request.method_mut() = method;
+        let (status, headers, bytes) = send(&t.state, request).await;
+        assert_eq!(status, 400, "{path}");
+        let body = error_of(status, &headers, &bytes);
+        assert_eq!(body["error"]["code"], "malformed_request", "{path}");
+    }
+    // Oversized targets and headers, under hyper's own limits.
+    let long = format!("/api/v1/orgs/ent/audit-log?q={}", "a".repeat(MAX_URI_BYTES));
+    let (status, headers, bytes) = send(&t.state, get_request(&long, &owner)).await;
+    assert_eq!(status, 414);
+    assert_eq!(
+        error_of(status, &headers, &bytes)["error"]["code"],
+        "uri_too_long"
+    );
+    let mut request = get_request("/api/v1/whoami", &owner);
+    for i in 0..40 {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
+            "p".repeat(1000).parse().unwrap(),
+        );
+    }
+    let (status, headers, bytes) = send(&t.state, request).await;
+    assert_eq!(status, 431);
+    assert_eq!(
+        error_of(status, &headers, &bytes)["error"]["code"],
+        "headers_too_large"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_carries_a_bearer_challenge() {
+    let t = TestApp::new(config());
+    let request = Request::builder()
+        .uri("/api/v1/whoami")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, bytes) = send(&t.state, request).await;
+    assert_eq!(status, 401);
+    error_of(status, &headers, &bytes);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"codestax-audit\""
+    );
+    let (status, headers, _) = send(&t.state, get_request("/api/v1/whoami", "nope")).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"codestax-audit\", error=\"invalid_token\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_refuse_duplicate_keys_naming_them() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let (status, body) = t.put(PATH, &owner, r#"{"days":400,"days":1}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "days", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"),
+        "{body}"
+    );
+    let (_, body) = t.get(PATH, &owner).await;
+    assert_eq!(body["days"], 10, "nothing changed");
+
+    let keys = "/api/v1/orgs/ent/keys";
+    for (json, field) in [
+        (r#"{"role":"INGEST","role":"ORG_OWNER"}"#, "role"),
+        (r#"{"role":"INGEST","name":"a","name":"b"}"#, "name"),
+        (r#"{"role":"INGEST","x":{"a":1,"a":2}}"#, "x.a"),
+    ] {
+        let (status, body) = t.call(Method::POST, keys, &owner, json).await;
+        assert_eq!(status, 400, "{json}: {body}");
+        assert_eq!(body["error"]["field"], field, "{json}: {body}");
+    }
+    assert_eq!(
+        t.state.keys.list(Some("ent")).len(),
+        1,
+        "no key was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_creation_has_a_body_limit_and_a_name_limit() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let keys = "/api/v1/orgs/ent/keys";
+    let huge = format!(r#"{{"role":"INGEST","name":"{}"}}"#, "n".repeat(1 << 20));
+    let (status, body) = t.call(Method::POST, keys, &owner, &huge).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let long = format!(r#"{{"role":"INGEST","name":"{}"}}"#, "n".repeat(10_000));
+    let (status, body) = t.call(Method::POST, keys, &owner, &long).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "name");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 200, "the name is not echoed: {message}");
+    assert_eq!(
+        t.state.keys.list(Some("ent")).len(),
+        1,
+        "no key was created"
+    );
+
+    let (status, body) = t
+        .call(
+            Method::POST,
+            keys,
+            &owner,
+            r#"{"role":"INGEST","name":"ci"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_errors_are_a_google_rpc_status() {
+    let t = TestApp::new(config());
+    let ingest = t.key("ent", Role::Ingest);
+    let post = |token: Option<&str>, content_type: &str, body: &'static [u8]| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/logs")
+            .header("content-type", content_type);
+        if let Some(token) = token {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    // Protobuf requests get a protobuf Status, from the handler and from the key layer alike.
+    for (request, status, code) in [
+        (
+            post(Some(&ingest), "application/x-protobuf", b"\xff\xff\xff\x01"),
+            400,
+            3,
+        ),
+        (post(None, "application/x-protobuf", b""), 401, 16),
+    ] {
+        let (got, headers, bytes) = send(&t.state, request).await;
+        assert_eq!(got, status);
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let decoded = <tonic_types::Status as prost::Message>::decode(bytes).unwrap();
+        assert_eq!(decoded.code, code);
+        assert!(!decoded.message.is_empty());
+    }
+    // JSON requests get the Status in OTLP's JSON encoding.
+    let (got, headers, bytes) = send(
+        &t.state,
+        post(Some(&ingest), "application/json", b"{\"resourceLogs\": 5}"),
+    )
+    .await;
+    assert_eq!(got, 400);
+    assert_eq!(headers["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], 3, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed OTLP JSON")
+    );
 }
 
 /// Property test of the whole router: generated requests never answer 5xx.

@@ -11,9 +11,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-/// Rejection reasons listed in one OTLP response message at most.
-const MAX_REASONS: usize = 50;
-
 /// Serves OTLP/gRPC logs into the ingest pipeline.
 pub struct GrpcReceiver {
     ingest: Ingest,
@@ -38,8 +35,8 @@ impl GrpcReceiver {
 pub fn export_response(outcome: &IngestOutcome) -> ExportLogsServiceResponse {
     ExportLogsServiceResponse {
         partial_success: (!outcome.rejected.is_empty()).then(|| ExportLogsPartialSuccess {
-            rejected_log_records: outcome.rejected.len() as i64,
-            error_message: outcome.rejection_summary(MAX_REASONS),
+            rejected_log_records: i64::try_from(outcome.rejected.total()).unwrap_or(i64::MAX),
+            error_message: outcome.rejected.summary(),
         }),
     }
 }
@@ -90,7 +87,7 @@ impl LogsService for GrpcReceiver {
         if outcome.accepted == 0 && !outcome.rejected.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "no record was accepted:\n{}",
-                outcome.rejection_summary(MAX_REASONS)
+                outcome.rejected.summary()
             )));
         }
         Ok(Response::new(export_response(&outcome)))

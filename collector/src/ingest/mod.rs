@@ -16,6 +16,7 @@ use chrono::Utc;
 use codestax_common::api::RejectedRecord;
 use codestax_common::{AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Which receiver a batch came through (a metrics label).
@@ -41,6 +42,140 @@ impl Receiver {
 /// One decoded entry of a batch: a record, or why it is rejected. `position` is 1-based.
 pub type Candidate = Result<AuditRecord, RejectedRecord>;
 
+/// Rejections listed in full in an answer (NDJSON `errors`, OTLP's `error_message`); past these
+/// they are only counted, so a batch of bad lines never costs more than its own size.
+pub const MAX_LISTED_REJECTIONS: usize = 50;
+
+/// A decoded batch: the records that passed decoding, each with its 1-based position, and what
+/// was rejected. Its memory is the records it keeps plus a fixed cap, whatever the mix.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<(usize, AuditRecord)>,
+    pub rejections: Rejections,
+}
+
+impl Batch {
+    /// Adds the outcome of decoding entry `position`; `id` is asked only if the rejection is
+    /// listed.
+    pub fn push(
+        &mut self,
+        position: usize,
+        decoded: Result<AuditRecord, RecordErrors>,
+        id: impl FnOnce() -> Option<String>,
+    ) {
+        match decoded {
+            Ok(record) => self.records.push((position, record)),
+            Err(errors) => self.rejections.push(position, errors.0, id),
+        }
+    }
+}
+
+impl From<Vec<Candidate>> for Batch {
+    fn from(candidates: Vec<Candidate>) -> Self {
+        let mut batch = Batch::default();
+        for (i, candidate) in candidates.into_iter().enumerate() {
+            match candidate {
+                Ok(record) => batch.records.push((i + 1, record)),
+                Err(r) => batch.rejections.push(r.line, r.errors, || r.id),
+            }
+        }
+        batch
+    }
+}
+
+/// The rejected entries of a batch: the first [`MAX_LISTED_REJECTIONS`] in full, every one
+/// counted (in total and by metrics reason).
+#[derive(Debug, Clone, Default)]
+pub struct Rejections {
+    listed: Vec<RejectedRecord>,
+    total: u64,
+    by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl Rejections {
+    pub fn push(
+        &mut self,
+        position: usize,
+        errors: Vec<FieldError>,
+        id: impl FnOnce() -> Option<String>,
+    ) {
+        self.total += 1;
+        let field = errors.first().map_or("record", |e| e.field.as_str());
+        *self.by_reason.entry(reason_label(field)).or_default() += 1;
+        if self.listed.len() < MAX_LISTED_REJECTIONS {
+            self.listed.push(RejectedRecord {
+                line: position,
+                id: id(),
+                errors,
+            });
+        }
+    }
+
+    /// Every rejection, listed or not.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The first rejections, in batch order.
+    pub fn listed(&self) -> &[RejectedRecord] {
+        &self.listed
+    }
+
+    /// Rejections counted but not listed.
+    pub fn unlisted(&self) -> u64 {
+        self.total - self.listed.len() as u64
+    }
+
+    /// One line per listed rejection, then "... and N more" (OTLP's `error_message`).
+    pub fn summary(&self) -> String {
+        let mut lines: Vec<String> = self
+            .listed
+            .iter()
+            .map(|r| {
+                let errors = RecordErrors(r.errors.clone());
+                format!("record {}: {errors}", r.line)
+            })
+            .collect();
+        if self.unlisted() > 0 {
+            lines.push(format!("... and {} more", self.unlisted()));
+        }
+        lines.join("\n")
+    }
+}
+
+/// The metrics label of a rejection: the top-level field at fault, or `unknown_field`. Field
+/// paths can carry any key a client sends; the label set must stay bounded.
+fn reason_label(field: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "record",
+        "id",
+        "org_id",
+        "time",
+        "actor",
+        "action",
+        "category",
+        "target",
+        "repository",
+        "outcome",
+        "message",
+        "metadata",
+        "schema_version",
+        "received_at",
+        "provenance",
+        "body",
+    ];
+    let top = field.split(['.', '[']).next().unwrap_or_default();
+    KNOWN
+        .iter()
+        .find(|k| **k == top)
+        .copied()
+        .unwrap_or("unknown_field")
+}
+
 /// What became of a batch.
 #[derive(Debug, Clone, Default)]
 pub struct IngestOutcome {
@@ -48,26 +183,7 @@ pub struct IngestOutcome {
     pub accepted: u64,
     /// Of `accepted`, already stored before: acknowledged, not stored twice.
     pub duplicates: u64,
-    pub rejected: Vec<RejectedRecord>,
-}
-
-impl IngestOutcome {
-    /// One line per rejected record, for OTLP's `partial_success.error_message`.
-    pub fn rejection_summary(&self, max_lines: usize) -> String {
-        let mut lines: Vec<String> = self
-            .rejected
-            .iter()
-            .take(max_lines)
-            .map(|r| {
-                let errors = RecordErrors(r.errors.clone());
-                format!("record {}: {errors}", r.line)
-            })
-            .collect();
-        if self.rejected.len() > max_lines {
-            lines.push(format!("... and {} more", self.rejected.len() - max_lines));
-        }
-        lines.join("\n")
-    }
+    pub rejected: Rejections,
 }
 
 /// Why a batch could not be taken at all.
@@ -122,7 +238,7 @@ impl Ingest {
         self.settings
     }
 
-    /// Stores the valid candidates of a batch written into `key_org`'s log by `writer`: the
+    /// Stores the valid records of a batch written into `key_org`'s log by `writer`: the
     /// collector itself, or the ingest key that sent it. Records for another org are rejected,
     /// and so is, in an ingest key's batch, anything that belongs to the collector alone
     /// ([`check_app_record`], whichever receiver parsed it); missing ids are derived from
@@ -132,51 +248,53 @@ impl Ingest {
         &self,
         key_org: &str,
         writer: Provenance,
-        candidates: Vec<Candidate>,
+        batch: impl Into<Batch>,
         receiver: Receiver,
     ) -> Result<IngestOutcome, IngestError> {
+        let Batch {
+            records: decoded,
+            rejections,
+        } = batch.into();
         let now = codestax_common::time::truncate_to_micros(Utc::now());
-        let mut outcome = IngestOutcome::default();
-        let mut records = Vec::with_capacity(candidates.len());
-        let mut reserved = Vec::new();
-        for (i, candidate) in candidates.into_iter().enumerate() {
-            match candidate {
-                Ok(mut record) if record.org_id == key_org => {
-                    if writer != Provenance::Collector {
-                        check_app_record(&record, &mut reserved);
-                        if !reserved.is_empty() {
-                            outcome.rejected.push(RejectedRecord {
-                                line: i + 1,
-                                id: record.id.clone(),
-                                errors: std::mem::take(&mut reserved),
-                            });
-                            continue;
-                        }
-                    }
-                    if record.id.is_none() {
-                        record.id = Some(content_id(&record));
-                    }
-                    record.received_at = Some(now);
-                    record.provenance = Some(writer.clone());
-                    records.push(record);
-                }
-                Ok(record) => outcome.rejected.push(RejectedRecord {
-                    line: i + 1,
-                    id: record.id.clone(),
-                    errors: vec![FieldError::new(
-                        "org_id",
-                        format!(
-                            "this key ingests for org {key_org:?} only, not {:?}",
-                            record.org_id
-                        ),
-                    )],
-                }),
-                Err(rejected) => outcome.rejected.push(rejected),
+        let mut outcome = IngestOutcome {
+            rejected: rejections,
+            ..IngestOutcome::default()
+        };
+        let mut records = Vec::with_capacity(decoded.len());
+        for (position, mut record) in decoded {
+            if record.org_id != key_org {
+                let error = FieldError::new(
+                    "org_id",
+                    format!(
+                        "this key ingests for org {key_org:?} only, not {:?}",
+                        record.org_id
+                    ),
+                );
+                outcome
+                    .rejected
+                    .push(position, vec![error], || record.id.take());
+                continue;
             }
+            if writer != Provenance::Collector {
+                let mut reserved = Vec::new();
+                check_app_record(&record, &mut reserved);
+                if !reserved.is_empty() {
+                    outcome
+                        .rejected
+                        .push(position, reserved, || record.id.take());
+                    continue;
+                }
+            }
+            if record.id.is_none() {
+                record.id = Some(content_id(&record));
+            }
+            record.received_at = Some(now);
+            record.provenance = Some(writer.clone());
+            records.push(record);
         }
-        for r in &outcome.rejected {
-            let reason = r.errors.first().map_or("record", |e| e.field.as_str());
-            self.metrics.record_rejected(receiver.as_str(), reason);
+        for (reason, count) in &outcome.rejected.by_reason {
+            self.metrics
+                .record_rejected(receiver.as_str(), reason, *count);
         }
         if records.is_empty() {
             return Ok(outcome);

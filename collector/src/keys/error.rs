@@ -30,6 +30,7 @@ pub enum KeyError {
     UnsupportedVersion { path: PathBuf, version: u64 },
     #[error("invalid org id {0:?}: use 1 to 64 letters, digits, '_', '-' or '.'")]
     InvalidOrg(String),
+    /// Holds at most the name's first 32 characters: the error never echoes a huge name back.
     #[error("invalid key name {0:?}: use 1 to 128 characters without control characters")]
     InvalidName(String),
     #[error("no API key with id {0:?}")]

@@ -387,7 +387,13 @@ impl KeyStore {
         if let Some(name) = name
             && !is_valid_name(name)
         {
-            return Err(KeyError::InvalidName(name.to_string()));
+            let shown: String = name.chars().take(32).collect();
+            let shown = if shown.len() < name.len() {
+                format!("{shown}...")
+            } else {
+                shown
+            };
+            return Err(KeyError::InvalidName(shown));
         }
         let token = Token::generate()?;
         let info = self.modify(|snapshot| {
