@@ -191,7 +191,8 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    // Bodies are read within a bound: a rejection text is short, our own JSON errors bounded.
+    // Read within a bound (rejection texts are short, our JSON errors bounded); past it the
+    // status's reason phrase is the message.
     let limit = if json {
         MAX_JSON_ERROR_BYTES
     } else {
