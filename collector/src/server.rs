@@ -84,14 +84,15 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         path: layout.root.clone(),
         source,
     })?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_org(config.metrics.per_org));
     let keys = KeyStore::open(&layout.root)?;
     let retention = Arc::new(RetentionPolicy::open(&config, &layout.root)?);
 
     // Listen first, so /healthz and /readyz answer while the WAL is replayed.
     let http = bind(config.http.listen, "http.listen").await?;
     let grpc = bind(config.grpc.listen, "grpc.listen").await?;
-    tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, data_dir = %layout.root.display(), "listening");
+    let metrics_listener = bind(config.metrics.listen, "metrics.listen").await?;
+    tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, metrics = %config.metrics.listen, data_dir = %layout.root.display(), "listening");
 
     let (index, indexer) = AuditIndex::open(
         &layout.index,
@@ -145,6 +146,16 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         ready: ready.clone(),
     };
 
+    let metrics_task = {
+        let app = api::metrics_app(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(metrics_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
+        })
+    };
     let http_task = {
         let app = api::app(state);
         let stop = shutdown.clone();
@@ -242,6 +253,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let grpc_result = grpc_task
         .await
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    let metrics_result = metrics_task
+        .await
+        .map_err(|e| ServeError::Indexer(e.to_string()))?;
     keys_task.abort();
     let _ = keys_task.await;
     indexer_stop.cancel();
@@ -252,6 +266,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     store.close().await;
     http_result?;
     grpc_result?;
+    metrics_result?;
     indexer_result?;
     tracing::info!("stopped");
     Ok(())
