@@ -1,6 +1,7 @@
 //! The collector's Prometheus metrics: what was accepted, rejected and deduplicated (by receiver
 //! and reason), WAL fsyncs, index commits, search latency, index size, and retention (records
-//! deleted, age of the oldest record kept, the janitor's last run). Series name orgs only when the operator opts in (`metrics.per_org`): the
+//! deleted, age of the oldest record kept, the janitor's last run) and records refused by the
+//! ingest rate limits. Series name orgs only when the operator opts in (`metrics.per_org`): the
 //! listener has no authentication, and an org's existence must not leak.
 
 use crate::retention::JanitorReport;
@@ -34,6 +35,9 @@ struct EndpointLabel {
 /// `org="..."` with per-org series on, no label with them off (figures summed over orgs).
 type OrgLabels = Vec<(&'static str, String)>;
 
+/// `scope="key|org"`, plus `org` with per-org series on.
+type RateLimitLabels = Vec<(&'static str, String)>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
@@ -54,6 +58,7 @@ pub struct Metrics {
     index_bytes: Gauge<u64, AtomicU64>,
     retention_deleted: Family<OrgLabels, Counter>,
     retention_oldest_age: Family<OrgLabels, Gauge<f64, AtomicU64>>,
+    rate_limited: Family<RateLimitLabels, Counter>,
     /// Whether series may carry org ids (`metrics.per_org`).
     per_org: bool,
     retention_partitions_dropped: Counter,
@@ -159,6 +164,13 @@ impl Metrics {
              metrics.per_org; otherwise the oldest of all orgs)",
             retention_oldest_age.clone(),
         );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "ingest_records_rate_limited",
+            "Records refused by an ingest rate limit, by scope (key or org; and by org with \
+             metrics.per_org)",
+            rate_limited.clone(),
+        );
         let retention_partitions_dropped = Counter::default();
         registry.register(
             "retention_partitions_dropped",
@@ -197,6 +209,7 @@ impl Metrics {
             index_bytes,
             retention_deleted,
             retention_oldest_age,
+            rate_limited,
             per_org,
             retention_partitions_dropped,
             janitor_runs,
@@ -221,6 +234,13 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// `records` of a batch for `org` refused by the rate limit of `scope` (`key` or `org`).
+    pub fn record_rate_limited(&self, scope: &str, org: &str, records: u64) {
+        let mut labels = vec![("scope", scope.to_string())];
+        labels.extend(self.org_labels(org));
+        self.rate_limited.get_or_create(&labels).inc_by(records);
     }
 
     /// The org label of a per-org series: none unless per-org series are on.
@@ -329,6 +349,8 @@ mod tests {
     fn without_per_org_series_no_org_is_named_and_figures_cover_all_orgs() {
         let m = Metrics::new();
         m.observe_janitor(&report(), Utc::now());
+        m.record_rate_limited("key", "org-a", 7);
+        m.record_rate_limited("org", "org-b", 4);
         let text = m.render(Sampled::default());
         assert!(!text.contains("org-"), "{text}");
         let deleted = "codestax_collector_retention_records_deleted_total";
@@ -341,15 +363,24 @@ mod tests {
             (9.0 * 86400.0..9.0 * 86400.0 + 60.0).contains(&age),
             "{age}"
         );
+        let limited = "codestax_collector_ingest_records_rate_limited_total";
+        assert_eq!(sample(&text, &format!("{limited}{{scope=\"key\"}}")), 7.0);
+        assert_eq!(sample(&text, &format!("{limited}{{scope=\"org\"}}")), 4.0);
     }
 
     #[test]
     fn per_org_series_name_each_org() {
         let m = Metrics::with_per_org(true);
         m.observe_janitor(&report(), Utc::now());
+        m.record_rate_limited("key", "org-a", 7);
         let text = m.render(Sampled::default());
         let deleted = "codestax_collector_retention_records_deleted_total";
         assert_eq!(sample(&text, &format!("{deleted}{{org=\"org-a\"}}")), 2.0);
         assert_eq!(sample(&text, &format!("{deleted}{{org=\"org-b\"}}")), 3.0);
+        let limited = "codestax_collector_ingest_records_rate_limited_total";
+        assert_eq!(
+            sample(&text, &format!("{limited}{{scope=\"key\",org=\"org-a\"}}")),
+            7.0
+        );
     }
 }

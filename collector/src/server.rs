@@ -5,7 +5,7 @@
 use crate::api::{self, ApiLimits, AppState};
 use crate::index::{AuditIndex, IndexOptions, Indexer};
 use crate::ingest::grpc::GrpcReceiver;
-use crate::ingest::{Ingest, IngestSettings, Receiver};
+use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter, Receiver};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
@@ -129,7 +129,17 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             allow_custom_actions: config.ingest.allow_custom_actions,
         },
         metrics.clone(),
-    );
+    )
+    .with_rate_limiter(RateLimiter::new(
+        RateLimit::from_config(
+            config.limits.ingest_records_per_second_per_key,
+            config.limits.ingest_burst_records_per_key,
+        ),
+        RateLimit::from_config(
+            config.limits.ingest_records_per_second_per_org,
+            config.limits.ingest_burst_records_per_org,
+        ),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         keys: keys.clone(),

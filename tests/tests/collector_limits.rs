@@ -1,9 +1,14 @@
 //! Nothing unauthenticated names an org (`/metrics` has its own listener; per-org series only when
-//! the operator opts in).
+//! the operator opts in), and ingest rate limits per key and per org: 429 + Retry-After over
+//! HTTP, RESOURCE_EXHAUSTED with a retry delay over gRPC, and an agent that waits and delivers
+//! everything exactly once.
 
 use chrono::{SecondsFormat, Utc};
-use codestax_tests::{Collector, record};
-use serde_json::Value;
+use codestax_tests::{Agent, AgentOptions, Collector, bin, record};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use serde_json::{Value, json};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Org ids no other text of a response could contain by chance.
@@ -130,5 +135,263 @@ fn per_org_series_name_orgs_only_when_the_operator_opts_in() {
     let (_dir, _c, text) = metrics_after_ingest_into_two_orgs(true);
     for org in [ORG_A, ORG_B] {
         assert!(text.contains(&format!("org=\"{org}\"")), "{text}");
+    }
+}
+
+#[test]
+fn ingest_limits_are_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), "");
+    let ingest = c.create_key(ORG_A, "INGEST");
+    for batch in 0..10 {
+        let (status, body) = c.ingest(&ingest, &records(ORG_A, &format!("b{batch}"), 1000));
+        assert_eq!(status, 200, "batch {batch}: {body}");
+        assert_eq!(body["accepted"], 1000, "{body}");
+    }
+    assert!(
+        !c.metrics()
+            .contains("codestax_collector_ingest_records_rate_limited_total{"),
+        "nothing refused"
+    );
+}
+
+/// The JSON error of a 429 and its `Retry-After`, in seconds.
+fn refused(r: reqwest::blocking::Response) -> (Value, u64) {
+    assert_eq!(r.status(), 429);
+    let retry_after = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    (body, retry_after)
+}
+
+fn ndjson(records: &[Value]) -> Vec<u8> {
+    records
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn otlp_json(org: &str, prefix: &str, n: usize) -> Value {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap().to_string();
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let logs: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"timeUnixNano": nanos, "attributes": [
+                attr("audit.id", &format!("{prefix}-{i}")),
+                attr("audit.action", "team.member_invited"),
+                attr("enduser.id", "u1"),
+                attr("audit.actor.email", "ada@example.com"),
+            ]})
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [attr("audit.org_id", org)]},
+        "scopeLogs": [{"logRecords": logs}]
+    }]})
+}
+
+#[test]
+fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_are_not_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_key = 10\ningest_burst_records_per_key = 20\n",
+    );
+    let flood = c.create_key(ORG_A, "INGEST");
+    let other_org = c.create_key(ORG_B, "INGEST");
+    let admin = c.create_key(ORG_A, "ORG_ADMIN");
+    let ndjson_post =
+        |token: &str, body: &[Value]| c.post("/api/v1/ingest", token, "", ndjson(body));
+
+    // The burst goes through; the next batch is refused whole, with a wait to retry after.
+    let r = ndjson_post(&flood, &records(ORG_A, "burst", 20));
+    assert_eq!(r.status(), 200);
+    let (body, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "late", 10)));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rate limit of this key exceeded (10 records per second, bursts of 20)"),
+        "{message}"
+    );
+    assert_eq!(retry_after, 1, "10 records at 10/s: {body}");
+
+    // Another org's key is not refused meanwhile.
+    let r = ndjson_post(&other_org, &records(ORG_B, "b", 20));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // After the wait, the same batch goes through.
+    std::thread::sleep(Duration::from_secs(retry_after));
+    let r = ndjson_post(&flood, &records(ORG_A, "late", 10));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // OTLP/HTTP: the same 429 and Retry-After.
+    let body = otlp_json(ORG_A, "otlp", 10).to_string().into_bytes();
+    let (_, retry_after) = refused(c.post("/v1/logs", &flood, "application/json", body));
+    assert!(retry_after >= 1);
+
+    // OTLP/gRPC: RESOURCE_EXHAUSTED with the retry delay in RetryInfo.
+    let request: ExportLogsServiceRequest =
+        serde_json::from_value(otlp_json(ORG_A, "grpc", 10)).unwrap();
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = LogsServiceClient::connect(c.grpc_endpoint()).await.unwrap();
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {flood}").parse().unwrap());
+        client.export(request).await.unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    use tonic_types::StatusExt;
+    let delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(2),
+        "{delay:?}"
+    );
+
+    // A batch larger than the burst is taken once the key's allowance is full, then the key
+    // waits until its average is back under the limit.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = ndjson_post(&flood, &records(ORG_A, "big", 50));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let (_, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "after-big", 1)));
+    assert!(
+        retry_after >= 3,
+        "50 taken from 20 leaves 30 to repay at 10/s: {retry_after}"
+    );
+
+    // Only what was acknowledged is stored; refused records are counted, with no org label.
+    c.wait_for_total(ORG_A, "action=auth.login", &admin, 80);
+    let text = c.metrics();
+    let refused_records: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("codestax_collector_ingest_records_rate_limited_total{scope=\"key\"} ")
+        })
+        .unwrap_or_else(|| panic!("no rate-limited counter in {text}"))
+        .parse()
+        .unwrap();
+    assert_eq!(refused_records, 10.0 + 10.0 + 10.0 + 1.0, "{text}");
+    assert!(!text.contains(ORG_A), "{text}");
+}
+
+#[test]
+fn an_org_limit_covers_all_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_org = 5\ningest_burst_records_per_org = 30\n",
+    );
+    let first = c.create_key(ORG_A, "INGEST");
+    let second = c.create_key(ORG_A, "INGEST");
+    let other_org = c.create_key(ORG_B, "INGEST");
+    let (status, body) = c.ingest(&first, &records(ORG_A, "one", 20));
+    assert_eq!(status, 200, "{body}");
+    let r = c.post(
+        "/api/v1/ingest",
+        &second,
+        "",
+        ndjson(&records(ORG_A, "two", 20)),
+    );
+    let (body, retry_after) = refused(r);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit of this org exceeded"),
+        "{body}"
+    );
+    assert_eq!(retry_after, 2, "10 records missing at 5/s: {body}");
+    let (status, body) = c.ingest(&other_org, &records(ORG_B, "b", 30));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn rate_limit_config_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ningest_burst_records_per_org = 100\ningest_records_per_second_per_key = 20000000\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("codestax-collector"))
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = config.display().to_string();
+    assert!(
+        err.lines().any(|l| l.contains(
+            "collector.limits.ingest_burst_records_per_org: has no effect while \
+             limits.ingest_records_per_second_per_org is 0"
+        ) && l.contains(&format!("{file}, line 2"))),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("collector.limits.ingest_records_per_second_per_key: must be between 0 and 10000000, got 20000000")
+                && l.contains(&format!("{file}, line 3"))),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_agent_waits_out_429s_and_delivers_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_key = 100\ningest_burst_records_per_key = 100\n",
+    );
+    let ingest = c.create_key(ORG_A, "INGEST");
+    let admin = c.create_key(ORG_A, "ORG_ADMIN");
+    const N: usize = 600;
+    let file = dir.path().join("emit.jsonl");
+    let lines: String = records(ORG_A, "agent", N)
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        &c.grpc_endpoint(),
+        &ingest,
+        &AgentOptions {
+            include: vec![file.display().to_string()],
+            org_id: ORG_A.into(),
+            // Batches larger than the burst: each waits for a full allowance, then repays.
+            batch_max_records: 150,
+            ..AgentOptions::default()
+        },
+    );
+    c.wait_for_total_within(
+        ORG_A,
+        "action=auth.login",
+        &admin,
+        N as u64,
+        Duration::from_secs(60),
+    );
+    assert!(
+        c.metrics()
+            .contains("codestax_collector_ingest_records_rate_limited_total{scope=\"key\"}"),
+        "the collector refused some batches"
+    );
+    assert!(agent.metric("codestax_agent_retries") >= 1.0);
+    assert!(agent.quarantine().is_empty(), "{:?}", agent.quarantine());
+    // Exactly once: every id, and nothing beyond them.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.total(ORG_A, "action=auth.login", &admin), N as u64);
+    for i in [0, N / 2, N - 1] {
+        let r = c.get(&format!("/api/v1/orgs/{ORG_A}/audit-log/agent-{i}"), &admin);
+        assert_eq!(r.status(), 200, "agent-{i}");
     }
 }

@@ -167,12 +167,19 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u
     })
 }
 
+/// Stores a decoded batch, after the rate limits of its key and org let it in.
 async fn submit(
     state: &AppState,
     key: &KeyInfo,
     candidates: Vec<crate::ingest::Candidate>,
     receiver: Receiver,
 ) -> Result<IngestOutcome, ApiError> {
+    state
+        .ingest
+        .admit(&key.id, &key.org_id, candidates.len())
+        .map_err(|refused| {
+            ApiError::rate_limited(refused.to_string(), refused.retry_after_secs())
+        })?;
     state
         .ingest
         .submit(&key.org_id, candidates, receiver)
