@@ -704,12 +704,12 @@ fn collector_throughput(bins: &Bins, logs: &Path, lines: u64) -> Row {
     }
     out.flush().unwrap();
 
-    let (http, grpc) = (free_addr(), free_addr());
+    let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
     let config = dir.path().join("collector.toml");
     fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n[grpc]\nlisten = \"{grpc}\"\n[log]\nlevel = \"warn\"\n",
+            "data_dir = \"{}\"\n[http]\nlisten = \"{http}\"\n[grpc]\nlisten = \"{grpc}\"\n[metrics]\nlisten = \"{metrics}\"\n[log]\nlevel = \"warn\"\n",
             dir.path().join("collector").display()
         ),
     )

@@ -26,6 +26,8 @@ pub struct Collector {
     pub data_dir: PathBuf,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// `metrics.listen`'s port (the API port has no `/metrics`).
+    pub metrics_port: u16,
     keys: HashMap<String, OrgKeys>,
     client: Client,
 }
@@ -75,6 +77,7 @@ impl Collector {
             .map_err(|e| BenchError::io("create the data dir", data_dir, e))?;
         let http_port = free_port()?;
         let grpc_port = free_port()?;
+        let metrics_port = free_port()?;
         let mut c = Collector {
             child: None,
             bin: bin.to_path_buf(),
@@ -82,6 +85,7 @@ impl Collector {
             data_dir: data_dir.join("collector"),
             http_port,
             grpc_port,
+            metrics_port,
             keys: HashMap::new(),
             client: http_client()?,
         };
@@ -106,10 +110,11 @@ impl Collector {
 
     fn write_config(&self, extra_toml: &str) -> Result<()> {
         let config = format!(
-            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[log]\nlevel = \"warn\"\n{extra_toml}\n",
+            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\nper_org = true\n[log]\nlevel = \"warn\"\n{extra_toml}\n",
             data = self.data_dir.display().to_string(),
             http = self.http_port,
             grpc = self.grpc_port,
+            metrics = self.metrics_port,
         );
         std::fs::write(&self.config_path, config)
             .map_err(|e| BenchError::io("write the collector config", &self.config_path, e))
@@ -174,11 +179,11 @@ impl Collector {
         &self.keys[org]
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text (per-org series on: the bench reports retention per org).
     pub fn metrics(&self) -> Result<String> {
         let r = self
             .client
-            .get(self.url("/metrics"))
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
             .send()
             .map_err(|e| BenchError::http("GET /metrics", e))?;
         r.text().map_err(|e| BenchError::http("GET /metrics", e))

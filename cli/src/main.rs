@@ -115,8 +115,8 @@ struct DemoArgs {
     /// Sample emit files the agent tails as well (JSON lines of acme's records).
     #[arg(long, value_name = "DIR", default_value = "examples/emit")]
     examples: PathBuf,
-    /// Listen on PORT..PORT+4 (collector HTTP, collector gRPC, agent OTLP gRPC, agent OTLP HTTP,
-    /// agent API) instead of 8470, 8417, 4317, 4318 and 8471.
+    /// Listen on PORT..PORT+5 (collector HTTP, collector gRPC, agent OTLP gRPC, agent OTLP HTTP,
+    /// agent API, collector metrics) instead of 8470, 8417, 4317, 4318, 8471 and 8472.
     #[arg(long, value_name = "PORT")]
     port_base: Option<u16>,
 }

@@ -1,6 +1,8 @@
 //! The collector's Prometheus metrics: what was accepted, rejected and deduplicated (by receiver
 //! and reason), WAL fsyncs, index commits, search latency, index size, and retention (records
-//! deleted per org, age of the oldest record kept per org, the janitor's last run).
+//! deleted, age of the oldest record kept, the janitor's last run) and records refused by the
+//! ingest rate limits. Series name orgs only when the operator opts in (`metrics.per_org`): the
+//! listener has no authentication, and an org's existence must not leak.
 
 use crate::retention::JanitorReport;
 use chrono::{DateTime, Utc};
@@ -30,10 +32,11 @@ struct EndpointLabel {
     endpoint: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OrgLabel {
-    org: String,
-}
+/// `org="..."` with per-org series on, no label with them off (figures summed over orgs).
+type OrgLabels = Vec<(&'static str, String)>;
+
+/// `scope="key|org"`, plus `org` with per-org series on.
+type RateLimitLabels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -53,8 +56,11 @@ pub struct Metrics {
     wal_fsync_seconds_sum: Gauge<f64, AtomicU64>,
     index_documents: Gauge<u64, AtomicU64>,
     index_bytes: Gauge<u64, AtomicU64>,
-    retention_deleted: Family<OrgLabel, Counter>,
-    retention_oldest_age: Family<OrgLabel, Gauge<f64, AtomicU64>>,
+    retention_deleted: Family<OrgLabels, Counter>,
+    retention_oldest_age: Family<OrgLabels, Gauge<f64, AtomicU64>>,
+    rate_limited: Family<RateLimitLabels, Counter>,
+    /// Whether series may carry org ids (`metrics.per_org`).
+    per_org: bool,
     retention_partitions_dropped: Counter,
     janitor_runs: Family<ResultLabel, Counter>,
     janitor_last_run: Gauge<f64, AtomicU64>,
@@ -79,7 +85,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics without org ids in any series.
     pub fn new() -> Self {
+        Self::with_per_org(false)
+    }
+
+    /// Metrics whose per-org series carry `org="..."` when `per_org` is set.
+    pub fn with_per_org(per_org: bool) -> Self {
         let mut registry = Registry::with_prefix("codestax_collector");
         let accepted = Family::<ReceiverLabel, Counter>::default();
         registry.register(
@@ -139,17 +151,25 @@ impl Metrics {
             "Bytes of the index on disk",
             index_bytes.clone(),
         );
-        let retention_deleted = Family::<OrgLabel, Counter>::default();
+        let retention_deleted = Family::<OrgLabels, Counter>::default();
         registry.register(
             "retention_records_deleted",
-            "Records deleted by the retention janitor, by org",
+            "Records deleted by the retention janitor (by org with metrics.per_org)",
             retention_deleted.clone(),
         );
-        let retention_oldest_age = Family::<OrgLabel, Gauge<f64, AtomicU64>>::default();
+        let retention_oldest_age = Family::<OrgLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "retention_oldest_record_age_seconds",
-            "Age of the oldest record kept, by org (as found by the janitor's last run)",
+            "Age of the oldest record kept, as found by the janitor's last run (by org with \
+             metrics.per_org; otherwise the oldest of all orgs)",
             retention_oldest_age.clone(),
+        );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "ingest_records_rate_limited",
+            "Records refused by an ingest rate limit, by scope (key or org; and by org with \
+             metrics.per_org)",
+            rate_limited.clone(),
         );
         let retention_partitions_dropped = Counter::default();
         registry.register(
@@ -189,6 +209,8 @@ impl Metrics {
             index_bytes,
             retention_deleted,
             retention_oldest_age,
+            rate_limited,
+            per_org,
             retention_partitions_dropped,
             janitor_runs,
             janitor_last_run,
@@ -214,6 +236,22 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// `records` of a batch for `org` refused by the rate limit of `scope` (`key` or `org`).
+    pub fn record_rate_limited(&self, scope: &str, org: &str, records: u64) {
+        let mut labels = vec![("scope", scope.to_string())];
+        labels.extend(self.org_labels(org));
+        self.rate_limited.get_or_create(&labels).inc_by(records);
+    }
+
+    /// The org label of a per-org series: none unless per-org series are on.
+    fn org_labels(&self, org: &str) -> OrgLabels {
+        if self.per_org {
+            vec![("org", org.to_string())]
+        } else {
+            Vec::new()
+        }
+    }
+
     pub fn observe_search(&self, endpoint: &str, seconds: f64) {
         self.search_seconds
             .get_or_create(&EndpointLabel {
@@ -235,7 +273,7 @@ impl Metrics {
     pub fn observe_janitor(&self, report: &JanitorReport, finished: DateTime<Utc>) {
         for (org, n) in &report.deleted {
             self.retention_deleted
-                .get_or_create(&OrgLabel { org: org.clone() })
+                .get_or_create(&self.org_labels(org))
                 .inc_by(*n);
         }
         self.retention_partitions_dropped
@@ -267,9 +305,11 @@ impl Metrics {
         self.retention_oldest_age.clear();
         for (org, oldest) in self.oldest.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let age = (now - *oldest).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
-            self.retention_oldest_age
-                .get_or_create(&OrgLabel { org: org.clone() })
-                .set(age.max(0.0));
+            // Without per-org series, one gauge keeps the oldest of all orgs.
+            let gauge = self
+                .retention_oldest_age
+                .get_or_create(&self.org_labels(org));
+            gauge.set(gauge.get().max(age.max(0.0)));
         }
         self.wal_fsyncs.set(sampled.wal_fsyncs);
         self.wal_fsync_seconds_sum.set(sampled.wal_fsync_seconds);
@@ -279,5 +319,68 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> JanitorReport {
+        let now = Utc::now();
+        JanitorReport {
+            deleted: [("org-a".to_string(), 2), ("org-b".to_string(), 3)].into(),
+            oldest: [
+                ("org-a".to_string(), now - chrono::Duration::days(2)),
+                ("org-b".to_string(), now - chrono::Duration::days(9)),
+            ]
+            .into(),
+            ..JanitorReport::default()
+        }
+    }
+
+    fn sample(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn without_per_org_series_no_org_is_named_and_figures_cover_all_orgs() {
+        let m = Metrics::new();
+        m.observe_janitor(&report(), Utc::now());
+        m.record_rate_limited("key", "org-a", 7);
+        m.record_rate_limited("org", "org-b", 4);
+        let text = m.render(Sampled::default());
+        assert!(!text.contains("org-"), "{text}");
+        let deleted = "codestax_collector_retention_records_deleted_total";
+        assert_eq!(sample(&text, deleted), 5.0);
+        let age = sample(
+            &text,
+            "codestax_collector_retention_oldest_record_age_seconds",
+        );
+        assert!(
+            (9.0 * 86400.0..9.0 * 86400.0 + 60.0).contains(&age),
+            "{age}"
+        );
+        let limited = "codestax_collector_ingest_records_rate_limited_total";
+        assert_eq!(sample(&text, &format!("{limited}{{scope=\"key\"}}")), 7.0);
+        assert_eq!(sample(&text, &format!("{limited}{{scope=\"org\"}}")), 4.0);
+    }
+
+    #[test]
+    fn per_org_series_name_each_org() {
+        let m = Metrics::with_per_org(true);
+        m.observe_janitor(&report(), Utc::now());
+        m.record_rate_limited("key", "org-a", 7);
+        let text = m.render(Sampled::default());
+        let deleted = "codestax_collector_retention_records_deleted_total";
+        assert_eq!(sample(&text, &format!("{deleted}{{org=\"org-a\"}}")), 2.0);
+        assert_eq!(sample(&text, &format!("{deleted}{{org=\"org-b\"}}")), 3.0);
+        let limited = "codestax_collector_ingest_records_rate_limited_total";
+        assert_eq!(
+            sample(&text, &format!("{limited}{{scope=\"key\",org=\"org-a\"}}")),
+            7.0
+        );
     }
 }

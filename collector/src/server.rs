@@ -5,7 +5,7 @@
 use crate::api::{self, ApiLimits, AppState, record_key_events};
 use crate::index::{AuditIndex, IndexOptions, Indexer};
 use crate::ingest::grpc::GrpcReceiver;
-use crate::ingest::{Ingest, IngestSettings};
+use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
@@ -84,14 +84,15 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         path: layout.root.clone(),
         source,
     })?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_org(config.metrics.per_org));
     let keys = KeyStore::open(&layout.root)?;
     let retention = Arc::new(RetentionPolicy::open(&config, &layout.root)?);
 
     // Listen first, so /healthz and /readyz answer while the WAL is replayed.
     let http = bind(config.http.listen, "http.listen").await?;
     let grpc = bind(config.grpc.listen, "grpc.listen").await?;
-    tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, data_dir = %layout.root.display(), "listening");
+    let metrics_listener = bind(config.metrics.listen, "metrics.listen").await?;
+    tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, metrics = %config.metrics.listen, data_dir = %layout.root.display(), "listening");
 
     let (index, indexer) = AuditIndex::open(
         &layout.index,
@@ -128,7 +129,17 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             allow_custom_actions: config.ingest.allow_custom_actions,
         },
         metrics.clone(),
-    );
+    )
+    .with_rate_limiter(RateLimiter::new(
+        RateLimit::from_config(
+            config.limits.ingest_records_per_second_per_key,
+            config.limits.ingest_burst_records_per_key,
+        ),
+        RateLimit::from_config(
+            config.limits.ingest_records_per_second_per_org,
+            config.limits.ingest_burst_records_per_org,
+        ),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         keys: keys.clone(),
@@ -145,6 +156,16 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         ready: ready.clone(),
     };
 
+    let metrics_task = {
+        let app = api::metrics_app(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(metrics_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
+        })
+    };
     let http_task = {
         let app = api::app(state);
         let stop = shutdown.clone();
@@ -251,6 +272,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let grpc_result = grpc_task
         .await
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    let metrics_result = metrics_task
+        .await
+        .map_err(|e| ServeError::Indexer(e.to_string()))?;
     keys_task.abort();
     let _ = keys_task.await;
     indexer_stop.cancel();
@@ -261,6 +285,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     store.close().await;
     http_result?;
     grpc_result?;
+    metrics_result?;
     indexer_result?;
     tracing::info!("stopped");
     Ok(())

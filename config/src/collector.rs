@@ -18,6 +18,10 @@ use crate::summary::Summary;
 pub const AGENT_OTLP_PORTS: [u16; 2] = [4317, 4318];
 /// Longest retention any organisation may have, in days (about ten years).
 pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Highest `limits.ingest_records_per_second_per_*`.
+pub const MAX_INGEST_RECORDS_PER_SECOND: u32 = 10_000_000;
+/// Highest `limits.ingest_burst_records_per_*`.
+pub const MAX_INGEST_BURST_RECORDS: u32 = 100_000_000;
 /// The least indexing memory tantivy accepts per indexing thread, in bytes.
 pub const TANTIVY_MIN_WRITER_MEMORY_BYTES: usize = 15_000_000;
 /// The most indexing memory per indexing thread we allow, in bytes: 3 GiB (tantivy refuses 4.29 GB
@@ -37,6 +41,9 @@ pub struct CollectorConfig {
     /// `[grpc]`: OTLP/gRPC receiver (agents send here).
     #[serde(default)]
     pub grpc: GrpcConfig,
+    /// `[metrics]`: the Prometheus listener, apart from the API.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// `[retention]`: how long records are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -76,6 +83,20 @@ pub struct GrpcConfig {
     /// Address for the OTLP/gRPC receiver (`IP:PORT`); not 4317/4318, which are the agent's.
     #[serde(default = "default_grpc_listen")]
     pub listen: SocketAddr,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address serving Prometheus `GET /metrics` (`IP:PORT`), without authentication: keep it on
+    /// loopback or a network only the scraper reaches. The API port has no `/metrics`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// Label per-org series with the org id (`org="..."`). Off: those figures are summed (or the
+    /// oldest taken) over all orgs, so a scrape does not list the orgs that exist.
+    #[serde(default)]
+    pub per_org: bool,
 }
 
 /// `[retention]`
@@ -171,6 +192,23 @@ pub struct LimitsConfig {
     /// Time a request may take before it is cut off (duration, 1s to 1h).
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Records per second one API key may ingest, on average (0 = no limit; at most 10000000).
+    /// Every record of a batch counts, valid or not; over the limit a batch is refused whole with
+    /// 429 / RESOURCE_EXHAUSTED and a retry delay.
+    #[serde(default)]
+    pub ingest_records_per_second_per_key: u32,
+    /// Records one API key may send at once above its average rate (0 = one second's worth). A
+    /// batch larger than this goes through once the key's allowance is full, then the key waits
+    /// until its average is back under the limit.
+    #[serde(default)]
+    pub ingest_burst_records_per_key: u32,
+    /// Records per second all keys of one org may ingest together, on average (0 = no limit; at
+    /// most 10000000).
+    #[serde(default)]
+    pub ingest_records_per_second_per_org: u32,
+    /// Records one org may send at once above its average rate (0 = one second's worth).
+    #[serde(default)]
+    pub ingest_burst_records_per_org: u32,
 }
 
 /// `[index]`
@@ -219,6 +257,9 @@ fn default_http_listen() -> SocketAddr {
 }
 fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8417))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8472))
 }
 fn default_retention_days() -> u32 {
     90
@@ -269,6 +310,7 @@ impl Default for CollectorConfig {
             data_dir: default_data_dir(),
             http: HttpConfig::default(),
             grpc: GrpcConfig::default(),
+            metrics: MetricsConfig::default(),
             retention: RetentionConfig::default(),
             orgs: Vec::new(),
             ingest: IngestConfig::default(),
@@ -292,6 +334,15 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             listen: default_grpc_listen(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+            per_org: false,
         }
     }
 }
@@ -321,6 +372,10 @@ impl Default for LimitsConfig {
             max_decompressed_bytes: default_max_decompressed_bytes(),
             max_search_limit: default_max_search_limit(),
             request_timeout: default_request_timeout(),
+            ingest_records_per_second_per_key: 0,
+            ingest_burst_records_per_key: 0,
+            ingest_records_per_second_per_org: 0,
+            ingest_burst_records_per_org: 0,
         }
     }
 }
@@ -382,6 +437,8 @@ impl CollectorConfig {
         s.row("data_dir", self.data_dir.display())
             .row("http.listen", self.http.listen)
             .row("grpc.listen", self.grpc.listen)
+            .row("metrics.listen", self.metrics.listen)
+            .row("metrics.per_org", self.metrics.per_org)
             .row("retention.default_days", self.retention.default_days)
             .row(
                 "retention.janitor_interval",
@@ -432,6 +489,28 @@ impl CollectorConfig {
             duration(self.limits.request_timeout),
         )
         .row(
+            "limits.ingest_records_per_second_per_key",
+            rate(self.limits.ingest_records_per_second_per_key),
+        )
+        .row(
+            "limits.ingest_burst_records_per_key",
+            burst(
+                self.limits.ingest_burst_records_per_key,
+                self.limits.ingest_records_per_second_per_key,
+            ),
+        )
+        .row(
+            "limits.ingest_records_per_second_per_org",
+            rate(self.limits.ingest_records_per_second_per_org),
+        )
+        .row(
+            "limits.ingest_burst_records_per_org",
+            burst(
+                self.limits.ingest_burst_records_per_org,
+                self.limits.ingest_records_per_second_per_org,
+            ),
+        )
+        .row(
             "index.commit_interval",
             duration(self.index.commit_interval),
         )
@@ -453,6 +532,24 @@ impl CollectorConfig {
     }
 }
 
+/// A rate limit for the summary: `N records/s` or `off`.
+fn rate(per_second: u32) -> String {
+    if per_second == 0 {
+        "off".into()
+    } else {
+        format!("{per_second} records/s")
+    }
+}
+
+/// A burst for the summary, with its default (the rate) spelt out.
+fn burst(records: u32, per_second: u32) -> String {
+    match (records, per_second) {
+        (_, 0) => "-".into(),
+        (0, r) => format!("{r} records (one second's worth)"),
+        (b, _) => format!("{b} records"),
+    }
+}
+
 impl Settings for CollectorConfig {
     const COMPONENT: Component = Component::Collector;
     const VERBATIM_ENV_KEYS: &'static [&'static str] = &["data_dir", "log.level"];
@@ -465,6 +562,7 @@ impl Settings for CollectorConfig {
         for (key, addr) in [
             ("http.listen", self.http.listen),
             ("grpc.listen", self.grpc.listen),
+            ("metrics.listen", self.metrics.listen),
         ] {
             if AGENT_OTLP_PORTS.contains(&addr.port()) {
                 c.fail(
@@ -480,6 +578,7 @@ impl Settings for CollectorConfig {
         c.distinct_listeners(&[
             ("http.listen", self.http.listen),
             ("grpc.listen", self.grpc.listen),
+            ("metrics.listen", self.metrics.listen),
         ]);
 
         c.range(
@@ -572,6 +671,29 @@ impl Settings for CollectorConfig {
             Duration::from_secs(1),
             Duration::from_secs(3600),
         );
+        for (scope, rate, burst) in [
+            (
+                "key",
+                self.limits.ingest_records_per_second_per_key,
+                self.limits.ingest_burst_records_per_key,
+            ),
+            (
+                "org",
+                self.limits.ingest_records_per_second_per_org,
+                self.limits.ingest_burst_records_per_org,
+            ),
+        ] {
+            let rate_key = format!("limits.ingest_records_per_second_per_{scope}");
+            let burst_key = format!("limits.ingest_burst_records_per_{scope}");
+            c.range(&rate_key, rate, 0, MAX_INGEST_RECORDS_PER_SECOND);
+            c.range(&burst_key, burst, 0, MAX_INGEST_BURST_RECORDS);
+            if rate == 0 && burst != 0 {
+                c.fail(
+                    &burst_key,
+                    format!("has no effect while {rate_key} is 0 (no limit); set both or neither"),
+                );
+            }
+        }
 
         c.duration_range(
             "index.commit_interval",
@@ -628,6 +750,10 @@ mod tests {
         assert_eq!(config.data_dir, Path::new("./codestax-data/collector"));
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:8470");
         assert_eq!(config.grpc.listen.to_string(), "127.0.0.1:8417");
+        assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:8472");
+        assert!(!config.metrics.per_org);
+        assert_eq!(config.limits.ingest_records_per_second_per_key, 0);
+        assert_eq!(config.limits.ingest_records_per_second_per_org, 0);
         assert_eq!(config.retention.default_days, 90);
         assert_eq!(config.retention.janitor_interval, Duration::from_secs(3600));
         assert_eq!(config.ingest.max_record_bytes, 65536);
@@ -970,6 +1096,49 @@ mod tests {
             msg.starts_with("collector.grpc.listen: 0.0.0.0:8470 collides with http.listen"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn ingest_rate_limits_are_checked_naming_key_and_file() {
+        let (msg, file) = load_err(
+            "[limits]\ningest_burst_records_per_key = 10\n\
+             ingest_records_per_second_per_org = 20000000\n",
+            &[("CODESTAX_COLLECTOR__METRICS__LISTEN", "127.0.0.1:8470")],
+        );
+        let path = file.path().display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 3, "{msg}");
+        assert!(
+            lines.contains(
+                &format!(
+                    "collector.limits.ingest_burst_records_per_key: has no effect while \
+             limits.ingest_records_per_second_per_key is 0 (no limit); set both or neither \
+             (in {path}, line 2)"
+                )
+                .as_str()
+            ),
+            "{msg}"
+        );
+        assert!(lines.contains(&format!(
+            "collector.limits.ingest_records_per_second_per_org: must be between 0 and 10000000, \
+             got 20000000 (in {path}, line 3)"
+        ).as_str()), "{msg}");
+        assert!(
+            msg.contains("collector.metrics.listen: 127.0.0.1:8470 collides with http.listen"),
+            "{msg}"
+        );
+
+        let file = toml_file(
+            "[limits]\ningest_records_per_second_per_key = 100\n\
+             ingest_burst_records_per_key = 500\n[metrics]\nper_org = true\n",
+        );
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.limits.ingest_records_per_second_per_key, 100);
+        assert_eq!(config.limits.ingest_burst_records_per_key, 500);
+        assert!(config.metrics.per_org);
+        let summary = config.summary();
+        assert!(summary.contains("100 records/s"), "{summary}");
+        assert!(summary.contains("500 records"), "{summary}");
     }
 
     #[test]

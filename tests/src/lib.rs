@@ -60,6 +60,9 @@ pub struct Collector {
     pub config_path: PathBuf,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// `metrics.listen`'s port, given by environment variable, so `extra_toml` may hold a
+    /// `[metrics]` table of its own.
+    pub metrics_port: u16,
     client: Client,
 }
 
@@ -69,6 +72,7 @@ impl Collector {
     pub fn start(data_dir: &Path, extra_toml: &str) -> Collector {
         let http_port = free_port();
         let grpc_port = free_port();
+        let metrics_port = free_port();
         let config_path = data_dir.with_extension("toml");
         let config = format!(
             "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\n[index]\ncommit_interval = \"200ms\"\nwriter_memory_bytes = 50000000\n{extra_toml}\n",
@@ -81,6 +85,7 @@ impl Collector {
             config_path,
             http_port,
             grpc_port,
+            metrics_port,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -95,6 +100,10 @@ impl Collector {
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "warn")
+            .env(
+                "CODESTAX_COLLECTOR__METRICS__LISTEN",
+                format!("127.0.0.1:{}", self.metrics_port),
+            )
             .stdin(Stdio::null())
             .spawn()
             .expect("start codestax-collector");
@@ -151,6 +160,22 @@ impl Collector {
     /// The HTTP client, for requests the helpers here do not cover (PUT, DELETE, ...).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// A URL on the metrics listener (`metrics.listen`).
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
+    /// The Prometheus text of the metrics listener.
+    pub fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.metrics_url("/metrics"))
+            .send()
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().expect("metrics text")
     }
 
     pub fn grpc_endpoint(&self) -> String {

@@ -641,7 +641,7 @@ fn bad_input_is_rejected_clearly_and_the_rest_goes_through() {
     }
     // Still alive and well.
     assert_eq!(c.get("/healthz", &admin).status(), 200);
-    let metrics = c.get("/metrics", &admin).text().unwrap();
+    let metrics = c.metrics();
     assert!(
         metrics.contains("codestax_collector_records_rejected_total"),
         "{metrics}"
@@ -771,7 +771,7 @@ fn index_lag_is_measured_from_ack_to_searchable() {
     assert_eq!(status, 200, "{body}");
     c.wait_for_total("acme", "action=auth.login", &admin, 5);
 
-    let metrics = c.get("/metrics", &admin).text().unwrap();
+    let metrics = c.metrics();
     let value = |name: &str| -> f64 {
         metrics
             .lines()

@@ -1,191 +1,397 @@
-//! Hostile requests against the real collector: cost bounded by size, every error in the JSON
-//! error shape.
+//! Nothing unauthenticated names an org (`/metrics` has its own listener; per-org series only when
+//! the operator opts in), and ingest rate limits per key and per org: 429 + Retry-After over
+//! HTTP, RESOURCE_EXHAUSTED with a retry delay over gRPC, and an agent that waits and delivers
+//! everything exactly once.
 
-use codestax_tests::Collector;
-use serde_json::Value;
+use chrono::{SecondsFormat, Utc};
+use codestax_tests::{Agent, AgentOptions, Collector, bin, record};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-fn start() -> (tempfile::TempDir, Collector) {
-    let dir = tempfile::tempdir().unwrap();
-    let c = Collector::start(&dir.path().join("data"), "");
-    (dir, c)
+/// Org ids no other text of a response could contain by chance.
+const ORG_A: &str = "zeta-tenant-one";
+const ORG_B: &str = "zeta-tenant-two";
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-#[test]
-fn a_body_of_200k_empty_objects_costs_its_size_and_gets_a_short_answer() {
-    let (_dir, c) = start();
-    let ingest = c.create_key("acme", "INGEST");
-    // Warm up: the first rejections build lazily initialised state once.
-    let r = c.post(
-        "/api/v1/ingest",
-        &ingest,
-        "application/x-ndjson",
-        b"{}\n{}\n".to_vec(),
-    );
-    assert_eq!(r.status(), 400);
-    let before = c.memory_kib("VmHWM");
-
-    let body = "{}\n".repeat(200_000).into_bytes();
-    assert_eq!(body.len(), 600_000);
-    let r = c.post("/api/v1/ingest", &ingest, "application/x-ndjson", body);
-    assert_eq!(r.status(), 400);
-    let text = r.text().unwrap();
-    let growth_kib = c.memory_kib("VmHWM").saturating_sub(before);
-    assert!(
-        growth_kib < 64 * 1024,
-        "peak RSS grew by {growth_kib} KiB for a 600 KB body"
-    );
-    assert!(
-        text.len() < 64 * 1024,
-        "a {} byte answer for one bad line repeated",
-        text.len()
-    );
-    let answer: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(answer["error"]["code"], "invalid_records");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("200000 rejected"),
-        "{answer}"
-    );
-    assert_eq!(answer["accepted"], 0);
-    assert_eq!(answer["rejected"], 200_000);
-    assert_eq!(answer["errors"].as_array().unwrap().len(), 50);
-    assert_eq!(answer["errors"][49]["line"], 50);
-    assert_eq!(answer["more_errors"], 199_950);
-}
-
-#[test]
-fn ndjson_answers_list_50_rejections_and_count_the_rest() {
-    let (_dir, c) = start();
-    let ingest = c.create_key("acme", "INGEST");
-    let good = codestax_tests::record(
-        "acme",
-        "ok-1",
-        "auth.login",
-        "ada@acme.example",
-        &chrono::Utc::now().to_rfc3339(),
-    );
-    let mut body = format!("{good}\n");
-    body.push_str(&"{\"unknown\":1}\n".repeat(120));
-    let r = c.post(
-        "/api/v1/ingest",
-        &ingest,
-        "application/x-ndjson",
-        body.into_bytes(),
-    );
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().unwrap();
-    assert_eq!(answer["accepted"], 1);
-    assert_eq!(answer["rejected"], 120);
-    assert_eq!(answer["errors"].as_array().unwrap().len(), 50);
-    assert_eq!(answer["errors"][0]["line"], 2);
-    assert_eq!(answer["more_errors"], 70);
-    // Metrics count every rejection, under a bounded reason label.
-    let metrics = c.get("/metrics", "").text().unwrap();
-    let counted: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("codestax_collector_records_rejected_total{") && l.contains("ndjson")
+/// `n` valid records of `org`, ids `{prefix}-0..`.
+fn records(org: &str, prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            record(
+                org,
+                &format!("{prefix}-{i}"),
+                "auth.login",
+                "ada@example.com",
+                &now(),
+            )
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(counted, 120.0, "{metrics}");
+        .collect()
 }
 
-/// The JSON error shape with `code`; panics with the raw answer otherwise.
-fn json_error(r: reqwest::blocking::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+fn anonymous_get(url: &str) -> (u16, String, String) {
+    let r = reqwest::blocking::get(url).expect("GET");
     let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().unwrap();
-    assert_eq!(
-        headers.get("content-type").map(|v| v.to_str().unwrap()),
-        Some("application/json"),
-        "{status}: {text:?}"
-    );
-    let body: Value = serde_json::from_str(&text).unwrap();
-    assert!(body["error"]["code"].is_string(), "{status}: {text}");
-    (status, headers, body)
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, content_type, r.text().expect("body"))
 }
 
-#[test]
-fn protocol_errors_duplicate_keys_body_limits_and_401s_over_real_http() {
+/// Ingests into both orgs and waits for a janitor run that saw them (its per-org figures are the
+/// series that name orgs when `metrics.per_org` is on); returns that scrape.
+fn metrics_after_ingest_into_two_orgs(per_org: bool) -> (tempfile::TempDir, Collector, String) {
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(
         &dir.path().join("data"),
-        "[[orgs]]\nid = \"ent\"\nplan = \"enterprise\"\nretention_days = 30\n",
+        &format!("[retention]\njanitor_interval = \"1s\"\n[metrics]\nper_org = {per_org}\n"),
     );
-    let owner = c.create_key("ent", "ORG_OWNER");
-    let client = reqwest::blocking::Client::new();
-
-    // Invalid UTF-8 after percent-decoding.
-    let (status, _, body) = json_error(c.get("/api/v1/orgs/%FF/keys", &owner));
-    assert_eq!(status, 400, "{body}");
-    // A long request target and large headers, under hyper's own limits.
-    let long = format!("/api/v1/orgs/ent/audit-log?q={}", "a".repeat(20_000));
-    let (status, _, body) = json_error(c.get(&long, &owner));
-    assert_eq!(status, 414, "{body}");
-    let mut request = client.get(c.url("/api/v1/whoami")).bearer_auth(&owner);
-    for i in 0..50 {
-        request = request.header(format!("x-pad-{i}"), "p".repeat(1000));
+    for org in [ORG_A, ORG_B] {
+        let ingest = c.create_key(org, "INGEST");
+        let (status, body) = c.ingest(&ingest, &records(org, "m", 3));
+        assert_eq!(status, 200, "{body}");
+        let admin = c.create_key(org, "ORG_ADMIN");
+        c.wait_for_total(org, "action=auth.login", &admin, 3);
     }
-    let (status, _, body) = json_error(request.send().unwrap());
-    assert_eq!(status, 431, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = c.metrics();
+        let seen = if per_org {
+            [ORG_A, ORG_B].iter().all(|org| {
+                text.contains(&format!(
+                    "codestax_collector_retention_oldest_record_age_seconds{{org=\"{org}\"}} "
+                ))
+            })
+        } else {
+            text.contains("\ncodestax_collector_retention_oldest_record_age_seconds ")
+        };
+        if seen {
+            return (dir, c, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no janitor run with both orgs within 30 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
-    // 401s name the scheme.
-    let (status, headers, _) = json_error(client.get(c.url("/api/v1/whoami")).send().unwrap());
-    assert_eq!(status, 401);
-    assert_eq!(
-        headers["www-authenticate"],
-        "Bearer realm=\"codestax-audit\""
-    );
-    let (status, headers, _) = json_error(c.get("/api/v1/whoami", "wrong"));
-    assert_eq!(status, 401);
+#[test]
+fn nothing_unauthenticated_names_an_org_and_metrics_have_their_own_listener() {
+    let (_dir, c, text) = metrics_after_ingest_into_two_orgs(false);
+    // The metrics listener serves Prometheus text, with no org id in it.
+    let (status, content_type, scraped) = anonymous_get(&c.metrics_url("/metrics"));
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
     assert!(
-        headers["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("error=\"invalid_token\""),
-        "{headers:?}"
+        scraped.contains("# TYPE codestax_collector_records_accepted counter"),
+        "{scraped}"
+    );
+    for text in [&text, &scraped] {
+        assert!(!text.contains("org="), "{text}");
+        assert!(!text.contains(ORG_A) && !text.contains(ORG_B), "{text}");
+    }
+    // Anything else on the metrics listener is a JSON 404.
+    let (status, _, body) = anonymous_get(&c.metrics_url("/api/v1/whoami"));
+    assert_eq!(status, 404);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+
+    // The API port: no /metrics (a JSON 404), and no anonymous answer names an org.
+    let (status, _, body) = anonymous_get(&c.url("/metrics"));
+    assert_eq!(status, 404, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["code"], "not_found", "{json}");
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/",
+        "/settings/audit-log",
+        "/dashboard/audit-log.js",
+        "/api/v1/whoami",
+        &format!("/api/v1/orgs/{ORG_A}/audit-log"),
+        "/no/such/route",
+    ] {
+        let (status, _, body) = anonymous_get(&c.url(path));
+        assert!(status < 500, "{path}: {status}");
+        assert!(
+            !body.contains(ORG_B) && !body.replace(&format!("/orgs/{ORG_A}/"), "").contains(ORG_A),
+            "{path} names an org: {body}"
+        );
+    }
+}
+
+#[test]
+fn per_org_series_name_orgs_only_when_the_operator_opts_in() {
+    let (_dir, _c, text) = metrics_after_ingest_into_two_orgs(true);
+    for org in [ORG_A, ORG_B] {
+        assert!(text.contains(&format!("org=\"{org}\"")), "{text}");
+    }
+}
+
+#[test]
+fn ingest_limits_are_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), "");
+    let ingest = c.create_key(ORG_A, "INGEST");
+    for batch in 0..10 {
+        let (status, body) = c.ingest(&ingest, &records(ORG_A, &format!("b{batch}"), 1000));
+        assert_eq!(status, 200, "batch {batch}: {body}");
+        assert_eq!(body["accepted"], 1000, "{body}");
+    }
+    assert!(
+        !c.metrics()
+            .contains("codestax_collector_ingest_records_rate_limited_total{"),
+        "nothing refused"
+    );
+}
+
+/// The JSON error of a 429 and its `Retry-After`, in seconds.
+fn refused(r: reqwest::blocking::Response) -> (Value, u64) {
+    assert_eq!(r.status(), 429);
+    let retry_after = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    (body, retry_after)
+}
+
+fn ndjson(records: &[Value]) -> Vec<u8> {
+    records
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn otlp_json(org: &str, prefix: &str, n: usize) -> Value {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap().to_string();
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let logs: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"timeUnixNano": nanos, "attributes": [
+                attr("audit.id", &format!("{prefix}-{i}")),
+                attr("audit.action", "team.member_invited"),
+                attr("enduser.id", "u1"),
+                attr("audit.actor.email", "ada@example.com"),
+            ]})
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [attr("audit.org_id", org)]},
+        "scopeLogs": [{"logRecords": logs}]
+    }]})
+}
+
+#[test]
+fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_are_not_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_key = 10\ningest_burst_records_per_key = 20\n",
+    );
+    let flood = c.create_key(ORG_A, "INGEST");
+    let other_org = c.create_key(ORG_B, "INGEST");
+    let admin = c.create_key(ORG_A, "ORG_ADMIN");
+    let ndjson_post =
+        |token: &str, body: &[Value]| c.post("/api/v1/ingest", token, "", ndjson(body));
+
+    // The burst goes through; the next batch is refused whole, with a wait to retry after.
+    let r = ndjson_post(&flood, &records(ORG_A, "burst", 20));
+    assert_eq!(r.status(), 200);
+    let (body, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "late", 10)));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rate limit of this key exceeded (10 records per second, bursts of 20)"),
+        "{message}"
+    );
+    assert_eq!(retry_after, 1, "10 records at 10/s: {body}");
+
+    // Another org's key is not refused meanwhile.
+    let r = ndjson_post(&other_org, &records(ORG_B, "b", 20));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // After the wait, the same batch goes through.
+    std::thread::sleep(Duration::from_secs(retry_after));
+    let r = ndjson_post(&flood, &records(ORG_A, "late", 10));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // OTLP/HTTP: the same 429 and Retry-After.
+    let body = otlp_json(ORG_A, "otlp", 10).to_string().into_bytes();
+    let (_, retry_after) = refused(c.post("/v1/logs", &flood, "application/json", body));
+    assert!(retry_after >= 1);
+
+    // OTLP/gRPC: RESOURCE_EXHAUSTED with the retry delay in RetryInfo.
+    let request: ExportLogsServiceRequest =
+        serde_json::from_value(otlp_json(ORG_A, "grpc", 10)).unwrap();
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = LogsServiceClient::connect(c.grpc_endpoint()).await.unwrap();
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {flood}").parse().unwrap());
+        client.export(request).await.unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    use tonic_types::StatusExt;
+    let delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(2),
+        "{delay:?}"
     );
 
-    // Duplicate keys are refused, not resolved to the last one.
-    let retention = c.url("/api/v1/orgs/ent/settings/retention");
-    let put = |body: &str| {
-        client
-            .put(&retention)
-            .bearer_auth(&owner)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap()
-    };
-    let (status, _, body) = json_error(put(r#"{"days":400,"days":1}"#));
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["field"], "days");
-    assert_eq!(
-        c.get_json("/api/v1/orgs/ent/settings/retention", &owner)["days"],
-        30
+    // A batch larger than the burst is taken once the key's allowance is full, then the key
+    // waits until its average is back under the limit.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = ndjson_post(&flood, &records(ORG_A, "big", 50));
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let (_, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "after-big", 1)));
+    assert!(
+        retry_after >= 3,
+        "50 taken from 20 leaves 30 to repay at 10/s: {retry_after}"
     );
 
-    // Key creation reads a bounded body and never echoes a long name.
-    let keys = c.url("/api/v1/orgs/ent/keys");
-    let post = |body: String| {
-        client
-            .post(&keys)
-            .bearer_auth(&owner)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+    // Only what was acknowledged is stored; refused records are counted, with no org label.
+    c.wait_for_total(ORG_A, "action=auth.login", &admin, 80);
+    let text = c.metrics();
+    let refused_records: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("codestax_collector_ingest_records_rate_limited_total{scope=\"key\"} ")
+        })
+        .unwrap_or_else(|| panic!("no rate-limited counter in {text}"))
+        .parse()
+        .unwrap();
+    assert_eq!(refused_records, 10.0 + 10.0 + 10.0 + 1.0, "{text}");
+    assert!(!text.contains(ORG_A), "{text}");
+}
+
+#[test]
+fn an_org_limit_covers_all_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_org = 5\ningest_burst_records_per_org = 30\n",
+    );
+    let first = c.create_key(ORG_A, "INGEST");
+    let second = c.create_key(ORG_A, "INGEST");
+    let other_org = c.create_key(ORG_B, "INGEST");
+    let (status, body) = c.ingest(&first, &records(ORG_A, "one", 20));
+    assert_eq!(status, 200, "{body}");
+    let r = c.post(
+        "/api/v1/ingest",
+        &second,
+        "",
+        ndjson(&records(ORG_A, "two", 20)),
+    );
+    let (body, retry_after) = refused(r);
+    assert!(
+        body["error"]["message"]
+            .as_str()
             .unwrap()
-    };
-    let huge = format!(r#"{{"role":"INGEST","name":"{}"}}"#, "n".repeat(2 << 20));
-    let (status, _, body) = json_error(post(huge));
-    assert_eq!(status, 413, "{body}");
-    let long = format!(r#"{{"role":"INGEST","name":"{}"}}"#, "n".repeat(5000));
-    let r = post(long);
-    assert_eq!(r.status(), 400);
-    let text = r.text().unwrap();
-    assert!(text.len() < 1000, "{} byte answer", text.len());
-    assert!(text.contains("\"field\":\"name\""), "{text}");
+            .contains("rate limit of this org exceeded"),
+        "{body}"
+    );
+    assert_eq!(retry_after, 2, "10 records missing at 5/s: {body}");
+    let (status, body) = c.ingest(&other_org, &records(ORG_B, "b", 30));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn rate_limit_config_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ningest_burst_records_per_org = 100\ningest_records_per_second_per_key = 20000000\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("codestax-collector"))
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = config.display().to_string();
+    assert!(
+        err.lines().any(|l| l.contains(
+            "collector.limits.ingest_burst_records_per_org: has no effect while \
+             limits.ingest_records_per_second_per_org is 0"
+        ) && l.contains(&format!("{file}, line 2"))),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("collector.limits.ingest_records_per_second_per_key: must be between 0 and 10000000, got 20000000")
+                && l.contains(&format!("{file}, line 3"))),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_agent_waits_out_429s_and_delivers_every_record_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\ningest_records_per_second_per_key = 100\ningest_burst_records_per_key = 100\n",
+    );
+    let ingest = c.create_key(ORG_A, "INGEST");
+    let admin = c.create_key(ORG_A, "ORG_ADMIN");
+    const N: usize = 600;
+    let file = dir.path().join("emit.jsonl");
+    let lines: String = records(ORG_A, "agent", N)
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        &c.grpc_endpoint(),
+        &ingest,
+        &AgentOptions {
+            include: vec![file.display().to_string()],
+            org_id: ORG_A.into(),
+            // Batches larger than the burst: each waits for a full allowance, then repays.
+            batch_max_records: 150,
+            ..AgentOptions::default()
+        },
+    );
+    c.wait_for_total_within(
+        ORG_A,
+        "action=auth.login",
+        &admin,
+        N as u64,
+        Duration::from_secs(60),
+    );
+    assert!(
+        c.metrics()
+            .contains("codestax_collector_ingest_records_rate_limited_total{scope=\"key\"}"),
+        "the collector refused some batches"
+    );
+    assert!(agent.metric("codestax_agent_retries") >= 1.0);
+    assert!(agent.quarantine().is_empty(), "{:?}", agent.quarantine());
+    // Exactly once: every id, and nothing beyond them.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.total(ORG_A, "action=auth.login", &admin), N as u64);
+    for i in [0, N / 2, N - 1] {
+        let r = c.get(&format!("/api/v1/orgs/{ORG_A}/audit-log/agent-{i}"), &admin);
+        assert_eq!(r.status(), 200, "agent-{i}");
+    }
 }

@@ -9,16 +9,16 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A base port with the four after it free.
+/// A base port with the five after it free.
 fn free_port_base() -> u16 {
     for _ in 0..200 {
         let base: u16 = 20_000 + (rand::random::<u16>() % 40_000);
-        let all_free = (0..5).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        let all_free = (0..6).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;
         }
     }
-    panic!("no five free consecutive ports");
+    panic!("no six free consecutive ports");
 }
 
 /// Starts the demo and reads its banner; returns the process, the dashboard URL and the key.

@@ -29,7 +29,7 @@ const HISTORY_RECORDS: [usize; 3] = [3000, 1200, 400];
 const LIVE_EVERY: Duration = Duration::from_millis(1500);
 
 /// Where the demo listens: the products' default ports unless the demo is told a base port
-/// (`--port-base N` uses N..N+4, for tests and for running beside a real installation).
+/// (`--port-base N` uses N..N+5, for tests and for running beside a real installation).
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub http: u16,
@@ -37,6 +37,8 @@ pub struct Ports {
     pub otlp_grpc: u16,
     pub otlp_http: u16,
     pub agent_api: u16,
+    /// The collector's Prometheus listener (`metrics.listen`).
+    pub metrics: u16,
 }
 
 impl Ports {
@@ -48,6 +50,7 @@ impl Ports {
                 otlp_grpc: 4317,
                 otlp_http: 4318,
                 agent_api: 8471,
+                metrics: 8472,
             },
             Some(b) => Ports {
                 http: b,
@@ -55,6 +58,7 @@ impl Ports {
                 otlp_grpc: b + 2,
                 otlp_http: b + 3,
                 agent_api: b + 4,
+                metrics: b + 5,
             },
         }
     }
@@ -156,11 +160,13 @@ fn write_collector_config(layout: &Layout) -> Result<CollectorConfig> {
     let data = layout.root.join("collector");
     let mut text = format!(
         "# Written by `codestax demo`. Try: codestax-collector --check-config {path}\n\
-         data_dir = {data:?}\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n",
+         data_dir = {data:?}\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
         path = path.display(),
         data = data.display().to_string(),
         http = layout.ports.http,
         grpc = layout.ports.grpc,
+        metrics = layout.ports.metrics,
     );
     text.push_str(
         "\n[[orgs]]\nid = \"acme\"\nname = \"Acme Corp\"\nplan = \"enterprise\"\nretention_days = 365\n\
@@ -393,7 +399,8 @@ fn banner(layout: &Layout, owner: &str, backfilled: usize) {
          API key:    {owner}   (ORG_OWNER of acme; paste it into the dashboard)\n\n  \
          Export:     cargo run -q --release --bin codestax -- export --type audit --format csv --output audit-log.csv \\\n              \
          --url http://{http} --token {owner} --org acme\n  \
-         Search:     curl -s -H 'Authorization: Bearer {owner}' 'http://{http}/api/v1/orgs/acme/audit-log?category=triage&since=7d'\n\n  \
+         Search:     curl -s -H 'Authorization: Bearer {owner}' 'http://{http}/api/v1/orgs/acme/audit-log?category=triage&since=7d'\n  \
+         Metrics:    curl -s http://127.0.0.1:{metrics}/metrics\n\n  \
          Emit files tailed by the agent: {emit}/*.jsonl (append a JSON line to see it arrive)\n  \
          Ctrl-C stops everything; running the demo again continues with the same data.\n",
         history = if backfilled > 0 {
@@ -404,5 +411,6 @@ fn banner(layout: &Layout, owner: &str, backfilled: usize) {
             String::new()
         },
         emit = layout.emit.display(),
+        metrics = layout.ports.metrics,
     );
 }

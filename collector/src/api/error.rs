@@ -20,7 +20,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds a client should wait before retrying (503s).
+    /// Seconds a client should wait before retrying (429s and 503s).
     pub retry_after: Option<u32>,
     /// The `WWW-Authenticate` challenge (401s).
     pub challenge: Option<&'static str>,
@@ -86,6 +86,13 @@ impl ApiError {
     /// 503 with a retry hint: storage full or not ready; nothing acknowledged is lost.
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 429 with a retry hint: an ingest rate limit refused the batch; nothing of it was stored.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
         e.retry_after = Some(retry_after);
         e
     }

@@ -160,12 +160,19 @@ async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u
     .map_err(ApiError::from)
 }
 
+/// Stores a decoded batch, after the rate limits of its key and org let it in.
 async fn submit(
     state: &AppState,
     key: &KeyInfo,
     batch: crate::ingest::Batch,
     receiver: Receiver,
 ) -> Result<IngestOutcome, ApiError> {
+    state
+        .ingest
+        .admit(&key.id, &key.org_id, batch.len())
+        .map_err(|refused| {
+            ApiError::rate_limited(refused.to_string(), refused.retry_after_secs())
+        })?;
     state
         .ingest
         .submit(&key.org_id, key.provenance(), batch, receiver)

@@ -1,8 +1,9 @@
-//! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`, `/metrics`), ingest
+//! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
 //! audit log with facets, export and verify; keys; retention settings), with the key check as a
 //! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
-//! Audit Log page (`/settings/audit-log`).
+//! Audit Log page (`/settings/audit-log`). Prometheus `/metrics` is served apart, by
+//! `metrics_app(state)` on `metrics.listen`: it needs no key, so it stays off the API port.
 
 mod audit_log;
 mod auth;
@@ -91,7 +92,6 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .merge(keyed)
         .merge(dashboard::routes())
         .fallback(ops::not_found)
@@ -100,6 +100,15 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(request_limits))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .with_state(state)
+}
+
+/// The metrics listener: `GET /metrics` (Prometheus text), JSON 404 for anything else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
 }
 

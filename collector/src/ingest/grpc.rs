@@ -9,7 +9,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Serves OTLP/gRPC logs into the ingest pipeline.
 pub struct GrpcReceiver {
@@ -71,6 +72,15 @@ impl LogsService for GrpcReceiver {
         let candidates = tokio::task::spawn_blocking(move || decode_otlp(&request, &org, &rules))
             .await
             .map_err(|e| Status::internal(format!("decoding failed: {e}")))?;
+        self.ingest
+            .admit(&key.id, &key.org_id, candidates.len())
+            .map_err(|refused| {
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    refused.to_string(),
+                    ErrorDetails::with_retry_info(Some(refused.retry_after)),
+                )
+            })?;
         let outcome = self
             .ingest
             .submit(

@@ -5,10 +5,12 @@ mod body;
 pub mod grpc;
 mod ndjson;
 mod otlp;
+mod rate;
 
 pub use body::{BodyError, read_body};
 pub use ndjson::decode_ndjson;
 pub use otlp::decode_otlp;
+pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
 
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
@@ -55,6 +57,15 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Entries decoded, valid or not: what a batch costs against the rate limits.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.rejections.total() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Adds the outcome of decoding entry `position`; `id` is asked only if the rejection is
     /// listed.
     pub fn push(
@@ -208,6 +219,7 @@ pub struct Ingest {
     store: Store,
     settings: IngestSettings,
     metrics: Arc<Metrics>,
+    rate_limiter: Arc<RateLimiter>,
 }
 
 impl Ingest {
@@ -216,7 +228,26 @@ impl Ingest {
             store,
             settings,
             metrics,
+            rate_limiter: Arc::new(RateLimiter::default()),
         }
+    }
+
+    /// The same pipeline with ingest rate limits (none by default).
+    pub fn with_rate_limiter(mut self, rate_limiter: RateLimiter) -> Self {
+        self.rate_limiter = Arc::new(rate_limiter);
+        self
+    }
+
+    /// Checks a batch of `records` sent with key `key_id` of `org` against the rate limits,
+    /// before it is decoded further or submitted: every record counts, valid or not. A refused
+    /// batch is counted in the metrics and takes nothing from any allowance.
+    pub fn admit(&self, key_id: &str, org: &str, records: usize) -> Result<(), RateLimited> {
+        self.rate_limiter
+            .admit(key_id, org, records as u64)
+            .inspect_err(|refused| {
+                self.metrics
+                    .record_rate_limited(refused.scope.as_str(), org, refused.records);
+            })
     }
 
     /// The validation rules as of now.
