@@ -251,6 +251,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
+                    // Loaded by an unknown token's second look: record at once.
+                    _ = keys.reloaded() => {}
                 }
                 if let Err(e) = keys.reload_if_changed() {
                     tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before");

@@ -228,10 +228,26 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
     let r = ndjson_post(&flood, &records(ORG_A, "late", 10));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
 
-    // OTLP/HTTP: the same 429 and Retry-After.
+    // OTLP/HTTP: the same 429 and Retry-After, the body a google.rpc.Status as OTLP/HTTP
+    // specifies (RESOURCE_EXHAUSTED, in the request's encoding).
     let body = otlp_json(ORG_A, "otlp", 10).to_string().into_bytes();
-    let (_, retry_after) = refused(c.post("/v1/logs", &flood, "application/json", body));
+    let r = c.post("/v1/logs", &flood, "application/json", body);
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
+    let status: Value = r.json().unwrap();
+    assert_eq!(status["code"], 8, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit of this key exceeded"),
+        "{status}"
+    );
 
     // OTLP/gRPC: RESOURCE_EXHAUSTED with the retry delay in RetryInfo.
     let request: ExportLogsServiceRequest =

@@ -869,13 +869,19 @@ fn the_chain_survives_restart_and_kill_9() {
     assert_eq!(c.ingest(&globex_ingest, &other).0, 200);
     c.wait_for_total("acme", "action=auth.login", &admin, 50);
     c.wait_for_total("globex", "action=auth.login", &globex, 30);
+    // A key made by the CLI works at once; the collector records its creation when it loads
+    // the change (within its 250 ms reload tick), so the chains may take a moment to hold both.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let globex_head = || {
+        let g = c.get_json("/api/v1/orgs/globex/audit-log/verify", &globex);
+        (g["ok"].clone(), g["last_seq"].clone())
+    };
+    while (verify_ok(&c), globex_head()) != (52, (json!(true), json!(32))) {
+        assert!(Instant::now() < deadline, "{:?}", globex_head());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let before = verify_ok(&c);
     assert_eq!(before, 52, "50 records and the two acme key creations");
-    let g = c.get_json("/api/v1/orgs/globex/audit-log/verify", &globex);
-    assert_eq!(
-        (g["ok"].clone(), g["last_seq"].clone()),
-        (json!(true), json!(32))
-    );
 
     // A clean restart: the chain goes on without a gap.
     assert!(c.stop());

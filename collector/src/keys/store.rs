@@ -295,6 +295,8 @@ struct Inner {
     state: RwLock<Snapshot>,
     /// How many times another writer's changes were loaded ([`KeyStore::reloads`]).
     reloads: AtomicU64,
+    /// Woken at each such load ([`KeyStore::reloaded`]).
+    reloaded: tokio::sync::Notify,
     /// When an unknown token last made the store look at the file again.
     last_recheck: Mutex<Option<Instant>>,
 }
@@ -325,6 +327,7 @@ impl KeyStore {
                 lock_path: data_dir.join(LOCK_FILE),
                 state: RwLock::new(Snapshot::default()),
                 reloads: AtomicU64::new(0),
+                reloaded: tokio::sync::Notify::new(),
                 last_recheck: Mutex::new(None),
             }),
         };
@@ -557,6 +560,12 @@ impl KeyStore {
         self.inner.reloads.load(Ordering::Acquire)
     }
 
+    /// Completes after the next load of another writer's changes (or at once if one happened
+    /// since the last wait), so they can be acted on without waiting for a timer.
+    pub async fn reloaded(&self) {
+        self.inner.reloaded.notified().await
+    }
+
     /// Every key's creation and revocation, oldest first: the source of the
     /// `auth.api_key_created` / `auth.api_key_revoked` audit records.
     pub fn events(&self) -> Vec<KeyEvent> {
@@ -588,6 +597,7 @@ impl KeyStore {
         }
         *state = snapshot;
         self.inner.reloads.fetch_add(1, Ordering::AcqRel);
+        self.inner.reloaded.notify_one();
         Ok(true)
     }
 
