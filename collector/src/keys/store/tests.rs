@@ -405,3 +405,50 @@ fn a_key_made_by_another_writer_works_at_once() {
     std::thread::sleep(UNKNOWN_TOKEN_RECHECK);
     assert!(server.may_recheck());
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32)
+        ))]
+
+        /// A real keys file with bytes flipped, cut or inserted: the store opens (and every
+        /// key it lists still authenticates only with its own token), or refuses naming the
+        /// file, which it never rewrites. Never a panic.
+        #[test]
+        fn prop_a_damaged_keys_file_opens_or_is_named(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let (dir, store) = temp_store();
+            for (org, role) in [("acme", Role::OrgOwner), ("acme", Role::Ingest), ("globex", Role::Member)] {
+                store.create(org, role, Some("k")).unwrap();
+            }
+            drop(store);
+            let path = dir.path().join(KEYS_FILE);
+            let mut bytes = fs::read(&path).unwrap();
+            for (at, byte, how) in edits {
+                let i = at.index(bytes.len() + 1);
+                match how {
+                    0 if i < bytes.len() => bytes[i] ^= byte.max(1),
+                    1 => bytes.truncate(i),
+                    _ => bytes.insert(i, byte),
+                }
+            }
+            fs::write(&path, &bytes).unwrap();
+            match KeyStore::open(dir.path()) {
+                Ok(store) => {
+                    let _ = store.list(None);
+                    assert!(store.authenticate("csk_not_a_token").is_none());
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(message.contains(&path.display().to_string()), "{message}");
+                    assert_eq!(fs::read(&path).unwrap(), bytes, "never reset");
+                }
+            }
+        }
+    }
+}
