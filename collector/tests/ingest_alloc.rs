@@ -3,55 +3,21 @@
 
 use codestax_collector::ingest::decode_ndjson;
 use codestax_common::Rules;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use counting::peak_of;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// One test at a time: the counters are global, so another test's allocations would count.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+#[path = "../../common/tests/support/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Peak bytes allocated by `f` beyond what was live when it started.
-fn peak_of<T>(f: impl FnOnce() -> T) -> usize {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    drop(f());
-    PEAK.load(Ordering::Relaxed) - base
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// Decoding, result included, costs at most `factor` times the body plus a fixed 1 MiB.
-/// Call with [`serial`] held.
+/// Call with [`counting::one_at_a_time`] held.
 fn assert_bounded(name: &str, body: &[u8], factor: usize) {
     let rules = Rules::new();
     // Lazily built statics (the action catalog, patterns) are a fixed cost: built before measuring.
     drop(decode_ndjson(&body[..body.len().min(4096)], "acme", &rules));
-    let peak = peak_of(|| decode_ndjson(body, "acme", &rules));
+    let (peak, _) = peak_of(|| decode_ndjson(body, "acme", &rules));
     let bound = factor * body.len() + (1 << 20);
     assert!(
         peak <= bound,
@@ -62,7 +28,7 @@ fn assert_bounded(name: &str, body: &[u8], factor: usize) {
 
 #[test]
 fn a_body_of_empty_objects_costs_its_size() {
-    let _serial = serial();
+    let _serial = counting::one_at_a_time();
     // 200,000 lines of `{}`: each one rejected with several field errors.
     let body = "{}\n".repeat(200_000);
     assert_bounded("empty objects", body.as_bytes(), 4);
@@ -70,7 +36,7 @@ fn a_body_of_empty_objects_costs_its_size() {
 
 #[test]
 fn a_body_of_unknown_fields_and_bad_json_costs_its_size() {
-    let _serial = serial();
+    let _serial = counting::one_at_a_time();
     let mut body = String::new();
     for i in 0..50_000 {
         match i % 4 {
@@ -85,7 +51,7 @@ fn a_body_of_unknown_fields_and_bad_json_costs_its_size() {
 
 #[test]
 fn every_rejection_is_counted_and_the_first_are_listed() {
-    let _serial = serial();
+    let _serial = counting::one_at_a_time();
     let body = "{}\n".repeat(1000);
     let batch = decode_ndjson(body.as_bytes(), "acme", &Rules::new());
     assert!(batch.records.is_empty());
@@ -98,7 +64,7 @@ fn every_rejection_is_counted_and_the_first_are_listed() {
 
 #[test]
 fn a_body_of_valid_small_records_costs_a_small_multiple_of_its_size() {
-    let _serial = serial();
+    let _serial = counting::one_at_a_time();
     let time = chrono::Utc::now().to_rfc3339();
     let mut body = String::new();
     for i in 0..20_000 {

@@ -2,68 +2,21 @@
 //! one input is parsed, and the peak must stay within `k * N + C` for an input of N bytes.
 //! Its own test binary, one test at a time (the counter is process-wide).
 
+#[path = "support/counting.rs"]
+mod counting;
 #[path = "support/records.rs"]
 mod records;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use codestax_common::otlp::record_from_log;
 use codestax_common::parse_json_line;
+use counting::peak_of;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use proptest::prelude::*;
 use prost::Message;
 use records::{Shape, cases};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed)
-                    + (new_size - layout.size());
-                PEAK.fetch_max(live, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// One measurement at a time: the counters are shared by every thread of the process.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Peak live heap bytes `f` adds above what was live when it started.
-fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    let out = f();
-    (PEAK.load(Ordering::Relaxed) - live, out)
-}
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// Fixed allowance for any one input (error messages, the rules' catalog lookups, buffers).
 const C: usize = 64 * 1024;
@@ -105,7 +58,7 @@ proptest! {
 
     #[test]
     fn prop_a_line_costs_a_bounded_multiple_of_its_size(line in records::any_line(Shape::ANY)) {
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = counting::one_at_a_time();
         let peak = parse_peak(&line);
         assert!(peak <= K_LINE * line.len() + C, "{peak} bytes for a line of {}", line.len());
     }
@@ -114,7 +67,7 @@ proptest! {
 /// Lines built to amplify: deep nesting, many tiny keys or values, escapes.
 #[test]
 fn hostile_lines_cost_a_bounded_multiple_of_their_size() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = counting::one_at_a_time();
     let base = r#"{"org_id":"o","time":"2026-11-27T10:00:00Z","actor":{"id":"a","kind":"system"},"action":"auth.logout","metadata":"#;
     let n = 60_000;
     let hostile = [
@@ -161,7 +114,7 @@ const K_OTLP: usize = 160;
 
 #[test]
 fn hostile_otlp_bodies_cost_a_bounded_multiple_of_their_size() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = counting::one_at_a_time();
     fn wrap(tag: u8, inner: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
         prost::encoding::encode_varint(inner.len() as u64, &mut out);

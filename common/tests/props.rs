@@ -38,6 +38,7 @@ const FIELDS: &[&str] = &[
     "metadata",
     "schema_version",
     "received_at",
+    "provenance",
     "body",
 ];
 
