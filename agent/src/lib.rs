@@ -17,7 +17,6 @@ pub mod receiver;
 mod run;
 pub mod source;
 pub mod spool;
-mod state_file;
 
+pub use codestax_storage::StateFileError;
 pub use run::{AgentError, RunningAgent, run, run_until, shutdown_signal, start};
-pub use state_file::StateFileError;

@@ -17,6 +17,6 @@ pub use dir::{DirLock, LockError, sync_dir};
 pub use disk::{Disk, Fault, FaultyDisk, RealDisk};
 pub use frame::{Checksum, FRAME_OVERHEAD, FrameProblem, Frames};
 pub use group::{Committer, GroupCommit, GroupOptions, Stopped};
-pub use log::{Catalog, Damage, EntryAt, Log, LogError, OpenLog, SegmentState};
+pub use log::{Catalog, Damage, EntryAt, EntryReader, Log, LogError, OpenLog, SegmentState};
 pub use segment::{Frame, HEADER_LEN, SegmentFormat, SegmentReader};
 pub use state::{AtomicFile, OnDamage, StateFile, StateFileError, Versioned};

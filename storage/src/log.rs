@@ -422,7 +422,9 @@ impl Log {
                 catalog.lock().remove(&next_entry);
                 next_entry
             } else {
-                last_listed.map_or(0, |l| l + 1).max(min_next_id)
+                last_listed
+                    .map_or(0, |l| l.saturating_add(1))
+                    .max(min_next_id)
             };
             new_active(&catalog, id, next_entry)?
         };
@@ -553,7 +555,14 @@ impl Log {
         let id = if self.catalog.format.named_by_first_entry {
             next_entry
         } else {
-            self.active.id + 1
+            self.active
+                .id
+                .checked_add(1)
+                .ok_or_else(|| LogError::Corrupt {
+                    path: self.active_path(),
+                    offset: 0,
+                    reason: "no segment number after this one".into(),
+                })?
         };
         self.active = new_active(&self.catalog, id, next_entry)?;
         Ok(())
