@@ -248,3 +248,75 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frames;
+
+    static FORMAT: SegmentFormat = SegmentFormat {
+        noun: "test segment",
+        magic: b"TESTSEG!",
+        suffix: ".seg",
+        version: 2,
+        oldest_version: 1,
+        named_by_first_entry: false,
+        checksum: |v| match v {
+            1 => Checksum::Payload,
+            _ => Checksum::LenAndPayload,
+        },
+        max_payload: 1 << 20,
+    };
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_a_frame_is_detected() {
+        let mut frames = Frames::new();
+        frames.push(Checksum::LenAndPayload, br#"{"id":"x","n":12345}"#);
+        let frame = frames.bytes().to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        for byte in 0..frame.len() {
+            let mut damaged = FORMAT.header(1).to_vec();
+            let mut f = frame.clone();
+            f[byte] ^= 0x10;
+            damaged.extend_from_slice(&f);
+            fs::write(FORMAT.path(dir.path(), 1), &damaged).unwrap();
+            let mut r = SegmentReader::open(&FORMAT, dir.path(), 1, 0)
+                .unwrap()
+                .unwrap();
+            let got = r.next(damaged.len() as u64).unwrap();
+            assert!(
+                matches!(got, Frame::Bad(_)),
+                "flip at byte {byte} went unnoticed"
+            );
+            assert_eq!(r.offset(), HEADER_LEN);
+        }
+    }
+
+    #[test]
+    fn each_version_is_read_with_its_checksum_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        for (version, rule) in [(1, Checksum::Payload), (2, Checksum::LenAndPayload)] {
+            let mut bytes = FORMAT.header(1).to_vec();
+            bytes[8..12].copy_from_slice(&u32::to_le_bytes(version));
+            let mut frames = Frames::new();
+            frames.push(rule, b"payload");
+            bytes.extend_from_slice(frames.bytes());
+            fs::write(FORMAT.path(dir.path(), 1), &bytes).unwrap();
+            let mut r = SegmentReader::open(&FORMAT, dir.path(), 1, 0)
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.version(), version);
+            let end = bytes.len() as u64;
+            assert_eq!(r.next(end).unwrap(), Frame::Entry(b"payload".to_vec()));
+            assert_eq!(r.next(end).unwrap(), Frame::End);
+        }
+        // A version outside the range read is named.
+        let mut bytes = FORMAT.header(1).to_vec();
+        bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+        fs::write(FORMAT.path(dir.path(), 1), &bytes).unwrap();
+        let why = SegmentReader::open(&FORMAT, dir.path(), 1, 0)
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("version 9"), "{why}");
+    }
+}
