@@ -115,7 +115,7 @@ fn main() {
 /// decode the collector does. Best of five passes over `lines` records, in ns per record.
 fn hot_paths(lines: u64) {
     use codestax_agent::encoded::encode_record;
-    use codestax_agent::parse::LineParser;
+    use codestax_common::LineParser;
     use codestax_common::Rules;
     use codestax_common::otlp::record_from_log;
     use opentelemetry_proto::tonic::logs::v1::LogRecord;
