@@ -132,6 +132,7 @@ impl<'a> Object<'a> {
         }
     }
 
+    #[inline]
     fn key(&mut self, key: &str) -> &mut String {
         if !self.first {
             self.out.push(',');
@@ -143,13 +144,23 @@ impl<'a> Object<'a> {
         self.out
     }
 
+    #[inline]
     fn str(&mut self, key: &str, value: &str) {
         let out = self.key(key);
         write_string(value, out);
     }
 
     /// One field's entry.
+    #[inline]
     fn field(&mut self, key: &str, value: FieldValue) {
+        match value {
+            FieldValue::Text(s) => self.str(key, s),
+            other => self.other_field(key, other),
+        }
+    }
+
+    /// One field's entry, for values other than text.
+    fn other_field(&mut self, key: &str, value: FieldValue) {
         match value {
             FieldValue::Text(s) => self.str(key, s),
             FieldValue::Time(t) => self.str(key, &crate::time::format_rfc3339(&t)),
@@ -200,7 +211,7 @@ impl<'a> Object<'a> {
 /// field is written as its [`FieldValue`].
 pub(crate) fn write_record(r: &AuditRecord, chain: ChainFields, out: &mut String) -> [usize; 3] {
     let mut o = Object::open(out);
-    for &field in Field::in_key_order(schema::Object::Record) {
+    for field in schema::RECORD_KEY_ORDER {
         if chain == ChainFields::Mark
             && let Some(slot) = chain_slot(field)
         {

@@ -96,9 +96,9 @@ macro_rules! fields {
         $name:ident = $object:ident $key:literal $path:literal, $kind:expr, required: $required:literal,
             input: $input:ident, otlp: $otlp:expr, column: $column:expr;
     )*) => {
-        /// Every field of a record, nested ones included, in the order OTLP attributes are
-        /// written. Within each object the keys of this table are in byte order except where
-        /// [`Field::in_key_order`] sorts them.
+        /// Every field of a record, nested ones included. The table's order is the order OTLP
+        /// attributes are written in; [`Field::in_key_order`] gives each object's fields in
+        /// the byte order of their keys (canonical JSON).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Field {
             $($(#[doc = $doc])* $name,)*
@@ -109,41 +109,49 @@ macro_rules! fields {
             pub const ALL: &'static [Field] = &[$(Field::$name,)*];
 
             /// The object the field belongs to.
+            #[inline]
             pub const fn object(self) -> Object {
                 match self { $(Field::$name => Object::$object,)* }
             }
 
             /// The field's key in its object's JSON.
+            #[inline]
             pub const fn key(self) -> &'static str {
                 match self { $(Field::$name => $key,)* }
             }
 
             /// The field's path from the record (`actor.email`): how errors name it.
+            #[inline]
             pub const fn path(self) -> &'static str {
                 match self { $(Field::$name => $path,)* }
             }
 
             /// What the field holds.
+            #[inline]
             pub const fn kind(self) -> Kind {
                 match self { $(Field::$name => $kind,)* }
             }
 
             /// Whether a record (or the nested object, once given) must have it.
+            #[inline]
             pub const fn required(self) -> bool {
                 match self { $(Field::$name => $required,)* }
             }
 
             /// What input does with it.
+            #[inline]
             pub const fn input(self) -> Input {
                 match self { $(Field::$name => Input::$input,)* }
             }
 
             /// Where it travels in OTLP.
+            #[inline]
             pub const fn otlp(self) -> Otlp {
                 match self { $(Field::$name => $otlp,)* }
             }
 
             /// Its column in the collector's index, if it has one of its own.
+            #[inline]
             pub const fn column(self) -> Option<&'static str> {
                 match self { $(Field::$name => $column,)* }
             }
@@ -243,6 +251,7 @@ fields! {
 
 impl Field {
     /// The fields of `object`, in the byte order of their keys: the order of canonical JSON.
+    #[inline]
     pub fn in_key_order(object: Object) -> &'static [Field] {
         match object {
             Object::Record => &RECORD_KEY_ORDER,
@@ -253,6 +262,7 @@ impl Field {
     }
 
     /// The OTLP attribute that carries the field, if one does.
+    #[inline]
     pub const fn attribute(self) -> Option<&'static str> {
         match self.otlp() {
             Otlp::Attribute(a) => Some(a),
@@ -261,19 +271,14 @@ impl Field {
     }
 
     /// The field carried by the OTLP attribute `key`.
-    #[inline]
     pub fn from_attribute(key: &str) -> Option<Field> {
-        // A handful of keys: the generated match on `attribute()` is what the compiler turns
-        // into a length-then-bytes comparison.
-        ATTRIBUTE_FIELDS
-            .iter()
-            .copied()
-            .find(|f| f.attribute() == Some(key))
+        let i = ATTRIBUTE_KEYS.iter().position(|a| *a == key)?;
+        Some(ATTRIBUTE_FIELDS[i])
     }
 
     /// The field's value in `r`; `None` when the record has none (an absent option, an empty
     /// category, no changes) and for objects, whose fields carry the values.
-    #[inline]
+    #[inline(always)]
     pub fn value(self, r: &AuditRecord) -> Option<FieldValue<'_>> {
         use FieldValue::{Count, Text};
         Some(match self {
@@ -313,7 +318,22 @@ impl Field {
 /// written in).
 pub const ATTRIBUTE_FIELDS: [Field; count(Select::Attribute)] = select(Select::Attribute);
 
-const RECORD_KEY_ORDER: [Field; count(Select::In(Object::Record))] =
+/// The attributes of [`ATTRIBUTE_FIELDS`], by index: what [`Field::from_attribute`] searches.
+const ATTRIBUTE_KEYS: [&str; ATTRIBUTE_FIELDS.len()] = {
+    let mut keys = [""; ATTRIBUTE_FIELDS.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = match ATTRIBUTE_FIELDS[i].attribute() {
+            Some(a) => a,
+            None => "",
+        };
+        i += 1;
+    }
+    keys
+};
+
+/// The record's fields in the byte order of their keys (canonical JSON's order).
+pub(crate) const RECORD_KEY_ORDER: [Field; count(Select::In(Object::Record))] =
     sorted(select(Select::In(Object::Record)));
 const ACTOR_KEY_ORDER: [Field; count(Select::In(Object::Actor))] =
     sorted(select(Select::In(Object::Actor)));
@@ -396,6 +416,7 @@ const fn key_less(a: &str, b: &str) -> bool {
 
 impl Object {
     /// The object's path from the record: `""` for the record, else its field's key.
+    #[inline]
     pub const fn path(self) -> &'static str {
         match self {
             Object::Record => "",
