@@ -116,7 +116,7 @@ pub(crate) enum ChainFields {
 struct Object<'a> {
     out: &'a mut String,
     first: bool,
-    /// Indexes into [`crate::chain::CHAIN_FIELDS`] whose place is the next entry's start.
+    /// Indexes into [`crate::schema::CHAIN_FIELDS`] whose place is the next entry's start.
     pending: [bool; 3],
     at: [usize; 3],
 }
@@ -204,7 +204,7 @@ impl<'a> Object<'a> {
 }
 
 /// Writes `r` as canonical JSON. With [`ChainFields::Mark`], `hash`, `prev_hash` and `seq` are
-/// left out and the returned offsets (in `out`, by [`crate::chain::CHAIN_FIELDS`] index) mark
+/// left out and the returned offsets (in `out`, by [`crate::schema::CHAIN_FIELDS`] index) mark
 /// where each goes: the start of the first entry whose key sorts after it, or the closing `}`.
 ///
 /// The fields and their order come from the table ([`Field::in_key_order`]); each present
@@ -240,7 +240,7 @@ pub(crate) fn write_record(r: &AuditRecord, chain: ChainFields, out: &mut String
     o.close()
 }
 
-/// The index of a chain field in [`crate::chain::CHAIN_FIELDS`].
+/// The index of a chain field in [`crate::schema::CHAIN_FIELDS`].
 fn chain_slot(field: Field) -> Option<usize> {
     match field {
         Field::Hash => Some(0),
@@ -533,7 +533,7 @@ mod tests {
                         "7"
                     }
                 };
-                let name = crate::chain::CHAIN_FIELDS[field];
+                let name = crate::schema::CHAIN_FIELDS[field];
                 let entry = format!("\"{name}\":{value}");
                 let inserted = if json.as_bytes()[p] == b'}' {
                     format!("{},{entry}}}", &json[..p])

@@ -20,7 +20,6 @@
 
 use crate::canonical::{ChainFields, write_record, write_string};
 use crate::record::AuditRecord;
-use crate::schema::Field;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,9 +28,7 @@ use std::fmt;
 /// The `prev_hash` of an org's first record: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The record fields that make up the chain, in byte order. The collector sets them; on input
-/// they are ignored.
-pub const CHAIN_FIELDS: [&str; 3] = [Field::Hash.key(), Field::PrevHash.key(), Field::Seq.key()];
+pub use crate::schema::CHAIN_FIELDS;
 
 /// The most bytes sealing adds to a record's canonical JSON (the three fields, two commas).
 pub const SEAL_OVERHEAD_BYTES: usize = 192;

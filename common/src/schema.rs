@@ -14,6 +14,10 @@
 use crate::record::{AuditRecord, Change, Provenance};
 use chrono::{DateTime, Utc};
 
+/// The record fields that make up the hash chain, in byte order. The collector sets them; on
+/// input they are ignored.
+pub const CHAIN_FIELDS: [&str; 3] = [Field::Hash.key(), Field::PrevHash.key(), Field::Seq.key()];
+
 /// Longest id (record, actor, target) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest org id accepted, in bytes.
