@@ -417,4 +417,20 @@ async fn grpc_partial_success_and_nothing_accepted() {
         status.message()
     );
     assert_eq!(spooled(&spool).len(), 1);
+
+    // A large request, gzip-compressed: decoded off the runtime, every record spooled.
+    let logs: Vec<LogRecord> = (0..300)
+        .map(|i| {
+            to_log_record(&record(
+                Some(&format!("big-{i}")),
+                "a record of a large request",
+            ))
+        })
+        .collect();
+    let big = request(logs);
+    assert!(big.encoded_len() > 16 * 1024);
+    let mut client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client.export(big).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+    assert_eq!(spooled(&spool).len(), 301);
 }

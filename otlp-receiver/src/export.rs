@@ -1,48 +1,29 @@
-//! The part of an export both transports share: converting off the runtime, submitting, and
+//! The part of an export both transports share: decoding off the runtime, submitting, and
 //! the OTLP answer (partial success, or INVALID_ARGUMENT when nothing could be taken).
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 
 use crate::{LogsSink, Refusal, Transport};
 
-/// Requests with at most this many records are converted on the async worker: moving them to a
-/// blocking thread would cost more than the work.
-const CONVERT_INLINE_MAX: usize = 64;
+/// Requests of at most this many bytes (decoded) are decoded and converted on the async worker:
+/// moving them to a blocking thread would cost more than the work.
+pub(crate) const DECODE_INLINE_MAX_BYTES: usize = 16 * 1024;
 
-/// Runs `work` on a blocking thread.
-pub(crate) async fn off_runtime<T: Send + 'static>(
+/// Runs `work`, the decoding and conversion of a request of `size` bytes once decoded, on a
+/// blocking thread unless the request is small.
+pub(crate) async fn decoding<T: Send + 'static>(
+    size: usize,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Refusal> {
+    if size <= DECODE_INLINE_MAX_BYTES {
+        return Ok(work());
+    }
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         tracing::error!(error = %e, "OTLP decoding task failed");
         Refusal::internal("decoding the request failed")
     })
-}
-
-/// Converts a decoded request, off the runtime unless it is small.
-pub(crate) async fn convert<S: LogsSink>(
-    sink: &S,
-    sender: S::Sender,
-    request: ExportLogsServiceRequest,
-) -> Result<(S::Sender, S::Batch), Refusal> {
-    let records: usize = request
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
-    if records <= CONVERT_INLINE_MAX {
-        let batch = sink.convert(&sender, &request);
-        return Ok((sender, batch));
-    }
-    let sink = sink.clone();
-    off_runtime(move || {
-        let batch = sink.convert(&sender, &request);
-        (sender, batch)
-    })
-    .await
 }
 
 /// Submits a converted batch and builds the answer.

@@ -138,7 +138,12 @@ impl<S: LogsSink> HttpReceiver<S> {
             .map_err(body_refusal)?;
         let content_encoding = ContentEncoding::of(headers).map_err(body_refusal)?;
         let (sink, max_decoded) = (self.sink.clone(), self.limits.max_decompressed_bytes);
-        let (sender, batch) = export::off_runtime(move || {
+        // A small gzip body can inflate to the limit: only small plain bodies stay inline.
+        let size = match content_encoding {
+            ContentEncoding::Identity => raw.len(),
+            ContentEncoding::Gzip => usize::MAX,
+        };
+        let (sender, batch) = export::decoding(size, move || {
             let bytes = content_encoding
                 .decode(raw, max_decoded)
                 .map_err(body_refusal)?;

@@ -18,4 +18,6 @@ mod sink;
 
 pub use bearer::Bearer;
 pub use refusal::{Refusal, RefusalKind};
-pub use sink::{Exported, LogsSink, MAX_LISTED_REJECTIONS, Transport, rejection_summary};
+pub use sink::{
+    Exported, LogsSink, MAX_LISTED_REJECTIONS, Transport, log_records, rejection_summary,
+};

@@ -4,6 +4,8 @@ use std::fmt::Display;
 use std::future::Future;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::{Bearer, Refusal};
 
@@ -40,6 +42,29 @@ pub trait LogsSink: Clone + Send + Sync + 'static {
         batch: Self::Batch,
         transport: Transport,
     ) -> impl Future<Output = Result<Exported, Refusal>> + Send;
+}
+
+/// Every log record of a request in order, with its 1-based position across the request (the
+/// position rejections name) and its resource's attributes.
+pub fn log_records(
+    request: &ExportLogsServiceRequest,
+) -> impl Iterator<Item = (usize, &[KeyValue], &LogRecord)> {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|resource_logs| {
+            let resource = resource_logs
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| r.attributes.as_slice());
+            resource_logs
+                .scope_logs
+                .iter()
+                .flat_map(|scope| &scope.log_records)
+                .map(move |log| (resource, log))
+        })
+        .enumerate()
+        .map(|(i, (resource, log))| (i + 1, resource, log))
 }
 
 /// What became of a submitted batch.

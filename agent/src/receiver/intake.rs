@@ -9,7 +9,7 @@ use codestax_common::Rules;
 use codestax_common::otlp::record_from_log;
 use codestax_otlp_receiver::{
     Bearer, Exported, LogsSink, MAX_LISTED_REJECTIONS, Refusal, RefusalKind, Transport,
-    rejection_summary,
+    log_records, rejection_summary,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use sha2::{Digest, Sha256};
@@ -134,28 +134,18 @@ fn convert(request: &ExportLogsServiceRequest) -> Converted {
         collector_entries: false,
     };
     let mut converted = Converted::default();
-    let mut position = 0;
-    for resource_logs in &request.resource_logs {
-        let resource = resource_logs
-            .resource
-            .as_ref()
-            .map_or(&[][..], |r| r.attributes.as_slice());
-        for scope_logs in &resource_logs.scope_logs {
-            for log in &scope_logs.log_records {
-                position += 1;
-                match record_from_log(log, resource, None, &rules) {
-                    Ok(mut record) => {
-                        if record.id.is_none() {
-                            record.id = Some(content_id(&record.canonical_json()));
-                        }
-                        converted.entries.push(SpoolEntry::record(&record));
-                    }
-                    Err(errors) => {
-                        converted.rejected += 1;
-                        if converted.listed.len() < MAX_LISTED_REJECTIONS {
-                            converted.listed.push((position, errors.to_string()));
-                        }
-                    }
+    for (position, resource, log) in log_records(request) {
+        match record_from_log(log, resource, None, &rules) {
+            Ok(mut record) => {
+                if record.id.is_none() {
+                    record.id = Some(content_id(&record.canonical_json()));
+                }
+                converted.entries.push(SpoolEntry::record(&record));
+            }
+            Err(errors) => {
+                converted.rejected += 1;
+                if converted.listed.len() < MAX_LISTED_REJECTIONS {
+                    converted.listed.push((position, errors.to_string()));
                 }
             }
         }

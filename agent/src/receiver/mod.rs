@@ -10,7 +10,6 @@ pub use intake::{Converted, IntakeError, OtlpIntake};
 
 use codestax_otlp_receiver::grpc::GrpcReceiver;
 use codestax_otlp_receiver::http::HttpLimits;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 
 /// Largest OTLP request, in bytes: a gRPC message, an HTTP body as sent and once inflated.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -27,6 +26,6 @@ pub fn http_router(intake: OtlpIntake) -> axum::Router {
 }
 
 /// The OTLP/gRPC logs service.
-pub fn grpc_service(intake: OtlpIntake) -> LogsServiceServer<GrpcReceiver<OtlpIntake>> {
+pub fn grpc_service(intake: OtlpIntake) -> GrpcReceiver<OtlpIntake> {
     codestax_otlp_receiver::grpc::service(intake, MAX_REQUEST_BYTES)
 }
