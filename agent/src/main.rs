@@ -1,13 +1,15 @@
 //! `codestax-agent`: loads the configuration, then runs the agent. Wiring only.
 
-use std::path::{Path, PathBuf};
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use codestax_config::{AgentConfig, ConfigError, EnvSource};
+use codestax_config::startup::{self, ConfigArgs, Startup};
+use codestax_config::{AgentConfig, EnvSource};
 
-/// Exit status for an invalid configuration (also clap's status for bad arguments).
-const EXIT_CONFIG: u8 = 2;
+const PROGRAM: &str = "codestax-agent";
 
 /// Sidecar that tails audit emit files and receives OTLP logs, spools records durably on disk
 /// and forwards them to the collector, advancing file checkpoints only once delivered.
@@ -39,51 +41,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let env = EnvSource::process();
-
-    if let Some(file) = &args.check_config {
-        return match load(Some(file), args.data_dir, &env) {
-            Ok(config) => {
-                println!("{}: configuration is valid", file.display());
-                print!("{}", config.summary());
-                ExitCode::SUCCESS
-            }
-            Err(err) => report(&err),
-        };
-    }
-
-    let config = match load(args.config.as_deref(), args.data_dir, &env) {
-        Ok(config) => config,
-        Err(err) => return report(&err),
+    let config_args = ConfigArgs {
+        config: args.config,
+        data_dir: args.data_dir,
+        check_config: args.check_config,
+    };
+    let config = match startup::load::<AgentConfig>(PROGRAM, config_args, &EnvSource::process()) {
+        Startup::Run(config) => config,
+        Startup::Exit(code) => return code,
     };
     config.log.init_tracing();
-    match codestax_agent::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        // Every error names its file, key or address and includes its cause.
-        Err(err) => {
-            tracing::error!("{err}");
-            eprintln!("codestax-agent: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn load(
-    file: Option<&Path>,
-    data_dir: Option<PathBuf>,
-    env: &EnvSource,
-) -> Result<AgentConfig, ConfigError> {
-    let config = AgentConfig::load(file, env)?;
-    Ok(match data_dir {
-        Some(dir) => config.with_data_dir(dir),
-        None => config,
-    })
-}
-
-/// Prints every configuration problem, one per line, and returns the config exit status.
-fn report(err: &ConfigError) -> ExitCode {
-    for line in err.to_string().lines() {
-        eprintln!("codestax-agent: {line}");
-    }
-    ExitCode::from(EXIT_CONFIG)
+    startup::exit_code(PROGRAM, codestax_agent::run(config))
 }

@@ -88,16 +88,8 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
+/// Resolves on SIGTERM or SIGINT (the binaries' one shutdown signal).
+pub use codestax_config::shutdown_signal;
 
 /// Checks and opens everything, binds the listeners and starts every part.
 pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {

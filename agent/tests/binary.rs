@@ -7,102 +7,47 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use codestax_common::otlp::to_log_record;
 use codestax_common::{Rules, parse_json_line};
+use codestax_harness::{Agent, AgentOptions, emit_line};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use support::{Sink, emit_line};
+use support::Sink;
+use tokio::task::block_in_place;
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// The options both tests start from: the binary cargo built for these tests, one rotating
+/// log, a small spool in small segments, short batches and retries.
+fn options(logs: &Path) -> AgentOptions {
+    AgentOptions {
+        include: vec![format!("{}/app.log*", logs.display())],
+        fingerprint_bytes: Some(64),
+        spool_max_bytes: 4 << 20,
+        spool_segment_bytes: 64 << 10,
+        batch_max_records: 200,
+        batch_max_wait: "20ms".into(),
+        retry_max_backoff: "200ms".into(),
+        rescan_interval: "500ms".into(),
+        bin: Some(env!("CARGO_BIN_EXE_codestax-agent").into()),
+        ..AgentOptions::default()
+    }
 }
 
-struct Ports {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    api: SocketAddr,
-}
-
-fn write_config(dir: &Path, sink: &Sink, ports: &Ports) -> PathBuf {
-    let path = dir.join("agent.toml");
-    fs::write(
-        &path,
-        format!(
-            r#"data_dir = "{data}"
-[collector]
-endpoint = "{endpoint}"
-token = "t0k"
-[[sources.files]]
-include = ["{logs}/app.log*"]
-org_id = "acme"
-fingerprint_bytes = 64
-[otlp]
-grpc_listen = "{grpc}"
-http_listen = "{http}"
-[api]
-listen = "{api}"
-[spool]
-max_bytes = 4194304
-segment_bytes = 65536
-[batch]
-max_records = 200
-max_wait = "20ms"
-[retry]
-initial_backoff = "10ms"
-max_backoff = "200ms"
-[discovery]
-rescan_interval = "500ms"
-[log]
-level = "warn"
-"#,
-            data = dir.join("data").display(),
-            endpoint = sink.endpoint(),
-            logs = dir.join("logs").display(),
-            grpc = ports.grpc,
-            http = ports.http,
-            api = ports.api,
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn spawn_agent(config: &Path, dir: &Path) -> Child {
-    let stderr = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("agent.stderr"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_codestax-agent"))
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
-}
-
-/// `GET path` over plain HTTP/1.0; (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+/// The seed of a run: `CODESTAX_TEST_SEED` to replay one, else from the clock.
+fn seed() -> u64 {
+    let seed = match std::env::var("CODESTAX_TEST_SEED") {
+        Ok(s) => s.parse().expect("CODESTAX_TEST_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    } | 1;
+    eprintln!("seed {seed} (replay with CODESTAX_TEST_SEED={seed})");
+    seed
 }
 
 struct Rng(u64);
@@ -139,7 +84,7 @@ impl Writer {
         self.next += 1;
         let message = format!("file {n}");
         let id = n.is_multiple_of(3).then(|| format!("e-{n}"));
-        let line = emit_line(id.as_deref(), &message);
+        let line = emit_line(id.as_deref(), &message, "scan.triggered", 0);
         if rng.below(10) == 0 {
             let cut = 1 + rng.below(line.len() as u64 - 1) as usize;
             self.append(&line[..cut]);
@@ -174,13 +119,13 @@ impl Writer {
     }
 }
 
-async fn send_otlp(addr: SocketAddr, round: u64, written: &mut BTreeSet<String>) {
+async fn send_otlp(endpoint: String, round: u64, written: &mut BTreeSet<String>) {
     let logs = (0..10)
         .map(|i| {
             let message = format!("otlp {round}-{i}");
             written.insert(message.clone());
             let id = format!("o-{round}-{i}");
-            let line = emit_line(Some(&id), &message);
+            let line = emit_line(Some(&id), &message, "scan.triggered", 0);
             to_log_record(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
         })
         .collect();
@@ -195,7 +140,7 @@ async fn send_otlp(addr: SocketAddr, round: u64, written: &mut BTreeSet<String>)
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut client) = LogsServiceClient::connect(format!("http://{addr}")).await
+        if let Ok(mut client) = LogsServiceClient::connect(endpoint.clone()).await
             && let Ok(response) = client.export(request.clone()).await
         {
             assert!(response.into_inner().partial_success.is_none());
@@ -211,31 +156,21 @@ async fn send_otlp(addr: SocketAddr, round: u64, written: &mut BTreeSet<String>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rotation_and_copytruncate_lose_nothing() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
+    let seed = seed();
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
     let sink = Sink::start().await;
     sink.require_token("t0k");
-    let ports = Ports {
-        grpc: free_addr(),
-        http: free_addr(),
-        api: free_addr(),
-    };
-    let config = write_config(dir.path(), &sink, &ports);
+    let options = options(&logs);
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
     let mut writer = Writer {
         logs,
         next: 0,
         written: BTreeSet::new(),
         rotations: 0,
     };
-    let mut agent = spawn_agent(&config, dir.path());
     let mut kills = 0;
     for round in 0..6 {
         for _ in 0..(40 + rng.below(80)) {
@@ -253,12 +188,11 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
             writer.line(&mut rng);
         }
         let mut otlp = std::mem::take(&mut writer.written);
-        send_otlp(ports.grpc, round, &mut otlp).await;
+        send_otlp(agent.otlp_grpc_endpoint(), round, &mut otlp).await;
         writer.written = otlp;
         if round == 2 {
-            let (status, body) = http_get(ports.api, "/healthz").expect("healthz answers");
+            let ((status, body), metrics) = block_in_place(|| (agent.health(), agent.metrics()));
             assert_eq!(status, 200, "{body}");
-            let (_, metrics) = http_get(ports.api, "/metrics").expect("metrics answer");
             assert!(
                 metrics.contains("codestax_agent_lines_read_total"),
                 "{metrics}"
@@ -266,10 +200,10 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         }
         // kill -9 at a random moment, then start again.
         tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
-        agent.kill().unwrap();
-        agent.wait().unwrap();
+        agent.kill9();
         kills += 1;
-        agent = spawn_agent(&config, dir.path());
+        // Not waiting for it to be up: the next lines race its start-up.
+        agent.respawn();
     }
     for _ in 0..50 {
         writer.line(&mut rng);
@@ -288,11 +222,8 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         .await;
 
     // SIGTERM: a clean stop with status 0.
-    unsafe {
-        libc::kill(agent.id() as i32, libc::SIGTERM);
-    }
-    let status = agent.wait().unwrap();
-    let stderr = fs::read_to_string(dir.path().join("agent.stderr")).unwrap_or_default();
+    let stopped = block_in_place(|| agent.stop());
+    let stderr = agent.stderr();
 
     let state = sink.state.lock().unwrap();
     let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -321,7 +252,7 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         );
     }
     assert!(state.rejected.is_empty());
-    assert!(status.success(), "SIGTERM exit status {status:?}\n{stderr}");
+    assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");
     eprintln!(
         "{} records written, {} received ({} replays of the same id) over {kills} kill -9 rounds",
         expected.len(),
@@ -341,33 +272,27 @@ async fn throughput_file_to_sink() {
     let total = 100_000u64;
     let mut text = String::new();
     for n in 0..total {
-        text.push_str(&emit_line(None, &format!("file {n} {}", "x".repeat(40))));
+        let message = format!("file {n} {}", "x".repeat(40));
+        text.push_str(&emit_line(None, &message, "scan.triggered", 0));
     }
     fs::write(logs.join("app.log"), &text).unwrap();
     let sink = Sink::start().await;
     sink.require_token("t0k");
-    let ports = Ports {
-        grpc: free_addr(),
-        http: free_addr(),
-        api: free_addr(),
+    let options = AgentOptions {
+        batch_max_records: 2000,
+        spool_max_bytes: 256 << 20,
+        spool_segment_bytes: 8 << 20,
+        ..options(&logs)
     };
-    let config = write_config(dir.path(), &sink, &ports);
-    let config_text = fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_records = 200", "max_records = 2000")
-        .replace("max_bytes = 4194304", "max_bytes = 268435456")
-        .replace("segment_bytes = 65536", "segment_bytes = 8388608");
-    fs::write(&config, config_text).unwrap();
     let started = Instant::now();
-    let mut agent = spawn_agent(&config, dir.path());
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
     let done = sink
         .wait_for(Duration::from_secs(300), |s| {
             s.accepted.len() as u64 >= total
         })
         .await;
     let elapsed = started.elapsed();
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    agent.kill9();
     assert!(done);
     eprintln!(
         "{total} records ({:.1} MB of lines) in {:.2} s: {:.0} records/s, {:.1} MB/s",

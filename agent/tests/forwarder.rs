@@ -13,7 +13,8 @@ use codestax_agent::metrics::Metrics;
 use codestax_agent::quarantine::Quarantine;
 use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
 use codestax_common::{AuditRecord, Rules, parse_json_line};
-use support::{Reply, Sink, emit_line};
+use codestax_harness::emit_line;
+use support::{Reply, Sink};
 use tokio::sync::watch;
 
 struct Rig {
@@ -52,7 +53,7 @@ async fn spool_as(
     let entries: Vec<SpoolEntry> = ids
         .into_iter()
         .map(|(id, message)| {
-            let line = emit_line(Some(&id), &message);
+            let line = emit_line(Some(&id), &message, "scan.triggered", 0);
             entry(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
         })
         .collect();

@@ -14,6 +14,7 @@ use codestax_agent::receiver::{MAX_REQUEST_BYTES, OtlpIntake, grpc_service, http
 use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
 use codestax_common::otlp::to_log_record;
 use codestax_common::{AuditRecord, Rules, parse_json_line};
+use codestax_harness::emit_line;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -21,11 +22,15 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use prost::Message;
-use support::emit_line;
 use tower::ServiceExt;
 
 fn record(id: Option<&str>, message: &str) -> AuditRecord {
-    parse_json_line(emit_line(id, message).as_bytes(), None, &Rules::new()).unwrap()
+    parse_json_line(
+        emit_line(id, message, "scan.triggered", 0).as_bytes(),
+        None,
+        &Rules::new(),
+    )
+    .unwrap()
 }
 
 fn invalid_log() -> LogRecord {

@@ -45,19 +45,12 @@ pub fn install() {
             return;
         };
         rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+            codestax_config::shutdown_signal().await;
             eprintln!("!! interrupted: stopping the servers and removing the temp dirs");
             let (children, dirs) = with(|r| (r.children.clone(), r.dirs.clone()));
             for pid in children {
                 // SAFETY: kill(2) on a pid we started and have not reaped.
+                #[allow(unsafe_code)]
                 unsafe {
                     libc::kill(pid as libc::pid_t, libc::SIGKILL);
                 }

@@ -1,14 +1,15 @@
-//! The real collector binary as a child process: a temp data dir, free ports, keys made with its
-//! own CLI before it starts, HTTP clients, `/metrics` figures and the process's peak RSS.
+//! The real collector binary as a child process, through the workspace harness
+//! (`codestax-harness`): a temp data dir, free ports, keys made with its own CLI before it starts,
+//! `/metrics` figures and the process's memory and CPU.
 //!
 //! The child gets `PR_SET_PDEATHSIG`, so it dies with the bench even when the bench is killed.
 
 use crate::error::{BenchError, Result};
+use codestax_harness::CollectorOptions;
 use reqwest::blocking::Client;
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The keys of one org: one to send records, one to read them.
@@ -20,25 +21,15 @@ pub struct OrgKeys {
 
 /// A running collector.
 pub struct Collector {
-    child: Option<Child>,
-    bin: PathBuf,
-    config_path: PathBuf,
-    pub data_dir: PathBuf,
-    pub http_port: u16,
-    pub grpc_port: u16,
-    /// `metrics.listen`'s port (the API port has no `/metrics`).
-    pub metrics_port: u16,
+    inner: codestax_harness::Collector,
+    /// The collector's `data_dir`.
+    pub data_dir: std::path::PathBuf,
     keys: HashMap<String, OrgKeys>,
-    client: Client,
 }
 
-/// A port free on 127.0.0.1 now.
-pub fn free_port() -> Result<u16> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BenchError::io("find a free port", "127.0.0.1:0", e))
-}
+/// The bench's settings after the listeners: per-org series (the bench reports retention per
+/// org) and quiet logs.
+const BENCH_SETTINGS: &str = "[metrics]\nper_org = true\n[log]\nlevel = \"warn\"\n";
 
 /// An HTTP client for the bench's requests: keep-alive, generous timeout.
 pub fn http_client() -> Result<Client> {
@@ -50,6 +41,7 @@ pub fn http_client() -> Result<Client> {
 }
 
 /// Makes a child die (with `signal`) when the bench process does.
+#[allow(unsafe_code)]
 pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
@@ -75,27 +67,32 @@ impl Collector {
         }
         std::fs::create_dir_all(data_dir)
             .map_err(|e| BenchError::io("create the data dir", data_dir, e))?;
-        let http_port = free_port()?;
-        let grpc_port = free_port()?;
-        let metrics_port = free_port()?;
-        let mut c = Collector {
-            child: None,
+        let mut inner = codestax_harness::Collector::configure(CollectorOptions {
             bin: bin.to_path_buf(),
-            config_path: data_dir.join("bench-collector.toml"),
             data_dir: data_dir.join("collector"),
-            http_port,
-            grpc_port,
-            metrics_port,
-            keys: HashMap::new(),
-            client: http_client()?,
-        };
-        c.write_config(extra_toml)?;
+            config_path: data_dir.join("bench-collector.toml"),
+            settings: format!("{BENCH_SETTINGS}{extra_toml}"),
+            ready_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(300),
+            before_spawn: Some(|cmd| {
+                cmd.stdout(std::process::Stdio::null());
+                die_with_parent(cmd, libc::SIGKILL);
+            }),
+        })?;
+        let mut keys = HashMap::new();
         for org in orgs {
-            let ingest = create_key(bin, &c.config_path, org, "INGEST")?;
-            let reader = create_key(bin, &c.config_path, org, "ORG_ADMIN")?;
-            c.keys.insert(org.clone(), OrgKeys { ingest, reader });
+            let ingest = inner.new_key(org, "INGEST")?;
+            let reader = inner.new_key(org, "ORG_ADMIN")?;
+            keys.insert(org.clone(), OrgKeys { ingest, reader });
         }
-        c.spawn()?;
+        inner.launch()?;
+        let c = Collector {
+            data_dir: inner.data_dir.clone(),
+            inner,
+            keys,
+        };
+        crate::cleanup::register_child(c.pid());
         Ok(c)
     }
 
@@ -103,76 +100,23 @@ impl Collector {
     /// dir, ports and keys, with `extra_toml` in place of the config's earlier extra part: a
     /// config change as an operator makes it.
     pub fn restart(&mut self, extra_toml: &str) -> Result<()> {
-        self.terminate()?;
-        self.write_config(extra_toml)?;
-        self.spawn()
-    }
-
-    fn write_config(&self, extra_toml: &str) -> Result<()> {
-        let config = format!(
-            "data_dir = {data:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\nper_org = true\n[log]\nlevel = \"warn\"\n{extra_toml}\n",
-            data = self.data_dir.display().to_string(),
-            http = self.http_port,
-            grpc = self.grpc_port,
-            metrics = self.metrics_port,
-        );
-        std::fs::write(&self.config_path, config)
-            .map_err(|e| BenchError::io("write the collector config", &self.config_path, e))
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        die_with_parent(&mut cmd, libc::SIGKILL);
-        let child = cmd.spawn().map_err(|source| BenchError::Spawn {
-            program: self.bin.display().to_string(),
-            source,
-        })?;
-        crate::cleanup::register_child(child.id());
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(BenchError::Collector(format!(
-                    "the collector exited during start: {status}"
-                )));
-            }
-            if let Ok(r) = self.client.get(self.url("/readyz")).send()
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Collector(
-                    "the collector was not ready within 120 s".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::cleanup::forget_child(self.pid());
+        self.inner
+            .restart_with(&format!("{BENCH_SETTINGS}{extra_toml}"))?;
+        crate::cleanup::register_child(self.pid());
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.inner.pid().unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        self.inner.url(path)
     }
 
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        self.inner.grpc_endpoint()
     }
 
     pub fn keys(&self, org: &str) -> &OrgKeys {
@@ -181,12 +125,7 @@ impl Collector {
 
     /// The `/metrics` text (per-org series on: the bench reports retention per org).
     pub fn metrics(&self) -> Result<String> {
-        let r = self
-            .client
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .map_err(|e| BenchError::http("GET /metrics", e))?;
-        r.text().map_err(|e| BenchError::http("GET /metrics", e))
+        Ok(self.inner.try_metrics()?)
     }
 
     /// The value of an unlabelled metric (`codestax_collector_wal_fsyncs`).
@@ -248,67 +187,16 @@ impl Collector {
 
     /// SIGTERM, then waits up to 120 s for the exit.
     pub fn stop(mut self) -> Result<()> {
-        self.terminate()
-    }
-
-    fn terminate(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        crate::cleanup::forget_child(child.id());
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(BenchError::Collector(format!(
-                        "the collector exited with {status} on SIGTERM"
-                    )))
-                };
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(BenchError::Collector(
-                    "the collector did not stop within 120 s of SIGTERM; killed".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::cleanup::forget_child(self.pid());
+        Ok(self.inner.terminate()?)
     }
 }
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            crate::cleanup::forget_child(c.id());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The harness kills a collector still running when it drops.
+        crate::cleanup::forget_child(self.pid());
     }
-}
-
-fn create_key(bin: &Path, config: &Path, org: &str, role: &str) -> Result<String> {
-    let out = Command::new(bin)
-        .args(["keys", "create", "--org", org, "--role", role, "--config"])
-        .arg(config)
-        .output()
-        .map_err(|source| BenchError::Spawn {
-            program: format!("{} keys create", bin.display()),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(BenchError::Collector(format!(
-            "keys create --org {org} --role {role} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The value of metric `name` (no labels) in a Prometheus text exposition.
@@ -348,21 +236,11 @@ pub struct Memory {
 
 impl Memory {
     pub fn of(pid: u32) -> Result<Memory> {
-        let path = format!("/proc/{pid}/status");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| BenchError::io("read", path.clone(), e))?;
-        let kib = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| BenchError::Collector(format!("{path} has no {key}")))
-        };
         Ok(Memory {
-            vm_rss: kib("VmRSS:")?,
-            vm_hwm: kib("VmHWM:")?,
-            rss_anon: kib("RssAnon:")?,
-            rss_file: kib("RssFile:")?,
+            vm_rss: proc_status_kib(pid, "VmRSS:")?,
+            vm_hwm: proc_status_kib(pid, "VmHWM:")?,
+            rss_anon: proc_status_kib(pid, "RssAnon:")?,
+            rss_file: proc_status_kib(pid, "RssFile:")?,
         })
     }
 }
@@ -407,14 +285,7 @@ impl MemorySampler {
 
 /// A `kB` line of `/proc/PID/status`, in KiB.
 pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| BenchError::io("read", path.clone(), e))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| BenchError::Collector(format!("{path} has no {key}")))
+    Ok(codestax_harness::proc_status_kib(pid, key)?)
 }
 
 /// CPU seconds (user + system) of process `pid`, from `/proc/PID/stat`.
@@ -431,6 +302,7 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
         return Err(BenchError::Collector(format!("cannot parse {path}")));
     };
     // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok((user + system) / hz)
 }

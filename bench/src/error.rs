@@ -18,6 +18,8 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Collector(String),
+    #[error(transparent)]
+    Harness(#[from] codestax_harness::HarnessError),
     #[error("HTTP {what}: {message}")]
     Http { what: String, message: String },
     #[error("PostgreSQL: {0}")]

@@ -1,6 +1,8 @@
 //! `codestax-bench`: runs issue 3's and issue 5's benchmarks against the real collector binary and prints
 //! Markdown tables. Wiring only; the mechanisms are in the library.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use codestax_bench::load::Protocol;

@@ -95,6 +95,7 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 }
 
 /// The uid and gid to run the server as: `postgres` when we are root, else ourselves.
+#[allow(unsafe_code)]
 fn server_user() -> Result<Option<(u32, u32)>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -309,6 +310,7 @@ impl Postgres {
         if let Some(mut child) = self.child.take() {
             cleanup::forget_child(child.id());
             // SAFETY: kill(2) on our own child's pid. SIGINT: fast shutdown.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(child.id() as libc::pid_t, libc::SIGINT);
             }

@@ -1,6 +1,8 @@
 //! The `codestax` command's library: the collector client, the config file, export, search,
 //! offline verification of exports, and the demo. `main.rs` parses arguments and wires these together.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -2,6 +2,8 @@
 //! Parses arguments and calls into the library (`codestax_cli`); errors print as one line and
 //! exit 1 (clap exits 2 on invalid arguments).
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

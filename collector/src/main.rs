@@ -1,15 +1,17 @@
 //! `codestax-collector`: loads the configuration, then runs the collector. Wiring only.
 
-use std::path::{Path, PathBuf};
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use codestax_collector::keys::{KeysCommand, run_keys_command};
-use codestax_config::{CollectorConfig, ConfigError, EnvSource};
+use codestax_config::startup::{self, ConfigArgs, Startup};
+use codestax_config::{CollectorConfig, EnvSource};
 use tokio_util::sync::CancellationToken;
 
-/// Exit status for an invalid configuration (also clap's status for bad arguments).
-const EXIT_CONFIG: u8 = 2;
+const PROGRAM: &str = "codestax-collector";
 
 /// Receives audit records from agents (OTLP/gRPC) and applications (OTLP/HTTP, HTTP API),
 /// makes them durable in a write-ahead log, indexes them, and serves search, export and the
@@ -53,22 +55,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let env = EnvSource::process();
-
-    if let Some(file) = &args.check_config {
-        return match load(Some(file), args.data_dir, &env) {
-            Ok(config) => {
-                println!("{}: configuration is valid", file.display());
-                print!("{}", config.summary());
-                ExitCode::SUCCESS
-            }
-            Err(err) => report(&err),
-        };
-    }
-
-    let config = match load(args.config.as_deref(), args.data_dir, &env) {
-        Ok(config) => config,
-        Err(err) => return report(&err),
+    let config_args = ConfigArgs {
+        config: args.config,
+        data_dir: args.data_dir,
+        check_config: args.check_config,
+    };
+    let config = match startup::load::<CollectorConfig>(PROGRAM, config_args, &EnvSource::process())
+    {
+        Startup::Run(config) => config,
+        Startup::Exit(code) => return code,
     };
     if let Some(Command::Keys(cmd)) = args.command {
         let stdout = std::io::stdout();
@@ -81,69 +76,25 @@ fn main() -> ExitCode {
         };
     }
     config.log.init_tracing();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("codestax-collector: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    startup::exit_code(PROGRAM, run(config))
+}
+
+/// Runs the collector on its own runtime until SIGINT or SIGTERM.
+fn run(config: CollectorConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        codestax_collector::run(config, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("codestax-collector: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Cancels `token` on SIGTERM or Ctrl-C.
-async fn stop_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("stopping: finishing in-flight requests");
-    token.cancel();
-}
-
-fn load(
-    file: Option<&Path>,
-    data_dir: Option<PathBuf>,
-    env: &EnvSource,
-) -> Result<CollectorConfig, ConfigError> {
-    let config = CollectorConfig::load(file, env)?;
-    Ok(match data_dir {
-        Some(dir) => config.with_data_dir(dir),
-        None => config,
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                codestax_config::shutdown_signal().await;
+                tracing::info!("stopping: finishing in-flight requests");
+                shutdown.cancel();
+            }
+        });
+        codestax_collector::run(config, shutdown)
+            .await
+            .map_err(|e| e.to_string())
     })
-}
-
-/// Prints every configuration problem, one per line, and returns the config exit status.
-fn report(err: &ConfigError) -> ExitCode {
-    for line in err.to_string().lines() {
-        eprintln!("codestax-collector: {line}");
-    }
-    ExitCode::from(EXIT_CONFIG)
 }

@@ -2,6 +2,8 @@
 //! validation, the canonical JSON encoding, the hash chain, the OTLP mapping, time handling and the
 //! API types.
 
+#![forbid(unsafe_code)]
+
 mod action;
 pub mod api;
 mod canonical;

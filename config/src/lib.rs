@@ -1,4 +1,5 @@
-//! Configuration of the CodeStax collector and agent.
+//! Configuration of the CodeStax collector and agent, and the start-up path their binaries
+//! share (`startup`: flags to configuration to exit status; `shutdown_signal`).
 //!
 //! Values are layered: built-in defaults < the TOML file given with `--config` < environment
 //! variables (`CODESTAX_COLLECTOR__…` / `CODESTAX_AGENT__…`, `__` between nesting levels), and
@@ -12,12 +13,16 @@
 //! # Ok::<(), codestax_config::ConfigError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod check;
 mod collector;
 mod error;
 mod load;
 mod logging;
+mod shutdown;
+pub mod startup;
 mod summary;
 
 pub use agent::{
@@ -34,3 +39,4 @@ pub use collector::{
 pub use error::{Component, ConfigError, Origin, Problem};
 pub use load::EnvSource;
 pub use logging::{LogConfig, LogFormat};
+pub use shutdown::shutdown_signal;

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use codestax_tests::{Agent, AgentOptions, Collector};
+use codestax_tests::{Agent, AgentOptions, Collector, emit_line, emit_with_sdk, wait_until};
 use rand::{RngExt, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const ORG: &str = "acme";
 /// Every record written by these tests has this action; other actions are the bad ones.
@@ -68,25 +68,6 @@ impl Ledger {
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// One JSON line of the emit format.
-fn emit_line(id: Option<&str>, message: &str, action: &str, pad: usize) -> String {
-    let mut v = json!({
-        "org_id": ORG,
-        "time": now(),
-        "actor": {"id": "u-1", "email": "ada@acme.example"},
-        "action": action,
-        "repository": "acme/api",
-        "message": message,
-    });
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    if pad > 0 {
-        v["metadata"] = json!({ "pad": "x".repeat(pad) });
-    }
-    v.to_string() + "\n"
 }
 
 fn append(path: &Path, text: &str) {
@@ -238,15 +219,6 @@ fn compare(entries: &[Value], ledger: &Ledger) -> String {
     }
     problems.truncate(20);
     problems.join("\n")
-}
-
-/// Polls `check` every 50 ms until it holds; panics with `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -755,33 +727,6 @@ fn malformed_long_and_rejected_lines_go_to_the_quarantine() {
     assert!(rig.agent.stop(), "SIGTERM: exit 0");
 }
 
-/// Emits five records and one the collector will refuse, through the OpenTelemetry SDK.
-fn emit_with_sdk(provider: opentelemetry_sdk::logs::SdkLoggerProvider, run: &str) {
-    use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-    let logger = provider.logger("codestax-e2e-app");
-    for i in 0..5 {
-        let mut record = logger.create_log_record();
-        record.set_severity_number(Severity::Info);
-        record.set_timestamp(std::time::SystemTime::now());
-        record.set_body(format!("sdk {run} {i}").into());
-        record.add_attribute("audit.id", format!("sdk-{run}-{i}"));
-        record.add_attribute("audit.action", "scan.triggered");
-        record.add_attribute("enduser.id", "u-7");
-        record.add_attribute("audit.actor.email", "ada@acme.example");
-        record.add_attribute("audit.repository", "acme/api");
-        logger.emit(record);
-    }
-    // Well formed, so the agent takes it; outside the catalog, so the collector refuses it.
-    let mut bad = logger.create_log_record();
-    bad.set_timestamp(std::time::SystemTime::now());
-    bad.add_attribute("audit.id", format!("sdk-{run}-misspelled"));
-    bad.add_attribute("audit.action", "scan.trigered");
-    bad.add_attribute("enduser.id", "u-7");
-    bad.add_attribute("audit.actor.email", "ada@acme.example");
-    logger.emit(bad);
-    provider.shutdown().expect("exporter shuts down cleanly");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn opentelemetry_sdk_through_the_agent() {
     use opentelemetry_otlp::{LogExporter, Protocol, WithExportConfig};
@@ -805,7 +750,7 @@ async fn opentelemetry_sdk_through_the_agent() {
         .with_resource(resource())
         .with_batch_exporter(grpc)
         .build();
-    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "grpc"))
+    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "sdk-grpc"))
         .await
         .unwrap();
     let http = LogExporter::builder()
@@ -818,7 +763,7 @@ async fn opentelemetry_sdk_through_the_agent() {
         .with_resource(resource())
         .with_batch_exporter(http)
         .build();
-    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "http"))
+    tokio::task::spawn_blocking(move || emit_with_sdk(provider, "sdk-http"))
         .await
         .unwrap();
 
@@ -827,7 +772,7 @@ async fn opentelemetry_sdk_through_the_agent() {
         for i in 0..5 {
             ledger
                 .written
-                .insert(format!("sdk {run} {i}"), Some(format!("sdk-{run}-{i}")));
+                .insert(format!("sdk-{run} {i}"), Some(format!("sdk-{run}-{i}")));
         }
     }
     tokio::task::block_in_place(|| {

@@ -2,8 +2,7 @@
 //! raw OTLP/HTTP JSON, and partial success for invalid records.
 
 use chrono::Utc;
-use codestax_tests::Collector;
-use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use codestax_tests::{Collector, emit_with_sdk};
 use opentelemetry_otlp::{
     LogExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
@@ -11,33 +10,6 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use prost::Message;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-fn emit_with_sdk(provider: SdkLoggerProvider, run: &str) {
-    let logger = provider.logger("codestax-test-app");
-    for i in 0..5 {
-        let mut record = logger.create_log_record();
-        record.set_severity_number(Severity::Info);
-        record.set_timestamp(std::time::SystemTime::now());
-        record.set_body(format!("scan {i} started").into());
-        record.add_attribute("audit.id", format!("{run}-{i}"));
-        record.add_attribute("audit.action", "scan.triggered");
-        record.add_attribute("enduser.id", "u-7");
-        record.add_attribute("audit.actor.email", "ada@acme.example");
-        record.add_attribute("audit.repository", "acme/api");
-        record.add_attribute("audit.metadata.scan_type", "sast");
-        record.add_attribute("client.address", "198.51.100.4");
-        logger.emit(record);
-    }
-    // One invalid record: the SDK is told through partial_success; the rest is stored.
-    let mut bad = logger.create_log_record();
-    bad.set_timestamp(std::time::SystemTime::now());
-    bad.add_attribute("audit.id", format!("{run}-bad"));
-    bad.add_attribute("audit.action", "scan.trigered");
-    bad.add_attribute("enduser.id", "u-7");
-    bad.add_attribute("audit.actor.email", "ada@acme.example");
-    logger.emit(bad);
-    provider.shutdown().expect("exporter shuts down cleanly");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn opentelemetry_sdk_over_grpc_and_http() {

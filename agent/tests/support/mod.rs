@@ -1,4 +1,5 @@
-//! Test support: an in-test OTLP sink that plays the collector, and record helpers.
+//! Test support: an in-test OTLP sink that plays the collector. (Emit lines, waiting and the
+//! agent process come from `codestax-harness`.)
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -281,23 +282,6 @@ impl Sink {
 
     /// Waits until `check` holds or `timeout` passes; returns whether it held.
     pub async fn wait_for(&self, timeout: Duration, check: impl Fn(&SinkState) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if check(&self.state.lock().unwrap()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        codestax_harness::wait_for_async(timeout, || check(&self.state.lock().unwrap())).await
     }
-}
-
-/// An emit line: a valid audit record with `id` (if given) and a message.
-pub fn emit_line(id: Option<&str>, message: &str) -> String {
-    let id = id.map_or(String::new(), |id| format!(r#""id":"{id}","#));
-    format!(
-        r#"{{{id}"org_id":"acme","action":"scan.triggered","actor":{{"id":"u1","email":"a@b.co"}},"time":"2025-06-01T00:00:00Z","message":"{message}"}}"#
-    ) + "\n"
 }

@@ -1,5 +1,5 @@
 //! `codestax demo`: the main job on embedded defaults — a collector, an agent tailing emit files,
-//! and generated activity for a few orgs — in one process, until Ctrl-C.
+//! and generated activity for a few orgs — in one process, until Ctrl-C (or SIGTERM).
 //!
 //! Everything lives under one data folder (`./codestax-data` by default): the collector's and the
 //! agent's state, the generated config files (to read and to reuse), the emit files the agent
@@ -73,7 +73,7 @@ struct DemoKeys {
     ingest: BTreeMap<String, String>,
 }
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C or SIGTERM.
 pub fn run(data_dir: &Path, emit_examples: &Path, ports: Ports) -> Result<()> {
     // The collector's and agent's own warnings; RUST_LOG=info shows more.
     let _ = tracing_subscriber::fmt()
@@ -118,7 +118,7 @@ pub fn run(data_dir: &Path, emit_examples: &Path, ports: Ports) -> Result<()> {
             shutdown.clone(),
         ));
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = codestax_config::shutdown_signal() => {}
             _ = shutdown.cancelled() => {}
         }
         eprintln!("\nstopping: agent first (it flushes what it holds), then the collector");

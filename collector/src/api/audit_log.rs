@@ -7,12 +7,14 @@ use super::auth::{OrgAccess, ReadLog};
 use super::params::{self, Params, Route};
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
-use crate::index::{AuditIndex, IndexError, SearchQuery};
+use crate::index::{self, AuditIndex, IndexError, SearchQuery};
 use crate::keys::KeyInfo;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
-use codestax_common::api::{FacetResponse, VerifyResponse};
+use codestax_common::api::{
+    FacetCount, FacetResponse, Histogram, HistogramBucket, HistogramInterval, VerifyResponse,
+};
 use codestax_common::{AuditRecord, Metadata};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -79,7 +81,43 @@ pub async fn facets(
     let top = params.top.unwrap_or(state.limits.facet_top_n);
     let q = effective_query(&state, &org, &params.query);
     let facets = query(&state, "facets", move |index| index.facets(&org, &q, top)).await?;
-    Ok(Json(facets))
+    Ok(Json(facet_response(facets)))
+}
+
+/// The index's facet counts as the API sends them.
+fn facet_response(f: index::Facets) -> FacetResponse {
+    let counts = |values: Vec<index::ValueCount>| {
+        values
+            .into_iter()
+            .map(|v| FacetCount {
+                value: v.value,
+                count: v.count,
+            })
+            .collect()
+    };
+    FacetResponse {
+        total: f.total,
+        categories: counts(f.categories),
+        actions: counts(f.actions),
+        users: counts(f.users),
+        repositories: counts(f.repositories),
+        outcomes: counts(f.outcomes),
+        histogram: Histogram {
+            interval: match f.histogram.interval {
+                index::Interval::Hour => HistogramInterval::Hour,
+                index::Interval::Day => HistogramInterval::Day,
+            },
+            buckets: f
+                .histogram
+                .buckets
+                .into_iter()
+                .map(|b| HistogramBucket {
+                    start: b.start,
+                    count: b.count,
+                })
+                .collect(),
+        },
+    }
 }
 
 pub async fn get_one(

@@ -17,51 +17,20 @@ mod ops;
 mod params;
 mod record;
 mod retention;
+mod state;
 
 pub use error::ApiError;
 pub use ingest::OtlpIngest;
 pub(crate) use record::record_key_events;
+pub use state::{ApiLimits, AppState};
 
-use crate::index::AuditIndex;
-use crate::ingest::Ingest;
-use crate::keys::KeyStore;
-use crate::metrics::Metrics;
-use crate::retention::RetentionPolicy;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use codestax_otlp_receiver::http::HttpLimits;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Limits and defaults of the API, fixed at start.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiLimits {
-    /// Largest request body, in bytes (413 above).
-    pub max_body_bytes: usize,
-    /// Largest gzip-inflated body, in bytes (413 above).
-    pub max_decompressed_bytes: usize,
-    /// Largest `limit` of a search page.
-    pub max_search_limit: usize,
-    /// Facet values listed per field unless `top` says otherwise.
-    pub facet_top_n: usize,
-}
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub keys: KeyStore,
-    pub index: AuditIndex,
-    pub ingest: Ingest,
-    pub metrics: Arc<Metrics>,
-    /// Every org's retention: the floor of every read, changed through the settings route.
-    pub retention: Arc<RetentionPolicy>,
-    pub limits: ApiLimits,
-    /// Set once the WAL has been replayed into the index.
-    pub ready: Arc<AtomicBool>,
-}
+use std::sync::atomic::Ordering;
 
 /// The collector's HTTP API.
 pub fn app(state: AppState) -> Router {

@@ -3,9 +3,11 @@
 //! hiding expired records that are still stored.
 
 use super::*;
-use crate::index::{IndexOptions, Indexer};
-use crate::ingest::{IngestSettings, Receiver};
-use crate::keys::Role;
+use crate::index::{AuditIndex, IndexOptions, Indexer};
+use crate::ingest::{Ingest, IngestSettings, Receiver};
+use crate::keys::{KeyStore, Role};
+use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -15,6 +17,8 @@ use codestax_common::{Actor, ActorKind, AuditRecord, Metadata, Outcome};
 use codestax_config::{CollectorConfig, OrgConfig, Plan};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 

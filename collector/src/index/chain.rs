@@ -1,20 +1,20 @@
 //! The hash chains as the index holds them: each org's chain head (for the store's recovery at
 //! start) and the check of an org's stored chain in `seq` order (the verify endpoint).
 
-use super::audit_index::{AuditIndex, load};
+use super::audit_index::AuditIndex;
+use super::collect::SeqCollector;
 use super::error::IndexError;
 use super::schema::col;
+use super::stored::load;
 use chrono::{DateTime, Utc};
 use codestax_common::chain::{
     ChainBreak, ChainHead, ChainSummary, ChainVerifier, RetentionCheckpoint,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::Column;
 use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
+use tantivy::{DocAddress, DocId, SegmentOrdinal, Term};
 
 /// An org's stored chain, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,8 @@ impl AuditIndex {
         // Per org: the highest seq, and where its record is (searcher index, doc).
         let mut best: HashMap<String, (u64, usize, DocAddress)> = HashMap::new();
         let mut searchers = Vec::new();
-        for p in self.inner.partitions_newest_first(None, None) {
-            let Some(searcher) = self.inner.searcher(&p)? else {
+        for p in self.shared.partitions_newest_first(None, None) {
+            let Some(searcher) = self.shared.searcher(&p)? else {
                 continue;
             };
             let at = searchers.len();
@@ -78,7 +78,7 @@ impl AuditIndex {
         let mut heads = HashMap::with_capacity(best.len());
         for (org, (seq, at, addr)) in best {
             let (searcher, dir) = &searchers[at];
-            let record = load(searcher, dir, &self.inner.fields, addr)?;
+            let record = load(searcher, dir, &self.shared.fields, addr)?;
             let head = ChainHead::of(&record)
                 .filter(|h| h.seq == seq)
                 .ok_or_else(|| IndexError::Corrupt {
@@ -102,7 +102,7 @@ impl AuditIndex {
         from: Option<&RetentionCheckpoint>,
     ) -> Result<ChainReport, IndexError> {
         let query = TermQuery::new(
-            Term::from_field_text(self.inner.fields.org, org),
+            Term::from_field_text(self.shared.fields.org, org),
             IndexRecordOption::Basic,
         );
         let collector = SeqCollector {
@@ -110,8 +110,8 @@ impl AuditIndex {
         };
         let mut order: Vec<(u64, u32, DocAddress)> = Vec::new();
         let mut searchers: Vec<(tantivy::Searcher, PathBuf)> = Vec::new();
-        for p in self.inner.partitions_newest_first(None, None) {
-            let Some(searcher) = self.inner.searcher(&p)? else {
+        for p in self.shared.partitions_newest_first(None, None) {
+            let Some(searcher) = self.shared.searcher(&p)? else {
                 continue;
             };
             let at = u32::try_from(searchers.len()).expect("fewer than 2^32 partitions");
@@ -125,7 +125,7 @@ impl AuditIndex {
         let mut verifier = ChainVerifier::after(from.cloned().unwrap_or_default());
         for (_, at, doc) in order {
             let (searcher, dir) = &searchers[at as usize];
-            let record = load(searcher, dir, &self.inner.fields, doc)?;
+            let record = load(searcher, dir, &self.shared.fields, doc)?;
             if let Err(error) = verifier.push(&record) {
                 return Ok(ChainReport {
                     summary: verifier.finish(),
@@ -154,11 +154,11 @@ impl AuditIndex {
             searchers: Vec::new(),
             orgs: HashMap::new(),
         };
-        for p in self.inner.partitions_newest_first(None, None) {
+        for p in self.shared.partitions_newest_first(None, None) {
             if !partitions.contains(p.key.name()) {
                 continue;
             }
-            let Some(searcher) = self.inner.searcher(&p)? else {
+            let Some(searcher) = self.shared.searcher(&p)? else {
                 continue;
             };
             let at = u32::try_from(out.searchers.len()).expect("fewer than 2^32 partitions");
@@ -233,7 +233,7 @@ impl ExpiringChains {
     /// The hash of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored record.
     pub fn hash(&self, org: &str, seq: u64) -> Result<String, IndexError> {
         let corrupt = |message: String| IndexError::Corrupt {
-            path: self.index.inner.dir.clone(),
+            path: self.index.shared.dir.clone(),
             message,
         };
         let &(at, addr) = self
@@ -242,7 +242,7 @@ impl ExpiringChains {
             .and_then(|m| m.get(&seq))
             .ok_or_else(|| corrupt(format!("no record of org {org} at seq {seq} to delete")))?;
         let (searcher, dir) = &self.searchers[at as usize];
-        let record = load(searcher, dir, &self.index.inner.fields, addr)?;
+        let record = load(searcher, dir, &self.index.shared.fields, addr)?;
         ChainHead::of(&record)
             .filter(|h| h.seq == seq)
             .map(|h| h.hash)
@@ -251,63 +251,5 @@ impl ExpiringChains {
                     "the record of org {org} at seq {seq} has no chain fields"
                 ))
             })
-    }
-}
-
-/// The `(seq, doc)` of every match that has a `seq` and an LSN below the snapshot bound.
-struct SeqCollector {
-    lsn_below: u64,
-}
-
-struct SeqSegment {
-    segment: SegmentOrdinal,
-    seqs: Column<u64>,
-    lsns: Column<u64>,
-    lsn_below: u64,
-    found: Vec<(u64, DocAddress)>,
-}
-
-impl SegmentCollector for SeqSegment {
-    type Fruit = Vec<(u64, DocAddress)>;
-
-    fn collect(&mut self, doc: DocId, _: Score) {
-        if self.lsns.first(doc).is_none_or(|l| l >= self.lsn_below) {
-            return;
-        }
-        if let Some(seq) = self.seqs.first(doc) {
-            self.found.push((seq, DocAddress::new(self.segment, doc)));
-        }
-    }
-
-    fn harvest(self) -> Self::Fruit {
-        self.found
-    }
-}
-
-impl Collector for SeqCollector {
-    type Fruit = Vec<(u64, DocAddress)>;
-    type Child = SeqSegment;
-
-    fn for_segment(
-        &self,
-        segment: SegmentOrdinal,
-        reader: &SegmentReader,
-    ) -> tantivy::Result<SeqSegment> {
-        let ff = reader.fast_fields();
-        Ok(SeqSegment {
-            segment,
-            seqs: ff.u64(col::SEQ)?,
-            lsns: ff.u64(col::LSN)?,
-            lsn_below: self.lsn_below,
-            found: Vec::new(),
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Self::Fruit>) -> tantivy::Result<Self::Fruit> {
-        Ok(fruits.into_iter().flatten().collect())
     }
 }

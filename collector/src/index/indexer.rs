@@ -1,10 +1,12 @@
 //! [`Indexer`]: the single writer. Adds records to their time partition, commits, and records how
 //! far in the write-ahead log the index is.
 
-use super::audit_index::{Inner, MIN_MEMORY_PER_THREAD, dir_size};
 use super::error::IndexError;
-use super::partition::{Partition, PartitionKey};
+use super::options::MIN_MEMORY_PER_THREAD;
+use super::partition::Partition;
 use super::schema::{Fields, document};
+use super::scheme::PartitionKey;
+use super::shared::Shared;
 use super::state::{IndexState, sync_dir, write_state};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
@@ -58,7 +60,7 @@ struct OpenWriter {
 ///
 /// [`AuditIndex::indexed_through`]: super::AuditIndex::indexed_through
 pub struct Indexer {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     /// Open writers by partition start.
     writers: HashMap<i64, OpenWriter>,
     /// As persisted in the state file.
@@ -79,12 +81,12 @@ pub struct Indexer {
 
 impl Indexer {
     pub(crate) fn new(
-        inner: Arc<Inner>,
+        shared: Arc<Shared>,
         state: IndexState,
         replay_through: Option<u64>,
     ) -> Indexer {
         Indexer {
-            inner,
+            shared,
             writers: HashMap::new(),
             state,
             max_added: None,
@@ -101,7 +103,7 @@ impl Indexer {
     /// The caller dedupes by (org, id); in addition, a record at an LSN that may already be
     /// committed (a replay after a crash) is not added again if that earlier copy is there.
     pub fn add(&mut self, lsn: u64, record: &AuditRecord) -> Result<(), IndexError> {
-        let key = self.inner.opts.partition.key_for(record.time);
+        let key = self.shared.opts.partition.key_for(record.time);
         self.add_to_partition(&key, std::iter::once((lsn, record, None)))
     }
 
@@ -131,7 +133,7 @@ impl Indexer {
                 stored.len()
             )));
         }
-        let scheme = self.inner.opts.partition;
+        let scheme = self.shared.opts.partition;
         let mut order: Vec<(i64, usize)> = records
             .iter()
             .enumerate()
@@ -163,7 +165,7 @@ impl Indexer {
             max = max.max(Some(lsn));
             if self.replay_through.is_some_and(|r| lsn <= r)
                 && self
-                    .inner
+                    .shared
                     .find(&partition, &record.org_id, record.id())?
                     .is_some()
             {
@@ -172,7 +174,7 @@ impl Indexer {
                 continue;
             }
             ops.push(UserOperation::Add(document(
-                &self.inner.fields,
+                &self.shared.fields,
                 form,
                 lsn,
                 record,
@@ -212,7 +214,7 @@ impl Indexer {
         }
         self.close_idle_writers();
         let partitions = self
-            .inner
+            .shared
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -227,10 +229,10 @@ impl Indexer {
             let mut next = self.state.clone();
             next.indexed_through = through;
             next.pending_through = next.pending_through.filter(|p| Some(*p) > through);
-            write_state(&self.inner.dir, &next)?;
+            write_state(&self.shared.dir, &next)?;
             self.state = next;
         }
-        let mut marks = self.inner.marks.write().unwrap_or_else(|e| e.into_inner());
+        let mut marks = self.shared.marks.write().unwrap_or_else(|e| e.into_inner());
         marks.indexed_through = through;
         marks.snapshot_through = marks.snapshot_through.max(through);
         Ok(through)
@@ -274,7 +276,7 @@ impl Indexer {
     /// at or below [`Self::indexed_through`]: a replay of the write-ahead log, which starts after
     /// it, never brings a deleted record back.
     pub fn delete_partition(&mut self, name: &str) -> Result<bool, IndexError> {
-        let Some(key) = self.inner.opts.partition.parse_name(name) else {
+        let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(false);
         };
         self.commit_if_dirty()?;
@@ -282,7 +284,7 @@ impl Indexer {
         self.finish_closing(key.start);
         self.committed.remove(&key.start);
         let removed = self
-            .inner
+            .shared
             .partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -291,7 +293,7 @@ impl Indexer {
             return Ok(false);
         };
         std::fs::remove_dir_all(&p.dir).map_err(|e| IndexError::io(&p.dir, e))?;
-        sync_dir(&self.inner.dir)?;
+        sync_dir(&self.shared.dir)?;
         tracing::info!(partition = name, "deleted partition");
         Ok(true)
     }
@@ -309,12 +311,12 @@ impl Indexer {
         name: &str,
         cutoffs: &[(String, DateTime<Utc>)],
     ) -> Result<Purge, IndexError> {
-        let Some(key) = self.inner.opts.partition.parse_name(name) else {
+        let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(Purge::default());
         };
         self.commit_if_dirty()?;
         let p = self
-            .inner
+            .shared
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,7 +326,7 @@ impl Indexer {
             return Ok(Purge::default());
         };
         let open = p.open()?;
-        let bytes_before = dir_size(&p.dir);
+        let bytes_before = p.bytes_on_disk();
         let mut purge = Purge {
             bytes_before,
             bytes_after: bytes_before,
@@ -334,7 +336,7 @@ impl Indexer {
         let searcher = open.reader.searcher();
         let mut queries = Vec::new();
         for (org, cutoff) in cutoffs {
-            let query = older_than(&self.inner.fields, org, cutoff.timestamp_micros());
+            let query = older_than(&self.shared.fields, org, cutoff.timestamp_micros());
             let n = searcher
                 .search(&query, &Count)
                 .map_err(|e| IndexError::tantivy(&p.dir, "count expired records", e))?;
@@ -399,7 +401,7 @@ impl Indexer {
             purge.removed = true;
             purge.bytes_after = 0;
         } else {
-            purge.bytes_after = dir_size(&p.dir);
+            purge.bytes_after = p.bytes_on_disk();
         }
         let deleted: u64 = purge.deleted.values().sum();
         tracing::info!(
@@ -437,7 +439,7 @@ impl Indexer {
         }
         let mut next = self.state.clone();
         next.pending_through = Some(max);
-        write_state(&self.inner.dir, &next)?;
+        write_state(&self.shared.dir, &next)?;
         self.state = next;
         Ok(())
     }
@@ -446,14 +448,14 @@ impl Indexer {
     fn writer_for(&mut self, key: &PartitionKey) -> Result<&mut OpenWriter, IndexError> {
         self.clock += 1;
         if !self.writers.contains_key(&key.start) {
-            if self.writers.len() >= self.inner.opts.max_open_writers {
+            if self.writers.len() >= self.shared.opts.max_open_writers {
                 self.close_least_recently_used()?;
             }
             // The partition's previous writer holds its lock until its merges are done.
             self.finish_closing(key.start);
             let partition = self.partition(key)?;
             let open = partition.open()?;
-            let opts = &self.inner.opts;
+            let opts = &self.shared.opts;
             let writer: IndexWriter = open
                 .index
                 .writer_with_options(
@@ -551,7 +553,7 @@ impl Indexer {
     /// The partition of `key`, created if new.
     fn partition(&self, key: &PartitionKey) -> Result<Arc<Partition>, IndexError> {
         if let Some(p) = self
-            .inner
+            .shared
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -560,11 +562,11 @@ impl Indexer {
             return Ok(p.clone());
         }
         let p = Arc::new(Partition::create(
-            &self.inner.dir,
+            &self.shared.dir,
             key.clone(),
-            &self.inner.schema,
+            &self.shared.schema,
         )?);
-        self.inner
+        self.shared
             .partitions
             .write()
             .unwrap_or_else(|e| e.into_inner())

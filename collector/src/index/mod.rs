@@ -93,27 +93,42 @@
 //! [`AuditIndex::verify_chain`] starts from (and the store's chain heads, if nothing newer is
 //! left).
 
-mod audit_index;
-mod chain;
+// The map, from the bottom layer up; each file depends only on those above it in this list.
+//
+// Foundations: no index state.
 mod collect;
-mod cursor;
-mod error;
-mod indexer;
-mod partition;
-mod phrase;
-mod query;
-mod scan;
-mod schema;
-mod state;
+mod cursor; // the signed cursor of a walk
+mod error; // IndexError
+mod options; // IndexOptions
+mod phrase; // a phrase query that checks positions forward only
+mod query; // the `q` language and SearchQuery, planned into a tantivy query
+mod schema; // the tantivy schema and the document of a record
+mod scheme; // PartitionScheme, PartitionKey: time partitions as names and ranges
+mod state; // index-state.json: how far in the write-ahead log the index is committed // the collectors: count, page, facets, org spans, chain positions
+// What the read and the write side share.
+mod partition; // one partition's tantivy index, opened lazily
+mod shared; // Shared: the partitions, their readers, the marks, the read caches
+mod stored; // reading stored records back
+// The read side: the AuditIndex handle, each kind of read in its own file.
+mod audit_index; // AuditIndex, lookups by (org, id), partition sizes, org spans
+mod chain;
+mod facets; // facets: top values and the histogram
+mod scan; // scan: every match once, for exports
+mod search; // search: pages and cursors // chain heads, chain verification, what retention keeps of chains
+// The write side.
+mod indexer; // Indexer: add, commit, delete
+// Opening a directory: the read handle and the writer together.
+mod open;
 #[cfg(test)]
 mod tests;
 
-pub use audit_index::{
-    AuditIndex, IndexOptions, IndexStats, MAX_PAGE_SIZE, OrgSpan, PartitionInfo, SearchPage,
-};
+pub use audit_index::{AuditIndex, IndexStats, OrgSpan, PartitionInfo};
 pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
+pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};
-pub use partition::{PartitionKey, PartitionScheme};
+pub use options::IndexOptions;
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};
 pub use scan::Scan;
+pub use scheme::{PartitionKey, PartitionScheme};
+pub use search::{MAX_PAGE_SIZE, SearchPage};

@@ -25,6 +25,7 @@ use super::collect::{DocFilter, FastCol, SegmentFilter};
 use super::error::IndexError;
 use super::query::{Plan, SearchQuery};
 use super::schema::col;
+use super::stored::stored_bytes;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use tantivy::Directory;
@@ -102,7 +103,7 @@ impl AuditIndex {
         q: &SearchQuery,
         window_rows: u32,
     ) -> Result<Scan, IndexError> {
-        let plan = Plan::new(&self.inner.fields, org, q)?;
+        let plan = Plan::new(&self.shared.fields, org, q)?;
         let lsn_below = self.snapshot_bound();
         // The time range and the snapshot, checked per document as search checks them.
         let doc_filter = DocFilter {
@@ -114,8 +115,8 @@ impl AuditIndex {
         let until = plan.until.unwrap_or(i64::MAX);
         let mut parts = VecDeque::new();
         let mut total = 0;
-        for p in self.inner.partitions_newest_first(plan.since, plan.until) {
-            let Some(searcher) = self.inner.searcher(&p)? else {
+        for p in self.shared.partitions_newest_first(plan.since, plan.until) {
+            let Some(searcher) = self.shared.searcher(&p)? else {
                 continue;
             };
             let err = |what: &'static str| {
@@ -195,7 +196,7 @@ impl AuditIndex {
         Ok(Scan {
             parts,
             total,
-            doc_field: self.inner.fields.doc,
+            doc_field: self.shared.fields.doc,
         })
     }
 }
@@ -341,39 +342,6 @@ fn is_file_mapping(maps: &str, bytes: &[u8], name: &str) -> bool {
                 && perms.ends_with('s')
                 && path.rsplit('/').next() == Some(name)
         })
-}
-
-/// tantivy's type code of a bytes value in a stored document.
-const BYTES_CODE: u8 = 4;
-
-/// The value of `field` in a stored document as tantivy's document store holds it, when the
-/// document is exactly what the indexer stores — one field, `field`, holding bytes:
-/// `VInt(1)`, the field id (`u32`, little-endian), [`BYTES_CODE`], `VInt(len)`, the bytes.
-/// `None` for anything else. (tantivy's own decoding reads a bytes value one byte at a time; at
-/// some 700 bytes a record that was a sixth of an export's CPU.)
-pub(crate) fn stored_bytes(raw: &[u8], field: Field) -> Option<&[u8]> {
-    let (fields, rest) = vint(raw)?;
-    let (id, rest) = rest.split_first_chunk::<4>()?;
-    let (&code, rest) = rest.split_first()?;
-    let (len, rest) = vint(rest)?;
-    (fields == 1
-        && u32::from_le_bytes(*id) == field.field_id()
-        && code == BYTES_CODE
-        && len == rest.len() as u64)
-        .then_some(rest)
-}
-
-/// tantivy's variable-length integer: 7 bits a byte, least significant first, the last byte
-/// marked by its high bit.
-fn vint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 != 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 impl PartScan {

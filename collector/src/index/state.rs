@@ -2,7 +2,7 @@
 //! committed. Versioned; written to a temporary file, fsynced and renamed over the old one.
 
 use super::error::IndexError;
-use super::partition::PartitionScheme;
+use super::scheme::PartitionScheme;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;

@@ -4,7 +4,6 @@
 use super::*;
 use crate::uid::uid_hash;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use codestax_common::api::{FacetCount, HistogramInterval};
 use codestax_common::{
     Actor, ActorKind, AuditRecord, CATALOG, Category, Change, Metadata, Outcome, Target, TargetKind,
 };
@@ -160,6 +159,9 @@ fn corpus(seed: u64, n: usize) -> Vec<AuditRecord> {
     out
 }
 
+/// Small writers; and read caches that small test segments use: every segment's facets are
+/// cached (so the brute-force comparisons go through the cache) and runs of time ranges are
+/// short.
 fn options() -> IndexOptions {
     IndexOptions {
         writer_memory_bytes: 16_000_000,
@@ -167,6 +169,9 @@ fn options() -> IndexOptions {
         merge_threads: 1,
         max_open_writers: 16,
         partition: PartitionScheme::Week,
+        facet_cache_min_docs: 0,
+        time_chunk_docs: 16,
+        ..IndexOptions::default()
     }
 }
 
@@ -648,7 +653,7 @@ fn facets_never_count_what_a_new_search_cannot_see() {
     let records = corpus(23, 400);
     let (index, mut indexer) = build(dir.path(), &records);
     let q = SearchQuery::default();
-    let before = index.inner().marks.read().unwrap().snapshot_through;
+    let before = index.shared().marks.read().unwrap().snapshot_through;
     let late: Vec<AuditRecord> = corpus(24, 50)
         .into_iter()
         .enumerate()
@@ -661,14 +666,14 @@ fn facets_never_count_what_a_new_search_cannot_see() {
     index_all(&mut indexer, &late, 10_000, 1_000);
     // Back inside the window: readers reloaded, snapshot not yet moved.
     let after = std::mem::replace(
-        &mut index.inner().marks.write().unwrap().snapshot_through,
+        &mut index.shared().marks.write().unwrap().snapshot_through,
         before,
     );
     let facets = index.facets("acme", &q, 5).unwrap().total;
     let search = index.search("acme", &q, 1, None).unwrap().total;
     assert_eq!(facets, search, "facets and a new search count one snapshot");
     assert_eq!(search, newest_first(&records, "acme", &q).len() as u64);
-    index.inner().marks.write().unwrap().snapshot_through = after;
+    index.shared().marks.write().unwrap().snapshot_through = after;
     let mut all = records.clone();
     all.extend(late);
     let want = newest_first(&all, "acme", &q).len() as u64;
@@ -728,16 +733,16 @@ fn brute_top(
     records: &[&AuditRecord],
     key: impl Fn(&AuditRecord) -> Option<String>,
     n: usize,
-) -> Vec<FacetCount> {
+) -> Vec<ValueCount> {
     let mut counts: HashMap<String, u64> = HashMap::new();
     for r in records {
         if let Some(k) = key(r) {
             *counts.entry(k).or_default() += 1;
         }
     }
-    let mut v: Vec<FacetCount> = counts
+    let mut v: Vec<ValueCount> = counts
         .into_iter()
-        .map(|(value, count)| FacetCount { value, count })
+        .map(|(value, count)| ValueCount { value, count })
         .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
     v.truncate(n);
@@ -798,9 +803,9 @@ fn facets_equal_brute_force() {
                 let hourly =
                     matches!((start, end), (Some(s), Some(e)) if e - s <= Duration::days(3));
                 let want_interval = if hourly {
-                    HistogramInterval::Hour
+                    Interval::Hour
                 } else {
-                    HistogramInterval::Day
+                    Interval::Day
                 };
                 assert_eq!(f.histogram.interval, want_interval, "{q:?}");
                 let width = if hourly { 3600 } else { 86_400 };
@@ -845,7 +850,7 @@ fn facets_equal_brute_force() {
             .unwrap()
             .histogram
             .interval,
-        HistogramInterval::Hour
+        Interval::Hour
     );
     let more = SearchQuery {
         since: Some(day(1)),
@@ -854,7 +859,7 @@ fn facets_equal_brute_force() {
     };
     assert_eq!(
         index.facets("acme", &more, 5).unwrap().histogram.interval,
-        HistogramInterval::Day
+        Interval::Day
     );
     assert_eq!(
         index
@@ -862,7 +867,7 @@ fn facets_equal_brute_force() {
             .unwrap()
             .histogram
             .interval,
-        HistogramInterval::Day
+        Interval::Day
     );
 }
 
@@ -1019,7 +1024,7 @@ fn reopen_recovery_and_retention() {
     };
     index.search("acme", &recent, 10, None).unwrap();
     let opened: Vec<bool> = index
-        .inner()
+        .shared()
         .partitions_newest_first(None, None)
         .iter()
         .map(|p| p.is_open())
@@ -1130,7 +1135,7 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
     for org in ORGS {
         index.facets(org, &SearchQuery::default(), 100).unwrap();
     }
-    assert!(index.inner().facet_cache.len() > 0);
+    assert!(index.shared().facet_cache.len() > 0);
     index_all(&mut indexer, &records, 1, 1000);
     assert_eq!(index.stats().unwrap().docs, records.len() as u64);
     assert_eq!(index.indexed_through(), Some(300));
@@ -1223,7 +1228,7 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
     fresh[0].time = t0() + Duration::days(400);
     index_all(&mut indexer, &fresh, 501, 1000);
     assert_eq!(index.stats().unwrap().docs, records.len() as u64);
-    for p in index.inner().partitions_newest_first(None, None) {
+    for p in index.shared().partitions_newest_first(None, None) {
         let want = if legacy_partitions.contains(&p.key) {
             UidForm::Text
         } else {
@@ -1337,7 +1342,7 @@ fn eight_segments_merging(
         r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
     }
     index_all(indexer, &records, 1, 100);
-    let week = index.inner().partitions_newest_first(None, None)[0].clone();
+    let week = index.shared().partitions_newest_first(None, None)[0].clone();
     (records, week)
 }
 
@@ -1744,9 +1749,9 @@ fn scans_hand_over_exactly_what_a_walk_returns() {
 
     // Every stored document has the layout the scan reads directly, and the files it reads are
     // found where they are mapped (to give their pages back).
-    let fields = &index.inner().fields;
-    for p in index.inner().partitions_newest_first(None, None) {
-        let searcher = index.inner().searcher(&p).unwrap().unwrap();
+    let fields = &index.shared().fields;
+    for p in index.shared().partitions_newest_first(None, None) {
+        let searcher = index.shared().searcher(&p).unwrap().unwrap();
         assert_eq!(
             scan::Mappings::of(&searcher).0.len(),
             3 * searcher.segment_readers().len(),
@@ -1758,7 +1763,7 @@ fn scans_hand_over_exactly_what_a_walk_returns() {
                 let raw = store.get_document_bytes(doc).unwrap();
                 let full: tantivy::TantivyDocument = store.get(doc).unwrap();
                 let want = tantivy::schema::Value::as_bytes(&full.get_first(fields.doc).unwrap());
-                assert_eq!(scan::stored_bytes(&raw, fields.doc), want);
+                assert_eq!(stored::stored_bytes(&raw, fields.doc), want);
             }
         }
     }
@@ -1947,7 +1952,7 @@ fn stale_old_and_crafted_cursors() {
     let want = visible(&records, "acme", &q);
     let first = index.search("acme", &q, 10, None).unwrap();
     assert_eq!(first.total, want.len() as u64);
-    let scope = Plan::new(&index.inner().fields, "acme", &q).unwrap().scope;
+    let scope = Plan::new(&index.shared().fields, "acme", &q).unwrap().scope;
     let good = Cursor::decode(first.next_cursor.as_deref().unwrap(), &scope).unwrap();
     let count = good.count.unwrap();
     assert_eq!(
@@ -2024,10 +2029,10 @@ fn raw_pages_are_the_stored_records() {
         }
     }
     // Every stored record is read straight from its serialised bytes (not tantivy's slow path).
-    let fields = &index.inner().fields;
-    for p in index.inner().partitions_newest_first(None, None) {
-        let searcher = index.inner().searcher(&p).unwrap().unwrap();
-        let mut docs = super::audit_index::StoredDocs::new(&searcher, &p.dir, fields);
+    let fields = &index.shared().fields;
+    for p in index.shared().partitions_newest_first(None, None) {
+        let searcher = index.shared().searcher(&p).unwrap().unwrap();
+        let mut docs = super::stored::StoredDocs::new(&searcher, &p.dir, fields);
         let mut n = 0;
         for (ord, reader) in searcher.segment_readers().iter().enumerate() {
             for doc in reader.doc_ids_alive() {
@@ -2035,7 +2040,7 @@ fn raw_pages_are_the_stored_records() {
                 let fast: AuditRecord = docs
                     .read(addr, |_, bytes| Ok(serde_json::from_slice(bytes).unwrap()))
                     .unwrap();
-                let slow = super::audit_index::load(&searcher, &p.dir, fields, addr).unwrap();
+                let slow = super::stored::load(&searcher, &p.dir, fields, addr).unwrap();
                 assert_eq!(fast, slow);
                 n += 1;
             }
@@ -2108,7 +2113,7 @@ fn facet_counts_kept_per_segment_stay_exact() {
             }
         }
     };
-    let cache = index.inner().facet_cache.clone();
+    let cache = index.shared().facet_cache.clone();
     check(&records);
     let (hits, misses) = cache.counters();
     check(&records);

@@ -26,8 +26,13 @@ pub enum KeyError {
     #[error("key store {} is invalid: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     /// `keys.json` was written by a build with another format version.
-    #[error("key store {} has format version {version}; this build reads version {}", path.display(), super::STORE_VERSION)]
-    UnsupportedVersion { path: PathBuf, version: u64 },
+    #[error("key store {} has format version {version}; this build reads version {supported}", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u64,
+        /// The version this build reads.
+        supported: u64,
+    },
     #[error("invalid org id {0:?}: use 1 to 64 letters, digits, '_', '-' or '.'")]
     InvalidOrg(String),
     /// Holds at most the name's first 32 characters: the error never echoes a huge name back.

@@ -695,6 +695,7 @@ impl KeyStore {
             return Err(KeyError::UnsupportedVersion {
                 path: path.clone(),
                 version,
+                supported: STORE_VERSION,
             });
         }
         let file: KeyFile = serde_json::from_slice(&bytes).map_err(corrupt)?;

@@ -150,46 +150,4 @@ mod tests {
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains(FILE) && err.contains("version 9"), "{err}");
     }
-
-    mod props {
-        use super::*;
-        use crate::retention::checkpoint::ChainCheckpoints;
-        use proptest::prelude::*;
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(
-                std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64)
-            ))]
-
-            /// Any bytes as the retention overrides or the chain checkpoints (stable and
-            /// temporary files): loaded, or an error naming the file. Never a panic.
-            #[test]
-            fn prop_any_state_file_loads_or_is_named(
-                stable in prop_oneof![
-                    prop::collection::vec(any::<u8>(), 0..128),
-                    Just(br#"{"version":1,"days":{"acme":4294967295,"":0}}"#.to_vec()),
-                    Just(br#"{"version":4294967295,"days":{}}"#.to_vec()),
-                ],
-                tmp in proptest::option::of(prop::collection::vec(any::<u8>(), 0..64)),
-            ) {
-                let dir = tempfile::tempdir().unwrap();
-                for (file, tmp_file) in [(FILE, TMP), (crate::retention::checkpoint::FILE, "chain-checkpoints.json.tmp")] {
-                    std::fs::write(dir.path().join(file), &stable).unwrap();
-                    if let Some(tmp) = &tmp {
-                        std::fs::write(dir.path().join(tmp_file), tmp).unwrap();
-                    }
-                }
-                let named = |e: RetentionError| {
-                    let m = e.to_string();
-                    assert!(m.contains(dir.path().to_str().unwrap()), "{m}");
-                };
-                if let Err(e) = OverrideStore::new(dir.path()).load() {
-                    named(e);
-                }
-                if let Err(e) = ChainCheckpoints::open(dir.path()) {
-                    named(e);
-                }
-            }
-        }
-    }
 }

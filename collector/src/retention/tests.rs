@@ -83,6 +83,7 @@ fn options() -> IndexOptions {
         merge_threads: 1,
         max_open_writers: 2,
         partition: PartitionScheme::Week,
+        ..IndexOptions::default()
     }
 }
 

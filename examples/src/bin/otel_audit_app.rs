@@ -11,6 +11,8 @@
 //!
 //! The mapping of attributes to audit record fields is in docs/otlp-mapping.md.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry_otlp::{

@@ -190,7 +190,7 @@ proptest! {
         let f = &*FIXTURE;
         let mut query = text(&q);
         query.since = since.map(|d| t0() + Duration::days(d));
-        let Ok(plan) = Plan::new(&f.index.inner().fields, "acme", &query) else {
+        let Ok(plan) = Plan::new(&f.index.shared().fields, "acme", &query) else {
             return Ok(());
         };
         let cursor = Cursor {

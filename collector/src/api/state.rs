@@ -1,0 +1,37 @@
+//! [`AppState`]: what every handler shares, and the API's fixed [`ApiLimits`]. Below the
+//! handlers and the router that wires them, so both depend on it and not on each other.
+
+use crate::index::AuditIndex;
+use crate::ingest::Ingest;
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Limits and defaults of the API, fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Largest gzip-inflated body, in bytes (413 above).
+    pub max_decompressed_bytes: usize,
+    /// Largest `limit` of a search page.
+    pub max_search_limit: usize,
+    /// Facet values listed per field unless `top` says otherwise.
+    pub facet_top_n: usize,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: KeyStore,
+    pub index: AuditIndex,
+    pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
+    /// Every org's retention: the floor of every read, changed through the settings route.
+    pub retention: Arc<RetentionPolicy>,
+    pub limits: ApiLimits,
+    /// Set once the WAL has been replayed into the index.
+    pub ready: Arc<AtomicBool>,
+}

@@ -1,0 +1,90 @@
+//! [`IndexOptions`]: how the index is laid out, what writing it may take, and the thresholds of
+//! its read-side caches.
+
+use super::error::IndexError;
+use super::scheme::PartitionScheme;
+use codestax_config::{TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES};
+
+/// tantivy refuses writer threads with less memory than this.
+pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
+
+/// How the index is laid out, how much memory and how many threads writing it may take, and the
+/// sizes of the read side's caches (tests make these small so that small indexes use them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexOptions {
+    /// Memory budget of each indexing thread in bytes (at least 15 MB): when a thread's records
+    /// since the last commit fill it, they are written out as a segment. The most the writers
+    /// take together is `max_open_writers * writer_threads` times this.
+    pub writer_memory_bytes: usize,
+    /// Indexing threads per partition writer, 1 to 8. Each builds its own segment, so a commit
+    /// writes them out in parallel: with one thread on two cores, commits took up to 1 s and
+    /// ingest waited meanwhile (BENCHMARKS.md).
+    pub writer_threads: usize,
+    /// Threads merging segments in the background per partition writer, 1 to 8.
+    pub merge_threads: usize,
+    /// Most partition writers open at once. Opening one more commits and closes the least recently
+    /// used (records mostly arrive for the current week, so this rarely happens).
+    pub max_open_writers: usize,
+    /// How records are split into partitions; fixed for the life of an index directory.
+    pub partition: PartitionScheme,
+    /// Memory the facet counts of whole segments may take, in bytes (an entry is a few KiB: the
+    /// values of one org's records in one segment).
+    pub facet_cache_bytes: usize,
+    /// Segments with fewer documents have their facets counted every time rather than cached
+    /// (cheap to count, and short-lived: merged away soon).
+    pub facet_cache_min_docs: u32,
+    /// Documents per run whose time range is kept per segment, so that a later page of a walk
+    /// visits only the runs around its cursor; at least 1.
+    pub time_chunk_docs: u32,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            writer_memory_bytes: 64 * 1024 * 1024,
+            writer_threads: 2,
+            merge_threads: 2,
+            max_open_writers: 2,
+            partition: PartitionScheme::Week,
+            facet_cache_bytes: 64 * 1024 * 1024,
+            facet_cache_min_docs: 2048,
+            time_chunk_docs: 1024,
+        }
+    }
+}
+
+impl IndexOptions {
+    pub(crate) fn validate(&self) -> Result<(), IndexError> {
+        if !(1..=8).contains(&self.writer_threads) {
+            return Err(IndexError::Options(format!(
+                "writer_threads must be 1 to 8, got {}",
+                self.writer_threads
+            )));
+        }
+        if !(1..=8).contains(&self.merge_threads) {
+            return Err(IndexError::Options(format!(
+                "merge_threads must be 1 to 8, got {}",
+                self.merge_threads
+            )));
+        }
+        if !(MIN_MEMORY_PER_THREAD..=TANTIVY_MAX_WRITER_MEMORY_BYTES)
+            .contains(&self.writer_memory_bytes)
+        {
+            return Err(IndexError::Options(format!(
+                "writer_memory_bytes (per indexing thread) must be 15 MB to 3 GiB, got {} bytes",
+                self.writer_memory_bytes
+            )));
+        }
+        if self.max_open_writers == 0 {
+            return Err(IndexError::Options(
+                "max_open_writers must be at least 1".into(),
+            ));
+        }
+        if self.time_chunk_docs == 0 {
+            return Err(IndexError::Options(
+                "time_chunk_docs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
