@@ -124,3 +124,53 @@ pub fn grpc_code_of(status: StatusCode) -> Code {
         _ => Code::Unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_http_status_and_grpc_code() {
+        use RefusalKind::*;
+        for (kind, http, grpc) in [
+            (
+                Unauthenticated {
+                    invalid_token: false,
+                },
+                401,
+                Code::Unauthenticated,
+            ),
+            (PermissionDenied, 403, Code::PermissionDenied),
+            (InvalidArgument, 400, Code::InvalidArgument),
+            (UnsupportedMediaType, 415, Code::InvalidArgument),
+            (TooLarge, 413, Code::InvalidArgument),
+            (RateLimited, 429, Code::ResourceExhausted),
+            (Full, 503, Code::ResourceExhausted),
+            (Unavailable, 503, Code::Unavailable),
+            (Internal, 500, Code::Internal),
+        ] {
+            let refusal = Refusal::new(kind, "m");
+            assert_eq!(refusal.http_status().as_u16(), http, "{kind:?}");
+            assert_eq!(refusal.grpc_code(), grpc, "{kind:?}");
+            // Outside errors of the same status carry the same code, where one status has one.
+            if !matches!(kind, UnsupportedMediaType | TooLarge | Full) {
+                assert_eq!(grpc_code_of(refusal.http_status()), grpc, "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_retry_hint_becomes_retry_info() {
+        let status = Refusal::new(RefusalKind::Full, "full")
+            .retry_after(Duration::from_secs(5))
+            .into_grpc();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_error_details().retry_info().cloned();
+        assert_eq!(
+            retry.and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(5))
+        );
+        let status = Refusal::invalid("bad").into_grpc();
+        assert!(status.get_error_details().retry_info().is_none());
+    }
+}
