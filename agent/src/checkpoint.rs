@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state_file::{self, StateFileError, Versioned};
+use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
 
 /// Which file on which device: `(st_dev, st_ino)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,6 +75,12 @@ impl Versioned for CheckpointFile {
     }
 }
 
+/// `checkpoints.json`, written through `checkpoints.json.new`; a damaged copy is moved aside
+/// (the spool's positions and replays with stable ids make up for it).
+fn state_file(path: &Path) -> StateFile {
+    StateFile::new(path, ".new")
+}
+
 /// The checkpoint table, shared by the file source (lookups, paths, releases) and the forwarder
 /// (positions read from the spool, persistence before segment deletion).
 #[derive(Clone)]
@@ -96,7 +102,7 @@ impl CheckpointStore {
         path: &Path,
         recovered: impl IntoIterator<Item = FilePosition>,
     ) -> Result<CheckpointStore, StateFileError> {
-        let loaded = state_file::read_json::<CheckpointFile>(path)?;
+        let loaded = state_file(path).read_json::<CheckpointFile>(OnDamage::MoveAside)?;
         let mut table = Table {
             path: path.to_path_buf(),
             entries: HashMap::new(),
@@ -192,13 +198,10 @@ impl CheckpointStore {
         }
         let mut files: Vec<Checkpoint> = table.entries.values().cloned().collect();
         files.sort_by_key(|c| c.position.key);
-        state_file::write_json(
-            &table.path,
-            &CheckpointFile {
-                version: CheckpointFile::VERSION,
-                files,
-            },
-        )?;
+        state_file(&table.path).write_json(&CheckpointFile {
+            version: CheckpointFile::VERSION,
+            files,
+        })?;
         table.dirty = false;
         Ok(())
     }

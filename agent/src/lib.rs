@@ -4,6 +4,8 @@
 //! [`run`] is the whole agent; the modules are its parts: [`spool`] (durable buffer),
 //! [`checkpoint`] (file positions), [`source::file`] (tailing), [`receiver`] (OTLP intake),
 //! [`forward`] (delivery to the collector), [`quarantine`], [`api`] and [`metrics`].
+// Unsafe only in the two libc calls allowed where they are (malloc_trim, setrlimit).
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod checkpoint;
@@ -17,7 +19,6 @@ pub mod receiver;
 mod run;
 pub mod source;
 pub mod spool;
-mod state_file;
 
+pub use codestax_storage::StateFileError;
 pub use run::{AgentError, RunningAgent, run, run_until, shutdown_signal, start};
-pub use state_file::StateFileError;

@@ -17,6 +17,7 @@ use crate::spool::Spool;
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Returns free heap pages to the system (glibc); a no-op elsewhere.
+#[allow(unsafe_code)]
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.

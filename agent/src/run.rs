@@ -20,7 +20,7 @@ use crate::source::file::{
     FileServer, FileServerOptions, FileSettings, FileSourceError, FileTailer, GlobError,
 };
 use crate::spool::{Spool, SpoolError, SpoolOptions};
-use crate::state_file::StateFileError;
+use codestax_storage::StateFileError;
 
 /// The agent could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +288,7 @@ async fn serve_http(listener: TcpListener, router: axum::Router, mut stop: watch
 }
 
 /// Tailing many files needs a descriptor each: raise the soft limit to the hard one.
+#[allow(unsafe_code)]
 fn raise_open_files_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
     unsafe {
@@ -307,30 +308,19 @@ fn raise_open_files_limit() {
 
 /// An exclusive lock on the data directory (`agent.lock`), held while the agent runs.
 struct DirLock {
-    _file: std::fs::File,
+    _lock: codestax_storage::DirLock,
 }
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, AgentError> {
-        use std::os::fd::AsRawFd;
-        let path = dir.join("agent.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| AgentError::DataDir {
-                path: path.clone(),
-                source,
-            })?;
-        // SAFETY: flock on a descriptor this function owns.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !locked {
-            return Err(AgentError::Locked {
+        use codestax_storage::LockError;
+        match codestax_storage::DirLock::try_acquire(&dir.join("agent.lock")) {
+            Ok(lock) => Ok(DirLock { _lock: lock }),
+            Err(LockError::Held { .. }) => Err(AgentError::Locked {
                 path: dir.to_path_buf(),
-            });
+            }),
+            Err(LockError::Io { path, source }) => Err(AgentError::DataDir { path, source }),
         }
-        Ok(DirLock { _file: file })
     }
 }
 

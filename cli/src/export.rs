@@ -7,6 +7,7 @@
 
 use crate::client::{Client, ClientError};
 use codestax_common::api::{EXPORT_TOTAL_HEADER, ExportFormat, SearchFilters};
+use codestax_storage::{AtomicFile, StateFileError};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -133,26 +134,33 @@ fn to_file(
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempfile_in(&dir)
-        .map_err(|e| io("create a temporary file beside", e))?;
+    // Unique per process, so two exports to one name never share a temporary file.
+    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let mut tmp = AtomicFile::create(path, &temp)
+        .map_err(|e| state_io("create a temporary file beside", path, e))?;
     let counted = {
-        let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.file());
         let counted = copy(response, &mut w, format, bar)?;
         w.flush().map_err(|e| io("write", e))?;
         counted
     };
     let summary = check_complete(counted, expected, format)?;
-    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
-    tmp.persist(path)
-        .map_err(|e| io("rename the finished export to", e.error))?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    // fsync, rename, fsync of the directory; dropped before this, the temporary file is removed.
+    tmp.commit()
+        .map_err(|e| state_io("sync and rename the finished export to", path, e))?;
     Ok(summary)
+}
+
+fn state_io(what: &'static str, path: &Path, e: StateFileError) -> ExportError {
+    let source = match e {
+        StateFileError::Write { source, .. } | StateFileError::Read { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    };
+    ExportError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What arrived: bytes and newlines.

@@ -1,6 +1,9 @@
 //! The collector: durable ingest (WAL with group commit, dedupe), the tantivy index, the
 //! OTLP and NDJSON receivers, API keys, exports, retention, and the audit-log HTTP API.
 
+// Unsafe only for madvise on the index's own read-only mappings (index/scan.rs), allowed there.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod export;
 pub mod index;

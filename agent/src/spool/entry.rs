@@ -75,10 +75,16 @@ impl SpoolEntry {
     }
 
     /// Decodes a payload whose checksum has been verified; `None` for an unknown kind.
-    #[cfg(test)]
     pub(crate) fn decode(payload: &[u8]) -> Option<SpoolEntry> {
         let (&kind, rest) = payload.split_first()?;
         SpoolEntry::from_parts(kind, rest.to_vec())
+    }
+
+    /// [`SpoolEntry::decode`], keeping the payload's buffer for the record's bytes.
+    pub(crate) fn from_payload(mut payload: Vec<u8>) -> Option<SpoolEntry> {
+        let kind = *payload.first()?;
+        payload.drain(..1);
+        SpoolEntry::from_parts(kind, payload)
     }
 
     /// Decodes a verified payload given as its kind byte and the bytes after it (which become

@@ -1,28 +1,29 @@
 //! The disk spool: records (and file positions) wait here, fsynced, until the collector has
-//! acknowledged them. Segmented append-only files with a checksum per entry, bounded in size,
-//! with group commit, a persisted acknowledged position and deletion of acknowledged segments.
+//! acknowledged them. A segment log ([`codestax_storage::Log`], group-committed) bounded in size,
+//! plus the acknowledged position, persisted as a state file, before which segments are deleted.
 
 mod entry;
 mod reader;
 mod segment;
 mod writer;
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
+use codestax_storage::{
+    Catalog, Damage, Frames, GroupCommit, GroupOptions, Log, LogError, OnDamage, OpenLog,
+    StateFile, StateFileError, Versioned,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::checkpoint::FilePosition;
-use crate::state_file::{self, StateFileError, Versioned};
 
+pub use codestax_storage::{FRAME_OVERHEAD, HEADER_LEN};
 pub use entry::SpoolEntry;
 pub use reader::{ReadEntry, SpoolReader};
-pub use segment::{FRAME_OVERHEAD, HEADER_LEN};
 
 const ACKED_FILE: &str = "acked.json";
 
@@ -112,15 +113,16 @@ pub struct SpoolStats {
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    requests: mpsc::Sender<writer::Request>,
+    requests: GroupCommit<writer::Request>,
 }
 
 pub(crate) struct Shared {
     dir: PathBuf,
     options: SpoolOptions,
     used_bytes: AtomicU64,
-    /// Sequence number → committed length of every segment on disk.
-    segments: Mutex<BTreeMap<u64, u64>>,
+    /// Every segment on disk with its committed length.
+    catalog: Catalog,
+    acked_file: StateFile,
     acked: Mutex<SpoolPos>,
     /// End of the fsynced data: what readers may read.
     committed: watch::Sender<SpoolPos>,
@@ -144,74 +146,45 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, checking every entry: a damaged tail is cut off
     /// (saved beside it as `SEQ-OFFSET.damaged`) and logged; it never stops the agent.
     pub fn open(dir: &Path, options: SpoolOptions) -> Result<(Spool, Recovery), SpoolError> {
-        let dir_err = |source| SpoolError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(dir_err)?;
-        let acked_path = dir.join(ACKED_FILE);
-        let acked_file = state_file::read_json::<AckedFile>(&acked_path)?;
-        let mut acked = acked_file.map(|a| SpoolPos {
-            segment: a.segment,
-            offset: a.offset,
-        });
+        let acked_file = StateFile::new(dir.join(ACKED_FILE), ".new");
+        let acked = acked_file
+            .read_json::<AckedFile>(OnDamage::MoveAside)?
+            .map(|a| SpoolPos {
+                segment: a.segment,
+                offset: a.offset,
+            });
 
         let mut recovery = Recovery::default();
-        let mut segments = BTreeMap::new();
-        let seqs = segment::list(dir).map_err(dir_err)?;
-        let last = seqs.last().copied();
-        let mut last_version = None;
-        for seq in seqs {
-            let path = segment::segment_path(dir, seq);
-            match recover_segment(dir, seq, acked, &mut recovery)? {
-                Some((len, version)) => {
-                    segments.insert(seq, len);
-                    last_version = Some(version);
-                }
-                None => {
-                    let mut aside = path.clone().into_os_string();
-                    aside.push(".damaged");
-                    fs::rename(&path, &aside).map_err(|source| SpoolError::Segment {
-                        path: path.clone(),
-                        source,
-                    })?;
+        let open = OpenLog {
+            // A new segment comes after the acknowledged one, even if that one is gone.
+            min_next_id: acked.map_or(1, |a| a.segment.saturating_add(1)),
+            ..OpenLog::new(&segment::FORMAT, Damage::CutEach)
+        };
+        let (log, notes) = Log::open(dir, open, |at, payload| {
+            match SpoolEntry::decode(payload).ok_or("unknown entry kind")? {
+                SpoolEntry::FilePosition(p) => recovery.file_positions.push(p),
+                SpoolEntry::Log(_) | SpoolEntry::Json(_) => {
+                    let pos = SpoolPos {
+                        segment: at.segment,
+                        offset: at.offset,
+                    };
+                    if acked.is_none_or(|a| pos >= a) {
+                        recovery.pending_records += 1;
+                    }
                 }
             }
-        }
-        for line in &recovery.damaged {
+            Ok(())
+        })
+        .map_err(|e| log_error(dir, e))?;
+        for line in &notes {
             tracing::warn!("{line}");
         }
-
-        // Append to the last segment, or start one after everything known (also when the last
-        // is of an older format: a segment holds only what its header's version allows).
-        let (active_seq, active_file) = match segments.last_key_value() {
-            Some((&seq, _))
-                if Some(seq) == last && last_version == Some(segment::FORMAT_VERSION) =>
-            {
-                let path = segment::segment_path(dir, seq);
-                let file = fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(|source| SpoolError::Segment { path, source })?;
-                (seq, file)
-            }
-            _ => {
-                let seq = last
-                    .max(acked.map(|a| a.segment))
-                    .map_or(1, |s| s + 1)
-                    .max(1);
-                let file = segment::create(dir, seq).map_err(|source| SpoolError::Segment {
-                    path: segment::segment_path(dir, seq),
-                    source,
-                })?;
-                segments.insert(seq, HEADER_LEN);
-                (seq, file)
-            }
-        };
-        let active_len = segments[&active_seq];
+        recovery.damaged = notes;
+        let catalog = log.catalog().clone();
+        let segments = catalog.all();
 
         // The acknowledged position must name a place that exists.
-        let first = *segments.keys().next().expect("at least the active segment");
+        let (first, _) = *segments.first().expect("at least the active segment");
         let start = SpoolPos {
             segment: first,
             offset: HEADER_LEN,
@@ -219,42 +192,53 @@ impl Spool {
         let clamped = match acked {
             None => start,
             Some(a) if a.segment < first => start,
-            Some(a) => match segments.get(&a.segment) {
-                Some(&len) => SpoolPos {
+            Some(a) => match catalog.get(a.segment) {
+                Some(state) => SpoolPos {
                     segment: a.segment,
-                    offset: a.offset.clamp(HEADER_LEN, len),
+                    offset: a.offset.clamp(HEADER_LEN, state.len),
                 },
                 // A gap (segments were moved aside): continue at the next segment that exists.
-                None => segments
-                    .range(a.segment..)
-                    .next()
-                    .map_or(start, |(&seq, _)| SpoolPos {
+                None => catalog
+                    .next_from(a.segment)
+                    .map_or(start, |(seq, _)| SpoolPos {
                         segment: seq,
                         offset: HEADER_LEN,
                     }),
             },
         };
-        acked = Some(clamped);
 
-        let used = segments.values().sum();
+        let used = segments.iter().map(|(_, s)| s.len).sum();
         let committed = SpoolPos {
-            segment: active_seq,
-            offset: active_len,
+            segment: log.active_segment(),
+            offset: log.active_len(),
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             options,
             used_bytes: AtomicU64::new(used),
-            segments: Mutex::new(segments),
-            acked: Mutex::new(acked.expect("set above")),
+            catalog,
+            acked_file,
+            acked: Mutex::new(clamped),
             committed: watch::channel(committed).0,
         });
-        let requests = writer::start(shared.clone(), active_seq, active_file, active_len).map_err(
-            |source| SpoolError::Dir {
+        let writer = writer::Writer {
+            shared: shared.clone(),
+            log,
+            frames: Frames::new(),
+        };
+        let group = GroupOptions {
+            max_wait: std::time::Duration::ZERO,
+            max_requests: MAX_GROUP,
+            max_records: usize::MAX,
+            max_bytes: usize::MAX,
+            queue_depth: None,
+        };
+        let requests = GroupCommit::start("spool-writer", writer, group).map_err(|source| {
+            SpoolError::Dir {
                 path: dir.to_path_buf(),
                 source,
-            },
-        )?;
+            }
+        })?;
         // Acknowledged segments left by a crash are deleted by the next `delete_acked`, once the
         // caller has persisted the file positions recovered from them.
         Ok((Spool { shared, requests }, recovery))
@@ -311,14 +295,11 @@ impl Spool {
             if pos <= *acked {
                 return Ok(());
             }
-            state_file::write_json(
-                &self.shared.dir.join(ACKED_FILE),
-                &AckedFile {
-                    version: AckedFile::VERSION,
-                    segment: pos.segment,
-                    offset: pos.offset,
-                },
-            )?;
+            self.shared.acked_file.write_json(&AckedFile {
+                version: AckedFile::VERSION,
+                segment: pos.segment,
+                offset: pos.offset,
+            })?;
             *acked = pos;
         }
         Ok(())
@@ -327,16 +308,18 @@ impl Spool {
     /// Bytes of entries committed but not yet acknowledged (the backlog).
     pub fn unacked_bytes(&self) -> u64 {
         let acked = self.acked();
-        let segments = self.shared.segments.lock().expect("segments lock");
-        segments
-            .range(acked.segment..)
-            .map(|(&seq, &len)| {
+        self.shared
+            .catalog
+            .all()
+            .into_iter()
+            .filter(|(seq, _)| *seq >= acked.segment)
+            .map(|(seq, state)| {
                 let from = if seq == acked.segment {
                     acked.offset
                 } else {
                     HEADER_LEN
                 };
-                len.saturating_sub(from)
+                state.len.saturating_sub(from)
             })
             .sum()
     }
@@ -344,10 +327,8 @@ impl Spool {
     /// Whether some segment is entirely acknowledged (and not the one being written).
     pub fn has_deletable(&self) -> bool {
         let acked = self.acked();
-        let segments = self.shared.segments.lock().expect("segments lock");
-        let mut keys = segments.iter();
-        matches!((keys.next(), keys.next()), (Some((&seq, &len)), Some(_))
-            if seq < acked.segment || (seq == acked.segment && acked.offset >= len))
+        let segments = self.shared.catalog.all();
+        matches!(&segments[..], [(seq, state), _, ..] if is_acked(*seq, state.len, acked))
     }
 
     /// Whether `bytes` more would fit now.
@@ -359,7 +340,7 @@ impl Spool {
         SpoolStats {
             used_bytes: self.shared.used_bytes.load(Ordering::Acquire),
             max_bytes: self.shared.options.max_bytes,
-            segments: self.shared.segments.lock().expect("segments lock").len() as u64,
+            segments: self.shared.catalog.count() as u64,
         }
     }
 
@@ -370,129 +351,37 @@ impl Spool {
     /// Deletes the segments that are entirely acknowledged; frees their bytes.
     pub fn delete_acked(&self) -> Result<(), SpoolError> {
         let acked = self.acked();
-        let mut deleted = false;
-        loop {
-            let victim = {
-                let segments = self.shared.segments.lock().expect("segments lock");
-                let mut keys = segments.iter();
-                match (keys.next(), keys.next()) {
-                    // Never the last (active) segment.
-                    (Some((&seq, &len)), Some(_))
-                        if seq < acked.segment || (seq == acked.segment && acked.offset >= len) =>
-                    {
-                        Some(seq)
-                    }
-                    _ => None,
-                }
-            };
-            let Some(seq) = victim else { break };
-            let path = segment::segment_path(&self.shared.dir, seq);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(SpoolError::Segment { path, source }),
-            }
-            let len = self
-                .shared
-                .segments
-                .lock()
-                .expect("segments lock")
-                .remove(&seq)
-                .unwrap_or(0);
-            self.shared.used_bytes.fetch_sub(len, Ordering::AcqRel);
-            deleted = true;
-        }
-        if deleted {
-            state_file::sync_dir(&self.shared.dir).map_err(|source| SpoolError::Dir {
-                path: self.shared.dir.clone(),
-                source,
-            })?;
+        let removed = self
+            .shared
+            .catalog
+            .remove_oldest_while(|seq, state, _| is_acked(seq, state.len, acked))
+            .map_err(|e| log_error(&self.shared.dir, e))?;
+        for (_, state) in removed {
+            self.shared
+                .used_bytes
+                .fetch_sub(state.len, Ordering::AcqRel);
         }
         Ok(())
     }
 }
 
-/// Checks one segment, cutting off a damaged tail. Returns its valid length and format version,
-/// or `None` when its header is unusable (the caller moves it aside).
-fn recover_segment(
-    dir: &Path,
-    seq: u64,
-    acked: Option<SpoolPos>,
-    recovery: &mut Recovery,
-) -> Result<Option<(u64, u32)>, SpoolError> {
-    let path = segment::segment_path(dir, seq);
-    let seg_err = |source| SpoolError::Segment {
-        path: path.clone(),
-        source,
-    };
-    let file_len = fs::metadata(&path).map_err(seg_err)?.len();
-    let mut reader = segment::FrameReader::open(&path, 0).map_err(seg_err)?;
-    let version = match reader.read_header().map_err(seg_err)? {
-        Ok(version) => version,
-        Err(problem) => {
-            recovery.damaged.push(format!(
-                "spool segment {} moved aside: {problem}",
-                path.display()
-            ));
-            return Ok(None);
-        }
-    };
-    let mut problem = None;
-    loop {
-        let at = reader.offset();
-        match reader.next().map_err(seg_err)? {
-            None => break,
-            Some(Ok(entry)) => match entry {
-                SpoolEntry::FilePosition(p) => recovery.file_positions.push(p),
-                SpoolEntry::Log(_) | SpoolEntry::Json(_) => {
-                    if acked.is_none_or(|a| {
-                        SpoolPos {
-                            segment: seq,
-                            offset: at,
-                        } >= a
-                    }) {
-                        recovery.pending_records += 1;
-                    }
-                }
-            },
-            Some(Err(p)) => {
-                problem = Some(p);
-                break;
-            }
-        }
-    }
-    let valid = reader.offset();
-    if let Some(problem) = problem {
-        let cut = file_len - valid;
-        let saved = save_damaged(dir, seq, valid, &path);
-        recovery.damaged.push(format!(
-            "spool segment {}: {problem} at offset {valid}; cut off {cut} bytes{}",
-            path.display(),
-            match saved {
-                Ok(p) => format!(" (saved to {})", p.display()),
-                Err(e) => format!(" (could not save them: {e})"),
-            }
-        ));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(seg_err)?;
-        file.set_len(valid).map_err(seg_err)?;
-        file.sync_all().map_err(seg_err)?;
-    }
-    Ok(Some((valid, version)))
+/// Appends waiting together are committed with one fsync, up to this many.
+const MAX_GROUP: usize = 1024;
+
+/// Whether every entry of segment `seq`, `len` bytes long, is before `acked`.
+fn is_acked(seq: u64, len: u64, acked: SpoolPos) -> bool {
+    seq < acked.segment || (seq == acked.segment && acked.offset >= len)
 }
 
-/// Copies the bytes about to be cut off, for forensics (at most 1 MiB).
-fn save_damaged(dir: &Path, seq: u64, from: u64, path: &Path) -> io::Result<PathBuf> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = fs::File::open(path)?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut bytes = Vec::new();
-    file.take(1 << 20).read_to_end(&mut bytes)?;
-    let out = dir.join(format!("{seq:020}-{from}.damaged"));
-    fs::write(&out, &bytes)?;
-    Ok(out)
+fn log_error(dir: &Path, e: LogError) -> SpoolError {
+    match e {
+        LogError::Io { path, source } if path == dir => SpoolError::Dir { path, source },
+        LogError::Io { path, source } => SpoolError::Segment { path, source },
+        other => SpoolError::Dir {
+            path: dir.to_path_buf(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::segment::{self, FrameReader, HEADER_LEN};
+use codestax_storage::{Frame, HEADER_LEN, SegmentReader};
+
+use super::segment::FORMAT;
 use super::{Shared, SpoolEntry, SpoolError, SpoolPos};
 
 /// An entry read from the spool, with the position just after it (what to acknowledge).
@@ -20,7 +22,7 @@ pub struct ReadEntry {
 pub struct SpoolReader {
     shared: Arc<Shared>,
     pos: SpoolPos,
-    frames: Option<(u64, FrameReader)>,
+    frames: Option<(u64, SegmentReader)>,
     committed: watch::Receiver<SpoolPos>,
 }
 
@@ -48,25 +50,21 @@ impl SpoolReader {
             let limit = if self.pos.segment >= committed.segment {
                 committed.offset
             } else {
-                let segments = self.shared.segments.lock().expect("segments lock");
-                match segments.get(&self.pos.segment) {
-                    Some(&len) => len,
-                    None => {
-                        // Deleted or moved aside: continue with the next segment that exists.
-                        let next = segments.range(self.pos.segment..).next().map(|(&s, _)| s);
-                        drop(segments);
-                        match next {
-                            Some(seq) => {
-                                self.move_to(seq);
-                                continue;
-                            }
-                            None => return Ok(None),
+                let catalog = &self.shared.catalog;
+                match catalog.get(self.pos.segment) {
+                    Some(state) => state.len,
+                    // Deleted or moved aside: continue with the next segment that exists.
+                    None => match catalog.next_from(self.pos.segment) {
+                        Some((seq, _)) => {
+                            self.move_to(seq);
+                            continue;
                         }
-                    }
+                        None => return Ok(None),
+                    },
                 }
             };
             if self.pos.offset < limit {
-                return self.read_frame().map(Some);
+                return self.read_frame(limit).map(Some);
             }
             if self.pos.segment < committed.segment {
                 self.move_to(self.pos.segment + 1);
@@ -95,55 +93,50 @@ impl SpoolReader {
         self.frames = None;
     }
 
-    fn read_frame(&mut self) -> Result<ReadEntry, SpoolError> {
+    fn read_frame(&mut self, limit: u64) -> Result<ReadEntry, SpoolError> {
         // Named only when opened or in an error (not formatted for every entry).
         let (shared, seq) = (self.shared.clone(), self.pos.segment);
-        let path = || segment::segment_path(&shared.dir, seq);
+        let path = || shared.catalog.path(seq);
+        let damaged = |offset, problem: String| SpoolError::Damaged {
+            path: path(),
+            offset,
+            problem,
+        };
         let stale = !matches!(&self.frames, Some((seq, r)) if *seq == self.pos.segment && r.offset() == self.pos.offset);
         if stale {
-            let path = path();
-            let reader = FrameReader::open(&path, self.pos.offset).map_err(|source| {
-                SpoolError::Segment {
-                    path: path.clone(),
+            let opened = SegmentReader::open(&FORMAT, &shared.dir, seq, self.pos.offset).map_err(
+                |source| SpoolError::Segment {
+                    path: path(),
                     source,
-                }
-            })?;
-            self.frames = Some((self.pos.segment, reader));
+                },
+            )?;
+            self.frames = Some((seq, opened.map_err(|why| damaged(0, why))?));
         }
         let (_, reader) = self.frames.as_mut().expect("opened above");
-        match reader.next() {
-            Ok(Some(Ok(entry))) => {
-                self.pos.offset = reader.offset();
-                Ok(ReadEntry {
-                    entry,
-                    end: self.pos,
-                })
-            }
-            Ok(Some(Err(problem))) => {
-                let offset = self.pos.offset;
-                self.frames = None;
-                Err(SpoolError::Damaged {
-                    path: path(),
-                    offset,
-                    problem: problem.to_string(),
-                })
-            }
-            Ok(None) => {
-                self.frames = None;
-                Err(SpoolError::Damaged {
-                    path: path(),
-                    offset: self.pos.offset,
-                    problem: "the segment ends before its committed length".into(),
-                })
-            }
+        let offset = self.pos.offset;
+        let problem = match reader.next(limit) {
+            Ok(Frame::Entry(payload)) => match SpoolEntry::from_payload(payload) {
+                Some(entry) => {
+                    self.pos.offset = reader.offset();
+                    return Ok(ReadEntry {
+                        entry,
+                        end: self.pos,
+                    });
+                }
+                None => "unknown entry kind".to_owned(),
+            },
+            Ok(Frame::Bad(problem)) => problem.to_string(),
+            Ok(Frame::End) => "the segment ends before its committed length".to_owned(),
             Err(source) => {
                 self.frames = None;
-                Err(SpoolError::Segment {
+                return Err(SpoolError::Segment {
                     path: path(),
                     source,
-                })
+                });
             }
-        }
+        };
+        self.frames = None;
+        Err(damaged(offset, problem))
     }
 
     /// Skips the rest of a damaged segment (after the caller has logged the damage).

@@ -1,6 +1,17 @@
 use super::*;
 use crate::checkpoint::{FileKey, Fingerprint, TailCheck};
+use codestax_storage::Checksum;
+use codestax_storage::testing::{SegmentDamage, assert_names, segment_damage, segment_paths};
+use segment::FORMAT;
+use std::fs;
 use std::io::Write;
+
+/// Appends the frame of `entry` to `out`.
+fn encode_frame(entry: &SpoolEntry, out: &mut Vec<u8>) {
+    let mut frames = Frames::new();
+    segment::push_frame(&mut frames, Checksum::LenAndPayload, entry);
+    out.extend_from_slice(frames.bytes());
+}
 
 const SMALL: SpoolOptions = SpoolOptions {
     max_bytes: 1 << 20,
@@ -39,7 +50,7 @@ fn records(entries: &[ReadEntry]) -> Vec<SpoolEntry> {
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
-    segment::segment_path(dir, *segment::list(dir).unwrap().last().unwrap())
+    segment_paths(&FORMAT, dir).pop().unwrap()
 }
 
 #[test]
@@ -86,7 +97,7 @@ fn torn_tail_is_cut_off_and_logged() {
     let good_len = fs::metadata(&path).unwrap().len();
     // Half of a frame: the writer died mid-write.
     let mut frame = Vec::new();
-    segment::encode_frame(&record(99), &mut frame);
+    encode_frame(&record(99), &mut frame);
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
     f.write_all(&frame[..frame.len() / 2]).unwrap();
     drop(f);
@@ -215,7 +226,7 @@ fn acknowledged_position_persists_and_segments_are_deleted() {
     assert!(after.segments < before.segments, "{before:?} -> {after:?}");
     assert!(after.used_bytes < before.used_bytes);
     assert_eq!(
-        segment::list(dir.path()).unwrap().len() as u64,
+        FORMAT.list(dir.path()).unwrap().len() as u64,
         after.segments
     );
     // Acknowledging an older position changes nothing.
@@ -268,12 +279,12 @@ async fn concurrent_appends_share_fsyncs_and_all_land() {
 fn a_spool_of_format_1_is_read_and_not_appended_to() {
     let dir = tempfile::tempdir().unwrap();
     // A segment as an agent of format 1 left it: JSON records and a file position.
-    let mut bytes = segment::header().to_vec();
+    let mut bytes = FORMAT.header(1).to_vec();
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     let json = SpoolEntry::Json(br#"{"id":"old"}"#.to_vec());
-    segment::encode_frame(&json, &mut bytes);
-    segment::encode_frame(&position(7), &mut bytes);
-    fs::write(segment::segment_path(dir.path(), 1), &bytes).unwrap();
+    encode_frame(&json, &mut bytes);
+    encode_frame(&position(7), &mut bytes);
+    fs::write(FORMAT.path(dir.path(), 1), &bytes).unwrap();
 
     let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
     assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
@@ -282,13 +293,80 @@ fn a_spool_of_format_1_is_read_and_not_appended_to() {
     spool.append_blocking(vec![record(1)]).unwrap();
     assert_eq!(records(&read_all(&spool)), vec![json, record(1)]);
     // The new entry went into a new segment of the current format.
-    assert_eq!(segment::list(dir.path()).unwrap(), vec![1, 2]);
+    assert_eq!(FORMAT.list(dir.path()).unwrap(), vec![1, 2]);
+    assert_eq!(fs::read(FORMAT.path(dir.path(), 1)).unwrap(), bytes);
+    let header = fs::read(FORMAT.path(dir.path(), 2)).unwrap();
+    assert_eq!(header[8..12], FORMAT.version.to_le_bytes());
+}
+
+/// Copies a fixture directory of `storage/tests/fixtures` to a temporary one.
+fn fixture(name: &str) -> tempfile::TempDir {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../storage/tests/fixtures")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_spool_written_before_the_storage_crate_reads_back_exactly() {
+    // Written by the agent before the storage crate: 4 appends of 3 records and a file
+    // position, 300-byte segments, acknowledged through the 6th entry.
+    let dir = fixture("spool-main");
+    let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+    assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+    assert_eq!(recovery.file_positions.len(), 4);
+    assert_eq!(recovery.pending_records, 7);
     assert_eq!(
-        fs::read(segment::segment_path(dir.path(), 1)).unwrap(),
-        bytes
+        spool.acked(),
+        SpoolPos {
+            segment: 1,
+            offset: 161
+        }
     );
-    let header = fs::read(segment::segment_path(dir.path(), 2)).unwrap();
-    assert_eq!(header[8..12], segment::FORMAT_VERSION.to_le_bytes());
+    let expected: Vec<_> = (1..4)
+        .flat_map(|b| (0..3).map(move |i| SpoolEntry::Log(format!("log-{b}-{i}").into_bytes())))
+        .skip(2)
+        .collect();
+    let read = read_all(&spool);
+    assert_eq!(records(&read), expected);
+    assert_eq!(
+        read.last().unwrap().end,
+        SpoolPos {
+            segment: 2,
+            offset: 129
+        }
+    );
+    let positions: Vec<_> = read
+        .iter()
+        .filter_map(|e| match &e.entry {
+            SpoolEntry::FilePosition(p) => Some(p.offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(positions, [1, 2, 3]);
+    // It takes appends where it left off.
+    spool.append_blocking(vec![record(1)]).unwrap();
+    assert_eq!(records(&read_all(&spool)).len(), 8);
+    drop(spool);
+    let checkpoints =
+        crate::checkpoint::CheckpointStore::open(&dir.path().join("checkpoints.json"), []).unwrap();
+    let all = checkpoints.all();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].position,
+        FilePosition {
+            key: FileKey { dev: 7, ino: 9 },
+            fingerprint: Fingerprint { len: 16, hash: 42 },
+            offset: 1234,
+            tail: TailCheck { len: 8, hash: 77 },
+            stamp: 3,
+        }
+    );
 }
 
 mod props {
@@ -297,19 +375,14 @@ mod props {
 
     #[derive(Debug, Clone)]
     enum Damage {
-        Flip(prop::sample::Index, prop::sample::Index, u8),
-        Cut(prop::sample::Index, prop::sample::Index),
-        Append(Vec<u8>),
+        Segment(SegmentDamage),
         /// The acknowledged position's file replaced with any bytes.
         Acked(Vec<u8>),
     }
 
     fn damage() -> impl Strategy<Value = Damage> {
-        let index = any::<prop::sample::Index>;
         prop_oneof![
-            (index(), index(), 1u8..=255).prop_map(|(s, a, b)| Damage::Flip(s, a, b)),
-            (index(), index()).prop_map(|(s, a)| Damage::Cut(s, a)),
-            prop::collection::vec(any::<u8>(), 1..64).prop_map(Damage::Append),
+            segment_damage().prop_map(Damage::Segment),
             prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..64),
                 Just(br#"{"version":1,"segment":18446744073709551615,"offset":18446744073709551615}"#.to_vec()),
@@ -346,34 +419,8 @@ mod props {
             }
             spool.ack(ends[ack.index(ends.len())]).unwrap();
             drop(spool);
-            let segments: Vec<PathBuf> = segment::list(dir.path())
-                .unwrap()
-                .into_iter()
-                .map(|s| segment::segment_path(dir.path(), s))
-                .collect();
             match &damage {
-                Damage::Flip(s, at, bits) => {
-                    let path = &segments[s.index(segments.len())];
-                    let mut bytes = fs::read(path).unwrap();
-                    if !bytes.is_empty() {
-                        let i = at.index(bytes.len());
-                        bytes[i] ^= bits;
-                        fs::write(path, &bytes).unwrap();
-                    }
-                }
-                Damage::Cut(s, at) => {
-                    let path = &segments[s.index(segments.len())];
-                    let len = fs::metadata(path).unwrap().len() as usize;
-                    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
-                    f.set_len(at.index(len + 1) as u64).unwrap();
-                }
-                Damage::Append(garbage) => {
-                    let mut f = fs::OpenOptions::new()
-                        .append(true)
-                        .open(segments.last().unwrap())
-                        .unwrap();
-                    f.write_all(garbage).unwrap();
-                }
+                Damage::Segment(d) => d.apply(&FORMAT, dir.path()),
                 Damage::Acked(bytes) => fs::write(dir.path().join(ACKED_FILE), bytes).unwrap(),
             }
             match Spool::open(dir.path(), SMALL) {
@@ -385,8 +432,7 @@ mod props {
                             Ok(Some(e)) => got.push(e.entry),
                             Ok(None) => break,
                             Err(e) => {
-                                let m = e.to_string();
-                                assert!(m.contains(dir.path().to_str().unwrap()), "{damage:?}: {m}");
+                                assert_names(dir.path(), &e.to_string(), &damage);
                                 break;
                             }
                         }
@@ -398,10 +444,7 @@ mod props {
                     }
                     spool.append_blocking(vec![record(10_000)]).unwrap();
                 }
-                Err(e) => {
-                    let m = e.to_string();
-                    assert!(m.contains(dir.path().to_str().unwrap()), "{damage:?}: {m}");
-                }
+                Err(e) => assert_names(dir.path(), &e.to_string(), &damage),
             }
         }
     }

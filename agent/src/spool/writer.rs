@@ -1,70 +1,46 @@
-//! The spool's writer thread: takes every append waiting, writes them in one go, fsyncs once
-//! (group commit), then answers each caller and publishes the new committed end.
+//! The spool's writer: every append waiting is written in one go and fsynced once (group
+//! commit, [`codestax_storage::group`]), then each caller is answered and the new committed end
+//! published.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
 
+use codestax_storage::{Committer, Frames, HEADER_LEN, Log, LogError};
 use tokio::sync::oneshot;
 
-use super::segment::{self, HEADER_LEN};
+use super::segment;
 use super::{Shared, SpoolEntry, SpoolError, SpoolPos};
-
-/// Appends waiting together are committed with one fsync, up to this many.
-const MAX_GROUP: usize = 1024;
 
 pub(crate) struct Request {
     pub(crate) entries: Vec<SpoolEntry>,
     pub(crate) reply: oneshot::Sender<Result<SpoolPos, SpoolError>>,
 }
 
-struct Writer {
-    shared: Arc<Shared>,
-    seq: u64,
-    file: File,
-    len: u64,
-    buf: Vec<u8>,
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) log: Log,
+    pub(crate) frames: Frames,
 }
 
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    seq: u64,
-    file: File,
-    len: u64,
-) -> io::Result<mpsc::Sender<Request>> {
-    let (tx, rx) = mpsc::channel();
-    let writer = Writer {
-        shared,
-        seq,
-        file,
-        len,
-        buf: Vec::new(),
-    };
-    std::thread::Builder::new()
-        .name("spool-writer".into())
-        .spawn(move || writer.run(rx))?;
-    Ok(tx)
+impl Committer for Writer {
+    type Request = Request;
+
+    fn weight(_: &Request) -> (usize, usize) {
+        (1, 0)
+    }
+
+    async fn commit(&mut self, group: Vec<Request>) {
+        self.commit_group(group);
+    }
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(more) => group.push(more),
-                    Err(_) => break,
-                }
-            }
-            self.commit(group);
-        }
-    }
-
-    fn commit(&mut self, group: Vec<Request>) {
+    fn commit_group(&mut self, group: Vec<Request>) {
         let max = self.shared.options.max_bytes;
         let used = self.shared.used_bytes.load(Ordering::Acquire);
-        self.buf.clear();
+        let checksum = self.log.checksum();
+        self.frames.clear();
         let mut accepted = Vec::with_capacity(group.len());
         for request in group {
             let needed: u64 = request.entries.iter().map(segment::framed_len).sum();
@@ -74,7 +50,7 @@ impl Writer {
                     .send(Err(SpoolError::TooLarge { needed, max }));
                 continue;
             }
-            let used_now = used + self.buf.len() as u64;
+            let used_now = used + self.frames.len();
             if used_now + needed > max {
                 let _ = request.reply.send(Err(SpoolError::Full {
                     used: used_now,
@@ -84,79 +60,68 @@ impl Writer {
                 continue;
             }
             for entry in &request.entries {
-                segment::encode_frame(entry, &mut self.buf);
+                segment::push_frame(&mut self.frames, checksum, entry);
             }
-            accepted.push((request.reply, self.buf.len() as u64));
+            accepted.push((request.reply, self.frames.len()));
         }
         if accepted.is_empty() {
             return;
         }
-        let written = self.buf.len() as u64;
+        let written = self.frames.len();
+        // The log cuts a failed write back, so the segment ends on a whole entry.
         let result = self
-            .file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = result {
-            let path = segment::segment_path(&self.shared.dir, self.seq);
-            tracing::error!(path = %path.display(), error = %e, "spool write failed");
-            // Take back whatever part was written, so the segment ends on a whole entry.
-            if let Err(e) = self.file.set_len(self.len) {
-                tracing::error!(path = %path.display(), error = %e, "cannot cut a failed spool write");
+            .log
+            .append(&self.frames)
+            .and_then(|at| self.log.sync().map(|()| at));
+        let at = match result {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed");
+                let (path, kind) = match &e {
+                    LogError::Io { path, source } => (path.clone(), source.kind()),
+                    _ => (
+                        self.log.catalog().path(self.log.active_segment()),
+                        io::ErrorKind::Other,
+                    ),
+                };
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(SpoolError::Segment {
+                        path: path.clone(),
+                        source: io::Error::new(kind, e.to_string()),
+                    }));
+                }
+                return;
             }
-            for (reply, _) in accepted {
-                let _ = reply.send(Err(SpoolError::Segment {
-                    path: path.clone(),
-                    source: io::Error::new(e.kind(), e.to_string()),
-                }));
-            }
-            return;
-        }
-        let start = self.len;
-        self.len += written;
-        self.shared
-            .segments
-            .lock()
-            .expect("segments lock")
-            .insert(self.seq, self.len);
+        };
         self.shared.used_bytes.fetch_add(written, Ordering::AcqRel);
         self.shared.committed.send_replace(SpoolPos {
-            segment: self.seq,
-            offset: self.len,
+            segment: at.segment,
+            offset: self.log.active_len(),
         });
         for (reply, end) in accepted {
             let _ = reply.send(Ok(SpoolPos {
-                segment: self.seq,
-                offset: start + end,
+                segment: at.segment,
+                offset: at.offset + end,
             }));
         }
-        if self.len >= self.shared.options.segment_bytes {
+        if self.log.active_len() >= self.shared.options.segment_bytes {
             self.roll();
         }
     }
 
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) {
-        let next = self.seq + 1;
-        match segment::create(&self.shared.dir, next) {
-            Ok(file) => {
-                self.shared
-                    .segments
-                    .lock()
-                    .expect("segments lock")
-                    .insert(next, HEADER_LEN);
+        match self.log.roll() {
+            Ok(()) => {
                 self.shared
                     .used_bytes
                     .fetch_add(HEADER_LEN, Ordering::AcqRel);
-                self.seq = next;
-                self.file = file;
-                self.len = HEADER_LEN;
                 self.shared.committed.send_replace(SpoolPos {
-                    segment: next,
+                    segment: self.log.active_segment(),
                     offset: HEADER_LEN,
                 });
             }
             Err(e) => tracing::error!(
-                path = %segment::segment_path(&self.shared.dir, next).display(),
                 error = %e,
                 "cannot start a new spool segment; appending to the current one"
             ),

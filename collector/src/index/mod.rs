@@ -93,32 +93,57 @@
 //! [`AuditIndex::verify_chain`] starts from (and the store's chain heads, if nothing newer is
 //! left).
 
-// The map, from the bottom layer up; each file depends only on those above it in this list.
-//
-// Foundations: no index state.
+// The map, from the bottom layer up: each group depends only on the groups above it (and,
+// within a group, without cycles; `tools/module-cycles` checks).
+
+// Foundations, holding no index state.
+/// Signed cursors of a walk.
+mod cursor;
+/// [`IndexError`].
+mod error;
+/// [`IndexOptions`].
+mod options;
+/// A phrase query that checks positions forward only.
+mod phrase;
+/// The `q` language and [`SearchQuery`], planned into a tantivy query.
+mod query;
+/// The tantivy schema and the document of a record.
+mod schema;
+/// [`PartitionScheme`], [`PartitionKey`]: time partitions as names and ranges.
+mod scheme;
+/// `index-state.json`: how far in the write-ahead log the index is committed.
+mod state;
+
+/// The collectors (count, page, facets, org spans, chain positions), one per file.
 mod collect;
-mod cursor; // the signed cursor of a walk
-mod error; // IndexError
-mod options; // IndexOptions
-mod phrase; // a phrase query that checks positions forward only
-mod query; // the `q` language and SearchQuery, planned into a tantivy query
-mod schema; // the tantivy schema and the document of a record
-mod scheme; // PartitionScheme, PartitionKey: time partitions as names and ranges
-mod state; // index-state.json: how far in the write-ahead log the index is committed // the collectors: count, page, facets, org spans, chain positions
-// What the read and the write side share.
-mod partition; // one partition's tantivy index, opened lazily
-mod shared; // Shared: the partitions, their readers, the marks, the read caches
-mod stored; // reading stored records back
-// The read side: the AuditIndex handle, each kind of read in its own file.
-mod audit_index; // AuditIndex, lookups by (org, id), partition sizes, org spans
+
+// What the read side and the write side share.
+/// One partition's tantivy index, opened lazily.
+mod partition;
+/// The partitions, their readers, the marks and the read caches, opened from a directory.
+mod shared;
+/// Reading stored records back.
+mod stored;
+
+// The read side: the [`AuditIndex`] handle, each kind of read in a file of its own.
+/// [`AuditIndex`], lookups by (org, id), partition sizes, org spans.
+mod audit_index;
+/// Chain heads, chain verification, what retention keeps of chains.
 mod chain;
-mod facets; // facets: top values and the histogram
-mod scan; // scan: every match once, for exports
-mod search; // search: pages and cursors // chain heads, chain verification, what retention keeps of chains
+/// [`AuditIndex::facets`]: top values and the histogram.
+mod facets;
+/// [`AuditIndex::scan`]: every match once, for exports.
+mod scan;
+/// [`AuditIndex::search`]: pages and cursors.
+mod search;
+
 // The write side.
-mod indexer; // Indexer: add, commit, delete
-// Opening a directory: the read handle and the writer together.
+/// [`Indexer`]: add, commit, delete.
+mod indexer;
+
+// Both: [`AuditIndex::open`] returns the read handle and the writer.
 mod open;
+
 #[cfg(test)]
 mod tests;
 

@@ -305,6 +305,7 @@ impl Mappings {
             // MADV_DONTNEED on a file mapping only drops this process's page table entries: the
             // next access maps the file's unchanged page again. Nothing else is touched: the
             // range starts at the mapping's start and ends within its last page.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::madvise(
                     s.as_ptr() as *mut libc::c_void,

@@ -3,9 +3,8 @@
 
 use super::error::IndexError;
 use super::scheme::PartitionScheme;
+use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 const STATE_FILE: &str = "index-state.json";
@@ -37,64 +36,52 @@ impl IndexState {
     }
 }
 
-/// Reads the state: a complete temporary file first (it is only ever newer than the stable one:
-/// a crash came between writing it and the rename), else the stable file, else `None` for a new
-/// index. A torn temporary file is ignored.
-pub(crate) fn read_state(dir: &Path) -> Result<Option<IndexState>, IndexError> {
-    let tmp = dir.join(STATE_TMP);
-    match std::fs::read(&tmp) {
-        Ok(bytes) => {
-            if let Ok(state) = parse(&tmp, &bytes) {
-                return Ok(Some(state));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(IndexError::io(&tmp, e)),
-    }
-    let stable = dir.join(STATE_FILE);
-    match std::fs::read(&stable) {
-        Ok(bytes) => parse(&stable, &bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(IndexError::io(&stable, e)),
+impl Versioned for IndexState {
+    const VERSION: u32 = STATE_VERSION;
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<IndexState, IndexError> {
-    let state: IndexState = serde_json::from_slice(bytes).map_err(|e| IndexError::State {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    if state.version != STATE_VERSION {
-        return Err(IndexError::State {
-            path: path.to_path_buf(),
-            message: format!(
-                "version {} is not supported (this build reads {STATE_VERSION})",
-                state.version
-            ),
-        });
+fn state_file(dir: &Path) -> StateFile {
+    StateFile::new(dir.join(STATE_FILE), &STATE_TMP[STATE_FILE.len()..])
+}
+
+fn state_error(e: StateFileError) -> IndexError {
+    match e {
+        StateFileError::Read { path, source } | StateFileError::Write { path, source } => {
+            IndexError::io(&path, source)
+        }
+        StateFileError::Version {
+            path,
+            found,
+            expected,
+        } => IndexError::State {
+            path,
+            message: format!("version {found} is not supported (this build reads {expected})"),
+        },
+        StateFileError::Damaged { path, message } => IndexError::State { path, message },
     }
-    Ok(state)
+}
+
+/// Reads the state: a complete temporary file first (it is only ever newer than the stable one:
+/// a crash came between writing it and the rename), else the stable file, else `None` for a new
+/// index. A torn temporary file is ignored; a damaged stable file is an error.
+pub(crate) fn read_state(dir: &Path) -> Result<Option<IndexState>, IndexError> {
+    state_file(dir)
+        .read_json(OnDamage::Fail)
+        .map_err(state_error)
 }
 
 /// Writes the state: temporary file, fsync, rename, fsync of the directory.
 pub(crate) fn write_state(dir: &Path, state: &IndexState) -> Result<(), IndexError> {
-    let tmp = dir.join(STATE_TMP);
     let bytes = serde_json::to_vec_pretty(state).expect("the state always serialises");
-    let mut file = File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| IndexError::io(&tmp, e))?;
-    drop(file);
-    let stable = dir.join(STATE_FILE);
-    std::fs::rename(&tmp, &stable).map_err(|e| IndexError::io(&stable, e))?;
-    sync_dir(dir)
+    state_file(dir).write(&bytes).map_err(state_error)
 }
 
 /// Fsyncs a directory so a rename or a new entry in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), IndexError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| IndexError::io(dir, e))
+    codestax_storage::sync_dir(dir).map_err(|e| IndexError::io(dir, e))
 }
 
 #[cfg(test)]

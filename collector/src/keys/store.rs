@@ -12,6 +12,7 @@ use super::{KeyError, Role};
 use chrono::{DateTime, Utc};
 use codestax_common::is_valid_org_id;
 use codestax_common::time::truncate_to_micros;
+use codestax_storage::{AtomicFile, StateFileError};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -721,23 +722,33 @@ impl KeyStore {
             .expect("the key file serialises to JSON");
         bytes.push(b'\n');
         let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut temp = options
-            .open(temp_path)
-            .map_err(io_err("creating", temp_path))?;
-        temp.write_all(&bytes)
-            .map_err(io_err("writing", temp_path))?;
-        temp.sync_all().map_err(io_err("syncing", temp_path))?;
-        drop(temp);
-        fs::rename(temp_path, path).map_err(io_err("replacing key store", path))?;
-        #[cfg(unix)]
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing directory", dir))?;
-        #[cfg(not(unix))]
-        let _ = dir;
+        let written = AtomicFile::create_with(path, temp_path, &mut options).and_then(|mut f| {
+            f.write_all(&bytes)
+                .map_err(|source| StateFileError::Write {
+                    path: temp_path.clone(),
+                    source,
+                })?;
+            f.commit()
+        });
+        if let Err(e) = written {
+            let op = if e.path() == temp_path.as_path() {
+                "writing"
+            } else if e.path() == dir.as_path() {
+                "syncing directory"
+            } else {
+                "replacing key store"
+            };
+            let path = e.path().to_path_buf();
+            let source = match e {
+                StateFileError::Write { source, .. } | StateFileError::Read { source, .. } => {
+                    source
+                }
+                other => io::Error::other(other.to_string()),
+            };
+            return Err(KeyError::Io { op, path, source });
+        }
         let meta = fs::metadata(path).map_err(io_err("checking key store", path))?;
         snapshot.stamp = Some(Stamp::of(&meta));
         Ok(())

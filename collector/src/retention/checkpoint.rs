@@ -33,6 +33,13 @@ struct CheckpointFile {
     orgs: BTreeMap<String, RetentionCheckpoint>,
 }
 
+impl codestax_storage::Versioned for CheckpointFile {
+    const VERSION: u32 = VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// The saved checkpoints, and the file they live in.
 #[derive(Debug)]
 pub struct ChainCheckpoints {
@@ -45,7 +52,8 @@ pub struct ChainCheckpoints {
 impl ChainCheckpoints {
     /// Loads the checkpoints saved in `dir` (the data dir); none if there is no file.
     pub fn open(dir: &Path) -> Result<ChainCheckpoints, RetentionError> {
-        let orgs = load_preferring_tmp(dir, TMP, FILE, parse)?.unwrap_or_default();
+        let file: Option<CheckpointFile> = load_preferring_tmp(dir, TMP, FILE)?;
+        let orgs = file.map(|f| f.orgs).unwrap_or_default();
         Ok(ChainCheckpoints {
             dir: dir.to_path_buf(),
             orgs: RwLock::new(orgs),
@@ -111,24 +119,6 @@ impl ChainCheckpoints {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RetentionCheckpoint>> {
         self.orgs.read().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn parse(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<BTreeMap<String, RetentionCheckpoint>, RetentionError> {
-    let state = |message: String| RetentionError::State {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file: CheckpointFile = serde_json::from_slice(bytes).map_err(|e| state(e.to_string()))?;
-    if file.version != VERSION {
-        return Err(state(format!(
-            "version {} is not supported (this build reads {VERSION})",
-            file.version
-        )));
-    }
-    Ok(file.orgs)
 }
 
 #[cfg(test)]

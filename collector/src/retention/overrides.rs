@@ -3,10 +3,9 @@
 //! On start a complete temporary file wins (a crash came between its fsync and the rename).
 
 use super::error::RetentionError;
+use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub(crate) const FILE: &str = "retention-overrides.json";
@@ -20,6 +19,13 @@ struct OverridesFile {
     version: u32,
     /// Days per org id.
     days: BTreeMap<String, u32>,
+}
+
+impl Versioned for OverridesFile {
+    const VERSION: u32 = VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 /// Where the overrides live.
@@ -41,7 +47,8 @@ impl OverrideStore {
 
     /// The saved overrides: a complete temporary file first, else the stable file, else none.
     pub fn load(&self) -> Result<BTreeMap<String, u32>, RetentionError> {
-        Ok(load_preferring_tmp(&self.dir, TMP, FILE, parse)?.unwrap_or_default())
+        let file: Option<OverridesFile> = load_preferring_tmp(&self.dir, TMP, FILE)?;
+        Ok(file.map(|f| f.days).unwrap_or_default())
     }
 
     /// Saves `days` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -56,30 +63,15 @@ impl OverrideStore {
 }
 
 /// Reads a state file of `dir`: a complete (parseable) temporary file `tmp` first, else the
-/// stable file `stable`, else `None`.
-pub(super) fn load_preferring_tmp<T>(
+/// stable file `stable`, else `None`. A damaged stable file is an error naming it.
+pub(super) fn load_preferring_tmp<T: Versioned>(
     dir: &Path,
     tmp: &str,
     stable: &str,
-    parse: impl Fn(&Path, &[u8]) -> Result<T, RetentionError>,
 ) -> Result<Option<T>, RetentionError> {
-    let tmp = dir.join(tmp);
-    match std::fs::read(&tmp) {
-        Ok(bytes) => {
-            if let Ok(v) = parse(&tmp, &bytes) {
-                return Ok(Some(v));
-            }
-            // A torn temporary file: the stable one is the last complete save.
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(RetentionError::io(&tmp, e)),
-    }
-    let stable = dir.join(stable);
-    match std::fs::read(&stable) {
-        Ok(bytes) => parse(&stable, &bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RetentionError::io(&stable, e)),
-    }
+    state_file(dir, tmp, stable)
+        .read_json(OnDamage::Fail)
+        .map_err(state_error)
 }
 
 /// Writes a state file of `dir` atomically: temporary file, fsync, rename, fsync of the
@@ -91,32 +83,33 @@ pub(super) fn save_atomically(
     bytes: &[u8],
 ) -> Result<(), RetentionError> {
     std::fs::create_dir_all(dir).map_err(|e| RetentionError::io(dir, e))?;
-    let tmp = dir.join(tmp);
-    let mut f = File::create(&tmp).map_err(|e| RetentionError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| RetentionError::io(&tmp, e))?;
-    drop(f);
-    let stable = dir.join(stable);
-    std::fs::rename(&tmp, &stable).map_err(|e| RetentionError::io(&stable, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| RetentionError::io(dir, e))
+    state_file(dir, tmp, stable)
+        .write(bytes)
+        .map_err(state_error)
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, u32>, RetentionError> {
-    let state = |message: String| RetentionError::State {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file: OverridesFile = serde_json::from_slice(bytes).map_err(|e| state(e.to_string()))?;
-    if file.version != VERSION {
-        return Err(state(format!(
-            "version {} is not supported (this build reads {VERSION})",
-            file.version
-        )));
+fn state_file(dir: &Path, tmp: &str, stable: &str) -> StateFile {
+    let suffix = tmp
+        .strip_prefix(stable)
+        .expect("the temporary name extends the stable one");
+    StateFile::new(dir.join(stable), suffix)
+}
+
+fn state_error(e: StateFileError) -> RetentionError {
+    match e {
+        StateFileError::Read { path, source } | StateFileError::Write { path, source } => {
+            RetentionError::io(path, source)
+        }
+        StateFileError::Version {
+            path,
+            found,
+            expected,
+        } => RetentionError::State {
+            path,
+            message: format!("version {found} is not supported (this build reads {expected})"),
+        },
+        StateFileError::Damaged { path, message } => RetentionError::State { path, message },
     }
-    Ok(file.days)
 }
 
 #[cfg(test)]

@@ -1,20 +1,23 @@
-//! `Wal`: a segmented, append-only, checksummed log of opaque entries addressed by [`Lsn`].
+//! `Wal`: the collector's write-ahead log, a [`codestax_storage::Log`] of opaque entries
+//! addressed by [`Lsn`] (the entry's number in the log).
 //!
 //! # On-disk format
 //!
 //! A directory of segment files named by the LSN of their first entry, zero-padded to 20 digits
 //! (`00000000000000000000.wal`), plus `wal.lock` (an advisory lock held while a `Wal` is open).
-//! Every segment starts with a 16-byte header — magic `CXWL`, format version (u32 LE, 1), first LSN
+//! Every segment starts with a 16-byte header — magic `CXWL`, format version (u32 LE), first LSN
 //! (u64 LE, equal to the file name) — followed by entries framed as
 //!
 //! ```text
-//! len: u32 LE (1..=MAX_ENTRY_BYTES) | crc: u32 LE (CRC-32 of payload) | payload: len bytes
+//! len: u32 LE (1..=MAX_ENTRY_BYTES) | crc: u32 LE | payload: len bytes
 //! ```
 //!
-//! An entry's LSN is its segment's first LSN plus its index in the segment; LSNs are contiguous
-//! across segments and never reused once synced. A segment is created as `<name>.tmp`, fsynced,
-//! renamed and the directory fsynced, so a listed segment always has a whole header. Empty
-//! entries are refused so that a zero-filled tail (which a crash can leave) never decodes as one.
+//! The CRC-32 covers the length field and the payload in format 2 (what is written, as in the
+//! spool), the payload only in format 1 (still read; appends after an upgrade go to a new
+//! segment). LSNs are contiguous across segments and never reused once synced. A segment is
+//! created as `<name>.tmp`, fsynced, renamed and the directory fsynced, so a listed segment
+//! always has a whole header. Empty entries are refused so that a zero-filled tail (which a crash
+//! can leave) never decodes as one.
 //!
 //! # Recovery
 //!
@@ -23,9 +26,13 @@
 //! in an earlier segment was synced before a newer segment existed, so it is real damage and
 //! [`WalError::Corrupt`] names the file and offset.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufReader, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use codestax_storage::{
+    Checksum, Damage, Disk, EntryReader, Frames, Log, LogError, OpenLog, RealDisk, SegmentFormat,
+};
 
 /// Log sequence number: an entry's index in the log, from 0, monotonic for the life of the log.
 pub type Lsn = u64;
@@ -33,12 +40,21 @@ pub type Lsn = u64;
 /// Largest payload one entry may have, in bytes.
 pub const MAX_ENTRY_BYTES: usize = 16 << 20;
 
-const MAGIC: [u8; 4] = *b"CXWL";
-const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 16;
-const FRAME_HEADER_LEN: u64 = 8;
-const SEGMENT_SUFFIX: &str = ".wal";
-const TMP_SUFFIX: &str = ".wal.tmp";
+/// The WAL's segments.
+pub(crate) static FORMAT: SegmentFormat = SegmentFormat {
+    noun: "WAL segment",
+    magic: b"CXWL",
+    suffix: ".wal",
+    version: 2,
+    oldest_version: 1,
+    named_by_first_entry: true,
+    checksum: |version| match version {
+        1 => Checksum::Payload,
+        _ => Checksum::LenAndPayload,
+    },
+    max_payload: MAX_ENTRY_BYTES as u32,
+};
+
 const LOCK_FILE: &str = "wal.lock";
 
 /// What can go wrong with the WAL. I/O errors keep their [`io::ErrorKind`] (see
@@ -67,6 +83,25 @@ pub enum WalError {
     Poisoned { path: PathBuf },
 }
 
+impl From<LogError> for WalError {
+    fn from(e: LogError) -> WalError {
+        match e {
+            LogError::Io { path, source } => WalError::Io { path, source },
+            LogError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => WalError::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+            LogError::Locked { path } => WalError::Locked { path },
+            LogError::Poisoned { path } => WalError::Poisoned { path },
+        }
+    }
+}
+
 impl WalError {
     /// The kind of the underlying I/O error, if this is one.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
@@ -85,45 +120,12 @@ impl WalError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Segment {
-    first_lsn: Lsn,
-    path: PathBuf,
-}
-
-/// The segment being appended to.
-#[derive(Debug)]
-struct Active {
-    file: File,
-    first_lsn: Lsn,
-    /// Bytes written (header included).
-    len: u64,
-    entries: u64,
-    /// `len` and `entries` as of the last successful sync.
-    synced_len: u64,
-    synced_entries: u64,
-}
-
 /// A segmented write-ahead log in one directory. One writer per directory (enforced by a lock).
 #[derive(Debug)]
 pub struct Wal {
-    dir: PathBuf,
+    log: Log,
     segment_bytes: u64,
-    /// Every segment in LSN order; the last one is `active`.
-    segments: Vec<Segment>,
-    active: Active,
-    poisoned: bool,
-    buf: Vec<u8>,
-    _lock: File,
-    #[cfg(test)]
-    faults: faults::Slot,
+    frames: Frames,
 }
 
 impl Wal {
@@ -131,97 +133,45 @@ impl Wal {
     /// off the last segment. New segments are started once the active one would pass
     /// `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Wal, WalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock = lock_dir(dir)?;
-        let mut segments = list_segments(dir)?;
-        if segments.is_empty() {
-            segments.push(create_segment(dir, 0)?);
-        }
-        let last = segments.len() - 1;
-        let mut expected = segments[0].first_lsn;
-        let mut tail = None;
-        for (i, seg) in segments.iter().enumerate() {
-            if seg.first_lsn != expected {
-                return Err(WalError::Corrupt {
-                    path: seg.path.clone(),
-                    offset: 0,
-                    reason: format!(
-                        "segment starts at LSN {} but the previous one ends before LSN {expected}",
-                        seg.first_lsn
-                    ),
-                });
-            }
-            let scan = scan_segment(seg)?;
-            let mut valid_len = scan.file_len;
-            if let Some((offset, reason)) = scan.bad {
-                if i < last {
-                    return Err(WalError::Corrupt {
-                        path: seg.path.clone(),
-                        offset,
-                        reason: reason.to_owned(),
-                    });
-                }
-                tracing::warn!(
-                    path = %seg.path.display(),
-                    offset,
-                    dropped_bytes = scan.file_len - offset,
-                    reason,
-                    "cutting a torn or corrupt tail off the last WAL segment"
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&seg.path)
-                    .map_err(io_err(&seg.path))?;
-                file.set_len(offset)
-                    .and_then(|()| file.sync_all())
-                    .map_err(io_err(&seg.path))?;
-                valid_len = offset;
-            }
-            expected = seg.first_lsn + scan.entries;
-            tail = Some((valid_len, scan.entries));
-        }
-        let (len, entries) = tail.expect("there is at least one segment");
-        let seg = &segments[last];
-        let file = open_append(&seg.path)?;
-        let active = Active {
-            file,
-            first_lsn: seg.first_lsn,
-            len,
-            entries,
-            synced_len: len,
-            synced_entries: entries,
+        Wal::open_on(dir, segment_bytes, Arc::new(RealDisk))
+    }
+
+    /// [`Wal::open`], writing through `disk`.
+    pub fn open_on(dir: &Path, segment_bytes: u64, disk: Arc<dyn Disk>) -> Result<Wal, WalError> {
+        let options = OpenLog {
+            lock_file: Some(LOCK_FILE),
+            disk,
+            ..OpenLog::new(&FORMAT, Damage::TornTailOnly)
         };
+        let (log, notes) = Log::open(dir, options, |_, _| Ok(()))?;
+        for note in notes {
+            tracing::warn!("{note}");
+        }
         Ok(Wal {
-            dir: dir.to_owned(),
+            log,
             segment_bytes,
-            segments,
-            active,
-            poisoned: false,
-            buf: Vec::new(),
-            _lock: lock,
-            #[cfg(test)]
-            faults: Default::default(),
+            frames: Frames::new(),
         })
     }
 
     /// The directory the WAL lives in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.log.dir()
     }
 
     /// The LSN the next appended entry will get.
     pub fn next_lsn(&self) -> Lsn {
-        self.active.first_lsn + self.active.entries
+        self.log.next_entry()
     }
 
     /// The LSN of the oldest entry still kept (entries before it were removed).
     pub fn first_lsn(&self) -> Lsn {
-        self.segments[0].first_lsn
+        self.log.first_entry()
     }
 
     /// How many segment files the WAL has.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.log.catalog().count()
     }
 
     /// Appends `payloads` as consecutive entries and returns the LSN of the first. They are written
@@ -232,526 +182,75 @@ impl Wal {
     /// never keeps part of a batch, and the error keeps its kind (ENOSPC is
     /// [`io::ErrorKind::StorageFull`]).
     pub fn append<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<Lsn, WalError> {
-        self.check_poisoned()?;
-        let first = self.next_lsn();
         if payloads.is_empty() {
-            return Ok(first);
+            return Ok(self.next_lsn());
         }
-        self.buf.clear();
         for p in payloads {
-            let p = p.as_ref();
-            if p.is_empty() {
+            let len = p.as_ref().len();
+            if len == 0 {
                 return Err(WalError::EmptyEntry);
             }
-            if p.len() > MAX_ENTRY_BYTES {
-                return Err(WalError::EntryTooLarge { len: p.len() });
-            }
-            let len = u32::try_from(p.len()).expect("MAX_ENTRY_BYTES fits in u32");
-            self.buf.extend_from_slice(&len.to_le_bytes());
-            self.buf
-                .extend_from_slice(&crc32fast::hash(p).to_le_bytes());
-            self.buf.extend_from_slice(p);
-        }
-        let batch_len = self.buf.len() as u64;
-        if self.active.len > HEADER_LEN && self.active.len + batch_len > self.segment_bytes {
-            self.roll()?;
-        }
-        let (start_len, start_entries) = (self.active.len, self.active.entries);
-        match self.write_buf() {
-            Ok(()) => {
-                self.active.len += batch_len;
-                self.active.entries += payloads.len() as u64;
-                Ok(first)
-            }
-            Err(source) => {
-                let path = self.active_path().to_owned();
-                tracing::warn!(path = %path.display(), error = %source, "WAL append failed; cutting the partial batch");
-                // The original error is what the caller needs; a failed rollback poisons the WAL.
-                let _ = self.truncate_active(start_len, start_entries);
-                Err(WalError::Io { path, source })
+            if len > MAX_ENTRY_BYTES {
+                return Err(WalError::EntryTooLarge { len });
             }
         }
+        let mut batch_len = 0;
+        for p in payloads {
+            batch_len += codestax_storage::FRAME_OVERHEAD + p.as_ref().len() as u64;
+        }
+        if !self.log.active_is_empty() && self.log.active_len() + batch_len > self.segment_bytes {
+            self.log.roll()?;
+        }
+        self.frames.clear();
+        let checksum = self.log.checksum();
+        for p in payloads {
+            self.frames.push(checksum, p.as_ref());
+        }
+        Ok(self.log.append(&self.frames)?.number)
     }
 
     /// Makes every appended entry durable (fdatasync of the active segment; segment creation
     /// already synced the directory). On failure every entry appended since the last successful
     /// sync is cut off (their LSNs will be reused) and the error is returned.
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.check_poisoned()?;
-        if self.active.synced_len == self.active.len {
-            return Ok(());
-        }
-        match self.sync_active() {
-            Ok(()) => {
-                self.active.synced_len = self.active.len;
-                self.active.synced_entries = self.active.entries;
-                Ok(())
-            }
-            Err(source) => {
-                let path = self.active_path().to_owned();
-                tracing::warn!(path = %path.display(), error = %source, "WAL sync failed; cutting the unsynced entries");
-                let (len, entries) = (self.active.synced_len, self.active.synced_entries);
-                let _ = self.truncate_active(len, entries);
-                Err(WalError::Io { path, source })
-            }
-        }
+        Ok(self.log.sync()?)
     }
 
-    /// Reads the entries with LSN ≥ `from` through the last one appended when this is called,
-    /// with file handles of its own. Each entry's checksum is verified again.
+    /// Reads the synced entries with LSN ≥ `from`, with file handles of its own. Each entry's
+    /// checksum is verified again.
     pub fn read_from(&self, from: Lsn) -> Result<WalReader, WalError> {
-        let n = self.segments.len();
-        let mut segments = Vec::with_capacity(n);
-        for (i, seg) in self.segments.iter().enumerate() {
-            let next_first = self.segments.get(i + 1).map(|s| s.first_lsn);
-            if next_first.is_some_and(|next| next <= from) {
-                continue; // every entry of this segment is before `from`
-            }
-            let limit = (i == n - 1).then_some(self.active.len);
-            segments.push((seg.clone(), limit));
-        }
-        let mut reader = WalReader {
-            segments: segments.into_iter(),
-            cursor: None,
-            from,
-            failed: false,
-        };
-        // Open the first segment now so that a missing or unreadable file is reported here.
-        if let Some(seg) = reader.segments.next() {
-            reader.cursor = Some(Cursor::open(seg)?);
-        }
-        Ok(reader)
+        Ok(WalReader(self.log.catalog().read_from(from)))
     }
 
     /// Deletes the segments whose entries all have LSN < `lsn`, oldest first, never the active one.
     /// Returns how many were deleted.
     pub fn remove_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
-        let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[1].first_lsn <= lsn {
-            let seg = self.segments.remove(0);
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            removed += 1;
-        }
-        if removed > 0 {
-            sync_dir(&self.dir)?;
-        }
-        Ok(removed)
-    }
-
-    fn active_path(&self) -> &Path {
-        &self
-            .segments
-            .last()
-            .expect("the active segment is listed")
-            .path
-    }
-
-    fn check_poisoned(&self) -> Result<(), WalError> {
-        if self.poisoned {
-            return Err(WalError::Poisoned {
-                path: self.active_path().to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn write_buf(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        if let Some(kind) = self.faults.take(faults::Fault::is_write) {
-            // A partial write, as ENOSPC mid-batch leaves it.
-            self.active
-                .file
-                .write_all(&self.buf[..self.buf.len() / 2])?;
-            return Err(kind.into());
-        }
-        self.active.file.write_all(&self.buf)
-    }
-
-    fn sync_active(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        if let Some(kind) = self.faults.take(faults::Fault::is_sync) {
-            return Err(kind.into());
-        }
-        self.active.file.sync_data()
-    }
-
-    /// Cuts the active segment back to `len` bytes holding `entries` entries, durably. If that
-    /// fails the file's content is unknown, so the WAL refuses further writes.
-    fn truncate_active(&mut self, len: u64, entries: u64) -> Result<(), WalError> {
-        let file = &self.active.file;
-        match file.set_len(len).and_then(|()| file.sync_data()) {
-            Ok(()) => {
-                self.active.len = len;
-                self.active.entries = entries;
-                self.active.synced_len = self.active.synced_len.min(len);
-                self.active.synced_entries = self.active.synced_entries.min(entries);
-                Ok(())
-            }
-            Err(source) => {
-                self.poisoned = true;
-                let path = self.active_path().to_owned();
-                tracing::error!(path = %path.display(), error = %source, "cannot roll the WAL back; refusing further writes");
-                Err(WalError::Io { path, source })
-            }
-        }
-    }
-
-    /// Starts a new segment at `next_lsn`. The old one is synced first: once a newer segment
-    /// exists, recovery treats damage in the old one as corruption, not as a torn tail.
-    fn roll(&mut self) -> Result<(), WalError> {
-        self.sync()?;
-        let first_lsn = self.next_lsn();
-        let seg = create_segment(&self.dir, first_lsn)?;
-        let file = open_append(&seg.path)?;
-        self.segments.push(seg);
-        self.active = Active {
-            file,
-            first_lsn,
-            len: HEADER_LEN,
-            entries: 0,
-            synced_len: HEADER_LEN,
-            synced_entries: 0,
-        };
-        Ok(())
-    }
-
-    #[cfg(test)]
-    pub(crate) fn faults(&self) -> faults::Slot {
-        self.faults.clone()
+        let removed = self
+            .log
+            .catalog()
+            .remove_oldest_while(|_, _, (_, next)| next.first_entry <= lsn)?;
+        Ok(removed.len())
     }
 }
 
 /// Iterates over WAL entries as `(lsn, payload)`; stops after the first error.
 #[derive(Debug)]
-pub struct WalReader {
-    segments: std::vec::IntoIter<(Segment, Option<u64>)>,
-    cursor: Option<Cursor>,
-    from: Lsn,
-    failed: bool,
-}
-
-#[derive(Debug)]
-struct Cursor {
-    path: PathBuf,
-    reader: BufReader<File>,
-    offset: u64,
-    end: u64,
-    next_lsn: Lsn,
-}
-
-impl Cursor {
-    fn open((seg, limit): (Segment, Option<u64>)) -> Result<Cursor, WalError> {
-        let file = File::open(&seg.path).map_err(io_err(&seg.path))?;
-        let file_len = file.metadata().map_err(io_err(&seg.path))?.len();
-        let mut reader = BufReader::new(file);
-        if let Err(reason) = read_header(&mut reader, file_len, seg.first_lsn) {
-            return Err(header_error(&seg.path, reason));
-        }
-        Ok(Cursor {
-            path: seg.path,
-            reader,
-            offset: HEADER_LEN,
-            end: limit.map_or(file_len, |l| l.min(file_len)),
-            next_lsn: seg.first_lsn,
-        })
-    }
-}
+pub struct WalReader(EntryReader);
 
 impl Iterator for WalReader {
     type Item = Result<(Lsn, Vec<u8>), WalError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.failed {
-                return None;
-            }
-            let cursor = match &mut self.cursor {
-                Some(c) => c,
-                None => match Cursor::open(self.segments.next()?) {
-                    Ok(c) => self.cursor.insert(c),
-                    Err(e) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                },
-            };
-            let mut payload = Vec::new();
-            match read_frame(&mut cursor.reader, cursor.offset, cursor.end, &mut payload) {
-                Ok(Frame::End) => self.cursor = None,
-                Ok(Frame::Entry) => {
-                    let lsn = cursor.next_lsn;
-                    cursor.next_lsn += 1;
-                    cursor.offset += FRAME_HEADER_LEN + payload.len() as u64;
-                    if lsn >= self.from {
-                        return Some(Ok((lsn, payload)));
-                    }
-                }
-                Ok(Frame::Bad(reason)) => {
-                    self.failed = true;
-                    return Some(Err(WalError::Corrupt {
-                        path: cursor.path.clone(),
-                        offset: cursor.offset,
-                        reason: reason.to_owned(),
-                    }));
-                }
-                Err(source) => {
-                    self.failed = true;
-                    return Some(Err(WalError::Io {
-                        path: cursor.path.clone(),
-                        source,
-                    }));
-                }
-            }
-        }
-    }
-}
-
-enum Frame {
-    /// Clean end of the readable range.
-    End,
-    /// A verified entry; its payload is in the buffer.
-    Entry,
-    /// A torn or corrupt frame.
-    Bad(&'static str),
-}
-
-/// Reads the frame at `offset` (where `r` is positioned) of a range ending at `end`.
-fn read_frame<R: Read>(r: &mut R, offset: u64, end: u64, buf: &mut Vec<u8>) -> io::Result<Frame> {
-    let remaining = end.saturating_sub(offset);
-    if remaining == 0 {
-        return Ok(Frame::End);
-    }
-    if remaining < FRAME_HEADER_LEN {
-        return Ok(Frame::Bad("frame header cut short"));
-    }
-    let mut header = [0u8; FRAME_HEADER_LEN as usize];
-    r.read_exact(&mut header)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len == 0 {
-        return Ok(Frame::Bad("zero-length entry"));
-    }
-    if len as usize > MAX_ENTRY_BYTES {
-        return Ok(Frame::Bad("entry length over the limit"));
-    }
-    if u64::from(len) > remaining - FRAME_HEADER_LEN {
-        return Ok(Frame::Bad("entry runs past the end of the file"));
-    }
-    buf.clear();
-    buf.resize(len as usize, 0);
-    r.read_exact(buf)?;
-    if crc32fast::hash(buf) != crc {
-        return Ok(Frame::Bad("checksum mismatch"));
-    }
-    Ok(Frame::Entry)
-}
-
-fn read_header<R: Read>(r: &mut R, file_len: u64, first_lsn: Lsn) -> Result<(), String> {
-    if file_len < HEADER_LEN {
-        return Err("segment header cut short".into());
-    }
-    let mut h = [0u8; HEADER_LEN as usize];
-    r.read_exact(&mut h).map_err(|e| e.to_string())?;
-    if h[..4] != MAGIC {
-        return Err("not a WAL segment (bad magic)".into());
-    }
-    let version = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(format!("unsupported segment version {version}"));
-    }
-    let lsn = u64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
-    if lsn != first_lsn {
-        return Err(format!(
-            "header says first LSN {lsn}, file name says {first_lsn}"
-        ));
-    }
-    Ok(())
-}
-
-fn header_error(path: &Path, reason: String) -> WalError {
-    WalError::Corrupt {
-        path: path.to_owned(),
-        offset: 0,
-        reason,
-    }
-}
-
-struct Scan {
-    entries: u64,
-    file_len: u64,
-    /// Where the first torn or corrupt frame starts, and why.
-    bad: Option<(u64, &'static str)>,
-}
-
-fn scan_segment(seg: &Segment) -> Result<Scan, WalError> {
-    let file = File::open(&seg.path).map_err(io_err(&seg.path))?;
-    let file_len = file.metadata().map_err(io_err(&seg.path))?.len();
-    let mut reader = BufReader::new(file);
-    read_header(&mut reader, file_len, seg.first_lsn).map_err(|r| header_error(&seg.path, r))?;
-    let mut offset = HEADER_LEN;
-    let mut entries = 0;
-    let mut buf = Vec::new();
-    loop {
-        match read_frame(&mut reader, offset, file_len, &mut buf).map_err(io_err(&seg.path))? {
-            Frame::End => {
-                return Ok(Scan {
-                    entries,
-                    file_len,
-                    bad: None,
-                });
-            }
-            Frame::Entry => {
-                entries += 1;
-                offset += FRAME_HEADER_LEN + buf.len() as u64;
-            }
-            Frame::Bad(reason) => {
-                return Ok(Scan {
-                    entries,
-                    file_len,
-                    bad: Some((offset, reason)),
-                });
-            }
-        }
-    }
-}
-
-fn segment_name(first_lsn: Lsn) -> String {
-    format!("{first_lsn:020}{SEGMENT_SUFFIX}")
-}
-
-fn parse_segment_name(name: &str) -> Option<Lsn> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The segments in `dir`, in LSN order. Leftover `.tmp` files of an interrupted roll are removed.
-fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
-    let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TMP_SUFFIX) {
-            let path = entry.path();
-            tracing::info!(path = %path.display(), "removing an unfinished WAL segment");
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        } else if let Some(first_lsn) = parse_segment_name(name) {
-            segments.push(Segment {
-                first_lsn,
-                path: entry.path(),
-            });
-        }
-    }
-    segments.sort_by_key(|s| s.first_lsn);
-    Ok(segments)
-}
-
-/// Creates an empty segment durably: write `<name>.tmp`, fsync, rename, fsync the directory.
-fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<Segment, WalError> {
-    let path = dir.join(segment_name(first_lsn));
-    let tmp = dir.join(format!("{first_lsn:020}{TMP_SUFFIX}"));
-    let mut header = Vec::with_capacity(HEADER_LEN as usize);
-    header.extend_from_slice(&MAGIC);
-    header.extend_from_slice(&VERSION.to_le_bytes());
-    header.extend_from_slice(&first_lsn.to_le_bytes());
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(&header)?;
-        f.sync_all()
-    });
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(WalError::Io { path: tmp, source });
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)?;
-    Ok(Segment { first_lsn, path })
-}
-
-fn open_append(path: &Path) -> Result<File, WalError> {
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err(path))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-fn lock_dir(dir: &Path) -> Result<File, WalError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(WalError::Locked { path }),
-        Err(TryLockError::Error(source)) => Err(WalError::Io { path, source }),
-    }
-}
-
-/// Fault injection for tests: the next write or sync fails with a chosen error kind.
-#[cfg(test)]
-pub(crate) mod faults {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) enum Fault {
-        /// The next append writes half its bytes, then fails.
-        Write(io::ErrorKind),
-        /// The next sync fails.
-        Sync(io::ErrorKind),
-    }
-
-    impl Fault {
-        pub(crate) fn is_write(&self) -> Option<io::ErrorKind> {
-            match *self {
-                Fault::Write(k) => Some(k),
-                Fault::Sync(_) => None,
-            }
-        }
-
-        pub(crate) fn is_sync(&self) -> Option<io::ErrorKind> {
-            match *self {
-                Fault::Sync(k) => Some(k),
-                Fault::Write(_) => None,
-            }
-        }
-    }
-
-    #[derive(Debug, Clone, Default)]
-    pub(crate) struct Slot(Arc<Mutex<Option<Fault>>>);
-
-    impl Slot {
-        pub(crate) fn set(&self, fault: Fault) {
-            *self.0.lock().unwrap() = Some(fault);
-        }
-
-        pub(crate) fn take(
-            &self,
-            pick: fn(&Fault) -> Option<io::ErrorKind>,
-        ) -> Option<io::ErrorKind> {
-            let mut slot = self.0.lock().unwrap();
-            let kind = slot.as_ref().and_then(pick)?;
-            *slot = None;
-            Some(kind)
-        }
+        self.0.next().map(|r| r.map_err(WalError::from))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::faults::Fault;
     use super::*;
+    use codestax_storage::testing::{append as append_bytes, segment_damage, segment_paths};
+    use codestax_storage::{Fault, FaultyDisk, HEADER_LEN};
+    use std::fs;
 
     fn payload(i: u64) -> Vec<u8> {
         format!("entry-{i}-{}", "x".repeat((i % 7) as usize)).into_bytes()
@@ -765,13 +264,7 @@ mod tests {
     }
 
     fn seg_paths(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .collect();
-        v.sort();
-        v
+        segment_paths(&FORMAT, dir)
     }
 
     /// Appends `n` entries in batches of 3, syncing each, starting at `wal.next_lsn()`.
@@ -807,10 +300,49 @@ mod tests {
         assert_eq!(read_all(&wal, 40).len(), 7);
         // Segment names are their first LSN.
         for p in seg_paths(dir.path()) {
-            let first = parse_segment_name(p.file_name().unwrap().to_str().unwrap()).unwrap();
+            let first = FORMAT
+                .parse_name(p.file_name().unwrap().to_str().unwrap())
+                .unwrap();
             let entries = read_all(&wal, first);
             assert_eq!(entries[0].0, first);
         }
+    }
+
+    /// Copies a fixture directory of `storage/tests/fixtures` to a temporary one.
+    fn fixture(name: &str) -> tempfile::TempDir {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../storage/tests/fixtures")
+            .join(name);
+        let dir = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_wal_written_by_format_1_reads_back_exactly_and_takes_appends() {
+        // Written by the collector before the storage crate: 4 groups of 3, 100-byte segments.
+        let dir = fixture("wal-main");
+        let expected: Vec<_> = (0..4u64)
+            .flat_map(|b| (0..3).map(move |i| format!("wal-{b}-{i}").into_bytes()))
+            .enumerate()
+            .map(|(lsn, p)| (lsn as Lsn, p))
+            .collect();
+        let mut wal = Wal::open(dir.path(), 100).unwrap();
+        assert_eq!(wal.next_lsn(), 12);
+        assert_eq!(read_all(&wal, 0), expected);
+        // Appends go to a new segment of the current format; the old ones stay as they were.
+        assert_eq!(wal.append(&[b"new"]).unwrap(), 12);
+        wal.sync().unwrap();
+        drop(wal);
+        let wal = Wal::open(dir.path(), 100).unwrap();
+        let mut all = expected;
+        all.push((12, b"new".to_vec()));
+        assert_eq!(read_all(&wal, 0), all);
+        let newest = fs::read(seg_paths(dir.path()).pop().unwrap()).unwrap();
+        assert_eq!(newest[..16], FORMAT.header(12));
     }
 
     #[test]
@@ -865,9 +397,7 @@ mod tests {
             drop(wal);
             let path = seg_paths(dir.path()).pop().unwrap();
             let good_len = fs::metadata(&path).unwrap().len();
-            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
-            f.write_all(garbage).unwrap();
-            drop(f);
+            append_bytes(&path, garbage);
 
             let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(wal.next_lsn(), 4, "garbage {garbage:?}");
@@ -889,10 +419,7 @@ mod tests {
         bytes[last] ^= 0x20;
         fs::write(&path, &bytes).unwrap();
 
-        // A reader of the damaged file reports it...
-        let reader = Wal::open_readonly_for_test(dir.path());
-        assert!(matches!(reader.last(), Some(Err(WalError::Corrupt { .. }))));
-        // ...and recovery cuts that entry off.
+        // Recovery cuts the damaged entry off.
         let wal = Wal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(wal.next_lsn(), 2);
         assert_eq!(read_all(&wal, 0), vec![(0, payload(0)), (1, payload(1))]);
@@ -942,7 +469,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), 100).unwrap();
         fill(&mut wal, 30);
-        let firsts: Vec<Lsn> = wal.segments.iter().map(|s| s.first_lsn).collect();
+        let firsts: Vec<Lsn> = wal.log.catalog().all().iter().map(|(id, _)| *id).collect();
         assert!(firsts.len() >= 4, "{firsts:?}");
 
         // An LSN inside the second segment removes only the first.
@@ -967,12 +494,13 @@ mod tests {
     #[test]
     fn failed_write_rolls_back_the_partial_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let disk = FaultyDisk::default();
+        let mut wal = Wal::open_on(dir.path(), 1 << 20, Arc::new(disk.clone())).unwrap();
         fill(&mut wal, 3);
         let path = seg_paths(dir.path()).pop().unwrap();
         let len_before = fs::metadata(&path).unwrap().len();
 
-        wal.faults().set(Fault::Write(io::ErrorKind::StorageFull));
+        disk.arm(Fault::Write(io::ErrorKind::StorageFull));
         let err = wal.append(&[payload(3), payload(4)]).unwrap_err();
         assert!(err.is_storage_full(), "{err:?}");
         assert_eq!(err.io_kind(), Some(io::ErrorKind::StorageFull));
@@ -996,11 +524,12 @@ mod tests {
     #[test]
     fn failed_sync_cuts_unsynced_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        let disk = FaultyDisk::default();
+        let mut wal = Wal::open_on(dir.path(), 1 << 20, Arc::new(disk.clone())).unwrap();
         fill(&mut wal, 2);
         wal.append(&[payload(2)]).unwrap();
         wal.append(&[payload(3)]).unwrap();
-        wal.faults().set(Fault::Sync(io::ErrorKind::Other));
+        disk.arm(Fault::Sync(io::ErrorKind::Other));
         let err = wal.sync().unwrap_err();
         assert_eq!(err.io_kind(), Some(io::ErrorKind::Other));
         assert!(!err.is_storage_full());
@@ -1045,15 +574,13 @@ mod tests {
                 let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
                 // Half the time, a valid header so the frame decoder is exercised too.
                 if round % 2 == 0 && bytes.len() >= 16 {
-                    bytes[..4].copy_from_slice(&MAGIC);
-                    bytes[4..8].copy_from_slice(&VERSION.to_le_bytes());
-                    bytes[8..16].copy_from_slice(&(f * 1000).to_le_bytes());
+                    bytes[..16].copy_from_slice(&FORMAT.header(f * 1000));
                     if round % 4 == 0 && bytes.len() > 24 {
                         let len = (next() % 16) as u32;
                         bytes[16..20].copy_from_slice(&len.to_le_bytes());
                     }
                 }
-                fs::write(dir.path().join(segment_name(f * 1000)), &bytes).unwrap();
+                fs::write(FORMAT.path(dir.path(), f * 1000), &bytes).unwrap();
             }
             match Wal::open(dir.path(), 1 << 20) {
                 Ok(mut wal) => {
@@ -1071,59 +598,9 @@ mod tests {
         }
     }
 
-    impl Wal {
-        /// Reads the directory's entries without opening (and so without repairing) the WAL.
-        fn open_readonly_for_test(dir: &Path) -> WalReader {
-            let segments: Vec<_> = list_segments(dir)
-                .unwrap()
-                .into_iter()
-                .map(|s| (s, None))
-                .collect();
-            WalReader {
-                segments: segments.into_iter(),
-                cursor: None,
-                from: 0,
-                failed: false,
-            }
-        }
-    }
-
     mod props {
         use super::*;
         use proptest::prelude::*;
-
-        /// What happens to the files between a run and the next start.
-        #[derive(Debug, Clone)]
-        enum Damage {
-            Flip {
-                segment: prop::sample::Index,
-                at: prop::sample::Index,
-                bits: u8,
-            },
-            Cut {
-                segment: prop::sample::Index,
-                at: prop::sample::Index,
-            },
-            Append(Vec<u8>),
-        }
-
-        fn damage() -> impl Strategy<Value = Damage> {
-            prop_oneof![
-                (
-                    any::<prop::sample::Index>(),
-                    any::<prop::sample::Index>(),
-                    1u8..=255
-                )
-                    .prop_map(|(segment, at, bits)| Damage::Flip {
-                        segment,
-                        at,
-                        bits
-                    }),
-                (any::<prop::sample::Index>(), any::<prop::sample::Index>())
-                    .prop_map(|(segment, at)| Damage::Cut { segment, at }),
-                prop::collection::vec(any::<u8>(), 1..64).prop_map(Damage::Append),
-            ]
-        }
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(
@@ -1137,7 +614,7 @@ mod tests {
             fn prop_damaged_wal_recovers_a_prefix_or_names_the_file(
                 payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 1..40),
                 segment_bytes in prop::sample::select(vec![64u64, 200, 1 << 20]),
-                damage in damage(),
+                damage in segment_damage(),
             ) {
                 let dir = tempfile::tempdir().unwrap();
                 let mut wal = Wal::open(dir.path(), segment_bytes).unwrap();
@@ -1146,30 +623,7 @@ mod tests {
                     wal.sync().unwrap();
                 }
                 drop(wal);
-                let segs = seg_paths(dir.path());
-                match &damage {
-                    Damage::Flip { segment, at, bits } => {
-                        let path = &segs[segment.index(segs.len())];
-                        let mut bytes = fs::read(path).unwrap();
-                        let i = at.index(bytes.len());
-                        bytes[i] ^= bits;
-                        fs::write(path, &bytes).unwrap();
-                    }
-                    Damage::Cut { segment, at } => {
-                        let path = &segs[segment.index(segs.len())];
-                        let len = fs::metadata(path).unwrap().len() as usize;
-                        let f = fs::OpenOptions::new().write(true).open(path).unwrap();
-                        f.set_len(at.index(len + 1) as u64).unwrap();
-                    }
-                    Damage::Append(garbage) => {
-                        use std::io::Write;
-                        let mut f = fs::OpenOptions::new()
-                            .append(true)
-                            .open(segs.last().unwrap())
-                            .unwrap();
-                        f.write_all(garbage).unwrap();
-                    }
-                }
+                damage.apply(&FORMAT, dir.path());
                 match Wal::open(dir.path(), segment_bytes) {
                     Ok(mut wal) => {
                         let got = wal

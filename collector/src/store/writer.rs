@@ -6,13 +6,14 @@ use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError};
 use crate::uid::uid_hash;
 use codestax_common::AuditRecord;
 use codestax_common::chain::{ChainHead, SEAL_OVERHEAD_BYTES, Unsealed};
+use codestax_storage::{Committer, Disk, GroupCommit, GroupOptions, RealDisk};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// How the store writes. Runtime values: built from the collector's config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,9 +136,8 @@ impl StoreError {
 /// A cloneable handle to the durable ingest path. See the [module docs](crate::store).
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Submission>,
+    writer: GroupCommit<Submission>,
     shared: Arc<Shared>,
-    stopped: watch::Receiver<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -152,10 +152,6 @@ struct Shared {
     next_lsn: AtomicU64,
     /// One past the highest LSN the index has made visible and durable; 0 for none.
     indexed_before: AtomicU64,
-    /// Submissions sent (or being sent) to the writer and not yet answered.
-    inflight: AtomicUsize,
-    #[cfg(test)]
-    faults: std::sync::OnceLock<crate::store::wal::faults::Slot>,
 }
 
 #[derive(Debug)]
@@ -166,17 +162,6 @@ struct Submission {
     hashes: Vec<u64>,
     bytes: usize,
     reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
-}
-
-/// Undoes a submitter's `inflight` increment unless the writer took over the submission.
-struct InflightGuard<'a>(Option<&'a AtomicUsize>);
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(n) = self.0 {
-            n.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
 }
 
 impl Store {
@@ -205,6 +190,31 @@ impl Store {
         chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
+        let disk = Arc::new(RealDisk);
+        Store::open_on(
+            dir,
+            opts,
+            lookup,
+            hashes,
+            indexed_through,
+            chain_heads,
+            sink,
+            disk,
+        )
+    }
+
+    /// [`Store::open`], with the WAL writing through `disk`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_on(
+        dir: &Path,
+        opts: StoreOptions,
+        lookup: Arc<dyn IdLookup>,
+        hashes: impl IntoIterator<Item = u64>,
+        indexed_through: Option<Lsn>,
+        chain_heads: HashMap<String, ChainHead>,
+        sink: mpsc::Sender<IndexBatch>,
+        disk: Arc<dyn Disk>,
+    ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         if opts.queue_depth == 0 {
             return Err(StoreError::InvalidOptions("queue_depth must be at least 1"));
         }
@@ -213,7 +223,7 @@ impl Store {
                 "max_group_records and max_group_bytes must be at least 1",
             ));
         }
-        let mut wal = Wal::open(dir, opts.segment_bytes).map_err(StoreError::Open)?;
+        let mut wal = Wal::open_on(dir, opts.segment_bytes, disk).map_err(StoreError::Open)?;
         if let Some(indexed) = indexed_through
             && indexed >= wal.next_lsn()
         {
@@ -271,17 +281,14 @@ impl Store {
         shared
             .indexed_before
             .store(indexed_through.map_or(0, |l| l + 1), Ordering::Relaxed);
-        #[cfg(test)]
-        let _ = shared.faults.set(wal.faults());
-
-        let (tx, rx) = mpsc::channel(opts.queue_depth);
-        let (stopped_tx, stopped) = watch::channel(false);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(StoreError::Spawn)?;
+        let group = GroupOptions {
+            max_wait: opts.group_commit_max_wait,
+            max_requests: usize::MAX,
+            max_records: opts.max_group_records,
+            max_bytes: opts.max_group_bytes,
+            queue_depth: Some(opts.queue_depth),
+        };
         let writer = Writer {
-            rx,
             wal,
             dedupe,
             chain,
@@ -289,25 +296,10 @@ impl Store {
             indexed_before: indexed_through.map_or(0, |l| l + 1),
             sink_closed: false,
             shared: shared.clone(),
-            opts,
         };
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                // Dropped last, after the writer (and the WAL's lock), even on a panic.
-                let stopped_tx = stopped_tx;
-                runtime.block_on(writer.run());
-                stopped_tx.send_replace(true);
-            })
-            .map_err(StoreError::Spawn)?;
-        Ok((
-            Store {
-                tx,
-                shared,
-                stopped,
-            },
-            replay,
-        ))
+        let writer =
+            GroupCommit::start("store-writer", writer, group).map_err(StoreError::Spawn)?;
+        Ok((Store { writer, shared }, replay))
     }
 
     /// Stores the new records among `records` durably and says, in order, what happened to each.
@@ -344,13 +336,10 @@ impl Store {
             bytes,
             reply,
         };
-        self.shared.inflight.fetch_add(1, Ordering::AcqRel);
-        let mut guard = InflightGuard(Some(&self.shared.inflight));
-        self.tx
-            .send(submission)
+        self.writer
+            .send_when_room(submission)
             .await
             .map_err(|_| StoreError::Closed)?;
-        guard.0 = None; // the writer decrements when it answers
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -383,17 +372,7 @@ impl Store {
     /// Drops this handle and waits until the writer has stopped and released the WAL, which
     /// happens once every clone is dropped and queued submissions are answered.
     pub async fn close(self) {
-        let Store {
-            tx, mut stopped, ..
-        } = self;
-        drop(tx);
-        // An error means the writer thread ended without saying so (a panic): stopped too.
-        let _ = stopped.wait_for(|s| *s).await;
-    }
-
-    #[cfg(test)]
-    pub(crate) fn faults(&self) -> crate::store::wal::faults::Slot {
-        self.shared.faults.get().expect("set at open").clone()
+        self.writer.close().await;
     }
 }
 
@@ -425,7 +404,6 @@ fn advance_head(heads: &mut HashMap<String, ChainHead>, record: &AuditRecord, ls
 }
 
 struct Writer {
-    rx: mpsc::Receiver<Submission>,
     wal: Wal,
     dedupe: DedupeSet,
     /// Each org's hash-chain head: the `seq` and `hash` of its last durable record.
@@ -435,49 +413,26 @@ struct Writer {
     indexed_before: Lsn,
     sink_closed: bool,
     shared: Arc<Shared>,
-    opts: StoreOptions,
+}
+
+impl Committer for Writer {
+    type Request = Submission;
+
+    fn weight(s: &Submission) -> (usize, usize) {
+        (s.records.len(), s.bytes)
+    }
+
+    fn before_group(&mut self) {
+        self.apply_indexed();
+    }
+
+    async fn commit(&mut self, group: Vec<Submission>) {
+        self.commit_group(group).await;
+    }
 }
 
 impl Writer {
-    async fn run(mut self) {
-        while let Some(first) = self.rx.recv().await {
-            self.apply_indexed();
-            let group = self.gather(first).await;
-            self.commit(group).await;
-        }
-        tracing::debug!("store writer stopping: every handle is dropped");
-    }
-
-    /// Takes `first` and whatever else is queued, up to the group caps. When the queue is empty but
-    /// more submitters are in flight, waits up to `group_commit_max_wait` for them.
-    async fn gather(&mut self, first: Submission) -> Vec<Submission> {
-        let deadline = tokio::time::Instant::now() + self.opts.group_commit_max_wait;
-        let mut records = first.records.len();
-        let mut bytes = first.bytes;
-        let mut group = vec![first];
-        while records < self.opts.max_group_records && bytes < self.opts.max_group_bytes {
-            let next = match self.rx.try_recv() {
-                Ok(s) => s,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let others = self.shared.inflight.load(Ordering::Acquire) > group.len();
-                    if !others || self.opts.group_commit_max_wait.is_zero() {
-                        break;
-                    }
-                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                        Ok(Some(s)) => s,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            };
-            records += next.records.len();
-            bytes += next.bytes;
-            group.push(next);
-        }
-        group
-    }
-
-    async fn commit(&mut self, mut group: Vec<Submission>) {
+    async fn commit_group(&mut self, mut group: Vec<Submission>) {
         // Dedupe against the store and within the group; the first copy of an id wins.
         let mut admissions: Vec<Vec<Admission>> = group
             .iter()
@@ -630,7 +585,6 @@ impl Writer {
         result: Result<Vec<Admission>, StoreError>,
     ) {
         self.shared.submissions.fetch_add(1, Ordering::Relaxed);
-        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
         // The submitter may have given up waiting; its records are stored all the same.
         let _ = reply.send(result);
     }
@@ -652,7 +606,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::wal::faults::Fault;
+    use codestax_storage::{Fault, FaultyDisk};
     use serde_json::json;
     use std::collections::HashSet;
     use std::sync::Mutex;
@@ -1108,20 +1062,27 @@ mod tests {
             record("acme", "b"),
             record("acme", "c"),
         );
-        let (store, _, _) = open(
+        let disk = FaultyDisk::default();
+        let (sink, mut batches) = mpsc::channel(4);
+        tokio::spawn(async move { while batches.recv().await.is_some() {} });
+        let (store, _) = Store::open_on(
             dir.path(),
             StoreOptions::default(),
-            Arc::default(),
-            None,
+            Arc::<Index>::default(),
             vec![],
-        );
+            None,
+            HashMap::new(),
+            sink,
+            Arc::new(disk.clone()),
+        )
+        .unwrap();
         assert_eq!(
             store.submit(vec![a.clone()]).await.unwrap(),
             vec![stored(0)]
         );
 
         // The next write puts half its bytes on disk, then fails with ENOSPC.
-        store.faults().set(Fault::Write(io::ErrorKind::StorageFull));
+        disk.arm(Fault::Write(io::ErrorKind::StorageFull));
         let err = store.submit(vec![b.clone(), c.clone()]).await.unwrap_err();
         assert!(err.is_storage_full(), "{err:?}");
         let chain = std::error::Error::source(&err).unwrap().to_string();
@@ -1133,7 +1094,7 @@ mod tests {
         assert_eq!(got, vec![stored(1), stored(2)]);
 
         // A failed fsync is no different.
-        store.faults().set(Fault::Sync(io::ErrorKind::Other));
+        disk.arm(Fault::Sync(io::ErrorKind::Other));
         let err = store.submit(vec![record("acme", "d")]).await.unwrap_err();
         assert!(
             matches!(
