@@ -46,6 +46,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400_000);
+    // `BENCH_ONLY=parse`: the per-record hot paths in this process, no binaries needed.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "parse" {
+        println!("{}", machine());
+        hot_paths(lines);
+        return;
+    }
     let bins = Bins::locate();
     println!("{}", machine());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +78,6 @@ fn main() {
     );
 
     // `BENCH_ONLY=sink,collector,rsyslog,idle,steady` runs some of them (e.g. under a profiler).
-    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     if run("sink") {
         rows.push(agent_throughput(&bins, &sink, &big, lines, bytes));
@@ -102,6 +108,96 @@ fn main() {
         for (what, value) in &row.figures {
             println!("| {} — {what} | {value} | {} |", row.name, row.load);
         }
+    }
+}
+
+/// The per-record hot paths, in this process: the file source's parse of an emit line, the
+/// spool's protobuf encoding, the canonical JSON (size check, hash, stored form) and the OTLP
+/// decode the collector does. Best of five passes over `lines` records, in ns per record.
+fn hot_paths(lines: u64) {
+    use codestax_agent::encoded::encode_record;
+    use codestax_common::LineParser;
+    use codestax_common::Rules;
+    use codestax_common::otlp::record_from_log;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    use prost::Message;
+
+    let n = lines.min(200_000);
+    let mut text = String::new();
+    for i in 0..n {
+        emit_line(&mut text, i);
+    }
+    let rules = Rules {
+        max_record_bytes: usize::MAX,
+        ..Rules::new()
+    };
+    let collector_rules = Rules::new();
+    let mut parser = LineParser::default();
+    let records: Vec<_> = text
+        .lines()
+        .map(|l| parser.parse(l.as_bytes(), None, &rules).unwrap().clone())
+        .collect();
+    let encoded: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            let mut out = Vec::new();
+            encode_record(r, &mut out);
+            out
+        })
+        .collect();
+    let best = |f: &mut dyn FnMut() -> usize| {
+        (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(f());
+                start.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let parse = best(&mut || {
+        text.lines()
+            .map(|l| {
+                parser
+                    .parse(l.as_bytes(), None, &rules)
+                    .unwrap()
+                    .actor
+                    .id
+                    .len()
+            })
+            .sum()
+    });
+    let mut out = Vec::new();
+    let encode = best(&mut || {
+        records
+            .iter()
+            .map(|r| {
+                out.clear();
+                encode_record(r, &mut out);
+                out.len()
+            })
+            .sum()
+    });
+    let canonical = best(&mut || records.iter().map(|r| r.canonical_json().len()).sum());
+    let decode = best(&mut || {
+        encoded
+            .iter()
+            .map(|bytes| {
+                let log = LogRecord::decode(bytes.as_slice()).unwrap();
+                record_from_log(&log, &[], None, &collector_rules)
+                    .unwrap()
+                    .action
+                    .len()
+            })
+            .sum()
+    });
+    println!("\n| hot path ({n} records, best of 5) | ns per record |\n|---|---|");
+    for (what, ns) in [
+        ("parse an emit line (LineParser)", parse),
+        ("encode for the spool (encode_record)", encode),
+        ("canonical JSON", canonical),
+        ("OTLP decode + record_from_log", decode),
+    ] {
+        println!("| {what} | {ns:.0} |");
     }
 }
 

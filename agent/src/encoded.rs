@@ -10,6 +10,7 @@
 use codestax_common::otlp::{
     METADATA_PREFIX, has_dotted_metadata_key, json_to_any, record_from_log, to_log_record,
 };
+use codestax_common::schema::{ATTRIBUTE_FIELDS, Field, FieldValue, Object, Otlp};
 use codestax_common::{AuditRecord, Metadata, Rules};
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -43,69 +44,54 @@ pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
         bytes_field(out, 0x0a, message.len());
         out.extend_from_slice(message.as_bytes());
     }
-    // 6: attributes
-    if let Some(id) = &record.id {
-        text(out, "audit.id", id);
-    }
-    text(out, "audit.org_id", &record.org_id);
-    text(out, "audit.action", &record.action);
-    text(out, "enduser.id", &record.actor.id);
-    if let Some(name) = &record.actor.name {
-        text(out, "audit.actor.name", name);
-    }
-    if let Some(email) = &record.actor.email {
-        text(out, "audit.actor.email", email);
-    }
-    text(out, "audit.actor.kind", record.actor.kind.as_str());
-    if let Some(target) = &record.target {
-        text(out, "audit.target.kind", target.kind.as_str());
-        if let Some(id) = &target.id {
-            text(out, "audit.target.id", id);
-        }
-        if let Some(name) = &target.name {
-            text(out, "audit.target.name", name);
-        }
-    }
-    if let Some(repository) = &record.repository {
-        text(out, "audit.repository", repository);
-    }
-    text(out, "audit.outcome", record.outcome.as_str());
-    // The metadata as it serialises: its fields, then the free-form keys (which win on a
-    // clash). ip and user_agent first, under their OpenTelemetry names.
+    // 6: attributes, the table's fields with attributes of their own in its order, then the
+    // metadata's other keys.
     let m = &record.metadata;
-    if let Some(v) = named_or_extra(m, "ip", &m.ip) {
-        attribute(out, "", "client.address", &v);
+    for field in ATTRIBUTE_FIELDS {
+        let Some(key) = field.attribute() else {
+            continue;
+        };
+        match field.object() {
+            // The metadata as it serialises: a free-form key of the field's name wins.
+            Object::Metadata => {
+                let named = match field.value(record) {
+                    Some(FieldValue::Text(s)) => Some(Attr::Text(s)),
+                    _ => None,
+                };
+                if let Some(v) = named_or_extra(m, field.key(), named) {
+                    attribute(out, "", key, &v);
+                }
+            }
+            _ => match field.value(record) {
+                Some(FieldValue::Text(s)) => text(out, key, s),
+                Some(FieldValue::Count(n)) => int(out, key, n as i64),
+                _ => {}
+            },
+        }
     }
-    if let Some(v) = named_or_extra(m, "user_agent", &m.user_agent) {
-        attribute(out, "", "user_agent.original", &v);
-    }
-    // audit.schema_version, an AnyValue holding an int (field 3, varint)
-    let version = i64::from(record.schema_version) as u64;
-    let any_len = 1 + encoded_len_varint(version);
-    let key = "audit.schema_version";
-    bytes_field(out, 0x32, field_len(key.len()) + field_len(any_len));
-    bytes_field(out, 0x0a, key.len());
-    out.extend_from_slice(key.as_bytes());
-    bytes_field(out, 0x12, any_len);
-    out.push(0x18);
-    encode_varint(version, out);
-    // Then every other key in key order: the named ones ("changes" < "scan_type") merged with
-    // the free-form ones.
-    let changes = (!m.changes.is_empty()).then(|| {
-        let changes = serde_json::to_value(&m.changes).expect("changes always serialise");
-        Attr::Any(json_to_any(&changes))
-    });
-    let mut named = [
-        ("changes", changes),
-        ("scan_type", m.scan_type.as_deref().map(Attr::Text)),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| Some((k, v?)))
-    .peekable();
+    // Then every other metadata key in key order: the fields sent under the prefix
+    // ("changes" < "scan_type") merged with the free-form keys.
+    let mut named = Field::in_key_order(Object::Metadata)
+        .iter()
+        .filter(|f| f.otlp() == Otlp::Metadata)
+        .filter_map(|&f| {
+            let value = match f.value(record)? {
+                FieldValue::Text(s) => Attr::Text(s),
+                FieldValue::Changes(changes) => {
+                    let changes = serde_json::to_value(changes).expect("changes always serialise");
+                    Attr::Any(json_to_any(&changes))
+                }
+                _ => return None,
+            };
+            Some((f.key(), value))
+        })
+        .peekable();
     let mut extra = m
         .extra
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "ip" | "user_agent"))
+        .filter(|(k, _)| {
+            Field::from_key(Object::Metadata, k).is_none_or(|f| f.attribute().is_none())
+        })
         .peekable();
     loop {
         match (named.peek(), extra.peek()) {
@@ -135,10 +121,10 @@ pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
 }
 
 /// A named metadata field's value, unless a free-form key of the same name overrides it.
-fn named_or_extra<'a>(m: &'a Metadata, name: &str, named: &'a Option<String>) -> Option<Attr<'a>> {
+fn named_or_extra<'a>(m: &'a Metadata, name: &str, named: Option<Attr<'a>>) -> Option<Attr<'a>> {
     match m.extra.get(name) {
         Some(v) => Some(Attr::of(v)),
-        None => named.as_deref().map(Attr::Text),
+        None => named,
     }
 }
 
@@ -156,6 +142,18 @@ impl Attr<'_> {
             other => Attr::Any(json_to_any(other)),
         }
     }
+}
+
+/// An int attribute, `key` = `value` (an AnyValue holding an int: field 3, varint).
+fn int(out: &mut Vec<u8>, key: &str, value: i64) {
+    let value = value as u64;
+    let any_len = 1 + encoded_len_varint(value);
+    bytes_field(out, 0x32, field_len(key.len()) + field_len(any_len));
+    bytes_field(out, 0x0a, key.len());
+    out.extend_from_slice(key.as_bytes());
+    bytes_field(out, 0x12, any_len);
+    out.push(0x18);
+    encode_varint(value, out);
 }
 
 /// A string attribute, `key` = `value`.
@@ -265,7 +263,7 @@ mod tests {
             now: chrono::Utc::now(),
             collector_entries: false,
         };
-        let mut lines = crate::parse::tests::variations();
+        let mut lines = codestax_common::variations::lines();
         lines.push(
             r#"{"id":"x","org_id":"o","time":"2026-01-01T00:00:00Z","actor":{"id":"k","kind":"api_key"},"action":"scan.triggered","metadata":{"changes":[{"field":"a","old":1,"new":[true,null,2.5,{"k":"v"}]}],"a":1,"b":-7,"c":1.25,"d":true,"e":null,"f":[],"g":{},"h":"text","ip":"::1","zz":{"n":{"m":[1]}}}}"#.into(),
         );

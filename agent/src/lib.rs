@@ -13,7 +13,6 @@ pub mod encoded;
 pub mod forward;
 mod memory;
 pub mod metrics;
-pub mod parse;
 pub mod quarantine;
 pub mod receiver;
 mod run;

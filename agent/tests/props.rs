@@ -1,13 +1,12 @@
-//! Property tests of the agent's own readers of outside bytes, against common's: the emit-line
-//! parser (`LineParser`, a straight path beside `parse_json_line`) and the hand-written
-//! protobuf encoder of spooled records (`encode_record`, beside prost and `to_log_record`).
+//! Property tests of the agent's own reader and writer of outside bytes, against common's: the
+//! hand-written protobuf encoder of spooled records (`encode_record`, beside prost and
+//! `to_log_record`) and its decoder. (The emit-line parser is common's, tested there.)
 //! Longer run: `PROPTEST_CASES=20000 cargo test --release -p codestax-agent --test props`.
 
 #[path = "../../common/tests/support/records.rs"]
 mod records;
 
 use codestax_agent::encoded::{decode_record, encode_record};
-use codestax_agent::parse::{LineParser, parse_line};
 use codestax_common::otlp::to_log_record;
 use codestax_common::{Rules, parse_json_line};
 use proptest::prelude::*;
@@ -25,24 +24,6 @@ fn rule_sets() -> [Rules; 3] {
 
 proptest! {
     #![proptest_config(cases(96))]
-
-    /// One parser over a run of lines (each read over what the line before left) gives, line
-    /// by line, exactly what `parse_json_line` gives: the same record or the same errors.
-    #[test]
-    fn prop_line_parser_is_parse_json_line(
-        lines in prop::collection::vec(records::any_line(Shape::ANY), 1..8),
-        default_org in proptest::option::of(Just("org-default")),
-    ) {
-        for rules in &rule_sets() {
-            let mut parser = LineParser::default();
-            for line in &lines {
-                let expected = parse_json_line(line, default_org, rules);
-                let got = parser.parse(line, default_org, rules).map(|r| r.clone());
-                assert_eq!(got, expected, "{}", String::from_utf8_lossy(line));
-                assert_eq!(parse_line(line, default_org, rules), expected);
-            }
-        }
-    }
 
     /// The spool's encoding of a record is the bytes prost writes for `to_log_record`, and it
     /// decodes to the record (but for `received_at`, which the attributes style does not carry).

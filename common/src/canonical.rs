@@ -6,7 +6,8 @@
 //! hash, stored form). The definition it must equal — serde's JSON of the record with every
 //! object's keys sorted — is kept in the tests, which compare the two over varied records.
 
-use crate::record::{Actor, AuditRecord, Change, Metadata, Provenance, Target};
+use crate::record::{AuditRecord, Change, Provenance};
+use crate::schema::{self, Field, FieldValue, Kind};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -110,35 +111,12 @@ pub(crate) enum ChainFields {
     Mark,
 }
 
-/// A record's top-level keys in byte order: the order [`write_record`] writes them in (a test
-/// checks it is sorted and complete).
-#[cfg(test)]
-pub(crate) const RECORD_KEYS: [&str; 17] = [
-    "action",
-    "actor",
-    "category",
-    "hash",
-    "id",
-    "message",
-    "metadata",
-    "org_id",
-    "outcome",
-    "prev_hash",
-    "provenance",
-    "received_at",
-    "repository",
-    "schema_version",
-    "seq",
-    "target",
-    "time",
-];
-
 /// An object being written: commas between entries, and the chain-field offsets still waiting
 /// for the next entry (or the closing brace) to fix where they are.
 struct Object<'a> {
     out: &'a mut String,
     first: bool,
-    /// Indexes into [`crate::chain::CHAIN_FIELDS`] whose place is the next entry's start.
+    /// Indexes into [`crate::schema::CHAIN_FIELDS`] whose place is the next entry's start.
     pending: [bool; 3],
     at: [usize; 3],
 }
@@ -154,6 +132,7 @@ impl<'a> Object<'a> {
         }
     }
 
+    #[inline]
     fn key(&mut self, key: &str) -> &mut String {
         if !self.first {
             self.out.push(',');
@@ -165,14 +144,41 @@ impl<'a> Object<'a> {
         self.out
     }
 
+    #[inline]
     fn str(&mut self, key: &str, value: &str) {
         let out = self.key(key);
         write_string(value, out);
     }
 
-    fn opt_str(&mut self, key: &str, value: &Option<String>) {
-        if let Some(v) = value {
-            self.str(key, v);
+    /// One field's entry.
+    #[inline]
+    fn field(&mut self, key: &str, value: FieldValue) {
+        match value {
+            FieldValue::Text(s) => self.str(key, s),
+            other => self.other_field(key, other),
+        }
+    }
+
+    /// One field's entry, for values other than text.
+    fn other_field(&mut self, key: &str, value: FieldValue) {
+        match value {
+            FieldValue::Text(s) => self.str(key, s),
+            FieldValue::Time(t) => self.str(key, &crate::time::format_rfc3339(&t)),
+            FieldValue::Count(n) => {
+                let _ = write!(self.key(key), "{n}");
+            }
+            FieldValue::Provenance(p) => write_provenance(p, self.key(key)),
+            FieldValue::Changes(changes) => {
+                let out = self.key(key);
+                out.push('[');
+                for (i, c) in changes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_change(c, out);
+                }
+                out.push(']');
+            }
         }
     }
 
@@ -198,61 +204,60 @@ impl<'a> Object<'a> {
 }
 
 /// Writes `r` as canonical JSON. With [`ChainFields::Mark`], `hash`, `prev_hash` and `seq` are
-/// left out and the returned offsets (in `out`, by [`crate::chain::CHAIN_FIELDS`] index) mark
+/// left out and the returned offsets (in `out`, by [`crate::schema::CHAIN_FIELDS`] index) mark
 /// where each goes: the start of the first entry whose key sorts after it, or the closing `}`.
+///
+/// The fields and their order come from the table ([`Field::in_key_order`]); each present
+/// field is written as its [`FieldValue`].
 pub(crate) fn write_record(r: &AuditRecord, chain: ChainFields, out: &mut String) -> [usize; 3] {
-    const HASH: usize = 0;
-    const PREV_HASH: usize = 1;
-    const SEQ: usize = 2;
     let mut o = Object::open(out);
-    o.str("action", &r.action);
-    write_actor(&r.actor, o.key("actor"));
-    if !r.category.is_empty() {
-        o.str("category", &r.category);
-    }
-    match chain {
-        ChainFields::Write => o.opt_str("hash", &r.hash),
-        ChainFields::Mark => o.mark(HASH),
-    }
-    o.opt_str("id", &r.id);
-    o.opt_str("message", &r.message);
-    if !r.metadata.is_empty() {
-        write_metadata(&r.metadata, o.key("metadata"));
-    }
-    o.str("org_id", &r.org_id);
-    o.str("outcome", r.outcome.as_str());
-    match chain {
-        ChainFields::Write => o.opt_str("prev_hash", &r.prev_hash),
-        ChainFields::Mark => o.mark(PREV_HASH),
-    }
-    if let Some(p) = &r.provenance {
-        write_provenance(p, o.key("provenance"));
-    }
-    if let Some(t) = &r.received_at {
-        o.str("received_at", &crate::time::format_rfc3339(t));
-    }
-    o.opt_str("repository", &r.repository);
-    let _ = write!(o.key("schema_version"), "{}", r.schema_version);
-    match (chain, r.seq) {
-        (ChainFields::Write, Some(seq)) => {
-            let _ = write!(o.key("seq"), "{seq}");
+    for field in schema::RECORD_KEY_ORDER {
+        if chain == ChainFields::Mark
+            && let Some(slot) = chain_slot(field)
+        {
+            o.mark(slot);
+            continue;
         }
-        (ChainFields::Write, None) => {}
-        (ChainFields::Mark, _) => o.mark(SEQ),
+        match field.kind() {
+            Kind::Object(schema::Object::Metadata) => {
+                if !r.metadata.is_empty() {
+                    write_metadata(r, o.key(field.key()));
+                }
+            }
+            Kind::Object(object) => {
+                // Present when given: the actor always, the target when there is one.
+                if object == schema::Object::Actor || r.target.is_some() {
+                    write_fields(r, object, o.key(field.key()));
+                }
+            }
+            _ => {
+                if let Some(value) = field.value(r) {
+                    o.field(field.key(), value);
+                }
+            }
+        }
     }
-    if let Some(t) = &r.target {
-        write_target(t, o.key("target"));
-    }
-    o.str("time", &crate::time::format_rfc3339(&r.time));
     o.close()
 }
 
-fn write_actor(a: &Actor, out: &mut String) {
+/// The index of a chain field in [`crate::schema::CHAIN_FIELDS`].
+fn chain_slot(field: Field) -> Option<usize> {
+    match field {
+        Field::Hash => Some(0),
+        Field::PrevHash => Some(1),
+        Field::Seq => Some(2),
+        _ => None,
+    }
+}
+
+/// A nested object whose fields are all plain values (the actor, the target).
+fn write_fields(r: &AuditRecord, object: schema::Object, out: &mut String) {
     let mut o = Object::open(out);
-    o.opt_str("email", &a.email);
-    o.str("id", &a.id);
-    o.str("kind", a.kind.as_str());
-    o.opt_str("name", &a.name);
+    for &field in Field::in_key_order(object) {
+        if let Some(value) = field.value(r) {
+            o.field(field.key(), value);
+        }
+    }
     o.close();
 }
 
@@ -265,14 +270,6 @@ fn write_provenance(p: &Provenance, out: &mut String) {
     o.close();
 }
 
-fn write_target(t: &Target, out: &mut String) {
-    let mut o = Object::open(out);
-    o.opt_str("id", &t.id);
-    o.str("kind", t.kind.as_str());
-    o.opt_str("name", &t.name);
-    o.close();
-}
-
 fn write_change(c: &Change, out: &mut String) {
     let mut o = Object::open(out);
     o.str("field", &c.field);
@@ -281,59 +278,28 @@ fn write_change(c: &Change, out: &mut String) {
     o.close();
 }
 
-/// The named metadata keys merged in byte order with the free-form ones (already sorted: a
-/// `BTreeMap<String, _>` orders by bytes). A free-form key equal to a named one wins, as it does
+/// The metadata's fields merged in byte order with the free-form keys (already sorted: a
+/// `BTreeMap<String, _>` orders by bytes). A free-form key equal to a field's wins, as it does
 /// in serde's flattened form.
-fn write_metadata(m: &Metadata, out: &mut String) {
-    enum Named<'a> {
-        Str(&'a str),
-        Changes(&'a [Change]),
-    }
-    let mut named: [(&str, Option<Named>); 4] = [
-        (
-            "changes",
-            (!m.changes.is_empty()).then_some(Named::Changes(&m.changes)),
-        ),
-        ("ip", m.ip.as_deref().map(Named::Str)),
-        ("scan_type", m.scan_type.as_deref().map(Named::Str)),
-        ("user_agent", m.user_agent.as_deref().map(Named::Str)),
-    ];
-    for (key, value) in &mut named {
-        if m.extra.contains_key(*key) {
-            *value = None;
-        }
-    }
+fn write_metadata(r: &AuditRecord, out: &mut String) {
+    let m = &r.metadata;
+    let mut named = Field::in_key_order(schema::Object::Metadata)
+        .iter()
+        .filter(|f| !m.extra.contains_key(f.key()))
+        .filter_map(|&f| Some((f.key(), f.value(r)?)))
+        .peekable();
     let mut o = Object::open(out);
-    let mut named = named.into_iter().peekable();
-    let write_named = |o: &mut Object, key: &str, value: Named| match value {
-        Named::Str(s) => o.str(key, s),
-        Named::Changes(changes) => {
-            let out = o.key(key);
-            out.push('[');
-            for (i, c) in changes.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_change(c, out);
-            }
-            out.push(']');
-        }
-    };
     for (key, value) in &m.extra {
         while let Some((k, _)) = named.peek()
             && k.as_bytes() < key.as_bytes()
         {
             let (k, v) = named.next().expect("peeked");
-            if let Some(v) = v {
-                write_named(&mut o, k, v);
-            }
+            o.field(k, v);
         }
         write_value(value, o.key(key));
     }
     for (k, v) in named {
-        if let Some(v) = v {
-            write_named(&mut o, k, v);
-        }
+        o.field(k, v);
     }
     o.close();
 }
@@ -350,7 +316,7 @@ impl AuditRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{ActorKind, Outcome, TargetKind};
+    use crate::record::{Actor, ActorKind, Metadata, Outcome, Target, TargetKind};
     use chrono::{TimeZone, Utc};
     use std::collections::BTreeMap;
 
@@ -403,12 +369,16 @@ mod tests {
 
     #[test]
     fn record_keys_are_sorted_and_are_every_key_of_a_full_record() {
-        assert!(RECORD_KEYS.is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()));
+        let record_keys: Vec<&str> = Field::in_key_order(schema::Object::Record)
+            .iter()
+            .map(|f| f.key())
+            .collect();
+        assert!(record_keys.is_sorted_by(|a, b| a.as_bytes() < b.as_bytes()));
         let Value::Object(map) = serde_json::to_value(full_record(1)).unwrap() else {
             panic!()
         };
         let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-        let mut want = RECORD_KEYS.to_vec();
+        let mut want = record_keys;
         want.sort_unstable();
         let mut got = keys.clone();
         got.sort_unstable();
@@ -563,7 +533,7 @@ mod tests {
                         "7"
                     }
                 };
-                let name = crate::chain::CHAIN_FIELDS[field];
+                let name = crate::schema::CHAIN_FIELDS[field];
                 let entry = format!("\"{name}\":{value}");
                 let inserted = if json.as_bytes()[p] == b'}' {
                     format!("{},{entry}}}", &json[..p])

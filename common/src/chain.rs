@@ -28,9 +28,7 @@ use std::fmt;
 /// The `prev_hash` of an org's first record: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The record fields that make up the chain, in byte order. The collector sets them; on input
-/// they are ignored.
-pub const CHAIN_FIELDS: [&str; 3] = ["hash", "prev_hash", "seq"];
+pub use crate::schema::CHAIN_FIELDS;
 
 /// The most bytes sealing adds to a record's canonical JSON (the three fields, two commas).
 pub const SEAL_OVERHEAD_BYTES: usize = 192;

@@ -1,6 +1,6 @@
-//! What the agent, the collector and the CLI share: the audit record model, the action catalog,
-//! validation, the canonical JSON encoding, the hash chain, the OTLP mapping, time handling and the
-//! API types.
+//! What the agent, the collector and the CLI share: the audit record model and the table of its
+//! fields ([`schema`]), the action catalog, parsing and validation, the canonical JSON encoding,
+//! the hash chain, the OTLP mapping, time handling and the API types.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +9,9 @@ pub mod api;
 mod canonical;
 pub mod chain;
 pub mod otlp;
+mod parse;
 mod record;
+pub mod schema;
 pub mod time;
 mod validate;
 
@@ -18,12 +20,15 @@ pub use action::{
     lookup as lookup_action, nearest as nearest_action,
 };
 pub use canonical::to_canonical_json;
+#[doc(hidden)]
+pub use parse::variations;
+pub use parse::{LineParser, parse_json_line, record_from_value};
 pub use record::{
     Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, Provenance, SCHEMA_VERSION, Target,
     TargetKind,
 };
+pub use schema::{MAX_ID_BYTES, MAX_ORG_ID_BYTES};
 pub use validate::{
-    COLLECTOR_CATEGORY, DEFAULT_MAX_RECORD_BYTES, FieldError, MAX_ID_BYTES, MAX_ORG_ID_BYTES,
-    RESERVED_ID_PREFIX, RecordErrors, Rules, check_app_record, is_valid_email, is_valid_org_id,
-    min_time, parse_json_line, record_from_value, validate,
+    COLLECTOR_CATEGORY, DEFAULT_MAX_RECORD_BYTES, FieldError, RESERVED_ID_PREFIX, RecordErrors,
+    Rules, check_app_record, is_valid_email, is_valid_org_id, min_time, validate,
 };

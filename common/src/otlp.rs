@@ -1,14 +1,16 @@
 //! Mapping between audit records and OTLP LogRecords, both directions (see docs/otlp-mapping.md).
 //!
 //! A LogRecord carries an audit record in one of two styles:
-//! - **attributes**: `audit.action`, `enduser.id`, ... as listed in [`FIELD_ATTRIBUTES`],
-//!   `time_unix_nano` as the time and the body as the message;
+//! - **attributes**: `audit.action`, `enduser.id`, ... as the field table says
+//!   ([`Field::otlp`]), `time_unix_nano` as the time and the body as the message;
 //! - **body**: the record's JSON object as the body (a JSON string or a key-value list).
 //!
 //! Resource attributes may supply `audit.org_id` for all records under them.
 
+use crate::parse::record_from_value;
 use crate::record::AuditRecord;
-use crate::validate::{FieldError, RecordErrors, Rules, record_from_value};
+use crate::schema::{ATTRIBUTE_FIELDS, Field, FieldValue, Kind, Object, Otlp};
+use crate::validate::{FieldError, RecordErrors, Rules};
 use chrono::{DateTime, TimeZone, Utc};
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
@@ -17,34 +19,21 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// Record fields and the LogRecord attributes that carry them.
-pub const FIELD_ATTRIBUTES: &[(&str, &str)] = &[
-    ("id", "audit.id"),
-    ("org_id", "audit.org_id"),
-    ("action", "audit.action"),
-    ("actor.id", "enduser.id"),
-    ("actor.name", "audit.actor.name"),
-    ("actor.email", "audit.actor.email"),
-    ("actor.kind", "audit.actor.kind"),
-    ("target.kind", "audit.target.kind"),
-    ("target.id", "audit.target.id"),
-    ("target.name", "audit.target.name"),
-    ("repository", "audit.repository"),
-    ("outcome", "audit.outcome"),
-    ("metadata.ip", "client.address"),
-    ("metadata.user_agent", "user_agent.original"),
-    ("schema_version", "audit.schema_version"),
-];
-
 /// The attribute (or prefix of attributes) that would claim a record's
 /// [`Provenance`](crate::Provenance): only the collector sets it, so a LogRecord carrying it is
 /// refused, as a `provenance` key in the record's JSON is (the field stays empty on the way out).
-pub const PROVENANCE_ATTRIBUTE: &str = "audit.provenance";
+pub const PROVENANCE_ATTRIBUTE: &str = match Field::Provenance.otlp() {
+    Otlp::Refused(attribute) => attribute,
+    _ => panic!("provenance is refused"),
+};
 
 /// Attributes under this prefix become metadata keys (`audit.metadata.scan_type` → `metadata.scan_type`).
 pub const METADATA_PREFIX: &str = "audit.metadata.";
 /// The attribute (on a LogRecord or its Resource) naming the org.
-pub const ORG_ATTRIBUTE: &str = "audit.org_id";
+pub const ORG_ATTRIBUTE: &str = match Field::OrgId.attribute() {
+    Some(attribute) => attribute,
+    None => panic!("the org has an attribute"),
+};
 
 /// Reads the audit record a LogRecord carries, in either style, and validates it.
 /// `resource` is the enclosing Resource's attributes; `default_org` is used when neither the
@@ -71,9 +60,9 @@ fn general_from_log(
 ) -> Result<AuditRecord, RecordErrors> {
     let (mut value, style) = log_to_value(log, resource)?;
     if let (Value::Object(map), Some(org)) = (&mut value, default_org)
-        && !map.contains_key("org_id")
+        && !map.contains_key(Field::OrgId.key())
     {
-        map.insert("org_id".into(), Value::String(org.to_string()));
+        map.insert(Field::OrgId.key().into(), Value::String(org.to_string()));
     }
     record_from_value(value, rules).map_err(|RecordErrors(errors)| {
         RecordErrors(
@@ -115,32 +104,34 @@ fn straight_from_attributes(
         *slot = Some(value?);
         Some(())
     }
-    let mut f: [Option<String>; 15] = Default::default();
+    // A slot per field of the table, filled from the attributes.
+    let mut f: [Option<String>; Field::ALL.len()] = Default::default();
     let mut schema_version: Option<u32> = None;
     let mut extra: BTreeMap<String, Value> = BTreeMap::new();
-    let mut scan_type: Option<String> = None;
     for kv in &log.attributes {
         if is_provenance_attribute(&kv.key) {
             return None;
         }
-        if let Some(i) = FIELD_ATTRIBUTES.iter().position(|(_, key)| *key == kv.key) {
-            if FIELD_ATTRIBUTES[i].0 == "schema_version" {
+        if let Some(field) = Field::from_attribute(&kv.key) {
+            if field.kind() == Kind::Count {
                 let v = match kv.value.as_ref()?.value.as_ref()? {
                     any_value::Value::IntValue(n) => u32::try_from(*n).ok(),
                     _ => None,
                 };
                 once(&mut schema_version, v)?;
             } else {
-                once(&mut f[i], string(kv))?;
+                once(&mut f[field as usize], string(kv))?;
             }
         } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
-            match rest {
-                "scan_type" => once(&mut scan_type, string(kv))?,
+            match Field::from_key(Object::Metadata, rest) {
+                Some(field) if field.otlp() == Otlp::Metadata && field.kind() == Kind::Text => {
+                    once(&mut f[field as usize], string(kv))?
+                }
                 // Named fields carried by their own attributes, `changes` and nested keys: rare,
                 // left to the general path.
-                "ip" | "user_agent" | "changes" => return None,
-                _ if rest.contains('.') || rest.is_empty() => return None,
-                _ => {
+                Some(_) => return None,
+                None if rest.contains('.') || rest.is_empty() => return None,
+                None => {
                     if extra
                         .insert(rest.to_string(), any_to_json(kv.value.as_ref()))
                         .is_some()
@@ -151,25 +142,24 @@ fn straight_from_attributes(
             }
         }
     }
-    let field = |path: &str| FIELD_ATTRIBUTES.iter().position(|(p, _)| *p == path);
-    let mut take = |path: &str| field(path).and_then(|i| f[i].take());
-    let action = take("action")?;
-    let org_id = match take("org_id") {
+    let mut take = |field: Field| f[field as usize].take();
+    let action = take(Field::Action)?;
+    let org_id = match take(Field::OrgId) {
         Some(org) => org,
         None => resource_org_id(resource).or_else(|| default_org.map(str::to_string))?,
     };
     let actor = Actor {
-        id: take("actor.id")?,
-        name: take("actor.name"),
-        email: take("actor.email"),
-        kind: match take("actor.kind") {
+        id: take(Field::ActorId)?,
+        name: take(Field::ActorName),
+        email: take(Field::ActorEmail),
+        kind: match take(Field::ActorKind) {
             Some(k) => ActorKind::parse(&k)?,
             None => ActorKind::default(),
         },
     };
-    let target_id = take("target.id");
-    let target_name = take("target.name");
-    let target = match take("target.kind") {
+    let target_id = take(Field::TargetId);
+    let target_name = take(Field::TargetName);
+    let target = match take(Field::TargetKind) {
         Some(kind) => Some(Target {
             kind: TargetKind::parse(&kind)?,
             id: target_id,
@@ -178,7 +168,7 @@ fn straight_from_attributes(
         None if target_id.is_none() && target_name.is_none() => None,
         None => return None,
     };
-    let outcome = match take("outcome") {
+    let outcome = match take(Field::Outcome) {
         Some(o) => Outcome::parse(&o)?,
         None => Outcome::default(),
     };
@@ -193,7 +183,7 @@ fn straight_from_attributes(
         ),
     };
     let record = AuditRecord {
-        id: take("id"),
+        id: take(Field::Id),
         org_id,
         time: log_time(log).ok()??,
         actor,
@@ -202,13 +192,13 @@ fn straight_from_attributes(
             .unwrap_or_default(),
         action,
         target,
-        repository: take("repository"),
+        repository: take(Field::Repository),
         outcome,
         message,
         metadata: Metadata {
-            ip: take("metadata.ip"),
-            user_agent: take("metadata.user_agent"),
-            scan_type,
+            ip: take(Field::MetadataIp),
+            user_agent: take(Field::MetadataUserAgent),
+            scan_type: take(Field::MetadataScanType),
             changes: Vec::new(),
             extra,
         },
@@ -238,7 +228,7 @@ pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
         })
 }
 
-/// Writes a record as a LogRecord in the attributes style: the fields of [`FIELD_ATTRIBUTES`]
+/// Writes a record as a LogRecord in the attributes style: the fields of [`ATTRIBUTE_FIELDS`]
 /// in that order (those the record has), then every other metadata key in key order. Built
 /// from the fields directly (the agent forwards every record through here).
 ///
@@ -249,75 +239,49 @@ pub fn to_log_record(record: &AuditRecord) -> LogRecord {
     if has_dotted_metadata_key(record) {
         return to_log_record_with_body(record);
     }
-    let mut attributes = Vec::with_capacity(16);
-    let mut text = |key: &str, value: &str| attributes.push(string_kv(key, value));
-    if let Some(id) = &record.id {
-        text("audit.id", id);
-    }
-    text("audit.org_id", &record.org_id);
-    text("audit.action", &record.action);
-    text("enduser.id", &record.actor.id);
-    if let Some(name) = &record.actor.name {
-        text("audit.actor.name", name);
-    }
-    if let Some(email) = &record.actor.email {
-        text("audit.actor.email", email);
-    }
-    text("audit.actor.kind", record.actor.kind.as_str());
-    if let Some(target) = &record.target {
-        text("audit.target.kind", target.kind.as_str());
-        if let Some(id) = &target.id {
-            text("audit.target.id", id);
-        }
-        if let Some(name) = &target.name {
-            text("audit.target.name", name);
-        }
-    }
-    if let Some(repository) = &record.repository {
-        text("audit.repository", repository);
-    }
-    text("audit.outcome", record.outcome.as_str());
     // The metadata as it serialises: its fields, then the free-form keys (which win on a clash).
     let m = &record.metadata;
     let mut metadata: BTreeMap<&str, AnyValue> = BTreeMap::new();
-    let string = |s: &String| AnyValue {
-        value: Some(any_value::Value::StringValue(s.clone())),
-    };
-    if let Some(ip) = &m.ip {
-        metadata.insert("ip", string(ip));
-    }
-    if let Some(user_agent) = &m.user_agent {
-        metadata.insert("user_agent", string(user_agent));
-    }
-    if let Some(scan_type) = &m.scan_type {
-        metadata.insert("scan_type", string(scan_type));
-    }
-    if !m.changes.is_empty() {
-        let changes = serde_json::to_value(&m.changes).expect("changes always serialise");
-        metadata.insert("changes", json_to_any(&changes));
+    for &field in Field::in_key_order(Object::Metadata) {
+        match field.value(record) {
+            Some(FieldValue::Text(s)) => {
+                metadata.insert(field.key(), any_string(s));
+            }
+            Some(FieldValue::Changes(changes)) => {
+                let changes = serde_json::to_value(changes).expect("changes always serialise");
+                metadata.insert(field.key(), json_to_any(&changes));
+            }
+            _ => {}
+        }
     }
     for (k, v) in &m.extra {
         metadata.insert(k, json_to_any(v));
     }
-    for (field, key) in [
-        ("ip", "client.address"),
-        ("user_agent", "user_agent.original"),
-    ] {
-        if let Some(v) = metadata.remove(field) {
+    // The fields with attributes of their own, in the table's order; the metadata's under
+    // their OpenTelemetry names.
+    let mut attributes = Vec::with_capacity(16);
+    for field in ATTRIBUTE_FIELDS {
+        let Some(key) = field.attribute() else {
+            continue;
+        };
+        let value = match field.object() {
+            Object::Metadata => metadata.remove(field.key()),
+            _ => match field.value(record) {
+                Some(FieldValue::Text(s)) => Some(any_string(s)),
+                Some(FieldValue::Count(n)) => Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(n as i64)),
+                }),
+                _ => None,
+            },
+        };
+        if let Some(value) = value {
             attributes.push(KeyValue {
                 key: key.to_string(),
-                value: Some(v),
+                value: Some(value),
                 ..Default::default()
             });
         }
     }
-    attributes.push(KeyValue {
-        key: "audit.schema_version".to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(i64::from(record.schema_version))),
-        }),
-        ..Default::default()
-    });
     for (k, v) in metadata {
         attributes.push(KeyValue {
             key: format!("{METADATA_PREFIX}{k}"),
@@ -343,12 +307,17 @@ pub fn has_dotted_metadata_key(record: &AuditRecord) -> bool {
     record.metadata.extra.keys().any(|k| k.contains('.'))
 }
 
+fn any_string(value: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_string())),
+    }
+}
+
+#[cfg(test)]
 fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
+        value: Some(any_string(value)),
         ..Default::default()
     }
 }
@@ -374,7 +343,10 @@ enum Style {
 }
 
 fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style), RecordErrors> {
-    let has_action_attribute = log.attributes.iter().any(|kv| kv.key == "audit.action");
+    let has_action_attribute = log
+        .attributes
+        .iter()
+        .any(|kv| Some(kv.key.as_str()) == Field::Action.attribute());
     let body = log.body.as_ref().and_then(|b| b.value.as_ref());
     let body_object = match body {
         _ if has_action_attribute => None,
@@ -400,23 +372,23 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
             .map(|kv| any_to_json(kv.value.as_ref()))
     };
     if let Some(mut map) = body_object {
-        if !map.contains_key("org_id") {
+        if !map.contains_key(Field::OrgId.key()) {
             if let Some(org) = attribute(ORG_ATTRIBUTE) {
-                map.insert("org_id".into(), org);
+                map.insert(Field::OrgId.key().into(), org);
             } else if let Some(org) = resource_org_id(resource) {
-                map.insert("org_id".into(), Value::String(org));
+                map.insert(Field::OrgId.key().into(), Value::String(org));
             }
         }
-        if !map.contains_key("id")
-            && let Some(id) = attribute("audit.id")
+        if !map.contains_key(Field::Id.key())
+            && let Some(id) = Field::Id.attribute().and_then(attribute)
         {
-            map.insert("id".into(), id);
+            map.insert(Field::Id.key().into(), id);
         }
-        if !map.contains_key("time")
+        if !map.contains_key(Field::Time.key())
             && let Some(t) = time
         {
             map.insert(
-                "time".into(),
+                Field::Time.key().into(),
                 Value::String(crate::time::format_rfc3339(&t)),
             );
         }
@@ -426,13 +398,13 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
     let mut root = Map::new();
     for kv in &log.attributes {
         let value = any_to_json(kv.value.as_ref());
-        if let Some((path, _)) = FIELD_ATTRIBUTES.iter().find(|(_, key)| *key == kv.key) {
-            if !insert_path(&mut root, path, value) {
-                return Err(clash(path, &kv.key));
+        if let Some(field) = Field::from_attribute(&kv.key) {
+            if !insert_path(&mut root, field.path(), value) {
+                return Err(clash(field.path(), &kv.key));
             }
         } else if is_provenance_attribute(&kv.key) {
             // Left for validation to refuse, naming the attribute.
-            root.insert("provenance".into(), value);
+            root.insert(Field::Provenance.key().into(), value);
         } else if let Some(rest) = kv.key.strip_prefix(METADATA_PREFIX) {
             let value = match (rest, value) {
                 // `changes` may come as a JSON string as well as an array of key-value lists.
@@ -441,33 +413,33 @@ fn log_to_value(log: &LogRecord, resource: &[KeyValue]) -> Result<(Value, Style)
                 }
                 (_, v) => v,
             };
-            let path = format!("metadata.{rest}");
+            let path = format!("{}.{rest}", Field::Metadata.path());
             if !insert_path(&mut root, &path, value) {
                 return Err(clash(&path, &kv.key));
             }
         }
         // Other attributes (service names, SDK details) describe the transport, not the action.
     }
-    if !root.contains_key("org_id")
+    if !root.contains_key(Field::OrgId.key())
         && let Some(org) = resource_org_id(resource)
     {
-        root.insert("org_id".into(), Value::String(org));
+        root.insert(Field::OrgId.key().into(), Value::String(org));
     }
     if let Some(t) = time {
         root.insert(
-            "time".into(),
+            Field::Time.key().into(),
             Value::String(crate::time::format_rfc3339(&t)),
         );
     }
     match body {
         Some(any_value::Value::StringValue(s)) => {
-            root.insert("message".into(), Value::String(s.clone()));
+            root.insert(Field::Message.key().into(), Value::String(s.clone()));
         }
         Some(other) => {
             let v = any_to_json(Some(&AnyValue {
                 value: Some(other.clone()),
             }));
-            root.insert("message".into(), Value::String(v.to_string()));
+            root.insert(Field::Message.key().into(), Value::String(v.to_string()));
         }
         None => {}
     }
@@ -495,7 +467,7 @@ fn log_time(log: &LogRecord) -> Result<Option<DateTime<Utc>>, RecordErrors> {
         return Ok(None);
     }
     let nanos = i64::try_from(nanos)
-        .map_err(|_| RecordErrors::one("time", "time_unix_nano is out of range"))?;
+        .map_err(|_| RecordErrors::one(Field::Time.path(), "time_unix_nano is out of range"))?;
     Ok(Some(crate::time::truncate_to_micros(
         Utc.timestamp_nanos(nanos),
     )))
@@ -506,18 +478,16 @@ fn unix_nanos(t: &DateTime<Utc>) -> u64 {
 }
 
 fn name_attribute(e: FieldError) -> FieldError {
-    let attribute = FIELD_ATTRIBUTES
-        .iter()
-        .find(|(path, _)| *path == e.field)
-        .map(|(_, key)| (*key).to_string())
-        .or_else(|| match e.field.as_str() {
-            "time" => Some("time_unix_nano".into()),
-            "message" => Some("body".into()),
-            "provenance" => Some(PROVENANCE_ATTRIBUTE.into()),
-            f => f
-                .strip_prefix("metadata.")
-                .map(|rest| format!("{METADATA_PREFIX}{rest}")),
-        });
+    let attribute = match Field::from_path(&e.field).map(Field::otlp) {
+        Some(Otlp::Attribute(a) | Otlp::Refused(a)) => Some(a.to_string()),
+        Some(Otlp::TimeUnixNano) => Some("time_unix_nano".into()),
+        Some(Otlp::Body) => Some("body".into()),
+        _ => e
+            .field
+            .strip_prefix(Field::Metadata.path())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .map(|rest| format!("{METADATA_PREFIX}{rest}")),
+    };
     match attribute {
         Some(a) => FieldError::new(e.field, format!("{} (OTLP {a})", e.reason)),
         None => e,
@@ -616,7 +586,8 @@ mod tests {
     fn via_json(record: &AuditRecord) -> LogRecord {
         let value = serde_json::to_value(record).unwrap();
         let mut attributes = Vec::new();
-        for (path, key) in FIELD_ATTRIBUTES {
+        for field in ATTRIBUTE_FIELDS {
+            let (path, key) = (field.path(), field.attribute().unwrap());
             if let Some(v) = lookup(&value, path) {
                 attributes.push(key_value(key, v));
             }

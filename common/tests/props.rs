@@ -8,11 +8,12 @@ mod records;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use codestax_common::otlp::{
-    FIELD_ATTRIBUTES, METADATA_PREFIX, ORG_ATTRIBUTE, any_to_json, record_from_log, to_log_record,
+    METADATA_PREFIX, ORG_ATTRIBUTE, any_to_json, record_from_log, to_log_record,
     to_log_record_with_body,
 };
+use codestax_common::schema::{ATTRIBUTE_FIELDS, Field, Object};
 use codestax_common::time::{Bound, format_rfc3339, parse_rfc3339, parse_time_bound};
-use codestax_common::{AuditRecord, RecordErrors, parse_json_line};
+use codestax_common::{AuditRecord, LineParser, RecordErrors, parse_json_line};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value,
@@ -23,24 +24,10 @@ use records::{Shape, cases, rules};
 use serde_json::Value;
 
 /// The record's fields: where an error may point, besides the input's own (unknown) keys.
-const FIELDS: &[&str] = &[
-    "record",
-    "id",
-    "org_id",
-    "time",
-    "actor",
-    "action",
-    "category",
-    "target",
-    "repository",
-    "outcome",
-    "message",
-    "metadata",
-    "schema_version",
-    "received_at",
-    "provenance",
-    "body",
-];
+/// (`record` for the whole line, `body` for an OTLP body, or a field of the table.)
+fn is_field(root: &str) -> bool {
+    matches!(root, "record" | "body") || Field::from_key(Object::Record, root).is_some()
+}
 
 /// Every error names a field: a record field, or a key the input has.
 fn assert_names_fields(errors: &RecordErrors, input_keys: &[String], what: &str) {
@@ -48,7 +35,7 @@ fn assert_names_fields(errors: &RecordErrors, input_keys: &[String], what: &str)
     for e in &errors.0 {
         let root = e.field.split(['.', '[']).next().unwrap_or_default();
         assert!(
-            FIELDS.contains(&root) || input_keys.iter().any(|k| *k == e.field || k == root),
+            is_field(root) || input_keys.iter().any(|k| *k == e.field || k == root),
             "error {e} names no field of {what}"
         );
         assert!(!e.reason.is_empty(), "error without a reason: {what}");
@@ -108,6 +95,29 @@ proptest! {
                 codestax_common::lookup_action(&record.action).is_some(),
                 "{line}"
             );
+        }
+    }
+
+    /// One parser over a run of lines (each read over what the line before left, the agent's
+    /// file source) gives, line by line, exactly what the thorough path gives: the same record
+    /// or the same errors.
+    #[test]
+    fn prop_line_parser_is_parse_json_line(
+        lines in prop::collection::vec(records::any_line(Shape::ANY), 1..8),
+        default_org in proptest::option::of(Just("org-default")),
+    ) {
+        let unlimited = codestax_common::Rules {
+            max_record_bytes: usize::MAX,
+            ..rules(true)
+        };
+        for rules in [unlimited, rules(true), rules(false)] {
+            let mut parser = LineParser::default();
+            for line in &lines {
+                let expected = records::thorough(line, default_org, &rules);
+                let got = parser.parse(line, default_org, &rules).map(|r| r.clone());
+                assert_eq!(got, expected, "{}", String::from_utf8_lossy(line));
+                assert_eq!(parse_json_line(line, default_org, &rules), expected);
+            }
         }
     }
 
@@ -187,7 +197,7 @@ fn string(s: &str) -> AnyValue {
 /// Attribute keys the mapping knows, metadata keys and others.
 fn attribute_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => prop::sample::select(FIELD_ATTRIBUTES.iter().map(|(_, k)| k.to_string()).collect::<Vec<_>>()),
+        3 => prop::sample::select(ATTRIBUTE_FIELDS.iter().filter_map(|f| Some(f.attribute()?.to_string())).collect::<Vec<_>>()),
         1 => "[a-z_.]{0,10}".prop_map(|k| format!("{METADATA_PREFIX}{k}")),
         1 => "[a-z.]{0,12}",
     ]

@@ -672,11 +672,11 @@ impl Iterator for EntryReader {
             if self.failed {
                 return None;
             }
-            if self.cursor.is_none() {
-                if let Err(e) = self.open_next()? {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+            if self.cursor.is_none()
+                && let Err(e) = self.open_next()?
+            {
+                self.failed = true;
+                return Some(Err(e));
             }
             let (path, reader, end, number) = self.cursor.as_mut().expect("opened above");
             let offset = reader.offset();

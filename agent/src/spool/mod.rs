@@ -5,16 +5,17 @@
 mod entry;
 mod reader;
 mod segment;
+mod shared;
 mod writer;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use codestax_storage::{
-    Catalog, Damage, Frames, GroupCommit, GroupOptions, Log, LogError, OnDamage, OpenLog,
-    StateFile, StateFileError, Versioned,
+    Damage, Frames, GroupCommit, GroupOptions, Log, LogError, OnDamage, OpenLog, StateFile,
+    Versioned,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
@@ -24,55 +25,11 @@ use crate::checkpoint::FilePosition;
 pub use codestax_storage::{FRAME_OVERHEAD, HEADER_LEN};
 pub use entry::SpoolEntry;
 pub use reader::{ReadEntry, SpoolReader};
+pub use shared::{SpoolError, SpoolOptions, SpoolPos};
+
+use shared::Shared;
 
 const ACKED_FILE: &str = "acked.json";
-
-/// A place in the spool: a segment's sequence number and a byte offset in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SpoolPos {
-    pub segment: u64,
-    pub offset: u64,
-}
-
-/// Size limits of a spool.
-#[derive(Debug, Clone, Copy)]
-pub struct SpoolOptions {
-    /// Most bytes all segments together may hold; appends beyond are refused with `Full`.
-    pub max_bytes: u64,
-    /// A segment is sealed and a new one started once it reaches this size.
-    pub segment_bytes: u64,
-}
-
-/// The spool could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("spool directory {path}: {source}")]
-    Dir { path: PathBuf, source: io::Error },
-    #[error("spool segment {path}: {source}")]
-    Segment { path: PathBuf, source: io::Error },
-    #[error("spool segment {path} is damaged at offset {offset}: {problem}")]
-    Damaged {
-        path: PathBuf,
-        offset: u64,
-        problem: String,
-    },
-    #[error("spool is full: {used} of {max} bytes used, {needed} more needed")]
-    Full { used: u64, max: u64, needed: u64 },
-    #[error("an entry of {needed} bytes can never fit in a spool of {max} bytes")]
-    TooLarge { needed: u64, max: u64 },
-    #[error(transparent)]
-    State(#[from] StateFileError),
-    #[error("the spool writer has stopped")]
-    Stopped,
-}
-
-impl SpoolError {
-    /// True when the append may succeed later without anything changing but time (full spool,
-    /// a transient write error).
-    pub fn is_full(&self) -> bool {
-        matches!(self, SpoolError::Full { .. })
-    }
-}
 
 /// What opening the spool found.
 #[derive(Debug, Default)]
@@ -114,18 +71,6 @@ pub struct SpoolStats {
 pub struct Spool {
     shared: Arc<Shared>,
     requests: GroupCommit<writer::Request>,
-}
-
-pub(crate) struct Shared {
-    dir: PathBuf,
-    options: SpoolOptions,
-    used_bytes: AtomicU64,
-    /// Every segment on disk with its committed length.
-    catalog: Catalog,
-    acked_file: StateFile,
-    acked: Mutex<SpoolPos>,
-    /// End of the fsynced data: what readers may read.
-    committed: watch::Sender<SpoolPos>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -7,8 +7,9 @@ use tokio::sync::watch;
 
 use codestax_storage::{Frame, HEADER_LEN, SegmentReader};
 
+use super::entry::SpoolEntry;
 use super::segment::FORMAT;
-use super::{Shared, SpoolEntry, SpoolError, SpoolPos};
+use super::shared::{Shared, SpoolError, SpoolPos};
 
 /// An entry read from the spool, with the position just after it (what to acknowledge).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use codestax_storage::testing::{SegmentDamage, assert_names, segment_damage, seg
 use segment::FORMAT;
 use std::fs;
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Appends the frame of `entry` to `out`.
 fn encode_frame(entry: &SpoolEntry, out: &mut Vec<u8>) {

@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use codestax_storage::{Committer, Frames, HEADER_LEN, Log, LogError};
 use tokio::sync::oneshot;
 
+use super::entry::SpoolEntry;
 use super::segment;
-use super::{Shared, SpoolEntry, SpoolError, SpoolPos};
+use super::shared::{Shared, SpoolError, SpoolPos};
 
 pub(crate) struct Request {
     pub(crate) entries: Vec<SpoolEntry>,

@@ -2,6 +2,7 @@
 
 use super::error::IndexError;
 use crate::uid::{uid, uid_hash};
+use codestax_common::schema::{self, FieldValue};
 use codestax_common::{AuditRecord, Metadata};
 use serde_json::Value;
 use tantivy::schema::{
@@ -16,19 +17,32 @@ pub(crate) const TEXT_ANALYZER: &str = "audit_text";
 /// Tokens longer than this (in UTF-8 bytes) are not indexed, nor searched for.
 pub(crate) const MAX_TOKEN_BYTES: usize = 100;
 
-/// Fast-field (column) names, read by the collectors.
+/// Fast-field (column) names, read by the collectors: a record field's column is named by the
+/// field table ([`schema::Field::column`]); the others are the index's own.
 pub(crate) mod col {
-    pub const ORG: &str = "org";
-    pub const TIME: &str = "time";
+    use super::column;
+    use codestax_common::schema::Field;
+
+    pub const ORG: &str = column(Field::OrgId);
+    pub const TIME: &str = column(Field::Time);
     pub const LSN: &str = "lsn";
-    pub const SEQ: &str = "seq";
+    pub const SEQ: &str = column(Field::Seq);
     pub const UID_HASH: &str = "uid_hash";
-    pub const ID: &str = "id";
-    pub const CATEGORY: &str = "category";
-    pub const ACTION: &str = "action";
+    pub const ID: &str = column(Field::Id);
+    pub const CATEGORY: &str = column(Field::Category);
+    pub const ACTION: &str = column(Field::Action);
+    /// The actor's email, else its id.
     pub const USER: &str = "user";
-    pub const REPOSITORY: &str = "repository";
-    pub const OUTCOME: &str = "outcome";
+    pub const REPOSITORY: &str = column(Field::Repository);
+    pub const OUTCOME: &str = column(Field::Outcome);
+}
+
+/// The column of a record field that has one (compile time).
+const fn column(field: schema::Field) -> &'static str {
+    match field.column() {
+        Some(name) => name,
+        None => panic!("the field has no column"),
+    }
 }
 
 /// How a partition finds a record by (org, id): the one difference between the two schemas a
@@ -94,6 +108,15 @@ pub(crate) struct Fields {
     pub message_text: Field,
     /// The record's canonical JSON: stored.
     pub doc: Field,
+    /// The column of each record field that has one, by [`schema::Field`].
+    columns: [Option<Field>; schema::Field::ALL.len()],
+}
+
+impl Fields {
+    /// The column holding `field`, if it has one.
+    pub(crate) fn column(&self, field: schema::Field) -> Option<Field> {
+        self.columns[field as usize]
+    }
 }
 
 /// Builds the schema of new partitions and its field handles.
@@ -125,25 +148,35 @@ pub(crate) fn schema_for(form: UidForm) -> (Schema, Fields) {
         // Fast only, not indexed: a time range scans the column instead of a term dictionary
         // holding nearly one unique term per record.
         time: b.add_i64_field(col::TIME, FAST),
-        received_at: b.add_i64_field("received_at", FAST),
+        received_at: b.add_i64_field(column(schema::Field::ReceivedAt), FAST),
         id: b.add_text_field(col::ID, fast_str()),
         category: b.add_text_field(col::CATEGORY, fast_str()),
         action: b.add_text_field(col::ACTION, fast_str()),
         outcome: b.add_text_field(col::OUTCOME, fast_str()),
         user: b.add_text_field(col::USER, fast_str()),
-        actor_id: b.add_text_field("actor_id", fast_str()),
-        actor_email: b.add_text_field("actor_email", fast_str()),
+        actor_id: b.add_text_field(column(schema::Field::ActorId), fast_str()),
+        actor_email: b.add_text_field(column(schema::Field::ActorEmail), fast_str()),
         repository: b.add_text_field(col::REPOSITORY, fast_str()),
-        target_kind: b.add_text_field("target_kind", fast_str()),
-        target_id: b.add_text_field("target_id", fast_str()),
+        target_kind: b.add_text_field(column(schema::Field::TargetKind), fast_str()),
+        target_id: b.add_text_field(column(schema::Field::TargetId), fast_str()),
         kw: b.add_text_field("kw", STRING),
         text: b.add_text_field("text", text()),
         actor_text: b.add_text_field("actor_text", text()),
         target_text: b.add_text_field("target_text", text()),
         message_text: b.add_text_field("message_text", text()),
         doc: b.add_bytes_field("doc", STORED),
+        columns: [None; schema::Field::ALL.len()],
     };
-    (b.build(), fields)
+    let schema = b.build();
+    let columns = std::array::from_fn(|i| {
+        let name = schema::Field::ALL[i].column()?;
+        Some(
+            schema
+                .get_field(name)
+                .expect("every column of the field table is in the schema"),
+        )
+    });
+    (schema, Fields { columns, ..fields })
 }
 
 /// The analyzer of the full-text fields, used both to index and to parse `q`.
@@ -275,36 +308,29 @@ pub(crate) fn document(
             .filter(|id| !id.is_empty())
             .ok_or_else(|| IndexError::InvalidRecord("the record has no id".into()))?;
     let mut d = TantivyDocument::new();
-    d.add_text(f.org, &r.org_id);
     if form == UidForm::Text {
         d.add_text(f.uid, uid(&r.org_id, id));
     }
     d.add_u64(f.uid_hash, uid_hash(&r.org_id, id));
     d.add_u64(f.lsn, lsn);
-    if let Some(seq) = r.seq {
-        d.add_u64(f.seq, seq);
-    }
-    d.add_i64(f.time, r.time.timestamp_micros());
-    if let Some(t) = r.received_at {
-        d.add_i64(f.received_at, t.timestamp_micros());
-    }
-    d.add_text(f.id, id);
-    d.add_text(f.category, category_of(r));
-    d.add_text(f.action, &r.action);
-    d.add_text(f.outcome, r.outcome.as_str());
-    d.add_text(f.user, r.actor_label());
-    d.add_text(f.actor_id, &r.actor.id);
-    if let Some(email) = &r.actor.email {
-        d.add_text(f.actor_email, email);
-    }
-    if let Some(repo) = &r.repository {
-        d.add_text(f.repository, repo);
-    }
-    if let Some(t) = &r.target {
-        d.add_text(f.target_kind, t.kind.as_str());
-        if let Some(id) = &t.id {
-            d.add_text(f.target_id, id);
+    // The record fields with a column of their own, as the field table says.
+    for &field in schema::Field::ALL {
+        let Some(column) = f.column(field) else {
+            continue;
+        };
+        match field {
+            // Records stored before the category was derived on the way in have none.
+            schema::Field::Category => d.add_text(column, category_of(r)),
+            _ => match field.value(r) {
+                Some(FieldValue::Text(s)) => d.add_text(column, s),
+                Some(FieldValue::Time(t)) => d.add_i64(column, t.timestamp_micros()),
+                Some(FieldValue::Count(n)) => d.add_u64(column, n),
+                _ => {}
+            },
         }
+    }
+    d.add_text(f.user, r.actor_label());
+    if let Some(t) = &r.target {
         for v in t.name.iter().chain(t.id.iter()) {
             d.add_text(f.target_text, v);
         }

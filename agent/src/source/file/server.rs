@@ -19,9 +19,9 @@ use super::FileSettings;
 use super::tailer::{Chunk, Leaving, Status, TailedFile};
 use crate::checkpoint::{CheckpointStore, FileKey};
 use crate::metrics::Metrics;
-use crate::parse::LineParser;
 use crate::quarantine::Quarantine;
 use crate::spool::{PendingAppend, Spool, SpoolEntry, SpoolError};
+use codestax_common::LineParser;
 
 /// How the file source paces itself.
 #[derive(Debug, Clone)]

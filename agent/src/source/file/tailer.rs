@@ -13,9 +13,9 @@ use codestax_common::Rules;
 use super::FileSettings;
 use super::fingerprint::{self, TAIL_CHECK_BYTES, read_at};
 use crate::checkpoint::{CheckpointStore, FileKey, FilePosition, Fingerprint, TailCheck};
-use crate::parse::LineParser;
 use crate::quarantine::{MAX_KEPT_BYTES, QuarantineEntry, QuarantineKind};
 use crate::spool::SpoolEntry;
+use codestax_common::LineParser;
 
 /// Why a file is no longer matched by the globs (it is read to its end, then released).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
