@@ -6,26 +6,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use codestax_config::AgentConfig;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::codec::CompressionEncoding;
 
 use crate::api::{self, ApiState};
 use crate::checkpoint::CheckpointStore;
 use crate::forward::{Backoff, BatchLimits, Forwarder, Upstream, UpstreamError};
 use crate::metrics::Metrics;
 use crate::quarantine::{Quarantine, QuarantineError};
-use crate::receiver::{LogsReceiver, OtlpIntake, http_router};
+use crate::receiver::{OtlpIntake, grpc_service, http_router};
 use crate::source::file::{
     FileServer, FileServerOptions, FileSettings, FileSourceError, FileTailer, GlobError,
 };
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use codestax_storage::StateFileError;
-
-/// Largest OTLP/gRPC request accepted, in bytes.
-const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The agent could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -183,10 +178,7 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
         let intake = OtlpIntake::new(spool.clone(), metrics.clone());
         grpc_addr = Some(local(&grpc_listener));
         http_addr = Some(local(&http_listener));
-        let service = LogsServiceServer::new(LogsReceiver::new(intake.clone()))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let service = grpc_service(intake.clone());
         let mut grpc_stop = stop_rx.clone();
         intake_tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);

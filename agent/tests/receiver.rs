@@ -1,5 +1,6 @@
 //! The OTLP receivers: partial success, all-rejected, spool-full back-pressure, protobuf, JSON
-//! and gzip over HTTP, and gRPC over a real socket.
+//! and gzip over HTTP, the OTLP/HTTP transport rules (415 for an unknown Content-Encoding,
+//! `google.rpc.Status` error bodies, body limits), and gRPC over a real socket.
 
 mod support;
 
@@ -9,13 +10,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use codestax_agent::metrics::Metrics;
-use codestax_agent::receiver::{LogsReceiver, OtlpIntake, http_router};
+use codestax_agent::receiver::{MAX_REQUEST_BYTES, OtlpIntake, grpc_service, http_router};
 use codestax_agent::spool::{Spool, SpoolEntry, SpoolOptions};
 use codestax_common::otlp::to_log_record;
 use codestax_common::{AuditRecord, Rules, parse_json_line};
 use codestax_harness::emit_line;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -91,21 +91,33 @@ async fn fill(spool: &Spool) {
     }
 }
 
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(body).unwrap();
+    enc.finish().unwrap()
+}
+
 async fn post(
     router: axum::Router,
     content_type: &str,
     gzip: bool,
     body: Vec<u8>,
 ) -> (StatusCode, Option<String>, Vec<u8>) {
+    let encoding = gzip.then_some("gzip");
+    let body = if gzip { self::gzip(&body) } else { body };
+    post_encoded(router, content_type, encoding, body).await
+}
+
+async fn post_encoded(
+    router: axum::Router,
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Option<String>, Vec<u8>) {
     let mut builder = Request::post("/v1/logs").header("content-type", content_type);
-    let body = if gzip {
-        builder = builder.header("content-encoding", "gzip");
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&body).unwrap();
-        enc.finish().unwrap()
-    } else {
-        body
-    };
+    if let Some(encoding) = content_encoding {
+        builder = builder.header("content-encoding", encoding);
+    }
     let response = router
         .oneshot(builder.body(Body::from(body)).unwrap())
         .await
@@ -194,6 +206,138 @@ async fn http_protobuf_json_and_gzip_with_partial_success() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// Decodes an OTLP/HTTP error body, protobuf or JSON.
+fn rpc_status(body: &[u8], protobuf: bool) -> (i32, String) {
+    if protobuf {
+        let status = <tonic_types::Status as Message>::decode(body).unwrap();
+        (status.code, status.message)
+    } else {
+        let status: serde_json::Value = serde_json::from_slice(body).unwrap();
+        (
+            status["code"].as_i64().unwrap() as i32,
+            status["message"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// The transport rules the agent shares with the collector since the receivers became one:
+/// an unknown Content-Encoding is a 415 (it used to be read as uncompressed), the media type
+/// is matched without its parameters (not by prefix), and every error body is a
+/// `google.rpc.Status` in the request's encoding, the over-limit body included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_follows_the_otlp_transport_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = spool(dir.path(), 64 << 20);
+    let router = http_router(OtlpIntake::new(spool.clone(), Arc::new(Metrics::new())));
+    let req = request(vec![to_log_record(&record(Some("enc"), "one"))]).encode_to_vec();
+
+    for encoding in ["br", "deflate", "gzip, br"] {
+        let (status, _, body) = post_encoded(
+            router.clone(),
+            "application/x-protobuf",
+            Some(encoding),
+            req.clone(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{encoding}");
+        let (code, message) = rpc_status(&body, true);
+        assert_eq!(code, tonic::Code::InvalidArgument as i32);
+        assert!(message.contains("Content-Encoding"), "{message}");
+    }
+    assert!(
+        spooled(&spool).is_empty(),
+        "nothing of a refused request is spooled"
+    );
+
+    // Known encodings, in any case, and media types with parameters.
+    let (status, _, _) = post_encoded(
+        router.clone(),
+        "application/x-protobuf",
+        Some("identity"),
+        req.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post_encoded(
+        router.clone(),
+        "Application/Protobuf",
+        Some("GZIP"),
+        gzip(&req),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let json = serde_json::to_vec(&request(vec![to_log_record(&record(Some("j"), "j"))])).unwrap();
+    let (status, _, _) = post_encoded(
+        router.clone(),
+        "application/json; charset=utf-8",
+        None,
+        json.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = post_encoded(router.clone(), "application/jsonx", None, json).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        rpc_status(&body, false).0,
+        tonic::Code::InvalidArgument as i32
+    );
+
+    // Errors in the request's encoding.
+    let (status, _, body) = post_encoded(
+        router.clone(),
+        "application/x-protobuf",
+        None,
+        b"\xff\xff".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (code, message) = rpc_status(&body, true);
+    assert_eq!(code, tonic::Code::InvalidArgument as i32);
+    assert!(message.contains("malformed OTLP protobuf"), "{message}");
+    let (status, _, body) = post_encoded(
+        router.clone(),
+        "application/json",
+        None,
+        b"{\"resourceLogs\": 5}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(rpc_status(&body, false).1.contains("malformed OTLP JSON"));
+    let (status, _, body) = post_encoded(
+        router.clone(),
+        "application/x-protobuf",
+        Some("gzip"),
+        b"not gzip".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(rpc_status(&body, true).1.contains("gzip"));
+
+    // Over the limit, as sent or inflated: 413 with a Status (it used to be axum's plain text).
+    let (status, _, body) = post_encoded(
+        router.clone(),
+        "application/x-protobuf",
+        None,
+        vec![0; MAX_REQUEST_BYTES + 1],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        rpc_status(&body, true).0,
+        tonic::Code::InvalidArgument as i32
+    );
+    let (status, _, body) = post(
+        router,
+        "application/json",
+        true,
+        vec![b' '; MAX_REQUEST_BYTES + 1],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(rpc_status(&body, false).1.contains("decompressed"));
+    assert_eq!(spooled(&spool).len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_pushes_back_over_http_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +346,7 @@ async fn a_full_spool_pushes_back_over_http_and_grpc() {
     let metrics = Arc::new(Metrics::new());
     let intake = OtlpIntake::new(spool.clone(), metrics.clone());
     let req = request(vec![to_log_record(&record(Some("x"), "m"))]);
-    let (status, retry, _) = post(
+    let (status, retry, body) = post(
         http_router(intake.clone()),
         "application/x-protobuf",
         false,
@@ -211,6 +355,10 @@ async fn a_full_spool_pushes_back_over_http_and_grpc() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry.as_deref(), Some("2"));
+    assert_eq!(
+        rpc_status(&body, true).0,
+        tonic::Code::ResourceExhausted as i32
+    );
 
     let (addr, _server) = grpc_server(intake).await;
     let mut client = LogsServiceClient::connect(format!("http://{addr}"))
@@ -233,7 +381,7 @@ async fn grpc_server(intake: OtlpIntake) -> (std::net::SocketAddr, tokio::task::
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(LogsReceiver::new(intake)))
+            .add_service(grpc_service(intake))
             .serve_with_incoming(incoming)
             .await
             .unwrap();
@@ -274,4 +422,20 @@ async fn grpc_partial_success_and_nothing_accepted() {
         status.message()
     );
     assert_eq!(spooled(&spool).len(), 1);
+
+    // A large request, gzip-compressed: decoded off the runtime, every record spooled.
+    let logs: Vec<LogRecord> = (0..300)
+        .map(|i| {
+            to_log_record(&record(
+                Some(&format!("big-{i}")),
+                "a record of a large request",
+            ))
+        })
+        .collect();
+    let big = request(logs);
+    assert!(big.encoded_len() > 16 * 1024);
+    let mut client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client.export(big).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+    assert_eq!(spooled(&spool).len(), 301);
 }

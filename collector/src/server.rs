@@ -4,7 +4,6 @@
 
 use crate::api::{self, ApiLimits, AppState, record_key_events};
 use crate::index::{AuditIndex, IndexOptions, Indexer};
-use crate::ingest::grpc::GrpcReceiver;
 use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
@@ -177,8 +176,11 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         })
     };
     let grpc_task = {
-        let service =
-            GrpcReceiver::service(ingest.clone(), keys.clone(), config.limits.max_body_bytes);
+        let sink = crate::api::OtlpIngest {
+            ingest: ingest.clone(),
+            keys: keys.clone(),
+        };
+        let service = codestax_otlp_receiver::grpc::service(sink, config.limits.max_body_bytes);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -1,24 +1,24 @@
-//! What both receivers share: converting a request into records, spooling them, and the
-//! rejection message format (the collector's: `record <position>: <reasons>`, at most 50
-//! lines, then `... and N more`).
+//! The agent's sink for OTLP requests: converting LogRecords into spool entries, spooling
+//! them, and counting what was refused. Senders are not authenticated (the agent listens for
+//! its own host's applications).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use codestax_common::Rules;
 use codestax_common::otlp::record_from_log;
+use codestax_otlp_receiver::{
+    Bearer, Exported, LogsSink, MAX_LISTED_REJECTIONS, Refusal, RefusalKind, Transport,
+    log_records, rejection_summary,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolEntry, SpoolError};
 
-/// Requests with more records than this are converted off the async worker threads.
-const CONVERT_INLINE_MAX: usize = 64;
-/// Rejection lines listed before `... and N more`.
-const MAX_LINES: usize = 50;
-/// The retry hint given when the spool is full.
-pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// The retry hint given when the spool is full or failing.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Why a request could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +31,28 @@ pub enum IntakeError {
     Unavailable,
 }
 
-/// How a request went: records accepted and the (1-based position, reason) of each rejected.
-#[derive(Debug, Default)]
-pub struct ExportOutcome {
-    pub accepted: usize,
-    pub rejected: Vec<(usize, String)>,
+impl From<IntakeError> for Refusal {
+    fn from(e: IntakeError) -> Refusal {
+        let message = e.to_string();
+        match e {
+            IntakeError::SpoolFull => {
+                Refusal::new(RefusalKind::Full, message).retry_after(RETRY_AFTER)
+            }
+            IntakeError::TooLarge => Refusal::new(RefusalKind::TooLarge, message),
+            IntakeError::Unavailable => {
+                Refusal::new(RefusalKind::Unavailable, message).retry_after(RETRY_AFTER)
+            }
+        }
+    }
 }
 
-impl ExportOutcome {
-    /// Nothing accepted and something rejected.
-    pub fn nothing_accepted(&self) -> bool {
-        self.accepted == 0 && !self.rejected.is_empty()
-    }
+/// A request converted: the spool entries of its valid records and why the others were
+/// rejected (the first [`MAX_LISTED_REJECTIONS`] listed, all counted).
+#[derive(Debug, Default)]
+pub struct Converted {
+    entries: Vec<SpoolEntry>,
+    listed: Vec<(usize, String)>,
+    rejected: u64,
 }
 
 /// Takes OTLP requests into the spool.
@@ -57,41 +67,33 @@ impl OtlpIntake {
         OtlpIntake { spool, metrics }
     }
 
-    /// Converts and spools a request; returns once the accepted records are fsynced.
-    pub async fn export(
-        &self,
-        request: ExportLogsServiceRequest,
-    ) -> Result<ExportOutcome, IntakeError> {
-        let count: usize = request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum();
-        let (entries, outcome) = if count <= CONVERT_INLINE_MAX {
-            convert(&request)
-        } else {
-            tokio::task::spawn_blocking(move || convert(&request))
-                .await
-                .map_err(|_| IntakeError::Unavailable)?
-        };
-        if !outcome.rejected.is_empty() {
-            Metrics::count(
-                &self.metrics.otlp_refused,
-                "reason",
-                "invalid",
-                outcome.rejected.len() as u64,
-            );
+    /// Spools the converted records; returns once they are fsynced.
+    async fn spool(&self, converted: Converted) -> Result<Exported, IntakeError> {
+        let Converted {
+            entries,
+            listed,
+            rejected,
+        } = converted;
+        if rejected > 0 {
+            Metrics::count(&self.metrics.otlp_refused, "reason", "invalid", rejected);
         }
+        let exported = Exported {
+            accepted: entries.len() as u64,
+            rejected,
+            rejections: rejection_summary(
+                listed,
+                rejected.saturating_sub(MAX_LISTED_REJECTIONS as u64),
+            ),
+        };
         if entries.is_empty() {
-            return Ok(outcome);
+            return Ok(exported);
         }
         let n = entries.len() as u64;
         match self.spool.append(entries).await {
             Ok(_) => {
                 Metrics::count(&self.metrics.records_spooled, "source", "otlp", n);
                 self.metrics.spool_bytes.set(self.spool.stats().used_bytes);
-                Ok(outcome)
+                Ok(exported)
             }
             Err(SpoolError::Full { .. }) => {
                 Metrics::count(&self.metrics.otlp_refused, "reason", "spool_full", n);
@@ -107,38 +109,48 @@ impl OtlpIntake {
     }
 }
 
-fn convert(request: &ExportLogsServiceRequest) -> (Vec<SpoolEntry>, ExportOutcome) {
+impl LogsSink for OtlpIntake {
+    type Sender = ();
+    type Batch = Converted;
+
+    fn authorize(&self, _: Bearer<'_>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn convert(&self, _: &(), request: &ExportLogsServiceRequest) -> Converted {
+        convert(request)
+    }
+
+    async fn submit(&self, _: (), batch: Converted, _: Transport) -> Result<Exported, Refusal> {
+        Ok(self.spool(batch).await?)
+    }
+}
+
+fn convert(request: &ExportLogsServiceRequest) -> Converted {
     let rules = Rules {
         max_record_bytes: codestax_common::DEFAULT_MAX_RECORD_BYTES,
         allow_custom_actions: true,
         now: chrono::Utc::now(),
         collector_entries: false,
     };
-    let mut entries = Vec::new();
-    let mut outcome = ExportOutcome::default();
-    let mut position = 0;
-    for resource_logs in &request.resource_logs {
-        let resource = resource_logs
-            .resource
-            .as_ref()
-            .map_or(&[][..], |r| r.attributes.as_slice());
-        for scope_logs in &resource_logs.scope_logs {
-            for log in &scope_logs.log_records {
-                position += 1;
-                match record_from_log(log, resource, None, &rules) {
-                    Ok(mut record) => {
-                        if record.id.is_none() {
-                            record.id = Some(content_id(&record.canonical_json()));
-                        }
-                        entries.push(SpoolEntry::record(&record));
-                        outcome.accepted += 1;
-                    }
-                    Err(errors) => outcome.rejected.push((position, errors.to_string())),
+    let mut converted = Converted::default();
+    for (position, resource, log) in log_records(request) {
+        match record_from_log(log, resource, None, &rules) {
+            Ok(mut record) => {
+                if record.id.is_none() {
+                    record.id = Some(content_id(&record.canonical_json()));
+                }
+                converted.entries.push(SpoolEntry::record(&record));
+            }
+            Err(errors) => {
+                converted.rejected += 1;
+                if converted.listed.len() < MAX_LISTED_REJECTIONS {
+                    converted.listed.push((position, errors.to_string()));
                 }
             }
         }
     }
-    (entries, outcome)
+    converted
 }
 
 /// The id of an OTLP record sent without one: a hash of its content, so a sender's retry of
@@ -146,17 +158,4 @@ fn convert(request: &ExportLogsServiceRequest) -> (Vec<SpoolEntry>, ExportOutcom
 fn content_id(canonical_json: &str) -> String {
     let digest = Sha256::digest(canonical_json.as_bytes());
     format!("o-{}", hex::encode(&digest[..16]))
-}
-
-/// The rejection lines for a response.
-pub fn rejection_message(rejected: &[(usize, String)]) -> String {
-    let mut lines: Vec<String> = rejected
-        .iter()
-        .take(MAX_LINES)
-        .map(|(position, reason)| format!("record {position}: {reason}"))
-        .collect();
-    if rejected.len() > MAX_LINES {
-        lines.push(format!("... and {} more", rejected.len() - MAX_LINES));
-    }
-    lines.join("\n")
 }

@@ -3,13 +3,12 @@
 //! result set, not per page). Every read runs [`effective_query`]: nothing older than the org's
 //! retention window is ever returned.
 
-use super::auth::check_reader;
+use super::auth::{OrgAccess, ReadLog};
 use super::params::{self, Params, Route};
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
 use crate::index::{self, AuditIndex, IndexError, SearchQuery};
 use crate::keys::KeyInfo;
-use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use chrono::Utc;
@@ -26,11 +25,9 @@ pub const DEFAULT_LIMIT: usize = 50;
 
 pub async fn search(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { key, org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RawSearchResponse>, ApiError> {
-    check_reader(&key, &org)?;
     let params = parse(
         &state,
         raw.as_deref(),
@@ -77,11 +74,9 @@ pub struct RawSearchResponse {
 
 pub async fn facets(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<FacetResponse>, ApiError> {
-    check_reader(&key, &org)?;
     let params = parse(&state, raw.as_deref(), Route::Facets { max_top: 1000 })?;
     let top = params.top.unwrap_or(state.limits.facet_top_n);
     let q = effective_query(&state, &org, &params.query);
@@ -127,10 +122,9 @@ fn facet_response(f: index::Facets) -> FacetResponse {
 
 pub async fn get_one(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path((org, id)): Path<(String, String)>,
+    OrgAccess { org, .. }: OrgAccess<ReadLog>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<AuditRecord>, ApiError> {
-    check_reader(&key, &org)?;
     let floor = effective_query(&state, &org, &SearchQuery::default()).floor;
     let record = query(&state, "get", move |index| index.get(&org, &id)).await?;
     record
@@ -151,11 +145,9 @@ pub fn effective_query(state: &AppState, org: &str, query: &SearchQuery) -> Sear
 /// tombstones).
 pub async fn verify(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    check_reader(&key, &org)?;
     if let Some((name, _)) = raw
         .as_deref()
         .and_then(|r| form_urlencoded::parse(r.as_bytes()).next())

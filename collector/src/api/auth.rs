@@ -1,14 +1,59 @@
-//! Who is calling: the bearer key, checked by a layer on the routes that need one, and the
-//! tenancy rule every org route applies.
+//! Who is calling and what they may do: the bearer key (checked by a layer on the routes that
+//! need one, and by the OTLP receivers), the role each action needs ([`Permission`]), and the
+//! tenancy rule of every org route as an extractor ([`OrgAccess`]).
 
 use super::{ApiError, AppState};
-use crate::keys::KeyInfo;
-use axum::extract::{Request, State};
+use crate::keys::{KeyInfo, KeyStore, Role};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use codestax_common::api::WhoAmI;
+use codestax_otlp_receiver::{Bearer, Refusal, RefusalKind};
+use std::marker::PhantomData;
+
+/// Why a request has no valid key: 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("missing Authorization: Bearer <API key> header")]
+    Missing,
+    #[error("the Authorization header must be \"Bearer <API key>\"")]
+    Malformed,
+    #[error("unknown or revoked API key")]
+    UnknownKey,
+}
+
+/// The key a request's `Authorization` header names, if it is a live one.
+pub fn authenticate(keys: &KeyStore, bearer: Bearer<'_>) -> Result<KeyInfo, Unauthenticated> {
+    match bearer {
+        Bearer::Missing => Err(Unauthenticated::Missing),
+        Bearer::Malformed => Err(Unauthenticated::Malformed),
+        Bearer::Token(token) => keys.authenticate(token).ok_or(Unauthenticated::UnknownKey),
+    }
+}
+
+impl From<Unauthenticated> for ApiError {
+    fn from(e: Unauthenticated) -> Self {
+        match e {
+            Unauthenticated::Missing => ApiError::unauthorized(e.to_string()),
+            Unauthenticated::Malformed | Unauthenticated::UnknownKey => {
+                ApiError::invalid_token(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<Unauthenticated> for Refusal {
+    fn from(e: Unauthenticated) -> Self {
+        let invalid_token = e != Unauthenticated::Missing;
+        Refusal::new(
+            RefusalKind::Unauthenticated { invalid_token },
+            e.to_string(),
+        )
+    }
+}
 
 /// Layer: authenticates `Authorization: Bearer <token>` and puts the [`KeyInfo`] in the request's
 /// extensions; 401 when the header is missing or the key is unknown or revoked.
@@ -17,23 +62,13 @@ pub async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key> header"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header must be \"Bearer <API key>\"")
-        })?;
-    let key = state
-        .keys
-        .authenticate(token)
-        .ok_or_else(|| ApiError::invalid_token("unknown or revoked API key"))?;
+    let bearer = Bearer::parse(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    let key = authenticate(&state.keys, bearer)?;
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
 }
@@ -48,28 +83,113 @@ pub async fn whoami(Extension(key): Extension<KeyInfo>) -> Json<WhoAmI> {
     })
 }
 
-/// The org-read rule: only ORG_OWNER and ORG_ADMIN keys of `org` read it. A key of another org
-/// gets 404 whatever its role, so an org's existence never leaks.
-pub fn check_reader(key: &KeyInfo, org: &str) -> Result<(), ApiError> {
-    if key.org_id != org {
-        return Err(ApiError::not_found());
-    }
-    if !key.role.can_read_log() {
-        return Err(ApiError::forbidden(format!(
-            "the audit log is available to ORG_ADMIN and ORG_OWNER keys only; this key is {}",
-            key.role
-        )));
-    }
-    Ok(())
+/// An action a key's role must allow.
+pub trait Permission: Send + Sync + 'static {
+    fn allows(role: Role) -> bool;
+    /// What the refusal says, before "; this key is <role>".
+    const NEEDS: &'static str;
 }
 
-/// The ingest rule: INGEST keys send records for their own org.
-pub fn check_ingester(key: &KeyInfo) -> Result<(), ApiError> {
-    if !key.role.can_ingest() {
-        return Err(ApiError::forbidden(format!(
-            "ingest needs an INGEST key; this key is {}",
-            key.role
-        )));
+/// Reading an org's audit log and settings: ORG_OWNER and ORG_ADMIN keys.
+pub struct ReadLog;
+impl Permission for ReadLog {
+    fn allows(role: Role) -> bool {
+        role.can_read_log()
     }
-    Ok(())
+    const NEEDS: &'static str = "the audit log is available to ORG_ADMIN and ORG_OWNER keys only";
+}
+
+/// Managing an org's keys: ORG_OWNER keys.
+pub struct ManageKeys;
+impl Permission for ManageKeys {
+    fn allows(role: Role) -> bool {
+        role.can_manage_keys()
+    }
+    const NEEDS: &'static str = "managing keys needs an ORG_OWNER key";
+}
+
+/// Changing an org's retention: ORG_OWNER keys.
+pub struct ChangeRetention;
+impl Permission for ChangeRetention {
+    fn allows(role: Role) -> bool {
+        role.can_change_retention()
+    }
+    const NEEDS: &'static str = "changing retention needs an ORG_OWNER key";
+}
+
+/// Sending records (NDJSON, OTLP/HTTP, OTLP/gRPC) for the key's own org: INGEST keys.
+pub struct IngestRecords;
+impl Permission for IngestRecords {
+    fn allows(role: Role) -> bool {
+        role.can_ingest()
+    }
+    const NEEDS: &'static str = "ingest needs an INGEST key";
+}
+
+/// A key whose role does not allow the action: 403.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{needs}; this key is {role}")]
+pub struct Denied {
+    needs: &'static str,
+    role: Role,
+}
+
+/// Checks that `key`'s role allows `P`.
+pub fn permit<P: Permission>(key: &KeyInfo) -> Result<(), Denied> {
+    if P::allows(key.role) {
+        Ok(())
+    } else {
+        Err(Denied {
+            needs: P::NEEDS,
+            role: key.role,
+        })
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(e: Denied) -> Self {
+        ApiError::forbidden(e.to_string())
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(e: Denied) -> Self {
+        Refusal::new(RefusalKind::PermissionDenied, e.to_string())
+    }
+}
+
+/// Extractor of an org route (`/api/v1/orgs/{org}/...`): the calling key, allowed to do `P` in
+/// the org of the path. A key of another org, or of an org that does not exist, gets 404 whatever
+/// its role, so an org's existence never leaks; a key of the org without the role gets 403.
+pub struct OrgAccess<P> {
+    pub key: KeyInfo,
+    pub org: String,
+    permission: PhantomData<P>,
+}
+
+impl<P: Permission> FromRequestParts<AppState> for OrgAccess<P> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let org = params
+            .iter()
+            .find_map(|(name, value)| (name == "org").then(|| value.to_string()));
+        let (Some(org), Some(key)) = (org, parts.extensions.get::<KeyInfo>()) else {
+            return Err(
+                ApiError::internal("OrgAccess on a route without {org} or a key").into_response(),
+            );
+        };
+        if key.org_id != org {
+            return Err(ApiError::not_found().into_response());
+        }
+        permit::<P>(key).map_err(|e| ApiError::from(e).into_response())?;
+        Ok(OrgAccess {
+            key: key.clone(),
+            org,
+            permission: PhantomData,
+        })
+    }
 }

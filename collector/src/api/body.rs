@@ -3,9 +3,9 @@
 //! then deserialised.
 
 use super::ApiError;
-use crate::ingest::read_body;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
+use codestax_otlp_receiver::body::read_body;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::HashSet;
 use std::fmt;

@@ -1,17 +1,14 @@
 //! The one error type of the HTTP API: JSON `{"error": {"code", "message", "field"?}}` with the
 //! right status. Messages are safe for clients; internal details go to the log, not the response.
 
-use crate::ingest::BodyError;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codestax_common::api::{ErrorBody, ErrorDetail};
-
-/// The `WWW-Authenticate` challenge of a 401 without credentials (RFC 6750 section 3).
-const BEARER_CHALLENGE: &str = "Bearer realm=\"codestax-audit\"";
-/// The challenge of a 401 whose token is unknown, revoked or malformed.
-const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"codestax-audit\", error=\"invalid_token\"";
+use codestax_otlp_receiver::bearer::{CHALLENGE, INVALID_TOKEN_CHALLENGE};
+use codestax_otlp_receiver::body::BodyError;
+use codestax_otlp_receiver::http::{Encoding, LOGS_PATH, RpcStatusBody, error_response};
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone)]
@@ -51,7 +48,7 @@ impl ApiError {
     /// 401 for a request without a bearer token.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        e.challenge = Some(BEARER_CHALLENGE);
+        e.challenge = Some(CHALLENGE);
         e
     }
 
@@ -169,24 +166,18 @@ const MAX_PLAIN_ERROR_BYTES: usize = 1024;
 /// rejections).
 const MAX_JSON_ERROR_BYTES: usize = 4 << 20;
 
-/// The OTLP/HTTP logs route: its errors are a `google.rpc.Status` (OTLP/HTTP specification).
-pub const OTLP_LOGS_PATH: &str = "/v1/logs";
-
 /// Layer: every error response is in the API's shape. An error that is not JSON yet (an axum
 /// extractor's rejection of a path, query or body, any plain-text error) becomes the JSON error
-/// shape, its text as the message; on the OTLP route every error becomes a `google.rpc.Status`,
-/// protobuf or JSON as the request was. Status and headers are kept.
+/// shape, its text as the message; on the OTLP route every error the receiver did not answer
+/// itself (routing, request limits, readiness) becomes a `google.rpc.Status`, protobuf or JSON
+/// as the request was. Status and headers are kept.
 pub async fn json_errors(request: Request, next: Next) -> Response {
-    let otlp = (request.uri().path() == OTLP_LOGS_PATH).then(|| {
-        request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("protobuf"))
-    });
+    let otlp = (request.uri().path() == LOGS_PATH).then(|| Encoding::of(request.headers()));
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<RpcStatusBody>().is_some()
+    {
         return response;
     }
     let json = response
@@ -222,7 +213,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         message
     };
     let shaped = match otlp {
-        Some(protobuf) => otlp_status(status, message, protobuf),
+        Some(encoding) => error_response(status, message, encoding),
         None => ApiError::new(status, code_of(status), message).into_response(),
     };
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -230,39 +221,6 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         parts.headers.insert(name, value.clone());
     }
     Response::from_parts(parts, shaped.into_body())
-}
-
-/// An OTLP/HTTP error body: `google.rpc.Status` with the gRPC code matching `status`.
-fn otlp_status(status: StatusCode, message: String, protobuf: bool) -> Response {
-    use tonic::Code;
-    let code = match status {
-        StatusCode::BAD_REQUEST
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        | StatusCode::URI_TOO_LONG
-        | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Code::InvalidArgument,
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
-        s if s.is_server_error() => Code::Internal,
-        _ => Code::Unknown,
-    } as i32;
-    if protobuf {
-        let body = tonic_types::Status {
-            code,
-            message,
-            details: Vec::new(),
-        };
-        (
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            prost::Message::encode_to_vec(&body),
-        )
-            .into_response()
-    } else {
-        axum::Json(serde_json::json!({ "code": code, "message": message })).into_response()
-    }
 }
 
 /// The error code of a response that came without one.

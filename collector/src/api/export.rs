@@ -5,14 +5,12 @@
 //! whatever the size. Each export records an `audit_log.exported` entry in the org's log.
 
 use super::audit_log::{effective_query, parse, query, record_read};
-use super::auth::check_reader;
+use super::auth::{OrgAccess, ReadLog};
 use super::params::Route;
 use super::{ApiError, AppState};
 use crate::export::{Encoder, ExportError, stream};
-use crate::keys::KeyInfo;
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use chrono::Utc;
@@ -26,11 +24,9 @@ const CHANNEL_CHUNKS: usize = 8;
 
 pub async fn export(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { key, org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    check_reader(&key, &org)?;
     let params = parse(&state, raw.as_deref(), Route::Export)?;
     let format = params.format.unwrap_or_default();
     let with_chain = params.with_chain;

@@ -1,21 +1,26 @@
-//! Ingest over HTTP: OTLP/HTTP `POST /v1/logs` (protobuf or JSON) and the native
-//! `POST /api/v1/ingest` (NDJSON). Invalid records are rejected one by one; 400 only when nothing
-//! was accepted.
+//! Ingest from keyed senders: the native `POST /api/v1/ingest` (NDJSON) and the sink behind the
+//! OTLP receivers ([`OtlpIngest`]: authenticate the key, then `Ingest::submit`), OTLP/HTTP
+//! `POST /v1/logs` and OTLP/gRPC alike. Invalid records are rejected one by one; 400 only when
+//! nothing was accepted.
 
-use super::auth::check_ingester;
+use super::auth::{IngestRecords, authenticate, permit};
 use super::{ApiError, AppState};
-use crate::ingest::grpc::export_response;
-use crate::ingest::{IngestError, IngestOutcome, Receiver, decode_ndjson, decode_otlp, read_body};
-use crate::keys::KeyInfo;
+use crate::ingest::{
+    Batch, Ingest, IngestError, IngestOutcome, RateLimited, Receiver, decode_ndjson, decode_otlp,
+};
+use crate::keys::{KeyInfo, KeyStore};
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codestax_common::api::IngestResponse;
+use codestax_otlp_receiver::body::{ContentEncoding, read_limited};
+use codestax_otlp_receiver::http::media_type;
+use codestax_otlp_receiver::{Bearer, Exported, LogsSink, Refusal, RefusalKind, Transport};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use prost::Message;
+use std::time::Duration;
 
 /// The native receiver: one JSON record per line.
 pub async fn ndjson(
@@ -24,7 +29,7 @@ pub async fn ndjson(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_ingester(&key)?;
+    permit::<IngestRecords>(&key)?;
     let media = media_type(&headers);
     if !matches!(
         media.as_str(),
@@ -34,13 +39,19 @@ pub async fn ndjson(
             "Content-Type {media:?} is not accepted here; send application/x-ndjson"
         )));
     }
-    let bytes = read(&state, &headers, body).await?;
+    let limits = state.limits;
+    let raw = read_limited(body, limits.max_body_bytes).await?;
+    let encoding = ContentEncoding::of(&headers)?;
     let rules = state.ingest.rules();
     let org = key.org_id.clone();
-    let candidates = tokio::task::spawn_blocking(move || decode_ndjson(&bytes, &org, &rules))
-        .await
-        .map_err(ApiError::internal)?;
-    let outcome = submit(&state, &key, candidates, Receiver::Ndjson).await?;
+    // Inflating and parsing a large body is CPU work: keep it off the async workers.
+    let candidates = tokio::task::spawn_blocking(move || {
+        let bytes = encoding.decode(raw, limits.max_decompressed_bytes)?;
+        Ok::<_, ApiError>(decode_ndjson(&bytes, &org, &rules))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let outcome = store(&state.ingest, &key, candidates, Receiver::Ndjson).await?;
     let response = IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
@@ -74,117 +85,109 @@ pub async fn ndjson(
     Ok(Json(response).into_response())
 }
 
-/// OTLP/HTTP logs, protobuf or JSON; answered in the request's encoding.
-pub async fn otlp_http(
-    State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    check_ingester(&key)?;
-    let media = media_type(&headers);
-    let json = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => false,
-        "application/json" => true,
-        other => {
-            return Err(ApiError::unsupported_media_type(format!(
-                "Content-Type {other:?} is not OTLP; send application/x-protobuf or application/json"
-            )));
-        }
-    };
-    let bytes = read(&state, &headers, body).await?;
-    let rules = state.ingest.rules();
-    let org = key.org_id.clone();
-    let candidates = tokio::task::spawn_blocking(move || {
-        let request = if json {
-            serde_json::from_slice::<ExportLogsServiceRequest>(&bytes)
-                .map_err(|e| format!("malformed OTLP JSON: {e}"))?
-        } else {
-            ExportLogsServiceRequest::decode(bytes.as_slice())
-                .map_err(|e| format!("malformed OTLP protobuf: {e}"))?
-        };
-        Ok::<_, String>(decode_otlp(&request, &org, &rules))
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|message| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message).with_field("body")
-    })?;
-    let outcome = submit(&state, &key, candidates, Receiver::OtlpHttp).await?;
-    if outcome.accepted == 0 && !outcome.rejected.is_empty() {
-        let field = outcome.rejected.listed()[0]
-            .errors
-            .first()
-            .map(|e| e.field.clone());
-        let error = ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_records",
-            format!("no record was accepted:\n{}", outcome.rejected.summary()),
-        );
-        return Err(match field {
-            Some(f) => error.with_field(f),
-            None => error,
-        });
+/// The OTLP receivers' sink: INGEST keys send records for their own org into the pipeline.
+#[derive(Clone)]
+pub struct OtlpIngest {
+    pub ingest: Ingest,
+    pub keys: KeyStore,
+}
+
+impl LogsSink for OtlpIngest {
+    type Sender = KeyInfo;
+    type Batch = Batch;
+
+    fn authorize(&self, bearer: Bearer<'_>) -> Result<KeyInfo, Refusal> {
+        let key = authenticate(&self.keys, bearer)?;
+        permit::<IngestRecords>(&key)?;
+        Ok(key)
     }
-    let response = export_response(&outcome);
-    Ok(if json {
-        Json(response).into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            response.encode_to_vec(),
-        )
-            .into_response()
-    })
+
+    fn convert(&self, key: &KeyInfo, request: &ExportLogsServiceRequest) -> Batch {
+        decode_otlp(request, &key.org_id, &self.ingest.rules())
+    }
+
+    async fn submit(
+        &self,
+        key: KeyInfo,
+        batch: Batch,
+        transport: Transport,
+    ) -> Result<Exported, Refusal> {
+        let receiver = match transport {
+            Transport::Http => Receiver::OtlpHttp,
+            Transport::Grpc => Receiver::OtlpGrpc,
+        };
+        let outcome = store(&self.ingest, &key, batch, receiver).await?;
+        Ok(Exported {
+            accepted: outcome.accepted,
+            rejected: outcome.rejected.total(),
+            rejections: outcome.rejected.summary(),
+        })
+    }
 }
 
-fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+/// Why a decoded batch was not stored; nothing of it was.
+enum NotStored {
+    RateLimited(RateLimited),
+    StorageFull(IngestError),
+    StorageFailed,
 }
 
-async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
-    let limits = state.limits;
-    read_body(
-        headers,
-        body,
-        limits.max_body_bytes,
-        limits.max_decompressed_bytes,
-    )
-    .await
-    .map_err(ApiError::from)
-}
+/// Seconds a sender waits after a full storage.
+const STORAGE_FULL_RETRY: Duration = Duration::from_secs(5);
+/// Seconds a sender waits after a storage failure.
+const STORAGE_FAILED_RETRY: Duration = Duration::from_secs(1);
+const STORAGE_FAILED: &str = "storage failed; nothing of this batch was stored, retry later";
 
 /// Stores a decoded batch, after the rate limits of its key and org let it in.
-async fn submit(
-    state: &AppState,
+async fn store(
+    ingest: &Ingest,
     key: &KeyInfo,
-    batch: crate::ingest::Batch,
+    batch: Batch,
     receiver: Receiver,
-) -> Result<IngestOutcome, ApiError> {
-    state
-        .ingest
+) -> Result<IngestOutcome, NotStored> {
+    ingest
         .admit(&key.id, &key.org_id, batch.len())
-        .map_err(|refused| {
-            ApiError::rate_limited(refused.to_string(), refused.retry_after_secs())
-        })?;
-    state
-        .ingest
+        .map_err(NotStored::RateLimited)?;
+    ingest
         .submit(&key.org_id, key.provenance(), batch, receiver)
         .await
         .map_err(|e| match e {
-            IngestError::StorageFull => ApiError::unavailable(e.to_string(), 5),
+            IngestError::StorageFull => NotStored::StorageFull(e),
             IngestError::Storage(_) => {
                 tracing::error!(error = %e, "ingest failed");
-                ApiError::unavailable(
-                    "storage failed; nothing of this batch was stored, retry later",
-                    1,
-                )
+                NotStored::StorageFailed
             }
         })
+}
+
+impl From<NotStored> for ApiError {
+    fn from(e: NotStored) -> Self {
+        match e {
+            NotStored::RateLimited(refused) => {
+                ApiError::rate_limited(refused.to_string(), refused.retry_after_secs())
+            }
+            NotStored::StorageFull(e) => {
+                ApiError::unavailable(e.to_string(), STORAGE_FULL_RETRY.as_secs() as u32)
+            }
+            NotStored::StorageFailed => {
+                ApiError::unavailable(STORAGE_FAILED, STORAGE_FAILED_RETRY.as_secs() as u32)
+            }
+        }
+    }
+}
+
+impl From<NotStored> for Refusal {
+    fn from(e: NotStored) -> Self {
+        match e {
+            NotStored::RateLimited(refused) => {
+                Refusal::new(RefusalKind::RateLimited, refused.to_string())
+                    .retry_after(refused.retry_after)
+            }
+            NotStored::StorageFull(e) => {
+                Refusal::new(RefusalKind::Full, e.to_string()).retry_after(STORAGE_FULL_RETRY)
+            }
+            NotStored::StorageFailed => Refusal::new(RefusalKind::Unavailable, STORAGE_FAILED)
+                .retry_after(STORAGE_FAILED_RETRY),
+        }
+    }
 }

@@ -3,11 +3,11 @@
 //! (`auth.api_key_created` / `auth.api_key_revoked`, actor = the acting key): a change whose
 //! record cannot be made durable is refused with 503 and not made.
 
+use super::auth::{ManageKeys, OrgAccess};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::record::record_key_event;
 use super::{ApiError, AppState};
 use crate::keys::{KeyError, KeyInfo, Role};
-use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -31,37 +31,19 @@ pub struct CreatedKey {
     pub token: String,
 }
 
-/// Keys are managed by ORG_OWNER keys of the org; another org's keys answer 404.
-fn check_owner(key: &KeyInfo, org: &str) -> Result<(), ApiError> {
-    if key.org_id != org {
-        return Err(ApiError::not_found());
-    }
-    if !key.role.can_manage_keys() {
-        return Err(ApiError::forbidden(format!(
-            "managing keys needs an ORG_OWNER key; this key is {}",
-            key.role
-        )));
-    }
-    Ok(())
-}
-
 pub async fn list(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { org, .. }: OrgAccess<ManageKeys>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    check_owner(&key, &org)?;
     Ok(Json(state.keys.list(Some(&org))))
 }
 
 pub async fn create(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { key, org, .. }: OrgAccess<ManageKeys>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    check_owner(&key, &org)?;
     let request: CreateKey = read_json(
         &headers,
         body,
@@ -93,10 +75,9 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path((org, id)): Path<(String, String)>,
+    OrgAccess { key, org, .. }: OrgAccess<ManageKeys>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    check_owner(&key, &org)?;
     // Another org's key is as unknown as a missing one.
     if state.keys.get(&id).is_none_or(|k| k.org_id != org) {
         return Err(ApiError::not_found());

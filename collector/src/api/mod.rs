@@ -20,6 +20,7 @@ mod retention;
 mod state;
 
 pub use error::ApiError;
+pub use ingest::OtlpIngest;
 pub(crate) use record::record_key_events;
 pub use state::{ApiLimits, AppState};
 
@@ -28,12 +29,24 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use codestax_otlp_receiver::http::HttpLimits;
 use std::sync::atomic::Ordering;
 
 /// The collector's HTTP API.
 pub fn app(state: AppState) -> Router {
+    // OTLP/HTTP authenticates in the receiver, as OTLP/gRPC does.
+    let otlp = codestax_otlp_receiver::http::router(
+        OtlpIngest {
+            ingest: state.ingest.clone(),
+            keys: state.keys.clone(),
+        },
+        HttpLimits {
+            max_body_bytes: state.limits.max_body_bytes,
+            max_decompressed_bytes: state.limits.max_decompressed_bytes,
+        },
+    )
+    .route_layer(from_fn_with_state(state.clone(), require_ready));
     let keyed = Router::new()
-        .route("/v1/logs", post(ingest::otlp_http))
         .route("/api/v1/ingest", post(ingest::ndjson))
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
@@ -61,6 +74,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(otlp)
         .merge(keyed)
         .merge(dashboard::routes())
         .fallback(ops::not_found)

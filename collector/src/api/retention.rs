@@ -3,16 +3,15 @@
 //! as `settings.retention_changed` (old and new values in `metadata.changes`, actor = the key)
 //! before it is saved; if it cannot be recorded, nothing changes.
 
-use super::auth::check_reader;
+use super::auth::{ChangeRetention, OrgAccess, ReadLog};
 use super::body::read_json;
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
 use crate::keys::KeyInfo;
 use crate::retention::{OrgRetention, RetentionError, RetentionPolicy, Source};
-use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use codestax_common::{Change, Metadata};
 use codestax_config::Plan;
@@ -54,10 +53,8 @@ impl RetentionSettings {
 
 pub async fn get(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { key, org, .. }: OrgAccess<ReadLog>,
 ) -> Result<Json<RetentionSettings>, ApiError> {
-    check_reader(&key, &org)?;
     Ok(Json(RetentionSettings::new(
         state.retention.for_org(&org),
         &key,
@@ -66,20 +63,10 @@ pub async fn get(
 
 pub async fn put(
     State(state): State<AppState>,
-    Extension(key): Extension<KeyInfo>,
-    Path(org): Path<String>,
+    OrgAccess { key, org, .. }: OrgAccess<ChangeRetention>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RetentionSettings>, ApiError> {
-    if key.org_id != org {
-        return Err(ApiError::not_found());
-    }
-    if !key.role.can_change_retention() {
-        return Err(ApiError::forbidden(format!(
-            "changing retention needs an ORG_OWNER key; this key is {}",
-            key.role
-        )));
-    }
     state
         .retention
         .check_editable(&org)

@@ -779,5 +779,130 @@ async fn otlp_http_errors_are_a_google_rpc_status() {
     );
 }
 
+/// Every org route goes through `OrgAccess`: another org's key and an unknown org get 404
+/// whatever the role, a key of the org without the route's role 403, both in the JSON error
+/// shape, before anything of the request is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_routes_answer_404_for_other_orgs_then_403_without_the_role() {
+    let mut t = TestApp::new(config());
+    let owner = t.key("ent", Role::OrgOwner);
+    let admin = t.key("ent", Role::OrgAdmin);
+    let member = t.key("ent", Role::Member);
+    let ingest = t.key("ent", Role::Ingest);
+    let other = t.key("team", Role::OrgOwner);
+    let readers: &[&str] = &[&owner, &admin];
+    let owners: &[&str] = &[&owner];
+    let routes: &[(Method, &str, &str, &[&str])] = &[
+        (Method::GET, "audit-log", "", readers),
+        (Method::GET, "audit-log/facets", "", readers),
+        (Method::GET, "audit-log/export", "", readers),
+        (Method::GET, "audit-log/verify", "", readers),
+        (Method::GET, "audit-log/some-id", "", readers),
+        (Method::GET, "settings/retention", "", readers),
+        (Method::PUT, "settings/retention", r#"{"days": 30}"#, owners),
+        (Method::GET, "keys", "", owners),
+        (Method::POST, "keys", r#"{"role": "MEMBER"}"#, owners),
+        (Method::DELETE, "keys/key_0000000000000000", "", owners),
+    ];
+    for (method, route, body, allowed) in routes {
+        let path = format!("/api/v1/orgs/ent/{route}");
+        let (status, error) = t.call(method.clone(), &path, &other, body).await;
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (404, &json!("not_found")),
+            "{method} {path}"
+        );
+        let unknown = format!("/api/v1/orgs/nosuch/{route}");
+        let (status, _) = t.call(method.clone(), &unknown, &owner, body).await;
+        assert_eq!(status, 404, "{method} {unknown}");
+        for key in [&owner, &admin, &member, &ingest] {
+            if allowed.contains(&key.as_str()) {
+                continue;
+            }
+            let (status, error) = t.call(method.clone(), &path, key, body).await;
+            assert_eq!(
+                (status, &error["error"]["code"]),
+                (403, &json!("forbidden")),
+                "{method} {path}"
+            );
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains("; this key is "), "{message}");
+        }
+        // The allowed key passes the check (the record and key named do not exist: 404).
+        let (status, answer) = t.call(method.clone(), &path, allowed[0], body).await;
+        let missing = route.ends_with("some-id") || route.starts_with("keys/");
+        assert!(
+            status < 400 || (missing && status == 404),
+            "{method} {path}: {status} {answer}"
+        );
+    }
+}
+
+/// OTLP/HTTP authenticates in the shared receiver, as OTLP/gRPC does: 401 with the bearer
+/// challenge, 403 for a key that may not ingest, 415 for an unknown Content-Encoding, each a
+/// `google.rpc.Status`; 503 until the WAL is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_authorizes_in_the_receiver() {
+    let t = TestApp::new(config());
+    let ingest = t.key("ent", Role::Ingest);
+    let owner = t.key("ent", Role::OrgOwner);
+    let post = |token: &str, encoding: Option<&str>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/logs")
+            .header("content-type", "application/json");
+        if !token.is_empty() {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(encoding) = encoding {
+            b = b.header("content-encoding", encoding);
+        }
+        b.body(Body::from("{}")).unwrap()
+    };
+    let status_of = |bytes: &[u8]| -> (i64, String) {
+        let body: Value = serde_json::from_slice(bytes).unwrap();
+        (
+            body["code"].as_i64().unwrap(),
+            body["message"].as_str().unwrap().to_string(),
+        )
+    };
+    let (status, headers, bytes) = send(&t.state, post("", None)).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Bearer realm=\"codestax-audit\""
+    );
+    assert_eq!(status_of(&bytes).0, 16);
+    let (status, headers, bytes) = send(&t.state, post("nope", None)).await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(status_of(&bytes).0, 16);
+    let (status, _, bytes) = send(&t.state, post(&owner, None)).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        status_of(&bytes),
+        (
+            7,
+            "ingest needs an INGEST key; this key is ORG_OWNER".to_string()
+        )
+    );
+    let (status, _, bytes) = send(&t.state, post(&ingest, Some("br"))).await;
+    assert_eq!(status, 415);
+    assert_eq!(status_of(&bytes).0, 3);
+    let (status, _, _) = send(&t.state, post(&ingest, None)).await;
+    assert_eq!(status, 200, "an empty request is taken");
+
+    t.state.ready.store(false, Ordering::Release);
+    let (status, headers, bytes) = send(&t.state, post(&ingest, None)).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(status_of(&bytes).0, 14);
+}
+
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;

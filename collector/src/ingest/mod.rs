@@ -1,13 +1,12 @@
 //! Ingest: turns received batches (NDJSON, OTLP over HTTP or gRPC) into durable records.
-//! Each record is checked on its own; the valid rest of a batch goes through.
+//! Each record is checked on its own; the valid rest of a batch goes through. The transports
+//! (bodies, content types, the OTLP answers) are `codestax-otlp-receiver`'s and the API's.
 
-mod body;
-pub mod grpc;
 mod ndjson;
 mod otlp;
 mod rate;
 
-pub use body::{BodyError, read_body};
+pub use codestax_otlp_receiver::MAX_LISTED_REJECTIONS;
 pub use ndjson::decode_ndjson;
 pub use otlp::decode_otlp;
 pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
@@ -43,10 +42,6 @@ impl Receiver {
 
 /// One decoded entry of a batch: a record, or why it is rejected. `position` is 1-based.
 pub type Candidate = Result<AuditRecord, RejectedRecord>;
-
-/// Rejections listed in full in an answer (NDJSON `errors`, OTLP's `error_message`); past these
-/// they are only counted, so a batch of bad lines never costs more than its own size.
-pub const MAX_LISTED_REJECTIONS: usize = 50;
 
 /// A decoded batch: the records that passed decoding, each with its 1-based position, and what
 /// was rejected. Its memory is the records it keeps plus a fixed cap, whatever the mix.
@@ -143,18 +138,12 @@ impl Rejections {
 
     /// One line per listed rejection, then "... and N more" (OTLP's `error_message`).
     pub fn summary(&self) -> String {
-        let mut lines: Vec<String> = self
-            .listed
-            .iter()
-            .map(|r| {
-                let errors = RecordErrors(r.errors.clone());
-                format!("record {}: {errors}", r.line)
-            })
-            .collect();
-        if self.unlisted() > 0 {
-            lines.push(format!("... and {} more", self.unlisted()));
-        }
-        lines.join("\n")
+        codestax_otlp_receiver::rejection_summary(
+            self.listed
+                .iter()
+                .map(|r| (r.line, RecordErrors(r.errors.clone()))),
+            self.unlisted(),
+        )
     }
 }
 

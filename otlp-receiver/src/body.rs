@@ -1,10 +1,13 @@
-//! Reading a request body within limits: the body size, and for gzip bodies the decompressed size
-//! too, so a gzip bomb is refused after reading at most the limit.
+//! Request bodies within limits: the body size, then `Content-Encoding` (gzip or none; anything
+//! else is refused) inflated to a second limit, so a gzip bomb is refused after
+//! producing at most the limit. Reading is async; inflating is CPU work for the caller to run
+//! off the runtime ([`ContentEncoding::decode`]).
+
+use std::io::Read;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_ENCODING;
-use std::io::Read;
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -21,24 +24,48 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Reads a body of at most `max_body` bytes and, when `Content-Encoding: gzip`, inflates it to at
-/// most `max_decompressed` bytes.
+/// A body's `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncoding {
+    Identity,
+    Gzip,
+}
+
+impl ContentEncoding {
+    /// The request's encoding: none, `identity` or `gzip` (any case); anything else is refused.
+    pub fn of(headers: &HeaderMap) -> Result<ContentEncoding, BodyError> {
+        let value = headers.get(CONTENT_ENCODING).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        });
+        match value.as_deref() {
+            None | Some("") | Some("identity") => Ok(ContentEncoding::Identity),
+            Some("gzip") => Ok(ContentEncoding::Gzip),
+            Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
+        }
+    }
+
+    /// The body as sent, decoded to at most `max_decoded` bytes.
+    pub fn decode(self, raw: Vec<u8>, max_decoded: usize) -> Result<Vec<u8>, BodyError> {
+        match self {
+            ContentEncoding::Identity => Ok(raw),
+            ContentEncoding::Gzip => inflate(&raw, max_decoded),
+        }
+    }
+}
+
+/// Reads and decodes a small body (a control route's JSON) on the calling task: at most
+/// `max_body` bytes, inflated to at most `max_decoded`.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
     max_body: usize,
-    max_decompressed: usize,
+    max_decoded: usize,
 ) -> Result<Vec<u8>, BodyError> {
+    // Read first, so the client finishes sending and reads the refusal.
     let raw = read_limited(body, max_body).await?;
-    let encoding = headers
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") => Ok(raw.to_vec()),
-        Some("gzip") => inflate(&raw, max_decompressed),
-        Some(other) => Err(BodyError::UnsupportedEncoding(other.to_string())),
-    }
+    ContentEncoding::of(headers)?.decode(raw, max_decoded)
 }
 
 /// How much of a refused body is still read (and thrown away) so the client finishes sending
@@ -49,7 +76,7 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Collects a body of at most `max` bytes. A longer one is drained (bounded) and refused.
-async fn read_limited(mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
+pub async fn read_limited(mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -75,7 +102,7 @@ async fn read_limited(mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> 
     Ok(out)
 }
 
-/// Inflates gzip data, refusing output over `limit` bytes.
+/// Inflates gzip data (concatenated members too), refusing output over `limit` bytes.
 pub fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
     let decoder = flate2::read::MultiGzDecoder::new(data);
@@ -112,6 +139,26 @@ mod tests {
         assert!(matches!(
             inflate(b"not gzip", 100),
             Err(BodyError::BadGzip(_))
+        ));
+    }
+
+    #[test]
+    fn only_gzip_and_identity_are_known_encodings() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_ENCODING, v.parse().unwrap());
+            ContentEncoding::of(&h)
+        };
+        assert_eq!(
+            ContentEncoding::of(&HeaderMap::new()).unwrap(),
+            ContentEncoding::Identity
+        );
+        assert_eq!(with(" GZIP ").unwrap(), ContentEncoding::Gzip);
+        assert_eq!(with("identity").unwrap(), ContentEncoding::Identity);
+        assert!(matches!(with("br"), Err(BodyError::UnsupportedEncoding(e)) if e == "br"));
+        assert!(matches!(
+            with("gzip, br"),
+            Err(BodyError::UnsupportedEncoding(_))
         ));
     }
 }
