@@ -99,3 +99,15 @@ pub fn assert_names(dir: &Path, message: &str, context: &dyn std::fmt::Debug) {
         "{context:?}: {message}"
     );
 }
+
+/// Copies the fixture directory `name` of `storage/tests/fixtures` (files written by earlier
+/// versions) into `to`, so a test can open it as its own.
+pub fn copy_fixture(name: &str, to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    for entry in fs::read_dir(&from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}

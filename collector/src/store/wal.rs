@@ -308,16 +308,10 @@ mod tests {
         }
     }
 
-    /// Copies a fixture directory of `storage/tests/fixtures` to a temporary one.
+    /// A temporary copy of a fixture directory of `storage/tests/fixtures`.
     fn fixture(name: &str) -> tempfile::TempDir {
-        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../storage/tests/fixtures")
-            .join(name);
         let dir = tempfile::tempdir().unwrap();
-        for entry in fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-        }
+        codestax_storage::testing::copy_fixture(name, dir.path());
         dir
     }
 
