@@ -150,17 +150,7 @@ impl AuditIndex {
     /// oldest one's time. One pass over the partition's `org` and `time` columns. Empty if there
     /// is no such partition.
     pub fn org_spans(&self, name: &str) -> Result<BTreeMap<String, OrgSpan>, IndexError> {
-        let Some(key) = self.shared.opts.partition.parse_name(name) else {
-            return Ok(BTreeMap::new());
-        };
-        let p = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.start)
-            .cloned();
-        let Some(p) = p else {
+        let Some(p) = self.shared.partition_named(name) else {
             return Ok(BTreeMap::new());
         };
         let Some(searcher) = self.shared.searcher(&p)? else {

@@ -315,14 +315,7 @@ impl Indexer {
             return Ok(Purge::default());
         };
         self.commit_if_dirty()?;
-        let p = self
-            .shared
-            .partitions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.start)
-            .cloned();
-        let Some(p) = p else {
+        let Some(p) = self.shared.partition_named(name) else {
             return Ok(Purge::default());
         };
         let open = p.open()?;

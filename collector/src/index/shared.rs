@@ -51,6 +51,16 @@ pub(crate) struct Opened {
 }
 
 impl Shared {
+    /// The partition of this directory name (`2026-W48`), if the name is one and it exists.
+    pub fn partition_named(&self, name: &str) -> Option<Arc<Partition>> {
+        let key = self.opts.partition.parse_name(name)?;
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key.start)
+            .cloned()
+    }
+
     /// Opens (or creates) the index in `dir`: reads the state file, finds the partitions by their
     /// directory names (opened when first needed) and removes half-created ones. Refuses a
     /// directory written with another partition scheme.
