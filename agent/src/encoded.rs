@@ -8,7 +8,7 @@
 //! `to_log_record(record)` (tested).
 
 use codestax_common::otlp::{
-    METADATA_PREFIX, has_dotted_metadata_key, json_to_any, record_from_log, to_log_record,
+    METADATA_PREFIX, json_to_any, needs_body_style, record_from_log, to_log_record,
 };
 use codestax_common::schema::{ATTRIBUTE_FIELDS, Field, FieldValue, Object, Otlp};
 use codestax_common::{AuditRecord, Metadata, Rules};
@@ -22,8 +22,8 @@ const SEVERITY_INFO: u8 = 9;
 
 /// Appends the encoded LogRecord of `record` to `out`.
 pub fn encode_record(record: &AuditRecord, out: &mut Vec<u8>) {
-    if has_dotted_metadata_key(record) {
-        // Written in the body style, as to_log_record does: a dotted key has no flat attribute.
+    if needs_body_style(record) {
+        // Written in the body style, as to_log_record does (a dotted key has no flat attribute).
         to_log_record(record)
             .encode(out)
             .expect("a Vec grows as needed");

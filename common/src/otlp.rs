@@ -232,11 +232,11 @@ pub fn resource_org_id(resource: &[KeyValue]) -> Option<String> {
 /// in that order (those the record has), then every other metadata key in key order. Built
 /// from the fields directly (the agent forwards every record through here).
 ///
-/// A record with a free-form metadata key containing a dot is written in the body style
-/// instead ([`to_log_record_with_body`]): `audit.metadata.a.b` reads back as the nested key
-/// `a: {b}`, which would change the record (and lose the value if `a` is a key too).
+/// A record the attributes style cannot carry exactly ([`needs_body_style`]) is written in the
+/// body style instead ([`to_log_record_with_body`]): e.g. `audit.metadata.a.b` reads back as the
+/// nested key `a: {b}`, which would change the record (and lose the value if `a` is a key too).
 pub fn to_log_record(record: &AuditRecord) -> LogRecord {
-    if has_dotted_metadata_key(record) {
+    if needs_body_style(record) {
         return to_log_record_with_body(record);
     }
     // The metadata as it serialises: its fields, then the free-form keys (which win on a clash).
@@ -302,9 +302,24 @@ pub fn to_log_record(record: &AuditRecord) -> LogRecord {
     }
 }
 
-/// Whether a free-form metadata key has a dot, which the attributes style reads as nesting.
-pub fn has_dotted_metadata_key(record: &AuditRecord) -> bool {
-    record.metadata.extra.keys().any(|k| k.contains('.'))
+/// Whether the attributes style cannot carry the record's free-form metadata as it is, so the
+/// record must travel in the body style: a key with a dot (read back as nesting), or a whole
+/// number above `i64::MAX` anywhere in a value (an OTLP integer is an i64; as a double it would
+/// come back changed).
+pub fn needs_body_style(record: &AuditRecord) -> bool {
+    fn fits(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.is_i64() || n.is_f64(),
+            Value::Array(items) => items.iter().all(fits),
+            Value::Object(map) => map.values().all(fits),
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+        }
+    }
+    record
+        .metadata
+        .extra
+        .iter()
+        .any(|(k, v)| k.contains('.') || !fits(v))
 }
 
 fn any_string(value: &str) -> AnyValue {
@@ -685,6 +700,32 @@ mod tests {
         for record in &records {
             assert_eq!(to_log_record(record), via_json(record), "{record:?}");
         }
+    }
+
+    /// A whole number above i64::MAX has no OTLP integer: such a record goes in the body style
+    /// and comes back as it was (in the attributes style it came back a double).
+    #[test]
+    fn integers_beyond_i64_travel_in_the_body_and_come_back_the_same() {
+        let rules = Rules::new();
+        let line = r#"{"id":"e-1","time":"2026-11-27T11:00:00Z","actor":{"id":"svc","kind":"system"},"action":"scan.completed","metadata":{"big":18446744073709551615,"deep":[{"x":9223372036854775808}],"small":-9223372036854775808,"f":1.5}}"#;
+        let record = crate::parse_json_line(line.as_bytes(), Some("acme"), &rules).unwrap();
+        assert!(needs_body_style(&record));
+        let log = to_log_record(&record);
+        assert!(
+            log.body.is_some()
+                && log
+                    .attributes
+                    .iter()
+                    .all(|kv| kv.key != "audit.metadata.big")
+        );
+        assert_eq!(record_from_log(&log, &[], None, &rules), Ok(record.clone()));
+
+        let mut fits = record.clone();
+        fits.metadata.extra.retain(|k, _| k == "small" || k == "f");
+        assert!(
+            !needs_body_style(&fits),
+            "i64 and floats fit the attributes style"
+        );
     }
 
     /// The straight path never accepts what the general one refuses, and builds the same record,
