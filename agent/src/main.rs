@@ -2,7 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,28 +24,13 @@ CODESTAX_AGENT__SECTION__KEY (e.g. CODESTAX_AGENT__COLLECTOR__TOKEN=...)
 Exit status: 0 ok, 1 runtime failure, 2 invalid arguments or configuration."
 )]
 struct Args {
-    /// TOML configuration file (must exist); without it, defaults and the environment are used.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Directory for checkpoints, the spool and quarantined lines; overrides `data_dir`.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Check FILE (with the environment and --data-dir applied), print the effective settings
-    /// and exit: 0 if valid, 2 with every problem listed if not.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
-    check_config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config_args = ConfigArgs {
-        config: args.config,
-        data_dir: args.data_dir,
-        check_config: args.check_config,
-    };
-    let config = match startup::load::<AgentConfig>(PROGRAM, config_args, &EnvSource::process()) {
+    let config = match startup::load::<AgentConfig>(PROGRAM, args.config, &EnvSource::process()) {
         Startup::Run(config) => config,
         Startup::Exit(code) => return code,
     };

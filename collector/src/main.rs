@@ -2,7 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,18 +27,8 @@ CODESTAX_COLLECTOR__SECTION__KEY (e.g. CODESTAX_COLLECTOR__HTTP__LISTEN=0.0.0.0:
 Exit status: 0 ok, 1 runtime failure, 2 invalid arguments or configuration."
 )]
 struct Args {
-    /// TOML configuration file (must exist); without it, defaults and the environment are used.
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-
-    /// Directory for the WAL, the index and state files; overrides `data_dir`.
-    #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
-
-    /// Check FILE (with the environment and --data-dir applied), print the effective settings
-    /// and exit: 0 if valid, 2 with every problem listed if not.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
-    check_config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,19 +37,14 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage API keys (works whether or not the collector is running; a running collector
-    /// accepts a new key within a second). `create` prints only the token.
+    /// accepts a new key at once). `create` prints only the token.
     #[command(subcommand)]
     Keys(KeysCommand),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config_args = ConfigArgs {
-        config: args.config,
-        data_dir: args.data_dir,
-        check_config: args.check_config,
-    };
-    let config = match startup::load::<CollectorConfig>(PROGRAM, config_args, &EnvSource::process())
+    let config = match startup::load::<CollectorConfig>(PROGRAM, args.config, &EnvSource::process())
     {
         Startup::Run(config) => config,
         Startup::Exit(code) => return code,

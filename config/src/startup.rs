@@ -46,14 +46,22 @@ impl BinaryConfig for CollectorConfig {
     }
 }
 
-/// The configuration flags of a binary's command line, as given.
-#[derive(Debug, Clone, Default)]
+/// The configuration flags of a binary's command line (`#[command(flatten)]` them into its
+/// arguments), as given.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConfigArgs {
-    /// `--config FILE`.
+    /// TOML configuration file (must exist); without it, defaults and the environment are used.
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// `--data-dir DIR`.
+
+    /// The data directory (the agent's spool, checkpoints and quarantine; the collector's WAL,
+    /// index and state files); overrides `data_dir`.
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// `--check-config FILE`.
+
+    /// Check FILE (with the environment and --data-dir applied), print the effective settings
+    /// and exit: 0 if valid, 2 with every problem listed if not.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub check_config: Option<PathBuf>,
 }
 
