@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
 use chrono::Utc;
 use codestax_common::api::RejectedRecord;
+use codestax_common::schema::{Field, Object};
 use codestax_common::{AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -150,30 +151,13 @@ impl Rejections {
 /// The metrics label of a rejection: the top-level field at fault, or `unknown_field`. Field
 /// paths can carry any key a client sends; the label set must stay bounded.
 fn reason_label(field: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "record",
-        "id",
-        "org_id",
-        "time",
-        "actor",
-        "action",
-        "category",
-        "target",
-        "repository",
-        "outcome",
-        "message",
-        "metadata",
-        "schema_version",
-        "received_at",
-        "provenance",
-        "body",
-    ];
     let top = field.split(['.', '[']).next().unwrap_or_default();
-    KNOWN
-        .iter()
-        .find(|k| **k == top)
-        .copied()
-        .unwrap_or("unknown_field")
+    match top {
+        // Not fields: the record as a whole, and an OTLP body that is not a record.
+        "record" => "record",
+        "body" => "body",
+        _ => Field::from_key(Object::Record, top).map_or("unknown_field", Field::key),
+    }
 }
 
 /// What became of a batch.
@@ -349,4 +333,20 @@ pub fn content_id(record: &AuditRecord) -> String {
     r.provenance = None;
     let digest = Sha256::digest(r.canonical_json().as_bytes());
     format!("sha256-{}", hex::encode(&digest[..16]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_label;
+
+    #[test]
+    fn rejection_labels_are_top_level_fields_or_a_bounded_few() {
+        assert_eq!(reason_label("actor.email"), "actor");
+        assert_eq!(reason_label("metadata.changes[0].field"), "metadata");
+        assert_eq!(reason_label("provenance"), "provenance");
+        assert_eq!(reason_label("record"), "record");
+        assert_eq!(reason_label("body"), "body");
+        assert_eq!(reason_label("whatever.a.client.sent"), "unknown_field");
+        assert_eq!(reason_label(""), "unknown_field");
+    }
 }
