@@ -152,10 +152,7 @@ fn to_file(
 }
 
 fn state_io(what: &'static str, path: &Path, e: StateFileError) -> ExportError {
-    let source = match e {
-        StateFileError::Write { source, .. } | StateFileError::Read { source, .. } => source,
-        other => std::io::Error::other(other.to_string()),
-    };
+    let source = e.into_io_error();
     ExportError::Io {
         what,
         path: path.to_path_buf(),

@@ -51,6 +51,34 @@ impl StateFileError {
         }
     }
 
+    /// This error as an I/O error: the one underneath, or (for a file whose content cannot be
+    /// used) one of kind `Other` carrying this error's text.
+    pub fn into_io_error(self) -> io::Error {
+        match self {
+            StateFileError::Write { source, .. } | StateFileError::Read { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+
+    /// This error in the two kinds callers tell apart: the disk failed, or the file's content
+    /// cannot be used (with why, without the path).
+    pub fn into_fault(self) -> StateFileFault {
+        match self {
+            StateFileError::Write { path, source } | StateFileError::Read { path, source } => {
+                StateFileFault::Io { path, source }
+            }
+            StateFileError::Version {
+                path,
+                found,
+                expected,
+            } => StateFileFault::Content {
+                path,
+                message: format!("version {found} is not supported (this build reads {expected})"),
+            },
+            StateFileError::Damaged { path, message } => StateFileFault::Content { path, message },
+        }
+    }
+
     /// The I/O error underneath, if this is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
@@ -60,6 +88,15 @@ impl StateFileError {
             _ => None,
         }
     }
+}
+
+/// A [`StateFileError`] by kind ([`StateFileError::into_fault`]).
+#[derive(Debug)]
+pub enum StateFileFault {
+    /// Reading or writing failed.
+    Io { path: PathBuf, source: io::Error },
+    /// The file was read but cannot be used: another version, or damaged.
+    Content { path: PathBuf, message: String },
 }
 
 /// A versioned state document: `{"version": N, ...}`.

@@ -3,7 +3,7 @@
 
 use super::error::IndexError;
 use super::scheme::PartitionScheme;
-use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
+use codestax_storage::{OnDamage, StateFile, StateFileError, StateFileFault, Versioned};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -48,19 +48,9 @@ fn state_file(dir: &Path) -> StateFile {
 }
 
 fn state_error(e: StateFileError) -> IndexError {
-    match e {
-        StateFileError::Read { path, source } | StateFileError::Write { path, source } => {
-            IndexError::io(&path, source)
-        }
-        StateFileError::Version {
-            path,
-            found,
-            expected,
-        } => IndexError::State {
-            path,
-            message: format!("version {found} is not supported (this build reads {expected})"),
-        },
-        StateFileError::Damaged { path, message } => IndexError::State { path, message },
+    match e.into_fault() {
+        StateFileFault::Io { path, source } => IndexError::io(&path, source),
+        StateFileFault::Content { path, message } => IndexError::State { path, message },
     }
 }
 

@@ -741,12 +741,7 @@ impl KeyStore {
                 "replacing key store"
             };
             let path = e.path().to_path_buf();
-            let source = match e {
-                StateFileError::Write { source, .. } | StateFileError::Read { source, .. } => {
-                    source
-                }
-                other => io::Error::other(other.to_string()),
-            };
+            let source = e.into_io_error();
             return Err(KeyError::Io { op, path, source });
         }
         let meta = fs::metadata(path).map_err(io_err("checking key store", path))?;

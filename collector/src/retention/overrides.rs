@@ -3,7 +3,7 @@
 //! On start a complete temporary file wins (a crash came between its fsync and the rename).
 
 use super::error::RetentionError;
-use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
+use codestax_storage::{OnDamage, StateFile, StateFileError, StateFileFault, Versioned};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,19 +96,9 @@ fn state_file(dir: &Path, tmp: &str, stable: &str) -> StateFile {
 }
 
 fn state_error(e: StateFileError) -> RetentionError {
-    match e {
-        StateFileError::Read { path, source } | StateFileError::Write { path, source } => {
-            RetentionError::io(path, source)
-        }
-        StateFileError::Version {
-            path,
-            found,
-            expected,
-        } => RetentionError::State {
-            path,
-            message: format!("version {found} is not supported (this build reads {expected})"),
-        },
-        StateFileError::Damaged { path, message } => RetentionError::State { path, message },
+    match e.into_fault() {
+        StateFileFault::Io { path, source } => RetentionError::io(path, source),
+        StateFileFault::Content { path, message } => RetentionError::State { path, message },
     }
 }
 
