@@ -3,6 +3,7 @@
 //! hiding expired records that are still stored.
 
 use super::*;
+use crate::health::Health;
 use crate::index::{AuditIndex, IndexOptions, Indexer};
 use crate::ingest::{Ingest, IngestSettings, Receiver};
 use crate::keys::{KeyStore, Role};
@@ -18,7 +19,6 @@ use codestax_config::{CollectorConfig, OrgConfig, Plan};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -43,6 +43,8 @@ impl TestApp {
         )
         .unwrap();
         let (sink, batches) = mpsc::channel(16);
+        let health = Health::default();
+        health.set_started();
         let (store, _) = Store::open(
             &dir.path().join("wal"),
             StoreOptions::default(),
@@ -51,6 +53,7 @@ impl TestApp {
             None,
             Default::default(),
             sink,
+            health.clone(),
         )
         .unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -61,6 +64,7 @@ impl TestApp {
                 allow_custom_actions: false,
             },
             metrics.clone(),
+            health.clone(),
         );
         let state = AppState {
             keys: KeyStore::open(dir.path()).unwrap(),
@@ -74,7 +78,7 @@ impl TestApp {
                 max_search_limit: 1000,
                 facet_top_n: 10,
             },
-            ready: Arc::new(AtomicBool::new(true)),
+            health,
         };
         TestApp {
             state,
@@ -897,8 +901,11 @@ async fn otlp_http_authorizes_in_the_receiver() {
     let (status, _, _) = send(&t.state, post(&ingest, None)).await;
     assert_eq!(status, 200, "an empty request is taken");
 
-    t.state.ready.store(false, Ordering::Release);
-    let (status, headers, bytes) = send(&t.state, post(&ingest, None)).await;
+    let starting = AppState {
+        health: Health::default(),
+        ..t.state.clone()
+    };
+    let (status, headers, bytes) = send(&starting, post(&ingest, None)).await;
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
     assert_eq!(status_of(&bytes).0, 14);

@@ -378,6 +378,7 @@ fn open_all(
             .unwrap()
             .merge_heads(index.chain_heads().unwrap()),
         sink,
+        Default::default(),
     )
     .unwrap();
     (index, indexer, store, replay, batches)
