@@ -427,20 +427,34 @@ mod tests {
             .total
     }
 
-    /// The indexer task over a real store and index whose partitions fail with EIO on demand:
-    /// it keeps running, says so in the health, refuses senders' records, never blocks acks,
-    /// keeps the last commit searchable, and once writes go through again indexes every
-    /// acknowledged record exactly once, without a restart.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_task_survives_an_index_that_cannot_write_and_recovers_by_itself() {
+    /// A running indexer task over a real store and index, with its ingest pipeline.
+    struct Running {
+        _dir: tempfile::TempDir,
+        index: AuditIndex,
+        policy: Arc<RetentionPolicy>,
+        store: Store,
+        ingest: Ingest,
+        health: Health,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// Starts the task on a new index whose partitions' directories go through `faults` where
+    /// `applies`, with retention as `config` says and the janitor every `janitor`.
+    fn start(
+        faults: &Faults,
+        applies: impl Fn(&std::path::Path) -> bool + Send + Sync + 'static,
+        config: &codestax_config::CollectorConfig,
+        janitor: Duration,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let faults = Faults::default();
         let (index, indexer) = AuditIndex::open(
             &dir.path().join("index"),
             IndexOptions {
                 writer_memory_bytes: 16_000_000,
                 writer_threads: 1,
-                directory: Some(faults.hook(|_| true)),
+                directory: Some(faults.hook(applies)),
                 ..IndexOptions::default()
             },
         )
@@ -459,17 +473,13 @@ mod tests {
             health.clone(),
         )
         .unwrap();
-        let config = codestax_config::CollectorConfig::default();
-        let janitor = Janitor::new(
-            Arc::new(RetentionPolicy::open(&config, dir.path()).unwrap()),
-            index.clone(),
-        );
+        let policy = Arc::new(RetentionPolicy::open(config, dir.path()).unwrap());
         let mut task = IndexTask::new(
             indexer,
             batches,
             store.clone(),
             metrics.clone(),
-            janitor,
+            Janitor::new(policy.clone(), index.clone()),
             health.clone(),
             dir.path().join("index"),
         );
@@ -478,9 +488,9 @@ mod tests {
         let stop = CancellationToken::new();
         let schedule = Schedule {
             commit: Duration::from_millis(50),
-            janitor: Duration::from_secs(3600),
+            janitor,
         };
-        let running = tokio::spawn(task.run(schedule, stop.clone()));
+        let task = tokio::spawn(task.run(schedule, stop.clone()));
         let ingest = Ingest::new(
             store.clone(),
             IngestSettings {
@@ -489,6 +499,43 @@ mod tests {
             },
             metrics.clone(),
             health.clone(),
+        );
+        Running {
+            _dir: dir,
+            index,
+            policy,
+            store,
+            ingest,
+            health,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    impl Running {
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+            drop(self.ingest);
+            self.store.close().await;
+        }
+    }
+
+    /// The indexer task over a real store and index whose partitions fail with EIO on demand:
+    /// it keeps running, says so in the health, refuses senders' records, never blocks acks,
+    /// keeps the last commit searchable, and once writes go through again indexes every
+    /// acknowledged record exactly once, without a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_task_survives_an_index_that_cannot_write_and_recovers_by_itself() {
+        let faults = Faults::default();
+        let config = codestax_config::CollectorConfig::default();
+        let running = start(&faults, |_| true, &config, Duration::from_secs(3600));
+        let (index, ingest, health, metrics) = (
+            &running.index,
+            &running.ingest,
+            &running.health,
+            &running.metrics,
         );
         let sender = Provenance::Ingest {
             key_id: "key_test".into(),
@@ -499,7 +546,7 @@ mod tests {
             .await
             .unwrap();
         acked += outcome.accepted;
-        eventually("the first records are searchable", || total(&index) == 50).await;
+        eventually("the first records are searchable", || total(index) == 50).await;
 
         // EIO from now on: the next commit fails, the task stays up and says so.
         const EIO: i32 = 5;
@@ -552,7 +599,7 @@ mod tests {
             acked += outcome.accepted;
         }
         // The last commit stays searchable.
-        assert!(total(&index) >= 50);
+        assert!(total(index) >= 50);
         let text = metrics.render(Default::default());
         assert!(
             !text.contains("codestax_collector_index_write_failures_total 0"),
@@ -601,7 +648,7 @@ mod tests {
             .unwrap();
         acked += outcome.accepted;
         eventually("every acknowledged record is searchable", || {
-            total(&index) == acked
+            total(index) == acked
         })
         .await;
         let mut hashes = Vec::new();
@@ -613,10 +660,94 @@ mod tests {
             "{text}"
         );
 
-        stop.cancel();
-        running.await.unwrap();
-        drop(ingest);
-        store.close().await;
+        running.stop().await;
+    }
+
+    /// The janitor on a disk that fails: each failed run is logged and counted, the next run
+    /// tries again, the index keeps taking records meanwhile, and once writes go through a run
+    /// deletes what has expired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_janitor_run_is_counted_and_the_next_one_deletes() {
+        let mut config = codestax_config::CollectorConfig::default();
+        let enterprise = |id: &str| codestax_config::OrgConfig {
+            id: id.into(),
+            name: None,
+            plan: codestax_config::Plan::Enterprise,
+            retention_days: Some(30),
+            legal_hold: false,
+        };
+        config.orgs = vec![enterprise("acme"), enterprise("ent")];
+        // Eight days back is another ISO week than today's: only that partition fails.
+        let old = Utc::now() - chrono::Duration::days(8);
+        let old_week = crate::index::PartitionScheme::Week
+            .key_for(old)
+            .name()
+            .to_string();
+        let faults = Faults::default();
+        let running = start(
+            &faults,
+            move |path| path.ends_with(&old_week),
+            &config,
+            Duration::from_millis(100),
+        );
+        let search = |org: &str| {
+            running
+                .index
+                .search(org, &SearchQuery::default(), 10, None)
+                .unwrap()
+                .total
+        };
+        for (org, id) in [("acme", "old0"), ("acme", "old1"), ("ent", "kept")] {
+            let mut r = record(id);
+            r.org_id = org.into();
+            r.time = old;
+            running
+                .ingest
+                .submit(org, Provenance::Collector, vec![Ok(r)], Receiver::Internal)
+                .await
+                .unwrap();
+        }
+        eventually("the old records are searchable", || {
+            search("acme") == 2 && search("ent") == 1
+        })
+        .await;
+
+        // acme's records expire; deleting them means writing the old partition, which fails.
+        faults.arm(5);
+        running.policy.set_days("acme", 3).unwrap();
+        let errors = |m: &Metrics| {
+            m.render(Default::default())
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "codestax_collector_retention_janitor_runs_total{result=\"error\"} ",
+                    )
+                    .map(|n| n.parse::<u64>().unwrap())
+                })
+                .unwrap_or(0)
+        };
+        eventually("janitor runs fail and are counted", || {
+            errors(&running.metrics) >= 2
+        })
+        .await;
+        assert_eq!(search("acme"), 2, "nothing deleted by a failed run");
+        // The index itself keeps working: new records go to this week's partition.
+        let sender = Provenance::Ingest {
+            key_id: "key_test".into(),
+        };
+        let outcome = running
+            .ingest
+            .submit("acme", sender, batch(0, 5), Receiver::Ndjson)
+            .await
+            .unwrap();
+        assert_eq!(outcome.accepted, 5);
+        eventually("new records are searchable", || search("acme") == 7).await;
+        assert_eq!(running.health.readiness(), Ok(()));
+
+        faults.disarm();
+        eventually("a run deletes the expired records", || search("acme") == 5).await;
+        assert_eq!(search("ent"), 1);
+        running.stop().await;
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};
-pub use options::{DirectoryHook, IndexOptions};
+pub use options::{DirectoryHook, IndexOptions, WrapDirectory};
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};
 pub use scan::Scan;
 pub use scheme::{PartitionKey, PartitionScheme};

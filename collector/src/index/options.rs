@@ -45,12 +45,12 @@ pub struct IndexOptions {
     pub directory: Option<DirectoryHook>,
 }
 
-/// What [`IndexOptions::directory`] holds: given a partition's path and its directory, the
-/// directory to use instead.
+/// Given a partition's path and its tantivy directory, the directory to use instead.
+pub type WrapDirectory = dyn Fn(&Path, Box<dyn Directory>) -> Box<dyn Directory> + Send + Sync;
+
+/// What [`IndexOptions::directory`] holds.
 #[derive(Clone)]
-pub struct DirectoryHook(
-    pub Arc<dyn Fn(&Path, Box<dyn Directory>) -> Box<dyn Directory> + Send + Sync>,
-);
+pub struct DirectoryHook(pub Arc<WrapDirectory>);
 
 impl fmt::Debug for DirectoryHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
