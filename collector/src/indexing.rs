@@ -448,7 +448,23 @@ mod tests {
         config: &codestax_config::CollectorConfig,
         janitor: Duration,
     ) -> Running {
-        let dir = tempfile::tempdir().unwrap();
+        start_in(
+            tempfile::tempdir().unwrap(),
+            faults,
+            applies,
+            config,
+            janitor,
+        )
+    }
+
+    /// [`start`] on the index and WAL in `dir`.
+    fn start_in(
+        dir: tempfile::TempDir,
+        faults: &Faults,
+        applies: impl Fn(&std::path::Path) -> bool + Send + Sync + 'static,
+        config: &codestax_config::CollectorConfig,
+        janitor: Duration,
+    ) -> Running {
         let (index, indexer) = AuditIndex::open(
             &dir.path().join("index"),
             IndexOptions {
@@ -747,6 +763,64 @@ mod tests {
         faults.disarm();
         eventually("a run deletes the expired records", || search("acme") == 5).await;
         assert_eq!(search("ent"), 1);
+        running.stop().await;
+    }
+
+    /// An index that holds nothing.
+    struct NoIndex;
+
+    impl IdLookup for NoIndex {
+        fn contains(&self, _: &str, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// A start whose replay of the WAL cannot be indexed: the collector starts all the same,
+    /// not ready, and indexes the records once writes go through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_that_cannot_be_indexed_at_start_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        // Records in the WAL only, as a crash before the index committed leaves them.
+        let (sink, mut batches) = mpsc::channel(16);
+        let drain = tokio::spawn(async move { while batches.recv().await.is_some() {} });
+        let (store, _) = Store::open(
+            &dir.path().join("wal"),
+            StoreOptions::default(),
+            Arc::new(NoIndex) as Arc<dyn IdLookup>,
+            [],
+            None,
+            Default::default(),
+            sink,
+            Health::default(),
+        )
+        .unwrap();
+        let records: Vec<AuditRecord> = (0..20)
+            .map(|i| {
+                let mut r = record(&format!("w{i}"));
+                r.received_at = Some(r.time);
+                r
+            })
+            .collect();
+        store.submit(records).await.unwrap();
+        store.close().await;
+        drain.await.unwrap();
+
+        let faults = Faults::default();
+        faults.arm(5);
+        let config = codestax_config::CollectorConfig::default();
+        let running = start_in(dir, &faults, |_| true, &config, Duration::from_secs(3600));
+        let failure = running
+            .health
+            .failure(Part::Index)
+            .expect("the replay failed");
+        assert_eq!(failure.code(), "index_failed");
+        assert!(running.health.is_started(), "reads are served meanwhile");
+        assert_eq!(total(&running.index), 0);
+        faults.disarm();
+        eventually("the replayed records are indexed", || {
+            running.health.readiness().is_ok() && total(&running.index) == 20
+        })
+        .await;
         running.stop().await;
     }
 
