@@ -3,9 +3,10 @@
 //! failing disk) and read by `/readyz` and by ingest, which refuses while the index cannot
 //! write.
 //!
-//! A failure is cleared by the next write that goes through, or by [`probe_writable`] passing
-//! (so `/readyz` turns 200 again on an idle collector once space returns); a failure that needs a
-//! restart ([`Failure::stuck`]) is cleared by neither.
+//! The WAL's failure is cleared by the next group it writes, or, while none comes, by
+//! [`probe_writable`] passing (so `/readyz` turns 200 again on an idle collector once space
+//! returns); the index's by a recovery that indexed what it lacked (`crate::indexing`). A failure
+//! that needs a restart ([`Failure::stuck`]) stays.
 
 use std::fmt;
 use std::io;
