@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use codestax_tests::{Agent, AgentOptions, Collector, CollectorOptions, bin, emit_line};
+use codestax_tests::{Agent, AgentOptions, Collector, CollectorOptions, bin, emit_line, tail};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -368,15 +368,6 @@ fn send_otlp(endpoint: String, settings: Settings, stop: Arc<AtomicBool>) -> Otl
     }
 }
 
-/// The last `n` bytes of `text` (on a character boundary).
-fn tail(text: &str, n: usize) -> &str {
-    let start = text.len().saturating_sub(n);
-    let start = (start..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
-    &text[start..]
-}
-
 /// Whether the agent has nothing left to send: its spool acknowledged to the end and every
 /// file it tails read to the end. False while it does not answer.
 fn agent_drained(agent: &Agent, client: &reqwest::blocking::Client) -> bool {
@@ -636,8 +627,17 @@ fn soak(rotation: Rotation) {
     let export = cli(
         work,
         &[
-            "export", "--format", "ndjson", "--output", "all.ndjson", "--url", &url, "--token",
-            &admin, "--org", ORG,
+            "export",
+            "--format",
+            "ndjson",
+            "--output",
+            "all.ndjson",
+            "--url",
+            &url,
+            "--token",
+            &admin,
+            "--org",
+            ORG,
         ],
     );
     let stderrs = |agent: &Agent, collector: &Collector| {
@@ -705,7 +705,10 @@ fn soak(rotation: Rotation) {
         stderrs(&agent, &collector)
     );
     let server = collector.get_json(&format!("/api/v1/orgs/{ORG}/audit-log/verify"), &admin);
-    assert_eq!(server["ok"], true, "seed {seed}: the collector's verify: {server}");
+    assert_eq!(
+        server["ok"], true,
+        "seed {seed}: the collector's verify: {server}"
+    );
     for (what, text) in [("agent", agent.stderr()), ("collector", collector.stderr())] {
         assert!(
             !text.contains("panicked"),
