@@ -7,6 +7,15 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+/// Whether an I/O error of this kind means the disk (or the quota) is full: the write may
+/// succeed once space is freed, so callers push back instead of failing for good.
+pub fn is_full(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// The two operations of an append whose failure the log must survive.
 pub trait Disk: Debug + Send + Sync {
     /// Writes all of `bytes` at the end of `file`.

@@ -5,13 +5,14 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use codestax_storage::{Committer, Frames, HEADER_LEN, Log, LogError};
 use tokio::sync::oneshot;
 
 use super::entry::SpoolEntry;
 use super::segment;
-use super::shared::{Shared, SpoolError, SpoolPos};
+use super::shared::{Shared, SpoolError, SpoolPos, WriteFailure};
 
 pub(crate) struct Request {
     pub(crate) entries: Vec<SpoolEntry>,
@@ -22,6 +23,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) log: Log,
     pub(crate) frames: Frames,
+    /// The last attempt to start a new segment failed.
+    pub(crate) roll_failing: bool,
 }
 
 impl Committer for Writer {
@@ -77,23 +80,12 @@ impl Writer {
         let at = match result {
             Ok(at) => at,
             Err(e) => {
-                tracing::error!(error = %e, "spool write failed");
-                let (path, kind) = match &e {
-                    LogError::Io { path, source } => (path.clone(), source.kind()),
-                    _ => (
-                        self.log.catalog().path(self.log.active_segment()),
-                        io::ErrorKind::Other,
-                    ),
-                };
-                for (reply, _) in accepted {
-                    let _ = reply.send(Err(SpoolError::Segment {
-                        path: path.clone(),
-                        source: io::Error::new(kind, e.to_string()),
-                    }));
-                }
+                let replies = accepted.into_iter().map(|(reply, _)| reply);
+                self.failed(&e, replies);
                 return;
             }
         };
+        self.succeeded();
         self.shared.used_bytes.fetch_add(written, Ordering::AcqRel);
         self.shared.committed.send_replace(SpoolPos {
             segment: at.segment,
@@ -110,10 +102,74 @@ impl Writer {
         }
     }
 
+    /// A write or fsync failed and was cut back: nothing of the group is in the spool. Each
+    /// caller is told why (a full disk apart from other failures); the first failure of a run
+    /// is logged as an error, the rest are counted in [`WriteFailure`] (the callers retry).
+    fn failed(
+        &mut self,
+        e: &LogError,
+        replies: impl Iterator<Item = oneshot::Sender<Result<SpoolPos, SpoolError>>>,
+    ) {
+        self.shared.cuts.fetch_add(1, Ordering::AcqRel);
+        let (path, kind) = match e {
+            LogError::Io { path, source } => (path.clone(), source.kind()),
+            _ => (
+                self.log.catalog().path(self.log.active_segment()),
+                io::ErrorKind::Other,
+            ),
+        };
+        let disk_full = codestax_storage::disk::is_full(kind);
+        let message = e.to_string();
+        {
+            let mut failing = self.shared.failing.lock().expect("failing lock");
+            match failing.as_mut() {
+                Some(f) => {
+                    f.failures += 1;
+                    f.disk_full = disk_full;
+                    f.message.clone_from(&message);
+                }
+                None => {
+                    tracing::error!(
+                        error = %e,
+                        disk_full,
+                        "spool write failed; intake pauses and retries until the spool can write again"
+                    );
+                    *failing = Some(WriteFailure {
+                        disk_full,
+                        message: message.clone(),
+                        since: SystemTime::now(),
+                        failures: 1,
+                    });
+                }
+            }
+        }
+        for reply in replies {
+            let (path, source) = (path.clone(), io::Error::new(kind, message.clone()));
+            let _ = reply.send(Err(if disk_full {
+                SpoolError::DiskFull { path, source }
+            } else {
+                SpoolError::Segment { path, source }
+            }));
+        }
+    }
+
+    /// An append succeeded: a run of failures, if any, is over.
+    fn succeeded(&mut self) {
+        let ended = self.shared.failing.lock().expect("failing lock").take();
+        if let Some(f) = ended {
+            tracing::warn!(
+                failures = f.failures,
+                failing_for = ?f.since.elapsed().unwrap_or_default(),
+                "spool writes succeed again; intake resumes"
+            );
+        }
+    }
+
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) {
         match self.log.roll() {
             Ok(()) => {
+                self.roll_failing = false;
                 self.shared
                     .used_bytes
                     .fetch_add(HEADER_LEN, Ordering::AcqRel);
@@ -122,10 +178,15 @@ impl Writer {
                     offset: HEADER_LEN,
                 });
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                "cannot start a new spool segment; appending to the current one"
-            ),
+            // Tried again after the next append; said once per run of failures.
+            Err(e) if !self.roll_failing => {
+                self.roll_failing = true;
+                tracing::error!(
+                    error = %e,
+                    "cannot start a new spool segment; appending to the current one"
+                );
+            }
+            Err(_) => {}
         }
     }
 }
