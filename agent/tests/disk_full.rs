@@ -189,6 +189,13 @@ async fn send_grpc(endpoint: &str, request: &ExportLogsServiceRequest) -> Answer
     let mut client = LogsServiceClient::connect(endpoint.to_string())
         .await
         .unwrap();
+    export(&mut client, request).await
+}
+
+async fn export(
+    client: &mut LogsServiceClient<tonic::transport::Channel>,
+    request: &ExportLogsServiceRequest,
+) -> Answer {
     match client.export(request.clone()).await {
         Ok(response) => {
             assert_eq!(response.into_inner().partial_success, None);
@@ -419,6 +426,114 @@ async fn a_full_data_disk_pauses_intake_and_recovers_by_itself() {
         state.accepted.len() - expected.len(),
         resume_time.as_secs_f64() * 1000.0,
         all_time.as_secs_f64() * 1000.0,
+    );
+    drop(state);
+    drop(agent);
+    drop(tmpfs);
+}
+
+/// The spool fills its own disk: the collector is away, the disk (4 MiB) is smaller than
+/// `spool.max_bytes`, lines keep coming, small OTLP requests take what is left. Intake pauses
+/// on the full disk; once the collector is back the agent must still be able to persist what
+/// was acknowledged (its position, the file checkpoints) before it deletes segments, so the
+/// spool leaves room for that: the disk frees itself and every line arrives. (Without that
+/// room the acknowledged position could not be written and the agent stayed stuck.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_fills_its_own_disk_frees_it_when_the_collector_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let tmpfs = match Tmpfs::mount(&dir.path().join("data"), 4) {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: a_spool_that_fills_its_own_disk_frees_it_when_the_collector_is_back: \
+                 {why} (needs root to mount tmpfs)"
+            );
+            return;
+        }
+    };
+    let mut sink = Sink::start().await;
+    let options = AgentOptions {
+        include: vec![format!("{}/app.log", logs.display())],
+        spool_max_bytes: 64 << 20,
+        spool_segment_bytes: 128 << 10,
+        batch_max_records: 500,
+        batch_max_wait: "20ms".into(),
+        retry_max_backoff: "200ms".into(),
+        bin: Some(env!("CARGO_BIN_EXE_codestax-agent").into()),
+        ..AgentOptions::default()
+    };
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
+    sink.pause().await;
+    let log = logs.join("app.log");
+    let mut expected = BTreeSet::new();
+    let mut next = 0u64;
+    // About 7 MiB of lines for a 4 MiB disk.
+    while next < 15_000 {
+        let text: String = (next..next + 1000)
+            .map(|i| {
+                expected.insert(format!("n={i}"));
+                emit_line(None, &format!("n={i}"), "scan.triggered", 200)
+            })
+            .collect();
+        next += 1000;
+        append(&log, &text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused = block_in_place(|| {
+        wait_for(Duration::from_secs(30), || {
+            agent.health().1["status"] == "spool_disk_full"
+        })
+    });
+    assert!(
+        paused,
+        "{}\n{}",
+        block_in_place(|| agent.health()).1,
+        agent.stderr()
+    );
+    // OTLP requests take what is left, smaller and smaller, to the last page.
+    let mut client = LogsServiceClient::connect(agent.otlp_grpc_endpoint())
+        .await
+        .unwrap();
+    for records in [20, 1] {
+        for i in 0..2000 {
+            let (request, messages) = otlp_request(&format!("last-{records}-{i}"), records);
+            match export(&mut client, &request).await {
+                Answer::Stored => expected.extend(messages),
+                Answer::DiskFull => break,
+            }
+        }
+    }
+
+    let back = Instant::now();
+    sink.resume().await;
+    let complete = sink
+        .wait_for(Duration::from_secs(40), |s| s.has_all(&expected))
+        .await;
+    let all_time = back.elapsed();
+    let health = block_in_place(|| agent.health());
+    let stopped = block_in_place(|| agent.stop());
+    let stderr = agent.stderr();
+    let state = sink.state.lock().unwrap();
+    assert!(
+        complete,
+        "{} of {} delivered; health {health:?}\n{stderr}",
+        state.accepted.len(),
+        expected.len()
+    );
+    if let Err(wrong) = state.delivered_once(&expected) {
+        panic!("{wrong}\n{stderr}");
+    }
+    assert!(stopped, "SIGTERM: exit 0\n{stderr}");
+    if std::env::var_os("SHOW_AGENT_STDERR").is_some() {
+        eprintln!("{stderr}");
+    }
+    eprintln!(
+        "own disk full: {} records through a 4 MiB disk; all delivered {:.0} ms after the \
+         collector came back",
+        expected.len(),
+        all_time.as_secs_f64() * 1000.0
     );
     drop(state);
     drop(agent);

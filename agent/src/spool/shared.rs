@@ -96,9 +96,10 @@ pub(crate) struct Shared {
     pub(super) acked: Mutex<SpoolPos>,
     /// End of the fsynced data: what readers may read.
     pub(super) committed: watch::Sender<SpoolPos>,
-    /// Failed writes cut back so far. Bumped before the next commit is published, so a reader
-    /// that sees a committed end past a cut also sees the cut (and drops what it had buffered
-    /// of the file beyond the old end: those bytes were never committed).
+    /// Runs of failed writes ended so far. Bumped by the first append that succeeds after
+    /// failed ones, before its committed end is published: a reader that sees that end sees the
+    /// bump, and drops what it had buffered of the file beyond the old end (bytes of failed
+    /// writes, since cut back, never committed).
     pub(super) cuts: AtomicU64,
     /// Set while appends fail on the disk, cleared by the next append that succeeds.
     pub(super) failing: Mutex<Option<WriteFailure>>,

@@ -331,7 +331,7 @@ fn a_failed_append_leaves_nothing_and_the_next_one_lands() {
         let err = spool.append_blocking(refused.clone()).unwrap_err();
         assert_eq!(err.is_disk_full(), disk_full, "{fault:?}: {err}");
         let expected_kind = match fault {
-            Fault::Write(kind) | Fault::Sync(kind) => kind,
+            Fault::Write(kind) | Fault::Sync(kind) | Fault::Truncate(kind) => kind,
         };
         match &err {
             SpoolError::DiskFull { path, source } | SpoolError::Segment { path, source } => {
@@ -382,6 +382,53 @@ fn a_failed_append_leaves_nothing_and_the_next_one_lands() {
         assert_eq!(recovery.file_positions.len(), 1, "{fault:?}");
         assert_eq!(records(&read_all(&spool)), acknowledged, "{fault:?}");
     }
+}
+
+/// EIO on the write, and on its rollback too: the half-written batch stays in the file past
+/// the committed end and the log refuses writes; each later append tries the rollback again,
+/// and once it succeeds the spool takes writes. A reader that was reading meanwhile, and a
+/// reopen, see exactly the records acknowledged.
+#[test]
+fn a_failed_rollback_is_tried_again_until_the_spool_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let (spool, _) = Spool::open_on(dir.path(), SMALL, Arc::new(disk.clone())).unwrap();
+    let mut acknowledged: Vec<SpoolEntry> = (0..5).map(record).collect();
+    spool.append_blocking(acknowledged.clone()).unwrap();
+    let mut reader = spool.reader();
+    assert_eq!(reader.try_next().unwrap().unwrap().entry, record(0));
+    let len = fs::metadata(last_segment(dir.path())).unwrap().len();
+
+    disk.arm(Fault::Write(io::ErrorKind::Other));
+    disk.arm(Fault::Truncate(io::ErrorKind::Other));
+    disk.arm(Fault::Truncate(io::ErrorKind::Other));
+    let batch: Vec<_> = (100..130).map(record).collect();
+    let err = spool.append_blocking(batch.clone()).unwrap_err();
+    assert!(!err.is_disk_full(), "{err}");
+    assert!(
+        fs::metadata(last_segment(dir.path())).unwrap().len() > len,
+        "the half batch is still there"
+    );
+    assert_eq!(records(&read_all(&spool)), acknowledged);
+    let err = spool.append_blocking(batch.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("could not be rolled back"),
+        "{err}"
+    );
+    assert_eq!(spool.write_failure().unwrap().failures, 2);
+
+    spool.append_blocking(batch.clone()).unwrap();
+    assert_eq!(spool.write_failure(), None);
+    acknowledged.extend(batch);
+    let mut rest = Vec::new();
+    while let Some(e) = reader.try_next().unwrap() {
+        rest.push(e.entry);
+    }
+    assert_eq!(rest[..], acknowledged[1..]);
+    drop((reader, spool));
+    let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+    assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+    assert_eq!(records(&read_all(&spool)), acknowledged);
 }
 
 /// A failed append whose tail the log could not know about: a restart with the half-written
