@@ -27,7 +27,7 @@ pub struct Metrics {
     /// Entries written to the quarantine file, by reason kind.
     pub quarantined: Family<Labels, Counter>,
     /// OTLP log records refused to the sender, by reason (`invalid`, `spool_full`,
-    /// `spool_disk_full`, `spool_write_error`).
+    /// `spool_disk_full`, `spool_write_error`, `unavailable`).
     pub otlp_refused: Family<Labels, Counter>,
     /// Bytes in spool segments on disk.
     pub spool_bytes: Gauge<u64, AtomicU64>,
@@ -154,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "last_error_time_seconds",
-            "Unix time of the last forwarding error, 0 if none",
+            "Unix time of the last error (forwarding, or writing the data directory), 0 if none",
             m.last_error_time.clone(),
         );
         Metrics { registry, ..m }

@@ -246,6 +246,21 @@ fn send_http(url: &str, request: &ExportLogsServiceRequest) -> Answer {
     }
 }
 
+/// A directory for an agent whose `data/` is a tmpfs of `mib` MiB (its `logs/` on the normal
+/// disk); `None`, after a loud SKIPPED line, where mounting is refused.
+fn data_on_tmpfs(test: &str, mib: u64) -> Option<(tempfile::TempDir, std::path::PathBuf, Tmpfs)> {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    match Tmpfs::mount(&dir.path().join("data"), mib) {
+        Ok(tmpfs) => Some((dir, logs, tmpfs)),
+        Err(why) => {
+            eprintln!("SKIPPED: {test}: {why} (needs root to mount tmpfs)");
+            None
+        }
+    }
+}
+
 /// The real agent, its data directory on a 16 MiB tmpfs, its emit file on the normal disk.
 /// A ballast file fills the tmpfs; lines keep being written and OTLP requests keep coming (they
 /// get 503 / UNAVAILABLE with a retry hint saying the disk is full, never a success that is
@@ -254,18 +269,10 @@ fn send_http(url: &str, request: &ExportLogsServiceRequest) -> Answer {
 /// one id; the quarantine holds the one bad line, whole. Prints how long recovery took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_data_disk_pauses_intake_and_recovers_by_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    fs::create_dir_all(&logs).unwrap();
-    let tmpfs = match Tmpfs::mount(&dir.path().join("data"), 16) {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED: a_full_data_disk_pauses_intake_and_recovers_by_itself: {why} \
-                 (needs root to mount tmpfs)"
-            );
-            return;
-        }
+    let Some((dir, logs, tmpfs)) =
+        data_on_tmpfs("a_full_data_disk_pauses_intake_and_recovers_by_itself", 16)
+    else {
+        return;
     };
     let sink = Sink::start().await;
     let options = AgentOptions {
@@ -440,18 +447,11 @@ async fn a_full_data_disk_pauses_intake_and_recovers_by_itself() {
 /// room the acknowledged position could not be written and the agent stayed stuck.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_that_fills_its_own_disk_frees_it_when_the_collector_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    fs::create_dir_all(&logs).unwrap();
-    let tmpfs = match Tmpfs::mount(&dir.path().join("data"), 4) {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED: a_spool_that_fills_its_own_disk_frees_it_when_the_collector_is_back: \
-                 {why} (needs root to mount tmpfs)"
-            );
-            return;
-        }
+    let Some((dir, logs, tmpfs)) = data_on_tmpfs(
+        "a_spool_that_fills_its_own_disk_frees_it_when_the_collector_is_back",
+        4,
+    ) else {
+        return;
     };
     let mut sink = Sink::start().await;
     let options = AgentOptions {

@@ -26,7 +26,7 @@ impl Tmpfs {
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "mount -t tmpfs at {}: {}{}",
+                "mount -t tmpfs at {} ({}): {}",
                 at.display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim_end()

@@ -123,7 +123,7 @@ impl OtlpIntake {
             Err(e) => {
                 tracing::error!(error = %e, "cannot spool OTLP records");
                 self.metrics.set_last_error(e.to_string());
-                Metrics::count(&self.metrics.otlp_refused, "reason", "spool_write_error", n);
+                Metrics::count(&self.metrics.otlp_refused, "reason", "unavailable", n);
                 Err(IntakeError::Unavailable)
             }
         }

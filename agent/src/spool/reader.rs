@@ -53,9 +53,10 @@ impl SpoolReader {
     pub fn try_next(&mut self) -> Result<Option<ReadEntry>, SpoolError> {
         loop {
             let committed = *self.committed.borrow_and_update();
-            // Read after the committed end: a write cut back before that end was published is
-            // seen here. The segment reader may have buffered the cut bytes (read while they were
-            // on disk); what was written in their place since must be read from the file.
+            // Loaded after the committed end: an end published past failed writes comes with a
+            // bump seen here. The segment reader may have buffered bytes of those writes (read
+            // while they were in the file, before they were cut); what was written in their place
+            // since must be read from the file.
             let cuts = self.shared.cuts.load(Ordering::Acquire);
             if cuts != self.cuts {
                 self.cuts = cuts;
