@@ -26,7 +26,8 @@ pub struct Metrics {
     pub records_rejected: Counter,
     /// Entries written to the quarantine file, by reason kind.
     pub quarantined: Family<Labels, Counter>,
-    /// OTLP log records refused to the sender, by reason (`invalid`, `spool_full`).
+    /// OTLP log records refused to the sender, by reason (`invalid`, `spool_full`,
+    /// `spool_disk_full`, `spool_write_error`, `unavailable`).
     pub otlp_refused: Family<Labels, Counter>,
     /// Bytes in spool segments on disk.
     pub spool_bytes: Gauge<u64, AtomicU64>,
@@ -42,7 +43,11 @@ pub struct Metrics {
     pub retries: Counter,
     /// Damaged spool tails cut off at start-up.
     pub spool_damaged: Counter,
-    /// Unix time (seconds) of the last forwarding error, 0 if none.
+    /// Failed writes to the data directory, by `file` (`spool`, `acked`, `checkpoints`,
+    /// `quarantine`) and `kind` (`disk_full`, `io`); each is retried.
+    pub disk_write_errors: Family<Labels, Counter>,
+    /// Unix time (seconds) of the last error (forwarding, or writing the data directory), 0 if
+    /// none.
     pub last_error_time: Gauge<u64, AtomicU64>,
     last_error: Mutex<Option<String>>,
 }
@@ -71,6 +76,7 @@ impl Metrics {
             spool_full_pauses: Counter::default(),
             retries: Counter::default(),
             spool_damaged: Counter::default(),
+            disk_write_errors: Family::default(),
             last_error_time: Gauge::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
@@ -142,8 +148,13 @@ impl Metrics {
             m.spool_damaged.clone(),
         );
         registry.register(
+            "disk_write_errors",
+            "Failed writes to the data directory (retried), by file and kind (disk_full, io)",
+            m.disk_write_errors.clone(),
+        );
+        registry.register(
             "last_error_time_seconds",
-            "Unix time of the last forwarding error, 0 if none",
+            "Unix time of the last error (forwarding, or writing the data directory), 0 if none",
             m.last_error_time.clone(),
         );
         Metrics { registry, ..m }
@@ -154,6 +165,19 @@ impl Metrics {
         family
             .get_or_create(&vec![(key.to_string(), value.to_string())])
             .inc_by(n);
+    }
+
+    /// Counts a failed write to the data directory (`file` is the label: `spool`, `acked`,
+    /// `checkpoints`, `quarantine`) and remembers it as the last error.
+    pub fn write_failed(&self, file: &'static str, disk_full: bool, error: impl Into<String>) {
+        let kind = if disk_full { "disk_full" } else { "io" };
+        self.disk_write_errors
+            .get_or_create(&vec![
+                ("file".to_string(), file.to_string()),
+                ("kind".to_string(), kind.to_string()),
+            ])
+            .inc();
+        self.set_last_error(error);
     }
 
     /// Sets the lag of a tailed file.

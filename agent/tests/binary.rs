@@ -5,18 +5,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use codestax_common::otlp::to_log_record;
-use codestax_common::{Rules, parse_json_line};
 use codestax_harness::{Agent, AgentOptions, emit_line};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use support::Sink;
 use tokio::task::block_in_place;
 
@@ -120,24 +116,14 @@ impl Writer {
 }
 
 async fn send_otlp(endpoint: String, round: u64, written: &mut BTreeSet<String>) {
-    let logs = (0..10)
-        .map(|i| {
+    let request = support::otlp_request(
+        (0..10).map(|i| {
             let message = format!("otlp {round}-{i}");
             written.insert(message.clone());
-            let id = format!("o-{round}-{i}");
-            let line = emit_line(Some(&id), &message, "scan.triggered", 0);
-            to_log_record(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
-        })
-        .collect();
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: logs,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+            (format!("o-{round}-{i}"), message)
+        }),
+        0,
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut client) = LogsServiceClient::connect(endpoint.clone()).await
@@ -211,14 +197,7 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
 
     let expected = writer.written.clone();
     let complete = sink
-        .wait_for(Duration::from_secs(60), |s| {
-            let got: BTreeSet<&String> = s
-                .accepted
-                .iter()
-                .filter_map(|r| r.message.as_ref())
-                .collect();
-            expected.iter().all(|m| got.contains(m))
-        })
+        .wait_for(Duration::from_secs(60), |s| s.has_all(&expected))
         .await;
 
     // SIGTERM: a clean stop with status 0.
@@ -226,30 +205,12 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
     let stderr = agent.stderr();
 
     let state = sink.state.lock().unwrap();
-    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &state.accepted {
-        ids_by_message
-            .entry(r.message.clone().unwrap_or_default())
-            .or_default()
-            .insert(r.id().to_string());
-    }
-    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
-    let missing: Vec<_> = expected.difference(&got).take(20).collect();
-    assert!(
-        complete && missing.is_empty(),
-        "seed {seed}: missing {missing:?}\nagent stderr:\n{stderr}"
-    );
-    let unexpected: Vec<_> = got.difference(&expected).collect();
-    assert!(
-        unexpected.is_empty(),
-        "seed {seed}: never written: {unexpected:?}"
-    );
-    for (message, ids) in &ids_by_message {
-        assert_eq!(
-            ids.len(),
-            1,
-            "seed {seed}: {message} arrived under several ids {ids:?}"
-        );
+    if let Err(wrong) = state.delivered_once(&expected).and(if complete {
+        Ok(())
+    } else {
+        Err("not all delivered within 60 s".into())
+    }) {
+        panic!("seed {seed}: {wrong}\nagent stderr:\n{stderr}");
     }
     assert!(state.rejected.is_empty());
     assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");

@@ -22,6 +22,6 @@ pub use binaries::bin;
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
 pub use fixtures::{emit_line, emit_with_sdk, record};
-pub use process::{Process, proc_status_kib};
+pub use process::{Process, proc_status_kib, tail};
 pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

@@ -385,8 +385,14 @@ impl FileTailer {
                 false
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot append to the spool; pausing file intake");
-                self.metrics.set_last_error(e.to_string());
+                if matches!(e, SpoolError::DiskFull { .. } | SpoolError::Segment { .. }) {
+                    // The spool's writer logs the first failure of a run; each is counted.
+                    self.metrics
+                        .write_failed("spool", e.is_disk_full(), e.to_string());
+                } else {
+                    tracing::error!(error = %e, "cannot append to the spool; pausing file intake");
+                    self.metrics.set_last_error(e.to_string());
+                }
                 self.back_off(&polled, Duration::from_secs(1));
                 false
             }
@@ -399,11 +405,13 @@ impl FileTailer {
     }
 
     /// Forgets what was read of these files after their committed positions; they are read
-    /// again.
+    /// again (their lag shows what waits).
     fn rewind(&mut self, polled: &[(FileKey, Chunk)]) {
         for (key, _) in polled {
             if let Some(file) = self.files.get_mut(key) {
                 file.rewind();
+                self.metrics
+                    .set_file_lag(&file.path.display().to_string(), file.lag());
             }
             self.dirty.insert(*key);
         }
@@ -444,14 +452,17 @@ impl FileTailer {
             }
         }
         for (key, why) in released {
+            // Its unterminated last line is quarantined first; should that fail (a full disk),
+            // the file is kept and released on a later call.
+            if let Some(entry) = self.files.get(&key).and_then(TailedFile::unterminated)
+                && let Err(e) = self.quarantine.write(&[entry])
+            {
+                tracing::error!(error = %e, "cannot write the quarantine; the file is released later");
+                continue;
+            }
             let Some(file) = self.files.remove(&key) else {
                 continue;
             };
-            if let Some(entry) = file.unterminated()
-                && let Err(e) = self.quarantine.write(&[entry])
-            {
-                tracing::error!(error = %e, "cannot write the quarantine");
-            }
             match (why, file.current_path()) {
                 // Renamed out of the globs and still there: its checkpoint follows it (should it
                 // come back), until it is gone (see forget_gone).
@@ -496,7 +507,10 @@ impl FileTailer {
     /// Writes the checkpoint table (at shutdown and now and then).
     pub fn persist(&self) {
         if let Err(e) = self.checkpoints.persist() {
+            // Still marked changed: written again at the next call.
             tracing::error!(error = %e, "cannot persist checkpoints");
+            self.metrics
+                .write_failed("checkpoints", e.is_disk_full(), e.to_string());
         }
     }
 
