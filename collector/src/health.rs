@@ -6,7 +6,7 @@
 //! The WAL's failure is cleared by the next group it writes, or, while none comes, by
 //! [`probe_writable`] passing (so `/readyz` turns 200 again on an idle collector once space
 //! returns); the index's by a recovery that indexed what it lacked (`crate::indexing`). A failure
-//! that needs a restart ([`Failure::stuck`]) stays.
+//! that room on the disk does not end ([`Failure::until_written`]) is left to the next write.
 
 use std::fmt;
 use std::io;
@@ -47,8 +47,9 @@ enum Cause {
     Full,
     /// Any other I/O error (EIO...).
     Io,
-    /// Cannot recover without a restart (a write that could not be rolled back).
-    Stuck,
+    /// Only a write that goes through ends it (a failed write not rolled back yet: room on the
+    /// disk says nothing about it).
+    UntilWritten,
     /// Not an I/O error (the log has the details).
     Other,
 }
@@ -84,11 +85,11 @@ impl Failure {
         }
     }
 
-    /// A failure of `part` that only a restart clears.
-    pub fn stuck(part: Part, detail: impl Into<String>) -> Failure {
+    /// A failure of `part` that only a write that goes through clears, not the probe.
+    pub fn until_written(part: Part, detail: impl Into<String>) -> Failure {
         Failure {
             part,
-            cause: Cause::Stuck,
+            cause: Cause::UntilWritten,
             detail: detail.into(),
         }
     }
@@ -123,11 +124,7 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} cannot be written: {}", self.part.noun(), self.detail)?;
-        if self.cause == Cause::Stuck {
-            write!(f, " (restart the collector)")?;
-        }
-        Ok(())
+        write!(f, "{} cannot be written: {}", self.part.noun(), self.detail)
     }
 }
 
@@ -214,14 +211,9 @@ impl Health {
         was_ok
     }
 
-    /// Records that `part` writes again; returns the failure it had, if any. A failure that
-    /// needs a restart stays.
+    /// Records that `part` writes again; returns the failure it had, if any.
     pub fn recover(&self, part: Part) -> Option<Failure> {
-        let slot = &mut self.failures()[part.index()];
-        if slot.as_ref().is_some_and(|f| f.cause == Cause::Stuck) {
-            return None;
-        }
-        slot.take()
+        self.failures()[part.index()].take()
     }
 
     /// Why `part` cannot write, if it cannot.
@@ -284,7 +276,7 @@ pub async fn probe_while_failing(
         let Some(failure) = health.failure(part) else {
             continue;
         };
-        if failure.cause == Cause::Stuck {
+        if failure.cause == Cause::UntilWritten {
             continue;
         }
         let probed = {
@@ -340,17 +332,40 @@ mod tests {
         assert_eq!(h.readiness(), Ok(()));
     }
 
-    #[test]
-    fn a_stuck_failure_stays_until_restart() {
+    /// A failure the probe cannot end is left to the next write, which ends it.
+    #[tokio::test]
+    async fn the_probe_clears_only_what_room_on_the_disk_ends() {
+        let dir = tempfile::tempdir().unwrap();
         let h = Health::default();
         h.set_started();
-        h.fail(Failure::stuck(
+        let stop = tokio_util::sync::CancellationToken::new();
+        let probe = tokio::spawn(probe_while_failing(
+            h.clone(),
             Part::Wal,
-            "a write could not be rolled back",
+            dir.path().to_path_buf(),
+            Duration::from_millis(10),
+            stop.clone(),
         ));
-        assert_eq!(h.recover(Part::Wal), None);
-        let text = h.readiness().unwrap_err().to_string();
-        assert!(text.ends_with("(restart the collector)"), "{text}");
+        h.fail(Failure::until_written(
+            Part::Wal,
+            "a failed write is not rolled back yet",
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(h.failure(Part::Wal).is_some(), "the probe left it");
+        assert!(h.recover(Part::Wal).is_some(), "a write ends it");
+
+        h.fail(full(Part::Wal));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while h.failure(Part::Wal).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe never cleared it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(h.readiness(), Ok(()));
+        stop.cancel();
+        probe.await.unwrap();
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub enum WalError {
     EntryTooLarge { len: usize },
     #[error("WAL entries may not be empty")]
     EmptyEntry,
-    #[error("WAL segment {} could not be rolled back after a failed write; reopen the WAL", .path.display())]
+    #[error("WAL segment {} could not be rolled back after a failed write; no write is taken until it is", .path.display())]
     Poisoned { path: PathBuf },
 }
 
@@ -125,11 +125,14 @@ impl WalError {
     pub fn failure(&self) -> Failure {
         match self {
             WalError::Io { source, .. } => Failure::io(Part::Wal, source),
-            WalError::Poisoned { .. } => {
-                Failure::stuck(Part::Wal, "a failed write could not be rolled back")
-            }
-            WalError::Corrupt { .. } => Failure::stuck(Part::Wal, "a segment is corrupt"),
-            other => Failure::other(Part::Wal, other.to_string()),
+            WalError::Poisoned { .. } => Failure::until_written(
+                Part::Wal,
+                "a failed write could not be rolled back yet; the next write tries again",
+            ),
+            _ => Failure::other(
+                Part::Wal,
+                "an internal error; the collector's log has the details",
+            ),
         }
     }
 }

@@ -1192,6 +1192,28 @@ mod tests {
         for (_, r, json) in &read {
             assert_eq!(json, &r.canonical_json());
         }
+
+        // A failed write whose rollback fails too: the WAL takes nothing until a rollback goes
+        // through, and the health says so (a failure the probe leaves alone); the next write
+        // rolls back first, then goes through.
+        let e = record("acme", "e");
+        disk.arm(Fault::Write(io::ErrorKind::Other));
+        disk.arm(Fault::Truncate(io::ErrorKind::Other));
+        disk.arm(Fault::Truncate(io::ErrorKind::Other));
+        store.submit(vec![e.clone()]).await.unwrap_err();
+        let err = store.submit(vec![e.clone()]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Storage { source, .. } if matches!(**source, WalError::Poisoned { .. })),
+            "{err:?}"
+        );
+        let failure = health.failure(Part::Wal).unwrap();
+        assert_eq!(failure.code(), "wal_failed");
+        assert!(failure.to_string().contains("rolled back"), "{failure}");
+        assert_eq!(
+            store.submit(vec![e.clone()]).await.unwrap(),
+            vec![stored(3)]
+        );
+        assert_eq!(health.failure(Part::Wal), None);
         store.close().await;
 
         let (store, replay, _) = open(
@@ -1201,13 +1223,13 @@ mod tests {
             None,
             vec![],
         );
-        assert_eq!(unchained(&replay), vec![(0, a), (1, b), (2, c)]);
+        assert_eq!(unchained(&replay), vec![(0, a), (1, b), (2, c), (3, e)]);
         // The failed groups left no hole in the chain.
         let seqs: Vec<_> = replay.iter().map(|(_, r)| r.seq.unwrap()).collect();
-        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(
             store.submit(vec![record("acme", "d")]).await.unwrap(),
-            vec![stored(3)]
+            vec![stored(4)]
         );
         store.close().await;
     }
