@@ -2,22 +2,24 @@
 //! reads every file with new data, and appends the records with the files' positions to the
 //! spool in one fsynced step per round.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use codestax_common::Rules;
-use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::FileSettings;
+use super::rediscovery::{self, Found, MTIME_SLACK, key_of};
 use super::tailer::{Chunk, Leaving, Status, TailedFile};
-use crate::checkpoint::{CheckpointStore, FileKey};
+use crate::checkpoint::{Checkpoint, CheckpointStore, FileKey};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
 use crate::spool::{PendingAppend, Spool, SpoolEntry, SpoolError};
@@ -37,6 +39,10 @@ pub struct FileServerOptions {
     pub round_bytes: usize,
     /// Wait before trying again when the spool is full.
     pub full_pause: Duration,
+    /// A checkpointed file looked for and not found is given up (and reported) when it is
+    /// still not found at a later discovery at least this long after (a file renamed while
+    /// its directory was listed can be missed once).
+    pub lost_after: Duration,
 }
 
 impl FileServerOptions {
@@ -49,6 +55,7 @@ impl FileServerOptions {
             read_bytes: (1 << 20).min(quarter / 2),
             round_bytes: (8 << 20).min(quarter),
             full_pause: Duration::from_millis(200),
+            lost_after: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +92,16 @@ pub struct FileTailer {
     in_flight: Option<InFlight>,
     /// Reads the lines of every file (one record's strings, reused line after line).
     parser: LineParser,
+    /// Discoveries so far.
+    discoveries: u64,
+    /// Checkpointed files looked for and not found: at which discovery and when first missed.
+    missing: HashMap<FileKey, (u64, Instant)>,
+    /// Look for files rotated out of the globs unseen at the next discovery (at start-up,
+    /// after lost events, after a rename away from a watched name).
+    look_for_rotated: bool,
+    /// Files renamed away from a watched name to one the globs do not match, with their key
+    /// then and their source: adopted at the next discovery unless tailed.
+    renamed: Vec<(PathBuf, FileKey, Arc<FileSettings>)>,
 }
 
 /// An append of a round, on its way to the spool.
@@ -120,23 +137,33 @@ impl FileTailer {
             one_file_per_round: false,
             in_flight: None,
             parser: LineParser::default(),
+            discoveries: 0,
+            missing: HashMap::new(),
+            look_for_rotated: true,
+            renamed: Vec::new(),
         }
     }
 
     /// Expands every glob: opens new files, follows renames, and starts finishing files that
-    /// left the globs. Every file is polled afterwards (the safety net for missed events).
+    /// left the globs. Then finds again the files that moved while not tailed (see
+    /// [`Self::find_elsewhere`], [`Self::adopt_rotated`], [`Self::renamed`]). Every file is
+    /// polled afterwards (the safety net for missed events).
     pub fn discover(&mut self) {
+        let started = SystemTime::now();
+        // Files modified since the last look at every watched name that have no checkpoint
+        // were never seen (taken before this discovery moves it).
+        let since = self.checkpoints.seen_at();
+        let watched = self.watched_names();
+        self.discoveries += 1;
         let now = Instant::now();
+        let mut changed = false;
         let mut seen = HashSet::new();
         for source in &self.sources {
             for path in source.globs.expand() {
                 let Ok(meta) = fs::metadata(&path) else {
                     continue;
                 };
-                let key = FileKey {
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                };
+                let key = key_of(&meta);
                 if !seen.insert(key) {
                     continue; // Another path (or an earlier source) has it.
                 }
@@ -155,6 +182,7 @@ impl FileTailer {
                         Ok(file) if file.key == key => {
                             tracing::info!(path = %path.display(), offset = file.position().offset, "tailing file");
                             self.files.insert(key, file);
+                            changed = true;
                         }
                         Ok(_) => continue, // Replaced between stat and open: next round.
                         Err(e) => {
@@ -178,6 +206,13 @@ impl FileTailer {
                 };
             }
         }
+        changed |= self.adopt_renamed();
+        changed |= self.find_elsewhere(now);
+        if std::mem::take(&mut self.look_for_rotated)
+            && let Some(since) = since
+        {
+            changed |= self.adopt_rotated(&watched, since);
+        }
         self.by_path = self
             .files
             .iter()
@@ -185,25 +220,300 @@ impl FileTailer {
             .collect();
         self.dirty.extend(self.files.keys().copied());
         self.metrics.files_open.set(self.files.len() as u64);
-        self.forget_gone();
+        // Every file under a watched name when this discovery started is in the table now.
+        self.checkpoints.mark_seen(started);
+        if changed {
+            // New files (and files given up) are in the table on disk before any of their
+            // records is spooled: should they go while the agent is down, what was not read of
+            // them is known.
+            self.persist();
+        }
     }
 
-    /// Drops the checkpoints of files not tailed any more that are gone from where they were
-    /// last seen (deleted, or renamed again after they left the globs).
-    fn forget_gone(&self) {
-        let dropped = self.checkpoints.forget_gone(
+    /// The watched names (paths the globs match) of the files tailed and of the checkpoints,
+    /// with their source: the names that rotated files are named after.
+    fn watched_names(&self) -> Vec<(PathBuf, Arc<FileSettings>)> {
+        let mut names: Vec<(PathBuf, Arc<FileSettings>)> = Vec::new();
+        let checkpointed = self.checkpoints.all().into_iter().filter_map(|c| c.path);
+        let tailed = self.files.values().map(|f| f.path.clone());
+        for path in checkpointed.chain(tailed) {
+            if names.iter().any(|(p, _)| *p == path) {
+                continue;
+            }
+            if let Some(source) = self.sources.iter().find(|s| s.globs.matches(&path)) {
+                names.push((path, source.clone()));
+            }
+        }
+        names
+    }
+
+    /// The source a file found outside the globs belongs to: the one whose globs match where
+    /// it was, else the one that watches where it is now.
+    fn source_of(&self, was: Option<&Path>, now_at: &Path) -> Arc<FileSettings> {
+        was.and_then(|was| self.sources.iter().find(|s| s.globs.matches(was)))
+            .or_else(|| {
+                self.sources.iter().find(|s| {
+                    s.globs
+                        .watch_dirs()
+                        .iter()
+                        .any(|(dir, _)| now_at.starts_with(dir))
+                })
+            })
+            .unwrap_or(&self.sources[0])
+            .clone()
+    }
+
+    /// Opens a file found outside the globs to read it to its end (from its checkpoint, or from
+    /// its start) and let it go, like a file renamed out of the globs while tailed.
+    fn adopt(&mut self, path: &Path, settings: Arc<FileSettings>, why: &str) -> bool {
+        match TailedFile::open(path, settings, &self.checkpoints) {
+            Ok(mut file) => {
+                if self.files.contains_key(&file.key) {
+                    return false;
+                }
+                tracing::info!(path = %path.display(), offset = file.position().offset, "{why}; reading it to its end");
+                file.status = Status::Finishing {
+                    why: Leaving::OutOfGlob,
+                    idle_since: Instant::now(),
+                };
+                self.files.insert(file.key, file);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "{why}, but it cannot be opened");
+                false
+            }
+        }
+    }
+
+    /// Checkpointed files that are not tailed and not where they were last seen (renamed while
+    /// the agent was down, or shifted by a rotation after they were released) are looked for by
+    /// key in their own directories and in the watched ones. One found with the first bytes and
+    /// the bytes before the offset of its checkpoint is read from there to its end; one not
+    /// found (or another file under its inode) is gone: reported if it was not read to its end,
+    /// and forgotten. Costs a walk of those directories per discovery while such checkpoints
+    /// exist; none otherwise.
+    fn find_elsewhere(&mut self, now: Instant) -> bool {
+        let lost = self.checkpoints.elsewhere(
             |key| self.files.contains_key(&key),
             |path, key| {
                 fs::metadata(path).map_or_else(
                     // Only "not found" means gone; anything else keeps the checkpoint.
                     |e| e.kind() != io::ErrorKind::NotFound,
-                    |m| m.dev() == key.dev && m.ino() == key.ino,
+                    |m| key_of(&m) == key,
                 )
             },
         );
-        if dropped > 0 {
-            tracing::debug!(dropped, "checkpoints of files that are gone dropped");
+        self.missing
+            .retain(|key, _| lost.iter().any(|c| c.position.key == *key));
+        if lost.is_empty() {
+            return false;
         }
+        let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
+        let own = lost
+            .iter()
+            .filter_map(|c| Some((c.path.as_deref()?.parent()?.to_path_buf(), Some(0))));
+        let watched = self.sources.iter().flat_map(|s| {
+            s.globs
+                .watch_dirs()
+                .into_iter()
+                .map(|(dir, recursive)| (dir, if recursive { None } else { Some(0) }))
+        });
+        for (dir, depth) in own.chain(watched) {
+            match dirs.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, d)) if depth.is_none() => *d = None,
+                Some(_) => {}
+                None => dirs.push((dir, depth)),
+            }
+        }
+        let keys: HashSet<FileKey> = lost.iter().map(|c| c.position.key).collect();
+        let found = rediscovery::locate(&keys, &dirs);
+        let mut changed = false;
+        for checkpoint in lost {
+            let key = checkpoint.position.key;
+            let outcome = found
+                .get(&key)
+                .map(|path| (path, rediscovery::compare(path, &checkpoint.position)));
+            match outcome {
+                Some((path, Ok(Found::Same { size }))) => {
+                    self.missing.remove(&key);
+                    if checkpoint.finished && checkpoint.size.is_some_and(|s| size <= s) {
+                        // Read and released before; only renamed since (a rotation shifting
+                        // the older files).
+                        tracing::debug!(path = %path.display(), "released file renamed; following it");
+                        self.checkpoints.settle(checkpoint.position, path);
+                    } else {
+                        let source = self.source_of(checkpoint.path.as_deref(), path);
+                        self.adopt(
+                            path,
+                            source,
+                            "file found again after it moved while not tailed",
+                        );
+                    }
+                    changed = true;
+                }
+                Some((_, Ok(Found::Other))) => {
+                    self.gone(&checkpoint, "its inode now holds another file");
+                    changed = true;
+                }
+                Some((_, Ok(Found::Moved) | Err(_))) | None => {
+                    let (at, since) = *self.missing.entry(key).or_insert((self.discoveries, now));
+                    if at < self.discoveries && now.duration_since(since) >= self.options.lost_after
+                    {
+                        self.gone(
+                            &checkpoint,
+                            "deleted, moved out of the watched directories, or compressed",
+                        );
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// A checkpointed file is gone: what of it was not read (from its checkpoint to the size
+    /// it was last read at) is reported once, as a warning and in the lost counters, and the
+    /// checkpoint is forgotten. A file read to its end is not a loss.
+    fn gone(&mut self, checkpoint: &Checkpoint, why: &str) {
+        let key = checkpoint.position.key;
+        self.missing.remove(&key);
+        self.checkpoints.forget(key);
+        let name = checkpoint.path.as_ref().map_or_else(
+            || format!("(inode {} of device {}, path unknown)", key.ino, key.dev),
+            |p| p.display().to_string(),
+        );
+        let from = checkpoint.position.offset;
+        match checkpoint.size {
+            Some(to) if to > from => {
+                tracing::warn!(
+                    file = %name,
+                    from,
+                    to,
+                    bytes = to - from,
+                    "file gone before it was read to its end ({why}): bytes {from} to {to} of it were not read and are lost"
+                );
+                self.metrics.files_lost.inc();
+                self.metrics.file_bytes_lost.inc_by(to - from);
+            }
+            Some(_) => {
+                tracing::debug!(file = %name, "file gone after it was read to its end")
+            }
+            // Positions read back from the spool of a file released since, or a table written
+            // before sizes were kept.
+            None if checkpoint.path.is_none() => {}
+            None => tracing::info!(
+                file = %name,
+                offset = from,
+                "file gone ({why}); read up to the offset, its size then is not known"
+            ),
+        }
+    }
+
+    /// Files renamed away from a watched name (see [`Self::renamed`]) that are not tailed:
+    /// created and renamed between two discoveries, the agent never opened them. They are
+    /// read from their checkpoint, or from their start, to their end.
+    fn adopt_renamed(&mut self) -> bool {
+        let mut changed = false;
+        for (path, key, settings) in std::mem::take(&mut self.renamed) {
+            if self.files.contains_key(&key)
+                || !fs::metadata(&path).is_ok_and(|m| key_of(&m) == key)
+            {
+                continue; // Tailed, or renamed again since (then found as rotated).
+            }
+            changed |= self.adopt(
+                &path,
+                settings,
+                "file renamed out of the globs before it was read",
+            );
+        }
+        changed
+    }
+
+    /// Files rotated out of the globs that the agent never saw (created, written and rotated
+    /// while it was down, or while events were lost): regular files next to a watched name,
+    /// named after it (`app.jsonl.1`, `app.jsonl-20261203`), that the globs do not match, that
+    /// no checkpoint knows, that are not compressed, and that were modified at or after
+    /// `since` (the agent's last look at every watched name: a file under one then has a
+    /// checkpoint, so older archives are not taken). Each is read from its start to its end;
+    /// should it be one read before after all, its lines keep their ids (derived ids are
+    /// deterministic) and the collector drops them as replays.
+    fn adopt_rotated(
+        &mut self,
+        watched: &[(PathBuf, Arc<FileSettings>)],
+        since: SystemTime,
+    ) -> bool {
+        let since = since.checked_sub(MTIME_SLACK).unwrap_or(since);
+        let mut by_dir: BTreeMap<PathBuf, Vec<(OsString, Arc<FileSettings>)>> = BTreeMap::new();
+        let tailed = self
+            .files
+            .values()
+            .filter(|f| f.status == Status::Active)
+            .map(|f| (f.path.clone(), f.settings.clone()));
+        for (path, settings) in watched.iter().cloned().chain(tailed) {
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                let names = by_dir.entry(dir.to_path_buf()).or_default();
+                if !names.iter().any(|(n, _)| n == name) {
+                    names.push((name.to_os_string(), settings));
+                }
+            }
+        }
+        let mut changed = false;
+        for (dir, names) in by_dir {
+            let bare: Vec<OsString> = names.iter().map(|(n, _)| n.clone()).collect();
+            for rotated in rediscovery::rotated_from(&dir, &bare, since) {
+                if self.files.contains_key(&rotated.key)
+                    || self.checkpoints.knows(rotated.key)
+                    || self.sources.iter().any(|s| s.globs.matches(&rotated.path))
+                {
+                    continue;
+                }
+                match rediscovery::compressed(&rotated.path) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::debug!(path = %rotated.path.display(), "rotated file is compressed; not read");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %rotated.path.display(), error = %e, "cannot read a rotated file");
+                        continue;
+                    }
+                }
+                let settings = names[rotated.name].1.clone();
+                changed |= self.adopt(
+                    &rotated.path,
+                    settings,
+                    "file rotated out of the globs while the agent was not watching",
+                );
+            }
+        }
+        changed
+    }
+
+    /// A file was renamed from `from` to `to` (a file-system event). Renamed away from a
+    /// watched name to one the globs do not match (an excluded one too: bytes written under a
+    /// watched name are never dropped), a file not tailed is adopted at the next discovery, and
+    /// files rotated out of the globs are looked for there.
+    pub fn renamed(&mut self, from: &Path, to: &Path) {
+        let Some(source) = self.sources.iter().find(|s| s.globs.matches(from)) else {
+            return;
+        };
+        if self.sources.iter().any(|s| s.globs.matches(to)) {
+            return; // Followed by the discovery.
+        }
+        if let Ok(meta) = fs::metadata(to)
+            && meta.is_file()
+        {
+            self.renamed
+                .push((to.to_path_buf(), key_of(&meta), source.clone()));
+        }
+        self.look_for_rotated = true;
+    }
+
+    /// File-system events were lost (the watcher's queue overflowed, or it failed): files
+    /// rotated out of the globs meanwhile are looked for at the next discovery.
+    pub fn events_lost(&mut self) {
+        self.look_for_rotated = true;
     }
 
     /// A file-system event named `path`: read it if it is ours. Returns true when the event
@@ -287,6 +597,7 @@ impl FileTailer {
             };
             if file.size != before {
                 self.last_growth.insert(key, Instant::now());
+                self.checkpoints.observe_size(key, file.size);
             }
             budget = budget.saturating_sub(self.options.read_bytes);
             self.metrics.lines_read.inc_by(chunk.lines);
@@ -430,7 +741,7 @@ impl FileTailer {
         if poll {
             self.last_finish_poll = now;
         }
-        let mut released = Vec::new();
+        let mut released: Vec<(FileKey, Leaving)> = Vec::new();
         for (key, file) in &self.files {
             if file.status == Status::Active {
                 continue;
@@ -443,6 +754,7 @@ impl FileTailer {
                 None => {}
             }
         }
+        let mut any_released = false;
         for (key, why) in released {
             let Some(file) = self.files.remove(&key) else {
                 continue;
@@ -454,9 +766,10 @@ impl FileTailer {
             }
             match (why, file.current_path()) {
                 // Renamed out of the globs and still there: its checkpoint follows it (should it
-                // come back), until it is gone (see forget_gone).
+                // come back, or be renamed again), until it is gone (see find_elsewhere).
                 (Leaving::OutOfGlob, Some(now_at)) => {
-                    self.checkpoints.settle(file.position(), &now_at);
+                    self.checkpoints
+                        .finished(file.position(), &now_at, file.size);
                 }
                 _ => self.checkpoints.forget(key),
             }
@@ -464,8 +777,13 @@ impl FileTailer {
             self.by_path.remove(&file.path);
             self.last_growth.remove(&key);
             self.metrics.forget_file(&file.path.display().to_string());
+            any_released = true;
         }
         self.metrics.files_open.set(self.files.len() as u64);
+        if any_released {
+            // Written now: a released file deleted while the agent is down is no loss.
+            self.persist();
+        }
     }
 
     /// Why a finishing file may be released now: read to its end, nothing left to read, idle
@@ -584,7 +902,15 @@ impl FileServer {
                             Msg::Stop => stop = true,
                             Msg::Fs(Ok(event)) => {
                                 if event.need_rescan() {
+                                    tailer.events_lost();
                                     rescan = true;
+                                }
+                                if let (
+                                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                                    [from, to],
+                                ) = (&event.kind, event.paths.as_slice())
+                                {
+                                    tailer.renamed(from, to);
                                 }
                                 for path in &event.paths {
                                     rescan |= tailer.path_changed(path, &event.kind);
@@ -592,6 +918,7 @@ impl FileServer {
                             }
                             Msg::Fs(Err(e)) => {
                                 tracing::warn!(error = %e, "file watcher error; rescanning");
+                                tailer.events_lost();
                                 rescan = true;
                             }
                         }

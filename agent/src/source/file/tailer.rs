@@ -164,7 +164,7 @@ impl TailedFile {
             checkpoints: checkpoints.clone(),
             generation: 0,
         };
-        checkpoints.settle(tailed.position(), path);
+        checkpoints.opened(tailed.position(), path, size);
         Ok(tailed)
     }
 
