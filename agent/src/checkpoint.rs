@@ -241,29 +241,18 @@ impl CheckpointStore {
         }
     }
 
-    /// The checkpoints of files not tailed now (`tailed` says which are) and not where they were
-    /// last seen (`still_there(path, key)`), or never seen at a path (positions read back from
-    /// the spool only): the files to look for.
-    pub fn elsewhere(
-        &self,
-        tailed: impl Fn(FileKey) -> bool,
-        still_there: impl Fn(&Path, FileKey) -> bool,
-    ) -> Vec<Checkpoint> {
+    /// The checkpoints of files not tailed now (`tailed` says which are) but for those read to
+    /// their end and released: files to finish reading, where they were last seen or elsewhere.
+    pub fn untailed(&self, tailed: impl Fn(FileKey) -> bool) -> Vec<Checkpoint> {
         let table = self.lock();
-        let mut lost: Vec<Checkpoint> = table
+        let mut untailed: Vec<Checkpoint> = table
             .entries
             .iter()
-            .filter(|(key, c)| {
-                !tailed(**key)
-                    && !c
-                        .path
-                        .as_deref()
-                        .is_some_and(|path| still_there(path, **key))
-            })
+            .filter(|(key, _)| !tailed(**key))
             .map(|(_, c)| c.clone())
             .collect();
-        lost.sort_by_key(|c| c.position.key);
-        lost
+        untailed.sort_by_key(|c| c.position.key);
+        untailed
     }
 
     /// When the file source last looked at every watched name (the start of its last

@@ -261,6 +261,166 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
     );
 }
 
+/// An app that writes without pause to `logs/app.jsonl` and rotates it by rename out of the
+/// globs (`app.jsonl.1`, `app.jsonl.2`, ...), now and then right after creating it (the agent
+/// may never see it under its first name); on its own thread until `stop`.
+struct RotatingApp {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(BTreeSet<String>, u64)>,
+}
+
+impl RotatingApp {
+    fn start(logs: PathBuf, seed: u64) -> RotatingApp {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
+            let live = logs.join("app.jsonl");
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&live)
+                .unwrap();
+            let mut written = BTreeSet::new();
+            let (mut n, mut rotations) = (0u64, 0u64);
+            let mut until_rotation = 300 + rng.below(1200);
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let message = format!("app {n}");
+                let id = n.is_multiple_of(3).then(|| format!("r-{n}"));
+                let line = emit_line(id.as_deref(), &message, "scan.triggered", 0);
+                if rng.below(50) == 0 {
+                    // Two writes: the agent may read the first half alone.
+                    let cut = 1 + rng.below(line.len() as u64 - 1) as usize;
+                    file.write_all(&line.as_bytes()[..cut]).unwrap();
+                    file.write_all(&line.as_bytes()[cut..]).unwrap();
+                } else {
+                    file.write_all(line.as_bytes()).unwrap();
+                }
+                written.insert(message);
+                n += 1;
+                until_rotation -= 1;
+                if until_rotation == 0 {
+                    rotations += 1;
+                    fs::rename(&live, logs.join(format!("app.jsonl.{rotations}"))).unwrap();
+                    // The writer's last line goes to the renamed file (it has not reopened).
+                    let message = format!("app {n}");
+                    file.write_all(emit_line(None, &message, "scan.triggered", 0).as_bytes())
+                        .unwrap();
+                    written.insert(message);
+                    n += 1;
+                    file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&live)
+                        .unwrap();
+                    until_rotation = if rng.below(4) == 0 {
+                        1 + rng.below(5)
+                    } else {
+                        300 + rng.below(1200)
+                    };
+                }
+                if n.is_multiple_of(4) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            (written, rotations)
+        });
+        RotatingApp { stop, thread }
+    }
+
+    /// Stops writing: the lines written and the rotations made.
+    fn stop(self) -> (BTreeSet<String>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
+    // The files rotated while the agent is down, and the one it was reading when killed, are
+    // out of `*.jsonl`: the agent finds them again by inode, or by name and time.
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let sink = Sink::start().await;
+    sink.require_token("t0k");
+    let options = AgentOptions {
+        include: vec![format!("{}/*.jsonl", logs.display())],
+        log_level: "info".into(),
+        ..options(&logs)
+    };
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
+    let app = RotatingApp::start(logs.clone(), seed);
+    let mut kills = 0;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150 + rng.below(1000))).await;
+        agent.kill9();
+        kills += 1;
+        // Down for a moment while the app writes and rotates on.
+        tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
+        agent.respawn();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (expected, rotations) = app.stop();
+
+    let complete = sink
+        .wait_for(Duration::from_secs(40), |s| {
+            let got: BTreeSet<&String> = s
+                .accepted
+                .iter()
+                .filter_map(|r| r.message.as_ref())
+                .collect();
+            expected.iter().all(|m| got.contains(m))
+        })
+        .await;
+    let stopped = block_in_place(|| agent.stop());
+    let stderr = agent.stderr();
+
+    let state = sink.state.lock().unwrap();
+    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &state.accepted {
+        ids_by_message
+            .entry(r.message.clone().unwrap_or_default())
+            .or_default()
+            .insert(r.id().to_string());
+    }
+    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(
+        complete && missing.is_empty(),
+        "seed {seed}: {} of {} missing, first {:?}\nagent stderr:\n{stderr}",
+        missing.len(),
+        expected.len(),
+        missing.iter().take(20).collect::<Vec<_>>()
+    );
+    let unexpected: Vec<_> = got.difference(&expected).collect();
+    assert!(
+        unexpected.is_empty(),
+        "seed {seed}: never written: {unexpected:?}"
+    );
+    for (message, ids) in &ids_by_message {
+        assert_eq!(
+            ids.len(),
+            1,
+            "seed {seed}: {message} arrived under several ids {ids:?}"
+        );
+    }
+    assert!(
+        !stderr.contains("are lost"),
+        "seed {seed}: a loss reported\n{stderr}"
+    );
+    assert!(state.rejected.is_empty());
+    assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");
+    eprintln!(
+        "{} records written, {} received ({} replays of the same id) over {rotations} rotations and {kills} kill -9 rounds",
+        expected.len(),
+        state.accepted.len(),
+        state.accepted.len() - expected.len()
+    );
+}
+
 /// Informal throughput: a file of 100,000 lines (about 18 MB) through the binary to the sink.
 /// `cargo test --release -p codestax-agent --test binary -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

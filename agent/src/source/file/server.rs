@@ -289,51 +289,70 @@ impl FileTailer {
     /// Checkpointed files that are not tailed and not where they were last seen (renamed while
     /// the agent was down, or shifted by a rotation after they were released) are looked for by
     /// key in their own directories and in the watched ones. One found with the first bytes and
-    /// the bytes before the offset of its checkpoint is read from there to its end; one not
-    /// found (or another file under its inode) is gone: reported if it was not read to its end,
-    /// and forgotten. Costs a walk of those directories per discovery while such checkpoints
-    /// exist; none otherwise.
+    /// the bytes before the offset of its checkpoint is read from there to its end (so is one
+    /// where it was last seen, out of the globs, that was not read to its end: adopted, and the
+    /// agent killed before it was done); one not found (or another file under its inode) is
+    /// gone: reported if it was not read to its end, and forgotten. Costs a walk of those
+    /// directories per discovery while such checkpoints exist; none otherwise.
     fn find_elsewhere(&mut self, now: Instant) -> bool {
-        let lost = self.checkpoints.elsewhere(
-            |key| self.files.contains_key(&key),
-            |path, key| {
+        let mut here: Vec<(Checkpoint, PathBuf)> = Vec::new();
+        let mut lost: Vec<Checkpoint> = Vec::new();
+        for checkpoint in self
+            .checkpoints
+            .untailed(|key| self.files.contains_key(&key))
+        {
+            let key = checkpoint.position.key;
+            let at_path = checkpoint.path.as_deref().is_some_and(|path| {
                 fs::metadata(path).map_or_else(
                     // Only "not found" means gone; anything else keeps the checkpoint.
                     |e| e.kind() != io::ErrorKind::NotFound,
                     |m| key_of(&m) == key,
                 )
-            },
-        );
-        self.missing
-            .retain(|key, _| lost.iter().any(|c| c.position.key == *key));
-        if lost.is_empty() {
-            return false;
-        }
-        let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
-        let own = lost
-            .iter()
-            .filter_map(|c| Some((c.path.as_deref()?.parent()?.to_path_buf(), Some(0))));
-        let watched = self.sources.iter().flat_map(|s| {
-            s.globs
-                .watch_dirs()
-                .into_iter()
-                .map(|(dir, recursive)| (dir, if recursive { None } else { Some(0) }))
-        });
-        for (dir, depth) in own.chain(watched) {
-            match dirs.iter_mut().find(|(d, _)| *d == dir) {
-                Some((_, d)) if depth.is_none() => *d = None,
-                Some(_) => {}
-                None => dirs.push((dir, depth)),
+            });
+            match (at_path, checkpoint.path.clone()) {
+                (true, _) if checkpoint.finished => {}
+                (true, Some(path)) => here.push((checkpoint, path)),
+                _ => lost.push(checkpoint),
             }
         }
-        let keys: HashSet<FileKey> = lost.iter().map(|c| c.position.key).collect();
-        let found = rediscovery::locate(&keys, &dirs);
+        self.missing
+            .retain(|key, _| lost.iter().any(|c| c.position.key == *key));
+        let mut found: HashMap<FileKey, PathBuf> = HashMap::new();
+        if !lost.is_empty() {
+            let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
+            let own = lost
+                .iter()
+                .filter_map(|c| Some((c.path.as_deref()?.parent()?.to_path_buf(), Some(0))));
+            let watched = self.sources.iter().flat_map(|s| {
+                s.globs
+                    .watch_dirs()
+                    .into_iter()
+                    .map(|(dir, recursive)| (dir, if recursive { None } else { Some(0) }))
+            });
+            for (dir, depth) in own.chain(watched) {
+                match dirs.iter_mut().find(|(d, _)| *d == dir) {
+                    Some((_, d)) if depth.is_none() => *d = None,
+                    Some(_) => {}
+                    None => dirs.push((dir, depth)),
+                }
+            }
+            let keys: HashSet<FileKey> = lost.iter().map(|c| c.position.key).collect();
+            found = rediscovery::locate(&keys, &dirs);
+        }
         let mut changed = false;
-        for checkpoint in lost {
+        let candidates = here
+            .into_iter()
+            .map(|(c, path)| (c, Some(path), true))
+            .chain(lost.into_iter().map(|c| {
+                let path = found.get(&c.position.key).cloned();
+                (c, path, false)
+            }));
+        for (checkpoint, path, in_place) in candidates {
             let key = checkpoint.position.key;
-            let outcome = found
-                .get(&key)
-                .map(|path| (path, rediscovery::compare(path, &checkpoint.position)));
+            let outcome = path.map(|path| {
+                let found = rediscovery::compare(&path, &checkpoint.position);
+                (path, found)
+            });
             match outcome {
                 Some((path, Ok(Found::Same { size }))) => {
                     self.missing.remove(&key);
@@ -341,14 +360,15 @@ impl FileTailer {
                         // Read and released before; only renamed since (a rotation shifting
                         // the older files).
                         tracing::debug!(path = %path.display(), "released file renamed; following it");
-                        self.checkpoints.settle(checkpoint.position, path);
+                        self.checkpoints.settle(checkpoint.position, &path);
                     } else {
-                        let source = self.source_of(checkpoint.path.as_deref(), path);
-                        self.adopt(
-                            path,
-                            source,
-                            "file found again after it moved while not tailed",
-                        );
+                        let source = self.source_of(checkpoint.path.as_deref(), &path);
+                        let why = if in_place {
+                            "file out of the globs not read to its end before the agent stopped"
+                        } else {
+                            "file found again after it moved while not tailed"
+                        };
+                        self.adopt(&path, source, why);
                     }
                     changed = true;
                 }

@@ -128,7 +128,7 @@ impl TailedFile {
             let bytes = fingerprint::tail_bytes(&file, candidate.offset)?;
             if candidate.offset <= size
                 && bytes.len() as u64 == candidate.offset.min(TAIL_CHECK_BYTES)
-                && fingerprint::tail_check_of(&bytes) == candidate.tail
+                && (candidate.offset == 0 || fingerprint::tail_check_of(&bytes) == candidate.tail)
             {
                 resume = Some(candidate);
                 behind = bytes;

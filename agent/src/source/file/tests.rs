@@ -787,6 +787,29 @@ fn a_file_renamed_to_an_excluded_name_is_read_to_its_end() {
 }
 
 #[test]
+fn a_file_adopted_out_of_the_globs_is_read_after_a_crash_that_came_first() {
+    // Found renamed away before it was opened, then the agent dies before reading it: it is at
+    // the path its checkpoint names, out of the globs, not read to its end.
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    h.append("c.jsonl", &lines(0..3));
+    let (from, to) = (h.path("c.jsonl"), h.path("c.jsonl.1"));
+    fs::rename(&from, &to).unwrap();
+    let t = h.tailer();
+    t.renamed(&from, &to);
+    t.discover();
+    assert_eq!(t.paths(), [to.clone()], "adopted");
+    h.kill();
+    h.start();
+    h.step();
+    assert_each_once(&h, ns(0..3));
+    assert!(h.tailer().paths().is_empty());
+    // Released read to its end: not read again.
+    h.restart();
+    h.step();
+    assert_each_once(&h, ns(0..3));
+}
+
+#[test]
 fn files_created_and_rotated_between_two_discoveries_are_read() {
     // logrotate shifting twice before the agent handles the events: each rename event names
     // app.jsonl.1, which by then holds the last file rotated; the one before it has moved on to
