@@ -421,6 +421,115 @@ async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_before_it_was_read_is_reported_once_with_the_bytes_lost() {
+    // The collector is away and the spool fills: the agent has seen lines of app.jsonl that it
+    // cannot read yet. It is killed, and the file deleted while it is down: the bytes it saw
+    // and never read are reported, once, in a warning and in the counters.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let mut sink = Sink::start().await;
+    sink.require_token("t0k");
+    sink.pause().await;
+    let mut lines = Vec::new();
+    for n in 0..20_000u64 {
+        lines.push(emit_line(None, &format!("old {n}"), "scan.triggered", 0));
+    }
+    let live = logs.join("app.jsonl");
+    fs::write(&live, lines.concat()).unwrap();
+    fs::write(
+        logs.join("done.jsonl"),
+        emit_line(None, "done", "scan.triggered", 0),
+    )
+    .unwrap();
+    let options = AgentOptions {
+        include: vec![format!("{}/*.jsonl", logs.display())],
+        spool_max_bytes: 1 << 20,
+        ..options(&logs)
+    };
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
+    let full = codestax_harness::wait_for_async(Duration::from_secs(30), || {
+        block_in_place(|| agent.metric("codestax_agent_spool_full_pauses_total")) > 0.0
+    })
+    .await;
+    assert!(full, "the spool never filled\n{}", agent.stderr());
+    // The table, with the size seen, is written within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.kill9();
+    // Another file first: the inodes freed next are not reused under the watched names (a new
+    // app.jsonl under the old inode would pass for the old one truncated).
+    let mut text = String::new();
+    for n in 0..10 {
+        text.push_str(&emit_line(None, &format!("new {n}"), "scan.triggered", 0));
+    }
+    fs::write(logs.join("next.jsonl"), text).unwrap();
+    fs::remove_file(&live).unwrap();
+    fs::remove_file(logs.join("done.jsonl")).unwrap();
+    sink.resume().await;
+    agent.respawn();
+
+    let news: BTreeSet<String> = (0..10).map(|n| format!("new {n}")).collect();
+    let delivered = sink
+        .wait_for(Duration::from_secs(60), |s| {
+            let got: BTreeSet<&String> = s
+                .accepted
+                .iter()
+                .filter_map(|r| r.message.as_ref())
+                .collect();
+            news.iter().all(|m| got.contains(m))
+        })
+        .await;
+    let reported = codestax_harness::wait_for_async(Duration::from_secs(20), || {
+        block_in_place(|| agent.metric("codestax_agent_files_lost_total")) == 1.0
+    })
+    .await;
+    let stderr = agent.stderr();
+    assert!(delivered && reported, "{stderr}");
+    // What was read of the old file is a prefix of it; the rest is the loss reported.
+    let read: BTreeSet<u64> = sink
+        .state
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .filter_map(|r| r.message.as_deref()?.strip_prefix("old ")?.parse().ok())
+        .collect();
+    let k = read.len() as u64;
+    assert!(k > 0 && k < 20_000, "{k} lines read before the kill");
+    assert_eq!(read.last(), Some(&(k - 1)), "a prefix");
+    let unread: usize = lines[k as usize..].iter().map(String::len).sum();
+    assert_eq!(
+        block_in_place(|| agent.metric("codestax_agent_file_bytes_lost_total")),
+        unread as f64
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("are lost")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let size: usize = lines.iter().map(String::len).sum();
+    assert!(
+        warnings[0].contains(&live.display().to_string())
+            && warnings[0].contains(&format!("bytes {} to {size} ", size - unread)),
+        "{}",
+        warnings[0]
+    );
+    // Once: a restart does not report it again.
+    agent.kill9();
+    block_in_place(|| agent.restart());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        block_in_place(|| agent.metric("codestax_agent_files_lost_total")),
+        0.0
+    );
+    assert_eq!(
+        agent
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("are lost"))
+            .count(),
+        1
+    );
+}
+
 /// Informal throughput: a file of 100,000 lines (about 18 MB) through the binary to the sink.
 /// `cargo test --release -p codestax-agent --test binary -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
