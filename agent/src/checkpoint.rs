@@ -175,6 +175,11 @@ impl CheckpointStore {
         self.lock().entries.get(&key).map(|c| c.position)
     }
 
+    /// The checkpoint of a file key.
+    pub fn checkpoint(&self, key: FileKey) -> Option<Checkpoint> {
+        self.lock().entries.get(&key).cloned()
+    }
+
     /// Whether a file key has a checkpoint.
     pub fn knows(&self, key: FileKey) -> bool {
         self.lock().entries.contains_key(&key)

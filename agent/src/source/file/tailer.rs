@@ -122,22 +122,33 @@ impl TailedFile {
         let prefix = read_at(&file, 0, settings.fingerprint_bytes)?;
         let mut resume = None;
         let mut behind = Vec::new();
-        if let Some(candidate) = checkpoints.get(key)
-            && fingerprint::prefix_matches(&prefix, candidate.fingerprint)
-        {
+        if let Some(checkpoint) = checkpoints.checkpoint(key) {
+            let candidate = checkpoint.position;
             let bytes = fingerprint::tail_bytes(&file, candidate.offset)?;
-            if candidate.offset <= size
+            if fingerprint::prefix_matches(&prefix, candidate.fingerprint)
+                && candidate.offset <= size
                 && bytes.len() as u64 == candidate.offset.min(TAIL_CHECK_BYTES)
                 && (candidate.offset == 0 || fingerprint::tail_check_of(&bytes) == candidate.tail)
             {
                 resume = Some(candidate);
                 behind = bytes;
+            } else if let Some(seen) = checkpoint.size.filter(|s| *s > candidate.offset) {
+                // Bytes seen and not read: in a copy should this be copytruncate (read if the
+                // copy is, then under the same ids), else gone with the file.
+                tracing::warn!(
+                    path = %path.display(),
+                    checkpoint = candidate.offset,
+                    seen,
+                    size,
+                    "file changed under its checkpoint (truncated, rewritten, or another file under its inode) before bytes {} to {seen} of it were read; unless a copy of them is read (copytruncate), they are lost; reading it from the start",
+                    candidate.offset
+                );
             } else {
                 tracing::info!(
                     path = %path.display(),
                     checkpoint = candidate.offset,
                     size,
-                    "file changed under its checkpoint (truncated or rewritten); reading it from the start"
+                    "file changed under its checkpoint (truncated, rewritten, or another file under its inode); reading it from the start"
                 );
             }
         }
