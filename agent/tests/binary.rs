@@ -17,7 +17,7 @@ use codestax_harness::{Agent, AgentOptions, emit_line};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use support::Sink;
+use support::{Sink, SinkState};
 use tokio::task::block_in_place;
 
 /// The options both tests start from: the binary cargo built for these tests, one rotating
@@ -154,6 +154,58 @@ async fn send_otlp(endpoint: String, round: u64, written: &mut BTreeSet<String>)
     }
 }
 
+/// Waits until every message of `expected` has arrived at the sink.
+async fn wait_for_messages(sink: &Sink, expected: &BTreeSet<String>, timeout: Duration) -> bool {
+    sink.wait_for(timeout, |s| {
+        let got: BTreeSet<&String> = s
+            .accepted
+            .iter()
+            .filter_map(|r| r.message.as_ref())
+            .collect();
+        expected.iter().all(|m| got.contains(m))
+    })
+    .await
+}
+
+/// What arrived is what was written: none missing (and `complete`), nothing else, every
+/// message under one id (duplicates only as replays of the same id).
+fn check_arrivals(
+    seed: u64,
+    expected: &BTreeSet<String>,
+    state: &SinkState,
+    complete: bool,
+    stderr: &str,
+) {
+    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &state.accepted {
+        ids_by_message
+            .entry(r.message.clone().unwrap_or_default())
+            .or_default()
+            .insert(r.id().to_string());
+    }
+    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(
+        complete && missing.is_empty(),
+        "seed {seed}: {} of {} missing, first {:?}\nagent stderr:\n{stderr}",
+        missing.len(),
+        expected.len(),
+        missing.iter().take(20).collect::<Vec<_>>()
+    );
+    let unexpected: Vec<_> = got.difference(expected).collect();
+    assert!(
+        unexpected.is_empty(),
+        "seed {seed}: never written: {unexpected:?}"
+    );
+    for (message, ids) in &ids_by_message {
+        assert_eq!(
+            ids.len(),
+            1,
+            "seed {seed}: {message} arrived under several ids {ids:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_rotation_and_copytruncate_lose_nothing() {
     let seed = seed();
@@ -210,47 +262,14 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
     }
 
     let expected = writer.written.clone();
-    let complete = sink
-        .wait_for(Duration::from_secs(60), |s| {
-            let got: BTreeSet<&String> = s
-                .accepted
-                .iter()
-                .filter_map(|r| r.message.as_ref())
-                .collect();
-            expected.iter().all(|m| got.contains(m))
-        })
-        .await;
+    let complete = wait_for_messages(&sink, &expected, Duration::from_secs(60)).await;
 
     // SIGTERM: a clean stop with status 0.
     let stopped = block_in_place(|| agent.stop());
     let stderr = agent.stderr();
 
     let state = sink.state.lock().unwrap();
-    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &state.accepted {
-        ids_by_message
-            .entry(r.message.clone().unwrap_or_default())
-            .or_default()
-            .insert(r.id().to_string());
-    }
-    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
-    let missing: Vec<_> = expected.difference(&got).take(20).collect();
-    assert!(
-        complete && missing.is_empty(),
-        "seed {seed}: missing {missing:?}\nagent stderr:\n{stderr}"
-    );
-    let unexpected: Vec<_> = got.difference(&expected).collect();
-    assert!(
-        unexpected.is_empty(),
-        "seed {seed}: never written: {unexpected:?}"
-    );
-    for (message, ids) in &ids_by_message {
-        assert_eq!(
-            ids.len(),
-            1,
-            "seed {seed}: {message} arrived under several ids {ids:?}"
-        );
-    }
+    check_arrivals(seed, &expected, &state, complete, &stderr);
     assert!(state.rejected.is_empty());
     assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");
     eprintln!(
@@ -365,48 +384,12 @@ async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (expected, rotations) = app.stop();
 
-    let complete = sink
-        .wait_for(Duration::from_secs(40), |s| {
-            let got: BTreeSet<&String> = s
-                .accepted
-                .iter()
-                .filter_map(|r| r.message.as_ref())
-                .collect();
-            expected.iter().all(|m| got.contains(m))
-        })
-        .await;
+    let complete = wait_for_messages(&sink, &expected, Duration::from_secs(40)).await;
     let stopped = block_in_place(|| agent.stop());
     let stderr = agent.stderr();
 
     let state = sink.state.lock().unwrap();
-    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &state.accepted {
-        ids_by_message
-            .entry(r.message.clone().unwrap_or_default())
-            .or_default()
-            .insert(r.id().to_string());
-    }
-    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
-    let missing: Vec<_> = expected.difference(&got).collect();
-    assert!(
-        complete && missing.is_empty(),
-        "seed {seed}: {} of {} missing, first {:?}\nagent stderr:\n{stderr}",
-        missing.len(),
-        expected.len(),
-        missing.iter().take(20).collect::<Vec<_>>()
-    );
-    let unexpected: Vec<_> = got.difference(&expected).collect();
-    assert!(
-        unexpected.is_empty(),
-        "seed {seed}: never written: {unexpected:?}"
-    );
-    for (message, ids) in &ids_by_message {
-        assert_eq!(
-            ids.len(),
-            1,
-            "seed {seed}: {message} arrived under several ids {ids:?}"
-        );
-    }
+    check_arrivals(seed, &expected, &state, complete, &stderr);
     assert!(
         !stderr.contains("are lost"),
         "seed {seed}: a loss reported\n{stderr}"

@@ -797,7 +797,7 @@ fn a_file_adopted_out_of_the_globs_is_read_after_a_crash_that_came_first() {
     let t = h.tailer();
     t.renamed(&from, &to);
     t.discover();
-    assert_eq!(t.paths(), [to.clone()], "adopted");
+    assert_eq!(t.paths(), std::slice::from_ref(&to), "adopted");
     h.kill();
     h.start();
     h.step();
