@@ -3,7 +3,7 @@
 //! name and time, next to the names it watches.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -85,51 +85,53 @@ pub fn compare(path: &Path, position: &FilePosition) -> io::Result<Found> {
 pub struct Rotated {
     pub path: PathBuf,
     pub key: FileKey,
-    /// Which of the names it was rotated from.
-    pub name: usize,
+    /// The watched name it is named after.
+    pub base: PathBuf,
 }
 
-/// Regular files of `dir` named after one of `names` (the name, a separator `.`, `-` or `_`,
-/// and more: `app.jsonl.1`, `app.jsonl-20261203`, `app.jsonl.2026-12-03`) and modified at or
-/// after `since`: files rotated away from those names (logrotate, Python's rotating handlers).
-pub fn rotated_from(dir: &Path, names: &[OsString], since: SystemTime) -> Vec<Rotated> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::debug!(dir = %dir.display(), error = %e, "cannot list directory");
-            return Vec::new();
-        }
-    };
+/// Regular files under `dirs` (each walked that many levels down) named after a name that
+/// `watched` accepts in the same directory (the name, a separator `.`, `-` or `_`, and more:
+/// `app.jsonl.1`, `app.jsonl-20261203`, `app.jsonl.2026-12-03`) and modified at or after
+/// `since`: files rotated away from watched names (logrotate, Python's rotating handlers).
+pub fn rotated_from(
+    dirs: &[(PathBuf, Option<usize>)],
+    watched: &dyn Fn(&Path) -> bool,
+    since: SystemTime,
+) -> Vec<Rotated> {
     let mut rotated = Vec::new();
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(name) = names
-            .iter()
-            .position(|n| is_rotated_name(file_name.as_bytes(), n.as_bytes()))
-        else {
-            continue;
-        };
-        // Not followed: a link is not a rotated file.
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        if !meta.is_file() || meta.modified().is_ok_and(|m| m < since) {
-            continue;
-        }
-        rotated.push(Rotated {
-            path: entry.path(),
-            key: key_of(&meta),
-            name,
+    for (dir, depth) in dirs {
+        walk(dir, *depth, &mut |path| {
+            let Some(base) = watched_base(path, watched) else {
+                return;
+            };
+            // Not followed: a link is not a rotated file.
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return;
+            };
+            if meta.is_file() && !meta.modified().is_ok_and(|m| m < since) {
+                rotated.push(Rotated {
+                    path: path.to_path_buf(),
+                    key: key_of(&meta),
+                    base,
+                });
+            }
         });
     }
     rotated.sort_by(|a, b| a.path.cmp(&b.path));
+    rotated.dedup_by(|a, b| a.path == b.path);
     rotated
 }
 
-fn is_rotated_name(name: &[u8], base: &[u8]) -> bool {
-    name.len() > base.len() + 1
-        && name.starts_with(base)
-        && matches!(name[base.len()], b'.' | b'-' | b'_')
+/// The watched name `path`'s name is the rotation of: the longest start of it, cut before a
+/// separator, that `watched` accepts.
+fn watched_base(path: &Path, watched: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    let name = path.file_name()?.as_bytes();
+    let dir = path.parent()?;
+    (1..name.len().saturating_sub(1))
+        .rev()
+        .filter(|&i| matches!(name[i], b'.' | b'-' | b'_'))
+        .map(|i| dir.join(OsStr::from_bytes(&name[..i])))
+        .find(|base| watched(base))
 }
 
 /// Whether the file begins as a gzip, zstd, xz or bzip2 stream does (a compressed rotation:
@@ -148,22 +150,30 @@ mod tests {
 
     #[test]
     fn rotated_names() {
+        let watched = |p: &Path| p.extension().is_some_and(|e| e == "jsonl");
         for name in [
             "app.jsonl.1",
             "app.jsonl-20261203",
             "app.jsonl.2026-12-03",
             "app.jsonl_old",
+            "app.jsonl.1.2",
         ] {
-            assert!(is_rotated_name(name.as_bytes(), b"app.jsonl"), "{name}");
+            let path = Path::new("/l").join(name);
+            assert_eq!(
+                watched_base(&path, &watched).as_deref(),
+                Some(Path::new("/l/app.jsonl")),
+                "{name}"
+            );
         }
         for name in [
             "app.jsonl",
             "app.jsonl.",
             "app.jsonlx",
             "app.json.1",
-            "b.jsonl.1",
+            "app.log.1",
         ] {
-            assert!(!is_rotated_name(name.as_bytes(), b"app.jsonl"), "{name}");
+            let path = Path::new("/l").join(name);
+            assert_eq!(watched_base(&path, &watched), None, "{name}");
         }
     }
 

@@ -2,8 +2,7 @@
 //! reads every file with new data, and appends the records with the files' positions to the
 //! spool in one fsynced step per round.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::OsString;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -153,7 +152,6 @@ impl FileTailer {
         // Files modified since the last look at every watched name that have no checkpoint
         // were never seen (taken before this discovery moves it).
         let since = self.checkpoints.seen_at();
-        let watched = self.watched_names();
         self.discoveries += 1;
         let now = Instant::now();
         let mut changed = false;
@@ -211,7 +209,7 @@ impl FileTailer {
         if std::mem::take(&mut self.look_for_rotated)
             && let Some(since) = since
         {
-            changed |= self.adopt_rotated(&watched, since);
+            changed |= self.adopt_rotated(since);
         }
         self.by_path = self
             .files
@@ -228,23 +226,6 @@ impl FileTailer {
             // them is known.
             self.persist();
         }
-    }
-
-    /// The watched names (paths the globs match) of the files tailed and of the checkpoints,
-    /// with their source: the names that rotated files are named after.
-    fn watched_names(&self) -> Vec<(PathBuf, Arc<FileSettings>)> {
-        let mut names: Vec<(PathBuf, Arc<FileSettings>)> = Vec::new();
-        let checkpointed = self.checkpoints.all().into_iter().filter_map(|c| c.path);
-        let tailed = self.files.values().map(|f| f.path.clone());
-        for path in checkpointed.chain(tailed) {
-            if names.iter().any(|(p, _)| *p == path) {
-                continue;
-            }
-            if let Some(source) = self.sources.iter().find(|s| s.globs.matches(&path)) {
-                names.push((path, source.clone()));
-            }
-        }
-        names
     }
 
     /// The source a file found outside the globs belongs to: the one whose globs match where
@@ -319,21 +300,10 @@ impl FileTailer {
             .retain(|key, _| lost.iter().any(|c| c.position.key == *key));
         let mut found: HashMap<FileKey, PathBuf> = HashMap::new();
         if !lost.is_empty() {
-            let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
-            let own = lost
-                .iter()
-                .filter_map(|c| Some((c.path.as_deref()?.parent()?.to_path_buf(), Some(0))));
-            let watched = self.sources.iter().flat_map(|s| {
-                s.globs
-                    .watch_dirs()
-                    .into_iter()
-                    .map(|(dir, recursive)| (dir, if recursive { None } else { Some(0) }))
-            });
-            for (dir, depth) in own.chain(watched) {
-                match dirs.iter_mut().find(|(d, _)| *d == dir) {
-                    Some((_, d)) if depth.is_none() => *d = None,
-                    Some(_) => {}
-                    None => dirs.push((dir, depth)),
+            let mut dirs = self.watched_dirs();
+            for c in &lost {
+                if let Some(dir) = c.path.as_deref().and_then(Path::parent) {
+                    add_dir(&mut dirs, dir.to_path_buf(), Some(0));
                 }
             }
             let keys: HashSet<FileKey> = lost.iter().map(|c| c.position.key).collect();
@@ -451,63 +421,55 @@ impl FileTailer {
     }
 
     /// Files rotated out of the globs that the agent never saw (created, written and rotated
-    /// while it was down, or while events were lost): regular files next to a watched name,
-    /// named after it (`app.jsonl.1`, `app.jsonl-20261203`), that the globs do not match, that
-    /// no checkpoint knows, that are not compressed, and that were modified at or after
-    /// `since` (the agent's last look at every watched name: a file under one then has a
-    /// checkpoint, so older archives are not taken). Each is read from its start to its end;
-    /// should it be one read before after all, its lines keep their ids (derived ids are
-    /// deterministic) and the collector drops them as replays.
-    fn adopt_rotated(
-        &mut self,
-        watched: &[(PathBuf, Arc<FileSettings>)],
-        since: SystemTime,
-    ) -> bool {
+    /// while it was down, or while events were lost): regular files in the watched
+    /// directories named after a name the globs match (`app.jsonl.1`, `app.jsonl-20261203` for
+    /// `*.jsonl`), that the globs do not match, that no checkpoint knows, that are not
+    /// compressed, and that were modified at or after `since` (the agent's last look at every
+    /// watched name: a file under one then has a checkpoint, so older archives are not taken).
+    /// Each is read from its start to its end; should it be one read before after all, its
+    /// lines keep their ids (derived ids are deterministic) and the collector drops them as
+    /// replays.
+    fn adopt_rotated(&mut self, since: SystemTime) -> bool {
         let since = since.checked_sub(MTIME_SLACK).unwrap_or(since);
-        let mut by_dir: BTreeMap<PathBuf, Vec<(OsString, Arc<FileSettings>)>> = BTreeMap::new();
-        let tailed = self
-            .files
-            .values()
-            .filter(|f| f.status == Status::Active)
-            .map(|f| (f.path.clone(), f.settings.clone()));
-        for (path, settings) in watched.iter().cloned().chain(tailed) {
-            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-                let names = by_dir.entry(dir.to_path_buf()).or_default();
-                if !names.iter().any(|(n, _)| n == name) {
-                    names.push((name.to_os_string(), settings));
-                }
-            }
-        }
+        let watched = |path: &Path| self.sources.iter().any(|s| s.globs.matches(path));
+        let candidates = rediscovery::rotated_from(&self.watched_dirs(), &watched, since);
         let mut changed = false;
-        for (dir, names) in by_dir {
-            let bare: Vec<OsString> = names.iter().map(|(n, _)| n.clone()).collect();
-            for rotated in rediscovery::rotated_from(&dir, &bare, since) {
-                if self.files.contains_key(&rotated.key)
-                    || self.checkpoints.knows(rotated.key)
-                    || self.sources.iter().any(|s| s.globs.matches(&rotated.path))
-                {
+        for rotated in candidates {
+            if self.files.contains_key(&rotated.key)
+                || self.checkpoints.knows(rotated.key)
+                || self.sources.iter().any(|s| s.globs.matches(&rotated.path))
+            {
+                continue;
+            }
+            match rediscovery::compressed(&rotated.path) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::debug!(path = %rotated.path.display(), "rotated file is compressed; not read");
                     continue;
                 }
-                match rediscovery::compressed(&rotated.path) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        tracing::debug!(path = %rotated.path.display(), "rotated file is compressed; not read");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %rotated.path.display(), error = %e, "cannot read a rotated file");
-                        continue;
-                    }
+                Err(e) => {
+                    tracing::warn!(path = %rotated.path.display(), error = %e, "cannot read a rotated file");
+                    continue;
                 }
-                let settings = names[rotated.name].1.clone();
-                changed |= self.adopt(
-                    &rotated.path,
-                    settings,
-                    "file rotated out of the globs while the agent was not watching",
-                );
             }
+            let settings = self.source_of(Some(&rotated.base), &rotated.path);
+            changed |= self.adopt(
+                &rotated.path,
+                settings,
+                "file rotated out of the globs while the agent was not watching",
+            );
         }
         changed
+    }
+
+    /// The directories the sources watch, with how deep to walk them (`None`: all the way).
+    fn watched_dirs(&self) -> Vec<(PathBuf, Option<usize>)> {
+        let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
+        for (dir, recursive) in self.sources.iter().flat_map(|s| s.globs.watch_dirs()) {
+            let depth = if recursive { None } else { Some(0) };
+            add_dir(&mut dirs, dir, depth);
+        }
+        dirs
     }
 
     /// A file was renamed from `from` to `to` (a file-system event). Renamed away from a
@@ -849,6 +811,19 @@ impl FileTailer {
         let mut paths: Vec<_> = self.files.values().map(|f| f.path.clone()).collect();
         paths.sort();
         paths
+    }
+}
+
+/// Adds a directory to walk, once, at the greater of the depths asked.
+fn add_dir(dirs: &mut Vec<(PathBuf, Option<usize>)>, dir: PathBuf, depth: Option<usize>) {
+    match dirs.iter_mut().find(|(d, _)| *d == dir) {
+        Some((_, d)) => {
+            *d = match (*d, depth) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            }
+        }
+        None => dirs.push((dir, depth)),
     }
 }
 

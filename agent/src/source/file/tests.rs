@@ -1014,8 +1014,19 @@ impl Rng {
 
 #[derive(Debug)]
 enum Action {
-    Write { lines: u64, partial: bool },
-    RenameRotate { into_glob: bool },
+    Write {
+        lines: u64,
+        partial: bool,
+    },
+    RenameRotate {
+        into_glob: bool,
+    },
+    /// Renamed out of the globs under a rotated name (`app.log-N`), whether the agent has seen
+    /// the file or not; the rename event is passed on unless the agent is "down" (a crash
+    /// follows at once).
+    RenameRotateAway {
+        crash: bool,
+    },
     CopyTruncate,
     DeleteRotated,
     Step,
@@ -1065,8 +1076,11 @@ fn run_model(seed: u64) {
                 lines: 1 + rng.below(6),
                 partial: rng.below(3) == 0,
             },
-            8..=9 => Action::RenameRotate {
+            8 => Action::RenameRotate {
                 into_glob: rng.below(2) == 0,
+            },
+            9 => Action::RenameRotateAway {
+                crash: rng.below(2) == 0,
             },
             10..=11 => Action::CopyTruncate,
             12 => Action::DeleteRotated,
@@ -1124,6 +1138,29 @@ fn run_model(seed: u64) {
                     rotated.push((to, false));
                 } else {
                     h.step(); // read to its end while the descriptor is open
+                }
+            }
+            Action::RenameRotateAway { crash } => {
+                if !h.path("app.log").exists() {
+                    continue;
+                }
+                finish_partial(&h, &mut partial, &mut complete, &mut live_lines);
+                rotation += 1;
+                let to = h.path(&format!("app.log-{rotation}"));
+                if crash {
+                    h.kill();
+                }
+                fs::rename(h.path("app.log"), &to).unwrap();
+                // The writer's last line, before it reopens.
+                h.append(&format!("app.log-{rotation}"), &line(next_n));
+                complete.insert(next_n);
+                next_n += 1;
+                live_lines.clear();
+                if crash {
+                    h.start();
+                } else {
+                    let from = h.path("app.log");
+                    h.tailer().renamed(&from, &to);
                 }
             }
             Action::CopyTruncate => {
