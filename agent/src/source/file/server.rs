@@ -323,14 +323,14 @@ impl FileTailer {
                 let found = rediscovery::compare(&path, &checkpoint.position);
                 (path, found)
             });
-            match outcome {
+            let handled = match outcome {
                 Some((path, Ok(Found::Same { size }))) => {
-                    self.missing.remove(&key);
                     if checkpoint.finished && checkpoint.size.is_some_and(|s| size <= s) {
                         // Read and released before; only renamed since (a rotation shifting
                         // the older files).
                         tracing::debug!(path = %path.display(), "released file renamed; following it");
                         self.checkpoints.settle(checkpoint.position, &path);
+                        true
                     } else {
                         let source = self.source_of(checkpoint.path.as_deref(), &path);
                         let why = if in_place {
@@ -338,25 +338,28 @@ impl FileTailer {
                         } else {
                             "file found again after it moved while not tailed"
                         };
-                        self.adopt(&path, source, why);
+                        // One that cannot be opened is given up like one not found.
+                        self.adopt(&path, source, why) || self.files.contains_key(&key)
                     }
-                    changed = true;
                 }
                 Some((_, Ok(Found::Other))) => {
                     self.gone(&checkpoint, "its inode now holds another file");
-                    changed = true;
+                    true
                 }
-                Some((_, Ok(Found::Moved) | Err(_))) | None => {
-                    let (at, since) = *self.missing.entry(key).or_insert((self.discoveries, now));
-                    if at < self.discoveries && now.duration_since(since) >= self.options.lost_after
-                    {
-                        self.gone(
-                            &checkpoint,
-                            "deleted, moved out of the watched directories, or compressed",
-                        );
-                        changed = true;
-                    }
-                }
+                Some((_, Ok(Found::Moved) | Err(_))) | None => false,
+            };
+            if handled {
+                self.missing.remove(&key);
+                changed = true;
+                continue;
+            }
+            let (at, since) = *self.missing.entry(key).or_insert((self.discoveries, now));
+            if at < self.discoveries && now.duration_since(since) >= self.options.lost_after {
+                self.gone(
+                    &checkpoint,
+                    "deleted, moved out of the watched directories, compressed, or unreadable",
+                );
+                changed = true;
             }
         }
         changed

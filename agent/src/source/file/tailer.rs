@@ -387,11 +387,25 @@ impl TailedFile {
     }
 
     /// Whether the file is no longer the one read so far: shorter than what was read, other
-    /// bytes before the committed offset, or other first bytes.
+    /// bytes before the committed offset or before the read position, or other first bytes.
     fn rewritten(&mut self, size: u64) -> io::Result<bool> {
         Ok(size < self.read_offset
             || (self.offset > 0 && !fingerprint::tail_matches(&self.file, self.offset, self.tail)?)
+            || (self.read_offset > self.offset && !self.read_tail_matches()?)
             || !self.prefix_still_matches(size)?)
+    }
+
+    /// Whether the bytes just before the read position are still those read. Reads not yet
+    /// committed are checked too: truncated and written past the read position before the first
+    /// commit of a file (its offset 0: nothing to check there), the file would otherwise pass
+    /// for the same one and its new first lines go unread.
+    fn read_tail_matches(&self) -> io::Result<bool> {
+        // `pending` may hold a read not yet counted in `read_offset` (the check after a read).
+        let counted = (self.read_offset - self.pending_start) as usize;
+        let mut read = self.behind.clone();
+        keep_last(&mut read, &self.pending[..counted.min(self.pending.len())]);
+        let start = self.read_offset - read.len() as u64;
+        Ok(read_at(&self.file, start, read.len())? == read)
     }
 
     fn restart_from_zero(&mut self, size: u64) -> io::Result<()> {

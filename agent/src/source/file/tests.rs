@@ -463,6 +463,29 @@ fn a_chunk_committed_after_the_next_read_found_a_truncation_changes_nothing() {
 }
 
 #[test]
+fn a_truncation_before_the_first_commit_is_seen_even_when_the_file_grew_back() {
+    // Nothing of the file committed yet (its offset is 0, so there are no bytes before it to
+    // check) and the first read in flight: copytruncate, then more written than had been read,
+    // all between two reads. The bytes before the read position tell.
+    let mut h = Harness::new(&["*.log"], &[], 32);
+    h.append("app.log", &lines(0..4));
+    let t = h.tailer();
+    t.discover();
+    assert!(t.round(), "the append of lines 0..4 is on its way");
+    OpenOptions::new()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines(100..110));
+    h.step();
+    h.step();
+    assert_each_once(&h, ns(0..4).into_iter().chain(ns(100..110)));
+    assert!(h.quarantined().is_empty(), "{:?}", h.quarantined());
+}
+
+#[test]
 fn a_checkpoint_whose_tail_was_taken_of_a_shorter_file_is_not_trusted() {
     // The tail check of a position used to be read from the file after the lines were parsed:
     // a copytruncate in between gave a tail of 0 bytes, which matched anything, so the rewrite
