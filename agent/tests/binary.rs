@@ -373,7 +373,11 @@ async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
     let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
     let app = RotatingApp::start(logs.clone(), seed);
     let mut kills = 0;
-    for _ in 0..6 {
+    // More for a soak: CODESTAX_KILL_ROUNDS=24.
+    let rounds: u64 = std::env::var("CODESTAX_KILL_ROUNDS")
+        .map(|r| r.parse().expect("CODESTAX_KILL_ROUNDS is a number"))
+        .unwrap_or(6);
+    for _ in 0..rounds {
         tokio::time::sleep(Duration::from_millis(150 + rng.below(1000))).await;
         agent.kill9();
         kills += 1;
