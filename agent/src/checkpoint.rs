@@ -6,6 +6,12 @@
 //! scan and from the forwarder as it reads those entries. The table is persisted before any
 //! spool segment holding positions is deleted, so a checkpoint is never ahead of the spool and
 //! never lost with it.
+//!
+//! Beside each position the table keeps where the file was last seen, the size it was last read
+//! at and whether it was released read to its end, and for the whole table when the file source
+//! last looked at every watched name: what finding files again after a restart, and reporting
+//! the ones gone unread, rests on (`source::file`). Fields added since the first version are
+//! optional: older tables load.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
