@@ -37,6 +37,10 @@ pub struct Metrics {
     pub file_lag_bytes: Family<Labels, Gauge<u64, AtomicU64>>,
     /// Files being tailed.
     pub files_open: Gauge<u64, AtomicU64>,
+    /// Files gone (deleted, moved away, compressed) before they were read to their end.
+    pub files_lost: Counter,
+    /// Bytes of those files never read (from the checkpoint to the size last seen).
+    pub file_bytes_lost: Counter,
     /// Times tailing paused because the spool was full.
     pub spool_full_pauses: Counter,
     /// Failed sends that will be retried.
@@ -73,6 +77,8 @@ impl Metrics {
             spool_max_bytes: Gauge::default(),
             file_lag_bytes: Family::default(),
             files_open: Gauge::default(),
+            files_lost: Counter::default(),
+            file_bytes_lost: Counter::default(),
             spool_full_pauses: Counter::default(),
             retries: Counter::default(),
             spool_damaged: Counter::default(),
@@ -132,6 +138,16 @@ impl Metrics {
             m.file_lag_bytes.clone(),
         );
         registry.register("files_open", "Files being tailed", m.files_open.clone());
+        registry.register(
+            "files_lost",
+            "Files gone (deleted, moved away, compressed) before they were read to their end",
+            m.files_lost.clone(),
+        );
+        registry.register(
+            "file_bytes_lost",
+            "Bytes of files gone before they were read: from the checkpoint to the size last seen",
+            m.file_bytes_lost.clone(),
+        );
         registry.register(
             "spool_full_pauses",
             "Times intake paused because the spool was full",
