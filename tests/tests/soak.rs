@@ -86,7 +86,7 @@ enum Rotation {
     /// `include = logs/app.jsonl*`: `app.jsonl.N` is still matched.
     InGlob,
     /// `include = logs/*.jsonl`: `app.jsonl.N` is not; an agent that was down at the rename
-    /// must find the rotated file by its identity.
+    /// must find the rotated file again (its rediscovery after a restart).
     OutOfGlob,
 }
 
@@ -729,7 +729,6 @@ fn kill_9_soak_with_rotation_inside_the_glob() {
 }
 
 #[test]
-#[ignore = "needs agent rediscovery (#15)"]
 fn kill_9_soak_with_rotation_out_of_the_glob() {
     soak(Rotation::OutOfGlob);
 }
