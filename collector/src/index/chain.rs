@@ -8,7 +8,7 @@ use super::schema::col;
 use super::stored::load;
 use chrono::{DateTime, Utc};
 use codestax_common::chain::{
-    ChainBreak, ChainHead, ChainSummary, ChainVerifier, RetentionCheckpoint,
+    ChainBreak, ChainHead, ChainSummary, ChainVerifier, Deleted, RetentionCheckpoint,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -197,7 +197,7 @@ impl AuditIndex {
                         out.orgs
                             .entry(org.clone())
                             .or_default()
-                            .insert(seq, (at, addr));
+                            .insert(seq, (at, addr, time));
                     }
                 }
             }
@@ -213,7 +213,8 @@ impl AuditIndex {
 pub struct ExpiringChains {
     index: AuditIndex,
     searchers: Vec<(tantivy::Searcher, PathBuf)>,
-    orgs: HashMap<String, BTreeMap<u64, (u32, DocAddress)>>,
+    /// Per org, per `seq`: where the record is, and its `time` (µs).
+    orgs: HashMap<String, BTreeMap<u64, (u32, DocAddress, i64)>>,
 }
 
 impl ExpiringChains {
@@ -230,13 +231,14 @@ impl ExpiringChains {
             .unwrap_or_default()
     }
 
-    /// The hash of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored record.
-    pub fn hash(&self, org: &str, seq: u64) -> Result<String, IndexError> {
+    /// The hash and time of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored
+    /// record for the hash.
+    pub fn about(&self, org: &str, seq: u64) -> Result<Deleted, IndexError> {
         let corrupt = |message: String| IndexError::Corrupt {
             path: self.index.shared.dir.clone(),
             message,
         };
-        let &(at, addr) = self
+        let &(at, addr, time) = self
             .orgs
             .get(org)
             .and_then(|m| m.get(&seq))
@@ -245,7 +247,10 @@ impl ExpiringChains {
         let record = load(searcher, dir, &self.index.shared.fields, addr)?;
         ChainHead::of(&record)
             .filter(|h| h.seq == seq)
-            .map(|h| h.hash)
+            .map(|h| Deleted {
+                hash: h.hash,
+                time: DateTime::from_timestamp_micros(time),
+            })
             .ok_or_else(|| {
                 corrupt(format!(
                     "the record of org {org} at seq {seq} has no chain fields"
