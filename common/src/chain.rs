@@ -878,14 +878,14 @@ mod tests {
         // the chain.
         let mut cp = RetentionCheckpoint::default();
         cp.advance(&[10].into(), |s| Ok::<_, ()>(about(&sealed, s)))
-        .unwrap();
+            .unwrap();
         assert_eq!(cp.checkpoint, ChainHead::genesis());
         let ok = verify_after(&sealed[..9], &cp).unwrap();
         assert_eq!((ok.records, ok.last_seq), (9, Some(10)));
         assert_eq!(ok.last_hash, sealed[9].hash);
         // Everything deleted: the checkpoint is the head.
         cp.advance(&(1..=9).collect(), |s| Ok::<_, ()>(about(&sealed, s)))
-        .unwrap();
+            .unwrap();
         assert_eq!(
             (cp.checkpoint.clone(), cp.tombstones.len()),
             (head(&sealed[9]), 0)
@@ -907,7 +907,10 @@ mod tests {
             }],
         };
         let json = serde_json::to_string(&with_tomb).unwrap();
-        assert!(json.contains(r#""time":"2026-11-27T10:15:30.123456Z""#), "{json}");
+        assert!(
+            json.contains(r#""time":"2026-11-27T10:15:30.123456Z""#),
+            "{json}"
+        );
         assert_eq!(
             serde_json::from_str::<RetentionCheckpoint>(&json).unwrap(),
             with_tomb

@@ -45,7 +45,9 @@ pub enum NoteError {
     Malformed(String),
     #[error("the note has no signature by key {name}+{id:08x}")]
     NotSigned { name: String, id: u32 },
-    #[error("the signature by key {name}+{id:08x} does not verify: the note was changed or not signed by this key")]
+    #[error(
+        "the signature by key {name}+{id:08x} does not verify: the note was changed or not signed by this key"
+    )]
     BadSignature { name: String, id: u32 },
     #[error("not a checkpoint: {0}")]
     BadCheckpoint(String),
@@ -94,9 +96,7 @@ impl VerifierKey {
         };
         check_key_name(name)?;
         let id = parse_id(id).ok_or_else(|| bad("the key id is not 8 hex digits"))?;
-        let raw = B64
-            .decode(key)
-            .map_err(|_| bad("the key is not base64"))?;
+        let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
         let Some((&ED25519, public)) = raw.split_first() else {
             return Err(bad("only Ed25519 keys (type 0x01) are supported"));
         };
@@ -181,9 +181,7 @@ impl NoteSigner {
             return Err(bad("it needs a name, a key id and a key separated by '+'"));
         };
         let id = parse_id(id).ok_or_else(|| bad("the key id is not 8 hex digits"))?;
-        let raw = B64
-            .decode(key)
-            .map_err(|_| bad("the key is not base64"))?;
+        let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
         let Some((&ED25519, seed)) = raw.split_first() else {
             return Err(bad("only Ed25519 keys (type 0x01) are supported"));
         };
@@ -241,7 +239,9 @@ impl fmt::Debug for NoteSigner {
 
 fn check_text(text: &str) -> Result<(), NoteError> {
     if !text.ends_with('\n') {
-        return Err(NoteError::Malformed("the text does not end in a newline".into()));
+        return Err(NoteError::Malformed(
+            "the text does not end in a newline".into(),
+        ));
     }
     if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(NoteError::Malformed(
@@ -288,7 +288,9 @@ pub fn open<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteError> 
             .decode(sig)
             .map_err(|_| NoteError::Malformed(format!("signature of {name} is not base64")))?;
         if raw.len() < 4 {
-            return Err(NoteError::Malformed(format!("signature of {name} is too short")));
+            return Err(NoteError::Malformed(format!(
+                "signature of {name} is too short"
+            )));
         }
         let id = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         if name != key.name || id != key.id {
@@ -331,7 +333,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text: origin, size, base64 root, then `time ...` if there is one.
     pub fn text(&self) -> String {
-        let mut s = format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root));
+        let mut s = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        );
         if let Some(t) = &self.time {
             s.push_str("time ");
             s.push_str(&crate::time::format_rfc3339(t));
@@ -359,7 +366,9 @@ impl Checkpoint {
             || !size.bytes().all(|b| b.is_ascii_digit())
             || (size.len() > 1 && size.starts_with('0'))
         {
-            return Err(bad(format!("the tree size {size:?} is not a decimal number")));
+            return Err(bad(format!(
+                "the tree size {size:?} is not a decimal number"
+            )));
         }
         let size = size
             .parse()
@@ -406,7 +415,10 @@ mod tests {
         let key = VerifierKey::parse(SPEC_VKEY).unwrap();
         assert_eq!((key.name(), key.id()), ("example.com/foo", 0x530d903a));
         assert_eq!(key.to_string(), SPEC_VKEY);
-        assert_eq!(open(SPEC_NOTE, &key).unwrap(), "This is an example message.\n");
+        assert_eq!(
+            open(SPEC_NOTE, &key).unwrap(),
+            "This is an example message.\n"
+        );
         // One byte of the text changed.
         let changed = SPEC_NOTE.replacen("example", "exbmple", 1);
         assert!(matches!(
@@ -414,7 +426,9 @@ mod tests {
             Err(NoteError::BadSignature { .. })
         ));
         // Another key of the same name: its id differs, so the note is not signed by it.
-        let other = NoteSigner::new("example.com/foo", [7; 32]).unwrap().verifier();
+        let other = NoteSigner::new("example.com/foo", [7; 32])
+            .unwrap()
+            .verifier();
         assert!(matches!(
             open(SPEC_NOTE, &other),
             Err(NoteError::NotSigned { .. })
@@ -453,7 +467,10 @@ mod tests {
                 continue;
             };
             let ok = open(&changed, &vkey).and_then(Checkpoint::parse);
-            assert!(ok.is_err(), "byte {i} changed and still verified: {changed:?}");
+            assert!(
+                ok.is_err(),
+                "byte {i} changed and still verified: {changed:?}"
+            );
         }
         // A witness's extra signature is ignored.
         let other = NoteSigner::new("witness.example", [1; 32]).unwrap();
@@ -488,7 +505,13 @@ mod tests {
             assert!(Checkpoint::parse(text).is_err(), "{text:?}");
         }
         let k = s.verifier();
-        for note in ["", "text\n", "text\n\n", "text\n\nsig\n", "text\n\n— k !!!\n"] {
+        for note in [
+            "",
+            "text\n",
+            "text\n\n",
+            "text\n\nsig\n",
+            "text\n\n— k !!!\n",
+        ] {
             assert!(open(note, &k).is_err(), "{note:?}");
         }
     }

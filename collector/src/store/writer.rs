@@ -3,9 +3,11 @@
 
 use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
 use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError};
+use crate::tree::{TreeError, Trees};
 use crate::uid::uid_hash;
 use codestax_common::AuditRecord;
 use codestax_common::chain::{ChainHead, SEAL_OVERHEAD_BYTES, Unsealed};
+use codestax_common::merkle::Hash;
 use codestax_storage::{Committer, Disk, GroupCommit, GroupOptions, RealDisk};
 use std::collections::HashMap;
 use std::io;
@@ -81,6 +83,8 @@ pub struct StoreStats {
     pub fsync_time: Duration,
     /// Groups that failed to append or sync.
     pub storage_errors: u64,
+    /// Failed writes or syncs of the Merkle trees (what they lost is taken again from the WAL).
+    pub tree_errors: u64,
     /// The LSN the next stored record will get.
     pub next_lsn: Lsn,
 }
@@ -107,6 +111,8 @@ pub enum StoreError {
     WalBehindIndex { indexed_through: Lsn, next_lsn: Lsn },
     #[error("cannot start the store's writer thread")]
     Spawn(#[source] io::Error),
+    #[error("cannot bring the Merkle trees up to the write-ahead log")]
+    Tree(#[source] TreeError),
     #[error("record {index} is {len} bytes, over the limit of {MAX_ENTRY_BYTES} bytes")]
     RecordTooLarge { index: usize, len: usize },
     /// The group this submission was in could not be made durable; none of it was stored.
@@ -149,6 +155,7 @@ struct Shared {
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     storage_errors: AtomicU64,
+    tree_errors: AtomicU64,
     next_lsn: AtomicU64,
     /// One past the highest LSN the index has made visible and durable; 0 for none.
     indexed_before: AtomicU64,
@@ -200,6 +207,36 @@ impl Store {
             chain_heads,
             sink,
             disk,
+            None,
+        )
+    }
+
+    /// [`Store::open`], keeping each org's Merkle tree in `trees`: at open the trees take in
+    /// every record the WAL still holds (from its oldest entry; they skip what they have), and
+    /// every group stored from then on is appended to them once durable. The trees are synced
+    /// before WAL segments are deleted, so a record the trees might lack is always still in the
+    /// WAL ([`crate::tree`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_with_trees(
+        dir: &Path,
+        opts: StoreOptions,
+        lookup: Arc<dyn IdLookup>,
+        hashes: impl IntoIterator<Item = u64>,
+        indexed_through: Option<Lsn>,
+        chain_heads: HashMap<String, ChainHead>,
+        sink: mpsc::Sender<IndexBatch>,
+        trees: Arc<Trees>,
+    ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
+        Store::open_on(
+            dir,
+            opts,
+            lookup,
+            hashes,
+            indexed_through,
+            chain_heads,
+            sink,
+            Arc::new(RealDisk),
+            Some(trees),
         )
     }
 
@@ -214,6 +251,7 @@ impl Store {
         chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
         disk: Arc<dyn Disk>,
+        trees: Option<Arc<Trees>>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         if opts.queue_depth == 0 {
             return Err(StoreError::InvalidOptions("queue_depth must be at least 1"));
@@ -250,10 +288,25 @@ impl Store {
         }
         let mut replay = Vec::new();
         let mut chain = chain_heads;
-        for entry in wal.read_from(start).map_err(StoreError::Read)? {
+        // The trees take in everything the WAL holds; the index only what it lacks.
+        let read_from = if trees.is_some() {
+            start.min(wal.first_lsn())
+        } else {
+            start
+        };
+        for entry in wal.read_from(read_from).map_err(StoreError::Read)? {
             let (lsn, payload) = entry.map_err(StoreError::Read)?;
             let record: AuditRecord = serde_json::from_slice(&payload)
                 .map_err(|source| StoreError::Replay { lsn, source })?;
+            if let Some(trees) = &trees {
+                match trees.replay(&record) {
+                    Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                    Err(e) => return Err(StoreError::Tree(e)),
+                }
+            }
+            if lsn < start {
+                continue;
+            }
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
             if dedupe.contains(&record.org_id, record.id(), hash) {
@@ -262,6 +315,9 @@ impl Store {
             }
             dedupe.insert_recent(&record.org_id, record.id(), hash, lsn);
             replay.push((lsn, record));
+        }
+        if let Some(trees) = &trees {
+            trees.sync_all().map_err(StoreError::Tree)?;
         }
         if let Some(indexed) = indexed_through {
             wal.remove_before(indexed + 1).map_err(StoreError::Open)?;
@@ -289,9 +345,12 @@ impl Store {
             queue_depth: Some(opts.queue_depth),
         };
         let writer = Writer {
+            tree_synced_before: wal.next_lsn(),
             wal,
             dedupe,
             chain,
+            trees,
+            tree_behind_from: None,
             sink,
             indexed_before: indexed_through.map_or(0, |l| l + 1),
             sink_closed: false,
@@ -365,6 +424,7 @@ impl Store {
             fsyncs: get(&s.fsyncs),
             fsync_time: Duration::from_nanos(get(&s.fsync_nanos)),
             storage_errors: get(&s.storage_errors),
+            tree_errors: get(&s.tree_errors),
             next_lsn: get(&s.next_lsn),
         }
     }
@@ -408,6 +468,13 @@ struct Writer {
     dedupe: DedupeSet,
     /// Each org's hash-chain head: the `seq` and `hash` of its last durable record.
     chain: HashMap<String, ChainHead>,
+    /// Each org's Merkle tree, when kept.
+    trees: Option<Arc<Trees>>,
+    /// Every record with an LSN below this is durably in the trees: WAL segments above it stay.
+    tree_synced_before: Lsn,
+    /// The trees may lack records from this LSN on (a failed tree write): they are taken again
+    /// from the WAL before the next group's.
+    tree_behind_from: Option<Lsn>,
     sink: mpsc::Sender<IndexBatch>,
     /// `Shared::indexed_before` as last applied.
     indexed_before: Lsn,
@@ -492,10 +559,21 @@ impl Writer {
 
         // Durable: now, and only now, the records count as stored and the chains move on.
         let mut stored = Vec::with_capacity(sealed.len());
+        // Per org: the seq of its first record in the group and the leaves, in seq order.
+        let mut leaves: HashMap<String, (u64, Vec<Hash>)> = HashMap::new();
         if let Some(first_lsn) = first_lsn {
             for (k, (&(s, i), (seq, prev_hash, seal))) in new.iter().zip(sealed).enumerate() {
                 let lsn = first_lsn + k as Lsn;
                 let hash = group[s].hashes[i];
+                if self.trees.is_some() {
+                    let org = &group[s].records[i].org_id;
+                    match leaves.get_mut(org) {
+                        Some((_, l)) => l.push(seal.leaf),
+                        None => {
+                            leaves.insert(org.clone(), (seq, vec![seal.leaf]));
+                        }
+                    }
+                }
                 let rec = &mut group[s].records[i];
                 rec.seq = Some(seq);
                 rec.prev_hash = Some(prev_hash);
@@ -505,6 +583,7 @@ impl Writer {
                 admissions[s][i] = Admission::Stored { lsn };
             }
             self.chain.extend(heads);
+            self.feed_trees(first_lsn, &leaves);
         }
         let total: usize = group.iter().map(|s| s.records.len()).sum();
         let s = &self.shared;
@@ -589,7 +668,8 @@ impl Writer {
         let _ = reply.send(result);
     }
 
-    /// Applies the indexer's progress: prune the recent map, delete fully indexed segments.
+    /// Applies the indexer's progress: prune the recent map, delete fully indexed segments
+    /// (those the trees have durably, too: they are synced first).
     fn apply_indexed(&mut self) {
         let before = self.shared.indexed_before.load(Ordering::Acquire);
         if before <= self.indexed_before {
@@ -597,9 +677,74 @@ impl Writer {
         }
         self.indexed_before = before;
         self.dedupe.forget_recent_through(before - 1);
-        if let Err(e) = self.wal.remove_before(before) {
+        let mut bound = before;
+        if let Some(trees) = self.trees.clone() {
+            // Syncing is needed only when it lets a segment go.
+            if self.tree_synced_before < before && self.wal.would_remove_before(before) {
+                match trees.sync_all() {
+                    Ok(()) => {
+                        self.tree_synced_before =
+                            self.tree_behind_from.unwrap_or(self.wal.next_lsn());
+                    }
+                    Err(e) => {
+                        // The trees cut what they had not synced: take it again from the WAL.
+                        self.tree_failed(&e, self.tree_synced_before);
+                    }
+                }
+            }
+            bound = bound.min(self.tree_synced_before);
+        }
+        if let Err(e) = self.wal.remove_before(bound) {
             tracing::warn!(error = %e, "cannot delete indexed WAL segments; will retry");
         }
+    }
+
+    /// Appends a durable group's leaves (per org: first seq, leaves) to the trees, after taking
+    /// in first what the trees may have lost before (from the WAL).
+    fn feed_trees(&mut self, first_lsn: Lsn, leaves: &HashMap<String, (u64, Vec<Hash>)>) {
+        let Some(trees) = self.trees.clone() else {
+            return;
+        };
+        if let Some(from) = self.tree_behind_from {
+            if let Err(e) = self.catch_up_trees(&trees, from, first_lsn) {
+                tracing::warn!(error = %e, from, "the Merkle trees are still behind the WAL; will retry");
+                return;
+            }
+            self.tree_behind_from = None;
+        }
+        for (org, (seq, l)) in leaves {
+            match trees.append(org, *seq, l) {
+                Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                Err(e) => return self.tree_failed(&e, first_lsn),
+            }
+        }
+    }
+
+    /// Takes the records with LSN in `from..until` from the WAL into the trees (which skip what
+    /// they have).
+    fn catch_up_trees(&self, trees: &Trees, from: Lsn, until: Lsn) -> Result<(), String> {
+        for entry in self.wal.read_from(from).map_err(|e| e.to_string())? {
+            let (lsn, payload) = entry.map_err(|e| e.to_string())?;
+            if lsn >= until {
+                break;
+            }
+            let record: AuditRecord =
+                serde_json::from_slice(&payload).map_err(|e| format!("LSN {lsn}: {e}"))?;
+            match trees.replay(&record) {
+                Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A tree write or sync failed: the trees may lack the records from `from` on.
+    fn tree_failed(&mut self, e: &TreeError, from: Lsn) {
+        tracing::error!(error = %e, from, storage_full = e.is_storage_full(), "a Merkle tree write failed; the WAL keeps the records until the trees have them");
+        self.shared.tree_errors.fetch_add(1, Ordering::Relaxed);
+        let from = self.tree_behind_from.map_or(from, |b| b.min(from));
+        self.tree_behind_from = Some(from);
+        self.tree_synced_before = self.tree_synced_before.min(from);
     }
 }
 
@@ -1074,6 +1219,7 @@ mod tests {
             HashMap::new(),
             sink,
             Arc::new(disk.clone()),
+            None,
         )
         .unwrap();
         assert_eq!(
