@@ -62,6 +62,22 @@ pub fn load_or_generate(
     }
 }
 
+/// The public key (`codestax-collector signing-key`): of the configured key, or of the one in
+/// `data_dir`, generated now if there is none.
+pub fn public_key(
+    signing: &codestax_config::SigningConfig,
+    data_dir: &Path,
+) -> Result<codestax_common::note::VerifierKey, KeyFileError> {
+    if signing.key_file.is_none() {
+        std::fs::create_dir_all(data_dir).map_err(|source| KeyFileError::Read {
+            what: "the data directory",
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(load_or_generate(signing.key_file.as_deref(), data_dir, &signing.key_name)?.verifier())
+}
+
 fn read(path: &Path, what: &'static str) -> Result<NoteSigner, KeyFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
         what,

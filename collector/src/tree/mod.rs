@@ -37,9 +37,56 @@ pub use heads::{HeadError, Heads, SignedHead};
 pub use org::{MAX_PENDING, OrgTree};
 pub use trees::{SharedTree, Trees, lock};
 
-use crate::index::AuditIndex;
+use crate::index::{AuditIndex, IndexError};
 use codestax_common::chain::ChainHead;
+use codestax_config::SigningConfig;
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the trees or the heads could not be had at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("adding stored records to the Merkle trees: {0}")]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Key(#[from] key::KeyFileError),
+    #[error(transparent)]
+    Heads(#[from] HeadError),
+}
+
+/// Opens the trees in `dir` and gives them what the index holds beyond them
+/// ([`backfill_from_index`]); the store then adds what only the WAL holds.
+pub fn open_trees(
+    dir: &Path,
+    index: &AuditIndex,
+    chain_heads: &HashMap<String, ChainHead>,
+) -> Result<Arc<Trees>, StartError> {
+    let trees = Trees::open(dir)?;
+    let added = backfill_from_index(&trees, index, chain_heads)?;
+    if added > 0 {
+        trees.sync_all()?;
+        tracing::info!(records = added, "stored records added to the Merkle trees");
+    }
+    Ok(Arc::new(trees))
+}
+
+/// The signing key (`signing`, or the one generated in `data_dir`) and the heads kept in `dir`,
+/// checked against the trees (open them after the store has caught them up).
+pub fn open_heads(
+    dir: &Path,
+    data_dir: &Path,
+    signing: &SigningConfig,
+    trees: &Trees,
+) -> Result<Arc<Heads>, StartError> {
+    let signer = key::load_or_generate(signing.key_file.as_deref(), data_dir, &signing.key_name)?;
+    tracing::info!(key = %signer.verifier(), "signing tree heads");
+    let heads = Heads::open(dir, signer)?;
+    heads.check(trees)?;
+    Ok(Arc::new(heads))
+}
 
 /// Gives each org's tree the leaves of the records the index holds beyond the tree's size, up
 /// to its chain head (`heads`): the records of a collector that ran before trees existed, or
@@ -50,7 +97,7 @@ pub fn backfill_from_index(
     trees: &Trees,
     index: &AuditIndex,
     heads: &HashMap<String, ChainHead>,
-) -> Result<u64, crate::index::IndexError> {
+) -> Result<u64, IndexError> {
     let mut added = 0;
     for (org, head) in heads {
         let size = trees.size(org);
