@@ -1272,6 +1272,95 @@ mod tests {
         store.close().await;
     }
 
+    /// The root of `org`'s records among `records` (in LSN order), recomputed from them.
+    fn root_of(records: &[(Lsn, AuditRecord)], org: &str) -> codestax_common::merkle::Hash {
+        use codestax_common::merkle::{Leaves, root};
+        let leaves: Vec<_> = of_org(records, org)
+            .into_iter()
+            .map(|r| codestax_common::chain::leaf_of_sealed(r).unwrap())
+            .collect();
+        root(&mut Leaves(&leaves), leaves.len() as u64).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_tree_write_is_taken_again_from_the_wal_and_trees_reopen() {
+        use crate::tree::{Trees, lock};
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, tree_dir) = (dir.path().join("wal"), dir.path().join("tree"));
+        let disk = FaultyDisk::default();
+        let trees = Arc::new(Trees::open_on(&tree_dir, Arc::new(disk.clone())).unwrap());
+        let (sink, mut batches) = mpsc::channel::<IndexBatch>(16);
+        let indexed = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(batch) = batches.recv().await {
+                all.extend(batch.records);
+            }
+            all
+        });
+        let open = |sink: mpsc::Sender<IndexBatch>| {
+            Store::open_with_trees(
+                &wal,
+                StoreOptions::default(),
+                Arc::<Index>::default(),
+                vec![],
+                None,
+                HashMap::new(),
+                sink,
+                trees.clone(),
+            )
+            .unwrap()
+            .0
+        };
+        let store = open(sink);
+        let acme = |id: &str| record("acme", id);
+        store
+            .submit(vec![acme("a"), acme("b"), record("globex", "a")])
+            .await
+            .unwrap();
+        assert_eq!((trees.size("acme"), trees.size("globex")), (2, 1));
+
+        // The trees' disk fails once: the records are stored all the same (the WAL has them),
+        // and the failure is counted.
+        disk.arm(Fault::Write(io::ErrorKind::StorageFull));
+        let got = store.submit(vec![acme("c")]).await.unwrap();
+        assert_eq!(got, vec![stored(3)]);
+        assert_eq!(store.stats().tree_errors, 1);
+        assert_eq!(trees.size("acme"), 2);
+        // The next group first takes the missed record again from the WAL.
+        store.submit(vec![acme("d")]).await.unwrap();
+        assert_eq!(trees.size("acme"), 4);
+        store.close().await;
+        let all = indexed.await.unwrap();
+        let acme_root = lock(&trees.org("acme").unwrap()).root();
+        assert_eq!(acme_root, root_of(&all, "acme"));
+        assert_eq!(
+            lock(&trees.org("globex").unwrap()).root(),
+            root_of(&all, "globex")
+        );
+
+        // Trees lost (a directory restored from an old backup, here: nothing): reopened, the
+        // store gives them back every record its WAL holds.
+        drop(open);
+        drop(trees);
+        std::fs::remove_dir_all(&tree_dir).unwrap();
+        let trees = Arc::new(Trees::open(&tree_dir).unwrap());
+        let (sink, _rx) = mpsc::channel::<IndexBatch>(16);
+        let (store, _) = Store::open_with_trees(
+            &wal,
+            StoreOptions::default(),
+            Arc::<Index>::default(),
+            vec![],
+            None,
+            HashMap::new(),
+            sink,
+            trees.clone(),
+        )
+        .unwrap();
+        assert_eq!(trees.size("acme"), 4);
+        assert_eq!(lock(&trees.org("acme").unwrap()).root(), acme_root);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_full_index_queue_slows_ingest() {
         let dir = tempfile::tempdir().unwrap();
