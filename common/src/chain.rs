@@ -79,10 +79,15 @@ impl Default for ChainHead {
 /// The hash of `record` chained to `prev_hash`, as defined in the [module docs](self): over
 /// the record with its `seq` as it is and its `prev_hash` and `hash` left out.
 pub fn record_hash(prev_hash: &str, record: &AuditRecord) -> String {
+    hash_of(prev_hash, &hashed_json(record))
+}
+
+/// The canonical JSON the chain hashes: the record with its `seq`, without `prev_hash` and `hash`.
+fn hashed_json(record: &AuditRecord) -> String {
     let mut r = record.clone();
     r.prev_hash = None;
     r.hash = None;
-    hash_of(prev_hash, &r.canonical_json())
+    r.canonical_json()
 }
 
 fn hash_of(prev_hash: &str, canonical: &str) -> String {
@@ -97,10 +102,7 @@ fn hash_of(prev_hash: &str, canonical: &str) -> String {
 /// over the same bytes as [`record_hash`] (its `seq` as it is, its `prev_hash` the one given),
 /// with the RFC 9162 leaf prefix.
 pub fn record_leaf_hash(prev_hash: &str, record: &AuditRecord) -> Hash {
-    let mut r = record.clone();
-    r.prev_hash = None;
-    r.hash = None;
-    leaf_of(prev_hash, &r.canonical_json())
+    leaf_of(prev_hash, &hashed_json(record))
 }
 
 fn leaf_of(prev_hash: &str, canonical: &str) -> Hash {

@@ -920,6 +920,20 @@ async fn otlp_http_authorizes_in_the_receiver() {
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
 
+/// Hex hashes of a proof answer.
+fn hashes(v: &Value) -> Vec<codestax_common::merkle::Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// `org`'s stored records in `seq` order, read straight from the index (no read recorded).
 fn chained(t: &TestApp, org: &str) -> Vec<AuditRecord> {
     let mut records = t
@@ -1013,17 +1027,7 @@ async fn checkpoints_and_proofs_verify_with_the_public_key_and_stay_in_their_org
         assert_eq!(status, 200, "{p}");
         assert_eq!(p["leaf_hash"], hex::encode(leaf));
         assert_eq!(p["signed_head"]["checkpoint"], head["checkpoint"]);
-        let proof: Vec<Hash> = p["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                hex::decode(h.as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap()
-            })
-            .collect();
+        let proof = hashes(&p["proof"]);
         merkle::verify_inclusion(leaf, i as u64, cp.size, &proof, &cp.root).unwrap();
     }
     // Consistency from every earlier size.
@@ -1035,17 +1039,7 @@ async fn checkpoints_and_proofs_verify_with_the_public_key_and_stay_in_their_org
             )
             .await;
         assert_eq!(status, 200, "{p}");
-        let proof: Vec<Hash> = p["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                hex::decode(h.as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap()
-            })
-            .collect();
+        let proof = hashes(&p["proof"]);
         let old = merkle::root(&mut Leaves(&leaves), from).unwrap();
         assert_eq!(p["from_root"], hex::encode(old));
         merkle::verify_consistency(from, cp.size, &old, &cp.root, &proof).unwrap();

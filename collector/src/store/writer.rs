@@ -1340,7 +1340,6 @@ mod tests {
 
         // Trees lost (a directory restored from an old backup, here: nothing): reopened, the
         // store gives them back every record its WAL holds.
-        drop(open);
         drop(trees);
         std::fs::remove_dir_all(&tree_dir).unwrap();
         let trees = Arc::new(Trees::open(&tree_dir).unwrap());
