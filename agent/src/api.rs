@@ -21,13 +21,25 @@ pub struct ApiState {
 
 #[derive(Serialize)]
 struct Health {
-    /// `ok`, or `spool_full` while intake is paused.
+    /// `ok`; while intake is paused (HTTP 503): `spool_disk_full` (the disk under the spool
+    /// has no space), `spool_write_failing` (other disk errors), `spool_full` (`max_bytes`).
     status: &'static str,
     spool_bytes: u64,
     spool_max_bytes: u64,
     spool_unacked_bytes: u64,
     files_open: u64,
+    /// Set while appends to the spool fail on the disk, until one succeeds.
+    spool_write_error: Option<WriteError>,
     last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct WriteError {
+    disk_full: bool,
+    message: String,
+    /// When the first append of this run of failures failed (RFC 3339).
+    since: String,
+    failures: u64,
 }
 
 /// The API router.
@@ -40,19 +52,31 @@ pub fn app(state: ApiState) -> Router {
 
 async fn healthz(State(state): State<ApiState>) -> Response {
     let stats = state.spool.stats();
-    let full = !state.spool.has_room_for(64 * 1024);
+    let failure = state.spool.write_failure();
+    let status = match &failure {
+        Some(f) if f.disk_full => "spool_disk_full",
+        Some(_) => "spool_write_failing",
+        None if !state.spool.has_room_for(64 * 1024) => "spool_full",
+        None => "ok",
+    };
     let health = Health {
-        status: if full { "spool_full" } else { "ok" },
+        status,
         spool_bytes: stats.used_bytes,
         spool_max_bytes: stats.max_bytes,
         spool_unacked_bytes: state.spool.unacked_bytes(),
         files_open: state.metrics.files_open.get(),
+        spool_write_error: failure.map(|f| WriteError {
+            disk_full: f.disk_full,
+            message: f.message,
+            since: codestax_common::time::format_rfc3339(&f.since.into()),
+            failures: f.failures,
+        }),
         last_error: state.metrics.last_error(),
     };
-    let code = if full {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let code = if status == "ok" {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, axum::Json(health)).into_response()
 }

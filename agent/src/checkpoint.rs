@@ -6,11 +6,18 @@
 //! scan and from the forwarder as it reads those entries. The table is persisted before any
 //! spool segment holding positions is deleted, so a checkpoint is never ahead of the spool and
 //! never lost with it.
+//!
+//! Beside each position the table keeps where the file was last seen, the size it was last read
+//! at and whether it was released read to its end, and for the whole table when the file source
+//! last looked at every watched name: what finding files again after a restart, and reporting
+//! the ones gone unread, rests on (`source::file`). Fields added since the first version are
+//! optional: older tables load.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,19 +60,34 @@ pub struct FilePosition {
     pub stamp: u64,
 }
 
-/// A checkpoint as stored: the position and the path the file was last seen at (informative).
+/// A checkpoint as stored: the position, and what the file source knows of the file besides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     #[serde(flatten)]
     pub position: FilePosition,
+    /// Where the file was last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Its size when last read: should the file be gone before it is read to its end, the bytes
+    /// from the offset to this size are the ones lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Read to its end (`size`) and released after it left the globs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub finished: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointFile {
     version: u32,
     files: Vec<Checkpoint>,
+    /// Unix milliseconds of [`CheckpointStore::seen_at`] (absent in files of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen_at: Option<u64>,
 }
 
 impl Versioned for CheckpointFile {
@@ -81,6 +103,14 @@ fn state_file(path: &Path) -> StateFile {
     StateFile::new(path, ".new")
 }
 
+/// A table written before `seen_at` was kept: its own mtime, less this, stands in for it (the
+/// agent that wrote it looked at its files at most this long before it wrote it last).
+const SEEN_AT_MARGIN: Duration = Duration::from_secs(60);
+
+/// Forgotten keys remembered at most (a forgotten file's positions still in the spool must not
+/// bring its checkpoint back; beyond this many, one is searched for once more and dropped).
+const MAX_FORGOTTEN: usize = 10_000;
+
 /// The checkpoint table, shared by the file source (lookups, paths, releases) and the forwarder
 /// (positions read from the spool, persistence before segment deletion).
 #[derive(Clone)]
@@ -92,6 +122,11 @@ pub struct CheckpointStore {
 struct Table {
     path: PathBuf,
     entries: HashMap<FileKey, Checkpoint>,
+    /// See [`CheckpointStore::seen_at`].
+    seen_at: Option<SystemTime>,
+    /// Keys forgotten, with the stamp of their last position: older positions of theirs (read
+    /// back from the spool by the forwarder) change nothing.
+    forgotten: HashMap<FileKey, u64>,
     dirty: bool,
 }
 
@@ -103,18 +138,27 @@ impl CheckpointStore {
         recovered: impl IntoIterator<Item = FilePosition>,
     ) -> Result<CheckpointStore, StateFileError> {
         let loaded = state_file(path).read_json::<CheckpointFile>(OnDamage::MoveAside)?;
+        let seen_at = loaded.as_ref().and_then(|f| match f.seen_at {
+            Some(ms) => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+            None => std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.checked_sub(SEEN_AT_MARGIN)),
+        });
         let mut table = Table {
             path: path.to_path_buf(),
             entries: HashMap::new(),
+            seen_at,
+            forgotten: HashMap::new(),
             dirty: false,
         };
         for checkpoint in loaded.map(|f| f.files).unwrap_or_default() {
-            table.merge(checkpoint.position, checkpoint.path);
+            table.entries.insert(checkpoint.position.key, checkpoint);
         }
-        table.dirty = false;
         for position in recovered {
             table.merge(position, None);
         }
+        table.dirty = false;
         let newest = table
             .entries
             .values()
@@ -137,49 +181,103 @@ impl CheckpointStore {
         self.lock().entries.get(&key).map(|c| c.position)
     }
 
+    /// The checkpoint of a file key.
+    pub fn checkpoint(&self, key: FileKey) -> Option<Checkpoint> {
+        self.lock().entries.get(&key).cloned()
+    }
+
+    /// Whether a file key has a checkpoint.
+    pub fn knows(&self, key: FileKey) -> bool {
+        self.lock().entries.contains_key(&key)
+    }
+
     /// Records a position that is durable in the spool (an older stamp changes nothing).
     pub fn advance(&self, position: FilePosition) {
         self.lock().merge(position, None);
     }
 
-    /// Records the position a file was opened at, with the path it was found under.
+    /// Records where a file was found (renamed, or found again).
     pub fn settle(&self, position: FilePosition, path: &Path) {
         self.lock().merge(position, Some(path.to_path_buf()));
     }
 
-    /// Drops the checkpoint of a file that is gone for good (deleted and released).
-    pub fn forget(&self, key: FileKey) {
+    /// Records the position a file was opened at, with the path it was found under and its
+    /// size.
+    pub fn opened(&self, position: FilePosition, path: &Path, size: u64) {
         let mut table = self.lock();
-        if table.entries.remove(&key).is_some() {
+        let changed = table
+            .merge(position, Some(path.to_path_buf()))
+            .is_some_and(|c| {
+                let changed = c.size != Some(size) || c.finished;
+                (c.size, c.finished) = (Some(size), false);
+                changed
+            });
+        table.dirty |= changed;
+    }
+
+    /// Records the size a tailed file was last read at.
+    pub fn observe_size(&self, key: FileKey, size: u64) {
+        let mut table = self.lock();
+        if let Some(c) = table.entries.get_mut(&key)
+            && c.size != Some(size)
+        {
+            c.size = Some(size);
             table.dirty = true;
         }
     }
 
-    /// Drops the checkpoints of files that are gone: not tailed now (`tailed` says which are)
-    /// and no longer found where they were last seen (`still_there(path, key)`), or never seen
-    /// at a path (positions read back from the spool for a file released since). Such a file
-    /// is never read again unless it comes back into the globs, and then it is read from its
-    /// start (its lines keep their ids: the collector drops the ones it has). Returns how many
-    /// were dropped.
-    pub fn forget_gone(
-        &self,
-        tailed: impl Fn(FileKey) -> bool,
-        still_there: impl Fn(&Path, FileKey) -> bool,
-    ) -> usize {
+    /// Records a file released after it left the globs, read to its end, where it is now.
+    pub fn finished(&self, position: FilePosition, path: &Path, size: u64) {
         let mut table = self.lock();
-        let before = table.entries.len();
-        table.entries.retain(|key, checkpoint| {
-            tailed(*key)
-                || checkpoint
-                    .path
-                    .as_deref()
-                    .is_some_and(|path| still_there(path, *key))
-        });
-        let dropped = before - table.entries.len();
-        if dropped > 0 {
+        let changed = table
+            .merge(position, Some(path.to_path_buf()))
+            .is_some_and(|c| {
+                let changed = c.size != Some(size) || !c.finished;
+                (c.size, c.finished) = (Some(size), true);
+                changed
+            });
+        table.dirty |= changed;
+    }
+
+    /// Drops the checkpoint of a file that is gone for good (deleted and released, or not found
+    /// again).
+    pub fn forget(&self, key: FileKey) {
+        let mut table = self.lock();
+        if let Some(c) = table.entries.remove(&key) {
+            if table.forgotten.len() >= MAX_FORGOTTEN {
+                table.forgotten.clear();
+            }
+            table.forgotten.insert(key, c.position.stamp);
             table.dirty = true;
         }
-        dropped
+    }
+
+    /// The checkpoints of files not tailed now (`tailed` says which are) but for those read to
+    /// their end and released: files to finish reading, where they were last seen or elsewhere.
+    pub fn untailed(&self, tailed: impl Fn(FileKey) -> bool) -> Vec<Checkpoint> {
+        let table = self.lock();
+        let mut untailed: Vec<Checkpoint> = table
+            .entries
+            .iter()
+            .filter(|(key, _)| !tailed(**key))
+            .map(|(_, c)| c.clone())
+            .collect();
+        untailed.sort_by_key(|c| c.position.key);
+        untailed
+    }
+
+    /// When the file source last looked at every watched name (the start of its last
+    /// discovery, as written to the table with what it found): every file then under a watched
+    /// name, and every file since, has a checkpoint or was modified after this. `None` when no
+    /// table was ever written.
+    pub fn seen_at(&self) -> Option<SystemTime> {
+        self.lock().seen_at
+    }
+
+    /// Records a discovery that started at `at` and whose files are all in the table. Written
+    /// with the next change (it makes no write of its own).
+    pub fn mark_seen(&self, at: SystemTime) {
+        self.lock().seen_at = Some(at);
     }
 
     /// Every checkpoint, for status output and tests.
@@ -198,9 +296,14 @@ impl CheckpointStore {
         }
         let mut files: Vec<Checkpoint> = table.entries.values().cloned().collect();
         files.sort_by_key(|c| c.position.key);
+        let seen_at = table
+            .seen_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
         state_file(&table.path).write_json(&CheckpointFile {
             version: CheckpointFile::VERSION,
             files,
+            seen_at,
         })?;
         table.dirty = false;
         Ok(())
@@ -212,24 +315,41 @@ impl CheckpointStore {
 }
 
 impl Table {
-    fn merge(&mut self, position: FilePosition, path: Option<PathBuf>) {
-        match self.entries.get_mut(&position.key) {
-            Some(existing) => {
-                if position.stamp > existing.position.stamp {
-                    existing.position = position;
-                    self.dirty = true;
-                }
-                if path.is_some() && existing.path != path {
-                    existing.path = path;
-                    self.dirty = true;
-                }
+    /// Takes a position (the newest stamp wins) and a path; the checkpoint, unless the
+    /// position is an old one of a forgotten file.
+    fn merge(&mut self, position: FilePosition, path: Option<PathBuf>) -> Option<&mut Checkpoint> {
+        let key = position.key;
+        if !self.entries.contains_key(&key) {
+            if self
+                .forgotten
+                .get(&key)
+                .is_some_and(|stamp| position.stamp <= *stamp)
+            {
+                return None;
             }
-            None => {
-                self.entries
-                    .insert(position.key, Checkpoint { position, path });
-                self.dirty = true;
-            }
+            self.forgotten.remove(&key);
+            self.entries.insert(
+                key,
+                Checkpoint {
+                    position,
+                    path,
+                    size: None,
+                    finished: false,
+                },
+            );
+            self.dirty = true;
+            return self.entries.get_mut(&key);
         }
+        let existing = self.entries.get_mut(&key)?;
+        if position.stamp > existing.position.stamp {
+            existing.position = position;
+            self.dirty = true;
+        }
+        if path.is_some() && existing.path != path {
+            existing.path = path;
+            self.dirty = true;
+        }
+        Some(existing)
     }
 }
 
@@ -284,5 +404,68 @@ mod tests {
             CheckpointStore::open(&path, []).unwrap().all().is_empty(),
             "forgotten after release"
         );
+    }
+
+    #[test]
+    fn a_table_of_the_previous_format_loads_and_gains_the_new_fields() {
+        // Written before sizes and `seen_at` were kept.
+        let dir = tempfile::tempdir().unwrap();
+        codestax_storage::testing::copy_fixture("spool-main", dir.path());
+        let path = dir.path().join("checkpoints.json");
+        let written = SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        let store = CheckpointStore::open(&path, []).unwrap();
+        let all = store.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].position.offset, 1234);
+        assert_eq!(
+            (all[0].path.as_ref(), all[0].size, all[0].finished),
+            (None, None, false)
+        );
+        // Its mtime, less a margin, stands in for the time its files were last looked at.
+        assert_eq!(store.seen_at(), Some(written - SEEN_AT_MARGIN));
+
+        let key = all[0].position.key;
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        store.finished(
+            FilePosition {
+                stamp: 4,
+                ..all[0].position
+            },
+            Path::new("/x/app.jsonl.1"),
+            2000,
+        );
+        store.mark_seen(at);
+        store.persist().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""size":2000,"finished":true"#), "{text}");
+        assert!(text.ends_with(r#""seen_at":1700000000123}"#), "{text}");
+        let reopened = CheckpointStore::open(&path, []).unwrap();
+        assert_eq!(reopened.seen_at(), Some(at));
+        let c = &reopened.all()[0];
+        assert_eq!((c.size, c.finished), (Some(2000), true));
+        assert_eq!(c.path.as_deref(), Some(Path::new("/x/app.jsonl.1")));
+
+        // Forgotten: its older positions, read back from the spool, do not bring it back; a
+        // newer one (a new file under the inode) does.
+        reopened.forget(key);
+        let old = FilePosition {
+            offset: 1500,
+            stamp: 4,
+            ..c.position
+        };
+        reopened.advance(old);
+        assert_eq!(reopened.get(key), None);
+        reopened.advance(FilePosition {
+            offset: 10,
+            stamp: 5,
+            ..old
+        });
+        assert_eq!(reopened.get(key).unwrap().offset, 10);
     }
 }

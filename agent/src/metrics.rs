@@ -26,7 +26,8 @@ pub struct Metrics {
     pub records_rejected: Counter,
     /// Entries written to the quarantine file, by reason kind.
     pub quarantined: Family<Labels, Counter>,
-    /// OTLP log records refused to the sender, by reason (`invalid`, `spool_full`).
+    /// OTLP log records refused to the sender, by reason (`invalid`, `spool_full`,
+    /// `spool_disk_full`, `spool_write_error`, `unavailable`).
     pub otlp_refused: Family<Labels, Counter>,
     /// Bytes in spool segments on disk.
     pub spool_bytes: Gauge<u64, AtomicU64>,
@@ -36,13 +37,21 @@ pub struct Metrics {
     pub file_lag_bytes: Family<Labels, Gauge<u64, AtomicU64>>,
     /// Files being tailed.
     pub files_open: Gauge<u64, AtomicU64>,
+    /// Files gone (deleted, moved away, compressed) before they were read to their end.
+    pub files_lost: Counter,
+    /// Bytes of those files never read (from the checkpoint to the size last seen).
+    pub file_bytes_lost: Counter,
     /// Times tailing paused because the spool was full.
     pub spool_full_pauses: Counter,
     /// Failed sends that will be retried.
     pub retries: Counter,
     /// Damaged spool tails cut off at start-up.
     pub spool_damaged: Counter,
-    /// Unix time (seconds) of the last forwarding error, 0 if none.
+    /// Failed writes to the data directory, by `file` (`spool`, `acked`, `checkpoints`,
+    /// `quarantine`) and `kind` (`disk_full`, `io`); each is retried.
+    pub disk_write_errors: Family<Labels, Counter>,
+    /// Unix time (seconds) of the last error (forwarding, or writing the data directory), 0 if
+    /// none.
     pub last_error_time: Gauge<u64, AtomicU64>,
     last_error: Mutex<Option<String>>,
 }
@@ -68,9 +77,12 @@ impl Metrics {
             spool_max_bytes: Gauge::default(),
             file_lag_bytes: Family::default(),
             files_open: Gauge::default(),
+            files_lost: Counter::default(),
+            file_bytes_lost: Counter::default(),
             spool_full_pauses: Counter::default(),
             retries: Counter::default(),
             spool_damaged: Counter::default(),
+            disk_write_errors: Family::default(),
             last_error_time: Gauge::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
@@ -127,6 +139,16 @@ impl Metrics {
         );
         registry.register("files_open", "Files being tailed", m.files_open.clone());
         registry.register(
+            "files_lost",
+            "Files gone (deleted, moved away, compressed) before they were read to their end",
+            m.files_lost.clone(),
+        );
+        registry.register(
+            "file_bytes_lost",
+            "Bytes of files gone before they were read: from the checkpoint to the size last seen",
+            m.file_bytes_lost.clone(),
+        );
+        registry.register(
             "spool_full_pauses",
             "Times intake paused because the spool was full",
             m.spool_full_pauses.clone(),
@@ -142,8 +164,13 @@ impl Metrics {
             m.spool_damaged.clone(),
         );
         registry.register(
+            "disk_write_errors",
+            "Failed writes to the data directory (retried), by file and kind (disk_full, io)",
+            m.disk_write_errors.clone(),
+        );
+        registry.register(
             "last_error_time_seconds",
-            "Unix time of the last forwarding error, 0 if none",
+            "Unix time of the last error (forwarding, or writing the data directory), 0 if none",
             m.last_error_time.clone(),
         );
         Metrics { registry, ..m }
@@ -154,6 +181,19 @@ impl Metrics {
         family
             .get_or_create(&vec![(key.to_string(), value.to_string())])
             .inc_by(n);
+    }
+
+    /// Counts a failed write to the data directory (`file` is the label: `spool`, `acked`,
+    /// `checkpoints`, `quarantine`) and remembers it as the last error.
+    pub fn write_failed(&self, file: &'static str, disk_full: bool, error: impl Into<String>) {
+        let kind = if disk_full { "disk_full" } else { "io" };
+        self.disk_write_errors
+            .get_or_create(&vec![
+                ("file".to_string(), file.to_string()),
+                ("kind".to_string(), kind.to_string()),
+            ])
+            .inc();
+        self.set_last_error(error);
     }
 
     /// Sets the lag of a tailed file.

@@ -128,6 +128,7 @@ impl Quarantine {
         fs::create_dir_all(dir).map_err(err)?;
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(err)?;
@@ -170,13 +171,18 @@ impl Quarantine {
             serde_json::to_writer(&mut out, &json).expect("JSON to a Vec");
             out.push(b'\n');
         }
-        let err = |source| QuarantineError {
-            path: self.path.clone(),
-            source,
-        };
         let mut file = self.file.lock().expect("quarantine lock");
-        file.write_all(&out).map_err(err)?;
-        file.sync_data().map_err(err)?;
+        if let Err(source) = append_durably(&mut file, &out) {
+            drop(file);
+            let disk_full = codestax_storage::disk::is_full(source.kind());
+            let e = QuarantineError {
+                path: self.path.clone(),
+                source,
+            };
+            self.metrics
+                .write_failed("quarantine", disk_full, e.to_string());
+            return Err(e);
+        }
         drop(file);
         for e in entries {
             Metrics::count(&self.metrics.quarantined, "kind", e.kind.as_str(), 1);
@@ -190,6 +196,29 @@ impl Quarantine {
         }
         Ok(())
     }
+}
+
+/// Appends `bytes` (whole lines) to `file` and fsyncs them. On failure (a full disk mid-write)
+/// the file is cut back to where it ended, so a retry neither writes the entries twice nor
+/// glues them to half a line; should even the cut fail, the next write starts on a new line.
+fn append_durably(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = file.metadata()?.len();
+    let mut last = [b'\n'];
+    if end > 0 {
+        file.read_exact_at(&mut last, end - 1)?;
+    }
+    let written = (|| {
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+        file.write_all(bytes)?;
+        file.sync_data()
+    })();
+    if written.is_err() {
+        let _ = file.set_len(end).and_then(|()| file.sync_data());
+    }
+    written
 }
 
 #[cfg(test)]

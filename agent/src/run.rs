@@ -270,6 +270,7 @@ impl RunningAgent {
         let _ = self.api.await;
         let _ = self.trimmer.await;
         if let Err(e) = self.checkpoints.persist() {
+            // The positions are in the spool too: the next start reads them back from there.
             tracing::error!(error = %e, "cannot persist checkpoints at shutdown");
         }
         tracing::info!("codestax-agent stopped");

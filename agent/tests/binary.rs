@@ -5,19 +5,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use codestax_common::otlp::to_log_record;
-use codestax_common::{Rules, parse_json_line};
 use codestax_harness::{Agent, AgentOptions, emit_line};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use support::Sink;
+use support::{Sink, SinkState};
 use tokio::task::block_in_place;
 
 /// The options both tests start from: the binary cargo built for these tests, one rotating
@@ -120,24 +116,14 @@ impl Writer {
 }
 
 async fn send_otlp(endpoint: String, round: u64, written: &mut BTreeSet<String>) {
-    let logs = (0..10)
-        .map(|i| {
+    let request = support::otlp_request(
+        (0..10).map(|i| {
             let message = format!("otlp {round}-{i}");
             written.insert(message.clone());
-            let id = format!("o-{round}-{i}");
-            let line = emit_line(Some(&id), &message, "scan.triggered", 0);
-            to_log_record(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
-        })
-        .collect();
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            scope_logs: vec![ScopeLogs {
-                log_records: logs,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+            (format!("o-{round}-{i}"), message)
+        }),
+        0,
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut client) = LogsServiceClient::connect(endpoint.clone()).await
@@ -151,6 +137,30 @@ async fn send_otlp(endpoint: String, round: u64, written: &mut BTreeSet<String>)
             "the agent's OTLP receiver never answered"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every message of `expected` has arrived at the sink.
+async fn wait_for_messages(sink: &Sink, expected: &BTreeSet<String>, timeout: Duration) -> bool {
+    sink.wait_for(timeout, |s| s.has_all(expected)).await
+}
+
+/// What arrived is what was written: none missing (and `complete`), nothing else, every
+/// message under one id (duplicates only as replays of the same id).
+fn check_arrivals(
+    seed: u64,
+    expected: &BTreeSet<String>,
+    state: &SinkState,
+    complete: bool,
+    stderr: &str,
+) {
+    let complete = if complete {
+        Ok(())
+    } else {
+        Err("not all delivered in time".to_string())
+    };
+    if let Err(wrong) = state.delivered_once(expected).and(complete) {
+        panic!("seed {seed}: {wrong}\nagent stderr:\n{stderr}");
     }
 }
 
@@ -210,47 +220,14 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
     }
 
     let expected = writer.written.clone();
-    let complete = sink
-        .wait_for(Duration::from_secs(60), |s| {
-            let got: BTreeSet<&String> = s
-                .accepted
-                .iter()
-                .filter_map(|r| r.message.as_ref())
-                .collect();
-            expected.iter().all(|m| got.contains(m))
-        })
-        .await;
+    let complete = wait_for_messages(&sink, &expected, Duration::from_secs(60)).await;
 
     // SIGTERM: a clean stop with status 0.
     let stopped = block_in_place(|| agent.stop());
     let stderr = agent.stderr();
 
     let state = sink.state.lock().unwrap();
-    let mut ids_by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in &state.accepted {
-        ids_by_message
-            .entry(r.message.clone().unwrap_or_default())
-            .or_default()
-            .insert(r.id().to_string());
-    }
-    let got: BTreeSet<String> = ids_by_message.keys().cloned().collect();
-    let missing: Vec<_> = expected.difference(&got).take(20).collect();
-    assert!(
-        complete && missing.is_empty(),
-        "seed {seed}: missing {missing:?}\nagent stderr:\n{stderr}"
-    );
-    let unexpected: Vec<_> = got.difference(&expected).collect();
-    assert!(
-        unexpected.is_empty(),
-        "seed {seed}: never written: {unexpected:?}"
-    );
-    for (message, ids) in &ids_by_message {
-        assert_eq!(
-            ids.len(),
-            1,
-            "seed {seed}: {message} arrived under several ids {ids:?}"
-        );
-    }
+    check_arrivals(seed, &expected, &state, complete, &stderr);
     assert!(state.rejected.is_empty());
     assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");
     eprintln!(
@@ -258,6 +235,243 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         expected.len(),
         state.accepted.len(),
         state.accepted.len() - expected.len()
+    );
+}
+
+/// An app that writes without pause to `logs/app.jsonl` and rotates it by rename out of the
+/// globs (`app.jsonl.1`, `app.jsonl.2`, ...), now and then right after creating it (the agent
+/// may never see it under its first name); on its own thread until `stop`.
+struct RotatingApp {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(BTreeSet<String>, u64)>,
+}
+
+impl RotatingApp {
+    fn start(logs: PathBuf, seed: u64) -> RotatingApp {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B);
+            let live = logs.join("app.jsonl");
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&live)
+                .unwrap();
+            let mut written = BTreeSet::new();
+            let (mut n, mut rotations) = (0u64, 0u64);
+            let mut until_rotation = 300 + rng.below(1200);
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let message = format!("app {n}");
+                let id = n.is_multiple_of(3).then(|| format!("r-{n}"));
+                let line = emit_line(id.as_deref(), &message, "scan.triggered", 0);
+                if rng.below(50) == 0 {
+                    // Two writes: the agent may read the first half alone.
+                    let cut = 1 + rng.below(line.len() as u64 - 1) as usize;
+                    file.write_all(&line.as_bytes()[..cut]).unwrap();
+                    file.write_all(&line.as_bytes()[cut..]).unwrap();
+                } else {
+                    file.write_all(line.as_bytes()).unwrap();
+                }
+                written.insert(message);
+                n += 1;
+                until_rotation -= 1;
+                if until_rotation == 0 {
+                    rotations += 1;
+                    fs::rename(&live, logs.join(format!("app.jsonl.{rotations}"))).unwrap();
+                    // The writer's last line goes to the renamed file (it has not reopened).
+                    let message = format!("app {n}");
+                    file.write_all(emit_line(None, &message, "scan.triggered", 0).as_bytes())
+                        .unwrap();
+                    written.insert(message);
+                    n += 1;
+                    file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&live)
+                        .unwrap();
+                    until_rotation = if rng.below(4) == 0 {
+                        1 + rng.below(5)
+                    } else {
+                        300 + rng.below(1200)
+                    };
+                }
+                if n.is_multiple_of(4) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            (written, rotations)
+        });
+        RotatingApp { stop, thread }
+    }
+
+    /// Stops writing: the lines written and the rotations made.
+    fn stop(self) -> (BTreeSet<String>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
+    // The files rotated while the agent is down, and the one it was reading when killed, are
+    // out of `*.jsonl`: the agent finds them again by inode, or by name and time.
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let sink = Sink::start().await;
+    sink.require_token("t0k");
+    let options = AgentOptions {
+        include: vec![format!("{}/*.jsonl", logs.display())],
+        log_level: "info".into(),
+        ..options(&logs)
+    };
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
+    let app = RotatingApp::start(logs.clone(), seed);
+    let mut kills = 0;
+    // More for a soak: CODESTAX_KILL_ROUNDS=24.
+    let rounds: u64 = std::env::var("CODESTAX_KILL_ROUNDS")
+        .map(|r| r.parse().expect("CODESTAX_KILL_ROUNDS is a number"))
+        .unwrap_or(6);
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(150 + rng.below(1000))).await;
+        agent.kill9();
+        kills += 1;
+        // Down for a moment while the app writes and rotates on.
+        tokio::time::sleep(Duration::from_millis(rng.below(700))).await;
+        agent.respawn();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (expected, rotations) = app.stop();
+
+    let complete = wait_for_messages(&sink, &expected, Duration::from_secs(40)).await;
+    let stopped = block_in_place(|| agent.stop());
+    let stderr = agent.stderr();
+
+    let state = sink.state.lock().unwrap();
+    check_arrivals(seed, &expected, &state, complete, &stderr);
+    assert!(
+        !stderr.contains("are lost"),
+        "seed {seed}: a loss reported\n{stderr}"
+    );
+    assert!(state.rejected.is_empty());
+    assert!(stopped, "SIGTERM: exit 0 within 30 s\n{stderr}");
+    eprintln!(
+        "{} records written, {} received ({} replays of the same id) over {rotations} rotations and {kills} kill -9 rounds",
+        expected.len(),
+        state.accepted.len(),
+        state.accepted.len() - expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_before_it_was_read_is_reported_once_with_the_bytes_lost() {
+    // The collector is away and the spool fills: the agent has seen lines of app.jsonl that it
+    // cannot read yet. It is killed, and the file deleted while it is down: the bytes it saw
+    // and never read are reported, once, in a warning and in the counters.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    let mut sink = Sink::start().await;
+    sink.require_token("t0k");
+    sink.pause().await;
+    let mut lines = Vec::new();
+    for n in 0..20_000u64 {
+        lines.push(emit_line(None, &format!("old {n}"), "scan.triggered", 0));
+    }
+    let live = logs.join("app.jsonl");
+    fs::write(&live, lines.concat()).unwrap();
+    fs::write(
+        logs.join("done.jsonl"),
+        emit_line(None, "done", "scan.triggered", 0),
+    )
+    .unwrap();
+    let options = AgentOptions {
+        include: vec![format!("{}/*.jsonl", logs.display())],
+        spool_max_bytes: 1 << 20,
+        ..options(&logs)
+    };
+    let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
+    let full = codestax_harness::wait_for_async(Duration::from_secs(30), || {
+        block_in_place(|| agent.metric("codestax_agent_spool_full_pauses_total")) > 0.0
+    })
+    .await;
+    assert!(full, "the spool never filled\n{}", agent.stderr());
+    // The table, with the size seen, is written within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.kill9();
+    // Another file first: the inodes freed next are not reused under the watched names (a new
+    // app.jsonl under the old inode would pass for the old one truncated).
+    let mut text = String::new();
+    for n in 0..10 {
+        text.push_str(&emit_line(None, &format!("new {n}"), "scan.triggered", 0));
+    }
+    fs::write(logs.join("next.jsonl"), text).unwrap();
+    fs::remove_file(&live).unwrap();
+    fs::remove_file(logs.join("done.jsonl")).unwrap();
+    sink.resume().await;
+    agent.respawn();
+
+    let news: BTreeSet<String> = (0..10).map(|n| format!("new {n}")).collect();
+    let delivered = sink
+        .wait_for(Duration::from_secs(60), |s| {
+            let got: BTreeSet<&String> = s
+                .accepted
+                .iter()
+                .filter_map(|r| r.message.as_ref())
+                .collect();
+            news.iter().all(|m| got.contains(m))
+        })
+        .await;
+    let reported = codestax_harness::wait_for_async(Duration::from_secs(20), || {
+        block_in_place(|| agent.metric("codestax_agent_files_lost_total")) == 1.0
+    })
+    .await;
+    let stderr = agent.stderr();
+    assert!(delivered && reported, "{stderr}");
+    // What was read of the old file is a prefix of it; the rest is the loss reported.
+    let read: BTreeSet<u64> = sink
+        .state
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .filter_map(|r| r.message.as_deref()?.strip_prefix("old ")?.parse().ok())
+        .collect();
+    let k = read.len() as u64;
+    assert!(k > 0 && k < 20_000, "{k} lines read before the kill");
+    assert_eq!(read.last(), Some(&(k - 1)), "a prefix");
+    let unread: usize = lines[k as usize..].iter().map(String::len).sum();
+    assert_eq!(
+        block_in_place(|| agent.metric("codestax_agent_file_bytes_lost_total")),
+        unread as f64
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("are lost")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let size: usize = lines.iter().map(String::len).sum();
+    assert!(
+        warnings[0].contains(&live.display().to_string())
+            && warnings[0].contains(&format!("bytes {} to {size} ", size - unread)),
+        "{}",
+        warnings[0]
+    );
+    // Once: a restart does not report it again.
+    agent.kill9();
+    block_in_place(|| agent.restart());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        block_in_place(|| agent.metric("codestax_agent_files_lost_total")),
+        0.0
+    );
+    assert_eq!(
+        agent
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("are lost"))
+            .count(),
+        1
     );
 }
 

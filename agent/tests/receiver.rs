@@ -375,6 +375,91 @@ async fn a_full_spool_pushes_back_over_http_and_grpc() {
     assert!(metrics.render().contains("reason=\"spool_full\"} 2"));
 }
 
+/// A full disk under the spool (ENOSPC injected into the spool's writes) is not a full spool:
+/// HTTP 503 with Retry-After and gRPC UNAVAILABLE with RetryInfo, a message that says the disk
+/// is full, nothing stored; the same request is taken once the disk takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_as_unavailable_and_the_retry_lands() {
+    use codestax_storage::{Fault, FaultyDisk};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let (spool, _) = Spool::open_on(
+        dir.path(),
+        SpoolOptions {
+            max_bytes: 1 << 20,
+            segment_bytes: 16 << 10,
+        },
+        Arc::new(disk.clone()),
+    )
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let intake = OtlpIntake::new(spool.clone(), metrics.clone());
+    let req = request(vec![
+        to_log_record(&record(Some("d-1"), "one")),
+        to_log_record(&record(None, "two")),
+    ]);
+
+    disk.arm(Fault::Write(std::io::ErrorKind::StorageFull));
+    let (status, retry, body) = post(
+        http_router(intake.clone()),
+        "application/json",
+        false,
+        serde_json::to_vec(&req).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry.as_deref(), Some("2"));
+    let (code, message) = rpc_status(&body, false);
+    assert_eq!(code, tonic::Code::Unavailable as i32);
+    assert!(
+        message.contains("disk under the agent's spool is full"),
+        "{message}"
+    );
+    assert!(!message.contains("max_bytes"), "{message}");
+
+    let (addr, _server) = grpc_server(intake.clone()).await;
+    let mut client = LogsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    disk.arm(Fault::Sync(std::io::ErrorKind::StorageFull));
+    let status = client.export(req.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("disk"), "{}", status.message());
+    use tonic_types::StatusExt;
+    let retry = status.get_error_details().retry_info().cloned();
+    assert_eq!(
+        retry.and_then(|r| r.retry_delay),
+        Some(std::time::Duration::from_secs(2))
+    );
+    // Another disk error is retryable too, and named as such.
+    disk.arm(Fault::Write(std::io::ErrorKind::Other));
+    let status = client.export(req.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("cannot write its spool"),
+        "{}",
+        status.message()
+    );
+    assert!(spooled(&spool).is_empty(), "nothing stored");
+    let text = metrics.render();
+    for expected in [
+        "codestax_agent_otlp_refused_total{reason=\"spool_disk_full\"} 4",
+        "codestax_agent_otlp_refused_total{reason=\"spool_write_error\"} 2",
+        "codestax_agent_disk_write_errors_total{file=\"spool\",kind=\"disk_full\"} 2",
+        "codestax_agent_disk_write_errors_total{file=\"spool\",kind=\"io\"} 1",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+
+    // The sender's retry, once the disk takes writes: stored once, the derived id as before.
+    let response = client.export(req.clone()).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+    let stored = spooled(&spool);
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].id(), "d-1");
+    assert!(stored[1].id().starts_with("o-"), "{}", stored[1].id());
+}
+
 async fn grpc_server(intake: OtlpIntake) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -79,6 +79,7 @@ impl Collector {
                 cmd.stdout(std::process::Stdio::null());
                 die_with_parent(cmd, libc::SIGKILL);
             }),
+            stderr: None,
         })?;
         let mut keys = HashMap::new();
         for org in orgs {

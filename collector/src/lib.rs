@@ -6,7 +6,9 @@
 
 pub mod api;
 pub mod export;
+pub mod health;
 pub mod index;
+mod indexing;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

@@ -1,7 +1,8 @@
 //! The collector's Prometheus metrics: what was accepted, rejected and deduplicated (by receiver
 //! and reason), WAL fsyncs, index commits, search latency, index size, and retention (records
 //! deleted, age of the oldest record kept, the janitor's last run) and records refused by the
-//! ingest rate limits. Series name orgs only when the operator opts in (`metrics.per_org`): the
+//! ingest rate limits; failed writes of the WAL and the index, the index's recoveries, and whether
+//! each takes writes now. Series name orgs only when the operator opts in (`metrics.per_org`): the
 //! listener has no authentication, and an org's existence must not leak.
 
 use crate::retention::JanitorReport;
@@ -43,6 +44,11 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabel {
+    part: String,
+}
+
 /// Every metric the collector exports, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +71,10 @@ pub struct Metrics {
     janitor_runs: Family<ResultLabel, Counter>,
     janitor_last_run: Gauge<f64, AtomicU64>,
     janitor_last_duration: Gauge<f64, AtomicU64>,
+    wal_write_failures: Gauge<u64, AtomicU64>,
+    index_write_failures: Counter,
+    index_recoveries: Counter,
+    writable: Family<PartLabel, Gauge<u64, AtomicU64>>,
     /// The oldest record kept per org, as of the janitor's last run: ages are taken at scrape.
     oldest: Mutex<BTreeMap<String, DateTime<Utc>>>,
 }
@@ -74,8 +84,13 @@ pub struct Metrics {
 pub struct Sampled {
     pub wal_fsyncs: u64,
     pub wal_fsync_seconds: f64,
+    /// Groups the WAL could not write since start.
+    pub wal_write_failures: u64,
     pub index_documents: u64,
     pub index_bytes: u64,
+    /// Whether the WAL and the index take writes now (the collector's health).
+    pub wal_writable: bool,
+    pub index_writable: bool,
 }
 
 impl Default for Metrics {
@@ -195,6 +210,32 @@ impl Metrics {
             "How long the retention janitor's last run took",
             janitor_last_duration.clone(),
         );
+        let wal_write_failures = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "wal_write_failures",
+            "Groups of records the WAL could not write (full disk, I/O error) since start; none of \
+             their records was acknowledged",
+            wal_write_failures.clone(),
+        );
+        let index_write_failures = Counter::default();
+        registry.register(
+            "index_write_failures",
+            "Failed index writes: adds, commits and recovery attempts (ingest is refused while \
+             the index fails; acknowledged records wait in the WAL)",
+            index_write_failures.clone(),
+        );
+        let index_recoveries = Counter::default();
+        registry.register(
+            "index_recoveries",
+            "Times the index wrote again after failing, without a restart",
+            index_recoveries.clone(),
+        );
+        let writable = Family::<PartLabel, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "writable",
+            "Whether the part (wal, index) takes writes now: 1 yes, 0 no (/readyz answers 503)",
+            writable.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -215,6 +256,10 @@ impl Metrics {
             janitor_runs,
             janitor_last_run,
             janitor_last_duration,
+            wal_write_failures,
+            index_write_failures,
+            index_recoveries,
+            writable,
             oldest: Mutex::new(BTreeMap::new()),
         }
     }
@@ -299,6 +344,16 @@ impl Metrics {
             .inc();
     }
 
+    /// An index write (add, commit or recovery attempt) failed.
+    pub fn observe_index_failure(&self) {
+        self.index_write_failures.inc();
+    }
+
+    /// The index writes again after failing.
+    pub fn observe_index_recovery(&self) {
+        self.index_recoveries.inc();
+    }
+
     /// The Prometheus text exposition, with the sampled figures filled in.
     pub fn render(&self, sampled: Sampled) -> String {
         let now = Utc::now();
@@ -315,6 +370,15 @@ impl Metrics {
         self.wal_fsync_seconds_sum.set(sampled.wal_fsync_seconds);
         self.index_documents.set(sampled.index_documents);
         self.index_bytes.set(sampled.index_bytes);
+        self.wal_write_failures.set(sampled.wal_write_failures);
+        for (part, writable) in [
+            ("wal", sampled.wal_writable),
+            ("index", sampled.index_writable),
+        ] {
+            self.writable
+                .get_or_create(&PartLabel { part: part.into() })
+                .set(u64::from(writable));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -1,19 +1,21 @@
 //! Running the collector: open the index and the store, replay the WAL, serve HTTP and OTLP/gRPC,
-//! index in the background (with the retention janitor on the same task: it needs the index's one
-//! writer), and stop cleanly (stop accepting, finish in-flight requests, commit).
+//! index in the background ([`IndexTask`], with the retention janitor: it needs the index's one
+//! writer), probe a failing WAL's disk, and stop cleanly (stop accepting, finish in-flight
+//! requests, commit). A disk that fills up or fails stops nothing: [`Health`] says which part
+//! cannot write, and both recover by themselves once it can again.
 
 use crate::api::{self, ApiLimits, AppState, record_key_events};
-use crate::index::{AuditIndex, IndexOptions, Indexer};
+use crate::health::{Health, Part, probe_while_failing};
+use crate::index::{AuditIndex, IndexOptions};
+use crate::indexing::{IndexTask, Schedule};
 use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
-use chrono::Utc;
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +92,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         source,
     })?;
     let metrics = Arc::new(Metrics::with_per_org(config.metrics.per_org));
+    let health = Health::default();
     let keys = KeyStore::open(&layout.root)?;
     let retention = Arc::new(RetentionPolicy::open(&config, &layout.root)?);
 
@@ -127,6 +130,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         index.indexed_through(),
         chain_heads,
         sink,
+        health.clone(),
         trees.clone(),
     )?;
     let heads = crate::tree::open_heads(&layout.heads, &layout.root, &config.signing, &trees)?;
@@ -137,6 +141,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             allow_custom_actions: config.ingest.allow_custom_actions,
         },
         metrics.clone(),
+        health.clone(),
     )
     .with_rate_limiter(RateLimiter::new(
         RateLimit::from_config(
@@ -148,7 +153,6 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             config.limits.ingest_burst_records_per_org,
         ),
     ));
-    let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         keys: keys.clone(),
         index: index.clone(),
@@ -163,7 +167,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         },
         trees,
         heads,
-        ready: ready.clone(),
+        health: health.clone(),
     };
 
     let metrics_task = {
@@ -205,47 +209,50 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         })
     };
 
-    // Replay what the WAL holds beyond the index, then serve.
+    // Replay what the WAL holds beyond the index, then serve. If the index cannot write, the
+    // collector serves all the same (reads, and /readyz saying why not ready) and the indexer
+    // task retries.
     let started = Instant::now();
     let replayed = replay.len();
-    let mut indexer = tokio::task::spawn_blocking(move || -> Result<Indexer, ServeError> {
-        let mut indexer = indexer;
-        indexer.add_batch(&replay)?;
-        indexer.commit()?;
-        Ok(indexer)
+    let janitor = Janitor::new(retention, index.clone());
+    let task = IndexTask::new(
+        indexer,
+        batches,
+        store.clone(),
+        metrics.clone(),
+        janitor,
+        health.clone(),
+        layout.index.clone(),
+    );
+    let task = tokio::task::spawn_blocking(move || {
+        let mut task = task;
+        task.replay(&replay);
+        task
     })
     .await
-    .map_err(|e| ServeError::Indexer(e.to_string()))??;
-    if let Some(through) = index.indexed_through() {
-        store.mark_indexed_through(through);
-    }
-    ready.store(true, Ordering::Release);
+    .map_err(|e| ServeError::Indexer(e.to_string()))?;
+    health.set_started();
     tracing::info!(replayed, seconds = started.elapsed().as_secs_f64(), "ready");
 
     // The indexer runs before anything is submitted: the store hands new records to it through a
     // bounded queue, and a submit waits while that queue is full.
     let indexer_stop = CancellationToken::new();
     let indexer_task = {
-        let (store, metrics, stop) = (store.clone(), metrics.clone(), indexer_stop.clone());
         let schedule = Schedule {
             commit: config.index.commit_interval,
             janitor: config.retention.janitor_interval,
         };
-        let janitor = Janitor::new(retention, index.clone());
-        let mut batches = batches;
-        tokio::spawn(async move {
-            run_indexer(
-                &mut indexer,
-                &mut batches,
-                &store,
-                &metrics,
-                &janitor,
-                schedule,
-                stop,
-            )
-            .await
-        })
+        tokio::spawn(task.run(schedule, indexer_stop.clone()))
     };
+    // A WAL that failed to write is healthy again with the next group it writes; this tells
+    // /readyz so on an idle collector too, once its disk takes writes.
+    let wal_probe = tokio::spawn(probe_while_failing(
+        health.clone(),
+        Part::Wal,
+        layout.wal.clone(),
+        WAL_PROBE_INTERVAL,
+        shutdown.clone(),
+    ));
 
     // Key events of changes other writers (the CLI) made: at start, then whenever such changes
     // are loaded — by this loop, or by an unknown token that made the store look again.
@@ -292,8 +299,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
     keys_task.abort();
     let _ = keys_task.await;
+    wal_probe.abort();
+    let _ = wal_probe.await;
     indexer_stop.cancel();
-    let indexer_result = indexer_task
+    indexer_task
         .await
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
     drop(ingest);
@@ -301,10 +310,18 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     http_result?;
     grpc_result?;
     metrics_result?;
-    indexer_result?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How often a WAL that failed to write is probed for room.
+const WAL_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Stored batches that may wait for the indexer before acks wait too. Every queued batch is a
+/// batch that is acknowledged but not yet searchable: with 16, saturating ingest ran ~16,000
+/// records ahead of the index and freshness p99 reached 2.6 s; with 4 it stays under 1 s at the
+/// same throughput (BENCHMARKS.md).
+const INDEX_QUEUE_BATCHES: usize = 4;
 
 async fn bind(
     addr: std::net::SocketAddr,
@@ -313,131 +330,4 @@ async fn bind(
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, what, source })
-}
-
-/// The first janitor run comes this long after start (or after one interval, if shorter).
-const JANITOR_FIRST_RUN: Duration = Duration::from_secs(10);
-
-/// How often the indexer task commits and runs the janitor.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    commit: Duration,
-    janitor: Duration,
-}
-
-/// Stored batches that may wait for the indexer before acks wait too. Every queued batch is a
-/// batch that is acknowledged but not yet searchable: with 16, saturating ingest ran ~16,000
-/// records ahead of the index and freshness p99 reached 2.6 s; with 4 it stays under 1 s at the
-/// same throughput (BENCHMARKS.md).
-const INDEX_QUEUE_BATCHES: usize = 4;
-
-/// Indexes what the store hands over and commits every `schedule.commit`, so a record is
-/// searchable within about that long after its ack; runs the janitor shortly after start, then
-/// every `schedule.janitor` (ingest waits meanwhile: the janitor needs the one writer). On
-/// `stop`, indexes what is queued and commits once more.
-async fn run_indexer(
-    indexer: &mut Indexer,
-    batches: &mut mpsc::Receiver<IndexBatch>,
-    store: &Store,
-    metrics: &Metrics,
-    janitor: &Janitor,
-    schedule: Schedule,
-    stop: CancellationToken,
-) -> Result<(), ServeError> {
-    let mut tick = tokio::time::interval(schedule.commit);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let first = tokio::time::Instant::now() + schedule.janitor.min(JANITOR_FIRST_RUN);
-    let mut janitor_tick = tokio::time::interval_at(first, schedule.janitor);
-    janitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When the oldest record added since the last commit was acknowledged; `None`: nothing added.
-    let mut oldest: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                while let Ok(batch) = batches.try_recv() {
-                    add(indexer, batch, &mut oldest)?;
-                }
-                break;
-            }
-            batch = batches.recv() => match batch {
-                Some(batch) => add(indexer, batch, &mut oldest)?,
-                None => break,
-            },
-            _ = tick.tick() => {
-                if oldest.is_some() {
-                    commit(indexer, store, metrics, &mut oldest)?;
-                } else if let Err(e) = tokio::task::block_in_place(|| indexer.refresh()) {
-                    tracing::warn!(error = %e, "making merged segments searchable failed; the next commit will");
-                }
-            }
-            _ = janitor_tick.tick() => {
-                // A run that went through committed what was added before it; after a failed
-                // one, the next tick commits (again).
-                if run_janitor(indexer, janitor, store, metrics) {
-                    observe_lag(metrics, &mut oldest);
-                }
-            }
-        }
-    }
-    if oldest.is_some() {
-        commit(indexer, store, metrics, &mut oldest)?;
-    }
-    Ok(())
-}
-
-/// Adds a stored batch to the index (searchable at the next commit).
-fn add(
-    indexer: &mut Indexer,
-    batch: IndexBatch,
-    oldest: &mut Option<Instant>,
-) -> Result<(), ServeError> {
-    tokio::task::block_in_place(|| indexer.add_stored(&batch.records, Some(&batch.stored)))?;
-    // Batches arrive in the order they were acknowledged.
-    oldest.get_or_insert(batch.durable_at);
-    Ok(())
-}
-
-/// Commits what was added, making it searchable, and observes how long the oldest of it waited.
-fn commit(
-    indexer: &mut Indexer,
-    store: &Store,
-    metrics: &Metrics,
-    oldest: &mut Option<Instant>,
-) -> Result<(), ServeError> {
-    let started = Instant::now();
-    let through = tokio::task::block_in_place(|| indexer.commit())?;
-    metrics.observe_commit(started.elapsed().as_secs_f64());
-    observe_lag(metrics, oldest);
-    if let Some(lsn) = through {
-        store.mark_indexed_through(lsn);
-    }
-    Ok(())
-}
-
-/// After a commit: the oldest record it made searchable was acknowledged at `oldest`.
-fn observe_lag(metrics: &Metrics, oldest: &mut Option<Instant>) {
-    if let Some(acked) = oldest.take() {
-        metrics.observe_index_lag(acked.elapsed().as_secs_f64());
-    }
-}
-
-/// One janitor run; whether it went through. A failure is logged and counted, and the next run
-/// tries again: deleting late is not worth stopping ingest for (reads hide expired records anyway).
-fn run_janitor(indexer: &mut Indexer, janitor: &Janitor, store: &Store, metrics: &Metrics) -> bool {
-    let result = tokio::task::block_in_place(|| janitor.run(indexer, Utc::now()));
-    // The run commits first: tell the store, so it can drop the WAL segments now indexed.
-    if let Some(lsn) = indexer.indexed_through() {
-        store.mark_indexed_through(lsn);
-    }
-    match result {
-        Ok(report) => {
-            metrics.observe_janitor(&report, Utc::now());
-            true
-        }
-        Err(e) => {
-            metrics.observe_janitor_failure();
-            tracing::error!(error = %e, "retention janitor failed; it will try again at its next run");
-            false
-        }
-    }
 }

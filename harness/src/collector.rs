@@ -34,6 +34,9 @@ pub struct CollectorOptions {
     pub request_timeout: Duration,
     /// Applied to the command before each start (the bench makes its children die with it).
     pub before_spawn: Option<fn(&mut Command)>,
+    /// A file every start appends its stderr to (read back with [`Collector::stderr`]); the
+    /// test's own stderr when `None`.
+    pub stderr: Option<PathBuf>,
 }
 
 impl CollectorOptions {
@@ -49,6 +52,7 @@ impl CollectorOptions {
             stop_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             before_spawn: None,
+            stderr: None,
         }
     }
 }
@@ -135,6 +139,18 @@ impl Collector {
                 format!("127.0.0.1:{}", self.metrics_port),
             )
             .stdin(Stdio::null());
+        if let Some(path) = &self.options.stderr {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| HarnessError::Io {
+                    what: "open the stderr file",
+                    path: path.clone(),
+                    source,
+                })?;
+            cmd.stderr(file);
+        }
         if let Some(before_spawn) = self.options.before_spawn {
             before_spawn(&mut cmd);
         }
@@ -181,6 +197,16 @@ impl Collector {
         self.options.settings = settings.to_string();
         self.write_config()?;
         self.launch()
+    }
+
+    /// What the collector wrote to [`CollectorOptions::stderr`] so far (all runs); empty when
+    /// its stderr is not kept in a file.
+    pub fn stderr(&self) -> String {
+        self.options
+            .stderr
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// The running process's id.

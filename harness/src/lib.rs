@@ -1,6 +1,7 @@
 //! The real binaries as child processes, for the end-to-end tests (`tests/`), the agent's binary
 //! tests and the benchmarks (`bench/`): a collector on free ports and its keys, an agent tailing
-//! files into it, the signals that stop them, and the records and emit lines they are fed.
+//! files into it, the signals that stop them, the records and emit lines they are fed, and a
+//! size-limited tmpfs to fill up.
 //!
 //! Test-style calls (`Collector::start`, `Agent::start`, `create_key`, ...) panic with a message
 //! naming what failed; the fallible ones (`Collector::launch`, `Process::terminate`, ...) return
@@ -13,6 +14,7 @@ mod collector;
 mod error;
 mod fixtures;
 mod process;
+mod tmpfs;
 mod wait;
 
 pub use agent::{Agent, AgentOptions};
@@ -20,5 +22,6 @@ pub use binaries::bin;
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
 pub use fixtures::{emit_line, emit_with_sdk, record};
-pub use process::{Process, proc_status_kib};
+pub use process::{Process, proc_status_kib, tail};
+pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

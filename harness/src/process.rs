@@ -126,6 +126,16 @@ impl Drop for Process {
     }
 }
 
+/// The last `n` bytes of `text` (from a character boundary): the end of a process's stderr for
+/// a failure message.
+pub fn tail(text: &str, n: usize) -> &str {
+    let start = text.len().saturating_sub(n);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
 /// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`, `RssAnon:`), in KiB.
 pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64, HarnessError> {
     let path = format!("/proc/{pid}/status");

@@ -1,5 +1,5 @@
-//! What the log writes through: [`RealDisk`] in production, [`FaultyDisk`] to make a chosen write
-//! or sync fail in tests (no test-only fields in the log itself).
+//! What the log writes through: [`RealDisk`] in production, [`FaultyDisk`] to make a chosen write,
+//! sync or rollback fail in tests (no test-only fields in the log itself).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -7,12 +7,26 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-/// The two operations of an append whose failure the log must survive.
+/// Whether an I/O error of this kind means the disk (or the quota) is full: the write may
+/// succeed once space is freed, so callers push back instead of failing for good.
+pub fn is_full(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The operations of an append whose failure the log must survive.
 pub trait Disk: Debug + Send + Sync {
     /// Writes all of `bytes` at the end of `file`.
     fn write(&self, file: &mut File, bytes: &[u8]) -> io::Result<()>;
     /// Makes what was written to `file` durable (fdatasync).
     fn sync(&self, file: &File) -> io::Result<()>;
+    /// Cuts `file` back to `len` bytes, durably: the rollback of a failed append.
+    fn truncate(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)?;
+        file.sync_data()
+    }
 }
 
 /// The file system as it is.
@@ -36,6 +50,9 @@ pub enum Fault {
     Write(io::ErrorKind),
     /// The next sync fails.
     Sync(io::ErrorKind),
+    /// The next rollback of a failed append fails (the log then refuses writes until one
+    /// succeeds).
+    Truncate(io::ErrorKind),
 }
 
 /// The real disk, except for the faults armed with [`FaultyDisk::arm`], each used once in
@@ -49,20 +66,22 @@ impl FaultyDisk {
         self.0.lock().expect("fault queue").push_back(fault);
     }
 
-    fn take(&self, pick: fn(Fault) -> Option<io::ErrorKind>) -> Option<io::ErrorKind> {
+    /// The first fault armed of the same kind as `like` (whose error kind is ignored).
+    fn take(&self, like: fn(io::ErrorKind) -> Fault) -> Option<io::ErrorKind> {
         let mut queue = self.0.lock().expect("fault queue");
-        let at = queue.iter().position(|f| pick(*f).is_some())?;
-        queue.remove(at).and_then(pick)
+        let wanted = std::mem::discriminant(&like(io::ErrorKind::Other));
+        let at = queue
+            .iter()
+            .position(|f| std::mem::discriminant(f) == wanted)?;
+        match queue.remove(at)? {
+            Fault::Write(kind) | Fault::Sync(kind) | Fault::Truncate(kind) => Some(kind),
+        }
     }
 }
 
 impl Disk for FaultyDisk {
     fn write(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
-        let fault = self.take(|f| match f {
-            Fault::Write(kind) => Some(kind),
-            Fault::Sync(_) => None,
-        });
-        match fault {
+        match self.take(Fault::Write) {
             Some(kind) => {
                 file.write_all(&bytes[..bytes.len() / 2])?;
                 Err(kind.into())
@@ -72,13 +91,16 @@ impl Disk for FaultyDisk {
     }
 
     fn sync(&self, file: &File) -> io::Result<()> {
-        let fault = self.take(|f| match f {
-            Fault::Sync(kind) => Some(kind),
-            Fault::Write(_) => None,
-        });
-        match fault {
+        match self.take(Fault::Sync) {
             Some(kind) => Err(kind.into()),
             None => RealDisk.sync(file),
+        }
+    }
+
+    fn truncate(&self, file: &File, len: u64) -> io::Result<()> {
+        match self.take(Fault::Truncate) {
+            Some(kind) => Err(kind.into()),
+            None => RealDisk.truncate(file, len),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Entries are addressed by segment and byte offset, and numbered across segments from the
 //! first segment's number (for logs named by first entry, the number is the LSN). Appends go
 //! through a [`Disk`]: a failed write or sync cuts the active segment back to where it was, so
-//! the file never keeps part of a batch; if even that fails the log refuses further writes.
+//! the file never keeps part of a batch; if even that fails the log refuses writes until the cut
+//! succeeds (it is tried again by each later write).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -34,7 +35,7 @@ pub enum LogError {
     },
     #[error("{} is in use by another writer", .path.display())]
     Locked { path: PathBuf },
-    #[error("{} could not be rolled back after a failed write; reopen the log", .path.display())]
+    #[error("{} could not be rolled back after a failed write; no write is taken until it is", .path.display())]
     Poisoned { path: PathBuf },
 }
 
@@ -253,7 +254,9 @@ pub struct Log {
     catalog: Catalog,
     active: Active,
     disk: Arc<dyn Disk>,
-    poisoned: bool,
+    /// A rollback that failed: the length and entries the active segment must be cut back to
+    /// before it takes another write.
+    poisoned: Option<(u64, u64)>,
     _lock: Option<DirLock>,
 }
 
@@ -448,7 +451,7 @@ impl Log {
                 catalog,
                 active,
                 disk,
-                poisoned: false,
+                poisoned: None,
                 _lock: lock,
             },
             notes,
@@ -583,21 +586,26 @@ impl Log {
         Ok(())
     }
 
-    fn check_poisoned(&self) -> Result<(), LogError> {
-        if self.poisoned {
-            return Err(LogError::Poisoned {
-                path: self.active_path(),
-            });
+    /// After a failed rollback, tries it again: the log takes writes once it succeeds.
+    fn check_poisoned(&mut self) -> Result<(), LogError> {
+        if let Some((len, entries)) = self.poisoned {
+            if self.truncate_active(len, entries).is_err() {
+                return Err(LogError::Poisoned {
+                    path: self.active_path(),
+                });
+            }
+            tracing::warn!(path = %self.active_path().display(), "failed write rolled back at last; taking writes again");
         }
         Ok(())
     }
 
     /// Cuts the active segment back to `len` bytes holding `entries` entries, durably. If that
-    /// fails the file's content is unknown, so the log refuses further writes.
+    /// fails the file's content is unknown, so the log refuses further writes until a retry of
+    /// this cut succeeds.
     fn truncate_active(&mut self, len: u64, entries: u64) -> Result<(), LogError> {
-        let file = &self.active.file;
-        match file.set_len(len).and_then(|()| file.sync_data()) {
+        match self.disk.truncate(&self.active.file, len) {
             Ok(()) => {
+                self.poisoned = None;
                 self.active.len = len;
                 self.active.entries = entries;
                 self.active.synced_len = self.active.synced_len.min(len);
@@ -605,7 +613,7 @@ impl Log {
                 Ok(())
             }
             Err(source) => {
-                self.poisoned = true;
+                self.poisoned = Some((len, entries));
                 let path = self.active_path();
                 tracing::error!(path = %path.display(), error = %source, "cannot roll the log back; refusing further writes");
                 Err(LogError::Io { path, source })

@@ -79,6 +79,12 @@ impl StateFileError {
         }
     }
 
+    /// Whether the disk (or the quota) is full: the write may succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        self.io_error()
+            .is_some_and(|e| crate::disk::is_full(e.kind()))
+    }
+
     /// The I/O error underneath, if this is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {

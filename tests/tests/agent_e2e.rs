@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use codestax_tests::{Agent, AgentOptions, Collector, emit_line, emit_with_sdk, wait_until};
+use codestax_tests::{Agent, AgentOptions, Collector, emit_line, emit_with_sdk, tail, wait_until};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
@@ -171,14 +171,6 @@ impl Rig {
             started.elapsed().as_secs_f64()
         );
     }
-}
-
-fn tail(text: &str, n: usize) -> &str {
-    let start = text.len().saturating_sub(n);
-    let start = (start..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(text.len());
-    &text[start..]
 }
 
 /// Differences between the collector's entries and the ledger ("" when none).

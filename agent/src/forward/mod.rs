@@ -22,12 +22,17 @@ use tonic::Code;
 use crate::checkpoint::CheckpointStore;
 use crate::metrics::Metrics;
 use crate::quarantine::{Quarantine, QuarantineEntry, QuarantineKind};
-use crate::spool::{Spool, SpoolPos};
+use crate::spool::{Spool, SpoolError, SpoolPos};
 
 pub use backoff::{BACKOFF_CAP, Backoff};
 pub use batch::{Batch, BatchLimits, Batcher};
 pub use client::{Compression, FRAME_HEADER, Upstream, UpstreamError};
 pub use response::{NOTHING_ACCEPTED, Rejections, parse as parse_rejections};
+
+/// First wait before persisting an acknowledgement again after a failure (a full disk); it
+/// doubles up to [`ACK_RETRY_CAP`].
+const ACK_RETRY: Duration = Duration::from_millis(100);
+const ACK_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// Requests on their way at once unless set otherwise ([`Forwarder::with_max_in_flight`]).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
@@ -411,19 +416,40 @@ impl Delivery {
 }
 
 /// Persists each acknowledged position sent (the newest when several arrived meanwhile) until
-/// the sender is dropped.
+/// the sender is dropped. A failed attempt (a full disk) is made again after a wait, or at once
+/// when a newer position arrives, so the spool is freed once the disk takes writes again even
+/// if nothing more is sent; the first failure of a run is logged, each is counted.
 async fn persist_acks(
     spool: Spool,
     checkpoints: CheckpointStore,
     metrics: Arc<Metrics>,
     mut positions: watch::Receiver<Option<SpoolPos>>,
 ) {
+    let mut retry = None;
     loop {
-        let open = positions.changed().await.is_ok();
+        let open = match retry {
+            None => positions.changed().await.is_ok(),
+            Some(wait) => tokio::select! {
+                changed = positions.changed() => changed.is_ok(),
+                _ = tokio::time::sleep(wait) => true,
+            },
+        };
         let end = *positions.borrow_and_update();
-        if let Some(end) = end {
-            acknowledge(&spool, &checkpoints, &metrics, end).await;
-        }
+        let result = match end {
+            Some(end) => acknowledge(&spool, &checkpoints, end).await,
+            None => Ok(()),
+        };
+        metrics.spool_bytes.set(spool.stats().used_bytes);
+        retry = match result {
+            Ok(()) => None,
+            Err((file, disk_full, e)) => {
+                if retry.is_none() {
+                    tracing::error!(error = %e, "cannot acknowledge the spool; retrying");
+                }
+                metrics.write_failed(file, disk_full, e);
+                Some(retry.map_or(ACK_RETRY, |w: Duration| (w * 2).min(ACK_RETRY_CAP)))
+            }
+        };
         if !open {
             return;
         }
@@ -431,30 +457,28 @@ async fn persist_acks(
 }
 
 /// Acknowledges the spool up to `end`; then persists the checkpoints and deletes the segments
-/// that are entirely acknowledged.
+/// that are entirely acknowledged. On failure: which file (the metric's label), whether the
+/// disk is full, the error.
 async fn acknowledge(
     spool: &Spool,
     checkpoints: &CheckpointStore,
-    metrics: &Metrics,
     end: SpoolPos,
-) {
-    let spool2 = spool.clone();
+) -> Result<(), (&'static str, bool, String)> {
+    let spool = spool.clone();
     let checkpoints = checkpoints.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        spool2.ack(end).map_err(|e| e.to_string())?;
-        if spool2.has_deletable() {
-            checkpoints.persist().map_err(|e| e.to_string())?;
-            spool2.delete_acked().map_err(|e| e.to_string())?;
+    let failed = |file| move |e: SpoolError| (file, e.is_disk_full(), e.to_string());
+    tokio::task::spawn_blocking(move || {
+        spool.ack(end).map_err(failed("acked"))?;
+        if spool.has_deletable() {
+            checkpoints
+                .persist()
+                .map_err(|e| ("checkpoints", e.is_disk_full(), e.to_string()))?;
+            spool.delete_acked().map_err(failed("spool"))?;
         }
         Ok(())
     })
     .await
-    .expect("acknowledgement does not panic");
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot acknowledge the spool");
-        metrics.set_last_error(e);
-    }
-    metrics.spool_bytes.set(spool.stats().used_bytes);
+    .expect("acknowledgement does not panic")
 }
 
 /// The quarantine entry of a record the collector rejected: the record as JSON (read back from

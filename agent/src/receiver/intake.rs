@@ -23,11 +23,15 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Why a request could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    #[error("the agent's spool is full; retry later")]
+    #[error("the agent's spool is full (spool.max_bytes reached); retry later")]
     SpoolFull,
     #[error("the request is larger than the agent's whole spool")]
     TooLarge,
-    #[error("the agent cannot store records right now")]
+    #[error(
+        "the disk under the agent's spool is full (no space left on device); nothing was stored; retry later"
+    )]
+    DiskFull,
+    #[error("the agent cannot write its spool (disk error); nothing was stored; retry later")]
     Unavailable,
 }
 
@@ -39,7 +43,7 @@ impl From<IntakeError> for Refusal {
                 Refusal::new(RefusalKind::Full, message).retry_after(RETRY_AFTER)
             }
             IntakeError::TooLarge => Refusal::new(RefusalKind::TooLarge, message),
-            IntakeError::Unavailable => {
+            IntakeError::DiskFull | IntakeError::Unavailable => {
                 Refusal::new(RefusalKind::Unavailable, message).retry_after(RETRY_AFTER)
             }
         }
@@ -100,9 +104,26 @@ impl OtlpIntake {
                 Err(IntakeError::SpoolFull)
             }
             Err(SpoolError::TooLarge { .. }) => Err(IntakeError::TooLarge),
+            // The spool's writer logs the first failure of a run; each refusal is counted.
+            Err(e @ (SpoolError::DiskFull { .. } | SpoolError::Segment { .. })) => {
+                let disk_full = e.is_disk_full();
+                self.metrics.write_failed("spool", disk_full, e.to_string());
+                let reason = if disk_full {
+                    "spool_disk_full"
+                } else {
+                    "spool_write_error"
+                };
+                Metrics::count(&self.metrics.otlp_refused, "reason", reason, n);
+                Err(if disk_full {
+                    IntakeError::DiskFull
+                } else {
+                    IntakeError::Unavailable
+                })
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot spool OTLP records");
                 self.metrics.set_last_error(e.to_string());
+                Metrics::count(&self.metrics.otlp_refused, "reason", "unavailable", n);
                 Err(IntakeError::Unavailable)
             }
         }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use codestax_storage::{
-    Damage, Frames, GroupCommit, GroupOptions, Log, LogError, OnDamage, OpenLog, StateFile,
-    Versioned,
+    Damage, Disk, Frames, GroupCommit, GroupOptions, Log, LogError, OnDamage, OpenLog, RealDisk,
+    StateFile, Versioned,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
@@ -25,7 +25,7 @@ use crate::checkpoint::FilePosition;
 pub use codestax_storage::{FRAME_OVERHEAD, HEADER_LEN};
 pub use entry::SpoolEntry;
 pub use reader::{ReadEntry, SpoolReader};
-pub use shared::{SpoolError, SpoolOptions, SpoolPos};
+pub use shared::{SpoolError, SpoolOptions, SpoolPos, WriteFailure};
 
 use shared::Shared;
 
@@ -91,6 +91,15 @@ impl Spool {
     /// Opens (or creates) the spool in `dir`, checking every entry: a damaged tail is cut off
     /// (saved beside it as `SEQ-OFFSET.damaged`) and logged; it never stops the agent.
     pub fn open(dir: &Path, options: SpoolOptions) -> Result<(Spool, Recovery), SpoolError> {
+        Spool::open_on(dir, options, Arc::new(RealDisk))
+    }
+
+    /// [`Spool::open`], with the segments written through `disk` (faults in tests).
+    pub fn open_on(
+        dir: &Path,
+        options: SpoolOptions,
+        disk: Arc<dyn Disk>,
+    ) -> Result<(Spool, Recovery), SpoolError> {
         let acked_file = StateFile::new(dir.join(ACKED_FILE), ".new");
         let acked = acked_file
             .read_json::<AckedFile>(OnDamage::MoveAside)?
@@ -103,6 +112,7 @@ impl Spool {
         let open = OpenLog {
             // A new segment comes after the acknowledged one, even if that one is gone.
             min_next_id: acked.map_or(1, |a| a.segment.saturating_add(1)),
+            disk,
             ..OpenLog::new(&segment::FORMAT, Damage::CutEach)
         };
         let (log, notes) = Log::open(dir, open, |at, payload| {
@@ -165,11 +175,14 @@ impl Spool {
             acked_file,
             acked: Mutex::new(clamped),
             committed: watch::channel(committed).0,
+            cuts: AtomicU64::new(0),
+            failing: Mutex::new(None),
         });
         let writer = writer::Writer {
             shared: shared.clone(),
             log,
             frames: Frames::new(),
+            roll_failing: false,
         };
         let group = GroupOptions {
             max_wait: std::time::Duration::ZERO,
@@ -191,7 +204,9 @@ impl Spool {
 
     /// Appends entries and returns once they are fsynced, with the position after the last.
     /// Appends from many callers share one fsync (group commit). Refused with
-    /// [`SpoolError::Full`] when the entries do not fit: nothing is written then.
+    /// [`SpoolError::Full`] when the entries do not fit, [`SpoolError::DiskFull`] when the disk
+    /// has no room: nothing is written then (a failed write is cut back), and the same append
+    /// may be tried again.
     pub async fn append(&self, entries: Vec<SpoolEntry>) -> Result<SpoolPos, SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.requests
@@ -279,6 +294,11 @@ impl Spool {
     /// Whether `bytes` more would fit now.
     pub fn has_room_for(&self, bytes: u64) -> bool {
         self.shared.used_bytes.load(Ordering::Acquire) + bytes <= self.shared.options.max_bytes
+    }
+
+    /// Set while appends fail on the disk (until one succeeds).
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        self.shared.failing.lock().expect("failing lock").clone()
     }
 
     pub fn stats(&self) -> SpoolStats {

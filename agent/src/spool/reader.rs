@@ -1,6 +1,7 @@
 //! Reading the spool in order from the acknowledged position, up to the fsynced end.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -25,16 +26,20 @@ pub struct SpoolReader {
     pos: SpoolPos,
     frames: Option<(u64, SegmentReader)>,
     committed: watch::Receiver<SpoolPos>,
+    /// [`Shared::cuts`] when `frames` was last trusted.
+    cuts: u64,
 }
 
 impl SpoolReader {
     pub(crate) fn new(shared: Arc<Shared>, pos: SpoolPos) -> SpoolReader {
         let committed = shared.committed.subscribe();
+        let cuts = shared.cuts.load(Ordering::Acquire);
         SpoolReader {
             shared,
             pos,
             frames: None,
             committed,
+            cuts,
         }
     }
 
@@ -48,6 +53,15 @@ impl SpoolReader {
     pub fn try_next(&mut self) -> Result<Option<ReadEntry>, SpoolError> {
         loop {
             let committed = *self.committed.borrow_and_update();
+            // Loaded after the committed end: an end published past failed writes comes with a
+            // bump seen here. The segment reader may have buffered bytes of those writes (read
+            // while they were in the file, before they were cut); what was written in their place
+            // since must be read from the file.
+            let cuts = self.shared.cuts.load(Ordering::Acquire);
+            if cuts != self.cuts {
+                self.cuts = cuts;
+                self.frames = None;
+            }
             let limit = if self.pos.segment >= committed.segment {
                 committed.offset
             } else {

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
 
 use codestax_storage::{Catalog, StateFile, StateFileError};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,10 @@ pub enum SpoolError {
     Dir { path: PathBuf, source: io::Error },
     #[error("spool segment {path}: {source}")]
     Segment { path: PathBuf, source: io::Error },
+    /// The disk under the spool has no space left (ENOSPC, or the quota): nothing was written.
+    /// Not [`SpoolError::Full`], which is `max_bytes` reached.
+    #[error("the spool's disk is full (writing {path}): {source}")]
+    DiskFull { path: PathBuf, source: io::Error },
     #[error("spool segment {path} is damaged at offset {offset}: {problem}")]
     Damaged {
         path: PathBuf,
@@ -50,11 +55,34 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
-    /// True when the append may succeed later without anything changing but time (full spool,
-    /// a transient write error).
+    /// True when the spool holds `max_bytes`: the append may succeed once the collector has
+    /// acknowledged more.
     pub fn is_full(&self) -> bool {
         matches!(self, SpoolError::Full { .. })
     }
+
+    /// True when the disk under the spool is full (an append, or the acknowledged position's
+    /// file): the write may succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SpoolError::DiskFull { .. } => true,
+            SpoolError::State(e) => e.is_disk_full(),
+            _ => false,
+        }
+    }
+}
+
+/// Appends are failing on the disk: what `/healthz` shows until one succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// The disk is full (rather than failing otherwise).
+    pub disk_full: bool,
+    /// The newest error.
+    pub message: String,
+    /// When the first append of this run of failures failed.
+    pub since: SystemTime,
+    /// Appends (groups of appends written together) failed since then.
+    pub failures: u64,
 }
 
 /// What the spool handle, its writer and its readers share.
@@ -68,4 +96,11 @@ pub(crate) struct Shared {
     pub(super) acked: Mutex<SpoolPos>,
     /// End of the fsynced data: what readers may read.
     pub(super) committed: watch::Sender<SpoolPos>,
+    /// Runs of failed writes ended so far. Bumped by the first append that succeeds after
+    /// failed ones, before its committed end is published: a reader that sees that end sees the
+    /// bump, and drops what it had buffered of the file beyond the old end (bytes of failed
+    /// writes, since cut back, never committed).
+    pub(super) cuts: AtomicU64,
+    /// Set while appends fail on the disk, cleared by the next append that succeeds.
+    pub(super) failing: Mutex<Option<WriteFailure>>,
 }

@@ -1,10 +1,10 @@
 use super::*;
 use crate::checkpoint::{FileKey, Fingerprint, TailCheck};
-use codestax_storage::Checksum;
 use codestax_storage::testing::{SegmentDamage, assert_names, segment_damage, segment_paths};
+use codestax_storage::{Checksum, Fault, FaultyDisk};
 use segment::FORMAT;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 /// Appends the frame of `entry` to `out`.
@@ -298,6 +298,243 @@ fn a_spool_of_format_1_is_read_and_not_appended_to() {
     assert_eq!(fs::read(FORMAT.path(dir.path(), 1)).unwrap(), bytes);
     let header = fs::read(FORMAT.path(dir.path(), 2)).unwrap();
     assert_eq!(header[8..12], FORMAT.version.to_le_bytes());
+}
+
+/// Every way an append can fail on the disk: ENOSPC or EIO in the middle of the write (half the
+/// bytes land), or the fsync failing. Each time: the append is refused with the right error,
+/// nothing of it is acknowledged or readable, the segment ends where it did, the failure shows
+/// until an append succeeds, and the next append and a reopen see exactly the records
+/// acknowledged.
+#[test]
+fn a_failed_append_leaves_nothing_and_the_next_one_lands() {
+    let faults = [
+        (Fault::Write(io::ErrorKind::StorageFull), true),
+        (Fault::Write(io::ErrorKind::QuotaExceeded), true),
+        (Fault::Write(io::ErrorKind::Other), false), // EIO
+        (Fault::Sync(io::ErrorKind::StorageFull), true),
+        (Fault::Sync(io::ErrorKind::Other), false),
+    ];
+    for (fault, disk_full) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultyDisk::default();
+        let (spool, _) = Spool::open_on(dir.path(), SMALL, Arc::new(disk.clone())).unwrap();
+        let mut acknowledged: Vec<SpoolEntry> = (0..5).map(record).collect();
+        spool.append_blocking(acknowledged.clone()).unwrap();
+        let committed = spool.committed();
+        let used = spool.stats().used_bytes;
+        let segment = last_segment(dir.path());
+        let len = fs::metadata(&segment).unwrap().len();
+
+        disk.arm(fault);
+        let mut refused: Vec<_> = (100..120).map(record).collect();
+        refused.push(position(7));
+        let err = spool.append_blocking(refused.clone()).unwrap_err();
+        assert_eq!(err.is_disk_full(), disk_full, "{fault:?}: {err}");
+        let expected_kind = match fault {
+            Fault::Write(kind) | Fault::Sync(kind) | Fault::Truncate(kind) => kind,
+        };
+        match &err {
+            SpoolError::DiskFull { path, source } | SpoolError::Segment { path, source } => {
+                assert_eq!(path, &segment, "{fault:?}");
+                assert_eq!(source.kind(), expected_kind, "{fault:?}");
+            }
+            other => panic!("{fault:?}: {other}"),
+        }
+        if disk_full {
+            assert!(err.to_string().contains("disk is full"), "{err}");
+        }
+        assert_eq!(spool.committed(), committed, "{fault:?}");
+        assert_eq!(spool.stats().used_bytes, used, "{fault:?}");
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            len,
+            "{fault:?}: cut back"
+        );
+        assert_eq!(records(&read_all(&spool)), acknowledged, "{fault:?}");
+        let failure = spool.write_failure().expect("the failure shows");
+        assert_eq!(failure.disk_full, disk_full, "{fault:?}");
+        assert_eq!(failure.failures, 1);
+
+        // A second failure in a row is counted in the same run.
+        disk.arm(fault);
+        spool.append_blocking(vec![record(200)]).unwrap_err();
+        assert_eq!(spool.write_failure().unwrap().failures, 2);
+
+        // The same append again, once the disk takes it: it lands once.
+        spool.append_blocking(refused.clone()).unwrap();
+        assert_eq!(spool.write_failure(), None, "{fault:?}: cleared");
+        acknowledged.extend(
+            refused
+                .iter()
+                .filter(|e| !matches!(e, SpoolEntry::FilePosition(_)))
+                .cloned(),
+        );
+        assert_eq!(records(&read_all(&spool)), acknowledged, "{fault:?}");
+        drop(spool);
+
+        let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+        assert!(
+            recovery.damaged.is_empty(),
+            "{fault:?}: {:?}",
+            recovery.damaged
+        );
+        assert_eq!(recovery.pending_records, acknowledged.len() as u64);
+        assert_eq!(recovery.file_positions.len(), 1, "{fault:?}");
+        assert_eq!(records(&read_all(&spool)), acknowledged, "{fault:?}");
+    }
+}
+
+/// EIO on the write, and on its rollback too: the half-written batch stays in the file past
+/// the committed end and the log refuses writes; each later append tries the rollback again,
+/// and once it succeeds the spool takes writes. A reader that was reading meanwhile, and a
+/// reopen, see exactly the records acknowledged.
+#[test]
+fn a_failed_rollback_is_tried_again_until_the_spool_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyDisk::default();
+    let (spool, _) = Spool::open_on(dir.path(), SMALL, Arc::new(disk.clone())).unwrap();
+    let mut acknowledged: Vec<SpoolEntry> = (0..5).map(record).collect();
+    spool.append_blocking(acknowledged.clone()).unwrap();
+    let mut reader = spool.reader();
+    assert_eq!(reader.try_next().unwrap().unwrap().entry, record(0));
+    let len = fs::metadata(last_segment(dir.path())).unwrap().len();
+
+    disk.arm(Fault::Write(io::ErrorKind::Other));
+    disk.arm(Fault::Truncate(io::ErrorKind::Other));
+    disk.arm(Fault::Truncate(io::ErrorKind::Other));
+    let batch: Vec<_> = (100..130).map(record).collect();
+    let err = spool.append_blocking(batch.clone()).unwrap_err();
+    assert!(!err.is_disk_full(), "{err}");
+    assert!(
+        fs::metadata(last_segment(dir.path())).unwrap().len() > len,
+        "the half batch is still there"
+    );
+    assert_eq!(records(&read_all(&spool)), acknowledged);
+    let err = spool.append_blocking(batch.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("could not be rolled back"),
+        "{err}"
+    );
+    assert_eq!(spool.write_failure().unwrap().failures, 2);
+
+    spool.append_blocking(batch.clone()).unwrap();
+    assert_eq!(spool.write_failure(), None);
+    acknowledged.extend(batch);
+    let mut rest = Vec::new();
+    while let Some(e) = reader.try_next().unwrap() {
+        rest.push(e.entry);
+    }
+    assert_eq!(rest[..], acknowledged[1..]);
+    drop((reader, spool));
+    let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+    assert!(recovery.damaged.is_empty(), "{:?}", recovery.damaged);
+    assert_eq!(records(&read_all(&spool)), acknowledged);
+}
+
+/// A failed append whose tail the log could not know about: a restart with the half-written
+/// bytes still on disk (the agent died between the write and the cut) finds a torn tail, cuts
+/// it, and opens with exactly the acknowledged records.
+#[test]
+fn a_restart_after_a_torn_append_recovers_the_acknowledged_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SMALL).unwrap();
+    let acknowledged: Vec<_> = (0..7).map(record).collect();
+    spool.append_blocking(acknowledged.clone()).unwrap();
+    drop(spool);
+    let mut frames = Vec::new();
+    for e in (50..60).map(record) {
+        encode_frame(&e, &mut frames);
+    }
+    let path = last_segment(dir.path());
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&frames[..frames.len() / 2 + 3]).unwrap();
+    drop(f);
+    let (spool, recovery) = Spool::open(dir.path(), SMALL).unwrap();
+    assert_eq!(recovery.damaged.len(), 1, "{:?}", recovery.damaged);
+    // The whole frames of the torn append are on disk with good checksums: they were written
+    // but never acknowledged, and recovery keeps them (their senders retry under the same ids,
+    // which the collector drops as duplicates). What matters: nothing acknowledged is missing
+    // and the torn frame is not read as data.
+    let read = records(&read_all(&spool));
+    assert_eq!(read[..7], acknowledged[..]);
+    assert!(
+        read[7..]
+            .iter()
+            .all(|e| (50..60).map(record).any(|w| &w == e))
+    );
+    spool.append_blocking(vec![record(99)]).unwrap();
+    assert_eq!(records(&read_all(&spool)).last(), Some(&record(99)));
+}
+
+/// A disk that stops in the middle of a failing write until the test lets it go on: half the
+/// bytes are in the file (where a reader can see them) and the cut has not happened yet.
+#[derive(Debug)]
+struct GatedDisk {
+    armed: std::sync::atomic::AtomicBool,
+    reached: std::sync::mpsc::SyncSender<()>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Disk for GatedDisk {
+    fn write(&self, file: &mut fs::File, bytes: &[u8]) -> io::Result<()> {
+        if self.armed.swap(false, Ordering::AcqRel) {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            self.reached.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        RealDisk.write(file, bytes)
+    }
+
+    fn sync(&self, file: &fs::File) -> io::Result<()> {
+        RealDisk.sync(file)
+    }
+}
+
+/// A reader that buffered the bytes of a failing write (while they were in the file, before
+/// the cut) must not read them once the next append lands at the same place: it reads what was
+/// committed, never the cut bytes (whole frames among them would pass their checksums, and a
+/// file position among them would move a checkpoint past what is durable).
+#[test]
+fn a_reader_never_reads_the_bytes_of_a_failed_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reached_tx, reached) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let disk = Arc::new(GatedDisk {
+        armed: false.into(),
+        reached: reached_tx,
+        release: Mutex::new(release_rx),
+    });
+    let (spool, _) = Spool::open_on(dir.path(), SMALL, disk.clone()).unwrap();
+    spool.append_blocking(vec![record(0), record(1)]).unwrap();
+    let mut reader = spool.reader();
+
+    disk.armed.store(true, Ordering::Release);
+    let failing = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            let mut entries: Vec<_> = (100..140).map(record).collect();
+            entries.push(position(9));
+            spool.append_blocking(entries)
+        })
+    };
+    reached.recv().unwrap();
+    // The reader's first read fills its buffer from the file: the committed entries and the
+    // half-written ones after them.
+    assert_eq!(reader.try_next().unwrap().unwrap().entry, record(0));
+    release.send(()).unwrap();
+    assert!(failing.join().unwrap().unwrap_err().is_disk_full());
+
+    spool.append_blocking(vec![record(2), record(3)]).unwrap();
+    let mut rest = Vec::new();
+    loop {
+        match reader.try_next() {
+            Ok(Some(e)) => rest.push(e.entry),
+            Ok(None) => break,
+            Err(e) => panic!("the reader took the cut bytes for data after {rest:?}: {e}"),
+        }
+    }
+    assert_eq!(rest, vec![record(1), record(2), record(3)]);
 }
 
 /// A temporary copy of a fixture directory of `storage/tests/fixtures`.

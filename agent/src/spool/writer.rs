@@ -3,15 +3,23 @@
 //! published.
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use codestax_storage::{Committer, Frames, HEADER_LEN, Log, LogError};
 use tokio::sync::oneshot;
 
 use super::entry::SpoolEntry;
 use super::segment;
-use super::shared::{Shared, SpoolError, SpoolPos};
+use super::shared::{Shared, SpoolError, SpoolPos, WriteFailure};
+
+/// Bytes the spool leaves free on its disk. Acknowledging writes files before it deletes
+/// segments (the acknowledged position, the file checkpoints); were the spool to take the last
+/// bytes of its disk itself, it could never free them. This also leaves room for a new segment
+/// and for quarantine entries.
+pub(crate) const KEEP_FREE_BYTES: u64 = 1 << 20;
 
 pub(crate) struct Request {
     pub(crate) entries: Vec<SpoolEntry>,
@@ -22,6 +30,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) log: Log,
     pub(crate) frames: Frames,
+    /// The last attempt to start a new segment failed.
+    pub(crate) roll_failing: bool,
 }
 
 impl Committer for Writer {
@@ -69,6 +79,21 @@ impl Writer {
             return;
         }
         let written = self.frames.len();
+        let replies = |accepted: Vec<(_, u64)>| accepted.into_iter().map(|(reply, _)| reply);
+        if let Some(free) = free_bytes(&self.shared.dir)
+            && free < written + KEEP_FREE_BYTES
+        {
+            let path = self.log.catalog().path(self.log.active_segment());
+            let source = io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "{free} bytes free, {written} needed, {KEEP_FREE_BYTES} kept free for \
+                     acknowledging what is spooled"
+                ),
+            );
+            self.failed(LogError::Io { path, source }, replies(accepted));
+            return;
+        }
         // The log cuts a failed write back, so the segment ends on a whole entry.
         let result = self
             .log
@@ -77,23 +102,11 @@ impl Writer {
         let at = match result {
             Ok(at) => at,
             Err(e) => {
-                tracing::error!(error = %e, "spool write failed");
-                let (path, kind) = match &e {
-                    LogError::Io { path, source } => (path.clone(), source.kind()),
-                    _ => (
-                        self.log.catalog().path(self.log.active_segment()),
-                        io::ErrorKind::Other,
-                    ),
-                };
-                for (reply, _) in accepted {
-                    let _ = reply.send(Err(SpoolError::Segment {
-                        path: path.clone(),
-                        source: io::Error::new(kind, e.to_string()),
-                    }));
-                }
+                self.failed(e, replies(accepted));
                 return;
             }
         };
+        self.succeeded();
         self.shared.used_bytes.fetch_add(written, Ordering::AcqRel);
         self.shared.committed.send_replace(SpoolPos {
             segment: at.segment,
@@ -110,10 +123,78 @@ impl Writer {
         }
     }
 
+    /// The group was not written (or a write or fsync failed and was cut back): nothing of it
+    /// is in the spool. Each caller is told why (a full disk apart from other failures); the
+    /// first failure of a run is logged as an error, the rest are counted in [`WriteFailure`]
+    /// (the callers retry).
+    fn failed(
+        &mut self,
+        e: LogError,
+        replies: impl Iterator<Item = oneshot::Sender<Result<SpoolPos, SpoolError>>>,
+    ) {
+        let (path, kind) = match &e {
+            LogError::Io { path, source } => (path.clone(), source.kind()),
+            _ => (
+                self.log.catalog().path(self.log.active_segment()),
+                io::ErrorKind::Other,
+            ),
+        };
+        let disk_full = codestax_storage::disk::is_full(kind);
+        let message = e.to_string();
+        {
+            let mut failing = self.shared.failing.lock().expect("failing lock");
+            match failing.as_mut() {
+                Some(f) => {
+                    f.failures += 1;
+                    f.disk_full = disk_full;
+                    f.message.clone_from(&message);
+                }
+                None => {
+                    tracing::error!(
+                        error = %e,
+                        disk_full,
+                        "spool write failed; intake pauses and retries until the spool can write again"
+                    );
+                    *failing = Some(WriteFailure {
+                        disk_full,
+                        message: message.clone(),
+                        since: SystemTime::now(),
+                        failures: 1,
+                    });
+                }
+            }
+        }
+        for reply in replies {
+            let (path, source) = (path.clone(), io::Error::new(kind, message.clone()));
+            let _ = reply.send(Err(if disk_full {
+                SpoolError::DiskFull { path, source }
+            } else {
+                SpoolError::Segment { path, source }
+            }));
+        }
+    }
+
+    /// An append succeeded: a run of failures, if any, is over. Called before the new
+    /// committed end is published.
+    fn succeeded(&mut self) {
+        let ended = self.shared.failing.lock().expect("failing lock").take();
+        if let Some(f) = ended {
+            // What the failed writes left past the committed end is cut by now (at the latest
+            // by the log before this write): readers drop what they may have buffered of it.
+            self.shared.cuts.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(
+                failures = f.failures,
+                failing_for = ?f.since.elapsed().unwrap_or_default(),
+                "spool writes succeed again; intake resumes"
+            );
+        }
+    }
+
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) {
         match self.log.roll() {
             Ok(()) => {
+                self.roll_failing = false;
                 self.shared
                     .used_bytes
                     .fetch_add(HEADER_LEN, Ordering::AcqRel);
@@ -122,10 +203,34 @@ impl Writer {
                     offset: HEADER_LEN,
                 });
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                "cannot start a new spool segment; appending to the current one"
-            ),
+            // Tried again after the next append; said once per run of failures.
+            Err(e) if !self.roll_failing => {
+                self.roll_failing = true;
+                tracing::error!(
+                    error = %e,
+                    "cannot start a new spool segment; appending to the current one"
+                );
+            }
+            Err(_) => {}
         }
     }
+}
+
+/// Bytes available to this process on the file system holding `dir`; `None` if it cannot be
+/// told (the write is then tried, and fails if it must).
+#[allow(unsafe_code)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is a statvfs buffer, both valid for
+    // the call; the buffer is read only when the call says it filled it.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }

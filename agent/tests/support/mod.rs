@@ -1,5 +1,5 @@
-//! Test support: an in-test OTLP sink that plays the collector. (Emit lines, waiting and the
-//! agent process come from `codestax-harness`.)
+//! Test support: an in-test OTLP sink that plays the collector, and OTLP requests of emit
+//! lines. (Emit lines, waiting and the agent process come from `codestax-harness`.)
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -7,17 +7,42 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codestax_common::otlp::record_from_log;
-use codestax_common::{AuditRecord, Rules};
+use codestax_common::otlp::{record_from_log, to_log_record};
+use codestax_common::{AuditRecord, Rules, parse_json_line};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use tokio::sync::oneshot;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
+
+/// An OTLP request of one record per `(id, message)`: emit lines (with `pad` bytes of metadata)
+/// as LogRecords.
+pub fn otlp_request(
+    records: impl IntoIterator<Item = (String, String)>,
+    pad: usize,
+) -> ExportLogsServiceRequest {
+    let log_records = records
+        .into_iter()
+        .map(|(id, message)| {
+            let line = codestax_harness::emit_line(Some(&id), &message, "scan.triggered", pad);
+            to_log_record(&parse_json_line(line.as_bytes(), None, &Rules::new()).unwrap())
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
 
 /// What the sink answers to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +70,48 @@ pub struct SinkState {
     pub token: Option<String>,
     pub encodings: BTreeSet<String>,
     pub largest_request: usize,
+}
+
+impl SinkState {
+    /// The ids each message arrived under.
+    pub fn ids_by_message(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in &self.accepted {
+            ids.entry(r.message.clone().unwrap_or_default())
+                .or_default()
+                .insert(r.id().to_string());
+        }
+        ids
+    }
+
+    /// Whether every message of `expected` was accepted.
+    pub fn has_all(&self, expected: &BTreeSet<String>) -> bool {
+        let got: BTreeSet<&String> = self
+            .accepted
+            .iter()
+            .filter_map(|r| r.message.as_ref())
+            .collect();
+        expected.iter().all(|m| got.contains(m))
+    }
+
+    /// Whether the messages accepted are the `expected` ones, each under one id (replays of
+    /// the same id allowed); else what is wrong.
+    pub fn delivered_once(&self, expected: &BTreeSet<String>) -> Result<(), String> {
+        let ids = self.ids_by_message();
+        let got: BTreeSet<String> = ids.keys().cloned().collect();
+        let missing: Vec<_> = expected.difference(&got).take(20).collect();
+        if !missing.is_empty() {
+            return Err(format!("missing {missing:?}"));
+        }
+        let unexpected: Vec<_> = got.difference(expected).take(20).collect();
+        if !unexpected.is_empty() {
+            return Err(format!("never written: {unexpected:?}"));
+        }
+        match ids.iter().find(|(_, ids)| ids.len() > 1) {
+            Some((message, ids)) => Err(format!("{message} arrived under several ids {ids:?}")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The collector's contract for rejections: per-record lines, at most 50, then `... and N more`.

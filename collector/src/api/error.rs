@@ -1,6 +1,8 @@
 //! The one error type of the HTTP API: JSON `{"error": {"code", "message", "field"?}}` with the
 //! right status. Messages are safe for clients; internal details go to the log, not the response.
 
+use crate::health::{Failure, Unready};
+use crate::ingest::IngestError;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -85,6 +87,30 @@ impl ApiError {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
         e.retry_after = Some(retry_after);
         e
+    }
+
+    /// 503 because the WAL or the index cannot write: the code names which and whether the disk
+    /// is full (`wal_full`, `index_failed`...), the retry hint is the failure's.
+    pub fn unavailable_for(failure: &Failure, message: impl Into<String>) -> Self {
+        let mut e = Self::unavailable(message, failure.retry_after().as_secs() as u32);
+        e.code = failure.code();
+        e
+    }
+
+    /// 503 because the collector is not ready: starting, or a part cannot write (its code).
+    pub fn unready(unready: &Unready) -> Self {
+        let mut e = Self::unavailable(unready.to_string(), unready.retry_after().as_secs() as u32);
+        e.code = unready.code();
+        e
+    }
+
+    /// 503 for an ingest that failed, with `message`: [`ApiError::unavailable_for`] when the WAL
+    /// or the index cannot write, else `unavailable`.
+    pub fn ingest_failed(e: &IngestError, message: impl Into<String>) -> Self {
+        match e.failure() {
+            Some(failure) => Self::unavailable_for(failure, message),
+            None => Self::unavailable(message, 1),
+        }
     }
 
     /// 429 with a retry hint: an ingest rate limit refused the batch; nothing of it was stored.

@@ -5,6 +5,7 @@
 
 use super::auth::{IngestRecords, authenticate, permit};
 use super::{ApiError, AppState};
+use crate::health::Failure;
 use crate::ingest::{
     Batch, Ingest, IngestError, IngestOutcome, RateLimited, Receiver, decode_ndjson, decode_otlp,
 };
@@ -128,12 +129,14 @@ impl LogsSink for OtlpIngest {
 /// Why a decoded batch was not stored; nothing of it was.
 enum NotStored {
     RateLimited(RateLimited),
-    StorageFull(IngestError),
+    /// The WAL or the index cannot write; the message says which and why.
+    Unavailable {
+        failure: Failure,
+        message: String,
+    },
     StorageFailed,
 }
 
-/// Seconds a sender waits after a full storage.
-const STORAGE_FULL_RETRY: Duration = Duration::from_secs(5);
 /// Seconds a sender waits after a storage failure.
 const STORAGE_FAILED_RETRY: Duration = Duration::from_secs(1);
 const STORAGE_FAILED: &str = "storage failed; nothing of this batch was stored, retry later";
@@ -152,7 +155,10 @@ async fn store(
         .submit(&key.org_id, key.provenance(), batch, receiver)
         .await
         .map_err(|e| match e {
-            IngestError::StorageFull => NotStored::StorageFull(e),
+            IngestError::Unavailable(ref failure) => NotStored::Unavailable {
+                failure: failure.clone(),
+                message: e.to_string(),
+            },
             IngestError::Storage(_) => {
                 tracing::error!(error = %e, "ingest failed");
                 NotStored::StorageFailed
@@ -166,8 +172,8 @@ impl From<NotStored> for ApiError {
             NotStored::RateLimited(refused) => {
                 ApiError::rate_limited(refused.to_string(), refused.retry_after_secs())
             }
-            NotStored::StorageFull(e) => {
-                ApiError::unavailable(e.to_string(), STORAGE_FULL_RETRY.as_secs() as u32)
+            NotStored::Unavailable { failure, message } => {
+                ApiError::unavailable_for(&failure, message)
             }
             NotStored::StorageFailed => {
                 ApiError::unavailable(STORAGE_FAILED, STORAGE_FAILED_RETRY.as_secs() as u32)
@@ -183,8 +189,15 @@ impl From<NotStored> for Refusal {
                 Refusal::new(RefusalKind::RateLimited, refused.to_string())
                     .retry_after(refused.retry_after)
             }
-            NotStored::StorageFull(e) => {
-                Refusal::new(RefusalKind::Full, e.to_string()).retry_after(STORAGE_FULL_RETRY)
+            NotStored::Unavailable { failure, message } => {
+                // A full disk is RESOURCE_EXHAUSTED with a retry hint, as a full spool is; any
+                // other failure UNAVAILABLE.
+                let kind = if failure.is_full() {
+                    RefusalKind::Full
+                } else {
+                    RefusalKind::Unavailable
+                };
+                Refusal::new(kind, message).retry_after(failure.retry_after())
             }
             NotStored::StorageFailed => Refusal::new(RefusalKind::Unavailable, STORAGE_FAILED)
                 .retry_after(STORAGE_FAILED_RETRY),

@@ -26,13 +26,13 @@ pub use ingest::OtlpIngest;
 pub(crate) use record::record_key_events;
 pub use state::{ApiLimits, AppState};
 
+use crate::health::Unready;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use codestax_otlp_receiver::http::HttpLimits;
-use std::sync::atomic::Ordering;
 
 /// The collector's HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -110,17 +110,15 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Layer: 503 with a retry hint until the WAL replay is done.
+/// Layer: 503 with a retry hint until the WAL replay is done. A WAL or an index that cannot
+/// write stops nothing here: reads go on from what is committed, and ingest answers for itself.
 async fn require_ready(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !state.ready.load(Ordering::Acquire) {
-        return Err(ApiError::unavailable(
-            "starting: replaying the write-ahead log into the index",
-            1,
-        ));
+    if !state.health.is_started() {
+        return Err(ApiError::unready(&Unready::Starting));
     }
     Ok(next.run(request).await)
 }

@@ -1,27 +1,30 @@
 //! Operations endpoints and the JSON answers for unknown routes.
 
 use super::{ApiError, AppState};
+use crate::health::Part;
 use crate::metrics::Sampled;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use std::sync::atomic::Ordering;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// 200 when started and the WAL and the index both take writes; else 503 saying why: code
+/// `starting`, or the code of what cannot write (`wal_full`, `index_failed`...; the WAL's first),
+/// and a message naming every part that cannot, with the OS error.
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    if state.ready.load(Ordering::Acquire) {
-        Ok("ready\n")
-    } else {
-        Err(ApiError::unavailable("replaying the write-ahead log", 1))
+    match state.health.readiness() {
+        Ok(()) => Ok("ready\n"),
+        Err(unready) => Err(ApiError::unready(&unready)),
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let metrics = state.metrics.clone();
     let store = state.ingest.store().stats();
+    let health = state.health.clone();
     let index = tokio::task::spawn_blocking(move || state.index.stats())
         .await
         .ok()
@@ -32,8 +35,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = metrics.render(Sampled {
         wal_fsyncs: store.fsyncs,
         wal_fsync_seconds: store.fsync_time.as_secs_f64(),
+        wal_write_failures: store.storage_errors,
         index_documents: index.as_ref().map_or(0, |i| i.docs),
         index_bytes: index.as_ref().map_or(0, |i| i.bytes_on_disk),
+        wal_writable: health.failure(Part::Wal).is_none(),
+        index_writable: health.failure(Part::Index).is_none(),
     });
     (
         [(

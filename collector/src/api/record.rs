@@ -88,7 +88,13 @@ pub async fn record_action(
         )
         .await
         .map_err(|e| {
-            ApiError::unavailable(format!("could not record {what} in the audit log: {e}"), 1)
+            let why = e
+                .failure()
+                .map_or_else(|| e.to_string(), ToString::to_string);
+            ApiError::ingest_failed(
+                &e,
+                format!("could not record {what} in the audit log: {why}"),
+            )
         })?;
     if outcome.accepted != 1 {
         return Err(ApiError::internal(format!(

@@ -1,6 +1,7 @@
 //! [`AppState`]: what every handler shares, and the API's fixed [`ApiLimits`]. Below the
 //! handlers and the router that wires them, so both depend on it and not on each other.
 
+use crate::health::Health;
 use crate::index::AuditIndex;
 use crate::ingest::Ingest;
 use crate::keys::KeyStore;
@@ -8,7 +9,6 @@ use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
 use crate::tree::{Heads, Trees};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Limits and defaults of the API, fixed at start.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +36,6 @@ pub struct AppState {
     /// Every org's Merkle tree, and their signed heads.
     pub trees: Arc<Trees>,
     pub heads: Arc<Heads>,
-    /// Set once the WAL has been replayed into the index.
-    pub ready: Arc<AtomicBool>,
+    /// Started yet (the WAL replayed into the index), and whether the WAL and the index write.
+    pub health: Health,
 }

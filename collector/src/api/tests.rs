@@ -3,6 +3,7 @@
 //! hiding expired records that are still stored.
 
 use super::*;
+use crate::health::Health;
 use crate::index::{AuditIndex, IndexOptions, Indexer};
 use crate::ingest::{Ingest, IngestSettings, Receiver};
 use crate::keys::{KeyStore, Role};
@@ -19,7 +20,6 @@ use codestax_config::{CollectorConfig, OrgConfig, Plan};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -44,6 +44,8 @@ impl TestApp {
         )
         .unwrap();
         let (sink, batches) = mpsc::channel(16);
+        let health = Health::default();
+        health.set_started();
         let trees = Arc::new(Trees::open(&dir.path().join("tree")).unwrap());
         let (store, _) = Store::open_with_trees(
             &dir.path().join("wal"),
@@ -53,6 +55,7 @@ impl TestApp {
             None,
             Default::default(),
             sink,
+            health.clone(),
             trees.clone(),
         )
         .unwrap();
@@ -71,6 +74,7 @@ impl TestApp {
                 allow_custom_actions: false,
             },
             metrics.clone(),
+            health.clone(),
         );
         let state = AppState {
             keys: KeyStore::open(dir.path()).unwrap(),
@@ -86,7 +90,7 @@ impl TestApp {
             },
             trees,
             heads,
-            ready: Arc::new(AtomicBool::new(true)),
+            health,
         };
         TestApp {
             state,
@@ -910,11 +914,98 @@ async fn otlp_http_authorizes_in_the_receiver() {
     let (status, _, _) = send(&t.state, post(&ingest, None)).await;
     assert_eq!(status, 200, "an empty request is taken");
 
-    t.state.ready.store(false, Ordering::Release);
-    let (status, headers, bytes) = send(&t.state, post(&ingest, None)).await;
+    let starting = AppState {
+        health: Health::default(),
+        ..t.state.clone()
+    };
+    let (status, headers, bytes) = send(&starting, post(&ingest, None)).await;
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
     assert_eq!(status_of(&bytes).0, 14);
+}
+
+/// While the index cannot write: ingest (NDJSON and OTLP/HTTP) answers 503 with the failure's
+/// code, message and `Retry-After`, `/readyz` answers 503 saying why, reads are served (their
+/// own records go to the WAL); after recovery all is 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on() {
+    use crate::health::{Failure, Part};
+    let mut t = TestApp::new(config());
+    let ingest = t.key("ent", Role::Ingest);
+    let admin = t.key("ent", Role::OrgAdmin);
+    t.ingest(vec![record("ent", "before", Utc::now())]).await;
+    let ndjson = |token: &str| {
+        let line = json!({
+            "id": "during", "org_id": "ent", "time": Utc::now(), "action": "auth.login",
+            "actor": {"id": "u1", "email": "ada@example.com"}
+        });
+        Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/ingest")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(format!("{line}\n")))
+            .unwrap()
+    };
+    let enospc = std::io::Error::from_raw_os_error(28);
+    t.state.health.fail(Failure::io(Part::Index, &enospc));
+
+    let (status, headers, bytes) = send(&t.state, ndjson(&ingest)).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "5");
+    let error = error_of(status, &headers, &bytes);
+    assert_eq!(error["error"]["code"], "index_full");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "the index cannot be written: {enospc}; nothing of this batch was stored, retry later"
+        )
+    );
+    let otlp = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/logs")
+        .header("authorization", format!("Bearer {ingest}"))
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, headers, bytes) = send(&t.state, otlp).await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(headers["retry-after"], "5");
+    let rpc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(rpc["code"], 8, "RESOURCE_EXHAUSTED: {rpc}");
+    assert!(
+        rpc["message"]
+            .as_str()
+            .unwrap()
+            .contains("the index cannot be written")
+    );
+
+    let readyz = Request::builder()
+        .uri("/readyz")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, bytes) = send(&t.state, readyz).await;
+    assert_eq!(status, 503);
+    let error = error_of(status, &headers, &bytes);
+    assert_eq!(error["error"]["code"], "index_full");
+    assert_eq!(
+        error["error"]["message"],
+        format!("the index cannot be written: {enospc}")
+    );
+
+    // Reads are served, and recorded (into the WAL: the collector's own records are taken).
+    let (status, page) = t.get("/api/v1/orgs/ent/audit-log", &admin).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 1);
+
+    t.state.health.recover(Part::Index);
+    let (status, _, bytes) = send(&t.state, ndjson(&ingest)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let readyz = Request::builder()
+        .uri("/readyz")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&t.state, readyz).await.0, 200);
 }
 
 /// Property test of the whole router: generated requests never answer 5xx.

@@ -1,7 +1,11 @@
 //! What can go wrong in the index, typed so the HTTP layer can map the client's mistakes
 //! ([`IndexError::BadCursor`], [`IndexError::BadQuery`]) apart from internal failures.
 
+use crate::health::{Failure, Part};
+use std::io;
 use std::path::PathBuf;
+use tantivy::TantivyError;
+use tantivy::directory::error::{OpenDirectoryError, OpenReadError, OpenWriteError};
 
 /// An error of the audit index.
 #[derive(Debug, thiserror::Error)]
@@ -75,5 +79,38 @@ impl IndexError {
     /// Whether the error is the client's fault (a bad cursor or query) rather than the server's.
     pub fn is_client_error(&self) -> bool {
         matches!(self, IndexError::BadCursor(_) | IndexError::BadQuery { .. })
+    }
+
+    /// The operating system's error behind this one, if any (ENOSPC, EIO...).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            IndexError::Io { source, .. } => Some(source),
+            IndexError::Tantivy { source, .. } => tantivy_io_error(source),
+            _ => None,
+        }
+    }
+
+    /// What a failed write means for the collector's health: the OS error for clients, no path.
+    pub fn failure(&self) -> Failure {
+        match self.io_error() {
+            Some(e) => Failure::io(Part::Index, e),
+            None => Failure::other(
+                Part::Index,
+                "an internal error; the collector's log has the details",
+            ),
+        }
+    }
+}
+
+/// The I/O error inside a tantivy error (tantivy's errors give no `source`).
+fn tantivy_io_error(e: &TantivyError) -> Option<&io::Error> {
+    match e {
+        TantivyError::IoError(e)
+        | TantivyError::OpenWriteError(OpenWriteError::IoError { io_error: e, .. })
+        | TantivyError::OpenReadError(OpenReadError::IoError { io_error: e, .. })
+        | TantivyError::OpenDirectoryError(OpenDirectoryError::IoError { io_error: e, .. }) => {
+            Some(e)
+        }
+        _ => None,
     }
 }

@@ -182,9 +182,15 @@ impl Indexer {
             )?));
         }
         let w = self.writers.get_mut(&key.start).expect("opened above");
-        w.writer
-            .run(ops)
-            .map_err(|e| IndexError::tantivy(&w.partition.dir, "add records", e))?;
+        if let Err(e) = w.writer.run(ops) {
+            let dir = w.partition.dir.clone();
+            let cause = self
+                .writers
+                .remove(&key.start)
+                .and_then(|w| worker_error(w.writer))
+                .unwrap_or(e);
+            return Err(IndexError::tantivy(dir, "add records", cause));
+        }
         w.dirty = true;
         w.last_added = Instant::now();
         self.max_added = self.max_added.max(max);
@@ -262,6 +268,36 @@ impl Indexer {
             self.close_writer(key);
         }
         self.closing.retain(|_, closer| !closer.is_finished());
+    }
+
+    /// After a failed add or commit: drops every open writer with whatever it held uncommitted (a
+    /// tantivy writer whose indexing thread failed is dead, and one whose commit failed midway is
+    /// not trusted), and forgets what was added since the last commit, so that
+    /// [`Self::indexed_through`] cannot pass a record that is not committed. The caller adds the
+    /// records after it again, from the write-ahead log; those up to what the state file says a
+    /// commit may have reached are looked up first, so none is indexed twice. Then makes the last
+    /// commit of every open partition searchable (a commit of several partitions may have
+    /// committed some before another failed): only the reload can fail, and the next call tries
+    /// it again.
+    ///
+    /// Readers keep serving the last commit throughout.
+    pub fn reset(&mut self) -> Result<(), IndexError> {
+        self.writers.clear();
+        self.max_added = None;
+        self.replay_through = self.replay_through.max(self.state.pending_through);
+        let partitions: Vec<Arc<Partition>> = self
+            .shared
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in partitions {
+            p.reload()?;
+        }
+        self.committed.clear();
+        Ok(())
     }
 
     /// The LSN through which records are committed, as persisted.
@@ -558,6 +594,7 @@ impl Indexer {
             &self.shared.dir,
             key.clone(),
             &self.shared.schema,
+            self.shared.opts.directory.clone(),
         )?);
         self.shared
             .partitions
@@ -567,6 +604,13 @@ impl Indexer {
         tracing::debug!(partition = key.name(), "created partition");
         Ok(p)
     }
+}
+
+/// The error that killed `writer`'s indexing thread (an ENOSPC or EIO writing a segment): a dead
+/// writer's `run` only says it is dead; joining its threads, which preparing a commit does, gives
+/// the cause. Nothing is committed: the writer is dropped right after.
+fn worker_error(mut writer: IndexWriter) -> Option<tantivy::TantivyError> {
+    writer.prepare_commit().err()
 }
 
 /// `org` AND `time < cutoff` (microseconds; a range over the fast column).

@@ -144,6 +144,9 @@ mod indexer;
 // Both: [`AuditIndex::open`] returns the read handle and the writer.
 mod open;
 
+/// For tests: a directory whose writes fail on demand.
+#[cfg(test)]
+pub(crate) mod faults;
 #[cfg(test)]
 mod tests;
 
@@ -152,7 +155,7 @@ pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};
-pub use options::IndexOptions;
+pub use options::{DirectoryHook, IndexOptions, WrapDirectory};
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};
 pub use scan::Scan;
 pub use scheme::{PartitionKey, PartitionScheme};

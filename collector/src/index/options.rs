@@ -4,6 +4,10 @@
 use super::error::IndexError;
 use super::scheme::PartitionScheme;
 use codestax_config::{TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use tantivy::Directory;
 
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
@@ -36,7 +40,32 @@ pub struct IndexOptions {
     /// Documents per run whose time range is kept per segment, so that a later page of a walk
     /// visits only the runs around its cursor; at least 1.
     pub time_chunk_docs: u32,
+    /// Wraps each partition's tantivy directory as it is opened (tests make writes fail through
+    /// it); `None`: the directory as it is.
+    pub directory: Option<DirectoryHook>,
 }
+
+/// Given a partition's path and its tantivy directory, the directory to use instead.
+pub type WrapDirectory = dyn Fn(&Path, Box<dyn Directory>) -> Box<dyn Directory> + Send + Sync;
+
+/// What [`IndexOptions::directory`] holds.
+#[derive(Clone)]
+pub struct DirectoryHook(pub Arc<WrapDirectory>);
+
+impl fmt::Debug for DirectoryHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirectoryHook")
+    }
+}
+
+/// The same hook, not an equal one.
+impl PartialEq for DirectoryHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DirectoryHook {}
 
 impl Default for IndexOptions {
     fn default() -> Self {
@@ -49,6 +78,7 @@ impl Default for IndexOptions {
             facet_cache_bytes: 64 * 1024 * 1024,
             facet_cache_min_docs: 2048,
             time_chunk_docs: 1024,
+            directory: None,
         }
     }
 }

@@ -4,15 +4,17 @@
 //! time-disjoint: a newest-first walk over them in order of `start` is a walk in time order.
 
 use super::error::IndexError;
+use super::options::DirectoryHook;
 use super::schema::{UidForm, register_tokenizers};
 use super::scheme::PartitionKey;
 use super::state::sync_dir;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tantivy::directory::MmapDirectory;
 use tantivy::index::SegmentId;
 use tantivy::schema::Schema;
-use tantivy::{Index, IndexReader, ReloadPolicy};
+use tantivy::{Directory, Index, IndexReader, ReloadPolicy};
 
 /// An opened partition: its tantivy index and a manually reloaded reader.
 pub(crate) struct OpenPartition {
@@ -26,6 +28,8 @@ pub(crate) struct OpenPartition {
 pub(crate) struct Partition {
     pub key: PartitionKey,
     pub dir: PathBuf,
+    /// Wraps the directory when the partition is opened.
+    hook: Option<DirectoryHook>,
     opened: Mutex<Option<Arc<OpenPartition>>>,
 }
 
@@ -33,11 +37,12 @@ pub(crate) struct Partition {
 const DOC_STORE_CACHE_BLOCKS: usize = 64;
 
 impl Partition {
-    /// A partition whose directory holds an index (it is opened later).
-    pub fn existing(key: PartitionKey, dir: PathBuf) -> Partition {
+    /// A partition whose directory holds an index (it is opened later, through `hook` if any).
+    pub fn existing(key: PartitionKey, dir: PathBuf, hook: Option<DirectoryHook>) -> Partition {
         Partition {
             key,
             dir,
+            hook,
             opened: Mutex::new(None),
         }
     }
@@ -48,6 +53,7 @@ impl Partition {
         root: &Path,
         key: PartitionKey,
         schema: &Schema,
+        hook: Option<DirectoryHook>,
     ) -> Result<Partition, IndexError> {
         let dir = root.join(&key.name);
         let tmp = root.join(format!(".tmp-{}", key.name));
@@ -60,7 +66,7 @@ impl Partition {
         drop(index);
         std::fs::rename(&tmp, &dir).map_err(|e| IndexError::io(&dir, e))?;
         sync_dir(root)?;
-        Ok(Partition::existing(key, dir))
+        Ok(Partition::existing(key, dir, hook))
     }
 
     /// The opened index and reader, opening them on first use. Refuses a partition written with a
@@ -70,7 +76,15 @@ impl Partition {
         if let Some(open) = slot.as_ref() {
             return Ok(open.clone());
         }
-        let index = Index::open_in_dir(&self.dir)
+        let index = MmapDirectory::open(&self.dir)
+            .map_err(tantivy::TantivyError::from)
+            .and_then(|mmap| {
+                let directory: Box<dyn Directory> = Box::new(mmap);
+                Index::open(match &self.hook {
+                    Some(hook) => (hook.0)(&self.dir, directory),
+                    None => directory,
+                })
+            })
             .map_err(|e| IndexError::tantivy(&self.dir, "open the partition index", e))?;
         let Some(uid_form) = UidForm::of(&index.schema()) else {
             return Err(IndexError::State {

@@ -95,7 +95,10 @@ impl Shared {
             }
             match opts.partition.parse_name(&name) {
                 Some(key) => {
-                    partitions.insert(key.start, Arc::new(Partition::existing(key, path)));
+                    partitions.insert(
+                        key.start,
+                        Arc::new(Partition::existing(key, path, opts.directory.clone())),
+                    );
                 }
                 None => {
                     tracing::warn!(path = %path.display(), "ignoring a directory that is not a partition")

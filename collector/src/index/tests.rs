@@ -1157,6 +1157,87 @@ fn a_replay_after_a_crash_mid_commit_does_not_duplicate() {
     }
 }
 
+#[test]
+fn a_write_failure_midway_keeps_the_last_commit_and_re_adds_index_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(41, 400);
+    let (first, rest) = records.split_at(200);
+    // One week's partition fails (EIO, which no tmpfs gives): a commit over several partitions
+    // commits some, then fails.
+    let failing = PartitionScheme::Week.key_for(rest[0].time).name;
+    let faults = faults::Faults::default();
+    let opts = IndexOptions {
+        directory: Some(faults.hook({
+            let failing = failing.clone();
+            move |path| path.ends_with(&failing)
+        })),
+        ..options()
+    };
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    index_all(&mut indexer, first, 1, 1000);
+    let committed: HashMap<&str, usize> = ORGS
+        .iter()
+        .map(|org| (*org, first.iter().filter(|r| r.org_id == *org).count()))
+        .collect();
+
+    const EIO: i32 = 5;
+    faults.arm(EIO);
+    let mut error = None;
+    for (i, r) in rest.iter().enumerate() {
+        if let Err(e) = indexer.add(201 + i as u64, r) {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.unwrap_or_else(|| indexer.commit().unwrap_err());
+    let failure = error.failure();
+    assert_eq!(failure.code(), "index_failed", "{error}");
+    assert!(
+        failure
+            .to_string()
+            .contains(&std::io::Error::from_raw_os_error(EIO).to_string()),
+        "the OS error is named: {failure}"
+    );
+
+    // The readers serve the last commit, and what the failure left uncommitted cannot count as
+    // indexed: a commit after the reset does not move `indexed_through`.
+    indexer.reset().unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(200));
+    assert_eq!(index.indexed_through(), Some(200));
+    for org in ORGS {
+        let total = index
+            .search(org, &SearchQuery::default(), 1, None)
+            .unwrap()
+            .total;
+        assert!(total >= committed[org] as u64, "{org}: {total}");
+    }
+    // Still failing: the re-adds fail again, nothing is lost.
+    let again = rest
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, r)| indexer.add(201 + i as u64, r))
+        .and_then(|()| indexer.commit().map(|_| ()));
+    assert!(again.is_err(), "the partition still fails");
+    indexer.reset().unwrap();
+
+    // The disk works again: the records after `indexed_through` are added again, as the indexer
+    // task does from the WAL, and each is there once.
+    faults.disarm();
+    indexer.reset().unwrap();
+    for (i, r) in rest.iter().enumerate() {
+        indexer.add(201 + i as u64, r).unwrap();
+    }
+    assert_eq!(indexer.commit().unwrap(), Some(400));
+    let mut hashes = Vec::new();
+    index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
+    assert_eq!(hashes.len(), records.len(), "no duplicates");
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 1000, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&records, org, &q)));
+    }
+}
+
 /// Writes `docs` into the partition of `key` with tantivy directly, as an earlier version of the
 /// collector (or a forger) would: creates the partition with `schema` if it is missing.
 fn write_raw(

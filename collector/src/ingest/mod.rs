@@ -11,6 +11,7 @@ pub use ndjson::decode_ndjson;
 pub use otlp::decode_otlp;
 pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
 
+use crate::health::{Failure, Health, Part};
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
 use chrono::Utc;
@@ -170,13 +171,25 @@ pub struct IngestOutcome {
     pub rejected: Rejections,
 }
 
-/// Why a batch could not be taken at all.
+/// Why a batch could not be taken at all; nothing of it was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("storage is full; nothing of this batch was stored, retry later")]
-    StorageFull,
+    /// The write-ahead log could not write the batch, or the index cannot write (then new
+    /// records are refused before the WAL: it would only grow).
+    #[error("{0}; nothing of this batch was stored, retry later")]
+    Unavailable(Failure),
     #[error("storage failed: {0}")]
     Storage(String),
+}
+
+impl IngestError {
+    /// Why the WAL or the index cannot write, if that is the reason.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            IngestError::Unavailable(failure) => Some(failure),
+            IngestError::Storage(_) => None,
+        }
+    }
 }
 
 /// The rules of ingest, fixed at start.
@@ -193,15 +206,23 @@ pub struct Ingest {
     settings: IngestSettings,
     metrics: Arc<Metrics>,
     rate_limiter: Arc<RateLimiter>,
+    /// Senders' records are refused while the index cannot write.
+    health: Health,
 }
 
 impl Ingest {
-    pub fn new(store: Store, settings: IngestSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        settings: IngestSettings,
+        metrics: Arc<Metrics>,
+        health: Health,
+    ) -> Self {
         Ingest {
             store,
             settings,
             metrics,
             rate_limiter: Arc::new(RateLimiter::default()),
+            health,
         }
     }
 
@@ -248,6 +269,10 @@ impl Ingest {
     /// ([`check_app_record`], whichever receiver parsed it); missing ids are derived from
     /// content; `received_at` and `provenance` are stamped. Returns once every accepted record is
     /// durable.
+    ///
+    /// While the index cannot write, a sender's batch is refused whole (the collector's own
+    /// records still go to the WAL, indexed once the index writes again): acknowledging more
+    /// would only grow the WAL and what waits to be searchable.
     pub async fn submit(
         &self,
         key_org: &str,
@@ -255,6 +280,11 @@ impl Ingest {
         batch: impl Into<Batch>,
         receiver: Receiver,
     ) -> Result<IngestOutcome, IngestError> {
+        if receiver != Receiver::Internal
+            && let Some(failure) = self.health.failure(Part::Index)
+        {
+            return Err(IngestError::Unavailable(failure));
+        }
         let Batch {
             records: decoded,
             rejections,
@@ -304,9 +334,7 @@ impl Ingest {
             return Ok(outcome);
         }
         let admissions = self.store.submit(records).await.map_err(|e| match e {
-            StoreError::Storage {
-                storage_full: true, ..
-            } => IngestError::StorageFull,
+            StoreError::Storage { source, .. } => IngestError::Unavailable(source.failure()),
             other => IngestError::Storage(other.to_string()),
         })?;
         for a in &admissions {

@@ -353,9 +353,11 @@ fn a_partition_emptied_by_per_org_deletes_is_removed() {
     assert!(index.contains("free", "c").unwrap());
 }
 
-/// Opens the index and a store over `dir` as the collector does; returns the WAL replay too.
+/// Opens the index (with `options`) and a store over `dir` as the collector does; returns the
+/// WAL replay too.
 fn open_all(
     dir: &Path,
+    options: IndexOptions,
 ) -> (
     AuditIndex,
     Indexer,
@@ -363,7 +365,7 @@ fn open_all(
     Vec<(u64, AuditRecord)>,
     mpsc::Receiver<IndexBatch>,
 ) {
-    let (index, indexer) = AuditIndex::open(&dir.join("index"), options()).unwrap();
+    let (index, indexer) = AuditIndex::open(&dir.join("index"), options).unwrap();
     let mut hashes = Vec::new();
     index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
     let (sink, batches) = mpsc::channel(16);
@@ -378,6 +380,7 @@ fn open_all(
             .unwrap()
             .merge_heads(index.chain_heads().unwrap()),
         sink,
+        Default::default(),
     )
     .unwrap();
     (index, indexer, store, replay, batches)
@@ -387,7 +390,7 @@ fn open_all(
 async fn a_wal_replay_after_a_restart_does_not_bring_deleted_records_back() {
     let dir = tempfile::tempdir().unwrap();
     let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
-    let (index, mut indexer, store, replay, mut batches) = open_all(dir.path());
+    let (index, mut indexer, store, replay, mut batches) = open_all(dir.path(), options());
     assert!(replay.is_empty());
     let real_now = Utc::now();
     // Records older than the window are accepted (they may be late) — and expired at once.
@@ -413,7 +416,7 @@ async fn a_wal_replay_after_a_restart_does_not_bring_deleted_records_back() {
     store.close().await;
     drop((index, indexer, batches));
 
-    let (index, mut indexer, store, replay, _batches) = open_all(dir.path());
+    let (index, mut indexer, store, replay, _batches) = open_all(dir.path(), options());
     assert!(
         replay.is_empty(),
         "the replay starts after indexed_through: {} records",
@@ -465,7 +468,7 @@ fn seqs(index: &AuditIndex, org: &str) -> BTreeMap<String, u64> {
 async fn the_chain_verifies_and_continues_after_retention() {
     let dir = tempfile::tempdir().unwrap();
     let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
-    let (index, mut indexer, store, _, mut batches) = open_all(dir.path());
+    let (index, mut indexer, store, _, mut batches) = open_all(dir.path(), options());
     let real_now = Utc::now();
     let old = real_now - Duration::days(5);
     let new = real_now - Duration::hours(1);
@@ -547,7 +550,7 @@ async fn the_chain_verifies_and_continues_after_retention() {
 
     // Restart: `gone` has nothing in the index; its chain continues at 5, not 1.
     let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
-    let (index, mut indexer, store, replay, mut batches) = open_all(dir.path());
+    let (index, mut indexer, store, replay, mut batches) = open_all(dir.path(), options());
     assert!(replay.is_empty());
     let more = vec![
         record("gone", "g-new", Utc::now()),
@@ -576,6 +579,71 @@ async fn the_chain_verifies_and_continues_after_retention() {
         ),
         (1, Some(5), Some(5))
     );
+    store.close().await;
+}
+
+/// A janitor run on a disk that fails (EIO on every partition's writes, which no tmpfs gives)
+/// fails whole: nothing is deleted, what is stored stays readable and its chain verifies, and
+/// the next run, once writes go through, deletes what has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_janitor_run_on_a_failing_disk_changes_nothing_and_the_next_run_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Arc::new(RetentionPolicy::open(&config(), dir.path()).unwrap());
+    let faults = crate::index::faults::Faults::default();
+    let (index, mut indexer, store, _, mut batches) = open_all(
+        dir.path(),
+        IndexOptions {
+            directory: Some(faults.hook(|_| true)),
+            ..options()
+        },
+    );
+    // One partition: `free`'s records there have expired, `ent`'s (10 days) have not, so the
+    // run deletes inside it (a tantivy write) rather than dropping it whole.
+    let old = Utc::now() - Duration::days(5);
+    let mut records = Vec::new();
+    for i in 0..3 {
+        records.push(record("free", &format!("old{i}"), old));
+        records.push(record("ent", &format!("e{i}"), old));
+    }
+    records.push(record("free", "new", Utc::now()));
+    store_and_index(&store, &mut indexer, &mut batches, records).await;
+    let janitor = Janitor::new(policy.clone(), index.clone());
+
+    const EIO: i32 = 5;
+    faults.arm(EIO);
+    let err = janitor.run(&mut indexer, Utc::now()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("Input/output error"), "{text}");
+    assert_eq!(
+        stored(&index, "free"),
+        ids(&["old0", "old1", "old2", "new"])
+    );
+    assert_eq!(stored(&index, "ent").len(), 3);
+    for org in ["free", "ent"] {
+        let report = index
+            .verify_chain(org, Some(&policy.checkpoints().get(org)))
+            .unwrap();
+        assert_eq!(report.error, None, "{org}");
+    }
+
+    // Writes go through again: the next run deletes, and the index takes records.
+    faults.disarm();
+    let report = janitor.run(&mut indexer, Utc::now()).unwrap();
+    assert_eq!(report.deleted, BTreeMap::from([("free".to_string(), 3)]));
+    assert_eq!(stored(&index, "free"), ids(&["new"]));
+    assert_eq!(stored(&index, "ent").len(), 3);
+    let report = index
+        .verify_chain("free", Some(&policy.checkpoints().get("free")))
+        .unwrap();
+    assert_eq!(report.error, None);
+    store_and_index(
+        &store,
+        &mut indexer,
+        &mut batches,
+        vec![record("free", "newer", Utc::now())],
+    )
+    .await;
+    assert_eq!(stored(&index, "free"), ids(&["new", "newer"]));
     store.close().await;
 }
 

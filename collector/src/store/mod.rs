@@ -5,7 +5,10 @@
 //! the WAL records after the index's `indexed_through` LSN for the caller to index before serving;
 //! newly stored records then flow to the indexer as [`IndexBatch`]es, and the indexer reports
 //! progress with [`Store::mark_indexed_through`], which prunes the dedupe set's recent map and
-//! deletes fully indexed WAL segments. [`Store::close`] waits for the writer to release the WAL.
+//! deletes fully indexed WAL segments (so the WAL keeps whatever the index has not committed, and
+//! an indexer that failed re-reads it with [`Store::read_stored`]). [`Store::close`] waits for the
+//! writer to release the WAL. A group that cannot be written is refused whole and marks the WAL
+//! failing in the collector's [`Health`](crate::health::Health); the next group written clears it.
 //!
 //! Hash chains: the writer numbers each org's newly stored records (`seq`) and seals them into the
 //! org's chain ([`codestax_common::chain`]) at group time, so the WAL payload is the sealed
@@ -17,5 +20,7 @@ mod wal;
 mod writer;
 
 pub use dedupe::{DedupeSet, IdLookup};
-pub use wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError, WalReader};
-pub use writer::{Admission, IndexBatch, Store, StoreError, StoreOptions, StoreStats};
+pub use wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
+pub use writer::{
+    Admission, IndexBatch, Store, StoreError, StoreOptions, StoreStats, StoredRecords,
+};

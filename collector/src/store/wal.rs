@@ -30,8 +30,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::health::{Failure, Part};
 use codestax_storage::{
-    Checksum, Damage, Disk, EntryReader, Frames, Log, LogError, OpenLog, RealDisk, SegmentFormat,
+    Catalog, Checksum, Damage, Disk, EntryReader, Frames, Log, LogError, OpenLog, RealDisk,
+    SegmentFormat,
 };
 
 /// Log sequence number: an entry's index in the log, from 0, monotonic for the life of the log.
@@ -79,7 +81,7 @@ pub enum WalError {
     EntryTooLarge { len: usize },
     #[error("WAL entries may not be empty")]
     EmptyEntry,
-    #[error("WAL segment {} could not be rolled back after a failed write; reopen the WAL", .path.display())]
+    #[error("WAL segment {} could not be rolled back after a failed write; no write is taken until it is", .path.display())]
     Poisoned { path: PathBuf },
 }
 
@@ -117,6 +119,21 @@ impl WalError {
             self.io_kind(),
             Some(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
         )
+    }
+
+    /// What a failed write means for the collector's health: the OS error for clients, no path.
+    pub fn failure(&self) -> Failure {
+        match self {
+            WalError::Io { source, .. } => Failure::io(Part::Wal, source),
+            WalError::Poisoned { .. } => Failure::until_written(
+                Part::Wal,
+                "a failed write could not be rolled back yet; the next write tries again",
+            ),
+            _ => Failure::other(
+                Part::Wal,
+                "an internal error; the collector's log has the details",
+            ),
+        }
     }
 }
 
@@ -219,7 +236,12 @@ impl Wal {
     /// Reads the synced entries with LSN ≥ `from`, with file handles of its own. Each entry's
     /// checksum is verified again.
     pub fn read_from(&self, from: Lsn) -> Result<WalReader, WalError> {
-        Ok(WalReader(self.log.catalog().read_from(from)))
+        Ok(self.entries().read_from(from))
+    }
+
+    /// A handle that reads the synced entries while this `Wal` appends.
+    pub fn entries(&self) -> WalEntries {
+        WalEntries(self.log.catalog().clone())
     }
 
     /// Whether [`Wal::remove_before`] with `lsn` would delete a segment.
@@ -236,6 +258,19 @@ impl Wal {
             .catalog()
             .remove_oldest_while(|_, _, (_, next)| next.first_entry <= lsn)?;
         Ok(removed.len())
+    }
+}
+
+/// Reads a WAL's synced entries from another thread than its writer's (the indexer re-reads what
+/// it has not committed); clones share the writer's list of segments.
+#[derive(Debug, Clone)]
+pub struct WalEntries(Catalog);
+
+impl WalEntries {
+    /// The entries with LSN ≥ `from` synced when this is called (those synced later are not
+    /// read), each checksum verified again.
+    pub fn read_from(&self, from: Lsn) -> WalReader {
+        WalReader(self.0.read_from(from))
     }
 }
 

@@ -1,8 +1,9 @@
 //! `Store`: the handle that makes submitted records durable, and the group-committing writer
 //! thread behind it that owns the [`Wal`] and the [`DedupeSet`].
 
+use crate::health::{Health, Part};
 use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
-use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalError};
+use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
 use crate::tree::{TreeError, Trees};
 use crate::uid::uid_hash;
 use codestax_common::AuditRecord;
@@ -144,6 +145,33 @@ impl StoreError {
 pub struct Store {
     writer: GroupCommit<Submission>,
     shared: Arc<Shared>,
+    entries: WalEntries,
+}
+
+/// Records read back from the WAL, as `(lsn, record, payload)`; see [`Store::read_stored`].
+/// Stops after the first error.
+#[derive(Debug)]
+pub struct StoredRecords(WalReader);
+
+impl Iterator for StoredRecords {
+    type Item = Result<(Lsn, AuditRecord, String), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = self.0.next()?;
+        Some(entry.map_err(StoreError::Read).and_then(|(lsn, payload)| {
+            let record = parse_entry(lsn, &payload)?;
+            let json = String::from_utf8(payload).map_err(|e| StoreError::Replay {
+                lsn,
+                source: serde::de::Error::custom(e),
+            })?;
+            Ok((lsn, record, json))
+        }))
+    }
+}
+
+/// The record of the WAL entry at `lsn`.
+fn parse_entry(lsn: Lsn, payload: &[u8]) -> Result<AuditRecord, StoreError> {
+    serde_json::from_slice(payload).map_err(|source| StoreError::Replay { lsn, source })
 }
 
 #[derive(Debug, Default)]
@@ -187,7 +215,10 @@ impl Store {
     /// newer). The WAL entries read here carry their own chain fields and may take an org's head
     /// further. Every record stored from now on continues its org's chain from there.
     ///
-    /// Newly stored records go to `sink`; the writer waits when it is full.
+    /// Newly stored records go to `sink`; the writer waits when it is full. Whether the WAL
+    /// writes goes to `health`: a failed group marks it failing, the next group that is written
+    /// clears that.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: &Path,
         opts: StoreOptions,
@@ -196,6 +227,7 @@ impl Store {
         indexed_through: Option<Lsn>,
         chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
+        health: Health,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         let disk = Arc::new(RealDisk);
         Store::open_on(
@@ -206,6 +238,7 @@ impl Store {
             indexed_through,
             chain_heads,
             sink,
+            health,
             disk,
             None,
         )
@@ -225,6 +258,7 @@ impl Store {
         indexed_through: Option<Lsn>,
         chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
+        health: Health,
         trees: Arc<Trees>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         Store::open_on(
@@ -235,6 +269,7 @@ impl Store {
             indexed_through,
             chain_heads,
             sink,
+            health,
             Arc::new(RealDisk),
             Some(trees),
         )
@@ -250,6 +285,7 @@ impl Store {
         indexed_through: Option<Lsn>,
         chain_heads: HashMap<String, ChainHead>,
         sink: mpsc::Sender<IndexBatch>,
+        health: Health,
         disk: Arc<dyn Disk>,
         trees: Option<Arc<Trees>>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
@@ -296,8 +332,7 @@ impl Store {
         };
         for entry in wal.read_from(read_from).map_err(StoreError::Read)? {
             let (lsn, payload) = entry.map_err(StoreError::Read)?;
-            let record: AuditRecord = serde_json::from_slice(&payload)
-                .map_err(|source| StoreError::Replay { lsn, source })?;
+            let record = parse_entry(lsn, &payload)?;
             if let Some(trees) = &trees {
                 match trees.replay(&record) {
                     Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
@@ -344,6 +379,7 @@ impl Store {
             max_bytes: opts.max_group_bytes,
             queue_depth: Some(opts.queue_depth),
         };
+        let entries = wal.entries();
         let writer = Writer {
             tree_synced_before: wal.next_lsn(),
             wal,
@@ -355,10 +391,27 @@ impl Store {
             indexed_before: indexed_through.map_or(0, |l| l + 1),
             sink_closed: false,
             shared: shared.clone(),
+            health,
         };
         let writer =
             GroupCommit::start("store-writer", writer, group).map_err(StoreError::Spawn)?;
-        Ok((Store { writer, shared }, replay))
+        Ok((
+            Store {
+                writer,
+                shared,
+                entries,
+            },
+            replay,
+        ))
+    }
+
+    /// The records stored at LSN ≥ `from`, in LSN order, each with its WAL payload (the sealed
+    /// canonical JSON the index stores), read while the store runs: for the indexer, which
+    /// re-reads what it had not committed when it failed. Reads what was durable when called.
+    /// The WAL keeps every record the index has not committed (see
+    /// [`Store::mark_indexed_through`]).
+    pub fn read_stored(&self, from: Lsn) -> StoredRecords {
+        StoredRecords(self.entries.read_from(from))
     }
 
     /// Stores the new records among `records` durably and says, in order, what happened to each.
@@ -480,6 +533,7 @@ struct Writer {
     indexed_before: Lsn,
     sink_closed: bool,
     shared: Arc<Shared>,
+    health: Health,
 }
 
 impl Committer for Writer {
@@ -552,7 +606,12 @@ impl Writer {
         } else {
             let payloads: Vec<&[u8]> = sealed.iter().map(|(_, _, s)| s.json.as_bytes()).collect();
             match self.append_and_sync(&payloads) {
-                Ok(lsn) => Some(lsn),
+                Ok(lsn) => {
+                    if let Some(failure) = self.health.recover(Part::Wal) {
+                        tracing::info!(%failure, "the write-ahead log takes writes again");
+                    }
+                    Some(lsn)
+                }
                 Err(e) => return self.fail(group, e),
             }
         };
@@ -644,6 +703,7 @@ impl Writer {
     fn fail(&mut self, group: Vec<Submission>, error: WalError) {
         let storage_full = error.is_storage_full();
         tracing::error!(error = %error, source = ?std::error::Error::source(&error), storage_full, "store group failed");
+        self.health.fail(error.failure());
         self.shared.storage_errors.fetch_add(1, Ordering::Relaxed);
         self.shared
             .next_lsn
@@ -835,8 +895,17 @@ mod tests {
         heads: HashMap<String, ChainHead>,
     ) -> (Store, Vec<(Lsn, AuditRecord)>, Indexed) {
         let (sink, mut batches) = mpsc::channel(4);
-        let (store, replay) =
-            Store::open(dir, opts, index, hashes, indexed_through, heads, sink).unwrap();
+        let (store, replay) = Store::open(
+            dir,
+            opts,
+            index,
+            hashes,
+            indexed_through,
+            heads,
+            sink,
+            Health::default(),
+        )
+        .unwrap();
         let indexed = tokio::spawn(async move {
             let mut all = Vec::new();
             while let Some(batch) = batches.recv().await {
@@ -1089,6 +1158,7 @@ mod tests {
             Some(5),
             HashMap::new(),
             sink,
+            Health::default(),
         )
         .unwrap_err();
         assert!(
@@ -1210,6 +1280,7 @@ mod tests {
         let disk = FaultyDisk::default();
         let (sink, mut batches) = mpsc::channel(4);
         tokio::spawn(async move { while batches.recv().await.is_some() {} });
+        let health = Health::default();
         let (store, _) = Store::open_on(
             dir.path(),
             StoreOptions::default(),
@@ -1218,6 +1289,7 @@ mod tests {
             None,
             HashMap::new(),
             sink,
+            health.clone(),
             Arc::new(disk.clone()),
             None,
         )
@@ -1234,10 +1306,13 @@ mod tests {
         let chain = std::error::Error::source(&err).unwrap().to_string();
         assert!(chain.contains(".wal"), "the source names the file: {chain}");
         assert_eq!(store.stats().storage_errors, 1);
+        let failure = health.failure(Part::Wal).expect("the WAL is failing");
+        assert_eq!(failure.code(), "wal_full");
 
         // Not remembered as stored: a retry stores them, at the LSNs the failed group had.
         let got = store.submit(vec![b.clone(), c.clone()]).await.unwrap();
         assert_eq!(got, vec![stored(1), stored(2)]);
+        assert_eq!(health.failure(Part::Wal), None, "a written group clears it");
 
         // A failed fsync is no different.
         disk.arm(Fault::Sync(io::ErrorKind::Other));
@@ -1252,6 +1327,41 @@ mod tests {
             ),
             "{err:?}"
         );
+        assert_eq!(health.failure(Part::Wal).unwrap().code(), "wal_failed");
+
+        // What is read back while the store runs is what was acknowledged, as sealed.
+        let read: Vec<_> = store.read_stored(1).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|(lsn, r, _)| (*lsn, r.id()))
+                .collect::<Vec<_>>(),
+            vec![(1, "b"), (2, "c")]
+        );
+        for (_, r, json) in &read {
+            assert_eq!(json, &r.canonical_json());
+        }
+
+        // A failed write whose rollback fails too: the WAL takes nothing until a rollback goes
+        // through, and the health says so (a failure the probe leaves alone); the next write
+        // rolls back first, then goes through.
+        let e = record("acme", "e");
+        disk.arm(Fault::Write(io::ErrorKind::Other));
+        disk.arm(Fault::Truncate(io::ErrorKind::Other));
+        disk.arm(Fault::Truncate(io::ErrorKind::Other));
+        store.submit(vec![e.clone()]).await.unwrap_err();
+        let err = store.submit(vec![e.clone()]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Storage { source, .. } if matches!(**source, WalError::Poisoned { .. })),
+            "{err:?}"
+        );
+        let failure = health.failure(Part::Wal).unwrap();
+        assert_eq!(failure.code(), "wal_failed");
+        assert!(failure.to_string().contains("rolled back"), "{failure}");
+        assert_eq!(
+            store.submit(vec![e.clone()]).await.unwrap(),
+            vec![stored(3)]
+        );
+        assert_eq!(health.failure(Part::Wal), None);
         store.close().await;
 
         let (store, replay, _) = open(
@@ -1261,13 +1371,13 @@ mod tests {
             None,
             vec![],
         );
-        assert_eq!(unchained(&replay), vec![(0, a), (1, b), (2, c)]);
+        assert_eq!(unchained(&replay), vec![(0, a), (1, b), (2, c), (3, e)]);
         // The failed groups left no hole in the chain.
         let seqs: Vec<_> = replay.iter().map(|(_, r)| r.seq.unwrap()).collect();
-        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(seqs, [1, 2, 3, 4]);
         assert_eq!(
             store.submit(vec![record("acme", "d")]).await.unwrap(),
-            vec![stored(3)]
+            vec![stored(4)]
         );
         store.close().await;
     }
@@ -1306,6 +1416,7 @@ mod tests {
                 None,
                 HashMap::new(),
                 sink,
+                Health::default(),
                 trees.clone(),
             )
             .unwrap()
@@ -1352,6 +1463,7 @@ mod tests {
             None,
             HashMap::new(),
             sink,
+            Health::default(),
             trees.clone(),
         )
         .unwrap();
@@ -1372,6 +1484,7 @@ mod tests {
             None,
             HashMap::new(),
             sink,
+            Health::default(),
         )
         .unwrap();
         // The first batch fills the queue; the second must wait for the indexer.
@@ -1447,6 +1560,7 @@ mod tests {
             None,
             HashMap::new(),
             sink,
+            Health::default(),
         )
         .unwrap_err();
         assert!(matches!(err, StoreError::InvalidOptions(_)));

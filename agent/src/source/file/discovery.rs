@@ -157,7 +157,7 @@ fn split_base(pattern: &str) -> (PathBuf, Vec<String>) {
 
 /// Visits regular files under `dir`, at most `depth` directory levels down (unbounded for
 /// `None`); symlinked directories are not followed (no loops), symlinked files are.
-fn walk(dir: &Path, depth: Option<usize>, visit: &mut dyn FnMut(&Path)) {
+pub(super) fn walk(dir: &Path, depth: Option<usize>, visit: &mut dyn FnMut(&Path)) {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,

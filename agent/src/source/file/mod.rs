@@ -1,9 +1,11 @@
 //! Tailing JSON-lines emit files: discovery by glob and file-system events, identity by
 //! fingerprint and inode, rotation and truncation, partial and over-long lines, derived ids,
-//! and checkpoints that become durable with the records in the spool.
+//! checkpoints that become durable with the records in the spool, and files found again after
+//! they moved while the agent was not watching (or reported lost).
 
 mod discovery;
 mod fingerprint;
+mod rediscovery;
 mod server;
 mod tailer;
 

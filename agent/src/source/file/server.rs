@@ -5,19 +5,20 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use codestax_common::Rules;
-use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::FileSettings;
+use super::rediscovery::{self, Found, MTIME_SLACK, key_of};
 use super::tailer::{Chunk, Leaving, Status, TailedFile};
-use crate::checkpoint::{CheckpointStore, FileKey};
+use crate::checkpoint::{Checkpoint, CheckpointStore, FileKey};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
 use crate::spool::{PendingAppend, Spool, SpoolEntry, SpoolError};
@@ -37,6 +38,10 @@ pub struct FileServerOptions {
     pub round_bytes: usize,
     /// Wait before trying again when the spool is full.
     pub full_pause: Duration,
+    /// A checkpointed file looked for and not found is given up (and reported) when it is
+    /// still not found at a later discovery at least this long after (a file renamed while
+    /// its directory was listed can be missed once).
+    pub lost_after: Duration,
 }
 
 impl FileServerOptions {
@@ -49,6 +54,7 @@ impl FileServerOptions {
             read_bytes: (1 << 20).min(quarter / 2),
             round_bytes: (8 << 20).min(quarter),
             full_pause: Duration::from_millis(200),
+            lost_after: Duration::from_secs(1),
         }
     }
 }
@@ -85,6 +91,16 @@ pub struct FileTailer {
     in_flight: Option<InFlight>,
     /// Reads the lines of every file (one record's strings, reused line after line).
     parser: LineParser,
+    /// Discoveries so far.
+    discoveries: u64,
+    /// Checkpointed files looked for and not found: at which discovery and when first missed.
+    missing: HashMap<FileKey, (u64, Instant)>,
+    /// Look for files rotated out of the globs unseen at the next discovery (at start-up,
+    /// after lost events, after a rename away from a watched name).
+    look_for_rotated: bool,
+    /// Files renamed away from a watched name to one the globs do not match, with their key
+    /// then and their source: adopted at the next discovery unless tailed.
+    renamed: Vec<(PathBuf, FileKey, Arc<FileSettings>)>,
 }
 
 /// An append of a round, on its way to the spool.
@@ -120,23 +136,32 @@ impl FileTailer {
             one_file_per_round: false,
             in_flight: None,
             parser: LineParser::default(),
+            discoveries: 0,
+            missing: HashMap::new(),
+            look_for_rotated: true,
+            renamed: Vec::new(),
         }
     }
 
     /// Expands every glob: opens new files, follows renames, and starts finishing files that
-    /// left the globs. Every file is polled afterwards (the safety net for missed events).
+    /// left the globs. Then finds again the files that moved while not tailed (see
+    /// [`Self::find_elsewhere`], [`Self::adopt_rotated`], [`Self::renamed`]). Every file is
+    /// polled afterwards (the safety net for missed events).
     pub fn discover(&mut self) {
+        let started = SystemTime::now();
+        // Files modified since the last look at every watched name that have no checkpoint
+        // were never seen (taken before this discovery moves it).
+        let since = self.checkpoints.seen_at();
+        self.discoveries += 1;
         let now = Instant::now();
+        let mut changed = false;
         let mut seen = HashSet::new();
         for source in &self.sources {
             for path in source.globs.expand() {
                 let Ok(meta) = fs::metadata(&path) else {
                     continue;
                 };
-                let key = FileKey {
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                };
+                let key = key_of(&meta);
                 if !seen.insert(key) {
                     continue; // Another path (or an earlier source) has it.
                 }
@@ -155,6 +180,7 @@ impl FileTailer {
                         Ok(file) if file.key == key => {
                             tracing::info!(path = %path.display(), offset = file.position().offset, "tailing file");
                             self.files.insert(key, file);
+                            changed = true;
                         }
                         Ok(_) => continue, // Replaced between stat and open: next round.
                         Err(e) => {
@@ -178,6 +204,13 @@ impl FileTailer {
                 };
             }
         }
+        changed |= self.adopt_renamed();
+        changed |= self.find_elsewhere(now);
+        if std::mem::take(&mut self.look_for_rotated)
+            && let Some(since) = since
+        {
+            changed |= self.adopt_rotated(since);
+        }
         self.by_path = self
             .files
             .iter()
@@ -185,25 +218,287 @@ impl FileTailer {
             .collect();
         self.dirty.extend(self.files.keys().copied());
         self.metrics.files_open.set(self.files.len() as u64);
-        self.forget_gone();
+        // Every file under a watched name when this discovery started is in the table now.
+        self.checkpoints.mark_seen(started);
+        if changed {
+            // New files (and files given up) are in the table on disk before any of their
+            // records is spooled: should they go while the agent is down, what was not read of
+            // them is known.
+            self.persist();
+        }
     }
 
-    /// Drops the checkpoints of files not tailed any more that are gone from where they were
-    /// last seen (deleted, or renamed again after they left the globs).
-    fn forget_gone(&self) {
-        let dropped = self.checkpoints.forget_gone(
-            |key| self.files.contains_key(&key),
-            |path, key| {
+    /// The source a file found outside the globs belongs to: the one whose globs match where
+    /// it was, else the one that watches where it is now.
+    fn source_of(&self, was: Option<&Path>, now_at: &Path) -> Arc<FileSettings> {
+        was.and_then(|was| self.sources.iter().find(|s| s.globs.matches(was)))
+            .or_else(|| {
+                self.sources.iter().find(|s| {
+                    s.globs
+                        .watch_dirs()
+                        .iter()
+                        .any(|(dir, _)| now_at.starts_with(dir))
+                })
+            })
+            .unwrap_or(&self.sources[0])
+            .clone()
+    }
+
+    /// Opens a file found outside the globs to read it to its end (from its checkpoint, or from
+    /// its start) and let it go, like a file renamed out of the globs while tailed.
+    fn adopt(&mut self, path: &Path, settings: Arc<FileSettings>, why: &str) -> bool {
+        match TailedFile::open(path, settings, &self.checkpoints) {
+            Ok(mut file) => {
+                if self.files.contains_key(&file.key) {
+                    return false;
+                }
+                tracing::info!(path = %path.display(), offset = file.position().offset, "{why}; reading it to its end");
+                file.status = Status::Finishing {
+                    why: Leaving::OutOfGlob,
+                    idle_since: Instant::now(),
+                };
+                self.files.insert(file.key, file);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "{why}, but it cannot be opened");
+                false
+            }
+        }
+    }
+
+    /// Checkpointed files that are not tailed and not where they were last seen (renamed while
+    /// the agent was down, or shifted by a rotation after they were released) are looked for by
+    /// key in their own directories and in the watched ones. One found with the first bytes and
+    /// the bytes before the offset of its checkpoint is read from there to its end (so is one
+    /// where it was last seen, out of the globs, that was not read to its end: adopted, and the
+    /// agent killed before it was done); one not found (or another file under its inode) is
+    /// gone: reported if it was not read to its end, and forgotten. Costs a walk of those
+    /// directories per discovery while such checkpoints exist; none otherwise.
+    fn find_elsewhere(&mut self, now: Instant) -> bool {
+        let mut here: Vec<(Checkpoint, PathBuf)> = Vec::new();
+        let mut lost: Vec<Checkpoint> = Vec::new();
+        for checkpoint in self
+            .checkpoints
+            .untailed(|key| self.files.contains_key(&key))
+        {
+            let key = checkpoint.position.key;
+            let at_path = checkpoint.path.as_deref().is_some_and(|path| {
                 fs::metadata(path).map_or_else(
                     // Only "not found" means gone; anything else keeps the checkpoint.
                     |e| e.kind() != io::ErrorKind::NotFound,
-                    |m| m.dev() == key.dev && m.ino() == key.ino,
+                    |m| key_of(&m) == key,
                 )
-            },
-        );
-        if dropped > 0 {
-            tracing::debug!(dropped, "checkpoints of files that are gone dropped");
+            });
+            match (at_path, checkpoint.path.clone()) {
+                (true, _) if checkpoint.finished => {}
+                (true, Some(path)) => here.push((checkpoint, path)),
+                _ => lost.push(checkpoint),
+            }
         }
+        self.missing
+            .retain(|key, _| lost.iter().any(|c| c.position.key == *key));
+        let mut found: HashMap<FileKey, PathBuf> = HashMap::new();
+        if !lost.is_empty() {
+            let mut dirs = self.watched_dirs();
+            for c in &lost {
+                if let Some(dir) = c.path.as_deref().and_then(Path::parent) {
+                    add_dir(&mut dirs, dir.to_path_buf(), Some(0));
+                }
+            }
+            let keys: HashSet<FileKey> = lost.iter().map(|c| c.position.key).collect();
+            found = rediscovery::locate(&keys, &dirs);
+        }
+        let mut changed = false;
+        let candidates = here
+            .into_iter()
+            .map(|(c, path)| (c, Some(path), true))
+            .chain(lost.into_iter().map(|c| {
+                let path = found.get(&c.position.key).cloned();
+                (c, path, false)
+            }));
+        for (checkpoint, path, in_place) in candidates {
+            let key = checkpoint.position.key;
+            let outcome = path.map(|path| {
+                let found = rediscovery::compare(&path, &checkpoint.position);
+                (path, found)
+            });
+            let handled = match outcome {
+                Some((path, Ok(Found::Same { size }))) => {
+                    if checkpoint.finished && checkpoint.size.is_some_and(|s| size <= s) {
+                        // Read and released before; only renamed since (a rotation shifting
+                        // the older files).
+                        tracing::debug!(path = %path.display(), "released file renamed; following it");
+                        self.checkpoints.settle(checkpoint.position, &path);
+                        true
+                    } else {
+                        let source = self.source_of(checkpoint.path.as_deref(), &path);
+                        let why = if in_place {
+                            "file out of the globs not read to its end before the agent stopped"
+                        } else {
+                            "file found again after it moved while not tailed"
+                        };
+                        // One that cannot be opened is given up like one not found.
+                        self.adopt(&path, source, why) || self.files.contains_key(&key)
+                    }
+                }
+                Some((_, Ok(Found::Other))) => {
+                    self.gone(&checkpoint, "its inode now holds another file");
+                    true
+                }
+                Some((_, Ok(Found::Moved) | Err(_))) | None => false,
+            };
+            if handled {
+                self.missing.remove(&key);
+                changed = true;
+                continue;
+            }
+            let (at, since) = *self.missing.entry(key).or_insert((self.discoveries, now));
+            if at < self.discoveries && now.duration_since(since) >= self.options.lost_after {
+                self.gone(
+                    &checkpoint,
+                    "deleted, moved out of the watched directories, compressed, or unreadable",
+                );
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// A checkpointed file is gone: what of it was not read (from its checkpoint to the size
+    /// it was last read at) is reported once, as a warning and in the lost counters, and the
+    /// checkpoint is forgotten. A file read to its end is not a loss.
+    fn gone(&mut self, checkpoint: &Checkpoint, why: &str) {
+        let key = checkpoint.position.key;
+        self.missing.remove(&key);
+        self.checkpoints.forget(key);
+        let name = checkpoint.path.as_ref().map_or_else(
+            || format!("(inode {} of device {}, path unknown)", key.ino, key.dev),
+            |p| p.display().to_string(),
+        );
+        let from = checkpoint.position.offset;
+        match checkpoint.size {
+            Some(to) if to > from => {
+                tracing::warn!(
+                    file = %name,
+                    from,
+                    to,
+                    bytes = to - from,
+                    "file gone before it was read to its end ({why}): bytes {from} to {to} of it were not read and are lost"
+                );
+                self.metrics.files_lost.inc();
+                self.metrics.file_bytes_lost.inc_by(to - from);
+            }
+            Some(_) => {
+                tracing::debug!(file = %name, "file gone after it was read to its end")
+            }
+            // Positions read back from the spool of a file released since, or a table written
+            // before sizes were kept.
+            None if checkpoint.path.is_none() => {}
+            None => tracing::info!(
+                file = %name,
+                offset = from,
+                "file gone ({why}); read up to the offset, its size then is not known"
+            ),
+        }
+    }
+
+    /// Files renamed away from a watched name (see [`Self::renamed`]) that are not tailed:
+    /// created and renamed between two discoveries, the agent never opened them. They are
+    /// read from their checkpoint, or from their start, to their end.
+    fn adopt_renamed(&mut self) -> bool {
+        let mut changed = false;
+        for (path, key, settings) in std::mem::take(&mut self.renamed) {
+            if self.files.contains_key(&key)
+                || !fs::metadata(&path).is_ok_and(|m| key_of(&m) == key)
+            {
+                continue; // Tailed, or renamed again since (then found as rotated).
+            }
+            changed |= self.adopt(
+                &path,
+                settings,
+                "file renamed out of the globs before it was read",
+            );
+        }
+        changed
+    }
+
+    /// Files rotated out of the globs that the agent never saw (created, written and rotated
+    /// while it was down, or while events were lost): regular files in the watched
+    /// directories named after a name the globs match (`app.jsonl.1`, `app.jsonl-20261203` for
+    /// `*.jsonl`), that the globs do not match, that no checkpoint knows, that are not
+    /// compressed, and that were modified at or after `since` (the agent's last look at every
+    /// watched name: a file under one then has a checkpoint, so older archives are not taken).
+    /// Each is read from its start to its end; should it be one read before after all, its
+    /// lines keep their ids (derived ids are deterministic) and the collector drops them as
+    /// replays.
+    fn adopt_rotated(&mut self, since: SystemTime) -> bool {
+        let since = since.checked_sub(MTIME_SLACK).unwrap_or(since);
+        let watched = |path: &Path| self.sources.iter().any(|s| s.globs.matches(path));
+        let candidates = rediscovery::rotated_from(&self.watched_dirs(), &watched, since);
+        let mut changed = false;
+        for rotated in candidates {
+            if self.files.contains_key(&rotated.key)
+                || self.checkpoints.knows(rotated.key)
+                || self.sources.iter().any(|s| s.globs.matches(&rotated.path))
+            {
+                continue;
+            }
+            match rediscovery::compressed(&rotated.path) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::debug!(path = %rotated.path.display(), "rotated file is compressed; not read");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %rotated.path.display(), error = %e, "cannot read a rotated file");
+                    continue;
+                }
+            }
+            let settings = self.source_of(Some(&rotated.base), &rotated.path);
+            changed |= self.adopt(
+                &rotated.path,
+                settings,
+                "file rotated out of the globs while the agent was not watching",
+            );
+        }
+        changed
+    }
+
+    /// The directories the sources watch, with how deep to walk them (`None`: all the way).
+    fn watched_dirs(&self) -> Vec<(PathBuf, Option<usize>)> {
+        let mut dirs: Vec<(PathBuf, Option<usize>)> = Vec::new();
+        for (dir, recursive) in self.sources.iter().flat_map(|s| s.globs.watch_dirs()) {
+            let depth = if recursive { None } else { Some(0) };
+            add_dir(&mut dirs, dir, depth);
+        }
+        dirs
+    }
+
+    /// A file was renamed from `from` to `to` (a file-system event). Renamed away from a
+    /// watched name to one the globs do not match (an excluded one too: bytes written under a
+    /// watched name are never dropped), a file not tailed is adopted at the next discovery, and
+    /// files rotated out of the globs are looked for there.
+    pub fn renamed(&mut self, from: &Path, to: &Path) {
+        let Some(source) = self.sources.iter().find(|s| s.globs.matches(from)) else {
+            return;
+        };
+        if self.sources.iter().any(|s| s.globs.matches(to)) {
+            return; // Followed by the discovery.
+        }
+        if let Ok(meta) = fs::metadata(to)
+            && meta.is_file()
+        {
+            self.renamed
+                .push((to.to_path_buf(), key_of(&meta), source.clone()));
+        }
+        self.look_for_rotated = true;
+    }
+
+    /// File-system events were lost (the watcher's queue overflowed, or it failed): files
+    /// rotated out of the globs meanwhile are looked for at the next discovery.
+    pub fn events_lost(&mut self) {
+        self.look_for_rotated = true;
     }
 
     /// A file-system event named `path`: read it if it is ours. Returns true when the event
@@ -287,6 +582,7 @@ impl FileTailer {
             };
             if file.size != before {
                 self.last_growth.insert(key, Instant::now());
+                self.checkpoints.observe_size(key, file.size);
             }
             budget = budget.saturating_sub(self.options.read_bytes);
             self.metrics.lines_read.inc_by(chunk.lines);
@@ -385,8 +681,14 @@ impl FileTailer {
                 false
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot append to the spool; pausing file intake");
-                self.metrics.set_last_error(e.to_string());
+                if matches!(e, SpoolError::DiskFull { .. } | SpoolError::Segment { .. }) {
+                    // The spool's writer logs the first failure of a run; each is counted.
+                    self.metrics
+                        .write_failed("spool", e.is_disk_full(), e.to_string());
+                } else {
+                    tracing::error!(error = %e, "cannot append to the spool; pausing file intake");
+                    self.metrics.set_last_error(e.to_string());
+                }
                 self.back_off(&polled, Duration::from_secs(1));
                 false
             }
@@ -399,11 +701,13 @@ impl FileTailer {
     }
 
     /// Forgets what was read of these files after their committed positions; they are read
-    /// again.
+    /// again (their lag shows what waits).
     fn rewind(&mut self, polled: &[(FileKey, Chunk)]) {
         for (key, _) in polled {
             if let Some(file) = self.files.get_mut(key) {
                 file.rewind();
+                self.metrics
+                    .set_file_lag(&file.path.display().to_string(), file.lag());
             }
             self.dirty.insert(*key);
         }
@@ -430,7 +734,7 @@ impl FileTailer {
         if poll {
             self.last_finish_poll = now;
         }
-        let mut released = Vec::new();
+        let mut released: Vec<(FileKey, Leaving)> = Vec::new();
         for (key, file) in &self.files {
             if file.status == Status::Active {
                 continue;
@@ -443,20 +747,25 @@ impl FileTailer {
                 None => {}
             }
         }
+        let mut any_released = false;
         for (key, why) in released {
+            // Its unterminated last line is quarantined first; should that fail (a full disk),
+            // the file is kept and released on a later call.
+            if let Some(entry) = self.files.get(&key).and_then(TailedFile::unterminated)
+                && let Err(e) = self.quarantine.write(&[entry])
+            {
+                tracing::error!(error = %e, "cannot write the quarantine; the file is released later");
+                continue;
+            }
             let Some(file) = self.files.remove(&key) else {
                 continue;
             };
-            if let Some(entry) = file.unterminated()
-                && let Err(e) = self.quarantine.write(&[entry])
-            {
-                tracing::error!(error = %e, "cannot write the quarantine");
-            }
             match (why, file.current_path()) {
                 // Renamed out of the globs and still there: its checkpoint follows it (should it
-                // come back), until it is gone (see forget_gone).
+                // come back, or be renamed again), until it is gone (see find_elsewhere).
                 (Leaving::OutOfGlob, Some(now_at)) => {
-                    self.checkpoints.settle(file.position(), &now_at);
+                    self.checkpoints
+                        .finished(file.position(), &now_at, file.size);
                 }
                 _ => self.checkpoints.forget(key),
             }
@@ -464,8 +773,13 @@ impl FileTailer {
             self.by_path.remove(&file.path);
             self.last_growth.remove(&key);
             self.metrics.forget_file(&file.path.display().to_string());
+            any_released = true;
         }
         self.metrics.files_open.set(self.files.len() as u64);
+        if any_released {
+            // Written now: a released file deleted while the agent is down is no loss.
+            self.persist();
+        }
     }
 
     /// Why a finishing file may be released now: read to its end, nothing left to read, idle
@@ -496,7 +810,10 @@ impl FileTailer {
     /// Writes the checkpoint table (at shutdown and now and then).
     pub fn persist(&self) {
         if let Err(e) = self.checkpoints.persist() {
+            // Still marked changed: written again at the next call.
             tracing::error!(error = %e, "cannot persist checkpoints");
+            self.metrics
+                .write_failed("checkpoints", e.is_disk_full(), e.to_string());
         }
     }
 
@@ -511,6 +828,19 @@ impl FileTailer {
         let mut paths: Vec<_> = self.files.values().map(|f| f.path.clone()).collect();
         paths.sort();
         paths
+    }
+}
+
+/// Adds a directory to walk, once, at the greater of the depths asked.
+fn add_dir(dirs: &mut Vec<(PathBuf, Option<usize>)>, dir: PathBuf, depth: Option<usize>) {
+    match dirs.iter_mut().find(|(d, _)| *d == dir) {
+        Some((_, d)) => {
+            *d = match (*d, depth) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            }
+        }
+        None => dirs.push((dir, depth)),
     }
 }
 
@@ -584,7 +914,15 @@ impl FileServer {
                             Msg::Stop => stop = true,
                             Msg::Fs(Ok(event)) => {
                                 if event.need_rescan() {
+                                    tailer.events_lost();
                                     rescan = true;
+                                }
+                                if let (
+                                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                                    [from, to],
+                                ) = (&event.kind, event.paths.as_slice())
+                                {
+                                    tailer.renamed(from, to);
                                 }
                                 for path in &event.paths {
                                     rescan |= tailer.path_changed(path, &event.kind);
@@ -592,6 +930,7 @@ impl FileServer {
                             }
                             Msg::Fs(Err(e)) => {
                                 tracing::warn!(error = %e, "file watcher error; rescanning");
+                                tailer.events_lost();
                                 rescan = true;
                             }
                         }

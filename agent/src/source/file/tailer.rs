@@ -122,22 +122,33 @@ impl TailedFile {
         let prefix = read_at(&file, 0, settings.fingerprint_bytes)?;
         let mut resume = None;
         let mut behind = Vec::new();
-        if let Some(candidate) = checkpoints.get(key)
-            && fingerprint::prefix_matches(&prefix, candidate.fingerprint)
-        {
+        if let Some(checkpoint) = checkpoints.checkpoint(key) {
+            let candidate = checkpoint.position;
             let bytes = fingerprint::tail_bytes(&file, candidate.offset)?;
-            if candidate.offset <= size
+            if fingerprint::prefix_matches(&prefix, candidate.fingerprint)
+                && candidate.offset <= size
                 && bytes.len() as u64 == candidate.offset.min(TAIL_CHECK_BYTES)
-                && fingerprint::tail_check_of(&bytes) == candidate.tail
+                && (candidate.offset == 0 || fingerprint::tail_check_of(&bytes) == candidate.tail)
             {
                 resume = Some(candidate);
                 behind = bytes;
+            } else if let Some(seen) = checkpoint.size.filter(|s| *s > candidate.offset) {
+                // Bytes seen and not read: in a copy should this be copytruncate (read if the
+                // copy is, then under the same ids), else gone with the file.
+                tracing::warn!(
+                    path = %path.display(),
+                    checkpoint = candidate.offset,
+                    seen,
+                    size,
+                    "file changed under its checkpoint (truncated, rewritten, or another file under its inode) before bytes {} to {seen} of it were read; unless a copy of them is read (copytruncate), they are lost; reading it from the start",
+                    candidate.offset
+                );
             } else {
                 tracing::info!(
                     path = %path.display(),
                     checkpoint = candidate.offset,
                     size,
-                    "file changed under its checkpoint (truncated or rewritten); reading it from the start"
+                    "file changed under its checkpoint (truncated, rewritten, or another file under its inode); reading it from the start"
                 );
             }
         }
@@ -164,7 +175,7 @@ impl TailedFile {
             checkpoints: checkpoints.clone(),
             generation: 0,
         };
-        checkpoints.settle(tailed.position(), path);
+        checkpoints.opened(tailed.position(), path, size);
         Ok(tailed)
     }
 
@@ -376,11 +387,25 @@ impl TailedFile {
     }
 
     /// Whether the file is no longer the one read so far: shorter than what was read, other
-    /// bytes before the committed offset, or other first bytes.
+    /// bytes before the committed offset or before the read position, or other first bytes.
     fn rewritten(&mut self, size: u64) -> io::Result<bool> {
         Ok(size < self.read_offset
             || (self.offset > 0 && !fingerprint::tail_matches(&self.file, self.offset, self.tail)?)
+            || (self.read_offset > self.offset && !self.read_tail_matches()?)
             || !self.prefix_still_matches(size)?)
+    }
+
+    /// Whether the bytes just before the read position are still those read. Reads not yet
+    /// committed are checked too: truncated and written past the read position before the first
+    /// commit of a file (its offset 0: nothing to check there), the file would otherwise pass
+    /// for the same one and its new first lines go unread.
+    fn read_tail_matches(&self) -> io::Result<bool> {
+        // `pending` may hold a read not yet counted in `read_offset` (the check after a read).
+        let counted = (self.read_offset - self.pending_start) as usize;
+        let mut read = self.behind.clone();
+        keep_last(&mut read, &self.pending[..counted.min(self.pending.len())]);
+        let start = self.read_offset - read.len() as u64;
+        Ok(read_at(&self.file, start, read.len())? == read)
     }
 
     fn restart_from_zero(&mut self, size: u64) -> io::Result<()> {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 struct Harness {
@@ -22,6 +22,7 @@ struct Harness {
     config: FileSourceConfig,
     spool: Option<Spool>,
     tailer: Option<FileTailer>,
+    metrics: Arc<Metrics>,
 }
 
 impl Harness {
@@ -44,6 +45,7 @@ impl Harness {
             config,
             spool: None,
             tailer: None,
+            metrics: Arc::new(Metrics::new()),
         };
         h.start();
         h
@@ -59,10 +61,12 @@ impl Harness {
             CheckpointStore::open(&self.data.join("checkpoints.json"), recovery.file_positions)
                 .unwrap();
         let metrics = Arc::new(Metrics::new());
+        self.metrics = metrics.clone();
         let quarantine = Quarantine::open(&self.data.join("quarantine"), metrics.clone()).unwrap();
         let settings = FileSettings::from_config(&self.config, &self.logs, usize::MAX).unwrap();
         let mut options = FileServerOptions::new(Duration::from_secs(10), options.max_bytes);
         options.finish_grace = Duration::ZERO;
+        options.lost_after = Duration::ZERO;
         options.read_bytes = 700; // Small reads: lines straddle reads.
         self.tailer = Some(FileTailer::new(
             vec![settings],
@@ -75,10 +79,16 @@ impl Harness {
         self.spool = Some(spool);
     }
 
-    /// Stops without persisting anything but what is already in the spool.
-    fn crash(&mut self) {
+    /// Stops without persisting anything but what is already in the spool (and the
+    /// checkpoint table as last written).
+    fn kill(&mut self) {
         self.tailer = None;
         self.spool = None;
+    }
+
+    /// [`Self::kill`] and start again.
+    fn crash(&mut self) {
+        self.kill();
         self.start();
     }
 
@@ -332,8 +342,11 @@ fn checkpoints_of_finished_files_are_dropped_once_the_files_are_gone() {
         tail: TailCheck::default(),
         stamp: 1,
     });
-    // The rotated file is deleted: both go at the next rescan, and from the persisted table.
+    // The rotated file is deleted: both go when not found at two rescans, and from the
+    // persisted table.
     fs::remove_file(h.path("app.log.1")).unwrap();
+    h.step();
+    assert!(h.tailer().checkpoints.get(rotated).is_some(), "missed once");
     h.step();
     assert_eq!(h.tailer().checkpoints.get(rotated), None);
     assert_eq!(h.tailer().checkpoints.get(stray), None);
@@ -447,6 +460,29 @@ fn a_chunk_committed_after_the_next_read_found_a_truncation_changes_nothing() {
         }
     };
     assert_eq!(h.tailer().checkpoints.get(key).unwrap().offset, size);
+}
+
+#[test]
+fn a_truncation_before_the_first_commit_is_seen_even_when_the_file_grew_back() {
+    // Nothing of the file committed yet (its offset is 0, so there are no bytes before it to
+    // check) and the first read in flight: copytruncate, then more written than had been read,
+    // all between two reads. The bytes before the read position tell.
+    let mut h = Harness::new(&["*.log"], &[], 32);
+    h.append("app.log", &lines(0..4));
+    let t = h.tailer();
+    t.discover();
+    assert!(t.round(), "the append of lines 0..4 is on its way");
+    OpenOptions::new()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &lines(100..110));
+    h.step();
+    h.step();
+    assert_each_once(&h, ns(0..4).into_iter().chain(ns(100..110)));
+    assert!(h.quarantined().is_empty(), "{:?}", h.quarantined());
 }
 
 #[test]
@@ -569,11 +605,294 @@ fn checkpoints_are_durable_with_the_records_after_a_crash() {
     for round in 0..5 {
         h.append("a.log", &lines(round * 10..round * 10 + 10));
         h.step();
-        h.crash(); // checkpoints.json is never written here: positions come from the spool.
+        // The table is written when a file is first opened, before anything of it is read:
+        // without it, the positions come from the spool.
+        let _ = fs::remove_file(h.data.join("checkpoints.json"));
+        h.crash();
     }
     h.step();
     assert_eq!(h.messages(), ns(0..50));
-    assert!(!h.data.join("checkpoints.json").exists());
+}
+
+fn key_of(path: &Path) -> FileKey {
+    let m = fs::metadata(path).unwrap();
+    FileKey {
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+/// Every line of `want` is in the spool, once, and nothing else.
+fn assert_each_once(h: &Harness, want: impl IntoIterator<Item = String>) {
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in h.records() {
+        ids.entry(r.message.clone().unwrap())
+            .or_default()
+            .push(r.id().to_string());
+    }
+    let want: BTreeSet<String> = want.into_iter().collect();
+    let got: BTreeSet<String> = ids.keys().cloned().collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, never written {extra:?}"
+    );
+    for (message, ids) in &ids {
+        assert_eq!(ids.len(), 1, "{message} spooled under {ids:?}");
+    }
+}
+
+#[test]
+fn files_rotated_out_of_the_globs_while_the_agent_was_down_are_read_to_their_end() {
+    // The agent reads app.jsonl, then dies (its table as written at the file's discovery, or
+    // written a moment ago, plus the positions in the spool). While it is down the file it was
+    // reading is rotated out of the globs with lines it had not read, and a file it never saw
+    // is created, written and rotated too; logrotate's way (shifting .1 to .2) or numbered on.
+    for (persisted, shift) in [(false, false), (true, true), (false, true)] {
+        let context = format!("table persisted: {persisted}, shifting: {shift}");
+        let mut h = Harness::new(&["*.jsonl"], &[], 64);
+        h.append("app.jsonl", &lines(0..5));
+        h.step();
+        h.append("app.jsonl", &lines(5..8)); // not read before the crash
+        if persisted {
+            h.tailer().persist();
+        }
+        h.kill();
+        fs::rename(h.path("app.jsonl"), h.path("app.jsonl.1")).unwrap();
+        h.append("app.jsonl.1", &lines(8..9)); // the writer's last line before it reopens
+        h.append("app.jsonl", &lines(9..12));
+        if shift {
+            fs::rename(h.path("app.jsonl.1"), h.path("app.jsonl.2")).unwrap();
+            fs::rename(h.path("app.jsonl"), h.path("app.jsonl.1")).unwrap();
+        } else {
+            fs::rename(h.path("app.jsonl"), h.path("app.jsonl.2")).unwrap();
+        }
+        h.append("app.jsonl", &lines(12..14));
+        h.start();
+        h.step();
+        h.step();
+        assert_each_once(&h, ns(0..14));
+        assert_eq!(
+            h.tailer().paths(),
+            [h.path("app.jsonl")],
+            "{context}: the rotated files are released"
+        );
+        assert_eq!(h.metrics.files_lost.get(), 0, "{context}");
+        // Nothing is read again after another restart, nor after a crash.
+        h.restart();
+        h.step();
+        h.crash();
+        h.step();
+        h.step();
+        assert_each_once(&h, ns(0..14));
+    }
+}
+
+#[test]
+fn a_file_gone_before_it_was_read_is_reported_once_with_the_bytes_not_read() {
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    h.append("app.jsonl", &lines(0..20));
+    h.append("done.jsonl", &lines(100..103));
+    let size = fs::metadata(h.path("app.jsonl")).unwrap().len();
+    let key = key_of(&h.path("app.jsonl"));
+    let t = h.tailer();
+    t.discover();
+    // One round reads 700 bytes of each file (all of done.jsonl) and sees their sizes.
+    t.round();
+    t.settle();
+    let offset = t.checkpoints.get(key).unwrap().offset;
+    assert!(offset > 0 && offset < size, "{offset} of {size}");
+    t.persist(); // as the file source does every second
+    h.kill();
+    // Both deleted while the agent is down: one was read to its end, not the other.
+    fs::remove_file(h.path("app.jsonl")).unwrap();
+    fs::remove_file(h.path("done.jsonl")).unwrap();
+    h.start();
+    h.step();
+    assert_eq!(
+        h.metrics.files_lost.get(),
+        0,
+        "missed once: it may have been renamed while its directory was listed"
+    );
+    h.step();
+    assert_eq!(h.metrics.files_lost.get(), 1);
+    assert_eq!(h.metrics.file_bytes_lost.get(), size - offset);
+    assert!(
+        h.metrics.render().contains(&format!(
+            "codestax_agent_file_bytes_lost_total {}",
+            size - offset
+        )),
+        "{}",
+        h.metrics.render()
+    );
+    assert!(h.tailer().checkpoints.all().is_empty(), "forgotten");
+    // Once: not again at the next discoveries, nor after a restart (the spool still holds the
+    // file's positions, read back without a path or a size).
+    h.step();
+    assert_eq!(h.metrics.files_lost.get(), 1);
+    h.crash();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert_eq!(h.metrics.files_lost.get(), 0);
+    assert!(h.tailer().checkpoints.all().is_empty());
+}
+
+#[test]
+fn old_archives_and_compressed_rotations_are_not_read() {
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    // Archives from before the agent ever ran, under rotated names.
+    h.append("app.jsonl.3", &lines(1000..1003));
+    h.append("app.jsonl-20200101", &lines(1003..1005));
+    for old in ["app.jsonl.3", "app.jsonl-20200101"] {
+        let f = OpenOptions::new().append(true).open(h.path(old)).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    h.append("app.jsonl", &lines(0..3));
+    h.step();
+    h.kill();
+    // While the agent is down: a rotation, then logrotate's compression of it.
+    fs::rename(h.path("app.jsonl"), h.path("app.jsonl.1")).unwrap();
+    h.append("app.jsonl", &lines(3..5));
+    fs::rename(h.path("app.jsonl"), h.path("app.jsonl.2")).unwrap();
+    fs::write(
+        h.path("app.jsonl.2.gz"),
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00junk\n",
+    )
+    .unwrap();
+    fs::remove_file(h.path("app.jsonl.2")).unwrap(); // never read: its lines are lost
+    h.append("app.jsonl", &lines(5..7));
+    h.start();
+    for _ in 0..3 {
+        h.step();
+    }
+    assert_each_once(&h, ns(0..3).into_iter().chain(ns(5..7)));
+    assert!(h.quarantined().is_empty(), "{:?}", h.quarantined());
+    assert_eq!(
+        h.metrics.files_lost.get(),
+        0,
+        "a file the agent never saw cannot be reported; app.jsonl.1 was read to its end"
+    );
+}
+
+#[test]
+fn a_file_renamed_to_an_excluded_name_is_read_to_its_end() {
+    let mut h = Harness::new(&["*.jsonl"], &["*.skip.jsonl"], 64);
+    // Renamed while tailed, with lines not read yet, and one more written after the rename.
+    h.append("a.jsonl", &lines(0..3));
+    h.step();
+    h.append("a.jsonl", &lines(3..5));
+    fs::rename(h.path("a.jsonl"), h.path("a.skip.jsonl")).unwrap();
+    h.append("a.skip.jsonl", &lines(5..6));
+    h.step();
+    // Renamed while the agent was down.
+    h.append("b.jsonl", &lines(10..13));
+    h.step();
+    h.append("b.jsonl", &lines(13..15));
+    h.kill();
+    fs::rename(h.path("b.jsonl"), h.path("b.skip.jsonl")).unwrap();
+    h.start();
+    h.step();
+    // Created and renamed between two discoveries: the agent learns of it by the rename event
+    // only.
+    h.append("c.jsonl", &lines(20..23));
+    let (from, to) = (h.path("c.jsonl"), h.path("c.skip.jsonl"));
+    fs::rename(&from, &to).unwrap();
+    h.tailer().renamed(&from, &to);
+    h.step();
+    // Excluded from the start: never read.
+    h.append("d.skip.jsonl", &lines(30..31));
+    h.step();
+    assert_each_once(&h, [ns(0..6), ns(10..15), ns(20..23)].concat());
+    assert!(h.tailer().paths().is_empty(), "{:?}", h.tailer().paths());
+}
+
+#[test]
+fn a_file_adopted_out_of_the_globs_is_read_after_a_crash_that_came_first() {
+    // Found renamed away before it was opened, then the agent dies before reading it: it is at
+    // the path its checkpoint names, out of the globs, not read to its end.
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    h.append("c.jsonl", &lines(0..3));
+    let (from, to) = (h.path("c.jsonl"), h.path("c.jsonl.1"));
+    fs::rename(&from, &to).unwrap();
+    let t = h.tailer();
+    t.renamed(&from, &to);
+    t.discover();
+    assert_eq!(t.paths(), std::slice::from_ref(&to), "adopted");
+    h.kill();
+    h.start();
+    h.step();
+    assert_each_once(&h, ns(0..3));
+    assert!(h.tailer().paths().is_empty());
+    // Released read to its end: not read again.
+    h.restart();
+    h.step();
+    assert_each_once(&h, ns(0..3));
+}
+
+#[test]
+fn files_created_and_rotated_between_two_discoveries_are_read() {
+    // logrotate shifting twice before the agent handles the events: each rename event names
+    // app.jsonl.1, which by then holds the last file rotated; the one before it has moved on to
+    // app.jsonl.2. What was renamed away from a watched name is looked for next to it.
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    h.append("app.jsonl", &lines(0..2));
+    h.step();
+    let shift = |h: &Harness| {
+        for n in (1..3).rev() {
+            let from = h.path(&format!("app.jsonl.{n}"));
+            if from.exists() {
+                fs::rename(from, h.path(&format!("app.jsonl.{}", n + 1))).unwrap();
+            }
+        }
+        fs::rename(h.path("app.jsonl"), h.path("app.jsonl.1")).unwrap();
+    };
+    shift(&h);
+    h.append("app.jsonl", &lines(2..4));
+    shift(&h);
+    h.append("app.jsonl", &lines(4..6));
+    shift(&h);
+    h.append("app.jsonl", &lines(6..7));
+    let (from, to) = (h.path("app.jsonl"), h.path("app.jsonl.1"));
+    for _ in 0..3 {
+        h.tailer().renamed(&from, &to);
+    }
+    h.step();
+    h.step();
+    assert_each_once(&h, ns(0..7));
+    assert_eq!(h.tailer().paths(), [h.path("app.jsonl")]);
+}
+
+#[test]
+fn a_checkpoint_whose_inode_holds_another_file_is_reported_and_forgotten() {
+    let mut h = Harness::new(&["*.jsonl"], &[], 64);
+    fs::write(h.path("notes.txt"), "another file under the inode\n").unwrap();
+    let key = key_of(&h.path("notes.txt"));
+    let prefix = line(0);
+    let gone = h.path("gone.jsonl");
+    let t = h.tailer();
+    t.checkpoints.opened(
+        FilePosition {
+            key,
+            fingerprint: fingerprint::fingerprint_of(&prefix.as_bytes()[..64]),
+            offset: 100,
+            tail: fingerprint::tail_check_of(&prefix.as_bytes()[36..100]),
+            stamp: t.checkpoints.next_stamp(),
+        },
+        &gone,
+        400,
+    );
+    h.step();
+    assert_eq!(
+        h.metrics.files_lost.get(),
+        1,
+        "found, and not the same file"
+    );
+    assert_eq!(h.metrics.file_bytes_lost.get(), 300);
+    assert_eq!(h.tailer().checkpoints.get(key), None);
+    assert!(h.records().is_empty(), "notes.txt is not read");
 }
 
 /// A tailer of `<root>/logs/*.log` (created) for org acme, outside the [`Harness`], with its
@@ -718,8 +1037,19 @@ impl Rng {
 
 #[derive(Debug)]
 enum Action {
-    Write { lines: u64, partial: bool },
-    RenameRotate { into_glob: bool },
+    Write {
+        lines: u64,
+        partial: bool,
+    },
+    RenameRotate {
+        into_glob: bool,
+    },
+    /// Renamed out of the globs under a rotated name (`app.log-N`), whether the agent has seen
+    /// the file or not; the rename event is passed on unless the agent is "down" (a crash
+    /// follows at once).
+    RenameRotateAway {
+        crash: bool,
+    },
     CopyTruncate,
     DeleteRotated,
     Step,
@@ -769,8 +1099,11 @@ fn run_model(seed: u64) {
                 lines: 1 + rng.below(6),
                 partial: rng.below(3) == 0,
             },
-            8..=9 => Action::RenameRotate {
+            8 => Action::RenameRotate {
                 into_glob: rng.below(2) == 0,
+            },
+            9 => Action::RenameRotateAway {
+                crash: rng.below(2) == 0,
             },
             10..=11 => Action::CopyTruncate,
             12 => Action::DeleteRotated,
@@ -828,6 +1161,29 @@ fn run_model(seed: u64) {
                     rotated.push((to, false));
                 } else {
                     h.step(); // read to its end while the descriptor is open
+                }
+            }
+            Action::RenameRotateAway { crash } => {
+                if !h.path("app.log").exists() {
+                    continue;
+                }
+                finish_partial(&h, &mut partial, &mut complete, &mut live_lines);
+                rotation += 1;
+                let to = h.path(&format!("app.log-{rotation}"));
+                if crash {
+                    h.kill();
+                }
+                fs::rename(h.path("app.log"), &to).unwrap();
+                // The writer's last line, before it reopens.
+                h.append(&format!("app.log-{rotation}"), &line(next_n));
+                complete.insert(next_n);
+                next_n += 1;
+                live_lines.clear();
+                if crash {
+                    h.start();
+                } else {
+                    let from = h.path("app.log");
+                    h.tailer().renamed(&from, &to);
                 }
             }
             Action::CopyTruncate => {

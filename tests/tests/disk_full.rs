@@ -1,0 +1,460 @@
+//! The collector on a full disk, end to end: the real binary with its write-ahead log or its index
+//! on a small tmpfs that the test fills with a ballast file until writes fail with ENOSPC, then
+//! frees. Ingest (NDJSON, OTLP/HTTP, OTLP/gRPC) answers 503 with a code and message naming what
+//! is full and `Retry-After`; what is committed stays readable; `/readyz` answers 503 with the
+//! reason; once the ballast is gone ingest resumes without a restart and every acknowledged
+//! record is searchable exactly once, its hash chain intact (`codestax verify` on an export).
+//!
+//! Mounting needs root (as on CI): elsewhere each test prints `SKIPPED` and returns.
+
+use chrono::{SecondsFormat, Utc};
+use codestax_tests::{Collector, Tmpfs, bin, record};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ORG: &str = "acme";
+/// What `strerror(ENOSPC)` says, as the messages carry it.
+const ENOSPC_TEXT: &str = "No space left on device (os error 28)";
+
+/// The collector's data directory with its WAL and its index each on a tmpfs of their own, or
+/// why not (not root).
+struct Disks {
+    // Dropped in this order: the collector first, then the mounts, then the directory.
+    collector: Collector,
+    wal: Tmpfs,
+    index: Tmpfs,
+    dir: tempfile::TempDir,
+}
+
+fn start() -> Option<Disks> {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mount = |name: &str, mib| match Tmpfs::mount(&data.join(name), mib) {
+        Ok(fs) => Some(fs),
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
+            None
+        }
+    };
+    let wal = mount("wal", 16)?;
+    let index = mount("index", 48)?;
+    let collector = Collector::start(&data, "");
+    Some(Disks {
+        collector,
+        wal,
+        index,
+        dir,
+    })
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `n` records with ids `{prefix}-0..`, each with some bulk, so a batch needs fresh pages.
+fn records(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut r = record(
+                ORG,
+                &format!("{prefix}-{i}"),
+                "auth.login",
+                "ada@acme.example",
+                &now(),
+            );
+            r["metadata"]["note"] = json!("x".repeat(400));
+            r
+        })
+        .collect()
+}
+
+/// A batch of OTLP/JSON logs with ids `{prefix}-0..`, each with some bulk as [`records`].
+fn otlp(prefix: &str, n: usize) -> Value {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap().to_string();
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let logs: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"timeUnixNano": nanos, "attributes": [
+                attr("audit.id", &format!("{prefix}-{i}")),
+                attr("audit.action", "auth.login"),
+                attr("enduser.id", "u1"),
+                attr("audit.actor.email", "ada@acme.example"),
+                attr("audit.metadata.note", &"x".repeat(400)),
+            ]})
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [attr("audit.org_id", ORG)]},
+        "scopeLogs": [{"logRecords": logs}]
+    }]})
+}
+
+/// An answer: status, `Retry-After`, body.
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+fn answer(r: reqwest::blocking::Response) -> Answer {
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let text = r.text().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+fn ingest(c: &Collector, token: &str, batch: &[Value]) -> Answer {
+    let mut body = Vec::new();
+    for r in batch {
+        body.extend_from_slice(r.to_string().as_bytes());
+        body.push(b'\n');
+    }
+    answer(c.post("/api/v1/ingest", token, "application/x-ndjson", body))
+}
+
+fn readyz(c: &Collector) -> Answer {
+    answer(c.client().get(c.url("/readyz")).send().unwrap())
+}
+
+/// A body for an assertion message: its start.
+fn short(body: &Value) -> String {
+    body.to_string().chars().take(600).collect()
+}
+
+/// Checks a 503 in the API's error shape: `code`, a message containing each of `says`, and
+/// `Retry-After`.
+fn assert_unavailable(a: &Answer, code: &str, says: &[&str], what: &str) {
+    assert_eq!(a.status, 503, "{what}: {}", short(&a.body));
+    assert_eq!(a.body["error"]["code"], code, "{what}: {}", short(&a.body));
+    let message = a.body["error"]["message"].as_str().unwrap_or_default();
+    for s in says {
+        assert!(message.contains(s), "{what}: {message:?} lacks {s:?}");
+    }
+    assert!(a.retry_after.is_some_and(|s| s >= 1), "{what}: Retry-After");
+}
+
+/// Ingests batches of `records(prefix..)` until one is refused; returns the ids acknowledged
+/// before and the refusal.
+fn ingest_until_refused(c: &Collector, token: &str, prefix: &str) -> (Vec<String>, Answer) {
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for b in 0.. {
+        let batch = records(&format!("{prefix}{b}"), 100);
+        let a = ingest(c, token, &batch);
+        if a.status != 200 {
+            return (acked, a);
+        }
+        assert_eq!(a.body["accepted"], 100, "{}", short(&a.body));
+        acked.extend(batch.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        assert!(Instant::now() < deadline, "ingest was never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unreachable!()
+}
+
+/// OTLP/HTTP (JSON) and OTLP/gRPC refuse too: 503 with `Retry-After` and a `google.rpc.Status`
+/// naming `says`; over gRPC RESOURCE_EXHAUSTED with a retry delay (a full disk, as a full spool).
+fn assert_otlp_refused(c: &Collector, token: &str, says: &str) {
+    let r = c.post(
+        "/v1/logs",
+        token,
+        "application/json",
+        otlp("otlp-refused", 100).to_string().into_bytes(),
+    );
+    let a = answer(r);
+    assert_eq!(a.status, 503, "OTLP/HTTP: {}", short(&a.body));
+    assert!(a.retry_after.is_some(), "OTLP/HTTP: Retry-After");
+    let message = a.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "OTLP/HTTP: {}", short(&a.body));
+
+    let request: ExportLogsServiceRequest =
+        serde_json::from_value(otlp("grpc-refused", 100)).unwrap();
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = LogsServiceClient::connect(c.grpc_endpoint()).await.unwrap();
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.export(request).await.unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains(says), "{status:?}");
+    use tonic_types::StatusExt;
+    assert!(
+        status
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some(),
+        "gRPC: RetryInfo"
+    );
+}
+
+/// After the ballast is freed at `freed`: ingests until the first 200, then waits until every
+/// id of `acked` (plus that batch) is searchable exactly once; prints and returns the two times.
+fn recover(
+    c: &Collector,
+    token: &str,
+    admin: &str,
+    acked: &mut Vec<String>,
+    freed: Instant,
+    what: &str,
+) -> (Duration, Duration) {
+    let batch = records("after", 100);
+    let deadline = freed + Duration::from_secs(30);
+    loop {
+        let a = ingest(c, token, &batch);
+        if a.status == 200 {
+            assert_eq!(a.body["accepted"], 100, "{}", short(&a.body));
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", short(&a.body));
+        assert!(Instant::now() < deadline, "{what}: ingest never resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_ack = freed.elapsed();
+    acked.extend(batch.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+    let n = acked.len() as u64;
+    c.wait_for_total_within(ORG, "action=auth.login", admin, n, Duration::from_secs(30));
+    let searchable = freed.elapsed();
+    let found: Vec<String> = c
+        .search_all(ORG, "action=auth.login", admin)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: HashSet<&String> = found.iter().collect();
+    assert_eq!(unique.len(), found.len(), "{what}: a record is there twice");
+    assert_eq!(
+        unique,
+        acked.iter().collect::<HashSet<_>>(),
+        "{what}: searchable = acknowledged"
+    );
+    println!(
+        "{what}: space freed -> first ingest 200 in {:.0} ms; -> all {n} acknowledged records \
+         searchable in {:.0} ms",
+        first_ack.as_secs_f64() * 1e3,
+        searchable.as_secs_f64() * 1e3,
+    );
+    (first_ack, searchable)
+}
+
+/// `/readyz` answers 200 within `within`; returns how long it took.
+fn wait_ready(c: &Collector, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let a = readyz(c);
+        if a.status == 200 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "/readyz still 503: {}",
+            short(&a.body)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Exports the whole log with the CLI and verifies its hash chain offline.
+fn export_and_verify(c: &Collector, admin: &str, work: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("codestax"))
+            .args(args)
+            .current_dir(work)
+            .env_remove("CODESTAX_URL")
+            .env_remove("CODESTAX_TOKEN")
+            .env_remove("CODESTAX_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "codestax {args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let url = c.url("");
+    run(&[
+        "export",
+        "--format",
+        "ndjson",
+        "--output",
+        "all.ndjson",
+        "--url",
+        &url,
+        "--token",
+        admin,
+    ]);
+    let summary = run(&["verify", "--input", "all.ndjson"]);
+    assert!(summary.starts_with("ok: "), "{summary}");
+    assert!(summary.contains("no gaps"), "{summary}");
+}
+
+/// Keys (INGEST, ORG_ADMIN) and 300 records acknowledged and searchable while the disks have
+/// room; returns the keys and the records' ids.
+fn seed(c: &Collector) -> (String, String, Vec<String>) {
+    let token = c.create_key(ORG, "INGEST");
+    let admin = c.create_key(ORG, "ORG_ADMIN");
+    let first = records("first", 300);
+    let a = ingest(c, &token, &first);
+    assert_eq!(a.status, 200, "{}", short(&a.body));
+    c.wait_for_total(ORG, "action=auth.login", &admin, 300);
+    let ids = first
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    (token, admin, ids)
+}
+
+#[test]
+fn a_full_index_refuses_ingest_keeps_serving_reads_and_recovers_by_itself() {
+    let Some(disks) = start() else { return };
+    let c = &disks.collector;
+    let (token, admin, mut acked) = seed(c);
+
+    let ballast = disks.index.fill().unwrap();
+    eprintln!("index tmpfs filled with {} KiB of ballast", ballast >> 10);
+    // The WAL still takes records: those acknowledged before the index's next commit fails are
+    // indexed later; then ingest is refused.
+    let (more, refused) = ingest_until_refused(c, &token, "during");
+    acked.extend(more);
+    assert_unavailable(
+        &refused,
+        "index_full",
+        &["the index cannot be written", ENOSPC_TEXT],
+        "ingest",
+    );
+    assert_otlp_refused(c, &token, "the index cannot be written");
+    let r = readyz(c);
+    assert_unavailable(
+        &r,
+        "index_full",
+        &["the index cannot be written", ENOSPC_TEXT],
+        "/readyz",
+    );
+
+    // Reads serve the last commit (their own audit records go to the WAL, indexed later).
+    let found = c.search_all(ORG, "action=auth.login", &admin);
+    assert!(found.len() >= 300, "{}", found.len());
+    assert!(c.total(ORG, "action=auth.login", &admin) >= 300);
+    let export = c.get(
+        &format!("/api/v1/orgs/{ORG}/audit-log/export?format=ndjson&action=auth.login"),
+        &admin,
+    );
+    assert_eq!(export.status(), 200);
+    assert!(export.text().unwrap().lines().count() >= 300);
+    let metrics = c.metrics();
+    assert!(
+        metrics.contains("codestax_collector_writable{part=\"index\"} 0"),
+        "{metrics}"
+    );
+
+    disks.index.free().unwrap();
+    let freed = Instant::now();
+    recover(c, &token, &admin, &mut acked, freed, "index full");
+    wait_ready(c, Duration::from_secs(5));
+    let metrics = c.metrics();
+    assert!(
+        metrics.contains("codestax_collector_index_recoveries_total 1"),
+        "{metrics}"
+    );
+    export_and_verify(c, &admin, disks.dir.path());
+}
+
+#[test]
+fn a_full_wal_refuses_ingest_acknowledges_nothing_half_written_and_recovers_by_itself() {
+    let Some(disks) = start() else { return };
+    let c = &disks.collector;
+    let (token, admin, mut acked) = seed(c);
+    // A walk started before: its later pages record no read.
+    let page = c.get_json(
+        &format!("/api/v1/orgs/{ORG}/audit-log?action=auth.login&limit=100"),
+        &admin,
+    );
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+
+    disks.wal.fill().unwrap();
+    let (more, refused) = ingest_until_refused(c, &token, "during");
+    acked.extend(more);
+    let says = ["the write-ahead log cannot be written", ENOSPC_TEXT];
+    assert_unavailable(&refused, "wal_full", &says, "ingest");
+    assert_eq!(refused.retry_after, Some(5));
+
+    // What is committed stays readable where no audit record is needed: facets, later pages.
+    c.wait_for_total(ORG, "action=auth.login", &admin, acked.len() as u64);
+    let next = c.get_json(
+        &format!("/api/v1/orgs/{ORG}/audit-log?action=auth.login&limit=100&cursor={cursor}"),
+        &admin,
+    );
+    assert_eq!(next["entries"].as_array().unwrap().len(), 100);
+    // A first page and an export must record themselves in the log first. Such a record is
+    // small: it may still fit in what the ballast left of the WAL's last page, and the read is
+    // served; once none fits, reads that must record themselves are refused, before any data
+    // is handed out.
+    let mut served = 0;
+    let search = loop {
+        let a = answer(c.get(&format!("/api/v1/orgs/{ORG}/audit-log"), &admin));
+        if a.status != 200 {
+            break a;
+        }
+        served += 1;
+        assert!(served < 20, "first pages are still recorded");
+    };
+    assert_unavailable(&search, "wal_full", &says, "search");
+    let export = answer(c.get(
+        &format!("/api/v1/orgs/{ORG}/audit-log/export?format=ndjson"),
+        &admin,
+    ));
+    assert_unavailable(&export, "wal_full", &says, "export");
+    assert!(
+        export.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("could not record this read in the audit log"),
+        "{}",
+        short(&export.body)
+    );
+    assert_otlp_refused(c, &token, "the write-ahead log cannot be written");
+    assert_unavailable(&readyz(c), "wal_full", &says, "/readyz");
+    let metrics = c.metrics();
+    assert!(
+        metrics.contains("codestax_collector_writable{part=\"wal\"} 0"),
+        "{metrics}"
+    );
+
+    // Freed: an idle collector turns ready by itself (the WAL's disk is probed).
+    disks.wal.free().unwrap();
+    let ready = wait_ready(c, Duration::from_secs(5));
+    println!(
+        "WAL full: space freed -> /readyz 200 with no ingest meanwhile in {:.0} ms",
+        ready.as_secs_f64() * 1e3
+    );
+
+    // Full again, then freed with senders retrying: the first retry after the space returns
+    // goes through.
+    disks.wal.fill().unwrap();
+    let (more, refused) = ingest_until_refused(c, &token, "again");
+    acked.extend(more);
+    assert_unavailable(&refused, "wal_full", &says, "ingest, second time");
+    disks.wal.free().unwrap();
+    let freed = Instant::now();
+    recover(c, &token, &admin, &mut acked, freed, "WAL full");
+    wait_ready(c, Duration::from_secs(5));
+    export_and_verify(c, &admin, disks.dir.path());
+}
