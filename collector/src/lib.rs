@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod retention;
 mod server;
 pub mod store;
+pub mod tree;
 pub mod uid;
 
 pub use server::{Layout, ServeError, run};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use codestax_collector::keys::{KeysCommand, run_keys_command};
+use codestax_collector::tree::key::public_key;
 use codestax_config::startup::{self, ConfigArgs, Startup};
 use codestax_config::{CollectorConfig, EnvSource};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,10 @@ enum Command {
     /// accepts a new key at once). `create` prints only the token.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the public key that verifies this collector's signed tree heads, in the
+    /// signed-note verifier form (`<name>+<key id>+<base64 key>`). Generates the key first if
+    /// the collector has none yet.
+    SigningKey,
 }
 
 fn main() -> ExitCode {
@@ -49,15 +54,30 @@ fn main() -> ExitCode {
         Startup::Run(config) => config,
         Startup::Exit(code) => return code,
     };
-    if let Some(Command::Keys(cmd)) = args.command {
-        let stdout = std::io::stdout();
-        return match run_keys_command(cmd, &config.data_dir, &mut stdout.lock()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("codestax-collector keys: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match args.command {
+        Some(Command::Keys(cmd)) => {
+            let stdout = std::io::stdout();
+            return match run_keys_command(cmd, &config.data_dir, &mut stdout.lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("codestax-collector keys: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::SigningKey) => {
+            return match public_key(&config.signing, &config.data_dir) {
+                Ok(key) => {
+                    println!("{key}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("codestax-collector signing-key: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     config.log.init_tracing();
     startup::exit_code(PROGRAM, run(config))

@@ -42,6 +42,8 @@ pub enum ServeError {
     Keys(#[from] crate::keys::KeyError),
     #[error("retention: {0}")]
     Retention(#[from] RetentionError),
+    #[error("Merkle trees: {0}")]
+    Tree(#[from] crate::tree::StartError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("gRPC server: {0}")]
@@ -65,6 +67,8 @@ impl IdLookup for AuditIndex {
 pub struct Layout {
     pub wal: PathBuf,
     pub index: PathBuf,
+    pub tree: PathBuf,
+    pub heads: PathBuf,
     pub root: PathBuf,
 }
 
@@ -73,6 +77,8 @@ impl Layout {
         Layout {
             wal: data_dir.join("wal"),
             index: data_dir.join("index"),
+            tree: data_dir.join("tree"),
+            heads: data_dir.join("heads"),
             root: data_dir.to_path_buf(),
         }
     }
@@ -110,8 +116,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     // Each org's chain continues from its newest record in the index, or from the newest record
     // retention deleted if that is higher (an org whose every record was deleted).
     let chain_heads = retention.checkpoints().merge_heads(index.chain_heads()?);
+    let trees = crate::tree::open_trees(&layout.tree, &index, &chain_heads)?;
     let (sink, batches) = mpsc::channel::<IndexBatch>(INDEX_QUEUE_BATCHES);
-    let (store, replay) = Store::open(
+    let (store, replay) = Store::open_with_trees(
         &layout.wal,
         StoreOptions {
             segment_bytes: config.wal.segment_bytes,
@@ -124,7 +131,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         chain_heads,
         sink,
         health.clone(),
+        trees.clone(),
     )?;
+    let heads = crate::tree::open_heads(&layout.heads, &layout.root, &config.signing, &trees)?;
     let ingest = Ingest::new(
         store.clone(),
         IngestSettings {
@@ -156,6 +165,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             max_search_limit: config.limits.max_search_limit,
             facet_top_n: config.index.facet_top_n,
         },
+        trees,
+        heads,
         health: health.clone(),
     };
 

@@ -178,6 +178,74 @@ pub struct VerifyResponse {
     /// The first place the chain breaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::chain::ChainBreak>,
+    /// The org's current signed tree head (its Merkle tree over every record stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_head: Option<TreeHead>,
+    /// Why there is no signed head, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_error: Option<String>,
+}
+
+/// An org's signed tree head: `GET /api/v1/orgs/{org}/audit-log/checkpoint`, and part of the
+/// verify and proof answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHead {
+    pub org: String,
+    /// The checkpoint's origin line: `<key name>/orgs/<org>`.
+    pub origin: String,
+    /// Records the tree holds: `seq` 1 to `tree_size`.
+    pub tree_size: u64,
+    /// The RFC 9162 root hash, lowercase hex (the checkpoint has it in base64).
+    pub root_hash: String,
+    /// When the collector signed it.
+    #[serde(with = "crate::time::micros")]
+    pub time: DateTime<Utc>,
+    /// The signed note: a C2SP checkpoint (origin, size, base64 root, `time ...`) and the
+    /// collector's Ed25519 signature. Verify it with the collector's public key obtained apart.
+    pub checkpoint: String,
+}
+
+/// `GET /api/v1/orgs/{org}/audit-log/proof/inclusion`: record `seq` is leaf `seq - 1` of the
+/// tree of `tree_size` leaves (RFC 9162 §2.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    /// The record's leaf hash, lowercase hex.
+    pub leaf_hash: String,
+    /// From the leaf up, lowercase hex.
+    pub proof: Vec<String>,
+    /// The signed head of `tree_size`, when the request named no size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_head: Option<TreeHead>,
+}
+
+/// `GET /api/v1/orgs/{org}/audit-log/proof/consistency`: the tree of `to` leaves extends the
+/// tree of `from` (RFC 9162 §2.1.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// The root of the tree of `from` leaves, lowercase hex.
+    pub from_root: String,
+    /// The root of the tree of `to` leaves, lowercase hex.
+    pub to_root: String,
+    pub proof: Vec<String>,
+    /// The signed head of `to`, when the request named no `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_head: Option<TreeHead>,
+}
+
+/// `GET /api/v1/signing-key`: the collector's public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// In the signed-note verifier form: `<name>+<key id>+<base64(0x01 ‖ key)>`.
+    pub verifier_key: String,
+    pub name: String,
+    /// `ed25519`.
+    pub algorithm: String,
+    /// The raw 32-byte public key, base64.
+    pub public_key: String,
 }
 
 /// `GET /api/v1/whoami`: the key a request is made with.

@@ -17,9 +17,20 @@
 //! path, is tested against it), the verify endpoint and `codestax verify` all use it. Changing
 //! any field of a record breaks its own hash; deleting, inserting or reordering records breaks
 //! a `seq` or a `prev_hash` link.
+//!
+//! # The record as a Merkle leaf
+//!
+//! Each org's records are also the leaves of a Merkle tree ([`crate::merkle`]), leaf `seq - 1`
+//! being the record with that `seq`. A record's **leaf bytes** are exactly the bytes its `hash`
+//! is the SHA-256 of — `prev_hash ‖ "\n" ‖ canonical_json(record)` as above — so its leaf hash
+//! ([`record_leaf_hash`]) is `SHA-256(0x00 ‖ prev_hash ‖ "\n" ‖ canonical_json(record))`. A leaf
+//! thus binds every field of the record, `seq` and `prev_hash` included (and `hash`, which they
+//! determine), and is computed from the record alone.
 
 use crate::canonical::{ChainFields, write_record, write_string};
+use crate::merkle::Hash;
 use crate::record::AuditRecord;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,10 +79,15 @@ impl Default for ChainHead {
 /// The hash of `record` chained to `prev_hash`, as defined in the [module docs](self): over
 /// the record with its `seq` as it is and its `prev_hash` and `hash` left out.
 pub fn record_hash(prev_hash: &str, record: &AuditRecord) -> String {
+    hash_of(prev_hash, &hashed_json(record))
+}
+
+/// The canonical JSON the chain hashes: the record with its `seq`, without `prev_hash` and `hash`.
+fn hashed_json(record: &AuditRecord) -> String {
     let mut r = record.clone();
     r.prev_hash = None;
     r.hash = None;
-    hash_of(prev_hash, &r.canonical_json())
+    r.canonical_json()
 }
 
 fn hash_of(prev_hash: &str, canonical: &str) -> String {
@@ -80,6 +96,29 @@ fn hash_of(prev_hash: &str, canonical: &str) -> String {
     h.update(b"\n");
     h.update(canonical.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The Merkle leaf hash of `record`, as defined in the [module docs](self#the-record-as-a-merkle-leaf):
+/// over the same bytes as [`record_hash`] (its `seq` as it is, its `prev_hash` the one given),
+/// with the RFC 9162 leaf prefix.
+pub fn record_leaf_hash(prev_hash: &str, record: &AuditRecord) -> Hash {
+    leaf_of(prev_hash, &hashed_json(record))
+}
+
+fn leaf_of(prev_hash: &str, canonical: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    h.finalize().into()
+}
+
+/// The Merkle leaf hash of a sealed record as it carries its chain fields: `None` when it has
+/// no `seq` or `prev_hash` (written before chains existed).
+pub fn leaf_of_sealed(record: &AuditRecord) -> Option<Hash> {
+    record.seq?;
+    Some(record_leaf_hash(record.prev_hash.as_deref()?, record))
 }
 
 /// A record's canonical JSON without its chain fields, with the places they go marked: prepared
@@ -93,10 +132,13 @@ pub struct Unsealed {
     at: [usize; 3],
 }
 
-/// A sealed record: its hash and its canonical JSON with `seq`, `prev_hash` and `hash`.
+/// A sealed record: its hash, its Merkle leaf hash and its canonical JSON with `seq`,
+/// `prev_hash` and `hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
     pub hash: String,
+    /// [`record_leaf_hash`] of the record.
+    pub leaf: Hash,
     pub json: String,
 }
 
@@ -126,6 +168,7 @@ impl Unsealed {
         let seq_json = seq.to_string();
         let hashed = self.render(&[(SEQ, &seq_json)]);
         let hash = hash_of(prev_hash, &hashed);
+        let leaf = leaf_of(prev_hash, &hashed);
         let mut prev_json = String::with_capacity(prev_hash.len() + 2);
         write_string(prev_hash, &mut prev_json);
         let mut hash_json = String::with_capacity(hash.len() + 2);
@@ -135,7 +178,7 @@ impl Unsealed {
             (PREV_HASH, &prev_json),
             (SEQ, &seq_json),
         ]);
-        Sealed { hash, json }
+        Sealed { hash, leaf, json }
     }
 
     /// The JSON with `fields` (indexes into [`CHAIN_FIELDS`], ascending, with their JSON values)
@@ -168,36 +211,70 @@ impl Unsealed {
 /// Retention deletes by time, not by `seq`, so what it deletes is a prefix of the chain plus,
 /// rarely, records above it (a late arrival: an old `time`, a high `seq`). `checkpoint` is the
 /// `seq` and `hash` of the highest deleted record `S` such that every `seq` up to `S` is
-/// deleted; `tombstones` are the `seq` and `hash` of the deleted records above it, ascending.
-/// The remaining chain starts at `S + 1` with `prev_hash` = the checkpoint's hash, and a gap in
-/// it is accepted only where tombstones cover it ([`ChainVerifier::after`]).
+/// deleted; `tombstones` are the `seq`, `hash` and `time` of the deleted records above it,
+/// ascending. The remaining chain starts at `S + 1` with `prev_hash` = the checkpoint's hash,
+/// and a gap in it is accepted only where tombstones cover it ([`ChainVerifier::after`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionCheckpoint {
     pub checkpoint: ChainHead,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tombstones: Vec<ChainHead>,
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// A deleted record above the checkpoint: its `seq`, its `hash` and its `time` — what shows
+/// that retention, not someone else, removed it (its time was before the cutoff). Files written
+/// before the time was kept have none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub seq: u64,
+    pub hash: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::micros_opt"
+    )]
+    pub time: Option<DateTime<Utc>>,
+}
+
+impl Tombstone {
+    /// Where the chain stands after this deleted record.
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// What the janitor tells [`RetentionCheckpoint::advance`] of a record about to be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub hash: String,
+    pub time: Option<DateTime<Utc>>,
 }
 
 impl RetentionCheckpoint {
     /// The highest `seq` deleted (with its hash): where the org's chain stands if nothing of it
     /// is left.
-    pub fn head(&self) -> &ChainHead {
-        self.tombstones.last().unwrap_or(&self.checkpoint)
+    pub fn head(&self) -> ChainHead {
+        self.tombstones
+            .last()
+            .map_or_else(|| self.checkpoint.clone(), Tombstone::head)
     }
 
-    /// Takes in the records about to be deleted, by `seq` (`deleted`); `hash_of(seq)` gives the
-    /// hash of one of them, and is asked only for those kept: the one the checkpoint moves to
-    /// and those above it (tombstones). Seqs at or below the checkpoint already are ignored (a
-    /// run that recorded them and then failed to delete them).
+    /// Takes in the records about to be deleted, by `seq` (`deleted`); `about(seq)` gives the
+    /// hash and time of one of them, and is asked only for those kept: the one the checkpoint
+    /// moves to and those above it (tombstones). Seqs at or below the checkpoint already are
+    /// ignored (a run that recorded them and then failed to delete them).
     pub fn advance<E>(
         &mut self,
         deleted: &BTreeSet<u64>,
-        mut hash_of: impl FnMut(u64) -> Result<String, E>,
+        mut about: impl FnMut(u64) -> Result<Deleted, E>,
     ) -> Result<(), E> {
-        let mut tombstones: BTreeMap<u64, String> = std::mem::take(&mut self.tombstones)
+        let mut tombstones: BTreeMap<u64, Tombstone> = std::mem::take(&mut self.tombstones)
             .into_iter()
-            .map(|h| (h.seq, h.hash))
+            .map(|t| (t.seq, t))
             .collect();
         let mut s = self.checkpoint.seq;
         while deleted.contains(&(s + 1)) || tombstones.contains_key(&(s + 1)) {
@@ -205,21 +282,19 @@ impl RetentionCheckpoint {
         }
         if s > self.checkpoint.seq {
             let hash = match tombstones.get(&s) {
-                Some(h) => h.clone(),
-                None => hash_of(s)?,
+                Some(t) => t.hash.clone(),
+                None => about(s)?.hash,
             };
             self.checkpoint = ChainHead { seq: s, hash };
             tombstones = tombstones.split_off(&(s + 1));
         }
         for &seq in deleted.range(s + 1..) {
             if let std::collections::btree_map::Entry::Vacant(e) = tombstones.entry(seq) {
-                e.insert(hash_of(seq)?);
+                let Deleted { hash, time } = about(seq)?;
+                e.insert(Tombstone { seq, hash, time });
             }
         }
-        self.tombstones = tombstones
-            .into_iter()
-            .map(|(seq, hash)| ChainHead { seq, hash })
-            .collect();
+        self.tombstones = tombstones.into_values().collect();
         Ok(())
     }
 }
@@ -332,8 +407,9 @@ impl ChainVerifier {
         let start = checkpoint.checkpoint;
         let mut tombstones: Vec<ChainHead> = checkpoint
             .tombstones
-            .into_iter()
+            .iter()
             .filter(|t| t.seq > start.seq)
+            .map(Tombstone::head)
             .collect();
         tombstones.sort_by_key(|t| t.seq);
         ChainVerifier {
@@ -583,9 +659,16 @@ mod tests {
             want.prev_hash = None;
             want.hash = None;
             assert_eq!(sealed.hash, record_hash(&prev, &want), "variant {i}");
+            assert_eq!(sealed.leaf, record_leaf_hash(&prev, &want), "variant {i}");
+            // The leaf is over the very bytes the hash is over.
+            let mut bytes = format!("{prev}\n{}", want.canonical_json()).into_bytes();
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), sealed.hash);
+            bytes.insert(0, 0);
+            assert_eq!(<[u8; 32]>::from(Sha256::digest(&bytes)), sealed.leaf);
             want.prev_hash = Some(prev.clone());
             want.hash = Some(sealed.hash.clone());
             assert_eq!(sealed.json, want.canonical_json(), "variant {i}");
+            assert_eq!(leaf_of_sealed(&want), Some(sealed.leaf), "variant {i}");
             assert!(sealed.json.len() <= Unsealed::new(&r).len() + SEAL_OVERHEAD_BYTES);
             assert_eq!(check_record(&want), Ok(seq));
             prev = sealed.hash;
@@ -701,6 +784,14 @@ mod tests {
         ChainHead::of(r).unwrap()
     }
 
+    fn about(sealed: &[AuditRecord], seq: u64) -> Deleted {
+        let r = &sealed[seq as usize - 1];
+        Deleted {
+            hash: r.hash.clone().unwrap(),
+            time: Some(r.time),
+        }
+    }
+
     #[test]
     fn retention_checkpoint_and_tombstones() {
         let sealed = chain(
@@ -714,13 +805,20 @@ mod tests {
         let mut cp = RetentionCheckpoint::default();
         cp.advance(&deleted, |s| {
             asked.push(s);
-            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+            Ok::<_, ()>(about(&sealed, s))
         })
         .unwrap();
         // Only the hashes kept are asked for.
         assert_eq!(asked, vec![4, 7]);
         assert_eq!(cp.checkpoint, head(&sealed[3]));
-        assert_eq!(cp.tombstones, vec![head(&sealed[6])]);
+        assert_eq!(
+            cp.tombstones,
+            vec![Tombstone {
+                seq: 7,
+                hash: sealed[6].hash.clone().unwrap(),
+                time: Some(sealed[6].time)
+            }]
+        );
         assert_eq!(cp.head().seq, 7);
         let left: Vec<AuditRecord> = sealed
             .iter()
@@ -766,7 +864,7 @@ mod tests {
         let mut asked = Vec::new();
         cp.advance(&deleted, |s| {
             asked.push(s);
-            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
+            Ok::<_, ()>(about(&sealed, s))
         })
         .unwrap();
         assert!(asked.is_empty(), "7's hash is the tombstone's: {asked:?}");
@@ -781,19 +879,15 @@ mod tests {
         // The newest record deleted alone (a late arrival on top): a trailing tombstone ends
         // the chain.
         let mut cp = RetentionCheckpoint::default();
-        cp.advance(&[10].into(), |s| {
-            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
-        })
-        .unwrap();
+        cp.advance(&[10].into(), |s| Ok::<_, ()>(about(&sealed, s)))
+            .unwrap();
         assert_eq!(cp.checkpoint, ChainHead::genesis());
         let ok = verify_after(&sealed[..9], &cp).unwrap();
         assert_eq!((ok.records, ok.last_seq), (9, Some(10)));
         assert_eq!(ok.last_hash, sealed[9].hash);
         // Everything deleted: the checkpoint is the head.
-        cp.advance(&(1..=9).collect(), |s| {
-            Ok::<_, ()>(sealed[s as usize - 1].hash.clone().unwrap())
-        })
-        .unwrap();
+        cp.advance(&(1..=9).collect(), |s| Ok::<_, ()>(about(&sealed, s)))
+            .unwrap();
         assert_eq!(
             (cp.checkpoint.clone(), cp.tombstones.len()),
             (head(&sealed[9]), 0)
@@ -805,6 +899,32 @@ mod tests {
             serde_json::from_str::<RetentionCheckpoint>(&json).unwrap(),
             cp
         );
+        // Tombstones keep their time; those of files written before it was kept have none.
+        let with_tomb = RetentionCheckpoint {
+            checkpoint: ChainHead::genesis(),
+            tombstones: vec![Tombstone {
+                seq: 3,
+                hash: "c".repeat(64),
+                time: Some(sealed[2].time),
+            }],
+        };
+        let json = serde_json::to_string(&with_tomb).unwrap();
+        assert!(
+            json.contains(r#""time":"2026-11-27T10:15:30.123456Z""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<RetentionCheckpoint>(&json).unwrap(),
+            with_tomb
+        );
+        let old = format!(
+            r#"{{"checkpoint":{{"seq":2,"hash":"{}"}},"tombstones":[{{"seq":4,"hash":"{}"}}]}}"#,
+            "a".repeat(64),
+            "b".repeat(64)
+        );
+        let old: RetentionCheckpoint = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.tombstones[0].time, None);
+        assert_eq!(old.head().seq, 4);
     }
 
     #[test]

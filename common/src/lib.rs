@@ -8,6 +8,8 @@ mod action;
 pub mod api;
 mod canonical;
 pub mod chain;
+pub mod merkle;
+pub mod note;
 pub mod otlp;
 mod parse;
 mod record;

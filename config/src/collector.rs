@@ -62,6 +62,9 @@ pub struct CollectorConfig {
     /// `[wal]`: the write-ahead log records are made durable in before they are acknowledged.
     #[serde(default)]
     pub wal: WalConfig,
+    /// `[signing]`: the Ed25519 key that signs each org's Merkle tree heads (checkpoints).
+    #[serde(default)]
+    pub signing: SigningConfig,
     /// `[log]`: the collector's own diagnostics.
     #[serde(default)]
     pub log: LogConfig,
@@ -249,6 +252,36 @@ pub struct WalConfig {
     pub segment_bytes: u64,
 }
 
+/// `[signing]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// File holding the signing key, as `PRIVATE+KEY+<name>+<key id>+<base64 key>` (the
+    /// signed-note signer form; `codestax-collector signing-key` prints its public half). Unset:
+    /// `<data_dir>/signing-key`, generated at first start with mode 0600. Keep it readable by the
+    /// collector only; every node of a cluster must use the same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The name of a key the collector generates: its name in signatures and the start of each
+    /// org's checkpoint origin (`<key_name>/orgs/<org>`). Best a host-like name that is yours
+    /// (`audit.example.com`); no spaces or `+`. Ignored when the key exists (its file names it).
+    #[serde(default = "default_signing_key_name")]
+    pub key_name: String,
+}
+
+fn default_signing_key_name() -> String {
+    "codestax-collector".into()
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig {
+            key_file: None,
+            key_name: default_signing_key_name(),
+        }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./codestax-data/collector")
 }
@@ -317,6 +350,7 @@ impl Default for CollectorConfig {
             limits: LimitsConfig::default(),
             index: IndexConfig::default(),
             wal: WalConfig::default(),
+            signing: SigningConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -526,6 +560,14 @@ impl CollectorConfig {
             duration(self.wal.group_commit_max_wait),
         )
         .row("wal.segment_bytes", bytes(self.wal.segment_bytes))
+        .row(
+            "signing.key_file",
+            self.signing.key_file.as_ref().map_or_else(
+                || "(none: <data_dir>/signing-key, generated at first start)".to_string(),
+                |p| p.display().to_string(),
+            ),
+        )
+        .row("signing.key_name", &self.signing.key_name)
         .row("log.format", self.log.format.as_str())
         .row("log.level", &self.log.level);
         s.render()
@@ -719,6 +761,26 @@ impl Settings for CollectorConfig {
         );
         c.bytes_range("wal.segment_bytes", self.wal.segment_bytes, MIB, GIB);
 
+        if let Some(file) = &self.signing.key_file
+            && file.as_os_str().is_empty()
+        {
+            c.fail(
+                "signing.key_file",
+                "must not be empty; leave it unset for the generated key",
+            );
+        }
+        let name = &self.signing.key_name;
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch == '+' || ch.is_control())
+        {
+            c.fail(
+                "signing.key_name",
+                format!("must be non-empty, without spaces or '+', got {name:?}"),
+            );
+        }
+
         self.log.check(c);
     }
 }
@@ -766,8 +828,27 @@ mod tests {
         assert_eq!(config.index.merge_threads, 2);
         assert_eq!(config.wal.group_commit_max_wait, Duration::from_millis(2));
         assert_eq!(config.log.level, "info");
+        assert_eq!(config.signing, SigningConfig::default());
+        assert_eq!(config.signing.key_name, "codestax-collector");
         assert!(config.orgs.is_empty());
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn signing_keys_are_checked_by_name() {
+        let (err, _f) = load_err(
+            "[signing]\nkey_name = \"has space\"\nkey_file = \"\"\n",
+            &[],
+        );
+        assert!(err.contains("signing.key_name"), "{err}");
+        assert!(err.contains("signing.key_file"), "{err}");
+        let file = toml_file("[signing]\nkey_file = \"/etc/k\"\nkey_name = \"audit.example\"\n");
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(
+            config.signing.key_file.as_deref(),
+            Some(Path::new("/etc/k"))
+        );
+        assert!(config.summary().contains("/etc/k"));
     }
 
     #[test]

@@ -33,8 +33,8 @@ pub use agent::{
 pub use collector::{
     AGENT_OTLP_PORTS, CollectorConfig, GrpcConfig, HttpConfig, IndexConfig, IngestConfig,
     LimitsConfig, MAX_INGEST_BURST_RECORDS, MAX_INGEST_RECORDS_PER_SECOND, MAX_RETENTION_DAYS,
-    MetricsConfig, OrgConfig, Plan, RetentionConfig, TANTIVY_MAX_WRITER_MEMORY_BYTES,
-    TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
+    MetricsConfig, OrgConfig, Plan, RetentionConfig, SigningConfig,
+    TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
 };
 pub use error::{Component, ConfigError, Origin, Problem};
 pub use load::EnvSource;

@@ -1,10 +1,12 @@
-//! Durable files, each mechanism once: the framed segment log and its recovery ([`log`]), the
+//! Durable files, each mechanism once: the framed segment log and its recovery ([`log`]; random
+//! reads of fixed-size entries, [`fixed`]), the
 //! group-commit writer ([`group`]), atomic state files ([`state`]), the directory lock and
 //! `sync_dir` ([`dir`]), and the [`Disk`] trait the log writes through (faults in tests).
 #![forbid(unsafe_code)]
 
 pub mod dir;
 pub mod disk;
+pub mod fixed;
 pub mod frame;
 pub mod group;
 pub mod log;
@@ -15,6 +17,7 @@ pub mod testing;
 
 pub use dir::{DirLock, LockError, sync_dir};
 pub use disk::{Disk, Fault, FaultyDisk, RealDisk};
+pub use fixed::FixedReader;
 pub use frame::{Checksum, FRAME_OVERHEAD, FrameProblem, Frames};
 pub use group::{Committer, GroupCommit, GroupOptions, Stopped};
 pub use log::{Catalog, Damage, EntryAt, EntryReader, Log, LogError, OpenLog, SegmentState};

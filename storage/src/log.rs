@@ -125,6 +125,21 @@ impl Catalog {
         self.lock().range(id..).next().map(|(&id, &s)| (id, s))
     }
 
+    /// The segment holding durable entry `number`, if there is one.
+    pub fn containing(&self, number: u64) -> Option<(u64, SegmentState)> {
+        let segments = self.lock();
+        let holds =
+            |s: &SegmentState| s.first_entry <= number && number - s.first_entry < s.entries;
+        if self.format.named_by_first_entry {
+            let (&id, &s) = segments.range(..=number).next_back()?;
+            return holds(&s).then_some((id, s));
+        }
+        segments
+            .iter()
+            .find(|(_, s)| holds(s))
+            .map(|(&id, &s)| (id, s))
+    }
+
     /// Every segment, in order.
     pub fn all(&self) -> Vec<(u64, SegmentState)> {
         self.lock().iter().map(|(&id, &s)| (id, s)).collect()

@@ -142,7 +142,7 @@ pub fn effective_query(state: &AppState, org: &str, query: &SearchQuery) -> Sear
 
 /// `GET /api/v1/orgs/{org}/audit-log/verify`: checks the org's stored hash chain, all of it, in
 /// `seq` order, from what retention kept of the records it deleted (the org's checkpoint and
-/// tombstones).
+/// tombstones), and gives the org's current signed tree head.
 pub async fn verify(
     State(state): State<AppState>,
     OrgAccess { org, .. }: OrgAccess<ReadLog>,
@@ -158,10 +158,16 @@ pub async fn verify(
         ));
     }
     let checkpoint = state.retention.checkpoints().get(&org);
-    let report = query(&state, "verify", move |index| {
-        index.verify_chain(&org, Some(&checkpoint))
+    let report = query(&state, "verify", {
+        let org = org.clone();
+        move |index| index.verify_chain(&org, Some(&checkpoint))
     })
     .await?;
+    let (signed_head, tree_error) = match super::proofs::signed_head(&state, org).await {
+        Ok(head) => (Some(head), None),
+        Err(e) if e.code == "tree_unavailable" => (None, Some(e.message)),
+        Err(e) => return Err(e),
+    };
     let s = report.summary;
     Ok(Json(VerifyResponse {
         ok: report.error.is_none(),
@@ -170,6 +176,8 @@ pub async fn verify(
         last_seq: s.last_seq,
         last_hash: s.last_hash,
         error: report.error,
+        signed_head,
+        tree_error,
     }))
 }
 

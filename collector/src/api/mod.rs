@@ -1,6 +1,7 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
-//! audit log with facets, export and verify; keys; retention settings), with the key check as a
+//! audit log with facets, export and verify, its Merkle tree's checkpoint and proofs; keys;
+//! retention settings; and the unauthenticated `/api/v1/signing-key`), with the key check as a
 //! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
 //! Audit Log page (`/settings/audit-log`). Prometheus `/metrics` is served apart, by
 //! `metrics_app(state)` on `metrics.listen`: it needs no key, so it stays off the API port.
@@ -15,6 +16,7 @@ mod ingest;
 mod keys;
 mod ops;
 mod params;
+mod proofs;
 mod record;
 mod retention;
 mod state;
@@ -59,6 +61,18 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/orgs/{org}/audit-log/verify",
             get(audit_log::verify),
         )
+        .route(
+            "/api/v1/orgs/{org}/audit-log/checkpoint",
+            get(proofs::checkpoint),
+        )
+        .route(
+            "/api/v1/orgs/{org}/audit-log/proof/inclusion",
+            get(proofs::inclusion),
+        )
+        .route(
+            "/api/v1/orgs/{org}/audit-log/proof/consistency",
+            get(proofs::consistency),
+        )
         .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
         .route(
             "/api/v1/orgs/{org}/keys",
@@ -74,6 +88,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/api/v1/signing-key", get(proofs::signing_key))
         .merge(otlp)
         .merge(keyed)
         .merge(dashboard::routes())

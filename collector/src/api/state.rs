@@ -7,6 +7,7 @@ use crate::ingest::Ingest;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
+use crate::tree::{Heads, Trees};
 use std::sync::Arc;
 
 /// Limits and defaults of the API, fixed at start.
@@ -32,6 +33,9 @@ pub struct AppState {
     /// Every org's retention: the floor of every read, changed through the settings route.
     pub retention: Arc<RetentionPolicy>,
     pub limits: ApiLimits,
+    /// Every org's Merkle tree, and their signed heads.
+    pub trees: Arc<Trees>,
+    pub heads: Arc<Heads>,
     /// Started yet (the WAL replayed into the index), and whether the WAL and the index write.
     pub health: Health,
 }

@@ -10,6 +10,7 @@ use crate::keys::{KeyStore, Role};
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
+use crate::tree::Trees;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use chrono::{DateTime, Duration, Utc};
@@ -45,7 +46,8 @@ impl TestApp {
         let (sink, batches) = mpsc::channel(16);
         let health = Health::default();
         health.set_started();
-        let (store, _) = Store::open(
+        let trees = Arc::new(Trees::open(&dir.path().join("tree")).unwrap());
+        let (store, _) = Store::open_with_trees(
             &dir.path().join("wal"),
             StoreOptions::default(),
             Arc::new(index.clone()) as Arc<dyn IdLookup>,
@@ -54,6 +56,14 @@ impl TestApp {
             Default::default(),
             sink,
             health.clone(),
+            trees.clone(),
+        )
+        .unwrap();
+        let heads = crate::tree::open_heads(
+            &dir.path().join("heads"),
+            dir.path(),
+            &config.signing,
+            &trees,
         )
         .unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -78,6 +88,8 @@ impl TestApp {
                 max_search_limit: 1000,
                 facet_top_n: 10,
             },
+            trees,
+            heads,
             health,
         };
         TestApp {
@@ -801,6 +813,7 @@ async fn org_routes_answer_404_for_other_orgs_then_403_without_the_role() {
         (Method::GET, "audit-log/facets", "", readers),
         (Method::GET, "audit-log/export", "", readers),
         (Method::GET, "audit-log/verify", "", readers),
+        (Method::GET, "audit-log/checkpoint", "", readers),
         (Method::GET, "audit-log/some-id", "", readers),
         (Method::GET, "settings/retention", "", readers),
         (Method::PUT, "settings/retention", r#"{"days": 30}"#, owners),
@@ -997,3 +1010,156 @@ async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on(
 
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
+
+/// Hex hashes of a proof answer.
+fn hashes(v: &Value) -> Vec<codestax_common::merkle::Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `org`'s stored records in `seq` order, read straight from the index (no read recorded).
+fn chained(t: &TestApp, org: &str) -> Vec<AuditRecord> {
+    let mut records = t
+        .state
+        .index
+        .search(org, &crate::index::SearchQuery::default(), 1000, None)
+        .unwrap()
+        .entries;
+    records.sort_by_key(|r| r.seq);
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_proofs_verify_with_the_public_key_and_stay_in_their_org() {
+    use codestax_common::chain::leaf_of_sealed;
+    use codestax_common::merkle::{self, Hash, Leaves};
+    use codestax_common::note::{Checkpoint, VerifierKey, open};
+    let mut t = TestApp::new(config());
+    let admin = t.key("ent", Role::OrgAdmin);
+    let other = t.key("team", Role::OrgOwner);
+    let now = Utc::now();
+    t.ingest(
+        (0..5)
+            .map(|i| record("ent", &format!("e{i}"), now))
+            .collect(),
+    )
+    .await;
+    t.ingest(
+        (0..2)
+            .map(|i| record("team", &format!("t{i}"), now))
+            .collect(),
+    )
+    .await;
+
+    // The public key needs no API key.
+    let request = Request::builder()
+        .uri("/api/v1/signing-key")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, bytes) = send(&t.state, request).await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let vkey = VerifierKey::parse(body["verifier_key"].as_str().unwrap()).unwrap();
+    assert_eq!(body["name"], "codestax-collector");
+
+    // The org's head: signed by that key, over exactly its records.
+    let (status, head) = t.get("/api/v1/orgs/ent/audit-log/checkpoint", &admin).await;
+    assert_eq!(status, 200, "{head}");
+    let note = head["checkpoint"].as_str().unwrap();
+    let cp = Checkpoint::parse(open(note, &vkey).unwrap()).unwrap();
+    let records = chained(&t, "ent");
+    let leaves: Vec<Hash> = records.iter().map(|r| leaf_of_sealed(r).unwrap()).collect();
+    assert_eq!(cp.size, leaves.len() as u64);
+    assert_eq!(cp.origin, "codestax-collector/orgs/ent");
+    assert_eq!(
+        cp.root,
+        merkle::root(&mut Leaves(&leaves), cp.size).unwrap()
+    );
+    assert_eq!(head["root_hash"], hex::encode(cp.root));
+    // A changed byte, or another key: refused.
+    assert!(open(&note.replacen("ent", "enu", 1), &vkey).is_err());
+    let stranger = codestax_common::note::NoteSigner::new("codestax-collector", [1; 32]).unwrap();
+    assert!(open(note, &stranger.verifier()).is_err());
+    // Asked again with nothing new: the same head.
+    let (_, again) = t.get("/api/v1/orgs/ent/audit-log/checkpoint", &admin).await;
+    assert_eq!(again, head);
+
+    // Another org's key: 404; no key: 401.
+    let (status, _) = t.get("/api/v1/orgs/ent/audit-log/checkpoint", &other).await;
+    assert_eq!(status, 404);
+    let request = Request::builder()
+        .uri("/api/v1/orgs/ent/audit-log/checkpoint")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&t.state, request).await.0, 401);
+    let (status, team) = t
+        .get("/api/v1/orgs/team/audit-log/checkpoint", &other)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(team["tree_size"], 2);
+
+    // Inclusion of each record against the signed root.
+    for (i, leaf) in leaves.iter().enumerate() {
+        let seq = i + 1;
+        let (status, p) = t
+            .get(
+                &format!("/api/v1/orgs/ent/audit-log/proof/inclusion?seq={seq}"),
+                &admin,
+            )
+            .await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(p["leaf_hash"], hex::encode(leaf));
+        assert_eq!(p["signed_head"]["checkpoint"], head["checkpoint"]);
+        let proof = hashes(&p["proof"]);
+        merkle::verify_inclusion(leaf, i as u64, cp.size, &proof, &cp.root).unwrap();
+    }
+    // Consistency from every earlier size.
+    for from in 1..=cp.size {
+        let (status, p) = t
+            .get(
+                &format!("/api/v1/orgs/ent/audit-log/proof/consistency?from={from}"),
+                &admin,
+            )
+            .await;
+        assert_eq!(status, 200, "{p}");
+        let proof = hashes(&p["proof"]);
+        let old = merkle::root(&mut Leaves(&leaves), from).unwrap();
+        assert_eq!(p["from_root"], hex::encode(old));
+        merkle::verify_consistency(from, cp.size, &old, &cp.root, &proof).unwrap();
+    }
+    // Bad parameters are named.
+    for (query, field) in [
+        ("proof/inclusion?seq=0", "seq"),
+        ("proof/inclusion", "seq"),
+        ("proof/inclusion?seq=2&tree_size=999", "tree_size"),
+        ("proof/inclusion?seq=x", "seq"),
+        ("proof/inclusion?seq=1&size=1", "size"),
+        ("proof/consistency?from=9", "from"),
+        ("proof/consistency?from=1&to=999", "to"),
+        ("checkpoint?x=1", "x"),
+    ] {
+        let (status, e) = t
+            .get(&format!("/api/v1/orgs/ent/audit-log/{query}"), &admin)
+            .await;
+        assert_eq!(
+            (status, &e["error"]["field"]),
+            (400, &json!(field)),
+            "{query}: {e}"
+        );
+    }
+    // The verify route reports the current signed head.
+    let (status, v) = t.get("/api/v1/orgs/ent/audit-log/verify", &admin).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true);
+    let vh = &v["signed_head"];
+    let cp2 = Checkpoint::parse(open(vh["checkpoint"].as_str().unwrap(), &vkey).unwrap()).unwrap();
+    assert!(cp2.size >= cp.size, "{v}");
+}

@@ -7,8 +7,9 @@ use super::error::IndexError;
 use super::schema::col;
 use super::stored::load;
 use chrono::{DateTime, Utc};
+use codestax_common::AuditRecord;
 use codestax_common::chain::{
-    ChainBreak, ChainHead, ChainSummary, ChainVerifier, RetentionCheckpoint,
+    ChainBreak, ChainHead, ChainSummary, ChainVerifier, Deleted, RetentionCheckpoint,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -101,6 +102,30 @@ impl AuditIndex {
         org: &str,
         from: Option<&RetentionCheckpoint>,
     ) -> Result<ChainReport, IndexError> {
+        let mut verifier = ChainVerifier::after(from.cloned().unwrap_or_default());
+        let mut error = None;
+        self.for_each_chained(org, 0, |record| match verifier.push(record) {
+            Ok(()) => true,
+            Err(e) => {
+                error = Some(e);
+                false
+            }
+        })?;
+        Ok(ChainReport {
+            summary: verifier.finish(),
+            error,
+        })
+    }
+
+    /// Calls `f` with each of `org`'s committed records whose `seq` is `from` or more, in `seq`
+    /// order, until it returns `false` (the Merkle tree's backfill). Memory: 24 bytes per record
+    /// of the org, as [`AuditIndex::verify_chain`].
+    pub fn for_each_chained(
+        &self,
+        org: &str,
+        from: u64,
+        mut f: impl FnMut(&AuditRecord) -> bool,
+    ) -> Result<(), IndexError> {
         let query = TermQuery::new(
             Term::from_field_text(self.shared.fields.org, org),
             IndexRecordOption::Basic,
@@ -118,25 +143,22 @@ impl AuditIndex {
             let found = searcher
                 .search(&query, &collector)
                 .map_err(|e| IndexError::tantivy(&p.dir, "list the chain", e))?;
-            order.extend(found.into_iter().map(|(seq, doc)| (seq, at, doc)));
+            order.extend(
+                found
+                    .into_iter()
+                    .filter(|&(seq, _)| seq >= from)
+                    .map(|(seq, doc)| (seq, at, doc)),
+            );
             searchers.push((searcher, p.dir.clone()));
         }
         order.sort_unstable_by_key(|e| e.0);
-        let mut verifier = ChainVerifier::after(from.cloned().unwrap_or_default());
         for (_, at, doc) in order {
             let (searcher, dir) = &searchers[at as usize];
-            let record = load(searcher, dir, &self.shared.fields, doc)?;
-            if let Err(error) = verifier.push(&record) {
-                return Ok(ChainReport {
-                    summary: verifier.finish(),
-                    error: Some(error),
-                });
+            if !f(&load(searcher, dir, &self.shared.fields, doc)?) {
+                break;
             }
         }
-        Ok(ChainReport {
-            summary: verifier.finish(),
-            error: None,
-        })
+        Ok(())
     }
 
     /// The chained records of partitions `partitions` (by name) that a retention run is about
@@ -197,7 +219,7 @@ impl AuditIndex {
                         out.orgs
                             .entry(org.clone())
                             .or_default()
-                            .insert(seq, (at, addr));
+                            .insert(seq, (at, addr, time));
                     }
                 }
             }
@@ -213,7 +235,8 @@ impl AuditIndex {
 pub struct ExpiringChains {
     index: AuditIndex,
     searchers: Vec<(tantivy::Searcher, PathBuf)>,
-    orgs: HashMap<String, BTreeMap<u64, (u32, DocAddress)>>,
+    /// Per org, per `seq`: where the record is, and its `time` (µs).
+    orgs: HashMap<String, BTreeMap<u64, (u32, DocAddress, i64)>>,
 }
 
 impl ExpiringChains {
@@ -230,13 +253,14 @@ impl ExpiringChains {
             .unwrap_or_default()
     }
 
-    /// The hash of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored record.
-    pub fn hash(&self, org: &str, seq: u64) -> Result<String, IndexError> {
+    /// The hash and time of `org`'s record `seq` (one of [`Self::seqs`]): reads the stored
+    /// record for the hash.
+    pub fn about(&self, org: &str, seq: u64) -> Result<Deleted, IndexError> {
         let corrupt = |message: String| IndexError::Corrupt {
             path: self.index.shared.dir.clone(),
             message,
         };
-        let &(at, addr) = self
+        let &(at, addr, time) = self
             .orgs
             .get(org)
             .and_then(|m| m.get(&seq))
@@ -245,7 +269,10 @@ impl ExpiringChains {
         let record = load(searcher, dir, &self.index.shared.fields, addr)?;
         ChainHead::of(&record)
             .filter(|h| h.seq == seq)
-            .map(|h| h.hash)
+            .map(|h| Deleted {
+                hash: h.hash,
+                time: DateTime::from_timestamp_micros(time),
+            })
             .ok_or_else(|| {
                 corrupt(format!(
                     "the record of org {org} at seq {seq} has no chain fields"

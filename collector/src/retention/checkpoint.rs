@@ -109,7 +109,7 @@ impl ChainCheckpoints {
             match index.get(org) {
                 Some(h) if h.seq >= deleted.seq => {}
                 _ => {
-                    index.insert(org.clone(), deleted.clone());
+                    index.insert(org.clone(), deleted);
                 }
             }
         }
@@ -124,6 +124,7 @@ impl ChainCheckpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codestax_common::chain::Tombstone;
 
     fn h(seq: u64, c: char) -> ChainHead {
         ChainHead {
@@ -139,7 +140,11 @@ mod tests {
         assert_eq!(cps.get("acme"), RetentionCheckpoint::default());
         let acme = RetentionCheckpoint {
             checkpoint: h(4, 'a'),
-            tombstones: vec![h(7, 'b')],
+            tombstones: vec![Tombstone {
+                seq: 7,
+                hash: "b".repeat(64),
+                time: None,
+            }],
         };
         cps.save(BTreeMap::from([("acme".to_string(), acme.clone())]))
             .unwrap();

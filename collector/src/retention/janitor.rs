@@ -191,7 +191,7 @@ impl Janitor {
             let mut after = before.clone();
             after.advance(&expiring.seqs(org), |seq| {
                 hashes_read += 1;
-                expiring.hash(org, seq)
+                expiring.about(org, seq)
             })?;
             if after != before {
                 changed.insert(org.to_string(), after);

@@ -509,6 +509,13 @@ async fn the_chain_verifies_and_continues_after_retention() {
         free_cp.tombstones.iter().map(|t| t.seq).collect::<Vec<_>>(),
         vec![7]
     );
+    // The tombstone keeps the deleted record's time: before the cutoff, so retention's doing.
+    assert_eq!(
+        free_cp.tombstones[0].time,
+        Some(codestax_common::time::truncate_to_micros(
+            old - Duration::days(1)
+        ))
+    );
     assert_eq!(policy.checkpoints().get("gone").checkpoint.seq, 4);
     // What remains verifies from the checkpoint (and not without it).
     let report = index.verify_chain("free", Some(&free_cp)).unwrap();

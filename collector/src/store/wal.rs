@@ -244,6 +244,12 @@ impl Wal {
         WalEntries(self.log.catalog().clone())
     }
 
+    /// Whether [`Wal::remove_before`] with `lsn` would delete a segment.
+    pub fn would_remove_before(&self, lsn: Lsn) -> bool {
+        let all = self.log.catalog().all();
+        all.len() >= 2 && all[1].1.first_entry <= lsn
+    }
+
     /// Deletes the segments whose entries all have LSN < `lsn`, oldest first, never the active one.
     /// Returns how many were deleted.
     pub fn remove_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
@@ -502,6 +508,8 @@ mod tests {
         assert!(firsts.len() >= 4, "{firsts:?}");
 
         // An LSN inside the second segment removes only the first.
+        assert!(!wal.would_remove_before(firsts[1] - 1));
+        assert!(wal.would_remove_before(firsts[1]));
         assert_eq!(wal.remove_before(firsts[1] + 1).unwrap(), 1);
         assert_eq!(wal.first_lsn(), firsts[1]);
         // Exactly the third segment's first LSN: the second holds only older entries.

@@ -4,9 +4,11 @@
 use crate::health::{Health, Part};
 use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
 use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
+use crate::tree::{TreeError, Trees};
 use crate::uid::uid_hash;
 use codestax_common::AuditRecord;
 use codestax_common::chain::{ChainHead, SEAL_OVERHEAD_BYTES, Unsealed};
+use codestax_common::merkle::Hash;
 use codestax_storage::{Committer, Disk, GroupCommit, GroupOptions, RealDisk};
 use std::collections::HashMap;
 use std::io;
@@ -82,6 +84,8 @@ pub struct StoreStats {
     pub fsync_time: Duration,
     /// Groups that failed to append or sync.
     pub storage_errors: u64,
+    /// Failed writes or syncs of the Merkle trees (what they lost is taken again from the WAL).
+    pub tree_errors: u64,
     /// The LSN the next stored record will get.
     pub next_lsn: Lsn,
 }
@@ -108,6 +112,8 @@ pub enum StoreError {
     WalBehindIndex { indexed_through: Lsn, next_lsn: Lsn },
     #[error("cannot start the store's writer thread")]
     Spawn(#[source] io::Error),
+    #[error("cannot bring the Merkle trees up to the write-ahead log")]
+    Tree(#[source] TreeError),
     #[error("record {index} is {len} bytes, over the limit of {MAX_ENTRY_BYTES} bytes")]
     RecordTooLarge { index: usize, len: usize },
     /// The group this submission was in could not be made durable; none of it was stored.
@@ -177,6 +183,7 @@ struct Shared {
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     storage_errors: AtomicU64,
+    tree_errors: AtomicU64,
     next_lsn: AtomicU64,
     /// One past the highest LSN the index has made visible and durable; 0 for none.
     indexed_before: AtomicU64,
@@ -233,6 +240,38 @@ impl Store {
             sink,
             health,
             disk,
+            None,
+        )
+    }
+
+    /// [`Store::open`], keeping each org's Merkle tree in `trees`: at open the trees take in
+    /// every record the WAL still holds (from its oldest entry; they skip what they have), and
+    /// every group stored from then on is appended to them once durable. The trees are synced
+    /// before WAL segments are deleted, so a record the trees might lack is always still in the
+    /// WAL ([`crate::tree`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_with_trees(
+        dir: &Path,
+        opts: StoreOptions,
+        lookup: Arc<dyn IdLookup>,
+        hashes: impl IntoIterator<Item = u64>,
+        indexed_through: Option<Lsn>,
+        chain_heads: HashMap<String, ChainHead>,
+        sink: mpsc::Sender<IndexBatch>,
+        health: Health,
+        trees: Arc<Trees>,
+    ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
+        Store::open_on(
+            dir,
+            opts,
+            lookup,
+            hashes,
+            indexed_through,
+            chain_heads,
+            sink,
+            health,
+            Arc::new(RealDisk),
+            Some(trees),
         )
     }
 
@@ -248,6 +287,7 @@ impl Store {
         sink: mpsc::Sender<IndexBatch>,
         health: Health,
         disk: Arc<dyn Disk>,
+        trees: Option<Arc<Trees>>,
     ) -> Result<(Store, Vec<(Lsn, AuditRecord)>), StoreError> {
         if opts.queue_depth == 0 {
             return Err(StoreError::InvalidOptions("queue_depth must be at least 1"));
@@ -284,9 +324,24 @@ impl Store {
         }
         let mut replay = Vec::new();
         let mut chain = chain_heads;
-        for entry in wal.read_from(start).map_err(StoreError::Read)? {
+        // The trees take in everything the WAL holds; the index only what it lacks.
+        let read_from = if trees.is_some() {
+            start.min(wal.first_lsn())
+        } else {
+            start
+        };
+        for entry in wal.read_from(read_from).map_err(StoreError::Read)? {
             let (lsn, payload) = entry.map_err(StoreError::Read)?;
             let record = parse_entry(lsn, &payload)?;
+            if let Some(trees) = &trees {
+                match trees.replay(&record) {
+                    Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                    Err(e) => return Err(StoreError::Tree(e)),
+                }
+            }
+            if lsn < start {
+                continue;
+            }
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
             if dedupe.contains(&record.org_id, record.id(), hash) {
@@ -295,6 +350,9 @@ impl Store {
             }
             dedupe.insert_recent(&record.org_id, record.id(), hash, lsn);
             replay.push((lsn, record));
+        }
+        if let Some(trees) = &trees {
+            trees.sync_all().map_err(StoreError::Tree)?;
         }
         if let Some(indexed) = indexed_through {
             wal.remove_before(indexed + 1).map_err(StoreError::Open)?;
@@ -323,9 +381,12 @@ impl Store {
         };
         let entries = wal.entries();
         let writer = Writer {
+            tree_synced_before: wal.next_lsn(),
             wal,
             dedupe,
             chain,
+            trees,
+            tree_behind_from: None,
             sink,
             indexed_before: indexed_through.map_or(0, |l| l + 1),
             sink_closed: false,
@@ -416,6 +477,7 @@ impl Store {
             fsyncs: get(&s.fsyncs),
             fsync_time: Duration::from_nanos(get(&s.fsync_nanos)),
             storage_errors: get(&s.storage_errors),
+            tree_errors: get(&s.tree_errors),
             next_lsn: get(&s.next_lsn),
         }
     }
@@ -459,6 +521,13 @@ struct Writer {
     dedupe: DedupeSet,
     /// Each org's hash-chain head: the `seq` and `hash` of its last durable record.
     chain: HashMap<String, ChainHead>,
+    /// Each org's Merkle tree, when kept.
+    trees: Option<Arc<Trees>>,
+    /// Every record with an LSN below this is durably in the trees: WAL segments above it stay.
+    tree_synced_before: Lsn,
+    /// The trees may lack records from this LSN on (a failed tree write): they are taken again
+    /// from the WAL before the next group's.
+    tree_behind_from: Option<Lsn>,
     sink: mpsc::Sender<IndexBatch>,
     /// `Shared::indexed_before` as last applied.
     indexed_before: Lsn,
@@ -549,10 +618,21 @@ impl Writer {
 
         // Durable: now, and only now, the records count as stored and the chains move on.
         let mut stored = Vec::with_capacity(sealed.len());
+        // Per org: the seq of its first record in the group and the leaves, in seq order.
+        let mut leaves: HashMap<String, (u64, Vec<Hash>)> = HashMap::new();
         if let Some(first_lsn) = first_lsn {
             for (k, (&(s, i), (seq, prev_hash, seal))) in new.iter().zip(sealed).enumerate() {
                 let lsn = first_lsn + k as Lsn;
                 let hash = group[s].hashes[i];
+                if self.trees.is_some() {
+                    let org = &group[s].records[i].org_id;
+                    match leaves.get_mut(org) {
+                        Some((_, l)) => l.push(seal.leaf),
+                        None => {
+                            leaves.insert(org.clone(), (seq, vec![seal.leaf]));
+                        }
+                    }
+                }
                 let rec = &mut group[s].records[i];
                 rec.seq = Some(seq);
                 rec.prev_hash = Some(prev_hash);
@@ -562,6 +642,7 @@ impl Writer {
                 admissions[s][i] = Admission::Stored { lsn };
             }
             self.chain.extend(heads);
+            self.feed_trees(first_lsn, &leaves);
         }
         let total: usize = group.iter().map(|s| s.records.len()).sum();
         let s = &self.shared;
@@ -647,7 +728,8 @@ impl Writer {
         let _ = reply.send(result);
     }
 
-    /// Applies the indexer's progress: prune the recent map, delete fully indexed segments.
+    /// Applies the indexer's progress: prune the recent map, delete fully indexed segments
+    /// (those the trees have durably, too: they are synced first).
     fn apply_indexed(&mut self) {
         let before = self.shared.indexed_before.load(Ordering::Acquire);
         if before <= self.indexed_before {
@@ -655,9 +737,74 @@ impl Writer {
         }
         self.indexed_before = before;
         self.dedupe.forget_recent_through(before - 1);
-        if let Err(e) = self.wal.remove_before(before) {
+        let mut bound = before;
+        if let Some(trees) = self.trees.clone() {
+            // Syncing is needed only when it lets a segment go.
+            if self.tree_synced_before < before && self.wal.would_remove_before(before) {
+                match trees.sync_all() {
+                    Ok(()) => {
+                        self.tree_synced_before =
+                            self.tree_behind_from.unwrap_or(self.wal.next_lsn());
+                    }
+                    Err(e) => {
+                        // The trees cut what they had not synced: take it again from the WAL.
+                        self.tree_failed(&e, self.tree_synced_before);
+                    }
+                }
+            }
+            bound = bound.min(self.tree_synced_before);
+        }
+        if let Err(e) = self.wal.remove_before(bound) {
             tracing::warn!(error = %e, "cannot delete indexed WAL segments; will retry");
         }
+    }
+
+    /// Appends a durable group's leaves (per org: first seq, leaves) to the trees, after taking
+    /// in first what the trees may have lost before (from the WAL).
+    fn feed_trees(&mut self, first_lsn: Lsn, leaves: &HashMap<String, (u64, Vec<Hash>)>) {
+        let Some(trees) = self.trees.clone() else {
+            return;
+        };
+        if let Some(from) = self.tree_behind_from {
+            if let Err(e) = self.catch_up_trees(&trees, from, first_lsn) {
+                tracing::warn!(error = %e, from, "the Merkle trees are still behind the WAL; will retry");
+                return;
+            }
+            self.tree_behind_from = None;
+        }
+        for (org, (seq, l)) in leaves {
+            match trees.append(org, *seq, l) {
+                Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                Err(e) => return self.tree_failed(&e, first_lsn),
+            }
+        }
+    }
+
+    /// Takes the records with LSN in `from..until` from the WAL into the trees (which skip what
+    /// they have).
+    fn catch_up_trees(&self, trees: &Trees, from: Lsn, until: Lsn) -> Result<(), String> {
+        for entry in self.wal.read_from(from).map_err(|e| e.to_string())? {
+            let (lsn, payload) = entry.map_err(|e| e.to_string())?;
+            if lsn >= until {
+                break;
+            }
+            let record: AuditRecord =
+                serde_json::from_slice(&payload).map_err(|e| format!("LSN {lsn}: {e}"))?;
+            match trees.replay(&record) {
+                Ok(()) | Err(TreeError::Gap { .. } | TreeError::Diverged { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A tree write or sync failed: the trees may lack the records from `from` on.
+    fn tree_failed(&mut self, e: &TreeError, from: Lsn) {
+        tracing::error!(error = %e, from, storage_full = e.is_storage_full(), "a Merkle tree write failed; the WAL keeps the records until the trees have them");
+        self.shared.tree_errors.fetch_add(1, Ordering::Relaxed);
+        let from = self.tree_behind_from.map_or(from, |b| b.min(from));
+        self.tree_behind_from = Some(from);
+        self.tree_synced_before = self.tree_synced_before.min(from);
     }
 }
 
@@ -1144,6 +1291,7 @@ mod tests {
             sink,
             health.clone(),
             Arc::new(disk.clone()),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -1231,6 +1379,96 @@ mod tests {
             store.submit(vec![record("acme", "d")]).await.unwrap(),
             vec![stored(4)]
         );
+        store.close().await;
+    }
+
+    /// The root of `org`'s records among `records` (in LSN order), recomputed from them.
+    fn root_of(records: &[(Lsn, AuditRecord)], org: &str) -> codestax_common::merkle::Hash {
+        use codestax_common::merkle::{Leaves, root};
+        let leaves: Vec<_> = of_org(records, org)
+            .into_iter()
+            .map(|r| codestax_common::chain::leaf_of_sealed(r).unwrap())
+            .collect();
+        root(&mut Leaves(&leaves), leaves.len() as u64).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_tree_write_is_taken_again_from_the_wal_and_trees_reopen() {
+        use crate::tree::{Trees, lock};
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, tree_dir) = (dir.path().join("wal"), dir.path().join("tree"));
+        let disk = FaultyDisk::default();
+        let trees = Arc::new(Trees::open_on(&tree_dir, Arc::new(disk.clone())).unwrap());
+        let (sink, mut batches) = mpsc::channel::<IndexBatch>(16);
+        let indexed = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(batch) = batches.recv().await {
+                all.extend(batch.records);
+            }
+            all
+        });
+        let open = |sink: mpsc::Sender<IndexBatch>| {
+            Store::open_with_trees(
+                &wal,
+                StoreOptions::default(),
+                Arc::<Index>::default(),
+                vec![],
+                None,
+                HashMap::new(),
+                sink,
+                Health::default(),
+                trees.clone(),
+            )
+            .unwrap()
+            .0
+        };
+        let store = open(sink);
+        let acme = |id: &str| record("acme", id);
+        store
+            .submit(vec![acme("a"), acme("b"), record("globex", "a")])
+            .await
+            .unwrap();
+        assert_eq!((trees.size("acme"), trees.size("globex")), (2, 1));
+
+        // The trees' disk fails once: the records are stored all the same (the WAL has them),
+        // and the failure is counted.
+        disk.arm(Fault::Write(io::ErrorKind::StorageFull));
+        let got = store.submit(vec![acme("c")]).await.unwrap();
+        assert_eq!(got, vec![stored(3)]);
+        assert_eq!(store.stats().tree_errors, 1);
+        assert_eq!(trees.size("acme"), 2);
+        // The next group first takes the missed record again from the WAL.
+        store.submit(vec![acme("d")]).await.unwrap();
+        assert_eq!(trees.size("acme"), 4);
+        store.close().await;
+        let all = indexed.await.unwrap();
+        let acme_root = lock(&trees.org("acme").unwrap()).root();
+        assert_eq!(acme_root, root_of(&all, "acme"));
+        assert_eq!(
+            lock(&trees.org("globex").unwrap()).root(),
+            root_of(&all, "globex")
+        );
+
+        // Trees lost (a directory restored from an old backup, here: nothing): reopened, the
+        // store gives them back every record its WAL holds.
+        drop(trees);
+        std::fs::remove_dir_all(&tree_dir).unwrap();
+        let trees = Arc::new(Trees::open(&tree_dir).unwrap());
+        let (sink, _rx) = mpsc::channel::<IndexBatch>(16);
+        let (store, _) = Store::open_with_trees(
+            &wal,
+            StoreOptions::default(),
+            Arc::<Index>::default(),
+            vec![],
+            None,
+            HashMap::new(),
+            sink,
+            Health::default(),
+            trees.clone(),
+        )
+        .unwrap();
+        assert_eq!(trees.size("acme"), 4);
+        assert_eq!(lock(&trees.org("acme").unwrap()).root(), acme_root);
         store.close().await;
     }
 
