@@ -1,6 +1,7 @@
 //! What the agent, the collector and the CLI share: the audit record model and the table of its
 //! fields ([`schema`]), the action catalog, parsing and validation, the canonical JSON encoding,
-//! the hash chain, the OTLP mapping, time handling and the API types.
+//! the hash chain, the OTLP mapping, the SIEM output formats (OCSF, ECS), time handling and the
+//! API types.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +9,7 @@ mod action;
 pub mod api;
 mod canonical;
 pub mod chain;
+pub mod format;
 pub mod merkle;
 pub mod note;
 pub mod otlp;
