@@ -202,14 +202,14 @@ fn copy(
     Ok(c)
 }
 
-/// Records seen, from the newlines: NDJSON ends each record with one; JSON puts one before each
+/// Records seen, from the newlines: NDJSON (and OCSF, ECS) ends each record with one; JSON puts one before each
 /// record and two around the closing `]`; CSV ends the header and each record with one (a cell
 /// with a line break makes this an estimate).
 fn rows_so_far(format: ExportFormat, newlines: u64) -> u64 {
-    match format {
-        ExportFormat::Ndjson => newlines,
-        ExportFormat::Json | ExportFormat::Csv => newlines.saturating_sub(1),
+    if format.is_lines() {
+        return newlines;
     }
+    newlines.saturating_sub(1)
 }
 
 /// Checks that everything announced arrived: NDJSON and JSON exactly (`[]` alone for an empty
@@ -226,7 +226,7 @@ fn check_complete(
         });
     };
     let lines_needed = match format {
-        ExportFormat::Ndjson => expected,
+        ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => expected,
         ExportFormat::Json if expected == 0 => 1,
         ExportFormat::Json => expected + 2,
         ExportFormat::Csv => expected + 1,

@@ -29,6 +29,7 @@ Examples:
   codestax export --type audit --format csv --output audit-log.csv --org acme
   codestax search --org acme --action scan.triggered --since 2026-11-01 --limit 20
   codestax export --format ndjson --output audit-log.ndjson && codestax verify --input audit-log.ndjson
+  codestax export --format ocsf --output audit-log.ocsf.ndjson --org acme   (or --format ecs)
   codestax demo
 
 Server and key: --url / --token, or CODESTAX_URL / CODESTAX_TOKEN, or a TOML file given with
@@ -226,6 +227,10 @@ enum ExportFormatArg {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// One OCSF 1.8 event per line (docs/formats.md).
+    Ocsf,
+    /// One ECS document per line (docs/formats.md).
+    Ecs,
 }
 
 impl From<ExportFormatArg> for ExportFormat {
@@ -234,6 +239,8 @@ impl From<ExportFormatArg> for ExportFormat {
             ExportFormatArg::Csv => ExportFormat::Csv,
             ExportFormatArg::Json => ExportFormat::Json,
             ExportFormatArg::Ndjson => ExportFormat::Ndjson,
+            ExportFormatArg::Ocsf => ExportFormat::Ocsf,
+            ExportFormatArg::Ecs => ExportFormat::Ecs,
         }
     }
 }

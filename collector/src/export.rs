@@ -1,4 +1,5 @@
-//! Exports: the CSV, JSON and NDJSON encodings of audit records, and the stream that hands every
+//! Exports: the CSV, JSON and NDJSON encodings of audit records (and the OCSF and ECS ones, one
+//! event per line, mapped by `codestax_common::format`), and the stream that hands every
 //! match of a search, read from one snapshot by [`AuditIndex::scan`], to the client in chunks,
 //! whatever the number of records.
 //!
@@ -14,6 +15,7 @@
 use crate::index::{IndexError, Scan};
 use codestax_common::AuditRecord;
 use codestax_common::api::{CSV_CHAIN_COLUMNS, CSV_COLUMNS, ExportFormat};
+use codestax_common::format::{Context, ecs, ocsf};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,8 @@ pub struct Encoder {
     /// Scratch for the CSV `metadata` and `seq` cells.
     scratch: Vec<u8>,
     rows: u64,
+    /// What OCSF and ECS events say of the product.
+    context: Context,
 }
 
 impl Encoder {
@@ -90,6 +94,7 @@ impl Encoder {
             buf: Vec::with_capacity(CHUNK_BYTES + 4096),
             scratch: Vec::new(),
             rows: 0,
+            context: Context::new(env!("CARGO_PKG_VERSION")),
         };
         match format {
             ExportFormat::Csv => {
@@ -102,9 +107,15 @@ impl Encoder {
                 e.csv = Some(w);
             }
             ExportFormat::Json => e.buf.push(b'['),
-            ExportFormat::Ndjson => {}
+            ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => {}
         }
         Ok(e)
+    }
+
+    /// The same encoder naming another product or collector in OCSF and ECS events.
+    pub fn with_context(mut self, context: Context) -> Encoder {
+        self.context = context;
+        self
     }
 
     /// Appends one record.
@@ -116,6 +127,9 @@ impl Encoder {
     pub fn push_stored(&mut self, json: &[u8]) -> Result<(), ExportError> {
         // One UTF-8 check for the whole record, rather than one per string `from_slice` makes.
         let json = std::str::from_utf8(json).map_err(encode)?;
+        if let ExportFormat::Ocsf | ExportFormat::Ecs = self.format {
+            return self.push_event(json);
+        }
         let view: RecordView = serde_json::from_str(json).map_err(encode)?;
         match self.format {
             ExportFormat::Csv => {
@@ -129,11 +143,26 @@ impl Encoder {
                 self.buf.push(b'\n');
                 serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
             }
-            ExportFormat::Ndjson => {
+            // (OCSF and ECS went to `push_event` above.)
+            ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => {
                 serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
                 self.buf.push(b'\n');
             }
         }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Appends one record as an OCSF event or ECS document line. The mappings read the typed
+    /// record (every field through the schema's table), not the borrowed view.
+    fn push_event(&mut self, json: &str) -> Result<(), ExportError> {
+        let r: AuditRecord = serde_json::from_str(json).map_err(encode)?;
+        let event = match self.format {
+            ExportFormat::Ocsf => ocsf::event(&r, &self.context),
+            _ => ecs::document(&r, &self.context),
+        };
+        serde_json::to_writer(&mut self.buf, &event).map_err(encode)?;
+        self.buf.push(b'\n');
         self.rows += 1;
         Ok(())
     }
@@ -704,6 +733,17 @@ mod tests {
                     out.push(b'\n');
                 }
             }
+            ExportFormat::Ocsf | ExportFormat::Ecs => {
+                let cx = Context::new(env!("CARGO_PKG_VERSION"));
+                for r in records {
+                    let event = match format {
+                        ExportFormat::Ocsf => ocsf::event(r, &cx),
+                        _ => ecs::document(r, &cx),
+                    };
+                    serde_json::to_writer(&mut out, &event).unwrap();
+                    out.push(b'\n');
+                }
+            }
         }
         out
     }
@@ -767,7 +807,7 @@ mod tests {
     #[test]
     fn stored_records_encode_exactly_as_the_records_do() {
         let records = varied_records();
-        for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Ndjson] {
+        for format in ExportFormat::ALL {
             for with_chain in [false, true] {
                 for n in [0, 1, records.len()] {
                     let want = reference(format, with_chain, &records[..n]);

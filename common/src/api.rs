@@ -273,18 +273,38 @@ pub enum ExportFormat {
     Json,
     /// One full record per line.
     Ndjson,
+    /// One OCSF event per line ([`crate::format::ocsf`]).
+    Ocsf,
+    /// One ECS document per line ([`crate::format::ecs`]).
+    Ecs,
 }
 
 impl ExportFormat {
-    pub const ALL: [ExportFormat; 3] =
-        [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Ndjson];
+    pub const ALL: [ExportFormat; 5] = [
+        ExportFormat::Csv,
+        ExportFormat::Json,
+        ExportFormat::Ndjson,
+        ExportFormat::Ocsf,
+        ExportFormat::Ecs,
+    ];
 
-    /// The name used in the `format` parameter, and the file extension.
+    /// The name used in the `format` parameter.
     pub fn as_str(self) -> &'static str {
         match self {
             ExportFormat::Csv => "csv",
             ExportFormat::Json => "json",
             ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Ocsf => "ocsf",
+            ExportFormat::Ecs => "ecs",
+        }
+    }
+
+    /// The file extension of an export in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Ocsf => "ocsf.ndjson",
+            ExportFormat::Ecs => "ecs.ndjson",
+            f => f.as_str(),
         }
     }
 
@@ -292,11 +312,24 @@ impl ExportFormat {
         Self::ALL.into_iter().find(|f| f.as_str() == s)
     }
 
+    /// Whether the export is one line per record, and nothing else (NDJSON and the SIEM formats).
+    pub fn is_lines(self) -> bool {
+        matches!(
+            self,
+            ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs
+        )
+    }
+
+    /// The names [`parse`](Self::parse) takes, for error messages: `csv, json, ...`.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             ExportFormat::Csv => "text/csv; charset=utf-8",
             ExportFormat::Json => "application/json",
-            ExportFormat::Ndjson => "application/x-ndjson",
+            ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => "application/x-ndjson",
         }
     }
 }

@@ -58,7 +58,7 @@ pub async fn export(
     let filename = format!(
         "audit-log-{org}-{}.{}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),
-        format.as_str()
+        format.extension()
     );
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_CHUNKS);
     tokio::task::spawn_blocking(move || {

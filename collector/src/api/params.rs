@@ -138,7 +138,10 @@ pub fn parse(
                 p.format = Some(ExportFormat::parse(value.trim()).ok_or_else(|| {
                     ApiError::invalid(
                         "format",
-                        format!("unknown format {value:?}; expected csv, json or ndjson"),
+                        format!(
+                            "unknown format {value:?}; expected one of {}",
+                            ExportFormat::names()
+                        ),
                     )
                 })?)
             }

@@ -7,7 +7,7 @@
 //! goes to `labels` (string values; structured ones as compact JSON).
 
 use super::Context;
-use super::ocsf::{is_ip, plain};
+use super::json::{is_ip, plain, put};
 use crate::record::{AuditRecord, Outcome, Provenance, TargetKind};
 use crate::schema::{Field, FieldValue};
 use crate::time::format_rfc3339;
@@ -250,8 +250,4 @@ fn label(labels: &mut Map<String, Value>, f: Field, v: FieldValue<'_>) {
         other => other.to_string(),
     };
     labels.insert(f.path().replace('.', "_"), value.into());
-}
-
-fn put(m: &mut Map<String, Value>, key: &str, v: impl Into<Value>) {
-    m.insert(key.into(), v.into());
 }

@@ -6,6 +6,7 @@
 
 mod context;
 pub mod ecs;
+mod json;
 pub mod ocsf;
 
 pub use context::Context;

@@ -13,6 +13,7 @@
 //! `unmapped.seq`, and check `unmapped.hash`.
 
 use super::Context;
+use super::json::{is_ip, plain, put};
 use crate::record::{ActorKind, AuditRecord, Outcome, TargetKind};
 use crate::schema::{Field, FieldValue};
 use crate::time::format_rfc3339;
@@ -298,11 +299,6 @@ pub fn is_email(s: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && matches!(domain.find('.'), Some(i) if i > 0 && i + 1 < domain.len());
     local_ok && domain_ok
-}
-
-/// Whether `s` is an IP address as OCSF's `ip_t` takes it (IPv4 dotted quad or IPv6 text).
-pub(super) fn is_ip(s: &str) -> bool {
-    s.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The record `r` as an OCSF event of the class its action maps to.
@@ -593,10 +589,6 @@ fn user_type(kind: ActorKind) -> (u8, &'static str) {
     }
 }
 
-fn put(m: &mut Map<String, Value>, key: &str, v: impl Into<Value>) {
-    m.insert(key.into(), v.into());
-}
-
 /// Puts `v` at the dotted `path` in `m`, making the objects on the way.
 fn put_path(m: &mut Map<String, Value>, path: &str, v: Value) {
     match path.split_once('.') {
@@ -624,15 +616,4 @@ fn merged(existing: Option<&Value>, mut extra: Map<String, Value>) -> Value {
         }
     }
     Value::Object(extra)
-}
-
-/// A field's value as plain JSON.
-pub(super) fn plain(v: FieldValue<'_>) -> Value {
-    match v {
-        FieldValue::Text(s) => s.into(),
-        FieldValue::Time(t) => format_rfc3339(&t).into(),
-        FieldValue::Count(n) => n.into(),
-        FieldValue::Changes(c) => serde_json::to_value(c).unwrap_or(Value::Null),
-        FieldValue::Provenance(p) => serde_json::to_value(p).unwrap_or(Value::Null),
-    }
 }

@@ -8,8 +8,17 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+/// `common/tests/schemas`, from common's tests or from another crate of the workspace that
+/// includes this file (`tests/`).
 fn schemas_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemas")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    [
+        here.join("tests/schemas"),
+        here.join("../common/tests/schemas"),
+    ]
+    .into_iter()
+    .find(|d| d.join("ocsf").is_dir())
+    .expect("the pinned schemas in common/tests/schemas")
 }
 
 fn read_json(path: &PathBuf) -> Value {
@@ -47,6 +56,10 @@ pub struct Ocsf {
     categories: Map<String, Value>,
     /// class_uid → the class's file, below `events/`.
     classes: BTreeMap<u64, String>,
+    /// Files read so far, by path below the schema dir.
+    files: std::sync::Mutex<BTreeMap<String, Value>>,
+    /// The types' patterns, compiled once.
+    patterns: std::sync::Mutex<BTreeMap<String, regex::Regex>>,
 }
 
 impl Ocsf {
@@ -70,6 +83,8 @@ impl Ocsf {
             types,
             categories,
             classes: BTreeMap::new(),
+            files: Default::default(),
+            patterns: Default::default(),
         };
         for cat in std::fs::read_dir(o.dir.join("events")).unwrap() {
             let cat = cat.unwrap().path();
@@ -97,14 +112,23 @@ impl Ocsf {
         self.classes.keys().copied().collect()
     }
 
+    /// The file at `rel` (below the schema dir), read once.
+    fn file(&self, rel: &str) -> Value {
+        let mut files = self.files.lock().unwrap();
+        files
+            .entry(rel.to_string())
+            .or_insert_with(|| read_json(&self.dir.join(rel)))
+            .clone()
+    }
+
     /// Merges the attributes of the file at `rel` (below the schema dir) into `into`.
     fn merge_file(&self, rel: &str, into: &mut Resolved) {
-        let d = read_json(&self.dir.join(rel));
+        let d = self.file(rel);
         let attrs = d["attributes"].as_object().cloned().unwrap_or_default();
         if let Some(includes) = attrs.get("$include").and_then(Value::as_array) {
             for inc in includes {
                 let inc = inc.as_str().unwrap();
-                let p = read_json(&self.dir.join(inc));
+                let p = self.file(inc);
                 let profile = p["name"].as_str().unwrap().to_string();
                 for (k, v) in p["attributes"].as_object().unwrap() {
                     let a = into.attrs.entry(k.clone()).or_default();
@@ -141,7 +165,7 @@ impl Ocsf {
 
     /// A class (`iam/authentication`) with its parents' attributes.
     fn resolve_class(&self, rel: &str) -> Resolved {
-        let d = read_json(&self.dir.join(format!("events/{rel}.json")));
+        let d = self.file(&format!("events/{rel}.json"));
         let mut r = match d.get("extends").and_then(Value::as_str) {
             None => Resolved::default(),
             Some(parent) => {
@@ -159,7 +183,7 @@ impl Ocsf {
     }
 
     fn class_caption(&self, rel: &str) -> String {
-        read_json(&self.dir.join(format!("events/{rel}.json")))["caption"]
+        self.file(&format!("events/{rel}.json"))["caption"]
             .as_str()
             .unwrap()
             .into()
@@ -172,7 +196,7 @@ impl Ocsf {
                 "object {name} is not in the pinned copy (add it to refresh.py)"
             ));
         }
-        let d = read_json(&self.dir.join(&rel));
+        let d = self.file(&rel);
         let mut r = match d.get("extends").and_then(Value::as_str) {
             None => Resolved::default(),
             Some(parent) => self.resolve_object(parent)?,
@@ -395,7 +419,10 @@ impl Ocsf {
             return;
         }
         if let (Some(re), Some(s)) = (def.get("regex").and_then(Value::as_str), v.as_str()) {
-            let re = regex::Regex::new(re).unwrap();
+            let mut patterns = self.patterns.lock().unwrap();
+            let re = patterns
+                .entry(re.to_string())
+                .or_insert_with(|| regex::Regex::new(re).unwrap());
             if !re.is_match(s) {
                 errors.push(format!("{path}: {s:?} does not match the pattern of {ty}"));
             }
