@@ -9,9 +9,8 @@ mod schemas;
 use chrono::{Duration, SecondsFormat, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::format::{Context, ecs, ocsf};
-use codestax_tests::{Collector, bin, record};
+use codestax_tests::{Collector, record, run_cli};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 
 /// One record of each catalogue action an app may write, with the target its class uses (a
 /// user for `team.*`, a scan for `scan.*`), some failures, and some without a target.
@@ -184,19 +183,12 @@ fn ocsf_and_ecs_exports_over_the_api_and_the_cli() {
     // The CLI writes the same events.
     for format in ["ocsf", "ecs"] {
         let file = format!("audit.{format}.ndjson");
-        let out = Command::new(bin("codestax"))
-            .args([
-                "export", "--format", format, "--output", &file, "--org", "acme",
-            ])
-            .args(["--url", &c.url(""), "--token", &admin])
-            .args(["--until", &until])
-            .current_dir(dir.path())
-            .env_remove("CODESTAX_URL")
-            .env_remove("CODESTAX_TOKEN")
-            .env_remove("CODESTAX_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let url = c.url("");
+        let args = [
+            "export", "--format", format, "--output", &file, "--org", "acme", "--url", &url,
+            "--token", &admin, "--until", &until,
+        ];
+        let out = run_cli(dir.path(), &args);
         assert!(
             out.status.success(),
             "codestax export --format {format}: {}",
