@@ -1,6 +1,7 @@
 //! What an output event says that a record does not: which product wrote it, and where.
 
-/// The product and the collector that emit the events, for the formats' metadata.
+/// The product and the collector that emit the events, for the formats' metadata. The product's
+/// name must not be empty: OCSF names the product (and an Authentication event's `service`) by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// The product's name (OCSF `metadata.product.name`, ECS `observer.product`).

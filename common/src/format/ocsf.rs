@@ -256,12 +256,7 @@ pub fn table_markdown() -> String {
             a => format!("`{a}`"),
         };
         let fallback = match r.fallback {
-            Some(f) => format!(
-                "{} {} ({})",
-                EM.name(),
-                f.name,
-                u64::from(EM.uid()) * 100 + u64::from(f.id)
-            ),
+            Some(f) => format!("{} {} ({})", EM.name(), f.name, type_uid(EM, f)),
             None => "—".into(),
         };
         out.push_str(&format!(
