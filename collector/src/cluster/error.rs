@@ -51,3 +51,12 @@ pub enum LogError {
     #[error("publish to {subject} was not acknowledged: {reason}")]
     Publish { subject: String, reason: String },
 }
+
+/// A node could not join the cluster at start.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
