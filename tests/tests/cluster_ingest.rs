@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, record};
+use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, now_rfc3339, record};
 use serde_json::Value;
 
 const PASSWORD: &str = "cluster-ingest-test";
@@ -57,7 +57,7 @@ fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, 
 }
 
 fn batch(org: &str, from: usize, n: usize) -> Vec<Value> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let now = now_rfc3339();
     (from..from + n)
         .map(|i| {
             record(
