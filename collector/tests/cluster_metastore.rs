@@ -236,3 +236,40 @@ async fn keepers_spread_shards_evenly_and_a_survivor_takes_over_a_dead_nodes_sha
     stop_c.cancel();
     task_c.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metastore_outage_drops_leases_at_their_deadline_and_they_come_back_after_it() {
+    let Some((_dir, mut pg)) = server("metastore outage") else {
+        return;
+    };
+    let shards = 4;
+    let (keeper, mut rx) =
+        LeaseKeeper::new(keeper_settings(&pg, "a", shards), open(&pg, shards).await);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(keeper.run(stop.clone()));
+    let before = wait_held(&mut rx, "a holds all 4", |h| h.len() == 4).await;
+
+    // PostgreSQL goes away: renewals fail, and the node stops acting for its shards once their
+    // leases could have passed on (their local deadline), not before.
+    pg.stop().unwrap();
+    let stopped = Instant::now();
+    wait_held(&mut rx, "leases dropped during the outage", |h| {
+        h.is_empty()
+    })
+    .await;
+    let latest_deadline = before.values().map(|l| l.valid_until).max().unwrap();
+    assert!(
+        Instant::now() >= latest_deadline,
+        "dropped before the deadline ({:?} after the stop)",
+        stopped.elapsed()
+    );
+
+    // It returns: the keeper connects again and takes the shards back under new epochs.
+    pg.restart().unwrap();
+    let after = wait_held(&mut rx, "leases back after the outage", |h| h.len() == 4).await;
+    for (shard, lease) in &after {
+        assert!(lease.epoch > before[shard].epoch, "shard {shard}");
+    }
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -53,6 +53,10 @@ pub struct Postgres {
     log: PathBuf,
     port: Option<u16>,
     superuser: String,
+    /// The server's program, arguments and user, to start it again after a stop.
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    user: Option<(u32, u32)>,
 }
 
 impl Postgres {
@@ -221,6 +225,9 @@ impl Postgres {
             log,
             port,
             superuser: options.superuser.to_string(),
+            program: bin.join("postgres"),
+            args: server.get_args().map(ToOwned::to_owned).collect(),
+            user,
         };
         pg.wait_ready()?;
         Ok(pg)
@@ -283,6 +290,34 @@ impl Postgres {
     /// Fast shutdown (SIGINT): rolls back open transactions, checkpoints, exits.
     pub fn stop(&mut self) -> Result<(), HarnessError> {
         self.process.stop_with("INT", READY_TIMEOUT).map(|_| ())
+    }
+
+    /// Starts the stopped server again on the same data, socket and port (an outage that
+    /// ends), without [`PostgresOptions::configure`]; returns once it is ready.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|source| HarnessError::Io {
+                what: "open",
+                path: self.log.clone(),
+                source,
+            })?;
+        let mut server = Command::new(&self.program);
+        server
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(dir) = self.data.parent() {
+            server.current_dir(dir);
+        }
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            server.uid(uid).gid(gid);
+        }
+        self.process.respawn(&mut server)?;
+        self.wait_ready()
     }
 }
 
