@@ -8,13 +8,11 @@ use crate::data::COPY_COLUMNS;
 use crate::error::{BenchError, Result};
 use postgres::{Client, NoTls};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// Server settings: durable (fsync, synchronous_commit on), memory for a 24 GiB machine shared
 /// with others, checkpoints spaced for bulk loads.
 const SETTINGS: &[(&str, &str)] = &[
-    ("listen_addresses", "''"),
     ("fsync", "on"),
     ("synchronous_commit", "on"),
     ("shared_buffers", "2GB"),
@@ -65,181 +63,54 @@ pub const INDEXES: &[&str] = &[
 /// The columns a search returns (the record; not the tsvector).
 pub const RECORD_COLUMNS: &str = "id, org_id, time, actor_id, actor_name, actor_email, actor_kind, action, category, target_kind, target_id, target_name, repository, outcome, message, metadata";
 
-/// A running throw-away PostgreSQL server.
+/// A running throw-away PostgreSQL server (the harness's, with the bench's settings).
 pub struct Postgres {
-    child: Option<Child>,
+    server: codestax_harness::Postgres,
     _dir: TempDir,
     pub data: PathBuf,
-    socket_dir: PathBuf,
     pub version: String,
 }
 
 /// Where PostgreSQL's server binaries are, if installed.
 pub fn find_bin_dir() -> Option<PathBuf> {
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if dir.join("initdb").exists() && dir.join("postgres").exists() {
-            return Some(dir);
-        }
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").exists() && b.join("postgres").exists())
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// The uid and gid to run the server as: `postgres` when we are root, else ourselves.
-#[allow(unsafe_code)]
-fn server_user() -> Result<Option<(u32, u32)>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let id = |flag: &str| -> Result<u32> {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .map_err(|source| BenchError::Spawn {
-                program: "id".into(),
-                source,
-            })?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                BenchError::Postgres(
-                    "running as root, and there is no `postgres` user to run the server as (root cannot run it); create one or run the bench as another user".into(),
-                )
-            })
-    };
-    Ok(Some((id("-u")?, id("-g")?)))
+    codestax_harness::Postgres::find_bin_dir().ok()
 }
 
 impl Postgres {
-    /// initdb in a temp dir and start the server on a Unix socket in it.
+    /// initdb in a temp dir and start the server on a Unix socket in it, as the `postgres` user
+    /// when the bench runs as root; the server dies with the bench.
     pub fn start(bin: &Path) -> Result<Postgres> {
         let dir = TempDir::new("codestax-bench-pg-")
             .map_err(|e| BenchError::io("create a temp dir", std::env::temp_dir(), e))?;
-        let user = server_user()?;
-        let data = dir.path().join("data");
-        let socket_dir = dir.path().join("socket");
-        for d in [&data, &socket_dir] {
-            std::fs::create_dir(d).map_err(|e| BenchError::io("create", d.as_path(), e))?;
-        }
-        if let Some((uid, gid)) = user {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| BenchError::io("chmod", dir.path(), e))?;
-            for d in [&data, &socket_dir] {
-                std::os::unix::fs::chown(d, Some(uid), Some(gid))
-                    .map_err(|e| BenchError::io("chown to postgres", d.as_path(), e))?;
-            }
-        }
-        let as_user = |cmd: &mut Command| {
-            use std::os::unix::process::CommandExt;
-            if let Some((uid, gid)) = user {
-                cmd.uid(uid).gid(gid);
-            }
-        };
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "-D",
-            ])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .current_dir(dir.path());
-        as_user(&mut initdb);
-        let out = initdb.output().map_err(|source| BenchError::Spawn {
-            program: "initdb".into(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(BenchError::Postgres(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let mut server = Command::new(bin.join("postgres"));
-        server.arg("-D").arg(&data).arg("-k").arg(&socket_dir);
-        for (k, v) in SETTINGS {
-            server
-                .arg("-c")
-                .arg(format!("{k}={}", v.trim_matches('\'')));
-        }
-        let log = std::fs::File::create(dir.path().join("server.log"))
-            .map_err(|e| BenchError::io("create the server log", dir.path(), e))?;
-        server
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .current_dir(dir.path());
-        as_user(&mut server);
         // SIGQUIT: immediate shutdown, backends exit with the postmaster.
-        die_with_parent(&mut server, libc::SIGQUIT);
-        let child = server.spawn().map_err(|source| BenchError::Spawn {
-            program: "postgres".into(),
-            source,
-        })?;
-        cleanup::register_child(child.id());
+        let configure = |cmd: &mut Command| die_with_parent(cmd, libc::SIGQUIT);
+        let options = codestax_harness::PostgresOptions {
+            settings: SETTINGS,
+            configure: Some(&configure),
+            ..Default::default()
+        };
+        let server = codestax_harness::Postgres::launch(bin, dir.path(), &options)?;
+        if let Some(pid) = server.pid() {
+            cleanup::register_child(pid);
+        }
         let mut pg = Postgres {
-            child: Some(child),
-            data,
-            socket_dir,
+            data: server.data_dir().to_path_buf(),
+            server,
             version: String::new(),
             _dir: dir,
         };
-        let mut client = pg.wait_ready()?;
-        pg.version = client
+        pg.version = pg
+            .connect()?
             .query_one("SHOW server_version", &[])
             .map_err(BenchError::sql("server version"))?
             .get(0);
         Ok(pg)
     }
 
-    fn wait_ready(&mut self) -> Result<Client> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                let log = std::fs::read_to_string(self._dir.path().join("server.log"))
-                    .unwrap_or_default();
-                return Err(BenchError::Postgres(format!(
-                    "the server exited during start ({status}): {}",
-                    log.trim()
-                )));
-            }
-            if let Ok(c) = self.connect() {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Postgres(
-                    "the server did not accept connections within 60 s".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
     /// A new connection over the Unix socket.
     pub fn connect(&self) -> Result<Client> {
         Client::configure()
-            .host_path(&self.socket_dir)
+            .host_path(self.server.socket_dir())
             .user("postgres")
             .dbname("postgres")
             .connect(NoTls)
@@ -307,22 +178,11 @@ impl Postgres {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            cleanup::forget_child(child.id());
-            // SAFETY: kill(2) on our own child's pid. SIGINT: fast shutdown.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGINT);
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(pid) = self.server.pid() {
+            cleanup::forget_child(pid);
+        }
+        if let Err(e) = self.server.stop() {
+            eprintln!("stopping PostgreSQL: {e}");
         }
     }
 }

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod export;
 pub mod health;
 pub mod index;

@@ -49,6 +49,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("gRPC server: {0}")]
     Grpc(tonic::transport::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::JoinError),
     #[error("indexer stopped: {0}")]
     Indexer(String),
     #[error("streams: {0}")]
@@ -157,6 +159,18 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             config.limits.ingest_burst_records_per_org,
         ),
     ));
+    // Cluster mode: ingest publishes to JetStream; the lease keeper holds this node's shards.
+    let cluster_stop = CancellationToken::new();
+    let mut lease_task = None;
+    let ingest = match &config.cluster {
+        None => ingest,
+        Some(cluster) => {
+            let node = crate::cluster::ClusterNode::join(cluster).await?;
+            tracing::info!(node = %cluster.node_id, shards = cluster.shards, stream = %cluster.nats.stream, "joined the cluster");
+            lease_task = Some(tokio::spawn(node.keeper.run(cluster_stop.clone())));
+            ingest.with_log(node.log)
+        }
+    };
     let streams = start_streams(&config, &layout, &index, &trees, &ingest).await?;
     let state = AppState {
         keys: keys.clone(),
@@ -309,6 +323,11 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     // Stream tasks hold the store (for their audit entries): stopped and dropped before it closes.
     streams.stop().await;
     drop(streams);
+    // Leases released last among the cluster's parts: the others take over at once.
+    cluster_stop.cancel();
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
     wal_probe.abort();
     let _ = wal_probe.await;
     indexer_stop.cancel();

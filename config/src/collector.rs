@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Checker, GIB, KIB, MIB, bytes, duration, is_valid_org_id};
+use crate::cluster::ClusterConfig;
 use crate::error::{Component, ConfigError};
 use crate::load::{self, EnvSource, Settings};
 use crate::logging::LogConfig;
@@ -68,6 +69,9 @@ pub struct CollectorConfig {
     /// `[log]`: the collector's own diagnostics.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[cluster]`: cluster mode (docs/cluster.md). Unset: a single node, as always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
     /// `[streams]`: pushing each org's records to outside destinations (SIEMs); see
     /// `docs/streams.md`.
     #[serde(default)]
@@ -447,6 +451,7 @@ impl Default for CollectorConfig {
             signing: SigningConfig::default(),
             log: LogConfig::default(),
             streams: StreamsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -679,6 +684,12 @@ impl CollectorConfig {
         .row("streams.declared", self.streams.declared.len())
         .row("log.format", self.log.format.as_str())
         .row("log.level", &self.log.level);
+        match &self.cluster {
+            Some(cluster) => cluster.summarize(&mut s),
+            None => {
+                s.row("cluster", "(none: a single node)");
+            }
+        }
         s.render()
     }
 }
@@ -703,7 +714,12 @@ fn burst(records: u32, per_second: u32) -> String {
 
 impl Settings for CollectorConfig {
     const COMPONENT: Component = Component::Collector;
-    const VERBATIM_ENV_KEYS: &'static [&'static str] = &["data_dir", "log.level"];
+    const VERBATIM_ENV_KEYS: &'static [&'static str] = &[
+        "data_dir",
+        "log.level",
+        "cluster.node_id",
+        "cluster.postgres.password",
+    ];
 
     fn check(&self, c: &mut Checker) {
         if self.data_dir.as_os_str().is_empty() {
@@ -934,6 +950,9 @@ impl Settings for CollectorConfig {
         }
 
         self.log.check(c);
+        if let Some(cluster) = &self.cluster {
+            cluster.check(c);
+        }
     }
 }
 
@@ -984,6 +1003,123 @@ mod tests {
         assert_eq!(config.signing.key_name, "codestax-collector");
         assert!(config.orgs.is_empty());
         config.validate().unwrap();
+    }
+
+    const CLUSTER: &str = r#"
+[cluster]
+node_id = "c1"
+advertise_url = "http://10.0.0.5:8470"
+shards = 32
+lease_ttl = "10s"
+[cluster.nats]
+urls = ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+stream = "CODESTAX_AUDIT"
+replicas = 3
+[cluster.postgres]
+url = "postgres://codestax@db:5432/codestax"
+[cluster.object_store]
+url = "s3://bucket/prefix"
+endpoint = "http://minio:9000"
+region = "us-east-1"
+allow_http = true
+"#;
+
+    #[test]
+    fn cluster_is_off_unless_configured() {
+        let config = CollectorConfig::load(None, &EnvSource::empty()).unwrap();
+        assert_eq!(config.cluster, None);
+        assert!(config.summary().contains("(none: a single node)"));
+    }
+
+    #[test]
+    fn cluster_keys_of_the_issue_parse_with_the_password_from_the_environment() {
+        let file = toml_file(CLUSTER);
+        let env = EnvSource::vars([(crate::POSTGRES_PASSWORD_ENV, "0123")]);
+        let config =
+            CollectorConfig::load(Some(file.path()), &env).unwrap_or_else(|e| panic!("{e}"));
+        let cluster = config.cluster.as_ref().unwrap();
+        assert_eq!(cluster.node_id, "c1");
+        assert_eq!(cluster.advertise_url, "http://10.0.0.5:8470");
+        assert_eq!(cluster.shards, 32);
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(cluster.nats.urls.len(), 3);
+        assert_eq!(cluster.nats.stream, "CODESTAX_AUDIT");
+        assert_eq!(cluster.nats.replicas, 3);
+        assert_eq!(cluster.postgres.url, "postgres://codestax@db:5432/codestax");
+        // Verbatim: a password of digits stays a string with its leading zero.
+        assert_eq!(cluster.postgres.password.as_deref(), Some("0123"));
+        assert_eq!(cluster.object_store.url, "s3://bucket/prefix");
+        assert_eq!(
+            cluster.object_store.endpoint.as_deref(),
+            Some("http://minio:9000")
+        );
+        assert!(cluster.object_store.allow_http);
+        // The password is never shown.
+        assert!(!format!("{config:?}").contains("0123"));
+        let summary = config.summary();
+        assert!(
+            summary.contains("cluster.postgres.password") && !summary.contains("0123"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn cluster_defaults_fill_optional_keys() {
+        let text = CLUSTER
+            .replace("lease_ttl = \"10s\"\n", "")
+            .replace("stream = \"CODESTAX_AUDIT\"\n", "")
+            .replace("replicas = 3\n", "")
+            .replace("region = \"us-east-1\"\n", "");
+        let file = toml_file(&text);
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(cluster.nats.stream, "CODESTAX_AUDIT");
+        assert_eq!(cluster.nats.replicas, 3);
+        assert_eq!(cluster.object_store.region, "us-east-1");
+        assert_eq!(cluster.postgres.password, None);
+    }
+
+    #[test]
+    fn cluster_problems_name_key_and_file() {
+        let text = CLUSTER
+            .replace("node_id = \"c1\"", "node_id = \"c 1\"")
+            .replace("shards = 32", "shards = 0")
+            .replace("lease_ttl = \"10s\"", "lease_ttl = \"500ms\"")
+            .replace("\"nats://n2:4222\"", "\"http://n2:4222\"")
+            .replace("replicas = 3", "replicas = 7")
+            .replace("codestax@db", "codestax:hunter2@db")
+            .replace("allow_http = true", "allow_http = false");
+        let (err, file) = load_err(&text, &[]);
+        let path = file.path().display().to_string();
+        for (key, line) in [
+            ("collector.cluster.node_id", 3),
+            ("collector.cluster.shards", 5),
+            ("collector.cluster.lease_ttl", 6),
+            ("collector.cluster.nats.urls[1]", 8),
+            ("collector.cluster.nats.replicas", 10),
+            ("collector.cluster.postgres.url", 12),
+            ("collector.cluster.object_store.endpoint", 15),
+        ] {
+            assert!(
+                err.contains(&format!("{key}: "))
+                    && err.contains(&format!("(in {path}, line {line})")),
+                "{key} line {line} in:\n{err}"
+            );
+        }
+        assert!(err.contains(crate::POSTGRES_PASSWORD_ENV), "{err}");
+        assert!(!err.contains("hunter2"), "the password is shown: {err}");
+    }
+
+    #[test]
+    fn cluster_needs_its_required_keys() {
+        let (err, _f) = load_err("[cluster]\nnode_id = \"c1\"\n", &[]);
+        assert!(err.contains("cluster"), "{err}");
+        let (err, _f) = load_err(
+            &CLUSTER.replace("url = \"s3://bucket/prefix\"", "url = \"bucket\""),
+            &[],
+        );
+        assert!(err.contains("collector.cluster.object_store.url"), "{err}");
     }
 
     #[test]

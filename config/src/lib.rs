@@ -17,6 +17,7 @@
 
 mod agent;
 mod check;
+mod cluster;
 mod collector;
 mod error;
 mod load;
@@ -29,6 +30,10 @@ pub use agent::{
     AgentConfig, ApiConfig, BatchConfig, Compression, DiscoveryConfig, FileSourceConfig,
     MAX_RETRY_BACKOFF, OtlpConfig, RetryConfig, SourcesConfig, SpoolConfig, TlsConfig,
     UpstreamConfig,
+};
+pub use cluster::{
+    ClusterConfig, MAX_LEASE_TTL, MAX_SHARDS, MIN_LEASE_TTL, NatsConfig, ObjectStoreConfig,
+    POSTGRES_PASSWORD_ENV, PostgresConfig,
 };
 pub use collector::{
     AGENT_OTLP_PORTS, CollectorConfig, DeclaredDestination, DeclaredStream, GrpcConfig, HttpConfig,

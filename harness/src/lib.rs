@@ -1,7 +1,9 @@
 //! The real binaries as child processes, for the end-to-end tests (`tests/`), the agent's binary
 //! tests and the benchmarks (`bench/`): a collector on free ports and its keys, an agent tailing
 //! files into it, the signals that stop them, the records and emit lines they are fed, and a
-//! size-limited tmpfs to fill up.
+//! size-limited tmpfs to fill up; and the third-party servers of the cluster tests (a nats-server
+//! JetStream cluster, a throwaway PostgreSQL, moto's S3 API), skipped loudly when missing outside
+//! CI and failing in CI.
 //!
 //! Test-style calls (`Collector::start`, `Agent::start`, `create_key`, ...) panic with a message
 //! naming what failed; the fallible ones (`Collector::launch`, `Process::terminate`, ...) return
@@ -12,7 +14,11 @@ mod agent;
 mod binaries;
 mod collector;
 mod error;
+mod external;
 mod fixtures;
+mod moto;
+mod nats;
+mod postgres;
 mod process;
 mod tmpfs;
 mod wait;
@@ -21,7 +27,11 @@ pub use agent::{Agent, AgentOptions};
 pub use binaries::{bin, cli, run_cli};
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
+pub use external::{find_binary, in_ci, skip_or_fail, venv};
 pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
+pub use moto::{MOTO_SERVER_VAR, MotoS3};
+pub use nats::{NATS_SERVER_VAR, NatsCluster};
+pub use postgres::{PG_BIN_VAR, Postgres, PostgresOptions};
 pub use process::{Process, proc_status_kib, tail};
 pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

@@ -135,11 +135,15 @@ enum NotStored {
         message: String,
     },
     StorageFailed,
+    /// Cluster mode: the JetStream log did not acknowledge the batch.
+    LogUnavailable,
 }
 
 /// Seconds a sender waits after a storage failure.
 const STORAGE_FAILED_RETRY: Duration = Duration::from_secs(1);
 const STORAGE_FAILED: &str = "storage failed; nothing of this batch was stored, retry later";
+/// Cluster mode: some records of the batch may be in the log; a resend is deduplicated.
+const LOG_UNAVAILABLE: &str = "the cluster's log did not acknowledge this batch; retry it (records it already holds are deduplicated)";
 
 /// Stores a decoded batch, after the rate limits of its key and org let it in.
 async fn store(
@@ -163,6 +167,10 @@ async fn store(
                 tracing::error!(error = %e, "ingest failed");
                 NotStored::StorageFailed
             }
+            IngestError::Log(_) => {
+                tracing::warn!(error = %e, "ingest: the cluster's log did not acknowledge a batch");
+                NotStored::LogUnavailable
+            }
         })
 }
 
@@ -177,6 +185,9 @@ impl From<NotStored> for ApiError {
             }
             NotStored::StorageFailed => {
                 ApiError::unavailable(STORAGE_FAILED, STORAGE_FAILED_RETRY.as_secs() as u32)
+            }
+            NotStored::LogUnavailable => {
+                ApiError::unavailable(LOG_UNAVAILABLE, STORAGE_FAILED_RETRY.as_secs() as u32)
             }
         }
     }
@@ -200,6 +211,8 @@ impl From<NotStored> for Refusal {
                 Refusal::new(kind, message).retry_after(failure.retry_after())
             }
             NotStored::StorageFailed => Refusal::new(RefusalKind::Unavailable, STORAGE_FAILED)
+                .retry_after(STORAGE_FAILED_RETRY),
+            NotStored::LogUnavailable => Refusal::new(RefusalKind::Unavailable, LOG_UNAVAILABLE)
                 .retry_after(STORAGE_FAILED_RETRY),
         }
     }

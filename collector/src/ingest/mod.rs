@@ -11,6 +11,7 @@ pub use ndjson::decode_ndjson;
 pub use otlp::decode_otlp;
 pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
 
+use crate::cluster::{Appended, JetStreamLog};
 use crate::health::{Failure, Health, Part};
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
@@ -180,6 +181,10 @@ pub enum IngestError {
     Unavailable(Failure),
     #[error("storage failed: {0}")]
     Storage(String),
+    /// Cluster mode: the JetStream log did not acknowledge every record of the batch. Some may
+    /// be in it; a resend is deduplicated (same ids).
+    #[error("the cluster's log did not acknowledge the batch ({0}); retry it")]
+    Log(String),
 }
 
 impl IngestError {
@@ -187,7 +192,7 @@ impl IngestError {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             IngestError::Unavailable(failure) => Some(failure),
-            IngestError::Storage(_) => None,
+            IngestError::Storage(_) | IngestError::Log(_) => None,
         }
     }
 }
@@ -203,6 +208,9 @@ pub struct IngestSettings {
 #[derive(Clone)]
 pub struct Ingest {
     store: Store,
+    /// Cluster mode: records go to the JetStream log instead of the local store (its owner
+    /// stores them).
+    log: Option<JetStreamLog>,
     settings: IngestSettings,
     metrics: Arc<Metrics>,
     rate_limiter: Arc<RateLimiter>,
@@ -219,11 +227,18 @@ impl Ingest {
     ) -> Self {
         Ingest {
             store,
+            log: None,
             settings,
             metrics,
             rate_limiter: Arc::new(RateLimiter::default()),
             health,
         }
+    }
+
+    /// The same pipeline publishing to the cluster's JetStream `log` instead of the local store.
+    pub fn with_log(mut self, log: JetStreamLog) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// The same pipeline with ingest rate limits (none by default).
@@ -333,14 +348,28 @@ impl Ingest {
         if records.is_empty() {
             return Ok(outcome);
         }
-        let admissions = self.store.submit(records).await.map_err(|e| match e {
-            StoreError::Storage { source, .. } => IngestError::Unavailable(source.failure()),
-            other => IngestError::Storage(other.to_string()),
-        })?;
-        for a in &admissions {
-            outcome.accepted += 1;
-            if matches!(a, Admission::Duplicate) {
-                outcome.duplicates += 1;
+        if let Some(log) = &self.log {
+            // Accepted = in the log on a quorum; duplicates here are only the resends the log's
+            // window caught (the owner drops the others when it consumes them).
+            let appended = log
+                .append(&records)
+                .await
+                .map_err(|e| IngestError::Log(e.to_string()))?;
+            outcome.accepted = appended.len() as u64;
+            outcome.duplicates = appended
+                .iter()
+                .filter(|a| matches!(a, Appended::Duplicate))
+                .count() as u64;
+        } else {
+            let admissions = self.store.submit(records).await.map_err(|e| match e {
+                StoreError::Storage { source, .. } => IngestError::Unavailable(source.failure()),
+                other => IngestError::Storage(other.to_string()),
+            })?;
+            for a in &admissions {
+                outcome.accepted += 1;
+                if matches!(a, Admission::Duplicate) {
+                    outcome.duplicates += 1;
+                }
             }
         }
         self.metrics.record_accepted(

@@ -1,0 +1,62 @@
+//! What can go wrong in cluster mode's metastore and log.
+
+/// A metastore (PostgreSQL) operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetastoreError {
+    #[error("cannot connect to the metastore {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("metastore: {what}: {source}")]
+    Sql {
+        what: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the metastore's schema is version {found}, newer than this collector's {known}; upgrade the collector"
+    )]
+    SchemaTooNew { found: i32, known: i32 },
+    #[error(
+        "cluster.shards is {configured}, but the cluster was created with {cluster} shards (fixed at creation)"
+    )]
+    ShardsMismatch { configured: u32, cluster: u32 },
+    #[error("shard {shard} is not leased by {node} under epoch {epoch} (fenced)")]
+    Fenced {
+        shard: u32,
+        node: String,
+        epoch: i64,
+    },
+}
+
+impl MetastoreError {
+    pub(crate) fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> MetastoreError {
+        move |source| MetastoreError::Sql { what, source }
+    }
+}
+
+/// Publishing to or setting up the JetStream log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot connect to NATS ({urls}): {reason}")]
+    Connect { urls: String, reason: String },
+    #[error("cannot set up stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("cannot encode record {id:?} of org {org}: {reason}")]
+    Encode {
+        org: String,
+        id: String,
+        reason: String,
+    },
+    #[error("publish to {subject} was not acknowledged: {reason}")]
+    Publish { subject: String, reason: String },
+}
+
+/// A node could not join the cluster at start.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}

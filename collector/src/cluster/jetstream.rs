@@ -1,0 +1,164 @@
+//! The JetStream log ingest publishes to in cluster mode: one stream, a subject per shard, each
+//! record's canonical JSON as a message with `Nats-Msg-Id: <org>:<id>`. A batch is appended only
+//! when every one of its messages has its publish ack — stored (and, with the servers'
+//! `sync_interval: always`, fsynced) on a quorum of the stream's replicas.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{HeaderMap, ServerAddr};
+use codestax_common::AuditRecord;
+
+use super::error::LogError;
+use super::shard::{msg_id, shard_of, subject, subjects};
+
+/// The header naming a message's org (consumers need not parse the payload to route it).
+pub const ORG_HEADER: &str = "Codestax-Org";
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a resend.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How long a publish waits for its ack: long enough for a leader election after a server
+/// loss (a few seconds), short enough that the client hears of a failure and resends.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// In the stream at this sequence.
+    Stored { seq: u64 },
+    /// Its `Nats-Msg-Id` was seen within the duplicate window: not stored again.
+    Duplicate,
+}
+
+/// Where the stream is and how it is cut.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub urls: Vec<String>,
+    pub stream: String,
+    pub replicas: u8,
+    pub shards: u32,
+    /// The connection's name in the servers' monitoring (the node id).
+    pub client_name: String,
+}
+
+/// A connection to the stream.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    js: jetstream::Context,
+    stream: String,
+    shards: u32,
+}
+
+impl JetStreamLog {
+    /// Connects to any of the servers and creates the stream if it does not exist (an existing
+    /// one is used as it is; a different replica count is logged).
+    pub async fn connect(settings: &LogSettings) -> Result<JetStreamLog, LogError> {
+        let urls = settings.urls.join(", ");
+        let addrs = settings
+            .urls
+            .iter()
+            .map(|u| u.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogError::Connect {
+                urls: urls.clone(),
+                reason: e.to_string(),
+            })?;
+        let client = async_nats::ConnectOptions::new()
+            .name(&settings.client_name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs.as_slice())
+            .await
+            .map_err(|e| LogError::Connect {
+                urls,
+                reason: e.to_string(),
+            })?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(PUBLISH_TIMEOUT);
+        let stream_error = |reason: String| LogError::Stream {
+            stream: settings.stream.clone(),
+            reason,
+        };
+        let mut created = js
+            .get_or_create_stream(stream::Config {
+                name: settings.stream.clone(),
+                subjects: vec![subjects(&settings.stream)],
+                num_replicas: usize::from(settings.replicas),
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                // Full: refuse new records (the client retries), never drop acknowledged ones.
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_error(e.to_string()))?;
+        let info = created
+            .info()
+            .await
+            .map_err(|e| stream_error(e.to_string()))?;
+        if info.config.num_replicas != usize::from(settings.replicas) {
+            tracing::warn!(
+                stream = %settings.stream,
+                existing = info.config.num_replicas,
+                configured = settings.replicas,
+                "the stream exists with another replica count; keeping it"
+            );
+        }
+        Ok(JetStreamLog {
+            js,
+            stream: settings.stream.clone(),
+            shards: settings.shards,
+        })
+    }
+
+    /// The subject `org`'s records go to.
+    pub fn subject_of(&self, org: &str) -> String {
+        subject(&self.stream, shard_of(org, self.shards))
+    }
+
+    /// Appends `records` (each with its id set): all published at once, then every ack awaited.
+    /// An error means some may be in the stream and some not; resending the batch is safe (same
+    /// message ids).
+    pub async fn append(&self, records: &[AuditRecord]) -> Result<Vec<Appended>, LogError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let id = record.id.as_deref().unwrap_or_default();
+            if id.is_empty() {
+                return Err(LogError::Encode {
+                    org: record.org_id.clone(),
+                    id: String::new(),
+                    reason: "a record without an id cannot be deduplicated".into(),
+                });
+            }
+            let subject = self.subject_of(&record.org_id);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                msg_id(&record.org_id, id).as_str(),
+            );
+            headers.insert(ORG_HEADER, record.org_id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, record.canonical_json().into())
+                .await
+                .map_err(|e| LogError::Publish {
+                    subject: subject.clone(),
+                    reason: e.to_string(),
+                })?;
+            pending.push((subject, ack));
+        }
+        let mut appended = Vec::with_capacity(pending.len());
+        for (subject, ack) in pending {
+            let ack = ack.await.map_err(|e| LogError::Publish {
+                subject,
+                reason: e.to_string(),
+            })?;
+            appended.push(if ack.duplicate {
+                Appended::Duplicate
+            } else {
+                Appended::Stored { seq: ack.sequence }
+            });
+        }
+        Ok(appended)
+    }
+}

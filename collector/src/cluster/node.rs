@@ -1,0 +1,51 @@
+//! Joining the cluster at start: the metastore migrated and the shard count checked, the lease
+//! keeper made (the server runs it), the JetStream log connected with its stream in place.
+
+use codestax_config::ClusterConfig;
+use tokio::sync::watch;
+
+use super::error::JoinError;
+use super::jetstream::{JetStreamLog, LogSettings};
+use super::leases::{Held, KeeperSettings, LeaseKeeper};
+use super::metastore::Metastore;
+
+/// What a node runs in cluster mode.
+pub struct ClusterNode {
+    /// Where ingest publishes.
+    pub log: JetStreamLog,
+    /// The task keeping this node's leases (to spawn).
+    pub keeper: LeaseKeeper,
+    /// The shards this node holds (owners, phase 2, follow it).
+    pub held: watch::Receiver<Held>,
+}
+
+impl ClusterNode {
+    /// Joins: fails (and the collector does not start) if PostgreSQL or NATS cannot be reached,
+    /// or the cluster has another shard count.
+    pub async fn join(config: &ClusterConfig) -> Result<ClusterNode, JoinError> {
+        let password = config.postgres.password.as_deref();
+        let mut metastore = Metastore::connect(&config.postgres.url, password).await?;
+        metastore.migrate().await?;
+        metastore.init_shards(config.shards).await?;
+        let log = JetStreamLog::connect(&LogSettings {
+            urls: config.nats.urls.clone(),
+            stream: config.nats.stream.clone(),
+            replicas: config.nats.replicas,
+            shards: config.shards,
+            client_name: config.node_id.clone(),
+        })
+        .await?;
+        let (keeper, held) = LeaseKeeper::new(
+            KeeperSettings {
+                node_id: config.node_id.clone(),
+                advertise_url: config.advertise_url.clone(),
+                shards: config.shards,
+                lease_ttl: config.lease_ttl,
+                postgres_url: config.postgres.url.clone(),
+                postgres_password: config.postgres.password.clone(),
+            },
+            metastore,
+        );
+        Ok(ClusterNode { log, keeper, held })
+    }
+}

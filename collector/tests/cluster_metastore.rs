@@ -1,0 +1,238 @@
+//! The cluster metastore against a real PostgreSQL (started by the harness): migrations that
+//! nodes run together, the shard count fixed at creation, leases taken by compare-and-set,
+//! taken over after `lease_ttl` under a higher epoch, a stale epoch that can neither renew nor
+//! publish, and lease keepers that spread shards evenly and take over a dead node's.
+//! No PostgreSQL: SKIPPED outside CI, a failure in CI.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use codestax_collector::cluster::{
+    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, SnapshotRecord,
+};
+use codestax_harness::Postgres;
+use tokio_util::sync::CancellationToken;
+
+const PASSWORD: &str = "metastore-test";
+const TTL: Duration = Duration::from_secs(1);
+
+/// A server, or None (SKIPPED). The temp dir must outlive the server.
+fn server(test: &str) -> Option<(tempfile::TempDir, Postgres)> {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start_or_skip(test, dir.path(), PASSWORD)?;
+    Some((dir, pg))
+}
+
+async fn open(pg: &Postgres, shards: u32) -> Metastore {
+    let mut m = Metastore::connect(&pg.url(), Some(PASSWORD)).await.unwrap();
+    m.migrate().await.unwrap();
+    m.init_shards(shards).await.unwrap();
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_migrate_together_and_the_shard_count_is_fixed() {
+    let Some((_dir, pg)) = server("metastore migrations") else {
+        return;
+    };
+    let url = pg.url();
+    let runs = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut m = Metastore::connect(&url, Some(PASSWORD)).await.unwrap();
+            let version = m.migrate().await.unwrap();
+            m.init_shards(8).await.unwrap();
+            version
+        })
+    });
+    for run in runs {
+        assert_eq!(run.await.unwrap(), 1);
+    }
+    let mut m = Metastore::connect(&url, Some(PASSWORD)).await.unwrap();
+    assert_eq!(
+        m.migrate().await.unwrap(),
+        1,
+        "a second migration is a no-op"
+    );
+    let err = m.init_shards(16).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetastoreError::ShardsMismatch {
+                configured: 16,
+                cluster: 8
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(m.lease_states().await.unwrap().len(), 8);
+    let wrong = Metastore::connect(&url, Some("wrong")).await;
+    assert!(matches!(wrong, Err(MetastoreError::Connect { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_is_won_once_taken_over_after_its_ttl_and_the_stale_epoch_is_fenced() {
+    let Some((_dir, pg)) = server("metastore leases") else {
+        return;
+    };
+    let a = open(&pg, 4).await;
+    let b = open(&pg, 4).await;
+
+    // Both contend for shard 0 at once: exactly one wins.
+    let (ra, rb) = tokio::join!(a.acquire(0, "a", TTL), b.acquire(0, "b", TTL));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.is_some() != rb.is_some(), "{ra:?} {rb:?}");
+    let (winner, loser, old, loser_name) = match (ra, rb) {
+        (Some(l), None) => (&a, &b, l, "b"),
+        (None, Some(l)) => (&b, &a, l, "a"),
+        _ => unreachable!(),
+    };
+    assert_eq!(old.epoch, 1);
+    assert_eq!(winner.owner(0).await.unwrap(), Some((old.owner.clone(), 1)));
+    let old = winner.renew(&old, TTL).await.unwrap().expect("renewed");
+    let snapshot = SnapshotRecord {
+        stream_seq: 10,
+        location: "s3://b/p/0/1".into(),
+        chain_heads: serde_json::json!({"acme": 3}),
+    };
+    winner.publish_snapshot(&old, &snapshot).await.unwrap();
+
+    // The winner stops renewing (paused); the lease expires after the TTL and only then can the
+    // other node take it, under a higher epoch.
+    assert!(loser.acquire(0, loser_name, TTL).await.unwrap().is_none());
+    let paused = Instant::now();
+    let new = loop {
+        if let Some(l) = loser.acquire(0, loser_name, TTL).await.unwrap() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        paused.elapsed() >= TTL - Duration::from_millis(200),
+        "taken before the TTL"
+    );
+    assert!(
+        !old.is_valid(),
+        "the old owner's own clock says its lease is over"
+    );
+    assert_eq!(new.epoch, 2);
+
+    // The zombie wakes up: it can neither renew, nor publish, nor release.
+    assert_eq!(winner.renew(&old, TTL).await.unwrap(), None);
+    let err = winner
+        .publish_snapshot(
+            &old,
+            &SnapshotRecord {
+                stream_seq: 99,
+                ..snapshot.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MetastoreError::Fenced {
+                shard: 0,
+                epoch: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!winner.release(&old).await.unwrap());
+    // The new owner can, and its snapshot is the latest.
+    loser
+        .publish_snapshot(
+            &new,
+            &SnapshotRecord {
+                stream_seq: 20,
+                ..snapshot
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        loser.latest_snapshot(0).await.unwrap().map(|s| (s.0, s.1)),
+        Some((2, 20))
+    );
+    assert_eq!(
+        winner.owner(0).await.unwrap(),
+        Some((loser_name.to_string(), 2))
+    );
+}
+
+fn keeper_settings(pg: &Postgres, node: &str, shards: u32) -> KeeperSettings {
+    KeeperSettings {
+        node_id: node.into(),
+        advertise_url: format!("http://{node}.invalid:8470"),
+        shards,
+        lease_ttl: TTL,
+        postgres_url: pg.url(),
+        postgres_password: Some(PASSWORD.into()),
+    }
+}
+
+/// Waits until `check` holds for the watch's value.
+async fn wait_held(
+    rx: &mut tokio::sync::watch::Receiver<codestax_collector::cluster::Held>,
+    what: &str,
+    check: impl Fn(&codestax_collector::cluster::Held) -> bool,
+) -> codestax_collector::cluster::Held {
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|h| check(h)))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 20 s"))
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keepers_spread_shards_evenly_and_a_survivor_takes_over_a_dead_nodes_shards() {
+    let Some((_dir, pg)) = server("lease keepers") else {
+        return;
+    };
+    let shards = 8;
+    let (ka, mut rx_a) =
+        LeaseKeeper::new(keeper_settings(&pg, "a", shards), open(&pg, shards).await);
+    let (kb, mut rx_b) =
+        LeaseKeeper::new(keeper_settings(&pg, "b", shards), open(&pg, shards).await);
+    let stop_a = CancellationToken::new();
+    let stop_b = CancellationToken::new();
+    let task_a = tokio::spawn(ka.run(stop_a.clone()));
+    let task_b = tokio::spawn(kb.run(stop_b.clone()));
+
+    let held_a = wait_held(&mut rx_a, "a holds 4", |h| h.len() == 4).await;
+    let held_b = wait_held(&mut rx_b, "b holds 4", |h| h.len() == 4).await;
+    let a_shards: BTreeSet<u32> = held_a.keys().copied().collect();
+    let b_shards: BTreeSet<u32> = held_b.keys().copied().collect();
+    assert!(a_shards.is_disjoint(&b_shards), "{a_shards:?} {b_shards:?}");
+
+    // a dies without releasing anything (its task is gone, like a kill -9).
+    task_a.abort();
+    let _ = task_a.await;
+    let died = Instant::now();
+    let all = wait_held(&mut rx_b, "b holds all 8", |h| h.len() == 8).await;
+    assert!(
+        died.elapsed() >= TTL - Duration::from_millis(300),
+        "took over before a's leases expired"
+    );
+    for shard in &a_shards {
+        assert!(
+            all[shard].epoch > held_a[shard].epoch,
+            "shard {shard}: epoch {} after {}",
+            all[shard].epoch,
+            held_a[shard].epoch
+        );
+    }
+
+    // A clean stop releases and leaves: a new node gets every shard.
+    stop_b.cancel();
+    task_b.await.unwrap();
+    let (kc, mut rx_c) =
+        LeaseKeeper::new(keeper_settings(&pg, "c", shards), open(&pg, shards).await);
+    let stop_c = CancellationToken::new();
+    let task_c = tokio::spawn(kc.run(stop_c.clone()));
+    wait_held(&mut rx_c, "c holds all 8", |h| h.len() == 8).await;
+    stop_c.cancel();
+    task_c.await.unwrap();
+}
