@@ -126,7 +126,7 @@ pub struct DeclaredStream {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredDestination {
-    /// `https` or `syslog`.
+    /// `https`, `splunk_hec` or `syslog`.
     pub kind: String,
     /// `https`: the URL batches are POSTed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +149,15 @@ pub struct DeclaredDestination {
     /// `syslog`: the largest message, in bytes (default 8192).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<usize>,
+    /// `splunk_hec`: the HEC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `splunk_hec`: the index events go to (the token's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `splunk_hec`: the events' sourcetype (default `codestax:audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
 }
 
 fn default_stream_format() -> String {

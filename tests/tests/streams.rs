@@ -1019,3 +1019,306 @@ fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_r
     assert!(test["duration_ms"].is_u64(), "{test}");
     assert!(c.stop());
 }
+
+// ---------------------------------------------------------------- Splunk HEC receiver
+
+const HEC_TOKEN: &str = "hec-token-5f0c2a7e-1111-4a4a-9b9b-0123456789ab";
+
+/// A HEC-speaking receiver on 127.0.0.1 (plain HTTP): `POST /services/collector/event` with
+/// `Authorization: Splunk <HEC_TOKEN>`, a body of concatenated event objects; answers
+/// `{"text":"Success","code":0}`, 401 code 4 for another token, or 503 code 9 while `busy`.
+/// Stops and starts again on the same port (an outage).
+struct HecReceiver {
+    runtime: tokio::runtime::Runtime,
+    port: u16,
+    /// The events' `event` fields (the records), in arrival order.
+    received: Received,
+    /// The whole HEC events, in arrival order.
+    events: Arc<Mutex<Vec<Value>>>,
+    bad_tokens: Arc<Mutex<u64>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct HecState {
+    received: Received,
+    events: Arc<Mutex<Vec<Value>>>,
+    bad_tokens: Arc<Mutex<u64>>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HecReceiver {
+    fn start() -> HecReceiver {
+        let mut r = HecReceiver {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            port: free_port(),
+            received: Received::default(),
+            events: Arc::default(),
+            bad_tokens: Arc::default(),
+            busy: Arc::default(),
+            server: None,
+        };
+        r.up();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
+            .expect("bind the receiver");
+        let state = HecState {
+            received: self.received.clone(),
+            events: self.events.clone(),
+            bad_tokens: self.bad_tokens.clone(),
+            busy: self.busy.clone(),
+        };
+        self.server = Some(self.runtime.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                conns.spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| hec_handle(req, state.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    fn down(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+            let _ = self.runtime.block_on(s);
+        }
+    }
+}
+
+async fn hec_handle(
+    req: hyper::Request<hyper::body::Incoming>,
+    state: HecState,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let answer = |status: u16, text: &str, code: u16| {
+        Ok(hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                json!({"text": text, "code": code}).to_string(),
+            )))
+            .unwrap())
+    };
+    let path = req.uri().path().to_string();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec());
+    let Ok(body) = req.into_body().collect().await else {
+        return answer(400, "Invalid data format", 6);
+    };
+    let body = body.to_bytes();
+    if path != "/services/collector/event" {
+        return answer(404, "The requested URL was not found on this server.", 404);
+    }
+    if authorization.as_deref() != Some(format!("Splunk {HEC_TOKEN}").as_bytes()) {
+        *state.bad_tokens.lock().unwrap() += 1;
+        return answer(401, "Invalid token", 4);
+    }
+    if state.busy.load(std::sync::atomic::Ordering::SeqCst) {
+        return answer(503, "Server is busy", 9);
+    }
+    // Concatenated JSON objects, as Splunk reads them.
+    let mut events = Vec::new();
+    for e in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
+        match e {
+            Ok(e) if e["event"].is_object() => events.push(e),
+            _ => return answer(400, "Invalid data format", 6),
+        }
+    }
+    if events.is_empty() {
+        return answer(400, "No data", 5);
+    }
+    let mut records = state.received.0.lock().unwrap();
+    let mut all = state.events.lock().unwrap();
+    for e in events {
+        records.push(e["event"].clone());
+        all.push(e);
+    }
+    answer(200, "Success", 0)
+}
+
+#[test]
+fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = HecReceiver::start();
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let streams = format!("/api/v1/orgs/{ORG}/streams");
+
+    // A missing token is named.
+    let (status, body) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(json!({"name": "x", "destination": {"kind": "splunk_hec", "url": receiver.url()}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "destination.token", "{body}");
+
+    let before = ingest_n(&c, &ingest, "hec-before", 150);
+    let (status, created) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(json!({
+            "name": "splunk", "start": "beginning",
+            "destination": {"kind": "splunk_hec", "url": receiver.url(), "token": HEC_TOKEN,
+                "index": "audit", "sourcetype": "codestax:test"}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["has_secret"], true, "{created}");
+    assert_eq!(created["destination"]["index"], "audit", "{created}");
+    assert!(!created.to_string().contains(HEC_TOKEN), "{created}");
+
+    // A bad token: failed, with the answer as its error; nothing delivered by it.
+    let (status, refused) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(json!({
+            "name": "bad-token", "start": "beginning",
+            "destination": {"kind": "splunk_hec", "url": receiver.url(), "token": "wrong-token"}
+        })),
+    );
+    assert_eq!(status, 201, "{refused}");
+    let refused_id = refused["id"].as_str().unwrap().to_string();
+
+    wait_ids(
+        "the records before the stream",
+        &receiver.received,
+        &before,
+        Duration::from_secs(60),
+    );
+    wait_until(
+        "the bad token shows failed",
+        Duration::from_secs(30),
+        || {
+            let s = stream_status(&c, &owner, &refused_id);
+            s["status"]["state"] == "failed"
+                && s["status"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("401") && e.contains("code 4"))
+        },
+    );
+
+    // /test: Splunk's status, accepted.
+    let (status, test) = request(&c, "POST", &format!("{streams}/{id}/test"), &owner, None);
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["accepted"], true, "{test}");
+    assert_eq!(test["status"], 200, "{test}");
+
+    // Server busy (503, code 9): retried, nothing lost.
+    receiver
+        .busy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let busy = ingest_n(&c, &ingest, "hec-busy", 100);
+    wait_until("the stream shows retrying", Duration::from_secs(30), || {
+        let s = stream_status(&c, &owner, &id);
+        s["status"]["state"] == "retrying"
+            && s["status"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("503"))
+    });
+    receiver
+        .busy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_ids(
+        "records after busy",
+        &receiver.received,
+        &busy,
+        Duration::from_secs(90),
+    );
+
+    // kill -9 while records are being delivered.
+    let burst = ingest_n(&c, &ingest, "hec-burst", 400);
+    c.kill9();
+    c.restart();
+    let after = ingest_n(&c, &ingest, "hec-after-kill", 100);
+    wait_ids(
+        "records across a kill -9",
+        &receiver.received,
+        &burst,
+        Duration::from_secs(90),
+    );
+    wait_ids(
+        "records after the restart",
+        &receiver.received,
+        &after,
+        Duration::from_secs(60),
+    );
+
+    // The receiver down for ~10 s.
+    receiver.down();
+    let outage = ingest_n(&c, &ingest, "hec-outage", 200);
+    std::thread::sleep(Duration::from_secs(10));
+    let s = stream_status(&c, &owner, &id);
+    assert_eq!(s["status"]["state"], "retrying", "{s}");
+    assert!(s["status"]["lag_records"].as_u64().unwrap() >= 200, "{s}");
+    receiver.up();
+    wait_ids(
+        "records after the outage",
+        &receiver.received,
+        &outage,
+        Duration::from_secs(90),
+    );
+    assert_in_order_without_gaps(&receiver.received.seqs());
+
+    // Every event as documented: time in epoch seconds (the record's time), index, sourcetype.
+    for e in receiver.events.lock().unwrap().iter() {
+        assert_eq!(e["index"], "audit", "{e}");
+        assert_eq!(e["sourcetype"], "codestax:test", "{e}");
+        assert_eq!(e["source"], format!("codestax:{ORG}"), "{e}");
+        assert!(e["host"].is_string(), "{e}");
+        let t = chrono::DateTime::parse_from_rfc3339(e["event"]["time"].as_str().unwrap())
+            .unwrap()
+            .timestamp_micros() as f64
+            / 1e6;
+        assert!((e["time"].as_f64().unwrap() - t).abs() < 1e-3, "{e}");
+    }
+    assert!(
+        *receiver.bad_tokens.lock().unwrap() > 0,
+        "the bad token was sent"
+    );
+
+    // The token appears in no answer, file or log line.
+    let (_, list) = request(&c, "GET", &streams, &owner, None);
+    for (what, text) in [
+        ("the list", list.to_string()),
+        ("the data directory", files_text(&data)),
+        ("the collector's log", c.stderr()),
+    ] {
+        assert!(!text.contains(HEC_TOKEN), "{what} holds the HEC token");
+    }
+    assert!(c.stop());
+}

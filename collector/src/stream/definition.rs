@@ -232,6 +232,24 @@ pub enum Destination {
         #[serde(default = "default_max_message")]
         max_message_bytes: usize,
     },
+    /// Splunk HTTP Event Collector: batches of HEC events POSTed to
+    /// `<url>/services/collector/event` with the stream's token (in [`Secrets`]).
+    SplunkHec {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<String>,
+        #[serde(default = "default_sourcetype")]
+        sourcetype: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
+    },
+}
+
+/// The HEC `sourcetype` when the stream names none.
+pub const DEFAULT_HEC_SOURCETYPE: &str = "codestax:audit";
+
+fn default_sourcetype() -> String {
+    DEFAULT_HEC_SOURCETYPE.to_string()
 }
 
 fn default_max_message() -> usize {
@@ -243,13 +261,14 @@ impl Destination {
         match self {
             Destination::Https { .. } => "https",
             Destination::Syslog { .. } => "syslog",
+            Destination::SplunkHec { .. } => "splunk_hec",
         }
     }
 
     /// The host and port it connects to.
     pub fn host_port(&self) -> Result<(String, u16), DefinitionError> {
         match self {
-            Destination::Https { url, .. } => {
+            Destination::Https { url, .. } | Destination::SplunkHec { url, .. } => {
                 let uri: axum::http::Uri = url
                     .parse()
                     .map_err(|e| bad("destination.url", format!("not a URL: {e}")))?;
@@ -296,6 +315,9 @@ pub struct Secrets {
     /// Extra HTTPS request headers (values may be credentials).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The Splunk HEC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -303,6 +325,7 @@ impl std::fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -412,6 +435,15 @@ impl StreamInput {
         }
         if dd.kind == "syslog" {
             dest.insert("tls".into(), dd.tls.into());
+        }
+        for (k, v) in [
+            ("token", &dd.token),
+            ("index", &dd.index),
+            ("sourcetype", &dd.sourcetype),
+        ] {
+            if let Some(v) = v {
+                dest.insert(k.into(), v.clone().into());
+            }
         }
         if let Some(m) = dd.max_message_bytes {
             dest.insert("max_message_bytes".into(), m.into());
@@ -619,7 +651,48 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
                 max_message_bytes,
             }
         }
-        "splunk_hec" | "s3" => {
+        "splunk_hec" => {
+            known(
+                map,
+                "destination.",
+                &["kind", "url", "token", "index", "sourcetype", "ca_pem"],
+            )?;
+            let url = str_field("url")?.ok_or_else(|| bad("destination.url", "is required"))?;
+            let token =
+                str_field("token")?.ok_or_else(|| bad("destination.token", "is required"))?;
+            // Sent as a header value: printable ASCII, no spaces.
+            if token.is_empty()
+                || token.len() > 1024
+                || !token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(bad(
+                    "destination.token",
+                    "must be 1 to 1024 printable ASCII characters without spaces",
+                ));
+            }
+            secrets.token = Some(token);
+            let word = |k: &str| -> Result<Option<String>, DefinitionError> {
+                let v = str_field(k)?;
+                if let Some(v) = &v
+                    && (v.is_empty() || v.len() > 256 || v.chars().any(char::is_control))
+                {
+                    return Err(bad(
+                        format!("destination.{k}"),
+                        "must be 1 to 256 bytes without control characters",
+                    ));
+                }
+                Ok(v)
+            };
+            let index = word("index")?;
+            let sourcetype = word("sourcetype")?.unwrap_or_else(default_sourcetype);
+            Destination::SplunkHec {
+                url,
+                index,
+                sourcetype,
+                ca_pem,
+            }
+        }
+        "s3" => {
             return Err(bad(
                 "destination.kind",
                 format!("{kind:?} destinations are not available yet in this build"),
@@ -628,7 +701,7 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
         other => {
             return Err(bad(
                 "destination.kind",
-                format!("unknown kind {other:?}; expected https or syslog"),
+                format!("unknown kind {other:?}; expected https, splunk_hec or syslog"),
             ));
         }
     };

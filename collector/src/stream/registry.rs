@@ -45,7 +45,7 @@ pub const MAX_STREAMS_PER_ORG: usize = 20;
 pub struct StreamView {
     #[serde(flatten)]
     pub def: StreamDef,
-    /// Whether an HMAC secret is set (it is never shown).
+    /// Whether an HMAC secret or a HEC token is set (neither is ever shown).
     pub has_secret: bool,
     /// The names of the extra headers (their values are never shown).
     pub header_names: Vec<String>,
@@ -378,7 +378,7 @@ impl Streams {
         }
         StreamView {
             def: e.def.clone(),
-            has_secret: e.secrets.secret.is_some(),
+            has_secret: e.secrets.secret.is_some() || e.secrets.token.is_some(),
             header_names: e.secrets.headers.keys().cloned().collect(),
             status,
         }

@@ -1,6 +1,7 @@
 //! [`Sender`]: the one type the delivery task talks to, an arm per destination kind.
 
 use super::batch::{Delivered, Item, SendError, TestAnswer};
+use super::hec::HecSender;
 use super::https::HttpsSender;
 use super::syslog::SyslogSender;
 use crate::stream::allow::Allowlist;
@@ -9,6 +10,7 @@ use crate::stream::definition::{Destination, Secrets};
 /// A destination, ready to send.
 pub enum Sender {
     Https(HttpsSender),
+    SplunkHec(HecSender),
     Syslog(SyslogSender),
 }
 
@@ -26,6 +28,19 @@ impl Sender {
                 url,
                 ca_pem.as_deref(),
                 secrets,
+                allow,
+            )?),
+            Destination::SplunkHec {
+                url,
+                index,
+                sourcetype,
+                ca_pem,
+            } => Sender::SplunkHec(HecSender::new(
+                url,
+                secrets.token.as_deref(),
+                index.as_deref(),
+                sourcetype,
+                ca_pem.as_deref(),
                 allow,
             )?),
             Destination::Syslog {
@@ -48,6 +63,7 @@ impl Sender {
     pub async fn send(&mut self, items: &[Item]) -> Result<Delivered, SendError> {
         match self {
             Sender::Https(s) => s.send(items).await.map(|()| Delivered::default()),
+            Sender::SplunkHec(s) => s.send(items).await.map(|()| Delivered::default()),
             Sender::Syslog(s) => s.send(items).await,
         }
     }
@@ -56,6 +72,7 @@ impl Sender {
     pub async fn test(&mut self, item: &Item) -> Result<TestAnswer, SendError> {
         match self {
             Sender::Https(s) => s.test(item).await,
+            Sender::SplunkHec(s) => s.test(item).await,
             Sender::Syslog(s) => s
                 .send(std::slice::from_ref(item))
                 .await

@@ -152,7 +152,7 @@ async fn closed(conn: &mut dyn Io) -> bool {
 
 /// The host's name for the HOSTNAME field (`-` when unknown), as RFC 5424 allows it: printable
 /// ASCII, at most 255.
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
