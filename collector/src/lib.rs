@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod retention;
 mod server;
 pub mod store;
+pub mod stream;
 pub mod tree;
 pub mod uid;
 

@@ -77,6 +77,28 @@ pub struct Metrics {
     writable: Family<PartLabel, Gauge<u64, AtomicU64>>,
     /// The oldest record kept per org, as of the janitor's last run: ages are taken at scrape.
     oldest: Mutex<BTreeMap<String, DateTime<Utc>>>,
+    /// Streams, set at scrape ([`Metrics::observe_streams`]).
+    streams_by_state: Family<Vec<(&'static str, String)>, Gauge<u64, AtomicU64>>,
+    stream_delivered_seq: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+    stream_lag_records: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+    stream_lag_seconds: Family<OrgLabels, Gauge<f64, AtomicU64>>,
+    stream_delivered: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+    stream_expired: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+    stream_truncated: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+}
+
+/// One stream's figures for the metrics.
+#[derive(Debug, Clone)]
+pub struct StreamSample {
+    pub org: String,
+    pub stream: String,
+    pub state: &'static str,
+    pub delivered_seq: u64,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+    pub delivered_records: u64,
+    pub expired_records: u64,
+    pub truncated_records: u64,
 }
 
 /// Figures sampled at scrape time from the store and the index.
@@ -236,6 +258,45 @@ impl Metrics {
             "Whether the part (wal, index) takes writes now: 1 yes, 0 no (/readyz answers 503)",
             writable.clone(),
         );
+        let streams_by_state =
+            Family::<Vec<(&'static str, String)>, Gauge<u64, AtomicU64>>::default();
+        registry.register("streams", "Streams by state", streams_by_state.clone());
+        let stream_delivered_seq = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "stream_delivered_seq",
+            "The org seq each stream delivered through (with metrics.per_org only)",
+            stream_delivered_seq.clone(),
+        );
+        let stream_lag_records = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "stream_lag_records",
+            "Records stored but not yet delivered (per stream with metrics.per_org; otherwise the largest)",
+            stream_lag_records.clone(),
+        );
+        let stream_lag_seconds = Family::<OrgLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "stream_lag_seconds",
+            "Age of the oldest record not yet delivered (per stream with metrics.per_org; otherwise the largest)",
+            stream_lag_seconds.clone(),
+        );
+        let stream_delivered = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "stream_records_delivered",
+            "Records destinations accepted since start (per stream with metrics.per_org; otherwise summed)",
+            stream_delivered.clone(),
+        );
+        let stream_expired = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "stream_records_expired",
+            "Records retention deleted before their stream delivered them",
+            stream_expired.clone(),
+        );
+        let stream_truncated = Family::<OrgLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "stream_records_truncated",
+            "Records too long for their destination, sent as a reference stub",
+            stream_truncated.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -261,6 +322,59 @@ impl Metrics {
             index_recoveries,
             writable,
             oldest: Mutex::new(BTreeMap::new()),
+            streams_by_state,
+            stream_delivered_seq,
+            stream_lag_records,
+            stream_lag_seconds,
+            stream_delivered,
+            stream_expired,
+            stream_truncated,
+        }
+    }
+
+    /// Sets the stream series from `samples` (at scrape). Without per-org series: streams by
+    /// state, the largest lag, and totals, naming no org or stream; with them, per `org` and
+    /// `stream`, plus each stream's delivered `seq`.
+    pub fn observe_streams(&self, samples: &[StreamSample]) {
+        self.streams_by_state.clear();
+        self.stream_delivered_seq.clear();
+        self.stream_lag_records.clear();
+        self.stream_lag_seconds.clear();
+        self.stream_delivered.clear();
+        self.stream_expired.clear();
+        self.stream_truncated.clear();
+        for state in ["healthy", "retrying", "paused", "failed"] {
+            self.streams_by_state
+                .get_or_create(&vec![("state", state.to_string())])
+                .set(0);
+        }
+        for s in samples {
+            self.streams_by_state
+                .get_or_create(&vec![("state", s.state.to_string())])
+                .inc();
+            let labels = if self.per_org {
+                vec![("org", s.org.clone()), ("stream", s.stream.clone())]
+            } else {
+                Vec::new()
+            };
+            if self.per_org {
+                self.stream_delivered_seq
+                    .get_or_create(&labels)
+                    .set(s.delivered_seq);
+            }
+            let lag = self.stream_lag_records.get_or_create(&labels);
+            lag.set(lag.get().max(s.lag_records));
+            let secs = self.stream_lag_seconds.get_or_create(&labels);
+            secs.set(secs.get().max(s.lag_seconds));
+            self.stream_delivered
+                .get_or_create(&labels)
+                .inc_by(s.delivered_records);
+            self.stream_expired
+                .get_or_create(&labels)
+                .inc_by(s.expired_records);
+            self.stream_truncated
+                .get_or_create(&labels)
+                .inc_by(s.truncated_records);
         }
     }
 

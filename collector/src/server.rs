@@ -13,6 +13,7 @@ use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
+use crate::stream::{Allowlist, Deps as StreamDeps, SecretKey, StreamStore, Streams};
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::JoinError),
     #[error("indexer stopped: {0}")]
     Indexer(String),
+    #[error("streams: {0}")]
+    Streams(String),
 }
 
 /// The store verifies a dedupe hash hit against the index. A failed lookup answers "not stored":
@@ -168,6 +171,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             ingest.with_log(node.log)
         }
     };
+    let streams = start_streams(&config, &layout, &index, &trees, &ingest).await?;
     let state = AppState {
         keys: keys.clone(),
         index: index.clone(),
@@ -183,6 +187,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         trees,
         heads,
         health: health.clone(),
+        streams: Some(streams.clone()),
     };
 
     let metrics_task = {
@@ -315,6 +320,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         .map_err(|e| ServeError::Indexer(e.to_string()))?;
     keys_task.abort();
     let _ = keys_task.await;
+    // Stream tasks hold the store (for their audit entries): stopped and dropped before it closes.
+    streams.stop().await;
+    drop(streams);
     // Leases released last among the cluster's parts: the others take over at once.
     cluster_stop.cancel();
     if let Some(task) = lease_task {
@@ -333,6 +341,38 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     metrics_result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The secret key (kept outside the data directory), the stored and declared streams, and their
+/// delivery tasks.
+async fn start_streams(
+    config: &CollectorConfig,
+    layout: &Layout,
+    index: &AuditIndex,
+    trees: &Arc<crate::tree::Trees>,
+    ingest: &Ingest,
+) -> Result<Streams, ServeError> {
+    let key_file = config.streams.secret_key_file.clone().unwrap_or_else(|| {
+        let mut name = layout.root.as_os_str().to_owned();
+        name.push(".streams-key");
+        PathBuf::from(name)
+    });
+    let key =
+        SecretKey::load_or_generate(&key_file).map_err(|e| ServeError::Streams(e.to_string()))?;
+    let store =
+        StreamStore::open(&layout.root, key).map_err(|e| ServeError::Streams(e.to_string()))?;
+    let allow = Allowlist::new(&config.streams.allow_destinations).map_err(ServeError::Streams)?;
+    let deps = StreamDeps {
+        index: index.clone(),
+        trees: trees.clone(),
+        ingest: ingest.clone(),
+        store: Arc::new(store),
+        allow,
+        backoff_max: crate::stream::delivery::BACKOFF_MAX,
+    };
+    Streams::start(deps, &config.streams.declared)
+        .await
+        .map_err(|e| ServeError::Streams(e.to_string()))
 }
 
 /// How often a WAL that failed to write is probed for room.

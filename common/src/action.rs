@@ -219,6 +219,26 @@ pub const CATALOG: &[ActionSpec] = &[
         Category::AuditLog,
         "Audit log exported",
     ),
+    action(
+        "audit_log.stream_created",
+        Category::AuditLog,
+        "Audit log stream created",
+    ),
+    action(
+        "audit_log.stream_changed",
+        Category::AuditLog,
+        "Audit log stream changed",
+    ),
+    action(
+        "audit_log.stream_deleted",
+        Category::AuditLog,
+        "Audit log stream deleted",
+    ),
+    action(
+        "audit_log.stream_records_expired",
+        Category::AuditLog,
+        "Records expired before a stream delivered them",
+    ),
 ];
 
 /// Looks an action up in the catalog by its exact name.
@@ -318,6 +338,10 @@ mod tests {
             "integration.webhook_disabled",
             "audit_log.viewed",
             "audit_log.exported",
+            "audit_log.stream_created",
+            "audit_log.stream_changed",
+            "audit_log.stream_deleted",
+            "audit_log.stream_records_expired",
         ];
         let got: Vec<_> = CATALOG.iter().map(|a| a.name).collect();
         assert_eq!(got, expected);

@@ -72,6 +72,99 @@ pub struct CollectorConfig {
     /// `[cluster]`: cluster mode (docs/cluster.md). Unset: a single node, as always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// `[streams]`: pushing each org's records to outside destinations (SIEMs); see
+    /// `docs/streams.md`.
+    #[serde(default)]
+    pub streams: StreamsConfig,
+}
+
+/// `[streams]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// File holding the 32-byte key that encrypts stream secrets (HMAC secrets, tokens) at rest.
+    /// Keep it apart from the data directory, so a copy of the data holds no usable secret.
+    /// Unset: `<data_dir>.streams-key` (beside the data directory, not in it), generated at first
+    /// start with mode 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Destinations allowed although they are loopback, link-local or private addresses, which
+    /// are refused by default (no requests to metadata services or internal hosts): CIDR blocks
+    /// (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`, or one address) and host names
+    /// (`siem.example.com`: allowed whatever it resolves to). Public addresses need no entry.
+    #[serde(default)]
+    pub allow_destinations: Vec<String>,
+    /// `[[streams.declared]]`: streams the operator declares here; the API shows them but cannot
+    /// change or delete them (409 `stream_declared`).
+    #[serde(default)]
+    pub declared: Vec<DeclaredStream>,
+}
+
+/// `[[streams.declared]]`: one stream, as the API's `POST .../streams` body takes it, plus the
+/// org and a fixed id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredStream {
+    /// The org whose records it sends.
+    pub org: String,
+    /// Its id in the API (letters, digits, `-`, `_`; at most 64).
+    pub id: String,
+    pub name: String,
+    /// `native`, `ocsf` or `ecs`.
+    #[serde(default = "default_stream_format")]
+    pub format: String,
+    /// `now`, `beginning` or an RFC 3339 time; read when the stream first starts.
+    #[serde(default = "default_stream_start")]
+    pub start: String,
+    /// The search filters (`category`, `action`, `actor`, `repository`, `outcome`), each a list.
+    #[serde(default)]
+    pub filters: std::collections::BTreeMap<String, Vec<String>>,
+    pub destination: DeclaredDestination,
+}
+
+/// A declared stream's destination: the fields of its `kind`, as in the API.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredDestination {
+    /// `https`, `splunk_hec` or `syslog`.
+    pub kind: String,
+    /// `https`: the URL batches are POSTed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `https`: extra request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `https`: the HMAC-SHA256 secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `syslog`: `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `syslog`: TLS (RFC 5425) or plain TCP.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA to trust instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `syslog`: the largest message, in bytes (default 8192).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+    /// `splunk_hec`: the HEC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `splunk_hec`: the index events go to (the token's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `splunk_hec`: the events' sourcetype (default `codestax:audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
+}
+
+fn default_stream_format() -> String {
+    "native".into()
+}
+fn default_stream_start() -> String {
+    "now".into()
 }
 
 /// `[http]`
@@ -366,6 +459,7 @@ impl Default for CollectorConfig {
             wal: WalConfig::default(),
             signing: SigningConfig::default(),
             log: LogConfig::default(),
+            streams: StreamsConfig::default(),
             cluster: None,
         }
     }
@@ -585,6 +679,18 @@ impl CollectorConfig {
             ),
         )
         .row("signing.key_name", &self.signing.key_name)
+        .row(
+            "streams.secret_key_file",
+            self.streams.secret_key_file.as_ref().map_or_else(
+                || "(none: <data_dir>.streams-key, generated at first start)".to_string(),
+                |p| p.display().to_string(),
+            ),
+        )
+        .row(
+            "streams.allow_destinations",
+            format!("{:?}", self.streams.allow_destinations),
+        )
+        .row("streams.declared", self.streams.declared.len())
         .row("log.format", self.log.format.as_str())
         .row("log.level", &self.log.level);
         match &self.cluster {
@@ -813,6 +919,43 @@ impl Settings for CollectorConfig {
                 "signing.key_name",
                 format!("must be non-empty, without spaces or '+', got {name:?}"),
             );
+        }
+
+        if let Some(file) = &self.streams.secret_key_file
+            && file.as_os_str().is_empty()
+        {
+            c.fail(
+                "streams.secret_key_file",
+                "must not be empty; leave it unset for the generated key",
+            );
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.declared.iter().enumerate() {
+            let key = format!("streams.declared[{i}]");
+            if !is_valid_org_id(&s.org) {
+                c.fail(
+                    &format!("{key}.org"),
+                    format!("not a valid org id: {:?}", s.org),
+                );
+            }
+            if s.id.is_empty()
+                || s.id.len() > 64
+                || !s
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                c.fail(
+                    &format!("{key}.id"),
+                    "must be 1 to 64 letters, digits, '-' or '_'",
+                );
+            }
+            if !ids.insert((s.org.as_str(), s.id.as_str())) {
+                c.fail(
+                    &format!("{key}.id"),
+                    "another declared stream of the org has it",
+                );
+            }
         }
 
         self.log.check(c);

@@ -117,6 +117,16 @@ impl Permission for ChangeRetention {
     const NEEDS: &'static str = "changing retention needs an ORG_OWNER key";
 }
 
+/// Managing an org's streams (create, change, pause, replay, test, delete): ORG_OWNER keys.
+/// Reading them is [`ReadLog`]: they send the log, so who reads the log may see where.
+pub struct ManageStreams;
+impl Permission for ManageStreams {
+    fn allows(role: Role) -> bool {
+        role.can_manage_streams()
+    }
+    const NEEDS: &'static str = "managing streams needs an ORG_OWNER key";
+}
+
 /// Sending records (NDJSON, OTLP/HTTP, OTLP/gRPC) for the key's own org: INGEST keys.
 pub struct IngestRecords;
 impl Permission for IngestRecords {

@@ -1,7 +1,7 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
 //! audit log with facets, export and verify, its Merkle tree's checkpoint and proofs; keys;
-//! retention settings; and the unauthenticated `/api/v1/signing-key`), with the key check as a
+//! retention settings; streams; and the unauthenticated `/api/v1/signing-key`), with the key check as a
 //! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
 //! Audit Log page (`/settings/audit-log`). Prometheus `/metrics` is served apart, by
 //! `metrics_app(state)` on `metrics.listen`: it needs no key, so it stays off the API port.
@@ -20,6 +20,7 @@ mod proofs;
 mod record;
 mod retention;
 mod state;
+mod streams;
 
 pub use error::ApiError;
 pub use ingest::OtlpIngest;
@@ -82,6 +83,29 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/settings/retention",
             get(retention::get).put(retention::put),
+        )
+        .route(
+            "/api/v1/orgs/{org}/streams",
+            get(streams::list).post(streams::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/streams/{id}",
+            get(streams::get)
+                .patch(streams::patch)
+                .delete(streams::delete),
+        )
+        .route("/api/v1/orgs/{org}/streams/{id}/test", post(streams::test))
+        .route(
+            "/api/v1/orgs/{org}/streams/{id}/replay",
+            post(streams::replay),
+        )
+        .route(
+            "/api/v1/orgs/{org}/streams/{id}/pause",
+            post(streams::pause),
+        )
+        .route(
+            "/api/v1/orgs/{org}/streams/{id}/resume",
+            post(streams::resume),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));

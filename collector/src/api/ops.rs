@@ -2,7 +2,7 @@
 
 use super::{ApiError, AppState};
 use crate::health::Part;
-use crate::metrics::Sampled;
+use crate::metrics::{Sampled, StreamSample};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -25,6 +25,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let metrics = state.metrics.clone();
     let store = state.ingest.store().stats();
     let health = state.health.clone();
+    let state_streams = state.streams.clone();
     let index = tokio::task::spawn_blocking(move || state.index.stats())
         .await
         .ok()
@@ -32,6 +33,25 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             r.map_err(|e| tracing::warn!(error = %e, "index statistics"))
                 .ok()
         });
+    if let Some(streams) = &state_streams {
+        let samples: Vec<StreamSample> = streams
+            .statuses()
+            .await
+            .into_iter()
+            .map(|(org, stream, s)| StreamSample {
+                org,
+                stream,
+                state: s.state.as_str(),
+                delivered_seq: s.delivered_seq,
+                lag_records: s.lag_records,
+                lag_seconds: s.lag_seconds,
+                delivered_records: s.delivered_records,
+                expired_records: s.expired_records,
+                truncated_records: s.truncated_records,
+            })
+            .collect();
+        metrics.observe_streams(&samples);
+    }
     let text = metrics.render(Sampled {
         wal_fsyncs: store.fsyncs,
         wal_fsync_seconds: store.fsync_time.as_secs_f64(),

@@ -113,24 +113,10 @@ fn random_hex(bytes: usize) -> String {
 
 /// Makes the audit record of one key event durable. Idempotent: the record's id is the event's.
 pub(crate) async fn record_key_event(ingest: &Ingest, event: &KeyEvent) -> Result<(), String> {
-    let record = event.to_audit_record();
-    let org = record.org_id.clone();
-    let outcome = ingest
-        .submit(
-            &org,
-            Provenance::Collector,
-            vec![Ok(record)],
-            Receiver::Internal,
-        )
+    ingest
+        .submit_collector_entry(event.to_audit_record())
         .await
-        .map_err(|e| e.to_string())?;
-    match outcome.rejected.listed().first() {
-        None => Ok(()),
-        Some(r) => Err(format!(
-            "the key event's record was refused: {:?}",
-            r.errors
-        )),
-    }
+        .map_err(|e| e.replace("the entry", "the key event's record"))
 }
 
 /// Writes the audit record of every key event not recorded yet: those of keys changed by the

@@ -7,6 +7,7 @@ use crate::ingest::Ingest;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
+use crate::stream::Streams;
 use crate::tree::{Heads, Trees};
 use std::sync::Arc;
 
@@ -38,4 +39,6 @@ pub struct AppState {
     pub heads: Arc<Heads>,
     /// Started yet (the WAL replayed into the index), and whether the WAL and the index write.
     pub health: Health,
+    /// Every org's streams; `None` until they are started (the routes answer 503 meanwhile).
+    pub streams: Option<Streams>,
 }

@@ -91,6 +91,7 @@ impl TestApp {
             trees,
             heads,
             health,
+            streams: None,
         };
         TestApp {
             state,

@@ -72,6 +72,11 @@ impl AuditIndex {
             .indexed_through
     }
 
+    /// Changes after every commit that made new records searchable (its value counts them).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.commits.subscribe()
+    }
+
     /// The exclusive LSN bound of a walk starting now.
     pub(super) fn snapshot_bound(&self) -> u64 {
         self.shared

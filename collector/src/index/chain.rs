@@ -118,8 +118,8 @@ impl AuditIndex {
     }
 
     /// Calls `f` with each of `org`'s committed records whose `seq` is `from` or more, in `seq`
-    /// order, until it returns `false` (the Merkle tree's backfill). Memory: 24 bytes per record
-    /// of the org, as [`AuditIndex::verify_chain`].
+    /// order, until it returns `false` (the Merkle tree's backfill, streams). Memory: 24 bytes per
+    /// record of the org from `from` on.
     pub fn for_each_chained(
         &self,
         org: &str,
@@ -132,6 +132,7 @@ impl AuditIndex {
         );
         let collector = SeqCollector {
             lsn_below: self.snapshot_bound(),
+            from_seq: from,
         };
         let mut order: Vec<(u64, u32, DocAddress)> = Vec::new();
         let mut searchers: Vec<(tantivy::Searcher, PathBuf)> = Vec::new();
@@ -143,12 +144,7 @@ impl AuditIndex {
             let found = searcher
                 .search(&query, &collector)
                 .map_err(|e| IndexError::tantivy(&p.dir, "list the chain", e))?;
-            order.extend(
-                found
-                    .into_iter()
-                    .filter(|&(seq, _)| seq >= from)
-                    .map(|(seq, doc)| (seq, at, doc)),
-            );
+            order.extend(found.into_iter().map(|(seq, doc)| (seq, at, doc)));
             searchers.push((searcher, p.dir.clone()));
         }
         order.sort_unstable_by_key(|e| e.0);

@@ -238,9 +238,14 @@ impl Indexer {
             write_state(&self.shared.dir, &next)?;
             self.state = next;
         }
-        let mut marks = self.shared.marks.write().unwrap_or_else(|e| e.into_inner());
-        marks.indexed_through = through;
-        marks.snapshot_through = marks.snapshot_through.max(through);
+        {
+            let mut marks = self.shared.marks.write().unwrap_or_else(|e| e.into_inner());
+            marks.indexed_through = through;
+            marks.snapshot_through = marks.snapshot_through.max(through);
+        }
+        if !dirty.is_empty() {
+            self.shared.commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(through)
     }
 

@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pub facet_cache: Arc<FacetCache>,
     /// Time ranges of runs of documents per segment, for later pages of walks.
     pub time_chunks: Arc<TimeChunks>,
+    /// Bumped after every commit that made records searchable: streams wait on it rather than
+    /// poll.
+    pub commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// How far the index is, as last committed.
@@ -120,6 +123,7 @@ impl Shared {
                 indexed_through: state.indexed_through,
                 snapshot_through: state.indexed_through,
             }),
+            commits: tokio::sync::watch::Sender::new(0),
         });
         let mut replay_through = state.indexed_through.max(state.pending_through);
         if found.is_none() && !shared.partitions_newest_first(None, None).is_empty() {

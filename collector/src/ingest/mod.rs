@@ -379,6 +379,26 @@ impl Ingest {
         );
         Ok(outcome)
     }
+
+    /// Makes one of the collector's own entries (provenance `collector`) durable in its org's
+    /// log; an entry refused by the checks is an error naming why. Idempotent when the entry's
+    /// id is derived from what it records.
+    pub async fn submit_collector_entry(&self, record: AuditRecord) -> Result<(), String> {
+        let org = record.org_id.clone();
+        let outcome = self
+            .submit(
+                &org,
+                Provenance::Collector,
+                vec![Ok(record)],
+                Receiver::Internal,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match outcome.rejected.listed().first() {
+            None => Ok(()),
+            Some(r) => Err(format!("the entry was refused: {:?}", r.errors)),
+        }
+    }
 }
 
 /// The id of a record that came without one: a hash of its content, so the same record sent twice

@@ -53,6 +53,11 @@ impl Role {
     pub fn can_change_retention(self) -> bool {
         matches!(self, Role::OrgOwner)
     }
+
+    /// Creating, changing, pausing, replaying, testing and deleting an org's streams.
+    pub fn can_manage_streams(self) -> bool {
+        matches!(self, Role::OrgOwner)
+    }
 }
 
 impl fmt::Display for Role {

@@ -6,9 +6,13 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
-/// The `(seq, doc)` of every match that has a `seq` and an LSN below the snapshot bound.
+/// The `(seq, doc)` of every match that has a `seq` of `from_seq` or more and an LSN below the
+/// snapshot bound.
 pub(crate) struct SeqCollector {
     pub lsn_below: u64,
+    /// Matches with a lower `seq` are not kept (a stream reading after its cursor holds only
+    /// what comes after it).
+    pub from_seq: u64,
 }
 
 pub(crate) struct SeqSegment {
@@ -16,6 +20,7 @@ pub(crate) struct SeqSegment {
     seqs: Column<u64>,
     lsns: Column<u64>,
     lsn_below: u64,
+    from_seq: u64,
     found: Vec<(u64, DocAddress)>,
 }
 
@@ -26,7 +31,9 @@ impl SegmentCollector for SeqSegment {
         if self.lsns.first(doc).is_none_or(|l| l >= self.lsn_below) {
             return;
         }
-        if let Some(seq) = self.seqs.first(doc) {
+        if let Some(seq) = self.seqs.first(doc)
+            && seq >= self.from_seq
+        {
             self.found.push((seq, DocAddress::new(self.segment, doc)));
         }
     }
@@ -51,6 +58,7 @@ impl Collector for SeqCollector {
             seqs: ff.u64(col::SEQ)?,
             lsns: ff.u64(col::LSN)?,
             lsn_below: self.lsn_below,
+            from_seq: self.from_seq,
             found: Vec::new(),
         })
     }
@@ -87,7 +95,13 @@ mod tests {
         ]);
         let seqs = |lsn_below| {
             let mut found: Vec<u64> = s
-                .search(&AllQuery, &SeqCollector { lsn_below })
+                .search(
+                    &AllQuery,
+                    &SeqCollector {
+                        lsn_below,
+                        from_seq: 0,
+                    },
+                )
                 .unwrap()
                 .into_iter()
                 .map(|(seq, _)| seq)

@@ -1,0 +1,505 @@
+//! The delivery task of one stream: reads the org's committed records in `seq` order after its
+//! cursor (at most [`BATCH_RECORDS`] at a time: bounded memory whatever the lag), keeps those
+//! its filters match, encodes them in its format, hands the batch to its destination, and moves
+//! its durable cursor only once the destination accepted it. Failures are retried forever, with
+//! exponential backoff and jitter (`retrying`; `failed` at the longest backoff for answers
+//! retrying will not fix). Caught up, it sleeps until the index commits new records.
+//!
+//! Each stream has its own task and its own connection, reads through the index's read handles
+//! only, and never holds the ingest path: a slow or dead destination slows nothing else.
+//! Records retention deleted before delivery (a gap in `seq` after the cursor) are counted and
+//! written to the org's log as `audit_log.stream_records_expired`.
+
+use super::allow::Allowlist;
+use super::definition::{Secrets, StreamDef};
+use super::destination::{Item, SendError, Sender};
+use super::status::{State, StatusCell};
+use super::store::{Cursor, StreamStore};
+use crate::index::AuditIndex;
+use crate::ingest::Ingest;
+use crate::keys::COLLECTOR_ACTOR_ID;
+use crate::tree::Trees;
+use chrono::{DateTime, Utc};
+use codestax_common::{
+    Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX,
+    SCHEMA_VERSION, Target, TargetKind,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Most records in one batch.
+pub const BATCH_RECORDS: usize = 500;
+/// Most encoded bytes in one batch (a batch holds at least one record).
+pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Most records read past the cursor in one round (filtered-out ones included).
+const SCAN_RECORDS: usize = 5000;
+/// First retry delay, and the longest (also the pace of `failed` streams).
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A caught-up stream looks again this often even without a commit notice.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// What every delivery task shares.
+#[derive(Clone)]
+pub struct Deps {
+    pub index: AuditIndex,
+    pub trees: Arc<Trees>,
+    pub ingest: Ingest,
+    pub store: Arc<StreamStore>,
+    pub allow: Allowlist,
+    /// Tests shorten the backoff; production keeps [`BACKOFF_MAX`].
+    pub backoff_max: Duration,
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    attempt: u32,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(max: Duration) -> Backoff {
+        Backoff { attempt: 0, max }
+    }
+
+    /// The next delay: up to `BACKOFF_MIN * 2^attempt` (bounded by the maximum), at least half
+    /// of it; `longest` jumps to the maximum.
+    pub fn next(&mut self, longest: bool) -> Duration {
+        let cap = if longest {
+            self.max
+        } else {
+            let d = BACKOFF_MIN.saturating_mul(1u32 << self.attempt.min(16));
+            self.attempt += 1;
+            d.min(self.max)
+        };
+        let half = cap / 2;
+        half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// One round's read: the records after the cursor, as far as it got.
+struct Read {
+    /// Records the filters keep, in `seq` order.
+    records: Vec<AuditRecord>,
+    /// The first and last `seq` read (filtered-out ones included).
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    /// When the first record read was received.
+    first_received: Option<DateTime<Utc>>,
+}
+
+/// Runs the stream until `stop`.
+pub async fn run(
+    deps: Deps,
+    def: StreamDef,
+    secrets: Secrets,
+    status: Arc<StatusCell>,
+    stop: CancellationToken,
+) {
+    let mut commits = deps.index.commits();
+    let mut backoff = Backoff::new(deps.backoff_max);
+    let mut cursor = match blocking(&deps, {
+        let (org, id) = (def.org.clone(), def.id.clone());
+        move |d| d.store.read_cursor(&org, &id)
+    })
+    .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => Cursor::at(0),
+        Err(e) => {
+            fail(
+                &status,
+                State::Failed,
+                format!("cannot read the cursor: {e}"),
+            );
+            tracing::error!(org = %def.org, stream = %def.id, error = %e, "stream cursor unreadable; the stream waits");
+            stop.cancelled().await;
+            return;
+        }
+    };
+    status.update(|l| {
+        l.delivered_seq = cursor.delivered_seq;
+        l.expired_records = cursor.expired_records;
+        l.truncated_records = cursor.truncated_records;
+        l.last_success_at = cursor.last_success_at;
+    });
+    let mut sender = match Sender::new(&def.id, &def.destination, &secrets, deps.allow.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&status, State::Failed, e.to_string());
+            stop.cancelled().await;
+            return;
+        }
+    };
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        // A start or replay from a time: find its first record.
+        if let Some(t) = cursor.from_time {
+            let org = def.org.clone();
+            match blocking(&deps, move |d| {
+                first_received_at_or_after(&d.index, &org, t)
+            })
+            .await
+            {
+                Ok(Some(seq)) => {
+                    cursor.delivered_seq = seq - 1;
+                    cursor.from_time = None;
+                    save(&deps, &def, &cursor).await;
+                    status.update(|l| l.delivered_seq = cursor.delivered_seq);
+                }
+                Ok(None) => {
+                    // Nothing received at or after it yet.
+                    idle(&status, &mut commits, &stop).await;
+                    continue;
+                }
+                Err(e) => {
+                    fail(
+                        &status,
+                        State::Retrying,
+                        format!("reading the records: {e}"),
+                    );
+                    pause(backoff.next(false), &stop).await;
+                    continue;
+                }
+            }
+        }
+
+        let (org, from, filters) = (
+            def.org.clone(),
+            cursor.delivered_seq + 1,
+            def.filters.clone(),
+        );
+        let read = match blocking(&deps, move |d| read_after(&d.index, &org, from, &filters)).await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                fail(
+                    &status,
+                    State::Retrying,
+                    format!("reading the records: {e}"),
+                );
+                pause(backoff.next(false), &stop).await;
+                continue;
+            }
+        };
+        let (Some(first_seq), Some(last_seq)) = (read.first_seq, read.last_seq) else {
+            idle(&status, &mut commits, &stop).await;
+            continue;
+        };
+        status.update(|l| l.oldest_pending = read.first_received);
+
+        // Records deleted by retention before this stream got to them.
+        if first_seq > from {
+            let expired = first_seq - from;
+            cursor.expired_records += expired;
+            tracing::warn!(org = %def.org, stream = %def.id, first = from, last = first_seq - 1, expired, "records expired before the stream delivered them");
+            if let Err(e) = record_expired(&deps.ingest, &def, from, first_seq - 1).await {
+                tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot record the expired records in the audit log yet");
+            }
+            status.update(|l| l.expired_records = cursor.expired_records);
+        }
+
+        let items = match encode(&def, &read.records) {
+            Ok(items) => items,
+            Err(e) => {
+                // Nothing is skipped: the stream waits until its format can encode.
+                fail(&status, State::Failed, e);
+                pause(backoff.next(true), &stop).await;
+                continue;
+            }
+        };
+        // A batch may stop short of what was read, at the byte bound.
+        let last_seq = if items.len() < read.records.len() {
+            items.last().map_or(last_seq, |i| i.seq)
+        } else {
+            last_seq
+        };
+
+        let mut truncated = 0;
+        if !items.is_empty() {
+            loop {
+                let sent = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = sender.send(&items) => sent,
+                };
+                match sent {
+                    Ok(d) => {
+                        truncated = d.truncated;
+                        break;
+                    }
+                    Err(e) => {
+                        let (state, longest) = match &e {
+                            SendError::Retryable(_) => (State::Retrying, false),
+                            SendError::NonRetryable(_) => (State::Failed, true),
+                        };
+                        tracing::warn!(org = %def.org, stream = %def.id, error = %e, state = state.as_str(), "stream delivery failed; retrying");
+                        fail(&status, state, e.to_string());
+                        pause(backoff.next(longest), &stop).await;
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        backoff.reset();
+        let now = Utc::now();
+        cursor.delivered_seq = last_seq;
+        cursor.truncated_records += truncated;
+        if !items.is_empty() {
+            cursor.last_success_at = Some(now);
+        }
+        save(&deps, &def, &cursor).await;
+        status.update(|l| {
+            l.state = State::Healthy;
+            l.last_error = None;
+            l.delivered_seq = cursor.delivered_seq;
+            l.truncated_records = cursor.truncated_records;
+            l.delivered_records += items.len() as u64;
+            if !items.is_empty() {
+                l.last_success_at = Some(now);
+            }
+        });
+    }
+}
+
+/// Runs `f` on a blocking thread with the deps.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    deps: &Deps,
+    f: impl FnOnce(&Deps) -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    let deps = deps.clone();
+    match tokio::task::spawn_blocking(move || f(&deps)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes the cursor; a failure is logged and the next batch's write tries again (a cursor
+/// behind what was delivered re-delivers after a restart, never skips).
+async fn save(deps: &Deps, def: &StreamDef, cursor: &Cursor) {
+    let (org, id, c) = (def.org.clone(), def.id.clone(), cursor.clone());
+    if let Err(e) = blocking(deps, move |d| d.store.write_cursor(&org, &id, &c)).await {
+        tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot write the stream cursor; it stays behind (records may be sent again after a restart)");
+    }
+}
+
+fn fail(status: &StatusCell, state: State, error: String) {
+    status.update(|l| {
+        l.state = state;
+        l.last_error = Some(error);
+    });
+}
+
+async fn pause(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(d) => {}
+    }
+}
+
+/// Caught up: healthy (unless failing), until the index commits or a while passes.
+async fn idle(
+    status: &StatusCell,
+    commits: &mut tokio::sync::watch::Receiver<u64>,
+    stop: &CancellationToken,
+) {
+    status.update(|l| {
+        l.oldest_pending = None;
+        if l.state != State::Failed {
+            l.state = State::Healthy;
+            l.last_error = None;
+        }
+    });
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = commits.changed() => {}
+        _ = tokio::time::sleep(IDLE_RECHECK) => {}
+    }
+}
+
+/// The org's committed records from `seq` `from` on, in `seq` order, at most [`SCAN_RECORDS`]
+/// read and [`BATCH_RECORDS`] kept.
+fn read_after(
+    index: &AuditIndex,
+    org: &str,
+    from: u64,
+    filters: &super::definition::Filters,
+) -> Result<Read, crate::index::IndexError> {
+    let mut read = Read {
+        records: Vec::new(),
+        first_seq: None,
+        last_seq: None,
+        first_received: None,
+    };
+    let mut scanned = 0;
+    index.for_each_chained(org, from, |r| {
+        let Some(seq) = r.seq else { return true };
+        if read.first_seq.is_none() {
+            read.first_seq = Some(seq);
+            read.first_received = r.received_at;
+        }
+        read.last_seq = Some(seq);
+        scanned += 1;
+        if filters.matches(r) {
+            read.records.push(r.clone());
+        }
+        read.records.len() < BATCH_RECORDS && scanned < SCAN_RECORDS
+    })?;
+    Ok(read)
+}
+
+/// The `seq` of the org's first record received at or after `t`.
+fn first_received_at_or_after(
+    index: &AuditIndex,
+    org: &str,
+    t: DateTime<Utc>,
+) -> Result<Option<u64>, crate::index::IndexError> {
+    let mut found = None;
+    index.for_each_chained(org, 1, |r| {
+        if r.received_at.is_some_and(|at| at >= t) {
+            found = r.seq;
+            return false;
+        }
+        true
+    })?;
+    Ok(found)
+}
+
+/// The records as the batch's items, up to [`BATCH_BYTES`] (at least one).
+fn encode(def: &StreamDef, records: &[AuditRecord]) -> Result<Vec<Item>, String> {
+    let mut items = Vec::with_capacity(records.len());
+    let mut bytes = 0;
+    for r in records {
+        let json = serde_json::to_vec(&def.format.encode(r)?).map_err(|e| e.to_string())?;
+        bytes += json.len();
+        if !items.is_empty() && bytes > BATCH_BYTES {
+            break;
+        }
+        items.push(Item {
+            seq: r.seq.unwrap_or_default(),
+            id: r.id.clone().unwrap_or_default(),
+            org: r.org_id.clone(),
+            time: r.time,
+            json,
+        });
+    }
+    Ok(items)
+}
+
+/// Writes `audit_log.stream_records_expired` for `first..=last` into the org's log. Its id is
+/// derived from the stream and the range, so writing it again after a crash is deduplicated.
+async fn record_expired(
+    ingest: &Ingest,
+    def: &StreamDef,
+    first: u64,
+    last: u64,
+) -> Result<(), String> {
+    let mut metadata = Metadata::default();
+    for (k, v) in [
+        ("stream_id", serde_json::Value::from(def.id.clone())),
+        ("stream_name", def.name.clone().into()),
+        ("first_seq", first.into()),
+        ("last_seq", last.into()),
+        ("records", (last - first + 1).into()),
+    ] {
+        metadata.extra.insert(k.to_string(), v);
+    }
+    let mut record = entry_about(
+        def,
+        format!("stream-expired-{}-{first}-{last}", def.id),
+        "audit_log.stream_records_expired",
+        format!(
+            "{} records (seq {first} to {last}) expired before stream {} delivered them",
+            last - first + 1,
+            def.id
+        ),
+    );
+    record.outcome = Outcome::Failure;
+    record.metadata = metadata;
+    ingest.submit_collector_entry(record).await
+}
+
+/// A test event: what a record of the stream looks like, marked as a test, not from the log.
+pub fn test_item(def: &StreamDef) -> Result<Item, String> {
+    let mut record = entry_about(
+        def,
+        format!("stream-test-{}", Utc::now().timestamp_micros()),
+        "audit_log.stream_changed",
+        format!("test event of stream {} (not an audit record)", def.id),
+    );
+    record.received_at = Some(record.time);
+    record.seq = Some(0);
+    record.provenance = Some(Provenance::Collector);
+    let json = serde_json::to_vec(&def.format.encode(&record)?).map_err(|e| e.to_string())?;
+    Ok(Item {
+        seq: 0,
+        id: record.id.unwrap_or_default(),
+        org: def.org.clone(),
+        time: record.time,
+        json,
+    })
+}
+
+/// An entry of the collector (actor `codestax-collector`) about stream `def`, id
+/// `codestax:<id>`.
+fn entry_about(def: &StreamDef, id: String, action: &str, message: String) -> AuditRecord {
+    AuditRecord {
+        id: Some(format!("{RESERVED_ID_PREFIX}{id}")),
+        org_id: def.org.clone(),
+        time: codestax_common::time::truncate_to_micros(Utc::now()),
+        actor: Actor {
+            id: COLLECTOR_ACTOR_ID.to_string(),
+            name: None,
+            email: None,
+            kind: ActorKind::System,
+        },
+        action: action.into(),
+        category: "audit_log".into(),
+        target: Some(Target {
+            kind: TargetKind::Integration,
+            id: Some(def.id.clone()),
+            name: Some(def.name.clone()),
+        }),
+        repository: None,
+        outcome: Outcome::Success,
+        message: Some(message),
+        metadata: Metadata::default(),
+        schema_version: SCHEMA_VERSION,
+        received_at: None,
+        seq: None,
+        prev_hash: None,
+        provenance: None,
+        hash: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(4));
+        let first = b.next(false);
+        assert!(
+            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
+            "{first:?}"
+        );
+        for _ in 0..20 {
+            assert!(b.next(false) <= Duration::from_secs(4));
+        }
+        let longest = b.next(true);
+        assert!(longest >= Duration::from_secs(2), "{longest:?}");
+        b.reset();
+        assert!(b.next(false) <= BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,493 @@
+//! [`Streams`]: every stream of every org, each with its delivery task, and the operations the
+//! API and the server call: create, change, pause, delete, replay, test, and stop them all. One
+//! lock orders the changes; a stream's task is stopped (and waited for) before its definition or
+//! cursor changes, so a task never writes a cursor over a replay.
+
+use super::allow::Allowlist;
+use super::definition::{DefinitionError, Secrets, Start, StreamDef, StreamInput, StreamPatch};
+use super::delivery::{self, Deps};
+use super::destination::{SendError, Sender, TestAnswer};
+use super::status::{State, Status, StatusCell};
+use super::store::{Cursor, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why an operation on a stream was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("no such stream")]
+    NotFound,
+    #[error(
+        "stream {0} is declared in the collector's configuration and cannot be changed through the API"
+    )]
+    Declared(String),
+    #[error("{0}")]
+    Invalid(#[from] DefinitionError),
+    #[error("destination refused: {0}")]
+    Refused(String),
+    #[error("the org has {0} streams, the most allowed")]
+    TooMany(usize),
+    #[error("storing the streams failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Most streams an org may have.
+pub const MAX_STREAMS_PER_ORG: usize = 20;
+
+/// A stream and its status, as the API shows it (no secrets).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamView {
+    #[serde(flatten)]
+    pub def: StreamDef,
+    /// Whether an HMAC secret or a HEC token is set (neither is ever shown).
+    pub has_secret: bool,
+    /// The names of the extra headers (their values are never shown).
+    pub header_names: Vec<String>,
+    pub status: Status,
+}
+
+/// A `/test` answer: status and timing only.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub accepted: bool,
+    /// The HTTP status (https), absent for syslog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayFrom {
+    Seq(u64),
+    Time(DateTime<Utc>),
+}
+
+struct Entry {
+    def: StreamDef,
+    secrets: Secrets,
+    status: Arc<StatusCell>,
+    task: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// Every stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Streams {
+    deps: Deps,
+    entries: Arc<Mutex<BTreeMap<(String, String), Entry>>>,
+}
+
+impl Streams {
+    /// Loads the stored streams and the declared ones and starts their tasks.
+    pub async fn start(
+        deps: Deps,
+        declared: &[codestax_config::DeclaredStream],
+    ) -> Result<Streams, StreamError> {
+        let store = deps.store.clone();
+        let mut all = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| StreamError::Refused(e.to_string()))??;
+        for d in declared {
+            let input = StreamInput::from_declared(d).map_err(|e| DefinitionError {
+                field: format!("streams.declared {}/{}: {}", d.org, d.id, e.field),
+                message: e.message,
+            })?;
+            all.retain(|(s, _)| !(s.org == d.org && s.id == d.id));
+            all.push((
+                StreamDef {
+                    id: d.id.clone(),
+                    org: d.org.clone(),
+                    name: input.name,
+                    format: input.format,
+                    start: input.start,
+                    filters: input.filters,
+                    destination: input.destination,
+                    declared: true,
+                    paused: false,
+                    created_at: Utc::now(),
+                },
+                input.secrets,
+            ));
+        }
+        let streams = Streams {
+            deps,
+            entries: Arc::new(Mutex::new(BTreeMap::new())),
+        };
+        let mut entries = streams.entries.lock().await;
+        for (def, secrets) in all {
+            let (org, id) = (def.org.clone(), def.id.clone());
+            if streams.read_cursor(&org, &id).await?.is_none() {
+                let cursor = streams.initial_cursor(&def);
+                streams.write_cursor(&org, &id, cursor).await?;
+            }
+            let mut entry = Entry {
+                status: Arc::new(StatusCell::new(State::Healthy, 0)),
+                def,
+                secrets,
+                task: None,
+            };
+            streams.spawn(&mut entry);
+            entries.insert((org, id), entry);
+        }
+        drop(entries);
+        Ok(streams)
+    }
+
+    /// A new stream id: 16 hex digits.
+    pub fn new_id() -> String {
+        let mut b = [0u8; 8];
+        rand::fill(&mut b[..]);
+        hex::encode(b)
+    }
+
+    pub async fn list(&self, org: &str) -> Vec<StreamView> {
+        let entries = self.entries.lock().await;
+        entries
+            .values()
+            .filter(|e| e.def.org == org)
+            .map(|e| self.view(e))
+            .collect()
+    }
+
+    pub async fn get(&self, org: &str, id: &str) -> Result<StreamView, StreamError> {
+        let entries = self.entries.lock().await;
+        entries
+            .get(&key(org, id))
+            .map(|e| self.view(e))
+            .ok_or(StreamError::NotFound)
+    }
+
+    /// Every stream's status, for the metrics: (org, id, status).
+    pub async fn statuses(&self) -> Vec<(String, String, Status)> {
+        let entries = self.entries.lock().await;
+        entries
+            .values()
+            .map(|e| {
+                let v = self.view(e);
+                (e.def.org.clone(), e.def.id.clone(), v.status)
+            })
+            .collect()
+    }
+
+    /// Checks a new stream without creating it (the API records the change first).
+    pub async fn check_new(&self, org: &str, input: &StreamInput) -> Result<(), StreamError> {
+        let count = self
+            .entries
+            .lock()
+            .await
+            .values()
+            .filter(|e| e.def.org == org)
+            .count();
+        if count >= MAX_STREAMS_PER_ORG {
+            return Err(StreamError::TooMany(count));
+        }
+        self.check_destination(&input.destination).await
+    }
+
+    /// Creates stream `id` of `org`.
+    pub async fn create(
+        &self,
+        org: &str,
+        id: &str,
+        input: StreamInput,
+    ) -> Result<StreamView, StreamError> {
+        let def = StreamDef {
+            id: id.to_string(),
+            org: org.to_string(),
+            name: input.name,
+            format: input.format,
+            start: input.start,
+            filters: input.filters,
+            destination: input.destination,
+            declared: false,
+            paused: false,
+            created_at: codestax_common::time::truncate_to_micros(Utc::now()),
+        };
+        let mut entries = self.entries.lock().await;
+        let cursor = self.initial_cursor(&def);
+        self.write_cursor(org, id, cursor).await?;
+        let mut entry = Entry {
+            def,
+            secrets: input.secrets,
+            status: Arc::new(StatusCell::new(State::Healthy, 0)),
+            task: None,
+        };
+        if let Err(e) = self.save(&entries, Some(&entry)).await {
+            self.deps.store.remove_cursor(org, id);
+            return Err(e);
+        }
+        self.spawn(&mut entry);
+        let view = self.view(&entry);
+        entries.insert(key(org, id), entry);
+        Ok(view)
+    }
+
+    /// Checks a change without making it: the stream exists, is not declared, and its new
+    /// destination is allowed.
+    pub async fn check_patch(
+        &self,
+        org: &str,
+        id: &str,
+        patch: &StreamPatch,
+    ) -> Result<StreamView, StreamError> {
+        let view = self.get(org, id).await?;
+        if view.def.declared {
+            return Err(StreamError::Declared(id.into()));
+        }
+        if let Some((d, _)) = &patch.destination {
+            self.check_destination(d).await?;
+        }
+        Ok(view)
+    }
+
+    /// Applies a change; the stream's task restarts with it.
+    pub async fn patch(
+        &self,
+        org: &str,
+        id: &str,
+        patch: StreamPatch,
+    ) -> Result<StreamView, StreamError> {
+        let mut entries = self.entries.lock().await;
+        let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
+        if entry.def.declared {
+            return Err(StreamError::Declared(id.into()));
+        }
+        let mut new = placeholder(entry);
+        if let Some(n) = patch.name {
+            new.def.name = n;
+        }
+        if let Some(f) = patch.format {
+            new.def.format = f;
+        }
+        if let Some(f) = patch.filters {
+            new.def.filters = f;
+        }
+        if let Some((d, s)) = patch.destination {
+            new.def.destination = d;
+            new.secrets = s;
+        }
+        if let Some(p) = patch.paused {
+            new.def.paused = p;
+        }
+        self.save(&entries, Some(&new)).await?;
+        let entry = entries.get_mut(&key(org, id)).expect("looked up above");
+        self.stop_task(entry).await;
+        entry.def = new.def;
+        entry.secrets = new.secrets;
+        self.spawn(entry);
+        Ok(self.view(entry))
+    }
+
+    /// Deletes a stream (not a declared one) and its cursor.
+    pub async fn delete(&self, org: &str, id: &str) -> Result<StreamDef, StreamError> {
+        let mut entries = self.entries.lock().await;
+        let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
+        if entry.def.declared {
+            return Err(StreamError::Declared(id.into()));
+        }
+        let mut entry = entries.remove(&key(org, id)).expect("looked up above");
+        if let Err(e) = self.save(&entries, None).await {
+            entries.insert(key(org, id), entry);
+            return Err(e);
+        }
+        self.stop_task(&mut entry).await;
+        self.deps.store.remove_cursor(org, id);
+        Ok(entry.def)
+    }
+
+    /// Re-delivers from `from`: the cursor is set back (durably) and the task restarts.
+    pub async fn replay(
+        &self,
+        org: &str,
+        id: &str,
+        from: ReplayFrom,
+    ) -> Result<StreamView, StreamError> {
+        let mut entries = self.entries.lock().await;
+        let entry = entries
+            .get_mut(&key(org, id))
+            .ok_or(StreamError::NotFound)?;
+        self.stop_task(entry).await;
+        let old = self.read_cursor(org, id).await?.unwrap_or_default();
+        let mut cursor = match from {
+            ReplayFrom::Seq(seq) => Cursor::at(seq.saturating_sub(1)),
+            ReplayFrom::Time(t) => Cursor::from_time(t),
+        };
+        cursor.expired_records = old.expired_records;
+        cursor.truncated_records = old.truncated_records;
+        cursor.last_success_at = old.last_success_at;
+        let result = self.write_cursor(org, id, cursor).await;
+        self.spawn(entry);
+        result?;
+        Ok(self.view(entry))
+    }
+
+    /// Sends one test event to the stream's destination; reports its status and timing.
+    pub async fn test(&self, org: &str, id: &str) -> Result<TestReport, StreamError> {
+        let (def, secrets) = {
+            let entries = self.entries.lock().await;
+            let e = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
+            (e.def.clone(), e.secrets.clone())
+        };
+        let started = Instant::now();
+        let answer: Result<TestAnswer, SendError> = async {
+            let item = delivery::test_item(&def).map_err(SendError::NonRetryable)?;
+            let mut sender =
+                Sender::new(&def.id, &def.destination, &secrets, self.deps.allow.clone())?;
+            sender.test(&item).await
+        }
+        .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        Ok(match answer {
+            Ok(a) => TestReport {
+                accepted: a.accepted,
+                status: a.status,
+                duration_ms,
+                error: None,
+            },
+            Err(e) => TestReport {
+                accepted: false,
+                status: None,
+                duration_ms,
+                error: Some(e.to_string()),
+            },
+        })
+    }
+
+    /// Stops every task (at shutdown): each finishes or drops its current send; cursors stay
+    /// where the last accepted batch put them.
+    pub async fn stop(&self) {
+        let mut entries = self.entries.lock().await;
+        for e in entries.values_mut() {
+            self.stop_task(e).await;
+        }
+    }
+
+    fn view(&self, e: &Entry) -> StreamView {
+        let newest = self.deps.trees.size(&e.def.org);
+        let mut status = e.status.snapshot(newest);
+        if e.def.paused {
+            status.state = State::Paused;
+        }
+        StreamView {
+            def: e.def.clone(),
+            has_secret: e.secrets.secret.is_some() || e.secrets.token.is_some(),
+            header_names: e.secrets.headers.keys().cloned().collect(),
+            status,
+        }
+    }
+
+    fn initial_cursor(&self, def: &StreamDef) -> Cursor {
+        match def.start {
+            Start::Now => Cursor::at(self.deps.trees.size(&def.org)),
+            Start::Beginning => Cursor::from_time(DateTime::<Utc>::MIN_UTC),
+            Start::Time(t) => Cursor::from_time(t),
+        }
+    }
+
+    fn spawn(&self, entry: &mut Entry) {
+        if entry.def.paused {
+            entry.status.update(|l| l.state = State::Paused);
+            return;
+        }
+        entry.status.update(|l| {
+            l.state = State::Healthy;
+            l.last_error = None;
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(delivery::run(
+            self.deps.clone(),
+            entry.def.clone(),
+            entry.secrets.clone(),
+            entry.status.clone(),
+            stop.clone(),
+        ));
+        entry.task = Some((stop, task));
+    }
+
+    async fn stop_task(&self, entry: &mut Entry) {
+        if let Some((stop, task)) = entry.task.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    async fn check_destination(
+        &self,
+        d: &super::definition::Destination,
+    ) -> Result<(), StreamError> {
+        let (host, port) = d.host_port()?;
+        match self.deps.allow.resolve(&host, port).await {
+            Err(e @ super::allow::Refused::Internal { .. }) => {
+                Err(StreamError::Refused(e.to_string()))
+            }
+            // A name that does not resolve now may later; the stream will show it.
+            _ => Ok(()),
+        }
+    }
+
+    /// Stores the API-made streams: those of `entries`, with `changed` in place of its own.
+    async fn save(
+        &self,
+        entries: &BTreeMap<(String, String), Entry>,
+        changed: Option<&Entry>,
+    ) -> Result<(), StreamError> {
+        let mut all: Vec<(StreamDef, Secrets)> = entries
+            .values()
+            .filter(|e| changed.is_none_or(|c| c.def.org != e.def.org || c.def.id != e.def.id))
+            .map(|e| (e.def.clone(), e.secrets.clone()))
+            .collect();
+        if let Some(c) = changed {
+            all.push((c.def.clone(), c.secrets.clone()));
+        }
+        let store = self.deps.store.clone();
+        tokio::task::spawn_blocking(move || store.save(all.iter().map(|(d, s)| (d, s))))
+            .await
+            .map_err(|e| StreamError::Refused(e.to_string()))??;
+        Ok(())
+    }
+
+    async fn read_cursor(&self, org: &str, id: &str) -> Result<Option<Cursor>, StreamError> {
+        let (store, org, id) = (self.deps.store.clone(), org.to_string(), id.to_string());
+        Ok(
+            tokio::task::spawn_blocking(move || store.read_cursor(&org, &id))
+                .await
+                .map_err(|e| StreamError::Refused(e.to_string()))??,
+        )
+    }
+
+    async fn write_cursor(&self, org: &str, id: &str, c: Cursor) -> Result<(), StreamError> {
+        let (store, org, id) = (self.deps.store.clone(), org.to_string(), id.to_string());
+        Ok(
+            tokio::task::spawn_blocking(move || store.write_cursor(&org, &id, &c))
+                .await
+                .map_err(|e| StreamError::Refused(e.to_string()))??,
+        )
+    }
+}
+
+fn key(org: &str, id: &str) -> (String, String) {
+    (org.to_string(), id.to_string())
+}
+
+/// A copy of an entry without its task (for saving while the real one is held).
+fn placeholder(e: &Entry) -> Entry {
+    Entry {
+        def: e.def.clone(),
+        secrets: e.secrets.clone(),
+        status: e.status.clone(),
+        task: None,
+    }
+}
+
+/// Allowlist from the config, for the server.
+pub fn allowlist(config: &codestax_config::StreamsConfig) -> Result<Allowlist, String> {
+    Allowlist::new(&config.allow_destinations)
+}
