@@ -8,7 +8,7 @@
 //! rsyslogd missing: the syslog test prints SKIPPED, but fails when `CI` is set (`.ci/run`
 //! installs Debian's `rsyslog`).
 
-use codestax_harness::{Collector, Process, free_port, record, wait_until};
+use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -34,17 +34,19 @@ fn ingest_n(c: &Collector, token: &str, prefix: &str, n: usize) -> Vec<String> {
             .map(|i| {
                 let id = format!("{prefix}-{i:05}");
                 ids.push(id.clone());
-                record(ORG, &id, "scan.triggered", "ada@acme.example", &now())
+                record(
+                    ORG,
+                    &id,
+                    "scan.triggered",
+                    "ada@acme.example",
+                    &now_rfc3339(),
+                )
             })
             .collect();
         let (status, body) = c.ingest(token, &records);
         assert_eq!(status, 200, "{body}");
     }
     ids
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn request(
@@ -769,7 +771,13 @@ fn declared_streams_are_read_only_through_the_api() {
     let ingest = c.create_key(ORG, "INGEST");
     let (status, body) = c.ingest(
         &ingest,
-        &[record(ORG, "d-1", "scan.triggered", "a@b.c", &now())],
+        &[record(
+            ORG,
+            "d-1",
+            "scan.triggered",
+            "a@b.c",
+            &now_rfc3339(),
+        )],
     );
     assert_eq!(status, 200, "{body}");
     wait_until(
@@ -928,7 +936,13 @@ fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_r
     );
 
     // One record longer than the 8 KiB default: sent as a counted stub, never cut.
-    let mut big = record(ORG, "big-1", "scan.triggered", "ada@acme.example", &now());
+    let mut big = record(
+        ORG,
+        "big-1",
+        "scan.triggered",
+        "ada@acme.example",
+        &now_rfc3339(),
+    );
     big["metadata"]["pad"] = json!("x".repeat(12_000));
     let (status, body) = c.ingest(&ingest, &[big]);
     assert_eq!(status, 200, "{body}");
