@@ -4,7 +4,7 @@
 //! [`run`] is the whole agent; the modules are its parts: [`spool`] (durable buffer),
 //! [`checkpoint`] (file positions), [`source::file`] (tailing), [`receiver`] (OTLP intake),
 //! [`forward`] (delivery to the collector), [`quarantine`], [`api`] and [`metrics`].
-// Unsafe only in the libc calls allowed where they are (malloc_trim, setrlimit, statvfs).
+// Unsafe only in the libc calls allowed where they are (malloc_trim, setrlimit).
 #![deny(unsafe_code)]
 
 pub mod api;

@@ -256,13 +256,30 @@ pub fn probe_writable(dir: &Path) -> io::Result<()> {
     removed
 }
 
+/// Whether `dir`'s file system has `keep_free` bytes free beyond a probe's worth (a part that
+/// refuses writes into the room it keeps free must not read as writable because a probe fits).
+fn has_room(dir: &Path, keep_free: u64) -> io::Result<()> {
+    if keep_free == 0 {
+        return Ok(());
+    }
+    match codestax_storage::free_bytes(dir) {
+        Some(free) if free < keep_free + PROBE_BYTES as u64 => Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("{free} bytes free, {keep_free} kept free"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// While `part` has a failure that space returning can clear, probes `dir` every `every` and
-/// clears the failure once it takes writes; until `stop`. For the WAL, whose own recovery needs
-/// no help but a write, so that an idle collector turns ready again too.
+/// clears the failure once it takes writes with `keep_free` bytes left over; until `stop`. For
+/// the WAL, whose own recovery needs no help but a write, so that an idle collector turns ready
+/// again too.
 pub async fn probe_while_failing(
     health: Health,
     part: Part,
     dir: std::path::PathBuf,
+    keep_free: u64,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -281,7 +298,10 @@ pub async fn probe_while_failing(
         }
         let probed = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || probe_writable(&dir)).await
+            tokio::task::spawn_blocking(move || {
+                has_room(&dir, keep_free).and_then(|()| probe_writable(&dir))
+            })
+            .await
         };
         match probed {
             Ok(Ok(())) => {
@@ -343,6 +363,7 @@ mod tests {
             h.clone(),
             Part::Wal,
             dir.path().to_path_buf(),
+            0,
             Duration::from_millis(10),
             stop.clone(),
         ));
@@ -364,6 +385,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(h.readiness(), Ok(()));
+        stop.cancel();
+        probe.await.unwrap();
+    }
+
+    /// A WAL that keeps more room free than its disk has stays failing, though a probe would fit.
+    #[tokio::test]
+    async fn the_probe_does_not_clear_a_part_short_of_the_room_it_keeps_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = codestax_storage::free_bytes(dir.path()).expect("statvfs of a temp dir");
+        let h = Health::default();
+        h.set_started();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let probe = tokio::spawn(probe_while_failing(
+            h.clone(),
+            Part::Wal,
+            dir.path().to_path_buf(),
+            free + (1 << 30),
+            Duration::from_millis(10),
+            stop.clone(),
+        ));
+        h.fail(full(Part::Wal));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.failure(Part::Wal).map(|f| f.code()), Some("wal_full"));
         stop.cancel();
         probe.await.unwrap();
     }

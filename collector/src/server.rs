@@ -125,6 +125,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         &layout.wal,
         StoreOptions {
             segment_bytes: config.wal.segment_bytes,
+            keep_free_bytes: config.wal.keep_free_bytes,
             group_commit_max_wait: config.wal.group_commit_max_wait,
             ..StoreOptions::default()
         },
@@ -255,6 +256,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         health.clone(),
         Part::Wal,
         layout.wal.clone(),
+        config.wal.keep_free_bytes,
         WAL_PROBE_INTERVAL,
         shutdown.clone(),
     ));

@@ -334,6 +334,13 @@ pub struct WalConfig {
     /// Size at which a WAL segment is closed and a new one started, in bytes (1 MiB to 1 GiB).
     #[serde(default = "default_wal_segment_bytes")]
     pub segment_bytes: u64,
+    /// Bytes the WAL leaves free on its disk: past that, ingest is refused (503 `wal_full`)
+    /// while the index, the trees and the state files can still write, so what was acknowledged
+    /// gets indexed and the WAL's indexed segments deleted. Without it a collector that fills
+    /// its own disk stays stuck. 0 to 1 TiB; 0 keeps nothing free (only for a WAL on a disk of
+    /// its own).
+    #[serde(default = "default_wal_keep_free_bytes")]
+    pub keep_free_bytes: u64,
 }
 
 /// `[signing]`
@@ -416,6 +423,9 @@ fn default_facet_top_n() -> usize {
 }
 fn default_group_commit_max_wait() -> Duration {
     Duration::from_millis(2)
+}
+fn default_wal_keep_free_bytes() -> u64 {
+    128 << 20
 }
 fn default_wal_segment_bytes() -> u64 {
     64 * MIB
@@ -516,6 +526,7 @@ impl Default for WalConfig {
         WalConfig {
             group_commit_max_wait: default_group_commit_max_wait(),
             segment_bytes: default_wal_segment_bytes(),
+            keep_free_bytes: default_wal_keep_free_bytes(),
         }
     }
 }
@@ -645,6 +656,7 @@ impl CollectorConfig {
             duration(self.wal.group_commit_max_wait),
         )
         .row("wal.segment_bytes", bytes(self.wal.segment_bytes))
+        .row("wal.keep_free_bytes", bytes(self.wal.keep_free_bytes))
         .row(
             "signing.key_file",
             self.signing.key_file.as_ref().map_or_else(
@@ -857,6 +869,12 @@ impl Settings for CollectorConfig {
             Duration::from_secs(1),
         );
         c.bytes_range("wal.segment_bytes", self.wal.segment_bytes, MIB, GIB);
+        c.bytes_range(
+            "wal.keep_free_bytes",
+            self.wal.keep_free_bytes,
+            0,
+            1024 * GIB,
+        );
 
         if let Some(file) = &self.signing.key_file
             && file.as_os_str().is_empty()

@@ -63,6 +63,25 @@ impl Tmpfs {
         Ok(written)
     }
 
+    /// Grows (or shrinks) the file system to `mib` MiB in place, as an operator adding space
+    /// would; the files on it stay.
+    pub fn resize(&self, mib: u64) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .output()
+            .map_err(|e| format!("run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -o remount,size={mib}m {}: {} {}",
+                self.path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
     /// Deletes the ballast: the space is free again.
     pub fn free(&self) -> io::Result<()> {
         std::fs::remove_file(self.path.join(BALLAST))

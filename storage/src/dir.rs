@@ -1,4 +1,5 @@
-//! Directories: making their entries durable, and an exclusive lock held while a process owns one.
+//! Directories: making their entries durable, the space left on their file system, and an
+//! exclusive lock held while a process owns one.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -7,6 +8,13 @@ use std::path::{Path, PathBuf};
 /// Fsyncs a directory so that entries created, renamed or removed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Bytes available to this process on the file system holding `dir`; `None` if it cannot be
+/// told (a caller then tries the write, which fails if it must).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// The lock could not be taken.

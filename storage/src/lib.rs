@@ -1,7 +1,7 @@
 //! Durable files, each mechanism once: the framed segment log and its recovery ([`log`]; random
 //! reads of fixed-size entries, [`fixed`]), the
-//! group-commit writer ([`group`]), atomic state files ([`state`]), the directory lock and
-//! `sync_dir` ([`dir`]), and the [`Disk`] trait the log writes through (faults in tests).
+//! group-commit writer ([`group`]), atomic state files ([`state`]), the directory lock,
+//! `sync_dir` and `free_bytes` ([`dir`]), and the [`Disk`] trait the log writes through (faults in tests).
 #![forbid(unsafe_code)]
 
 pub mod dir;
@@ -15,7 +15,7 @@ pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use dir::{DirLock, LockError, sync_dir};
+pub use dir::{DirLock, LockError, free_bytes, sync_dir};
 pub use disk::{Disk, Fault, FaultyDisk, RealDisk};
 pub use fixed::FixedReader;
 pub use frame::{Checksum, FRAME_OVERHEAD, FrameProblem, Frames};

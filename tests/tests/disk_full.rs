@@ -41,7 +41,9 @@ fn start() -> Option<Disks> {
     };
     let wal = mount("wal", 16)?;
     let index = mount("index", 48)?;
-    let collector = Collector::start(&data, "");
+    // The WAL has a disk of its own here: nothing kept free, so the ballast's ENOSPC is what
+    // refuses it (the room kept free has a test of its own below).
+    let collector = Collector::start(&data, "[wal]\nkeep_free_bytes = 0\n");
     Some(Disks {
         collector,
         wal,
@@ -52,6 +54,28 @@ fn start() -> Option<Disks> {
 
 /// `n` records with ids `{prefix}-0..`, each with some bulk, so a batch needs fresh pages.
 fn records(prefix: &str, n: usize) -> Vec<Value> {
+    records_with(prefix, n, |_| "x".repeat(400))
+}
+
+/// As [`records`], with bulk that does not compress (the index's store compresses blocks).
+fn incompressible_records(prefix: &str, n: usize) -> Vec<Value> {
+    let mut state = prefix.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    });
+    records_with(prefix, n, |_| {
+        (0..100)
+            .map(|_| {
+                // xorshift64: enough entropy that no block compresses.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                format!("{:016x}", state)
+            })
+            .collect()
+    })
+}
+
+fn records_with(prefix: &str, n: usize, mut bulk: impl FnMut(usize) -> String) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let mut r = record(
@@ -61,7 +85,7 @@ fn records(prefix: &str, n: usize) -> Vec<Value> {
                 "ada@acme.example",
                 &now_rfc3339(),
             );
-            r["metadata"]["note"] = json!("x".repeat(400));
+            r["metadata"]["note"] = json!(bulk(i));
             r
         })
         .collect()
@@ -135,8 +159,18 @@ fn assert_unavailable(a: &Answer, code: &str, says: &[&str], what: &str) {
 /// Ingests batches of `records(prefix..)` until one is refused; returns the ids acknowledged
 /// before and the refusal.
 fn ingest_until_refused(c: &Collector, token: &str, prefix: &str) -> (Vec<String>, Answer) {
+    ingest_until_refused_within(c, token, prefix, Duration::from_secs(20), records)
+}
+
+fn ingest_until_refused_within(
+    c: &Collector,
+    token: &str,
+    prefix: &str,
+    within: Duration,
+    records: fn(&str, usize) -> Vec<Value>,
+) -> (Vec<String>, Answer) {
     let mut acked = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + within;
     for b in 0.. {
         let batch = records(&format!("{prefix}{b}"), 100);
         let a = ingest(c, token, &batch);
@@ -435,4 +469,73 @@ fn a_full_wal_refuses_ingest_acknowledges_nothing_half_written_and_recovers_by_i
     recover(c, &token, &admin, &mut acked, freed, "WAL full");
     wait_ready(c, Duration::from_secs(5));
     export_and_verify(c, &admin, disks.dir.path());
+}
+
+/// The collector fills its own disk (WAL, index and trees on one small tmpfs, no ballast): it
+/// must stop taking records while the index can still commit what was acknowledged, so every
+/// acknowledged record becomes searchable and the WAL's indexed segments are deleted — not a
+/// deadlock where the index and the WAL each wait for space the other holds. Space added by the
+/// operator (the tmpfs grown in place) lets ingest resume without a restart.
+#[test]
+fn a_collector_that_fills_its_own_disk_still_indexes_all_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = match Tmpfs::mount(&data, 24) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
+            return;
+        }
+    };
+    let c = Collector::start(
+        &data,
+        "[wal]\nsegment_bytes = 1048576\nkeep_free_bytes = 4194304\n",
+    );
+    let (token, admin, mut acked) = seed(&c);
+    let (more, refused) = ingest_until_refused_within(
+        &c,
+        &token,
+        "own",
+        Duration::from_secs(120),
+        incompressible_records,
+    );
+    acked.extend(more);
+    assert_unavailable(&refused, "wal_full", &["kept free"], "ingest");
+
+    // Everything acknowledged becomes searchable although the disk is "full".
+    let n = acked.len() as u64;
+    c.wait_for_total_within(ORG, "action=auth.login", &admin, n, Duration::from_secs(60));
+    // The WAL's indexed segments are deleted (1 MiB each here): the room they held is free again.
+    let wal_segments = || {
+        std::fs::read_dir(data.join("wal"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            })
+            .count()
+    };
+    let trimmed = codestax_tests::wait_for(Duration::from_secs(30), || wal_segments() <= 2);
+    assert!(trimmed, "{} WAL segments left", wal_segments());
+
+    // The operator adds space: ingest resumes by itself.
+    disk.resize(96).unwrap();
+    let mut acked_after = acked.clone();
+    recover(
+        &c,
+        &token,
+        &admin,
+        &mut acked_after,
+        Instant::now(),
+        "own disk",
+    );
+    wait_ready(&c, Duration::from_secs(10));
+    export_and_verify(&c, &admin, dir.path());
+    assert!(
+        !c.stderr().contains("panicked"),
+        "{}",
+        codestax_tests::tail(&c.stderr(), 4000)
+    );
+    drop(c);
+    drop(disk);
 }

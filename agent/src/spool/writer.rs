@@ -3,7 +3,6 @@
 //! published.
 
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -80,7 +79,7 @@ impl Writer {
         }
         let written = self.frames.len();
         let replies = |accepted: Vec<(_, u64)>| accepted.into_iter().map(|(reply, _)| reply);
-        if let Some(free) = free_bytes(&self.shared.dir)
+        if let Some(free) = codestax_storage::free_bytes(&self.shared.dir)
             && free < written + KEEP_FREE_BYTES
         {
             let path = self.log.catalog().path(self.log.active_segment());
@@ -214,23 +213,4 @@ impl Writer {
             Err(_) => {}
         }
     }
-}
-
-/// Bytes available to this process on the file system holding `dir`; `None` if it cannot be
-/// told (the write is then tried, and fails if it must).
-#[allow(unsafe_code)]
-fn free_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is a NUL-terminated string and `stat` is a statvfs buffer, both valid for
-    // the call; the buffer is read only when the call says it filled it.
-    let stat = unsafe {
-        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
-            return None;
-        }
-        stat.assume_init()
-    };
-    #[allow(clippy::useless_conversion)] // the field types differ between platforms
-    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }

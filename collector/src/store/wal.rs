@@ -142,6 +142,8 @@ impl WalError {
 pub struct Wal {
     log: Log,
     segment_bytes: u64,
+    /// Bytes an append must leave free on the WAL's file system (0: none).
+    keep_free_bytes: u64,
     frames: Frames,
 }
 
@@ -167,8 +169,18 @@ impl Wal {
         Ok(Wal {
             log,
             segment_bytes,
+            keep_free_bytes: 0,
             frames: Frames::new(),
         })
+    }
+
+    /// From now on an append that would leave less than `bytes` free on the WAL's file system is
+    /// refused as a full disk (nothing written). The room kept lets the index commit, and the
+    /// trees and state files be written, for what the WAL acknowledged when WAL and index share a
+    /// disk: without it a collector that filled its own disk could index nothing more, so it
+    /// could delete no WAL segment, and stay stuck.
+    pub fn keep_free(&mut self, bytes: u64) {
+        self.keep_free_bytes = bytes;
     }
 
     /// The directory the WAL lives in.
@@ -215,6 +227,7 @@ impl Wal {
         for p in payloads {
             batch_len += codestax_storage::FRAME_OVERHEAD + p.as_ref().len() as u64;
         }
+        self.check_room(batch_len)?;
         if !self.log.active_is_empty() && self.log.active_len() + batch_len > self.segment_bytes {
             self.log.roll()?;
         }
@@ -224,6 +237,30 @@ impl Wal {
             self.frames.push(checksum, p.as_ref());
         }
         Ok(self.log.append(&self.frames)?.number)
+    }
+
+    /// Refuses an append of `batch_len` bytes that would eat into the room kept free.
+    fn check_room(&self, batch_len: u64) -> Result<(), WalError> {
+        if self.keep_free_bytes == 0 {
+            return Ok(());
+        }
+        let Some(free) = codestax_storage::free_bytes(self.dir()) else {
+            return Ok(());
+        };
+        if free >= batch_len.saturating_add(self.keep_free_bytes) {
+            return Ok(());
+        }
+        Err(WalError::Io {
+            path: self.dir().to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "{free} bytes free on the WAL's disk, {batch_len} needed and {} kept free for \
+                     indexing what was acknowledged (wal.keep_free_bytes)",
+                    self.keep_free_bytes
+                ),
+            ),
+        })
     }
 
     /// Makes every appended entry durable (fdatasync of the active segment; segment creation

@@ -24,6 +24,8 @@ pub struct StoreOptions {
     /// A new WAL segment is started when the next group would take the active one past this
     /// size, in bytes.
     pub segment_bytes: u64,
+    /// Bytes a WAL append leaves free on the WAL's file system ([`Wal::keep_free`]); 0: none.
+    pub keep_free_bytes: u64,
     /// How long the writer waits for more submissions to join a group, while other submitters
     /// are known to be on their way. Zero never waits. A lone submitter is never delayed.
     pub group_commit_max_wait: Duration,
@@ -39,6 +41,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_bytes: 64 << 20,
+            keep_free_bytes: 0,
             group_commit_max_wait: Duration::from_millis(2),
             max_group_records: 10_000,
             max_group_bytes: 16 << 20,
@@ -298,6 +301,7 @@ impl Store {
             ));
         }
         let mut wal = Wal::open_on(dir, opts.segment_bytes, disk).map_err(StoreError::Open)?;
+        wal.keep_free(opts.keep_free_bytes);
         if let Some(indexed) = indexed_through
             && indexed >= wal.next_lsn()
         {
@@ -702,8 +706,14 @@ impl Writer {
     /// the group's bytes; the dedupe set was never told about them.
     fn fail(&mut self, group: Vec<Submission>, error: WalError) {
         let storage_full = error.is_storage_full();
-        tracing::error!(error = %error, source = ?std::error::Error::source(&error), storage_full, "store group failed");
-        self.health.fail(error.failure());
+        let source = std::error::Error::source(&error);
+        // Clients retry while a disk is full: the first failure of a run is logged as an error,
+        // the others at debug (each is counted in storage_errors).
+        if self.health.fail(error.failure()) {
+            tracing::error!(error = %error, source = ?source, storage_full, "store group failed; ingest is refused until the WAL writes again");
+        } else {
+            tracing::debug!(error = %error, source = ?source, storage_full, "store group failed");
+        }
         self.shared.storage_errors.fetch_add(1, Ordering::Relaxed);
         self.shared
             .next_lsn
