@@ -8,7 +8,7 @@
 //! rsyslogd missing: the syslog test prints SKIPPED, but fails when `CI` is set (`.ci/run`
 //! installs Debian's `rsyslog`).
 
-use codestax_harness::{Collector, Process, free_port, record, wait_until};
+use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -34,17 +34,19 @@ fn ingest_n(c: &Collector, token: &str, prefix: &str, n: usize) -> Vec<String> {
             .map(|i| {
                 let id = format!("{prefix}-{i:05}");
                 ids.push(id.clone());
-                record(ORG, &id, "scan.triggered", "ada@acme.example", &now())
+                record(
+                    ORG,
+                    &id,
+                    "scan.triggered",
+                    "ada@acme.example",
+                    &now_rfc3339(),
+                )
             })
             .collect();
         let (status, body) = c.ingest(token, &records);
         assert_eq!(status, 200, "{body}");
     }
     ids
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn request(
@@ -769,13 +771,125 @@ fn declared_streams_are_read_only_through_the_api() {
     let ingest = c.create_key(ORG, "INGEST");
     let (status, body) = c.ingest(
         &ingest,
-        &[record(ORG, "d-1", "scan.triggered", "a@b.c", &now())],
+        &[record(
+            ORG,
+            "d-1",
+            "scan.triggered",
+            "a@b.c",
+            &now_rfc3339(),
+        )],
     );
     assert_eq!(status, 200, "{body}");
     wait_until(
         "the declared stream retries",
         Duration::from_secs(30),
         || stream_status(&c, &owner, "ops-siem")["status"]["state"] == "retrying",
+    );
+}
+
+/// Records retention deletes before a (paused) stream delivers them are counted and written to
+/// the org's log, and the stream goes on with the next record.
+#[test]
+fn records_expired_before_delivery_are_counted_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = HttpsReceiver::start(dir.path());
+    let data = dir.path().join("collector");
+    let c = Collector::start(
+        &data,
+        &format!(
+            "{}[retention]\ndefault_days = 3\njanitor_interval = \"1s\"\n",
+            settings()
+        ),
+    );
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let (status, created) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        &owner,
+        Some(json!({
+            "name": "siem", "start": "beginning",
+            "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
+                "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (status, body) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}/pause"),
+        &owner,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // One record already past the 3-day window (late records are accepted), one recent.
+    let old = (chrono::Utc::now() - chrono::Duration::days(3) - chrono::Duration::minutes(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (status, body) = c.ingest(
+        &ingest,
+        &[
+            record(ORG, "old-1", "scan.triggered", "ada@acme.example", &old),
+            record(
+                ORG,
+                "new-1",
+                "scan.triggered",
+                "ada@acme.example",
+                &now_rfc3339(),
+            ),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    // Deleted, not only hidden by the retention floor (which reads apply at once).
+    wait_until(
+        "the janitor deleted the old record",
+        Duration::from_secs(60),
+        || {
+            c.metrics().lines().any(|l| {
+                l.starts_with("codestax_collector_retention_records_deleted_total ")
+                    && l.ends_with(" 1")
+            })
+        },
+    );
+
+    let (status, body) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}/resume"),
+        &owner,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_ids(
+        "the recent record",
+        &receiver.received,
+        &["new-1".to_string()],
+        Duration::from_secs(60),
+    );
+    assert!(!receiver.received.ids().contains("old-1"));
+    let s = stream_status(&c, &owner, &id);
+    assert_eq!(s["status"]["expired_records"], 1, "{s}");
+    let mut entries = Vec::new();
+    let found = codestax_harness::wait_for(Duration::from_secs(30), || {
+        entries = c.search_all(ORG, "action=audit_log.stream_records_expired", &owner);
+        !entries.is_empty()
+    });
+    assert!(found, "no expired entry; collector log: {}", c.stderr());
+    let expired: Vec<&Value> = entries.iter().collect();
+    assert_eq!(expired.len(), 1, "{entries:?}");
+    assert_eq!(expired[0]["metadata"]["records"], 1, "{}", expired[0]);
+    assert_eq!(
+        expired[0]["metadata"]["stream_id"],
+        id.as_str(),
+        "{}",
+        expired[0]
+    );
+    assert_eq!(
+        expired[0]["provenance"]["writer"], "collector",
+        "{}",
+        expired[0]
     );
 }
 
@@ -928,7 +1042,13 @@ fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_r
     );
 
     // One record longer than the 8 KiB default: sent as a counted stub, never cut.
-    let mut big = record(ORG, "big-1", "scan.triggered", "ada@acme.example", &now());
+    let mut big = record(
+        ORG,
+        "big-1",
+        "scan.triggered",
+        "ada@acme.example",
+        &now_rfc3339(),
+    );
     big["metadata"]["pad"] = json!("x".repeat(12_000));
     let (status, body) = c.ingest(&ingest, &[big]);
     assert_eq!(status, 200, "{body}");

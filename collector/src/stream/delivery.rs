@@ -92,6 +92,9 @@ struct Read {
     last_seq: Option<u64>,
     /// When the first record read was received.
     first_received: Option<DateTime<Utc>>,
+    /// Runs of `seq` missing between the cursor and the last record read (deleted by retention
+    /// before delivery), first and last of each.
+    gaps: Vec<(u64, u64)>,
 }
 
 /// Runs the stream until `stop`.
@@ -190,22 +193,22 @@ pub async fn run(
                 continue;
             }
         };
-        let (Some(first_seq), Some(last_seq)) = (read.first_seq, read.last_seq) else {
+        let (Some(_), Some(last_seq)) = (read.first_seq, read.last_seq) else {
             idle(&status, &mut commits, &stop).await;
             continue;
         };
         status.update(|l| l.oldest_pending = read.first_received);
 
         // Records deleted by retention before this stream got to them.
-        if first_seq > from {
-            let expired = first_seq - from;
+        for &(first, last) in &read.gaps {
+            let expired = last - first + 1;
             cursor.expired_records += expired;
-            tracing::warn!(org = %def.org, stream = %def.id, first = from, last = first_seq - 1, expired, "records expired before the stream delivered them");
-            if let Err(e) = record_expired(&deps.ingest, &def, from, first_seq - 1).await {
-                tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot record the expired records in the audit log yet");
+            tracing::warn!(org = %def.org, stream = %def.id, first, last, expired, "records expired before the stream delivered them");
+            if let Err(e) = record_expired(&deps.ingest, &def, first, last).await {
+                tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot record the expired records in the audit log");
             }
-            status.update(|l| l.expired_records = cursor.expired_records);
         }
+        status.update(|l| l.expired_records = cursor.expired_records);
 
         let items = match encode(&def, &read.records) {
             Ok(items) => items,
@@ -339,10 +342,15 @@ fn read_after(
         first_seq: None,
         last_seq: None,
         first_received: None,
+        gaps: Vec::new(),
     };
     let mut scanned = 0;
     index.for_each_chained(org, from, |r| {
         let Some(seq) = r.seq else { return true };
+        let expected = read.last_seq.map_or(from, |s| s + 1);
+        if seq > expected {
+            read.gaps.push((expected, seq - 1));
+        }
         if read.first_seq.is_none() {
             read.first_seq = Some(seq);
             read.first_received = r.received_at;

@@ -100,6 +100,9 @@ impl Streams {
                 field: format!("streams.declared {}/{}: {}", d.org, d.id, e.field),
                 message: e.message,
             })?;
+            if all.iter().any(|(s, _)| s.org == d.org && s.id == d.id) {
+                tracing::warn!(org = %d.org, stream = %d.id, "a declared stream has the id of a stream made through the API; the declared one replaces it");
+            }
             all.retain(|(s, _)| !(s.org == d.org && s.id == d.id));
             all.push((
                 StreamDef {
