@@ -8,6 +8,7 @@ mod action;
 pub mod api;
 mod canonical;
 pub mod chain;
+pub mod export_proof;
 pub mod merkle;
 pub mod note;
 pub mod otlp;
