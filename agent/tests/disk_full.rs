@@ -420,12 +420,15 @@ async fn a_full_data_disk_pauses_intake_and_recovers_by_itself() {
     serde_json::from_slice::<serde_json::Value>(&checkpoints).unwrap();
     assert!(stopped, "SIGTERM: exit 0\n{stderr}");
     let logged = stderr.matches("spool write failed").count();
+    // Logged once per run of failures (counted each time in disk_write_errors_total).
+    let persist_logged = stderr.matches("cannot persist checkpoints").count();
     if std::env::var_os("SHOW_AGENT_STDERR").is_some() {
         eprintln!("{stderr}");
     }
     eprintln!(
         "disk full: ballast {:.2} MiB; {} records expected, {} received ({} replays of the same \
-         id after the kill); 'spool write failed' logged {logged} times; intake resumed {:.0} ms \
+         id after the kill); 'spool write failed' logged {logged} times, 'cannot persist checkpoints' \
+         {persist_logged} times; intake resumed {:.0} ms \
          after the ballast was deleted, everything delivered after {:.0} ms",
         ballast as f64 / (1 << 20) as f64,
         expected.len(),

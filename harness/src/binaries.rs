@@ -36,3 +36,22 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The `codestax` CLI run in `cwd` with `args`, without the caller's `CODESTAX_URL`,
+/// `CODESTAX_TOKEN` and `CODESTAX_CONFIG` (a developer's own settings must not reach a test),
+/// stdin closed.
+pub fn cli(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("codestax"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("CODESTAX_URL")
+        .env_remove("CODESTAX_TOKEN")
+        .env_remove("CODESTAX_CONFIG")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// [`cli`], run to its end.
+pub fn run_cli(cwd: &Path, args: &[&str]) -> std::process::Output {
+    cli(cwd, args).output().expect("run codestax")
+}

@@ -19,6 +19,38 @@ pub fn record(org: &str, id: &str, action: &str, email: &str, time: &str) -> Val
     })
 }
 
+/// The current time in RFC 3339 with microseconds, as records carry it.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// An OTLP/JSON logs request of `n` records of `org` at the current time, ids `{prefix}-0..`,
+/// `action`, by user `u1` (`ada@example.com`), each also carrying the `extra` attributes
+/// (e.g. `("audit.metadata.note", "…")`).
+pub fn otlp_json(org: &str, prefix: &str, n: usize, action: &str, extra: &[(&str, &str)]) -> Value {
+    let nanos = Utc::now()
+        .timestamp_nanos_opt()
+        .expect("time within i64 nanoseconds")
+        .to_string();
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let logs: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut attributes = vec![
+                attr("audit.id", &format!("{prefix}-{i}")),
+                attr("audit.action", action),
+                attr("enduser.id", "u1"),
+                attr("audit.actor.email", "ada@example.com"),
+            ];
+            attributes.extend(extra.iter().map(|(k, v)| attr(k, v)));
+            json!({"timeUnixNano": nanos, "attributes": attributes})
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [attr("audit.org_id", org)]},
+        "scopeLogs": [{"logRecords": logs}]
+    }]})
+}
+
 /// One line of the emit format, newline included: a valid record of org `acme` at the current
 /// time, with `id` if given, `message` and `action`, and `pad` bytes of `metadata.pad` (none if
 /// 0) to make lines of a chosen size.

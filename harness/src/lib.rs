@@ -18,10 +18,10 @@ mod tmpfs;
 mod wait;
 
 pub use agent::{Agent, AgentOptions};
-pub use binaries::bin;
+pub use binaries::{bin, cli, run_cli};
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
-pub use fixtures::{emit_line, emit_with_sdk, record};
+pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
 pub use process::{Process, proc_status_kib, tail};
 pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

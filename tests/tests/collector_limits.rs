@@ -3,21 +3,16 @@
 //! HTTP, RESOURCE_EXHAUSTED with a retry delay over gRPC, and an agent that waits and delivers
 //! everything exactly once.
 
-use chrono::{SecondsFormat, Utc};
-use codestax_tests::{Agent, AgentOptions, Collector, bin, record};
+use codestax_tests::{Agent, AgentOptions, Collector, bin, now_rfc3339, otlp_json, record};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Org ids no other text of a response could contain by chance.
 const ORG_A: &str = "zeta-tenant-one";
 const ORG_B: &str = "zeta-tenant-two";
-
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
-}
 
 /// `n` valid records of `org`, ids `{prefix}-0..`.
 fn records(org: &str, prefix: &str, n: usize) -> Vec<Value> {
@@ -28,7 +23,7 @@ fn records(org: &str, prefix: &str, n: usize) -> Vec<Value> {
                 &format!("{prefix}-{i}"),
                 "auth.login",
                 "ada@example.com",
-                &now(),
+                &now_rfc3339(),
             )
         })
         .collect()
@@ -176,25 +171,6 @@ fn ndjson(records: &[Value]) -> Vec<u8> {
         .into_bytes()
 }
 
-fn otlp_json(org: &str, prefix: &str, n: usize) -> Value {
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap().to_string();
-    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
-    let logs: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"timeUnixNano": nanos, "attributes": [
-                attr("audit.id", &format!("{prefix}-{i}")),
-                attr("audit.action", "team.member_invited"),
-                attr("enduser.id", "u1"),
-                attr("audit.actor.email", "ada@example.com"),
-            ]})
-        })
-        .collect();
-    json!({"resourceLogs": [{
-        "resource": {"attributes": [attr("audit.org_id", org)]},
-        "scopeLogs": [{"logRecords": logs}]
-    }]})
-}
-
 #[test]
 fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_are_not_touched() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,7 +206,9 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
 
     // OTLP/HTTP: the same 429 and Retry-After, the body a google.rpc.Status as OTLP/HTTP
     // specifies (RESOURCE_EXHAUSTED, in the request's encoding).
-    let body = otlp_json(ORG_A, "otlp", 10).to_string().into_bytes();
+    let body = otlp_json(ORG_A, "otlp", 10, "team.member_invited", &[])
+        .to_string()
+        .into_bytes();
     let r = c.post("/v1/logs", &flood, "application/json", body);
     assert_eq!(r.status(), 429);
     let retry_after: u64 = r.headers()["retry-after"]
@@ -251,7 +229,7 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
 
     // OTLP/gRPC: RESOURCE_EXHAUSTED with the retry delay in RetryInfo.
     let request: ExportLogsServiceRequest =
-        serde_json::from_value(otlp_json(ORG_A, "grpc", 10)).unwrap();
+        serde_json::from_value(otlp_json(ORG_A, "grpc", 10, "team.member_invited", &[])).unwrap();
     let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut client = LogsServiceClient::connect(c.grpc_endpoint()).await.unwrap();
         let mut request = tonic::Request::new(request);

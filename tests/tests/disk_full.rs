@@ -7,14 +7,12 @@
 //!
 //! Mounting needs root (as on CI): elsewhere each test prints `SKIPPED` and returns.
 
-use chrono::{SecondsFormat, Utc};
-use codestax_tests::{Collector, Tmpfs, bin, record};
+use codestax_tests::{Collector, Tmpfs, now_rfc3339, otlp_json, record, run_cli};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ORG: &str = "acme";
@@ -52,10 +50,6 @@ fn start() -> Option<Disks> {
     })
 }
 
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
 /// `n` records with ids `{prefix}-0..`, each with some bulk, so a batch needs fresh pages.
 fn records(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -65,7 +59,7 @@ fn records(prefix: &str, n: usize) -> Vec<Value> {
                 &format!("{prefix}-{i}"),
                 "auth.login",
                 "ada@acme.example",
-                &now(),
+                &now_rfc3339(),
             );
             r["metadata"]["note"] = json!("x".repeat(400));
             r
@@ -75,23 +69,14 @@ fn records(prefix: &str, n: usize) -> Vec<Value> {
 
 /// A batch of OTLP/JSON logs with ids `{prefix}-0..`, each with some bulk as [`records`].
 fn otlp(prefix: &str, n: usize) -> Value {
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap().to_string();
-    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
-    let logs: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"timeUnixNano": nanos, "attributes": [
-                attr("audit.id", &format!("{prefix}-{i}")),
-                attr("audit.action", "auth.login"),
-                attr("enduser.id", "u1"),
-                attr("audit.actor.email", "ada@acme.example"),
-                attr("audit.metadata.note", &"x".repeat(400)),
-            ]})
-        })
-        .collect();
-    json!({"resourceLogs": [{
-        "resource": {"attributes": [attr("audit.org_id", ORG)]},
-        "scopeLogs": [{"logRecords": logs}]
-    }]})
+    let bulk = "x".repeat(400);
+    otlp_json(
+        ORG,
+        prefix,
+        n,
+        "auth.login",
+        &[("audit.metadata.note", &bulk)],
+    )
 }
 
 /// An answer: status, `Retry-After`, body.
@@ -272,14 +257,7 @@ fn wait_ready(c: &Collector, within: Duration) -> Duration {
 /// Exports the whole log with the CLI and verifies its hash chain offline.
 fn export_and_verify(c: &Collector, admin: &str, work: &Path) {
     let run = |args: &[&str]| {
-        let out = Command::new(bin("codestax"))
-            .args(args)
-            .current_dir(work)
-            .env_remove("CODESTAX_URL")
-            .env_remove("CODESTAX_TOKEN")
-            .env_remove("CODESTAX_CONFIG")
-            .output()
-            .unwrap();
+        let out = run_cli(work, args);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),

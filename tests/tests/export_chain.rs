@@ -3,10 +3,9 @@
 //! verify, interrupted exports leave no file, and the stored chain survives restarts and kill -9.
 
 use chrono::{Duration, SecondsFormat, Utc};
-use codestax_tests::{Collector, bin, record};
+use codestax_tests::{Collector, cli, record, run_cli};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -160,21 +159,6 @@ fn ndjson_records(text: &str) -> Vec<Value> {
 }
 
 /// Runs the CLI with `args` in `cwd`, without the caller's CODESTAX_* environment.
-fn cli(cwd: &Path, args: &[&str]) -> Output {
-    cli_cmd(cwd, args).output().expect("run codestax")
-}
-
-fn cli_cmd(cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin("codestax"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("CODESTAX_URL")
-        .env_remove("CODESTAX_TOKEN")
-        .env_remove("CODESTAX_CONFIG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 fn assert_ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -327,7 +311,7 @@ fn cli_export_search_and_whoami() {
     let work = dir.path();
 
     // The spec's command, with the server, key and org given as flags.
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "export",
@@ -378,7 +362,7 @@ fn cli_export_search_and_whoami() {
     // The environment, a config file and whoami stand in for the flags; - is stdout.
     let config = work.join("codestax.toml");
     std::fs::write(&config, format!("url = \"{url}\"\ntoken = \"{admin}\"\n")).unwrap();
-    let out = cli_cmd(
+    let out = cli(
         work,
         &[
             "export",
@@ -404,7 +388,7 @@ fn cli_export_search_and_whoami() {
     assert_eq!(c.get_json("/api/v1/whoami", &ingest)["role"], "INGEST");
 
     // search: a table, or JSON.
-    let out = cli_cmd(
+    let out = cli(
         work,
         &[
             "search",
@@ -428,7 +412,7 @@ fn cli_export_search_and_whoami() {
         lines[1].contains(entries[0]["action"].as_str().unwrap()),
         "{table}"
     );
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "search",
@@ -451,7 +435,7 @@ fn cli_export_search_and_whoami() {
 
     // Errors: one line, non-zero, and no file.
     let member = c.create_key("acme", "MEMBER");
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "export",
@@ -475,7 +459,7 @@ fn cli_export_search_and_whoami() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!work.join("denied.csv").exists());
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "export",
@@ -493,7 +477,7 @@ fn cli_export_search_and_whoami() {
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with("codestax: export failed: cannot reach")
     );
-    let out = cli(work, &["export", "--output", "x.csv", "--url", &url]);
+    let out = run_cli(work, &["export", "--output", "x.csv", "--url", &url]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"));
     assert!(!work.join("x.csv").exists());
 }
@@ -507,7 +491,7 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     c.wait_for_total("acme", "category=scan", &admin, 20);
     let work = dir.path();
     let url = c.url("");
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "export",
@@ -534,9 +518,9 @@ fn cli_verify_passes_untouched_and_names_tampering() {
 
     let verify = |name: &str, content: &str| -> Output {
         std::fs::write(work.join(name), content).unwrap();
-        cli(work, &["verify", "--input", name])
+        run_cli(work, &["verify", "--input", name])
     };
-    let out = cli(work, &["verify", "--input", "all.ndjson"]);
+    let out = run_cli(work, &["verify", "--input", "all.ndjson"]);
     let summary = assert_ok(&out, "verify untouched");
     assert!(
         summary.contains("62 records of org acme, seq 1 to 62") && summary.contains("UNSIGNED"),
@@ -560,7 +544,7 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     assert!(server.get("error").is_none());
 
     // A JSON array export verifies the same.
-    let out = cli(
+    let out = run_cli(
         work,
         &[
             "export", "--format", "json", "--output", "all.json", "--url", &url, "--token", &admin,
@@ -568,7 +552,7 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     );
     assert_ok(&out, "export json");
     assert_ok(
-        &cli(work, &["verify", "--input", "all.json"]),
+        &run_cli(work, &["verify", "--input", "all.json"]),
         "verify json",
     );
 
@@ -663,7 +647,7 @@ fn an_export_cut_short_leaves_no_file() {
         ),
     ] {
         let url = dying_server(100, b"{\"a\":1}\n{\"b\":2}\n", clean_end);
-        let out = cli(
+        let out = run_cli(
             work,
             &[
                 "export",
@@ -744,7 +728,7 @@ fn a_large_export_streams_and_one_interrupted_leaves_no_file() {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let url = c.url("");
-    let mut child = cli_cmd(
+    let mut child = cli(
         &work,
         &[
             "export",
@@ -807,7 +791,7 @@ fn a_large_export_streams_and_one_interrupted_leaves_no_file() {
     }
 
     // A CLI killed outright leaves at most its hidden partial file, never the output.
-    let mut child = cli_cmd(
+    let mut child = cli(
         &work,
         &[
             "export", "--format", "csv", "--output", "big.csv", "--url", &url, "--token", &admin,

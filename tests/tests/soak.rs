@@ -16,12 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use codestax_tests::{Agent, AgentOptions, Collector, CollectorOptions, bin, emit_line, tail};
+use codestax_tests::{Agent, AgentOptions, Collector, CollectorOptions, emit_line, run_cli, tail};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -390,19 +389,6 @@ fn agent_drained(agent: &Agent, client: &reqwest::blocking::Client) -> bool {
     health["spool_unacked_bytes"] == 0 && lag == 0.0
 }
 
-/// Runs the `codestax` CLI with `args` in `cwd`, without the caller's CODESTAX_* environment.
-fn cli(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin("codestax"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("CODESTAX_URL")
-        .env_remove("CODESTAX_TOKEN")
-        .env_remove("CODESTAX_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run codestax")
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Agent,
@@ -487,6 +473,62 @@ fn compare(stored: &[Value], must: &Written, may: &Written) -> Comparison {
         }
     }
     c
+}
+
+/// What the agent said it could not read: its "file gone before it was read to its end"
+/// warnings, over all its runs.
+#[derive(Debug, Default, PartialEq)]
+struct ReportedLost {
+    files: u64,
+    bytes: u64,
+}
+
+fn files_reported_lost(agent_stderr: &str) -> ReportedLost {
+    let mut lost = ReportedLost::default();
+    for line in agent_stderr
+        .lines()
+        .map(without_colours)
+        .filter(|l| l.contains("file gone before it was read to its end"))
+    {
+        lost.files += 1;
+        lost.bytes += line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("bytes=")?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    lost
+}
+
+/// The line without terminal colour codes (`ESC [ … m`), which the agent's log may carry.
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_agents_lost_file_warnings_are_counted_with_their_bytes() {
+    let stderr = "2026-12-03T10:00:00Z  WARN codestax_agent: file gone before it was read to its end (deleted): bytes 10 to 60 of it were not read and are lost file=/x/a.log from=10 to=60 bytes=50\n\
+                  \u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m file gone before it was read to its end (moved away) \u{1b}[3mbytes\u{1b}[0m\u{1b}[2m=\u{1b}[0m7\n\
+                  INFO something else bytes=1000\n";
+    assert_eq!(
+        files_reported_lost(stderr),
+        ReportedLost {
+            files: 2,
+            bytes: 57
+        }
+    );
 }
 
 fn soak(rotation: Rotation) {
@@ -596,9 +638,10 @@ fn soak(rotation: Rotation) {
         into.insert(message.clone(), id.clone());
     }
 
-    // Until the count is reached with the agent drained, or the agent is drained and nothing
-    // more arrives for a while (records were lost; the while is long enough for a slow index
-    // commit), or the timeout.
+    // Until every record that must arrive is stored and the agent is drained, or the timeout.
+    // No early exit on a quiet spell: an agent still finding rotated files looks quiet to the
+    // drain check (it covers the files it has open), and a false "missing" would hide the real
+    // question. A real loss costs the whole timeout, then shows what is missing.
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -607,27 +650,38 @@ fn soak(rotation: Rotation) {
     let waiting = Instant::now();
     let timeout = ARRIVAL_TIMEOUT + writing * 4;
     let (mut last, mut last_change) = (u64::MAX, Instant::now());
-    loop {
+    let ended = loop {
         let total = collector.total(ORG, &query, &admin);
         if total != last {
             (last, last_change) = (total, Instant::now());
         }
-        let quiet = last_change.elapsed();
-        let drained = agent_drained(&agent, &client);
-        if (drained && total >= must.len() as u64 && quiet > Duration::from_secs(1))
-            || (drained && quiet > Duration::from_secs(15))
-            || waiting.elapsed() > timeout
+        if total >= must.len() as u64
+            && last_change.elapsed() > Duration::from_secs(1)
+            && agent_drained(&agent, &client)
         {
-            break;
+            break "complete".to_string();
+        }
+        if waiting.elapsed() > timeout {
+            break format!(
+                "timed out after {:.0} s with {total} of {} stored, the last arrival {:.1} s before, agent {}",
+                timeout.as_secs_f64(),
+                must.len(),
+                last_change.elapsed().as_secs_f64(),
+                if agent_drained(&agent, &client) {
+                    "drained"
+                } else {
+                    "not drained"
+                }
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     let waited = waiting.elapsed();
 
     // The whole log, exported with the CLI; the soak's records compared, the chain verified.
     let work = dir.path();
     let url = collector.url("");
-    let export = cli(
+    let export = run_cli(
         work,
         &[
             "export",
@@ -665,14 +719,16 @@ fn soak(rotation: Rotation) {
         .filter(|r: &Value| r["action"] == ACTION)
         .collect();
     let comparison = compare(&records, &must, &may);
-    let verify = cli(work, &["verify", "--input", "all.ndjson"]);
+    let lost = files_reported_lost(&agent.stderr());
+    let verify = run_cli(work, &["verify", "--input", "all.ndjson"]);
     let checking = waiting.elapsed() - waited;
 
     eprintln!(
         "soak {mode} seed {seed}: {} rounds, kills agent {} collector {} both {}; written {} to files \
          ({} rotations) + {} acked over OTLP ({} sent, {} resent, {} exports ok, {} failed, {} never acked); \
          stored {}, missing {}, duplicated {}, never written {}, under another id {}; \
-         {:.1} s writing, {:.1} s until everything arrived, {:.1} s to export and verify",
+         agent reported {} files gone unread ({} bytes); \
+         {:.1} s writing, {:.1} s waiting for arrival ({ended}), {:.1} s to export and verify",
         settings.rounds,
         kills.agent,
         kills.collector,
@@ -690,6 +746,8 @@ fn soak(rotation: Rotation) {
         comparison.duplicated.len(),
         comparison.unknown.len(),
         comparison.wrong_id.len(),
+        lost.files,
+        lost.bytes,
         writing.as_secs_f64(),
         waited.as_secs_f64(),
         checking.as_secs_f64(),

@@ -101,6 +101,9 @@ pub struct FileTailer {
     /// Files renamed away from a watched name to one the globs do not match, with their key
     /// then and their source: adopted at the next discovery unless tailed.
     renamed: Vec<(PathBuf, FileKey, Arc<FileSettings>)>,
+    /// The last write of the checkpoint table failed: later failures are counted, not logged
+    /// again (it is retried every second while a disk is full).
+    persist_failing: std::cell::Cell<bool>,
 }
 
 /// An append of a round, on its way to the spool.
@@ -140,6 +143,7 @@ impl FileTailer {
             missing: HashMap::new(),
             look_for_rotated: true,
             renamed: Vec::new(),
+            persist_failing: std::cell::Cell::new(false),
         }
     }
 
@@ -809,11 +813,20 @@ impl FileTailer {
 
     /// Writes the checkpoint table (at shutdown and now and then).
     pub fn persist(&self) {
-        if let Err(e) = self.checkpoints.persist() {
-            // Still marked changed: written again at the next call.
-            tracing::error!(error = %e, "cannot persist checkpoints");
-            self.metrics
-                .write_failed("checkpoints", e.is_disk_full(), e.to_string());
+        match self.checkpoints.persist() {
+            Ok(()) => {
+                if self.persist_failing.replace(false) {
+                    tracing::info!("checkpoints persisted again");
+                }
+            }
+            Err(e) => {
+                // Still marked changed: written again at the next call.
+                if !self.persist_failing.replace(true) {
+                    tracing::error!(error = %e, "cannot persist checkpoints; retrying (failures are counted in disk_write_errors_total)");
+                }
+                self.metrics
+                    .write_failed("checkpoints", e.is_disk_full(), e.to_string());
+            }
         }
     }
 
