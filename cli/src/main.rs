@@ -29,7 +29,9 @@ use codestax_common::note::VerifierKey;
 Examples:
   codestax export --type audit --format csv --output audit-log.csv --org acme
   codestax search --org acme --action scan.triggered --since 2026-11-01 --limit 20
-  codestax export --format ndjson --output audit-log.ndjson && codestax verify --input audit-log.ndjson
+  codestax export --format ndjson --output audit-log.ndjson
+  codestax verify --input audit-log.ndjson --public-key collector.vkey
+    (collector.vkey: the verifier_key of GET /api/v1/signing-key, fetched once and kept apart)
   codestax demo
 
 Server and key: --url / --token, or CODESTAX_URL / CODESTAX_TOKEN, or a TOML file given with
@@ -48,7 +50,7 @@ enum Command {
     Export(ExportArgs),
     /// Search audit records and print them as a table (or JSON).
     Search(SearchArgs),
-    /// Verify the hash chain of a JSON or NDJSON export, offline.
+    /// Verify an export offline: its proof, with the collector's public key, and its hash chain.
     Verify(VerifyArgs),
     /// Start a local collector and agent, emit sample events and show them.
     Demo(DemoArgs),

@@ -21,6 +21,9 @@ use codestax_common::merkle::{self, Hash};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Leaves read under one hold of an org's tree lock while a proof is made.
+const LEAVES_PER_LOCK: usize = 4096;
+
 /// Why no proof could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportProofError {
@@ -109,11 +112,15 @@ impl ProofContext {
             }
             return self.finish(head, Vec::new(), &[], Vec::new(), &[], file_sha256);
         };
-        let mut tree = lock(&tree);
+        // Read in chunks, the lock let go between them: ingest appends to the same tree.
         let mut leaves = Vec::with_capacity(sorted.len());
-        for &s in &sorted {
-            leaves.push(tree.leaf(s - 1)?);
+        for chunk in sorted.chunks(LEAVES_PER_LOCK) {
+            let mut tree = lock(&tree);
+            for &s in chunk {
+                leaves.push(tree.leaf(s - 1)?);
+            }
         }
+        let mut tree = lock(&tree);
         let mut holes_full = Vec::with_capacity(holes.len());
         for (seq, time) in holes {
             holes_full.push((seq, tree.leaf(seq - 1)?, time));

@@ -10,27 +10,14 @@ use codestax_common::chain::{ChainHead, Unsealed};
 use codestax_common::export_proof::{Manifest, ProofBundle};
 use codestax_common::note::{self, Checkpoint, NoteSigner, VerifierKey};
 use codestax_common::{AuditRecord, chain};
-use codestax_tests::{Collector, bin, record};
+use codestax_tests::{Collector, bin, record, run_cli as cli};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Instant;
 
 fn ago(d: Duration) -> String {
     (Utc::now() - d).to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn cli(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin("codestax"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("CODESTAX_URL")
-        .env_remove("CODESTAX_TOKEN")
-        .env_remove("CODESTAX_CONFIG")
-        .env_remove("CODESTAX_PUBLIC_KEY")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run codestax")
 }
 
 fn stdout_ok(out: &Output, what: &str) -> String {
