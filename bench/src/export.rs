@@ -63,12 +63,12 @@ impl Format {
     }
 
     /// Rows in a body with `newlines` line ends. Generated records hold no newline, so in CSV
-    /// each row is one line after the header; NDJSON one line per record; JSON `[`, one line per
-    /// record, `]`.
+    /// each row is one line after the header; NDJSON one line per record and its proof line;
+    /// JSON `[`, one line per record, `]` (its proof follows on that line).
     fn rows(self, newlines: u64) -> u64 {
         match self {
             Format::Csv => newlines.saturating_sub(1),
-            Format::Ndjson => newlines,
+            Format::Ndjson => newlines.saturating_sub(1),
             Format::Json => newlines.saturating_sub(2),
         }
     }

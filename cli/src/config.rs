@@ -12,6 +12,8 @@
 //! token = "csk_..."
 //! # Org to export and search when --org is not given.
 //! org = "acme"
+//! # The collector's public key, pinned, for `codestax verify`.
+//! public_key = "codestax-collector+1a2b3c4d+AekyeRrm…"
 //! ```
 
 use serde::Deserialize;
@@ -33,6 +35,10 @@ pub struct CliConfig {
     /// Org id used when `--org` is not given.
     #[serde(default)]
     pub org: Option<String>,
+    /// The collector's public key (`<name>+<id>+<base64>`), pinned: what `codestax verify`
+    /// checks an export's proof with when `--public-key` is not given.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 /// Why the config file cannot be used.
@@ -128,6 +134,7 @@ mod tests {
             url: Some("http://file:1".into()),
             token: Some("file-token".into()),
             org: Some("file-org".into()),
+            public_key: None,
         };
         let c = Connection::resolve(Some("http://flag:2".into()), None, None, Some(&file)).unwrap();
         assert_eq!(c.url, "http://flag:2");

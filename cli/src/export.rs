@@ -4,9 +4,14 @@
 //! transfer ended cleanly and holds as many records as the collector said it would), synced, and
 //! only then renamed to the output name: a failed or interrupted export never leaves a file that
 //! looks complete (a killed process may leave the hidden `.partial` file behind).
+//!
+//! JSON and NDJSON exports carry their proof at their end. A CSV export's proof is fetched once
+//! its bytes are in (the collector names it in `x-codestax-export-proof: sidecar <id>`) and
+//! written beside the file as `FILE.proof.json`, before the file is renamed into place.
 
 use crate::client::{Client, ClientError};
-use codestax_common::api::{EXPORT_TOTAL_HEADER, ExportFormat, SearchFilters};
+use codestax_common::api::{EXPORT_PROOF_HEADER, EXPORT_TOTAL_HEADER, ExportFormat, SearchFilters};
+use codestax_common::export_proof::ProofBundle;
 use codestax_storage::{AtomicFile, StateFileError};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Read, Write};
@@ -61,6 +66,8 @@ pub enum ExportError {
     },
     #[error("the export is incomplete: the collector announced {expected} records, {got} arrived")]
     Incomplete { expected: u64, got: u64 },
+    #[error("the export's proof: {0}")]
+    Proof(String),
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -91,13 +98,38 @@ pub fn export(
         .get(EXPORT_TOTAL_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let proof = Where::of(
+        response
+            .headers()
+            .get(EXPORT_PROOF_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let trailer_lines =
+        u64::from(proof == Where::Included && request.format == ExportFormat::Ndjson);
+    let sidecar = |c: Counted| -> Result<(Counted, Option<ProofBundle>), ExportError> {
+        match &proof {
+            Where::Sidecar(id) => {
+                let path = format!("/api/v1/orgs/{}/audit-log/export/proof", request.org);
+                let bundle = client.get_json(&path, &[("id", id.clone())])?;
+                Ok((c, Some(bundle)))
+            }
+            _ => Ok((c, None)),
+        }
+    };
     let bar = progress_bar(progress, expected);
     let result = match output {
         Output::Stdout => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            if matches!(proof, Where::Sidecar(_)) {
+                eprintln!(
+                    "codestax: the proof of a {} export is written beside its file: use --output \
+                     FILE to have FILE.proof.json",
+                    request.format.as_str()
+                );
+            }
             copy(response, &mut out, request.format, &bar)
-                .and_then(|c| check_complete(c, expected, request.format))
+                .and_then(|c| check_complete(c, expected, request.format, trailer_lines))
                 .and_then(|s| {
                     out.flush().map_err(|source| ExportError::Io {
                         what: "write to",
@@ -107,19 +139,55 @@ pub fn export(
                     Ok(s)
                 })
         }
-        Output::File(path) => to_file(response, path, request.format, expected, &bar),
+        Output::File(path) => to_file(
+            response,
+            path,
+            request.format,
+            expected,
+            trailer_lines,
+            &bar,
+            sidecar,
+        ),
     };
     bar.finish_and_clear();
     result
 }
 
-/// Writes to a temporary file beside `path` and renames it into place once complete.
-fn to_file(
+/// Where the collector said the export's proof is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Where {
+    /// At the end of the body (JSON, NDJSON).
+    Included,
+    /// To fetch under this id once the body has ended (CSV, OCSF, ECS).
+    Sidecar(String),
+    /// None: an older collector, or an org whose tree cannot prove.
+    None,
+}
+
+impl Where {
+    fn of(header: Option<&str>) -> Where {
+        match header {
+            Some("included") => Where::Included,
+            Some(h) => match h.strip_prefix("sidecar ") {
+                Some(id) => Where::Sidecar(id.to_string()),
+                None => Where::None,
+            },
+            None => Where::None,
+        }
+    }
+}
+
+/// Writes to a temporary file beside `path` and renames it into place once complete (and its
+/// sidecar proof, if any, fetched and written beside it first).
+#[allow(clippy::too_many_arguments)]
+fn to_file<'a>(
     response: impl Read,
     path: &Path,
     format: ExportFormat,
     expected: Option<u64>,
+    trailer_lines: u64,
     bar: &ProgressBar,
+    sidecar: impl FnOnce(Counted) -> Result<(Counted, Option<ProofBundle>), ExportError> + 'a,
 ) -> Result<ExportSummary, ExportError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -144,7 +212,23 @@ fn to_file(
         w.flush().map_err(|e| io("write", e))?;
         counted
     };
-    let summary = check_complete(counted, expected, format)?;
+    let (counted, bundle) = sidecar(counted)?;
+    let summary = check_complete(counted, expected, format, trailer_lines)?;
+    if let Some(bundle) = bundle {
+        let proof_path = crate::verify::sidecar_path(path);
+        let name = proof_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        let mut proof = AtomicFile::create(&proof_path, &temp)
+            .map_err(|e| state_io("create a temporary file beside", &proof_path, e))?;
+        serde_json::to_writer_pretty(proof.file(), &bundle)
+            .map_err(|e| ExportError::Proof(e.to_string()))?;
+        proof
+            .commit()
+            .map_err(|e| state_io("sync and rename the proof to", &proof_path, e))?;
+    }
     // fsync, rename, fsync of the directory; dropped before this, the temporary file is removed.
     tmp.commit()
         .map_err(|e| state_io("sync and rename the finished export to", path, e))?;
@@ -218,7 +302,13 @@ fn check_complete(
     c: Counted,
     expected: Option<u64>,
     format: ExportFormat,
+    trailer_lines: u64,
 ) -> Result<ExportSummary, ExportError> {
+    // The proof line of an NDJSON export is not a record.
+    let c = Counted {
+        newlines: c.newlines.saturating_sub(trailer_lines),
+        ..c
+    };
     let Some(expected) = expected else {
         return Ok(ExportSummary {
             records: rows_so_far(format, c.newlines),
@@ -274,14 +364,14 @@ mod tests {
             bytes: 10,
             newlines,
         };
-        assert!(check_complete(c(3), Some(3), ExportFormat::Ndjson).is_ok());
-        assert!(check_complete(c(2), Some(3), ExportFormat::Ndjson).is_err());
-        assert!(check_complete(c(5), Some(3), ExportFormat::Json).is_ok());
-        assert!(check_complete(c(1), Some(0), ExportFormat::Json).is_ok());
-        assert!(check_complete(c(4), Some(3), ExportFormat::Json).is_err());
-        assert!(check_complete(c(6), Some(3), ExportFormat::Json).is_err());
-        assert!(check_complete(c(6), Some(3), ExportFormat::Csv).is_ok());
-        assert!(check_complete(c(3), Some(3), ExportFormat::Csv).is_err());
+        assert!(check_complete(c(3), Some(3), ExportFormat::Ndjson, 0).is_ok());
+        assert!(check_complete(c(2), Some(3), ExportFormat::Ndjson, 0).is_err());
+        assert!(check_complete(c(5), Some(3), ExportFormat::Json, 0).is_ok());
+        assert!(check_complete(c(1), Some(0), ExportFormat::Json, 0).is_ok());
+        assert!(check_complete(c(4), Some(3), ExportFormat::Json, 0).is_err());
+        assert!(check_complete(c(6), Some(3), ExportFormat::Json, 0).is_err());
+        assert!(check_complete(c(6), Some(3), ExportFormat::Csv, 0).is_ok());
+        assert!(check_complete(c(3), Some(3), ExportFormat::Csv, 0).is_err());
     }
 
     #[test]
@@ -304,7 +394,9 @@ mod tests {
             &out,
             ExportFormat::Ndjson,
             Some(10),
+            0,
             &ProgressBar::hidden(),
+            |c| Ok((c, None)),
         )
         .unwrap_err();
         assert!(matches!(e, ExportError::Transfer { bytes: 6, .. }), "{e}");
@@ -316,7 +408,9 @@ mod tests {
             &out,
             ExportFormat::Ndjson,
             Some(3),
+            0,
             &ProgressBar::hidden(),
+            |c| Ok((c, None)),
         )
         .unwrap_err();
         assert!(matches!(
@@ -333,7 +427,9 @@ mod tests {
             &out,
             ExportFormat::Ndjson,
             Some(2),
+            0,
             &ProgressBar::hidden(),
+            |c| Ok((c, None)),
         )
         .unwrap();
         assert_eq!(s.records, 2);

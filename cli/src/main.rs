@@ -17,6 +17,7 @@ use codestax_cli::export::{self, ExportRequest, Output};
 use codestax_cli::search::{self, SearchRequest};
 use codestax_cli::verify::{self, VerifyOptions};
 use codestax_common::api::{ExportFormat, SearchFilters};
+use codestax_common::note::VerifierKey;
 
 /// Export, search and verify CodeStax audit logs, or run a local demo.
 #[derive(Debug, Parser)]
@@ -28,7 +29,9 @@ use codestax_common::api::{ExportFormat, SearchFilters};
 Examples:
   codestax export --type audit --format csv --output audit-log.csv --org acme
   codestax search --org acme --action scan.triggered --since 2026-11-01 --limit 20
-  codestax export --format ndjson --output audit-log.ndjson && codestax verify --input audit-log.ndjson
+  codestax export --format ndjson --output audit-log.ndjson
+  codestax verify --input audit-log.ndjson --public-key collector.vkey
+    (collector.vkey: the verifier_key of GET /api/v1/signing-key, fetched once and kept apart)
   codestax export --format ocsf --output audit-log.ocsf.ndjson --org acme   (or --format ecs)
   codestax demo
 
@@ -48,7 +51,7 @@ enum Command {
     Export(ExportArgs),
     /// Search audit records and print them as a table (or JSON).
     Search(SearchArgs),
-    /// Verify the hash chain of a JSON or NDJSON export, offline.
+    /// Verify an export offline: its proof, with the collector's public key, and its hash chain.
     Verify(VerifyArgs),
     /// Start a local collector and agent, emit sample events and show them.
     Demo(DemoArgs),
@@ -104,8 +107,27 @@ struct VerifyArgs {
     #[arg(long, short, value_name = "FILE")]
     input: PathBuf,
 
-    /// Accept missing sequence numbers, for an export made with filters: only the records
-    /// present and the links between consecutive numbers are checked.
+    /// The collector's public key (`verifier_key` of `GET /api/v1/signing-key`, or
+    /// `codestax-collector signing-key`), or a file holding it. The proof is checked with this
+    /// key only, never one the file carries. Else `public_key` of the --config file.
+    #[arg(long, value_name = "KEY", env = "CODESTAX_PUBLIC_KEY")]
+    public_key: Option<String>,
+
+    /// An earlier export with proof (or its .proof.json, or a saved checkpoint): also prove
+    /// that the log only grew since its signed tree head. The RFC 9162 consistency proof is
+    /// fetched from the collector (--url, --token, --config) and checked against both signed
+    /// heads.
+    #[arg(long, value_name = "FILE")]
+    since: Option<PathBuf>,
+
+    /// The collector, for --since; the --config file's `public_key` is used when --public-key
+    /// is not given.
+    #[command(flatten)]
+    server: Server,
+
+    /// For exports without proof only (format 1): accept missing sequence numbers, for an
+    /// export made with filters; only the records present and the links between consecutive
+    /// numbers are checked. An export with proof proves its gaps and needs no flag.
     #[arg(long)]
     allow_gaps: bool,
 }
@@ -317,18 +339,74 @@ fn run_search(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let key = verify_key(&args)?;
     let opts = VerifyOptions {
         allow_gaps: args.allow_gaps,
+        key,
     };
-    let report = if args.input.as_os_str() == "-" {
-        verify::verify(std::io::stdin().lock(), opts)?
+    let verified = if args.input.as_os_str() == "-" {
+        verify::verify(std::io::stdin().lock(), &opts)?
     } else {
-        let file = std::fs::File::open(&args.input)
-            .with_context(|| format!("cannot open {}", args.input.display()))?;
-        verify::verify(std::io::BufReader::with_capacity(256 * 1024, file), opts)?
+        if !args.input.exists() {
+            anyhow::bail!("cannot open {}: no such file", args.input.display());
+        }
+        verify::verify_file(&args.input, &opts)?
     };
-    println!("{report}");
+    println!("{verified}");
+    if let Some(since) = &args.since {
+        let verify::Verified::Proven(proven) = &verified else {
+            anyhow::bail!("--since needs an export with proof; this one has none");
+        };
+        let earlier = verify::earlier_head(since)?;
+        let org = proven.manifest.org.clone();
+        let growth = verify::check_growth(
+            &earlier,
+            &proven.checkpoint,
+            opts.key.as_ref(),
+            |from, to| {
+                let (client, _) = args.server.connect(Some(&org)).map_err(|e| e.to_string())?;
+                let path = format!("/api/v1/orgs/{org}/audit-log/proof/consistency");
+                let p: codestax_common::api::ConsistencyProof = client
+                    .get_json(&path, &[("from", from.to_string()), ("to", to.to_string())])
+                    .map_err(|e| format!("fetching the consistency proof: {e}"))?;
+                Ok(p.proof)
+            },
+        )?;
+        println!("{growth}");
+    }
     Ok(())
+}
+
+/// The collector's public key: `--public-key` (the key itself, or a file holding it), else
+/// `public_key` in the `--config` file. Never a key the export carries.
+fn verify_key(args: &VerifyArgs) -> anyhow::Result<Option<VerifierKey>> {
+    let text = match &args.public_key {
+        Some(k) if VerifierKey::parse(k.trim()).is_ok() => k.trim().to_string(),
+        Some(k) => std::fs::read_to_string(k)
+            .with_context(|| {
+                format!(
+                    "--public-key {k:?} is neither a key (<name>+<id>+<base64>) nor a readable file"
+                )
+            })?
+            .trim()
+            .to_string(),
+        None => match args
+            .server
+            .config
+            .as_deref()
+            .map(CliConfig::load)
+            .transpose()?
+        {
+            Some(CliConfig {
+                public_key: Some(k),
+                ..
+            }) => k.trim().to_string(),
+            _ => return Ok(None),
+        },
+    };
+    VerifierKey::parse(&text)
+        .map(Some)
+        .with_context(|| "the public key is not a verifier key (<name>+<id>+<base64 key>, as `GET /api/v1/signing-key` gives it)")
 }
 
 #[cfg(test)]

@@ -1,7 +1,14 @@
-//! `codestax verify`: checks an exported file's hash chain offline.
+//! `codestax verify`: checks an exported file offline — its proof (`codestax-export/2`: signed
+//! manifest, signed tree head, multi-proof, retention holes; see
+//! [`codestax_common::export_proof`]) against a public key given from outside the file, and its
+//! hash chain.
 //!
-//! Reads a JSON array or NDJSON export (CSV leaves fields out, so its hashes cannot be
-//! recomputed) in one pass, and checks:
+//! An export with proof is a JSON object `{"format", "records", "manifest", "proof"}`, an NDJSON
+//! file whose last line is `{"codestax_proof": …}`, or a bytes-only file (CSV) with its sidecar
+//! `FILE.proof.json`. An export without proof (a JSON array, NDJSON without the proof line) is
+//! checked as before and reported as "unsigned, chain only".
+//!
+//! Reads a JSON or NDJSON export in one pass, and checks:
 //!
 //! 1. every record: its `hash` recomputes from its content and `prev_hash`
 //!    ([`codestax_common::chain::check_record`]), and seq 1 starts from the genesis hash;
@@ -20,20 +27,52 @@
 //! Memory: 80 bytes per record, for the link check.
 
 use codestax_common::AuditRecord;
-use codestax_common::chain::check_record;
-use serde::de::{Error as _, SeqAccess, Visitor};
+use codestax_common::chain::check_record_leaf;
+use codestax_common::export_proof::{
+    ExportVerifier, FORMAT, NDJSON_PROOF_KEY, Proof, ProofBundle, ProofFailure, Proven,
+};
+use codestax_common::merkle::Hash;
+use codestax_common::note::{Checkpoint, VerifierKey};
+use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
 
-/// How strict the check is.
-#[derive(Debug, Clone, Copy, Default)]
+/// How strict the check is, and with what key.
+#[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Accept missing sequence numbers (an export made with filters); only the records present,
-    /// and the links between consecutive numbers present, are checked.
+    /// and the links between consecutive numbers present, are checked. Only for exports without
+    /// proof (format 1): an export with proof proves its gaps.
     pub allow_gaps: bool,
+    /// The collector's public key, obtained outside the file: the only key the proof's
+    /// signatures are checked with.
+    pub key: Option<VerifierKey>,
 }
 
 /// What verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// An export without proof: its hash chain holds. Unsigned: anyone can recompute a chain.
+    Chain(VerifyReport),
+    /// An export with proof (`codestax-export/2`).
+    Proven(Box<Proven>),
+}
+
+impl fmt::Display for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verified::Chain(r) => write!(
+                f,
+                "{r} (unsigned, chain only: an export without proof, which anyone could have \
+                 recomputed)"
+            ),
+            Verified::Proven(p) => p.fmt(f),
+        }
+    }
+}
+
+/// What the chain check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub records: u64,
@@ -77,7 +116,7 @@ impl fmt::Display for VerifyReport {
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// The chain does not hold at `place`.
+    /// The chain or the proof does not hold at `place`.
     #[error("{place}: {reason}")]
     Broken { place: String, reason: String },
     /// The input is not an export that can be checked.
@@ -91,6 +130,12 @@ fn broken(place: impl Into<String>, reason: impl Into<String>) -> VerifyError {
     VerifyError::Broken {
         place: place.into(),
         reason: reason.into(),
+    }
+}
+
+impl From<ProofFailure> for VerifyError {
+    fn from(e: ProofFailure) -> Self {
+        broken(e.place, e.reason)
     }
 }
 
@@ -109,9 +154,19 @@ struct Checker {
     unit: &'static str,
     links: Vec<Link>,
     newest: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    proof: ExportVerifier,
 }
 
 impl Checker {
+    fn new(unit: &'static str) -> Checker {
+        Checker {
+            unit,
+            links: Vec::new(),
+            newest: None,
+            proof: ExportVerifier::new(unit),
+        }
+    }
+
     fn place(&self, at: u64, seq: Option<u64>) -> String {
         match seq {
             Some(seq) => format!("{} {at} (seq {seq})", self.unit),
@@ -120,7 +175,9 @@ impl Checker {
     }
 
     fn push(&mut self, at: u64, r: &AuditRecord) -> Result<(), VerifyError> {
-        let seq = check_record(r).map_err(|reason| broken(self.place(at, r.seq), reason))?;
+        let (seq, leaf) =
+            check_record_leaf(r).map_err(|reason| broken(self.place(at, r.seq), reason))?;
+        self.proof.push(at, seq, leaf, &r.org_id)?;
         let key = (r.time, r.id().to_string());
         if let Some(before) = &self.newest
             && key >= *before
@@ -147,76 +204,198 @@ impl Checker {
         Ok(())
     }
 
-    fn finish(mut self, opts: VerifyOptions) -> Result<VerifyReport, VerifyError> {
-        self.links.sort_unstable_by_key(|l| l.seq);
-        let mut missing = 0;
-        for pair in self.links.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            let here = self.place(b.at, Some(b.seq));
-            if a.seq == b.seq {
-                return Err(broken(
-                    here,
-                    format!(
-                        "seq {} appears twice (also at {} {})",
-                        b.seq, self.unit, a.at
-                    ),
-                ));
-            }
-            if b.seq == a.seq + 1 {
-                if b.prev != a.hash {
-                    return Err(broken(
-                        here,
-                        format!(
-                            "prev_hash is not the hash of seq {} ({} {}): a record was changed, \
-                             replaced or inserted",
-                            a.seq, self.unit, a.at
-                        ),
+    /// The chain checks, then, for an export with proof, the proof's.
+    fn finish(
+        self,
+        bundle: Option<ProofBundle>,
+        opts: &VerifyOptions,
+    ) -> Result<Verified, VerifyError> {
+        match bundle {
+            None if opts.key.is_some() => Err(broken(
+                "proof",
+                "the file carries no proof (no signed manifest or tree head), so nothing in it \
+                 can be checked with the public key: it is an export without proof, or its \
+                 proof was removed (without --public-key its hash chain alone is checked)",
+            )),
+            None => Ok(Verified::Chain(chain(
+                self.links,
+                self.unit,
+                opts.allow_gaps,
+            )?)),
+            Some(bundle) => {
+                if opts.allow_gaps {
+                    return Err(VerifyError::Input(
+                        "--allow-gaps is only for exports without proof; this export proves \
+                         its gaps: verify it without the flag"
+                            .into(),
                     ));
                 }
-            } else if opts.allow_gaps {
-                missing += b.seq - a.seq - 1;
-            } else {
-                let gap = if b.seq == a.seq + 2 {
-                    format!("seq {} is missing", a.seq + 1)
-                } else {
-                    format!("seqs {} to {} are missing", a.seq + 1, b.seq - 1)
-                };
-                return Err(broken(
-                    here,
-                    format!(
-                        "{gap} (after seq {} at {} {}): records were deleted \
-                         (for an export made with filters, or after retention deleted a late \
-                         arrival, use --allow-gaps)",
-                        a.seq, self.unit, a.at
-                    ),
-                ));
+                // The links between consecutive records still hold; gaps are the proof's.
+                chain(self.links, self.unit, true)?;
+                let proven = self.proof.finish(&bundle, opts.key.as_ref(), None)?;
+                Ok(Verified::Proven(Box::new(proven)))
             }
         }
-        let last = self.links.last();
-        let unchecked_prev_hash = self
-            .links
-            .first()
-            .filter(|l| l.seq > 1)
-            .map(|l| hex::encode(l.prev));
-        Ok(VerifyReport {
-            unchecked_prev_hash,
-            records: self.links.len() as u64,
-            first_seq: self.links.first().map(|l| l.seq),
-            last_seq: last.map(|l| l.seq),
-            last_hash: last.map(|l| hex::encode(l.hash)),
-            missing,
-        })
     }
 }
 
-/// Verifies an export read from `input` (a JSON array or NDJSON).
-pub fn verify(mut input: impl BufRead, opts: VerifyOptions) -> Result<VerifyReport, VerifyError> {
+/// The link check: sorted by `seq`, no number twice, each `prev_hash` the hash before it, and
+/// (unless `allow_gaps`) no number missing.
+fn chain(mut links: Vec<Link>, unit: &str, allow_gaps: bool) -> Result<VerifyReport, VerifyError> {
+    let place = |at: u64, seq: u64| format!("{unit} {at} (seq {seq})");
+    links.sort_unstable_by_key(|l| l.seq);
+    let mut missing = 0;
+    for pair in links.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let here = place(b.at, b.seq);
+        if a.seq == b.seq {
+            return Err(broken(
+                here,
+                format!("seq {} appears twice (also at {unit} {})", b.seq, a.at),
+            ));
+        }
+        if b.seq == a.seq + 1 {
+            if b.prev != a.hash {
+                return Err(broken(
+                    here,
+                    format!(
+                        "prev_hash is not the hash of seq {} ({unit} {}): a record was changed, \
+                         replaced or inserted",
+                        a.seq, a.at
+                    ),
+                ));
+            }
+        } else if allow_gaps {
+            missing += b.seq - a.seq - 1;
+        } else {
+            let gap = if b.seq == a.seq + 2 {
+                format!("seq {} is missing", a.seq + 1)
+            } else {
+                format!("seqs {} to {} are missing", a.seq + 1, b.seq - 1)
+            };
+            return Err(broken(
+                here,
+                format!(
+                    "{gap} (after seq {} at {unit} {}): records were deleted \
+                     (for an export made with filters, or after retention deleted a late \
+                     arrival, use --allow-gaps)",
+                    a.seq, a.at
+                ),
+            ));
+        }
+    }
+    let last = links.last();
+    let unchecked_prev_hash = links
+        .first()
+        .filter(|l| l.seq > 1)
+        .map(|l| hex::encode(l.prev));
+    Ok(VerifyReport {
+        unchecked_prev_hash,
+        records: links.len() as u64,
+        first_seq: links.first().map(|l| l.seq),
+        last_seq: last.map(|l| l.seq),
+        last_hash: last.map(|l| hex::encode(l.hash)),
+        missing,
+    })
+}
+
+/// The sidecar of a bytes-only export (CSV, OCSF, ECS): `FILE.proof.json`.
+pub fn sidecar_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".proof.json");
+    PathBuf::from(name)
+}
+
+/// Verifies the export in `path`: a JSON or NDJSON export, or a bytes-only one (CSV) that has
+/// its sidecar `FILE.proof.json` beside it.
+pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<Verified, VerifyError> {
+    let sidecar = sidecar_path(path);
+    if sidecar.exists() {
+        return verify_bytes(path, &sidecar, opts);
+    }
+    let file = std::fs::File::open(path).map_err(VerifyError::Read)?;
+    verify(std::io::BufReader::with_capacity(256 * 1024, file), opts)
+}
+
+/// Verifies a bytes-only export against its sidecar: the file's SHA-256 is the one the signed
+/// manifest binds, and the rows' `seq`s and leaf hashes the sidecar lists prove against the
+/// signed head. (The rows' content cannot recompute leaf hashes: that a row is the record
+/// its leaf hashes rests on the manifest's signature over the bytes.)
+pub fn verify_bytes(
+    path: &Path,
+    sidecar: &Path,
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read_to_string(sidecar).map_err(VerifyError::Read)?;
+    let bundle: ProofBundle = serde_json::from_str(&text).map_err(|e| {
+        broken(
+            sidecar.display().to_string(),
+            format!("not an export proof: {e}"),
+        )
+    })?;
+    let mut file = std::fs::File::open(path).map_err(VerifyError::Read)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(VerifyError::Read)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let sha: Hash = h.finalize().into();
+    let rows = bundle.proof.rows.as_deref().ok_or_else(|| {
+        broken(
+            "proof.rows",
+            "missing: a sidecar lists each row's seq and leaf hash",
+        )
+    })?;
+    let manifest_org = manifest_org(&bundle)?;
+    let mut v = ExportVerifier::new("row");
+    for (i, r) in rows.iter().enumerate() {
+        let leaf = codestax_common::export_proof::from_b64(&r.leaf_hash).ok_or_else(|| {
+            broken(
+                format!("proof.rows[{i}] (seq {})", r.seq),
+                "leaf_hash is not a base64 SHA-256 hash",
+            )
+        })?;
+        v.push(i as u64 + 1, r.seq, leaf, &manifest_org)?;
+    }
+    let proven = v.finish(&bundle, opts.key.as_ref(), Some(sha))?;
+    Ok(Verified::Proven(Box::new(proven)))
+}
+
+/// The org a bundle's manifest names (read before its signature is checked; the check follows).
+fn manifest_org(bundle: &ProofBundle) -> Result<String, VerifyError> {
+    let text = bundle
+        .manifest
+        .rfind("\n\n")
+        .map(|i| &bundle.manifest[..i + 1])
+        .ok_or_else(|| broken("manifest", "not a signed note"))?;
+    codestax_common::export_proof::Manifest::parse(text)
+        .map(|m| m.org)
+        .map_err(|e| broken("manifest", e.to_string()))
+}
+
+/// Verifies an export read from `input` (a JSON array or object, or NDJSON).
+pub fn verify(mut input: impl BufRead, opts: &VerifyOptions) -> Result<Verified, VerifyError> {
     // Blank lines skipped before the first byte, to keep line numbers right.
     let mut skipped_lines = 0;
     let first = loop {
         let buf = input.fill_buf().map_err(VerifyError::Read)?;
         match buf.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(i) => break Some(buf[i]),
+            Some(i) => {
+                // `{"format"` opens an export object (format 2); any other `{` an NDJSON line.
+                let rest = &buf[i..];
+                let object = rest.first() == Some(&b'{')
+                    && rest[1..]
+                        .iter()
+                        .skip_while(|b| b.is_ascii_whitespace())
+                        .take(8)
+                        .eq(b"\"format\"".iter());
+                break Some(if object { b'o' } else { buf[i] });
+            }
             None if buf.is_empty() => break None,
             None => {
                 let n = buf.len();
@@ -226,83 +405,104 @@ pub fn verify(mut input: impl BufRead, opts: VerifyOptions) -> Result<VerifyRepo
         }
     };
     match first {
-        None => Ok(Checker {
-            unit: "line",
-            links: Vec::new(),
-            newest: None,
-        }
-        .finish(opts)?),
+        None => Checker::new("line").finish(None, opts),
         Some(b'[') => verify_json(input, opts),
+        Some(b'o') => verify_json_object(input, opts),
         Some(b'{') => verify_ndjson(input, skipped_lines, opts),
         Some(_) => Err(VerifyError::Input(
-            "not a JSON or NDJSON export; CSV exports leave fields out and cannot be verified: \
-             export with --format ndjson (or json)"
+            "not a JSON or NDJSON export; a CSV export is verified with its proof file \
+             (FILE.proof.json, written beside it by `codestax export`), else export with \
+             --format ndjson (or json)"
                 .into(),
         )),
     }
 }
 
+/// The last line of an NDJSON export with proof.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofLine {
+    codestax_proof: ProofBundle,
+}
+
 fn verify_ndjson(
     input: impl BufRead,
     skipped_lines: u64,
-    opts: VerifyOptions,
-) -> Result<VerifyReport, VerifyError> {
-    let mut checker = Checker {
-        unit: "line",
-        links: Vec::new(),
-        newest: None,
-    };
+    opts: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    let mut checker = Checker::new("line");
+    let mut bundle: Option<(u64, ProofBundle)> = None;
+    let marker = format!("{{\"{NDJSON_PROOF_KEY}\"");
     for (i, line) in input.lines().enumerate() {
         let at = skipped_lines + i as u64 + 1;
         let line = line.map_err(VerifyError::Read)?;
         if line.trim().is_empty() {
             continue;
         }
+        if let Some((proof_at, _)) = &bundle {
+            return Err(broken(
+                format!("line {at}"),
+                format!(
+                    "a line after the proof (line {proof_at}): records were added after the end"
+                ),
+            ));
+        }
+        if line.starts_with(&marker) {
+            let p: ProofLine = serde_json::from_str(&line)
+                .map_err(|e| broken(format!("line {at}"), format!("not a proof line: {e}")))?;
+            bundle = Some((at, p.codestax_proof));
+            continue;
+        }
         let record: AuditRecord = serde_json::from_str(&line)
             .map_err(|e| broken(format!("line {at}"), format!("not an audit record: {e}")))?;
         checker.push(at, &record)?;
     }
-    checker.finish(opts)
+    checker.finish(bundle.map(|b| b.1), opts)
 }
 
-fn verify_json(input: impl BufRead, opts: VerifyOptions) -> Result<VerifyReport, VerifyError> {
-    /// Feeds each element of the array to the checker as it is parsed.
-    struct Each<'a> {
-        checker: &'a mut Checker,
-        failed: &'a mut Option<VerifyError>,
+/// Feeds each element of a records array to the checker as it is parsed.
+struct Each<'a> {
+    checker: &'a mut Checker,
+    failed: &'a mut Option<VerifyError>,
+}
+
+impl<'de> Visitor<'de> for Each<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of audit records")
     }
-    impl<'de> Visitor<'de> for Each<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an array of audit records")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let mut at = 0u64;
-            loop {
-                at += 1;
-                let record = match seq.next_element::<AuditRecord>() {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        *self.failed = Some(broken(
-                            format!("record {at}"),
-                            format!("not an audit record: {e}"),
-                        ));
-                        return Err(A::Error::custom("stopped"));
-                    }
-                };
-                if let Err(e) = self.checker.push(at, &record) {
-                    *self.failed = Some(e);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut at = 0u64;
+        loop {
+            at += 1;
+            let record = match seq.next_element::<AuditRecord>() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    *self.failed = Some(broken(
+                        format!("record {at}"),
+                        format!("not an audit record: {e}"),
+                    ));
                     return Err(A::Error::custom("stopped"));
                 }
+            };
+            if let Err(e) = self.checker.push(at, &record) {
+                *self.failed = Some(e);
+                return Err(A::Error::custom("stopped"));
             }
         }
     }
-    let mut checker = Checker {
-        unit: "record",
-        links: Vec::new(),
-        newest: None,
-    };
+}
+
+impl<'de> DeserializeSeed<'de> for Each<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+fn verify_json(input: impl BufRead, opts: &VerifyOptions) -> Result<Verified, VerifyError> {
+    let mut checker = Checker::new("record");
     let mut failed = None;
     let mut de = serde_json::Deserializer::from_reader(input);
     let result = serde::Deserializer::deserialize_seq(
@@ -317,7 +517,231 @@ fn verify_json(input: impl BufRead, opts: VerifyOptions) -> Result<VerifyReport,
         return Err(e);
     }
     result.map_err(|e| VerifyError::Input(format!("not a JSON array of records: {e}")))?;
-    checker.finish(opts)
+    checker.finish(None, opts)
+}
+
+/// A JSON export with proof: `{"format", "records": [...], "manifest", "proof"}`.
+fn verify_json_object(input: impl BufRead, opts: &VerifyOptions) -> Result<Verified, VerifyError> {
+    struct Object<'a> {
+        checker: &'a mut Checker,
+        failed: &'a mut Option<VerifyError>,
+    }
+    type Parts = (Option<String>, Option<String>, Option<Proof>);
+    impl<'de> Visitor<'de> for Object<'_> {
+        type Value = Parts;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an export object: format, records, manifest, proof")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
+            let (mut format, mut manifest, mut proof) = (None, None, None);
+            let mut records = false;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "format" => format = Some(map.next_value::<String>()?),
+                    "records" if !records => {
+                        records = true;
+                        map.next_value_seed(Each {
+                            checker: &mut *self.checker,
+                            failed: &mut *self.failed,
+                        })?
+                    }
+                    "manifest" => manifest = Some(map.next_value::<String>()?),
+                    "proof" => proof = Some(map.next_value::<Proof>()?),
+                    other => {
+                        return Err(A::Error::custom(format!(
+                            "unknown or repeated key {other:?}"
+                        )));
+                    }
+                }
+            }
+            if !records {
+                return Err(A::Error::custom("no records"));
+            }
+            Ok((format, manifest, proof))
+        }
+    }
+    let mut checker = Checker::new("record");
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let result = serde::Deserializer::deserialize_map(
+        &mut de,
+        Object {
+            checker: &mut checker,
+            failed: &mut failed,
+        },
+    )
+    .and_then(|parts| de.end().map(|()| parts));
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (format, manifest, proof) =
+        result.map_err(|e| VerifyError::Input(format!("not a JSON export object: {e}")))?;
+    let (Some(format), Some(manifest), Some(proof)) = (format, manifest, proof) else {
+        return Err(broken(
+            "proof",
+            "the export object lacks its format, manifest or proof: the proof was removed",
+        ));
+    };
+    if format != FORMAT {
+        return Err(broken("format", format!("{format:?} is not {FORMAT:?}")));
+    }
+    checker.finish(
+        Some(ProofBundle {
+            format,
+            manifest,
+            proof,
+        }),
+        opts,
+    )
+}
+
+/// The signed tree head an earlier export (or a saved checkpoint) stands on, for `--since`:
+/// an export with proof (JSON, NDJSON, a `.proof.json` sidecar), the JSON of
+/// `GET …/audit-log/checkpoint`, or the checkpoint's signed note itself.
+pub fn earlier_head(path: &Path) -> Result<String, VerifyError> {
+    let text = std::fs::read_to_string(path).map_err(VerifyError::Read)?;
+    let place = path.display().to_string();
+    let from_value = |v: &serde_json::Value| -> Option<String> {
+        v.get("codestax_proof")
+            .and_then(|p| p.pointer("/proof/checkpoint"))
+            .or_else(|| v.pointer("/proof/checkpoint"))
+            .or_else(|| v.get("checkpoint"))
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        // A JSON object (export, sidecar, checkpoint answer), or NDJSON whose last line holds it.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(c) = from_value(&v)
+        {
+            return Ok(c);
+        }
+        if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty())
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(last)
+            && let Some(c) = from_value(&v)
+        {
+            return Ok(c);
+        }
+        return Err(broken(
+            place,
+            "holds no signed tree head: not an export with proof, a proof file or a checkpoint",
+        ));
+    }
+    Ok(text)
+}
+
+/// What `--since` proved: the log only grew between two signed heads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Growth {
+    pub from: Checkpoint,
+    pub to: Checkpoint,
+}
+
+impl fmt::Display for Growth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = |c: &Checkpoint| {
+            c.time
+                .map(|t| format!(" (signed {})", codestax_common::time::format_rfc3339(&t)))
+                .unwrap_or_default()
+        };
+        if self.from.size == self.to.size {
+            write!(
+                f,
+                "and the log is the one of the earlier head: tree size {}{}, same root",
+                self.to.size,
+                when(&self.from)
+            )
+        } else {
+            write!(
+                f,
+                "and the log only grew: tree size {}{} is a prefix of tree size {}{} \
+                 (RFC 9162 consistency proof)",
+                self.from.size,
+                when(&self.from),
+                self.to.size,
+                when(&self.to)
+            )
+        }
+    }
+}
+
+/// Checks that the head `to` extends the earlier signed head `earlier` (its note, opened with
+/// `key`): equal sizes need equal roots; otherwise `fetch(from, to)` gives the consistency proof
+/// (from the collector: it is checked against the two signed roots, so it need not be trusted).
+pub fn check_growth(
+    earlier: &str,
+    to: &Checkpoint,
+    key: Option<&VerifierKey>,
+    fetch: impl FnOnce(u64, u64) -> Result<Vec<String>, String>,
+) -> Result<Growth, VerifyError> {
+    let text = match key {
+        Some(k) => codestax_common::note::open(earlier, k)
+            .map(str::to_string)
+            .map_err(|e| broken("--since", e.to_string()))?,
+        None => earlier
+            .rfind("\n\n")
+            .map(|i| earlier[..i + 1].to_string())
+            .ok_or_else(|| broken("--since", "not a signed note"))?,
+    };
+    let from = Checkpoint::parse(&text).map_err(|e| broken("--since", e.to_string()))?;
+    if from.origin != to.origin {
+        return Err(broken(
+            "--since",
+            format!(
+                "the earlier head is of log {:?}, this export's of {:?}",
+                from.origin, to.origin
+            ),
+        ));
+    }
+    if from.size > to.size {
+        return Err(broken(
+            "--since",
+            format!(
+                "the earlier head has {} records, more than this export's head ({}): this \
+                 export is older, or the log lost records",
+                from.size, to.size
+            ),
+        ));
+    }
+    if from.size == to.size {
+        if from.root != to.root {
+            return Err(broken(
+                "--since",
+                format!(
+                    "two heads of size {} with different roots: the log was rewritten",
+                    to.size
+                ),
+            ));
+        }
+        return Ok(Growth {
+            from,
+            to: to.clone(),
+        });
+    }
+    let hashes = fetch(from.size, to.size).map_err(|e| broken("--since", e))?;
+    let mut proof = Vec::with_capacity(hashes.len());
+    for h in &hashes {
+        proof.push(
+            codestax_common::export_proof::from_hex(h)
+                .ok_or_else(|| broken("--since", "the consistency proof is not hex hashes"))?,
+        );
+    }
+    codestax_common::merkle::verify_consistency(from.size, to.size, &from.root, &to.root, &proof)
+        .map_err(|e| {
+        broken(
+            "--since",
+            format!(
+                "tree size {} does not extend the earlier head of size {}: {e}: the log was \
+                     rewritten",
+                to.size, from.size
+            ),
+        )
+    })?;
+    Ok(Growth {
+        from,
+        to: to.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -362,7 +786,10 @@ mod tests {
     }
 
     fn check(text: &str) -> Result<VerifyReport, VerifyError> {
-        verify(text.as_bytes(), VerifyOptions::default())
+        match verify(text.as_bytes(), &VerifyOptions::default())? {
+            Verified::Chain(r) => Ok(r),
+            Verified::Proven(p) => panic!("no proof here: {p}"),
+        }
     }
 
     #[test]
@@ -451,9 +878,15 @@ mod tests {
         assert!(e.contains("seq 6 is missing"), "{e}");
         let gaps = verify(
             ndjson(&deleted).as_bytes(),
-            VerifyOptions { allow_gaps: true },
+            &VerifyOptions {
+                allow_gaps: true,
+                key: None,
+            },
         )
         .unwrap();
+        let Verified::Chain(gaps) = gaps else {
+            panic!("no proof")
+        };
         assert_eq!(gaps.missing, 1);
 
         let mut swapped = records.clone();

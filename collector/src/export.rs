@@ -15,11 +15,14 @@
 use crate::index::{IndexError, Scan};
 use codestax_common::AuditRecord;
 use codestax_common::api::{CSV_CHAIN_COLUMNS, CSV_COLUMNS, ExportFormat};
+use codestax_common::export_proof::{FORMAT, NDJSON_PROOF_KEY, ProofBundle};
 use codestax_common::format::{Context, ecs, ocsf};
+use codestax_common::merkle::Hash;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -38,6 +41,9 @@ pub enum ExportError {
     /// The receiver went away (the client disconnected).
     #[error("the client went away")]
     Gone,
+    /// The proof could not be made.
+    #[error("{0}")]
+    Proof(String),
 }
 
 /// The characters that make a spreadsheet read a cell as a formula when it starts with them.
@@ -81,12 +87,29 @@ pub struct Encoder {
     rows: u64,
     /// What OCSF and ECS events say of the product.
     context: Context,
+    /// Whether the export carries its proof (`codestax-export/2`): then the `seq` of each
+    /// record is kept, in file order, and the bytes of a bytes-only format are hashed.
+    proof: bool,
+    seqs: Vec<u64>,
+    /// Records without a `seq` (stored before chains existed): they cannot be proven.
+    unsealed: u64,
+    file_hash: Option<Sha256>,
 }
 
 impl Encoder {
     /// An encoder that has written the format's opening (the CSV header row, the JSON `[`).
     /// `with_chain` adds the chain columns to CSV; JSON and NDJSON always carry them.
     pub fn new(format: ExportFormat, with_chain: bool) -> Result<Encoder, ExportError> {
+        Encoder::with_proof(format, with_chain, false)
+    }
+
+    /// An encoder whose export carries its proof (`proof`): the JSON opening is then the
+    /// versioned object's, and [`Encoder::trailer`] gives the proof's bytes.
+    pub fn with_proof(
+        format: ExportFormat,
+        with_chain: bool,
+        proof: bool,
+    ) -> Result<Encoder, ExportError> {
         let mut e = Encoder {
             format,
             with_chain,
@@ -95,6 +118,10 @@ impl Encoder {
             scratch: Vec::new(),
             rows: 0,
             context: Context::new(env!("CARGO_PKG_VERSION")),
+            proof,
+            seqs: Vec::new(),
+            unsealed: 0,
+            file_hash: (proof && !format.recomputes_leaves()).then(Sha256::new),
         };
         match format {
             ExportFormat::Csv => {
@@ -105,6 +132,11 @@ impl Encoder {
                 }
                 w.write_record(&header).map_err(encode)?;
                 e.csv = Some(w);
+            }
+            ExportFormat::Json if proof => {
+                e.buf.extend_from_slice(b"{\"format\":\"");
+                e.buf.extend_from_slice(FORMAT.as_bytes());
+                e.buf.extend_from_slice(b"\",\"records\":[");
             }
             ExportFormat::Json => e.buf.push(b'['),
             ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => {}
@@ -131,6 +163,7 @@ impl Encoder {
             return self.push_event(json);
         }
         let view: RecordView = serde_json::from_str(json).map_err(encode)?;
+        self.note_seq(view.seq);
         match self.format {
             ExportFormat::Csv => {
                 let w = self.csv.as_mut().expect("a CSV encoder has a writer");
@@ -157,6 +190,7 @@ impl Encoder {
     /// record (every field through the schema's table), not the borrowed view.
     fn push_event(&mut self, json: &str) -> Result<(), ExportError> {
         let r: AuditRecord = serde_json::from_str(json).map_err(encode)?;
+        self.note_seq(r.seq);
         let event = match self.format {
             ExportFormat::Ocsf => ocsf::event(&r, &self.context),
             _ => ecs::document(&r, &self.context),
@@ -165,6 +199,16 @@ impl Encoder {
         self.buf.push(b'\n');
         self.rows += 1;
         Ok(())
+    }
+
+    /// Keeps the record's `seq` for the proof (an export with proof only).
+    fn note_seq(&mut self, seq: Option<u64>) {
+        if self.proof {
+            match seq {
+                Some(seq) => self.seqs.push(seq),
+                None => self.unsealed += 1,
+            }
+        }
     }
 
     /// Records pushed so far.
@@ -182,28 +226,78 @@ impl Encoder {
 
     /// Takes the bytes encoded so far.
     pub fn take(&mut self) -> Result<Vec<u8>, ExportError> {
-        match self.csv.replace(csv_writer()) {
+        let out = match self.csv.replace(csv_writer()) {
             // csv's writer cannot lend its output: take it whole and start a fresh one.
-            Some(w) => w.into_inner().map_err(|e| encode(e.error())),
+            Some(w) => w.into_inner().map_err(|e| encode(e.error()))?,
             None => {
                 self.csv = None;
-                Ok(std::mem::replace(
-                    &mut self.buf,
-                    Vec::with_capacity(CHUNK_BYTES + 4096),
-                ))
+                std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096))
             }
+        };
+        if let Some(h) = &mut self.file_hash {
+            h.update(&out);
         }
+        Ok(out)
     }
 
     /// Writes the format's closing (the JSON `]`) and takes the rest.
     pub fn finish(mut self) -> Result<Vec<u8>, ExportError> {
+        self.end_records()
+    }
+
+    /// Writes the end of the records (the JSON `]`, and for an export without proof the
+    /// newline after it) and takes the rest: what follows is only the [`Encoder::trailer`].
+    pub fn end_records(&mut self) -> Result<Vec<u8>, ExportError> {
         if self.format == ExportFormat::Json {
             if self.rows > 0 {
                 self.buf.push(b'\n');
             }
-            self.buf.extend_from_slice(b"]\n");
+            self.buf.push(b']');
+            if !self.proof {
+                self.buf.push(b'\n');
+            }
         }
         self.take()
+    }
+
+    /// The `seq`s of the records pushed, in order (kept only for an export with proof).
+    pub fn seqs(&self) -> &[u64] {
+        &self.seqs
+    }
+
+    /// Records pushed that have no `seq` and so cannot be proven.
+    pub fn unsealed(&self) -> u64 {
+        self.unsealed
+    }
+
+    /// The SHA-256 of every byte taken, for a bytes-only format with proof.
+    pub fn file_sha256(&mut self) -> Option<Hash> {
+        self.file_hash.take().map(|h| h.finalize().into())
+    }
+
+    /// The proof's bytes after the records: the JSON object's `manifest` and `proof` and its
+    /// closing brace, NDJSON's last line; nothing for a bytes-only format (its proof is a
+    /// sidecar).
+    pub fn trailer(&self, bundle: &ProofBundle) -> Result<Vec<u8>, ExportError> {
+        let mut out = Vec::new();
+        match self.format {
+            ExportFormat::Json => {
+                out.extend_from_slice(b",\"manifest\":");
+                serde_json::to_writer(&mut out, &bundle.manifest).map_err(encode)?;
+                out.extend_from_slice(b",\"proof\":");
+                serde_json::to_writer(&mut out, &bundle.proof).map_err(encode)?;
+                out.extend_from_slice(b"}\n");
+            }
+            ExportFormat::Ndjson => {
+                out.extend_from_slice(b"{\"");
+                out.extend_from_slice(NDJSON_PROOF_KEY.as_bytes());
+                out.extend_from_slice(b"\":");
+                serde_json::to_writer(&mut out, bundle).map_err(encode)?;
+                out.extend_from_slice(b"}\n");
+            }
+            ExportFormat::Csv | ExportFormat::Ocsf | ExportFormat::Ecs => {}
+        }
+        Ok(out)
     }
 }
 
@@ -270,15 +364,21 @@ fn write_csv_row(
     w.write_record(None::<&[u8]>).map_err(encode)
 }
 
+/// Makes an export's proof from the `seq`s written (file order) and, for a bytes-only format,
+/// the file's SHA-256.
+pub type Prove<'a> = Box<dyn FnOnce(&[u64], Option<Hash>) -> Result<ProofBundle, ExportError> + 'a>;
+
 /// Streams every record of `scan` (which fixed the export's snapshot and total): encodes them
 /// into chunks of about [`CHUNK_BYTES`] handed to `send`, which returns `false` when nobody is
-/// listening any more. Blocking (index reads): run it on a blocking thread. Returns the number
-/// of records written, which is `scan.total()`.
+/// listening any more, then, for an export with proof, makes it with `prove` once the records
+/// are written and sends its [`Encoder::trailer`]. Blocking (index reads): run it on a blocking
+/// thread. Returns the number of records written, which is `scan.total()`, and the proof.
 pub fn stream(
     scan: Scan,
     mut encoder: Encoder,
+    prove: Option<Prove<'_>>,
     mut send: impl FnMut(Vec<u8>) -> bool,
-) -> Result<u64, ExportError> {
+) -> Result<(u64, Option<ProofBundle>), ExportError> {
     scan.for_each(|json| {
         encoder.push_stored(json)?;
         if encoder.buffered() >= CHUNK_BYTES && !send(encoder.take()?) {
@@ -287,10 +387,31 @@ pub fn stream(
         Ok(())
     })?;
     let rows = encoder.rows();
-    if !send(encoder.finish()?) {
+    let last = encoder.end_records()?;
+    let Some(prove) = prove else {
+        return if send(last) {
+            Ok((rows, None))
+        } else {
+            Err(ExportError::Gone)
+        };
+    };
+    if encoder.unsealed() > 0 {
+        // They stay in the file; the proof covers the others, and a verifier names them.
+        tracing::warn!(
+            records = encoder.unsealed(),
+            "records without a seq (stored before chains existed) are exported unproven"
+        );
+    }
+    // The records' last bytes are held back until the proof is made, so that a failure to
+    // make it aborts a response that has not yet been seen to end.
+    let file_sha256 = encoder.file_sha256();
+    let bundle = prove(encoder.seqs(), file_sha256)?;
+    let mut tail = last;
+    tail.extend(encoder.trailer(&bundle)?);
+    if !send(tail) {
         return Err(ExportError::Gone);
     }
-    Ok(rows)
+    Ok((rows, Some(bundle)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cluster;
 pub mod export;
+pub mod export_proof;
 pub mod health;
 pub mod index;
 mod indexing;

@@ -186,6 +186,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         },
         trees,
         heads,
+        sidecars: Default::default(),
         health: health.clone(),
         streams: Some(streams.clone()),
     };

@@ -325,6 +325,17 @@ impl ExportFormat {
         Self::ALL.map(Self::as_str).join(", ")
     }
 
+    /// Whether a record in this format can be read back whole, so its leaf hash recomputes
+    /// from the file (the proof then rides in the file). Otherwise the format is "bytes-only"
+    /// (CSV, and OCSF and ECS, which map the record into another schema): its proof is a
+    /// sidecar whose signed manifest binds the file's SHA-256.
+    pub fn recomputes_leaves(self) -> bool {
+        match self {
+            ExportFormat::Json | ExportFormat::Ndjson => true,
+            ExportFormat::Csv | ExportFormat::Ocsf | ExportFormat::Ecs => false,
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             ExportFormat::Csv => "text/csv; charset=utf-8",
@@ -359,3 +370,7 @@ pub const CSV_CHAIN_COLUMNS: [&str; 3] = ["seq", "prev_hash", "hash"];
 /// Response header of an export: the exact number of records it holds (its snapshot's total),
 /// sent before the body so a client can show progress.
 pub const EXPORT_TOTAL_HEADER: &str = "x-codestax-export-total";
+/// Where an export's proof is: `included` (JSON, NDJSON: at the end of the body),
+/// `sidecar <id>` (CSV: `GET …/audit-log/export/proof?id=<id>` once the body has ended), or
+/// `unavailable` (the org's Merkle tree cannot prove its records).
+pub const EXPORT_PROOF_HEADER: &str = "x-codestax-export-proof";

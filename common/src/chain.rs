@@ -303,6 +303,12 @@ impl RetentionCheckpoint {
 /// lowercase hex digits, and `hash` is [`record_hash`] of the record and its `prev_hash`.
 /// Returns its `seq`.
 pub fn check_record(record: &AuditRecord) -> Result<u64, String> {
+    check_record_leaf(record).map(|(seq, _)| seq)
+}
+
+/// [`check_record`], also giving the record's Merkle leaf hash ([`record_leaf_hash`]) from the
+/// same canonical JSON.
+pub fn check_record_leaf(record: &AuditRecord) -> Result<(u64, Hash), String> {
     let seq = record
         .seq
         .ok_or_else(|| format!("record {:?} has no seq", record.id()))?;
@@ -325,13 +331,14 @@ pub fn check_record(record: &AuditRecord) -> Result<u64, String> {
     if seq == 1 && prev != GENESIS_HASH {
         return Err("the first record (seq 1) must have the genesis prev_hash".into());
     }
-    if record_hash(prev, record) != hash {
+    let canonical = hashed_json(record);
+    if hash_of(prev, &canonical) != hash {
         return Err(format!(
             "the content of record {:?} does not match its hash (changed after it was stored)",
             record.id()
         ));
     }
-    Ok(seq)
+    Ok((seq, leaf_of(prev, &canonical)))
 }
 
 /// Whether `s` has the form of a hash: 64 lowercase hex digits.

@@ -9,6 +9,7 @@ mod action;
 pub mod api;
 mod canonical;
 pub mod chain;
+pub mod export_proof;
 pub mod format;
 pub mod merkle;
 pub mod note;

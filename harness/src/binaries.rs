@@ -38,8 +38,8 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The `codestax` CLI run in `cwd` with `args`, without the caller's `CODESTAX_URL`,
-/// `CODESTAX_TOKEN` and `CODESTAX_CONFIG` (a developer's own settings must not reach a test),
-/// stdin closed.
+/// `CODESTAX_TOKEN`, `CODESTAX_CONFIG` and `CODESTAX_PUBLIC_KEY` (a developer's own settings
+/// must not reach a test), stdin closed.
 pub fn cli(cwd: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("codestax"));
     cmd.args(args)
@@ -47,6 +47,7 @@ pub fn cli(cwd: &Path, args: &[&str]) -> Command {
         .env_remove("CODESTAX_URL")
         .env_remove("CODESTAX_TOKEN")
         .env_remove("CODESTAX_CONFIG")
+        .env_remove("CODESTAX_PUBLIC_KEY")
         .stdin(std::process::Stdio::null());
     cmd
 }

@@ -150,8 +150,10 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The records of an NDJSON export (its last line, the proof, left out).
 fn ndjson_records(text: &str) -> Vec<Value> {
     text.lines()
+        .filter(|l| !l.starts_with("{\"codestax_proof\""))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
@@ -215,7 +217,12 @@ fn exports_equal_search_row_for_row_in_every_format() {
 
         let (headers, text) = get_raw(&c, &format!("{base}&format=json"), &admin);
         assert_eq!(headers["content-type"], "application/json");
-        let array: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            doc["format"], "codestax-export/2",
+            "{filters}: JSON with proof"
+        );
+        let array: Vec<Value> = serde_json::from_value(doc["records"].clone()).unwrap();
         assert_eq!(array, entries, "{filters}: JSON");
 
         let (headers, text) = get_raw(&c, &format!("{base}&format=ndjson"), &admin);
@@ -500,9 +507,14 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     );
     assert_ok(&out, "export ndjson");
     let text = std::fs::read_to_string(work.join("all.ndjson")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
+    // The records, without the proof line: they verify as an export without proof.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"codestax_proof\""))
+        .collect();
     // The whole log: the 60 records and the two key creations (the read record comes after).
     assert_eq!(lines.len(), 62);
+    assert_eq!(text.lines().count(), 63, "and the proof line");
 
     let verify = |name: &str, content: &str| -> Output {
         std::fs::write(work.join(name), content).unwrap();
@@ -511,10 +523,19 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     let out = run_cli(work, &["verify", "--input", "all.ndjson"]);
     let summary = assert_ok(&out, "verify untouched");
     assert!(
-        summary.starts_with("ok: 62 records, seq 1 to 62, no gaps"),
+        summary.contains("62 records of org acme, seq 1 to 62") && summary.contains("UNSIGNED"),
         "{summary}"
     );
     assert_eq!(summary.lines().count(), 1);
+    let summary = assert_ok(
+        &verify("records-only.ndjson", &(lines.join("\n") + "\n")),
+        "verify without proof",
+    );
+    assert!(
+        summary.starts_with("ok: 62 records, seq 1 to 62, no gaps")
+            && summary.contains("unsigned, chain only"),
+        "{summary}"
+    );
     // The same through the collector: the stored chain holds and ends at or after the export.
     let server = c.get_json("/api/v1/orgs/acme/audit-log/verify", &admin);
     assert_eq!(server["ok"], true, "{server}");
@@ -578,7 +599,7 @@ fn cli_verify_passes_untouched_and_names_tampering() {
     // And a CSV export is refused with the reason.
     fails(
         verify("x.csv", "timestamp,actor_name\n"),
-        "CSV exports leave fields out",
+        "CSV export is verified with its proof file",
     );
 }
 
@@ -696,7 +717,7 @@ fn a_large_export_streams_and_one_interrupted_leaves_no_file() {
     let mut rest = Vec::new();
     r.read_to_end(&mut rest).unwrap();
     let lines = rest.iter().filter(|&&b| b == b'\n').count();
-    assert_eq!(lines, n);
+    assert_eq!(lines, n + 1, "the records and the proof line");
     eprintln!(
         "export of {n}: first byte after {first_byte:?}, {} MB in {:?}",
         (rest.len() + 1) / 1_000_000,

@@ -31,7 +31,7 @@ fn export(c: &Collector, org: &str, token: &str) -> Vec<AuditRecord> {
         .text()
         .unwrap()
         .lines()
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("{\"codestax_proof\""))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     records.sort_by_key(|r| r.seq);

@@ -8,13 +8,14 @@ use super::audit_log::{effective_query, parse, query, record_read};
 use super::auth::{OrgAccess, ReadLog};
 use super::params::Route;
 use super::{ApiError, AppState};
-use crate::export::{Encoder, ExportError, stream};
+use crate::export::{Encoder, ExportError, Prove, stream};
+use crate::export_proof::{ProofContext, Sidecars, canonical_filters};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use chrono::Utc;
-use codestax_common::api::EXPORT_TOTAL_HEADER;
+use codestax_common::api::{EXPORT_PROOF_HEADER, EXPORT_TOTAL_HEADER};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,9 +31,23 @@ pub async fn export(
     let params = parse(&state, raw.as_deref(), Route::Export)?;
     let format = params.format.unwrap_or_default();
     let with_chain = params.with_chain;
-    let encoder = Encoder::new(format, with_chain).map_err(ApiError::internal)?;
+    // The export carries its proof unless the org's tree cannot give one (then it is as before
+    // proofs existed, and says so in its header).
+    let proven = ProofContext::available(&state.trees, &org);
+    let encoder = Encoder::with_proof(format, with_chain, proven).map_err(ApiError::internal)?;
     // The retention window applies to exports as to every read.
     let scoped = effective_query(&state, &org, &params.query);
+    let context = ProofContext {
+        org: org.clone(),
+        encoding: format.as_str().to_string(),
+        filters: canonical_filters(&params.filters),
+        cutoff: scoped.floor,
+        bytes_only: !format.recomputes_leaves(),
+        trees: state.trees.clone(),
+        heads: state.heads.clone(),
+        retention: state.retention.clone(),
+        index: state.index.clone(),
+    };
     let scan = query(&state, "export", {
         let org = org.clone();
         move |index| index.scan(&org, &scoped)
@@ -60,10 +75,31 @@ pub async fn export(
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         format.extension()
     );
+    // A bytes-only export's proof is fetched apart, under this id, once the bytes are in.
+    let sidecar = (proven && !format.recomputes_leaves()).then(Sidecars::new_id);
+    let proof_header = match (&sidecar, proven) {
+        (Some(id), _) => format!("sidecar {id}"),
+        (None, true) => "included".to_string(),
+        (None, false) => "unavailable".to_string(),
+    };
+    let sidecars = state.sidecars.clone();
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let send = |chunk: Vec<u8>| tx.blocking_send(Ok(chunk)).is_ok();
-        match stream(scan, encoder, send) {
+        let prove: Option<Prove> = proven.then(|| -> Prove {
+            Box::new(move |seqs, file_sha256| {
+                context
+                    .build(seqs, file_sha256)
+                    .map_err(|e| ExportError::Proof(e.to_string()))
+            })
+        });
+        let result = stream(scan, encoder, prove, send).map(|(rows, bundle)| {
+            if let (Some(id), Some(bundle)) = (sidecar, bundle) {
+                sidecars.put(id, org.clone(), bundle);
+            }
+            rows
+        });
+        match result {
             Ok(rows) if rows != total => {
                 tracing::error!(
                     org,
@@ -94,6 +130,43 @@ pub async fn export(
             .map_err(ApiError::internal)?,
     );
     headers.insert(EXPORT_TOTAL_HEADER, HeaderValue::from(total));
+    headers.insert(
+        EXPORT_PROOF_HEADER,
+        HeaderValue::from_str(&proof_header).map_err(ApiError::internal)?,
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// `GET /api/v1/orgs/{org}/audit-log/export/proof?id=ID`: the proof of a bytes-only (CSV)
+/// export, whose id its `x-codestax-export-proof: sidecar ID` header gave. 404 until the export
+/// has ended, after 15 minutes, or for another org's export.
+pub async fn sidecar(
+    State(state): State<AppState>,
+    OrgAccess { org, .. }: OrgAccess<ReadLog>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<codestax_common::export_proof::ProofBundle>, ApiError> {
+    let mut id = None;
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if name != "id" || id.is_some() {
+            return Err(ApiError::invalid(
+                name.as_ref(),
+                format!("unknown or repeated parameter {name:?}; this route takes id"),
+            ));
+        }
+        id = Some(value.into_owned());
+    }
+    let id = id.ok_or_else(|| ApiError::invalid("id", "id is required: the export's proof id"))?;
+    state
+        .sidecars
+        .get(&org, &id)
+        .map(axum::Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no proof with this id: the export has not ended, ended over 15 minutes ago, or \
+             is another org's",
+            )
+        })
 }

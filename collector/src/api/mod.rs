@@ -59,6 +59,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/orgs/{org}/audit-log/export", get(export::export))
         .route(
+            "/api/v1/orgs/{org}/audit-log/export/proof",
+            get(export::sidecar),
+        )
+        .route(
             "/api/v1/orgs/{org}/audit-log/verify",
             get(audit_log::verify),
         )

@@ -37,6 +37,8 @@ pub struct AppState {
     /// Every org's Merkle tree, and their signed heads.
     pub trees: Arc<Trees>,
     pub heads: Arc<Heads>,
+    /// Proofs of CSV exports, until the client fetches them.
+    pub sidecars: Arc<crate::export_proof::Sidecars>,
     /// Started yet (the WAL replayed into the index), and whether the WAL and the index write.
     pub health: Health,
     /// Every org's streams; `None` until they are started (the routes answer 503 meanwhile).

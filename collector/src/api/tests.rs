@@ -90,6 +90,7 @@ impl TestApp {
             },
             trees,
             heads,
+            sidecars: Default::default(),
             health,
             streams: None,
         };

@@ -129,6 +129,12 @@ impl Heads {
         })
     }
 
+    /// Signs `text` (ending in a newline) as a signed note with the heads' key: an export's
+    /// manifest. Not kept: the export carries it.
+    pub fn sign(&self, text: &str) -> Result<String, NoteError> {
+        self.signer.sign(text)
+    }
+
     /// The public key heads verify with.
     pub fn verifier(&self) -> VerifierKey {
         self.signer.verifier()
