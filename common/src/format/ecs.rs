@@ -75,6 +75,10 @@ pub const TABLE: &[Row] = &[
     row("integration.webhook_disabled", CONFIG, &["change"]),
     row("audit_log.viewed", API, &["access"]),
     row("audit_log.exported", API, &["access"]),
+    row("audit_log.stream_created", CONFIG, &["creation"]),
+    row("audit_log.stream_changed", CONFIG, &["change"]),
+    row("audit_log.stream_deleted", CONFIG, &["deletion"]),
+    row("audit_log.stream_records_expired", CONFIG, &["info"]),
 ];
 
 /// What an action outside the catalogue (a custom action) maps to.

@@ -230,6 +230,10 @@ pub const TABLE: &[Row] = &[
     row("integration.webhook_disabled", EM, DISABLE, None, LOW),
     row("audit_log.viewed", EM, READ, None, LOW),
     row("audit_log.exported", EM, READ, None, LOW),
+    row("audit_log.stream_created", EM, CREATE, None, LOW),
+    row("audit_log.stream_changed", EM, UPDATE, None, LOW),
+    row("audit_log.stream_deleted", EM, EM_DELETE, None, LOW),
+    row("audit_log.stream_records_expired", EM, OTHER, None, MEDIUM),
 ];
 
 /// What an action outside the catalogue (a custom action) maps to: Entity Management, activity
