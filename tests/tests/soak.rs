@@ -720,7 +720,14 @@ fn soak(rotation: Rotation) {
         .collect();
     let comparison = compare(&records, &must, &may);
     let lost = files_reported_lost(&agent.stderr());
-    let verify = run_cli(work, &["verify", "--input", "all.ndjson"]);
+    let key = collector.get_json("/api/v1/signing-key", &admin)["verifier_key"]
+        .as_str()
+        .expect("the collector's verifier key")
+        .to_string();
+    let verify = run_cli(
+        work,
+        &["verify", "--input", "all.ndjson", "--public-key", &key],
+    );
     let checking = waiting.elapsed() - waited;
 
     eprintln!(
