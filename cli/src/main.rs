@@ -148,7 +148,7 @@ struct DemoArgs {
     examples: PathBuf,
     /// Listen on PORT..PORT+5 (collector HTTP, collector gRPC, agent OTLP gRPC, agent OTLP HTTP,
     /// agent API, collector metrics) instead of 8470, 8417, 4317, 4318, 8471 and 8472.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", env = "CODESTAX_PORT_BASE")]
     port_base: Option<u16>,
 }
 
