@@ -392,7 +392,7 @@ fn a_key_made_by_another_writer_works_at_once() {
         1,
         "changes loaded from another writer are counted"
     );
-    // Unknown tokens look again at most once per interval.
+    // An unknown token looks again (and finds nothing).
     let unknown = format!(
         "{TOKEN_PREFIX}{}",
         "x".repeat(TOKEN_LEN - TOKEN_PREFIX.len())
