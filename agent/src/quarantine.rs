@@ -188,8 +188,9 @@ impl Quarantine {
             Metrics::count(&self.metrics.quarantined, "kind", e.kind.as_str(), 1);
             tracing::warn!(
                 kind = e.kind.as_str(),
-                path = ?e.path,
-                offset = ?e.offset,
+                // Absent ones (a record from OTLP has no file) are left out, not `None`.
+                path = e.path.as_ref().map(|p| tracing::field::display(p.display())),
+                offset = e.offset,
                 reason = %e.reason,
                 "quarantined"
             );

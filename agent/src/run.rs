@@ -235,8 +235,8 @@ pub async fn start(config: &AgentConfig) -> Result<RunningAgent, AgentError> {
     let forwarder = tokio::spawn(forwarder.run(stop_rx));
     tracing::info!(
         api = %api_addr,
-        otlp_grpc = ?grpc_addr,
-        otlp_http = ?http_addr,
+        otlp_grpc = grpc_addr.map(tracing::field::display),
+        otlp_http = http_addr.map(tracing::field::display),
         collector = %config.collector.endpoint,
         "codestax-agent started"
     );

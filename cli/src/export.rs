@@ -51,6 +51,27 @@ pub struct ExportSummary {
     /// Records, as the collector counted them for the export's snapshot.
     pub records: u64,
     pub bytes: u64,
+    /// The sidecar proof written beside the file (CSV, OCSF, ECS), if any.
+    pub proof: Option<PathBuf>,
+}
+
+impl ExportSummary {
+    /// What was written to `path`, for the user: `exported 12 records (3.4 KiB, 3481 bytes) to
+    /// audit-log.csv, its proof to audit-log.csv.proof.json`.
+    pub fn describe(&self, path: &Path) -> String {
+        let mut line = format!(
+            "exported {} record{} ({}, {} bytes) to {}",
+            self.records,
+            if self.records == 1 { "" } else { "s" },
+            HumanBytes(self.bytes),
+            self.bytes,
+            path.display()
+        );
+        if let Some(proof) = &self.proof {
+            line.push_str(&format!(", its proof to {}", proof.display()));
+        }
+        line
+    }
 }
 
 /// Why an export failed. Nothing that looks complete is left behind.
@@ -213,7 +234,7 @@ fn to_file<'a>(
         counted
     };
     let (counted, bundle) = sidecar(counted)?;
-    let summary = check_complete(counted, expected, format, trailer_lines)?;
+    let mut summary = check_complete(counted, expected, format, trailer_lines)?;
     if let Some(bundle) = bundle {
         let proof_path = crate::verify::sidecar_path(path);
         let name = proof_path
@@ -228,6 +249,7 @@ fn to_file<'a>(
         proof
             .commit()
             .map_err(|e| state_io("sync and rename the proof to", &proof_path, e))?;
+        summary.proof = Some(proof_path);
     }
     // fsync, rename, fsync of the directory; dropped before this, the temporary file is removed.
     tmp.commit()
@@ -313,6 +335,7 @@ fn check_complete(
         return Ok(ExportSummary {
             records: rows_so_far(format, c.newlines),
             bytes: c.bytes,
+            proof: None,
         });
     };
     let lines_needed = match format {
@@ -335,6 +358,7 @@ fn check_complete(
     Ok(ExportSummary {
         records: expected,
         bytes: c.bytes,
+        proof: None,
     })
 }
 

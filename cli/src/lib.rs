@@ -7,5 +7,6 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod report;
 pub mod search;
 pub mod verify;

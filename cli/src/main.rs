@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +14,7 @@ use codestax_cli::client::Client;
 use codestax_cli::config::{CliConfig, Connection};
 use codestax_cli::demo;
 use codestax_cli::export::{self, ExportRequest, Output};
+use codestax_cli::report;
 use codestax_cli::search::{self, SearchRequest};
 use codestax_cli::verify::{self, VerifyOptions};
 use codestax_common::api::{ExportFormat, SearchFilters};
@@ -110,7 +111,12 @@ struct VerifyArgs {
     /// The collector's public key (`verifier_key` of `GET /api/v1/signing-key`, or
     /// `codestax-collector signing-key`), or a file holding it. The proof is checked with this
     /// key only, never one the file carries. Else `public_key` of the --config file.
-    #[arg(long, value_name = "KEY", env = "CODESTAX_PUBLIC_KEY")]
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "CODESTAX_PUBLIC_KEY",
+        hide_env_values = true
+    )]
     public_key: Option<String>,
 
     /// An earlier export with proof (or its .proof.json, or a saved checkpoint): also prove
@@ -142,7 +148,7 @@ struct DemoArgs {
     examples: PathBuf,
     /// Listen on PORT..PORT+5 (collector HTTP, collector gRPC, agent OTLP gRPC, agent OTLP HTTP,
     /// agent API, collector metrics) instead of 8470, 8417, 4317, 4318, 8471 and 8472.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", env = "CODESTAX_PORT_BASE")]
     port_base: Option<u16>,
 }
 
@@ -179,6 +185,10 @@ struct Filters {
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
 
+    /// Outcome, `success` or `failure`; repeatable.
+    #[arg(long, value_name = "OUTCOME")]
+    outcome: Vec<String>,
+
     /// Full-text query: words, "phrases", field:value, -word.
     #[arg(long, short, value_name = "TEXT")]
     query: Option<String>,
@@ -191,7 +201,7 @@ impl Filters {
             action: self.action.clone(),
             category: self.category.clone(),
             repository: self.repository.clone(),
-            outcome: Vec::new(),
+            outcome: self.outcome.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
             q: self.query.clone(),
@@ -203,7 +213,7 @@ impl Filters {
 #[derive(Debug, Args)]
 struct Server {
     /// Collector HTTP API base URL [default: http://127.0.0.1:8470].
-    #[arg(long, env = "CODESTAX_URL")]
+    #[arg(long, env = "CODESTAX_URL", hide_env_values = true)]
     url: Option<String>,
 
     /// API key (sent as a bearer token).
@@ -211,7 +221,12 @@ struct Server {
     token: Option<String>,
 
     /// TOML file with `url`, `token` and `org` (each optional; flags and environment win).
-    #[arg(long, value_name = "FILE", env = "CODESTAX_CONFIG")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CODESTAX_CONFIG",
+        hide_env_values = true
+    )]
     config: Option<PathBuf>,
 }
 
@@ -284,8 +299,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): what it wanted it has; nothing to report.
+        Err(e) if report::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("codestax: {name} failed: {e:#}");
+            eprintln!("codestax: {name} failed: {}", report::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -302,15 +319,9 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     };
     let output = Output::from_arg(&args.output);
     let summary = export::export(&client, &request, &output, true)?;
-    if let Output::File(path) = &output
-        && std::io::stderr().is_terminal()
-    {
-        eprintln!(
-            "exported {} records ({} bytes) to {}",
-            summary.records,
-            summary.bytes,
-            path.display()
-        );
+    // On stderr, so that stdout holds only the export when it is `-`.
+    if let Output::File(path) = &output {
+        eprintln!("{}", summary.describe(path));
     }
     Ok(())
 }

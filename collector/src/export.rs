@@ -313,6 +313,43 @@ fn encode(e: impl std::fmt::Display) -> ExportError {
     ExportError::Encode(e.to_string())
 }
 
+/// The `written_by` cell: the record's provenance as `collector`, `ingest:<key id>`, or `unknown`.
+fn written_by(r: &RecordView, out: &mut Vec<u8>) {
+    match &r.provenance {
+        None => out.extend_from_slice(b"unknown"),
+        Some(p) => {
+            out.extend_from_slice(p.writer.as_str().as_bytes());
+            if let Some(key_id) = &p.key_id {
+                out.push(b':');
+                out.extend_from_slice(key_id.as_str().as_bytes());
+            }
+        }
+    }
+}
+
+/// The `actor_name` cell: the actor's name; for an actor with neither name nor email (the
+/// collector's own key events, a key acting through the API) who it is, in the shape of
+/// `written_by`: `collector` for the collector's system actor in its own entry, else
+/// `<kind>:<id>` (`api_key:key_…`), so that no row leaves "who" empty.
+fn actor_name(r: &RecordView, out: &mut Vec<u8>) {
+    let actor = &r.actor;
+    if let Some(name) = &actor.name {
+        out.extend_from_slice(name.as_str().as_bytes());
+    } else if actor.email.is_none() {
+        let by_collector = r
+            .provenance
+            .as_ref()
+            .is_some_and(|p| p.writer.as_str() == "collector");
+        if by_collector && actor.kind.as_str() == "system" {
+            written_by(r, out);
+        } else {
+            out.extend_from_slice(actor.kind.as_str().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(actor.id.as_str().as_bytes());
+        }
+    }
+}
+
 /// Writes a record's CSV row: the cells of [`CSV_COLUMNS`] (and [`CSV_CHAIN_COLUMNS`]), each
 /// neutralised, absent values as empty cells, `metadata` as compact JSON (empty when there is
 /// none).
@@ -328,7 +365,9 @@ fn write_csv_row(
     let target = r.target.as_ref();
     let mut cell = |s: &str| w.write_field(neutralise(s).as_bytes()).map_err(encode);
     cell(&r.time)?;
-    cell(opt(&r.actor.name))?;
+    scratch.clear();
+    actor_name(r, scratch);
+    cell(std::str::from_utf8(scratch).map_err(encode)?)?;
     cell(opt(&r.actor.email))?;
     cell(&r.action)?;
     cell(&r.category)?;
@@ -344,16 +383,7 @@ fn write_csv_row(
     }
     cell(std::str::from_utf8(scratch).map_err(encode)?)?;
     scratch.clear();
-    match &r.provenance {
-        None => scratch.extend_from_slice(b"unknown"),
-        Some(p) => {
-            scratch.extend_from_slice(p.writer.as_str().as_bytes());
-            if let Some(key_id) = &p.key_id {
-                scratch.push(b':');
-                scratch.extend_from_slice(key_id.as_str().as_bytes());
-            }
-        }
-    }
+    written_by(r, scratch);
     cell(std::str::from_utf8(scratch).map_err(encode)?)?;
     if with_chain {
         let seq = r.seq.map(|s| s.to_string()).unwrap_or_default();
@@ -760,6 +790,48 @@ mod tests {
     }
 
     #[test]
+    fn csv_names_who_when_the_actor_has_no_name_nor_email() {
+        use crate::keys::{KeyEvent, KeyEventKind, Role};
+        let event = |by: Option<&str>| {
+            let mut r = KeyEvent {
+                kind: KeyEventKind::Created,
+                key_id: "key_new".into(),
+                org_id: "acme".into(),
+                role: Role::Ingest,
+                name: None,
+                at: chrono::Utc::now(),
+                by: by.map(str::to_string),
+            }
+            .to_audit_record();
+            r.provenance = Some(codestax_common::Provenance::Collector);
+            r
+        };
+        let rows = |records: &[AuditRecord]| -> Vec<(String, String)> {
+            let out = encode_all(ExportFormat::Csv, false, records);
+            csv::Reader::from_reader(out.as_bytes())
+                .records()
+                .map(|row| {
+                    let row = row.unwrap();
+                    (row[1].to_string(), row[12].to_string())
+                })
+                .collect()
+        };
+        let by_api = event(Some("key_owner"));
+        let by_cli = event(None);
+        let mut app = record("Ada", "t", json!({}));
+        app.actor.name = None;
+        assert_eq!(
+            rows(&[by_cli, by_api, app]),
+            [
+                ("collector".to_string(), "collector".to_string()),
+                ("api_key:key_owner".to_string(), "collector".to_string()),
+                // An email says who already.
+                (String::new(), "unknown".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn json_is_one_array_and_ndjson_one_record_a_line() {
         let records: Vec<_> = (0..3)
             .map(|i| record(&format!("n{i}"), "t", json!({})))
@@ -805,7 +877,17 @@ mod tests {
                     let t = r.target.as_ref();
                     let mut row = vec![
                         codestax_common::time::format_rfc3339(&r.time),
-                        opt(&r.actor.name),
+                        match (&r.actor.name, &r.actor.email, &r.provenance) {
+                            (Some(name), _, _) => name.clone(),
+                            (None, Some(_), _) => String::new(),
+                            (None, None, Some(p))
+                                if p.writer() == "collector"
+                                    && r.actor.kind == codestax_common::ActorKind::System =>
+                            {
+                                "collector".to_string()
+                            }
+                            (None, None, _) => format!("{}:{}", r.actor.kind.as_str(), r.actor.id),
+                        },
                         opt(&r.actor.email),
                         r.action.clone(),
                         r.category.clone(),

@@ -266,6 +266,29 @@ pub enum ActionError {
     },
 }
 
+/// Words that find an action by what it means, beyond the words of its name (which are searched
+/// as they are): each word of the name without its past-tense ending (`triaged` gives `triage`
+/// and `triag`, `triggered` gives `trigger`, `cancelled` gives `cancel`), and a catalog action's
+/// description (`Triage status changed`). The index adds these to a record's full text so that
+/// `q=triage` finds `finding.triaged`; a form that is not a word costs a term and finds nothing
+/// else.
+pub fn search_words(action: &str, out: &mut impl FnMut(&str)) {
+    for word in action.split(|c: char| !c.is_alphanumeric()) {
+        let Some(stem) = word.strip_suffix("ed").filter(|s| s.len() >= 2) else {
+            continue;
+        };
+        out(&word[..word.len() - 1]);
+        out(stem);
+        let b = stem.as_bytes();
+        if b.len() >= 3 && b[b.len() - 1] == b[b.len() - 2] && !b"aeiou".contains(&b[b.len() - 1]) {
+            out(&stem[..stem.len() - 1]);
+        }
+    }
+    if let Some(spec) = lookup(action) {
+        out(spec.description);
+    }
+}
+
 /// Checks an action name and returns its category name. With `allow_custom`, any well-formed
 /// `category.event` passes and its category is the part before the dot.
 pub fn check(name: &str, allow_custom: bool) -> Result<&str, ActionError> {
@@ -296,6 +319,28 @@ pub fn check(name: &str, allow_custom: bool) -> Result<&str, ActionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words_of(action: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        search_words(action, &mut |w| v.push(w.to_string()));
+        v
+    }
+
+    #[test]
+    fn search_words_give_the_base_of_each_word_and_the_description() {
+        assert_eq!(
+            words_of("finding.triaged"),
+            ["triage", "triag", "Triage status changed"]
+        );
+        assert!(words_of("scan.triggered").contains(&"trigger".to_string()));
+        assert!(words_of("scan.cancelled").contains(&"cancel".to_string()));
+        assert!(words_of("auth.api_key_created").contains(&"create".to_string()));
+        assert!(words_of("repository.disconnected").contains(&"disconnect".to_string()));
+        // A custom action gets the endings too; words without one add nothing.
+        assert_eq!(words_of("billing.invoice_mailed"), ["maile", "mail"]);
+        assert!(words_of("billing.invoice_paid").is_empty());
+        assert!(words_of("auth.login").iter().all(|w| w == "Login"));
+    }
 
     #[test]
     fn every_catalog_action_names_its_category() {

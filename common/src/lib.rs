@@ -22,7 +22,7 @@ mod validate;
 
 pub use action::{
     ActionError, ActionSpec, CATALOG, CATEGORY_ALIASES, Category, check as check_action,
-    lookup as lookup_action, nearest as nearest_action,
+    lookup as lookup_action, nearest as nearest_action, search_words as action_search_words,
 };
 pub use canonical::to_canonical_json;
 #[doc(hidden)]

@@ -1,6 +1,7 @@
 //! The `[log]` section both programs share.
 
 use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -56,8 +57,10 @@ impl LogConfig {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .or_else(|_| tracing_subscriber::EnvFilter::try_new(&self.level))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Colours only for a terminal: a log file or journal gets plain text.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr);
         let _ = match self.format {
             LogFormat::Json => builder.json().try_init(),

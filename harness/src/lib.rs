@@ -27,7 +27,7 @@ pub use agent::{Agent, AgentOptions};
 pub use binaries::{bin, cli, run_cli};
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
-pub use external::{find_binary, in_ci, skip_or_fail, venv};
+pub use external::{find_binary, in_ci, on_path, skip_or_fail, venv};
 pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
 pub use moto::{MOTO_SERVER_VAR, MotoS3};
 pub use nats::{NATS_SERVER_VAR, NatsCluster};

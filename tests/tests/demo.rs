@@ -115,6 +115,29 @@ fn demo_runs_shows_every_category_and_continues_on_a_second_run() {
         assert!(categories.contains(&c), "{c} in {categories:?}");
     }
     let first_total = f["total"].as_u64().unwrap();
+
+    // A second demo while this one runs, with another data dir or the same: it names the port
+    // in use once and the way out, and starts nothing.
+    for other in [dir.path().join("other"), data.clone()] {
+        let out = Command::new(bin("codestax"))
+            .args(["demo", "--port-base", &base.to_string(), "--data-dir"])
+            .arg(&other)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("port {base} (collector HTTP API)")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--port-base"), "{stderr}");
+        assert_eq!(
+            stderr.matches("in use").count(),
+            1,
+            "the cause once: {stderr}"
+        );
+    }
     stop(child);
 
     let (child, _, key_again) = start_demo(&data, base);

@@ -332,9 +332,15 @@ fn cli_export_search_and_whoami() {
         ],
     );
     assert_ok(&out, "codestax export");
+    // No progress bar when piped: stdout stays empty, stderr holds one line saying what was
+    // written.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        out.stdout.is_empty() && out.stderr.is_empty(),
-        "quiet when piped"
+        stderr.starts_with("exported 40 records (")
+            && stderr.contains("to audit-log.csv, its proof to audit-log.csv.proof.json"),
+        "{stderr}"
     );
     let entries = c.search_all("acme", "category=scan", &admin);
     assert_eq!(entries.len(), 40);

@@ -87,6 +87,12 @@ impl<'a> Activity<'a> {
     }
 
     /// `n` records spread over the `days` before `end`, oldest first, with ids `<prefix>-<i>`.
+    /// One of `choices` that is not `old`: a change always changes something.
+    fn other_than(&mut self, choices: &[&'static str], old: &str) -> &'static str {
+        let others: Vec<&'static str> = choices.iter().copied().filter(|c| *c != old).collect();
+        others[self.rng.random_range(0..others.len())]
+    }
+
     pub fn history(
         &mut self,
         prefix: &str,
@@ -207,7 +213,7 @@ impl<'a> Activity<'a> {
                 match self.rng.random_range(0..3) {
                     0 => {
                         let old = STATUSES[self.rng.random_range(0..2)];
-                        let new = STATUSES[self.rng.random_range(1..STATUSES.len())];
+                        let new = self.other_than(&STATUSES[1..], old);
                         metadata["changes"] = json!([{"field": "status", "old": old, "new": new}]);
                         ("finding.triaged", target)
                     }
@@ -235,8 +241,9 @@ impl<'a> Activity<'a> {
                         ("team.member_invited", target)
                     }
                     1 => {
-                        let old = ROLES[self.rng.random_range(0..2)];
-                        metadata["changes"] = json!([{"field": "role", "old": old, "new": ROLES[2 - self.rng.random_range(0..2)]}]);
+                        let old = ROLES[self.rng.random_range(0..ROLES.len())];
+                        let new = self.other_than(ROLES, old);
+                        metadata["changes"] = json!([{"field": "role", "old": old, "new": new}]);
                         ("team.role_changed", target)
                     }
                     _ => ("team.member_removed", target),
@@ -323,5 +330,10 @@ mod tests {
             a.iter()
                 .all(|r| r.time <= end && r.time > end - Duration::days(30))
         );
+        let changes: Vec<_> = a.iter().flat_map(|r| &r.metadata.changes).collect();
+        assert!(changes.len() > 100, "{} changes", changes.len());
+        for c in changes {
+            assert_ne!(c.old, c.new, "a change with old = new: {c:?}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use codestax_collector::keys::{KeyStore, Role};
 use codestax_config::{AgentConfig, CollectorConfig, EnvSource};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,34 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Each port with what listens on it, in `--port-base` order.
+    pub fn named(&self) -> [(u16, &'static str); 6] {
+        [
+            (self.http, "collector HTTP API"),
+            (self.grpc, "collector OTLP/gRPC"),
+            (self.otlp_grpc, "agent OTLP/gRPC"),
+            (self.otlp_http, "agent OTLP/HTTP"),
+            (self.agent_api, "agent API"),
+            (self.metrics, "collector metrics"),
+        ]
+    }
+
+    /// Fails naming the first port something already listens on (most often a demo still
+    /// running), with the way out, before anything starts.
+    pub fn check_free(&self) -> Result<()> {
+        for (port, what) in self.named() {
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                let base = self.http.checked_add(1000).unwrap_or(20_000);
+                bail!(
+                    "port {port} ({what}) on 127.0.0.1 is not free: {e}.\n\
+                     Is another demo or collector running? Stop it, or run this one beside it \
+                     on other ports with its own data: --port-base {base} --data-dir ./codestax-data-{base}"
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_base(base: Option<u16>) -> Ports {
         match base {
             None => Ports {
@@ -81,9 +109,11 @@ pub fn run(data_dir: &Path, emit_examples: &Path, ports: Ports) -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
     let layout = Layout::new(data_dir, ports);
+    ports.check_free()?;
     for dir in [&layout.root, &layout.emit] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -95,8 +125,9 @@ pub fn run(data_dir: &Path, emit_examples: &Path, ports: Ports) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let collector = tokio::spawn(codestax_collector::run(collector_config, shutdown.clone()));
-        wait_ready(&layout, &collector).await?;
+        let mut collector =
+            tokio::spawn(codestax_collector::run(collector_config, shutdown.clone()));
+        wait_ready(&layout, &mut collector).await?;
         let agent = codestax_agent::start(&agent_config)
             .await
             .with_context(|| {
@@ -254,16 +285,26 @@ impl Mode0600 for std::fs::OpenOptions {
 
 async fn wait_ready(
     layout: &Layout,
-    collector: &tokio::task::JoinHandle<Result<(), codestax_collector::ServeError>>,
+    collector: &mut tokio::task::JoinHandle<Result<(), codestax_collector::ServeError>>,
 ) -> Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..600 {
         if collector.is_finished() {
-            bail!(
-                "the collector stopped during start (are ports {} and {} in use?)",
-                layout.ports.http,
-                layout.ports.grpc
-            );
+            let error = match collector.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it stopped without an error".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let hint = if error.contains("in use") {
+                format!(
+                    "\n(another demo using {} still running? Stop it, or start this one beside it \
+                     with its own data and ports: --data-dir DIR --port-base N)",
+                    layout.root.display()
+                )
+            } else {
+                String::new()
+            };
+            bail!("the collector stopped during start: {error}{hint}");
         }
         if let Ok(r) = client
             .get(format!("http://{}/readyz", layout.http()))

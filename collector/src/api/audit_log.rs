@@ -6,6 +6,7 @@
 use super::auth::{OrgAccess, ReadLog};
 use super::params::{self, Params, Route};
 use super::record::{Doing, record_action};
+use super::view_groups;
 use super::{ApiError, AppState};
 use crate::index::{self, AuditIndex, IndexError, SearchQuery};
 use crate::keys::KeyInfo;
@@ -54,8 +55,10 @@ pub async fn search(
         )
         .await?;
     }
+    let rows = params.group_views.then(|| view_groups::rows(&page.entries));
     Ok(Json(RawSearchResponse {
         entries: page.entries,
+        rows,
         next_cursor: page.next_cursor,
         total: page.total,
     }))
@@ -67,6 +70,9 @@ pub async fn search(
 #[derive(Debug, Serialize)]
 pub struct RawSearchResponse {
     pub entries: Vec<Box<RawValue>>,
+    /// With `group_views=true`: the page as rows, a viewer's consecutive views as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<view_groups::Row>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
     pub total: u64,

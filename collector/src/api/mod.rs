@@ -21,6 +21,7 @@ mod record;
 mod retention;
 mod state;
 mod streams;
+mod view_groups;
 
 pub use error::ApiError;
 pub use ingest::OtlpIngest;

@@ -18,7 +18,7 @@ const MAX_QUERY_BYTES: usize = 2048;
 /// What a route accepts beyond the filters.
 #[derive(Debug, Clone, Copy)]
 pub enum Route {
-    /// `limit` and `cursor`.
+    /// `limit`, `cursor` and `group_views`.
     Search { max_limit: usize },
     /// `top`.
     Facets { max_top: usize },
@@ -37,6 +37,9 @@ pub struct Params {
     pub format: Option<ExportFormat>,
     /// Whether a CSV export carries the `seq`, `prev_hash` and `hash` columns.
     pub with_chain: bool,
+    /// Whether a search page also lists its rows with a viewer's consecutive
+    /// `audit_log.viewed` entries grouped.
+    pub group_views: bool,
     /// The filters as given (for the `audit_log.viewed` record's metadata).
     pub filters: BTreeMap<String, Vec<String>>,
 }
@@ -60,7 +63,7 @@ pub fn parse(
             || SINGLE_FILTERS.contains(&key.as_str())
             || matches!(
                 (route, key.as_str()),
-                (Route::Search { .. }, "limit" | "cursor")
+                (Route::Search { .. }, "limit" | "cursor" | "group_views")
                     | (Route::Facets { .. }, "top")
                     | (Route::Export, "format" | "with_chain")
             );
@@ -145,18 +148,8 @@ pub fn parse(
                     )
                 })?)
             }
-            "with_chain" => {
-                p.with_chain = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(ApiError::invalid(
-                            "with_chain",
-                            format!("with_chain must be true or false, got {value:?}"),
-                        ));
-                    }
-                }
-            }
+            "with_chain" => p.with_chain = flag(&key, &value)?,
+            "group_views" => p.group_views = flag(&key, &value)?,
             _ => unreachable!("checked above"),
         }
     }
@@ -171,11 +164,22 @@ pub fn parse(
 fn expected(route: Route) -> String {
     let mut all: Vec<&str> = REPEATABLE.iter().chain(SINGLE_FILTERS).copied().collect();
     match route {
-        Route::Search { .. } => all.extend(["limit", "cursor"]),
+        Route::Search { .. } => all.extend(["limit", "cursor", "group_views"]),
         Route::Facets { .. } => all.push("top"),
         Route::Export => all.extend(["format", "with_chain"]),
     }
     all.join(", ")
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::invalid(
+            key,
+            format!("{key} must be true or false, got {value:?}"),
+        )),
+    }
 }
 
 fn category(value: &str, allow_custom: bool) -> Result<String, ApiError> {

@@ -56,7 +56,14 @@
 //! - `word` — a word anywhere searchable: actor id, name and email, target id and name, action,
 //!   repository, message, metadata values (IP, user agent, scan type, changes, other values).
 //!   Case-insensitive. Text is split into words at anything not a letter or digit, so `SEC-12`,
-//!   `10.0.0.7` or `scan.failed` search for those words next to each other.
+//!   `10.0.0.7` or `scan.failed` search for those words next to each other. A word also finds
+//!   the actions it names: each word of an action without its past-tense ending, and a catalog
+//!   action's description, are indexed with the record (`triage` finds `finding.triaged`,
+//!   `trigger` finds `scan.triggered`, `status` finds `finding.triaged` through "Triage status
+//!   changed"; [`codestax_common::action_search_words`]). These words were added to the full
+//!   text without a schema change: an existing index opens and is searched as it is, but records
+//!   indexed before this version are not found by these words (there is no reindex);
+//!   `action:` and `category:` find every record.
 //! - `"a phrase"` — these words next to each other, within one value.
 //! - `field:value` or `field:"a value"`, with field one of
 //!   - `action`, `category` (aliases accepted, `category:triage`), `user` (actor id or email),

@@ -344,6 +344,9 @@ pub(crate) fn document(
         d.add_text(f.kw, &term);
     }
     other_text_values(r, &mut |v| d.add_text(f.text, v));
+    // Words of the action's meaning (`q=triage` finds `finding.triaged`); the schema is the
+    // same, so partitions written before open as they are (their records lack these words).
+    codestax_common::action_search_words(&r.action, &mut |w| d.add_text(f.text, w));
     if let Some(name) = &r.actor.name {
         d.add_text(f.actor_text, name);
     }

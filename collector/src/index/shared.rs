@@ -130,7 +130,7 @@ impl Shared {
             // The state file is gone but records are not: what the log still holds is unknown,
             // so report nothing indexed (the caller replays all) and make those re-adds replace.
             let max = shared.max_lsn()?;
-            tracing::warn!(dir = %dir.display(), max_lsn = ?max, "index state file missing; re-adds up to the highest indexed LSN will replace");
+            tracing::warn!(dir = %dir.display(), max_lsn = max, "index state file missing; re-adds up to the highest indexed LSN will replace");
             replay_through = max;
             shared
                 .marks

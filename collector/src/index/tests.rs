@@ -246,6 +246,7 @@ fn all_text(r: &AuditRecord) -> Vec<String> {
         v.extend(t.name.clone());
     }
     v.push(r.action.clone());
+    codestax_common::action_search_words(&r.action, &mut |w| v.push(w.to_string()));
     v.extend(r.repository.clone());
     v.extend(r.message.clone());
     let m = &r.metadata;
@@ -438,6 +439,10 @@ fn queries(org: &str) -> Vec<SearchQuery> {
         "action:SCAN.FAILED",
         "category:triage",
         "category:finding",
+        "triage",
+        "trigger -triggered",
+        "-triage",
+        "\"status changed\"",
         "category:Authentication",
         &format!("user:ZOE@{org}.EXAMPLE"),
         &format!("user:{org}-key-7"),
@@ -529,6 +534,34 @@ fn every_filter_and_q_form_matches_brute_force() {
         nonempty * 10 > checked * 8,
         "the queries mostly match something"
     );
+}
+
+#[test]
+fn a_word_finds_the_actions_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(11, 1_500);
+    let (index, _indexer) = build(dir.path(), &records);
+    for (word, action) in [
+        ("triage", "finding.triaged"),
+        ("trigger", "scan.triggered"),
+        ("cancel", "scan.cancelled"),
+        ("revoke", "auth.api_key_revoked"),
+    ] {
+        let want = records
+            .iter()
+            .filter(|r| r.org_id == "acme" && r.action == action)
+            .count() as u64;
+        assert!(want > 0, "the corpus holds {action}");
+        let q = SearchQuery {
+            actions: vec![action.into()],
+            ..text(word)
+        };
+        assert_eq!(
+            index.search("acme", &q, 1, None).unwrap().total,
+            want,
+            "q={word} finds every {action}"
+        );
+    }
 }
 
 #[test]

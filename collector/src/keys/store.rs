@@ -31,10 +31,15 @@ pub const LOCK_FILE: &str = "keys.lock";
 const TEMP_FILE: &str = "keys.json.tmp";
 /// The format version of [`KEYS_FILE`] this build reads and writes.
 pub const STORE_VERSION: u64 = 1;
-/// How often an unknown token may make the store look at `keys.json` again
-/// ([`KeyStore::authenticate`]): a key made by the CLI works at once, and random tokens cost at
-/// most one `stat` per interval.
+/// The window of [`UNKNOWN_TOKEN_LOOKS`]: an unknown token makes the store look at `keys.json`
+/// again ([`KeyStore::authenticate`]) so that a key made by the CLI works at once.
 const UNKNOWN_TOKEN_RECHECK: Duration = Duration::from_millis(100);
+/// Looks (one `stat` each; the file is read only if it changed) that unknown tokens may cause per
+/// [`UNKNOWN_TOKEN_RECHECK`]: many more than people make keys, so each new key is seen at once
+/// (a single allowance per window refused a second key made within 100 ms of the first), and
+/// few enough that a flood of random tokens costs at most 1000 `stat`s a second. A look whose
+/// read fails uses up its window, so a damaged file is read at most ten times a second.
+const UNKNOWN_TOKEN_LOOKS: u32 = 100;
 /// How often [`KeyStore::spawn_reloader`] looks for changes by default.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest key name, in characters.
@@ -298,8 +303,8 @@ struct Inner {
     reloads: AtomicU64,
     /// Woken at each such load ([`KeyStore::reloaded`]).
     reloaded: tokio::sync::Notify,
-    /// When an unknown token last made the store look at the file again.
-    last_recheck: Mutex<Option<Instant>>,
+    /// The looks at the file unknown tokens caused lately.
+    rechecks: Mutex<RecheckWindow>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -309,6 +314,13 @@ impl std::fmt::Debug for KeyStore {
             .field("keys", &self.read_state().entries.len())
             .finish()
     }
+}
+
+/// The looks unknown tokens have caused in the current window.
+#[derive(Debug, Default)]
+struct RecheckWindow {
+    start: Option<Instant>,
+    used: u32,
 }
 
 impl KeyStore {
@@ -329,7 +341,7 @@ impl KeyStore {
                 state: RwLock::new(Snapshot::default()),
                 reloads: AtomicU64::new(0),
                 reloaded: tokio::sync::Notify::new(),
-                last_recheck: Mutex::new(None),
+                rechecks: Mutex::new(RecheckWindow::default()),
             }),
         };
         let _lock = store.lock()?;
@@ -513,8 +525,9 @@ impl KeyStore {
     /// The key a presented token belongs to, unless it is unknown or revoked. Hashes the token
     /// once, looks the hash up, and compares the stored hash in constant time. A token unknown
     /// here may belong to a key another writer (the CLI) has just made: the store then looks at
-    /// its file again (at most once per [`UNKNOWN_TOKEN_RECHECK`], a `stat` when nothing changed)
-    /// before refusing, so a key works the moment `keys create` returns.
+    /// its file again (a `stat` when nothing changed; at most [`UNKNOWN_TOKEN_LOOKS`] per
+    /// [`UNKNOWN_TOKEN_RECHECK`]) before refusing, so a key works the moment `keys create`
+    /// returns.
     pub fn authenticate(&self, token: &str) -> Option<KeyInfo> {
         // The format is public, so rejecting malformed tokens early leaks nothing.
         if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
@@ -525,6 +538,7 @@ impl KeyStore {
             Some(found) => found,
             None if self.may_recheck() => {
                 if let Err(e) = self.reload_if_changed() {
+                    self.recheck_failed();
                     tracing::warn!(error = %e, "cannot reload the key file; keeping the keys loaded before");
                 }
                 self.find(&presented).flatten()
@@ -542,17 +556,36 @@ impl KeyStore {
     }
 
     fn may_recheck(&self) -> bool {
-        let mut last = self
+        let mut window = self
             .inner
-            .last_recheck
+            .rechecks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        if last.is_some_and(|at| now.duration_since(at) < UNKNOWN_TOKEN_RECHECK) {
+        if window
+            .start
+            .is_none_or(|at| now.duration_since(at) >= UNKNOWN_TOKEN_RECHECK)
+        {
+            *window = RecheckWindow {
+                start: Some(now),
+                used: 0,
+            };
+        }
+        if window.used >= UNKNOWN_TOKEN_LOOKS {
             return false;
         }
-        *last = Some(now);
+        window.used += 1;
         true
+    }
+
+    /// After a look whose read failed: no more until the window ends.
+    fn recheck_failed(&self) {
+        let mut window = self
+            .inner
+            .rechecks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        window.used = UNKNOWN_TOKEN_LOOKS;
     }
 
     /// How many times changes made by another writer have been loaded: whoever acts on such

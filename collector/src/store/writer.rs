@@ -710,9 +710,9 @@ impl Writer {
         // Clients retry while a disk is full: the first failure of a run is logged as an error,
         // the others at debug (each is counted in storage_errors).
         if self.health.fail(error.failure()) {
-            tracing::error!(error = %error, source = ?source, storage_full, "store group failed; ingest is refused until the WAL writes again");
+            tracing::error!(error = %error, source = source.map(tracing::field::display), storage_full, "store group failed; ingest is refused until the WAL writes again");
         } else {
-            tracing::debug!(error = %error, source = ?source, storage_full, "store group failed");
+            tracing::debug!(error = %error, source = source.map(tracing::field::display), storage_full, "store group failed");
         }
         self.shared.storage_errors.fetch_add(1, Ordering::Relaxed);
         self.shared

@@ -392,18 +392,33 @@ fn a_key_made_by_another_writer_works_at_once() {
         1,
         "changes loaded from another writer are counted"
     );
-    // Unknown tokens look again at most once per interval.
+    // An unknown token looks again (and finds nothing).
     let unknown = format!(
         "{TOKEN_PREFIX}{}",
         "x".repeat(TOKEN_LEN - TOKEN_PREFIX.len())
     );
     assert_eq!(server.authenticate(&unknown), None);
-    assert!(
-        !server.may_recheck(),
-        "a second look right after the first is refused"
-    );
+    // A second key made right after the first works at once too.
+    let (second, token2) = cli.create("acme", Role::Ingest, None).unwrap();
+    assert_eq!(server.authenticate(token2.expose()), Some(second));
+    // A flood of random tokens: after UNKNOWN_TOKEN_LOOKS looks, none until the window ends.
+    let looks = (0..10 * UNKNOWN_TOKEN_LOOKS)
+        .take_while(|_| server.may_recheck())
+        .count() as u32;
+    assert!(looks < UNKNOWN_TOKEN_LOOKS, "{looks} looks in one window");
+    assert!(!server.may_recheck());
     std::thread::sleep(UNKNOWN_TOKEN_RECHECK);
     assert!(server.may_recheck());
+    // A look whose read fails (a damaged file) uses up its window: no re-reads in a loop.
+    std::thread::sleep(UNKNOWN_TOKEN_RECHECK);
+    std::fs::write(dir.path().join(KEYS_FILE), b"{ damaged").unwrap();
+    assert_eq!(server.authenticate(&unknown), None);
+    assert!(!server.may_recheck(), "no more looks until the window ends");
+    assert_eq!(
+        server.authenticate(token2.expose()).map(|k| k.role),
+        Some(Role::Ingest),
+        "the keys loaded before stay in use"
+    );
 }
 
 mod props {
