@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
 use crate::stream::{Allowlist, Deps as StreamDeps, SecretKey, StreamStore, Streams};
+use codestax_common::format::Context;
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -370,6 +371,11 @@ async fn start_streams(
         store: Arc::new(store),
         allow,
         backoff_max: crate::stream::delivery::BACKOFF_MAX,
+        // OCSF `metadata.reporter` / ECS `observer`: this collector (its node id in a cluster).
+        context: Context::new(env!("CARGO_PKG_VERSION")).with_collector(
+            config.cluster.as_ref().map(|c| c.node_id.clone()),
+            Some(crate::stream::destination::hostname()).filter(|h| h != "-"),
+        ),
     };
     Streams::start(deps, &config.streams.declared)
         .await

@@ -126,7 +126,7 @@ pub struct DeclaredStream {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredDestination {
-    /// `https`, `splunk_hec` or `syslog`.
+    /// `https`, `splunk_hec`, `s3` or `syslog`.
     pub kind: String,
     /// `https`: the URL batches are POSTed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +158,24 @@ pub struct DeclaredDestination {
     /// `splunk_hec`: the events' sourcetype (default `codestax:audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sourcetype: Option<String>,
+    /// `s3`: the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// `s3`: the key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// `s3`: the region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `s3`: an S3-compatible endpoint, `http(s)://host[:port]` (AWS when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `s3`: the access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// `s3`: the secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
 }
 
 fn default_stream_format() -> String {

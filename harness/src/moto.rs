@@ -1,6 +1,6 @@
 //! moto's standalone server as an S3 API on a free loopback port, for the cluster tests' object
-//! store. moto keeps everything in memory and checks no signatures; it is a stand-in for the S3
-//! API, not for S3's durability.
+//! store and the S3 stream test. moto keeps everything in memory and checks no signatures; it is
+//! a stand-in for the S3 API, not for S3's durability (a restart starts empty).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct MotoS3 {
     process: Process,
     port: u16,
+    bin: PathBuf,
+    log: PathBuf,
 }
 
 impl MotoS3 {
@@ -36,34 +38,60 @@ impl MotoS3 {
 
     /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits until it answers HTTP.
     pub fn launch(bin: &Path, dir: &Path) -> Result<MotoS3, HarnessError> {
-        let port = free_port();
-        let log = dir.join("moto.log");
-        let log_file = std::fs::File::create(&log).map_err(|source| HarnessError::Io {
-            what: "create",
-            path: log.clone(),
-            source,
-        })?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut moto = MotoS3 {
+            process: Process::none("moto_server"),
+            port: free_port(),
+            bin: bin.to_path_buf(),
+            log: dir.join("moto.log"),
+        };
+        moto.up()?;
+        Ok(moto)
+    }
+
+    /// Kills it (an outage); everything it held is gone.
+    pub fn stop(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Starts it again on the same port, empty (after [`MotoS3::stop`]).
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.up()
+    }
+
+    /// The Python of moto's venv (which has boto3, moto's own dependency): an independent S3
+    /// client for reading back what was written.
+    pub fn python(&self) -> PathBuf {
+        self.bin.with_file_name("python3")
+    }
+
+    fn up(&mut self) -> Result<(), HarnessError> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|source| HarnessError::Io {
+                what: "create",
+                path: self.log.clone(),
+                source,
+            })?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        let mut moto = MotoS3 {
-            process: Process::spawn("moto_server", &mut cmd)?,
-            port,
-        };
+        self.process = Process::spawn("moto_server", &mut cmd)?;
         let client = reqwest::blocking::Client::new();
-        let url = format!("{}/moto-api/", moto.endpoint());
+        let url = format!("{}/moto-api/", self.endpoint());
         let answered = wait_for(READY_TIMEOUT, || {
-            moto.process.pid().is_some()
+            self.process.pid().is_some()
                 && client
                     .get(&url)
                     .timeout(Duration::from_secs(2))
                     .send()
                     .is_ok()
         });
-        if let Some(status) = moto.process.exited() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(status) = self.process.exited() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             return Err(HarnessError::ExitedDuringStart {
                 program: "moto_server".into(),
                 status,
@@ -76,7 +104,7 @@ impl MotoS3 {
                 timeout: READY_TIMEOUT,
             });
         }
-        Ok(moto)
+        Ok(())
     }
 
     /// The S3 endpoint, `http://127.0.0.1:PORT` (path-style requests; any credentials).

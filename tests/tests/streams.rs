@@ -1,12 +1,17 @@
 //! Streams end to end, with real receivers the tests start: an HTTPS receiver (hyper over rustls,
-//! certificate made by `openssl`, every batch's HMAC checked) and rsyslog (imtcp, octet-counted
-//! framing, writing a file). For each: every record delivered in `seq` order, nothing lost across
-//! a kill -9 of the collector and across a receiver outage (~10 s), replay re-delivers exactly
-//! the asked range, `/test` reports status and timing only, secrets appear in no answer, log or
-//! file of the data directory.
+//! certificate made by `openssl`, every batch's HMAC checked), a HEC receiver, rsyslog (imtcp,
+//! octet-counted framing, writing a file) and moto's S3 server (objects read back with boto3).
+//! OCSF and ECS streams' events are checked against the pinned published schemas. For each
+//! receiver: every record delivered in `seq` order, nothing lost across a kill -9 of the
+//! collector and across a receiver outage (~10 s), replay re-delivers exactly the asked range,
+//! `/test` reports status and timing only, secrets appear in no answer, log or file of the data
+//! directory.
 //!
-//! rsyslogd missing: the syslog test prints SKIPPED, but fails when `CI` is set (`.ci/run`
-//! installs Debian's `rsyslog`).
+//! rsyslogd or moto missing: the syslog or S3 test prints SKIPPED, but fails when `CI` is set
+//! (`.ci/run` installs Debian's `rsyslog` and moto in its venv).
+
+#[path = "../../common/tests/support/schemas.rs"]
+mod schemas;
 
 use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
 use hmac::{KeyInit, Mac};
@@ -1439,6 +1444,479 @@ fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage() {
         ("the collector's log", c.stderr()),
     ] {
         assert!(!text.contains(HEC_TOKEN), "{what} holds the HEC token");
+    }
+    assert!(c.stop());
+}
+
+// ---------------------------------------------------------------- formats
+
+/// OCSF and ECS streams: each record of the org arrives as the format's event (one per
+/// catalogue action here), valid against the pinned published schema, naming the record
+/// (`metadata.uid` / `event.id`), the org and this collector.
+#[test]
+fn ocsf_and_ecs_streams_deliver_schema_valid_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let ocsf_receiver = HttpsReceiver::start(&tls_dir("ocsf-tls"));
+    let ecs_receiver = HttpsReceiver::start(&tls_dir("ecs-tls"));
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+
+    // Every catalogue action an app may write: once with the fixture's repository target, once
+    // bare (no target, failed).
+    let mut records = Vec::new();
+    for (i, a) in codestax_common::CATALOG
+        .iter()
+        .filter(|a| !a.name.starts_with("audit_log."))
+        .enumerate()
+    {
+        let mut r = record(
+            ORG,
+            &format!("fmt-{i}"),
+            a.name,
+            "ada@acme.example",
+            &now_rfc3339(),
+        );
+        r["metadata"]["user_agent"] = json!("Mozilla/5.0");
+        let mut bare = r.clone();
+        bare["id"] = json!(format!("fmt-{i}-bare"));
+        bare.as_object_mut().unwrap().remove("target");
+        bare["outcome"] = json!("failure");
+        if !a.name.starts_with("team.") && !a.name.starts_with("scan.") {
+            records.push(r);
+        }
+        records.push(bare);
+    }
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    for chunk in records.chunks(100) {
+        let (status, body) = c.ingest(&ingest, chunk);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    for (format, receiver) in [("ocsf", &ocsf_receiver), ("ecs", &ecs_receiver)] {
+        let (status, created) = request(
+            &c,
+            "POST",
+            &format!("/api/v1/orgs/{ORG}/streams"),
+            &owner,
+            Some(json!({
+                "name": format, "format": format, "start": "beginning",
+                "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
+                    "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
+            })),
+        );
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["format"], format, "{created}");
+    }
+
+    let ocsf = schemas::Ocsf::load();
+    let ecs = schemas::Ecs::load();
+    let version = env!("CARGO_PKG_VERSION");
+    let wait_events = |receiver: &HttpsReceiver, id_of: fn(&Value) -> Option<&str>| {
+        let started = Instant::now();
+        loop {
+            let events = receiver.received.all();
+            let got: BTreeSet<&str> = events.iter().filter_map(id_of).collect();
+            if ids.iter().all(|i| got.contains(i.as_str())) {
+                return events;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} of {} events arrived",
+                got.len(),
+                ids.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // The org's own entries (the streams' creation) come too: every event is checked.
+    let events = wait_events(&ocsf_receiver, |e| e["metadata"]["uid"].as_str());
+    for e in &events {
+        let errors = ocsf.validate(e);
+        assert!(errors.is_empty(), "OCSF {}: {errors:?}\n{e}", ocsf.version);
+        assert!(
+            e["class_uid"].as_u64().is_some() && e["activity_id"].is_u64(),
+            "{e}"
+        );
+        assert_eq!(e["metadata"]["tenant_uid"], ORG, "{e}");
+        assert_eq!(e["metadata"]["product"]["version"], version, "{e}");
+        assert!(e["metadata"]["reporter"]["hostname"].is_string(), "{e}");
+        assert!(e["unmapped"]["seq"].as_u64().unwrap() > 0, "{e}");
+    }
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["unmapped"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_in_order_without_gaps(&seqs);
+
+    let docs = wait_events(&ecs_receiver, |d| d["event"]["id"].as_str());
+    for d in &docs {
+        let errors = ecs.validate(d);
+        assert!(errors.is_empty(), "ECS {}: {errors:?}\n{d}", ecs.version);
+        assert_eq!(d["organization"]["id"], ORG, "{d}");
+        assert_eq!(d["observer"]["version"], version, "{d}");
+        assert!(d["observer"]["hostname"].is_string(), "{d}");
+    }
+    let seqs: Vec<u64> = docs
+        .iter()
+        .map(|d| d["event"]["sequence"].as_u64().unwrap())
+        .collect();
+    assert_in_order_without_gaps(&seqs);
+    assert!(c.stop());
+}
+
+// ---------------------------------------------------------------- S3 (moto)
+
+const S3_KEY_ID: &str = "AKIDSTREAMTEST0001";
+const S3_SECRET: &str = "s3-secret-access-key-0123456789abcdef";
+const S3_PREFIX: &str = "codestax/siem";
+
+/// Reads back (or deletes) the objects under a prefix with boto3, moto's own client: nothing
+/// of the collector's S3 code is used to check what it wrote.
+const S3_READER: &str = r#"
+import boto3, gzip, json, sys
+endpoint, bucket, prefix, action = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+out = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for o in page.get("Contents", []):
+        if action == "delete":
+            s3.delete_object(Bucket=bucket, Key=o["Key"])
+            continue
+        got = s3.get_object(Bucket=bucket, Key=o["Key"])
+        text = gzip.decompress(got["Body"].read()).decode()
+        out.append({"key": o["Key"], "content_type": got.get("ContentType"),
+                    "records": [json.loads(l) for l in text.split("\n") if l]})
+json.dump(out, sys.stdout)
+"#;
+
+/// One object read back: its key and records.
+struct S3Object {
+    key: String,
+    records: Vec<Value>,
+}
+
+fn s3_script(moto: &codestax_harness::MotoS3, dir: &Path, prefix: &str, action: &str) -> Value {
+    let script = dir.join("s3_reader.py");
+    std::fs::write(&script, S3_READER).unwrap();
+    let out = Command::new(moto.python())
+        .arg(&script)
+        .args([&moto.endpoint(), "audit", prefix, action])
+        .output()
+        .expect("run boto3");
+    assert!(
+        out.status.success(),
+        "boto3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The stream's objects, each checked against the documented layout: the key names the org,
+/// the receive hour of its records and their first and last `seq`; the records are in `seq`
+/// order; gzip NDJSON with `Content-Type: application/gzip`.
+fn s3_objects(moto: &codestax_harness::MotoS3, dir: &Path) -> Vec<S3Object> {
+    let listed = s3_script(moto, dir, &format!("{S3_PREFIX}/org={ORG}/"), "list");
+    let mut objects = Vec::new();
+    for o in listed.as_array().unwrap() {
+        let key = o["key"].as_str().unwrap().to_string();
+        let records = o["records"].as_array().unwrap().clone();
+        assert_eq!(o["content_type"], "application/gzip", "{key}");
+        let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert!(!seqs.is_empty(), "{key} is empty");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key}: {seqs:?}");
+        let received =
+            chrono::DateTime::parse_from_rfc3339(records[0]["received_at"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+        let expected = format!(
+            "{S3_PREFIX}/org={ORG}/date={}/hour={}/{:020}-{:020}.ndjson.gz",
+            received.format("%Y-%m-%d"),
+            received.format("%H"),
+            seqs[0],
+            seqs[seqs.len() - 1]
+        );
+        assert_eq!(key, expected, "the key of the object's records");
+        for r in &records {
+            let at = r["received_at"].as_str().unwrap();
+            assert!(
+                at.starts_with(&received.format("%Y-%m-%dT%H:").to_string()),
+                "{key}: a record received at {at} is in another hour"
+            );
+        }
+        objects.push(S3Object { key, records });
+    }
+    objects
+}
+
+fn s3_ids(objects: &[S3Object]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .flat_map(|o| &o.records)
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn wait_s3_ids(
+    what: &str,
+    moto: &codestax_harness::MotoS3,
+    dir: &Path,
+    ids: &[String],
+) -> Vec<S3Object> {
+    let started = Instant::now();
+    loop {
+        let objects = s3_objects(moto, dir);
+        let got = s3_ids(&objects);
+        let missing = ids.iter().filter(|i| !got.contains(*i)).count();
+        if missing == 0 {
+            return objects;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what}: {missing} of {} records not in S3",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every `seq` from 1 to the highest is in some object.
+fn assert_no_seq_missing(objects: &[&S3Object]) {
+    let seqs: BTreeSet<u64> = objects
+        .iter()
+        .flat_map(|o| &o.records)
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let highest = *seqs.last().unwrap();
+    let missing: Vec<u64> = (1..=highest).filter(|s| !seqs.contains(s)).collect();
+    assert!(missing.is_empty(), "seqs missing from S3: {missing:?}");
+}
+
+#[test]
+fn s3_stream_to_moto_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut moto) = codestax_harness::MotoS3::start_or_skip("s3 stream", dir.path()) else {
+        return;
+    };
+    moto.create_bucket("audit").unwrap();
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let streams = format!("/api/v1/orgs/{ORG}/streams");
+    let s3 = |bucket: &str| {
+        json!({"kind": "s3", "bucket": bucket, "prefix": format!("/{S3_PREFIX}/"),
+            "endpoint": moto.endpoint(), "region": "us-east-1",
+            "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET})
+    };
+
+    // Each problem names its field.
+    for (mut destination, field) in [
+        (s3("audit"), "destination.bucket"),
+        (s3("audit"), "destination.secret_access_key"),
+        (s3("audit"), "destination.prefix"),
+        (s3("audit"), "destination.endpoint"),
+    ] {
+        let d = destination.as_object_mut().unwrap();
+        match field {
+            "destination.bucket" => drop(d.insert("bucket".into(), json!("Not_A_Bucket"))),
+            "destination.secret_access_key" => drop(d.remove("secret_access_key")),
+            "destination.prefix" => drop(d.insert("prefix".into(), json!("a/../b"))),
+            _ => drop(d.insert("endpoint".into(), json!("http://user:pw@127.0.0.1:9/"))),
+        }
+        let (status, body) = request(
+            &c,
+            "POST",
+            &streams,
+            &owner,
+            Some(json!({"name": "x", "destination": destination})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+
+    // A bucket that does not exist: failed, S3's 404 shown; /test reports the 404.
+    let (status, missing) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(json!({"name": "nowhere", "start": "beginning", "destination": s3("no-such-bucket")})),
+    );
+    assert_eq!(status, 201, "{missing}");
+    let missing_id = missing["id"].as_str().unwrap().to_string();
+
+    let before = ingest_n(&c, &ingest, "s3-before", 150);
+    let (status, created) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(json!({"name": "lake", "start": "beginning", "destination": s3("audit")})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["has_secret"], true, "{created}");
+    assert_eq!(created["destination"]["prefix"], S3_PREFIX, "{created}");
+    for secret in [S3_KEY_ID, S3_SECRET] {
+        assert!(!created.to_string().contains(secret), "{created}");
+    }
+    wait_s3_ids("records before the stream", &moto, dir.path(), &before);
+
+    wait_until(
+        "the missing bucket shows failed",
+        Duration::from_secs(30),
+        || {
+            let s = stream_status(&c, &owner, &missing_id);
+            s["status"]["state"] == "failed"
+                && s["status"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("404"))
+        },
+    );
+    let (status, test) = request(
+        &c,
+        "POST",
+        &format!("{streams}/{missing_id}/test"),
+        &owner,
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["accepted"], false, "{test}");
+    assert_eq!(test["status"], 404, "{test}");
+
+    // /test writes its own object, outside the org= partitions.
+    let (status, test) = request(&c, "POST", &format!("{streams}/{id}/test"), &owner, None);
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["accepted"], true, "{test}");
+    assert_eq!(test["status"], 200, "{test}");
+    assert!(test["duration_ms"].is_u64(), "{test}");
+    let tests = s3_script(
+        &moto,
+        dir.path(),
+        &format!("{S3_PREFIX}/_codestax-test/org={ORG}/{id}.ndjson.gz"),
+        "list",
+    );
+    assert_eq!(tests.as_array().unwrap().len(), 1, "{tests}");
+
+    // kill -9 of the collector while records are being delivered.
+    let burst = ingest_n(&c, &ingest, "s3-burst", 400);
+    c.kill9();
+    c.restart();
+    let after = ingest_n(&c, &ingest, "s3-after-kill", 100);
+    wait_s3_ids("records across a kill -9", &moto, dir.path(), &burst);
+    wait_s3_ids("records after the restart", &moto, dir.path(), &after);
+
+    // moto down for ~10 s. moto keeps objects in memory only, so what it held before is read
+    // now, with the stream caught up and nothing being ingested: every record delivered so far
+    // is in this snapshot, and everything after it must arrive once moto is back.
+    wait_until("the stream caught up", Duration::from_secs(60), || {
+        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
+    });
+    let snapshot = s3_objects(&moto, dir.path());
+    let snapshot_highest = snapshot
+        .iter()
+        .flat_map(|o| &o.records)
+        .filter_map(|r| r["seq"].as_u64())
+        .max()
+        .unwrap();
+    moto.stop();
+    let outage = ingest_n(&c, &ingest, "s3-outage", 200);
+    std::thread::sleep(Duration::from_secs(10));
+    let s = stream_status(&c, &owner, &id);
+    assert_eq!(s["status"]["state"], "retrying", "{s}");
+    assert!(s["status"]["lag_records"].as_u64().unwrap() >= 200, "{s}");
+    moto.restart().unwrap();
+    moto.create_bucket("audit").unwrap();
+    let back = wait_s3_ids("records after the outage", &moto, dir.path(), &outage);
+    for o in &back {
+        assert!(
+            o.records
+                .iter()
+                .all(|r| r["seq"].as_u64().unwrap() > snapshot_highest),
+            "{} written after the outage holds records of before it",
+            o.key
+        );
+    }
+    let all: Vec<&S3Object> = snapshot.iter().chain(&back).collect();
+    assert_no_seq_missing(&all);
+    let ids = s3_ids(&snapshot)
+        .union(&s3_ids(&back))
+        .cloned()
+        .collect::<BTreeSet<_>>();
+    for i in before.iter().chain(&burst).chain(&after).chain(&outage) {
+        assert!(ids.contains(i), "{i} is in S3");
+    }
+
+    // Replay from seq 20: the bucket emptied first, the objects written are exactly 20 to the
+    // newest (and the replay's own audit entry after it).
+    wait_until(
+        "the stream caught up again",
+        Duration::from_secs(60),
+        || stream_status(&c, &owner, &id)["status"]["lag_records"] == 0,
+    );
+    let newest = stream_status(&c, &owner, &id)["status"]["delivered_seq"]
+        .as_u64()
+        .unwrap();
+    s3_script(
+        &moto,
+        dir.path(),
+        &format!("{S3_PREFIX}/org={ORG}/"),
+        "delete",
+    );
+    let (status, body) = request(
+        &c,
+        "POST",
+        &format!("{streams}/{id}/replay"),
+        &owner,
+        Some(json!({"from": 20})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    let replayed = loop {
+        let objects = s3_objects(&moto, dir.path());
+        let seqs: BTreeSet<u64> = objects
+            .iter()
+            .flat_map(|o| &o.records)
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        if (20..=newest).all(|s| seqs.contains(&s)) {
+            break seqs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the replay did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(replayed.first(), Some(&20), "nothing before the asked seq");
+    assert!(
+        replayed.iter().all(|s| *s <= newest + 1),
+        "only the replay's own audit entry after the newest: {:?}",
+        replayed.range(newest..).collect::<Vec<_>>()
+    );
+
+    // The keys appear in no answer, file of the data directory or log line.
+    let (_, list) = request(&c, "GET", &streams, &owner, None);
+    for (what, text) in [
+        ("the list", list.to_string()),
+        ("the data directory", files_text(&data)),
+        ("the collector's log", c.stderr()),
+    ] {
+        for secret in [S3_KEY_ID, S3_SECRET] {
+            assert!(!text.contains(secret), "{what} holds an S3 key");
+        }
     }
     assert!(c.stop());
 }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
+use codestax_common::format::{Context, ecs, ocsf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -40,9 +41,9 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> DefinitionError 
 pub enum Format {
     /// The export's JSON record (every field, chain fields included).
     Native,
-    /// OCSF 1.x (not available yet: the mapping is being written).
+    /// OCSF 1.x events (`codestax_common::format::ocsf`, the export's mapping).
     Ocsf,
-    /// Elastic Common Schema (not available yet).
+    /// Elastic Common Schema documents (`codestax_common::format::ecs`).
     Ecs,
 }
 
@@ -64,15 +65,13 @@ impl Format {
         }
     }
 
-    /// One record in this format. OCSF and ECS answer an error until their mappings land; the
-    /// stream then shows it as its last error and delivers nothing (nothing is skipped).
-    pub fn encode(self, record: &AuditRecord) -> Result<Value, String> {
+    /// One record in this format; `cx` names the product and the collector in OCSF and ECS
+    /// (the same mappings as the export's).
+    pub fn encode(self, record: &AuditRecord, cx: &Context) -> Result<Value, String> {
         match self {
             Format::Native => serde_json::to_value(record).map_err(|e| e.to_string()),
-            Format::Ocsf | Format::Ecs => Err(format!(
-                "format {:?} is not available yet in this build",
-                self.as_str()
-            )),
+            Format::Ocsf => Ok(ocsf::event(record, cx)),
+            Format::Ecs => Ok(ecs::document(record, cx)),
         }
     }
 }
@@ -243,7 +242,24 @@ pub enum Destination {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca_pem: Option<String>,
     },
+    /// Gzip NDJSON objects in an S3-compatible bucket, per org and receive hour; the keys are
+    /// in [`Secrets`].
+    S3 {
+        bucket: String,
+        /// Key prefix, without leading or trailing `/` (may be empty).
+        #[serde(default)]
+        prefix: String,
+        region: String,
+        /// An S3-compatible endpoint (`http(s)://host[:port]`), path-style; AWS when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
+    },
 }
+
+/// The region of an S3 destination that names none.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
 
 /// The HEC `sourcetype` when the stream names none.
 pub const DEFAULT_HEC_SOURCETYPE: &str = "codestax:audit";
@@ -262,40 +278,55 @@ impl Destination {
             Destination::Https { .. } => "https",
             Destination::Syslog { .. } => "syslog",
             Destination::SplunkHec { .. } => "splunk_hec",
+            Destination::S3 { .. } => "s3",
         }
     }
 
     /// The host and port it connects to.
     pub fn host_port(&self) -> Result<(String, u16), DefinitionError> {
         match self {
+            Destination::S3 {
+                endpoint: None,
+                region,
+                ..
+            } => Ok((format!("s3.{region}.amazonaws.com"), 443)),
+            Destination::S3 {
+                endpoint: Some(url),
+                ..
+            } => url_host_port("destination.endpoint", url),
             Destination::Https { url, .. } | Destination::SplunkHec { url, .. } => {
-                let uri: axum::http::Uri = url
-                    .parse()
-                    .map_err(|e| bad("destination.url", format!("not a URL: {e}")))?;
-                let default_port = match uri.scheme_str() {
-                    Some("https") => 443,
-                    Some("http") => 80,
-                    _ => return Err(bad("destination.url", "must be an https:// or http:// URL")),
-                };
-                if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                    // The URL is shown by the API: credentials go in `headers` or `secret`.
-                    return Err(bad(
-                        "destination.url",
-                        "must not hold credentials (user:password@); put them in headers",
-                    ));
-                }
-                let host = uri
-                    .host()
-                    .ok_or_else(|| bad("destination.url", "has no host"))?
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                Ok((host, uri.port_u16().unwrap_or(default_port)))
+                url_host_port("destination.url", url)
             }
             Destination::Syslog { address, .. } => split_host_port(address)
                 .ok_or_else(|| bad("destination.address", "must be host:port")),
         }
     }
+}
+
+/// The host and port of an `http(s)://` URL given in `field`, which must not hold credentials.
+fn url_host_port(field: &str, url: &str) -> Result<(String, u16), DefinitionError> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| bad(field, format!("not a URL: {e}")))?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => return Err(bad(field, "must be an https:// or http:// URL")),
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // The URL is shown by the API: credentials go in the write-only fields.
+        return Err(bad(
+            field,
+            "must not hold credentials (user:password@); put them in headers or the key fields",
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| bad(field, "has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, uri.port_u16().unwrap_or(default_port)))
 }
 
 /// `host:port` or `[v6]:port`.
@@ -318,6 +349,11 @@ pub struct Secrets {
     /// The Splunk HEC token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The S3 access key id and secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -326,6 +362,14 @@ impl std::fmt::Debug for Secrets {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -440,6 +484,12 @@ impl StreamInput {
             ("token", &dd.token),
             ("index", &dd.index),
             ("sourcetype", &dd.sourcetype),
+            ("bucket", &dd.bucket),
+            ("prefix", &dd.prefix),
+            ("region", &dd.region),
+            ("endpoint", &dd.endpoint),
+            ("access_key_id", &dd.access_key_id),
+            ("secret_access_key", &dd.secret_access_key),
         ] {
             if let Some(v) = v {
                 dest.insert(k.into(), v.clone().into());
@@ -527,6 +577,50 @@ impl StreamPatch {
             || self.format.is_some()
             || self.filters.is_some()
             || self.destination.is_some()
+    }
+}
+
+/// S3's bucket naming rules: 3 to 63 lowercase letters, digits, '.' and '-', starting and
+/// ending with a letter or digit.
+fn check_bucket(bucket: &str) -> Result<(), DefinitionError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket
+            .bytes()
+            .next()
+            .zip(bucket.bytes().last())
+            .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric())
+        && !bucket.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "destination.bucket",
+            "must be an S3 bucket name: 3 to 63 lowercase letters, digits, '.' or '-'",
+        ))
+    }
+}
+
+/// A key prefix without leading or trailing `/`: segments of S3's safe characters (others
+/// would be escaped in the key, which then would not be the documented one).
+fn check_prefix(prefix: &str) -> Result<String, DefinitionError> {
+    let prefix = prefix.trim_matches('/');
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_.=!*'()".contains(c);
+    let ok = prefix.len() <= 512
+        && (prefix.is_empty()
+            || prefix
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".." && s.chars().all(safe)));
+    if ok {
+        Ok(prefix.to_string())
+    } else {
+        Err(bad(
+            "destination.prefix",
+            "must be at most 512 bytes of '/'-separated segments of letters, digits and \
+             -_.=!*'() (no empty, '.' or '..' segment)",
+        ))
     }
 }
 
@@ -693,15 +787,75 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
             }
         }
         "s3" => {
-            return Err(bad(
-                "destination.kind",
-                format!("{kind:?} destinations are not available yet in this build"),
-            ));
+            known(
+                map,
+                "destination.",
+                &[
+                    "kind",
+                    "bucket",
+                    "prefix",
+                    "region",
+                    "endpoint",
+                    "access_key_id",
+                    "secret_access_key",
+                    "ca_pem",
+                ],
+            )?;
+            let bucket =
+                str_field("bucket")?.ok_or_else(|| bad("destination.bucket", "is required"))?;
+            check_bucket(&bucket)?;
+            let prefix = check_prefix(str_field("prefix")?.as_deref().unwrap_or(""))?;
+            let region = str_field("region")?.unwrap_or_else(|| DEFAULT_S3_REGION.into());
+            if region.is_empty()
+                || region.len() > 64
+                || !region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(bad(
+                    "destination.region",
+                    "must be 1 to 64 lowercase letters, digits or '-' (e.g. eu-west-1)",
+                ));
+            }
+            let endpoint = str_field("endpoint")?.map(|e| e.trim_end_matches('/').to_string());
+            if let Some(e) = &endpoint {
+                let uri: axum::http::Uri = e
+                    .parse()
+                    .map_err(|err| bad("destination.endpoint", format!("not a URL: {err}")))?;
+                if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+                    return Err(bad(
+                        "destination.endpoint",
+                        "must be scheme://host[:port] only; the bucket goes in \"bucket\"",
+                    ));
+                }
+            }
+            for (k, slot, max) in [
+                ("access_key_id", &mut secrets.access_key_id, 128),
+                ("secret_access_key", &mut secrets.secret_access_key, 256),
+            ] {
+                let field = format!("destination.{k}");
+                let v = str_field(k)?.ok_or_else(|| bad(&field, "is required"))?;
+                // Signed into a header: printable ASCII, no spaces.
+                if v.is_empty() || v.len() > max || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(bad(
+                        &field,
+                        format!("must be 1 to {max} printable ASCII characters without spaces"),
+                    ));
+                }
+                *slot = Some(v);
+            }
+            Destination::S3 {
+                bucket,
+                prefix,
+                region,
+                endpoint,
+                ca_pem,
+            }
         }
         other => {
             return Err(bad(
                 "destination.kind",
-                format!("unknown kind {other:?}; expected https, splunk_hec or syslog"),
+                format!("unknown kind {other:?}; expected https, splunk_hec, s3 or syslog"),
             ));
         }
     };

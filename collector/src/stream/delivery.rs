@@ -20,6 +20,7 @@ use crate::ingest::Ingest;
 use crate::keys::COLLECTOR_ACTOR_ID;
 use crate::tree::Trees;
 use chrono::{DateTime, Utc};
+use codestax_common::format::Context;
 use codestax_common::{
     Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX,
     SCHEMA_VERSION, Target, TargetKind,
@@ -50,6 +51,8 @@ pub struct Deps {
     pub allow: Allowlist,
     /// Tests shorten the backoff; production keeps [`BACKOFF_MAX`].
     pub backoff_max: Duration,
+    /// What OCSF and ECS events say of the product and this collector.
+    pub context: Context,
 }
 
 /// Exponential backoff with full jitter.
@@ -210,7 +213,7 @@ pub async fn run(
         }
         status.update(|l| l.expired_records = cursor.expired_records);
 
-        let items = match encode(&def, &read.records) {
+        let items = match encode(&def, &deps.context, &read.records) {
             Ok(items) => items,
             Err(e) => {
                 // Nothing is skipped: the stream waits until its format can encode.
@@ -383,11 +386,11 @@ fn first_received_at_or_after(
 }
 
 /// The records as the batch's items, up to [`BATCH_BYTES`] (at least one).
-fn encode(def: &StreamDef, records: &[AuditRecord]) -> Result<Vec<Item>, String> {
+fn encode(def: &StreamDef, cx: &Context, records: &[AuditRecord]) -> Result<Vec<Item>, String> {
     let mut items = Vec::with_capacity(records.len());
     let mut bytes = 0;
     for r in records {
-        let json = serde_json::to_vec(&def.format.encode(r)?).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&def.format.encode(r, cx)?).map_err(|e| e.to_string())?;
         bytes += json.len();
         if !items.is_empty() && bytes > BATCH_BYTES {
             break;
@@ -397,6 +400,8 @@ fn encode(def: &StreamDef, records: &[AuditRecord]) -> Result<Vec<Item>, String>
             id: r.id.clone().unwrap_or_default(),
             org: r.org_id.clone(),
             time: r.time,
+            // Committed records carry it; the record's time is the best stand-in otherwise.
+            received_at: r.received_at.unwrap_or(r.time),
             json,
         });
     }
@@ -437,7 +442,7 @@ async fn record_expired(
 }
 
 /// A test event: what a record of the stream looks like, marked as a test, not from the log.
-pub fn test_item(def: &StreamDef) -> Result<Item, String> {
+pub fn test_item(def: &StreamDef, cx: &Context) -> Result<Item, String> {
     let mut record = entry_about(
         def,
         format!("stream-test-{}", Utc::now().timestamp_micros()),
@@ -447,12 +452,13 @@ pub fn test_item(def: &StreamDef) -> Result<Item, String> {
     record.received_at = Some(record.time);
     record.seq = Some(0);
     record.provenance = Some(Provenance::Collector);
-    let json = serde_json::to_vec(&def.format.encode(&record)?).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&def.format.encode(&record, cx)?).map_err(|e| e.to_string())?;
     Ok(Item {
         seq: 0,
         id: record.id.unwrap_or_default(),
         org: def.org.clone(),
         time: record.time,
+        received_at: record.time,
         json,
     })
 }

@@ -7,7 +7,8 @@
 //! - [`store`]: definitions and cursors under `data_dir/streams/` (atomic state files).
 //! - [`allow`]: which addresses a destination may resolve to (`[streams] allow_destinations`).
 //! - [`tls`]: the TLS client settings (system roots or a given CA).
-//! - [`destination`]: the senders (`https`, `syslog`); new kinds plug in there.
+//! - [`destination`]: the senders (`https`, `splunk_hec`, `s3`, `syslog`); new kinds plug in
+//!   there.
 //! - [`status`]: state, lag, last error, as shown by the API and the metrics.
 //! - [`delivery`]: one stream's task (read after the cursor, send, move the cursor, retry).
 //! - [`registry`]: every stream and its task; the operations of the API.

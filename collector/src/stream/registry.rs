@@ -341,7 +341,8 @@ impl Streams {
         };
         let started = Instant::now();
         let answer: Result<TestAnswer, SendError> = async {
-            let item = delivery::test_item(&def).map_err(SendError::NonRetryable)?;
+            let item =
+                delivery::test_item(&def, &self.deps.context).map_err(SendError::NonRetryable)?;
             let mut sender =
                 Sender::new(&def.id, &def.destination, &secrets, self.deps.allow.clone())?;
             sender.test(&item).await
@@ -381,7 +382,9 @@ impl Streams {
         }
         StreamView {
             def: e.def.clone(),
-            has_secret: e.secrets.secret.is_some() || e.secrets.token.is_some(),
+            has_secret: e.secrets.secret.is_some()
+                || e.secrets.token.is_some()
+                || e.secrets.secret_access_key.is_some(),
             header_names: e.secrets.headers.keys().cloned().collect(),
             status,
         }

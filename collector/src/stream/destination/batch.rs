@@ -8,6 +8,8 @@ pub struct Item {
     pub id: String,
     pub org: String,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// When the collector received it (the S3 key's hour).
+    pub received_at: chrono::DateTime<chrono::Utc>,
     /// One line of JSON, without a newline.
     pub json: Vec<u8>,
 }

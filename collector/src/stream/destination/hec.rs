@@ -208,6 +208,7 @@ mod tests {
                 .timestamp_micros(1_700_000_000_250_000)
                 .single()
                 .unwrap(),
+            received_at: chrono::Utc::now(),
             json: br#"{"id":"r7","seq":7}"#.to_vec(),
         };
         let e: Value = serde_json::from_slice(

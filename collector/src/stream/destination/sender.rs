@@ -3,6 +3,7 @@
 use super::batch::{Delivered, Item, SendError, TestAnswer};
 use super::hec::HecSender;
 use super::https::HttpsSender;
+use super::s3::S3Sender;
 use super::syslog::SyslogSender;
 use crate::stream::allow::Allowlist;
 use crate::stream::definition::{Destination, Secrets};
@@ -11,6 +12,7 @@ use crate::stream::definition::{Destination, Secrets};
 pub enum Sender {
     Https(HttpsSender),
     SplunkHec(HecSender),
+    S3(S3Sender),
     Syslog(SyslogSender),
 }
 
@@ -43,6 +45,9 @@ impl Sender {
                 ca_pem.as_deref(),
                 allow,
             )?),
+            Destination::S3 { .. } => {
+                Sender::S3(S3Sender::new(stream_id, destination, secrets, allow)?)
+            }
             Destination::Syslog {
                 address,
                 tls,
@@ -64,6 +69,7 @@ impl Sender {
         match self {
             Sender::Https(s) => s.send(items).await.map(|()| Delivered::default()),
             Sender::SplunkHec(s) => s.send(items).await.map(|()| Delivered::default()),
+            Sender::S3(s) => s.send(items).await.map(|()| Delivered::default()),
             Sender::Syslog(s) => s.send(items).await,
         }
     }
@@ -73,6 +79,7 @@ impl Sender {
         match self {
             Sender::Https(s) => s.test(item).await,
             Sender::SplunkHec(s) => s.test(item).await,
+            Sender::S3(s) => s.test(item).await,
             Sender::Syslog(s) => s
                 .send(std::slice::from_ref(item))
                 .await

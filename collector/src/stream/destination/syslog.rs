@@ -152,7 +152,7 @@ async fn closed(conn: &mut dyn Io) -> bool {
 
 /// The host's name for the HOSTNAME field (`-` when unknown), as RFC 5424 allows it: printable
 /// ASCII, at most 255.
-pub(super) fn hostname() -> String {
+pub fn hostname() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
@@ -177,6 +177,7 @@ mod tests {
             time: chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00.5Z")
                 .unwrap()
                 .with_timezone(&chrono::Utc),
+            received_at: chrono::Utc::now(),
             json: json.as_bytes().to_vec(),
         }
     }
