@@ -3,8 +3,7 @@
 //! and valid against the pinned published schema; the export is recorded with its format; a
 //! bad format is a 400 naming the formats; `codestax export --format ocsf|ecs` writes the same.
 
-#[path = "../../common/tests/support/schemas.rs"]
-mod schemas;
+use crate::schemas;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use codestax_common::AuditRecord;

@@ -6,7 +6,7 @@
 //! nothing that was never written) and the exported log's hash chain must verify.
 //!
 //! Bounded for CI by default; the long run is
-//! `CODESTAX_SOAK_ROUNDS=60 CODESTAX_SOAK_ROTATE_EVERY=1500 cargo test --release -p codestax-tests --test soak -- --nocapture`.
+//! `CODESTAX_SOAK_ROUNDS=60 CODESTAX_SOAK_ROTATE_EVERY=1500 cargo test --release -p codestax-tests --test e2e soak:: -- --nocapture`.
 //! Knobs (environment): `CODESTAX_SOAK_ROUNDS` (kill rounds), `CODESTAX_SOAK_ROTATE_EVERY`
 //! (lines per file before a rename), `CODESTAX_SOAK_FILE_RATE` and `CODESTAX_SOAK_OTLP_RATE`
 //! (records per second at most; 0 = as fast as possible), `CODESTAX_TEST_SEED` (replay the

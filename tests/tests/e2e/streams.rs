@@ -10,8 +10,7 @@
 //! rsyslogd or moto missing: the syslog or S3 test prints SKIPPED, but fails when `CI` is set
 //! (`.ci/run` installs Debian's `rsyslog` and moto in its venv).
 
-#[path = "../../common/tests/support/schemas.rs"]
-mod schemas;
+use crate::schemas;
 
 use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
 use hmac::{KeyInit, Mac};
