@@ -184,6 +184,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             max_decompressed_bytes: config.limits.max_decompressed_bytes,
             max_search_limit: config.limits.max_search_limit,
             facet_top_n: config.index.facet_top_n,
+            request_timeout: config.limits.request_timeout,
         },
         trees,
         heads,
@@ -219,8 +220,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         };
         let service = codestax_otlp_receiver::grpc::service(sink, config.limits.max_body_bytes);
         let stop = shutdown.clone();
+        let timeout = config.limits.request_timeout;
         tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .timeout(timeout)
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc),

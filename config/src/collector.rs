@@ -307,7 +307,8 @@ pub struct LimitsConfig {
     /// Most results one search request may ask for (1 to 100000).
     #[serde(default = "default_max_search_limit")]
     pub max_search_limit: usize,
-    /// Time a request may take before it is cut off (duration, 1s to 1h).
+    /// Time from a request's arrival to its answer's head (HTTP: JSON 408; gRPC: CANCELLED); an
+    /// answer already streaming (a long export) is not cut (duration, 1s to 1h).
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Records per second one API key may ingest, on average (0 = no limit; at most 10000000).

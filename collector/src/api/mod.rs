@@ -126,6 +126,7 @@ pub fn app(state: AppState) -> Router {
         // Bodies are read by the handlers with their own limits, so the errors keep our shape.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(request_limits))
+        .layer(from_fn_with_state(state.clone(), request_deadline))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
@@ -188,6 +189,28 @@ async fn request_limits(request: Request, next: Next) -> Result<Response, ApiErr
         ));
     }
     Ok(next.run(request).await)
+}
+
+/// Layer: `limits.request_timeout` from the request's arrival to its answer's head (a slow
+/// upload or a stuck handler), as a JSON 408. Handlers are cancel-safe already (a client that
+/// hangs up drops them the same way); a streamed answer, once its head is out, is not cut.
+async fn request_deadline(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let limit = state.limits.request_timeout;
+    tokio::time::timeout(limit, next.run(request))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request was not read and answered within {limit:?} (limits.request_timeout)"
+                ),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct ApiLimits {
     pub max_search_limit: usize,
     /// Facet values listed per field unless `top` says otherwise.
     pub facet_top_n: usize,
+    /// Time to read a request and produce its answer's head (408 after); a streamed body once
+    /// started is not cut, so a long export runs to its end.
+    pub request_timeout: std::time::Duration,
 }
 
 /// What every handler shares.

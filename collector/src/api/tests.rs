@@ -87,6 +87,7 @@ impl TestApp {
                 max_decompressed_bytes: 1 << 20,
                 max_search_limit: 1000,
                 facet_top_n: 10,
+                request_timeout: std::time::Duration::from_secs(30),
             },
             trees,
             heads,

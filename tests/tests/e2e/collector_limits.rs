@@ -389,3 +389,55 @@ fn the_agent_waits_out_429s_and_delivers_every_record_exactly_once() {
         assert_eq!(r.status(), 200, "agent-{i}");
     }
 }
+
+/// `limits.request_timeout` cuts a request whose body never finishes (a slow or stuck client
+/// holding a connection) with a JSON 408, and nothing of it is stored; a normal request on the
+/// same collector goes through.
+#[test]
+fn a_request_not_finished_within_request_timeout_gets_a_json_408() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        "[limits]\nrequest_timeout = \"1s\"\n",
+    );
+    let ingest = c.create_key(ORG_A, "INGEST");
+    let body = ndjson(&records(ORG_A, "slow", 2));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", c.http_port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ingest}\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    // Half of the body, then nothing: the handler waits for the rest until the deadline.
+    conn.write_all(&body[..body.len() / 2]).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("request_timeout\"") {
+        let n = conn
+            .read(&mut buf)
+            .expect("an answer before the read timeout");
+        assert!(n > 0, "connection closed without an answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("limits.request_timeout"), "{text}");
+    assert!(waited >= Duration::from_millis(900), "cut after {waited:?}");
+
+    let (status, answer) = c.ingest(&ingest, &records(ORG_A, "fast", 1));
+    assert_eq!(status, 200, "{answer}");
+    let admin = c.create_key(ORG_A, "ORG_ADMIN");
+    c.wait_for_total(ORG_A, "action=auth.login", &admin, 1);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        c.total(ORG_A, "action=auth.login", &admin),
+        1,
+        "a cut request stored records"
+    );
+}
