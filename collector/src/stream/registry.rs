@@ -18,6 +18,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Longest a `POST …/streams/{id}/test` waits for the destination's answer.
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why an operation on a stream was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -340,14 +343,22 @@ impl Streams {
             (e.def.clone(), e.secrets.clone())
         };
         let started = Instant::now();
-        let answer: Result<TestAnswer, SendError> = async {
+        let attempt = async {
             let item =
                 delivery::test_item(&def, &self.deps.context).map_err(SendError::NonRetryable)?;
             let mut sender =
                 Sender::new(&def.id, &def.destination, &secrets, self.deps.allow.clone())?;
             sender.test(&item).await
-        }
-        .await;
+        };
+        // Under the API's default request timeout (30 s), so the caller gets this report
+        // rather than a bare 408 when the destination never answers.
+        let answer: Result<TestAnswer, SendError> = tokio::time::timeout(TEST_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Retryable(format!(
+                    "no answer from the destination within {TEST_TIMEOUT:?}"
+                )))
+            });
         let duration_ms = started.elapsed().as_millis() as u64;
         Ok(match answer {
             Ok(a) => TestReport {
