@@ -27,12 +27,13 @@
 //! Memory: 80 bytes per record, for the link check.
 
 use codestax_common::AuditRecord;
-use codestax_common::chain::check_record_leaf;
+use codestax_common::chain::{CheckedLeaf, check_record_leaf, check_view_leaf};
 use codestax_common::export_proof::{
     ExportVerifier, FORMAT, NDJSON_PROOF_KEY, Proof, ProofBundle, ProofFailure, Proven,
 };
 use codestax_common::merkle::Hash;
 use codestax_common::note::{Checkpoint, VerifierKey};
+use codestax_common::record_view::{RecordView, stored_time};
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -155,6 +156,8 @@ struct Checker {
     links: Vec<Link>,
     newest: Option<(chrono::DateTime<chrono::Utc>, String)>,
     proof: ExportVerifier,
+    /// Reused for each record's canonical JSON.
+    scratch: String,
 }
 
 impl Checker {
@@ -164,6 +167,7 @@ impl Checker {
             links: Vec::new(),
             newest: None,
             proof: ExportVerifier::new(unit),
+            scratch: String::with_capacity(1024),
         }
     }
 
@@ -177,10 +181,50 @@ impl Checker {
     fn push(&mut self, at: u64, r: &AuditRecord) -> Result<(), VerifyError> {
         let (seq, leaf) =
             check_record_leaf(r).map_err(|reason| broken(self.place(at, r.seq), reason))?;
-        self.proof.push(at, seq, leaf, &r.org_id)?;
-        let key = (r.time, r.id().to_string());
-        if let Some(before) = &self.newest
-            && key >= *before
+        let bytes = |h: &Option<String>| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h.as_deref().unwrap_or_default(), &mut out)
+                .expect("check_record saw 64 hex digits");
+            out
+        };
+        let checked = CheckedLeaf {
+            seq,
+            leaf,
+            prev_hash: bytes(&r.prev_hash),
+            hash: bytes(&r.hash),
+        };
+        self.push_checked(at, checked, &r.org_id, r.time, r.id())
+    }
+
+    /// Checks an NDJSON line through its borrowed view when the view is sure of the answer
+    /// ([`check_view_leaf`]), else as an `AuditRecord`: the same checks, the same errors,
+    /// without building the record for the lines that hold.
+    fn push_line(&mut self, at: u64, line: &str) -> Result<(), VerifyError> {
+        if let Ok(view) = serde_json::from_str::<RecordView>(line)
+            && let Some(time) = stored_time(&view.time)
+            && let Some(checked) = check_view_leaf(&view, &mut self.scratch)
+        {
+            let id = view.id.as_deref().unwrap_or_default();
+            return self.push_checked(at, checked, &view.org_id, time, id);
+        }
+        let record: AuditRecord = serde_json::from_str(line)
+            .map_err(|e| broken(format!("line {at}"), format!("not an audit record: {e}")))?;
+        self.push(at, &record)
+    }
+
+    /// The checks after a record's own: its place in the proof, its order, its links.
+    fn push_checked(
+        &mut self,
+        at: u64,
+        checked: CheckedLeaf,
+        org: &str,
+        time: chrono::DateTime<chrono::Utc>,
+        id: &str,
+    ) -> Result<(), VerifyError> {
+        let seq = checked.seq;
+        self.proof.push(at, seq, checked.leaf, org)?;
+        if let Some((before_time, before_id)) = &self.newest
+            && (time, id) >= (*before_time, before_id.as_str())
         {
             return Err(broken(
                 self.place(at, Some(seq)),
@@ -188,17 +232,18 @@ impl Checker {
                  records were moved or repeated",
             ));
         }
-        self.newest = Some(key);
-        let bytes = |h: &Option<String>| {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(h.as_deref().unwrap_or_default(), &mut out)
-                .expect("check_record saw 64 hex digits");
-            out
-        };
+        match &mut self.newest {
+            Some((t, i)) => {
+                *t = time;
+                i.clear();
+                i.push_str(id);
+            }
+            None => self.newest = Some((time, id.to_string())),
+        }
         self.links.push(Link {
             seq,
-            prev: bytes(&r.prev_hash),
-            hash: bytes(&r.hash),
+            prev: checked.prev_hash,
+            hash: checked.hash,
             at,
         });
         Ok(())
@@ -453,9 +498,7 @@ fn verify_ndjson(
             bundle = Some((at, p.codestax_proof));
             continue;
         }
-        let record: AuditRecord = serde_json::from_str(&line)
-            .map_err(|e| broken(format!("line {at}"), format!("not an audit record: {e}")))?;
-        checker.push(at, &record)?;
+        checker.push_line(at, &line)?;
     }
     checker.finish(bundle.map(|b| b.1), opts)
 }

@@ -113,7 +113,7 @@ pub(crate) enum ChainFields {
 
 /// An object being written: commas between entries, and the chain-field offsets still waiting
 /// for the next entry (or the closing brace) to fix where they are.
-struct Object<'a> {
+pub(crate) struct Object<'a> {
     out: &'a mut String,
     first: bool,
     /// Indexes into [`crate::schema::CHAIN_FIELDS`] whose place is the next entry's start.
@@ -122,7 +122,7 @@ struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    fn open(out: &'a mut String) -> Object<'a> {
+    pub(crate) fn open(out: &'a mut String) -> Object<'a> {
         out.push('{');
         Object {
             out,
@@ -133,7 +133,7 @@ impl<'a> Object<'a> {
     }
 
     #[inline]
-    fn key(&mut self, key: &str) -> &mut String {
+    pub(crate) fn key(&mut self, key: &str) -> &mut String {
         if !self.first {
             self.out.push(',');
         }
@@ -145,7 +145,7 @@ impl<'a> Object<'a> {
     }
 
     #[inline]
-    fn str(&mut self, key: &str, value: &str) {
+    pub(crate) fn str(&mut self, key: &str, value: &str) {
         let out = self.key(key);
         write_string(value, out);
     }
@@ -196,7 +196,7 @@ impl<'a> Object<'a> {
         }
     }
 
-    fn close(mut self) -> [usize; 3] {
+    pub(crate) fn close(mut self) -> [usize; 3] {
         self.settle();
         self.out.push('}');
         self.at

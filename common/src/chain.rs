@@ -30,6 +30,7 @@
 use crate::canonical::{ChainFields, write_record, write_string};
 use crate::merkle::Hash;
 use crate::record::AuditRecord;
+use crate::record_view::RecordView;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -339,6 +340,46 @@ pub fn check_record_leaf(record: &AuditRecord) -> Result<(u64, Hash), String> {
         ));
     }
     Ok((seq, leaf_of(prev, &canonical)))
+}
+
+/// A record that holds by [`check_record_leaf`]: its `seq`, leaf hash and chain hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedLeaf {
+    pub seq: u64,
+    pub leaf: Hash,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+/// [`check_record_leaf`] over a record's borrowed view, for checking records in bulk: `Some`
+/// only when every check holds and the view is sure of the hashed form
+/// ([`RecordView::hashed_json`]). On `None` the caller checks the `AuditRecord`, which gives
+/// the same answer or names what is wrong; so this never decides differently. `scratch` is
+/// reused for the canonical JSON.
+pub fn check_view_leaf(view: &RecordView, scratch: &mut String) -> Option<CheckedLeaf> {
+    let seq = view.seq.filter(|&s| s > 0)?;
+    let (prev, hash) = (view.prev_hash.as_deref()?, view.hash.as_deref()?);
+    if !is_hash(prev) || !is_hash(hash) || (seq == 1 && prev != GENESIS_HASH) {
+        return None;
+    }
+    scratch.clear();
+    if !view.hashed_json(scratch) {
+        return None;
+    }
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(scratch.as_bytes());
+    let computed: Hash = h.finalize().into();
+    let mut checked = CheckedLeaf {
+        seq,
+        leaf: leaf_of(prev, scratch),
+        prev_hash: [0; 32],
+        hash: [0; 32],
+    };
+    hex::decode_to_slice(hash, &mut checked.hash).ok()?;
+    hex::decode_to_slice(prev, &mut checked.prev_hash).ok()?;
+    (computed == checked.hash).then_some(checked)
 }
 
 /// Whether `s` has the form of a hash: 64 lowercase hex digits.

@@ -16,6 +16,7 @@ pub mod note;
 pub mod otlp;
 mod parse;
 mod record;
+pub mod record_view;
 pub mod schema;
 pub mod time;
 mod validate;

@@ -572,3 +572,108 @@ fn clashing_dotted_attributes_are_refused_not_dropped() {
         serde_json::json!({"id": "7", "url": "u"})
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// `codestax verify`'s shortcut: a sealed record's hash and leaf from its borrowed view
+
+/// `v` (a valid record) sealed as the collector stores and exports it: `seq`, `received_at`,
+/// provenance, `prev_hash`, `hash`; serde's JSON, as an NDJSON export writes it.
+fn sealed(v: Value, seq: u64, by_key: bool) -> Option<Value> {
+    use codestax_common::Provenance;
+    use codestax_common::chain::{GENESIS_HASH, record_hash};
+    let mut r: AuditRecord = serde_json::from_value(v).ok()?;
+    r.seq = Some(seq);
+    r.received_at = Some(r.time);
+    r.provenance = Some(if by_key {
+        Provenance::Ingest {
+            key_id: "key_0123".into(),
+        }
+    } else {
+        Provenance::Collector
+    });
+    let prev = if seq == 1 {
+        GENESIS_HASH.to_string()
+    } else {
+        "ab".repeat(32)
+    };
+    r.hash = Some(record_hash(&prev, &r));
+    r.prev_hash = Some(prev);
+    serde_json::to_value(&r).ok()
+}
+
+fn sealed_record() -> BoxedStrategy<Value> {
+    (records::valid_record(Shape::ANY), 1u64..5, any::<bool>())
+        .prop_filter_map("not a record", |(v, seq, by_key)| sealed(v, seq, by_key))
+        .boxed()
+}
+
+/// The view's answer for `line`, when it gives one, is the `AuditRecord` path's: the same
+/// `seq`, leaf, hashes and time. Returns whether the view answered.
+fn view_agrees(line: &[u8]) -> Result<bool, TestCaseError> {
+    use codestax_common::chain::{check_record_leaf, check_view_leaf};
+    use codestax_common::record_view::{RecordView, stored_time};
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Ok(false);
+    };
+    let fast = serde_json::from_str::<RecordView>(line).ok().and_then(|v| {
+        let time = stored_time(&v.time)?;
+        Some((check_view_leaf(&v, &mut String::new())?, time))
+    });
+    let Some((fast, time)) = fast else {
+        return Ok(false);
+    };
+    let r: AuditRecord = serde_json::from_str(line).map_err(|e| {
+        TestCaseError::fail(format!("the view took a line the record refuses: {e}"))
+    })?;
+    let (seq, leaf) = check_record_leaf(&r)
+        .map_err(|e| TestCaseError::fail(format!("the view passed a record that fails: {e}")))?;
+    prop_assert_eq!(fast.seq, seq);
+    prop_assert_eq!(fast.leaf, leaf);
+    prop_assert_eq!(hex::encode(fast.hash), r.hash.clone().unwrap());
+    prop_assert_eq!(hex::encode(fast.prev_hash), r.prev_hash.clone().unwrap());
+    prop_assert_eq!(time, r.time);
+    Ok(true)
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn prop_the_view_hashes_sealed_records_as_the_record_does(v in sealed_record()) {
+        let line = v.to_string();
+        prop_assert!(view_agrees(line.as_bytes())?, "the view declined a plain sealed record: {line}");
+        // The canonical form (sorted keys) too.
+        let canonical = serde_json::from_value::<AuditRecord>(v).unwrap().canonical_json();
+        prop_assert!(view_agrees(canonical.as_bytes())?);
+    }
+
+    #[test]
+    fn prop_the_view_never_answers_otherwise_on_changed_lines(line in records::near(sealed_record())) {
+        view_agrees(&line)?;
+    }
+
+    /// Changed lines whose `hash` is then made right again: the view and the record must agree
+    /// on content the record accepts, not just on a broken hash.
+    #[test]
+    fn prop_the_view_agrees_on_changed_lines_with_their_hash_remade(
+        line in records::near(sealed_record())
+    ) {
+        let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&line) else {
+            return Ok(());
+        };
+        let remade = serde_json::from_value::<AuditRecord>(Value::Object(m.clone()))
+            .ok()
+            .and_then(|r| Some(codestax_common::chain::record_hash(r.prev_hash.as_deref()?, &r)));
+        if let Some(hash) = remade {
+            m.insert("hash".into(), Value::String(hash));
+        }
+        view_agrees(Value::Object(m).to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn prop_the_view_never_answers_otherwise_on_any_bytes(
+        line in prop::collection::vec(any::<u8>(), 0..1024)
+    ) {
+        view_agrees(&line)?;
+    }
+}

@@ -426,11 +426,12 @@ fn apply(mut v: Value, m: Mutation) -> Vec<u8> {
 
 /// A valid record with one change (one to three, now and then), as line bytes.
 pub fn near_record(shape: Shape) -> BoxedStrategy<Vec<u8>> {
-    (
-        valid_record(shape),
-        prop::collection::vec(mutation(), 1..=3),
-        0u8..4,
-    )
+    near(valid_record(shape))
+}
+
+/// A record of `records` with one change (one to three, now and then), as line bytes.
+pub fn near(records: BoxedStrategy<Value>) -> BoxedStrategy<Vec<u8>> {
+    (records, prop::collection::vec(mutation(), 1..=3), 0u8..4)
         .prop_map(|(v, mutations, extra)| {
             let mut bytes = apply(v, mutations[0].clone());
             for m in mutations.into_iter().skip(1).take(extra as usize) {
