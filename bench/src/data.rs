@@ -8,6 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::io::Write;
 
+/// One day in microseconds, the unit of record times.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
 /// A small, fast, seedable generator (SplitMix64): the same numbers on every machine.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -25,9 +28,10 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (`n` > 0).
+    /// Uniform in `0..n` (`n` > 0), for any `n`: the 128-bit product cannot overflow (the
+    /// former `((x >> 32) * n) >> 32` wrapped for n > 2^32 and gave values below 2^32 only).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() >> 32) * n) >> 32
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in [0, 1).
@@ -425,7 +429,7 @@ impl Corpus {
             // The rounding's remainder (or excess, from the floor) goes to the second org.
             sizes[1] = (sizes[1] + rest).saturating_sub(given);
         }
-        let span = days * 86_400_000_000;
+        let span = days * DAY_MICROS;
         Corpus::build(sizes, batch_size, end_micros - span, span, 1)
     }
 
@@ -444,6 +448,16 @@ impl Corpus {
             .map(|i| (batches / orgs as u64 + u64::from(i < batches % orgs as u64)) * b)
             .collect();
         Corpus::build(sizes, batch_size, end_micros - span_micros, span_micros, 2)
+    }
+
+    /// The same corpus with record times drawn uniformly over the `span_micros` ending where
+    /// its span ends (an out-of-order backfill: every batch touches the whole span).
+    pub fn scattered_over(mut self, span_micros: i64) -> Corpus {
+        let end = self.start_micros + self.span_micros;
+        self.start_micros = end - span_micros;
+        self.span_micros = span_micros;
+        self.scattered = true;
+        self
     }
 
     fn build(sizes: Vec<u64>, batch_size: usize, start: i64, span: i64, seed: u64) -> Corpus {
@@ -757,5 +771,44 @@ mod tests {
             row.iter().filter(|&&x| x == b'\t').count(),
             COPY_COLUMNS.split(',').count() - 1
         );
+    }
+
+    #[test]
+    fn below_is_uniform_over_ranges_wider_than_32_bits() {
+        let mut rng = Rng::new(7);
+        let n = 120 * DAY_MICROS as u64; // 120 days in µs, about 2^43
+        let draws: Vec<u64> = (0..10_000).map(|_| rng.below(n)).collect();
+        assert!(draws.iter().all(|&d| d < n));
+        // Each tenth of the range gets about a tenth of the draws (the old formula put them all
+        // below 2^32, in the first 0.04 %).
+        for tenth in 0..10 {
+            let hits = draws.iter().filter(|&&d| d / (n / 10) == tenth).count();
+            assert!((800..1200).contains(&hits), "tenth {tenth}: {hits}");
+        }
+        assert_eq!(Rng::new(1).below(1), 0);
+        assert!(
+            std::iter::repeat_with(|| rng.below(u64::MAX))
+                .take(100)
+                .any(|d| d > 1 << 63)
+        );
+    }
+
+    #[test]
+    fn a_scattered_corpus_covers_its_whole_span_in_every_batch() {
+        let end = 1_800_000_000_000_000;
+        let span = 120 * DAY_MICROS;
+        let c = Corpus::recent(4_000, 2, 1000, end, 600_000_000).scattered_over(span);
+        assert_eq!((c.start_micros, c.span_micros), (end - span, span));
+        for b in 0..c.batches.len() {
+            let times: Vec<i64> = (0..1000).map(|j| c.time(b, j)).collect();
+            assert!(times.iter().all(|&t| (end - span..end).contains(&t)));
+            let days: std::collections::HashSet<i64> =
+                times.iter().map(|t| (end - t) / DAY_MICROS).collect();
+            assert!(
+                days.len() > 100,
+                "batch {b} touches {} of 120 days",
+                days.len()
+            );
+        }
     }
 }

@@ -18,6 +18,9 @@ pub enum BenchError {
     },
     #[error("{0}")]
     Collector(String),
+    /// Options that cannot be measured as asked.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Harness(#[from] codestax_harness::HarnessError),
     #[error("HTTP {what}: {message}")]

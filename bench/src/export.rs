@@ -5,15 +5,13 @@
 //! client, from the request to the last byte, and their rows counted from the bytes.
 
 use crate::collector::{Collector, http_client, process_cpu_seconds};
-use crate::data::{CATEGORIES, Corpus, rfc3339};
+use crate::data::{CATEGORIES, Corpus, DAY_MICROS, rfc3339};
 use crate::error::{BenchError, Result};
 use crate::pg::Postgres;
 use crate::search::enc;
 use chrono::{DateTime, Utc};
 use std::io::Read;
 use std::time::{Duration, Instant};
-
-const DAY_MICROS: i64 = 86_400_000_000;
 
 /// The filter of the filtered case: `category=C&since=..&until=..`.
 #[derive(Debug, Clone)]

@@ -150,10 +150,11 @@ struct IngestArgs {
     /// Orgs the records are spread over (one ingest key each).
     #[arg(long, default_value_t = 10)]
     ingest_orgs: usize,
-    /// Scatter record times at random over this many days (0: the last 10 minutes), to measure
-    /// an out-of-order backfill.
-    #[arg(long, default_value_t = 0)]
-    spread_days: i64,
+    /// Record-time spreads to measure, comma-separated: 0 is the last 10 minutes (in order), N
+    /// scatters record times uniformly over the last N days (an out-of-order backfill). Each
+    /// spread runs with its own PostgreSQL baseline; a last table puts them side by side.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    spread_days: Vec<i64>,
     /// Receivers to measure ingest through: ndjson, grpc or both.
     #[arg(long, default_value = "both")]
     protocol: ProtocolArg,
@@ -202,7 +203,6 @@ impl IngestArgs {
             clients: self.clients,
             batch: self.batch,
             orgs: self.ingest_orgs,
-            spread_days: self.spread_days,
         }
     }
 }
@@ -227,7 +227,7 @@ fn load_defaults() -> IngestArgs {
         clients: 4,
         batch: 1000,
         ingest_orgs: 10,
-        spread_days: 0,
+        spread_days: vec![0],
         protocol: ProtocolArg::Ndjson,
     }
 }
@@ -272,7 +272,12 @@ fn main() -> anyhow::Result<()> {
         }
     };
     match cli.command {
-        Cmd::Ingest(a) => print(runs::ingest(&env, a.size(), &a.protocol.protocols())?),
+        Cmd::Ingest(a) => print(runs::ingest(
+            &env,
+            a.size(),
+            &a.spread_days,
+            &a.protocol.protocols(),
+        )?),
         Cmd::Freshness { size, rate } => {
             print(runs::freshness(&env, size.records, rate, size.size())?)
         }
@@ -290,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             print(runs::ingest(
                 &env,
                 ingest.size(),
+                &ingest.spread_days,
                 &ingest.protocol.protocols(),
             )?);
             print(runs::freshness(

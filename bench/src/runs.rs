@@ -7,13 +7,14 @@ use crate::collector::{
     Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series, proc_status_kib,
     process_cpu_seconds,
 };
-use crate::data::Corpus;
+use crate::data::{Corpus, DAY_MICROS};
 use crate::error::{BenchError, Result};
 use crate::export;
 use crate::load::{LoadOptions, LoadReport, Protocol, copy_into_postgres, send};
 use crate::pg::Postgres;
 use crate::search::{self, Kind, OrgChoice, Query};
 use crate::stats::{Latencies, Table, fmt_ms, load_average, ratio, thousands};
+use codestax_config::MAX_RETENTION_DAYS;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -65,41 +66,124 @@ pub struct IngestSize {
     pub clients: usize,
     pub batch: usize,
     pub orgs: usize,
-    /// 0: records of the last 10 minutes. Otherwise record times are scattered at random over
-    /// this many days before now.
-    pub spread_days: i64,
+}
+
+/// The collector's figures of one ingest run, for the side-by-side table.
+struct IngestFigures {
+    rate: f64,
+    cpu_ms_per_1000: f64,
+    rss_kib: u64,
+    freshness_p99_ms: f64,
 }
 
 /// Benchmark 1, ingest with durable acks: records/s, fsyncs/s, CPU, peak RSS (and freshness
-/// under that load), for each of `protocols`, with the PostgreSQL baseline once.
-pub fn ingest(env: &Env, size: IngestSize, protocols: &[Protocol]) -> Result<Vec<Table>> {
-    let corpus = Corpus::recent(
-        size.records,
-        size.orgs,
-        size.batch,
-        now_micros(),
-        600_000_000,
-    );
-    let pg = match env.postgres() {
-        Some(bin) => {
-            progress(
-                "ingest: PostgreSQL baseline (COPY, one transaction per batch, indexed table)",
-            );
-            let pg = Postgres::start(bin)?;
-            pg.create_table(true)?;
-            let load0 = load_average();
-            let r = copy_into_postgres(&pg, &corpus, size.clients, 1)?;
-            let note = format!("PG {}, load {load0} → {}", pg.version, load_average());
-            pg.stop();
-            Some((r, note))
-        }
-        None => None,
-    };
-    let mut tables = Vec::new();
-    for &protocol in protocols {
-        tables.push(ingest_one(env, &corpus, size, protocol, pg.as_ref())?);
+/// under that load), for each record-time spread in `spread_days` (0: the last 10 minutes; N:
+/// scattered uniformly over the last N days) and each of `protocols`, with the PostgreSQL
+/// baseline once per spread; then one table with every spread side by side.
+pub fn ingest(
+    env: &Env,
+    size: IngestSize,
+    spread_days: &[i64],
+    protocols: &[Protocol],
+) -> Result<Vec<Table>> {
+    let keep = i64::from(MAX_RETENTION_DAYS);
+    if let Some(bad) = spread_days.iter().find(|&&d| !(0..keep).contains(&d)) {
+        return Err(BenchError::Usage(format!(
+            "--spread-days {bad}: the collector keeps records at most {keep} days, so a spread must be 0 to {} days (retention would delete the oldest records of a wider one)",
+            keep - 1
+        )));
     }
+    let mut tables = Vec::new();
+    let mut rows = Vec::new();
+    for &days in spread_days {
+        let corpus = Corpus::recent(
+            size.records,
+            size.orgs,
+            size.batch,
+            now_micros(),
+            600_000_000,
+        );
+        let corpus = if days > 0 {
+            corpus.scattered_over(days * DAY_MICROS)
+        } else {
+            corpus
+        };
+        let pg = match env.postgres() {
+            Some(bin) => {
+                progress(format!(
+                    "ingest ({}): PostgreSQL baseline (COPY, one transaction per batch, indexed table)",
+                    spread_label(days)
+                ));
+                let pg = Postgres::start(bin)?;
+                pg.create_table(true)?;
+                let load0 = load_average();
+                let r = copy_into_postgres(&pg, &corpus, size.clients, 1)?;
+                let note = format!("PG {}, load {load0} → {}", pg.version, load_average());
+                pg.stop();
+                Some((r, note))
+            }
+            None => None,
+        };
+        for &protocol in protocols {
+            let (table, figures) = ingest_one(env, &corpus, size, protocol, pg.as_ref())?;
+            tables.push(table);
+            rows.push((days, protocol, figures, pg.as_ref().map(|(r, _)| r.rate())));
+        }
+    }
+    tables.push(ingest_side_by_side(size, &rows));
     Ok(tables)
+}
+
+fn spread_label(days: i64) -> String {
+    match days {
+        0 => "in order, the last 10 minutes".into(),
+        d => format!("scattered over {d} days"),
+    }
+}
+
+/// Every spread's figures beside each other and beside PostgreSQL's on the same records.
+fn ingest_side_by_side(
+    size: IngestSize,
+    rows: &[(i64, Protocol, IngestFigures, Option<f64>)],
+) -> Table {
+    let mut t = Table::new(
+        format!(
+            "Ingest by record-time spread, side by side — {} records, {} orgs, {} clients, batches of {}",
+            thousands(size.records as f64),
+            size.orgs,
+            size.clients,
+            size.batch
+        ),
+        &[
+            "record times",
+            "protocol",
+            "collector records/s",
+            "÷ in order",
+            "CPU per 1,000 records",
+            "peak RSS",
+            "freshness p99",
+            "PostgreSQL records/s",
+            "collector ÷ PG",
+        ],
+    );
+    for (days, protocol, f, pg_rate) in rows {
+        let in_order = rows
+            .iter()
+            .find(|(d, p, _, _)| *d == 0 && p == protocol)
+            .map_or(f64::NAN, |(_, _, f, _)| f.rate);
+        t.row(vec![
+            spread_label(*days),
+            protocol.label().into(),
+            thousands(f.rate),
+            ratio(f.rate, in_order),
+            format!("{:.0} ms", f.cpu_ms_per_1000),
+            mib(f.rss_kib),
+            fmt_ms(f.freshness_p99_ms),
+            pg_rate.map_or("skipped".into(), thousands),
+            ratio(f.rate, pg_rate.unwrap_or(f64::NAN)),
+        ]);
+    }
+    t
 }
 
 fn ingest_one(
@@ -108,7 +192,7 @@ fn ingest_one(
     size: IngestSize,
     protocol: Protocol,
     pg: Option<&(LoadReport, String)>,
-) -> Result<Table> {
+) -> Result<(Table, IngestFigures)> {
     let dir = temp_dir("codestax-bench-ingest-")?;
     progress(format!(
         "ingest ({}): starting the collector, {} orgs",
@@ -119,7 +203,7 @@ fn ingest_one(
         &env.collector_bin,
         dir.path(),
         &corpus.org_ids(),
-        "[retention]\ndefault_days = 3650\n",
+        &format!("[retention]\ndefault_days = {MAX_RETENTION_DAYS}\n"),
     )?;
     let fsyncs0 = c.metric("codestax_collector_wal_fsyncs")?;
     let cpu0 = c.cpu_seconds()?;
@@ -148,6 +232,12 @@ fn ingest_one(
     c.wait_indexed(corpus.total(), Duration::from_secs(600))?;
     let cpu = c.cpu_seconds()? - cpu0;
     let bench_cpu = report.client_cpu;
+    let days_held = search::days_with_records(
+        &c,
+        &corpus.orgs[0].id,
+        corpus.start_micros - DAY_MICROS,
+        now_micros(),
+    )?;
     c.stop()?;
     drop(dir);
 
@@ -159,7 +249,7 @@ fn ingest_one(
             if corpus.scattered {
                 format!(
                     ", times scattered over {} days",
-                    corpus.span_micros / 86_400_000_000
+                    corpus.span_micros / DAY_MICROS
                 )
             } else {
                 String::new()
@@ -246,7 +336,26 @@ fn ingest_one(
         "visible at commit".into(),
         "".into(),
     ]);
-    Ok(t)
+    t.row(vec![
+        format!(
+            "days holding records of {} (facet histogram)",
+            corpus.orgs[0].id
+        ),
+        days_held.to_string(),
+        format!(
+            "{} spanned",
+            (corpus.span_micros + DAY_MICROS - 1) / DAY_MICROS
+        ),
+        "".into(),
+        "".into(),
+    ]);
+    let figures = IngestFigures {
+        rate: report.rate(),
+        cpu_ms_per_1000: cpu * 1e6 / corpus.total() as f64,
+        rss_kib: rss,
+        freshness_p99_ms: report.freshness.p99_ms(),
+    };
+    Ok((t, figures))
 }
 
 fn mean_record_bytes(corpus: &Corpus) -> usize {
@@ -1280,7 +1389,7 @@ fn janitor_run(
     let mut expected_left = 2 * corpus.orgs.len() as u64;
     for (b, batch) in corpus.batches.iter().enumerate() {
         let org = &corpus.orgs[batch.org as usize].id;
-        let cutoff = now - i64::from(cutoff_days(org)) * 86_400_000_000;
+        let cutoff = now - i64::from(cutoff_days(org)) * DAY_MICROS;
         expected_left += (0..corpus.batch_size)
             .filter(|&j| corpus.time(b, j) >= cutoff)
             .count() as u64;

@@ -4,7 +4,7 @@
 //! timed from the client (request sent → response read in full).
 
 use crate::collector::{Collector, http_client};
-use crate::data::{CATEGORIES, Corpus, Rng, VOCAB, rfc3339};
+use crate::data::{CATEGORIES, Corpus, DAY_MICROS, Rng, VOCAB, rfc3339};
 use crate::error::{BenchError, Result};
 use crate::pg::{Postgres, RECORD_COLUMNS};
 use crate::stats::Latencies;
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 pub const PAGE: usize = 50;
 /// Records per page of the cursor walk (the API's maximum).
 pub const WALK_PAGE: usize = 1000;
-const DAY_MICROS: i64 = 86_400_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -189,6 +188,42 @@ pub fn run_collector(c: &Collector, queries: &[Query]) -> Result<(Latencies, Vec
         totals.push(v["total"].as_u64().unwrap_or(0));
     }
     Ok((lat, totals))
+}
+
+/// How many days of `[since, until)` hold at least one of `org`'s records, by the collector's
+/// facet histogram (what it stored, not what the bench meant to send).
+pub fn days_with_records(c: &Collector, org: &str, since: i64, until: i64) -> Result<usize> {
+    let path = format!(
+        "/api/v1/orgs/{org}/audit-log/facets?since={}&until={}",
+        enc(&rfc3339(since)),
+        enc(&rfc3339(until))
+    );
+    let what = || format!("GET {path}");
+    let r = http_client()?
+        .get(c.url(&path))
+        .bearer_auth(&c.keys(org).reader)
+        .send()
+        .map_err(|e| BenchError::http(what(), e))?;
+    let status = r.status();
+    let body = r.bytes().map_err(|e| BenchError::http(what(), e))?;
+    if !status.is_success() {
+        return Err(BenchError::http(
+            what(),
+            format!("{status}: {}", String::from_utf8_lossy(&body)),
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| BenchError::http(what(), e))?;
+    let days: std::collections::HashSet<i64> = v["histogram"]["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["count"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|b| b["start"].as_str())
+        .filter_map(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_micros().div_euclid(DAY_MICROS))
+        .collect();
+    Ok(days.len())
 }
 
 fn ts(micros: i64) -> DateTime<Utc> {

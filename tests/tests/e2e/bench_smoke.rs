@@ -107,3 +107,64 @@ fn bench_all_on_a_tiny_corpus() {
         .unwrap();
     assert!(deleted > 0, "{first_run}");
 }
+
+/// `--spread-days 0,30`: the in-order run's records sit in a day or two, the spread run's in
+/// (nearly) every one of the 30 days, as the collector's facet histogram counts them.
+#[test]
+fn bench_ingest_spread_scatters_record_times_over_the_days() {
+    let out = Command::new(bin("codestax-bench"))
+        .arg("--collector")
+        .arg(bin("codestax-collector"))
+        .arg("--no-postgres")
+        .args([
+            "ingest",
+            "--records",
+            "2000",
+            "--ingest-orgs",
+            "2",
+            "--protocol",
+            "ndjson",
+            "--spread-days",
+            "0,30",
+        ])
+        .output()
+        .expect("run codestax-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "codestax-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let held: Vec<u64> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| days holding records of"))
+        .map(|l| l.split('|').nth(2).unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(held.len(), 2, "{stdout}");
+    assert!(held[0] <= 2, "in order: {} days\n{stdout}", held[0]);
+    // 1,000 records of the first org over 30 days: each day empty with odds ~e^-33.
+    assert!(
+        (30..=31).contains(&held[1]),
+        "spread: {} days\n{stdout}",
+        held[1]
+    );
+    assert!(
+        stdout.contains("| scattered over 30 days ") && stdout.contains("| in order, the last"),
+        "no side-by-side rows in:\n{stdout}"
+    );
+
+    // A spread the collector's retention cannot keep is refused, naming the option.
+    let out = Command::new(bin("codestax-bench"))
+        .arg("--collector")
+        .arg(bin("codestax-collector"))
+        .args(["--no-postgres", "ingest", "--spread-days", "0,3650"])
+        .output()
+        .expect("run codestax-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--spread-days 3650") && stderr.contains("3649"),
+        "{stderr}"
+    );
+}
