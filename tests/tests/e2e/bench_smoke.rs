@@ -107,3 +107,51 @@ fn bench_all_on_a_tiny_corpus() {
         .unwrap();
     assert!(deleted > 0, "{first_run}");
 }
+
+/// The streams bench on a tiny corpus: every receiver kind gets its records (the run fails
+/// otherwise) and the steady run with streams measured a lag for its records.
+#[test]
+fn bench_streams_on_a_tiny_corpus() {
+    let out = Command::new(bin("codestax-bench"))
+        .arg("--collector")
+        .arg(bin("codestax-collector"))
+        .args([
+            "streams",
+            "--stream-records",
+            "2000",
+            "--rate",
+            "1500",
+            "--seconds",
+            "2",
+            "--pairs",
+            "1",
+            "--stream-orgs",
+            "3",
+        ])
+        .output()
+        .expect("run codestax-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "codestax-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for row in ["| https ", "| splunk_hec ", "| syslog ", "| s3 "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(row)),
+            "no {row:?} row in:\n{stdout}"
+        );
+    }
+    // Run 2 is the one with streams: 3 of them, and every delivered record's lag counted.
+    let on = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 ") && l.split('|').nth(2).map(str::trim) == Some("3"))
+        .unwrap_or_else(|| panic!("no steady run with 3 streams in:\n{stdout}"));
+    let lag_samples: u64 = on
+        .rsplit_once('(')
+        .and_then(|(_, n)| n.split(')').next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .unwrap_or_else(|| panic!("no lag in {on}"));
+    assert!(lag_samples >= 3000, "{on}");
+}
