@@ -8,12 +8,12 @@
 //!    everything is indexed and, with streams, delivered) and, with streams, the lag from each
 //!    record's `received_at` to its arrival at the receiver.
 
-use crate::cleanup::TempDir;
 use crate::collector::{Collector, http_client};
 use crate::data::Corpus;
 use crate::error::{BenchError, Result};
 use crate::load::{LoadOptions, Protocol, send};
 use crate::receivers::{HEC_TOKEN, Receivers, Tally, s3_records};
+use crate::runs::{progress, temp_dir};
 use crate::stats::{Latencies, Table, fmt_ms, load_average, thousands};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -84,19 +84,6 @@ impl Kind {
             Kind::S3 => None,
         }
     }
-}
-
-fn progress(msg: impl AsRef<str>) {
-    eprintln!(
-        "[{}] {} (load {})",
-        chrono::Utc::now().format("%H:%M:%S"),
-        msg.as_ref(),
-        load_average()
-    );
-}
-
-fn temp_dir(prefix: &str) -> Result<TempDir> {
-    TempDir::new(prefix).map_err(|e| BenchError::io("create a temp dir", std::env::temp_dir(), e))
 }
 
 /// `POST /api/v1/orgs/{org}/streams`; the new stream's id.
