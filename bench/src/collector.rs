@@ -108,6 +108,27 @@ impl Collector {
         Ok(())
     }
 
+    /// Creates one more key for `org` with the collector's CLI while it runs; returns once the
+    /// collector accepts it.
+    pub fn new_key(&self, org: &str, role: &str) -> Result<String> {
+        let token = self.inner.new_key(org, role)?;
+        let client = http_client()?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let r = client
+                .get(self.url(&format!("/api/v1/orgs/{org}/streams")))
+                .bearer_auth(&token)
+                .send();
+            if r.is_ok_and(|r| r.status() != 401) {
+                return Ok(token);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(BenchError::Collector(format!(
+            "the collector did not accept a new {role} key for {org} within 10 s"
+        )))
+    }
+
     pub fn pid(&self) -> u32 {
         self.inner.pid().unwrap_or(0)
     }

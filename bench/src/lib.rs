@@ -13,8 +13,10 @@ pub mod export;
 pub mod load;
 pub mod machine;
 pub mod pg;
+pub mod receivers;
 pub mod runs;
 pub mod search;
 pub mod stats;
+pub mod streams;
 
 pub use error::{BenchError, Result};

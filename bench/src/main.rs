@@ -51,6 +51,9 @@ enum Cmd {
     /// Retention janitor (issue 5): time and disk space of deleting the oldest days (whole
     /// partitions and per-org deletes), from its metrics after restarts with narrowed retention.
     Janitor(JanitorArgs),
+    /// Streams (issue 17): delivery throughput per destination kind, lag at a steady rate with
+    /// a stream per org, and the ingest CPU of streams on against off. Not part of `all`.
+    Streams(StreamsArgs),
     /// All of them, one after the other.
     All {
         #[command(flatten)]
@@ -68,6 +71,31 @@ enum Cmd {
         #[command(flatten)]
         janitor: JanitorArgs,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct StreamsArgs {
+    /// Records of the one org pre-loaded for the throughput runs.
+    #[arg(long, default_value_t = 200_000)]
+    stream_records: u64,
+    /// Steady ingest rate, records per second over all orgs.
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Seconds of each steady run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Pairs of steady runs, each without then with streams.
+    #[arg(long, default_value_t = 2)]
+    pairs: usize,
+    /// Orgs of the steady runs (with streams: one stream each).
+    #[arg(long, default_value_t = 10)]
+    stream_orgs: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -284,6 +312,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Search(s) => print(runs::search(&env, search_size(&s, &load_defaults()))?),
         Cmd::Export(e) => print(runs::export(&env, e.size(&load_defaults()))?),
         Cmd::Janitor(j) => print(runs::janitor(&env, j.size(&load_defaults()))?),
+        Cmd::Streams(s) => print(codestax_bench::streams::run(
+            &collector_bin,
+            codestax_bench::streams::StreamsSize {
+                records: s.stream_records,
+                rate: s.rate,
+                seconds: s.seconds,
+                pairs: s.pairs,
+                orgs: s.stream_orgs,
+                clients: s.clients,
+                batch: s.batch,
+            },
+        )?),
         Cmd::All {
             ingest,
             freshness_records,

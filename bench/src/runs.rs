@@ -42,7 +42,7 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn temp_dir(prefix: &str) -> Result<TempDir> {
+pub(crate) fn temp_dir(prefix: &str) -> Result<TempDir> {
     TempDir::new(prefix).map_err(|e| BenchError::io("create a temp dir", std::env::temp_dir(), e))
 }
 
@@ -50,7 +50,7 @@ fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
 }
 
-fn progress(msg: impl AsRef<str>) {
+pub(crate) fn progress(msg: impl AsRef<str>) {
     eprintln!(
         "[{}] {} (load {})",
         chrono::Utc::now().format("%H:%M:%S"),
