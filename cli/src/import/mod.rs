@@ -324,11 +324,11 @@ impl<R: BufRead> Run<'_, R> {
                 self.apply(batch, response)?;
                 next_applied += 1;
             }
-            if sent.is_empty() {
-                return Ok(());
-            }
             if !ended && sent.len() < IN_FLIGHT {
                 continue;
+            }
+            if sent.is_empty() {
+                return Ok(());
             }
             let (n, answer) = done
                 .recv()
