@@ -151,7 +151,10 @@ impl Client {
             if status.is_success() {
                 return Err(ClientError::Protocol {
                     url,
-                    message: format!("not an ingest answer: {}", text.chars().take(200).collect::<String>()),
+                    message: format!(
+                        "not an ingest answer: {}",
+                        text.chars().take(200).collect::<String>()
+                    ),
                 });
             }
         }

@@ -14,8 +14,8 @@ use codestax_cli::client::Client;
 use codestax_cli::config::{CliConfig, Connection};
 use codestax_cli::demo;
 use codestax_cli::export::{self, ExportRequest, Output};
-use codestax_cli::import::{self, ImportRequest, Source};
 use codestax_cli::import::input::InputFormat;
+use codestax_cli::import::{self, ImportRequest, Source};
 use codestax_cli::report;
 use codestax_cli::search::{self, SearchRequest};
 use codestax_cli::verify::{self, VerifyOptions};
@@ -376,10 +376,15 @@ fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     // Records go into the key's own org: the collector refuses any other.
     let (client, _) = args.server.connect(None)?;
     if matches!(source, Source::Stdin) {
-        eprintln!("codestax: importing from stdin: not resumable (no checkpoint); an interrupted import is rerun whole, which stores nothing twice");
+        eprintln!(
+            "codestax: importing from stdin: not resumable (no checkpoint); an interrupted import is rerun whole, which stores nothing twice"
+        );
     }
     let request = ImportRequest {
-        rejects: args.rejects.clone().unwrap_or_else(|| source.default_rejects()),
+        rejects: args
+            .rejects
+            .clone()
+            .unwrap_or_else(|| source.default_rejects()),
         source,
         format: match args.format {
             ImportFormatArg::Ndjson => InputFormat::Ndjson,

@@ -75,10 +75,7 @@ impl<R: BufRead> Reader<R> {
         Reader {
             input,
             format,
-            at: Position {
-                offset: 0,
-                line: 1,
-            },
+            at: Position { offset: 0, line: 1 },
             state: JsonState::Start,
         }
     }
@@ -128,8 +125,7 @@ impl<R: BufRead> Reader<R> {
             if size > MAX_ELEMENT_BYTES as u64 {
                 out.bytes.clear();
                 out.oversize = Some(size);
-            } else if out.bytes.iter().all(u8::is_ascii_whitespace) || is_proof_line(&out.bytes)
-            {
+            } else if out.bytes.iter().all(u8::is_ascii_whitespace) || is_proof_line(&out.bytes) {
                 out.bytes.clear();
                 continue;
             }
@@ -241,7 +237,9 @@ impl<R: BufRead> Reader<R> {
             let mut used = 0;
             let mut finished = false;
             for &b in buf {
-                if nested == Some(false) && (matches!(b, b',' | b']' | b'}') || b.is_ascii_whitespace()) {
+                if nested == Some(false)
+                    && (matches!(b, b',' | b']' | b'}') || b.is_ascii_whitespace())
+                {
                     finished = true;
                     break;
                 }
@@ -410,7 +408,11 @@ mod tests {
             offset: got[0].1,
             line: 4,
         };
-        let mut reader = Reader::resumed(&text.as_bytes()[at.offset as usize..], InputFormat::Json, at);
+        let mut reader = Reader::resumed(
+            &text.as_bytes()[at.offset as usize..],
+            InputFormat::Json,
+            at,
+        );
         let mut e = Element::default();
         assert!(reader.next_into(&mut e).unwrap());
         assert_eq!((e.line, &e.bytes[..]), (5, &b"{\"id\": \"b\"}"[..]));

@@ -12,13 +12,13 @@ pub mod input;
 
 use crate::client::{Client, ClientError};
 use checkpoint::{Checkpoint, CheckpointFile, Counts, Fingerprint};
-use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse, RejectedRecord};
 use codestax_common::FieldError;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse, RejectedRecord};
+use indicatif::ProgressBar;
 use input::{Element, InputFormat, Position, Reader};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -513,11 +513,12 @@ impl Rejects {
         }
         let file = match &mut self.file {
             Some(file) => file,
-            None => self.file.insert(
-                File::create(&self.path).map_err(|e| {
-                    anyhow::anyhow!("cannot create the rejects file {}: {e}", self.path.display())
-                })?,
-            ),
+            None => self.file.insert(File::create(&self.path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the rejects file {}: {e}",
+                    self.path.display()
+                )
+            })?),
         };
         file.seek(SeekFrom::Start(self.len))?;
         file.write_all(&text)?;
@@ -529,17 +530,10 @@ impl Rejects {
 }
 
 fn progress_bar(wanted: bool, total_bytes: Option<u64>) -> ProgressBar {
-    if !wanted || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(total_bytes, ProgressDrawTarget::stderr());
     let template = if total_bytes.is_some() {
         "{spinner} {elapsed_precise} [{wide_bar}] {percent}% {msg}, ETA {eta}"
     } else {
         "{spinner} {elapsed_precise} {msg}"
     };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+    crate::export::terminal_bar(wanted, total_bytes, template)
 }

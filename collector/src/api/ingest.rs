@@ -37,12 +37,20 @@ pub async fn ndjson(
     let org = key.org_id.clone();
     let body = ndjson_body(&state, &headers, body).await?;
     // Inflating and parsing a large body is CPU work: keep it off the async workers.
-    let candidates =
-        tokio::task::spawn_blocking(move || Ok::<_, ApiError>(decode_ndjson(&body.inflate()?, &org, &rules)))
-            .await
-            .map_err(ApiError::internal)??;
+    let candidates = tokio::task::spawn_blocking(move || {
+        Ok::<_, ApiError>(decode_ndjson(&body.inflate()?, &org, &rules))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let provenance = key.provenance();
-    let outcome = store(&state.ingest, &key, provenance, candidates, Receiver::Ndjson).await?;
+    let outcome = store(
+        &state.ingest,
+        &key,
+        provenance,
+        candidates,
+        Receiver::Ndjson,
+    )
+    .await?;
     answer(outcome)
 }
 
@@ -119,7 +127,9 @@ struct NdjsonBody {
 
 impl NdjsonBody {
     fn inflate(self) -> Result<Vec<u8>, ApiError> {
-        Ok(self.encoding.decode(self.raw, self.max_decompressed_bytes)?)
+        Ok(self
+            .encoding
+            .decode(self.raw, self.max_decompressed_bytes)?)
     }
 }
 
