@@ -1,7 +1,7 @@
 //! The collector's HTTP API as the CLI uses it: a blocking client with the bearer key, and API
 //! errors turned into one-line messages (`403 forbidden: the audit log is available to ...`).
 
-use codestax_common::api::{ErrorBody, WhoAmI};
+use codestax_common::api::{ErrorBody, IngestResponse, WhoAmI};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -19,6 +19,15 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+    },
+    /// The collector cannot take the request now (429 rate limited, 503 unavailable): the same
+    /// request may be sent again after `retry_after`.
+    #[error("{status} {code}: {message}")]
+    Busy {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
     },
     /// The collector could not be reached, or the transfer broke off.
     #[error("{what} {url}")]
@@ -104,6 +113,64 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<reqwest::blocking::Response, ClientError> {
         self.send(&self.url(path), query, None)
+    }
+
+    /// `POST path` with an NDJSON body (`/api/v1/ingest`, `/api/v1/import`): what was accepted
+    /// and each rejected line. A 400 that rejected every line is an answer too (its body carries
+    /// the same details); 429 and 503 are [`ClientError::Busy`].
+    pub fn post_ndjson(&self, path: &str, body: Vec<u8>) -> Result<IngestResponse, ClientError> {
+        let url = self.url(path);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .timeout(REQUEST_TIMEOUT)
+            .body(body)
+            .send()
+            .map_err(|source| ClientError::Network {
+                what: "cannot reach",
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().map_err(|source| ClientError::Network {
+            what: "the answer broke off from",
+            url: url.clone(),
+            source,
+        })?;
+        if status.is_success() || status == reqwest::StatusCode::BAD_REQUEST {
+            if let Ok(answer) = serde_json::from_str::<IngestResponse>(&text) {
+                return Ok(answer);
+            }
+            if status.is_success() {
+                return Err(ClientError::Protocol {
+                    url,
+                    message: format!(
+                        "not an ingest answer: {}",
+                        text.chars().take(200).collect::<String>()
+                    ),
+                });
+            }
+        }
+        match api_error(status, &text) {
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } if status == 429 || status == 503 => Err(ClientError::Busy {
+                status,
+                code,
+                message,
+                retry_after,
+            }),
+            other => Err(other),
+        }
     }
 
     /// `GET /api/v1/whoami`: the key's id, org and role.

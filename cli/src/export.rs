@@ -363,15 +363,21 @@ fn check_complete(
 }
 
 fn progress_bar(wanted: bool, total: Option<u64>) -> ProgressBar {
-    if !wanted || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     let template = if total.is_some() {
         "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} records, {msg}"
     } else {
         "{spinner} {elapsed_precise} {human_pos} records, {msg}"
     };
+    terminal_bar(wanted, total, template)
+}
+
+/// A progress bar on stderr drawn with `template`, when `wanted` and stderr is a terminal;
+/// else a hidden one.
+pub(crate) fn terminal_bar(wanted: bool, total: Option<u64>, template: &str) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }

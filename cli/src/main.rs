@@ -1,4 +1,4 @@
-//! `codestax`: export, search and verify audit logs from a collector, and run the demo.
+//! `codestax`: export, import, search and verify audit logs from a collector, and run the demo.
 //! Parses arguments and calls into the library (`codestax_cli`); errors print as one line and
 //! exit 1 (clap exits 2 on invalid arguments).
 
@@ -14,13 +14,15 @@ use codestax_cli::client::Client;
 use codestax_cli::config::{CliConfig, Connection};
 use codestax_cli::demo;
 use codestax_cli::export::{self, ExportRequest, Output};
+use codestax_cli::import::input::InputFormat;
+use codestax_cli::import::{self, ImportRequest, Source};
 use codestax_cli::report;
 use codestax_cli::search::{self, SearchRequest};
 use codestax_cli::verify::{self, VerifyOptions};
 use codestax_common::api::{ExportFormat, SearchFilters};
 use codestax_common::note::VerifierKey;
 
-/// Export, search and verify CodeStax audit logs, or run a local demo.
+/// Export, import, search and verify CodeStax audit logs, or run a local demo.
 #[derive(Debug, Parser)]
 #[command(
     name = "codestax",
@@ -32,6 +34,7 @@ Examples:
   codestax search --org acme --action scan.triggered --since 2026-11-01 --limit 20
   codestax export --format ndjson --output audit-log.ndjson
   codestax verify --input audit-log.ndjson --public-key collector.vkey
+  codestax import --input audit-log.ndjson --format ndjson      (with an INGEST key)
     (collector.vkey: the verifier_key of GET /api/v1/signing-key, fetched once and kept apart)
   codestax export --format ocsf --output audit-log.ocsf.ndjson --org acme   (or --format ecs)
   codestax demo
@@ -52,6 +55,9 @@ enum Command {
     Export(ExportArgs),
     /// Search audit records and print them as a table (or JSON).
     Search(SearchArgs),
+    /// Bring an audit trail in (an export of this project, or emit-file JSON lines) through the
+    /// ingest API with an INGEST key: resumable, rejects listed by line.
+    Import(ImportArgs),
     /// Verify an export offline: its proof, with the collector's public key, and its hash chain.
     Verify(VerifyArgs),
     /// Start a local collector and agent, emit sample events and show them.
@@ -136,6 +142,39 @@ struct VerifyArgs {
     /// numbers are checked. An export with proof proves its gaps and needs no flag.
     #[arg(long)]
     allow_gaps: bool,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// An NDJSON or JSON export of this project, or emit-file JSON lines; `-` reads stdin (not
+    /// resumable). A file's import keeps its checkpoint in FILE.import-checkpoint.
+    #[arg(long, short, value_name = "FILE")]
+    input: PathBuf,
+
+    /// The input's format: `ndjson` (one record per line; an export's proof line is passed
+    /// over) or `json` (a JSON export, or an array of records).
+    #[arg(long, value_enum, default_value_t = ImportFormatArg::Ndjson)]
+    format: ImportFormatArg,
+
+    /// Where refused records go, one JSON line each with its input line and reasons
+    /// [default: FILE.rejects.ndjson; for stdin, ./codestax-import.rejects.ndjson].
+    #[arg(long, value_name = "FILE")]
+    rejects: Option<PathBuf>,
+
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+
+    #[command(flatten)]
+    server: Server,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportFormatArg {
+    /// One JSON record per line.
+    Ndjson,
+    /// A JSON export (`{"records": [...], ...}`) or an array of records.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +327,7 @@ fn main() -> ExitCode {
         Command::Export(args) => ("export", run_export(args)),
         Command::Search(args) => ("search", run_search(args)),
         Command::Verify(args) => ("verify", run_verify(args)),
+        Command::Import(args) => ("import", run_import(args)),
         Command::Demo(args) => (
             "demo",
             demo::run(
@@ -323,6 +363,37 @@ fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     if let Output::File(path) = &output {
         eprintln!("{}", summary.describe(path));
     }
+    Ok(())
+}
+
+fn run_import(args: ImportArgs) -> anyhow::Result<()> {
+    let source = Source::from_arg(&args.input);
+    if let Source::File(path) = &source
+        && !path.exists()
+    {
+        anyhow::bail!("cannot open {}: no such file", path.display());
+    }
+    // Records go into the key's own org: the collector refuses any other.
+    let (client, _) = args.server.connect(None)?;
+    if matches!(source, Source::Stdin) {
+        eprintln!(
+            "codestax: importing from stdin: not resumable (no checkpoint); an interrupted import is rerun whole, which stores nothing twice"
+        );
+    }
+    let request = ImportRequest {
+        rejects: args
+            .rejects
+            .clone()
+            .unwrap_or_else(|| source.default_rejects()),
+        source,
+        format: match args.format {
+            ImportFormatArg::Ndjson => InputFormat::Ndjson,
+            ImportFormatArg::Json => InputFormat::Json,
+        },
+        progress: !args.quiet,
+    };
+    let summary = import::import(&client, &request)?;
+    eprintln!("{}", summary.describe());
     Ok(())
 }
 

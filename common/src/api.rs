@@ -143,6 +143,9 @@ pub struct RejectedRecord {
     pub errors: Vec<FieldError>,
 }
 
+/// How the reason of a record refused for being older than its org's retention begins.
+pub const EXPIRED_ON_ARRIVAL: &str = "expired on arrival";
+
 /// `POST /api/v1/ingest`: what was accepted (fsynced) and what was not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestResponse {
@@ -152,6 +155,10 @@ pub struct IngestResponse {
     pub duplicates: u64,
     /// Every rejected line, listed or not.
     pub rejected: u64,
+    /// Of `rejected`, records older than the org's retention (an import only): each listed with
+    /// a reason starting [`EXPIRED_ON_ARRIVAL`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: u64,
     /// The first rejected lines (at most 50), each with its line number and reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RejectedRecord>,

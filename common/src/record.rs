@@ -102,22 +102,26 @@ pub enum Provenance {
     Collector,
     /// An app, through the ingest key with this id (the key's public id, never its secret).
     Ingest { key_id: String },
+    /// Brought in from another log (`codestax import`) by the ingest key with this id: the
+    /// record's content is the source's, its writer there is not vouched for.
+    Imported { key_id: String },
 }
 
 impl Provenance {
-    /// The writer's name as the API and exports show it: `collector` or `ingest`.
+    /// The writer's name as the API and exports show it: `collector`, `ingest` or `imported`.
     pub fn writer(&self) -> &'static str {
         match self {
             Provenance::Collector => "collector",
             Provenance::Ingest { .. } => "ingest",
+            Provenance::Imported { .. } => "imported",
         }
     }
 
-    /// The ingest key that wrote the record, if an ingest key did.
+    /// The ingest key that wrote (or imported) the record, if an ingest key did.
     pub fn key_id(&self) -> Option<&str> {
         match self {
             Provenance::Collector => None,
-            Provenance::Ingest { key_id } => Some(key_id),
+            Provenance::Ingest { key_id } | Provenance::Imported { key_id } => Some(key_id),
         }
     }
 }

@@ -255,15 +255,7 @@ pub fn check_app_record(record: &AuditRecord, errors: &mut Vec<FieldError>) {
             PROVENANCE_REFUSED,
         ));
     }
-    if let Some(id) = &record.id
-        && id
-            .get(..RESERVED_ID_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
-    {
-        errors.push(FieldError::new(Field::Id.path(),
-            format!("ids starting with {RESERVED_ID_PREFIX:?} are reserved for the collector's own entries"),
-        ));
-    }
+    check_reserved_id(record, errors);
     if record
         .action
         .split_once('.')
@@ -274,6 +266,22 @@ pub fn check_app_record(record: &AuditRecord, errors: &mut Vec<FieldError>) {
                 "{:?}: actions of the {COLLECTOR_CATEGORY:?} category are written by the collector only",
                 record.action
             ),
+        ));
+    }
+}
+
+/// Ids starting with [`RESERVED_ID_PREFIX`] are refused: the collector's own entries take them,
+/// and an id taken first would make the collector's entry a duplicate. Imported records
+/// (`codestax import`) are held to this rule alone: the source's collector entries (`audit_log.*`)
+/// come in as imported, but never under an id this collector may write.
+pub fn check_reserved_id(record: &AuditRecord, errors: &mut Vec<FieldError>) {
+    if let Some(id) = &record.id
+        && id
+            .get(..RESERVED_ID_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
+    {
+        errors.push(FieldError::new(Field::Id.path(),
+            format!("ids starting with {RESERVED_ID_PREFIX:?} are reserved for the collector's own entries"),
         ));
     }
 }

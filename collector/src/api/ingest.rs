@@ -1,13 +1,14 @@
 //! Ingest from keyed senders: the native `POST /api/v1/ingest` (NDJSON) and the sink behind the
 //! OTLP receivers ([`OtlpIngest`]: authenticate the key, then `Ingest::submit`), OTLP/HTTP
-//! `POST /v1/logs` and OTLP/gRPC alike. Invalid records are rejected one by one; 400 only when
-//! nothing was accepted.
+//! `POST /v1/logs` and OTLP/gRPC alike, and `POST /api/v1/import` (history brought in by
+//! `codestax import`). Invalid records are rejected one by one; 400 only when nothing was accepted.
 
 use super::auth::{IngestRecords, authenticate, permit};
 use super::{ApiError, AppState};
 use crate::health::Failure;
 use crate::ingest::{
-    Batch, Ingest, IngestError, IngestOutcome, RateLimited, Receiver, decode_ndjson, decode_otlp,
+    Batch, EXPIRED_ON_ARRIVAL_LABEL, Ingest, IngestError, IngestOutcome, RateLimited, Receiver,
+    Rejections, decode_ndjson, decode_ndjson_into, decode_otlp,
 };
 use crate::keys::{KeyInfo, KeyStore};
 use axum::Extension;
@@ -16,7 +17,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use codestax_common::api::IngestResponse;
+use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse};
+use codestax_common::{FieldError, Provenance, Rules};
 use codestax_otlp_receiver::body::{ContentEncoding, read_limited};
 use codestax_otlp_receiver::http::media_type;
 use codestax_otlp_receiver::{Bearer, Exported, LogsSink, Refusal, RefusalKind, Transport};
@@ -31,7 +33,113 @@ pub async fn ndjson(
     body: Body,
 ) -> Result<Response, ApiError> {
     permit::<IngestRecords>(&key)?;
-    let media = media_type(&headers);
+    let rules = state.ingest.rules();
+    let org = key.org_id.clone();
+    let body = ndjson_body(&state, &headers, body).await?;
+    // Inflating and parsing a large body is CPU work: keep it off the async workers.
+    let candidates = tokio::task::spawn_blocking(move || {
+        Ok::<_, ApiError>(decode_ndjson(&body.inflate()?, &org, &rules))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let provenance = key.provenance();
+    let outcome = store(
+        &state.ingest,
+        &key,
+        provenance,
+        candidates,
+        Receiver::Ndjson,
+    )
+    .await?;
+    answer(outcome)
+}
+
+/// History brought in (`codestax import`): NDJSON records as the native receiver takes them,
+/// and as this project's exports write them. What differs: the input's chain fields and
+/// provenance are replaced, never trusted (the records are stamped `imported` by this key);
+/// the source's collector entries (`audit_log.*`) come in as imported records, though never
+/// under a reserved id; records older than the org's retention are refused as expired on
+/// arrival rather than stored and deleted; every rejection is listed, with its line.
+pub async fn import(
+    State(state): State<AppState>,
+    Extension(key): Extension<KeyInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    permit::<IngestRecords>(&key)?;
+    let rules = Rules {
+        // Provenance and `audit_log.*` are read here; the stamp and `check_reserved_id` in
+        // `Ingest::submit` decide what comes in.
+        collector_entries: true,
+        ..state.ingest.rules()
+    };
+    let org = key.org_id.clone();
+    let cutoff = state.retention.for_org(&org).expires_before(rules.now);
+    let body = ndjson_body(&state, &headers, body).await?;
+    let batch = tokio::task::spawn_blocking(move || {
+        let batch = Batch {
+            records: Vec::new(),
+            rejections: Rejections::listing_all(),
+        };
+        let mut batch = decode_ndjson_into(batch, &body.inflate()?, &org, &rules);
+        if let Some(cutoff) = cutoff {
+            refuse_expired(&mut batch, cutoff);
+        }
+        Ok::<_, ApiError>(batch)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let provenance = key.import_provenance();
+    let outcome = store(&state.ingest, &key, provenance, batch, Receiver::Import).await?;
+    answer(outcome)
+}
+
+/// Moves the records of `batch` older than `cutoff` (the org's retention floor) to its
+/// rejections: the janitor would delete them at its next run, and a read would hide them now.
+fn refuse_expired(batch: &mut Batch, cutoff: chrono::DateTime<chrono::Utc>) {
+    let (kept, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut batch.records)
+        .into_iter()
+        .partition(|(_, r)| r.time >= cutoff);
+    batch.records = kept;
+    for (position, mut record) in expired {
+        let reason = format!(
+            "{EXPIRED_ON_ARRIVAL}: {} is older than the org's retention (records before {} are deleted); not stored",
+            codestax_common::time::format_rfc3339(&record.time),
+            codestax_common::time::format_rfc3339(&cutoff),
+        );
+        batch.rejections.push_labelled(
+            EXPIRED_ON_ARRIVAL_LABEL,
+            position,
+            vec![FieldError::new("time", reason)],
+            || record.id.take(),
+        );
+    }
+    // Positions stay in body order for the listing.
+    batch.records.sort_by_key(|(position, _)| *position);
+}
+
+/// An NDJSON request body, read within the limit, to be inflated where it is parsed.
+struct NdjsonBody {
+    raw: Vec<u8>,
+    encoding: ContentEncoding,
+    max_decompressed_bytes: usize,
+}
+
+impl NdjsonBody {
+    fn inflate(self) -> Result<Vec<u8>, ApiError> {
+        Ok(self
+            .encoding
+            .decode(self.raw, self.max_decompressed_bytes)?)
+    }
+}
+
+/// An NDJSON request body, its media type checked, read within the limit.
+async fn ndjson_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<NdjsonBody, ApiError> {
+    let media = media_type(headers);
     if !matches!(
         media.as_str(),
         "" | "application/x-ndjson" | "application/jsonl" | "application/json" | "text/plain"
@@ -42,21 +150,22 @@ pub async fn ndjson(
     }
     let limits = state.limits;
     let raw = read_limited(body, limits.max_body_bytes).await?;
-    let encoding = ContentEncoding::of(&headers)?;
-    let rules = state.ingest.rules();
-    let org = key.org_id.clone();
-    // Inflating and parsing a large body is CPU work: keep it off the async workers.
-    let candidates = tokio::task::spawn_blocking(move || {
-        let bytes = encoding.decode(raw, limits.max_decompressed_bytes)?;
-        Ok::<_, ApiError>(decode_ndjson(&bytes, &org, &rules))
+    let encoding = ContentEncoding::of(headers)?;
+    Ok(NdjsonBody {
+        raw,
+        encoding,
+        max_decompressed_bytes: limits.max_decompressed_bytes,
     })
-    .await
-    .map_err(ApiError::internal)??;
-    let outcome = store(&state.ingest, &key, candidates, Receiver::Ndjson).await?;
+}
+
+/// The answer to an NDJSON batch: what was accepted, and each rejected line; 400 (with the same
+/// details) when nothing was.
+fn answer(outcome: IngestOutcome) -> Result<Response, ApiError> {
     let response = IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
         rejected: outcome.rejected.total(),
+        expired: outcome.rejected.counted(EXPIRED_ON_ARRIVAL_LABEL),
         errors: outcome.rejected.listed().to_vec(),
         more_errors: outcome.rejected.unlisted(),
     };
@@ -117,7 +226,8 @@ impl LogsSink for OtlpIngest {
             Transport::Http => Receiver::OtlpHttp,
             Transport::Grpc => Receiver::OtlpGrpc,
         };
-        let outcome = store(&self.ingest, &key, batch, receiver).await?;
+        let provenance = key.provenance();
+        let outcome = store(&self.ingest, &key, provenance, batch, receiver).await?;
         Ok(Exported {
             accepted: outcome.accepted,
             rejected: outcome.rejected.total(),
@@ -149,6 +259,7 @@ const LOG_UNAVAILABLE: &str = "the cluster's log did not acknowledge this batch;
 async fn store(
     ingest: &Ingest,
     key: &KeyInfo,
+    provenance: Provenance,
     batch: Batch,
     receiver: Receiver,
 ) -> Result<IngestOutcome, NotStored> {
@@ -156,7 +267,7 @@ async fn store(
         .admit(&key.id, &key.org_id, batch.len())
         .map_err(NotStored::RateLimited)?;
     ingest
-        .submit(&key.org_id, key.provenance(), batch, receiver)
+        .submit(&key.org_id, provenance, batch, receiver)
         .await
         .map_err(|e| match e {
             IngestError::Unavailable(ref failure) => NotStored::Unavailable {

@@ -1,5 +1,5 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`), ingest
-//! (`/v1/logs`, `/api/v1/ingest`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
+//! (`/v1/logs`, `/api/v1/ingest`, `/api/v1/import`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
 //! audit log with facets, export and verify, its Merkle tree's checkpoint and proofs; keys;
 //! retention settings; streams; and the unauthenticated `/api/v1/signing-key`), with the key check as a
 //! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
     .route_layer(from_fn_with_state(state.clone(), require_ready));
     let keyed = Router::new()
         .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/import", post(ingest::import))
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
         .route(

@@ -7,7 +7,7 @@ mod otlp;
 mod rate;
 
 pub use codestax_otlp_receiver::MAX_LISTED_REJECTIONS;
-pub use ndjson::decode_ndjson;
+pub use ndjson::{decode_ndjson, decode_ndjson_into};
 pub use otlp::decode_otlp;
 pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
 
@@ -18,7 +18,9 @@ use crate::store::{Admission, Store, StoreError};
 use chrono::Utc;
 use codestax_common::api::RejectedRecord;
 use codestax_common::schema::{Field, Object};
-use codestax_common::{AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record};
+use codestax_common::{
+    AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record, check_reserved_id,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub enum Receiver {
     Ndjson,
     OtlpHttp,
     OtlpGrpc,
+    /// `POST /api/v1/import`: history brought in by `codestax import`.
+    Import,
     Internal,
 }
 
@@ -38,6 +42,7 @@ impl Receiver {
             Receiver::Ndjson => "ndjson",
             Receiver::OtlpHttp => "otlp_http",
             Receiver::OtlpGrpc => "otlp_grpc",
+            Receiver::Import => "import",
             Receiver::Internal => "internal",
         }
     }
@@ -92,26 +97,52 @@ impl From<Vec<Candidate>> for Batch {
     }
 }
 
-/// The rejected entries of a batch: the first [`MAX_LISTED_REJECTIONS`] in full, every one
-/// counted (in total and by metrics reason).
+/// The rejected entries of a batch: the first [`MAX_LISTED_REJECTIONS`] in full (or all, for an
+/// import, whose rejects file names every line), every one counted (in total and by metrics
+/// reason).
 #[derive(Debug, Clone, Default)]
 pub struct Rejections {
     listed: Vec<RejectedRecord>,
     total: u64,
     by_reason: BTreeMap<&'static str, u64>,
+    /// List every rejection: the batch's size bounds them (the body limit).
+    list_all: bool,
 }
 
+/// The metrics reason of records older than their org's retention, refused on import.
+pub const EXPIRED_ON_ARRIVAL_LABEL: &str = "expired_on_arrival";
+
 impl Rejections {
+    /// Rejections that list every one, not only the first [`MAX_LISTED_REJECTIONS`].
+    pub fn listing_all() -> Rejections {
+        Rejections {
+            list_all: true,
+            ..Rejections::default()
+        }
+    }
+
     pub fn push(
         &mut self,
         position: usize,
         errors: Vec<FieldError>,
         id: impl FnOnce() -> Option<String>,
     ) {
-        self.total += 1;
         let field = errors.first().map_or("record", |e| e.field.as_str());
-        *self.by_reason.entry(reason_label(field)).or_default() += 1;
-        if self.listed.len() < MAX_LISTED_REJECTIONS {
+        let label = reason_label(field);
+        self.push_labelled(label, position, errors, id);
+    }
+
+    /// A rejection counted under the metrics reason `label` rather than its field's.
+    pub fn push_labelled(
+        &mut self,
+        label: &'static str,
+        position: usize,
+        errors: Vec<FieldError>,
+        id: impl FnOnce() -> Option<String>,
+    ) {
+        self.total += 1;
+        *self.by_reason.entry(label).or_default() += 1;
+        if self.list_all || self.listed.len() < MAX_LISTED_REJECTIONS {
             self.listed.push(RejectedRecord {
                 line: position,
                 id: id(),
@@ -123,6 +154,11 @@ impl Rejections {
     /// Every rejection, listed or not.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// The rejections counted under metrics reason `label`.
+    pub fn counted(&self, label: &str) -> u64 {
+        self.by_reason.get(label).copied().unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -324,15 +360,19 @@ impl Ingest {
                     .push(position, vec![error], || record.id.take());
                 continue;
             }
-            if writer != Provenance::Collector {
-                let mut reserved = Vec::new();
-                check_app_record(&record, &mut reserved);
-                if !reserved.is_empty() {
-                    outcome
-                        .rejected
-                        .push(position, reserved, || record.id.take());
-                    continue;
-                }
+            let mut reserved = Vec::new();
+            match writer {
+                Provenance::Collector => {}
+                Provenance::Ingest { .. } => check_app_record(&record, &mut reserved),
+                // The source's own writer is not vouched for: whatever provenance the input
+                // carried is replaced below; only the ids this collector writes stay its own.
+                Provenance::Imported { .. } => check_reserved_id(&record, &mut reserved),
+            }
+            if !reserved.is_empty() {
+                outcome
+                    .rejected
+                    .push(position, reserved, || record.id.take());
+                continue;
             }
             if record.id.is_none() {
                 record.id = Some(content_id(&record));

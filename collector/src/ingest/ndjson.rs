@@ -6,7 +6,16 @@ use codestax_common::{Rules, parse_json_line};
 /// Decodes an NDJSON body; blank lines are skipped, every other line is one entry, positioned by
 /// its 1-based line number. Records without `org_id` take `default_org`.
 pub fn decode_ndjson(body: &[u8], default_org: &str, rules: &Rules) -> Batch {
-    let mut batch = Batch::default();
+    decode_ndjson_into(Batch::default(), body, default_org, rules)
+}
+
+/// [`decode_ndjson`] into `batch` (e.g. one that lists every rejection).
+pub fn decode_ndjson_into(
+    mut batch: Batch,
+    body: &[u8],
+    default_org: &str,
+    rules: &Rules,
+) -> Batch {
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -94,6 +94,13 @@ impl KeyInfo {
         }
     }
 
+    /// The provenance of the records this key brings in through `POST /api/v1/import`.
+    pub fn import_provenance(&self) -> codestax_common::Provenance {
+        codestax_common::Provenance::Imported {
+            key_id: self.id.clone(),
+        }
+    }
+
     /// This key's lifecycle as events: its creation and, if revoked, its revocation.
     fn events(&self) -> impl Iterator<Item = KeyEvent> + '_ {
         let event = |kind, at, by: &Option<String>| KeyEvent {

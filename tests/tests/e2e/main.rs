@@ -28,6 +28,7 @@ mod export_formats;
 mod export_proofs;
 mod first_hour;
 mod fresh_clone;
+mod import;
 mod merkle_tree;
 mod provenance;
 mod soak;
