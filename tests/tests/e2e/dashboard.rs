@@ -1101,8 +1101,7 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     let brushed = format!("since={from_day}&until={to_day}");
     let expected = blocking(|| c.search_all(ORG, &brushed, admin));
     wait_text(b, "result-count", |t| {
-        t.ends_with(&format!("of {} entries", expected.len()))
-            || (expected.is_empty() && t == "No entries")
+        t.ends_with(&of_entries(expected.len())) || (expected.is_empty() && t == "No entries")
     })
     .await;
     let url = b.current_url().await.unwrap().to_string();
@@ -1134,7 +1133,7 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     );
     let in_repo = blocking(|| c.search_all(ORG, &repo_q, admin));
     wait_text(b, "result-count", |t| {
-        t.ends_with(&format!("of {} entries", in_repo.len()))
+        t.ends_with(&of_entries(in_repo.len()))
     })
     .await;
     assert!(rows(b).await.iter().all(|r| r[5] == repo));
@@ -1217,4 +1216,9 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
         "{copy}"
     );
     screenshot(b, "dashboard-entry-link.png").await;
+}
+
+/// The end of the result count for `n` entries: "of 1 entry", "of 12 entries".
+fn of_entries(n: usize) -> String {
+    format!("of {n} {}", if n == 1 { "entry" } else { "entries" })
 }
