@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod retention;
+pub mod saved_views;
 mod server;
 pub mod store;
 pub mod stream;

@@ -12,6 +12,7 @@ use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::{Janitor, RetentionError, RetentionPolicy};
+use crate::saved_views::SavedViews;
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
 use crate::stream::{Allowlist, Deps as StreamDeps, SecretKey, StreamStore, Streams};
 use codestax_common::format::Context;
@@ -54,6 +55,8 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::JoinError),
     #[error("indexer stopped: {0}")]
     Indexer(String),
+    #[error("saved views: {0}")]
+    SavedViews(#[from] crate::saved_views::SavedViewError),
     #[error("streams: {0}")]
     Streams(String),
 }
@@ -190,6 +193,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         heads,
         sidecars: Default::default(),
         health: health.clone(),
+        saved_views: Arc::new(SavedViews::open(&layout.root)?),
         streams: Some(streams.clone()),
     };
 

@@ -235,6 +235,21 @@ pub const CATALOG: &[ActionSpec] = &[
         "Audit log stream deleted",
     ),
     action(
+        "audit_log.saved_view_created",
+        Category::AuditLog,
+        "Audit log saved view created",
+    ),
+    action(
+        "audit_log.saved_view_changed",
+        Category::AuditLog,
+        "Audit log saved view changed",
+    ),
+    action(
+        "audit_log.saved_view_deleted",
+        Category::AuditLog,
+        "Audit log saved view deleted",
+    ),
+    action(
         "audit_log.stream_records_expired",
         Category::AuditLog,
         "Records expired before a stream delivered them",
@@ -386,6 +401,9 @@ mod tests {
             "audit_log.stream_created",
             "audit_log.stream_changed",
             "audit_log.stream_deleted",
+            "audit_log.saved_view_created",
+            "audit_log.saved_view_changed",
+            "audit_log.saved_view_deleted",
             "audit_log.stream_records_expired",
         ];
         let got: Vec<_> = CATALOG.iter().map(|a| a.name).collect();

@@ -23,7 +23,12 @@
     ['audit_log', 'Audit log'],
   ];
   const OUTCOMES = [['success', 'Success'], ['failure', 'Failure']];
-  const SINGLE_FILTERS = ['q', 'user', 'repository', 'outcome', 'since', 'until'];
+  const SINGLE_FILTERS = ['q', 'user', 'action', 'repository', 'outcome', 'since', 'until'];
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const HOUR_MS = 3600 * 1000;
+  const DAY_MS = 24 * HOUR_MS;
+  const RELATIVE = /^(\d+)([smhdw])$/;
+  const UNIT_MS = { s: 1000, m: 60000, h: HOUR_MS, d: DAY_MS, w: 7 * DAY_MS };
   const EXPORT_TYPES = { csv: 'text/csv', json: 'application/json', ndjson: 'application/x-ndjson' };
 
   const $ = (id) => document.getElementById(id);
@@ -37,12 +42,15 @@
     total: 0,
     seq: 0,
     retention: null,
+    // A relative `since` (`7d`) chosen by a preset: the date inputs then stay empty.
+    relative: '',
+    views: [],
   };
 
   // ---------- small helpers ----------
 
   function emptyFilters() {
-    return { q: '', category: [], user: '', repository: '', outcome: '', since: '', until: '' };
+    return { q: '', category: [], user: '', action: '', repository: '', outcome: '', since: '', until: '' };
   }
 
   function el(tag, attrs, ...children) {
@@ -230,8 +238,13 @@
     state.applied = filtersFromUrl();
     writeForm(state.applied);
     document.title = `Audit Log · ${who.org_id} · CodeStax`;
+    const params = new URLSearchParams(window.location.search);
+    const viewId = params.get('view');
+    if (viewId) await openView(viewId);
     refresh();
     loadRetention();
+    loadViews();
+    if (params.get('entry')) openEntry(params.get('entry'));
   }
 
   function signOut(message) {
@@ -278,19 +291,23 @@
     f.category = Array.from(document.querySelectorAll('#f-category-list input:checked'))
       .map((box) => box.value);
     f.user = $('f-user').value;
+    f.action = $('f-action').value;
     f.repository = $('f-repository').value;
     f.outcome = $('f-outcome').value;
-    f.since = $('f-since').value;
-    f.until = $('f-until').value;
+    f.since = dateToApi($('f-since').value) || state.relative;
+    f.until = dateToApi($('f-until').value);
     return f;
   }
 
   function writeForm(f) {
     $('f-q').value = f.q;
-    $('f-since').value = f.since;
-    $('f-until').value = f.until;
+    state.relative = RELATIVE.test(f.since) ? f.since : '';
+    $('f-since').value = state.relative ? '' : apiToDate(f.since);
+    $('f-until').value = apiToDate(f.until);
+    markPreset(f);
     renderCategoryFacets(f, null);
     renderSelectFacet($('f-user'), 'All users', f.user, null, (v) => v);
+    renderSelectFacet($('f-action'), 'All actions', f.action, null, (v) => v);
     renderSelectFacet($('f-repository'), 'All repositories', f.repository, null, (v) => v);
     renderSelectFacet($('f-outcome'), 'Any outcome', f.outcome,
       OUTCOMES.map(([value]) => ({ value, count: null })),
@@ -302,13 +319,22 @@
   }
 
   function applyForm() {
+    const bad = ['f-since', 'f-until'].find((id) => $(id).value.trim() && dateToApi($(id).value) === null);
+    for (const id of ['f-since', 'f-until']) $(id).removeAttribute('aria-invalid');
+    if (bad) {
+      setText($('f-dates-error'), `"${$(bad).value.trim()}" is not a date: write YYYY-MM-DD or YYYY-MM-DD HH:MM (UTC).`);
+      $(bad).setAttribute('aria-invalid', 'true');
+      return false;
+    }
     const f = readForm();
-    if (f.since && f.until && f.since > f.until) {
-      setText($('results-error'), 'The date range is empty: "From" is after "To".');
+    const [from, to] = [boundMs(f.since, false), boundMs(f.until, true)];
+    if (from !== null && to !== null && from >= to) {
+      setText($('f-dates-error'), 'The date range is empty: "From" is after "To".');
       $('f-until').setAttribute('aria-invalid', 'true');
       return false;
     }
-    $('f-until').removeAttribute('aria-invalid');
+    setText($('f-dates-error'), '');
+    markPreset(f);
     if (sameFilters(f, state.applied)) return true;
     state.applied = f;
     const query = filterParams(f).toString();
@@ -329,6 +355,7 @@
     const groups = [
       ['category', 'categories', f.category.length > 0],
       ['user', 'users', Boolean(f.user)],
+      ['action', 'actions', Boolean(f.action)],
       ['repository', 'repositories', Boolean(f.repository)],
       ['outcome', 'outcomes', Boolean(f.outcome)],
     ];
@@ -339,7 +366,9 @@
     groups.forEach(([param, field], i) => { counts[param] = answers[i][field]; });
     renderCategoryFacets(f, counts.category);
     renderSelectFacet($('f-user'), 'All users', f.user, counts.user, (v) => v);
+    renderSelectFacet($('f-action'), 'All actions', f.action, counts.action, (v) => v);
     renderSelectFacet($('f-repository'), 'All repositories', f.repository, counts.repository, (v) => v);
+    renderChart((await all).histogram, f);
     const outcomes = OUTCOMES.map(([value]) => {
       const found = counts.outcome.find((c) => c.value === value);
       return { value, count: found ? found.count : 0 };
@@ -404,6 +433,304 @@
       select.replaceChildren(...wanted.map(([value, text]) => el('option', { value, text })));
     }
     select.value = selected || '';
+  }
+
+  // ---------- dates and presets ----------
+
+  // The date inputs take `YYYY-MM-DD` or `YYYY-MM-DD HH:MM` (UTC), whatever the browser's
+  // locale: '' when empty, null when not a date, else the API's form.
+  function dateToApi(text) {
+    const t = String(text || '').trim();
+    if (!t) return '';
+    const m = /^(\d{4})-(\d\d)-(\d\d)(?:[ T](\d\d):(\d\d))?$/.exec(t);
+    if (!m) return null;
+    const [y, mo, d, h, mi] = [m[1], m[2], m[3], m[4] || '00', m[5] || '00'].map(Number);
+    const ms = Date.UTC(y, mo - 1, d, h, mi);
+    const back = new Date(ms);
+    if (back.getUTCDate() !== d || back.getUTCMonth() !== mo - 1 || h > 23 || mi > 59) return null;
+    return m[4] ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:00Z` : `${m[1]}-${m[2]}-${m[3]}`;
+  }
+
+  function apiToDate(value) {
+    if (!value || RELATIVE.test(value)) return '';
+    const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)/.exec(value);
+    return m ? `${m[1]} ${m[2]}` : value;
+  }
+
+  // A bound as milliseconds: a date's `until` is the start of the next day (both days included).
+  function boundMs(value, isUntil) {
+    if (!value) return null;
+    const rel = RELATIVE.exec(value);
+    if (rel) return Date.now() - Number(rel[1]) * UNIT_MS[rel[2]];
+    if (/^\d{4}-\d\d-\d\d$/.test(value)) return Date.parse(`${value}T00:00:00Z`) + (isUntil ? DAY_MS : 0);
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? null : ms;
+  }
+
+  function markPreset(f) {
+    const current = f.until ? null : (RELATIVE.test(f.since) ? f.since : (f.since ? null : ''));
+    for (const b of document.querySelectorAll('#f-presets .preset')) {
+      b.setAttribute('aria-pressed', String(b.dataset.since === current));
+    }
+  }
+
+  function choosePreset(since) {
+    state.relative = since;
+    $('f-since').value = '';
+    $('f-until').value = '';
+    applyForm();
+  }
+
+  // ---------- activity chart ----------
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  function isoDay(ms) {
+    return new Date(ms).toISOString().slice(0, 10);
+  }
+
+  function isoTime(ms) {
+    return `${new Date(ms).toISOString().slice(0, 19)}Z`;
+  }
+
+  // Bars over the whole selected range (empty buckets included), one per hour or day as the
+  // facets API chose; dragging across bars (or clicking one) sets the date range.
+  function renderChart(histogram, f) {
+    const plot = $('activity-plot');
+    const width = histogram && histogram.interval === 'hour' ? HOUR_MS : DAY_MS;
+    const counts = new Map();
+    for (const b of (histogram && histogram.buckets) || []) counts.set(Date.parse(b.start), b.count);
+    const starts = Array.from(counts.keys());
+    let from = boundMs(f.since, false);
+    let to = boundMs(f.until, true);
+    if (from === null) from = starts.length ? Math.min(...starts) : Date.now() - 30 * DAY_MS;
+    if (to === null) to = Math.max(Date.now(), starts.length ? Math.max(...starts) + width : 0);
+    from = Math.floor(from / width) * width;
+    const n = Math.max(1, Math.min(2000, Math.ceil((to - from) / width)));
+    const buckets = [];
+    for (let i = 0; i < n; i += 1) {
+      const start = from + i * width;
+      buckets.push({ start, count: counts.get(start) || 0 });
+    }
+    const max = Math.max(1, ...buckets.map((b) => b.count));
+    const total = buckets.reduce((a, b) => a + b.count, 0);
+    const label = (ms) => (width === DAY_MS ? isoDay(ms) : `${isoDay(ms)} ${new Date(ms).toISOString().slice(11, 16)}`);
+    const chart = svg('svg', {
+      id: 'activity-chart', viewBox: `0 0 ${n} 100`, preserveAspectRatio: 'none', role: 'img',
+      'aria-label': `${total} entries from ${label(from)} to ${label(from + n * width)} UTC, per ${width === DAY_MS ? 'day' : 'hour'}`,
+      'data-interval': width === DAY_MS ? 'day' : 'hour',
+    });
+    buckets.forEach((b, i) => {
+      const h = b.count ? Math.max(2, (b.count / max) * 96) : 0;
+      const bar = svg('rect', {
+        class: 'bar', x: i + 0.1, y: 100 - h, width: 0.8, height: h,
+        'data-start': new Date(b.start).toISOString(), 'data-count': b.count,
+      });
+      bar.append(svg('title'));
+      bar.firstChild.textContent = `${label(b.start)} UTC: ${plural(b.count, 'entry', 'entries')}`;
+      chart.append(bar);
+    });
+    const brush = svg('rect', { class: 'brush', x: 0, y: 0, width: 0, height: 100 });
+    chart.append(brush);
+    const at = (event) => {
+      const box = chart.getBoundingClientRect();
+      return Math.max(0, Math.min(n - 1, Math.floor(((event.clientX - box.left) / box.width) * n)));
+    };
+    let anchor = null;
+    const span = (a, b) => [Math.min(a, b), Math.max(a, b)];
+    chart.addEventListener('pointerdown', (event) => {
+      anchor = at(event);
+      if (chart.setPointerCapture && event.pointerId !== undefined) {
+        try { chart.setPointerCapture(event.pointerId); } catch (_) { /* synthetic events */ }
+      }
+      brush.setAttribute('x', anchor);
+      brush.setAttribute('width', 1);
+      event.preventDefault();
+    });
+    chart.addEventListener('pointermove', (event) => {
+      if (anchor === null) return;
+      const [a, b] = span(anchor, at(event));
+      brush.setAttribute('x', a);
+      brush.setAttribute('width', b - a + 1);
+    });
+    chart.addEventListener('pointerup', (event) => {
+      if (anchor === null) return;
+      const [a, b] = span(anchor, at(event));
+      anchor = null;
+      const start = buckets[a].start;
+      const end = buckets[b].start + width;
+      state.relative = '';
+      if (width === DAY_MS) {
+        $('f-since').value = isoDay(start);
+        $('f-until').value = isoDay(end - DAY_MS);
+      } else {
+        $('f-since').value = apiToDate(isoTime(start));
+        $('f-until').value = apiToDate(isoTime(end));
+      }
+      applyForm();
+    });
+    plot.replaceChildren(chart, el('div', { class: 'activity-axis' },
+      el('span', { text: label(from) }), el('span', { text: label(from + n * width) })));
+    setText($('activity-range'), `${plural(total, 'entry', 'entries')}, per ${width === DAY_MS ? 'day' : 'hour'}`);
+  }
+
+  // ---------- click to filter ----------
+
+  // Adds a `field:value` term to the search text unless it is there already.
+  function withTerm(q, field, value) {
+    const clean = String(value).replace(/"/g, '');
+    const term = /\s/.test(clean) ? `${field}:"${clean}"` : `${field}:${clean}`;
+    return q.split(/\s+/).includes(term) || q.includes(term) ? q : `${q} ${term}`.trim();
+  }
+
+  function filterBy(field, value) {
+    const f = Object.assign(readForm(), {});
+    if (field === 'target' || field === 'ip') f.q = withTerm(f.q, field, value);
+    else f[field] = value;
+    writeForm(f);
+    applyForm();
+  }
+
+  function filterButton(field, value, text, extraClass) {
+    const button = el('button', {
+      type: 'button', class: `cell-filter${extraClass ? ` ${extraClass}` : ''}`,
+      title: `Show only entries with this ${field}`, 'data-filter': field,
+    });
+    if (text instanceof Node) button.append(text); else button.textContent = text;
+    button.addEventListener('click', () => filterBy(field, value));
+    return button;
+  }
+
+  // ---------- one entry by link ----------
+
+  function entryLink(id) {
+    return `${window.location.origin}${window.location.pathname}?entry=${encodeURIComponent(id)}`;
+  }
+
+  async function copyLink(link, status) {
+    try {
+      await navigator.clipboard.writeText(link);
+      setText(status, 'Link copied.');
+    } catch (_) {
+      setText(status, `Copy this link: ${link}`);
+    }
+  }
+
+  async function openEntry(id) {
+    const body = $('entry-body');
+    show($('entry-view'), true);
+    body.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
+    try {
+      const record = await apiJson(`${orgBase()}/audit-log/${encodeURIComponent(id)}`, { what: 'the linked entry' });
+      body.replaceChildren(detailsPanel(record));
+      $('entry-view').scrollIntoView({ block: 'nearest' });
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      body.replaceChildren(el('p', { class: 'error', text: failure.status === 404
+        ? `No entry ${id} in this organization's log (or it is past retention).` : describe(failure) }));
+    }
+  }
+
+  // ---------- saved views ----------
+
+  function viewFilters(f) {
+    const out = {};
+    if (f.category.length) out.category = f.category.slice();
+    for (const name of SINGLE_FILTERS) if (f[name]) out[name] = f[name];
+    return out;
+  }
+
+  function filtersOfView(view) {
+    const f = emptyFilters();
+    for (const [name, values] of Object.entries(view.filters || {})) {
+      if (name === 'category') f.category = values.slice();
+      else if (name in f) f[name] = values[0] || '';
+    }
+    return f;
+  }
+
+  async function loadViews() {
+    try {
+      const answer = await apiJson(`${orgBase()}/saved-views`, { what: 'saved views' });
+      state.views = answer.views || [];
+      renderViews();
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      setText($('views-status'), `Saved views unavailable. ${describe(failure)}`);
+    }
+  }
+
+  function renderViews() {
+    const list = $('views-list');
+    list.replaceChildren(...state.views.map((view) => {
+      const link = el('a', { href: `?view=${encodeURIComponent(view.id)}`, class: 'view-link', 'data-id': view.id, text: view.name });
+      link.addEventListener('click', (event) => {
+        event.preventDefault();
+        writeForm(filtersOfView(view));
+        applyForm();
+        history.replaceState(null, '', `${window.location.pathname}?view=${encodeURIComponent(view.id)}`);
+        setText($('views-status'), `Showing the view “${view.name}”.`);
+      });
+      const remove = el('button', { type: 'button', class: 'link-button', 'aria-label': `Delete the view ${view.name}`, text: 'Delete' });
+      remove.addEventListener('click', () => deleteView(view));
+      return el('li', { class: 'view' }, link, remove);
+    }));
+    show($('views-empty'), state.views.length === 0);
+  }
+
+  async function openView(id) {
+    try {
+      const view = await apiJson(`${orgBase()}/saved-views/${encodeURIComponent(id)}`, { what: 'the saved view' });
+      state.applied = filtersOfView(view);
+      writeForm(state.applied);
+      setText($('views-status'), `Showing the view “${view.name}”.`);
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      setText($('views-status'), failure.status === 404 ? `No saved view ${id} in this organization.` : describe(failure));
+    }
+  }
+
+  // Saving under the name of an existing view updates that view.
+  async function saveView(event) {
+    event.preventDefault();
+    const name = $('view-name').value.trim();
+    const status = $('views-status');
+    if (!name) {
+      $('view-name').setAttribute('aria-invalid', 'true');
+      setText(status, 'Name the view first.');
+      return;
+    }
+    if (!applyForm()) return;
+    $('view-name').removeAttribute('aria-invalid');
+    const existing = state.views.find((v) => v.name.toLowerCase() === name.toLowerCase());
+    const body = JSON.stringify(existing ? { filters: viewFilters(state.applied) } : { name, filters: viewFilters(state.applied) });
+    try {
+      const view = await apiJson(existing ? `${orgBase()}/saved-views/${encodeURIComponent(existing.id)}` : `${orgBase()}/saved-views`, {
+        method: existing ? 'PATCH' : 'POST', headers: { 'Content-Type': 'application/json' }, body, what: 'saving the view',
+      });
+      $('view-name').value = '';
+      setText(status, `${existing ? 'Updated' : 'Saved'} the view “${view.name}”.`);
+      await loadViews();
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      setText(status, `Not saved. ${failure.status === 400 || failure.status === 409 ? failure.message : describe(failure)}`);
+    }
+  }
+
+  async function deleteView(view) {
+    if (!window.confirm(`Delete the saved view “${view.name}”?`)) return;
+    try {
+      const response = await api(`${orgBase()}/saved-views/${encodeURIComponent(view.id)}`, { method: 'DELETE' });
+      if (!response.ok) throw await errorOf(response, 'deleting the view');
+      setText($('views-status'), `Deleted the view “${view.name}”.`);
+      await loadViews();
+    } catch (failure) {
+      if (!handleAuth(failure)) setText($('views-status'), describe(failure));
+    }
   }
 
   // ---------- entries ----------
@@ -503,7 +830,11 @@
         el('span', { class: 'nowrap', text: clock.join(' ') })));
 
     const userCell = el('td', { class: 'col-user' });
-    userCell.append(el('span', { class: 'user-name', text: actor.name || actor.email || actor.id || '—' }));
+    const userKey = actor.email || actor.id;
+    const userName = actor.name || actor.email || actor.id || '—';
+    userCell.append(userKey
+      ? filterButton('user', userKey, el('span', { class: 'user-name', text: userName }))
+      : el('span', { class: 'user-name', text: userName }));
     if (actor.email && actor.name) userCell.append(el('span', { class: 'muted block', text: actor.email }));
     if (actor.kind && actor.kind !== 'user') {
       userCell.append(el('span', { class: 'badge', text: actor.kind === 'api_key' ? 'API key' : actor.kind }));
@@ -518,19 +849,22 @@
       }));
     }
 
-    const actionCell = el('td', { class: 'col-action' }, actionCode(record.action));
+    const actionCell = el('td', { class: 'col-action' }, filterButton('action', record.action, actionCode(record.action)));
     if (record.outcome === 'failure') actionCell.append(el('span', { class: 'badge failure', text: 'failed' }));
 
     const targetCell = el('td', { class: 'col-target' });
     if (target) {
-      targetCell.append(el('span', { text: target.name || target.id || '—' }));
+      const targetName = target.name || target.id;
+      targetCell.append(targetName ? filterButton('target', targetName, targetName) : el('span', { text: '—' }));
       targetCell.append(el('span', { class: 'muted block', text: target.kind }));
     } else {
       targetCell.append(el('span', { class: 'muted', text: '—' }));
     }
 
-    const repoCell = el('td', { class: 'col-repo', text: record.repository || '—' });
-    const ipCell = el('td', { class: 'col-ip' }, el('code', { text: meta.ip || '—' }));
+    const repoCell = el('td', { class: 'col-repo' },
+      record.repository ? filterButton('repository', record.repository, record.repository) : '—');
+    const ipCell = el('td', { class: 'col-ip' },
+      meta.ip ? filterButton('ip', meta.ip, el('code', { text: meta.ip })) : el('code', { text: '—' }));
 
     const button = el('button', {
       type: 'button',
@@ -573,7 +907,7 @@
   function actionCode(action) {
     const code = el('code');
     String(action || '').split('.').forEach((part, i, all) => {
-      code.append(i < all.length - 1 ? `${part}.` : part);
+      code.append(el('span', { class: 'nowrap', text: i < all.length - 1 ? `${part}.` : part }));
       if (i < all.length - 1) code.append(el('wbr'));
     });
     return code;
@@ -669,7 +1003,11 @@
       el('summary', { text: 'Raw record (JSON)' }),
       el('pre', { text: JSON.stringify(record, null, 2) }));
 
-    panel.append(el('div', { class: 'details-grid' }, left, right), changesSection, raw);
+    const linkStatus = el('span', { class: 'status', role: 'status' });
+    const copy = el('button', { type: 'button', class: 'button small secondary copy-link', 'data-link': entryLink(record.id || ''), text: 'Copy link to this entry' });
+    copy.addEventListener('click', () => copyLink(copy.dataset.link, linkStatus));
+    panel.append(el('div', { class: 'details-grid' }, left, right), changesSection, raw,
+      el('div', { class: 'details-actions' }, copy, linkStatus));
     return panel;
   }
 
@@ -841,6 +1179,16 @@
       $('f-q').focus();
     });
     $('load-more').addEventListener('click', loadMore);
+    for (const b of document.querySelectorAll('#f-presets .preset')) {
+      b.addEventListener('click', () => choosePreset(b.dataset.since));
+    }
+    // Typing a date replaces a preset's relative range.
+    for (const id of ['f-since', 'f-until']) $(id).addEventListener('input', () => { state.relative = ''; });
+    $('view-form').addEventListener('submit', saveView);
+    $('entry-close').addEventListener('click', () => {
+      show($('entry-view'), false);
+      $('entry-body').replaceChildren();
+    });
     $('export-button').addEventListener('click', exportLog);
     $('retention-form').addEventListener('submit', saveRetention);
     $('denied-title').setAttribute('tabindex', '-1');

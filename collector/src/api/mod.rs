@@ -1,7 +1,7 @@
 //! The HTTP API: `app(state) -> Router`. Operations (`/healthz`, `/readyz`), ingest
 //! (`/v1/logs`, `/api/v1/ingest`, `/api/v1/import`), `/api/v1/whoami` and the org routes (`/api/v1/orgs/{org}/...`:
 //! audit log with facets, export and verify, its Merkle tree's checkpoint and proofs; keys;
-//! retention settings; streams; and the unauthenticated `/api/v1/signing-key`), with the key check as a
+//! retention settings; streams; saved views; and the unauthenticated `/api/v1/signing-key`), with the key check as a
 //! layer on the routes that need it and one JSON error shape everywhere, plus the dashboard's
 //! Audit Log page (`/settings/audit-log`). Prometheus `/metrics` is served apart, by
 //! `metrics_app(state)` on `metrics.listen`: it needs no key, so it stays off the API port.
@@ -19,6 +19,7 @@ mod params;
 mod proofs;
 mod record;
 mod retention;
+mod saved_views;
 mod state;
 mod streams;
 mod view_groups;
@@ -89,6 +90,16 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/settings/retention",
             get(retention::get).put(retention::put),
+        )
+        .route(
+            "/api/v1/orgs/{org}/saved-views",
+            get(saved_views::list).post(saved_views::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/saved-views/{id}",
+            get(saved_views::get)
+                .patch(saved_views::patch)
+                .delete(saved_views::delete),
         )
         .route(
             "/api/v1/orgs/{org}/streams",

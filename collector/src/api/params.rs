@@ -12,6 +12,23 @@ use std::collections::BTreeMap;
 /// Filters that may repeat (values ORed) and those that may appear once.
 const REPEATABLE: &[&str] = &["user", "action", "category", "repository", "outcome"];
 const SINGLE_FILTERS: &[&str] = &["since", "until", "q"];
+/// Every filter name, in the order the docs list them.
+pub const FILTERS: &[&str] = &[
+    "q",
+    "user",
+    "action",
+    "category",
+    "repository",
+    "outcome",
+    "since",
+    "until",
+];
+
+/// Whether `name` is a filter (not a paging, facet or export parameter).
+pub fn is_filter(name: &str) -> bool {
+    REPEATABLE.contains(&name) || SINGLE_FILTERS.contains(&name)
+}
+
 /// Longest `q` accepted, in bytes.
 const MAX_QUERY_BYTES: usize = 2048;
 

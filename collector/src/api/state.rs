@@ -7,6 +7,7 @@ use crate::ingest::Ingest;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
+use crate::saved_views::SavedViews;
 use crate::stream::Streams;
 use crate::tree::{Heads, Trees};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub sidecars: Arc<crate::export_proof::Sidecars>,
     /// Started yet (the WAL replayed into the index), and whether the WAL and the index write.
     pub health: Health,
+    /// Every org's saved views (the dashboard's named filter sets).
+    pub saved_views: Arc<SavedViews>,
     /// Every org's streams; `None` until they are started (the routes answer 503 meanwhile).
     pub streams: Option<Streams>,
 }

@@ -93,6 +93,7 @@ impl TestApp {
             heads,
             sidecars: Default::default(),
             health,
+            saved_views: Arc::new(crate::saved_views::SavedViews::open(dir.path()).unwrap()),
             streams: None,
         };
         TestApp {
@@ -1013,6 +1014,7 @@ async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on(
 
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
+mod saved_views;
 
 /// Hex hashes of a proof answer.
 fn hashes(v: &Value) -> Vec<codestax_common::merkle::Hash> {

@@ -163,7 +163,7 @@ pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};
 pub use options::{DirectoryHook, IndexOptions, WrapDirectory};
-pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery};
+pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery, check_q};
 pub use scan::Scan;
 pub use scheme::{PartitionKey, PartitionScheme};
 pub use search::{MAX_PAGE_SIZE, SearchPage};

@@ -96,6 +96,11 @@ const Q_FIELDS: &[(&str, ClauseTarget)] = &[
     ("message", ClauseTarget::Text(TextField::Message)),
 ];
 
+/// Checks `q` as a search would read it, for what is kept to search with later (saved views).
+pub fn check_q(q: &str) -> Result<(), IndexError> {
+    parse_q(q).map(|_| ())
+}
+
 /// Parses `q`. Never panics; input it cannot use is a [`IndexError::BadQuery`] for `q`.
 pub(crate) fn parse_q(q: &str) -> Result<Vec<Clause>, IndexError> {
     let chars: Vec<char> = q.chars().collect();

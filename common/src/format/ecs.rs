@@ -78,6 +78,9 @@ pub const TABLE: &[Row] = &[
     row("audit_log.stream_created", CONFIG, &["creation"]),
     row("audit_log.stream_changed", CONFIG, &["change"]),
     row("audit_log.stream_deleted", CONFIG, &["deletion"]),
+    row("audit_log.saved_view_created", CONFIG, &["creation"]),
+    row("audit_log.saved_view_changed", CONFIG, &["change"]),
+    row("audit_log.saved_view_deleted", CONFIG, &["deletion"]),
     row("audit_log.stream_records_expired", CONFIG, &["info"]),
 ];
 

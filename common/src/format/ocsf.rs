@@ -233,6 +233,9 @@ pub const TABLE: &[Row] = &[
     row("audit_log.stream_created", EM, CREATE, None, LOW),
     row("audit_log.stream_changed", EM, UPDATE, None, LOW),
     row("audit_log.stream_deleted", EM, EM_DELETE, None, LOW),
+    row("audit_log.saved_view_created", EM, CREATE, None, LOW),
+    row("audit_log.saved_view_changed", EM, UPDATE, None, LOW),
+    row("audit_log.saved_view_deleted", EM, EM_DELETE, None, LOW),
     row("audit_log.stream_records_expired", EM, OTHER, None, MEDIUM),
 ];
 

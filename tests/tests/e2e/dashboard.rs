@@ -89,6 +89,18 @@ fn corpus() -> Vec<Value> {
         "ticket": "SEC-42"
     });
     records.push(change);
+    // A target with a long unbroken name: the table must still show every column whole.
+    let mut long = record(
+        ORG,
+        "long-target",
+        "settings.webhook_configured",
+        "bob@acme.example",
+        &days_ago(3, 1),
+    );
+    long["target"] = json!({"kind": "webhook", "id": "wh-1",
+        "name": format!("https://hooks.example.com/{}", "x".repeat(140))});
+    long["metadata"]["ip"] = json!("2001:db8:85a3:0000:0000:8a2e:0370:7334");
+    records.push(long);
     // Today: outside the date range the browser test picks.
     records.push(record(
         ORG,
@@ -907,6 +919,7 @@ async fn drive(
         assert!(!visible(b, "retention-form").await, "ORG_ADMIN cannot edit");
     }
 
+    drive_views_and_layout(b, c, admin).await;
     sign_out(b).await;
 
     if retention_status != 404 {
@@ -975,4 +988,237 @@ async fn select_options(b: &Client, id: &str) -> Vec<String> {
     )
     .await;
     serde_json::from_value(v).unwrap()
+}
+
+/// Layout at `width` px: no horizontal overflow of the page or the table, every Details button
+/// whole and inside the table's box, action names on one line per dotted part.
+async fn check_layout(b: &Client, width: u32, shot: &str) {
+    b.set_window_size(width, 900).await.unwrap();
+    let layout = wait_for(&format!("the layout at {width} px"), || async {
+        let v = js(
+            b,
+            "const wrap = document.querySelector('.table-wrap'); const box = wrap.getBoundingClientRect(); \
+             const buttons = Array.from(document.querySelectorAll('#entries-body .details-toggle')); \
+             const clipped = buttons.filter(x => { const r = x.getBoundingClientRect(); \
+               return r.right > box.right + 1 || r.left < box.left - 1 || x.scrollWidth > x.clientWidth + 1; }).length; \
+             const broken = Array.from(document.querySelectorAll('#entries-body .col-action .nowrap')) \
+               .filter(s => s.getClientRects().length > 1).length; \
+             return {page: document.documentElement.scrollWidth, view: window.innerWidth, \
+               table: wrap.scrollWidth, wrap: wrap.clientWidth, buttons: buttons.length, clipped, broken, \
+               long: !!document.querySelector(\"tr.entry[data-id='long-target']\")};",
+            vec![],
+        )
+        .await;
+        let ok = v["page"].as_u64() <= v["view"].as_u64()
+            && v["table"].as_u64() <= v["wrap"].as_u64()
+            && v["clipped"] == 0
+            && v["broken"] == 0
+            && v["buttons"].as_u64() > Some(0);
+        if ok { Ok(v) } else { Err(v.to_string()) }
+    })
+    .await;
+    eprintln!("layout at {width} px: {layout}");
+    assert_eq!(
+        layout["long"], true,
+        "the long target is on screen: {layout}"
+    );
+    screenshot(b, shot).await;
+}
+
+/// The activity chart, a preset, click-to-filter, a saved view opened by link, an entry opened
+/// by link, and the layout at 1400 and 1024 px.
+async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
+    let base = format!("/api/v1/orgs/{ORG}");
+    js(
+        b,
+        "document.getElementById('clear-filters').click();",
+        vec![],
+    )
+    .await;
+    let (since, until) = (date_ago(29), date_ago(2));
+    set_value(b, "f-since", &since).await;
+    set_value(b, "f-until", &until).await;
+    wait_rows(b, 50).await;
+    for (width, shot) in [(1400, "dashboard-1400.png"), (1024, "dashboard-1024.png")] {
+        check_layout(b, width, shot).await;
+    }
+    b.set_window_size(1366, 900).await.unwrap();
+
+    // A preset: the last 7 days, relative, pressed, and no date typed.
+    b.find(Locator::Css("#f-presets .preset[data-since='7d']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("since=7d in the address", || async {
+        let url = b.current_url().await.unwrap().to_string();
+        if url.contains("since=7d") && !url.contains("until=") {
+            Ok(())
+        } else {
+            Err(url)
+        }
+    })
+    .await;
+    let pressed = js(b, "return document.querySelector(\"#f-presets .preset[data-since='7d']\").getAttribute('aria-pressed');", vec![]).await;
+    assert_eq!(pressed, "true");
+    let typed = js(
+        b,
+        "return document.getElementById('f-since').value;",
+        vec![],
+    )
+    .await;
+    assert_eq!(typed, "", "a preset types no date");
+
+    // The chart: a bar per day of the 7 days; dragging from the 2nd to the 4th bar sets those days.
+    let bars = wait_for("the chart's bars", || async {
+        let v = js(
+            b,
+            "const c = document.getElementById('activity-chart'); if (!c) return null; \
+             return {interval: c.dataset.interval, starts: Array.from(c.querySelectorAll('.bar')).map(r => r.dataset.start)};",
+            vec![],
+        )
+        .await;
+        match v["starts"].as_array() {
+            Some(s) if s.len() >= 7 => Ok(v.clone()),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(bars["interval"], "day", "{bars}");
+    let day = |i: usize| bars["starts"][i].as_str().unwrap()[..10].to_string();
+    let (from_day, to_day) = (day(1), day(3));
+    js(
+        b,
+        "const c = document.getElementById('activity-chart'); const bars = c.querySelectorAll('.bar'); \
+         const x = (i) => { const r = bars[i].getBoundingClientRect(); return r.left + r.width / 2; }; \
+         const y = c.getBoundingClientRect().top + 10; \
+         const fire = (type, i) => c.dispatchEvent(new PointerEvent(type, {bubbles: true, clientX: x(i), clientY: y, pointerId: 1})); \
+         fire('pointerdown', 1); fire('pointermove', 2); fire('pointermove', 3); fire('pointerup', 3);",
+        vec![],
+    )
+    .await;
+    let brushed = format!("since={from_day}&until={to_day}");
+    let expected = blocking(|| c.search_all(ORG, &brushed, admin));
+    wait_text(b, "result-count", |t| {
+        t.ends_with(&of_entries(expected.len())) || (expected.is_empty() && t == "No entries")
+    })
+    .await;
+    let url = b.current_url().await.unwrap().to_string();
+    assert!(url.contains(&brushed), "the brush sets the dates: {url}");
+    let field = js(b, "return [document.getElementById('f-since').value, document.getElementById('f-until').value];", vec![]).await;
+    assert_eq!(field, json!([from_day, to_day]), "shown as YYYY-MM-DD");
+
+    // A date that is not one is refused, naming the format; nothing is asked.
+    set_value(b, "f-since", "12/01/2026").await;
+    wait_text(b, "f-dates-error", |t| t.contains("YYYY-MM-DD")).await;
+    set_value(b, "f-since", &since).await;
+    set_value(b, "f-until", &until).await;
+    wait_rows(b, 50).await;
+
+    // Click-to-filter: a row's repository, then its IP.
+    let first = rows(b).await[0].clone();
+    b.find(Locator::Css(
+        "#entries-body tr.entry .col-repo .cell-filter",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let repo = first[5].clone();
+    let repo_q = format!(
+        "repository={}&since={since}&until={until}",
+        repo.replace('/', "%2F")
+    );
+    let in_repo = blocking(|| c.search_all(ORG, &repo_q, admin));
+    wait_text(b, "result-count", |t| {
+        t.ends_with(&of_entries(in_repo.len()))
+    })
+    .await;
+    assert!(rows(b).await.iter().all(|r| r[5] == repo));
+    let ip = first[6].clone();
+    js(
+        b,
+        "document.querySelector('#entries-body tr.entry .col-ip .cell-filter').click();",
+        vec![],
+    )
+    .await;
+    wait_for("ip: in the search", || async {
+        let q = js(b, "return document.getElementById('f-q').value;", vec![]).await;
+        let q = q.as_str().unwrap_or_default().to_string();
+        if q.starts_with("ip:") { Ok(q) } else { Err(q) }
+    })
+    .await;
+    let shown = wait_for("rows of one IP", || async {
+        let r = rows(b).await;
+        if !r.is_empty() && r.iter().all(|row| row[6] == r[0][6]) {
+            Ok(r)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    eprintln!("filtered by IP {ip}: {} rows", shown.len());
+
+    // A saved view of these filters, kept by the collector, opened by its link.
+    let name = b.find(Locator::Id("view-name")).await.unwrap();
+    name.send_keys("Web repo, one IP").await.unwrap();
+    b.find(Locator::Id("view-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(b, "views-status", |t| t.starts_with("Saved")).await;
+    let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
+    let view = &views["views"][0];
+    assert_eq!(view["name"], "Web repo, one IP", "{views}");
+    assert_eq!(view["filters"]["repository"], json!([repo]), "{views}");
+    assert!(
+        view["filters"]["q"][0].as_str().unwrap().starts_with("ip:"),
+        "{views}"
+    );
+    let id = view["id"].as_str().unwrap().to_string();
+    b.goto(&c.url(&format!("/settings/audit-log?view={id}")))
+        .await
+        .unwrap();
+    wait_visible(b, "log-view").await;
+    wait_for("the view's filters", || async {
+        let v = js(b, "return [document.getElementById('f-repository').value, document.getElementById('f-q').value, document.getElementById('f-since').value];", vec![]).await;
+        if v[0] == json!(repo) && v[1].as_str().is_some_and(|q| q.starts_with("ip:")) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    wait_for("the view listed", || async {
+        let v = js(b, "return Array.from(document.querySelectorAll('#views-list .view-link')).map(a => a.textContent);", vec![]).await;
+        if v == json!(["Web repo, one IP"]) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    screenshot(b, "dashboard-saved-view.png").await;
+
+    // One entry by link: the details' link opens it.
+    b.goto(&c.url("/settings/audit-log?entry=policy-change"))
+        .await
+        .unwrap();
+    wait_visible(b, "entry-view").await;
+    let shown = wait_text(b, "entry-body", |t| t.contains("settings.policy_changed")).await;
+    assert!(shown.contains("policy-change"), "{shown}");
+    let copy = js(
+        b,
+        "return document.querySelector('#entry-body .copy-link').dataset.link;",
+        vec![],
+    )
+    .await;
+    assert!(
+        copy.as_str()
+            .unwrap()
+            .ends_with("/settings/audit-log?entry=policy-change"),
+        "{copy}"
+    );
+    screenshot(b, "dashboard-entry-link.png").await;
+}
+
+/// The end of the result count for `n` entries: "of 1 entry", "of 12 entries".
+fn of_entries(n: usize) -> String {
+    format!("of {n} {}", if n == 1 { "entry" } else { "entries" })
 }
