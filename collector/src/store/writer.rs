@@ -190,6 +190,8 @@ struct Shared {
     next_lsn: AtomicU64,
     /// One past the highest LSN the index has made visible and durable; 0 for none.
     indexed_before: AtomicU64,
+    /// Woken whenever `indexed_before` moves ([`Store::wait_indexed_through`]).
+    indexed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -467,6 +469,21 @@ impl Store {
         self.shared
             .indexed_before
             .fetch_max(lsn.saturating_add(1), Ordering::AcqRel);
+        self.shared.indexed.notify_waiters();
+    }
+
+    /// Resolves once the index has durably committed every record with LSN ≤ `lsn` (as
+    /// [`Store::mark_indexed_through`] reports it): for a consumer that acknowledges its source
+    /// only once what it stored is searchable and survives a restart without the WAL.
+    pub async fn wait_indexed_through(&self, lsn: Lsn) {
+        loop {
+            // Registered before the check, so a mark between the two is not missed.
+            let marked = self.shared.indexed.notified();
+            if self.shared.indexed_before.load(Ordering::Acquire) > lsn {
+                return;
+            }
+            marked.await;
+        }
     }
 
     /// A snapshot of the counters.
