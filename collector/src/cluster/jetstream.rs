@@ -25,7 +25,7 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an owner may take from a message's delivery to its ack (stored, indexed, committed)
 /// before JetStream delivers it again.
-pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(30);
+pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,16 +12,21 @@ use std::time::{Duration, Instant};
 use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, now_rfc3339, record};
 use serde_json::Value;
 
-const PASSWORD: &str = "cluster-ingest-test";
+pub(crate) const PASSWORD: &str = "cluster-ingest-test";
 const STREAM: &str = "CODESTAX_AUDIT";
 const SHARDS: u32 = 4;
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 
-fn pg_password(cmd: &mut Command) {
+pub(crate) fn pg_password(cmd: &mut Command) {
     cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
 }
 
-fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -> String {
+pub(crate) fn cluster_toml(
+    node: &str,
+    http_port: u16,
+    nats: &NatsCluster,
+    pg: &Postgres,
+) -> String {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[cluster]\nnode_id = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{http_port}\"\n\
@@ -37,7 +42,7 @@ fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -
 
 /// Sends `records` until they are acknowledged (a 503 while the stream elects a leader is
 /// retried with the same ids); returns how many tries it took.
-fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, u32) {
+pub(crate) fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, u32) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut tries = 0;
     loop {
@@ -56,7 +61,7 @@ fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, 
     }
 }
 
-fn batch(org: &str, from: usize, n: usize) -> Vec<Value> {
+pub(crate) fn batch(org: &str, from: usize, n: usize) -> Vec<Value> {
     let now = now_rfc3339();
     (from..from + n)
         .map(|i| {
