@@ -1500,6 +1500,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_for_the_index_ends_only_when_it_reports_the_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        store
+            .submit(vec![record("acme", "a"), record("acme", "b")])
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_indexed_through(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing indexed yet");
+        store.mark_indexed_through(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "LSN 1 not indexed yet");
+        store.mark_indexed_through(1);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the mark")
+            .unwrap();
+        // Already indexed: at once.
+        store.wait_indexed_through(0).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_full_index_queue_slows_ingest() {
         let dir = tempfile::tempdir().unwrap();
         let (sink, mut batches) = mpsc::channel(1);
