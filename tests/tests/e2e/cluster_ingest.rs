@@ -12,21 +12,16 @@ use std::time::{Duration, Instant};
 use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, now_rfc3339, record};
 use serde_json::Value;
 
-pub(crate) const PASSWORD: &str = "cluster-ingest-test";
+const PASSWORD: &str = "cluster-ingest-test";
 const STREAM: &str = "CODESTAX_AUDIT";
 const SHARDS: u32 = 4;
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 
-pub(crate) fn pg_password(cmd: &mut Command) {
+fn pg_password(cmd: &mut Command) {
     cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
 }
 
-pub(crate) fn cluster_toml(
-    node: &str,
-    http_port: u16,
-    nats: &NatsCluster,
-    pg: &Postgres,
-) -> String {
+fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -> String {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[cluster]\nnode_id = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{http_port}\"\n\
@@ -131,22 +126,32 @@ fn subject_of(messages: &[(String, String, Value)], org: &str) -> String {
     subject
 }
 
-#[test]
-fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_dir = tempfile::tempdir().unwrap();
-    let Some(mut nats) = NatsCluster::start_or_skip("cluster ingest", dir.path()) else {
-        return;
-    };
-    let Some(pg) = Postgres::start_or_skip("cluster ingest", pg_dir.path(), PASSWORD) else {
-        return;
-    };
-    let mut options = CollectorOptions::for_tests(&dir.path().join("c1"), "");
+/// A 3-server JetStream cluster, PostgreSQL and one collector `c1` in cluster mode over them,
+/// its data under `dir/c1`; `None` when a server is missing outside CI (SKIPPED).
+pub(crate) fn start_node(
+    what: &str,
+    dir: &std::path::Path,
+    pg_dir: &std::path::Path,
+) -> Option<(NatsCluster, Postgres, Collector)> {
+    let nats = NatsCluster::start_or_skip(what, dir)?;
+    let pg = Postgres::start_or_skip(what, pg_dir, PASSWORD)?;
+    let mut options = CollectorOptions::for_tests(&dir.join("c1"), "");
     options.before_spawn = Some(pg_password);
     let mut c = Collector::configure(options).unwrap();
     let settings = cluster_toml("c1", c.http_port, &nats, &pg);
     c.restart_with(&settings)
         .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
+    Some((nats, pg, c))
+}
+
+#[test]
+fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let Some((mut nats, pg, mut c)) = start_node("cluster ingest", dir.path(), pg_dir.path())
+    else {
+        return;
+    };
     let tokens: BTreeMap<&str, String> = ORGS
         .iter()
         .map(|&o| (o, c.create_key(o, "INGEST")))

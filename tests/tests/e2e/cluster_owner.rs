@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use codestax_common::AuditRecord;
 use codestax_common::chain::verify_chain;
-use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres};
+use codestax_harness::Collector;
 
-use crate::cluster_ingest::{PASSWORD, batch, cluster_toml, ingest_until_acked, pg_password};
+use crate::cluster_ingest::{batch, ingest_until_acked, start_node};
 
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 const QUERY: &str = "action=auth.login";
@@ -78,18 +78,9 @@ fn assert_export_verifies(c: &Collector, org: &str, admin: &str, at_least: u64) 
 fn the_owner_indexes_every_record_once_and_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let pg_dir = tempfile::tempdir().unwrap();
-    let Some(nats) = NatsCluster::start_or_skip("cluster owner", dir.path()) else {
+    let Some((_nats, _pg, mut c)) = start_node("cluster owner", dir.path(), pg_dir.path()) else {
         return;
     };
-    let Some(pg) = Postgres::start_or_skip("cluster owner", pg_dir.path(), PASSWORD) else {
-        return;
-    };
-    let mut options = CollectorOptions::for_tests(&dir.path().join("c1"), "");
-    options.before_spawn = Some(pg_password);
-    let mut c = Collector::configure(options).unwrap();
-    let settings = cluster_toml("c1", c.http_port, &nats, &pg);
-    c.restart_with(&settings)
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
     let key = |role: &str| -> Vec<(String, String)> {
         ORGS.iter()
             .map(|&o| (o.to_owned(), c.create_key(o, role)))
