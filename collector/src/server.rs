@@ -166,12 +166,18 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     // Cluster mode: ingest publishes to JetStream; the lease keeper holds this node's shards.
     let cluster_stop = CancellationToken::new();
     let mut lease_task = None;
+    // The owners start once the indexer runs (they wait for its commits).
+    let mut owners = None;
     let ingest = match &config.cluster {
         None => ingest,
         Some(cluster) => {
             let node = crate::cluster::ClusterNode::join(cluster).await?;
             tracing::info!(node = %cluster.node_id, shards = cluster.shards, stream = %cluster.nats.stream, "joined the cluster");
             lease_task = Some(tokio::spawn(node.keeper.run(cluster_stop.clone())));
+            owners = Some((
+                crate::cluster::Owners::new(node.log.clone(), store.clone(), metrics.clone()),
+                node.held,
+            ));
             ingest.with_log(node.log)
         }
     };
@@ -273,6 +279,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         };
         tokio::spawn(task.run(schedule, indexer_stop.clone()))
     };
+    let owners_task =
+        owners.map(|(owners, held)| tokio::spawn(owners.run(held, cluster_stop.clone())));
     // A WAL that failed to write is healthy again with the next group it writes; this tells
     // /readyz so on an idle collector too, once its disk takes writes.
     let wal_probe = tokio::spawn(probe_while_failing(
@@ -334,6 +342,11 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     drop(streams);
     // Leases released last among the cluster's parts: the others take over at once.
     cluster_stop.cancel();
+    // The owners hold the store: stopped (what they had not acknowledged comes again) before it
+    // closes.
+    if let Some(task) = owners_task {
+        let _ = task.await;
+    }
     if let Some(task) = lease_task {
         let _ = task.await;
     }

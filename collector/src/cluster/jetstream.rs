@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use codestax_common::AuditRecord;
@@ -21,6 +22,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a publish waits for its ack: long enough for a leader election after a server
 /// loss (a few seconds), short enough that the client hears of a failure and resends.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an owner may take from a message's delivery to its ack (stored, indexed, committed)
+/// before JetStream delivers it again.
+pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +119,37 @@ impl JetStreamLog {
     /// The subject `org`'s records go to.
     pub fn subject_of(&self, org: &str) -> String {
         subject(&self.stream, shard_of(org, self.shards))
+    }
+
+    /// The durable pull consumer `owner-<shard>` of `shard`'s subject, created if missing: every
+    /// message from the stream's start, acknowledged one by one, so whoever owns the shard next
+    /// resumes from the ack floor. A message not acknowledged within [`OWNER_ACK_WAIT`] is
+    /// delivered again (the owner's store drops it as a duplicate).
+    pub async fn owner_consumer(&self, shard: u32) -> Result<PullConsumer, LogError> {
+        let name = format!("owner-{shard}");
+        let stream_error = |reason: String| LogError::Stream {
+            stream: self.stream.clone(),
+            reason,
+        };
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| stream_error(e.to_string()))?;
+        stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subject(&self.stream, shard),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: OWNER_ACK_WAIT,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| stream_error(format!("consumer {name}: {e}")))
     }
 
     /// Appends `records` (each with its id set): all published at once, then every ack awaited.

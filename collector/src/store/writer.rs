@@ -190,6 +190,8 @@ struct Shared {
     next_lsn: AtomicU64,
     /// One past the highest LSN the index has made visible and durable; 0 for none.
     indexed_before: AtomicU64,
+    /// Woken whenever `indexed_before` moves ([`Store::wait_indexed_through`]).
+    indexed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -467,6 +469,21 @@ impl Store {
         self.shared
             .indexed_before
             .fetch_max(lsn.saturating_add(1), Ordering::AcqRel);
+        self.shared.indexed.notify_waiters();
+    }
+
+    /// Resolves once the index has durably committed every record with LSN ≤ `lsn` (as
+    /// [`Store::mark_indexed_through`] reports it): for a consumer that acknowledges its source
+    /// only once what it stored is searchable and survives a restart without the WAL.
+    pub async fn wait_indexed_through(&self, lsn: Lsn) {
+        loop {
+            // Registered before the check, so a mark between the two is not missed.
+            let marked = self.shared.indexed.notified();
+            if self.shared.indexed_before.load(Ordering::Acquire) > lsn {
+                return;
+            }
+            marked.await;
+        }
     }
 
     /// A snapshot of the counters.
@@ -1479,6 +1496,39 @@ mod tests {
         .unwrap();
         assert_eq!(trees.size("acme"), 4);
         assert_eq!(lock(&trees.org("acme").unwrap()).root(), acme_root);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_index_ends_only_when_it_reports_the_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        store
+            .submit(vec![record("acme", "a"), record("acme", "b")])
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.wait_indexed_through(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing indexed yet");
+        store.mark_indexed_through(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "LSN 1 not indexed yet");
+        store.mark_indexed_through(1);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the mark")
+            .unwrap();
+        // Already indexed: at once.
+        store.wait_indexed_through(0).await;
         store.close().await;
     }
 

@@ -37,7 +37,7 @@ fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -
 
 /// Sends `records` until they are acknowledged (a 503 while the stream elects a leader is
 /// retried with the same ids); returns how many tries it took.
-fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, u32) {
+pub(crate) fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, u32) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut tries = 0;
     loop {
@@ -56,7 +56,7 @@ fn ingest_until_acked(c: &Collector, token: &str, records: &[Value]) -> (Value, 
     }
 }
 
-fn batch(org: &str, from: usize, n: usize) -> Vec<Value> {
+pub(crate) fn batch(org: &str, from: usize, n: usize) -> Vec<Value> {
     let now = now_rfc3339();
     (from..from + n)
         .map(|i| {
@@ -126,22 +126,32 @@ fn subject_of(messages: &[(String, String, Value)], org: &str) -> String {
     subject
 }
 
-#[test]
-fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_dir = tempfile::tempdir().unwrap();
-    let Some(mut nats) = NatsCluster::start_or_skip("cluster ingest", dir.path()) else {
-        return;
-    };
-    let Some(pg) = Postgres::start_or_skip("cluster ingest", pg_dir.path(), PASSWORD) else {
-        return;
-    };
-    let mut options = CollectorOptions::for_tests(&dir.path().join("c1"), "");
+/// A 3-server JetStream cluster, PostgreSQL and one collector `c1` in cluster mode over them,
+/// its data under `dir/c1`; `None` when a server is missing outside CI (SKIPPED).
+pub(crate) fn start_node(
+    what: &str,
+    dir: &std::path::Path,
+    pg_dir: &std::path::Path,
+) -> Option<(NatsCluster, Postgres, Collector)> {
+    let nats = NatsCluster::start_or_skip(what, dir)?;
+    let pg = Postgres::start_or_skip(what, pg_dir, PASSWORD)?;
+    let mut options = CollectorOptions::for_tests(&dir.join("c1"), "");
     options.before_spawn = Some(pg_password);
     let mut c = Collector::configure(options).unwrap();
     let settings = cluster_toml("c1", c.http_port, &nats, &pg);
     c.restart_with(&settings)
         .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
+    Some((nats, pg, c))
+}
+
+#[test]
+fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let Some((mut nats, pg, mut c)) = start_node("cluster ingest", dir.path(), pg_dir.path())
+    else {
+        return;
+    };
     let tokens: BTreeMap<&str, String> = ORGS
         .iter()
         .map(|&o| (o, c.create_key(o, "INGEST")))

@@ -10,6 +10,7 @@ mod schemas;
 mod agent_e2e;
 mod bench_smoke;
 mod cluster_ingest;
+mod cluster_owner;
 mod cluster_servers;
 mod collector_api;
 mod collector_durability;

@@ -1,0 +1,387 @@
+//! Shard owners (docs/cluster.md, phase 2): for every shard this node holds a lease on, a task
+//! reads the shard's durable pull consumer `owner-<shard>` in stream order and feeds each record,
+//! as the ingesting node stamped it, to the local [`Store`] — the single node's dedupe on
+//! (org, id), per-org seq and hash chain, index and Merkle trees. A message is acknowledged to
+//! JetStream only once the index has committed everything stored before it, so a crash
+//! redelivers what the index may lack and the store drops what it has: exactly once in the index.
+//!
+//! Fencing: a shard's task stops as soon as the lease keeper no longer lists its lease (lost,
+//! released, or taken again under a new epoch), and checks the lease's local deadline before
+//! every write and every ack, so it never acts for a lease that may have passed on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use codestax_common::AuditRecord;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::jetstream::JetStreamLog;
+use super::leases::Held;
+use crate::metrics::Metrics;
+use crate::store::{Admission, Store, StoreError};
+
+/// Messages taken from a shard's consumer at a time: one store submission, one ack round.
+const BATCH_MESSAGES: usize = 1000;
+/// How long a fetch waits for messages when the shard is idle.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// Pause before trying again after NATS or the store refused.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The receiver label of the owners' counters (`records_accepted`, `records_deduplicated`,
+/// `records_rejected`).
+pub const OWNER_RECEIVER: &str = "owner";
+
+/// What every shard task of a node shares.
+struct Shared {
+    log: JetStreamLog,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+/// The owners of one node: one task per held shard.
+pub struct Owners {
+    shared: Arc<Shared>,
+}
+
+/// A running shard task and the epoch it acts under.
+struct Running {
+    epoch: i64,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Owners {
+    pub fn new(log: JetStreamLog, store: Store, metrics: Arc<Metrics>) -> Owners {
+        Owners {
+            shared: Arc::new(Shared {
+                log,
+                store,
+                metrics,
+            }),
+        }
+    }
+
+    /// Follows `held` until `stop` (or until the keeper is gone): starts a shard's task when its
+    /// lease appears, stops it when the lease goes or its epoch changes. Returns once every
+    /// task has stopped (they hold the store).
+    pub async fn run(self, mut held: watch::Receiver<Held>, stop: CancellationToken) {
+        let mut running: BTreeMap<u32, Running> = BTreeMap::new();
+        loop {
+            let now = held.borrow_and_update().clone();
+            running.retain(|shard, r| {
+                let keep = now.get(shard).is_some_and(|l| l.epoch == r.epoch);
+                if !keep {
+                    tracing::info!(shard, epoch = r.epoch, "shard lease gone; its owner stops");
+                    r.stop.cancel();
+                }
+                keep
+            });
+            for (shard, lease) in &now {
+                if running.contains_key(shard) {
+                    continue;
+                }
+                tracing::info!(shard, epoch = lease.epoch, "owning the shard");
+                let token = stop.child_token();
+                let task = tokio::spawn(own_shard(
+                    self.shared.clone(),
+                    *shard,
+                    lease.epoch,
+                    held.clone(),
+                    token.clone(),
+                ));
+                running.insert(
+                    *shard,
+                    Running {
+                        epoch: lease.epoch,
+                        stop: token,
+                        task,
+                    },
+                );
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = held.changed() => if changed.is_err() { break },
+            }
+        }
+        for r in running.values() {
+            r.stop.cancel();
+        }
+        for (shard, r) in running {
+            if let Err(e) = r.task.await {
+                tracing::error!(shard, error = %e, "a shard owner task failed");
+            }
+        }
+    }
+}
+
+/// Whether this node may still act for `shard` under `epoch`: the keeper lists that lease and
+/// its local deadline has not passed.
+fn may_act(held: &watch::Receiver<Held>, shard: u32, epoch: i64) -> bool {
+    held.borrow()
+        .get(&shard)
+        .is_some_and(|l| l.epoch == epoch && l.is_valid())
+}
+
+/// Consumes `shard` under `epoch` until `stop` or until the lease is no longer valid.
+async fn own_shard(
+    shared: Arc<Shared>,
+    shard: u32,
+    epoch: i64,
+    held: watch::Receiver<Held>,
+    stop: CancellationToken,
+) {
+    let consumer = loop {
+        if !may_act(&held, shard, epoch) {
+            return;
+        }
+        match shared.log.owner_consumer(shard).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot open the shard's consumer; trying again");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                }
+            }
+        }
+    };
+    while !stop.is_cancelled() && may_act(&held, shard, epoch) {
+        let fetched = tokio::select! {
+            _ = stop.cancelled() => return,
+            fetched = fetch(&consumer) => fetched,
+        };
+        let messages = match fetched {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "fetching from the shard's consumer failed; trying again");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                }
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let step = Step {
+            shared: &shared,
+            shard,
+            epoch,
+            held: &held,
+            stop: &stop,
+        };
+        if step.consume(messages).await.is_err() {
+            return;
+        }
+    }
+    tracing::info!(shard, epoch, "shard owner stopped");
+}
+
+/// Up to [`BATCH_MESSAGES`] messages, waiting at most [`FETCH_WAIT`] for the first ones.
+async fn fetch(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+) -> Result<Vec<Message>, async_nats::Error> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(BATCH_MESSAGES)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await?;
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message?);
+    }
+    Ok(messages)
+}
+
+/// The shard must be given up (stopped, lease gone, store closed): nothing more is written or
+/// acknowledged; what was not acknowledged is delivered again to the next owner.
+struct Stopped;
+
+/// One batch of one shard, under one lease.
+struct Step<'a> {
+    shared: &'a Shared,
+    shard: u32,
+    epoch: i64,
+    held: &'a watch::Receiver<Held>,
+    stop: &'a CancellationToken,
+}
+
+impl Step<'_> {
+    fn may_act(&self) -> Result<(), Stopped> {
+        if self.stop.is_cancelled() || !may_act(self.held, self.shard, self.epoch) {
+            return Err(Stopped);
+        }
+        Ok(())
+    }
+
+    /// Stores `messages` in stream order, waits for the index commit, then acknowledges them.
+    async fn consume(&self, messages: Vec<Message>) -> Result<(), Stopped> {
+        let mut records = Vec::with_capacity(messages.len());
+        let mut kept = Vec::with_capacity(messages.len());
+        for message in messages {
+            match parse(&message.payload) {
+                Ok(record) => {
+                    records.push(record);
+                    kept.push(message);
+                }
+                Err(reason) => self.refuse(&message, &reason).await,
+            }
+        }
+        let stored = self.store(records, &mut kept).await?;
+        // Everything stored so far, this batch's originals of its duplicates included.
+        let through = self.shared.store.stats().next_lsn;
+        if let Some(lsn) = through.checked_sub(1) {
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(Stopped),
+                _ = self.shared.store.wait_indexed_through(lsn) => {}
+            }
+        }
+        self.may_act()?;
+        for message in &kept {
+            // A lost ack only means a redelivery, which the store drops.
+            if let Err(e) = message.ack().await {
+                tracing::warn!(shard = self.shard, error = %e, "ack failed; the message comes again");
+            }
+        }
+        tracing::debug!(
+            shard = self.shard,
+            messages = kept.len(),
+            stored,
+            "shard batch indexed and acknowledged"
+        );
+        Ok(())
+    }
+
+    /// Submits `records` (paired with `messages`) to the store until it takes them; a record
+    /// the store can never take is refused and left out. Returns how many were new.
+    async fn store(
+        &self,
+        mut records: Vec<AuditRecord>,
+        messages: &mut Vec<Message>,
+    ) -> Result<usize, Stopped> {
+        loop {
+            self.may_act()?;
+            if records.is_empty() {
+                return Ok(0);
+            }
+            match self.shared.store.submit(records.clone()).await {
+                Ok(admissions) => {
+                    let stored = admissions
+                        .iter()
+                        .filter(|a| matches!(a, Admission::Stored { .. }))
+                        .count();
+                    self.shared.metrics.record_accepted(
+                        OWNER_RECEIVER,
+                        stored as u64,
+                        (admissions.len() - stored) as u64,
+                    );
+                    return Ok(stored);
+                }
+                Err(StoreError::RecordTooLarge { index, len }) => {
+                    records.remove(index);
+                    let message = messages.remove(index);
+                    let reason = format!("the sealed record is {len} bytes, over the WAL's limit");
+                    self.refuse(&message, &reason).await;
+                }
+                Err(StoreError::Closed) => return Err(Stopped),
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, error = %e, "the store refused the batch; trying again");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Err(Stopped),
+                        _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message no owner can ever store (the ingest node checked it, so this is a bug or a
+    /// foreign publisher): logged with where it is, counted, and terminated so it does not stop
+    /// the shard. It stays in the stream.
+    async fn refuse(&self, message: &Message, reason: &str) {
+        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        tracing::error!(
+            shard = self.shard,
+            stream_seq,
+            reason,
+            "a message of the shard cannot be stored; it is left in the stream and skipped"
+        );
+        self.shared
+            .metrics
+            .record_rejected(OWNER_RECEIVER, "payload", 1);
+        if self.may_act().is_ok()
+            && let Err(e) = message.ack_with(AckKind::Term).await
+        {
+            tracing::warn!(shard = self.shard, error = %e, "cannot terminate the message; it comes again");
+        }
+    }
+}
+
+/// A message's record: canonical JSON with the id, `received_at` and provenance the ingesting
+/// node set, not yet sealed (the owner seals).
+fn parse(payload: &[u8]) -> Result<AuditRecord, String> {
+    let record: AuditRecord =
+        serde_json::from_slice(payload).map_err(|e| format!("not a record: {e}"))?;
+    if record.id().is_empty() {
+        return Err("the record has no id".into());
+    }
+    if record.received_at.is_none() {
+        return Err("the record has no received_at".into());
+    }
+    if record.provenance.is_none() {
+        return Err("the record has no provenance".into());
+    }
+    if record.seq.is_some() {
+        return Err("the record is already sealed (seq is set)".into());
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_takes_stamped_records_and_names_what_is_missing() {
+        use codestax_common::Provenance;
+        let bare = br#"{"org_id":"acme","id":"a","action":"auth.login","actor":{"id":"ada"},
+            "time":"2026-12-04T12:00:00Z","received_at":"2026-12-04T12:00:01Z"}"#;
+        let mut stamped: AuditRecord = serde_json::from_slice(bare).unwrap();
+        stamped.provenance = Some(Provenance::Ingest {
+            key_id: "k1".into(),
+        });
+        let record = parse(stamped.canonical_json().as_bytes()).unwrap();
+        assert_eq!(record, stamped);
+
+        assert!(parse(bare).unwrap_err().contains("no provenance"));
+        let mut no_id = stamped.clone();
+        no_id.id = None;
+        assert!(
+            parse(no_id.canonical_json().as_bytes())
+                .unwrap_err()
+                .contains("no id")
+        );
+        let mut sealed = stamped.clone();
+        sealed.seq = Some(1);
+        assert!(
+            parse(serde_json::to_string(&sealed).unwrap().as_bytes())
+                .unwrap_err()
+                .contains("sealed")
+        );
+        assert!(parse(b"{").unwrap_err().starts_with("not a record"));
+    }
+
+    proptest::proptest! {
+        /// Any bytes: an answer, never a panic.
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse(&bytes);
+        }
+    }
+}
