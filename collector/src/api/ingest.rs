@@ -35,13 +35,10 @@ pub async fn ndjson(
     permit::<IngestRecords>(&key)?;
     let rules = state.ingest.rules();
     let org = key.org_id.clone();
-    let body = ndjson_body(&state, &headers, body).await?;
-    // Inflating and parsing a large body is CPU work: keep it off the async workers.
-    let candidates = tokio::task::spawn_blocking(move || {
-        Ok::<_, ApiError>(decode_ndjson(&body.inflate()?, &org, &rules))
+    let candidates = decode_ndjson_body(&state, &headers, body, move |b| {
+        decode_ndjson(b, &org, &rules)
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     let provenance = key.provenance();
     let outcome = store(
         &state.ingest,
@@ -75,20 +72,18 @@ pub async fn import(
     };
     let org = key.org_id.clone();
     let cutoff = state.retention.for_org(&org).expires_before(rules.now);
-    let body = ndjson_body(&state, &headers, body).await?;
-    let batch = tokio::task::spawn_blocking(move || {
+    let batch = decode_ndjson_body(&state, &headers, body, move |b| {
         let batch = Batch {
             records: Vec::new(),
             rejections: Rejections::listing_all(),
         };
-        let mut batch = decode_ndjson_into(batch, &body.inflate()?, &org, &rules);
+        let mut batch = decode_ndjson_into(batch, b, &org, &rules);
         if let Some(cutoff) = cutoff {
             refuse_expired(&mut batch, cutoff);
         }
-        Ok::<_, ApiError>(batch)
+        batch
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     let provenance = key.import_provenance();
     let outcome = store(&state.ingest, &key, provenance, batch, Receiver::Import).await?;
     answer(outcome)
@@ -156,6 +151,20 @@ async fn ndjson_body(
         encoding,
         max_decompressed_bytes: limits.max_decompressed_bytes,
     })
+}
+
+/// Reads an NDJSON body and hands its inflated bytes to `decode` off the async workers:
+/// inflating and parsing a large body is CPU work.
+async fn decode_ndjson_body<T: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    decode: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let body = ndjson_body(state, headers, body).await?;
+    tokio::task::spawn_blocking(move || Ok(decode(&body.inflate()?)))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// The answer to an NDJSON batch: what was accepted, and each rejected line; 400 (with the same
