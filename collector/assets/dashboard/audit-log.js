@@ -29,6 +29,7 @@
   const DAY_MS = 24 * HOUR_MS;
   const RELATIVE = /^(\d+)([smhdw])$/;
   const UNIT_MS = { s: 1000, m: 60000, h: HOUR_MS, d: DAY_MS, w: 7 * DAY_MS };
+  const VIEWED = 'audit_log.viewed';
   const EXPORT_TYPES = { csv: 'text/csv', json: 'application/json', ndjson: 'application/x-ndjson' };
 
   const $ = (id) => document.getElementById(id);
@@ -45,6 +46,9 @@
     // A relative `since` (`7d`) chosen by a preset: the date inputs then stay empty.
     relative: '',
     views: [],
+    // The last line of the table when it is a run of views (a next page may continue it).
+    lastGroup: null,
+    streamTimer: null,
   };
 
   // ---------- small helpers ----------
@@ -93,6 +97,13 @@
     if (n < 1024) return `${n} bytes`;
     if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
     return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  // One line of a table cell: cut with an ellipsis when the column is narrow, the whole text in
+  // its tooltip (a long email or IPv6 address never wraps mid-word).
+  function clipped(text, extraClass, tag) {
+    const value = String(text);
+    return el(tag || 'span', { class: `clip${extraClass ? ` ${extraClass}` : ''}`, title: value, text: value });
   }
 
   function plural(n, one, many) {
@@ -244,6 +255,7 @@
     refresh();
     loadRetention();
     loadViews();
+    startStreams();
     if (params.get('entry')) openEntry(params.get('entry'));
   }
 
@@ -252,6 +264,10 @@
     state.token = null;
     state.who = null;
     state.seq += 1;
+    clearInterval(state.streamTimer);
+    state.streamTimer = null;
+    show($('streams'), false);
+    $('streams-body').replaceChildren();
     $('entries-body').replaceChildren();
     show($('session'), false);
     setText($('session-who'), '');
@@ -521,6 +537,7 @@
     const label = (ms) => (width === DAY_MS ? isoDay(ms) : `${isoDay(ms)} ${new Date(ms).toISOString().slice(11, 16)}`);
     const chart = svg('svg', {
       id: 'activity-chart', viewBox: `0 0 ${n} 100`, preserveAspectRatio: 'none', role: 'img',
+      tabindex: 0, 'aria-describedby': 'activity-hint',
       'aria-label': `${total} entries from ${label(from)} to ${label(from + n * width)} UTC, per ${width === DAY_MS ? 'day' : 'hour'}`,
       'data-interval': width === DAY_MS ? 'day' : 'hour',
     });
@@ -561,6 +578,35 @@
       if (anchor === null) return;
       const [a, b] = span(anchor, at(event));
       anchor = null;
+      applyBars(a, b);
+    });
+    // The keyboard's range: arrows move it, Shift+arrows widen it, Enter applies, Escape clears.
+    let keys = null;
+    const selection = $('activity-selection');
+    const mark = () => {
+      brush.setAttribute('x', keys ? keys[0] : 0);
+      brush.setAttribute('width', keys ? keys[1] - keys[0] + 1 : 0);
+      setText(selection, keys
+        ? `Selected ${label(buckets[keys[0]].start)} to ${label(buckets[keys[1]].start)}: ${plural(
+          buckets.slice(keys[0], keys[1] + 1).reduce((a, x) => a + x.count, 0), 'entry', 'entries')}. Enter applies.`
+        : '');
+    };
+    chart.addEventListener('keydown', (event) => {
+      const last = n - 1;
+      const [a, b] = keys || [last, last];
+      let next = null;
+      if (event.key === 'ArrowLeft') next = event.shiftKey ? [Math.max(0, a - 1), b] : [Math.max(0, a - 1), Math.max(0, a - 1) + (b - a)];
+      else if (event.key === 'ArrowRight') next = event.shiftKey ? [a, Math.min(last, b + 1)] : [Math.min(last, b + 1) - (b - a), Math.min(last, b + 1)];
+      else if (event.key === 'Home') next = [0, b - a];
+      else if (event.key === 'End') next = [last - (b - a), last];
+      else if (event.key === 'Escape') { keys = null; mark(); event.preventDefault(); return; }
+      else if (event.key === 'Enter' && keys) { event.preventDefault(); applyBars(keys[0], keys[1]); return; }
+      if (!next) return;
+      event.preventDefault();
+      keys = keys ? next : [a, b];
+      mark();
+    });
+    function applyBars(a, b) {
       const start = buckets[a].start;
       const end = buckets[b].start + width;
       state.relative = '';
@@ -571,10 +617,15 @@
         $('f-since').value = apiToDate(isoTime(start));
         $('f-until').value = apiToDate(isoTime(end));
       }
+      setText(selection, '');
       applyForm();
-    });
+      const again = $('activity-chart');
+      if (again) again.focus();
+    }
+    const hadFocus = document.activeElement && document.activeElement.id === 'activity-chart';
     plot.replaceChildren(chart, el('div', { class: 'activity-axis' },
       el('span', { text: label(from) }), el('span', { text: label(from + n * width) })));
+    if (hadFocus) chart.focus();
     setText($('activity-range'), `${plural(total, 'entry', 'entries')}, per ${width === DAY_MS ? 'day' : 'hour'}`);
   }
 
@@ -675,11 +726,58 @@
         history.replaceState(null, '', `${window.location.pathname}?view=${encodeURIComponent(view.id)}`);
         setText($('views-status'), `Showing the view “${view.name}”.`);
       });
-      const remove = el('button', { type: 'button', class: 'link-button', 'aria-label': `Delete the view ${view.name}`, text: 'Delete' });
-      remove.addEventListener('click', () => deleteView(view));
-      return el('li', { class: 'view' }, link, remove);
+      const rename = el('button', { type: 'button', class: 'link-button view-rename', 'aria-label': `Rename the view ${view.name}`, text: 'Rename' });
+      const remove = el('button', { type: 'button', class: 'link-button view-delete', 'aria-label': `Delete the view ${view.name}`, text: 'Delete' });
+      const item = el('li', { class: 'view', 'data-id': view.id }, link, el('span', { class: 'view-actions' }, rename, remove));
+      rename.addEventListener('click', () => renameForm(item, view));
+      remove.addEventListener('click', () => confirmDelete(item, view));
+      return item;
     }));
     show($('views-empty'), state.views.length === 0);
+  }
+
+  // Rename in place: the item becomes a small form (Enter saves, Escape cancels).
+  function renameForm(item, view) {
+    const input = el('input', { type: 'text', class: 'view-new-name', maxlength: '100', 'aria-label': `New name of the view ${view.name}`, autocomplete: 'off' });
+    input.value = view.name;
+    const save = el('button', { type: 'submit', class: 'button small', text: 'Save' });
+    const cancel = el('button', { type: 'button', class: 'link-button', text: 'Cancel' });
+    const form = el('form', { class: 'view-edit', novalidate: true }, input, save, cancel);
+    cancel.addEventListener('click', renderViews);
+    input.addEventListener('keydown', (event) => { if (event.key === 'Escape') renderViews(); });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const name = input.value.trim();
+      if (!name) {
+        input.setAttribute('aria-invalid', 'true');
+        setText($('views-status'), 'A view needs a name.');
+        return;
+      }
+      try {
+        const renamed = await apiJson(`${orgBase()}/saved-views/${encodeURIComponent(view.id)}`, {
+          method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name }), what: 'renaming the view',
+        });
+        setText($('views-status'), `Renamed “${view.name}” to “${renamed.name}”.`);
+        await loadViews();
+      } catch (failure) {
+        if (handleAuth(failure)) return;
+        input.setAttribute('aria-invalid', 'true');
+        setText($('views-status'), `Not renamed. ${failure.status === 400 || failure.status === 409 ? failure.message : describe(failure)}`);
+      }
+    });
+    item.replaceChildren(form);
+    input.focus();
+    input.select();
+  }
+
+  // Delete asks first, in place (no browser dialog).
+  function confirmDelete(item, view) {
+    const yes = el('button', { type: 'button', class: 'button small danger view-delete-confirm', text: 'Delete' });
+    const no = el('button', { type: 'button', class: 'link-button', text: 'Keep' });
+    yes.addEventListener('click', () => deleteView(view));
+    no.addEventListener('click', renderViews);
+    item.replaceChildren(el('span', { class: 'view-question', text: `Delete “${view.name}”?` }), el('span', { class: 'view-actions' }, yes, no));
+    no.focus();
   }
 
   async function openView(id) {
@@ -722,7 +820,6 @@
   }
 
   async function deleteView(view) {
-    if (!window.confirm(`Delete the saved view “${view.name}”?`)) return;
     try {
       const response = await api(`${orgBase()}/saved-views/${encodeURIComponent(view.id)}`, { method: 'DELETE' });
       if (!response.ok) throw await errorOf(response, 'deleting the view');
@@ -733,11 +830,301 @@
     }
   }
 
+  // ---------- streams (ORG_OWNER) ----------
+
+  const STREAM_KINDS = { https: 'HTTPS', splunk_hec: 'Splunk HEC', s3: 'S3', syslog: 'Syslog' };
+  // Search filters a stream can apply (q and dates are a view's, not a stream's).
+  const STREAM_FILTERS = [['category', 'category'], ['action', 'action'], ['user', 'actor'],
+    ['repository', 'repository'], ['outcome', 'outcome']];
+  const STREAM_POLL_MS = 3000;
+
+  function streamsBase() {
+    return `${orgBase()}/streams`;
+  }
+
+  // Where it goes, without secrets (the API never returns them).
+  function destinationText(d) {
+    switch (d.kind) {
+      case 'https': case 'splunk_hec': return d.url;
+      case 's3': return `s3://${d.bucket}${d.prefix ? `/${d.prefix}` : ''}${d.endpoint ? ` at ${d.endpoint}` : ''}`;
+      case 'syslog': return `${d.address}${d.tls ? ' (TLS)' : ''}`;
+      default: return '';
+    }
+  }
+
+  function lagText(st) {
+    const secs = Number(st.lag_seconds || 0);
+    return `${plural(Number(st.lag_records || 0), 'record', 'records')}, ${secs < 10 ? secs.toFixed(1) : Math.round(secs)} s`;
+  }
+
+  async function loadStreams() {
+    if (!state.who || state.who.role !== 'ORG_OWNER') return;
+    const seq = state.seq;
+    try {
+      const answer = await apiJson(streamsBase(), { what: 'streams' });
+      if (!state.who) return;
+      setText($('streams-error'), '');
+      renderStreams(answer.streams || []);
+    } catch (failure) {
+      if (handleAuth(failure) || seq !== state.seq) return;
+      setText($('streams-error'), failure.status === 503 ? `Streams are not running on this collector: ${failure.message}` : describe(failure));
+    }
+  }
+
+  function renderStreams(streams) {
+    const body = $('streams-body');
+    // Rows update in place so a focused button keeps its focus across polls.
+    const existing = new Map(Array.from(body.children).map((tr) => [tr.dataset.id, tr]));
+    const keep = new Set();
+    for (const stream of streams) {
+      keep.add(stream.id);
+      const tr = existing.get(stream.id) || streamRow(stream);
+      if (!tr.parentNode) body.append(tr);
+      tr.update(stream);
+    }
+    for (const [id, tr] of existing) if (!keep.has(id)) tr.remove();
+    show($('streams-empty'), streams.length === 0);
+  }
+
+  function streamRow(stream) {
+    const cells = {};
+    for (const name of ['name', 'destination', 'format', 'state', 'lag', 'success', 'error', 'actions']) {
+      cells[name] = el('td', { class: `stream-${name}` });
+    }
+    const tr = el('tr', { class: 'stream', 'data-id': stream.id }, ...Object.values(cells));
+    const test = el('button', { type: 'button', class: 'button small secondary stream-test', text: 'Test' });
+    const pause = el('button', { type: 'button', class: 'button small secondary stream-pause' });
+    const remove = el('button', { type: 'button', class: 'button small secondary stream-delete', text: 'Delete' });
+    const result = el('span', { class: 'stream-result status', role: 'status' });
+    let current = stream;
+    test.addEventListener('click', () => testStream(current, test, result));
+    pause.addEventListener('click', () => pauseStream(current, pause));
+    remove.addEventListener('click', () => confirmStreamDelete(current, cells.actions, tr));
+    tr.update = (s) => {
+      current = s;
+      const st = s.status || {};
+      tr.dataset.state = st.state || '';
+      cells.name.replaceChildren(clipped(s.name, 'user-name'),
+        s.declared ? el('span', { class: 'badge', title: 'Declared in the collector’s configuration: read-only here', text: 'config' }) : null);
+      const secretBits = [s.has_secret ? 'secret set' : null,
+        (s.header_names || []).length ? `headers: ${s.header_names.join(', ')}` : null].filter(Boolean).join(' · ');
+      cells.destination.replaceChildren(el('span', { class: 'badge kind', text: STREAM_KINDS[s.destination.kind] || s.destination.kind }),
+        clipped(destinationText(s.destination), 'mono'), secretBits ? clipped(secretBits, 'muted') : null);
+      setText(cells.format, s.format);
+      cells.state.replaceChildren(el('span', { class: `state state-${st.state}`, text: st.state || '?' }));
+      setText(cells.lag, lagText(st));
+      setText(cells.success, st.last_success_at ? formatTime(st.last_success_at) : 'never');
+      cells.error.replaceChildren(st.last_error ? clipped(st.last_error, 'error-text') : el('span', { class: 'muted', text: '—' }));
+      if (!cells.actions.querySelector('.stream-confirm')) {
+        if (s.declared) {
+          cells.actions.replaceChildren(test, el('span', { class: 'muted small-text', text: 'read-only (configuration)' }), result);
+        } else {
+          pause.textContent = s.paused ? 'Resume' : 'Pause';
+          pause.setAttribute('aria-label', `${s.paused ? 'Resume' : 'Pause'} the stream ${s.name}`);
+          cells.actions.replaceChildren(test, pause, remove, result);
+        }
+      }
+      test.setAttribute('aria-label', `Send a test event to the stream ${s.name}`);
+      remove.setAttribute('aria-label', `Delete the stream ${s.name}`);
+    };
+    return tr;
+  }
+
+  // `/test` answers status and timing only, never the destination's body.
+  async function testStream(stream, button, result) {
+    button.disabled = true;
+    setText(result, 'Testing…');
+    try {
+      const r = await apiJson(`${streamsBase()}/${encodeURIComponent(stream.id)}/test`, { method: 'POST', what: 'the stream test' });
+      const code = r.status ? `HTTP ${r.status}` : 'connected';
+      setText(result, `${r.accepted ? 'Accepted' : 'Refused'}: ${code} in ${r.duration_ms} ms${r.error ? ` (${r.error})` : ''}`);
+      result.className = `stream-result status ${r.accepted ? 'ok-text' : 'error-text'}`;
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      result.className = 'stream-result status error-text';
+      setText(result, describe(failure));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function pauseStream(stream, button) {
+    const verb = stream.paused ? 'resume' : 'pause';
+    button.disabled = true;
+    try {
+      await apiJson(`${streamsBase()}/${encodeURIComponent(stream.id)}/${verb}`, { method: 'POST', what: `${verb} the stream` });
+      setText($('streams-status'), `${stream.paused ? 'Resumed' : 'Paused'} the stream “${stream.name}”.`);
+      await loadStreams();
+    } catch (failure) {
+      if (!handleAuth(failure)) setText($('streams-status'), describe(failure));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function confirmStreamDelete(stream, cell, tr) {
+    const yes = el('button', { type: 'button', class: 'button small danger stream-delete-confirm', text: 'Delete' });
+    const no = el('button', { type: 'button', class: 'link-button', text: 'Keep' });
+    const question = el('span', { class: 'stream-confirm', text: `Delete “${stream.name}”? Records not yet delivered will not be.` });
+    no.addEventListener('click', () => { cell.replaceChildren(); tr.update(stream); });
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      try {
+        const response = await api(`${streamsBase()}/${encodeURIComponent(stream.id)}`, { method: 'DELETE' });
+        if (!response.ok) throw await errorOf(response, 'deleting the stream');
+        setText($('streams-status'), `Deleted the stream “${stream.name}”.`);
+        tr.remove();
+        await loadStreams();
+      } catch (failure) {
+        if (!handleAuth(failure)) setText($('streams-status'), describe(failure));
+        yes.disabled = false;
+      }
+    });
+    cell.replaceChildren(question, yes, no);
+    no.focus();
+  }
+
+  function streamFilters(f) {
+    const out = {};
+    for (const [from, to] of STREAM_FILTERS) {
+      const values = [].concat(f[from] || []).filter(Boolean);
+      if (values.length) out[to] = values;
+    }
+    return out;
+  }
+
+  function describeStreamFilters() {
+    const filters = streamFilters(state.applied);
+    const parts = Object.entries(filters).map(([k, v]) => `${k}=${v.join(',')}`);
+    const dropped = ['q', 'since', 'until'].filter((k) => state.applied[k]);
+    setText($('s-filters-summary'), `${parts.length ? `Current filters: ${parts.join(' · ')}` : 'The current filters select every entry.'}${
+      dropped.length ? ` (${dropped.join(', ')} apply to views only)` : ''}`);
+  }
+
+  function showStreamKind() {
+    const kind = $('s-kind').value;
+    for (const fs of document.querySelectorAll('#stream-form .stream-kind')) show(fs, fs.dataset.kind === kind);
+  }
+
+  function parseHeaders(text) {
+    const headers = {};
+    for (const line of String(text || '').split('\n')) {
+      const t = line.trim();
+      if (!t) continue;
+      const at = t.indexOf(':');
+      if (at <= 0) return { error: `“${t.slice(0, 40)}” is not “Name: value”.` };
+      headers[t.slice(0, at).trim()] = t.slice(at + 1).trim();
+    }
+    return { headers };
+  }
+
+  function streamDestination(kind) {
+    const v = (id) => $(id).value.trim();
+    const d = { kind };
+    const put = (key, value) => { if (value) d[key] = value; };
+    if (kind === 'https') {
+      put('url', v('s-https-url'));
+      put('secret', $('s-https-secret').value);
+      const h = parseHeaders($('s-https-headers').value);
+      if (h.error) return { error: h.error, field: 's-https-headers' };
+      if (Object.keys(h.headers).length) d.headers = h.headers;
+      put('ca_pem', v('s-https-ca'));
+    } else if (kind === 'splunk_hec') {
+      put('url', v('s-hec-url'));
+      put('token', $('s-hec-token').value);
+      put('index', v('s-hec-index'));
+      put('sourcetype', v('s-hec-sourcetype'));
+      put('ca_pem', v('s-hec-ca'));
+    } else if (kind === 's3') {
+      put('bucket', v('s-s3-bucket'));
+      put('prefix', v('s-s3-prefix'));
+      put('region', v('s-s3-region'));
+      put('endpoint', v('s-s3-endpoint'));
+      put('access_key_id', $('s-s3-access-key-id').value);
+      put('secret_access_key', $('s-s3-secret-access-key').value);
+    } else {
+      put('address', v('s-syslog-address'));
+      d.tls = $('s-syslog-tls').checked;
+      put('ca_pem', v('s-syslog-ca'));
+    }
+    return { destination: d };
+  }
+
+  // The form field an API error names (`destination.url` → the URL box of the chosen kind).
+  function streamField(field, kind) {
+    const prefix = { https: 's-https', splunk_hec: 's-hec', s3: 's-s3', syslog: 's-syslog' }[kind];
+    if (!field) return null;
+    if (field === 'name' || field === 'format' || field === 'start') return $(`s-${field}`);
+    const m = /^destination\.(\w+)/.exec(field);
+    if (!m) return null;
+    const names = { url: 'url', secret: 'secret', headers: 'headers', ca_pem: 'ca', token: 'token', index: 'index',
+      sourcetype: 'sourcetype', bucket: 'bucket', prefix: 'prefix', region: 'region', endpoint: 'endpoint',
+      access_key_id: 'access-key-id', secret_access_key: 'secret-access-key', address: 'address' };
+    return names[m[1]] ? $(`${prefix}-${names[m[1]]}`) : null;
+  }
+
+  async function createStream(event) {
+    event.preventDefault();
+    const error = $('stream-form-error');
+    for (const node of document.querySelectorAll('#stream-form [aria-invalid]')) node.removeAttribute('aria-invalid');
+    setText(error, '');
+    const kind = $('s-kind').value;
+    const fail = (message, node) => {
+      setText(error, message);
+      if (node) { node.setAttribute('aria-invalid', 'true'); node.focus(); }
+    };
+    const name = $('s-name').value.trim();
+    if (!name) { fail('Name the stream.', $('s-name')); return; }
+    let start = $('s-start').value;
+    if (start === 'time') {
+      const t = dateToApi($('s-start-time').value);
+      if (!t) { fail('Write the start time as YYYY-MM-DD or YYYY-MM-DD HH:MM (UTC).', $('s-start-time')); return; }
+      start = /T/.test(t) ? t : `${t}T00:00:00Z`;
+    }
+    const dest = streamDestination(kind);
+    if (dest.error) { fail(dest.error, $(dest.field)); return; }
+    const body = { name, format: $('s-format').value, start, destination: dest.destination };
+    if ($('s-filters').checked) body.filters = streamFilters(state.applied);
+    $('stream-create').disabled = true;
+    try {
+      const created = await apiJson(streamsBase(), {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), what: 'creating the stream',
+      });
+      // Secrets leave the page once sent.
+      for (const input of document.querySelectorAll('#stream-form input, #stream-form textarea')) {
+        if (input.type === 'checkbox') input.checked = false; else input.value = '';
+      }
+      $('stream-new').open = false;
+      setText($('streams-status'), `Created the stream “${created.name}” (${created.id}).`);
+      await loadStreams();
+    } catch (failure) {
+      if (handleAuth(failure)) return;
+      const detail = failure.status === 400 || failure.status === 409 ? failure.message : describe(failure);
+      fail(`Not created${failure.field ? ` (${failure.field})` : ''}: ${detail}`, streamField(failure.field, kind));
+    } finally {
+      $('stream-create').disabled = false;
+    }
+  }
+
+  function startStreams() {
+    const owner = state.who && state.who.role === 'ORG_OWNER';
+    show($('streams'), Boolean(owner));
+    clearInterval(state.streamTimer);
+    state.streamTimer = null;
+    if (!owner) return;
+    describeStreamFilters();
+    loadStreams();
+    state.streamTimer = setInterval(() => {
+      if (!document.hidden) loadStreams();
+    }, STREAM_POLL_MS);
+  }
+
   // ---------- entries ----------
 
   async function refresh() {
     const seq = ++state.seq;
     const f = state.applied;
+    if (state.who && state.who.role === 'ORG_OWNER') describeStreamFilters();
     const results = document.querySelector('.results');
     results.setAttribute('aria-busy', 'true');
     setText($('results-error'), '');
@@ -745,6 +1132,7 @@
     setText($('result-count'), 'Loading…');
     const params = filterParams(f);
     params.set('limit', String(PAGE_SIZE));
+    params.set('group_views', 'true');
     const page = apiJson(`${orgBase()}/audit-log?${params}`, { what: 'the audit log' });
     const facets = loadFacets(f, seq).catch((failure) => {
       if (seq !== state.seq || handleAuth(failure)) return;
@@ -756,8 +1144,9 @@
       state.total = answer.total;
       state.cursor = answer.next_cursor || null;
       state.shown = 0;
+      state.lastGroup = null;
       $('entries-body').replaceChildren();
-      appendEntries(answer.entries);
+      appendPage(answer);
     } catch (failure) {
       if (seq !== state.seq || handleAuth(failure)) return;
       $('entries-body').replaceChildren();
@@ -781,12 +1170,13 @@
     button.disabled = true;
     const params = filterParams(state.applied);
     params.set('limit', String(PAGE_SIZE));
+    params.set('group_views', 'true');
     params.set('cursor', state.cursor);
     try {
       const answer = await apiJson(`${orgBase()}/audit-log?${params}`, { what: 'the next page' });
       if (seq !== state.seq) return;
       state.cursor = answer.next_cursor || null;
-      const first = appendEntries(answer.entries);
+      const first = appendPage(answer);
       if (first) first.focus();
     } catch (failure) {
       if (!handleAuth(failure)) setText($('results-error'), describe(failure));
@@ -795,14 +1185,33 @@
     }
   }
 
-  // Appends rows; returns the first new row's details button (to move focus to).
-  function appendEntries(entries) {
+  // Appends a page's rows, each run of one viewer's consecutive `audit_log.viewed` entries as one
+  // line that opens up (the search's `group_views` rows); returns the first new line's button
+  // (to move focus to). A run the page's end cut goes on in the next page's first line.
+  function appendPage(answer) {
     const body = $('entries-body');
+    const entries = answer.entries || [];
+    const rows = answer.rows || entries.map((_, i) => ({ entry: i }));
     let first = null;
-    for (const record of entries) {
+    for (const row of rows) {
+      const members = row.views ? row.views.members.map((i) => entries[i]) : [entries[row.entry]];
+      const actorId = (members[0].actor || {}).id;
+      const last = state.lastGroup;
+      const viewed = row.views || members[0].action === VIEWED;
+      if (viewed && last && last.actorId === actorId && body.lastElementChild === last.end()) {
+        last.add(members);
+        continue;
+      }
+      if (row.views) {
+        const group = viewGroup(actorId, members);
+        state.lastGroup = group;
+        if (!first) first = group.button;
+        continue;
+      }
       state.shown += 1;
-      const [row, detailsRow, button] = entryRows(record, state.shown);
-      body.append(row, detailsRow);
+      const [line, detailsRow, button] = entryRows(members[0], state.shown);
+      body.append(line, detailsRow);
+      state.lastGroup = null;
       if (!first) first = button;
     }
     const more = Boolean(state.cursor);
@@ -816,7 +1225,75 @@
     return first;
   }
 
-  function entryRows(record, n) {
+  // A run of views as one line with a count; its button shows or hides the views, each with
+  // its own filters and details.
+  function viewGroup(actorId, first) {
+    const body = $('entries-body');
+    const line = el('tr', { class: 'view-group', 'data-actor': actorId || '' });
+    const members = [];
+    const count = el('span', { class: 'badge view-count' });
+    const when = el('td', { class: 'col-time' });
+    const summary = el('span', { class: 'muted' });
+    const button = el('button', { type: 'button', class: 'button small secondary group-toggle', 'aria-expanded': 'false' }, 'Open');
+    const actor = first[0].actor || {};
+    line.append(when,
+      el('td', { class: 'col-user' }, clipped(actor.name || actor.email || actor.id || '—', 'user-name'),
+        actor.kind === 'api_key' ? el('span', { class: 'badge', text: 'API key' }) : null),
+      el('td', { class: 'col-action' }, actionCode(VIEWED), count),
+      el('td', { class: 'col-target' }, summary),
+      el('td', { class: 'col-repo' }, el('span', { class: 'muted', text: '—' })),
+      el('td', { class: 'col-ip' }, el('span', { class: 'muted', text: '—' })),
+      el('td', { class: 'col-details' }, button));
+    body.append(line);
+    const open = () => button.getAttribute('aria-expanded') === 'true';
+    const group = {
+      actorId,
+      button,
+      end: () => (members.length ? members[members.length - 1][1] : line),
+      add(records) {
+        for (const record of records) {
+          state.shown += 1;
+          const [row, detailsRow] = entryRows(record, state.shown, 'view-member');
+          row.hidden = !open();
+          group.end().after(row, detailsRow);
+          members.push([row, detailsRow, record]);
+        }
+        const n = members.length;
+        count.textContent = `${n} views`;
+        line.dataset.count = String(n);
+        const newest = members[0][2].time;
+        const oldest = members[n - 1][2].time;
+        const [day, ...clock] = formatTime(newest).split(' ');
+        when.replaceChildren(el('time', { datetime: newest },
+          el('span', { class: 'nowrap', text: day }), ' ', el('span', { class: 'nowrap', text: clock.join(' ') })));
+        setText(summary, `${n} consecutive views of this log, since ${formatTime(oldest)}`);
+        button.replaceChildren(open() ? 'Close' : 'Open',
+          el('span', { class: 'visually-hidden', text: ` ${n} views by ${actor.name || actorId}` }));
+      },
+    };
+    button.addEventListener('click', () => {
+      const now = !open();
+      button.setAttribute('aria-expanded', String(now));
+      button.firstChild.textContent = now ? 'Close' : 'Open';
+      line.classList.toggle('open', now);
+      for (const [row, detailsRow] of members) {
+        row.hidden = !now;
+        if (!now && row.classList.contains('open')) row.querySelector('.details-toggle').click();
+        if (!now) detailsRow.hidden = true;
+      }
+    });
+    group.add(first);
+    return group;
+  }
+
+  // `q=triage · category=scan` from a view's recorded filters.
+  function filtersText(filters) {
+    const parts = Object.entries(filters || {})
+      .map(([name, values]) => `${name}=${[].concat(values).join(',')}`);
+    return parts.length ? parts.join(' · ') : 'no filters';
+  }
+
+  function entryRows(record, n, rowClass) {
     const actor = record.actor || {};
     const target = record.target;
     const meta = record.metadata || {};
@@ -833,9 +1310,9 @@
     const userKey = actor.email || actor.id;
     const userName = actor.name || actor.email || actor.id || '—';
     userCell.append(userKey
-      ? filterButton('user', userKey, el('span', { class: 'user-name', text: userName }))
-      : el('span', { class: 'user-name', text: userName }));
-    if (actor.email && actor.name) userCell.append(el('span', { class: 'muted block', text: actor.email }));
+      ? filterButton('user', userKey, clipped(userName, 'user-name'))
+      : clipped(userName, 'user-name'));
+    if (actor.email && actor.name) userCell.append(clipped(actor.email, 'muted'));
     if (actor.kind && actor.kind !== 'user') {
       userCell.append(el('span', { class: 'badge', text: actor.kind === 'api_key' ? 'API key' : actor.kind }));
     }
@@ -853,18 +1330,21 @@
     if (record.outcome === 'failure') actionCell.append(el('span', { class: 'badge failure', text: 'failed' }));
 
     const targetCell = el('td', { class: 'col-target' });
-    if (target) {
+    if (record.action === VIEWED && meta.filters) {
+      targetCell.append(clipped(filtersText(meta.filters), 'view-filters'));
+      if (typeof meta.total === 'number') targetCell.append(clipped(plural(meta.total, 'entry', 'entries'), 'muted'));
+    } else if (target) {
       const targetName = target.name || target.id;
-      targetCell.append(targetName ? filterButton('target', targetName, targetName) : el('span', { text: '—' }));
-      targetCell.append(el('span', { class: 'muted block', text: target.kind }));
+      targetCell.append(targetName ? filterButton('target', targetName, clipped(targetName)) : el('span', { text: '—' }));
+      targetCell.append(clipped(target.kind, 'muted'));
     } else {
       targetCell.append(el('span', { class: 'muted', text: '—' }));
     }
 
     const repoCell = el('td', { class: 'col-repo' },
-      record.repository ? filterButton('repository', record.repository, record.repository) : '—');
+      record.repository ? filterButton('repository', record.repository, clipped(record.repository)) : '—');
     const ipCell = el('td', { class: 'col-ip' },
-      meta.ip ? filterButton('ip', meta.ip, el('code', { text: meta.ip })) : el('code', { text: '—' }));
+      meta.ip ? filterButton('ip', meta.ip, clipped(meta.ip, null, 'code')) : el('code', { text: '—' }));
 
     const button = el('button', {
       type: 'button',
@@ -872,7 +1352,7 @@
       'aria-expanded': 'false',
       'aria-controls': detailsId,
     }, 'Details', el('span', { class: 'visually-hidden', text: ` of ${record.action} at ${formatTime(record.time)}` }));
-    const row = el('tr', { class: 'entry', 'data-id': record.id || '' },
+    const row = el('tr', { class: rowClass || 'entry', 'data-id': record.id || '' },
       timeCell, userCell, actionCell, targetCell, repoCell, ipCell, el('td', { class: 'col-details' }, button));
 
     const detailsRow = el('tr', { class: 'details-row', id: detailsId, hidden: true });
@@ -1191,6 +1671,11 @@
     });
     $('export-button').addEventListener('click', exportLog);
     $('retention-form').addEventListener('submit', saveRetention);
+    $('stream-form').addEventListener('submit', createStream);
+    $('s-kind').addEventListener('change', showStreamKind);
+    $('s-start').addEventListener('change', () => show($('s-start-time'), $('s-start').value === 'time'));
+    $('streams-refresh').addEventListener('click', loadStreams);
+    $('stream-new').addEventListener('toggle', describeStreamFilters);
     $('denied-title').setAttribute('tabindex', '-1');
 
     const saved = sessionStorage.getItem(KEY_STORAGE);

@@ -6,8 +6,11 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them the
 //! browser test prints SKIPPED and returns. `CHROMIUM` and `CHROMEDRIVER` override the paths.
 
+use crate::streams::{HEADER_SECRET, HttpsReceiver, SECRET};
 use chrono::{Duration as Days, SecondsFormat, Utc};
 use codestax_tests::{Collector, free_port, record};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -112,10 +115,18 @@ fn corpus() -> Vec<Value> {
     records
 }
 
+/// Streams may reach the test's receiver on loopback; one stream is declared in the
+/// configuration (read-only in the panel), aimed at a port nothing listens on.
 fn start_collector(dir: &Path) -> Collector {
     Collector::start(
         &dir.join("data"),
-        "[[orgs]]\nid = \"acme\"\nplan = \"enterprise\"\n",
+        &format!(
+            "[[orgs]]\nid = \"acme\"\nplan = \"enterprise\"\n\
+             [streams]\nallow_destinations = [\"127.0.0.1\"]\n\
+             [[streams.declared]]\norg = \"{ORG}\"\nid = \"ops-syslog\"\nname = \"ops\"\n\
+             [streams.declared.destination]\nkind = \"syslog\"\naddress = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
     )
 }
 
@@ -329,6 +340,25 @@ async fn rows(b: &Client) -> Vec<Vec<String>> {
     serde_json::from_value(v).unwrap()
 }
 
+/// The lines once the page is not loading (any number).
+async fn settled_rows(b: &Client) -> Vec<Vec<String>> {
+    wait_for("the rows", || async {
+        let r = rows(b).await;
+        let busy = js(
+            b,
+            "return document.querySelector('.results').hasAttribute('aria-busy');",
+            vec![],
+        )
+        .await;
+        if !r.is_empty() && busy == false {
+            Ok(r)
+        } else {
+            Err(format!("{} rows, busy {busy}", r.len()))
+        }
+    })
+    .await
+}
+
 async fn wait_rows(b: &Client, n: usize) -> Vec<Vec<String>> {
     wait_for(&format!("{n} rows"), || async {
         let r = rows(b).await;
@@ -487,6 +517,9 @@ fn audit_log_page_in_headless_chromium() {
     let until_yesterday = format!("until={}", date_ago(1));
     c.wait_for_total(ORG, &until_yesterday, &admin, records.len() as u64 - 1);
 
+    // The streams panel's destination: its own runtime, started and dropped outside the browser's.
+    std::fs::create_dir_all(dir.path().join("receiver")).unwrap();
+    let receiver = HttpsReceiver::start(&dir.path().join("receiver"));
     let driver = Driver::start(&chromedriver);
     let downloads = dir.path().join("downloads");
     let profile = dir.path().join("chromium-profile");
@@ -521,7 +554,7 @@ fn audit_log_page_in_headless_chromium() {
             .connect(&format!("http://127.0.0.1:{}", driver.port))
             .await
             .expect("a chromedriver session");
-        let result = drive(&b, &c, &admin, &member, &owner, &downloads).await;
+        let result = drive(&b, &c, &admin, &member, &owner, &downloads, &receiver).await;
         b.close().await.ok();
         result
     });
@@ -538,6 +571,7 @@ async fn drive(
     member: &str,
     owner: &str,
     downloads: &Path,
+    receiver: &HttpsReceiver,
 ) {
     let base = format!("/api/v1/orgs/{ORG}");
     b.goto(&c.url("/")).await.unwrap();
@@ -571,8 +605,9 @@ async fn drive(
     sign_in(b, admin).await;
     wait_visible(b, "log-view").await;
     assert_eq!(text_of(b, "org-name").await, ORG);
-    wait_text(b, "result-count", |t| t.starts_with("Showing")).await;
-    let first = wait_rows(b, 50).await;
+    wait_text(b, "result-count", |t| t.starts_with("Showing 50 of")).await;
+    // The harness's own searches are views of this key: grouped, so fewer lines than entries.
+    let first = settled_rows(b).await;
     assert!(
         first[0][1].ends_with(" UTC"),
         "times in UTC: {}",
@@ -919,6 +954,7 @@ async fn drive(
         assert!(!visible(b, "retention-form").await, "ORG_ADMIN cannot edit");
     }
 
+    drive_grouped_views(b, c, admin).await;
     drive_views_and_layout(b, c, admin).await;
     sign_out(b).await;
 
@@ -961,7 +997,295 @@ async fn drive(
         assert!(marked.iter().all(|f| f == &json!(true)), "{marked:?}");
         sign_out(b).await;
     }
+    drive_streams(b, c, owner, receiver).await;
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+/// Real key presses to the focused element, each with an optional modifier held.
+async fn press(b: &Client, keys: &[(Option<Key>, Key)]) {
+    let mut actions = KeyActions::new("keyboard".to_string());
+    for (modifier, key) in keys {
+        if let Some(m) = modifier {
+            actions = actions.then(KeyAction::Down { value: (*m).into() });
+        }
+        actions = actions
+            .then(KeyAction::Down {
+                value: (*key).into(),
+            })
+            .then(KeyAction::Up {
+                value: (*key).into(),
+            });
+        if let Some(m) = modifier {
+            actions = actions.then(KeyAction::Up { value: (*m).into() });
+        }
+    }
+    b.perform_actions(actions).await.expect("key presses");
+}
+
+/// A viewer's consecutive views: after several filter changes the newest line is one group
+/// with a count; opening it lists each view with its own filters, as the API groups them.
+async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
+    let base = format!("/api/v1/orgs/{ORG}");
+    let key_id = blocking(|| c.get_json("/api/v1/whoami", admin))["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    settled_rows(b).await;
+    js(
+        b,
+        "document.getElementById('f-q').value = 'triage'; document.getElementById('filters').requestSubmit();",
+        vec![],
+    )
+    .await;
+    wait_for("q=triage in the address", || async {
+        let url = b.current_url().await.unwrap().to_string();
+        if url.contains("q=triage") { Ok(()) } else { Err(url) }
+    })
+    .await;
+    wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
+    b.find(Locator::Css("label[for='f-category-scan']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for("category=scan in the address", || async {
+        let url = b.current_url().await.unwrap().to_string();
+        if url.contains("category=scan") { Ok(()) } else { Err(url) }
+    })
+    .await;
+    wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
+    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    // The views just made are searchable within a moment: reload until they lead the list.
+    let group = wait_for("a grouped line of this key's views on top", || async {
+        let v = js(
+            b,
+            "const first = document.querySelector('#entries-body tr'); \
+             const busy = document.querySelector('.results').hasAttribute('aria-busy'); \
+             return busy || !first ? null : {cls: first.className, actor: first.dataset.actor || null, \
+               count: Number(first.dataset.count || 0), text: first.innerText};",
+            vec![],
+        )
+        .await;
+        let ok = v["cls"] == "view-group"
+            && v["actor"] == json!(key_id)
+            && v["count"].as_u64() >= Some(3)
+            && v["text"].as_str().is_some_and(|t| t.contains("views"));
+        if ok {
+            return Ok(v);
+        }
+        b.refresh().await.unwrap();
+        wait_visible(b, "log-view").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err(v.to_string())
+    })
+    .await;
+    let count = group["count"].as_u64().unwrap() as usize;
+    let hidden = js(b, "return Array.from(document.querySelectorAll('#entries-body tr.view-member')).filter(r => !r.hidden).length;", vec![]).await;
+    assert_eq!(hidden, 0, "closed: no member shows");
+    b.find(Locator::Css("#entries-body tr.view-group .group-toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let members = js(
+        b,
+        "const first = document.querySelector('#entries-body tr.view-group'); const out = []; \
+         for (let r = first.nextElementSibling; r && !r.classList.contains('view-group') && !r.classList.contains('entry'); r = r.nextElementSibling) { \
+           if (r.classList.contains('view-member')) out.push({id: r.dataset.id, shown: !r.hidden, text: r.innerText}); } \
+         return {members: out, expanded: first.querySelector('.group-toggle').getAttribute('aria-expanded')};",
+        vec![],
+    )
+    .await;
+    assert_eq!(members["expanded"], "true", "{members}");
+    let members = members["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), count, "the count is the number of views listed: {members:?}");
+    assert!(members.iter().all(|m| m["shown"] == true), "{members:?}");
+    let texts: Vec<&str> = members.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("q=triage") && t.contains("category=scan")),
+        "each view shows its filters: {texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("q=triage") && !t.contains("category")), "{texts:?}");
+    // The API's grouping: the same views, newest first, each one an audit_log.viewed entry.
+    let page = blocking(|| c.get_json(&format!("{base}/audit-log?group_views=true&category=audit_log&limit=100"), admin));
+    let entries = page["entries"].as_array().unwrap();
+    let run = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|r| r["views"].as_object().filter(|v| v["actor_id"] == json!(key_id)))
+        .expect("a run of this key's views");
+    let api_ids: Vec<&str> = run["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| entries[i.as_u64().unwrap() as usize]["id"].as_str().unwrap())
+        .collect();
+    let ui_ids: Vec<&str> = members.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(
+        ui_ids.iter().all(|id| api_ids.contains(id)),
+        "the page's group is the API's run: {ui_ids:?} / {api_ids:?}"
+    );
+    for id in &ui_ids {
+        let e = entries.iter().find(|e| e["id"] == json!(id)).unwrap();
+        assert_eq!(e["action"], "audit_log.viewed");
+        assert_eq!(e["actor"]["id"], json!(key_id));
+    }
+    screenshot(b, "dashboard-grouped-views.png").await;
+    b.find(Locator::Css("#entries-body tr.view-group .group-toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The streams panel, as an ORG_OWNER: the declared stream read-only; a new HTTPS stream to a
+/// receiver on loopback (signed, with a header and the test CA), of the current filters, seen
+/// healthy with every matching record delivered; a test; pause and resume; delete. No secret
+/// is ever on the page.
+async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsReceiver) {
+    let base = format!("/api/v1/orgs/{ORG}");
+    b.set_window_size(1366, 900).await.unwrap();
+    sign_in(b, owner).await;
+    wait_visible(b, "streams").await;
+    let declared = wait_for("the declared stream listed", || async {
+        let v = js(b, "const r = document.querySelector(\"#streams-body tr[data-id='ops-syslog']\"); \
+            return r ? {text: r.innerText, pause: !!r.querySelector('.stream-pause'), del: !!r.querySelector('.stream-delete')} : null;", vec![]).await;
+        if v.is_null() { Err("not yet".into()) } else { Ok(v) }
+    })
+    .await;
+    assert!(
+        declared["text"].as_str().unwrap().contains("read-only") && declared["pause"] == false && declared["del"] == false,
+        "declared in TOML: read-only: {declared}"
+    );
+
+    // The current filters: Scans only.
+    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    settled_rows(b).await;
+    b.find(Locator::Css("label[for='f-category-scan']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(b, "s-filters-summary", |t| t.contains("category=scan")).await;
+    b.find(Locator::Css("#stream-new summary")).await.unwrap().click().await.unwrap();
+    let typed = [
+        ("s-name", "siem-https".to_string()),
+        ("s-https-url", receiver.url("/in")),
+        ("s-https-secret", SECRET.to_string()),
+        ("s-https-headers", format!("Authorization: {HEADER_SECRET}")),
+    ];
+    for (id, text) in &typed {
+        b.find(Locator::Id(id)).await.unwrap().send_keys(text).await.unwrap();
+    }
+    // The CA's PEM as pasted (typing 700 characters key by key adds nothing).
+    js(b, "document.getElementById('s-https-ca').value = arguments[0];", vec![json!(receiver.cert_pem)]).await;
+    set_value(b, "s-start", "beginning").await;
+    b.find(Locator::Css("label[for='s-filters']")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Id("stream-create")).await.unwrap().click().await.unwrap();
+    let created = wait_text(b, "streams-status", |t| t.starts_with("Created")).await;
+    let listed = blocking(|| c.get_json(&format!("{base}/streams"), owner));
+    let stream = listed["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "siem-https")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    let id = stream["id"].as_str().unwrap().to_string();
+    assert!(created.contains(&id), "{created}");
+    assert_eq!(stream["filters"], json!({"category": ["scan"]}), "{stream}");
+    assert_eq!(stream["start"], "beginning", "{stream}");
+    assert_eq!(stream["has_secret"], true, "{stream}");
+    assert_eq!(stream["header_names"], json!(["Authorization"]), "{stream}");
+
+    // Healthy, with every scan record delivered and nothing else.
+    let scans = blocking(|| c.search_all(ORG, "category=scan", owner));
+    let want: std::collections::BTreeSet<String> = ids(&scans).into_iter().collect();
+    let row = format!("#streams-body tr[data-id='{id}']");
+    wait_for("the stream healthy with a success", || async {
+        let v = js(b, "const r = document.querySelector(arguments[0]); \
+            return r ? {state: r.dataset.state, success: r.querySelector('.stream-success').textContent} : null;", vec![json!(row)]).await;
+        if v["state"] == "healthy" && v["success"].as_str().is_some_and(|t| t.ends_with("UTC")) { Ok(v) } else { Err(v.to_string()) }
+    })
+    .await;
+    wait_for("every scan record delivered", || async {
+        let got: std::collections::BTreeSet<String> = receiver
+            .received
+            .all()
+            .iter()
+            .filter(|r| r["seq"].as_u64().unwrap_or(0) > 0)
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect();
+        if got == want { Ok(()) } else { Err(format!("{} of {} delivered", got.len(), want.len())) }
+    })
+    .await;
+    let delivered = receiver.received.all();
+    assert!(
+        delivered.iter().filter(|r| r["seq"].as_u64().unwrap_or(0) > 0).all(|r| r["category"] == "scan"),
+        "only the view's records"
+    );
+    screenshot(b, "dashboard-streams.png").await;
+
+    // Test: the answer's status and timing, never its body.
+    b.find(Locator::Css(&format!("{row} .stream-test"))).await.unwrap().click().await.unwrap();
+    let tested = wait_for("the test's answer", || async {
+        let t = js(b, "return document.querySelector(arguments[0]).querySelector('.stream-result').textContent;", vec![json!(row)]).await;
+        let t = t.as_str().unwrap_or_default().to_string();
+        if t.starts_with("Accepted") { Ok(t) } else { Err(t) }
+    })
+    .await;
+    assert!(tested.contains("HTTP 200") && tested.contains(" ms"), "{tested}");
+    assert!(!tested.contains("receiver body"), "{tested}");
+
+    // Pause, then resume: the API agrees, and a record written while paused arrives after.
+    b.find(Locator::Css(&format!("{row} .stream-pause"))).await.unwrap().click().await.unwrap();
+    wait_text(b, "streams-status", |t| t.starts_with("Paused")).await;
+    wait_for("paused in the panel", || async {
+        let v = js(b, "return [document.querySelector(arguments[0]).dataset.state, document.querySelector(arguments[0]).querySelector('.stream-pause').textContent];", vec![json!(row)]).await;
+        if v == json!(["paused", "Resume"]) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let api = blocking(|| c.get_json(&format!("{base}/streams/{id}"), owner));
+    assert_eq!(api["status"]["state"], "paused", "{api}");
+    let ingest = blocking(|| c.create_key(ORG, "INGEST"));
+    let late = record(ORG, "late-scan", "scan.triggered", "ada@acme.example", &days_ago(0, 0));
+    let (status, body) = blocking(|| c.ingest(&ingest, &[late]));
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrived = |id: &str| receiver.received.all().iter().any(|r| r["id"] == json!(id));
+    assert!(!arrived("late-scan"), "nothing is sent while paused");
+    b.find(Locator::Css(&format!("{row} .stream-pause"))).await.unwrap().click().await.unwrap();
+    wait_text(b, "streams-status", |t| t.starts_with("Resumed")).await;
+    wait_for("resumed: the late record delivered", || async {
+        if arrived("late-scan") { Ok(()) } else { Err("not yet".to_string()) }
+    })
+    .await;
+    wait_for("healthy again", || async {
+        let v = js(b, "return document.querySelector(arguments[0]).dataset.state;", vec![json!(row)]).await;
+        if v == "healthy" { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+
+    // Secrets are never on the page: not in its text, nor left in a field.
+    let page = js(b, "return document.body.innerText + ' ' + Array.from(document.querySelectorAll('input, textarea')).map(i => i.value).join(' ');", vec![]).await;
+    let page = page.as_str().unwrap();
+    assert!(!page.contains(SECRET) && !page.contains(HEADER_SECRET), "a secret on the page");
+
+    // Delete, after a confirmation.
+    b.find(Locator::Css(&format!("{row} .stream-delete"))).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-delete-confirm"))).await.unwrap().click().await.unwrap();
+    wait_text(b, "streams-status", |t| t.starts_with("Deleted")).await;
+    let gone = blocking(|| c.get(&format!("{base}/streams/{id}"), owner)).status().as_u16();
+    assert_eq!(gone, 404, "deleted");
+    let left = js(b, "return document.querySelectorAll(arguments[0]).length;", vec![json!(row)]).await;
+    assert_eq!(left, 0);
+    sign_out(b).await;
 }
 
 /// The counts beside the action-type checkboxes.
@@ -998,13 +1322,24 @@ async fn check_layout(b: &Client, width: u32, shot: &str) {
         let v = js(
             b,
             "const wrap = document.querySelector('.table-wrap'); const box = wrap.getBoundingClientRect(); \
-             const buttons = Array.from(document.querySelectorAll('#entries-body .details-toggle')); \
+             const buttons = Array.from(document.querySelectorAll('#entries-body .details-toggle')).filter(x => x.offsetParent); \
              const clipped = buttons.filter(x => { const r = x.getBoundingClientRect(); \
                return r.right > box.right + 1 || r.left < box.left - 1 || x.scrollWidth > x.clientWidth + 1; }).length; \
              const broken = Array.from(document.querySelectorAll('#entries-body .col-action .nowrap')) \
                .filter(s => s.getClientRects().length > 1).length; \
+             const clips = Array.from(document.querySelectorAll('#entries-body tr.entry .clip')).filter(x => x.offsetParent); \
+             const wrapped = clips.filter(x => x.getClientRects().length > 1).length; \
+             const untitled = clips.filter(x => x.scrollWidth > x.clientWidth + 1 && x.title !== x.textContent).length; \
+             const cut = clips.filter(x => x.scrollWidth > x.clientWidth + 1).length; \
+             const ips = Array.from(document.querySelectorAll('#entries-body tr.entry .col-ip .clip')).filter(x => /^[0-9.]+$/.test(x.textContent)); \
+             const ipCut = ips.filter(x => x.scrollWidth > x.clientWidth + 1).length; \
+             const ipWidth = document.querySelector('#entries th.col-ip').getBoundingClientRect().width; \
+             const repoShown = getComputedStyle(document.querySelector('#entries th.col-repo')).display !== 'none'; \
+             const longCut = Array.from(document.querySelectorAll(\"tr.entry[data-id='long-target'] .col-target .clip\")) \
+               .some(x => x.scrollWidth > x.clientWidth + 1 && x.title.startsWith('https://hooks.example.com/')); \
              return {page: document.documentElement.scrollWidth, view: window.innerWidth, \
                table: wrap.scrollWidth, wrap: wrap.clientWidth, buttons: buttons.length, clipped, broken, \
+               clips: clips.length, wrapped, untitled, cut, ips: ips.length, ipCut, ipWidth, repoShown, longCut, \
                long: !!document.querySelector(\"tr.entry[data-id='long-target']\")};",
             vec![],
         )
@@ -1013,6 +1348,11 @@ async fn check_layout(b: &Client, width: u32, shot: &str) {
             && v["table"].as_u64() <= v["wrap"].as_u64()
             && v["clipped"] == 0
             && v["broken"] == 0
+            && v["wrapped"] == 0
+            && v["untitled"] == 0
+            && v["ipCut"] == 0
+            && v["ips"].as_u64() > Some(0)
+            && v["clips"].as_u64() > Some(0)
             && v["buttons"].as_u64() > Some(0);
         if ok { Ok(v) } else { Err(v.to_string()) }
     })
@@ -1022,6 +1362,16 @@ async fn check_layout(b: &Client, width: u32, shot: &str) {
         layout["long"], true,
         "the long target is on screen: {layout}"
     );
+    assert_eq!(
+        layout["longCut"], true,
+        "the long target is cut with an ellipsis, whole in its tooltip: {layout}"
+    );
+    assert!(
+        layout["ipWidth"].as_f64().unwrap() >= 110.0,
+        "the IP column is not squeezed: {layout}"
+    );
+    // Below 1200 px the repository column gives way (the target names it; Details shows it).
+    assert_eq!(layout["repoShown"], width > 1200, "{layout}");
     screenshot(b, shot).await;
 }
 
@@ -1109,6 +1459,56 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     let field = js(b, "return [document.getElementById('f-since').value, document.getElementById('f-until').value];", vec![]).await;
     assert_eq!(field, json!([from_day, to_day]), "shown as YYYY-MM-DD");
 
+    // The keyboard, on the chart of the brushed days (per hour now): End picks the last bar,
+    // ArrowLeft moves to the one before, Shift+ArrowLeft widens by one more, Enter applies.
+    let bars = wait_for("the brushed days' chart", || async {
+        let v = js(b, "const c = document.getElementById('activity-chart'); \
+            return c ? {interval: c.dataset.interval, starts: Array.from(c.querySelectorAll('.bar')).map(r => r.dataset.start)} : null;", vec![]).await;
+        match v["starts"].as_array() {
+            Some(a) if a.len() >= 3 && a[0].as_str().is_some_and(|s| s.starts_with(&from_day)) => Ok(v.clone()),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    let starts: Vec<chrono::DateTime<Utc>> = bars["starts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect();
+    let hourly = bars["interval"] == "hour";
+    let n = starts.len();
+    let shown = |t: chrono::DateTime<Utc>| {
+        t.format(if hourly { "%Y-%m-%d %H:%M" } else { "%Y-%m-%d" })
+            .to_string()
+    };
+    let (first_bar, last_bar) = (starts[n - 3], starts[n - 2]);
+    js(b, "document.getElementById('activity-chart').focus();", vec![]).await;
+    press(
+        b,
+        &[
+            (None, Key::End),
+            (None, Key::Left),
+            (Some(Key::Shift), Key::Left),
+        ],
+    )
+    .await;
+    let want = format!("Selected {} to {}", shown(first_bar), shown(last_bar));
+    wait_text(b, "activity-selection", |t| t.starts_with(&want)).await;
+    press(b, &[(None, Key::Enter)]).await;
+    let keyed_until = if hourly {
+        shown(last_bar + Days::hours(1))
+    } else {
+        shown(last_bar)
+    };
+    wait_for("the keyboard's range in the date fields", || async {
+        let v = js(b, "return [document.getElementById('f-since').value, document.getElementById('f-until').value];", vec![]).await;
+        if v == json!([shown(first_bar), keyed_until]) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let focused = js(b, "return document.activeElement && document.activeElement.id;", vec![]).await;
+    assert_eq!(focused, "activity-chart", "focus stays on the chart");
+
     // A date that is not one is refused, naming the format; nothing is asked.
     set_value(b, "f-since", "12/01/2026").await;
     wait_text(b, "f-dates-error", |t| t.contains("YYYY-MM-DD")).await;
@@ -1195,6 +1595,27 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     })
     .await;
     screenshot(b, "dashboard-saved-view.png").await;
+
+    // Rename in place, then delete after the in-place question.
+    b.find(Locator::Css("#views-list .view-rename")).await.unwrap().click().await.unwrap();
+    let input = b.find(Locator::Css("#views-list .view-new-name")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(&format!("Web, one IP{}", Key::Enter)).await.unwrap();
+    wait_text(b, "views-status", |t| t.starts_with("Renamed")).await;
+    let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
+    assert_eq!(views["views"][0]["name"], "Web, one IP", "{views}");
+    assert_eq!(views["views"][0]["id"], json!(id), "the same view: {views}");
+    wait_for("the new name listed", || async {
+        let v = js(b, "return Array.from(document.querySelectorAll('#views-list .view-link')).map(a => a.textContent);", vec![]).await;
+        if v == json!(["Web, one IP"]) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    b.find(Locator::Css("#views-list .view-delete")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#views-list .view-delete-confirm")).await.unwrap().click().await.unwrap();
+    wait_text(b, "views-status", |t| t.starts_with("Deleted")).await;
+    let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
+    assert_eq!(views["views"], json!([]), "{views}");
+    wait_visible(b, "views-empty").await;
 
     // One entry by link: the details' link opens it.
     b.goto(&c.url("/settings/audit-log?entry=policy-change"))

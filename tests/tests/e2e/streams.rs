@@ -21,8 +21,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "stream-hmac-secret-0123456789";
-const HEADER_SECRET: &str = "Bearer header-credential-98765";
+pub(crate) const SECRET: &str = "stream-hmac-secret-0123456789";
+pub(crate) const HEADER_SECRET: &str = "Bearer header-credential-98765";
 const ORG: &str = "acme";
 
 fn settings() -> String {
@@ -89,10 +89,10 @@ fn outage_length() -> Duration {
 }
 /// What a receiver got, as records (JSON values), in arrival order.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Value>>>);
+pub(crate) struct Received(Arc<Mutex<Vec<Value>>>);
 
 impl Received {
-    fn all(&self) -> Vec<Value> {
+    pub(crate) fn all(&self) -> Vec<Value> {
         self.0.lock().unwrap().clone()
     }
 
@@ -226,20 +226,21 @@ fn files_text(dir: &Path) -> String {
 // ---------------------------------------------------------------- HTTPS receiver
 
 /// An HTTPS receiver on 127.0.0.1: checks each batch's signature, keeps its records, answers
-/// 200 (or 403 on `/forbidden`). Stops and starts again on the same port (an outage).
-struct HttpsReceiver {
+/// 200 (or 403 on `/forbidden`). Stops and starts again on the same port (an outage). The
+/// dashboard's browser test streams to it too.
+pub(crate) struct HttpsReceiver {
     runtime: tokio::runtime::Runtime,
     port: u16,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
-    received: Received,
+    pub(crate) received: Received,
     bad_signatures: Arc<Mutex<u64>>,
     batches: Arc<Mutex<u64>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    cert_pem: String,
+    pub(crate) cert_pem: String,
 }
 
 impl HttpsReceiver {
-    fn start(dir: &Path) -> HttpsReceiver {
+    pub(crate) fn start(dir: &Path) -> HttpsReceiver {
         let (cert_pem, tls) = self_signed(dir);
         let mut r = HttpsReceiver {
             runtime: tokio::runtime::Builder::new_multi_thread()
@@ -259,7 +260,7 @@ impl HttpsReceiver {
         r
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
