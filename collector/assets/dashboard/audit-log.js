@@ -72,6 +72,11 @@
     return node;
   }
 
+  // Replaces a node's children, skipping absent ones.
+  function fill(node, ...children) {
+    node.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== ''));
+  }
+
   function show(node, visible) {
     node.hidden = !visible;
   }
@@ -892,6 +897,8 @@
       cells[name] = el('td', { class: `stream-${name}` });
     }
     const tr = el('tr', { class: 'stream', 'data-id': stream.id }, ...Object.values(cells));
+    const actions = el('div', { class: 'stream-buttons' });
+    cells.actions.append(actions);
     const test = el('button', { type: 'button', class: 'button small secondary stream-test', text: 'Test' });
     const pause = el('button', { type: 'button', class: 'button small secondary stream-pause' });
     const remove = el('button', { type: 'button', class: 'button small secondary stream-delete', text: 'Delete' });
@@ -899,29 +906,30 @@
     let current = stream;
     test.addEventListener('click', () => testStream(current, test, result));
     pause.addEventListener('click', () => pauseStream(current, pause));
-    remove.addEventListener('click', () => confirmStreamDelete(current, cells.actions, tr));
+    remove.addEventListener('click', () => confirmStreamDelete(current, actions, tr));
     tr.update = (s) => {
       current = s;
       const st = s.status || {};
       tr.dataset.state = st.state || '';
-      cells.name.replaceChildren(clipped(s.name, 'user-name'),
+      fill(cells.name, clipped(s.name, 'user-name'),
         s.declared ? el('span', { class: 'badge', title: 'Declared in the collector’s configuration: read-only here', text: 'config' }) : null);
       const secretBits = [s.has_secret ? 'secret set' : null,
         (s.header_names || []).length ? `headers: ${s.header_names.join(', ')}` : null].filter(Boolean).join(' · ');
-      cells.destination.replaceChildren(el('span', { class: 'badge kind', text: STREAM_KINDS[s.destination.kind] || s.destination.kind }),
+      fill(cells.destination, el('span', { class: 'badge kind', text: STREAM_KINDS[s.destination.kind] || s.destination.kind }),
         clipped(destinationText(s.destination), 'mono'), secretBits ? clipped(secretBits, 'muted') : null);
       setText(cells.format, s.format);
       cells.state.replaceChildren(el('span', { class: `state state-${st.state}`, text: st.state || '?' }));
       setText(cells.lag, lagText(st));
       setText(cells.success, st.last_success_at ? formatTime(st.last_success_at) : 'never');
-      cells.error.replaceChildren(st.last_error ? clipped(st.last_error, 'error-text') : el('span', { class: 'muted', text: '—' }));
-      if (!cells.actions.querySelector('.stream-confirm')) {
+      cells.error.replaceChildren(st.last_error
+        ? el('span', { class: 'error-text small-text wrap-anywhere', text: st.last_error }) : el('span', { class: 'muted', text: '—' }));
+      if (!actions.querySelector('.stream-confirm')) {
         if (s.declared) {
-          cells.actions.replaceChildren(test, el('span', { class: 'muted small-text', text: 'read-only (configuration)' }), result);
+          actions.replaceChildren(test, el('span', { class: 'muted small-text', text: 'read-only (configuration)' }), result);
         } else {
           pause.textContent = s.paused ? 'Resume' : 'Pause';
           pause.setAttribute('aria-label', `${s.paused ? 'Resume' : 'Pause'} the stream ${s.name}`);
-          cells.actions.replaceChildren(test, pause, remove, result);
+          actions.replaceChildren(test, pause, remove, result);
         }
       }
       test.setAttribute('aria-label', `Send a test event to the stream ${s.name}`);
@@ -1266,7 +1274,7 @@
         const [day, ...clock] = formatTime(newest).split(' ');
         when.replaceChildren(el('time', { datetime: newest },
           el('span', { class: 'nowrap', text: day }), ' ', el('span', { class: 'nowrap', text: clock.join(' ') })));
-        setText(summary, `${n} consecutive views of this log, since ${formatTime(oldest)}`);
+        setText(summary, `${n} views in a row, since ${formatTime(oldest)}`);
         button.replaceChildren(open() ? 'Close' : 'Open',
           el('span', { class: 'visually-hidden', text: ` ${n} views by ${actor.name || actorId}` }));
       },
@@ -1331,7 +1339,7 @@
 
     const targetCell = el('td', { class: 'col-target' });
     if (record.action === VIEWED && meta.filters) {
-      targetCell.append(clipped(filtersText(meta.filters), 'view-filters'));
+      targetCell.append(el('span', { class: 'view-filters block wrap-anywhere', text: filtersText(meta.filters) }));
       if (typeof meta.total === 'number') targetCell.append(clipped(plural(meta.total, 'entry', 'entries'), 'muted'));
     } else if (target) {
       const targetName = target.name || target.id;
@@ -1672,6 +1680,10 @@
     $('export-button').addEventListener('click', exportLog);
     $('retention-form').addEventListener('submit', saveRetention);
     $('stream-form').addEventListener('submit', createStream);
+    // Example URLs live here: the page itself names no other origin.
+    $('s-https-url').placeholder = 'https://siem.example.com/ingest';
+    $('s-hec-url').placeholder = 'https://splunk.example.com:8088';
+    $('s-s3-endpoint').placeholder = 'https://minio.example.com:9000';
     $('s-kind').addEventListener('change', showStreamKind);
     $('s-start').addEventListener('change', () => show($('s-start-time'), $('s-start').value === 'time'));
     $('streams-refresh').addEventListener('click', loadStreams);

@@ -1030,7 +1030,12 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
         .as_str()
         .unwrap()
         .to_string();
-    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    js(
+        b,
+        "document.getElementById('clear-filters').click();",
+        vec![],
+    )
+    .await;
     settled_rows(b).await;
     js(
         b,
@@ -1040,7 +1045,11 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
     .await;
     wait_for("q=triage in the address", || async {
         let url = b.current_url().await.unwrap().to_string();
-        if url.contains("q=triage") { Ok(()) } else { Err(url) }
+        if url.contains("q=triage") {
+            Ok(())
+        } else {
+            Err(url)
+        }
     })
     .await;
     wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
@@ -1052,11 +1061,20 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
         .unwrap();
     wait_for("category=scan in the address", || async {
         let url = b.current_url().await.unwrap().to_string();
-        if url.contains("category=scan") { Ok(()) } else { Err(url) }
+        if url.contains("category=scan") {
+            Ok(())
+        } else {
+            Err(url)
+        }
     })
     .await;
     wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
-    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    js(
+        b,
+        "document.getElementById('clear-filters').click();",
+        vec![],
+    )
+    .await;
     // The views just made are searchable within a moment: reload until they lead the list.
     let group = wait_for("a grouped line of this key's views on top", || async {
         let v = js(
@@ -1101,28 +1119,55 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
     .await;
     assert_eq!(members["expanded"], "true", "{members}");
     let members = members["members"].as_array().unwrap().clone();
-    assert_eq!(members.len(), count, "the count is the number of views listed: {members:?}");
+    assert_eq!(
+        members.len(),
+        count,
+        "the count is the number of views listed: {members:?}"
+    );
     assert!(members.iter().all(|m| m["shown"] == true), "{members:?}");
-    let texts: Vec<&str> = members.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = members
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     assert!(
-        texts.iter().any(|t| t.contains("q=triage") && t.contains("category=scan")),
+        texts
+            .iter()
+            .any(|t| t.contains("q=triage") && t.contains("category=scan")),
         "each view shows its filters: {texts:?}"
     );
-    assert!(texts.iter().any(|t| t.contains("q=triage") && !t.contains("category")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("q=triage") && !t.contains("category")),
+        "{texts:?}"
+    );
     // The API's grouping: the same views, newest first, each one an audit_log.viewed entry.
-    let page = blocking(|| c.get_json(&format!("{base}/audit-log?group_views=true&category=audit_log&limit=100"), admin));
+    let page = blocking(|| {
+        c.get_json(
+            &format!("{base}/audit-log?group_views=true&category=audit_log&limit=100"),
+            admin,
+        )
+    });
     let entries = page["entries"].as_array().unwrap();
     let run = page["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .find_map(|r| r["views"].as_object().filter(|v| v["actor_id"] == json!(key_id)))
+        .find_map(|r| {
+            r["views"]
+                .as_object()
+                .filter(|v| v["actor_id"] == json!(key_id))
+        })
         .expect("a run of this key's views");
     let api_ids: Vec<&str> = run["members"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| entries[i.as_u64().unwrap() as usize]["id"].as_str().unwrap())
+        .map(|i| {
+            entries[i.as_u64().unwrap() as usize]["id"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     let ui_ids: Vec<&str> = members.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert!(
@@ -1159,12 +1204,19 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     })
     .await;
     assert!(
-        declared["text"].as_str().unwrap().contains("read-only") && declared["pause"] == false && declared["del"] == false,
+        declared["text"].as_str().unwrap().contains("read-only")
+            && declared["pause"] == false
+            && declared["del"] == false,
         "declared in TOML: read-only: {declared}"
     );
 
     // The current filters: Scans only.
-    js(b, "document.getElementById('clear-filters').click();", vec![]).await;
+    js(
+        b,
+        "document.getElementById('clear-filters').click();",
+        vec![],
+    )
+    .await;
     settled_rows(b).await;
     b.find(Locator::Css("label[for='f-category-scan']"))
         .await
@@ -1173,7 +1225,12 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
         .await
         .unwrap();
     wait_text(b, "s-filters-summary", |t| t.contains("category=scan")).await;
-    b.find(Locator::Css("#stream-new summary")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#stream-new summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let typed = [
         ("s-name", "siem-https".to_string()),
         ("s-https-url", receiver.url("/in")),
@@ -1181,13 +1238,33 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
         ("s-https-headers", format!("Authorization: {HEADER_SECRET}")),
     ];
     for (id, text) in &typed {
-        b.find(Locator::Id(id)).await.unwrap().send_keys(text).await.unwrap();
+        b.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
     }
     // The CA's PEM as pasted (typing 700 characters key by key adds nothing).
-    js(b, "document.getElementById('s-https-ca').value = arguments[0];", vec![json!(receiver.cert_pem)]).await;
+    js(
+        b,
+        "document.getElementById('s-https-ca').value = arguments[0];",
+        vec![json!(receiver.cert_pem)],
+    )
+    .await;
     set_value(b, "s-start", "beginning").await;
-    b.find(Locator::Css("label[for='s-filters']")).await.unwrap().click().await.unwrap();
-    b.find(Locator::Id("stream-create")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("label[for='s-filters']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Id("stream-create"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let created = wait_text(b, "streams-status", |t| t.starts_with("Created")).await;
     let listed = blocking(|| c.get_json(&format!("{base}/streams"), owner));
     let stream = listed["streams"]
@@ -1203,6 +1280,11 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     assert_eq!(stream["start"], "beginning", "{stream}");
     assert_eq!(stream["has_secret"], true, "{stream}");
     assert_eq!(stream["header_names"], json!(["Authorization"]), "{stream}");
+    let panel = wait_text(b, "streams", |t| t.contains("siem-https")).await;
+    assert!(
+        !panel.contains("null") && !panel.contains("undefined"),
+        "no placeholder leaks into the panel: {panel}"
+    );
 
     // Healthy, with every scan record delivered and nothing else.
     let scans = blocking(|| c.search_all(ORG, "category=scan", owner));
@@ -1222,29 +1304,49 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
             .filter(|r| r["seq"].as_u64().unwrap_or(0) > 0)
             .filter_map(|r| r["id"].as_str().map(str::to_string))
             .collect();
-        if got == want { Ok(()) } else { Err(format!("{} of {} delivered", got.len(), want.len())) }
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{} of {} delivered", got.len(), want.len()))
+        }
     })
     .await;
     let delivered = receiver.received.all();
     assert!(
-        delivered.iter().filter(|r| r["seq"].as_u64().unwrap_or(0) > 0).all(|r| r["category"] == "scan"),
+        delivered
+            .iter()
+            .filter(|r| r["seq"].as_u64().unwrap_or(0) > 0)
+            .all(|r| r["category"] == "scan"),
         "only the view's records"
     );
     screenshot(b, "dashboard-streams.png").await;
 
     // Test: the answer's status and timing, never its body.
-    b.find(Locator::Css(&format!("{row} .stream-test"))).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-test")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let tested = wait_for("the test's answer", || async {
         let t = js(b, "return document.querySelector(arguments[0]).querySelector('.stream-result').textContent;", vec![json!(row)]).await;
         let t = t.as_str().unwrap_or_default().to_string();
         if t.starts_with("Accepted") { Ok(t) } else { Err(t) }
     })
     .await;
-    assert!(tested.contains("HTTP 200") && tested.contains(" ms"), "{tested}");
+    assert!(
+        tested.contains("HTTP 200") && tested.contains(" ms"),
+        "{tested}"
+    );
     assert!(!tested.contains("receiver body"), "{tested}");
 
     // Pause, then resume: the API agrees, and a record written while paused arrives after.
-    b.find(Locator::Css(&format!("{row} .stream-pause"))).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-pause")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(b, "streams-status", |t| t.starts_with("Paused")).await;
     wait_for("paused in the panel", || async {
         let v = js(b, "return [document.querySelector(arguments[0]).dataset.state, document.querySelector(arguments[0]).querySelector('.stream-pause').textContent];", vec![json!(row)]).await;
@@ -1254,36 +1356,80 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     let api = blocking(|| c.get_json(&format!("{base}/streams/{id}"), owner));
     assert_eq!(api["status"]["state"], "paused", "{api}");
     let ingest = blocking(|| c.create_key(ORG, "INGEST"));
-    let late = record(ORG, "late-scan", "scan.triggered", "ada@acme.example", &days_ago(0, 0));
+    let late = record(
+        ORG,
+        "late-scan",
+        "scan.triggered",
+        "ada@acme.example",
+        &days_ago(0, 0),
+    );
     let (status, body) = blocking(|| c.ingest(&ingest, &[late]));
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let arrived = |id: &str| receiver.received.all().iter().any(|r| r["id"] == json!(id));
     assert!(!arrived("late-scan"), "nothing is sent while paused");
-    b.find(Locator::Css(&format!("{row} .stream-pause"))).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-pause")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(b, "streams-status", |t| t.starts_with("Resumed")).await;
     wait_for("resumed: the late record delivered", || async {
-        if arrived("late-scan") { Ok(()) } else { Err("not yet".to_string()) }
+        if arrived("late-scan") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
     })
     .await;
     wait_for("healthy again", || async {
-        let v = js(b, "return document.querySelector(arguments[0]).dataset.state;", vec![json!(row)]).await;
-        if v == "healthy" { Ok(()) } else { Err(v.to_string()) }
+        let v = js(
+            b,
+            "return document.querySelector(arguments[0]).dataset.state;",
+            vec![json!(row)],
+        )
+        .await;
+        if v == "healthy" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
     })
     .await;
 
     // Secrets are never on the page: not in its text, nor left in a field.
     let page = js(b, "return document.body.innerText + ' ' + Array.from(document.querySelectorAll('input, textarea')).map(i => i.value).join(' ');", vec![]).await;
     let page = page.as_str().unwrap();
-    assert!(!page.contains(SECRET) && !page.contains(HEADER_SECRET), "a secret on the page");
+    assert!(
+        !page.contains(SECRET) && !page.contains(HEADER_SECRET),
+        "a secret on the page"
+    );
 
     // Delete, after a confirmation.
-    b.find(Locator::Css(&format!("{row} .stream-delete"))).await.unwrap().click().await.unwrap();
-    b.find(Locator::Css(&format!("{row} .stream-delete-confirm"))).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-delete")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Css(&format!("{row} .stream-delete-confirm")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(b, "streams-status", |t| t.starts_with("Deleted")).await;
-    let gone = blocking(|| c.get(&format!("{base}/streams/{id}"), owner)).status().as_u16();
+    let gone = blocking(|| c.get(&format!("{base}/streams/{id}"), owner))
+        .status()
+        .as_u16();
     assert_eq!(gone, 404, "deleted");
-    let left = js(b, "return document.querySelectorAll(arguments[0]).length;", vec![json!(row)]).await;
+    let left = js(
+        b,
+        "return document.querySelectorAll(arguments[0]).length;",
+        vec![json!(row)],
+    )
+    .await;
     assert_eq!(left, 0);
     sign_out(b).await;
 }
@@ -1483,7 +1629,12 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
             .to_string()
     };
     let (first_bar, last_bar) = (starts[n - 3], starts[n - 2]);
-    js(b, "document.getElementById('activity-chart').focus();", vec![]).await;
+    js(
+        b,
+        "document.getElementById('activity-chart').focus();",
+        vec![],
+    )
+    .await;
     press(
         b,
         &[
@@ -1506,7 +1657,12 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
         if v == json!([shown(first_bar), keyed_until]) { Ok(()) } else { Err(v.to_string()) }
     })
     .await;
-    let focused = js(b, "return document.activeElement && document.activeElement.id;", vec![]).await;
+    let focused = js(
+        b,
+        "return document.activeElement && document.activeElement.id;",
+        vec![],
+    )
+    .await;
     assert_eq!(focused, "activity-chart", "focus stays on the chart");
 
     // A date that is not one is refused, naming the format; nothing is asked.
@@ -1597,10 +1753,21 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     screenshot(b, "dashboard-saved-view.png").await;
 
     // Rename in place, then delete after the in-place question.
-    b.find(Locator::Css("#views-list .view-rename")).await.unwrap().click().await.unwrap();
-    let input = b.find(Locator::Css("#views-list .view-new-name")).await.unwrap();
+    b.find(Locator::Css("#views-list .view-rename"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let input = b
+        .find(Locator::Css("#views-list .view-new-name"))
+        .await
+        .unwrap();
     input.clear().await.unwrap();
-    input.send_keys(&format!("Web, one IP{}", Key::Enter)).await.unwrap();
+    input
+        .send_keys(&format!("Web, one IP{}", Key::Enter))
+        .await
+        .unwrap();
     wait_text(b, "views-status", |t| t.starts_with("Renamed")).await;
     let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
     assert_eq!(views["views"][0]["name"], "Web, one IP", "{views}");
@@ -1610,8 +1777,18 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
         if v == json!(["Web, one IP"]) { Ok(()) } else { Err(v.to_string()) }
     })
     .await;
-    b.find(Locator::Css("#views-list .view-delete")).await.unwrap().click().await.unwrap();
-    b.find(Locator::Css("#views-list .view-delete-confirm")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#views-list .view-delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Css("#views-list .view-delete-confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(b, "views-status", |t| t.starts_with("Deleted")).await;
     let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
     assert_eq!(views["views"], json!([]), "{views}");
