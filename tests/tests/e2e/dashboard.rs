@@ -390,21 +390,11 @@ async fn sign_in(b: &Client, token: &str) {
     let input = b.find(Locator::Id("api-key")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys(token).await.unwrap();
-    b.find(Locator::Id("signin-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("signin-button")).await;
 }
 
 async fn sign_out(b: &Client) {
-    b.find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("sign-out")).await;
     wait_visible(b, "signin-view").await;
     let stored = js(b, "return sessionStorage.length;", vec![]).await;
     assert_eq!(stored, 0, "signing out forgets the key");
@@ -594,12 +584,7 @@ async fn drive(
     );
     assert!(!visible(b, "log-view").await, "no log for a MEMBER");
     screenshot(b, "dashboard-member-refused.png").await;
-    b.find(Locator::Id("denied-sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("denied-sign-out")).await;
 
     // ORG_ADMIN: the log, newest first.
     sign_in(b, admin).await;
@@ -647,12 +632,7 @@ async fn drive(
     assert_eq!(page_categories.len(), 8, "all the spec's categories");
 
     // Load more: the next page by cursor.
-    b.find(Locator::Id("load-more"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("load-more")).await;
     let shown = wait_rows(b, expected.len().min(100)).await;
     let shown_ids: Vec<String> = shown.iter().map(|r| r[0].clone()).collect();
     assert_eq!(
@@ -662,12 +642,7 @@ async fn drive(
     );
 
     // Action type: Scans. Rows and counts as the API's.
-    b.find(Locator::Css("label[for='f-category-scan']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("label[for='f-category-scan']")).await;
     let scans = blocking(|| c.search_all(ORG, &format!("category=scan&{range}"), admin));
     assert!(!scans.is_empty() && scans.len() <= 50);
     wait_text(b, "result-count", |t| {
@@ -737,18 +712,8 @@ async fn drive(
 
     // Settings instead: the change with its old → new values, and the hostile text as text.
     set_value(b, "f-repository", "").await;
-    b.find(Locator::Css("label[for='f-category-scan']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css("label[for='f-category-settings']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("label[for='f-category-scan']")).await;
+    click(b, Locator::Css("label[for='f-category-settings']")).await;
     let settings = blocking(|| c.search_all(ORG, &format!("category=settings&{range}"), admin));
     wait_text(b, "result-count", |t| {
         t == format!("Showing {0} of {0} entries", settings.len())
@@ -872,12 +837,7 @@ async fn drive(
         (status, disposition, r.bytes().unwrap().to_vec())
     });
     record_fetches(b).await;
-    b.find(Locator::Id("export-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("export-button")).await;
     let asked = wait_for("the export request", || async {
         let f = fetches(b).await;
         f.into_iter()
@@ -964,12 +924,7 @@ async fn drive(
         let input = b.find(Locator::Id("retention-days")).await.unwrap();
         input.clear().await.unwrap();
         input.send_keys("400").await.unwrap();
-        b.find(Locator::Id("retention-save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(b, Locator::Id("retention-save")).await;
         wait_text(b, "retention-status", |t| t.starts_with("Saved")).await;
         let r = blocking(|| c.get_json(&format!("{base}/settings/retention"), owner));
         assert_eq!(r["days"], 400, "{r}");
@@ -999,6 +954,20 @@ async fn drive(
     }
     drive_streams(b, c, owner, receiver).await;
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+/// Waits until the page's address holds `part` (the filters applied).
+async fn wait_url(b: &Client, part: &str) {
+    wait_for(&format!("{part} in the address"), || async {
+        let url = b.current_url().await.unwrap().to_string();
+        if url.contains(part) { Ok(()) } else { Err(url) }
+    })
+    .await;
+}
+
+/// Clicks the element `at` finds, as a person does.
+async fn click(b: &Client, at: Locator<'_>) {
+    b.find(at).await.unwrap().click().await.unwrap();
 }
 
 /// Real key presses to the focused element, each with an optional modifier held.
@@ -1043,31 +1012,10 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
         vec![],
     )
     .await;
-    wait_for("q=triage in the address", || async {
-        let url = b.current_url().await.unwrap().to_string();
-        if url.contains("q=triage") {
-            Ok(())
-        } else {
-            Err(url)
-        }
-    })
-    .await;
+    wait_url(b, "q=triage").await;
     wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
-    b.find(Locator::Css("label[for='f-category-scan']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for("category=scan in the address", || async {
-        let url = b.current_url().await.unwrap().to_string();
-        if url.contains("category=scan") {
-            Ok(())
-        } else {
-            Err(url)
-        }
-    })
-    .await;
+    click(b, Locator::Css("label[for='f-category-scan']")).await;
+    wait_url(b, "category=scan").await;
     wait_text(b, "result-count", |t| t != "Loading…" && !t.is_empty()).await;
     js(
         b,
@@ -1102,12 +1050,7 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
     let count = group["count"].as_u64().unwrap() as usize;
     let hidden = js(b, "return Array.from(document.querySelectorAll('#entries-body tr.view-member')).filter(r => !r.hidden).length;", vec![]).await;
     assert_eq!(hidden, 0, "closed: no member shows");
-    b.find(Locator::Css("#entries-body tr.view-group .group-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#entries-body tr.view-group .group-toggle")).await;
     let members = js(
         b,
         "const first = document.querySelector('#entries-body tr.view-group'); const out = []; \
@@ -1180,12 +1123,7 @@ async fn drive_grouped_views(b: &Client, c: &Collector, admin: &str) {
         assert_eq!(e["actor"]["id"], json!(key_id));
     }
     screenshot(b, "dashboard-grouped-views.png").await;
-    b.find(Locator::Css("#entries-body tr.view-group .group-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#entries-body tr.view-group .group-toggle")).await;
 }
 
 /// The streams panel, as an ORG_OWNER: the declared stream read-only; a new HTTPS stream to a
@@ -1218,19 +1156,9 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     )
     .await;
     settled_rows(b).await;
-    b.find(Locator::Css("label[for='f-category-scan']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("label[for='f-category-scan']")).await;
     wait_text(b, "s-filters-summary", |t| t.contains("category=scan")).await;
-    b.find(Locator::Css("#stream-new summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#stream-new summary")).await;
     let typed = [
         ("s-name", "siem-https".to_string()),
         ("s-https-url", receiver.url("/in")),
@@ -1253,18 +1181,8 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     )
     .await;
     set_value(b, "s-start", "beginning").await;
-    b.find(Locator::Css("label[for='s-filters']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Id("stream-create"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("label[for='s-filters']")).await;
+    click(b, Locator::Id("stream-create")).await;
     let created = wait_text(b, "streams-status", |t| t.starts_with("Created")).await;
     let listed = blocking(|| c.get_json(&format!("{base}/streams"), owner));
     let stream = listed["streams"]
@@ -1322,12 +1240,7 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     screenshot(b, "dashboard-streams.png").await;
 
     // Test: the answer's status and timing, never its body.
-    b.find(Locator::Css(&format!("{row} .stream-test")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css(&format!("{row} .stream-test"))).await;
     let tested = wait_for("the test's answer", || async {
         let t = js(b, "return document.querySelector(arguments[0]).querySelector('.stream-result').textContent;", vec![json!(row)]).await;
         let t = t.as_str().unwrap_or_default().to_string();
@@ -1341,12 +1254,7 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     assert!(!tested.contains("receiver body"), "{tested}");
 
     // Pause, then resume: the API agrees, and a record written while paused arrives after.
-    b.find(Locator::Css(&format!("{row} .stream-pause")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css(&format!("{row} .stream-pause"))).await;
     wait_text(b, "streams-status", |t| t.starts_with("Paused")).await;
     wait_for("paused in the panel", || async {
         let v = js(b, "return [document.querySelector(arguments[0]).dataset.state, document.querySelector(arguments[0]).querySelector('.stream-pause').textContent];", vec![json!(row)]).await;
@@ -1368,12 +1276,7 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     tokio::time::sleep(Duration::from_secs(2)).await;
     let arrived = |id: &str| receiver.received.all().iter().any(|r| r["id"] == json!(id));
     assert!(!arrived("late-scan"), "nothing is sent while paused");
-    b.find(Locator::Css(&format!("{row} .stream-pause")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css(&format!("{row} .stream-pause"))).await;
     wait_text(b, "streams-status", |t| t.starts_with("Resumed")).await;
     wait_for("resumed: the late record delivered", || async {
         if arrived("late-scan") {
@@ -1407,18 +1310,8 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     );
 
     // Delete, after a confirmation.
-    b.find(Locator::Css(&format!("{row} .stream-delete")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css(&format!("{row} .stream-delete-confirm")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css(&format!("{row} .stream-delete"))).await;
+    click(b, Locator::Css(&format!("{row} .stream-delete-confirm"))).await;
     wait_text(b, "streams-status", |t| t.starts_with("Deleted")).await;
     let gone = blocking(|| c.get(&format!("{base}/streams/{id}"), owner))
         .status()
@@ -1541,12 +1434,7 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     b.set_window_size(1366, 900).await.unwrap();
 
     // A preset: the last 7 days, relative, pressed, and no date typed.
-    b.find(Locator::Css("#f-presets .preset[data-since='7d']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#f-presets .preset[data-since='7d']")).await;
     wait_for("since=7d in the address", || async {
         let url = b.current_url().await.unwrap().to_string();
         if url.contains("since=7d") && !url.contains("until=") {
@@ -1674,14 +1562,11 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
 
     // Click-to-filter: a row's repository, then its IP.
     let first = rows(b).await[0].clone();
-    b.find(Locator::Css(
-        "#entries-body tr.entry .col-repo .cell-filter",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        b,
+        Locator::Css("#entries-body tr.entry .col-repo .cell-filter"),
+    )
+    .await;
     let repo = first[5].clone();
     let repo_q = format!(
         "repository={}&since={since}&until={until}",
@@ -1720,12 +1605,7 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     // A saved view of these filters, kept by the collector, opened by its link.
     let name = b.find(Locator::Id("view-name")).await.unwrap();
     name.send_keys("Web repo, one IP").await.unwrap();
-    b.find(Locator::Id("view-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("view-save")).await;
     wait_text(b, "views-status", |t| t.starts_with("Saved")).await;
     let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
     let view = &views["views"][0];
@@ -1753,12 +1633,7 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
     screenshot(b, "dashboard-saved-view.png").await;
 
     // Rename in place, then delete after the in-place question.
-    b.find(Locator::Css("#views-list .view-rename"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#views-list .view-rename")).await;
     let input = b
         .find(Locator::Css("#views-list .view-new-name"))
         .await
@@ -1777,18 +1652,8 @@ async fn drive_views_and_layout(b: &Client, c: &Collector, admin: &str) {
         if v == json!(["Web, one IP"]) { Ok(()) } else { Err(v.to_string()) }
     })
     .await;
-    b.find(Locator::Css("#views-list .view-delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css("#views-list .view-delete-confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("#views-list .view-delete")).await;
+    click(b, Locator::Css("#views-list .view-delete-confirm")).await;
     wait_text(b, "views-status", |t| t.starts_with("Deleted")).await;
     let views = blocking(|| c.get_json(&format!("{base}/saved-views"), admin));
     assert_eq!(views["views"], json!([]), "{views}");
