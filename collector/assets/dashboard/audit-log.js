@@ -911,7 +911,9 @@
       current = s;
       const st = s.status || {};
       tr.dataset.state = st.state || '';
+      const filters = Object.keys(s.filters || {}).length ? filtersText(s.filters) : '';
       fill(cells.name, clipped(s.name, 'user-name'),
+        filters ? el('span', { class: 'muted small-text block wrap-anywhere stream-filters', text: filters }) : null,
         s.declared ? el('span', { class: 'badge', title: 'Declared in the collector’s configuration: read-only here', text: 'config' }) : null);
       const secretBits = [s.has_secret ? 'secret set' : null,
         (s.header_names || []).length ? `headers: ${s.header_names.join(', ')}` : null].filter(Boolean).join(' · ');

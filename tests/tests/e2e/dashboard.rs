@@ -1203,6 +1203,25 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
         !panel.contains("null") && !panel.contains("undefined"),
         "no placeholder leaks into the panel: {panel}"
     );
+    assert!(
+        panel.contains("category=scan"),
+        "the stream's filters shown: {panel}"
+    );
+    // The panel at 1024 px: nothing wider than the window.
+    b.set_window_size(1024, 900).await.unwrap();
+    let widths = js(b, "return [document.documentElement.scrollWidth, window.innerWidth, \
+        document.querySelector('#streams .table-wrap').scrollWidth, document.querySelector('#streams .table-wrap').clientWidth, \
+        Math.min(...Array.from(document.querySelectorAll('#streams-body td')).map(td => td.getBoundingClientRect().width))];", vec![]).await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64() && widths[2].as_u64() <= widths[3].as_u64(),
+        "no horizontal overflow at 1024 px: {widths}"
+    );
+    assert!(
+        widths[4].as_f64() >= Some(60.0),
+        "no squeezed column in the streams table: {widths}"
+    );
+    screenshot(b, "dashboard-streams-1024.png").await;
+    b.set_window_size(1366, 900).await.unwrap();
 
     // Healthy, with every scan record delivered and nothing else.
     let scans = blocking(|| c.search_all(ORG, "category=scan", owner));
