@@ -1159,8 +1159,23 @@ async fn drive_streams(b: &Client, c: &Collector, owner: &str, receiver: &HttpsR
     click(b, Locator::Css("label[for='f-category-scan']")).await;
     wait_text(b, "s-filters-summary", |t| t.contains("category=scan")).await;
     click(b, Locator::Css("#stream-new summary")).await;
+    // A refused destination: the error names the field, and that field is marked.
+    let name = b.find(Locator::Id("s-name")).await.unwrap();
+    name.send_keys("siem-https").await.unwrap();
+    let url = b.find(Locator::Id("s-https-url")).await.unwrap();
+    url.send_keys("ftp://127.0.0.1/in").await.unwrap();
+    click(b, Locator::Id("stream-create")).await;
+    let refused = wait_text(b, "stream-form-error", |t| t.starts_with("Not created")).await;
+    assert!(refused.contains("destination.url"), "{refused}");
+    let marked = js(
+        b,
+        "return document.getElementById('s-https-url').getAttribute('aria-invalid');",
+        vec![],
+    )
+    .await;
+    assert_eq!(marked, "true", "the URL field is marked");
+    url.clear().await.unwrap();
     let typed = [
-        ("s-name", "siem-https".to_string()),
         ("s-https-url", receiver.url("/in")),
         ("s-https-secret", SECRET.to_string()),
         ("s-https-headers", format!("Authorization: {HEADER_SECRET}")),
