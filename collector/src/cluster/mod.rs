@@ -19,9 +19,9 @@ pub use jetstream::{
     OWNER_CONSUMER_IDLE, PUBLISH_TIMEOUT,
 };
 pub use leases::{Held, KeeperSettings, LeaseKeeper};
-pub use metastore::{Lease, Metastore, SnapshotRecord};
+pub use metastore::{Lease, Metastore, MetastoreLink, SnapshotRecord};
 pub use node::ClusterNode;
-pub use owner::{MetastoreLink, OWNER_RECEIVER, Owners, SnapshotSettings};
+pub use owner::{OWNER_RECEIVER, Owners, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
 pub use shard::{msg_id, shard_of, subject, subjects};
 pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use super::error::JoinError;
 use super::jetstream::{JetStreamLog, LogSettings};
 use super::leases::{Held, KeeperSettings, LeaseKeeper};
-use super::metastore::Metastore;
-use super::owner::{MetastoreLink, SnapshotSettings};
+use super::metastore::{Metastore, MetastoreLink};
+use super::owner::SnapshotSettings;
 use super::snapshot::SnapshotStore;
 
 /// What a node runs in cluster mode.

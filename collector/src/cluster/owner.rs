@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use codestax_common::AuditRecord;
-use codestax_common::chain::ChainHead;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{MetastoreError, SnapshotError};
 use super::jetstream::JetStreamLog;
 use super::leases::Held;
-use super::metastore::{Lease, Metastore, SnapshotRecord};
-use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore};
+use super::metastore::MetastoreLink;
+use super::snapshot::{Manifest, SnapshotStore};
 use crate::index::AuditIndex;
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
@@ -62,55 +61,6 @@ pub struct SnapshotSettings {
     pub store: SnapshotStore,
     pub metastore: MetastoreLink,
     pub interval: Duration,
-}
-
-/// A metastore connection for the owners (snapshot rows), opened again when it closed.
-pub struct MetastoreLink {
-    url: String,
-    password: Option<String>,
-    conn: tokio::sync::Mutex<Option<Metastore>>,
-}
-
-impl MetastoreLink {
-    pub fn new(url: &str, password: Option<&str>, conn: Metastore) -> MetastoreLink {
-        MetastoreLink {
-            url: url.to_string(),
-            password: password.map(str::to_string),
-            conn: tokio::sync::Mutex::new(Some(conn)),
-        }
-    }
-
-    async fn open(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Metastore>>, MetastoreError> {
-        let mut conn = self.conn.lock().await;
-        if conn.as_ref().is_none_or(Metastore::is_closed) {
-            *conn = None;
-            *conn = Some(Metastore::connect(&self.url, self.password.as_deref()).await?);
-        }
-        Ok(conn)
-    }
-
-    async fn latest_snapshot(
-        &self,
-        shard: u32,
-    ) -> Result<Option<(i64, u64, String)>, MetastoreError> {
-        let conn = self.open().await?;
-        match conn.as_ref() {
-            Some(m) => m.latest_snapshot(shard).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn publish(&self, lease: &Lease, row: &SnapshotRecord) -> Result<i64, MetastoreError> {
-        let conn = self.open().await?;
-        match conn.as_ref() {
-            Some(m) => m.publish_snapshot(lease, row).await,
-            None => Err(MetastoreError::Fenced {
-                shard: lease.shard,
-                node: lease.owner.clone(),
-                epoch: lease.epoch,
-            }),
-        }
-    }
 }
 
 /// The owners of one node: one task per held shard.
@@ -419,8 +369,10 @@ impl Step<'_> {
     /// when the shard has none), or `None` if the shard was given up meanwhile.
     async fn restore(&self) -> Result<Option<Manifest>, SnapshotError> {
         let snapshots = &self.shared.snapshots;
-        let Some((_, stream_seq, location)) =
-            snapshots.metastore.latest_snapshot(self.shard).await?
+        let Some(manifest) = snapshots
+            .store
+            .latest(&snapshots.metastore, self.shard)
+            .await?
         else {
             tracing::info!(
                 shard = self.shard,
@@ -428,16 +380,6 @@ impl Step<'_> {
             );
             return Ok(Some(Manifest::empty(self.shard, self.epoch)));
         };
-        let manifest = snapshots.store.get_manifest(self.shard, &location).await?;
-        if manifest.stream_seq != stream_seq {
-            return Err(SnapshotError::Damaged {
-                key: location,
-                reason: format!(
-                    "it holds stream sequence {}, its row says {stream_seq}",
-                    manifest.stream_seq
-                ),
-            });
-        }
         let index = self.shared.index.clone();
         let local = tokio::task::spawn_blocking(move || index.chain_heads())
             .await
@@ -474,7 +416,7 @@ impl Step<'_> {
             shard = self.shard,
             epoch = self.epoch,
             from_epoch = manifest.epoch,
-            stream_seq,
+            stream_seq = manifest.stream_seq,
             orgs = manifest.chain_heads.len(),
             restored,
             seconds = started.elapsed().as_secs_f64(),
@@ -502,41 +444,30 @@ impl Step<'_> {
                 node: String::new(),
                 epoch: self.epoch,
             })?;
-        let store = &self.shared.snapshots.store;
-        let mut next = Manifest {
-            epoch: self.epoch,
-            stream_seq: consumed.through,
-            ..last.clone()
-        };
-        let mut uploaded = 0;
+        let mut gained = Vec::with_capacity(consumed.orgs.len());
         for org in &consumed.orgs {
             let after = last.chain_heads.get(org).map_or(0, |h| h.seq);
             let records = self.chain_after(org, after).await?;
-            for chunk in records.chunks(CHUNK_RECORDS) {
-                next.chunks.push(store.put_chunk(self.shard, chunk).await?);
-                uploaded += chunk.len();
-            }
-            if let Some(head) = records.last().and_then(ChainHead::of) {
-                next.chain_heads.insert(org.clone(), head);
+            if !records.is_empty() {
+                gained.push(records);
             }
         }
-        let location = store.put_manifest(&next).await?;
-        let row = SnapshotRecord {
-            stream_seq: next.stream_seq,
-            location,
-            chain_heads: next.heads_json(),
-        };
-        self.shared
-            .snapshots
-            .metastore
-            .publish(&lease, &row)
+        let snapshots = &self.shared.snapshots;
+        let next = snapshots
+            .store
+            .publish(
+                &snapshots.metastore,
+                &lease,
+                last,
+                consumed.through,
+                &gained,
+            )
             .await?;
         tracing::info!(
             shard = self.shard,
             epoch = self.epoch,
             stream_seq = next.stream_seq,
-            records = uploaded,
-            location = %row.location,
+            records = gained.iter().map(Vec::len).sum::<usize>(),
             "shard snapshot published"
         );
         Ok(next)

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::error::SnapshotError;
+use super::metastore::{Lease, MetastoreLink, SnapshotRecord};
 use crate::stream::allow::Allowlist;
 
 /// The manifest format this collector writes and reads.
@@ -94,6 +95,25 @@ pub struct SnapshotStore {
 impl SnapshotStore {
     /// The S3 bucket of `config` (credentials from the standard AWS environment variables).
     pub fn new(config: &ObjectStoreConfig) -> Result<SnapshotStore, SnapshotError> {
+        SnapshotStore::build(config, AmazonS3Builder::from_env())
+    }
+
+    /// [`SnapshotStore::new`] with the credentials given instead (tools and tests).
+    pub fn with_credentials(
+        config: &ObjectStoreConfig,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<SnapshotStore, SnapshotError> {
+        let builder = AmazonS3Builder::new()
+            .with_access_key_id(access_key_id)
+            .with_secret_access_key(secret_access_key);
+        SnapshotStore::build(config, builder)
+    }
+
+    fn build(
+        config: &ObjectStoreConfig,
+        builder: AmazonS3Builder,
+    ) -> Result<SnapshotStore, SnapshotError> {
         let rest = config.url.strip_prefix("s3://").unwrap_or(&config.url);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let https = config
@@ -108,7 +128,7 @@ impl SnapshotStore {
         // The operator configured this endpoint: any address is allowed, loopback included.
         let allow = Allowlist::new(&["0.0.0.0/0".into(), "::/0".into()])
             .map_err(SnapshotError::Settings)?;
-        let mut builder = AmazonS3Builder::from_env()
+        let mut builder = builder
             .with_bucket_name(bucket)
             .with_region(&config.region)
             .with_allow_http(config.allow_http)
@@ -138,6 +158,64 @@ impl SnapshotStore {
         } else {
             format!("{}/shards/{shard}", self.prefix)
         }
+    }
+
+    /// Publishes the snapshot that follows `last`: `gained` (per org, its sealed records after
+    /// `last`'s head, consecutive) stored as new chunks, then the manifest through `stream_seq`,
+    /// then its row in the metastore under `lease` — refused as fenced unless `lease` is still
+    /// the shard's, under its epoch. Returns the new manifest.
+    pub async fn publish(
+        &self,
+        metastore: &MetastoreLink,
+        lease: &Lease,
+        last: &Manifest,
+        stream_seq: u64,
+        gained: &[Vec<AuditRecord>],
+    ) -> Result<Manifest, SnapshotError> {
+        let mut next = Manifest {
+            epoch: lease.epoch,
+            stream_seq,
+            ..last.clone()
+        };
+        for records in gained {
+            for chunk in records.chunks(CHUNK_RECORDS) {
+                next.chunks.push(self.put_chunk(lease.shard, chunk).await?);
+            }
+            if let Some(head) = records.last().and_then(ChainHead::of) {
+                next.chain_heads.insert(head_org(records), head);
+            }
+        }
+        let location = self.put_manifest(&next).await?;
+        let row = SnapshotRecord {
+            stream_seq,
+            location,
+            chain_heads: next.heads_json(),
+        };
+        metastore.publish(lease, &row).await?;
+        Ok(next)
+    }
+
+    /// The manifest of `shard`'s latest published snapshot, checked against its row; `None`
+    /// if the shard has none.
+    pub async fn latest(
+        &self,
+        metastore: &MetastoreLink,
+        shard: u32,
+    ) -> Result<Option<Manifest>, SnapshotError> {
+        let Some((_, stream_seq, location)) = metastore.latest_snapshot(shard).await? else {
+            return Ok(None);
+        };
+        let manifest = self.get_manifest(shard, &location).await?;
+        if manifest.stream_seq != stream_seq {
+            return Err(SnapshotError::Damaged {
+                key: location,
+                reason: format!(
+                    "it holds stream sequence {}, its row says {stream_seq}",
+                    manifest.stream_seq
+                ),
+            });
+        }
+        Ok(Some(manifest))
     }
 
     /// Stores `records` (one org's, consecutive, sealed) as a chunk of `shard`.
@@ -241,6 +319,13 @@ impl SnapshotStore {
             Err(_) => Err(store_error("GET", key, "no answer in time".into())),
         }
     }
+}
+
+fn head_org(records: &[AuditRecord]) -> String {
+    records
+        .first()
+        .map(|r| r.org_id.clone())
+        .unwrap_or_default()
 }
 
 fn store_error(what: &'static str, key: &str, reason: String) -> SnapshotError {

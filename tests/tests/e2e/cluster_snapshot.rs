@@ -107,6 +107,12 @@ fn a_killed_owners_shards_continue_on_the_survivor_from_their_snapshots() {
     };
     s3.create_bucket(BUCKET).unwrap();
     let started = Instant::now();
+    let phase = |what: &str| {
+        eprintln!(
+            "cluster snapshot: {what} at {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let mut nodes = [
         start(dir.path(), "c1", &nats, &pg, &s3),
         start(dir.path(), "c2", &nats, &pg, &s3),
@@ -118,6 +124,7 @@ fn a_killed_owners_shards_continue_on_the_survivor_from_their_snapshots() {
     let ingest = [keys(&nodes[0], "INGEST"), keys(&nodes[1], "INGEST")];
     let admin = [keys(&nodes[0], "ORG_ADMIN"), keys(&nodes[1], "ORG_ADMIN")];
 
+    phase("nodes and keys ready");
     // Before the kill: records through both nodes, each org on the one node that owns its
     // shard (reads are not routed yet).
     let acked = Acked::default();
@@ -135,6 +142,7 @@ fn a_killed_owners_shards_continue_on_the_survivor_from_their_snapshots() {
         at.unwrap()
     };
     let owners: BTreeMap<&str, usize> = ORGS.iter().map(|&o| (o, owner_of(o))).collect();
+    phase("first records on their owners");
     let victim = if owners.values().any(|&i| i == 0) {
         0
     } else {
@@ -171,6 +179,7 @@ fn a_killed_owners_shards_continue_on_the_survivor_from_their_snapshots() {
         assert!(rounds > 8, "the ingest went on: {rounds} rounds");
     });
     let survivor_node = &nodes[survivor];
+    phase("victim killed, ingest done");
 
     // Every org is on the survivor now: each acknowledged id once, every chain from seq 1.
     for org in ORGS {
@@ -179,6 +188,7 @@ fn a_killed_owners_shards_continue_on_the_survivor_from_their_snapshots() {
         assert_each_once(survivor_node, org, admin, &ids);
         assert_export_verifies(survivor_node, org, admin, ids.len() as u64);
     }
+    phase("all checked");
     // The moved shards came from their snapshots, not from the stream's start.
     let log = survivor_node.stderr();
     let restored: Vec<&str> = log
