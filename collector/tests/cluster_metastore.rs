@@ -327,16 +327,12 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
         // The owner's first snapshot: records 1..=3 through stream sequence 7.
         let old = a.acquire(1, "a", TTL).await.unwrap().unwrap();
         let records = sealed("acme", 5);
-        let first = store
-            .publish(
-                &link_a,
-                &old,
-                &Manifest::empty(1, old.epoch),
-                7,
-                &[records[..3].to_vec()],
-            )
-            .await
-            .unwrap();
+        let mut first = Manifest {
+            stream_seq: 7,
+            ..Manifest::empty(1, old.epoch)
+        };
+        store.add_chunk(&mut first, &records[..3]).await.unwrap();
+        store.publish(&link_a, &old, &first).await.unwrap();
         assert_eq!((first.epoch, first.stream_seq), (1, 7));
         assert_eq!(first.chain_heads["acme"].seq, 3);
         assert_eq!(
@@ -356,10 +352,14 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let err = store
-            .publish(&link_a, &old, &first, 9, &[records[3..].to_vec()])
-            .await
-            .unwrap_err();
+        let next = |epoch| Manifest {
+            epoch,
+            stream_seq: 9,
+            ..first.clone()
+        };
+        let mut zombie = next(old.epoch);
+        store.add_chunk(&mut zombie, &records[3..]).await.unwrap();
+        let err = store.publish(&link_a, &old, &zombie).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -377,10 +377,9 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
         );
 
         // The new owner's snapshot adds a chunk to the first one's.
-        let second = store
-            .publish(&link_b, &new, &first, 9, &[records[3..].to_vec()])
-            .await
-            .unwrap();
+        let mut second = next(new.epoch);
+        store.add_chunk(&mut second, &records[3..]).await.unwrap();
+        store.publish(&link_b, &new, &second).await.unwrap();
         assert_eq!((second.epoch, second.stream_seq), (2, 9));
         assert_eq!(second.chunks[0], first.chunks[0]);
         assert_eq!(second.chunks.len(), 2);

@@ -32,7 +32,7 @@ use super::error::{MetastoreError, SnapshotError};
 use super::jetstream::JetStreamLog;
 use super::leases::Held;
 use super::metastore::MetastoreLink;
-use super::snapshot::{Manifest, SnapshotStore};
+use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore};
 use crate::index::AuditIndex;
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
@@ -444,37 +444,50 @@ impl Step<'_> {
                 node: String::new(),
                 epoch: self.epoch,
             })?;
-        let mut gained = Vec::with_capacity(consumed.orgs.len());
+        let store = &self.shared.snapshots.store;
+        let mut next = Manifest {
+            epoch: self.epoch,
+            stream_seq: consumed.through,
+            ..last.clone()
+        };
+        let mut records = 0;
         for org in &consumed.orgs {
-            let after = last.chain_heads.get(org).map_or(0, |h| h.seq);
-            let records = self.chain_after(org, after).await?;
-            if !records.is_empty() {
-                gained.push(records);
+            // A chunk at a time: memory stays bounded however much an org gained.
+            loop {
+                let after = next.chain_heads.get(org).map_or(0, |h| h.seq);
+                let chunk = self.chain_after(org, after, CHUNK_RECORDS).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                store.add_chunk(&mut next, &chunk).await?;
+                records += chunk.len();
+                if chunk.len() < CHUNK_RECORDS {
+                    break;
+                }
             }
         }
-        let snapshots = &self.shared.snapshots;
-        let next = snapshots
-            .store
-            .publish(
-                &snapshots.metastore,
-                &lease,
-                last,
-                consumed.through,
-                &gained,
-            )
+        let location = store
+            .publish(&self.shared.snapshots.metastore, &lease, &next)
             .await?;
         tracing::info!(
             shard = self.shard,
             epoch = self.epoch,
             stream_seq = next.stream_seq,
-            records = gained.iter().map(Vec::len).sum::<usize>(),
+            records,
+            %location,
             "shard snapshot published"
         );
         Ok(next)
     }
 
-    /// `org`'s indexed records after seq `after`, in order; refused unless consecutive.
-    async fn chain_after(&self, org: &str, after: u64) -> Result<Vec<AuditRecord>, SnapshotError> {
+    /// Up to `limit` of `org`'s indexed records after seq `after`, in order; refused unless
+    /// consecutive.
+    async fn chain_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, SnapshotError> {
         let index = self.shared.index.clone();
         let org = org.to_string();
         tokio::task::spawn_blocking(move || {
@@ -487,7 +500,7 @@ impl Step<'_> {
                     return false;
                 }
                 records.push(r.clone());
-                true
+                records.len() < limit
             })?;
             if gap {
                 return Err(SnapshotError::Gap {

@@ -160,39 +160,38 @@ impl SnapshotStore {
         }
     }
 
-    /// Publishes the snapshot that follows `last`: `gained` (per org, its sealed records after
-    /// `last`'s head, consecutive) stored as new chunks, then the manifest through `stream_seq`,
-    /// then its row in the metastore under `lease` — refused as fenced unless `lease` is still
-    /// the shard's, under its epoch. Returns the new manifest.
+    /// Stores `records` (one org's sealed records after `manifest`'s head for it, consecutive,
+    /// at most [`CHUNK_RECORDS`]) as a chunk of the manifest's shard, and adds it to `manifest`.
+    pub async fn add_chunk(
+        &self,
+        manifest: &mut Manifest,
+        records: &[AuditRecord],
+    ) -> Result<(), SnapshotError> {
+        let chunk = self.put_chunk(manifest.shard, records).await?;
+        if let Some(head) = records.last().and_then(ChainHead::of) {
+            manifest.chain_heads.insert(chunk.org.clone(), head);
+        }
+        manifest.chunks.push(chunk);
+        Ok(())
+    }
+
+    /// Publishes `manifest` (its chunks stored): the manifest object, then its row in the
+    /// metastore under `lease` — refused as fenced unless `lease` is still the shard's, under
+    /// its epoch. Returns the manifest's location.
     pub async fn publish(
         &self,
         metastore: &MetastoreLink,
         lease: &Lease,
-        last: &Manifest,
-        stream_seq: u64,
-        gained: &[Vec<AuditRecord>],
-    ) -> Result<Manifest, SnapshotError> {
-        let mut next = Manifest {
-            epoch: lease.epoch,
-            stream_seq,
-            ..last.clone()
-        };
-        for records in gained {
-            for chunk in records.chunks(CHUNK_RECORDS) {
-                next.chunks.push(self.put_chunk(lease.shard, chunk).await?);
-            }
-            if let Some(head) = records.last().and_then(ChainHead::of) {
-                next.chain_heads.insert(head_org(records), head);
-            }
-        }
-        let location = self.put_manifest(&next).await?;
+        manifest: &Manifest,
+    ) -> Result<String, SnapshotError> {
+        let location = self.put_manifest(manifest).await?;
         let row = SnapshotRecord {
-            stream_seq,
-            location,
-            chain_heads: next.heads_json(),
+            stream_seq: manifest.stream_seq,
+            location: location.clone(),
+            chain_heads: manifest.heads_json(),
         };
         metastore.publish(lease, &row).await?;
-        Ok(next)
+        Ok(location)
     }
 
     /// The manifest of `shard`'s latest published snapshot, checked against its row; `None`
@@ -219,11 +218,7 @@ impl SnapshotStore {
     }
 
     /// Stores `records` (one org's, consecutive, sealed) as a chunk of `shard`.
-    pub async fn put_chunk(
-        &self,
-        shard: u32,
-        records: &[AuditRecord],
-    ) -> Result<Chunk, SnapshotError> {
+    async fn put_chunk(&self, shard: u32, records: &[AuditRecord]) -> Result<Chunk, SnapshotError> {
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Err(SnapshotError::Settings("an empty chunk".into()));
         };
@@ -319,13 +314,6 @@ impl SnapshotStore {
             Err(_) => Err(store_error("GET", key, "no answer in time".into())),
         }
     }
-}
-
-fn head_org(records: &[AuditRecord]) -> String {
-    records
-        .first()
-        .map(|r| r.org_id.clone())
-        .unwrap_or_default()
 }
 
 fn store_error(what: &'static str, key: &str, reason: String) -> SnapshotError {
