@@ -175,7 +175,13 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             tracing::info!(node = %cluster.node_id, shards = cluster.shards, stream = %cluster.nats.stream, "joined the cluster");
             lease_task = Some(tokio::spawn(node.keeper.run(cluster_stop.clone())));
             owners = Some((
-                crate::cluster::Owners::new(node.log.clone(), store.clone(), metrics.clone()),
+                crate::cluster::Owners::new(
+                    node.log.clone(),
+                    store.clone(),
+                    index.clone(),
+                    metrics.clone(),
+                    node.snapshots,
+                ),
                 node.held,
             ));
             ingest.with_log(node.log)

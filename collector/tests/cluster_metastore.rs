@@ -273,3 +273,124 @@ async fn a_metastore_outage_drops_leases_at_their_deadline_and_they_come_back_af
     stop.cancel();
     task.await.unwrap();
 }
+
+/// Sealed records `1..=n` of `org`, one chain.
+fn sealed(org: &str, n: u64) -> Vec<codestax_common::AuditRecord> {
+    use codestax_common::chain::{ChainHead, Unsealed};
+    let mut prev = ChainHead::genesis();
+    (1..=n)
+        .map(|seq| {
+            let mut r: codestax_common::AuditRecord = serde_json::from_value(serde_json::json!({
+                "org_id": org, "id": format!("{org}-{seq}"), "action": "auth.login",
+                "actor": {"id": "ada"}, "time": "2026-12-04T12:00:00Z",
+                "received_at": "2026-12-04T12:00:01Z"
+            }))
+            .unwrap();
+            let seal = Unsealed::new(&r).seal(seq, &prev.hash);
+            (r.seq, r.prev_hash, r.hash) =
+                (Some(seq), Some(prev.hash.clone()), Some(seal.hash.clone()));
+            prev = ChainHead {
+                seq,
+                hash: seal.hash,
+            };
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refused() {
+    use codestax_collector::cluster::{Manifest, MetastoreLink, SnapshotError, SnapshotStore};
+    let what = "metastore snapshots";
+    let Some((_dir, pg)) = server(what) else {
+        return;
+    };
+    let s3_dir = tempfile::tempdir().unwrap();
+    let Some(s3) = codestax_harness::MotoS3::start_or_skip(what, s3_dir.path()) else {
+        return;
+    };
+    s3.create_bucket("snaps").unwrap();
+    let config = codestax_config::ObjectStoreConfig {
+        url: "s3://snaps/cluster".into(),
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        allow_http: true,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SnapshotStore::with_credentials(&config, "testing", "testing").unwrap();
+        let (a, b) = (open(&pg, 2).await, open(&pg, 2).await);
+        let link = |m| MetastoreLink::new(&pg.url(), Some(PASSWORD), m);
+        let (link_a, link_b) = (link(open(&pg, 2).await), link(open(&pg, 2).await));
+        assert_eq!(store.latest(&link_b, 1).await.unwrap(), None);
+
+        // The owner's first snapshot: records 1..=3 through stream sequence 7.
+        let old = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+        let records = sealed("acme", 5);
+        let mut first = Manifest {
+            stream_seq: 7,
+            ..Manifest::empty(1, old.epoch)
+        };
+        store.add_chunk(&mut first, &records[..3]).await.unwrap();
+        store.publish(&link_a, &old, &first).await.unwrap();
+        assert_eq!((first.epoch, first.stream_seq), (1, 7));
+        assert_eq!(first.chain_heads["acme"].seq, 3);
+        assert_eq!(
+            store.latest(&link_b, 1).await.unwrap().as_ref(),
+            Some(&first)
+        );
+        assert_eq!(
+            store.get_chunk(&first.chunks[0]).await.unwrap(),
+            records[..3]
+        );
+
+        // Its lease expires and another node takes the shard: the old owner's next snapshot
+        // (a zombie's) is refused, and the latest stays the first.
+        let new = loop {
+            if let Some(l) = b.acquire(1, "b", TTL).await.unwrap() {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let next = |epoch| Manifest {
+            epoch,
+            stream_seq: 9,
+            ..first.clone()
+        };
+        let mut zombie = next(old.epoch);
+        store.add_chunk(&mut zombie, &records[3..]).await.unwrap();
+        let err = store.publish(&link_a, &old, &zombie).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Metastore(MetastoreError::Fenced {
+                    shard: 1,
+                    epoch: 1,
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            store.latest(&link_b, 1).await.unwrap().as_ref(),
+            Some(&first)
+        );
+
+        // The new owner's snapshot adds a chunk to the first one's.
+        let mut second = next(new.epoch);
+        store.add_chunk(&mut second, &records[3..]).await.unwrap();
+        store.publish(&link_b, &new, &second).await.unwrap();
+        assert_eq!((second.epoch, second.stream_seq), (2, 9));
+        assert_eq!(second.chunks[0], first.chunks[0]);
+        assert_eq!(second.chunks.len(), 2);
+        assert_eq!(second.chain_heads["acme"].seq, 5);
+        assert_eq!(
+            store.latest(&link_a, 1).await.unwrap().as_ref(),
+            Some(&second)
+        );
+        assert_eq!(
+            store.get_chunk(&second.chunks[1]).await.unwrap(),
+            records[3..]
+        );
+    });
+}

@@ -19,6 +19,10 @@ pub const MAX_SHARDS: u32 = 4096;
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 /// Longest `lease_ttl`.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
+/// Shortest `snapshot_interval` (tests run with a few seconds).
+pub const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `snapshot_interval`: the stream must hold everything since the last snapshot.
+pub const MAX_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// `[cluster]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,11 @@ pub struct ClusterConfig {
     /// dies, its shards are taken over after at most this long.
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// How often an owner uploads a snapshot of each shard it holds to the object store
+    /// (duration, 1s to 1h): a takeover replays the stream from the last one, so the stream must
+    /// keep at least this much (docs/cluster.md, sizing).
+    #[serde(default = "default_snapshot_interval", with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// `[cluster.nats]`: the JetStream log.
     pub nats: NatsConfig,
     /// `[cluster.postgres]`: the metastore.
@@ -103,6 +112,9 @@ pub struct ObjectStoreConfig {
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(10)
 }
+fn default_snapshot_interval() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_stream() -> String {
     "CODESTAX_AUDIT".into()
 }
@@ -140,6 +152,12 @@ impl ClusterConfig {
             self.lease_ttl,
             MIN_LEASE_TTL,
             MAX_LEASE_TTL,
+        );
+        c.duration_range(
+            "cluster.snapshot_interval",
+            self.snapshot_interval,
+            MIN_SNAPSHOT_INTERVAL,
+            MAX_SNAPSHOT_INTERVAL,
         );
 
         if self.nats.urls.is_empty() {
@@ -226,6 +244,10 @@ impl ClusterConfig {
             .row("cluster.advertise_url", &self.advertise_url)
             .row("cluster.shards", self.shards)
             .row("cluster.lease_ttl", duration(self.lease_ttl))
+            .row(
+                "cluster.snapshot_interval",
+                duration(self.snapshot_interval),
+            )
             .row("cluster.nats.urls", self.nats.urls.join(", "))
             .row("cluster.nats.stream", &self.nats.stream)
             .row("cluster.nats.replicas", self.nats.replicas)

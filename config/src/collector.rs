@@ -1102,10 +1102,32 @@ allow_http = true
         let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(cluster.snapshot_interval, Duration::from_secs(60));
         assert_eq!(cluster.nats.stream, "CODESTAX_AUDIT");
         assert_eq!(cluster.nats.replicas, 3);
         assert_eq!(cluster.object_store.region, "us-east-1");
         assert_eq!(cluster.postgres.password, None);
+    }
+
+    #[test]
+    fn snapshot_interval_is_read_and_bounded() {
+        let with = |value: &str| {
+            CLUSTER.replace(
+                "lease_ttl = \"10s\"\n",
+                &format!("lease_ttl = \"10s\"\nsnapshot_interval = \"{value}\"\n"),
+            )
+        };
+        let file = toml_file(&with("2s"));
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.snapshot_interval, Duration::from_secs(2));
+        let (err, file) = load_err(&with("500ms"), &[]);
+        let path = file.path().display().to_string();
+        assert!(
+            err.contains("collector.cluster.snapshot_interval: ")
+                && err.contains(&format!("(in {path}, line 7)")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,33 @@ pub enum LogError {
     Publish { subject: String, reason: String },
 }
 
+/// Writing or reading a shard snapshot in the object store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cluster.object_store: {0}")]
+    Settings(String),
+    #[error("object store: {what} {key}: {reason}")]
+    Object {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("snapshot object {key} is damaged: {reason}")]
+    Damaged { key: String, reason: String },
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Task(String),
+    #[error("org {org}'s records in {key} do not continue its chain on this node (a fork)")]
+    Conflict { org: String, key: String },
+    #[error("org {org}'s chain in the index is not consecutive after seq {after}")]
+    Gap { org: String, after: u64 },
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+}
+
 /// A node could not join the cluster at start.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -59,4 +86,6 @@ pub enum JoinError {
     Metastore(#[from] MetastoreError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }

@@ -27,6 +27,10 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// before JetStream delivers it again.
 pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// How long an owner's consumer may go unused before the servers remove it (its owner is gone:
+/// the next one has its own).
+pub const OWNER_CONSUMER_IDLE: Duration = Duration::from_secs(300);
+
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -121,12 +125,20 @@ impl JetStreamLog {
         subject(&self.stream, shard_of(org, self.shards))
     }
 
-    /// The durable pull consumer `owner-<shard>` of `shard`'s subject, created if missing: every
-    /// message from the stream's start, acknowledged one by one, so whoever owns the shard next
-    /// resumes from the ack floor. A message not acknowledged within [`OWNER_ACK_WAIT`] is
-    /// delivered again (the owner's store drops it as a duplicate).
-    pub async fn owner_consumer(&self, shard: u32) -> Result<PullConsumer, LogError> {
-        let name = format!("owner-{shard}");
+    /// The durable pull consumer `owner-<shard>-<epoch>` of `shard`'s subject, created if
+    /// missing: the shard's messages from stream sequence `start` on (the one after the
+    /// snapshot the owner restored), acknowledged one by one. Each lease epoch has its own, so a
+    /// new owner starts where its snapshot ends, never from a previous owner's ack floor; one
+    /// left unused for [`OWNER_CONSUMER_IDLE`] is removed by the servers. A message not
+    /// acknowledged within [`OWNER_ACK_WAIT`] is delivered again (the store drops it as a
+    /// duplicate).
+    pub async fn owner_consumer(
+        &self,
+        shard: u32,
+        epoch: i64,
+        start: u64,
+    ) -> Result<PullConsumer, LogError> {
+        let name = format!("owner-{shard}-{epoch}");
         let stream_error = |reason: String| LogError::Stream {
             stream: self.stream.clone(),
             reason,
@@ -136,15 +148,23 @@ impl JetStreamLog {
             .get_stream(&self.stream)
             .await
             .map_err(|e| stream_error(e.to_string()))?;
+        let deliver_policy = if start > 1 {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        } else {
+            DeliverPolicy::All
+        };
         stream
             .get_or_create_consumer(
                 &name,
                 pull::Config {
                     durable_name: Some(name.clone()),
                     filter_subject: subject(&self.stream, shard),
-                    deliver_policy: DeliverPolicy::All,
+                    deliver_policy,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: OWNER_ACK_WAIT,
+                    inactive_threshold: OWNER_CONSUMER_IDLE,
                     ..Default::default()
                 },
             )

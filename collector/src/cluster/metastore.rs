@@ -408,3 +408,45 @@ impl Metastore {
         Ok(row.map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2))))
     }
 }
+
+/// A metastore connection for the owners (snapshot rows), opened again when it closed.
+pub struct MetastoreLink {
+    url: String,
+    password: Option<String>,
+    conn: tokio::sync::Mutex<Metastore>,
+}
+
+impl MetastoreLink {
+    pub fn new(url: &str, password: Option<&str>, conn: Metastore) -> MetastoreLink {
+        MetastoreLink {
+            url: url.to_string(),
+            password: password.map(str::to_string),
+            conn: tokio::sync::Mutex::new(conn),
+        }
+    }
+
+    async fn open(&self) -> Result<tokio::sync::MutexGuard<'_, Metastore>, MetastoreError> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_closed() {
+            *conn = Metastore::connect(&self.url, self.password.as_deref()).await?;
+        }
+        Ok(conn)
+    }
+
+    /// [`Metastore::latest_snapshot`].
+    pub async fn latest_snapshot(
+        &self,
+        shard: u32,
+    ) -> Result<Option<(i64, u64, String)>, MetastoreError> {
+        self.open().await?.latest_snapshot(shard).await
+    }
+
+    /// [`Metastore::publish_snapshot`].
+    pub async fn publish(
+        &self,
+        lease: &Lease,
+        row: &SnapshotRecord,
+    ) -> Result<i64, MetastoreError> {
+        self.open().await?.publish_snapshot(lease, row).await
+    }
+}

@@ -11,15 +11,17 @@ mod node;
 mod owner;
 mod plan;
 mod shard;
+mod snapshot;
 
-pub use error::{JoinError, LogError, MetastoreError};
+pub use error::{JoinError, LogError, MetastoreError, SnapshotError};
 pub use jetstream::{
     Appended, DUPLICATE_WINDOW, JetStreamLog, LogSettings, ORG_HEADER, OWNER_ACK_WAIT,
-    PUBLISH_TIMEOUT,
+    OWNER_CONSUMER_IDLE, PUBLISH_TIMEOUT,
 };
 pub use leases::{Held, KeeperSettings, LeaseKeeper};
-pub use metastore::{Lease, Metastore, SnapshotRecord};
+pub use metastore::{Lease, Metastore, MetastoreLink, SnapshotRecord};
 pub use node::ClusterNode;
-pub use owner::{OWNER_RECEIVER, Owners};
+pub use owner::{OWNER_RECEIVER, Owners, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
 pub use shard::{msg_id, shard_of, subject, subjects};
+pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};

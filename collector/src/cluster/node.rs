@@ -1,5 +1,6 @@
 //! Joining the cluster at start: the metastore migrated and the shard count checked, the lease
-//! keeper made (the server runs it), the JetStream log connected with its stream in place.
+//! keeper made (the server runs it), the JetStream log connected with its stream in place, the
+//! object store for the shards' snapshots set up.
 
 use codestax_config::ClusterConfig;
 use tokio::sync::watch;
@@ -7,7 +8,9 @@ use tokio::sync::watch;
 use super::error::JoinError;
 use super::jetstream::{JetStreamLog, LogSettings};
 use super::leases::{Held, KeeperSettings, LeaseKeeper};
-use super::metastore::Metastore;
+use super::metastore::{Metastore, MetastoreLink};
+use super::owner::SnapshotSettings;
+use super::snapshot::SnapshotStore;
 
 /// What a node runs in cluster mode.
 pub struct ClusterNode {
@@ -17,6 +20,8 @@ pub struct ClusterNode {
     pub keeper: LeaseKeeper,
     /// The shards this node holds (owners, phase 2, follow it).
     pub held: watch::Receiver<Held>,
+    /// Where the owners snapshot their shards.
+    pub snapshots: SnapshotSettings,
 }
 
 impl ClusterNode {
@@ -27,6 +32,15 @@ impl ClusterNode {
         let mut metastore = Metastore::connect(&config.postgres.url, password).await?;
         metastore.migrate().await?;
         metastore.init_shards(config.shards).await?;
+        let snapshots = SnapshotSettings {
+            store: SnapshotStore::new(&config.object_store)?,
+            metastore: MetastoreLink::new(
+                &config.postgres.url,
+                password,
+                Metastore::connect(&config.postgres.url, password).await?,
+            ),
+            interval: config.snapshot_interval,
+        };
         let log = JetStreamLog::connect(&LogSettings {
             urls: config.nats.urls.clone(),
             stream: config.nats.stream.clone(),
@@ -46,6 +60,11 @@ impl ClusterNode {
             },
             metastore,
         );
-        Ok(ClusterNode { log, keeper, held })
+        Ok(ClusterNode {
+            log,
+            keeper,
+            held,
+            snapshots,
+        })
     }
 }

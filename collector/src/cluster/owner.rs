@@ -5,13 +5,21 @@
 //! JetStream only once the index has committed everything stored before it, so a crash
 //! redelivers what the index may lack and the store drops what it has: exactly once in the index.
 //!
+//! Snapshots (phase 3): on taking a shard, the task first restores the shard's latest snapshot
+//! from the object store ([`Store::restore`]: the previous owners' sealed records, chains
+//! included) and reads the stream from the message after it, through a consumer of its own
+//! epoch; every `snapshot_interval` it uploads the records its orgs gained since the last
+//! snapshot and publishes the new manifest in the metastore, fenced by its epoch. So the chains
+//! of a shard continue on whichever node owns it next.
+//!
 //! Fencing: a shard's task stops as soon as the lease keeper no longer lists its lease (lost,
 //! released, or taken again under a new epoch), and checks the lease's local deadline before
-//! every write and every ack, so it never acts for a lease that may have passed on.
+//! every write and every ack, so it never acts for a lease that may have passed on; a snapshot
+//! the metastore refuses as fenced stops it too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use codestax_common::AuditRecord;
@@ -20,8 +28,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{MetastoreError, SnapshotError};
 use super::jetstream::JetStreamLog;
 use super::leases::Held;
+use super::metastore::MetastoreLink;
+use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore};
+use crate::index::AuditIndex;
 use crate::metrics::Metrics;
 use crate::store::{Admission, Store, StoreError};
 
@@ -39,7 +51,16 @@ pub const OWNER_RECEIVER: &str = "owner";
 struct Shared {
     log: JetStreamLog,
     store: Store,
+    index: AuditIndex,
     metrics: Arc<Metrics>,
+    snapshots: SnapshotSettings,
+}
+
+/// Where and how often the owners snapshot their shards.
+pub struct SnapshotSettings {
+    pub store: SnapshotStore,
+    pub metastore: MetastoreLink,
+    pub interval: Duration,
 }
 
 /// The owners of one node: one task per held shard.
@@ -55,12 +76,20 @@ struct Running {
 }
 
 impl Owners {
-    pub fn new(log: JetStreamLog, store: Store, metrics: Arc<Metrics>) -> Owners {
+    pub fn new(
+        log: JetStreamLog,
+        store: Store,
+        index: AuditIndex,
+        metrics: Arc<Metrics>,
+        snapshots: SnapshotSettings,
+    ) -> Owners {
         Owners {
             shared: Arc::new(Shared {
                 log,
                 store,
+                index,
                 metrics,
+                snapshots,
             }),
         }
     }
@@ -126,7 +155,16 @@ fn may_act(held: &watch::Receiver<Held>, shard: u32, epoch: i64) -> bool {
         .is_some_and(|l| l.epoch == epoch && l.is_valid())
 }
 
-/// Consumes `shard` under `epoch` until `stop` or until the lease is no longer valid.
+/// Waits [`RETRY_AFTER`]; false if `stop` came first.
+async fn pause(stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(RETRY_AFTER) => true,
+    }
+}
+
+/// Restores `shard`'s latest snapshot, then consumes it under `epoch` from the message after
+/// the snapshot, snapshotting every interval, until `stop` or until the lease is no longer valid.
 async fn own_shard(
     shared: Arc<Shared>,
     shard: u32,
@@ -134,52 +172,100 @@ async fn own_shard(
     held: watch::Receiver<Held>,
     stop: CancellationToken,
 ) {
-    let consumer = loop {
-        if !may_act(&held, shard, epoch) {
+    let step = Step {
+        shared: &shared,
+        shard,
+        epoch,
+        held: &held,
+        stop: &stop,
+    };
+    let mut snapshot = loop {
+        if step.may_act().is_err() {
             return;
         }
-        match shared.log.owner_consumer(shard).await {
-            Ok(c) => break c,
+        match step.restore().await {
+            Ok(Some(manifest)) => break manifest,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(shard, error = %e, "cannot open the shard's consumer; trying again");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                tracing::error!(shard, epoch, error = %e, "cannot restore the shard's snapshot; trying again");
+                if !pause(&stop).await {
+                    return;
                 }
             }
         }
     };
-    while !stop.is_cancelled() && may_act(&held, shard, epoch) {
+    let consumer = loop {
+        if step.may_act().is_err() {
+            return;
+        }
+        match shared
+            .log
+            .owner_consumer(shard, epoch, snapshot.stream_seq + 1)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot open the shard's consumer; trying again");
+                if !pause(&stop).await {
+                    return;
+                }
+            }
+        }
+    };
+    let mut consumed = Consumed {
+        through: snapshot.stream_seq,
+        orgs: BTreeSet::new(),
+    };
+    let mut snapshot_at = Instant::now();
+    while step.may_act().is_ok() {
         let fetched = tokio::select! {
             _ = stop.cancelled() => return,
             fetched = fetch(&consumer) => fetched,
         };
-        let messages = match fetched {
-            Ok(m) => m,
+        match fetched {
+            Ok(messages) if messages.is_empty() => {}
+            Ok(messages) => {
+                if step.consume(messages, &mut consumed).await.is_err() {
+                    return;
+                }
+            }
             Err(e) => {
                 tracing::warn!(shard, error = %e, "fetching from the shard's consumer failed; trying again");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                if !pause(&stop).await {
+                    return;
                 }
                 continue;
             }
-        };
-        if messages.is_empty() {
+        }
+        if snapshot_at.elapsed() < shared.snapshots.interval
+            || consumed.through <= snapshot.stream_seq
+        {
             continue;
         }
-        let step = Step {
-            shared: &shared,
-            shard,
-            epoch,
-            held: &held,
-            stop: &stop,
-        };
-        if step.consume(messages).await.is_err() {
-            return;
+        snapshot_at = Instant::now();
+        match step.snapshot(&snapshot, &consumed).await {
+            Ok(next) => {
+                snapshot = next;
+                consumed.orgs.clear();
+            }
+            Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. })) => {
+                tracing::error!(shard, epoch, error = %e, "the snapshot was refused: this node no longer owns the shard");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(shard, epoch, error = %e, "snapshot failed; trying again at the next interval");
+            }
         }
     }
     tracing::info!(shard, epoch, "shard owner stopped");
+}
+
+/// What a shard's task has consumed (stored, indexed and acknowledged) since its snapshot.
+struct Consumed {
+    /// Every message of the shard up to this stream sequence.
+    through: u64,
+    /// The orgs whose records came since the last snapshot.
+    orgs: BTreeSet<String>,
 }
 
 /// Up to [`BATCH_MESSAGES`] messages, waiting at most [`FETCH_WAIT`] for the first ones.
@@ -220,8 +306,17 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// Stores `messages` in stream order, waits for the index commit, then acknowledges them.
-    async fn consume(&self, messages: Vec<Message>) -> Result<(), Stopped> {
+    /// Stores `messages` in stream order, waits for the index commit, then acknowledges them;
+    /// records them in `consumed`.
+    async fn consume(
+        &self,
+        messages: Vec<Message>,
+        consumed: &mut Consumed,
+    ) -> Result<(), Stopped> {
+        let through = messages
+            .iter()
+            .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+            .max();
         let mut records = Vec::with_capacity(messages.len());
         let mut kept = Vec::with_capacity(messages.len());
         for message in messages {
@@ -233,15 +328,12 @@ impl Step<'_> {
                 Err(reason) => self.refuse(&message, &reason).await,
             }
         }
+        consumed
+            .orgs
+            .extend(records.iter().map(|r| r.org_id.clone()));
         let stored = self.store(records, &mut kept).await?;
         // Everything stored so far, this batch's originals of its duplicates included.
-        let through = self.shared.store.stats().next_lsn;
-        if let Some(lsn) = through.checked_sub(1) {
-            tokio::select! {
-                _ = self.stop.cancelled() => return Err(Stopped),
-                _ = self.shared.store.wait_indexed_through(lsn) => {}
-            }
-        }
+        self.wait_indexed().await?;
         self.may_act()?;
         for message in &kept {
             // A lost ack only means a redelivery, which the store drops.
@@ -255,7 +347,171 @@ impl Step<'_> {
             stored,
             "shard batch indexed and acknowledged"
         );
+        if let Some(through) = through {
+            consumed.through = consumed.through.max(through);
+        }
         Ok(())
+    }
+
+    /// Waits until the index has committed everything stored so far.
+    async fn wait_indexed(&self) -> Result<(), Stopped> {
+        if let Some(lsn) = self.shared.store.stats().next_lsn.checked_sub(1) {
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(Stopped),
+                _ = self.shared.store.wait_indexed_through(lsn) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the shard's latest snapshot into the local store: its orgs' sealed records, each
+    /// chain continuing from where this node's index has it. Returns its manifest (an empty one
+    /// when the shard has none), or `None` if the shard was given up meanwhile.
+    async fn restore(&self) -> Result<Option<Manifest>, SnapshotError> {
+        let snapshots = &self.shared.snapshots;
+        let Some(manifest) = snapshots
+            .store
+            .latest(&snapshots.metastore, self.shard)
+            .await?
+        else {
+            tracing::info!(
+                shard = self.shard,
+                "the shard has no snapshot; reading its stream from the start"
+            );
+            return Ok(Some(Manifest::empty(self.shard, self.epoch)));
+        };
+        let index = self.shared.index.clone();
+        let local = tokio::task::spawn_blocking(move || index.chain_heads())
+            .await
+            .map_err(|e| SnapshotError::Task(format!("the index task failed: {e}")))??;
+        let started = Instant::now();
+        let mut restored = 0;
+        for chunk in &manifest.chunks {
+            if local
+                .get(&chunk.org)
+                .is_some_and(|h| h.seq >= chunk.last_seq)
+            {
+                continue;
+            }
+            let records = snapshots.store.get_chunk(chunk).await?;
+            if self.may_act().is_err() {
+                return Ok(None);
+            }
+            let admissions = self.shared.store.restore(records).await?;
+            if admissions.contains(&Admission::ChainConflict) {
+                return Err(SnapshotError::Conflict {
+                    org: chunk.org.clone(),
+                    key: chunk.key.clone(),
+                });
+            }
+            restored += admissions
+                .iter()
+                .filter(|a| matches!(a, Admission::Stored { .. }))
+                .count();
+        }
+        if self.wait_indexed().await.is_err() {
+            return Ok(None);
+        }
+        tracing::info!(
+            shard = self.shard,
+            epoch = self.epoch,
+            from_epoch = manifest.epoch,
+            stream_seq = manifest.stream_seq,
+            orgs = manifest.chain_heads.len(),
+            restored,
+            seconds = started.elapsed().as_secs_f64(),
+            "shard snapshot restored"
+        );
+        Ok(Some(manifest))
+    }
+
+    /// Uploads what `consumed.orgs` gained since `last` (chunks), then a manifest through
+    /// `consumed.through`, then publishes it in the metastore under this lease. Returns the new
+    /// manifest.
+    async fn snapshot(
+        &self,
+        last: &Manifest,
+        consumed: &Consumed,
+    ) -> Result<Manifest, SnapshotError> {
+        let lease = self
+            .held
+            .borrow()
+            .get(&self.shard)
+            .filter(|l| l.epoch == self.epoch)
+            .cloned()
+            .ok_or_else(|| MetastoreError::Fenced {
+                shard: self.shard,
+                node: String::new(),
+                epoch: self.epoch,
+            })?;
+        let store = &self.shared.snapshots.store;
+        let mut next = Manifest {
+            epoch: self.epoch,
+            stream_seq: consumed.through,
+            ..last.clone()
+        };
+        let mut records = 0;
+        for org in &consumed.orgs {
+            // A chunk at a time: memory stays bounded however much an org gained.
+            loop {
+                let after = next.chain_heads.get(org).map_or(0, |h| h.seq);
+                let chunk = self.chain_after(org, after, CHUNK_RECORDS).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                store.add_chunk(&mut next, &chunk).await?;
+                records += chunk.len();
+                if chunk.len() < CHUNK_RECORDS {
+                    break;
+                }
+            }
+        }
+        let location = store
+            .publish(&self.shared.snapshots.metastore, &lease, &next)
+            .await?;
+        tracing::info!(
+            shard = self.shard,
+            epoch = self.epoch,
+            stream_seq = next.stream_seq,
+            records,
+            %location,
+            "shard snapshot published"
+        );
+        Ok(next)
+    }
+
+    /// Up to `limit` of `org`'s indexed records after seq `after`, in order; refused unless
+    /// consecutive.
+    async fn chain_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, SnapshotError> {
+        let index = self.shared.index.clone();
+        let org = org.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut records: Vec<AuditRecord> = Vec::new();
+            let mut gap = false;
+            index.for_each_chained(&org, after + 1, |r| {
+                let expected = after + 1 + records.len() as u64;
+                if r.seq != Some(expected) {
+                    gap = true;
+                    return false;
+                }
+                records.push(r.clone());
+                records.len() < limit
+            })?;
+            if gap {
+                return Err(SnapshotError::Gap {
+                    after: after + records.len() as u64,
+                    org,
+                });
+            }
+            Ok(records)
+        })
+        .await
+        .map_err(|e| SnapshotError::Task(format!("the index task failed: {e}")))?
     }
 
     /// Submits `records` (paired with `messages`) to the store until it takes them; a record

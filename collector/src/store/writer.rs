@@ -57,6 +57,9 @@ pub enum Admission {
     Stored { lsn: Lsn },
     /// Already stored earlier (or earlier in the same submission); not stored again.
     Duplicate,
+    /// A restored record ([`Store::restore`]) that does not continue its org's chain here (its
+    /// `seq`, `prev_hash` or `hash` do not follow the head): not stored.
+    ChainConflict,
 }
 
 /// Newly stored records for the indexer, in LSN order.
@@ -201,6 +204,9 @@ struct Submission {
     prepared: Vec<Unsealed>,
     hashes: Vec<u64>,
     bytes: usize,
+    /// The records are already sealed (a snapshot restored): they keep their chain fields,
+    /// which must continue each org's chain.
+    sealed: bool,
     reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
 }
 
@@ -424,6 +430,23 @@ impl Store {
     /// Resolves only after every record reported `Stored` is fsynced. Records must have `id` and
     /// `received_at` set. On a storage error nothing of this submission was stored.
     pub async fn submit(&self, records: Vec<AuditRecord>) -> Result<Vec<Admission>, StoreError> {
+        self.send(records, false).await
+    }
+
+    /// Stores records that are already sealed, keeping their `seq`, `prev_hash` and `hash`: a
+    /// shard's snapshot taken over from its previous owner (docs/cluster.md). Records already
+    /// stored are duplicates; a new record must continue its org's chain exactly (the next
+    /// `seq`, the head's hash as `prev_hash`, a `hash` that recomputes), or it is refused as
+    /// [`Admission::ChainConflict`].
+    pub async fn restore(&self, records: Vec<AuditRecord>) -> Result<Vec<Admission>, StoreError> {
+        self.send(records, true).await
+    }
+
+    async fn send(
+        &self,
+        records: Vec<AuditRecord>,
+        sealed: bool,
+    ) -> Result<Vec<Admission>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -452,6 +475,7 @@ impl Store {
             prepared,
             hashes,
             bytes,
+            sealed,
             reply,
         };
         self.writer
@@ -508,6 +532,14 @@ impl Store {
     pub async fn close(self) {
         self.writer.close().await;
     }
+}
+
+/// Whether a restored record is exactly the one its org's chain expects next: number `seq`
+/// after `prev_hash`, with the hash its content recomputes to (`hash`).
+fn continues(record: &AuditRecord, seq: u64, prev_hash: &str, hash: &str) -> bool {
+    record.seq == Some(seq)
+        && record.prev_hash.as_deref() == Some(prev_hash)
+        && record.hash.as_deref() == Some(hash)
 }
 
 /// The single owner of the WAL and the dedupe set.
@@ -604,14 +636,28 @@ impl Writer {
         let genesis = ChainHead::genesis();
         let mut heads: HashMap<String, ChainHead> = HashMap::new();
         let mut sealed = Vec::with_capacity(new.len());
-        for &(s, i) in &new {
-            let org = &group[s].records[i].org_id;
+        let mut conflicts = 0;
+        new.retain(|&(s, i)| {
+            let record = &group[s].records[i];
+            let org = &record.org_id;
             let head = heads
                 .get(org)
                 .or_else(|| self.chain.get(org))
                 .unwrap_or(&genesis);
             let (seq, prev_hash) = (head.seq + 1, head.hash.clone());
             let seal = group[s].prepared[i].seal(seq, &prev_hash);
+            if group[s].sealed && !continues(record, seq, &prev_hash, &seal.hash) {
+                tracing::error!(
+                    org = %org,
+                    id = record.id(),
+                    seq = record.seq,
+                    head = head.seq,
+                    "a restored record does not continue its org's chain here; not stored"
+                );
+                admissions[s][i] = Admission::ChainConflict;
+                conflicts += 1;
+                return false;
+            }
             heads.insert(
                 org.clone(),
                 ChainHead {
@@ -620,7 +666,8 @@ impl Writer {
                 },
             );
             sealed.push((seq, prev_hash, seal));
-        }
+            true
+        });
 
         let first_lsn = if new.is_empty() {
             None
@@ -671,7 +718,7 @@ impl Writer {
         s.records_stored
             .fetch_add(new.len() as u64, Ordering::Relaxed);
         s.duplicates
-            .fetch_add((total - new.len()) as u64, Ordering::Relaxed);
+            .fetch_add((total - new.len() - conflicts) as u64, Ordering::Relaxed);
 
         let mut batch = Vec::with_capacity(new.len());
         let mut replies = Vec::with_capacity(group.len());
@@ -974,7 +1021,7 @@ mod tests {
                     for adm in store.submit(batch).await.unwrap() {
                         match adm {
                             Admission::Stored { lsn } => lsns.push(lsn),
-                            Dup => panic!("unexpected duplicate"),
+                            other => panic!("unexpected {other:?}"),
                         }
                     }
                 }
@@ -1207,6 +1254,61 @@ mod tests {
             .filter(|(_, r)| r.org_id == org)
             .map(|(_, r)| r)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn restored_records_keep_their_chain_and_a_fork_is_refused() {
+        use codestax_common::chain::verify_chain;
+        // The previous owner's records, sealed by its store.
+        let old = tempfile::tempdir().unwrap();
+        let (store, _, indexed) = open(
+            old.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        let ids = ["a", "b", "c", "d"];
+        store
+            .submit(ids.iter().map(|id| record("acme", id)).collect())
+            .await
+            .unwrap();
+        store.close().await;
+        let sealed: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+
+        // A new owner restores the first three (one twice), then a tampered fourth, then the
+        // real fourth; what it stores next continues the chain.
+        let new = tempfile::tempdir().unwrap();
+        let (store, _, indexed) = open(
+            new.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        let got = store.restore(sealed[..3].to_vec()).await.unwrap();
+        assert_eq!(got, vec![stored(0), stored(1), stored(2)]);
+        let got = store.restore(vec![sealed[1].clone()]).await.unwrap();
+        assert_eq!(got, vec![Dup]);
+        let mut tampered = sealed[3].clone();
+        tampered.action = "auth.logout".into();
+        let mut skipped = sealed[3].clone();
+        skipped.id = Some("e".into());
+        skipped.seq = Some(5);
+        let got = store.restore(vec![tampered, skipped]).await.unwrap();
+        assert_eq!(
+            got,
+            vec![Admission::ChainConflict, Admission::ChainConflict]
+        );
+        let got = store.restore(vec![sealed[3].clone()]).await.unwrap();
+        assert_eq!(got, vec![stored(3)]);
+        store.submit(vec![record("acme", "f")]).await.unwrap();
+        assert_eq!(store.stats().duplicates, 1);
+        store.close().await;
+        let all: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(all[..4], sealed[..]);
+        let summary = verify_chain(&all, None).unwrap();
+        assert_eq!((summary.first_seq, summary.last_seq), (Some(1), Some(5)));
     }
 
     #[tokio::test]

@@ -12,23 +12,37 @@ use std::time::{Duration, Instant};
 use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, now_rfc3339, record};
 use serde_json::Value;
 
-const PASSWORD: &str = "cluster-ingest-test";
+pub(crate) const PASSWORD: &str = "cluster-ingest-test";
 const STREAM: &str = "CODESTAX_AUDIT";
 const SHARDS: u32 = 4;
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 
-fn pg_password(cmd: &mut Command) {
+pub(crate) fn pg_password(cmd: &mut Command) {
     cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
 }
 
 fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -> String {
+    // No object store listens there: snapshots fail (and are tried again), nothing else does.
+    cluster_toml_with(node, http_port, nats, pg, "http://127.0.0.1:9", "60s")
+}
+
+/// `[cluster]` of node `node` with 4 shards and a 1 s lease, its snapshots every
+/// `snapshot_interval` to bucket `codestax` at `s3_endpoint`.
+pub(crate) fn cluster_toml_with(
+    node: &str,
+    http_port: u16,
+    nats: &NatsCluster,
+    pg: &Postgres,
+    s3_endpoint: &str,
+    snapshot_interval: &str,
+) -> String {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[cluster]\nnode_id = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{http_port}\"\n\
-         shards = {SHARDS}\nlease_ttl = \"1s\"\n\
+         shards = {SHARDS}\nlease_ttl = \"1s\"\nsnapshot_interval = \"{snapshot_interval}\"\n\
          [cluster.nats]\nurls = [{}]\nstream = \"{STREAM}\"\nreplicas = 3\n\
          [cluster.postgres]\nurl = \"{}\"\n\
-         [cluster.object_store]\nurl = \"s3://codestax/test\"\nendpoint = \"http://127.0.0.1:9\"\n\
+         [cluster.object_store]\nurl = \"s3://codestax/test\"\nendpoint = \"{s3_endpoint}\"\n\
          allow_http = true\n",
         urls.join(", "),
         pg.url()

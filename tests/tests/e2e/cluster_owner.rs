@@ -50,7 +50,7 @@ fn assert_each_once(c: &Collector, admins: &[(String, String)], n: usize, within
 }
 
 /// `org`'s whole log exported from `c` verifies as one chain from seq 1, without gaps.
-fn assert_export_verifies(c: &Collector, org: &str, admin: &str, at_least: u64) {
+pub(crate) fn assert_export_verifies(c: &Collector, org: &str, admin: &str, at_least: u64) {
     let response = c.get(
         &format!("/api/v1/orgs/{org}/audit-log/export?format=ndjson"),
         admin,

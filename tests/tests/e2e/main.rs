@@ -12,6 +12,7 @@ mod bench_smoke;
 mod cluster_ingest;
 mod cluster_owner;
 mod cluster_servers;
+mod cluster_snapshot;
 mod collector_api;
 mod collector_durability;
 mod collector_hostile;

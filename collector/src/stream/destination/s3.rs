@@ -286,6 +286,15 @@ struct CheckedConnector {
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
+/// The same transport for another S3 client of the collector (the cluster's snapshots, whose
+/// endpoint the operator configured: `allow` lets it through).
+pub(crate) fn http_connector(
+    allow: Allowlist,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> impl HttpConnector {
+    CheckedConnector { allow, tls }
+}
+
 impl HttpConnector for CheckedConnector {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
         Ok(HttpClient::new(CheckedHttp {
