@@ -60,3 +60,12 @@ pub enum JoinError {
     #[error(transparent)]
     Log(#[from] LogError),
 }
+
+/// A `keys` command in cluster mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterKeysError {
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+}

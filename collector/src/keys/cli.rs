@@ -96,7 +96,8 @@ pub fn run_keys_command_with(
     Ok(())
 }
 
-fn write_table(keys: &[KeyInfo], out: &mut impl Write) -> std::io::Result<()> {
+/// The `keys list` table (shared with the cluster's `keys list`).
+pub(crate) fn write_table(keys: &[KeyInfo], out: &mut impl Write) -> std::io::Result<()> {
     let header = ["ID", "ORG", "ROLE", "NAME", "CREATED", "REVOKED"].map(String::from);
     let rows: Vec<[String; 6]> = keys
         .iter()
