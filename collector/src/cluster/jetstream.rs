@@ -11,7 +11,7 @@ use async_nats::{HeaderMap, ServerAddr};
 use codestax_common::AuditRecord;
 
 use super::error::LogError;
-use super::shard::{msg_id, shard_of, subject, subjects};
+use super::shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 
 /// The header naming a message's org (consumers need not parse the payload to route it).
 pub const ORG_HEADER: &str = "Codestax-Org";
@@ -126,7 +126,7 @@ impl JetStreamLog {
     /// resumes from the ack floor. A message not acknowledged within [`OWNER_ACK_WAIT`] is
     /// delivered again (the owner's store drops it as a duplicate).
     pub async fn owner_consumer(&self, shard: u32) -> Result<PullConsumer, LogError> {
-        let name = format!("owner-{shard}");
+        let name = owner_consumer(shard);
         let stream_error = |reason: String| LogError::Stream {
             stream: self.stream.clone(),
             reason,

@@ -4,6 +4,7 @@
 use codestax_config::ClusterConfig;
 use tokio::sync::watch;
 
+use super::directory::ShardDirectory;
 use super::error::JoinError;
 use super::jetstream::{JetStreamLog, LogSettings};
 use super::leases::{Held, KeeperSettings, LeaseKeeper};
@@ -17,6 +18,8 @@ pub struct ClusterNode {
     pub keeper: LeaseKeeper,
     /// The shards this node holds (owners, phase 2, follow it).
     pub held: watch::Receiver<Held>,
+    /// Where an org's reads go (the server runs its refresh).
+    pub directory: ShardDirectory,
 }
 
 impl ClusterNode {
@@ -46,6 +49,12 @@ impl ClusterNode {
             },
             metastore,
         );
-        Ok(ClusterNode { log, keeper, held })
+        let directory = ShardDirectory::new(config, held.clone());
+        Ok(ClusterNode {
+            log,
+            keeper,
+            held,
+            directory,
+        })
     }
 }

@@ -23,6 +23,11 @@ pub fn subjects(stream: &str) -> String {
     format!("{stream}.shard.*")
 }
 
+/// The durable JetStream consumer the owner of `shard` reads: `owner-<shard>`.
+pub fn owner_consumer(shard: u32) -> String {
+    format!("owner-{shard}")
+}
+
 /// The `Nats-Msg-Id` of a record: `<org>:<id>` (org ids cannot hold `:`, so no two records
 /// share one).
 pub fn msg_id(org: &str, id: &str) -> String {
