@@ -262,14 +262,17 @@ impl Collector {
     /// whether or not the collector runs (a running one takes it up within a second).
     pub fn new_key(&self, org: &str, role: &str) -> Result<String, HarnessError> {
         let command = format!("codestax-collector keys create --org {org} --role {role}");
-        let out = Command::new(&self.options.bin)
-            .args(["keys", "create", "--org", org, "--role", role, "--config"])
-            .arg(&self.config_path)
-            .output()
-            .map_err(|source| HarnessError::Spawn {
-                program: command.clone(),
-                source,
-            })?;
+        let mut cmd = Command::new(&self.options.bin);
+        cmd.args(["keys", "create", "--org", org, "--role", role, "--config"])
+            .arg(&self.config_path);
+        // The environment the collector gets (cluster mode: the metastore's password).
+        if let Some(before_spawn) = self.options.before_spawn {
+            before_spawn(&mut cmd);
+        }
+        let out = cmd.output().map_err(|source| HarnessError::Spawn {
+            program: command.clone(),
+            source,
+        })?;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || token.is_empty() || token.contains(char::is_whitespace) {
             return Err(HarnessError::Command {

@@ -17,11 +17,16 @@ const STREAM: &str = "CODESTAX_AUDIT";
 const SHARDS: u32 = 4;
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 
-fn pg_password(cmd: &mut Command) {
+pub(crate) fn pg_password(cmd: &mut Command) {
     cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
 }
 
-fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -> String {
+pub(crate) fn cluster_toml(
+    node: &str,
+    http_port: u16,
+    nats: &NatsCluster,
+    pg: &Postgres,
+) -> String {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     format!(
         "[cluster]\nnode_id = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{http_port}\"\n\
