@@ -656,8 +656,21 @@ impl KeyStore {
     /// taken. Returns whether anything changed; a change counts as a reload ([`Self::reloads`]),
     /// so the collector records its key events as for the CLI's changes.
     pub fn merge(&self, remote: &[SharedKey]) -> Result<bool, KeyError> {
+        // Most rounds bring nothing new: then nothing is locked, read or written.
+        let news = {
+            let state = self.read_state();
+            remote.iter().any(
+                |key| match state.entries.iter().find(|e| e.info.id == key.info.id) {
+                    None => true,
+                    Some(e) => e.info.revoked_at.is_none() && key.info.revoked_at.is_some(),
+                },
+            )
+        };
+        if !news {
+            return Ok(false);
+        }
         let path = self.inner.path.clone();
-        let changed = self.modify(|snapshot| {
+        let changed = self.modify_if(|snapshot| {
             let mut changed = false;
             for key in remote {
                 let Some(hash) = TokenHash::from_hex(&key.token_sha256) else {
@@ -692,7 +705,7 @@ impl KeyStore {
                     }
                 }
             }
-            Ok(changed)
+            Ok((changed, changed))
         })?;
         if changed {
             self.inner.reloads.fetch_add(1, Ordering::AcqRel);
@@ -739,15 +752,23 @@ impl KeyStore {
         &self,
         change: impl FnOnce(&mut Snapshot) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
+        self.modify_if(|snapshot| change(snapshot).map(|t| (t, true)))
+    }
+
+    /// As [`Self::modify`], writing only if `change` says it changed something.
+    fn modify_if<T>(
+        &self,
+        change: impl FnOnce(&mut Snapshot) -> Result<(T, bool), KeyError>,
+    ) -> Result<T, KeyError> {
         let _lock = self.lock()?;
         let mut snapshot = self.read_file()?;
         let result = change(&mut snapshot);
-        if result.is_ok() {
+        if let Ok((_, true)) = result {
             self.write_file(&mut snapshot)?;
         }
         // Even a refused change has read the newest file: keep it.
         *self.write_state() = snapshot;
-        result
+        result.map(|(t, _)| t)
     }
 
     /// Takes the exclusive lock on `keys.lock`; released when the file is dropped.
