@@ -11,7 +11,6 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use codestax_common::is_valid_org_id;
 use codestax_common::time::truncate_to_micros;
 use codestax_config::ClusterConfig;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::{ClusterKeysError, MetastoreError};
 use super::metastore::Metastore;
 use crate::keys::{
-    KeyError, KeyInfo, KeyStore, KeysCommand, Role, SharedKey, Token, check_new_key, new_key_id,
-    write_table,
+    KeyError, KeyInfo, KeyStore, KeysCommand, Role, SharedKey, Token, check_list_org,
+    check_new_key, new_key_id, print_created, print_list, print_revoked,
 };
 
 /// How often a node reads the cluster's keys: a key revoked elsewhere stops working here within
@@ -265,44 +264,19 @@ pub async fn run_cluster_keys_command(
                 token_sha256: token.hash().to_hex(),
             })
             .await?;
-            writeln!(out, "{}", token.expose()).map_err(KeyError::Output)?;
-            out.flush().map_err(KeyError::Output)?;
-            writeln!(
-                notes,
-                "created API key {} for org {} with role {} in the cluster's metastore; its token (on stdout) is shown only once",
-                info.id, info.org_id, info.role
-            )
-            .map_err(KeyError::Output)?;
+            print_created(&info, &token, out, notes)?;
         }
         KeysCommand::List { org, json } => {
-            if let Some(org) = &org
-                && !is_valid_org_id(org)
-            {
-                return Err(KeyError::InvalidOrg(org.clone()).into());
-            }
+            check_list_org(org.as_deref())?;
             let keys: Vec<KeyInfo> = m
                 .keys(org.as_deref())
                 .await?
                 .into_iter()
                 .map(|k| k.info)
                 .collect();
-            if json {
-                serde_json::to_writer_pretty(&mut *out, &keys)
-                    .map_err(|e| KeyError::Output(e.into()))?;
-                writeln!(out).map_err(KeyError::Output)?;
-            } else {
-                write_table(&keys, out).map_err(KeyError::Output)?;
-            }
+            print_list(&keys, json, out)?;
         }
-        KeysCommand::Revoke { id } => {
-            let info = m.revoke_key(&id).await?;
-            writeln!(
-                out,
-                "revoked API key {} (org {}, role {}) in the cluster's metastore",
-                info.id, info.org_id, info.role
-            )
-            .map_err(KeyError::Output)?;
-        }
+        KeysCommand::Revoke { id } => print_revoked(&m.revoke_key(&id).await?, out)?,
     }
     Ok(())
 }

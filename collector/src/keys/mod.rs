@@ -8,8 +8,8 @@ mod role;
 mod store;
 mod token;
 
-pub(crate) use cli::write_table;
 pub use cli::{KeysCommand, run_keys_command, run_keys_command_with};
+pub(crate) use cli::{check_list_org, print_created, print_list, print_revoked};
 pub use error::KeyError;
 pub use event::{COLLECTOR_ACTOR_ID, KeyEvent, KeyEventKind};
 pub use role::{Role, UnknownRole};
