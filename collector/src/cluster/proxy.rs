@@ -109,3 +109,74 @@ pub async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, Method, StatusCode};
+    use axum::routing::any;
+
+    /// An owner that answers with what it got: method, target, key, forwarder, body.
+    async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: String) -> Response<Body> {
+        let got = serde_json::json!({
+            "method": method.as_str(),
+            "target": uri.to_string(),
+            "authorization": headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+            "routed_from": headers.get(ROUTED_HEADER).and_then(|v| v.to_str().ok()),
+            "connection": headers.get(header::CONNECTION).is_some(),
+            "body": body,
+        });
+        Response::builder()
+            .status(StatusCode::IM_A_TEAPOT)
+            .header("x-owner", "c2")
+            .body(Body::from(got.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_the_request_and_streams_the_answer_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(any(echo));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri("http://c1.example/api/v1/orgs/acme/settings/retention?x=1")
+            .header(header::AUTHORIZATION, "Bearer csk_token")
+            .header(header::CONNECTION, "keep-alive")
+            .body(Body::from("{\"days\":30}"))
+            .unwrap();
+        let answer = forward(&format!("http://{addr}"), "c1", request)
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::IM_A_TEAPOT);
+        assert_eq!(answer.headers()["x-owner"], "c2");
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got["method"], "PUT");
+        assert_eq!(got["target"], "/api/v1/orgs/acme/settings/retention?x=1");
+        assert_eq!(got["authorization"], "Bearer csk_token");
+        assert_eq!(got["routed_from"], "c1");
+        assert_eq!(got["connection"], false, "hop-by-hop headers stay behind");
+        assert_eq!(got["body"], "{\"days\":30}");
+    }
+
+    #[tokio::test]
+    async fn an_owner_out_of_reach_or_an_unsupported_url_is_an_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = listener.local_addr().unwrap();
+        drop(listener);
+        let request = || Request::builder().uri("/").body(Body::empty()).unwrap();
+        let err = forward(&format!("http://{closed}"), "c1", request())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Connect { .. }), "{err}");
+        let err = forward("https://c2.example:8470", "c1", request())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Url { .. }), "{err}");
+    }
+}
