@@ -25,9 +25,9 @@ use crate::keys::{
 /// How often a node reads the cluster's keys: a key revoked elsewhere stops working here within
 /// about this long.
 pub const KEY_REFRESH: Duration = Duration::from_secs(1);
-/// Longest an unknown token waits for the metastore before it is refused (an outage must not
-/// stall requests).
-const UNKNOWN_TOKEN_WAIT: Duration = Duration::from_secs(1);
+/// Longest an unknown token waits for the metastore before it is refused: a few round trips on
+/// a loaded host, while an outage (refused connections fail at once) stalls nobody for long.
+const UNKNOWN_TOKEN_WAIT: Duration = Duration::from_secs(3);
 /// Reads of the table unknown tokens may cause per second: a new key works at once, and a flood
 /// of random tokens costs the metastore at most this many small queries a second per node.
 const UNKNOWN_TOKEN_READS: u32 = 20;
