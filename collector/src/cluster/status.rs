@@ -64,8 +64,11 @@ impl Metastore {
         let nodes = self
             .client
             .query(
+                // Infinite times (a clean leave, a shard never held) cannot be subtracted
+                // before PostgreSQL 17: they read as null.
                 "SELECT node_id, advertise_url,
-                        extract(epoch FROM now() - heartbeat_at)::float8
+                        CASE WHEN isfinite(heartbeat_at)
+                             THEN extract(epoch FROM now() - heartbeat_at)::float8 END
                  FROM nodes ORDER BY node_id",
                 &[],
             )
@@ -73,7 +76,7 @@ impl Metastore {
             .map_err(MetastoreError::sql("read the nodes"))?
             .iter()
             .map(|r| {
-                let age = finite(r.get(2));
+                let age = r.get::<_, Option<f64>>(2).and_then(finite);
                 NodeStatus {
                     node_id: r.get(0),
                     advertise_url: r.get(1),
@@ -86,7 +89,8 @@ impl Metastore {
             .client
             .query(
                 "SELECT l.shard, CASE WHEN l.expires_at > now() THEN l.owner END, l.epoch,
-                        extract(epoch FROM l.expires_at - now())::float8,
+                        CASE WHEN isfinite(l.expires_at)
+                             THEN extract(epoch FROM l.expires_at - now())::float8 END,
                         (SELECT extract(epoch FROM now() - max(s.created_at))::float8
                          FROM snapshots s WHERE s.shard = l.shard)
                  FROM shard_leases l ORDER BY l.shard",
@@ -99,7 +103,7 @@ impl Metastore {
                 shard: r.get::<_, i32>(0) as u32,
                 owner: r.get(1),
                 epoch: r.get(2),
-                lease_expires_in_secs: finite(r.get(3)),
+                lease_expires_in_secs: r.get::<_, Option<f64>>(3).and_then(finite),
                 snapshot_age_secs: r.get::<_, Option<f64>>(4).and_then(finite),
                 lag: None,
             })
@@ -203,4 +207,62 @@ pub fn write_status(
         writeln!(out, "\nlag unavailable: {why}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> ClusterStatus {
+        ClusterStatus {
+            shards_total: 2,
+            nodes: vec![NodeStatus {
+                node_id: "c1".into(),
+                advertise_url: "http://10.0.0.5:8470".into(),
+                heartbeat_age_secs: Some(0.25),
+                live: true,
+            }],
+            shards: vec![
+                ShardStatus {
+                    shard: 0,
+                    owner: Some("c1".into()),
+                    epoch: 3,
+                    lease_expires_in_secs: Some(7.5),
+                    snapshot_age_secs: None,
+                    lag: Some(12),
+                },
+                ShardStatus {
+                    shard: 1,
+                    owner: None,
+                    epoch: 2,
+                    lease_expires_in_secs: Some(-1.0),
+                    snapshot_age_secs: None,
+                    lag: None,
+                },
+            ],
+            lag_unavailable: None,
+        }
+    }
+
+    #[test]
+    fn prints_tables_or_json() {
+        let mut out = Vec::new();
+        write_status(&status(), false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("c1\thttp://10.0.0.5:8470\t0.2s\tyes"),
+            "{text}"
+        );
+        assert!(text.contains("0\tc1\t3\t7.5s\t-\t12"), "{text}");
+        assert!(text.contains("1\t-\t2\t-1.0s\t-\t-"), "{text}");
+
+        let mut out = Vec::new();
+        write_status(&status(), true, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["nodes"][0]["node_id"], "c1");
+        assert_eq!(json["shards"][0]["lag"], 12);
+        assert!(json["shards"][1]["owner"].is_null());
+        assert!(json.get("lag_unavailable").is_none());
+        assert_eq!(finite(f64::NEG_INFINITY), None, "a clean leave has no age");
+    }
 }

@@ -281,4 +281,23 @@ fn keys_live_in_postgres_and_reads_are_served_by_the_shards_owner() {
         );
     }
     a.terminate().unwrap();
+    // After a clean stop (heartbeat and leases ended) the status still reads, from PostgreSQL.
+    let s = status(&a);
+    let c1 = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "c1")
+        .cloned()
+        .unwrap();
+    assert_eq!(c1["live"], false, "{s:#}");
+    assert!(c1["heartbeat_age_secs"].is_null(), "{s:#}");
+    assert!(
+        s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|sh| sh["owner"].is_null()),
+        "{s:#}"
+    );
 }
