@@ -4,8 +4,9 @@
 //! nodes (each read served by the shard's owner); a forwarded read is never forwarded again;
 //! `cluster status --json` lists both nodes and every shard's owner; with B killed, reads of its
 //! shards answer 503 `shard_unavailable` with `Retry-After` until A takes them over, then 200;
-//! with PostgreSQL stopped, ingest goes on with the cached keys. Missing servers: SKIPPED
-//! outside CI, a failure in CI.
+//! after A's clean stop the status shows no live node and no owner; A started again, with
+//! PostgreSQL stopped, ingest goes on with the keys cached in A's data dir. Missing servers:
+//! SKIPPED outside CI, a failure in CI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -265,23 +266,8 @@ fn keys_live_in_postgres_and_reads_are_served_by_the_shards_owner() {
     }
     assert!(unavailable > 0, "the failover showed as 503 at least once");
 
-    // PostgreSQL stopped: ingest goes on with the cached keys (for the org A now owns too).
-    pg.stop().unwrap();
-    for (org, token) in &ingest {
-        let (body, _) = ingest_until_acked(&a, token, &batch(org, 100, 5));
-        assert_eq!(body["accepted"], 5, "{org}: {body}");
-    }
-    pg.restart().unwrap();
-    // Back: A holds every shard again once its leases are renewed, and reads resume.
-    for (org, admin) in &admins {
-        get_ok(
-            &a,
-            &format!("/api/v1/orgs/{org}/audit-log/facets?{QUERY}"),
-            admin,
-        );
-    }
+    // A stopped cleanly (heartbeat and leases ended): the status reads so, from PostgreSQL.
     a.terminate().unwrap();
-    // After a clean stop (heartbeat and leases ended) the status still reads, from PostgreSQL.
     let s = status(&a);
     let c1 = s["nodes"]
         .as_array()
@@ -300,4 +286,21 @@ fn keys_live_in_postgres_and_reads_are_served_by_the_shards_owner() {
             .all(|sh| sh["owner"].is_null()),
         "{s:#}"
     );
+
+    // PostgreSQL stopped: ingest goes on with the cached keys; reads resume once it is back.
+    a.restart();
+    pg.stop().unwrap();
+    for (org, token) in &ingest {
+        let (body, _) = ingest_until_acked(&a, token, &batch(org, 100, 5));
+        assert_eq!(body["accepted"], 5, "{org}: {body}");
+    }
+    pg.restart().unwrap();
+    for (org, admin) in &admins {
+        get_ok(
+            &a,
+            &format!("/api/v1/orgs/{org}/audit-log/facets?{QUERY}"),
+            admin,
+        );
+    }
+    a.terminate().unwrap();
 }
