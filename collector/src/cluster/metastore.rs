@@ -61,6 +61,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
 ];
 
+/// The schema version this collector migrates to: its newest migration's.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
 /// The advisory lock key migrations run under (so nodes starting together do not race).
 const MIGRATION_LOCK: i64 = 0x636f_6465_7374_6178; // "codestax"
 
@@ -167,7 +170,7 @@ impl Metastore {
             .await
             .map_err(MetastoreError::sql("read the schema version"))?
             .get(0);
-        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let known = SCHEMA_VERSION;
         if found > known {
             return Err(MetastoreError::SchemaTooNew { found, known });
         }

@@ -28,7 +28,7 @@ pub use jetstream::{
 };
 pub use keys::{KEY_REFRESH, KeySync, run_cluster_keys_command};
 pub use leases::{Held, KeeperSettings, LeaseKeeper};
-pub use metastore::{Lease, Metastore, SnapshotRecord};
+pub use metastore::{Lease, Metastore, SCHEMA_VERSION, SnapshotRecord};
 pub use node::ClusterNode;
 pub use owner::{OWNER_RECEIVER, Owners};
 pub use plan::{LeaseState, Plan, plan};
