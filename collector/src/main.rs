@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use codestax_collector::cluster::{ClusterCommand, run_cluster_command, run_cluster_keys_command};
 use codestax_collector::keys::{KeysCommand, run_keys_command};
 use codestax_collector::tree::key::public_key;
 use codestax_config::startup::{self, ConfigArgs, Startup};
@@ -38,9 +39,13 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage API keys (works whether or not the collector is running; a running collector
-    /// accepts a new key at once). `create` prints only the token.
+    /// accepts a new key at once). `create` prints only the token. In cluster mode the keys are
+    /// the cluster's, in PostgreSQL.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Cluster mode: the cluster's state.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the public key that verifies this collector's signed tree heads, in the
     /// signed-note verifier form (`<name>+<key id>+<base64 key>`). Generates the key first if
     /// the collector has none yet.
@@ -57,10 +62,37 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Keys(cmd)) => {
             let stdout = std::io::stdout();
-            return match run_keys_command(cmd, &config.data_dir, &mut stdout.lock()) {
+            let result = match &config.cluster {
+                None => run_keys_command(cmd, &config.data_dir, &mut stdout.lock())
+                    .map_err(|e| e.to_string()),
+                Some(cluster) => block_on(run_cluster_keys_command(
+                    cmd,
+                    cluster,
+                    &mut stdout.lock(),
+                    &mut std::io::stderr().lock(),
+                ))
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            };
+            return match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("codestax-collector keys: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Cluster(cmd)) => {
+            let stdout = std::io::stdout();
+            let result = block_on(run_cluster_command(
+                cmd,
+                config.cluster.as_ref(),
+                &mut stdout.lock(),
+            ))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("codestax-collector cluster: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -81,6 +113,15 @@ fn main() -> ExitCode {
     }
     config.log.init_tracing();
     startup::exit_code(PROGRAM, run(config))
+}
+
+/// Runs a one-off command's future on a small runtime of its own.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok(runtime.block_on(future))
 }
 
 /// Runs the collector on its own runtime until SIGINT or SIGTERM.

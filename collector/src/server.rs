@@ -168,12 +168,24 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let mut lease_task = None;
     // The owners start once the indexer runs (they wait for its commits).
     let mut owners = None;
+    let mut cluster_api = None;
     let ingest = match &config.cluster {
         None => ingest,
         Some(cluster) => {
             let node = crate::cluster::ClusterNode::join(cluster).await?;
             tracing::info!(node = %cluster.node_id, shards = cluster.shards, stream = %cluster.nats.stream, "joined the cluster");
             lease_task = Some(tokio::spawn(node.keeper.run(cluster_stop.clone())));
+            // Keys from the metastore into the local cache; an outage keeps the cached ones.
+            let key_sync = Arc::new(crate::cluster::KeySync::new(keys.clone(), cluster));
+            if let Err(e) = key_sync.sync().await {
+                tracing::warn!(error = %e, "cannot read the cluster's API keys at start; using the cached keys");
+            }
+            tokio::spawn(key_sync.clone().run(cluster_stop.clone()));
+            tokio::spawn(node.directory.clone().run(cluster_stop.clone()));
+            cluster_api = Some(crate::cluster::ClusterApi {
+                directory: node.directory,
+                keys: key_sync,
+            });
             owners = Some((
                 crate::cluster::Owners::new(
                     node.log.clone(),
@@ -207,6 +219,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         health: health.clone(),
         saved_views: Arc::new(SavedViews::open(&layout.root)?),
         streams: Some(streams.clone()),
+        cluster: cluster_api,
     };
 
     let metrics_task = {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use codestax_collector::cluster::{
-    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, SnapshotRecord,
+    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, SCHEMA_VERSION, SnapshotRecord,
 };
 use codestax_harness::Postgres;
 use tokio_util::sync::CancellationToken;
@@ -46,12 +46,12 @@ async fn nodes_migrate_together_and_the_shard_count_is_fixed() {
         })
     });
     for run in runs {
-        assert_eq!(run.await.unwrap(), 1);
+        assert_eq!(run.await.unwrap(), SCHEMA_VERSION);
     }
     let mut m = Metastore::connect(&url, Some(PASSWORD)).await.unwrap();
     assert_eq!(
         m.migrate().await.unwrap(),
-        1,
+        SCHEMA_VERSION,
         "a second migration is a no-op"
     );
     let err = m.init_shards(16).await.unwrap_err();

@@ -262,14 +262,17 @@ impl Collector {
     /// whether or not the collector runs (a running one takes it up within a second).
     pub fn new_key(&self, org: &str, role: &str) -> Result<String, HarnessError> {
         let command = format!("codestax-collector keys create --org {org} --role {role}");
-        let out = Command::new(&self.options.bin)
-            .args(["keys", "create", "--org", org, "--role", role, "--config"])
-            .arg(&self.config_path)
-            .output()
-            .map_err(|source| HarnessError::Spawn {
-                program: command.clone(),
-                source,
-            })?;
+        let mut cmd = Command::new(&self.options.bin);
+        cmd.args(["keys", "create", "--org", org, "--role", role, "--config"])
+            .arg(&self.config_path);
+        // The environment the collector gets (cluster mode: the metastore's password).
+        if let Some(before_spawn) = self.options.before_spawn {
+            before_spawn(&mut cmd);
+        }
+        let out = cmd.output().map_err(|source| HarnessError::Spawn {
+            program: command.clone(),
+            source,
+        })?;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || token.is_empty() || token.contains(char::is_whitespace) {
             return Err(HarnessError::Command {
@@ -376,7 +379,18 @@ impl Collector {
     ) {
         let mut last = 0;
         let reached = crate::wait_for(timeout, || {
-            last = self.total(org, query, token);
+            // A 503 (not ready; in a cluster, the org's shard between owners) is "not yet".
+            let r = self.get(
+                &format!("/api/v1/orgs/{org}/audit-log/facets?{query}"),
+                token,
+            );
+            if r.status() == 503 {
+                return false;
+            }
+            let status = r.status();
+            let body: Value = r.json().expect("JSON body");
+            assert!(status.is_success(), "facets of {org}: {status} {body}");
+            last = body["total"].as_u64().unwrap_or(0);
             last == n
         });
         assert!(

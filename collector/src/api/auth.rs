@@ -68,7 +68,14 @@ pub async fn require_key(
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
     );
-    let key = authenticate(&state.keys, bearer)?;
+    let mut found = authenticate(&state.keys, bearer);
+    // Cluster mode: the key may have been made on another node a moment ago.
+    if let (Err(Unauthenticated::UnknownKey), Some(cluster)) = (&found, &state.cluster)
+        && cluster.keys.refresh_for_unknown_token().await
+    {
+        found = authenticate(&state.keys, bearer);
+    }
+    let key = found?;
     request.extensions_mut().insert(key);
     Ok(next.run(request).await)
 }

@@ -113,6 +113,20 @@ impl ApiError {
         }
     }
 
+    /// 503 with a retry hint: the org's shard has no live owner now (a failover in progress,
+    /// or the owner unreachable). Never a stale or partial answer instead.
+    pub fn shard_unavailable(shard: u32) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            format!(
+                "shard {shard} has no live owner right now (a failover is in progress); retry shortly"
+            ),
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 429 with a retry hint: an ingest rate limit refused the batch; nothing of it was stored.
     pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);

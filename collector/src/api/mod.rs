@@ -19,6 +19,7 @@ mod params;
 mod proofs;
 mod record;
 mod retention;
+mod route;
 mod saved_views;
 mod state;
 mod streams;
@@ -51,10 +52,9 @@ pub fn app(state: AppState) -> Router {
         },
     )
     .route_layer(from_fn_with_state(state.clone(), require_ready));
-    let keyed = Router::new()
-        .route("/api/v1/ingest", post(ingest::ndjson))
-        .route("/api/v1/import", post(ingest::import))
-        .route("/api/v1/whoami", get(auth::whoami))
+    // Reads answered from a shard's index or its owner's files: in cluster mode served by the
+    // owner of shard(org), wherever they arrive.
+    let routed = Router::new()
         .route("/api/v1/orgs/{org}/audit-log", get(audit_log::search))
         .route(
             "/api/v1/orgs/{org}/audit-log/facets",
@@ -83,14 +83,20 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/orgs/{org}/audit-log/{id}", get(audit_log::get_one))
         .route(
+            "/api/v1/orgs/{org}/settings/retention",
+            get(retention::get).put(retention::put),
+        )
+        .route_layer(from_fn_with_state(state.clone(), route::route_to_owner));
+    let keyed = Router::new()
+        .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/import", post(ingest::import))
+        .route("/api/v1/whoami", get(auth::whoami))
+        .merge(routed)
+        .route(
             "/api/v1/orgs/{org}/keys",
             get(keys::list).post(keys::create),
         )
         .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
-        .route(
-            "/api/v1/orgs/{org}/settings/retention",
-            get(retention::get).put(retention::put),
-        )
         .route(
             "/api/v1/orgs/{org}/saved-views",
             get(saved_views::list).post(saved_views::create),

@@ -49,4 +49,6 @@ pub struct AppState {
     pub saved_views: Arc<SavedViews>,
     /// Every org's streams; `None` until they are started (the routes answer 503 meanwhile).
     pub streams: Option<Streams>,
+    /// Cluster mode: read routing and the keys' refresh; `None` on a single node.
+    pub cluster: Option<crate::cluster::ClusterApi>,
 }

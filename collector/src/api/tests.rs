@@ -95,6 +95,7 @@ impl TestApp {
             health,
             saved_views: Arc::new(crate::saved_views::SavedViews::open(dir.path()).unwrap()),
             streams: None,
+            cluster: None,
         };
         TestApp {
             state,

@@ -89,3 +89,12 @@ pub enum JoinError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
 }
+
+/// A `keys` command in cluster mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterKeysError {
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+}

@@ -11,7 +11,7 @@ use async_nats::{HeaderMap, ServerAddr};
 use codestax_common::AuditRecord;
 
 use super::error::LogError;
-use super::shard::{msg_id, shard_of, subject, subjects};
+use super::shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 
 /// The header naming a message's org (consumers need not parse the payload to route it).
 pub const ORG_HEADER: &str = "Codestax-Org";
@@ -138,7 +138,7 @@ impl JetStreamLog {
         epoch: i64,
         start: u64,
     ) -> Result<PullConsumer, LogError> {
-        let name = format!("owner-{shard}-{epoch}");
+        let name = owner_consumer(shard, epoch);
         let stream_error = |reason: String| LogError::Stream {
             stream: self.stream.clone(),
             reason,

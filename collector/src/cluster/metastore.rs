@@ -12,9 +12,10 @@ use super::error::MetastoreError;
 use super::plan::LeaseState;
 
 /// Schema migrations, applied in order, each once. Never edit one that shipped: add another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE cluster_meta (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE cluster_meta (
         singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         shards     integer NOT NULL CHECK (shards > 0),
         created_at timestamptz NOT NULL DEFAULT now()
@@ -41,7 +42,27 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         created_at  timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX snapshots_shard ON snapshots (shard, id DESC);",
-)];
+    ),
+    // API keys (cluster::keys): every node caches them in its keys.json.
+    (
+        2,
+        "CREATE TABLE api_keys (
+        id           text PRIMARY KEY,
+        org_id       text NOT NULL,
+        role         text NOT NULL,
+        name         text,
+        token_sha256 text NOT NULL UNIQUE,
+        created_at   timestamptz NOT NULL,
+        created_by   text,
+        revoked_at   timestamptz,
+        revoked_by   text
+    );
+    CREATE INDEX api_keys_org ON api_keys (org_id, created_at);",
+    ),
+];
+
+/// The schema version this collector migrates to: its newest migration's.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The advisory lock key migrations run under (so nodes starting together do not race).
 const MIGRATION_LOCK: i64 = 0x636f_6465_7374_6178; // "codestax"
@@ -77,7 +98,8 @@ pub struct SnapshotRecord {
 
 /// A connection to the metastore.
 pub struct Metastore {
-    client: Client,
+    /// Shared with the sibling modules that keep their own tables here (keys, status).
+    pub(super) client: Client,
     connection: tokio::task::JoinHandle<()>,
 }
 
@@ -148,7 +170,7 @@ impl Metastore {
             .await
             .map_err(MetastoreError::sql("read the schema version"))?
             .get(0);
-        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let known = SCHEMA_VERSION;
         if found > known {
             return Err(MetastoreError::SchemaTooNew { found, known });
         }

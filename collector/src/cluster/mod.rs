@@ -1,27 +1,47 @@
 //! Cluster mode (docs/cluster.md): shards and their names, the PostgreSQL metastore (leases with
 //! epochs, fencing), the even spread of shards over nodes and the task that keeps a node's
 //! leases, the JetStream log ingest publishes to, joining at start, and the owners that consume
-//! the held shards into the local store and index.
+//! the held shards into the local store and index; API keys kept in the metastore and cached
+//! on every node; the directory of shard owners that routes an org's reads, and the proxy that
+//! forwards them.
 
+mod cli;
+mod directory;
 mod error;
 mod jetstream;
+mod keys;
 mod leases;
 mod metastore;
 mod node;
 mod owner;
 mod plan;
+mod proxy;
 mod shard;
 mod snapshot;
+mod status;
 
-pub use error::{JoinError, LogError, MetastoreError, SnapshotError};
+pub use cli::{ClusterCliError, ClusterCommand, run_cluster_command};
+pub use directory::{DIRECTORY_REFRESH, Route, ShardDirectory, ShardOwner};
+pub use error::{ClusterKeysError, JoinError, LogError, MetastoreError, SnapshotError};
 pub use jetstream::{
     Appended, DUPLICATE_WINDOW, JetStreamLog, LogSettings, ORG_HEADER, OWNER_ACK_WAIT,
     OWNER_CONSUMER_IDLE, PUBLISH_TIMEOUT,
 };
+pub use keys::{KEY_REFRESH, KeySync, run_cluster_keys_command};
 pub use leases::{Held, KeeperSettings, LeaseKeeper};
-pub use metastore::{Lease, Metastore, MetastoreLink, SnapshotRecord};
+pub use metastore::{Lease, Metastore, MetastoreLink, SCHEMA_VERSION, SnapshotRecord};
 pub use node::ClusterNode;
 pub use owner::{OWNER_RECEIVER, Owners, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
-pub use shard::{msg_id, shard_of, subject, subjects};
+pub use proxy::{ProxyError, ROUTED_HEADER, forward};
+pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};
+pub use status::{ClusterStatus, NodeStatus, ShardStatus, cluster_status, write_status};
+
+/// What the HTTP API uses of the cluster: where an org's reads go, and the keys' refresh for an
+/// unknown token.
+#[derive(Clone)]
+pub struct ClusterApi {
+    pub directory: ShardDirectory,
+    pub keys: std::sync::Arc<KeySync>,
+}

@@ -5,6 +5,7 @@
 use codestax_config::ClusterConfig;
 use tokio::sync::watch;
 
+use super::directory::ShardDirectory;
 use super::error::JoinError;
 use super::jetstream::{JetStreamLog, LogSettings};
 use super::leases::{Held, KeeperSettings, LeaseKeeper};
@@ -22,6 +23,8 @@ pub struct ClusterNode {
     pub held: watch::Receiver<Held>,
     /// Where the owners snapshot their shards.
     pub snapshots: SnapshotSettings,
+    /// Where an org's reads go (the server runs its refresh).
+    pub directory: ShardDirectory,
 }
 
 impl ClusterNode {
@@ -60,11 +63,13 @@ impl ClusterNode {
             },
             metastore,
         );
+        let directory = ShardDirectory::new(config, held.clone());
         Ok(ClusterNode {
             log,
             keeper,
             held,
             snapshots,
+            directory,
         })
     }
 }

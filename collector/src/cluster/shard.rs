@@ -23,6 +23,12 @@ pub fn subjects(stream: &str) -> String {
     format!("{stream}.shard.*")
 }
 
+/// The durable JetStream consumer the owner of `shard` under lease `epoch` reads:
+/// `owner-<shard>-<epoch>` (each epoch its own, so a new owner starts where its snapshot ends).
+pub fn owner_consumer(shard: u32, epoch: i64) -> String {
+    format!("owner-{shard}-{epoch}")
+}
+
 /// The `Nats-Msg-Id` of a record: `<org>:<id>` (org ids cannot hold `:`, so no two records
 /// share one).
 pub fn msg_id(org: &str, id: &str) -> String {

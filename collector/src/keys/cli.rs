@@ -1,6 +1,6 @@
 //! `codestax-collector keys ...`: create, list and revoke API keys on the collector's host.
 
-use super::{KeyError, KeyInfo, KeyStore, Role};
+use super::{KeyError, KeyInfo, KeyStore, Role, Token};
 use codestax_common::{is_valid_org_id, time::format_rfc3339};
 use std::io::Write;
 use std::path::Path;
@@ -56,46 +56,71 @@ pub fn run_keys_command_with(
         KeysCommand::Create { org, role, name } => {
             let store = KeyStore::open(data_dir)?;
             let (info, token) = store.create(&org, role, name.as_deref())?;
-            // stdout carries the token alone, so `TOKEN=$(codestax-collector keys create ...)` works.
-            writeln!(out, "{}", token.expose()).map_err(KeyError::Output)?;
-            out.flush().map_err(KeyError::Output)?;
-            writeln!(
-                notes,
-                "created API key {} for org {} with role {}; its token (on stdout) is shown only once",
-                info.id, info.org_id, info.role
-            )
-            .map_err(KeyError::Output)?;
+            print_created(&info, &token, out, notes)
         }
         KeysCommand::List { org, json } => {
-            if let Some(org) = &org
-                && !is_valid_org_id(org)
-            {
-                return Err(KeyError::InvalidOrg(org.clone()));
-            }
+            check_list_org(org.as_deref())?;
             let store = KeyStore::open(data_dir)?;
-            let keys = store.list(org.as_deref());
-            if json {
-                serde_json::to_writer_pretty(&mut *out, &keys)
-                    .map_err(|e| KeyError::Output(e.into()))?;
-                writeln!(out).map_err(KeyError::Output)?;
-            } else {
-                write_table(&keys, out).map_err(KeyError::Output)?;
-            }
+            print_list(&store.list(org.as_deref()), json, out)
         }
         KeysCommand::Revoke { id } => {
             let store = KeyStore::open(data_dir)?;
-            let info = store.revoke(&id)?;
-            writeln!(
-                out,
-                "revoked API key {} (org {}, role {})",
-                info.id, info.org_id, info.role
-            )
-            .map_err(KeyError::Output)?;
+            print_revoked(&store.revoke(&id)?, out)
         }
     }
-    Ok(())
 }
 
+/// What `keys create` prints: the token alone on `out`, so `TOKEN=$(codestax-collector keys
+/// create ...)` works, and a note on `notes`.
+pub(crate) fn print_created(
+    info: &KeyInfo,
+    token: &Token,
+    out: &mut impl Write,
+    notes: &mut impl Write,
+) -> Result<(), KeyError> {
+    writeln!(out, "{}", token.expose()).map_err(KeyError::Output)?;
+    out.flush().map_err(KeyError::Output)?;
+    writeln!(
+        notes,
+        "created API key {} for org {} with role {}; its token (on stdout) is shown only once",
+        info.id, info.org_id, info.role
+    )
+    .map_err(KeyError::Output)
+}
+
+/// `keys list --org`'s org, checked before anything is read.
+pub(crate) fn check_list_org(org: Option<&str>) -> Result<(), KeyError> {
+    match org {
+        Some(org) if !is_valid_org_id(org) => Err(KeyError::InvalidOrg(org.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// What `keys list` prints: a table, or a JSON array with `json`.
+pub(crate) fn print_list(
+    keys: &[KeyInfo],
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), KeyError> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, keys).map_err(|e| KeyError::Output(e.into()))?;
+        writeln!(out).map_err(KeyError::Output)
+    } else {
+        write_table(keys, out).map_err(KeyError::Output)
+    }
+}
+
+/// What `keys revoke` prints.
+pub(crate) fn print_revoked(info: &KeyInfo, out: &mut impl Write) -> Result<(), KeyError> {
+    writeln!(
+        out,
+        "revoked API key {} (org {}, role {})",
+        info.id, info.org_id, info.role
+    )
+    .map_err(KeyError::Output)
+}
+
+/// The `keys list` table.
 fn write_table(keys: &[KeyInfo], out: &mut impl Write) -> std::io::Result<()> {
     let header = ["ID", "ORG", "ROLE", "NAME", "CREATED", "REVOKED"].map(String::from);
     let rows: Vec<[String; 6]> = keys

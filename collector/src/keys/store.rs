@@ -124,6 +124,14 @@ impl KeyInfo {
     }
 }
 
+/// A key as the cluster's metastore keeps it (docs/cluster.md): its public fields and the
+/// SHA-256 of its token in lowercase hex. Never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedKey {
+    pub info: KeyInfo,
+    pub token_sha256: String,
+}
+
 /// `keys.json`: `{"version": 1, "keys": [...]}`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -404,24 +412,11 @@ impl KeyStore {
         by: Option<&str>,
         record: impl FnOnce(&KeyEvent) -> Result<(), String>,
     ) -> Result<(KeyInfo, Token), KeyError> {
-        if !is_valid_org_id(org) {
-            return Err(KeyError::InvalidOrg(org.to_string()));
-        }
-        if let Some(name) = name
-            && !is_valid_name(name)
-        {
-            let shown: String = name.chars().take(32).collect();
-            let shown = if shown.len() < name.len() {
-                format!("{shown}...")
-            } else {
-                shown
-            };
-            return Err(KeyError::InvalidName(shown));
-        }
+        check_new_key(org, name)?;
         let token = Token::generate()?;
         let info = self.modify(|snapshot| {
             let id = loop {
-                let id = format!("{KEY_ID_PREFIX}{}", hex::encode(random_bytes::<8>()?));
+                let id = new_key_id()?;
                 if !snapshot.entries.iter().any(|e| e.info.id == id) {
                     break id;
                 }
@@ -642,6 +637,83 @@ impl KeyStore {
         Ok(true)
     }
 
+    /// Every key with its token hash, as last loaded: what a cluster node offers the metastore.
+    pub fn shared_keys(&self) -> Vec<SharedKey> {
+        self.read_state()
+            .entries
+            .iter()
+            .map(|e| SharedKey {
+                info: e.info.clone(),
+                token_sha256: e.hash.to_hex(),
+            })
+            .collect()
+    }
+
+    /// Takes in the cluster's keys (cluster mode: the metastore is the source, `keys.json` the
+    /// node's cache, kept through restarts and metastore outages). Keys only grow and a
+    /// revocation is final, so the merge is a union by id where a revocation wins. A remote key
+    /// that breaks a rule (bad hash or org, an id or hash clash) is skipped with a warning, not
+    /// taken. Returns whether anything changed; a change counts as a reload ([`Self::reloads`]),
+    /// so the collector records its key events as for the CLI's changes.
+    pub fn merge(&self, remote: &[SharedKey]) -> Result<bool, KeyError> {
+        // Most rounds bring nothing new: then nothing is locked, read or written.
+        let news = {
+            let state = self.read_state();
+            remote.iter().any(
+                |key| match state.entries.iter().find(|e| e.info.id == key.info.id) {
+                    None => true,
+                    Some(e) => e.info.revoked_at.is_none() && key.info.revoked_at.is_some(),
+                },
+            )
+        };
+        if !news {
+            return Ok(false);
+        }
+        let path = self.inner.path.clone();
+        let changed = self.modify_if(|snapshot| {
+            let mut changed = false;
+            for key in remote {
+                let Some(hash) = TokenHash::from_hex(&key.token_sha256) else {
+                    tracing::warn!(key_id = %key.info.id, "cluster key with a malformed token hash; skipped");
+                    continue;
+                };
+                if let Some(entry) = snapshot.get_mut(&key.info.id) {
+                    if entry.hash != hash {
+                        tracing::warn!(key_id = %key.info.id, "cluster key differs in its token hash from the cached key; skipped");
+                    } else if entry.info.revoked_at.is_none() && key.info.revoked_at.is_some() {
+                        entry.info.revoked_at = key.info.revoked_at;
+                        entry.info.revoked_by = key.info.revoked_by.clone();
+                        changed = true;
+                    }
+                    continue;
+                }
+                let valid = is_valid_key_id(&key.info.id)
+                    && is_valid_org_id(&key.info.org_id)
+                    && key.info.name.as_deref().is_none_or(is_valid_name);
+                if !valid {
+                    tracing::warn!(key_id = %key.info.id, "invalid cluster key; skipped");
+                    continue;
+                }
+                let entry = Entry {
+                    info: key.info.clone(),
+                    hash,
+                };
+                match snapshot.push(entry) {
+                    Ok(()) => changed = true,
+                    Err(other) => {
+                        tracing::warn!(key_id = %key.info.id, other = %other, path = %path.display(), "cluster key has the token hash of another key; skipped")
+                    }
+                }
+            }
+            Ok((changed, changed))
+        })?;
+        if changed {
+            self.inner.reloads.fetch_add(1, Ordering::AcqRel);
+            self.inner.reloaded.notify_one();
+        }
+        Ok(changed)
+    }
+
     /// Runs [`KeyStore::reload_if_changed`] every `interval` (use [`RELOAD_INTERVAL`]) until the
     /// task is aborted. Failures are logged once per distinct error; the old keys stay in use.
     pub fn spawn_reloader(self, interval: Duration) -> tokio::task::JoinHandle<()> {
@@ -680,15 +752,23 @@ impl KeyStore {
         &self,
         change: impl FnOnce(&mut Snapshot) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
+        self.modify_if(|snapshot| change(snapshot).map(|t| (t, true)))
+    }
+
+    /// As [`Self::modify`], writing only if `change` says it changed something.
+    fn modify_if<T>(
+        &self,
+        change: impl FnOnce(&mut Snapshot) -> Result<(T, bool), KeyError>,
+    ) -> Result<T, KeyError> {
         let _lock = self.lock()?;
         let mut snapshot = self.read_file()?;
         let result = change(&mut snapshot);
-        if result.is_ok() {
+        if let Ok((_, true)) = result {
             self.write_file(&mut snapshot)?;
         }
         // Even a refused change has read the newest file: keep it.
         *self.write_state() = snapshot;
-        result
+        result.map(|(t, _)| t)
     }
 
     /// Takes the exclusive lock on `keys.lock`; released when the file is dropped.
@@ -803,6 +883,33 @@ impl KeyStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Checks a new key's org and name; the error holds at most the name's first 32 characters.
+pub(crate) fn check_new_key(org: &str, name: Option<&str>) -> Result<(), KeyError> {
+    if !is_valid_org_id(org) {
+        return Err(KeyError::InvalidOrg(org.to_string()));
+    }
+    if let Some(name) = name
+        && !is_valid_name(name)
+    {
+        let shown: String = name.chars().take(32).collect();
+        let shown = if shown.len() < name.len() {
+            format!("{shown}...")
+        } else {
+            shown
+        };
+        return Err(KeyError::InvalidName(shown));
+    }
+    Ok(())
+}
+
+/// A fresh random key id, `key_` and 16 hex characters.
+pub(crate) fn new_key_id() -> Result<String, KeyError> {
+    Ok(format!(
+        "{KEY_ID_PREFIX}{}",
+        hex::encode(random_bytes::<8>()?)
+    ))
 }
 
 fn is_valid_key_id(id: &str) -> bool {

@@ -11,6 +11,7 @@ mod agent_e2e;
 mod bench_smoke;
 mod cluster_ingest;
 mod cluster_owner;
+mod cluster_route;
 mod cluster_servers;
 mod cluster_snapshot;
 mod collector_api;

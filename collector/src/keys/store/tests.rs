@@ -467,3 +467,51 @@ mod props {
         }
     }
 }
+
+/// Cluster mode's cache: another node's keys are taken in, a revocation wins over a live copy,
+/// a live copy never un-revokes, and a key whose id or token hash clashes is skipped.
+#[test]
+fn merge_takes_the_clusters_keys_and_a_revocation_wins() {
+    let (_a_dir, a) = temp_store();
+    let (b_dir, b) = temp_store();
+    let (made_on_a, token) = a.create("acme", Role::Ingest, Some("agent")).unwrap();
+    let reloads = b.reloads();
+    assert!(b.merge(&a.shared_keys()).unwrap());
+    assert_eq!(
+        b.reloads(),
+        reloads + 1,
+        "a merge that changed counts as a reload"
+    );
+    assert_eq!(b.authenticate(token.expose()), Some(made_on_a.clone()));
+    assert!(!b.merge(&a.shared_keys()).unwrap(), "nothing new");
+
+    a.revoke(&made_on_a.id).unwrap();
+    let revoked = a.shared_keys();
+    assert!(b.merge(&revoked).unwrap());
+    assert_eq!(b.authenticate(token.expose()), None);
+    // An older, live copy does not bring it back.
+    let mut live = revoked.clone();
+    live[0].info.revoked_at = None;
+    assert!(!b.merge(&live).unwrap());
+    assert_eq!(b.authenticate(token.expose()), None);
+
+    // Same id, another hash; same hash, another id; a malformed hash: all skipped.
+    let (other, _) = a.create("acme", Role::Member, None).unwrap();
+    let mut clash = a
+        .shared_keys()
+        .into_iter()
+        .find(|k| k.info.id == other.id)
+        .unwrap();
+    let mut same_id = clash.clone();
+    same_id.info.id = made_on_a.id.clone();
+    clash.token_sha256 = revoked[0].token_sha256.clone();
+    let bad = SharedKey {
+        token_sha256: "zz".into(),
+        ..clash.clone()
+    };
+    assert!(!b.merge(&[same_id, clash, bad]).unwrap());
+    assert_eq!(b.list(None).len(), 1);
+    // What was merged is on disk: a store opened afresh (a restart) has it.
+    let reopened = KeyStore::open(b_dir.path()).unwrap();
+    assert_eq!(reopened.list(None), b.list(None));
+}
