@@ -214,7 +214,8 @@ impl KeySync {
 
     /// For a token the cache does not know: syncs once (within [`UNKNOWN_TOKEN_WAIT`], at most
     /// [`UNKNOWN_TOKEN_READS`] a second), so a key made on another node works at once. Returns
-    /// whether the cache changed (then the caller looks again).
+    /// whether the sync succeeded (then the caller looks again): not whether *this* round changed
+    /// the cache, since the periodic round may have merged the key while this one waited for it.
     pub async fn refresh_for_unknown_token(&self) -> bool {
         {
             let mut window = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
@@ -229,7 +230,7 @@ impl KeySync {
         }
         matches!(
             tokio::time::timeout(UNKNOWN_TOKEN_WAIT, self.sync()).await,
-            Ok(Ok(true))
+            Ok(Ok(_))
         )
     }
 }
