@@ -3,8 +3,8 @@
 
 use crate::index::schema::col;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::query::Weight;
 use tantivy::columnar::Column;
+use tantivy::query::Weight;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
 /// The `(seq, doc)` of every match that has a `seq` of `from_seq` or more and an LSN from

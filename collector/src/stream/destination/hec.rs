@@ -48,7 +48,10 @@ impl HecSender {
             .map_err(|_| bad("the HEC token is not a valid header value".into()))?;
         authorization.set_sensitive(true);
         Ok(HecSender {
-            path: format!("{}{HEC_EVENT_PATH}", client.uri().path().trim_end_matches('/')),
+            path: format!(
+                "{}{HEC_EVENT_PATH}",
+                client.uri().path().trim_end_matches('/')
+            ),
             client,
             authorization,
             index: index.map(str::to_string),
