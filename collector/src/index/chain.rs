@@ -5,14 +5,14 @@ use super::audit_index::AuditIndex;
 use super::collect::SeqCollector;
 use super::error::IndexError;
 use super::schema::col;
-use super::stored::load;
+use super::stored::{StoredDocs, corrupt, load};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::chain::{
     ChainBreak, ChainHead, ChainSummary, ChainVerifier, Deleted, RetentionCheckpoint,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, SegmentOrdinal, Term};
@@ -118,20 +118,45 @@ impl AuditIndex {
     }
 
     /// Calls `f` with each of `org`'s committed records whose `seq` is `from` or more, in `seq`
-    /// order, until it returns `false` (the Merkle tree's backfill, streams). Memory: 24 bytes per
-    /// record of the org from `from` on.
+    /// order, until it returns `false` (the Merkle tree's backfill, chain checks). Memory: 24
+    /// bytes per record of the org from `from` on.
     pub fn for_each_chained(
         &self,
         org: &str,
         from: u64,
         mut f: impl FnMut(&AuditRecord) -> bool,
     ) -> Result<(), IndexError> {
+        self.for_each_chained_stored(org, from, 0, |dir, json| {
+            let record: AuditRecord = serde_json::from_slice(json).map_err(|e| corrupt(dir, e))?;
+            Ok(f(&record))
+        })?;
+        Ok(())
+    }
+
+    /// [`Self::for_each_chained`] handing `f` each record as stored (its canonical JSON), for
+    /// readers that encode records without building an `AuditRecord` each (streams). `f` gets
+    /// the partition's directory to name in its errors.
+    ///
+    /// Records with an LSN below `since_lsn` are left out, and segments holding only such
+    /// records are not walked: a reader that saw every record of the org from `from` on below
+    /// an earlier call's bound passes that bound, and reads only what was committed since
+    /// rather than the whole org each time. Returns this call's bound (the records it could
+    /// see have LSNs below it).
+    pub fn for_each_chained_stored(
+        &self,
+        org: &str,
+        from: u64,
+        since_lsn: u64,
+        mut f: impl FnMut(&Path, &[u8]) -> Result<bool, IndexError>,
+    ) -> Result<u64, IndexError> {
         let query = TermQuery::new(
             Term::from_field_text(self.shared.fields.org, org),
             IndexRecordOption::Basic,
         );
+        let lsn_below = self.snapshot_bound();
         let collector = SeqCollector {
-            lsn_below: self.snapshot_bound(),
+            lsn_below,
+            lsn_from: since_lsn,
             from_seq: from,
         };
         let mut order: Vec<(u64, u32, DocAddress)> = Vec::new();
@@ -148,13 +173,19 @@ impl AuditIndex {
             searchers.push((searcher, p.dir.clone()));
         }
         order.sort_unstable_by_key(|e| e.0);
+        // The stored bytes straight from each segment's store (not tantivy's document decoding).
+        let mut stores: Vec<StoredDocs> = searchers
+            .iter()
+            .map(|(s, dir)| StoredDocs::new(s, dir, &self.shared.fields))
+            .collect();
         for (_, at, doc) in order {
-            let (searcher, dir) = &searchers[at as usize];
-            if !f(&load(searcher, dir, &self.shared.fields, doc)?) {
+            let store = &mut stores[at as usize];
+            let dir = &searchers[at as usize].1;
+            if !store.read(doc, |_, json| f(dir, json))? {
                 break;
             }
         }
-        Ok(())
+        Ok(lsn_below)
     }
 
     /// The chained records of partitions `partitions` (by name) that a retention run is about

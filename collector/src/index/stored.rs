@@ -55,7 +55,7 @@ impl<'a> StoredDocs<'a> {
     pub(crate) fn read<E>(
         &mut self,
         addr: DocAddress,
-        decode: impl Fn(&Path, &[u8]) -> Result<E, IndexError>,
+        decode: impl FnOnce(&Path, &[u8]) -> Result<E, IndexError>,
     ) -> Result<E, IndexError> {
         let store = match self.stores.entry(addr.segment_ord) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -85,7 +85,7 @@ fn load_with<E>(
     dir: &Path,
     fields: &Fields,
     addr: DocAddress,
-    decode: impl Fn(&Path, &[u8]) -> Result<E, IndexError>,
+    decode: impl FnOnce(&Path, &[u8]) -> Result<E, IndexError>,
 ) -> Result<E, IndexError> {
     let doc: TantivyDocument = searcher
         .doc(addr)

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::format::{Context, ecs, ocsf};
+use codestax_common::record_view::RecordView;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -65,13 +66,33 @@ impl Format {
         }
     }
 
-    /// One record in this format; `cx` names the product and the collector in OCSF and ECS
-    /// (the same mappings as the export's).
-    pub fn encode(self, record: &AuditRecord, cx: &Context) -> Result<Value, String> {
+    /// One record in this format, as one line of JSON; `cx` names the product and the
+    /// collector in OCSF and ECS (the same mappings as the export's).
+    pub fn encode(self, record: &AuditRecord, cx: &Context) -> Result<Vec<u8>, String> {
+        let json = match self {
+            Format::Native => serde_json::to_vec(record),
+            Format::Ocsf => serde_json::to_vec(&ocsf::event(record, cx)),
+            Format::Ecs => serde_json::to_vec(&ecs::document(record, cx)),
+        };
+        json.map_err(|e| e.to_string())
+    }
+
+    /// [`Self::encode`] of a record read as stored (`stored`, and `view` borrowed from it):
+    /// `native` re-serialises the view (the bytes [`Self::encode`] gives, and the export's);
+    /// OCSF and ECS map the typed record.
+    pub fn encode_stored(
+        self,
+        view: &RecordView,
+        stored: &[u8],
+        cx: &Context,
+    ) -> Result<Vec<u8>, String> {
         match self {
-            Format::Native => serde_json::to_value(record).map_err(|e| e.to_string()),
-            Format::Ocsf => Ok(ocsf::event(record, cx)),
-            Format::Ecs => Ok(ecs::document(record, cx)),
+            Format::Native => serde_json::to_vec(view).map_err(|e| e.to_string()),
+            Format::Ocsf | Format::Ecs => {
+                let record: AuditRecord =
+                    serde_json::from_slice(stored).map_err(|e| e.to_string())?;
+                self.encode(&record, cx)
+            }
         }
     }
 }
@@ -139,6 +160,37 @@ pub struct Filters {
 impl Filters {
     /// Whether `record` passes every filter.
     pub fn matches(&self, r: &AuditRecord) -> bool {
+        self.matches_fields(
+            &r.category,
+            &r.action,
+            &r.actor.id,
+            r.actor.email.as_deref(),
+            r.repository.as_deref(),
+            r.outcome.as_str(),
+        )
+    }
+
+    /// [`Self::matches`] of a record read as stored.
+    pub fn matches_view(&self, r: &RecordView) -> bool {
+        self.matches_fields(
+            &r.category,
+            &r.action,
+            &r.actor.id,
+            r.actor.email.as_deref(),
+            r.repository.as_deref(),
+            &r.outcome,
+        )
+    }
+
+    fn matches_fields(
+        &self,
+        category: &str,
+        action: &str,
+        actor_id: &str,
+        actor_email: Option<&str>,
+        repository: Option<&str>,
+        outcome: &str,
+    ) -> bool {
         fn any(values: &[String], candidates: &[Option<&str>]) -> bool {
             values.is_empty()
                 || values.iter().any(|v| {
@@ -148,11 +200,11 @@ impl Filters {
                         .any(|c| c.eq_ignore_ascii_case(v))
                 })
         }
-        any(&self.category, &[Some(&r.category)])
-            && any(&self.action, &[Some(&r.action)])
-            && any(&self.actor, &[Some(&r.actor.id), r.actor.email.as_deref()])
-            && any(&self.repository, &[r.repository.as_deref()])
-            && any(&self.outcome, &[Some(r.outcome.as_str())])
+        any(&self.category, &[Some(category)])
+            && any(&self.action, &[Some(action)])
+            && any(&self.actor, &[Some(actor_id), actor_email])
+            && any(&self.repository, &[repository])
+            && any(&self.outcome, &[Some(outcome)])
     }
 
     fn from_value(v: &Value) -> Result<Filters, DefinitionError> {
@@ -950,5 +1002,40 @@ mod tests {
         assert!(f.matches(&r));
         r.outcome = codestax_common::Outcome::Success;
         assert!(!f.matches(&r));
+    }
+
+    #[test]
+    fn a_stored_record_filters_and_encodes_as_its_typed_record() {
+        let cx = Context::new("test");
+        let filters = [
+            json!({}),
+            json!({"category": ["AUTH"], "outcome": ["failure"]}),
+            json!({"actor": ["ada@acme.example"]}),
+            json!({"actor": ["u-43"]}),
+            json!({"repository": ["acme/api"], "action": ["auth.login"]}),
+        ];
+        for outcome in ["success", "failure"] {
+            let r: AuditRecord = serde_json::from_value(json!({
+                "id": "r1", "org_id": "acme", "time": "2026-12-04T10:00:00.123456Z",
+                "actor": {"id": "u-42", "email": "ada@acme.example", "kind": "user"},
+                "action": "auth.login", "category": "auth", "repository": "acme/api",
+                "outcome": outcome, "metadata": {"ip": "10.0.0.1", "b": [1, 2], "a": {"x": "é\n"}},
+                "received_at": "2026-12-04T10:00:01Z", "seq": 7,
+            }))
+            .unwrap();
+            let stored = serde_json::to_vec(&r).unwrap();
+            let view: RecordView = serde_json::from_slice(&stored).unwrap();
+            for f in &filters {
+                let f = Filters::from_value(f).unwrap();
+                assert_eq!(f.matches_view(&view), f.matches(&r), "{f:?} {outcome}");
+            }
+            for format in [Format::Native, Format::Ocsf, Format::Ecs] {
+                assert_eq!(
+                    format.encode_stored(&view, &stored, &cx).unwrap(),
+                    format.encode(&r, &cx).unwrap(),
+                    "{format:?}"
+                );
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@
 //! written to the org's log as `audit_log.stream_records_expired`.
 
 use super::allow::Allowlist;
-use super::definition::{Secrets, StreamDef};
+use super::definition::{Format, Secrets, StreamDef};
 use super::destination::{Item, SendError, Sender};
 use super::status::{State, StatusCell};
 use super::store::{Cursor, StreamStore};
@@ -21,6 +21,7 @@ use crate::keys::COLLECTOR_ACTOR_ID;
 use crate::tree::Trees;
 use chrono::{DateTime, Utc};
 use codestax_common::format::Context;
+use codestax_common::record_view::RecordView;
 use codestax_common::{
     Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX,
     SCHEMA_VERSION, Target, TargetKind,
@@ -86,11 +87,11 @@ impl Backoff {
     }
 }
 
-/// One round's read: the records after the cursor, as far as it got.
+/// One round's read: the batch after the cursor, as far as it got.
 struct Read {
-    /// Records the filters keep, in `seq` order.
-    records: Vec<AuditRecord>,
-    /// The first and last `seq` read (filtered-out ones included).
+    /// The records the filters keep, encoded in the stream's format, in `seq` order.
+    items: Vec<Item>,
+    /// The first and last `seq` read and handled (filtered-out ones included).
     first_seq: Option<u64>,
     last_seq: Option<u64>,
     /// When the first record read was received.
@@ -98,6 +99,20 @@ struct Read {
     /// Runs of `seq` missing between the cursor and the last record read (deleted by retention
     /// before delivery), first and last of each.
     gaps: Vec<(u64, u64)>,
+    /// Whether the read got to the end of what was committed (no bound stopped it), and the
+    /// index's bound it read below: once this batch is delivered, every record after it has
+    /// an LSN from there on.
+    complete: bool,
+    lsn_below: u64,
+}
+
+/// Why a round could not read its batch.
+#[derive(Debug)]
+enum ReadError {
+    /// The index could not be read: retried.
+    Index(crate::index::IndexError),
+    /// A record the stream's format cannot encode: the stream waits (nothing is skipped).
+    Encode(String),
 }
 
 /// Runs the stream until `stop`.
@@ -109,6 +124,9 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut commits = deps.index.commits();
+    // Every record of the org after the cursor has an LSN from here on (0: not known). Kept in
+    // memory only; see `AuditIndex::for_each_chained_stored`.
+    let mut since_lsn = 0;
     let mut backoff = Backoff::new(deps.backoff_max);
     let mut cursor = match blocking(&deps, {
         let (org, id) = (def.org.clone(), def.id.clone());
@@ -178,14 +196,38 @@ pub async fn run(
             }
         }
 
-        let (org, from, filters) = (
+        let (org, from, filters, format) = (
             def.org.clone(),
             cursor.delivered_seq + 1,
             def.filters.clone(),
+            def.format,
         );
-        let read = match blocking(&deps, move |d| read_after(&d.index, &org, from, &filters)).await
+        // Commits from here on wake the idle wait below (those before are in this read).
+        commits.borrow_and_update();
+        let since = since_lsn;
+        let read = match blocking(&deps, move |d| {
+            Ok::<_, std::convert::Infallible>(read_after(
+                &d.index, &org, from, since, &filters, format, &d.context,
+            ))
+        })
+        .await
         {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(ReadError::Encode(e))) => {
+                // Nothing is skipped: the stream waits until its format can encode.
+                fail(&status, State::Failed, e);
+                pause(backoff.next(true), &stop).await;
+                continue;
+            }
+            Ok(Err(ReadError::Index(e))) => {
+                fail(
+                    &status,
+                    State::Retrying,
+                    format!("reading the records: {e}"),
+                );
+                pause(backoff.next(false), &stop).await;
+                continue;
+            }
             Err(e) => {
                 fail(
                     &status,
@@ -197,7 +239,13 @@ pub async fn run(
             }
         };
         let (Some(_), Some(last_seq)) = (read.first_seq, read.last_seq) else {
-            idle(&status, &mut commits, &stop).await;
+            if read.complete {
+                since_lsn = read.lsn_below;
+            }
+            if !idle(&status, &mut commits, &stop).await {
+                // No commit for a while: the next read walks the whole org once more.
+                since_lsn = 0;
+            }
             continue;
         };
         status.update(|l| l.oldest_pending = read.first_received);
@@ -212,22 +260,7 @@ pub async fn run(
             }
         }
         status.update(|l| l.expired_records = cursor.expired_records);
-
-        let items = match encode(&def, &deps.context, &read.records) {
-            Ok(items) => items,
-            Err(e) => {
-                // Nothing is skipped: the stream waits until its format can encode.
-                fail(&status, State::Failed, e);
-                pause(backoff.next(true), &stop).await;
-                continue;
-            }
-        };
-        // A batch may stop short of what was read, at the byte bound.
-        let last_seq = if items.len() < read.records.len() {
-            items.last().map_or(last_seq, |i| i.seq)
-        } else {
-            last_seq
-        };
+        let (items, complete) = (read.items, read.complete);
 
         let mut truncated = 0;
         if !items.is_empty() {
@@ -274,6 +307,14 @@ pub async fn run(
                 l.last_success_at = Some(now);
             }
         });
+        if complete {
+            // Everything committed was delivered: read again after the next commit, not now
+            // (a read now would find nothing), and from this read's bound on.
+            since_lsn = read.lsn_below;
+            if !idle(&status, &mut commits, &stop).await {
+                since_lsn = 0;
+            }
+        }
     }
 }
 
@@ -312,12 +353,12 @@ async fn pause(d: Duration, stop: &CancellationToken) {
     }
 }
 
-/// Caught up: healthy (unless failing), until the index commits or a while passes.
+/// Caught up: healthy (unless failing), until the index commits (`true`) or a while passes.
 async fn idle(
     status: &StatusCell,
     commits: &mut tokio::sync::watch::Receiver<u64>,
     stop: &CancellationToken,
-) {
+) -> bool {
     status.update(|l| {
         l.oldest_pending = None;
         if l.state != State::Failed {
@@ -326,46 +367,104 @@ async fn idle(
         }
     });
     tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = commits.changed() => {}
-        _ = tokio::time::sleep(IDLE_RECHECK) => {}
+        _ = stop.cancelled() => true,
+        _ = commits.changed() => true,
+        _ = tokio::time::sleep(IDLE_RECHECK) => false,
     }
 }
 
-/// The org's committed records from `seq` `from` on, in `seq` order, at most [`SCAN_RECORDS`]
-/// read and [`BATCH_RECORDS`] kept.
+/// The org's committed records from `seq` `from` on, in `seq` order, encoded from their stored
+/// bytes: at most [`SCAN_RECORDS`] read, [`BATCH_RECORDS`] and [`BATCH_BYTES`] kept (at least
+/// one). No `AuditRecord` is built for a `native` stream nor for a record its filters drop.
 fn read_after(
     index: &AuditIndex,
     org: &str,
     from: u64,
+    since_lsn: u64,
     filters: &super::definition::Filters,
-) -> Result<Read, crate::index::IndexError> {
+    format: Format,
+    cx: &Context,
+) -> Result<Read, ReadError> {
     let mut read = Read {
-        records: Vec::new(),
+        items: Vec::new(),
         first_seq: None,
         last_seq: None,
         first_received: None,
         gaps: Vec::new(),
+        complete: true,
+        lsn_below: 0,
     };
-    let mut scanned = 0;
-    index.for_each_chained(org, from, |r| {
-        let Some(seq) = r.seq else { return true };
-        let expected = read.last_seq.map_or(from, |s| s + 1);
-        if seq > expected {
-            read.gaps.push((expected, seq - 1));
-        }
-        if read.first_seq.is_none() {
-            read.first_seq = Some(seq);
-            read.first_received = r.received_at;
-        }
-        read.last_seq = Some(seq);
-        scanned += 1;
-        if filters.matches(r) {
-            read.records.push(r.clone());
-        }
-        read.records.len() < BATCH_RECORDS && scanned < SCAN_RECORDS
-    })?;
-    Ok(read)
+    let (mut scanned, mut bytes) = (0, 0);
+    let mut encode_error = None;
+    read.lsn_below = index
+        .for_each_chained_stored(org, from, since_lsn, |dir, stored| {
+            let corrupt = |e: &dyn std::fmt::Display| crate::index::IndexError::Corrupt {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            };
+            let view: RecordView = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
+            let Some(seq) = view.seq else { return Ok(true) };
+            let received_at = view
+                .received_at
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .map_err(|e| corrupt(&e))?;
+            let item = if filters.matches_view(&view) {
+                let json = match format.encode_stored(&view, stored, cx) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        encode_error = Some(e);
+                        read.complete = false;
+                        return Ok(false);
+                    }
+                };
+                // The byte bound: this record waits for the next batch.
+                if !read.items.is_empty() && bytes + json.len() > BATCH_BYTES {
+                    read.complete = false;
+                    return Ok(false);
+                }
+                bytes += json.len();
+                let time = parse_time(&view.time).map_err(|e| corrupt(&e))?;
+                Some(Item {
+                    seq,
+                    id: view.id.as_deref().unwrap_or_default().to_string(),
+                    org: view.org_id.to_string(),
+                    time,
+                    // Committed records carry it; the record's time is the best stand-in.
+                    received_at: received_at.unwrap_or(time),
+                    json,
+                })
+            } else {
+                None
+            };
+            let expected = read.last_seq.map_or(from, |s| s + 1);
+            if seq > expected {
+                read.gaps.push((expected, seq - 1));
+            }
+            if read.first_seq.is_none() {
+                read.first_seq = Some(seq);
+                read.first_received = received_at;
+            }
+            read.last_seq = Some(seq);
+            scanned += 1;
+            read.items.extend(item);
+            let more = read.items.len() < BATCH_RECORDS && scanned < SCAN_RECORDS;
+            read.complete = more;
+            Ok(more)
+        })
+        .map_err(ReadError::Index)?;
+    // A record that cannot be encoded stops the stream only when nothing before it was read:
+    // what was read goes first.
+    match encode_error {
+        Some(e) if read.first_seq.is_none() => Err(ReadError::Encode(e)),
+        _ => Ok(read),
+    }
+}
+
+/// A stored time (RFC 3339, UTC).
+fn parse_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
 }
 
 /// The `seq` of the org's first record received at or after `t`.
@@ -383,29 +482,6 @@ fn first_received_at_or_after(
         true
     })?;
     Ok(found)
-}
-
-/// The records as the batch's items, up to [`BATCH_BYTES`] (at least one).
-fn encode(def: &StreamDef, cx: &Context, records: &[AuditRecord]) -> Result<Vec<Item>, String> {
-    let mut items = Vec::with_capacity(records.len());
-    let mut bytes = 0;
-    for r in records {
-        let json = serde_json::to_vec(&def.format.encode(r, cx)?).map_err(|e| e.to_string())?;
-        bytes += json.len();
-        if !items.is_empty() && bytes > BATCH_BYTES {
-            break;
-        }
-        items.push(Item {
-            seq: r.seq.unwrap_or_default(),
-            id: r.id.clone().unwrap_or_default(),
-            org: r.org_id.clone(),
-            time: r.time,
-            // Committed records carry it; the record's time is the best stand-in otherwise.
-            received_at: r.received_at.unwrap_or(r.time),
-            json,
-        });
-    }
-    Ok(items)
 }
 
 /// Writes `audit_log.stream_records_expired` for `first..=last` into the org's log. Its id is
@@ -452,7 +528,7 @@ pub fn test_item(def: &StreamDef, cx: &Context) -> Result<Item, String> {
     record.received_at = Some(record.time);
     record.seq = Some(0);
     record.provenance = Some(Provenance::Collector);
-    let json = serde_json::to_vec(&def.format.encode(&record, cx)?).map_err(|e| e.to_string())?;
+    let json = def.format.encode(&record, cx)?;
     Ok(Item {
         seq: 0,
         id: record.id.unwrap_or_default(),

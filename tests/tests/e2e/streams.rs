@@ -235,6 +235,8 @@ pub(crate) struct HttpsReceiver {
     pub(crate) received: Received,
     bad_signatures: Arc<Mutex<u64>>,
     batches: Arc<Mutex<u64>>,
+    /// TLS connections accepted (a stream keeps one alive across batches).
+    connections: Arc<Mutex<u64>>,
     server: Option<tokio::task::JoinHandle<()>>,
     pub(crate) cert_pem: String,
 }
@@ -253,6 +255,7 @@ impl HttpsReceiver {
             received: Received::default(),
             bad_signatures: Arc::default(),
             batches: Arc::default(),
+            connections: Arc::default(),
             server: None,
             cert_pem,
         };
@@ -270,10 +273,11 @@ impl HttpsReceiver {
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", self.port)))
             .expect("bind the receiver");
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
-        let (received, bad, batches) = (
+        let (received, bad, batches, connections) = (
             self.received.clone(),
             self.bad_signatures.clone(),
             self.batches.clone(),
+            self.connections.clone(),
         );
         self.server = Some(self.runtime.spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -281,16 +285,18 @@ impl HttpsReceiver {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, received, bad, batches) = (
+                let (acceptor, received, bad, batches, connections) = (
                     acceptor.clone(),
                     received.clone(),
                     bad.clone(),
                     batches.clone(),
+                    connections.clone(),
                 );
                 conns.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    *connections.lock().unwrap() += 1;
                     let service = hyper::service::service_fn(move |req| {
                         handle(req, received.clone(), bad.clone(), batches.clone())
                     });
@@ -557,6 +563,15 @@ fn https_stream_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
         &receiver.received,
         &during,
         Duration::from_secs(60),
+    );
+    // One kept-alive connection per stream (this one and the refused one), not one per batch.
+    let (batches, connections) = (
+        *receiver.batches.lock().unwrap(),
+        *receiver.connections.lock().unwrap(),
+    );
+    assert!(
+        batches >= 2 && connections <= 2,
+        "{batches} batches over {connections} connections"
     );
 
     wait_until(

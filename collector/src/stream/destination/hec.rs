@@ -10,32 +10,26 @@
 //! 429 and other 5xx are retried. Only the answer's `code` is read, never shown.
 
 use super::batch::{Item, SendError, TestAnswer};
-use super::connect::{CONNECT_TIMEOUT, SEND_TIMEOUT, connect};
+use super::http::HttpClient;
 use super::syslog::hostname;
 use crate::stream::allow::Allowlist;
-use crate::stream::tls::client_config;
-use axum::http::{HeaderValue, Method, Request, Uri, header};
+use axum::http::{HeaderValue, Method, Request, header};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use serde_json::{Map, Value};
-use std::sync::Arc;
+use http_body_util::Full;
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The HEC event endpoint, appended to the stream's URL.
 pub const HEC_EVENT_PATH: &str = "/services/collector/event";
-/// The most of an answer read (to find its `code`).
-const ANSWER_LIMIT: usize = 64 * 1024;
 
 pub struct HecSender {
+    client: HttpClient,
     path: String,
-    host: String,
-    port: u16,
-    authority: HeaderValue,
-    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     authorization: HeaderValue,
     index: Option<String>,
     sourcetype: String,
     collector_host: String,
-    allow: Allowlist,
 }
 
 impl HecSender {
@@ -48,41 +42,21 @@ impl HecSender {
         allow: Allowlist,
     ) -> Result<HecSender, SendError> {
         let bad = |m: String| SendError::NonRetryable(m);
-        let uri: Uri = url.parse().map_err(|e| bad(format!("not a URL: {e}")))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad("the URL must be https:// or http://".into())),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("the URL has no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = HeaderValue::from_str(uri.authority().map_or(&host, |a| a.as_str()))
-            .map_err(|e| bad(e.to_string()))?;
-        let tls = if https {
-            Some(client_config(ca_pem).map_err(bad)?)
-        } else {
-            None
-        };
+        let client = HttpClient::new(url, ca_pem, allow)?;
         let token = token.ok_or_else(|| bad("the stream has no HEC token".into()))?;
         let mut authorization = HeaderValue::from_str(&format!("Splunk {token}"))
             .map_err(|_| bad("the HEC token is not a valid header value".into()))?;
         authorization.set_sensitive(true);
         Ok(HecSender {
-            path: format!("{}{HEC_EVENT_PATH}", uri.path().trim_end_matches('/')),
-            host,
-            port,
-            authority,
-            tls,
+            path: format!(
+                "{}{HEC_EVENT_PATH}",
+                client.uri().path().trim_end_matches('/')
+            ),
+            client,
             authorization,
             index: index.map(str::to_string),
             sourcetype: sourcetype.to_string(),
             collector_host: hostname(),
-            allow,
         })
     }
 
@@ -117,65 +91,53 @@ impl HecSender {
     /// POSTs the batch; the answer's status and HEC `code` (when its body has one).
     async fn post(&mut self, items: &[Item]) -> Result<(u16, Option<i64>), SendError> {
         let body = self.body(items)?;
-        let io = connect(&self.allow, &self.host, self.port, self.tls.as_ref()).await?;
-        let (mut sender, conn) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)),
-        )
-        .await
-        .map_err(|_| SendError::Retryable("the HTTP handshake timed out".into()))?
-        .map_err(|e| SendError::Retryable(format!("HTTP handshake: {e}")))?;
-        let conn = tokio::spawn(conn);
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.path.as_str())
-            .header(header::HOST, self.authority.clone())
+            .header(header::HOST, self.client.authority().clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, self.authorization.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::NonRetryable(format!("cannot build the request: {e}")))?;
-        let answer = tokio::time::timeout(SEND_TIMEOUT, async {
-            let response = sender
-                .send_request(req)
-                .await
-                .map_err(|e| SendError::Retryable(format!("HTTP: {e}")))?;
-            let status = response.status().as_u16();
-            // The code only: a body too long or cut short leaves it unknown.
-            let code = Limited::new(response.into_body(), ANSWER_LIMIT)
-                .collect()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b.to_bytes()).ok())
-                .and_then(|v| v.get("code").and_then(Value::as_i64));
-            Ok::<_, SendError>((status, code))
-        })
-        .await;
-        conn.abort();
-        answer.map_err(|_| SendError::Retryable(format!("no answer within {SEND_TIMEOUT:?}")))?
+        let answer = self.client.send(req).await?;
+        // The code only: a body too long or cut short leaves it unknown.
+        let code = answer
+            .body
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("code").and_then(Value::as_i64));
+        Ok((answer.status, code))
     }
 }
 
-/// One HEC event for `item`.
+/// One HEC event for `item`: the record's JSON goes in as it is (not parsed into a tree and
+/// written again).
 pub fn hec_event(
     item: &Item,
     host: &str,
     sourcetype: &str,
     index: Option<&str>,
 ) -> Result<Vec<u8>, SendError> {
-    let record: Value = serde_json::from_slice(&item.json)
-        .map_err(|e| SendError::NonRetryable(format!("record {} is not JSON: {e}", item.id)))?;
-    let micros = item.time.timestamp_micros();
-    let time = serde_json::Number::from_f64(micros as f64 / 1e6).map_or(Value::Null, Value::Number);
-    let mut e = Map::new();
-    e.insert("time".into(), time);
-    e.insert("host".into(), host.into());
-    e.insert("source".into(), format!("codestax:{}", item.org).into());
-    e.insert("sourcetype".into(), sourcetype.into());
-    if let Some(index) = index {
-        e.insert("index".into(), index.into());
+    #[derive(Serialize)]
+    struct Event<'a> {
+        time: f64,
+        host: &'a str,
+        source: String,
+        sourcetype: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        index: Option<&'a str>,
+        event: &'a RawValue,
     }
-    e.insert("event".into(), record);
-    serde_json::to_vec(&Value::Object(e)).map_err(|e| SendError::NonRetryable(e.to_string()))
+    let event = serde_json::from_slice::<&RawValue>(&item.json)
+        .map_err(|e| SendError::NonRetryable(format!("record {} is not JSON: {e}", item.id)))?;
+    let e = Event {
+        time: item.time.timestamp_micros() as f64 / 1e6,
+        host,
+        source: format!("codestax:{}", item.org),
+        sourcetype,
+        index,
+        event,
+    };
+    serde_json::to_vec(&e).map_err(|e| SendError::NonRetryable(e.to_string()))
 }
 
 /// What an answer means: Splunk's status and HEC code.

@@ -6,20 +6,19 @@
 //! A receiver recomputes it over the raw body, compares in constant time and refuses a `t` too
 //! far from its clock (replays). `X-Codestax-Stream`, `X-Codestax-First-Seq` and
 //! `X-Codestax-Last-Seq` name the stream and the batch. Any 2xx accepts the whole batch; 401,
-//! 403, 404 and 410 are not retryable (the stream shows `failed`), anything else is retried. A
-//! fresh connection per batch (the address checked each time); the answer's body is not read.
+//! 403, 404 and 410 are not retryable (the stream shows `failed`), anything else is retried. One
+//! kept-alive connection per stream ([`HttpClient`]), opened again (the address checked again)
+//! when the receiver closes it; the answer's body is read (up to 64 KiB) and dropped.
 
 use super::batch::{Item, SendError, TestAnswer};
-use super::connect::{CONNECT_TIMEOUT, SEND_TIMEOUT, connect};
+use super::http::HttpClient;
 use crate::stream::allow::Allowlist;
 use crate::stream::definition::Secrets;
-use crate::stream::tls::client_config;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use sha2::Sha256;
-use std::sync::Arc;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-codestax-signature";
@@ -34,15 +33,11 @@ pub fn signature(secret: &[u8], unix: i64, body: &[u8]) -> String {
 }
 
 pub struct HttpsSender {
+    client: HttpClient,
     stream_id: HeaderValue,
-    uri: Uri,
-    host: String,
-    port: u16,
-    authority: HeaderValue,
-    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    path: String,
     secret: Option<Vec<u8>>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    allow: Allowlist,
 }
 
 impl HttpsSender {
@@ -54,26 +49,7 @@ impl HttpsSender {
         allow: Allowlist,
     ) -> Result<HttpsSender, SendError> {
         let bad = |m: String| SendError::NonRetryable(m);
-        let uri: Uri = url.parse().map_err(|e| bad(format!("not a URL: {e}")))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(bad("the URL must be https:// or http://".into())),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("the URL has no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = HeaderValue::from_str(uri.authority().map_or(&host, |a| a.as_str()))
-            .map_err(|e| bad(e.to_string()))?;
-        let tls = if https {
-            Some(client_config(ca_pem).map_err(bad)?)
-        } else {
-            None
-        };
+        let client = HttpClient::new(url, ca_pem, allow)?;
         let headers = secrets
             .headers
             .iter()
@@ -86,14 +62,14 @@ impl HttpsSender {
             .collect::<Result<Vec<_>, SendError>>()?;
         Ok(HttpsSender {
             stream_id: HeaderValue::from_str(stream_id).map_err(|e| bad(e.to_string()))?,
-            uri,
-            host,
-            port,
-            authority,
-            tls,
+            path: client
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            client,
             secret: secrets.secret.as_ref().map(|s| s.as_bytes().to_vec()),
             headers,
-            allow,
         })
     }
 
@@ -117,24 +93,10 @@ impl HttpsSender {
             body.extend_from_slice(&i.json);
             body.push(b'\n');
         }
-        let io = connect(&self.allow, &self.host, self.port, self.tls.as_ref()).await?;
-        let (mut sender, conn) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)),
-        )
-        .await
-        .map_err(|_| SendError::Retryable("the HTTP handshake timed out".into()))?
-        .map_err(|e| SendError::Retryable(format!("HTTP handshake: {e}")))?;
-        let conn = tokio::spawn(conn);
-        let path = self
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(path)
-            .header(header::HOST, self.authority.clone())
+            .uri(self.path.as_str())
+            .header(header::HOST, self.client.authority().clone())
             .header(header::CONTENT_TYPE, "application/x-ndjson")
             .header("x-codestax-stream", self.stream_id.clone());
         if let (Some(first), Some(last)) = (items.first(), items.last()) {
@@ -152,12 +114,7 @@ impl HttpsSender {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::NonRetryable(format!("cannot build the request: {e}")))?;
-        let answer = tokio::time::timeout(SEND_TIMEOUT, sender.send_request(req)).await;
-        conn.abort();
-        let response = answer
-            .map_err(|_| SendError::Retryable(format!("no answer within {SEND_TIMEOUT:?}")))?
-            .map_err(|e| SendError::Retryable(format!("HTTP: {e}")))?;
-        Ok(response.status().as_u16())
+        Ok(self.client.send(req).await?.status)
     }
 }
 

@@ -7,6 +7,7 @@
 mod batch;
 mod connect;
 mod hec;
+mod http;
 mod https;
 mod s3;
 mod sender;
