@@ -7,7 +7,7 @@
 
 use super::audit_log::{effective_query, parse, query, record_read};
 use super::auth::{OrgAccess, ReadLog};
-use super::params::Route;
+use super::params::{Route, only_param};
 use super::{ApiError, AppState};
 use crate::export::{Encoder, ExportError, Prove, stream};
 use crate::export_proof::{ProofContext, Sidecars, canonical_filters};
@@ -152,17 +152,8 @@ pub async fn sidecar(
     OrgAccess { org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<codestax_common::export_proof::ProofBundle>, ApiError> {
-    let mut id = None;
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if name != "id" || id.is_some() {
-            return Err(ApiError::invalid(
-                name.as_ref(),
-                format!("unknown or repeated parameter {name:?}; this route takes id"),
-            ));
-        }
-        id = Some(value.into_owned());
-    }
-    let id = id.ok_or_else(|| ApiError::invalid("id", "id is required: the export's proof id"))?;
+    let id = only_param(raw.as_deref(), "id")?
+        .ok_or_else(|| ApiError::invalid("id", "id is required: the export's proof id"))?;
     state
         .sidecars
         .get(&org, &id)

@@ -4,6 +4,7 @@
 //! `codestax import`). Invalid records are rejected one by one; 400 only when nothing was accepted.
 
 use super::auth::{IngestRecords, authenticate, permit};
+use super::params::only_param;
 use super::{ApiError, AppState};
 use crate::health::Failure;
 use crate::ingest::{
@@ -97,14 +98,8 @@ pub const IMPORT_SOURCE_MAX_CHARS: usize = 200;
 /// The import's `?source=NAME` (where the records come from, kept in their provenance): at most
 /// [`IMPORT_SOURCE_MAX_CHARS`] characters, no control characters; no other parameter.
 fn import_source(raw: Option<&str>) -> Result<Option<String>, ApiError> {
-    let mut source = None;
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if name != "source" || source.is_some() {
-            return Err(ApiError::invalid(
-                name.as_ref(),
-                format!("unknown or repeated parameter {name:?}; this route takes source"),
-            ));
-        }
+    let source = only_param(raw, "source")?;
+    if let Some(value) = &source {
         let chars = value.chars().count();
         if chars == 0 || chars > IMPORT_SOURCE_MAX_CHARS || value.chars().any(char::is_control) {
             return Err(ApiError::invalid(
@@ -115,7 +110,6 @@ fn import_source(raw: Option<&str>) -> Result<Option<String>, ApiError> {
                 ),
             ));
         }
-        source = Some(value.into_owned());
     }
     Ok(source)
 }
