@@ -118,11 +118,21 @@ impl Client {
     /// `POST path` with an NDJSON body (`/api/v1/ingest`, `/api/v1/import`): what was accepted
     /// and each rejected line. A 400 that rejected every line is an answer too (its body carries
     /// the same details); 429 and 503 are [`ClientError::Busy`].
-    pub fn post_ndjson(&self, path: &str, body: Vec<u8>) -> Result<IngestResponse, ClientError> {
+    pub fn post_ndjson(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<IngestResponse, ClientError> {
         let url = self.url(path);
+        let full =
+            reqwest::Url::parse_with_params(&url, query).map_err(|e| ClientError::BadUrl {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         let response = self
             .http
-            .post(&url)
+            .post(full)
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
             .timeout(REQUEST_TIMEOUT)

@@ -161,6 +161,11 @@ struct ImportArgs {
     #[arg(long, value_name = "FILE")]
     rejects: Option<PathBuf>,
 
+    /// Where the records come from (the source collector, org or system), kept in each
+    /// record's provenance [default: the input file's name; none for stdin].
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -385,6 +390,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<()> {
             .rejects
             .clone()
             .unwrap_or_else(|| source.default_rejects()),
+        source_name: args.source.clone().or_else(|| source.default_name()),
         source,
         format: match args.format {
             ImportFormatArg::Ndjson => InputFormat::Ndjson,

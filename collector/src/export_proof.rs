@@ -4,8 +4,8 @@
 //!
 //! From the `seq`s written, in file order: their leaf hashes read from the org's tree (so the
 //! digest is over what the tree holds, and a record that differs from its leaf fails to verify),
-//! the org's current signed head (which covers the export's snapshot: the trees are ahead of the
-//! index), one multi-proof of the records and the holes against it, and, for an unfiltered
+//! a signed head of the org that covers them (its latest one when it does, else its current
+//! one: the trees are ahead of the index), one multi-proof of the records and the holes against it, and, for an unfiltered
 //! export, the holes inside its span with their times: records retention deleted (the
 //! tombstones) or hides (older than the cut-off, not yet deleted). Memory: about 50 bytes per
 //! exported record while the proof is built.
@@ -84,9 +84,15 @@ impl ProofContext {
         seqs: &[u64],
         file_sha256: Option<Hash>,
     ) -> Result<ProofBundle, ExportProofError> {
-        let head = self.heads.current(&self.org, &self.trees)?;
         let mut sorted = seqs.to_vec();
         sorted.sort_unstable();
+        // Any signed head that covers the records proves them: the latest one usually does
+        // (the trees are ahead of the index), which spares signing and syncing a new one.
+        let head = self.heads.covering(
+            &self.org,
+            &self.trees,
+            sorted.last().copied().unwrap_or_default(),
+        )?;
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(ExportProofError::Proof(format!(
                 "seq {} was written twice",
@@ -112,12 +118,15 @@ impl ProofContext {
             }
             return self.finish(head, Vec::new(), &[], Vec::new(), &[], file_sha256);
         };
-        // Read in chunks, the lock let go between them: ingest appends to the same tree.
+        // Read in chunks, the lock let go between them: ingest appends to the same tree. Runs
+        // of consecutive seqs (an unfiltered export is mostly one) are read at once.
         let mut leaves = Vec::with_capacity(sorted.len());
         for chunk in sorted.chunks(LEAVES_PER_LOCK) {
             let mut tree = lock(&tree);
-            for &s in chunk {
-                leaves.push(tree.leaf(s - 1)?);
+            for run in chunk.chunk_by(|a, b| *b == a + 1) {
+                let at = leaves.len();
+                leaves.resize(at + run.len(), [0; 32]);
+                tree.leaves(run[0] - 1, &mut leaves[at..])?;
             }
         }
         let mut tree = lock(&tree);

@@ -266,6 +266,9 @@ fn write_provenance(p: &Provenance, out: &mut String) {
     if let Some(key_id) = p.key_id() {
         o.str("key_id", key_id);
     }
+    if let Some(source) = p.source() {
+        o.str("source", source);
+    }
     o.str("writer", p.writer());
     o.close();
 }

@@ -103,8 +103,14 @@ pub enum Provenance {
     /// An app, through the ingest key with this id (the key's public id, never its secret).
     Ingest { key_id: String },
     /// Brought in from another log (`codestax import`) by the ingest key with this id: the
-    /// record's content is the source's, its writer there is not vouched for.
-    Imported { key_id: String },
+    /// record's content is the source's, its writer there is not vouched for. `source` names
+    /// where it came from as the importer said (`--source`, else the input file's name); records
+    /// imported before it existed have none.
+    Imported {
+        key_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
 }
 
 impl Provenance {
@@ -121,7 +127,15 @@ impl Provenance {
     pub fn key_id(&self) -> Option<&str> {
         match self {
             Provenance::Collector => None,
-            Provenance::Ingest { key_id } | Provenance::Imported { key_id } => Some(key_id),
+            Provenance::Ingest { key_id } | Provenance::Imported { key_id, .. } => Some(key_id),
+        }
+    }
+
+    /// Where an imported record came from, as its importer named it.
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            Provenance::Imported { source, .. } => source.as_deref(),
+            Provenance::Collector | Provenance::Ingest { .. } => None,
         }
     }
 }

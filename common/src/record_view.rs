@@ -135,6 +135,8 @@ pub struct ProvenanceView<'a> {
     pub writer: Str<'a>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<Str<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Str<'a>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -425,15 +427,19 @@ impl TargetView<'_> {
 }
 
 impl ProvenanceView<'_> {
-    /// `Provenance` is `{"writer":"collector"}` or `{"writer":"ingest","key_id":…}`, nothing else.
+    /// `Provenance` is `{"writer":"collector"}`, `{"writer":"ingest","key_id":…}` or
+    /// `{"writer":"imported","key_id":…}` with an optional `source`, nothing else.
     fn write(&self, out: &mut String) -> bool {
-        match (&*self.writer, &self.key_id) {
-            ("collector", None) | ("ingest", Some(_)) => {}
+        match (&*self.writer, &self.key_id, &self.source) {
+            ("collector", None, None) | ("ingest", Some(_), None) | ("imported", Some(_), _) => {}
             _ => return false,
         }
         let mut o = Object::open(out);
         if let Some(key_id) = &self.key_id {
             o.str("key_id", key_id);
+        }
+        if let Some(source) = &self.source {
+            o.str("source", source);
         }
         o.str("writer", &self.writer);
         o.close();

@@ -578,18 +578,25 @@ fn clashing_dotted_attributes_are_refused_not_dropped() {
 
 /// `v` (a valid record) sealed as the collector stores and exports it: `seq`, `received_at`,
 /// provenance, `prev_hash`, `hash`; serde's JSON, as an NDJSON export writes it.
-fn sealed(v: Value, seq: u64, by_key: bool) -> Option<Value> {
+fn sealed(v: Value, seq: u64, writer: u8, source: String) -> Option<Value> {
     use codestax_common::Provenance;
     use codestax_common::chain::{GENESIS_HASH, record_hash};
     let mut r: AuditRecord = serde_json::from_value(v).ok()?;
     r.seq = Some(seq);
     r.received_at = Some(r.time);
-    r.provenance = Some(if by_key {
-        Provenance::Ingest {
-            key_id: "key_0123".into(),
-        }
-    } else {
-        Provenance::Collector
+    let key_id = "key_0123".to_string();
+    r.provenance = Some(match writer {
+        0 => Provenance::Collector,
+        1 => Provenance::Ingest { key_id },
+        // Imported before `source` existed, and since.
+        2 => Provenance::Imported {
+            key_id,
+            source: None,
+        },
+        _ => Provenance::Imported {
+            key_id,
+            source: Some(source),
+        },
     });
     let prev = if seq == 1 {
         GENESIS_HASH.to_string()
@@ -602,8 +609,15 @@ fn sealed(v: Value, seq: u64, by_key: bool) -> Option<Value> {
 }
 
 fn sealed_record() -> BoxedStrategy<Value> {
-    (records::valid_record(Shape::ANY), 1u64..5, any::<bool>())
-        .prop_filter_map("not a record", |(v, seq, by_key)| sealed(v, seq, by_key))
+    (
+        records::valid_record(Shape::ANY),
+        1u64..5,
+        0u8..4,
+        "\\PC{1,12}|a\"b\\\\c",
+    )
+        .prop_filter_map("not a record", |(v, seq, writer, source)| {
+            sealed(v, seq, writer, source)
+        })
         .boxed()
 }
 

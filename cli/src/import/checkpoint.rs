@@ -46,6 +46,9 @@ pub struct Checkpoint {
     /// The rejects file's length then: a rerun cuts off what a lost batch wrote after it.
     pub rejects_len: u64,
     pub counts: Counts,
+    /// The source the records' provenance names (`--source`): a rerun must name the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Versioned for Checkpoint {
@@ -104,11 +107,12 @@ impl CheckpointFile {
     }
 
     /// The checkpoint, if a run left one; one that belongs to another input (or another
-    /// version of this one) or another format is refused, naming the file.
+    /// version of this one), another format or another source is refused, naming the file.
     pub fn load(
         &self,
         input: &Fingerprint,
         format: InputFormat,
+        source: Option<&str>,
     ) -> anyhow::Result<Option<Checkpoint>> {
         let Some(c) = self.file.read_json::<Checkpoint>(OnDamage::Fail)? else {
             return Ok(None);
@@ -127,6 +131,13 @@ impl CheckpointFile {
                 "the checkpoint {path} was written by an import with --format {}; use it again, \
                  or delete the checkpoint to start over",
                 serde_json::to_value(c.format)?.as_str().unwrap_or_default()
+            );
+        }
+        if c.source.as_deref() != source {
+            anyhow::bail!(
+                "the checkpoint {path} was written by an import with --source {:?}; use it again, \
+                 or delete the checkpoint to start over",
+                c.source.as_deref().unwrap_or_default()
             );
         }
         Ok(Some(c))

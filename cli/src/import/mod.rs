@@ -53,6 +53,15 @@ impl Source {
         }
     }
 
+    /// The source the records' provenance names unless `--source` says: the input file's
+    /// name; none for stdin.
+    pub fn default_name(&self) -> Option<String> {
+        match self {
+            Source::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Source::Stdin => None,
+        }
+    }
+
     /// The rejects file unless `--rejects` names one: beside the input, or in the current
     /// directory for stdin.
     pub fn default_rejects(&self) -> PathBuf {
@@ -71,6 +80,8 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
     pub source: Source,
+    /// Where the records come from, as their provenance names it (`--source`).
+    pub source_name: Option<String>,
     pub format: InputFormat,
     pub rejects: PathBuf,
     /// Show a progress bar (when stderr is a terminal).
@@ -141,12 +152,17 @@ fn join(lines: &[u64]) -> String {
 /// checkpoint).
 pub fn import(client: &Client, request: &ImportRequest) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
+    let source_name = request.source_name.as_deref();
+    let query: Vec<(&str, String)> = source_name
+        .map(|name| ("source", name.to_string()))
+        .into_iter()
+        .collect();
     match &request.source {
         Source::File(path) => {
             let fingerprint = Fingerprint::of(path)
                 .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
             let checkpoints = CheckpointFile::beside(path);
-            let resumed = checkpoints.load(&fingerprint, request.format)?;
+            let resumed = checkpoints.load(&fingerprint, request.format, source_name)?;
             let mut file = BufReader::with_capacity(
                 256 * 1024,
                 File::open(path)
@@ -175,6 +191,8 @@ pub fn import(client: &Client, request: &ImportRequest) -> anyhow::Result<Import
                 rejects,
                 counts,
                 bar: &bar,
+                query: &query,
+                source_name,
                 checkpoint: Some((&checkpoints, &fingerprint, request.format)),
                 resumed_records: counts.records(),
                 summary: ImportSummary {
@@ -204,6 +222,8 @@ pub fn import(client: &Client, request: &ImportRequest) -> anyhow::Result<Import
                 rejects: Rejects::fresh(&request.rejects)?,
                 counts: Counts::default(),
                 bar: &bar,
+                query: &query,
+                source_name,
                 checkpoint: None,
                 resumed_records: 0,
                 summary: ImportSummary::default(),
@@ -240,6 +260,9 @@ struct Run<'a, R> {
     rejects: Rejects,
     counts: Counts,
     bar: &'a ProgressBar,
+    /// The import's query: its `source`.
+    query: &'a [(&'a str, String)],
+    source_name: Option<&'a str>,
     checkpoint: Option<(&'a CheckpointFile, &'a Fingerprint, InputFormat)>,
     /// Records counted before this run (a resumed import's), left out of its rate.
     resumed_records: u64,
@@ -250,7 +273,7 @@ impl<R: BufRead> Run<'_, R> {
     /// Reads batches and sends them, a few in flight; applies the answers in input order, so
     /// the checkpoint only ever moves past batches acknowledged with all before them.
     fn run(mut self) -> anyhow::Result<ImportSummary> {
-        let client = self.client;
+        let (client, query) = (self.client, self.query);
         let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(0);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<(u64, Result<IngestResponse, ClientError>)>();
@@ -262,7 +285,7 @@ impl<R: BufRead> Run<'_, R> {
                     loop {
                         let job = job_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok((n, body))) = job else { return };
-                        if done_tx.send((n, send(client, body))).is_err() {
+                        if done_tx.send((n, send(client, query, body))).is_err() {
                             return;
                         }
                     }
@@ -424,6 +447,7 @@ impl<R: BufRead> Run<'_, R> {
                 line: batch.end.line,
                 rejects_len: self.rejects.len,
                 counts: self.counts,
+                source: self.source_name.map(str::to_string),
             })?;
         }
         self.bar.set_position(batch.end.offset);
@@ -439,11 +463,15 @@ impl<R: BufRead> Run<'_, R> {
 
 /// Sends one batch, again while the collector cannot take it now (429, 503, unreachable), for
 /// up to [`RETRY_FOR`]. Resending is safe: ids dedupe.
-fn send(client: &Client, body: Vec<u8>) -> Result<IngestResponse, ClientError> {
+fn send(
+    client: &Client,
+    query: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<IngestResponse, ClientError> {
     let started = Instant::now();
     let mut wait = Duration::from_millis(200);
     loop {
-        let error = match client.post_ndjson(IMPORT_PATH, body.clone()) {
+        let error = match client.post_ndjson(IMPORT_PATH, query, body.clone()) {
             Ok(answer) => return Ok(answer),
             Err(e) => e,
         };

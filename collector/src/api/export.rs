@@ -2,11 +2,12 @@
 //! JSON or NDJSON, streamed from one snapshot. The scan of the matches is set up before answering
 //! (it fixes the snapshot, gives the exact total and surfaces bad filters as a 400); the records
 //! are then read and encoded on a blocking thread into a bounded channel, so memory stays flat
-//! whatever the size. Each export records an `audit_log.exported` entry in the org's log.
+//! whatever the size. Each export records an `audit_log.exported` entry in the org's log, durably
+//! before the response is handed out; the encoding starts meanwhile.
 
 use super::audit_log::{effective_query, parse, query, record_read};
 use super::auth::{OrgAccess, ReadLog};
-use super::params::Route;
+use super::params::{Route, only_param};
 use super::{ApiError, AppState};
 use crate::export::{Encoder, ExportError, Prove, stream};
 use crate::export_proof::{ProofContext, Sidecars, canonical_filters};
@@ -54,22 +55,6 @@ pub async fn export(
     })
     .await?;
     let total = scan.total();
-    let mut extra = serde_json::Map::new();
-    extra.insert("format".into(), json!(format.as_str()));
-    if with_chain {
-        extra.insert("with_chain".into(), json!(true));
-    }
-    record_read(
-        &state,
-        &key,
-        &org,
-        "audit_log.exported",
-        &params,
-        total,
-        extra,
-    )
-    .await?;
-
     let filename = format!(
         "audit-log-{org}-{}.{}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -84,7 +69,9 @@ pub async fn export(
     };
     let sidecars = state.sidecars.clone();
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(CHANNEL_CHUNKS);
+    let encoding_org = org.clone();
     tokio::task::spawn_blocking(move || {
+        let org = encoding_org;
         let send = |chunk: Vec<u8>| tx.blocking_send(Ok(chunk)).is_ok();
         let prove: Option<Prove> = proven.then(|| -> Prove {
             Box::new(move |seqs, file_sha256| {
@@ -118,6 +105,25 @@ pub async fn export(
             }
         }
     });
+    // The entry is made durable while the first chunks are encoded: no byte leaves before it
+    // is (the body is handed out below), and if it cannot be written the receiver is dropped,
+    // which stops the encoder.
+    let mut extra = serde_json::Map::new();
+    extra.insert("format".into(), json!(format.as_str()));
+    if with_chain {
+        extra.insert("with_chain".into(), json!(true));
+    }
+    record_read(
+        &state,
+        &key,
+        &org,
+        "audit_log.exported",
+        &params,
+        total,
+        extra,
+    )
+    .await?;
+
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let headers = response.headers_mut();
     headers.insert(
@@ -146,17 +152,8 @@ pub async fn sidecar(
     OrgAccess { org, .. }: OrgAccess<ReadLog>,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<codestax_common::export_proof::ProofBundle>, ApiError> {
-    let mut id = None;
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if name != "id" || id.is_some() {
-            return Err(ApiError::invalid(
-                name.as_ref(),
-                format!("unknown or repeated parameter {name:?}; this route takes id"),
-            ));
-        }
-        id = Some(value.into_owned());
-    }
-    let id = id.ok_or_else(|| ApiError::invalid("id", "id is required: the export's proof id"))?;
+    let id = only_param(raw.as_deref(), "id")?
+        .ok_or_else(|| ApiError::invalid("id", "id is required: the export's proof id"))?;
     state
         .sidecars
         .get(&org, &id)

@@ -4,6 +4,7 @@
 //! `codestax import`). Invalid records are rejected one by one; 400 only when nothing was accepted.
 
 use super::auth::{IngestRecords, authenticate, permit};
+use super::params::only_param;
 use super::{ApiError, AppState};
 use crate::health::Failure;
 use crate::ingest::{
@@ -14,7 +15,7 @@ use crate::keys::{KeyInfo, KeyStore};
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse};
@@ -60,10 +61,12 @@ pub async fn ndjson(
 pub async fn import(
     State(state): State<AppState>,
     Extension(key): Extension<KeyInfo>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     permit::<IngestRecords>(&key)?;
+    let source = import_source(raw.as_deref())?;
     let rules = Rules {
         // Provenance and `audit_log.*` are read here; the stamp and `check_reserved_id` in
         // `Ingest::submit` decide what comes in.
@@ -84,9 +87,31 @@ pub async fn import(
         batch
     })
     .await?;
-    let provenance = key.import_provenance();
+    let provenance = key.import_provenance(source);
     let outcome = store(&state.ingest, &key, provenance, batch, Receiver::Import).await?;
     answer(outcome)
+}
+
+/// Longest `source` an import may name, in characters.
+pub const IMPORT_SOURCE_MAX_CHARS: usize = 200;
+
+/// The import's `?source=NAME` (where the records come from, kept in their provenance): at most
+/// [`IMPORT_SOURCE_MAX_CHARS`] characters, no control characters; no other parameter.
+fn import_source(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let source = only_param(raw, "source")?;
+    if let Some(value) = &source {
+        let chars = value.chars().count();
+        if chars == 0 || chars > IMPORT_SOURCE_MAX_CHARS || value.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "source",
+                format!(
+                    "source must be 1 to {IMPORT_SOURCE_MAX_CHARS} characters without control \
+                     characters (it names where the records come from)"
+                ),
+            ));
+        }
+    }
+    Ok(source)
 }
 
 /// Moves the records of `batch` older than `cutoff` (the org's retention floor) to its

@@ -24,6 +24,22 @@ pub const FILTERS: &[&str] = &[
     "until",
 ];
 
+/// The value of `name` in the query of a route that takes that one parameter only (`None` when
+/// absent); any other parameter, or `name` repeated, is a 400 naming it.
+pub fn only_param(raw: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    let mut value = None;
+    for (key, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if key != name || value.is_some() {
+            return Err(ApiError::invalid(
+                key.as_ref(),
+                format!("unknown or repeated parameter {key:?}; this route takes {name}"),
+            ));
+        }
+        value = Some(v.into_owned());
+    }
+    Ok(value)
+}
+
 /// Whether `name` is a filter (not a paging, facet or export parameter).
 pub fn is_filter(name: &str) -> bool {
     REPEATABLE.contains(&name) || SINGLE_FILTERS.contains(&name)

@@ -94,10 +94,12 @@ impl KeyInfo {
         }
     }
 
-    /// The provenance of the records this key brings in through `POST /api/v1/import`.
-    pub fn import_provenance(&self) -> codestax_common::Provenance {
+    /// The provenance of the records this key brings in through `POST /api/v1/import` from
+    /// `source` (as the importer names it).
+    pub fn import_provenance(&self, source: Option<String>) -> codestax_common::Provenance {
         codestax_common::Provenance::Imported {
             key_id: self.id.clone(),
+            source,
         }
     }
 

@@ -179,6 +179,21 @@ impl Heads {
         self.lock().latest.get(org).cloned()
     }
 
+    /// A signed head of `org` covering its first `size` leaves: its latest one if that is at
+    /// least that large (no new head to sign and sync), else [`Heads::current`].
+    pub fn covering(&self, org: &str, trees: &Trees, size: u64) -> Result<SignedHead, HeadError> {
+        if trees.unavailable(org).is_none() {
+            let state = self.lock();
+            if !state.contradicted.contains_key(org)
+                && let Some(l) = state.latest.get(org)
+                && l.size >= size
+            {
+                return Ok(l.clone());
+            }
+        }
+        self.current(org, trees)
+    }
+
     /// `org`'s current signed head: its latest one if the tree has not grown since, else a new
     /// one, durably kept before it is returned.
     pub fn current(&self, org: &str, trees: &Trees) -> Result<SignedHead, HeadError> {

@@ -3,7 +3,8 @@
 //! chained by the target; the source's collector entries under reserved ids are refused; a
 //! JSON export imports the same (all duplicates the second time); an import killed with -9
 //! goes on from its checkpoint and stores each record once; refused and expired records are
-//! listed with their lines; stdin imports without a checkpoint.
+//! listed with their lines; stdin imports without a checkpoint; the provenance names the
+//! source (`--source`, by default the input file's name).
 
 use chrono::{Duration, SecondsFormat, Utc};
 use codestax_tests::{Collector, cli, record, run_cli};
@@ -148,6 +149,8 @@ fn round_trip_between_two_collectors_keeps_ids_times_and_contents() {
             .unwrap_or_else(|| panic!("{id} not imported"));
         assert_eq!(content(t), content(s), "{id}");
         assert_eq!(t["provenance"]["writer"], "imported", "{t}");
+        // The source is named: by default the input file's name.
+        assert_eq!(t["provenance"]["source"], "a.ndjson", "{t}");
         if !key_id.is_null() {
             assert_eq!(t["provenance"]["key_id"], key_id, "{t}");
         }
@@ -301,6 +304,8 @@ fn rejects_expired_and_stdin() {
             "-",
             "--rejects",
             "r.ndjson",
+            "--source",
+            "old collector/acme",
             "--url",
             &url,
             "--token",
@@ -356,7 +361,28 @@ fn rejects_expired_and_stdin() {
     c.wait_for_total("acme", "action=auth.login", &admin, 2);
     let stored = exported(&c, "acme", &admin);
     assert_eq!(stored["s-2"]["provenance"]["writer"], "imported");
+    assert_eq!(
+        stored["s-2"]["provenance"]["source"], "old collector/acme",
+        "the source --source names"
+    );
     assert!(!stored.contains_key("s-old"));
+    // A source the route cannot keep is refused, naming the parameter.
+    let body = format!("{}\n", good("s-4", 5)).into_bytes();
+    for bad in [
+        "source=",
+        "source=a%0Ab",
+        &format!("source={}", "x".repeat(201)),
+    ] {
+        let r = c.post(
+            &format!("/api/v1/import?{bad}"),
+            &ingest,
+            "application/x-ndjson",
+            body.clone(),
+        );
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().unwrap();
+        assert_eq!(e["error"]["field"], "source", "{e}");
+    }
     let metrics = c.metrics();
     assert!(
         metrics.lines().any(|l| l.contains("records_rejected")
