@@ -140,6 +140,24 @@ fn subject_of(messages: &[(String, String, Value)], org: &str) -> String {
     subject
 }
 
+/// The index in `nats` of the server that leads the (3-replica) stream.
+pub(crate) fn stream_leader(nats: &NatsCluster) -> usize {
+    let urls = nats.urls();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader = rt.block_on(async {
+        let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+        let js = async_nats::jetstream::new(async_nats::connect(addrs.as_slice()).await.unwrap());
+        let mut stream = js.get_stream(STREAM).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.num_replicas, 3);
+        info.cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a stream leader")
+    });
+    (0..nats.len()).find(|&i| nats.name(i) == leader).unwrap()
+}
+
 /// A 3-server JetStream cluster, PostgreSQL and one collector `c1` in cluster mode over them,
 /// its data under `dir/c1`; `None` when a server is missing outside CI (SKIPPED).
 pub(crate) fn start_node(
@@ -195,18 +213,8 @@ fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
     // Kill the server that leads the stream, and keep ingesting.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let urls = nats.urls();
-    let leader = rt.block_on(async {
-        let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
-        let js = async_nats::jetstream::new(async_nats::connect(addrs.as_slice()).await.unwrap());
-        let mut stream = js.get_stream(STREAM).await.unwrap();
-        let info = stream.info().await.unwrap();
-        assert_eq!(info.config.num_replicas, 3);
-        info.cluster
-            .clone()
-            .and_then(|c| c.leader)
-            .expect("a stream leader")
-    });
-    let killed = (0..nats.len()).find(|&i| nats.name(i) == leader).unwrap();
+    let killed = stream_leader(&nats);
+    let leader = nats.name(killed).to_owned();
     nats.kill(killed);
     let mut tries = 0;
     for round in 10..20 {
