@@ -93,13 +93,21 @@ async fn read_stream(urls: &[String], expect: usize) -> Vec<(String, String, Val
     let client = async_nats::connect(addrs.as_slice()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // Right after a server's kill the stream may still be electing: a create can time out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer = loop {
+        let created = stream
+            .create_consumer(pull::Config {
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => eprintln!("creating the consumer: {e}"),
+            Err(e) => panic!("creating the consumer: {e}"),
+        }
+    };
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
     loop {
