@@ -417,6 +417,13 @@ impl Collector {
         self.process.terminate(self.options.stop_timeout)
     }
 
+    /// Sends `signal` (a `kill -s` name) to the running process: `STOP` and `CONT` pause and
+    /// resume it, as a host that hangs and comes back.
+    pub fn signal(&self, signal: &str) {
+        assert!(self.process.pid().is_some(), "running");
+        self.process.signal(signal);
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         assert!(self.process.pid().is_some(), "running");

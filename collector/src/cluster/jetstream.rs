@@ -19,9 +19,11 @@ pub const ORG_HEADER: &str = "Codestax-Org";
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a resend.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How long a publish waits for its ack: long enough for a leader election after a server
-/// loss (a few seconds), short enough that the client hears of a failure and resends.
-pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a publish waits for its ack. A publish in flight to a stream leader that dies gets
+/// no ack even after the election: only the client's resend (same ids, deduplicated) gets
+/// through, so this is how long ingest stalls when the leader is lost. Still far above a
+/// quorum's fsync under load.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an owner may take from a message's delivery to its ack (stored, indexed, committed)
 /// before JetStream delivers it again.

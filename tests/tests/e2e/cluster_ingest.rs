@@ -93,13 +93,21 @@ async fn read_stream(urls: &[String], expect: usize) -> Vec<(String, String, Val
     let client = async_nats::connect(addrs.as_slice()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // Right after a server's kill the stream may still be electing: a create can time out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer = loop {
+        let created = stream
+            .create_consumer(pull::Config {
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => eprintln!("creating the consumer: {e}"),
+            Err(e) => panic!("creating the consumer: {e}"),
+        }
+    };
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::new();
     loop {
@@ -138,6 +146,24 @@ fn subject_of(messages: &[(String, String, Value)], org: &str) -> String {
         "{subject}"
     );
     subject
+}
+
+/// The index in `nats` of the server that leads the (3-replica) stream.
+pub(crate) fn stream_leader(nats: &NatsCluster) -> usize {
+    let urls = nats.urls();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader = rt.block_on(async {
+        let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+        let js = async_nats::jetstream::new(async_nats::connect(addrs.as_slice()).await.unwrap());
+        let mut stream = js.get_stream(STREAM).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.num_replicas, 3);
+        info.cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a stream leader")
+    });
+    (0..nats.len()).find(|&i| nats.name(i) == leader).unwrap()
 }
 
 /// A 3-server JetStream cluster, PostgreSQL and one collector `c1` in cluster mode over them,
@@ -195,18 +221,8 @@ fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
     // Kill the server that leads the stream, and keep ingesting.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let urls = nats.urls();
-    let leader = rt.block_on(async {
-        let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
-        let js = async_nats::jetstream::new(async_nats::connect(addrs.as_slice()).await.unwrap());
-        let mut stream = js.get_stream(STREAM).await.unwrap();
-        let info = stream.info().await.unwrap();
-        assert_eq!(info.config.num_replicas, 3);
-        info.cluster
-            .clone()
-            .and_then(|c| c.leader)
-            .expect("a stream leader")
-    });
-    let killed = (0..nats.len()).find(|&i| nats.name(i) == leader).unwrap();
+    let killed = stream_leader(&nats);
+    let leader = nats.name(killed).to_owned();
     nats.kill(killed);
     let mut tries = 0;
     for round in 10..20 {
