@@ -147,6 +147,8 @@ mod search;
 // The write side.
 /// [`Indexer`]: add, commit, delete.
 mod indexer;
+/// Records of past partitions held for bulk indexing.
+mod stage;
 
 // Both: [`AuditIndex::open`] returns the read handle and the writer.
 mod open;
