@@ -257,17 +257,7 @@ impl Indexer {
         self.max_written = self.max_written.max(records.last().map(|r| r.lsn));
         self.flushed = true;
         partition.reload()?;
-        self.writers.insert(
-            start,
-            OpenWriter {
-                partition,
-                writer,
-                dirty: false,
-                last_used: 0,
-                last_added: Instant::now(),
-            },
-        );
-        self.close_writer(start);
+        self.close_in_background(start, partition, writer);
         tracing::debug!(
             partition = key.name(),
             records = records.len(),
@@ -736,14 +726,17 @@ impl Indexer {
     /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
     /// waits for its merges, then makes their result searchable.
     fn close_writer(&mut self, key: i64) {
-        let Some(w) = self.writers.remove(&key) else {
-            return;
-        };
-        let partition = w.partition.clone();
+        if let Some(w) = self.writers.remove(&key) {
+            self.close_in_background(key, w.partition, w.writer);
+        }
+    }
+
+    /// Closes `writer` (clean) of `partition` on a thread of its own, as [`Self::close_writer`].
+    fn close_in_background(&mut self, key: i64, partition: Arc<Partition>, writer: IndexWriter) {
         let closer = std::thread::Builder::new()
             .name("codestax-close-writer".into())
             .spawn(move || {
-                if let Err(e) = w.writer.wait_merging_threads() {
+                if let Err(e) = writer.wait_merging_threads() {
                     tracing::warn!(partition = partition.key.name(), error = %e, "merges of a closed writer failed");
                 }
                 if let Err(e) = partition.reload() {
