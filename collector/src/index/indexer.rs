@@ -43,6 +43,10 @@ pub struct Purge {
 /// waits for that merge.
 const IDLE_WRITER_CLOSE: Duration = Duration::from_secs(60);
 
+/// Time one [`Indexer::commit_due`] spends flushing staged partitions, at most (plus one flush):
+/// current-week records wait for it.
+const COLD_FLUSH_TIME: Duration = Duration::from_millis(250);
+
 /// A cold partition's writer merges as soon as this many segments of a size are there (tantivy's
 /// default is 8): each flush adds a segment, and the writer is closed right after, so merges
 /// happen on the flush that makes the count.
@@ -340,12 +344,20 @@ impl Indexer {
     /// lowest LSN still staged, so a replay after a crash adds those again.
     ///
     /// [`IndexOptions::cold_flush_after`]: super::IndexOptions::cold_flush_after
+    ///
+    /// Flushes stop after [`COLD_FLUSH_TIME`] (the longest waiting go first; the others wait
+    /// for the next call), so that a spread load's many due partitions do not hold back the
+    /// current week's commit.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
         let budget = self.shared.opts.cold_stage_bytes;
+        let started = Instant::now();
         for start in self
             .stage
             .due(budget / 4, self.shared.opts.cold_flush_after)
         {
+            if started.elapsed() >= COLD_FLUSH_TIME {
+                break;
+            }
             self.flush_staged(start)?;
         }
         self.commit_writers()

@@ -96,14 +96,17 @@ impl ColdStage {
             .map(|(start, _)| *start)
     }
 
-    /// Partitions to flush now: those with at least `part_bytes` staged, and those whose first
-    /// record waited `max_wait` or longer.
+    /// Partitions to flush now, the longest waiting first: those with at least `part_bytes`
+    /// staged, and those whose first record waited `max_wait` or longer.
     pub fn due(&self, part_bytes: usize, max_wait: Duration) -> Vec<i64> {
-        self.parts
+        let mut due: Vec<(Instant, i64)> = self
+            .parts
             .iter()
             .filter(|(_, p)| p.bytes >= part_bytes || p.since.elapsed() >= max_wait)
-            .map(|(start, _)| *start)
-            .collect()
+            .map(|(start, p)| (p.since, *start))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().map(|(_, start)| start).collect()
     }
 
     /// Every partition staged.

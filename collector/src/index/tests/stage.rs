@@ -113,7 +113,15 @@ fn staged_records_are_flushed_once_they_waited_long_enough() {
     assert_eq!(indexer.commit_due().unwrap(), None);
     assert_eq!(uid_count(&index), 0);
     std::thread::sleep(wait);
-    assert_eq!(indexer.commit_due().unwrap(), Some(299));
+    // Each call flushes for a bounded time, the longest waiting partitions first.
+    let mut through = None;
+    for _ in 0..100 {
+        through = indexer.commit_due().unwrap();
+        if !indexer.has_staged() {
+            break;
+        }
+    }
+    assert_eq!(through, Some(299));
     assert_eq!(uid_count(&index), 300);
     assert_eq!(indexer.open_writers(), 0, "cold writers do not stay open");
     assert_eq!(index.indexed_through(), Some(299));
