@@ -11,6 +11,11 @@ use std::io::Write;
 /// One day in microseconds, the unit of record times.
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
+/// Now, in µs since the epoch (the unit of record times).
+pub fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
 /// A small, fast, seedable generator (SplitMix64): the same numbers on every machine.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -60,8 +60,10 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Request → durable ack, per batch.
     pub ack: Latencies,
-    /// Ack → first successful GET, per sampled record.
+    /// Ack → first successful GET, per sampled record of the current ISO week.
     pub freshness: Latencies,
+    /// The same for sampled records of past weeks (the collector may index them in bulk).
+    pub freshness_past_weeks: Latencies,
     /// Sampled records not found within [`FRESHNESS_GIVE_UP`].
     pub never_found: usize,
     /// CPU seconds this process used while the clock ran (clients and poller; encoding done
@@ -82,6 +84,16 @@ struct Sample {
     org: String,
     id: String,
     acked: Instant,
+    /// The record's time is before the current ISO week.
+    past: bool,
+}
+
+/// The start of the current ISO week (Monday 00:00 UTC), in µs since the epoch.
+fn current_week_start_micros() -> i64 {
+    const DAY: i64 = crate::data::DAY_MICROS;
+    let days = crate::data::now_micros().div_euclid(DAY);
+    // 1970-01-01 was a Thursday: Monday-based weekday = (days + 3) mod 7.
+    (days - (days + 3).rem_euclid(7)) * DAY
 }
 
 /// Sends every batch of `corpus` to the collector.
@@ -105,6 +117,7 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
     } else {
         Vec::new()
     };
+    let week_start = current_week_start_micros();
     let cpu0 = process_cpu_seconds(std::process::id())?;
     let started = Instant::now();
     let (results, poll) = std::thread::scope(|s| {
@@ -150,11 +163,12 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
                         let acked = Instant::now();
                         acks.push(acked - sent);
                         if opts.sample_every > 0 && b % opts.sample_every == 0 {
-                            let id = corpus.record(b, corpus.batch_size - 1).id;
+                            let j = corpus.batch_size - 1;
                             let _ = tx.send(Sample {
                                 org: org.clone(),
-                                id,
+                                id: corpus.record(b, j).id,
                                 acked,
+                                past: corpus.time(b, j) < week_start,
                             });
                         }
                     }
@@ -187,8 +201,9 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
         report.ack.extend(r?);
     }
     if let Some(p) = poll {
-        let (fresh, never) = p?;
+        let (fresh, past, never) = p?;
         report.freshness = fresh;
+        report.freshness_past_weeks = past;
         report.never_found = never;
     }
     Ok(report)
@@ -395,16 +410,21 @@ fn post_batch(
 /// thousands of GETs per second and made the ingest it measured pay for them. A sample acked
 /// out of log order by another client can only be measured later than it became visible, never
 /// earlier.
-fn poll_freshness(c: &Collector, rx: mpsc::Receiver<Sample>) -> Result<(Latencies, usize)> {
+fn poll_freshness(
+    c: &Collector,
+    rx: mpsc::Receiver<Sample>,
+) -> Result<(Latencies, Latencies, usize)> {
     let client = http_client()?;
-    let mut pending: std::collections::VecDeque<Sample> = std::collections::VecDeque::new();
-    let mut fresh = Latencies::default();
+    // Current-week and past-week samples in queues of their own: the collector indexes past
+    // weeks' records in bulk, later, and one of them at the head must not hold back the others.
+    let mut pending: [std::collections::VecDeque<Sample>; 2] = Default::default();
+    let mut fresh: [Latencies; 2] = Default::default();
     let mut never = 0;
     let mut open = true;
-    while open || !pending.is_empty() {
+    while open || pending.iter().any(|q| !q.is_empty()) {
         loop {
             match rx.try_recv() {
-                Ok(s) => pending.push_back(s),
+                Ok(s) => pending[usize::from(s.past)].push_back(s),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -412,37 +432,40 @@ fn poll_freshness(c: &Collector, rx: mpsc::Receiver<Sample>) -> Result<(Latencie
                 }
             }
         }
-        while let Some(s) = pending.front() {
-            let path = format!("/api/v1/orgs/{}/audit-log/{}", s.org, s.id);
-            let r = client
-                .get(c.url(&path))
-                .bearer_auth(&c.keys(&s.org).reader)
-                .send()
-                .map_err(|e| BenchError::http(format!("GET {path}"), e))?;
-            let status = r.status().as_u16();
-            let _ = r.bytes();
-            let now = Instant::now();
-            match status {
-                200 => {
-                    fresh.push(now - s.acked);
-                    pending.pop_front();
-                }
-                404 if now - s.acked > FRESHNESS_GIVE_UP => {
-                    never += 1;
-                    pending.pop_front();
-                }
-                404 => break,
-                other => {
-                    return Err(BenchError::http(
-                        format!("GET {path}"),
-                        format!("status {other}"),
-                    ));
+        for (queue, fresh) in pending.iter_mut().zip(fresh.iter_mut()) {
+            while let Some(s) = queue.front() {
+                let path = format!("/api/v1/orgs/{}/audit-log/{}", s.org, s.id);
+                let r = client
+                    .get(c.url(&path))
+                    .bearer_auth(&c.keys(&s.org).reader)
+                    .send()
+                    .map_err(|e| BenchError::http(format!("GET {path}"), e))?;
+                let status = r.status().as_u16();
+                let _ = r.bytes();
+                let now = Instant::now();
+                match status {
+                    200 => {
+                        fresh.push(now - s.acked);
+                        queue.pop_front();
+                    }
+                    404 if now - s.acked > FRESHNESS_GIVE_UP => {
+                        never += 1;
+                        queue.pop_front();
+                    }
+                    404 => break,
+                    other => {
+                        return Err(BenchError::http(
+                            format!("GET {path}"),
+                            format!("status {other}"),
+                        ));
+                    }
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    Ok((fresh, never))
+    let [current, past] = fresh;
+    Ok((current, past, never))
 }
 
 /// COPYs every batch of `corpus` into PostgreSQL from `clients` connections, `per_txn` batches

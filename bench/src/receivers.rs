@@ -4,6 +4,7 @@
 //! counts the records it gets and, per record, the lag from the collector's `received_at` stamp
 //! to the arrival here.
 
+use crate::data::now_micros;
 use crate::error::{BenchError, Result};
 use crate::stats::Latencies;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,10 +73,6 @@ impl Tally {
         }
         self.records.fetch_add(n, Ordering::Relaxed);
     }
-}
-
-fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// The bench's receivers, on one small runtime of their own.

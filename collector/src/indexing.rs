@@ -46,6 +46,15 @@ pub struct Schedule {
     pub janitor: Duration,
 }
 
+/// Which staged records of past partitions a commit indexes (see [`Indexer::commit_due`]).
+#[derive(Debug, Clone, Copy)]
+enum Flush {
+    /// Those that waited long enough, or fill enough of the stage.
+    Due,
+    /// All (when stopping).
+    All,
+}
+
 /// The index cannot write: since when, and when to try again.
 #[derive(Debug)]
 struct Failing {
@@ -191,8 +200,8 @@ impl IndexTask {
                     if retry_at.is_some() => self.try_recover(),
             }
         }
-        if self.oldest.is_some() {
-            self.commit();
+        if self.oldest.is_some() || self.indexer.has_staged() {
+            self.commit(Flush::All);
         }
         if let Some(failing) = &self.failing {
             tracing::warn!(
@@ -232,18 +241,22 @@ impl IndexTask {
         if self.failing.is_some() {
             return;
         }
-        if self.oldest.is_some() {
-            self.commit();
+        if self.oldest.is_some() || self.indexer.has_staged() {
+            self.commit(Flush::Due);
         } else if let Err(e) = tokio::task::block_in_place(|| self.indexer.refresh()) {
             tracing::warn!(error = %e, "making merged segments searchable failed; the next commit will");
         }
     }
 
-    /// Commits what was added, making it searchable, and observes how long the oldest of it
-    /// waited.
-    fn commit(&mut self) {
+    /// Commits what was added, making it searchable (records of past partitions only where
+    /// `flush` says), and observes how long the oldest of it waited.
+    fn commit(&mut self, flush: Flush) {
         let started = Instant::now();
-        match tokio::task::block_in_place(|| self.indexer.commit()) {
+        let committed = tokio::task::block_in_place(|| match flush {
+            Flush::All => self.indexer.commit(),
+            Flush::Due => self.indexer.commit_due(),
+        });
+        match committed {
             Ok(through) => {
                 self.metrics.observe_commit(started.elapsed().as_secs_f64());
                 if let Some(acked) = self.oldest.take() {
@@ -360,8 +373,8 @@ impl IndexTask {
     /// again: deleting late is not worth stopping ingest for (reads hide expired records anyway).
     /// It runs while the index fails too: deleting may be what frees the disk.
     fn run_janitor(&mut self) {
-        if self.failing.is_none() && self.oldest.is_some() {
-            self.commit();
+        if self.failing.is_none() && (self.oldest.is_some() || self.indexer.has_staged()) {
+            self.commit(Flush::Due);
         }
         let result =
             tokio::task::block_in_place(|| self.janitor.run(&mut self.indexer, Utc::now()));

@@ -117,6 +117,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             writer_memory_bytes: config.index.writer_memory_bytes,
             writer_threads: config.index.writer_threads,
             merge_threads: config.index.merge_threads,
+            max_open_writers: config.index.max_open_writers,
+            // Validated to at most 4 GiB.
+            cold_stage_bytes: usize::try_from(config.index.cold_stage_bytes).unwrap_or(usize::MAX),
+            cold_flush_after: config.index.cold_flush_after,
             ..IndexOptions::default()
         },
     )?;

@@ -353,6 +353,19 @@ pub struct IndexConfig {
     /// Values shown per facet (action, user, repository…) in search responses (1 to 1000).
     #[serde(default = "default_facet_top_n")]
     pub facet_top_n: usize,
+    /// Partition writers open at once (1 to 16): the current week's, and the previous week's
+    /// for a while after the week turns.
+    #[serde(default = "default_max_open_writers")]
+    pub max_open_writers: usize,
+    /// Memory for records of past weeks staged for bulk indexing, in bytes (0 to 4 GiB; 0: no
+    /// stage, each past week's records go to its writer as they come, slowly when a batch spans
+    /// many weeks).
+    #[serde(default = "default_cold_stage_bytes")]
+    pub cold_stage_bytes: u64,
+    /// Longest a past week's record waits in the stage (duration, 100ms to 60s): such records
+    /// are searchable within about this plus `commit_interval`.
+    #[serde(default = "default_cold_flush_after", with = "humantime_serde")]
+    pub cold_flush_after: Duration,
 }
 
 /// `[wal]`
@@ -453,6 +466,15 @@ fn default_merge_threads() -> usize {
 fn default_facet_top_n() -> usize {
     10
 }
+fn default_max_open_writers() -> usize {
+    2
+}
+fn default_cold_stage_bytes() -> u64 {
+    64 * MIB
+}
+fn default_cold_flush_after() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_group_commit_max_wait() -> Duration {
     Duration::from_millis(2)
 }
@@ -550,6 +572,9 @@ impl Default for IndexConfig {
             writer_threads: default_writer_threads(),
             merge_threads: default_merge_threads(),
             facet_top_n: default_facet_top_n(),
+            max_open_writers: default_max_open_writers(),
+            cold_stage_bytes: default_cold_stage_bytes(),
+            cold_flush_after: default_cold_flush_after(),
         }
     }
 }
@@ -684,6 +709,12 @@ impl CollectorConfig {
         .row("index.writer_threads", self.index.writer_threads)
         .row("index.merge_threads", self.index.merge_threads)
         .row("index.facet_top_n", self.index.facet_top_n)
+        .row("index.max_open_writers", self.index.max_open_writers)
+        .row("index.cold_stage_bytes", bytes(self.index.cold_stage_bytes))
+        .row(
+            "index.cold_flush_after",
+            duration(self.index.cold_flush_after),
+        )
         .row(
             "wal.group_commit_max_wait",
             duration(self.wal.group_commit_max_wait),
@@ -905,6 +936,19 @@ impl Settings for CollectorConfig {
         c.range("index.writer_threads", self.index.writer_threads, 1, 8);
         c.range("index.merge_threads", self.index.merge_threads, 1, 8);
         c.range("index.facet_top_n", self.index.facet_top_n, 1, 1000);
+        c.range("index.max_open_writers", self.index.max_open_writers, 1, 16);
+        c.bytes_range(
+            "index.cold_stage_bytes",
+            self.index.cold_stage_bytes,
+            0,
+            4 * GIB,
+        );
+        c.duration_range(
+            "index.cold_flush_after",
+            self.index.cold_flush_after,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
 
         c.duration_range(
             "wal.group_commit_max_wait",

@@ -7,6 +7,7 @@ use super::partition::Partition;
 use super::schema::{Fields, document};
 use super::scheme::PartitionKey;
 use super::shared::Shared;
+use super::stage::{ColdStage, Staged};
 use super::state::{IndexState, sync_dir, write_state};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
 use tantivy::indexer::UserOperation;
-use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
+use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{IndexWriter, Term};
@@ -41,6 +42,15 @@ pub struct Purge {
 /// thread of their own). Not shorter: reopening a partition whose closed writer still merges
 /// waits for that merge.
 const IDLE_WRITER_CLOSE: Duration = Duration::from_secs(60);
+
+/// Time one [`Indexer::commit_due`] spends flushing staged partitions, at most (plus one flush):
+/// current-week records wait for it.
+const COLD_FLUSH_TIME: Duration = Duration::from_millis(250);
+
+/// A cold partition's writer merges as soon as this many segments of a size are there (tantivy's
+/// default is 8): each flush adds a segment, and the writer is closed right after, so merges
+/// happen on the flush that makes the count.
+const COLD_MERGE_MIN_SEGMENTS: usize = 4;
 
 /// A partition's open writer.
 struct OpenWriter {
@@ -65,8 +75,14 @@ pub struct Indexer {
     writers: HashMap<i64, OpenWriter>,
     /// As persisted in the state file.
     state: IndexState,
-    /// Highest LSN added since open.
+    /// Highest LSN added since open (staged ones included).
     max_added: Option<u64>,
+    /// Highest LSN handed to a writer since open: a commit makes records up to it searchable.
+    max_written: Option<u64>,
+    /// Records of past partitions waiting for a bulk flush ([`ColdStage`]).
+    stage: ColdStage,
+    /// A flush committed records since the last [`Indexer::commit`].
+    flushed: bool,
     /// Records up to this LSN may already be committed: one that is (found by org and id in its
     /// partition) is not added again.
     replay_through: Option<u64>,
@@ -90,6 +106,9 @@ impl Indexer {
             writers: HashMap::new(),
             state,
             max_added: None,
+            max_written: None,
+            stage: ColdStage::default(),
+            flushed: false,
             replay_through,
             committed: BTreeSet::new(),
             clock: 0,
@@ -141,14 +160,113 @@ impl Indexer {
             .collect();
         // Stable: LSN order is kept within a partition.
         order.sort_by_key(|&(start, _)| start);
+        let hot = self.hot_start();
         for run in order.chunk_by(|a, b| a.0 == b.0) {
             let key = scheme.key_for(records[run[0].1].1.time);
             let items = run.iter().map(|&(_, i)| {
                 let (lsn, record) = &records[i];
                 (*lsn, record, stored.map(|s| s[i].as_str()))
             });
-            self.add_to_partition(&key, items)?;
+            if self.stages(&key, hot) {
+                for (lsn, record, stored) in items {
+                    let json = stored.map_or_else(|| record.canonical_json(), str::to_owned);
+                    self.stage.push(&key, lsn, record, json);
+                    self.max_added = self.max_added.max(Some(lsn));
+                }
+            } else {
+                self.add_to_partition(&key, items)?;
+            }
         }
+        self.flush_over_budget()
+    }
+
+    /// The start of the partition records of now fall in: it and later ones are hot.
+    fn hot_start(&self) -> i64 {
+        self.shared.opts.partition.key_for(Utc::now()).start
+    }
+
+    /// Whether records of partition `key` are staged rather than handed to its writer: those of
+    /// a past partition without an open writer (the previous week's stays open a while after the
+    /// week turns), and of one already staged, so a partition's records are never split between
+    /// the two paths.
+    fn stages(&self, key: &PartitionKey, hot: i64) -> bool {
+        self.shared.opts.cold_stage_bytes > 0
+            && (self.stage.contains(key.start)
+                || (key.start < hot && !self.writers.contains_key(&key.start)))
+    }
+
+    /// Flushes partitions holding a quarter of the stage's budget, then the largest ones while
+    /// the stage is over budget.
+    fn flush_over_budget(&mut self) -> Result<(), IndexError> {
+        let budget = self.shared.opts.cold_stage_bytes;
+        if self.stage.is_empty() {
+            return Ok(());
+        }
+        for start in self.stage.due(budget / 4, Duration::MAX) {
+            self.flush_staged(start)?;
+        }
+        while self.stage.bytes() > budget {
+            let Some(start) = self.stage.largest() else {
+                break;
+            };
+            self.flush_staged(start)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the staged records of partition `start` and makes them searchable: into its open
+    /// writer if it has one (committed with the others), else with a writer of its own, opened,
+    /// committed and closed here (its merges finish on a thread of their own).
+    fn flush_staged(&mut self, start: i64) -> Result<(), IndexError> {
+        let Some(Staged { key, records, .. }) = self.stage.take(start) else {
+            return Ok(());
+        };
+        let items = records
+            .iter()
+            .map(|r| (r.lsn, &r.record, Some(r.stored.as_str())));
+        if self.writers.contains_key(&start) {
+            return self.add_to_partition(&key, items);
+        }
+        self.finish_closing(start);
+        let partition = self.partition(&key)?;
+        let open = partition.open()?;
+        let ops = self.operations(&partition, items)?;
+        let dir = partition.dir.clone();
+        let tantivy_err = |action: &'static str| {
+            let dir = dir.clone();
+            move |e: tantivy::TantivyError| IndexError::tantivy(dir, action, e)
+        };
+        let opts = &self.shared.opts;
+        let mut writer: IndexWriter = open
+            .index
+            .writer_with_options(
+                IndexWriterOptions::builder()
+                    .num_worker_threads(1)
+                    .memory_budget_per_thread(opts.writer_memory_bytes)
+                    .num_merge_threads(1)
+                    .build(),
+            )
+            .map_err(tantivy_err("open a writer"))?;
+        let mut merges = LogMergePolicy::default();
+        merges.set_min_num_segments(COLD_MERGE_MIN_SEGMENTS);
+        writer.set_merge_policy(Box::new(merges));
+        if let Err(e) = writer.run(ops) {
+            let cause = worker_error(writer).unwrap_or(e);
+            return Err(IndexError::tantivy(dir, "add staged records", cause));
+        }
+        self.persist_pending()?;
+        writer
+            .commit()
+            .map_err(tantivy_err("commit staged records"))?;
+        self.max_written = self.max_written.max(records.last().map(|r| r.lsn));
+        self.flushed = true;
+        partition.reload()?;
+        self.close_in_background(start, partition, writer);
+        tracing::debug!(
+            partition = key.name(),
+            records = records.len(),
+            "flushed staged records"
+        );
         Ok(())
     }
 
@@ -158,15 +276,42 @@ impl Indexer {
         items: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>,
     ) -> Result<(), IndexError> {
         let partition = self.writer_for(key)?.partition.clone();
+        let mut max = None;
+        let ops = self.operations(
+            &partition,
+            items.inspect(|(lsn, _, _)| max = max.max(Some(*lsn))),
+        )?;
+        let w = self.writers.get_mut(&key.start).expect("opened above");
+        if let Err(e) = w.writer.run(ops) {
+            let dir = w.partition.dir.clone();
+            let cause = self
+                .writers
+                .remove(&key.start)
+                .and_then(|w| worker_error(w.writer))
+                .unwrap_or(e);
+            return Err(IndexError::tantivy(dir, "add records", cause));
+        }
+        w.dirty = true;
+        w.last_added = Instant::now();
+        self.max_added = self.max_added.max(max);
+        self.max_written = self.max_written.max(max);
+        Ok(())
+    }
+
+    /// The add operations of `items` for `partition`, leaving out records at an LSN that may
+    /// already be committed (a replay after a crash) whose earlier copy is there.
+    fn operations<'a>(
+        &self,
+        partition: &Partition,
+        items: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>,
+    ) -> Result<Vec<UserOperation>, IndexError> {
         let form = partition.open()?.uid_form;
         let mut ops = Vec::with_capacity(items.size_hint().0);
-        let mut max = None;
         for (lsn, record, stored) in items {
-            max = max.max(Some(lsn));
             if self.replay_through.is_some_and(|r| lsn <= r)
                 && self
                     .shared
-                    .find(&partition, &record.org_id, record.id())?
+                    .find(partition, &record.org_id, record.id())?
                     .is_some()
             {
                 // Committed before the crash: the store dedupes (org, id) before the WAL, so
@@ -181,33 +326,66 @@ impl Indexer {
                 stored,
             )?));
         }
-        let w = self.writers.get_mut(&key.start).expect("opened above");
-        if let Err(e) = w.writer.run(ops) {
-            let dir = w.partition.dir.clone();
-            let cause = self
-                .writers
-                .remove(&key.start)
-                .and_then(|w| worker_error(w.writer))
-                .unwrap_or(e);
-            return Err(IndexError::tantivy(dir, "add records", cause));
-        }
-        w.dirty = true;
-        w.last_added = Instant::now();
-        self.max_added = self.max_added.max(max);
-        Ok(())
+        Ok(ops)
     }
 
-    /// Commits every partition that received records, makes them searchable, then persists the
-    /// highest LSN added as [`Self::indexed_through`], which it returns. Writers that received
-    /// nothing for [`IDLE_WRITER_CLOSE`] are closed.
+    /// Commits every partition that received records, staged ones included, makes them
+    /// searchable, then persists the highest LSN added as [`Self::indexed_through`], which it
+    /// returns. Writers that received nothing for [`IDLE_WRITER_CLOSE`] are closed.
     pub fn commit(&mut self) -> Result<Option<u64>, IndexError> {
+        for start in self.stage.starts() {
+            self.flush_staged(start)?;
+        }
+        self.commit_writers()
+    }
+
+    /// As [`Self::commit`], but staged records are flushed only where due (a partition's first
+    /// one waited [`IndexOptions::cold_flush_after`]): [`Self::indexed_through`] stays below the
+    /// lowest LSN still staged, so a replay after a crash adds those again.
+    ///
+    /// [`IndexOptions::cold_flush_after`]: super::IndexOptions::cold_flush_after
+    ///
+    /// Flushes stop after [`COLD_FLUSH_TIME`] (the longest waiting go first; the others wait
+    /// for the next call), so that a spread load's many due partitions do not hold back the
+    /// current week's commit.
+    pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
+        let budget = self.shared.opts.cold_stage_bytes;
+        let started = Instant::now();
+        for start in self
+            .stage
+            .due(budget / 4, self.shared.opts.cold_flush_after)
+        {
+            if started.elapsed() >= COLD_FLUSH_TIME {
+                break;
+            }
+            self.flush_staged(start)?;
+        }
+        self.commit_writers()
+    }
+
+    /// Whether records are staged (a commit is due later even if nothing else is added).
+    pub fn has_staged(&self) -> bool {
+        !self.stage.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn staged_min_lsn(&self) -> Option<u64> {
+        self.stage.min_lsn()
+    }
+
+    /// Records staged for past partitions, and the bytes they are counted for.
+    pub fn staged(&self) -> (usize, usize) {
+        (self.stage.len(), self.stage.bytes())
+    }
+
+    fn commit_writers(&mut self) -> Result<Option<u64>, IndexError> {
         let dirty: Vec<i64> = self
             .writers
             .iter()
             .filter(|(_, w)| w.dirty)
             .map(|(k, _)| *k)
             .collect();
-        if !dirty.is_empty() {
+        if !dirty.is_empty() || self.flushed {
             self.persist_pending()?;
         }
         for key in &dirty {
@@ -230,7 +408,14 @@ impl Indexer {
                 p.reload()?;
             }
         }
-        let through = self.state.indexed_through.max(self.max_added);
+        let through = match self.stage.min_lsn() {
+            // Every LSN below the lowest staged one is committed or deduped away.
+            Some(staged) => self
+                .state
+                .indexed_through
+                .max(self.max_added.min(staged.checked_sub(1))),
+            None => self.state.indexed_through.max(self.max_added),
+        };
         if through != self.state.indexed_through || self.state.pending_through.is_some() {
             let mut next = self.state.clone();
             next.indexed_through = through;
@@ -241,9 +426,12 @@ impl Indexer {
         {
             let mut marks = self.shared.marks.write().unwrap_or_else(|e| e.into_inner());
             marks.indexed_through = through;
-            marks.snapshot_through = marks.snapshot_through.max(through);
+            // Records committed above a staged LSN are searchable now: a walk starting now
+            // includes them (a staged record with a lower LSN joins walks begun before its
+            // flush).
+            marks.snapshot_through = marks.snapshot_through.max(through).max(self.max_written);
         }
-        if !dirty.is_empty() {
+        if !dirty.is_empty() || std::mem::take(&mut self.flushed) {
             self.shared.commits.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(through)
@@ -288,7 +476,10 @@ impl Indexer {
     /// Readers keep serving the last commit throughout.
     pub fn reset(&mut self) -> Result<(), IndexError> {
         self.writers.clear();
+        self.stage.clear();
+        self.flushed = false;
         self.max_added = None;
+        self.max_written = None;
         self.replay_through = self.replay_through.max(self.state.pending_through);
         let partitions: Vec<Arc<Partition>> = self
             .shared
@@ -320,7 +511,7 @@ impl Indexer {
         let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(false);
         };
-        self.commit_if_dirty()?;
+        self.commit_if_dirty(key.start)?;
         self.writers.remove(&key.start);
         self.finish_closing(key.start);
         self.committed.remove(&key.start);
@@ -355,7 +546,7 @@ impl Indexer {
         let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(Purge::default());
         };
-        self.commit_if_dirty()?;
+        self.commit_if_dirty(key.start)?;
         let Some(p) = self.shared.partition_named(name) else {
             return Ok(Purge::default());
         };
@@ -454,9 +645,12 @@ impl Indexer {
         self.writers.len()
     }
 
-    /// Commits if any writer holds records added since the last commit.
-    fn commit_if_dirty(&mut self) -> Result<(), IndexError> {
-        if self.writers.values().any(|w| w.dirty) {
+    /// Flushes the records staged for partition `start`, then commits if any writer holds
+    /// records added since the last commit or a flush committed some: before a delete, so that
+    /// what it deletes is at or below [`Self::indexed_through`].
+    fn commit_if_dirty(&mut self, start: i64) -> Result<(), IndexError> {
+        self.flush_staged(start)?;
+        if self.flushed || self.writers.values().any(|w| w.dirty) {
             self.commit()?;
         }
         Ok(())
@@ -544,14 +738,17 @@ impl Indexer {
     /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
     /// waits for its merges, then makes their result searchable.
     fn close_writer(&mut self, key: i64) {
-        let Some(w) = self.writers.remove(&key) else {
-            return;
-        };
-        let partition = w.partition.clone();
+        if let Some(w) = self.writers.remove(&key) {
+            self.close_in_background(key, w.partition, w.writer);
+        }
+    }
+
+    /// Closes `writer` (clean) of `partition` on a thread of its own, as [`Self::close_writer`].
+    fn close_in_background(&mut self, key: i64, partition: Arc<Partition>, writer: IndexWriter) {
         let closer = std::thread::Builder::new()
             .name("codestax-close-writer".into())
             .spawn(move || {
-                if let Err(e) = w.writer.wait_merging_threads() {
+                if let Err(e) = writer.wait_merging_threads() {
                     tracing::warn!(partition = partition.key.name(), error = %e, "merges of a closed writer failed");
                 }
                 if let Err(e) = partition.reload() {

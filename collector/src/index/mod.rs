@@ -84,6 +84,28 @@
 //! dedupes, and a record at an LSN a crash may have left committed is looked up first and not
 //! added again if it is there.
 //!
+//! # Records of past partitions
+//!
+//! Records of the current week (and of any week whose writer is open, such as the previous one
+//! for a while after the week turns) go to their partition's writer and are searchable at the
+//! next commit. Records of other, past weeks (history brought in, agents catching up) are held
+//! in the [`Indexer`]'s stage, grouped by partition, within `IndexOptions::cold_stage_bytes`
+//! (counted as three times their JSON: the record and the JSON kept to be stored). A partition
+//! is flushed when it holds a quarter of the budget, when the stage is full (largest first), or
+//! once its first record waited `cold_flush_after`: a writer of its own (one thread) adds them,
+//! commits and is closed, its merges (from 4 segments of a size) finishing on a thread of their
+//! own. Without the stage, a batch spanning many weeks made the at most `max_open_writers`
+//! writers commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
+//!
+//! The stage lives in memory only: [`Indexer::commit_due`] keeps [`AuditIndex::indexed_through`]
+//! below the lowest staged LSN, so the WAL keeps those records and a crash replays them; records
+//! committed above it are looked up before being added again (as after any crash mid-commit),
+//! and the store's dedupe set keeps their ids until the mark passes them. A walk's snapshot
+//! covers everything committed, so a past record flushed after a walk began may join it.
+//! [`Indexer::commit`] flushes everything (shutdown, recovery); deletes flush the partition
+//! they touch and commit first, so retention never leaves staged records of a deleted
+//! partition behind.
+//!
 //! # Retention
 //!
 //! Deletion comes in two sizes, both through the [`Indexer`] (the one writer): a whole partition
@@ -147,6 +169,8 @@ mod search;
 // The write side.
 /// [`Indexer`]: add, commit, delete.
 mod indexer;
+/// Records of past partitions held for bulk indexing.
+mod stage;
 
 // Both: [`AuditIndex::open`] returns the read handle and the writer.
 mod open;

@@ -7,7 +7,14 @@ use codestax_config::{TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tantivy::Directory;
+
+/// The cold stage's default budget: with two cores, a spread load of 100 orgs fills a partition's
+/// quarter of it before the wait ends, so flushes write segments of thousands of records.
+pub const DEFAULT_COLD_STAGE_BYTES: usize = 64 * 1024 * 1024;
+/// The cold stage's default longest wait: past-week records searchable within ~3 s.
+pub const DEFAULT_COLD_FLUSH_AFTER: Duration = Duration::from_secs(2);
 
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
@@ -27,8 +34,17 @@ pub struct IndexOptions {
     /// Threads merging segments in the background per partition writer, 1 to 8.
     pub merge_threads: usize,
     /// Most partition writers open at once. Opening one more commits and closes the least recently
-    /// used (records mostly arrive for the current week, so this rarely happens).
+    /// used (records mostly arrive for the current week, so this rarely happens: records of past
+    /// partitions are staged, see `cold_stage_bytes`).
     pub max_open_writers: usize,
+    /// Memory for records of past (cold) partitions waiting to be indexed in bulk, in bytes (as
+    /// counted: about three times their JSON). When full, the partition holding the most is
+    /// flushed; one holding a quarter of it is flushed at once. 0: no stage, records of every
+    /// partition go to its writer as they come.
+    pub cold_stage_bytes: usize,
+    /// Longest a record waits in the stage: past-week records are searchable within about this
+    /// plus one commit interval.
+    pub cold_flush_after: Duration,
     /// How records are split into partitions; fixed for the life of an index directory.
     pub partition: PartitionScheme,
     /// Memory the facet counts of whole segments may take, in bytes (an entry is a few KiB: the
@@ -74,6 +90,8 @@ impl Default for IndexOptions {
             writer_threads: 2,
             merge_threads: 2,
             max_open_writers: 2,
+            cold_stage_bytes: DEFAULT_COLD_STAGE_BYTES,
+            cold_flush_after: DEFAULT_COLD_FLUSH_AFTER,
             partition: PartitionScheme::Week,
             facet_cache_bytes: 64 * 1024 * 1024,
             facet_cache_min_docs: 2048,
@@ -108,6 +126,11 @@ impl IndexOptions {
         if self.max_open_writers == 0 {
             return Err(IndexError::Options(
                 "max_open_writers must be at least 1".into(),
+            ));
+        }
+        if self.cold_stage_bytes > 0 && self.cold_flush_after.is_zero() {
+            return Err(IndexError::Options(
+                "cold_flush_after must be above 0 when cold_stage_bytes is".into(),
             ));
         }
         if self.time_chunk_docs == 0 {

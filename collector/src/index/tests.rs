@@ -2348,3 +2348,4 @@ fn perf_existing_index() {
 
 /// Property tests (proptest) of `q` and cursors.
 mod props;
+mod stage;

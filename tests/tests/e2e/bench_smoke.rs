@@ -153,6 +153,17 @@ fn bench_ingest_spread_scatters_record_times_over_the_days() {
         stdout.contains("| scattered over 30 days ") && stdout.contains("| in order, the last"),
         "no side-by-side rows in:\n{stdout}"
     );
+    // The spread run's past-week samples are measured apart, and were all found (the collector
+    // indexes them in bulk, within seconds).
+    let past: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| freshness under this load, past weeks"))
+        .collect();
+    assert_eq!(past.len(), 2, "{stdout}");
+    assert!(
+        past[1].contains("ms /") && !past[1].contains("(0 samples)"),
+        "{stdout}"
+    );
 
     // A spread the collector's retention cannot keep is refused, naming the option.
     let out = Command::new(bin("codestax-bench"))

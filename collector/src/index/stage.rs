@@ -1,0 +1,175 @@
+//! [`ColdStage`]: records of past (cold) partitions held in bounded memory, grouped by
+//! partition, until the [`Indexer`](super::Indexer) indexes each group in bulk with a writer it
+//! opens, commits and closes at once. A spread batch then costs one writer per partition and
+//! flush, not one writer switch (commit, close, open) per partition per batch.
+
+use super::scheme::PartitionKey;
+use codestax_common::AuditRecord;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Bytes a staged record is counted for beyond three times its JSON: the record's own heap
+/// (strings, metadata map) is about twice its JSON, and the JSON is kept to be stored as is.
+const RECORD_OVERHEAD_BYTES: usize = 256;
+
+/// One record waiting for its partition's flush.
+pub(crate) struct StagedRecord {
+    pub lsn: u64,
+    pub record: AuditRecord,
+    /// The canonical JSON the index stores.
+    pub stored: String,
+}
+
+/// The records staged for one partition, in LSN order.
+pub(crate) struct Staged {
+    pub key: PartitionKey,
+    pub records: Vec<StagedRecord>,
+    pub bytes: usize,
+    /// When its first record was staged.
+    pub since: Instant,
+}
+
+/// Staged records by partition start, with their total size.
+#[derive(Default)]
+pub(crate) struct ColdStage {
+    parts: BTreeMap<i64, Staged>,
+    bytes: usize,
+}
+
+impl ColdStage {
+    /// Stages `record` at `lsn` for partition `key`.
+    pub fn push(&mut self, key: &PartitionKey, lsn: u64, record: &AuditRecord, stored: String) {
+        let bytes = 3 * stored.len() + RECORD_OVERHEAD_BYTES;
+        let part = self.parts.entry(key.start).or_insert_with(|| Staged {
+            key: key.clone(),
+            records: Vec::new(),
+            bytes: 0,
+            since: Instant::now(),
+        });
+        part.records.push(StagedRecord {
+            lsn,
+            record: record.clone(),
+            stored,
+        });
+        part.bytes += bytes;
+        self.bytes += bytes;
+    }
+
+    pub fn contains(&self, start: i64) -> bool {
+        self.parts.contains_key(&start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Bytes staged, as counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records staged.
+    pub fn len(&self) -> usize {
+        self.parts.values().map(|p| p.records.len()).sum()
+    }
+
+    /// The lowest LSN staged: `indexed_through` stays below it.
+    pub fn min_lsn(&self) -> Option<u64> {
+        self.parts
+            .values()
+            .filter_map(|p| p.records.first().map(|r| r.lsn))
+            .min()
+    }
+
+    /// Takes the records of partition `start` out of the stage.
+    pub fn take(&mut self, start: i64) -> Option<Staged> {
+        let part = self.parts.remove(&start)?;
+        self.bytes -= part.bytes;
+        Some(part)
+    }
+
+    /// The partition with the most bytes staged.
+    pub fn largest(&self) -> Option<i64> {
+        self.parts
+            .iter()
+            .max_by_key(|(_, p)| p.bytes)
+            .map(|(start, _)| *start)
+    }
+
+    /// Partitions to flush now, the longest waiting first: those with at least `part_bytes`
+    /// staged, and those whose first record waited `max_wait` or longer.
+    pub fn due(&self, part_bytes: usize, max_wait: Duration) -> Vec<i64> {
+        let mut due: Vec<(Instant, i64)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.bytes >= part_bytes || p.since.elapsed() >= max_wait)
+            .map(|(start, p)| (p.since, *start))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().map(|(_, start)| start).collect()
+    }
+
+    /// Every partition staged.
+    pub fn starts(&self) -> Vec<i64> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Drops everything staged (after a failure: the write-ahead log has it).
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::PartitionScheme;
+    use chrono::{TimeZone, Utc};
+
+    fn record(id: &str, day: u32) -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "org_id": "acme",
+            "time": Utc.with_ymd_and_hms(2026, 9, day, 0, 0, 0).unwrap(),
+            "actor": {"id": "u-1", "kind": "user"},
+            "action": "scan.triggered",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_bytes_finds_the_lowest_lsn_and_what_is_due() {
+        let mut stage = ColdStage::default();
+        assert_eq!(stage.min_lsn(), None);
+        let scheme = PartitionScheme::Week;
+        for (lsn, day) in [(7u64, 1u32), (3, 20), (9, 1)] {
+            let r = record(&format!("r{lsn}"), day);
+            let json = r.canonical_json();
+            stage.push(&scheme.key_for(r.time), lsn, &r, json);
+        }
+        assert_eq!(stage.len(), 3);
+        assert_eq!(stage.min_lsn(), Some(3));
+        let week1 = scheme.key_for(record("x", 1).time).start;
+        assert_eq!(stage.largest(), Some(week1), "two records beat one");
+        let total = stage.bytes();
+        assert!(total > 3 * RECORD_OVERHEAD_BYTES);
+        assert!(stage.due(usize::MAX, Duration::from_secs(60)).is_empty());
+        assert_eq!(
+            stage.due(total / 2, Duration::from_secs(60)),
+            vec![week1],
+            "only the week holding most of the bytes is large enough"
+        );
+        assert_eq!(stage.due(usize::MAX, Duration::ZERO).len(), 2);
+        let taken = stage.take(week1).unwrap();
+        assert_eq!(
+            taken.records.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            [7, 9]
+        );
+        assert_eq!(stage.min_lsn(), Some(3));
+        assert_eq!(stage.bytes(), total - taken.bytes);
+        stage.clear();
+        assert!(stage.is_empty());
+        assert_eq!(stage.bytes(), 0);
+    }
+}

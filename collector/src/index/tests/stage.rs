@@ -1,0 +1,198 @@
+//! Records of past partitions: staged, flushed in bulk, never lost by a crash, bounded in memory,
+//! and deleted with their partition.
+
+use super::*;
+
+/// Stage on, flushed only when a test asks (or the budget says so).
+fn staging(budget: usize, flush_after: std::time::Duration) -> IndexOptions {
+    IndexOptions {
+        cold_stage_bytes: budget,
+        cold_flush_after: flush_after,
+        max_open_writers: 2,
+        ..options()
+    }
+}
+
+/// `n` records of the current week (their ids apart from the corpus's).
+fn hot(n: usize) -> Vec<AuditRecord> {
+    corpus(77, n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("hot-{i:05}"));
+            r.time = Utc::now() - Duration::milliseconds(i as i64);
+            r
+        })
+        .collect()
+}
+
+/// `records` with LSNs from `first`, and their stored JSON.
+fn numbered(records: &[AuditRecord], first: u64) -> (Vec<(u64, AuditRecord)>, Vec<String>) {
+    let with_lsn = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (first + i as u64, r.clone()))
+        .collect();
+    let stored = records.iter().map(AuditRecord::canonical_json).collect();
+    (with_lsn, stored)
+}
+
+fn uid_count(index: &AuditIndex) -> usize {
+    let mut n = 0;
+    index.for_each_uid_hash(|_| n += 1).unwrap();
+    n
+}
+
+fn total(index: &AuditIndex, org: &str) -> u64 {
+    index
+        .search(org, &SearchQuery::default(), 1, None)
+        .unwrap()
+        .total
+}
+
+/// A batch mixing this week's records with records of nine past weeks: this week's are
+/// searchable at the next commit, the past ones wait in the stage with `indexed_through` below
+/// them; a crash then loses nothing (the replay from `indexed_through` adds them again, and
+/// the records committed above it are not doubled); once flushed, everything is searchable once.
+#[test]
+fn spread_batches_are_staged_and_a_crash_loses_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(64 << 20, std::time::Duration::from_secs(3600));
+    // Interleaved: past records take LSNs 0, 2, 4…, this week's 1, 3, 5…
+    let (cold, now) = (corpus(41, 600), hot(600));
+    let mixed: Vec<AuditRecord> = cold
+        .iter()
+        .zip(&now)
+        .flat_map(|(c, h)| [c.clone(), h.clone()])
+        .collect();
+    let (batch, stored) = numbered(&mixed, 0);
+    {
+        let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+        for (b, s) in batch.chunks(100).zip(stored.chunks(100)) {
+            indexer.add_stored(b, Some(s)).unwrap();
+        }
+        assert_eq!(indexer.staged().0, cold.len());
+        assert_eq!(indexer.commit_due().unwrap(), None, "LSN 0 is staged");
+        assert_eq!(indexer.open_writers(), 1, "only this week's writer");
+        assert_eq!(uid_count(&index), now.len(), "this week's are searchable");
+        let page = index
+            .search("acme", &SearchQuery::default(), 1000, None)
+            .unwrap();
+        assert!(page.total > 0);
+        assert!(page.entries.iter().all(|r| r.id().starts_with("hot-")));
+        // Dropped without a flush: a crash.
+    }
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(index.indexed_through(), None);
+    assert_eq!(uid_count(&index), now.len());
+    // The WAL gives everything after `indexed_through` again.
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(mixed.len() as u64 - 1));
+    assert!(!indexer.has_staged());
+    assert_eq!(uid_count(&index), mixed.len(), "each record once");
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 500, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&mixed, org, &q)));
+    }
+    drop((index, indexer));
+    let (index, _) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(index.indexed_through(), Some(mixed.len() as u64 - 1));
+}
+
+/// Staged records wait at most `cold_flush_after`: a commit after that flushes them, and the
+/// flushed partitions' writers close at once.
+#[test]
+fn staged_records_are_flushed_once_they_waited_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let wait = std::time::Duration::from_millis(300);
+    let (index, mut indexer) = AuditIndex::open(dir.path(), staging(64 << 20, wait)).unwrap();
+    let cold = corpus(43, 300);
+    let (batch, stored) = numbered(&cold, 0);
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    assert_eq!(indexer.commit_due().unwrap(), None);
+    assert_eq!(uid_count(&index), 0);
+    std::thread::sleep(wait);
+    // Each call flushes for a bounded time, the longest waiting partitions first.
+    let mut through = None;
+    for _ in 0..100 {
+        through = indexer.commit_due().unwrap();
+        if !indexer.has_staged() {
+            break;
+        }
+    }
+    assert_eq!(through, Some(299));
+    assert_eq!(uid_count(&index), 300);
+    assert_eq!(indexer.open_writers(), 0, "cold writers do not stay open");
+    assert_eq!(index.indexed_through(), Some(299));
+}
+
+/// A stage of 256 KiB over nine weeks: it never holds more than its budget (the largest week
+/// is flushed when it would), every record ends up searchable once, and the many small flushes
+/// are merged, so a week keeps few segments.
+#[test]
+fn a_tiny_stage_stays_within_its_budget_and_flushes_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 256 << 10;
+    let (index, mut indexer) = AuditIndex::open(
+        dir.path(),
+        staging(budget, std::time::Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let records = corpus(47, 1_500);
+    let (batch, stored) = numbered(&records, 1);
+    let mut peak = 0;
+    for (b, s) in batch.chunks(50).zip(stored.chunks(50)) {
+        indexer.add_stored(b, Some(s)).unwrap();
+        peak = peak.max(indexer.staged().1);
+        assert!(indexer.staged().1 <= budget, "{:?}", indexer.staged());
+        let through = indexer.commit_due().unwrap();
+        if let Some(staged) = indexer.staged_min_lsn() {
+            assert!(through.is_none_or(|t| t < staged), "{through:?} {staged}");
+        }
+    }
+    assert!(peak > budget / 2, "the budget was used: {peak}");
+    indexer.commit().unwrap();
+    indexer.finish_closing_all();
+    assert_eq!(uid_count(&index), records.len());
+    let parts = index.shared().partitions_newest_first(None, None);
+    assert!(parts.len() >= 9);
+    for p in &parts {
+        p.reload().unwrap();
+        let segments = searched_segments(p);
+        assert!(segments <= 8, "{}: {segments} segments", p.key.name());
+    }
+    for org in ORGS {
+        let q = SearchQuery::default();
+        assert_eq!(
+            total(&index, org),
+            newest_first(&records, org, &q).len() as u64
+        );
+    }
+}
+
+/// Retention deletes a partition while records for it are staged: they are flushed and deleted
+/// with it, `indexed_through` passes them, and a reopen brings none back.
+#[test]
+fn deleting_a_partition_takes_its_staged_records_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(64 << 20, std::time::Duration::from_secs(3600));
+    let records = corpus(53, 400);
+    let oldest = PartitionScheme::Week.key_for(t0());
+    let (batch, stored) = numbered(&records, 1);
+    {
+        let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+        indexer.add_stored(&batch, Some(&stored)).unwrap();
+        assert!(indexer.has_staged());
+        assert!(indexer.delete_partition(oldest.name()).unwrap());
+        assert_eq!(index.indexed_through(), Some(400));
+        let kept = records.iter().filter(|r| r.time >= oldest.end()).count();
+        assert!(kept < records.len());
+        assert_eq!(uid_count(&index), kept);
+        assert!(!dir.path().join(oldest.name()).exists());
+    }
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(400));
+    assert!(!dir.path().join(oldest.name()).exists());
+    assert!(index.partitions().unwrap()[0].start >= oldest.end());
+}
