@@ -77,13 +77,28 @@ impl AuditIndex {
         self.shared.commits.subscribe()
     }
 
-    /// The exclusive LSN bound of a walk starting now.
+    /// The exclusive LSN bound of a search or facet count starting now: everything committed,
+    /// including records of this week committed above a past record still staged.
     pub(super) fn snapshot_bound(&self) -> u64 {
         self.shared
             .marks
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .snapshot_through
+            .map_or(0, |l| l.saturating_add(1))
+    }
+
+    /// The exclusive LSN bound of a walk by `seq` or an export's scan starting now: only the
+    /// records through `indexed_through`, below which nothing is staged. Above it a record of
+    /// this week may be committed while an earlier one of the same org waits in the stage; a
+    /// walk that saw the later one would find a hole in the chain and take the staged record
+    /// for deleted (a stream would skip it, an export or `verify` would report a break).
+    pub(super) fn walk_bound(&self) -> u64 {
+        self.shared
+            .marks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .indexed_through
             .map_or(0, |l| l.saturating_add(1))
     }
 

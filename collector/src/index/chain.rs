@@ -153,7 +153,7 @@ impl AuditIndex {
             Term::from_field_text(self.shared.fields.org, org),
             IndexRecordOption::Basic,
         );
-        let lsn_below = self.snapshot_bound();
+        let lsn_below = self.walk_bound();
         let collector = SeqCollector {
             lsn_below,
             lsn_from: since_lsn,

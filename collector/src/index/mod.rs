@@ -100,8 +100,10 @@
 //! The stage lives in memory only: [`Indexer::commit_due`] keeps [`AuditIndex::indexed_through`]
 //! below the lowest staged LSN, so the WAL keeps those records and a crash replays them; records
 //! committed above it are looked up before being added again (as after any crash mid-commit),
-//! and the store's dedupe set keeps their ids until the mark passes them. A walk's snapshot
-//! covers everything committed, so a past record flushed after a walk began may join it.
+//! and the store's dedupe set keeps their ids until the mark passes them. Searches and facet
+//! counts see everything committed (this week's records stay fresh while past ones wait);
+//! walks by `seq` (streams, chain checks, the Merkle backfill) and export scans see only
+//! through `indexed_through`, so no staged record looks like a hole in its org's chain.
 //! [`Indexer::commit`] flushes everything (shutdown, recovery); deletes flush the partition
 //! they touch and commit first, so retention never leaves staged records of a deleted
 //! partition behind.

@@ -104,7 +104,7 @@ impl AuditIndex {
         window_rows: u32,
     ) -> Result<Scan, IndexError> {
         let plan = Plan::new(&self.shared.fields, org, q)?;
-        let lsn_below = self.snapshot_bound();
+        let lsn_below = self.walk_bound();
         // The time range and the snapshot, checked per document as search checks them.
         let doc_filter = DocFilter {
             since: plan.since,

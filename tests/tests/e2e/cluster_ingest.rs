@@ -21,7 +21,12 @@ pub(crate) fn pg_password(cmd: &mut Command) {
     cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
 }
 
-pub(crate) fn cluster_toml(node: &str, http_port: u16, nats: &NatsCluster, pg: &Postgres) -> String {
+pub(crate) fn cluster_toml(
+    node: &str,
+    http_port: u16,
+    nats: &NatsCluster,
+    pg: &Postgres,
+) -> String {
     // No object store listens there: snapshots fail (and are tried again), nothing else does.
     cluster_toml_with(node, http_port, nats, pg, "http://127.0.0.1:9", "60s")
 }
