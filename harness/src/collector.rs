@@ -269,6 +269,9 @@ impl Collector {
         if let Some(before_spawn) = self.options.before_spawn {
             before_spawn(&mut cmd);
         }
+        // The hook may silence the collector's own output (the bench does); the token is read here.
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let out = cmd.output().map_err(|source| HarnessError::Spawn {
             program: command.clone(),
             source,

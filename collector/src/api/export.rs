@@ -24,6 +24,10 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Chunks (of about 256 KiB) waiting for a slow client before the encoder waits.
 const CHANNEL_CHUNKS: usize = 8;
 
+/// The longest an export waits for staged past-week records to be flushed before it scans
+/// (without them it holds the records through the last one before them).
+const EXPORT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn export(
     State(state): State<AppState>,
     OrgAccess { key, org, .. }: OrgAccess<ReadLog>,
@@ -49,6 +53,9 @@ pub async fn export(
         retention: state.retention.clone(),
         index: state.index.clone(),
     };
+    // Past-week records still staged hold walks back (a scan stops below them): give their
+    // flush (`[index] cold_flush_after`) a moment so the export holds what a search shows.
+    state.index.wait_walks_caught_up(EXPORT_CATCH_UP).await;
     let scan = query(&state, "export", {
         let org = org.clone();
         move |index| index.scan(&org, &scoped)

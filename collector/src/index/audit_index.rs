@@ -102,6 +102,25 @@ impl AuditIndex {
             .map_or(0, |l| l.saturating_add(1))
     }
 
+    /// Waits, at most `limit`, until walks and export scans see everything a search sees now
+    /// (the past records staged below this week's committed ones are flushed), so an export
+    /// holds what the search before it showed. Returns whether they do.
+    pub async fn wait_walks_caught_up(&self, limit: std::time::Duration) -> bool {
+        let target = self.snapshot_bound();
+        let mut commits = self.commits();
+        let caught_up = async {
+            while self.walk_bound() < target {
+                if commits.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(limit, caught_up)
+            .await
+            .unwrap_or(false)
+    }
+
     /// The record `id` of `org`, if indexed.
     pub fn get(&self, org: &str, id: &str) -> Result<Option<AuditRecord>, IndexError> {
         for p in self.shared.partitions_newest_first(None, None) {
