@@ -163,10 +163,19 @@ impl Collector {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.process.exited() {
+                // Its last words, when they went to a file (else they are on the test's stderr).
+                let said = self.stderr();
+                let tail: Vec<&str> = said.lines().rev().take(20).collect();
+                let detail = if tail.is_empty() {
+                    String::new()
+                } else {
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!("\n{}", tail.join("\n"))
+                };
                 return Err(HarnessError::ExitedDuringStart {
                     program: self.process.program().to_string(),
                     status,
-                    detail: String::new(),
+                    detail,
                 });
             }
             if let Ok(r) = self.client.get(self.url("/readyz")).send()
