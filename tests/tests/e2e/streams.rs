@@ -657,6 +657,21 @@ fn https_stream_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
             >= (newest - 19) as usize
     });
     assert_replayed(&receiver.received.all(), mark, 20, newest);
+    // The first replay done (a batch sent again after a lost answer counts twice above): its last
+    // batches must not arrive after the next replay's mark.
+    wait_until(
+        "the first replay delivered",
+        Duration::from_secs(60),
+        || {
+            let seen: std::collections::BTreeSet<u64> = receiver.received.all()[mark..]
+                .iter()
+                .filter_map(|r| r["seq"].as_u64())
+                .filter(|s| (20..=newest).contains(s))
+                .collect();
+            seen.len() as u64 == newest - 19
+                && stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
+        },
+    );
 
     // Replay from a time: from the first record received at or after it.
     let all = receiver.received.all();
