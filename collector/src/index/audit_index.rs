@@ -85,7 +85,7 @@ impl AuditIndex {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .snapshot_through
-            .map_or(0, |l| l.saturating_add(1))
+            .map_or(0, bound_after)
     }
 
     /// The exclusive LSN bound of a walk by `seq` or an export's scan starting now: only the
@@ -99,7 +99,7 @@ impl AuditIndex {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .indexed_through
-            .map_or(0, |l| l.saturating_add(1))
+            .map_or(0, bound_after)
     }
 
     /// Waits, at most `limit`, until walks and export scans see everything a search sees now
@@ -226,4 +226,9 @@ impl AuditIndex {
     pub fn partition_of(&self, t: chrono::DateTime<chrono::Utc>) -> PartitionKey {
         self.shared.opts.partition.key_for(t)
     }
+}
+
+/// The exclusive LSN bound of a walk that sees records through `lsn`.
+fn bound_after(lsn: u64) -> u64 {
+    lsn.saturating_add(1)
 }

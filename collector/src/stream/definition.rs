@@ -158,7 +158,9 @@ pub struct Filters {
 }
 
 impl Filters {
-    /// Whether `record` passes every filter.
+    /// Whether `record` passes every filter (the typed oracle [`Self::matches_view`] is
+    /// tested against; delivery reads records as stored).
+    #[cfg(test)]
     pub fn matches(&self, r: &AuditRecord) -> bool {
         self.matches_fields(
             &r.category,
@@ -372,20 +374,20 @@ fn url_host_port(field: &str, url: &str) -> Result<(String, u16), DefinitionErro
             "must not hold credentials (user:password@); put them in headers or the key fields",
         ));
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| bad(field, "has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = unbracket(uri.host().ok_or_else(|| bad(field, "has no host"))?).to_string();
     Ok((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// A host as a URI or `host:port` writes it, without the brackets of an IPv6 address.
+pub(crate) fn unbracket(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// `host:port` or `[v6]:port`.
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = unbracket(host);
     (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| (host.to_string(), port))
 }
 

@@ -6,6 +6,7 @@
 use super::batch::SendError;
 use super::connect::{CONNECT_TIMEOUT, SEND_TIMEOUT, connect};
 use crate::stream::allow::Allowlist;
+use crate::stream::definition::unbracket;
 use crate::stream::tls::client_config;
 use axum::http::{HeaderValue, Request, Uri};
 use bytes::Bytes;
@@ -59,12 +60,11 @@ impl HttpClient {
             Some("http") => false,
             _ => return Err(bad("the URL must be https:// or http://".into())),
         };
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("the URL has no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = unbracket(
+            uri.host()
+                .ok_or_else(|| bad("the URL has no host".into()))?,
+        )
+        .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = HeaderValue::from_str(uri.authority().map_or(&host, |a| a.as_str()))
             .map_err(|e| bad(e.to_string()))?;

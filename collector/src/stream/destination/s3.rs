@@ -16,7 +16,7 @@
 use super::batch::{Item, SendError, TestAnswer};
 use super::connect::{SEND_TIMEOUT, connect};
 use crate::stream::allow::Allowlist;
-use crate::stream::definition::{Destination, Secrets};
+use crate::stream::definition::{Destination, Secrets, unbracket};
 use crate::stream::tls::client_config;
 use axum::http::{HeaderValue, Uri, header};
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -320,12 +320,11 @@ impl HttpService for CheckedHttp {
             Some("http") => false,
             _ => return Err(request_error(format!("not an http(s) URL: {uri}"))),
         };
-        let host = uri
-            .host()
-            .ok_or_else(|| request_error(format!("no host in {uri}")))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = unbracket(
+            uri.host()
+                .ok_or_else(|| request_error(format!("no host in {uri}")))?,
+        )
+        .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
             Some(
