@@ -75,6 +75,20 @@ fn incompressible_records(prefix: &str, n: usize) -> Vec<Value> {
     })
 }
 
+/// As [`incompressible_records`], dated three weeks ago: a past week, whose records the index
+/// stages in memory and indexes in bulk (`index.cold_flush_after`), so it holds them back.
+fn past_incompressible_records(prefix: &str, n: usize) -> Vec<Value> {
+    let time = (chrono::Utc::now() - chrono::Duration::days(21))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    incompressible_records(prefix, n)
+        .into_iter()
+        .map(|mut r| {
+            r["time"] = json!(time);
+            r
+        })
+        .collect()
+}
+
 fn records_with(prefix: &str, n: usize, mut bulk: impl FnMut(usize) -> String) -> Vec<Value> {
     (0..n)
         .map(|i| {
@@ -532,6 +546,103 @@ fn a_collector_that_fills_its_own_disk_still_indexes_all_it_acknowledged() {
         &mut acked_after,
         Instant::now(),
         "own disk",
+    );
+    wait_ready(&c, Duration::from_secs(10));
+    export_and_verify(&c, &admin, dir.path());
+    assert!(
+        !c.stderr().contains("panicked"),
+        "{}",
+        codestax_tests::tail(&c.stderr(), 4000)
+    );
+    drop(c);
+    drop(disk);
+}
+
+/// The index holds back what the WAL acknowledged (a past week's records wait in its stage
+/// for `index.cold_flush_after`, as records wait when the indexer lags under load) while the
+/// collector fills its own disk. A fixed room kept free is then not enough: indexing the backlog
+/// needs more than the room, the index fails with ENOSPC on every retry, no WAL segment is ever
+/// deleted, and acknowledged records never become searchable (seen in CI, under load). The WAL
+/// must keep free the room its backlog needs: it refuses early, with a clean `wal_full`, every
+/// acknowledged record becomes searchable, and once the index caught up ingest is taken again,
+/// on the same disk, without a restart.
+#[test]
+fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = match Tmpfs::mount(&data, 24) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
+            return;
+        }
+    };
+    const HELD: Duration = Duration::from_secs(30);
+    let mut options = codestax_tests::CollectorOptions::for_tests(&data, "");
+    // The stage's budget is never reached: only `cold_flush_after` lets the backlog go.
+    options.settings = format!(
+        "[index]\ncommit_interval = \"200ms\"\nwriter_memory_bytes = 50000000\n\
+         cold_stage_bytes = 1073741824\ncold_flush_after = \"{}s\"\n\
+         [wal]\nsegment_bytes = 1048576\nkeep_free_bytes = 4194304\n",
+        HELD.as_secs()
+    );
+    // Outside the tmpfs: the log must not eat the disk under test.
+    options.stderr = Some(dir.path().join("collector.stderr"));
+    let mut c = Collector::configure(options).unwrap();
+    c.launch().unwrap();
+    let (token, admin, mut acked) = seed(&c);
+
+    // The backlog: the first staged record starts the clock, so the whole fill is held at once.
+    let started = Instant::now();
+    let (more, refused) = ingest_until_refused_within(
+        &c,
+        &token,
+        "held",
+        Duration::from_secs(25),
+        past_incompressible_records,
+    );
+    let filled = started.elapsed();
+    assert!(
+        filled < HELD,
+        "the fill took {filled:?}, longer than the index holds the backlog"
+    );
+    assert!(more.len() >= 1000, "only {} records acknowledged", more.len());
+    acked.extend(more);
+    assert_unavailable(&refused, "wal_full", &["kept free"], "ingest");
+    assert_otlp_refused(&c, &token, "the write-ahead log cannot be written");
+
+    // Every acknowledged record becomes searchable once the stage lets go: no stall.
+    let n = acked.len() as u64;
+    c.wait_for_total_within(
+        ORG,
+        "action=auth.login",
+        &admin,
+        n,
+        HELD + Duration::from_secs(20) - started.elapsed().min(HELD),
+    );
+    let metrics = c.metrics();
+    assert!(
+        metrics.contains("codestax_collector_index_write_failures_total 0"),
+        "the index failed to write: {}",
+        codestax_tests::tail(&c.stderr(), 4000)
+    );
+    println!(
+        "held backlog: {} records acknowledged in {:.1} s, all searchable {:.1} s after the fill \
+         began",
+        acked.len(),
+        filled.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Caught up: the WAL's indexed segments go, and ingest is taken again on the same disk.
+    let mut acked_after = acked.clone();
+    recover(
+        &c,
+        &token,
+        &admin,
+        &mut acked_after,
+        Instant::now(),
+        "backlog indexed",
     );
     wait_ready(&c, Duration::from_secs(10));
     export_and_verify(&c, &admin, dir.path());
