@@ -272,14 +272,14 @@ fn has_room(dir: &Path, keep_free: u64) -> io::Result<()> {
 }
 
 /// While `part` has a failure that space returning can clear, probes `dir` every `every` and
-/// clears the failure once it takes writes with `keep_free` bytes left over; until `stop`. For
-/// the WAL, whose own recovery needs no help but a write, so that an idle collector turns ready
-/// again too.
+/// clears the failure once it takes writes with `keep_free()` bytes left over (asked at each
+/// probe: the WAL's room grows with the index's backlog); until `stop`. For the WAL, whose own
+/// recovery needs no help but a write, so that an idle collector turns ready again too.
 pub async fn probe_while_failing(
     health: Health,
     part: Part,
     dir: std::path::PathBuf,
-    keep_free: u64,
+    keep_free: impl Fn() -> u64 + Send,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -298,6 +298,7 @@ pub async fn probe_while_failing(
         }
         let probed = {
             let dir = dir.clone();
+            let keep_free = keep_free();
             tokio::task::spawn_blocking(move || {
                 has_room(&dir, keep_free).and_then(|()| probe_writable(&dir))
             })
@@ -363,7 +364,7 @@ mod tests {
             h.clone(),
             Part::Wal,
             dir.path().to_path_buf(),
-            0,
+            || 0,
             Duration::from_millis(10),
             stop.clone(),
         ));
@@ -401,7 +402,7 @@ mod tests {
             h.clone(),
             Part::Wal,
             dir.path().to_path_buf(),
-            free + (1 << 30),
+            move || free + (1 << 30),
             Duration::from_millis(10),
             stop.clone(),
         ));

@@ -310,7 +310,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         health.clone(),
         Part::Wal,
         layout.wal.clone(),
-        config.wal.keep_free_bytes,
+        {
+            let store = store.clone();
+            move || store.room_kept_free()
+        },
         WAL_PROBE_INTERVAL,
         shutdown.clone(),
     ));

@@ -382,8 +382,9 @@ pub struct WalConfig {
     /// Bytes the WAL leaves free on its disk: past that, ingest is refused (503 `wal_full`)
     /// while the index, the trees and the state files can still write, so what was acknowledged
     /// gets indexed and the WAL's indexed segments deleted. Without it a collector that fills
-    /// its own disk stays stuck. 0 to 1 TiB; 0 keeps nothing free (only for a WAL on a disk of
-    /// its own).
+    /// its own disk stays stuck. Besides it, twice the WAL bytes the index has not committed yet
+    /// are kept free (indexing them needs that room). 0 to 1 TiB; 0 keeps nothing free, neither
+    /// part (only for a WAL on a disk of its own).
     #[serde(default = "default_wal_keep_free_bytes")]
     pub keep_free_bytes: u64,
 }

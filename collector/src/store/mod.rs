@@ -15,10 +15,12 @@
 //! record. The chain heads move only when the group is durable; at open they come from the index
 //! ([`Store::open`]'s `chain_heads`) and from the WAL entries read.
 
+mod backlog;
 mod dedupe;
 mod wal;
 mod writer;
 
+pub use backlog::{Backlog, INDEX_BYTES_PER_WAL_BYTE};
 pub use dedupe::{DedupeSet, IdLookup};
 pub use wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
 pub use writer::{

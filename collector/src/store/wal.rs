@@ -28,8 +28,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::backlog::{Backlog, lock};
 use crate::health::{Failure, Part};
 use codestax_storage::{
     Catalog, Checksum, Damage, Disk, EntryReader, Frames, Log, LogError, OpenLog, RealDisk,
@@ -142,8 +143,12 @@ impl WalError {
 pub struct Wal {
     log: Log,
     segment_bytes: u64,
-    /// Bytes an append must leave free on the WAL's file system (0: none).
+    /// Bytes an append must leave free on the WAL's file system (0: none), besides the room
+    /// for the index's backlog.
     keep_free_bytes: u64,
+    /// The entries the index has not committed: shared with the [`Store`](super::Store) handle,
+    /// which tells the probe of a full disk the room an append needs now.
+    backlog: Arc<Mutex<Backlog>>,
     frames: Frames,
 }
 
@@ -170,17 +175,40 @@ impl Wal {
             log,
             segment_bytes,
             keep_free_bytes: 0,
+            backlog: Arc::default(),
             frames: Frames::new(),
         })
     }
 
-    /// From now on an append that would leave less than `bytes` free on the WAL's file system is
-    /// refused as a full disk (nothing written). The room kept lets the index commit, and the
-    /// trees and state files be written, for what the WAL acknowledged when WAL and index share a
-    /// disk: without it a collector that filled its own disk could index nothing more, so it
-    /// could delete no WAL segment, and stay stuck.
+    /// From now on an append that would leave less than `bytes` free on the WAL's file system,
+    /// plus the room committing the index's backlog takes ([`Backlog::room`]), is refused as a
+    /// full disk (nothing written). The room kept lets the index commit, and the trees and state
+    /// files be written, for what the WAL acknowledged when WAL and index share a disk: without
+    /// it a collector that filled its own disk could index nothing more, so it could delete no
+    /// WAL segment, and stay stuck. 0: the WAL has a disk of its own, nothing is kept.
     pub fn keep_free(&mut self, bytes: u64) {
         self.keep_free_bytes = bytes;
+    }
+
+    /// The entries the index has not committed: a handle that stays valid while the WAL appends.
+    pub fn backlog(&self) -> Arc<Mutex<Backlog>> {
+        self.backlog.clone()
+    }
+
+    fn lock_backlog(&self) -> MutexGuard<'_, Backlog> {
+        lock(&self.backlog)
+    }
+
+    /// Counts the entry at `lsn`, of `payload_len` bytes, as not committed by the index: for
+    /// the entries found at open after the index's `indexed_through`.
+    pub fn count_unindexed(&mut self, lsn: Lsn, payload_len: usize) {
+        let bytes = codestax_storage::FRAME_OVERHEAD + payload_len as u64;
+        self.lock_backlog().push(lsn, lsn + 1, bytes);
+    }
+
+    /// The index has committed every entry before `lsn`: they need no room any more.
+    pub fn indexed_before(&mut self, lsn: Lsn) {
+        self.lock_backlog().indexed_before(lsn);
     }
 
     /// The directory the WAL lives in.
@@ -236,10 +264,14 @@ impl Wal {
         for p in payloads {
             self.frames.push(checksum, p.as_ref());
         }
-        Ok(self.log.append(&self.frames)?.number)
+        let first = self.log.append(&self.frames)?.number;
+        self.lock_backlog()
+            .push(first, first + payloads.len() as Lsn, batch_len);
+        Ok(first)
     }
 
-    /// Refuses an append of `batch_len` bytes that would eat into the room kept free.
+    /// Refuses an append of `batch_len` bytes that would eat into the room kept free: the
+    /// fixed room and what indexing the backlog, this batch included, takes.
     fn check_room(&self, batch_len: u64) -> Result<(), WalError> {
         if self.keep_free_bytes == 0 {
             return Ok(());
@@ -247,7 +279,14 @@ impl Wal {
         let Some(free) = codestax_storage::free_bytes(self.dir()) else {
             return Ok(());
         };
-        if free >= batch_len.saturating_add(self.keep_free_bytes) {
+        let (room, backlog) = {
+            let backlog = self.lock_backlog();
+            (
+                backlog.room(self.keep_free_bytes, batch_len),
+                backlog.bytes(),
+            )
+        };
+        if free >= batch_len.saturating_add(room) {
             return Ok(());
         }
         Err(WalError::Io {
@@ -255,8 +294,9 @@ impl Wal {
             source: io::Error::new(
                 io::ErrorKind::StorageFull,
                 format!(
-                    "{free} bytes free on the WAL's disk, {batch_len} needed and {} kept free for \
-                     indexing what was acknowledged (wal.keep_free_bytes)",
+                    "{free} bytes free on the WAL's disk, {batch_len} needed and {room} kept free \
+                     for indexing what was acknowledged ({} of wal.keep_free_bytes, the rest for \
+                     the {backlog} bytes the index has not committed yet)",
                     self.keep_free_bytes
                 ),
             ),
@@ -267,7 +307,12 @@ impl Wal {
     /// already synced the directory). On failure every entry appended since the last successful
     /// sync is cut off (their LSNs will be reused) and the error is returned.
     pub fn sync(&mut self) -> Result<(), WalError> {
-        Ok(self.log.sync()?)
+        let synced = self.log.sync();
+        if synced.is_err() {
+            let next = self.next_lsn();
+            self.lock_backlog().cut_from(next);
+        }
+        Ok(synced?)
     }
 
     /// Reads the synced entries with LSN ≥ `from`, with file handles of its own. Each entry's

@@ -2,6 +2,7 @@
 //! thread behind it that owns the [`Wal`] and the [`DedupeSet`].
 
 use crate::health::{Health, Part};
+use crate::store::backlog::Backlog;
 use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
 use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
 use crate::tree::{TreeError, Trees};
@@ -13,8 +14,8 @@ use codestax_storage::{Committer, Disk, GroupCommit, GroupOptions, RealDisk};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -152,6 +153,9 @@ pub struct Store {
     writer: GroupCommit<Submission>,
     shared: Arc<Shared>,
     entries: WalEntries,
+    /// The WAL's entries the index has not committed ([`Store::room_kept_free`]).
+    backlog: Arc<Mutex<Backlog>>,
+    keep_free_bytes: u64,
 }
 
 /// Records read back from the WAL, as `(lsn, record, payload)`; see [`Store::read_stored`].
@@ -354,6 +358,7 @@ impl Store {
             if lsn < start {
                 continue;
             }
+            wal.count_unindexed(lsn, payload.len());
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
             if dedupe.contains(&record.org_id, record.id(), hash) {
@@ -392,6 +397,7 @@ impl Store {
             queue_depth: Some(opts.queue_depth),
         };
         let entries = wal.entries();
+        let backlog = wal.backlog();
         let writer = Writer {
             tree_synced_before: wal.next_lsn(),
             wal,
@@ -412,6 +418,8 @@ impl Store {
                 writer,
                 shared,
                 entries,
+                backlog,
+                keep_free_bytes: opts.keep_free_bytes,
             },
             replay,
         ))
@@ -508,6 +516,15 @@ impl Store {
             }
             marked.await;
         }
+    }
+
+    /// The bytes a WAL append must leave free on its disk now: `keep_free_bytes`, plus the room
+    /// committing what the index has not committed yet takes ([`Backlog::room`]). For the probe
+    /// of a full disk, which must not call the WAL writable while an append would be refused.
+    pub fn room_kept_free(&self) -> u64 {
+        let mut backlog = crate::store::backlog::lock(&self.backlog);
+        backlog.indexed_before(self.shared.indexed_before.load(Ordering::Acquire));
+        backlog.room(self.keep_free_bytes, 0)
     }
 
     /// A snapshot of the counters.
@@ -811,6 +828,7 @@ impl Writer {
         }
         self.indexed_before = before;
         self.dedupe.forget_recent_through(before - 1);
+        self.wal.indexed_before(before);
         let mut bound = before;
         if let Some(trees) = self.trees.clone() {
             // Syncing is needed only when it lets a segment go.
@@ -1703,6 +1721,52 @@ mod tests {
         let (store, replay, _) = open(dir.path(), opts, Arc::default(), Some(39), vec![]);
         assert_eq!(replay.len(), 1);
         assert_eq!(replay[0].0, 40);
+        store.close().await;
+    }
+
+    /// The room a WAL append leaves is the fixed room plus twice the WAL bytes the index has
+    /// not committed: counted on append, at open for what the index lacks, and forgotten once
+    /// the index reports them (on the handle at once: an idle collector's probe sees it).
+    #[tokio::test]
+    async fn the_room_kept_free_follows_the_index_backlog() {
+        use crate::store::INDEX_BYTES_PER_WAL_BYTE as X;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            keep_free_bytes: 1,
+            ..StoreOptions::default()
+        };
+        let (store, _, _) = open(dir.path(), opts.clone(), Arc::default(), None, vec![]);
+        assert_eq!(store.room_kept_free(), 1);
+        for i in 0..10 {
+            store
+                .submit(vec![record("acme", &format!("r{i}"))])
+                .await
+                .unwrap();
+        }
+        let bytes_from = |store: &Store, lsn: Lsn| -> u64 {
+            store
+                .read_stored(lsn)
+                .map(|e| codestax_storage::FRAME_OVERHEAD + e.unwrap().2.len() as u64)
+                .sum()
+        };
+        assert_eq!(store.room_kept_free(), 1 + X * bytes_from(&store, 0));
+        store.mark_indexed_through(9);
+        assert_eq!(store.room_kept_free(), 1, "forgotten without a group");
+        store.close().await;
+
+        // At open, what the index lacks is the backlog.
+        let (store, replay, _) = open(dir.path(), opts, Arc::default(), Some(4), vec![]);
+        assert_eq!(replay.len(), 5);
+        assert_eq!(store.room_kept_free(), 1 + X * bytes_from(&store, 5));
+        store.close().await;
+
+        // A WAL on a disk of its own keeps nothing.
+        let opts = StoreOptions {
+            keep_free_bytes: 0,
+            ..StoreOptions::default()
+        };
+        let (store, _, _) = open(dir.path(), opts, Arc::default(), Some(4), vec![]);
+        assert_eq!(store.room_kept_free(), 0);
         store.close().await;
     }
 

@@ -89,6 +89,23 @@ fn past_incompressible_records(prefix: &str, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// The index directory of the week [`past_incompressible_records`] falls in (`YYYY-Www`).
+fn past_week_dir() -> String {
+    (chrono::Utc::now() - chrono::Duration::days(21))
+        .format("%G-W%V")
+        .to_string()
+}
+
+/// Bytes of the files in `dir` (not recursive: a partition's directory is flat).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn records_with(prefix: &str, n: usize, mut bulk: impl FnMut(usize) -> String) -> Vec<Value> {
     (0..n)
         .map(|i| {
@@ -498,16 +515,15 @@ fn a_full_wal_refuses_ingest_acknowledges_nothing_half_written_and_recovers_by_i
 fn a_collector_that_fills_its_own_disk_still_indexes_all_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let disk = match Tmpfs::mount(&data, 24) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
-            return;
-        }
+    let Some(disk) = own_disk(&data, 24) else {
+        return;
     };
-    let c = Collector::start(
-        &data,
-        "[wal]\nsegment_bytes = 1048576\nkeep_free_bytes = 4194304\n",
+    let c = start_logged(
+        codestax_tests::CollectorOptions::for_tests(
+            &data,
+            "[wal]\nsegment_bytes = 1048576\nkeep_free_bytes = 4194304\n",
+        ),
+        dir.path(),
     );
     let (token, admin, mut acked) = seed(&c);
     let (more, refused) = ingest_until_refused_within(
@@ -538,24 +554,50 @@ fn a_collector_that_fills_its_own_disk_still_indexes_all_it_acknowledged() {
 
     // The operator adds space: ingest resumes by itself.
     disk.resize(96).unwrap();
-    let mut acked_after = acked.clone();
-    recover(
-        &c,
-        &token,
-        &admin,
-        &mut acked_after,
-        Instant::now(),
-        "own disk",
-    );
-    wait_ready(&c, Duration::from_secs(10));
-    export_and_verify(&c, &admin, dir.path());
+    resumes_by_itself(&c, &token, &admin, acked, dir.path(), "own disk");
+    drop(c);
+    drop(disk);
+}
+
+/// A tmpfs of `mib` MiB for the collector's whole data directory `data`, or `None` after saying
+/// why not (not root).
+fn own_disk(data: &Path, mib: u64) -> Option<Tmpfs> {
+    match Tmpfs::mount(data, mib) {
+        Ok(fs) => Some(fs),
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
+            None
+        }
+    }
+}
+
+/// Starts a collector whose stderr goes to a file in `work`, outside the disk under test (the
+/// log must not eat it), so that a panic is seen.
+fn start_logged(mut options: codestax_tests::CollectorOptions, work: &Path) -> Collector {
+    options.stderr = Some(work.join("collector.stderr"));
+    let mut c = Collector::configure(options).unwrap();
+    c.launch().unwrap();
+    c
+}
+
+/// Once there is room again, ingest resumes by itself (no restart), every acknowledged record
+/// is searchable exactly once, the chain verifies, and the collector never panicked.
+fn resumes_by_itself(
+    c: &Collector,
+    token: &str,
+    admin: &str,
+    mut acked: Vec<String>,
+    work: &Path,
+    what: &str,
+) {
+    recover(c, token, admin, &mut acked, Instant::now(), what);
+    wait_ready(c, Duration::from_secs(10));
+    export_and_verify(c, admin, work);
     assert!(
         !c.stderr().contains("panicked"),
         "{}",
         codestax_tests::tail(&c.stderr(), 4000)
     );
-    drop(c);
-    drop(disk);
 }
 
 /// The index holds back what the WAL acknowledged (a past week's records wait in its stage
@@ -570,12 +612,8 @@ fn a_collector_that_fills_its_own_disk_still_indexes_all_it_acknowledged() {
 fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let disk = match Tmpfs::mount(&data, 24) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
-            return;
-        }
+    let Some(disk) = own_disk(&data, 24) else {
+        return;
     };
     const HELD: Duration = Duration::from_secs(30);
     let mut options = codestax_tests::CollectorOptions::for_tests(&data, "");
@@ -586,10 +624,7 @@ fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk()
          [wal]\nsegment_bytes = 1048576\nkeep_free_bytes = 4194304\n",
         HELD.as_secs()
     );
-    // Outside the tmpfs: the log must not eat the disk under test.
-    options.stderr = Some(dir.path().join("collector.stderr"));
-    let mut c = Collector::configure(options).unwrap();
-    c.launch().unwrap();
+    let c = start_logged(options, dir.path());
     let (token, admin, mut acked) = seed(&c);
 
     // The backlog: the first staged record starts the clock, so the whole fill is held at once.
@@ -606,7 +641,11 @@ fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk()
         filled < HELD,
         "the fill took {filled:?}, longer than the index holds the backlog"
     );
-    assert!(more.len() >= 1000, "only {} records acknowledged", more.len());
+    assert!(
+        more.len() >= 1000,
+        "only {} records acknowledged",
+        more.len()
+    );
     acked.extend(more);
     assert_unavailable(&refused, "wal_full", &["kept free"], "ingest");
     assert_otlp_refused(&c, &token, "the write-ahead log cannot be written");
@@ -626,31 +665,27 @@ fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk()
         "the index failed to write: {}",
         codestax_tests::tail(&c.stderr(), 4000)
     );
+    // The index's bytes per WAL byte of the backlog (INDEX_BYTES_PER_WAL_BYTE's margin).
+    let wal_bytes: usize = c
+        .search_all(ORG, "action=auth.login", &admin)
+        .iter()
+        .filter(|e| e["id"].as_str().is_some_and(|id| id.starts_with("held")))
+        .map(|e| e.to_string().len())
+        .sum();
+    let week_bytes = dir_bytes(&data.join("index").join(past_week_dir()));
     println!(
         "held backlog: {} records acknowledged in {:.1} s, all searchable {:.1} s after the fill \
-         began",
+         began; the past week's index holds {} KiB for ~{} KiB of records ({:.2} per byte)",
         acked.len(),
         filled.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        week_bytes >> 10,
+        wal_bytes >> 10,
+        week_bytes as f64 / wal_bytes as f64
     );
 
     // Caught up: the WAL's indexed segments go, and ingest is taken again on the same disk.
-    let mut acked_after = acked.clone();
-    recover(
-        &c,
-        &token,
-        &admin,
-        &mut acked_after,
-        Instant::now(),
-        "backlog indexed",
-    );
-    wait_ready(&c, Duration::from_secs(10));
-    export_and_verify(&c, &admin, dir.path());
-    assert!(
-        !c.stderr().contains("panicked"),
-        "{}",
-        codestax_tests::tail(&c.stderr(), 4000)
-    );
+    resumes_by_itself(&c, &token, &admin, acked, dir.path(), "backlog indexed");
     drop(c);
     drop(disk);
 }
