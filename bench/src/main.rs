@@ -92,6 +92,10 @@ struct ImportArgs {
     /// The `codestax` CLI binary; default: next to this binary.
     #[arg(long)]
     cli: Option<PathBuf>,
+    /// An extra argument for every `codestax import` run (repeatable), e.g.
+    /// `--cli-arg=--batch-records=2000`.
+    #[arg(long, allow_hyphen_values = true)]
+    cli_arg: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -336,6 +340,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Import(a) => print(codestax_bench::import::run(
             &collector_bin,
             &a.cli.unwrap_or_else(codestax_bench::import::default_cli),
+            &a.cli_arg,
             codestax_bench::import::ImportSize {
                 records: a.import_records,
                 days: a.import_days,
