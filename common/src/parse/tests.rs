@@ -73,7 +73,12 @@ fn a_reused_straight_path_gives_the_thorough_records_and_errors() {
     let mut record = LineParser::default().record;
     assert!(straight::read(&mut record, &line, None, &own), "{line}");
     assert_eq!(thorough::parse(&line, None, &own), Ok(record));
-    assert!(!straight::read(&mut LineParser::default().record, &line, None, &rules));
+    assert!(!straight::read(
+        &mut LineParser::default().record,
+        &line,
+        None,
+        &rules
+    ));
 }
 
 fn full() -> Value {
