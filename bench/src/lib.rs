@@ -10,6 +10,7 @@ pub mod collector;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod load;
 pub mod machine;
 pub mod pg;

@@ -54,6 +54,10 @@ enum Cmd {
     /// Streams (issue 17): delivery throughput per destination kind, lag at a steady rate with
     /// a stream per org, and the ingest CPU of streams on against off. Not part of `all`.
     Streams(StreamsArgs),
+    /// `codestax import` (issue 14): the real CLI importing an export-shaped NDJSON file into a
+    /// fresh collector; records/s end to end, CPU of each side, a rerun, a kill -9 and resume.
+    /// Not part of `all`.
+    Import(ImportArgs),
     /// All of them, one after the other.
     All {
         #[command(flatten)]
@@ -71,6 +75,27 @@ enum Cmd {
         #[command(flatten)]
         janitor: JanitorArgs,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+struct ImportArgs {
+    /// Records of the export (one org).
+    #[arg(long, default_value_t = 1_000_000)]
+    import_records: u64,
+    /// Days the records' times span, ending five minutes ago.
+    #[arg(long, default_value_t = 1)]
+    import_days: i64,
+    /// Also kill the CLI with -9 once its checkpoint passes this share of the file (0–1), in
+    /// a second collector, and run it again to its end.
+    #[arg(long)]
+    kill_at: Option<f64>,
+    /// The `codestax` CLI binary; default: next to this binary.
+    #[arg(long)]
+    cli: Option<PathBuf>,
+    /// An extra argument for every `codestax import` run (repeatable), e.g.
+    /// `--cli-arg=--batch-records=2000`.
+    #[arg(long, allow_hyphen_values = true)]
+    cli_arg: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -312,6 +337,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Search(s) => print(runs::search(&env, search_size(&s, &load_defaults()))?),
         Cmd::Export(e) => print(runs::export(&env, e.size(&load_defaults()))?),
         Cmd::Janitor(j) => print(runs::janitor(&env, j.size(&load_defaults()))?),
+        Cmd::Import(a) => print(codestax_bench::import::run(
+            &collector_bin,
+            &a.cli.unwrap_or_else(codestax_bench::import::default_cli),
+            &a.cli_arg,
+            codestax_bench::import::ImportSize {
+                records: a.import_records,
+                days: a.import_days,
+                kill_at: a.kill_at,
+            },
+        )?),
         Cmd::Streams(s) => print(codestax_bench::streams::run(
             &collector_bin,
             codestax_bench::streams::StreamsSize {

@@ -170,6 +170,16 @@ struct ImportArgs {
     #[arg(long, short)]
     quiet: bool,
 
+    /// Most records in one request (batches also stop at 4 MiB).
+    #[arg(long, value_name = "N", default_value_t = import::MAX_BATCH_RECORDS, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    batch_records: usize,
+
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = import::IN_FLIGHT, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
+    in_flight: usize,
+
     #[command(flatten)]
     server: Server,
 }
@@ -397,6 +407,10 @@ fn run_import(args: ImportArgs) -> anyhow::Result<()> {
             ImportFormatArg::Json => InputFormat::Json,
         },
         progress: !args.quiet,
+        pacing: import::Pacing {
+            batch_records: args.batch_records,
+            in_flight: args.in_flight,
+        },
     };
     let summary = import::import(&client, &request)?;
     eprintln!("{}", summary.describe());

@@ -23,12 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// Most records in one request.
+/// Most records in one request, by default.
 pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Most bytes in one request (the collector takes 16 MiB by default).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Requests in flight at once: the collector parses one while it syncs another.
-const IN_FLIGHT: usize = 3;
+/// Requests in flight at once, by default: the collector parses one while it syncs another.
+pub const IN_FLIGHT: usize = 3;
 /// How long a batch the collector cannot take now (429, 503, unreachable) is retried.
 const RETRY_FOR: Duration = Duration::from_secs(120);
 /// The route.
@@ -86,6 +86,25 @@ pub struct ImportRequest {
     pub rejects: PathBuf,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
+    pub pacing: Pacing,
+}
+
+/// How the records go out: batch size and requests in flight (tunable for benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Most records in one request; a batch also stops at [`MAX_BATCH_BYTES`].
+    pub batch_records: usize,
+    /// Requests in flight at once (at least 1).
+    pub in_flight: usize,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            batch_records: MAX_BATCH_RECORDS,
+            in_flight: IN_FLIGHT,
+        }
+    }
 }
 
 /// What an import did.
@@ -194,6 +213,7 @@ pub fn import(client: &Client, request: &ImportRequest) -> anyhow::Result<Import
                 query: &query,
                 source_name,
                 checkpoint: Some((&checkpoints, &fingerprint, request.format)),
+                pacing: request.pacing,
                 resumed_records: counts.records(),
                 summary: ImportSummary {
                     resumed_at_line: resumed.as_ref().map(|c| c.line),
@@ -225,6 +245,7 @@ pub fn import(client: &Client, request: &ImportRequest) -> anyhow::Result<Import
                 query: &query,
                 source_name,
                 checkpoint: None,
+                pacing: request.pacing,
                 resumed_records: 0,
                 summary: ImportSummary::default(),
             };
@@ -264,6 +285,7 @@ struct Run<'a, R> {
     query: &'a [(&'a str, String)],
     source_name: Option<&'a str>,
     checkpoint: Option<(&'a CheckpointFile, &'a Fingerprint, InputFormat)>,
+    pacing: Pacing,
     /// Records counted before this run (a resumed import's), left out of its rate.
     resumed_records: u64,
     summary: ImportSummary,
@@ -278,7 +300,7 @@ impl<R: BufRead> Run<'_, R> {
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel::<(u64, Result<IngestResponse, ClientError>)>();
         std::thread::scope(|scope| {
-            for _ in 0..IN_FLIGHT {
+            for _ in 0..self.pacing.in_flight.max(1) {
                 let job_rx = Arc::clone(&job_rx);
                 let done_tx = done_tx.clone();
                 scope.spawn(move || {
@@ -313,8 +335,9 @@ impl<R: BufRead> Run<'_, R> {
         let mut next_sent = 0u64;
         let mut next_applied = 0u64;
         let mut ended = false;
+        let in_flight = self.pacing.in_flight.max(1);
         loop {
-            if !ended && sent.len() < IN_FLIGHT {
+            if !ended && sent.len() < in_flight {
                 let mut batch = self.read_batch(&mut element)?;
                 if batch.is_empty() {
                     ended = true;
@@ -347,7 +370,7 @@ impl<R: BufRead> Run<'_, R> {
                 self.apply(batch, response)?;
                 next_applied += 1;
             }
-            if !ended && sent.len() < IN_FLIGHT {
+            if !ended && sent.len() < in_flight {
                 continue;
             }
             if sent.is_empty() {
@@ -368,13 +391,13 @@ impl<R: BufRead> Run<'_, R> {
         }
     }
 
-    /// The next batch: up to [`MAX_BATCH_RECORDS`] records or [`MAX_BATCH_BYTES`].
+    /// The next batch: up to [`Pacing::batch_records`] records or [`MAX_BATCH_BYTES`].
     fn read_batch(&mut self, element: &mut Element) -> anyhow::Result<Batch> {
         let mut batch = Batch {
             body: Vec::with_capacity(MAX_BATCH_BYTES / 4),
             ..Batch::default()
         };
-        while batch.lines.len() + batch.refused.len() < MAX_BATCH_RECORDS
+        while batch.lines.len() + batch.refused.len() < self.pacing.batch_records.max(1)
             && batch.body.len() < MAX_BATCH_BYTES
         {
             if !self.reader.next_into(element)? {

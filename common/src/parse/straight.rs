@@ -2,7 +2,8 @@
 //! line before (its strings reused), giving up on anything unusual. See [`super`].
 
 use crate::record::{
-    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, SCHEMA_VERSION, Target, TargetKind,
+    Actor, ActorKind, AuditRecord, Change, Metadata, Outcome, Provenance, SCHEMA_VERSION, Target,
+    TargetKind,
 };
 use crate::schema::{Field, Input, Object};
 use crate::validate::{Rules, validate};
@@ -23,6 +24,7 @@ pub(super) fn read(
         .deserialize_map(RecordInto {
             record: &mut *record,
             default_org,
+            collector_entries: rules.collector_entries,
         })
         .is_err()
         || de.end().is_err()
@@ -130,6 +132,9 @@ fn str_or_null<'de, A: MapAccess<'de>>(map: &mut A, into: &mut String) -> Result
 struct RecordInto<'a, 'o> {
     record: &'a mut AuditRecord,
     default_org: Option<&'o str>,
+    /// [`Rules::collector_entries`]: `provenance` is read (an import's input carries the
+    /// source's), not refused.
+    collector_entries: bool,
 }
 
 impl<'de> Visitor<'de> for RecordInto<'_, '_> {
@@ -153,7 +158,8 @@ impl<'de> Visitor<'de> for RecordInto<'_, '_> {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                Input::Refused => return Err(give_up()),
+                Input::Refused if !self.collector_entries => return Err(give_up()),
+                Input::Refused => {}
             }
             match field {
                 Field::Id => map.next_value_seed(OptStrInto(&mut r.id))?,
@@ -198,6 +204,7 @@ impl<'de> Visitor<'de> for RecordInto<'_, '_> {
                         }
                     };
                 }
+                Field::Provenance => r.provenance = map.next_value::<Option<Provenance>>()?,
                 _ => return Err(give_up()),
             }
         }
@@ -237,6 +244,9 @@ impl<'de> Visitor<'de> for RecordInto<'_, '_> {
         }
         if !seen.has(Field::ReceivedAt) {
             r.received_at = None;
+        }
+        if !seen.has(Field::Provenance) {
+            r.provenance = None;
         }
         Ok(())
     }

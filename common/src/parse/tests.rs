@@ -18,6 +18,11 @@ fn a_reused_straight_path_gives_the_thorough_records_and_errors() {
         allow_custom_actions: false,
         ..rules.clone()
     };
+    // An import's: provenance read, not refused.
+    let own = Rules {
+        collector_entries: true,
+        ..rules.clone()
+    };
     let lines = variations::lines();
     let mut fast_ones = 0;
     // One parser for every line, in two orders: each line is read into what the line
@@ -30,7 +35,7 @@ fn a_reused_straight_path_gives_the_thorough_records_and_errors() {
         }
         for line in lines {
             for default_org in [None, Some("org-default")] {
-                for rules in [&rules, &strict] {
+                for rules in [&rules, &strict, &own] {
                     let slow = thorough::parse(line, default_org, rules);
                     if straight::read(&mut parser.record, line, default_org, rules) {
                         fast_ones += 1;
@@ -57,6 +62,23 @@ fn a_reused_straight_path_gives_the_thorough_records_and_errors() {
         parse_json_line(variations::BASE.as_bytes(), None, &rules),
         Ok(record)
     );
+    // And so do an export's lines on import: chain fields, `received_at` and provenance.
+    let mut exported: Value = serde_json::from_str(variations::BASE).unwrap();
+    exported["seq"] = json!(17);
+    exported["prev_hash"] = json!("ab".repeat(32));
+    exported["hash"] = json!("cd".repeat(32));
+    exported["received_at"] = json!("2026-11-27T10:00:01.000002Z");
+    exported["provenance"] = json!({"writer": "ingest", "key_id": "key_1"});
+    let line = exported.to_string();
+    let mut record = LineParser::default().record;
+    assert!(straight::read(&mut record, &line, None, &own), "{line}");
+    assert_eq!(thorough::parse(&line, None, &own), Ok(record));
+    assert!(!straight::read(
+        &mut LineParser::default().record,
+        &line,
+        None,
+        &rules
+    ));
 }
 
 fn full() -> Value {

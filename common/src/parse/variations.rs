@@ -45,6 +45,11 @@ pub fn lines() -> Vec<String> {
         "\"audit_log.custom\"",
         "{\"writer\":\"collector\"}",
         "{\"writer\":\"ingest\",\"key_id\":\"key_1\"}",
+        // An export's provenance, as an import reads it; and misshapen ones.
+        "{\"writer\":\"imported\",\"key_id\":\"key_1\",\"source\":\"old/acme\"}",
+        "{\"writer\":\"imported\"}",
+        "{\"writer\":\"ingest\",\"key_id\":\"key_1\",\"x\":1}",
+        "{\"writer\":\"collector\",\"writer\":\"collector\"}",
     ];
     let mut out = vec![BASE.to_string()];
     let render = |map: &serde_json::Map<String, Value>| Value::Object(map.clone()).to_string();

@@ -232,6 +232,24 @@ fn killed_import_goes_on_from_its_checkpoint_and_stores_each_record_once() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
     let done_before = saved["counts"]["imported"].as_u64().unwrap();
     assert!(done_before > 0 && done_before < n as u64, "{saved}");
+    // Batches were in flight when it was killed; the checkpoint never passes one the collector
+    // had not acknowledged: every record before its line is stored (line L holds `k-{L-1}`).
+    let past = saved["line"].as_u64().unwrap() as usize - 1;
+    assert!(past >= done_before as usize, "{saved}");
+    let mut missing = Vec::new();
+    let all_there = codestax_tests::wait_for(std::time::Duration::from_secs(30), || {
+        let stored = exported(&c, "acme", &admin);
+        missing = (0..past)
+            .map(|i| format!("k-{i}"))
+            .filter(|id| !stored.contains_key(id))
+            .take(5)
+            .collect();
+        missing.is_empty()
+    });
+    assert!(
+        all_there,
+        "the checkpoint ({saved}) passed records not stored: {missing:?}"
+    );
 
     let out = run_cli(work, &args);
     let summary = ok(&out, "rerun");
