@@ -169,6 +169,8 @@ mod scan;
 mod search;
 
 // The write side.
+/// Staged records indexed on a thread of their own.
+mod flight;
 /// [`Indexer`]: add, commit, delete.
 mod indexer;
 /// Records of past partitions held for bulk indexing.
