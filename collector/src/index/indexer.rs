@@ -726,10 +726,10 @@ impl Indexer {
     /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
     /// waits for its merges, then makes their result searchable.
     fn close_writer(&mut self, key: i64) {
-        if let Some(w) = self.writers.remove(&key) {
-            if let Some(closer) = close_in_background(w.partition, w.writer) {
-                self.closing.insert(key, closer);
-            }
+        if let Some(w) = self.writers.remove(&key)
+            && let Some(closer) = close_in_background(w.partition, w.writer)
+        {
+            self.closing.insert(key, closer);
         }
     }
 
