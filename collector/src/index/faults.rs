@@ -1,33 +1,53 @@
-//! For tests: a tantivy [`Directory`] whose writes fail on demand, so an I/O error the index must
-//! survive (EIO, which a tmpfs cannot give) can be injected. Given to the index through
+//! For tests: a tantivy [`Directory`] whose writes fail or wait on demand, so an I/O error the
+//! index must survive (EIO, which a tmpfs cannot give) can be injected, and a write held midway
+//! (a flush in flight). Given to the index through
 //! [`IndexOptions::directory`](super::IndexOptions::directory).
 
 use super::options::DirectoryHook;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tantivy::Directory;
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
 use tantivy::directory::{DirectoryLock, FileHandle, Lock, WatchCallback, WatchHandle, WritePtr};
 
-/// Which OS error writes fail with, if any; clones share it.
+/// Which OS error writes fail with, if any, and whether they wait; clones share it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Faults(Arc<Mutex<Option<i32>>>);
+pub(crate) struct Faults(Arc<(Mutex<State>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct State {
+    errno: Option<i32>,
+    held: bool,
+}
 
 impl Faults {
     /// From now on, every new file and every atomic write (`meta.json`) fails with OS error
     /// `errno` in the partitions the hook applies to.
     pub fn arm(&self, errno: i32) {
-        *self.0.lock().unwrap() = Some(errno);
+        self.0.0.lock().unwrap().errno = Some(errno);
     }
 
     /// Writes go through again.
     pub fn disarm(&self) {
-        *self.0.lock().unwrap() = None;
+        self.0.0.lock().unwrap().errno = None;
+    }
+
+    /// From now on, those writes wait until [`Self::release`].
+    pub fn hold(&self) {
+        self.0.0.lock().unwrap().held = true;
+    }
+
+    /// Writes held go on (and fail, if armed meanwhile).
+    pub fn release(&self) {
+        self.0.0.lock().unwrap().held = false;
+        self.0.1.notify_all();
     }
 
     fn check(&self) -> io::Result<()> {
-        match *self.0.lock().unwrap() {
+        let state = self.0.0.lock().unwrap();
+        let state = self.0.1.wait_while(state, |s| s.held).unwrap();
+        match state.errno {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => Ok(()),
         }

@@ -2,12 +2,13 @@
 //! far in the write-ahead log the index is.
 
 use super::error::IndexError;
+use super::flight::{Closers, Flight, Load, close_in_background, operations, worker_error};
 use super::options::MIN_MEMORY_PER_THREAD;
 use super::partition::Partition;
-use super::schema::{Fields, document};
+use super::schema::Fields;
 use super::scheme::PartitionKey;
 use super::shared::Shared;
-use super::stage::{ColdStage, Staged};
+use super::stage::ColdStage;
 use super::state::{IndexState, sync_dir, write_state};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
@@ -18,8 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
-use tantivy::indexer::UserOperation;
-use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, NoMergePolicy};
+use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{IndexWriter, Term};
@@ -42,15 +42,6 @@ pub struct Purge {
 /// thread of their own). Not shorter: reopening a partition whose closed writer still merges
 /// waits for that merge.
 const IDLE_WRITER_CLOSE: Duration = Duration::from_secs(60);
-
-/// Time one [`Indexer::commit_due`] spends flushing staged partitions, at most (plus one flush):
-/// current-week records wait for it.
-const COLD_FLUSH_TIME: Duration = Duration::from_millis(250);
-
-/// A cold partition's writer merges as soon as this many segments of a size are there (tantivy's
-/// default is 8): each flush adds a segment, and the writer is closed right after, so merges
-/// happen on the flush that makes the count.
-const COLD_MERGE_MIN_SEGMENTS: usize = 4;
 
 /// A partition's open writer.
 struct OpenWriter {
@@ -81,6 +72,8 @@ pub struct Indexer {
     max_written: Option<u64>,
     /// Records of past partitions waiting for a bulk flush ([`ColdStage`]).
     stage: ColdStage,
+    /// Staged records being indexed on a thread of their own, at most one flight at a time.
+    flight: Option<Flight>,
     /// A flush committed records since the last [`Indexer::commit`].
     flushed: bool,
     /// Records up to this LSN may already be committed: one that is (found by org and id in its
@@ -108,6 +101,7 @@ impl Indexer {
             max_added: None,
             max_written: None,
             stage: ColdStage::default(),
+            flight: None,
             flushed: false,
             replay_through,
             committed: BTreeSet::new(),
@@ -177,7 +171,7 @@ impl Indexer {
                 self.add_to_partition(&key, items)?;
             }
         }
-        self.flush_over_budget()
+        self.schedule_flushes()
     }
 
     /// The start of the partition records of now fall in: it and later ones are hot.
@@ -195,79 +189,102 @@ impl Indexer {
                 || (key.start < hot && !self.writers.contains_key(&key.start)))
     }
 
-    /// Flushes partitions holding a quarter of the stage's budget, then the largest ones while
-    /// the stage is over budget.
-    fn flush_over_budget(&mut self) -> Result<(), IndexError> {
-        let budget = self.shared.opts.cold_stage_bytes;
+    /// Lands a flight that has ended; starts one when none is in the air and the stage is half
+    /// full or a partition's first record waited `cold_flush_after`; and keeps the stage and the
+    /// flight together within the budget, waiting for the flight when they would not be. The
+    /// flight takes every staged partition: while it indexes them, the stage fills again (the
+    /// budget's other half), and this week's commits go on.
+    fn schedule_flushes(&mut self) -> Result<(), IndexError> {
+        if self.flight.as_ref().is_some_and(Flight::is_finished) {
+            self.land()?;
+        }
         if self.stage.is_empty() {
             return Ok(());
         }
-        for start in self.stage.due(budget / 4, Duration::MAX) {
-            self.flush_staged(start)?;
+        let (budget, wait) = (
+            self.shared.opts.cold_stage_bytes,
+            self.shared.opts.cold_flush_after,
+        );
+        let in_air = self.flight.as_ref().map_or(0, |f| f.bytes);
+        if self.flight.is_some() && self.stage.bytes() + in_air > budget {
+            self.land()?;
         }
-        while self.stage.bytes() > budget {
-            let Some(start) = self.stage.largest() else {
-                break;
-            };
-            self.flush_staged(start)?;
+        let due = self.stage.bytes() >= budget / 2 || self.stage.waited(wait);
+        if self.flight.is_none() && due {
+            self.launch(self.stage.starts())?;
+            if self.staged().1 > budget {
+                // One batch took the stage past the budget: no room for another flight's worth.
+                self.land()?;
+            }
         }
         Ok(())
     }
 
-    /// Indexes the staged records of partition `start` and makes them searchable: into its open
-    /// writer if it has one (committed with the others), else with a writer of its own, opened,
-    /// committed and closed here (its merges finish on a thread of their own).
-    fn flush_staged(&mut self, start: i64) -> Result<(), IndexError> {
-        let Some(Staged { key, records, .. }) = self.stage.take(start) else {
+    /// Starts a flight of the staged records of partitions `starts` (no flight may be in the air).
+    /// Those of a partition whose writer is open go to that writer instead (committed with the
+    /// others).
+    fn launch(&mut self, starts: Vec<i64>) -> Result<(), IndexError> {
+        debug_assert!(self.flight.is_none());
+        let mut loads = Vec::with_capacity(starts.len());
+        for start in starts {
+            let Some(staged) = self.stage.take(start) else {
+                continue;
+            };
+            if self.writers.contains_key(&start) {
+                let items = staged
+                    .records
+                    .iter()
+                    .map(|r| (r.lsn, &r.record, Some(r.stored.as_str())));
+                self.add_to_partition(&staged.key, items)?;
+                continue;
+            }
+            loads.push(Load {
+                partition: self.partition(&staged.key)?,
+                staged,
+                closing: self.closing.remove(&start),
+            });
+        }
+        if loads.is_empty() {
+            return Ok(());
+        }
+        // The flight commits records above `indexed_through`.
+        self.persist_pending()?;
+        self.flight = Some(Flight::start(
+            self.shared.clone(),
+            self.replay_through,
+            loads,
+        )?);
+        Ok(())
+    }
+
+    /// Waits for the flight in the air, if any, to end: its records are searchable then, and
+    /// `indexed_through` may pass them at the next commit.
+    fn land(&mut self) -> Result<(), IndexError> {
+        let Some(flight) = self.flight.take() else {
             return Ok(());
         };
-        let items = records
-            .iter()
-            .map(|r| (r.lsn, &r.record, Some(r.stored.as_str())));
-        if self.writers.contains_key(&start) {
-            return self.add_to_partition(&key, items);
-        }
-        self.finish_closing(start);
-        let partition = self.partition(&key)?;
-        let open = partition.open()?;
-        let ops = self.operations(&partition, items)?;
-        let dir = partition.dir.clone();
-        let tantivy_err = |action: &'static str| {
-            let dir = dir.clone();
-            move |e: tantivy::TantivyError| IndexError::tantivy(dir, action, e)
-        };
-        let opts = &self.shared.opts;
-        let mut writer: IndexWriter = open
-            .index
-            .writer_with_options(
-                IndexWriterOptions::builder()
-                    .num_worker_threads(1)
-                    .memory_budget_per_thread(opts.writer_memory_bytes)
-                    .num_merge_threads(1)
-                    .build(),
-            )
-            .map_err(tantivy_err("open a writer"))?;
-        let mut merges = LogMergePolicy::default();
-        merges.set_min_num_segments(COLD_MERGE_MIN_SEGMENTS);
-        writer.set_merge_policy(Box::new(merges));
-        if let Err(e) = writer.run(ops) {
-            let cause = worker_error(writer).unwrap_or(e);
-            return Err(IndexError::tantivy(dir, "add staged records", cause));
-        }
-        self.persist_pending()?;
-        writer
-            .commit()
-            .map_err(tantivy_err("commit staged records"))?;
-        self.max_written = self.max_written.max(records.last().map(|r| r.lsn));
+        let max_lsn = flight.max_lsn;
+        let closers = flight.land(&self.shared.dir)?;
+        self.keep_closers(closers);
+        self.max_written = self.max_written.max(Some(max_lsn));
         self.flushed = true;
-        partition.reload()?;
-        self.close_in_background(start, partition, writer);
-        tracing::debug!(
-            partition = key.name(),
-            records = records.len(),
-            "flushed staged records"
-        );
         Ok(())
+    }
+
+    fn keep_closers(&mut self, closers: Closers) {
+        for (start, closer) in closers {
+            if let Some(closer) = closer {
+                self.closing.insert(start, closer);
+            }
+        }
+    }
+
+    /// Indexes the staged records of partition `start` and makes them searchable, before this
+    /// returns.
+    fn flush_staged(&mut self, start: i64) -> Result<(), IndexError> {
+        self.land()?;
+        self.launch(vec![start])?;
+        self.land()
     }
 
     fn add_to_partition<'a>(
@@ -277,7 +294,9 @@ impl Indexer {
     ) -> Result<(), IndexError> {
         let partition = self.writer_for(key)?.partition.clone();
         let mut max = None;
-        let ops = self.operations(
+        let ops = operations(
+            &self.shared,
+            self.replay_through,
             &partition,
             items.inspect(|(lsn, _, _)| max = max.max(Some(*lsn))),
         )?;
@@ -298,84 +317,46 @@ impl Indexer {
         Ok(())
     }
 
-    /// The add operations of `items` for `partition`, leaving out records at an LSN that may
-    /// already be committed (a replay after a crash) whose earlier copy is there.
-    fn operations<'a>(
-        &self,
-        partition: &Partition,
-        items: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>,
-    ) -> Result<Vec<UserOperation>, IndexError> {
-        let form = partition.open()?.uid_form;
-        let mut ops = Vec::with_capacity(items.size_hint().0);
-        for (lsn, record, stored) in items {
-            if self.replay_through.is_some_and(|r| lsn <= r)
-                && self
-                    .shared
-                    .find(partition, &record.org_id, record.id())?
-                    .is_some()
-            {
-                // Committed before the crash: the store dedupes (org, id) before the WAL, so
-                // this is the same record.
-                continue;
-            }
-            ops.push(UserOperation::Add(document(
-                &self.shared.fields,
-                form,
-                lsn,
-                record,
-                stored,
-            )?));
-        }
-        Ok(ops)
-    }
-
     /// Commits every partition that received records, staged ones included, makes them
     /// searchable, then persists the highest LSN added as [`Self::indexed_through`], which it
     /// returns. Writers that received nothing for [`IDLE_WRITER_CLOSE`] are closed.
     pub fn commit(&mut self) -> Result<Option<u64>, IndexError> {
-        for start in self.stage.starts() {
-            self.flush_staged(start)?;
-        }
+        self.land()?;
+        self.launch(self.stage.starts())?;
+        self.land()?;
         self.commit_writers()
     }
 
-    /// As [`Self::commit`], but staged records are flushed only where due (a partition's first
-    /// one waited [`IndexOptions::cold_flush_after`]): [`Self::indexed_through`] stays below the
-    /// lowest LSN still staged, so a replay after a crash adds those again.
-    ///
-    /// [`IndexOptions::cold_flush_after`]: super::IndexOptions::cold_flush_after
-    ///
-    /// Flushes stop after [`COLD_FLUSH_TIME`] (the longest waiting go first; the others wait
-    /// for the next call), so that a spread load's many due partitions do not hold back the
-    /// current week's commit.
+    /// As [`Self::commit`], but staged records are flushed only where due (see
+    /// [`Self::schedule_flushes`]), on a thread of their own: [`Self::indexed_through`] stays
+    /// below the lowest LSN staged or in flight, so a replay after a crash adds those again.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
-        let budget = self.shared.opts.cold_stage_bytes;
-        let started = Instant::now();
-        for start in self
-            .stage
-            .due(budget / 4, self.shared.opts.cold_flush_after)
-        {
-            if started.elapsed() >= COLD_FLUSH_TIME {
-                break;
-            }
-            self.flush_staged(start)?;
-        }
+        self.schedule_flushes()?;
         self.commit_writers()
     }
 
-    /// Whether records are staged (a commit is due later even if nothing else is added).
+    /// Whether records are staged or in flight (a commit is due later even if nothing else is
+    /// added).
     pub fn has_staged(&self) -> bool {
-        !self.stage.is_empty()
+        !self.stage.is_empty() || self.flight.is_some()
     }
 
-    #[cfg(test)]
+    /// The lowest LSN staged or in flight: `indexed_through` stays below it.
     pub(crate) fn staged_min_lsn(&self) -> Option<u64> {
-        self.stage.min_lsn()
+        let flying = self.flight.as_ref().map(|f| f.min_lsn);
+        match (self.stage.min_lsn(), flying) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Records staged for past partitions, and the bytes they are counted for.
+    /// Records staged for past partitions or in flight, and the bytes they are counted for.
     pub fn staged(&self) -> (usize, usize) {
-        (self.stage.len(), self.stage.bytes())
+        let (records, bytes) = self
+            .flight
+            .as_ref()
+            .map_or((0, 0), |f| (f.records, f.bytes));
+        (self.stage.len() + records, self.stage.bytes() + bytes)
     }
 
     fn commit_writers(&mut self) -> Result<Option<u64>, IndexError> {
@@ -408,7 +389,7 @@ impl Indexer {
                 p.reload()?;
             }
         }
-        let through = match self.stage.min_lsn() {
+        let through = match self.staged_min_lsn() {
             // Every LSN below the lowest staged one is committed or deduped away.
             Some(staged) => self
                 .state
@@ -476,6 +457,13 @@ impl Indexer {
     /// Readers keep serving the last commit throughout.
     pub fn reset(&mut self) -> Result<(), IndexError> {
         self.writers.clear();
+        if let Some(flight) = self.flight.take() {
+            // Its writers' locks are free once it ended; what it committed is looked up first
+            // when added again.
+            if let Ok(closers) = flight.land(&self.shared.dir) {
+                self.keep_closers(closers);
+            }
+        }
         self.stage.clear();
         self.flushed = false;
         self.max_added = None;
@@ -738,29 +726,10 @@ impl Indexer {
     /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
     /// waits for its merges, then makes their result searchable.
     fn close_writer(&mut self, key: i64) {
-        if let Some(w) = self.writers.remove(&key) {
-            self.close_in_background(key, w.partition, w.writer);
-        }
-    }
-
-    /// Closes `writer` (clean) of `partition` on a thread of its own, as [`Self::close_writer`].
-    fn close_in_background(&mut self, key: i64, partition: Arc<Partition>, writer: IndexWriter) {
-        let closer = std::thread::Builder::new()
-            .name("codestax-close-writer".into())
-            .spawn(move || {
-                if let Err(e) = writer.wait_merging_threads() {
-                    tracing::warn!(partition = partition.key.name(), error = %e, "merges of a closed writer failed");
-                }
-                if let Err(e) = partition.reload() {
-                    tracing::warn!(partition = partition.key.name(), error = %e, "reloading after merges failed");
-                }
-            });
-        match closer {
-            Ok(closer) => {
-                self.closing.insert(key, closer);
-            }
-            // The writer was dropped with the closure: its merges are abandoned, nothing else.
-            Err(e) => tracing::warn!(error = %e, "could not start a thread to close a writer"),
+        if let Some(w) = self.writers.remove(&key)
+            && let Some(closer) = close_in_background(w.partition, w.writer)
+        {
+            self.closing.insert(key, closer);
         }
     }
 
@@ -806,13 +775,6 @@ impl Indexer {
         tracing::debug!(partition = key.name(), "created partition");
         Ok(p)
     }
-}
-
-/// The error that killed `writer`'s indexing thread (an ENOSPC or EIO writing a segment): a dead
-/// writer's `run` only says it is dead; joining its threads, which preparing a commit does, gives
-/// the cause. Nothing is committed: the writer is dropped right after.
-fn worker_error(mut writer: IndexWriter) -> Option<tantivy::TantivyError> {
-    writer.prepare_commit().err()
 }
 
 /// `org` AND `time < cutoff` (microseconds; a range over the fast column).

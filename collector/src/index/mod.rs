@@ -90,22 +90,25 @@
 //! for a while after the week turns) go to their partition's writer and are searchable at the
 //! next commit. Records of other, past weeks (history brought in, agents catching up) are held
 //! in the [`Indexer`]'s stage, grouped by partition, within `IndexOptions::cold_stage_bytes`
-//! (counted as three times their JSON: the record and the JSON kept to be stored). A partition
-//! is flushed when it holds a quarter of the budget, when the stage is full (largest first), or
-//! once its first record waited `cold_flush_after`: a writer of its own (one thread) adds them,
-//! commits and is closed, its merges (from 4 segments of a size) finishing on a thread of their
-//! own. Without the stage, a batch spanning many weeks made the at most `max_open_writers`
-//! writers commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
+//! (counted as three times their JSON: the record and the JSON kept to be stored; records in
+//! flight count too). When the stage is half full, or a partition's first record waited
+//! `cold_flush_after`, every staged partition is handed over whole to a flight
+//! (`flight::Flight`): a thread of its own on which, per partition, a writer (one thread) adds
+//! them, commits and is closed, its merges (from 4 segments of a size) finishing on a thread of
+//! their own. One flight at a time; the indexer keeps committing this week's records meanwhile,
+//! and waits for the flight only when stage and flight together would pass the budget.
+//! Without the stage, a batch spanning many weeks made the at most `max_open_writers` writers
+//! commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
 //!
 //! The stage lives in memory only: [`Indexer::commit_due`] keeps [`AuditIndex::indexed_through`]
-//! below the lowest staged LSN, so the WAL keeps those records and a crash replays them; records
+//! below the lowest LSN staged or in flight, so the WAL keeps those records and a crash replays them; records
 //! committed above it are looked up before being added again (as after any crash mid-commit),
 //! and the store's dedupe set keeps their ids until the mark passes them. Searches and facet
 //! counts see everything committed (this week's records stay fresh while past ones wait);
 //! walks by `seq` (streams, chain checks, the Merkle backfill) and export scans see only
 //! through `indexed_through`, so no staged record looks like a hole in its org's chain.
-//! [`Indexer::commit`] flushes everything (shutdown, recovery); deletes flush the partition
-//! they touch and commit first, so retention never leaves staged records of a deleted
+//! [`Indexer::commit`] lands the flight and flushes everything (shutdown, recovery); deletes
+//! land the flight, flush the partition they touch and commit first, so retention never leaves staged records of a deleted
 //! partition behind.
 //!
 //! # Retention
@@ -169,6 +172,8 @@ mod scan;
 mod search;
 
 // The write side.
+/// Staged records indexed on a thread of their own.
+mod flight;
 /// [`Indexer`]: add, commit, delete.
 mod indexer;
 /// Records of past partitions held for bulk indexing.

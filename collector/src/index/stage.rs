@@ -1,6 +1,7 @@
 //! [`ColdStage`]: records of past (cold) partitions held in bounded memory, grouped by
-//! partition, until the [`Indexer`](super::Indexer) indexes each group in bulk with a writer it
-//! opens, commits and closes at once. A spread batch then costs one writer per partition and
+//! partition, until the [`Indexer`](super::Indexer) hands them to a
+//! [`Flight`](super::flight::Flight), which indexes each group in bulk with a writer it opens,
+//! commits and closes at once. A spread batch then costs one writer per partition and
 //! flush, not one writer switch (commit, close, open) per partition per batch.
 
 use super::scheme::PartitionKey;
@@ -88,25 +89,9 @@ impl ColdStage {
         Some(part)
     }
 
-    /// The partition with the most bytes staged.
-    pub fn largest(&self) -> Option<i64> {
-        self.parts
-            .iter()
-            .max_by_key(|(_, p)| p.bytes)
-            .map(|(start, _)| *start)
-    }
-
-    /// Partitions to flush now, the longest waiting first: those with at least `part_bytes`
-    /// staged, and those whose first record waited `max_wait` or longer.
-    pub fn due(&self, part_bytes: usize, max_wait: Duration) -> Vec<i64> {
-        let mut due: Vec<(Instant, i64)> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| p.bytes >= part_bytes || p.since.elapsed() >= max_wait)
-            .map(|(start, p)| (p.since, *start))
-            .collect();
-        due.sort_unstable();
-        due.into_iter().map(|(_, start)| start).collect()
+    /// Whether the first record of some partition waited `max_wait` or longer.
+    pub fn waited(&self, max_wait: Duration) -> bool {
+        self.parts.values().any(|p| p.since.elapsed() >= max_wait)
     }
 
     /// Every partition staged.
@@ -139,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_bytes_finds_the_lowest_lsn_and_what_is_due() {
+    fn counts_bytes_finds_the_lowest_lsn_and_what_waited() {
         let mut stage = ColdStage::default();
         assert_eq!(stage.min_lsn(), None);
         let scheme = PartitionScheme::Week;
@@ -151,16 +136,10 @@ mod tests {
         assert_eq!(stage.len(), 3);
         assert_eq!(stage.min_lsn(), Some(3));
         let week1 = scheme.key_for(record("x", 1).time).start;
-        assert_eq!(stage.largest(), Some(week1), "two records beat one");
         let total = stage.bytes();
         assert!(total > 3 * RECORD_OVERHEAD_BYTES);
-        assert!(stage.due(usize::MAX, Duration::from_secs(60)).is_empty());
-        assert_eq!(
-            stage.due(total / 2, Duration::from_secs(60)),
-            vec![week1],
-            "only the week holding most of the bytes is large enough"
-        );
-        assert_eq!(stage.due(usize::MAX, Duration::ZERO).len(), 2);
+        assert!(!stage.waited(Duration::from_secs(60)));
+        assert!(stage.waited(Duration::ZERO));
         let taken = stage.take(week1).unwrap();
         assert_eq!(
             taken.records.iter().map(|r| r.lsn).collect::<Vec<_>>(),

@@ -1,5 +1,5 @@
-//! Records of past partitions: staged, flushed in bulk, never lost by a crash, bounded in memory,
-//! and deleted with their partition.
+//! Records of past partitions: staged, flushed in bulk on a thread of their own, never lost by a
+//! crash (staged or in flight), bounded in memory, and deleted with their partition.
 
 use super::*;
 
@@ -113,13 +113,15 @@ fn staged_records_are_flushed_once_they_waited_long_enough() {
     assert_eq!(indexer.commit_due().unwrap(), None);
     assert_eq!(uid_count(&index), 0);
     std::thread::sleep(wait);
-    // Each call flushes for a bounded time, the longest waiting partitions first.
+    // The flush runs on a thread of its own: commits go on, and one after it has ended passes
+    // its records.
     let mut through = None;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         through = indexer.commit_due().unwrap();
         if !indexer.has_staged() {
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(through, Some(299));
     assert_eq!(uid_count(&index), 300);
@@ -246,4 +248,179 @@ fn walks_and_scans_stop_below_a_staged_record() {
     assert_eq!(scanned(&index), 2);
     let report = index.verify_chain("acme", None).unwrap();
     assert_eq!((report.error, report.summary.records), (None, 2));
+}
+
+/// Stage on with a short wait, the partitions of past weeks behind `faults` (this week's not).
+fn held_past_weeks(faults: &faults::Faults) -> IndexOptions {
+    let this_week = PartitionScheme::Week.key_for(Utc::now()).name;
+    IndexOptions {
+        directory: Some(faults.hook(move |path| !path.ends_with(&this_week))),
+        ..staging(64 << 20, std::time::Duration::from_millis(100))
+    }
+}
+
+/// A flush in flight (its writes held) does not hold back this week's commits, nor does its
+/// memory leave the budget's count, and `indexed_through` stays below its records. The process
+/// then dies before the flush commits (its writes fail): the replay adds every record once.
+#[test]
+fn a_flush_in_flight_lets_this_week_commit_and_a_crash_during_it_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = faults::Faults::default();
+    let opts = held_past_weeks(&faults);
+    // The first 300 past records make the partitions (creating one writes through the hook).
+    let (cold, now) = (corpus(59, 900), hot(300));
+    let (first, stored_first) = numbered(&cold[..300], 0);
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+    indexer.add_stored(&first, Some(&stored_first)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(299));
+
+    faults.hold();
+    let (second, stored_second) = numbered(&cold[300..], 300);
+    indexer.add_stored(&second, Some(&stored_second)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    // Due: the flight leaves, and waits in its first write.
+    assert_eq!(indexer.commit_due().unwrap(), Some(299));
+    assert!(indexer.has_staged());
+    assert_eq!(indexer.staged().0, 600, "in flight, still counted");
+    let (hot_batch, stored_hot) = numbered(&now, 900);
+    for (b, s) in hot_batch.chunks(100).zip(stored_hot.chunks(100)) {
+        indexer.add_stored(b, Some(s)).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(indexer.commit_due().unwrap(), Some(299), "below the flight");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "this week's commit waited for the flight"
+        );
+    }
+    assert_eq!(
+        uid_count(&index),
+        300 + now.len(),
+        "this week's are searchable"
+    );
+    assert_eq!(indexer.staged_min_lsn(), Some(300));
+
+    // The flight's writes fail: as a crash before it committed. The next commit says so.
+    faults.arm(5);
+    faults.release();
+    let failed = (0..1000).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        indexer.commit_due().err()
+    });
+    assert!(failed.is_some(), "the failed flight was never reported");
+    drop((index, indexer));
+    faults.disarm();
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(index.indexed_through(), Some(299));
+    indexer.add_stored(&second, Some(&stored_second)).unwrap();
+    indexer.add_stored(&hot_batch, Some(&stored_hot)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(1199));
+    assert_eq!(uid_count(&index), 1200, "each record once");
+    let all: Vec<AuditRecord> = cold.iter().chain(&now).cloned().collect();
+    for org in ORGS {
+        assert_eq!(
+            total(&index, org),
+            newest_first(&all, org, &SearchQuery::default()).len() as u64
+        );
+    }
+}
+
+/// The process dies after a flight committed but before the indexer saw it land: the replay
+/// from `indexed_through` finds its records there and adds none twice.
+#[test]
+fn a_crash_after_a_flight_committed_adds_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(64 << 20, std::time::Duration::from_millis(100));
+    let cold = corpus(61, 600);
+    let (batch, stored) = numbered(&cold, 0);
+    {
+        let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+        indexer.add_stored(&batch, Some(&stored)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert_eq!(indexer.commit_due().unwrap(), None, "the flight has left");
+        let started = std::time::Instant::now();
+        while uid_count(&index) < cold.len() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Its writers close (nothing to merge at two segments or fewer); then the crash.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(index.indexed_through(), None);
+    }
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(599));
+    assert_eq!(uid_count(&index), cold.len(), "each record once");
+}
+
+/// While a past record of acme is in flight, this week's next record of acme is searchable but
+/// walks by `seq` and export scans stop below the flying one; retention deleting the flight's
+/// partition waits for it to land, then deletes its records with it, for good.
+#[test]
+fn walks_stop_below_a_flight_and_retention_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = faults::Faults::default();
+    let opts = held_past_weeks(&faults);
+    let past = corpus(5, 3)
+        .into_iter()
+        .find(|r| r.org_id == "acme")
+        .unwrap();
+    let week = PartitionScheme::Week.key_for(past.time);
+    // Another org's record makes the past week's partition.
+    let mut other = past.clone();
+    other.org_id = "globex".into();
+    other.id = Some("globex-first".into());
+    let now = hot(3).into_iter().find(|r| r.org_id == "acme").unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+    let (first, stored_first) = numbered(&[other], 0);
+    indexer.add_stored(&first, Some(&stored_first)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(0));
+    assert_eq!(indexer.open_writers(), 0, "flushed by a writer of its own");
+
+    faults.hold();
+    let records = chained(&[past, now]);
+    let (batch, stored) = numbered(&records, 1);
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(indexer.commit_due().unwrap(), Some(0), "LSN 1 is in flight");
+    assert!(indexer.has_staged());
+    assert_eq!(total(&index, "acme"), 1, "this week's record is searchable");
+    let walk = |index: &AuditIndex| {
+        let mut seqs = Vec::new();
+        index
+            .for_each_chained("acme", 1, |r| {
+                seqs.push(r.seq.unwrap());
+                true
+            })
+            .unwrap();
+        seqs
+    };
+    let scanned = |index: &AuditIndex| index.scan("acme", &SearchQuery::default()).unwrap().total();
+    assert_eq!(
+        walk(&index),
+        Vec::<u64>::new(),
+        "no walk past the flying seq 1"
+    );
+    assert_eq!(scanned(&index), 0);
+
+    let release = std::thread::spawn({
+        let faults = faults.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            faults.release();
+        }
+    });
+    assert!(indexer.delete_partition(week.name()).unwrap());
+    release.join().unwrap();
+    assert_eq!(index.indexed_through(), Some(2), "past the deleted flight");
+    assert!(!dir.path().join(week.name()).exists());
+    assert_eq!(walk(&index), vec![2], "seq 1 went with its partition");
+    assert!(!indexer.has_staged());
+    drop((index, indexer));
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(2));
+    assert!(!dir.path().join(week.name()).exists());
+    assert_eq!(total(&index, "acme"), 1);
+    assert_eq!(total(&index, "globex"), 0);
 }
