@@ -196,9 +196,10 @@ pub async fn run(
             }
         }
 
-        let (org, from, filters, format) = (
+        let (org, from, until, filters, format) = (
             def.org.clone(),
             cursor.delivered_seq + 1,
+            cursor.pending_last,
             def.filters.clone(),
             def.format,
         );
@@ -207,7 +208,7 @@ pub async fn run(
         let since = since_lsn;
         let read = match blocking(&deps, move |d| {
             Ok::<_, std::convert::Infallible>(read_after(
-                &d.index, &org, from, since, &filters, format, &d.context,
+                &d.index, &org, from, until, since, &filters, format, &d.context,
             ))
         })
         .await
@@ -263,6 +264,11 @@ pub async fn run(
         let (items, complete) = (read.items, read.complete);
 
         let mut truncated = 0;
+        if !items.is_empty() && sender.names_by_range() && cursor.pending_last != Some(last_seq) {
+            // Durable before the send: after a crash the same range is sent again.
+            cursor.pending_last = Some(last_seq);
+            save(&deps, &def, &cursor).await;
+        }
         if !items.is_empty() {
             loop {
                 let sent = tokio::select! {
@@ -292,6 +298,7 @@ pub async fn run(
         backoff.reset();
         let now = Utc::now();
         cursor.delivered_seq = last_seq;
+        cursor.pending_last = None;
         cursor.truncated_records += truncated;
         if !items.is_empty() {
             cursor.last_success_at = Some(now);
@@ -373,13 +380,16 @@ async fn idle(
     }
 }
 
-/// The org's committed records from `seq` `from` on, in `seq` order, encoded from their stored
-/// bytes: at most [`SCAN_RECORDS`] read, [`BATCH_RECORDS`] and [`BATCH_BYTES`] kept (at least
-/// one). No `AuditRecord` is built for a `native` stream nor for a record its filters drop.
+/// The org's committed records from `seq` `from` on (up to `until` when given), in `seq`
+/// order, encoded from their stored bytes: at most [`SCAN_RECORDS`] read, [`BATCH_RECORDS`] and
+/// [`BATCH_BYTES`] kept (at least one). No `AuditRecord` is built for a `native` stream nor for
+/// a record its filters drop.
+#[allow(clippy::too_many_arguments)]
 fn read_after(
     index: &AuditIndex,
     org: &str,
     from: u64,
+    until: Option<u64>,
     since_lsn: u64,
     filters: &super::definition::Filters,
     format: Format,
@@ -404,6 +414,11 @@ fn read_after(
             };
             let view: RecordView = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
             let Some(seq) = view.seq else { return Ok(true) };
+            if until.is_some_and(|u| seq > u) {
+                // The pending batch ends here; the next round reads on.
+                read.complete = false;
+                return Ok(false);
+            }
             let received_at = view
                 .received_at
                 .as_deref()

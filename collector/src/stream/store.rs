@@ -41,6 +41,11 @@ pub struct Cursor {
     /// `delivered_seq` by the delivery task before it sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_time: Option<DateTime<Utc>>,
+    /// A batch from `delivered_seq + 1` to this `seq` was handed to a destination whose
+    /// objects are named by their range (S3) and not yet known accepted: the next read stops
+    /// here, so a batch sent again after a crash or a lost answer writes the same objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_last: Option<u64>,
     /// Records that retention deleted before they were delivered, since the stream was created.
     #[serde(default)]
     pub expired_records: u64,

@@ -16,8 +16,11 @@ use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1957,5 +1960,134 @@ fn s3_stream_to_moto_delivers_in_order_through_a_kill_and_an_outage_and_replays(
             assert!(!text.contains(secret), "{what} holds an S3 key");
         }
     }
+    assert!(c.stop());
+}
+
+/// A TCP relay in front of moto that can hold back moto's answers: while held, a PUT reaches
+/// moto and is stored, but its answer does not reach the collector (a lost answer).
+struct AnswerHold {
+    port: u16,
+    held: Arc<AtomicBool>,
+}
+
+impl AnswerHold {
+    fn start(upstream: u16) -> AnswerHold {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = Arc::new(AtomicBool::new(false));
+        let answers_held = held.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || relay(client, server, None));
+                let held = answers_held.clone();
+                std::thread::spawn(move || relay(server2, client2, Some(held)));
+            }
+        });
+        AnswerHold { port, held }
+    }
+
+    fn hold(&self, on: bool) {
+        self.held.store(on, Ordering::SeqCst);
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn relay(mut from: TcpStream, mut to: TcpStream, held: Option<Arc<AtomicBool>>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while held.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn s3_batch_sent_again_after_a_lost_answer_and_a_kill_writes_the_same_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(moto) = codestax_harness::MotoS3::start_or_skip("s3 resend", dir.path()) else {
+        return;
+    };
+    moto.create_bucket("audit").unwrap();
+    let moto_port: u16 = moto.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let relay = AnswerHold::start(moto_port);
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+
+    // The first batch's PUT is stored by moto, its answer held: the cursor does not move.
+    relay.hold(true);
+    let first = ingest_n(&c, &ingest, "s3-held", 50);
+    let (status, created) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        &owner,
+        Some(
+            json!({"name": "lake", "start": "beginning", "destination": {
+            "kind": "s3", "bucket": "audit", "prefix": S3_PREFIX,
+            "endpoint": relay.endpoint(), "region": "us-east-1",
+            "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_s3_ids("the held batch, stored", &moto, dir.path(), &first);
+    let s = stream_status(&c, &owner, &id);
+    assert_eq!(s["status"]["delivered_seq"], 0, "the answer was held: {s}");
+
+    // More records behind it, then kill -9 before the answer arrives; the restarted collector
+    // sends the batch again, with more records committed than the first time.
+    let later = ingest_n(&c, &ingest, "s3-later", 200);
+    // Committed to the index before the kill, so the restarted collector reads them at once
+    // (a re-read of the whole backlog would write an object overlapping the held one).
+    wait_until("the later records indexed", Duration::from_secs(60), || {
+        c.search_all(ORG, "", &owner).len() >= first.len() + later.len()
+    });
+    c.kill9();
+    relay.hold(false);
+    c.restart();
+    let restarted = ingest_n(&c, &ingest, "s3-restarted", 50);
+    let all: Vec<String> = first
+        .iter()
+        .chain(&later)
+        .chain(&restarted)
+        .cloned()
+        .collect();
+    wait_s3_ids("every record", &moto, dir.path(), &all);
+    wait_until("the stream caught up", Duration::from_secs(60), || {
+        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
+    });
+
+    // Read back with boto3: each seq in exactly one object, none missing.
+    let objects = s3_objects(&moto, dir.path());
+    let mut holders: std::collections::BTreeMap<u64, Vec<&str>> = Default::default();
+    for o in &objects {
+        for r in &o.records {
+            holders
+                .entry(r["seq"].as_u64().unwrap())
+                .or_default()
+                .push(&o.key);
+        }
+    }
+    let twice: Vec<_> = holders.iter().filter(|(_, keys)| keys.len() > 1).collect();
+    assert!(twice.is_empty(), "seqs in two objects: {twice:?}");
+    assert_no_seq_missing(&objects.iter().collect::<Vec<_>>());
     assert!(c.stop());
 }

@@ -5,8 +5,10 @@
 //!
 //! (UTC receive time; seqs zero-padded to 20 digits so listing order is `seq` order). A batch
 //! spanning an hour boundary is split; each object is one `PUT`, which S3 makes visible whole
-//! or not at all, and the same `seq` range always gives the same key and the same bytes, so a
-//! batch sent again after a crash or a failed `PUT` overwrites, never duplicates, its objects.
+//! or not at all, and the same `seq` range always gives the same key and the same bytes. The
+//! delivery task records a batch's range in the stream's cursor before sending it and sends
+//! exactly that range again after a crash or a lost answer (`Cursor::pending_last`), so it
+//! overwrites, never overlaps, its objects: each `seq` is in one object.
 //!
 //! S3 itself is `object_store`'s client (SigV4, path-style for a custom endpoint, its error
 //! mapping); its requests go through [`connect`], the allowlist-checked connection every

@@ -74,6 +74,13 @@ impl Sender {
         }
     }
 
+    /// Whether the destination names what it stores by the batch's `seq` range (S3's object
+    /// keys): a batch sent again must then cover the same range, or a reader sees a record
+    /// in two objects.
+    pub fn names_by_range(&self) -> bool {
+        matches!(self, Sender::S3(_))
+    }
+
     /// Sends one test event and reports the answer (never its body).
     pub async fn test(&mut self, item: &Item) -> Result<TestAnswer, SendError> {
         match self {
