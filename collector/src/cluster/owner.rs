@@ -280,7 +280,7 @@ async fn own_shard(
                 snapshot = next;
                 consumed.orgs.clear();
                 published += 1;
-                if published % COLLECT_EVERY == 0 && step.may_act().is_ok() {
+                if published.is_multiple_of(COLLECT_EVERY) && step.may_act().is_ok() {
                     step.collect(&location).await;
                 }
             }

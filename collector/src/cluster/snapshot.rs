@@ -526,6 +526,10 @@ impl SnapshotStore {
     }
 }
 
+/// Records of one org with consecutive `seq`s, and the deleted record's head they continue
+/// (`None`: whatever the store's chain holds before them).
+pub type Run = (Option<ChainHead>, Vec<AuditRecord>);
+
 /// What of a chunk's `records` (one org's, ascending) to restore, given the org's retention
 /// checkpoint: the records retention deleted are left out, and the rest is cut into runs of
 /// consecutive `seq`s. Each run comes with the head it continues when that is a deleted record
@@ -534,7 +538,7 @@ impl SnapshotStore {
 pub fn retained_runs(
     records: Vec<AuditRecord>,
     retained: Option<&RetentionCheckpoint>,
-) -> Result<Vec<(Option<ChainHead>, Vec<AuditRecord>)>, u64> {
+) -> Result<Vec<Run>, u64> {
     let default = RetentionCheckpoint::default();
     let retained = retained.unwrap_or(&default);
     let deleted: BTreeMap<u64, ChainHead> = std::iter::once(retained.checkpoint.clone())
@@ -542,7 +546,7 @@ pub fn retained_runs(
         .filter(|h| h.seq > 0)
         .map(|h| (h.seq, h))
         .collect();
-    let mut runs: Vec<(Option<ChainHead>, Vec<AuditRecord>)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     let mut last: Option<u64> = None;
     for record in records {
         let seq = record.seq.unwrap_or(0);
