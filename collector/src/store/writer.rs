@@ -1294,10 +1294,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn restored_records_keep_their_chain_and_a_fork_is_refused() {
-        use codestax_common::chain::verify_chain;
-        // The previous owner's records, sealed by its store.
+    /// Records `ids` of acme as another node's store sealed them (a previous shard owner's).
+    async fn sealed_elsewhere(ids: &[&str]) -> Vec<AuditRecord> {
         let old = tempfile::tempdir().unwrap();
         let (store, _, indexed) = open(
             old.path(),
@@ -1306,13 +1304,19 @@ mod tests {
             None,
             vec![],
         );
-        let ids = ["a", "b", "c", "d"];
         store
             .submit(ids.iter().map(|id| record("acme", id)).collect())
             .await
             .unwrap();
         store.close().await;
-        let sealed: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+        indexed.await.unwrap().into_iter().map(|(_, r)| r).collect()
+    }
+
+    #[tokio::test]
+    async fn restored_records_keep_their_chain_and_a_fork_is_refused() {
+        use codestax_common::chain::verify_chain;
+        // The previous owner's records, sealed by its store.
+        let sealed = sealed_elsewhere(&["a", "b", "c", "d"]).await;
 
         // A new owner restores the first three (one twice), then a tampered fourth, then the
         // real fourth; what it stores next continues the chain.
@@ -1352,21 +1356,7 @@ mod tests {
     #[tokio::test]
     async fn a_restore_continues_from_the_retained_checkpoint_and_over_tombstones() {
         use codestax_common::chain::{ChainVerifier, RetentionCheckpoint, Tombstone};
-        let old = tempfile::tempdir().unwrap();
-        let (store, _, indexed) = open(
-            old.path(),
-            StoreOptions::default(),
-            Arc::default(),
-            None,
-            vec![],
-        );
-        let ids = ["a", "b", "c", "d", "e"];
-        store
-            .submit(ids.iter().map(|id| record("acme", id)).collect())
-            .await
-            .unwrap();
-        store.close().await;
-        let sealed: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+        let sealed = sealed_elsewhere(&["a", "b", "c", "d", "e"]).await;
         // Retention deleted seqs 1-2 (the checkpoint) and 4 (a tombstone).
         let head = |r: &AuditRecord| ChainHead::of(r).unwrap();
         let retained = RetentionCheckpoint {
