@@ -45,6 +45,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartLabel {
     part: String,
 }
@@ -85,6 +90,10 @@ pub struct Metrics {
     stream_delivered: Family<OrgLabels, Gauge<u64, AtomicU64>>,
     stream_expired: Family<OrgLabels, Gauge<u64, AtomicU64>>,
     stream_truncated: Family<OrgLabels, Gauge<u64, AtomicU64>>,
+    /// Cluster owners: when each held shard's snapshot was last published (ages at scrape).
+    snapshot_published: Mutex<BTreeMap<u32, DateTime<Utc>>>,
+    snapshot_age: Family<ShardLabel, Gauge<f64, AtomicU64>>,
+    restore_seconds: Histogram,
 }
 
 /// One stream's figures for the metrics.
@@ -297,6 +306,19 @@ impl Metrics {
             "Records too long for their destination, sent as a reference stub",
             stream_truncated.clone(),
         );
+        let snapshot_age = Family::<ShardLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "cluster_snapshot_age_seconds",
+            "Per shard this node owns, how far its latest snapshot may be behind: seconds since it \
+             was published, restored, or last found to hold everything consumed",
+            snapshot_age.clone(),
+        );
+        let restore_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register(
+            "cluster_restore_seconds",
+            "How long restoring a shard's snapshot from the object store took, on taking the shard",
+            restore_seconds.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -329,7 +351,33 @@ impl Metrics {
             stream_delivered,
             stream_expired,
             stream_truncated,
+            snapshot_published: Mutex::new(BTreeMap::new()),
+            snapshot_age,
+            restore_seconds,
         }
+    }
+
+    /// `shard`'s latest snapshot holds everything its owner consumed as of now (published,
+    /// restored, or found current).
+    pub fn observe_snapshot_published(&self, shard: u32) {
+        self.published().insert(shard, Utc::now());
+    }
+
+    /// An owner restored `shard`'s snapshot in `seconds`.
+    pub fn observe_restore(&self, shard: u32, seconds: f64) {
+        self.restore_seconds.observe(seconds);
+        self.observe_snapshot_published(shard);
+    }
+
+    /// This node no longer owns `shard`: its snapshot age is another node's to report.
+    pub fn forget_shard(&self, shard: u32) {
+        self.published().remove(&shard);
+    }
+
+    fn published(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, DateTime<Utc>>> {
+        self.snapshot_published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the stream series from `samples` (at scrape). Without per-org series: streams by
@@ -480,6 +528,13 @@ impl Metrics {
                 .get_or_create(&self.org_labels(org));
             gauge.set(gauge.get().max(age.max(0.0)));
         }
+        self.snapshot_age.clear();
+        for (shard, at) in self.published().iter() {
+            let age = (now - *at).num_milliseconds().max(0) as f64 / 1e3;
+            self.snapshot_age
+                .get_or_create(&ShardLabel { shard: *shard })
+                .set(age);
+        }
         self.wal_fsyncs.set(sampled.wal_fsyncs);
         self.wal_fsync_seconds_sum.set(sampled.wal_fsync_seconds);
         self.index_documents.set(sampled.index_documents);
@@ -521,6 +576,29 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[test]
+    fn snapshot_ages_are_per_owned_shard_and_restores_are_timed() {
+        let m = Metrics::new();
+        m.observe_snapshot_published(3);
+        m.observe_restore(5, 0.4);
+        let text = m.render(Sampled::default());
+        let age = "codestax_collector_cluster_snapshot_age_seconds{shard=\"3\"}";
+        assert!(sample(&text, age) < 5.0, "{text}");
+        assert_eq!(
+            sample(&text, "codestax_collector_cluster_restore_seconds_count"),
+            1.0
+        );
+        assert_eq!(
+            sample(&text, "codestax_collector_cluster_restore_seconds_sum"),
+            0.4
+        );
+        // A shard given up is another node's to report.
+        m.forget_shard(3);
+        let text = m.render(Sampled::default());
+        assert!(!text.contains(age), "{text}");
+        assert!(text.contains("shard=\"5\""), "{text}");
     }
 
     #[test]

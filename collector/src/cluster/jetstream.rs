@@ -33,6 +33,20 @@ pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 /// the next one has its own).
 pub const OWNER_CONSUMER_IDLE: Duration = Duration::from_secs(300);
 
+/// The stream keeps each message this many snapshot intervals ([`stream_max_age`]).
+pub const STREAM_MAX_AGE_SNAPSHOTS: u32 = 1440;
+/// ... and never less than this.
+pub const STREAM_MAX_AGE_FLOOR: Duration = Duration::from_secs(24 * 3600);
+
+/// How long the stream keeps a message: what a shard's next owner replays after its snapshot
+/// must still be there, through snapshots failing (object store down) or a shard with no owner
+/// for a while (docs/cluster.md, "Sizing"): [`STREAM_MAX_AGE_SNAPSHOTS`] intervals, at least
+/// [`STREAM_MAX_AGE_FLOOR`]. Older messages are in a snapshot unless snapshots have failed for
+/// that long (`cluster_snapshot_age_seconds` shows it).
+pub fn stream_max_age(snapshot_interval: Duration) -> Duration {
+    (snapshot_interval * STREAM_MAX_AGE_SNAPSHOTS).max(STREAM_MAX_AGE_FLOOR)
+}
+
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -51,6 +65,8 @@ pub struct LogSettings {
     pub shards: u32,
     /// The connection's name in the servers' monitoring (the node id).
     pub client_name: String,
+    /// How long the stream keeps a message ([`stream_max_age`]).
+    pub max_age: Duration,
 }
 
 /// A connection to the stream.
@@ -63,7 +79,8 @@ pub struct JetStreamLog {
 
 impl JetStreamLog {
     /// Connects to any of the servers and creates the stream if it does not exist (an existing
-    /// one is used as it is; a different replica count is logged).
+    /// one is used as it is, but for its max age, set to `max_age`; a different replica count
+    /// is logged).
     pub async fn connect(settings: &LogSettings) -> Result<JetStreamLog, LogError> {
         let urls = settings.urls.join(", ");
         let addrs = settings
@@ -99,14 +116,32 @@ impl JetStreamLog {
                 duplicate_window: DUPLICATE_WINDOW,
                 // Full: refuse new records (the client retries), never drop acknowledged ones.
                 discard: stream::DiscardPolicy::New,
+                max_age: settings.max_age,
                 ..Default::default()
             })
             .await
             .map_err(|e| stream_error(e.to_string()))?;
-        let info = created
+        let mut info = created
             .info()
             .await
-            .map_err(|e| stream_error(e.to_string()))?;
+            .map_err(|e| stream_error(e.to_string()))?
+            .clone();
+        if info.config.max_age != settings.max_age {
+            tracing::info!(
+                stream = %settings.stream,
+                from = ?info.config.max_age,
+                to = ?settings.max_age,
+                "setting the stream's max age from the snapshot interval"
+            );
+            let config = stream::Config {
+                max_age: settings.max_age,
+                ..info.config.clone()
+            };
+            info = js
+                .update_stream(config)
+                .await
+                .map_err(|e| stream_error(format!("setting its max age: {e}")))?;
+        }
         if info.config.num_replicas != usize::from(settings.replicas) {
             tracing::warn!(
                 stream = %settings.stream,

@@ -50,6 +50,7 @@ impl ClusterNode {
             replicas: config.nats.replicas,
             shards: config.shards,
             client_name: config.node_id.clone(),
+            max_age: super::jetstream::stream_max_age(config.snapshot_interval),
         })
         .await?;
         let (keeper, held) = LeaseKeeper::new(

@@ -12,6 +12,11 @@
 //! snapshot and publishes the new manifest in the metastore, fenced by its epoch. So the chains
 //! of a shard continue on whichever node owns it next.
 //!
+//! Retention: the janitor deletes what has expired from the local index, and records it in the
+//! chain checkpoints first. A snapshot carries its orgs' checkpoints and leaves out what they
+//! deleted; a restore takes them in ([`ChainCheckpoints::adopt`]) before it restores the records
+//! after them, so each org's chain continues from its retained tail on the next owner.
+//!
 //! Fencing: a shard's task stops as soon as the lease keeper no longer lists its lease (lost,
 //! released, or taken again under a new epoch), and checks the lease's local deadline before
 //! every write and every ack, so it never acts for a lease that may have passed on; a snapshot
@@ -32,9 +37,10 @@ use super::error::{MetastoreError, SnapshotError};
 use super::jetstream::JetStreamLog;
 use super::leases::Held;
 use super::metastore::MetastoreLink;
-use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore};
+use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore, retained_runs};
 use crate::index::AuditIndex;
 use crate::metrics::Metrics;
+use crate::retention::{ChainCheckpoints, RetentionPolicy};
 use crate::store::{Admission, Store, StoreError};
 
 /// Messages taken from a shard's consumer at a time: one store submission, one ack round.
@@ -43,6 +49,15 @@ const BATCH_MESSAGES: usize = 1000;
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// Pause before trying again after NATS or the store refused.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest pause between restores of a shard that keep failing (a fork persists: each try
+/// downloads the chunks again).
+const RESTORE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The owner deletes what no recent manifest names every this many snapshots it publishes.
+const COLLECT_EVERY: u64 = 10;
+/// What it deletes must be older than this many snapshot intervals (and [`COLLECT_GRACE_MIN`]):
+/// longer than a restore or a snapshot in progress takes (docs/cluster.md, "Snapshot upkeep").
+const COLLECT_GRACE_INTERVALS: u32 = 10;
+const COLLECT_GRACE_MIN: Duration = Duration::from_secs(600);
 /// The receiver label of the owners' counters (`records_accepted`, `records_deduplicated`,
 /// `records_rejected`).
 pub const OWNER_RECEIVER: &str = "owner";
@@ -54,6 +69,8 @@ struct Shared {
     index: AuditIndex,
     metrics: Arc<Metrics>,
     snapshots: SnapshotSettings,
+    /// Whose chain checkpoints snapshots carry and restores take in.
+    retention: Arc<RetentionPolicy>,
 }
 
 /// Where and how often the owners snapshot their shards.
@@ -82,6 +99,7 @@ impl Owners {
         index: AuditIndex,
         metrics: Arc<Metrics>,
         snapshots: SnapshotSettings,
+        retention: Arc<RetentionPolicy>,
     ) -> Owners {
         Owners {
             shared: Arc::new(Shared {
@@ -90,6 +108,7 @@ impl Owners {
                 index,
                 metrics,
                 snapshots,
+                retention,
             }),
         }
     }
@@ -115,15 +134,15 @@ impl Owners {
                 }
                 tracing::info!(shard, epoch = lease.epoch, "owning the shard");
                 let token = stop.child_token();
-                let task = tokio::spawn(own_shard(
-                    self.shared.clone(),
-                    *shard,
-                    lease.epoch,
-                    held.clone(),
-                    token.clone(),
-                ));
+                let shared = self.shared.clone();
+                let (shard, epoch, held, stopped) =
+                    (*shard, lease.epoch, held.clone(), token.clone());
+                let task = tokio::spawn(async move {
+                    own_shard(shared.clone(), shard, epoch, held, stopped).await;
+                    shared.metrics.forget_shard(shard);
+                });
                 running.insert(
-                    *shard,
+                    shard,
                     Running {
                         epoch: lease.epoch,
                         stop: token,
@@ -157,9 +176,14 @@ fn may_act(held: &watch::Receiver<Held>, shard: u32, epoch: i64) -> bool {
 
 /// Waits [`RETRY_AFTER`]; false if `stop` came first.
 async fn pause(stop: &CancellationToken) -> bool {
+    pause_for(stop, RETRY_AFTER).await
+}
+
+/// Waits `wait`; false if `stop` came first.
+async fn pause_for(stop: &CancellationToken, wait: Duration) -> bool {
     tokio::select! {
         _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(RETRY_AFTER) => true,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
@@ -179,6 +203,7 @@ async fn own_shard(
         held: &held,
         stop: &stop,
     };
+    let mut backoff = RETRY_AFTER;
     let mut snapshot = loop {
         if step.may_act().is_err() {
             return;
@@ -187,10 +212,11 @@ async fn own_shard(
             Ok(Some(manifest)) => break manifest,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(shard, epoch, error = %e, "cannot restore the shard's snapshot; trying again");
-                if !pause(&stop).await {
+                tracing::error!(shard, epoch, error = %e, retry_in = backoff.as_secs(), "cannot restore the shard's snapshot; trying again");
+                if !pause_for(&stop, backoff).await {
                     return;
                 }
+                backoff = (backoff * 2).min(RESTORE_BACKOFF_MAX);
             }
         }
     };
@@ -217,6 +243,7 @@ async fn own_shard(
         orgs: BTreeSet::new(),
     };
     let mut snapshot_at = Instant::now();
+    let mut published = 0u64;
     while step.may_act().is_ok() {
         let fetched = tokio::select! {
             _ = stop.cancelled() => return,
@@ -237,16 +264,25 @@ async fn own_shard(
                 continue;
             }
         }
-        if snapshot_at.elapsed() < shared.snapshots.interval
-            || consumed.through <= snapshot.stream_seq
-        {
+        if snapshot_at.elapsed() < shared.snapshots.interval {
+            continue;
+        }
+        if consumed.through <= snapshot.stream_seq {
+            // Nothing new: the published snapshot is current.
+            shared.metrics.observe_snapshot_published(shard);
+            snapshot_at = Instant::now();
             continue;
         }
         snapshot_at = Instant::now();
         match step.snapshot(&snapshot, &consumed).await {
-            Ok(next) => {
+            Ok((next, location)) => {
+                shared.metrics.observe_snapshot_published(shard);
                 snapshot = next;
                 consumed.orgs.clear();
+                published += 1;
+                if published.is_multiple_of(COLLECT_EVERY) && step.may_act().is_ok() {
+                    step.collect(&location).await;
+                }
             }
             Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. })) => {
                 tracing::error!(shard, epoch, error = %e, "the snapshot was refused: this node no longer owns the shard");
@@ -364,11 +400,13 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// Brings the shard's latest snapshot into the local store: its orgs' sealed records, each
-    /// chain continuing from where this node's index has it. Returns its manifest (an empty one
-    /// when the shard has none), or `None` if the shard was given up meanwhile.
+    /// Brings the shard's latest snapshot into the local store: its orgs' retention checkpoints
+    /// (saved locally first), then their sealed records after them, each chain continuing from
+    /// where this node's store has it. Returns its manifest (an empty one when the shard has
+    /// none), or `None` if the shard was given up meanwhile.
     async fn restore(&self) -> Result<Option<Manifest>, SnapshotError> {
         let snapshots = &self.shared.snapshots;
+        let started = Instant::now();
         let Some(manifest) = snapshots
             .store
             .latest(&snapshots.metastore, self.shard)
@@ -380,38 +418,60 @@ impl Step<'_> {
             );
             return Ok(Some(Manifest::empty(self.shard, self.epoch)));
         };
-        let index = self.shared.index.clone();
-        let local = tokio::task::spawn_blocking(move || index.chain_heads())
-            .await
-            .map_err(|e| SnapshotError::Task(format!("the index task failed: {e}")))??;
-        let started = Instant::now();
+        // Durable before any chain moves: at a restart the store's heads come from there.
+        self.checkpoints()
+            .adopt(&manifest.retention)
+            .map_err(|e| SnapshotError::Task(format!("saving the chain checkpoints: {e}")))?;
         let mut restored = 0;
-        for chunk in &manifest.chunks {
-            if local
-                .get(&chunk.org)
-                .is_some_and(|h| h.seq >= chunk.last_seq)
-            {
+        for (org, head) in &manifest.chain_heads {
+            // The manifest's head says how far the org goes: a node that has it has the rest.
+            if self.has_record(org, head).await? {
                 continue;
             }
-            let records = snapshots.store.get_chunk(chunk).await?;
-            if self.may_act().is_err() {
-                return Ok(None);
+            for chunk in manifest.chunks.iter().filter(|c| &c.org == org) {
+                let records = snapshots.store.get_chunk(chunk).await?;
+                let runs = retained_runs(records, manifest.retention.get(org)).map_err(|seq| {
+                    SnapshotError::Damaged {
+                        key: chunk.key.clone(),
+                        reason: format!("seq {seq} follows a gap no retention tombstone covers"),
+                    }
+                })?;
+                for (from, run) in runs {
+                    if self.may_act().is_err() {
+                        return Ok(None);
+                    }
+                    if let Some(from) = from {
+                        self.shared
+                            .store
+                            .continue_chains(vec![(org.clone(), from)])
+                            .await?;
+                    }
+                    let admissions = self.shared.store.restore(run).await?;
+                    if admissions.contains(&Admission::ChainConflict) {
+                        return Err(SnapshotError::Conflict {
+                            org: chunk.org.clone(),
+                            key: chunk.key.clone(),
+                        });
+                    }
+                    restored += admissions
+                        .iter()
+                        .filter(|a| matches!(a, Admission::Stored { .. }))
+                        .count();
+                }
             }
-            let admissions = self.shared.store.restore(records).await?;
-            if admissions.contains(&Admission::ChainConflict) {
-                return Err(SnapshotError::Conflict {
-                    org: chunk.org.clone(),
-                    key: chunk.key.clone(),
-                });
-            }
-            restored += admissions
-                .iter()
-                .filter(|a| matches!(a, Admission::Stored { .. }))
-                .count();
         }
+        // Heads past the last record kept (deleted tails, orgs with nothing left).
+        let heads = manifest
+            .chain_heads
+            .iter()
+            .map(|(org, h)| (org.clone(), h.clone()))
+            .collect();
+        self.shared.store.continue_chains(heads).await?;
         if self.wait_indexed().await.is_err() {
             return Ok(None);
         }
+        let seconds = started.elapsed().as_secs_f64();
+        self.shared.metrics.observe_restore(self.shard, seconds);
         tracing::info!(
             shard = self.shard,
             epoch = self.epoch,
@@ -419,20 +479,69 @@ impl Step<'_> {
             stream_seq = manifest.stream_seq,
             orgs = manifest.chain_heads.len(),
             restored,
-            seconds = started.elapsed().as_secs_f64(),
+            seconds,
             "shard snapshot restored"
         );
         Ok(Some(manifest))
     }
 
-    /// Uploads what `consumed.orgs` gained since `last` (chunks), then a manifest through
-    /// `consumed.through`, then publishes it in the metastore under this lease. Returns the new
-    /// manifest.
+    fn checkpoints(&self) -> &ChainCheckpoints {
+        self.shared.retention.checkpoints()
+    }
+
+    /// Whether the local index holds `org`'s record `head` (one org's records from that seq on,
+    /// not a scan of the index).
+    async fn has_record(
+        &self,
+        org: &str,
+        head: &codestax_common::chain::ChainHead,
+    ) -> Result<bool, SnapshotError> {
+        let index = self.shared.index.clone();
+        let (org, head) = (org.to_string(), head.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut found = false;
+            index.for_each_chained(&org, head.seq, |r| {
+                found = r.seq == Some(head.seq) && r.hash.as_deref() == Some(head.hash.as_str());
+                false
+            })?;
+            Ok(found)
+        })
+        .await
+        .map_err(|e| SnapshotError::Task(format!("the index task failed: {e}")))?
+    }
+
+    /// Deletes the shard's objects no restore can need any more, after publishing `latest`
+    /// ([`SnapshotStore::collect`]); a failure is only logged (the next run tries again).
+    async fn collect(&self, latest: &str) {
+        let grace =
+            (self.shared.snapshots.interval * COLLECT_GRACE_INTERVALS).max(COLLECT_GRACE_MIN);
+        match self
+            .shared
+            .snapshots
+            .store
+            .collect(self.shard, latest, grace)
+            .await
+        {
+            Ok(c) => tracing::info!(
+                shard = self.shard,
+                manifests = c.manifests,
+                chunks = c.chunks,
+                "old snapshot objects deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(shard = self.shard, error = %e, "deleting old snapshot objects failed; trying again later")
+            }
+        }
+    }
+
+    /// Uploads what `consumed.orgs` gained since `last` (chunks), merges small chunks, then
+    /// uploads a manifest through `consumed.through` and publishes it in the metastore under
+    /// this lease. Returns the new manifest and where it is.
     async fn snapshot(
         &self,
         last: &Manifest,
         consumed: &Consumed,
-    ) -> Result<Manifest, SnapshotError> {
+    ) -> Result<(Manifest, String), SnapshotError> {
         let lease = self
             .held
             .borrow()
@@ -450,12 +559,28 @@ impl Step<'_> {
             stream_seq: consumed.through,
             ..last.clone()
         };
+        // What retention deleted since: out of the manifest, its checkpoints in.
+        let orgs: BTreeSet<String> = next
+            .chain_heads
+            .keys()
+            .chain(&consumed.orgs)
+            .cloned()
+            .collect();
+        for org in &orgs {
+            let retained = self.checkpoints().get(org);
+            if retained != Default::default() && next.retention.get(org) != Some(&retained) {
+                next.retain(org, retained);
+            }
+        }
         let mut records = 0;
         for org in &consumed.orgs {
+            let tombstoned = next.tombstoned(org);
             // A chunk at a time: memory stays bounded however much an org gained.
             loop {
                 let after = next.chain_heads.get(org).map_or(0, |h| h.seq);
-                let chunk = self.chain_after(org, after, CHUNK_RECORDS).await?;
+                let chunk = self
+                    .chain_after(org, after, CHUNK_RECORDS, &tombstoned)
+                    .await?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -465,7 +590,9 @@ impl Step<'_> {
                     break;
                 }
             }
+            next.settle(org);
         }
+        let compacted = store.compact(&mut next).await?;
         let location = store
             .publish(&self.shared.snapshots.metastore, &lease, &next)
             .await?;
@@ -474,37 +601,45 @@ impl Step<'_> {
             epoch = self.epoch,
             stream_seq = next.stream_seq,
             records,
+            compacted,
             %location,
             "shard snapshot published"
         );
-        Ok(next)
+        Ok((next, location))
     }
 
     /// Up to `limit` of `org`'s indexed records after seq `after`, in order; refused unless
-    /// consecutive.
+    /// consecutive but for the seqs retention deleted (`tombstoned`).
     async fn chain_after(
         &self,
         org: &str,
         after: u64,
         limit: usize,
+        tombstoned: &BTreeSet<u64>,
     ) -> Result<Vec<AuditRecord>, SnapshotError> {
         let index = self.shared.index.clone();
         let org = org.to_string();
+        let tombstoned = tombstoned.clone();
         tokio::task::spawn_blocking(move || {
             let mut records: Vec<AuditRecord> = Vec::new();
+            let mut expected = after + 1;
             let mut gap = false;
             index.for_each_chained(&org, after + 1, |r| {
-                let expected = after + 1 + records.len() as u64;
-                if r.seq != Some(expected) {
+                let seq = r.seq.unwrap_or(0);
+                while seq > expected && tombstoned.contains(&expected) {
+                    expected += 1;
+                }
+                if seq != expected {
                     gap = true;
                     return false;
                 }
+                expected += 1;
                 records.push(r.clone());
                 records.len() < limit
             })?;
             if gap {
                 return Err(SnapshotError::Gap {
-                    after: after + records.len() as u64,
+                    after: expected - 1,
                     org,
                 });
             }

@@ -98,6 +98,26 @@ impl ChainCheckpoints {
         Ok(())
     }
 
+    /// Takes in checkpoints another node saved (a shard's snapshot taken over), durably: per
+    /// org, the further checkpoint of the two and the tombstones of both above it. Returns the
+    /// orgs whose checkpoint changed.
+    pub fn adopt(
+        &self,
+        theirs: &BTreeMap<String, RetentionCheckpoint>,
+    ) -> Result<Vec<String>, RetentionError> {
+        let mut changed = BTreeMap::new();
+        for (org, other) in theirs {
+            let ours = self.get(org);
+            let merged = merged(&ours, other);
+            if merged != ours {
+                changed.insert(org.clone(), merged);
+            }
+        }
+        let orgs = changed.keys().cloned().collect();
+        self.save(changed)?;
+        Ok(orgs)
+    }
+
     /// The chain heads the store continues from: per org, the higher (by `seq`) of the index's
     /// (its record with the highest `seq`) and the highest `seq` retention deleted.
     pub fn merge_heads(&self, mut index: HashMap<String, ChainHead>) -> HashMap<String, ChainHead> {
@@ -118,6 +138,27 @@ impl ChainCheckpoints {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, RetentionCheckpoint>> {
         self.orgs.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One org's two checkpoints of the same chain as one: the further checkpoint, and the
+/// tombstones of both above it.
+fn merged(a: &RetentionCheckpoint, b: &RetentionCheckpoint) -> RetentionCheckpoint {
+    let checkpoint = if b.checkpoint.seq > a.checkpoint.seq {
+        b.checkpoint.clone()
+    } else {
+        a.checkpoint.clone()
+    };
+    let tombstones: BTreeMap<u64, _> = a
+        .tombstones
+        .iter()
+        .chain(&b.tombstones)
+        .filter(|t| t.seq > checkpoint.seq)
+        .map(|t| (t.seq, t.clone()))
+        .collect();
+    RetentionCheckpoint {
+        checkpoint,
+        tombstones: tombstones.into_values().collect(),
     }
 }
 
@@ -166,6 +207,38 @@ mod tests {
         newer.insert("acme".into(), h(9, 'e'));
         assert_eq!(reopened.merge_heads(newer)["acme"], h(9, 'e'));
         assert_eq!(reopened.merge_heads(HashMap::new())["acme"], h(7, 'b'));
+
+        // Another node's checkpoints: the further one wins, tombstones above it are merged.
+        let theirs = RetentionCheckpoint {
+            checkpoint: h(5, 'f'),
+            tombstones: vec![Tombstone {
+                seq: 9,
+                hash: "9".repeat(64),
+                time: None,
+            }],
+        };
+        let changed = reopened
+            .adopt(&BTreeMap::from([
+                ("acme".to_string(), theirs),
+                ("globex".to_string(), RetentionCheckpoint::default()),
+            ]))
+            .unwrap();
+        assert_eq!(changed, vec!["acme".to_string()]);
+        let adopted = ChainCheckpoints::open(dir.path()).unwrap().get("acme");
+        assert_eq!(adopted.checkpoint, h(5, 'f'));
+        assert_eq!(
+            adopted.tombstones.iter().map(|t| t.seq).collect::<Vec<_>>(),
+            [7, 9]
+        );
+        assert!(
+            reopened
+                .adopt(&BTreeMap::from([("acme".to_string(), acme.clone())]))
+                .unwrap()
+                .is_empty()
+        );
+        reopened
+            .save(BTreeMap::from([("acme".to_string(), acme.clone())]))
+            .unwrap();
 
         // A complete temporary file wins; a torn one is ignored; a future version is an error.
         let newer = CheckpointFile {

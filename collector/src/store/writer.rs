@@ -211,6 +211,9 @@ struct Submission {
     /// The records are already sealed (a snapshot restored): they keep their chain fields,
     /// which must continue each org's chain.
     sealed: bool,
+    /// Chain heads to move to before this submission's records, where further along
+    /// ([`Store::continue_chains`]).
+    heads: Vec<(String, ChainHead)>,
     reply: oneshot::Sender<Result<Vec<Admission>, StoreError>>,
 }
 
@@ -450,6 +453,31 @@ impl Store {
         self.send(records, true).await
     }
 
+    /// Moves each org's chain head to the one given where that is further along (by `seq`),
+    /// never back: a shard taken over whose previous owner's retention deleted records
+    /// continues its orgs' chains after them. Call it only with heads kept durably elsewhere
+    /// (the retention checkpoints), as the store's own heads come from there at open.
+    pub async fn continue_chains(&self, heads: Vec<(String, ChainHead)>) -> Result<(), StoreError> {
+        if heads.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            records: Vec::new(),
+            prepared: Vec::new(),
+            hashes: Vec::new(),
+            bytes: 0,
+            sealed: true,
+            heads,
+            reply,
+        };
+        self.writer
+            .send_when_room(submission)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+    }
+
     async fn send(
         &self,
         records: Vec<AuditRecord>,
@@ -484,6 +512,7 @@ impl Store {
             hashes,
             bytes,
             sealed,
+            heads: Vec::new(),
             reply,
         };
         self.writer
@@ -624,6 +653,15 @@ impl Committer for Writer {
 
 impl Writer {
     async fn commit_group(&mut self, mut group: Vec<Submission>) {
+        // Heads to continue from come first: a restore sends them before the records after them.
+        for (org, head) in group.iter_mut().flat_map(|s| std::mem::take(&mut s.heads)) {
+            match self.chain.get(&org) {
+                Some(h) if h.seq >= head.seq => {}
+                _ => {
+                    self.chain.insert(org, head);
+                }
+            }
+        }
         // Dedupe against the store and within the group; the first copy of an id wins.
         let mut admissions: Vec<Vec<Admission>> = group
             .iter()
@@ -1274,10 +1312,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn restored_records_keep_their_chain_and_a_fork_is_refused() {
-        use codestax_common::chain::verify_chain;
-        // The previous owner's records, sealed by its store.
+    /// Records `ids` of acme as another node's store sealed them (a previous shard owner's).
+    async fn sealed_elsewhere(ids: &[&str]) -> Vec<AuditRecord> {
         let old = tempfile::tempdir().unwrap();
         let (store, _, indexed) = open(
             old.path(),
@@ -1286,13 +1322,19 @@ mod tests {
             None,
             vec![],
         );
-        let ids = ["a", "b", "c", "d"];
         store
             .submit(ids.iter().map(|id| record("acme", id)).collect())
             .await
             .unwrap();
         store.close().await;
-        let sealed: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+        indexed.await.unwrap().into_iter().map(|(_, r)| r).collect()
+    }
+
+    #[tokio::test]
+    async fn restored_records_keep_their_chain_and_a_fork_is_refused() {
+        use codestax_common::chain::verify_chain;
+        // The previous owner's records, sealed by its store.
+        let sealed = sealed_elsewhere(&["a", "b", "c", "d"]).await;
 
         // A new owner restores the first three (one twice), then a tampered fourth, then the
         // real fourth; what it stores next continues the chain.
@@ -1327,6 +1369,70 @@ mod tests {
         assert_eq!(all[..4], sealed[..]);
         let summary = verify_chain(&all, None).unwrap();
         assert_eq!((summary.first_seq, summary.last_seq), (Some(1), Some(5)));
+    }
+
+    #[tokio::test]
+    async fn a_restore_continues_from_the_retained_checkpoint_and_over_tombstones() {
+        use codestax_common::chain::{ChainVerifier, RetentionCheckpoint, Tombstone};
+        let sealed = sealed_elsewhere(&["a", "b", "c", "d", "e"]).await;
+        // Retention deleted seqs 1-2 (the checkpoint) and 4 (a tombstone).
+        let head = |r: &AuditRecord| ChainHead::of(r).unwrap();
+        let retained = RetentionCheckpoint {
+            checkpoint: head(&sealed[1]),
+            tombstones: vec![Tombstone {
+                seq: 4,
+                hash: sealed[3].hash.clone().unwrap(),
+                time: None,
+            }],
+        };
+
+        let new = tempfile::tempdir().unwrap();
+        let (store, _, indexed) = open(
+            new.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        // Without the checkpoint, seq 3 does not continue an empty chain.
+        let got = store.restore(vec![sealed[2].clone()]).await.unwrap();
+        assert_eq!(got, vec![Admission::ChainConflict]);
+        store
+            .continue_chains(vec![("acme".into(), retained.checkpoint.clone())])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.restore(vec![sealed[2].clone()]).await.unwrap(),
+            vec![stored(0)]
+        );
+        // Seq 5 only after the tombstone's head; a head behind the chain changes nothing.
+        let got = store.restore(vec![sealed[4].clone()]).await.unwrap();
+        assert_eq!(got, vec![Admission::ChainConflict]);
+        store
+            .continue_chains(vec![("acme".into(), retained.tombstones[0].head())])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.restore(vec![sealed[4].clone()]).await.unwrap(),
+            vec![stored(1)]
+        );
+        store
+            .continue_chains(vec![("acme".into(), retained.checkpoint.clone())])
+            .await
+            .unwrap();
+        store.submit(vec![record("acme", "f")]).await.unwrap();
+        store.close().await;
+        let all: Vec<AuditRecord> = indexed.await.unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [Some(3), Some(5), Some(6)]
+        );
+        let mut verifier = ChainVerifier::after(retained);
+        for r in &all {
+            verifier.push(r).unwrap();
+        }
+        let summary = verifier.finish();
+        assert_eq!((summary.first_seq, summary.last_seq), (Some(3), Some(6)));
     }
 
     #[tokio::test]

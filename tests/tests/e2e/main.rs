@@ -34,5 +34,6 @@ mod fresh_clone;
 mod import;
 mod merkle_tree;
 mod provenance;
+mod snapshot_retention;
 mod soak;
 mod streams;
