@@ -197,6 +197,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     index.clone(),
                     metrics.clone(),
                     node.snapshots,
+                    node.serving,
                 ),
                 node.held,
             ));
