@@ -285,6 +285,29 @@ fn steady_ingest(
     round
 }
 
+/// A facets answer (`QUERY`'s count of an org) as the prober reads it.
+struct Facets {
+    status: u16,
+    retry_after: bool,
+    body: Value,
+}
+
+/// `org`'s facets asked on the node at `port`; `None` if the node is not listening.
+fn facets(client: &reqwest::blocking::Client, port: u16, org: &str, admin: &str) -> Option<Facets> {
+    let r = client
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/orgs/{org}/audit-log/facets?{QUERY}"
+        ))
+        .bearer_auth(admin)
+        .send()
+        .ok()?;
+    Some(Facets {
+        status: r.status().as_u16(),
+        retry_after: r.headers().contains_key("retry-after"),
+        body: r.json().unwrap_or_default(),
+    })
+}
+
 /// Until `stop`, asks every org's facets on every node in turn: a 200 must count at least every
 /// record acknowledged [`FRESH`] before the question; a 503 must be `shard_unavailable` with
 /// `Retry-After` (or a node starting, with `Retry-After`); a node down is passed over.
@@ -305,16 +328,14 @@ fn probe(
         let due = asked
             .checked_sub(FRESH)
             .map_or(0, |t| acked.acked_by(org, t));
-        let sent = client
-            .get(format!(
-                "http://127.0.0.1:{port}/api/v1/orgs/{org}/audit-log/facets?{QUERY}"
-            ))
-            .bearer_auth(&admin[org])
-            .send();
-        let Ok(r) = sent else { continue };
-        let status = r.status().as_u16();
-        let retry_after = r.headers().contains_key("retry-after");
-        let body: Value = r.json().unwrap_or_default();
+        let Some(Facets {
+            status,
+            retry_after,
+            body,
+        }) = facets(&client, port, org, &admin[org])
+        else {
+            continue;
+        };
         match status {
             200 => {
                 let total = body["total"].as_u64().unwrap_or(0);
@@ -474,18 +495,12 @@ fn a_postgres_outage_keeps_ingest_going_and_turns_reads_unavailable_until_it_ret
         let client = client();
         let all_unavailable = || {
             ORGS.iter().all(|org| {
-                ports.iter().all(|port| {
-                    let r = client
-                        .get(format!(
-                            "http://127.0.0.1:{port}/api/v1/orgs/{org}/audit-log/facets?{QUERY}"
-                        ))
-                        .bearer_auth(&t.admin[org])
-                        .send()
-                        .unwrap();
-                    let status = r.status().as_u16();
-                    let retry = r.headers().contains_key("retry-after");
-                    let body: Value = r.json().unwrap_or_default();
-                    status == 503 && retry && body["error"]["code"] == "shard_unavailable"
+                ports.iter().all(|&port| {
+                    facets(&client, port, org, &t.admin[org]).is_some_and(|f| {
+                        f.status == 503
+                            && f.retry_after
+                            && f.body["error"]["code"] == "shard_unavailable"
+                    })
                 })
             })
         };
