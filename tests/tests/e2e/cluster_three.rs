@@ -10,7 +10,8 @@
 //!    spread over the two survivors; it rejoins, and another node leaves cleanly (it releases its
 //!    leases and leaves the live nodes as it stops: the others take its shards without waiting
 //!    for the lease TTL); then a full restart (one node killed -9, one stopped, all started again).
-//! 2. a PostgreSQL outage: ingest goes on with the cached keys, reads answer 503 once the leases
+//! 2. the stream leader's nats-server killed -9 and restarted (the other two acknowledge), then
+//!    a PostgreSQL outage: ingest goes on with the cached keys, reads answer 503 once the leases
 //!    would have expired, a node stopped cleanly just after PostgreSQL returns still releases its
 //!    leases and leaves, and everything resumes with nothing lost.
 //!
@@ -26,7 +27,7 @@ use serde_json::Value;
 use crate::cluster_common::{
     Acked, Metastore, QUERY, Servers, assert_each_once, assert_export_verifies, assert_no_fork,
 };
-use crate::cluster_ingest::batch;
+use crate::cluster_ingest::{batch, stream_leader};
 
 /// Over all 4 shards (acme, cyberdyne, stark and globex each on its own).
 const ORGS: [&str; 6] = [
@@ -191,7 +192,19 @@ impl Drop for StopOnDrop<'_> {
 #[derive(Debug, Default)]
 struct Probed {
     ok: AtomicUsize,
+    /// 200s missing records acknowledged [`FRESH`] before (allowed only where the fault says).
+    late: AtomicUsize,
     unavailable: AtomicUsize,
+}
+
+/// How fresh the prober requires a 200 to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Every record acknowledged [`FRESH`] before the question (issue #18, outside failovers).
+    Fresh,
+    /// Late answers are counted, not refused: while the stream elects a leader, owners cannot
+    /// fetch, so reads lag by the election (docs/cluster.md, failure table).
+    MayLag,
 }
 
 /// Runs `fault` while steady ingest goes through every node of `ports` (the rounds continuing
@@ -203,6 +216,7 @@ fn under_ingest<R>(
     admin: &BTreeMap<&'static str, String>,
     acked: &Acked,
     round: &mut usize,
+    reads: Reads,
     fault: impl FnOnce() -> R,
 ) -> (R, Probed) {
     let stop = AtomicBool::new(false);
@@ -210,7 +224,7 @@ fn under_ingest<R>(
     let first = *round;
     let result = std::thread::scope(|scope| {
         let sender = scope.spawn(|| steady_ingest(ports, ingest, acked, first, &stop));
-        let prober = scope.spawn(|| probe(ports, admin, acked, &stop, &probed));
+        let prober = scope.spawn(|| probe(ports, admin, acked, reads, &stop, &probed));
         let stopper = StopOnDrop(&stop);
         let result = fault();
         std::thread::sleep(Duration::from_secs(1));
@@ -315,6 +329,7 @@ fn probe(
     ports: [u16; 3],
     admin: &BTreeMap<&'static str, String>,
     acked: &Acked,
+    reads: Reads,
     stop: &AtomicBool,
     probed: &Probed,
 ) {
@@ -340,10 +355,13 @@ fn probe(
             200 => {
                 let total = body["total"].as_u64().unwrap_or(0);
                 assert!(
-                    total >= due as u64,
+                    total >= due as u64 || reads == Reads::MayLag,
                     "{org} on port {port}: {total} records, {due} were acknowledged {FRESH:?} \
                      before: a stale or partial answer"
                 );
+                if total < due as u64 {
+                    probed.late.fetch_add(1, Ordering::Relaxed);
+                }
                 probed.ok.fetch_add(1, Ordering::Relaxed);
             }
             503 => {
@@ -383,10 +401,18 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
     t.phase("two nodes checked");
 
     // 1a. c3 joins: the shards rebalance onto it, to the quotas 2/1/1.
-    let (held, probed) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        t.servers.join(&mut t.nodes[2], "c3");
-        wait_spread(&t.meta, &[0, 1, 2])
-    });
+    let (held, probed) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            t.servers.join(&mut t.nodes[2], "c3");
+            wait_spread(&t.meta, &[0, 1, 2])
+        },
+    );
     t.phase(&format!("c3 joined: {held:?}, reads {probed:?}"));
     t.check_all(&acked, &[0, 1, 2]);
     t.phase("three nodes checked");
@@ -395,11 +421,19 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
     let victim = (0..3).find(|&i| held[NAMES[i]].len() == 2).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
     let lost = held[NAMES[victim]].clone();
-    let (after, probed) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        std::thread::sleep(Duration::from_secs(1));
-        t.nodes[victim].kill9();
-        wait_spread(&t.meta, &survivors)
-    });
+    let (after, probed) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            t.nodes[victim].kill9();
+            wait_spread(&t.meta, &survivors)
+        },
+    );
     for &i in &survivors {
         assert!(
             lost.iter().any(|s| after[NAMES[i]].contains(s)),
@@ -417,33 +451,49 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
 
     // 1c. It comes back (2/1/1 again); then another node leaves cleanly: it releases its leases
     // and leaves the live nodes as it stops.
-    let ((), _) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        t.nodes[victim].restart();
-        wait_spread(&t.meta, &[0, 1, 2]);
-    });
+    let ((), _) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            t.nodes[victim].restart();
+            wait_spread(&t.meta, &[0, 1, 2]);
+        },
+    );
     t.check_all(&acked, &[0, 1, 2]);
     let leaver = survivors[0];
     let stayers: Vec<usize> = (0..3).filter(|&i| i != leaver).collect();
-    let (stop_took, _) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        std::thread::sleep(Duration::from_secs(1));
-        let stopping = Instant::now();
-        t.nodes[leaver].terminate().unwrap();
-        let took = stopping.elapsed();
-        // Released as it stopped, not expired by TTL: gone from the live nodes at once.
-        assert!(
-            t.meta.has_left(NAMES[leaver]),
-            "{} did not leave",
-            NAMES[leaver]
-        );
-        assert!(
-            !t.meta.owners().values().any(|o| o == NAMES[leaver]),
-            "{} still holds leases after its clean stop: {:?}",
-            NAMES[leaver],
-            t.meta.leases()
-        );
-        wait_spread(&t.meta, &stayers);
-        took
-    });
+    let (stop_took, _) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let stopping = Instant::now();
+            t.nodes[leaver].terminate().unwrap();
+            let took = stopping.elapsed();
+            // Released as it stopped, not expired by TTL: gone from the live nodes at once.
+            assert!(
+                t.meta.has_left(NAMES[leaver]),
+                "{} did not leave",
+                NAMES[leaver]
+            );
+            assert!(
+                !t.meta.owners().values().any(|o| o == NAMES[leaver]),
+                "{} still holds leases after its clean stop: {:?}",
+                NAMES[leaver],
+                t.meta.leases()
+            );
+            wait_spread(&t.meta, &stayers);
+            took
+        },
+    );
     let log = t.nodes[leaver].stderr();
     assert!(
         log.contains("left the cluster: leases released"),
@@ -458,23 +508,31 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
 
     // 2. A full restart: one node killed -9, the other stopped, all three started again; the
     // ingest waits for a node to take its batches.
-    let ((), probed) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        t.nodes[stayers[0]].kill9();
-        t.nodes[stayers[1]].terminate().unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        for c in &mut t.nodes {
-            c.restart();
-        }
-        wait_spread(&t.meta, &[0, 1, 2]);
-    });
+    let ((), probed) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            t.nodes[stayers[0]].kill9();
+            t.nodes[stayers[1]].terminate().unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            for c in &mut t.nodes {
+                c.restart();
+            }
+            wait_spread(&t.meta, &[0, 1, 2]);
+        },
+    );
     t.phase(&format!("full restart, reads {probed:?}"));
     t.check_all(&acked, &[0, 1, 2]);
     t.phase("all checked");
 }
 
 #[test]
-fn a_postgres_outage_keeps_ingest_going_and_turns_reads_unavailable_until_it_returns() {
-    let Some(mut t) = Three::start("cluster three pg outage") else {
+fn a_killed_nats_server_and_a_postgres_outage_lose_nothing() {
+    let Some(mut t) = Three::start("cluster three nats and pg") else {
         return;
     };
     let acked = Acked::default();
@@ -482,59 +540,91 @@ fn a_postgres_outage_keeps_ingest_going_and_turns_reads_unavailable_until_it_ret
     let ports = t.ports();
     t.servers.join(&mut t.nodes[2], "c3");
     wait_spread(&t.meta, &[0, 1, 2]);
-    let ((), _) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        std::thread::sleep(Duration::from_secs(2));
-    });
+
+    // The stream leader's nats-server killed -9: the other two acknowledge, it comes back. Reads
+    // may lag meanwhile (owners cannot fetch during the election): counted, not refused.
+    let (name, probed) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::MayLag,
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let nats = &mut t.servers.nats;
+            let leader = stream_leader(nats);
+            nats.kill(leader);
+            let from = acked.batches();
+            assert!(
+                codestax_harness::wait_for(Duration::from_secs(20), || acked.batches()
+                    >= from + ORGS.len()),
+                "no round acknowledged within 20 s of {}'s kill",
+                nats.name(leader)
+            );
+            nats.restart(leader).unwrap();
+            nats.name(leader).to_owned()
+        },
+    );
+    t.phase(&format!("{name} killed and restarted, reads {probed:?}"));
     t.check_all(&acked, &[0, 1, 2]);
     t.phase("three nodes checked");
 
-    let ((), probed) = under_ingest(ports, &t.ingest, &t.admin, &acked, &mut round, || {
-        t.servers.pg.stop().unwrap();
-        let stopped = Instant::now();
-        // Owners serve until their lease would expire (1 s), then every read is a 503.
-        let client = client();
-        let all_unavailable = || {
-            ORGS.iter().all(|org| {
-                ports.iter().all(|&port| {
-                    facets(&client, port, org, &t.admin[org]).is_some_and(|f| {
-                        f.status == 503
-                            && f.retry_after
-                            && f.body["error"]["code"] == "shard_unavailable"
+    let ((), probed) = under_ingest(
+        ports,
+        &t.ingest,
+        &t.admin,
+        &acked,
+        &mut round,
+        Reads::Fresh,
+        || {
+            t.servers.pg.stop().unwrap();
+            let stopped = Instant::now();
+            // Owners serve until their lease would expire (1 s), then every read is a 503.
+            let client = client();
+            let all_unavailable = || {
+                ORGS.iter().all(|org| {
+                    ports.iter().all(|&port| {
+                        facets(&client, port, org, &t.admin[org]).is_some_and(|f| {
+                            f.status == 503
+                                && f.retry_after
+                                && f.body["error"]["code"] == "shard_unavailable"
+                        })
                     })
                 })
-            })
-        };
-        assert!(
-            codestax_harness::wait_for(Duration::from_secs(10), all_unavailable),
-            "reads still answered {:.1} s into the outage",
-            stopped.elapsed().as_secs_f64()
-        );
-        let unavailable_after = stopped.elapsed();
-        // Ingest goes on with the cached keys: two rounds acknowledged during the outage.
-        let from = acked.batches();
-        assert!(
-            codestax_harness::wait_for(Duration::from_secs(20), || acked.batches()
-                >= from + 2 * ORGS.len()),
-            "ingest stopped with PostgreSQL"
-        );
-        // And reads stay unavailable while it is down.
-        assert!(
-            all_unavailable(),
-            "a read answered while PostgreSQL was down"
-        );
-        phase(
-            t.started,
-            &format!(
-                "PostgreSQL down: all reads 503 after {:.1} s, ingest went on",
-                unavailable_after.as_secs_f64()
-            ),
-        );
-        t.servers.pg.restart().unwrap();
-        // A clean stop right after it returns reconnects to release the leases and leave.
-        t.nodes[2].terminate().unwrap();
-        assert!(t.meta.has_left("c3"), "c3 did not leave after the outage");
-        wait_spread(&t.meta, &[0, 1]);
-    });
+            };
+            assert!(
+                codestax_harness::wait_for(Duration::from_secs(10), all_unavailable),
+                "reads still answered {:.1} s into the outage",
+                stopped.elapsed().as_secs_f64()
+            );
+            let unavailable_after = stopped.elapsed();
+            // Ingest goes on with the cached keys: two rounds acknowledged during the outage.
+            let from = acked.batches();
+            assert!(
+                codestax_harness::wait_for(Duration::from_secs(20), || acked.batches()
+                    >= from + 2 * ORGS.len()),
+                "ingest stopped with PostgreSQL"
+            );
+            // And reads stay unavailable while it is down.
+            assert!(
+                all_unavailable(),
+                "a read answered while PostgreSQL was down"
+            );
+            phase(
+                t.started,
+                &format!(
+                    "PostgreSQL down: all reads 503 after {:.1} s, ingest went on",
+                    unavailable_after.as_secs_f64()
+                ),
+            );
+            t.servers.pg.restart().unwrap();
+            // A clean stop right after it returns reconnects to release the leases and leave.
+            t.nodes[2].terminate().unwrap();
+            assert!(t.meta.has_left("c3"), "c3 did not leave after the outage");
+            wait_spread(&t.meta, &[0, 1]);
+        },
+    );
     let log = t.nodes[2].stderr();
     assert!(
         log.contains("left the cluster: leases released"),
