@@ -198,6 +198,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                     metrics.clone(),
                     node.snapshots,
                     retention.clone(),
+                    node.serving,
                 ),
                 node.held,
             ));

@@ -1,7 +1,7 @@
 //! Where an org's reads are served (docs/cluster.md, "Routing reads"): the owner of
 //! `shard(org)`, from a cache of `shard_leases` and `nodes.advertise_url` refreshed every
 //! [`DIRECTORY_REFRESH`]. This node's own shards come from its lease keeper (valid by its own
-//! clock); another node's entry is trusted only until that lease's expiry as read, measured
+//! clock) and are served once its owner caught up with them ([`Serving`]); another node's entry is trusted only until that lease's expiry as read, measured
 //! from when the read was sent, so a dead owner's shard turns unavailable by itself.
 
 use std::sync::{Arc, RwLock};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::MetastoreError;
 use super::leases::Held;
 use super::metastore::Metastore;
+use super::owner::Serving;
 use super::shard::shard_of;
 
 /// How often the owners are read again.
@@ -81,11 +82,16 @@ struct Inner {
     postgres_url: String,
     postgres_password: Option<String>,
     held: watch::Receiver<Held>,
+    serving: Serving,
     owners: RwLock<Vec<ShardOwner>>,
 }
 
 impl ShardDirectory {
-    pub fn new(config: &ClusterConfig, held: watch::Receiver<Held>) -> ShardDirectory {
+    pub fn new(
+        config: &ClusterConfig,
+        held: watch::Receiver<Held>,
+        serving: Serving,
+    ) -> ShardDirectory {
         ShardDirectory {
             inner: Arc::new(Inner {
                 node_id: config.node_id.clone(),
@@ -93,6 +99,7 @@ impl ShardDirectory {
                 postgres_url: config.postgres.url.clone(),
                 postgres_password: config.postgres.password.clone(),
                 held,
+                serving,
                 owners: RwLock::new(Vec::new()),
             }),
         }
@@ -106,14 +113,21 @@ impl ShardDirectory {
     /// `org`'s shard and where its reads go now.
     pub fn route(&self, org: &str) -> (u32, Route) {
         let shard = shard_of(org, self.inner.shards);
-        if self
+        let held = self
             .inner
             .held
             .borrow()
             .get(&shard)
-            .is_some_and(|lease| lease.is_valid())
-        {
-            return (shard, Route::Local);
+            .filter(|lease| lease.is_valid())
+            .map(|lease| lease.epoch);
+        if let Some(epoch) = held {
+            // Held but not caught up yet (restoring, replaying): no partial answers.
+            let route = if self.inner.serving.is_serving(shard, epoch) {
+                Route::Local
+            } else {
+                Route::Unavailable
+            };
+            return (shard, route);
         }
         let now = Instant::now();
         let owners = self
@@ -175,5 +189,72 @@ impl ShardDirectory {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = owners;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Lease;
+    use codestax_config::{NatsConfig, ObjectStoreConfig, PostgresConfig};
+
+    fn config() -> ClusterConfig {
+        ClusterConfig {
+            node_id: "c1".into(),
+            advertise_url: "http://127.0.0.1:1".into(),
+            shards: 1,
+            lease_ttl: Duration::from_secs(1),
+            snapshot_interval: Duration::from_secs(1),
+            nats: NatsConfig {
+                urls: vec!["nats://127.0.0.1:1".into()],
+                stream: "S".into(),
+                replicas: 1,
+            },
+            postgres: PostgresConfig {
+                url: "postgres://u@127.0.0.1:1/db".into(),
+                password: None,
+            },
+            object_store: ObjectStoreConfig {
+                url: "s3://b/p".into(),
+                endpoint: None,
+                region: "us-east-1".into(),
+                allow_http: false,
+            },
+        }
+    }
+
+    fn lease(epoch: i64, valid_for: Duration) -> Lease {
+        Lease {
+            shard: 0,
+            owner: "c1".into(),
+            epoch,
+            expires_at: chrono::Utc::now(),
+            valid_until: Instant::now() + valid_for,
+        }
+    }
+
+    #[test]
+    fn a_held_shard_is_served_here_only_once_caught_up_under_its_epoch() {
+        let (held, receiver) = watch::channel(Held::new());
+        let serving = Serving::default();
+        let directory = ShardDirectory::new(&config(), receiver, serving.clone());
+        // Not held, nobody else known: unavailable.
+        assert_eq!(directory.route("acme"), (0, Route::Unavailable));
+
+        held.send_replace(Held::from([(0, lease(2, Duration::from_secs(60)))]));
+        // Held, still restoring or replaying: a 503, never a partial answer.
+        assert_eq!(directory.route("acme"), (0, Route::Unavailable));
+        serving.mark_for_tests(0, 1);
+        assert_eq!(
+            directory.route("acme"),
+            (0, Route::Unavailable),
+            "caught up under an older epoch"
+        );
+        serving.mark_for_tests(0, 2);
+        assert_eq!(directory.route("acme"), (0, Route::Local));
+
+        // Past the lease's local deadline: no longer served here.
+        held.send_replace(Held::from([(0, lease(2, Duration::ZERO))]));
+        assert_eq!(directory.route("acme"), (0, Route::Unavailable));
     }
 }

@@ -86,15 +86,7 @@ impl LeaseKeeper {
     /// One round: heartbeat, renew, rebalance. On an error the held set keeps the leases still
     /// valid by this node's clock.
     pub async fn round(&mut self) -> Result<(), MetastoreError> {
-        if self.metastore.as_ref().is_none_or(Metastore::is_closed) {
-            self.metastore = None;
-            let m = Metastore::connect(
-                &self.settings.postgres_url,
-                self.settings.postgres_password.as_deref(),
-            )
-            .await?;
-            self.metastore = Some(m);
-        }
+        self.connect().await?;
         let Some(m) = self.metastore.as_ref() else {
             return Ok(());
         };
@@ -115,15 +107,22 @@ impl LeaseKeeper {
         let live = m.live_nodes(s.lease_ttl).await?;
         let states = m.lease_states().await?;
         let p = plan(&s.node_id, s.shards, &live, &states);
-        for shard in &p.release {
-            if let Some(lease) = self.held.remove(shard) {
-                m.release(&lease).await?;
-                tracing::info!(
-                    shard,
-                    epoch = lease.epoch,
-                    "shard released for the rebalance"
-                );
-            }
+        let released: Vec<Lease> = p
+            .release
+            .iter()
+            .filter_map(|shard| self.held.remove(shard))
+            .collect();
+        if !released.is_empty() {
+            // The owners stop acting for these before the database lets another node take them.
+            self.sender.send_replace(self.held.clone());
+        }
+        for lease in &released {
+            m.release(lease).await?;
+            tracing::info!(
+                shard = lease.shard,
+                epoch = lease.epoch,
+                "shard released for the rebalance"
+            );
         }
         for shard in p.acquire {
             if let Some(lease) = m.acquire(shard, &s.node_id, s.lease_ttl).await? {
@@ -148,21 +147,55 @@ impl LeaseKeeper {
         self.sender.send_replace(self.held.clone());
     }
 
+    /// Opens the metastore connection again if it closed (PostgreSQL restarted, or unreachable
+    /// when last tried).
+    async fn connect(&mut self) -> Result<(), MetastoreError> {
+        if self.metastore.as_ref().is_none_or(Metastore::is_closed) {
+            self.metastore = None;
+            let m = Metastore::connect(
+                &self.settings.postgres_url,
+                self.settings.postgres_password.as_deref(),
+            )
+            .await?;
+            self.metastore = Some(m);
+        }
+        Ok(())
+    }
+
     /// Releases every held lease and leaves the live nodes (a clean stop), so the others take
-    /// over without waiting for a TTL.
+    /// over without waiting for a TTL. The connection is opened again if it closed since the
+    /// last round (PostgreSQL restarted meanwhile); past one TTL the leases have expired by
+    /// themselves, so it gives up then.
     pub async fn release_all(&mut self) {
         let held = std::mem::take(&mut self.held);
         self.sender.send_replace(Held::new());
-        let Some(m) = self.metastore.as_ref() else {
-            return;
-        };
-        for lease in held.values() {
-            if let Err(e) = m.release(lease).await {
-                tracing::warn!(shard = lease.shard, error = %e, "cannot release a lease; it expires by itself");
+        let ttl = self.settings.lease_ttl;
+        match tokio::time::timeout(ttl, self.leave(&held)).await {
+            Ok(Ok(released)) => tracing::info!(
+                released,
+                held = held.len(),
+                "left the cluster: leases released, no longer a live node"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release the leases and leave; they expire by themselves")
             }
+            Err(_) => tracing::warn!(
+                "the metastore did not answer within the lease TTL; the leases expire by themselves"
+            ),
         }
-        if let Err(e) = m.leave(&self.settings.node_id).await {
-            tracing::warn!(error = %e, "cannot leave the live nodes; the heartbeat ages out by itself");
+    }
+
+    /// [`LeaseKeeper::release_all`]'s work: how many of `held` it released.
+    async fn leave(&mut self, held: &Held) -> Result<usize, MetastoreError> {
+        self.connect().await?;
+        let Some(m) = self.metastore.as_ref() else {
+            return Ok(0);
+        };
+        let mut released = 0;
+        for lease in held.values() {
+            released += usize::from(m.release(lease).await?);
         }
+        m.leave(&self.settings.node_id).await?;
+        Ok(released)
     }
 }

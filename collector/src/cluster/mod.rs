@@ -31,7 +31,7 @@ pub use keys::{KEY_REFRESH, KeySync, run_cluster_keys_command};
 pub use leases::{Held, KeeperSettings, LeaseKeeper};
 pub use metastore::{Lease, Metastore, MetastoreLink, SCHEMA_VERSION, SnapshotRecord};
 pub use node::ClusterNode;
-pub use owner::{OWNER_RECEIVER, Owners, SnapshotSettings};
+pub use owner::{OWNER_RECEIVER, Owners, Serving, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
 pub use proxy::{ProxyError, ROUTED_HEADER, forward};
 pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};

@@ -10,7 +10,7 @@ use super::error::JoinError;
 use super::jetstream::{JetStreamLog, LogSettings};
 use super::leases::{Held, KeeperSettings, LeaseKeeper};
 use super::metastore::{Metastore, MetastoreLink};
-use super::owner::SnapshotSettings;
+use super::owner::{Serving, SnapshotSettings};
 use super::snapshot::SnapshotStore;
 
 /// What a node runs in cluster mode.
@@ -25,6 +25,8 @@ pub struct ClusterNode {
     pub snapshots: SnapshotSettings,
     /// Where an org's reads go (the server runs its refresh).
     pub directory: ShardDirectory,
+    /// The held shards the owners caught up with (they mark them; the directory serves them).
+    pub serving: Serving,
 }
 
 impl ClusterNode {
@@ -64,13 +66,15 @@ impl ClusterNode {
             },
             metastore,
         );
-        let directory = ShardDirectory::new(config, held.clone());
+        let serving = Serving::default();
+        let directory = ShardDirectory::new(config, held.clone(), serving.clone());
         Ok(ClusterNode {
             log,
             keeper,
             held,
             snapshots,
             directory,
+            serving,
         })
     }
 }

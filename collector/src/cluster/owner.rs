@@ -16,6 +16,8 @@
 //! chain checkpoints first. A snapshot carries its orgs' checkpoints and leaves out what they
 //! deleted; a restore takes them in ([`ChainCheckpoints::adopt`]) before it restores the records
 //! after them, so each org's chain continues from its retained tail on the next owner.
+//! Reads: a shard's reads are answered here only once its task restored the snapshot and caught
+//! up with the stream under its epoch ([`Serving`]); until then they answer 503.
 //!
 //! Fencing: a shard's task stops as soon as the lease keeper no longer lists its lease (lost,
 //! released, or taken again under a new epoch), and checks the lease's local deadline before
@@ -23,7 +25,7 @@
 //! the metastore refuses as fenced stops it too.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
@@ -71,6 +73,7 @@ struct Shared {
     snapshots: SnapshotSettings,
     /// Whose chain checkpoints snapshots carry and restores take in.
     retention: Arc<RetentionPolicy>,
+    serving: Serving,
 }
 
 /// Where and how often the owners snapshot their shards.
@@ -83,6 +86,76 @@ pub struct SnapshotSettings {
 /// The owners of one node: one task per held shard.
 pub struct Owners {
     shared: Arc<Shared>,
+}
+
+/// The shards whose reads this node answers: its owner task restored the shard's snapshot and
+/// caught up with the stream under the epoch given. Between taking a lease and that point a read
+/// answers 503, never from an index still missing the shard's records. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Serving {
+    shards: Arc<RwLock<BTreeMap<u32, i64>>>,
+}
+
+impl Serving {
+    /// Whether `shard`'s reads are answered here under `epoch`.
+    pub fn is_serving(&self, shard: u32, epoch: i64) -> bool {
+        self.read().get(&shard) == Some(&epoch)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, i64>> {
+        self.shards.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, i64>> {
+        self.shards.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn start(&self, shard: u32, epoch: i64) {
+        self.write().insert(shard, epoch);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mark_for_tests(&self, shard: u32, epoch: i64) {
+        self.start(shard, epoch);
+    }
+
+    fn stop(&self, shard: u32, epoch: i64) {
+        let mut shards = self.write();
+        if shards.get(&shard) == Some(&epoch) {
+            shards.remove(&shard);
+        }
+    }
+}
+
+/// Ends a shard task's serving however the task returns.
+struct ServingGuard<'a> {
+    serving: &'a Serving,
+    shard: u32,
+    epoch: i64,
+    marked: bool,
+}
+
+impl ServingGuard<'_> {
+    /// The shard caught up: reads are answered here from now on.
+    fn caught_up(&mut self) {
+        if !self.marked {
+            self.marked = true;
+            self.serving.start(self.shard, self.epoch);
+            tracing::info!(
+                shard = self.shard,
+                epoch = self.epoch,
+                "shard caught up with the stream; serving its reads"
+            );
+        }
+    }
+}
+
+impl Drop for ServingGuard<'_> {
+    fn drop(&mut self) {
+        if self.marked {
+            self.serving.stop(self.shard, self.epoch);
+        }
+    }
 }
 
 /// A running shard task and the epoch it acts under.
@@ -100,6 +173,7 @@ impl Owners {
         metrics: Arc<Metrics>,
         snapshots: SnapshotSettings,
         retention: Arc<RetentionPolicy>,
+        serving: Serving,
     ) -> Owners {
         Owners {
             shared: Arc::new(Shared {
@@ -109,6 +183,7 @@ impl Owners {
                 metrics,
                 snapshots,
                 retention,
+                serving,
             }),
         }
     }
@@ -244,16 +319,31 @@ async fn own_shard(
     };
     let mut snapshot_at = Instant::now();
     let mut published = 0u64;
+    let mut serving = ServingGuard {
+        serving: &shared.serving,
+        shard,
+        epoch,
+        marked: false,
+    };
     while step.may_act().is_ok() {
         let fetched = tokio::select! {
             _ = stop.cancelled() => return,
             fetched = fetch(&consumer) => fetched,
         };
         match fetched {
-            Ok(messages) if messages.is_empty() => {}
+            Ok(messages) if messages.is_empty() => serving.caught_up(),
             Ok(messages) => {
+                // The last message's count of what follows it: 0 when the batch reached the
+                // stream's end as the server saw it.
+                let at_end = messages
+                    .last()
+                    .and_then(|m| m.info().ok())
+                    .is_some_and(|i| i.pending == 0);
                 if step.consume(messages, &mut consumed).await.is_err() {
                     return;
+                }
+                if at_end {
+                    serving.caught_up();
                 }
             }
             Err(e) => {

@@ -7,10 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use codestax_common::AuditRecord;
-use codestax_common::chain::verify_chain;
 use codestax_harness::Collector;
 
+use crate::cluster_common::assert_export_verifies;
 use crate::cluster_ingest::{batch, ingest_until_acked, start_node};
 
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
@@ -47,31 +46,6 @@ fn assert_each_once(c: &Collector, admins: &[(String, String)], n: usize, within
             assert_eq!(r["provenance"]["writer"], "ingest", "{r}");
         }
     }
-}
-
-/// `org`'s whole log exported from `c` verifies as one chain from seq 1, without gaps.
-pub(crate) fn assert_export_verifies(c: &Collector, org: &str, admin: &str, at_least: u64) {
-    let response = c.get(
-        &format!("/api/v1/orgs/{org}/audit-log/export?format=ndjson"),
-        admin,
-    );
-    assert_eq!(response.status().as_u16(), 200);
-    let text = response.text().unwrap();
-    let mut records: Vec<AuditRecord> = text
-        .lines()
-        .filter(|l| !l.starts_with("{\"codestax_proof\""))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    records.sort_by_key(|r| r.seq);
-    let summary = verify_chain(&records, None).unwrap_or_else(|e| panic!("{org}: {e:?}"));
-    assert_eq!(summary.first_seq, Some(1), "{org}: {summary:?}");
-    assert!(
-        summary.records >= at_least,
-        "{org}: {} records exported, expected at least {at_least}",
-        summary.records
-    );
-    let verify = c.get_json(&format!("/api/v1/orgs/{org}/audit-log/verify"), admin);
-    assert_eq!(verify["ok"], true, "{verify}");
 }
 
 #[test]

@@ -8,102 +8,19 @@
 //! it publishes no snapshot for what it lost) and a nats-server killed and started again (acks
 //! from the quorum go on). Missing servers: SKIPPED outside CI, a failure in CI.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use codestax_harness::{Collector, CollectorOptions, MotoS3, NatsCluster, Postgres};
+use codestax_harness::Collector;
 
-use crate::cluster_ingest::{
-    PASSWORD, batch, cluster_toml_with, ingest_until_acked, pg_password, stream_leader,
+use crate::cluster_common::{
+    Acked, Metastore, QUERY, Servers, assert_each_once, assert_export_verifies, assert_no_fork,
 };
-use crate::cluster_owner::assert_export_verifies;
+use crate::cluster_ingest::stream_leader;
 
 /// Enough orgs that, over 4 shards and 2 nodes, each node owns some.
 const ORGS: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
-const QUERY: &str = "action=auth.login";
-const BUCKET: &str = "codestax";
-
-fn node_env(cmd: &mut Command) {
-    pg_password(cmd);
-    // moto takes any credentials.
-    cmd.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn,codestax_collector::cluster=info");
-}
-
-fn start(
-    dir: &std::path::Path,
-    name: &str,
-    nats: &NatsCluster,
-    pg: &Postgres,
-    s3: &MotoS3,
-) -> Collector {
-    let mut options = CollectorOptions::for_tests(&dir.join(name), "");
-    options.before_spawn = Some(node_env);
-    options.stderr = Some(dir.join(format!("{name}.stderr")));
-    let mut c = Collector::configure(options).unwrap();
-    let settings = cluster_toml_with(name, c.http_port, nats, pg, &s3.endpoint(), "2s");
-    c.restart_with(&settings)
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
-    c
-}
-
-/// The client's ledger: every id acknowledged, per org, and how many batches were.
-#[derive(Default)]
-struct Acked {
-    ids: Mutex<BTreeMap<String, BTreeSet<String>>>,
-    batches: AtomicUsize,
-}
-
-impl Acked {
-    /// Sends batch `round` (5 records) of every org through `c` until acknowledged.
-    fn send(&self, c: &Collector, tokens: &BTreeMap<&str, String>, round: usize) {
-        for org in ORGS {
-            let records = batch(org, round * 5, 5);
-            let (body, _) = ingest_until_acked(c, &tokens[org], &records);
-            assert_eq!(body["accepted"], 5, "{body}");
-            let mut acked = self.ids.lock().unwrap();
-            let ids = acked.entry(org.to_owned()).or_default();
-            ids.extend(records.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
-            self.batches.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn ids(&self, org: &str) -> BTreeSet<String> {
-        self.ids
-            .lock()
-            .unwrap()
-            .get(org)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn batches(&self) -> usize {
-        self.batches.load(Ordering::Relaxed)
-    }
-}
-
-/// Every acknowledged id of `org` is searchable on `c` exactly once.
-fn assert_each_once(c: &Collector, org: &str, admin: &str, acked: &BTreeSet<String>) {
-    c.wait_for_total_within(
-        org,
-        QUERY,
-        admin,
-        acked.len() as u64,
-        Duration::from_secs(30),
-    );
-    let found = c.search_all(org, QUERY, admin);
-    let ids: Vec<String> = found
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
-    let unique: BTreeSet<String> = ids.iter().cloned().collect();
-    assert_eq!(unique.len(), ids.len(), "{org}: an id found twice");
-    assert_eq!(&unique, acked, "{org}");
-}
 
 /// Two collectors `c1`, `c2` over 3 nats-servers, PostgreSQL and moto, each with its own
 /// INGEST and ORG_ADMIN key per org. Fields drop in order: the collectors before the servers.
@@ -111,34 +28,21 @@ struct Cluster {
     nodes: [Collector; 2],
     ingest: [BTreeMap<&'static str, String>; 2],
     admin: [BTreeMap<&'static str, String>; 2],
-    _s3: MotoS3,
-    pg: Postgres,
-    nats: NatsCluster,
-    _dir: tempfile::TempDir,
-    _server_dirs: [tempfile::TempDir; 2],
+    servers: Servers,
     started: Instant,
 }
 
 impl Cluster {
     /// `None` when a server is missing outside CI (SKIPPED).
     fn start(what: &str) -> Option<Cluster> {
-        let dir = tempfile::tempdir().unwrap();
-        let pg_dir = tempfile::tempdir().unwrap();
-        let s3_dir = tempfile::tempdir().unwrap();
-        let nats = NatsCluster::start_or_skip(what, dir.path())?;
-        let pg = Postgres::start_or_skip(what, pg_dir.path(), PASSWORD)?;
-        let s3 = MotoS3::start_or_skip(what, s3_dir.path())?;
-        s3.create_bucket(BUCKET).unwrap();
+        let servers = Servers::start_or_skip(what)?;
         let started = Instant::now();
-        let nodes = [
-            start(dir.path(), "c1", &nats, &pg, &s3),
-            start(dir.path(), "c2", &nats, &pg, &s3),
-        ];
+        let nodes = [servers.start_node("c1"), servers.start_node("c2")];
         eprintln!(
             "cluster snapshot: nodes started at {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        // Keys are still per node (docs/cluster.md, Status): each node gets its own.
+        // Each node makes its own keys (they are the cluster's: either would do).
         // In parallel: each waits until its node has taken the key.
         let keys = |c: &Collector, role: &str| -> BTreeMap<&'static str, String> {
             std::thread::scope(|scope| {
@@ -155,11 +59,7 @@ impl Cluster {
             nodes,
             ingest,
             admin,
-            _s3: s3,
-            pg,
-            nats,
-            _dir: dir,
-            _server_dirs: [pg_dir, s3_dir],
+            servers,
             started,
         };
         cluster.phase("nodes and keys ready");
@@ -173,8 +73,7 @@ impl Cluster {
         );
     }
 
-    /// Six rounds through both nodes, then the node holding each org's records: its owner
-    /// (reads are not routed yet).
+    /// Six rounds through both nodes, then the node holding each org's records: its owner.
     fn warm_up(&self, acked: &Acked) -> BTreeMap<&'static str, usize> {
         for round in 0..6 {
             acked.send(&self.nodes[round % 2], &self.ingest[round % 2], round);
@@ -222,11 +121,7 @@ impl Cluster {
             }
         }
         for c in &self.nodes {
-            let log = c.stderr();
-            assert!(
-                !log.contains("does not continue its org's chain"),
-                "a fork:\n{log}"
-            );
+            assert_no_fork(c);
         }
         self.phase("all checked");
     }
@@ -247,71 +142,6 @@ fn steady_ingest(
         round += 1;
     }
     round
-}
-
-/// The test's own connection to the metastore, to read leases and snapshot rows.
-struct Metastore {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-}
-
-impl Metastore {
-    fn connect(pg: &Postgres) -> Metastore {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let client = rt.block_on(async {
-            let mut config: tokio_postgres::Config = pg.url().parse().unwrap();
-            let (client, connection) = config
-                .password(PASSWORD)
-                .connect(tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(connection);
-            client
-        });
-        Metastore { rt, client }
-    }
-
-    fn rows(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Vec<tokio_postgres::Row> {
-        self.rt
-            .block_on(self.client.query(sql, params))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    /// shard -> (owner, epoch) of every lease.
-    fn leases(&self) -> BTreeMap<i32, (Option<String>, i64)> {
-        self.rows("SELECT shard, owner, epoch FROM shard_leases", &[])
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
-            .collect()
-    }
-
-    /// The newest snapshot row's id (0 without any).
-    fn last_snapshot_id(&self) -> i64 {
-        self.rows("SELECT coalesce(max(id), 0) FROM snapshots", &[])[0].get(0)
-    }
-
-    /// The epoch of `shard`'s latest snapshot row.
-    fn latest_snapshot_epoch(&self, shard: i32) -> Option<i64> {
-        self.rows(
-            "SELECT epoch FROM snapshots WHERE shard = $1 ORDER BY id DESC LIMIT 1",
-            &[&shard],
-        )
-        .first()
-        .map(|r| r.get(0))
-    }
-
-    /// Rows for `shard` under `epoch` with an id above `after`.
-    fn snapshots_since(&self, shard: i32, epoch: i64, after: i64) -> i64 {
-        self.rows(
-            "SELECT count(*) FROM snapshots WHERE shard = $1 AND epoch = $2 AND id > $3",
-            &[&shard, &epoch, &after],
-        )[0]
-        .get(0)
-    }
 }
 
 #[test]
@@ -374,7 +204,7 @@ fn a_paused_owner_resumed_past_its_lease_publishes_no_snapshot_for_its_lost_shar
     let Some(cluster) = Cluster::start("cluster zombie") else {
         return;
     };
-    let meta = Metastore::connect(&cluster.pg);
+    let meta = Metastore::connect(&cluster.servers.pg);
     let acked = Acked::default();
     let owners = cluster.warm_up(&acked);
     let zombie = Cluster::victim(&owners);
@@ -470,15 +300,16 @@ fn ingest_goes_on_through_a_killed_and_restarted_nats_server() {
     };
     let acked = Acked::default();
     cluster.warm_up(&acked);
-    let killed = stream_leader(&cluster.nats);
+    let killed = stream_leader(&cluster.servers.nats);
 
     let stop = AtomicBool::new(false);
     let Cluster {
         nodes,
         ingest,
-        nats,
+        servers,
         ..
     } = &mut cluster;
+    let nats = &mut servers.nats;
     let via = [(&nodes[0], &ingest[0]), (&nodes[1], &ingest[1])];
     let down = std::thread::scope(|scope| {
         let sender = scope.spawn(|| steady_ingest(&via, &acked, 6, &stop));
@@ -497,7 +328,7 @@ fn ingest_goes_on_through_a_killed_and_restarted_nats_server() {
         sender.join().unwrap();
         went_on.then_some(down)
     });
-    let name = cluster.nats.name(killed);
+    let name = cluster.servers.nats.name(killed);
     let down = down.unwrap_or_else(|| panic!("no round acknowledged within 20 s of {name}'s kill"));
     cluster.phase(&format!(
         "{name} killed (a round acknowledged {:.1} s later), restarted, ingest done",

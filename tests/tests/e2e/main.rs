@@ -9,11 +9,13 @@ mod schemas;
 
 mod agent_e2e;
 mod bench_smoke;
+mod cluster_common;
 mod cluster_ingest;
 mod cluster_owner;
 mod cluster_route;
 mod cluster_servers;
 mod cluster_snapshot;
+mod cluster_three;
 mod collector_api;
 mod collector_durability;
 mod collector_hostile;
