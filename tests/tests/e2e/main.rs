@@ -14,6 +14,7 @@ mod cluster_owner;
 mod cluster_route;
 mod cluster_servers;
 mod cluster_snapshot;
+mod cluster_state;
 mod collector_api;
 mod collector_durability;
 mod collector_hostile;
