@@ -122,7 +122,7 @@ impl ApiError {
              retry shortly (reads go on from this node's cache)",
             1,
         );
-        e.code = "metastore_unavailable".into();
+        e.code = "metastore_unavailable";
         e
     }
 

@@ -18,6 +18,7 @@ use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{MetastoreError, SettingsError};
+use super::keys::refresh_every;
 use super::metastore::Metastore;
 use crate::retention::{OrgRetention, RetentionPolicy};
 use crate::saved_views::{SavedView, SavedViewError, SavedViews};
@@ -230,25 +231,13 @@ impl SettingsSync {
     /// Syncs every [`SETTINGS_REFRESH`] until `stop`; failures are logged once per distinct
     /// error, the cache stays in use.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(SETTINGS_REFRESH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            match self.sync().await {
-                Ok(()) => last_error = None,
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_deref() != Some(&message) {
-                        tracing::warn!(error = %message, "cannot read the cluster's settings; using the cached ones");
-                        last_error = Some(message);
-                    }
-                }
-            }
-        }
+        refresh_every(
+            SETTINGS_REFRESH,
+            stop,
+            "cannot read the cluster's settings; using the cached ones",
+            || self.sync(),
+        )
+        .await
     }
 
     /// Fails unless the metastore answers now: checked before a change is recorded in the
