@@ -139,14 +139,53 @@ impl SavedViews {
         check_name(&self.list(org)?, name, except)
     }
 
-    /// Adds `view`, made durable before this returns.
-    pub fn create(&self, org: &str, view: SavedView) -> Result<SavedView, SavedViewError> {
+    /// Applies `change` to the org's views and saves them (durable before this returns),
+    /// unless it fails.
+    pub fn change<T>(
+        &self,
+        org: &str,
+        change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError>,
+    ) -> Result<T, SavedViewError> {
         let _guard = self.locked();
         let mut views = self.read(org)?;
-        check_name(&views, &view.name, None)?;
-        views.push(view.clone());
+        let out = change(&mut views)?;
         self.write(org, views)?;
-        Ok(view)
+        Ok(out)
+    }
+
+    /// Cluster mode: the org's views made `views` (the node's cache of the cluster's), saved
+    /// if they changed. Returns whether they did.
+    pub fn replace(&self, org: &str, views: Vec<SavedView>) -> Result<bool, SavedViewError> {
+        let _guard = self.locked();
+        if self.read(org)? == views {
+            return Ok(false);
+        }
+        self.write(org, views)?;
+        Ok(true)
+    }
+
+    /// Every org with a views file, and its views (what a single node offers a cluster).
+    pub fn all(&self) -> Result<BTreeMap<String, Vec<SavedView>>, SavedViewError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| SavedViewError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut out = BTreeMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(org) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if codestax_common::is_valid_org_id(org) {
+                out.insert(org.to_string(), self.list(org)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `view`, made durable before this returns.
+    pub fn create(&self, org: &str, view: SavedView) -> Result<SavedView, SavedViewError> {
+        self.change(org, |views| add(views, view))
     }
 
     /// Applies `patch` to view `id`: the view before and after.
@@ -157,40 +196,54 @@ impl SavedViews {
         patch: ViewPatch,
         now: DateTime<Utc>,
     ) -> Result<(SavedView, SavedView), SavedViewError> {
-        let _guard = self.locked();
-        let mut views = self.read(org)?;
-        if let Some(name) = &patch.name {
-            check_name(&views, name, Some(id))?;
-        }
-        let view = views
-            .iter_mut()
-            .find(|v| v.id == id)
-            .ok_or(SavedViewError::NotFound)?;
-        let old = view.clone();
-        if let Some(name) = patch.name {
-            view.name = name;
-        }
-        if let Some(filters) = patch.filters {
-            view.filters = filters;
-        }
-        view.updated_at = now;
-        let new = view.clone();
-        self.write(org, views)?;
-        Ok((old, new))
+        self.change(org, |views| apply_patch(views, id, patch, now))
     }
 
     /// Removes view `id`: the view removed.
     pub fn delete(&self, org: &str, id: &str) -> Result<SavedView, SavedViewError> {
-        let _guard = self.locked();
-        let mut views = self.read(org)?;
-        let at = views
-            .iter()
-            .position(|v| v.id == id)
-            .ok_or(SavedViewError::NotFound)?;
-        let old = views.remove(at);
-        self.write(org, views)?;
-        Ok(old)
+        self.change(org, |views| remove(views, id))
     }
+}
+
+/// Adds `view` to an org's `views` (room left and its name free): the view.
+pub fn add(views: &mut Vec<SavedView>, view: SavedView) -> Result<SavedView, SavedViewError> {
+    check_name(views, &view.name, None)?;
+    views.push(view.clone());
+    Ok(view)
+}
+
+/// Applies `patch` to view `id` of `views`: the view before and after.
+pub fn apply_patch(
+    views: &mut [SavedView],
+    id: &str,
+    patch: ViewPatch,
+    now: DateTime<Utc>,
+) -> Result<(SavedView, SavedView), SavedViewError> {
+    if let Some(name) = &patch.name {
+        check_name(views, name, Some(id))?;
+    }
+    let view = views
+        .iter_mut()
+        .find(|v| v.id == id)
+        .ok_or(SavedViewError::NotFound)?;
+    let old = view.clone();
+    if let Some(name) = patch.name {
+        view.name = name;
+    }
+    if let Some(filters) = patch.filters {
+        view.filters = filters;
+    }
+    view.updated_at = now;
+    Ok((old, view.clone()))
+}
+
+/// Removes view `id` from `views`: the view removed.
+pub fn remove(views: &mut Vec<SavedView>, id: &str) -> Result<SavedView, SavedViewError> {
+    let at = views
+        .iter()
+        .position(|v| v.id == id)
+        .ok_or(SavedViewError::NotFound)?;
+    Ok(views.remove(at))
 }
 
 fn check_name(views: &[SavedView], name: &str, except: Option<&str>) -> Result<(), SavedViewError> {

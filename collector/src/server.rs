@@ -53,6 +53,10 @@ pub enum ServeError {
     Grpc(tonic::transport::Error),
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::JoinError),
+    #[error("cluster: {0}")]
+    SigningKey(#[from] crate::cluster::SigningKeyError),
+    #[error("cluster: the settings: {0}")]
+    Settings(#[from] crate::cluster::SettingsError),
     #[error("indexer stopped: {0}")]
     Indexer(String),
     #[error("saved views: {0}")]
@@ -147,6 +151,13 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         health.clone(),
         trees.clone(),
     )?;
+    // Cluster mode: every node signs with the cluster's key (cached in the data dir).
+    if let (Some(cluster), None) = (&config.cluster, &config.signing.key_file) {
+        let secret = SecretKey::load_or_generate(&stream_key_file(&config, &layout))
+            .map_err(|e| ServeError::Streams(e.to_string()))?;
+        crate::cluster::adopt_signing_key(cluster, &layout.root, &config.signing.key_name, &secret)
+            .await?;
+    }
     let heads = crate::tree::open_heads(&layout.heads, &layout.root, &config.signing, &trees)?;
     let ingest = Ingest::new(
         store.clone(),
@@ -173,6 +184,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     // The owners start once the indexer runs (they wait for its commits).
     let mut owners = None;
     let mut cluster_api = None;
+    let saved_views = Arc::new(SavedViews::open(&layout.root)?);
     let ingest = match &config.cluster {
         None => ingest,
         Some(cluster) => {
@@ -185,10 +197,19 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 tracing::warn!(error = %e, "cannot read the cluster's API keys at start; using the cached keys");
             }
             tokio::spawn(key_sync.clone().run(cluster_stop.clone()));
+            // Retention overrides and saved views: the data dir's offered, the cluster's cached.
+            let settings = Arc::new(crate::cluster::SettingsSync::new(
+                cluster,
+                retention.clone(),
+                saved_views.clone(),
+            ));
+            settings.offer_and_sync().await?;
+            tokio::spawn(settings.clone().run(cluster_stop.clone()));
             tokio::spawn(node.directory.clone().run(cluster_stop.clone()));
             cluster_api = Some(crate::cluster::ClusterApi {
                 directory: node.directory,
                 keys: key_sync,
+                settings,
             });
             owners = Some((
                 crate::cluster::Owners::new(
@@ -223,7 +244,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         heads,
         sidecars: Default::default(),
         health: health.clone(),
-        saved_views: Arc::new(SavedViews::open(&layout.root)?),
+        saved_views,
         streams: Some(streams.clone()),
         cluster: cluster_api,
     };
@@ -395,6 +416,15 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
 
 /// The secret key (kept outside the data directory), the stored and declared streams, and their
 /// delivery tasks.
+/// `streams.secret_key_file`, or `<data_dir>.streams-key` (beside the data dir, not in it).
+fn stream_key_file(config: &CollectorConfig, layout: &Layout) -> PathBuf {
+    config.streams.secret_key_file.clone().unwrap_or_else(|| {
+        let mut name = layout.root.as_os_str().to_owned();
+        name.push(".streams-key");
+        PathBuf::from(name)
+    })
+}
+
 async fn start_streams(
     config: &CollectorConfig,
     layout: &Layout,
@@ -402,13 +432,8 @@ async fn start_streams(
     trees: &Arc<crate::tree::Trees>,
     ingest: &Ingest,
 ) -> Result<Streams, ServeError> {
-    let key_file = config.streams.secret_key_file.clone().unwrap_or_else(|| {
-        let mut name = layout.root.as_os_str().to_owned();
-        name.push(".streams-key");
-        PathBuf::from(name)
-    });
-    let key =
-        SecretKey::load_or_generate(&key_file).map_err(|e| ServeError::Streams(e.to_string()))?;
+    let key = SecretKey::load_or_generate(&stream_key_file(config, layout))
+        .map_err(|e| ServeError::Streams(e.to_string()))?;
     let store =
         StreamStore::open(&layout.root, key).map_err(|e| ServeError::Streams(e.to_string()))?;
     let allow = Allowlist::new(&config.streams.allow_destinations).map_err(ServeError::Streams)?;

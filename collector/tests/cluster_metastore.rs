@@ -394,3 +394,73 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_3_keeps_settings_and_a_zombie_cannot_move_a_stream_cursor() {
+    let Some((_dir, pg)) = server("metastore cluster state") else {
+        return;
+    };
+    let (a, b) = (open(&pg, 2).await, open(&pg, 2).await);
+
+    // Retention overrides: an offer never replaces the cluster's value, a change does.
+    a.put_retention("acme", 400, true).await.unwrap();
+    b.put_retention("acme", 30, true).await.unwrap();
+    assert_eq!(b.retention_overrides().await.unwrap()["acme"], 400);
+    b.put_retention("acme", 30, false).await.unwrap();
+    assert_eq!(a.retention_overrides().await.unwrap()["acme"], 30);
+    // The table's own check refuses what the API would (1 to 3650 days).
+    assert!(a.put_retention("acme", 9999, false).await.is_err());
+
+    // The signing key: the first offer wins.
+    a.offer_signing_key("key-a", "sealed-a").await.unwrap();
+    b.offer_signing_key("key-b", "sealed-b").await.unwrap();
+    assert_eq!(
+        b.signing_key().await.unwrap(),
+        Some(("key-a".into(), "sealed-a".into()))
+    );
+
+    // Stream cursors: written under the shard's lease; after a takeover the old epoch is
+    // fenced and cannot move the cursor back.
+    let cursor = |seq: u64| serde_json::json!({ "version": 1, "delivered_seq": seq });
+    let old = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+    a.put_stream_cursor(&old, "acme", "s1", &cursor(10))
+        .await
+        .unwrap();
+    a.put_stream_cursor(&old, "acme", "s1", &cursor(20))
+        .await
+        .unwrap();
+    let new = loop {
+        if let Some(l) = b.acquire(1, "b", TTL).await.unwrap() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(new.epoch > old.epoch);
+    assert_eq!(
+        b.stream_cursor("acme", "s1").await.unwrap(),
+        Some((old.epoch, cursor(20))),
+        "the new owner continues from the old owner's cursor"
+    );
+    b.put_stream_cursor(&new, "acme", "s1", &cursor(25))
+        .await
+        .unwrap();
+    let err = a
+        .put_stream_cursor(&old, "acme", "s1", &cursor(15))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MetastoreError::Fenced { shard: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        a.stream_cursor("acme", "s1").await.unwrap(),
+        Some((new.epoch, cursor(25)))
+    );
+    // Nor may a zombie create a cursor for another stream of the shard.
+    assert!(
+        a.put_stream_cursor(&old, "acme", "s2", &cursor(1))
+            .await
+            .is_err()
+    );
+    assert_eq!(a.stream_cursor("acme", "s2").await.unwrap(), None);
+}

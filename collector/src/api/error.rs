@@ -113,6 +113,19 @@ impl ApiError {
         }
     }
 
+    /// 503 with a retry hint: cluster mode, a change of a setting kept in the metastore
+    /// (retention, saved views) while PostgreSQL cannot be reached. Nothing was changed.
+    pub fn metastore_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "a settings change refused: the metastore is unreachable");
+        let mut e = Self::unavailable(
+            "the cluster's metastore (PostgreSQL) cannot be reached, so nothing was changed; \
+             retry shortly (reads go on from this node's cache)",
+            1,
+        );
+        e.code = "metastore_unavailable";
+        e
+    }
+
     /// 503 with a retry hint: the org's shard has no live owner now (a failover in progress,
     /// or the owner unreachable). Never a stale or partial answer instead.
     pub fn shard_unavailable(shard: u32) -> Self {

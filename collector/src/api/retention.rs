@@ -7,6 +7,7 @@ use super::auth::{ChangeRetention, OrgAccess, ReadLog};
 use super::body::read_json;
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
+use crate::cluster::SettingsError;
 use crate::keys::KeyInfo;
 use crate::retention::{OrgRetention, RetentionError, RetentionPolicy, Source};
 use axum::Json;
@@ -98,6 +99,11 @@ pub async fn put(
             new: Source::Api.as_str().into(),
         });
     }
+    // Cluster mode: refused before it is recorded while the metastore is unreachable.
+    let settings = state.cluster.as_ref().map(|c| c.settings.clone());
+    if let Some(settings) = &settings {
+        settings.check_writable().await.map_err(settings_error)?;
+    }
     record_action(
         &state,
         &key,
@@ -107,11 +113,19 @@ pub async fn put(
         metadata,
     )
     .await?;
-    let policy = state.retention.clone();
-    let new = tokio::task::spawn_blocking(move || policy.set_days(&org, days))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(retention_error)?;
+    let new = match settings {
+        Some(settings) => settings
+            .set_retention(&org, days)
+            .await
+            .map_err(settings_error)?,
+        None => {
+            let policy = state.retention.clone();
+            tokio::task::spawn_blocking(move || policy.set_days(&org, days))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(retention_error)?
+        }
+    };
     tracing::info!(
         org = new.org_id.as_str(),
         old = old.days,
@@ -150,6 +164,13 @@ fn parse_days(value: serde_json::Value) -> Result<u32, ApiError> {
 
 fn malformed(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message).with_field("body")
+}
+
+fn settings_error(e: SettingsError) -> ApiError {
+    match e {
+        SettingsError::Retention(e) => retention_error(e),
+        other => ApiError::from(other),
+    }
 }
 
 fn retention_error(e: RetentionError) -> ApiError {

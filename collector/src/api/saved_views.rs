@@ -16,8 +16,9 @@ use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::params::{self, Route};
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
+use crate::cluster::SettingsError;
 use crate::saved_views::{
-    MAX_NAME_CHARS, SavedView, SavedViewError, SavedViews, ViewPatch, new_id,
+    self as views, MAX_NAME_CHARS, SavedView, SavedViewError, SavedViews, ViewPatch, new_id,
 };
 use axum::Json;
 use axum::body::Body;
@@ -48,6 +49,39 @@ impl From<SavedViewError> for ApiError {
             }
             SavedViewError::State(_) | SavedViewError::Dir { .. } => ApiError::internal(e),
         }
+    }
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(e: SettingsError) -> Self {
+        match e {
+            SettingsError::Metastore(_) | SettingsError::Timeout(_) => {
+                ApiError::metastore_unavailable(&e)
+            }
+            SettingsError::Views(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Cluster mode: refuses a change before it is recorded while the metastore is unreachable.
+async fn check_writable(state: &AppState) -> Result<(), ApiError> {
+    match &state.cluster {
+        Some(cluster) => Ok(cluster.settings.check_writable().await?),
+        None => Ok(()),
+    }
+}
+
+/// Applies `change` to the org's views: in the metastore then this node's cache in cluster
+/// mode, in this node's files otherwise.
+async fn change_views<T: Send + 'static>(
+    state: &AppState,
+    org: String,
+    change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match &state.cluster {
+        Some(cluster) => Ok(cluster.settings.change_views(&org, change).await?),
+        None => with_store(state, move |s| s.change(&org, change)).await,
     }
 }
 
@@ -100,6 +134,7 @@ pub async fn create(
     metadata
         .extra
         .insert("filters".into(), filters_value(&filters));
+    check_writable(&state).await?;
     record_action(
         &state,
         &key,
@@ -118,7 +153,7 @@ pub async fn create(
         updated_at: now,
         created_by: key.id.clone(),
     };
-    let view = with_store(&state, move |s| s.create(&org, view)).await?;
+    let view = change_views(&state, org, move |v| views::add(v, view)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -154,6 +189,7 @@ pub async fn patch(
     }
     let mut metadata = about(&id, &old.name);
     metadata.changes = changes;
+    check_writable(&state).await?;
     record_action(
         &state,
         &key,
@@ -164,7 +200,8 @@ pub async fn patch(
     )
     .await?;
     let now = codestax_common::time::truncate_to_micros(Utc::now());
-    let (_, view) = with_store(&state, move |s| s.patch(&org, &id, patch, now)).await?;
+    let (_, view) =
+        change_views(&state, org, move |v| views::apply_patch(v, &id, patch, now)).await?;
     Ok(Json(view))
 }
 
@@ -177,6 +214,7 @@ pub async fn delete(
         let (org, id) = (org.clone(), id.clone());
         with_store(&state, move |s| s.get(&org, &id)).await?
     };
+    check_writable(&state).await?;
     record_action(
         &state,
         &key,
@@ -186,7 +224,7 @@ pub async fn delete(
         about(&id, &old.name),
     )
     .await?;
-    with_store(&state, move |s| s.delete(&org, &id)).await?;
+    change_views(&state, org, move |v| views::remove(v, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -98,3 +98,21 @@ pub enum ClusterKeysError {
     #[error(transparent)]
     Metastore(#[from] MetastoreError),
 }
+
+/// A cluster-wide setting (retention override, saved view) could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The metastore is unreachable: nothing was changed (the API answers 503).
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error("the metastore did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
+    #[error(transparent)]
+    Views(#[from] crate::saved_views::SavedViewError),
+    #[error("saved views of org {org} in the metastore are not readable: {reason}")]
+    Decode { org: String, reason: String },
+    #[error("background task failed: {0}")]
+    Task(String),
+}

@@ -191,25 +191,13 @@ impl KeySync {
     /// Syncs every [`KEY_REFRESH`] until `stop`. Failures (the metastore down) are logged once
     /// per distinct error; the cached keys stay in use.
     pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(KEY_REFRESH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            match self.sync().await {
-                Ok(_) => last_error = None,
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_deref() != Some(&message) {
-                        tracing::warn!(error = %message, "cannot read the cluster's API keys; using the cached keys");
-                        last_error = Some(message);
-                    }
-                }
-            }
-        }
+        refresh_every(
+            KEY_REFRESH,
+            stop,
+            "cannot read the cluster's API keys; using the cached keys",
+            || async { self.sync().await.map(|_| ()) },
+        )
+        .await
     }
 
     /// For a token the cache does not know: syncs once (within [`UNKNOWN_TOKEN_WAIT`], at most
@@ -280,4 +268,36 @@ pub async fn run_cluster_keys_command(
         KeysCommand::Revoke { id } => print_revoked(&m.revoke_key(&id).await?, out)?,
     }
     Ok(())
+}
+
+/// Runs `round` every `period` until `stop`, for a cache of the metastore: a failure is logged
+/// (`warning`) once per distinct error, and the cache stays in use.
+pub(super) async fn refresh_every<F, E>(
+    period: Duration,
+    stop: CancellationToken,
+    warning: &str,
+    mut round: impl FnMut() -> F,
+) where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match round().await {
+            Ok(()) => last_error = None,
+            Err(e) => {
+                let message = e.to_string();
+                if last_error.as_deref() != Some(&message) {
+                    tracing::warn!(error = %message, "{warning}");
+                    last_error = Some(message);
+                }
+            }
+        }
+    }
 }

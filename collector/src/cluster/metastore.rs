@@ -59,6 +59,44 @@ const MIGRATIONS: &[(i32, &str)] = &[
     );
     CREATE INDEX api_keys_org ON api_keys (org_id, created_at);",
     ),
+    // The settings every node caches (cluster::settings), the cluster's one signing key
+    // (cluster::signing), and streams with their cursors, fenced by the shard's epoch.
+    (
+        3,
+        "CREATE TABLE retention_overrides (
+        org_id     text PRIMARY KEY,
+        days       integer NOT NULL CHECK (days BETWEEN 1 AND 3650),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE saved_views (
+        org_id     text PRIMARY KEY,
+        views      jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE signing_key (
+        singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        verifier      text NOT NULL,
+        sealed_signer text NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE streams (
+        org_id     text NOT NULL,
+        id         text NOT NULL,
+        definition jsonb NOT NULL,
+        deleted_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (org_id, id)
+    );
+    CREATE TABLE stream_cursors (
+        org_id     text NOT NULL,
+        id         text NOT NULL,
+        shard      integer NOT NULL REFERENCES shard_leases (shard),
+        epoch      bigint NOT NULL,
+        cursor     jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (org_id, id)
+    );",
+    ),
 ];
 
 /// The schema version this collector migrates to: its newest migration's.

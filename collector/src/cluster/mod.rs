@@ -3,9 +3,11 @@
 //! leases, the JetStream log ingest publishes to, joining at start, and the owners that consume
 //! the held shards into the local store and index; API keys kept in the metastore and cached
 //! on every node; the directory of shard owners that routes an org's reads, and the proxy that
-//! forwards them.
+//! forwards them; retention overrides, saved views and the signing key kept in the metastore
+//! and cached on every node; stream cursors written under the shard's epoch.
 
 mod cli;
+mod cursors;
 mod directory;
 mod error;
 mod jetstream;
@@ -16,13 +18,17 @@ mod node;
 mod owner;
 mod plan;
 mod proxy;
+mod settings;
 mod shard;
+mod signing;
 mod snapshot;
 mod status;
 
 pub use cli::{ClusterCliError, ClusterCommand, run_cluster_command};
 pub use directory::{DIRECTORY_REFRESH, Route, ShardDirectory, ShardOwner};
-pub use error::{ClusterKeysError, JoinError, LogError, MetastoreError, SnapshotError};
+pub use error::{
+    ClusterKeysError, JoinError, LogError, MetastoreError, SettingsError, SnapshotError,
+};
 pub use jetstream::{
     Appended, DUPLICATE_WINDOW, JetStreamLog, LogSettings, ORG_HEADER, OWNER_ACK_WAIT,
     OWNER_CONSUMER_IDLE, PUBLISH_TIMEOUT,
@@ -34,14 +40,17 @@ pub use node::ClusterNode;
 pub use owner::{OWNER_RECEIVER, Owners, Serving, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
 pub use proxy::{ProxyError, ROUTED_HEADER, forward};
+pub use settings::{SETTINGS_REFRESH, SettingsSync};
 pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};
+pub use signing::{BINDING as SIGNING_KEY_BINDING, SigningKeyError, adopt_signing_key};
 pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, cluster_status, write_status};
 
-/// What the HTTP API uses of the cluster: where an org's reads go, and the keys' refresh for an
-/// unknown token.
+/// What the HTTP API uses of the cluster: where an org's reads go, the keys' refresh for an
+/// unknown token, and the settings kept in the metastore.
 #[derive(Clone)]
 pub struct ClusterApi {
     pub directory: ShardDirectory,
     pub keys: std::sync::Arc<KeySync>,
+    pub settings: std::sync::Arc<SettingsSync>,
 }

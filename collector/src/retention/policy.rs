@@ -231,6 +231,38 @@ impl RetentionPolicy {
         Ok(self.for_org(org))
     }
 
+    /// The overrides set through the API, per org.
+    pub fn overrides(&self) -> BTreeMap<String, u32> {
+        self.read_overrides().clone()
+    }
+
+    /// Cluster mode: the node's cache of the cluster's overrides made `days` (entries out of
+    /// range skipped with a warning), saved like [`RetentionPolicy::set_days`] if it changed.
+    /// Blocking (fsync). Returns whether it changed.
+    pub fn replace_overrides(&self, days: BTreeMap<String, u32>) -> Result<bool, RetentionError> {
+        let days: BTreeMap<String, u32> = days
+            .into_iter()
+            .filter(|(org, d)| {
+                let ok = (1..=MAX_RETENTION_DAYS).contains(d);
+                if !ok {
+                    tracing::warn!(
+                        org = org.as_str(),
+                        days = d,
+                        "ignoring an out-of-range retention override"
+                    );
+                }
+                ok
+            })
+            .collect();
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        if *self.read_overrides() == days {
+            return Ok(false);
+        }
+        self.store.save(&days)?;
+        *self.overrides.write().unwrap_or_else(|e| e.into_inner()) = days;
+        Ok(true)
+    }
+
     fn configured(&self, org: &str) -> Configured {
         self.orgs.get(org).copied().unwrap_or(Configured {
             plan: Plan::Free,

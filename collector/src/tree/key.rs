@@ -105,6 +105,14 @@ fn generate(path: &Path, name: &str) -> Result<NoteSigner, KeyFileError> {
         .try_fill_bytes(&mut seed)
         .map_err(|e| KeyFileError::Rng(e.to_string()))?;
     let signer = NoteSigner::new(name, seed).map_err(KeyFileError::Name)?;
+    write(path, &signer)?;
+    tracing::info!(path = %path.display(), key = %signer.verifier(), "generated the signing key");
+    Ok(signer)
+}
+
+/// Writes `signer` to `path` atomically, mode 0600 (a cluster node keeps the cluster's key
+/// there).
+pub fn write(path: &Path, signer: &NoteSigner) -> Result<(), KeyFileError> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(".tmp");
     let temp = PathBuf::from(temp);
@@ -115,9 +123,7 @@ fn generate(path: &Path, name: &str) -> Result<NoteSigner, KeyFileError> {
         AtomicFile::create_with(path, &temp, &mut options).map_err(KeyFileError::Write)?;
     file.write_all(format!("{}\n", signer.encode()).as_bytes())
         .map_err(|source| KeyFileError::Write(StateFileError::Write { path: temp, source }))?;
-    file.commit().map_err(KeyFileError::Write)?;
-    tracing::info!(path = %path.display(), key = %signer.verifier(), "generated the signing key");
-    Ok(signer)
+    file.commit().map_err(KeyFileError::Write)
 }
 
 #[cfg(test)]

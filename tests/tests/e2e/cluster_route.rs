@@ -24,13 +24,13 @@ const SHARDS: u64 = 4;
 const QUERY: &str = "action=auth.login";
 
 /// docs/cluster.md: the first 8 bytes of SHA-256(org), big-endian, modulo the shard count.
-fn shard_of(org: &str) -> u64 {
+pub(crate) fn shard_of(org: &str) -> u64 {
     let digest = Sha256::digest(org.as_bytes());
     u64::from_be_bytes(digest[..8].try_into().unwrap()) % SHARDS
 }
 
 /// `codestax-collector cluster status --json` with `c`'s config.
-fn status(c: &Collector) -> Value {
+pub(crate) fn status(c: &Collector) -> Value {
     let mut cmd = Command::new(codestax_harness::bin("codestax-collector"));
     cmd.args(["cluster", "status", "--json", "--config"])
         .arg(&c.config_path);
@@ -45,7 +45,7 @@ fn status(c: &Collector) -> Value {
 }
 
 /// Waits until every shard has a live owner and both nodes own two: shard -> owner.
-fn wait_for_even_spread(c: &Collector) -> BTreeMap<u64, String> {
+pub(crate) fn wait_for_even_spread(c: &Collector) -> BTreeMap<u64, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(c);
@@ -66,7 +66,7 @@ fn wait_for_even_spread(c: &Collector) -> BTreeMap<u64, String> {
 
 /// GET `path` with `token` until it answers 200 (a node may still be catching up with who owns
 /// what); returns the JSON body.
-fn get_ok(c: &Collector, path: &str, token: &str) -> Value {
+pub(crate) fn get_ok(c: &Collector, path: &str, token: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = c.get(path, token);

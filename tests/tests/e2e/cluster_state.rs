@@ -1,0 +1,229 @@
+//! Cluster mode, the state kept in PostgreSQL, over two collectors on a real 3-node JetStream
+//! cluster and a real PostgreSQL: both nodes publish the same signing key and a checkpoint
+//! signed by A (its shard) and one signed by B (its shard) verify with it; a saved view made on
+//! A is listed on B; a retention override set on A for an org of A's shard is B's after A is
+//! killed (kill -9) and B takes the shard, and in B's own override file (what its janitor
+//! reads); with PostgreSQL stopped, B still answers reads from its cache and refuses changes
+//! with 503 `metastore_unavailable`, nothing changed; a single node's saved view is offered to
+//! the cluster when its data dir joins. Missing servers: SKIPPED outside CI, a failure in CI.
+
+use std::time::{Duration, Instant};
+
+use codestax_common::note::{self, VerifierKey};
+use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres};
+use serde_json::{Value, json};
+
+use crate::cluster_ingest::{PASSWORD, batch, cluster_toml, ingest_until_acked, pg_password};
+use crate::cluster_route::{get_ok, shard_of, status, wait_for_even_spread};
+
+/// Enterprise orgs (retention can be changed), one on each of the 4 shards.
+const ORGS: [&str; 4] = ["acme", "cyberdyne", "stark", "globex"];
+
+/// What both nodes add to their `[cluster]`: the orgs, and the stream secret key file every
+/// node shares (it seals the cluster's signing key in PostgreSQL).
+fn settings(node: &str, c: &Collector, nats: &NatsCluster, pg: &Postgres, key: &str) -> String {
+    let mut s = cluster_toml(node, c.http_port, nats, pg);
+    for org in ORGS {
+        s.push_str(&format!(
+            "[[orgs]]\nid = \"{org}\"\nplan = \"enterprise\"\n"
+        ));
+    }
+    s.push_str(&format!("[streams]\nsecret_key_file = {key:?}\n"));
+    s
+}
+
+fn node(dir: &std::path::Path, name: &str) -> Collector {
+    let mut options = CollectorOptions::for_tests(&dir.join(name), "");
+    options.before_spawn = Some(pg_password);
+    Collector::configure(options).unwrap()
+}
+
+fn put_retention(c: &Collector, org: &str, token: &str, days: u32) -> (u16, Value) {
+    let r = c
+        .client()
+        .put(c.url(&format!("/api/v1/orgs/{org}/settings/retention")))
+        .bearer_auth(token)
+        .json(&json!({ "days": days }))
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+fn create_view(c: &Collector, org: &str, token: &str, name: &str) -> (u16, Value) {
+    let body = json!({ "name": name, "filters": { "action": ["auth.login"] } });
+    let r = c.post(
+        &format!("/api/v1/orgs/{org}/saved-views"),
+        token,
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+fn view_names(c: &Collector, org: &str, token: &str) -> Vec<String> {
+    let list = c.get_json(&format!("/api/v1/orgs/{org}/saved-views"), token);
+    list["views"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls `check` until it holds (a node's cache follows the metastore within a second).
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `org`'s checkpoint from `c` once its tree holds records, opened with `key`.
+fn checkpoint_verifies(c: &Collector, org: &str, token: &str, key: &VerifierKey) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let head = loop {
+        let head = get_ok(
+            c,
+            &format!("/api/v1/orgs/{org}/audit-log/checkpoint"),
+            token,
+        );
+        if head["tree_size"].as_u64().unwrap_or(0) >= 5 {
+            break head;
+        }
+        assert!(Instant::now() < deadline, "{org}: {head}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let signed = head["checkpoint"].as_str().unwrap();
+    note::open(signed, key).unwrap_or_else(|e| panic!("{org}'s checkpoint: {e:?}\n{signed}"));
+}
+
+#[test]
+fn retention_views_and_the_signing_key_are_the_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let Some(nats) = NatsCluster::start_or_skip("cluster state", dir.path()) else {
+        return;
+    };
+    let Some(mut pg) = Postgres::start_or_skip("cluster state", pg_dir.path(), PASSWORD) else {
+        return;
+    };
+    let key_file = dir.path().join("streams.key");
+    let key_file = key_file.to_str().unwrap();
+
+    // A single node first, with a saved view: its data dir then joins the cluster as A.
+    let mut single = Collector::start(&dir.path().join("c1"), "");
+    let single_owner = single.create_key("acme", "ORG_OWNER");
+    assert_eq!(
+        create_view(&single, "acme", &single_owner, "From before").0,
+        201
+    );
+    single.terminate().unwrap();
+    let mut a = node(dir.path(), "c1");
+    let a_settings = settings("c1", &a, &nats, &pg, key_file);
+    a.restart_with(&a_settings)
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.stderr()));
+    let mut b = node(dir.path(), "c2");
+    let b_settings = settings("c2", &b, &nats, &pg, key_file);
+    b.restart_with(&b_settings)
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.stderr()));
+    let owners = wait_for_even_spread(&a);
+    let owned_by = |node: &str| -> &str {
+        ORGS.iter()
+            .copied()
+            .find(|o| owners[&shard_of(o)] == node)
+            .unwrap()
+    };
+    let (org_a, org_b) = (owned_by("c1"), owned_by("c2"));
+    let owner_keys: Vec<(&str, String)> = ORGS
+        .iter()
+        .map(|&o| (o, a.new_key(o, "ORG_OWNER").unwrap()))
+        .collect();
+    let token = |org: &str| {
+        owner_keys
+            .iter()
+            .find(|(o, _)| *o == org)
+            .unwrap()
+            .1
+            .clone()
+    };
+    for org in [org_a, org_b] {
+        let ingest = a.new_key(org, "INGEST").unwrap();
+        ingest_until_acked(&a, &ingest, &batch(org, 0, 5));
+    }
+
+    // One published key: the same on both nodes; A signs its shard's heads, B its own.
+    let published_a = a.get_json("/api/v1/signing-key", &token(org_a));
+    let published_b = b.get_json("/api/v1/signing-key", &token(org_a));
+    assert_eq!(published_a, published_b);
+    let key = VerifierKey::parse(published_a["verifier_key"].as_str().unwrap()).unwrap();
+    checkpoint_verifies(&a, org_a, &token(org_a), &key);
+    checkpoint_verifies(&b, org_b, &token(org_b), &key);
+
+    // Saved views: the single node's was offered to the cluster; one made on A is on B.
+    assert_eq!(
+        create_view(&a, org_b, &token(org_b), "Logins").0,
+        201,
+        "{}",
+        a.stderr()
+    );
+    eventually("A's view listed on B", Duration::from_secs(5), || {
+        view_names(&b, org_b, &token(org_b)) == ["Logins"]
+    });
+    assert_eq!(view_names(&b, "acme", &token("acme")), ["From before"]);
+    let (status_code, body) = create_view(&b, org_b, &token(org_b), "logins");
+    assert_eq!(
+        (status_code, body["error"]["code"].as_str()),
+        (409, Some("name_taken")),
+        "one name per org across nodes: {body}"
+    );
+
+    // Retention set on A for an org of A's shard; A dies; B owns the shard and enforces it.
+    let (code, body) = put_retention(&a, org_a, &token(org_a), 400);
+    assert_eq!((code, body["days"].as_u64()), (200, Some(400)), "{body}");
+    a.kill9();
+    eventually("B owns every shard", Duration::from_secs(30), || {
+        status(&b)["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["owner"] == "c2")
+    });
+    let served = get_ok(
+        &b,
+        &format!("/api/v1/orgs/{org_a}/settings/retention"),
+        &token(org_a),
+    );
+    assert_eq!(
+        (served["days"].as_u64(), served["source"].as_str()),
+        (Some(400), Some("api")),
+        "{served}"
+    );
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(b.data_dir.join("retention-overrides.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(file["days"][org_a], 400, "B's janitor reads it: {file}");
+
+    // PostgreSQL down: reads from B's cache, changes refused (nothing changed).
+    pg.stop().unwrap();
+    let (code, body) = put_retention(&b, org_a, &token(org_a), 30);
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("metastore_unavailable")),
+        "{body}"
+    );
+    let (code, body) = create_view(&b, org_b, &token(org_b), "During the outage");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("metastore_unavailable")),
+        "{body}"
+    );
+    assert_eq!(view_names(&b, org_b, &token(org_b)), ["Logins"]);
+    let served = get_ok(
+        &b,
+        &format!("/api/v1/orgs/{org_a}/settings/retention"),
+        &token(org_a),
+    );
+    assert_eq!(served["days"], 400, "{served}");
+}
