@@ -16,6 +16,7 @@
 //! chain checkpoints first. A snapshot carries its orgs' checkpoints and leaves out what they
 //! deleted; a restore takes them in ([`ChainCheckpoints::adopt`]) before it restores the records
 //! after them, so each org's chain continues from its retained tail on the next owner.
+//!
 //! Reads: a shard's reads are answered here only once its task restored the snapshot and caught
 //! up with the stream under its epoch ([`Serving`]); until then they answer 503.
 //!
