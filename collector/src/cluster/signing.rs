@@ -37,6 +37,8 @@ pub enum SigningKeyError {
     Open(SecretError),
     #[error("the cluster's signing key in the metastore is damaged: {0}")]
     Damaged(NoteError),
+    #[error("the cluster's signing key was offered but the metastore does not return it")]
+    NotStored,
 }
 
 impl Metastore {
@@ -98,10 +100,7 @@ pub async fn adopt_signing_key(
                 &secret.seal(BINDING, own.encode().as_bytes()),
             )
             .await?;
-            let (_, sealed) = m
-                .signing_key()
-                .await?
-                .expect("offered above, and never deleted");
+            let (_, sealed) = m.signing_key().await?.ok_or(SigningKeyError::NotStored)?;
             sealed
         }
     };
@@ -116,8 +115,13 @@ pub async fn adopt_signing_key(
             tracing::warn!(
                 replaced = %own.verifier(),
                 cluster = %signer.verifier(),
-                "this node's signing key is replaced by the cluster's; heads it signed before verify with the old one"
+                "this node's signing key is replaced by the cluster's; heads it signed before verify \
+                 with the old one, kept beside it as signing-key.replaced-<unix seconds>"
             );
+            // Kept, not overwritten: what it signed must stay verifiable.
+            let mut kept = path.as_os_str().to_owned();
+            kept.push(format!(".replaced-{}", chrono::Utc::now().timestamp()));
+            key::write(Path::new(&kept), own)?;
             key::write(&path, &signer)?;
         }
         None => key::write(&path, &signer)?,
