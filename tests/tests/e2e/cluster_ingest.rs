@@ -48,10 +48,31 @@ pub(crate) fn cluster_toml_with(
          [cluster.nats]\nurls = [{}]\nstream = \"{STREAM}\"\nreplicas = 3\n\
          [cluster.postgres]\nurl = \"{}\"\n\
          [cluster.object_store]\nurl = \"s3://codestax/test\"\nendpoint = \"{s3_endpoint}\"\n\
-         allow_http = true\n",
+         allow_http = true\n\
+         [streams]\nsecret_key_file = {:?}\n",
         urls.join(", "),
-        pg.url()
+        pg.url(),
+        shared_secret_key(pg)
     )
+}
+
+/// The stream secret key file every node of one test cluster shares (it seals the cluster's
+/// signing key in PostgreSQL: a node with another key refuses to start, docs/cluster.md). One
+/// per PostgreSQL server, i.e. per test cluster; its content is fixed, so nodes writing it at
+/// once write the same.
+fn shared_secret_key(pg: &Postgres) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "codestax-test-cluster-{}.streams-key",
+        pg.url()
+            .rsplit(':')
+            .next()
+            .unwrap_or("pg")
+            .replace('/', "-")
+    ));
+    if !path.exists() {
+        std::fs::write(&path, "5e".repeat(32)).expect("write the shared stream secret key");
+    }
+    path
 }
 
 /// Sends `records` until they are acknowledged (a 503 while the stream elects a leader is

@@ -19,16 +19,15 @@ use crate::cluster_route::{get_ok, shard_of, status, wait_for_even_spread};
 /// Enterprise orgs (retention can be changed), one on each of the 4 shards.
 const ORGS: [&str; 4] = ["acme", "cyberdyne", "stark", "globex"];
 
-/// What both nodes add to their `[cluster]`: the orgs, and the stream secret key file every
-/// node shares (it seals the cluster's signing key in PostgreSQL).
-fn settings(node: &str, c: &Collector, nats: &NatsCluster, pg: &Postgres, key: &str) -> String {
+/// What both nodes add to their `[cluster]`: the orgs (the stream secret key file every node
+/// shares is `cluster_toml`'s).
+fn settings(node: &str, c: &Collector, nats: &NatsCluster, pg: &Postgres) -> String {
     let mut s = cluster_toml(node, c.http_port, nats, pg);
     for org in ORGS {
         s.push_str(&format!(
             "[[orgs]]\nid = \"{org}\"\nplan = \"enterprise\"\n"
         ));
     }
-    s.push_str(&format!("[streams]\nsecret_key_file = {key:?}\n"));
     s
 }
 
@@ -108,8 +107,6 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
     let Some(mut pg) = Postgres::start_or_skip("cluster state", pg_dir.path(), PASSWORD) else {
         return;
     };
-    let key_file = dir.path().join("streams.key");
-    let key_file = key_file.to_str().unwrap();
 
     // A single node first, with a saved view: its data dir then joins the cluster as A.
     let mut single = Collector::start(&dir.path().join("c1"), "");
@@ -120,11 +117,11 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
     );
     single.terminate().unwrap();
     let mut a = node(dir.path(), "c1");
-    let a_settings = settings("c1", &a, &nats, &pg, key_file);
+    let a_settings = settings("c1", &a, &nats, &pg);
     a.restart_with(&a_settings)
         .unwrap_or_else(|e| panic!("{e}\n{}", a.stderr()));
     let mut b = node(dir.path(), "c2");
-    let b_settings = settings("c2", &b, &nats, &pg, key_file);
+    let b_settings = settings("c2", &b, &nats, &pg);
     b.restart_with(&b_settings)
         .unwrap_or_else(|e| panic!("{e}\n{}", b.stderr()));
     let owners = wait_for_even_spread(&a);
