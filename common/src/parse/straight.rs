@@ -7,7 +7,7 @@ use crate::record::{
 };
 use crate::schema::{Field, Input, Object};
 use crate::validate::{Rules, validate};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
 
@@ -41,6 +41,52 @@ pub(super) fn read(
 /// Gives up on the fast reading (the message is never shown).
 fn give_up<E: de::Error>() -> E {
     E::custom("not for the fast reading")
+}
+
+/// A dropped field's value, read only to be thrown away — but read as a value, not skipped:
+/// skipping (`IgnoredAny`) does not check a number's range, so a line the thorough path refuses
+/// as invalid JSON (`1e400`) would pass here. Scalars are read; anything else gives up.
+struct DroppedScalar;
+
+impl<'de> de::Deserialize<'de> for DroppedScalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DroppedScalar)
+    }
+}
+
+impl<'de> Visitor<'de> for DroppedScalar {
+    type Value = DroppedScalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number, boolean or null")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_none<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self, A::Error> {
+        Err(give_up())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self, A::Error> {
+        Err(give_up())
+    }
 }
 
 /// The fields an object of the line has given so far.
@@ -155,7 +201,7 @@ impl<'de> Visitor<'de> for RecordInto<'_, '_> {
                 Input::Read | Input::Derived => {}
                 // The hash-chain fields are the collector's to assign: dropped, whatever they say.
                 Input::Dropped => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<DroppedScalar>()?;
                     continue;
                 }
                 Input::Refused if !self.collector_entries => return Err(give_up()),
