@@ -69,13 +69,28 @@ impl Servers {
 
     /// Starts `c` as cluster node `name` (its `[cluster]` written), ready.
     pub(crate) fn join(&self, c: &mut Collector, name: &str) {
-        let settings = cluster_toml_with(
-            name,
-            c.http_port,
-            &self.nats,
-            &self.pg,
-            &self.s3.endpoint(),
-            SNAPSHOT_INTERVAL,
+        self.join_with(c, name, "", SNAPSHOT_INTERVAL);
+    }
+
+    /// [`Servers::join`] with `settings` before the `[cluster]` and snapshots every
+    /// `snapshot_interval`.
+    pub(crate) fn join_with(
+        &self,
+        c: &mut Collector,
+        name: &str,
+        settings: &str,
+        snapshot_interval: &str,
+    ) {
+        let settings = format!(
+            "{settings}{}",
+            cluster_toml_with(
+                name,
+                c.http_port,
+                &self.nats,
+                &self.pg,
+                &self.s3.endpoint(),
+                snapshot_interval,
+            )
         );
         c.restart_with(&settings)
             .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));

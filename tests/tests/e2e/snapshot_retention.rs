@@ -7,44 +7,23 @@
 //! Missing servers: SKIPPED outside CI, a failure in CI.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use codestax_common::AuditRecord;
-use codestax_harness::{Collector, CollectorOptions, MotoS3, NatsCluster, Postgres, record};
+use codestax_harness::{Collector, record};
 use serde_json::Value;
 
-use crate::cluster_ingest::{PASSWORD, cluster_toml_with, ingest_until_acked, pg_password};
+use crate::cluster_common::{QUERY, Servers};
+use crate::cluster_ingest::ingest_until_acked;
 
 const ORG: &str = "acme";
-const QUERY: &str = "action=auth.login";
 const RETENTION: &str = "[retention]\ndefault_days = 3\njanitor_interval = \"1s\"\n";
 
-fn node_env(cmd: &mut Command) {
-    pg_password(cmd);
-    cmd.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn,codestax_collector::cluster=info");
-}
-
-fn start(
-    dir: &std::path::Path,
-    name: &str,
-    nats: &NatsCluster,
-    pg: &Postgres,
-    s3: &MotoS3,
-) -> Collector {
-    let mut options = CollectorOptions::for_tests(&dir.join(name), "");
-    options.before_spawn = Some(node_env);
-    options.stderr = Some(dir.join(format!("{name}.stderr")));
-    let mut c = Collector::configure(options).unwrap();
-    let settings = format!(
-        "{RETENTION}{}",
-        cluster_toml_with(name, c.http_port, nats, pg, &s3.endpoint(), "1s")
-    );
-    c.restart_with(&settings)
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
+/// Node `name` of `servers`, started with a 3-day retention and snapshots every second.
+fn start(servers: &Servers, name: &str) -> Collector {
+    let mut c = servers.node(name);
+    servers.join_with(&mut c, name, RETENTION, "1s");
     c
 }
 
@@ -97,24 +76,10 @@ fn export(c: &Collector, admin: &str) -> Vec<AuditRecord> {
 
 #[test]
 fn a_survivor_restores_a_shard_from_its_retained_tail_and_the_chain_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg_dir = tempfile::tempdir().unwrap();
-    let s3_dir = tempfile::tempdir().unwrap();
-    let what = "snapshot retention";
-    let Some(nats) = NatsCluster::start_or_skip(what, dir.path()) else {
+    let Some(servers) = Servers::start_or_skip("snapshot retention") else {
         return;
     };
-    let Some(pg) = Postgres::start_or_skip(what, pg_dir.path(), PASSWORD) else {
-        return;
-    };
-    let Some(s3) = MotoS3::start_or_skip(what, s3_dir.path()) else {
-        return;
-    };
-    s3.create_bucket("codestax").unwrap();
-    let mut nodes = [
-        start(dir.path(), "c1", &nats, &pg, &s3),
-        start(dir.path(), "c2", &nats, &pg, &s3),
-    ];
+    let mut nodes = [start(&servers, "c1"), start(&servers, "c2")];
     // Keys live in PostgreSQL: made on one node, they work on both.
     let ingest = nodes[0].create_key(ORG, "INGEST");
     let admin = nodes[0].create_key(ORG, "ORG_ADMIN");
