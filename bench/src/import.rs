@@ -110,6 +110,27 @@ fn cli_command(cli: &Path, extra: CliArgs, c: &Collector, token: &str, input: &P
     cmd
 }
 
+/// A collector started for `org` in `data_dir`, its INGEST token, and how many documents its
+/// index holds before the import: its own entries (the keys' creation), counted once searchable.
+fn start_counted(
+    collector_bin: &Path,
+    data_dir: &Path,
+    org: &str,
+    settings: &str,
+) -> Result<(Collector, String, u64)> {
+    let org = org.to_string();
+    let c = Collector::start(
+        collector_bin,
+        data_dir,
+        std::slice::from_ref(&org),
+        settings,
+    )?;
+    let token = c.keys(&org).ingest.clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let own = c.metric("codestax_collector_index_documents")? as u64;
+    Ok((c, token, own))
+}
+
 /// Runs the CLI to its end (or, with `kill_past`, kills it with -9 once the checkpoint beside
 /// `input` has passed that byte offset).
 fn run_cli(
@@ -217,16 +238,7 @@ pub fn run(
             "CLI summary",
         ],
     );
-    let c = Collector::start(
-        collector_bin,
-        &dir.path().join("a"),
-        std::slice::from_ref(&org),
-        settings,
-    )?;
-    let token = c.keys(&org).ingest.clone();
-    // The collector's own entries (the keys' creation) are indexed too: counted once searchable.
-    std::thread::sleep(Duration::from_secs(3));
-    let own = c.metric("codestax_collector_index_documents")? as u64;
+    let (c, token, own) = start_counted(collector_bin, &dir.path().join("a"), &org, settings)?;
     for label in ["whole file", "same file again (all duplicates)"] {
         progress(format!("import: {label}"));
         let load0 = load_average();
@@ -258,15 +270,7 @@ pub fn run(
     c.stop()?;
 
     if let Some(share) = size.kill_at {
-        let c = Collector::start(
-            collector_bin,
-            &dir.path().join("b"),
-            std::slice::from_ref(&org),
-            settings,
-        )?;
-        let token = c.keys(&org).ingest.clone();
-        std::thread::sleep(Duration::from_secs(3));
-        let own = c.metric("codestax_collector_index_documents")? as u64;
+        let (c, token, own) = start_counted(collector_bin, &dir.path().join("b"), &org, settings)?;
         progress(format!(
             "import: killed with -9 past {:.0} % of the file",
             share * 100.0
