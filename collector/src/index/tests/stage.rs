@@ -220,19 +220,8 @@ fn walks_and_scans_stop_below_a_staged_record() {
     assert_eq!(indexer.staged().0, 1, "the past record waits");
     assert_eq!(total(&index, "acme"), 1, "this week's record is searchable");
 
-    let walk = |index: &AuditIndex| {
-        let mut seqs = Vec::new();
-        index
-            .for_each_chained("acme", 1, |r| {
-                seqs.push(r.seq.unwrap());
-                true
-            })
-            .unwrap();
-        seqs
-    };
-    let scanned = |index: &AuditIndex| index.scan("acme", &SearchQuery::default()).unwrap().total();
     assert_eq!(
-        walk(&index),
+        chain_seqs(&index),
         Vec::<u64>::new(),
         "no walk past the staged seq 1"
     );
@@ -244,7 +233,7 @@ fn walks_and_scans_stop_below_a_staged_record() {
     assert_eq!(index.verify_chain("acme", None).unwrap().error, None);
 
     indexer.commit().unwrap();
-    assert_eq!(walk(&index), vec![1, 2]);
+    assert_eq!(chain_seqs(&index), vec![1, 2]);
     assert_eq!(scanned(&index), 2);
     let report = index.verify_chain("acme", None).unwrap();
     assert_eq!((report.error, report.summary.records), (None, 2));
@@ -385,19 +374,8 @@ fn walks_stop_below_a_flight_and_retention_waits_for_it() {
     assert_eq!(indexer.commit_due().unwrap(), Some(0), "LSN 1 is in flight");
     assert!(indexer.has_staged());
     assert_eq!(total(&index, "acme"), 1, "this week's record is searchable");
-    let walk = |index: &AuditIndex| {
-        let mut seqs = Vec::new();
-        index
-            .for_each_chained("acme", 1, |r| {
-                seqs.push(r.seq.unwrap());
-                true
-            })
-            .unwrap();
-        seqs
-    };
-    let scanned = |index: &AuditIndex| index.scan("acme", &SearchQuery::default()).unwrap().total();
     assert_eq!(
-        walk(&index),
+        chain_seqs(&index),
         Vec::<u64>::new(),
         "no walk past the flying seq 1"
     );
@@ -414,7 +392,7 @@ fn walks_stop_below_a_flight_and_retention_waits_for_it() {
     release.join().unwrap();
     assert_eq!(index.indexed_through(), Some(2), "past the deleted flight");
     assert!(!dir.path().join(week.name()).exists());
-    assert_eq!(walk(&index), vec![2], "seq 1 went with its partition");
+    assert_eq!(chain_seqs(&index), vec![2], "seq 1 went with its partition");
     assert!(!indexer.has_staged());
     drop((index, indexer));
 
@@ -423,4 +401,21 @@ fn walks_stop_below_a_flight_and_retention_waits_for_it() {
     assert!(!dir.path().join(week.name()).exists());
     assert_eq!(total(&index, "acme"), 1);
     assert_eq!(total(&index, "globex"), 0);
+}
+
+/// The seqs a walk by `seq` of acme's chain sees from seq 1.
+fn chain_seqs(index: &AuditIndex) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    index
+        .for_each_chained("acme", 1, |r| {
+            seqs.push(r.seq.unwrap());
+            true
+        })
+        .unwrap();
+    seqs
+}
+
+/// How many of acme's records an export's scan sees.
+fn scanned(index: &AuditIndex) -> u64 {
+    index.scan("acme", &SearchQuery::default()).unwrap().total()
 }
