@@ -48,6 +48,8 @@ fail() {
         echo "--- $f" >&2
         tail -n 40 "$f" >&2
     done
+    # Again last: a CI log keeps the head and the tail of a long output.
+    echo "FAILED: $*" >&2
     exit 1
 }
 
