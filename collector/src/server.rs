@@ -210,6 +210,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 directory: node.directory,
                 keys: key_sync,
                 settings,
+                forward_warnings: Default::default(),
             });
             owners = Some((
                 crate::cluster::Owners::new(

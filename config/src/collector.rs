@@ -176,6 +176,9 @@ pub struct DeclaredDestination {
     /// `s3`: the secret access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
+    /// `s3`: the session token of temporary credentials (STS), with their key id and secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 fn default_stream_format() -> String {

@@ -29,7 +29,7 @@ pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
 pub use external::{find_binary, in_ci, on_path, skip_or_fail, venv};
 pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
-pub use moto::{MOTO_SERVER_VAR, MotoS3};
+pub use moto::{MOTO_SERVER_VAR, MotoCredentials, MotoS3};
 pub use nats::{NATS_SERVER_VAR, NatsCluster};
 pub use postgres::{PG_BIN_VAR, Postgres, PostgresOptions};
 pub use process::{Process, proc_status_kib, tail};

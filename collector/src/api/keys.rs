@@ -5,15 +5,15 @@
 
 use super::auth::{ManageKeys, OrgAccess};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
-use super::record::record_key_event;
+use super::record::record_key_event_blocking;
 use super::{ApiError, AppState};
+use crate::health::{Failure, Part};
 use crate::keys::{KeyError, KeyInfo, Role};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio::runtime::Handle;
 
 /// `POST` body.
 #[derive(Debug, Deserialize)]
@@ -57,13 +57,14 @@ pub async fn create(
         .map_err(|e: crate::keys::UnknownRole| ApiError::invalid("role", e.to_string()))?;
     let (keys, ingest) = (state.keys.clone(), state.ingest.clone());
     let (info, token) = tokio::task::spawn_blocking(move || {
+        let mut failure = None;
         keys.create_by(&key.id, &org, role, request.name.as_deref(), |event| {
-            Handle::current().block_on(record_key_event(&ingest, event))
+            record_key_event_blocking(&ingest, event, &mut failure)
         })
+        .map_err(|e| key_error(e, failure))
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(key_error)?;
+    .map_err(ApiError::internal)??;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
@@ -84,24 +85,39 @@ pub async fn revoke(
     }
     let (keys, ingest) = (state.keys.clone(), state.ingest.clone());
     let info = tokio::task::spawn_blocking(move || {
+        let mut failure = None;
         keys.revoke_by(&key.id, &id, |event| {
-            Handle::current().block_on(record_key_event(&ingest, event))
+            record_key_event_blocking(&ingest, event, &mut failure)
         })
+        .map_err(|e| key_error(e, failure))
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(key_error)?;
+    .map_err(ApiError::internal)??;
     Ok(Json(info))
 }
 
-fn key_error(e: KeyError) -> ApiError {
+/// The answer to a key change that failed; `failure`: why its record could not be written, if
+/// the WAL or the index could not.
+fn key_error(e: KeyError, failure: Option<Failure>) -> ApiError {
     match e {
         KeyError::NotFound(_) => ApiError::not_found(),
         KeyError::AlreadyRevoked { .. } => {
             ApiError::new(StatusCode::CONFLICT, "already_revoked", e.to_string())
         }
         KeyError::InvalidName(_) => ApiError::invalid("name", e.to_string()),
-        KeyError::NotRecorded(_) => ApiError::unavailable(e.to_string(), 1),
+        KeyError::NotRecorded(_) => match failure {
+            Some(failure) => ApiError::unavailable_for(&failure, e.to_string()),
+            None => ApiError::unavailable(e.to_string(), 1),
+        },
+        // `keys.json` is in the data directory, on the WAL's disk (unless moved apart): a full
+        // disk answers as the WAL's does. The message names the OS error, not the path.
+        KeyError::Io { ref source, .. } => {
+            tracing::warn!(error = %e, "a key change could not be written");
+            let message = format!(
+                "the key store cannot be written: {source}; nothing was changed, retry later"
+            );
+            ApiError::unavailable_for(&Failure::io(Part::Wal, source), message)
+        }
         other => ApiError::internal(other),
     }
 }

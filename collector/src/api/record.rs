@@ -6,15 +6,17 @@
 //! because an audit log that can be read or changed without a trace is not one.
 
 use super::{ApiError, AppState};
+use crate::health::Failure;
 use crate::index::AuditIndex;
-use crate::ingest::Ingest;
 use crate::ingest::Receiver;
+use crate::ingest::{EntryError, Ingest};
 use crate::keys::{KeyEvent, KeyInfo, KeyStore};
 use chrono::Utc;
 use codestax_common::{
     Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX, Rules,
     Target, TargetKind,
 };
+use tokio::runtime::Handle;
 
 /// What kind of request a record is about, for the refusal's wording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +114,24 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// Makes the audit record of one key event durable. Idempotent: the record's id is the event's.
-pub(crate) async fn record_key_event(ingest: &Ingest, event: &KeyEvent) -> Result<(), String> {
-    ingest
-        .submit_collector_entry(event.to_audit_record())
-        .await
-        .map_err(|e| e.replace("the entry", "the key event's record"))
+pub(crate) async fn record_key_event(ingest: &Ingest, event: &KeyEvent) -> Result<(), EntryError> {
+    ingest.submit_collector_entry(event.to_audit_record()).await
+}
+
+/// [`record_key_event`] for the key store's `record` step, from a blocking thread: the error as
+/// the store keeps it (text), and why the WAL or the index could not write into `failure`, for
+/// the answer's code.
+pub(crate) fn record_key_event_blocking(
+    ingest: &Ingest,
+    event: &KeyEvent,
+    failure: &mut Option<Failure>,
+) -> Result<(), String> {
+    Handle::current()
+        .block_on(record_key_event(ingest, event))
+        .map_err(|e| {
+            *failure = e.failure().cloned();
+            e.to_string().replace("the entry", "the key event's record")
+        })
 }
 
 /// Writes the audit record of every key event not recorded yet: those of keys changed by the

@@ -6,11 +6,12 @@
 //! (the handler here answers its 404).
 
 use super::{ApiError, AppState};
-use crate::cluster::{ROUTED_HEADER, Route, forward};
+use crate::cluster::{FORWARD_WARN_EVERY, ROUTED_HEADER, Route, forward};
 use crate::keys::KeyInfo;
 use axum::extract::{RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::time::Instant;
 
 /// Layer: see the module doc. A no-op on a single node.
 pub async fn route_to_owner(
@@ -41,7 +42,10 @@ pub async fn route_to_owner(
             forward(&url, cluster.directory.node_id(), request)
                 .await
                 .map_err(|e| {
-                    tracing::warn!(shard, owner = %node_id, error = %e, "cannot forward a read to the shard's owner");
+                    let warnings = &cluster.forward_warnings;
+                    if let Some(suppressed) = warnings.admit(shard, Instant::now()) {
+                        tracing::warn!(shard, owner = %node_id, error = %e, suppressed, "cannot forward a read to the shard's owner (suppressed: this shard's failures not logged since the last line, at most one a {FORWARD_WARN_EVERY:?})");
+                    }
                     ApiError::shard_unavailable(shard)
                 })
         }

@@ -39,7 +39,7 @@ pub use metastore::{Lease, Metastore, MetastoreLink, SCHEMA_VERSION, SnapshotRec
 pub use node::ClusterNode;
 pub use owner::{OWNER_RECEIVER, Owners, Serving, SnapshotSettings};
 pub use plan::{LeaseState, Plan, plan};
-pub use proxy::{ProxyError, ROUTED_HEADER, forward};
+pub use proxy::{FORWARD_WARN_EVERY, ForwardWarnings, ProxyError, ROUTED_HEADER, forward};
 pub use settings::{SETTINGS_REFRESH, SettingsSync};
 pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 pub use signing::{BINDING as SIGNING_KEY_BINDING, SigningKeyError, adopt_signing_key};
@@ -53,4 +53,6 @@ pub struct ClusterApi {
     pub directory: ShardDirectory,
     pub keys: std::sync::Arc<KeySync>,
     pub settings: std::sync::Arc<SettingsSync>,
+    /// Which failed forwards of reads are logged (a failover fails every read of a shard).
+    pub forward_warnings: std::sync::Arc<ForwardWarnings>,
 }

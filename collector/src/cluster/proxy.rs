@@ -2,7 +2,9 @@
 //! key among them) and body are passed on, and the owner's answer streamed back as it comes.
 //! One connection per request, HTTP/1.1, to the owner's `advertise_url`.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
@@ -23,6 +25,62 @@ pub enum ProxyError {
     Connect { url: String, reason: String },
     #[error("the owner at {url} did not answer: {reason}")]
     Send { url: String, reason: String },
+}
+
+/// A shard's failed forwards are logged at most once in this long: during a failover every read
+/// of the shard fails the same way, and one line per read would flood the log.
+pub const FORWARD_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Which failed forwards are logged: per shard, the first, then one per [`FORWARD_WARN_EVERY`]
+/// carrying how many were not logged since (one entry per shard: bounded by the shard count).
+#[derive(Debug)]
+pub struct ForwardWarnings {
+    every: Duration,
+    shards: Mutex<HashMap<u32, Quiet>>,
+}
+
+/// A shard's last logged failure and the failures not logged since.
+#[derive(Debug)]
+struct Quiet {
+    logged_at: Instant,
+    suppressed: u64,
+}
+
+impl Default for ForwardWarnings {
+    fn default() -> Self {
+        ForwardWarnings::new(FORWARD_WARN_EVERY)
+    }
+}
+
+impl ForwardWarnings {
+    pub fn new(every: Duration) -> Self {
+        ForwardWarnings {
+            every,
+            shards: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A forward to `shard`'s owner failed at `now`: `Some(suppressed)` when it is to be logged,
+    /// with the failures not logged since the last line, `None` when it is not.
+    pub fn admit(&self, shard: u32, now: Instant) -> Option<u64> {
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(quiet) = shards.get_mut(&shard) else {
+            shards.insert(
+                shard,
+                Quiet {
+                    logged_at: now,
+                    suppressed: 0,
+                },
+            );
+            return Some(0);
+        };
+        if now.saturating_duration_since(quiet.logged_at) < self.every {
+            quiet.suppressed += 1;
+            return None;
+        }
+        quiet.logged_at = now;
+        Some(std::mem::take(&mut quiet.suppressed))
+    }
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
@@ -162,6 +220,32 @@ mod tests {
         assert_eq!(got["routed_from"], "c1");
         assert_eq!(got["connection"], false, "hop-by-hop headers stay behind");
         assert_eq!(got["body"], "{\"days\":30}");
+    }
+
+    #[test]
+    fn failed_forwards_are_logged_once_per_shard_per_interval_with_a_count() {
+        let warnings = ForwardWarnings::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(warnings.admit(3, at(0)), Some(0), "the first is logged");
+        for ms in [1, 500, 9_999] {
+            assert_eq!(warnings.admit(3, at(ms)), None, "{ms} ms");
+        }
+        assert_eq!(
+            warnings.admit(7, at(100)),
+            Some(0),
+            "another shard has its own interval"
+        );
+        assert_eq!(
+            warnings.admit(3, at(10_000)),
+            Some(3),
+            "the next line counts the three not logged"
+        );
+        assert_eq!(warnings.admit(3, at(10_001)), None);
+        assert_eq!(warnings.admit(3, at(25_000)), Some(1));
+        assert_eq!(warnings.admit(3, at(40_000)), Some(0));
+        // A clock read out of order (another thread's earlier `now`) is not logged.
+        assert_eq!(warnings.admit(7, at(50)), None);
     }
 
     #[tokio::test]

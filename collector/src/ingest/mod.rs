@@ -223,6 +223,26 @@ pub enum IngestError {
     Log(String),
 }
 
+/// Why one of the collector's own entries was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The checks refused it (a defect of the entry): the errors found.
+    #[error("the entry was refused: {0}")]
+    Refused(String),
+}
+
+impl EntryError {
+    /// Why the WAL or the index cannot write, if that is the reason.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            EntryError::Ingest(e) => e.failure(),
+            EntryError::Refused(_) => None,
+        }
+    }
+}
+
 impl IngestError {
     /// Why the WAL or the index cannot write, if that is the reason.
     pub fn failure(&self) -> Option<&Failure> {
@@ -423,7 +443,7 @@ impl Ingest {
     /// Makes one of the collector's own entries (provenance `collector`) durable in its org's
     /// log; an entry refused by the checks is an error naming why. Idempotent when the entry's
     /// id is derived from what it records.
-    pub async fn submit_collector_entry(&self, record: AuditRecord) -> Result<(), String> {
+    pub async fn submit_collector_entry(&self, record: AuditRecord) -> Result<(), EntryError> {
         let org = record.org_id.clone();
         let outcome = self
             .submit(
@@ -432,11 +452,10 @@ impl Ingest {
                 vec![Ok(record)],
                 Receiver::Internal,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         match outcome.rejected.listed().first() {
             None => Ok(()),
-            Some(r) => Err(format!("the entry was refused: {:?}", r.errors)),
+            Some(r) => Err(EntryError::Refused(format!("{:?}", r.errors))),
         }
     }
 }

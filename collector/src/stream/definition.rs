@@ -408,6 +408,9 @@ pub struct Secrets {
     pub access_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
+    /// The S3 session token of temporary credentials (STS), sent as `x-amz-security-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -423,6 +426,10 @@ impl std::fmt::Debug for Secrets {
             .field(
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -544,6 +551,7 @@ impl StreamInput {
             ("endpoint", &dd.endpoint),
             ("access_key_id", &dd.access_key_id),
             ("secret_access_key", &dd.secret_access_key),
+            ("session_token", &dd.session_token),
         ] {
             if let Some(v) = v {
                 dest.insert(k.into(), v.clone().into());
@@ -852,6 +860,7 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
                     "endpoint",
                     "access_key_id",
                     "secret_access_key",
+                    "session_token",
                     "ca_pem",
                 ],
             )?;
@@ -883,12 +892,24 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
                     ));
                 }
             }
-            for (k, slot, max) in [
-                ("access_key_id", &mut secrets.access_key_id, 128),
-                ("secret_access_key", &mut secrets.secret_access_key, 256),
+            for (k, slot, max, required) in [
+                ("access_key_id", &mut secrets.access_key_id, 128, true),
+                (
+                    "secret_access_key",
+                    &mut secrets.secret_access_key,
+                    256,
+                    true,
+                ),
+                // STS session tokens run to a few KiB.
+                ("session_token", &mut secrets.session_token, 8192, false),
             ] {
                 let field = format!("destination.{k}");
-                let v = str_field(k)?.ok_or_else(|| bad(&field, "is required"))?;
+                let Some(v) = str_field(k)? else {
+                    if required {
+                        return Err(bad(&field, "is required"));
+                    }
+                    continue;
+                };
                 // Signed into a header: printable ASCII, no spaces.
                 if v.is_empty() || v.len() > max || !v.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err(bad(

@@ -529,7 +529,10 @@ async fn record_expired(
     );
     record.outcome = Outcome::Failure;
     record.metadata = metadata;
-    ingest.submit_collector_entry(record).await
+    ingest
+        .submit_collector_entry(record)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A test event: what a record of the stream looks like, marked as a test, not from the log.

@@ -689,3 +689,161 @@ fn a_backlog_the_index_holds_back_still_fits_when_the_collector_fills_its_disk()
     drop(c);
     drop(disk);
 }
+
+/// The Merkle trees (`data/tree`) on a disk of their own that fills while records come in: each
+/// tree write fails with ENOSPC, but ingest and indexing go on (the WAL keeps what the trees
+/// lack), and once space returns the trees take it from the WAL: every acknowledged record is
+/// searchable once, and an export's proof (a signed tree head over every record) verifies.
+#[test]
+fn merkle_trees_that_cannot_write_wedge_nothing_and_catch_up_once_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let trees = match Tmpfs::mount(&data.join("tree"), 1) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs ({why}) (needs root to mount tmpfs)");
+            return;
+        }
+    };
+    let c = start_logged(
+        codestax_tests::CollectorOptions::for_tests(&data, ""),
+        dir.path(),
+    );
+    let (token, admin, mut acked) = seed(&c);
+
+    let ballast = trees.fill().unwrap();
+    eprintln!("tree tmpfs filled with {} KiB of ballast", ballast >> 10);
+    // 2,000 records: ~80 KiB of tree entries, far past the last page the ballast left.
+    for b in 0..20 {
+        let batch = records(&format!("treeless{b}"), 100);
+        let a = ingest(&c, &token, &batch);
+        assert_eq!(
+            a.status,
+            200,
+            "ingest with the trees failing: {}",
+            short(&a.body)
+        );
+        acked.extend(batch.iter().map(|r| r["id"].as_str().unwrap().to_string()));
+    }
+    c.wait_for_total_within(
+        ORG,
+        "action=auth.login",
+        &admin,
+        acked.len() as u64,
+        Duration::from_secs(30),
+    );
+    assert!(
+        c.stderr().contains("a Merkle tree write failed"),
+        "the trees never failed: {}",
+        codestax_tests::tail(&c.stderr(), 2000)
+    );
+
+    trees.free().unwrap();
+    resumes_by_itself(&c, &token, &admin, acked, dir.path(), "trees full");
+    drop(c);
+    drop(trees);
+}
+
+/// Key changes while the collector's disk is full: refused with 503 and the disk's code, the
+/// key left as it was (a key whose revocation was refused still works); once space returns the
+/// same revocation goes through.
+#[test]
+fn a_key_change_on_a_full_disk_is_refused_with_503_and_made_once_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(disk) = own_disk(&data, 24) else {
+        return;
+    };
+    // Nothing kept free: the ballast's ENOSPC is what refuses.
+    let c = start_logged(
+        codestax_tests::CollectorOptions::for_tests(&data, "[wal]\nkeep_free_bytes = 0\n"),
+        dir.path(),
+    );
+    let (token, _, _) = seed(&c);
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let keys = format!("/api/v1/orgs/{ORG}/keys");
+    let created = answer(c.post(
+        &keys,
+        &owner,
+        "application/json",
+        br#"{"role": "INGEST", "name": "victim"}"#.to_vec(),
+    ));
+    assert_eq!(created.status, 201, "{}", short(&created.body));
+    let victim_id = created.body["key"]["id"].as_str().unwrap().to_string();
+    let victim = created.body["token"].as_str().unwrap().to_string();
+    let revoke = || {
+        answer(
+            c.client()
+                .delete(c.url(&format!("{keys}/{victim_id}")))
+                .bearer_auth(&owner)
+                .send()
+                .unwrap(),
+        )
+    };
+
+    let refused = |a: &Answer, what: &str| {
+        assert_eq!(a.status, 503, "{what}: {}", short(&a.body));
+        let code = a.body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            ["wal_full", "index_full"].contains(&code),
+            "{what}: {}",
+            short(&a.body)
+        );
+        assert!(a.retry_after.is_some(), "{what}: Retry-After");
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(ENOSPC_TEXT), "{what}: {message}");
+        assert!(!message.contains("/data"), "{what}: a path in {message}");
+    };
+
+    disk.fill().unwrap();
+    // The key event's record may still fit in the WAL's last page, and `keys.json` not on the
+    // disk; then no record fits any more.
+    refused(&revoke(), "revoke, the WAL's last page left");
+    ingest_until_refused(&c, &token, "filler");
+    refused(&revoke(), "revoke");
+    let create = answer(c.post(
+        &keys,
+        &owner,
+        "application/json",
+        br#"{"role": "INGEST"}"#.to_vec(),
+    ));
+    refused(&create, "create");
+    // Not revoked: the key still gets past authentication.
+    let still = c.get(&format!("/api/v1/orgs/{ORG}/audit-log"), &victim);
+    assert_ne!(
+        still.status().as_u16(),
+        401,
+        "the refused revocation was made"
+    );
+
+    disk.free().unwrap();
+    let started = Instant::now();
+    let done = loop {
+        let a = revoke();
+        if a.status == 200 {
+            break a;
+        }
+        assert_eq!(
+            a.status,
+            503,
+            "revoke after space returned: {}",
+            short(&a.body)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "revoke still refused: {}",
+            short(&a.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(done.body["revoked_at"].is_string(), "{}", short(&done.body));
+    let gone = c.get(&format!("/api/v1/orgs/{ORG}/audit-log"), &victim);
+    assert_eq!(gone.status().as_u16(), 401, "the revoked key still works");
+    assert!(
+        !c.stderr().contains("panicked"),
+        "{}",
+        codestax_tests::tail(&c.stderr(), 4000)
+    );
+    drop(c);
+    drop(disk);
+}

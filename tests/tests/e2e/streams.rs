@@ -1628,8 +1628,10 @@ const S3_PREFIX: &str = "codestax/siem";
 const S3_READER: &str = r#"
 import boto3, gzip, json, sys
 endpoint, bucket, prefix, action = sys.argv[1:5]
+import os
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
+                  aws_access_key_id=os.environ.get("S3_READER_KEY_ID", "testing"),
+                  aws_secret_access_key=os.environ.get("S3_READER_SECRET", "testing"))
 out = []
 for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
     for o in page.get("Contents", []):
@@ -1650,9 +1652,25 @@ struct S3Object {
 }
 
 fn s3_script(moto: &codestax_harness::MotoS3, dir: &Path, prefix: &str, action: &str) -> Value {
+    s3_script_as(moto, None, dir, prefix, action)
+}
+
+/// [`s3_script`] signed with `creds` (an IAM user's key moto checks once its auth is on).
+fn s3_script_as(
+    moto: &codestax_harness::MotoS3,
+    creds: Option<&codestax_harness::MotoCredentials>,
+    dir: &Path,
+    prefix: &str,
+    action: &str,
+) -> Value {
     let script = dir.join("s3_reader.py");
     std::fs::write(&script, S3_READER).unwrap();
-    let out = Command::new(moto.python())
+    let mut cmd = Command::new(moto.python());
+    if let Some(creds) = creds {
+        cmd.env("S3_READER_KEY_ID", &creds.access_key_id)
+            .env("S3_READER_SECRET", &creds.secret_access_key);
+    }
+    let out = cmd
         .arg(&script)
         .args([&moto.endpoint(), "audit", prefix, action])
         .output()
@@ -1669,7 +1687,15 @@ fn s3_script(moto: &codestax_harness::MotoS3, dir: &Path, prefix: &str, action: 
 /// the receive hour of its records and their first and last `seq`; the records are in `seq`
 /// order; gzip NDJSON with `Content-Type: application/gzip`.
 fn s3_objects(moto: &codestax_harness::MotoS3, dir: &Path) -> Vec<S3Object> {
-    let listed = s3_script(moto, dir, &format!("{S3_PREFIX}/org={ORG}/"), "list");
+    s3_objects_as(moto, None, dir)
+}
+
+fn s3_objects_as(
+    moto: &codestax_harness::MotoS3,
+    creds: Option<&codestax_harness::MotoCredentials>,
+    dir: &Path,
+) -> Vec<S3Object> {
+    let listed = s3_script_as(moto, creds, dir, &format!("{S3_PREFIX}/org={ORG}/"), "list");
     let mut objects = Vec::new();
     for o in listed.as_array().unwrap() {
         let key = o["key"].as_str().unwrap().to_string();
@@ -1716,9 +1742,19 @@ fn wait_s3_ids(
     dir: &Path,
     ids: &[String],
 ) -> Vec<S3Object> {
+    wait_s3_ids_as(what, moto, None, dir, ids)
+}
+
+fn wait_s3_ids_as(
+    what: &str,
+    moto: &codestax_harness::MotoS3,
+    creds: Option<&codestax_harness::MotoCredentials>,
+    dir: &Path,
+    ids: &[String],
+) -> Vec<S3Object> {
     let started = Instant::now();
     loop {
-        let objects = s3_objects(moto, dir);
+        let objects = s3_objects_as(moto, creds, dir);
         let got = s3_ids(&objects);
         let missing = ids.iter().filter(|i| !got.contains(*i)).count();
         if missing == 0 {
@@ -2089,5 +2125,177 @@ fn s3_batch_sent_again_after_a_lost_answer_and_a_kill_writes_the_same_object() {
     let twice: Vec<_> = holders.iter().filter(|(_, keys)| keys.len() > 1).collect();
     assert!(twice.is_empty(), "seqs in two objects: {twice:?}");
     assert_no_seq_missing(&objects.iter().collect::<Vec<_>>());
+    assert!(c.stop());
+}
+
+/// The PUTs into bucket `audit` moto refused with 403, from its log (a line per request).
+fn refused_puts(moto: &codestax_harness::MotoS3) -> usize {
+    std::fs::read_to_string(moto.log_path())
+        .unwrap_or_default()
+        .lines()
+        // werkzeug colours a 4xx request line: `"\x1b[31m\x1b[1mPUT /audit/… HTTP/1.1\x1b[0m" 403`.
+        .filter(|l| l.contains("PUT /audit/") && l.contains("\" 403"))
+        .count()
+}
+
+/// moto with its IAM checks on: a stream whose credentials S3 refuses (403) is `failed` with the
+/// 403 as `last_error`, keeps trying at the longest backoff (30 s, jittered down to half), and
+/// loses nothing: a PATCH with credentials moto issued delivers every record. Temporary
+/// credentials (an STS session: key id, secret, `session_token`) are refused with a wrong token
+/// and deliver with the right one; the token is write-only like the other secrets.
+#[test]
+fn s3_stream_refused_with_403_is_failed_retries_slowly_and_delivers_once_patched() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(moto) = codestax_harness::MotoS3::start_or_skip("s3 auth", dir.path()) else {
+        return;
+    };
+    moto.create_bucket("audit").unwrap();
+    let creds = moto.enforce_auth(dir.path()).unwrap();
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let streams = format!("/api/v1/orgs/{ORG}/streams");
+    let s3 = |key: &str, secret: &str, token: Option<&str>| {
+        let mut d = json!({"kind": "s3", "bucket": "audit", "prefix": S3_PREFIX,
+            "endpoint": moto.endpoint(), "region": "us-east-1",
+            "access_key_id": key, "secret_access_key": secret});
+        if let Some(t) = token {
+            d["session_token"] = json!(t);
+        }
+        d
+    };
+    let failed_with = |id: &str, says: &str| {
+        let s = stream_status(&c, &owner, id);
+        s["status"]["state"] == "failed"
+            && s["status"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(says))
+    };
+    let failed_with_403 = |id: &str| failed_with(id, "403");
+
+    // A key moto never issued.
+    let before = ingest_n(&c, &ingest, "s3-auth-before", 150);
+    let (status, created) = request(
+        &c,
+        "POST",
+        &streams,
+        &owner,
+        Some(
+            json!({"name": "lake", "start": "beginning", "destination": s3(S3_KEY_ID, S3_SECRET, None)}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_until(
+        "wrong credentials show failed",
+        Duration::from_secs(30),
+        || failed_with_403(&id),
+    );
+
+    // Retried at the longest backoff: the next refused PUT comes 15 to 30 s after the last.
+    let seen = refused_puts(&moto);
+    assert!(seen >= 1, "moto logged no refused PUT");
+    let mut last = (seen, Instant::now());
+    let mut gaps = Vec::new();
+    let started = Instant::now();
+    while gaps.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(75),
+            "no retry within {:?}: {gaps:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let n = refused_puts(&moto);
+        if n > last.0 {
+            assert_eq!(n, last.0 + 1, "several PUTs at once");
+            // The first gap is measured from a moment after the failure: at most 30 s.
+            gaps.push(last.1.elapsed());
+            last = (n, Instant::now());
+        }
+    }
+    println!("s3 failed (403): retried after {gaps:?}");
+    assert!(gaps[0] <= Duration::from_secs(31), "{gaps:?}");
+    assert!(
+        gaps[1] >= Duration::from_millis(14_500) && gaps[1] <= Duration::from_secs(31),
+        "a failed stream retries every 15 to 30 s: {gaps:?}"
+    );
+    assert!(failed_with_403(&id), "{}", stream_status(&c, &owner, &id));
+    let s = stream_status(&c, &owner, &id);
+    assert!(s["status"]["lag_records"].as_u64().unwrap() >= 150, "{s}");
+    assert_eq!(s["status"]["delivered_seq"], 0, "{s}");
+
+    // Fixed with a PATCH: everything arrives, nothing was dropped meanwhile.
+    let during = ingest_n(&c, &ingest, "s3-auth-during", 100);
+    let (status, body) = request(
+        &c,
+        "PATCH",
+        &format!("{streams}/{id}"),
+        &owner,
+        Some(json!({"destination": s3(&creds.access_key_id, &creds.secret_access_key, None)})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let all: Vec<String> = before.iter().chain(&during).cloned().collect();
+    let objects = wait_s3_ids_as("after the PATCH", &moto, Some(&creds), dir.path(), &all);
+    assert_no_seq_missing(&objects.iter().collect::<Vec<_>>());
+    wait_until("the stream is healthy", Duration::from_secs(30), || {
+        let s = stream_status(&c, &owner, &id);
+        s["status"]["state"] == "healthy" && s["status"]["lag_records"] == 0
+    });
+
+    // An STS session: a wrong token is refused like a wrong key, the right one delivers.
+    let session = |token: &str| json!({"destination": s3(&creds.session_key_id, &creds.session_secret, Some(token))});
+    let (status, body) = request(
+        &c,
+        "PATCH",
+        &format!("{streams}/{id}"),
+        &owner,
+        Some(session("not-the-token")),
+    );
+    assert_eq!(status, 200, "{body}");
+    let in_session = ingest_n(&c, &ingest, "s3-auth-session", 100);
+    let started = Instant::now();
+    // S3 answers a token it refuses with 400 `InvalidToken` (`ExpiredToken` once expired).
+    while !failed_with(&id, "400 (InvalidToken)") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a wrong session token does not show failed: {}",
+            stream_status(&c, &owner, &id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = request(
+        &c,
+        "PATCH",
+        &format!("{streams}/{id}"),
+        &owner,
+        Some(session(&creds.session_token)),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["has_secret"], true, "{body}");
+    wait_s3_ids_as(
+        "with the session's credentials",
+        &moto,
+        Some(&creds),
+        dir.path(),
+        &in_session,
+    );
+
+    // Write-only: the token and keys are in no answer, file of the data directory or log line.
+    let (_, list) = request(&c, "GET", &streams, &owner, None);
+    for (what, text) in [
+        ("the list", list.to_string()),
+        ("the data directory", files_text(&data)),
+        ("the collector's log", c.stderr()),
+    ] {
+        for secret in [
+            creds.secret_access_key.as_str(),
+            creds.session_secret.as_str(),
+            creds.session_token.as_str(),
+            S3_SECRET,
+        ] {
+            assert!(!text.contains(secret), "{what} holds an S3 secret");
+        }
+    }
     assert!(c.stop());
 }

@@ -12,8 +12,9 @@
 //!
 //! S3 itself is `object_store`'s client (SigV4, path-style for a custom endpoint, its error
 //! mapping); its requests go through [`connect`], the allowlist-checked connection every
-//! destination uses, over HTTP/1 (hyper). 401/403/404 (bad credentials, no such bucket) are
-//! not retryable (`failed`); anything else is.
+//! destination uses, over HTTP/1 (hyper). 401/403/404 (bad credentials, no such bucket) and a
+//! 400 refusing the session token (`ExpiredToken`, `InvalidToken`) are not retryable
+//! (`failed`); anything else is.
 
 use super::batch::{Item, SendError, TestAnswer};
 use super::connect::{SEND_TIMEOUT, connect};
@@ -88,6 +89,9 @@ impl S3Sender {
                 ..RetryConfig::default()
             })
             .with_http_connector(CheckedConnector { allow, tls });
+        if let Some(token) = &secrets.session_token {
+            builder = builder.with_token(token);
+        }
         if let Some(e) = endpoint {
             // Path-style (`<endpoint>/<bucket>/<key>`): what S3-compatible stores serve.
             builder = builder
@@ -230,10 +234,19 @@ fn classify(key: &str, e: &object_store::Error) -> SendError {
             first_line(e)
         ));
     }
+    let text = first_line(e);
+    // A session token S3 refuses is a 400, not a 403 (AWS and moto alike); retrying will not
+    // fix it either (temporary credentials expire: a PATCH gives new ones).
+    if let Some(code) = ["ExpiredToken", "InvalidToken", "TokenRefreshRequired"]
+        .into_iter()
+        .find(|c| text.contains(&format!("<Code>{c}</Code>")))
+    {
+        return SendError::NonRetryable(format!("S3 answered 400 ({code}) to PUT {key}: {text}"));
+    }
     if let Some(refused) = source_of::<RefusedAddress>(e) {
         return SendError::NonRetryable(refused.0.clone());
     }
-    SendError::Retryable(format!("S3 PUT {key}: {}", first_line(e)))
+    SendError::Retryable(format!("S3 PUT {key}: {text}"))
 }
 
 /// The status a [`classify`] message names (`S3 answered <status> ...`).
@@ -440,6 +453,27 @@ mod tests {
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&a[..]), &mut text)
             .unwrap();
         assert_eq!(text, "{\"seq\":1}\n{\"seq\":2}\n");
+    }
+
+    #[test]
+    fn a_refused_session_token_is_not_retried_other_400s_are() {
+        let answer = |body: &str| object_store::Error::Generic {
+            store: "S3",
+            source: body.to_string().into(),
+        };
+        let e = classify(
+            "k",
+            &answer("400 Bad Request: <Error><Code>ExpiredToken</Code></Error>"),
+        );
+        assert!(
+            matches!(&e, SendError::NonRetryable(m) if m.contains("400 (ExpiredToken)")),
+            "{e:?}"
+        );
+        let e = classify(
+            "k",
+            &answer("400 Bad Request: <Error><Code>BadDigest</Code></Error>"),
+        );
+        assert!(matches!(e, SendError::Retryable(_)), "{e:?}");
     }
 
     #[test]
