@@ -284,12 +284,24 @@ mod tests {
             "{raw}"
         );
         let loaded = StreamStore::open(data.path(), key).unwrap().load().unwrap();
-        assert_eq!(loaded, vec![(def, secrets)]);
+        assert_eq!(loaded, vec![(def.clone(), secrets.clone())]);
 
         assert_eq!(store.read_cursor("acme", "s1").unwrap(), None);
         let c = Cursor::at(42);
         store.write_cursor("acme", "s1", &c).unwrap();
         assert_eq!(store.read_cursor("acme", "s1").unwrap(), Some(c));
+
+        // As the cluster's metastore keeps it: sealed, and back equal (the owner compares
+        // what it runs with what it reads, every second, and restarts only what changed).
+        let value = store.seal_definition(&def, &secrets);
+        assert!(
+            !value.to_string().contains("very-secret") && !value.to_string().contains("tok-xyz"),
+            "{value}"
+        );
+        assert_eq!(
+            store.open_definition(value).unwrap(),
+            (def.clone(), secrets.clone())
+        );
 
         // Another key cannot open them: refused, naming the stream.
         let other = SecretKey::load_or_generate(&keydir.path().join("k2")).unwrap();
