@@ -184,6 +184,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     // The owners start once the indexer runs (they wait for its commits).
     let mut owners = None;
     let mut cluster_api = None;
+    // What the streams follow in cluster mode: this node's leases and the shards it serves.
+    let mut stream_leases = None;
     let saved_views = Arc::new(SavedViews::open(&layout.root)?);
     let ingest = match &config.cluster {
         None => ingest,
@@ -212,6 +214,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
                 settings,
                 forward_warnings: Default::default(),
             });
+            stream_leases = Some((cluster, node.held.clone(), node.serving.clone()));
             owners = Some((
                 crate::cluster::Owners::new(
                     node.log.clone(),
@@ -227,7 +230,12 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             ingest.with_log(node.log)
         }
     };
-    let streams = start_streams(&config, &layout, &index, &trees, &ingest).await?;
+    let (streams, stream_sync) =
+        start_streams(&config, &layout, &index, &trees, &ingest, stream_leases).await?;
+    // Stopped before the streams are: it would start them again.
+    let stream_sync_stop = CancellationToken::new();
+    let stream_sync_task =
+        stream_sync.map(|sync| tokio::spawn(sync.run(streams.clone(), stream_sync_stop.clone())));
     let state = AppState {
         keys: keys.clone(),
         index: index.clone(),
@@ -388,6 +396,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     keys_task.abort();
     let _ = keys_task.await;
     // Stream tasks hold the store (for their audit entries): stopped and dropped before it closes.
+    stream_sync_stop.cancel();
+    if let Some(task) = stream_sync_task {
+        let _ = task.await;
+    }
     streams.stop().await;
     drop(streams);
     // Leases released last among the cluster's parts: the others take over at once.
@@ -426,23 +438,47 @@ fn stream_key_file(config: &CollectorConfig, layout: &Layout) -> PathBuf {
     })
 }
 
+/// In cluster mode (`leases`: the config, what this node holds and serves) also the task that
+/// keeps the streams in the metastore and runs those of the shards served here.
 async fn start_streams(
     config: &CollectorConfig,
     layout: &Layout,
     index: &AuditIndex,
     trees: &Arc<crate::tree::Trees>,
     ingest: &Ingest,
-) -> Result<Streams, ServeError> {
+    leases: Option<(
+        &codestax_config::ClusterConfig,
+        tokio::sync::watch::Receiver<crate::cluster::Held>,
+        crate::cluster::Serving,
+    )>,
+) -> Result<(Streams, Option<Arc<crate::cluster::StreamSync>>), ServeError> {
     let key = SecretKey::load_or_generate(&stream_key_file(config, layout))
         .map_err(|e| ServeError::Streams(e.to_string()))?;
-    let store =
-        StreamStore::open(&layout.root, key).map_err(|e| ServeError::Streams(e.to_string()))?;
+    let store = Arc::new(
+        StreamStore::open(&layout.root, key).map_err(|e| ServeError::Streams(e.to_string()))?,
+    );
+    let sync = match leases {
+        None => None,
+        Some((cluster, held, serving)) => {
+            let password = cluster.postgres.password.as_deref();
+            let connection = crate::cluster::Metastore::connect(&cluster.postgres.url, password)
+                .await
+                .map_err(|e| ServeError::Streams(e.to_string()))?;
+            Some(Arc::new(crate::cluster::StreamSync::new(
+                crate::cluster::MetastoreLink::new(&cluster.postgres.url, password, connection),
+                store.clone(),
+                held,
+                serving,
+                cluster.shards,
+            )))
+        }
+    };
     let allow = Allowlist::new(&config.streams.allow_destinations).map_err(ServeError::Streams)?;
     let deps = StreamDeps {
         index: index.clone(),
         trees: trees.clone(),
         ingest: ingest.clone(),
-        store: Arc::new(store),
+        store,
         allow,
         backoff_max: crate::stream::delivery::BACKOFF_MAX,
         // OCSF `metadata.reporter` / ECS `observer`: this collector (its node id in a cluster).
@@ -451,9 +487,13 @@ async fn start_streams(
             Some(crate::stream::destination::hostname()).filter(|h| h != "-"),
         ),
     };
-    Streams::start(deps, &config.streams.declared)
+    let shared = sync
+        .clone()
+        .map(|s| s as Arc<dyn crate::stream::SharedStreams>);
+    let streams = Streams::start(deps, &config.streams.declared, shared)
         .await
-        .map_err(|e| ServeError::Streams(e.to_string()))
+        .map_err(|e| ServeError::Streams(e.to_string()))?;
+    Ok((streams, sync))
 }
 
 /// How often a WAL that failed to write is probed for room.

@@ -85,7 +85,7 @@ pub struct StreamsConfig {
     /// File holding the 32-byte key that encrypts stream secrets (HMAC secrets, tokens) at rest.
     /// Keep it apart from the data directory, so a copy of the data holds no usable secret.
     /// Unset: `<data_dir>.streams-key` (beside the data directory, not in it), generated at first
-    /// start with mode 0600.
+    /// start with mode 0600. Required with `[cluster]`: every node names the same file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
     /// Destinations allowed although they are loopback, link-local or private addresses, which
@@ -996,6 +996,16 @@ impl Settings for CollectorConfig {
                 "must not be empty; leave it unset for the generated key",
             );
         }
+        // Every node seals with it (stream secrets, the cluster's signing key): a key generated
+        // per node would be refused by the second node, later and less clearly.
+        if self.cluster.is_some() && self.streams.secret_key_file.is_none() {
+            c.fail_against(
+                "streams.secret_key_file",
+                "cluster.node_id",
+                "required with [cluster]: every node must name the same key file (copy it to each \
+                 node, outside the data directory)",
+            );
+        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, s) in self.streams.declared.iter().enumerate() {
             let key = format!("streams.declared[{i}]");
@@ -1098,6 +1108,8 @@ url = "s3://bucket/prefix"
 endpoint = "http://minio:9000"
 region = "us-east-1"
 allow_http = true
+[streams]
+secret_key_file = "/etc/codestax/streams-key"
 "#;
 
     #[test]
@@ -1218,6 +1230,25 @@ allow_http = true
             &[],
         );
         assert!(err.contains("collector.cluster.object_store.url"), "{err}");
+    }
+
+    #[test]
+    fn cluster_needs_a_shared_stream_secret_key_file() {
+        let text = CLUSTER.replace(
+            "[streams]\nsecret_key_file = \"/etc/codestax/streams-key\"\n",
+            "",
+        );
+        assert_ne!(text, CLUSTER);
+        let env = [(crate::POSTGRES_PASSWORD_ENV, "pw")];
+        let (err, file) = load_err(&text, &env);
+        let path = file.path().display().to_string();
+        assert!(
+            err.contains("streams.secret_key_file") && err.contains(&path),
+            "names the key and the file: {err}"
+        );
+        // A single node keeps its generated key.
+        let file = toml_file("[streams]\nallow_destinations = []\n");
+        CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
     }
 
     #[test]

@@ -86,27 +86,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/orgs/{org}/settings/retention",
             get(retention::get).put(retention::put),
         )
-        .route_layer(from_fn_with_state(state.clone(), route::route_to_owner));
-    let keyed = Router::new()
-        .route("/api/v1/ingest", post(ingest::ndjson))
-        .route("/api/v1/import", post(ingest::import))
-        .route("/api/v1/whoami", get(auth::whoami))
-        .merge(routed)
-        .route(
-            "/api/v1/orgs/{org}/keys",
-            get(keys::list).post(keys::create),
-        )
-        .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
-        .route(
-            "/api/v1/orgs/{org}/saved-views",
-            get(saved_views::list).post(saved_views::create),
-        )
-        .route(
-            "/api/v1/orgs/{org}/saved-views/{id}",
-            get(saved_views::get)
-                .patch(saved_views::patch)
-                .delete(saved_views::delete),
-        )
+        // Streams are delivered by the shard's owner, which keeps their live status.
         .route(
             "/api/v1/orgs/{org}/streams",
             get(streams::list).post(streams::create),
@@ -129,6 +109,27 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/orgs/{org}/streams/{id}/resume",
             post(streams::resume),
+        )
+        .route_layer(from_fn_with_state(state.clone(), route::route_to_owner));
+    let keyed = Router::new()
+        .route("/api/v1/ingest", post(ingest::ndjson))
+        .route("/api/v1/import", post(ingest::import))
+        .route("/api/v1/whoami", get(auth::whoami))
+        .merge(routed)
+        .route(
+            "/api/v1/orgs/{org}/keys",
+            get(keys::list).post(keys::create),
+        )
+        .route("/api/v1/orgs/{org}/keys/{id}", delete(keys::revoke))
+        .route(
+            "/api/v1/orgs/{org}/saved-views",
+            get(saved_views::list).post(saved_views::create),
+        )
+        .route(
+            "/api/v1/orgs/{org}/saved-views/{id}",
+            get(saved_views::get)
+                .patch(saved_views::patch)
+                .delete(saved_views::delete),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), require_ready));

@@ -1,5 +1,5 @@
 //! Cluster mode: a layer on the org routes whose answers come from a shard's index or the
-//! owner's files (search, facets, export, verify, proofs, retention) that serves the request
+//! owner's files (search, facets, export, verify, proofs, retention, streams) that serves the request
 //! here if this node owns `shard(org)`, forwards it to the owner otherwise, and answers 503
 //! `shard_unavailable` with `Retry-After` while the shard has no live owner. It runs after the
 //! key check, so unauthenticated callers learn nothing; a key of another org is not forwarded

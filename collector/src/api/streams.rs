@@ -10,12 +10,19 @@
 //! log (`audit_log.stream_created`, `…_changed`, `…_deleted`) before they are made; if the record
 //! cannot be made durable, nothing changes. Streams declared in the collector's TOML are
 //! read-only: 409 `stream_declared`.
+//!
+//! In cluster mode every route is served by the owner of the org's shard (forwarded there by
+//! `route::route_to_owner`): it delivers the org's streams and keeps their definitions and
+//! cursors in the metastore; while the metastore is unreachable a change answers 503
+//! `metastore_unavailable` before anything is recorded.
 
 use super::auth::{ManageStreams, OrgAccess, ReadLog};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
-use crate::stream::{ReplayFrom, StreamError, StreamInput, StreamPatch, StreamView, Streams};
+use crate::stream::{
+    ReplayFrom, SharedError, StreamError, StreamInput, StreamPatch, StreamView, Streams,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -49,6 +56,12 @@ impl From<StreamError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "too_many_streams", e.to_string())
             }
             StreamError::Store(_) => ApiError::internal(e),
+            StreamError::Shared(SharedError::Metastore(ref cause)) => {
+                ApiError::metastore_unavailable(cause)
+            }
+            StreamError::Shared(SharedError::Local(_)) => ApiError::internal(e),
+            // The shard moved between the routing and here: the client asks again.
+            StreamError::NotOwner => ApiError::unavailable(e.to_string(), 1),
         }
     }
 }
@@ -65,7 +78,7 @@ pub async fn list(
     OrgAccess { org, .. }: OrgAccess<ReadLog>,
 ) -> Result<Json<StreamList>, ApiError> {
     Ok(Json(StreamList {
-        streams: streams(&state)?.list(&org).await,
+        streams: streams(&state)?.list(&org).await?,
     }))
 }
 
@@ -226,6 +239,7 @@ pub async fn delete(
     if old.def.declared {
         return Err(StreamError::Declared(id).into());
     }
+    s.check_writable().await?;
     let metadata = about(
         &id,
         &old.def.name,
@@ -262,6 +276,7 @@ pub async fn replay(
     .await?;
     let from = parse_from(&body)?;
     let old = s.get(&org, &id).await?;
+    s.check_writable().await?;
     let mut metadata = about(&id, &old.def.name, []);
     metadata.changes.push(Change {
         field: "delivered_seq".into(),

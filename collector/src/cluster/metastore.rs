@@ -485,7 +485,9 @@ impl MetastoreLink {
         }
     }
 
-    async fn open(&self) -> Result<tokio::sync::MutexGuard<'_, Metastore>, MetastoreError> {
+    pub(super) async fn open(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Metastore>, MetastoreError> {
         let mut conn = self.conn.lock().await;
         if conn.is_closed() {
             *conn = Metastore::connect(&self.url, self.password.as_deref()).await?;

@@ -4,7 +4,8 @@
 //! the held shards into the local store and index; API keys kept in the metastore and cached
 //! on every node; the directory of shard owners that routes an org's reads, and the proxy that
 //! forwards them; retention overrides, saved views and the signing key kept in the metastore
-//! and cached on every node; stream cursors written under the shard's epoch.
+//! and cached on every node; streams kept in the metastore and delivered by the owner of the
+//! org's shard, their cursors written under the shard's epoch.
 
 mod cli;
 mod cursors;
@@ -23,6 +24,7 @@ mod shard;
 mod signing;
 mod snapshot;
 mod status;
+mod streams;
 
 pub use cli::{ClusterCliError, ClusterCommand, run_cluster_command};
 pub use directory::{DIRECTORY_REFRESH, Route, ShardDirectory, ShardOwner};
@@ -45,6 +47,7 @@ pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 pub use signing::{BINDING as SIGNING_KEY_BINDING, SigningKeyError, adopt_signing_key};
 pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, cluster_status, write_status};
+pub use streams::StreamSync;
 
 /// What the HTTP API uses of the cluster: where an org's reads go, the keys' refresh for an
 /// unknown token, and the settings kept in the metastore.

@@ -279,7 +279,7 @@ impl SettingsSync {
 }
 
 /// `work`, refused after [`WRITE_WAIT`] (a metastore that hangs rather than refuses).
-async fn within<T, E: Into<SettingsError>>(
+pub(super) async fn within<T, E: Into<SettingsError>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, SettingsError> {
     tokio::time::timeout(WRITE_WAIT, work)

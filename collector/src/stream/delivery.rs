@@ -13,6 +13,7 @@
 use super::allow::Allowlist;
 use super::definition::{Format, Secrets, StreamDef};
 use super::destination::{Item, SendError, Sender};
+use super::shared::CursorStore;
 use super::status::{State, StatusCell};
 use super::store::{Cursor, StreamStore};
 use crate::index::AuditIndex;
@@ -115,12 +116,13 @@ enum ReadError {
     Encode(String),
 }
 
-/// Runs the stream until `stop`.
+/// Runs the stream until `stop`, its cursor kept in `cursors`.
 pub async fn run(
     deps: Deps,
     def: StreamDef,
     secrets: Secrets,
     status: Arc<StatusCell>,
+    cursors: Arc<dyn CursorStore>,
     stop: CancellationToken,
 ) {
     let mut commits = deps.index.commits();
@@ -128,12 +130,7 @@ pub async fn run(
     // memory only; see `AuditIndex::for_each_chained_stored`.
     let mut since_lsn = 0;
     let mut backoff = Backoff::new(deps.backoff_max);
-    let mut cursor = match blocking(&deps, {
-        let (org, id) = (def.org.clone(), def.id.clone());
-        move |d| d.store.read_cursor(&org, &id)
-    })
-    .await
-    {
+    let mut cursor = match cursors.read(&def.org, &def.id).await {
         Ok(Some(c)) => c,
         Ok(None) => Cursor::at(0),
         Err(e) => {
@@ -176,7 +173,7 @@ pub async fn run(
                 Ok(Some(seq)) => {
                     cursor.delivered_seq = seq - 1;
                     cursor.from_time = None;
-                    save(&deps, &def, &cursor).await;
+                    save(cursors.as_ref(), &def, &cursor).await;
                     status.update(|l| l.delivered_seq = cursor.delivered_seq);
                 }
                 Ok(None) => {
@@ -263,11 +260,19 @@ pub async fn run(
         status.update(|l| l.expired_records = cursor.expired_records);
         let (items, complete) = (read.items, read.complete);
 
+        // A node that lost the org's shard (a zombie waking up) sends nothing more; its task is
+        // stopped once the lease is seen gone.
+        while !cursors.may_act() {
+            if stop.is_cancelled() {
+                return;
+            }
+            pause(BACKOFF_MIN, &stop).await;
+        }
         let mut truncated = 0;
         if !items.is_empty() && sender.names_by_range() && cursor.pending_last != Some(last_seq) {
             // Durable before the send: after a crash the same range is sent again.
             cursor.pending_last = Some(last_seq);
-            save(&deps, &def, &cursor).await;
+            save(cursors.as_ref(), &def, &cursor).await;
         }
         if !items.is_empty() {
             loop {
@@ -303,7 +308,7 @@ pub async fn run(
         if !items.is_empty() {
             cursor.last_success_at = Some(now);
         }
-        save(&deps, &def, &cursor).await;
+        save(cursors.as_ref(), &def, &cursor).await;
         status.update(|l| {
             l.state = State::Healthy;
             l.last_error = None;
@@ -338,10 +343,10 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
 }
 
 /// Writes the cursor; a failure is logged and the next batch's write tries again (a cursor
-/// behind what was delivered re-delivers after a restart, never skips).
-async fn save(deps: &Deps, def: &StreamDef, cursor: &Cursor) {
-    let (org, id, c) = (def.org.clone(), def.id.clone(), cursor.clone());
-    if let Err(e) = blocking(deps, move |d| d.store.write_cursor(&org, &id, &c)).await {
+/// behind what was delivered re-delivers after a restart or a takeover, never skips). In a
+/// cluster a write from a node that lost the shard is refused here.
+async fn save(cursors: &dyn CursorStore, def: &StreamDef, cursor: &Cursor) {
+    if let Err(e) = cursors.write(&def.org, &def.id, cursor).await {
         tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot write the stream cursor; it stays behind (records may be sent again after a restart)");
     }
 }

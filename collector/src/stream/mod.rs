@@ -12,6 +12,8 @@
 //! - [`status`]: state, lag, last error, as shown by the API and the metrics.
 //! - [`delivery`]: one stream's task (read after the cursor, send, move the cursor, retry).
 //! - [`registry`]: every stream and its task; the operations of the API.
+//! - [`shared`]: what the registry needs of the cluster's metastore (definitions, fenced
+//!   cursors) in cluster mode, and the cursor files of a single node.
 
 pub mod allow;
 pub mod definition;
@@ -19,6 +21,7 @@ pub mod delivery;
 pub mod destination;
 pub mod registry;
 pub mod secret;
+pub mod shared;
 pub mod status;
 pub mod store;
 pub mod tls;
@@ -28,5 +31,6 @@ pub use definition::{Destination, Format, Secrets, Start, StreamDef, StreamInput
 pub use delivery::Deps;
 pub use registry::{ReplayFrom, StreamError, StreamView, Streams, TestReport};
 pub use secret::SecretKey;
+pub use shared::{CursorStore, SharedError, SharedStreams};
 pub use status::{State, Status};
 pub use store::StreamStore;

@@ -7,11 +7,13 @@ use super::allow::Allowlist;
 use super::definition::{DefinitionError, Secrets, Start, StreamDef, StreamInput, StreamPatch};
 use super::delivery::{self, Deps};
 use super::destination::{SendError, Sender, TestAnswer};
+use super::shared::{CursorStore, LocalCursors, SharedError, SharedStreams};
 use super::status::{State, Status, StatusCell};
 use super::store::{Cursor, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Mutex;
@@ -38,6 +40,12 @@ pub enum StreamError {
     TooMany(usize),
     #[error("storing the streams failed: {0}")]
     Store(#[from] StoreError),
+    /// A cursor (or, in cluster mode, a definition) could not be read or written.
+    #[error("the stream's state: {0}")]
+    Shared(#[from] SharedError),
+    /// Cluster mode: this node does not deliver the org's streams now (its shard moved).
+    #[error("this node does not hold the org's shard now")]
+    NotOwner,
 }
 
 /// Most streams an org may have.
@@ -79,25 +87,42 @@ struct Entry {
     secrets: Secrets,
     status: Arc<StatusCell>,
     task: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Where its cursor is kept (in a cluster: fenced by the lease it started under).
+    cursors: Arc<dyn CursorStore>,
 }
 
-/// Every stream. Cheap to clone.
+/// Every stream (in a cluster: those of the shards this node delivers). Cheap to clone.
 #[derive(Clone)]
 pub struct Streams {
     deps: Deps,
     entries: Arc<Mutex<BTreeMap<(String, String), Entry>>>,
+    /// The cursor files of a single node.
+    local: Arc<dyn CursorStore>,
+    /// Cluster mode: definitions and cursors in the metastore.
+    shared: Option<Arc<dyn SharedStreams>>,
+    /// The streams of `[[streams.declared]]`: in a cluster, started by [`Streams::follow`] on
+    /// the owner of their org's shard.
+    declared: Arc<Vec<(StreamDef, Secrets)>>,
 }
 
 impl Streams {
-    /// Loads the stored streams and the declared ones and starts their tasks.
+    /// Loads the stored streams and the declared ones and starts their tasks. With `shared`
+    /// (cluster mode) it starts none: [`Streams::follow`] starts those of the shards this node
+    /// owns, from the metastore; the data dir's `definitions.json` is not read (nor offered).
     pub async fn start(
         deps: Deps,
         declared: &[codestax_config::DeclaredStream],
+        shared: Option<Arc<dyn SharedStreams>>,
     ) -> Result<Streams, StreamError> {
-        let store = deps.store.clone();
-        let mut all = tokio::task::spawn_blocking(move || store.load())
-            .await
-            .map_err(|e| StreamError::Refused(e.to_string()))??;
+        let mut all = if shared.is_some() {
+            Vec::new()
+        } else {
+            let store = deps.store.clone();
+            tokio::task::spawn_blocking(move || store.load())
+                .await
+                .map_err(|e| StreamError::Refused(e.to_string()))??
+        };
+        let mut declared_defs = Vec::new();
         for d in declared {
             let input = StreamInput::from_declared(d).map_err(|e| DefinitionError {
                 field: format!("streams.declared {}/{}: {}", d.org, d.id, e.field),
@@ -107,7 +132,7 @@ impl Streams {
                 tracing::warn!(org = %d.org, stream = %d.id, "a declared stream has the id of a stream made through the API; the declared one replaces it");
             }
             all.retain(|(s, _)| !(s.org == d.org && s.id == d.id));
-            all.push((
+            declared_defs.push((
                 StreamDef {
                     id: d.id.clone(),
                     org: d.org.clone(),
@@ -124,27 +149,142 @@ impl Streams {
             ));
         }
         let streams = Streams {
+            local: Arc::new(LocalCursors(deps.store.clone())),
             deps,
             entries: Arc::new(Mutex::new(BTreeMap::new())),
+            shared,
+            declared: Arc::new(declared_defs.clone()),
         };
+        if streams.shared.is_some() {
+            return Ok(streams);
+        }
+        all.extend(declared_defs);
         let mut entries = streams.entries.lock().await;
         for (def, secrets) in all {
             let (org, id) = (def.org.clone(), def.id.clone());
-            if streams.read_cursor(&org, &id).await?.is_none() {
+            let cursors = streams.local.clone();
+            if read_cursor(cursors.as_ref(), &org, &id).await?.is_none() {
                 let cursor = streams.initial_cursor(&def);
-                streams.write_cursor(&org, &id, cursor).await?;
+                cursors.write(&org, &id, &cursor).await?;
             }
             let mut entry = Entry {
                 status: Arc::new(StatusCell::new(State::Healthy, 0)),
                 def,
                 secrets,
                 task: None,
+                cursors,
             };
             streams.spawn(&mut entry);
             entries.insert((org, id), entry);
         }
         drop(entries);
         Ok(streams)
+    }
+
+    /// Cluster mode: makes the running streams of the orgs `owns` matches (one shard's) those
+    /// `load` reads from the metastore plus the declared ones, each delivering with `cursors`
+    /// (fenced by the lease it was made for): new streams start, changed ones restart, gone ones
+    /// stop. `load` runs with the changes of the API locked out, so a change made here between
+    /// the read and its use is never undone.
+    pub async fn follow(
+        &self,
+        owns: impl Fn(&str) -> bool,
+        cursors: Arc<dyn CursorStore>,
+        load: impl Future<Output = Result<Vec<(StreamDef, Secrets)>, StreamError>>,
+    ) -> Result<(), StreamError> {
+        let mut entries = self.entries.lock().await;
+        let declared = |org: &str, id: &str| {
+            self.declared
+                .iter()
+                .any(|(d, _)| d.org == org && d.id == id)
+        };
+        let mut want = load.await?;
+        want.retain(|(d, _)| owns(&d.org) && !declared(&d.org, &d.id));
+        want.extend(self.declared.iter().filter(|(d, _)| owns(&d.org)).cloned());
+        let gone: Vec<(String, String)> = entries
+            .keys()
+            .filter(|(org, id)| {
+                owns(org) && !want.iter().any(|(d, _)| d.org == *org && d.id == *id)
+            })
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(mut e) = entries.remove(&k) {
+                self.stop_task(&mut e).await;
+            }
+        }
+        for (def, secrets) in want {
+            let k = key(&def.org, &def.id);
+            if entries
+                .get(&k)
+                .is_some_and(|e| e.def == def && e.secrets == secrets)
+            {
+                continue;
+            }
+            let status = match entries.remove(&k) {
+                Some(mut old) => {
+                    self.stop_task(&mut old).await;
+                    old.status
+                }
+                None => Arc::new(StatusCell::new(State::Healthy, 0)),
+            };
+            if read_cursor(cursors.as_ref(), &def.org, &def.id)
+                .await?
+                .is_none()
+            {
+                let cursor = self.initial_cursor(&def);
+                cursors.write(&def.org, &def.id, &cursor).await?;
+            }
+            let mut entry = Entry {
+                def,
+                secrets,
+                status,
+                task: None,
+                cursors: cursors.clone(),
+            };
+            self.spawn(&mut entry);
+            entries.insert(k, entry);
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: stops and forgets the streams of the orgs `owns` matches (their shard's
+    /// lease is gone); how many.
+    pub async fn release(&self, owns: impl Fn(&str) -> bool) -> usize {
+        let mut entries = self.entries.lock().await;
+        let keys: Vec<(String, String)> = entries.keys().filter(|k| owns(&k.0)).cloned().collect();
+        for k in &keys {
+            if let Some(mut e) = entries.remove(k) {
+                self.stop_task(&mut e).await;
+            }
+        }
+        keys.len()
+    }
+
+    /// In a cluster, refuses while `org`'s streams are not loaded here (its shard just taken
+    /// over, its streams not yet read): never an answer from an empty registry.
+    fn check_here(&self, org: &str) -> Result<(), StreamError> {
+        match &self.shared {
+            Some(shared) if !shared.delivers(org) => Err(StreamError::NotOwner),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where `org`'s cursors are written here; in a cluster, only while this node owns the
+    /// org's shard.
+    fn cursors_for(&self, org: &str) -> Result<Arc<dyn CursorStore>, StreamError> {
+        match &self.shared {
+            None => Ok(self.local.clone()),
+            Some(shared) => shared.cursors(org).ok_or(StreamError::NotOwner),
+        }
+    }
+
+    /// Fails unless a change can be stored now (in a cluster: the metastore answers).
+    pub async fn check_writable(&self) -> Result<(), StreamError> {
+        if let Some(shared) = &self.shared {
+            shared.check_writable().await?;
+        }
+        Ok(())
     }
 
     /// A new stream id: 16 hex digits.
@@ -154,16 +294,18 @@ impl Streams {
         hex::encode(b)
     }
 
-    pub async fn list(&self, org: &str) -> Vec<StreamView> {
+    pub async fn list(&self, org: &str) -> Result<Vec<StreamView>, StreamError> {
+        self.check_here(org)?;
         let entries = self.entries.lock().await;
-        entries
+        Ok(entries
             .values()
             .filter(|e| e.def.org == org)
             .map(|e| self.view(e))
-            .collect()
+            .collect())
     }
 
     pub async fn get(&self, org: &str, id: &str) -> Result<StreamView, StreamError> {
+        self.check_here(org)?;
         let entries = self.entries.lock().await;
         entries
             .get(&key(org, id))
@@ -185,6 +327,7 @@ impl Streams {
 
     /// Checks a new stream without creating it (the API records the change first).
     pub async fn check_new(&self, org: &str, input: &StreamInput) -> Result<(), StreamError> {
+        self.check_here(org)?;
         let count = self
             .entries
             .lock()
@@ -195,7 +338,9 @@ impl Streams {
         if count >= MAX_STREAMS_PER_ORG {
             return Err(StreamError::TooMany(count));
         }
-        self.check_destination(&input.destination).await
+        self.cursors_for(org)?;
+        self.check_destination(&input.destination).await?;
+        self.check_writable().await
     }
 
     /// Creates stream `id` of `org`.
@@ -217,18 +362,24 @@ impl Streams {
             paused: false,
             created_at: codestax_common::time::truncate_to_micros(Utc::now()),
         };
+        let cursors = self.cursors_for(org)?;
         let mut entries = self.entries.lock().await;
         let cursor = self.initial_cursor(&def);
-        self.write_cursor(org, id, cursor).await?;
         let mut entry = Entry {
             def,
             secrets: input.secrets,
             status: Arc::new(StatusCell::new(State::Healthy, 0)),
             task: None,
+            cursors,
         };
-        if let Err(e) = self.save(&entries, Some(&entry)).await {
-            self.deps.store.remove_cursor(org, id);
-            return Err(e);
+        if let Some(shared) = &self.shared {
+            shared.create(&entry.def, &entry.secrets, &cursor).await?;
+        } else {
+            entry.cursors.write(org, id, &cursor).await?;
+            if let Err(e) = self.save(&entries, Some(&entry)).await {
+                self.deps.store.remove_cursor(org, id);
+                return Err(e);
+            }
         }
         self.spawn(&mut entry);
         let view = self.view(&entry);
@@ -251,6 +402,7 @@ impl Streams {
         if let Some((d, _)) = &patch.destination {
             self.check_destination(d).await?;
         }
+        self.check_writable().await?;
         Ok(view)
     }
 
@@ -283,7 +435,10 @@ impl Streams {
         if let Some(p) = patch.paused {
             new.def.paused = p;
         }
-        self.save(&entries, Some(&new)).await?;
+        match &self.shared {
+            Some(shared) => shared.update(&new.def, &new.secrets).await?,
+            None => self.save(&entries, Some(&new)).await?,
+        }
         let entry = entries.get_mut(&key(org, id)).expect("looked up above");
         self.stop_task(entry).await;
         entry.def = new.def;
@@ -300,12 +455,20 @@ impl Streams {
             return Err(StreamError::Declared(id.into()));
         }
         let mut entry = entries.remove(&key(org, id)).expect("looked up above");
-        if let Err(e) = self.save(&entries, None).await {
+        // Stopped first: its task cannot write the cursor again after it is deleted.
+        self.stop_task(&mut entry).await;
+        let removed = match &self.shared {
+            Some(shared) => shared.remove(org, id).await.map_err(StreamError::from),
+            None => self.save(&entries, None).await,
+        };
+        if let Err(e) = removed {
+            self.spawn(&mut entry);
             entries.insert(key(org, id), entry);
             return Err(e);
         }
-        self.stop_task(&mut entry).await;
-        self.deps.store.remove_cursor(org, id);
+        if self.shared.is_none() {
+            self.deps.store.remove_cursor(org, id);
+        }
         Ok(entry.def)
     }
 
@@ -321,7 +484,14 @@ impl Streams {
             .get_mut(&key(org, id))
             .ok_or(StreamError::NotFound)?;
         self.stop_task(entry).await;
-        let old = self.read_cursor(org, id).await?.unwrap_or_default();
+        let cursors = entry.cursors.clone();
+        let old = match read_cursor(cursors.as_ref(), org, id).await {
+            Ok(c) => c.unwrap_or_default(),
+            Err(e) => {
+                self.spawn(entry);
+                return Err(e);
+            }
+        };
         let mut cursor = match from {
             ReplayFrom::Seq(seq) => Cursor::at(seq.saturating_sub(1)),
             ReplayFrom::Time(t) => Cursor::from_time(t),
@@ -329,7 +499,7 @@ impl Streams {
         cursor.expired_records = old.expired_records;
         cursor.truncated_records = old.truncated_records;
         cursor.last_success_at = old.last_success_at;
-        let result = self.write_cursor(org, id, cursor).await;
+        let result = cursors.write(org, id, &cursor).await;
         self.spawn(entry);
         result?;
         Ok(self.view(entry))
@@ -337,6 +507,7 @@ impl Streams {
 
     /// Sends one test event to the stream's destination; reports its status and timing.
     pub async fn test(&self, org: &str, id: &str) -> Result<TestReport, StreamError> {
+        self.check_here(org)?;
         let (def, secrets) = {
             let entries = self.entries.lock().await;
             let e = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
@@ -424,6 +595,7 @@ impl Streams {
             entry.def.clone(),
             entry.secrets.clone(),
             entry.status.clone(),
+            entry.cursors.clone(),
             stop.clone(),
         ));
         entry.task = Some((stop, task));
@@ -470,24 +642,15 @@ impl Streams {
             .map_err(|e| StreamError::Refused(e.to_string()))??;
         Ok(())
     }
+}
 
-    async fn read_cursor(&self, org: &str, id: &str) -> Result<Option<Cursor>, StreamError> {
-        let (store, org, id) = (self.deps.store.clone(), org.to_string(), id.to_string());
-        Ok(
-            tokio::task::spawn_blocking(move || store.read_cursor(&org, &id))
-                .await
-                .map_err(|e| StreamError::Refused(e.to_string()))??,
-        )
-    }
-
-    async fn write_cursor(&self, org: &str, id: &str, c: Cursor) -> Result<(), StreamError> {
-        let (store, org, id) = (self.deps.store.clone(), org.to_string(), id.to_string());
-        Ok(
-            tokio::task::spawn_blocking(move || store.write_cursor(&org, &id, &c))
-                .await
-                .map_err(|e| StreamError::Refused(e.to_string()))??,
-        )
-    }
+/// The stream's cursor, read where it is kept.
+async fn read_cursor(
+    cursors: &dyn CursorStore,
+    org: &str,
+    id: &str,
+) -> Result<Option<Cursor>, StreamError> {
+    Ok(cursors.read(org, id).await?)
 }
 
 fn key(org: &str, id: &str) -> (String, String) {
@@ -501,6 +664,7 @@ fn placeholder(e: &Entry) -> Entry {
         secrets: e.secrets.clone(),
         status: e.status.clone(),
         task: None,
+        cursors: e.cursors.clone(),
     }
 }
 

@@ -22,6 +22,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("a stream definition in the metastore cannot be read: {0}")]
+    Definition(String),
     #[error("stream {org}/{id}: {source}")]
     Secret {
         org: String,
@@ -147,22 +149,52 @@ impl StreamStore {
         };
         defs.streams
             .into_iter()
-            .map(|s| {
-                let secrets = match &s.sealed {
-                    None => Secrets::default(),
-                    Some(sealed) => {
-                        let err = |source| StoreError::Secret {
-                            org: s.def.org.clone(),
-                            id: s.def.id.clone(),
-                            source,
-                        };
-                        let plain = self.key.open(&binding(&s.def), sealed).map_err(err)?;
-                        serde_json::from_slice(&plain).map_err(|_| err(SecretError::Open))?
-                    }
-                };
-                Ok((s.def, secrets))
-            })
+            .map(|s| self.open_stored(s))
             .collect()
+    }
+
+    fn open_stored(&self, s: Stored) -> Result<(StreamDef, Secrets), StoreError> {
+        let secrets = match &s.sealed {
+            None => Secrets::default(),
+            Some(sealed) => {
+                let err = |source| StoreError::Secret {
+                    org: s.def.org.clone(),
+                    id: s.def.id.clone(),
+                    source,
+                };
+                let plain = self.key.open(&binding(&s.def), sealed).map_err(err)?;
+                serde_json::from_slice(&plain).map_err(|_| err(SecretError::Open))?
+            }
+        };
+        Ok((s.def, secrets))
+    }
+
+    fn stored(&self, def: &StreamDef, secrets: &Secrets) -> Stored {
+        Stored {
+            sealed: (*secrets != Secrets::default()).then(|| {
+                self.key.seal(
+                    &binding(def),
+                    &serde_json::to_vec(secrets).expect("secrets serialise"),
+                )
+            }),
+            def: def.clone(),
+        }
+    }
+
+    /// A stream as the cluster's metastore keeps it: the definition as JSON, its secrets
+    /// sealed as in `definitions.json`.
+    pub fn seal_definition(&self, def: &StreamDef, secrets: &Secrets) -> serde_json::Value {
+        serde_json::to_value(self.stored(def, secrets)).expect("a stream serialises")
+    }
+
+    /// [`StreamStore::seal_definition`]'s stream back, its secrets opened.
+    pub fn open_definition(
+        &self,
+        value: serde_json::Value,
+    ) -> Result<(StreamDef, Secrets), StoreError> {
+        let stored: Stored =
+            serde_json::from_value(value).map_err(|e| StoreError::Definition(e.to_string()))?;
+        self.open_stored(stored)
     }
 
     /// Replaces the stored streams with `streams` (the API-made ones).
@@ -173,15 +205,7 @@ impl StreamStore {
         let streams = streams
             .into_iter()
             .filter(|(d, _)| !d.declared)
-            .map(|(def, secrets)| Stored {
-                sealed: (*secrets != Secrets::default()).then(|| {
-                    self.key.seal(
-                        &binding(def),
-                        &serde_json::to_vec(secrets).expect("secrets serialise"),
-                    )
-                }),
-                def: def.clone(),
-            })
+            .map(|(def, secrets)| self.stored(def, secrets))
             .collect();
         self.definitions_file().write_json(&Definitions {
             version: DEFINITIONS_VERSION,
@@ -260,12 +284,24 @@ mod tests {
             "{raw}"
         );
         let loaded = StreamStore::open(data.path(), key).unwrap().load().unwrap();
-        assert_eq!(loaded, vec![(def, secrets)]);
+        assert_eq!(loaded, vec![(def.clone(), secrets.clone())]);
 
         assert_eq!(store.read_cursor("acme", "s1").unwrap(), None);
         let c = Cursor::at(42);
         store.write_cursor("acme", "s1", &c).unwrap();
         assert_eq!(store.read_cursor("acme", "s1").unwrap(), Some(c));
+
+        // As the cluster's metastore keeps it: sealed, and back equal (the owner compares
+        // what it runs with what it reads, every second, and restarts only what changed).
+        let value = store.seal_definition(&def, &secrets);
+        assert!(
+            !value.to_string().contains("very-secret") && !value.to_string().contains("tok-xyz"),
+            "{value}"
+        );
+        assert_eq!(
+            store.open_definition(value).unwrap(),
+            (def.clone(), secrets.clone())
+        );
 
         // Another key cannot open them: refused, naming the stream.
         let other = SecretKey::load_or_generate(&keydir.path().join("k2")).unwrap();

@@ -96,6 +96,23 @@ impl Servers {
             .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
     }
 
+    /// [`Servers::join`] with `keys` added to the `[streams]` section (the last one).
+    pub(crate) fn join_with_streams(&self, c: &mut Collector, name: &str, keys: &str) {
+        let settings = format!(
+            "{}{keys}",
+            cluster_toml_with(
+                name,
+                c.http_port,
+                &self.nats,
+                &self.pg,
+                &self.s3.endpoint(),
+                SNAPSHOT_INTERVAL,
+            )
+        );
+        c.restart_with(&settings)
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
+    }
+
     /// A started node `name`.
     pub(crate) fn start_node(&self, name: &str) -> Collector {
         let mut c = self.node(name);

@@ -16,6 +16,7 @@ mod cluster_route;
 mod cluster_servers;
 mod cluster_snapshot;
 mod cluster_state;
+mod cluster_streams;
 mod cluster_three;
 mod collector_api;
 mod collector_durability;

@@ -56,7 +56,7 @@ fn ingest_n(c: &Collector, token: &str, prefix: &str, n: usize) -> Vec<String> {
     ids
 }
 
-fn request(
+pub(crate) fn request(
     c: &Collector,
     method: &str,
     path: &str,
@@ -100,7 +100,7 @@ impl Received {
     }
 
     /// The records with a `seq` (test events have none worth checking: seq 0).
-    fn seqs(&self) -> Vec<u64> {
+    pub(crate) fn seqs(&self) -> Vec<u64> {
         self.all()
             .iter()
             .filter_map(|r| r["seq"].as_u64())
@@ -108,7 +108,7 @@ impl Received {
             .collect()
     }
 
-    fn ids(&self) -> BTreeSet<String> {
+    pub(crate) fn ids(&self) -> BTreeSet<String> {
         self.all()
             .iter()
             .filter_map(|r| r["id"].as_str().map(str::to_string))
@@ -118,7 +118,7 @@ impl Received {
 
 /// At least once, in order: every seq from 1 to the highest arrived, and a repeat only as part
 /// of a re-sent run (each arrival is the next seq, or a step back to one already seen).
-fn assert_in_order_without_gaps(seqs: &[u64]) {
+pub(crate) fn assert_in_order_without_gaps(seqs: &[u64]) {
     let mut highest = 0;
     for (i, &s) in seqs.iter().enumerate() {
         assert!(
