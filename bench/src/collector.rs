@@ -31,6 +31,28 @@ pub struct Collector {
 /// org) and quiet logs.
 const BENCH_SETTINGS: &str = "[metrics]\nper_org = true\n[log]\nlevel = \"warn\"\n";
 
+/// How [`Collector::start_with`] starts a collector.
+pub struct Launch<'a> {
+    /// Orgs to make keys for (unless `keys` are given).
+    pub orgs: &'a [String],
+    /// The TOML after the bench's own settings, given the collector's HTTP port (a cluster
+    /// node advertises it).
+    pub settings: &'a dyn Fn(u16) -> String,
+    /// Applied to the collector's command and to its CLI's: [`bench_child`], and what else
+    /// they need (cluster mode: the metastore's password).
+    pub before_spawn: fn(&mut Command),
+    /// Keys already made (a cluster's, in its metastore): none are made.
+    pub keys: Option<HashMap<String, OrgKeys>>,
+    /// A file the collector's stderr goes to (the bench's own stderr otherwise).
+    pub stderr: Option<std::path::PathBuf>,
+}
+
+/// What every collector child of the bench gets: no stdout, and death with the bench.
+pub fn bench_child(cmd: &mut Command) {
+    cmd.stdout(std::process::Stdio::null());
+    die_with_parent(cmd, libc::SIGKILL);
+}
+
 /// An HTTP client for the bench's requests: keep-alive, generous timeout.
 pub fn http_client() -> Result<Client> {
     Client::builder()
@@ -59,6 +81,21 @@ impl Collector {
     /// Writes a config for `data_dir` (`extra_toml` appended), creates an INGEST and an ORG_ADMIN
     /// key for every org with `keys create`, starts the binary and waits until it is ready.
     pub fn start(bin: &Path, data_dir: &Path, orgs: &[String], extra_toml: &str) -> Result<Self> {
+        Collector::start_with(
+            bin,
+            data_dir,
+            Launch {
+                orgs,
+                settings: &|_| extra_toml.to_string(),
+                before_spawn: bench_child,
+                keys: None,
+                stderr: None,
+            },
+        )
+    }
+
+    /// [`Collector::start`] as `launch` says.
+    pub fn start_with(bin: &Path, data_dir: &Path, launch: Launch<'_>) -> Result<Self> {
         if !bin.exists() {
             return Err(BenchError::Collector(format!(
                 "{} not found; build it first: cargo build --release -p codestax-collector -p codestax-bench",
@@ -71,22 +108,27 @@ impl Collector {
             bin: bin.to_path_buf(),
             data_dir: data_dir.join("collector"),
             config_path: data_dir.join("bench-collector.toml"),
-            settings: format!("{BENCH_SETTINGS}{extra_toml}"),
+            settings: String::new(),
             ready_timeout: Duration::from_secs(120),
             stop_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(300),
-            before_spawn: Some(|cmd| {
-                cmd.stdout(std::process::Stdio::null());
-                die_with_parent(cmd, libc::SIGKILL);
-            }),
-            stderr: None,
+            before_spawn: Some(launch.before_spawn),
+            stderr: launch.stderr,
         })?;
-        let mut keys = HashMap::new();
-        for org in orgs {
-            let ingest = inner.new_key(org, "INGEST")?;
-            let reader = inner.new_key(org, "ORG_ADMIN")?;
-            keys.insert(org.clone(), OrgKeys { ingest, reader });
-        }
+        let extra_toml = (launch.settings)(inner.http_port);
+        inner.set_settings(&format!("{BENCH_SETTINGS}{extra_toml}"))?;
+        let keys = match launch.keys {
+            Some(keys) => keys,
+            None => {
+                let mut keys = HashMap::new();
+                for org in launch.orgs {
+                    let ingest = inner.new_key(org, "INGEST")?;
+                    let reader = inner.new_key(org, "ORG_ADMIN")?;
+                    keys.insert(org.clone(), OrgKeys { ingest, reader });
+                }
+                keys
+            }
+        };
         inner.launch()?;
         let c = Collector {
             data_dir: inner.data_dir.clone(),
@@ -143,6 +185,17 @@ impl Collector {
 
     pub fn keys(&self, org: &str) -> &OrgKeys {
         &self.keys[org]
+    }
+
+    /// Every org's keys (for another node of the same cluster).
+    pub fn all_keys(&self) -> &HashMap<String, OrgKeys> {
+        &self.keys
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        crate::cleanup::forget_child(self.pid());
+        self.inner.kill9();
     }
 
     /// The `/metrics` text (per-org series on: the bench reports retention per org).

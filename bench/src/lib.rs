@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod cleanup;
+pub mod cluster;
 pub mod collector;
 pub mod data;
 pub mod error;

@@ -53,6 +53,19 @@ pub struct LoadOptions {
     pub pre_encode: bool,
 }
 
+impl LoadOptions {
+    /// NDJSON from `clients` clients as fast as acks come, no freshness samples.
+    pub fn ndjson(clients: usize, pre_encode: bool) -> LoadOptions {
+        LoadOptions {
+            protocol: Protocol::Ndjson,
+            clients,
+            pace: None,
+            sample_every: 0,
+            pre_encode,
+        }
+    }
+}
+
 /// What a load measured.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -77,6 +90,9 @@ impl LoadReport {
     }
 }
 
+/// A batch refused with 503 (unavailable, retry) is sent again for this long.
+const UNAVAILABLE_GIVE_UP: Duration = Duration::from_secs(60);
+
 /// A sampled record is counted as never found after this long.
 pub const FRESHNESS_GIVE_UP: Duration = Duration::from_secs(60);
 
@@ -98,6 +114,15 @@ fn current_week_start_micros() -> i64 {
 
 /// Sends every batch of `corpus` to the collector.
 pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadReport> {
+    send_to(&[c], corpus, opts)
+}
+
+/// [`send`] spread over `targets` (the nodes of a cluster): client `i` sends to target `i` modulo
+/// their number; freshness is polled on the first.
+pub fn send_to(targets: &[&Collector], corpus: &Corpus, opts: LoadOptions) -> Result<LoadReport> {
+    let c = *targets
+        .first()
+        .ok_or_else(|| BenchError::Usage("no collector to send to".into()))?;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Sample>();
@@ -123,9 +148,10 @@ pub fn send(c: &Collector, corpus: &Corpus, opts: LoadOptions) -> Result<LoadRep
     let (results, poll) = std::thread::scope(|s| {
         let poller = (opts.sample_every > 0).then(|| s.spawn(|| poll_freshness(c, rx)));
         let handles: Vec<_> = (0..opts.clients.max(1))
-            .map(|_| {
+            .map(|i| {
                 let tx = tx.clone();
                 let (next, failed, encoded) = (&next, &failed, &encoded);
+                let c = targets[i % targets.len()];
                 s.spawn(move || -> Result<Latencies> {
                     let mut sender = Sender::new(c, opts.protocol)?;
                     let mut body = Vec::with_capacity(corpus.batch_size * 600);
@@ -373,17 +399,27 @@ fn post_batch(
     body: Vec<u8>,
     expected: usize,
 ) -> Result<()> {
-    let r = client
-        .post(c.url("/api/v1/ingest"))
-        .bearer_auth(&c.keys(org).ingest)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .map_err(|e| BenchError::http("POST /api/v1/ingest", e))?;
-    let status = r.status();
-    let text = r
-        .text()
-        .map_err(|e| BenchError::http("POST /api/v1/ingest", e))?;
+    let body = bytes::Bytes::from(body);
+    let deadline = Instant::now() + UNAVAILABLE_GIVE_UP;
+    let (status, text) = loop {
+        let r = client
+            .post(c.url("/api/v1/ingest"))
+            .bearer_auth(&c.keys(org).ingest)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .map_err(|e| BenchError::http("POST /api/v1/ingest", e))?;
+        let status = r.status();
+        let text = r
+            .text()
+            .map_err(|e| BenchError::http("POST /api/v1/ingest", e))?;
+        // A cluster node answers 503 while the stream elects a leader: the same batch again,
+        // as a client does (the ack latency includes the wait).
+        if status != 503 || Instant::now() > deadline {
+            break (status, text);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     if !status.is_success() {
         return Err(BenchError::http(
             "POST /api/v1/ingest",

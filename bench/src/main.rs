@@ -58,6 +58,11 @@ enum Cmd {
     /// fresh collector; records/s end to end, CPU of each side, a rerun, a kill -9 and resume.
     /// Not part of `all`.
     Import(ImportArgs),
+    /// Cluster mode (issue 18): 3 nats-servers (JetStream R3), PostgreSQL, moto's S3 and 1–3
+    /// collectors on loopback; ingest against the single node in the same run (and against
+    /// JetStream's default sync, to state what `sync_interval: always` costs), then failover
+    /// of a large shard. Needs nats-server and moto_server (`CODESTAX_VENV`). Not part of `all`.
+    Cluster(ClusterArgs),
     /// All of them, one after the other.
     All {
         #[command(flatten)]
@@ -96,6 +101,43 @@ struct ImportArgs {
     /// `--cli-arg=--batch-records=2000`.
     #[arg(long, allow_hyphen_values = true)]
     cli_arg: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    /// Records of each ingest run (0: no ingest runs).
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Concurrent clients, spread over the nodes.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Orgs of the ingest runs.
+    #[arg(long, default_value_t = 10)]
+    orgs: usize,
+    /// Collectors of the ingest runs' cluster, 1 to 3 (the failover runs use 2).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Rounds of the ingest runs (single node, then the cluster with each sync).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// `[cluster] shards`.
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// `[cluster] lease_ttl`.
+    #[arg(long, default_value = "10s")]
+    lease_ttl: String,
+    /// `[cluster] snapshot_interval`.
+    #[arg(long, default_value = "30s")]
+    snapshot_interval: String,
+    /// Records of the one org of each failover run, comma-separated (0: none).
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    failover_records: Vec<u64>,
+    /// Records acknowledged after the snapshot, before the kill (the survivor replays them).
+    #[arg(long, default_value_t = 20_000)]
+    replay_records: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -357,6 +399,22 @@ fn main() -> anyhow::Result<()> {
                 orgs: s.stream_orgs,
                 clients: s.clients,
                 batch: s.batch,
+            },
+        )?),
+        Cmd::Cluster(a) => print(codestax_bench::cluster::run(
+            &collector_bin,
+            codestax_bench::cluster::ClusterSize {
+                records: a.records,
+                clients: a.clients,
+                batch: a.batch,
+                orgs: a.orgs,
+                nodes: a.nodes,
+                rounds: a.rounds,
+                shards: a.shards,
+                lease_ttl: a.lease_ttl,
+                snapshot_interval: a.snapshot_interval,
+                failover_records: a.failover_records,
+                replay_records: a.replay_records,
             },
         )?),
         Cmd::All {

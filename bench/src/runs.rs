@@ -544,17 +544,7 @@ fn load_collector(
         "{what}: loading {} records through /api/v1/ingest",
         corpus.total()
     ));
-    let loaded = send(
-        &c,
-        corpus,
-        LoadOptions {
-            protocol: Protocol::Ndjson,
-            clients,
-            pace: None,
-            sample_every: 0,
-            pre_encode: false,
-        },
-    )?;
+    let loaded = send(&c, corpus, LoadOptions::ndjson(clients, false))?;
     let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
     let load_rss = c.peak_rss_kib()?;
     progress(format!(

@@ -203,9 +203,15 @@ impl Collector {
     /// (a config change as an operator makes it) and starts it again.
     pub fn restart_with(&mut self, settings: &str) -> Result<(), HarnessError> {
         self.terminate()?;
-        self.options.settings = settings.to_string();
-        self.write_config()?;
+        self.set_settings(settings)?;
         self.launch()
+    }
+
+    /// Rewrites the config with `settings` in place of the earlier ones, for the next start
+    /// (a cluster node's settings name its HTTP port, known once configured).
+    pub fn set_settings(&mut self, settings: &str) -> Result<(), HarnessError> {
+        self.options.settings = settings.to_string();
+        self.write_config()
     }
 
     /// What the collector wrote to [`CollectorOptions::stderr`] so far (all runs); empty when

@@ -12,6 +12,7 @@
 
 mod agent;
 mod binaries;
+mod cluster;
 mod collector;
 mod error;
 mod external;
@@ -25,12 +26,16 @@ mod wait;
 
 pub use agent::{Agent, AgentOptions};
 pub use binaries::{bin, cli, run_cli};
+pub use cluster::{
+    CLUSTER_BUCKET, CLUSTER_PG_PASSWORD_VAR, CLUSTER_STREAM, ClusterSettings, cluster_env,
+    cluster_toml, shared_secret_key,
+};
 pub use collector::{Collector, CollectorOptions};
 pub use error::HarnessError;
 pub use external::{find_binary, in_ci, on_path, skip_or_fail, venv};
 pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
 pub use moto::{MOTO_SERVER_VAR, MotoCredentials, MotoS3};
-pub use nats::{NATS_SERVER_VAR, NatsCluster};
+pub use nats::{JetStreamSync, NATS_SERVER_VAR, NatsCluster};
 pub use postgres::{PG_BIN_VAR, Postgres, PostgresOptions};
 pub use process::{Process, proc_status_kib, tail};
 pub use tmpfs::Tmpfs;

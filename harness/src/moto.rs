@@ -153,6 +153,11 @@ impl MotoS3 {
         &self.log
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The S3 endpoint, `http://127.0.0.1:PORT` (path-style requests; any credentials).
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

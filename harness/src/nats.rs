@@ -1,6 +1,7 @@
-//! A nats-server JetStream cluster on loopback for the cluster tests: `n` nodes on free ports,
-//! each with its own store directory and `sync_interval: always` (a publish ack then means
-//! fsynced on a quorum, as the collector's promise needs), and the faults they inject: kill one
+//! A nats-server JetStream cluster on loopback for the cluster tests and the bench: `n` nodes on
+//! free ports, each with its own store directory and `sync_interval: always` (a publish ack then
+//! means fsynced on a quorum, as the collector's promise needs; the bench alone may ask for
+//! nats-server's default, to measure what `always` costs), and the faults they inject: kill one
 //! node, restart it on the same ports and store.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,15 @@ pub const NATS_SERVER_VAR: &str = "CODESTAX_NATS_SERVER";
 
 /// How long a cluster may take to elect its JetStream meta leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When the JetStream servers fsync what they store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JetStreamSync {
+    /// `sync_interval: always`: every message before it is acknowledged (what a cluster runs).
+    Always,
+    /// nats-server's default (every 2 minutes): only to measure what `Always` costs.
+    ServerDefault,
+}
 
 /// One node: its ports, config file, store and process.
 #[derive(Debug)]
@@ -52,6 +62,16 @@ impl NatsCluster {
     /// Starts `size` nodes under `dir` (one store and config per node) and waits until the
     /// cluster has a JetStream meta leader that every node knows.
     pub fn launch(bin: &Path, dir: &Path, size: usize) -> Result<NatsCluster, HarnessError> {
+        NatsCluster::launch_with(bin, dir, size, JetStreamSync::Always)
+    }
+
+    /// [`NatsCluster::launch`] with the servers fsyncing as `sync` says.
+    pub fn launch_with(
+        bin: &Path,
+        dir: &Path,
+        size: usize,
+        sync: JetStreamSync,
+    ) -> Result<NatsCluster, HarnessError> {
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -70,11 +90,15 @@ impl NatsCluster {
             })?;
             // sync_interval: always (nats-server >= 2.10): fsync every write before it is
             // acknowledged, not every 2 minutes (the default).
+            let sync_line = match sync {
+                JetStreamSync::Always => "  sync_interval: always\n",
+                JetStreamSync::ServerDefault => "",
+            };
             let text = format!(
                 "server_name: {name}\n\
                  listen: \"127.0.0.1:{client_port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
+                 jetstream {{\n  store_dir: \"{}\"\n{sync_line}}}\n\
                  cluster {{\n  name: codestax-test\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{}]\n}}\n",
                 store.display(),
                 routes.join(", ")
@@ -149,6 +173,11 @@ impl NatsCluster {
     /// The node's `server_name` (`n1`, `n2`, ...).
     pub fn name(&self, i: usize) -> &str {
         &self.nodes[i].name
+    }
+
+    /// Node `i`'s process id, while it runs (the bench reads its CPU time).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].process.pid()
     }
 
     /// Whether node `i` was started and not killed since.

@@ -32,6 +32,19 @@ pub struct PostgresOptions<'a> {
     pub configure: Option<&'a dyn Fn(&mut Command)>,
 }
 
+impl<'a> PostgresOptions<'a> {
+    /// A cluster's metastore: superuser `codestax` with `password`, on a loopback port, fsync on.
+    pub fn metastore(password: &'a str) -> PostgresOptions<'a> {
+        PostgresOptions {
+            superuser: "codestax",
+            password: Some(password),
+            tcp: true,
+            settings: &[("fsync", "on"), ("max_connections", "50")],
+            configure: None,
+        }
+    }
+}
+
 impl Default for PostgresOptions<'_> {
     fn default() -> Self {
         PostgresOptions {
@@ -111,13 +124,7 @@ impl Postgres {
     /// any other failure.
     pub fn start_or_skip(test: &str, dir: &Path, password: &str) -> Option<Postgres> {
         let bin = skip_or_fail(test, Self::find_bin_dir())?;
-        let options = PostgresOptions {
-            superuser: "codestax",
-            password: Some(password),
-            tcp: true,
-            settings: &[("fsync", "on"), ("max_connections", "50")],
-            configure: None,
-        };
+        let options = PostgresOptions::metastore(password);
         Some(Postgres::launch(&bin, dir, &options).unwrap_or_else(|e| panic!("{test}: {e}")))
     }
 

@@ -112,30 +112,18 @@ fn bench_all_on_a_tiny_corpus() {
 /// (nearly) every one of the 30 days, as the collector's facet histogram counts them.
 #[test]
 fn bench_ingest_spread_scatters_record_times_over_the_days() {
-    let out = Command::new(bin("codestax-bench"))
-        .arg("--collector")
-        .arg(bin("codestax-collector"))
-        .arg("--no-postgres")
-        .args([
-            "ingest",
-            "--records",
-            "2000",
-            "--ingest-orgs",
-            "2",
-            "--protocol",
-            "ndjson",
-            "--spread-days",
-            "0,30",
-        ])
-        .output()
-        .expect("run codestax-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "codestax-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_bench(&[
+        "--no-postgres",
+        "ingest",
+        "--records",
+        "2000",
+        "--ingest-orgs",
+        "2",
+        "--protocol",
+        "ndjson",
+        "--spread-days",
+        "0,30",
+    ]);
     let held: Vec<u64> = stdout
         .lines()
         .filter(|l| l.starts_with("| days holding records of"))
@@ -178,4 +166,90 @@ fn bench_ingest_spread_scatters_record_times_over_the_days() {
         stderr.contains("--spread-days 3650") && stderr.contains("3649"),
         "{stderr}"
     );
+}
+
+/// `cluster` at a tiny size: the single node and the cluster (both syncs) take the same records,
+/// and a failover of a 3,000-record shard is timed phase by phase with every record counted.
+/// Needs nats-server, moto and PostgreSQL: SKIPPED outside CI without them, a failure in CI.
+#[test]
+fn bench_cluster_on_a_tiny_corpus() {
+    let test = "bench_cluster_on_a_tiny_corpus";
+    let found = [
+        codestax_harness::NatsCluster::find_binary(),
+        codestax_harness::MotoS3::find_binary(),
+        codestax_harness::Postgres::find_bin_dir(),
+    ];
+    for server in found {
+        if codestax_harness::skip_or_fail(test, server).is_none() {
+            return;
+        }
+    }
+    let stdout = run_bench(&[
+        "cluster",
+        "--records",
+        "2000",
+        "--orgs",
+        "2",
+        "--clients",
+        "2",
+        "--nodes",
+        "2",
+        "--shards",
+        "4",
+        "--lease-ttl",
+        "1s",
+        "--snapshot-interval",
+        "2s",
+        "--failover-records",
+        "3000",
+        "--replay-records",
+        "1000",
+    ]);
+    let cell = |row: &str, i: usize| row.split('|').nth(i).unwrap().trim().to_string();
+    for setup in [
+        "| single node",
+        "| cluster, 2 collectors, sync_interval: always",
+        "| cluster, 2 collectors, nats-server's default sync",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(setup))
+            .unwrap_or_else(|| panic!("no {setup:?} row in:\n{stdout}"));
+        let rate: f64 = cell(row, 2).replace(',', "").parse().unwrap();
+        assert!(rate > 0.0, "{row}");
+    }
+    let failover = stdout
+        .lines()
+        .find(|l| l.starts_with("| 3,000 "))
+        .unwrap_or_else(|| panic!("no failover row in:\n{stdout}"));
+    // Kill → 200 takes at least the 1 s lease; every record came back, restored or replayed.
+    let total: f64 = cell(failover, 6)
+        .trim_matches('*')
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!(total >= 1.0, "{failover}");
+    let counts: Vec<u64> = cell(failover, 7)
+        .split(" / ")
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .collect();
+    assert!(counts[0] + counts[1] >= 4000, "{failover}");
+}
+
+/// `codestax-bench --collector <the workspace's> ARGS`, which must succeed; its stdout.
+fn run_bench(args: &[&str]) -> String {
+    let out = Command::new(bin("codestax-bench"))
+        .arg("--collector")
+        .arg(bin("codestax-collector"))
+        .args(args)
+        .output()
+        .expect("run codestax-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "codestax-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

@@ -11,22 +11,21 @@ use std::time::{Duration, Instant};
 
 use codestax_common::AuditRecord;
 use codestax_common::chain::verify_chain;
-use codestax_harness::{Collector, CollectorOptions, MotoS3, NatsCluster, Postgres};
+use codestax_harness::{
+    CLUSTER_BUCKET, Collector, CollectorOptions, MotoS3, NatsCluster, Postgres, cluster_env,
+};
 use serde_json::Value;
 
-use crate::cluster_ingest::{PASSWORD, batch, cluster_toml_with, ingest_until_acked, pg_password};
+use crate::cluster_ingest::{PASSWORD, batch, cluster_toml_with, ingest_until_acked};
 
-pub(crate) const BUCKET: &str = "codestax";
+pub(crate) const BUCKET: &str = CLUSTER_BUCKET;
 pub(crate) const QUERY: &str = "action=auth.login";
 /// Snapshots every 2 s: a takeover restores recent ones.
 const SNAPSHOT_INTERVAL: &str = "2s";
 
 fn node_env(cmd: &mut Command) {
-    pg_password(cmd);
-    // moto takes any credentials.
-    cmd.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("RUST_LOG", "warn,codestax_collector::cluster=info");
+    cluster_env(cmd, PASSWORD);
+    cmd.env("RUST_LOG", "warn,codestax_collector::cluster=info");
 }
 
 /// The servers a cluster runs on, each with its own directory. Fields drop in order: the

@@ -9,16 +9,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres, now_rfc3339, record};
+use codestax_harness::{
+    CLUSTER_PG_PASSWORD_VAR, CLUSTER_STREAM as STREAM, ClusterSettings, Collector,
+    CollectorOptions, NatsCluster, Postgres, cluster_toml as harness_cluster_toml, now_rfc3339,
+    record,
+};
 use serde_json::Value;
 
 pub(crate) const PASSWORD: &str = "cluster-ingest-test";
-const STREAM: &str = "CODESTAX_AUDIT";
 const SHARDS: u32 = 4;
 const ORGS: [&str; 3] = ["acme", "globex", "initech"];
 
 pub(crate) fn pg_password(cmd: &mut Command) {
-    cmd.env("CODESTAX_COLLECTOR__CLUSTER__POSTGRES__PASSWORD", PASSWORD);
+    cmd.env(CLUSTER_PG_PASSWORD_VAR, PASSWORD);
 }
 
 pub(crate) fn cluster_toml(
@@ -41,38 +44,12 @@ pub(crate) fn cluster_toml_with(
     s3_endpoint: &str,
     snapshot_interval: &str,
 ) -> String {
-    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
-    format!(
-        "[cluster]\nnode_id = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{http_port}\"\n\
-         shards = {SHARDS}\nlease_ttl = \"1s\"\nsnapshot_interval = \"{snapshot_interval}\"\n\
-         [cluster.nats]\nurls = [{}]\nstream = \"{STREAM}\"\nreplicas = 3\n\
-         [cluster.postgres]\nurl = \"{}\"\n\
-         [cluster.object_store]\nurl = \"s3://codestax/test\"\nendpoint = \"{s3_endpoint}\"\n\
-         allow_http = true\n\
-         [streams]\nsecret_key_file = {:?}\n",
-        urls.join(", "),
-        pg.url(),
-        shared_secret_key(pg)
-    )
-}
-
-/// The stream secret key file every node of one test cluster shares (it seals the cluster's
-/// signing key in PostgreSQL: a node with another key refuses to start, docs/cluster.md). One
-/// per PostgreSQL server, i.e. per test cluster; its content is fixed, so nodes writing it at
-/// once write the same.
-fn shared_secret_key(pg: &Postgres) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "codestax-test-cluster-{}.streams-key",
-        pg.url()
-            .rsplit(':')
-            .next()
-            .unwrap_or("pg")
-            .replace('/', "-")
-    ));
-    if !path.exists() {
-        std::fs::write(&path, "5e".repeat(32)).expect("write the shared stream secret key");
-    }
-    path
+    let settings = ClusterSettings {
+        shards: SHARDS,
+        lease_ttl: "1s".into(),
+        snapshot_interval: snapshot_interval.into(),
+    };
+    harness_cluster_toml(node, http_port, nats, pg, s3_endpoint, &settings)
 }
 
 /// Sends `records` until they are acknowledged (a 503 while the stream elects a leader is
