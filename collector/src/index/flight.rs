@@ -5,9 +5,9 @@
 
 use super::error::IndexError;
 use super::partition::Partition;
-use super::schema::document;
+use super::schema::{UidForm, document};
 use super::shared::Shared;
-use super::stage::Staged;
+use super::stage::{Staged, StagedRecord};
 use codestax_common::AuditRecord;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,24 +30,77 @@ pub(crate) fn operations<'a>(
     let form = partition.open()?.uid_form;
     let mut ops = Vec::with_capacity(items.size_hint().0);
     for (lsn, record, stored) in items {
-        if replay_through.is_some_and(|r| lsn <= r)
-            && shared
-                .find(partition, &record.org_id, record.id())?
-                .is_some()
-        {
-            // Committed before the crash: the store dedupes (org, id) before the WAL, so
-            // this is the same record.
-            continue;
+        if let Some(op) = operation(shared, replay_through, partition, form, lsn, record, stored)? {
+            ops.push(op);
         }
-        ops.push(UserOperation::Add(document(
-            &shared.fields,
-            form,
-            lsn,
-            record,
-            stored,
-        )?));
     }
     Ok(ops)
+}
+
+/// As [`operations`], for staged records: each parsed back from its stored JSON, one at a time
+/// (only the documents are held for the whole partition, as for records added directly).
+pub(crate) fn staged_operations(
+    shared: &Shared,
+    replay_through: Option<u64>,
+    partition: &Partition,
+    records: &[StagedRecord],
+) -> Result<Vec<UserOperation>, IndexError> {
+    let form = partition.open()?.uid_form;
+    let mut ops = Vec::with_capacity(records.len());
+    for r in records {
+        let record = parse_staged(r)?;
+        if let Some(op) = operation(
+            shared,
+            replay_through,
+            partition,
+            form,
+            r.lsn,
+            &record,
+            Some(&r.stored),
+        )? {
+            ops.push(op);
+        }
+    }
+    Ok(ops)
+}
+
+/// The record a staged one's JSON holds (it is the write-ahead log's payload, which a replay
+/// parses the same way).
+pub(crate) fn parse_staged(r: &StagedRecord) -> Result<AuditRecord, IndexError> {
+    serde_json::from_str(&r.stored).map_err(|e| {
+        IndexError::InvalidRecord(format!(
+            "the staged record at LSN {} does not parse: {e}",
+            r.lsn
+        ))
+    })
+}
+
+/// The add operation of one record, or `None` when it is a replayed record already committed.
+fn operation(
+    shared: &Shared,
+    replay_through: Option<u64>,
+    partition: &Partition,
+    form: UidForm,
+    lsn: u64,
+    record: &AuditRecord,
+    stored: Option<&str>,
+) -> Result<Option<UserOperation>, IndexError> {
+    if replay_through.is_some_and(|r| lsn <= r)
+        && shared
+            .find(partition, &record.org_id, record.id())?
+            .is_some()
+    {
+        // Committed before the crash: the store dedupes (org, id) before the WAL, so
+        // this is the same record.
+        return Ok(None);
+    }
+    Ok(Some(UserOperation::Add(document(
+        &shared.fields,
+        form,
+        lsn,
+        record,
+        stored,
+    )?)))
 }
 
 /// The error that killed `writer`'s indexing thread (an ENOSPC or EIO writing a segment): a dead
@@ -194,11 +247,7 @@ fn flush(
         let _ = closing.join();
     }
     let open = partition.open()?;
-    let items = staged
-        .records
-        .iter()
-        .map(|r| (r.lsn, &r.record, Some(r.stored.as_str())));
-    let ops = operations(shared, replay_through, &partition, items)?;
+    let ops = staged_operations(shared, replay_through, &partition, &staged.records)?;
     let n = staged.records.len();
     drop(staged);
     let dir = partition.dir.clone();

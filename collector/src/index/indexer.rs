@@ -2,7 +2,9 @@
 //! far in the write-ahead log the index is.
 
 use super::error::IndexError;
-use super::flight::{Closers, Flight, Load, close_in_background, operations, worker_error};
+use super::flight::{
+    Closers, Flight, Load, close_in_background, operations, parse_staged, worker_error,
+};
 use super::options::MIN_MEMORY_PER_THREAD;
 use super::partition::Partition;
 use super::schema::Fields;
@@ -164,7 +166,7 @@ impl Indexer {
             if self.stages(&key, hot) {
                 for (lsn, record, stored) in items {
                     let json = stored.map_or_else(|| record.canonical_json(), str::to_owned);
-                    self.stage.push(&key, lsn, record, json);
+                    self.stage.push(&key, lsn, json);
                     self.max_added = self.max_added.max(Some(lsn));
                 }
             } else {
@@ -231,10 +233,16 @@ impl Indexer {
                 continue;
             };
             if self.writers.contains_key(&start) {
+                let records = staged
+                    .records
+                    .iter()
+                    .map(parse_staged)
+                    .collect::<Result<Vec<_>, _>>()?;
                 let items = staged
                     .records
                     .iter()
-                    .map(|r| (r.lsn, &r.record, Some(r.stored.as_str())));
+                    .zip(&records)
+                    .map(|(r, record)| (r.lsn, record, Some(r.stored.as_str())));
                 self.add_to_partition(&staged.key, items)?;
                 continue;
             }

@@ -90,8 +90,8 @@
 //! for a while after the week turns) go to their partition's writer and are searchable at the
 //! next commit. Records of other, past weeks (history brought in, agents catching up) are held
 //! in the [`Indexer`]'s stage, grouped by partition, within `IndexOptions::cold_stage_bytes`
-//! (counted as three times their JSON: the record and the JSON kept to be stored; records in
-//! flight count too). When the stage is half full, or a partition's first record waited
+//! (counted as their canonical JSON, the only form staged, plus a few bytes; the flight parses
+//! each back into a record; records in flight count too). When the stage is half full, or a partition's first record waited
 //! `cold_flush_after`, every staged partition is handed over whole to a flight
 //! (`flight::Flight`): a thread of its own on which, per partition, a writer (one thread) adds
 //! them, commits and is closed, its merges (from 4 segments of a size) finishing on a thread of

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tantivy::Directory;
 
-/// The cold stage's default budget: half of it (what one flight takes) spread over 18 past weeks
-/// is still segments of about a thousand records each.
+/// The cold stage's default budget: half of it (what one flight takes at most) spread over 18
+/// past weeks is still segments of about three thousand records each.
 pub const DEFAULT_COLD_STAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The cold stage's default longest wait: past-week records searchable within ~3 s.
 pub const DEFAULT_COLD_FLUSH_AFTER: Duration = Duration::from_secs(2);
@@ -38,7 +38,8 @@ pub struct IndexOptions {
     /// partitions are staged, see `cold_stage_bytes`).
     pub max_open_writers: usize,
     /// Memory for records of past (cold) partitions waiting to be indexed in bulk, in bytes (as
-    /// counted: about three times their JSON), records being flushed included. Half full, every
+    /// counted: their canonical JSON, the only form staged, plus 64 bytes each), records being
+    /// flushed included. Half full, every
     /// staged partition is flushed (on a thread of its own). 0: no stage, records of every
     /// partition go to its writer as they come.
     pub cold_stage_bytes: usize,

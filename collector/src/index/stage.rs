@@ -3,21 +3,24 @@
 //! [`Flight`](super::flight::Flight), which indexes each group in bulk with a writer it opens,
 //! commits and closes at once. A spread batch then costs one writer per partition and
 //! flush, not one writer switch (commit, close, open) per partition per batch.
+//!
+//! Only a record's canonical JSON is staged, not the typed record: the flight parses it back
+//! (as a replay of the write-ahead log does). The typed record's heap is about twice its JSON, so
+//! the same budget holds three times the records, and each flush writes segments three times
+//! larger: fewer segments per week, less to merge (BENCHMARKS.md, session 13).
 
 use super::scheme::PartitionKey;
-use codestax_common::AuditRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Bytes a staged record is counted for beyond three times its JSON: the record's own heap
-/// (strings, metadata map) is about twice its JSON, and the JSON is kept to be stored as is.
-const RECORD_OVERHEAD_BYTES: usize = 256;
+/// Bytes a staged record is counted for beyond its JSON: its entry in the partition's list and
+/// the allocator's rounding of the string.
+const RECORD_OVERHEAD_BYTES: usize = 64;
 
 /// One record waiting for its partition's flush.
 pub(crate) struct StagedRecord {
     pub lsn: u64,
-    pub record: AuditRecord,
-    /// The canonical JSON the index stores.
+    /// The canonical JSON the index stores (the record is parsed back from it at the flush).
     pub stored: String,
 }
 
@@ -38,20 +41,16 @@ pub(crate) struct ColdStage {
 }
 
 impl ColdStage {
-    /// Stages `record` at `lsn` for partition `key`.
-    pub fn push(&mut self, key: &PartitionKey, lsn: u64, record: &AuditRecord, stored: String) {
-        let bytes = 3 * stored.len() + RECORD_OVERHEAD_BYTES;
+    /// Stages the record at `lsn` whose canonical JSON is `stored` for partition `key`.
+    pub fn push(&mut self, key: &PartitionKey, lsn: u64, stored: String) {
+        let bytes = stored.len() + RECORD_OVERHEAD_BYTES;
         let part = self.parts.entry(key.start).or_insert_with(|| Staged {
             key: key.clone(),
             records: Vec::new(),
             bytes: 0,
             since: Instant::now(),
         });
-        part.records.push(StagedRecord {
-            lsn,
-            record: record.clone(),
-            stored,
-        });
+        part.records.push(StagedRecord { lsn, stored });
         part.bytes += bytes;
         self.bytes += bytes;
     }
@@ -111,6 +110,7 @@ mod tests {
     use super::*;
     use crate::index::PartitionScheme;
     use chrono::{TimeZone, Utc};
+    use codestax_common::AuditRecord;
 
     fn record(id: &str, day: u32) -> AuditRecord {
         serde_json::from_value(serde_json::json!({
@@ -128,16 +128,19 @@ mod tests {
         let mut stage = ColdStage::default();
         assert_eq!(stage.min_lsn(), None);
         let scheme = PartitionScheme::Week;
+        let mut json_bytes = 0;
         for (lsn, day) in [(7u64, 1u32), (3, 20), (9, 1)] {
             let r = record(&format!("r{lsn}"), day);
             let json = r.canonical_json();
-            stage.push(&scheme.key_for(r.time), lsn, &r, json);
+            json_bytes += json.len();
+            stage.push(&scheme.key_for(r.time), lsn, json);
         }
         assert_eq!(stage.len(), 3);
         assert_eq!(stage.min_lsn(), Some(3));
         let week1 = scheme.key_for(record("x", 1).time).start;
         let total = stage.bytes();
-        assert!(total > 3 * RECORD_OVERHEAD_BYTES);
+        // Counted as what it holds: the JSON and a fixed overhead, no typed record.
+        assert_eq!(total, json_bytes + 3 * RECORD_OVERHEAD_BYTES);
         assert!(!stage.waited(Duration::from_secs(60)));
         assert!(stage.waited(Duration::ZERO));
         let taken = stage.take(week1).unwrap();
