@@ -268,6 +268,9 @@ fn flush(
     let mut merges = LogMergePolicy::default();
     merges.set_min_num_segments(COLD_MERGE_MIN_SEGMENTS);
     writer.set_merge_policy(Box::new(merges));
+    // As the indexer's writers do: what a failed flush left (segments never committed, on a
+    // full disk) goes before this one writes beside it, or every retry needs that room again.
+    drop(writer.garbage_collect_files());
     if let Err(e) = writer.run(ops) {
         let cause = worker_error(writer).unwrap_or(e);
         return Err(IndexError::tantivy(dir, "add staged records", cause));
