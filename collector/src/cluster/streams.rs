@@ -237,16 +237,7 @@ impl SharedStreams for StreamSync {
             .ok_or_else(|| unavailable("this node no longer holds the org's shard"))?;
         // The cursor first: a definition is never in the metastore without its start.
         cursors.write(&def.org, &def.id, cursor).await?;
-        let definition = self.store.seal_definition(def, secrets);
-        within(async {
-            self.link
-                .open()
-                .await?
-                .put_stream(&def.org, &def.id, &definition)
-                .await
-        })
-        .await
-        .map_err(unavailable)
+        self.update(def, secrets).await
     }
 
     async fn update(&self, def: &StreamDef, secrets: &Secrets) -> Result<(), SharedError> {
