@@ -80,35 +80,32 @@ impl Servers {
         settings: &str,
         snapshot_interval: &str,
     ) {
-        let settings = format!(
-            "{settings}{}",
-            cluster_toml_with(
-                name,
-                c.http_port,
-                &self.nats,
-                &self.pg,
-                &self.s3.endpoint(),
-                snapshot_interval,
-            )
-        );
-        c.restart_with(&settings)
-            .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
+        self.start_as(c, name, settings, "", snapshot_interval);
     }
 
     /// [`Servers::join`] with `keys` added to the `[streams]` section (the last one).
     pub(crate) fn join_with_streams(&self, c: &mut Collector, name: &str, keys: &str) {
-        let settings = format!(
-            "{}{keys}",
-            cluster_toml_with(
-                name,
-                c.http_port,
-                &self.nats,
-                &self.pg,
-                &self.s3.endpoint(),
-                SNAPSHOT_INTERVAL,
-            )
+        self.start_as(c, name, "", keys, SNAPSHOT_INTERVAL);
+    }
+
+    /// Starts `c` as node `name` with `before` + its `[cluster]` (and `[streams]`) + `after`.
+    fn start_as(
+        &self,
+        c: &mut Collector,
+        name: &str,
+        before: &str,
+        after: &str,
+        snapshot_interval: &str,
+    ) {
+        let cluster = cluster_toml_with(
+            name,
+            c.http_port,
+            &self.nats,
+            &self.pg,
+            &self.s3.endpoint(),
+            snapshot_interval,
         );
-        c.restart_with(&settings)
+        c.restart_with(&format!("{before}{cluster}{after}"))
             .unwrap_or_else(|e| panic!("{e}\n{}", c.stderr()));
     }
 
