@@ -68,7 +68,17 @@ pub fn shared_secret_key(pg: &Postgres) -> PathBuf {
             .replace('/', "-")
     ));
     if !path.exists() {
-        std::fs::write(&path, "5e".repeat(32)).expect("write the shared stream secret key");
+        // Owner-only, as the collector wants its key file (else every node warns at start).
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all("5e".repeat(32).as_bytes()))
+            .expect("write the shared stream secret key");
     }
     path
 }
