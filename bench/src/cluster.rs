@@ -14,7 +14,7 @@
 
 use crate::cleanup::{self, TempDir};
 use crate::collector::{Collector, Launch, bench_child, http_client, process_cpu_seconds};
-use crate::data::{Corpus, now_micros};
+use crate::data::Corpus;
 use crate::error::{BenchError, Result};
 use crate::load::{LoadOptions, LoadReport, send_to};
 use crate::runs::{progress, temp_dir};
@@ -363,13 +363,7 @@ pub fn run(bin: &Path, size: ClusterSize) -> Result<Vec<Table>> {
 }
 
 fn ingest(bin: &Path, size: &ClusterSize, settings: &ClusterSettings) -> Result<Table> {
-    let corpus = Corpus::recent(
-        size.records,
-        size.orgs,
-        size.batch,
-        now_micros(),
-        600_000_000,
-    );
+    let corpus = Corpus::last_ten_minutes(size.records, size.orgs, size.batch);
     let orgs = corpus.org_ids();
     let mut rows = Vec::new();
     for round in 1..=size.rounds.max(1) {
@@ -523,13 +517,7 @@ fn failover(
     settings: &ClusterSettings,
     records: u64,
 ) -> Result<Failover> {
-    let corpus = Corpus::recent(
-        records + size.replay_records,
-        1,
-        size.batch,
-        now_micros(),
-        600_000_000,
-    );
+    let corpus = Corpus::last_ten_minutes(records + size.replay_records, 1, size.batch);
     let org = corpus.orgs[0].id.clone();
     let orgs = corpus.org_ids();
     // The bulk, snapshotted; then the tail, acknowledged after the snapshot.

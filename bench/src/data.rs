@@ -438,6 +438,11 @@ impl Corpus {
         Corpus::build(sizes, batch_size, end_micros - span, span, 1)
     }
 
+    /// [`Corpus::recent`] over the 10 minutes before now: the ingest benches' current-week load.
+    pub fn last_ten_minutes(total: u64, orgs: usize, batch_size: usize) -> Corpus {
+        Corpus::recent(total, orgs, batch_size, now_micros(), 600_000_000)
+    }
+
     /// `total` records spread evenly over `orgs` orgs, with times over the `span_micros` before
     /// `end_micros` (for ingest: records of the last minutes, as in production).
     pub fn recent(

@@ -101,13 +101,7 @@ pub fn ingest(
     let mut tables = Vec::new();
     let mut rows = Vec::new();
     for &days in spread_days {
-        let corpus = Corpus::recent(
-            size.records,
-            size.orgs,
-            size.batch,
-            now_micros(),
-            600_000_000,
-        );
+        let corpus = Corpus::last_ten_minutes(size.records, size.orgs, size.batch);
         let corpus = if days > 0 {
             corpus.scattered_over(days * DAY_MICROS)
         } else {
@@ -410,7 +404,7 @@ fn mean_record_bytes(corpus: &Corpus) -> usize {
 
 /// Benchmark 2, freshness: ack → searchable at a steady, paced rate, every batch sampled.
 pub fn freshness(env: &Env, records: u64, rate: f64, size: IngestSize) -> Result<Vec<Table>> {
-    let corpus = Corpus::recent(records, size.orgs, size.batch, now_micros(), 600_000_000);
+    let corpus = Corpus::last_ten_minutes(records, size.orgs, size.batch);
     let dir = temp_dir("codestax-bench-freshness-")?;
     let c = Collector::start(&env.collector_bin, dir.path(), &corpus.org_ids(), "")?;
     let load0 = load_average();

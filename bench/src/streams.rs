@@ -193,13 +193,7 @@ fn throughput(
         }
         None => None,
     };
-    let corpus = Corpus::recent(
-        size.records,
-        1,
-        size.batch,
-        chrono::Utc::now().timestamp_micros(),
-        600_000_000,
-    );
+    let corpus = Corpus::last_ten_minutes(size.records, 1, size.batch);
     let org = corpus.org_ids()[0].clone();
     progress("streams: starting the collector, one org");
     let c = Collector::start(bin, dir.path(), &corpus.org_ids(), SETTINGS)?;
@@ -390,13 +384,7 @@ fn steady_run(
 ) -> Result<SteadyRun> {
     let dir = temp_dir("codestax-bench-streams-steady-")?;
     let records = (size.rate * size.seconds as f64) as u64;
-    let corpus = Corpus::recent(
-        records,
-        size.orgs,
-        size.batch,
-        chrono::Utc::now().timestamp_micros(),
-        600_000_000,
-    );
+    let corpus = Corpus::last_ten_minutes(records, size.orgs, size.batch);
     let c = Collector::start(bin, dir.path(), &corpus.org_ids(), SETTINGS)?;
     let kinds = [Kind::Https, Kind::Hec, Kind::Syslog];
     let mut expected = Vec::new();
