@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -54,6 +55,19 @@ pub enum SavedViewError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl SavedViewError {
+    /// The I/O error underneath, if the disk failed (e.g. it is full).
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            SavedViewError::State(e) => e.io_error(),
+            SavedViewError::Dir { source, .. } => Some(source),
+            SavedViewError::NotFound | SavedViewError::TooMany | SavedViewError::NameTaken(_) => {
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -146,11 +160,32 @@ impl SavedViews {
         org: &str,
         change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError>,
     ) -> Result<T, SavedViewError> {
+        let Ok(out) = self.change_recorded(org, change, |_| Ok::<(), Infallible>(()))?;
+        Ok(out)
+    }
+
+    /// As [`SavedViews::change`] for a change that is recorded: the org's new file is written and
+    /// fsynced beside the old one, then `record` makes the change's audit entry durable, then
+    /// the new file replaces the old. A full disk refuses the change before it is recorded; a
+    /// refused record (`Ok(Err(_))`) leaves the views as they were.
+    pub fn change_recorded<T, E>(
+        &self,
+        org: &str,
+        change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError>,
+        record: impl FnOnce(&T) -> Result<(), E>,
+    ) -> Result<Result<T, E>, SavedViewError> {
         let _guard = self.locked();
         let mut views = self.read(org)?;
         let out = change(&mut views)?;
-        self.write(org, views)?;
-        Ok(out)
+        let prepared = self.file(org).prepare_json(&ViewsFile {
+            version: VERSION,
+            views,
+        })?;
+        if let Err(e) = record(&out) {
+            return Ok(Err(e));
+        }
+        prepared.commit()?;
+        Ok(Ok(out))
     }
 
     /// Cluster mode: the org's views made `views` (the node's cache of the cluster's), saved

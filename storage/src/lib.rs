@@ -22,4 +22,6 @@ pub use frame::{Checksum, FRAME_OVERHEAD, FrameProblem, Frames};
 pub use group::{Committer, GroupCommit, GroupOptions, Stopped};
 pub use log::{Catalog, Damage, EntryAt, EntryReader, Log, LogError, OpenLog, SegmentState};
 pub use segment::{Frame, HEADER_LEN, SegmentFormat, SegmentReader};
-pub use state::{AtomicFile, OnDamage, StateFile, StateFileError, StateFileFault, Versioned};
+pub use state::{
+    AtomicFile, OnDamage, PreparedFile, StateFile, StateFileError, StateFileFault, Versioned,
+};

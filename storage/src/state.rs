@@ -162,6 +162,23 @@ impl StateFile {
         self.write(&serde_json::to_vec(value).expect("state serialises to JSON"))
     }
 
+    /// Writes `value` as compact JSON and fsyncs it under a name reading never looks at
+    /// (`NAME.prepared`), to be put in place by [`PreparedFile::commit`]: a crash before the
+    /// commit leaves the file as it was (unlike the temporary file of [`StateFile::write`],
+    /// which reading prefers once complete).
+    pub fn prepare_json<T: Serialize>(&self, value: &T) -> Result<PreparedFile, StateFileError> {
+        let mut prepared = self.path.file_name().unwrap_or_default().to_os_string();
+        prepared.push(".prepared");
+        let prepared = self.path.with_file_name(prepared);
+        let mut file = AtomicFile::create(&self.path, &prepared)?;
+        file.write_all(&serde_json::to_vec(value).expect("state serialises to JSON"))
+            .map_err(|source| StateFileError::Write {
+                path: prepared.clone(),
+                source,
+            })?;
+        file.prepare()
+    }
+
     /// Reads the newest complete copy; `Ok(None)` when there is none (first start, or a damaged
     /// stable copy moved aside under [`OnDamage::MoveAside`]). A copy of another version is
     /// refused, naming it.
@@ -256,20 +273,61 @@ impl AtomicFile {
     }
 
     /// Makes the content durable under the final name.
-    pub fn commit(mut self) -> Result<(), StateFileError> {
+    pub fn commit(self) -> Result<(), StateFileError> {
+        self.prepare()?.commit()
+    }
+
+    /// Makes the content durable under the temporary name only: what needs room on the disk is
+    /// done, what is left ([`PreparedFile::commit`]) is a rename. For a change that must be
+    /// recorded before it is made, and must not be recorded unless it can be made.
+    pub fn prepare(mut self) -> Result<PreparedFile, StateFileError> {
         let file = self.file.take().expect("open until committed");
+        let prepared = PreparedFile {
+            path: self.path.clone(),
+            temp: self.temp.clone(),
+            done: false,
+        };
+        // From here on an error removes the temporary file through `prepared`'s drop.
+        file.sync_all().map_err(|source| StateFileError::Write {
+            path: self.temp.clone(),
+            source,
+        })?;
+        Ok(prepared)
+    }
+}
+
+/// A file's next content, fsynced under its temporary name ([`AtomicFile::prepare`]): committed,
+/// it replaces the file; dropped uncommitted, it is removed and the file stays as it was.
+#[derive(Debug)]
+#[must_use = "dropped uncommitted, the prepared content is removed"]
+pub struct PreparedFile {
+    path: PathBuf,
+    temp: PathBuf,
+    done: bool,
+}
+
+impl PreparedFile {
+    /// Renames the content over the final name and fsyncs the directory.
+    pub fn commit(mut self) -> Result<(), StateFileError> {
+        self.done = true;
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateFileError::Write { path, source }
         };
-        file.sync_all().map_err(write_err(&self.temp))?;
-        drop(file);
         fs::rename(&self.temp, &self.path).map_err(write_err(&self.path))?;
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         sync_dir(dir).map_err(write_err(dir))
+    }
+}
+
+impl Drop for PreparedFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -336,6 +394,30 @@ mod tests {
         fs::write(file.path(), br#"{"version":7,"n":1}"#).unwrap();
         let err = read(OnDamage::MoveAside).unwrap_err().to_string();
         assert!(err.contains("state.json has version 7"), "{err}");
+    }
+
+    #[test]
+    fn a_prepared_change_is_invisible_until_committed_and_gone_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"), ".tmp");
+        file.write_json(&Doc { version: 1, n: 1 }).unwrap();
+        let prepared_path = dir.path().join("state.json.prepared");
+        let n = || file.read_json::<Doc>(OnDamage::Fail).unwrap().unwrap().n;
+
+        // Prepared: on disk and fsynced, but reading (as after a crash here) sees the old state.
+        let prepared = file.prepare_json(&Doc { version: 1, n: 2 }).unwrap();
+        assert!(prepared_path.exists());
+        assert_eq!(n(), 1);
+        drop(prepared);
+        assert!(!prepared_path.exists(), "a dropped preparation is removed");
+        assert_eq!(n(), 1);
+
+        file.prepare_json(&Doc { version: 1, n: 3 })
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(!prepared_path.exists());
+        assert_eq!(n(), 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API: JSON `{"error": {"code", "message", "field"?}}` with the
 //! right status. Messages are safe for clients; internal details go to the log, not the response.
 
-use crate::health::{Failure, Unready};
+use crate::health::{Failure, Part, Unready};
 use crate::ingest::IngestError;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -95,6 +95,17 @@ impl ApiError {
         let mut e = Self::unavailable(message, failure.retry_after().as_secs() as u32);
         e.code = failure.code();
         e
+    }
+
+    /// 503: a settings file of the data directory (keys, saved views, retention overrides,
+    /// streams) cannot be written, e.g. the disk is full. That directory is the WAL's disk
+    /// (unless moved apart), so the answer is the WAL's: its code (`wal_full`...) and retry hint.
+    /// The message names `what` and the OS error, not the path; nothing was changed.
+    pub fn state_unwritable(what: &str, source: &std::io::Error) -> Self {
+        tracing::warn!(error = %source, "{what} could not be written");
+        let message =
+            format!("{what} cannot be written: {source}; nothing was changed, retry later");
+        Self::unavailable_for(&Failure::io(Part::Wal, source), message)
     }
 
     /// 503 because the collector is not ready: starting, or a part cannot write (its code).

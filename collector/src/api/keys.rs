@@ -7,7 +7,7 @@ use super::auth::{ManageKeys, OrgAccess};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::record::record_key_event_blocking;
 use super::{ApiError, AppState};
-use crate::health::{Failure, Part};
+use crate::health::Failure;
 use crate::keys::{KeyError, KeyInfo, Role};
 use axum::Json;
 use axum::body::Body;
@@ -109,15 +109,7 @@ fn key_error(e: KeyError, failure: Option<Failure>) -> ApiError {
             Some(failure) => ApiError::unavailable_for(&failure, e.to_string()),
             None => ApiError::unavailable(e.to_string(), 1),
         },
-        // `keys.json` is in the data directory, on the WAL's disk (unless moved apart): a full
-        // disk answers as the WAL's does. The message names the OS error, not the path.
-        KeyError::Io { ref source, .. } => {
-            tracing::warn!(error = %e, "a key change could not be written");
-            let message = format!(
-                "the key store cannot be written: {source}; nothing was changed, retry later"
-            );
-            ApiError::unavailable_for(&Failure::io(Part::Wal, source), message)
-        }
+        KeyError::Io { ref source, .. } => ApiError::state_unwritable("the key store", source),
         other => ApiError::internal(other),
     }
 }

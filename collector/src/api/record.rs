@@ -107,6 +107,25 @@ pub async fn record_action(
     Ok(())
 }
 
+/// [`record_action`] of a [`Doing::Change`] from a blocking thread: a store's `record` step,
+/// between preparing a change's file and putting it in place.
+pub(crate) fn record_action_blocking(
+    state: &AppState,
+    key: &KeyInfo,
+    org: &str,
+    action: &str,
+    metadata: Metadata,
+) -> Result<(), ApiError> {
+    Handle::current().block_on(record_action(
+        state,
+        key,
+        org,
+        action,
+        Doing::Change,
+        metadata,
+    ))
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);

@@ -5,7 +5,7 @@
 
 use super::auth::{ChangeRetention, OrgAccess, ReadLog};
 use super::body::read_json;
-use super::record::{Doing, record_action};
+use super::record::{Doing, record_action, record_action_blocking};
 use super::{ApiError, AppState};
 use crate::cluster::SettingsError;
 use crate::keys::KeyInfo;
@@ -104,26 +104,27 @@ pub async fn put(
     if let Some(settings) = &settings {
         settings.check_writable().await.map_err(settings_error)?;
     }
-    record_action(
-        &state,
-        &key,
-        &org,
-        "settings.retention_changed",
-        Doing::Change,
-        metadata,
-    )
-    .await?;
+    const ACTION: &str = "settings.retention_changed";
     let new = match settings {
-        Some(settings) => settings
-            .set_retention(&org, days)
-            .await
-            .map_err(settings_error)?,
-        None => {
-            let policy = state.retention.clone();
-            tokio::task::spawn_blocking(move || policy.set_days(&org, days))
+        Some(settings) => {
+            record_action(&state, &key, &org, ACTION, Doing::Change, metadata).await?;
+            settings
+                .set_retention(&org, days)
                 .await
-                .map_err(ApiError::internal)?
-                .map_err(retention_error)?
+                .map_err(settings_error)?
+        }
+        // A single node writes the new overrides file first and puts it in place once the
+        // change is recorded: a full disk refuses the change before it is recorded.
+        None => {
+            let (policy, state, key) = (state.retention.clone(), state.clone(), key.clone());
+            tokio::task::spawn_blocking(move || {
+                policy.set_days_recorded(&org, days, || {
+                    record_action_blocking(&state, &key, &org, ACTION, metadata)
+                })
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(retention_error)??
         }
     };
     tracing::info!(
@@ -177,6 +178,9 @@ fn retention_error(e: RetentionError) -> ApiError {
     match e {
         RetentionError::NotEnterprise { .. } => ApiError::forbidden(e.to_string()),
         RetentionError::DaysOutOfRange { .. } => ApiError::invalid("days", e.to_string()),
+        RetentionError::Io { ref source, .. } => {
+            ApiError::state_unwritable("the retention settings", source)
+        }
         other => ApiError::internal(other),
     }
 }

@@ -8,15 +8,18 @@
 //! `repository`, `outcome`, `since`, `until`; a string or a list of strings each), checked as the
 //! search checks them, so a saved view always opens. Creating, changing and deleting are recorded
 //! in the org's log (`audit_log.saved_view_created`, `…_changed`, `…_deleted`) before they are
-//! made; if the record cannot be made durable, nothing changes.
+//! made; if the record cannot be made durable, nothing changes. On a single node the org's new
+//! views file is written first (not in place yet), so a full disk refuses a change before it is
+//! recorded.
 
 use super::audit_log;
 use super::auth::{OrgAccess, ReadLog};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::params::{self, Route};
-use super::record::{Doing, record_action};
+use super::record::{Doing, record_action, record_action_blocking};
 use super::{ApiError, AppState};
 use crate::cluster::SettingsError;
+use crate::keys::KeyInfo;
 use crate::saved_views::{
     self as views, MAX_NAME_CHARS, SavedView, SavedViewError, SavedViews, ViewPatch, new_id,
 };
@@ -47,7 +50,10 @@ impl From<SavedViewError> for ApiError {
             SavedViewError::NameTaken(_) => {
                 ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()).with_field("name")
             }
-            SavedViewError::State(_) | SavedViewError::Dir { .. } => ApiError::internal(e),
+            SavedViewError::State(_) | SavedViewError::Dir { .. } => match e.io_error() {
+                Some(source) => ApiError::state_unwritable("the saved views", source),
+                None => ApiError::internal(e),
+            },
         }
     }
 }
@@ -72,16 +78,34 @@ async fn check_writable(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-/// Applies `change` to the org's views: in the metastore then this node's cache in cluster
-/// mode, in this node's files otherwise.
+/// Records `action` (by `key`, with `metadata`) and applies `change` to the org's views. Single
+/// node: the new views file is prepared, then recorded, then put in place
+/// ([`SavedViews::change_recorded`]). Cluster mode: recorded, then written to the metastore and
+/// this node's cache.
 async fn change_views<T: Send + 'static>(
     state: &AppState,
+    key: &KeyInfo,
     org: String,
+    action: &'static str,
+    metadata: Metadata,
     change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    check_writable(state).await?;
     match &state.cluster {
-        Some(cluster) => Ok(cluster.settings.change_views(&org, change).await?),
-        None => with_store(state, move |s| s.change(&org, change)).await,
+        Some(cluster) => {
+            record_action(state, key, &org, action, Doing::Change, metadata).await?;
+            Ok(cluster.settings.change_views(&org, change).await?)
+        }
+        None => {
+            let recording = (state.clone(), key.clone());
+            with_store(state, move |s| {
+                let (state, key) = recording;
+                s.change_recorded(&org, change, |_| {
+                    record_action_blocking(&state, &key, &org, action, metadata)
+                })
+            })
+            .await?
+        }
     }
 }
 
@@ -134,16 +158,6 @@ pub async fn create(
     metadata
         .extra
         .insert("filters".into(), filters_value(&filters));
-    check_writable(&state).await?;
-    record_action(
-        &state,
-        &key,
-        &org,
-        "audit_log.saved_view_created",
-        Doing::Change,
-        metadata,
-    )
-    .await?;
     let now = codestax_common::time::truncate_to_micros(Utc::now());
     let view = SavedView {
         id,
@@ -153,7 +167,15 @@ pub async fn create(
         updated_at: now,
         created_by: key.id.clone(),
     };
-    let view = change_views(&state, org, move |v| views::add(v, view)).await?;
+    let view = change_views(
+        &state,
+        &key,
+        org,
+        "audit_log.saved_view_created",
+        metadata,
+        move |v| views::add(v, view),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -189,19 +211,16 @@ pub async fn patch(
     }
     let mut metadata = about(&id, &old.name);
     metadata.changes = changes;
-    check_writable(&state).await?;
-    record_action(
+    let now = codestax_common::time::truncate_to_micros(Utc::now());
+    let (_, view) = change_views(
         &state,
         &key,
-        &org,
+        org,
         "audit_log.saved_view_changed",
-        Doing::Change,
         metadata,
+        move |v| views::apply_patch(v, &id, patch, now),
     )
     .await?;
-    let now = codestax_common::time::truncate_to_micros(Utc::now());
-    let (_, view) =
-        change_views(&state, org, move |v| views::apply_patch(v, &id, patch, now)).await?;
     Ok(Json(view))
 }
 
@@ -214,17 +233,16 @@ pub async fn delete(
         let (org, id) = (org.clone(), id.clone());
         with_store(&state, move |s| s.get(&org, &id)).await?
     };
-    check_writable(&state).await?;
-    record_action(
+    let metadata = about(&id, &old.name);
+    change_views(
         &state,
         &key,
-        &org,
+        org,
         "audit_log.saved_view_deleted",
-        Doing::Change,
-        about(&id, &old.name),
+        metadata,
+        move |v| views::remove(v, &id),
     )
     .await?;
-    change_views(&state, org, move |v| views::remove(v, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

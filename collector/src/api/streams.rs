@@ -55,7 +55,10 @@ impl From<StreamError> for ApiError {
             StreamError::TooMany(_) => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_streams", e.to_string())
             }
-            StreamError::Store(_) => ApiError::internal(e),
+            StreamError::Store(ref store) => match store.io_error() {
+                Some(source) => ApiError::state_unwritable("the stream settings", source),
+                None => ApiError::internal(e),
+            },
             StreamError::Shared(SharedError::Metastore(ref cause)) => {
                 ApiError::metastore_unavailable(cause)
             }

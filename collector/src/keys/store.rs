@@ -12,7 +12,7 @@ use super::{KeyError, Role};
 use chrono::{DateTime, Utc};
 use codestax_common::is_valid_org_id;
 use codestax_common::time::truncate_to_micros;
-use codestax_storage::{AtomicFile, StateFileError};
+use codestax_storage::{AtomicFile, PreparedFile, StateFileError};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -393,8 +393,10 @@ impl KeyStore {
 
     /// As [`KeyStore::create`], recording `actor_key_id` (the key that asked) as the creator.
     /// Whether that key may do so is the caller's decision ([`Role::can_manage_keys`], same org).
-    /// `record` makes the creation's audit entry durable before the key is written, under the
-    /// store's lock: if it fails, the key does not exist ([`KeyError::NotRecorded`]).
+    /// `record` makes the creation's audit entry durable under the store's lock, after the new
+    /// key file is written and fsynced and before it replaces the old one: if the file cannot
+    /// be written nothing is recorded, if the record fails the key does not exist
+    /// ([`KeyError::NotRecorded`]).
     pub fn create_by(
         &self,
         actor_key_id: &str,
@@ -416,39 +418,41 @@ impl KeyStore {
     ) -> Result<(KeyInfo, Token), KeyError> {
         check_new_key(org, name)?;
         let token = Token::generate()?;
-        let info = self.modify(|snapshot| {
-            let id = loop {
-                let id = new_key_id()?;
-                if !snapshot.entries.iter().any(|e| e.info.id == id) {
-                    break id;
-                }
-            };
-            let info = KeyInfo {
-                id,
-                org_id: org.to_string(),
-                role,
-                name: name.map(str::to_string),
-                created_at: truncate_to_micros(Utc::now()),
-                revoked_at: None,
-                created_by: by.map(str::to_string),
-                revoked_by: None,
-            };
-            let created = info
-                .events()
-                .next()
-                .expect("a key's first event is its creation");
-            record(&created).map_err(KeyError::NotRecorded)?;
-            snapshot
-                .push(Entry {
-                    info: info.clone(),
-                    hash: token.hash(),
-                })
-                .map_err(|other| KeyError::Invalid {
-                    path: self.inner.path.clone(),
-                    reason: format!("new token collides with key {other}"),
-                })?;
-            Ok(info)
-        })?;
+        let info = self.modify_recorded(
+            |snapshot| {
+                let id = loop {
+                    let id = new_key_id()?;
+                    if !snapshot.entries.iter().any(|e| e.info.id == id) {
+                        break id;
+                    }
+                };
+                let info = KeyInfo {
+                    id,
+                    org_id: org.to_string(),
+                    role,
+                    name: name.map(str::to_string),
+                    created_at: truncate_to_micros(Utc::now()),
+                    revoked_at: None,
+                    created_by: by.map(str::to_string),
+                    revoked_by: None,
+                };
+                let created = info
+                    .events()
+                    .next()
+                    .expect("a key's first event is its creation");
+                snapshot
+                    .push(Entry {
+                        info: info.clone(),
+                        hash: token.hash(),
+                    })
+                    .map_err(|other| KeyError::Invalid {
+                        path: self.inner.path.clone(),
+                        reason: format!("new token collides with key {other}"),
+                    })?;
+                Ok((info, created))
+            },
+            record,
+        )?;
         tracing::info!(key_id = %info.id, org_id = %info.org_id, role = %info.role, "API key created");
         Ok((info, token))
     }
@@ -462,8 +466,8 @@ impl KeyStore {
 
     /// As [`KeyStore::revoke`], recording `actor_key_id` as the revoker. Check the actor's role
     /// and org against [`KeyStore::get`] first. `record` makes the revocation's audit entry
-    /// durable before the revocation is written: if it fails, the key stays as it was
-    /// ([`KeyError::NotRecorded`]).
+    /// durable between the writing of the new key file and its replacing the old one (as in
+    /// [`KeyStore::create_by`]): if it fails, the key stays as it was ([`KeyError::NotRecorded`]).
     pub fn revoke_by(
         &self,
         actor_key_id: &str,
@@ -479,27 +483,29 @@ impl KeyStore {
         by: Option<&str>,
         record: impl FnOnce(&KeyEvent) -> Result<(), String>,
     ) -> Result<KeyInfo, KeyError> {
-        let info = self.modify(|snapshot| {
-            let entry = snapshot
-                .get_mut(key_id)
-                .ok_or_else(|| KeyError::NotFound(key_id.to_string()))?;
-            if let Some(at) = entry.info.revoked_at {
-                return Err(KeyError::AlreadyRevoked {
-                    id: key_id.to_string(),
-                    at,
-                });
-            }
-            let mut revoked = entry.info.clone();
-            revoked.revoked_at = Some(truncate_to_micros(Utc::now()));
-            revoked.revoked_by = by.map(str::to_string);
-            let event = revoked
-                .events()
-                .last()
-                .expect("a revoked key has a revocation");
-            record(&event).map_err(KeyError::NotRecorded)?;
-            entry.info = revoked;
-            Ok(entry.info.clone())
-        })?;
+        let info = self.modify_recorded(
+            |snapshot| {
+                let entry = snapshot
+                    .get_mut(key_id)
+                    .ok_or_else(|| KeyError::NotFound(key_id.to_string()))?;
+                if let Some(at) = entry.info.revoked_at {
+                    return Err(KeyError::AlreadyRevoked {
+                        id: key_id.to_string(),
+                        at,
+                    });
+                }
+                let mut revoked = entry.info.clone();
+                revoked.revoked_at = Some(truncate_to_micros(Utc::now()));
+                revoked.revoked_by = by.map(str::to_string);
+                let event = revoked
+                    .events()
+                    .last()
+                    .expect("a revoked key has a revocation");
+                entry.info = revoked;
+                Ok((entry.info.clone(), event))
+            },
+            record,
+        )?;
         tracing::info!(key_id = %info.id, org_id = %info.org_id, role = %info.role, "API key revoked");
         Ok(info)
     }
@@ -747,17 +753,37 @@ impl KeyStore {
         })
     }
 
-    /// Read-modify-write under the exclusive lock: reads the file afresh, applies `change`, writes
-    /// the result atomically and makes it this store's state before the lock is released (so two
-    /// threads of one store cannot install their results out of order).
-    fn modify<T>(
+    /// As [`Self::modify_if`] for a change that is recorded: the new file is written and fsynced
+    /// beside the old one, then `record` makes the change's event durable, then the new file
+    /// replaces the old. A full disk therefore refuses the change before anything is recorded,
+    /// and a refused record leaves the key store as it was.
+    fn modify_recorded<T>(
         &self,
-        change: impl FnOnce(&mut Snapshot) -> Result<T, KeyError>,
+        change: impl FnOnce(&mut Snapshot) -> Result<(T, KeyEvent), KeyError>,
+        record: impl FnOnce(&KeyEvent) -> Result<(), String>,
     ) -> Result<T, KeyError> {
-        self.modify_if(|snapshot| change(snapshot).map(|t| (t, true)))
+        let _lock = self.lock()?;
+        let mut snapshot = self.read_file()?;
+        let changed = change(&mut snapshot);
+        let (out, event) = match changed {
+            Ok(changed) => changed,
+            Err(e) => {
+                // Even a refused change has read the newest file: keep it.
+                *self.write_state() = snapshot;
+                return Err(e);
+            }
+        };
+        let prepared = self.prepare_file(&snapshot)?;
+        record(&event).map_err(KeyError::NotRecorded)?;
+        self.commit_file(prepared, &mut snapshot)?;
+        *self.write_state() = snapshot;
+        Ok(out)
     }
 
-    /// As [`Self::modify`], writing only if `change` says it changed something.
+    /// Read-modify-write under the exclusive lock: reads the file afresh, applies `change`,
+    /// writes the result atomically if `change` says it changed something, and makes it this
+    /// store's state before the lock is released (so two threads of one store cannot install
+    /// their results out of order).
     fn modify_if<T>(
         &self,
         change: impl FnOnce(&mut Snapshot) -> Result<(T, bool), KeyError>,
@@ -830,45 +856,60 @@ impl KeyStore {
     /// Replaces `keys.json` with `snapshot` atomically and records the new file's stamp in it.
     /// Call only with the lock held.
     fn write_file(&self, snapshot: &mut Snapshot) -> Result<(), KeyError> {
+        let prepared = self.prepare_file(snapshot)?;
+        self.commit_file(prepared, snapshot)
+    }
+
+    /// Writes and fsyncs `snapshot` as the next `keys.json` under the temporary name (which
+    /// reading ignores). Call only with the lock held.
+    fn prepare_file(&self, snapshot: &Snapshot) -> Result<PreparedFile, KeyError> {
         let Inner {
-            dir,
-            path,
-            temp_path,
-            ..
+            path, temp_path, ..
         } = &*self.inner;
-        let io_err = |op, path: &PathBuf| {
-            let path = path.clone();
-            move |source| KeyError::Io { op, path, source }
-        };
         let mut bytes = serde_json::to_vec_pretty(&snapshot.to_file())
             .expect("the key file serialises to JSON");
         bytes.push(b'\n');
         let mut options = OpenOptions::new();
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = AtomicFile::create_with(path, temp_path, &mut options).and_then(|mut f| {
-            f.write_all(&bytes)
-                .map_err(|source| StateFileError::Write {
-                    path: temp_path.clone(),
-                    source,
-                })?;
-            f.commit()
-        });
-        if let Err(e) = written {
-            let op = if e.path() == temp_path.as_path() {
-                "writing"
-            } else if e.path() == dir.as_path() {
-                "syncing directory"
-            } else {
-                "replacing key store"
-            };
-            let path = e.path().to_path_buf();
-            let source = e.into_io_error();
-            return Err(KeyError::Io { op, path, source });
-        }
-        let meta = fs::metadata(path).map_err(io_err("checking key store", path))?;
+        AtomicFile::create_with(path, temp_path, &mut options)
+            .and_then(|mut f| {
+                f.write_all(&bytes)
+                    .map_err(|source| StateFileError::Write {
+                        path: temp_path.clone(),
+                        source,
+                    })?;
+                f.prepare()
+            })
+            .map_err(|e| self.file_error(e))
+    }
+
+    /// Puts a prepared `keys.json` in place and records the new file's stamp in `snapshot`.
+    fn commit_file(&self, prepared: PreparedFile, snapshot: &mut Snapshot) -> Result<(), KeyError> {
+        let path = &self.inner.path;
+        prepared.commit().map_err(|e| self.file_error(e))?;
+        let meta = fs::metadata(path).map_err(|source| KeyError::Io {
+            op: "checking key store",
+            path: path.clone(),
+            source,
+        })?;
         snapshot.stamp = Some(Stamp::of(&meta));
         Ok(())
+    }
+
+    /// A failed write of `keys.json`, named by the step that failed.
+    fn file_error(&self, e: StateFileError) -> KeyError {
+        let Inner { dir, temp_path, .. } = &*self.inner;
+        let op = if e.path() == temp_path.as_path() {
+            "writing"
+        } else if e.path() == dir.as_path() {
+            "syncing directory"
+        } else {
+            "replacing key store"
+        };
+        let path = e.path().to_path_buf();
+        let source = e.into_io_error();
+        KeyError::Io { op, path, source }
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {

@@ -3,7 +3,9 @@
 //! On start a complete temporary file wins (a crash came between its fsync and the rename).
 
 use super::error::RetentionError;
-use codestax_storage::{OnDamage, StateFile, StateFileError, StateFileFault, Versioned};
+use codestax_storage::{
+    OnDamage, PreparedFile, StateFile, StateFileError, StateFileFault, Versioned,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,22 @@ impl OverrideStore {
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("the overrides always serialise");
         save_atomically(&self.dir, TMP, FILE, &bytes)
+    }
+
+    /// Writes and fsyncs `days` as the next overrides file, not in place yet
+    /// ([`OverrideStore::commit`] puts it there; dropped, it is removed).
+    pub fn prepare(&self, days: &BTreeMap<String, u32>) -> Result<PreparedFile, RetentionError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| RetentionError::io(&self.dir, e))?;
+        state_file(&self.dir, TMP, FILE)
+            .prepare_json(&OverridesFile {
+                version: VERSION,
+                days: days.clone(),
+            })
+            .map_err(state_error)
+    }
+
+    pub fn commit(&self, prepared: PreparedFile) -> Result<(), RetentionError> {
+        prepared.commit().map_err(state_error)
     }
 }
 

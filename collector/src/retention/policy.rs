@@ -10,6 +10,7 @@ use codestax_common::time::truncate_to_micros;
 use codestax_config::{CollectorConfig, MAX_RETENTION_DAYS, Plan};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
@@ -221,14 +222,32 @@ impl RetentionPolicy {
     /// (it wins over the config). Blocking (fsync). Refused unless the org is on the enterprise
     /// plan and `days` is 1 to 3650.
     pub fn set_days(&self, org: &str, days: u32) -> Result<OrgRetention, RetentionError> {
+        let Ok(set) = self.set_days_recorded(org, days, || Ok::<(), Infallible>(()))?;
+        Ok(set)
+    }
+
+    /// As [`RetentionPolicy::set_days`] for a change that is recorded: the new overrides file is
+    /// written and fsynced beside the old one, then `record` makes the change's audit entry
+    /// durable, then the new file replaces the old. A full disk refuses the change before it is
+    /// recorded; a refused record (`Ok(Err(_))`) leaves the retention as it was.
+    pub fn set_days_recorded<E>(
+        &self,
+        org: &str,
+        days: u32,
+        record: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<OrgRetention, E>, RetentionError> {
         self.check_editable(org)?;
         let days = Self::check_days(i64::from(days))?;
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.read_overrides().clone();
         next.insert(org.to_string(), days);
-        self.store.save(&next)?;
+        let prepared = self.store.prepare(&next)?;
+        if let Err(e) = record() {
+            return Ok(Err(e));
+        }
+        self.store.commit(prepared)?;
         *self.overrides.write().unwrap_or_else(|e| e.into_inner()) = next;
-        Ok(self.for_org(org))
+        Ok(Ok(self.for_org(org)))
     }
 
     /// The overrides set through the API, per org.

@@ -32,6 +32,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The I/O error underneath, if the disk failed (e.g. it is full).
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            StoreError::State(e) => e.io_error(),
+            StoreError::Dir { source, .. } => Some(source),
+            StoreError::Definition(_) | StoreError::Secret { .. } => None,
+        }
+    }
+}
+
 /// Where a stream is: what the destination accepted, and what must be resolved first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {

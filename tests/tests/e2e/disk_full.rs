@@ -737,6 +737,15 @@ fn merkle_trees_that_cannot_write_wedge_nothing_and_catch_up_once_space_returns(
         "the trees never failed: {}",
         codestax_tests::tail(&c.stderr(), 2000)
     );
+    let failures = c
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("codestax_collector_tree_write_failures "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        failures.is_some_and(|n| n >= 1.0),
+        "tree_write_failures: {failures:?}"
+    );
 
     trees.free().unwrap();
     resumes_by_itself(&c, &token, &admin, acked, dir.path(), "trees full");
@@ -839,6 +848,123 @@ fn a_key_change_on_a_full_disk_is_refused_with_503_and_made_once_space_returns()
     assert!(done.body["revoked_at"].is_string(), "{}", short(&done.body));
     let gone = c.get(&format!("/api/v1/orgs/{ORG}/audit-log"), &victim);
     assert_eq!(gone.status().as_u16(), 401, "the revoked key still works");
+    // The refused revocations left no record claiming one: the log holds the one that was made.
+    recorded_once(&c, &owner, "auth.api_key_revoked");
+    assert!(
+        !c.stderr().contains("panicked"),
+        "{}",
+        codestax_tests::tail(&c.stderr(), 4000)
+    );
+    drop(c);
+    drop(disk);
+}
+
+/// Waits until `action` is in the org's log once, and checks it stays once: a refused change
+/// recorded before it failed would show as a second, earlier record (the index takes the WAL in
+/// order, so the earlier one is searchable once the later one is).
+fn recorded_once(c: &Collector, admin: &str, action: &str) {
+    let query = format!("action={action}");
+    c.wait_for_total(ORG, &query, admin, 1);
+    let total = c.total(ORG, &query, admin);
+    assert_eq!(total, 1, "{action}: {total} records of one change made");
+}
+
+/// Settings changes (saved views, retention) while the collector's disk is full: refused with
+/// 503, the disk's code and `Retry-After`, **before** their audit record is written (the new
+/// settings file is written first and put in place only once the change is recorded), so the
+/// log never claims a change that was not made; once space returns the same changes go through
+/// and each is recorded once.
+#[test]
+fn a_settings_change_on_a_full_disk_is_refused_before_it_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(disk) = own_disk(&data, 24) else {
+        return;
+    };
+    let config =
+        format!("[wal]\nkeep_free_bytes = 0\n\n[[orgs]]\nid = \"{ORG}\"\nplan = \"enterprise\"\n");
+    let c = start_logged(
+        codestax_tests::CollectorOptions::for_tests(&data, &config),
+        dir.path(),
+    );
+    let (_, admin, _) = seed(&c);
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let views = format!("/api/v1/orgs/{ORG}/saved-views");
+    let retention = format!("/api/v1/orgs/{ORG}/settings/retention");
+    let create_view = || {
+        answer(c.post(
+            &views,
+            &admin,
+            "application/json",
+            br#"{"name": "logins", "filters": {"category": ["auth"]}}"#.to_vec(),
+        ))
+    };
+    let set_retention = || {
+        answer(
+            c.client()
+                .put(c.url(&retention))
+                .bearer_auth(&owner)
+                .header("content-type", "application/json")
+                .body(r#"{"days": 400}"#)
+                .send()
+                .unwrap(),
+        )
+    };
+    let days = || c.get_json(&retention, &owner)["days"].as_u64();
+    let days_before = days();
+    assert_ne!(days_before, Some(400));
+
+    disk.fill().unwrap();
+    // Right after the fill the WAL's last page may still take a record: the settings file,
+    // written first, is what must refuse.
+    for (what, a) in [
+        ("saved view", create_view()),
+        ("retention", set_retention()),
+    ] {
+        assert_eq!(a.status, 503, "{what}: {}", short(&a.body));
+        let code = a.body["error"]["code"].as_str().unwrap_or_default();
+        assert_eq!(code, "wal_full", "{what}: {}", short(&a.body));
+        assert!(a.retry_after.is_some(), "{what}: Retry-After");
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(ENOSPC_TEXT), "{what}: {message}");
+        assert!(!message.contains("/data"), "{what}: a path in {message}");
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .chain(std::fs::read_dir(data.join("saved-views")).unwrap())
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".prepared"))
+        .collect();
+    assert!(leftovers.is_empty(), "prepared files left: {leftovers:?}");
+
+    disk.free().unwrap();
+    let started = Instant::now();
+    for (what, change, status) in [
+        ("saved view", &create_view as &dyn Fn() -> Answer, 201),
+        ("retention", &set_retention, 200),
+    ] {
+        loop {
+            let a = change();
+            if a.status == status {
+                break;
+            }
+            assert_eq!(
+                a.status,
+                503,
+                "{what} after space returned: {}",
+                short(&a.body)
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{what} still refused: {}",
+                short(&a.body)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(days(), Some(400));
+    recorded_once(&c, &admin, "audit_log.saved_view_created");
+    recorded_once(&c, &admin, "settings.retention_changed");
     assert!(
         !c.stderr().contains("panicked"),
         "{}",

@@ -380,6 +380,40 @@ fn a_change_whose_event_cannot_be_recorded_is_not_made() {
 }
 
 #[test]
+fn a_key_change_that_cannot_be_written_is_not_recorded() {
+    let (dir, store) = temp_store();
+    let (owner, _) = store.create("acme", Role::OrgOwner, None).unwrap();
+    // The new file cannot be written (its temporary name is taken by a directory), as on a
+    // full disk: the change is refused before its record is asked for.
+    std::fs::create_dir(dir.path().join(TEMP_FILE)).unwrap();
+    let recorded = std::cell::Cell::new(0);
+    let record = |_: &KeyEvent| {
+        recorded.set(recorded.get() + 1);
+        Ok(())
+    };
+    let err = store
+        .create_by(&owner.id, "acme", Role::Ingest, None, record)
+        .unwrap_err();
+    assert!(matches!(err, KeyError::Io { .. }), "{err:?}");
+    let err = store.revoke_by(&owner.id, &owner.id, record).unwrap_err();
+    assert!(matches!(err, KeyError::Io { .. }), "{err:?}");
+    assert_eq!(recorded.get(), 0, "a change that was not made was recorded");
+    assert_eq!(store.list(Some("acme")).len(), 1);
+    assert!(!store.get(&owner.id).unwrap().is_revoked());
+    // Written once the file can be: recorded, then made.
+    std::fs::remove_dir(dir.path().join(TEMP_FILE)).unwrap();
+    store.revoke_by(&owner.id, &owner.id, record).unwrap();
+    assert_eq!(recorded.get(), 1);
+    assert!(
+        KeyStore::open(dir.path())
+            .unwrap()
+            .get(&owner.id)
+            .unwrap()
+            .is_revoked()
+    );
+}
+
+#[test]
 fn a_key_made_by_another_writer_works_at_once() {
     let (dir, server) = temp_store();
     let cli = KeyStore::open(dir.path()).unwrap();
