@@ -77,6 +77,7 @@ pub struct Metrics {
     janitor_last_run: Gauge<f64, AtomicU64>,
     janitor_last_duration: Gauge<f64, AtomicU64>,
     wal_write_failures: Gauge<u64, AtomicU64>,
+    tree_write_failures: Gauge<u64, AtomicU64>,
     index_write_failures: Counter,
     index_recoveries: Counter,
     writable: Family<PartLabel, Gauge<u64, AtomicU64>>,
@@ -117,6 +118,8 @@ pub struct Sampled {
     pub wal_fsync_seconds: f64,
     /// Groups the WAL could not write since start.
     pub wal_write_failures: u64,
+    /// Writes or syncs of the Merkle trees that failed since start.
+    pub tree_write_failures: u64,
     pub index_documents: u64,
     pub index_bytes: u64,
     /// Whether the WAL and the index take writes now (the collector's health).
@@ -248,6 +251,13 @@ impl Metrics {
              their records was acknowledged",
             wal_write_failures.clone(),
         );
+        let tree_write_failures = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "tree_write_failures",
+            "Writes or syncs of the per-org Merkle trees that failed since start; the WAL keeps \
+             their records until the trees have them",
+            tree_write_failures.clone(),
+        );
         let index_write_failures = Counter::default();
         registry.register(
             "index_write_failures",
@@ -340,6 +350,7 @@ impl Metrics {
             janitor_last_run,
             janitor_last_duration,
             wal_write_failures,
+            tree_write_failures,
             index_write_failures,
             index_recoveries,
             writable,
@@ -540,6 +551,7 @@ impl Metrics {
         self.index_documents.set(sampled.index_documents);
         self.index_bytes.set(sampled.index_bytes);
         self.wal_write_failures.set(sampled.wal_write_failures);
+        self.tree_write_failures.set(sampled.tree_write_failures);
         for (part, writable) in [
             ("wal", sampled.wal_writable),
             ("index", sampled.index_writable),

@@ -56,6 +56,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         wal_fsyncs: store.fsyncs,
         wal_fsync_seconds: store.fsync_time.as_secs_f64(),
         wal_write_failures: store.storage_errors,
+        tree_write_failures: store.tree_errors,
         index_documents: index.as_ref().map_or(0, |i| i.docs),
         index_bytes: index.as_ref().map_or(0, |i| i.bytes_on_disk),
         wal_writable: health.failure(Part::Wal).is_none(),
