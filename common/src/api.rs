@@ -165,6 +165,10 @@ pub struct IngestResponse {
     /// Rejected lines past those in `errors`: counted in `rejected`, not listed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_errors: u64,
+    /// Asked with `?refresh=wait_for`: whether everything stored before the answer was
+    /// searchable when it was given (false: the wait's bound passed first; still durable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searchable: Option<bool>,
 }
 
 fn is_zero(n: &u64) -> bool {

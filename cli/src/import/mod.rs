@@ -354,6 +354,7 @@ impl<R: BufRead> Run<'_, R> {
                             expired: 0,
                             errors: Vec::new(),
                             more_errors: 0,
+                            searchable: None,
                         };
                         answered.insert(n, nothing);
                     } else {

@@ -26,14 +26,17 @@ use codestax_otlp_receiver::{Bearer, Exported, LogsSink, Refusal, RefusalKind, T
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use std::time::Duration;
 
-/// The native receiver: one JSON record per line.
+/// The native receiver: one JSON record per line. `?refresh=wait_for` answers once what it
+/// stored is searchable ([`Refresh`]).
 pub async fn ndjson(
     State(state): State<AppState>,
     Extension(key): Extension<KeyInfo>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     permit::<IngestRecords>(&key)?;
+    let refresh = Refresh::from_query(&state, raw.as_deref())?;
     let rules = state.ingest.rules();
     let org = key.org_id.clone();
     let candidates = decode_ndjson_body(&state, &headers, body, move |b| {
@@ -49,7 +52,57 @@ pub async fn ndjson(
         Receiver::Ndjson,
     )
     .await?;
-    answer(outcome)
+    let searchable = match refresh {
+        Refresh::WaitFor if outcome.accepted > 0 => Some(searchable_within(&state.ingest).await),
+        Refresh::WaitFor | Refresh::No => None,
+    };
+    answer(outcome, searchable)
+}
+
+/// The native ingest's `?refresh=` (named as Elasticsearch's): `wait_for` holds the answer until
+/// everything stored before it is searchable (at most [`REFRESH_WAIT_MAX`]), for scripts and
+/// tests that search right after they ingest; `false` (the default) answers once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    No,
+    WaitFor,
+}
+
+/// The longest a `refresh=wait_for` answer waits for the index: past it the answer says
+/// `"searchable": false` (the records are durable all the same).
+const REFRESH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+impl Refresh {
+    fn from_query(state: &AppState, raw: Option<&str>) -> Result<Refresh, ApiError> {
+        let refresh = match only_param(raw, "refresh")?.as_deref() {
+            None | Some("false") => Refresh::No,
+            Some("wait_for") => Refresh::WaitFor,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "refresh",
+                    format!("refresh must be wait_for or false, not {other:?}"),
+                ));
+            }
+        };
+        if refresh == Refresh::WaitFor && state.cluster.is_some() {
+            return Err(ApiError::invalid(
+                "refresh",
+                "refresh=wait_for is not available in cluster mode: the shard's owner indexes \
+                 the records, on its own schedule; search again until they show",
+            ));
+        }
+        Ok(refresh)
+    }
+}
+
+/// Waits until the index has every record stored so far (this batch's, and the originals of
+/// its duplicates), at most [`REFRESH_WAIT_MAX`]: whether it did.
+async fn searchable_within(ingest: &Ingest) -> bool {
+    let store = ingest.store();
+    let through = store.stats().next_lsn.saturating_sub(1);
+    tokio::time::timeout(REFRESH_WAIT_MAX, store.wait_indexed_through(through))
+        .await
+        .is_ok()
 }
 
 /// History brought in (`codestax import`): NDJSON records as the native receiver takes them,
@@ -89,7 +142,7 @@ pub async fn import(
     .await?;
     let provenance = key.import_provenance(source);
     let outcome = store(&state.ingest, &key, provenance, batch, Receiver::Import).await?;
-    answer(outcome)
+    answer(outcome, None)
 }
 
 /// Longest `source` an import may name, in characters.
@@ -194,7 +247,7 @@ async fn decode_ndjson_body<T: Send + 'static>(
 
 /// The answer to an NDJSON batch: what was accepted, and each rejected line; 400 (with the same
 /// details) when nothing was.
-fn answer(outcome: IngestOutcome) -> Result<Response, ApiError> {
+fn answer(outcome: IngestOutcome, searchable: Option<bool>) -> Result<Response, ApiError> {
     let response = IngestResponse {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
@@ -202,6 +255,7 @@ fn answer(outcome: IngestOutcome) -> Result<Response, ApiError> {
         expired: outcome.rejected.counted(EXPIRED_ON_ARRIVAL_LABEL),
         errors: outcome.rejected.listed().to_vec(),
         more_errors: outcome.rejected.unlisted(),
+        searchable,
     };
     if let (0, Some(first)) = (outcome.accepted, outcome.rejected.listed().first()) {
         let error = ApiError::new(

@@ -796,3 +796,83 @@ fn index_lag_is_measured_from_ack_to_searchable() {
         .expect("lag buckets");
     assert_eq!(under_5s, count, "{metrics}");
 }
+
+/// `POST /api/v1/ingest?refresh=wait_for` answers once what it stored is searchable, current
+/// week or past weeks alike, even with a commit interval far longer than the request: a search
+/// right after the answer finds every record. Any other value is a 400 naming `refresh`.
+#[test]
+fn ingest_with_refresh_wait_for_answers_once_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = codestax_tests::CollectorOptions::for_tests(&dir.path().join("data"), "");
+    options.settings = "[index]\ncommit_interval = \"4s\"\n".into();
+    let mut c = Collector::configure(options).unwrap();
+    c.launch().unwrap();
+    let ingest = c.create_key("acme", "INGEST");
+    let admin = c.create_key("acme", "ORG_ADMIN");
+    let send = |query: &str, records: &[Value]| {
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|r| format!("{r}\n").into_bytes())
+            .collect();
+        let r = c.post(
+            &format!("/api/v1/ingest{query}"),
+            &ingest,
+            "application/x-ndjson",
+            body,
+        );
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let mut searchable = 0;
+    for (round, minutes_ago) in [(0, 1), (1, 2), (2, 60 * 24 * 20)] {
+        // Rounds 0 and 1: this week; round 2: three weeks ago (the past weeks' stage).
+        let batch: Vec<Value> = (0..5)
+            .map(|i| {
+                record(
+                    "acme",
+                    &format!("r{round}-{i}"),
+                    "scan.triggered",
+                    "ada@acme.example",
+                    &ago(minutes_ago),
+                )
+            })
+            .collect();
+        let (status, body) = send("?refresh=wait_for", &batch);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], 5, "{body}");
+        assert_eq!(body["searchable"], true, "{body}");
+        searchable += 5;
+        let found = c.total("acme", "action=scan.triggered&since=30d", &admin);
+        assert_eq!(
+            found, searchable,
+            "round {round}: not searchable when answered"
+        );
+        // Duplicates only: nothing new, answered searchable (the originals are).
+        let (_, again) = send("?refresh=wait_for", &batch);
+        assert_eq!(
+            (again["duplicates"].as_u64(), again["searchable"].as_bool()),
+            (Some(5), Some(true))
+        );
+    }
+    // Without it the answer says nothing of search.
+    let (_, plain) = send(
+        "",
+        &[record(
+            "acme",
+            "plain",
+            "auth.login",
+            "ada@acme.example",
+            &ago(1),
+        )],
+    );
+    assert!(plain.get("searchable").is_none(), "{plain}");
+    for bad in [
+        "?refresh=true",
+        "?refresh=wait_for&refresh=wait_for",
+        "?wait=1",
+    ] {
+        let (status, body) = send(bad, &[]);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{bad}: {body}");
+        assert!(body["error"]["field"].is_string(), "{bad}: {body}");
+    }
+}
