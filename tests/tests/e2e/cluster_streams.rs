@@ -513,11 +513,15 @@ fn a_single_nodes_streams_join_the_cluster_and_go_on_from_where_they_stopped() {
     let receiver = HttpsReceiver::start(dir.path());
     let meta = Metastore::connect(&servers.pg);
     let key_file = codestax_harness::shared_secret_key(&servers.pg);
-    let mut node = servers.node("c1");
-    node.restart_with(&format!(
-        "[streams]\nsecret_key_file = {key_file:?}\n{STREAMS}"
-    ))
-    .unwrap_or_else(|e| panic!("{e}\n{}", node.stderr()));
+    // The single node: on c1's data dir, without the cluster's environment.
+    let mut options = codestax_harness::CollectorOptions::for_tests(
+        &servers.dir.path().join("c1"),
+        &format!("[streams]\nsecret_key_file = {key_file:?}\n{STREAMS}"),
+    );
+    options.stderr = Some(servers.dir.path().join("single.stderr"));
+    let mut node = Collector::configure(options).unwrap();
+    node.launch()
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.stderr()));
     let owner_keys: BTreeMap<&str, String> = ORGS
         .iter()
         .map(|org| (*org, node.create_key(org, "ORG_OWNER")))
@@ -552,6 +556,7 @@ fn a_single_nodes_streams_join_the_cluster_and_go_on_from_where_they_stopped() {
     }
     node.stop();
     let delivered_before = receiver.received.all().len();
+    let mut node = servers.node("c1");
 
     // Another key file: refused at start, naming it.
     let wrong = dir.path().join("another.streams-key");
