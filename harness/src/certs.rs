@@ -4,6 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::HarnessError;
 
@@ -14,6 +19,29 @@ pub struct TestCertificates {
     pub ca_pem: PathBuf,
     pub cert_pem: PathBuf,
     pub key_pem: PathBuf,
+}
+
+impl TestCertificates {
+    /// A TLS server configuration (rustls on `ring`) presenting the server certificate.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        let certs = CertificateDer::pem_file_iter(&self.cert_pem)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.cert_pem.display()));
+        let key = PrivateKeyDer::from_pem_file(&self.key_pem)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.key_pem.display()));
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .expect("a server configuration of the test certificate");
+        Arc::new(config)
+    }
+
+    /// The CA's certificate (PEM).
+    pub fn ca(&self) -> String {
+        std::fs::read_to_string(&self.ca_pem)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.ca_pem.display()))
+    }
 }
 
 /// Makes, in `dir`, a CA valid for 2 days and a certificate it signed for `subject_alt_name`
@@ -33,7 +61,13 @@ pub fn test_certificates(
         path: ext.clone(),
         source,
     })?;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     let (ca_key, ca_pem, key, csr, cert) = (
         p("ca.key"),
         p("ca.pem"),
@@ -46,17 +80,44 @@ pub fn test_certificates(
         .concat()
         .into_iter()
         .chain([
-            "-keyout", &ca_key, "-out", &ca_pem, "-days", "2", "-subj", "/CN=codestax test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_pem,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=codestax test CA",
         ])
         .collect();
     let request: Vec<&str> = [&["req"][..], &ec]
         .concat()
         .into_iter()
-        .chain(["-keyout", &key, "-out", &csr, "-subj", "/CN=codestax test server"])
+        .chain([
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=codestax test server",
+        ])
         .collect();
     let sign = vec![
-        "x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-out",
-        &cert, "-days", "2", "-extfile", &ext,
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
     ];
     for args in [ca, request, sign] {
         let out = Command::new("openssl")

@@ -137,7 +137,11 @@ async fn forward_trusting(
     let secure = match base.scheme_str() {
         Some("http") => false,
         Some("https") => true,
-        _ => return Err(url_error("only http:// and https:// advertise URLs are routed to")),
+        _ => {
+            return Err(url_error(
+                "only http:// and https:// advertise URLs are routed to",
+            ));
+        }
     };
     let authority = base
         .authority()
@@ -147,15 +151,21 @@ async fn forward_trusting(
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
     // An IPv6 literal without its brackets, for the socket and the certificate check.
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let connect_error = |reason: String| ProxyError::Connect {
         url: base_url.to_string(),
         reason,
     };
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| connect_error("timed out".into()))?
-        .map_err(|e| connect_error(e.to_string()))?;
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| connect_error("timed out".into()))?
+    .map_err(|e| connect_error(e.to_string()))?;
 
     let (mut parts, body) = request.into_parts();
     let path = parts
@@ -309,22 +319,9 @@ mod tests {
     /// An owner behind TLS with a private CA's certificate for 127.0.0.1: it answers with the
     /// head of the request it got.
     async fn tls_owner(dir: &std::path::Path) -> (std::net::SocketAddr, Arc<ClientConfig>) {
-        use rustls_pki_types::pem::PemObject;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let files = codestax_harness::test_certificates(dir, "IP:127.0.0.1").unwrap();
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&files.cert_pem)
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&files.key_pem).unwrap();
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let acceptor = tokio_rustls::TlsAcceptor::from(files.server_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -349,8 +346,10 @@ mod tests {
                 let _ = tls.shutdown().await;
             }
         });
-        let pem = std::fs::read_to_string(&files.ca_pem).unwrap();
-        (addr, crate::stream::tls::client_config(Some(&pem)).unwrap())
+        (
+            addr,
+            crate::stream::tls::client_config(Some(&files.ca())).unwrap(),
+        )
     }
 
     #[tokio::test]

@@ -190,12 +190,7 @@ pub async fn run(
                     continue;
                 }
                 Err(e) => {
-                    fail(
-                        &status,
-                        State::Retrying,
-                        format!("reading the records: {e}"),
-                    );
-                    pause(backoff.next(false), &stop).await;
+                    read_failed(&status, &mut backoff, &stop, e).await;
                     continue;
                 }
             }
@@ -394,6 +389,17 @@ fn fail(status: &StatusCell, state: State, error: String) {
         l.state = state;
         l.last_error = Some(error);
     });
+}
+
+/// The records could not be read: said in the status, tried again after the backoff.
+async fn read_failed(
+    status: &StatusCell,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+    e: String,
+) {
+    fail(status, State::Retrying, format!("reading the records: {e}"));
+    pause(backoff.next(false), stop).await;
 }
 
 async fn pause(d: Duration, stop: &CancellationToken) {

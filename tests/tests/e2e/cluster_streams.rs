@@ -21,7 +21,10 @@ use serde_json::{Value, json};
 
 use crate::cluster_common::{Acked, Metastore, Servers};
 use crate::cluster_route::{shard_of, wait_for_even_spread};
-use crate::streams::{HEADER_SECRET, HttpsReceiver, SECRET, assert_in_order_without_gaps, request};
+use crate::streams::{
+    HEADER_SECRET, HttpsReceiver, SECRET, assert_in_order_without_gaps, request,
+    request_with_headers,
+};
 
 /// One org on each of the 4 shards, so each node owns some.
 const ORGS: [&str; 4] = ["acme", "cyberdyne", "stark", "globex"];
@@ -112,6 +115,48 @@ fn wait_delivered(receiver: &HttpsReceiver, acked: &Acked, org: &str, within: Du
     }
 }
 
+/// Two nodes whose streams may go to loopback, an org whose shard c1 owns, its ORG_OWNER key, an
+/// INGEST key made on c2 and one batch acknowledged through it, and the org's stream made
+/// through c2 (forwarded to c1).
+struct TwoNodes {
+    nodes: [Collector; 2],
+    org: &'static str,
+    owner_key: String,
+    tokens: BTreeMap<&'static str, String>,
+    acked: Acked,
+    created: Value,
+    id: String,
+}
+
+impl TwoNodes {
+    fn with_a_stream(servers: &Servers, receiver: &HttpsReceiver) -> TwoNodes {
+        let mut nodes = [servers.node("c1"), servers.node("c2")];
+        for (c, name) in nodes.iter_mut().zip(["c1", "c2"]) {
+            servers.join_with_streams(c, name, STREAMS);
+        }
+        let owners = wait_for_even_spread(&nodes[0]);
+        let org = *ORGS
+            .iter()
+            .find(|o| owners[&shard_of(o)] == "c1")
+            .expect("c1 owns an org's shard");
+        let owner_key = nodes[0].create_key(org, "ORG_OWNER");
+        let tokens = BTreeMap::from([(org, nodes[1].create_key(org, "INGEST"))]);
+        let acked = Acked::default();
+        acked.send(&nodes[1], &tokens, 0);
+        let created = create_stream(&nodes[1], org, &owner_key, receiver);
+        let id = created["id"].as_str().unwrap().to_string();
+        TwoNodes {
+            nodes,
+            org,
+            owner_key,
+            tokens,
+            acked,
+            created,
+            id,
+        }
+    }
+}
+
 /// The stream `siem` to `receiver`'s HTTPS endpoint from the org's first record, made through
 /// `via` (a 503 while the owner catches up with its shard changed nothing: asked again).
 fn create_stream(via: &Collector, org: &str, owner_key: &str, receiver: &HttpsReceiver) -> Value {
@@ -166,24 +211,16 @@ fn a_stream_is_delivered_by_its_shards_owner_through_a_kill_and_a_zombie() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = HttpsReceiver::start(dir.path());
     let meta = Metastore::connect(&servers.pg);
-    let mut nodes = [servers.node("c1"), servers.node("c2")];
-    for (c, name) in nodes.iter_mut().zip(["c1", "c2"]) {
-        servers.join_with_streams(c, name, STREAMS);
-    }
-    let owners = wait_for_even_spread(&nodes[0]);
-    let org = *ORGS
-        .iter()
-        .find(|o| owners[&shard_of(o)] == "c1")
-        .expect("c1 owns an org's shard");
-    let owner_key = nodes[0].create_key(org, "ORG_OWNER");
-    let tokens: BTreeMap<&str, String> =
-        BTreeMap::from([(org, nodes[1].create_key(org, "INGEST"))]);
-    let acked = Acked::default();
-    acked.send(&nodes[1], &tokens, 0);
-
     // Made through c2, which does not own the org's shard: c1 keeps it and delivers it.
-    let created = create_stream(&nodes[1], org, &owner_key, &receiver);
-    let id = created["id"].as_str().unwrap().to_string();
+    let TwoNodes {
+        mut nodes,
+        org,
+        owner_key,
+        tokens,
+        acked,
+        created,
+        id,
+    } = TwoNodes::with_a_stream(&servers, &receiver);
     assert!(!created.to_string().contains(SECRET), "{created}");
     let stored = meta.rows(
         "SELECT definition::text FROM streams WHERE org_id = $1 AND id = $2",
@@ -319,24 +356,11 @@ fn change(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Option<String>, Value) {
-    let mut r = c
-        .client()
-        .request(method.parse().unwrap(), c.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let r = r.send().expect("request");
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
+    let (status, headers, body) = request_with_headers(c, method, path, token, body);
+    let retry = headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let text = r.text().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, retry, body)
 }
 
@@ -373,22 +397,15 @@ fn a_stream_change_without_an_owner_is_refused_and_delivery_goes_on_through_a_po
     let dir = tempfile::tempdir().unwrap();
     let receiver = HttpsReceiver::start(dir.path());
     let meta = Metastore::connect(&servers.pg);
-    let mut nodes = [servers.node("c1"), servers.node("c2")];
-    for (c, name) in nodes.iter_mut().zip(["c1", "c2"]) {
-        servers.join_with_streams(c, name, STREAMS);
-    }
-    let owners = wait_for_even_spread(&nodes[0]);
-    let org = *ORGS
-        .iter()
-        .find(|o| owners[&shard_of(o)] == "c1")
-        .expect("c1 owns an org's shard");
-    let owner_key = nodes[0].create_key(org, "ORG_OWNER");
-    let tokens: BTreeMap<&str, String> =
-        BTreeMap::from([(org, nodes[1].create_key(org, "INGEST"))]);
-    let acked = Acked::default();
-    acked.send(&nodes[1], &tokens, 0);
-    let created = create_stream(&nodes[1], org, &owner_key, &receiver);
-    let id = created["id"].as_str().unwrap().to_string();
+    let TwoNodes {
+        mut nodes,
+        org,
+        owner_key,
+        tokens,
+        acked,
+        created,
+        id,
+    } = TwoNodes::with_a_stream(&servers, &receiver);
     wait_delivered(&receiver, &acked, org, Duration::from_secs(30));
 
     // The owner killed: until the survivor serves the shard, changes through it are refused.

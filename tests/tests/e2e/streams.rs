@@ -63,6 +63,18 @@ pub(crate) fn request(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let (status, _, body) = request_with_headers(c, method, path, token, body);
+    (status, body)
+}
+
+/// [`request`], with the answer's headers.
+pub(crate) fn request_with_headers(
+    c: &Collector,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let client = reqwest::blocking::Client::new();
     let mut r = client
         .request(method.parse().unwrap(), c.url(path))
@@ -74,9 +86,11 @@ pub(crate) fn request(
     }
     let r = r.send().expect("request");
     let status = r.status().as_u16();
+    let headers = r.headers().clone();
     let text = r.text().unwrap_or_default();
     (
         status,
+        headers,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
@@ -392,24 +406,8 @@ fn signature_ok(header: Option<&str>, body: &[u8]) -> bool {
 /// A test CA and a certificate for 127.0.0.1 it signed (`codestax_harness::test_certificates`);
 /// the CA's PEM and a server config using the certificate.
 fn self_signed(dir: &Path) -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
-    use rustls_pki_types::pem::PemObject;
     let files = codestax_harness::test_certificates(dir, "IP:127.0.0.1").unwrap();
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&files.cert_pem)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&files.key_pem).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    (
-        std::fs::read_to_string(&files.ca_pem).unwrap(),
-        Arc::new(config),
-    )
+    (files.ca(), files.server_config())
 }
 
 #[test]
