@@ -63,6 +63,8 @@ pub enum ServeError {
     SavedViews(#[from] crate::saved_views::SavedViewError),
     #[error("streams: {0}")]
     Streams(String),
+    #[error("cluster: {0}")]
+    StreamOffer(#[from] crate::cluster::StreamOfferError),
 }
 
 /// The store verifies a dedupe hash hit against the index. A failed lookup answers "not stored":
@@ -152,11 +154,25 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         trees.clone(),
     )?;
     // Cluster mode: every node signs with the cluster's key (cached in the data dir).
-    if let (Some(cluster), None) = (&config.cluster, &config.signing.key_file) {
-        let secret = SecretKey::load_or_generate(&stream_key_file(&config, &layout))
+    if let Some(cluster) = &config.cluster {
+        let key_file = stream_key_file(&config, &layout);
+        let secret = SecretKey::load_or_generate(&key_file)
             .map_err(|e| ServeError::Streams(e.to_string()))?;
-        crate::cluster::adopt_signing_key(cluster, &layout.root, &config.signing.key_name, &secret)
+        // A single node's data dir joining: its streams must open with the key file before
+        // anything is sealed with it in the metastore (they are offered later).
+        let streams = StreamStore::open(&layout.root, secret.clone())
+            .map_err(|e| ServeError::Streams(e.to_string()))?;
+        crate::cluster::check_streams_open(&streams, &key_file)?;
+        if config.signing.key_file.is_none() {
+            crate::cluster::adopt_signing_key(
+                cluster,
+                &layout.root,
+                &config.signing.key_name,
+                &secret,
+                &key_file,
+            )
             .await?;
+        }
     }
     let heads = crate::tree::open_heads(&layout.heads, &layout.root, &config.signing, &trees)?;
     let ingest = Ingest::new(
@@ -452,8 +468,9 @@ async fn start_streams(
         crate::cluster::Serving,
     )>,
 ) -> Result<(Streams, Option<Arc<crate::cluster::StreamSync>>), ServeError> {
-    let key = SecretKey::load_or_generate(&stream_key_file(config, layout))
-        .map_err(|e| ServeError::Streams(e.to_string()))?;
+    let key_file = stream_key_file(config, layout);
+    let key =
+        SecretKey::load_or_generate(&key_file).map_err(|e| ServeError::Streams(e.to_string()))?;
     let store = Arc::new(
         StreamStore::open(&layout.root, key).map_err(|e| ServeError::Streams(e.to_string()))?,
     );
@@ -461,9 +478,19 @@ async fn start_streams(
         None => None,
         Some((cluster, held, serving)) => {
             let password = cluster.postgres.password.as_deref();
-            let connection = crate::cluster::Metastore::connect(&cluster.postgres.url, password)
-                .await
-                .map_err(|e| ServeError::Streams(e.to_string()))?;
+            let mut connection =
+                crate::cluster::Metastore::connect(&cluster.postgres.url, password)
+                    .await
+                    .map_err(|e| ServeError::Streams(e.to_string()))?;
+            // A single node's data dir joining: its streams are the cluster's from now on.
+            crate::cluster::offer_streams(
+                &mut connection,
+                store.clone(),
+                index,
+                cluster.shards,
+                &key_file,
+            )
+            .await?;
             Some(Arc::new(crate::cluster::StreamSync::new(
                 crate::cluster::MetastoreLink::new(&cluster.postgres.url, password, connection),
                 store.clone(),

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use codestax_collector::cluster::{
-    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, SCHEMA_VERSION, SnapshotRecord,
+    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, OfferOutcome, SCHEMA_VERSION,
+    SnapshotRecord, StreamChanges, StreamOfferRow, shard_of,
 };
 use codestax_harness::Postgres;
 use tokio_util::sync::CancellationToken;
@@ -463,4 +464,149 @@ async fn migration_3_keeps_settings_and_a_zombie_cannot_move_a_stream_cursor() {
             .is_err()
     );
     assert_eq!(a.stream_cursor("acme", "s2").await.unwrap(), None);
+}
+
+/// Migration 4: a stream change is written only under the org's shard lease (a zombie's is
+/// refused, as its cursors are), and a node that reads only what changed since its last read
+/// still sees every change — one committed after a later one included — and every delete.
+/// A single node's streams offered to the cluster are taken once; an id it has is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_changes_are_fenced_and_read_by_change_even_when_they_commit_out_of_order() {
+    let Some((_dir, pg)) = server("metastore stream changes") else {
+        return;
+    };
+    let (a, mut b) = (open(&pg, 2).await, open(&pg, 2).await);
+    let shard = shard_of("acme", 2);
+    let def = |name: &str| serde_json::json!({ "name": name });
+    let changed = |c: &StreamChanges| -> Vec<(String, Option<serde_json::Value>)> {
+        let mut rows: Vec<_> = c
+            .rows
+            .iter()
+            .map(|(_, id, d)| (id.clone(), d.clone()))
+            .collect();
+        rows.sort_by(|x, y| x.0.cmp(&y.0));
+        rows
+    };
+
+    let first = b.stream_changes(0).await.unwrap();
+    assert!(first.rows.is_empty());
+    let lease = a.acquire(shard, "a", TTL).await.unwrap().unwrap();
+    a.put_stream(&lease, "acme", "s1", &def("one"))
+        .await
+        .unwrap();
+    let c1 = b.stream_changes(first.next).await.unwrap();
+    assert_eq!(changed(&c1), vec![("s1".into(), Some(def("one")))]);
+
+    // A writer that took its transaction id first but commits last is still seen: the next
+    // read starts at the xmin of a snapshot that missed it, not after the newest change read.
+    let (late, conn) = pg
+        .url()
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .password(PASSWORD)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    late.batch_execute(
+        "BEGIN; INSERT INTO streams (org_id, id, definition) VALUES ('acme', 'late', '{\"name\": \"late\"}')",
+    )
+    .await
+    .unwrap();
+    a.put_stream(&lease, "acme", "s2", &def("two"))
+        .await
+        .unwrap();
+    let c2 = b.stream_changes(c1.next).await.unwrap();
+    assert_eq!(changed(&c2), vec![("s2".into(), Some(def("two")))]);
+    late.batch_execute("COMMIT").await.unwrap();
+    let c3 = b.stream_changes(c2.next).await.unwrap();
+    assert!(
+        changed(&c3).contains(&("late".into(), Some(def("late")))),
+        "the late commit was missed: {:?}",
+        c3.rows
+    );
+    // Nothing new: nothing (or only what the last read's snapshot could not rule out) again.
+    let c4 = b.stream_changes(c3.next).await.unwrap();
+    assert!(c4.rows.len() <= 1, "{:?}", c4.rows);
+
+    // A delete is read as one (the row stays, marked), and the cursor goes with it.
+    a.put_stream_cursor(
+        &lease,
+        "acme",
+        "s1",
+        &serde_json::json!({ "version": 1, "delivered_seq": 3 }),
+    )
+    .await
+    .unwrap();
+    a.delete_stream(&lease, "acme", "s1").await.unwrap();
+    let c5 = b.stream_changes(c4.next).await.unwrap();
+    assert!(changed(&c5).contains(&("s1".into(), None)), "{:?}", c5.rows);
+    assert_eq!(a.stream_cursor("acme", "s1").await.unwrap(), None);
+
+    // After a takeover the old owner (a zombie) can neither change nor delete a stream.
+    let new = loop {
+        if let Some(l) = b.acquire(shard, "b", TTL).await.unwrap() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let err = a
+        .put_stream(&lease, "acme", "s2", &def("zombie"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetastoreError::Fenced { .. }), "{err}");
+    let err = a.delete_stream(&lease, "acme", "s2").await.unwrap_err();
+    assert!(matches!(err, MetastoreError::Fenced { .. }), "{err}");
+    let c6 = b.stream_changes(c5.next).await.unwrap();
+    assert!(
+        !changed(&c6).iter().any(|(id, _)| id == "s2"),
+        "a refused write changed nothing: {:?}",
+        c6.rows
+    );
+    b.put_stream(&new, "acme", "s2", &def("two, again"))
+        .await
+        .unwrap();
+
+    // A single node's streams offered: a new id is taken with its cursor under epoch 0 (which
+    // the owner's first write replaces); an id the cluster has, live or deleted, is kept.
+    let cursor = serde_json::json!({ "version": 1, "delivered_seq": 0, "after_id": "r-7" });
+    let offer = |id: &str, name: &str| StreamOfferRow {
+        org: "acme".into(),
+        id: id.into(),
+        definition: def(name),
+        cursor: cursor.clone(),
+    };
+    let outcomes = b
+        .offer_streams(
+            2,
+            &[
+                offer("s2", "mine"),
+                offer("s1", "mine"),
+                offer("s3", "three"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            OfferOutcome::Exists(Some(def("two, again"))),
+            OfferOutcome::Exists(None),
+            OfferOutcome::Taken
+        ]
+    );
+    assert_eq!(
+        b.stream_cursor("acme", "s3").await.unwrap(),
+        Some((0, cursor.clone()))
+    );
+    let c7 = b.stream_changes(c6.next).await.unwrap();
+    assert!(changed(&c7).contains(&("s3".into(), Some(def("three")))));
+    let moved = serde_json::json!({ "version": 1, "delivered_seq": 9 });
+    b.put_stream_cursor(&new, "acme", "s3", &moved)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.stream_cursor("acme", "s3").await.unwrap(),
+        Some((new.epoch, moved))
+    );
 }

@@ -275,15 +275,17 @@ pub fn check_app_record(record: &AuditRecord, errors: &mut Vec<FieldError>) {
 /// (`codestax import`) are held to this rule alone: the source's collector entries (`audit_log.*`)
 /// come in as imported, but never under an id this collector may write.
 pub fn check_reserved_id(record: &AuditRecord, errors: &mut Vec<FieldError>) {
-    if let Some(id) = &record.id
-        && id
-            .get(..RESERVED_ID_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
-    {
+    if record.id.as_deref().is_some_and(is_reserved_id) {
         errors.push(FieldError::new(Field::Id.path(),
             format!("ids starting with {RESERVED_ID_PREFIX:?} are reserved for the collector's own entries"),
         ));
     }
+}
+
+/// Whether `id` is in the collector's reserved namespace ([`RESERVED_ID_PREFIX`], any case).
+pub fn is_reserved_id(id: &str) -> bool {
+    id.get(..RESERVED_ID_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
 }
 
 /// Org ids: 1 to 64 letters, digits, `_`, `-` or `.`.

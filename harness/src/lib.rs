@@ -12,6 +12,7 @@
 
 mod agent;
 mod binaries;
+mod certs;
 mod cluster;
 mod collector;
 mod error;
@@ -26,6 +27,7 @@ mod wait;
 
 pub use agent::{Agent, AgentOptions};
 pub use binaries::{bin, cli, run_cli};
+pub use certs::{TestCertificates, test_certificates};
 pub use cluster::{
     CLUSTER_BUCKET, CLUSTER_PG_PASSWORD_VAR, CLUSTER_STREAM, ClusterSettings, cluster_env,
     cluster_toml, shared_secret_key,

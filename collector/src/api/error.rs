@@ -151,6 +151,21 @@ impl ApiError {
         e
     }
 
+    /// 503 `shard_unavailable` with a retry hint: a change this node was routed but may not
+    /// make, since it no longer holds the org's shard (it moved, or its lease lapsed, between
+    /// the routing and the write). Nothing was changed.
+    pub fn not_shard_owner(cause: &dyn std::fmt::Display) -> Self {
+        tracing::info!(error = %cause, "a change refused: this node no longer holds the org's shard");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            "the org's shard is moving between nodes (a failover is in progress), so nothing was \
+             changed; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 429 with a retry hint: an ingest rate limit refused the batch; nothing of it was stored.
     pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);

@@ -63,8 +63,11 @@ impl From<StreamError> for ApiError {
                 ApiError::metastore_unavailable(cause)
             }
             StreamError::Shared(SharedError::Local(_)) => ApiError::internal(e),
-            // The shard moved between the routing and here: the client asks again.
-            StreamError::NotOwner => ApiError::unavailable(e.to_string(), 1),
+            // The shard moved (or its lease lapsed) between the routing and here, or the
+            // metastore refused the write by epoch: nothing was written; the client asks again.
+            StreamError::NotOwner | StreamError::Shared(SharedError::NotOwner(_)) => {
+                ApiError::not_shard_owner(&e)
+            }
         }
     }
 }

@@ -116,3 +116,29 @@ pub enum SettingsError {
     #[error("background task failed: {0}")]
     Task(String),
 }
+
+/// A node's first cluster start could not offer its data dir's streams to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamOfferError {
+    #[error(
+        "this data dir's streams cannot be offered to the cluster with streams.secret_key_file {}: \
+         {source} (a single node's data dir joins a cluster with the key file it sealed its \
+         streams with, which must be the cluster's)", .key_file.display()
+    )]
+    Store {
+        key_file: std::path::PathBuf,
+        source: crate::stream::store::StoreError,
+    },
+    #[error(
+        "streams.secret_key_file {} is not the cluster's stream secret key (the cluster's signing \
+         key or streams do not open with it): every node, and a single node's data dir joining \
+         the cluster, needs the cluster's key file", .key_file.display()
+    )]
+    KeyMismatch { key_file: std::path::PathBuf },
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error("reading this data dir's records for the streams' cursors: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("background task failed: {0}")]
+    Task(String),
+}

@@ -97,6 +97,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
         PRIMARY KEY (org_id, id)
     );",
     ),
+    // Streams read by change (cluster::streams): each row carries the id of the transaction
+    // that last wrote it, and a node reads only rows written by transactions its last read
+    // could not see (`changed_xid >= ` that read's snapshot xmin), not every stream each round.
+    (
+        4,
+        "ALTER TABLE streams ADD COLUMN changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+    CREATE INDEX streams_changed ON streams (changed_xid);",
+    ),
 ];
 
 /// The schema version this collector migrates to: its newest migration's.

@@ -30,6 +30,7 @@ pub use cli::{ClusterCliError, ClusterCommand, run_cluster_command};
 pub use directory::{DIRECTORY_REFRESH, Route, ShardDirectory, ShardOwner};
 pub use error::{
     ClusterKeysError, JoinError, LogError, MetastoreError, SettingsError, SnapshotError,
+    StreamOfferError,
 };
 pub use jetstream::{
     Appended, DUPLICATE_WINDOW, JetStreamLog, LogSettings, ORG_HEADER, OWNER_ACK_WAIT,
@@ -47,7 +48,9 @@ pub use shard::{msg_id, owner_consumer, shard_of, subject, subjects};
 pub use signing::{BINDING as SIGNING_KEY_BINDING, SigningKeyError, adopt_signing_key};
 pub use snapshot::{CHUNK_RECORDS, Chunk, MANIFEST_FORMAT, Manifest, SnapshotStore};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus, cluster_status, write_status};
-pub use streams::StreamSync;
+pub use streams::{
+    OfferOutcome, StreamChanges, StreamOfferRow, StreamSync, check_streams_open, offer_streams,
+};
 
 /// What the HTTP API uses of the cluster: where an org's reads go, the keys' refresh for an
 /// unknown token, and the settings kept in the metastore.

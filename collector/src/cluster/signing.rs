@@ -32,9 +32,12 @@ pub enum SigningKeyError {
     KeyFile(#[from] KeyFileError),
     #[error(
         "the cluster's signing key in the metastore does not open with streams.secret_key_file \
-         ({0}): every node needs the same key file"
+         {} ({source}): every node needs the cluster's key file", .key_file.display()
     )]
-    Open(SecretError),
+    Open {
+        key_file: std::path::PathBuf,
+        source: SecretError,
+    },
     #[error("the cluster's signing key in the metastore is damaged: {0}")]
     Damaged(NoteError),
     #[error("the cluster's signing key was offered but the metastore does not return it")]
@@ -77,6 +80,7 @@ pub async fn adopt_signing_key(
     data_dir: &Path,
     key_name: &str,
     secret: &SecretKey,
+    key_file: &Path,
 ) -> Result<NoteSigner, SigningKeyError> {
     let mut m =
         Metastore::connect(&config.postgres.url, config.postgres.password.as_deref()).await?;
@@ -106,7 +110,10 @@ pub async fn adopt_signing_key(
     };
     let plain = secret
         .open(BINDING, &sealed)
-        .map_err(SigningKeyError::Open)?;
+        .map_err(|source| SigningKeyError::Open {
+            key_file: key_file.to_path_buf(),
+            source,
+        })?;
     let signer =
         NoteSigner::parse(&String::from_utf8_lossy(&plain)).map_err(SigningKeyError::Damaged)?;
     match &local {

@@ -116,6 +116,9 @@ enum ReadError {
     Encode(String),
 }
 
+/// How often a stream whose offered cursor names a record not imported yet looks again.
+const AFTER_ID_WAIT: Duration = Duration::from_secs(1);
+
 /// Runs the stream until `stop`, its cursor kept in `cursors`.
 pub async fn run(
     deps: Deps,
@@ -161,6 +164,36 @@ pub async fn run(
     loop {
         if stop.is_cancelled() {
             return;
+        }
+        // A single node's cursor offered to the cluster: find its record in this log.
+        if let Some(id) = cursor.after_id.clone() {
+            let org = def.org.clone();
+            let lookup = id.clone();
+            match blocking(&deps, move |d| d.index.get(&org, &lookup)).await {
+                Ok(Some(record)) => {
+                    cursor.delivered_seq = record.seq.unwrap_or(0);
+                    cursor.after_id = None;
+                    save(cursors.as_ref(), &def, &cursor).await;
+                    status.update(|l| l.delivered_seq = cursor.delivered_seq);
+                }
+                Ok(None) => {
+                    // Not imported yet: sending now could skip what comes before it.
+                    fail(
+                        &status,
+                        State::Retrying,
+                        format!(
+                            "waiting for record {id}, the last this stream delivered before its \
+                             data dir joined the cluster, to be imported into the org's log"
+                        ),
+                    );
+                    pause(AFTER_ID_WAIT, &stop).await;
+                    continue;
+                }
+                Err(e) => {
+                    read_failed(&status, &mut backoff, &stop, e).await;
+                    continue;
+                }
+            }
         }
         // A start or replay from a time: find its first record.
         if let Some(t) = cursor.from_time {
@@ -356,6 +389,17 @@ fn fail(status: &StatusCell, state: State, error: String) {
         l.state = state;
         l.last_error = Some(error);
     });
+}
+
+/// The records could not be read: said in the status, tried again after the backoff.
+async fn read_failed(
+    status: &StatusCell,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+    e: String,
+) {
+    fail(status, State::Retrying, format!("reading the records: {e}"));
+    pause(backoff.next(false), stop).await;
 }
 
 async fn pause(d: Duration, stop: &CancellationToken) {

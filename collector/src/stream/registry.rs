@@ -108,7 +108,8 @@ pub struct Streams {
 impl Streams {
     /// Loads the stored streams and the declared ones and starts their tasks. With `shared`
     /// (cluster mode) it starts none: [`Streams::follow`] starts those of the shards this node
-    /// owns, from the metastore; the data dir's `definitions.json` is not read (nor offered).
+    /// owns, from the metastore; the data dir's `definitions.json` is not read here (the
+    /// node's first cluster start offered it: `cluster::offer_streams`).
     pub async fn start(
         deps: Deps,
         declared: &[codestax_config::DeclaredStream],

@@ -15,6 +15,10 @@ pub enum SharedError {
     /// `metastore_unavailable`).
     #[error("{0}")]
     Metastore(String),
+    /// Cluster mode: the write was refused because this node does not hold the org's shard
+    /// (under the epoch it acts with) now: the API answers 503 `shard_unavailable`.
+    #[error("{0}")]
+    NotOwner(String),
     /// A cursor file of a single node.
     #[error("{0}")]
     Local(String),

@@ -54,6 +54,13 @@ pub struct Cursor {
     /// `delivered_seq` by the delivery task before it sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_time: Option<DateTime<Utc>>,
+    /// A single node's cursor offered to a cluster (docs/cluster.md, "Moving a single node
+    /// into a cluster"): start after this record — the newest the single node had delivered
+    /// that an import brings over — wherever the cluster's log sealed it. Resolved into
+    /// `delivered_seq` by the delivery task before it sends; until the org's log holds it the
+    /// stream waits and says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<String>,
     /// A batch from `delivered_seq + 1` to this `seq` was handed to a destination whose
     /// objects are named by their range (S3) and not yet known accepted: the next read stops
     /// here, so a batch sent again after a crash or a lost answer writes the same objects.
@@ -120,6 +127,38 @@ struct Stored {
     sealed: Option<String>,
 }
 
+/// What the first cluster start of this data dir did with its streams (`offered.json`): they
+/// are offered to the cluster's metastore once, and never again once this is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedStreams {
+    version: u32,
+    pub offered_at: DateTime<Utc>,
+    /// `org/id` of the streams the cluster took.
+    pub offered: Vec<String>,
+    /// `org/id` of the streams the cluster already had (the cluster's kept).
+    pub kept: Vec<String>,
+}
+
+impl OfferedStreams {
+    pub fn new(offered: Vec<String>, kept: Vec<String>) -> OfferedStreams {
+        OfferedStreams {
+            version: OFFERED_VERSION,
+            offered_at: Utc::now(),
+            offered,
+            kept,
+        }
+    }
+}
+
+const OFFERED_VERSION: u32 = 1;
+
+impl Versioned for OfferedStreams {
+    const VERSION: u32 = OFFERED_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// The streams' directory.
 pub struct StreamStore {
     dir: PathBuf,
@@ -134,6 +173,26 @@ impl StreamStore {
             source,
         })?;
         Ok(StreamStore { dir, key })
+    }
+
+    /// The key the definitions' secrets are sealed with.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    fn offered_file(&self) -> StateFile {
+        StateFile::new(self.dir.join("offered.json"), ".tmp")
+    }
+
+    /// Whether (and what) this data dir's streams were offered to a cluster.
+    pub fn offered(&self) -> Result<Option<OfferedStreams>, StoreError> {
+        Ok(self.offered_file().read_json(OnDamage::Fail)?)
+    }
+
+    /// Records durably that this data dir's streams were offered to a cluster.
+    pub fn record_offered(&self, offered: &OfferedStreams) -> Result<(), StoreError> {
+        self.offered_file().write_json(offered)?;
+        Ok(())
     }
 
     fn definitions_file(&self) -> StateFile {

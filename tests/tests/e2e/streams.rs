@@ -63,6 +63,18 @@ pub(crate) fn request(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let (status, _, body) = request_with_headers(c, method, path, token, body);
+    (status, body)
+}
+
+/// [`request`], with the answer's headers.
+pub(crate) fn request_with_headers(
+    c: &Collector,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let client = reqwest::blocking::Client::new();
     let mut r = client
         .request(method.parse().unwrap(), c.url(path))
@@ -74,9 +86,11 @@ pub(crate) fn request(
     }
     let r = r.send().expect("request");
     let status = r.status().as_u16();
+    let headers = r.headers().clone();
     let text = r.text().unwrap_or_default();
     (
         status,
+        headers,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
@@ -389,98 +403,11 @@ fn signature_ok(header: Option<&str>, body: &[u8]) -> bool {
     mac.verify_slice(&v1).is_ok()
 }
 
-/// A test CA and a certificate for 127.0.0.1 it signed, made by `openssl`; the CA's PEM and a
-/// server config using the certificate.
+/// A test CA and a certificate for 127.0.0.1 it signed (`codestax_harness::test_certificates`);
+/// the CA's PEM and a server config using the certificate.
 fn self_signed(dir: &Path) -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
-    use rustls_pki_types::pem::PemObject;
-    let p = |name: &str| dir.join(name).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    let steps: Vec<Vec<String>> = vec![
-        ["req", "-x509"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(ec.iter().map(|s| s.to_string()))
-            .chain([
-                "-keyout".into(),
-                p("ca.key"),
-                "-out".into(),
-                p("ca.pem"),
-                "-days".into(),
-                "2".into(),
-                "-subj".into(),
-                "/CN=codestax test CA".into(),
-            ])
-            .collect(),
-        ["req"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(ec.iter().map(|s| s.to_string()))
-            .chain([
-                "-keyout".into(),
-                p("key.pem"),
-                "-out".into(),
-                p("leaf.csr"),
-                "-subj".into(),
-                "/CN=127.0.0.1".into(),
-            ])
-            .collect(),
-        ["x509", "-req", "-in"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([
-                p("leaf.csr"),
-                "-CA".into(),
-                p("ca.pem"),
-                "-CAkey".into(),
-                p("ca.key"),
-                "-CAcreateserial".into(),
-                "-out".into(),
-                p("cert.pem"),
-                "-days".into(),
-                "2".into(),
-                "-extfile".into(),
-                p("leaf.ext"),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    (
-        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        Arc::new(config),
-    )
+    let files = codestax_harness::test_certificates(dir, "IP:127.0.0.1").unwrap();
+    (files.ca(), files.server_config())
 }
 
 #[test]
