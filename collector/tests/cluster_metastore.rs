@@ -1,7 +1,8 @@
 //! The cluster metastore against a real PostgreSQL (started by the harness): migrations that
 //! nodes run together, the shard count fixed at creation, leases taken by compare-and-set,
 //! taken over after `lease_ttl` under a higher epoch, a stale epoch that can neither renew nor
-//! publish, and lease keepers that spread shards evenly and take over a dead node's.
+//! publish, lease keepers that spread shards evenly and take over a dead node's, and old
+//! snapshot rows trimmed to the newest by the shard's holder only.
 //! No PostgreSQL: SKIPPED outside CI, a failure in CI.
 
 use std::collections::BTreeSet;
@@ -608,5 +609,75 @@ async fn stream_changes_are_fenced_and_read_by_change_even_when_they_commit_out_
     assert_eq!(
         b.stream_cursor("acme", "s3").await.unwrap(),
         Some((new.epoch, moved))
+    );
+}
+
+/// The stream sequences of `shard`'s snapshot rows, oldest first.
+async fn snapshot_seqs(pg: &Postgres, shard: i32) -> Vec<i64> {
+    let mut config: tokio_postgres::Config = pg.url().parse().unwrap();
+    let (client, connection) = config
+        .password(PASSWORD)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT stream_seq FROM snapshots WHERE shard = $1 ORDER BY id",
+            &[&shard],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_snapshot_rows_are_trimmed_to_the_newest_by_the_holder_only() {
+    let Some((_dir, pg)) = server("metastore snapshot rows") else {
+        return;
+    };
+    let (a, b) = (open(&pg, 2).await, open(&pg, 2).await);
+    let row = |seq: u64| SnapshotRecord {
+        stream_seq: seq,
+        location: format!("s3://b/p/manifests/{seq}"),
+        chain_heads: serde_json::json!({"acme": {"seq": seq, "hash": "h"}}),
+    };
+    let old = a.acquire(0, "a", TTL).await.unwrap().unwrap();
+    let other = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+    for seq in 1..=5 {
+        a.publish_snapshot(&old, &row(seq)).await.unwrap();
+    }
+    for seq in 1..=2 {
+        a.publish_snapshot(&other, &row(seq)).await.unwrap();
+    }
+
+    // The newest 3 of shard 0 stay; shard 1's rows are not touched; a second trim finds nothing.
+    assert_eq!(a.trim_snapshots(&old, 3).await.unwrap(), 2);
+    assert_eq!(snapshot_seqs(&pg, 0).await, [3, 4, 5]);
+    assert_eq!(snapshot_seqs(&pg, 1).await, [1, 2]);
+    assert_eq!(a.trim_snapshots(&old, 3).await.unwrap(), 0);
+
+    // Shard 0 taken over after the TTL: the old holder (a zombie) trims nothing.
+    let new = loop {
+        if let Some(l) = b.acquire(0, "b", TTL).await.unwrap() {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(a.trim_snapshots(&old, 1).await.unwrap(), 0);
+    assert_eq!(snapshot_seqs(&pg, 0).await, [3, 4, 5]);
+
+    // The new holder's trim keeps its newest rows; the latest is what a restore reads.
+    b.publish_snapshot(&new, &row(6)).await.unwrap();
+    assert_eq!(b.trim_snapshots(&new, 3).await.unwrap(), 1);
+    assert_eq!(snapshot_seqs(&pg, 0).await, [4, 5, 6]);
+    // Keeping 0 keeps 1: the row a restore starts from is never deleted.
+    assert_eq!(b.trim_snapshots(&new, 0).await.unwrap(), 2);
+    assert_eq!(snapshot_seqs(&pg, 0).await, [6]);
+    assert_eq!(
+        b.latest_snapshot(0).await.unwrap().map(|s| (s.0, s.1)),
+        Some((new.epoch, 6))
     );
 }

@@ -29,6 +29,13 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// before JetStream delivers it again.
 pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 
+/// Most messages an owner's consumer hands out without their ack. The owner keeps up to
+/// `16 × 1,000` stored messages waiting for their index commit while it fetches the next ones
+/// (`owner.rs`, `MAX_PENDING_BATCHES`): the cap sits above that, so the pipeline is bounded by
+/// the owner and never by a fetch the server answers empty (JetStream's default is 1,000: one
+/// batch at a time).
+pub const OWNER_MAX_ACK_PENDING: i64 = 20_000;
+
 /// How long an owner's consumer may go unused before the servers remove it (its owner is gone:
 /// the next one has its own).
 pub const OWNER_CONSUMER_IDLE: Duration = Duration::from_secs(300);
@@ -164,7 +171,8 @@ impl JetStreamLog {
 
     /// The durable pull consumer `owner-<shard>-<epoch>` of `shard`'s subject, created if
     /// missing: the shard's messages from stream sequence `start` on (the one after the
-    /// snapshot the owner restored), acknowledged one by one. Each lease epoch has its own, so a
+    /// snapshot the owner restored), acknowledged one by one, at most [`OWNER_MAX_ACK_PENDING`]
+    /// delivered and not yet acknowledged. Each lease epoch has its own, so a
     /// new owner starts where its snapshot ends, never from a previous owner's ack floor; one
     /// left unused for [`OWNER_CONSUMER_IDLE`] is removed by the servers. A message not
     /// acknowledged within [`OWNER_ACK_WAIT`] is delivered again (the store drops it as a
@@ -201,6 +209,7 @@ impl JetStreamLog {
                     deliver_policy,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: OWNER_ACK_WAIT,
+                    max_ack_pending: OWNER_MAX_ACK_PENDING,
                     inactive_threshold: OWNER_CONSUMER_IDLE,
                     ..Default::default()
                 },

@@ -459,6 +459,25 @@ impl Metastore {
         })
     }
 
+    /// Deletes `lease`'s shard's snapshot rows but the newest `keep` (at least 1), fenced as
+    /// [`Metastore::publish_snapshot`]: only the current holder trims, so a zombie deletes
+    /// nothing. A restore reads only the newest row; older ones name manifests that object
+    /// collection deletes anyway. Returns how many rows went.
+    pub async fn trim_snapshots(&self, lease: &Lease, keep: usize) -> Result<u64, MetastoreError> {
+        let skip = i64::try_from(keep.max(1) - 1).unwrap_or(i64::MAX);
+        self.client
+            .execute(
+                "DELETE FROM snapshots s USING shard_leases l
+                 WHERE s.shard = $1 AND l.shard = $1
+                   AND l.owner = $2 AND l.epoch = $3 AND l.expires_at > now()
+                   AND s.id < (SELECT id FROM snapshots WHERE shard = $1
+                               ORDER BY id DESC OFFSET $4 LIMIT 1)",
+                &[&shard_param(lease.shard), &lease.owner, &lease.epoch, &skip],
+            )
+            .await
+            .map_err(MetastoreError::sql("trim the snapshot rows"))
+    }
+
     /// The newest snapshot of `shard`: (epoch, stream sequence, location).
     pub async fn latest_snapshot(
         &self,
@@ -509,6 +528,11 @@ impl MetastoreLink {
         shard: u32,
     ) -> Result<Option<(i64, u64, String)>, MetastoreError> {
         self.open().await?.latest_snapshot(shard).await
+    }
+
+    /// [`Metastore::trim_snapshots`].
+    pub async fn trim(&self, lease: &Lease, keep: usize) -> Result<u64, MetastoreError> {
+        self.open().await?.trim_snapshots(lease, keep).await
     }
 
     /// [`Metastore::publish_snapshot`].

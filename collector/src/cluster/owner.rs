@@ -4,6 +4,9 @@
 //! (org, id), per-org seq and hash chain, index and Merkle trees. A message is acknowledged to
 //! JetStream only once the index has committed everything stored before it, so a crash
 //! redelivers what the index may lack and the store drops what it has: exactly once in the index.
+//! The task keeps fetching and storing while up to [`MAX_PENDING_BATCHES`] stored batches wait
+//! for their commit, each acknowledged in stream order as the index commits it, and all of them
+//! before a snapshot, before the shard's reads are first served, and when the shard goes idle.
 //!
 //! Snapshots (phase 3): on taking a shard, the task first restores the shard's latest snapshot
 //! from the object store ([`Store::restore`]: the previous owners' sealed records, chains
@@ -25,29 +28,35 @@
 //! every write and every ack, so it never acts for a lease that may have passed on; a snapshot
 //! the metastore refuses as fenced stops it too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use codestax_common::AuditRecord;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{MetastoreError, SnapshotError};
-use super::jetstream::JetStreamLog;
+use super::jetstream::{JetStreamLog, OWNER_MAX_ACK_PENDING};
 use super::leases::Held;
-use super::metastore::MetastoreLink;
-use super::snapshot::{CHUNK_RECORDS, Manifest, SnapshotStore, retained_runs};
+use super::metastore::{Lease, MetastoreLink};
+use super::snapshot::{CHUNK_RECORDS, KEEP_MANIFESTS, Manifest, SnapshotStore, retained_runs};
 use crate::index::AuditIndex;
 use crate::metrics::Metrics;
 use crate::retention::{ChainCheckpoints, RetentionPolicy};
-use crate::store::{Admission, Store, StoreError};
+use crate::store::{Admission, Lsn, Store, StoreError};
 
 /// Messages taken from a shard's consumer at a time: one store submission, one ack round.
 const BATCH_MESSAGES: usize = 1000;
+/// Stored batches of a shard that wait for their index commit at once while the owner fetches
+/// and stores the next ones: one batch at a time held a shard at ~3,000 records/s, a fetch, a
+/// store write and a commit interval (350 ms) per 1,000 records (docs/cluster.md, "Sizing").
+const MAX_PENDING_BATCHES: usize = 16;
+// The consumer must hand out everything the pipeline may hold unacknowledged.
+const _: () = assert!(((MAX_PENDING_BATCHES * BATCH_MESSAGES) as i64) < OWNER_MAX_ACK_PENDING);
 /// How long a fetch waits for messages when the shard is idle.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// Pause before trying again after NATS or the store refused.
@@ -318,6 +327,7 @@ async fn own_shard(
         through: snapshot.stream_seq,
         orgs: BTreeSet::new(),
     };
+    let mut unacked = Unacked::default();
     let mut snapshot_at = Instant::now();
     let mut published = 0u64;
     let mut serving = ServingGuard {
@@ -327,12 +337,36 @@ async fn own_shard(
         marked: false,
     };
     while step.may_act().is_ok() {
-        let fetched = tokio::select! {
-            _ = stop.cancelled() => return,
-            fetched = fetch(&consumer) => fetched,
+        // A full pipeline fetches nothing more until its oldest batch is indexed and acked.
+        while unacked.is_full() {
+            if step.ack_oldest(&mut unacked, &mut consumed).await.is_err() {
+                return;
+            }
+        }
+        // The fetch (up to FETCH_WAIT when the shard is idle) goes on while stored batches are
+        // acknowledged as the index commits them.
+        let next = fetch(&consumer);
+        tokio::pin!(next);
+        let fetched = loop {
+            let oldest = unacked.oldest_lsn();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                fetched = &mut next => break fetched,
+                indexed = step.wait_indexed_through(oldest.flatten()), if oldest.is_some() => {
+                    if indexed.is_err() || step.ack_indexed(&mut unacked, &mut consumed).await.is_err() {
+                        return;
+                    }
+                }
+            }
         };
         match fetched {
-            Ok(messages) if messages.is_empty() => serving.caught_up(),
+            Ok(messages) if messages.is_empty() => {
+                // Idle: everything stored is acknowledged once indexed, then reads are served.
+                if step.ack_all(&mut unacked, &mut consumed).await.is_err() {
+                    return;
+                }
+                serving.caught_up();
+            }
             Ok(messages) => {
                 // The last message's count of what follows it: 0 when the batch reached the
                 // stream's end as the server saw it.
@@ -340,10 +374,21 @@ async fn own_shard(
                     .last()
                     .and_then(|m| m.info().ok())
                     .is_some_and(|i| i.pending == 0);
-                if step.consume(messages, &mut consumed).await.is_err() {
+                match step.store_batch(messages, &mut consumed).await {
+                    Ok(batch) => unacked.push(batch),
+                    Err(Stopped) => return,
+                }
+                // Served only once all the shard had is indexed (and acknowledged).
+                let ready = at_end && !serving.marked;
+                let acked = if ready {
+                    step.ack_all(&mut unacked, &mut consumed).await
+                } else {
+                    step.ack_indexed(&mut unacked, &mut consumed).await
+                };
+                if acked.is_err() {
                     return;
                 }
-                if at_end {
+                if ready {
                     serving.caught_up();
                 }
             }
@@ -357,6 +402,11 @@ async fn own_shard(
         }
         if snapshot_at.elapsed() < shared.snapshots.interval {
             continue;
+        }
+        // A snapshot holds what the index committed: everything stored is acknowledged first,
+        // so `consumed.through` is where the shard's indexed records end.
+        if step.ack_all(&mut unacked, &mut consumed).await.is_err() {
+            return;
         }
         if consumed.through <= snapshot.stream_seq {
             // Nothing new: the published snapshot is current.
@@ -387,12 +437,48 @@ async fn own_shard(
     tracing::info!(shard, epoch, "shard owner stopped");
 }
 
-/// What a shard's task has consumed (stored, indexed and acknowledged) since its snapshot.
+/// What a shard's task has consumed since its snapshot.
 struct Consumed {
-    /// Every message of the shard up to this stream sequence.
+    /// Every message of the shard up to this stream sequence is stored, indexed and
+    /// acknowledged.
     through: u64,
-    /// The orgs whose records came since the last snapshot.
+    /// The orgs whose records came (stored, maybe not indexed yet) since the last snapshot.
     orgs: BTreeSet<String>,
+}
+
+/// A batch of a shard's messages, stored, waiting for the index to commit it before it is
+/// acknowledged.
+struct StoredBatch {
+    /// The store's last LSN once the batch was stored: the index commits through it, so this
+    /// batch's records and the originals of its duplicates, before the batch is acknowledged.
+    /// `None` when the store holds nothing yet.
+    lsn: Option<Lsn>,
+    messages: Vec<Message>,
+    /// The batch's last stream sequence.
+    through: Option<u64>,
+}
+
+/// A shard's stored batches not yet acknowledged, oldest first, at most
+/// [`MAX_PENDING_BATCHES`]: each is acknowledged once the index committed it, never before an
+/// older one, so a consumer's ack floor never passes what a search finds.
+#[derive(Default)]
+struct Unacked {
+    batches: VecDeque<StoredBatch>,
+}
+
+impl Unacked {
+    fn is_full(&self) -> bool {
+        self.batches.len() >= MAX_PENDING_BATCHES
+    }
+
+    fn push(&mut self, batch: StoredBatch) {
+        self.batches.push_back(batch);
+    }
+
+    /// The LSN the oldest batch waits for (`None` when there is no batch).
+    fn oldest_lsn(&self) -> Option<Option<Lsn>> {
+        self.batches.front().map(|b| b.lsn)
+    }
 }
 
 /// Up to [`BATCH_MESSAGES`] messages, waiting at most [`FETCH_WAIT`] for the first ones.
@@ -433,13 +519,13 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// Stores `messages` in stream order, waits for the index commit, then acknowledges them;
-    /// records them in `consumed`.
-    async fn consume(
+    /// Stores `messages` in stream order (their orgs noted in `consumed`); returns them to be
+    /// acknowledged once the index committed them.
+    async fn store_batch(
         &self,
         messages: Vec<Message>,
         consumed: &mut Consumed,
-    ) -> Result<(), Stopped> {
+    ) -> Result<StoredBatch, Stopped> {
         let through = messages
             .iter()
             .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
@@ -459,30 +545,87 @@ impl Step<'_> {
             .orgs
             .extend(records.iter().map(|r| r.org_id.clone()));
         let stored = self.store(records, &mut kept).await?;
-        // Everything stored so far, this batch's originals of its duplicates included.
-        self.wait_indexed().await?;
+        tracing::debug!(
+            shard = self.shard,
+            messages = kept.len(),
+            stored,
+            "shard batch stored"
+        );
+        Ok(StoredBatch {
+            // Everything stored so far, this batch's originals of its duplicates included.
+            lsn: self.shared.store.stats().next_lsn.checked_sub(1),
+            messages: kept,
+            through,
+        })
+    }
+
+    /// Acknowledges `batch`, whose records the index committed; records it in `consumed`.
+    async fn ack(&self, batch: StoredBatch, consumed: &mut Consumed) -> Result<(), Stopped> {
         self.may_act()?;
-        for message in &kept {
+        for message in &batch.messages {
             // A lost ack only means a redelivery, which the store drops.
             if let Err(e) = message.ack().await {
                 tracing::warn!(shard = self.shard, error = %e, "ack failed; the message comes again");
             }
         }
-        tracing::debug!(
-            shard = self.shard,
-            messages = kept.len(),
-            stored,
-            "shard batch indexed and acknowledged"
-        );
-        if let Some(through) = through {
+        if let Some(through) = batch.through {
             consumed.through = consumed.through.max(through);
+        }
+        Ok(())
+    }
+
+    /// Waits until the oldest batch of `unacked` is indexed, then acknowledges it.
+    async fn ack_oldest(
+        &self,
+        unacked: &mut Unacked,
+        consumed: &mut Consumed,
+    ) -> Result<(), Stopped> {
+        let Some(batch) = unacked.batches.pop_front() else {
+            return Ok(());
+        };
+        self.wait_indexed_through(batch.lsn).await?;
+        self.ack(batch, consumed).await
+    }
+
+    /// Acknowledges, oldest first, the batches of `unacked` the index has already committed.
+    async fn ack_indexed(
+        &self,
+        unacked: &mut Unacked,
+        consumed: &mut Consumed,
+    ) -> Result<(), Stopped> {
+        while let Some(lsn) = unacked.oldest_lsn() {
+            let indexed = lsn.is_none_or(|lsn| {
+                self.shared
+                    .store
+                    .wait_indexed_through(lsn)
+                    .now_or_never()
+                    .is_some()
+            });
+            if !indexed {
+                break;
+            }
+            self.ack_oldest(unacked, consumed).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every batch of `unacked` is indexed and acknowledges them all.
+    async fn ack_all(&self, unacked: &mut Unacked, consumed: &mut Consumed) -> Result<(), Stopped> {
+        while !unacked.batches.is_empty() {
+            self.ack_oldest(unacked, consumed).await?;
         }
         Ok(())
     }
 
     /// Waits until the index has committed everything stored so far.
     async fn wait_indexed(&self) -> Result<(), Stopped> {
-        if let Some(lsn) = self.shared.store.stats().next_lsn.checked_sub(1) {
+        self.wait_indexed_through(self.shared.store.stats().next_lsn.checked_sub(1))
+            .await
+    }
+
+    /// Waits until the index has committed every record through `lsn` (at once for `None`).
+    async fn wait_indexed_through(&self, lsn: Option<Lsn>) -> Result<(), Stopped> {
+        if let Some(lsn) = lsn {
             tokio::select! {
                 _ = self.stop.cancelled() => return Err(Stopped),
                 _ = self.shared.store.wait_indexed_through(lsn) => {}
@@ -601,9 +744,43 @@ impl Step<'_> {
         .map_err(|e| SnapshotError::Task(format!("the index task failed: {e}")))?
     }
 
+    /// The lease this task acts under, as the keeper holds it now (fenced if it is gone).
+    fn lease(&self) -> Result<Lease, MetastoreError> {
+        self.held
+            .borrow()
+            .get(&self.shard)
+            .filter(|l| l.epoch == self.epoch)
+            .cloned()
+            .ok_or_else(|| MetastoreError::Fenced {
+                shard: self.shard,
+                node: String::new(),
+                epoch: self.epoch,
+            })
+    }
+
     /// Deletes the shard's objects no restore can need any more, after publishing `latest`
-    /// ([`SnapshotStore::collect`]); a failure is only logged (the next run tries again).
+    /// ([`SnapshotStore::collect`]), and its snapshot rows but the newest [`KEEP_MANIFESTS`]
+    /// ([`MetastoreLink::trim`]); a failure is only logged (the next run tries again).
     async fn collect(&self, latest: &str) {
+        self.collect_objects(latest).await;
+        let Ok(lease) = self.lease() else {
+            return;
+        };
+        match self
+            .shared
+            .snapshots
+            .metastore
+            .trim(&lease, KEEP_MANIFESTS)
+            .await
+        {
+            Ok(rows) => tracing::info!(shard = self.shard, rows, "old snapshot rows deleted"),
+            Err(e) => {
+                tracing::warn!(shard = self.shard, error = %e, "deleting old snapshot rows failed; trying again later")
+            }
+        }
+    }
+
+    async fn collect_objects(&self, latest: &str) {
         let grace =
             (self.shared.snapshots.interval * COLLECT_GRACE_INTERVALS).max(COLLECT_GRACE_MIN);
         match self
@@ -633,17 +810,7 @@ impl Step<'_> {
         last: &Manifest,
         consumed: &Consumed,
     ) -> Result<(Manifest, String), SnapshotError> {
-        let lease = self
-            .held
-            .borrow()
-            .get(&self.shard)
-            .filter(|l| l.epoch == self.epoch)
-            .cloned()
-            .ok_or_else(|| MetastoreError::Fenced {
-                shard: self.shard,
-                node: String::new(),
-                epoch: self.epoch,
-            })?;
+        let lease = self.lease()?;
         let store = &self.shared.snapshots.store;
         let mut next = Manifest {
             epoch: self.epoch,

@@ -111,8 +111,13 @@ impl Servers {
 
     /// A started node `name`.
     pub(crate) fn start_node(&self, name: &str) -> Collector {
+        self.start_node_with(name, "")
+    }
+
+    /// A started node `name` with `settings` before its `[cluster]`.
+    pub(crate) fn start_node_with(&self, name: &str, settings: &str) -> Collector {
         let mut c = self.node(name);
-        self.join(&mut c, name);
+        self.join_with(&mut c, name, settings, SNAPSHOT_INTERVAL);
         c
     }
 }

@@ -6,13 +6,18 @@
 //! org's export verifying as one chain from seq 1 without a gap. The same cluster, under the
 //! same steady ingest, also meets a zombie owner (SIGSTOP past its lease, then SIGCONT: fenced,
 //! it publishes no snapshot for what it lost) and a nats-server killed and started again (acks
-//! from the quorum go on). Missing servers: SKIPPED outside CI, a failure in CI.
+//! from the quorum go on). With a 3 s index commit, the owners' acks never pass what a search
+//! finds: every owner consumer's ack floor, read from JetStream under steady ingest and across
+//! an owner's kill, names a record the cluster answers by id. Missing servers: SKIPPED outside
+//! CI, a failure in CI.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use codestax_harness::Collector;
+use codestax_harness::{CLUSTER_STREAM, Collector};
+use futures_util::StreamExt as _;
+use serde_json::Value;
 
 use crate::cluster_common::{
     Acked, Metastore, QUERY, Servers, assert_each_once, assert_export_verifies, assert_no_fork,
@@ -35,9 +40,17 @@ struct Cluster {
 impl Cluster {
     /// `None` when a server is missing outside CI (SKIPPED).
     fn start(what: &str) -> Option<Cluster> {
+        Cluster::start_with(what, "")
+    }
+
+    /// [`Cluster::start`] with `settings` before each node's `[cluster]`.
+    fn start_with(what: &str, settings: &str) -> Option<Cluster> {
         let servers = Servers::start_or_skip(what)?;
         let started = Instant::now();
-        let nodes = [servers.start_node("c1"), servers.start_node("c2")];
+        let nodes = [
+            servers.start_node_with("c1", settings),
+            servers.start_node_with("c2", settings),
+        ];
         eprintln!(
             "cluster snapshot: nodes started at {:.1} s",
             started.elapsed().as_secs_f64()
@@ -334,5 +347,120 @@ fn ingest_goes_on_through_a_killed_and_restarted_nats_server() {
         "{name} killed (a round acknowledged {:.1} s later), restarted, ingest done",
         down.as_secs_f64()
     ));
+    cluster.assert_all_once(&acked);
+}
+
+/// Watches every owner consumer's ack floor (`owner-<shard>-<epoch>`, read from JetStream) until
+/// `stop`: the record of the message at each new floor, read from the stream, must be found by
+/// id through `via` (routed to its shard's owner; a takeover's 503s are waited out). A 404 is
+/// an acknowledgement that passed what a search answers. Returns how many floors it checked.
+fn check_ack_floors(
+    nats_urls: &[String],
+    via: &Collector,
+    admin: &BTreeMap<&str, String>,
+    stop: &AtomicBool,
+) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let addrs: Vec<async_nats::ServerAddr> =
+            nats_urls.iter().map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(addrs.as_slice()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.get_stream(CLUSTER_STREAM).await.unwrap()
+    });
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut checked = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // The floors first, then the searches: a floor read here was acked before the search.
+        let floors: Vec<(String, u64)> = rt.block_on(async {
+            let mut floors = Vec::new();
+            let mut infos = stream.consumers();
+            while let Some(Ok(info)) = infos.next().await {
+                if info.name.starts_with("owner-") && info.ack_floor.stream_sequence > 0 {
+                    floors.push((info.name.clone(), info.ack_floor.stream_sequence));
+                }
+            }
+            floors
+        });
+        for (consumer, seq) in floors {
+            if seen.get(&consumer) == Some(&seq) {
+                continue;
+            }
+            let Ok(message) = rt.block_on(stream.get_raw_message(seq)) else {
+                continue; // read again next round
+            };
+            let record: Value = serde_json::from_slice(&message.payload).unwrap();
+            let (org, id) = (
+                record["org_id"].as_str().unwrap(),
+                record["id"].as_str().unwrap(),
+            );
+            let path = format!("/api/v1/orgs/{org}/audit-log/{id}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let status = via.get(&path, &admin[org]).status().as_u16();
+                match status {
+                    200 => break,
+                    503 if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    _ => panic!(
+                        "{consumer}'s ack floor is stream sequence {seq}, {org}'s record {id}, \
+                         but GET {path} answers {status}: acknowledged before searchable"
+                    ),
+                }
+            }
+            seen.insert(consumer, seq);
+            checked += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    checked
+}
+
+#[test]
+fn owners_acknowledge_only_what_is_searchable_also_across_a_kill_9() {
+    // A 3 s index commit: an ack sent before its records' commit leaves them unsearchable for
+    // seconds, while the owners store the next batches meanwhile.
+    let settings = "[index]\ncommit_interval = \"3s\"\n";
+    let Some(mut cluster) = Cluster::start_with("cluster acks", settings) else {
+        return;
+    };
+    let acked = Acked::default();
+    let owners = cluster.warm_up(&acked);
+    let victim = Cluster::victim(&owners);
+    let survivor = 1 - victim;
+
+    let stop = AtomicBool::new(false);
+    let Cluster {
+        nodes,
+        ingest,
+        admin,
+        servers,
+        ..
+    } = &mut cluster;
+    let urls = servers.nats.urls();
+    let [c1, c2] = nodes;
+    let (victim_node, survivor_node) = if victim == 0 { (c1, &*c2) } else { (c2, &*c1) };
+    let via = [(survivor_node, &ingest[survivor])];
+    let survivor_admin = &admin[survivor];
+    let checked = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| steady_ingest(&via, &acked, 6, &stop));
+        let watcher = scope.spawn(|| check_ack_floors(&urls, survivor_node, survivor_admin, &stop));
+        // Acks of both owners under load, then the victim killed with batches unacknowledged.
+        std::thread::sleep(Duration::from_secs(8));
+        victim_node.kill9();
+        std::thread::sleep(Duration::from_secs(8));
+        stop.store(true, Ordering::Relaxed);
+        let rounds = sender.join().unwrap();
+        assert!(rounds > 8, "the ingest went on: {rounds} rounds");
+        watcher.join().unwrap()
+    });
+    cluster.phase(&format!(
+        "victim killed, ingest done, {checked} ack floors checked"
+    ));
+    assert!(checked >= 10, "only {checked} ack floors seen move");
     cluster.assert_all_once(&acked);
 }
