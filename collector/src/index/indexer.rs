@@ -74,7 +74,7 @@ pub struct Indexer {
     max_written: Option<u64>,
     /// Records of past partitions waiting for a bulk flush ([`ColdStage`]).
     stage: ColdStage,
-    /// Staged records being indexed on a thread of their own, at most one flight at a time.
+    /// Staged records being indexed on threads of their own, at most one flight at a time.
     flight: Option<Flight>,
     /// A flush committed records since the last [`Indexer::commit`].
     flushed: bool,
@@ -261,6 +261,7 @@ impl Indexer {
             self.shared.clone(),
             self.replay_through,
             loads,
+            self.shared.opts.cold_flush_threads,
         )?);
         Ok(())
     }
