@@ -206,10 +206,10 @@ impl Flight {
             lanes: Vec::with_capacity(n),
         };
         for _ in 0..n {
-            let (shared, hold) = (shared.clone(), hold.clone());
+            let (lane_shared, hold) = (shared.clone(), hold.clone());
             let lane = std::thread::Builder::new()
                 .name("codestax-flush".into())
-                .spawn(move || fly(&shared, replay_through, &hold));
+                .spawn(move || fly(&lane_shared, replay_through, &hold));
             match lane {
                 Ok(lane) => flight.lanes.push(lane),
                 // The lanes started take the rest.
