@@ -1,7 +1,7 @@
-//! [`Flight`]: staged records of past partitions indexed on a thread of their own, so that the
-//! [`Indexer`](super::Indexer) keeps committing the current week meanwhile. Also what both that
-//! thread and the indexer's own writers need: the add operations of records, closing a writer
-//! in the background, the cause of a dead writer.
+//! [`Flight`]: staged records of past partitions indexed on threads of their own (lanes), so
+//! that the [`Indexer`](super::Indexer) keeps committing the current week meanwhile. Also what
+//! both those threads and the indexer's own writers need: the add operations of records, closing
+//! a writer in the background, the cause of a dead writer.
 
 use super::error::IndexError;
 use super::partition::Partition;

@@ -337,7 +337,7 @@ impl Indexer {
     }
 
     /// As [`Self::commit`], but staged records are flushed only where due (see
-    /// [`Self::schedule_flushes`]), on a thread of their own: [`Self::indexed_through`] stays
+    /// [`Self::schedule_flushes`]), on threads of their own: [`Self::indexed_through`] stays
     /// below the lowest LSN staged or in flight, so a replay after a crash adds those again.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
         self.schedule_flushes()?;

@@ -172,7 +172,7 @@ mod scan;
 mod search;
 
 // The write side.
-/// Staged records indexed on a thread of their own.
+/// Staged records indexed on threads of their own (lanes).
 mod flight;
 /// [`Indexer`]: add, commit, delete.
 mod indexer;

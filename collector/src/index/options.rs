@@ -43,9 +43,9 @@ pub struct IndexOptions {
     pub max_open_writers: usize,
     /// Memory for records of past (cold) partitions waiting to be indexed in bulk, in bytes (as
     /// counted: their canonical JSON, the only form staged, plus 64 bytes each), records being
-    /// flushed included. Half full, every
-    /// staged partition is flushed (on a thread of its own). 0: no stage, records of every
-    /// partition go to its writer as they come.
+    /// flushed included. Half full, every staged partition is flushed (on `cold_flush_threads`
+    /// threads of its own). 0: no stage, records of every partition go to its writer as they
+    /// come.
     pub cold_stage_bytes: usize,
     /// Threads a flush of staged records indexes partitions on, each with a writer of its own
     /// (one indexing thread, one merge thread), 1 to 8.
