@@ -127,6 +127,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             // Validated to at most 4 GiB.
             cold_stage_bytes: usize::try_from(config.index.cold_stage_bytes).unwrap_or(usize::MAX),
             cold_flush_after: config.index.cold_flush_after,
+            cold_flush_threads: config.index.cold_flush_threads,
             ..IndexOptions::default()
         },
     )?;

@@ -369,6 +369,9 @@ pub struct IndexConfig {
     /// are searchable within about this plus `commit_interval`.
     #[serde(default = "default_cold_flush_after", with = "humantime_serde")]
     pub cold_flush_after: Duration,
+    /// Threads a flush of staged past weeks indexes them on, a week at a time each (1 to 8).
+    #[serde(default = "default_cold_flush_threads")]
+    pub cold_flush_threads: usize,
 }
 
 /// `[wal]`
@@ -479,6 +482,9 @@ fn default_cold_stage_bytes() -> u64 {
 fn default_cold_flush_after() -> Duration {
     Duration::from_secs(2)
 }
+fn default_cold_flush_threads() -> usize {
+    2
+}
 fn default_group_commit_max_wait() -> Duration {
     Duration::from_millis(2)
 }
@@ -579,6 +585,7 @@ impl Default for IndexConfig {
             max_open_writers: default_max_open_writers(),
             cold_stage_bytes: default_cold_stage_bytes(),
             cold_flush_after: default_cold_flush_after(),
+            cold_flush_threads: default_cold_flush_threads(),
         }
     }
 }
@@ -719,6 +726,7 @@ impl CollectorConfig {
             "index.cold_flush_after",
             duration(self.index.cold_flush_after),
         )
+        .row("index.cold_flush_threads", self.index.cold_flush_threads)
         .row(
             "wal.group_commit_max_wait",
             duration(self.wal.group_commit_max_wait),
@@ -952,6 +960,12 @@ impl Settings for CollectorConfig {
             self.index.cold_flush_after,
             Duration::from_millis(100),
             Duration::from_secs(60),
+        );
+        c.range(
+            "index.cold_flush_threads",
+            self.index.cold_flush_threads,
+            1,
+            8,
         );
 
         c.duration_range(

@@ -1,7 +1,7 @@
-//! [`Flight`]: staged records of past partitions indexed on a thread of their own, so that the
-//! [`Indexer`](super::Indexer) keeps committing the current week meanwhile. Also what both that
-//! thread and the indexer's own writers need: the add operations of records, closing a writer
-//! in the background, the cause of a dead writer.
+//! [`Flight`]: staged records of past partitions indexed on threads of their own (lanes), so
+//! that the [`Indexer`](super::Indexer) keeps committing the current week meanwhile. Also what
+//! both those threads and the indexer's own writers need: the add operations of records, closing
+//! a writer in the background, the cause of a dead writer.
 
 use super::error::IndexError;
 use super::partition::Partition;
@@ -9,7 +9,8 @@ use super::schema::{UidForm, document};
 use super::shared::Shared;
 use super::stage::{Staged, StagedRecord};
 use codestax_common::AuditRecord;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tantivy::IndexWriter;
 use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, UserOperation};
@@ -148,9 +149,12 @@ pub(crate) struct Load {
 /// What a landed flight leaves: per partition start, the thread closing its writer.
 pub(crate) type Closers = Vec<(i64, Option<JoinHandle<()>>)>;
 
-/// Staged records of one or more partitions being indexed on a thread: per partition a writer of
-/// its own (one indexing thread) adds them, commits, makes them searchable and is closed, its
-/// merges finishing on yet another thread.
+/// Staged records of one or more partitions being indexed on up to `lanes` threads: each lane
+/// takes the largest partition left and, with a writer of its own (one indexing thread), adds its
+/// records, commits, makes them searchable and closes the writer, its merges finishing on yet
+/// another thread. Lanes overlap one partition's indexing with another's commit (fsyncs) and use
+/// the cores the current week's writer leaves idle: with one lane a spread load waited for the
+/// flight with a core to spare (BENCHMARKS.md, session 14).
 pub(crate) struct Flight {
     /// `indexed_through` stays below this until the flight has landed.
     pub min_lsn: u64,
@@ -158,15 +162,28 @@ pub(crate) struct Flight {
     /// Records and counted bytes aboard: they count against the stage's budget until landed.
     pub records: usize,
     pub bytes: usize,
-    thread: JoinHandle<Result<Closers, IndexError>>,
+    lanes: Vec<JoinHandle<Lane>>,
+}
+
+/// What one lane of a flight did: the closers of the partitions it committed, and the error that
+/// stopped it, if one did.
+type Lane = (Closers, Option<IndexError>);
+
+/// The partitions of a flight not yet taken by a lane, and whether a lane failed (the others
+/// then take no more).
+struct Hold {
+    loads: Mutex<Vec<Load>>,
+    failed: AtomicBool,
 }
 
 impl Flight {
-    /// Starts a flight of `loads` (none empty). `replay_through`: as [`operations`].
+    /// Starts a flight of `loads` (none empty) on at most `lanes` threads (at least one).
+    /// `replay_through`: as [`operations`].
     pub fn start(
         shared: Arc<Shared>,
         replay_through: Option<u64>,
-        loads: Vec<Load>,
+        mut loads: Vec<Load>,
+        lanes: usize,
     ) -> Result<Flight, IndexError> {
         let lsns = loads
             .iter()
@@ -174,60 +191,93 @@ impl Flight {
         let (min_lsn, max_lsn) = lsns.fold((u64::MAX, 0), |(lo, hi), l| (lo.min(l), hi.max(l)));
         let records = loads.iter().map(|l| l.staged.records.len()).sum();
         let bytes = loads.iter().map(|l| l.staged.bytes).sum();
-        let dir = shared.dir.clone();
-        let thread = std::thread::Builder::new()
-            .name("codestax-flush".into())
-            .spawn(move || fly(&shared, replay_through, loads))
-            .map_err(|e| IndexError::io(dir, e))?;
-        Ok(Flight {
+        // Taken from the end: the largest partitions first, so the lanes end together.
+        loads.sort_by_key(|l| l.staged.bytes);
+        let n = lanes.clamp(1, loads.len().max(1));
+        let hold = Arc::new(Hold {
+            loads: Mutex::new(loads),
+            failed: AtomicBool::new(false),
+        });
+        let mut flight = Flight {
             min_lsn,
             max_lsn,
             records,
             bytes,
-            thread,
-        })
+            lanes: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let (lane_shared, hold) = (shared.clone(), hold.clone());
+            let lane = std::thread::Builder::new()
+                .name("codestax-flush".into())
+                .spawn(move || fly(&lane_shared, replay_through, &hold));
+            match lane {
+                Ok(lane) => flight.lanes.push(lane),
+                // The lanes started take the rest.
+                Err(e) if !flight.lanes.is_empty() => {
+                    tracing::warn!(error = %e, "could not start another lane of a flight");
+                    break;
+                }
+                Err(e) => return Err(IndexError::io(&shared.dir, e)),
+            }
+        }
+        Ok(flight)
     }
 
     /// Whether the flight is over (landing it will not wait).
     pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+        self.lanes.iter().all(JoinHandle::is_finished)
     }
 
     /// Waits for the flight to end: every record aboard is committed and searchable, or the
-    /// error that stopped it (then the write-ahead log still has them all).
+    /// error that stopped it (then the write-ahead log still has them all, and no writer of the
+    /// flight holds a partition's lock any more).
     pub fn land(self, dir: &std::path::Path) -> Result<Closers, IndexError> {
-        self.thread.join().unwrap_or_else(|_| {
-            Err(IndexError::io(
-                dir,
-                std::io::Error::other("the thread indexing staged records panicked"),
-            ))
-        })
+        let mut closers = Vec::new();
+        let mut error = None;
+        for lane in self.lanes {
+            let (done, failed) = lane.join().unwrap_or_else(|_| {
+                let panicked = std::io::Error::other("a thread indexing staged records panicked");
+                (Vec::new(), Some(IndexError::io(dir, panicked)))
+            });
+            closers.extend(done);
+            error = error.or(failed);
+        }
+        match error {
+            None => Ok(closers),
+            Some(e) => {
+                for (_, closer) in closers {
+                    if let Some(c) = closer {
+                        // A panic in the closer was a panic in tantivy's merge: the writer is
+                        // gone either way.
+                        let _ = c.join();
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 }
 
-/// The flight's thread: each load in turn.
-fn fly(
-    shared: &Shared,
-    replay_through: Option<u64>,
-    loads: Vec<Load>,
-) -> Result<Closers, IndexError> {
-    let mut closers = Vec::with_capacity(loads.len());
-    for load in loads {
+/// A lane's thread: the largest partition left, in turn, until none is or a lane failed.
+fn fly(shared: &Shared, replay_through: Option<u64>, hold: &Hold) -> Lane {
+    let mut closers = Vec::new();
+    loop {
+        if hold.failed.load(Ordering::Acquire) {
+            return (closers, None);
+        }
+        let next = hold.loads.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let Some(load) = next else {
+            return (closers, None);
+        };
         let start = load.partition.key.start;
         match flush(shared, replay_through, load) {
             Ok(closer) => closers.push((start, closer)),
             Err(e) => {
-                // No writer of this flight may hold a partition's lock after it failed.
-                for (_, closer) in closers {
-                    if let Some(c) = closer {
-                        let _ = c.join();
-                    }
-                }
-                return Err(e);
+                hold.failed.store(true, Ordering::Release);
+                return (closers, Some(e));
             }
         }
     }
-    Ok(closers)
 }
 
 /// Indexes one partition's staged records with a writer of its own, commits, makes them

@@ -74,7 +74,7 @@ pub struct Indexer {
     max_written: Option<u64>,
     /// Records of past partitions waiting for a bulk flush ([`ColdStage`]).
     stage: ColdStage,
-    /// Staged records being indexed on a thread of their own, at most one flight at a time.
+    /// Staged records being indexed on threads of their own, at most one flight at a time.
     flight: Option<Flight>,
     /// A flush committed records since the last [`Indexer::commit`].
     flushed: bool,
@@ -261,6 +261,7 @@ impl Indexer {
             self.shared.clone(),
             self.replay_through,
             loads,
+            self.shared.opts.cold_flush_threads,
         )?);
         Ok(())
     }
@@ -336,7 +337,7 @@ impl Indexer {
     }
 
     /// As [`Self::commit`], but staged records are flushed only where due (see
-    /// [`Self::schedule_flushes`]), on a thread of their own: [`Self::indexed_through`] stays
+    /// [`Self::schedule_flushes`]), on threads of their own: [`Self::indexed_through`] stays
     /// below the lowest LSN staged or in flight, so a replay after a crash adds those again.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
         self.schedule_flushes()?;

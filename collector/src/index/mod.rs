@@ -93,9 +93,9 @@
 //! (counted as their canonical JSON, the only form staged, plus a few bytes; the flight parses
 //! each back into a record; records in flight count too). When the stage is half full, or a partition's first record waited
 //! `cold_flush_after`, every staged partition is handed over whole to a flight
-//! (`flight::Flight`): a thread of its own on which, per partition, a writer (one thread) adds
-//! them, commits and is closed, its merges (from 4 segments of a size) finishing on a thread of
-//! their own. One flight at a time; the indexer keeps committing this week's records meanwhile,
+//! (`flight::Flight`): `cold_flush_threads` threads of its own (lanes), each taking the largest
+//! partition left, on which a writer (one thread) adds its records, commits and is closed, its
+//! merges (from 4 segments of a size) finishing on a thread of their own. One flight at a time; the indexer keeps committing this week's records meanwhile,
 //! and waits for the flight only when stage and flight together would pass the budget.
 //! Without the stage, a batch spanning many weeks made the at most `max_open_writers` writers
 //! commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
@@ -172,7 +172,7 @@ mod scan;
 mod search;
 
 // The write side.
-/// Staged records indexed on a thread of their own.
+/// Staged records indexed on threads of their own (lanes).
 mod flight;
 /// [`Indexer`]: add, commit, delete.
 mod indexer;

@@ -16,6 +16,10 @@ pub const DEFAULT_COLD_STAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The cold stage's default longest wait: past-week records searchable within ~3 s.
 pub const DEFAULT_COLD_FLUSH_AFTER: Duration = Duration::from_secs(2);
 
+/// The default threads of a flush of staged records: with one, a spread load on two cores waited
+/// for the flush with a core idle (BENCHMARKS.md, session 14).
+pub const DEFAULT_COLD_FLUSH_THREADS: usize = 2;
+
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
 
@@ -39,10 +43,13 @@ pub struct IndexOptions {
     pub max_open_writers: usize,
     /// Memory for records of past (cold) partitions waiting to be indexed in bulk, in bytes (as
     /// counted: their canonical JSON, the only form staged, plus 64 bytes each), records being
-    /// flushed included. Half full, every
-    /// staged partition is flushed (on a thread of its own). 0: no stage, records of every
-    /// partition go to its writer as they come.
+    /// flushed included. Half full, every staged partition is flushed (on `cold_flush_threads`
+    /// threads of its own). 0: no stage, records of every partition go to its writer as they
+    /// come.
     pub cold_stage_bytes: usize,
+    /// Threads a flush of staged records indexes partitions on, each with a writer of its own
+    /// (one indexing thread, one merge thread), 1 to 8.
+    pub cold_flush_threads: usize,
     /// Longest a record waits in the stage: past-week records are searchable within about this
     /// plus one commit interval.
     pub cold_flush_after: Duration,
@@ -92,6 +99,7 @@ impl Default for IndexOptions {
             merge_threads: 2,
             max_open_writers: 2,
             cold_stage_bytes: DEFAULT_COLD_STAGE_BYTES,
+            cold_flush_threads: DEFAULT_COLD_FLUSH_THREADS,
             cold_flush_after: DEFAULT_COLD_FLUSH_AFTER,
             partition: PartitionScheme::Week,
             facet_cache_bytes: 64 * 1024 * 1024,
@@ -108,6 +116,12 @@ impl IndexOptions {
             return Err(IndexError::Options(format!(
                 "writer_threads must be 1 to 8, got {}",
                 self.writer_threads
+            )));
+        }
+        if !(1..=8).contains(&self.cold_flush_threads) {
+            return Err(IndexError::Options(format!(
+                "cold_flush_threads must be 1 to 8, got {}",
+                self.cold_flush_threads
             )));
         }
         if !(1..=8).contains(&self.merge_threads) {

@@ -314,6 +314,80 @@ fn a_flush_in_flight_lets_this_week_commit_and_a_crash_during_it_loses_nothing()
     }
 }
 
+/// A flight indexes its partitions on lanes of its own, the largest first: a week whose writes
+/// are held does not hold up the flight's other weeks, which become searchable meanwhile. When
+/// the held week's writes then fail, the flight reports it once every lane has ended, no writer
+/// of it keeps a partition's lock (the replay opens them all again), and the records added again
+/// from the WAL are searchable once each.
+#[test]
+fn a_flight_flushes_weeks_side_by_side_and_one_failing_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = faults::Faults::default();
+    let held = PartitionScheme::Week.key_for(t0());
+    let opts = IndexOptions {
+        directory: Some(faults.hook({
+            let name = held.name.clone();
+            move |path| path.ends_with(&name)
+        })),
+        cold_flush_threads: 2,
+        ..staging(64 << 20, std::time::Duration::from_millis(100))
+    };
+    // About a hundred records a week over nine weeks, and 300 more in the held week: the
+    // largest, so the first a lane takes.
+    let mut cold = corpus(67, 900);
+    cold.extend(corpus(71, 300).into_iter().enumerate().map(|(i, mut r)| {
+        r.id = Some(format!("held-{i:03}"));
+        r.time = held.start() + Duration::minutes(i as i64);
+        r
+    }));
+    let in_held = cold
+        .iter()
+        .filter(|r| held.start() <= r.time && r.time < held.end())
+        .count();
+    let (batch, stored) = numbered(&cold, 0);
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts.clone()).unwrap();
+    faults.hold();
+    for (b, s) in batch.chunks(100).zip(stored.chunks(100)) {
+        indexer.add_stored(b, Some(s)).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(indexer.commit_due().unwrap(), None, "the flight has left");
+    let started = std::time::Instant::now();
+    while uid_count(&index) < cold.len() - in_held {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the other weeks waited for the held one: {} of {} searchable",
+            uid_count(&index),
+            cold.len() - in_held
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(uid_count(&index), cold.len() - in_held);
+    assert!(indexer.has_staged(), "the held week is still in flight");
+    assert_eq!(indexer.commit_due().unwrap(), None, "LSN 0 is in flight");
+
+    faults.arm(5);
+    faults.release();
+    let failed = (0..1000).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        indexer.commit_due().err()
+    });
+    assert!(failed.is_some(), "the failed lane was never reported");
+    drop((index, indexer));
+    faults.disarm();
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    assert_eq!(index.indexed_through(), None);
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(cold.len() as u64 - 1));
+    assert_eq!(uid_count(&index), cold.len(), "each record once");
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 500, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&cold, org, &q)));
+    }
+}
+
 /// The process dies after a flight committed but before the indexer saw it land: the replay
 /// from `indexed_through` finds its records there and adds none twice.
 #[test]
