@@ -12,7 +12,9 @@
 
 use crate::schemas;
 
-use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
+use codestax_harness::{
+    Collector, Process, TestCertificate, free_port, now_rfc3339, record, wait_until,
+};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -246,7 +248,8 @@ pub(crate) struct HttpsReceiver {
 
 impl HttpsReceiver {
     pub(crate) fn start(dir: &Path) -> HttpsReceiver {
-        let (cert_pem, tls) = self_signed(dir);
+        let cert = TestCertificate::make(dir).expect("make the receiver's certificate");
+        let (cert_pem, tls) = (cert.ca_pem, cert.server);
         let mut r = HttpsReceiver {
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -387,100 +390,6 @@ fn signature_ok(header: Option<&str>, body: &[u8]) -> bool {
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     mac.verify_slice(&v1).is_ok()
-}
-
-/// A test CA and a certificate for 127.0.0.1 it signed, made by `openssl`; the CA's PEM and a
-/// server config using the certificate.
-fn self_signed(dir: &Path) -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
-    use rustls_pki_types::pem::PemObject;
-    let p = |name: &str| dir.join(name).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
-    )
-    .unwrap();
-    let steps: Vec<Vec<String>> = vec![
-        ["req", "-x509"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(ec.iter().map(|s| s.to_string()))
-            .chain([
-                "-keyout".into(),
-                p("ca.key"),
-                "-out".into(),
-                p("ca.pem"),
-                "-days".into(),
-                "2".into(),
-                "-subj".into(),
-                "/CN=codestax test CA".into(),
-            ])
-            .collect(),
-        ["req"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(ec.iter().map(|s| s.to_string()))
-            .chain([
-                "-keyout".into(),
-                p("key.pem"),
-                "-out".into(),
-                p("leaf.csr"),
-                "-subj".into(),
-                "/CN=127.0.0.1".into(),
-            ])
-            .collect(),
-        ["x509", "-req", "-in"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([
-                p("leaf.csr"),
-                "-CA".into(),
-                p("ca.pem"),
-                "-CAkey".into(),
-                p("ca.key"),
-                "-CAcreateserial".into(),
-                "-out".into(),
-                p("cert.pem"),
-                "-days".into(),
-                "2".into(),
-                "-extfile".into(),
-                p("leaf.ext"),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("cert.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    (
-        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        Arc::new(config),
-    )
 }
 
 #[test]
