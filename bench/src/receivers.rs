@@ -1,8 +1,9 @@
 //! Stream receivers the streams bench starts on 127.0.0.1: one HTTP server for the `https`
 //! destination (plain `http://`, which the destination allows) and the Splunk HEC one, a TCP
-//! reader of octet-counted syslog frames, and moto's S3 (counted from its object keys). Each
-//! counts the records it gets and, per record, the lag from the collector's `received_at` stamp
-//! to the arrival here.
+//! reader of octet-counted syslog frames, the same HTTP server and syslog reader over TLS (the
+//! harness's test certificate), and moto's S3 (counted from its object keys). Each counts the
+//! records it gets and, per record, the lag from the collector's `received_at` stamp to the
+//! arrival here.
 
 use crate::data::now_micros;
 use crate::error::{BenchError, Result};
@@ -10,7 +11,7 @@ use crate::stats::Latencies;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 
 /// What one destination kind received.
 #[derive(Debug, Default)]
@@ -80,17 +81,24 @@ pub struct Receivers {
     runtime: tokio::runtime::Runtime,
     http_port: u16,
     syslog_port: u16,
+    https_tls_port: u16,
+    syslog_tls_port: u16,
     pub https: Arc<Tally>,
     pub hec: Arc<Tally>,
     pub syslog: Arc<Tally>,
+    pub https_tls: Arc<Tally>,
+    pub syslog_tls: Arc<Tally>,
+    /// The CA of the TLS receivers' certificate: the streams' `ca_pem`.
+    pub ca_pem: String,
 }
 
 /// The HEC token the bench's streams send and its receiver expects.
 pub const HEC_TOKEN: &str = "codestax-bench-hec-token";
 
 impl Receivers {
-    /// Binds and serves both listeners.
-    pub fn start() -> Result<Receivers> {
+    /// Binds and serves every listener; the TLS certificate is made in `dir`.
+    pub fn start(dir: &std::path::Path) -> Result<Receivers> {
+        let cert = codestax_harness::test_certificates(dir, "IP:127.0.0.1")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -102,47 +110,79 @@ impl Receivers {
                 .map_err(|e| BenchError::Collector(format!("bind the {what} receiver: {e}")))
         };
         let (http, syslog) = (bind("HTTP")?, bind("syslog")?);
+        let (https_tls, syslog_tls) = (bind("HTTPS")?, bind("syslog TLS")?);
         let port = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
         let r = Receivers {
             http_port: port(&http),
             syslog_port: port(&syslog),
+            https_tls_port: port(&https_tls),
+            syslog_tls_port: port(&syslog_tls),
             https: Arc::default(),
             hec: Arc::default(),
             syslog: Arc::default(),
+            https_tls: Arc::default(),
+            syslog_tls: Arc::default(),
+            ca_pem: cert.ca(),
             runtime,
         };
-        let (https, hec) = (r.https.clone(), r.hec.clone());
-        r.runtime.spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config());
+        r.serve(http, None, {
+            let (https, hec) = (r.https.clone(), r.hec.clone());
+            move |io| serve_http(io, https.clone(), hec.clone())
+        });
+        r.serve(https_tls, Some(acceptor.clone()), {
+            let (https, hec) = (r.https_tls.clone(), r.hec.clone());
+            move |io| serve_http(io, https.clone(), hec.clone())
+        });
+        r.serve(syslog, None, {
+            let tally = r.syslog.clone();
+            move |io| read_syslog(io, tally.clone())
+        });
+        r.serve(syslog_tls, Some(acceptor), {
+            let tally = r.syslog_tls.clone();
+            move |io| read_syslog(io, tally.clone())
+        });
+        Ok(r)
+    }
+
+    /// Accepts connections on `listener` (through TLS when given) and runs `conn` on each.
+    fn serve<F>(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        conn: impl Fn(Box<dyn Io>) -> F + Send + Sync + 'static,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let conn = Arc::new(conn);
+        self.runtime.spawn(async move {
             loop {
-                let Ok((tcp, _)) = http.accept().await else {
+                let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (https, hec) = (https.clone(), hec.clone());
+                let (conn, tls) = (conn.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        serve_http(req, https.clone(), hec.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
+                    let io: Box<dyn Io> = match tls {
+                        None => Box::new(tcp),
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(io) => Box::new(io),
+                            Err(_) => return,
+                        },
+                    };
+                    conn(io).await;
                 });
             }
         });
-        let tally = r.syslog.clone();
-        r.runtime.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = syslog.accept().await else {
-                    continue;
-                };
-                tokio::spawn(read_syslog(tcp, tally.clone()));
-            }
-        });
-        Ok(r)
     }
 
     /// The `https` destination's URL (plain HTTP on loopback).
     pub fn https_url(&self) -> String {
         format!("http://127.0.0.1:{}/in", self.http_port)
+    }
+
+    /// The `https` destination's URL over TLS (certificate of [`Self::ca_pem`]).
+    pub fn https_tls_url(&self) -> String {
+        format!("https://127.0.0.1:{}/in", self.https_tls_port)
     }
 
     /// The HEC destination's base URL.
@@ -153,11 +193,29 @@ impl Receivers {
     pub fn syslog_address(&self) -> String {
         format!("127.0.0.1:{}", self.syslog_port)
     }
+
+    /// The syslog receiver over TLS (certificate of [`Self::ca_pem`]).
+    pub fn syslog_tls_address(&self) -> String {
+        format!("127.0.0.1:{}", self.syslog_tls_port)
+    }
 }
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Answer = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
-async fn serve_http(
+/// Serves HTTP/1 on one connection: the `https` destination's batches and HEC's.
+async fn serve_http(io: Box<dyn Io>, https: Arc<Tally>, hec: Arc<Tally>) {
+    let service =
+        hyper::service::service_fn(move |req| answer_http(req, https.clone(), hec.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
+}
+
+async fn answer_http(
     req: hyper::Request<hyper::body::Incoming>,
     https: Arc<Tally>,
     hec: Arc<Tally>,
@@ -204,8 +262,8 @@ async fn serve_http(
 
 /// Reads `<length> <message>` frames (RFC 6587 octet counting) until the sender closes; the
 /// record is the JSON after the RFC 5424 header.
-async fn read_syslog(tcp: tokio::net::TcpStream, tally: Arc<Tally>) {
-    let mut reader = BufReader::with_capacity(1 << 20, tcp);
+async fn read_syslog(io: Box<dyn Io>, tally: Arc<Tally>) {
+    let mut reader = BufReader::with_capacity(1 << 20, io);
     let mut len = Vec::new();
     let mut message = Vec::new();
     loop {

@@ -1,8 +1,9 @@
 //! Issue 17's benchmark: what streams deliver and what they cost ingest, against the bench's
 //! own receivers ([`crate::receivers`]).
 //!
-//! 1. Delivery throughput per destination kind: one org pre-loaded, then one stream at a time
-//!    with `start: "beginning"`, timed from its creation until the receiver holds every record.
+//! 1. Delivery throughput per destination kind (https and syslog also over TLS) and per format
+//!    (`ocsf`, `ecs` over https): one org pre-loaded, then one stream at a time with `start:
+//!    "beginning"`, timed from its creation until the receiver holds every record.
 //! 2. Steady ingest at a paced rate over 10 orgs, alternately without streams and with one
 //!    stream per org (https, HEC and syslog in turn): collector CPU per 1,000 records (until
 //!    everything is indexed and, with streams, delivered) and, with streams, the lag from each
@@ -51,6 +52,10 @@ enum Kind {
     Hec,
     Syslog,
     S3,
+    /// `https://` with the receivers' CA as `ca_pem`.
+    HttpsTls,
+    /// `tls: true` with the receivers' CA as `ca_pem`.
+    SyslogTls,
 }
 
 impl Kind {
@@ -60,6 +65,8 @@ impl Kind {
             Kind::Hec => "splunk_hec (http://)",
             Kind::Syslog => "syslog (TCP, no TLS)",
             Kind::S3 => "s3 (moto_server)",
+            Kind::HttpsTls => "https (TLS, `ca_pem`)",
+            Kind::SyslogTls => "syslog (TLS, `ca_pem`)",
         }
     }
 
@@ -73,6 +80,11 @@ impl Kind {
             Kind::S3 => json!({"kind": "s3", "bucket": S3_BUCKET, "prefix": S3_PREFIX,
                 "region": "us-east-1", "endpoint": moto.unwrap_or_default(),
                 "access_key_id": "bench", "secret_access_key": "bench-secret"}),
+            Kind::HttpsTls => {
+                json!({"kind": "https", "url": r.https_tls_url(), "ca_pem": r.ca_pem})
+            }
+            Kind::SyslogTls => json!({"kind": "syslog", "address": r.syslog_tls_address(),
+                "tls": true, "ca_pem": r.ca_pem}),
         }
     }
 
@@ -82,9 +94,23 @@ impl Kind {
             Kind::Hec => Some(&r.hec),
             Kind::Syslog => Some(&r.syslog),
             Kind::S3 => None,
+            Kind::HttpsTls => Some(&r.https_tls),
+            Kind::SyslogTls => Some(&r.syslog_tls),
         }
     }
 }
+
+/// The throughput runs: each destination kind in `native`, then the other formats over https.
+const THROUGHPUT_RUNS: [(Kind, &str); 8] = [
+    (Kind::Https, "native"),
+    (Kind::Hec, "native"),
+    (Kind::Syslog, "native"),
+    (Kind::S3, "native"),
+    (Kind::HttpsTls, "native"),
+    (Kind::SyslogTls, "native"),
+    (Kind::Https, "ocsf"),
+    (Kind::Https, "ecs"),
+];
 
 /// `POST /api/v1/orgs/{org}/streams`; the new stream's id.
 fn create_stream(
@@ -92,12 +118,11 @@ fn create_stream(
     owner: &str,
     org: &str,
     name: &str,
-    start: &str,
+    (start, format): (&str, &str),
     destination: Value,
 ) -> Result<String> {
     let url = c.url(&format!("/api/v1/orgs/{org}/streams"));
-    let body =
-        json!({"name": name, "format": "native", "start": start, "destination": destination});
+    let body = json!({"name": name, "format": format, "start": start, "destination": destination});
     let r = http_client()?
         .post(&url)
         .bearer_auth(owner)
@@ -165,7 +190,8 @@ fn wait_count(
 
 /// Runs the streams bench and returns its tables.
 pub fn run(collector_bin: &std::path::Path, size: StreamsSize) -> Result<Vec<Table>> {
-    let receivers = Receivers::start()?;
+    let certs = temp_dir("codestax-bench-receivers-")?;
+    let receivers = Receivers::start(certs.path())?;
     let moto = match codestax_harness::MotoS3::find_binary() {
         Ok(bin) => Some(bin),
         Err(why) => {
@@ -214,10 +240,14 @@ fn throughput(
     c.wait_idle(Duration::from_secs(120))?;
     let load0 = load_average();
     let mut rows = Vec::new();
-    for kind in [Kind::Https, Kind::Hec, Kind::Syslog, Kind::S3] {
+    for (kind, format) in THROUGHPUT_RUNS {
+        let label = match format {
+            "native" => kind.label().to_string(),
+            _ => format!("{}, `{format}`", kind.label()),
+        };
         if kind == Kind::S3 && moto.is_none() {
             rows.push(vec![
-                kind.label().into(),
+                label,
                 "skipped: no moto".into(),
                 "".into(),
                 "".into(),
@@ -230,24 +260,24 @@ fn throughput(
             Some(tally) => tally.records(),
             None => 0,
         };
-        progress(format!("streams: delivering to {}", kind.label()));
+        progress(format!("streams: delivering to {label}"));
         let cpu0 = c.cpu_seconds()?;
         let id = create_stream(
             &c,
             &owner,
             &org,
-            &format!("bench-{kind:?}"),
-            "beginning",
+            &format!("bench-{kind:?}-{format}"),
+            ("beginning", format),
             kind.destination(r, endpoint.as_deref()),
         )?;
         let limit = Duration::from_secs(900);
         let took = match kind.tally(r) {
-            Some(tally) => wait_count(kind.label(), before + corpus.total(), limit, || {
+            Some(tally) => wait_count(&label, before + corpus.total(), limit, || {
                 Ok(tally.records())
             }),
             None => {
                 let endpoint = endpoint.clone().unwrap_or_default();
-                wait_count(kind.label(), corpus.total(), limit, || {
+                wait_count(&label, corpus.total(), limit, || {
                     s3_records(&endpoint, S3_BUCKET, S3_PREFIX)
                 })
             }
@@ -262,7 +292,7 @@ fn throughput(
         delete_stream(&c, &owner, &org, &id)?;
         let n = corpus.total() as f64;
         rows.push(vec![
-            kind.label().into(),
+            label,
             thousands(n),
             format!("{:.2} s", took.as_secs_f64()),
             thousands(n / took.as_secs_f64()),
@@ -393,7 +423,14 @@ fn steady_run(
         let owner = c.new_key(org, "ORG_OWNER")?;
         if streams {
             let kind = kinds[i % kinds.len()];
-            create_stream(&c, &owner, org, "bench", "now", kind.destination(r, None))?;
+            create_stream(
+                &c,
+                &owner,
+                org,
+                "bench",
+                ("now", "native"),
+                kind.destination(r, None),
+            )?;
             expected.push((kind, corpus.orgs[i].records));
         }
     }

@@ -1,9 +1,9 @@
 //! The real binaries as child processes, for the end-to-end tests (`tests/`), the agent's binary
 //! tests and the benchmarks (`bench/`): a collector on free ports and its keys, an agent tailing
-//! files into it, the signals that stop them, the records and emit lines they are fed, and a
-//! size-limited tmpfs to fill up; and the third-party servers of the cluster tests (a nats-server
-//! JetStream cluster, a throwaway PostgreSQL, moto's S3 API), skipped loudly when missing outside
-//! CI and failing in CI.
+//! files into it, the signals that stop them, the records and emit lines they are fed, a
+//! size-limited tmpfs to fill up, a test CA for TLS receivers; and the third-party servers of the
+//! cluster tests (a nats-server JetStream cluster, a throwaway PostgreSQL, moto's S3 API),
+//! skipped loudly when missing outside CI and failing in CI.
 //!
 //! Test-style calls (`Collector::start`, `Agent::start`, `create_key`, ...) panic with a message
 //! naming what failed; the fallible ones (`Collector::launch`, `Process::terminate`, ...) return

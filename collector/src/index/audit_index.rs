@@ -52,7 +52,30 @@ pub struct AuditIndex {
     pub(super) shared: Arc<Shared>,
 }
 
+/// While held, the index keeps the newest records of an org in memory, for
+/// [`AuditIndex::for_each_chained_stored`] to read them from there (each stream holds one for
+/// its org). See `tail.rs`.
+pub struct TailFollow {
+    shared: Arc<Shared>,
+    org: String,
+}
+
+impl Drop for TailFollow {
+    fn drop(&mut self) {
+        self.shared.tail.unfollow(&self.org);
+    }
+}
+
 impl AuditIndex {
+    /// Keeps `org`'s records added from now on in memory while the answer is held.
+    pub fn follow_tail(&self, org: &str) -> TailFollow {
+        self.shared.tail.follow(org);
+        TailFollow {
+            shared: self.shared.clone(),
+            org: org.to_string(),
+        }
+    }
+
     pub(crate) fn new(shared: Arc<Shared>) -> AuditIndex {
         AuditIndex { shared }
     }

@@ -6,6 +6,7 @@ use super::collect::SeqCollector;
 use super::error::IndexError;
 use super::schema::col;
 use super::stored::{StoredDocs, corrupt, load};
+use super::tail::TailRead;
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::chain::{
@@ -16,6 +17,9 @@ use std::path::{Path, PathBuf};
 use tantivy::query::TermQuery;
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocId, SegmentOrdinal, Term};
+
+/// Records taken from the tail at a time, between which `f` runs without its lock.
+const TAIL_READ_CHUNK: usize = 512;
 
 /// An org's stored chain, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +141,13 @@ impl AuditIndex {
     /// readers that encode records without building an `AuditRecord` each (streams). `f` gets
     /// the partition's directory to name in its errors.
     ///
-    /// Records with an LSN below `since_lsn` are left out, and segments holding only such
-    /// records are not walked: a reader that saw every record of the org from `from` on below
-    /// an earlier call's bound passes that bound, and reads only what was committed since
-    /// rather than the whole org each time. Returns this call's bound (the records it could
-    /// see have LSNs below it).
+    /// Reads the org's newest records from memory where the index keeps them (an org followed
+    /// through [`Self::follow_tail`], from a `seq` its tail still holds), the rest from the
+    /// index. There, records with an LSN below `since_lsn` are left out, and segments holding
+    /// only such records are not walked: a reader that saw every record of the org from `from`
+    /// on below an earlier call's bound passes that bound, and reads only what was committed
+    /// since rather than the whole org each time. Returns this call's bound (the records it
+    /// could see have LSNs below it).
     pub fn for_each_chained_stored(
         &self,
         org: &str,
@@ -149,11 +155,40 @@ impl AuditIndex {
         since_lsn: u64,
         mut f: impl FnMut(&Path, &[u8]) -> Result<bool, IndexError>,
     ) -> Result<u64, IndexError> {
+        let lsn_below = self.walk_bound();
+        let mut from = from;
+        // A chunk at a time: the tail's lock is not held while `f` runs.
+        while let TailRead::Records(chunk) =
+            self.shared.tail.read(org, from, lsn_below, TAIL_READ_CHUNK)
+        {
+            let last_chunk = chunk.len() < TAIL_READ_CHUNK;
+            for record in chunk {
+                if !f(&self.shared.dir, &record.json)? {
+                    return Ok(lsn_below);
+                }
+                from = record.seq + 1;
+            }
+            if last_chunk {
+                return Ok(lsn_below);
+            }
+        }
+        self.walk_stored(org, from, since_lsn, lsn_below, f)?;
+        Ok(lsn_below)
+    }
+
+    /// The index's part of [`Self::for_each_chained_stored`], below `lsn_below`.
+    fn walk_stored(
+        &self,
+        org: &str,
+        from: u64,
+        since_lsn: u64,
+        lsn_below: u64,
+        mut f: impl FnMut(&Path, &[u8]) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
         let query = TermQuery::new(
             Term::from_field_text(self.shared.fields.org, org),
             IndexRecordOption::Basic,
         );
-        let lsn_below = self.walk_bound();
         let collector = SeqCollector {
             lsn_below,
             lsn_from: since_lsn,
@@ -185,7 +220,7 @@ impl AuditIndex {
                 break;
             }
         }
-        Ok(lsn_below)
+        Ok(())
     }
 
     /// The chained records of partitions `partitions` (by name) that a retention run is about

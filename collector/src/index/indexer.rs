@@ -119,7 +119,23 @@ impl Indexer {
     /// committed (a replay after a crash) is not added again if that earlier copy is there.
     pub fn add(&mut self, lsn: u64, record: &AuditRecord) -> Result<(), IndexError> {
         let key = self.shared.opts.partition.key_for(record.time);
+        self.to_tail(std::iter::once((lsn, record, None)));
         self.add_to_partition(&key, std::iter::once((lsn, record, None)))
+    }
+
+    /// Hands the records of followed orgs to the tail, in LSN order (a record's canonical JSON
+    /// is made only for those, when not given).
+    fn to_tail<'a>(&self, records: impl Iterator<Item = (u64, &'a AuditRecord, Option<&'a str>)>) {
+        if !self.shared.tail.any_followed() {
+            return;
+        }
+        self.shared.tail.add(records.map(|(lsn, r, stored)| {
+            let json = move || match stored {
+                Some(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+                None => std::borrow::Cow::Owned(r.canonical_json().into_bytes()),
+            };
+            (lsn, r.org_id.as_str(), r.seq, json)
+        }));
     }
 
     /// Adds a batch of records, as [`Self::add`] each.
@@ -148,6 +164,12 @@ impl Indexer {
                 stored.len()
             )));
         }
+        self.to_tail(
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, (lsn, r))| (*lsn, r, stored.map(|s| s[i].as_str()))),
+        );
         let scheme = self.shared.opts.partition;
         let mut order: Vec<(i64, usize)> = records
             .iter()
@@ -465,6 +487,8 @@ impl Indexer {
     ///
     /// Readers keep serving the last commit throughout.
     pub fn reset(&mut self) -> Result<(), IndexError> {
+        // It held records this drops; they are added again.
+        self.shared.tail.clear();
         self.writers.clear();
         if let Some(flight) = self.flight.take() {
             // Its writers' locks are free once it ended; what it committed is looked up first
@@ -508,6 +532,8 @@ impl Indexer {
         let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(false);
         };
+        // Streams read deleted records no longer (from the index, which goes by what is left).
+        self.shared.tail.clear();
         self.commit_if_dirty(key.start)?;
         self.writers.remove(&key.start);
         self.finish_closing(key.start);
@@ -543,6 +569,7 @@ impl Indexer {
         let Some(key) = self.shared.opts.partition.parse_name(name) else {
             return Ok(Purge::default());
         };
+        self.shared.tail.clear();
         self.commit_if_dirty(key.start)?;
         let Some(p) = self.shared.partition_named(name) else {
             return Ok(Purge::default());

@@ -28,6 +28,11 @@
 //! [`AuditIndex::verify_chain`] checks an org's records in `seq` order, in constant memory but for
 //! 24 bytes per record to sort them.
 //!
+//! Streams walk their org's chain from their cursor after every commit; while one runs, the index
+//! keeps the org's newest records (as stored) in memory, in a bounded tail of unbroken `seq`
+//! runs, and [`AuditIndex::for_each_chained_stored`] reads them there rather than searching the
+//! new segments and decompressing doc-store blocks shared with every other org (`tail.rs`).
+//!
 //! # Order and cursors
 //!
 //! Newest first: `time` desc, then `id` desc (byte order). A cursor holds the last `(time, id)`
@@ -147,6 +152,8 @@ mod schema;
 mod scheme;
 /// `index-state.json`: how far in the write-ahead log the index is committed.
 mod state;
+/// The newest records of orgs that streams follow, in memory.
+mod tail;
 
 /// The collectors (count, page, facets, org spans, chain positions), one per file.
 mod collect;
@@ -188,7 +195,7 @@ pub(crate) mod faults;
 #[cfg(test)]
 mod tests;
 
-pub use audit_index::{AuditIndex, IndexStats, OrgSpan, PartitionInfo};
+pub use audit_index::{AuditIndex, IndexStats, OrgSpan, PartitionInfo, TailFollow};
 pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};

@@ -20,6 +20,10 @@ pub const DEFAULT_COLD_FLUSH_AFTER: Duration = Duration::from_secs(2);
 /// for the flush with a core idle (BENCHMARKS.md, session 14).
 pub const DEFAULT_COLD_FLUSH_THREADS: usize = 2;
 
+/// The default memory for the newest records of orgs that streams follow (at 10k records/s of
+/// ~700 bytes, about four seconds of them).
+pub const DEFAULT_TAIL_BYTES: usize = 32 * 1024 * 1024;
+
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;
 
@@ -64,6 +68,10 @@ pub struct IndexOptions {
     /// Documents per run whose time range is kept per segment, so that a later page of a walk
     /// visits only the runs around its cursor; at least 1.
     pub time_chunk_docs: u32,
+    /// Memory for the newest records of orgs that streams follow, read by them instead of the
+    /// index's segments (see `tail.rs`), in bytes (as counted: their canonical JSON plus 64
+    /// bytes each); oldest evicted first. 0: streams always read the index.
+    pub tail_bytes: usize,
     /// Wraps each partition's tantivy directory as it is opened (tests make writes fail through
     /// it); `None`: the directory as it is.
     pub directory: Option<DirectoryHook>,
@@ -105,6 +113,7 @@ impl Default for IndexOptions {
             facet_cache_bytes: 64 * 1024 * 1024,
             facet_cache_min_docs: 2048,
             time_chunk_docs: 1024,
+            tail_bytes: DEFAULT_TAIL_BYTES,
             directory: None,
         }
     }

@@ -8,6 +8,7 @@ use super::options::IndexOptions;
 use super::partition::{OpenPartition, Partition};
 use super::schema::{Fields, UidForm, build_schema, col};
 use super::state::{IndexState, read_state};
+use super::tail::Tail;
 use crate::uid::{uid, uid_hash};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     /// Bumped after every commit that made records searchable: streams wait on it rather than
     /// poll.
     pub commits: tokio::sync::watch::Sender<u64>,
+    /// The newest records of orgs that streams follow.
+    pub tail: Tail,
 }
 
 /// How far the index is, as last committed.
@@ -115,6 +118,7 @@ impl Shared {
                 opts.facet_cache_min_docs,
             )),
             time_chunks: Arc::new(TimeChunks::new(opts.time_chunk_docs)),
+            tail: Tail::new(opts.tail_bytes),
             opts,
             schema,
             fields,

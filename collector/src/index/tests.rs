@@ -2352,3 +2352,4 @@ fn perf_existing_index() {
 /// Property tests (proptest) of `q` and cursors.
 mod props;
 mod stage;
+mod tail;

@@ -129,6 +129,9 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut commits = deps.index.commits();
+    // The index keeps the org's newest records in memory while the stream runs: a caught-up
+    // stream reads them there, not from the segments.
+    let _tail = deps.index.follow_tail(&def.org);
     // Every record of the org after the cursor has an LSN from here on (0: not known). Kept in
     // memory only; see `AuditIndex::for_each_chained_stored`.
     let mut since_lsn = 0;

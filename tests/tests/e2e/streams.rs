@@ -260,7 +260,9 @@ pub(crate) struct HttpsReceiver {
 
 impl HttpsReceiver {
     pub(crate) fn start(dir: &Path) -> HttpsReceiver {
-        let (cert_pem, tls) = self_signed(dir);
+        let files = codestax_harness::test_certificates(dir, "IP:127.0.0.1")
+            .expect("make the receiver's certificate");
+        let (cert_pem, tls) = (files.ca(), files.server_config());
         let mut r = HttpsReceiver {
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -401,13 +403,6 @@ fn signature_ok(header: Option<&str>, body: &[u8]) -> bool {
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     mac.verify_slice(&v1).is_ok()
-}
-
-/// A test CA and a certificate for 127.0.0.1 it signed (`codestax_harness::test_certificates`);
-/// the CA's PEM and a server config using the certificate.
-fn self_signed(dir: &Path) -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
-    let files = codestax_harness::test_certificates(dir, "IP:127.0.0.1").unwrap();
-    (files.ca(), files.server_config())
 }
 
 #[test]
