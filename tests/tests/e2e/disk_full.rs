@@ -826,25 +826,7 @@ fn a_key_change_on_a_full_disk_is_refused_with_503_and_made_once_space_returns()
     );
 
     disk.free().unwrap();
-    let started = Instant::now();
-    let done = loop {
-        let a = revoke();
-        if a.status == 200 {
-            break a;
-        }
-        assert_eq!(
-            a.status,
-            503,
-            "revoke after space returned: {}",
-            short(&a.body)
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "revoke still refused: {}",
-            short(&a.body)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = made_once_space_returns("revoke", 200, revoke);
     assert!(done.body["revoked_at"].is_string(), "{}", short(&done.body));
     let gone = c.get(&format!("/api/v1/orgs/{ORG}/audit-log"), &victim);
     assert_eq!(gone.status().as_u16(), 401, "the revoked key still works");
@@ -857,6 +839,30 @@ fn a_key_change_on_a_full_disk_is_refused_with_503_and_made_once_space_returns()
     );
     drop(c);
     drop(disk);
+}
+
+/// Asks for a change refused on a full disk again, after the space returned, until it answers
+/// `status` (at most 30 s; meanwhile only 503): that answer.
+fn made_once_space_returns(what: &str, status: u16, change: impl Fn() -> Answer) -> Answer {
+    let started = Instant::now();
+    loop {
+        let a = change();
+        if a.status == status {
+            return a;
+        }
+        assert_eq!(
+            a.status,
+            503,
+            "{what} after space returned: {}",
+            short(&a.body)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} still refused: {}",
+            short(&a.body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until `action` is in the org's log once, and checks it stays once: a refused change
@@ -938,30 +944,8 @@ fn a_settings_change_on_a_full_disk_is_refused_before_it_is_recorded() {
     assert!(leftovers.is_empty(), "prepared files left: {leftovers:?}");
 
     disk.free().unwrap();
-    let started = Instant::now();
-    for (what, change, status) in [
-        ("saved view", &create_view as &dyn Fn() -> Answer, 201),
-        ("retention", &set_retention, 200),
-    ] {
-        loop {
-            let a = change();
-            if a.status == status {
-                break;
-            }
-            assert_eq!(
-                a.status,
-                503,
-                "{what} after space returned: {}",
-                short(&a.body)
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{what} still refused: {}",
-                short(&a.body)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    made_once_space_returns("saved view", 201, create_view);
+    made_once_space_returns("retention", 200, set_retention);
     assert_eq!(days(), Some(400));
     recorded_once(&c, &admin, "audit_log.saved_view_created");
     recorded_once(&c, &admin, "settings.retention_changed");
