@@ -423,6 +423,21 @@ impl Collector {
         self.get_json(&path, token)["total"].as_u64().unwrap_or(0)
     }
 
+    /// [`Collector::total`], or `None` while the read is refused with 503 (a cluster shard not
+    /// served yet, or failing over); any other failure panics as there.
+    pub fn total_when_served(&self, org: &str, query: &str, token: &str) -> Option<u64> {
+        let path = format!("/api/v1/orgs/{org}/audit-log/facets?{query}");
+        let r = self.get(&path, token);
+        if r.status().as_u16() == 503 {
+            return None;
+        }
+        let status = r.status();
+        let body = r.text().expect("body");
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON body");
+        Some(body["total"].as_u64().unwrap_or(0))
+    }
+
     /// SIGTERM, then wait for a clean exit; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         assert!(self.process.pid().is_some(), "running");

@@ -105,7 +105,12 @@ impl Cluster {
         let found = codestax_harness::wait_for(Duration::from_secs(30), || {
             at = (0..2)
                 .filter(|&i| self.nodes[i].pid().is_some())
-                .filter(|&i| self.nodes[i].total(org, QUERY, &self.admin[i][org]) >= n)
+                .filter(|&i| {
+                    // A shard not served yet (503) holds nothing here for now.
+                    let node = &self.nodes[i];
+                    node.total_when_served(org, QUERY, &self.admin[i][org])
+                        .is_some_and(|total| total >= n)
+                })
                 .collect();
             !at.is_empty()
         });
