@@ -38,6 +38,10 @@ pub const MAX_RETRY: Duration = Duration::from_secs(2);
 const REFEED_CHUNK: usize = 1024;
 /// The first janitor run comes this long after start (or after one interval, if shorter).
 const JANITOR_FIRST_RUN: Duration = Duration::from_secs(10);
+/// While the cold stage is full, how often the task looks whether the flight has landed (its
+/// queue of batches waits meanwhile; a landing found at the next commit tick would leave ingest
+/// idle for up to a commit interval).
+const FLIGHT_POLL: Duration = Duration::from_millis(5);
 
 /// How often the task commits and runs the janitor.
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +187,10 @@ impl IndexTask {
         janitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry_at = self.failing.as_ref().map(|f| f.next_try);
+            // Past weeks' records fill the stage's budget: the queue waits (acks wait once it is
+            // full, the bounded back-pressure), this week's records added are still committed on
+            // every tick.
+            let cold_full = self.failing.is_none() && self.indexer.cold_stage_full();
             tokio::select! {
                 _ = stop.cancelled() => {
                     while let Ok(batch) = self.batches.try_recv() {
@@ -190,10 +198,11 @@ impl IndexTask {
                     }
                     break;
                 }
-                batch = self.batches.recv() => match batch {
+                batch = self.batches.recv(), if !cold_full => match batch {
                     Some(batch) => self.take(batch),
                     None => break,
                 },
+                _ = tokio::time::sleep(FLIGHT_POLL), if cold_full => self.on_flight_poll(),
                 _ = tick.tick() => self.on_tick(),
                 _ = janitor_tick.tick() => self.run_janitor(),
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
@@ -227,13 +236,24 @@ impl IndexTask {
             return;
         }
         let (records, stored) = (&batch.records[skip..], &batch.stored[skip..]);
-        let added = tokio::task::block_in_place(|| self.indexer.add_stored(records, Some(stored)));
+        // Never waits for a flight: `run` takes no batch while the cold stage is full.
+        let added = tokio::task::block_in_place(|| {
+            self.indexer.add_stored_no_wait(records, Some(stored))
+        });
         match added {
             // Batches arrive in the order they were acknowledged.
             Ok(()) => {
                 self.oldest.get_or_insert(batch.durable_at);
             }
             Err(e) => self.fail(&e, "add records"),
+        }
+    }
+
+    /// While the cold stage is full: once the flight has landed, commits (which lands it,
+    /// starts the next, and frees the budget for the queue).
+    fn on_flight_poll(&mut self) {
+        if self.indexer.flight_landable() {
+            self.commit(Flush::Due);
         }
     }
 
@@ -478,16 +498,30 @@ mod tests {
         config: &codestax_config::CollectorConfig,
         janitor: Duration,
     ) -> Running {
-        let (index, indexer) = AuditIndex::open(
-            &dir.path().join("index"),
-            IndexOptions {
-                writer_memory_bytes: 16_000_000,
-                writer_threads: 1,
-                directory: Some(faults.hook(applies)),
-                ..IndexOptions::default()
-            },
-        )
-        .unwrap();
+        let opts = IndexOptions {
+            directory: Some(faults.hook(applies)),
+            ..small_writers()
+        };
+        start_with(dir, opts, config, janitor)
+    }
+
+    /// Writers as small as tantivy allows.
+    fn small_writers() -> IndexOptions {
+        IndexOptions {
+            writer_memory_bytes: 16_000_000,
+            writer_threads: 1,
+            ..IndexOptions::default()
+        }
+    }
+
+    /// [`start_in`] with the index's options as given.
+    fn start_with(
+        dir: tempfile::TempDir,
+        opts: IndexOptions,
+        config: &codestax_config::CollectorConfig,
+        janitor: Duration,
+    ) -> Running {
+        let (index, indexer) = AuditIndex::open(&dir.path().join("index"), opts).unwrap();
         let health = Health::default();
         let metrics = Arc::new(Metrics::new());
         let (sink, batches) = mpsc::channel(4);
@@ -834,6 +868,119 @@ mod tests {
             running.health.readiness().is_ok() && total(&running.index) == 20
         })
         .await;
+        running.stop().await;
+    }
+
+    /// `n` records of acme from `from`, `weeks_back` weeks before now (0: this week's).
+    fn weeks_back(
+        from: usize,
+        n: usize,
+        weeks_back: i64,
+    ) -> Vec<Result<AuditRecord, codestax_common::api::RejectedRecord>> {
+        (from..from + n)
+            .map(|i| {
+                let mut r = record(&format!("r{i}"));
+                r.time -= chrono::Duration::weeks(weeks_back);
+                Ok(r)
+            })
+            .collect()
+    }
+
+    /// Past weeks' records fill the cold stage while their flight is held (its writes wait): the
+    /// task takes no more batches (the queue fills, then acks wait: memory stays bounded), yet
+    /// the current week's records it took in the same batch become searchable at the next
+    /// commit, not once the flight lands (a wait inside the add held them). Released, every
+    /// acknowledged record is searchable once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_cold_stage_holds_back_acks_but_not_this_weeks_records() {
+        let faults = Faults::default();
+        let this_week = crate::index::PartitionScheme::Week
+            .key_for(Utc::now())
+            .name()
+            .to_string();
+        let budget = 64 << 10;
+        let opts = IndexOptions {
+            directory: Some(faults.hook(move |path| !path.ends_with(&this_week))),
+            cold_stage_bytes: budget,
+            cold_flush_after: Duration::from_millis(100),
+            ..small_writers()
+        };
+        let config = codestax_config::CollectorConfig::default();
+        let running = start_with(
+            tempfile::tempdir().unwrap(),
+            opts,
+            &config,
+            Duration::from_secs(3600),
+        );
+        let ingest = running.ingest.clone();
+        let submit = move |records| {
+            let ingest = ingest.clone();
+            async move {
+                let sender = Provenance::Ingest {
+                    key_id: "key_test".into(),
+                };
+                ingest
+                    .submit("acme", sender, records, Receiver::Ndjson)
+                    .await
+                    .unwrap()
+                    .accepted
+            }
+        };
+        // The past weeks' partitions exist (their first flight went through).
+        let mut acked = submit(weeks_back(0, 20, 2)).await + submit(weeks_back(20, 20, 3)).await;
+        eventually("the first past records are searchable", || {
+            total(&running.index) == acked
+        })
+        .await;
+
+        faults.hold();
+        // Over half the budget (and under all of it): a flight leaves, and waits in its first
+        // write.
+        acked += submit(weeks_back(1000, 90, 2)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Past records passing the budget with the flight in the air, and this week's beside
+        // them in the same batch.
+        let mut mixed = weeks_back(2000, 90, 3);
+        mixed.extend(weeks_back(3000, 10, 0));
+        acked += submit(mixed).await;
+        let searchable_before = 40;
+        eventually("this week's records are searchable with the flight held", || {
+            total(&running.index) == searchable_before + 10
+        })
+        .await;
+
+        // More past records: the task takes none while the stage is full, so once the queue is
+        // full their acks wait for the flight.
+        let (submit_more, more) = (submit.clone(), 12);
+        let more_acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sender = tokio::spawn({
+            let more_acked = more_acked.clone();
+            async move {
+                for i in 0..more {
+                    let n = submit_more(weeks_back(10_000 + i * 100, 100, 2)).await;
+                    more_acked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = more_acked.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            waiting < more as u64 * 100,
+            "every ack came while the cold stage was full ({waiting})"
+        );
+        assert_eq!(total(&running.index), searchable_before + 10);
+
+        faults.release();
+        sender.await.unwrap();
+        acked += more_acked.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(acked, 40 + 90 + 100 + more as u64 * 100);
+        eventually("every acknowledged record is searchable", || {
+            total(&running.index) == acked
+        })
+        .await;
+        let mut hashes = Vec::new();
+        running.index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
+        assert_eq!(hashes.len() as u64, acked, "each record once");
         running.stop().await;
     }
 

@@ -57,6 +57,16 @@ struct OpenWriter {
     last_added: Instant,
 }
 
+/// What adding records does when the stage and the flight in the air together pass the cold
+/// budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    /// Waits for the flight to land.
+    Wait,
+    /// Returns: the caller holds back further records ([`Indexer::cold_stage_full`]).
+    Defer,
+}
+
 /// The index's one writer. Owned by a single (blocking) task; records become searchable when
 /// [`Indexer::commit`] returns. Records added but not committed are lost when it is dropped or the
 /// process dies: they are still in the write-ahead log, after [`AuditIndex::indexed_through`].
@@ -150,10 +160,35 @@ impl Indexer {
     /// to its writer as one operation batch: a batch that spans more partitions than there are
     /// open writers switches writers once per partition, and tantivy's indexing thread is woken
     /// once per partition rather than once per record.
+    ///
+    /// Waits for the flight in the air when the stage and it together pass `cold_stage_bytes`
+    /// (see [`Self::add_stored_no_wait`] for a caller that keeps committing meanwhile).
     pub fn add_stored(
         &mut self,
         records: &[(u64, AuditRecord)],
         stored: Option<&[String]>,
+    ) -> Result<(), IndexError> {
+        self.add_stored_then(records, stored, Budget::Wait)
+    }
+
+    /// As [`Self::add_stored`], but never waits for a flight: the stage may pass its budget by
+    /// this batch. The caller adds no more while [`Self::cold_stage_full`] and calls
+    /// [`Self::commit_due`] once [`Self::flight_landable`], committing this week's records on its
+    /// schedule meanwhile (a wait inside the add held them, and every record queued behind it,
+    /// unsearchable for the length of a flight: BENCHMARKS.md, session 15).
+    pub fn add_stored_no_wait(
+        &mut self,
+        records: &[(u64, AuditRecord)],
+        stored: Option<&[String]>,
+    ) -> Result<(), IndexError> {
+        self.add_stored_then(records, stored, Budget::Defer)
+    }
+
+    fn add_stored_then(
+        &mut self,
+        records: &[(u64, AuditRecord)],
+        stored: Option<&[String]>,
+        budget: Budget,
     ) -> Result<(), IndexError> {
         if let Some(stored) = stored
             && stored.len() != records.len()
@@ -195,7 +230,7 @@ impl Indexer {
                 self.add_to_partition(&key, items)?;
             }
         }
-        self.schedule_flushes()
+        self.schedule_flushes(budget)
     }
 
     /// The start of the partition records of now fall in: it and later ones are hot.
@@ -214,11 +249,11 @@ impl Indexer {
     }
 
     /// Lands a flight that has ended; starts one when none is in the air and the stage is half
-    /// full or a partition's first record waited `cold_flush_after`; and keeps the stage and the
-    /// flight together within the budget, waiting for the flight when they would not be. The
-    /// flight takes every staged partition: while it indexes them, the stage fills again (the
-    /// budget's other half), and this week's commits go on.
-    fn schedule_flushes(&mut self) -> Result<(), IndexError> {
+    /// full or a partition's first record waited `cold_flush_after`; and, with [`Budget::Wait`],
+    /// keeps the stage and the flight together within the budget, waiting for the flight when
+    /// they would not be. The flight takes every staged partition: while it indexes them, the
+    /// stage fills again (the budget's other half), and this week's commits go on.
+    fn schedule_flushes(&mut self, budget_rule: Budget) -> Result<(), IndexError> {
         if self.flight.as_ref().is_some_and(Flight::is_finished) {
             self.land()?;
         }
@@ -229,19 +264,32 @@ impl Indexer {
             self.shared.opts.cold_stage_bytes,
             self.shared.opts.cold_flush_after,
         );
-        let in_air = self.flight.as_ref().map_or(0, |f| f.bytes);
-        if self.flight.is_some() && self.stage.bytes() + in_air > budget {
+        let waits = budget_rule == Budget::Wait;
+        if waits && self.cold_stage_full() {
             self.land()?;
         }
         let due = self.stage.bytes() >= budget / 2 || self.stage.waited(wait);
         if self.flight.is_none() && due {
             self.launch(self.stage.starts())?;
-            if self.staged().1 > budget {
+            if waits && self.cold_stage_full() {
                 // One batch took the stage past the budget: no room for another flight's worth.
                 self.land()?;
             }
         }
         Ok(())
+    }
+
+    /// Whether a flight is in the air and it and the stage together pass `cold_stage_bytes`:
+    /// records of past weeks added now would take memory beyond the budget, so a caller of
+    /// [`Self::add_stored_no_wait`] adds none until the flight has landed.
+    pub fn cold_stage_full(&self) -> bool {
+        self.flight.is_some() && self.staged().1 > self.shared.opts.cold_stage_bytes
+    }
+
+    /// Whether the flight in the air has ended: [`Self::commit_due`] lands it (and starts the
+    /// next) without waiting.
+    pub fn flight_landable(&self) -> bool {
+        self.flight.as_ref().is_some_and(Flight::is_finished)
     }
 
     /// Starts a flight of the staged records of partitions `starts` (no flight may be in the air).
@@ -362,7 +410,7 @@ impl Indexer {
     /// [`Self::schedule_flushes`]), on threads of their own: [`Self::indexed_through`] stays
     /// below the lowest LSN staged or in flight, so a replay after a crash adds those again.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
-        self.schedule_flushes()?;
+        self.schedule_flushes(Budget::Defer)?;
         self.commit_writers()
     }
 

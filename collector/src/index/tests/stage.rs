@@ -522,3 +522,79 @@ fn staged_records_parsed_back_index_and_read_as_added() {
         assert_eq!(json(&got), json(&want));
     }
 }
+
+/// `add_stored_no_wait` never waits for a flight: with one held in the air, past records take
+/// the stage past its budget by one batch at most, `cold_stage_full` says so (the caller then
+/// adds no more), this week's records added meanwhile are committed by `commit_due`, and once
+/// the flight is landable `commit_due` lands it without waiting; every record ends up
+/// searchable once.
+#[test]
+fn adding_without_waiting_reports_a_full_stage_and_this_week_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = faults::Faults::default();
+    let budget = 256 << 10;
+    let opts = IndexOptions {
+        cold_stage_bytes: budget,
+        ..held_past_weeks(&faults)
+    };
+    let (cold, now) = (corpus(61, 1500), hot(100));
+    let (first, stored_first) = numbered(&cold[..300], 0);
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    indexer.add_stored(&first, Some(&stored_first)).unwrap();
+    assert_eq!(indexer.commit().unwrap(), Some(299));
+
+    faults.hold();
+    let (rest, stored_rest) = numbered(&cold[300..], 300);
+    let chunk = 50;
+    let mut added = 0;
+    let mut largest_batch = 0;
+    for (b, s) in rest.chunks(chunk).zip(stored_rest.chunks(chunk)) {
+        let started = std::time::Instant::now();
+        indexer.add_stored_no_wait(b, Some(s)).unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the add waited for the flight"
+        );
+        largest_batch = largest_batch.max(s.iter().map(|j| j.len() + 64).sum::<usize>());
+        added += b.len();
+        if indexer.cold_stage_full() {
+            break;
+        }
+    }
+    assert!(indexer.cold_stage_full(), "the budget was never reached");
+    assert!(added < rest.len(), "the stage filled before the records ran out");
+    assert!(!indexer.flight_landable(), "the flight is held");
+    let (_, bytes) = indexer.staged();
+    assert!(
+        bytes > budget && bytes <= budget + largest_batch,
+        "{bytes} against {budget} + {largest_batch}"
+    );
+
+    // This week's records, added while the stage is full, are searchable at the next commit.
+    let (hot_batch, stored_hot) = numbered(&now, cold.len() as u64);
+    indexer.add_stored_no_wait(&hot_batch, Some(&stored_hot)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(indexer.commit_due().unwrap(), Some(299), "below the flight");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(uid_count(&index), 300 + now.len());
+    assert!(indexer.cold_stage_full());
+
+    // Released: the flight ends, a commit lands it without waiting and starts the next.
+    faults.release();
+    let landable = (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        indexer.flight_landable()
+    });
+    assert!(landable, "the flight never ended");
+    indexer.commit_due().unwrap();
+    let last = cold.len() + now.len() - 1;
+    assert_eq!(indexer.commit().unwrap(), Some(last as u64));
+    let all: Vec<AuditRecord> = cold[..300 + added].iter().chain(&now).cloned().collect();
+    assert_eq!(uid_count(&index), all.len(), "each record once");
+    for org in ORGS {
+        assert_eq!(
+            total(&index, org),
+            newest_first(&all, org, &SearchQuery::default()).len() as u64
+        );
+    }
+}
