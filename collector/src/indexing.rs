@@ -981,6 +981,8 @@ mod tests {
         let mut hashes = Vec::new();
         running.index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
         assert_eq!(hashes.len() as u64, acked, "each record once");
+        // Its ingest handle keeps the store open.
+        drop(submit);
         running.stop().await;
     }
 
