@@ -237,9 +237,8 @@ impl IndexTask {
         }
         let (records, stored) = (&batch.records[skip..], &batch.stored[skip..]);
         // Never waits for a flight: `run` takes no batch while the cold stage is full.
-        let added = tokio::task::block_in_place(|| {
-            self.indexer.add_stored_no_wait(records, Some(stored))
-        });
+        let added =
+            tokio::task::block_in_place(|| self.indexer.add_stored_no_wait(records, Some(stored)));
         match added {
             // Batches arrive in the order they were acknowledged.
             Ok(()) => {
@@ -944,9 +943,10 @@ mod tests {
         mixed.extend(weeks_back(3000, 10, 0));
         acked += submit(mixed).await;
         let searchable_before = 40;
-        eventually("this week's records are searchable with the flight held", || {
-            total(&running.index) == searchable_before + 10
-        })
+        eventually(
+            "this week's records are searchable with the flight held",
+            || total(&running.index) == searchable_before + 10,
+        )
         .await;
 
         // More past records: the task takes none while the stage is full, so once the queue is

@@ -562,7 +562,10 @@ fn adding_without_waiting_reports_a_full_stage_and_this_week_still_commits() {
         }
     }
     assert!(indexer.cold_stage_full(), "the budget was never reached");
-    assert!(added < rest.len(), "the stage filled before the records ran out");
+    assert!(
+        added < rest.len(),
+        "the stage filled before the records ran out"
+    );
     assert!(!indexer.flight_landable(), "the flight is held");
     let (_, bytes) = indexer.staged();
     assert!(
@@ -572,7 +575,9 @@ fn adding_without_waiting_reports_a_full_stage_and_this_week_still_commits() {
 
     // This week's records, added while the stage is full, are searchable at the next commit.
     let (hot_batch, stored_hot) = numbered(&now, cold.len() as u64);
-    indexer.add_stored_no_wait(&hot_batch, Some(&stored_hot)).unwrap();
+    indexer
+        .add_stored_no_wait(&hot_batch, Some(&stored_hot))
+        .unwrap();
     let started = std::time::Instant::now();
     assert_eq!(indexer.commit_due().unwrap(), Some(299), "below the flight");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
