@@ -36,7 +36,7 @@ pub use cluster::{
     POSTGRES_PASSWORD_ENV, PostgresConfig,
 };
 pub use collector::{
-    AGENT_OTLP_PORTS, CollectorConfig, DeclaredDestination, DeclaredStream, GrpcConfig, HttpConfig,
+    AGENT_OTLP_PORTS, CollectorConfig, DEFAULT_STREAMS_TAIL_BYTES, DeclaredDestination, DeclaredStream, GrpcConfig, HttpConfig,
     IndexConfig, IngestConfig, LimitsConfig, MAX_INGEST_BURST_RECORDS,
     MAX_INGEST_RECORDS_PER_SECOND, MAX_RETENTION_DAYS, MetricsConfig, OrgConfig, Plan,
     RetentionConfig, SigningConfig, StreamsConfig, TANTIVY_MAX_WRITER_MEMORY_BYTES,
