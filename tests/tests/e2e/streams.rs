@@ -1169,7 +1169,7 @@ fn syslog_stream_over_tls_to_rsyslog_delivers_every_record_in_order() {
         return;
     };
     let data = dir.path().join("collector");
-    let c = Collector::start(&data, &settings());
+    let mut c = Collector::start(&data, &settings());
     let owner = c.create_key(ORG, "ORG_OWNER");
     let ingest = c.create_key(ORG, "INGEST");
     let before = ingest_n(&c, &ingest, "before", 100);
