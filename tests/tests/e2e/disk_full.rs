@@ -1035,7 +1035,11 @@ fn a_stream_change_on_a_full_disk_is_refused_before_it_is_recorded() {
         assert!(message.contains(ENOSPC_TEXT), "{what}: {message}");
         assert!(!message.contains("/data"), "{what}: a path in {message}");
     }
-    assert_eq!(ids(), vec![kept.clone()], "the streams changed on a full disk");
+    assert_eq!(
+        ids(),
+        vec![kept.clone()],
+        "the streams changed on a full disk"
+    );
     assert_eq!(
         c.get_json(&one, &owner)["paused"],
         false,

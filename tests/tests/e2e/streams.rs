@@ -883,20 +883,21 @@ impl Rsyslog {
         Rsyslog::start_with(dir, Some(certs))
     }
 
-    fn start_with(
-        dir: &Path,
-        tls: Option<&codestax_harness::TestCertificates>,
-    ) -> Option<Rsyslog> {
+    fn start_with(dir: &Path, tls: Option<&codestax_harness::TestCertificates>) -> Option<Rsyslog> {
         let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
             .into_iter()
             .find(|p| Path::new(p).exists())?;
         let (global_tls, imtcp_tls) = match tls {
             None => (String::new(), String::new()),
             Some(certs) => {
-                let driver = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"]
-                    .iter()
-                    .map(|d| Path::new(d).join("rsyslog/lmnsd_gtls.so"))
-                    .find(|p| p.exists());
+                let driver = [
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/usr/lib/aarch64-linux-gnu",
+                    "/usr/lib",
+                ]
+                .iter()
+                .map(|d| Path::new(d).join("rsyslog/lmnsd_gtls.so"))
+                .find(|p| p.exists());
                 assert!(
                     driver.is_some(),
                     "rsyslog's gtls driver (lmnsd_gtls.so) is missing: install Debian's \
