@@ -1292,6 +1292,24 @@ secret_key_file = "/etc/codestax/streams-key"
     }
 
     #[test]
+    fn the_streams_tail_budget_is_checked_and_named() {
+        let file = toml_file("[streams]\n");
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.streams.tail_bytes, DEFAULT_STREAMS_TAIL_BYTES);
+        let file = toml_file("[streams]\ntail_bytes = 1048576\n");
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.streams.tail_bytes, MIB);
+        for bad in [0, MIB - 1, GIB + 1] {
+            let (err, file) = load_err(&format!("[streams]\ntail_bytes = {bad}\n"), &[]);
+            let path = file.path().display().to_string();
+            assert!(
+                err.contains("streams.tail_bytes") && err.contains(&path),
+                "names the key and the file: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn signing_keys_are_checked_by_name() {
         let (err, _f) = load_err(
             "[signing]\nkey_name = \"has space\"\nkey_file = \"\"\n",
