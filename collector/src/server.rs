@@ -128,6 +128,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             cold_stage_bytes: usize::try_from(config.index.cold_stage_bytes).unwrap_or(usize::MAX),
             cold_flush_after: config.index.cold_flush_after,
             cold_flush_threads: config.index.cold_flush_threads,
+            // Validated to at most 1 GiB.
+            tail_bytes: usize::try_from(config.streams.tail_bytes).unwrap_or(usize::MAX),
             ..IndexOptions::default()
         },
     )?;

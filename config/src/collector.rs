@@ -78,10 +78,19 @@ pub struct CollectorConfig {
     pub streams: StreamsConfig,
 }
 
+/// The default memory for the newest records of orgs that streams follow (`streams.tail_bytes`):
+/// at 10k records/s of ~700 bytes, about four seconds of them.
+pub const DEFAULT_STREAMS_TAIL_BYTES: u64 = 32 * MIB;
+
 /// `[streams]`
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
+    /// Memory for the newest records of the orgs streams follow, in bytes (1 MiB to 1 GiB): a
+    /// caught-up stream reads its next records from here rather than from the index. Records
+    /// beyond it are read from the index, so a smaller tail costs reads, never records.
+    #[serde(default = "default_streams_tail_bytes")]
+    pub tail_bytes: u64,
     /// File holding the 32-byte key that encrypts stream secrets (HMAC secrets, tokens) at rest.
     /// Keep it apart from the data directory, so a copy of the data holds no usable secret.
     /// Unset: `<data_dir>.streams-key` (beside the data directory, not in it), generated at first
@@ -98,6 +107,21 @@ pub struct StreamsConfig {
     /// change or delete them (409 `stream_declared`).
     #[serde(default)]
     pub declared: Vec<DeclaredStream>,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            tail_bytes: default_streams_tail_bytes(),
+            secret_key_file: None,
+            allow_destinations: Vec::new(),
+            declared: Vec::new(),
+        }
+    }
+}
+
+fn default_streams_tail_bytes() -> u64 {
+    DEFAULT_STREAMS_TAIL_BYTES
 }
 
 /// `[[streams.declared]]`: one stream, as the API's `POST .../streams` body takes it, plus the
@@ -752,6 +776,7 @@ impl CollectorConfig {
             "streams.allow_destinations",
             format!("{:?}", self.streams.allow_destinations),
         )
+        .row("streams.tail_bytes", bytes(self.streams.tail_bytes))
         .row("streams.declared", self.streams.declared.len())
         .row("log.format", self.log.format.as_str())
         .row("log.level", &self.log.level);
@@ -1002,6 +1027,7 @@ impl Settings for CollectorConfig {
             );
         }
 
+        c.bytes_range("streams.tail_bytes", self.streams.tail_bytes, MIB, GIB);
         if let Some(file) = &self.streams.secret_key_file
             && file.as_os_str().is_empty()
         {
@@ -1263,6 +1289,24 @@ secret_key_file = "/etc/codestax/streams-key"
         // A single node keeps its generated key.
         let file = toml_file("[streams]\nallow_destinations = []\n");
         CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+    }
+
+    #[test]
+    fn the_streams_tail_budget_is_checked_and_named() {
+        let file = toml_file("[streams]\n");
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.streams.tail_bytes, DEFAULT_STREAMS_TAIL_BYTES);
+        let file = toml_file("[streams]\ntail_bytes = 1048576\n");
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(config.streams.tail_bytes, MIB);
+        for bad in [0, MIB - 1, GIB + 1] {
+            let (err, file) = load_err(&format!("[streams]\ntail_bytes = {bad}\n"), &[]);
+            let path = file.path().display().to_string();
+            assert!(
+                err.contains("streams.tail_bytes") && err.contains(&path),
+                "names the key and the file: {err}"
+            );
+        }
     }
 
     #[test]

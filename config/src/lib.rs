@@ -36,11 +36,11 @@ pub use cluster::{
     POSTGRES_PASSWORD_ENV, PostgresConfig,
 };
 pub use collector::{
-    AGENT_OTLP_PORTS, CollectorConfig, DeclaredDestination, DeclaredStream, GrpcConfig, HttpConfig,
-    IndexConfig, IngestConfig, LimitsConfig, MAX_INGEST_BURST_RECORDS,
-    MAX_INGEST_RECORDS_PER_SECOND, MAX_RETENTION_DAYS, MetricsConfig, OrgConfig, Plan,
-    RetentionConfig, SigningConfig, StreamsConfig, TANTIVY_MAX_WRITER_MEMORY_BYTES,
-    TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
+    AGENT_OTLP_PORTS, CollectorConfig, DEFAULT_STREAMS_TAIL_BYTES, DeclaredDestination,
+    DeclaredStream, GrpcConfig, HttpConfig, IndexConfig, IngestConfig, LimitsConfig,
+    MAX_INGEST_BURST_RECORDS, MAX_INGEST_RECORDS_PER_SECOND, MAX_RETENTION_DAYS, MetricsConfig,
+    OrgConfig, Plan, RetentionConfig, SigningConfig, StreamsConfig,
+    TANTIVY_MAX_WRITER_MEMORY_BYTES, TANTIVY_MIN_WRITER_MEMORY_BYTES, WalConfig,
 };
 pub use error::{Component, ConfigError, Origin, Problem};
 pub use load::EnvSource;

@@ -8,8 +8,10 @@
 //!
 //! Creating, changing (pause, resume and replay included) and deleting are recorded in the org's
 //! log (`audit_log.stream_created`, `…_changed`, `…_deleted`) before they are made; if the record
-//! cannot be made durable, nothing changes. Streams declared in the collector's TOML are
-//! read-only: 409 `stream_declared`.
+//! cannot be made durable, nothing changes. On a single node a create, change or delete first
+//! writes (fsyncs) what it will put in place (`Streams::create`): a full disk refuses it with 503
+//! before it is recorded, so the log never claims a change that was not made. Streams declared in
+//! the collector's TOML are read-only: 409 `stream_declared`.
 //!
 //! In cluster mode every route is served by the owner of the org's shard (forwarded there by
 //! `route::route_to_owner`): it delivers the org's streams and keeps their definitions and
@@ -115,16 +117,15 @@ pub async fn create(
             ("format", input.format.as_str().into()),
         ],
     );
-    record_action(
+    let record = record_action(
         &state,
         &key,
         &org,
         "audit_log.stream_created",
         Doing::Change,
         metadata,
-    )
-    .await?;
-    let view = s.create(&org, &id, input).await?;
+    );
+    let view = s.create(&org, &id, input, record).await??;
     tracing::info!(org = %org, stream = %id, kind = view.def.destination.kind(), key = %key.id, "stream created");
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -221,16 +222,15 @@ async fn apply(
     if metadata.changes.is_empty() {
         return Ok(Json(old));
     }
-    record_action(
+    let record = record_action(
         state,
         &key,
         &org,
         "audit_log.stream_changed",
         Doing::Change,
         metadata,
-    )
-    .await?;
-    let view = s.patch(&org, id, patch).await?;
+    );
+    let view = s.patch(&org, id, patch, record).await??;
     tracing::info!(org = %org, stream = %id, key = %key.id, "stream changed");
     Ok(Json(view))
 }
@@ -251,16 +251,15 @@ pub async fn delete(
         &old.def.name,
         [("destination_kind", old.def.destination.kind().into())],
     );
-    record_action(
+    let record = record_action(
         &state,
         &key,
         &org,
         "audit_log.stream_deleted",
         Doing::Change,
         metadata,
-    )
-    .await?;
-    s.delete(&org, &id).await?;
+    );
+    s.delete(&org, &id, record).await??;
     tracing::info!(org = %org, stream = %id, key = %key.id, "stream deleted");
     Ok(StatusCode::NO_CONTENT)
 }

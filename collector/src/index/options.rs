@@ -20,9 +20,8 @@ pub const DEFAULT_COLD_FLUSH_AFTER: Duration = Duration::from_secs(2);
 /// for the flush with a core idle (BENCHMARKS.md, session 14).
 pub const DEFAULT_COLD_FLUSH_THREADS: usize = 2;
 
-/// The default memory for the newest records of orgs that streams follow (at 10k records/s of
-/// ~700 bytes, about four seconds of them).
-pub const DEFAULT_TAIL_BYTES: usize = 32 * 1024 * 1024;
+/// The default memory for the newest records of orgs that streams follow (`streams.tail_bytes`).
+pub const DEFAULT_TAIL_BYTES: usize = codestax_config::DEFAULT_STREAMS_TAIL_BYTES as usize;
 
 /// tantivy refuses writer threads with less memory than this.
 pub(crate) const MIN_MEMORY_PER_THREAD: usize = TANTIVY_MIN_WRITER_MEMORY_BYTES;

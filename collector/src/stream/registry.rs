@@ -11,6 +11,7 @@ use super::shared::{CursorStore, LocalCursors, SharedError, SharedStreams};
 use super::status::{State, Status, StatusCell};
 use super::store::{Cursor, StoreError};
 use chrono::{DateTime, Utc};
+use codestax_storage::PreparedFile;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -344,13 +345,18 @@ impl Streams {
         self.check_writable().await
     }
 
-    /// Creates stream `id` of `org`.
-    pub async fn create(
+    /// Creates stream `id` of `org`, `record` making its audit entry durable in between. On a
+    /// single node its first cursor and the next `definitions.json` are written (fsynced) first
+    /// and the definitions put in place only once it is recorded: a full disk refuses it before
+    /// it is recorded, and a refused record (`Ok(Err(_))`) leaves the streams as they were. In a
+    /// cluster it is recorded, then stored in the metastore (checked writable before).
+    pub async fn create<E>(
         &self,
         org: &str,
         id: &str,
         input: StreamInput,
-    ) -> Result<StreamView, StreamError> {
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<StreamView, E>, StreamError> {
         let def = StreamDef {
             id: id.to_string(),
             org: org.to_string(),
@@ -374,18 +380,32 @@ impl Streams {
             cursors,
         };
         if let Some(shared) = &self.shared {
+            if let Err(e) = record.await {
+                return Ok(Err(e));
+            }
             shared.create(&entry.def, &entry.secrets, &cursor).await?;
         } else {
-            entry.cursors.write(org, id, &cursor).await?;
-            if let Err(e) = self.save(&entries, Some(&entry)).await {
+            let made = async {
+                self.write_local_cursor(org, id, &cursor).await?;
+                let prepared = self.prepare(&entries, Some(&entry)).await?;
+                if let Err(e) = record.await {
+                    return Ok(Err(e));
+                }
+                self.commit(prepared).await?;
+                Ok::<_, StreamError>(Ok(()))
+            }
+            .await;
+            if !matches!(made, Ok(Ok(()))) {
                 self.deps.store.remove_cursor(org, id);
-                return Err(e);
+            }
+            if let Err(e) = made? {
+                return Ok(Err(e));
             }
         }
         self.spawn(&mut entry);
         let view = self.view(&entry);
         entries.insert(key(org, id), entry);
-        Ok(view)
+        Ok(Ok(view))
     }
 
     /// Checks a change without making it: the stream exists, is not declared, and its new
@@ -407,13 +427,15 @@ impl Streams {
         Ok(view)
     }
 
-    /// Applies a change; the stream's task restarts with it.
-    pub async fn patch(
+    /// Applies a change, recorded by `record` as [`Streams::create`] is; the stream's task
+    /// restarts with it.
+    pub async fn patch<E>(
         &self,
         org: &str,
         id: &str,
         patch: StreamPatch,
-    ) -> Result<StreamView, StreamError> {
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<StreamView, E>, StreamError> {
         let mut entries = self.entries.lock().await;
         let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
         if entry.def.declared {
@@ -437,19 +459,36 @@ impl Streams {
             new.def.paused = p;
         }
         match &self.shared {
-            Some(shared) => shared.update(&new.def, &new.secrets).await?,
-            None => self.save(&entries, Some(&new)).await?,
+            Some(shared) => {
+                if let Err(e) = record.await {
+                    return Ok(Err(e));
+                }
+                shared.update(&new.def, &new.secrets).await?;
+            }
+            None => {
+                let prepared = self.prepare(&entries, Some(&new)).await?;
+                if let Err(e) = record.await {
+                    return Ok(Err(e));
+                }
+                self.commit(prepared).await?;
+            }
         }
         let entry = entries.get_mut(&key(org, id)).expect("looked up above");
         self.stop_task(entry).await;
         entry.def = new.def;
         entry.secrets = new.secrets;
         self.spawn(entry);
-        Ok(self.view(entry))
+        Ok(Ok(self.view(entry)))
     }
 
-    /// Deletes a stream (not a declared one) and its cursor.
-    pub async fn delete(&self, org: &str, id: &str) -> Result<StreamDef, StreamError> {
+    /// Deletes a stream (not a declared one) and its cursor, recorded by `record` as
+    /// [`Streams::create`] is.
+    pub async fn delete<E>(
+        &self,
+        org: &str,
+        id: &str,
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<StreamDef, E>, StreamError> {
         let mut entries = self.entries.lock().await;
         let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
         if entry.def.declared {
@@ -458,19 +497,40 @@ impl Streams {
         let mut entry = entries.remove(&key(org, id)).expect("looked up above");
         // Stopped first: its task cannot write the cursor again after it is deleted.
         self.stop_task(&mut entry).await;
-        let removed = match &self.shared {
-            Some(shared) => shared.remove(org, id).await.map_err(StreamError::from),
-            None => self.save(&entries, None).await,
+        let removed = async {
+            match &self.shared {
+                Some(shared) => {
+                    if let Err(e) = record.await {
+                        return Ok(Err(e));
+                    }
+                    shared.remove(org, id).await?;
+                }
+                None => {
+                    let prepared = self.prepare(&entries, None).await?;
+                    if let Err(e) = record.await {
+                        return Ok(Err(e));
+                    }
+                    self.commit(prepared).await?;
+                }
+            }
+            Ok::<_, StreamError>(Ok(()))
+        }
+        .await;
+        let refused = match removed {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Ok(Err(e))),
+            Err(e) => Some(Err(e)),
         };
-        if let Err(e) = removed {
+        if let Some(refused) = refused {
+            // Not deleted: it runs on.
             self.spawn(&mut entry);
             entries.insert(key(org, id), entry);
-            return Err(e);
+            return refused;
         }
         if self.shared.is_none() {
             self.deps.store.remove_cursor(org, id);
         }
-        Ok(entry.def)
+        Ok(Ok(entry.def))
     }
 
     /// Re-delivers from `from`: the cursor is set back (durably) and the task restarts.
@@ -623,12 +683,13 @@ impl Streams {
         }
     }
 
-    /// Stores the API-made streams: those of `entries`, with `changed` in place of its own.
-    async fn save(
+    /// Prepares the API-made streams' next file (`StreamStore::prepare`): those of `entries`,
+    /// with `changed` in place of its own.
+    async fn prepare(
         &self,
         entries: &BTreeMap<(String, String), Entry>,
         changed: Option<&Entry>,
-    ) -> Result<(), StreamError> {
+    ) -> Result<PreparedFile, StreamError> {
         let mut all: Vec<(StreamDef, Secrets)> = entries
             .values()
             .filter(|e| changed.is_none_or(|c| c.def.org != e.def.org || c.def.id != e.def.id))
@@ -638,11 +699,41 @@ impl Streams {
             all.push((c.def.clone(), c.secrets.clone()));
         }
         let store = self.deps.store.clone();
-        tokio::task::spawn_blocking(move || store.save(all.iter().map(|(d, s)| (d, s))))
-            .await
-            .map_err(|e| StreamError::Refused(e.to_string()))??;
-        Ok(())
+        Ok(blocking(move || store.prepare(all.iter().map(|(d, s)| (d, s)))).await??)
     }
+
+    /// Puts a prepared definitions file in place.
+    async fn commit(&self, prepared: PreparedFile) -> Result<(), StreamError> {
+        blocking(move || prepared.commit())
+            .await?
+            .map_err(|e| StreamError::Store(e.into()))
+    }
+
+    /// A single node's cursor file, written durably; a full disk is the store's error (the API
+    /// answers 503), not a cursor store's text.
+    async fn write_local_cursor(
+        &self,
+        org: &str,
+        id: &str,
+        cursor: &Cursor,
+    ) -> Result<(), StreamError> {
+        let (store, org, id, cursor) = (
+            self.deps.store.clone(),
+            org.to_string(),
+            id.to_string(),
+            cursor.clone(),
+        );
+        Ok(blocking(move || store.write_cursor(&org, &id, &cursor)).await??)
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StreamError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StreamError::Refused(e.to_string()))
 }
 
 /// The stream's cursor, read where it is kept.

@@ -8,7 +8,7 @@
 use super::definition::{Secrets, StreamDef};
 use super::secret::{SecretError, SecretKey};
 use chrono::{DateTime, Utc};
-use codestax_storage::{OnDamage, StateFile, StateFileError, Versioned};
+use codestax_storage::{OnDamage, PreparedFile, StateFile, StateFileError, Versioned};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -272,16 +272,26 @@ impl StreamStore {
         &self,
         streams: impl IntoIterator<Item = (&'a StreamDef, &'a Secrets)>,
     ) -> Result<(), StoreError> {
+        self.prepare(streams)?.commit()?;
+        Ok(())
+    }
+
+    /// Writes and fsyncs `streams` (the API-made ones) as the next `definitions.json`, not in
+    /// place yet: a change is recorded between this and [`PreparedFile::commit`], so a full
+    /// disk refuses it before its record is written. Dropped, the prepared file is removed.
+    pub fn prepare<'a>(
+        &self,
+        streams: impl IntoIterator<Item = (&'a StreamDef, &'a Secrets)>,
+    ) -> Result<PreparedFile, StoreError> {
         let streams = streams
             .into_iter()
             .filter(|(d, _)| !d.declared)
             .map(|(def, secrets)| self.stored(def, secrets))
             .collect();
-        self.definitions_file().write_json(&Definitions {
+        Ok(self.definitions_file().prepare_json(&Definitions {
             version: DEFINITIONS_VERSION,
             streams,
-        })?;
-        Ok(())
+        })?)
     }
 
     pub fn read_cursor(&self, org: &str, id: &str) -> Result<Option<Cursor>, StoreError> {

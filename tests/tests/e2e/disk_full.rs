@@ -870,10 +870,15 @@ fn made_once_space_returns(what: &str, status: u16, change: impl Fn() -> Answer)
 /// recorded before it failed would show as a second, earlier record (the index takes the WAL in
 /// order, so the earlier one is searchable once the later one is).
 fn recorded_once(c: &Collector, admin: &str, action: &str) {
+    recorded_times(c, admin, action, 1);
+}
+
+/// [`recorded_once`] for `n` changes made.
+fn recorded_times(c: &Collector, admin: &str, action: &str, n: u64) {
     let query = format!("action={action}");
-    c.wait_for_total(ORG, &query, admin, 1);
+    c.wait_for_total(ORG, &query, admin, n);
     let total = c.total(ORG, &query, admin);
-    assert_eq!(total, 1, "{action}: {total} records of one change made");
+    assert_eq!(total, n, "{action}: {total} records of {n} changes made");
 }
 
 /// Settings changes (saved views, retention) while the collector's disk is full: refused with
@@ -950,6 +955,117 @@ fn a_settings_change_on_a_full_disk_is_refused_before_it_is_recorded() {
     assert_eq!(days(), Some(400));
     recorded_once(&c, &admin, "audit_log.saved_view_created");
     recorded_once(&c, &admin, "settings.retention_changed");
+    assert_never_panicked(&c);
+    drop(c);
+    drop(disk);
+}
+
+/// Stream changes (create, pause, delete) while the collector's disk is full: refused with 503
+/// `wal_full` and `Retry-After` **before** their audit record is written (the stream's first
+/// cursor and the next `definitions.json` are written first, put in place only once the change
+/// is recorded), so the log never claims a stream change that was not made; once space returns
+/// each is made and recorded once.
+#[test]
+fn a_stream_change_on_a_full_disk_is_refused_before_it_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(disk) = own_disk(&data, 24) else {
+        return;
+    };
+    // Loopback is refused unless allowed; nothing listens there: the streams retry, harmlessly.
+    let config = "[wal]\nkeep_free_bytes = 0\n\n[streams]\nallow_destinations = [\"127.0.0.1\"]\n";
+    let c = start_logged(
+        codestax_tests::CollectorOptions::for_tests(&data, config),
+        dir.path(),
+    );
+    let (_, admin, _) = seed(&c);
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let streams = format!("/api/v1/orgs/{ORG}/streams");
+    let address = format!("127.0.0.1:{}", codestax_tests::free_port());
+    let create = || {
+        let body = json!({
+            "name": "siem", "start": "now",
+            "destination": {"kind": "syslog", "address": address, "tls": false}
+        });
+        answer(c.post(
+            &streams,
+            &owner,
+            "application/json",
+            body.to_string().into_bytes(),
+        ))
+    };
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = c.client().request(method, c.url(path)).bearer_auth(&owner);
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        answer(r.send().unwrap())
+    };
+    let ids = || -> Vec<String> {
+        c.get_json(&streams, &owner)["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One stream made while there is room, to change and delete on the full disk.
+    let a = create();
+    assert_eq!(a.status, 201, "{}", short(&a.body));
+    let kept = a.body["id"].as_str().unwrap().to_string();
+    let one = format!("{streams}/{kept}");
+    let pause = || send(reqwest::Method::PATCH, &one, Some(json!({"paused": true})));
+    let delete = || send(reqwest::Method::DELETE, &one, None);
+
+    disk.fill().unwrap();
+    // Right after the fill the WAL's last page may still take a record: the stream's files,
+    // written first, are what must refuse.
+    for (what, a) in [
+        ("stream create", create()),
+        ("stream pause", pause()),
+        ("stream delete", delete()),
+    ] {
+        assert_eq!(a.status, 503, "{what}: {}", short(&a.body));
+        let code = a.body["error"]["code"].as_str().unwrap_or_default();
+        assert_eq!(code, "wal_full", "{what}: {}", short(&a.body));
+        assert!(a.retry_after.is_some(), "{what}: Retry-After");
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(ENOSPC_TEXT), "{what}: {message}");
+        assert!(!message.contains("/data"), "{what}: a path in {message}");
+    }
+    assert_eq!(
+        ids(),
+        vec![kept.clone()],
+        "the streams changed on a full disk"
+    );
+    assert_eq!(
+        c.get_json(&one, &owner)["paused"],
+        false,
+        "paused on a full disk"
+    );
+    let cursors = data.join("streams/cursors").join(ORG);
+    let leftovers: Vec<String> = std::fs::read_dir(data.join("streams"))
+        .unwrap()
+        .chain(std::fs::read_dir(&cursors).unwrap())
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".prepared") || n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "files left: {leftovers:?}");
+    let cursor_files = std::fs::read_dir(&cursors).unwrap().count();
+    assert_eq!(cursor_files, 1, "a refused stream's cursor was left");
+
+    disk.free().unwrap();
+    let made = made_once_space_returns("stream create", 201, create);
+    let made = made.body["id"].as_str().unwrap().to_string();
+    made_once_space_returns("stream pause", 200, pause);
+    assert_eq!(c.get_json(&one, &owner)["paused"], true);
+    made_once_space_returns("stream delete", 204, delete);
+    assert_eq!(ids(), vec![made]);
+    recorded_times(&c, &admin, "audit_log.stream_created", 2);
+    recorded_once(&c, &admin, "audit_log.stream_changed");
+    recorded_once(&c, &admin, "audit_log.stream_deleted");
     assert_never_panicked(&c);
     drop(c);
     drop(disk);

@@ -873,9 +873,49 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &Path) -> Option<Rsyslog> {
+        Rsyslog::start_with(dir, None)
+    }
+
+    /// rsyslogd whose imtcp takes only TLS (the gtls network stream driver of Debian's
+    /// `rsyslog-gnutls`), presenting `certs`' server certificate. `None` when rsyslogd is
+    /// missing; a panic when only the driver is (it would otherwise fail as a silent refusal).
+    fn start_tls(dir: &Path, certs: &codestax_harness::TestCertificates) -> Option<Rsyslog> {
+        Rsyslog::start_with(dir, Some(certs))
+    }
+
+    fn start_with(dir: &Path, tls: Option<&codestax_harness::TestCertificates>) -> Option<Rsyslog> {
         let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
             .into_iter()
             .find(|p| Path::new(p).exists())?;
+        let (global_tls, imtcp_tls) = match tls {
+            None => (String::new(), String::new()),
+            Some(certs) => {
+                let driver = [
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/usr/lib/aarch64-linux-gnu",
+                    "/usr/lib",
+                ]
+                .iter()
+                .map(|d| Path::new(d).join("rsyslog/lmnsd_gtls.so"))
+                .find(|p| p.exists());
+                assert!(
+                    driver.is_some(),
+                    "rsyslog's gtls driver (lmnsd_gtls.so) is missing: install Debian's \
+                     rsyslog-gnutls (.ci/run does); the syslog TLS test cannot run without it"
+                );
+                (
+                    format!(
+                        " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{}\" \
+                         DefaultNetstreamDriverCertFile=\"{}\" DefaultNetstreamDriverKeyFile=\"{}\"",
+                        certs.ca_pem.display(),
+                        certs.cert_pem.display(),
+                        certs.key_pem.display()
+                    ),
+                    " StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\""
+                        .to_string(),
+                )
+            }
+        };
         let port = free_port();
         let work = dir.join("rsyslog-work");
         std::fs::create_dir_all(&work).unwrap();
@@ -884,8 +924,8 @@ impl Rsyslog {
         std::fs::write(
             &conf,
             format!(
-                "global(workDirectory=\"{work}\" maxMessageSize=\"64k\")\n\
-                 module(load=\"imtcp\")\n\
+                "global(workDirectory=\"{work}\" maxMessageSize=\"64k\"{global_tls})\n\
+                 module(load=\"imtcp\"{imtcp_tls})\n\
                  template(name=\"raw\" type=\"string\" string=\"%msg%\\n\")\n\
                  ruleset(name=\"streams\") {{ action(type=\"omfile\" file=\"{out}\" template=\"raw\" flushOnTXEnd=\"on\" asyncWriting=\"off\") }}\n\
                  input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\" ruleset=\"streams\")\n",
@@ -1106,6 +1146,104 @@ fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_r
     assert_eq!(status, 200, "{test}");
     assert_eq!(test["accepted"], true, "{test}");
     assert!(test["duration_ms"].is_u64(), "{test}");
+    assert!(c.stop());
+}
+
+/// `tls: true` against rsyslog taking only TLS (imtcp with the gtls driver, the harness's test
+/// certificate): a stream that does not trust the certificate's CA is `failed` with the
+/// certificate's error and delivers nothing; one given the CA delivers every record, in order.
+#[test]
+fn syslog_stream_over_tls_to_rsyslog_delivers_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    std::fs::create_dir_all(&certs_dir).unwrap();
+    let certs = codestax_harness::test_certificates(&certs_dir, "IP:127.0.0.1")
+        .expect("make rsyslog's certificate");
+    let Some(rsyslog) = Rsyslog::start_tls(dir.path(), &certs) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rsyslogd is not installed; CI must install Debian's rsyslog and rsyslog-gnutls (.ci/run)"
+        );
+        eprintln!(
+            "SKIPPED: rsyslogd not found (apt-get install rsyslog rsyslog-gnutls); the syslog TLS test did not run"
+        );
+        return;
+    };
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let before = ingest_n(&c, &ingest, "before", 100);
+    let address = format!("127.0.0.1:{}", rsyslog.port);
+
+    // Without the CA: the certificate is not trusted, the stream is failed and sends nothing.
+    let (status, created) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        &owner,
+        Some(json!({
+            "name": "untrusted", "start": "beginning",
+            "destination": {"kind": "syslog", "address": address, "tls": true}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let untrusted = created["id"].as_str().unwrap().to_string();
+    wait_until(
+        "the untrusted stream fails on the certificate",
+        Duration::from_secs(30),
+        || {
+            let s = stream_status(&c, &owner, &untrusted)["status"].clone();
+            s["state"] == "failed"
+                && s["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("certificate"))
+        },
+    );
+    assert!(
+        rsyslog.received().all().is_empty(),
+        "an untrusted TLS stream delivered"
+    );
+    let (status, body) = request(
+        &c,
+        "DELETE",
+        &format!("/api/v1/orgs/{ORG}/streams/{untrusted}"),
+        &owner,
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+
+    // With the CA: every record, before and after the stream was made, in order.
+    let (status, created) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        &owner,
+        Some(json!({
+            "name": "rsyslog-tls", "start": "beginning",
+            "destination": {"kind": "syslog", "address": address, "tls": true, "ca_pem": certs.ca()}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let after = ingest_n(&c, &ingest, "after", 300);
+    wait_syslog(
+        "records over TLS",
+        &rsyslog,
+        &[before, after].concat(),
+        Duration::from_secs(90),
+    );
+    let seqs = rsyslog.received().seqs();
+    assert_in_order_without_gaps(&seqs);
+    assert_eq!(
+        seqs.iter().collect::<BTreeSet<_>>().len(),
+        400,
+        "every record once at least"
+    );
+    wait_until("the TLS stream caught up", Duration::from_secs(30), || {
+        let s = stream_status(&c, &owner, &id)["status"].clone();
+        s["state"] == "healthy" && s["lag_records"] == 0
+    });
     assert!(c.stop());
 }
 
