@@ -1013,17 +1013,25 @@ fn wait_syslog(what: &str, r: &Rsyslog, ids: &[String], timeout: Duration) {
     }
 }
 
+/// `started`, or `None` after saying loudly that the test did not run (rsyslogd absent here);
+/// under CI, where `.ci/run` installs `packages`, its absence fails the test.
+fn rsyslog_or_skip(started: Option<Rsyslog>, packages: &str) -> Option<Rsyslog> {
+    if started.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rsyslogd is not installed; CI must install Debian's {packages} (.ci/run)"
+        );
+        eprintln!(
+            "SKIPPED: rsyslogd not found (apt-get install {packages}); a syslog test did not run"
+        );
+    }
+    started
+}
+
 #[test]
 fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut rsyslog) = Rsyslog::start(dir.path()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "rsyslogd is not installed; CI must install Debian's rsyslog (.ci/run)"
-        );
-        eprintln!(
-            "SKIPPED: rsyslogd not found (apt-get install rsyslog); the syslog stream test did not run"
-        );
+    let Some(mut rsyslog) = rsyslog_or_skip(Rsyslog::start(dir.path()), "rsyslog") else {
         return;
     };
     let data = dir.path().join("collector");
@@ -1159,14 +1167,10 @@ fn syslog_stream_over_tls_to_rsyslog_delivers_every_record_in_order() {
     std::fs::create_dir_all(&certs_dir).unwrap();
     let certs = codestax_harness::test_certificates(&certs_dir, "IP:127.0.0.1")
         .expect("make rsyslog's certificate");
-    let Some(rsyslog) = Rsyslog::start_tls(dir.path(), &certs) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "rsyslogd is not installed; CI must install Debian's rsyslog and rsyslog-gnutls (.ci/run)"
-        );
-        eprintln!(
-            "SKIPPED: rsyslogd not found (apt-get install rsyslog rsyslog-gnutls); the syslog TLS test did not run"
-        );
+    let Some(rsyslog) = rsyslog_or_skip(
+        Rsyslog::start_tls(dir.path(), &certs),
+        "rsyslog rsyslog-gnutls",
+    ) else {
         return;
     };
     let data = dir.path().join("collector");
