@@ -42,6 +42,12 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A caught-up stream looks again this often even without a commit notice.
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// A delivered batch's cursor move is written at most this long after it was made (or at the
+/// next batch, or when the task stops): delivery is at-least-once, so a crash re-delivers at
+/// most this much more, and a busy stream writes its cursor once a second instead of once a
+/// commit. Moves a crash must not repeat (an S3 batch's pending range, expired or truncated
+/// records counted, a start resolved) are written at once.
+pub const CURSOR_SYNC: Duration = Duration::from_secs(1);
 
 /// What every delivery task shares.
 #[derive(Clone)]
@@ -136,7 +142,7 @@ pub async fn run(
     // memory only; see `AuditIndex::for_each_chained_stored`.
     let mut since_lsn = 0;
     let mut backoff = Backoff::new(deps.backoff_max);
-    let mut cursor = match cursors.read(&def.org, &def.id).await {
+    let cursor = match cursors.read(&def.org, &def.id).await {
         Ok(Some(c)) => c,
         Ok(None) => Cursor::at(0),
         Err(e) => {
@@ -164,20 +170,24 @@ pub async fn run(
             return;
         }
     };
-    loop {
+    let mut kept = Kept {
+        cursor,
+        unsaved_since: None,
+    };
+    'deliver: loop {
         if stop.is_cancelled() {
-            return;
+            break;
         }
         // A single node's cursor offered to the cluster: find its record in this log.
-        if let Some(id) = cursor.after_id.clone() {
+        if let Some(id) = kept.cursor.after_id.clone() {
             let org = def.org.clone();
             let lookup = id.clone();
             match blocking(&deps, move |d| d.index.get(&org, &lookup)).await {
                 Ok(Some(record)) => {
-                    cursor.delivered_seq = record.seq.unwrap_or(0);
-                    cursor.after_id = None;
-                    save(cursors.as_ref(), &def, &cursor).await;
-                    status.update(|l| l.delivered_seq = cursor.delivered_seq);
+                    kept.cursor.delivered_seq = record.seq.unwrap_or(0);
+                    kept.cursor.after_id = None;
+                    kept.save(cursors.as_ref(), &def).await;
+                    status.update(|l| l.delivered_seq = kept.cursor.delivered_seq);
                 }
                 Ok(None) => {
                     // Not imported yet: sending now could skip what comes before it.
@@ -199,7 +209,7 @@ pub async fn run(
             }
         }
         // A start or replay from a time: find its first record.
-        if let Some(t) = cursor.from_time {
+        if let Some(t) = kept.cursor.from_time {
             let org = def.org.clone();
             match blocking(&deps, move |d| {
                 first_received_at_or_after(&d.index, &org, t)
@@ -207,14 +217,15 @@ pub async fn run(
             .await
             {
                 Ok(Some(seq)) => {
-                    cursor.delivered_seq = seq - 1;
-                    cursor.from_time = None;
-                    save(cursors.as_ref(), &def, &cursor).await;
-                    status.update(|l| l.delivered_seq = cursor.delivered_seq);
+                    kept.cursor.delivered_seq = seq - 1;
+                    kept.cursor.from_time = None;
+                    kept.save(cursors.as_ref(), &def).await;
+                    status.update(|l| l.delivered_seq = kept.cursor.delivered_seq);
                 }
                 Ok(None) => {
                     // Nothing received at or after it yet.
-                    idle(&status, &mut commits, &stop).await;
+                    kept.idle(cursors.as_ref(), &def, &status, &mut commits, &stop)
+                        .await;
                     continue;
                 }
                 Err(e) => {
@@ -231,8 +242,8 @@ pub async fn run(
 
         let (org, from, until, filters, format) = (
             def.org.clone(),
-            cursor.delivered_seq + 1,
-            cursor.pending_last,
+            kept.cursor.delivered_seq + 1,
+            kept.cursor.pending_last,
             def.filters.clone(),
             def.format,
         );
@@ -276,7 +287,10 @@ pub async fn run(
             if read.complete {
                 since_lsn = read.lsn_below;
             }
-            if !idle(&status, &mut commits, &stop).await {
+            if !kept
+                .idle(cursors.as_ref(), &def, &status, &mut commits, &stop)
+                .await
+            {
                 // No commit for a while: the next read walks the whole org once more.
                 since_lsn = 0;
             }
@@ -287,33 +301,36 @@ pub async fn run(
         // Records deleted by retention before this stream got to them.
         for &(first, last) in &read.gaps {
             let expired = last - first + 1;
-            cursor.expired_records += expired;
+            kept.cursor.expired_records += expired;
             tracing::warn!(org = %def.org, stream = %def.id, first, last, expired, "records expired before the stream delivered them");
             if let Err(e) = record_expired(&deps.ingest, &def, first, last).await {
                 tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot record the expired records in the audit log");
             }
         }
-        status.update(|l| l.expired_records = cursor.expired_records);
+        status.update(|l| l.expired_records = kept.cursor.expired_records);
         let (items, complete) = (read.items, read.complete);
 
         // A node that lost the org's shard (a zombie waking up) sends nothing more; its task is
         // stopped once the lease is seen gone.
         while !cursors.may_act() {
             if stop.is_cancelled() {
-                return;
+                break 'deliver;
             }
             pause(BACKOFF_MIN, &stop).await;
         }
         let mut truncated = 0;
-        if !items.is_empty() && sender.names_by_range() && cursor.pending_last != Some(last_seq) {
+        if !items.is_empty()
+            && sender.names_by_range()
+            && kept.cursor.pending_last != Some(last_seq)
+        {
             // Durable before the send: after a crash the same range is sent again.
-            cursor.pending_last = Some(last_seq);
-            save(cursors.as_ref(), &def, &cursor).await;
+            kept.cursor.pending_last = Some(last_seq);
+            kept.save(cursors.as_ref(), &def).await;
         }
         if !items.is_empty() {
             loop {
                 let sent = tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => break 'deliver,
                     sent = sender.send(&items) => sent,
                 };
                 match sent {
@@ -330,7 +347,7 @@ pub async fn run(
                         fail(&status, state, e.to_string());
                         pause(backoff.next(longest), &stop).await;
                         if stop.is_cancelled() {
-                            return;
+                            break 'deliver;
                         }
                     }
                 }
@@ -338,18 +355,20 @@ pub async fn run(
         }
         backoff.reset();
         let now = Utc::now();
-        cursor.delivered_seq = last_seq;
-        cursor.pending_last = None;
-        cursor.truncated_records += truncated;
+        kept.cursor.delivered_seq = last_seq;
+        kept.cursor.pending_last = None;
+        kept.cursor.truncated_records += truncated;
         if !items.is_empty() {
-            cursor.last_success_at = Some(now);
+            kept.cursor.last_success_at = Some(now);
         }
-        save(cursors.as_ref(), &def, &cursor).await;
+        // Counts a crash must not repeat are written at once; a plain move within CURSOR_SYNC.
+        let at_once = !read.gaps.is_empty() || truncated > 0;
+        kept.moved(cursors.as_ref(), &def, at_once).await;
         status.update(|l| {
             l.state = State::Healthy;
             l.last_error = None;
-            l.delivered_seq = cursor.delivered_seq;
-            l.truncated_records = cursor.truncated_records;
+            l.delivered_seq = kept.cursor.delivered_seq;
+            l.truncated_records = kept.cursor.truncated_records;
             l.delivered_records += items.len() as u64;
             if !items.is_empty() {
                 l.last_success_at = Some(now);
@@ -359,10 +378,68 @@ pub async fn run(
             // Everything committed was delivered: read again after the next commit, not now
             // (a read now would find nothing), and from this read's bound on.
             since_lsn = read.lsn_below;
-            if !idle(&status, &mut commits, &stop).await {
+            if !kept
+                .idle(cursors.as_ref(), &def, &status, &mut commits, &stop)
+                .await
+            {
                 since_lsn = 0;
             }
         }
+    }
+    // Stopped (deleted, paused, replayed, shut down, or the shard lost): the registry waits
+    // for this before it touches the cursor, so the last move is written first.
+    if kept.unsaved_since.is_some() {
+        kept.save(cursors.as_ref(), &def).await;
+    }
+}
+
+/// The stream's cursor as delivery moved it, and since when its last move is not written.
+struct Kept {
+    cursor: Cursor,
+    unsaved_since: Option<tokio::time::Instant>,
+}
+
+impl Kept {
+    /// Writes the cursor now; a failure is logged and tried again within [`CURSOR_SYNC`] (a
+    /// cursor behind what was delivered re-delivers after a restart or a takeover, never
+    /// skips). In a cluster a write from a node that lost the shard is refused here.
+    async fn save(&mut self, cursors: &dyn CursorStore, def: &StreamDef) {
+        match cursors.write(&def.org, &def.id, &self.cursor).await {
+            Ok(()) => self.unsaved_since = None,
+            Err(e) => {
+                tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot write the stream cursor; it stays behind (records may be sent again after a restart)");
+                self.unsaved_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// The cursor moved after a delivery: written now when `at_once` or when an earlier move
+    /// has waited [`CURSOR_SYNC`], else by [`Self::idle`] or the next move.
+    async fn moved(&mut self, cursors: &dyn CursorStore, def: &StreamDef, at_once: bool) {
+        let since = *self
+            .unsaved_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        if at_once || since.elapsed() >= CURSOR_SYNC {
+            self.save(cursors, def).await;
+        }
+    }
+
+    /// [`idle`], writing an unwritten move once it has waited [`CURSOR_SYNC`].
+    async fn idle(
+        &mut self,
+        cursors: &dyn CursorStore,
+        def: &StreamDef,
+        status: &StatusCell,
+        commits: &mut tokio::sync::watch::Receiver<u64>,
+        stop: &CancellationToken,
+    ) -> bool {
+        while let Some(since) = self.unsaved_since {
+            tokio::select! {
+                woke = idle(status, commits, stop) => return woke,
+                _ = tokio::time::sleep_until(since + CURSOR_SYNC) => self.save(cursors, def).await,
+            }
+        }
+        idle(status, commits, stop).await
     }
 }
 
@@ -375,15 +452,6 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     match tokio::task::spawn_blocking(move || f(&deps)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Writes the cursor; a failure is logged and the next batch's write tries again (a cursor
-/// behind what was delivered re-delivers after a restart or a takeover, never skips). In a
-/// cluster a write from a node that lost the shard is refused here.
-async fn save(cursors: &dyn CursorStore, def: &StreamDef, cursor: &Cursor) {
-    if let Err(e) = cursors.write(&def.org, &def.id, cursor).await {
-        tracing::warn!(org = %def.org, stream = %def.id, error = %e, "cannot write the stream cursor; it stays behind (records may be sent again after a restart)");
     }
 }
 

@@ -706,6 +706,106 @@ fn https_stream_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
     assert!(c.stop());
 }
 
+/// A caught-up stream writes its cursor within about a second of its last delivery (not once a
+/// commit), and a stream that stops (a pause here) writes it at once: a crash re-delivers at most
+/// a second of records, a pause or a restart none.
+#[test]
+fn a_streams_cursor_is_written_within_a_second_of_delivery_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = HttpsReceiver::start(dir.path());
+    let data = dir.path().join("collector");
+    let mut c = Collector::start(&data, &settings());
+    let owner = c.create_key(ORG, "ORG_OWNER");
+    let ingest = c.create_key(ORG, "INGEST");
+    let (status, created) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        &owner,
+        Some(json!({
+            "name": "siem", "start": "beginning",
+            "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
+                "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let file = data
+        .join("streams/cursors")
+        .join(ORG)
+        .join(format!("{id}.json"));
+    let written = || -> u64 {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let cursor: Value = serde_json::from_str(&text).unwrap();
+        cursor["delivered_seq"].as_u64().unwrap()
+    };
+    let delivered = |highest: u64| {
+        wait_until(
+            "the status shows the delivery",
+            Duration::from_secs(30),
+            || stream_status(&c, &owner, &id)["status"]["delivered_seq"] == highest,
+        );
+    };
+
+    // Delivered, then paused at once: the pause's answer comes after the cursor is written.
+    let ids = ingest_n(&c, &ingest, "a", 50);
+    wait_ids(
+        "the first records",
+        &receiver.received,
+        &ids,
+        Duration::from_secs(60),
+    );
+    let highest = receiver.received.seqs().into_iter().max().unwrap();
+    delivered(highest);
+    let (status, body) = request(
+        &c,
+        "PATCH",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}"),
+        &owner,
+        Some(json!({"paused": true})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(written(), highest, "the paused stream's cursor");
+
+    // Resumed and caught up: the cursor is written within about a second, with nothing more to
+    // deliver.
+    let (status, body) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}/resume"),
+        &owner,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let ids = ingest_n(&c, &ingest, "b", 50);
+    wait_ids(
+        "the next records",
+        &receiver.received,
+        &ids,
+        Duration::from_secs(60),
+    );
+    let highest = receiver.received.seqs().into_iter().max().unwrap();
+    delivered(highest);
+    wait_until(
+        "the caught-up stream's cursor written",
+        Duration::from_secs(5),
+        || written() == highest,
+    );
+
+    // Killed and started again: everything delivered, in order, repeats allowed.
+    c.kill9();
+    c.restart();
+    let ids = ingest_n(&c, &ingest, "c", 50);
+    wait_ids(
+        "records after the restart",
+        &receiver.received,
+        &ids,
+        Duration::from_secs(60),
+    );
+    assert_in_order_without_gaps(&receiver.received.seqs());
+    assert!(c.stop());
+}
+
 #[test]
 fn declared_streams_are_read_only_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
