@@ -15,10 +15,13 @@ use std::thread::JoinHandle;
 use tantivy::IndexWriter;
 use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, UserOperation};
 
-/// A cold partition's writer merges as soon as this many segments of a size are there (tantivy's
-/// default is 8): each flush adds a segment, and the writer is closed right after, so merges
-/// happen on the flush that makes the count.
-const COLD_MERGE_MIN_SEGMENTS: usize = 4;
+/// A cold partition's writer merges as soon as this many segments of a size are there: each
+/// flush adds a segment, and the writer is closed right after, so merges happen on the flush that
+/// makes the count. Tantivy's default (8), as the current week's writers: at 4, merging the cold
+/// weeks' segments took about 15 % of a spread load's CPU (10 ms per 1,000 records, the largest
+/// share after indexing itself), and every record was rewritten once per 4 flushes of its week
+/// rather than once per 8 (BENCHMARKS.md, session 16).
+const COLD_MERGE_MIN_SEGMENTS: usize = 8;
 
 /// The add operations of `items` for `partition`, leaving out records at an LSN that may
 /// already be committed (`replay_through`: a replay after a crash) whose earlier copy is there.
