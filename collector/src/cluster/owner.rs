@@ -375,12 +375,24 @@ async fn own_shard(
                 }
                 serving.caught_up();
             }
-            Ok(messages) if step.acks == OwnerAcks::Cumulative && !delivered_in_order(&messages, &mut next_delivery) => {
+            Ok(messages)
+                if step.acks == OwnerAcks::Cumulative
+                    && !delivered_in_order(&messages, &mut next_delivery) =>
+            {
                 // A delivery was lost: consume again from the ack floor, unacknowledged
                 // batches included (the store drops what it has).
-                tracing::warn!(shard, epoch, from = consumed.through + 1, "a delivery of the shard's consumer never arrived; consuming again from its ack floor");
+                tracing::warn!(
+                    shard,
+                    epoch,
+                    from = consumed.through + 1,
+                    "a delivery of the shard's consumer never arrived; consuming again from its ack floor"
+                );
                 unacked = Unacked::default();
-                match shared.log.reset_owner_consumer(shard, epoch, consumed.through + 1).await {
+                match shared
+                    .log
+                    .reset_owner_consumer(shard, epoch, consumed.through + 1)
+                    .await
+                {
                     Ok(c) => {
                         next_delivery = c.cached_info().delivered.consumer_sequence + 1;
                         consumer = c;

@@ -178,8 +178,12 @@ async fn commit_recorded<E>(
 ) -> Result<Result<(), E>, SettingsError> {
     if let Err(e) = record.await {
         // Dropped on a timeout, the transaction still rolls back (tokio-postgres sends it).
-        let _ = within(async { tx.rollback().await.map_err(MetastoreError::sql("roll back")) })
-            .await;
+        let _ = within(async {
+            tx.rollback()
+                .await
+                .map_err(MetastoreError::sql("roll back"))
+        })
+        .await;
         return Ok(Err(e));
     }
     let committed = within(async {
@@ -195,6 +199,8 @@ async fn commit_recorded<E>(
             Err(SettingsError::Unconfirmed(e.to_string()))
         }
     }
+}
+
 fn decode_views(org: &str, value: serde_json::Value) -> Result<Vec<SavedView>, SettingsError> {
     serde_json::from_value(value).map_err(|e| SettingsError::Decode {
         org: org.to_string(),

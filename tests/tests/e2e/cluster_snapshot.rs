@@ -475,7 +475,12 @@ fn owners_acknowledge_only_what_is_searchable_also_across_a_kill_9() {
 }
 
 /// The JetStream stream the nodes publish to, with the runtime its client runs on.
-fn audit_stream(nats_urls: &[String]) -> (tokio::runtime::Runtime, async_nats::jetstream::stream::Stream) {
+fn audit_stream(
+    nats_urls: &[String],
+) -> (
+    tokio::runtime::Runtime,
+    async_nats::jetstream::stream::Stream,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

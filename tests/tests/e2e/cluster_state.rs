@@ -255,7 +255,11 @@ fn refused_at_the_write(
     let holder = Metastore::connect(pg);
     let watcher = Metastore::connect(pg);
     holder.rows("BEGIN", &[]);
-    assert_eq!(holder.rows(lock, &[&org]).len(), 1, "{lock}: the row exists");
+    assert_eq!(
+        holder.rows(lock, &[&org]).len(),
+        1,
+        "{lock}: the row exists"
+    );
     let answer = std::thread::scope(|scope| {
         let sent = scope.spawn(change);
         eventually(
@@ -321,7 +325,10 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
         (503, Some("metastore_unavailable")),
         "{body}"
     );
-    let (url, token) = (a.url(&format!("/api/v1/orgs/{org}/saved-views")), owner.clone());
+    let (url, token) = (
+        a.url(&format!("/api/v1/orgs/{org}/saved-views")),
+        owner.clone(),
+    );
     let (code, body) = refused_at_the_write(
         &mut pg,
         "SELECT 1 FROM saved_views WHERE org_id = $1 FOR UPDATE",
@@ -330,7 +337,9 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
             let r = reqwest::blocking::Client::new()
                 .post(url)
                 .bearer_auth(token)
-                .json(&json!({ "name": "During the lock", "filters": { "action": ["auth.login"] } }))
+                .json(
+                    &json!({ "name": "During the lock", "filters": { "action": ["auth.login"] } }),
+                )
                 .send()
                 .unwrap();
             (r.status().as_u16(), r.json().unwrap())
@@ -345,7 +354,10 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
     // PostgreSQL back: the changes made now are recorded once each; the refused ones never
     // were (a record is searchable once a later one of its org is: one shard, in order).
     let served = get_ok(&a, &retention_path, &owner);
-    assert_eq!(served["days"], 400, "the refused change was not made: {served}");
+    assert_eq!(
+        served["days"], 400,
+        "the refused change was not made: {served}"
+    );
     assert_eq!(view_names(&a, org, &owner), ["Logins"]);
     let stored: Vec<i32> = Metastore::connect(&pg)
         .rows(
@@ -366,17 +378,31 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut retention = Vec::new();
-    eventually("the change made after is recorded", Duration::from_secs(10), || {
-        retention = recorded(&a, org, &owner, "settings.retention_changed");
-        retention.iter().any(|e| e.contains("\"new\":60"))
-    });
+    eventually(
+        "the change made after is recorded",
+        Duration::from_secs(10),
+        || {
+            retention = recorded(&a, org, &owner, "settings.retention_changed");
+            retention.iter().any(|e| e.contains("\"new\":60"))
+        },
+    );
     assert_eq!(retention.len(), 2, "400 and 60 only: {retention:#?}");
-    assert!(!retention.iter().any(|e| e.contains("\"new\":30")), "{retention:#?}");
+    assert!(
+        !retention.iter().any(|e| e.contains("\"new\":30")),
+        "{retention:#?}"
+    );
     let mut views = Vec::new();
-    eventually("the view made after is recorded", Duration::from_secs(10), || {
-        views = recorded(&a, org, &owner, "audit_log.saved_view_created");
-        views.iter().any(|e| e.contains("After the lock"))
-    });
+    eventually(
+        "the view made after is recorded",
+        Duration::from_secs(10),
+        || {
+            views = recorded(&a, org, &owner, "audit_log.saved_view_created");
+            views.iter().any(|e| e.contains("After the lock"))
+        },
+    );
     assert_eq!(views.len(), 2, "Logins and After the lock only: {views:#?}");
-    assert!(!views.iter().any(|e| e.contains("During the lock")), "{views:#?}");
+    assert!(
+        !views.iter().any(|e| e.contains("During the lock")),
+        "{views:#?}"
+    );
 }
