@@ -353,16 +353,18 @@ async fn own_shard(
         }
         // The fetch (up to FETCH_WAIT when the shard is idle) goes on while stored batches are
         // acknowledged as the index commits them.
-        let next = fetch(&consumer);
-        tokio::pin!(next);
-        let fetched = loop {
-            let oldest = unacked.oldest_lsn();
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                fetched = &mut next => break fetched,
-                indexed = step.wait_indexed_through(oldest.flatten()), if oldest.is_some() => {
-                    if indexed.is_err() || step.ack_indexed(&mut unacked, &mut consumed).await.is_err() {
-                        return;
+        let fetched = {
+            let next = fetch(&consumer);
+            tokio::pin!(next);
+            loop {
+                let oldest = unacked.oldest_lsn();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    fetched = &mut next => break fetched,
+                    indexed = step.wait_indexed_through(oldest.flatten()), if oldest.is_some() => {
+                        if indexed.is_err() || step.ack_indexed(&mut unacked, &mut consumed).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -586,7 +588,7 @@ impl Step<'_> {
         // Cumulative acks: the batch's highest message acknowledges all of it, refused ones
         // included.
         let cover = match self.acks {
-            OwnerAcks::Cumulative => messages.iter().max_by_key(|m| sequence(m)).cloned(),
+            OwnerAcks::Cumulative => messages.iter().max_by_key(|&m| sequence(m)).cloned(),
             OwnerAcks::PerMessage => None,
         };
         let mut records = Vec::with_capacity(messages.len());

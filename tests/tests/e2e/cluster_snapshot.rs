@@ -369,17 +369,7 @@ fn check_ack_floors(
     admin: &BTreeMap<&str, String>,
     stop: &AtomicBool,
 ) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let addrs: Vec<async_nats::ServerAddr> =
-            nats_urls.iter().map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(addrs.as_slice()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.get_stream(CLUSTER_STREAM).await.unwrap()
-    });
+    let (rt, stream) = audit_stream(nats_urls);
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut checked = 0;
     while !stop.load(Ordering::Relaxed) {
