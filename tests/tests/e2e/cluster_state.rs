@@ -72,6 +72,15 @@ fn view_names(c: &Collector, org: &str, token: &str) -> Vec<String> {
         .collect()
 }
 
+/// `org`'s override in `c`'s own file (what its janitor reads).
+fn cached_days(c: &Collector, org: &str) -> Value {
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(c.data_dir.join("retention-overrides.json")).unwrap(),
+    )
+    .unwrap();
+    file["days"][org].clone()
+}
+
 /// Polls `check` until it holds (a node's cache follows the metastore within a second).
 fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -199,19 +208,19 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
         (Some(400), Some("api")),
         "{served}"
     );
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(b.data_dir.join("retention-overrides.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(file["days"][org_a], 400, "B's janitor reads it: {file}");
+    assert_eq!(cached_days(&b, org_a), 400, "B's janitor reads it");
 
-    // PostgreSQL down: reads from B's cache, changes refused (nothing changed).
+    // PostgreSQL down: reads from B's cache, changes refused (nothing changed). B's leases
+    // lapse 1 s after PostgreSQL stops, and that stop may take longer under load: the routed
+    // retention change answers either 503 (the metastore's, or the shard's with no owner), and
+    // its cache is checked in B's file rather than through the routed read.
     pg.stop().unwrap();
     let (code, body) = put_retention(&b, org_a, &token(org_a), 30);
-    assert_eq!(
-        (code, body["error"]["code"].as_str()),
-        (503, Some("metastore_unavailable")),
-        "{body}"
+    assert!(
+        code == 503
+            && ["metastore_unavailable", "shard_unavailable"]
+                .contains(&body["error"]["code"].as_str().unwrap_or_default()),
+        "{code} {body}"
     );
     let (code, body) = create_view(&b, org_b, &token(org_b), "During the outage");
     assert_eq!(
@@ -220,12 +229,7 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
         "{body}"
     );
     assert_eq!(view_names(&b, org_b, &token(org_b)), ["Logins"]);
-    let served = get_ok(
-        &b,
-        &format!("/api/v1/orgs/{org_a}/settings/retention"),
-        &token(org_a),
-    );
-    assert_eq!(served["days"], 400, "{served}");
+    assert_eq!(cached_days(&b, org_a), 400, "B's cache unchanged");
 }
 
 /// What `org`'s log holds of `action`, as `c` answers (every entry as JSON text).
