@@ -210,8 +210,9 @@ impl JetStreamLog {
         Ok((consumer, acks))
     }
 
-    /// Makes `owner-<shard>-<epoch>` again from stream sequence `start` (the owner's ack floor
-    /// + 1): after a delivery the owner never received, which a cumulative ack must not pass.
+    /// Makes `owner-<shard>-<epoch>` again from stream sequence `start` (one past the owner's
+    /// ack floor): after a delivery the owner never received, which a cumulative ack must not
+    /// pass.
     /// What it had stored past `start` comes again and the store drops it.
     pub async fn reset_owner_consumer(
         &self,
