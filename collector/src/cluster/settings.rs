@@ -172,7 +172,7 @@ fn retention_sql(keep: bool) -> &'static str {
 /// fails after the record ([`SettingsError::Unconfirmed`]): the record is in the log and the
 /// change may or may not be, as the commit's answer was lost; the caller is told so. A change
 /// is never made without its record (docs/cluster.md, "Settings and the signing key").
-async fn commit_recorded<E>(
+pub(super) async fn commit_recorded<E>(
     tx: tokio_postgres::Transaction<'_>,
     record: impl Future<Output = Result<(), E>>,
 ) -> Result<Result<(), E>, SettingsError> {

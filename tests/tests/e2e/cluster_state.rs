@@ -233,7 +233,7 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
 }
 
 /// What `org`'s log holds of `action`, as `c` answers (every entry as JSON text).
-fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> Vec<String> {
+pub(crate) fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> Vec<String> {
     let page = get_ok(
         c,
         &format!("/api/v1/orgs/{org}/audit-log?limit=100&action={action}"),
@@ -250,7 +250,7 @@ fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> Vec<String> 
 /// Sends `change` while the test's own transaction holds the row `lock` selects `FOR UPDATE`,
 /// waits until the node's write waits for that lock, then stops PostgreSQL (fast: every
 /// session ends, the node's write fails) and starts it again. Returns what `change` answered.
-fn refused_at_the_write(
+pub(crate) fn refused_at_the_write(
     pg: &mut Postgres,
     lock: &str,
     org: &str,
