@@ -249,13 +249,14 @@ pub(crate) fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> V
 
 /// Sends `change` while the test's own transaction holds the row `lock` selects `FOR UPDATE`,
 /// waits until the node's write waits for that lock, then stops PostgreSQL (fast: every
-/// session ends, the node's write fails) and starts it again. Returns what `change` answered.
+/// session ends, the node's write fails) and starts it again. Returns what `change` answered;
+/// `Err` with it when it answered before its write waited (PostgreSQL left running).
 pub(crate) fn refused_at_the_write(
     pg: &mut Postgres,
     lock: &str,
     org: &str,
     change: impl FnOnce() -> (u16, Value) + Send,
-) -> (u16, Value) {
+) -> Result<(u16, Value), (u16, Value)> {
     let holder = Metastore::connect(pg);
     let watcher = Metastore::connect(pg);
     holder.rows("BEGIN", &[]);
@@ -266,23 +267,30 @@ pub(crate) fn refused_at_the_write(
     );
     let answer = std::thread::scope(|scope| {
         let sent = scope.spawn(change);
-        eventually(
-            "the node's write waits for the test's lock",
-            Duration::from_secs(10),
-            || {
-                watcher.rows(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                    &[],
-                )[0]
-                .get::<_, i64>(0)
-                    >= 1
-            },
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while watcher.rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )[0]
+        .get::<_, i64>(0)
+            < 1
+        {
+            if sent.is_finished() {
+                return Err(sent.join().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node's write waits for the test's lock: not within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert!(!sent.is_finished(), "answered while its write waits");
         pg.stop().unwrap();
-        sent.join().unwrap()
+        Ok(sent.join().unwrap())
     });
-    pg.restart().unwrap();
+    if answer.is_ok() {
+        pg.restart().unwrap();
+    }
     answer
 }
 
@@ -323,7 +331,8 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
                 .unwrap();
             (r.status().as_u16(), r.json().unwrap())
         },
-    );
+    )
+    .unwrap_or_else(|a| panic!("answered before its write waited: {a:?}"));
     assert_eq!(
         (code, body["error"]["code"].as_str()),
         (503, Some("metastore_unavailable")),
@@ -348,7 +357,8 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
                 .unwrap();
             (r.status().as_u16(), r.json().unwrap())
         },
-    );
+    )
+    .unwrap_or_else(|a| panic!("answered before its write waited: {a:?}"));
     assert_eq!(
         (code, body["error"]["code"].as_str()),
         (503, Some("metastore_unavailable")),
