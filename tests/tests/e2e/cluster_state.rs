@@ -247,6 +247,28 @@ pub(crate) fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> V
         .collect()
 }
 
+/// What `org`'s log holds of `action` once an entry containing `made` is searchable (within
+/// 10 s): a change refused before it is the log's would be searchable by then too (one shard,
+/// in order).
+pub(crate) fn recorded_with(
+    c: &Collector,
+    org: &str,
+    token: &str,
+    action: &str,
+    made: &str,
+) -> Vec<String> {
+    let mut entries = Vec::new();
+    eventually(
+        &format!("{action} with {made} is recorded"),
+        Duration::from_secs(10),
+        || {
+            entries = recorded(c, org, token, action);
+            entries.iter().any(|e| e.contains(made))
+        },
+    );
+    entries
+}
+
 /// Sends `change` while the test's own transaction holds the row `lock` selects `FOR UPDATE`,
 /// waits until the node's write waits for that lock, then stops PostgreSQL (fast: every
 /// session ends, the node's write fails) and starts it again. Returns what `change` answered;
@@ -391,28 +413,18 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
         assert!(Instant::now() < deadline, "{}", a.stderr());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut retention = Vec::new();
-    eventually(
-        "the change made after is recorded",
-        Duration::from_secs(10),
-        || {
-            retention = recorded(&a, org, &owner, "settings.retention_changed");
-            retention.iter().any(|e| e.contains("\"new\":60"))
-        },
-    );
+    let retention = recorded_with(&a, org, &owner, "settings.retention_changed", "\"new\":60");
     assert_eq!(retention.len(), 2, "400 and 60 only: {retention:#?}");
     assert!(
         !retention.iter().any(|e| e.contains("\"new\":30")),
         "{retention:#?}"
     );
-    let mut views = Vec::new();
-    eventually(
-        "the view made after is recorded",
-        Duration::from_secs(10),
-        || {
-            views = recorded(&a, org, &owner, "audit_log.saved_view_created");
-            views.iter().any(|e| e.contains("After the lock"))
-        },
+    let views = recorded_with(
+        &a,
+        org,
+        &owner,
+        "audit_log.saved_view_created",
+        "After the lock",
     );
     assert_eq!(views.len(), 2, "Logins and After the lock only: {views:#?}");
     assert!(

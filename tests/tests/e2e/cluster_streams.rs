@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::cluster_common::{Acked, Metastore, Servers};
 use crate::cluster_route::{shard_of, wait_for_even_spread};
-use crate::cluster_state::{recorded, refused_at_the_write};
+use crate::cluster_state::{recorded, recorded_with, refused_at_the_write};
 use crate::streams::{
     HEADER_SECRET, HttpsReceiver, SECRET, assert_in_order_without_gaps, request,
     request_with_headers,
@@ -792,16 +792,13 @@ fn a_stream_change_the_metastore_never_made_is_not_recorded() {
         stored_name(&meta, org, &id).as_deref(),
         Some("after the lock")
     );
-    let mut changed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !changed
-        .iter()
-        .any(|e: &String| e.contains("after the lock"))
-    {
-        assert!(Instant::now() < deadline, "{changed:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-        changed = recorded(&node, org, &owner_key, "audit_log.stream_changed");
-    }
+    let changed = recorded_with(
+        &node,
+        org,
+        &owner_key,
+        "audit_log.stream_changed",
+        "after the lock",
+    );
     assert_eq!(changed.len(), 1, "the later rename only: {changed:#?}");
     let deleted = recorded(&node, org, &owner_key, "audit_log.stream_deleted");
     assert!(deleted.is_empty(), "{deleted:#?}");
