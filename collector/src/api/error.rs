@@ -137,6 +137,20 @@ impl ApiError {
         e
     }
 
+    /// 503 with a retry hint: cluster mode, a settings change recorded in the org's log whose
+    /// metastore COMMIT failed or went unanswered, so whether it was made is not known. Read
+    /// the setting back before retrying (a retry that changes nothing records nothing).
+    pub fn metastore_unconfirmed(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "a recorded settings change was not confirmed by the metastore");
+        let mut e = Self::unavailable(
+            "the change was recorded in the org's audit log, but the cluster's metastore \
+             (PostgreSQL) did not confirm it was saved; read the setting back before retrying",
+            1,
+        );
+        e.code = "metastore_unavailable";
+        e
+    }
+
     /// 503 with a retry hint: the org's shard has no live owner now (a failover in progress,
     /// or the owner unreachable). Never a stale or partial answer instead.
     pub fn shard_unavailable(shard: u32) -> Self {

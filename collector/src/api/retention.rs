@@ -99,19 +99,17 @@ pub async fn put(
             new: Source::Api.as_str().into(),
         });
     }
-    // Cluster mode: refused before it is recorded while the metastore is unreachable.
-    let settings = state.cluster.as_ref().map(|c| c.settings.clone());
-    if let Some(settings) = &settings {
-        settings.check_writable().await.map_err(settings_error)?;
-    }
     const ACTION: &str = "settings.retention_changed";
-    let new = match settings {
-        Some(settings) => {
-            record_action(&state, &key, &org, ACTION, Doing::Change, metadata).await?;
-            settings
-                .set_retention(&org, days)
+    let new = match &state.cluster {
+        // Cluster mode: written to the metastore in a transaction that commits only once the
+        // change is recorded; an unreachable or refusing metastore refuses it unrecorded.
+        Some(cluster) => {
+            let record = record_action(&state, &key, &org, ACTION, Doing::Change, metadata);
+            cluster
+                .settings
+                .set_retention_recorded(&org, days, record)
                 .await
-                .map_err(settings_error)?
+                .map_err(settings_error)??
         }
         // A single node writes the new overrides file first and puts it in place once the
         // change is recorded: a full disk refuses the change before it is recorded.

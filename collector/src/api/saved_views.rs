@@ -64,24 +64,19 @@ impl From<SettingsError> for ApiError {
             SettingsError::Metastore(_) | SettingsError::Timeout(_) => {
                 ApiError::metastore_unavailable(&e)
             }
+            SettingsError::Unconfirmed(_) => ApiError::metastore_unconfirmed(&e),
             SettingsError::Views(e) => e.into(),
             other => ApiError::internal(other),
         }
     }
 }
 
-/// Cluster mode: refuses a change before it is recorded while the metastore is unreachable.
-async fn check_writable(state: &AppState) -> Result<(), ApiError> {
-    match &state.cluster {
-        Some(cluster) => Ok(cluster.settings.check_writable().await?),
-        None => Ok(()),
-    }
-}
-
 /// Records `action` (by `key`, with `metadata`) and applies `change` to the org's views. Single
 /// node: the new views file is prepared, then recorded, then put in place
-/// ([`SavedViews::change_recorded`]). Cluster mode: recorded, then written to the metastore and
-/// this node's cache.
+/// ([`SavedViews::change_recorded`]). Cluster mode: written to the metastore in a transaction,
+/// recorded, then committed and saved in this node's cache
+/// ([`crate::cluster::SettingsSync::change_views_recorded`]). Either way a change that cannot
+/// be made is refused before it is recorded.
 async fn change_views<T: Send + 'static>(
     state: &AppState,
     key: &KeyInfo,
@@ -90,11 +85,13 @@ async fn change_views<T: Send + 'static>(
     metadata: Metadata,
     change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    check_writable(state).await?;
     match &state.cluster {
         Some(cluster) => {
-            record_action(state, key, &org, action, Doing::Change, metadata).await?;
-            Ok(cluster.settings.change_views(&org, change).await?)
+            let record = record_action(state, key, &org, action, Doing::Change, metadata);
+            Ok(cluster
+                .settings
+                .change_views_recorded(&org, change, record)
+                .await??)
         }
         None => {
             let recording = (state.clone(), key.clone());

@@ -15,8 +15,9 @@
 //!
 //! In cluster mode every route is served by the owner of the org's shard (forwarded there by
 //! `route::route_to_owner`): it delivers the org's streams and keeps their definitions and
-//! cursors in the metastore; while the metastore is unreachable a change answers 503
-//! `metastore_unavailable` before anything is recorded.
+//! cursors in the metastore: a change is written there in a transaction, recorded, then
+//! committed, so while the metastore is unreachable (or the lease lapsed) a change answers 503
+//! before anything is recorded.
 
 use super::auth::{ManageStreams, OrgAccess, ReadLog};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
@@ -63,6 +64,9 @@ impl From<StreamError> for ApiError {
             },
             StreamError::Shared(SharedError::Metastore(ref cause)) => {
                 ApiError::metastore_unavailable(cause)
+            }
+            StreamError::Shared(SharedError::Unconfirmed(ref cause)) => {
+                ApiError::metastore_unconfirmed(cause)
             }
             StreamError::Shared(SharedError::Local(_)) => ApiError::internal(e),
             // The shard moved (or its lease lapsed) between the routing and here, or the

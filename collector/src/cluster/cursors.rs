@@ -6,6 +6,7 @@
 
 use super::error::MetastoreError;
 use super::metastore::{Lease, Metastore};
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::Json;
 
 impl Metastore {
@@ -18,37 +19,7 @@ impl Metastore {
         id: &str,
         cursor: &serde_json::Value,
     ) -> Result<(), MetastoreError> {
-        let row = self
-            .client
-            .query_opt(
-                "INSERT INTO stream_cursors (org_id, id, shard, epoch, cursor)
-                 SELECT $4, $5, shard, epoch, $6 FROM shard_leases
-                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
-                 FOR SHARE
-                 ON CONFLICT (org_id, id) DO UPDATE
-                 SET shard = EXCLUDED.shard, epoch = EXCLUDED.epoch, cursor = EXCLUDED.cursor,
-                     updated_at = now()
-                 WHERE stream_cursors.epoch <= EXCLUDED.epoch
-                 RETURNING epoch",
-                &[
-                    &(lease.shard as i32),
-                    &lease.owner,
-                    &lease.epoch,
-                    &org,
-                    &id,
-                    &Json(cursor),
-                ],
-            )
-            .await
-            .map_err(MetastoreError::sql("store a stream cursor"))?;
-        match row {
-            Some(_) => Ok(()),
-            None => Err(MetastoreError::Fenced {
-                shard: lease.shard,
-                node: lease.owner.clone(),
-                epoch: lease.epoch,
-            }),
-        }
+        put_stream_cursor(&self.client, lease, org, id, cursor).await
     }
 
     /// Stream `org`/`id`'s cursor and the epoch it was written under.
@@ -66,5 +37,45 @@ impl Metastore {
             .await
             .map_err(MetastoreError::sql("read a stream cursor"))?;
         Ok(row.map(|r| (r.get(0), r.get::<_, Json<serde_json::Value>>(1).0)))
+    }
+}
+
+/// [`Metastore::put_stream_cursor`] on `client` (a connection, or a transaction).
+pub(super) async fn put_stream_cursor(
+    client: &impl GenericClient,
+    lease: &Lease,
+    org: &str,
+    id: &str,
+    cursor: &serde_json::Value,
+) -> Result<(), MetastoreError> {
+    let row = client
+        .query_opt(
+            "INSERT INTO stream_cursors (org_id, id, shard, epoch, cursor)
+                 SELECT $4, $5, shard, epoch, $6 FROM shard_leases
+                 WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()
+                 FOR SHARE
+                 ON CONFLICT (org_id, id) DO UPDATE
+                 SET shard = EXCLUDED.shard, epoch = EXCLUDED.epoch, cursor = EXCLUDED.cursor,
+                     updated_at = now()
+                 WHERE stream_cursors.epoch <= EXCLUDED.epoch
+                 RETURNING epoch",
+            &[
+                &(lease.shard as i32),
+                &lease.owner,
+                &lease.epoch,
+                &org,
+                &id,
+                &Json(cursor),
+            ],
+        )
+        .await
+        .map_err(MetastoreError::sql("store a stream cursor"))?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(MetastoreError::Fenced {
+            shard: lease.shard,
+            node: lease.owner.clone(),
+            epoch: lease.epoch,
+        }),
     }
 }

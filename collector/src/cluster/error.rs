@@ -107,6 +107,10 @@ pub enum SettingsError {
     Metastore(#[from] MetastoreError),
     #[error("the metastore did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The change was recorded in the org's log, but its COMMIT failed or was not answered:
+    /// it may or may not have been made.
+    #[error("the change was recorded, but the metastore did not confirm it: {0}")]
+    Unconfirmed(String),
     #[error(transparent)]
     Retention(#[from] crate::retention::RetentionError),
     #[error(transparent)]

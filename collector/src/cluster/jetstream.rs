@@ -54,6 +54,19 @@ pub fn stream_max_age(snapshot_interval: Duration) -> Duration {
     (snapshot_interval * STREAM_MAX_AGE_SNAPSHOTS).max(STREAM_MAX_AGE_FLOOR)
 }
 
+/// How an owner acknowledges its consumer's messages. A durable consumer's ack policy is fixed
+/// when it is made, so the owner follows the consumer it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAcks {
+    /// `AckPolicy::All`: one ack per stored batch, for its highest stream sequence, acknowledges
+    /// every message before it (one ack per 1,000 messages instead of 1,000, each of which the
+    /// servers replicate in the consumer's state). Every consumer this version makes.
+    Cumulative,
+    /// `AckPolicy::Explicit`: every message acknowledged on its own; a consumer an older
+    /// version made, used as it is until its epoch ends.
+    PerMessage,
+}
+
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -171,28 +184,54 @@ impl JetStreamLog {
 
     /// The durable pull consumer `owner-<shard>-<epoch>` of `shard`'s subject, created if
     /// missing: the shard's messages from stream sequence `start` on (the one after the
-    /// snapshot the owner restored), acknowledged one by one, at most [`OWNER_MAX_ACK_PENDING`]
-    /// delivered and not yet acknowledged. Each lease epoch has its own, so a
-    /// new owner starts where its snapshot ends, never from a previous owner's ack floor; one
+    /// snapshot the owner restored), at most [`OWNER_MAX_ACK_PENDING`] delivered and not yet
+    /// acknowledged, acknowledged cumulatively ([`OwnerAcks`]). Each lease epoch has its own, so
+    /// a new owner starts where its snapshot ends, never from a previous owner's ack floor; one
     /// left unused for [`OWNER_CONSUMER_IDLE`] is removed by the servers. A message not
     /// acknowledged within [`OWNER_ACK_WAIT`] is delivered again (the store drops it as a
-    /// duplicate).
+    /// duplicate). Returns how the consumer takes acks: one an older version made keeps its
+    /// per-message acks (a consumer's ack policy cannot change).
     pub async fn owner_consumer(
+        &self,
+        shard: u32,
+        epoch: i64,
+        start: u64,
+    ) -> Result<(PullConsumer, OwnerAcks), LogError> {
+        let name = owner_consumer(shard, epoch);
+        let stream = self.stream().await?;
+        let consumer = stream
+            .get_or_create_consumer(&name, self.owner_config(&name, shard, start))
+            .await
+            .map_err(|e| self.stream_error(format!("consumer {name}: {e}")))?;
+        let acks = match consumer.cached_info().config.ack_policy {
+            AckPolicy::All => OwnerAcks::Cumulative,
+            _ => OwnerAcks::PerMessage,
+        };
+        Ok((consumer, acks))
+    }
+
+    /// Makes `owner-<shard>-<epoch>` again from stream sequence `start` (one past the owner's
+    /// ack floor): after a delivery the owner never received, which a cumulative ack must not
+    /// pass.
+    /// What it had stored past `start` comes again and the store drops it.
+    pub async fn reset_owner_consumer(
         &self,
         shard: u32,
         epoch: i64,
         start: u64,
     ) -> Result<PullConsumer, LogError> {
         let name = owner_consumer(shard, epoch);
-        let stream_error = |reason: String| LogError::Stream {
-            stream: self.stream.clone(),
-            reason,
-        };
-        let stream = self
-            .js
-            .get_stream(&self.stream)
+        let stream = self.stream().await?;
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(consumer = name.as_str(), error = %e, "consumer not deleted");
+        }
+        stream
+            .create_consumer(self.owner_config(&name, shard, start))
             .await
-            .map_err(|e| stream_error(e.to_string()))?;
+            .map_err(|e| self.stream_error(format!("consumer {name}: {e}")))
+    }
+
+    fn owner_config(&self, name: &str, shard: u32, start: u64) -> pull::Config {
         let deliver_policy = if start > 1 {
             DeliverPolicy::ByStartSequence {
                 start_sequence: start,
@@ -200,22 +239,30 @@ impl JetStreamLog {
         } else {
             DeliverPolicy::All
         };
-        stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subject(&self.stream, shard),
-                    deliver_policy,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: OWNER_ACK_WAIT,
-                    max_ack_pending: OWNER_MAX_ACK_PENDING,
-                    inactive_threshold: OWNER_CONSUMER_IDLE,
-                    ..Default::default()
-                },
-            )
+        pull::Config {
+            durable_name: Some(name.to_string()),
+            filter_subject: subject(&self.stream, shard),
+            deliver_policy,
+            ack_policy: AckPolicy::All,
+            ack_wait: OWNER_ACK_WAIT,
+            max_ack_pending: OWNER_MAX_ACK_PENDING,
+            inactive_threshold: OWNER_CONSUMER_IDLE,
+            ..Default::default()
+        }
+    }
+
+    async fn stream(&self) -> Result<stream::Stream, LogError> {
+        self.js
+            .get_stream(&self.stream)
             .await
-            .map_err(|e| stream_error(format!("consumer {name}: {e}")))
+            .map_err(|e| self.stream_error(e.to_string()))
+    }
+
+    fn stream_error(&self, reason: String) -> LogError {
+        LogError::Stream {
+            stream: self.stream.clone(),
+            reason,
+        }
     }
 
     /// Appends `records` (each with its id set): all published at once, then every ack awaited.

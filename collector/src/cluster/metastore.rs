@@ -512,6 +512,12 @@ impl MetastoreLink {
         }
     }
 
+    /// A connection of its own, for a transaction that waits on something else (a change's
+    /// audit record) and must not hold the owners' shared connection meanwhile.
+    pub(super) async fn connect(&self) -> Result<Metastore, MetastoreError> {
+        Metastore::connect(&self.url, self.password.as_deref()).await
+    }
+
     pub(super) async fn open(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Metastore>, MetastoreError> {

@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{MetastoreError, SnapshotError};
-use super::jetstream::{JetStreamLog, OWNER_MAX_ACK_PENDING};
+use super::jetstream::{JetStreamLog, OWNER_MAX_ACK_PENDING, OwnerAcks};
 use super::leases::Held;
 use super::metastore::{Lease, MetastoreLink};
 use super::snapshot::{CHUNK_RECORDS, KEEP_MANIFESTS, Manifest, SnapshotStore, retained_runs};
@@ -281,12 +281,13 @@ async fn own_shard(
     held: watch::Receiver<Held>,
     stop: CancellationToken,
 ) {
-    let step = Step {
+    let mut step = Step {
         shared: &shared,
         shard,
         epoch,
         held: &held,
         stop: &stop,
+        acks: OwnerAcks::Cumulative,
     };
     let mut backoff = RETRY_AFTER;
     let mut snapshot = loop {
@@ -305,7 +306,7 @@ async fn own_shard(
             }
         }
     };
-    let consumer = loop {
+    let mut consumer = loop {
         if step.may_act().is_err() {
             return;
         }
@@ -314,7 +315,10 @@ async fn own_shard(
             .owner_consumer(shard, epoch, snapshot.stream_seq + 1)
             .await
         {
-            Ok(c) => break c,
+            Ok((c, acks)) => {
+                step.acks = acks;
+                break c;
+            }
             Err(e) => {
                 tracing::warn!(shard, error = %e, "cannot open the shard's consumer; trying again");
                 if !pause(&stop).await {
@@ -328,6 +332,10 @@ async fn own_shard(
         orgs: BTreeSet::new(),
     };
     let mut unacked = Unacked::default();
+    // The consumer sequence of the next delivery: a cumulative ack must not pass one that
+    // never arrived (a fetch that expired as the server sent it), which only an ack wait
+    // would bring again.
+    let mut next_delivery = consumer.cached_info().delivered.consumer_sequence + 1;
     let mut snapshot_at = Instant::now();
     let mut published = 0u64;
     let mut serving = ServingGuard {
@@ -345,16 +353,18 @@ async fn own_shard(
         }
         // The fetch (up to FETCH_WAIT when the shard is idle) goes on while stored batches are
         // acknowledged as the index commits them.
-        let next = fetch(&consumer);
-        tokio::pin!(next);
-        let fetched = loop {
-            let oldest = unacked.oldest_lsn();
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                fetched = &mut next => break fetched,
-                indexed = step.wait_indexed_through(oldest.flatten()), if oldest.is_some() => {
-                    if indexed.is_err() || step.ack_indexed(&mut unacked, &mut consumed).await.is_err() {
-                        return;
+        let fetched = {
+            let next = fetch(&consumer);
+            tokio::pin!(next);
+            loop {
+                let oldest = unacked.oldest_lsn();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    fetched = &mut next => break fetched,
+                    indexed = step.wait_indexed_through(oldest.flatten()), if oldest.is_some() => {
+                        if indexed.is_err() || step.ack_indexed(&mut unacked, &mut consumed).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -366,6 +376,37 @@ async fn own_shard(
                     return;
                 }
                 serving.caught_up();
+            }
+            Ok(messages)
+                if step.acks == OwnerAcks::Cumulative
+                    && !delivered_in_order(&messages, &mut next_delivery) =>
+            {
+                // A delivery was lost: consume again from the ack floor, unacknowledged
+                // batches included (the store drops what it has).
+                tracing::warn!(
+                    shard,
+                    epoch,
+                    from = consumed.through + 1,
+                    "a delivery of the shard's consumer never arrived; consuming again from its ack floor"
+                );
+                unacked = Unacked::default();
+                match shared
+                    .log
+                    .reset_owner_consumer(shard, epoch, consumed.through + 1)
+                    .await
+                {
+                    Ok(c) => {
+                        next_delivery = c.cached_info().delivered.consumer_sequence + 1;
+                        consumer = c;
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "cannot make the shard's consumer again; trying again");
+                        if !pause(&stop).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
             }
             Ok(messages) => {
                 // The last message's count of what follows it: 0 when the batch reached the
@@ -453,6 +494,8 @@ struct StoredBatch {
     /// batch's records and the originals of its duplicates, before the batch is acknowledged.
     /// `None` when the store holds nothing yet.
     lsn: Option<Lsn>,
+    /// What the batch's ack acknowledges: each kept message, or under cumulative acks the
+    /// batch's highest.
     messages: Vec<Message>,
     /// The batch's last stream sequence.
     through: Option<u64>,
@@ -479,6 +522,18 @@ impl Unacked {
     fn oldest_lsn(&self) -> Option<Option<Lsn>> {
         self.batches.front().map(|b| b.lsn)
     }
+}
+
+/// Whether `messages` are the deliveries numbered from `next` on, each once (the consumer
+/// numbers every delivery, redeliveries too); moves `next` past them.
+fn delivered_in_order(messages: &[Message], next: &mut u64) -> bool {
+    for message in messages {
+        match message.info() {
+            Ok(info) if info.consumer_sequence == *next => *next += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Up to [`BATCH_MESSAGES`] messages, waiting at most [`FETCH_WAIT`] for the first ones.
@@ -509,6 +564,8 @@ struct Step<'a> {
     epoch: i64,
     held: &'a watch::Receiver<Held>,
     stop: &'a CancellationToken,
+    /// How the shard's consumer takes acks.
+    acks: OwnerAcks,
 }
 
 impl Step<'_> {
@@ -526,10 +583,14 @@ impl Step<'_> {
         messages: Vec<Message>,
         consumed: &mut Consumed,
     ) -> Result<StoredBatch, Stopped> {
-        let through = messages
-            .iter()
-            .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
-            .max();
+        let sequence = |m: &Message| m.info().ok().map(|i| i.stream_sequence);
+        let through = messages.iter().filter_map(sequence).max();
+        // Cumulative acks: the batch's highest message acknowledges all of it, refused ones
+        // included.
+        let cover = match self.acks {
+            OwnerAcks::Cumulative => messages.iter().max_by_key(|&m| sequence(m)).cloned(),
+            OwnerAcks::PerMessage => None,
+        };
         let mut records = Vec::with_capacity(messages.len());
         let mut kept = Vec::with_capacity(messages.len());
         for message in messages {
@@ -554,7 +615,7 @@ impl Step<'_> {
         Ok(StoredBatch {
             // Everything stored so far, this batch's originals of its duplicates included.
             lsn: self.shared.store.stats().next_lsn.checked_sub(1),
-            messages: kept,
+            messages: cover.map_or(kept, |last| vec![last]),
             through,
         })
     }
@@ -964,7 +1025,10 @@ impl Step<'_> {
         self.shared
             .metrics
             .record_rejected(OWNER_RECEIVER, "payload", 1);
-        if self.may_act().is_ok()
+        // Under cumulative acks a TERM acknowledges every message before it, stored or not
+        // yet indexed: the batch's ack covers the refused message instead.
+        if self.acks == OwnerAcks::PerMessage
+            && self.may_act().is_ok()
             && let Err(e) = message.ack_with(AckKind::Term).await
         {
             tracing::warn!(shard = self.shard, error = %e, "cannot terminate the message; it comes again");

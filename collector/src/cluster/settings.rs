@@ -3,9 +3,10 @@
 //! own files (`retention-overrides.json`, `saved-views/<org>.json`), as [`super::KeySync`] does
 //! for keys: reads, the janitor and ingest go on from the cache while PostgreSQL is down, and
 //! after a restart too. [`SettingsSync`] refreshes the cache every [`SETTINGS_REFRESH`]. A
-//! change is written to PostgreSQL first and to the cache after, under one lock, so a change
-//! answered as made is the cluster's; while PostgreSQL is down a change fails (503) and nothing
-//! changes. At start a node offers the files it has to the cluster (a single node's data dir
+//! change is written to PostgreSQL in a transaction, recorded in the org's log, then committed,
+//! and written to the cache after, under one lock ([`commit_recorded`]): a change answered as
+//! made is the cluster's and recorded; while PostgreSQL is down, or refuses the write, a change
+//! fails (503) before it is recorded and nothing changes. At start a node offers the files it has to the cluster (a single node's data dir
 //! moved into a cluster); an org the cluster already has keeps the cluster's.
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{MetastoreError, SettingsError};
 use super::keys::refresh_every;
 use super::metastore::Metastore;
-use crate::retention::{OrgRetention, RetentionPolicy};
+use crate::retention::{OrgRetention, RetentionPolicy, Source};
 use crate::saved_views::{SavedView, SavedViewError, SavedViews};
 
 /// How often a node reads the cluster's settings: a change made on another node is in effect
@@ -50,18 +51,35 @@ impl Metastore {
         days: u32,
         keep: bool,
     ) -> Result<(), MetastoreError> {
-        let sql = if keep {
-            "INSERT INTO retention_overrides (org_id, days) VALUES ($1, $2)
-             ON CONFLICT (org_id) DO NOTHING"
-        } else {
-            "INSERT INTO retention_overrides (org_id, days) VALUES ($1, $2)
-             ON CONFLICT (org_id) DO UPDATE SET days = EXCLUDED.days, updated_at = now()"
-        };
         self.client
-            .execute(sql, &[&org, &(days as i32)])
+            .execute(retention_sql(keep), &[&org, &(days as i32)])
             .await
             .map_err(MetastoreError::sql("store a retention override"))?;
         Ok(())
+    }
+
+    /// Sets `org`'s override to `days` in a transaction that commits only once `record` made
+    /// the change's audit entry durable (see [`commit_recorded`]).
+    pub async fn put_retention_recorded<E>(
+        &mut self,
+        org: &str,
+        days: u32,
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<(), E>, SettingsError> {
+        let tx = within(async {
+            self.client
+                .transaction()
+                .await
+                .map_err(MetastoreError::sql("begin a retention change"))
+        })
+        .await?;
+        within(async {
+            tx.execute(retention_sql(false), &[&org, &(days as i32)])
+                .await
+                .map_err(MetastoreError::sql("store a retention override"))
+        })
+        .await?;
+        commit_recorded(tx, record).await
     }
 
     /// Every org's saved views, as stored (decoded by the caller).
@@ -91,42 +109,95 @@ impl Metastore {
     }
 
     /// Applies `change` to the org's views in one transaction with the row locked, so
-    /// changes made on two nodes at once both count: the views after, and what `change` gave.
-    pub async fn change_views<T>(
+    /// changes made on two nodes at once both count, and commits it only once `record` made
+    /// the change's audit entry durable ([`commit_recorded`]): the views after, and what
+    /// `change` gave. A change `change` refuses is neither recorded nor made.
+    pub async fn change_views_recorded<T, E>(
         &mut self,
         org: &str,
         change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError>,
-    ) -> Result<(Vec<SavedView>, T), SettingsError> {
-        let tx = self
-            .client
-            .transaction()
-            .await
-            .map_err(MetastoreError::sql("begin a saved view change"))?;
-        tx.execute(
-            "INSERT INTO saved_views (org_id, views) VALUES ($1, '[]') ON CONFLICT DO NOTHING",
-            &[&org],
-        )
-        .await
-        .map_err(MetastoreError::sql("create an org's saved views"))?;
-        let row = tx
-            .query_one(
-                "SELECT views FROM saved_views WHERE org_id = $1 FOR UPDATE",
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<(Vec<SavedView>, T), E>, SettingsError> {
+        let tx = within(async {
+            self.client
+                .transaction()
+                .await
+                .map_err(MetastoreError::sql("begin a saved view change"))
+        })
+        .await?;
+        let (views, out) = within(async {
+            tx.execute(
+                "INSERT INTO saved_views (org_id, views) VALUES ($1, '[]') ON CONFLICT DO NOTHING",
                 &[&org],
             )
             .await
-            .map_err(MetastoreError::sql("read an org's saved views"))?;
-        let mut views = decode_views(org, row.get::<_, Json<serde_json::Value>>(0).0)?;
-        let out = change(&mut views)?;
-        tx.execute(
-            "UPDATE saved_views SET views = $2, updated_at = now() WHERE org_id = $1",
-            &[&org, &Json(&views)],
-        )
-        .await
-        .map_err(MetastoreError::sql("store an org's saved views"))?;
+            .map_err(MetastoreError::sql("create an org's saved views"))?;
+            let row = tx
+                .query_one(
+                    "SELECT views FROM saved_views WHERE org_id = $1 FOR UPDATE",
+                    &[&org],
+                )
+                .await
+                .map_err(MetastoreError::sql("read an org's saved views"))?;
+            let mut views = decode_views(org, row.get::<_, Json<serde_json::Value>>(0).0)?;
+            let out = change(&mut views)?;
+            tx.execute(
+                "UPDATE saved_views SET views = $2, updated_at = now() WHERE org_id = $1",
+                &[&org, &Json(&views)],
+            )
+            .await
+            .map_err(MetastoreError::sql("store an org's saved views"))?;
+            Ok::<_, SettingsError>((views, out))
+        })
+        .await?;
+        Ok(commit_recorded(tx, record).await?.map(|()| (views, out)))
+    }
+}
+
+/// The upsert of one org's override; `keep` only adds it where the org has none.
+fn retention_sql(keep: bool) -> &'static str {
+    if keep {
+        "INSERT INTO retention_overrides (org_id, days) VALUES ($1, $2)
+         ON CONFLICT (org_id) DO NOTHING"
+    } else {
+        "INSERT INTO retention_overrides (org_id, days) VALUES ($1, $2)
+         ON CONFLICT (org_id) DO UPDATE SET days = EXCLUDED.days, updated_at = now()"
+    }
+}
+
+/// The end of a settings change written (not committed) in `tx`: `record` makes its audit
+/// entry durable, then the transaction commits. A refused record (`Ok(Err(_))`) rolls the
+/// change back, so the log never names a change the metastore refused before it was recorded
+/// (an outage, a lock that never came): nothing was changed. What remains is a COMMIT that
+/// fails after the record ([`SettingsError::Unconfirmed`]): the record is in the log and the
+/// change may or may not be, as the commit's answer was lost; the caller is told so. A change
+/// is never made without its record (docs/cluster.md, "Settings and the signing key").
+pub(super) async fn commit_recorded<E>(
+    tx: tokio_postgres::Transaction<'_>,
+    record: impl Future<Output = Result<(), E>>,
+) -> Result<Result<(), E>, SettingsError> {
+    if let Err(e) = record.await {
+        // Dropped on a timeout, the transaction still rolls back (tokio-postgres sends it).
+        let _ = within(async {
+            tx.rollback()
+                .await
+                .map_err(MetastoreError::sql("roll back"))
+        })
+        .await;
+        return Ok(Err(e));
+    }
+    let committed = within(async {
         tx.commit()
             .await
-            .map_err(MetastoreError::sql("commit a saved view change"))?;
-        Ok((views, out))
+            .map_err(MetastoreError::sql("commit a recorded settings change"))
+    })
+    .await;
+    match committed {
+        Ok(()) => Ok(Ok(())),
+        Err(e) => {
+            tracing::error!(error = %e, "a settings change was recorded in the org's log, but its commit was not confirmed: the change may not have been made");
+            Err(SettingsError::Unconfirmed(e.to_string()))
+        }
     }
 }
 
@@ -240,41 +311,63 @@ impl SettingsSync {
         .await
     }
 
-    /// Fails unless the metastore answers now: checked before a change is recorded in the
-    /// audit log, so an outage refuses it before anything happens.
-    pub async fn check_writable(&self) -> Result<(), SettingsError> {
-        let m = self.connection().await?;
-        within(async {
-            m.client
-                .execute("SELECT 1", &[])
-                .await
-                .map_err(MetastoreError::sql("reach the metastore"))?;
-            Ok::<_, MetastoreError>(())
-        })
-        .await
-    }
-
-    /// Sets `org`'s retention to `days` in the cluster, then in the cache.
-    pub async fn set_retention(&self, org: &str, days: u32) -> Result<OrgRetention, SettingsError> {
+    /// Sets `org`'s retention to `days` in the cluster, then in the cache: written in a
+    /// transaction, recorded by `record`, then committed ([`commit_recorded`]). `Ok(Err(_))`:
+    /// `record` refused, nothing changed.
+    pub async fn set_retention_recorded<E>(
+        &self,
+        org: &str,
+        days: u32,
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<OrgRetention, E>, SettingsError> {
         self.retention.check_editable(org)?;
         let days = RetentionPolicy::check_days(i64::from(days))?;
-        let m = self.connection().await?;
-        within(m.put_retention(org, days, false)).await?;
+        let mut m = self.connection().await?;
+        if let Err(e) = m.put_retention_recorded(org, days, record).await? {
+            return Ok(Err(e));
+        }
         let (retention, org) = (self.retention.clone(), org.to_string());
-        blocking(move || Ok(retention.set_days(&org, days)?)).await
+        let cached = blocking({
+            let org = org.clone();
+            move || Ok(retention.set_days(&org, days)?)
+        })
+        .await;
+        Ok(Ok(cached.unwrap_or_else(|e| {
+            // Made and recorded: the cache follows at the next refresh.
+            tracing::warn!(org = org.as_str(), error = %e, "the retention change is the cluster's, but this node's cache could not be written");
+            OrgRetention {
+                days,
+                source: Source::Api,
+                ..self.retention.for_org(&org)
+            }
+        })))
     }
 
-    /// Applies `change` to the org's views in the cluster, then saves them in the cache.
-    pub async fn change_views<T: Send + 'static>(
+    /// Applies `change` to the org's views in the cluster (recorded by `record` before the
+    /// transaction commits, [`commit_recorded`]), then saves them in the cache. `Ok(Err(_))`:
+    /// `record` refused, nothing changed.
+    pub async fn change_views_recorded<T: Send + 'static, E>(
         &self,
         org: &str,
         change: impl FnOnce(&mut Vec<SavedView>) -> Result<T, SavedViewError> + Send,
-    ) -> Result<T, SettingsError> {
+        record: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<T, E>, SettingsError> {
         let mut m = self.connection().await?;
-        let (views, out) = within(m.change_views(org, change)).await?;
+        let (views, out) = match m.change_views_recorded(org, change, record).await? {
+            Ok(changed) => changed,
+            Err(e) => return Ok(Err(e)),
+        };
         let (store, org) = (self.views.clone(), org.to_string());
-        blocking(move || Ok(store.replace(&org, views)?)).await?;
-        Ok(out)
+        let cached = blocking({
+            let org = org.clone();
+            move || Ok(store.replace(&org, views)?)
+        })
+        .await;
+        if let Err(e) = cached {
+            // Made and recorded: the cache follows at the next refresh.
+            tracing::warn!(org = org.as_str(), error = %e, "the saved view change is the cluster's, but this node's cache could not be written");
+        }
+        Ok(Ok(out))
     }
 }
 

@@ -16,21 +16,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use codestax_common::is_reserved_id;
 use tokio::sync::watch;
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::Json;
 use tokio_util::sync::CancellationToken;
 
+use super::cursors::put_stream_cursor;
 use super::error::{MetastoreError, SettingsError, StreamOfferError};
 use super::keys::refresh_every;
 use super::leases::Held;
 use super::metastore::{Lease, Metastore, MetastoreLink};
 use super::owner::Serving;
-use super::settings::{SETTINGS_REFRESH, within};
+use super::settings::{SETTINGS_REFRESH, commit_recorded, within};
 use super::shard::shard_of;
 use super::signing::BINDING as SIGNING_KEY_BINDING;
 use crate::index::{AuditIndex, IndexError};
 use crate::stream::store::{Cursor, OfferedStreams, StoreError};
 use crate::stream::{
-    CursorStore, Secrets, SharedError, SharedStreams, StreamDef, StreamError, StreamStore, Streams,
+    CursorStore, Recording, Secrets, SharedError, SharedStreams, StreamDef, StreamError,
+    StreamStore, Streams,
 };
 
 /// The streams written since a node's last read ([`Metastore::stream_changes`]).
@@ -92,29 +95,7 @@ impl Metastore {
         id: &str,
         definition: &serde_json::Value,
     ) -> Result<(), MetastoreError> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "INSERT INTO streams (org_id, id, definition, changed_xid)
-                     SELECT $4, $5, $6, pg_current_xact_id() FROM ({HELD}) held
-                     ON CONFLICT (org_id, id) DO UPDATE
-                     SET definition = EXCLUDED.definition, deleted_at = NULL, updated_at = now(),
-                         changed_xid = EXCLUDED.changed_xid
-                     RETURNING 1"
-                ),
-                &[
-                    &(lease.shard as i32),
-                    &lease.owner,
-                    &lease.epoch,
-                    &org,
-                    &id,
-                    &Json(definition),
-                ],
-            )
-            .await
-            .map_err(MetastoreError::sql("store a stream"))?;
-        row.map(drop).ok_or_else(|| fenced(lease))
+        put_stream(&self.client, lease, org, id, definition).await
     }
 
     /// Marks stream `org`/`id` deleted and deletes its cursor, in one statement fenced by
@@ -125,8 +106,50 @@ impl Metastore {
         org: &str,
         id: &str,
     ) -> Result<(), MetastoreError> {
-        let held: i64 = self
-            .client
+        delete_stream(&self.client, lease, org, id).await
+    }
+}
+
+/// [`Metastore::put_stream`] on `client` (a connection, or a transaction).
+async fn put_stream(
+    client: &impl GenericClient,
+    lease: &Lease,
+    org: &str,
+    id: &str,
+    definition: &serde_json::Value,
+) -> Result<(), MetastoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "INSERT INTO streams (org_id, id, definition, changed_xid)
+                     SELECT $4, $5, $6, pg_current_xact_id() FROM ({HELD}) held
+                     ON CONFLICT (org_id, id) DO UPDATE
+                     SET definition = EXCLUDED.definition, deleted_at = NULL, updated_at = now(),
+                         changed_xid = EXCLUDED.changed_xid
+                     RETURNING 1"
+            ),
+            &[
+                &(lease.shard as i32),
+                &lease.owner,
+                &lease.epoch,
+                &org,
+                &id,
+                &Json(definition),
+            ],
+        )
+        .await
+        .map_err(MetastoreError::sql("store a stream"))?;
+    row.map(drop).ok_or_else(|| fenced(lease))
+}
+
+/// [`Metastore::delete_stream`] on `client` (a connection, or a transaction).
+async fn delete_stream(
+    client: &impl GenericClient,
+    lease: &Lease,
+    org: &str,
+    id: &str,
+) -> Result<(), MetastoreError> {
+    let held: i64 = client
             .query_one(
                 &format!(
                     "WITH held AS ({HELD}),
@@ -153,11 +176,10 @@ impl Metastore {
             .await
             .map_err(MetastoreError::sql("delete a stream"))?
             .get(0);
-        if held == 0 {
-            return Err(fenced(lease));
-        }
-        Ok(())
+    if held == 0 {
+        return Err(fenced(lease));
     }
+    Ok(())
 }
 
 /// One of a single node's streams offered to the cluster (its definition as stored, its cursor
@@ -260,6 +282,17 @@ fn shared(e: SettingsError) -> SharedError {
     }
 }
 
+/// A change of one stream as the metastore stores it (definitions sealed).
+enum Change {
+    /// The first cursor, then the definition: a definition is never there without its start.
+    Create {
+        cursor: serde_json::Value,
+        definition: serde_json::Value,
+    },
+    Update(serde_json::Value),
+    Remove,
+}
+
 /// The cluster's stream definitions as this node last read them, kept up to date by reading
 /// only what changed ([`Metastore::stream_changes`]).
 #[derive(Default)]
@@ -318,6 +351,47 @@ impl StreamSync {
             lease,
             held: self.held.clone(),
         })
+    }
+
+    /// Writes `change` of `org`/`id` in a transaction fenced by the org's shard lease (each
+    /// statement locks the lease row `FOR SHARE`, so the lease can neither be renewed away nor
+    /// taken over until COMMIT), has `record` make its audit entry durable, then commits
+    /// ([`commit_recorded`]): a change refused by the metastore or by epoch is never recorded.
+    /// On a connection of its own: the owners' shared one is not held while `record` runs.
+    async fn change_recorded(
+        &self,
+        org: &str,
+        id: &str,
+        change: Change,
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError> {
+        let lease = self.writer_lease(org)?;
+        let mut m = within(self.link.connect()).await.map_err(unavailable)?;
+        let tx = within(async {
+            m.client
+                .transaction()
+                .await
+                .map_err(MetastoreError::sql("begin a stream change"))
+        })
+        .await
+        .map_err(unavailable)?;
+        within(async {
+            match &change {
+                Change::Create { cursor, definition } => {
+                    put_stream_cursor(&tx, &lease, org, id, cursor).await?;
+                    put_stream(&tx, &lease, org, id, definition).await
+                }
+                Change::Update(definition) => put_stream(&tx, &lease, org, id, definition).await,
+                Change::Remove => delete_stream(&tx, &lease, org, id).await,
+            }
+        })
+        .await
+        .map_err(shared)?;
+        match commit_recorded(tx, record).await {
+            Ok(recorded) => Ok(recorded.is_ok()),
+            Err(SettingsError::Unconfirmed(e)) => Err(SharedError::Unconfirmed(e)),
+            Err(e) => Err(shared(e)),
+        }
     }
 
     /// The lease a change of `org`'s streams is written under: its shard's, while served here.
@@ -441,32 +515,34 @@ impl SharedStreams for StreamSync {
         def: &StreamDef,
         secrets: &Secrets,
         cursor: &Cursor,
-    ) -> Result<(), SharedError> {
-        let cursors = self.fenced_cursors(self.writer_lease(&def.org)?);
-        // The cursor first: a definition is never in the metastore without its start.
-        cursors.write(&def.org, &def.id, cursor).await?;
-        self.update(def, secrets).await
-    }
-
-    async fn update(&self, def: &StreamDef, secrets: &Secrets) -> Result<(), SharedError> {
-        let lease = self.writer_lease(&def.org)?;
-        let definition = self.store.seal_definition(def, secrets);
-        within(async {
-            self.link
-                .open()
-                .await?
-                .put_stream(&lease, &def.org, &def.id, &definition)
-                .await
-        })
-        .await
-        .map_err(shared)
-    }
-
-    async fn remove(&self, org: &str, id: &str) -> Result<(), SharedError> {
-        let lease = self.writer_lease(org)?;
-        within(async { self.link.open().await?.delete_stream(&lease, org, id).await })
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError> {
+        let change = Change::Create {
+            cursor: serde_json::to_value(cursor).map_err(unavailable)?,
+            definition: self.store.seal_definition(def, secrets),
+        };
+        self.change_recorded(&def.org, &def.id, change, record)
             .await
-            .map_err(shared)
+    }
+
+    async fn update(
+        &self,
+        def: &StreamDef,
+        secrets: &Secrets,
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError> {
+        let change = Change::Update(self.store.seal_definition(def, secrets));
+        self.change_recorded(&def.org, &def.id, change, record)
+            .await
+    }
+
+    async fn remove(
+        &self,
+        org: &str,
+        id: &str,
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError> {
+        self.change_recorded(org, id, Change::Remove, record).await
     }
 
     fn delivers(&self, org: &str) -> bool {

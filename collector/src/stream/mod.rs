@@ -31,6 +31,6 @@ pub use definition::{Destination, Format, Secrets, Start, StreamDef, StreamInput
 pub use delivery::Deps;
 pub use registry::{ReplayFrom, StreamError, StreamView, Streams, TestReport};
 pub use secret::SecretKey;
-pub use shared::{CursorStore, SharedError, SharedStreams};
+pub use shared::{CursorStore, Recording, SharedError, SharedStreams, recording};
 pub use status::{State, Status};
 pub use store::StreamStore;

@@ -7,7 +7,7 @@ use super::allow::Allowlist;
 use super::definition::{DefinitionError, Secrets, Start, StreamDef, StreamInput, StreamPatch};
 use super::delivery::{self, Deps};
 use super::destination::{SendError, Sender, TestAnswer};
-use super::shared::{CursorStore, LocalCursors, SharedError, SharedStreams};
+use super::shared::{CursorStore, LocalCursors, SharedError, SharedStreams, recording};
 use super::status::{State, Status, StatusCell};
 use super::store::{Cursor, StoreError};
 use chrono::{DateTime, Utc};
@@ -349,13 +349,14 @@ impl Streams {
     /// single node its first cursor and the next `definitions.json` are written (fsynced) first
     /// and the definitions put in place only once it is recorded: a full disk refuses it before
     /// it is recorded, and a refused record (`Ok(Err(_))`) leaves the streams as they were. In a
-    /// cluster it is recorded, then stored in the metastore (checked writable before).
-    pub async fn create<E>(
+    /// cluster it is written to the metastore in a transaction, recorded, then committed
+    /// ([`SharedStreams::create`]).
+    pub async fn create<E: Send>(
         &self,
         org: &str,
         id: &str,
         input: StreamInput,
-        record: impl Future<Output = Result<(), E>>,
+        record: impl Future<Output = Result<(), E>> + Send,
     ) -> Result<Result<StreamView, E>, StreamError> {
         let def = StreamDef {
             id: id.to_string(),
@@ -380,10 +381,14 @@ impl Streams {
             cursors,
         };
         if let Some(shared) = &self.shared {
-            if let Err(e) = record.await {
+            let mut refused = None;
+            let recorded = recording(record, &mut refused);
+            shared
+                .create(&entry.def, &entry.secrets, &cursor, recorded)
+                .await?;
+            if let Some(e) = refused {
                 return Ok(Err(e));
             }
-            shared.create(&entry.def, &entry.secrets, &cursor).await?;
         } else {
             let made = async {
                 self.write_local_cursor(org, id, &cursor).await?;
@@ -429,12 +434,12 @@ impl Streams {
 
     /// Applies a change, recorded by `record` as [`Streams::create`] is; the stream's task
     /// restarts with it.
-    pub async fn patch<E>(
+    pub async fn patch<E: Send>(
         &self,
         org: &str,
         id: &str,
         patch: StreamPatch,
-        record: impl Future<Output = Result<(), E>>,
+        record: impl Future<Output = Result<(), E>> + Send,
     ) -> Result<Result<StreamView, E>, StreamError> {
         let mut entries = self.entries.lock().await;
         let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
@@ -460,10 +465,12 @@ impl Streams {
         }
         match &self.shared {
             Some(shared) => {
-                if let Err(e) = record.await {
+                let mut refused = None;
+                let recorded = recording(record, &mut refused);
+                shared.update(&new.def, &new.secrets, recorded).await?;
+                if let Some(e) = refused {
                     return Ok(Err(e));
                 }
-                shared.update(&new.def, &new.secrets).await?;
             }
             None => {
                 let prepared = self.prepare(&entries, Some(&new)).await?;
@@ -483,11 +490,11 @@ impl Streams {
 
     /// Deletes a stream (not a declared one) and its cursor, recorded by `record` as
     /// [`Streams::create`] is.
-    pub async fn delete<E>(
+    pub async fn delete<E: Send>(
         &self,
         org: &str,
         id: &str,
-        record: impl Future<Output = Result<(), E>>,
+        record: impl Future<Output = Result<(), E>> + Send,
     ) -> Result<Result<StreamDef, E>, StreamError> {
         let mut entries = self.entries.lock().await;
         let entry = entries.get(&key(org, id)).ok_or(StreamError::NotFound)?;
@@ -500,10 +507,13 @@ impl Streams {
         let removed = async {
             match &self.shared {
                 Some(shared) => {
-                    if let Err(e) = record.await {
+                    let mut refused = None;
+                    shared
+                        .remove(org, id, recording(record, &mut refused))
+                        .await?;
+                    if let Some(e) = refused {
                         return Ok(Err(e));
                     }
-                    shared.remove(org, id).await?;
                 }
                 None => {
                     let prepared = self.prepare(&entries, None).await?;

@@ -6,6 +6,8 @@
 
 use super::definition::{Secrets, StreamDef};
 use super::store::{Cursor, StreamStore};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Why a stream's state could not be read or written.
@@ -19,9 +21,26 @@ pub enum SharedError {
     /// (under the epoch it acts with) now: the API answers 503 `shard_unavailable`.
     #[error("{0}")]
     NotOwner(String),
+    /// The change was recorded in the org's log, but the metastore did not confirm its COMMIT:
+    /// it may or may not have been made (the API answers 503 `metastore_unavailable` and says
+    /// so).
+    #[error("{0}")]
+    Unconfirmed(String),
     /// A cursor file of a single node.
     #[error("{0}")]
     Local(String),
+}
+
+/// The making of a change's audit entry, run by the cluster between the change's write and its
+/// COMMIT. `Err(())`: refused (the caller keeps why, [`recording`]).
+pub type Recording<'a> = Pin<Box<dyn Future<Output = Result<(), ()>> + Send + 'a>>;
+
+/// `record` as a [`Recording`]; a refusal is kept in `refused`.
+pub fn recording<'a, E: Send + 'a>(
+    record: impl Future<Output = Result<(), E>> + Send + 'a,
+    refused: &'a mut Option<E>,
+) -> Recording<'a> {
+    Box::pin(async move { record.await.map_err(|e| *refused = Some(e)) })
 }
 
 /// A stream's cursor, where it is kept.
@@ -44,17 +63,26 @@ pub trait SharedStreams: Send + Sync {
     /// Fails unless the metastore answers now: checked before a change is recorded in the
     /// org's log, so an outage refuses it before anything happens.
     async fn check_writable(&self) -> Result<(), SharedError>;
-    /// Stores a new stream with its first cursor (fenced like every cursor write).
+    /// Stores a new stream with its first cursor (fenced like every cursor write), committed
+    /// only once `record` made the change's audit entry durable. `Ok(false)`: the record was
+    /// refused and nothing changed.
     async fn create(
         &self,
         def: &StreamDef,
         secrets: &Secrets,
         cursor: &Cursor,
-    ) -> Result<(), SharedError>;
-    /// Replaces a stream's definition.
-    async fn update(&self, def: &StreamDef, secrets: &Secrets) -> Result<(), SharedError>;
-    /// Deletes a stream and its cursor.
-    async fn remove(&self, org: &str, id: &str) -> Result<(), SharedError>;
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError>;
+    /// Replaces a stream's definition, recorded as [`SharedStreams::create`] is.
+    async fn update(
+        &self,
+        def: &StreamDef,
+        secrets: &Secrets,
+        record: Recording<'_>,
+    ) -> Result<bool, SharedError>;
+    /// Deletes a stream and its cursor, recorded as [`SharedStreams::create`] is.
+    async fn remove(&self, org: &str, id: &str, record: Recording<'_>)
+    -> Result<bool, SharedError>;
     /// Where `org`'s cursors are written while this node delivers its streams (it holds and
     /// serves the org's shard); `None` otherwise.
     fn cursors(&self, org: &str) -> Option<Arc<dyn CursorStore>>;

@@ -8,13 +8,16 @@
 //! it publishes no snapshot for what it lost) and a nats-server killed and started again (acks
 //! from the quorum go on). With a 3 s index commit, the owners' acks never pass what a search
 //! finds: every owner consumer's ack floor, read from JetStream under steady ingest and across
-//! an owner's kill, names a record the cluster answers by id. Missing servers: SKIPPED outside
-//! CI, a failure in CI.
+//! an owner's kill, names a record the cluster answers by id. The owners' consumers take one
+//! cumulative ack per batch; a consumer an older version made with per-message acks (its policy
+//! cannot change) is used as it is, every message acknowledged. Missing servers: SKIPPED
+//! outside CI, a failure in CI.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use codestax_harness::{CLUSTER_STREAM, Collector};
 use futures_util::StreamExt as _;
 use serde_json::Value;
@@ -23,6 +26,7 @@ use crate::cluster_common::{
     Acked, Metastore, QUERY, Servers, assert_each_once, assert_export_verifies, assert_no_fork,
 };
 use crate::cluster_ingest::stream_leader;
+use crate::cluster_route::shard_of;
 
 /// Enough orgs that, over 4 shards and 2 nodes, each node owns some.
 const ORGS: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
@@ -365,17 +369,7 @@ fn check_ack_floors(
     admin: &BTreeMap<&str, String>,
     stop: &AtomicBool,
 ) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let addrs: Vec<async_nats::ServerAddr> =
-            nats_urls.iter().map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(addrs.as_slice()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.get_stream(CLUSTER_STREAM).await.unwrap()
-    });
+    let (rt, stream) = audit_stream(nats_urls);
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     let mut checked = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -468,4 +462,100 @@ fn owners_acknowledge_only_what_is_searchable_also_across_a_kill_9() {
     ));
     assert!(checked >= 10, "only {checked} ack floors seen move");
     cluster.assert_all_once(&acked);
+}
+
+/// The JetStream stream the nodes publish to, with the runtime its client runs on.
+fn audit_stream(
+    nats_urls: &[String],
+) -> (
+    tokio::runtime::Runtime,
+    async_nats::jetstream::stream::Stream,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let addrs: Vec<async_nats::ServerAddr> =
+            nats_urls.iter().map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(addrs.as_slice()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.get_stream(CLUSTER_STREAM).await.unwrap()
+    });
+    (rt, stream)
+}
+
+/// Consumer `name`'s ack policy and its messages not yet acknowledged (pending delivery or
+/// delivered without an ack); `None` while it does not exist.
+fn consumer_state(
+    rt: &tokio::runtime::Runtime,
+    stream: &async_nats::jetstream::stream::Stream,
+    name: &str,
+) -> Option<(AckPolicy, u64)> {
+    let info = rt.block_on(stream.consumer_info(name)).ok()?;
+    Some((
+        info.config.ack_policy,
+        info.num_pending + info.num_ack_pending as u64,
+    ))
+}
+
+#[test]
+fn an_owner_keeps_per_message_acks_on_a_consumer_an_older_version_made() {
+    let Some(servers) = Servers::start_or_skip("cluster ack policy") else {
+        return;
+    };
+    let mut c1 = servers.start_node("c1");
+    let org = "acme";
+    let shard = shard_of(org) as i32;
+    let ingest = BTreeMap::from([(org, c1.create_key(org, "INGEST"))]);
+    let admin = c1.create_key(org, "ORG_ADMIN");
+    let acked = Acked::default();
+    for round in 0..4 {
+        acked.send(&c1, &ingest, round);
+    }
+    assert_each_once(&c1, org, &admin, &acked.ids(org));
+    let metastore = Metastore::connect(&servers.pg);
+    let epoch = metastore.leases()[&shard].1;
+    let (rt, stream) = audit_stream(&servers.nats.urls());
+    let made = format!("owner-{shard}-{epoch}");
+    assert_eq!(
+        consumer_state(&rt, &stream, &made).map(|(policy, _)| policy),
+        Some(AckPolicy::All),
+        "{made}: this version acknowledges cumulatively"
+    );
+
+    // The node killed; the consumer of the epoch it takes next made as an older version made
+    // it: explicit, per-message acks.
+    c1.kill9();
+    let older = format!("owner-{shard}-{}", epoch + 1);
+    rt.block_on(stream.create_consumer(pull::Config {
+        durable_name: Some(older.clone()),
+        filter_subject: format!("{CLUSTER_STREAM}.shard.{shard}"),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(10),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }))
+    .unwrap();
+    c1.restart();
+    for round in 4..12 {
+        acked.send(&c1, &ingest, round);
+    }
+    assert_each_once(&c1, org, &admin, &acked.ids(org));
+    assert_eq!(
+        metastore.leases()[&shard].1,
+        epoch + 1,
+        "the node took the shard under the epoch of the older consumer"
+    );
+    // Every message acknowledged, well within the 10 s ack wait (a cumulative ack on this
+    // consumer would leave all but each batch's last pending until redelivered).
+    let mut state = None;
+    let all_acked = codestax_harness::wait_for(Duration::from_secs(8), || {
+        state = consumer_state(&rt, &stream, &older);
+        state == Some((AckPolicy::Explicit, 0))
+    });
+    assert!(all_acked, "{older}: {state:?}\n{}", c1.stderr());
+    assert_export_verifies(&c1, org, &admin, acked.ids(org).len() as u64);
+    assert_no_fork(&c1);
 }

@@ -5,7 +5,9 @@
 //! killed (kill -9) and B takes the shard, and in B's own override file (what its janitor
 //! reads); with PostgreSQL stopped, B still answers reads from its cache and refuses changes
 //! with 503 `metastore_unavailable`, nothing changed; a single node's saved view is offered to
-//! the cluster when its data dir joins. Missing servers: SKIPPED outside CI, a failure in CI.
+//! the cluster when its data dir joins. A second test holds a change at its metastore write (the
+//! row locked by the test) and stops PostgreSQL there: the change is refused, and neither made
+//! nor recorded in the org's log. Missing servers: SKIPPED outside CI, a failure in CI.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use codestax_common::note::{self, VerifierKey};
 use codestax_harness::{Collector, CollectorOptions, NatsCluster, Postgres};
 use serde_json::{Value, json};
 
+use crate::cluster_common::Metastore;
 use crate::cluster_ingest::{PASSWORD, batch, cluster_toml, ingest_until_acked, pg_password};
 use crate::cluster_route::{get_ok, shard_of, status, wait_for_even_spread};
 
@@ -67,6 +70,15 @@ fn view_names(c: &Collector, org: &str, token: &str) -> Vec<String> {
         .iter()
         .map(|v| v["name"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// `org`'s override in `c`'s own file (what its janitor reads).
+fn cached_days(c: &Collector, org: &str) -> Value {
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(c.data_dir.join("retention-overrides.json")).unwrap(),
+    )
+    .unwrap();
+    file["days"][org].clone()
 }
 
 /// Polls `check` until it holds (a node's cache follows the metastore within a second).
@@ -196,19 +208,19 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
         (Some(400), Some("api")),
         "{served}"
     );
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(b.data_dir.join("retention-overrides.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(file["days"][org_a], 400, "B's janitor reads it: {file}");
+    assert_eq!(cached_days(&b, org_a), 400, "B's janitor reads it");
 
-    // PostgreSQL down: reads from B's cache, changes refused (nothing changed).
+    // PostgreSQL down: reads from B's cache, changes refused (nothing changed). B's leases
+    // lapse 1 s after PostgreSQL stops, and that stop may take longer under load: the routed
+    // retention change answers either 503 (the metastore's, or the shard's with no owner), and
+    // its cache is checked in B's file rather than through the routed read.
     pg.stop().unwrap();
     let (code, body) = put_retention(&b, org_a, &token(org_a), 30);
-    assert_eq!(
-        (code, body["error"]["code"].as_str()),
-        (503, Some("metastore_unavailable")),
-        "{body}"
+    assert!(
+        code == 503
+            && ["metastore_unavailable", "shard_unavailable"]
+                .contains(&body["error"]["code"].as_str().unwrap_or_default()),
+        "{code} {body}"
     );
     let (code, body) = create_view(&b, org_b, &token(org_b), "During the outage");
     assert_eq!(
@@ -217,10 +229,206 @@ fn retention_views_and_the_signing_key_are_the_clusters() {
         "{body}"
     );
     assert_eq!(view_names(&b, org_b, &token(org_b)), ["Logins"]);
-    let served = get_ok(
-        &b,
-        &format!("/api/v1/orgs/{org_a}/settings/retention"),
-        &token(org_a),
+    assert_eq!(cached_days(&b, org_a), 400, "B's cache unchanged");
+}
+
+/// What `org`'s log holds of `action`, as `c` answers (every entry as JSON text).
+pub(crate) fn recorded(c: &Collector, org: &str, token: &str, action: &str) -> Vec<String> {
+    let page = get_ok(
+        c,
+        &format!("/api/v1/orgs/{org}/audit-log?limit=100&action={action}"),
+        token,
     );
-    assert_eq!(served["days"], 400, "{served}");
+    page["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(Value::to_string)
+        .collect()
+}
+
+/// What `org`'s log holds of `action` once an entry containing `made` is searchable (within
+/// 10 s): a change refused before it is the log's would be searchable by then too (one shard,
+/// in order).
+pub(crate) fn recorded_with(
+    c: &Collector,
+    org: &str,
+    token: &str,
+    action: &str,
+    made: &str,
+) -> Vec<String> {
+    let mut entries = Vec::new();
+    eventually(
+        &format!("{action} with {made} is recorded"),
+        Duration::from_secs(10),
+        || {
+            entries = recorded(c, org, token, action);
+            entries.iter().any(|e| e.contains(made))
+        },
+    );
+    entries
+}
+
+/// Sends `change` while the test's own transaction holds the row `lock` selects `FOR UPDATE`,
+/// waits until the node's write waits for that lock, then stops PostgreSQL (fast: every
+/// session ends, the node's write fails) and starts it again. Returns what `change` answered;
+/// `Err` with it when it answered before its write waited (PostgreSQL left running).
+pub(crate) fn refused_at_the_write(
+    pg: &mut Postgres,
+    lock: &str,
+    org: &str,
+    change: impl FnOnce() -> (u16, Value) + Send,
+) -> Result<(u16, Value), (u16, Value)> {
+    let holder = Metastore::connect(pg);
+    let watcher = Metastore::connect(pg);
+    holder.rows("BEGIN", &[]);
+    assert_eq!(
+        holder.rows(lock, &[&org]).len(),
+        1,
+        "{lock}: the row exists"
+    );
+    let answer = std::thread::scope(|scope| {
+        let sent = scope.spawn(change);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while watcher.rows(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        )[0]
+        .get::<_, i64>(0)
+            < 1
+        {
+            if sent.is_finished() {
+                return Err(sent.join().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node's write waits for the test's lock: not within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!sent.is_finished(), "answered while its write waits");
+        pg.stop().unwrap();
+        Ok(sent.join().unwrap())
+    });
+    if answer.is_ok() {
+        pg.restart().unwrap();
+    }
+    answer
+}
+
+#[test]
+fn a_settings_change_the_metastore_never_made_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let Some(nats) = NatsCluster::start_or_skip("cluster settings write", dir.path()) else {
+        return;
+    };
+    let Some(mut pg) = Postgres::start_or_skip("cluster settings write", pg_dir.path(), PASSWORD)
+    else {
+        return;
+    };
+    let mut a = node(dir.path(), "c1");
+    let a_settings = settings("c1", &a, &nats, &pg);
+    a.restart_with(&a_settings)
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.stderr()));
+    let org = "acme";
+    let owner = a.new_key(org, "ORG_OWNER").unwrap();
+    let retention_path = format!("/api/v1/orgs/{org}/settings/retention");
+    get_ok(&a, &retention_path, &owner);
+    assert_eq!(put_retention(&a, org, &owner, 400).0, 200, "{}", a.stderr());
+    assert_eq!(create_view(&a, org, &owner, "Logins").0, 201);
+
+    // Held at its write, then PostgreSQL gone: 503, and neither made nor recorded.
+    let (url, token) = (a.url(&retention_path), owner.clone());
+    let (code, body) = refused_at_the_write(
+        &mut pg,
+        "SELECT 1 FROM retention_overrides WHERE org_id = $1 FOR UPDATE",
+        org,
+        move || {
+            let r = reqwest::blocking::Client::new()
+                .put(url)
+                .bearer_auth(token)
+                .json(&json!({ "days": 30 }))
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.json().unwrap())
+        },
+    )
+    .unwrap_or_else(|a| panic!("answered before its write waited: {a:?}"));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("metastore_unavailable")),
+        "{body}"
+    );
+    let (url, token) = (
+        a.url(&format!("/api/v1/orgs/{org}/saved-views")),
+        owner.clone(),
+    );
+    let (code, body) = refused_at_the_write(
+        &mut pg,
+        "SELECT 1 FROM saved_views WHERE org_id = $1 FOR UPDATE",
+        org,
+        move || {
+            let r = reqwest::blocking::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(
+                    &json!({ "name": "During the lock", "filters": { "action": ["auth.login"] } }),
+                )
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.json().unwrap())
+        },
+    )
+    .unwrap_or_else(|a| panic!("answered before its write waited: {a:?}"));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("metastore_unavailable")),
+        "{body}"
+    );
+
+    // PostgreSQL back: the changes made now are recorded once each; the refused ones never
+    // were (a record is searchable once a later one of its org is: one shard, in order).
+    let served = get_ok(&a, &retention_path, &owner);
+    assert_eq!(
+        served["days"], 400,
+        "the refused change was not made: {served}"
+    );
+    assert_eq!(view_names(&a, org, &owner), ["Logins"]);
+    let stored: Vec<i32> = Metastore::connect(&pg)
+        .rows(
+            "SELECT days FROM retention_overrides WHERE org_id = $1",
+            &[&org],
+        )
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, [400]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while put_retention(&a, org, &owner, 60).0 != 200 {
+        assert!(Instant::now() < deadline, "{}", a.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    while create_view(&a, org, &owner, "After the lock").0 != 201 {
+        assert!(Instant::now() < deadline, "{}", a.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let retention = recorded_with(&a, org, &owner, "settings.retention_changed", "\"new\":60");
+    assert_eq!(retention.len(), 2, "400 and 60 only: {retention:#?}");
+    assert!(
+        !retention.iter().any(|e| e.contains("\"new\":30")),
+        "{retention:#?}"
+    );
+    let views = recorded_with(
+        &a,
+        org,
+        &owner,
+        "audit_log.saved_view_created",
+        "After the lock",
+    );
+    assert_eq!(views.len(), 2, "Logins and After the lock only: {views:#?}");
+    assert!(
+        !views.iter().any(|e| e.contains("During the lock")),
+        "{views:#?}"
+    );
 }

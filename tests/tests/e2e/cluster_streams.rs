@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::cluster_common::{Acked, Metastore, Servers};
 use crate::cluster_route::{shard_of, wait_for_even_spread};
+use crate::cluster_state::{recorded, recorded_with, refused_at_the_write};
 use crate::streams::{
     HEADER_SECRET, HttpsReceiver, SECRET, assert_in_order_without_gaps, request,
     request_with_headers,
@@ -686,4 +687,119 @@ fn a_single_nodes_streams_join_the_cluster_and_go_on_from_where_they_stopped() {
         "cluster streams move: {delivered_before} arrivals before the move, {} after",
         arrivals.len() - delivered_before
     );
+}
+
+/// Docs/cluster.md, "Streams in cluster mode": a change is written in a transaction, recorded,
+/// then committed. A rename and a delete are each held at their metastore write (the test's
+/// own transaction holds the stream's row) and PostgreSQL is stopped there: both answer 503,
+/// neither is made, and neither is in the org's log; a rename made once PostgreSQL is back is
+/// recorded once. (The old order recorded the change before its write blocked.)
+#[test]
+fn a_stream_change_the_metastore_never_made_is_not_recorded() {
+    let Some(mut servers) = Servers::start_or_skip("cluster stream write") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = HttpsReceiver::start(dir.path());
+    let mut node = servers.node("c1");
+    servers.join_with_streams(&mut node, "c1", STREAMS);
+    let org = ORGS[0];
+    let owner_key = node.new_key(org, "ORG_OWNER").unwrap();
+    let created = create_stream(&node, org, &owner_key, &receiver);
+    let id = created["id"].as_str().unwrap().to_string();
+    let stream = format!("/api/v1/orgs/{org}/streams/{id}");
+    let lock = "SELECT 1 FROM streams WHERE org_id = $1 FOR UPDATE";
+    let send = |method: reqwest::Method, body: Option<Value>| {
+        let (url, token) = (node.url(&stream), owner_key.clone());
+        move || {
+            let mut r = reqwest::blocking::Client::new()
+                .request(method, url)
+                .bearer_auth(token);
+            if let Some(body) = body {
+                r = r.json(&body);
+            }
+            let r = r.send().unwrap();
+            (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+        }
+    };
+    for (what, method, body) in [
+        (
+            "a rename",
+            reqwest::Method::PATCH,
+            Some(json!({ "name": "during the lock" })),
+        ),
+        ("a delete", reqwest::Method::DELETE, None),
+    ] {
+        // The node's 1 s leases may lapse under a loaded machine: a change routed nowhere is
+        // refused before anything (and sent again); one held at its write is the test.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (code, body) = loop {
+            match refused_at_the_write(
+                &mut servers.pg,
+                lock,
+                org,
+                send(method.clone(), body.clone()),
+            ) {
+                Ok(answer) => break answer,
+                Err((503, early)) if early["error"]["code"] == "shard_unavailable" => {
+                    assert!(Instant::now() < deadline, "{what}: {early}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(early) => panic!("{what}: answered before its write waited: {early:?}"),
+            }
+        };
+        // The metastore gone at the write; or, as PostgreSQL stops, the lease lapsed first.
+        assert_eq!(code, 503, "{what}: {body}");
+        assert!(
+            ["metastore_unavailable", "shard_unavailable"]
+                .contains(&body["error"]["code"].as_str().unwrap_or_default()),
+            "{what}: {body}"
+        );
+    }
+
+    // PostgreSQL back: neither was made; a rename made now is recorded, the refused ones never
+    // were (a record is searchable once a later one of its org is: one shard, in order).
+    let meta = Metastore::connect(&servers.pg);
+    assert_eq!(stored_name(&meta, org, &id).as_deref(), Some("siem"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = change(
+            &node,
+            "PATCH",
+            &stream,
+            &owner_key,
+            Some(json!({ "name": "after the lock" })),
+        );
+        if answer.0 == 200 {
+            break;
+        }
+        assert_eq!(answer.0, 503, "{answer:?}");
+        if Instant::now() > deadline {
+            let sessions: Vec<String> = meta
+                .rows(
+                    "SELECT concat_ws(' | ', pid, state, wait_event_type, wait_event,
+                        xact_start::text, left(query, 120)) FROM pg_stat_activity",
+                    &[],
+                )
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            panic!("{answer:?}\n{sessions:#?}\n{}", node.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        stored_name(&meta, org, &id).as_deref(),
+        Some("after the lock")
+    );
+    let changed = recorded_with(
+        &node,
+        org,
+        &owner_key,
+        "audit_log.stream_changed",
+        "after the lock",
+    );
+    assert_eq!(changed.len(), 1, "the later rename only: {changed:#?}");
+    let deleted = recorded(&node, org, &owner_key, "audit_log.stream_deleted");
+    assert!(deleted.is_empty(), "{deleted:#?}");
 }
