@@ -2,14 +2,15 @@
 //! encodes to the same bytes whatever order its fields came in, so the encoding can be hashed.
 //!
 //! Records are written field by field straight from the struct ([`write_record`]), not through a
-//! `serde_json::Value` tree: this runs up to three times per ingested record (size check, chain
-//! hash, stored form). The definition it must equal — serde's JSON of the record with every
-//! object's keys sorted — is kept in the tests, which compare the two over varied records.
+//! `serde_json::Value` tree: this runs on every ingested record, once into a [`Length`] (the size
+//! check) and once into the unsealed stored form, from which sealing renders the hashed one. The
+//! definition it must equal — serde's JSON of the record with every object's keys sorted — is
+//! kept in the tests, which compare the two over varied records.
 
 use crate::record::{AuditRecord, Change, Provenance};
 use crate::schema::{self, Field, FieldValue, Kind};
 use serde_json::Value;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// Where canonical JSON is written: a `String`, or a [`Length`] that only counts the bytes (the
 /// size check, which needs no copy of the record).
