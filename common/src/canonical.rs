@@ -2,14 +2,73 @@
 //! encodes to the same bytes whatever order its fields came in, so the encoding can be hashed.
 //!
 //! Records are written field by field straight from the struct ([`write_record`]), not through a
-//! `serde_json::Value` tree: this runs up to three times per ingested record (size check, chain
-//! hash, stored form). The definition it must equal — serde's JSON of the record with every
-//! object's keys sorted — is kept in the tests, which compare the two over varied records.
+//! `serde_json::Value` tree: this runs on every ingested record, once into a [`Length`] (the size
+//! check) and once into the unsealed stored form, from which sealing renders the hashed one. The
+//! definition it must equal — serde's JSON of the record with every object's keys sorted — is
+//! kept in the tests, which compare the two over varied records.
 
 use crate::record::{AuditRecord, Change, Provenance};
 use crate::schema::{self, Field, FieldValue, Kind};
 use serde_json::Value;
-use std::fmt::Write as _;
+use std::fmt;
+
+/// Where canonical JSON is written: a `String`, or a [`Length`] that only counts the bytes (the
+/// size check, which needs no copy of the record).
+pub(crate) trait Out: fmt::Write {
+    fn push(&mut self, c: char);
+    fn push_str(&mut self, s: &str);
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+    fn reserve(&mut self, additional: usize);
+}
+
+impl Out for String {
+    #[inline]
+    fn push(&mut self, c: char) {
+        String::push(self, c);
+    }
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    #[inline]
+    fn reserve(&mut self, additional: usize) {
+        String::reserve(self, additional);
+    }
+}
+
+/// Counts the bytes canonical JSON would take, without writing them.
+#[derive(Debug, Default)]
+pub(crate) struct Length(usize);
+
+impl fmt::Write for Length {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+impl Out for Length {
+    #[inline]
+    fn push(&mut self, c: char) {
+        self.0 += c.len_utf8();
+    }
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        self.0 += s.len();
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.0
+    }
+    #[inline]
+    fn reserve(&mut self, _: usize) {}
+}
 
 /// Writes `value` as canonical JSON.
 pub fn to_canonical_json(value: &Value) -> String {
@@ -18,7 +77,7 @@ pub fn to_canonical_json(value: &Value) -> String {
     out
 }
 
-pub(crate) fn write_value(value: &Value, out: &mut String) {
+pub(crate) fn write_value<O: Out + ?Sized>(value: &Value, out: &mut O) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -76,7 +135,7 @@ const ESCAPE: [u8; 256] = {
 /// Writes `s` as a JSON string, escaped exactly as serde_json does: `"` and `\`, the control
 /// characters U+0000..U+001F (`\b \t \n \f \r` short, the rest as `\u00xx` in lowercase hex);
 /// everything else, non-ASCII included, as it is.
-pub(crate) fn write_string(s: &str, out: &mut String) {
+pub(crate) fn write_string<O: Out + ?Sized>(s: &str, out: &mut O) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
@@ -113,16 +172,16 @@ pub(crate) enum ChainFields {
 
 /// An object being written: commas between entries, and the chain-field offsets still waiting
 /// for the next entry (or the closing brace) to fix where they are.
-pub(crate) struct Object<'a> {
-    out: &'a mut String,
+pub(crate) struct Object<'a, O: Out + ?Sized = String> {
+    out: &'a mut O,
     first: bool,
     /// Indexes into [`crate::schema::CHAIN_FIELDS`] whose place is the next entry's start.
     pending: [bool; 3],
     at: [usize; 3],
 }
 
-impl<'a> Object<'a> {
-    pub(crate) fn open(out: &'a mut String) -> Object<'a> {
+impl<'a, O: Out + ?Sized> Object<'a, O> {
+    pub(crate) fn open(out: &'a mut O) -> Object<'a, O> {
         out.push('{');
         Object {
             out,
@@ -133,7 +192,7 @@ impl<'a> Object<'a> {
     }
 
     #[inline]
-    pub(crate) fn key(&mut self, key: &str) -> &mut String {
+    pub(crate) fn key(&mut self, key: &str) -> &mut O {
         if !self.first {
             self.out.push(',');
         }
@@ -209,7 +268,11 @@ impl<'a> Object<'a> {
 ///
 /// The fields and their order come from the table ([`Field::in_key_order`]); each present
 /// field is written as its [`FieldValue`].
-pub(crate) fn write_record(r: &AuditRecord, chain: ChainFields, out: &mut String) -> [usize; 3] {
+pub(crate) fn write_record<O: Out + ?Sized>(
+    r: &AuditRecord,
+    chain: ChainFields,
+    out: &mut O,
+) -> [usize; 3] {
     let mut o = Object::open(out);
     for field in schema::RECORD_KEY_ORDER {
         if chain == ChainFields::Mark
@@ -251,7 +314,7 @@ fn chain_slot(field: Field) -> Option<usize> {
 }
 
 /// A nested object whose fields are all plain values (the actor, the target).
-fn write_fields(r: &AuditRecord, object: schema::Object, out: &mut String) {
+fn write_fields<O: Out + ?Sized>(r: &AuditRecord, object: schema::Object, out: &mut O) {
     let mut o = Object::open(out);
     for &field in Field::in_key_order(object) {
         if let Some(value) = field.value(r) {
@@ -261,7 +324,7 @@ fn write_fields(r: &AuditRecord, object: schema::Object, out: &mut String) {
     o.close();
 }
 
-fn write_provenance(p: &Provenance, out: &mut String) {
+fn write_provenance<O: Out + ?Sized>(p: &Provenance, out: &mut O) {
     let mut o = Object::open(out);
     if let Some(key_id) = p.key_id() {
         o.str("key_id", key_id);
@@ -273,7 +336,7 @@ fn write_provenance(p: &Provenance, out: &mut String) {
     o.close();
 }
 
-fn write_change(c: &Change, out: &mut String) {
+fn write_change<O: Out + ?Sized>(c: &Change, out: &mut O) {
     let mut o = Object::open(out);
     o.str("field", &c.field);
     write_value(&c.new, o.key("new"));
@@ -284,7 +347,7 @@ fn write_change(c: &Change, out: &mut String) {
 /// The metadata's fields merged in byte order with the free-form keys (already sorted: a
 /// `BTreeMap<String, _>` orders by bytes). A free-form key equal to a field's wins, as it does
 /// in serde's flattened form.
-fn write_metadata(r: &AuditRecord, out: &mut String) {
+fn write_metadata<O: Out + ?Sized>(r: &AuditRecord, out: &mut O) {
     let m = &r.metadata;
     let mut named = Field::in_key_order(schema::Object::Metadata)
         .iter()
@@ -313,6 +376,13 @@ impl AuditRecord {
         let mut out = String::with_capacity(768);
         write_record(self, ChainFields::Write, &mut out);
         out
+    }
+
+    /// The length in bytes of [`AuditRecord::canonical_json`], counted without building it.
+    pub fn canonical_len(&self) -> usize {
+        let mut length = Length::default();
+        write_record(self, ChainFields::Write, &mut length);
+        length.len()
     }
 }
 
@@ -506,6 +576,15 @@ mod tests {
         for n in 0..(1 << 14) {
             let r = variant(n);
             assert_eq!(r.canonical_json(), reference(&r), "variant {n}");
+        }
+    }
+
+    /// The size check counts what the stored form would take, escapes and non-ASCII included.
+    #[test]
+    fn counted_length_equals_the_written_length_in_every_variant() {
+        for n in 0..(1 << 14) {
+            let r = variant(n);
+            assert_eq!(r.canonical_len(), r.canonical_json().len(), "variant {n}");
         }
     }
 

@@ -220,9 +220,10 @@ pub fn validate(record: &AuditRecord, rules: &Rules) -> Result<(), RecordErrors>
     if !rules.collector_entries {
         check_app_record(record, &mut errors);
     }
-    // Without a limit (the agent's file source) the canonical form is not built at all.
+    // Without a limit (the agent's file source) the canonical form is not measured at all; with
+    // one it is counted, not built (the store builds the form it keeps).
     if rules.max_record_bytes < usize::MAX {
-        let size = record.canonical_json().len();
+        let size = record.canonical_len();
         if size > rules.max_record_bytes {
             errors.push(FieldError::new(
                 "record",

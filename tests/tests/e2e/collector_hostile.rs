@@ -189,3 +189,83 @@ fn protocol_errors_duplicate_keys_body_limits_and_401s_over_real_http() {
     assert!(text.len() < 1000, "{} byte answer", text.len());
     assert!(text.contains("\"field\":\"name\""), "{text}");
 }
+
+/// `ingest.max_record_bytes` bounds a record's canonical JSON exactly (counted, not built, since
+/// session 16): at the limit it is stored, one byte over it is rejected naming `record`, over
+/// NDJSON and OTLP alike, and the rest of the batch goes through.
+#[test]
+fn the_record_size_limit_is_exact_on_every_receiver() {
+    const LIMIT: usize = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(
+        &dir.path().join("data"),
+        &format!("[ingest]\nmax_record_bytes = {LIMIT}\n"),
+    );
+    let ingest = c.create_key("acme", "INGEST");
+    let now = codestax_tests::now_rfc3339();
+    // The record as the collector parses it, its message padded to `size` bytes of canonical JSON.
+    let sized = |id: &str, size: usize| {
+        let mut r = codestax_tests::record("acme", id, "auth.login", "ada@acme.example", &now);
+        r["message"] = Value::from("");
+        let rules = codestax_common::Rules {
+            max_record_bytes: usize::MAX,
+            ..codestax_common::Rules::default()
+        };
+        let parsed = codestax_common::parse_json_line(r.to_string().as_bytes(), None, &rules)
+            .expect("a valid record");
+        let base = parsed.canonical_json().len();
+        assert!(base < size, "{base} bytes without a message");
+        r["message"] = Value::from("m".repeat(size - base));
+        r
+    };
+    let (status, answer) = c.ingest(
+        &ingest,
+        &[sized("at-limit", LIMIT), sized("over-limit", LIMIT + 1)],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"], 1, "{answer}");
+    assert_eq!(answer["errors"][0]["line"], 2, "{answer}");
+    let error = &answer["errors"][0]["errors"][0];
+    assert_eq!(error["field"], "record", "{answer}");
+    assert_eq!(
+        error["reason"],
+        format!(
+            "{} bytes serialised, over the limit of {LIMIT} bytes",
+            LIMIT + 1
+        ),
+        "{answer}"
+    );
+    let admin = c.create_key("acme", "ORG_ADMIN");
+    // The collector's own entries (the keys made) are in the org's log too.
+    c.wait_for_total("acme", "action=auth.login", &admin, 1);
+    let stored = c.search_all("acme", "action=auth.login", &admin);
+    let ids: Vec<&str> = stored.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, ["at-limit"]);
+
+    // OTLP: the same check on the record its attributes make.
+    let note = "n".repeat(2 * LIMIT);
+    let body = codestax_tests::otlp_json(
+        "acme",
+        "otlp",
+        1,
+        "auth.login",
+        &[("audit.metadata.note", note.as_str())],
+    );
+    let r = c.post(
+        "/v1/logs",
+        &ingest,
+        "application/json",
+        body.to_string().into_bytes(),
+    );
+    // Its only record refused: the whole request is.
+    let status = r.status();
+    let text = r.text().unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains(&format!(
+            "bytes serialised, over the limit of {LIMIT} bytes"
+        )),
+        "{text}"
+    );
+}
