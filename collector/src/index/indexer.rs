@@ -30,7 +30,7 @@ use tantivy::{IndexWriter, Term};
 /// 8). Every commit adds a segment per indexing thread (~6k records each in a bulk load at
 /// ~35k/s), and each merge pass rewrites every record: with 16, a 1M-record import merges each
 /// record once instead of twice, for up to twice as many segments left to search.
-const MERGE_MIN_SEGMENTS: usize = 16;
+pub(crate) const MERGE_MIN_SEGMENTS: usize = 16;
 
 /// What [`Indexer::delete_older_than`] did to one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

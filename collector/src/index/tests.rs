@@ -1446,15 +1446,15 @@ fn unlisted_segment_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// 800 records of one day, indexed in eight commits of one thread: eight small segments in one
-/// partition, and the eighth commit starts tantivy merging them. Returns the records and the
-/// partition.
-fn eight_segments_merging(
+/// 100 records of one day per commit of one thread, as many commits as a writer merges from
+/// ([`indexer::MERGE_MIN_SEGMENTS`]): that many small segments in one partition, and the last
+/// commit starts tantivy merging them. Returns the records and the partition.
+fn segments_merging(
     seed: u64,
     indexer: &mut Indexer,
     index: &AuditIndex,
 ) -> (Vec<AuditRecord>, std::sync::Arc<partition::Partition>) {
-    let mut records = corpus(seed, 800);
+    let mut records = corpus(seed, 100 * indexer::MERGE_MIN_SEGMENTS);
     for r in &mut records {
         r.time = t0() + Duration::seconds(r.time.timestamp() % 86_400);
     }
@@ -1472,12 +1472,13 @@ fn searched_segments(p: &partition::Partition) -> usize {
 fn closing_a_writer_lets_its_merges_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options_with(1)).unwrap();
-    let (records, week) = eight_segments_merging(43, &mut indexer, &index);
+    let (records, week) = segments_merging(43, &mut indexer, &index);
+    let n = records.len() as u64;
     // A record of another week right away: the one writer allowed is closed, merges under way.
     let mut other = records[0].clone();
     other.id = Some("evt-other-week".into());
     other.time = t0() + Duration::days(30);
-    indexer.add(801, &other).unwrap();
+    indexer.add(n + 1, &other).unwrap();
     indexer.commit().unwrap();
     indexer.finish_closing_all();
     assert_eq!(searched_segments(&week), 1, "the merge was kept");
@@ -1485,10 +1486,10 @@ fn closing_a_writer_lets_its_merges_finish() {
     // Back to the first week: a new writer.
     let mut late = records[1].clone();
     late.id = Some("evt-late".into());
-    indexer.add(802, &late).unwrap();
+    indexer.add(n + 2, &late).unwrap();
     indexer.commit().unwrap();
-    assert_eq!(index.stats().unwrap().docs, 802);
-    for r in [&records[0], &records[799], &other, &late] {
+    assert_eq!(index.stats().unwrap().docs, n + 2);
+    for r in [&records[0], records.last().unwrap(), &other, &late] {
         assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
     }
 }
@@ -1497,10 +1498,13 @@ fn closing_a_writer_lets_its_merges_finish() {
 fn merges_become_searchable_without_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
-    let (records, week) = eight_segments_merging(47, &mut indexer, &index);
-    // No more records: the indexer's idle ticks pick the merge of the open writer up.
+    let (records, week) = segments_merging(47, &mut indexer, &index);
+    // No more records: the indexer's idle ticks pick the merge of the open writer up, and a
+    // later tick removes the merged-away files.
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    while searched_segments(&week) > 1 && Instant::now() < deadline {
+    while (searched_segments(&week) > 1 || !unlisted_segment_files(&week.dir).is_empty())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
         indexer.refresh().unwrap();
     }
