@@ -203,6 +203,24 @@ fn wait_ids(what: &str, received: &Received, ids: &[String], timeout: Duration) 
     }
 }
 
+/// Creates stream "siem" of `ORG` to `receiver`'s `/in` (HMAC secret, header, its CA), `start:
+/// beginning`; returns its id.
+fn https_stream_from_the_beginning(c: &Collector, owner: &str, receiver: &HttpsReceiver) -> String {
+    let (status, created) = request(
+        c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams"),
+        owner,
+        Some(json!({
+            "name": "siem", "start": "beginning",
+            "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
+                "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
 fn stream_status(c: &Collector, owner: &str, id: &str) -> Value {
     let (status, body) = request(
         c,
@@ -717,19 +735,7 @@ fn a_streams_cursor_is_written_within_a_second_of_delivery_and_when_it_stops() {
     let mut c = Collector::start(&data, &settings());
     let owner = c.create_key(ORG, "ORG_OWNER");
     let ingest = c.create_key(ORG, "INGEST");
-    let (status, created) = request(
-        &c,
-        "POST",
-        &format!("/api/v1/orgs/{ORG}/streams"),
-        &owner,
-        Some(json!({
-            "name": "siem", "start": "beginning",
-            "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
-                "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
-        })),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = https_stream_from_the_beginning(&c, &owner, &receiver);
     let file = data
         .join("streams/cursors")
         .join(ORG)
@@ -872,19 +878,7 @@ fn records_expired_before_delivery_are_counted_and_recorded() {
     );
     let owner = c.create_key(ORG, "ORG_OWNER");
     let ingest = c.create_key(ORG, "INGEST");
-    let (status, created) = request(
-        &c,
-        "POST",
-        &format!("/api/v1/orgs/{ORG}/streams"),
-        &owner,
-        Some(json!({
-            "name": "siem", "start": "beginning",
-            "destination": {"kind": "https", "url": receiver.url("/in"), "secret": SECRET,
-                "headers": {"Authorization": HEADER_SECRET}, "ca_pem": receiver.cert_pem}
-        })),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = https_stream_from_the_beginning(&c, &owner, &receiver);
     let (status, body) = request(
         &c,
         "POST",
