@@ -17,7 +17,7 @@ use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, UserOperation};
 
 /// A cold partition's writer merges as soon as this many segments of a size are there: each
 /// flush adds a segment, and the writer is closed right after, so merges happen on the flush that
-/// makes the count. Tantivy's default (8; the current week's writers use 16, `indexer.rs`): at 4, merging the cold
+/// makes the count. Tantivy's default (8), as the current week's writers: at 4, merging the cold
 /// weeks' segments took about 15 % of a spread load's CPU (10 ms per 1,000 records, the largest
 /// share after indexing itself), and every record was rewritten once per 4 flushes of its week
 /// rather than once per 8 (BENCHMARKS.md, session 16).
