@@ -6,8 +6,8 @@
 //! reads); with PostgreSQL stopped, B still answers reads from its cache and refuses changes
 //! with 503 `metastore_unavailable`, nothing changed; a single node's saved view is offered to
 //! the cluster when its data dir joins. A second test holds a change at its metastore write (the
-//! row locked by the test) and stops PostgreSQL there: the change is refused, and neither made
-//! nor recorded in the org's log. Missing servers: SKIPPED outside CI, a failure in CI.
+//! row locked by the test) and kills the node's waiting session there: the change is refused, and
+//! neither made nor recorded in the org's log. Missing servers: SKIPPED outside CI, a failure in CI.
 
 use std::time::{Duration, Instant};
 
@@ -270,11 +270,14 @@ pub(crate) fn recorded_with(
 }
 
 /// Sends `change` while the test's own transaction holds the row `lock` selects `FOR UPDATE`,
-/// waits until the node's write waits for that lock, then stops PostgreSQL (fast: every
-/// session ends, the node's write fails) and starts it again. Returns what `change` answered;
-/// `Err` with it when it answered before its write waited (PostgreSQL left running).
+/// waits until the node's write waits for that lock, then kills the waiting session
+/// (`pg_terminate_backend`: the node's write fails) while the lock is still held, and waits for
+/// the answer. Stopping PostgreSQL instead raced: its sessions end in any order, and the node's
+/// write could take the lock and reach its COMMIT first (the documented "recorded, not
+/// confirmed" window, not the refusal under test). Returns what `change` answered; `Err` with it
+/// when it answered before its write waited.
 pub(crate) fn refused_at_the_write(
-    pg: &mut Postgres,
+    pg: &Postgres,
     lock: &str,
     org: &str,
     change: impl FnOnce() -> (u16, Value) + Send,
@@ -307,12 +310,14 @@ pub(crate) fn refused_at_the_write(
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(!sent.is_finished(), "answered while its write waits");
-        pg.stop().unwrap();
+        watcher.rows(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            &[],
+        );
         Ok(sent.join().unwrap())
     });
-    if answer.is_ok() {
-        pg.restart().unwrap();
-    }
+    // The lock goes only now, after the answer.
+    holder.rows("ROLLBACK", &[]);
     answer
 }
 
@@ -323,7 +328,7 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
     let Some(nats) = NatsCluster::start_or_skip("cluster settings write", dir.path()) else {
         return;
     };
-    let Some(mut pg) = Postgres::start_or_skip("cluster settings write", pg_dir.path(), PASSWORD)
+    let Some(pg) = Postgres::start_or_skip("cluster settings write", pg_dir.path(), PASSWORD)
     else {
         return;
     };
@@ -338,10 +343,10 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
     assert_eq!(put_retention(&a, org, &owner, 400).0, 200, "{}", a.stderr());
     assert_eq!(create_view(&a, org, &owner, "Logins").0, 201);
 
-    // Held at its write, then PostgreSQL gone: 503, and neither made nor recorded.
+    // Held at its write, then its session killed: 503, and neither made nor recorded.
     let (url, token) = (a.url(&retention_path), owner.clone());
     let (code, body) = refused_at_the_write(
-        &mut pg,
+        &pg,
         "SELECT 1 FROM retention_overrides WHERE org_id = $1 FOR UPDATE",
         org,
         move || {
@@ -365,7 +370,7 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
         owner.clone(),
     );
     let (code, body) = refused_at_the_write(
-        &mut pg,
+        &pg,
         "SELECT 1 FROM saved_views WHERE org_id = $1 FOR UPDATE",
         org,
         move || {
@@ -387,7 +392,7 @@ fn a_settings_change_the_metastore_never_made_is_not_recorded() {
         "{body}"
     );
 
-    // PostgreSQL back: the changes made now are recorded once each; the refused ones never
+    // Lock gone: the changes made now are recorded once each; the refused ones never
     // were (a record is searchable once a later one of its org is: one shard, in order).
     let served = get_ok(&a, &retention_path, &owner);
     assert_eq!(

@@ -691,12 +691,12 @@ fn a_single_nodes_streams_join_the_cluster_and_go_on_from_where_they_stopped() {
 
 /// Docs/cluster.md, "Streams in cluster mode": a change is written in a transaction, recorded,
 /// then committed. A rename and a delete are each held at their metastore write (the test's
-/// own transaction holds the stream's row) and PostgreSQL is stopped there: both answer 503,
-/// neither is made, and neither is in the org's log; a rename made once PostgreSQL is back is
-/// recorded once. (The old order recorded the change before its write blocked.)
+/// own transaction holds the stream's row) and the node's waiting session is killed there: both
+/// answer 503, neither is made, and neither is in the org's log; a rename made once the lock is
+/// gone is recorded once. (The old order recorded the change before its write blocked.)
 #[test]
 fn a_stream_change_the_metastore_never_made_is_not_recorded() {
-    let Some(mut servers) = Servers::start_or_skip("cluster stream write") else {
+    let Some(servers) = Servers::start_or_skip("cluster stream write") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -734,12 +734,7 @@ fn a_stream_change_the_metastore_never_made_is_not_recorded() {
         // refused before anything (and sent again); one held at its write is the test.
         let deadline = Instant::now() + Duration::from_secs(30);
         let (code, body) = loop {
-            match refused_at_the_write(
-                &mut servers.pg,
-                lock,
-                org,
-                send(method.clone(), body.clone()),
-            ) {
+            match refused_at_the_write(&servers.pg, lock, org, send(method.clone(), body.clone())) {
                 Ok(answer) => break answer,
                 Err((503, early)) if early["error"]["code"] == "shard_unavailable" => {
                     assert!(Instant::now() < deadline, "{what}: {early}");
@@ -757,7 +752,7 @@ fn a_stream_change_the_metastore_never_made_is_not_recorded() {
         );
     }
 
-    // PostgreSQL back: neither was made; a rename made now is recorded, the refused ones never
+    // Lock gone: neither was made; a rename made now is recorded, the refused ones never
     // were (a record is searchable once a later one of its org is: one shard, in order).
     let meta = Metastore::connect(&servers.pg);
     assert_eq!(stored_name(&meta, org, &id).as_deref(), Some("siem"));
