@@ -3,11 +3,12 @@
 //! match of a search, read from one snapshot by [`AuditIndex::scan`], to the client in chunks,
 //! whatever the number of records.
 //!
-//! Records are encoded straight from their stored canonical JSON through [`RecordView`], which
-//! borrows its strings from those bytes and keeps free-form values (metadata values, change
-//! values) as raw JSON: no `AuditRecord` is built per row. The output is the very bytes the
-//! serde encoding of [`AuditRecord`] gives (its field order, not the canonical one), which the
-//! tests check against it.
+//! Records are encoded straight from their stored canonical JSON: JSON and NDJSON write those
+//! bytes as they are (a record's line is its canonical JSON, the form its `hash` is over, with
+//! `prev_hash` and `hash` in it), reading only its [`RecordHead`] for its `seq`; CSV reads it
+//! through [`RecordView`], which borrows its strings from those bytes and keeps free-form values
+//! (metadata values, change values) as raw JSON. No `AuditRecord` is built per row; the tests
+//! check the output against one built per row.
 //!
 //! CSV cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab
 //! or a carriage return) are prefixed with `'` ([`neutralise`]); see `docs/export.md`.
@@ -18,7 +19,7 @@ use codestax_common::api::{CSV_CHAIN_COLUMNS, CSV_COLUMNS, ExportFormat};
 use codestax_common::export_proof::{FORMAT, NDJSON_PROOF_KEY, ProofBundle};
 use codestax_common::format::{Context, ecs, ocsf};
 use codestax_common::merkle::Hash;
-use codestax_common::record_view::{RecordView, Str};
+use codestax_common::record_view::{RecordHead, RecordView, Str};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -148,7 +149,7 @@ impl Encoder {
 
     /// Appends one record.
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ExportError> {
-        self.push_stored(&serde_json::to_vec(r).map_err(encode)?)
+        self.push_stored(r.canonical_json().as_bytes())
     }
 
     /// Appends one record given as its JSON (as the index stores it: canonical JSON).
@@ -158,23 +159,23 @@ impl Encoder {
         if let ExportFormat::Ocsf | ExportFormat::Ecs = self.format {
             return self.push_event(json);
         }
-        let view: RecordView = serde_json::from_str(json).map_err(encode)?;
-        self.note_seq(view.seq);
-        match self.format {
-            ExportFormat::Csv => {
-                let w = self.csv.as_mut().expect("a CSV encoder has a writer");
-                write_csv_row(w, &view, self.with_chain, &mut self.scratch)?;
-            }
-            ExportFormat::Json => {
+        if let ExportFormat::Csv = self.format {
+            let view: RecordView = serde_json::from_str(json).map_err(encode)?;
+            self.note_seq(view.seq);
+            let w = self.csv.as_mut().expect("a CSV encoder has a writer");
+            write_csv_row(w, &view, self.with_chain, &mut self.scratch)?;
+        } else {
+            // Parsed for its `seq`, and so that only a record goes out.
+            let head: RecordHead = serde_json::from_str(json).map_err(encode)?;
+            self.note_seq(head.seq);
+            if let ExportFormat::Json = self.format {
                 if self.rows > 0 {
                     self.buf.push(b',');
                 }
                 self.buf.push(b'\n');
-                serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
             }
-            // (OCSF and ECS went to `push_event` above.)
-            ExportFormat::Ndjson | ExportFormat::Ocsf | ExportFormat::Ecs => {
-                serde_json::to_writer(&mut self.buf, &view).map_err(encode)?;
+            self.buf.extend_from_slice(json.as_bytes());
+            if let ExportFormat::Ndjson = self.format {
                 self.buf.push(b'\n');
             }
         }
@@ -601,9 +602,8 @@ mod tests {
         assert!(out.contains("\"seq\":3") && out.contains("\"prev_hash\""));
     }
 
-    /// The encoding before records were read through [`RecordView`]: an `AuditRecord` per row,
-    /// serialised with serde (JSON, NDJSON) or cut into cells (CSV). The reference the view must
-    /// match byte for byte.
+    /// The encoding of an `AuditRecord` per row: its canonical JSON (JSON, NDJSON) or cut into
+    /// cells (CSV). The reference the encoder must match byte for byte.
     fn reference(format: ExportFormat, with_chain: bool, records: &[AuditRecord]) -> Vec<u8> {
         let mut out = Vec::new();
         match format {
@@ -672,7 +672,7 @@ mod tests {
                         out.push(b',');
                     }
                     out.push(b'\n');
-                    serde_json::to_writer(&mut out, r).unwrap();
+                    out.extend_from_slice(r.canonical_json().as_bytes());
                 }
                 if !records.is_empty() {
                     out.push(b'\n');
@@ -681,7 +681,7 @@ mod tests {
             }
             ExportFormat::Ndjson => {
                 for r in records {
-                    serde_json::to_writer(&mut out, r).unwrap();
+                    out.extend_from_slice(r.canonical_json().as_bytes());
                     out.push(b'\n');
                 }
             }
@@ -776,7 +776,7 @@ mod tests {
                         String::from_utf8_lossy(&want),
                         "{format:?}, with_chain {with_chain}, {n} records"
                     );
-                    // And from the serde JSON of the record, in one chunk.
+                    // And through `push`, in one chunk.
                     let got = encode_all(format, with_chain, &records[..n]);
                     assert_eq!(got.as_bytes(), want, "{format:?} via push");
                 }

@@ -1,7 +1,8 @@
 //! [`AuditRecord`](crate::AuditRecord) borrowed from its JSON ([`RecordView`]): what reads
-//! records in bulk without building one `AuditRecord` each — the collector's export encoder
-//! (re-serialised in serde's order) and `codestax verify` (hashed in canonical form,
-//! [`RecordView::hashed_json`]).
+//! records in bulk without building one `AuditRecord` each — the collector's CSV export encoder
+//! and `codestax verify` (hashed in canonical form, [`RecordView::hashed_json`]). What passes
+//! records on as stored (streams' `native` format, the JSON and NDJSON exports) reads only their
+//! [`RecordHead`].
 
 use crate::canonical::{Object, write_value};
 use crate::record::{ActorKind, Outcome, TargetKind};
@@ -125,6 +126,33 @@ pub struct RecordView<'a> {
     pub provenance: Option<ProvenanceView<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<Str<'a>>,
+}
+
+/// The fields of a stored record that place it (its org's `seq`, its times, its id) and that a
+/// stream's filters match, borrowed; every other field is skipped, not built. What passes most
+/// records on as stored (a `native` stream, an NDJSON export) parses this, not a [`RecordView`].
+#[derive(Debug, Deserialize)]
+pub struct RecordHead<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub org_id: Str<'a>,
+    #[serde(borrow)]
+    pub time: Str<'a>,
+    #[serde(borrow)]
+    pub actor: ActorView<'a>,
+    #[serde(borrow)]
+    pub action: Str<'a>,
+    #[serde(borrow, default = "empty")]
+    pub category: Str<'a>,
+    #[serde(borrow, default)]
+    pub repository: Option<Str<'a>>,
+    #[serde(borrow, default = "success")]
+    pub outcome: Str<'a>,
+    #[serde(borrow, default)]
+    pub received_at: Option<Str<'a>>,
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 /// [`crate::Provenance`] borrowed: the tag first, as the enum serialises.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::format::{Context, ecs, ocsf};
-use codestax_common::record_view::RecordView;
+use codestax_common::record_view::RecordHead;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -40,7 +40,8 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> DefinitionError 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// The export's JSON record (every field, chain fields included).
+    /// The record's canonical JSON as stored (every field, chain fields included): the
+    /// export's NDJSON line, byte for byte.
     Native,
     /// OCSF 1.x events (`codestax_common::format::ocsf`, the export's mapping).
     Ocsf,
@@ -70,24 +71,18 @@ impl Format {
     /// collector in OCSF and ECS (the same mappings as the export's).
     pub fn encode(self, record: &AuditRecord, cx: &Context) -> Result<Vec<u8>, String> {
         let json = match self {
-            Format::Native => serde_json::to_vec(record),
+            Format::Native => Ok(record.canonical_json().into_bytes()),
             Format::Ocsf => serde_json::to_vec(&ocsf::event(record, cx)),
             Format::Ecs => serde_json::to_vec(&ecs::document(record, cx)),
         };
         json.map_err(|e| e.to_string())
     }
 
-    /// [`Self::encode`] of a record read as stored (`stored`, and `view` borrowed from it):
-    /// `native` re-serialises the view (the bytes [`Self::encode`] gives, and the export's);
-    /// OCSF and ECS map the typed record.
-    pub fn encode_stored(
-        self,
-        view: &RecordView,
-        stored: &[u8],
-        cx: &Context,
-    ) -> Result<Vec<u8>, String> {
+    /// [`Self::encode`] of a record as stored (its canonical JSON): `native` passes the bytes
+    /// on as they are; OCSF and ECS map the typed record.
+    pub fn encode_stored(self, stored: &[u8], cx: &Context) -> Result<Vec<u8>, String> {
         match self {
-            Format::Native => serde_json::to_vec(view).map_err(|e| e.to_string()),
+            Format::Native => Ok(stored.to_vec()),
             Format::Ocsf | Format::Ecs => {
                 let record: AuditRecord =
                     serde_json::from_slice(stored).map_err(|e| e.to_string())?;
@@ -173,7 +168,7 @@ impl Filters {
     }
 
     /// [`Self::matches`] of a record read as stored.
-    pub fn matches_view(&self, r: &RecordView) -> bool {
+    pub fn matches_view(&self, r: &RecordHead) -> bool {
         self.matches_fields(
             &r.category,
             &r.action,
@@ -941,6 +936,7 @@ fn destination_from_json(v: &Value) -> Result<(Destination, Secrets), Definition
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codestax_common::api::ExportFormat;
     use serde_json::json;
 
     #[test]
@@ -1046,15 +1042,21 @@ mod tests {
                 "received_at": "2026-12-04T10:00:01Z", "seq": 7,
             }))
             .unwrap();
-            let stored = serde_json::to_vec(&r).unwrap();
-            let view: RecordView = serde_json::from_slice(&stored).unwrap();
+            let stored = r.canonical_json().into_bytes();
+            let head: RecordHead = serde_json::from_slice(&stored).unwrap();
             for f in &filters {
                 let f = Filters::from_value(f).unwrap();
-                assert_eq!(f.matches_view(&view), f.matches(&r), "{f:?} {outcome}");
+                assert_eq!(f.matches_view(&head), f.matches(&r), "{f:?} {outcome}");
             }
+            // `native` is the export's NDJSON line, byte for byte (docs/streams.md).
+            let mut export = crate::export::Encoder::new(ExportFormat::Ndjson, false).unwrap();
+            export.push_stored(&stored).unwrap();
+            let mut line = export.take().unwrap();
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(Format::Native.encode_stored(&stored, &cx).unwrap(), line);
             for format in [Format::Native, Format::Ocsf, Format::Ecs] {
                 assert_eq!(
-                    format.encode_stored(&view, &stored, &cx).unwrap(),
+                    format.encode_stored(&stored, &cx).unwrap(),
                     format.encode(&r, &cx).unwrap(),
                     "{format:?}"
                 );

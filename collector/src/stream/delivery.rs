@@ -22,7 +22,7 @@ use crate::keys::COLLECTOR_ACTOR_ID;
 use crate::tree::Trees;
 use chrono::{DateTime, Utc};
 use codestax_common::format::Context;
-use codestax_common::record_view::RecordView;
+use codestax_common::record_view::RecordHead;
 use codestax_common::{
     Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX,
     SCHEMA_VERSION, Target, TargetKind,
@@ -502,8 +502,9 @@ async fn idle(
 
 /// The org's committed records from `seq` `from` on (up to `until` when given), in `seq`
 /// order, encoded from their stored bytes: at most [`SCAN_RECORDS`] read, [`BATCH_RECORDS`] and
-/// [`BATCH_BYTES`] kept (at least one). No `AuditRecord` is built for a `native` stream nor for
-/// a record its filters drop.
+/// [`BATCH_BYTES`] kept (at least one). Each is read as its [`RecordHead`] only; a `native`
+/// stream passes the stored bytes on, and no `AuditRecord` is built for a record the filters
+/// drop.
 #[allow(clippy::too_many_arguments)]
 fn read_after(
     index: &AuditIndex,
@@ -532,7 +533,7 @@ fn read_after(
                 path: dir.to_path_buf(),
                 message: e.to_string(),
             };
-            let view: RecordView = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
+            let view: RecordHead = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
             let Some(seq) = view.seq else { return Ok(true) };
             if until.is_some_and(|u| seq > u) {
                 // The pending batch ends here; the next round reads on.
@@ -546,7 +547,7 @@ fn read_after(
                 .transpose()
                 .map_err(|e| corrupt(&e))?;
             let item = if filters.matches_view(&view) {
-                let json = match format.encode_stored(&view, stored, cx) {
+                let json = match format.encode_stored(stored, cx) {
                     Ok(json) => json,
                     Err(e) => {
                         encode_error = Some(e);
