@@ -221,6 +221,11 @@ impl Collector {
         process_cpu_seconds(self.pid())
     }
 
+    /// CPU seconds of the collector's live index merge threads (tantivy's `merge_thread_*`).
+    pub fn merge_threads_cpu(&self) -> Result<ThreadsCpu> {
+        ThreadsCpu::of(self.pid(), "merge_thread")
+    }
+
     /// Waits until the collector is idle, using under 5% of a core over a second (its
     /// background merges are done), or `limit` has passed; returns how long it waited.
     pub fn wait_idle(&self, limit: Duration) -> Result<Duration> {
@@ -368,18 +373,67 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text =
         std::fs::read_to_string(&path).map_err(|e| BenchError::io("read", path.clone(), e))?;
+    stat_cpu_seconds(&text).ok_or_else(|| BenchError::Collector(format!("cannot parse {path}")))
+}
+
+/// User + system CPU seconds of a `/proc/.../stat` line.
+fn stat_cpu_seconds(text: &str) -> Option<f64> {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-        return Err(BenchError::Collector(format!("cannot parse {path}")));
-    };
+    let (user, system) = (ticks(11)?, ticks(12)?);
     // SAFETY: sysconf has no preconditions.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((user + system) / hz)
+    Some((user + system) / hz)
+}
+
+/// CPU seconds of the live threads of a process whose names start with a prefix, by thread id:
+/// what some of its threads used, apart from the rest ([`ThreadsCpu::since`]).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadsCpu(HashMap<u32, f64>);
+
+impl ThreadsCpu {
+    /// The threads of `pid` named `prefix…` (`/proc/PID/task/*/comm`) now.
+    pub fn of(pid: u32, prefix: &str) -> Result<ThreadsCpu> {
+        let dir = format!("/proc/{pid}/task");
+        let tasks = std::fs::read_dir(&dir).map_err(|e| BenchError::io("list", dir.clone(), e))?;
+        let mut threads = HashMap::new();
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A thread may end between the listing and the reads: skipped.
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+                continue;
+            };
+            if !comm.starts_with(prefix) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some(cpu) = stat_cpu_seconds(&stat) {
+                threads.insert(tid, cpu);
+            }
+        }
+        Ok(ThreadsCpu(threads))
+    }
+
+    /// What these threads used since `earlier` (a thread new since then from zero). A thread
+    /// that started and ended in between is not seen, so this is a lower bound.
+    pub fn since(&self, earlier: &ThreadsCpu) -> f64 {
+        self.0
+            .iter()
+            .map(|(tid, cpu)| cpu - earlier.0.get(tid).copied().unwrap_or(0.0))
+            .sum()
+    }
 }
 
 /// Bytes of the files under `dir`, recursively (their sizes, as `du --apparent-size`).
@@ -425,5 +479,41 @@ mod tests {
             ]
         );
         assert_eq!(super::metric_series(text, "y"), vec![(String::new(), 1.0)]);
+    }
+
+    #[test]
+    fn a_named_threads_cpu_is_told_apart() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = std::thread::Builder::new()
+            .name("bench_spin_t".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+            .unwrap();
+        let pid = std::process::id();
+        let before = super::ThreadsCpu::of(pid, "bench_spin").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let after = super::ThreadsCpu::of(pid, "bench_spin").unwrap();
+        let none = super::ThreadsCpu::of(pid, "no_such_thread").unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        assert_eq!(after.0.len(), 1, "{after:?}");
+        assert!(after.since(&before) > 0.0, "{before:?} {after:?}");
+        assert!(none.0.is_empty());
+        // A command name with spaces and parentheses.
+        let stat = |user, system| {
+            format!("7 (a) b) R 1 7 7 0 -1 4194304 100 0 0 0 {user} {system} 0 0 20 0 1 0 9 0 0")
+        };
+        let one_tick = super::stat_cpu_seconds(&stat(1, 0)).unwrap();
+        assert!(one_tick > 0.0);
+        assert_eq!(
+            super::stat_cpu_seconds(&stat(250, 50)),
+            Some(300.0 * one_tick)
+        );
     }
 }
