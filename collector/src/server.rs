@@ -6,7 +6,7 @@
 
 use crate::api::{self, ApiLimits, AppState, record_key_events};
 use crate::health::{Health, Part, probe_while_failing};
-use crate::index::{AuditIndex, IndexOptions};
+use crate::index::{AuditIndex, IndexOptions, MergeRoom};
 use crate::indexing::{IndexTask, Schedule};
 use crate::ingest::{Ingest, IngestSettings, RateLimit, RateLimiter};
 use crate::keys::KeyStore;
@@ -18,10 +18,13 @@ use crate::stream::{Allowlist, Deps as StreamDeps, SecretKey, StreamStore, Strea
 use codestax_common::format::Context;
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// [`Store::room_kept_free`], for the index's merges.
+type WalRoom = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// Why the collector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,17 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
     let metrics_listener = bind(config.metrics.listen, "metrics.listen").await?;
     tracing::info!(http = %config.http.listen, grpc = %config.grpc.listen, metrics = %config.metrics.listen, data_dir = %layout.root.display(), "listening");
 
+    // Merges leave free what the WAL keeps for indexing what it acknowledged (they share the
+    // data dir's disk unless `wal.keep_free_bytes` is 0); the store, opened after the index,
+    // fills in its backlog's part.
+    let wal_room: Arc<OnceLock<WalRoom>> = Arc::default();
+    let keep_free_bytes = config.wal.keep_free_bytes;
+    let merge_room = (keep_free_bytes > 0).then(|| {
+        let wal_room = wal_room.clone();
+        MergeRoom(Arc::new(move || {
+            wal_room.get().map_or(keep_free_bytes, |room| room())
+        }))
+    });
     let (index, indexer) = AuditIndex::open(
         &layout.index,
         IndexOptions {
@@ -130,6 +144,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
             cold_flush_threads: config.index.cold_flush_threads,
             // Validated to at most 1 GiB.
             tail_bytes: usize::try_from(config.streams.tail_bytes).unwrap_or(usize::MAX),
+            merge_room,
             ..IndexOptions::default()
         },
     )?;
@@ -156,6 +171,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         health.clone(),
         trees.clone(),
     )?;
+    let _ = wal_room.set(Box::new(store.room_kept_free_fn()));
     // Cluster mode: every node signs with the cluster's key (cached in the data dir).
     if let Some(cluster) = &config.cluster {
         let key_file = stream_key_file(&config, &layout);

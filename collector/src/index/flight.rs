@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tantivy::IndexWriter;
-use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, UserOperation};
+use tantivy::indexer::{IndexWriterOptions, UserOperation};
 
 /// A cold partition's writer merges as soon as this many segments of a size are there: each
 /// flush adds a segment, and the writer is closed right after, so merges happen on the flush that
-/// makes the count. Tantivy's default (8), as the current week's writers: at 4, merging the cold
+/// makes the count. Tantivy's default (8; the current week's writers use 16, `indexer.rs`): at 4, merging the cold
 /// weeks' segments took about 15 % of a spread load's CPU (10 ms per 1,000 records, the largest
 /// share after indexing itself), and every record was rewritten once per 4 flushes of its week
 /// rather than once per 8 (BENCHMARKS.md, session 16).
@@ -318,9 +318,11 @@ fn flush(
                 .build(),
         )
         .map_err(tantivy_err("open a writer"))?;
-    let mut merges = LogMergePolicy::default();
-    merges.set_min_num_segments(COLD_MERGE_MIN_SEGMENTS);
-    writer.set_merge_policy(Box::new(merges));
+    writer.set_merge_policy(super::merges::policy(
+        COLD_MERGE_MIN_SEGMENTS,
+        &partition.dir,
+        shared.opts.merge_room.as_ref(),
+    ));
     // As the indexer's writers do: what a failed flush left (segments never committed, on a
     // full disk) goes before this one writes beside it, or every retry needs that room again.
     drop(writer.garbage_collect_files());

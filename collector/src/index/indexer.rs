@@ -21,17 +21,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tantivy::collector::Count;
 use tantivy::index::SegmentId;
-use tantivy::indexer::{IndexWriterOptions, LogMergePolicy, NoMergePolicy};
+use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{IndexWriter, Term};
 
-/// A partition writer merges once this many segments of a size are there: tantivy's default.
-/// 16 (session 16) merged each record of a bulk load once instead of twice, but a merge of 16
-/// segments needs more free disk at once than the WAL's `keep_free_bytes` reserve is sized for:
-/// the e2e test that fills a small disk then saw the index fail before the WAL refused
-/// (session 17). Back at 8 until the reserve accounts for merges.
-pub(crate) const MERGE_MIN_SEGMENTS: usize = 8;
+/// A partition writer merges once this many segments of a size are there (tantivy's default is
+/// 8). Every commit adds a segment per indexing thread (~6k records each in a bulk load at
+/// ~35k/s), and each merge pass rewrites every record: with 16, a 1M-record import merges each
+/// record once instead of twice (BENCHMARKS.md, session 17). A merge of 16 needs twice the free
+/// disk of one of 8 while it runs: merges are weighed against the room the disk keeps free
+/// (`merges.rs`); without that, a collector filling its own disk saw the index fail first.
+pub(crate) const MERGE_MIN_SEGMENTS: usize = 16;
 
 /// What [`Indexer::delete_older_than`] did to one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -773,9 +774,11 @@ impl Indexer {
                         .build(),
                 )
                 .map_err(|e| IndexError::tantivy(&partition.dir, "open a writer", e))?;
-            let mut merges = LogMergePolicy::default();
-            merges.set_min_num_segments(MERGE_MIN_SEGMENTS);
-            writer.set_merge_policy(Box::new(merges));
+            writer.set_merge_policy(super::merges::policy(
+                MERGE_MIN_SEGMENTS,
+                &partition.dir,
+                opts.merge_room.as_ref(),
+            ));
             // Files a writer left behind (merges under way when the process stopped) go now,
             // not only at this partition's next commit.
             drop(writer.garbage_collect_files());

@@ -100,7 +100,7 @@
 //! `cold_flush_after`, every staged partition is handed over whole to a flight
 //! (`flight::Flight`): `cold_flush_threads` threads of its own (lanes), each taking the largest
 //! partition left, on which a writer (one thread) adds its records, commits and is closed, its
-//! merges (from 8 segments of a size, as the current week's writers) finishing on a thread of their own. One flight at a time; the indexer keeps committing this week's records meanwhile.
+//! merges (from 8 segments of a size; the current week's writers wait for 16) finishing on a thread of their own. One flight at a time; the indexer keeps committing this week's records meanwhile.
 //! When stage and flight together pass the budget, [`Indexer::add_stored`] waits for the
 //! flight; the indexer task uses [`Indexer::add_stored_no_wait`] instead and takes no more
 //! batches while [`Indexer::cold_stage_full`] (its bounded queue, then acks, wait), committing
@@ -186,6 +186,8 @@ mod search;
 mod flight;
 /// [`Indexer`]: add, commit, delete.
 mod indexer;
+/// The writers' merge policy, weighed against the room the disk keeps free.
+mod merges;
 /// Records of past partitions held for bulk indexing.
 mod stage;
 
@@ -203,7 +205,7 @@ pub use chain::{ChainReport, ExpiringChains};
 pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};
-pub use options::{DirectoryHook, IndexOptions, WrapDirectory};
+pub use options::{DirectoryHook, IndexOptions, MergeRoom, WrapDirectory};
 pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery, check_q};
 pub use scan::Scan;
 pub use scheme::{PartitionKey, PartitionScheme};

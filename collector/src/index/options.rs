@@ -74,7 +74,36 @@ pub struct IndexOptions {
     /// Wraps each partition's tantivy directory as it is opened (tests make writes fail through
     /// it); `None`: the directory as it is.
     pub directory: Option<DirectoryHook>,
+    /// The bytes the index's disk must keep free, asked before each merge: a merge whose
+    /// segments would take the disk below it waits (`merges.rs`). The collector passes the
+    /// WAL's room for indexing what it acknowledged; `None`: merges are not weighed.
+    pub merge_room: Option<MergeRoom>,
 }
+
+/// What [`IndexOptions::merge_room`] holds: the bytes to keep free now.
+#[derive(Clone)]
+pub struct MergeRoom(pub Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl MergeRoom {
+    pub fn bytes(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for MergeRoom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MergeRoom")
+    }
+}
+
+/// The same function, not an equal one.
+impl PartialEq for MergeRoom {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MergeRoom {}
 
 /// Given a partition's path and its tantivy directory, the directory to use instead.
 pub type WrapDirectory = dyn Fn(&Path, Box<dyn Directory>) -> Box<dyn Directory> + Send + Sync;
@@ -114,6 +143,7 @@ impl Default for IndexOptions {
             time_chunk_docs: 1024,
             tail_bytes: DEFAULT_TAIL_BYTES,
             directory: None,
+            merge_room: None,
         }
     }
 }

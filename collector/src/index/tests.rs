@@ -1518,6 +1518,55 @@ fn merges_become_searchable_without_a_commit() {
     );
 }
 
+#[test]
+fn a_merge_without_room_waits_and_runs_once_there_is_room() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let keep = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+    let room = keep.clone();
+    let opts = IndexOptions {
+        merge_room: Some(super::MergeRoom(std::sync::Arc::new(move || {
+            room.load(Ordering::Relaxed)
+        }))),
+        ..options()
+    };
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    let (records, week) = segments_merging(53, &mut indexer, &index);
+    let segments = searched_segments(&week);
+    assert!(segments >= indexer::MERGE_MIN_SEGMENTS, "{segments}");
+    // No room: the merge waits, through idle ticks and commits.
+    let mut one_more = |i: u64| {
+        let mut r = records[0].clone();
+        r.id = Some(format!("evt-more-{i}"));
+        indexer.add(records.len() as u64 + i, &r).unwrap();
+        indexer.commit().unwrap();
+        indexer.refresh().unwrap();
+    };
+    for i in 1..=3 {
+        one_more(i);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        searched_segments(&week),
+        segments + 3,
+        "merged without room"
+    );
+    // Room again: the next commit's merge runs.
+    keep.store(0, Ordering::Relaxed);
+    one_more(4);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while searched_segments(&week) > 2 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        indexer.refresh().unwrap();
+    }
+    assert!(
+        searched_segments(&week) <= 2,
+        "{}",
+        searched_segments(&week)
+    );
+    assert_eq!(index.stats().unwrap().docs, records.len() as u64 + 4);
+}
+
 fn options_with(max_open_writers: usize) -> IndexOptions {
     IndexOptions {
         max_open_writers,

@@ -551,9 +551,15 @@ impl Store {
     /// committing what the index has not committed yet takes ([`Backlog::room`]). For the probe
     /// of a full disk, which must not call the WAL writable while an append would be refused.
     pub fn room_kept_free(&self) -> u64 {
-        let mut backlog = crate::store::backlog::lock(&self.backlog);
-        backlog.indexed_before(self.shared.indexed_before.load(Ordering::Acquire));
-        backlog.room(self.keep_free_bytes, 0)
+        room_kept_free(&self.backlog, &self.shared, self.keep_free_bytes)
+    }
+
+    /// [`Self::room_kept_free`] as a function holding only what it reads, not the store (which
+    /// holds the index): what the index's merges leave free (`crate::index::MergeRoom`).
+    pub fn room_kept_free_fn(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let (backlog, shared) = (self.backlog.clone(), self.shared.clone());
+        let keep_free_bytes = self.keep_free_bytes;
+        move || room_kept_free(&backlog, &shared, keep_free_bytes)
     }
 
     /// A snapshot of the counters.
@@ -578,6 +584,13 @@ impl Store {
     pub async fn close(self) {
         self.writer.close().await;
     }
+}
+
+/// [`Store::room_kept_free`], from its parts.
+fn room_kept_free(backlog: &Mutex<Backlog>, shared: &Shared, keep_free_bytes: u64) -> u64 {
+    let mut backlog = crate::store::backlog::lock(backlog);
+    backlog.indexed_before(shared.indexed_before.load(Ordering::Acquire));
+    backlog.room(keep_free_bytes, 0)
 }
 
 /// Whether a restored record is exactly the one its org's chain expects next: number `seq`
