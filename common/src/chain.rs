@@ -687,6 +687,34 @@ mod tests {
         );
     }
 
+    /// docs/export.md: a stored (and exported) record's text without its `prev_hash` and
+    /// `hash` members is what its hash covers after `prev_hash` and a newline.
+    #[test]
+    fn a_records_text_without_its_chain_members_is_what_its_hash_covers() {
+        let sealed = chain(&[
+            record("a", json!({})),
+            record(
+                "b",
+                json!({"metadata": {"hash": "not the chain's", "z": 1}}),
+            ),
+        ]);
+        let mut prev = GENESIS_HASH.to_string();
+        for r in &sealed {
+            let text = r.canonical_json();
+            let hash = r.hash.clone().unwrap();
+            let member = |k: &str, v: &str| format!(r#""{k}":"{v}","#);
+            let without = text.replacen(&member("hash", &hash), "", 1).replacen(
+                &member("prev_hash", &prev),
+                "",
+                1,
+            );
+            let removed = member("hash", &hash).len() + member("prev_hash", &prev).len();
+            assert_eq!(without.len(), text.len() - removed, "{text}");
+            assert_eq!(hash_of(&prev, &without), hash, "{text}");
+            prev = hash;
+        }
+    }
+
     #[test]
     fn sealing_equals_the_definition_and_the_canonical_form() {
         let variants = [
