@@ -533,20 +533,20 @@ fn read_after(
                 path: dir.to_path_buf(),
                 message: e.to_string(),
             };
-            let view: RecordHead = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
-            let Some(seq) = view.seq else { return Ok(true) };
+            let head: RecordHead = serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
+            let Some(seq) = head.seq else { return Ok(true) };
             if until.is_some_and(|u| seq > u) {
                 // The pending batch ends here; the next round reads on.
                 read.complete = false;
                 return Ok(false);
             }
-            let received_at = view
+            let received_at = head
                 .received_at
                 .as_deref()
                 .map(parse_time)
                 .transpose()
                 .map_err(|e| corrupt(&e))?;
-            let item = if filters.matches_view(&view) {
+            let item = if filters.matches_view(&head) {
                 let json = match format.encode_stored(stored, cx) {
                     Ok(json) => json,
                     Err(e) => {
@@ -561,11 +561,11 @@ fn read_after(
                     return Ok(false);
                 }
                 bytes += json.len();
-                let time = parse_time(&view.time).map_err(|e| corrupt(&e))?;
+                let time = parse_time(&head.time).map_err(|e| corrupt(&e))?;
                 Some(Item {
                     seq,
-                    id: view.id.as_deref().unwrap_or_default().to_string(),
-                    org: view.org_id.to_string(),
+                    id: head.id.as_deref().unwrap_or_default().to_string(),
+                    org: head.org_id.to_string(),
                     time,
                     // Committed records carry it; the record's time is the best stand-in.
                     received_at: received_at.unwrap_or(time),
