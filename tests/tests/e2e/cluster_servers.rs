@@ -52,33 +52,43 @@ fn nats_cluster_acks_a_replicated_publish_with_one_node_down() {
         })
         .await
         .unwrap();
-        js.publish("t.1", "before".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        // A new R3 stream has no leader for a moment: until it has, a publish finds no responder
+        // (async-nats calls it StreamNotFound).
+        publish_acked(&js, "before", "a publish ack on the new stream").await;
         js
     });
     nats.kill(2);
     rt.block_on(async {
         // A quorum (2 of 3) is left: publishes are still acknowledged, and both messages are there.
-        let ack = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match js.publish("t.1", "after".into()).await {
-                    Ok(ack) => match ack.await {
-                        Ok(ack) => break ack,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    },
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
-        .await
-        .expect("a publish ack with one node down");
+        let ack = publish_acked(&js, "after", "a publish ack with one node down").await;
         assert_eq!(ack.stream, "T");
         let mut stream = js.get_stream("T").await.unwrap();
         assert!(stream.info().await.unwrap().state.messages >= 2);
     });
+}
+
+/// Publishes `payload` to `t.1` until it is acknowledged, for at most 20 s; the last error names
+/// what a failure was.
+async fn publish_acked(
+    js: &async_nats::jetstream::Context,
+    payload: &'static str,
+    what: &str,
+) -> async_nats::jetstream::publish::PublishAck {
+    let mut last = String::from("no attempt");
+    let acked = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match js.publish("t.1", payload.into()).await {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => break ack,
+                    Err(e) => last = format!("ack: {e}"),
+                },
+                Err(e) => last = format!("publish: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    acked.unwrap_or_else(|_| panic!("{what} within 20 s; last error: {last}"))
 }
 
 #[test]
