@@ -33,6 +33,13 @@ fn options(logs: &Path) -> AgentOptions {
     }
 }
 
+/// How many kill -9 rounds a test makes: 6, more for a soak (`CODESTAX_KILL_ROUNDS=24`).
+fn kill_rounds() -> u64 {
+    std::env::var("CODESTAX_KILL_ROUNDS")
+        .map(|r| r.parse().expect("CODESTAX_KILL_ROUNDS is a number"))
+        .unwrap_or(6)
+}
+
 /// The seed of a run: `CODESTAX_TEST_SEED` to replay one, else from the clock.
 fn seed() -> u64 {
     let seed = match std::env::var("CODESTAX_TEST_SEED") {
@@ -182,7 +189,7 @@ async fn kill_9_rotation_and_copytruncate_lose_nothing() {
         rotations: 0,
     };
     let mut kills = 0;
-    for round in 0..6 {
+    for round in 0..kill_rounds() {
         for _ in 0..(40 + rng.below(80)) {
             writer.line(&mut rng);
             if rng.below(20) == 0 {
@@ -331,11 +338,7 @@ async fn kill_9_with_rename_rotation_out_of_the_glob_loses_nothing() {
     let mut agent = block_in_place(|| Agent::start(dir.path(), &sink.endpoint(), "t0k", &options));
     let app = RotatingApp::start(logs.clone(), seed);
     let mut kills = 0;
-    // More for a soak: CODESTAX_KILL_ROUNDS=24.
-    let rounds: u64 = std::env::var("CODESTAX_KILL_ROUNDS")
-        .map(|r| r.parse().expect("CODESTAX_KILL_ROUNDS is a number"))
-        .unwrap_or(6);
-    for _ in 0..rounds {
+    for _ in 0..kill_rounds() {
         tokio::time::sleep(Duration::from_millis(150 + rng.below(1000))).await;
         agent.kill9();
         kills += 1;

@@ -101,6 +101,18 @@ pub struct TailedFile {
     /// Counts the restarts from the start (truncations): a chunk read before one no longer
     /// describes the file.
     generation: u64,
+    /// Test seam: called at the steps of a read, to change the file between them.
+    #[cfg(test)]
+    pub(super) between_steps: Option<Box<dyn FnMut(ReadStep) + Send>>,
+}
+
+/// Steps of a read between which a test may change the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStep {
+    /// The file's size was taken (it bounds the read).
+    SizeTaken,
+    /// The first bytes were read again after a truncation.
+    PrefixTaken,
 }
 
 impl TailedFile {
@@ -174,6 +186,8 @@ impl TailedFile {
             stamp: checkpoints.next_stamp(),
             checkpoints: checkpoints.clone(),
             generation: 0,
+            #[cfg(test)]
+            between_steps: None,
         };
         checkpoints.opened(tailed.position(), path, size);
         Ok(tailed)
@@ -235,10 +249,14 @@ impl TailedFile {
         max_bytes: usize,
     ) -> io::Result<Chunk> {
         let mut chunk = Chunk::default();
-        let size = self.file.metadata()?.len();
+        let mut size = self.file.metadata()?.len();
+        self.step(ReadStep::SizeTaken);
         // The bytes before the committed offset are checked on every poll, not only when the
         // file grew: a truncated file rewritten to exactly its old size shows nothing else.
         if self.rewritten(size)? {
+            // The size may be the old content's (truncated since it was taken): the new one
+            // bounds the read.
+            size = self.file.metadata()?.len();
             self.restart_from_zero(size)?;
             chunk.truncated = true;
         }
@@ -272,7 +290,7 @@ impl TailedFile {
             && self
                 .rewritten(now)
                 .inspect_err(|_| self.pending.truncate(kept))?;
-        if rewritten {
+        if rewritten || !self.prefix_covers(self.read_offset + n as u64) {
             self.pending.truncate(kept);
             self.restart_from_zero(now)?;
             self.size = now;
@@ -386,6 +404,31 @@ impl TailedFile {
         Ok(true)
     }
 
+    /// Whether the prefix covers the bytes read up to `end`, as far as the fingerprint size goes:
+    /// derived ids hash a line's file up to its end. A prefix taken while the file was shorter
+    /// (it was truncated, or being written, when the prefix was read) is extended with the
+    /// bytes just read, which start at `pending_start`. False when those bytes do not reach
+    /// back to the prefix's end or disagree with it: the file changed between the two reads.
+    fn prefix_covers(&mut self, end: u64) -> bool {
+        let want = (self.settings.fingerprint_bytes as u64).min(end) as usize;
+        let have = self.prefix.len();
+        if have >= want {
+            return true;
+        }
+        let start = self.pending_start as usize;
+        if start > have || self.pending.len() < want - start {
+            return false;
+        }
+        let overlap = have - start;
+        if self.pending[..overlap] != self.prefix[start..] {
+            return false;
+        }
+        self.prefix
+            .extend_from_slice(&self.pending[overlap..want - start]);
+        self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
+        true
+    }
+
     /// Whether the file is no longer the one read so far: shorter than what was read, other
     /// bytes before the committed offset or before the read position, or other first bytes.
     fn rewritten(&mut self, size: u64) -> io::Result<bool> {
@@ -408,6 +451,14 @@ impl TailedFile {
         Ok(read_at(&self.file, start, read.len())? == read)
     }
 
+    #[cfg_attr(not(test), inline(always))]
+    fn step(&mut self, _step: ReadStep) {
+        #[cfg(test)]
+        if let Some(between) = &mut self.between_steps {
+            between(_step);
+        }
+    }
+
     fn restart_from_zero(&mut self, size: u64) -> io::Result<()> {
         tracing::info!(
             path = %self.path.display(),
@@ -416,6 +467,7 @@ impl TailedFile {
             "file truncated or rewritten (copytruncate?); reading it again from the start"
         );
         self.prefix = read_at(&self.file, 0, self.settings.fingerprint_bytes)?;
+        self.step(ReadStep::PrefixTaken);
         self.fingerprint = fingerprint::fingerprint_of(&self.prefix);
         self.offset = 0;
         self.tail = TailCheck::default();

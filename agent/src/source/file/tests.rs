@@ -485,6 +485,81 @@ fn a_truncation_before_the_first_commit_is_seen_even_when_the_file_grew_back() {
     assert!(h.quarantined().is_empty(), "{:?}", h.quarantined());
 }
 
+/// Reads `file` to its end, committing every chunk: each record's message and id.
+fn read_to_end(file: &mut tailer::TailedFile) -> Vec<(String, String)> {
+    let rules = codestax_common::Rules {
+        max_record_bytes: usize::MAX,
+        allow_custom_actions: true,
+        now: chrono::Utc::now(),
+        collector_entries: false,
+    };
+    let mut parser = codestax_common::LineParser::default();
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        let chunk = file.poll(&rules, &mut parser, 1 << 20).unwrap();
+        for entry in &chunk.entries {
+            let record = entry.to_record().unwrap().unwrap();
+            read.push((record.message.clone().unwrap(), record.id().to_string()));
+        }
+        file.commit(&chunk);
+        // A read that found a truncation is followed by one of the new content.
+        if !chunk.more && !chunk.truncated && file.at_end() {
+            return read;
+        }
+    }
+    panic!("not at the end after 100 reads");
+}
+
+#[test]
+fn a_truncation_just_after_the_size_was_taken_keeps_the_ids_a_copy_gets() {
+    // Seen in CI (agent binary test, copytruncate then kill -9): the size a read is bounded by
+    // was taken of the old content, the file truncated, its first bytes read again while it was
+    // empty, then the new lines read under ids hashed with no first bytes at all. A copy of the
+    // file (the next copytruncate) gave the same lines other ids: duplicates downstream.
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("app.log");
+    let config = FileSourceConfig {
+        include: vec!["*.log".into()],
+        org_id: Some("acme".into()),
+        fingerprint_bytes: 64,
+        ..Default::default()
+    };
+    let settings = FileSettings::from_config(&config, root.path(), 16 << 10).unwrap();
+    let checkpoints = CheckpointStore::open(&root.path().join("c.json"), []).unwrap();
+    fs::write(&path, lines(0..8)).unwrap();
+    let mut file = tailer::TailedFile::open(&path, settings.clone(), &checkpoints).unwrap();
+    assert_eq!(read_to_end(&mut file).len(), 8);
+
+    // copytruncate right after the size is taken; the app writes on right after the first
+    // bytes are read again (fewer bytes than the old content: the old size would cover them).
+    let live = path.clone();
+    let mut once = (false, false);
+    file.between_steps = Some(Box::new(move |step| match step {
+        tailer::ReadStep::SizeTaken if !once.0 => {
+            once.0 = true;
+            let f = OpenOptions::new().write(true).open(&live).unwrap();
+            f.set_len(0).unwrap();
+        }
+        tailer::ReadStep::PrefixTaken if !once.1 => {
+            once.1 = true;
+            let mut f = OpenOptions::new().append(true).open(&live).unwrap();
+            f.write_all(lines(100..104).as_bytes()).unwrap();
+        }
+        _ => {}
+    }));
+    let after: BTreeMap<String, String> = read_to_end(&mut file).into_iter().collect();
+    assert_eq!(after.keys().cloned().collect::<Vec<_>>(), ns(100..104));
+
+    fs::copy(&path, root.path().join("app.log.1")).unwrap();
+    let mut copy =
+        tailer::TailedFile::open(&root.path().join("app.log.1"), settings, &checkpoints).unwrap();
+    let in_copy: BTreeMap<String, String> = read_to_end(&mut copy).into_iter().collect();
+    assert_eq!(
+        after, in_copy,
+        "the same lines under the same ids in the copy"
+    );
+}
+
 #[test]
 fn a_checkpoint_whose_tail_was_taken_of_a_shorter_file_is_not_trusted() {
     // The tail check of a position used to be read from the file after the lines were parsed:
