@@ -6,7 +6,7 @@ use super::collect::SeqCollector;
 use super::error::IndexError;
 use super::schema::col;
 use super::stored::{StoredDocs, corrupt, load};
-use super::tail::TailRead;
+use super::tail::{TailHead, TailRead};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::chain::{
@@ -130,7 +130,7 @@ impl AuditIndex {
         from: u64,
         mut f: impl FnMut(&AuditRecord) -> bool,
     ) -> Result<(), IndexError> {
-        self.for_each_chained_stored(org, from, 0, |dir, json| {
+        self.for_each_chained_stored(org, from, 0, |dir, json, _| {
             let record: AuditRecord = serde_json::from_slice(json).map_err(|e| corrupt(dir, e))?;
             Ok(f(&record))
         })?;
@@ -139,7 +139,8 @@ impl AuditIndex {
 
     /// [`Self::for_each_chained`] handing `f` each record as stored (its canonical JSON), for
     /// readers that encode records without building an `AuditRecord` each (streams). `f` gets
-    /// the partition's directory to name in its errors.
+    /// the partition's directory to name in its errors, and the record's `seq` and head when it
+    /// comes from the tail (taken from the record when it was added: no parse needed).
     ///
     /// Reads the org's newest records from memory where the index keeps them (an org followed
     /// through [`Self::follow_tail`], from a `seq` its tail still holds), the rest from the
@@ -153,7 +154,7 @@ impl AuditIndex {
         org: &str,
         from: u64,
         since_lsn: u64,
-        mut f: impl FnMut(&Path, &[u8]) -> Result<bool, IndexError>,
+        mut f: impl FnMut(&Path, &[u8], Option<(u64, &TailHead)>) -> Result<bool, IndexError>,
     ) -> Result<u64, IndexError> {
         let lsn_below = self.walk_bound();
         let mut from = from;
@@ -163,7 +164,11 @@ impl AuditIndex {
         {
             let last_chunk = chunk.len() < TAIL_READ_CHUNK;
             for record in chunk {
-                if !f(&self.shared.dir, &record.json)? {
+                if !f(
+                    &self.shared.dir,
+                    &record.json,
+                    Some((record.seq, &record.head)),
+                )? {
                     return Ok(lsn_below);
                 }
                 from = record.seq + 1;
@@ -172,7 +177,9 @@ impl AuditIndex {
                 return Ok(lsn_below);
             }
         }
-        self.walk_stored(org, from, since_lsn, lsn_below, f)?;
+        self.walk_stored(org, from, since_lsn, lsn_below, |dir, json| {
+            f(dir, json, None)
+        })?;
         Ok(lsn_below)
     }
 

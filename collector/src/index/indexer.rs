@@ -148,11 +148,21 @@ impl Indexer {
             return;
         }
         self.shared.tail.add(records.map(|(lsn, r, stored)| {
-            let json = move || match stored {
-                Some(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
-                None => std::borrow::Cow::Owned(r.canonical_json().into_bytes()),
+            let held = move || {
+                let json = match stored {
+                    Some(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+                    None => std::borrow::Cow::Owned(r.canonical_json().into_bytes()),
+                };
+                // As the stored JSON has them: to the microsecond.
+                use chrono::SubsecRound;
+                let head = super::tail::TailHead {
+                    id: r.id.as_deref().map(std::sync::Arc::from),
+                    time: r.time.trunc_subsecs(6),
+                    received_at: r.received_at.map(|t| t.trunc_subsecs(6)),
+                };
+                (json, head)
             };
-            (lsn, r.org_id.as_str(), r.seq, json)
+            (lsn, r.org_id.as_str(), r.seq, held)
         }));
     }
 

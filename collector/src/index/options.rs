@@ -68,8 +68,8 @@ pub struct IndexOptions {
     /// visits only the runs around its cursor; at least 1.
     pub time_chunk_docs: u32,
     /// Memory for the newest records of orgs that streams follow, read by them instead of the
-    /// index's segments (see `tail.rs`), in bytes (as counted: their canonical JSON plus 64
-    /// bytes each); oldest evicted first. 0: streams always read the index.
+    /// index's segments (see `tail.rs`), in bytes (as counted: their canonical JSON and id plus
+    /// 160 bytes each); oldest evicted first. 0: streams always read the index.
     pub tail_bytes: usize,
     /// Wraps each partition's tantivy directory as it is opened (tests make writes fail through
     /// it); `None`: the directory as it is.

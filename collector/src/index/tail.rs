@@ -18,9 +18,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes an entry is counted for on top of its JSON (the entry, its slot in the eviction order,
-/// the allocation's header).
-const ENTRY_OVERHEAD: usize = 64;
+use chrono::{DateTime, Utc};
+
+/// Bytes an entry is counted for on top of its JSON and its id (the entry with its head, its slot
+/// in the eviction order, the allocations' headers).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// One record of the tail.
 #[derive(Debug, Clone)]
@@ -29,6 +31,16 @@ pub(crate) struct TailRecord {
     pub lsn: u64,
     /// The record's canonical JSON, as stored.
     pub json: Arc<[u8]>,
+    pub head: TailHead,
+}
+
+/// What places a record of the tail besides its `seq`, taken from the record the indexer was
+/// handed: a reader that needs no more (a stream without filters) parses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailHead {
+    pub id: Option<Arc<str>>,
+    pub time: DateTime<Utc>,
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 /// What [`Tail::read`] found.
@@ -71,7 +83,7 @@ impl State {
 }
 
 fn counted(r: &TailRecord) -> usize {
-    r.json.len() + ENTRY_OVERHEAD
+    r.json.len() + r.head.id.as_ref().map_or(0, |id| id.len()) + ENTRY_OVERHEAD
 }
 
 impl Tail {
@@ -114,18 +126,18 @@ impl Tail {
         self.followed.load(Ordering::Acquire) > 0
     }
 
-    /// Takes records as the indexer is handed them, in LSN order: `(lsn, org, seq, json)`;
-    /// `json` is called only for records of followed orgs.
+    /// Takes records as the indexer is handed them, in LSN order: `(lsn, org, seq, held)`;
+    /// `held` (the record's JSON and head) is called only for records of followed orgs.
     pub fn add<'a, J: AsRef<[u8]>>(
         &self,
-        records: impl Iterator<Item = (u64, &'a str, Option<u64>, impl FnOnce() -> J)>,
+        records: impl Iterator<Item = (u64, &'a str, Option<u64>, impl FnOnce() -> (J, TailHead))>,
     ) {
         if !self.any_followed() || self.budget == 0 {
             return;
         }
         let mut guard = self.state();
         let s = &mut *guard;
-        for (lsn, org, seq, json) in records {
+        for (lsn, org, seq, held) in records {
             let Some(seq) = seq else { continue };
             if !s.followers.contains_key(org) {
                 continue;
@@ -139,10 +151,12 @@ impl Tail {
                 Some(_) => s.drop_run(org),
                 None => {}
             }
+            let (json, head) = held();
             let record = TailRecord {
                 seq,
                 lsn,
-                json: Arc::from(json().as_ref()),
+                json: Arc::from(json.as_ref()),
+                head,
             };
             s.bytes += counted(&record);
             let name = match s.runs.get_key_value(org) {
@@ -224,9 +238,14 @@ mod tests {
     }
 
     fn add(t: &Tail, recs: &[(u64, &str, u64)]) {
+        let head = || TailHead {
+            id: None,
+            time: DateTime::UNIX_EPOCH,
+            received_at: None,
+        };
         t.add(
             recs.iter()
-                .map(|&(lsn, org, seq)| (lsn, org, Some(seq), || b"{}".to_vec())),
+                .map(|&(lsn, org, seq)| (lsn, org, Some(seq), move || (b"{}".to_vec(), head()))),
         );
     }
 

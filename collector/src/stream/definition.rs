@@ -167,6 +167,22 @@ impl Filters {
         )
     }
 
+    /// Whether no filter is set: every record passes, and none needs to be looked into.
+    pub fn is_empty(&self) -> bool {
+        let Filters {
+            category,
+            action,
+            actor,
+            repository,
+            outcome,
+        } = self;
+        category.is_empty()
+            && action.is_empty()
+            && actor.is_empty()
+            && repository.is_empty()
+            && outcome.is_empty()
+    }
+
     /// [`Self::matches`] of a record read as stored.
     pub fn matches_view(&self, r: &RecordHead) -> bool {
         self.matches_fields(

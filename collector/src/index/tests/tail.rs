@@ -23,7 +23,14 @@ fn newest(n: usize, now: DateTime<Utc>) -> Vec<AuditRecord> {
 fn walk(index: &AuditIndex, org: &str, from: u64, since: u64) -> (Vec<String>, u64) {
     let mut out = Vec::new();
     let bound = index
-        .for_each_chained_stored(org, from, since, |_, json| {
+        .for_each_chained_stored(org, from, since, |_, json, from_tail| {
+            // What the tail kept of a record is what its JSON says.
+            if let Some((seq, head)) = from_tail {
+                let r: AuditRecord = serde_json::from_slice(json).unwrap();
+                assert_eq!(Some(seq), r.seq);
+                assert_eq!(head.id.as_deref(), r.id.as_deref());
+                assert_eq!((head.time, head.received_at), (r.time, r.received_at));
+            }
             out.push(String::from_utf8(json.to_vec()).unwrap());
             Ok(true)
         })
