@@ -6,7 +6,7 @@ use super::collect::SeqCollector;
 use super::error::IndexError;
 use super::schema::col;
 use super::stored::{StoredDocs, corrupt, load};
-use super::tail::{TailHead, TailRead};
+use super::tail::{TailRead, TailRecord};
 use chrono::{DateTime, Utc};
 use codestax_common::AuditRecord;
 use codestax_common::chain::{
@@ -139,8 +139,8 @@ impl AuditIndex {
 
     /// [`Self::for_each_chained`] handing `f` each record as stored (its canonical JSON), for
     /// readers that encode records without building an `AuditRecord` each (streams). `f` gets
-    /// the partition's directory to name in its errors, and the record's `seq` and head when it
-    /// comes from the tail (taken from the record when it was added: no parse needed).
+    /// the partition's directory to name in its errors, and the tail's record when it comes from
+    /// there (its `seq` and head taken when it was added: no parse needed; its JSON shared).
     ///
     /// Reads the org's newest records from memory where the index keeps them (an org followed
     /// through [`Self::follow_tail`], from a `seq` its tail still holds), the rest from the
@@ -154,7 +154,7 @@ impl AuditIndex {
         org: &str,
         from: u64,
         since_lsn: u64,
-        mut f: impl FnMut(&Path, &[u8], Option<(u64, &TailHead)>) -> Result<bool, IndexError>,
+        mut f: impl FnMut(&Path, &[u8], Option<&TailRecord>) -> Result<bool, IndexError>,
     ) -> Result<u64, IndexError> {
         let lsn_below = self.walk_bound();
         let mut from = from;
@@ -164,11 +164,7 @@ impl AuditIndex {
         {
             let last_chunk = chunk.len() < TAIL_READ_CHUNK;
             for record in chunk {
-                if !f(
-                    &self.shared.dir,
-                    &record.json,
-                    Some((record.seq, &record.head)),
-                )? {
+                if !f(&self.shared.dir, &record.json, Some(&record))? {
                     return Ok(lsn_below);
                 }
                 from = record.seq + 1;

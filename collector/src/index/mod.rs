@@ -210,4 +210,4 @@ pub use query::{MAX_Q_CHARS, MAX_Q_TERMS, SearchQuery, check_q};
 pub use scan::Scan;
 pub use scheme::{PartitionKey, PartitionScheme};
 pub use search::{MAX_PAGE_SIZE, SearchPage};
-pub use tail::TailHead;
+pub use tail::{TailHead, TailRecord};

@@ -26,7 +26,7 @@ const ENTRY_OVERHEAD: usize = 160;
 
 /// One record of the tail.
 #[derive(Debug, Clone)]
-pub(crate) struct TailRecord {
+pub struct TailRecord {
     pub seq: u64,
     pub lsn: u64,
     /// The record's canonical JSON, as stored.
@@ -63,22 +63,30 @@ pub(crate) struct Tail {
 
 #[derive(Default)]
 struct State {
-    /// Followers per org.
-    followers: HashMap<String, usize>,
-    /// The run of each followed org that has one.
-    runs: HashMap<Arc<str>, VecDeque<TailRecord>>,
+    /// Each followed org: one map, so that adding a record looks its org up once.
+    orgs: HashMap<Arc<str>, Followed>,
     /// Every record held, oldest first, by org and LSN: eviction takes the front.
     order: VecDeque<(Arc<str>, u64)>,
     bytes: usize,
 }
 
-impl State {
-    /// Drops `org`'s run.
-    fn drop_run(&mut self, org: &str) {
-        if let Some(run) = self.runs.remove(org) {
-            self.bytes -= run.iter().map(counted).sum::<usize>();
-            self.order.retain(|(o, _)| &**o != org);
+/// A followed org.
+struct Followed {
+    /// The org's name, shared with its entries in [`State::order`].
+    name: Arc<str>,
+    followers: usize,
+    /// Its run: consecutive `seq`s, empty until a record comes.
+    run: VecDeque<TailRecord>,
+}
+
+impl Followed {
+    /// Empties the run and its entries in `order`; the bytes they were counted for.
+    fn drop_run(&mut self, order: &mut VecDeque<(Arc<str>, u64)>) -> usize {
+        if self.run.is_empty() {
+            return 0;
         }
+        order.retain(|(o, _)| *o != self.name);
+        self.run.drain(..).map(|r| counted(&r)).sum()
     }
 }
 
@@ -102,23 +110,36 @@ impl Tail {
     /// Starts keeping `org`'s records (from the next one added); undone by [`Self::unfollow`].
     pub fn follow(&self, org: &str) {
         let mut s = self.state();
-        *s.followers.entry(org.to_string()).or_default() += 1;
-        self.followed.store(s.followers.len(), Ordering::Release);
+        match s.orgs.get_mut(org) {
+            Some(f) => f.followers += 1,
+            None => {
+                let name: Arc<str> = Arc::from(org);
+                s.orgs.insert(
+                    name.clone(),
+                    Followed {
+                        name,
+                        followers: 1,
+                        run: VecDeque::new(),
+                    },
+                );
+            }
+        }
+        self.followed.store(s.orgs.len(), Ordering::Release);
     }
 
     /// One follower of `org` less; the last one's going drops the org's run.
     pub fn unfollow(&self, org: &str) {
         let mut guard = self.state();
         let s = &mut *guard;
-        let Some(n) = s.followers.get_mut(org) else {
+        let Some(f) = s.orgs.get_mut(org) else {
             return;
         };
-        *n -= 1;
-        if *n == 0 {
-            s.followers.remove(org);
-            s.drop_run(org);
+        f.followers -= 1;
+        if f.followers == 0 {
+            s.bytes -= f.drop_run(&mut s.order);
+            s.orgs.remove(org);
         }
-        self.followed.store(s.followers.len(), Ordering::Release);
+        self.followed.store(s.orgs.len(), Ordering::Release);
     }
 
     /// Whether any org is followed (adding records costs nothing more while none is).
@@ -136,19 +157,18 @@ impl Tail {
             return;
         }
         let mut guard = self.state();
-        let s = &mut *guard;
+        let State { orgs, order, bytes } = &mut *guard;
         for (lsn, org, seq, held) in records {
             let Some(seq) = seq else { continue };
-            if !s.followers.contains_key(org) {
+            let Some(f) = orgs.get_mut(org) else {
                 continue;
-            }
-            let last = s.runs.get(org).and_then(|r| r.back()).map(|r| r.seq);
-            match last {
+            };
+            match f.run.back().map(|r| r.seq) {
                 // Already held (a replay), or older than the run.
                 Some(last) if seq <= last => continue,
                 Some(last) if seq == last + 1 => {}
                 // A gap: the run cannot vouch for what lies between.
-                Some(_) => s.drop_run(org),
+                Some(_) => *bytes -= f.drop_run(order),
                 None => {}
             }
             let (json, head) = held();
@@ -158,27 +178,20 @@ impl Tail {
                 json: Arc::from(json.as_ref()),
                 head,
             };
-            s.bytes += counted(&record);
-            let name = match s.runs.get_key_value(org) {
-                Some((name, _)) => name.clone(),
-                None => Arc::from(org),
-            };
-            s.order.push_back((name.clone(), lsn));
-            s.runs.entry(name).or_default().push_back(record);
+            *bytes += counted(&record);
+            order.push_back((f.name.clone(), lsn));
+            f.run.push_back(record);
         }
-        while s.bytes > self.budget {
-            let Some((org, lsn)) = s.order.pop_front() else {
+        while *bytes > self.budget {
+            let Some((org, lsn)) = order.pop_front() else {
                 break;
             };
-            let Some(run) = s.runs.get_mut(&org) else {
+            let Some(f) = orgs.get_mut(&org) else {
                 continue;
             };
-            if run.front().is_some_and(|r| r.lsn == lsn) {
-                let r = run.pop_front().expect("checked above");
-                s.bytes -= counted(&r);
-                if s.runs.get(&org).is_some_and(VecDeque::is_empty) {
-                    s.runs.remove(&org);
-                }
+            if f.run.front().is_some_and(|r| r.lsn == lsn) {
+                let r = f.run.pop_front().expect("checked above");
+                *bytes -= counted(&r);
             }
         }
     }
@@ -190,7 +203,7 @@ impl Tail {
             return TailRead::NotHere;
         }
         let s = self.state();
-        let Some(run) = s.runs.get(org) else {
+        let Some(run) = s.orgs.get(org).map(|f| &f.run) else {
             return TailRead::NotHere;
         };
         let (Some(first), Some(last)) = (run.front(), run.back()) else {
@@ -214,7 +227,9 @@ impl Tail {
     /// added since its last commit.
     pub fn clear(&self) {
         let mut s = self.state();
-        s.runs.clear();
+        for f in s.orgs.values_mut() {
+            f.run.clear();
+        }
         s.order.clear();
         s.bytes = 0;
     }

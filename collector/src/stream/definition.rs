@@ -10,6 +10,7 @@ use codestax_common::record_view::RecordHead;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Largest syslog message by default (what syslog receivers accept by default).
 pub const DEFAULT_SYSLOG_MAX_MESSAGE_BYTES: usize = 8 * 1024;
@@ -79,14 +80,20 @@ impl Format {
     }
 
     /// [`Self::encode`] of a record as stored (its canonical JSON): `native` passes the bytes
-    /// on as they are; OCSF and ECS map the typed record.
-    pub fn encode_stored(self, stored: &[u8], cx: &Context) -> Result<Vec<u8>, String> {
+    /// on as they are (`shared`, the same bytes already shared, without a copy); OCSF and ECS
+    /// map the typed record.
+    pub fn encode_stored(
+        self,
+        stored: &[u8],
+        shared: Option<&Arc<[u8]>>,
+        cx: &Context,
+    ) -> Result<Arc<[u8]>, String> {
         match self {
-            Format::Native => Ok(stored.to_vec()),
+            Format::Native => Ok(shared.map_or_else(|| Arc::from(stored), Arc::clone)),
             Format::Ocsf | Format::Ecs => {
                 let record: AuditRecord =
                     serde_json::from_slice(stored).map_err(|e| e.to_string())?;
-                self.encode(&record, cx)
+                self.encode(&record, cx).map(Arc::from)
             }
         }
     }
@@ -1069,14 +1076,25 @@ mod tests {
             export.push_stored(&stored).unwrap();
             let mut line = export.take().unwrap();
             assert_eq!(line.pop(), Some(b'\n'));
-            assert_eq!(Format::Native.encode_stored(&stored, &cx).unwrap(), line);
+            assert_eq!(
+                *Format::Native.encode_stored(&stored, None, &cx).unwrap(),
+                line
+            );
+            let shared: Arc<[u8]> = Arc::from(&stored[..]);
             for format in [Format::Native, Format::Ocsf, Format::Ecs] {
+                let encoded = format.encode(&r, &cx).unwrap();
+                assert_eq!(*format.encode_stored(&stored, None, &cx).unwrap(), encoded);
                 assert_eq!(
-                    format.encode_stored(&stored, &cx).unwrap(),
-                    format.encode(&r, &cx).unwrap(),
+                    *format.encode_stored(&stored, Some(&shared), &cx).unwrap(),
+                    encoded,
                     "{format:?}"
                 );
             }
+            // `native` hands the shared bytes on, not a copy.
+            let passed = Format::Native
+                .encode_stored(&stored, Some(&shared), &cx)
+                .unwrap();
+            assert!(Arc::ptr_eq(&passed, &shared));
         }
     }
 }

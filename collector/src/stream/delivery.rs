@@ -527,6 +527,7 @@ fn read_after(
     };
     let (mut scanned, mut bytes) = (0, 0);
     let mut encode_error = None;
+    let org_name: Arc<str> = Arc::from(org);
     read.lsn_below = index
         .for_each_chained_stored(org, from, since_lsn, |dir, stored, from_tail| {
             let corrupt = |e: &dyn std::fmt::Display| crate::index::IndexError::Corrupt {
@@ -536,7 +537,7 @@ fn read_after(
             // A record from the tail comes with its place; without filters to look into, its
             // JSON is not parsed (that parse was the largest part of what streams cost ingest).
             let (seq, head) = match from_tail {
-                Some((seq, head)) if filters.is_empty() => (seq, Head::Tail(head)),
+                Some(t) if filters.is_empty() => (t.seq, Head::Tail(&t.head)),
                 _ => {
                     let head: RecordHead =
                         serde_json::from_slice(stored).map_err(|e| corrupt(&e))?;
@@ -563,7 +564,7 @@ fn read_after(
                 Head::Parsed(h) => filters.matches_view(h),
             };
             let item = if passes {
-                let json = match format.encode_stored(stored, cx) {
+                let json = match format.encode_stored(stored, from_tail.map(|t| &t.json), cx) {
                     Ok(json) => json,
                     Err(e) => {
                         encode_error = Some(e);
@@ -578,16 +579,16 @@ fn read_after(
                 }
                 bytes += json.len();
                 let (id, time) = match &head {
-                    Head::Tail(h) => (h.id.as_deref(), h.time),
+                    Head::Tail(h) => (h.id.clone(), h.time),
                     Head::Parsed(h) => (
-                        h.id.as_deref(),
+                        h.id.as_deref().map(Arc::from),
                         parse_time(&h.time).map_err(|e| corrupt(&e))?,
                     ),
                 };
                 Some(Item {
                     seq,
-                    id: id.unwrap_or_default().to_string(),
-                    org: org.to_string(),
+                    id: id.unwrap_or_else(|| Arc::from("")),
+                    org: org_name.clone(),
                     time,
                     // Committed records carry it; the record's time is the best stand-in.
                     received_at: received_at.unwrap_or(time),
@@ -700,11 +701,11 @@ pub fn test_item(def: &StreamDef, cx: &Context) -> Result<Item, String> {
     let json = def.format.encode(&record, cx)?;
     Ok(Item {
         seq: 0,
-        id: record.id.unwrap_or_default(),
-        org: def.org.clone(),
+        id: record.id.unwrap_or_default().into(),
+        org: def.org.as_str().into(),
         time: record.time,
         received_at: record.time,
-        json,
+        json: json.into(),
     })
 }
 

@@ -25,11 +25,12 @@ fn walk(index: &AuditIndex, org: &str, from: u64, since: u64) -> (Vec<String>, u
     let bound = index
         .for_each_chained_stored(org, from, since, |_, json, from_tail| {
             // What the tail kept of a record is what its JSON says.
-            if let Some((seq, head)) = from_tail {
+            if let Some(t) = from_tail {
                 let r: AuditRecord = serde_json::from_slice(json).unwrap();
-                assert_eq!(Some(seq), r.seq);
-                assert_eq!(head.id.as_deref(), r.id.as_deref());
-                assert_eq!((head.time, head.received_at), (r.time, r.received_at));
+                assert_eq!(Some(t.seq), r.seq);
+                assert_eq!(&*t.json, json);
+                assert_eq!(t.head.id.as_deref(), r.id.as_deref());
+                assert_eq!((t.head.time, t.head.received_at), (r.time, r.received_at));
             }
             out.push(String::from_utf8(json.to_vec()).unwrap());
             Ok(true)

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde::Serialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
+use std::io::Write;
+use std::sync::Arc;
 
 /// The HEC event endpoint, appended to the stream's URL.
 pub const HEC_EVENT_PATH: &str = "/services/collector/event";
@@ -76,14 +77,21 @@ impl HecSender {
     /// The batch as HEC events, one after the other.
     fn body(&self, items: &[Item]) -> Result<Vec<u8>, SendError> {
         let mut body = Vec::with_capacity(items.iter().map(|i| i.json.len() + 200).sum());
+        // A stream's records are one org's: its fields are written once.
+        let mut fields: Option<EventFields> = None;
         for i in items {
-            body.extend_from_slice(&hec_event(
-                i,
-                &self.collector_host,
-                &self.sourcetype,
-                self.index.as_deref(),
-            )?);
+            let f = match fields.take() {
+                Some(f) if *f.org == *i.org => f,
+                _ => EventFields::new(
+                    &i.org,
+                    &self.collector_host,
+                    &self.sourcetype,
+                    self.index.as_deref(),
+                )?,
+            };
+            f.push(&mut body, i);
             body.push(b'\n');
+            fields = Some(f);
         }
         Ok(body)
     }
@@ -109,35 +117,62 @@ impl HecSender {
     }
 }
 
-/// One HEC event for `item`: the record's JSON goes in as it is (not parsed into a tree and
-/// written again).
-pub fn hec_event(
-    item: &Item,
-    host: &str,
-    sourcetype: &str,
-    index: Option<&str>,
-) -> Result<Vec<u8>, SendError> {
-    #[derive(Serialize)]
-    struct Event<'a> {
-        time: f64,
-        host: &'a str,
-        source: String,
-        sourcetype: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        index: Option<&'a str>,
-        event: &'a RawValue,
+/// The fields every HEC event of one org's records shares (`host`, `source`, `sourcetype`,
+/// `index`), serialized once; [`Self::push`] writes an event around them.
+pub struct EventFields {
+    org: Arc<str>,
+    /// `"host":…,"source":…,"sourcetype":…[,"index":…]`: a JSON object's members.
+    members: Vec<u8>,
+}
+
+impl EventFields {
+    pub fn new(
+        org: &Arc<str>,
+        host: &str,
+        sourcetype: &str,
+        index: Option<&str>,
+    ) -> Result<EventFields, SendError> {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            host: &'a str,
+            source: String,
+            sourcetype: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            index: Option<&'a str>,
+        }
+        let object = serde_json::to_vec(&Fields {
+            host,
+            source: format!("codestax:{org}"),
+            sourcetype,
+            index,
+        })
+        .map_err(|e| SendError::NonRetryable(e.to_string()))?;
+        Ok(EventFields {
+            org: org.clone(),
+            members: object[1..object.len() - 1].to_vec(),
+        })
     }
-    let event = serde_json::from_slice::<&RawValue>(&item.json)
-        .map_err(|e| SendError::NonRetryable(format!("record {} is not JSON: {e}", item.id)))?;
-    let e = Event {
-        time: item.time.timestamp_micros() as f64 / 1e6,
-        host,
-        source: format!("codestax:{}", item.org),
-        sourcetype,
-        index,
-        event,
-    };
-    serde_json::to_vec(&e).map_err(|e| SendError::NonRetryable(e.to_string()))
+
+    /// Appends `item`'s event to `body`: `{"time":…,<members>,"event":<the item's JSON>}`. The
+    /// item's JSON goes in as it is, not parsed again: it is the collector's own (a record's
+    /// stored canonical JSON, or the stream format's encoding of it).
+    pub fn push(&self, body: &mut Vec<u8>, item: &Item) {
+        // Epoch seconds with the microseconds written out exactly (no float rounding).
+        let micros = item.time.timestamp_micros();
+        let sign = if micros < 0 { "-" } else { "" };
+        let micros = micros.unsigned_abs();
+        write!(
+            body,
+            "{{\"time\":{sign}{}.{:06},",
+            micros / 1_000_000,
+            micros % 1_000_000
+        )
+        .expect("writing to a Vec does not fail");
+        body.extend_from_slice(&self.members);
+        body.extend_from_slice(b",\"event\":");
+        body.extend_from_slice(&item.json);
+        body.push(b'}');
+    }
 }
 
 /// What an answer means: Splunk's status and HEC code.
@@ -171,19 +206,31 @@ mod tests {
                 .single()
                 .unwrap(),
             received_at: chrono::Utc::now(),
-            json: br#"{"id":"r7","seq":7}"#.to_vec(),
+            json: br#"{"id":"r7","seq":7}"#.as_slice().into(),
         };
-        let e: Value = serde_json::from_slice(
-            &hec_event(&item, "h1", "codestax:audit", Some("main")).unwrap(),
-        )
-        .unwrap();
+        let event = |item: &Item, sourcetype, index| {
+            let mut body = Vec::new();
+            EventFields::new(&item.org, "h\"1", sourcetype, index)
+                .unwrap()
+                .push(&mut body, item);
+            serde_json::from_slice::<Value>(&body).unwrap()
+        };
+        let e = event(&item, "codestax:audit", Some("main"));
         assert_eq!(e["time"], serde_json::json!(1_700_000_000.25));
+        assert_eq!(e["host"], "h\"1");
         assert_eq!(e["source"], "codestax:acme");
+        assert_eq!(e["sourcetype"], "codestax:audit");
         assert_eq!(e["index"], "main");
         assert_eq!(e["event"]["seq"], 7);
-        let e: Value =
-            serde_json::from_slice(&hec_event(&item, "h1", "st", None).unwrap()).unwrap();
+        let e = event(&item, "st", None);
         assert!(e.get("index").is_none());
+        assert_eq!(e["event"]["id"], "r7");
+        // Before 1970 too, exactly.
+        let item = Item {
+            time: chrono::Utc.timestamp_micros(-1_500_000).single().unwrap(),
+            ..item
+        };
+        assert_eq!(event(&item, "st", None)["time"], serde_json::json!(-1.5));
     }
 
     #[test]

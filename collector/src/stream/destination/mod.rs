@@ -15,9 +15,9 @@ mod syslog;
 
 pub use batch::{Delivered, Item, SendError, TestAnswer};
 pub use connect::{CONNECT_TIMEOUT, SEND_TIMEOUT};
-pub use hec::{HEC_EVENT_PATH, hec_event};
+pub use hec::{EventFields, HEC_EVENT_PATH};
 pub use https::{SIGNATURE_HEADER, signature};
 pub(crate) use s3::http_connector;
 pub use s3::object_key;
 pub use sender::Sender;
-pub use syslog::{MessageLimit, frame_message, hostname};
+pub use syslog::{MessageLimit, hostname, push_message};

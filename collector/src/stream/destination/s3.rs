@@ -407,11 +407,11 @@ mod tests {
             .with_timezone(&Utc);
         Item {
             seq,
-            id: format!("r{seq}"),
+            id: format!("r{seq}").into(),
             org: "acme".into(),
             time: t,
             received_at: t,
-            json: format!("{{\"seq\":{seq}}}").into_bytes(),
+            json: format!("{{\"seq\":{seq}}}").into_bytes().into(),
         }
     }
 

@@ -20,6 +20,7 @@ use super::connect::{Io, SEND_TIMEOUT, connect};
 use crate::stream::allow::Allowlist;
 use crate::stream::definition::split_host_port;
 use crate::stream::tls::client_config;
+use std::io::Write;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,32 +35,37 @@ pub struct MessageLimit {
     pub max_message_bytes: usize,
 }
 
-/// The framed message (`<len> <message>`) of `item`, and whether it had to be replaced by its
-/// stub to fit `limit`.
-pub fn frame_message(hostname: &str, item: &Item, limit: MessageLimit) -> (Vec<u8>, bool) {
-    let header = format!(
-        "{PRI_VERSION} {} {hostname} {APP_NAME} - {MSGID} - ",
-        item.time
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-    );
-    let mut truncated = false;
-    let mut message = header.clone().into_bytes();
-    if header.len() + item.json.len() <= limit.max_message_bytes {
-        message.extend_from_slice(&item.json);
+/// Appends the framed message (`<len> <message>`) of `item` to `out`; whether it had to be
+/// replaced by its stub to fit `limit`.
+pub fn push_message(out: &mut Vec<u8>, hostname: &str, item: &Item, limit: MessageLimit) -> bool {
+    let time = item
+        .time
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // `PRI_VERSION SP time SP hostname SP APP_NAME SP - SP MSGID SP - SP`
+    let header_len =
+        PRI_VERSION.len() + time.len() + hostname.len() + APP_NAME.len() + MSGID.len() + 9;
+    let stub;
+    let (message, truncated) = if header_len + item.json.len() <= limit.max_message_bytes {
+        (&item.json[..], false)
     } else {
-        truncated = true;
-        let stub = serde_json::json!({
-            "org_id": item.org,
-            "id": item.id,
+        stub = serde_json::json!({
+            "org_id": &*item.org,
+            "id": &*item.id,
             "seq": item.seq,
             "truncated": true,
             "original_bytes": item.json.len(),
-        });
-        message.extend_from_slice(stub.to_string().as_bytes());
-    }
-    let mut framed = format!("{} ", message.len()).into_bytes();
-    framed.extend_from_slice(&message);
-    (framed, truncated)
+        })
+        .to_string();
+        (stub.as_bytes(), true)
+    };
+    write!(
+        out,
+        "{} {PRI_VERSION} {time} {hostname} {APP_NAME} - {MSGID} - ",
+        header_len + message.len()
+    )
+    .expect("writing to a Vec does not fail");
+    out.extend_from_slice(message);
+    truncated
 }
 
 pub struct SyslogSender {
@@ -102,12 +108,10 @@ impl SyslogSender {
         let mut out = Vec::new();
         let mut delivered = Delivered::default();
         for item in items {
-            let (framed, truncated) = frame_message(&self.hostname, item, self.limit);
-            if truncated {
+            if push_message(&mut out, &self.hostname, item, self.limit) {
                 delivered.truncated += 1;
                 tracing::warn!(org = %item.org, seq = item.seq, bytes = item.json.len(), max = self.limit.max_message_bytes, "record too long for the syslog destination; sent as a stub");
             }
-            out.extend_from_slice(&framed);
         }
         let result = self.write(&out).await;
         if result.is_err() {
@@ -178,13 +182,15 @@ mod tests {
                 .unwrap()
                 .with_timezone(&chrono::Utc),
             received_at: chrono::Utc::now(),
-            json: json.as_bytes().to_vec(),
+            json: json.as_bytes().into(),
         }
     }
 
     #[test]
     fn octet_counted_rfc5424_and_a_counted_stub_when_too_long() {
-        let (framed, cut) = frame_message(
+        let mut framed = b"before".to_vec();
+        let cut = push_message(
+            &mut framed,
             "h",
             &item(r#"{"a":1}"#),
             MessageLimit {
@@ -192,11 +198,14 @@ mod tests {
             },
         );
         let text = String::from_utf8(framed).unwrap();
+        let text = text.strip_prefix("before").unwrap();
         let msg = "<110>1 2026-12-03T10:00:00.500000Z h codestax - audit - {\"a\":1}";
         assert_eq!(text, format!("{} {msg}", msg.len()));
         assert!(!cut);
         let long = format!(r#"{{"x":"{}"}}"#, "y".repeat(1000));
-        let (framed, cut) = frame_message(
+        let mut framed = Vec::new();
+        let cut = push_message(
+            &mut framed,
             "h",
             &item(&long),
             MessageLimit {
