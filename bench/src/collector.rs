@@ -226,6 +226,12 @@ impl Collector {
         ThreadsCpu::of(self.pid(), "merge_thread")
     }
 
+    /// CPU seconds of the collector's live async runtime threads (tokio's workers and blocking
+    /// threads: HTTP requests, ingest, stream delivery).
+    pub fn runtime_threads_cpu(&self) -> Result<ThreadsCpu> {
+        ThreadsCpu::of(self.pid(), "tokio-")
+    }
+
     /// Waits until the collector is idle, using under 5% of a core over a second (its
     /// background merges are done), or `limit` has passed; returns how long it waited.
     pub fn wait_idle(&self, limit: Duration) -> Result<Duration> {

@@ -332,6 +332,9 @@ struct SteadyRun {
     /// Of which the index's merge threads: the same merges in both runs over time, but when
     /// they fall in a run's window or not swings its total by about ±10 %.
     merge_cpu_per_1000_ms: f64,
+    /// Of which the async runtime's threads, where ingest's requests and the streams' delivery
+    /// run: what streams add shows here, apart from the index threads' swings.
+    runtime_cpu_per_1000_ms: f64,
     lags: Latencies,
     load: String,
 }
@@ -362,7 +365,7 @@ fn steady(bin: &std::path::Path, r: &Receivers, size: StreamsSize) -> Result<Tab
             "run",
             "streams",
             "sent records/s",
-            "collector CPU per 1,000 records (of which merges)",
+            "collector CPU per 1,000 records (of which merges; runtime threads)",
             "lag p50 / p99 / max (records)",
             "load",
         ],
@@ -373,8 +376,8 @@ fn steady(bin: &std::path::Path, r: &Receivers, size: StreamsSize) -> Result<Tab
             run.streams.to_string(),
             thousands(run.sent_rate),
             format!(
-                "{:.1} ms ({:.1} ms)",
-                run.cpu_per_1000_ms, run.merge_cpu_per_1000_ms
+                "{:.1} ms ({:.1} ms; {:.1} ms)",
+                run.cpu_per_1000_ms, run.merge_cpu_per_1000_ms, run.runtime_cpu_per_1000_ms
             ),
             if run.streams == 0 {
                 "".into()
@@ -402,15 +405,20 @@ fn steady(bin: &std::path::Path, r: &Receivers, size: StreamsSize) -> Result<Tab
     let (off, on) = (mean(false, all), mean(true, all));
     let no_merges = |r: &SteadyRun| r.cpu_per_1000_ms - r.merge_cpu_per_1000_ms;
     let (off_nm, on_nm) = (mean(false, no_merges), mean(true, no_merges));
+    let runtime = |r: &SteadyRun| r.runtime_cpu_per_1000_ms;
+    let (off_rt, on_rt) = (mean(false, runtime), mean(true, runtime));
     t.row(vec![
         "mean".into(),
         "0 → streams".into(),
         "".into(),
         format!(
             "{off:.1} → {on:.1} ms ({:+.1} %, target ≤ +10 %); without merges {off_nm:.1} → \
-             {on_nm:.1} ms ({:+.1} %)",
+             {on_nm:.1} ms ({:+.1} %); runtime threads {off_rt:.1} → {on_rt:.1} ms ({:+.1} ms, \
+             {:+.1} % of the total without streams)",
             (on / off - 1.0) * 100.0,
-            (on_nm / off_nm - 1.0) * 100.0
+            (on_nm / off_nm - 1.0) * 100.0,
+            on_rt - off_rt,
+            (on_rt - off_rt) / off * 100.0
         ),
         "".into(),
         "".into(),
@@ -464,6 +472,7 @@ fn steady_run(
     let load0 = load_average();
     let cpu0 = c.cpu_seconds()?;
     let merges0 = c.merge_threads_cpu()?;
+    let runtime0 = c.runtime_threads_cpu()?;
     let report = send(
         &c,
         &corpus,
@@ -488,6 +497,7 @@ fn steady_run(
     }
     let cpu = c.cpu_seconds()? - cpu0;
     let merges = c.merge_threads_cpu()?.since(&merges0);
+    let runtime = c.runtime_threads_cpu()?.since(&runtime0);
     let load1 = load_average();
     c.stop()?;
     Ok(SteadyRun {
@@ -495,6 +505,7 @@ fn steady_run(
         sent_rate: report.rate(),
         cpu_per_1000_ms: cpu * 1e6 / corpus.total() as f64,
         merge_cpu_per_1000_ms: merges * 1e6 / corpus.total() as f64,
+        runtime_cpu_per_1000_ms: runtime * 1e6 / corpus.total() as f64,
         lags,
         load: format!("{load0} → {load1}"),
     })
