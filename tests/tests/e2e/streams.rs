@@ -1487,7 +1487,7 @@ async fn hec_handle(
 }
 
 #[test]
-fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage() {
+fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage_and_replays() {
     let dir = tempfile::tempdir().unwrap();
     let mut receiver = HecReceiver::start();
     let data = dir.path().join("collector");
@@ -1618,6 +1618,29 @@ fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage() {
         Duration::from_secs(90),
     );
     assert_in_order_without_gaps(&receiver.received.seqs());
+
+    // Replay from seq 15: exactly that range again, in order.
+    wait_until("the stream caught up", Duration::from_secs(30), || {
+        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
+    });
+    let mark = receiver.received.all().len();
+    let newest = receiver.received.seqs().into_iter().max().unwrap();
+    let (status, body) = request(
+        &c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}/replay"),
+        &owner,
+        Some(json!({"from": 15})),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until("the replay arrived", Duration::from_secs(60), || {
+        receiver.received.all()[mark..]
+            .iter()
+            .filter(|r| r["seq"].as_u64().is_some_and(|s| s <= newest))
+            .count()
+            >= (newest - 14) as usize
+    });
+    assert_replayed(&receiver.received.all(), mark, 15, newest);
 
     // Every event as documented: time in epoch seconds (the record's time), index, sourcetype.
     for e in receiver.events.lock().unwrap().iter() {
