@@ -79,6 +79,9 @@ pub struct LoadReport {
     pub freshness_past_weeks: Latencies,
     /// Sampled records not found within [`FRESHNESS_GIVE_UP`].
     pub never_found: usize,
+    /// GETs the freshness poller sent for current-week and past-week samples: load the
+    /// collector served on top of the ingest.
+    pub freshness_gets: [u64; 2],
     /// CPU seconds this process used while the clock ran (clients and poller; encoding done
     /// before the clock started is not in it).
     pub client_cpu: f64,
@@ -227,10 +230,11 @@ pub fn send_to(targets: &[&Collector], corpus: &Corpus, opts: LoadOptions) -> Re
         report.ack.extend(r?);
     }
     if let Some(p) = poll {
-        let (fresh, past, never) = p?;
+        let (fresh, past, never, gets) = p?;
         report.freshness = fresh;
         report.freshness_past_weeks = past;
         report.never_found = never;
+        report.freshness_gets = gets;
     }
     Ok(report)
 }
@@ -437,24 +441,34 @@ fn post_batch(
     Ok(())
 }
 
+/// How often pending current-week samples are asked for: 0.5 % of the 1 s target.
+const POLL_CURRENT: Duration = Duration::from_millis(5);
+/// How often pending past-week samples are asked for: 0.5 % of the 5 s target.
+const POLL_PAST: Duration = Duration::from_millis(25);
+
 /// Polls each sampled id until the collector serves it; returns the latencies and how many were
 /// never found.
 ///
 /// Records become searchable in write-ahead-log order (a commit makes everything indexed so far
-/// visible), so each round (every 2 ms) asks for the pending samples oldest first and stops at the
-/// first one not yet served: a poller that asked for every pending sample every round sent
-/// thousands of GETs per second and made the ingest it measured pay for them. A sample acked
-/// out of log order by another client can only be measured later than it became visible, never
-/// earlier.
+/// visible), so each round asks for the pending samples oldest first and stops at the first one
+/// not yet served: a poller that asked for every pending sample every round sent thousands of
+/// GETs per second and made the ingest it measured pay for them. Rounds are
+/// [`POLL_CURRENT`] apart for the current week's samples and [`POLL_PAST`] for past weeks' (0.5 %
+/// of their targets): each GET for a past week's record looks it up in every partition, and
+/// polling those every 2 ms cost the collector a few ms per 1,000 records of a spread load that
+/// an in-order one did not pay. A sample acked out of log order by another client can only be
+/// measured later than it became visible, never earlier.
 fn poll_freshness(
     c: &Collector,
     rx: mpsc::Receiver<Sample>,
-) -> Result<(Latencies, Latencies, usize)> {
+) -> Result<(Latencies, Latencies, usize, [u64; 2])> {
     let client = http_client()?;
     // Current-week and past-week samples in queues of their own: the collector indexes past
     // weeks' records in bulk, later, and one of them at the head must not hold back the others.
     let mut pending: [std::collections::VecDeque<Sample>; 2] = Default::default();
     let mut fresh: [Latencies; 2] = Default::default();
+    let mut next_round = [Instant::now(); 2];
+    let mut gets = [0u64; 2];
     let mut never = 0;
     let mut open = true;
     while open || pending.iter().any(|q| !q.is_empty()) {
@@ -468,7 +482,16 @@ fn poll_freshness(
                 }
             }
         }
-        for (queue, fresh) in pending.iter_mut().zip(fresh.iter_mut()) {
+        for (((queue, fresh), (next, every)), gets) in pending
+            .iter_mut()
+            .zip(fresh.iter_mut())
+            .zip(next_round.iter_mut().zip([POLL_CURRENT, POLL_PAST]))
+            .zip(gets.iter_mut())
+        {
+            if Instant::now() < *next {
+                continue;
+            }
+            *next = Instant::now() + every;
             while let Some(s) = queue.front() {
                 let path = format!("/api/v1/orgs/{}/audit-log/{}", s.org, s.id);
                 let r = client
@@ -476,6 +499,7 @@ fn poll_freshness(
                     .bearer_auth(&c.keys(&s.org).reader)
                     .send()
                     .map_err(|e| BenchError::http(format!("GET {path}"), e))?;
+                *gets += 1;
                 let status = r.status().as_u16();
                 let _ = r.bytes();
                 let now = Instant::now();
@@ -501,7 +525,7 @@ fn poll_freshness(
         std::thread::sleep(Duration::from_millis(2));
     }
     let [current, past] = fresh;
-    Ok((current, past, never))
+    Ok((current, past, never, gets))
 }
 
 /// COPYs every batch of `corpus` into PostgreSQL from `clients` connections, `per_txn` batches

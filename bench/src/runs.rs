@@ -345,14 +345,18 @@ fn ingest_one(
         "".into(),
         "".into(),
     ]);
-    for (which, f, target) in [
+    for ((which, f, target), gets) in [
         ("current week", &report.freshness, "p99 ≤ 1000 ms"),
         ("past weeks", &report.freshness_past_weeks, "p99 ≤ 5000 ms"),
-    ] {
+    ]
+    .into_iter()
+    .zip(report.freshness_gets)
+    {
         t.row(vec![
             format!(
-                "freshness under this load, {which}, p50 / p99 ({} samples)",
-                f.len()
+                "freshness under this load, {which}, p50 / p99 ({} samples, {} GETs)",
+                f.len(),
+                thousands(gets as f64)
             ),
             format!("{} / {}", fmt_ms(f.p50_ms()), fmt_ms(f.p99_ms())),
             target.into(),
