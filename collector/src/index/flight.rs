@@ -41,32 +41,10 @@ pub(crate) fn operations<'a>(
     Ok(ops)
 }
 
-/// As [`operations`], for staged records: each parsed back from its stored JSON, one at a time
-/// (only the documents are held for the whole partition, as for records added directly).
-pub(crate) fn staged_operations(
-    shared: &Shared,
-    replay_through: Option<u64>,
-    partition: &Partition,
-    records: &[StagedRecord],
-) -> Result<Vec<UserOperation>, IndexError> {
-    let form = partition.open()?.uid_form;
-    let mut ops = Vec::with_capacity(records.len());
-    for r in records {
-        let record = parse_staged(r)?;
-        if let Some(op) = operation(
-            shared,
-            replay_through,
-            partition,
-            form,
-            r.lsn,
-            &record,
-            Some(&r.stored),
-        )? {
-            ops.push(op);
-        }
-    }
-    Ok(ops)
-}
+/// Staged records are parsed and handed to a flight's writer this many at a time: the lane
+/// parses the next chunk while the writer's indexing thread indexes the last (built whole first,
+/// one of the two waited for the other), and only a chunk's documents are held at once.
+pub(crate) const FEED_CHUNK: usize = 256;
 
 /// The record a staged one's JSON holds (it is the write-ahead log's payload, which a replay
 /// parses the same way).
@@ -300,9 +278,7 @@ fn flush(
         let _ = closing.join();
     }
     let open = partition.open()?;
-    let ops = staged_operations(shared, replay_through, &partition, &staged.records)?;
     let n = staged.records.len();
-    drop(staged);
     let dir = partition.dir.clone();
     let tantivy_err = |action: &'static str| {
         let dir = dir.clone();
@@ -326,9 +302,28 @@ fn flush(
     // As the indexer's writers do: what a failed flush left (segments never committed, on a
     // full disk) goes before this one writes beside it, or every retry needs that room again.
     drop(writer.garbage_collect_files());
-    if let Err(e) = writer.run(ops) {
-        let cause = worker_error(writer).unwrap_or(e);
-        return Err(IndexError::tantivy(dir, "add staged records", cause));
+    // Each staged record is freed once parsed: the writer's memory grows as the stage's shrinks.
+    let mut records = staged.records.into_iter().peekable();
+    while records.peek().is_some() {
+        let mut ops = Vec::with_capacity(FEED_CHUNK);
+        for r in records.by_ref().take(FEED_CHUNK) {
+            // A record that does not parse stops the flight; dropping the writer drops what it
+            // took (the write-ahead log still has every record).
+            let record = parse_staged(&r)?;
+            ops.extend(operation(
+                shared,
+                replay_through,
+                &partition,
+                open.uid_form,
+                r.lsn,
+                &record,
+                Some(&r.stored),
+            )?);
+        }
+        if let Err(e) = writer.run(ops) {
+            let cause = worker_error(writer).unwrap_or(e);
+            return Err(IndexError::tantivy(dir, "add staged records", cause));
+        }
     }
     writer
         .commit()

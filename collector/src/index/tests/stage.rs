@@ -523,6 +523,41 @@ fn staged_records_parsed_back_index_and_read_as_added() {
     }
 }
 
+/// A past week with more records than a flight hands its writer at once: fed in chunks, every
+/// one is indexed once and reads back as added.
+#[test]
+fn a_past_week_fed_in_chunks_indexes_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(64 << 20, std::time::Duration::from_secs(3600));
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    let week_ago = Utc::now() - Duration::days(30);
+    let cold: Vec<AuditRecord> = corpus(91, 3 * super::super::flight::FEED_CHUNK + 17)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.time = week_ago - Duration::seconds(i as i64);
+            r
+        })
+        .collect();
+    let (batch, stored) = numbered(&cold, 0);
+    indexer.add_stored(&batch, Some(&stored)).unwrap();
+    assert_eq!(indexer.staged().0, cold.len());
+    assert_eq!(indexer.commit().unwrap(), Some(cold.len() as u64 - 1));
+    assert_eq!(uid_count(&index), cold.len());
+    for org in ORGS {
+        let (got, _) = walk(&index, org, &SearchQuery::default(), 1000, |_| {});
+        let json = |rs: &[AuditRecord]| {
+            rs.iter()
+                .map(AuditRecord::canonical_json)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            json(&got),
+            json(&newest_first(&cold, org, &SearchQuery::default()))
+        );
+    }
+}
+
 /// `add_stored_no_wait` never waits for a flight: with one held in the air, past records take
 /// the stage past its budget by one batch at most, `cold_stage_full` says so (the caller then
 /// adds no more), this week's records added meanwhile are committed by `commit_due`, and once
