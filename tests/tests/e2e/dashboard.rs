@@ -495,6 +495,10 @@ fn audit_log_page_in_headless_chromium() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let c = start_collector(dir.path());
+    // Key creations are recorded too (now), so count the corpus up to yesterday, taken before
+    // the keys and the corpus are made: a midnight passing between them and this once made the
+    // corpus's "today" record yesterday's.
+    let until_yesterday = format!("until={}", date_ago(1));
     let ingest = c.create_key(ORG, "INGEST");
     let admin = c.create_key(ORG, "ORG_ADMIN");
     let member = c.create_key(ORG, "MEMBER");
@@ -503,8 +507,6 @@ fn audit_log_page_in_headless_chromium() {
     let (status, body) = c.ingest(&ingest, &records);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], records.len());
-    // Key creations are recorded too (now), so count the corpus up to yesterday.
-    let until_yesterday = format!("until={}", date_ago(1));
     c.wait_for_total(ORG, &until_yesterday, &admin, records.len() as u64 - 1);
 
     // The streams panel's destination: its own runtime, started and dropped outside the browser's.
