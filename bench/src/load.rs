@@ -488,10 +488,11 @@ fn poll_freshness(
             .zip(next_round.iter_mut().zip([POLL_CURRENT, POLL_PAST]))
             .zip(gets.iter_mut())
         {
-            if Instant::now() < *next {
+            let now = Instant::now();
+            if now < *next {
                 continue;
             }
-            *next = Instant::now() + every;
+            *next = now + every;
             while let Some(s) = queue.front() {
                 let path = format!("/api/v1/orgs/{}/audit-log/{}", s.org, s.id);
                 let r = client

@@ -154,11 +154,11 @@ impl Indexer {
                     None => std::borrow::Cow::Owned(r.canonical_json().into_bytes()),
                 };
                 // As the stored JSON has them: to the microsecond.
-                use chrono::SubsecRound;
+                use codestax_common::time::truncate_to_micros;
                 let head = super::tail::TailHead {
                     id: r.id.as_deref().map(std::sync::Arc::from),
-                    time: r.time.trunc_subsecs(6),
-                    received_at: r.received_at.map(|t| t.trunc_subsecs(6)),
+                    time: truncate_to_micros(r.time),
+                    received_at: r.received_at.map(truncate_to_micros),
                 };
                 (json, head)
             };

@@ -110,20 +110,15 @@ impl Tail {
     /// Starts keeping `org`'s records (from the next one added); undone by [`Self::unfollow`].
     pub fn follow(&self, org: &str) {
         let mut s = self.state();
-        match s.orgs.get_mut(org) {
-            Some(f) => f.followers += 1,
-            None => {
-                let name: Arc<str> = Arc::from(org);
-                s.orgs.insert(
-                    name.clone(),
-                    Followed {
-                        name,
-                        followers: 1,
-                        run: VecDeque::new(),
-                    },
-                );
-            }
-        }
+        let f = s
+            .orgs
+            .entry(Arc::from(org))
+            .or_insert_with_key(|name| Followed {
+                name: name.clone(),
+                followers: 0,
+                run: VecDeque::new(),
+            });
+        f.followers += 1;
         self.followed.store(s.orgs.len(), Ordering::Release);
     }
 

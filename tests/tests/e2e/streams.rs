@@ -184,6 +184,46 @@ fn assert_replayed(arrivals: &[Value], mark: usize, from: u64, newest: u64) {
     );
 }
 
+/// Once stream `id` has caught up, asks it to replay from seq `from` and waits for the
+/// re-delivered run among `arrivals` (the receiver's records so far, in arrival order), which must
+/// be exactly `from..=` the newest delivered ([`assert_replayed`]). Returns the arrivals' mark
+/// before the replay and that newest seq.
+fn replay_from_seq(
+    c: &Collector,
+    owner: &str,
+    id: &str,
+    from: u64,
+    arrivals: impl Fn() -> Vec<Value>,
+) -> (usize, u64) {
+    wait_until("the stream caught up", Duration::from_secs(30), || {
+        stream_status(c, owner, id)["status"]["lag_records"] == 0
+    });
+    let before = arrivals();
+    let mark = before.len();
+    let newest = before
+        .iter()
+        .filter_map(|r| r["seq"].as_u64())
+        .max()
+        .expect("records were delivered");
+    let (status, body) = request(
+        c,
+        "POST",
+        &format!("/api/v1/orgs/{ORG}/streams/{id}/replay"),
+        owner,
+        Some(json!({ "from": from })),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until("the replay arrived", Duration::from_secs(60), || {
+        arrivals()[mark..]
+            .iter()
+            .filter(|r| r["seq"].as_u64().is_some_and(|s| s <= newest))
+            .count()
+            >= (newest - from + 1) as usize
+    });
+    assert_replayed(&arrivals(), mark, from, newest);
+    (mark, newest)
+}
+
 fn wait_ids(what: &str, received: &Received, ids: &[String], timeout: Duration) {
     let started = Instant::now();
     loop {
@@ -579,27 +619,7 @@ fn https_stream_delivers_in_order_through_a_kill_and_an_outage_and_replays() {
     assert_in_order_without_gaps(&receiver.received.seqs());
 
     // Replay from a seq: the re-delivered run is exactly seq 20 to the newest delivered.
-    wait_until("the stream caught up", Duration::from_secs(30), || {
-        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
-    });
-    let mark = receiver.received.all().len();
-    let (status, body) = request(
-        &c,
-        "POST",
-        &format!("/api/v1/orgs/{ORG}/streams/{id}/replay"),
-        &owner,
-        Some(json!({"from": 20})),
-    );
-    assert_eq!(status, 200, "{body}");
-    let newest = receiver.received.seqs().into_iter().max().unwrap();
-    wait_until("the replay arrived", Duration::from_secs(60), || {
-        receiver.received.all()[mark..]
-            .iter()
-            .filter(|r| r["seq"].as_u64().is_some_and(|s| s <= newest))
-            .count()
-            >= (newest - 19) as usize
-    });
-    assert_replayed(&receiver.received.all(), mark, 20, newest);
+    let (mark, newest) = replay_from_seq(&c, &owner, &id, 20, || receiver.received.all());
     // The first replay done (a batch sent again after a lost answer counts twice above): its last
     // batches must not arrive after the next replay's mark.
     wait_until(
@@ -1215,27 +1235,7 @@ fn syslog_stream_to_rsyslog_delivers_in_order_through_a_kill_and_an_outage_and_r
     assert_in_order_without_gaps(&rsyslog.received().seqs());
 
     // Replay from seq 10.
-    wait_until("the stream caught up", Duration::from_secs(30), || {
-        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
-    });
-    let mark = rsyslog.received().all().len();
-    let newest = rsyslog.received().seqs().into_iter().max().unwrap();
-    let (status, body) = request(
-        &c,
-        "POST",
-        &format!("/api/v1/orgs/{ORG}/streams/{id}/replay"),
-        &owner,
-        Some(json!({"from": 10})),
-    );
-    assert_eq!(status, 200, "{body}");
-    wait_until("the replay arrived", Duration::from_secs(60), || {
-        rsyslog.received().all()[mark..]
-            .iter()
-            .filter(|r| r["seq"].as_u64().is_some_and(|s| s <= newest))
-            .count()
-            >= (newest - 9) as usize
-    });
-    assert_replayed(&rsyslog.received().all(), mark, 10, newest);
+    replay_from_seq(&c, &owner, &id, 10, || rsyslog.received().all());
 
     // /test on syslog: accepted, with timing.
     let (status, test) = request(
@@ -1620,27 +1620,7 @@ fn splunk_hec_stream_delivers_in_order_through_a_kill_busy_and_an_outage_and_rep
     assert_in_order_without_gaps(&receiver.received.seqs());
 
     // Replay from seq 15: exactly that range again, in order.
-    wait_until("the stream caught up", Duration::from_secs(30), || {
-        stream_status(&c, &owner, &id)["status"]["lag_records"] == 0
-    });
-    let mark = receiver.received.all().len();
-    let newest = receiver.received.seqs().into_iter().max().unwrap();
-    let (status, body) = request(
-        &c,
-        "POST",
-        &format!("/api/v1/orgs/{ORG}/streams/{id}/replay"),
-        &owner,
-        Some(json!({"from": 15})),
-    );
-    assert_eq!(status, 200, "{body}");
-    wait_until("the replay arrived", Duration::from_secs(60), || {
-        receiver.received.all()[mark..]
-            .iter()
-            .filter(|r| r["seq"].as_u64().is_some_and(|s| s <= newest))
-            .count()
-            >= (newest - 14) as usize
-    });
-    assert_replayed(&receiver.received.all(), mark, 15, newest);
+    replay_from_seq(&c, &owner, &id, 15, || receiver.received.all());
 
     // Every event as documented: time in epoch seconds (the record's time), index, sourcetype.
     for e in receiver.events.lock().unwrap().iter() {

@@ -80,18 +80,16 @@ impl HecSender {
         // A stream's records are one org's: its fields are written once.
         let mut fields: Option<EventFields> = None;
         for i in items {
-            let f = match fields.take() {
-                Some(f) if *f.org == *i.org => f,
-                _ => EventFields::new(
+            if fields.as_ref().is_none_or(|f| *f.org != *i.org) {
+                fields = Some(EventFields::new(
                     &i.org,
                     &self.collector_host,
                     &self.sourcetype,
                     self.index.as_deref(),
-                )?,
-            };
-            f.push(&mut body, i);
+                )?);
+            }
+            fields.as_ref().expect("set above").push(&mut body, i);
             body.push(b'\n');
-            fields = Some(f);
         }
         Ok(body)
     }
