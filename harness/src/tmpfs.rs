@@ -1,7 +1,7 @@
 //! A size-limited tmpfs mounted by a test (root only), so a disk can really fill up: filled with a
 //! ballast file until writes fail with ENOSPC, then freed. Unmounted on drop.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,9 +44,13 @@ impl Tmpfs {
     }
 
     /// Writes a ballast file until the file system is full (a write fails with ENOSPC), so that
-    /// any further write of new data there fails. Returns the bytes written.
+    /// any further write of new data there fails. Returns the bytes written. Called again, tops
+    /// the ballast up (what was freed since, e.g. by a merge's old segments going, is taken).
     pub fn fill(&self) -> io::Result<u64> {
-        let mut file = File::create(self.path.join(BALLAST))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join(BALLAST))?;
         let mut written = 0u64;
         // Large chunks first, then small ones for what is left of the last pages.
         for chunk in [1 << 20, 4096, 512] {
