@@ -34,6 +34,11 @@ use tantivy::{IndexWriter, Term};
 /// (`merges.rs`); without that, a collector filling its own disk saw the index fail first.
 pub(crate) const MERGE_MIN_SEGMENTS: usize = 16;
 
+/// A past partition gets a writer of its own when it holds most of the stage and at least this
+/// fraction of `cold_stage_bytes` ([`Indexer::promote_busiest`]): 1/8 of the default 64 MiB is
+/// ~15k records, a partition taking thousands of records a second, not a trickle.
+const PROMOTE_MIN_SHARE: usize = 8;
+
 /// What [`Indexer::delete_older_than`] did to one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Purge {
@@ -258,7 +263,8 @@ impl Indexer {
 
     /// Whether records of partition `key` are staged rather than handed to its writer: those of
     /// a past partition without an open writer (the previous week's stays open a while after the
-    /// week turns), and of one already staged, so a partition's records are never split between
+    /// week turns, and a busy past week gets one: [`Self::promote_busiest`]), and of one already
+    /// staged, so a partition's records are never split between
     /// the two paths.
     fn stages(&self, key: &PartitionKey, hot: i64) -> bool {
         self.shared.opts.cold_stage_bytes > 0
@@ -288,12 +294,50 @@ impl Indexer {
         }
         let due = self.stage.bytes() >= budget / 2 || self.stage.waited(wait);
         if self.flight.is_none() && due {
+            self.promote_busiest()?;
             self.launch(self.stage.starts())?;
             if waits && self.cold_stage_full() {
                 // One batch took the stage past the budget: no room for another flight's worth.
                 self.land()?;
             }
         }
+        Ok(())
+    }
+
+    /// Gives the stage's busiest past partition a writer of its own, long-lived like this week's,
+    /// when it holds most of what is staged and at least [`PROMOTE_MIN_SHARE`] of the budget:
+    /// history brought in arrives mostly in time order, one past week after another, and a
+    /// flight per stage-full costs that week a writer opened, committed and closed each time,
+    /// its records parsed twice and small segments to merge (BENCHMARKS.md, session 22). Its
+    /// records then skip the stage ([`Self::stages`]). Another past writer gives way, never this
+    /// week's; with one writer slot there is nothing to give.
+    fn promote_busiest(&mut self) -> Result<(), IndexError> {
+        let Some((key, bytes)) = self.stage.largest() else {
+            return Ok(());
+        };
+        let min = self.shared.opts.cold_stage_bytes / PROMOTE_MIN_SHARE;
+        if bytes * 2 < self.stage.bytes() || bytes < min || self.shared.opts.max_open_writers < 2 {
+            return Ok(());
+        }
+        let key = key.clone();
+        if self.writers.len() >= self.shared.opts.max_open_writers {
+            let hot = self.hot_start();
+            let Some(past) = self
+                .writers
+                .iter()
+                .filter(|(start, _)| **start < hot)
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(start, _)| *start)
+            else {
+                return Ok(());
+            };
+            self.commit_and_close(past)?;
+        }
+        self.writer_for(&key)?;
+        tracing::debug!(
+            partition = key.name(),
+            "past partition promoted to a writer"
+        );
         Ok(())
     }
 
@@ -735,6 +779,12 @@ impl Indexer {
         self.writers.len()
     }
 
+    /// The starts of the partitions whose writers are open.
+    #[cfg(test)]
+    pub(crate) fn open_writer_starts(&self) -> BTreeSet<i64> {
+        self.writers.keys().copied().collect()
+    }
+
     /// Flushes the records staged for partition `start`, then commits if any writer holds
     /// records added since the last commit or a flush committed some: before a delete, so that
     /// what it deletes is at or below [`Self::indexed_through`].
@@ -818,6 +868,11 @@ impl Indexer {
         else {
             return Ok(());
         };
+        self.commit_and_close(key)
+    }
+
+    /// Commits (without making searchable yet) and closes the open writer of partition `key`.
+    fn commit_and_close(&mut self, key: i64) -> Result<(), IndexError> {
         if self.writers[&key].dirty {
             self.persist_pending()?;
             let w = self.writers.get_mut(&key).expect("found above");

@@ -93,6 +93,14 @@ impl ColdStage {
         self.parts.values().any(|p| p.since.elapsed() >= max_wait)
     }
 
+    /// The partition holding the most staged bytes, and those bytes.
+    pub fn largest(&self) -> Option<(&PartitionKey, usize)> {
+        self.parts
+            .values()
+            .max_by_key(|p| p.bytes)
+            .map(|p| (&p.key, p.bytes))
+    }
+
     /// Every partition staged.
     pub fn starts(&self) -> Vec<i64> {
         self.parts.keys().copied().collect()

@@ -2,6 +2,7 @@
 //! crash (staged or in flight), bounded in memory, and deleted with their partition.
 
 use super::*;
+use std::collections::BTreeSet;
 
 /// Stage on, flushed only when a test asks (or the budget says so).
 fn staging(budget: usize, flush_after: std::time::Duration) -> IndexOptions {
@@ -154,6 +155,11 @@ fn a_tiny_stage_stays_within_its_budget_and_flushes_merge() {
         }
     }
     assert!(peak > budget / 2, "the budget was used: {peak}");
+    assert_eq!(
+        indexer.open_writers(),
+        0,
+        "no week of a spread gets a writer"
+    );
     indexer.commit().unwrap();
     indexer.finish_closing_all();
     assert_eq!(uid_count(&index), records.len());
@@ -631,6 +637,76 @@ fn adding_without_waiting_reports_a_full_stage_and_this_week_still_commits() {
     assert_eq!(indexer.commit().unwrap(), Some(last as u64));
     let all: Vec<AuditRecord> = cold[..300 + added].iter().chain(&now).cloned().collect();
     assert_eq!(uid_count(&index), all.len(), "each record once");
+    for org in ORGS {
+        assert_eq!(
+            total(&index, org),
+            newest_first(&all, org, &SearchQuery::default()).len() as u64
+        );
+    }
+}
+
+/// `count` records of the week `days_ago` days back, in time order, with ids of their own.
+fn past_week(seed: u64, count: usize, days_ago: i64) -> Vec<AuditRecord> {
+    let week = PartitionScheme::Week.key_for(Utc::now() - Duration::days(days_ago));
+    let start = week.start() + Duration::days(1);
+    corpus(seed, count)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.id = Some(format!("past-{days_ago}-{i:05}"));
+            r.time = start + Duration::milliseconds(i as i64);
+            r
+        })
+        .collect()
+}
+
+/// History brought in, one past week after another: once a week holds most of a due stage it
+/// gets a writer of its own, so its later records skip the stage and are searchable at the next
+/// commit; when the next past week takes over, that week's writer gives way to it, and this
+/// week's writer (the least recently used) stays open throughout.
+#[test]
+fn a_busy_past_week_gets_a_writer_of_its_own_until_another_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(1 << 20, std::time::Duration::from_secs(3600));
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    let scheme = PartitionScheme::Week;
+    let now = hot(50);
+    let (hot_batch, stored_hot) = numbered(&now, 0);
+    indexer.add_stored(&hot_batch, Some(&stored_hot)).unwrap();
+    indexer.commit_due().unwrap();
+    let this_week = scheme.key_for(Utc::now()).start;
+    assert_eq!(indexer.open_writer_starts(), BTreeSet::from([this_week]));
+
+    let mut all = now.clone();
+    for (seed, days_ago) in [(71, 30), (72, 60)] {
+        let week = past_week(seed, 3_000, days_ago);
+        let start = scheme.key_for(week[0].time).start;
+        assert!(week.iter().all(|r| scheme.key_for(r.time).start == start));
+        let (batch, stored) = numbered(&week, all.len() as u64);
+        all.extend(week);
+        let mut staged_peak = 0;
+        for (b, s) in batch.chunks(100).zip(stored.chunks(100)) {
+            indexer.add_stored(b, Some(s)).unwrap();
+            staged_peak = staged_peak.max(indexer.staged().0);
+            indexer.commit_due().unwrap();
+        }
+        assert!(
+            staged_peak > 0,
+            "the week was staged before it was promoted"
+        );
+        assert!(!indexer.has_staged(), "the week's last records were staged");
+        assert_eq!(
+            indexer.open_writer_starts(),
+            BTreeSet::from([start, this_week]),
+            "{days_ago} days ago"
+        );
+        assert_eq!(
+            index.indexed_through(),
+            Some(all.len() as u64 - 1),
+            "searchable at the commit"
+        );
+        assert_eq!(uid_count(&index), all.len(), "each record once");
+    }
     for org in ORGS {
         assert_eq!(
             total(&index, org),
