@@ -107,6 +107,9 @@
 //! this week's records it took on its schedule meanwhile.
 //! Without the stage, a batch spanning many weeks made the at most `max_open_writers` writers
 //! commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
+//! A past week holding most of a due stage (history brought in arrives in time order, one week
+//! after another) gets a writer of its own instead of a flight, long-lived like this week's;
+//! another past week's writer gives way to it, never this week's.
 //!
 //! The stage lives in memory only: [`Indexer::commit_due`] keeps [`AuditIndex::indexed_through`]
 //! below the lowest LSN staged or in flight, so the WAL keeps those records and a crash replays them; records
