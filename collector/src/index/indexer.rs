@@ -39,6 +39,12 @@ pub(crate) const MERGE_MIN_SEGMENTS: usize = 16;
 /// ~15k records, a partition taking thousands of records a second, not a trickle.
 const PROMOTE_MIN_SHARE: usize = 8;
 
+/// A quiet past partition is compacted into one segment ([`Indexer::compact_quiet`]) when it
+/// holds at most this many records; larger ones are left to the writers' merge policy. A merge
+/// of this size takes a few seconds on one thread, and a writer reopening the partition
+/// meanwhile waits for it.
+const COMPACT_MAX_DOCS: u64 = 262_144;
+
 /// What [`Indexer::delete_older_than`] did to one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Purge {
@@ -111,6 +117,9 @@ pub struct Indexer {
     /// (dropping a tantivy writer throws away the merges under way, and leaves their output on
     /// disk until that partition's next commit), then makes the merged segments searchable.
     closing: HashMap<i64, JoinHandle<()>>,
+    /// Past partitions a flight or a closed writer left, maybe with a segment per flush: each is
+    /// compacted once the index is quiet ([`Self::compact_quiet`]).
+    unsettled: BTreeSet<i64>,
 }
 
 impl Indexer {
@@ -132,6 +141,7 @@ impl Indexer {
             committed: BTreeSet::new(),
             clock: 0,
             closing: HashMap::new(),
+            unsettled: BTreeSet::new(),
         }
     }
 
@@ -414,6 +424,7 @@ impl Indexer {
 
     fn keep_closers(&mut self, closers: Closers) {
         for (start, closer) in closers {
+            self.unsettled.insert(start);
             if let Some(closer) = closer {
                 self.closing.insert(start, closer);
             }
@@ -561,13 +572,14 @@ impl Indexer {
 
     /// For when nothing was added since the last commit: makes the segments that background
     /// merges finished since searchable (they would wait for the partition's next commit, holding
-    /// the merged-away files on disk meanwhile), and closes writers idle for
-    /// [`IDLE_WRITER_CLOSE`].
+    /// the merged-away files on disk meanwhile), closes writers idle for [`IDLE_WRITER_CLOSE`],
+    /// and compacts one quiet past partition ([`Self::compact_quiet`]).
     pub fn refresh(&mut self) -> Result<(), IndexError> {
         for w in self.writers.values() {
             w.partition.reload_if_merged()?;
         }
         self.close_idle_writers();
+        self.compact_quiet();
         Ok(())
     }
 
@@ -888,11 +900,99 @@ impl Indexer {
     /// Closes the writer of partition `key` (which must be clean) on a thread of its own that
     /// waits for its merges, then makes their result searchable.
     fn close_writer(&mut self, key: i64) {
+        if key < self.hot_start() {
+            self.unsettled.insert(key);
+        }
         if let Some(w) = self.writers.remove(&key)
             && let Some(closer) = close_in_background(w.partition, w.writer)
         {
             self.closing.insert(key, closer);
         }
+    }
+
+    /// Merges the segments of one quiet past partition into one, on a thread of its own, when
+    /// nothing is staged, flying or being closed: a spread load or a history import leaves a past
+    /// week a segment per flush (fewer than its writer's merge policy waits for), and every
+    /// search pays per segment. One partition at a time, within the disk's room
+    /// ([`MergeRoom`](super::MergeRoom)); the merge's thread is a closer, which a writer
+    /// reopening the partition, a flight or retention waits for.
+    fn compact_quiet(&mut self) {
+        if self.flight.is_some()
+            || !self.stage.is_empty()
+            || self.closing.values().any(|c| !c.is_finished())
+        {
+            return;
+        }
+        let hot = self.hot_start();
+        while let Some(start) = self.unsettled.pop_first() {
+            if start >= hot || self.writers.contains_key(&start) {
+                // Its writer's merge policy has it.
+                continue;
+            }
+            match self.compact(start) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting a past partition failed; its segments stay as they are");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts merging every segment of partition `start` into one; whether it started.
+    fn compact(&mut self, start: i64) -> Result<bool, IndexError> {
+        let partition = self
+            .shared
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&start)
+            .cloned();
+        let Some(partition) = partition else {
+            return Ok(false);
+        };
+        let open = partition.open()?;
+        let metas = open
+            .index
+            .searchable_segment_metas()
+            .map_err(|e| IndexError::tantivy(&partition.dir, "read the segment list", e))?;
+        let docs: u64 = metas.iter().map(|m| u64::from(m.num_docs())).sum();
+        if metas.len() < 2 || docs > COMPACT_MAX_DOCS {
+            return Ok(false);
+        }
+        if !super::merges::whole_merge_fits(&partition.dir, self.shared.opts.merge_room.as_ref()) {
+            tracing::debug!(
+                partition = partition.key.name(),
+                "compaction skipped: it would take the room kept free"
+            );
+            return Ok(false);
+        }
+        self.finish_closing(start);
+        let mut writer: IndexWriter = open
+            .index
+            .writer_with_options(
+                IndexWriterOptions::builder()
+                    .num_worker_threads(1)
+                    .memory_budget_per_thread(MIN_MEMORY_PER_THREAD)
+                    .num_merge_threads(1)
+                    .build(),
+            )
+            .map_err(|e| IndexError::tantivy(&partition.dir, "open a writer", e))?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let ids: Vec<SegmentId> = metas.iter().map(tantivy::SegmentMeta::id).collect();
+        // Its outcome is the closer's: it waits for the merge, then reloads the partition.
+        drop(writer.merge(&ids));
+        tracing::debug!(
+            partition = partition.key.name(),
+            segments = ids.len(),
+            docs,
+            "compacting a quiet past partition"
+        );
+        if let Some(closer) = close_in_background(partition, writer) {
+            self.closing.insert(start, closer);
+        }
+        Ok(true)
     }
 
     /// Waits until every writer being closed has finished (its merges are searchable then).

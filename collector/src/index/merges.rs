@@ -71,6 +71,17 @@ impl MergePolicy for RoomyMerges {
     }
 }
 
+/// Whether a merge of every segment in partition directory `dir` fits in the free disk while
+/// leaving `room` free (yes when the free space is unknown, as for the writers' merges).
+pub(crate) fn whole_merge_fits(dir: &Path, room: Option<&MergeRoom>) -> bool {
+    let Some(free) = codestax_storage::free_bytes(dir) else {
+        return true;
+    };
+    let bytes: u64 = segment_bytes(dir).values().sum();
+    free.checked_sub(bytes)
+        .is_some_and(|left| left >= room.map_or(0, MergeRoom::bytes))
+}
+
 /// The candidates, in order, that fit into `free` bytes while leaving `keep` free, each taking
 /// its `bytes_of` from what is left; `skipped` is told the bytes of each one left out.
 fn fits(

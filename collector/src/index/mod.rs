@@ -109,7 +109,9 @@
 //! commit, close and reopen per week per batch, writing tiny segments (10–20× slower).
 //! A past week holding most of a due stage (history brought in arrives in time order, one week
 //! after another) gets a writer of its own instead of a flight, long-lived like this week's;
-//! another past week's writer gives way to it, never this week's.
+//! another past week's writer gives way to it, never this week's. Once the index is quiet, each
+//! past week a flight or a closed writer left (a segment per flush) is merged into one segment,
+//! one week at a time, so a search after a spread load does not pay per small segment.
 //!
 //! The stage lives in memory only: [`Indexer::commit_due`] keeps [`AuditIndex::indexed_through`]
 //! below the lowest LSN staged or in flight, so the WAL keeps those records and a crash replays them; records

@@ -714,3 +714,54 @@ fn a_busy_past_week_gets_a_writer_of_its_own_until_another_takes_over() {
         );
     }
 }
+
+/// A spread load flushed in three flights leaves each past week three segments; once the index
+/// is quiet, its idle refreshes compact them one week at a time into one segment each, the
+/// merged-away files go, and every record reads back once.
+#[test]
+fn quiet_past_weeks_are_compacted_into_one_segment_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = staging(64 << 20, std::time::Duration::from_secs(3600));
+    let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
+    let records = corpus(97, 900);
+    let (batch, stored) = numbered(&records, 0);
+    for (b, s) in batch.chunks(300).zip(stored.chunks(300)) {
+        indexer.add_stored(b, Some(s)).unwrap();
+        indexer.commit().unwrap();
+    }
+    let parts = index.shared().partitions_newest_first(None, None);
+    assert!(parts.len() >= 8, "{} weeks", parts.len());
+    let most = |parts: &[std::sync::Arc<partition::Partition>]| {
+        parts
+            .iter()
+            .map(|p| {
+                p.reload().unwrap();
+                searched_segments(p)
+            })
+            .max()
+            .unwrap()
+    };
+    assert_eq!(most(&parts), 3, "a segment per flight");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while most(&parts) > 1 && Instant::now() < deadline {
+        indexer.refresh().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    indexer.finish_closing_all();
+    indexer.refresh().unwrap();
+    assert_eq!(most(&parts), 1, "every past week compacted");
+    for p in &parts {
+        assert_eq!(
+            unlisted_segment_files(&p.dir),
+            Vec::<String>::new(),
+            "{}",
+            p.key.name()
+        );
+    }
+    assert_eq!(uid_count(&index), records.len());
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 500, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&records, org, &q)));
+    }
+}
