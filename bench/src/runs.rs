@@ -74,12 +74,23 @@ struct IngestFigures {
     freshness_past_p99_ms: f64,
     /// Search p99 right after the load, largest org: filtered, full-text (common word), facets.
     search_p99_ms: [f64; 3],
+    /// The same kinds of query once the collector is idle (merges done), more of them: what
+    /// the index the load left costs to search, apart from the load's tail.
+    idle_search_p99_ms: [f64; 3],
+    /// The collector's CPU per query of each kind then, in ms.
+    idle_search_cpu_ms: [f64; 3],
 }
 
 /// The queries timed after an ingest load, in [`IngestFigures::search_p99_ms`]'s order.
 const AFTER_LOAD_QUERIES: [Kind; 3] = [Kind::Filtered, Kind::TextCommon, Kind::Facets];
 /// Queries per kind timed after an ingest load (ten more warm up).
 const AFTER_LOAD_QUERIES_PER_KIND: usize = 100;
+/// Queries per kind timed once the collector is idle after the load (ten more warm up): enough
+/// for a p99 that two runs can be compared by (100 right after the load varied 2–5× run to run,
+/// BENCHMARKS.md, session 21).
+const IDLE_QUERIES_PER_KIND: usize = 500;
+/// How long the bench waits for the collector to be idle after a load before searching anyway.
+const IDLE_WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// Benchmark 1, ingest with durable acks: records/s, fsyncs/s, CPU, peak RSS (and freshness
 /// under that load), for each record-time spread in `spread_days` (0: the last 10 minutes; N:
@@ -162,15 +173,31 @@ fn ingest_side_by_side(
             "peak RSS",
             "freshness p99 current week / past weeks",
             "search p99 after: filtered / full-text / facets",
+            "search p99 once idle: filtered / full-text / facets (÷ in order)",
+            "collector CPU per query once idle: filtered / full-text / facets (÷ in order)",
             "PostgreSQL records/s",
             "collector ÷ PG",
         ],
     );
     for (days, protocol, f, pg_rate) in rows {
-        let in_order = rows
+        let in_order_row = rows
             .iter()
             .find(|(d, p, _, _)| *d == 0 && p == protocol)
-            .map_or(f64::NAN, |(_, _, f, _)| f.rate);
+            .map(|(_, _, f, _)| f);
+        let in_order = in_order_row.map_or(f64::NAN, |f| f.rate);
+        let beside_in_order = |of: fn(&IngestFigures) -> [f64; 3], show: fn(f64) -> String| {
+            of(f)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let base = in_order_row.map_or(f64::NAN, |o| of(o)[i]);
+                    format!("{} ({})", show(*v), ratio(*v, base))
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let idle_search = beside_in_order(|f| f.idle_search_p99_ms, fmt_ms);
+        let idle_cpu = beside_in_order(|f| f.idle_search_cpu_ms, |ms| format!("{ms:.2} ms"));
         t.row(vec![
             spread_label(*days),
             protocol.label().into(),
@@ -188,6 +215,8 @@ fn ingest_side_by_side(
                 .map(|ms| fmt_ms(*ms))
                 .collect::<Vec<_>>()
                 .join(" / "),
+            idle_search,
+            idle_cpu,
             pg_rate.map_or("skipped".into(), thousands),
             ratio(f.rate, pg_rate.unwrap_or(f64::NAN)),
         ]);
@@ -242,19 +271,10 @@ fn ingest_one(
     let cpu = c.cpu_seconds()? - cpu0;
     let bench_cpu = report.client_cpu;
     // Does the index the load left search as fast as an in-order one?
-    let mut search_p99_ms = [f64::NAN; 3];
-    for (p99, kind) in search_p99_ms.iter_mut().zip(AFTER_LOAD_QUERIES) {
-        let queries = search::make_queries(
-            corpus,
-            kind,
-            OrgChoice::Largest,
-            AFTER_LOAD_QUERIES_PER_KIND + 10,
-            42,
-        );
-        let (warm, timed) = queries.split_at(10);
-        search::run_collector(&c, warm)?;
-        *p99 = search::run_collector(&c, timed)?.0.p99_ms();
-    }
+    let (search_p99_ms, _) = after_load_search(&c, corpus, AFTER_LOAD_QUERIES_PER_KIND)?;
+    let idle_after = c.wait_idle(IDLE_WAIT_LIMIT)?;
+    let (idle_search_p99_ms, idle_search_cpu_ms) =
+        after_load_search(&c, corpus, IDLE_QUERIES_PER_KIND)?;
     let days_held = search::days_with_records(
         &c,
         &corpus.orgs[0].id,
@@ -376,6 +396,23 @@ fn ingest_one(
             "".into(),
         ]);
     }
+    for ((kind, p99), cpu) in AFTER_LOAD_QUERIES
+        .iter()
+        .zip(idle_search_p99_ms)
+        .zip(idle_search_cpu_ms)
+    {
+        t.row(vec![
+            format!(
+                "search p99 (collector CPU per query) once idle ({:.1} s after), largest org, {} ({IDLE_QUERIES_PER_KIND} queries)",
+                idle_after.as_secs_f64(),
+                kind.label()
+            ),
+            format!("{} ({cpu:.2} ms)", fmt_ms(p99)),
+            format!("≤ {} ms", kind.target_ms()),
+            "".into(),
+            "".into(),
+        ]);
+    }
     t.row(vec![
         format!(
             "days holding records of {} (facet histogram)",
@@ -396,8 +433,30 @@ fn ingest_one(
         freshness_p99_ms: report.freshness.p99_ms(),
         freshness_past_p99_ms: report.freshness_past_weeks.p99_ms(),
         search_p99_ms,
+        idle_search_p99_ms,
+        idle_search_cpu_ms,
     };
     Ok((t, figures))
+}
+
+/// Search p99 of `per_kind` queries of each of [`AFTER_LOAD_QUERIES`] on the largest org (ten
+/// more of each warm up first), and the collector's CPU per query of each kind in ms (what the
+/// index costs to search, less moved by other tenants of a shared machine than a p99).
+fn after_load_search(
+    c: &Collector,
+    corpus: &Corpus,
+    per_kind: usize,
+) -> Result<([f64; 3], [f64; 3])> {
+    let (mut p99s, mut cpu) = ([f64::NAN; 3], [f64::NAN; 3]);
+    for ((p99, cpu), kind) in p99s.iter_mut().zip(&mut cpu).zip(AFTER_LOAD_QUERIES) {
+        let queries = search::make_queries(corpus, kind, OrgChoice::Largest, per_kind + 10, 42);
+        let (warm, timed) = queries.split_at(10);
+        search::run_collector(c, warm)?;
+        let before = c.cpu_seconds()?;
+        *p99 = search::run_collector(c, timed)?.0.p99_ms();
+        *cpu = (c.cpu_seconds()? - before) * 1e3 / timed.len() as f64;
+    }
+    Ok((p99s, cpu))
 }
 
 fn mean_record_bytes(corpus: &Corpus) -> usize {
