@@ -274,8 +274,7 @@ impl Indexer {
     /// Whether records of partition `key` are staged rather than handed to its writer: those of
     /// a past partition without an open writer (the previous week's stays open a while after the
     /// week turns, and a busy past week gets one: [`Self::promote_busiest`]), and of one already
-    /// staged, so a partition's records are never split between
-    /// the two paths.
+    /// staged, so a partition's records are never split between the two paths.
     fn stages(&self, key: &PartitionKey, hot: i64) -> bool {
         self.shared.opts.cold_stage_bytes > 0
             && (self.stage.contains(key.start)

@@ -78,8 +78,12 @@ pub(crate) fn whole_merge_fits(dir: &Path, room: Option<&MergeRoom>) -> bool {
         return true;
     };
     let bytes: u64 = segment_bytes(dir).values().sum();
-    free.checked_sub(bytes)
-        .is_some_and(|left| left >= room.map_or(0, MergeRoom::bytes))
+    left_after(free, bytes, room.map_or(0, MergeRoom::bytes)).is_some()
+}
+
+/// The bytes left free after a merge of `bytes` out of `free`, if that leaves `keep` free.
+fn left_after(free: u64, bytes: u64, keep: u64) -> Option<u64> {
+    free.checked_sub(bytes).filter(|left| *left >= keep)
 }
 
 /// The candidates, in order, that fit into `free` bytes while leaving `keep` free, each taking
@@ -95,12 +99,12 @@ fn fits(
         .into_iter()
         .filter(|c| {
             let bytes = bytes_of(c);
-            match free.checked_sub(bytes) {
-                Some(left) if left >= keep => {
+            match left_after(free, bytes, keep) {
+                Some(left) => {
                     free = left;
                     true
                 }
-                _ => {
+                None => {
                     skipped(bytes);
                     false
                 }
