@@ -885,6 +885,17 @@ mod tests {
             .collect()
     }
 
+    /// `n` records spread over the second, third and fourth week back: no one week holds most
+    /// of the stage, so none gets a writer of its own and they all go by flight.
+    fn past_weeks(
+        from: usize,
+        n: usize,
+    ) -> Vec<Result<AuditRecord, codestax_common::api::RejectedRecord>> {
+        (from..from + n)
+            .flat_map(|i| weeks_back(i, 1, 2 + (i % 3) as i64))
+            .collect()
+    }
+
     /// Past weeks' records fill the cold stage while their flight is held (its writes wait): the
     /// task takes no more batches (the queue fills, then acks wait: memory stays bounded), yet
     /// the current week's records it took in the same batch become searchable at the next
@@ -926,7 +937,7 @@ mod tests {
             }
         };
         // The past weeks' partitions exist (their first flight went through).
-        let mut acked = submit(weeks_back(0, 20, 2)).await + submit(weeks_back(20, 20, 3)).await;
+        let mut acked = submit(past_weeks(0, 40)).await;
         eventually("the first past records are searchable", || {
             total(&running.index) == acked
         })
@@ -935,11 +946,11 @@ mod tests {
         faults.hold();
         // Over half the budget (and under all of it): a flight leaves, and waits in its first
         // write.
-        acked += submit(weeks_back(1000, 90, 2)).await;
+        acked += submit(past_weeks(1000, 90)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Past records passing the budget with the flight in the air, and this week's beside
         // them in the same batch.
-        let mut mixed = weeks_back(2000, 90, 3);
+        let mut mixed = past_weeks(2000, 90);
         mixed.extend(weeks_back(3000, 10, 0));
         acked += submit(mixed).await;
         let searchable_before = 40;
@@ -957,7 +968,7 @@ mod tests {
             let more_acked = more_acked.clone();
             async move {
                 for i in 0..more {
-                    let n = submit_more(weeks_back(10_000 + i * 100, 100, 2)).await;
+                    let n = submit_more(past_weeks(10_000 + i * 100, 100)).await;
                     more_acked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
             }
