@@ -44,6 +44,14 @@ fn uid_count(index: &AuditIndex) -> usize {
     n
 }
 
+/// Each org's search total is its count among `records`.
+fn assert_totals(index: &AuditIndex, records: &[AuditRecord]) {
+    for org in ORGS {
+        let want = newest_first(records, org, &SearchQuery::default()).len() as u64;
+        assert_eq!(total(index, org), want, "{org}");
+    }
+}
+
 fn total(index: &AuditIndex, org: &str) -> u64 {
     index
         .search(org, &SearchQuery::default(), 1, None)
@@ -170,13 +178,7 @@ fn a_tiny_stage_stays_within_its_budget_and_flushes_merge() {
         let segments = searched_segments(p);
         assert!(segments <= 8, "{}: {segments} segments", p.key.name());
     }
-    for org in ORGS {
-        let q = SearchQuery::default();
-        assert_eq!(
-            total(&index, org),
-            newest_first(&records, org, &q).len() as u64
-        );
-    }
+    assert_totals(&index, &records);
 }
 
 /// Retention deletes a partition while records for it are staged: they are flushed and deleted
@@ -312,12 +314,7 @@ fn a_flush_in_flight_lets_this_week_commit_and_a_crash_during_it_loses_nothing()
     assert_eq!(indexer.commit().unwrap(), Some(1199));
     assert_eq!(uid_count(&index), 1200, "each record once");
     let all: Vec<AuditRecord> = cold.iter().chain(&now).cloned().collect();
-    for org in ORGS {
-        assert_eq!(
-            total(&index, org),
-            newest_first(&all, org, &SearchQuery::default()).len() as u64
-        );
-    }
+    assert_totals(&index, &all);
 }
 
 /// A flight indexes its partitions on lanes of its own, the largest first: a week whose writes
@@ -637,12 +634,7 @@ fn adding_without_waiting_reports_a_full_stage_and_this_week_still_commits() {
     assert_eq!(indexer.commit().unwrap(), Some(last as u64));
     let all: Vec<AuditRecord> = cold[..300 + added].iter().chain(&now).cloned().collect();
     assert_eq!(uid_count(&index), all.len(), "each record once");
-    for org in ORGS {
-        assert_eq!(
-            total(&index, org),
-            newest_first(&all, org, &SearchQuery::default()).len() as u64
-        );
-    }
+    assert_totals(&index, &all);
 }
 
 /// `count` records of the week `days_ago` days back, in time order, with ids of their own.
@@ -707,12 +699,7 @@ fn a_busy_past_week_gets_a_writer_of_its_own_until_another_takes_over() {
         );
         assert_eq!(uid_count(&index), all.len(), "each record once");
     }
-    for org in ORGS {
-        assert_eq!(
-            total(&index, org),
-            newest_first(&all, org, &SearchQuery::default()).len() as u64
-        );
-    }
+    assert_totals(&index, &all);
 }
 
 /// A spread load flushed in three flights leaves each past week three segments; once the index
