@@ -816,7 +816,7 @@ mod tests {
     struct NoIndex;
 
     impl IdLookup for NoIndex {
-        fn contains(&self, _: &str, _: &str) -> bool {
+        fn contains(&self, _: &str, _: &str, _: i64) -> bool {
             false
         }
     }

@@ -73,8 +73,8 @@ pub enum ServeError {
 /// The store verifies a dedupe hash hit against the index. A failed lookup answers "not stored":
 /// at worst a record is indexed twice, never lost.
 impl IdLookup for AuditIndex {
-    fn contains(&self, org: &str, id: &str) -> bool {
-        AuditIndex::contains(self, org, id).unwrap_or_else(|e| {
+    fn contains(&self, org: &str, id: &str, time: i64) -> bool {
+        AuditIndex::contains(self, org, id, time).unwrap_or_else(|e| {
             tracing::error!(error = %e, org, id, "dedupe lookup in the index failed");
             false
         })

@@ -155,8 +155,10 @@ impl AuditIndex {
     }
 
     /// Whether the record `id` of `org` is indexed (exactly: org and id, not only their hash).
-    pub fn contains(&self, org: &str, id: &str) -> Result<bool, IndexError> {
-        for p in self.shared.partitions_newest_first(None, None) {
+    /// `time` (µs) is where to look first, the time of the record being checked: a duplicate
+    /// usually carries its original's time. Every partition is looked in before answering no.
+    pub fn contains(&self, org: &str, id: &str, time: i64) -> Result<bool, IndexError> {
+        for p in self.shared.partitions_near_first(time) {
             if self.shared.find(&p, org, id)?.is_some() {
                 return Ok(true);
             }

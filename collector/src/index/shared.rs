@@ -13,10 +13,8 @@ use crate::uid::{uid, uid_hash};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use tantivy::collector::DocSetCollector;
-use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Schema};
-use tantivy::{DocAddress, DocId, Searcher, SegmentReader, Term};
+use tantivy::{DocAddress, DocId, DocSet, Searcher, SegmentReader, TERMINATED, Term};
 
 /// State shared by [`AuditIndex`](super::AuditIndex) handles and the
 /// [`Indexer`](super::Indexer).
@@ -163,6 +161,25 @@ impl Shared {
             .collect()
     }
 
+    /// Every partition, newest first, but the one holding time `near` (if any) first: a record
+    /// looked up by id is most likely in the partition of its own time.
+    pub fn partitions_near_first(&self, near: i64) -> Vec<Arc<Partition>> {
+        let map = self.partitions.read().unwrap_or_else(|e| e.into_inner());
+        let home = map
+            .range(..=near)
+            .next_back()
+            .map(|(_, p)| p)
+            .filter(|p| near < p.key.end);
+        home.into_iter()
+            .chain(
+                map.values()
+                    .rev()
+                    .filter(|p| home.is_none_or(|h| h.key.start != p.key.start)),
+            )
+            .cloned()
+            .collect()
+    }
+
     /// A searcher of a partition; `None` if it was deleted meanwhile.
     pub fn searcher(&self, p: &Partition) -> Result<Option<Searcher>, IndexError> {
         Ok(self.opened(p)?.map(|open| open.reader.searcher()))
@@ -195,23 +212,43 @@ impl Shared {
             return Ok(None);
         };
         let searcher = open.reader.searcher();
-        let term = match open.uid_form {
-            UidForm::Text => Term::from_field_text(self.fields.uid, &uid(org, id)),
-            UidForm::Hash => Term::from_field_u64(self.fields.uid_hash, uid_hash(org, id)),
+        let (field, term) = match open.uid_form {
+            UidForm::Text => (
+                self.fields.uid,
+                Term::from_field_text(self.fields.uid, &uid(org, id)),
+            ),
+            UidForm::Hash => (
+                self.fields.uid_hash,
+                Term::from_field_u64(self.fields.uid_hash, uid_hash(org, id)),
+            ),
         };
-        let hits = searcher
-            .search(
-                &TermQuery::new(term, IndexRecordOption::Basic),
-                &DocSetCollector,
-            )
-            .map_err(|e| IndexError::tantivy(&p.dir, "look up a record by id", e))?;
-        for addr in hits {
-            let reader = searcher.segment_reader(addr.segment_ord);
-            if open.uid_form == UidForm::Text || is_record(reader, addr.doc_id, org, id, &p.dir)? {
-                return Ok(Some((searcher, addr)));
+        // The term's postings read directly, segment by segment: a query and a collector cost
+        // more than the lookup itself, and the store asks this for every duplicate it is sent.
+        let mut found = None;
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let postings = reader
+                .inverted_index(field)
+                .map_err(|e| IndexError::tantivy(&p.dir, "look up a record by id", e))?
+                .read_postings(&term, IndexRecordOption::Basic)
+                .map_err(|e| IndexError::io(&p.dir, e))?;
+            let Some(mut postings) = postings else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if !reader.is_deleted(doc)
+                    && (open.uid_form == UidForm::Text || is_record(reader, doc, org, id, &p.dir)?)
+                {
+                    found = Some(DocAddress::new(ord as u32, doc));
+                    break;
+                }
+                doc = postings.advance();
+            }
+            if found.is_some() {
+                break;
             }
         }
-        Ok(None)
+        Ok(found.map(|addr| (searcher, addr)))
     }
 
     /// The highest LSN in any committed partition (opens every partition).

@@ -751,7 +751,11 @@ fn queries_never_leave_their_org() {
             })
             .unwrap();
         assert_eq!(index.get(org, r.id()).unwrap().as_ref(), Some(r));
-        assert!(index.contains(org, r.id()).unwrap());
+        assert!(
+            index
+                .contains(org, r.id(), r.time.timestamp_micros())
+                .unwrap()
+        );
     }
     assert_eq!(
         index
@@ -1073,12 +1077,39 @@ fn reopen_recovery_and_retention() {
         .collect();
     want.sort_unstable();
     assert_eq!(hashes, want);
+    // A lookup by id starts in the partition of the time it is given, and looks in every other
+    // before saying no: the same id sent again with another time is still found.
+    let (first, last) = (records[0].time, records[records.len() - 1].time);
+    assert_ne!(
+        PartitionScheme::Week.key_for(first),
+        PartitionScheme::Week.key_for(last)
+    );
+    let elsewhere = [
+        first,
+        last,
+        t0() + Duration::days(4_000),
+        t0() - Duration::days(4_000),
+    ];
     for r in records.iter().step_by(97) {
-        assert!(index.contains(&r.org_id, r.id()).unwrap());
+        assert!(
+            index
+                .contains(&r.org_id, r.id(), r.time.timestamp_micros())
+                .unwrap()
+        );
+        for t in elsewhere {
+            assert!(
+                index
+                    .contains(&r.org_id, r.id(), t.timestamp_micros())
+                    .unwrap()
+            );
+        }
         assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
     }
-    assert!(!index.contains("acme", "evt-99999").unwrap());
-    assert!(!index.contains("acmex", "evt-00001").unwrap());
+    for t in elsewhere {
+        let t = t.timestamp_micros();
+        assert!(!index.contains("acme", "evt-99999", t).unwrap());
+        assert!(!index.contains("acmex", "evt-00001", t).unwrap());
+    }
     assert_eq!(index.get("acme", "nope").unwrap(), None);
     let stats = index.stats().unwrap();
     assert_eq!(stats.docs, records.len() as u64);
@@ -1333,7 +1364,8 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
     let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
     assert_eq!(index.stats().unwrap().docs, old.len() as u64);
     for r in old.iter().step_by(41) {
-        assert!(index.contains(&r.org_id, r.id()).unwrap());
+        let at = r.time.timestamp_micros();
+        assert!(index.contains(&r.org_id, r.id(), at).unwrap());
         assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
     }
     // The replay finds the committed copies by their text uid and does not add them again.
@@ -1412,7 +1444,18 @@ fn records_sharing_a_uid_hash_are_told_apart() {
 
     let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
     assert_eq!(index.get("acme", "evt-a").unwrap().as_ref(), Some(a));
-    assert!(!index.contains("acme", "evt-c").unwrap());
+    for t in [t0(), forged.time] {
+        assert!(
+            !index
+                .contains("acme", "evt-c", t.timestamp_micros())
+                .unwrap()
+        );
+        assert!(
+            index
+                .contains("acme", "evt-a", t.timestamp_micros())
+                .unwrap()
+        );
+    }
     assert_eq!(index.get("acme", "evt-c").unwrap(), None);
     assert_eq!(index.get("acme", "evt-b").unwrap(), Some(forged));
     // A replayed record whose hash collides is still added: skipping it would lose it.
@@ -1778,7 +1821,8 @@ fn bench_at_scale() {
     eprintln!("for_each_uid_hash over {count} in {:?}", t.elapsed());
     let t = Instant::now();
     for i in (0..n).step_by(n / 100) {
-        index.contains("big", &format!("e{i:09}")).unwrap();
+        let at = end.timestamp_micros();
+        index.contains("big", &format!("e{i:09}"), at).unwrap();
     }
     eprintln!("contains: {:?} per call", t.elapsed() / 100);
     let t = Instant::now();
@@ -2322,8 +2366,17 @@ fn facet_counts_kept_per_segment_stay_exact() {
                 .unwrap();
         }
     }
+    let erased = records
+        .iter()
+        .find(|r| r.org_id == "globex" && r.time < day(20))
+        .unwrap()
+        .clone();
     records.retain(|r| r.org_id != "globex" || r.time >= day(20));
     check(&records);
+    // A deleted record is no longer found by id, in its own partition or by a walk of all.
+    let at = erased.time.timestamp_micros();
+    assert!(!index.contains("globex", erased.id(), at).unwrap());
+    assert_eq!(index.get("globex", erased.id()).unwrap(), None);
 }
 
 /// Times a deep walk and facets on a copy of an existing index directory (the bench's

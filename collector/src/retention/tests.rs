@@ -217,8 +217,16 @@ fn exact_at_the_boundary_with_holds_drops_and_per_org_deletes() {
     assert_eq!(stored(&index, "ent2"), want_ent2);
     assert_eq!(stored(&index, "held"), want_held);
     assert_eq!(visible(&index, &policy, "free"), want_free);
-    assert!(index.contains("free", "f-at").unwrap());
-    assert!(!index.contains("free", "f-before").unwrap());
+    assert!(
+        index
+            .contains("free", "f-at", at_cut.time.timestamp_micros())
+            .unwrap()
+    );
+    assert!(
+        !index
+            .contains("free", "f-before", before.time.timestamp_micros())
+            .unwrap()
+    );
 
     // A second run finds nothing to do.
     let again = janitor.run(&mut indexer, now()).unwrap();
@@ -350,7 +358,8 @@ fn a_partition_emptied_by_per_org_deletes_is_removed() {
     // A record for that week recreates it.
     indexer.add(10, &record("free", "c", now())).unwrap();
     indexer.commit().unwrap();
-    assert!(index.contains("free", "c").unwrap());
+    let at = now().timestamp_micros();
+    assert!(index.contains("free", "c", at).unwrap());
 }
 
 /// Opens the index (with `options`) and a store over `dir` as the collector does; returns the
@@ -427,7 +436,8 @@ async fn a_wal_replay_after_a_restart_does_not_bring_deleted_records_back() {
     assert_eq!(index.stats().unwrap().docs, 50);
     assert_eq!(stored(&index, "free").len(), 50);
     for r in &expired {
-        assert!(!index.contains("free", r.id()).unwrap());
+        let at = r.time.timestamp_micros();
+        assert!(!index.contains("free", r.id(), at).unwrap());
     }
     // The same expired record sent again is stored again (the index no longer knows it), stays
     // invisible, and goes at the next run.

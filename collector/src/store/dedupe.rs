@@ -21,8 +21,9 @@ use std::sync::Arc;
 /// Exact membership of an (org, id) in the index: the source of truth for records that are no
 /// longer in the `recent` map. Called on the store's writer thread, only when a hash matches.
 pub trait IdLookup: Send + Sync {
-    /// Whether the index holds a record with this org and id.
-    fn contains(&self, org: &str, id: &str) -> bool;
+    /// Whether the index holds a record with this org and id. `time` (µs) is the time of the
+    /// record being checked: where its original most likely is, so where to look first.
+    fn contains(&self, org: &str, id: &str, time: i64) -> bool;
 }
 
 /// A hasher for keys that already are uniformly distributed 64-bit hashes: passes them through.
@@ -95,8 +96,9 @@ impl DedupeSet {
         self.hashes.insert(hash);
     }
 
-    /// Whether (org, id) is stored, `hash` being `uid_hash(org, id)`.
-    pub fn contains(&self, org: &str, id: &str, hash: u64) -> bool {
+    /// Whether (org, id) is stored, `hash` being `uid_hash(org, id)`; `time` (µs) is the checked
+    /// record's time, a hint for the index lookup.
+    pub fn contains(&self, org: &str, id: &str, hash: u64, time: i64) -> bool {
         if !self.hashes.contains(&hash) {
             return false;
         }
@@ -104,7 +106,7 @@ impl DedupeSet {
             .recent
             .get(&hash)
             .is_some_and(|v| v.iter().any(|e| &*e.org == org && &*e.id == id));
-        in_recent || self.lookup.contains(org, id)
+        in_recent || self.lookup.contains(org, id, time)
     }
 
     /// Records that (org, id) was written to the WAL at `lsn` and is not yet visible in the index.
@@ -163,7 +165,7 @@ mod tests {
     struct Index(Mutex<HashSet<(String, String)>>);
 
     impl IdLookup for Index {
-        fn contains(&self, org: &str, id: &str) -> bool {
+        fn contains(&self, org: &str, id: &str, _time: i64) -> bool {
             self.0.lock().unwrap().contains(&(org.into(), id.into()))
         }
     }
@@ -173,18 +175,18 @@ mod tests {
         let index = Arc::new(Index::default());
         let mut set = DedupeSet::new(index.clone());
         let h = uid_hash("acme", "a");
-        assert!(!set.contains("acme", "a", h));
+        assert!(!set.contains("acme", "a", h, 0));
         set.insert_recent("acme", "a", h, 7);
-        assert!(set.contains("acme", "a", h));
+        assert!(set.contains("acme", "a", h, 0));
         assert_eq!(set.recent_len(), 1);
 
         // Pruned before the index has it: the lookup says no. (The store only prunes once the
         // index can see the record, so this only shows that the recent map is no longer asked.)
         set.forget_recent_through(7);
         assert_eq!(set.recent_len(), 0);
-        assert!(!set.contains("acme", "a", h));
+        assert!(!set.contains("acme", "a", h, 0));
         index.0.lock().unwrap().insert(("acme".into(), "a".into()));
-        assert!(set.contains("acme", "a", h));
+        assert!(set.contains("acme", "a", h, 0));
     }
 
     #[test]
@@ -193,13 +195,13 @@ mod tests {
         let h = uid_hash("acme", "a");
         set.insert_recent("acme", "a", h, 0);
         // Another uid with the same hash (forged: pass a's hash for b).
-        assert!(!set.contains("acme", "b", h));
+        assert!(!set.contains("acme", "b", h, 0));
         set.insert_recent("acme", "b", h, 1);
-        assert!(set.contains("acme", "b", h));
-        assert!(set.contains("acme", "a", h));
+        assert!(set.contains("acme", "b", h, 0));
+        assert!(set.contains("acme", "a", h, 0));
         set.forget_recent_through(0);
-        assert!(!set.contains("acme", "a", h));
-        assert!(set.contains("acme", "b", h));
+        assert!(!set.contains("acme", "a", h, 0));
+        assert!(set.contains("acme", "b", h, 0));
         assert_eq!(set.len(), 1);
     }
 

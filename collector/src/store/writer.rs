@@ -364,7 +364,12 @@ impl Store {
             wal.count_unindexed(lsn, payload.len());
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
-            if dedupe.contains(&record.org_id, record.id(), hash) {
+            if dedupe.contains(
+                &record.org_id,
+                record.id(),
+                hash,
+                record.time.timestamp_micros(),
+            ) {
                 tracing::debug!(lsn, "WAL record already indexed; not replayed");
                 continue;
             }
@@ -691,7 +696,14 @@ impl Writer {
                         other.org_id == rec.org_id && other.id() == rec.id()
                     })
                 });
-                if seen || self.dedupe.contains(&rec.org_id, rec.id(), hash) {
+                if seen
+                    || self.dedupe.contains(
+                        &rec.org_id,
+                        rec.id(),
+                        hash,
+                        rec.time.timestamp_micros(),
+                    )
+                {
                     continue;
                 }
                 in_group.entry(hash).or_default().push((si, ri));
@@ -979,7 +991,7 @@ mod tests {
     }
 
     impl IdLookup for Index {
-        fn contains(&self, org: &str, id: &str) -> bool {
+        fn contains(&self, org: &str, id: &str, _time: i64) -> bool {
             self.0.lock().unwrap().contains(&(org.into(), id.into()))
         }
     }
