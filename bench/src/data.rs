@@ -275,8 +275,13 @@ pub struct Corpus {
     pub start_micros: i64,
     pub span_micros: i64,
     /// Times drawn at random over the whole span instead of following the batch order (a
-    /// backfill out of order: every batch touches every week).
+    /// backfill out of order: every batch touches every week), but for each batch's last record
+    /// (see `live_micros`).
     pub scattered: bool,
+    /// The `(start, span)` times follow in batch order. In a scattered corpus each batch's last
+    /// record keeps its time there, the last minutes: a live record amid the backfill, which the
+    /// current week's freshness under a spread load is measured on whatever the weekday.
+    live_micros: (i64, i64),
     seed: u64,
 }
 
@@ -464,6 +469,7 @@ impl Corpus {
     /// its span ends (an out-of-order backfill: every batch touches the whole span).
     pub fn scattered_over(mut self, span_micros: i64) -> Corpus {
         let end = self.start_micros + self.span_micros;
+        self.live_micros = (self.start_micros, self.span_micros);
         self.start_micros = end - span_micros;
         self.span_micros = span_micros;
         self.scattered = true;
@@ -509,6 +515,7 @@ impl Corpus {
             start_micros: start,
             span_micros: span,
             scattered: false,
+            live_micros: (start, span),
             seed,
         }
     }
@@ -531,15 +538,13 @@ impl Corpus {
                 .wrapping_add((u64::from(batch.org) << 40) ^ seq),
         );
         let n = self.batches.len() as i64;
-        let slot = self.span_micros / n.max(1);
-        let step = (slot / self.batch_size as i64).max(1);
-        let time = if self.scattered {
+        let time = if self.scattered && j + 1 < self.batch_size {
             self.start_micros + rng.below(self.span_micros.max(1) as u64) as i64
         } else {
-            self.start_micros
-                + self.span_micros * b as i64 / n.max(1)
-                + step * j as i64
-                + rng.below(step as u64) as i64
+            let (start, span) = self.live_micros;
+            let slot = span / n.max(1);
+            let step = (slot / self.batch_size as i64).max(1);
+            start + span * b as i64 / n.max(1) + step * j as i64 + rng.below(step as u64) as i64
         };
         (time, rng)
     }
@@ -810,7 +815,16 @@ mod tests {
         let c = Corpus::recent(4_000, 2, 1000, end, 600_000_000).scattered_over(span);
         assert_eq!((c.start_micros, c.span_micros), (end - span, span));
         for b in 0..c.batches.len() {
-            let times: Vec<i64> = (0..1000).map(|j| c.time(b, j)).collect();
+            // All but the last record, which is of the last ten minutes, in batch order.
+            let live = c.time(b, 999);
+            assert!(
+                (end - 600_000_000..end).contains(&live),
+                "batch {b}: {live}"
+            );
+            if b > 0 {
+                assert!(c.time(b - 1, 999) <= live);
+            }
+            let times: Vec<i64> = (0..999).map(|j| c.time(b, j)).collect();
             assert!(times.iter().all(|&t| (end - span..end).contains(&t)));
             let days: std::collections::HashSet<i64> =
                 times.iter().map(|t| (end - t) / DAY_MICROS).collect();

@@ -44,7 +44,8 @@ pub struct LoadOptions {
     pub clients: usize,
     /// Records per second over all clients; `None`: as fast as acks come.
     pub pace: Option<f64>,
-    /// Sample the last record of every n-th batch for freshness; 0: none.
+    /// Sample the last record of every n-th batch for freshness (and in a scattered corpus the
+    /// one before it too: the last is live there, the other of any week); 0: none.
     pub sample_every: usize,
     /// Encode every batch before the clock starts (NDJSON text, or OTLP protobuf bytes), so the
     /// clients spend their CPU on sending only: on two cores, a client building OTLP requests
@@ -70,6 +71,7 @@ impl LoadOptions {
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
     pub records: u64,
+    /// From the first send to the last ack (the freshness poller may go on after it).
     pub elapsed: Duration,
     /// Request → durable ack, per batch.
     pub ack: Latencies,
@@ -148,7 +150,7 @@ pub fn send_to(targets: &[&Collector], corpus: &Corpus, opts: LoadOptions) -> Re
     let week_start = current_week_start_micros();
     let cpu0 = process_cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    let (results, poll) = std::thread::scope(|s| {
+    let (results, poll, elapsed) = std::thread::scope(|s| {
         let poller = (opts.sample_every > 0).then(|| s.spawn(|| poll_freshness(c, rx)));
         let handles: Vec<_> = (0..opts.clients.max(1))
             .map(|i| {
@@ -192,13 +194,22 @@ pub fn send_to(targets: &[&Collector], corpus: &Corpus, opts: LoadOptions) -> Re
                         let acked = Instant::now();
                         acks.push(acked - sent);
                         if opts.sample_every > 0 && b % opts.sample_every == 0 {
-                            let j = corpus.batch_size - 1;
-                            let _ = tx.send(Sample {
-                                org: org.clone(),
-                                id: corpus.record(b, j).id,
-                                acked,
-                                past: corpus.time(b, j) < week_start,
-                            });
+                            // The last record; in a scattered corpus (where that one is live,
+                            // of the last minutes) also the one before it, of any week.
+                            let last = corpus.batch_size - 1;
+                            let sampled = if corpus.scattered && last > 0 {
+                                last - 1..=last
+                            } else {
+                                last..=last
+                            };
+                            for j in sampled {
+                                let _ = tx.send(Sample {
+                                    org: org.clone(),
+                                    id: corpus.record(b, j).id,
+                                    acked,
+                                    past: corpus.time(b, j) < week_start,
+                                });
+                            }
                         }
                     }
                 })
@@ -213,13 +224,15 @@ pub fn send_to(targets: &[&Collector], corpus: &Corpus, opts: LoadOptions) -> Re
                 })
             })
             .collect();
+        // The last ack: the poller may wait on for the last samples to become searchable, which
+        // is freshness, not the rate of durable acks (and a past week's sample waits longest).
+        let elapsed = started.elapsed();
         let poll = poller.map(|p| {
             p.join()
                 .unwrap_or_else(|_| Err(BenchError::Collector("the poller panicked".into())))
         });
-        (results, poll)
+        (results, poll, elapsed)
     });
-    let elapsed = started.elapsed();
     let mut report = LoadReport {
         records: corpus.total(),
         elapsed,
