@@ -309,6 +309,58 @@ pub fn metric_series(text: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The cumulative buckets of histogram `name` (`name_bucket{le="…"}`), by upper bound, `+Inf`
+/// last: a snapshot to take [`Buckets::since`] an earlier one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buckets(pub Vec<(f64, f64)>);
+
+impl Buckets {
+    pub fn of(text: &str, name: &str) -> Buckets {
+        let mut v: Vec<(f64, f64)> = metric_series(text, &format!("{name}_bucket"))
+            .into_iter()
+            .filter_map(|(labels, count)| {
+                let le = labels.strip_prefix("le=\"")?.strip_suffix('"')?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Buckets(v)
+    }
+
+    /// What was observed after `earlier` (the same histogram, read before).
+    pub fn since(&self, earlier: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .map(|&(le, n)| {
+                    let before = earlier
+                        .0
+                        .iter()
+                        .find(|(l, _)| *l == le)
+                        .map_or(0.0, |b| b.1);
+                    (le, n - before)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn count(&self) -> f64 {
+        self.0.last().map_or(0.0, |b| b.1)
+    }
+
+    /// The upper bound of the bucket holding quantile `q`: the observations at `q` were at most
+    /// this long. `None` when nothing was observed.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let rank = (q * self.count()).ceil().max(1.0);
+        self.0.iter().find(|(_, n)| *n >= rank).map(|b| b.0)
+    }
+}
+
 /// The memory lines of `/proc/PID/status`, in KiB. `VmRSS` = `RssAnon` (heap, stacks) +
 /// `RssFile` (mapped files resident: for the collector mostly the index's mmapped files, which
 /// the kernel can drop at will) + `RssShmem`.
@@ -485,6 +537,26 @@ mod tests {
             ]
         );
         assert_eq!(super::metric_series(text, "y"), vec![(String::new(), 1.0)]);
+    }
+
+    #[test]
+    fn histogram_buckets_give_quantile_bounds() {
+        let text = |a, b, c| {
+            format!(
+                "# TYPE h histogram\nh_bucket{{le=\"0.1\"}} {a}\nh_bucket{{le=\"+Inf\"}} {c}\nh_bucket{{le=\"0.5\"}} {b}\nh_sum 1\nh_count {c}\n"
+            )
+        };
+        let before = super::Buckets::of(&text(2, 3, 3), "h");
+        assert_eq!(before.0.len(), 3);
+        let after = super::Buckets::of(&text(50, 98, 100), "h");
+        let d = after.since(&before);
+        assert_eq!(d.count(), 97.0);
+        // 48 at most 0.1, 95 at most 0.5, 97 in all.
+        assert_eq!(d.quantile_bound(0.49), Some(0.1));
+        assert_eq!(d.quantile_bound(0.5), Some(0.5));
+        assert_eq!(d.quantile_bound(0.97), Some(0.5));
+        assert_eq!(d.quantile_bound(0.99), Some(f64::INFINITY));
+        assert_eq!(super::Buckets::default().quantile_bound(0.5), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use crate::cleanup::TempDir;
 use crate::collector::{
-    Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series, proc_status_kib,
-    process_cpu_seconds,
+    Buckets, Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series,
+    proc_status_kib, process_cpu_seconds,
 };
 use crate::data::{Corpus, DAY_MICROS, now_micros};
 use crate::error::{BenchError, Result};
@@ -91,6 +91,8 @@ const AFTER_LOAD_QUERIES_PER_KIND: usize = 100;
 const IDLE_QUERIES_PER_KIND: usize = 500;
 /// How long the bench waits for the collector to be idle after a load before searching anyway.
 const IDLE_WAIT_LIMIT: Duration = Duration::from_secs(120);
+/// The collector's histogram of index commit durations.
+const COMMIT_SECONDS: &str = "codestax_collector_index_commit_seconds";
 
 /// Benchmark 1, ingest with durable acks: records/s, fsyncs/s, CPU, peak RSS (and freshness
 /// under that load), for each record-time spread in `spread_days` (0: the last 10 minutes; N:
@@ -244,6 +246,7 @@ fn ingest_one(
         &format!("[retention]\ndefault_days = {MAX_RETENTION_DAYS}\n"),
     )?;
     let fsyncs0 = c.metric("codestax_collector_wal_fsyncs")?;
+    let commits0 = Buckets::of(&c.metrics()?, COMMIT_SECONDS);
     let cpu0 = c.cpu_seconds()?;
     let load0 = load_average();
     progress(format!(
@@ -264,6 +267,7 @@ fn ingest_one(
         },
     )?;
     let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
+    let commits = Buckets::of(&c.metrics()?, COMMIT_SECONDS).since(&commits0);
     let load1 = load_average();
     let rss = c.peak_rss_kib()?;
     // Indexing goes on after the last ack: count the CPU until everything is searchable.
@@ -340,6 +344,18 @@ fn ingest_one(
             fsyncs / secs,
             corpus.total() as f64 / fsyncs.max(1.0)
         ),
+        "".into(),
+        "".into(),
+        "".into(),
+    ]);
+    let bound = |q| {
+        commits
+            .quantile_bound(q)
+            .map_or("n/a".to_string(), |s| format!("≤ {}", fmt_ms(s * 1e3)))
+    };
+    t.row(vec![
+        "index commits during the load: count, p50 / p99 duration (histogram bucket bounds)".into(),
+        format!("{:.0}, {} / {}", commits.count(), bound(0.5), bound(0.99)),
         "".into(),
         "".into(),
         "".into(),
