@@ -2456,6 +2456,21 @@ fn perf_existing_index() {
 }
 
 /// Property tests (proptest) of `q` and cursors.
+/// The build keeps zstd's run-time CPU probe out (`.cargo/config.toml`): with it, every block of
+/// a column dictionary decompressed (each dedupe hit's check, each facet value) ran `cpuid`
+/// twice, a trap to the hypervisor on a VM (BENCHMARKS.md, session 23). Cargo passes the same
+/// `[env]` to zstd's build script and to this crate.
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+fn zstd_is_built_without_its_cpu_probe() {
+    let flags = option_env!("CFLAGS_x86_64_unknown_linux_gnu").unwrap_or_default();
+    assert!(
+        flags.contains("-DDYNAMIC_BMI2=0"),
+        "CFLAGS_x86_64_unknown_linux_gnu is {flags:?}: .cargo/config.toml's [env] did not apply \
+         (or an environment variable of that name overrides it without -DDYNAMIC_BMI2=0)"
+    );
+}
+
 mod props;
 mod stage;
 mod tail;
