@@ -212,43 +212,19 @@ impl Shared {
             return Ok(None);
         };
         let searcher = open.reader.searcher();
-        let (field, term) = match open.uid_form {
-            UidForm::Text => (
-                self.fields.uid,
-                Term::from_field_text(self.fields.uid, &uid(org, id)),
-            ),
-            UidForm::Hash => (
-                self.fields.uid_hash,
-                Term::from_field_u64(self.fields.uid_hash, uid_hash(org, id)),
-            ),
+        let term = match open.uid_form {
+            UidForm::Text => Term::from_field_text(self.fields.uid, &uid(org, id)),
+            UidForm::Hash => Term::from_field_u64(self.fields.uid_hash, uid_hash(org, id)),
         };
-        // The term's postings read directly, segment by segment: a query and a collector cost
-        // more than the lookup itself, and the store asks this for every duplicate it is sent.
-        let mut found = None;
+        // A text uid is the record's own; a hash hit is checked against the org and id columns.
+        let exact = open.uid_form == UidForm::Text;
         for (ord, reader) in searcher.segment_readers().iter().enumerate() {
-            let postings = reader
-                .inverted_index(field)
-                .map_err(|e| IndexError::tantivy(&p.dir, "look up a record by id", e))?
-                .read_postings(&term, IndexRecordOption::Basic)
-                .map_err(|e| IndexError::io(&p.dir, e))?;
-            let Some(mut postings) = postings else {
-                continue;
-            };
-            let mut doc = postings.doc();
-            while doc != TERMINATED {
-                if !reader.is_deleted(doc)
-                    && (open.uid_form == UidForm::Text || is_record(reader, doc, org, id, &p.dir)?)
-                {
-                    found = Some(DocAddress::new(ord as u32, doc));
-                    break;
-                }
-                doc = postings.advance();
-            }
-            if found.is_some() {
-                break;
+            if let Some(doc) = first_live_hit(reader, &term, exact, org, id, &p.dir)? {
+                let addr = DocAddress::new(ord as u32, doc);
+                return Ok(Some((searcher.clone(), addr)));
             }
         }
-        Ok(found.map(|addr| (searcher, addr)))
+        Ok(None)
     }
 
     /// The highest LSN in any committed partition (opens every partition).
@@ -270,6 +246,35 @@ impl Shared {
         }
         Ok(max)
     }
+}
+
+/// The first live document of `reader` holding `term` that is the record (org, id) (`exact`: any
+/// holder is). The term's postings are read directly: a query and a collector cost more than the
+/// lookup itself, and the store asks this for every duplicate it is sent.
+fn first_live_hit(
+    reader: &SegmentReader,
+    term: &Term,
+    exact: bool,
+    org: &str,
+    id: &str,
+    dir: &Path,
+) -> Result<Option<DocId>, IndexError> {
+    let postings = reader
+        .inverted_index(term.field())
+        .map_err(|e| IndexError::tantivy(dir, "look up a record by id", e))?
+        .read_postings(term, IndexRecordOption::Basic)
+        .map_err(|e| IndexError::io(dir, e))?;
+    let Some(mut postings) = postings else {
+        return Ok(None);
+    };
+    let mut doc = postings.doc();
+    while doc != TERMINATED {
+        if !reader.is_deleted(doc) && (exact || is_record(reader, doc, org, id, dir)?) {
+            return Ok(Some(doc));
+        }
+        doc = postings.advance();
+    }
+    Ok(None)
 }
 
 /// Whether document `doc` of `reader` is the record (org, id), by its `org` and `id` columns: a

@@ -2455,7 +2455,6 @@ fn perf_existing_index() {
     eprintln!("facets 30 d {org}: total {total}, p50 {p50:?} p99 {p99:?}");
 }
 
-/// Property tests (proptest) of `q` and cursors.
 /// The build keeps zstd's run-time CPU probe out (`.cargo/config.toml`): with it, every block of
 /// a column dictionary decompressed (each dedupe hit's check, each facet value) ran `cpuid`
 /// twice, a trap to the hypervisor on a VM (BENCHMARKS.md, session 23). Cargo passes the same
@@ -2471,6 +2470,7 @@ fn zstd_is_built_without_its_cpu_probe() {
     );
 }
 
+/// Property tests (proptest) of `q` and cursors.
 mod props;
 mod stage;
 mod tail;
