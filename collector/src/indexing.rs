@@ -248,6 +248,23 @@ impl IndexTask {
         }
     }
 
+    /// Takes the batches queued now (not those stored meanwhile), as far as the cold stage
+    /// allows. Before a commit: the batches acknowledged while the last commit ran are waiting
+    /// in the queue, and `run`'s select, finding the tick and the queue both ready, picks one at
+    /// random: a commit that left them queued made them wait a commit interval and another commit
+    /// longer.
+    fn take_queued(&mut self) {
+        for _ in 0..self.batches.len() {
+            if self.failing.is_some() || self.indexer.cold_stage_full() {
+                break;
+            }
+            match self.batches.try_recv() {
+                Ok(batch) => self.take(batch),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// While the cold stage is full: once the flight has landed, commits (which lands it,
     /// starts the next, and frees the budget for the queue).
     fn on_flight_poll(&mut self) {
@@ -260,6 +277,7 @@ impl IndexTask {
         if self.failing.is_some() {
             return;
         }
+        self.take_queued();
         if self.oldest.is_some() || self.indexer.has_staged() {
             self.commit(Flush::Due);
         } else if let Err(e) = tokio::task::block_in_place(|| self.indexer.refresh()) {
@@ -459,8 +477,8 @@ mod tests {
             .total
     }
 
-    /// A running indexer task over a real store and index, with its ingest pipeline.
-    struct Running {
+    /// A real store and index with their ingest pipeline, for an indexer task.
+    struct Parts {
         _dir: tempfile::TempDir,
         index: AuditIndex,
         policy: Arc<RetentionPolicy>,
@@ -468,8 +486,20 @@ mod tests {
         ingest: Ingest,
         health: Health,
         metrics: Arc<Metrics>,
+    }
+
+    /// A running indexer task over [`Parts`].
+    struct Running {
+        parts: Parts,
         stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
+    }
+
+    impl std::ops::Deref for Running {
+        type Target = Parts;
+        fn deref(&self) -> &Parts {
+            &self.parts
+        }
     }
 
     /// Starts the task on a new index whose partitions' directories go through `faults` where
@@ -520,6 +550,22 @@ mod tests {
         config: &codestax_config::CollectorConfig,
         janitor: Duration,
     ) -> Running {
+        let (task, parts) = assemble(dir, opts, config);
+        let stop = CancellationToken::new();
+        let schedule = Schedule {
+            commit: Duration::from_millis(50),
+            janitor,
+        };
+        let task = tokio::spawn(task.run(schedule, stop.clone()));
+        Running { parts, stop, task }
+    }
+
+    /// The task, not yet running, over new [`Parts`] in `dir`; the WAL's records are replayed.
+    fn assemble(
+        dir: tempfile::TempDir,
+        opts: IndexOptions,
+        config: &codestax_config::CollectorConfig,
+    ) -> (IndexTask, Parts) {
         let (index, indexer) = AuditIndex::open(&dir.path().join("index"), opts).unwrap();
         let health = Health::default();
         let metrics = Arc::new(Metrics::new());
@@ -547,12 +593,6 @@ mod tests {
         );
         task.replay(&replay);
         health.set_started();
-        let stop = CancellationToken::new();
-        let schedule = Schedule {
-            commit: Duration::from_millis(50),
-            janitor,
-        };
-        let task = tokio::spawn(task.run(schedule, stop.clone()));
         let ingest = Ingest::new(
             store.clone(),
             IngestSettings {
@@ -562,7 +602,7 @@ mod tests {
             metrics.clone(),
             health.clone(),
         );
-        Running {
+        let parts = Parts {
             _dir: dir,
             index,
             policy,
@@ -570,18 +610,47 @@ mod tests {
             ingest,
             health,
             metrics,
-            stop,
-            task,
-        }
+        };
+        (task, parts)
     }
 
     impl Running {
         async fn stop(self) {
             self.stop.cancel();
             self.task.await.unwrap();
-            drop(self.ingest);
-            self.store.close().await;
+            drop(self.parts.ingest);
+            self.parts.store.close().await;
         }
+    }
+
+    /// A tick commits the batches queued before it: records acknowledged while the previous
+    /// commit ran are searchable after this commit, not a commit interval and a commit later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tick_commits_the_batches_queued_before_it() {
+        let config = codestax_config::CollectorConfig::default();
+        let (mut task, parts) = assemble(tempfile::tempdir().unwrap(), small_writers(), &config);
+        let sender = Provenance::Ingest {
+            key_id: "key_test".into(),
+        };
+        // Three acknowledged batches wait in the queue (it holds four), none taken yet.
+        for i in 0..3 {
+            let outcome = parts
+                .ingest
+                .submit("acme", sender.clone(), batch(i * 10, 10), Receiver::Ndjson)
+                .await
+                .unwrap();
+            assert_eq!(outcome.accepted, 10);
+        }
+        assert_eq!(total(&parts.index), 0);
+        task.on_tick();
+        assert_eq!(
+            total(&parts.index),
+            30,
+            "the tick's commit left queued batches out"
+        );
+        drop(task);
+        drop(parts.ingest);
+        parts.store.close().await;
     }
 
     /// The indexer task over a real store and index whose partitions fail with EIO on demand:
