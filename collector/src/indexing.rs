@@ -185,12 +185,23 @@ impl IndexTask {
         let first = tokio::time::Instant::now() + schedule.janitor.min(JANITOR_FIRST_RUN);
         let mut janitor_tick = tokio::time::interval_at(first, schedule.janitor);
         janitor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when the cold stage has been full (`index_held_back_seconds`).
+        let mut held_since: Option<Instant> = None;
         loop {
             let retry_at = self.failing.as_ref().map(|f| f.next_try);
             // Past weeks' records fill the stage's budget: the queue waits (acks wait once it is
             // full, the bounded back-pressure), this week's records added are still committed on
             // every tick.
             let cold_full = self.failing.is_none() && self.indexer.cold_stage_full();
+            match (cold_full, held_since) {
+                (true, None) => held_since = Some(Instant::now()),
+                (false, Some(since)) => {
+                    self.metrics
+                        .observe_index_held_back(since.elapsed().as_secs_f64());
+                    held_since = None;
+                }
+                _ => {}
+            }
             tokio::select! {
                 _ = stop.cancelled() => {
                     while let Ok(batch) = self.batches.try_recv() {
@@ -1061,6 +1072,21 @@ mod tests {
         let mut hashes = Vec::new();
         running.index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
         assert_eq!(hashes.len() as u64, acked, "each record once");
+        // The wait is counted: at least the 500 ms the flight was held with the stage full.
+        let text = running.metrics.render(Default::default());
+        let series = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        assert!(
+            series("codestax_collector_index_held_back_seconds_count ") >= 1.0,
+            "{text}"
+        );
+        assert!(
+            series("codestax_collector_index_held_back_seconds_sum ") >= 0.4,
+            "{text}"
+        );
         // Its ingest handle keeps the store open.
         drop(submit);
         running.stop().await;

@@ -63,6 +63,7 @@ pub struct Metrics {
     search_seconds: Family<EndpointLabel, Histogram>,
     commit_seconds: Histogram,
     index_lag_seconds: Histogram,
+    index_held_back_seconds: Histogram,
     wal_fsyncs: Gauge<u64, AtomicU64>,
     wal_fsync_seconds_sum: Gauge<f64, AtomicU64>,
     index_documents: Gauge<u64, AtomicU64>,
@@ -179,6 +180,13 @@ impl Metrics {
             "index_lag_seconds",
             "Per commit, how long the oldest record it made searchable had been acknowledged",
             index_lag_seconds.clone(),
+        );
+        let index_held_back_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "index_held_back_seconds",
+            "Each wait, while past weeks' records filled the cold stage, for the flight in the air \
+             to land: the indexer took no batch meanwhile (acks wait once its queue is full)",
+            index_held_back_seconds.clone(),
         );
         let wal_fsyncs = Gauge::<u64, AtomicU64>::default();
         registry.register("wal_fsyncs", "WAL fsyncs since start", wal_fsyncs.clone());
@@ -337,6 +345,7 @@ impl Metrics {
             search_seconds,
             commit_seconds,
             index_lag_seconds,
+            index_held_back_seconds,
             wal_fsyncs,
             wal_fsync_seconds_sum,
             index_documents,
@@ -485,6 +494,11 @@ impl Metrics {
     /// A commit made searchable records acknowledged `seconds` ago at the oldest.
     pub fn observe_index_lag(&self, seconds: f64) {
         self.index_lag_seconds.observe(seconds);
+    }
+
+    /// The indexer took no batch for `seconds`: the cold stage was full until a flight landed.
+    pub fn observe_index_held_back(&self, seconds: f64) {
+        self.index_held_back_seconds.observe(seconds);
     }
 
     /// A janitor run that finished at `finished`.
