@@ -54,6 +54,68 @@ pub fn stream_max_age(snapshot_interval: Duration) -> Duration {
     (snapshot_interval * STREAM_MAX_AGE_SNAPSHOTS).max(STREAM_MAX_AGE_FLOOR)
 }
 
+/// Up to `max` of an owner consumer's messages, in delivery order, for the owner to store: those
+/// the consumer holds now, at once (a no-wait pull: the server sends what it has and ends the
+/// request); only when it holds none does the pull wait, at most `wait`, for the next message,
+/// which comes with those that are there by then. Empty when nothing came within `wait`.
+///
+/// Never a pull that waits for more once it has messages: a pull of `max` with an expiry is
+/// answered only when `max` messages came or the expiry passed, so on a shard taking fewer than
+/// `max` messages per expiry every message waited up to the whole expiry before its owner could
+/// store it — on top of the index commit and of the time the owner spends between fetches (its
+/// snapshot), which made reads miss records acknowledged more than 2 s before (`cluster_three`).
+///
+/// Each pull ends on the server's own answer (a no-wait pull at once, a waiting one at `wait`
+/// or its first message); the client gives up [`FETCH_GRACE`] after that, as `async-nats` does
+/// for a waiting pull: the owner then treats it as a failed fetch, and a delivery lost with it
+/// is caught by the consumer sequence check.
+pub async fn owner_fetch(
+    consumer: &PullConsumer,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<jetstream::Message>, async_nats::Error> {
+    let ready = drain(consumer.fetch().max_messages(max).messages(), FETCH_GRACE).await?;
+    if !ready.is_empty() || max == 0 {
+        return Ok(ready);
+    }
+    let mut first = drain(
+        consumer.batch().max_messages(1).expires(wait).messages(),
+        wait + FETCH_GRACE,
+    )
+    .await?;
+    if !first.is_empty() && max > 1 {
+        let rest = drain(
+            consumer.fetch().max_messages(max - 1).messages(),
+            FETCH_GRACE,
+        )
+        .await?;
+        first.extend(rest);
+    }
+    Ok(first)
+}
+
+/// How long past its own end a pull may go unanswered before [`owner_fetch`] gives up on it.
+pub const FETCH_GRACE: Duration = Duration::from_secs(5);
+
+/// Every message of a pull, or its error; an error as well if it is not over within `limit`.
+async fn drain<F>(pull: F, limit: Duration) -> Result<Vec<jetstream::Message>, async_nats::Error>
+where
+    F: std::future::Future<Output = Result<pull::Batch, pull::BatchError>>,
+{
+    use futures_util::StreamExt as _;
+    let collect = async {
+        let mut batch = pull.await?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message?);
+        }
+        Ok::<_, async_nats::Error>(messages)
+    };
+    tokio::time::timeout(limit, collect)
+        .await
+        .map_err(|_| format!("a pull got no end from the server within {limit:?}"))?
+}
+
 /// How an owner acknowledges its consumer's messages. A durable consumer's ack policy is fixed
 /// when it is made, so the owner follows the consumer it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,5 +371,118 @@ impl JetStreamLog {
             });
         }
         Ok(appended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn records(org: &str, ids: std::ops::Range<usize>) -> Vec<AuditRecord> {
+        ids.map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "org_id": org, "id": format!("r-{i}"), "action": "auth.login",
+                "actor": {"id": "ada"}, "time": "2026-12-04T12:00:00Z",
+            }))
+            .unwrap()
+        })
+        .collect()
+    }
+
+    fn ids(messages: &[jetstream::Message]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| {
+                serde_json::from_slice::<AuditRecord>(&m.payload)
+                    .unwrap()
+                    .id
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// A shard's messages reach its owner as soon as they are in the stream: a fetch does not sit
+    /// on the messages it has until its expiry (which left each record up to a whole expiry
+    /// away from being stored, so that reads missed records acknowledged 2 s before). It waits
+    /// only while the shard is idle, and then hands over the first message as it comes.
+    #[test]
+    fn an_owner_fetch_hands_over_what_is_there_at_once_and_waits_only_when_idle() {
+        // Started outside the runtime: the harness waits for the servers with blocking calls.
+        let dir = tempfile::tempdir().unwrap();
+        let Some(nats) = codestax_harness::NatsCluster::start_or_skip("owner fetch", dir.path())
+        else {
+            return;
+        };
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fetches(&nats));
+    }
+
+    async fn fetches(nats: &codestax_harness::NatsCluster) {
+        let log = JetStreamLog::connect(&LogSettings {
+            urls: nats.urls(),
+            stream: "FETCH_TEST".into(),
+            replicas: 3,
+            shards: 1,
+            client_name: "owner-fetch-test".into(),
+            max_age: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        let (consumer, acks) = log.owner_consumer(0, 1, 1).await.unwrap();
+        assert_eq!(acks, OwnerAcks::Cumulative);
+        // Far above what any of the answers below may take, so waiting it out shows.
+        let wait = Duration::from_secs(6);
+
+        // Idle: nothing within the wait, then an empty answer.
+        let asked = Instant::now();
+        let idle = Duration::from_millis(300);
+        assert!(owner_fetch(&consumer, 1000, idle).await.unwrap().is_empty());
+        assert!(asked.elapsed() >= idle, "{:?}", asked.elapsed());
+
+        // Messages in the stream: handed over at once, all of them, not at the expiry.
+        log.append(&records("acme", 0..5)).await.unwrap();
+        let asked = Instant::now();
+        let got = owner_fetch(&consumer, 1000, wait).await.unwrap();
+        let took = asked.elapsed();
+        assert_eq!(ids(&got), ["r-0", "r-1", "r-2", "r-3", "r-4"]);
+        assert!(took < wait / 3, "5 waiting messages took {took:?}");
+        assert_eq!(got.last().unwrap().info().unwrap().pending, 0);
+
+        // Idle, then a batch published while the pull waits: handed over as it comes, with
+        // what came behind its first message, in order.
+        let publisher = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                log.append(&records("acme", 5..10)).await.unwrap();
+            })
+        };
+        let asked = Instant::now();
+        let mut got = owner_fetch(&consumer, 1000, wait).await.unwrap();
+        let took = asked.elapsed();
+        assert!(!got.is_empty());
+        assert!(
+            took < wait / 3,
+            "a message published 0.5 s into the wait took {took:?}"
+        );
+        publisher.await.unwrap();
+        while got.len() < 5 {
+            let more = owner_fetch(&consumer, 1000, wait).await.unwrap();
+            assert!(!more.is_empty(), "the rest of the batch never came");
+            got.extend(more);
+        }
+        assert_eq!(ids(&got), ["r-5", "r-6", "r-7", "r-8", "r-9"]);
+
+        // No more than `max` at a time; the rest at the next fetch.
+        log.append(&records("acme", 10..13)).await.unwrap();
+        let got = owner_fetch(&consumer, 2, wait).await.unwrap();
+        assert_eq!(ids(&got), ["r-10", "r-11"]);
+        assert_eq!(got[1].info().unwrap().pending, 1);
+        let got = owner_fetch(&consumer, 2, wait).await.unwrap();
+        assert_eq!(ids(&got), ["r-12"]);
     }
 }

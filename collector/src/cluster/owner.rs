@@ -34,13 +34,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
 use codestax_common::AuditRecord;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{MetastoreError, SnapshotError};
-use super::jetstream::{JetStreamLog, OWNER_MAX_ACK_PENDING, OwnerAcks};
+use super::jetstream::{JetStreamLog, OWNER_MAX_ACK_PENDING, OwnerAcks, owner_fetch};
 use super::leases::Held;
 use super::metastore::{Lease, MetastoreLink};
 use super::snapshot::{CHUNK_RECORDS, KEEP_MANIFESTS, Manifest, SnapshotStore, retained_runs};
@@ -536,21 +536,12 @@ fn delivered_in_order(messages: &[Message], next: &mut u64) -> bool {
     true
 }
 
-/// Up to [`BATCH_MESSAGES`] messages, waiting at most [`FETCH_WAIT`] for the first ones.
+/// Up to [`BATCH_MESSAGES`] messages: those the consumer has now, at once, or when it has none
+/// the first to come within [`FETCH_WAIT`] ([`owner_fetch`]).
 async fn fetch(
     consumer: &async_nats::jetstream::consumer::PullConsumer,
 ) -> Result<Vec<Message>, async_nats::Error> {
-    let mut batch = consumer
-        .batch()
-        .max_messages(BATCH_MESSAGES)
-        .expires(FETCH_WAIT)
-        .messages()
-        .await?;
-    let mut messages = Vec::new();
-    while let Some(message) = batch.next().await {
-        messages.push(message?);
-    }
-    Ok(messages)
+    owner_fetch(consumer, BATCH_MESSAGES, FETCH_WAIT).await
 }
 
 /// The shard must be given up (stopped, lease gone, store closed): nothing more is written or

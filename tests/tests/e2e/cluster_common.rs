@@ -171,6 +171,22 @@ impl Acked {
             .map_or(0, |ids| ids.values().filter(|&&t| t <= at).count())
     }
 
+    /// How long before `at` the oldest of `org`'s records acknowledged by then was acknowledged,
+    /// if an answer counting `total` of them cannot have counted it (records become searchable
+    /// in the order they were acknowledged): how far behind that answer was. `None` if it
+    /// counted them all.
+    pub(crate) fn behind(&self, org: &str, total: u64, at: Instant) -> Option<Duration> {
+        let acked = self.ids.lock().unwrap();
+        let mut times: Vec<Instant> = acked
+            .get(org)?
+            .values()
+            .copied()
+            .filter(|&t| t <= at)
+            .collect();
+        times.sort_unstable();
+        times.get(total as usize).map(|&t| at - t)
+    }
+
     pub(crate) fn batches(&self) -> usize {
         self.batches.load(Ordering::Relaxed)
     }

@@ -18,7 +18,7 @@
 //! Missing servers: SKIPPED outside CI, a failure in CI.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use codestax_harness::Collector;
@@ -195,6 +195,10 @@ struct Probed {
     /// 200s missing records acknowledged [`FRESH`] before (allowed only where the fault says).
     late: AtomicUsize,
     unavailable: AtomicUsize,
+    /// The most a 200 was behind, in ms: how long before the question the oldest acknowledged
+    /// record it did not count was acknowledged (under [`FRESH`] unless the fault allows late
+    /// answers).
+    behind_ms: AtomicU64,
 }
 
 /// How fresh the prober requires a 200 to be.
@@ -362,6 +366,11 @@ fn probe(
                 if total < due as u64 {
                     probed.late.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some(behind) = acked.behind(org, total, asked) {
+                    probed
+                        .behind_ms
+                        .fetch_max(behind.as_millis() as u64, Ordering::Relaxed);
+                }
                 probed.ok.fetch_add(1, Ordering::Relaxed);
             }
             503 => {
@@ -451,7 +460,7 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
 
     // 1c. It comes back (2/1/1 again); then another node leaves cleanly: it releases its leases
     // and leaves the live nodes as it stops.
-    let ((), _) = under_ingest(
+    let ((), probed) = under_ingest(
         ports,
         &t.ingest,
         &t.admin,
@@ -463,10 +472,11 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
             wait_spread(&t.meta, &[0, 1, 2]);
         },
     );
+    t.phase(&format!("{} back, reads {probed:?}", NAMES[victim]));
     t.check_all(&acked, &[0, 1, 2]);
     let leaver = survivors[0];
     let stayers: Vec<usize> = (0..3).filter(|&i| i != leaver).collect();
-    let (stop_took, _) = under_ingest(
+    let (stop_took, probed) = under_ingest(
         ports,
         &t.ingest,
         &t.admin,
@@ -500,7 +510,7 @@ fn three_collectors_join_lose_an_owner_leave_and_restart_without_losing_a_record
         "no clean leave logged:\n{log}"
     );
     t.phase(&format!(
-        "{} left cleanly (stop took {:.1} s)",
+        "{} left cleanly (stop took {:.1} s), reads {probed:?}",
         NAMES[leaver],
         stop_took.as_secs_f64()
     ));
