@@ -4,7 +4,7 @@
 
 use crate::cleanup::TempDir;
 use crate::collector::{
-    Buckets, Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series,
+    Buckets, Collector, Memory, MemorySampler, dir_bytes, dir_usage, metric_series, metric_value,
     proc_status_kib, process_cpu_seconds,
 };
 use crate::data::{Corpus, DAY_MICROS, now_micros};
@@ -97,6 +97,12 @@ const COMMIT_SECONDS: &str = "codestax_collector_index_commit_seconds";
 const INDEX_LAG_SECONDS: &str = "codestax_collector_index_lag_seconds";
 /// Each wait of the indexer for a flight while the cold stage was full.
 const HELD_BACK_SECONDS: &str = "codestax_collector_index_held_back_seconds";
+const WAL_FSYNCS: &str = "codestax_collector_wal_fsyncs";
+
+/// The value of unlabelled metric `name` in a `/metrics` text read once for several metrics.
+fn unlabelled(text: &str, name: &str) -> Result<f64> {
+    metric_value(text, name).ok_or_else(|| BenchError::Collector(format!("/metrics has no {name}")))
+}
 
 /// Benchmark 1, ingest with durable acks: records/s, fsyncs/s, CPU, peak RSS (and freshness
 /// under that load), for each record-time spread in `spread_days` (0: the last 10 minutes; N:
@@ -249,12 +255,15 @@ fn ingest_one(
         &corpus.org_ids(),
         &format!("[retention]\ndefault_days = {MAX_RETENTION_DAYS}\n"),
     )?;
-    let fsyncs0 = c.metric("codestax_collector_wal_fsyncs")?;
     let metrics0 = c.metrics()?;
+    let fsyncs0 = unlabelled(&metrics0, WAL_FSYNCS)?;
     let commits0 = Buckets::of(&metrics0, COMMIT_SECONDS);
     let lags0 = Buckets::of(&metrics0, INDEX_LAG_SECONDS);
     let held0 = Buckets::of(&metrics0, HELD_BACK_SECONDS);
-    let held_sum0 = metric_series(&metrics0, &format!("{HELD_BACK_SECONDS}_sum"));
+    // Absent from collectors older than the metric (a baseline build): 0.
+    let held_sum =
+        |text: &str| metric_value(text, &format!("{HELD_BACK_SECONDS}_sum")).unwrap_or(0.0);
+    let held_sum0 = held_sum(&metrics0);
     let cpu0 = c.cpu_seconds()?;
     let load0 = load_average();
     progress(format!(
@@ -274,16 +283,12 @@ fn ingest_one(
             pre_encode: true,
         },
     )?;
-    let fsyncs = c.metric("codestax_collector_wal_fsyncs")? - fsyncs0;
     let metrics1 = c.metrics()?;
+    let fsyncs = unlabelled(&metrics1, WAL_FSYNCS)? - fsyncs0;
     let commits = Buckets::of(&metrics1, COMMIT_SECONDS).since(&commits0);
     let lags = Buckets::of(&metrics1, INDEX_LAG_SECONDS).since(&lags0);
     let held = Buckets::of(&metrics1, HELD_BACK_SECONDS).since(&held0);
-    let sum = |m: Vec<(String, f64)>| m.first().map_or(0.0, |s| s.1);
-    let held_secs = sum(metric_series(
-        &metrics1,
-        &format!("{HELD_BACK_SECONDS}_sum"),
-    )) - sum(held_sum0);
+    let held_secs = held_sum(&metrics1) - held_sum0;
     let load1 = load_average();
     let rss = c.peak_rss_kib()?;
     // Indexing goes on after the last ack: count the CPU until everything is searchable.

@@ -472,6 +472,14 @@ mod tests {
             .collect()
     }
 
+    /// The value of the series written `series` (name and labels) in `metrics`' exposition.
+    fn series(metrics: &Metrics, series: &str) -> Option<f64> {
+        metrics.render(Default::default()).lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+    }
+
     /// Polls `done` every 10 ms for up to 10 s.
     async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -858,15 +866,11 @@ mod tests {
         faults.arm(5);
         running.policy.set_days("acme", 3).unwrap();
         let errors = |m: &Metrics| {
-            m.render(Default::default())
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(
-                        "codestax_collector_retention_janitor_runs_total{result=\"error\"} ",
-                    )
-                    .map(|n| n.parse::<u64>().unwrap())
-                })
-                .unwrap_or(0)
+            series(
+                m,
+                "codestax_collector_retention_janitor_runs_total{result=\"error\"}",
+            )
+            .map_or(0, |n| n as u64)
         };
         eventually("janitor runs fail and are counted", || {
             errors(&running.metrics) >= 2
@@ -1073,20 +1077,9 @@ mod tests {
         running.index.for_each_uid_hash(|h| hashes.push(h)).unwrap();
         assert_eq!(hashes.len() as u64, acked, "each record once");
         // The wait is counted: at least the 500 ms the flight was held with the stage full.
-        let text = running.metrics.render(Default::default());
-        let series = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {text}"))
-        };
-        assert!(
-            series("codestax_collector_index_held_back_seconds_count ") >= 1.0,
-            "{text}"
-        );
-        assert!(
-            series("codestax_collector_index_held_back_seconds_sum ") >= 0.4,
-            "{text}"
-        );
+        let held = |name| series(&running.metrics, name).unwrap_or_else(|| panic!("no {name}"));
+        assert!(held("codestax_collector_index_held_back_seconds_count") >= 1.0);
+        assert!(held("codestax_collector_index_held_back_seconds_sum") >= 0.4);
         // Its ingest handle keeps the store open.
         drop(submit);
         running.stop().await;
