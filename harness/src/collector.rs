@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::{HarnessError, Process, bin, proc_status_kib, try_free_port};
 
+/// How long [`Collector::get_served`] asks again while a read answers 503.
+pub const SERVED_PATIENCE: Duration = Duration::from_secs(15);
+
 /// The config lines the tests add after the listeners: quick commits, a small writer.
 const TEST_SETTINGS: &str =
     "[index]\ncommit_interval = \"200ms\"\nwriter_memory_bytes = 50000000\n";
@@ -326,9 +329,24 @@ impl Collector {
             .expect("GET")
     }
 
-    /// GET that must succeed; returns the JSON body.
+    /// GET, asked again while the answer is a 503 with `Retry-After` (a cluster shard between
+    /// owners: a lease lost under load is taken again within seconds), for up to
+    /// [`SERVED_PATIENCE`]; the last answer.
+    pub fn get_served(&self, path_and_query: &str, token: &str) -> Response {
+        let deadline = Instant::now() + SERVED_PATIENCE;
+        loop {
+            let r = self.get(path_and_query, token);
+            let retry = r.status() == 503 && r.headers().contains_key("retry-after");
+            if !retry || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// GET that must succeed ([`Collector::get_served`]); returns the JSON body.
     pub fn get_json(&self, path_and_query: &str, token: &str) -> Value {
-        let r = self.get(path_and_query, token);
+        let r = self.get_served(path_and_query, token);
         let status = r.status();
         let body = r.text().expect("body");
         assert!(status.is_success(), "GET {path_and_query}: {status} {body}");

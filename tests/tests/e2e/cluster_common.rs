@@ -213,7 +213,7 @@ pub(crate) fn assert_each_once(c: &Collector, org: &str, admin: &str, acked: &BT
 
 /// `org`'s whole log as `c` exports it, in seq order (proof lines left out).
 pub(crate) fn exported(c: &Collector, org: &str, admin: &str) -> Vec<AuditRecord> {
-    let response = c.get(
+    let response = c.get_served(
         &format!("/api/v1/orgs/{org}/audit-log/export?format=ndjson"),
         admin,
     );
