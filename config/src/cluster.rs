@@ -23,6 +23,10 @@ pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
 pub const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest `snapshot_interval`: the stream must hold everything since the last snapshot.
 pub const MAX_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest `nats.setup_timeout`.
+pub const MIN_NATS_SETUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest `nats.setup_timeout`.
+pub const MAX_NATS_SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `[cluster]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +71,12 @@ pub struct NatsConfig {
     /// acknowledged once a majority of them stored it.
     #[serde(default = "default_replicas")]
     pub replicas: u8,
+    /// How long a node keeps trying at start to create or check the stream while the servers
+    /// cannot do it yet (a server still starting, a meta leader that has not heard from a peer)
+    /// before it refuses to start (duration, 1s to 10min). An error that cannot pass (the
+    /// stream's subjects taken by another stream) fails at once.
+    #[serde(default = "default_nats_setup_timeout", with = "humantime_serde")]
+    pub setup_timeout: Duration,
 }
 
 /// `[cluster.postgres]`
@@ -120,6 +130,9 @@ fn default_stream() -> String {
 }
 fn default_replicas() -> u8 {
     3
+}
+fn default_nats_setup_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_region() -> String {
     "us-east-1".into()
@@ -184,6 +197,12 @@ impl ClusterConfig {
             );
         }
         c.range("cluster.nats.replicas", self.nats.replicas, 1, 5);
+        c.duration_range(
+            "cluster.nats.setup_timeout",
+            self.nats.setup_timeout,
+            MIN_NATS_SETUP_TIMEOUT,
+            MAX_NATS_SETUP_TIMEOUT,
+        );
 
         let url = &self.postgres.url;
         if !has_scheme(url, &["postgres", "postgresql"]) {
@@ -251,6 +270,10 @@ impl ClusterConfig {
             .row("cluster.nats.urls", self.nats.urls.join(", "))
             .row("cluster.nats.stream", &self.nats.stream)
             .row("cluster.nats.replicas", self.nats.replicas)
+            .row(
+                "cluster.nats.setup_timeout",
+                duration(self.nats.setup_timeout),
+            )
             .row("cluster.postgres.url", &self.postgres.url)
             .row(
                 "cluster.postgres.password",

@@ -1205,6 +1205,7 @@ secret_key_file = "/etc/codestax/streams-key"
         assert_eq!(cluster.snapshot_interval, Duration::from_secs(60));
         assert_eq!(cluster.nats.stream, "CODESTAX_AUDIT");
         assert_eq!(cluster.nats.replicas, 3);
+        assert_eq!(cluster.nats.setup_timeout, Duration::from_secs(30));
         assert_eq!(cluster.object_store.region, "us-east-1");
         assert_eq!(cluster.postgres.password, None);
     }
@@ -1228,6 +1229,32 @@ secret_key_file = "/etc/codestax/streams-key"
                 && err.contains(&format!("(in {path}, line 7)")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nats_setup_timeout_is_read_and_bounded() {
+        let with = |value: &str| {
+            CLUSTER.replace(
+                "replicas = 3\n",
+                &format!("replicas = 3\nsetup_timeout = \"{value}\"\n"),
+            )
+        };
+        let file = toml_file(&with("2m"));
+        let config = CollectorConfig::load(Some(file.path()), &EnvSource::empty()).unwrap();
+        assert_eq!(
+            config.cluster.as_ref().unwrap().nats.setup_timeout,
+            Duration::from_secs(120)
+        );
+        assert!(config.summary().contains("cluster.nats.setup_timeout"));
+        for value in ["500ms", "11m"] {
+            let (err, file) = load_err(&with(value), &[]);
+            let path = file.path().display().to_string();
+            assert!(
+                err.contains("collector.cluster.nats.setup_timeout: ")
+                    && err.contains(&format!("(in {path}, line 11)")),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -194,7 +194,15 @@ impl NatsCluster {
     /// Starts node `i` again on its ports and store, and waits until the cluster is ready with
     /// it.
     pub fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.spawn(i)?;
+        self.restart_some(&[i])
+    }
+
+    /// [`NatsCluster::restart`] of several nodes at once: after every node was killed, a quorum
+    /// must come back together before the cluster is ready.
+    pub fn restart_some(&mut self, nodes: &[usize]) -> Result<(), HarnessError> {
+        for &i in nodes {
+            self.spawn(i)?;
+        }
         self.wait_ready()
     }
 

@@ -209,6 +209,7 @@ mod tests {
                 urls: vec!["nats://127.0.0.1:1".into()],
                 stream: "S".into(),
                 replicas: 1,
+                setup_timeout: Duration::from_secs(30),
             },
             postgres: PostgresConfig {
                 url: "postgres://u@127.0.0.1:1/db".into(),

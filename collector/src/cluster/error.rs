@@ -42,6 +42,16 @@ pub enum LogError {
     Connect { urls: String, reason: String },
     #[error("cannot set up stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
+    /// The servers could not set the stream up for the whole `cluster.nats.setup_timeout`.
+    #[error(
+        "cannot set up stream {stream}: {reason} (tried {attempts} times in {tried:.1?}; cluster.nats.setup_timeout)"
+    )]
+    StreamNotReady {
+        stream: String,
+        reason: String,
+        attempts: u32,
+        tried: std::time::Duration,
+    },
     #[error("cannot encode record {id:?} of org {org}: {reason}")]
     Encode {
         org: String,

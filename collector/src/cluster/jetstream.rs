@@ -3,7 +3,7 @@
 //! when every one of its messages has its publish ack — stored (and, with the servers'
 //! `sync_interval: always`, fsynced) on a quorum of the stream's replicas.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
@@ -149,6 +149,118 @@ pub struct LogSettings {
     pub client_name: String,
     /// How long the stream keeps a message ([`stream_max_age`]).
     pub max_age: Duration,
+    /// How long [`JetStreamLog::connect`] keeps trying to set the stream up while the servers
+    /// cannot yet (`cluster.nats.setup_timeout`).
+    pub setup_timeout: Duration,
+}
+
+/// First wait between two tries at setting the stream up; it doubles up to
+/// [`SETUP_BACKOFF_MAX`].
+const SETUP_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A failed try at setting the stream up, and whether another may pass.
+struct SetupFailure {
+    reason: String,
+    may_pass: bool,
+}
+
+impl SetupFailure {
+    /// What creating, reading or updating the stream failed with. The servers may yet place and
+    /// lead the stream when they did not answer in time, were not there to answer, or said the
+    /// cluster is not ready (a peer not seen yet, no leader); anything else, such as its subjects
+    /// taken by another stream, a config the servers refuse, will be refused again.
+    fn create(e: jetstream::context::CreateStreamError) -> SetupFailure {
+        use jetstream::context::CreateStreamErrorKind as Kind;
+        let may_pass = match e.kind() {
+            Kind::TimedOut | Kind::JetStreamUnavailable => true,
+            Kind::JetStream(e) => cluster_not_ready(e.error_code()),
+            _ => false,
+        };
+        SetupFailure {
+            reason: e.to_string(),
+            may_pass,
+        }
+    }
+
+    /// [`SetupFailure::create`] for a stream info request.
+    fn info(e: stream::InfoError) -> SetupFailure {
+        use jetstream::context::RequestErrorKind as Kind;
+        let may_pass = match e.kind() {
+            Kind::TimedOut | Kind::NoResponders => true,
+            Kind::Other => std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .is_some_and(|e| cluster_not_ready(e.error_code())),
+            Kind::InvalidSubject => false,
+        };
+        SetupFailure {
+            reason: e.to_string(),
+            may_pass,
+        }
+    }
+}
+
+/// The JetStream error codes of a cluster that cannot serve the request yet.
+fn cluster_not_ready(code: jetstream::ErrorCode) -> bool {
+    use jetstream::ErrorCode as C;
+    [
+        C::CLUSTER_NO_PEERS,
+        C::CLUSTER_NOT_AVAILABLE,
+        C::CLUSTER_NOT_LEADER,
+        C::CLUSTER_NOT_ASSIGNED,
+        C::STREAM_OFFLINE,
+    ]
+    .contains(&code)
+}
+
+/// One try at creating the stream, or at checking an existing one and setting its max age.
+async fn set_up_stream(
+    js: &jetstream::Context,
+    settings: &LogSettings,
+) -> Result<(), SetupFailure> {
+    let mut created = js
+        .get_or_create_stream(stream::Config {
+            name: settings.stream.clone(),
+            subjects: vec![subjects(&settings.stream)],
+            num_replicas: usize::from(settings.replicas),
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            // Full: refuse new records (the client retries), never drop acknowledged ones.
+            discard: stream::DiscardPolicy::New,
+            max_age: settings.max_age,
+            ..Default::default()
+        })
+        .await
+        .map_err(SetupFailure::create)?;
+    let mut info = created.info().await.map_err(SetupFailure::info)?.clone();
+    if info.config.max_age != settings.max_age {
+        tracing::info!(
+            stream = %settings.stream,
+            from = ?info.config.max_age,
+            to = ?settings.max_age,
+            "setting the stream's max age from the snapshot interval"
+        );
+        let config = stream::Config {
+            max_age: settings.max_age,
+            ..info.config.clone()
+        };
+        info = js.update_stream(config).await.map_err(|e| {
+            let failure = SetupFailure::create(e);
+            SetupFailure {
+                reason: format!("setting its max age: {}", failure.reason),
+                ..failure
+            }
+        })?;
+    }
+    if info.config.num_replicas != usize::from(settings.replicas) {
+        tracing::warn!(
+            stream = %settings.stream,
+            existing = info.config.num_replicas,
+            configured = settings.replicas,
+            "the stream exists with another replica count; keeping it"
+        );
+    }
+    Ok(())
 }
 
 /// A connection to the stream.
@@ -162,7 +274,8 @@ pub struct JetStreamLog {
 impl JetStreamLog {
     /// Connects to any of the servers and creates the stream if it does not exist (an existing
     /// one is used as it is, but for its max age, set to `max_age`; a different replica count
-    /// is logged).
+    /// is logged). While the servers cannot set the stream up yet (servers starting together
+    /// with the node), tries again for up to `setup_timeout`.
     pub async fn connect(settings: &LogSettings) -> Result<JetStreamLog, LogError> {
         let urls = settings.urls.join(", ");
         let addrs = settings
@@ -185,52 +298,36 @@ impl JetStreamLog {
             })?;
         let mut js = jetstream::new(client);
         js.set_timeout(PUBLISH_TIMEOUT);
-        let stream_error = |reason: String| LogError::Stream {
-            stream: settings.stream.clone(),
-            reason,
-        };
-        let mut created = js
-            .get_or_create_stream(stream::Config {
-                name: settings.stream.clone(),
-                subjects: vec![subjects(&settings.stream)],
-                num_replicas: usize::from(settings.replicas),
-                storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                // Full: refuse new records (the client retries), never drop acknowledged ones.
-                discard: stream::DiscardPolicy::New,
-                max_age: settings.max_age,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| stream_error(e.to_string()))?;
-        let mut info = created
-            .info()
-            .await
-            .map_err(|e| stream_error(e.to_string()))?
-            .clone();
-        if info.config.max_age != settings.max_age {
-            tracing::info!(
-                stream = %settings.stream,
-                from = ?info.config.max_age,
-                to = ?settings.max_age,
-                "setting the stream's max age from the snapshot interval"
-            );
-            let config = stream::Config {
-                max_age: settings.max_age,
-                ..info.config.clone()
-            };
-            info = js
-                .update_stream(config)
-                .await
-                .map_err(|e| stream_error(format!("setting its max age: {e}")))?;
-        }
-        if info.config.num_replicas != usize::from(settings.replicas) {
+
+        let started = Instant::now();
+        let mut backoff = SETUP_BACKOFF_FIRST;
+        let mut attempts = 1;
+        while let Err(failure) = set_up_stream(&js, settings).await {
+            let left = settings.setup_timeout.saturating_sub(started.elapsed());
+            if !failure.may_pass {
+                return Err(LogError::Stream {
+                    stream: settings.stream.clone(),
+                    reason: failure.reason,
+                });
+            }
+            if left.is_zero() {
+                return Err(LogError::StreamNotReady {
+                    stream: settings.stream.clone(),
+                    reason: failure.reason,
+                    attempts,
+                    tried: started.elapsed(),
+                });
+            }
             tracing::warn!(
                 stream = %settings.stream,
-                existing = info.config.num_replicas,
-                configured = settings.replicas,
-                "the stream exists with another replica count; keeping it"
+                attempt = attempts,
+                error = %failure.reason,
+                left = %format_args!("{left:.1?}"),
+                "cannot set up the stream yet; trying again"
             );
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
+            attempts += 1;
         }
         Ok(JetStreamLog {
             js,
@@ -377,7 +474,8 @@ impl JetStreamLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    use codestax_harness::NatsCluster;
 
     fn records(org: &str, ids: std::ops::Range<usize>) -> Vec<AuditRecord> {
         ids.map(|i| {
@@ -429,6 +527,7 @@ mod tests {
             shards: 1,
             client_name: "owner-fetch-test".into(),
             max_age: Duration::from_secs(3600),
+            setup_timeout: Duration::from_secs(30),
         })
         .await
         .unwrap();
@@ -484,5 +583,195 @@ mod tests {
         assert_eq!(got[1].info().unwrap().pending, 1);
         let got = owner_fetch(&consumer, 2, wait).await.unwrap();
         assert_eq!(ids(&got), ["r-12"]);
+    }
+
+    /// A failed set-up is tried again when the cluster is not ready or did not answer, not when
+    /// the servers refused the stream itself.
+    #[test]
+    fn setup_failures_that_may_pass() {
+        use jetstream::context::{
+            CreateStreamError, CreateStreamErrorKind as Create, RequestError,
+            RequestErrorKind as Request,
+        };
+        let server = |code: u64| -> jetstream::Error {
+            serde_json::from_value(serde_json::json!({
+                "code": 400, "err_code": code, "description": "from the server",
+            }))
+            .unwrap()
+        };
+        let create = |kind| SetupFailure::create(CreateStreamError::new(kind)).may_pass;
+        // No suitable peers, system temporarily unavailable, cannot handle the request now.
+        for code in [10005, 10008, 10009] {
+            assert!(create(Create::JetStream(server(code))), "{code}");
+        }
+        assert!(create(Create::TimedOut));
+        assert!(create(Create::JetStreamUnavailable));
+        // Subjects overlap with another stream; the name in use with another config.
+        for code in [10065, 10058] {
+            assert!(!create(Create::JetStream(server(code))), "{code}");
+        }
+        assert!(!create(Create::InvalidStreamName));
+
+        let info = |e| SetupFailure::info(e).may_pass;
+        assert!(info(RequestError::with_source(
+            Request::Other,
+            server(10008)
+        )));
+        assert!(info(RequestError::new(Request::TimedOut)));
+        assert!(info(RequestError::new(Request::NoResponders)));
+        // Stream not found.
+        assert!(!info(RequestError::with_source(
+            Request::Other,
+            server(10059)
+        )));
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn settings(nats: &NatsCluster, stream: &str, setup_timeout: Duration) -> LogSettings {
+        LogSettings {
+            urls: nats.urls(),
+            stream: stream.into(),
+            replicas: 3,
+            shards: 1,
+            client_name: "stream-setup-test".into(),
+            max_age: Duration::from_secs(3600),
+            setup_timeout,
+        }
+    }
+
+    /// Creates `config` with a client of its own.
+    async fn create_directly(
+        nats: &NatsCluster,
+        config: stream::Config,
+    ) -> Result<(), jetstream::context::CreateStreamError> {
+        let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+        jetstream::new(client)
+            .create_stream(config)
+            .await
+            .map(|_| ())
+    }
+
+    /// A cluster that cannot place the stream yet (CI once saw `no suitable peers for placement,
+    /// peer offline (10005)` from a cluster reported ready) does not fail the start: the node
+    /// tries again until the cluster can place it.
+    #[test]
+    fn stream_setup_waits_until_the_cluster_can_place_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(mut nats) = NatsCluster::start_or_skip("stream setup waits", dir.path()) else {
+            return;
+        };
+        // The fault: every server killed, two of the three started again. They elect a meta
+        // leader, but it has not heard from the third since it started, so an R3 stream has
+        // nowhere to go until the third is back (10005, "miscellaneous issue": the leader knows
+        // nothing of that peer). Killing one of three running servers is not enough: the leader
+        // still places a replica on a peer it has heard from.
+        for i in 0..nats.len() {
+            nats.kill(i);
+        }
+        nats.restart_some(&[0, 1]).unwrap();
+        let rt = runtime();
+        let probe = stream::Config {
+            name: "PLACEMENT_PROBE".into(),
+            subjects: vec!["placement-probe".into()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        let refused = rt.block_on(create_directly(&nats, probe));
+        let no_peers = |e: &jetstream::context::CreateStreamError| {
+            matches!(e.kind(), CreateStreamErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS)
+        };
+        assert!(
+            refused.as_ref().is_err_and(no_peers),
+            "the fault is not injected: an R3 stream on 2 of 3 servers gave {refused:?}"
+        );
+
+        // Past its patience, the node gives up with the servers' error and how long it tried.
+        let patience = Duration::from_secs(2);
+        let err = rt
+            .block_on(JetStreamLog::connect(&settings(
+                &nats,
+                "SETUP_TEST",
+                patience,
+            )))
+            .map(|_| ())
+            .unwrap_err();
+        let LogError::StreamNotReady {
+            reason,
+            attempts,
+            tried,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert!(reason.contains("no suitable peers"), "{err}");
+        assert!(*attempts > 1 && *tried >= patience, "{err}");
+
+        // Within its patience, it sets the stream up once the third server is back.
+        let connecting = {
+            let settings = settings(&nats, "SETUP_TEST", Duration::from_secs(30));
+            rt.spawn(async move {
+                let started = Instant::now();
+                (JetStreamLog::connect(&settings).await, started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_secs(3));
+        if connecting.is_finished() {
+            let (ended, took) = rt.block_on(connecting).unwrap();
+            panic!(
+                "connect ended after {took:?}, while the cluster could not place the stream: {:?}",
+                ended.map(|_| ())
+            );
+        }
+        nats.restart(2).unwrap();
+        let (connected, took) = rt.block_on(connecting).unwrap();
+        let log = connected.unwrap_or_else(|e| panic!("after {took:?}: {e}"));
+        rt.block_on(async {
+            let info = log.stream().await.unwrap().info().await.unwrap().clone();
+            assert_eq!(info.config.num_replicas, 3);
+            let appended = log.append(&records("acme", 0..2)).await.unwrap();
+            assert!(
+                appended
+                    .iter()
+                    .all(|a| matches!(a, Appended::Stored { .. }))
+            );
+        });
+    }
+
+    /// A stream the servers will never take as configured fails the start at once, not after
+    /// the setup patience: here another stream has its subjects.
+    #[test]
+    fn stream_setup_fails_at_once_on_a_refusal_that_cannot_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(nats) = NatsCluster::start_or_skip("stream setup refused", dir.path()) else {
+            return;
+        };
+        let rt = runtime();
+        let other = stream::Config {
+            name: "OTHER".into(),
+            subjects: vec![subjects("TAKEN")],
+            ..Default::default()
+        };
+        rt.block_on(create_directly(&nats, other)).unwrap();
+        let started = Instant::now();
+        let err = rt
+            .block_on(JetStreamLog::connect(&settings(
+                &nats,
+                "TAKEN",
+                Duration::from_secs(30),
+            )))
+            .map(|_| ())
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, LogError::Stream { .. }), "{err}");
+        assert!(err.to_string().contains("subjects overlap"), "{err}");
+        assert!(took < Duration::from_secs(5), "refused after {took:?}");
     }
 }

@@ -53,6 +53,7 @@ impl ClusterNode {
             shards: config.shards,
             client_name: config.node_id.clone(),
             max_age: super::jetstream::stream_max_age(config.snapshot_interval),
+            setup_timeout: config.nats.setup_timeout,
         })
         .await?;
         let (keeper, held) = LeaseKeeper::new(
