@@ -6,7 +6,8 @@ use codestax_common::schema::{self, FieldValue};
 use codestax_common::{AuditRecord, Metadata};
 use serde_json::Value;
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, NumericOptions, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{Index, TantivyDocument};
@@ -62,10 +63,28 @@ impl UidForm {
     /// The form of a partition written with `schema`; `None` for a schema this version does not
     /// know.
     pub(crate) fn of(schema: &Schema) -> Option<UidForm> {
-        [UidForm::Hash, UidForm::Text]
-            .into_iter()
-            .find(|&form| &schema_for(form).0 == schema)
+        [
+            (UidForm::Hash, Columns::Read),
+            (UidForm::Hash, Columns::All),
+            (UidForm::Text, Columns::All),
+        ]
+        .into_iter()
+        .find(|&(form, columns)| &build(form, columns).0 == schema)
+        .map(|(form, _)| form)
     }
+}
+
+/// Which record fields have a column. The columns no read uses cost indexing and merge CPU for
+/// nothing: partitions are created with [`Columns::Read`]; those written before keep theirs
+/// (tantivy fills a column from the same document values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Columns {
+    /// Every field with a column in the field table ([`schema::Field::column`]).
+    All,
+    /// Only those a read uses: the id (sort tie-break, scans), time, seq, org and the facets'.
+    /// The actor's id and email, the target's kind and id and `received_at` keep their field
+    /// handles but are not stored in the partition.
+    Read,
 }
 
 /// The fields of the schema (the same handles in both [`UidForm`]s).
@@ -84,7 +103,8 @@ pub(crate) struct Fields {
     pub seq: Field,
     /// `time` in microseconds since the epoch: fast (sort key, range filter, histogram).
     pub time: Field,
-    /// `received_at` in microseconds: fast.
+    /// `received_at` in microseconds: a column in [`Columns::All`] partitions only, as are the
+    /// actor's id and email and the target's kind and id.
     pub received_at: Field,
     /// Record id: fast (the sort's tie-break).
     pub id: Field,
@@ -124,11 +144,29 @@ pub(crate) fn build_schema() -> (Schema, Fields) {
     schema_for(UidForm::Hash)
 }
 
-/// Builds the schema of a partition of the given form. Fields are added in the same order in
-/// both, so their handles are the same.
+/// Builds the schema of a new partition of the given form ([`Columns::Read`]; a
+/// [`UidForm::Text`] one only exists with [`Columns::All`]).
 pub(crate) fn schema_for(form: UidForm) -> (Schema, Fields) {
+    match form {
+        UidForm::Hash => build(form, Columns::Read),
+        UidForm::Text => build(form, Columns::All),
+    }
+}
+
+/// Builds the schema of a partition of the given form and columns. Fields are added in the same
+/// order in all of them, so their handles are the same.
+pub(crate) fn build(form: UidForm, columns: Columns) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let fast_str = || TextOptions::default().set_fast("raw");
+    // A field no read uses as a column: nothing of it is written.
+    let spare_str = || match columns {
+        Columns::All => fast_str(),
+        Columns::Read => TextOptions::default(),
+    };
+    let spare_i64 = || match columns {
+        Columns::All => NumericOptions::from(FAST),
+        Columns::Read => NumericOptions::default(),
+    };
     let text = || {
         TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
@@ -148,17 +186,17 @@ pub(crate) fn schema_for(form: UidForm) -> (Schema, Fields) {
         // Fast only, not indexed: a time range scans the column instead of a term dictionary
         // holding nearly one unique term per record.
         time: b.add_i64_field(col::TIME, FAST),
-        received_at: b.add_i64_field(column(schema::Field::ReceivedAt), FAST),
+        received_at: b.add_i64_field(column(schema::Field::ReceivedAt), spare_i64()),
         id: b.add_text_field(col::ID, fast_str()),
         category: b.add_text_field(col::CATEGORY, fast_str()),
         action: b.add_text_field(col::ACTION, fast_str()),
         outcome: b.add_text_field(col::OUTCOME, fast_str()),
         user: b.add_text_field(col::USER, fast_str()),
-        actor_id: b.add_text_field(column(schema::Field::ActorId), fast_str()),
-        actor_email: b.add_text_field(column(schema::Field::ActorEmail), fast_str()),
+        actor_id: b.add_text_field(column(schema::Field::ActorId), spare_str()),
+        actor_email: b.add_text_field(column(schema::Field::ActorEmail), spare_str()),
         repository: b.add_text_field(col::REPOSITORY, fast_str()),
-        target_kind: b.add_text_field(column(schema::Field::TargetKind), fast_str()),
-        target_id: b.add_text_field(column(schema::Field::TargetId), fast_str()),
+        target_kind: b.add_text_field(column(schema::Field::TargetKind), spare_str()),
+        target_id: b.add_text_field(column(schema::Field::TargetId), spare_str()),
         kw: b.add_text_field("kw", STRING),
         text: b.add_text_field("text", text()),
         actor_text: b.add_text_field("actor_text", text()),

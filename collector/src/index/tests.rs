@@ -1412,6 +1412,68 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
 }
 
 #[test]
+fn partitions_written_with_every_column_are_still_read_and_written() {
+    use schema::{Columns, UidForm, build, build_schema, document};
+    let dir = tempfile::tempdir().unwrap();
+    let records = corpus(43, 400);
+    let (old, late) = records.split_at(300);
+    // What the collector wrote before the columns no read uses were left out.
+    let (every, fields) = build(UidForm::Hash, Columns::All);
+    let (lean, lean_fields) = build_schema();
+    assert_eq!(fields, lean_fields, "one set of field handles serves both");
+    assert_ne!(every, lean);
+    let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
+    for (i, r) in old.iter().enumerate() {
+        let doc = document(&fields, UidForm::Hash, 1 + i as u64, r, None).unwrap();
+        by_partition
+            .entry(PartitionScheme::Week.key_for(r.time))
+            .or_default()
+            .push(doc);
+    }
+    let old_partitions: Vec<PartitionKey> = by_partition.keys().cloned().collect();
+    for (key, docs) in by_partition {
+        write_raw(dir.path(), &key, &every, docs);
+    }
+    state::write_state(
+        dir.path(),
+        &state::IndexState {
+            indexed_through: Some(old.len() as u64),
+            ..state::IndexState::new(PartitionScheme::Week)
+        },
+    )
+    .unwrap();
+
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    assert_eq!(index.stats().unwrap().docs, old.len() as u64);
+    // Later records: into the old weeks with their columns, into a new week without.
+    let mut fresh = late.to_vec();
+    fresh[0].time = t0() + Duration::days(400);
+    index_all(&mut indexer, &fresh, 1 + old.len() as u64, 1000);
+    assert_eq!(index.stats().unwrap().docs, records.len() as u64);
+    for p in index.shared().partitions_newest_first(None, None) {
+        let want = if old_partitions.contains(&p.key) {
+            &every
+        } else {
+            &lean
+        };
+        assert_eq!(&p.open().unwrap().index.schema(), want, "{}", p.key.name());
+    }
+    let all: Vec<AuditRecord> = old.iter().chain(&fresh).cloned().collect();
+    for r in all.iter().step_by(13) {
+        let at = r.time.timestamp_micros();
+        assert!(index.contains(&r.org_id, r.id(), at).unwrap());
+        assert_eq!(index.get(&r.org_id, r.id()).unwrap().as_ref(), Some(r));
+    }
+    for org in ORGS {
+        let q = SearchQuery::default();
+        let (got, _) = walk(&index, org, &q, 1000, |_| {});
+        assert_eq!(ids(&got), ids(&newest_first(&all, org, &q)));
+        let facets = index.facets(org, &q, 5).unwrap();
+        assert_eq!(facets.total, newest_first(&all, org, &q).len() as u64);
+    }
+}
+
+#[test]
 fn records_sharing_a_uid_hash_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let mut records = corpus(41, 3);
