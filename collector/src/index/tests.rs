@@ -2536,3 +2536,67 @@ fn zstd_is_built_without_its_cpu_probe() {
 mod props;
 mod stage;
 mod tail;
+
+/// What the columns no read uses cost (issue 14): the same 200,000 records, target ids near
+/// unique as real ones are, indexed into a partition of each schema in turn (commits of 20,000,
+/// merges waited for), the process's CPU per 1,000 records. A measurement, not a check:
+/// `cargo test --release -p codestax-collector --lib -- --ignored cost_of_the_columns --nocapture`
+#[test]
+#[ignore]
+fn cost_of_the_columns() {
+    use schema::{Columns, UidForm, build, document};
+    /// The process's user + system CPU (all threads), from `/proc/self/stat` (USER_HZ = 100).
+    fn cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+    let mut records = corpus(7, 200_000);
+    for (i, r) in records.iter_mut().enumerate() {
+        r.id = Some(format!("evt-{i:07}"));
+        if let Some(t) = &mut r.target {
+            t.id = Some(format!(
+                "scan-{:x}",
+                (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 28
+            ));
+        }
+    }
+    let mut per_1000: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _round in 0..4 {
+        for (name, columns) in [
+            ("every column", Columns::All),
+            ("read columns", Columns::Read),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (schema, fields) = build(UidForm::Hash, columns);
+            let index = tantivy::Index::create_in_dir(dir.path(), schema).unwrap();
+            schema::register_tokenizers(&index);
+            let mut writer: tantivy::IndexWriter =
+                index.writer_with_num_threads(1, 64_000_000).unwrap();
+            let started = cpu_seconds();
+            for (n, chunk) in records.chunks(20_000).enumerate() {
+                for (i, r) in chunk.iter().enumerate() {
+                    let lsn = (n * 20_000 + i) as u64;
+                    writer
+                        .add_document(document(&fields, UidForm::Hash, lsn, r, None).unwrap())
+                        .unwrap();
+                }
+                writer.commit().unwrap();
+            }
+            writer.wait_merging_threads().unwrap();
+            let ms = (cpu_seconds() - started) * 1000.0 / (records.len() as f64 / 1000.0);
+            eprintln!("{name}: {ms:.1} ms per 1,000 records");
+            per_1000.entry(name).or_default().push(ms);
+        }
+    }
+    for (name, mut v) in per_1000 {
+        v.sort_by(f64::total_cmp);
+        eprintln!(
+            "{name}: median {:.1} ms per 1,000 (runs {v:.1?})",
+            v[v.len() / 2]
+        );
+    }
+}
