@@ -379,8 +379,8 @@ async fn own_shard(
                 // Deliveries lost at the stream's end (a pull that failed on the way, or one that
                 // lost messages) leave nothing after them for the order check to see: only the
                 // consumer's own count shows them. Unchecked, reads would miss them until the
-                // ack wait brought them again. One request per idle fetch.
-                // The consumer's count of deliveries, when it passed the last one received.
+                // ack wait brought them again. One request per idle fetch. `lost`: the
+                // consumer's count of deliveries, when it passed the last one received.
                 let lost = match step.acks {
                     OwnerAcks::Cumulative => consumer.get_info().await.map(|info| {
                         let delivered = info.delivered.consumer_sequence;

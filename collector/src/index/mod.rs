@@ -11,14 +11,14 @@
 //! partitions ([`Indexer::delete_partition`]). Records of every org share the partitions; every
 //! query carries a term filter on the org.
 //!
-//! Schema: fast fields `time`, `received_at` (µs), `lsn`, `seq`, `uid_hash`, and `id`, `org`,
-//! `category`, `action`, `outcome`, `user` (email, else id), `actor_id`, `actor_email`,
-//! `repository`, `target_kind`, `target_id`; indexed `org`, `uid_hash` (a lookup by (org, id)
-//! checks a hit against the `org` and `id` columns) and `kw` (lowercased `name\x1fvalue`
-//! keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
+//! Schema: fast fields `time` (µs), `lsn`, `seq`, `uid_hash`, and `id`, `org`, `category`,
+//! `action`, `outcome`, `user` (email, else id), `repository`; indexed `org`, `uid_hash` (a
+//! lookup by (org, id) checks a hit against the `org` and `id` columns) and `kw` (lowercased
+//! `name\x1fvalue` keywords behind the filters); full-text `text`, `actor_text`, `target_text`,
 //! `message_text`; the stored canonical JSON in `doc`. Partitions written before `uid_hash` was
-//! indexed find records by a text `uid` term instead; they are still read and written as they are
-//! (`UidForm`).
+//! indexed find records by a text `uid` term instead; they are still read and written as they
+//! are (`UidForm`). Partitions written before the columns no read uses were left out keep them
+//! (`received_at`, `actor_id`, `actor_email`, `target_kind`, `target_id`: `Columns`).
 //!
 //! # Hash chains
 //!
