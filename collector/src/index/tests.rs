@@ -1307,6 +1307,30 @@ fn a_write_failure_midway_keeps_the_last_commit_and_re_adds_index_each_record_on
 
 /// Writes `docs` into the partition of `key` with tantivy directly, as an earlier version of the
 /// collector (or a forger) would: creates the partition with `schema` if it is missing.
+/// `records` (LSNs from 1) written straight into weekly partitions with `schema` and `form`, as
+/// an earlier version of the collector wrote them; the partitions written.
+fn write_weeks(
+    dir: &Path,
+    schema: &tantivy::schema::Schema,
+    form: schema::UidForm,
+    records: &[AuditRecord],
+) -> Vec<PartitionKey> {
+    let (_, fields) = schema::build_schema();
+    let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let doc = schema::document(&fields, form, 1 + i as u64, r, None).unwrap();
+        by_partition
+            .entry(PartitionScheme::Week.key_for(r.time))
+            .or_default()
+            .push(doc);
+    }
+    let keys = by_partition.keys().cloned().collect();
+    for (key, docs) in by_partition {
+        write_raw(dir, &key, schema, docs);
+    }
+    keys
+}
+
 fn write_raw(
     dir: &Path,
     key: &PartitionKey,
@@ -1330,7 +1354,7 @@ fn write_raw(
 
 #[test]
 fn partitions_written_with_a_text_uid_are_still_read_and_written() {
-    use schema::{UidForm, document, schema_for};
+    use schema::{UidForm, schema_for};
     let dir = tempfile::tempdir().unwrap();
     let records = corpus(37, 600);
     let (old, late) = records.split_at(500);
@@ -1339,18 +1363,7 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
     let (legacy, fields) = schema_for(UidForm::Text);
     // One set of field handles serves partitions of both forms.
     assert_eq!(fields, schema_for(UidForm::Hash).1);
-    let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
-    for (i, r) in old.iter().enumerate() {
-        let doc = document(&fields, UidForm::Text, 1 + i as u64, r, None).unwrap();
-        by_partition
-            .entry(PartitionScheme::Week.key_for(r.time))
-            .or_default()
-            .push(doc);
-    }
-    let legacy_partitions: Vec<PartitionKey> = by_partition.keys().cloned().collect();
-    for (key, docs) in by_partition {
-        write_raw(dir.path(), &key, &legacy, docs);
-    }
+    let legacy_partitions = write_weeks(dir.path(), &legacy, UidForm::Text, old);
     state::write_state(
         dir.path(),
         &state::IndexState {
@@ -1413,7 +1426,7 @@ fn partitions_written_with_a_text_uid_are_still_read_and_written() {
 
 #[test]
 fn partitions_written_with_every_column_are_still_read_and_written() {
-    use schema::{Columns, UidForm, build, build_schema, document};
+    use schema::{Columns, UidForm, build, build_schema};
     let dir = tempfile::tempdir().unwrap();
     let records = corpus(43, 400);
     let (old, late) = records.split_at(300);
@@ -1422,18 +1435,7 @@ fn partitions_written_with_every_column_are_still_read_and_written() {
     let (lean, lean_fields) = build_schema();
     assert_eq!(fields, lean_fields, "one set of field handles serves both");
     assert_ne!(every, lean);
-    let mut by_partition: BTreeMap<PartitionKey, Vec<tantivy::TantivyDocument>> = BTreeMap::new();
-    for (i, r) in old.iter().enumerate() {
-        let doc = document(&fields, UidForm::Hash, 1 + i as u64, r, None).unwrap();
-        by_partition
-            .entry(PartitionScheme::Week.key_for(r.time))
-            .or_default()
-            .push(doc);
-    }
-    let old_partitions: Vec<PartitionKey> = by_partition.keys().cloned().collect();
-    for (key, docs) in by_partition {
-        write_raw(dir.path(), &key, &every, docs);
-    }
+    let old_partitions = write_weeks(dir.path(), &every, UidForm::Hash, old);
     state::write_state(
         dir.path(),
         &state::IndexState {
