@@ -333,15 +333,14 @@ impl Collector {
     /// owners: a lease lost under load is taken again within seconds), for up to
     /// [`SERVED_PATIENCE`]; the last answer.
     pub fn get_served(&self, path_and_query: &str, token: &str) -> Response {
-        let deadline = Instant::now() + SERVED_PATIENCE;
-        loop {
+        let mut last = None;
+        crate::wait_for(SERVED_PATIENCE, || {
             let r = self.get(path_and_query, token);
             let retry = r.status() == 503 && r.headers().contains_key("retry-after");
-            if !retry || Instant::now() >= deadline {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            last = Some(r);
+            !retry
+        });
+        last.expect("asked at least once")
     }
 
     /// GET that must succeed ([`Collector::get_served`]); returns the JSON body.

@@ -508,29 +508,16 @@ mod tests {
     fn an_owner_fetch_hands_over_what_is_there_at_once_and_waits_only_when_idle() {
         // Started outside the runtime: the harness waits for the servers with blocking calls.
         let dir = tempfile::tempdir().unwrap();
-        let Some(nats) = codestax_harness::NatsCluster::start_or_skip("owner fetch", dir.path())
-        else {
+        let Some(nats) = NatsCluster::start_or_skip("owner fetch", dir.path()) else {
             return;
         };
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(fetches(&nats));
+        runtime().block_on(fetches(&nats));
     }
 
-    async fn fetches(nats: &codestax_harness::NatsCluster) {
-        let log = JetStreamLog::connect(&LogSettings {
-            urls: nats.urls(),
-            stream: "FETCH_TEST".into(),
-            replicas: 3,
-            shards: 1,
-            client_name: "owner-fetch-test".into(),
-            max_age: Duration::from_secs(3600),
-            setup_timeout: Duration::from_secs(30),
-        })
-        .await
-        .unwrap();
+    async fn fetches(nats: &NatsCluster) {
+        let log = JetStreamLog::connect(&settings(nats, "FETCH_TEST", Duration::from_secs(30)))
+            .await
+            .unwrap();
         let (consumer, acks) = log.owner_consumer(0, 1, 1).await.unwrap();
         assert_eq!(acks, OwnerAcks::Cumulative);
         // Far above what any of the answers below may take, so waiting it out shows.
@@ -639,7 +626,7 @@ mod tests {
             stream: stream.into(),
             replicas: 3,
             shards: 1,
-            client_name: "stream-setup-test".into(),
+            client_name: format!("{stream}-test"),
             max_age: Duration::from_secs(3600),
             setup_timeout,
         }
