@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use codestax_common::AuditRecord;
 use futures_util::FutureExt as _;
@@ -375,7 +376,42 @@ async fn own_shard(
                 if step.ack_all(&mut unacked, &mut consumed).await.is_err() {
                     return;
                 }
-                serving.caught_up();
+                // Deliveries lost at the stream's end (a pull that failed on the way, or one that
+                // lost messages) leave nothing after them for the order check to see: only the
+                // consumer's own count shows them. Unchecked, reads would miss them until the
+                // ack wait brought them again. One request per idle fetch.
+                // The consumer's count of deliveries, when it passed the last one received.
+                let lost = match step.acks {
+                    OwnerAcks::Cumulative => consumer.get_info().await.map(|info| {
+                        let delivered = info.delivered.consumer_sequence;
+                        (delivered >= next_delivery).then_some(delivered)
+                    }),
+                    OwnerAcks::PerMessage => Ok(None),
+                };
+                match lost {
+                    Ok(None) => serving.caught_up(),
+                    Ok(Some(delivered)) => {
+                        tracing::warn!(
+                            shard,
+                            epoch,
+                            delivered,
+                            received = next_delivery - 1,
+                            from = consumed.through + 1,
+                            "deliveries of the shard's consumer never arrived; consuming again from its ack floor"
+                        );
+                        if !step
+                            .consume_again(&consumed, &mut consumer, &mut next_delivery)
+                            .await
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    // Not served on a count it cannot read; asked again at the next idle fetch.
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "cannot read the shard's consumer");
+                    }
+                }
             }
             Ok(messages)
                 if step.acks == OwnerAcks::Cumulative
@@ -390,21 +426,11 @@ async fn own_shard(
                     "a delivery of the shard's consumer never arrived; consuming again from its ack floor"
                 );
                 unacked = Unacked::default();
-                match shared
-                    .log
-                    .reset_owner_consumer(shard, epoch, consumed.through + 1)
+                if !step
+                    .consume_again(&consumed, &mut consumer, &mut next_delivery)
                     .await
                 {
-                    Ok(c) => {
-                        next_delivery = c.cached_info().delivered.consumer_sequence + 1;
-                        consumer = c;
-                    }
-                    Err(e) => {
-                        tracing::warn!(shard, error = %e, "cannot make the shard's consumer again; trying again");
-                        if !pause(&stop).await {
-                            return;
-                        }
-                    }
+                    return;
                 }
                 continue;
             }
@@ -538,9 +564,7 @@ fn delivered_in_order(messages: &[Message], next: &mut u64) -> bool {
 
 /// Up to [`BATCH_MESSAGES`] messages: those the consumer has now, at once, or when it has none
 /// the first to come within [`FETCH_WAIT`] ([`owner_fetch`]).
-async fn fetch(
-    consumer: &async_nats::jetstream::consumer::PullConsumer,
-) -> Result<Vec<Message>, async_nats::Error> {
+async fn fetch(consumer: &PullConsumer) -> Result<Vec<Message>, async_nats::Error> {
     owner_fetch(consumer, BATCH_MESSAGES, FETCH_WAIT).await
 }
 
@@ -560,6 +584,33 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// Makes the shard's consumer again from one past its ack floor (`consumed.through`), after
+    /// deliveries the owner never received; what it stored past the floor comes again and the
+    /// store drops it. `false` once the task is stopped.
+    async fn consume_again(
+        &self,
+        consumed: &Consumed,
+        consumer: &mut PullConsumer,
+        next_delivery: &mut u64,
+    ) -> bool {
+        match self
+            .shared
+            .log
+            .reset_owner_consumer(self.shard, self.epoch, consumed.through + 1)
+            .await
+        {
+            Ok(c) => {
+                *next_delivery = c.cached_info().delivered.consumer_sequence + 1;
+                *consumer = c;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.shard, error = %e, "cannot make the shard's consumer again; trying again");
+                pause(self.stop).await
+            }
+        }
+    }
+
     fn may_act(&self) -> Result<(), Stopped> {
         if self.stop.is_cancelled() || !may_act(self.held, self.shard, self.epoch) {
             return Err(Stopped);

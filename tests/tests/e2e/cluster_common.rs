@@ -122,6 +122,39 @@ impl Servers {
     }
 }
 
+/// A failed test prints the end of every collector's and nats-server's log: they are in `dir`,
+/// which goes with the servers.
+impl Drop for Servers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        let mut logs: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "stderr" || x == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(NODE_LOG_TAIL)..];
+            eprintln!(
+                "---- {} (last {} of {} lines) ----\n{}",
+                path.display(),
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Lines of each log a failed test prints.
+const NODE_LOG_TAIL: usize = 150;
+
 /// The client's ledger: every id acknowledged, per org, with when it was, and how many batches
 /// were.
 #[derive(Default)]

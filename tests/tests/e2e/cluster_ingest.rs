@@ -193,10 +193,22 @@ pub(crate) fn start_node(
     dir: &std::path::Path,
     pg_dir: &std::path::Path,
 ) -> Option<(NatsCluster, Postgres, Collector)> {
+    start_node_logged(what, dir, pg_dir, None)
+}
+
+/// [`start_node`] with the collector's stderr kept in `stderr` (read with
+/// [`Collector::stderr`]) rather than passed through.
+pub(crate) fn start_node_logged(
+    what: &str,
+    dir: &std::path::Path,
+    pg_dir: &std::path::Path,
+    stderr: Option<std::path::PathBuf>,
+) -> Option<(NatsCluster, Postgres, Collector)> {
     let nats = NatsCluster::start_or_skip(what, dir)?;
     let pg = Postgres::start_or_skip(what, pg_dir, PASSWORD)?;
     let mut options = CollectorOptions::for_tests(&dir.join("c1"), "");
     options.before_spawn = Some(pg_password);
+    options.stderr = stderr;
     let mut c = Collector::configure(options).unwrap();
     let settings = cluster_toml("c1", c.http_port, &nats, &pg);
     c.restart_with(&settings)
