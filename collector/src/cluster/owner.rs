@@ -60,6 +60,9 @@ const MAX_PENDING_BATCHES: usize = 16;
 const _: () = assert!(((MAX_PENDING_BATCHES * BATCH_MESSAGES) as i64) < OWNER_MAX_ACK_PENDING);
 /// How long a fetch waits for messages when the shard is idle.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long an idle owner waits for its consumer's delivery count before it serves without it
+/// (an election can hold JetStream requests for seconds).
+const COUNT_WAIT: Duration = Duration::from_millis(500);
 /// Pause before trying again after NATS or the store refused.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest pause between restores of a shard that keep failing (a fork persists: each try
@@ -337,6 +340,9 @@ async fn own_shard(
     // never arrived (a fetch that expired as the server sent it), which only an ack wait
     // would bring again.
     let mut next_delivery = consumer.cached_info().delivered.consumer_sequence + 1;
+    // The last idle fetch made the consumer again for deliveries lost at the stream's end, and
+    // nothing has arrived since.
+    let mut reset_at_end = false;
     let mut snapshot_at = Instant::now();
     let mut published = 0u64;
     let mut serving = ServingGuard {
@@ -370,6 +376,9 @@ async fn own_shard(
                 }
             }
         };
+        if fetched.as_ref().is_ok_and(|m| !m.is_empty()) {
+            reset_at_end = false;
+        }
         match fetched {
             Ok(messages) if messages.is_empty() => {
                 // Idle: everything stored is acknowledged once indexed, then reads are served.
@@ -378,19 +387,18 @@ async fn own_shard(
                 }
                 // Deliveries lost at the stream's end (a pull that failed on the way, or one that
                 // lost messages) leave nothing after them for the order check to see: only the
-                // consumer's own count shows them. Unchecked, reads would miss them until the
-                // ack wait brought them again. One request per idle fetch.
-                // The consumer's count of deliveries, when it passed the last one received.
-                let lost = match step.acks {
-                    OwnerAcks::Cumulative => consumer.get_info().await.map(|info| {
-                        let delivered = info.delivered.consumer_sequence;
-                        (delivered >= next_delivery).then_some(delivered)
-                    }),
-                    OwnerAcks::PerMessage => Ok(None),
+                // consumer's own count shows them. Unchecked, reads would miss them until the ack
+                // wait brought them again. The check never holds reads up: a count not read in
+                // time, or a second one right after a reset that brought nothing, serves as
+                // before and the ack wait remains the backstop.
+                let lost = if step.acks == OwnerAcks::Cumulative && !reset_at_end {
+                    lost_at_end(&consumer, next_delivery).await
+                } else {
+                    None
                 };
                 match lost {
-                    Ok(None) => serving.caught_up(),
-                    Ok(Some(delivered)) => {
+                    None => serving.caught_up(),
+                    Some(delivered) => {
                         tracing::warn!(
                             shard,
                             epoch,
@@ -399,6 +407,7 @@ async fn own_shard(
                             from = consumed.through + 1,
                             "deliveries of the shard's consumer never arrived; consuming again from its ack floor"
                         );
+                        reset_at_end = true;
                         if !step
                             .consume_again(&consumed, &mut consumer, &mut next_delivery)
                             .await
@@ -406,10 +415,6 @@ async fn own_shard(
                             return;
                         }
                         continue;
-                    }
-                    // Not served on a count it cannot read; asked again at the next idle fetch.
-                    Err(e) => {
-                        tracing::warn!(shard, error = %e, "cannot read the shard's consumer");
                     }
                 }
             }
@@ -560,6 +565,26 @@ fn delivered_in_order(messages: &[Message], next: &mut u64) -> bool {
         }
     }
     true
+}
+
+/// The consumer's count of deliveries when it passed the last one received (`next_delivery` is
+/// one past it); `None` when it did not, or when the count was not read within
+/// [`COUNT_WAIT`].
+async fn lost_at_end(consumer: &PullConsumer, next_delivery: u64) -> Option<u64> {
+    match tokio::time::timeout(COUNT_WAIT, consumer.get_info()).await {
+        Ok(Ok(info)) => {
+            let delivered = info.delivered.consumer_sequence;
+            (delivered >= next_delivery).then_some(delivered)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "the shard's consumer count not read");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("the shard's consumer count not read in time");
+            None
+        }
+    }
 }
 
 /// Up to [`BATCH_MESSAGES`] messages: those the consumer has now, at once, or when it has none
