@@ -128,9 +128,23 @@ impl AuditIndex {
         &self,
         org: &str,
         from: u64,
+        f: impl FnMut(&AuditRecord) -> bool,
+    ) -> Result<(), IndexError> {
+        self.for_each_chained_below(org, from, u64::MAX, f)
+    }
+
+    /// [`Self::for_each_chained`] for the records stored below `lsn_below` only: what a reader
+    /// saw committed at one moment, while later records keep coming (a cluster shard's
+    /// snapshot, taken while its owner consumes on). An org's records are numbered in LSN
+    /// order, so they are a prefix of its chain from `from`.
+    pub fn for_each_chained_below(
+        &self,
+        org: &str,
+        from: u64,
+        lsn_below: u64,
         mut f: impl FnMut(&AuditRecord) -> bool,
     ) -> Result<(), IndexError> {
-        self.for_each_chained_stored(org, from, 0, |dir, json, _| {
+        self.walk_chained(org, from, 0, lsn_below, |dir, json, _| {
             let record: AuditRecord = serde_json::from_slice(json).map_err(|e| corrupt(dir, e))?;
             Ok(f(&record))
         })?;
@@ -154,9 +168,21 @@ impl AuditIndex {
         org: &str,
         from: u64,
         since_lsn: u64,
+        f: impl FnMut(&Path, &[u8], Option<&TailRecord>) -> Result<bool, IndexError>,
+    ) -> Result<u64, IndexError> {
+        self.walk_chained(org, from, since_lsn, u64::MAX, f)
+    }
+
+    /// [`Self::for_each_chained_stored`] below `lsn_below` as well as below what walks see.
+    fn walk_chained(
+        &self,
+        org: &str,
+        from: u64,
+        since_lsn: u64,
+        lsn_below: u64,
         mut f: impl FnMut(&Path, &[u8], Option<&TailRecord>) -> Result<bool, IndexError>,
     ) -> Result<u64, IndexError> {
-        let lsn_below = self.walk_bound();
+        let lsn_below = self.walk_bound().min(lsn_below);
         let mut from = from;
         // A chunk at a time: the tail's lock is not held while `f` runs.
         while let TailRead::Records(chunk) =

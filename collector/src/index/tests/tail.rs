@@ -166,3 +166,50 @@ fn records_retention_deletes_are_not_read_from_the_tail() {
     assert_eq!(walk(&index, "acme", 1, 0).0, kept);
     assert!(!served_by_tail(&index, "acme", 1));
 }
+
+/// A walk below an LSN (a cluster snapshot taken while its owner consumes on) sees each org's
+/// chain up to the last record stored below it, from the tail and from the index alike.
+#[test]
+fn a_walk_below_an_lsn_sees_the_chain_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
+    let records = newest(300, Utc::now());
+    let numbered: Vec<(u64, AuditRecord)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64 + 1, r.clone()))
+        .collect();
+    let stored: Vec<String> = records.iter().map(AuditRecord::canonical_json).collect();
+    let follow = index.follow_tail("acme");
+    indexer.add_stored(&numbered, Some(&stored)).unwrap();
+    indexer.commit().unwrap();
+    assert!(
+        served_by_tail(&index, "acme", 1),
+        "acme is read from the tail"
+    );
+    assert!(!served_by_tail(&index, "globex", 1));
+    for org in ["acme", "globex"] {
+        for below in [1, 2, 57, 150, 301, u64::MAX] {
+            let mut seqs = Vec::new();
+            index
+                .for_each_chained_below(org, 1, below, |r| {
+                    seqs.push(r.seq.unwrap());
+                    true
+                })
+                .unwrap();
+            // LSN i + 1 is records[i].
+            let through = (below.min(301) - 1) as usize;
+            let want: Vec<u64> = records[..through]
+                .iter()
+                .filter(|r| r.org_id == org)
+                .map(|r| r.seq.unwrap())
+                .collect();
+            assert_eq!(seqs, want, "{org} below LSN {below}");
+            assert!(
+                below < 57 || !want.is_empty(),
+                "{org} has records below {below}"
+            );
+        }
+    }
+    drop(follow);
+}
