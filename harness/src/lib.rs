@@ -22,6 +22,7 @@ mod moto;
 mod nats;
 mod postgres;
 mod process;
+mod relay;
 mod tmpfs;
 mod wait;
 
@@ -40,5 +41,6 @@ pub use moto::{MOTO_SERVER_VAR, MotoCredentials, MotoS3};
 pub use nats::{JetStreamSync, NATS_SERVER_VAR, NatsCluster};
 pub use postgres::{PG_BIN_VAR, Postgres, PostgresOptions};
 pub use process::{Process, proc_status_kib, tail};
+pub use relay::AnswerHold;
 pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

@@ -12,15 +12,14 @@
 
 use crate::schemas;
 
-use codestax_harness::{Collector, Process, free_port, now_rfc3339, record, wait_until};
+use codestax_harness::{
+    AnswerHold, Collector, Process, free_port, now_rfc3339, record, wait_until,
+};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -2158,60 +2157,6 @@ fn s3_stream_to_moto_delivers_in_order_through_a_kill_and_an_outage_and_replays(
         }
     }
     assert!(c.stop());
-}
-
-/// A TCP relay in front of moto that can hold back moto's answers: while held, a PUT reaches
-/// moto and is stored, but its answer does not reach the collector (a lost answer).
-struct AnswerHold {
-    port: u16,
-    held: Arc<AtomicBool>,
-}
-
-impl AnswerHold {
-    fn start(upstream: u16) -> AnswerHold {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let held = Arc::new(AtomicBool::new(false));
-        let answers_held = held.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    continue;
-                };
-                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || relay(client, server, None));
-                let held = answers_held.clone();
-                std::thread::spawn(move || relay(server2, client2, Some(held)));
-            }
-        });
-        AnswerHold { port, held }
-    }
-
-    fn hold(&self, on: bool) {
-        self.held.store(on, Ordering::SeqCst);
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-fn relay(mut from: TcpStream, mut to: TcpStream, held: Option<Arc<AtomicBool>>) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        while held.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 #[test]
