@@ -343,6 +343,9 @@ async fn own_shard(
     // The last idle fetch made the consumer again for deliveries lost at the stream's end, and
     // nothing has arrived since.
     let mut reset_at_end = false;
+    // The snapshot being taken and published: off this loop, so a slow object store holds up
+    // neither consumption nor reads.
+    let mut publishing: Option<Publishing> = None;
     let mut snapshot_at = Instant::now();
     let mut published = 0u64;
     let mut serving = ServingGuard {
@@ -472,11 +475,35 @@ async fn own_shard(
                 continue;
             }
         }
-        if snapshot_at.elapsed() < shared.snapshots.interval {
+        // A snapshot published (or not): taken in. Then, every interval, the next one.
+        if publishing.as_ref().is_some_and(|p| p.task.is_finished()) {
+            let mut done = publishing.take().expect("checked above");
+            match (&mut done.task).await {
+                Ok(Ok(next)) => {
+                    shared.metrics.observe_snapshot_published(shard);
+                    snapshot = next;
+                    published += 1;
+                }
+                Ok(Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. }))) => {
+                    tracing::error!(shard, epoch, error = %e, "the snapshot was refused: this node no longer owns the shard");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(shard, epoch, error = %e, "snapshot failed; trying again at the next interval");
+                    consumed.orgs.append(&mut done.orgs);
+                }
+                Err(e) => {
+                    tracing::warn!(shard, epoch, error = %e, "the snapshot task failed; trying again at the next interval");
+                    consumed.orgs.append(&mut done.orgs);
+                }
+            }
+        }
+        if publishing.is_some() || snapshot_at.elapsed() < shared.snapshots.interval {
             continue;
         }
         // A snapshot holds what the index committed: everything stored is acknowledged first,
-        // so `consumed.through` is where the shard's indexed records end.
+        // so `consumed.through` is where the shard's indexed records end, and every record of
+        // its orgs stored so far is below `lsn_below`.
         if step.ack_all(&mut unacked, &mut consumed).await.is_err() {
             return;
         }
@@ -487,24 +514,34 @@ async fn own_shard(
             continue;
         }
         snapshot_at = Instant::now();
-        match step.snapshot(&snapshot, &consumed).await {
-            Ok((next, location)) => {
-                shared.metrics.observe_snapshot_published(shard);
-                snapshot = next;
-                consumed.orgs.clear();
-                published += 1;
-                if published.is_multiple_of(COLLECT_EVERY) && step.may_act().is_ok() {
-                    step.collect(&location).await;
+        let taken = Consumed {
+            through: consumed.through,
+            orgs: std::mem::take(&mut consumed.orgs),
+        };
+        let lsn_below = shared.store.stats().next_lsn;
+        let collect = (published + 1).is_multiple_of(COLLECT_EVERY);
+        publishing = Some(Publishing {
+            orgs: taken.orgs.clone(),
+            task: tokio::spawn({
+                let (shared, held, stop) = (shared.clone(), held.clone(), stop.clone());
+                let (acks, last) = (step.acks, snapshot.clone());
+                async move {
+                    let step = Step {
+                        shared: &shared,
+                        shard,
+                        epoch,
+                        held: &held,
+                        stop: &stop,
+                        acks,
+                    };
+                    let (next, location) = step.snapshot(last, &taken, lsn_below).await?;
+                    if collect && step.may_act().is_ok() {
+                        step.collect(&location).await;
+                    }
+                    Ok(next)
                 }
-            }
-            Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. })) => {
-                tracing::error!(shard, epoch, error = %e, "the snapshot was refused: this node no longer owns the shard");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(shard, epoch, error = %e, "snapshot failed; trying again at the next interval");
-            }
-        }
+            }),
+        });
     }
     tracing::info!(shard, epoch, "shard owner stopped");
 }
@@ -516,6 +553,21 @@ struct Consumed {
     through: u64,
     /// The orgs whose records came (stored, maybe not indexed yet) since the last snapshot.
     orgs: BTreeSet<String>,
+}
+
+/// A snapshot of the shard being taken and published by a task of its own. Dropped with the
+/// owner's task, it is stopped: a publish it no longer makes is fenced anyway, and the objects
+/// it uploaded are collected later.
+struct Publishing {
+    /// The orgs it covers: covered again by the next one if this one fails.
+    orgs: BTreeSet<String>,
+    task: JoinHandle<Result<Manifest, SnapshotError>>,
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A batch of a shard's messages, stored, waiting for the index to commit it before it is
@@ -930,20 +982,22 @@ impl Step<'_> {
         }
     }
 
-    /// Uploads what `consumed.orgs` gained since `last` (chunks), merges small chunks, then
-    /// uploads a manifest through `consumed.through` and publishes it in the metastore under
-    /// this lease. Returns the new manifest and where it is.
+    /// Uploads what `consumed.orgs` gained since `last` (chunks) and stored below `lsn_below`,
+    /// merges small chunks, then uploads a manifest through `consumed.through` and publishes it
+    /// in the metastore under this lease. Returns the new manifest and where it is. The owner
+    /// consumes on meanwhile: `lsn_below` keeps out what it stored after `consumed.through`.
     async fn snapshot(
         &self,
-        last: &Manifest,
+        last: Manifest,
         consumed: &Consumed,
+        lsn_below: u64,
     ) -> Result<(Manifest, String), SnapshotError> {
         let lease = self.lease()?;
         let store = &self.shared.snapshots.store;
         let mut next = Manifest {
             epoch: self.epoch,
             stream_seq: consumed.through,
-            ..last.clone()
+            ..last
         };
         // What retention deleted since: out of the manifest, its checkpoints in.
         let orgs: BTreeSet<String> = next
@@ -965,7 +1019,7 @@ impl Step<'_> {
             loop {
                 let after = next.chain_heads.get(org).map_or(0, |h| h.seq);
                 let chunk = self
-                    .chain_after(org, after, CHUNK_RECORDS, &tombstoned)
+                    .chain_after(org, after, lsn_below, CHUNK_RECORDS, &tombstoned)
                     .await?;
                 if chunk.is_empty() {
                     break;
@@ -994,12 +1048,14 @@ impl Step<'_> {
         Ok((next, location))
     }
 
-    /// Up to `limit` of `org`'s indexed records after seq `after`, in order; refused unless
+    /// Up to `limit` of `org`'s indexed records after seq `after` stored below `lsn_below`, in
+    /// order; refused unless
     /// consecutive but for the seqs retention deleted (`tombstoned`).
     async fn chain_after(
         &self,
         org: &str,
         after: u64,
+        lsn_below: u64,
         limit: usize,
         tombstoned: &BTreeSet<u64>,
     ) -> Result<Vec<AuditRecord>, SnapshotError> {
@@ -1010,7 +1066,7 @@ impl Step<'_> {
             let mut records: Vec<AuditRecord> = Vec::new();
             let mut expected = after + 1;
             let mut gap = false;
-            index.for_each_chained(&org, after + 1, |r| {
+            index.for_each_chained_below(&org, after + 1, lsn_below, |r| {
                 let seq = r.seq.unwrap_or(0);
                 while seq > expected && tombstoned.contains(&expected) {
                     expected += 1;

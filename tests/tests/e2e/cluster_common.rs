@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use codestax_common::AuditRecord;
 use codestax_common::chain::verify_chain;
 use codestax_harness::{
-    CLUSTER_BUCKET, Collector, CollectorOptions, MotoS3, NatsCluster, Postgres, cluster_env,
+    CLUSTER_BUCKET, Collector, CollectorOptions, MotoS3, NatsCluster, Postgres, cluster_env, tail,
 };
 use serde_json::Value;
 
@@ -80,12 +80,25 @@ impl Servers {
         settings: &str,
         snapshot_interval: &str,
     ) {
-        self.start_as(c, name, settings, "", snapshot_interval);
+        self.start_as(
+            c,
+            name,
+            settings,
+            "",
+            snapshot_interval,
+            &self.s3.endpoint(),
+        );
     }
 
     /// [`Servers::join`] with `keys` added to the `[streams]` section (the last one).
     pub(crate) fn join_with_streams(&self, c: &mut Collector, name: &str, keys: &str) {
-        self.start_as(c, name, "", keys, SNAPSHOT_INTERVAL);
+        self.start_as(c, name, "", keys, SNAPSHOT_INTERVAL, &self.s3.endpoint());
+    }
+
+    /// [`Servers::join`] with the object store reached at `s3_endpoint` (a relay in front of
+    /// moto).
+    pub(crate) fn join_via_s3(&self, c: &mut Collector, name: &str, s3_endpoint: &str) {
+        self.start_as(c, name, "", "", SNAPSHOT_INTERVAL, s3_endpoint);
     }
 
     /// Starts `c` as node `name` with `before` + its `[cluster]` (and `[streams]`) + `after`.
@@ -96,13 +109,14 @@ impl Servers {
         before: &str,
         after: &str,
         snapshot_interval: &str,
+        s3_endpoint: &str,
     ) {
         let cluster = cluster_toml_with(
             name,
             c.http_port,
             &self.nats,
             &self.pg,
-            &self.s3.endpoint(),
+            s3_endpoint,
             snapshot_interval,
         );
         c.restart_with(&format!("{before}{cluster}{after}"))
@@ -139,21 +153,18 @@ impl Drop for Servers {
         logs.sort();
         for path in logs {
             let log = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(NODE_LOG_TAIL)..];
             eprintln!(
-                "---- {} (last {} of {} lines) ----\n{}",
+                "---- {} (its last {} bytes) ----\n{}",
                 path.display(),
-                tail.len(),
-                lines.len(),
-                tail.join("\n")
+                NODE_LOG_TAIL,
+                tail(&log, NODE_LOG_TAIL)
             );
         }
     }
 }
 
-/// Lines of each log a failed test prints.
-const NODE_LOG_TAIL: usize = 150;
+/// Bytes of each log a failed test prints.
+const NODE_LOG_TAIL: usize = 24 * 1024;
 
 /// The client's ledger: every id acknowledged, per org, with when it was, and how many batches
 /// were.

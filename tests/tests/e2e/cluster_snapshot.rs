@@ -10,22 +10,23 @@
 //! finds: every owner consumer's ack floor, read from JetStream under steady ingest and across
 //! an owner's kill, names a record the cluster answers by id. The owners' consumers take one
 //! cumulative ack per batch; a consumer an older version made with per-message acks (its policy
-//! cannot change) is used as it is, every message acknowledged. Missing servers: SKIPPED
-//! outside CI, a failure in CI.
+//! cannot change) is used as it is, every message acknowledged. An object store that stops
+//! answering holds up neither consumption nor reads: snapshots upload off the owner's loop.
+//! Missing servers: SKIPPED outside CI, a failure in CI.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use codestax_harness::{CLUSTER_STREAM, Collector};
+use codestax_harness::{AnswerHold, CLUSTER_STREAM, Collector, wait_for};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::cluster_common::{
     Acked, Metastore, QUERY, Servers, assert_each_once, assert_export_verifies, assert_no_fork,
 };
-use crate::cluster_ingest::stream_leader;
+use crate::cluster_ingest::{batch, ingest_until_acked, stream_leader};
 use crate::cluster_route::shard_of;
 
 /// Enough orgs that, over 4 shards and 2 nodes, each node owns some.
@@ -558,4 +559,74 @@ fn an_owner_keeps_per_message_acks_on_a_consumer_an_older_version_made() {
     assert!(all_acked, "{older}: {state:?}\n{}", c1.stderr());
     assert_export_verifies(&c1, org, &admin, acked.ids(org).len() as u64);
     assert_no_fork(&c1);
+}
+
+/// Snapshots are taken and published by a task of their own: with moto's answers held back (a
+/// request reaches it, its answer does not come), as from an object store become slow, the
+/// owner consumes on. Every batch acknowledged during an 8 s hold is searchable within 2 s, no
+/// snapshot row is published while it lasts, and snapshots are published again once moto
+/// answers. (With the snapshot in the owner's loop, reads stopped at the hold's first snapshot.)
+#[test]
+fn an_object_store_that_stops_answering_holds_up_neither_consumption_nor_reads() {
+    let Some(servers) = Servers::start_or_skip("cluster slow object store") else {
+        return;
+    };
+    let moto_port: u16 = servers
+        .s3
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("moto's port");
+    let relay = AnswerHold::start(moto_port);
+    let mut c = servers.node("c1");
+    servers.join_via_s3(&mut c, "c1", &relay.endpoint());
+    let meta = Metastore::connect(&servers.pg);
+    let org = "acme";
+    let ingest = c.create_key(org, "INGEST");
+    let admin = c.create_key(org, "ORG_ADMIN");
+    let mut sent = 0;
+    let mut send = || {
+        let (body, _) = ingest_until_acked(&c, &ingest, &batch(org, sent, 10));
+        assert_eq!(body["accepted"], 10, "{body}");
+        sent += 10;
+        sent as u64
+    };
+    let total = send();
+    c.wait_for_total_within(org, QUERY, &admin, total, Duration::from_secs(30));
+    assert!(
+        wait_for(Duration::from_secs(20), || meta.last_snapshot_id() > 0),
+        "no snapshot published through the relay"
+    );
+
+    relay.hold(true);
+    let before_hold = meta.last_snapshot_id();
+    // New records, so the next snapshot has chunks to upload; past the 2 s interval it has
+    // begun, and waits on moto.
+    let total = send();
+    c.wait_for_total_within(org, QUERY, &admin, total, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
+    let hold_ends = Instant::now() + Duration::from_secs(8);
+    let mut batches = 0;
+    while Instant::now() < hold_ends {
+        let total = send();
+        c.wait_for_total_within(org, QUERY, &admin, total, Duration::from_secs(2));
+        batches += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(batches >= 5, "only {batches} batches in the hold");
+    assert_eq!(
+        meta.last_snapshot_id(),
+        before_hold,
+        "a snapshot was published while moto's answers were held: the hold held nothing"
+    );
+
+    relay.hold(false);
+    assert!(
+        wait_for(Duration::from_secs(60), || meta.last_snapshot_id()
+            > before_hold),
+        "no snapshot published once moto answered again"
+    );
+    assert_export_verifies(&c, org, &admin, sent as u64);
+    c.terminate().unwrap();
 }
