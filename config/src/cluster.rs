@@ -71,10 +71,11 @@ pub struct NatsConfig {
     /// acknowledged once a majority of them stored it.
     #[serde(default = "default_replicas")]
     pub replicas: u8,
-    /// How long a node keeps trying at start to create or check the stream while the servers
-    /// cannot do it yet (a server still starting, a meta leader that has not heard from a peer)
-    /// before it refuses to start (duration, 1s to 10min). An error that cannot pass (the
-    /// stream's subjects taken by another stream) fails at once.
+    /// How long a node keeps trying at start to connect, and to create or check the stream,
+    /// while no server answers or the servers cannot do it yet (a server still starting, a meta
+    /// leader that has not heard from a peer) before it refuses to start (duration, 1s to
+    /// 10min; one patience for both). An error that cannot pass (credentials or TLS refused,
+    /// the stream's subjects taken by another stream) fails at once.
     #[serde(default = "default_nats_setup_timeout", with = "humantime_serde")]
     pub setup_timeout: Duration,
 }

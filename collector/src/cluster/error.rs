@@ -40,6 +40,16 @@ impl MetastoreError {
 pub enum LogError {
     #[error("cannot connect to NATS ({urls}): {reason}")]
     Connect { urls: String, reason: String },
+    /// No server answered for the whole `cluster.nats.setup_timeout`.
+    #[error(
+        "cannot connect to NATS ({urls}): {reason} (tried {attempts} times in {tried:.1?}; cluster.nats.setup_timeout)"
+    )]
+    NotReachable {
+        urls: String,
+        reason: String,
+        attempts: u32,
+        tried: std::time::Duration,
+    },
     #[error("cannot set up stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
     /// The servers could not set the stream up for the whole `cluster.nats.setup_timeout`.

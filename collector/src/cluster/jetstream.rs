@@ -154,10 +154,63 @@ pub struct LogSettings {
     pub setup_timeout: Duration,
 }
 
-/// First wait between two tries at setting the stream up; it doubles up to
+/// First wait between two tries at connecting or setting the stream up; it doubles up to
 /// [`SETUP_BACKOFF_MAX`].
 const SETUP_BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The start's patience with servers not ready yet: one `setup_timeout` for connecting and
+/// setting the stream up together.
+struct Patience {
+    started: Instant,
+    timeout: Duration,
+    backoff: Duration,
+    /// Tries made so far.
+    attempts: u32,
+}
+
+impl Patience {
+    fn new(timeout: Duration) -> Patience {
+        Patience {
+            started: Instant::now(),
+            timeout,
+            backoff: SETUP_BACKOFF_FIRST,
+            attempts: 1,
+        }
+    }
+
+    /// After a failure that may pass: warns, waits the next back-off and returns `true`, or
+    /// `false` once the patience is spent.
+    async fn wait(&mut self, what: &str, target: &str, error: &str) -> bool {
+        let left = self.timeout.saturating_sub(self.started.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        tracing::warn!(
+            attempt = self.attempts,
+            error,
+            left = %format_args!("{left:.1?}"),
+            "{what} ({target}); trying again"
+        );
+        tokio::time::sleep(self.backoff.min(left)).await;
+        self.backoff = (self.backoff * 2).min(SETUP_BACKOFF_MAX);
+        self.attempts += 1;
+        true
+    }
+}
+
+/// Whether a failed connection may succeed when tried again: no server listening or answering
+/// yet, or its name not resolving yet. Refused credentials or TLS, or an address that does not
+/// parse, stay so.
+fn connect_may_pass(kind: async_nats::ConnectErrorKind) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    match kind {
+        Kind::Io | Kind::TimedOut | Kind::Dns | Kind::MaxReconnects => true,
+        Kind::ServerParse | Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls => {
+            false
+        }
+    }
+}
 
 /// A failed try at setting the stream up, and whether another may pass.
 struct SetupFailure {
@@ -274,8 +327,8 @@ pub struct JetStreamLog {
 impl JetStreamLog {
     /// Connects to any of the servers and creates the stream if it does not exist (an existing
     /// one is used as it is, but for its max age, set to `max_age`; a different replica count
-    /// is logged). While the servers cannot set the stream up yet (servers starting together
-    /// with the node), tries again for up to `setup_timeout`.
+    /// is logged). While no server answers yet, or the servers cannot set the stream up yet
+    /// (servers starting together with the node), tries again for up to `setup_timeout` in all.
     pub async fn connect(settings: &LogSettings) -> Result<JetStreamLog, LogError> {
         let urls = settings.urls.join(", ");
         let addrs = settings
@@ -287,47 +340,58 @@ impl JetStreamLog {
                 urls: urls.clone(),
                 reason: e.to_string(),
             })?;
-        let client = async_nats::ConnectOptions::new()
-            .name(&settings.client_name)
-            .connection_timeout(Duration::from_secs(5))
-            .connect(addrs.as_slice())
-            .await
-            .map_err(|e| LogError::Connect {
-                urls,
-                reason: e.to_string(),
-            })?;
+        let mut patience = Patience::new(settings.setup_timeout);
+        let client = loop {
+            let connected = async_nats::ConnectOptions::new()
+                .name(&settings.client_name)
+                .connection_timeout(Duration::from_secs(5))
+                .connect(addrs.as_slice())
+                .await;
+            let e = match connected {
+                Ok(client) => break client,
+                Err(e) => e,
+            };
+            let reason = e.to_string();
+            if !connect_may_pass(e.kind()) {
+                return Err(LogError::Connect { urls, reason });
+            }
+            if !patience
+                .wait("cannot connect to NATS yet", &urls, &reason)
+                .await
+            {
+                return Err(LogError::NotReachable {
+                    urls,
+                    reason,
+                    attempts: patience.attempts,
+                    tried: patience.started.elapsed(),
+                });
+            }
+        };
         let mut js = jetstream::new(client);
         js.set_timeout(PUBLISH_TIMEOUT);
 
-        let started = Instant::now();
-        let mut backoff = SETUP_BACKOFF_FIRST;
-        let mut attempts = 1;
         while let Err(failure) = set_up_stream(&js, settings).await {
-            let left = settings.setup_timeout.saturating_sub(started.elapsed());
             if !failure.may_pass {
                 return Err(LogError::Stream {
                     stream: settings.stream.clone(),
                     reason: failure.reason,
                 });
             }
-            if left.is_zero() {
+            if !patience
+                .wait(
+                    "cannot set up the stream yet",
+                    &settings.stream,
+                    &failure.reason,
+                )
+                .await
+            {
                 return Err(LogError::StreamNotReady {
                     stream: settings.stream.clone(),
                     reason: failure.reason,
-                    attempts,
-                    tried: started.elapsed(),
+                    attempts: patience.attempts,
+                    tried: patience.started.elapsed(),
                 });
             }
-            tracing::warn!(
-                stream = %settings.stream,
-                attempt = attempts,
-                error = %failure.reason,
-                left = %format_args!("{left:.1?}"),
-                "cannot set up the stream yet; trying again"
-            );
-            tokio::time::sleep(backoff.min(left)).await;
-            backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
-            attempts += 1;
         }
         Ok(JetStreamLog {
             js,
@@ -730,6 +794,71 @@ mod tests {
                     .all(|a| matches!(a, Appended::Stored { .. }))
             );
         });
+    }
+
+    /// A node started before any nats-server listens does not fail its start: it tries to
+    /// connect again, within the same patience as the stream's set-up, and gives up past it
+    /// with how long it tried.
+    #[test]
+    fn connect_waits_for_servers_not_listening_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(mut nats) = NatsCluster::start_or_skip("connect waits", dir.path()) else {
+            return;
+        };
+        for i in 0..nats.len() {
+            nats.kill(i);
+        }
+        let rt = runtime();
+        let patience = Duration::from_secs(1);
+        let err = rt
+            .block_on(JetStreamLog::connect(&settings(
+                &nats,
+                "CONNECT_TEST",
+                patience,
+            )))
+            .map(|_| ())
+            .unwrap_err();
+        let LogError::NotReachable {
+            attempts, tried, ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert!(*attempts > 1 && *tried >= patience, "{err}");
+        assert!(err.to_string().contains("setup_timeout"), "{err}");
+
+        let connecting = {
+            let settings = settings(&nats, "CONNECT_TEST", Duration::from_secs(60));
+            rt.spawn(async move { JetStreamLog::connect(&settings).await })
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!connecting.is_finished(), "connect ended with no server up");
+        nats.restart_some(&[0, 1, 2]).unwrap();
+        let log = rt.block_on(connecting).unwrap().unwrap();
+        rt.block_on(async {
+            let appended = log.append(&records("acme", 0..2)).await.unwrap();
+            assert!(
+                appended
+                    .iter()
+                    .all(|a| matches!(a, Appended::Stored { .. }))
+            );
+        });
+    }
+
+    #[test]
+    fn only_connection_failures_that_can_pass_are_tried_again() {
+        use async_nats::ConnectErrorKind as Kind;
+        for kind in [Kind::Io, Kind::TimedOut, Kind::Dns, Kind::MaxReconnects] {
+            assert!(connect_may_pass(kind), "{kind}");
+        }
+        for kind in [
+            Kind::ServerParse,
+            Kind::Authentication,
+            Kind::AuthorizationViolation,
+            Kind::Tls,
+        ] {
+            assert!(!connect_may_pass(kind), "{kind}");
+        }
     }
 
     /// A stream the servers will never take as configured fails the start at once, not after
