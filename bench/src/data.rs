@@ -82,7 +82,7 @@ const ACTIONS: &[(&str, u32)] = &[
     ("integration.webhook_disabled", 1),
 ];
 
-/// The categories of [`ACTIONS`], for filter queries.
+/// The categories of `ACTIONS`, for filter queries.
 pub const CATEGORIES: &[&str] = &[
     "auth",
     "repository",
@@ -147,7 +147,8 @@ const SCAN_TYPES: &[&str] = &["sast", "sca", "secrets", "iac", "container"];
 const CWES: &[&str] = &[
     "CWE-79", "CWE-89", "CWE-22", "CWE-798", "CWE-502", "CWE-918", "CWE-327", "CWE-611",
 ];
-/// Words of the free-text part of messages; [`Corpus::common_word`] picks from these.
+/// Words of the free-text part of messages; the common-word queries
+/// ([`Kind::TextCommon`](crate::search::Kind::TextCommon)) pick from these.
 pub const VOCAB: &[&str] = &[
     "dependency",
     "upgrade",

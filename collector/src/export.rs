@@ -1,7 +1,8 @@
 //! Exports: the CSV, JSON and NDJSON encodings of audit records (and the OCSF and ECS ones, one
 //! event per line, mapped by `codestax_common::format`), and the stream that hands every
-//! match of a search, read from one snapshot by [`AuditIndex::scan`], to the client in chunks,
-//! whatever the number of records.
+//! match of a search, read from one snapshot by
+//! [`AuditIndex::scan`](crate::index::AuditIndex::scan), to the client in chunks, whatever the
+//! number of records.
 //!
 //! Records are encoded straight from their stored canonical JSON: JSON and NDJSON write those
 //! bytes as they are (a record's line is its canonical JSON, the form its `hash` is over, with

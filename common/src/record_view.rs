@@ -85,10 +85,10 @@ fn schema_version() -> u32 {
     crate::SCHEMA_VERSION
 }
 
-/// [`AuditRecord`] borrowed from its JSON: the same fields, in the same order, with the same
-/// defaults and omissions, so that serialising it gives the bytes serialising the
-/// `AuditRecord` gives. Times and enums are kept as the strings they are stored as (the
-/// serialisation of a parsed time or enum is the string it was parsed from).
+/// [`AuditRecord`](crate::AuditRecord) borrowed from its JSON: the same fields, in the same
+/// order, with the same defaults and omissions, so that serialising it gives the bytes
+/// serialising the `AuditRecord` gives. Times and enums are kept as the strings they are stored
+/// as (the serialisation of a parsed time or enum is the string it was parsed from).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordView<'a> {

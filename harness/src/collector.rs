@@ -331,7 +331,7 @@ impl Collector {
 
     /// GET, asked again while the answer is a 503 with `Retry-After` (a cluster shard between
     /// owners: a lease lost under load is taken again within seconds), for up to
-    /// [`SERVED_PATIENCE`]; the last answer.
+    /// `SERVED_PATIENCE`; the last answer.
     pub fn get_served(&self, path_and_query: &str, token: &str) -> Response {
         let mut last = None;
         crate::wait_for(SERVED_PATIENCE, || {

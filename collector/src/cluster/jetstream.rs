@@ -147,7 +147,7 @@ pub struct LogSettings {
     pub shards: u32,
     /// The connection's name in the servers' monitoring (the node id).
     pub client_name: String,
-    /// How long the stream keeps a message ([`stream_max_age`]).
+    /// How long the stream keeps a message (`stream_max_age`).
     pub max_age: Duration,
     /// How long [`JetStreamLog::connect`] keeps trying to set the stream up while the servers
     /// cannot yet (`cluster.nats.setup_timeout`).
@@ -407,8 +407,8 @@ impl JetStreamLog {
 
     /// The durable pull consumer `owner-<shard>-<epoch>` of `shard`'s subject, created if
     /// missing: the shard's messages from stream sequence `start` on (the one after the
-    /// snapshot the owner restored), at most [`OWNER_MAX_ACK_PENDING`] delivered and not yet
-    /// acknowledged, acknowledged cumulatively ([`OwnerAcks`]). Each lease epoch has its own, so
+    /// snapshot the owner restored), at most `OWNER_MAX_ACK_PENDING` delivered and not yet
+    /// acknowledged, acknowledged cumulatively (`OwnerAcks`). Each lease epoch has its own, so
     /// a new owner starts where its snapshot ends, never from a previous owner's ack floor; one
     /// left unused for [`OWNER_CONSUMER_IDLE`] is removed by the servers. A message not
     /// acknowledged within [`OWNER_ACK_WAIT`] is delivered again (the store drops it as a

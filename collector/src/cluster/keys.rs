@@ -200,8 +200,8 @@ impl KeySync {
         .await
     }
 
-    /// For a token the cache does not know: syncs once (within [`UNKNOWN_TOKEN_WAIT`], at most
-    /// [`UNKNOWN_TOKEN_READS`] a second), so a key made on another node works at once. Returns
+    /// For a token the cache does not know: syncs once (within `UNKNOWN_TOKEN_WAIT`, at most
+    /// `UNKNOWN_TOKEN_READS` a second), so a key made on another node works at once. Returns
     /// whether the sync succeeded (then the caller looks again): not whether *this* round changed
     /// the cache, since the periodic round may have merged the key while this one waited for it.
     pub async fn refresh_for_unknown_token(&self) -> bool {

@@ -59,7 +59,7 @@ impl Metastore {
     }
 
     /// Sets `org`'s override to `days` in a transaction that commits only once `record` made
-    /// the change's audit entry durable (see [`commit_recorded`]).
+    /// the change's audit entry durable (see `commit_recorded`).
     pub async fn put_retention_recorded<E>(
         &mut self,
         org: &str,
@@ -110,7 +110,7 @@ impl Metastore {
 
     /// Applies `change` to the org's views in one transaction with the row locked, so
     /// changes made on two nodes at once both count, and commits it only once `record` made
-    /// the change's audit entry durable ([`commit_recorded`]): the views after, and what
+    /// the change's audit entry durable (`commit_recorded`): the views after, and what
     /// `change` gave. A change `change` refuses is neither recorded nor made.
     pub async fn change_views_recorded<T, E>(
         &mut self,
@@ -312,7 +312,7 @@ impl SettingsSync {
     }
 
     /// Sets `org`'s retention to `days` in the cluster, then in the cache: written in a
-    /// transaction, recorded by `record`, then committed ([`commit_recorded`]). `Ok(Err(_))`:
+    /// transaction, recorded by `record`, then committed (`commit_recorded`). `Ok(Err(_))`:
     /// `record` refused, nothing changed.
     pub async fn set_retention_recorded<E>(
         &self,
@@ -344,7 +344,7 @@ impl SettingsSync {
     }
 
     /// Applies `change` to the org's views in the cluster (recorded by `record` before the
-    /// transaction commits, [`commit_recorded`]), then saves them in the cache. `Ok(Err(_))`:
+    /// transaction commits, `commit_recorded`), then saves them in the cache. `Ok(Err(_))`:
     /// `record` refused, nothing changed.
     pub async fn change_views_recorded<T: Send + 'static, E>(
         &self,

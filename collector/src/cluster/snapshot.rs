@@ -281,7 +281,7 @@ impl SnapshotStore {
         Ok(Some(manifest))
     }
 
-    /// Merges each org's adjacent small chunks in `manifest` (once it has [`COMPACT_AFTER`] of
+    /// Merges each org's adjacent small chunks in `manifest` (once it has `COMPACT_AFTER` of
     /// them) into chunks of up to [`CHUNK_RECORDS`], leaving out the records retention deleted.
     /// Returns how many chunks were replaced. The old chunks stay until
     /// [`SnapshotStore::collect`] finds no kept manifest naming them.
@@ -357,7 +357,7 @@ impl SnapshotStore {
     }
 
     /// Deletes `shard`'s objects no restore can need: manifests but the newest
-    /// [`KEEP_MANIFESTS`] and `latest` (the one the metastore's latest row names), and chunks
+    /// `KEEP_MANIFESTS` and `latest` (the one the metastore's latest row names), and chunks
     /// none of those names — each only once written more than `grace` ago (a snapshot in
     /// progress, or a restore reading an older manifest, is younger). Nothing is deleted if a
     /// kept manifest cannot be read.

@@ -25,7 +25,8 @@ pub struct IndexStats {
 /// One partition, for retention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
-    /// Directory name, and the name [`Indexer::delete_partition`] takes.
+    /// Directory name, and the name [`Indexer::delete_partition`](super::Indexer::delete_partition)
+    /// takes.
     pub name: String,
     /// Inclusive start of the partition's time range.
     pub start: chrono::DateTime<chrono::Utc>,
@@ -46,7 +47,7 @@ pub struct OrgSpan {
 }
 
 /// The audit index: a cheap, cloneable, thread-safe read handle. Its one writer is the
-/// [`Indexer`] returned with it by [`AuditIndex::open`].
+/// [`Indexer`](super::Indexer) returned with it by [`AuditIndex::open`].
 #[derive(Clone)]
 pub struct AuditIndex {
     pub(super) shared: Arc<Shared>,

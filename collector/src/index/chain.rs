@@ -256,7 +256,7 @@ impl AuditIndex {
     /// to delete: per org of `cutoffs`, those with a `time` before its cutoff (the janitor's
     /// rule, for whole partitions and per-org deletes alike). One pass over the `org`, `time`
     /// and `seq` columns of those partitions; stored records are read only for the hashes asked
-    /// for ([`ExpiringChains::hash`]).
+    /// for ([`ExpiringChains::about`]).
     pub fn expiring_chains(
         &self,
         partitions: &HashSet<String>,

@@ -470,7 +470,7 @@ impl Indexer {
 
     /// Commits every partition that received records, staged ones included, makes them
     /// searchable, then persists the highest LSN added as [`Self::indexed_through`], which it
-    /// returns. Writers that received nothing for [`IDLE_WRITER_CLOSE`] are closed.
+    /// returns. Writers that received nothing for `IDLE_WRITER_CLOSE` are closed.
     pub fn commit(&mut self) -> Result<Option<u64>, IndexError> {
         self.land()?;
         self.launch(self.stage.starts())?;
@@ -479,7 +479,7 @@ impl Indexer {
     }
 
     /// As [`Self::commit`], but staged records are flushed only where due (see
-    /// [`Self::schedule_flushes`]), on threads of their own: [`Self::indexed_through`] stays
+    /// `Self::schedule_flushes`), on threads of their own: [`Self::indexed_through`] stays
     /// below the lowest LSN staged or in flight, so a replay after a crash adds those again.
     pub fn commit_due(&mut self) -> Result<Option<u64>, IndexError> {
         self.schedule_flushes(Budget::Defer)?;
@@ -571,8 +571,8 @@ impl Indexer {
 
     /// For when nothing was added since the last commit: makes the segments that background
     /// merges finished since searchable (they would wait for the partition's next commit, holding
-    /// the merged-away files on disk meanwhile), closes writers idle for [`IDLE_WRITER_CLOSE`],
-    /// and compacts one quiet past partition ([`Self::compact_quiet`]).
+    /// the merged-away files on disk meanwhile), closes writers idle for `IDLE_WRITER_CLOSE`,
+    /// and compacts one quiet past partition (`Self::compact_quiet`).
     pub fn refresh(&mut self) -> Result<(), IndexError> {
         for w in self.writers.values() {
             w.partition.reload_if_merged()?;

@@ -47,7 +47,8 @@ const STORE_CACHE_BLOCKS: usize = 8;
 /// store (a selective filter), so its pages are given back as it goes, not only at its end.
 const RELEASE_EVERY: usize = 8192;
 
-/// The matches of a search, ready to be read newest first; see the [module](self).
+/// The matches of a search, ready to be read newest first, from [`AuditIndex::scan`]; how it
+/// keeps memory bounded: the module docs of `index/scan.rs`.
 pub struct Scan {
     parts: VecDeque<PartScan>,
     total: u64,

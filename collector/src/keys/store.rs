@@ -535,8 +535,8 @@ impl KeyStore {
     /// The key a presented token belongs to, unless it is unknown or revoked. Hashes the token
     /// once, looks the hash up, and compares the stored hash in constant time. A token unknown
     /// here may belong to a key another writer (the CLI) has just made: the store then looks at
-    /// its file again (a `stat` when nothing changed; at most [`UNKNOWN_TOKEN_LOOKS`] per
-    /// [`UNKNOWN_TOKEN_RECHECK`]) before refusing, so a key works the moment `keys create`
+    /// its file again (a `stat` when nothing changed; at most `UNKNOWN_TOKEN_LOOKS` per
+    /// `UNKNOWN_TOKEN_RECHECK`) before refusing, so a key works the moment `keys create`
     /// returns.
     pub fn authenticate(&self, token: &str) -> Option<KeyInfo> {
         // The format is public, so rejecting malformed tokens early leaks nothing.

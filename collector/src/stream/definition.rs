@@ -190,7 +190,8 @@ impl Filters {
             && outcome.is_empty()
     }
 
-    /// [`Self::matches`] of a record read as stored.
+    /// Whether `r`, a record read as stored, passes every filter (as the test-only
+    /// `Self::matches` does for a parsed one).
     pub fn matches_view(&self, r: &RecordHead) -> bool {
         self.matches_fields(
             &r.category,

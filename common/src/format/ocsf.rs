@@ -7,7 +7,7 @@
 //! always be named (the target, else the repository, else the org).
 //!
 //! Where each field of the record goes is one exhaustive `match` over
-//! [`Field`](crate::schema::Field) in [`event`]: fields OCSF has no attribute for (the hash
+//! [`Field`] in [`event`]: fields OCSF has no attribute for (the hash
 //! chain, provenance, the category, free-form metadata) go to `unmapped`, under their record
 //! path, so a receiver can still dedupe on (`metadata.tenant_uid`, `metadata.uid`) or on
 //! `unmapped.seq`, and check `unmapped.hash`.

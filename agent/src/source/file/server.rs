@@ -149,7 +149,7 @@ impl FileTailer {
 
     /// Expands every glob: opens new files, follows renames, and starts finishing files that
     /// left the globs. Then finds again the files that moved while not tailed (see
-    /// [`Self::find_elsewhere`], [`Self::adopt_rotated`], [`Self::renamed`]). Every file is
+    /// `Self::find_elsewhere`, `Self::adopt_rotated`, [`Self::renamed`]). Every file is
     /// polled afterwards (the safety net for missed events).
     pub fn discover(&mut self) {
         let started = SystemTime::now();

@@ -1,8 +1,9 @@
 //! Destinations: where a stream's batches go. [`Sender`] is the one type the delivery task
 //! talks to; each kind is an arm wrapping its own sender (`https`, `splunk_hec`, `s3`,
-//! `syslog`). A new kind adds: a [`Destination`] variant (definition and checks), an arm
-//! built in [`Sender::new`], and its own file with `send` (whole batch accepted or an error,
-//! with [`SendError::NonRetryable`] for answers that retrying will not fix) and `test`.
+//! `syslog`). A new kind adds: a [`Destination`](super::Destination) variant (definition and
+//! checks), an arm built in [`Sender::new`], and its own file with `send` (whole batch accepted
+//! or an error, with [`SendError::NonRetryable`] for answers that retrying will not fix) and
+//! `test`.
 
 mod batch;
 mod connect;
