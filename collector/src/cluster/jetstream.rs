@@ -284,7 +284,22 @@ async fn set_up_stream(
             ..Default::default()
         })
         .await
-        .map_err(SetupFailure::create)?;
+        .map_err(|e| {
+            let no_peers = matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS);
+            let failure = SetupFailure::create(e);
+            if !no_peers {
+                return failure;
+            }
+            // Also what a replica count above the cluster's size gives, which never passes.
+            SetupFailure {
+                reason: format!(
+                    "{} (are cluster.nats.replicas = {} servers up and in one cluster?)",
+                    failure.reason, settings.replicas
+                ),
+                ..failure
+            }
+        })?;
     let mut info = created.info().await.map_err(SetupFailure::info)?.clone();
     if info.config.max_age != settings.max_age {
         tracing::info!(
@@ -843,6 +858,29 @@ mod tests {
                     .all(|a| matches!(a, Appended::Stored { .. }))
             );
         });
+    }
+
+    /// More replicas than the cluster has servers is refused as "no suitable peers" too, which
+    /// a start also gives while a peer is still away: past the patience, the error asks about
+    /// the replica count.
+    #[test]
+    fn more_replicas_than_servers_fails_past_the_patience_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(nats) = NatsCluster::start_or_skip("too many replicas", dir.path()) else {
+            return;
+        };
+        let settings = LogSettings {
+            replicas: 5,
+            ..settings(&nats, "REPLICAS_TEST", Duration::from_secs(1))
+        };
+        let err = runtime()
+            .block_on(JetStreamLog::connect(&settings))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(err, LogError::StreamNotReady { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("no suitable peers"), "{text}");
+        assert!(text.contains("cluster.nats.replicas = 5"), "{text}");
     }
 
     #[test]
