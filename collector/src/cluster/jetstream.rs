@@ -802,13 +802,18 @@ mod tests {
         rt.block_on(async {
             let info = log.stream().await.unwrap().info().await.unwrap().clone();
             assert_eq!(info.config.num_replicas, 3);
-            let appended = log.append(&records("acme", 0..2)).await.unwrap();
-            assert!(
-                appended
-                    .iter()
-                    .all(|a| matches!(a, Appended::Stored { .. }))
-            );
         });
+        assert_takes_records(&rt, &log);
+    }
+
+    /// `log` stores what is appended to it.
+    fn assert_takes_records(rt: &tokio::runtime::Runtime, log: &JetStreamLog) {
+        let appended = rt.block_on(log.append(&records("acme", 0..2))).unwrap();
+        assert!(
+            appended
+                .iter()
+                .all(|a| matches!(a, Appended::Stored { .. }))
+        );
     }
 
     /// A node started before any nats-server listens does not fail its start: it tries to
@@ -850,14 +855,7 @@ mod tests {
         assert!(!connecting.is_finished(), "connect ended with no server up");
         nats.restart_some(&[0, 1, 2]).unwrap();
         let log = rt.block_on(connecting).unwrap().unwrap();
-        rt.block_on(async {
-            let appended = log.append(&records("acme", 0..2)).await.unwrap();
-            assert!(
-                appended
-                    .iter()
-                    .all(|a| matches!(a, Appended::Stored { .. }))
-            );
-        });
+        assert_takes_records(&rt, &log);
     }
 
     /// More replicas than the cluster has servers is refused as "no suitable peers" too, which

@@ -1896,6 +1896,17 @@ fn bench_at_scale() {
     eprintln!("get: {:?} per call", t.elapsed() / 100);
 }
 
+/// `records` with LSNs from `first`, and their stored JSON.
+fn numbered(records: &[AuditRecord], first: u64) -> (Vec<(u64, AuditRecord)>, Vec<String>) {
+    let with_lsn = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (first + i as u64, r.clone()))
+        .collect();
+    let stored = records.iter().map(AuditRecord::canonical_json).collect();
+    (with_lsn, stored)
+}
+
 /// Seals `records` into their orgs' hash chains, as the store's writer does.
 fn chained(records: &[AuditRecord]) -> Vec<AuditRecord> {
     use codestax_common::chain::{ChainHead, Unsealed};

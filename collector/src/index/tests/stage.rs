@@ -27,17 +27,6 @@ fn hot(n: usize) -> Vec<AuditRecord> {
         .collect()
 }
 
-/// `records` with LSNs from `first`, and their stored JSON.
-fn numbered(records: &[AuditRecord], first: u64) -> (Vec<(u64, AuditRecord)>, Vec<String>) {
-    let with_lsn = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (first + i as u64, r.clone()))
-        .collect();
-    let stored = records.iter().map(AuditRecord::canonical_json).collect();
-    (with_lsn, stored)
-}
-
 fn uid_count(index: &AuditIndex) -> usize {
     let mut n = 0;
     index.for_each_uid_hash(|_| n += 1).unwrap();

@@ -64,15 +64,7 @@ fn a_followed_org_reads_what_the_index_holds_through_eviction_and_a_reset() {
     };
     let (index, mut indexer) = AuditIndex::open(dir.path(), opts).unwrap();
     let records = newest(900, Utc::now());
-    let (numbered, stored) = {
-        let with_lsn: Vec<(u64, AuditRecord)> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as u64 + 1, r.clone()))
-            .collect();
-        let stored: Vec<String> = records.iter().map(AuditRecord::canonical_json).collect();
-        (with_lsn, stored)
-    };
+    let (numbered, stored) = numbered(&records, 1);
     let org = "acme";
     let follow = index.follow_tail(org);
     // A reader as a stream is: from after what it read, from the bound it read below.
@@ -174,12 +166,7 @@ fn a_walk_below_an_lsn_sees_the_chain_up_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let (index, mut indexer) = AuditIndex::open(dir.path(), options()).unwrap();
     let records = newest(300, Utc::now());
-    let numbered: Vec<(u64, AuditRecord)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i as u64 + 1, r.clone()))
-        .collect();
-    let stored: Vec<String> = records.iter().map(AuditRecord::canonical_json).collect();
+    let (numbered, stored) = numbered(&records, 1);
     let follow = index.follow_tail("acme");
     indexer.add_stored(&numbered, Some(&stored)).unwrap();
     indexer.commit().unwrap();
