@@ -149,8 +149,8 @@ pub struct LogSettings {
     pub client_name: String,
     /// How long the stream keeps a message (`stream_max_age`).
     pub max_age: Duration,
-    /// How long [`JetStreamLog::connect`] keeps trying to set the stream up while the servers
-    /// cannot yet (`cluster.nats.setup_timeout`).
+    /// How long [`JetStreamLog::connect`] keeps trying to connect and set the stream up while
+    /// the servers cannot yet (`cluster.nats.setup_timeout`).
     pub setup_timeout: Duration,
 }
 
