@@ -158,6 +158,11 @@ impl MotoS3 {
         self.process.pid()
     }
 
+    /// The loopback port it listens on (for a relay in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The S3 endpoint, `http://127.0.0.1:PORT` (path-style requests; any credentials).
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

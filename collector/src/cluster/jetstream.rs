@@ -222,18 +222,25 @@ impl SetupFailure {
     /// What creating, reading or updating the stream failed with. The servers may yet place and
     /// lead the stream when they did not answer in time, were not there to answer, or said the
     /// cluster is not ready (a peer not seen yet, no leader); anything else, such as its subjects
-    /// taken by another stream, a config the servers refuse, will be refused again.
-    fn create(e: jetstream::context::CreateStreamError) -> SetupFailure {
+    /// taken by another stream, a config the servers refuse, will be refused again. "No
+    /// suitable peers" is also what `replicas` above the cluster's size gives, which never
+    /// passes: its reason asks about the key.
+    fn create(e: jetstream::context::CreateStreamError, replicas: u8) -> SetupFailure {
         use jetstream::context::CreateStreamErrorKind as Kind;
-        let may_pass = match e.kind() {
-            Kind::TimedOut | Kind::JetStreamUnavailable => true,
-            Kind::JetStream(e) => cluster_not_ready(e.error_code()),
-            _ => false,
+        let (may_pass, no_peers) = match e.kind() {
+            Kind::TimedOut | Kind::JetStreamUnavailable => (true, false),
+            Kind::JetStream(e) => (
+                cluster_not_ready(e.error_code()),
+                e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS,
+            ),
+            _ => (false, false),
         };
-        SetupFailure {
-            reason: e.to_string(),
-            may_pass,
-        }
+        let reason = if no_peers {
+            format!("{e} (are cluster.nats.replicas = {replicas} servers up and in one cluster?)")
+        } else {
+            e.to_string()
+        };
+        SetupFailure { reason, may_pass }
     }
 
     /// [`SetupFailure::create`] for a stream info request.
@@ -284,22 +291,7 @@ async fn set_up_stream(
             ..Default::default()
         })
         .await
-        .map_err(|e| {
-            let no_peers = matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(e)
-                if e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS);
-            let failure = SetupFailure::create(e);
-            if !no_peers {
-                return failure;
-            }
-            // Also what a replica count above the cluster's size gives, which never passes.
-            SetupFailure {
-                reason: format!(
-                    "{} (are cluster.nats.replicas = {} servers up and in one cluster?)",
-                    failure.reason, settings.replicas
-                ),
-                ..failure
-            }
-        })?;
+        .map_err(|e| SetupFailure::create(e, settings.replicas))?;
     let mut info = created.info().await.map_err(SetupFailure::info)?.clone();
     if info.config.max_age != settings.max_age {
         tracing::info!(
@@ -313,7 +305,7 @@ async fn set_up_stream(
             ..info.config.clone()
         };
         info = js.update_stream(config).await.map_err(|e| {
-            let failure = SetupFailure::create(e);
+            let failure = SetupFailure::create(e, settings.replicas);
             SetupFailure {
                 reason: format!("setting its max age: {}", failure.reason),
                 ..failure
@@ -665,7 +657,7 @@ mod tests {
             }))
             .unwrap()
         };
-        let create = |kind| SetupFailure::create(CreateStreamError::new(kind)).may_pass;
+        let create = |kind| SetupFailure::create(CreateStreamError::new(kind), 3).may_pass;
         // No suitable peers, system temporarily unavailable, cannot handle the request now.
         for code in [10005, 10008, 10009] {
             assert!(create(Create::JetStream(server(code))), "{code}");
@@ -760,14 +752,7 @@ mod tests {
 
         // Past its patience, the node gives up with the servers' error and how long it tried.
         let patience = Duration::from_secs(2);
-        let err = rt
-            .block_on(JetStreamLog::connect(&settings(
-                &nats,
-                "SETUP_TEST",
-                patience,
-            )))
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_error(&rt, &settings(&nats, "SETUP_TEST", patience));
         let LogError::StreamNotReady {
             reason,
             attempts,
@@ -806,6 +791,13 @@ mod tests {
         assert_takes_records(&rt, &log);
     }
 
+    /// The error `JetStreamLog::connect` with `settings` ends in.
+    fn connect_error(rt: &tokio::runtime::Runtime, settings: &LogSettings) -> LogError {
+        rt.block_on(JetStreamLog::connect(settings))
+            .map(|_| ())
+            .unwrap_err()
+    }
+
     /// `log` stores what is appended to it.
     fn assert_takes_records(rt: &tokio::runtime::Runtime, log: &JetStreamLog) {
         let appended = rt.block_on(log.append(&records("acme", 0..2))).unwrap();
@@ -830,14 +822,7 @@ mod tests {
         }
         let rt = runtime();
         let patience = Duration::from_secs(1);
-        let err = rt
-            .block_on(JetStreamLog::connect(&settings(
-                &nats,
-                "CONNECT_TEST",
-                patience,
-            )))
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_error(&rt, &settings(&nats, "CONNECT_TEST", patience));
         let LogError::NotReachable {
             attempts, tried, ..
         } = &err
@@ -871,10 +856,7 @@ mod tests {
             replicas: 5,
             ..settings(&nats, "REPLICAS_TEST", Duration::from_secs(1))
         };
-        let err = runtime()
-            .block_on(JetStreamLog::connect(&settings))
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_error(&runtime(), &settings);
         assert!(matches!(err, LogError::StreamNotReady { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("no suitable peers"), "{text}");
@@ -913,14 +895,7 @@ mod tests {
         };
         rt.block_on(create_directly(&nats, other)).unwrap();
         let started = Instant::now();
-        let err = rt
-            .block_on(JetStreamLog::connect(&settings(
-                &nats,
-                "TAKEN",
-                Duration::from_secs(30),
-            )))
-            .map(|_| ())
-            .unwrap_err();
+        let err = connect_error(&rt, &settings(&nats, "TAKEN", Duration::from_secs(30)));
         let took = started.elapsed();
         assert!(matches!(err, LogError::Stream { .. }), "{err}");
         assert!(err.to_string().contains("subjects overlap"), "{err}");

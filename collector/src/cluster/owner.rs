@@ -478,22 +478,23 @@ async fn own_shard(
         // A snapshot published (or not): taken in. Then, every interval, the next one.
         if publishing.as_ref().is_some_and(|p| p.task.is_finished()) {
             let mut done = publishing.take().expect("checked above");
-            match (&mut done.task).await {
-                Ok(Ok(next)) => {
+            let outcome = (&mut done.task).await.unwrap_or_else(|e| {
+                Err(SnapshotError::Task(format!(
+                    "the snapshot task failed: {e}"
+                )))
+            });
+            match outcome {
+                Ok(next) => {
                     shared.metrics.observe_snapshot_published(shard);
                     snapshot = next;
                     published += 1;
                 }
-                Ok(Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. }))) => {
+                Err(SnapshotError::Metastore(e @ MetastoreError::Fenced { .. })) => {
                     tracing::error!(shard, epoch, error = %e, "the snapshot was refused: this node no longer owns the shard");
                     return;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(shard, epoch, error = %e, "snapshot failed; trying again at the next interval");
-                    consumed.orgs.append(&mut done.orgs);
-                }
                 Err(e) => {
-                    tracing::warn!(shard, epoch, error = %e, "the snapshot task failed; trying again at the next interval");
+                    tracing::warn!(shard, epoch, error = %e, "snapshot failed; trying again at the next interval");
                     consumed.orgs.append(&mut done.orgs);
                 }
             }
@@ -1049,8 +1050,7 @@ impl Step<'_> {
     }
 
     /// Up to `limit` of `org`'s indexed records after seq `after` stored below `lsn_below`, in
-    /// order; refused unless
-    /// consecutive but for the seqs retention deleted (`tombstoned`).
+    /// order; refused unless consecutive but for the seqs retention deleted (`tombstoned`).
     async fn chain_after(
         &self,
         org: &str,

@@ -571,14 +571,7 @@ fn an_object_store_that_stops_answering_holds_up_neither_consumption_nor_reads()
     let Some(servers) = Servers::start_or_skip("cluster slow object store") else {
         return;
     };
-    let moto_port: u16 = servers
-        .s3
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("moto's port");
-    let relay = AnswerHold::start(moto_port);
+    let relay = AnswerHold::start(servers.s3.port());
     let mut c = servers.node("c1");
     servers.join_via_s3(&mut c, "c1", &relay.endpoint());
     let meta = Metastore::connect(&servers.pg);

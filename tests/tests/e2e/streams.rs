@@ -2166,8 +2166,7 @@ fn s3_batch_sent_again_after_a_lost_answer_and_a_kill_writes_the_same_object() {
         return;
     };
     moto.create_bucket("audit").unwrap();
-    let moto_port: u16 = moto.endpoint().rsplit(':').next().unwrap().parse().unwrap();
-    let relay = AnswerHold::start(moto_port);
+    let relay = AnswerHold::start(moto.port());
     let data = dir.path().join("collector");
     let mut c = Collector::start(&data, &settings());
     let owner = c.create_key(ORG, "ORG_OWNER");
