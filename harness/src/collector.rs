@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{HarnessError, Process, bin, proc_status_kib, try_free_port};
 
 /// How long [`Collector::get_served`] asks again while a read answers 503.
-pub const SERVED_PATIENCE: Duration = Duration::from_secs(15);
+const SERVED_PATIENCE: Duration = Duration::from_secs(15);
 
 /// The config lines the tests add after the listeners: quick commits, a small writer.
 const TEST_SETTINGS: &str =

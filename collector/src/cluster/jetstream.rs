@@ -34,7 +34,7 @@ pub const OWNER_ACK_WAIT: Duration = Duration::from_secs(10);
 /// (`owner.rs`, `MAX_PENDING_BATCHES`): the cap sits above that, so the pipeline is bounded by
 /// the owner and never by a fetch the server answers empty (JetStream's default is 1,000: one
 /// batch at a time).
-pub const OWNER_MAX_ACK_PENDING: i64 = 20_000;
+pub(crate) const OWNER_MAX_ACK_PENDING: i64 = 20_000;
 
 /// How long an owner's consumer may go unused before the servers remove it (its owner is gone:
 /// the next one has its own).
@@ -50,7 +50,7 @@ pub const STREAM_MAX_AGE_FLOOR: Duration = Duration::from_secs(24 * 3600);
 /// for a while (docs/cluster.md, "Sizing"): [`STREAM_MAX_AGE_SNAPSHOTS`] intervals, at least
 /// [`STREAM_MAX_AGE_FLOOR`]. Older messages are in a snapshot unless snapshots have failed for
 /// that long (`cluster_snapshot_age_seconds` shows it).
-pub fn stream_max_age(snapshot_interval: Duration) -> Duration {
+pub(crate) fn stream_max_age(snapshot_interval: Duration) -> Duration {
     (snapshot_interval * STREAM_MAX_AGE_SNAPSHOTS).max(STREAM_MAX_AGE_FLOOR)
 }
 
@@ -119,7 +119,7 @@ where
 /// How an owner acknowledges its consumer's messages. A durable consumer's ack policy is fixed
 /// when it is made, so the owner follows the consumer it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerAcks {
+pub(crate) enum OwnerAcks {
     /// `AckPolicy::All`: one ack per stored batch, for its highest stream sequence, acknowledges
     /// every message before it (one ack per 1,000 messages instead of 1,000, each of which the
     /// servers replicate in the consumer's state). Every consumer this version makes.
@@ -421,7 +421,7 @@ impl JetStreamLog {
     /// acknowledged within [`OWNER_ACK_WAIT`] is delivered again (the store drops it as a
     /// duplicate). Returns how the consumer takes acks: one an older version made keeps its
     /// per-message acks (a consumer's ack policy cannot change).
-    pub async fn owner_consumer(
+    pub(crate) async fn owner_consumer(
         &self,
         shard: u32,
         epoch: i64,

@@ -53,11 +53,11 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// Most records in one chunk (bounds an owner's memory while it snapshots or restores).
 pub const CHUNK_RECORDS: usize = 10_000;
 /// Manifests of a shard the upkeep keeps, newest first (the latest published one always).
-pub const KEEP_MANIFESTS: usize = 3;
+pub(crate) const KEEP_MANIFESTS: usize = 3;
 /// A chunk of fewer records than this is small ...
 pub const SMALL_CHUNK_RECORDS: u64 = (CHUNK_RECORDS / 4) as u64;
 /// ... and an org's small chunks are merged once it has this many.
-pub const COMPACT_AFTER: usize = 16;
+pub(crate) const COMPACT_AFTER: usize = 16;
 /// How long one object store request may take, retries included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
