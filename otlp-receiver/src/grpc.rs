@@ -5,9 +5,7 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
@@ -16,7 +14,7 @@ use tonic::codegen::{Body, BoxFuture, Bytes, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use crate::{Bearer, LogsSink, Refusal, Transport, export};
+use crate::{Bearer, Logs, LogsSink, Refusal, Transport, export};
 
 /// The gRPC service's name, as routed.
 pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
@@ -118,9 +116,7 @@ async fn decode<S: LogsSink>(
 ) -> Result<(S::Sender, S::Batch), Refusal> {
     let sink = sink.clone();
     export::decoding(bytes.len(), move || {
-        let request = ExportLogsServiceRequest::decode(bytes)
-            .map_err(|e| Refusal::invalid(format!("malformed OTLP protobuf: {e}")))?;
-        let batch = sink.convert(&sender, &request);
+        let batch = sink.convert(&sender, Logs::Protobuf(&bytes))?;
         Ok((sender, batch))
     })
     .await?

@@ -11,14 +11,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 
 use crate::body::{BodyError, ContentEncoding, read_limited};
 use crate::refusal::grpc_code_of;
-use crate::{Bearer, LogsSink, Refusal, RefusalKind, Transport, bearer, export};
+use crate::{Bearer, Logs, LogsSink, Refusal, RefusalKind, Transport, bearer, export};
 
 /// The route of OTLP/HTTP logs.
 pub const LOGS_PATH: &str = "/v1/logs";
@@ -58,12 +56,11 @@ impl Encoding {
         }
     }
 
-    fn decode(self, bytes: &[u8]) -> Result<ExportLogsServiceRequest, Refusal> {
+    /// A body in this encoding.
+    fn logs(self, bytes: &[u8]) -> Logs<'_> {
         match self {
-            Encoding::Protobuf => ExportLogsServiceRequest::decode(bytes)
-                .map_err(|e| Refusal::invalid(format!("malformed OTLP protobuf: {e}"))),
-            Encoding::Json => serde_json::from_slice(bytes)
-                .map_err(|e| Refusal::invalid(format!("malformed OTLP JSON: {e}"))),
+            Encoding::Protobuf => Logs::Protobuf(bytes),
+            Encoding::Json => Logs::Json(bytes),
         }
     }
 }
@@ -147,9 +144,7 @@ impl<S: LogsSink> HttpReceiver<S> {
             let bytes = content_encoding
                 .decode(raw, max_decoded)
                 .map_err(body_refusal)?;
-            let request = encoding.decode(&bytes)?;
-            drop(bytes);
-            let batch = sink.convert(&sender, &request);
+            let batch = sink.convert(&sender, encoding.logs(&bytes))?;
             Ok::<_, Refusal>((sender, batch))
         })
         .await??;

@@ -3,11 +3,7 @@
 use std::fmt::Display;
 use std::future::Future;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-
-use crate::{Bearer, Refusal};
+use crate::{Bearer, Logs, Refusal};
 
 /// Rejections listed in `error_message`; past these they are only counted, so an answer never
 /// costs more than a fixed size whatever the batch.
@@ -31,9 +27,11 @@ pub trait LogsSink: Clone + Send + Sync + 'static {
     /// anything of the request is read.
     fn authorize(&self, bearer: Bearer<'_>) -> Result<Self::Sender, Refusal>;
 
-    /// Converts every log record of a request, rejecting bad ones one by one. CPU work: the
-    /// receiver calls it off the async runtime unless the request is small.
-    fn convert(&self, sender: &Self::Sender, request: &ExportLogsServiceRequest) -> Self::Batch;
+    /// Converts every log record of a request ([`Logs::for_each`], with the sink's limit on one
+    /// encoded LogRecord), rejecting bad ones one by one; refused only when the request's
+    /// framing is broken. CPU work: the receiver calls it off the async runtime unless the
+    /// request is small.
+    fn convert(&self, sender: &Self::Sender, logs: Logs<'_>) -> Result<Self::Batch, Refusal>;
 
     /// Takes a converted batch; resolves once the accepted records are durable.
     fn submit(
@@ -42,29 +40,6 @@ pub trait LogsSink: Clone + Send + Sync + 'static {
         batch: Self::Batch,
         transport: Transport,
     ) -> impl Future<Output = Result<Exported, Refusal>> + Send;
-}
-
-/// Every log record of a request in order, with its 1-based position across the request (the
-/// position rejections name) and its resource's attributes.
-pub fn log_records(
-    request: &ExportLogsServiceRequest,
-) -> impl Iterator<Item = (usize, &[KeyValue], &LogRecord)> {
-    request
-        .resource_logs
-        .iter()
-        .flat_map(|resource_logs| {
-            let resource = resource_logs
-                .resource
-                .as_ref()
-                .map_or(&[][..], |r| r.attributes.as_slice());
-            resource_logs
-                .scope_logs
-                .iter()
-                .flat_map(|scope| &scope.log_records)
-                .map(move |log| (resource, log))
-        })
-        .enumerate()
-        .map(|(i, (resource, log))| (i + 1, resource, log))
 }
 
 /// What became of a submitted batch.

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use codestax_common::Rules;
 use codestax_common::otlp::record_from_log;
+use codestax_common::{RecordErrors, Rules};
 use codestax_otlp_receiver::{
-    Bearer, Exported, LogsSink, MAX_LISTED_REJECTIONS, Refusal, RefusalKind, Transport,
-    log_records, rejection_summary,
+    Bearer, Exported, Logs, LogsSink, MAX_LISTED_REJECTIONS, Refusal, RefusalKind, Transport,
+    rejection_summary,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
@@ -138,8 +137,8 @@ impl LogsSink for OtlpIntake {
         Ok(())
     }
 
-    fn convert(&self, _: &(), request: &ExportLogsServiceRequest) -> Converted {
-        convert(request)
+    fn convert(&self, _: &(), logs: Logs<'_>) -> Result<Converted, Refusal> {
+        convert(logs)
     }
 
     async fn submit(&self, _: (), batch: Converted, _: Transport) -> Result<Exported, Refusal> {
@@ -147,7 +146,7 @@ impl LogsSink for OtlpIntake {
     }
 }
 
-fn convert(request: &ExportLogsServiceRequest) -> Converted {
+fn convert(logs: Logs<'_>) -> Result<Converted, Refusal> {
     let rules = Rules {
         max_record_bytes: codestax_common::DEFAULT_MAX_RECORD_BYTES,
         allow_custom_actions: true,
@@ -155,8 +154,13 @@ fn convert(request: &ExportLogsServiceRequest) -> Converted {
         collector_entries: false,
     };
     let mut converted = Converted::default();
-    for (position, resource, log) in log_records(request) {
-        match record_from_log(log, resource, None, &rules) {
+    // An encoded LogRecord over 4x the record limit is rejected undecoded (as the collector does).
+    logs.for_each(rules.max_record_bytes.saturating_mul(4), |item| {
+        let decoded = match &item.log {
+            Ok(log) => record_from_log(log, item.resource, None, &rules),
+            Err(unread) => Err(RecordErrors::one("record", unread.to_string())),
+        };
+        match decoded {
             Ok(mut record) => {
                 if record.id.is_none() {
                     record.id = Some(content_id(&record.canonical_json()));
@@ -166,12 +170,12 @@ fn convert(request: &ExportLogsServiceRequest) -> Converted {
             Err(errors) => {
                 converted.rejected += 1;
                 if converted.listed.len() < MAX_LISTED_REJECTIONS {
-                    converted.listed.push((position, errors.to_string()));
+                    converted.listed.push((item.position, errors.to_string()));
                 }
             }
         }
-    }
-    converted
+    })?;
+    Ok(converted)
 }
 
 /// The id of an OTLP record sent without one: a hash of its content, so a sender's retry of

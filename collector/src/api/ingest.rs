@@ -22,8 +22,7 @@ use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse};
 use codestax_common::{FieldError, Provenance, Rules};
 use codestax_otlp_receiver::body::{ContentEncoding, read_limited};
 use codestax_otlp_receiver::http::media_type;
-use codestax_otlp_receiver::{Bearer, Exported, LogsSink, Refusal, RefusalKind, Transport};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use codestax_otlp_receiver::{Bearer, Exported, Logs, LogsSink, Refusal, RefusalKind, Transport};
 use std::time::Duration;
 
 /// The native receiver: one JSON record per line. `?refresh=wait_for` answers once what it
@@ -300,8 +299,8 @@ impl LogsSink for OtlpIngest {
         Ok(key)
     }
 
-    fn convert(&self, key: &KeyInfo, request: &ExportLogsServiceRequest) -> Batch {
-        decode_otlp(request, &key.org_id, &self.ingest.rules())
+    fn convert(&self, key: &KeyInfo, logs: Logs<'_>) -> Result<Batch, Refusal> {
+        decode_otlp(logs, &key.org_id, &self.ingest.rules())
     }
 
     async fn submit(

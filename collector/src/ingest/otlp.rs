@@ -1,18 +1,22 @@
 //! OTLP logs requests (the same for gRPC and HTTP): each LogRecord becomes a candidate through the
-//! common mapping.
+//! common mapping, decoded one at a time.
 
 use super::Batch;
-use codestax_common::Rules;
 use codestax_common::otlp::record_from_log;
-use codestax_otlp_receiver::log_records;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use codestax_common::{RecordErrors, Rules};
+use codestax_otlp_receiver::{Logs, Refusal};
 
 /// Decodes every LogRecord of a request, in order; positions are 1-based across the request.
-pub fn decode_otlp(request: &ExportLogsServiceRequest, default_org: &str, rules: &Rules) -> Batch {
+/// An encoded LogRecord (or Resource) over 4× the record limit is rejected undecoded, as an
+/// emit line is: the limit is on the canonical form, which escaping can only shorten that much.
+pub fn decode_otlp(logs: Logs<'_>, default_org: &str, rules: &Rules) -> Result<Batch, Refusal> {
     let mut batch = Batch::default();
-    for (position, resource, log) in log_records(request) {
-        let decoded = record_from_log(log, resource, Some(default_org), rules);
-        batch.push(position, decoded, || None);
-    }
-    batch
+    logs.for_each(rules.max_record_bytes.saturating_mul(4), |item| {
+        let decoded = match &item.log {
+            Ok(log) => record_from_log(log, item.resource, Some(default_org), rules),
+            Err(unread) => Err(RecordErrors::one("record", unread.to_string())),
+        };
+        batch.push(item.position, decoded, || None);
+    })?;
+    Ok(batch)
 }

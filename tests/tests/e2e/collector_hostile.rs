@@ -55,6 +55,65 @@ fn a_body_of_200k_empty_objects_costs_its_size_and_gets_a_short_answer() {
     assert_eq!(answer["more_errors"], 199_950);
 }
 
+/// OTLP bodies of tiny messages: decoded whole, 8 MB of empty LogRecords took a release build's
+/// peak RSS to 759 MB (a 2-byte message becomes a ~200-byte struct in a doubling `Vec`), so this
+/// test's 2 MB to ~190 MB; decoded one LogRecord at a time, 35 MB in all.
+#[test]
+fn otlp_bodies_of_empty_log_records_cost_their_size() {
+    let (_dir, c) = start();
+    let ingest = c.create_key("acme", "INGEST");
+    let frame = |tag: u8, inner: &[u8]| {
+        let mut out = vec![tag];
+        prost::encoding::encode_varint(inner.len() as u64, &mut out);
+        out.extend_from_slice(inner);
+        out
+    };
+    // ExportLogsServiceRequest.resource_logs (1) > ResourceLogs.scope_logs (2) > log_records (2).
+    let protobuf = |log_records: &[u8]| frame(0x0a, &frame(0x12, log_records));
+    let n = 1_000_000;
+    let json = |records: &str| {
+        format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{records}]}}]}}]}}"#)
+    };
+    // Warm up: the first rejections build lazily initialised state once.
+    for (content_type, body) in [
+        ("application/x-protobuf", protobuf(&[0x12, 0x00])),
+        ("application/json", json("{}").into_bytes()),
+    ] {
+        assert_eq!(
+            c.post("/v1/logs", &ingest, content_type, body).status(),
+            400
+        );
+    }
+    let before = c.memory_kib("VmHWM");
+    for (content_type, body) in [
+        ("application/x-protobuf", protobuf(&[0x12, 0x00].repeat(n))),
+        (
+            "application/json",
+            json(&vec!["{}"; n * 2 / 3].join(",")).into_bytes(),
+        ),
+    ] {
+        let size = body.len();
+        let r = c.post("/v1/logs", &ingest, content_type, body);
+        assert_eq!(r.status(), 400, "{content_type}");
+        let text = r.text().unwrap();
+        assert!(
+            text.len() < 64 * 1024,
+            "{content_type}: a {} byte answer",
+            text.len()
+        );
+        assert!(
+            text.contains("more"),
+            "{content_type}: {}",
+            &text[..text.len().min(500)]
+        );
+        let growth_kib = c.memory_kib("VmHWM").saturating_sub(before);
+        assert!(
+            growth_kib < 64 * 1024,
+            "{content_type}: peak RSS grew by {growth_kib} KiB for a {size} byte body"
+        );
+    }
+}
+
 #[test]
 fn ndjson_answers_list_50_rejections_and_count_the_rest() {
     let (_dir, c) = start();
