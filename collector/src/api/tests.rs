@@ -1016,6 +1016,7 @@ async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on(
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
 mod saved_views;
+mod audit27;
 
 /// Hex hashes of a proof answer.
 fn hashes(v: &Value) -> Vec<codestax_common::merkle::Hash> {
