@@ -70,7 +70,7 @@ impl TestApp {
         let ingest = Ingest::new(
             store.clone(),
             IngestSettings {
-                max_record_bytes: 65536,
+                max_record_bytes: config.ingest.max_record_bytes,
                 allow_custom_actions: false,
             },
             metrics.clone(),
@@ -1013,10 +1013,10 @@ async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on(
     assert_eq!(send(&t.state, readyz).await.0, 200);
 }
 
+mod audit27;
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
 mod saved_views;
-mod audit27;
 
 /// Hex hashes of a proof answer.
 fn hashes(v: &Value) -> Vec<codestax_common::merkle::Hash> {
