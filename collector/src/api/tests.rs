@@ -629,6 +629,56 @@ async fn a_cursor_one_node_issued_continues_on_a_node_with_the_same_signing_key(
     );
 }
 
+/// `codestax import` brings a source's `audit_log.viewed` entries in as `imported` records, and
+/// an INGEST key chooses their actor. `group_views=true` groups a viewer's consecutive views of
+/// one writer: an import naming a real reader's key stays its own row beside that reader's run
+/// of the collector's entries, which counts only the reads the collector served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_view_never_joins_a_real_readers_run_of_collector_views() {
+    let mut t = TestApp::new(config());
+    let (admin_info, admin) = t.state.keys.create("ent", Role::OrgAdmin, None).unwrap();
+    let admin = admin.expose().to_string();
+    let ingest = t.key("ent", Role::Ingest);
+    // Two real reads: two collector entries by the admin key.
+    for _ in 0..2 {
+        assert_eq!(t.get("/api/v1/orgs/ent/audit-log", &admin).await.0, 200);
+    }
+    let fake = json!({
+        "id": "imported-view-1",
+        "time": codestax_common::time::format_rfc3339(&truncate_to_micros(Utc::now())),
+        "actor": {"id": admin_info.id, "kind": "api_key"},
+        "action": "audit_log.viewed",
+        "target": {"kind": "organization", "id": "ent"},
+        "metadata": {"filters": {}, "role": "ORG_ADMIN", "total": 0}
+    });
+    let (status, answer) = t
+        .call(Method::POST, "/api/v1/import", &ingest, &fake.to_string())
+        .await;
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, page) = t
+        .get(
+            "/api/v1/orgs/ent/audit-log?action=audit_log.viewed&group_views=true",
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let writers: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["provenance"]["writer"])
+        .collect();
+    assert_eq!(writers, ["imported", "collector", "collector"], "{page}");
+    let run = &page["rows"][1]["views"];
+    assert_eq!(
+        page["rows"],
+        json!([{"entry": 0}, {"views": {
+            "actor_id": admin_info.id, "provenance": {"writer": "collector"}, "count": 2,
+            "newest": run["newest"], "oldest": run["oldest"], "members": [1, 2]}}]),
+        "{page}"
+    );
+}
+
 /// Records stored before provenance existed (as the store takes them, with none) keep none: the
 /// API shows no writer for them, never either writer. A key event recorded then under its legacy
 /// id by that unknown writer is not written again; one whose legacy id an ingest key took is.
@@ -1120,7 +1170,6 @@ async fn while_the_index_cannot_write_ingest_and_readyz_say_why_and_reads_go_on(
     assert_eq!(send(&t.state, readyz).await.0, 200);
 }
 
-mod audit27;
 /// Property test of the whole router: generated requests never answer 5xx.
 mod props;
 mod saved_views;
