@@ -15,6 +15,10 @@ use std::sync::Mutex;
 pub const MAX_VIEWS_PER_ORG: usize = 100;
 /// Longest view name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
+/// Largest filter set, in bytes of JSON: a change's record holds the old and the new set, and
+/// must fit the collector's own entry limit; the dashboard opens a view through a search URL,
+/// itself at most 8 KiB.
+pub const MAX_FILTERS_BYTES: usize = 8 * 1024;
 
 const VERSION: u32 = 1;
 

@@ -194,6 +194,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         }
     }
     let heads = crate::tree::open_heads(&layout.heads, &layout.root, &config.signing, &trees)?;
+    index.set_cursor_key(heads.cursor_key());
     let ingest = Ingest::new(
         store.clone(),
         IngestSettings {

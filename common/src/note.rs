@@ -23,6 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -209,6 +210,16 @@ impl NoteSigner {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A secret for another use, derived from this key (HMAC-SHA256 of `purpose` under the
+    /// seed): whoever holds the key derives the same one, and no purpose's secret tells
+    /// anything of another's or of the key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.key.as_bytes()).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The matching public key.

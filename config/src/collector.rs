@@ -315,7 +315,8 @@ pub struct IngestConfig {
     /// Accept actions outside the built-in catalogue (otherwise they are rejected).
     #[serde(default)]
     pub allow_custom_actions: bool,
-    /// Largest accepted record, in bytes of JSON (1 KiB to 16 MiB).
+    /// Largest accepted record, in bytes of JSON (1 KiB to 16 MiB); the collector's own entries
+    /// have a fixed limit of their own (64 KiB).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
 }

@@ -1195,9 +1195,10 @@
     }
   }
 
-  // Appends a page's rows, each run of one viewer's consecutive `audit_log.viewed` entries as one
-  // line that opens up (the search's `group_views` rows); returns the first new line's button
-  // (to move focus to). A run the page's end cut goes on in the next page's first line.
+  // Appends a page's rows, each run of one viewer's consecutive `audit_log.viewed` entries of one
+  // writer as one line that opens up (the search's `group_views` rows); returns the first new
+  // line's button (to move focus to). A run the page's end cut goes on in the next page's first
+  // line if that is of the same viewer and writer (an imported view never joins a real reader's).
   function appendPage(answer) {
     const body = $('entries-body');
     const entries = answer.entries || [];
@@ -1208,7 +1209,8 @@
       const actorId = (members[0].actor || {}).id;
       const last = state.lastGroup;
       const viewed = row.views || members[0].action === VIEWED;
-      if (viewed && last && last.actorId === actorId && body.lastElementChild === last.end()) {
+      if (viewed && last && last.actorId === actorId && last.writer === writerKey(members[0])
+        && body.lastElementChild === last.end()) {
         last.add(members);
         continue;
       }
@@ -1235,7 +1237,8 @@
     return first;
   }
 
-  // A run of views as one line with a count; its button shows or hides the views, each with
+  // A run of views (one viewer, one writer) as one line with a count, marked "system" as its
+  // entries are when the collector wrote them; its button shows or hides the views, each with
   // its own filters and details.
   function viewGroup(actorId, first) {
     const body = $('entries-body');
@@ -1248,7 +1251,10 @@
     const actor = first[0].actor || {};
     line.append(when,
       el('td', { class: 'col-user' }, clipped(actor.name || actor.email || actor.id || '—', 'user-name'),
-        actor.kind === 'api_key' ? el('span', { class: 'badge', text: 'API key' }) : null),
+        actor.kind === 'api_key' ? el('span', { class: 'badge', text: 'API key' }) : null,
+        writer(first[0]) === 'collector'
+          ? el('span', { class: 'badge system', title: 'Written by the audit log itself, not by an app', text: 'system' })
+          : null),
       el('td', { class: 'col-action' }, actionCode(VIEWED), count),
       el('td', { class: 'col-target' }, summary),
       el('td', { class: 'col-repo' }, el('span', { class: 'muted', text: '—' })),
@@ -1258,6 +1264,7 @@
     const open = () => button.getAttribute('aria-expanded') === 'true';
     const group = {
       actorId,
+      writer: writerKey(first[0]),
       button,
       end: () => (members.length ? members[members.length - 1][1] : line),
       add(records) {
@@ -1383,6 +1390,11 @@
   // provenance existed.
   function writer(record) {
     return (record.provenance && record.provenance.writer) || null;
+  }
+
+  // Who wrote the entry, whole (writer, key, source): a run of views is of one.
+  function writerKey(record) {
+    return JSON.stringify(record.provenance || null);
   }
 
   function writtenBy(record) {

@@ -9,12 +9,13 @@ use super::{ApiError, AppState};
 use crate::health::Failure;
 use crate::index::AuditIndex;
 use crate::ingest::Receiver;
-use crate::ingest::{EntryError, Ingest};
+use crate::ingest::{EntryError, Ingest, MAX_COLLECTOR_ENTRY_BYTES};
 use crate::keys::{KeyEvent, KeyInfo, KeyStore};
+use axum::http::StatusCode;
 use chrono::Utc;
 use codestax_common::{
-    Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX, Rules,
-    Target, TargetKind,
+    Actor, ActorKind, AuditRecord, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX, Target,
+    TargetKind,
 };
 use tokio::runtime::Handle;
 
@@ -71,13 +72,13 @@ pub async fn record_action(
         provenance: None,
         hash: None,
     };
-    let rules = Rules {
-        collector_entries: true,
-        ..state.ingest.rules()
-    };
+    let size = record.canonical_len();
+    if size > MAX_COLLECTOR_ENTRY_BYTES {
+        return Err(too_large_to_record(&record.metadata, size, what));
+    }
     let record = codestax_common::record_from_value(
         serde_json::to_value(&record).map_err(ApiError::internal)?,
-        &rules,
+        &state.ingest.collector_entry_rules(),
     )
     .map_err(ApiError::internal)?;
     let outcome = state
@@ -105,6 +106,29 @@ pub async fn record_action(
         )));
     }
     Ok(())
+}
+
+/// 400 for an entry over [`MAX_COLLECTOR_ENTRY_BYTES`], naming the largest change's field if any.
+/// The inputs' bounds keep every new entry under it; a change of a saved view or stream stored
+/// before those bounds (its old value recorded whole) can still pass it, and is the client's to
+/// make smaller, not a fault of the collector.
+fn too_large_to_record(metadata: &Metadata, size: usize, what: &str) -> ApiError {
+    let error = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "too_large_to_record",
+        format!(
+            "its audit record would be {size} bytes, over the {MAX_COLLECTOR_ENTRY_BYTES} \
+             bytes the collector's own entries may take: cannot record {what}"
+        ),
+    );
+    let largest = metadata
+        .changes
+        .iter()
+        .max_by_key(|c| c.old.to_string().len() + c.new.to_string().len());
+    match largest {
+        Some(change) => error.with_field(change.field.clone()),
+        None => error,
+    }
 }
 
 /// [`record_action`] of a [`Doing::Change`] from a blocking thread: a store's `record` step,

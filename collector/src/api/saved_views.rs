@@ -6,7 +6,8 @@
 //!
 //! `filters` holds the audit-log search's filters (`q`, `user`, `action`, `category`,
 //! `repository`, `outcome`, `since`, `until`; a string or a list of strings each), checked as the
-//! search checks them, so a saved view always opens. Creating, changing and deleting are recorded
+//! search checks them, so a saved view always opens, and at most [`MAX_FILTERS_BYTES`] of JSON,
+//! so the record of a change (the old and the new filters) always fits. Creating, changing and deleting are recorded
 //! in the org's log (`audit_log.saved_view_created`, `…_changed`, `…_deleted`) before they are
 //! made; if the record cannot be made durable, nothing changes. On a single node the org's new
 //! views file is written first (not in place yet), so a full disk refuses a change before it is
@@ -19,16 +20,18 @@ use super::params::{self, Route};
 use super::record::{Doing, record_action, record_action_blocking};
 use super::{ApiError, AppState};
 use crate::cluster::SettingsError;
+use crate::ingest::MAX_COLLECTOR_ENTRY_BYTES;
 use crate::keys::KeyInfo;
 use crate::saved_views::{
-    self as views, MAX_NAME_CHARS, SavedView, SavedViewError, SavedViews, ViewPatch, new_id,
+    self as views, MAX_FILTERS_BYTES, MAX_NAME_CHARS, SavedView, SavedViewError, SavedViews,
+    ViewPatch, new_id,
 };
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
-use codestax_common::{Change, Metadata};
+use codestax_common::{Change, Metadata, to_canonical_json};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -352,8 +355,19 @@ fn parse_filters(state: &AppState, v: &Value) -> Result<BTreeMap<String, Vec<Str
     if let Some(q) = &parsed.query.text {
         crate::index::check_q(q).map_err(|e| ApiError::invalid("filters.q", e.to_string()))?;
     }
+    let size = to_canonical_json(&filters_value(&parsed.filters)).len();
+    if size > MAX_FILTERS_BYTES {
+        return Err(ApiError::invalid(
+            "filters",
+            format!("filters take {size} bytes of JSON, over the limit of {MAX_FILTERS_BYTES}"),
+        ));
+    }
     Ok(parsed.filters)
 }
+
+// A change's record holds the old and the new filters; names, ids, the key and the envelope
+// take well under the rest.
+const _: () = assert!(2 * MAX_FILTERS_BYTES + 8 * 1024 <= MAX_COLLECTOR_ENTRY_BYTES);
 
 fn change(field: &str, old: Value, new: Value) -> Change {
     Change {

@@ -8,10 +8,11 @@
 //!
 //! Creating, changing (pause, resume and replay included) and deleting are recorded in the org's
 //! log (`audit_log.stream_created`, `…_changed`, `…_deleted`) before they are made; if the record
-//! cannot be made durable, nothing changes. On a single node a create, change or delete first
-//! writes (fsyncs) what it will put in place (`Streams::create`): a full disk refuses it with 503
-//! before it is recorded, so the log never claims a change that was not made. Streams declared in
-//! the collector's TOML are read-only: 409 `stream_declared`.
+//! cannot be made durable, nothing changes; filters and destinations are bounded so that record
+//! (old and new values) always fits (`definition::check_recordable`). On a single node a create,
+//! change or delete first writes (fsyncs) what it will put in place (`Streams::create`): a full
+//! disk refuses it with 503 before it is recorded, so the log never claims a change that was not
+//! made. Streams declared in the collector's TOML are read-only: 409 `stream_declared`.
 //!
 //! In cluster mode every route is served by the owner of the org's shard (forwarded there by
 //! `route::route_to_owner`): it delivers the org's streams and keeps their definitions and
@@ -23,6 +24,8 @@ use super::auth::{ManageStreams, OrgAccess, ReadLog};
 use super::body::{MAX_CONTROL_BODY_BYTES, read_json};
 use super::record::{Doing, record_action};
 use super::{ApiError, AppState};
+use crate::ingest::MAX_COLLECTOR_ENTRY_BYTES;
+use crate::stream::definition::{MAX_DESTINATION_BYTES, MAX_FILTERS_BYTES};
 use crate::stream::{
     ReplayFrom, SharedError, StreamError, StreamInput, StreamPatch, StreamView, Streams,
 };
@@ -111,6 +114,7 @@ pub async fn create(
     let s = streams(&state)?;
     let body: Value = read_json(&headers, body, MAX_CONTROL_BODY_BYTES, "a stream object").await?;
     let input = StreamInput::from_json(&body).map_err(StreamError::from)?;
+    input.check_recordable().map_err(StreamError::from)?;
     s.check_new(&org, &input).await?;
     let id = Streams::new_id();
     let metadata = about(
@@ -143,8 +147,15 @@ pub async fn patch(
 ) -> Result<Json<StreamView>, ApiError> {
     let body: Value = read_json(&headers, body, MAX_CONTROL_BODY_BYTES, "a stream object").await?;
     let patch = StreamPatch::from_json(&body).map_err(StreamError::from)?;
+    patch.check_recordable().map_err(StreamError::from)?;
     apply(&state, access, &id, patch).await
 }
+
+// A change's record holds the old and the new filters and destination; names, ids, the key and
+// the envelope take well under the rest.
+const _: () = assert!(
+    2 * (MAX_FILTERS_BYTES + MAX_DESTINATION_BYTES) + 8 * 1024 <= MAX_COLLECTOR_ENTRY_BYTES
+);
 
 pub async fn pause(
     State(state): State<AppState>,

@@ -66,11 +66,12 @@ impl TestApp {
             &trees,
         )
         .unwrap();
+        index.set_cursor_key(heads.cursor_key());
         let metrics = Arc::new(Metrics::new());
         let ingest = Ingest::new(
             store.clone(),
             IngestSettings {
-                max_record_bytes: 65536,
+                max_record_bytes: config.ingest.max_record_bytes,
                 allow_custom_actions: false,
             },
             metrics.clone(),
@@ -520,6 +521,162 @@ async fn search_pages_embed_the_stored_records() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 40, "no repeats");
+}
+
+/// A cursor as cursors were before their tag was keyed: its tag a bare SHA-256 of public inputs
+/// (the org and the query as `index::query::scope` spells them), so anyone could make one. This
+/// one starts "after" the newest possible entry of a snapshot holding everything: a next page
+/// of a first page nobody read, and so nobody recorded.
+fn unkeyed_cursor(scope: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut body = vec![1u8];
+    body.extend_from_slice(&u64::MAX.to_be_bytes());
+    body.extend_from_slice(&i64::MAX.to_be_bytes());
+    let mut h = Sha256::new();
+    h.update(b"codestax-audit-cursor\0");
+    h.update((scope.len() as u64).to_be_bytes());
+    h.update(scope.as_bytes());
+    h.update(&body);
+    body.extend_from_slice(&h.finalize()[..8]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+}
+
+/// Every search records an `audit_log.viewed` entry once per result set, on its first page (no
+/// `cursor`): a cursor only the collector can make (its tag keyed with a secret derived from its
+/// signing key) is what makes that a record of every read. A cursor made without the key is a
+/// 400 naming `cursor` that reads nothing; a real walk's later pages go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_cursor_is_refused_naming_cursor_and_reads_nothing() {
+    let mut t = TestApp::new(config());
+    let admin = t.key("ent", Role::OrgAdmin);
+    let now = Utc::now();
+    t.ingest(
+        (0..5)
+            .map(|i| record("ent", &format!("s-{i}"), now - Duration::minutes(i)))
+            .collect(),
+    )
+    .await;
+    let scope = "v1\x1eent\x1e[]\x1e[]\x1e[\"scan\"]\x1e[]\x1e[]\x1eNone\x1eNone\x1eNone";
+    let base = "/api/v1/orgs/ent/audit-log?category=scan";
+    let (status, answer) = t
+        .get(
+            &format!("{base}&limit=1000&cursor={}", unkeyed_cursor(scope)),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["field"]),
+        (400, &json!("cursor")),
+        "{answer}"
+    );
+    assert!(answer.get("entries").is_none(), "{answer}");
+
+    let (status, first) = t.get(&format!("{base}&limit=2"), &admin).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, second) = t
+        .get(&format!("{base}&limit=2&cursor={cursor}"), &admin)
+        .await;
+    assert_eq!(
+        (status, second["entries"].as_array().unwrap().len()),
+        (200, 2)
+    );
+    let (_, views) = t
+        .get("/api/v1/orgs/ent/audit-log?action=audit_log.viewed", &admin)
+        .await;
+    assert_eq!(views["total"], 1, "the walk's first page, once: {views}");
+}
+
+/// Cursors are tagged under a key derived from the signing key, which every node of a cluster
+/// shares (`signing.key_file`, or the cluster's key cached in each data dir): a cursor one node
+/// issued continues on another; under another signing key it is a 400 naming `cursor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_one_node_issued_continues_on_a_node_with_the_same_signing_key() {
+    let now = Utc::now();
+    let records: Vec<AuditRecord> = (0..5)
+        .map(|i| record("ent", &format!("s-{i}"), now - Duration::minutes(i)))
+        .collect();
+    let mut a = TestApp::new(config());
+    let mut same = config();
+    same.signing.key_file = Some(a.dir.path().join(crate::tree::key::KEY_FILE));
+    let mut b = TestApp::new(same);
+    let mut c = TestApp::new(config());
+    let base = "/api/v1/orgs/ent/audit-log?category=scan&limit=2";
+    let mut keys = Vec::new();
+    for t in [&mut a, &mut b, &mut c] {
+        t.ingest(records.clone()).await;
+        keys.push(t.key("ent", Role::OrgAdmin));
+    }
+    let (status, first) = a.get(base, &keys[0]).await;
+    assert_eq!(status, 200, "{first}");
+    let next = format!("{base}&cursor={}", first["next_cursor"].as_str().unwrap());
+    let (status, on_a) = a.get(&next, &keys[0]).await;
+    assert_eq!(status, 200, "{on_a}");
+    let (status, on_b) = b.get(&next, &keys[1]).await;
+    assert_eq!(status, 200, "{on_b}");
+    let ids = |page: &Value| -> Vec<Value> {
+        let entries = page["entries"].as_array().unwrap();
+        entries.iter().map(|e| e["id"].clone()).collect()
+    };
+    assert_eq!(ids(&on_b), ids(&on_a));
+    assert_eq!(ids(&on_a), [json!("s-2"), json!("s-3")]);
+    let (status, on_c) = c.get(&next, &keys[2]).await;
+    assert_eq!(
+        (status, &on_c["error"]["field"]),
+        (400, &json!("cursor")),
+        "{on_c}"
+    );
+}
+
+/// `codestax import` brings a source's `audit_log.viewed` entries in as `imported` records, and
+/// an INGEST key chooses their actor. `group_views=true` groups a viewer's consecutive views of
+/// one writer: an import naming a real reader's key stays its own row beside that reader's run
+/// of the collector's entries, which counts only the reads the collector served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_view_never_joins_a_real_readers_run_of_collector_views() {
+    let mut t = TestApp::new(config());
+    let (admin_info, admin) = t.state.keys.create("ent", Role::OrgAdmin, None).unwrap();
+    let admin = admin.expose().to_string();
+    let ingest = t.key("ent", Role::Ingest);
+    // Two real reads: two collector entries by the admin key.
+    for _ in 0..2 {
+        assert_eq!(t.get("/api/v1/orgs/ent/audit-log", &admin).await.0, 200);
+    }
+    let fake = json!({
+        "id": "imported-view-1",
+        "time": codestax_common::time::format_rfc3339(&truncate_to_micros(Utc::now())),
+        "actor": {"id": admin_info.id, "kind": "api_key"},
+        "action": "audit_log.viewed",
+        "target": {"kind": "organization", "id": "ent"},
+        "metadata": {"filters": {}, "role": "ORG_ADMIN", "total": 0}
+    });
+    let (status, answer) = t
+        .call(Method::POST, "/api/v1/import", &ingest, &fake.to_string())
+        .await;
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, page) = t
+        .get(
+            "/api/v1/orgs/ent/audit-log?action=audit_log.viewed&group_views=true",
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let writers: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["provenance"]["writer"])
+        .collect();
+    assert_eq!(writers, ["imported", "collector", "collector"], "{page}");
+    let run = &page["rows"][1]["views"];
+    assert_eq!(
+        page["rows"],
+        json!([{"entry": 0}, {"views": {
+            "actor_id": admin_info.id, "provenance": {"writer": "collector"}, "count": 2,
+            "newest": run["newest"], "oldest": run["oldest"], "members": [1, 2]}}]),
+        "{page}"
+    );
 }
 
 /// Records stored before provenance existed (as the store takes them, with none) keep none: the

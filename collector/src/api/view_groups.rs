@@ -1,9 +1,12 @@
 //! `group_views=true` on a search: the page's rows, with each run of one viewer's consecutive
-//! `audit_log.viewed` entries as one row that lists its members. Every read keeps its own entry
-//! in the log (a read that cannot be recorded is still refused); this only makes a page of them
-//! easy to read.
+//! `audit_log.viewed` entries of one writer as one row that lists its members. Every read keeps
+//! its own entry in the log (a read that cannot be recorded is still refused); this only makes a
+//! page of them easy to read. A run never mixes writers: the collector's own entries (the reads it
+//! served) stay apart from views an import brought in under the same actor, so a row of a
+//! reader's views counts only reads the collector vouches for.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// The action grouped.
@@ -15,15 +18,20 @@ const VIEWED: &str = "audit_log.viewed";
 pub enum Row {
     /// `{"entry": i}`: the page's `entries[i]`.
     Entry { entry: usize },
-    /// `{"views": {...}}`: two or more consecutive views by one key.
+    /// `{"views": {...}}`: two or more consecutive views by one key, of one writer.
     Views { views: ViewRun },
 }
 
-/// Consecutive `audit_log.viewed` entries of one actor, newest first as on the page.
+/// Consecutive `audit_log.viewed` entries of one actor and one writer, newest first as on the
+/// page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ViewRun {
     /// The viewer's `actor.id` (the key that read).
     pub actor_id: String,
+    /// The members' `provenance`, as stored (`{"writer": "collector"}` for the reads this
+    /// collector served); absent for entries stored before provenance existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Value>,
     pub count: usize,
     /// Time of the newest and the oldest member.
     pub newest: String,
@@ -40,6 +48,16 @@ struct Head<'a> {
     #[serde(borrow)]
     time: std::borrow::Cow<'a, str>,
     actor: Actor<'a>,
+    /// As stored: canonical JSON, so equal provenances are equal text.
+    #[serde(borrow)]
+    provenance: Option<&'a RawValue>,
+}
+
+impl Head<'_> {
+    /// Who a run is of: the viewer and the writer of its entries.
+    fn runner(&self) -> (&str, Option<&str>) {
+        (&self.actor.id, self.provenance.map(RawValue::get))
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,13 +70,14 @@ struct Actor<'a> {
 /// a reader that shows several pages joins a page's last run with the next page's first.
 pub fn rows(entries: &[Box<RawValue>]) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::with_capacity(entries.len());
-    let mut run: Option<(String, Vec<usize>)> = None;
     let heads: Vec<Option<Head>> = entries
         .iter()
         .map(|e| serde_json::from_str::<Head>(e.get()).ok())
         .collect();
-    let flush = |run: &mut Option<(String, Vec<usize>)>, rows: &mut Vec<Row>| {
-        let Some((actor_id, members)) = run.take() else {
+    // The run's first member, whose viewer and writer the others share, and its members.
+    let mut run: Option<(&Head, Vec<usize>)> = None;
+    let flush = |run: &mut Option<(&Head, Vec<usize>)>, rows: &mut Vec<Row>| {
+        let Some((head, members)) = run.take() else {
             return;
         };
         if members.len() == 1 {
@@ -72,7 +91,10 @@ pub fn rows(entries: &[Box<RawValue>]) -> Vec<Row> {
         };
         rows.push(Row::Views {
             views: ViewRun {
-                actor_id,
+                actor_id: head.actor.id.to_string(),
+                provenance: head
+                    .provenance
+                    .and_then(|p| serde_json::from_str(p.get()).ok()),
                 count: members.len(),
                 newest: time(members[0]),
                 oldest: time(members[members.len() - 1]),
@@ -83,10 +105,10 @@ pub fn rows(entries: &[Box<RawValue>]) -> Vec<Row> {
     for (i, head) in heads.iter().enumerate() {
         match head {
             Some(h) if h.action == VIEWED => match &mut run {
-                Some((actor, members)) if *actor == h.actor.id => members.push(i),
+                Some((first, members)) if first.runner() == h.runner() => members.push(i),
                 _ => {
                     flush(&mut run, &mut rows);
-                    run = Some((h.actor.id.to_string(), vec![i]));
+                    run = Some((h, vec![i]));
                 }
             },
             _ => {
@@ -110,6 +132,58 @@ mod tests {
         .unwrap()
     }
 
+    /// A view by `actor` as stored, written by `provenance` (its canonical JSON).
+    fn view_of(actor: &str, time: &str, provenance: &str) -> Box<RawValue> {
+        RawValue::from_string(format!(
+            r#"{{"action":"{VIEWED}","actor":{{"id":"{actor}"}},"provenance":{provenance},"time":"{time}"}}"#
+        ))
+        .unwrap()
+    }
+
+    /// A run is of one viewer and one writer: an imported view naming a reader's key (or one
+    /// stored before provenance) never joins that reader's run of the collector's entries.
+    #[test]
+    fn views_of_one_viewer_by_another_writer_are_not_in_their_run() {
+        const COLLECTOR: &str = r#"{"writer":"collector"}"#;
+        const IMPORTED: &str = r#"{"key_id":"key_i","source":"old","writer":"imported"}"#;
+        let page = [
+            view_of("key_a", "t9", COLLECTOR),
+            view_of("key_a", "t8", COLLECTOR),
+            view_of("key_a", "t7", IMPORTED),
+            view_of("key_a", "t6", COLLECTOR),
+            view_of("key_a", "t5", IMPORTED),
+            view_of("key_a", "t4", IMPORTED),
+            entry(VIEWED, "key_a", "t3"),
+            view_of("key_a", "t2", COLLECTOR),
+        ];
+        let run = |provenance: &str, newest: &str, oldest: &str, members: Vec<usize>| Row::Views {
+            views: ViewRun {
+                actor_id: "key_a".into(),
+                provenance: Some(serde_json::from_str(provenance).unwrap()),
+                count: members.len(),
+                newest: newest.into(),
+                oldest: oldest.into(),
+                members,
+            },
+        };
+        assert_eq!(
+            rows(&page),
+            [
+                run(COLLECTOR, "t9", "t8", vec![0, 1]),
+                Row::Entry { entry: 2 },
+                Row::Entry { entry: 3 },
+                run(IMPORTED, "t5", "t4", vec![4, 5]),
+                Row::Entry { entry: 6 },
+                Row::Entry { entry: 7 },
+            ]
+        );
+        let json = serde_json::to_value(&rows(&page)[0]).unwrap();
+        assert_eq!(
+            json["views"]["provenance"],
+            serde_json::json!({"writer": "collector"})
+        );
+    }
+
     #[test]
     fn consecutive_views_of_one_viewer_are_one_row() {
         let page = [
@@ -125,6 +199,7 @@ mod tests {
         let run = |actor: &str, newest: &str, oldest: &str, members: Vec<usize>| Row::Views {
             views: ViewRun {
                 actor_id: actor.into(),
+                provenance: None,
                 count: members.len(),
                 newest: newest.into(),
                 oldest: oldest.into(),

@@ -3,6 +3,7 @@
 //! verification are its other reads, each in a file of its own.
 
 use super::collect::OrgSpanCollector;
+use super::cursor::CursorKey;
 use super::error::IndexError;
 use super::schema::col;
 use super::scheme::{PartitionKey, micros_to_time};
@@ -84,6 +85,26 @@ impl AuditIndex {
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Tags search cursors under `key` from now on: the collector's, derived from its signing
+    /// key ([`CursorKey::from_signer`]), set before the API answers. Until then cursors are tagged
+    /// under a key of this process alone.
+    pub fn set_cursor_key(&self, key: CursorKey) {
+        *self
+            .shared
+            .cursor_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    /// The key cursors are tagged under now.
+    pub(crate) fn cursor_key(&self) -> CursorKey {
+        self.shared
+            .cursor_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every record of the write-ahead log up to this LSN is committed and searchable; replay

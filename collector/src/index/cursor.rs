@@ -11,19 +11,26 @@
 //! | 8     | `anchor`, microseconds (big-endian, signed; `i64::MIN`: no lower bound) |
 //! | 8     | when that count was taken, microseconds since the epoch (wall clock)   |
 //! | n     | `id` of the last entry returned, UTF-8                                 |
-//! | 8     | tag: first 8 bytes of SHA-256 over the org, the query and the bytes above |
+//! | 8     | tag: HMAC-SHA256 under the [`CursorKey`] of the org and query, then the bytes above; first 8 bytes |
 //!
 //! Version 1 (issued before the count was carried) is the same without the three count fields;
-//! it is still accepted, and the next page counts afresh.
+//! its layout is still read (the next page counts afresh), but every version 1 cursor issued
+//! carries the unkeyed tag of its time, and is refused.
 //!
 //! The tag makes any change (truncation, bit flips, another version) and any reuse with another
-//! org or other filters a [`IndexError::BadCursor`]. It is not a secret: a crafted cursor can at
-//! most choose where a walk of the caller's own org starts, and what `total` the caller is told
-//! on its later pages (the first page's `total`, the one a read records, never comes from a
-//! cursor).
+//! org or other filters a [`IndexError::BadCursor`]. It is keyed with a secret of the collector,
+//! derived from its signing key (which every node of a cluster shares, so a cursor one node
+//! issued continues on another): only the collector makes cursors. That is what makes a search
+//! recorded once per result set (its first page, without a cursor) a record of every read: a
+//! cursor no recorded first page began, such as one starting a walk above the newest record of
+//! any snapshot, is a `BadCursor`, and so is every cursor tagged before the tag was keyed (a bare
+//! SHA-256 of public inputs that anyone could compute).
 
 use super::error::IndexError;
-use sha2::{Digest, Sha256};
+use codestax_common::note::NoteSigner;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::fmt;
 
 const VERSION: u8 = 2;
 const VERSION_1: u8 = 1;
@@ -57,9 +64,37 @@ pub(crate) struct CarriedCount {
     pub counted_at: i64,
 }
 
+/// The key of cursors' tags. Its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct CursorKey([u8; 32]);
+
+impl CursorKey {
+    /// What the key is derived for from the signing key.
+    const PURPOSE: &'static str = "codestax-audit/search-cursor";
+
+    /// The key derived from the collector's signing key: the same on every node that has it.
+    pub fn from_signer(signer: &NoteSigner) -> CursorKey {
+        CursorKey(signer.derive_key(Self::PURPOSE))
+    }
+
+    /// A key of this process alone, until [`crate::index::AuditIndex::set_cursor_key`].
+    pub(crate) fn random() -> CursorKey {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        CursorKey(key)
+    }
+}
+
+impl fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
 impl Cursor {
-    /// Encodes the cursor for a walk identified by `scope` (the org and the normalised query).
-    pub fn encode(&self, scope: &str) -> String {
+    /// Encodes the cursor for a walk identified by `scope` (the org and the normalised query),
+    /// tagged under `key`.
+    pub fn encode(&self, scope: &str, key: &CursorKey) -> String {
         let mut bytes = Vec::with_capacity(HEADER + self.id.len() + TAG);
         match &self.count {
             Some(c) => {
@@ -77,13 +112,13 @@ impl Cursor {
             }
         }
         bytes.extend_from_slice(self.id.as_bytes());
-        let tag = tag(scope, &bytes);
+        let tag = tag(key, scope, &bytes);
         bytes.extend_from_slice(&tag);
         base64url_encode(&bytes)
     }
 
-    /// Decodes a cursor issued for `scope`.
-    pub fn decode(s: &str, scope: &str) -> Result<Cursor, IndexError> {
+    /// Decodes a cursor issued for `scope` and tagged under `key`.
+    pub fn decode(s: &str, scope: &str, key: &CursorKey) -> Result<Cursor, IndexError> {
         let bad = |m: &str| IndexError::BadCursor(m.to_string());
         if s.len() > MAX_CURSOR_CHARS {
             return Err(bad("too long"));
@@ -99,7 +134,8 @@ impl Cursor {
             return Err(bad("too short"));
         }
         let (body, got_tag) = bytes.split_at(bytes.len() - TAG);
-        if tag(scope, body) != got_tag {
+        // Compared in constant time: how much of a tag matched must not show in the timing.
+        if !tag_matches(key, scope, body, got_tag) {
             return Err(bad("does not belong to this org and query, or was altered"));
         }
         let word = |at: usize| -> [u8; 8] { body[at..at + 8].try_into().expect("8 bytes") };
@@ -122,14 +158,21 @@ impl Cursor {
     }
 }
 
-fn tag(scope: &str, body: &[u8]) -> [u8; TAG] {
-    let mut h = Sha256::new();
-    h.update(b"codestax-audit-cursor\0");
-    h.update((scope.len() as u64).to_be_bytes());
-    h.update(scope.as_bytes());
-    h.update(body);
-    let digest = h.finalize();
-    digest[..TAG].try_into().expect("SHA-256 has 32 bytes")
+fn mac(key: &CursorKey, scope: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    mac.update((scope.len() as u64).to_be_bytes().as_slice());
+    mac.update(scope.as_bytes());
+    mac.update(body);
+    mac
+}
+
+fn tag(key: &CursorKey, scope: &str, body: &[u8]) -> [u8; TAG] {
+    let digest = mac(key, scope, body).finalize().into_bytes();
+    digest[..TAG].try_into().expect("HMAC-SHA256 has 32 bytes")
+}
+
+fn tag_matches(key: &CursorKey, scope: &str, body: &[u8], got: &[u8]) -> bool {
+    mac(key, scope, body).verify_truncated_left(got).is_ok()
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -228,14 +271,18 @@ mod tests {
                 id: "evt-ü-1".into(),
                 count,
             };
-            let s = c.encode("acme|q");
-            assert_eq!(Cursor::decode(&s, "acme|q").unwrap(), c);
+            let key = CursorKey::random();
+            let s = c.encode("acme|q", &key);
+            assert_eq!(Cursor::decode(&s, "acme|q", &key).unwrap(), c);
             assert!(matches!(
-                Cursor::decode(&s, "globex|q"),
+                Cursor::decode(&s, "globex|q", &key),
                 Err(IndexError::BadCursor(_))
             ));
             for cut in 0..s.len() {
-                assert!(Cursor::decode(&s[..cut], "acme|q").is_err(), "cut {cut}");
+                assert!(
+                    Cursor::decode(&s[..cut], "acme|q", &key).is_err(),
+                    "cut {cut}"
+                );
             }
             let raw = base64url_decode(&s).unwrap();
             for version in [0, 1, 2, 3, 255] {
@@ -244,16 +291,55 @@ mod tests {
                     continue;
                 }
                 other[0] = version;
-                assert!(Cursor::decode(&base64url_encode(&other), "acme|q").is_err());
+                assert!(Cursor::decode(&base64url_encode(&other), "acme|q", &key).is_err());
             }
             for i in 0..raw.len() {
                 let mut flipped = raw.clone();
                 flipped[i] ^= 0x10;
                 assert!(
-                    Cursor::decode(&base64url_encode(&flipped), "acme|q").is_err(),
+                    Cursor::decode(&base64url_encode(&flipped), "acme|q", &key).is_err(),
                     "byte {i}"
                 );
             }
         }
+    }
+
+    /// The tag is keyed: a cursor made under another key, or with the unkeyed SHA-256 tag
+    /// cursors had before, is refused; the key derived from one signing key is the same on
+    /// every node holding it, so a cursor one node issued continues on another.
+    #[test]
+    fn only_a_cursor_tagged_under_the_collectors_key_decodes() {
+        let signer = NoteSigner::new("collector.test", [7; 32]).unwrap();
+        let node_a = CursorKey::from_signer(&signer);
+        let node_b = CursorKey::from_signer(&NoteSigner::parse(&signer.encode()).unwrap());
+        let other = CursorKey::from_signer(&NoteSigner::new("collector.test", [8; 32]).unwrap());
+        let c = Cursor {
+            snapshot: u64::MAX,
+            time: i64::MAX,
+            id: String::new(),
+            count: None,
+        };
+        let issued = c.encode("acme|q", &node_a);
+        assert_eq!(Cursor::decode(&issued, "acme|q", &node_b).unwrap(), c);
+        for key in [&other, &CursorKey::random()] {
+            assert!(matches!(
+                Cursor::decode(&issued, "acme|q", key),
+                Err(IndexError::BadCursor(_))
+            ));
+        }
+        // Before the key: SHA-256 over a fixed prefix, the scope and the body.
+        use sha2::Digest;
+        let body = base64url_decode(&issued).unwrap()[..HEADER_1].to_vec();
+        let mut h = Sha256::new();
+        h.update(b"codestax-audit-cursor\0");
+        h.update(6u64.to_be_bytes());
+        h.update(b"acme|q");
+        h.update(&body);
+        let mut unkeyed = body;
+        unkeyed.extend_from_slice(&h.finalize()[..TAG]);
+        assert!(matches!(
+            Cursor::decode(&base64url_encode(&unkeyed), "acme|q", &node_a),
+            Err(IndexError::BadCursor(_))
+        ));
     }
 }

@@ -42,8 +42,8 @@
 //! The first page counts every match; its cursor carries that count (split at an anchor just
 //! above the walk's lower time bound), so later pages count only the few matches near the
 //! retention floor, which may expire during the walk, and visit only the partitions and segments
-//! that can hold their entries. Cursors are bound to the org and the filters; anything else is
-//! [`IndexError::BadCursor`].
+//! that can hold their entries. Cursors are bound to the org and the filters, and tagged under a
+//! key only the collector holds ([`CursorKey`]); anything else is [`IndexError::BadCursor`].
 //! An export does not walk pages: [`AuditIndex::scan`] reads every match of a search once, in the
 //! same order and from the same kind of snapshot, in bounded memory.
 //!
@@ -207,6 +207,7 @@ mod tests;
 
 pub use audit_index::{AuditIndex, IndexStats, OrgSpan, PartitionInfo, TailFollow};
 pub use chain::{ChainReport, ExpiringChains};
+pub use cursor::CursorKey;
 pub use error::IndexError;
 pub use facets::{Bucket, Facets, Histogram, Interval, ValueCount};
 pub use indexer::{Indexer, Purge};

@@ -85,9 +85,10 @@ impl AuditIndex {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let plan = Plan::new(&self.shared.fields, org, q)?;
         let now = chrono::Utc::now().timestamp_micros();
+        let key = self.cursor_key();
         let (snapshot, after, carried) = match cursor {
             Some(c) => {
-                let c = Cursor::decode(c, &plan.scope)?;
+                let c = Cursor::decode(c, &plan.scope, &key)?;
                 (c.snapshot, Some((c.time, c.id)), c.count)
             }
             None => (self.snapshot_bound(), None, None),
@@ -175,7 +176,7 @@ impl AuditIndex {
                         id,
                         count: Some(count),
                     }
-                    .encode(&plan.scope),
+                    .encode(&plan.scope, &key),
                 )
             }
             _ => None,

@@ -3,6 +3,7 @@
 //! is, and the read caches. Opening an index directory builds it.
 
 use super::collect::{FacetCache, TimeChunks};
+use super::cursor::CursorKey;
 use super::error::IndexError;
 use super::options::IndexOptions;
 use super::partition::{OpenPartition, Partition};
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub commits: tokio::sync::watch::Sender<u64>,
     /// The newest records of orgs that streams follow.
     pub tail: Tail,
+    /// What search cursors are tagged under ([`super::AuditIndex::set_cursor_key`]).
+    pub cursor_key: RwLock<CursorKey>,
 }
 
 /// How far the index is, as last committed.
@@ -117,6 +120,7 @@ impl Shared {
             )),
             time_chunks: Arc::new(TimeChunks::new(opts.time_chunk_docs)),
             tail: Tail::new(opts.tail_bytes),
+            cursor_key: RwLock::new(CursorKey::random()),
             opts,
             schema,
             fields,

@@ -2242,7 +2242,8 @@ fn stale_old_and_crafted_cursors() {
     let first = index.search("acme", &q, 10, None).unwrap();
     assert_eq!(first.total, want.len() as u64);
     let scope = Plan::new(&index.shared().fields, "acme", &q).unwrap().scope;
-    let good = Cursor::decode(first.next_cursor.as_deref().unwrap(), &scope).unwrap();
+    let key = index.cursor_key();
+    let good = Cursor::decode(first.next_cursor.as_deref().unwrap(), &scope, &key).unwrap();
     let count = good.count.unwrap();
     assert_eq!(
         count.anchor,
@@ -2254,14 +2255,14 @@ fn stale_old_and_crafted_cursors() {
             count,
             ..good.clone()
         }
-        .encode(&scope)
+        .encode(&scope, &key)
     };
     let page = |c: &str| index.search("acme", &q, 10, Some(c)).unwrap();
     // A cursor issued before the count was carried: counted afresh, and the next cursor carries.
     let old = page(&with(None));
     assert_eq!(old.total, want.len() as u64);
     assert!(
-        Cursor::decode(old.next_cursor.as_deref().unwrap(), &scope)
+        Cursor::decode(old.next_cursor.as_deref().unwrap(), &scope, &key)
             .unwrap()
             .count
             .is_some()
@@ -2276,8 +2277,8 @@ fn stale_old_and_crafted_cursors() {
         assert_eq!(stale.total, want.len() as u64);
         assert_eq!(stale.entries, want[10..20].to_vec());
     }
-    // A fresh count is relied on: a crafted one changes only the total its crafter is told
-    // about a walk of its own org (the entries are the same).
+    // A fresh count is relied on: one crafted under the key (as only the collector can) changes
+    // only the total told about a walk of the org (the entries are the same).
     let crafted = page(&with(Some(CarriedCount {
         at_or_after_anchor: 5,
         ..count

@@ -253,6 +253,13 @@ impl IngestError {
     }
 }
 
+/// Largest of the collector's own entries (views, exports, changes), in bytes of canonical JSON:
+/// a fixed limit, not `ingest.max_record_bytes`. That setting bounds what apps send (as low as
+/// 1 KiB); the collector's entries are bounded by the API's own fixed limits instead (request
+/// targets, saved views' and streams' filters), which are chosen so every entry fits this one,
+/// so no setting can make a read or a change impossible to record, and so refused.
+pub const MAX_COLLECTOR_ENTRY_BYTES: usize = codestax_common::DEFAULT_MAX_RECORD_BYTES;
+
 /// The rules of ingest, fixed at start.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestSettings {
@@ -322,6 +329,16 @@ impl Ingest {
             allow_custom_actions: self.settings.allow_custom_actions,
             now: Utc::now(),
             collector_entries: false,
+        }
+    }
+
+    /// The rules of the collector's own entries, as of now: [`MAX_COLLECTOR_ENTRY_BYTES`], and
+    /// what belongs to the collector alone allowed.
+    pub fn collector_entry_rules(&self) -> Rules {
+        Rules {
+            max_record_bytes: MAX_COLLECTOR_ENTRY_BYTES,
+            collector_entries: true,
+            ..self.rules()
         }
     }
 

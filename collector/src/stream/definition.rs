@@ -20,6 +20,12 @@ pub const SYSLOG_MAX_MESSAGE_BYTES_RANGE: (usize, usize) = (480, 1024 * 1024);
 const MAX_NAME_CHARS: usize = 200;
 /// Most values per filter, and headers per destination.
 const MAX_LIST: usize = 100;
+/// Largest filter set through the API, in bytes of JSON: a change's record holds the old and
+/// the new set (see [`check_recordable`]).
+pub const MAX_FILTERS_BYTES: usize = 8 * 1024;
+/// Largest destination through the API, in bytes of JSON as shown (without secrets; a `ca_pem`
+/// of a few certificates): a change's record holds the old and the new one.
+pub const MAX_DESTINATION_BYTES: usize = 20 * 1024;
 
 /// A field of a stream definition that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -597,6 +603,45 @@ impl StreamInput {
         });
         StreamInput::from_json(&body)
     }
+
+    /// [`check_recordable`] of the new stream's filters and destination, so a later change of
+    /// either can be recorded.
+    pub fn check_recordable(&self) -> Result<(), DefinitionError> {
+        check_recordable(Some(&self.filters), Some(&self.destination))
+    }
+}
+
+/// Refuses filters over [`MAX_FILTERS_BYTES`] and a destination over [`MAX_DESTINATION_BYTES`]
+/// (as JSON, as a change's record holds them), naming the field, so the collector's record of
+/// a change always fits its entry limit. The API's only: a stream declared in the TOML is never
+/// changed through it, and keeps whatever CA file its operator names.
+pub fn check_recordable(
+    filters: Option<&Filters>,
+    destination: Option<&Destination>,
+) -> Result<(), DefinitionError> {
+    let size = |v: Result<Value, serde_json::Error>| {
+        v.map_or(0, |v| codestax_common::to_canonical_json(&v).len())
+    };
+    for (field, size, max) in [
+        (
+            "filters",
+            filters.map(|f| size(serde_json::to_value(f))),
+            MAX_FILTERS_BYTES,
+        ),
+        (
+            "destination",
+            destination.map(|d| size(serde_json::to_value(d))),
+            MAX_DESTINATION_BYTES,
+        ),
+    ] {
+        if let Some(size) = size.filter(|s| *s > max) {
+            return Err(bad(
+                field,
+                format!("{size} bytes of JSON, over the limit of {max}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `PATCH .../streams/{id}`: what changes.
@@ -650,6 +695,14 @@ impl StreamPatch {
             );
         }
         Ok(p)
+    }
+
+    /// [`check_recordable`] of what it sets.
+    pub fn check_recordable(&self) -> Result<(), DefinitionError> {
+        check_recordable(
+            self.filters.as_ref(),
+            self.destination.as_ref().map(|(d, _)| d),
+        )
     }
 
     /// Whether it changes the definition (not only `paused`).
@@ -1029,6 +1082,36 @@ mod tests {
             let e = StreamInput::from_json(&body).unwrap_err();
             assert_eq!(e.field, field, "{body}: {e}");
         }
+    }
+
+    /// A change's record holds the old and the new filters and destination: through the API
+    /// each is bounded, so the record always fits; a stream declared in the TOML is not.
+    #[test]
+    fn filters_and_destinations_over_their_bounds_are_refused_naming_them() {
+        let actors = |n: usize| Value::from(vec!["a".repeat(500); n]);
+        let url = |n: usize| format!("https://siem.example.com/{}", "p".repeat(n));
+        let body = |actors: Value, url: String| {
+            json!({"name": "a", "filters": {"actor": actors},
+                "destination": {"kind": "https", "url": url}})
+        };
+        let fits = StreamInput::from_json(&body(actors(16), url(20_000))).unwrap();
+        assert!(serde_json::to_string(&fits.filters).unwrap().len() > MAX_FILTERS_BYTES - 600);
+        let shown = serde_json::to_string(&fits.destination).unwrap().len();
+        assert!(shown > MAX_DESTINATION_BYTES - 600, "{shown}");
+        fits.check_recordable().unwrap();
+        for (body, field) in [
+            (body(actors(17), url(10)), "filters"),
+            (body(actors(1), url(21_000)), "destination"),
+        ] {
+            let input = StreamInput::from_json(&body).unwrap();
+            assert_eq!(input.check_recordable().unwrap_err().field, field);
+            let patch = StreamPatch::from_json(&json!({field: body[field]})).unwrap();
+            assert_eq!(patch.check_recordable().unwrap_err().field, field);
+        }
+        StreamPatch::from_json(&json!({"paused": true}))
+            .unwrap()
+            .check_recordable()
+            .unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use super::error::TreeError;
 use super::trees::{Trees, lock};
+use crate::index::CursorKey;
 use chrono::{DateTime, Utc};
 use codestax_common::merkle::{EMPTY_ROOT, Hash};
 use codestax_common::note::{self, Checkpoint, NoteError, NoteSigner, VerifierKey};
@@ -127,6 +128,12 @@ impl Heads {
                 contradicted: HashMap::new(),
             }),
         })
+    }
+
+    /// The key search cursors are tagged under, derived from the heads' key: the signing key
+    /// every node of a cluster shares, so a cursor one node issued verifies on another.
+    pub fn cursor_key(&self) -> CursorKey {
+        CursorKey::from_signer(&self.signer)
     }
 
     /// Signs `text` (ending in a newline) as a signed note with the heads' key: an export's

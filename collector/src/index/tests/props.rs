@@ -203,9 +203,10 @@ proptest! {
                 counted_at,
             }),
         };
-        let encoded = cursor.encode(&plan.scope);
-        assert_eq!(Cursor::decode(&encoded, &plan.scope).ok().as_ref(), (encoded.len() <= 1024).then_some(&cursor));
-        assert!(Cursor::decode(&encoded, &plan.scope.replace("acme", "globex")).is_err());
+        let key = f.index.cursor_key();
+        let encoded = cursor.encode(&plan.scope, &key);
+        assert_eq!(Cursor::decode(&encoded, &plan.scope, &key).ok().as_ref(), (encoded.len() <= 1024).then_some(&cursor));
+        assert!(Cursor::decode(&encoded, &plan.scope.replace("acme", "globex"), &key).is_err());
         match f.index.search("acme", &query, 7, Some(&encoded)) {
             Ok(page) => assert!(page.entries.iter().all(|e| e.org_id == "acme")),
             Err(IndexError::BadCursor(_)) => {}
