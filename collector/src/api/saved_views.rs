@@ -7,11 +7,11 @@
 //! `filters` holds the audit-log search's filters (`q`, `user`, `action`, `category`,
 //! `repository`, `outcome`, `since`, `until`; a string or a list of strings each), checked as the
 //! search checks them, so a saved view always opens, and at most [`MAX_FILTERS_BYTES`] of JSON,
-//! so the record of a change (the old and the new filters) always fits. Creating, changing and deleting are recorded
-//! in the org's log (`audit_log.saved_view_created`, `…_changed`, `…_deleted`) before they are
-//! made; if the record cannot be made durable, nothing changes. On a single node the org's new
-//! views file is written first (not in place yet), so a full disk refuses a change before it is
-//! recorded.
+//! so the record of a change (the old and the new filters) always fits. Creating, changing and
+//! deleting are recorded in the org's log (`audit_log.saved_view_created`, `…_changed`,
+//! `…_deleted`) before they are made; if the record cannot be made durable, nothing changes. On
+//! a single node the org's new views file is written first (not in place yet), so a full disk
+//! refuses a change before it is recorded.
 
 use super::audit_log;
 use super::auth::{OrgAccess, ReadLog};
