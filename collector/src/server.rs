@@ -204,6 +204,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
         metrics.clone(),
         health.clone(),
     )
+    .with_retention(retention.clone())
     .with_rate_limiter(RateLimiter::new(
         RateLimit::from_config(
             config.limits.ingest_records_per_second_per_key,

@@ -18,8 +18,8 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use codestax_common::api::{EXPIRED_ON_ARRIVAL, IngestResponse};
-use codestax_common::{FieldError, Provenance, Rules};
+use codestax_common::api::IngestResponse;
+use codestax_common::{Provenance, Rules};
 use codestax_otlp_receiver::body::{ContentEncoding, read_limited};
 use codestax_otlp_receiver::http::media_type;
 use codestax_otlp_receiver::{Bearer, Exported, Logs, LogsSink, Refusal, RefusalKind, Transport};
@@ -126,17 +126,12 @@ pub async fn import(
         ..state.ingest.rules()
     };
     let org = key.org_id.clone();
-    let cutoff = state.retention.for_org(&org).expires_before(rules.now);
     let batch = decode_ndjson_body(&state, &headers, body, move |b| {
         let batch = Batch {
             records: Vec::new(),
             rejections: Rejections::listing_all(),
         };
-        let mut batch = decode_ndjson_into(batch, b, &org, &rules);
-        if let Some(cutoff) = cutoff {
-            refuse_expired(&mut batch, cutoff);
-        }
-        batch
+        decode_ndjson_into(batch, b, &org, &rules)
     })
     .await?;
     let provenance = key.import_provenance(source);
@@ -164,30 +159,6 @@ fn import_source(raw: Option<&str>) -> Result<Option<String>, ApiError> {
         }
     }
     Ok(source)
-}
-
-/// Moves the records of `batch` older than `cutoff` (the org's retention floor) to its
-/// rejections: the janitor would delete them at its next run, and a read would hide them now.
-fn refuse_expired(batch: &mut Batch, cutoff: chrono::DateTime<chrono::Utc>) {
-    let (kept, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut batch.records)
-        .into_iter()
-        .partition(|(_, r)| r.time >= cutoff);
-    batch.records = kept;
-    for (position, mut record) in expired {
-        let reason = format!(
-            "{EXPIRED_ON_ARRIVAL}: {} is older than the org's retention (records before {} are deleted); not stored",
-            codestax_common::time::format_rfc3339(&record.time),
-            codestax_common::time::format_rfc3339(&cutoff),
-        );
-        batch.rejections.push_labelled(
-            EXPIRED_ON_ARRIVAL_LABEL,
-            position,
-            vec![FieldError::new("time", reason)],
-            || record.id.take(),
-        );
-    }
-    // Positions stay in body order for the listing.
-    batch.records.sort_by_key(|(position, _)| *position);
 }
 
 /// An NDJSON request body, read within the limit, to be inflated where it is parsed.

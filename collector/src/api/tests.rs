@@ -25,6 +25,8 @@ use tower::ServiceExt;
 
 struct TestApp {
     state: AppState,
+    /// The state's ingest without its retention check.
+    seed: Ingest,
     indexer: Indexer,
     batches: mpsc::Receiver<IndexBatch>,
     store: Store,
@@ -68,7 +70,10 @@ impl TestApp {
         .unwrap();
         index.set_cursor_key(heads.cursor_key());
         let metrics = Arc::new(Metrics::new());
-        let ingest = Ingest::new(
+        let retention = Arc::new(RetentionPolicy::open(&config, dir.path()).unwrap());
+        // Seeds records whatever their time: ones stored while inside a window that has moved
+        // since (ingest itself refuses what is already past its window).
+        let seed = Ingest::new(
             store.clone(),
             IngestSettings {
                 max_record_bytes: config.ingest.max_record_bytes,
@@ -77,12 +82,13 @@ impl TestApp {
             metrics.clone(),
             health.clone(),
         );
+        let ingest = seed.clone().with_retention(retention.clone());
         let state = AppState {
             keys: KeyStore::open(dir.path()).unwrap(),
             index,
             ingest,
             metrics,
-            retention: Arc::new(RetentionPolicy::open(&config, dir.path()).unwrap()),
+            retention,
             limits: ApiLimits {
                 max_body_bytes: 1 << 20,
                 max_decompressed_bytes: 1 << 20,
@@ -100,6 +106,7 @@ impl TestApp {
         };
         TestApp {
             state,
+            seed,
             indexer,
             batches,
             store,
@@ -112,12 +119,12 @@ impl TestApp {
         token.expose().to_string()
     }
 
-    /// Stores `records` (all of one org) and indexes everything stored so far.
+    /// Stores `records` (all of one org), whatever their time, and indexes everything stored so
+    /// far.
     async fn ingest(&mut self, records: Vec<AuditRecord>) {
         let org = records[0].org_id.clone();
         let outcome = self
-            .state
-            .ingest
+            .seed
             .submit(
                 &org,
                 codestax_common::Provenance::Ingest {
@@ -1020,6 +1027,56 @@ async fn org_routes_answer_404_for_other_orgs_then_403_without_the_role() {
 /// OTLP/HTTP authenticates in the shared receiver, as OTLP/gRPC does: 401 with the bearer
 /// challenge, 403 for a key that may not ingest, 415 for an unknown Content-Encoding, each a
 /// `google.rpc.Status`; 503 until the WAL is replayed.
+/// Every receiver refuses a record already past its org's window (OTLP here; NDJSON and import
+/// in the end-to-end tests), naming it; the rest of the request goes in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_refuses_records_past_the_window_as_expired_on_arrival() {
+    let mut t = TestApp::new(config());
+    let ingest = t.key("team", Role::Ingest);
+    let log = |age: chrono::Duration, id: &str| {
+        let nanos = (Utc::now() - age).timestamp_nanos_opt().unwrap();
+        let attribute =
+            |key: &str, value: &str| json!({"key": key, "value": {"stringValue": value}});
+        json!({
+            "timeUnixNano": nanos.to_string(),
+            "attributes": [
+                attribute("audit.action", "auth.login"),
+                attribute("audit.id", id),
+                attribute("enduser.id", "u"),
+                attribute("audit.actor.email", "u@x.example"),
+            ],
+        })
+    };
+    // The team org keeps the default 3 days.
+    let request = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        log(chrono::Duration::days(3) + chrono::Duration::minutes(5), "old"),
+        log(chrono::Duration::days(3) - chrono::Duration::minutes(5), "inside"),
+    ]}]}]});
+    let post = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/logs")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ingest}"))
+        .body(Body::from(serde_json::to_vec(&request).unwrap()))
+        .unwrap();
+    let (status, _, bytes) = send(&t.state, post).await;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["partialSuccess"]["rejectedLogRecords"], 1,
+        "{answer}"
+    );
+    let message = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("record 1: time: expired on arrival: "),
+        "{message}"
+    );
+    t.index_pending();
+    let admin = t.key("team", Role::OrgAdmin);
+    let (status, entry) = t.get("/api/v1/orgs/team/audit-log/inside", &admin).await;
+    assert_eq!(status, 200, "{entry}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_http_authorizes_in_the_receiver() {
     let t = TestApp::new(config());

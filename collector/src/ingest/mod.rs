@@ -14,9 +14,10 @@ pub use rate::{RateLimit, RateLimited, RateLimiter, RateScope};
 use crate::cluster::{Appended, JetStreamLog};
 use crate::health::{Failure, Health, Part};
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 use crate::store::{Admission, Store, StoreError};
-use chrono::Utc;
-use codestax_common::api::RejectedRecord;
+use chrono::{DateTime, Utc};
+use codestax_common::api::{EXPIRED_ON_ARRIVAL, RejectedRecord};
 use codestax_common::schema::{Field, Object};
 use codestax_common::{
     AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record, check_reserved_id,
@@ -279,6 +280,9 @@ pub struct Ingest {
     rate_limiter: Arc<RateLimiter>,
     /// Senders' records are refused while the index cannot write.
     health: Health,
+    /// Records older than their org's retention are refused as expired on arrival, not stored
+    /// to be hidden and deleted ([`Ingest::with_retention`]; none: every time is taken).
+    retention: Option<Arc<RetentionPolicy>>,
 }
 
 impl Ingest {
@@ -295,7 +299,17 @@ impl Ingest {
             metrics,
             rate_limiter: Arc::new(RateLimiter::default()),
             health,
+            retention: None,
         }
+    }
+
+    /// The same pipeline refusing records older than their org's retention (at the same bound
+    /// reads and the janitor use; none while the org is on legal hold) as expired on arrival:
+    /// taken, they would be hidden at once and deleted at the janitor's next run, which is a
+    /// silent drop that the sender was told was a success.
+    pub fn with_retention(mut self, retention: Arc<RetentionPolicy>) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// The same pipeline publishing to the cluster's JetStream `log` instead of the local store.
@@ -378,6 +392,10 @@ impl Ingest {
             rejections,
         } = batch.into();
         let now = codestax_common::time::truncate_to_micros(Utc::now());
+        let expires_before = self
+            .retention
+            .as_ref()
+            .and_then(|r| r.for_org(key_org).expires_before(now));
         let mut outcome = IngestOutcome {
             rejected: rejections,
             ..IngestOutcome::default()
@@ -409,6 +427,18 @@ impl Ingest {
                 outcome
                     .rejected
                     .push(position, reserved, || record.id.take());
+                continue;
+            }
+            if let Some(cutoff) = expires_before
+                && record.time < cutoff
+            {
+                let error = FieldError::new("time", expired_on_arrival(&record, cutoff));
+                outcome.rejected.push_labelled(
+                    EXPIRED_ON_ARRIVAL_LABEL,
+                    position,
+                    vec![error],
+                    || record.id.take(),
+                );
                 continue;
             }
             if record.id.is_none() {
@@ -475,6 +505,16 @@ impl Ingest {
             Some(r) => Err(EntryError::Refused(format!("{:?}", r.errors))),
         }
     }
+}
+
+/// Why a record older than its org's retention (`cutoff`) is refused.
+fn expired_on_arrival(record: &AuditRecord, cutoff: DateTime<Utc>) -> String {
+    format!(
+        "{EXPIRED_ON_ARRIVAL}: {} is older than the org's retention (records before {} are \
+         deleted); not stored",
+        codestax_common::time::format_rfc3339(&record.time),
+        codestax_common::time::format_rfc3339(&cutoff),
+    )
 }
 
 /// The id of a record that came without one: a hash of its content, so the same record sent twice

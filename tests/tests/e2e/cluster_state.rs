@@ -40,7 +40,7 @@ fn node(dir: &std::path::Path, name: &str) -> Collector {
     Collector::configure(options).unwrap()
 }
 
-fn put_retention(c: &Collector, org: &str, token: &str, days: u32) -> (u16, Value) {
+pub(crate) fn put_retention(c: &Collector, org: &str, token: &str, days: u32) -> (u16, Value) {
     let r = c
         .client()
         .put(c.url(&format!("/api/v1/orgs/{org}/settings/retention")))

@@ -54,10 +54,17 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Per-org series on, to see each org's figures.
-    let mut c = Collector::start(&data, &format!("[metrics]\nper_org = true\n{ORGS}"));
+    // The records come in while every window is 30 days (ingest refuses a record already past
+    // its window); the collector then restarts with the narrow windows of ORGS.
+    let wide = ORGS
+        .replace("default_days = 3", "default_days = 30")
+        .replace("retention_days = 5", "retention_days = 30")
+        .replace("janitor_interval = \"1s\"", "janitor_interval = \"1h\"");
+    let mut c = Collector::start(&data, &format!("[metrics]\nper_org = true\n{wide}"));
     let mins = Duration::minutes;
     let days = Duration::days;
     let mut admin = std::collections::BTreeMap::new();
+    let mut ingest_keys = std::collections::BTreeMap::new();
     for (org, records) in [
         (
             "free",
@@ -110,7 +117,6 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
         ),
     ] {
         let ingest = c.create_key(org, "INGEST");
-        // Late records are accepted, even those already past the window.
         let (status, body) = c.ingest(&ingest, &records);
         assert_eq!(
             (status, &body["accepted"]),
@@ -118,7 +124,58 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
             "{body}"
         );
         admin.insert(org, c.create_key(org, "ORG_ADMIN"));
+        ingest_keys.insert(org, ingest);
     }
+    assert!(c.stop(), "clean stop");
+    let narrow = format!("[metrics]\nper_org = true\n{ORGS}");
+    let config = std::fs::read_to_string(&c.config_path).unwrap();
+    let config = config.replace(&format!("[metrics]\nper_org = true\n{wide}"), &narrow);
+    assert!(config.contains(&narrow), "{config}");
+    std::fs::write(&c.config_path, config).unwrap();
+    c.restart();
+
+    // A record already past its window is refused as expired on arrival, naming `time`; the
+    // rest of its batch goes in. Under legal hold nothing expires, so it is taken.
+    let late = |org: &str, id: &str, age: Duration| {
+        record(org, id, "auth.login", "a@x.example", &ago(age))
+    };
+    let (status, body) = c.ingest(
+        &ingest_keys["free"],
+        &[
+            late("free", "late", days(3) + mins(10)),
+            late("free", "recent-2", mins(1)),
+        ],
+    );
+    assert_eq!(
+        (status, &body["accepted"], &body["expired"]),
+        (200, &Value::from(1), &Value::from(1)),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["line"], 1, "{body}");
+    assert_eq!(body["errors"][0]["errors"][0]["field"], "time", "{body}");
+    assert!(
+        body["errors"][0]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("expired on arrival"),
+        "{body}"
+    );
+    let (status, body) = c.ingest(&ingest_keys["held"], &[late("held", "late", days(10))]);
+    assert_eq!(
+        (status, &body["accepted"]),
+        (200, &Value::from(1)),
+        "{body}"
+    );
+    let text = metrics(&c);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("codestax_collector_records_rejected_total")
+                && l.contains(r#"receiver="ndjson""#)
+                && l.contains(r#"reason="expired_on_arrival""#)
+                && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
 
     // The janitor runs every second: wait for a run that saw every record (held's oldest is
     // reported) and deleted both expired ones.
@@ -185,11 +242,11 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
             &admin[org],
         )
     };
-    assert_eq!(ids(&search(&c, "free")), ["recent", "inside"]);
+    assert_eq!(ids(&search(&c, "free")), ["recent-2", "recent", "inside"]);
     assert_eq!(ids(&search(&c, "ent")), ["inside"]);
     assert_eq!(
         ids(&search(&c, "held")),
-        ["old"],
+        ["late", "old"],
         "legal hold: past the window, readable"
     );
     assert_eq!(
@@ -234,7 +291,7 @@ fn janitor_deletes_only_the_expired_and_a_restart_brings_nothing_back() {
         metric(&text, "codestax_collector_index_documents"),
         Some(before)
     );
-    assert_eq!(ids(&search(&c, "free")), ["recent", "inside"]);
+    assert_eq!(ids(&search(&c, "free")), ["recent-2", "recent", "inside"]);
     assert_eq!(
         c.get("/api/v1/orgs/ent/audit-log/outside", &admin["ent"])
             .status(),

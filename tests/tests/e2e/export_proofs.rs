@@ -536,10 +536,12 @@ fn exports_carry_their_proofs_and_every_tampering_is_named() {
 fn after_retention_an_unfiltered_export_names_its_holes_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    // The janitor's first run comes about 10 s after start.
-    let c = Collector::start(
+    // The records come in while the window is 30 days (ingest refuses a record already past
+    // its window), then the collector restarts with 3 days: the janitor's first run comes
+    // about 10 s after that start.
+    let mut c = Collector::start(
         &work.join("data"),
-        "[retention]\ndefault_days = 3\njanitor_interval = \"1h\"\n",
+        "[retention]\ndefault_days = 30\njanitor_interval = \"1h\"\n",
     );
     let ingest = c.create_key("acme", "INGEST");
     let admin = c.create_key("acme", "ORG_ADMIN");
@@ -581,6 +583,8 @@ fn after_retention_an_unfiltered_export_names_its_holes_and_verifies() {
         ));
     }
     assert_eq!(c.ingest(&ingest, &batch).0, 200);
+    c.restart_with("[retention]\ndefault_days = 3\njanitor_interval = \"1h\"\n")
+        .unwrap();
     c.wait_for_total("acme", "action=auth.login", &admin, 10);
     // The key creations (seq 1, 2, the newest records) open the span, so the 5 old records
     // and the late arrival are its holes.

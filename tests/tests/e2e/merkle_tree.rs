@@ -236,10 +236,12 @@ fn hashes(v: &Value) -> Vec<Hash> {
 #[test]
 fn after_retention_the_records_left_prove_against_the_same_root() {
     let dir = tempfile::tempdir().unwrap();
-    // The janitor's first run comes about 10 s after start.
-    let c = Collector::start(
+    // The records come in while the window is 30 days (ingest refuses a record already past
+    // its window), then the collector restarts with 3 days: the janitor's first run comes
+    // about 10 s after that start.
+    let mut c = Collector::start(
         &dir.path().join("data"),
-        "[retention]\ndefault_days = 3\njanitor_interval = \"1h\"\n",
+        "[retention]\ndefault_days = 30\njanitor_interval = \"1h\"\n",
     );
     let ingest = c.create_key("acme", "INGEST");
     let admin = c.create_key("acme", "ORG_ADMIN");
@@ -275,6 +277,8 @@ fn after_retention_the_records_left_prove_against_the_same_root() {
         &late,
     ));
     assert_eq!(c.ingest(&ingest, &batch).0, 200);
+    c.restart_with("[retention]\ndefault_days = 3\njanitor_interval = \"1h\"\n")
+        .unwrap();
     let (before, _) = checkpoint(&c, "acme", &admin, &key);
     assert_eq!(
         deleted(&c),

@@ -16,11 +16,15 @@ use serde_json::Value;
 
 use crate::cluster_common::{QUERY, Servers};
 use crate::cluster_ingest::ingest_until_acked;
+use crate::cluster_state::put_retention;
 
 const ORG: &str = "acme";
-const RETENTION: &str = "[retention]\ndefault_days = 3\njanitor_interval = \"1s\"\n";
+/// The org keeps 30 days until the test sets 3 through the API (ingest refuses a record already
+/// past its window, so the old records come in while they are inside it).
+const RETENTION: &str = "[retention]\ndefault_days = 3\njanitor_interval = \"1s\"\n\
+    [[orgs]]\nid = \"acme\"\nplan = \"enterprise\"\nretention_days = 30\n";
 
-/// Node `name` of `servers`, started with a 3-day retention and snapshots every second.
+/// Node `name` of `servers`, started with that retention and snapshots every second.
 fn start(servers: &Servers, name: &str) -> Collector {
     let mut c = servers.node(name);
     servers.join_with(&mut c, name, RETENTION, "1s");
@@ -91,6 +95,15 @@ fn a_survivor_restores_a_shard_from_its_retained_tail_and_the_chain_verifies() {
         let (body, _) = ingest_until_acked(&nodes[0], &ingest, &records(from, n, days));
         assert_eq!(body["accepted"], n, "{body}");
     }
+    // Now the window is 3 days: the 8 old records have expired.
+    let owner_key = nodes[0].create_key(ORG, "ORG_OWNER");
+    // A change is recorded in the org's log: 503 until the shard has an owner that serves.
+    let mut answer = (0, serde_json::Value::Null);
+    let changed = codestax_harness::wait_for(Duration::from_secs(30), || {
+        answer = put_retention(&nodes[0], ORG, &owner_key, 3);
+        answer.0 != 503
+    });
+    assert!(changed && answer.0 == 200, "{answer:?}");
     // Reads hide the expired at once: 12 records are searchable.
     nodes[0].wait_for_total_within(ORG, QUERY, &admin, 12, Duration::from_secs(30));
     // The owner is the node whose janitor deleted the 8 old records.

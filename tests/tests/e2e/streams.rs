@@ -907,8 +907,9 @@ fn records_expired_before_delivery_are_counted_and_recorded() {
     );
     assert_eq!(status, 200, "{body}");
 
-    // One record already past the 3-day window (late records are accepted), one recent.
-    let old = (chrono::Utc::now() - chrono::Duration::days(3) - chrono::Duration::minutes(10))
+    // One record 8 s inside the 3-day window (ingest refuses one already past it), so it expires
+    // while the stream is paused; one recent.
+    let old = (chrono::Utc::now() - chrono::Duration::days(3) + chrono::Duration::seconds(8))
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (status, body) = c.ingest(
         &ingest,
