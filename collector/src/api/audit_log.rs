@@ -1,6 +1,6 @@
 //! Reading an org's audit log: search (cursor pages), facets, one record, and the check of its
 //! hash chain. Each search records an `audit_log.viewed` entry in the org's own log (once per
-//! result set, not per page). Every read runs [`effective_query`]: nothing older than the org's
+//! result set, not per page), and so does each record read by its id. Every read runs [`effective_query`]: nothing older than the org's
 //! retention window is ever returned.
 
 use super::auth::{OrgAccess, ReadLog};
@@ -126,17 +126,36 @@ fn facet_response(f: index::Facets) -> FacetResponse {
     }
 }
 
+/// One record (the dashboard's `?entry=` link). A record found is a read like a search's, and
+/// recorded as one: an `audit_log.viewed` entry whose filters name the id.
 pub async fn get_one(
     State(state): State<AppState>,
-    OrgAccess { org, .. }: OrgAccess<ReadLog>,
+    OrgAccess { key, org, .. }: OrgAccess<ReadLog>,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<AuditRecord>, ApiError> {
     let floor = effective_query(&state, &org, &SearchQuery::default()).floor;
-    let record = query(&state, "get", move |index| index.get(&org, &id)).await?;
-    record
-        .filter(|r| floor.is_none_or(|f| r.time >= f))
-        .map(Json)
-        .ok_or_else(ApiError::not_found)
+    let record = query(&state, "get", {
+        let (org, id) = (org.clone(), id.clone());
+        move |index| index.get(&org, &id)
+    })
+    .await?
+    .filter(|r| floor.is_none_or(|f| r.time >= f))
+    .ok_or_else(ApiError::not_found)?;
+    let mut metadata = Metadata::default();
+    metadata
+        .extra
+        .insert("filters".into(), serde_json::json!({ "id": [id] }));
+    metadata.extra.insert("total".into(), 1.into());
+    record_action(
+        &state,
+        &key,
+        &org,
+        "audit_log.viewed",
+        Doing::Read,
+        metadata,
+    )
+    .await?;
+    Ok(Json(record))
 }
 
 /// The query a read of `org` runs: the request's filters with the org's retention floor (records

@@ -361,7 +361,7 @@ async fn reads_hide_expired_records_before_any_janitor_runs() {
     let now = Utc::now();
     let minutes = Duration::minutes;
     let days = Duration::days;
-    // Records older than the window are accepted at ingest: they may be legitimately late.
+    // Seeded as if each came in while inside its window (ingest refuses them now).
     t.ingest(vec![
         record("free", "outside", now - days(3) - minutes(10)),
         record("free", "inside", now - days(3) + minutes(10)),
@@ -434,6 +434,45 @@ async fn reads_hide_expired_records_before_any_janitor_runs() {
     assert_eq!(t.get(eq, &ent).await.1["total"], 0);
     assert_eq!(t.put(PATH, &ent, r#"{"days": 5}"#).await.0, 200);
     assert_eq!(ids(&t.get(eq, &ent).await.1), ["e-2d"]);
+}
+
+/// The org's `audit_log.viewed` entries of one record (the search itself records a view too).
+async fn views_of_one_record(t: &mut TestApp, token: &str) -> Vec<Value> {
+    let path = "/api/v1/orgs/free/audit-log?action=audit_log.viewed&limit=1000";
+    let (_, page) = t.get(path, token).await;
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["metadata"]["filters"]["id"].is_array())
+        .cloned()
+        .collect()
+}
+
+/// Reading one record by its id is a read like a search: recorded as `audit_log.viewed` with
+/// the id as its filter; a record not found (another org's, expired, absent) records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_one_record_is_recorded_as_a_view() {
+    let mut t = TestApp::new(config());
+    let now = Utc::now();
+    t.ingest(vec![record("free", "one", now - Duration::minutes(1))])
+        .await;
+    let admin = t.key("free", Role::OrgAdmin);
+    assert!(views_of_one_record(&mut t, &admin).await.is_empty());
+    let (status, entry) = t.get("/api/v1/orgs/free/audit-log/one", &admin).await;
+    assert_eq!((status, &entry["id"]), (200, &json!("one")), "{entry}");
+    for absent in [
+        "/api/v1/orgs/free/audit-log/nope",
+        "/api/v1/orgs/team/audit-log/one",
+    ] {
+        assert_eq!(t.get(absent, &admin).await.0, 404);
+    }
+    let views = views_of_one_record(&mut t, &admin).await;
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0]["metadata"]["filters"], json!({"id": ["one"]}));
+    assert_eq!(views[0]["metadata"]["total"], 1);
+    assert_eq!(views[0]["actor"]["kind"], "api_key", "{}", views[0]);
+    assert_eq!(views[0]["provenance"]["writer"], "collector");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
