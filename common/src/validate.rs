@@ -289,12 +289,15 @@ pub fn is_reserved_id(id: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
 }
 
-/// Org ids: 1 to 64 letters, digits, `_`, `-` or `.`.
+/// Org ids: 1 to 64 letters, digits, `_`, `-` or `.`, not only dots. They name files and
+/// directories of the org's state (`.` and `..` would name another's); the config checks the
+/// same rule (`codestax_config`, which does not depend on this crate).
 pub fn is_valid_org_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= crate::schema::MAX_ORG_ID_BYTES
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !s.bytes().all(|b| b == b'.')
 }
 
 /// A pragmatic email check: one `@`, a non-empty local part, a dotted domain, no spaces.
@@ -311,4 +314,19 @@ pub fn is_valid_email(s: &str) -> bool {
             !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         })
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_org_id;
+
+    #[test]
+    fn org_ids_name_no_directory_but_their_own() {
+        for ok in ["acme", "a.b_c-9", "..a", "a.."] {
+            assert!(is_valid_org_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "...", "a/b", "has space", &"a".repeat(65)] {
+            assert!(!is_valid_org_id(bad), "{bad}");
+        }
+    }
 }

@@ -151,12 +151,14 @@ pub(crate) fn collides(a: SocketAddr, b: SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-/// An organisation id: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+/// An organisation id: 1 to 64 of `A-Z a-z 0-9 _ . -`, not only dots (the same rule as
+/// `codestax_common::is_valid_org_id`: an org id names files of its state).
 pub(crate) fn is_valid_org_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !id.bytes().all(|b| b == b'.')
 }
 
 /// `16777216 (16 MiB)`; plain when not a whole number of KiB.
@@ -196,6 +198,10 @@ mod tests {
         assert!(is_valid_org_id("a.b_c-9"));
         assert!(!is_valid_org_id(""));
         assert!(!is_valid_org_id("has space"));
+        for dots in [".", "..", "..."] {
+            assert!(!is_valid_org_id(dots), "{dots}");
+        }
+        assert!(is_valid_org_id("..a"));
         assert!(!is_valid_org_id(&"x".repeat(65)));
     }
 
