@@ -36,6 +36,6 @@ pub use record::{
 pub use schema::{MAX_ID_BYTES, MAX_ORG_ID_BYTES};
 pub use validate::{
     COLLECTOR_CATEGORY, DEFAULT_MAX_RECORD_BYTES, FieldError, RESERVED_ID_PREFIX, RecordErrors,
-    Rules, check_app_record, check_reserved_id, is_reserved_id, is_valid_email, is_valid_org_id,
-    min_time, validate,
+    Rules, check_app_record, check_reserved_id, is_refused_in_names, is_reserved_id,
+    is_valid_email, is_valid_org_id, min_time, validate,
 };

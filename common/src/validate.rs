@@ -289,6 +289,18 @@ pub fn is_reserved_id(id: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_ID_PREFIX))
 }
 
+/// Whether a name (of a key, a saved view, a stream, an import's source) may not hold `c`: a
+/// control character, or a bidirectional formatting one (U+061C, U+200E, U+200F, U+202A to
+/// U+202E, U+2066 to U+2069), which reorders how the text around it shows, so that one name
+/// could pass for another wherever it is displayed.
+pub fn is_refused_in_names(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// Org ids: 1 to 64 letters, digits, `_`, `-` or `.`, not only dots. They name files and
 /// directories of the org's state (`.` and `..` would name another's); the config checks the
 /// same rule (`codestax_config`, which does not depend on this crate).
@@ -318,7 +330,19 @@ pub fn is_valid_email(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid_org_id;
+    use super::{is_refused_in_names, is_valid_org_id};
+
+    #[test]
+    fn names_hold_no_control_or_bidirectional_formatting_characters() {
+        for refused in [
+            '\n', '\0', '\u{7f}', '\u{202E}', '\u{2066}', '\u{200F}', '\u{061C}',
+        ] {
+            assert!(is_refused_in_names(refused), "{refused:?}");
+        }
+        for taken in ['a', ' ', 'é', '\u{05D0}', '\u{200B}'] {
+            assert!(!is_refused_in_names(taken), "{taken:?}");
+        }
+    }
 
     #[test]
     fn org_ids_name_no_directory_but_their_own() {

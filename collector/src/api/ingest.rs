@@ -143,17 +143,21 @@ pub async fn import(
 pub const IMPORT_SOURCE_MAX_CHARS: usize = 200;
 
 /// The import's `?source=NAME` (where the records come from, kept in their provenance): at most
-/// [`IMPORT_SOURCE_MAX_CHARS`] characters, no control characters; no other parameter.
+/// [`IMPORT_SOURCE_MAX_CHARS`] characters, no control or bidirectional formatting characters; no
+/// other parameter.
 fn import_source(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     let source = only_param(raw, "source")?;
     if let Some(value) = &source {
         let chars = value.chars().count();
-        if chars == 0 || chars > IMPORT_SOURCE_MAX_CHARS || value.chars().any(char::is_control) {
+        if chars == 0
+            || chars > IMPORT_SOURCE_MAX_CHARS
+            || value.chars().any(codestax_common::is_refused_in_names)
+        {
             return Err(ApiError::invalid(
                 "source",
                 format!(
-                    "source must be 1 to {IMPORT_SOURCE_MAX_CHARS} characters without control \
-                     characters (it names where the records come from)"
+                    "source must be 1 to {IMPORT_SOURCE_MAX_CHARS} characters without control or \
+                     bidirectional formatting characters (it names where the records come from)"
                 ),
             ));
         }

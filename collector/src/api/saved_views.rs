@@ -297,10 +297,10 @@ fn parse_name(v: &Value) -> Result<String, ApiError> {
             format!("name is longer than {MAX_NAME_CHARS} characters"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(codestax_common::is_refused_in_names) {
         return Err(ApiError::invalid(
             "name",
-            "name must not hold control characters",
+            "name must not hold control or bidirectional formatting characters",
         ));
     }
     Ok(name.to_string())

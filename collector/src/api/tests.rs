@@ -915,6 +915,14 @@ async fn json_bodies_refuse_duplicate_keys_naming_them() {
         assert_eq!(status, 400, "{json}: {body}");
         assert_eq!(body["error"]["field"], field, "{json}: {body}");
     }
+    // A bidirectional override would make the name show as another.
+    let spoof = r#"{"role":"INGEST","name":"ci-\u202Eyek-nimda"}"#;
+    let (status, body) = t.call(Method::POST, keys, &owner, spoof).await;
+    assert_eq!(
+        (status, &body["error"]["field"]),
+        (400, &json!("name")),
+        "{body}"
+    );
     assert_eq!(
         t.state.keys.list(Some("ent")).len(),
         1,

@@ -36,7 +36,9 @@ pub enum KeyError {
     #[error("invalid org id {0:?}: use 1 to 64 letters, digits, '_', '-' or '.'")]
     InvalidOrg(String),
     /// Holds at most the name's first 32 characters: the error never echoes a huge name back.
-    #[error("invalid key name {0:?}: use 1 to 128 characters without control characters")]
+    #[error(
+        "invalid key name {0:?}: use 1 to 128 characters without control or bidirectional formatting characters"
+    )]
     InvalidName(String),
     #[error("no API key with id {0:?}")]
     NotFound(String),

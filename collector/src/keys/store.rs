@@ -963,7 +963,7 @@ fn is_valid_key_id(id: &str) -> bool {
 
 fn is_valid_name(name: &str) -> bool {
     let chars = name.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control)
+    (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(codestax_common::is_refused_in_names)
 }
 
 #[cfg(test)]

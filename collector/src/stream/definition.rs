@@ -772,11 +772,14 @@ fn check_name(name: &str) -> Result<String, DefinitionError> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || name.chars().any(codestax_common::is_refused_in_names)
     {
         return Err(bad(
             "name",
-            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
+            format!(
+                "must be 1 to {MAX_NAME_CHARS} characters, without control or bidirectional \
+                 formatting characters"
+            ),
         ));
     }
     Ok(name.to_string())

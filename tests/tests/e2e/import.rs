@@ -389,6 +389,7 @@ fn rejects_expired_and_stdin() {
     for bad in [
         "source=",
         "source=a%0Ab",
+        "source=old-%E2%80%AEgol",
         &format!("source={}", "x".repeat(201)),
     ] {
         let r = c.post(

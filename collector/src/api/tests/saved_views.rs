@@ -24,6 +24,7 @@ async fn saved_views_are_checked_recorded_kept_and_walled_per_org() {
         (r#"{"name": "  "}"#, "name"),
         (r#"{"name": 7}"#, "name"),
         (r#"{"name": "a\u0007b"}"#, "name"),
+        (r#"{"name": "invoice\u202Egnp.exe"}"#, "name"),
         (r#"{"name": "x", "shared": true}"#, "shared"),
         (r#"{"name": "x", "filters": []}"#, "filters"),
         (
