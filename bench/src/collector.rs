@@ -431,21 +431,8 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let text =
         std::fs::read_to_string(&path).map_err(|e| BenchError::io("read", path.clone(), e))?;
-    stat_cpu_seconds(&text).ok_or_else(|| BenchError::Collector(format!("cannot parse {path}")))
-}
-
-/// User + system CPU seconds of a `/proc/.../stat` line.
-fn stat_cpu_seconds(text: &str) -> Option<f64> {
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let (user, system) = (ticks(11)?, ticks(12)?);
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((user + system) / hz)
+    codestax_harness::stat_cpu_seconds(&text)
+        .ok_or_else(|| BenchError::Collector(format!("cannot parse {path}")))
 }
 
 /// CPU seconds of the live threads of a process whose names start with a prefix, by thread id:
@@ -477,7 +464,7 @@ impl ThreadsCpu {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            if let Some(cpu) = stat_cpu_seconds(&stat) {
+            if let Some(cpu) = codestax_harness::stat_cpu_seconds(&stat) {
                 threads.insert(tid, cpu);
             }
         }
@@ -583,15 +570,5 @@ mod tests {
         assert_eq!(after.0.len(), 1, "{after:?}");
         assert!(after.since(&before) > 0.0, "{before:?} {after:?}");
         assert!(none.0.is_empty());
-        // A command name with spaces and parentheses.
-        let stat = |user, system| {
-            format!("7 (a) b) R 1 7 7 0 -1 4194304 100 0 0 0 {user} {system} 0 0 20 0 1 0 9 0 0")
-        };
-        let one_tick = super::stat_cpu_seconds(&stat(1, 0)).unwrap();
-        assert!(one_tick > 0.0);
-        assert_eq!(
-            super::stat_cpu_seconds(&stat(250, 50)),
-            Some(300.0 * one_tick)
-        );
     }
 }

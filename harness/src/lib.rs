@@ -40,7 +40,7 @@ pub use fixtures::{emit_line, emit_with_sdk, now_rfc3339, otlp_json, record};
 pub use moto::{MOTO_SERVER_VAR, MotoCredentials, MotoS3};
 pub use nats::{JetStreamSync, NATS_SERVER_VAR, NatsCluster};
 pub use postgres::{PG_BIN_VAR, Postgres, PostgresOptions};
-pub use process::{Process, proc_status_kib, tail};
+pub use process::{Process, proc_status_kib, stat_cpu_seconds, tail};
 pub use relay::AnswerHold;
 pub use tmpfs::Tmpfs;
 pub use wait::{free_port, try_free_port, wait_for, wait_for_async, wait_until};

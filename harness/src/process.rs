@@ -136,6 +136,19 @@ pub fn tail(text: &str, n: usize) -> &str {
     &text[start..]
 }
 
+/// User + system CPU seconds in the text of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`)
+/// file; `None` if it does not parse.
+pub fn stat_cpu_seconds(text: &str) -> Option<f64> {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name, in USER_HZ
+    // ticks: 100 per second, fixed by the kernel's ABI whatever its own tick rate.
+    let (user, system) = (ticks(11)?, ticks(12)?);
+    Some((user + system) / 100.0)
+}
+
 /// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`, `RssAnon:`), in KiB.
 pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64, HarnessError> {
     let path = format!("/proc/{pid}/status");
@@ -153,4 +166,16 @@ pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64, HarnessError> {
             path: format!("{path} {key}").into(),
             source: std::io::ErrorKind::NotFound.into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_cpu_seconds_reads_past_a_command_name_of_spaces_and_parentheses() {
+        let stat = |user, system| {
+            format!("7 (a) b) R 1 7 7 0 -1 4194304 100 0 0 0 {user} {system} 0 0 20 0 1 0 9 0 0")
+        };
+        assert_eq!(super::stat_cpu_seconds(&stat(250, 50)), Some(3.0));
+        assert_eq!(super::stat_cpu_seconds("7 (a) R 1"), None);
+    }
 }

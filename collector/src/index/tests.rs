@@ -2559,14 +2559,10 @@ mod tail;
 #[ignore]
 fn cost_of_the_columns() {
     use schema::{Columns, UidForm, build, document};
-    /// The process's user + system CPU (all threads), from `/proc/self/stat` (USER_HZ = 100).
+    /// The process's user + system CPU (all threads).
     fn cpu_seconds() -> f64 {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split(' ').collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
+        codestax_harness::stat_cpu_seconds(&stat).unwrap()
     }
     let mut records = corpus(7, 200_000);
     for (i, r) in records.iter_mut().enumerate() {
