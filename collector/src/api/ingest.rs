@@ -5,7 +5,7 @@
 
 use super::auth::{IngestRecords, authenticate, permit};
 use super::params::only_param;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, RequestDeadline};
 use crate::health::Failure;
 use crate::ingest::{
     Batch, EXPIRED_ON_ARRIVAL_LABEL, Ingest, IngestError, IngestOutcome, RateLimited, Receiver,
@@ -30,6 +30,7 @@ use std::time::Duration;
 pub async fn ndjson(
     State(state): State<AppState>,
     Extension(key): Extension<KeyInfo>,
+    deadline: Option<Extension<RequestDeadline>>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -52,7 +53,10 @@ pub async fn ndjson(
     )
     .await?;
     let searchable = match refresh {
-        Refresh::WaitFor if outcome.accepted > 0 => Some(searchable_within(&state.ingest).await),
+        Refresh::WaitFor if outcome.accepted > 0 => {
+            let until = wait_until(deadline.map(|Extension(d)| d));
+            Some(searchable_within(&state.ingest, until).await)
+        }
         Refresh::WaitFor | Refresh::No => None,
     };
     answer(outcome, searchable)
@@ -67,8 +71,9 @@ enum Refresh {
     WaitFor,
 }
 
-/// The longest a `refresh=wait_for` answer waits for the index: past it the answer says
-/// `"searchable": false` (the records are durable all the same).
+/// The longest a `refresh=wait_for` answer waits for the index: past it (or close to the
+/// request's deadline, `limits.request_timeout`) the answer says `"searchable": false` (the
+/// records are durable all the same).
 const REFRESH_WAIT_MAX: Duration = Duration::from_secs(30);
 
 impl Refresh {
@@ -94,12 +99,25 @@ impl Refresh {
     }
 }
 
+/// How long before the request's deadline a `refresh=wait_for` stops waiting, to answer with
+/// `"searchable": false` rather than have the deadline answer 408 for a batch that is durable.
+const REFRESH_ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// When a `refresh=wait_for` stops waiting: [`REFRESH_WAIT_MAX`] from now, or
+/// [`REFRESH_ANSWER_MARGIN`] before the request's deadline if that comes first.
+fn wait_until(deadline: Option<RequestDeadline>) -> tokio::time::Instant {
+    let most = tokio::time::Instant::now() + REFRESH_WAIT_MAX;
+    deadline.map_or(most, |RequestDeadline(d)| {
+        most.min(d.checked_sub(REFRESH_ANSWER_MARGIN).unwrap_or(d))
+    })
+}
+
 /// Waits until the index has every record stored so far (this batch's, and the originals of
-/// its duplicates), at most [`REFRESH_WAIT_MAX`]: whether it did.
-async fn searchable_within(ingest: &Ingest) -> bool {
+/// its duplicates), at most until `until`: whether it did.
+async fn searchable_within(ingest: &Ingest, until: tokio::time::Instant) -> bool {
     let store = ingest.store();
     let through = store.stats().next_lsn.saturating_sub(1);
-    tokio::time::timeout(REFRESH_WAIT_MAX, store.wait_indexed_through(through))
+    tokio::time::timeout_at(until, store.wait_indexed_through(through))
         .await
         .is_ok()
 }

@@ -210,15 +210,22 @@ async fn request_limits(request: Request, next: Next) -> Result<Response, ApiErr
     Ok(next.run(request).await)
 }
 
+/// When [`request_deadline`] answers 408 for a request: a handler that waits (`refresh=wait_for`)
+/// answers before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestDeadline(pub tokio::time::Instant);
+
 /// Layer: `limits.request_timeout` from the request's arrival to its answer's head (a slow
 /// upload or a stuck handler), as a JSON 408. Handlers are cancel-safe already (a client that
 /// hangs up drops them the same way); a streamed answer, once its head is out, is not cut.
 async fn request_deadline(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let limit = state.limits.request_timeout;
+    let deadline = RequestDeadline(tokio::time::Instant::now() + limit);
+    request.extensions_mut().insert(deadline);
     tokio::time::timeout(limit, next.run(request))
         .await
         .map_err(|_| {

@@ -436,6 +436,33 @@ async fn reads_hide_expired_records_before_any_janitor_runs() {
     assert_eq!(ids(&t.get(eq, &ent).await.1), ["e-2d"]);
 }
 
+/// `refresh=wait_for` answers before the request's deadline: a durable batch is a 200 saying
+/// `"searchable": false`, never the deadline's 408 (here nothing indexes while it waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_wait_answers_before_the_request_deadline() {
+    let mut t = TestApp::new(config());
+    t.state.limits.request_timeout = std::time::Duration::from_secs(2);
+    let ingest = t.key("ent", Role::Ingest);
+    let line = serde_json::to_string(&record("ent", "waited", Utc::now())).unwrap();
+    let started = std::time::Instant::now();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/ingest?refresh=wait_for")
+        .header("authorization", format!("Bearer {ingest}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(line))
+        .unwrap();
+    let (status, _, bytes) = send(&t.state, request).await;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["accepted"], &answer["searchable"]),
+        (&json!(1), &json!(false)),
+        "{answer}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
 /// The org's `audit_log.viewed` entries of one record (the search itself records a view too).
 async fn views_of_one_record(t: &mut TestApp, token: &str) -> Vec<Value> {
     let path = "/api/v1/orgs/free/audit-log?action=audit_log.viewed&limit=1000";
