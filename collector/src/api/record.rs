@@ -181,9 +181,19 @@ pub(crate) fn record_key_event_blocking(
 /// CLI (at start, and after every change of the key file by another process) and any whose
 /// writing failed before. Changes made through the API were recorded before they were made.
 /// A key event recorded before the reserved namespace existed (under its legacy id, by a writer
-/// the record does not name) is not written again.
+/// the record does not name) is not written again, nor is one past its org's retention (its
+/// record was deleted, or would be at once).
 pub(crate) async fn record_key_events(keys: &KeyStore, ingest: &Ingest, index: &AuditIndex) {
+    let now = Utc::now();
     let (events, index) = (keys.events(), index.clone());
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| {
+            ingest
+                .expires_before(&e.org_id, now)
+                .is_none_or(|cutoff| e.at >= cutoff)
+        })
+        .collect();
     let events = tokio::task::spawn_blocking(move || {
         events
             .into_iter()

@@ -752,6 +752,50 @@ async fn an_imported_view_never_joins_a_real_readers_run_of_collector_views() {
     );
 }
 
+/// A key event past its org's retention is not written again at start: its record was deleted
+/// (or would be at once), and writing it would only make the janitor delete it once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_events_past_the_window_are_not_written_again() {
+    let mut t = TestApp::new(config());
+    let (old, _) = t.state.keys.create("team", Role::Ingest, None).unwrap();
+    let (new, _) = t.state.keys.create("team", Role::Ingest, None).unwrap();
+    // The first key was made ten days ago (the team org keeps 3): as the key file says.
+    let path = t.dir.path().join("keys.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let long_ago = codestax_common::time::format_rfc3339(&(Utc::now() - Duration::days(10)));
+    for key in file["keys"].as_array_mut().unwrap() {
+        if key["id"] == old.id.as_str() {
+            key["created_at"] = json!(long_ago);
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    assert!(t.state.keys.reload_if_changed().unwrap());
+    let stored_before = t.state.ingest.store().stats().next_lsn;
+
+    crate::api::record_key_events(&t.state.keys, &t.state.ingest, &t.state.index).await;
+    t.index_pending();
+    let record_of = |key_id: &str| {
+        let event = t
+            .state
+            .keys
+            .events()
+            .into_iter()
+            .find(|e| e.key_id == key_id)
+            .unwrap();
+        t.state.index.get("team", &event.record_id()).unwrap()
+    };
+    assert!(
+        record_of(&old.id).is_none(),
+        "the expired key event was written again"
+    );
+    assert!(record_of(&new.id).is_some(), "the new key's event is kept");
+    assert_eq!(
+        t.state.ingest.store().stats().next_lsn,
+        stored_before + 1,
+        "only the new key's event is stored"
+    );
+}
+
 /// Records stored before provenance existed (as the store takes them, with none) keep none: the
 /// API shows no writer for them, never either writer. A key event recorded then under its legacy
 /// id by that unknown writer is not written again; one whose legacy id an ingest key took is.

@@ -346,6 +346,14 @@ impl Ingest {
         }
     }
 
+    /// The time before which a record of `org` has expired at `now` (none under legal hold, or
+    /// without [`Ingest::with_retention`]).
+    pub fn expires_before(&self, org: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.retention
+            .as_ref()
+            .and_then(|r| r.for_org(org).expires_before(now))
+    }
+
     /// The rules of the collector's own entries, as of now: [`MAX_COLLECTOR_ENTRY_BYTES`], and
     /// what belongs to the collector alone allowed.
     pub fn collector_entry_rules(&self) -> Rules {
@@ -392,10 +400,11 @@ impl Ingest {
             rejections,
         } = batch.into();
         let now = codestax_common::time::truncate_to_micros(Utc::now());
-        let expires_before = self
-            .retention
-            .as_ref()
-            .and_then(|r| r.for_org(key_org).expires_before(now));
+        // A sender's records only: the collector's own entries are not late sends.
+        let expires_before = match receiver {
+            Receiver::Internal => None,
+            _ => self.expires_before(key_org, now),
+        };
         let mut outcome = IngestOutcome {
             rejected: rejections,
             ..IngestOutcome::default()
