@@ -86,7 +86,8 @@ struct Walk<'f> {
 }
 
 impl Walk<'_> {
-    /// Hands over one encoded LogRecord (`encoded` is its bytes, or its JSON) under `resource`.
+    /// Hands over one LogRecord under `resource`: `encoded` is its size as sent (protobuf bytes or
+    /// JSON text), `decode` reads it if the resource was read and the size is within the limit.
     fn record(
         &mut self,
         resource: &Result<Resource, Unread>,
