@@ -28,6 +28,7 @@ mod view_groups;
 pub use error::ApiError;
 pub use ingest::OtlpIngest;
 pub(crate) use record::record_key_events;
+pub(crate) use state::RequestDeadline;
 pub use state::{ApiLimits, AppState};
 
 use crate::health::Unready;
@@ -209,11 +210,6 @@ async fn request_limits(request: Request, next: Next) -> Result<Response, ApiErr
     }
     Ok(next.run(request).await)
 }
-
-/// When [`request_deadline`] answers 408 for a request: a handler that waits (`refresh=wait_for`)
-/// answers before it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestDeadline(pub tokio::time::Instant);
 
 /// Layer: `limits.request_timeout` from the request's arrival to its answer's head (a slow
 /// upload or a stuck handler), as a JSON 408. Handlers are cancel-safe already (a client that

@@ -52,3 +52,8 @@ pub struct AppState {
     /// Cluster mode: read routing and the keys' refresh; `None` on a single node.
     pub cluster: Option<crate::cluster::ClusterApi>,
 }
+
+/// When the API's deadline layer (`limits.request_timeout`) answers 408 for a request, in its
+/// extensions: a handler that waits (`refresh=wait_for`) answers before it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestDeadline(pub tokio::time::Instant);
