@@ -142,7 +142,7 @@ pub fn validate(record: &AuditRecord, rules: &Rules) -> Result<(), RecordErrors>
     if !record.org_id.is_empty() && !is_valid_org_id(&record.org_id) {
         errors.push(FieldError::new(
             Field::OrgId.path(),
-            "may contain only letters, digits, '_', '-' and '.'",
+            "may contain only letters, digits, '_', '-' and '.', and not only dots",
         ));
     }
     if record.time < min_time() {

@@ -227,7 +227,7 @@ pub fn valid_record(shape: Shape) -> BoxedStrategy<Value> {
     let parts = (
         (
             proptest::option::of(id()),
-            "[A-Za-z0-9_.-]{1,64}",
+            "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}",
             any::<bool>(),
             time(),
             actor(),
