@@ -17,7 +17,6 @@ mod counting;
 static ALLOCATOR: counting::Counting = counting::Counting;
 
 /// Decoding, result included, costs at most `factor` times the body plus a fixed 1 MiB.
-/// Call with [`counting::one_at_a_time`] held.
 fn assert_bounded(name: &str, body: &[u8], factor: usize) {
     let rules = Rules::new();
     // Lazily built statics (the action catalog, patterns) are a fixed cost: built before measuring.
@@ -38,7 +37,6 @@ fn assert_peak(name: &str, body: &[u8], peak: usize, factor: usize, fixed: usize
 
 #[test]
 fn a_body_of_empty_objects_costs_its_size() {
-    let _serial = counting::one_at_a_time();
     // 200,000 lines of `{}`: each one rejected with several field errors.
     let body = "{}\n".repeat(200_000);
     assert_bounded("empty objects", body.as_bytes(), 4);
@@ -46,7 +44,6 @@ fn a_body_of_empty_objects_costs_its_size() {
 
 #[test]
 fn a_body_of_unknown_fields_and_bad_json_costs_its_size() {
-    let _serial = counting::one_at_a_time();
     let mut body = String::new();
     for i in 0..50_000 {
         match i % 4 {
@@ -61,7 +58,6 @@ fn a_body_of_unknown_fields_and_bad_json_costs_its_size() {
 
 #[test]
 fn every_rejection_is_counted_and_the_first_are_listed() {
-    let _serial = counting::one_at_a_time();
     let body = "{}\n".repeat(1000);
     let batch = decode_ndjson(body.as_bytes(), "acme", &Rules::new());
     assert!(batch.records.is_empty());
@@ -74,7 +70,6 @@ fn every_rejection_is_counted_and_the_first_are_listed() {
 
 #[test]
 fn a_body_of_valid_small_records_costs_a_small_multiple_of_its_size() {
-    let _serial = counting::one_at_a_time();
     let time = chrono::Utc::now().to_rfc3339();
     let mut body = String::new();
     for i in 0..20_000 {
@@ -125,7 +120,6 @@ fn protobuf_request(log_records: &[u8]) -> Vec<u8> {
 /// LogRecord is a ~200-byte struct in a doubling `Vec`); walked, one record at a time.
 #[test]
 fn hostile_otlp_protobuf_bodies_cost_their_size_plus_one_record() {
-    let _serial = counting::one_at_a_time();
     let n = 2_000_000;
     let empty_log_records = protobuf_request(&[0x12, 0x00].repeat(n / 2));
     // Attributes holding empty arrays, one LogRecord each.
@@ -155,7 +149,6 @@ fn hostile_otlp_protobuf_bodies_cost_their_size_plus_one_record() {
 
 #[test]
 fn hostile_otlp_json_bodies_cost_their_size_plus_one_record() {
-    let _serial = counting::one_at_a_time();
     let n = 2_000_000;
     let request = |log_records: &str| {
         format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{log_records}]}}]}}]}}"#)
@@ -188,7 +181,6 @@ fn hostile_otlp_json_bodies_cost_their_size_plus_one_record() {
 
 #[test]
 fn a_body_of_valid_small_otlp_records_costs_a_small_multiple_of_its_size() {
-    let _serial = counting::one_at_a_time();
     let string = |key: &str, value: String| KeyValue {
         key: key.into(),
         value: Some(AnyValue {
