@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use codestax_common::AuditRecord;
@@ -24,6 +25,12 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// through, so this is how long ingest stalls when the leader is lost. Still far above a
 /// quorum's fsync under load.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a publish nobody answered ("no stream found for given subject") is sent again. The
+/// stream exists (it was created or found at connect); that answer comes while the interest of
+/// a stream just created has not reached this client's server yet, or while its replicas elect a
+/// leader. A resend is safe: its `Nats-Msg-Id` is the same.
+pub const NO_STREAM_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long an owner may take from a message's delivery to its ack (stored, indexed, committed)
 /// before JetStream delivers it again.
@@ -499,46 +506,78 @@ impl JetStreamLog {
     /// An error means some may be in the stream and some not; resending the batch is safe (same
     /// message ids).
     pub async fn append(&self, records: &[AuditRecord]) -> Result<Vec<Appended>, LogError> {
-        let mut pending = Vec::with_capacity(records.len());
-        for record in records {
-            let id = record.id.as_deref().unwrap_or_default();
-            if id.is_empty() {
-                return Err(LogError::Encode {
-                    org: record.org_id.clone(),
-                    id: String::new(),
-                    reason: "a record without an id cannot be deduplicated".into(),
-                });
-            }
-            let subject = self.subject_of(&record.org_id);
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                msg_id(&record.org_id, id).as_str(),
-            );
-            headers.insert(ORG_HEADER, record.org_id.as_str());
-            let ack = self
-                .js
-                .publish_with_headers(subject.clone(), headers, record.canonical_json().into())
-                .await
-                .map_err(|e| LogError::Publish {
-                    subject: subject.clone(),
-                    reason: e.to_string(),
-                })?;
-            pending.push((subject, ack));
-        }
-        let mut appended = Vec::with_capacity(pending.len());
-        for (subject, ack) in pending {
-            let ack = ack.await.map_err(|e| LogError::Publish {
-                subject,
-                reason: e.to_string(),
-            })?;
-            appended.push(if ack.duplicate {
-                Appended::Duplicate
-            } else {
-                Appended::Stored { seq: ack.sequence }
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.id.as_deref().is_none_or(str::is_empty))
+        {
+            return Err(LogError::Encode {
+                org: record.org_id.clone(),
+                id: String::new(),
+                reason: "a record without an id cannot be deduplicated".into(),
             });
         }
-        Ok(appended)
+        let mut appended: Vec<Option<Appended>> = records.iter().map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..records.len()).collect();
+        let patience = Instant::now() + NO_STREAM_PATIENCE;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let mut pending = Vec::with_capacity(todo.len());
+            for &i in &todo {
+                let record = &records[i];
+                let id = record.id.as_deref().unwrap_or_default();
+                let subject = self.subject_of(&record.org_id);
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    msg_id(&record.org_id, id).as_str(),
+                );
+                headers.insert(ORG_HEADER, record.org_id.as_str());
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers, record.canonical_json().into())
+                    .await
+                    .map_err(|e| LogError::Publish {
+                        subject: subject.clone(),
+                        reason: e.to_string(),
+                    })?;
+                pending.push((i, subject, ack));
+            }
+            let mut missed = Vec::new();
+            for (i, subject, ack) in pending {
+                match ack.await {
+                    Ok(ack) => {
+                        appended[i] = Some(if ack.duplicate {
+                            Appended::Duplicate
+                        } else {
+                            Appended::Stored { seq: ack.sequence }
+                        });
+                    }
+                    Err(e)
+                        if e.kind() == PublishErrorKind::StreamNotFound
+                            && Instant::now() < patience =>
+                    {
+                        missed.push(i);
+                    }
+                    Err(e) => {
+                        return Err(LogError::Publish {
+                            subject,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if missed.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                records = missed.len(),
+                "no stream answered for their subject yet; publishing them again"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+            todo = missed;
+        }
+        Ok(appended.into_iter().flatten().collect())
     }
 }
 
@@ -682,6 +721,57 @@ mod tests {
             Request::Other,
             server(10059)
         )));
+    }
+
+    /// A publish nobody answers ("no stream found for given subject": a stream just created whose
+    /// interest has not reached this client's server, or one electing a leader) is sent again
+    /// for [`NO_STREAM_PATIENCE`], not failed at once: with its stream deleted under a connected
+    /// log and created again 300 ms later, a batch lands, each record once. A stream that stays
+    /// away fails the append after the patience, naming why.
+    #[test]
+    fn a_publish_nobody_answers_is_sent_again_until_the_stream_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(nats) = NatsCluster::start_or_skip("publish again", dir.path()) else {
+            return;
+        };
+        runtime().block_on(async {
+            let settings = settings(&nats, "AGAIN_TEST", Duration::from_secs(30));
+            let log = JetStreamLog::connect(&settings).await.unwrap();
+            log.js.delete_stream("AGAIN_TEST").await.unwrap();
+            let again = tokio::spawn({
+                let settings = settings.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    JetStreamLog::connect(&settings).await.unwrap()
+                }
+            });
+            let started = Instant::now();
+            let appended = log.append(&records("acme", 0..3)).await.unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_millis(250),
+                "the stream was away: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                appended,
+                [
+                    Appended::Stored { seq: 1 },
+                    Appended::Stored { seq: 2 },
+                    Appended::Stored { seq: 3 }
+                ]
+            );
+            again.await.unwrap();
+
+            log.js.delete_stream("AGAIN_TEST").await.unwrap();
+            let started = Instant::now();
+            let error = log.append(&records("acme", 3..4)).await.unwrap_err();
+            let took = started.elapsed();
+            assert!(error.to_string().contains("no stream found"), "{error}");
+            assert!(
+                took >= NO_STREAM_PATIENCE && took < NO_STREAM_PATIENCE + Duration::from_secs(5),
+                "{took:?}"
+            );
+        });
     }
 
     fn runtime() -> tokio::runtime::Runtime {
