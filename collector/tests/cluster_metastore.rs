@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use codestax_collector::cluster::{
-    KeeperSettings, LeaseKeeper, Metastore, MetastoreError, OfferOutcome, SCHEMA_VERSION,
+    KeeperSettings, Lease, LeaseKeeper, Metastore, MetastoreError, OfferOutcome, SCHEMA_VERSION,
     SnapshotRecord, StreamChanges, StreamOfferRow, shard_of,
 };
 use codestax_harness::Postgres;
@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "metastore-test";
 const TTL: Duration = Duration::from_secs(1);
+/// A lease the test acts under before a takeover: nothing renews it, and under load the
+/// queries made under it took over `TTL` (its writes then failed or did nothing). It is
+/// renewed for `TTL` (see `short`) when another node is to take it over.
+const HOLD: Duration = Duration::from_secs(30);
 
 /// A server, or None (SKIPPED). The temp dir must outlive the server.
 fn server(test: &str) -> Option<(tempfile::TempDir, Postgres)> {
@@ -30,6 +34,11 @@ async fn open(pg: &Postgres, shards: u32) -> Metastore {
     m.migrate().await.unwrap();
     m.init_shards(shards).await.unwrap();
     m
+}
+
+/// `lease` renewed for only `TTL`, so that another node can take it over soon.
+async fn short(m: &Metastore, lease: &Lease) -> Lease {
+    m.renew(lease, TTL).await.unwrap().expect("still held")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,7 +336,7 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
         assert_eq!(store.latest(&link_b, 1).await.unwrap(), None);
 
         // The owner's first snapshot: records 1..=3 through stream sequence 7.
-        let old = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+        let old = a.acquire(1, "a", HOLD).await.unwrap().unwrap();
         let records = sealed("acme", 5);
         let mut first = Manifest {
             stream_seq: 7,
@@ -348,8 +357,9 @@ fn snapshots_are_published_incrementally_under_the_lease_and_a_zombies_is_refuse
 
         // Its lease expires and another node takes the shard: the old owner's next snapshot
         // (a zombie's) is refused, and the latest stays the first.
+        let old = short(&a, &old).await;
         let new = loop {
-            if let Some(l) = b.acquire(1, "b", TTL).await.unwrap() {
+            if let Some(l) = b.acquire(1, "b", HOLD).await.unwrap() {
                 break l;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -424,15 +434,16 @@ async fn migration_3_keeps_settings_and_a_zombie_cannot_move_a_stream_cursor() {
     // Stream cursors: written under the shard's lease; after a takeover the old epoch is
     // fenced and cannot move the cursor back.
     let cursor = |seq: u64| serde_json::json!({ "version": 1, "delivered_seq": seq });
-    let old = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+    let old = a.acquire(1, "a", HOLD).await.unwrap().unwrap();
     a.put_stream_cursor(&old, "acme", "s1", &cursor(10))
         .await
         .unwrap();
     a.put_stream_cursor(&old, "acme", "s1", &cursor(20))
         .await
         .unwrap();
+    let old = short(&a, &old).await;
     let new = loop {
-        if let Some(l) = b.acquire(1, "b", TTL).await.unwrap() {
+        if let Some(l) = b.acquire(1, "b", HOLD).await.unwrap() {
             break l;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -491,7 +502,7 @@ async fn stream_changes_are_fenced_and_read_by_change_even_when_they_commit_out_
 
     let first = b.stream_changes(0).await.unwrap();
     assert!(first.rows.is_empty());
-    let lease = a.acquire(shard, "a", TTL).await.unwrap().unwrap();
+    let lease = a.acquire(shard, "a", HOLD).await.unwrap().unwrap();
     a.put_stream(&lease, "acme", "s1", &def("one"))
         .await
         .unwrap();
@@ -545,8 +556,9 @@ async fn stream_changes_are_fenced_and_read_by_change_even_when_they_commit_out_
     assert_eq!(a.stream_cursor("acme", "s1").await.unwrap(), None);
 
     // After a takeover the old owner (a zombie) can neither change nor delete a stream.
+    let lease = short(&a, &lease).await;
     let new = loop {
-        if let Some(l) = b.acquire(shard, "b", TTL).await.unwrap() {
+        if let Some(l) = b.acquire(shard, "b", HOLD).await.unwrap() {
             break l;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -644,8 +656,8 @@ async fn old_snapshot_rows_are_trimmed_to_the_newest_by_the_holder_only() {
         location: format!("s3://b/p/manifests/{seq}"),
         chain_heads: serde_json::json!({"acme": {"seq": seq, "hash": "h"}}),
     };
-    let old = a.acquire(0, "a", TTL).await.unwrap().unwrap();
-    let other = a.acquire(1, "a", TTL).await.unwrap().unwrap();
+    let old = a.acquire(0, "a", HOLD).await.unwrap().unwrap();
+    let other = a.acquire(1, "a", HOLD).await.unwrap().unwrap();
     for seq in 1..=5 {
         a.publish_snapshot(&old, &row(seq)).await.unwrap();
     }
@@ -660,8 +672,9 @@ async fn old_snapshot_rows_are_trimmed_to_the_newest_by_the_holder_only() {
     assert_eq!(a.trim_snapshots(&old, 3).await.unwrap(), 0);
 
     // Shard 0 taken over after the TTL: the old holder (a zombie) trims nothing.
+    let old = short(&a, &old).await;
     let new = loop {
-        if let Some(l) = b.acquire(0, "b", TTL).await.unwrap() {
+        if let Some(l) = b.acquire(0, "b", HOLD).await.unwrap() {
             break l;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
