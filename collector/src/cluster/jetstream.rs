@@ -436,10 +436,23 @@ impl JetStreamLog {
     ) -> Result<(PullConsumer, OwnerAcks), LogError> {
         let name = owner_consumer(shard, epoch);
         let stream = self.stream().await?;
-        let consumer = stream
+        let mut consumer = stream
             .get_or_create_consumer(&name, self.owner_config(&name, shard, start))
             .await
             .map_err(|e| self.stream_error(format!("consumer {name}: {e}")))?;
+        // The epoch's consumer exists already and has delivered past `start`: an owner of this
+        // epoch ran here before and ended (its lease lapsed and was renewed). What it consumed
+        // after the snapshot this owner restored must come again, not be skipped.
+        let delivered = consumer.cached_info().delivered.stream_sequence;
+        if delivered >= start {
+            tracing::info!(
+                consumer = name.as_str(),
+                delivered,
+                start,
+                "the epoch's consumer is past where this owner starts; made again from there"
+            );
+            consumer = self.reset_owner_consumer(shard, epoch, start).await?;
+        }
         let acks = match consumer.cached_info().config.ack_policy {
             AckPolicy::All => OwnerAcks::Cumulative,
             _ => OwnerAcks::PerMessage,
@@ -449,7 +462,7 @@ impl JetStreamLog {
 
     /// Makes `owner-<shard>-<epoch>` again from stream sequence `start` (one past the owner's
     /// ack floor): after a delivery the owner never received, which a cumulative ack must not
-    /// pass.
+    /// pass; or for an owner of the same epoch started again from its snapshot.
     /// What it had stored past `start` comes again and the store drops it.
     pub async fn reset_owner_consumer(
         &self,
@@ -680,6 +693,19 @@ mod tests {
         assert_eq!(got[1].info().unwrap().pending, 1);
         let got = owner_fetch(&consumer, 2, wait).await.unwrap();
         assert_eq!(ids(&got), ["r-12"]);
+
+        // An owner of the same epoch started again from a snapshot before what the epoch's
+        // consumer delivered (and had acknowledged) gets it all again, from its start.
+        got[0].ack().await.unwrap();
+        let (again, _) = log.owner_consumer(0, 1, 11).await.unwrap();
+        let got = owner_fetch(&again, 1000, wait).await.unwrap();
+        assert_eq!(ids(&got), ["r-10", "r-11", "r-12"]);
+        // One that starts past what was delivered keeps the consumer.
+        log.append(&records("acme", 13..14)).await.unwrap();
+        let (kept, _) = log.owner_consumer(0, 1, 14).await.unwrap();
+        assert_eq!(kept.cached_info().delivered.stream_sequence, 13);
+        let got = owner_fetch(&kept, 1000, wait).await.unwrap();
+        assert_eq!(ids(&got), ["r-13"]);
     }
 
     /// A failed set-up is tried again when the cluster is not ready or did not answer, not when

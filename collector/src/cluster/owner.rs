@@ -203,54 +203,90 @@ impl Owners {
     }
 
     /// Follows `held` until `stop` (or until the keeper is gone): starts a shard's task when its
-    /// lease appears, stops it when the lease goes or its epoch changes. Returns once every
-    /// task has stopped (they hold the store).
-    pub async fn run(self, mut held: watch::Receiver<Held>, stop: CancellationToken) {
-        let mut running: BTreeMap<u32, Running> = BTreeMap::new();
-        loop {
-            let now = held.borrow_and_update().clone();
-            running.retain(|shard, r| {
-                let keep = now.get(shard).is_some_and(|l| l.epoch == r.epoch);
-                if !keep {
-                    tracing::info!(shard, epoch = r.epoch, "shard lease gone; its owner stops");
-                    r.stop.cancel();
-                }
-                keep
-            });
-            for (shard, lease) in &now {
-                if running.contains_key(shard) {
-                    continue;
-                }
-                tracing::info!(shard, epoch = lease.epoch, "owning the shard");
-                let token = stop.child_token();
-                let shared = self.shared.clone();
-                let (shard, epoch, held, stopped) =
-                    (*shard, lease.epoch, held.clone(), token.clone());
-                let task = tokio::spawn(async move {
-                    own_shard(shared.clone(), shard, epoch, held, stopped).await;
-                    shared.metrics.forget_shard(shard);
-                });
-                running.insert(
+    /// lease appears, stops it when the lease goes or its epoch changes, and starts it again if
+    /// it ended by itself under a lease still held (`supervise`). Returns once every task has
+    /// stopped (they hold the store).
+    pub async fn run(self, held: watch::Receiver<Held>, stop: CancellationToken) {
+        let shared = self.shared;
+        supervise(held, stop, move |shard, epoch, held, stopped| {
+            let shared = shared.clone();
+            async move {
+                own_shard(shared.clone(), shard, epoch, held, stopped).await;
+                shared.metrics.forget_shard(shard);
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs `own(shard, epoch, held, stop)` for every lease in `held` while it is listed under that
+/// epoch. An owner also ends by itself: when its lease's local deadline passes while the keeper
+/// cannot renew it (a slow or failing metastore round), or when a write is fenced. If the keeper
+/// then renews the lease under the same epoch, nothing in `held` says "new": the owner is
+/// started again here, once the lease is valid and [`RETRY_AFTER`] after it ended (so an owner
+/// that cannot run does not spin). Without this the shard went unserved on this node for as
+/// long as that epoch lasted.
+async fn supervise<F, Fut>(mut held: watch::Receiver<Held>, stop: CancellationToken, own: F)
+where
+    F: Fn(u32, i64, watch::Receiver<Held>, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let mut running: BTreeMap<u32, Running> = BTreeMap::new();
+    loop {
+        let now = held.borrow_and_update().clone();
+        running.retain(|shard, r| {
+            if now.get(shard).is_none_or(|l| l.epoch != r.epoch) {
+                tracing::info!(shard, epoch = r.epoch, "shard lease gone; its owner stops");
+                r.stop.cancel();
+                return false;
+            }
+            if r.task.is_finished() {
+                tracing::warn!(
                     shard,
-                    Running {
-                        epoch: lease.epoch,
-                        stop: token,
-                        task,
-                    },
+                    epoch = r.epoch,
+                    "the shard's owner ended under a lease still held; it starts again while the lease is valid"
                 );
+                return false;
             }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                changed = held.changed() => if changed.is_err() { break },
+            true
+        });
+        for (shard, lease) in &now {
+            if running.contains_key(shard) || !lease.is_valid() {
+                continue;
             }
+            tracing::info!(shard, epoch = lease.epoch, "owning the shard");
+            let token = stop.child_token();
+            let owner = own(*shard, lease.epoch, held.clone(), token.clone());
+            let (stopped, ended) = (token.clone(), ended.clone());
+            let task = tokio::spawn(async move {
+                owner.await;
+                if !stopped.is_cancelled() {
+                    pause(&stopped).await;
+                }
+                ended.notify_one();
+            });
+            running.insert(
+                *shard,
+                Running {
+                    epoch: lease.epoch,
+                    stop: token,
+                    task,
+                },
+            );
         }
-        for r in running.values() {
-            r.stop.cancel();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = held.changed() => if changed.is_err() { break },
+            _ = ended.notified() => {}
         }
-        for (shard, r) in running {
-            if let Err(e) = r.task.await {
-                tracing::error!(shard, error = %e, "a shard owner task failed");
-            }
+    }
+    for r in running.values() {
+        r.stop.cancel();
+    }
+    for (shard, r) in running {
+        if let Err(e) = r.task.await {
+            tracing::error!(shard, error = %e, "a shard owner task failed");
         }
     }
 }
@@ -1211,6 +1247,80 @@ mod tests {
                 .contains("sealed")
         );
         assert!(parse(b"{").unwrap_err().starts_with("not a record"));
+    }
+
+    fn lease(shard: u32, epoch: i64, valid_for: Duration) -> Lease {
+        Lease {
+            shard,
+            owner: "node-a".into(),
+            epoch,
+            expires_at: chrono::Utc::now(),
+            valid_until: Instant::now() + valid_for,
+        }
+    }
+
+    /// An owner that acts while it may (as `own_shard` does) and notes each start.
+    fn counting_owner(
+        starts: &Arc<std::sync::Mutex<Vec<(u32, i64)>>>,
+    ) -> impl Fn(
+        u32,
+        i64,
+        watch::Receiver<Held>,
+        CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, ()>
+    + use<> {
+        let starts = starts.clone();
+        move |shard, epoch, held, stop| {
+            starts.lock().unwrap().push((shard, epoch));
+            async move {
+                while may_act(&held, shard, epoch) && !stop.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            .boxed()
+        }
+    }
+
+    async fn wait_for_starts(starts: &std::sync::Mutex<Vec<(u32, i64)>>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while starts.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "{:?}", starts.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An owner that ended by itself (its lease's local deadline passed while the keeper could
+    /// not renew it) starts again once the keeper renews the lease under the same epoch; before,
+    /// the shard stayed unserved for as long as the epoch lasted. A new epoch replaces the
+    /// owner; the stop ends it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_owner_that_ended_under_a_lease_still_held_starts_again() {
+        let (keeper, held) = watch::channel(Held::new());
+        let stop = CancellationToken::new();
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let supervisor = tokio::spawn(supervise(held, stop.clone(), counting_owner(&starts)));
+
+        keeper.send_replace(Held::from([(0, lease(0, 1, Duration::from_millis(200)))]));
+        wait_for_starts(&starts, 1).await;
+        // The deadline passes with no renewal: the owner ends, and is not started again on a
+        // lease that is not valid.
+        tokio::time::sleep(RETRY_AFTER + Duration::from_millis(500)).await;
+        assert_eq!(*starts.lock().unwrap(), [(0, 1)]);
+
+        // Renewed under the same epoch.
+        keeper.send_replace(Held::from([(0, lease(0, 1, Duration::from_secs(60)))]));
+        wait_for_starts(&starts, 2).await;
+        // A new epoch: the running owner stops, one under the new epoch starts.
+        keeper.send_replace(Held::from([(0, lease(0, 2, Duration::from_secs(60)))]));
+        wait_for_starts(&starts, 3).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*starts.lock().unwrap(), [(0, 1), (0, 1), (0, 2)]);
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), supervisor)
+            .await
+            .expect("the supervisor returns once its owners stopped")
+            .unwrap();
     }
 
     proptest::proptest! {
