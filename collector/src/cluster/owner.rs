@@ -1259,28 +1259,6 @@ mod tests {
         }
     }
 
-    /// An owner that acts while it may (as `own_shard` does) and notes each start.
-    fn counting_owner(
-        starts: &Arc<std::sync::Mutex<Vec<(u32, i64)>>>,
-    ) -> impl Fn(
-        u32,
-        i64,
-        watch::Receiver<Held>,
-        CancellationToken,
-    ) -> futures_util::future::BoxFuture<'static, ()>
-    + use<> {
-        let starts = starts.clone();
-        move |shard, epoch, held, stop| {
-            starts.lock().unwrap().push((shard, epoch));
-            async move {
-                while may_act(&held, shard, epoch) && !stop.is_cancelled() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            .boxed()
-        }
-    }
-
     async fn wait_for_starts(starts: &std::sync::Mutex<Vec<(u32, i64)>>, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while starts.lock().unwrap().len() < n {
@@ -1298,7 +1276,19 @@ mod tests {
         let (keeper, held) = watch::channel(Held::new());
         let stop = CancellationToken::new();
         let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let supervisor = tokio::spawn(supervise(held, stop.clone(), counting_owner(&starts)));
+        // An owner that acts while it may (as `own_shard` does) and notes each start.
+        let owner = {
+            let starts = starts.clone();
+            move |shard, epoch, held: watch::Receiver<Held>, stop: CancellationToken| {
+                starts.lock().unwrap().push((shard, epoch));
+                async move {
+                    while may_act(&held, shard, epoch) && !stop.is_cancelled() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        };
+        let supervisor = tokio::spawn(supervise(held, stop.clone(), owner));
 
         keeper.send_replace(Held::from([(0, lease(0, 1, Duration::from_millis(200)))]));
         wait_for_starts(&starts, 1).await;
