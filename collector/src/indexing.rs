@@ -900,8 +900,8 @@ mod tests {
     struct NoIndex;
 
     impl IdLookup for NoIndex {
-        fn contains(&self, _: &str, _: &str, _: i64) -> bool {
-            false
+        fn stored(&self, _: &str, _: &str, _: i64) -> Option<codestax_common::AuditRecord> {
+            None
         }
     }
 

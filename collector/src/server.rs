@@ -15,6 +15,7 @@ use crate::retention::{Janitor, RetentionError, RetentionPolicy};
 use crate::saved_views::SavedViews;
 use crate::store::{IdLookup, IndexBatch, Store, StoreOptions};
 use crate::stream::{Allowlist, Deps as StreamDeps, SecretKey, StreamStore, Streams};
+use codestax_common::AuditRecord;
 use codestax_common::format::Context;
 use codestax_config::CollectorConfig;
 use std::path::PathBuf;
@@ -73,10 +74,10 @@ pub enum ServeError {
 /// The store verifies a dedupe hash hit against the index. A failed lookup answers "not stored":
 /// at worst a record is indexed twice, never lost.
 impl IdLookup for AuditIndex {
-    fn contains(&self, org: &str, id: &str, time: i64) -> bool {
-        AuditIndex::contains(self, org, id, time).unwrap_or_else(|e| {
+    fn stored(&self, org: &str, id: &str, time: i64) -> Option<AuditRecord> {
+        self.get_near(org, id, time).unwrap_or_else(|e| {
             tracing::error!(error = %e, org, id, "dedupe lookup in the index failed");
-            false
+            None
         })
     }
 }

@@ -161,13 +161,18 @@ pub(crate) fn write_string<O: Out + ?Sized>(s: &str, out: &mut O) {
     out.push('"');
 }
 
-/// Whether [`write_record`] writes the chain fields (`hash`, `prev_hash`, `seq`) or leaves them
-/// out and marks where they go.
+/// Which fields [`write_record`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChainFields {
+    /// Every field the record has.
     Write,
-    /// Leave them out; the returned offsets mark where each would go.
+    /// Leave the chain fields (`hash`, `prev_hash`, `seq`) out; the returned offsets mark where
+    /// each would go.
     Mark,
+    /// The record's content only: without the chain fields and without what says who sent it,
+    /// when and under which id (`id`, `received_at`, `provenance`). Two sends of one record
+    /// have the same content whoever sent them ([`AuditRecord::content_json`]).
+    Content,
 }
 
 /// An object being written: commas between entries, and the chain-field offsets still waiting
@@ -281,6 +286,12 @@ pub(crate) fn write_record<O: Out + ?Sized>(
             o.mark(slot);
             continue;
         }
+        if chain == ChainFields::Content
+            && (chain_slot(field).is_some()
+                || matches!(field, Field::Id | Field::ReceivedAt | Field::Provenance))
+        {
+            continue;
+        }
         match field.kind() {
             Kind::Object(schema::Object::Metadata) => {
                 if !r.metadata.is_empty() {
@@ -384,6 +395,54 @@ impl AuditRecord {
         write_record(self, ChainFields::Write, &mut length);
         length.len()
     }
+
+    /// What the record says, as canonical JSON: without its id, who sent it, when it arrived and
+    /// its chain fields. A resend of a record has the same content as the record stored, so an
+    /// id that comes again with other content is another record, not a resend.
+    pub fn content_json(&self) -> String {
+        let mut out = String::with_capacity(768);
+        write_record(self, ChainFields::Content, &mut out);
+        out
+    }
+
+    /// Feeds [`AuditRecord::content_json`] to `hasher` without building it.
+    pub fn hash_content<H: std::hash::Hasher>(&self, hasher: &mut H) {
+        let mut out = Hashed { hasher, len: 0 };
+        write_record(self, ChainFields::Content, &mut out);
+    }
+}
+
+/// Canonical JSON fed to a hasher as it is written.
+struct Hashed<'a, H> {
+    hasher: &'a mut H,
+    len: usize,
+}
+
+impl<H: std::hash::Hasher> fmt::Write for Hashed<'_, H> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        Out::push_str(self, s);
+        Ok(())
+    }
+}
+
+impl<H: std::hash::Hasher> Out for Hashed<'_, H> {
+    #[inline]
+    fn push(&mut self, c: char) {
+        let mut buf = [0; 4];
+        self.push_str(c.encode_utf8(&mut buf));
+    }
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        self.hasher.write(s.as_bytes());
+        self.len += s.len();
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn reserve(&mut self, _: usize) {}
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The JetStream log ingest publishes to in cluster mode: one stream, a subject per shard, each
-//! record's canonical JSON as a message with `Nats-Msg-Id: <org>:<id>`. A batch is appended only
-//! when every one of its messages has its publish ack — stored (and, with the servers'
-//! `sync_interval: always`, fsynced) on a quorum of the stream's replicas.
+//! record's canonical JSON as a message whose `Nats-Msg-Id` names its org, id and content
+//! ([`msg_id`]). A batch is appended only when every one of its messages has its publish ack —
+//! stored (and, with the servers' `sync_interval: always`, fsynced) on a quorum of the stream's
+//! replicas.
 
 use std::time::{Duration, Instant};
 
@@ -537,13 +538,9 @@ impl JetStreamLog {
             let mut pending = Vec::with_capacity(todo.len());
             for &i in &todo {
                 let record = &records[i];
-                let id = record.id.as_deref().unwrap_or_default();
                 let subject = self.subject_of(&record.org_id);
                 let mut headers = HeaderMap::new();
-                headers.insert(
-                    async_nats::header::NATS_MESSAGE_ID,
-                    msg_id(&record.org_id, id).as_str(),
-                );
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id(record).as_str());
                 headers.insert(ORG_HEADER, record.org_id.as_str());
                 let ack = self
                     .js

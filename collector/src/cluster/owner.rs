@@ -1141,15 +1141,27 @@ impl Step<'_> {
             }
             match self.shared.store.submit(records.clone()).await {
                 Ok(admissions) => {
-                    let stored = admissions
-                        .iter()
-                        .filter(|a| matches!(a, Admission::Stored { .. }))
-                        .count();
+                    let count =
+                        |f: fn(&Admission) -> bool| admissions.iter().filter(|a| f(a)).count();
+                    let stored = count(|a| matches!(a, Admission::Stored { .. }));
+                    let conflicts = count(|a| matches!(a, Admission::IdConflict));
                     self.shared.metrics.record_accepted(
                         OWNER_RECEIVER,
                         stored as u64,
-                        (admissions.len() - stored) as u64,
+                        (admissions.len() - stored - conflicts) as u64,
                     );
+                    // The ingesting node acknowledged them before the owner could know: they
+                    // are counted and logged here (the store logs each id).
+                    if conflicts > 0 {
+                        tracing::error!(
+                            shard = self.shard,
+                            conflicts,
+                            "records whose ids are stored for other content were not stored"
+                        );
+                        self.shared
+                            .metrics
+                            .record_rejected(OWNER_RECEIVER, "id", conflicts as u64);
+                    }
                     return Ok(stored);
                 }
                 Err(StoreError::RecordTooLarge { index, len }) => {

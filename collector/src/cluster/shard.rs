@@ -1,6 +1,7 @@
 //! Which shard an org belongs to, and the names derived from it: the JetStream subject a shard's
 //! records go to and the message id JetStream dedupes on. These never change for a cluster.
 
+use codestax_common::AuditRecord;
 use sha2::{Digest, Sha256};
 
 /// The shard of `org` among `shards`: the first 8 bytes of SHA-256(org), big-endian, modulo
@@ -29,10 +30,19 @@ pub fn owner_consumer(shard: u32, epoch: i64) -> String {
     format!("owner-{shard}-{epoch}")
 }
 
-/// The `Nats-Msg-Id` of a record: `<org>:<id>` (org ids cannot hold `:`, so no two records
-/// share one).
-pub fn msg_id(org: &str, id: &str) -> String {
-    format!("{org}:{id}")
+/// The `Nats-Msg-Id` of a record: `<org>:<id>:<content>` (org ids cannot hold `:`, so no two
+/// records share one), `<content>` being 16 hex digits of the SHA-256 of what the record says
+/// ([`AuditRecord::content_json`]). A resend has the same, so JetStream drops it; the same id
+/// with other content is another message, which the shard's owner refuses as an id conflict
+/// rather than JetStream taking it for a resend.
+pub fn msg_id(record: &AuditRecord) -> String {
+    let digest = Sha256::digest(record.content_json().as_bytes());
+    format!(
+        "{}:{}:{}",
+        record.org_id,
+        record.id(),
+        hex::encode(&digest[..8])
+    )
 }
 
 #[cfg(test)]
@@ -75,6 +85,28 @@ mod tests {
     fn names() {
         assert_eq!(subject("CODESTAX_AUDIT", 7), "CODESTAX_AUDIT.shard.7");
         assert_eq!(subjects("CODESTAX_AUDIT"), "CODESTAX_AUDIT.shard.*");
-        assert_eq!(msg_id("acme", "r-1"), "acme:r-1");
+    }
+
+    #[test]
+    fn message_ids_are_the_org_the_id_and_the_content() {
+        let record = |message: &str| {
+            let mut r: AuditRecord = serde_json::from_value(serde_json::json!({
+                "id": "r-1", "org_id": "acme", "time": "2026-12-08T10:00:00Z",
+                "action": "user.login", "actor": {"id": "u-1"}, "message": message,
+            }))
+            .unwrap();
+            r.received_at = Some(chrono::Utc::now());
+            r
+        };
+        let id = msg_id(&record("hello"));
+        assert!(
+            id.starts_with("acme:r-1:") && id.len() == "acme:r-1:".len() + 16,
+            "{id}"
+        );
+        // A resend (received again, by another key) has the same id; other content does not.
+        let mut resent = record("hello");
+        resent.provenance = Some(codestax_common::Provenance::Collector);
+        assert_eq!(msg_id(&resent), id);
+        assert_ne!(msg_id(&record("hello!")), id);
     }
 }

@@ -176,6 +176,22 @@ impl AuditIndex {
         Ok(None)
     }
 
+    /// The record `id` of `org`, if indexed, looked for in [`AuditIndex::contains`]'s order:
+    /// from the partition of `time` (µs) out.
+    pub fn get_near(
+        &self,
+        org: &str,
+        id: &str,
+        time: i64,
+    ) -> Result<Option<AuditRecord>, IndexError> {
+        for p in self.shared.partitions_near_first(time) {
+            if let Some((searcher, addr)) = self.shared.find(&p, org, id)? {
+                return load(&searcher, &p.dir, &self.shared.fields, addr).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the record `id` of `org` is indexed (exactly: org and id, not only their hash).
     /// `time` (µs) is where to look first, the time of the record being checked: a duplicate
     /// usually carries its original's time. Every partition is looked in before answering no.

@@ -410,6 +410,8 @@ impl Ingest {
             ..IngestOutcome::default()
         };
         let mut records = Vec::with_capacity(decoded.len());
+        // Each record's place in the batch, for the store's refusals.
+        let mut positions = Vec::with_capacity(decoded.len());
         for (position, mut record) in decoded {
             if record.org_id != key_org {
                 let error = FieldError::new(
@@ -456,6 +458,7 @@ impl Ingest {
             record.received_at = Some(now);
             record.provenance = Some(writer.clone());
             records.push(record);
+            positions.push(position);
         }
         for (reason, count) in &outcome.rejected.by_reason {
             self.metrics
@@ -477,15 +480,41 @@ impl Ingest {
                 .filter(|a| matches!(a, Appended::Duplicate))
                 .count() as u64;
         } else {
+            // The ids of what the store may refuse, which takes the records.
+            let ids: Vec<String> = records.iter().map(|r| r.id().to_string()).collect();
             let admissions = self.store.submit(records).await.map_err(|e| match e {
                 StoreError::Storage { source, .. } => IngestError::Unavailable(source.failure()),
                 other => IngestError::Storage(other.to_string()),
             })?;
-            for a in &admissions {
-                outcome.accepted += 1;
-                if matches!(a, Admission::Duplicate) {
-                    outcome.duplicates += 1;
+            let mut ids = ids.into_iter().map(Some).collect::<Vec<_>>();
+            let mut id_conflicts = 0;
+            for (i, a) in admissions.iter().enumerate() {
+                match a {
+                    Admission::Stored { .. } => outcome.accepted += 1,
+                    Admission::Duplicate => {
+                        outcome.accepted += 1;
+                        outcome.duplicates += 1;
+                    }
+                    // Listed after what was refused before the store; each names its line.
+                    Admission::IdConflict => {
+                        let error = FieldError::new("id", ID_CONFLICT);
+                        outcome
+                            .rejected
+                            .push(positions[i], vec![error], || ids[i].take());
+                        id_conflicts += 1;
+                    }
+                    // Only restored records are checked against the chain: not here.
+                    Admission::ChainConflict => {
+                        let error = FieldError::new("record", "does not continue its org's chain");
+                        outcome
+                            .rejected
+                            .push(positions[i], vec![error], || ids[i].take());
+                    }
                 }
+            }
+            if id_conflicts > 0 {
+                self.metrics
+                    .record_rejected(receiver.as_str(), "id", id_conflicts);
             }
         }
         self.metrics.record_accepted(
@@ -515,6 +544,10 @@ impl Ingest {
         }
     }
 }
+
+/// Why a record whose id is stored for other content is refused: a resend must say the same.
+pub const ID_CONFLICT: &str = "this id is already stored in this org for a record with other \
+     content; not stored (a resend must be the same record; a new record needs a new id)";
 
 /// Why a record older than its org's retention (`cutoff`) is refused.
 fn expired_on_arrival(record: &AuditRecord, cutoff: DateTime<Utc>) -> String {

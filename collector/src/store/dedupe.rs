@@ -5,6 +5,11 @@
 //! exact `recent` map of records written to the WAL but not yet visible in the index, then against
 //! the index itself through [`IdLookup`]. A colliding record that is not a real duplicate is stored.
 //!
+//! A record found stored comes with what it says ([`Seen`]): a resend is only a resend if it says
+//! the same ([`AuditRecord::content_json`]); the same id with other content is another record
+//! (refused by the writer, never taken as a duplicate of the first). The recent map keeps a
+//! [`Fingerprints`] of each record's content for that; the index gives back the stored record.
+//!
 //! # Memory
 //!
 //! The hash set holds a bare `u64` per record in a swiss table (8 bytes + 1 control byte per slot,
@@ -13,17 +18,43 @@
 //! in the index (about 100 bytes each plus org and id) and shrinks as the index catches up.
 
 use crate::store::Lsn;
-use std::collections::hash_map::Entry;
+use codestax_common::AuditRecord;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Exact membership of an (org, id) in the index: the source of truth for records that are no
 /// longer in the `recent` map. Called on the store's writer thread, only when a hash matches.
 pub trait IdLookup: Send + Sync {
-    /// Whether the index holds a record with this org and id. `time` (µs) is the time of the
+    /// The record the index holds with this org and id, if any. `time` (µs) is the time of the
     /// record being checked: where its original most likely is, so where to look first.
-    fn contains(&self, org: &str, id: &str, time: i64) -> bool;
+    fn stored(&self, org: &str, id: &str, time: i64) -> Option<AuditRecord>;
+}
+
+/// Fingerprints of records' content ([`AuditRecord::content_json`]), under a key drawn at start:
+/// a writer who cannot read the key cannot make other content match a record's fingerprint.
+/// They live only in memory, so the key need not outlive the process.
+#[derive(Debug, Clone, Default)]
+pub struct Fingerprints(RandomState);
+
+impl Fingerprints {
+    pub fn of(&self, record: &AuditRecord) -> u64 {
+        let mut hasher = self.0.build_hasher();
+        record.hash_content(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// What the dedupe set knows of an (org, id).
+#[derive(Debug)]
+pub enum Seen {
+    /// Not stored.
+    New,
+    /// Stored, not yet visible in the index: its content's fingerprint.
+    Recent { fingerprint: u64 },
+    /// Stored and indexed: the record as stored.
+    Indexed(Box<AuditRecord>),
 }
 
 /// A hasher for keys that already are uniformly distributed 64-bit hashes: passes them through.
@@ -54,6 +85,7 @@ struct RecentEntry {
     org: Box<str>,
     id: Box<str>,
     lsn: Lsn,
+    fingerprint: u64,
 }
 
 /// The set of stored (org, id) pairs. See the module docs for how a hash hit is verified.
@@ -96,28 +128,37 @@ impl DedupeSet {
         self.hashes.insert(hash);
     }
 
-    /// Whether (org, id) is stored, `hash` being `uid_hash(org, id)`; `time` (µs) is the checked
-    /// record's time, a hint for the index lookup.
-    pub fn contains(&self, org: &str, id: &str, hash: u64, time: i64) -> bool {
+    /// Whether (org, id) is stored, and what it says, `hash` being `uid_hash(org, id)`; `time`
+    /// (µs) is the checked record's time, a hint for the index lookup.
+    pub fn seen(&self, org: &str, id: &str, hash: u64, time: i64) -> Seen {
         if !self.hashes.contains(&hash) {
-            return false;
+            return Seen::New;
         }
-        let in_recent = self
+        let recent = self
             .recent
             .get(&hash)
-            .is_some_and(|v| v.iter().any(|e| &*e.org == org && &*e.id == id));
-        in_recent || self.lookup.contains(org, id, time)
+            .and_then(|v| v.iter().find(|e| &*e.org == org && &*e.id == id));
+        if let Some(e) = recent {
+            return Seen::Recent {
+                fingerprint: e.fingerprint,
+            };
+        }
+        match self.lookup.stored(org, id, time) {
+            Some(record) => Seen::Indexed(Box::new(record)),
+            None => Seen::New,
+        }
     }
 
-    /// Records that (org, id) was written to the WAL at `lsn` and is not yet visible in the index.
-    /// LSNs must be inserted in increasing order.
-    pub fn insert_recent(&mut self, org: &str, id: &str, hash: u64, lsn: Lsn) {
+    /// Records that (org, id), whose content has `fingerprint`, was written to the WAL at `lsn`
+    /// and is not yet visible in the index. LSNs must be inserted in increasing order.
+    pub fn insert_recent(&mut self, org: &str, id: &str, hash: u64, fingerprint: u64, lsn: Lsn) {
         debug_assert!(self.recent_order.back().is_none_or(|&(last, _)| last < lsn));
         self.hashes.insert(hash);
         self.recent.entry(hash).or_default().push(RecentEntry {
             org: org.into(),
             id: id.into(),
             lsn,
+            fingerprint,
         });
         self.recent_order.push_back((lsn, hash));
     }
@@ -162,47 +203,97 @@ mod tests {
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Index(Mutex<HashSet<(String, String)>>);
+    struct Index(Mutex<HashMap<(String, String), AuditRecord>>);
 
     impl IdLookup for Index {
-        fn contains(&self, org: &str, id: &str, _time: i64) -> bool {
-            self.0.lock().unwrap().contains(&(org.into(), id.into()))
+        fn stored(&self, org: &str, id: &str, _time: i64) -> Option<AuditRecord> {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&(org.into(), id.into()))
+                .cloned()
+        }
+    }
+
+    fn record(org: &str, id: &str, message: &str) -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "org_id": org, "time": "2026-12-08T10:00:00Z", "action": "user.login",
+            "actor": {"id": "u-1"}, "message": message,
+        }))
+        .unwrap()
+    }
+
+    /// The fingerprint `seen` reports, if any.
+    fn fingerprint(seen: Seen, prints: &Fingerprints) -> Option<u64> {
+        match seen {
+            Seen::New => None,
+            Seen::Recent { fingerprint } => Some(fingerprint),
+            Seen::Indexed(record) => Some(prints.of(&record)),
         }
     }
 
     #[test]
-    fn recent_then_index_answers() {
+    fn recent_then_index_answers_with_the_content() {
         let index = Arc::new(Index::default());
+        let prints = Fingerprints::default();
         let mut set = DedupeSet::new(index.clone());
+        let a = record("acme", "a", "hello");
         let h = uid_hash("acme", "a");
-        assert!(!set.contains("acme", "a", h, 0));
-        set.insert_recent("acme", "a", h, 7);
-        assert!(set.contains("acme", "a", h, 0));
+        assert!(matches!(set.seen("acme", "a", h, 0), Seen::New));
+        set.insert_recent("acme", "a", h, prints.of(&a), 7);
+        assert_eq!(
+            fingerprint(set.seen("acme", "a", h, 0), &prints),
+            Some(prints.of(&a))
+        );
         assert_eq!(set.recent_len(), 1);
 
         // Pruned before the index has it: the lookup says no. (The store only prunes once the
         // index can see the record, so this only shows that the recent map is no longer asked.)
         set.forget_recent_through(7);
         assert_eq!(set.recent_len(), 0);
-        assert!(!set.contains("acme", "a", h, 0));
-        index.0.lock().unwrap().insert(("acme".into(), "a".into()));
-        assert!(set.contains("acme", "a", h, 0));
+        assert!(matches!(set.seen("acme", "a", h, 0), Seen::New));
+        index
+            .0
+            .lock()
+            .unwrap()
+            .insert(("acme".into(), "a".into()), a.clone());
+        assert_eq!(
+            fingerprint(set.seen("acme", "a", h, 0), &prints),
+            Some(prints.of(&a))
+        );
     }
 
     #[test]
     fn forged_hash_collision_is_not_a_duplicate() {
+        let prints = Fingerprints::default();
         let mut set = DedupeSet::new(Arc::new(Index::default()));
         let h = uid_hash("acme", "a");
-        set.insert_recent("acme", "a", h, 0);
+        set.insert_recent("acme", "a", h, 1, 0);
         // Another uid with the same hash (forged: pass a's hash for b).
-        assert!(!set.contains("acme", "b", h, 0));
-        set.insert_recent("acme", "b", h, 1);
-        assert!(set.contains("acme", "b", h, 0));
-        assert!(set.contains("acme", "a", h, 0));
+        assert!(matches!(set.seen("acme", "b", h, 0), Seen::New));
+        set.insert_recent("acme", "b", h, 2, 1);
+        assert_eq!(fingerprint(set.seen("acme", "b", h, 0), &prints), Some(2));
+        assert_eq!(fingerprint(set.seen("acme", "a", h, 0), &prints), Some(1));
         set.forget_recent_through(0);
-        assert!(!set.contains("acme", "a", h, 0));
-        assert!(set.contains("acme", "b", h, 0));
+        assert!(matches!(set.seen("acme", "a", h, 0), Seen::New));
+        assert_eq!(fingerprint(set.seen("acme", "b", h, 0), &prints), Some(2));
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn fingerprints_are_of_the_content_only() {
+        let prints = Fingerprints::default();
+        let a = record("acme", "a", "hello");
+        // Who sent it, when it arrived, its id and chain fields are not its content.
+        let mut resent = a.clone();
+        resent.id = Some("b".into());
+        resent.received_at = Some(chrono::Utc::now());
+        resent.provenance = Some(codestax_common::Provenance::Collector);
+        resent.seq = Some(3);
+        assert_eq!(prints.of(&resent), prints.of(&a));
+        assert_ne!(prints.of(&record("acme", "a", "hello!")), prints.of(&a));
+        // Another key draws other fingerprints.
+        assert_ne!(Fingerprints::default().of(&a), prints.of(&a));
     }
 
     #[test]

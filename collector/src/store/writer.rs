@@ -3,13 +3,13 @@
 
 use crate::health::{Health, Part};
 use crate::store::backlog::Backlog;
-use crate::store::dedupe::{DedupeSet, IdLookup, Prehashed};
+use crate::store::dedupe::{DedupeSet, Fingerprints, IdLookup, Prehashed, Seen};
 use crate::store::wal::{Lsn, MAX_ENTRY_BYTES, Wal, WalEntries, WalError, WalReader};
 use crate::tree::{TreeError, Trees};
 use crate::uid::uid_hash;
-use codestax_common::AuditRecord;
 use codestax_common::chain::{ChainHead, SEAL_OVERHEAD_BYTES, Unsealed};
 use codestax_common::merkle::Hash;
+use codestax_common::{AuditRecord, Provenance};
 use codestax_storage::{Committer, Disk, GroupCommit, GroupOptions, RealDisk};
 use std::collections::HashMap;
 use std::io;
@@ -56,8 +56,12 @@ impl Default for StoreOptions {
 pub enum Admission {
     /// Newly stored (durable) at this LSN.
     Stored { lsn: Lsn },
-    /// Already stored earlier (or earlier in the same submission); not stored again.
+    /// Already stored earlier (or earlier in the same submission), with the same content; not
+    /// stored again.
     Duplicate,
+    /// Its id is already stored (or earlier in the same submission) for a record with other
+    /// content: another record, not a resend. Not stored; the sender is told.
+    IdConflict,
     /// A restored record ([`Store::restore`]) that does not continue its org's chain here (its
     /// `seq`, `prev_hash` or `hash` do not follow the head): not stored.
     ChainConflict,
@@ -85,6 +89,8 @@ pub struct StoreStats {
     pub records_stored: u64,
     /// Records acknowledged as duplicates.
     pub duplicates: u64,
+    /// Records refused because their id is stored for other content.
+    pub id_conflicts: u64,
     /// Successful WAL fsyncs.
     pub fsyncs: u64,
     /// Total time spent in successful fsyncs.
@@ -156,6 +162,7 @@ pub struct Store {
     /// The WAL's entries the index has not committed ([`Store::room_kept_free`]).
     backlog: Arc<Mutex<Backlog>>,
     keep_free_bytes: u64,
+    fingerprints: Fingerprints,
 }
 
 /// Records read back from the WAL, as `(lsn, record, payload)`; see [`Store::read_stored`].
@@ -190,6 +197,7 @@ struct Shared {
     groups: AtomicU64,
     records_stored: AtomicU64,
     duplicates: AtomicU64,
+    id_conflicts: AtomicU64,
     fsyncs: AtomicU64,
     fsync_nanos: AtomicU64,
     storage_errors: AtomicU64,
@@ -207,6 +215,8 @@ struct Submission {
     /// Each record's canonical JSON, ready to be sealed into the org's hash chain.
     prepared: Vec<Unsealed>,
     hashes: Vec<u64>,
+    /// Each record's content fingerprint: a resend must match what is stored.
+    fingerprints: Vec<u64>,
     bytes: usize,
     /// The records are already sealed (a snapshot restored): they keep their chain fields,
     /// which must continue each org's chain.
@@ -327,6 +337,7 @@ impl Store {
         }
 
         let hashes = hashes.into_iter();
+        let fingerprints = Fingerprints::default();
         let mut dedupe = DedupeSet::new(lookup);
         dedupe.reserve(hashes.size_hint().0);
         for h in hashes {
@@ -364,16 +375,16 @@ impl Store {
             wal.count_unindexed(lsn, payload.len());
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
-            if dedupe.contains(
-                &record.org_id,
-                record.id(),
-                hash,
-                record.time.timestamp_micros(),
+            let time = record.time.timestamp_micros();
+            if !matches!(
+                dedupe.seen(&record.org_id, record.id(), hash, time),
+                Seen::New
             ) {
                 tracing::debug!(lsn, "WAL record already indexed; not replayed");
                 continue;
             }
-            dedupe.insert_recent(&record.org_id, record.id(), hash, lsn);
+            let fingerprint = fingerprints.of(&record);
+            dedupe.insert_recent(&record.org_id, record.id(), hash, fingerprint, lsn);
             replay.push((lsn, record));
         }
         if let Some(trees) = &trees {
@@ -410,6 +421,7 @@ impl Store {
             tree_synced_before: wal.next_lsn(),
             wal,
             dedupe,
+            fingerprints: fingerprints.clone(),
             chain,
             trees,
             tree_behind_from: None,
@@ -428,6 +440,7 @@ impl Store {
                 entries,
                 backlog,
                 keep_free_bytes: opts.keep_free_bytes,
+                fingerprints,
             },
             replay,
         ))
@@ -471,6 +484,7 @@ impl Store {
             records: Vec::new(),
             prepared: Vec::new(),
             hashes: Vec::new(),
+            fingerprints: Vec::new(),
             bytes: 0,
             sealed: true,
             heads,
@@ -493,6 +507,7 @@ impl Store {
         }
         let mut prepared = Vec::with_capacity(records.len());
         let mut hashes = Vec::with_capacity(records.len());
+        let mut fingerprints = Vec::with_capacity(records.len());
         let mut bytes = 0;
         for (index, r) in records.iter().enumerate() {
             debug_assert!(r.id.is_some(), "submitted records must have an id");
@@ -509,12 +524,14 @@ impl Store {
             bytes += len;
             prepared.push(unsealed);
             hashes.push(uid_hash(&r.org_id, r.id()));
+            fingerprints.push(self.fingerprints.of(r));
         }
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
             records,
             prepared,
             hashes,
+            fingerprints,
             bytes,
             sealed,
             heads: Vec::new(),
@@ -576,6 +593,7 @@ impl Store {
             groups: get(&s.groups),
             records_stored: get(&s.records_stored),
             duplicates: get(&s.duplicates),
+            id_conflicts: get(&s.id_conflicts),
             fsyncs: get(&s.fsyncs),
             fsync_time: Duration::from_nanos(get(&s.fsync_nanos)),
             storage_errors: get(&s.storage_errors),
@@ -636,6 +654,8 @@ fn advance_head(heads: &mut HashMap<String, ChainHead>, record: &AuditRecord, ls
 struct Writer {
     wal: Wal,
     dedupe: DedupeSet,
+    /// The same key as the submitters' ([`Store`]), for records the index gives back.
+    fingerprints: Fingerprints,
     /// Each org's hash-chain head: the `seq` and `hash` of its last durable record.
     chain: HashMap<String, ChainHead>,
     /// Each org's Merkle tree, when kept.
@@ -680,34 +700,58 @@ impl Writer {
                 }
             }
         }
-        // Dedupe against the store and within the group; the first copy of an id wins.
+        // Dedupe against the store and within the group; the first copy of an id wins, and a
+        // later one is a duplicate only if it says the same.
         let mut admissions: Vec<Vec<Admission>> = group
             .iter()
             .map(|s| vec![Admission::Duplicate; s.records.len()])
             .collect();
         let mut new: Vec<(usize, usize)> = Vec::new();
         let mut in_group: HashMap<u64, Vec<(usize, usize)>, Prehashed> = HashMap::default();
+        let mut id_conflicts = 0;
         for (si, sub) in group.iter().enumerate() {
             for (ri, rec) in sub.records.iter().enumerate() {
                 let hash = sub.hashes[ri];
-                let seen = in_group.get(&hash).is_some_and(|v| {
-                    v.iter().any(|&(s, i)| {
+                let earlier = in_group.get(&hash).and_then(|v| {
+                    v.iter().find(|&&(s, i)| {
                         let other = &group[s].records[i];
                         other.org_id == rec.org_id && other.id() == rec.id()
                     })
                 });
-                if seen
-                    || self.dedupe.contains(
+                let stored_fingerprint = match earlier {
+                    Some(&(s, i)) => Some(group[s].fingerprints[i]),
+                    None => match self.dedupe.seen(
                         &rec.org_id,
                         rec.id(),
                         hash,
                         rec.time.timestamp_micros(),
-                    )
-                {
-                    continue;
+                    ) {
+                        Seen::New => None,
+                        Seen::Recent { fingerprint } => Some(fingerprint),
+                        Seen::Indexed(stored) => Some(self.fingerprints.of(&stored)),
+                    },
+                };
+                match stored_fingerprint {
+                    None => {
+                        in_group.entry(hash).or_default().push((si, ri));
+                        new.push((si, ri));
+                    }
+                    // A restored snapshot's record stored here already: the chain checks decide.
+                    Some(_) if sub.sealed => {}
+                    // The collector's ids are its own (no other writer may take one): an entry
+                    // written again after a crash is the same entry, at another time.
+                    Some(_) if rec.provenance == Some(Provenance::Collector) => {}
+                    Some(stored) if stored != sub.fingerprints[ri] => {
+                        tracing::warn!(
+                            org = %rec.org_id,
+                            id = rec.id(),
+                            "a record's id is already stored for a record with other content; not stored"
+                        );
+                        admissions[si][ri] = Admission::IdConflict;
+                        id_conflicts += 1;
+                    }
+                    Some(_) => {}
                 }
-                in_group.entry(hash).or_default().push((si, ri));
-                new.push((si, ri));
             }
         }
 
@@ -786,7 +830,10 @@ impl Writer {
                 rec.prev_hash = Some(prev_hash);
                 rec.hash = Some(seal.hash);
                 stored.push(seal.json);
-                self.dedupe.insert_recent(&rec.org_id, rec.id(), hash, lsn);
+                let fingerprint = group[s].fingerprints[i];
+                let rec = &group[s].records[i];
+                self.dedupe
+                    .insert_recent(&rec.org_id, rec.id(), hash, fingerprint, lsn);
                 admissions[s][i] = Admission::Stored { lsn };
             }
             self.chain.extend(heads);
@@ -797,8 +844,12 @@ impl Writer {
         s.groups.fetch_add(1, Ordering::Relaxed);
         s.records_stored
             .fetch_add(new.len() as u64, Ordering::Relaxed);
-        s.duplicates
-            .fetch_add((total - new.len() - conflicts) as u64, Ordering::Relaxed);
+        s.duplicates.fetch_add(
+            (total - new.len() - conflicts - id_conflicts) as u64,
+            Ordering::Relaxed,
+        );
+        s.id_conflicts
+            .fetch_add(id_conflicts as u64, Ordering::Relaxed);
 
         let mut batch = Vec::with_capacity(new.len());
         let mut replies = Vec::with_capacity(group.len());
@@ -971,9 +1022,9 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::Mutex;
 
-    /// A stand-in for the index: exact membership.
+    /// A stand-in for the index: the records by org and id.
     #[derive(Default)]
-    struct Index(Mutex<HashSet<(String, String)>>);
+    struct Index(Mutex<HashMap<(String, String), AuditRecord>>);
 
     impl Index {
         fn with(records: &[&AuditRecord]) -> Arc<Index> {
@@ -986,13 +1037,17 @@ mod tests {
 
         fn add(&self, r: &AuditRecord) {
             let key = (r.org_id.clone(), r.id().to_owned());
-            self.0.lock().unwrap().insert(key);
+            self.0.lock().unwrap().insert(key, r.clone());
         }
     }
 
     impl IdLookup for Index {
-        fn contains(&self, org: &str, id: &str, _time: i64) -> bool {
-            self.0.lock().unwrap().contains(&(org.into(), id.into()))
+        fn stored(&self, org: &str, id: &str, _time: i64) -> Option<AuditRecord> {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&(org.into(), id.into()))
+                .cloned()
         }
     }
 
@@ -1154,6 +1209,74 @@ mod tests {
             vec![],
         );
         assert_eq!(replay, indexed);
+        store.close().await;
+    }
+
+    /// A record's id sent again with other content, whoever sends it: in the same
+    /// submission, while the first is only in the WAL, and once only the index has it.
+    #[tokio::test]
+    async fn an_id_stored_for_other_content_is_refused_not_a_duplicate() {
+        use Admission::IdConflict as Conflict;
+        let dir = tempfile::tempdir().unwrap();
+        let a = record("acme", "a");
+        let mut other = a.clone();
+        other.message = Some("the same id, something else".into());
+        // The same content sent by another writer, later: a resend.
+        let mut resent = a.clone();
+        resent.provenance = Some(Provenance::Ingest {
+            key_id: "key_other".into(),
+        });
+        resent.received_at = Some(chrono::Utc::now());
+        // The collector's own entry under one of its ids, written again at another time.
+        let entry = |minute: u32| {
+            let mut e = record("acme", "codestax:change-1");
+            e.provenance = Some(Provenance::Collector);
+            e.time = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 8, 3, minute, 0)
+                .unwrap();
+            e
+        };
+
+        let (store, _, indexed) = open(
+            dir.path(),
+            StoreOptions::default(),
+            Arc::default(),
+            None,
+            vec![],
+        );
+        let got = store
+            .submit(vec![a.clone(), other.clone(), resent.clone()])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![stored(0), Conflict, Dup]);
+        let got = store
+            .submit(vec![other.clone(), resent.clone(), entry(1)])
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Conflict, Dup, stored(1)]);
+        assert_eq!(store.submit(vec![entry(2)]).await.unwrap(), vec![Dup]);
+        let stats = store.stats();
+        assert_eq!(
+            (stats.records_stored, stats.duplicates, stats.id_conflicts),
+            (2, 3, 2)
+        );
+        store.close().await;
+        assert_eq!(
+            unchained(&indexed.await.unwrap()),
+            vec![(0, a.clone()), (1, entry(1))]
+        );
+
+        // Only the index has it now: the stored record decides.
+        let index = Index::with(&[&a, &entry(1)]);
+        let (store, replay, _) = open(
+            dir.path(),
+            StoreOptions::default(),
+            index,
+            Some(1),
+            vec![hash_of(&a), hash_of(&entry(1))],
+        );
+        assert!(replay.is_empty());
+        let got = store.submit(vec![other, resent, entry(3)]).await.unwrap();
+        assert_eq!(got, vec![Conflict, Dup, Dup]);
         store.close().await;
     }
 

@@ -284,3 +284,92 @@ fn an_ingest_key_cannot_pre_empt_forge_or_hide_the_collectors_entries() {
     assert!(writers.contains(&"collector".to_string()), "{writers:?}");
     assert!(writers.contains(&format!("ingest:{app_id}")), "{writers:?}");
 }
+
+/// One key cannot take another's record away by sending its id first with other content: the
+/// later record is refused by name (not acknowledged as a duplicate of what it is not), counted,
+/// and the stored record says which key wrote it. A true resend, by any key, stays a duplicate.
+#[test]
+fn an_ingest_key_cannot_pre_empt_another_keys_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Collector::start(&dir.path().join("data"), ENTERPRISE);
+    let owner = c.create_key("acme", "ORG_OWNER");
+    let mallory = c.create_key("acme", "INGEST");
+    let app = c.create_key("acme", "INGEST");
+    let mallory_id = whoami(&c, &mallory);
+    let time = now();
+    let mut theirs = record(
+        "acme",
+        "order-1001",
+        "auth.login",
+        "ada@acme.example",
+        &time,
+    );
+    theirs["outcome"] = json!("failure");
+    let mut forged = theirs.clone();
+    forged["outcome"] = json!("success");
+
+    // Mallory sends the app's next id first, with what she wants the log to say.
+    let (status, answer) = c.ingest(&mallory, &[forged.clone()]);
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+
+    // The app's record under that id is refused by name, not called a duplicate; the rest of
+    // its batch goes through.
+    let next = record(
+        "acme",
+        "order-1002",
+        "auth.login",
+        "ada@acme.example",
+        &time,
+    );
+    let check_refused = |c: &Collector, duplicates: u64| {
+        let (status, answer) = c.ingest(&app, &[theirs.clone(), next.clone()]);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["accepted"], 1, "{answer}");
+        assert_eq!(answer["duplicates"], duplicates, "{answer}");
+        let errors = errors(&answer);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].0, errors[0].1.as_str()), (1, "id"), "{errors:?}");
+        assert!(errors[0].2.contains("other content"), "{errors:?}");
+    };
+    check_refused(&c, 0);
+    // A true resend of what is stored, by another key, is a duplicate (a key rotated during a
+    // replay, two agents on copies of one file).
+    let (status, answer) = c.ingest(&app, &[forged.clone()]);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["duplicates"].clone()),
+        (json!(1), json!(1)),
+        "{answer}"
+    );
+
+    // What is stored says who wrote it; the refusals are counted.
+    let stored = wait_get(&c, "order-1001", &owner);
+    assert_eq!(stored["outcome"], "success");
+    assert_eq!(
+        stored["provenance"],
+        json!({"writer": "ingest", "key_id": mallory_id})
+    );
+    let rejected = |c: &Collector| -> f64 {
+        c.metrics()
+            .lines()
+            .find(|l| {
+                l.starts_with("codestax_collector_records_rejected_total{")
+                    && l.contains("reason=\"id\"")
+                    && l.contains("receiver=\"ndjson\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(rejected(&c), 1.0);
+
+    // After a restart, only the index has the record: the same answer.
+    assert!(c.stop());
+    c.restart();
+    check_refused(&c, 1);
+    assert_eq!(rejected(&c), 1.0, "counters start again at a restart");
+    assert_eq!(wait_get(&c, "order-1001", &owner), stored);
+}
