@@ -254,6 +254,11 @@ pub const CATALOG: &[ActionSpec] = &[
         Category::AuditLog,
         "Records expired before a stream delivered them",
     ),
+    action(
+        "audit_log.id_conflict",
+        Category::AuditLog,
+        "Records refused: their ids are stored for other records",
+    ),
 ];
 
 /// Looks an action up in the catalog by its exact name.
@@ -405,6 +410,7 @@ mod tests {
             "audit_log.saved_view_changed",
             "audit_log.saved_view_deleted",
             "audit_log.stream_records_expired",
+            "audit_log.id_conflict",
         ];
         let got: Vec<_> = CATALOG.iter().map(|a| a.name).collect();
         assert_eq!(got, expected);

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use codestax_common::api::{EXPIRED_ON_ARRIVAL, RejectedRecord};
 use codestax_common::schema::{Field, Object};
 use codestax_common::{
-    AuditRecord, FieldError, Provenance, RecordErrors, Rules, check_app_record, check_reserved_id,
+    Actor, ActorKind, AuditRecord, FieldError, Metadata, Outcome, Provenance, RESERVED_ID_PREFIX,
+    RecordErrors, Rules, Target, TargetKind, check_app_record, check_reserved_id,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -488,6 +489,7 @@ impl Ingest {
             })?;
             let mut ids = ids.into_iter().map(Some).collect::<Vec<_>>();
             let mut id_conflicts = 0;
+            let mut conflicting_ids = Vec::new();
             for (i, a) in admissions.iter().enumerate() {
                 match a {
                     Admission::Stored { .. } => outcome.accepted += 1,
@@ -497,6 +499,11 @@ impl Ingest {
                     }
                     // Listed after what was refused before the store; each names its line.
                     Admission::IdConflict => {
+                        if conflicting_ids.len() < MAX_LISTED_REJECTIONS
+                            && let Some(id) = &ids[i]
+                        {
+                            conflicting_ids.push(id.clone());
+                        }
                         let error = FieldError::new("id", ID_CONFLICT);
                         outcome
                             .rejected
@@ -515,6 +522,8 @@ impl Ingest {
             if id_conflicts > 0 {
                 self.metrics
                     .record_rejected(receiver.as_str(), "id", id_conflicts);
+                let entry = id_conflict_entry(key_org, &writer, &conflicting_ids, id_conflicts);
+                self.record_id_conflicts(entry).await;
             }
         }
         self.metrics.record_accepted(
@@ -523,6 +532,39 @@ impl Ingest {
             outcome.duplicates,
         );
         Ok(outcome)
+    }
+
+    /// Writes the entry about a batch's id conflicts into the org's log. The batch's answer
+    /// names them whatever becomes of the entry: one that cannot be written is logged.
+    async fn record_id_conflicts(&self, entry: AuditRecord) {
+        let org = entry.org_id.clone();
+        let entry = codestax_common::record_from_value(
+            serde_json::to_value(&entry).unwrap_or_default(),
+            &self.collector_entry_rules(),
+        );
+        let written = match entry {
+            // The collector's entries are never id conflicts: this does not come back here.
+            Ok(entry) => Box::pin(self.submit(
+                &org,
+                Provenance::Collector,
+                vec![Ok(entry)],
+                Receiver::Internal,
+            ))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|outcome| match outcome.rejected.listed().first() {
+                None => Ok(()),
+                Some(r) => Err(format!("{:?}", r.errors)),
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::error!(
+                org,
+                error,
+                "cannot record a batch's id conflicts in the org's log"
+            );
+        }
     }
 
     /// Makes one of the collector's own entries (provenance `collector`) durable in its org's
@@ -548,6 +590,68 @@ impl Ingest {
 /// Why a record whose id is stored for other content is refused: a resend must say the same.
 pub const ID_CONFLICT: &str = "this id is already stored in this org for a record with other \
      content; not stored (a resend must be the same record; a new record needs a new id)";
+
+/// The collector's `audit_log.id_conflict` entry: `writer` sent `count` records under ids that
+/// are stored for other records (the first of them in `ids`), which were refused. The org's
+/// own log then shows an attempt to write over its records, not only the sender's answer and
+/// the operator's metrics. Its id comes from the writer and the ids, so a batch sent again
+/// makes no second entry.
+fn id_conflict_entry(org: &str, writer: &Provenance, ids: &[String], count: u64) -> AuditRecord {
+    let mut digest = Sha256::new();
+    digest.update(serde_json::to_vec(writer).unwrap_or_default());
+    for id in ids {
+        digest.update(b"\n");
+        digest.update(id.as_bytes());
+    }
+    let mut metadata = Metadata::default();
+    metadata.extra.insert("ids".into(), ids.into());
+    metadata.extra.insert("records".into(), count.into());
+    if let Provenance::Imported {
+        source: Some(source),
+        ..
+    } = writer
+    {
+        metadata
+            .extra
+            .insert("source".into(), source.as_str().into());
+    }
+    AuditRecord {
+        id: Some(format!(
+            "{RESERVED_ID_PREFIX}conflict-{}",
+            hex::encode(&digest.finalize()[..16])
+        )),
+        org_id: org.to_string(),
+        time: codestax_common::time::truncate_to_micros(Utc::now()),
+        actor: Actor {
+            id: writer.key_id().unwrap_or("unknown").to_string(),
+            name: None,
+            email: None,
+            kind: ActorKind::ApiKey,
+        },
+        action: "audit_log.id_conflict".into(),
+        category: String::new(),
+        target: Some(Target {
+            kind: TargetKind::Organization,
+            id: Some(org.to_string()),
+            name: None,
+        }),
+        repository: None,
+        outcome: Outcome::Failure,
+        message: Some(format!(
+            "{count} record(s) sent by {} key {} were refused: their ids are stored for other \
+             records",
+            writer.writer(),
+            writer.key_id().unwrap_or("unknown"),
+        )),
+        metadata,
+        schema_version: codestax_common::SCHEMA_VERSION,
+        received_at: None,
+        seq: None,
+        prev_hash: None,
+        provenance: None,
+        hash: None,
+    }
+}
 
 /// Why a record older than its org's retention (`cutoff`) is refused.
 fn expired_on_arrival(record: &AuditRecord, cutoff: DateTime<Utc>) -> String {

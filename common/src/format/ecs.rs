@@ -82,6 +82,7 @@ pub const TABLE: &[Row] = &[
     row("audit_log.saved_view_changed", CONFIG, &["change"]),
     row("audit_log.saved_view_deleted", CONFIG, &["deletion"]),
     row("audit_log.stream_records_expired", CONFIG, &["info"]),
+    row("audit_log.id_conflict", API, &["denied"]),
 ];
 
 /// What an action outside the catalogue (a custom action) maps to.

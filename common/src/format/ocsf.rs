@@ -237,6 +237,7 @@ pub const TABLE: &[Row] = &[
     row("audit_log.saved_view_changed", EM, UPDATE, None, LOW),
     row("audit_log.saved_view_deleted", EM, EM_DELETE, None, LOW),
     row("audit_log.stream_records_expired", EM, OTHER, None, MEDIUM),
+    row("audit_log.id_conflict", EM, OTHER, None, MEDIUM),
 ];
 
 /// What an action outside the catalogue (a custom action) maps to: Entity Management, activity

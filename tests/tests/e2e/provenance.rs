@@ -296,6 +296,7 @@ fn an_ingest_key_cannot_pre_empt_another_keys_records() {
     let mallory = c.create_key("acme", "INGEST");
     let app = c.create_key("acme", "INGEST");
     let mallory_id = whoami(&c, &mallory);
+    let app_id = whoami(&c, &app);
     let time = now();
     let mut theirs = record(
         "acme",
@@ -366,10 +367,28 @@ fn an_ingest_key_cannot_pre_empt_another_keys_records() {
     };
     assert_eq!(rejected(&c), 1.0);
 
-    // After a restart, only the index has the record: the same answer.
+    // The org's own log says so: the collector's entry names the refused key and ids.
+    let conflicts = |c: &Collector| {
+        c.wait_for_total("acme", "action=audit_log.id_conflict", &owner, 1);
+        c.search_all("acme", "action=audit_log.id_conflict", &owner)
+    };
+    let entry = conflicts(&c).remove(0);
+    assert_eq!(
+        entry["provenance"],
+        json!({"writer": "collector"}),
+        "{entry}"
+    );
+    assert_eq!(entry["actor"]["id"], app_id.as_str(), "{entry}");
+    assert_eq!(entry["outcome"], "failure", "{entry}");
+    assert_eq!(entry["metadata"]["ids"], json!(["order-1001"]), "{entry}");
+    assert_eq!(entry["metadata"]["records"], 1, "{entry}");
+
+    // After a restart, only the index has the record: the same answer; the batch sent again
+    // makes no second entry.
     assert!(c.stop());
     c.restart();
     check_refused(&c, 1);
     assert_eq!(rejected(&c), 1.0, "counters start again at a restart");
     assert_eq!(wait_get(&c, "order-1001", &owner), stored);
+    assert_eq!(conflicts(&c), vec![entry]);
 }
