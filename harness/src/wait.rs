@@ -1,29 +1,6 @@
-//! Free ports and polling until something holds.
+//! Polling until something holds.
 
-use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-/// A port free on 127.0.0.1 now, and not handed out before by this process: the kernel may give
-/// a just-closed port again, and two ports of one collector (HTTP and metrics) once came out equal.
-pub fn try_free_port() -> std::io::Result<u16> {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())?;
-        if given.insert(port) {
-            return Ok(port);
-        }
-    }
-}
-
-/// A port free on 127.0.0.1 now; panics if there is none.
-pub fn free_port() -> u16 {
-    try_free_port().expect("a free port on 127.0.0.1")
-}
 
 /// Polls `check` every 20 ms until it holds; false if it still does not after `timeout`.
 pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {

@@ -389,6 +389,18 @@ impl Metastore {
         .map(|r| r.get(0))
     }
 
+    /// The seq of `org`'s chain head in the newest snapshot row that holds the org: the
+    /// snapshot a takeover restores holds the org's records through it.
+    pub(crate) fn snapshot_chain_seq(&self, org: &str) -> Option<u64> {
+        self.rows(
+            "SELECT (chain_heads -> $1::text ->> 'seq')::bigint FROM snapshots
+             WHERE chain_heads ? $1::text ORDER BY id DESC LIMIT 1",
+            &[&org],
+        )
+        .first()
+        .map(|r| r.get::<_, i64>(0) as u64)
+    }
+
     /// Rows for `shard` under `epoch` with an id above `after`.
     pub(crate) fn snapshots_since(&self, shard: i32, epoch: i64, after: i64) -> i64 {
         self.rows(

@@ -171,29 +171,56 @@ fn ndjson(records: &[Value]) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Seconds since `start`, an upper bound on how long a bucket refilled between two requests
+/// sent after it.
+fn secs_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}
+
+/// A refusal below is certain only while the bucket cannot have refilled: `elapsed` seconds
+/// (measured around the requests) must be under `margin`. The limits are slow enough (1 record
+/// a second) that this holds by seconds; past it the test could conclude nothing.
+fn assert_within(elapsed: f64, margin: f64, what: &str) {
+    assert!(
+        elapsed < margin,
+        "{what}: the steps took {elapsed:.1} s, the bucket may have refilled (margin {margin} s)"
+    );
+}
+
 #[test]
 fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_are_not_touched() {
     let dir = tempfile::tempdir().unwrap();
+    // 1 record a second: each refusal below is certain for seconds, not a fraction of one, so
+    // it does not depend on how fast the steps run; the waits are checked against their time.
     let c = Collector::start(
         &dir.path().join("data"),
-        "[limits]\ningest_records_per_second_per_key = 10\ningest_burst_records_per_key = 20\n",
+        "[limits]\ningest_records_per_second_per_key = 1\ningest_burst_records_per_key = 20\n",
     );
     let flood = c.create_key(ORG_A, "INGEST");
+    let big = c.create_key(ORG_A, "INGEST");
     let other_org = c.create_key(ORG_B, "INGEST");
     let admin = c.create_key(ORG_A, "ORG_ADMIN");
     let ndjson_post =
         |token: &str, body: &[Value]| c.post("/api/v1/ingest", token, "", ndjson(body));
 
-    // The burst goes through; the next batch is refused whole, with a wait to retry after.
+    // The burst goes through; the next batch is refused whole, with a wait to retry after:
+    // 10 records at 1/s, less what came back since the burst.
+    let burst_sent = Instant::now();
     let r = ndjson_post(&flood, &records(ORG_A, "burst", 20));
     assert_eq!(r.status(), 200);
-    let (body, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "late", 10)));
+    let r = ndjson_post(&flood, &records(ORG_A, "late", 10));
+    let since_burst = secs_since(burst_sent);
+    assert_within(since_burst, 10.0, "10 records after the burst");
+    let (body, retry_after) = refused(r);
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("rate limit of this key exceeded (10 records per second, bursts of 20)"),
+        message.contains("rate limit of this key exceeded (1 records per second, bursts of 20)"),
         "{message}"
     );
-    assert_eq!(retry_after, 1, "10 records at 10/s: {body}");
+    assert!(
+        retry_after <= 10 && retry_after as f64 >= (10.0 - since_burst).ceil(),
+        "10 records at 1/s, {since_burst:.1} s after the burst: {body}"
+    );
 
     // Another org's key is not refused meanwhile.
     let r = ndjson_post(&other_org, &records(ORG_B, "b", 20));
@@ -205,18 +232,24 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
 
     // OTLP/HTTP: the same 429 and Retry-After, the body a google.rpc.Status as OTLP/HTTP
-    // specifies (RESOURCE_EXHAUSTED, in the request's encoding).
+    // specifies (RESOURCE_EXHAUSTED, in the request's encoding). 30 records taken from a full
+    // 20 at 1/s: 10 are back only 20 s after the burst.
     let body = otlp_json(ORG_A, "otlp", 10, "team.member_invited", &[])
         .to_string()
         .into_bytes();
     let r = c.post("/v1/logs", &flood, "application/json", body);
+    assert_within(
+        secs_since(burst_sent),
+        20.0,
+        "OTLP/HTTP after the late batch",
+    );
     assert_eq!(r.status(), 429);
     let retry_after: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(retry_after >= 1);
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
     let status: Value = r.json().unwrap();
     assert_eq!(status["code"], 8, "{status}");
     assert!(
@@ -238,6 +271,11 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
             .insert("authorization", format!("Bearer {flood}").parse().unwrap());
         client.export(request).await.unwrap_err()
     });
+    assert_within(
+        secs_since(burst_sent),
+        20.0,
+        "OTLP/gRPC after the late batch",
+    );
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     use tonic_types::StatusExt;
     let delay = status
@@ -246,19 +284,23 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
         .and_then(|r| r.retry_delay)
         .expect("RetryInfo with a delay");
     assert!(
-        delay > Duration::ZERO && delay <= Duration::from_secs(2),
+        delay > Duration::ZERO && delay <= Duration::from_secs(10),
         "{delay:?}"
     );
 
-    // A batch larger than the burst is taken once the key's allowance is full, then the key
-    // waits until its average is back under the limit.
-    std::thread::sleep(Duration::from_secs(2));
-    let r = ndjson_post(&flood, &records(ORG_A, "big", 50));
+    // A batch larger than the burst is taken while the key's allowance is full (a key not used
+    // yet), then the key waits until its average is back under the limit: 30 to repay at 1/s,
+    // then the record.
+    let big_sent = Instant::now();
+    let r = ndjson_post(&big, &records(ORG_A, "big", 50));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    let (_, retry_after) = refused(ndjson_post(&flood, &records(ORG_A, "after-big", 1)));
+    let r = ndjson_post(&big, &records(ORG_A, "after-big", 1));
+    let since_big = secs_since(big_sent);
+    assert_within(since_big, 31.0, "1 record after the big batch");
+    let (_, retry_after) = refused(r);
     assert!(
-        retry_after >= 3,
-        "50 taken from 20 leaves 30 to repay at 10/s: {retry_after}"
+        retry_after <= 31 && retry_after as f64 >= (31.0 - since_big).ceil(),
+        "50 taken from 20 leaves 30 to repay at 1/s, {since_big:.1} s ago: {retry_after}"
     );
 
     // Only what was acknowledged is stored; refused records are counted, with no org label.
@@ -279,13 +321,15 @@ fn a_key_over_its_limit_gets_429_with_retry_after_on_every_receiver_and_others_a
 #[test]
 fn an_org_limit_covers_all_its_keys() {
     let dir = tempfile::tempdir().unwrap();
+    // 1 record a second, as above: the refusal is certain for 10 s, not 1.
     let c = Collector::start(
         &dir.path().join("data"),
-        "[limits]\ningest_records_per_second_per_org = 5\ningest_burst_records_per_org = 30\n",
+        "[limits]\ningest_records_per_second_per_org = 1\ningest_burst_records_per_org = 30\n",
     );
     let first = c.create_key(ORG_A, "INGEST");
     let second = c.create_key(ORG_A, "INGEST");
     let other_org = c.create_key(ORG_B, "INGEST");
+    let first_sent = Instant::now();
     let (status, body) = c.ingest(&first, &records(ORG_A, "one", 20));
     assert_eq!(status, 200, "{body}");
     let r = c.post(
@@ -294,6 +338,8 @@ fn an_org_limit_covers_all_its_keys() {
         "",
         ndjson(&records(ORG_A, "two", 20)),
     );
+    let since_first = secs_since(first_sent);
+    assert_within(since_first, 10.0, "the second key's batch");
     let (body, retry_after) = refused(r);
     assert!(
         body["error"]["message"]
@@ -302,7 +348,10 @@ fn an_org_limit_covers_all_its_keys() {
             .contains("rate limit of this org exceeded"),
         "{body}"
     );
-    assert_eq!(retry_after, 2, "10 records missing at 5/s: {body}");
+    assert!(
+        retry_after <= 10 && retry_after as f64 >= (10.0 - since_first).ceil(),
+        "10 records missing at 1/s, {since_first:.1} s after the first batch: {body}"
+    );
     let (status, body) = c.ingest(&other_org, &records(ORG_B, "b", 30));
     assert_eq!(status, 200, "{body}");
 }

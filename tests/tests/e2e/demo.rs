@@ -5,20 +5,13 @@
 use codestax_tests::bin;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A base port with the five after it free.
+/// A base port with the five after it free, claimed by the harness (no other test's child
+/// gets them).
 fn free_port_base() -> u16 {
-    for _ in 0..200 {
-        let base: u16 = 20_000 + (rand::random::<u16>() % 40_000);
-        let all_free = (0..6).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no six free consecutive ports");
+    codestax_tests::try_free_ports(6).expect("six free consecutive ports")
 }
 
 /// Starts the demo and reads its banner; returns the process, the dashboard URL and the key.

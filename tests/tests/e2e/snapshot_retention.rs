@@ -14,7 +14,7 @@ use codestax_common::AuditRecord;
 use codestax_harness::{Collector, record};
 use serde_json::Value;
 
-use crate::cluster_common::{QUERY, Servers};
+use crate::cluster_common::{Metastore, QUERY, Servers};
 use crate::cluster_ingest::ingest_until_acked;
 use crate::cluster_state::put_retention;
 
@@ -115,12 +115,23 @@ fn a_survivor_restores_a_shard_from_its_retained_tail_and_the_chain_verifies() {
     assert!(found, "no janitor deleted the 8 expired records");
     let owner = owner.unwrap();
     let survivor = 1 - owner;
-    // A record after the deletion, then two snapshot intervals: a snapshot with the checkpoint.
+    // A record after the deletion, then a snapshot that holds it and so the checkpoint: its
+    // row in the metastore names the org's chain through everything exported.
     let (body, _) = ingest_until_acked(&nodes[survivor], &ingest, &records(20, 1, 0));
     assert_eq!(body["accepted"], 1, "{body}");
     nodes[owner].wait_for_total_within(ORG, QUERY, &admin, 13, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(3));
     let before = export(&nodes[owner], &admin);
+    let head = before.last().and_then(|r| r.seq).unwrap();
+    let meta = Metastore::connect(&servers.pg);
+    let mut snapshot_head = None;
+    let snapshotted = codestax_harness::wait_for(Duration::from_secs(30), || {
+        snapshot_head = meta.snapshot_chain_seq(ORG);
+        snapshot_head >= Some(head)
+    });
+    assert!(
+        snapshotted,
+        "no snapshot holds the chain through seq {head} (latest: {snapshot_head:?})"
+    );
 
     nodes[owner].kill9();
     // The survivor takes the shard, restores it, and serves it (503 until then).
