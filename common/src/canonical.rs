@@ -277,7 +277,8 @@ pub(crate) fn write_record<O: Out + ?Sized>(
     r: &AuditRecord,
     chain: ChainFields,
     out: &mut O,
-) -> [usize; 3] {
+) -> Marks {
+    let mut sender = [(0, 0); 3];
     let mut o = Object::open(out);
     for field in schema::RECORD_KEY_ORDER {
         if chain == ChainFields::Mark
@@ -287,8 +288,7 @@ pub(crate) fn write_record<O: Out + ?Sized>(
             continue;
         }
         if chain == ChainFields::Content
-            && (chain_slot(field).is_some()
-                || matches!(field, Field::Id | Field::ReceivedAt | Field::Provenance))
+            && (chain_slot(field).is_some() || sender_slot(field).is_some())
         {
             continue;
         }
@@ -306,12 +306,40 @@ pub(crate) fn write_record<O: Out + ?Sized>(
             }
             _ => {
                 if let Some(value) = field.value(r) {
+                    let start = o.out.len();
                     o.field(field.key(), value);
+                    if let Some(slot) = sender_slot(field) {
+                        sender[slot] = (start, o.out.len());
+                    }
                 }
             }
         }
     }
-    o.close()
+    Marks {
+        chain: o.close(),
+        sender,
+    }
+}
+
+/// Where [`write_record`] put what a record's content leaves out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Marks {
+    /// With [`ChainFields::Mark`], where each of [`crate::schema::CHAIN_FIELDS`] goes.
+    pub(crate) chain: [usize; 3],
+    /// The byte range of the `id`, `received_at` and `provenance` entries, each with the comma
+    /// before it (`action` always comes first, so each has one); empty when absent. Without
+    /// them and the chain fields, the JSON is [`AuditRecord::content_json`].
+    pub(crate) sender: [(usize, usize); 3],
+}
+
+/// The place in [`Marks::sender`] of a field that says who sent a record, when, under which id.
+fn sender_slot(field: Field) -> Option<usize> {
+    match field {
+        Field::Id => Some(0),
+        Field::ReceivedAt => Some(1),
+        Field::Provenance => Some(2),
+        _ => None,
+    }
 }
 
 /// The index of a chain field in [`crate::schema::CHAIN_FIELDS`].
@@ -656,8 +684,20 @@ mod tests {
             bare.prev_hash = None;
             bare.hash = None;
             let mut json = String::new();
-            let at = write_record(&r, ChainFields::Mark, &mut json);
+            let marks = write_record(&r, ChainFields::Mark, &mut json);
+            let at = marks.chain;
             assert_eq!(json, reference(&bare), "variant {n}");
+            // Without the sender's entries, the JSON is the record's content.
+            let mut content = String::new();
+            let mut pos = 0;
+            let mut sender = marks.sender;
+            sender.sort();
+            for (start, end) in sender {
+                content.push_str(&json[pos..start.max(pos)]);
+                pos = pos.max(end);
+            }
+            content.push_str(&json[pos..]);
+            assert_eq!(content, r.content_json(), "variant {n}");
             for (field, &p) in at.iter().enumerate() {
                 let mut with = bare.clone();
                 let value = match field {

@@ -131,6 +131,9 @@ pub struct Unsealed {
     /// Byte offset in `json` where each of [`CHAIN_FIELDS`] goes: the start of the first entry
     /// whose key sorts after it, or the closing `}`.
     at: [usize; 3],
+    /// The byte ranges in `json` of what says who sent the record, when, under which id, in
+    /// order: without them `json` is the record's content.
+    sender: [(usize, usize); 3],
 }
 
 /// A sealed record: its hash, its Merkle leaf hash and its canonical JSON with `seq`,
@@ -151,8 +154,27 @@ impl Unsealed {
     /// Prepares `record`; any chain fields it carries are left out.
     pub fn new(record: &AuditRecord) -> Unsealed {
         let mut json = String::with_capacity(768);
-        let at = write_record(record, ChainFields::Mark, &mut json);
-        Unsealed { json, at }
+        let marks = write_record(record, ChainFields::Mark, &mut json);
+        let mut sender = marks.sender;
+        sender.sort_unstable();
+        Unsealed {
+            json,
+            at: marks.chain,
+            sender,
+        }
+    }
+
+    /// Feeds the record's content ([`AuditRecord::content_json`]) to `hasher`, the same bytes as
+    /// [`AuditRecord::hash_content`] does, from the JSON already written.
+    pub fn hash_content<H: std::hash::Hasher>(&self, hasher: &mut H) {
+        let mut pos = 0;
+        for &(start, end) in &self.sender {
+            if end > start {
+                hasher.write(&self.json.as_bytes()[pos..start]);
+                pos = end;
+            }
+        }
+        hasher.write(&self.json.as_bytes()[pos..]);
     }
 
     /// Length of the canonical JSON without the chain fields, in bytes.
@@ -753,6 +775,7 @@ mod tests {
         let u = Unsealed {
             json: "{}".into(),
             at: [1, 1, 1],
+            sender: [(0, 0); 3],
         };
         assert_eq!(
             u.render(&[(HASH, "1"), (PREV_HASH, "2"), (SEQ, "3")]),
@@ -761,6 +784,7 @@ mod tests {
         let u = Unsealed {
             json: r#"{"a":0,"z":9}"#.into(),
             at: [7, 7, 12],
+            sender: [(0, 0); 3],
         };
         assert_eq!(
             u.render(&[(HASH, "1"), (PREV_HASH, "2"), (SEQ, "3")]),

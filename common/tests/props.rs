@@ -702,7 +702,11 @@ proptest! {
         );
         r.hash_content(&mut streamed);
         whole.write(content.as_bytes());
-        prop_assert_eq!(streamed.finish(), whole.finish());
+        let whole = whole.finish();
+        prop_assert_eq!(streamed.finish(), whole);
+        let mut unsealed = std::collections::hash_map::DefaultHasher::new();
+        codestax_common::chain::Unsealed::new(&r).hash_content(&mut unsealed);
+        prop_assert_eq!(unsealed.finish(), whole);
         let stored: AuditRecord = serde_json::from_str(&r.canonical_json()).unwrap();
         prop_assert_eq!(stored.content_json(), content);
     }

@@ -19,6 +19,7 @@
 
 use crate::store::Lsn;
 use codestax_common::AuditRecord;
+use codestax_common::chain::Unsealed;
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -42,6 +43,13 @@ impl Fingerprints {
     pub fn of(&self, record: &AuditRecord) -> u64 {
         let mut hasher = self.0.build_hasher();
         record.hash_content(&mut hasher);
+        hasher.finish()
+    }
+
+    /// [`Fingerprints::of`] the record `unsealed` was made from, from the JSON already written.
+    pub fn of_unsealed(&self, unsealed: &Unsealed) -> u64 {
+        let mut hasher = self.0.build_hasher();
+        unsealed.hash_content(&mut hasher);
         hasher.finish()
     }
 }
@@ -292,6 +300,7 @@ mod tests {
         resent.seq = Some(3);
         assert_eq!(prints.of(&resent), prints.of(&a));
         assert_ne!(prints.of(&record("acme", "a", "hello!")), prints.of(&a));
+        assert_eq!(prints.of_unsealed(&Unsealed::new(&resent)), prints.of(&a));
         // Another key draws other fingerprints.
         assert_ne!(Fingerprints::default().of(&a), prints.of(&a));
     }

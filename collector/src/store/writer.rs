@@ -522,9 +522,9 @@ impl Store {
                 return Err(StoreError::RecordTooLarge { index, len });
             }
             bytes += len;
+            fingerprints.push(self.fingerprints.of_unsealed(&unsealed));
             prepared.push(unsealed);
             hashes.push(uid_hash(&r.org_id, r.id()));
-            fingerprints.push(self.fingerprints.of(r));
         }
         let (reply, answer) = oneshot::channel();
         let submission = Submission {
