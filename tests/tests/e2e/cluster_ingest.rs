@@ -337,6 +337,35 @@ fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
         assert_eq!(row.get::<_, i64>(0), i64::from(SHARDS));
     });
 
+    // The same ids with other content (made again, later): other msg ids, so the log takes
+    // them and the node acknowledges them; the shard's owner refuses them as id conflicts and
+    // counts them, and what was first sent stays stored.
+    let (body, _) = ingest_until_acked(&c, &tokens["acme"], &batch("acme", 0, 10));
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(10), Some(0)),
+        "{body}"
+    );
+    let refused = |c: &Collector| -> f64 {
+        c.metrics()
+            .lines()
+            .find(|l| {
+                l.starts_with("codestax_collector_records_rejected_total{")
+                    && l.contains("receiver=\"owner\"")
+                    && l.contains("reason=\"id\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        codestax_harness::wait_for(Duration::from_secs(30), || refused(&c) == 10.0),
+        "the owner refused {} of 10",
+        refused(&c)
+    );
+    let admin = c.create_key("acme", "ORG_ADMIN");
+    let stored = c.get_json("/api/v1/orgs/acme/audit-log/acme-0", &admin);
+    assert_eq!(stored["time"], first[0]["time"], "{stored}");
+
     nats.restart(killed).unwrap();
     c.terminate().unwrap();
 }
