@@ -119,12 +119,27 @@ one_command() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# As the test harness does (harness/src/ports.rs): ports below the kernel's ephemeral range, which
+# an outgoing connection may hold at any moment, each claimed with a lock on its file in the
+# harness's claims directory, held while this script runs, so tests beside it never take them.
+claims=${TMPDIR:-/tmp}/codestax-test-ports
+mkdir -p "$claims" 2>/dev/null || true
+claim() {
+    command -v flock >/dev/null || return 0
+    local fd
+    exec {fd}>>"$claims/$1" 2>/dev/null || return 1
+    flock -n "$fd" || { exec {fd}>&-; return 1; }
+}
+read -r ephemeral_low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=32768
+[ "$ephemeral_low" -gt 11000 ] 2>/dev/null || ephemeral_low=32768
 base=${FRESH_CLONE_PORT_BASE:-}
 if [ -z "$base" ]; then
     for _ in $(seq 1 100); do
-        candidate=$((20000 + RANDOM % 40000))
+        candidate=$((10000 + RANDOM % (ephemeral_low - 10000 - 9)))
         ok=1
-        for i in $(seq 0 8); do port_free $((candidate + i)) || { ok=0; break; }; done
+        for i in $(seq 0 8); do
+            { port_free $((candidate + i)) && claim $((candidate + i)); } || { ok=0; break; }
+        done
         if [ $ok = 1 ]; then base=$candidate; break; fi
     done
     [ -n "$base" ] || fail "no nine free consecutive ports"
