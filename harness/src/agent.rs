@@ -247,11 +247,7 @@ level = {log_level:?}
     /// The sum of every sample whose name (with labels) starts with `prefix`, e.g.
     /// `codestax_agent_records_spooled_total{source="file"}` or `codestax_agent_file_lag_bytes`.
     pub fn metric(&self, prefix: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        crate::metric_sum(&self.metrics(), prefix)
     }
 
     /// Every entry of the quarantine file (`data/quarantine/quarantine.jsonl`).

@@ -272,6 +272,11 @@ impl Collector {
         self.try_metrics().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The sum of the samples whose name and labels start with `prefix` ([`crate::metric_sum`]).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        crate::metric_sum(&self.metrics(), prefix)
+    }
+
     pub fn grpc_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }

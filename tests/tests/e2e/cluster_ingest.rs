@@ -346,16 +346,8 @@ fn ingest_is_acked_after_jetstream_and_survives_a_killed_nats_server() {
         (Some(10), Some(0)),
         "{body}"
     );
-    let refused = |c: &Collector| -> f64 {
-        c.metrics()
-            .lines()
-            .find(|l| {
-                l.starts_with("codestax_collector_records_rejected_total{")
-                    && l.contains("receiver=\"owner\"")
-                    && l.contains("reason=\"id\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+    let refused = |c: &Collector| {
+        c.metric(r#"codestax_collector_records_rejected_total{receiver="owner",reason="id"}"#)
     };
     assert!(
         codestax_harness::wait_for(Duration::from_secs(30), || refused(&c) == 10.0),

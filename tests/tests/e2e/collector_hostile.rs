@@ -154,13 +154,10 @@ fn ndjson_answers_list_50_rejections_and_count_the_rest() {
     assert_eq!(answer["more_errors"], 70);
     // Metrics count every rejection, under a bounded reason label.
     let metrics = c.metrics();
-    let counted: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("codestax_collector_records_rejected_total{") && l.contains("ndjson")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let counted = codestax_harness::metric_sum(
+        &metrics,
+        r#"codestax_collector_records_rejected_total{receiver="ndjson","#,
+    );
     assert_eq!(counted, 120.0, "{metrics}");
 }
 

@@ -609,12 +609,7 @@ fn after_retention_an_unfiltered_export_names_its_holes_and_verifies() {
     // After the janitor: the late arrival is a tombstone with its time.
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let deleted: f64 = c
-            .metrics()
-            .lines()
-            .filter(|l| l.starts_with("codestax_collector_retention_records_deleted_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let deleted = c.metric("codestax_collector_retention_records_deleted_total");
         if deleted >= 6.0 {
             break;
         }

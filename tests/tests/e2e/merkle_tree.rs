@@ -213,11 +213,7 @@ fn the_tree_survives_kill_9_equals_the_export_and_is_rebuilt_from_the_index() {
 
 /// `codestax_collector_retention_records_deleted_total`, summed over its series.
 fn deleted(c: &Collector) -> f64 {
-    c.metrics()
-        .lines()
-        .filter(|l| l.starts_with("codestax_collector_retention_records_deleted_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    c.metric("codestax_collector_retention_records_deleted_total")
 }
 
 fn hashes(v: &Value) -> Vec<Hash> {

@@ -354,16 +354,8 @@ fn an_ingest_key_cannot_pre_empt_another_keys_records() {
         stored["provenance"],
         json!({"writer": "ingest", "key_id": mallory_id})
     );
-    let rejected = |c: &Collector| -> f64 {
-        c.metrics()
-            .lines()
-            .find(|l| {
-                l.starts_with("codestax_collector_records_rejected_total{")
-                    && l.contains("reason=\"id\"")
-                    && l.contains("receiver=\"ndjson\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+    let rejected = |c: &Collector| {
+        c.metric(r#"codestax_collector_records_rejected_total{receiver="ndjson",reason="id"}"#)
     };
     assert_eq!(rejected(&c), 1.0);
 

@@ -381,11 +381,7 @@ fn agent_drained(agent: &Agent, client: &reqwest::blocking::Client) -> bool {
     let Some(metrics) = get("/metrics") else {
         return false;
     };
-    let lag: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("codestax_agent_file_lag_bytes"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let lag = codestax_harness::metric_sum(&metrics, "codestax_agent_file_lag_bytes");
     health["spool_unacked_bytes"] == 0 && lag == 0.0
 }
 
