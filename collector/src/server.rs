@@ -80,6 +80,13 @@ impl IdLookup for AuditIndex {
             None
         })
     }
+
+    fn contains(&self, org: &str, id: &str, time: i64) -> bool {
+        AuditIndex::contains(self, org, id, time).unwrap_or_else(|e| {
+            tracing::error!(error = %e, org, id, "dedupe lookup in the index failed");
+            false
+        })
+    }
 }
 
 /// Where the collector keeps its state under `data_dir`.

@@ -31,6 +31,12 @@ pub trait IdLookup: Send + Sync {
     /// The record the index holds with this org and id, if any. `time` (µs) is the time of the
     /// record being checked: where its original most likely is, so where to look first.
     fn stored(&self, org: &str, id: &str, time: i64) -> Option<AuditRecord>;
+
+    /// Whether the index holds a record with this org and id, without reading it back (the
+    /// replay at start only needs that).
+    fn contains(&self, org: &str, id: &str, time: i64) -> bool {
+        self.stored(org, id, time).is_some()
+    }
 }
 
 /// Fingerprints of records' content ([`AuditRecord::content_json`]), under a key drawn at start:
@@ -142,11 +148,7 @@ impl DedupeSet {
         if !self.hashes.contains(&hash) {
             return Seen::New;
         }
-        let recent = self
-            .recent
-            .get(&hash)
-            .and_then(|v| v.iter().find(|e| &*e.org == org && &*e.id == id));
-        if let Some(e) = recent {
+        if let Some(e) = self.recent_entry(org, id, hash) {
             return Seen::Recent {
                 fingerprint: e.fingerprint,
             };
@@ -155,6 +157,19 @@ impl DedupeSet {
             Some(record) => Seen::Indexed(Box::new(record)),
             None => Seen::New,
         }
+    }
+
+    /// Whether (org, id) is stored, without what it says ([`DedupeSet::seen`]).
+    pub fn contains(&self, org: &str, id: &str, hash: u64, time: i64) -> bool {
+        self.hashes.contains(&hash)
+            && (self.recent_entry(org, id, hash).is_some() || self.lookup.contains(org, id, time))
+    }
+
+    fn recent_entry(&self, org: &str, id: &str, hash: u64) -> Option<&RecentEntry> {
+        self.recent
+            .get(&hash)?
+            .iter()
+            .find(|e| &*e.org == org && &*e.id == id)
     }
 
     /// Records that (org, id), whose content has `fingerprint`, was written to the WAL at `lsn`
@@ -204,24 +219,42 @@ impl DedupeSet {
     }
 }
 
+/// A stand-in for the index in the store's tests: the records by org and id.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct MemoryIndex(std::sync::Mutex<HashMap<(String, String), AuditRecord>>);
+
+#[cfg(test)]
+impl MemoryIndex {
+    pub(crate) fn with(records: &[&AuditRecord]) -> Arc<MemoryIndex> {
+        let index = MemoryIndex::default();
+        for r in records {
+            index.add(r);
+        }
+        Arc::new(index)
+    }
+
+    pub(crate) fn add(&self, r: &AuditRecord) {
+        let key = (r.org_id.clone(), r.id().to_owned());
+        self.0.lock().unwrap().insert(key, r.clone());
+    }
+}
+
+#[cfg(test)]
+impl IdLookup for MemoryIndex {
+    fn stored(&self, org: &str, id: &str, _time: i64) -> Option<AuditRecord> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&(org.into(), id.into()))
+            .cloned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::uid::uid_hash;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Index(Mutex<HashMap<(String, String), AuditRecord>>);
-
-    impl IdLookup for Index {
-        fn stored(&self, org: &str, id: &str, _time: i64) -> Option<AuditRecord> {
-            self.0
-                .lock()
-                .unwrap()
-                .get(&(org.into(), id.into()))
-                .cloned()
-        }
-    }
 
     fn record(org: &str, id: &str, message: &str) -> AuditRecord {
         serde_json::from_value(serde_json::json!({
@@ -242,7 +275,7 @@ mod tests {
 
     #[test]
     fn recent_then_index_answers_with_the_content() {
-        let index = Arc::new(Index::default());
+        let index = Arc::new(MemoryIndex::default());
         let prints = Fingerprints::default();
         let mut set = DedupeSet::new(index.clone());
         let a = record("acme", "a", "hello");
@@ -260,11 +293,7 @@ mod tests {
         set.forget_recent_through(7);
         assert_eq!(set.recent_len(), 0);
         assert!(matches!(set.seen("acme", "a", h, 0), Seen::New));
-        index
-            .0
-            .lock()
-            .unwrap()
-            .insert(("acme".into(), "a".into()), a.clone());
+        index.add(&a);
         assert_eq!(
             fingerprint(set.seen("acme", "a", h, 0), &prints),
             Some(prints.of(&a))
@@ -274,7 +303,7 @@ mod tests {
     #[test]
     fn forged_hash_collision_is_not_a_duplicate() {
         let prints = Fingerprints::default();
-        let mut set = DedupeSet::new(Arc::new(Index::default()));
+        let mut set = DedupeSet::new(Arc::new(MemoryIndex::default()));
         let h = uid_hash("acme", "a");
         set.insert_recent("acme", "a", h, 1, 0);
         // Another uid with the same hash (forged: pass a's hash for b).

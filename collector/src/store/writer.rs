@@ -376,10 +376,7 @@ impl Store {
             advance_head(&mut chain, &record, lsn);
             let hash = uid_hash(&record.org_id, record.id());
             let time = record.time.timestamp_micros();
-            if !matches!(
-                dedupe.seen(&record.org_id, record.id(), hash, time),
-                Seen::New
-            ) {
+            if dedupe.contains(&record.org_id, record.id(), hash, time) {
                 tracing::debug!(lsn, "WAL record already indexed; not replayed");
                 continue;
             }
@@ -1020,36 +1017,8 @@ mod tests {
     use codestax_storage::{Fault, FaultyDisk};
     use serde_json::json;
     use std::collections::HashSet;
-    use std::sync::Mutex;
 
-    /// A stand-in for the index: the records by org and id.
-    #[derive(Default)]
-    struct Index(Mutex<HashMap<(String, String), AuditRecord>>);
-
-    impl Index {
-        fn with(records: &[&AuditRecord]) -> Arc<Index> {
-            let index = Index::default();
-            for r in records {
-                index.add(r);
-            }
-            Arc::new(index)
-        }
-
-        fn add(&self, r: &AuditRecord) {
-            let key = (r.org_id.clone(), r.id().to_owned());
-            self.0.lock().unwrap().insert(key, r.clone());
-        }
-    }
-
-    impl IdLookup for Index {
-        fn stored(&self, org: &str, id: &str, _time: i64) -> Option<AuditRecord> {
-            self.0
-                .lock()
-                .unwrap()
-                .get(&(org.into(), id.into()))
-                .cloned()
-        }
-    }
+    type Index = crate::store::dedupe::MemoryIndex;
 
     fn record(org: &str, id: &str) -> AuditRecord {
         serde_json::from_value(json!({
